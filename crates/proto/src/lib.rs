@@ -1,0 +1,13 @@
+//! Sans-IO OpenVPN protocol core.
+//!
+//! Owns: packet codecs, control-channel wrapping (tls-auth, tls-crypt), replay
+//! windows, the reliability layer, the TLS session state machine (over rustls'
+//! byte-buffer API), key-method-2, key derivation, push options and
+//! data-channel crypto. Everything is pure code over byte buffers and a clock
+//! passed in by the caller.
+//!
+//! Must not touch: sockets, TUN devices, threads, the system clock, the file system.
+
+pub mod data;
+pub mod random;
+pub mod wire;
