@@ -10,4 +10,5 @@
 
 pub mod data;
 pub mod random;
+pub mod reliable;
 pub mod wire;
