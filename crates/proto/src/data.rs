@@ -6,7 +6,13 @@
 //! AAD = bytes 0..8; nonce = packet_id(4) || implicit_iv(8).
 //! P_DATA_V1: `op(1) | packet_id(4) | tag(16) | ciphertext`, AAD = packet_id only.
 
+use aws_lc_rs::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce,
+    UnboundKey,
+};
 use thiserror::Error;
+
+use crate::wire::{DATA_V1_OVERHEAD, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, Opcode};
 
 /// The 16-byte keepalive ping payload (§10.1).
 pub const PING_PAYLOAD: [u8; 16] = [
@@ -20,6 +26,10 @@ pub const OCC_MAGIC: [u8; 16] = [
 pub const OCC_EXIT: u8 = 6;
 /// AEAD tag length for every supported cipher.
 pub const TAG_LEN: usize = 16;
+/// Length of the implicit IV taken from the key block (12-byte nonce minus the packet id).
+pub const IMPLICIT_IV_LEN: usize = 8;
+/// 2.6 starts a renegotiation once the send counter reaches this value (§8.5).
+pub const PACKET_ID_RENEGOTIATE: u32 = 0xFF00_0000;
 
 /// Data-channel ciphers we implement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,16 +39,39 @@ pub enum Cipher {
     ChaCha20Poly1305,
 }
 
+/// Why a data packet could not be sealed or opened.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DataError {
+    /// The packet is shorter than the header, packet id and tag of its format.
     #[error("data packet truncated")]
     Truncated,
+    /// The tag did not verify: wrong key, corrupted or forged packet.
     #[error("data packet failed authentication")]
     AuthFailed,
+    /// The caller's buffer cannot hold the header room or the plaintext.
     #[error("output buffer too small")]
     BufferTooSmall,
+    /// The send counter would have to wrap; a new key must take over (§8.5).
     #[error("packet id space exhausted")]
     PacketIdExhausted,
+    /// The packet carries no payload after the tag; 2.6 rejects these too.
+    #[error("missing payload")]
+    MissingPayload,
+    /// Byte 0 does not hold P_DATA_V1 or P_DATA_V2 (the raw 5-bit opcode is given).
+    #[error("opcode {0} is not a data opcode")]
+    NotData(u8),
+    /// Packet id 0 is never valid on the data channel (§8.4).
+    #[error("packet id 0 is invalid")]
+    InvalidPacketId,
+    /// A key given to [`SealingKey::new`] / [`OpeningKey::new`] has the wrong length for the cipher.
+    #[error("key length {have} does not match cipher (need {need})")]
+    BadKeyLength { need: usize, have: usize },
+    /// key_id above 7 or peer_id above 24 bits: they would not fit the header.
+    #[error("key id or peer id out of range")]
+    HeaderFieldOutOfRange,
+    /// The AEAD refused the operation for a reason other than authentication (e.g. too long input).
+    #[error("AEAD operation failed")]
+    Crypto,
 }
 
 /// Which end of the connection we are; decides which key-block slots we send with.
@@ -49,17 +82,47 @@ pub enum Side {
 }
 
 impl Cipher {
+    /// Every cipher, in the order 2.6 lists them in its default `data-ciphers`.
+    pub const ALL: [Cipher; 3] = [
+        Cipher::Aes256Gcm,
+        Cipher::Aes128Gcm,
+        Cipher::ChaCha20Poly1305,
+    ];
+
     /// OpenSSL-style name as used in `data-ciphers` and `cipher` (upper case).
     pub fn name(self) -> &'static str {
-        todo!()
+        match self {
+            Cipher::Aes128Gcm => "AES-128-GCM",
+            Cipher::Aes256Gcm => "AES-256-GCM",
+            Cipher::ChaCha20Poly1305 => "CHACHA20-POLY1305",
+        }
     }
     /// Case-insensitive lookup of an OpenSSL-style name (`aes-256-gcm`, `CHACHA20-POLY1305`, ...).
     pub fn from_name(name: &str) -> Option<Self> {
-        let _ = name;
-        todo!()
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
     }
+    /// Cipher key length in bytes (the prefix of the key-block cipher slot that is used).
     pub fn key_len(self) -> usize {
-        todo!()
+        match self {
+            Cipher::Aes128Gcm => 16,
+            Cipher::Aes256Gcm | Cipher::ChaCha20Poly1305 => 32,
+        }
+    }
+
+    fn algorithm(self) -> &'static Algorithm {
+        match self {
+            Cipher::Aes128Gcm => &AES_128_GCM,
+            Cipher::Aes256Gcm => &AES_256_GCM,
+            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        }
+    }
+}
+
+impl std::fmt::Display for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -67,13 +130,93 @@ impl Cipher {
 #[derive(Clone)]
 pub struct KeyBlock(pub [u8; 256]);
 
+impl std::fmt::Debug for KeyBlock {
+    // Key material must not end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyBlock(..)")
+    }
+}
+
+/// Key-block offsets of one direction's cipher slot and implicit-IV slot (§7.1).
+const C2S_KEY: usize = 0;
+const C2S_IV: usize = 64;
+const S2C_KEY: usize = 128;
+const S2C_IV: usize = 192;
+
+/// AEAD key plus implicit IV; shared by both halves so they cannot drift apart.
+struct AeadKey {
+    cipher: Cipher,
+    key: LessSafeKey,
+    implicit_iv: [u8; IMPLICIT_IV_LEN],
+}
+
+impl AeadKey {
+    fn new(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: [u8; IMPLICIT_IV_LEN],
+    ) -> Result<Self, DataError> {
+        if key.len() != cipher.key_len() {
+            return Err(DataError::BadKeyLength {
+                need: cipher.key_len(),
+                have: key.len(),
+            });
+        }
+        let unbound = UnboundKey::new(cipher.algorithm(), key).map_err(|_| DataError::Crypto)?;
+        Ok(AeadKey {
+            cipher,
+            key: LessSafeKey::new(unbound),
+            implicit_iv,
+        })
+    }
+
+    /// Slots are fixed offsets into a 256-byte array and every key length fits
+    /// in a 64-byte slot, so this cannot fail for a valid `Cipher`.
+    fn from_block(cipher: Cipher, block: &KeyBlock, key_at: usize, iv_at: usize) -> Self {
+        let key = &block.0[key_at..key_at + cipher.key_len()];
+        let mut iv = [0u8; IMPLICIT_IV_LEN];
+        iv.copy_from_slice(&block.0[iv_at..iv_at + IMPLICIT_IV_LEN]);
+        // Only a key-length mismatch or an allocation failure inside aws-lc can
+        // make this fail; the length is right by construction.
+        Self::new(cipher, key, iv).expect("key-block slot has the cipher's key length")
+    }
+
+    fn nonce(&self, packet_id: [u8; 4]) -> Nonce {
+        let mut n = [0u8; NONCE_LEN];
+        n[..4].copy_from_slice(&packet_id);
+        n[4..].copy_from_slice(&self.implicit_iv);
+        Nonce::assume_unique_for_key(n)
+    }
+}
+
 /// The sealing half of a data-channel key: one direction, one key_id.
-pub struct SealingKey {/* aws-lc-rs LessSafeKey + implicit IV */}
+pub struct SealingKey {
+    inner: AeadKey,
+}
 
 /// The opening half of a data-channel key.
-pub struct OpeningKey {/* aws-lc-rs LessSafeKey + implicit IV */}
+pub struct OpeningKey {
+    inner: AeadKey,
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealingKey")
+            .field("cipher", &self.inner.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OpeningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpeningKey")
+            .field("cipher", &self.inner.cipher)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Both directions of one key_id, sliced from a [`KeyBlock`] for `side`.
+#[derive(Debug)]
 pub struct DataKeys {
     pub cipher: Cipher,
     pub seal: SealingKey,
@@ -83,39 +226,408 @@ pub struct DataKeys {
 impl DataKeys {
     /// Slice `block` per §7.1: the client seals with the c2s slots, the server with s2c.
     pub fn from_key_block(cipher: Cipher, block: &KeyBlock, side: Side) -> Self {
-        let _ = (cipher, block, side);
-        todo!()
+        let (seal_at, open_at) = match side {
+            Side::Client => ((C2S_KEY, C2S_IV), (S2C_KEY, S2C_IV)),
+            Side::Server => ((S2C_KEY, S2C_IV), (C2S_KEY, C2S_IV)),
+        };
+        DataKeys {
+            cipher,
+            seal: SealingKey {
+                inner: AeadKey::from_block(cipher, block, seal_at.0, seal_at.1),
+            },
+            open: OpeningKey {
+                inner: AeadKey::from_block(cipher, block, open_at.0, open_at.1),
+            },
+        }
+    }
+}
+
+/// The clear fields in front of the tag of a data packet, readable before decryption
+/// (e.g. to find the peer by peer-id and the key by key_id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    /// [`Opcode::DataV1`] or [`Opcode::DataV2`].
+    pub opcode: Opcode,
+    pub key_id: u8,
+    /// 24-bit peer id; `None` for P_DATA_V1.
+    pub peer_id: Option<u32>,
+    /// Not authenticated yet: only trust it after a successful open.
+    pub packet_id: u32,
+}
+
+impl DataHeader {
+    /// Bytes in front of the ciphertext for this packet's format.
+    pub fn overhead(&self) -> usize {
+        overhead_of(self.opcode)
+    }
+}
+
+fn overhead_of(opcode: Opcode) -> usize {
+    if opcode == Opcode::DataV1 {
+        DATA_V1_OVERHEAD
+    } else {
+        DATA_V2_OVERHEAD
+    }
+}
+
+/// Read the clear header of a data packet, enforcing the same structural rules
+/// as [`OpeningKey::open`] (data opcode, room for the tag, non-empty payload).
+pub fn parse_data_header(packet: &[u8]) -> Result<DataHeader, DataError> {
+    let (&b0, _) = packet.split_first().ok_or(DataError::Truncated)?;
+    let op = b0 >> 3;
+    let opcode = match Opcode::from_u8(op) {
+        Some(o) if o.is_data() => o,
+        _ => return Err(DataError::NotData(op)),
+    };
+    let overhead = overhead_of(opcode);
+    if packet.len() < overhead {
+        return Err(DataError::Truncated);
+    }
+    if packet.len() == overhead {
+        return Err(DataError::MissingPayload);
+    }
+    let (peer_id, pid_at) = match opcode {
+        Opcode::DataV2 => (Some(u32::from_be_bytes(read4(packet, 0)?) & 0x00FF_FFFF), 4),
+        _ => (None, 1),
+    };
+    Ok(DataHeader {
+        opcode,
+        key_id: b0 & 7,
+        peer_id,
+        packet_id: u32::from_be_bytes(read4(packet, pid_at)?),
+    })
+}
+
+fn read4(b: &[u8], at: usize) -> Result<[u8; 4], DataError> {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(DataError::Truncated)
+}
+
+/// AAD of a packet: bytes 0..8 for V2, the packet id (1..5) for V1. Copied out
+/// so the packet buffer can be borrowed mutably while the AEAD runs.
+struct AadBuf {
+    bytes: [u8; DATA_V2_HEADER_LEN],
+    len: usize,
+}
+
+impl AadBuf {
+    fn of(hdr: &DataHeader, packet: &[u8]) -> Result<Self, DataError> {
+        let range = match hdr.opcode {
+            Opcode::DataV1 => 1..5,
+            _ => 0..DATA_V2_HEADER_LEN,
+        };
+        let src = packet.get(range).ok_or(DataError::Truncated)?;
+        let mut bytes = [0u8; DATA_V2_HEADER_LEN];
+        let len = src.len();
+        bytes
+            .get_mut(..len)
+            .ok_or(DataError::Truncated)?
+            .copy_from_slice(src);
+        Ok(AadBuf { bytes, len })
+    }
+
+    fn aad(&self) -> Aad<&[u8]> {
+        Aad::from(self.bytes.get(..self.len).unwrap_or_default())
     }
 }
 
 impl SealingKey {
+    /// A sealing key from raw material (e.g. keys logged by OpenVPN, or test vectors).
+    pub fn new(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: [u8; IMPLICIT_IV_LEN],
+    ) -> Result<Self, DataError> {
+        Ok(SealingKey {
+            inner: AeadKey::new(cipher, key, implicit_iv)?,
+        })
+    }
+
+    pub fn cipher(&self) -> Cipher {
+        self.inner.cipher
+    }
+
     /// Seal a P_DATA_V2 packet in place. `packet[..DATA_V2_OVERHEAD]` is header
     /// room that this fills (header, packet id, tag); `packet[DATA_V2_OVERHEAD..]`
     /// holds the plaintext on entry and the ciphertext on return.
-    pub fn seal_v2(&self, key_id: u8, peer_id: u32, packet_id: u32, packet: &mut [u8]) -> Result<(), DataError> {
-        let _ = (key_id, peer_id, packet_id, packet);
-        todo!()
+    pub fn seal_v2(
+        &self,
+        key_id: u8,
+        peer_id: u32,
+        packet_id: u32,
+        packet: &mut [u8],
+    ) -> Result<(), DataError> {
+        if key_id > 7 || peer_id > 0x00FF_FFFF {
+            return Err(DataError::HeaderFieldOutOfRange);
+        }
+        let hdr = u32::from_be_bytes([Opcode::DataV2.header_byte(key_id), 0, 0, 0]) | peer_id;
+        self.seal(hdr.to_be_bytes().as_slice(), packet_id, packet)
     }
+
     /// Same for P_DATA_V1 (header room [`crate::wire::DATA_V1_OVERHEAD`]).
     pub fn seal_v1(&self, key_id: u8, packet_id: u32, packet: &mut [u8]) -> Result<(), DataError> {
-        let _ = (key_id, packet_id, packet);
-        todo!()
+        if key_id > 7 {
+            return Err(DataError::HeaderFieldOutOfRange);
+        }
+        self.seal(&[Opcode::DataV1.header_byte(key_id)], packet_id, packet)
+    }
+
+    /// Common V1/V2 path: `prefix` is the opcode byte (V1) or the 4-byte V2 header.
+    fn seal(&self, prefix: &[u8], packet_id: u32, packet: &mut [u8]) -> Result<(), DataError> {
+        if packet_id == 0 {
+            return Err(DataError::InvalidPacketId);
+        }
+        let overhead = prefix.len() + 4 + TAG_LEN;
+        if packet.len() < overhead {
+            return Err(DataError::BufferTooSmall);
+        }
+        if packet.len() == overhead {
+            return Err(DataError::MissingPayload);
+        }
+        let pid = packet_id.to_be_bytes();
+        let (head, body) = packet.split_at_mut(overhead);
+        let (hdr, tag_room) = head.split_at_mut(prefix.len() + 4);
+        let (op, pid_room) = hdr.split_at_mut(prefix.len());
+        op.copy_from_slice(prefix);
+        pid_room.copy_from_slice(&pid);
+        // V2 authenticates the whole 8-byte header, V1 only the packet id (§8.2).
+        let aad: &[u8] = if prefix.len() == 1 { pid_room } else { hdr };
+        let tag = self
+            .inner
+            .key
+            .seal_in_place_separate_tag(self.inner.nonce(pid), Aad::from(aad), body)
+            .map_err(|_| DataError::Crypto)?;
+        let tag = tag.as_ref();
+        if tag.len() != TAG_LEN {
+            return Err(DataError::Crypto);
+        }
+        tag_room.copy_from_slice(tag);
+        Ok(())
     }
 }
 
 impl OpeningKey {
+    /// An opening key from raw material (e.g. keys logged by OpenVPN, or test vectors).
+    pub fn new(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: [u8; IMPLICIT_IV_LEN],
+    ) -> Result<Self, DataError> {
+        Ok(OpeningKey {
+            inner: AeadKey::new(cipher, key, implicit_iv)?,
+        })
+    }
+
+    pub fn cipher(&self) -> Cipher {
+        self.inner.cipher
+    }
+
     /// Authenticate and decrypt a whole P_DATA_V2 or P_DATA_V1 packet (opcode
     /// taken from byte 0) into `out`, which must be at least as long as the
     /// ciphertext. Returns (packet_id, plaintext length). Replay checking is the
     /// caller's job and must happen after this succeeds.
+    ///
+    /// On [`DataError::AuthFailed`] the first `ciphertext length` bytes of `out`
+    /// may hold garbage; they must not be used.
     pub fn open(&self, packet: &[u8], out: &mut [u8]) -> Result<(u32, usize), DataError> {
-        let _ = (packet, out);
-        todo!()
+        let hdr = parse_data_header(packet)?;
+        if hdr.packet_id == 0 {
+            return Err(DataError::InvalidPacketId);
+        }
+        let aad = AadBuf::of(&hdr, packet)?;
+        let overhead = hdr.overhead();
+        let (head, ct) = packet
+            .split_at_checked(overhead)
+            .ok_or(DataError::Truncated)?;
+        let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
+        let out = out.get_mut(..ct.len()).ok_or(DataError::BufferTooSmall)?;
+        self.inner
+            .key
+            .open_separate_gather(
+                self.inner.nonce(hdr.packet_id.to_be_bytes()),
+                aad.aad(),
+                ct,
+                tag,
+                out,
+            )
+            .map_err(|_| DataError::AuthFailed)?;
+        Ok((hdr.packet_id, ct.len()))
     }
+
     /// Open in place: on success the plaintext is `packet[overhead..]` for the
     /// packet's opcode; returns (packet_id, plaintext range start).
+    ///
+    /// No memmove: aws-lc-rs' `open_in_place_separate_tag` takes the tag from a
+    /// separate slice, so the ciphertext is decrypted where it lies and the
+    /// tag is read from the header room in front of it. On failure the
+    /// ciphertext bytes may have been overwritten.
     pub fn open_in_place(&self, packet: &mut [u8]) -> Result<(u32, usize), DataError> {
-        let _ = packet;
-        todo!()
+        let hdr = parse_data_header(packet)?;
+        if hdr.packet_id == 0 {
+            return Err(DataError::InvalidPacketId);
+        }
+        let aad = AadBuf::of(&hdr, packet)?;
+        let overhead = hdr.overhead();
+        let (head, ct) = packet
+            .split_at_mut_checked(overhead)
+            .ok_or(DataError::Truncated)?;
+        let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
+        self.inner
+            .key
+            .open_in_place_separate_tag(
+                self.inner.nonce(hdr.packet_id.to_be_bytes()),
+                aad.aad(),
+                tag,
+                ct,
+            )
+            .map_err(|_| DataError::AuthFailed)?;
+        Ok((hdr.packet_id, overhead))
+    }
+}
+
+/// Whether a decrypted payload is the keepalive ping (exact match, §10.1).
+pub fn is_ping(payload: &[u8]) -> bool {
+    payload == PING_PAYLOAD
+}
+
+/// The OCC type byte of a decrypted payload that starts with [`OCC_MAGIC`] (§10.2).
+pub fn occ_type(payload: &[u8]) -> Option<u8> {
+    payload.strip_prefix(&OCC_MAGIC)?.first().copied()
+}
+
+/// The payload of an OCC_EXIT message: magic followed by the type byte.
+pub fn occ_exit_payload() -> [u8; 17] {
+    let mut p = [0u8; 17];
+    p[..16].copy_from_slice(&OCC_MAGIC);
+    p[16] = OCC_EXIT;
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (DataKeys, DataKeys) {
+        let mut b = [0u8; 256];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        let kb = KeyBlock(b);
+        (
+            DataKeys::from_key_block(Cipher::Aes256Gcm, &kb, Side::Client),
+            DataKeys::from_key_block(Cipher::Aes256Gcm, &kb, Side::Server),
+        )
+    }
+
+    #[test]
+    fn names() {
+        for c in Cipher::ALL {
+            assert_eq!(Cipher::from_name(&c.name().to_lowercase()), Some(c));
+        }
+        assert_eq!(Cipher::from_name("AES-256-CBC"), None);
+        assert_eq!(Cipher::Aes128Gcm.key_len(), 16);
+    }
+
+    #[test]
+    fn roundtrip_both_formats_both_ways() {
+        let (c, s) = keys();
+        let mut p = vec![0u8; DATA_V2_OVERHEAD];
+        p.extend_from_slice(b"hello world");
+        c.seal.seal_v2(3, 0x123456, 7, &mut p).unwrap();
+        assert_eq!(&p[..4], &[0x4b, 0x12, 0x34, 0x56]);
+        let mut out = [0u8; 64];
+        assert_eq!(s.open.open(&p, &mut out).unwrap(), (7, 11));
+        assert_eq!(&out[..11], b"hello world");
+        assert_eq!(s.open.open_in_place(&mut p).unwrap(), (7, DATA_V2_OVERHEAD));
+        assert_eq!(&p[DATA_V2_OVERHEAD..], b"hello world");
+
+        let mut p = vec![0u8; DATA_V1_OVERHEAD];
+        p.extend_from_slice(b"x");
+        s.seal.seal_v1(1, 9, &mut p).unwrap();
+        assert_eq!(p[0], 0x31);
+        assert_eq!(c.open.open(&p, &mut out).unwrap(), (9, 1));
+        // The V1 opcode byte is not authenticated; the key_id bits must not matter.
+        p[0] = 0x30;
+        assert_eq!(c.open.open(&p, &mut out).unwrap(), (9, 1));
+        // Same side's keys do not open its own packets.
+        assert_eq!(s.open.open(&p, &mut out), Err(DataError::AuthFailed));
+    }
+
+    #[test]
+    fn seal_rejects() {
+        let (c, _) = keys();
+        let mut p = [0u8; 40];
+        assert_eq!(
+            c.seal.seal_v2(0, 0, 0, &mut p),
+            Err(DataError::InvalidPacketId)
+        );
+        assert_eq!(
+            c.seal.seal_v2(0, 0, 1, &mut p[..24]),
+            Err(DataError::MissingPayload)
+        );
+        assert_eq!(
+            c.seal.seal_v2(0, 0, 1, &mut p[..23]),
+            Err(DataError::BufferTooSmall)
+        );
+        assert_eq!(
+            c.seal.seal_v2(8, 0, 1, &mut p),
+            Err(DataError::HeaderFieldOutOfRange)
+        );
+        assert_eq!(
+            c.seal.seal_v2(0, 1 << 24, 1, &mut p),
+            Err(DataError::HeaderFieldOutOfRange)
+        );
+        assert_eq!(
+            c.seal.seal_v1(0, 1, &mut p[..21]),
+            Err(DataError::MissingPayload)
+        );
+    }
+
+    #[test]
+    fn open_rejects_structure() {
+        let (_, s) = keys();
+        let mut out = [0u8; 64];
+        assert_eq!(s.open.open(&[], &mut out), Err(DataError::Truncated));
+        assert_eq!(
+            s.open.open(&[0x48; 24], &mut out),
+            Err(DataError::MissingPayload)
+        );
+        assert_eq!(
+            s.open.open(&[0x48; 23], &mut out),
+            Err(DataError::Truncated)
+        );
+        assert_eq!(
+            s.open.open(&[0x30; 21], &mut out),
+            Err(DataError::MissingPayload)
+        );
+        assert_eq!(
+            s.open.open(&[0x20; 40], &mut out),
+            Err(DataError::NotData(4))
+        );
+        assert_eq!(
+            s.open.open(&[0xf8; 40], &mut out),
+            Err(DataError::NotData(31))
+        );
+        let mut p = [0x48u8; 40];
+        p[4..8].copy_from_slice(&[0; 4]);
+        assert_eq!(s.open.open(&p, &mut out), Err(DataError::InvalidPacketId));
+        assert_eq!(
+            s.open.open(&[0x48; 40], &mut out[..15]),
+            Err(DataError::BufferTooSmall)
+        );
+        assert_eq!(
+            s.open.open(&[0x48; 40], &mut out),
+            Err(DataError::AuthFailed)
+        );
+    }
+
+    #[test]
+    fn ping_and_occ() {
+        assert!(is_ping(&PING_PAYLOAD));
+        assert!(!is_ping(&PING_PAYLOAD[..15]));
+        assert_eq!(occ_type(&occ_exit_payload()), Some(OCC_EXIT));
+        assert_eq!(occ_type(&OCC_MAGIC), None);
+        assert_eq!(occ_type(&PING_PAYLOAD), None);
     }
 }
