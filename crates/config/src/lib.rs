@@ -1,1 +1,76 @@
-//! placeholder
+//! OpenVPN 2.6 configuration language -> typed [`Config`].
+//!
+//! Entry points:
+//! - [`parse_file`]: a config file; `config` includes and key material files
+//!   are read (paths relative to the working directory, like OpenVPN).
+//! - [`parse_str`]: text with a display name; includes/material files are read.
+//! - [`parse_str_no_fs`]: pure; any directive that would touch the file system
+//!   is an error (inline blocks work). Used by the fuzz target.
+//! - [`Config::from_args`]: command-line `--name args...` groups.
+//!
+//! All of them apply [`Config::finalize`] (cross-directive rules). Errors are
+//! [`ConfigError`]s displayed as `file:line: reason`. Nothing here panics on
+//! any input.
+
+mod error;
+mod finalize;
+mod lexer;
+mod parser;
+mod table;
+mod types;
+
+pub use error::{ConfigError, Location, Reason};
+pub use lexer::tokenize;
+pub use parser::{COMMAND_LINE, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};
+pub use table::{
+    COMPRESSION_REASON, DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON,
+    unsupported_reason,
+};
+pub use types::*;
+
+use std::path::Path;
+
+use parser::Parser;
+
+/// Parse a configuration file (reading includes and material files).
+pub fn parse_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+    let path = path.as_ref();
+    let mut p = Parser::new(true);
+    p.include(path, None)?;
+    p.cfg.finalize(&path.display().to_string())?;
+    Ok(p.cfg)
+}
+
+/// Parse configuration text; `name` is used in error messages. `config`
+/// includes and material files (`ca FILE`, ...) are read from disk.
+pub fn parse_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let mut p = Parser::new(true);
+    p.parse_text(text, name)?;
+    p.cfg.finalize(name)?;
+    Ok(p.cfg)
+}
+
+/// Like [`parse_str`] but never touches the file system: `config FILE` and
+/// material given as a file name are errors ([`Reason::NoFileAccess`]).
+pub fn parse_str_no_fs(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let mut p = Parser::new(false);
+    p.parse_text(text, name)?;
+    p.cfg.finalize(name)?;
+    Ok(p.cfg)
+}
+
+impl Config {
+    /// Parse command-line options (without the program name): groups of
+    /// `--name args...` where args run up to the next `--` token. `--config
+    /// FILE` loads the file at that point; later options override earlier
+    /// ones (list directives such as `remote`/`push`/`route` accumulate).
+    /// A single argument not starting with `--` is taken as a config file,
+    /// like `openvpn server.conf`. Errors on the command line are reported
+    /// as `<command line>:N` where N is the 1-based argument position.
+    pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
+        let mut p = Parser::new(true);
+        p.parse_args(args)?;
+        p.cfg.finalize(COMMAND_LINE)?;
+        Ok(p.cfg)
+    }
+}

@@ -1,0 +1,207 @@
+//! Cross-directive rules, applied once the whole configuration is read.
+
+use crate::error::{ConfigError, Location, Reason};
+use crate::table::TAP_REASON;
+use crate::types::*;
+
+impl Config {
+    fn loc(&self, directive: &str, fallback: &Location) -> Location {
+        self.seen
+            .get(directive)
+            .cloned()
+            .unwrap_or_else(|| fallback.clone())
+    }
+
+    fn fail(&self, directive: &str, whole: &Location, msg: String) -> ConfigError {
+        ConfigError::new(&self.loc(directive, whole), Reason::Invalid(msg))
+    }
+
+    /// Check cross-directive rules and set [`Config::mode`]. `name` is used
+    /// for errors that concern the configuration as a whole (line 0).
+    /// Idempotent; the `parse_*` functions and `from_args` call it.
+    pub fn finalize(&mut self, name: &str) -> Result<(), ConfigError> {
+        let whole = Location {
+            file: name.to_string(),
+            line: 0,
+        };
+        let server_side = self.mode == Some(Mode::Server) || self.tls_server;
+        if server_side && self.tls_client {
+            return Err(self.fail(
+                "tls-client",
+                &whole,
+                "both server ('server'/'mode server'/'tls-server') and client ('client'/'tls-client') directives given".into(),
+            ));
+        }
+        let mode = if server_side {
+            if self.mode != Some(Mode::Server) {
+                return Err(self.fail(
+                    "tls-server",
+                    &whole,
+                    "'tls-server' without 'mode server' (point-to-point mode) is not supported; use 'server NETWORK NETMASK'".into(),
+                ));
+            }
+            if !self.tls_server {
+                return Err(self.fail(
+                    "mode",
+                    &whole,
+                    "'mode server' needs 'tls-server' (static-key mode is not supported)".into(),
+                ));
+            }
+            Mode::Server
+        } else if self.tls_client {
+            if !self.pull {
+                return Err(self.fail(
+                    "tls-client",
+                    &whole,
+                    "'tls-client' without 'pull' (point-to-point mode) is not supported; use 'client'".into(),
+                ));
+            }
+            Mode::Client
+        } else {
+            return Err(ConfigError::new(
+                &whole,
+                Reason::Invalid(
+                    "no mode: expected 'server NETWORK NETMASK' (or 'mode server' + 'tls-server') or 'client'".into(),
+                ),
+            ));
+        };
+        self.mode = Some(mode);
+
+        // Device.
+        let Some(dev) = &self.dev else {
+            return Err(ConfigError::new(
+                &whole,
+                Reason::Invalid("missing 'dev' (e.g. 'dev tun')".into()),
+            ));
+        };
+        if !dev.starts_with("tun") && self.dev_type.is_none() {
+            return Err(self.fail(
+                "dev",
+                &whole,
+                format!("'dev {dev}' does not start with 'tun'; add 'dev-type tun'"),
+            ));
+        }
+        if dev.starts_with("tap") {
+            return Err(ConfigError::new(
+                &self.loc("dev", &whole),
+                Reason::Unsupported {
+                    directive: format!("dev {dev}"),
+                    reason: TAP_REASON,
+                },
+            ));
+        }
+
+        // Certificates.
+        if self.ca.is_none() {
+            return Err(ConfigError::new(
+                &whole,
+                Reason::Invalid("missing 'ca' (file or inline <ca> block)".into()),
+            ));
+        }
+        match (&self.cert, &self.key) {
+            (Some(_), Some(_)) => {}
+            (Some(_), None) => {
+                return Err(self.fail("cert", &whole, "'cert' given without 'key'".into()));
+            }
+            (None, Some(_)) => {
+                return Err(self.fail("key", &whole, "'key' given without 'cert'".into()));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    &whole,
+                    Reason::Invalid(
+                        "missing 'cert' and 'key' (username/password authentication is not supported yet)".into(),
+                    ),
+                ));
+            }
+        }
+        if self.tls_crypt.is_some() && self.tls_auth.is_some() {
+            return Err(self.fail(
+                "tls-crypt",
+                &whole,
+                "'tls-crypt' and 'tls-auth' cannot be used together".into(),
+            ));
+        }
+
+        match mode {
+            Mode::Server => self.finalize_server(&whole)?,
+            Mode::Client => {
+                if self.remotes.is_empty() {
+                    return Err(ConfigError::new(
+                        &whole,
+                        Reason::Invalid("client mode needs at least one 'remote'".into()),
+                    ));
+                }
+                for key in [
+                    "server",
+                    "ifconfig-pool",
+                    "push",
+                    "client-to-client",
+                    "duplicate-cn",
+                    "max-clients",
+                ] {
+                    if self.seen.contains_key(key) {
+                        return Err(self.fail(
+                            key,
+                            &whole,
+                            format!(
+                                "'{key}' is a server directive, but this is a client configuration"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finalize_server(&self, whole: &Location) -> Result<(), ConfigError> {
+        let Some(srv) = self.server else {
+            return Err(self.fail(
+                "mode",
+                whole,
+                "server mode needs 'server NETWORK NETMASK'".into(),
+            ));
+        };
+        if !self.remotes.is_empty() {
+            return Err(self.fail(
+                "remote",
+                whole,
+                "'remote' is a client directive, but this is a server configuration".into(),
+            ));
+        }
+        if let Some(pool) = self.ifconfig_pool {
+            let net = u32::from(srv.network);
+            let mask = u32::from(srv.netmask);
+            for a in [pool.start, pool.end] {
+                if u32::from(a) & mask != net {
+                    return Err(self.fail(
+                        "ifconfig-pool",
+                        whole,
+                        format!(
+                            "'ifconfig-pool' address {a} is outside the 'server' network {}/{}",
+                            srv.network, srv.netmask
+                        ),
+                    ));
+                }
+            }
+            if self.server_ip() == Some(pool.start)
+                || self
+                    .server_ip()
+                    .is_some_and(|ip| pool.start <= ip && ip <= pool.end)
+            {
+                return Err(self.fail(
+                    "ifconfig-pool",
+                    whole,
+                    format!(
+                        "'ifconfig-pool' {}-{} contains the server address {}",
+                        pool.start,
+                        pool.end,
+                        self.server_ip().unwrap_or(srv.network)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1042 @@
+//! Line/block splitting, includes, directive dispatch and `finalize`.
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use crate::error::{ConfigError, Location, Reason};
+use crate::lexer::tokenize;
+use crate::table::{self, COMPRESSION_REASON, Support, TAP_REASON, TCP_REASON};
+use crate::types::*;
+
+/// Deepest `config` nesting allowed (the top-level file counts).
+pub const MAX_INCLUDE_DEPTH: usize = 10;
+/// Largest config/material file read.
+pub const MAX_FILE_SIZE: usize = 1 << 20;
+/// Name used in errors for command-line options.
+pub const COMMAND_LINE: &str = "<command line>";
+
+pub(crate) struct Parser {
+    pub cfg: Config,
+    fs: bool,
+    /// Canonical paths of the files being parsed (include stack).
+    stack: Vec<PathBuf>,
+}
+
+type R<T> = Result<T, ConfigError>;
+
+/// One directive with its arguments.
+struct Dir<'a> {
+    name: &'a str,
+    args: &'a [String],
+    inline: Option<String>,
+    loc: &'a Location,
+}
+
+impl Dir<'_> {
+    fn err(&self, reason: Reason) -> ConfigError {
+        ConfigError::new(self.loc, reason)
+    }
+    fn bad(&self, expected: &str, got: &str) -> ConfigError {
+        self.err(Reason::BadValue {
+            directive: self.name.to_string(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        })
+    }
+    fn invalid(&self, msg: String) -> ConfigError {
+        self.err(Reason::Invalid(msg))
+    }
+    fn unsupported(&self, what: String, reason: &'static str) -> ConfigError {
+        self.err(Reason::Unsupported {
+            directive: what,
+            reason,
+        })
+    }
+    /// Check the argument count; `expected` describes the arguments.
+    fn count(&self, min: usize, max: usize, expected: &str) -> R<()> {
+        if self.args.len() < min {
+            return Err(self.err(Reason::MissingArg {
+                directive: self.name.to_string(),
+                expected: expected.to_string(),
+            }));
+        }
+        if self.args.len() > max {
+            return Err(self.err(Reason::TooManyArgs {
+                directive: self.name.to_string(),
+                max,
+                got: self.args.len(),
+            }));
+        }
+        Ok(())
+    }
+    fn arg(&self, i: usize) -> Option<&str> {
+        self.args.get(i).map(String::as_str)
+    }
+    fn num<T: std::str::FromStr + PartialOrd + Copy>(
+        &self,
+        i: usize,
+        lo: T,
+        hi: T,
+        expected: &str,
+    ) -> R<T> {
+        let s = self.arg(i).unwrap_or("");
+        match s.parse::<T>() {
+            Ok(v) if v >= lo && v <= hi => Ok(v),
+            _ => Err(self.bad(expected, s)),
+        }
+    }
+    fn u32(&self, i: usize, expected: &str) -> R<u32> {
+        self.num(i, 0, u32::MAX, expected)
+    }
+    fn ipv4(&self, i: usize, what: &str) -> R<Ipv4Addr> {
+        let s = self.arg(i).unwrap_or("");
+        s.parse()
+            .map_err(|_| self.bad(&format!("an IPv4 {what}"), s))
+    }
+    fn mask(&self, i: usize) -> R<Ipv4Addr> {
+        let s = self.arg(i).unwrap_or("");
+        match s.parse::<Ipv4Addr>() {
+            Ok(m) if is_contiguous(m) => Ok(m),
+            _ => Err(self.bad("a contiguous IPv4 netmask such as 255.255.255.0", s)),
+        }
+    }
+    fn no_args(&self) -> R<()> {
+        self.count(0, 0, "no arguments")
+    }
+}
+
+fn is_contiguous(m: Ipv4Addr) -> bool {
+    let v = u32::from(m);
+    v.leading_ones() + v.trailing_zeros() == 32
+}
+
+fn proto_of(s: &str) -> Result<Proto, Option<&'static str>> {
+    match s {
+        "udp" => Ok(Proto::Udp),
+        "udp4" => Ok(Proto::Udp4),
+        "udp6" => Ok(Proto::Udp6),
+        "tcp" | "tcp4" | "tcp6" | "tcp-client" | "tcp-server" | "tcp4-client" | "tcp4-server"
+        | "tcp6-client" | "tcp6-server" => Err(Some(TCP_REASON)),
+        _ => Err(None),
+    }
+}
+
+/// Read a file with a size cap (hostile configs may name /dev/zero).
+fn read_limited(path: &Path) -> Result<Vec<u8>, Reason> {
+    let read_err = |e: std::io::Error| Reason::Read {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    };
+    let f = std::fs::File::open(path).map_err(read_err)?;
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_SIZE as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
+    if buf.len() > MAX_FILE_SIZE {
+        return Err(Reason::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_SIZE,
+        });
+    }
+    Ok(buf)
+}
+
+/// Bytes to text; the error points at the line of the first bad byte.
+pub(crate) fn to_text(bytes: Vec<u8>, file: &str) -> R<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        ConfigError::new(
+            &Location {
+                file: file.to_string(),
+                line,
+            },
+            Reason::NotUtf8,
+        )
+    })
+}
+
+impl Parser {
+    pub fn new(fs: bool) -> Self {
+        Self {
+            cfg: Config::default(),
+            fs,
+            stack: Vec::new(),
+        }
+    }
+
+    /// Parse the text of one file (`name` is used in errors).
+    pub fn parse_text(&mut self, text: &str, name: &str) -> R<()> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines = text.lines().enumerate();
+        while let Some((idx, line)) = lines.next() {
+            let loc = Location {
+                file: name.to_string(),
+                line: idx + 1,
+            };
+            let trimmed = line.trim();
+            if let Some(tag) = trimmed.strip_prefix("</").and_then(|t| t.strip_suffix('>')) {
+                return Err(ConfigError::new(
+                    &loc,
+                    Reason::UnexpectedClosingTag(tag.to_string()),
+                ));
+            }
+            if let Some(tag) = trimmed
+                .strip_prefix('<')
+                .and_then(|t| t.strip_suffix('>'))
+                .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+            {
+                let close = format!("</{tag}>");
+                let mut body = String::new();
+                let mut closed = false;
+                for (_, l) in lines.by_ref() {
+                    if l.trim() == close {
+                        closed = true;
+                        break;
+                    }
+                    body.push_str(l);
+                    body.push('\n');
+                }
+                if !closed {
+                    return Err(ConfigError::new(
+                        &loc,
+                        Reason::UnterminatedInline(tag.to_string()),
+                    ));
+                }
+                self.apply(Dir {
+                    name: tag,
+                    args: &[],
+                    inline: Some(body),
+                    loc: &loc,
+                })?;
+                continue;
+            }
+            let tokens = tokenize(line).map_err(|r| ConfigError::new(&loc, r))?;
+            let Some((first, rest)) = tokens.split_first() else {
+                continue;
+            };
+            // OpenVPN also accepts `--name` inside files.
+            let name = first.strip_prefix("--").unwrap_or(first);
+            self.apply(Dir {
+                name,
+                args: rest,
+                inline: None,
+                loc: &loc,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `config FILE` / `--config FILE` / top-level file.
+    pub fn include(&mut self, path: &Path, loc: Option<&Location>) -> R<()> {
+        let at = |r: Reason| match loc {
+            Some(l) => ConfigError::new(l, r),
+            None => ConfigError::new(
+                &Location {
+                    file: path.display().to_string(),
+                    line: 0,
+                },
+                r,
+            ),
+        };
+        if !self.fs {
+            return Err(at(Reason::NoFileAccess {
+                directive: "config".into(),
+                arg: path.display().to_string(),
+            }));
+        }
+        if self.stack.len() >= MAX_INCLUDE_DEPTH {
+            return Err(at(Reason::IncludeTooDeep(MAX_INCLUDE_DEPTH)));
+        }
+        let canon = std::fs::canonicalize(path).map_err(|e| {
+            at(Reason::Read {
+                path: path.to_path_buf(),
+                error: e.to_string(),
+            })
+        })?;
+        if self.stack.contains(&canon) {
+            return Err(at(Reason::IncludeLoop {
+                path: path.to_path_buf(),
+            }));
+        }
+        let bytes = read_limited(path).map_err(at)?;
+        let name = path.display().to_string();
+        let text = to_text(bytes, &name)?;
+        self.stack.push(canon);
+        let r = self.parse_text(&text, &name);
+        self.stack.pop();
+        r
+    }
+
+    /// `ca`/`cert`/... : file (loaded now) or inline block.
+    fn material(&self, d: &Dir<'_>, max_args: usize) -> R<Material> {
+        let (source, text) = match &d.inline {
+            Some(body) => (MaterialSource::Inline, body.clone()),
+            None => {
+                d.count(1, max_args, "a file name or an inline block")?;
+                let file = d.arg(0).unwrap_or("");
+                if file == "[inline]" {
+                    return Err(d.invalid(format!(
+                        "'{} [inline]' needs a <{}> block instead",
+                        d.name, d.name
+                    )));
+                }
+                if !self.fs {
+                    return Err(d.err(Reason::NoFileAccess {
+                        directive: d.name.to_string(),
+                        arg: file.to_string(),
+                    }));
+                }
+                let path = PathBuf::from(file);
+                let bytes = read_limited(&path).map_err(|r| d.err(r))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    d.err(Reason::Read {
+                        path: path.clone(),
+                        error: "not valid UTF-8 text".into(),
+                    })
+                })?;
+                (MaterialSource::File(path), text)
+            }
+        };
+        let (marker, what) = match d.name {
+            "ca" | "cert" | "extra-certs" => ("-----BEGIN CERTIFICATE-----", "PEM certificates"),
+            "key" => ("PRIVATE KEY-----", "a PEM private key"),
+            _ => (
+                "-----BEGIN OpenVPN Static key V1-----",
+                "an OpenVPN static key",
+            ),
+        };
+        if !text.contains(marker) {
+            let src = match &source {
+                MaterialSource::File(p) => format!("'{}'", p.display()),
+                MaterialSource::Inline => format!("inline <{}>", d.name),
+            };
+            return Err(d.invalid(format!(
+                "'{}' expects {what} ({marker}), none found in {src}",
+                d.name
+            )));
+        }
+        Ok(Material { source, text })
+    }
+
+    fn warn(&mut self, loc: &Location, msg: String) {
+        tracing::warn!("{loc}: {msg}");
+        self.cfg.warnings.push(format!("{loc}: {msg}"));
+    }
+
+    fn apply(&mut self, d: Dir<'_>) -> R<()> {
+        let info = table::lookup(d.name);
+        match info {
+            None => {
+                if self.cfg.ignore_unknown.iter().any(|n| n == d.name) {
+                    self.warn(
+                        d.loc,
+                        format!(
+                            "ignoring unknown directive '{}' (ignore-unknown-option)",
+                            d.name
+                        ),
+                    );
+                    return Ok(());
+                }
+                return Err(d.err(Reason::UnknownDirective(d.name.to_string())));
+            }
+            Some(i) if i.support == Support::Unsupported => {
+                return Err(d.unsupported(d.name.to_string(), i.note));
+            }
+            Some(i) if i.support == Support::Ignored => {
+                self.warn(d.loc, format!("'{}' ignored: {}", d.name, i.note));
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        let material_like = matches!(
+            d.name,
+            "ca" | "cert" | "key" | "extra-certs" | "tls-crypt" | "tls-auth" | "dh"
+        );
+        if d.inline.is_some() && !material_like {
+            return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
+        }
+        self.cfg.seen.insert(d.name.to_string(), d.loc.clone());
+        let c = &mut self.cfg;
+        match d.name {
+            "server" => {
+                d.count(2, 3, "NETWORK NETMASK [nopool]")?;
+                let network = d.ipv4(0, "network address")?;
+                let netmask = d.mask(1)?;
+                if u32::from(network) & !u32::from(netmask) != 0 {
+                    return Err(d.invalid(format!(
+                        "'server' network {network} is not aligned to netmask {netmask}"
+                    )));
+                }
+                if netmask.to_bits().trailing_zeros() < 2 {
+                    return Err(d.invalid(format!(
+                        "'server' netmask {netmask} is too small (at most /30)"
+                    )));
+                }
+                let nopool = match d.arg(2) {
+                    None => false,
+                    Some("nopool") => true,
+                    Some(x) => return Err(d.bad("'nopool' as third argument", x)),
+                };
+                c.server = Some(ServerNet {
+                    network,
+                    netmask,
+                    nopool,
+                });
+                c.mode = Some(Mode::Server);
+                c.tls_server = true;
+            }
+            "mode" => {
+                d.count(1, 1, "'server'")?;
+                match d.arg(0).unwrap_or("") {
+                    "server" => c.mode = Some(Mode::Server),
+                    "p2p" => {
+                        return Err(d.unsupported(
+                            "mode p2p".into(),
+                            "point-to-point mode is not supported; use 'server' / 'client'",
+                        ));
+                    }
+                    x => return Err(d.bad("'server' or 'p2p'", x)),
+                }
+            }
+            "tls-server" => {
+                d.no_args()?;
+                c.tls_server = true;
+            }
+            "client" => {
+                d.no_args()?;
+                c.tls_client = true;
+                c.pull = true;
+            }
+            "tls-client" => {
+                d.no_args()?;
+                c.tls_client = true;
+            }
+            "pull" => {
+                d.no_args()?;
+                c.pull = true;
+            }
+            "port" | "lport" | "rport" => {
+                d.count(1, 1, "a number 1-65535")?;
+                let p = d.num(0, 1u16, u16::MAX, "a number 1-65535")?;
+                match d.name {
+                    "port" => c.port = Some(p),
+                    "lport" => c.lport = Some(p),
+                    _ => c.rport = Some(p),
+                }
+            }
+            "local" => {
+                d.count(1, 1, "an IP address")?;
+                let s = d.arg(0).unwrap_or("");
+                c.local = Some(
+                    s.parse::<IpAddr>()
+                        .map_err(|_| d.bad("an IP address (hostnames are not supported)", s))?,
+                );
+            }
+            "proto" => {
+                d.count(1, 1, "udp, udp4 or udp6")?;
+                let s = d.arg(0).unwrap_or("");
+                c.proto = Some(proto_of(s).map_err(|e| match e {
+                    Some(r) => d.unsupported(format!("proto {s}"), r),
+                    None => d.bad("udp, udp4 or udp6", s),
+                })?);
+            }
+            "dev" => {
+                d.count(1, 1, "a device name such as tun or tun0")?;
+                let s = d.arg(0).unwrap_or("");
+                if s.starts_with("tap") {
+                    return Err(d.unsupported(format!("dev {s}"), TAP_REASON));
+                }
+                if s.is_empty()
+                    || s.len() > 15
+                    || s.contains(['/', '\0'])
+                    || s.contains(char::is_whitespace)
+                {
+                    return Err(d.bad("an interface name of 1-15 characters", s));
+                }
+                if s == "null" {
+                    return Err(d.unsupported("dev null".into(), "a null device is not supported"));
+                }
+                c.dev = Some(s.to_string());
+            }
+            "dev-type" => {
+                d.count(1, 1, "'tun'")?;
+                match d.arg(0).unwrap_or("") {
+                    "tun" => c.dev_type = Some(DevType::Tun),
+                    "tap" => return Err(d.unsupported("dev-type tap".into(), TAP_REASON)),
+                    x => return Err(d.bad("'tun'", x)),
+                }
+            }
+            "topology" => {
+                d.count(1, 1, "subnet, net30 or p2p")?;
+                c.topology = Some(match d.arg(0).unwrap_or("") {
+                    "subnet" => Topology::Subnet,
+                    "net30" => Topology::Net30,
+                    "p2p" => Topology::P2p,
+                    x => return Err(d.bad("subnet, net30 or p2p", x)),
+                });
+            }
+            "ifconfig-pool" => {
+                d.count(2, 3, "START END [NETMASK]")?;
+                let start = d.ipv4(0, "start address")?;
+                let end = d.ipv4(1, "end address")?;
+                if start > end {
+                    return Err(
+                        d.invalid(format!("'ifconfig-pool' start {start} is after end {end}"))
+                    );
+                }
+                let netmask = if d.args.len() > 2 {
+                    Some(d.mask(2)?)
+                } else {
+                    None
+                };
+                c.ifconfig_pool = Some(IfconfigPool {
+                    start,
+                    end,
+                    netmask,
+                });
+            }
+            "push" => {
+                d.count(
+                    1,
+                    1,
+                    "one quoted option string, e.g. push \"route 10.0.0.0 255.0.0.0\"",
+                )?;
+                let s = d.arg(0).unwrap_or("");
+                if s.trim().is_empty() {
+                    return Err(d.bad("a non-empty option string", s));
+                }
+                c.push.push(s.to_string());
+            }
+            "route" => {
+                d.count(1, 4, "NETWORK [NETMASK] [GATEWAY] [METRIC]")?;
+                let network = d.ipv4(0, "network address")?;
+                let netmask = match d.arg(1) {
+                    None | Some("default") => Ipv4Addr::BROADCAST,
+                    Some(_) => d.mask(1)?,
+                };
+                if u32::from(network) & !u32::from(netmask) != 0 {
+                    return Err(d.invalid(format!(
+                        "'route' network {network} is not aligned to netmask {netmask}"
+                    )));
+                }
+                let gateway = match d.arg(2) {
+                    None | Some("default") => None,
+                    Some("vpn_gateway") => Some(RouteGateway::VpnGateway),
+                    Some("net_gateway") => Some(RouteGateway::NetGateway),
+                    Some("remote_host") => Some(RouteGateway::RemoteHost),
+                    Some(g) => Some(RouteGateway::Addr(g.parse().map_err(|_| {
+                        d.bad(
+                            "an IPv4 gateway, vpn_gateway, net_gateway, remote_host or default",
+                            g,
+                        )
+                    })?)),
+                };
+                let metric = match d.arg(3) {
+                    None | Some("default") => None,
+                    Some(_) => Some(d.u32(3, "a metric number")?),
+                };
+                c.routes.push(Route {
+                    network,
+                    netmask,
+                    gateway,
+                    metric,
+                });
+            }
+            "client-to-client" => {
+                d.no_args()?;
+                c.client_to_client = true;
+            }
+            "duplicate-cn" => {
+                d.no_args()?;
+                c.duplicate_cn = true;
+            }
+            "max-clients" => {
+                d.count(1, 1, "a number of at least 1")?;
+                c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
+            }
+            "remote" => {
+                d.count(1, 3, "HOST [PORT] [PROTO]")?;
+                let host = d.arg(0).unwrap_or("");
+                if host.is_empty() {
+                    return Err(d.bad("a host name or address", host));
+                }
+                let port = if d.args.len() > 1 {
+                    Some(d.num(1, 1u16, u16::MAX, "a port number 1-65535")?)
+                } else {
+                    None
+                };
+                let proto = match d.arg(2) {
+                    None => None,
+                    Some(s) => Some(proto_of(s).map_err(|e| match e {
+                        Some(r) => d.unsupported(format!("remote ... {s}"), r),
+                        None => d.bad("udp, udp4 or udp6", s),
+                    })?),
+                };
+                c.remotes.push(Remote {
+                    host: host.to_string(),
+                    port,
+                    proto,
+                });
+            }
+            "remote-random" => {
+                d.no_args()?;
+                c.remote_random = true;
+            }
+            "connect-retry" => {
+                d.count(1, 2, "SECONDS [MAX]")?;
+                let secs = d.u32(0, "a number of seconds")?;
+                let max = if d.args.len() > 1 {
+                    Some(d.u32(1, "a number of seconds")?)
+                } else {
+                    None
+                };
+                c.connect_retry = Some(ConnectRetry { secs, max });
+            }
+            "connect-retry-max" => {
+                d.count(1, 1, "a number of attempts")?;
+                c.connect_retry_max =
+                    Some(d.num(0, 1, u32::MAX, "a number of attempts (at least 1)")?);
+            }
+            "nobind" => {
+                d.no_args()?;
+                c.nobind = true;
+            }
+            "redirect-gateway" => {
+                const FLAGS: &[&str] = &[
+                    "def1",
+                    "local",
+                    "autolocal",
+                    "bypass-dhcp",
+                    "bypass-dns",
+                    "block-local",
+                    "!ipv4",
+                    "ipv6",
+                ];
+                for f in d.args {
+                    if !FLAGS.contains(&f.as_str()) {
+                        return Err(d.bad(
+                            "flags from def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6",
+                            f,
+                        ));
+                    }
+                }
+                c.redirect_gateway = Some(d.args.to_vec());
+            }
+            "dhcp-option" => {
+                d.count(1, 2, "TYPE [VALUE]")?;
+                c.dhcp_options.push(DhcpOption {
+                    kind: d.arg(0).unwrap_or("").to_string(),
+                    value: d.arg(1).map(str::to_string),
+                });
+            }
+            "explicit-exit-notify" => {
+                d.count(0, 1, "[N]")?;
+                c.explicit_exit_notify = Some(if d.args.is_empty() {
+                    1
+                } else {
+                    d.u32(0, "a number of attempts")?
+                });
+            }
+            "keepalive" => {
+                d.count(2, 2, "INTERVAL TIMEOUT (seconds)")?;
+                let interval = d.u32(0, "a number of seconds")?;
+                let timeout = d.u32(1, "a number of seconds")?;
+                if u64::from(timeout) < 2 * u64::from(interval) {
+                    return Err(d.invalid(format!(
+                        "'keepalive' timeout ({timeout}) must be at least twice the interval ({interval})"
+                    )));
+                }
+                c.keepalive = Some(Keepalive { interval, timeout });
+            }
+            "ping" | "ping-restart" | "ping-exit" | "hand-window" | "tran-window"
+            | "tls-timeout" => {
+                d.count(1, 1, "a number of seconds")?;
+                let v = d.u32(0, "a number of seconds")?;
+                match d.name {
+                    "ping" => c.ping = Some(v),
+                    "ping-restart" => c.ping_restart = Some(v),
+                    "ping-exit" => c.ping_exit = Some(v),
+                    "hand-window" => c.hand_window = Some(v),
+                    "tran-window" => c.tran_window = Some(v),
+                    _ => c.tls_timeout = Some(v),
+                }
+            }
+            "reneg-sec" => {
+                d.count(1, 2, "SECONDS [MAX]")?;
+                let secs = d.u32(0, "a number of seconds")?;
+                let max = if d.args.len() > 1 {
+                    Some(d.u32(1, "a number of seconds")?)
+                } else {
+                    None
+                };
+                c.reneg_sec = Some(RenegSec { secs, max });
+            }
+            "reneg-bytes" | "reneg-pkts" => {
+                d.count(1, 1, "a number")?;
+                let v = d.num(0, 0u64, u64::MAX, "a number")?;
+                if d.name == "reneg-bytes" {
+                    c.reneg_bytes = Some(v);
+                } else {
+                    c.reneg_pkts = Some(v);
+                }
+            }
+            "ca" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.ca = Some(m);
+            }
+            "cert" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.cert = Some(m);
+            }
+            "key" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.key = Some(m);
+            }
+            "extra-certs" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.extra_certs.push(m);
+            }
+            "tls-crypt" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.tls_crypt = Some(m);
+            }
+            "tls-auth" => {
+                let direction = match d.arg(1) {
+                    None => None,
+                    Some(s) => Some(key_direction(&d, s)?),
+                };
+                let material = self.material(&d, 2)?;
+                self.cfg.tls_auth = Some(TlsAuth {
+                    material,
+                    direction,
+                });
+            }
+            "key-direction" => {
+                d.count(1, 1, "0 or 1")?;
+                c.key_direction = Some(key_direction(&d, d.arg(0).unwrap_or(""))?);
+            }
+            "dh" => {
+                let dh = if d.inline.is_some() {
+                    Dh::Inline
+                } else {
+                    d.count(1, 1, "'none' or a file name")?;
+                    match d.arg(0).unwrap_or("") {
+                        "none" => Dh::None,
+                        f => Dh::File(PathBuf::from(f)),
+                    }
+                };
+                if dh != Dh::None {
+                    self.warn(
+                        d.loc,
+                        "'dh' parameters ignored: ferrovpn only uses ECDHE / TLS 1.3 key exchange"
+                            .into(),
+                    );
+                }
+                self.cfg.dh = Some(dh);
+            }
+            "auth" => {
+                d.count(1, 1, "a digest name such as SHA256")?;
+                let s = d.arg(0).unwrap_or("").to_ascii_uppercase();
+                const DIGESTS: &[&str] = &[
+                    "SHA1", "SHA224", "SHA256", "SHA384", "SHA512", "MD5", "NONE",
+                ];
+                if !DIGESTS.contains(&s.as_str()) {
+                    return Err(d.bad(
+                        "a digest: SHA1, SHA224, SHA256, SHA384, SHA512, MD5 or none",
+                        d.arg(0).unwrap_or(""),
+                    ));
+                }
+                c.auth = Some(s);
+            }
+            "data-ciphers" | "ncp-ciphers" => {
+                d.count(
+                    1,
+                    1,
+                    "a colon-separated cipher list such as AES-256-GCM:AES-128-GCM",
+                )?;
+                let raw = d.arg(0).unwrap_or("");
+                let mut list = Vec::new();
+                let mut dropped = Vec::new();
+                for name in raw.split(':') {
+                    let up = name.trim().to_ascii_uppercase();
+                    if up.is_empty() {
+                        return Err(d.bad(
+                            "a colon-separated cipher list such as AES-256-GCM:AES-128-GCM",
+                            raw,
+                        ));
+                    }
+                    if SUPPORTED_DATA_CIPHERS.contains(&up.as_str()) {
+                        if !list.contains(&up) {
+                            list.push(up);
+                        }
+                    } else {
+                        dropped.push(up);
+                    }
+                }
+                if list.is_empty() {
+                    return Err(d.invalid(format!(
+                        "'{}' has no supported cipher (supported: {})",
+                        d.name,
+                        SUPPORTED_DATA_CIPHERS.join(", ")
+                    )));
+                }
+                c.data_ciphers = Some(list);
+                if !dropped.is_empty() {
+                    self.warn(
+                        d.loc,
+                        format!(
+                            "'{}': dropping unsupported cipher(s) {}",
+                            d.name,
+                            dropped.join(", ")
+                        ),
+                    );
+                }
+            }
+            "data-ciphers-fallback" | "cipher" => {
+                d.count(1, 1, "a cipher name such as AES-256-GCM")?;
+                let up = d.arg(0).unwrap_or("").to_ascii_uppercase();
+                let supported = SUPPORTED_DATA_CIPHERS.contains(&up.as_str());
+                if d.name == "cipher" {
+                    c.cipher = Some(up.clone());
+                } else {
+                    c.data_ciphers_fallback = Some(up.clone());
+                }
+                if !supported {
+                    self.warn(
+                        d.loc,
+                        format!(
+                            "'{} {up}': only AEAD ciphers ({}) are implemented; peers that cannot negotiate one will be refused",
+                            d.name,
+                            SUPPORTED_DATA_CIPHERS.join(", ")
+                        ),
+                    );
+                }
+            }
+            "tls-version-min" => {
+                d.count(1, 2, "1.0, 1.1, 1.2 or 1.3 [or-highest]")?;
+                let version = match d.arg(0).unwrap_or("") {
+                    "1.0" => TlsVersion::V1_0,
+                    "1.1" => TlsVersion::V1_1,
+                    "1.2" => TlsVersion::V1_2,
+                    "1.3" => TlsVersion::V1_3,
+                    x => return Err(d.bad("1.0, 1.1, 1.2 or 1.3", x)),
+                };
+                let or_highest = match d.arg(1) {
+                    None => false,
+                    Some("or-highest") => true,
+                    Some(x) => return Err(d.bad("'or-highest' as second argument", x)),
+                };
+                c.tls_version_min = Some(TlsVersionMin {
+                    version,
+                    or_highest,
+                });
+            }
+            "remote-cert-tls" => {
+                d.count(1, 1, "'server' or 'client'")?;
+                c.remote_cert_tls = Some(match d.arg(0).unwrap_or("") {
+                    "server" => RemoteCertTls::Server,
+                    "client" => RemoteCertTls::Client,
+                    x => return Err(d.bad("'server' or 'client'", x)),
+                });
+            }
+            "verify-x509-name" => {
+                d.count(1, 2, "NAME [subject|name|name-prefix]")?;
+                let name = d.arg(0).unwrap_or("");
+                if name.is_empty() {
+                    return Err(d.bad("a non-empty name", name));
+                }
+                let kind = match d.arg(1) {
+                    None | Some("subject") => X509NameType::Subject,
+                    Some("name") => X509NameType::Name,
+                    Some("name-prefix") => X509NameType::NamePrefix,
+                    Some(x) => return Err(d.bad("subject, name or name-prefix", x)),
+                };
+                c.verify_x509_name = Some(VerifyX509Name {
+                    name: name.to_string(),
+                    kind,
+                });
+            }
+            "verify-client-cert" => {
+                d.count(1, 1, "'require'")?;
+                match d.arg(0).unwrap_or("") {
+                    "require" => {}
+                    x @ ("none" | "optional") => {
+                        return Err(d.unsupported(
+                            format!("verify-client-cert {x}"),
+                            "clients must present a certificate (username/password authentication is not supported yet)",
+                        ));
+                    }
+                    x => return Err(d.bad("'require'", x)),
+                }
+            }
+            "replay-window" => {
+                d.count(1, 2, "SIZE [SECONDS]")?;
+                let size = d.num(0, 1, 65536, "a window size 1-65536")?;
+                let time = if d.args.len() > 1 {
+                    Some(d.u32(1, "a number of seconds")?)
+                } else {
+                    None
+                };
+                c.replay_window = Some(ReplayWindow { size, time });
+            }
+            "allow-compression" => {
+                d.count(1, 1, "'no'")?;
+                match d.arg(0).unwrap_or("") {
+                    "no" => {}
+                    x @ ("yes" | "asym") => {
+                        return Err(
+                            d.unsupported(format!("allow-compression {x}"), COMPRESSION_REASON)
+                        );
+                    }
+                    x => return Err(d.bad("'no'", x)),
+                }
+            }
+            "tun-mtu" => {
+                d.count(1, 1, "a number 100-65535")?;
+                c.tun_mtu = Some(d.num(0, 100u16, u16::MAX, "a number 100-65535")?);
+            }
+            "mssfix" => {
+                d.count(0, 2, "[SIZE] [mtu|fixed]")?;
+                let max = match d.arg(0) {
+                    None => 1492,
+                    Some(_) => d.num(0, 0u16, u16::MAX, "a size 0-65535")?,
+                };
+                let mode = match d.arg(1) {
+                    None => MssfixMode::Default,
+                    Some("mtu") => MssfixMode::Mtu,
+                    Some("fixed") => MssfixMode::Fixed,
+                    Some(x) => return Err(d.bad("'mtu' or 'fixed'", x)),
+                };
+                c.mssfix = Some(Mssfix { max, mode });
+            }
+            "txqueuelen" => {
+                d.count(1, 1, "a queue length")?;
+                c.txqueuelen = Some(d.num(0, 1, 1_000_000, "a queue length 1-1000000")?);
+            }
+            "verb" => {
+                d.count(1, 1, "a level 0-11")?;
+                c.verb = Some(d.num(0, 0u8, 11, "a level 0-11")?);
+            }
+            "persist-key" => {
+                d.no_args()?;
+                c.persist_key = true;
+            }
+            "persist-tun" => {
+                d.no_args()?;
+                c.persist_tun = true;
+            }
+            "key-method" => {
+                d.count(1, 1, "2")?;
+                if d.arg(0) != Some("2") {
+                    return Err(d.unsupported(
+                        format!("key-method {}", d.arg(0).unwrap_or("")),
+                        "only key-method 2 is supported",
+                    ));
+                }
+            }
+            "config" => {
+                d.count(1, 1, "a file name")?;
+                let path = PathBuf::from(d.arg(0).unwrap_or(""));
+                self.include(&path, Some(d.loc))?;
+            }
+            "setenv" => {
+                d.count(1, usize::MAX, "NAME [VALUE] or opt DIRECTIVE ...")?;
+                if d.arg(0) == Some("opt") {
+                    let Some((name, rest)) = d.args[1..].split_first() else {
+                        return Err(d.err(Reason::MissingArg {
+                            directive: "setenv opt".into(),
+                            expected: "a directive".into(),
+                        }));
+                    };
+                    if table::lookup(name).is_none() {
+                        self.warn(
+                            d.loc,
+                            format!("ignoring unknown directive '{name}' (setenv opt)"),
+                        );
+                        return Ok(());
+                    }
+                    return self.apply(Dir {
+                        name,
+                        args: rest,
+                        inline: None,
+                        loc: d.loc,
+                    });
+                }
+                d.count(1, 2, "NAME [VALUE]")?;
+                c.setenv.push((
+                    d.arg(0).unwrap_or("").to_string(),
+                    d.arg(1).unwrap_or("").to_string(),
+                ));
+            }
+            "ignore-unknown-option" => {
+                d.count(1, usize::MAX, "one or more directive names")?;
+                c.ignore_unknown.extend(d.args.iter().cloned());
+            }
+            "workers" => {
+                d.count(1, 1, "a number of threads 1-1024")?;
+                c.workers = Some(d.num(0, 1usize, 1024, "a number of threads 1-1024")?);
+            }
+            "cpu-pin" => {
+                d.no_args()?;
+                c.cpu_pin = true;
+            }
+            "max-packet-size" => {
+                d.count(1, 1, "a size 576-65535")?;
+                c.max_packet_size = Some(d.num(0, 576u16, u16::MAX, "a size 576-65535")?);
+            }
+            other => {
+                // Table says supported but no handler: a bug here, not a panic.
+                return Err(d.err(Reason::UnknownDirective(other.to_string())));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--name args` groups from the command line.
+    pub fn parse_args(&mut self, args: &[String]) -> R<()> {
+        if let [single] = args
+            && !single.starts_with("--")
+        {
+            return self.include(Path::new(single), None);
+        }
+        let mut i = 0;
+        while i < args.len() {
+            let loc = Location {
+                file: COMMAND_LINE.to_string(),
+                line: i + 1,
+            };
+            let Some(name) = args[i].strip_prefix("--").filter(|n| !n.is_empty()) else {
+                return Err(ConfigError::new(
+                    &loc,
+                    Reason::ExpectedOption(args[i].clone()),
+                ));
+            };
+            let end = args[i + 1..]
+                .iter()
+                .position(|a| a.starts_with("--"))
+                .map_or(args.len(), |p| i + 1 + p);
+            self.apply(Dir {
+                name,
+                args: &args[i + 1..end],
+                inline: None,
+                loc: &loc,
+            })?;
+            i = end;
+        }
+        Ok(())
+    }
+}
+
+fn key_direction(d: &Dir<'_>, s: &str) -> R<KeyDirection> {
+    match s {
+        "0" => Ok(KeyDirection::Zero),
+        "1" => Ok(KeyDirection::One),
+        x => Err(d.bad("a key direction 0 or 1", x)),
+    }
+}

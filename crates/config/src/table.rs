@@ -1,0 +1,497 @@
+//! The directive table: every directive ferrovpn knows, with its status.
+//! `docs/compatibility.md` is written from it (a unit test checks it lists
+//! every entry).
+
+/// How ferrovpn treats a directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Parsed, validated and used (or stored for the caller).
+    Supported,
+    /// Accepted and ignored; a warning is recorded in `Config::warnings`.
+    Ignored,
+    /// Rejected with an error that gives the note as the reason.
+    Unsupported,
+}
+
+impl Support {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Support::Supported => "supported",
+            Support::Ignored => "accepted, ignored (warning)",
+            Support::Unsupported => "unsupported (error)",
+        }
+    }
+}
+
+/// One row of the directive table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectiveInfo {
+    pub name: &'static str,
+    pub support: Support,
+    pub note: &'static str,
+}
+
+const fn s(name: &'static str, note: &'static str) -> DirectiveInfo {
+    DirectiveInfo {
+        name,
+        support: Support::Supported,
+        note,
+    }
+}
+const fn i(name: &'static str, note: &'static str) -> DirectiveInfo {
+    DirectiveInfo {
+        name,
+        support: Support::Ignored,
+        note,
+    }
+}
+const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
+    DirectiveInfo {
+        name,
+        support: Support::Unsupported,
+        note,
+    }
+}
+
+/// Reason used for `proto tcp*` and `remote ... tcp*`.
+pub const TCP_REASON: &str = "TCP transport is not supported yet";
+/// Reason used for `dev tap*` and `dev-type tap`.
+pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
+/// Reason used for compression directives.
+pub const COMPRESSION_REASON: &str =
+    "compression framing is not supported; remove the line (on both ends)";
+
+/// Every directive ferrovpn knows. Anything else is
+/// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
+pub const DIRECTIVES: &[DirectiveInfo] = &[
+    // --- mode and transport
+    s(
+        "server",
+        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask",
+    ),
+    s("mode", "`server` only; `p2p` is unsupported"),
+    s("tls-server", "server side of the TLS handshake"),
+    s("client", "implies `tls-client` + `pull`"),
+    s(
+        "tls-client",
+        "needs `pull` (point-to-point TLS mode is unsupported)",
+    ),
+    s("pull", "client accepts pushed options"),
+    s("port", "1-65535; sets local and remote port (default 1194)"),
+    s("lport", "local port"),
+    s("rport", "remote port default for `remote` lines"),
+    s("local", "IP address to bind (hostnames not supported)"),
+    s(
+        "proto",
+        "`udp`, `udp4`, `udp6`; `tcp*` is an error: TCP transport is not supported yet",
+    ),
+    s(
+        "dev",
+        "`tun`, `tunN`, or any name with `dev-type tun`; `tap*` is an error",
+    ),
+    s("dev-type", "`tun` only"),
+    s(
+        "topology",
+        "`subnet`, `net30`, `p2p` (default `net30` like OpenVPN 2.6)",
+    ),
+    s(
+        "ifconfig-pool",
+        "`START END [NETMASK]`, must lie inside the `server` network",
+    ),
+    s("push", "stored list of options pushed to clients"),
+    s(
+        "route",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|net_gateway|remote_host|default] [METRIC]`",
+    ),
+    s(
+        "client-to-client",
+        "forward traffic between clients inside the server",
+    ),
+    s("max-clients", "at least 1"),
+    s(
+        "duplicate-cn",
+        "allow several clients with the same certificate CN",
+    ),
+    s("remote", "`HOST [PORT] [udp|udp4|udp6]`, may repeat"),
+    s("remote-random", "try remotes in random order"),
+    s("connect-retry", "`N [MAX]` seconds"),
+    s("connect-retry-max", "number of attempts"),
+    s("nobind", "client does not bind a fixed local port"),
+    s(
+        "redirect-gateway",
+        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6",
+    ),
+    s(
+        "dhcp-option",
+        "`TYPE [VALUE]` (stored; mostly useful in `push`)",
+    ),
+    s("explicit-exit-notify", "`[N]` (default 1)"),
+    // --- timers
+    s(
+        "keepalive",
+        "`INTERVAL TIMEOUT`; timeout must be at least twice the interval",
+    ),
+    s("ping", "seconds"),
+    s("ping-restart", "seconds"),
+    s("ping-exit", "seconds"),
+    s("reneg-sec", "`N [MAX]` seconds (default 3600)"),
+    s("reneg-bytes", "bytes"),
+    s("reneg-pkts", "packets"),
+    s("hand-window", "seconds (default 60)"),
+    s("tran-window", "seconds (default 3600)"),
+    s("tls-timeout", "seconds (default 2)"),
+    // --- crypto material
+    s("ca", "PEM file or inline `<ca>`"),
+    s("cert", "PEM file or inline `<cert>`"),
+    s("key", "PEM file or inline `<key>`"),
+    s("extra-certs", "PEM file or inline `<extra-certs>`"),
+    s(
+        "dh",
+        "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only)",
+    ),
+    s("tls-crypt", "static key file or inline `<tls-crypt>`"),
+    s(
+        "tls-auth",
+        "`FILE [0|1]` or inline `<tls-auth>` with `key-direction`",
+    ),
+    s("key-direction", "`0` or `1` (for inline `<tls-auth>`)"),
+    s(
+        "auth",
+        "HMAC digest for tls-auth (data channel uses AEAD only)",
+    ),
+    s(
+        "data-ciphers",
+        "`A:B:C`; supported: AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305 (others dropped with a warning)",
+    ),
+    s("ncp-ciphers", "deprecated alias of `data-ciphers`"),
+    s(
+        "data-ciphers-fallback",
+        "stored; only AEAD ciphers can actually be used",
+    ),
+    s(
+        "cipher",
+        "stored; a non-AEAD cipher is only a fallback and gives a warning",
+    ),
+    s(
+        "tls-version-min",
+        "`1.0`-`1.3` [`or-highest`]; TLS 1.2 is the effective minimum",
+    ),
+    s("remote-cert-tls", "`server` or `client`"),
+    s("verify-x509-name", "`NAME [subject|name|name-prefix]`"),
+    s("verify-client-cert", "`require` only (the default)"),
+    s("replay-window", "`N [T]`"),
+    s("allow-compression", "`no` only"),
+    // --- tun
+    s("tun-mtu", "100-65535 (default 1500)"),
+    s("mssfix", "`[N] [mtu|fixed]` (default 1492)"),
+    s("txqueuelen", "stored for interface setup"),
+    // --- misc
+    s("verb", "0-11, stored"),
+    s(
+        "persist-key",
+        "stored (ferrovpn keeps keys across restarts anyway)",
+    ),
+    s(
+        "persist-tun",
+        "stored (ferrovpn keeps the tun device across restarts anyway)",
+    ),
+    s(
+        "config",
+        "include another file (relative to the working directory), at most 10 levels",
+    ),
+    s(
+        "setenv",
+        "`NAME VALUE` stored; `setenv opt DIRECTIVE ...` makes an unknown directive a warning",
+    ),
+    s(
+        "ignore-unknown-option",
+        "listed unknown directives become warnings",
+    ),
+    s("key-method", "`2` only"),
+    // --- ferrovpn extensions
+    s(
+        "workers",
+        "ferrovpn: data-plane worker threads (default: number of CPUs)",
+    ),
+    s("cpu-pin", "ferrovpn: pin data-plane workers to CPUs"),
+    s(
+        "max-packet-size",
+        "ferrovpn: largest datagram handled by the data plane (576-65535)",
+    ),
+    // --- accepted with a warning
+    i(
+        "user",
+        "privileges are not dropped by ferrovpn; use the service manager",
+    ),
+    i(
+        "group",
+        "privileges are not dropped by ferrovpn; use the service manager",
+    ),
+    i("mute", "log rate limiting is not implemented"),
+    i("status", "no status file is written"),
+    i("status-version", "no status file is written"),
+    i("log", "logs go to stderr"),
+    i("log-append", "logs go to stderr"),
+    i(
+        "ifconfig-pool-persist",
+        "pool assignments are not persisted",
+    ),
+    i(
+        "mute-replay-warnings",
+        "replay warnings are rate-limited anyway",
+    ),
+    i(
+        "resolv-retry",
+        "name resolution is retried on every connect",
+    ),
+    i("suppress-timestamps", "log format is fixed"),
+    i("script-security", "scripts are not supported"),
+    i("sndbuf", "socket buffers are sized by ferrovpn"),
+    i("rcvbuf", "socket buffers are sized by ferrovpn"),
+    i(
+        "fast-io",
+        "the data plane always uses batched non-blocking I/O",
+    ),
+    i("auth-nocache", "no passwords are cached"),
+    i(
+        "float",
+        "peers may always change address after authentication",
+    ),
+    i("ping-timer-rem", "ping timers always run"),
+    i("writepid", "no pid file is written"),
+    i("tls-cipher", "TLS cipher suites are fixed by rustls"),
+    i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
+    i("tls-groups", "key exchange groups are fixed by rustls"),
+    i("ecdh-curve", "key exchange groups are fixed by rustls"),
+    i(
+        "tls-cert-profile",
+        "certificate checks are fixed by rustls/webpki",
+    ),
+    i(
+        "auth-retry",
+        "username/password authentication is not supported",
+    ),
+    i("push-peer-info", "peer info is always sent"),
+    i(
+        "route-delay",
+        "routes are added as soon as the tunnel is up",
+    ),
+    i("route-method", "Windows only"),
+    i("block-outside-dns", "Windows only"),
+    i("disable-dco", "ferrovpn does not use kernel DCO"),
+    i("inactive", "inactivity timeout is not implemented"),
+    i(
+        "server-poll-timeout",
+        "the handshake timeout is `hand-window`",
+    ),
+    i("machine-readable-output", "log format is fixed"),
+    i("management-hold", "no management interface"),
+    // --- unsupported
+    u("comp-lzo", COMPRESSION_REASON),
+    u("compress", COMPRESSION_REASON),
+    u("comp-noadapt", COMPRESSION_REASON),
+    u(
+        "auth-user-pass",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "auth-user-pass-verify",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "auth-user-pass-optional",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "username-as-common-name",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "auth-gen-token",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "auth-token",
+        "username/password authentication is not supported yet",
+    ),
+    u(
+        "tls-crypt-v2",
+        "tls-crypt-v2 is not supported yet; use tls-crypt",
+    ),
+    u(
+        "tls-crypt-v2-verify",
+        "tls-crypt-v2 is not supported yet; use tls-crypt",
+    ),
+    u("secret", "static-key (non-TLS) mode is not supported"),
+    u(
+        "ifconfig",
+        "point-to-point / manual server setup is not supported; use `server`",
+    ),
+    u(
+        "ifconfig-push",
+        "static client addresses are not supported yet",
+    ),
+    u(
+        "client-config-dir",
+        "per-client config files are not supported yet",
+    ),
+    u(
+        "ccd-exclusive",
+        "per-client config files are not supported yet",
+    ),
+    u("iroute", "per-client config files are not supported yet"),
+    u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    u(
+        "ifconfig-ipv6",
+        "IPv6 inside the tunnel is not supported yet",
+    ),
+    u(
+        "ifconfig-ipv6-pool",
+        "IPv6 inside the tunnel is not supported yet",
+    ),
+    u("route-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    u("tun-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    u("server-bridge", TAP_REASON),
+    u(
+        "crl-verify",
+        "certificate revocation lists are not supported yet",
+    ),
+    u(
+        "pkcs12",
+        "PKCS#12 files are not supported; use ca/cert/key PEM files",
+    ),
+    u(
+        "cryptoapicert",
+        "Windows certificate store is not supported",
+    ),
+    u("ns-cert-type", "deprecated; use `remote-cert-tls`"),
+    u(
+        "remote-cert-ku",
+        "key usage checks are not supported; use `remote-cert-tls`",
+    ),
+    u(
+        "remote-cert-eku",
+        "extended key usage checks are not supported; use `remote-cert-tls`",
+    ),
+    u("tls-verify", "scripts are not supported"),
+    u("tls-export-cert", "scripts are not supported"),
+    u("up", "scripts are not supported"),
+    u("down", "scripts are not supported"),
+    u("route-up", "scripts are not supported"),
+    u("ipchange", "scripts are not supported"),
+    u("client-connect", "scripts are not supported"),
+    u("client-disconnect", "scripts are not supported"),
+    u("learn-address", "scripts are not supported"),
+    u("plugin", "plugins are not supported"),
+    u("management", "the management interface is not supported"),
+    u(
+        "http-proxy",
+        "proxies need TCP transport, which is not supported yet",
+    ),
+    u("socks-proxy", "proxies are not supported"),
+    u("port-share", TCP_REASON),
+    u(
+        "fragment",
+        "internal fragmentation is not supported; use mssfix",
+    ),
+    u("shaper", "traffic shaping is not supported"),
+    u("multihome", "multihome is not supported; bind with `local`"),
+    u(
+        "daemon",
+        "ferrovpn runs in the foreground; use a service manager",
+    ),
+    u("chroot", "chroot is not supported"),
+    u("cd", "`cd` is not supported; use absolute paths"),
+    u("pull-filter", "pull filters are not supported yet"),
+    u("route-nopull", "route-nopull is not supported yet"),
+    u(
+        "connection",
+        "`<connection>` blocks are not supported; use several `remote` lines",
+    ),
+    u("tls-exit", "tls-exit is not supported"),
+    u("askpass", "encrypted private keys are not supported"),
+    u("engine", "crypto engines are not supported"),
+];
+
+/// Look a directive up in [`DIRECTIVES`].
+pub fn lookup(name: &str) -> Option<&'static DirectiveInfo> {
+    DIRECTIVES.iter().find(|d| d.name == name)
+}
+
+/// Why a directive is rejected, if ferrovpn rejects it as a whole.
+pub fn unsupported_reason(name: &str) -> Option<&'static str> {
+    lookup(name)
+        .filter(|d| d.support == Support::Unsupported)
+        .map(|d| d.note)
+}
+
+/// The Markdown table (`directive | status | notes`) written into
+/// `docs/compatibility.md`.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| directive | status | notes |\n|---|---|---|\n");
+    for d in DIRECTIVES {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            d.name,
+            d.support.as_str(),
+            d.note.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/compatibility.md");
+    const BEGIN: &str =
+        "<!-- BEGIN DIRECTIVE TABLE (generated from crates/config/src/table.rs) -->\n";
+    const END: &str = "<!-- END DIRECTIVE TABLE -->";
+
+    #[test]
+    fn names_are_unique() {
+        let mut seen = HashSet::new();
+        for d in DIRECTIVES {
+            assert!(seen.insert(d.name), "duplicate table entry {}", d.name);
+        }
+    }
+
+    /// Every directive in the table appears in docs/compatibility.md, and the
+    /// generated table there is current. Regenerate with
+    /// `FERROVPN_BLESS_DOCS=1 cargo test -p ferrovpn-config`.
+    #[test]
+    fn compatibility_doc_is_current() {
+        let doc = std::fs::read_to_string(DOC).unwrap_or_default();
+        let table = markdown_table();
+        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("{DOC} lacks the table markers");
+        };
+        if std::env::var_os("FERROVPN_BLESS_DOCS").is_some() {
+            let new = format!("{}{BEGIN}{table}{}", &doc[..b], &doc[e..]);
+            std::fs::write(DOC, new).unwrap_or_else(|err| panic!("write {DOC}: {err}"));
+            return;
+        }
+        for d in DIRECTIVES {
+            assert!(
+                doc.contains(&format!("| `{}` |", d.name)),
+                "docs/compatibility.md does not list '{}'",
+                d.name
+            );
+        }
+        assert_eq!(
+            &doc[b + BEGIN.len()..e],
+            table,
+            "docs/compatibility.md is stale; run FERROVPN_BLESS_DOCS=1 cargo test -p ferrovpn-config"
+        );
+    }
+
+    #[test]
+    fn unsupported_reason_matches_table() {
+        assert_eq!(unsupported_reason("comp-lzo"), Some(COMPRESSION_REASON));
+        assert_eq!(unsupported_reason("port"), None);
+        assert_eq!(unsupported_reason("user"), None);
+        assert_eq!(unsupported_reason("no-such-thing"), None);
+    }
+}

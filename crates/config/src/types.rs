@@ -1,0 +1,437 @@
+//! The typed configuration.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use crate::error::Location;
+
+/// Server or client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Server,
+    Client,
+}
+
+/// Outer transport (UDP only for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// `udp`: IPv4 or IPv6, whatever the address resolves to.
+    Udp,
+    Udp4,
+    Udp6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevType {
+    Tun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Subnet,
+    Net30,
+    P2p,
+}
+
+/// `server NETWORK NETMASK [nopool]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerNet {
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub nopool: bool,
+}
+
+/// `ifconfig-pool START END [NETMASK]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfconfigPool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteGateway {
+    Addr(Ipv4Addr),
+    VpnGateway,
+    NetGateway,
+    RemoteHost,
+}
+
+/// `route NETWORK [NETMASK] [GATEWAY] [METRIC]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub network: Ipv4Addr,
+    /// Defaults to 255.255.255.255.
+    pub netmask: Ipv4Addr,
+    /// `None`: default (the VPN gateway).
+    pub gateway: Option<RouteGateway>,
+    pub metric: Option<u32>,
+}
+
+/// `keepalive INTERVAL TIMEOUT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: u32,
+    pub timeout: u32,
+}
+
+/// Where key material came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaterialSource {
+    File(PathBuf),
+    Inline,
+}
+
+/// PEM / static-key text, loaded at parse time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    pub source: MaterialSource,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDirection {
+    /// `0`
+    Zero,
+    /// `1`
+    One,
+}
+
+/// `tls-auth FILE [DIR]` or inline `<tls-auth>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsAuth {
+    pub material: Material,
+    /// From the second argument; see [`Config::tls_auth_direction`] for the
+    /// effective value (which also considers `key-direction`).
+    pub direction: Option<KeyDirection>,
+}
+
+/// `dh`: ferrovpn never uses finite-field DH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dh {
+    None,
+    /// A DH parameter file (not read; ignored with a warning).
+    File(PathBuf),
+    Inline,
+}
+
+/// `reneg-sec N [MAX]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenegSec {
+    pub secs: u32,
+    pub max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_0,
+    V1_1,
+    V1_2,
+    V1_3,
+}
+
+/// `tls-version-min V [or-highest]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsVersionMin {
+    pub version: TlsVersion,
+    pub or_highest: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MssfixMode {
+    Default,
+    Mtu,
+    Fixed,
+}
+
+/// `mssfix [N] [mtu|fixed]`; `max == 0` disables clamping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mssfix {
+    pub max: u16,
+    pub mode: MssfixMode,
+}
+
+/// `replay-window N [T]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayWindow {
+    pub size: u32,
+    pub time: Option<u32>,
+}
+
+/// `remote HOST [PORT] [PROTO]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub host: String,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+}
+
+/// `connect-retry N [MAX]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRetry {
+    pub secs: u32,
+    pub max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteCertTls {
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X509NameType {
+    Subject,
+    Name,
+    NamePrefix,
+}
+
+/// `verify-x509-name NAME [TYPE]` (type defaults to `subject`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyX509Name {
+    pub name: String,
+    pub kind: X509NameType,
+}
+
+/// `dhcp-option TYPE [VALUE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpOption {
+    pub kind: String,
+    pub value: Option<String>,
+}
+
+/// Data-channel ciphers ferrovpn implements (upper case, OpenSSL names).
+pub const SUPPORTED_DATA_CIPHERS: &[&str] = &["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"];
+/// OpenVPN 2.6's default `data-ciphers`.
+pub const DEFAULT_DATA_CIPHERS: &[&str] = &["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
+/// Default port.
+pub const DEFAULT_PORT: u16 = 1194;
+
+/// A parsed configuration. Fields are `None`/empty/false when the directive
+/// was absent; accessor methods apply OpenVPN's defaults. Values produced by
+/// the `parse_*` functions and [`Config::from_args`] have been checked by
+/// [`Config::finalize`], which also sets [`Config::mode`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    pub mode: Option<Mode>,
+    pub tls_server: bool,
+    pub tls_client: bool,
+    pub pull: bool,
+
+    pub port: Option<u16>,
+    pub lport: Option<u16>,
+    pub rport: Option<u16>,
+    pub local: Option<IpAddr>,
+    pub proto: Option<Proto>,
+    pub dev: Option<String>,
+    pub dev_type: Option<DevType>,
+    pub topology: Option<Topology>,
+
+    pub server: Option<ServerNet>,
+    pub ifconfig_pool: Option<IfconfigPool>,
+    pub push: Vec<String>,
+    pub routes: Vec<Route>,
+    pub client_to_client: bool,
+    pub max_clients: Option<u32>,
+    pub duplicate_cn: bool,
+
+    pub remotes: Vec<Remote>,
+    pub remote_random: bool,
+    pub connect_retry: Option<ConnectRetry>,
+    pub connect_retry_max: Option<u32>,
+    pub nobind: bool,
+    pub redirect_gateway: Option<Vec<String>>,
+    pub dhcp_options: Vec<DhcpOption>,
+    pub explicit_exit_notify: Option<u32>,
+
+    pub keepalive: Option<Keepalive>,
+    pub ping: Option<u32>,
+    pub ping_restart: Option<u32>,
+    pub ping_exit: Option<u32>,
+    pub reneg_sec: Option<RenegSec>,
+    pub reneg_bytes: Option<u64>,
+    pub reneg_pkts: Option<u64>,
+    pub hand_window: Option<u32>,
+    pub tran_window: Option<u32>,
+    pub tls_timeout: Option<u32>,
+
+    pub ca: Option<Material>,
+    pub cert: Option<Material>,
+    pub key: Option<Material>,
+    pub extra_certs: Vec<Material>,
+    pub dh: Option<Dh>,
+    pub tls_crypt: Option<Material>,
+    pub tls_auth: Option<TlsAuth>,
+    pub key_direction: Option<KeyDirection>,
+    pub auth: Option<String>,
+    /// Supported entries only, upper case, in the configured order.
+    pub data_ciphers: Option<Vec<String>>,
+    pub data_ciphers_fallback: Option<String>,
+    pub cipher: Option<String>,
+    pub tls_version_min: Option<TlsVersionMin>,
+    pub remote_cert_tls: Option<RemoteCertTls>,
+    pub verify_x509_name: Option<VerifyX509Name>,
+    pub replay_window: Option<ReplayWindow>,
+
+    pub tun_mtu: Option<u16>,
+    pub mssfix: Option<Mssfix>,
+    pub txqueuelen: Option<u32>,
+
+    pub verb: Option<u8>,
+    pub persist_key: bool,
+    pub persist_tun: bool,
+    /// `setenv NAME VALUE` pairs (not `setenv opt`).
+    pub setenv: Vec<(String, String)>,
+    /// Names from `ignore-unknown-option`.
+    pub ignore_unknown: Vec<String>,
+
+    /// ferrovpn: data-plane worker threads.
+    pub workers: Option<usize>,
+    /// ferrovpn: pin workers to CPUs.
+    pub cpu_pin: bool,
+    /// ferrovpn: largest datagram the data plane handles.
+    pub max_packet_size: Option<u16>,
+
+    /// `file:line: message` for each accepted-but-ignored directive.
+    pub warnings: Vec<String>,
+
+    /// Last location of each directive (for cross-field errors).
+    pub(crate) seen: BTreeMap<String, Location>,
+}
+
+impl Config {
+    /// Where a directive was last seen.
+    pub fn location_of(&self, directive: &str) -> Option<&Location> {
+        self.seen.get(directive)
+    }
+
+    /// Why ferrovpn rejects a directive as a whole (same text as in errors
+    /// and `docs/compatibility.md`).
+    pub fn unsupported_reason(directive: &str) -> Option<&'static str> {
+        crate::table::unsupported_reason(directive)
+    }
+
+    /// `mode` after finalize; `Server` if called on an unfinalized config
+    /// that has no mode.
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Server)
+    }
+    pub fn is_server(&self) -> bool {
+        self.mode() == Mode::Server
+    }
+    /// `lport`, else `port`, else 1194.
+    pub fn local_port(&self) -> u16 {
+        self.lport.or(self.port).unwrap_or(DEFAULT_PORT)
+    }
+    /// Port for a `remote` without one: `rport`, else `port`, else 1194.
+    pub fn default_remote_port(&self) -> u16 {
+        self.rport.or(self.port).unwrap_or(DEFAULT_PORT)
+    }
+    /// Port of a given remote, with defaults applied.
+    pub fn remote_port(&self, remote: &Remote) -> u16 {
+        remote.port.unwrap_or_else(|| self.default_remote_port())
+    }
+    pub fn proto(&self) -> Proto {
+        self.proto.unwrap_or(Proto::Udp)
+    }
+    /// OpenVPN 2.6 default: net30.
+    pub fn topology(&self) -> Topology {
+        self.topology.unwrap_or(Topology::Net30)
+    }
+    pub fn tun_mtu(&self) -> u16 {
+        self.tun_mtu.unwrap_or(1500)
+    }
+    /// Effective `data-ciphers` (OpenVPN 2.6 default when absent).
+    pub fn data_ciphers(&self) -> Vec<String> {
+        match &self.data_ciphers {
+            Some(v) => v.clone(),
+            None => DEFAULT_DATA_CIPHERS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+    /// tls-auth HMAC digest (default SHA1).
+    pub fn auth(&self) -> &str {
+        self.auth.as_deref().unwrap_or("SHA1")
+    }
+    /// Seconds between pings: `ping`, else keepalive interval.
+    pub fn ping_interval(&self) -> Option<u32> {
+        self.ping.or(self.keepalive.map(|k| k.interval))
+    }
+    /// Seconds without traffic before restart: `ping-restart`, else the
+    /// keepalive timeout (doubled on a server, like OpenVPN).
+    pub fn ping_restart_secs(&self) -> Option<u32> {
+        self.ping_restart.or_else(|| {
+            self.keepalive.map(|k| {
+                if self.is_server() {
+                    k.timeout.saturating_mul(2)
+                } else {
+                    k.timeout
+                }
+            })
+        })
+    }
+    pub fn reneg_secs(&self) -> u32 {
+        self.reneg_sec.map(|r| r.secs).unwrap_or(3600)
+    }
+    pub fn hand_window(&self) -> u32 {
+        self.hand_window.unwrap_or(60)
+    }
+    pub fn tran_window(&self) -> u32 {
+        self.tran_window.unwrap_or(3600)
+    }
+    pub fn tls_timeout(&self) -> u32 {
+        self.tls_timeout.unwrap_or(2)
+    }
+    pub fn verb(&self) -> u8 {
+        self.verb.unwrap_or(1)
+    }
+    pub fn max_clients(&self) -> u32 {
+        self.max_clients.unwrap_or(1024)
+    }
+    /// Replay window (default 64 packets, 15 s).
+    pub fn replay_window(&self) -> ReplayWindow {
+        self.replay_window.unwrap_or(ReplayWindow {
+            size: 64,
+            time: Some(15),
+        })
+    }
+    /// Effective MSS clamp (default `1492`, OpenVPN-style).
+    pub fn mssfix(&self) -> Mssfix {
+        self.mssfix.unwrap_or(Mssfix {
+            max: 1492,
+            mode: MssfixMode::Default,
+        })
+    }
+    /// Connect retry (default 1 s, max 300 s).
+    pub fn connect_retry(&self) -> ConnectRetry {
+        self.connect_retry.unwrap_or(ConnectRetry {
+            secs: 1,
+            max: Some(300),
+        })
+    }
+    /// Direction for tls-auth: the argument, else `key-direction`.
+    pub fn tls_auth_direction(&self) -> Option<KeyDirection> {
+        self.tls_auth
+            .as_ref()
+            .and_then(|t| t.direction)
+            .or(self.key_direction)
+    }
+    /// Data-plane workers: `workers`, else the number of CPUs.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+    /// Largest datagram (default 65535).
+    pub fn max_packet_size(&self) -> u16 {
+        self.max_packet_size.unwrap_or(u16::MAX)
+    }
+    /// Server tunnel address (first host of the `server` network).
+    pub fn server_ip(&self) -> Option<Ipv4Addr> {
+        self.server
+            .map(|s| Ipv4Addr::from(u32::from(s.network).wrapping_add(1)))
+    }
+}
