@@ -185,19 +185,16 @@ impl Config {
                     ));
                 }
             }
-            if self.server_ip() == Some(pool.start)
-                || self
-                    .server_ip()
-                    .is_some_and(|ip| pool.start <= ip && ip <= pool.end)
+            if let Some(ip) = self.server_ip()
+                && pool.start <= ip
+                && ip <= pool.end
             {
                 return Err(self.fail(
                     "ifconfig-pool",
                     whole,
                     format!(
-                        "'ifconfig-pool' {}-{} contains the server address {}",
-                        pool.start,
-                        pool.end,
-                        self.server_ip().unwrap_or(srv.network)
+                        "'ifconfig-pool' {}-{} contains the server address {ip}",
+                        pool.start, pool.end
                     ),
                 ));
             }

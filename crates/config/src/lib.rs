@@ -23,7 +23,7 @@ pub use error::{ConfigError, Location, Reason};
 pub use lexer::tokenize;
 pub use parser::{COMMAND_LINE, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};
 pub use table::{
-    COMPRESSION_REASON, DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON,
+    COMPRESSION_REASON, DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON, markdown_table,
     unsupported_reason,
 };
 pub use types::*;

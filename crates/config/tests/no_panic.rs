@@ -1,0 +1,70 @@
+use ferrovpn_config::{parse_str_no_fs, tokenize};
+use proptest::prelude::*;
+
+const WORDS: &[&str] = &[
+    "server",
+    "client",
+    "port",
+    "dev",
+    "tun",
+    "proto",
+    "udp",
+    "route",
+    "push",
+    "remote",
+    "keepalive",
+    "<ca>",
+    "</ca>",
+    "<tls-auth>",
+    "</tls-auth>",
+    "\"",
+    "'",
+    "\\",
+    "#",
+    ";",
+    "--",
+    "10.8.0.0",
+    "255.255.255.0",
+    "1194",
+    "-1",
+    "99999999999999999999",
+    "setenv",
+    "opt",
+    "ignore-unknown-option",
+    "config",
+    "ca",
+    "tls-auth",
+    "1",
+    "mode",
+    "tls-server",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    "\u{feff}",
+    "ifconfig-pool",
+    "mssfix",
+    "data-ciphers",
+    "AES-256-GCM",
+    "dh",
+    "none",
+    "-----BEGIN CERTIFICATE-----",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        let _ = parse_str_no_fs(&text, "fuzz");
+        let _ = tokenize(&text);
+    }
+
+    #[test]
+    fn directive_soup_never_panics(words in proptest::collection::vec(proptest::sample::select(WORDS), 0..60)) {
+        let text = words.join(" ");
+        let _ = parse_str_no_fs(&text, "fuzz");
+        let text = words.join("\n");
+        let _ = parse_str_no_fs(&text, "fuzz");
+    }
+}
