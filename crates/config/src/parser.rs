@@ -333,7 +333,7 @@ impl Parser {
         let info = table::lookup(d.name);
         match info {
             None => {
-                if self.cfg.ignore_unknown.iter().any(|n| n == d.name) {
+                if self.cfg.ignore_unknown.contains(d.name) {
                     self.warn(
                         d.loc,
                         format!(
@@ -954,6 +954,10 @@ impl Parser {
                             expected: "a directive".into(),
                         }));
                     };
+                    if name == "setenv" {
+                        // Also bounds recursion on hostile input.
+                        return Err(d.bad("a directive other than 'setenv'", name));
+                    }
                     if table::lookup(name).is_none() {
                         self.warn(
                             d.loc,

@@ -1,6 +1,6 @@
 //! The typed configuration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -285,7 +285,7 @@ pub struct Config {
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.
-    pub ignore_unknown: Vec<String>,
+    pub ignore_unknown: BTreeSet<String>,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

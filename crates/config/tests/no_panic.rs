@@ -68,3 +68,15 @@ proptest! {
         let _ = parse_str_no_fs(&text, "fuzz");
     }
 }
+
+#[test]
+fn deep_setenv_nesting_is_an_error_not_a_stack_overflow() {
+    let text = "setenv opt ".repeat(200_000) + "port 1\n";
+    assert!(parse_str_no_fs(&text, "x").is_err());
+}
+
+#[test]
+fn huge_line_is_fine() {
+    let text = format!("push \"{}\"\n", "a".repeat(1 << 20));
+    assert!(parse_str_no_fs(&text, "x").is_err()); // no mode, but no panic
+}
