@@ -1,1 +1,349 @@
-//! placeholder
+//! The fast path of ferrovpn: multi-queue TUN with offloads, batched UDP,
+//! one run-to-completion worker thread per queue, and a lock-free peer/key
+//! table written by the control plane.
+//!
+//! # Layout
+//! - [`tun`]: the multi-queue TUN device with `IFF_VNET_HDR` (userspace GSO on
+//!   read, GRO coalescing on write).
+//! - [`udp`]: per-worker UDP sockets (SO_REUSEPORT), `recvmmsg` + `UDP_GRO`,
+//!   `sendmmsg` + `UDP_SEGMENT` with fallbacks.
+//! - `worker.rs`: the loop — poll, TUN batch → seal → send, UDP batch → open → TUN.
+//! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
+//! - [`replay`]: the lock-free replay window.
+//! - `mss.rs`: TCP MSS clamping.
+//! - `sys/`: the raw system calls (the only `unsafe` in the workspace).
+//!
+//! # Packet-id ordering
+//! Each worker reserves one contiguous id range per peer per batch and sends
+//! the batch at once, so ids leave each worker in order. Two workers sending
+//! to the same peer at the same time (two TUN queues carrying flows to one
+//! client) interleave their ranges on the wire: a stock OpenVPN receiver with
+//! its default 64-id window drops packets of the worker that falls > 64 ids
+//! behind. With one flow per queue and batches of ≤ 64 packets per peer this is
+//! rare; remaining risk: bursts of several flows to one peer on several
+//! queues. Peers running ferrovpn use a 2048-id window (`replay_window`).
+//!
+//! # Client mode
+//! With `connect: Some(server)` every worker shares one connected UDP socket
+//! (dup'ed fds): SO_REUSEPORT would hash one server flow to one socket anyway,
+//! and the TUN queues still spread the sending side over the workers.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use ferrovpn_proto::data::DataError;
+use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+use thiserror::Error;
+
+mod mss;
+pub mod peers;
+pub mod replay;
+mod sys;
+pub mod tun;
+pub mod udp;
+mod worker;
+
+pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
+pub use worker::GlobalCounters;
+
+/// Capacity of the channel to the control plane.
+pub const UP_QUEUE: usize = 1024;
+
+/// Data-plane settings.
+#[derive(Clone, Debug)]
+pub struct DataPlaneConfig {
+    /// TUN device name (empty: let the kernel pick `tunN`).
+    pub tun_name: String,
+    pub mtu: u16,
+    /// Worker threads = TUN queues = UDP sockets (server).
+    pub workers: usize,
+    /// Pin worker `i` to core `i % cores`.
+    pub pin_cpus: bool,
+    /// Local UDP address (port 0 picks one; the client usually binds `0.0.0.0:0`).
+    pub bind: SocketAddr,
+    /// Client mode: connect the (shared) socket to this server.
+    pub connect: Option<SocketAddr>,
+    /// Relay packets between peers inside the data plane instead of via the TUN.
+    pub client_to_client: bool,
+    /// Receive replay window in packet ids (default 2048).
+    pub replay_window: u32,
+    /// Clamp TCP SYN MSS in both directions so an encrypted datagram incl. outer
+    /// IP/UDP fits this many bytes (OpenVPN default 1492).
+    pub mssfix: Option<u16>,
+    /// Ask for TUN and UDP segmentation offloads (falls back cleanly).
+    pub offload: bool,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        DataPlaneConfig {
+            tun_name: String::new(),
+            mtu: 1500,
+            workers: 1,
+            pin_cpus: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 1194)),
+            connect: None,
+            client_to_client: false,
+            replay_window: DEFAULT_REPLAY_WINDOW,
+            mssfix: Some(1492),
+            offload: true,
+        }
+    }
+}
+
+/// What the data plane hands up to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpEvent {
+    /// A control-channel packet (any non-data opcode), unparsed.
+    Control { from: SocketAddr, packet: Vec<u8> },
+    /// A decrypted OCC message (magic included).
+    Occ { peer_id: u32, payload: Vec<u8> },
+    /// An authenticated DATA_V2 packet of `peer_id` came from a new address;
+    /// the table already sends to `new_remote`.
+    Float {
+        peer_id: u32,
+        new_remote: SocketAddr,
+    },
+}
+
+#[derive(Debug, Error)]
+pub enum DataPlaneError {
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("unknown peer {0}")]
+    UnknownPeer(u32),
+    #[error("peer {0} has no send key")]
+    NoSendKey(u32),
+    #[error("packet id space exhausted for peer {0}")]
+    PacketIdExhausted(u32),
+    #[error("data channel crypto: {0}")]
+    Crypto(#[from] DataError),
+}
+
+fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> DataPlaneError {
+    move |source| DataPlaneError::Io { context, source }
+}
+
+/// Offloads that engaged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offloads {
+    pub tun: tun::TunOffloads,
+    pub udp: udp::UdpOffloads,
+}
+
+/// A running data plane. Dropping it stops the workers too.
+pub struct DataPlane {
+    tun_name: String,
+    local: SocketAddr,
+    control: UdpSocket,
+    peers: PeerTable,
+    shared: Arc<worker::Shared>,
+    workers: Vec<JoinHandle<()>>,
+    offloads: Offloads,
+}
+
+impl DataPlane {
+    /// Create the TUN device (up, without address), the sockets and the worker
+    /// threads, in the caller's network namespace.
+    pub fn start(
+        cfg: DataPlaneConfig,
+        peers: PeerTable,
+    ) -> Result<(DataPlane, crossbeam_channel::Receiver<UpEvent>), DataPlaneError> {
+        if cfg.workers == 0 {
+            return Err(DataPlaneError::Config("workers must be at least 1".into()));
+        }
+        if cfg.mtu < 576 {
+            return Err(DataPlaneError::Config(format!("mtu {} too small", cfg.mtu)));
+        }
+        peers.set_replay_window(cfg.replay_window);
+        let (queues, tun_name, tun_off) =
+            tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
+                .map_err(io("creating the TUN device"))?;
+        let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
+            .map_err(io("creating the UDP sockets"))?;
+        if !cfg.offload {
+            udp_off = udp::UdpOffloads::default();
+        }
+        let local = socks[0]
+            .local_addr()
+            .map_err(io("reading the local address"))?;
+        let control = socks[0]
+            .try_clone()
+            .map_err(io("duplicating the UDP socket"))?;
+        let (tx, rx) = crossbeam_channel::bounded(UP_QUEUE);
+        let outer_v6 = cfg.connect.unwrap_or(cfg.bind).is_ipv6();
+        let shared = Arc::new(worker::Shared {
+            peers: peers.clone(),
+            up: tx,
+            counters: Arc::new(GlobalCounters::default()),
+            client_to_client: cfg.client_to_client,
+            mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6)),
+            stop: AtomicBool::new(false),
+            wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
+        });
+        let cores = if cfg.pin_cpus {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut dp = DataPlane {
+            tun_name,
+            local,
+            control,
+            peers,
+            shared: shared.clone(),
+            workers: Vec::with_capacity(cfg.workers),
+            offloads: Offloads {
+                tun: tun_off,
+                udp: udp_off,
+            },
+        };
+        for (i, (q, s)) in queues.into_iter().zip(socks).enumerate() {
+            let w = worker::Worker::new(i, q, s, udp_off.gso, shared.clone());
+            let core = if cores.is_empty() {
+                None
+            } else {
+                Some(cores[i % cores.len()])
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("ferrovpn-dp{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    w.run()
+                })
+                .map_err(io("spawning a worker thread"))?;
+            dp.workers.push(h);
+        }
+        tracing::info!(
+            "data plane up: {} on {}, {} workers, offloads {:?}",
+            dp.tun_name,
+            dp.local,
+            cfg.workers,
+            dp.offloads
+        );
+        Ok((dp, rx))
+    }
+
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Which offloads engaged on this kernel.
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
+    }
+
+    /// Data-plane wide counters (drops, errors).
+    pub fn counters(&self) -> &GlobalCounters {
+        &self.shared.counters
+    }
+
+    /// A dup of worker 0's socket (same local port) for sending control
+    /// packets. It is nonblocking (the flag is shared with the worker's fd).
+    /// `dup` only fails when the process is out of file descriptors; then this
+    /// retries for a second and aborts the process (a socket with another
+    /// source port would silently break the protocol).
+    pub fn control_socket(&self) -> UdpSocket {
+        for _ in 0..100 {
+            match self.control.try_clone() {
+                Ok(s) => return s,
+                Err(e) => {
+                    tracing::error!("cannot duplicate the data-plane socket: {e}");
+                    let mut r = [sys::Ready::default()];
+                    let _ = sys::poll(&[], &[], 10, &mut r);
+                }
+            }
+        }
+        std::process::abort()
+    }
+
+    /// Seal `payload` with the peer's send key and send it now (keepalive
+    /// pings, OCC exit). Not for bulk traffic.
+    pub fn send_data(&self, peer_id: u32, payload: &[u8]) -> Result<(), DataPlaneError> {
+        let snap = self.peers.load();
+        let peer = snap
+            .by_id
+            .get(&peer_id)
+            .ok_or(DataPlaneError::UnknownPeer(peer_id))?;
+        let ks = peer.keys.load();
+        let key = ks.send_key().ok_or(DataPlaneError::NoSendKey(peer_id))?;
+        let (id, reneg) = key.reserve_ids(1);
+        if reneg {
+            peer.needs_renegotiation.store(true, Ordering::Relaxed);
+        }
+        let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
+        let head = worker::HEAD;
+        let mut buf = vec![0u8; head + payload.len()];
+        buf[head..].copy_from_slice(payload);
+        let start = if peer.uses_v1() {
+            let st = head - DATA_V1_OVERHEAD;
+            key.keys.seal.seal_v1(key.key_id, id, &mut buf[st..])?;
+            st
+        } else {
+            key.keys
+                .seal
+                .seal_v2(key.key_id, peer.peer_id, id, &mut buf)?;
+            0
+        };
+        let dst = **peer.remote.load();
+        let r = self.control.send_to(&buf[start..], dst);
+        if let Err(e) = r {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(DataPlaneError::Io {
+                    context: "sending a data packet",
+                    source: e,
+                });
+            }
+            // Socket buffer full: wait (bounded) for room once.
+            let mut r = [sys::Ready::default()];
+            let _ = sys::poll(&[self.control.as_raw_fd()], &[true], 10, &mut r);
+            self.control
+                .send_to(&buf[start..], dst)
+                .map_err(io("sending a data packet"))?;
+        }
+        let c = &peer.counters;
+        c.tx_packets.fetch_add(1, Ordering::Relaxed);
+        c.tx_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        c.last_tx.store(peers::now_nanos(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stop the workers and wait for them; the TUN device goes away with its last queue.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Err(e) = self.shared.wake.signal() {
+            tracing::warn!("cannot wake the workers: {e}");
+        }
+        for h in self.workers.drain(..) {
+            if h.join().is_err() {
+                tracing::error!("a data-plane worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,450 @@
+//! Raw system calls of the data plane: batched UDP I/O with segmentation
+//! offloads (`sendmmsg` + `UDP_SEGMENT`, `recvmmsg` + `UDP_GRO`), `poll`,
+//! an eventfd for shutdown, and a few socket options that `socket2` lacks.
+//!
+//! This is the only module of the workspace that may use `unsafe`; every
+//! block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use socket2::SockAddr;
+
+/// The largest UDP payload one GSO send may carry in total (IPv4 limit).
+pub const GSO_MAX_BYTES: usize = 65_507;
+/// The most segments one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS` on older kernels).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Size of one receive buffer: a GRO-coalesced receive is at most 64 KiB.
+pub const RX_BUF_LEN: usize = 65_536;
+
+/// Space for one control message carrying a `u16`/`int`, 8-byte aligned.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 32]);
+
+/// One outgoing message of a [`sendmmsg`] batch: packets `first..first+count`
+/// of the caller's packet list go to `dst`. With `count > 1` the packets are
+/// glued by the kernel into one `UDP_SEGMENT` send of `seg`-byte datagrams:
+/// every packet but the last must be exactly `seg` bytes, the last at most `seg`.
+#[derive(Clone, Copy, Debug)]
+pub struct TxMsg {
+    pub dst: SocketAddr,
+    pub first: usize,
+    pub count: usize,
+    pub seg: usize,
+}
+
+/// Preallocated `sendmmsg` scratch: headers, iovecs, addresses and control
+/// buffers. Rebuilt on every call, so no pointer outlives one call.
+pub struct SendScratch {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<SockAddr>,
+    ctrl: Vec<CmsgBuf>,
+}
+
+// SAFETY: the raw pointers inside `hdrs`/`iovs` are only written and used
+// during one `send` call, which borrows every pointee for its whole duration;
+// between calls they are dangling-but-unused values, so moving the scratch to
+// another thread cannot lead to a data race or use after free.
+unsafe impl Send for SendScratch {}
+
+impl SendScratch {
+    pub fn new(max_msgs: usize, max_pkts: usize) -> Self {
+        let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+        SendScratch {
+            // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is a valid value.
+            hdrs: (0..max_msgs).map(|_| unsafe { mem::zeroed() }).collect(),
+            // SAFETY: as above.
+            iovs: (0..max_pkts).map(|_| unsafe { mem::zeroed() }).collect(),
+            names: (0..max_msgs).map(|_| SockAddr::from(any)).collect(),
+            ctrl: vec![CmsgBuf::default(); max_msgs],
+        }
+    }
+
+    /// Send `msgs` with one `sendmmsg`. `pkt(i)` returns packet `i`. Returns
+    /// how many messages the kernel accepted (at least 1), or the error of the first message.
+    /// Messages beyond the scratch capacity are not sent (the count tells).
+    pub fn send<'a>(
+        &mut self,
+        fd: RawFd,
+        msgs: &[TxMsg],
+        pkt: &dyn Fn(usize) -> &'a [u8],
+    ) -> io::Result<usize> {
+        let n = msgs.len().min(self.hdrs.len());
+        let mut iov_at = 0usize;
+        let mut used = 0usize;
+        for (m, msg) in msgs[..n].iter().enumerate() {
+            if iov_at + msg.count > self.iovs.len() || msg.count == 0 {
+                break;
+            }
+            let iov_start = iov_at;
+            for p in msg.first..msg.first + msg.count {
+                let b = pkt(p);
+                self.iovs[iov_at] = libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                };
+                iov_at += 1;
+            }
+            self.names[m] = SockAddr::from(msg.dst);
+            let h = &mut self.hdrs[m];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = self.names[m].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = self.names[m].len();
+            h.msg_hdr.msg_iov = self.iovs[iov_start..].as_mut_ptr();
+            h.msg_hdr.msg_iovlen = msg.count as _;
+            h.msg_hdr.msg_flags = 0;
+            if msg.count > 1 {
+                let c = &mut self.ctrl[m];
+                h.msg_hdr.msg_control = c.0.as_mut_ptr() as *mut libc::c_void;
+                // SAFETY: CMSG_SPACE is a pure computation.
+                h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+                // SAFETY: msg_control points to `c`, 32 aligned bytes, which is
+                // more than CMSG_SPACE(2) = 24, so the first header and its
+                // 2-byte payload lie inside the buffer.
+                unsafe {
+                    let cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*cm).cmsg_level = libc::SOL_UDP;
+                    (*cm).cmsg_type = libc::UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, msg.seg as u16);
+                }
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+            used += 1;
+        }
+        if used == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the first `used` headers are fully initialised above and
+        // point into `self.iovs`, `self.names`, `self.ctrl` and the caller's
+        // packets, all of which are borrowed until this call returns.
+        let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), used as _, 0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+/// Metadata of one received message.
+#[derive(Clone, Copy, Debug)]
+pub struct RxMeta {
+    pub len: usize,
+    /// Datagram size of a GRO-coalesced receive (`len` when not coalesced).
+    pub stride: usize,
+    pub src: Option<SocketAddr>,
+}
+
+/// A `recvmmsg` batch: `n` buffers of [`RX_BUF_LEN`] bytes.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    names: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<CmsgBuf>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    pub meta: Vec<RxMeta>,
+}
+
+// SAFETY: the raw pointers in `iovs`/`hdrs` point into this struct's own heap
+// buffers (whose addresses do not change when the struct moves) and are
+// refreshed on every `recv` call.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new(n: usize) -> Self {
+        RecvBatch {
+            bufs: (0..n).map(|_| vec![0u8; RX_BUF_LEN]).collect(),
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs; all-zero is valid.
+            names: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
+            ctrl: vec![CmsgBuf::default(); n],
+            // SAFETY: as above.
+            iovs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
+            // SAFETY: as above.
+            hdrs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
+            meta: Vec::with_capacity(n),
+        }
+    }
+
+    /// Received bytes of message `i` (valid after [`RecvBatch::recv`]).
+    pub fn buf(&self, i: usize) -> &[u8] {
+        let len = self.meta.get(i).map_or(0, |m| m.len);
+        self.bufs.get(i).map_or(&[][..], |b| &b[..len.min(b.len())])
+    }
+
+    /// Nonblocking `recvmmsg`: returns the number of messages (0 when none are queued).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let n = self.bufs.len();
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: self.bufs[i].len(),
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = &mut self.names[i] as *mut _ as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrl[i].0.as_mut_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>() as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+        self.meta.clear();
+        // SAFETY: every header points at live buffers owned by `self`, with
+        // lengths that match those buffers; the timeout pointer may be null.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as _,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        let r = r as usize;
+        for i in 0..r {
+            let h = &self.hdrs[i];
+            let len = (h.msg_len as usize).min(RX_BUF_LEN);
+            let mut stride = len;
+            // SAFETY: the kernel filled msg_control up to msg_controllen within
+            // our buffer; CMSG_FIRSTHDR/NXTHDR stay inside that range and we
+            // read the int payload unaligned.
+            unsafe {
+                let mut cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !cm.is_null() {
+                    if (*cm).cmsg_level == libc::SOL_UDP && (*cm).cmsg_type == libc::UDP_GRO {
+                        let v = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const libc::c_int);
+                        if v > 0 {
+                            stride = v as usize;
+                        }
+                    }
+                    cm = libc::CMSG_NXTHDR(&h.msg_hdr, cm);
+                }
+            }
+            let src = storage_to_addr(&self.names[i], h.msg_hdr.msg_namelen as usize);
+            self.meta.push(RxMeta { len, stride, src });
+        }
+        Ok(r)
+    }
+}
+
+/// Decode an IPv4/IPv6 socket address the kernel wrote into `ss`.
+fn storage_to_addr(ss: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for
+            // sockaddr_in, and the family says that is what the kernel wrote.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: we pass a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const libc::c_int as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Turn on `UDP_GRO` (kernel ≥ 5.0 for UDP sockets): receives may then carry many datagrams.
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
+/// Raise SO_RCVBUF/SO_SNDBUF past `net.core.*mem_max` (needs CAP_NET_ADMIN; errors ignored by callers).
+pub fn force_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let b = bytes.min(i32::MAX as usize) as libc::c_int;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, b)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, b)
+}
+
+/// Whether the kernel accepts a `UDP_SEGMENT` socket option (GSO support, kernel ≥ 4.18).
+pub fn probe_udp_gso(fd: RawFd) -> bool {
+    setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok()
+}
+
+/// Readiness of the descriptors passed to [`poll`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    pub error: bool,
+}
+
+/// `poll(2)` on up to 4 descriptors for reading (or writing where `write[i]`).
+/// `timeout_ms` < 0 waits forever. EINTR reports nothing ready.
+pub fn poll(
+    fds: &[RawFd],
+    write: &[bool],
+    timeout_ms: i32,
+    out: &mut [Ready],
+) -> io::Result<usize> {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(4);
+    for i in 0..n {
+        p[i].fd = fds[i];
+        p[i].events = if write.get(i).copied().unwrap_or(false) {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN
+        };
+    }
+    // SAFETY: `p` is a live array of `n` pollfd structs.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    for i in 0..n.min(out.len()) {
+        let ev = p[i].revents;
+        out[i] = Ready {
+            readable: ev & libc::POLLIN != 0,
+            writable: ev & libc::POLLOUT != 0,
+            error: ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        };
+    }
+    Ok(r as usize)
+}
+
+/// A nonblocking eventfd, used to wake and stop the workers.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no pointer arguments.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Make the eventfd readable (it stays readable: nobody reads it).
+    pub fn signal(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        // SAFETY: we write 8 bytes from a live u64, as eventfd requires.
+        let r = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                mem::size_of::<u64>(),
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn gso_send_and_gro_receive_on_loopback() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let gro = enable_udp_gro(rx.as_raw_fd()).is_ok();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let pkts: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![i; if i == 9 { 300 } else { 1000 }])
+            .collect();
+        let mut scratch = SendScratch::new(4, 16);
+        let msgs = [TxMsg {
+            dst,
+            first: 0,
+            count: 10,
+            seg: 1000,
+        }];
+        let get = |i: usize| -> &[u8] { &pkts[i] };
+        let sent = scratch.send(tx.as_raw_fd(), &msgs, &get);
+        let gso = probe_udp_gso(tx.as_raw_fd());
+        if !gso {
+            return;
+        }
+        assert_eq!(sent.unwrap(), 1);
+        let mut batch = RecvBatch::new(4);
+        let mut total = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while total.len() < 10 && std::time::Instant::now() < deadline {
+            let mut ready = [Ready::default()];
+            poll(&[rx.as_raw_fd()], &[false], 100, &mut ready).unwrap();
+            let n = batch.recv(rx.as_raw_fd()).unwrap();
+            for i in 0..n {
+                let m = batch.meta[i];
+                assert_eq!(m.src, Some(tx.local_addr().unwrap()));
+                for seg in batch.buf(i).chunks(m.stride) {
+                    total.push(seg.to_vec());
+                }
+                if gro {
+                    assert!(m.stride == 1000 || m.stride == 300);
+                }
+            }
+        }
+        assert_eq!(total, pkts);
+    }
+}

@@ -1,0 +1,634 @@
+//! The run-to-completion worker: one thread owns one TUN queue and one UDP
+//! socket and moves batches between them.
+//!
+//! ```text
+//!  TUN queue ──read (GSO split)──► route ─► MSS clamp ─► reserve ids per peer ─► seal in place ─► sendmmsg (UDP GSO runs)
+//!  UDP socket ─recvmmsg (GRO)───► classify byte 0 ─► peer/key ─► open ─► replay ─► ping/OCC/IP ─► TUN write (GRO coalesce)
+//!                                        └─ control opcodes ─► bounded channel (try_send) ─► control plane
+//! ```
+//!
+//! No allocation, lock or system call per packet: buffers are preallocated,
+//! the peer table is read from an `ArcSwap` snapshot once per batch, counters
+//! are added once per batch and peer, and packet ids are reserved as one
+//! contiguous range per batch and peer (`fetch_add`). The batch is sent right
+//! after sealing, so ids leave in order from each worker; two workers sending
+//! to the same peer at the same moment interleave their ranges, which a stock
+//! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
+//! ~64 packets per peer ahead of another worker's — see the crate docs.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Sender as ChanSender, TrySendError};
+use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
+use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
+
+use crate::UpEvent;
+use crate::mss;
+use crate::peers::{KeyState, Peer, PeerTable, Snapshot, now_nanos};
+use crate::sys::{self, EventFd, Ready, TxMsg};
+use crate::tun::{TunQueue, VIRTIO_NET_HDR_LEN};
+use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
+
+/// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
+pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
+/// Offset of plaintext in the TUN write buffers (room for the virtio header).
+const OFF: usize = 16;
+/// Packets per TUN batch (several super-packets).
+const TUN_BATCH: usize = 128;
+/// A super-packet is read only while this many buffers are free.
+const TUN_SPLIT_ROOM: usize = 64;
+/// Datagram buffers per `recvmmsg` (each up to 64 KiB with GRO).
+const RX_MSGS: usize = 8;
+/// Decrypted packets gathered before a TUN write.
+const RX_OUT: usize = 128;
+const NO_DEST: u16 = u16::MAX;
+/// Largest IP packet a buffer holds.
+const PKT_MAX: usize = 65_535;
+/// Peers per batch with their own id range; packets for more are dropped.
+const MAX_SLOTS: usize = 64;
+
+/// Counters of the whole data plane (all workers).
+#[derive(Default, Debug)]
+pub struct GlobalCounters {
+    pub control_dropped: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub no_route: AtomicU64,
+    pub bad_source: AtomicU64,
+    pub tun_read_errors: AtomicU64,
+    pub tun_write_errors: AtomicU64,
+    pub udp_send_dropped: AtomicU64,
+}
+
+/// What all workers share.
+pub(crate) struct Shared {
+    pub peers: PeerTable,
+    pub up: ChanSender<UpEvent>,
+    pub counters: Arc<GlobalCounters>,
+    pub client_to_client: bool,
+    pub mss: Option<(u16, u16)>,
+    pub stop: AtomicBool,
+    pub wake: EventFd,
+}
+
+impl Shared {
+    fn up(&self, ev: UpEvent, control: bool) {
+        match self.up.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let c = if control {
+                    &self.counters.control_dropped
+                } else {
+                    &self.counters.events_dropped
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One peer's share of an outbound batch.
+struct Slot {
+    peer: Arc<Peer>,
+    dst: SocketAddr,
+    key: Option<Arc<KeyState>>,
+    count: u32,
+    next_id: u32,
+    sent: u64,
+    bytes: u64,
+    drops: u64,
+}
+
+/// TUN → UDP: read, route, seal, send.
+pub(crate) struct Outbound {
+    raw: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    dest: Vec<u16>,
+    wire: Vec<(usize, usize)>,
+    order: Vec<usize>,
+    slots: Vec<Slot>,
+    msgs: Vec<TxMsg>,
+    sender: Sender,
+}
+
+/// UDP → TUN: receive, open, check, write.
+pub(crate) struct Inbound {
+    rx: RecvBatch,
+    out: Vec<Vec<u8>>,
+    acc: Vec<(Arc<Peer>, u64, u64)>,
+}
+
+pub(crate) struct Worker {
+    pub index: usize,
+    tun: TunQueue,
+    udp: UdpSocket,
+    sh: Arc<Shared>,
+    ob: Outbound,
+    ib: Inbound,
+}
+
+fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
+    if let Some(p) = &snap.client_default {
+        return Some(p);
+    }
+    if pkt.len() >= 20 && pkt[0] >> 4 == 4 {
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        return snap.by_ip.get(&dst);
+    }
+    None
+}
+
+impl Outbound {
+    fn new(gso: bool) -> Self {
+        Outbound {
+            raw: vec![0u8; VIRTIO_NET_HDR_LEN + PKT_MAX],
+            bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX]).collect(),
+            sizes: vec![0; TUN_BATCH],
+            dest: vec![NO_DEST; TUN_BATCH],
+            wire: vec![(0, 0); TUN_BATCH],
+            order: Vec::with_capacity(TUN_BATCH),
+            slots: Vec::with_capacity(MAX_SLOTS),
+            msgs: Vec::with_capacity(TUN_BATCH),
+            sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
+        }
+    }
+
+    /// Read one TUN batch; returns the packet count.
+    fn read(&mut self, tun: &TunQueue, counters: &GlobalCounters) -> usize {
+        let split = tun.offloads().tcp;
+        let mut n = 0;
+        loop {
+            let room = TUN_BATCH - n;
+            if room == 0 || (split && n > 0 && room < TUN_SPLIT_ROOM) {
+                break;
+            }
+            match tun.read(
+                &mut self.raw,
+                &mut self.bufs[n..],
+                &mut self.sizes[n..],
+                HEAD,
+            ) {
+                Ok(0) => break,
+                Ok(c) => n += c,
+                Err(e) => {
+                    counters.tun_read_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!("TUN read: {e}");
+                    if e.kind() != std::io::ErrorKind::InvalidInput
+                        && e.kind() != std::io::ErrorKind::Other
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
+    fn process(&mut self, n: usize, udp: &UdpSocket, sh: &Shared) {
+        let snap = sh.peers.load();
+        self.slots.clear();
+        for i in 0..n {
+            let len = self.sizes[i];
+            let pkt = &mut self.bufs[i][HEAD..HEAD + len];
+            if let Some((m4, m6)) = sh.mss {
+                mss::clamp(pkt, m4, m6);
+            }
+            self.dest[i] = NO_DEST;
+            let Some(peer) = route(&snap, pkt) else {
+                sh.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let slot = match self.slots.iter().position(|s| Arc::ptr_eq(&s.peer, peer)) {
+                Some(s) => s,
+                None if self.slots.len() < MAX_SLOTS => {
+                    self.slots.push(Slot {
+                        peer: peer.clone(),
+                        dst: **peer.remote.load(),
+                        key: None,
+                        count: 0,
+                        next_id: 0,
+                        sent: 0,
+                        bytes: 0,
+                        drops: 0,
+                    });
+                    self.slots.len() - 1
+                }
+                None => continue,
+            };
+            self.slots[slot].count += 1;
+            self.dest[i] = slot as u16;
+        }
+        drop(snap);
+        // One contiguous id range per peer for this batch.
+        for s in &mut self.slots {
+            let ks = s.peer.keys.load();
+            if let Some(k) = ks.send_key() {
+                let (start, reneg) = k.reserve_ids(s.count);
+                if reneg {
+                    s.peer.needs_renegotiation.store(true, Ordering::Relaxed);
+                }
+                if let Some(start) = start {
+                    s.next_id = start;
+                    s.key = Some(k.clone());
+                }
+            }
+        }
+        self.order.clear();
+        self.msgs.clear();
+        let mut last_closed = true;
+        let mut last_slot = NO_DEST;
+        for i in 0..n {
+            let d = self.dest[i];
+            if d == NO_DEST {
+                continue;
+            }
+            let s = &mut self.slots[usize::from(d)];
+            let Some(k) = &s.key else {
+                s.drops += 1;
+                continue;
+            };
+            let len = self.sizes[i];
+            let id = s.next_id;
+            s.next_id = s.next_id.wrapping_add(1);
+            let buf = &mut self.bufs[i];
+            let (start, res) = if s.peer.uses_v1() {
+                let st = HEAD - DATA_V1_OVERHEAD;
+                (
+                    st,
+                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..HEAD + len]),
+                )
+            } else {
+                (
+                    0,
+                    k.keys
+                        .seal
+                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[..HEAD + len]),
+                )
+            };
+            if res.is_err() {
+                s.drops += 1;
+                continue;
+            }
+            let wire_len = HEAD + len - start;
+            self.wire[i] = (start, wire_len);
+            s.sent += 1;
+            s.bytes += len as u64;
+            let j = self.order.len();
+            self.order.push(i);
+            let append = match self.msgs.last() {
+                Some(m) => {
+                    !last_closed
+                        && last_slot == d
+                        && wire_len <= m.seg
+                        && m.count < GSO_MAX_SEGMENTS
+                        && (m.count + 1) * m.seg <= GSO_MAX_BYTES
+                }
+                None => false,
+            };
+            if append {
+                if let Some(m) = self.msgs.last_mut() {
+                    m.count += 1;
+                    last_closed = wire_len < m.seg;
+                }
+            } else {
+                self.msgs.push(TxMsg {
+                    dst: s.dst,
+                    first: j,
+                    count: 1,
+                    seg: wire_len,
+                });
+                last_closed = false;
+                last_slot = d;
+            }
+        }
+        if !self.msgs.is_empty() {
+            let bufs = &self.bufs;
+            let order = &self.order;
+            let wire = &self.wire;
+            let get = |j: usize| -> &[u8] {
+                let i = order[j];
+                let (st, l) = wire[i];
+                &bufs[i][st..st + l]
+            };
+            let before = self.sender.dropped;
+            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
+            let lost = self.sender.dropped - before;
+            if lost > 0 {
+                sh.counters
+                    .udp_send_dropped
+                    .fetch_add(lost, Ordering::Relaxed);
+            }
+        }
+        let now = now_nanos();
+        for s in self.slots.drain(..) {
+            let c = &s.peer.counters;
+            if s.sent > 0 {
+                c.tx_packets.fetch_add(s.sent, Ordering::Relaxed);
+                c.tx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+                c.last_tx.store(now, Ordering::Relaxed);
+            }
+            if s.drops > 0 {
+                c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+enum Verdict {
+    /// Plaintext IP packet left in the buffer.
+    Deliver(usize),
+    /// Forward to another peer (client-to-client).
+    Relay(usize),
+    Consumed,
+}
+
+impl Inbound {
+    fn new() -> Self {
+        Inbound {
+            rx: RecvBatch::new(RX_MSGS),
+            out: (0..RX_OUT)
+                .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
+                .collect(),
+            acc: Vec::with_capacity(16),
+        }
+    }
+
+    /// Receive and handle one UDP batch; returns false when nothing was queued.
+    fn run(&mut self, udp: &UdpSocket, tun: &mut TunQueue, ob: &mut Outbound, sh: &Shared) -> bool {
+        let m = match self.rx.recv(udp.as_raw_fd()) {
+            Ok(0) => return false,
+            Ok(m) => m,
+            Err(e) => {
+                // ICMP errors (ECONNREFUSED) on a connected socket and the like.
+                tracing::trace!("UDP receive: {e}");
+                return true;
+            }
+        };
+        let snap = sh.peers.load();
+        let mut k = 0usize;
+        let mut relay = 0usize;
+        for j in 0..m {
+            let meta = self.rx.meta[j];
+            let Some(src) = meta.src else { continue };
+            let stride = meta.stride.max(1);
+            let mut at = 0;
+            while at < meta.len {
+                let end = (at + stride).min(meta.len);
+                let verdict = {
+                    let seg = &self.rx.buf(j)[at..end];
+                    let out = &mut self.out[k];
+                    handle_datagram(seg, src, out, &snap, sh, &mut self.acc)
+                };
+                at = end;
+                match verdict {
+                    Verdict::Consumed => {}
+                    Verdict::Deliver(len) => {
+                        self.out[k].truncate(OFF + len);
+                        k += 1;
+                        if k == RX_OUT {
+                            write_tun(tun, &mut self.out[..k], sh);
+                            k = 0;
+                        }
+                    }
+                    Verdict::Relay(len) => {
+                        let dst = &mut ob.bufs[relay];
+                        dst[HEAD..HEAD + len].copy_from_slice(&self.out[k][OFF..OFF + len]);
+                        ob.sizes[relay] = len;
+                        relay += 1;
+                        if relay == TUN_BATCH {
+                            ob.process(relay, udp, sh);
+                            relay = 0;
+                        }
+                    }
+                }
+            }
+        }
+        drop(snap);
+        if k > 0 {
+            write_tun(tun, &mut self.out[..k], sh);
+        }
+        if relay > 0 {
+            ob.process(relay, udp, sh);
+        }
+        let now = now_nanos();
+        for (p, pkts, bytes) in self.acc.drain(..) {
+            let c = &p.counters;
+            c.rx_packets.fetch_add(pkts, Ordering::Relaxed);
+            c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            c.last_rx.store(now, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+fn write_tun(tun: &mut TunQueue, bufs: &mut [Vec<u8>], sh: &Shared) {
+    if let Err(e) = tun.write(bufs, OFF) {
+        sh.counters.tun_write_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!("TUN write: {e}");
+    }
+}
+
+/// Classify, open and check one datagram. Plaintext lands in `out[OFF..]`.
+fn handle_datagram(
+    seg: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    snap: &Snapshot,
+    sh: &Shared,
+    acc: &mut Vec<(Arc<Peer>, u64, u64)>,
+) -> Verdict {
+    let Some(&b0) = seg.first() else {
+        return Verdict::Consumed;
+    };
+    let (op, key_id) = (b0 >> 3, b0 & 7);
+    let peer = match op {
+        9 => {
+            if seg.len() < DATA_V2_OVERHEAD {
+                return Verdict::Consumed;
+            }
+            let id = u32::from_be_bytes([0, seg[1], seg[2], seg[3]]);
+            snap.by_id.get(&id)
+        }
+        6 => {
+            if seg.len() < DATA_V1_OVERHEAD {
+                return Verdict::Consumed;
+            }
+            snap.by_addr.get(&src)
+        }
+        _ => {
+            sh.up(
+                UpEvent::Control {
+                    from: src,
+                    packet: seg.to_vec(),
+                },
+                true,
+            );
+            return Verdict::Consumed;
+        }
+    };
+    let Some(peer) = peer else {
+        sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
+    };
+    let ks = peer.keys.load();
+    let Some(key) = ks.get(key_id) else {
+        peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
+    };
+    let need = OFF + seg.len();
+    if out.len() > need {
+        out.truncate(need);
+    } else {
+        out.resize(need, 0);
+    }
+    let (pid, plen) = match key.keys.open.open(seg, &mut out[OFF..]) {
+        Ok(r) => r,
+        Err(_) => {
+            peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Consumed;
+        }
+    };
+    if key.replay.check_and_set(pid).is_err() {
+        peer.counters.replay_drops.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
+    }
+    drop(ks);
+    // Authenticated and fresh: the peer is alive.
+    match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
+        Some(a) => {
+            a.1 += 1;
+            a.2 += plen as u64;
+        }
+        None => acc.push((peer.clone(), 1, plen as u64)),
+    }
+    if op == 9
+        && snap.client_default.is_none()
+        && **peer.remote.load() != src
+        && sh.peers.record_float(peer.peer_id, src)
+    {
+        sh.up(
+            UpEvent::Float {
+                peer_id: peer.peer_id,
+                new_remote: src,
+            },
+            false,
+        );
+    }
+    let Some(plain) = out.get_mut(OFF..OFF + plen) else {
+        return Verdict::Consumed;
+    };
+    if plain == PING_PAYLOAD {
+        return Verdict::Consumed;
+    }
+    if plain.len() >= OCC_MAGIC.len() && plain[..OCC_MAGIC.len()] == OCC_MAGIC {
+        sh.up(
+            UpEvent::Occ {
+                peer_id: peer.peer_id,
+                payload: plain.to_vec(),
+            },
+            false,
+        );
+        return Verdict::Consumed;
+    }
+    let Some(&v) = plain.first() else {
+        return Verdict::Consumed;
+    };
+    match v >> 4 {
+        4 if plain.len() >= 20 => {
+            let s = Ipv4Addr::new(plain[12], plain[13], plain[14], plain[15]);
+            if peer.tunnel_ipv4.is_some_and(|ip| ip != s) {
+                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Consumed;
+            }
+            if let Some((m4, m6)) = sh.mss {
+                mss::clamp(plain, m4, m6);
+            }
+            if sh.client_to_client && snap.client_default.is_none() {
+                let d = Ipv4Addr::new(plain[16], plain[17], plain[18], plain[19]);
+                if snap
+                    .by_ip
+                    .get(&d)
+                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
+                {
+                    return Verdict::Relay(plen);
+                }
+            }
+            Verdict::Deliver(plen)
+        }
+        6 if plain.len() >= 40 => {
+            if let Some((m4, m6)) = sh.mss {
+                mss::clamp(plain, m4, m6);
+            }
+            Verdict::Deliver(plen)
+        }
+        _ => Verdict::Consumed,
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        tun: TunQueue,
+        udp: UdpSocket,
+        gso: bool,
+        sh: Arc<Shared>,
+    ) -> Self {
+        Worker {
+            index,
+            tun,
+            udp,
+            sh,
+            ob: Outbound::new(gso),
+            ib: Inbound::new(),
+        }
+    }
+
+    /// Run until the data plane stops.
+    pub(crate) fn run(mut self) {
+        let fds = [
+            self.tun.as_raw_fd(),
+            self.udp.as_raw_fd(),
+            self.sh.wake.as_raw_fd(),
+        ];
+        let mut ready = [Ready::default(); 3];
+        loop {
+            if self.sh.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match sys::poll(&fds, &[false; 3], 1000, &mut ready) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("worker {}: poll failed: {e}", self.index);
+                    break;
+                }
+            }
+            if ready[2].readable {
+                break;
+            }
+            // Drain both sides alternately until both are idle, then poll again.
+            for _ in 0..256 {
+                let mut busy = false;
+                let n = self.ob.read(&self.tun, &self.sh.counters);
+                if n > 0 {
+                    self.ob.process(n, &self.udp, &self.sh);
+                    busy = true;
+                }
+                if self
+                    .ib
+                    .run(&self.udp, &mut self.tun, &mut self.ob, &self.sh)
+                {
+                    busy = true;
+                }
+                if !busy || self.sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+    }
+}
