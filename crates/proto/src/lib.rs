@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod key_method;
+pub mod push;
 pub mod random;
 pub mod reliable;
 pub mod wire;
