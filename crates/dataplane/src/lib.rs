@@ -49,6 +49,12 @@ mod worker;
 pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
 pub use worker::GlobalCounters;
 
+/// Move the calling thread into the network namespace at `path` (for tests
+/// and tools: create the data plane from that thread and it lives there).
+pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
+    sys::enter_netns(path)
+}
+
 /// Capacity of the channel to the control plane.
 pub const UP_QUEUE: usize = 1024;
 

@@ -398,6 +398,20 @@ impl AsRawFd for EventFd {
     }
 }
 
+/// Move the calling thread into the network namespace at `path`
+/// (e.g. `/var/run/netns/NAME`). Sockets and TUN devices it creates afterwards
+/// belong to that namespace, and so do threads it spawns.
+pub fn enter_netns(path: &std::path::Path) -> io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: setns takes a descriptor we own for the duration of the call.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

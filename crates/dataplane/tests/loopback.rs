@@ -1,0 +1,406 @@
+//! Two data planes in two network namespaces joined by a veth pair: a
+//! "server" with one peer and a "client" whose default peer is the server.
+//! Pings and a TCP transfer cross the tunnel; control packets, pings and OCC
+//! messages reach the right places. Needs root (skipped otherwise).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent, enter_netns};
+use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
+
+const SERVER_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const CLIENT_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+const PEER_ID: u32 = 1;
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Two namespaces joined by veth; removed on drop, whatever happened.
+struct Namespaces {
+    a: String,
+    b: String,
+}
+
+impl Namespaces {
+    fn new() -> Result<Self, String> {
+        let tag = std::process::id() % 100_000;
+        let ns = Namespaces {
+            a: format!("fvlb{tag}a"),
+            b: format!("fvlb{tag}b"),
+        };
+        ip(&["netns", "add", &ns.a])?;
+        ip(&["netns", "add", &ns.b])?;
+        let va = format!("fva{tag}");
+        let vb = format!("fvb{tag}");
+        ip(&[
+            "link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b,
+        ])?;
+        for (n, v, addr) in [
+            (&ns.a, &va, "192.168.77.1/24"),
+            (&ns.b, &vb, "192.168.77.2/24"),
+        ] {
+            ip(&["-n", n, "addr", "add", addr, "dev", v])?;
+            ip(&["-n", n, "link", "set", v, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+
+    fn path(name: &str) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(name)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.a]);
+        let _ = ip(&["netns", "del", &self.b]);
+    }
+}
+
+/// Run `f` on a thread that entered namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = Namespaces::path(ns);
+    std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+fn keys(side: Side) -> DataKeys {
+    let mut b = [0u8; 256];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+    DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock(b), side)
+}
+
+fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        // Poll interval of a condition with a deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn recv_event(
+    rx: &crossbeam_channel::Receiver<UpEvent>,
+    mut want: impl FnMut(&UpEvent) -> bool,
+) -> UpEvent {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ev) if want(&ev) => return ev,
+            Ok(_) => continue,
+            Err(e) => panic!("no matching event: {e}"),
+        }
+    }
+}
+
+fn config(
+    tun: &str,
+    bind: SocketAddr,
+    connect: Option<SocketAddr>,
+    workers: usize,
+) -> DataPlaneConfig {
+    DataPlaneConfig {
+        tun_name: tun.into(),
+        mtu: 1500,
+        workers,
+        pin_cpus: false,
+        bind,
+        connect,
+        client_to_client: false,
+        replay_window: 2048,
+        mssfix: Some(1492),
+        offload: std::env::var_os("FERROVPN_NO_OFFLOAD").is_none(),
+    }
+}
+
+#[test]
+fn tunnel_between_namespaces() {
+    // Only root can create namespaces and TUN devices.
+    if Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout != b"0\n")
+        .unwrap_or(true)
+    {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = Namespaces::new().expect("creating namespaces");
+    let workers = 2;
+
+    let server_peers = PeerTable::new();
+    let sp = server_peers.clone();
+    let (server, server_rx) = in_ns(&ns.a, move || {
+        DataPlane::start(
+            config("fvtun0", "192.168.77.1:0".parse().unwrap(), None, workers),
+            sp,
+        )
+    })
+    .expect("server data plane");
+    let server_addr = server.local_addr();
+
+    let client_peers = PeerTable::new();
+    let cp = client_peers.clone();
+    let (client, client_rx) = in_ns(&ns.b, move || {
+        DataPlane::start(
+            config(
+                "fvtun0",
+                "0.0.0.0:0".parse().unwrap(),
+                Some(server_addr),
+                workers,
+            ),
+            cp,
+        )
+    })
+    .expect("client data plane");
+    let client_addr = SocketAddr::new("192.168.77.2".parse().unwrap(), client.local_addr().port());
+    eprintln!(
+        "offloads: server {:?}, client {:?}",
+        server.offloads(),
+        client.offloads()
+    );
+
+    server_peers.upsert_peer(PEER_ID, client_addr, Some(CLIENT_TUN));
+    server_peers.install_key(PEER_ID, 0, keys(Side::Server));
+    server_peers.set_send_key(PEER_ID, 0);
+    client_peers.upsert_peer(PEER_ID, server_addr, None);
+    client_peers.install_key(PEER_ID, 0, keys(Side::Client));
+    client_peers.set_send_key(PEER_ID, 0);
+    client_peers.set_client_default(Some(PEER_ID));
+
+    ip(&[
+        "-n",
+        &ns.a,
+        "addr",
+        "add",
+        "10.99.0.1/24",
+        "dev",
+        server.tun_name(),
+    ])
+    .unwrap();
+    ip(&[
+        "-n",
+        &ns.b,
+        "addr",
+        "add",
+        "10.99.0.2/24",
+        "dev",
+        client.tun_name(),
+    ])
+    .unwrap();
+
+    // Control packets go up with their source address.
+    let ctl = client.control_socket();
+    let hard_reset = [7u8 << 3, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    ctl.send_to(&hard_reset, server_addr).unwrap();
+    let ev = recv_event(&server_rx, |e| matches!(e, UpEvent::Control { .. }));
+    assert_eq!(
+        ev,
+        UpEvent::Control {
+            from: client_addr,
+            packet: hard_reset.to_vec()
+        }
+    );
+
+    // Keepalive ping: counted as liveness, not written to the TUN.
+    client.send_data(PEER_ID, &PING_PAYLOAD).unwrap();
+    wait_for("ping at server", Duration::from_secs(5), || {
+        server_peers.peer_stats(PEER_ID).unwrap().rx_packets >= 1
+    });
+    // OCC exit goes up as an event.
+    let mut occ = OCC_MAGIC.to_vec();
+    occ.push(OCC_EXIT);
+    client.send_data(PEER_ID, &occ).unwrap();
+    let ev = recv_event(&server_rx, |e| matches!(e, UpEvent::Occ { .. }));
+    assert_eq!(
+        ev,
+        UpEvent::Occ {
+            peer_id: PEER_ID,
+            payload: occ.clone()
+        }
+    );
+
+    // ICMP across the tunnel, both directions.
+    let ns_b = ns.b.clone();
+    wait_for("ping client -> server", Duration::from_secs(10), || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns_b,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.99.0.1",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.a,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "10.99.0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "ping server -> client: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // TCP bulk transfer client -> server with content check.
+    let total: usize = 64 << 20;
+    let listener = in_ns(&ns.a, || TcpListener::bind((SERVER_TUN, 5201)).unwrap());
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut got, mut sum) = (0usize, 0u64);
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                sum = sum.wrapping_add(u64::from(*b) * (((got + i) % 251) as u64 + 1));
+            }
+            got += n;
+        }
+        (got, sum)
+    });
+    let start = Instant::now();
+    let expected = in_ns(&ns.b, move || {
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::from((SERVER_TUN, 5201)),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut sum = 0u64;
+        let mut sent = 0usize;
+        while sent < total {
+            for (i, b) in chunk.iter_mut().enumerate() {
+                *b = ((sent + i) as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .to_be_bytes()[0];
+                sum = sum.wrapping_add(u64::from(*b) * (((sent + i) % 251) as u64 + 1));
+            }
+            s.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        sum
+    });
+    let (got, sum) = reader.join().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got, total);
+    assert_eq!(sum, expected, "TCP content corrupted");
+    eprintln!(
+        "TCP client->server: {} MiB in {secs:.2}s = {:.2} Gbit/s",
+        total >> 20,
+        total as f64 * 8.0 / secs / 1e9
+    );
+
+    let ss = server_peers.peer_stats(PEER_ID).unwrap();
+    let cs = client_peers.peer_stats(PEER_ID).unwrap();
+    eprintln!("server peer stats {ss:?}\nclient peer stats {cs:?}");
+    eprintln!(
+        "server counters {:?}\nclient counters {:?}",
+        server.counters(),
+        client.counters()
+    );
+    assert_eq!(ss.auth_failures, 0);
+    assert_eq!(cs.auth_failures, 0);
+    assert!(ss.rx_packets > 1000 && cs.tx_packets > 1000);
+    assert!(cs.rx_idle() < Duration::from_secs(5));
+
+    // Optional: iperf3 numbers when installed.
+    if std::env::var_os("FERROVPN_IPERF").is_some() {
+        let mut srv = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.a,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "10.99.0.1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ns_b = ns.b.clone();
+        let mut out = None;
+        wait_for("iperf3 run", Duration::from_secs(30), || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns_b,
+                    "iperf3",
+                    "-c",
+                    "10.99.0.1",
+                    "-t",
+                    "5",
+                    "-f",
+                    "g",
+                ])
+                .output()
+                .unwrap();
+            let ok = o.status.success();
+            out = Some(o);
+            ok
+        });
+        let _ = srv.wait();
+        if let Some(o) = out {
+            eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+        }
+    }
+
+    drop(client_rx);
+    client.shutdown();
+    server.shutdown();
+    drop(ns);
+}
