@@ -9,6 +9,7 @@
 //! Must not touch: sockets, TUN devices, threads, the system clock, the file system.
 
 pub mod data;
+pub mod kdf;
 pub mod key_method;
 pub mod push;
 pub mod random;
