@@ -192,3 +192,27 @@ fn wrong_key_length_is_an_error() {
     );
     assert!(OpeningKey::new(Cipher::Aes128Gcm, &[0u8; 16], [0; 8]).is_ok());
 }
+
+proptest::proptest! {
+    #[test]
+    fn open_never_panics(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120), out_len in 0usize..120) {
+        let key = OpeningKey::new(Cipher::ChaCha20Poly1305, &[9; 32], [1; 8]).unwrap();
+        let mut out = vec![0u8; out_len];
+        proptest::prop_assert!(key.open(&bytes, &mut out).is_err());
+        proptest::prop_assert!(key.open_in_place(&mut bytes).is_err());
+    }
+
+    #[test]
+    fn seal_open_round_trip(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..200), pid in 1u32.., key_id in 0u8..8, peer in 0u32..0x0100_0000, v1: bool) {
+        let block = KeyBlock([0x5a; 256]);
+        let c = DataKeys::from_key_block(Cipher::Aes128Gcm, &block, Side::Client);
+        let s = DataKeys::from_key_block(Cipher::Aes128Gcm, &block, Side::Server);
+        let overhead = if v1 { DATA_V1_OVERHEAD } else { DATA_V2_OVERHEAD };
+        let mut p = vec![0u8; overhead];
+        p.extend_from_slice(&payload);
+        if v1 { c.seal.seal_v1(key_id, pid, &mut p).unwrap() } else { c.seal.seal_v2(key_id, peer, pid, &mut p).unwrap() }
+        let (got, start) = s.open.open_in_place(&mut p).unwrap();
+        proptest::prop_assert_eq!(got, pid);
+        proptest::prop_assert_eq!(&p[start..], &payload[..]);
+    }
+}
