@@ -26,7 +26,12 @@
 //! # Client mode
 //! With `connect: Some(server)` every worker shares one connected UDP socket
 //! (dup'ed fds): SO_REUSEPORT would hash one server flow to one socket anyway,
-//! and the TUN queues still spread the sending side over the workers.
+//! and distinct source ports would look like floats to the server. Only
+//! worker 0 reads that socket: the TUN driver steers each flow's outgoing
+//! packets to the queue its incoming packets were written to, so a single
+//! reader keeps every flow on one worker (no reordering). The other workers
+//! seal and send flows the kernel hashes to their queues before any reply
+//! came back; in practice the client's work runs mostly on worker 0.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -214,7 +219,8 @@ impl DataPlane {
             },
         };
         for (i, (q, s)) in queues.into_iter().zip(socks).enumerate() {
-            let w = worker::Worker::new(i, q, s, udp_off.gso, shared.clone());
+            let udp_rx = cfg.connect.is_none() || i == 0;
+            let w = worker::Worker::new(i, q, s, udp_rx, udp_off.gso, shared.clone());
             let core = if cores.is_empty() {
                 None
             } else {

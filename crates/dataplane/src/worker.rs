@@ -124,6 +124,9 @@ pub(crate) struct Inbound {
 
 pub(crate) struct Worker {
     pub index: usize,
+    /// Whether this worker reads its UDP socket (client mode: only worker 0
+    /// reads the shared socket; see `Worker::new`).
+    udp_rx: bool,
     tun: TunQueue,
     udp: UdpSocket,
     sh: Arc<Shared>,
@@ -571,15 +574,22 @@ fn handle_datagram(
 }
 
 impl Worker {
+    /// `udp_rx: false` for workers that share worker 0's socket (client mode).
+    /// The TUN driver steers a flow's outgoing packets to the queue its last
+    /// incoming packet was written to (automq flow table), so if several
+    /// workers read one socket, flows hop between workers and get reordered;
+    /// with one reader every flow sticks to one worker.
     pub(crate) fn new(
         index: usize,
         tun: TunQueue,
         udp: UdpSocket,
+        udp_rx: bool,
         gso: bool,
         sh: Arc<Shared>,
     ) -> Self {
         Worker {
             index,
+            udp_rx,
             tun,
             udp,
             sh,
@@ -590,11 +600,13 @@ impl Worker {
 
     /// Run until the data plane stops.
     pub(crate) fn run(mut self) {
-        let fds = [
-            self.tun.as_raw_fd(),
-            self.udp.as_raw_fd(),
-            self.sh.wake.as_raw_fd(),
-        ];
+        // Without UDP reception poll the TUN twice instead of the socket.
+        let udp_fd = if self.udp_rx {
+            self.udp.as_raw_fd()
+        } else {
+            self.tun.as_raw_fd()
+        };
+        let fds = [self.tun.as_raw_fd(), udp_fd, self.sh.wake.as_raw_fd()];
         let mut ready = [Ready::default(); 3];
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {

@@ -397,6 +397,40 @@ fn tunnel_between_namespaces() {
         if let Some(o) = out {
             eprintln!("{}", String::from_utf8_lossy(&o.stdout));
         }
+        eprintln!("server peer stats {:?}", server_peers.peer_stats(PEER_ID));
+        eprintln!(
+            "server counters {:?}\nclient counters {:?}",
+            server.counters(),
+            client.counters()
+        );
+        for n in [&ns.a, &ns.b] {
+            for args in [
+                vec![
+                    "netns",
+                    "exec",
+                    n.as_str(),
+                    "ip",
+                    "-s",
+                    "link",
+                    "show",
+                    "fvtun0",
+                ],
+                vec![
+                    "netns",
+                    "exec",
+                    n.as_str(),
+                    "nstat",
+                    "-az",
+                    "UdpRcvbufErrors",
+                    "UdpSndbufErrors",
+                    "UdpInErrors",
+                    "TcpExtTCPOFOQueue",
+                ],
+            ] {
+                let o = Command::new("ip").args(&args).output().unwrap();
+                eprintln!("{n}: {}", String::from_utf8_lossy(&o.stdout));
+            }
+        }
     }
 
     drop(client_rx);
