@@ -644,3 +644,185 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
+    use proptest::prelude::*;
+
+    fn shared() -> (Arc<Shared>, crossbeam_channel::Receiver<UpEvent>) {
+        let peers = PeerTable::new();
+        let block = KeyBlock([3; 256]);
+        for (id, addr, ip) in [
+            (1u32, "192.0.2.1:1194", [10, 8, 0, 2]),
+            (0x00FF_FFFF, "192.0.2.2:1194", [10, 8, 0, 3]),
+        ] {
+            peers.upsert_peer(id, addr.parse().unwrap(), Some(Ipv4Addr::from(ip)));
+            peers.install_key(
+                id,
+                0,
+                DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Side::Server),
+            );
+            peers.set_send_key(id, 0);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let sh = Shared {
+            peers,
+            up: tx,
+            counters: Arc::new(GlobalCounters::default()),
+            client_to_client: true,
+            mss: Some((1400, 1380)),
+            stop: AtomicBool::new(false),
+            wake: EventFd::new().unwrap(),
+        };
+        (Arc::new(sh), rx)
+    }
+
+    /// Seal `payload` as the client side would (same key block, client slots).
+    fn client_packet(peer_id: u32, id: u32, payload: &[u8]) -> Vec<u8> {
+        let k = DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock([3; 256]), Side::Client);
+        let mut buf = vec![0u8; HEAD + payload.len()];
+        buf[HEAD..].copy_from_slice(payload);
+        if peer_id == 0x00FF_FFFF {
+            k.seal
+                .seal_v1(0, id, &mut buf[HEAD - DATA_V1_OVERHEAD..])
+                .unwrap();
+            buf.drain(..HEAD - DATA_V1_OVERHEAD);
+        } else {
+            k.seal.seal_v2(0, peer_id, id, &mut buf).unwrap();
+        }
+        buf
+    }
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[3] = 28;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn classify_data_ping_occ_control_replay_and_relay() {
+        let (sh, rx) = shared();
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let v1src: SocketAddr = "192.0.2.2:1194".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let w = client_packet(1, 1, &pkt);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(&out[OFF..OFF + 28], &pkt[..]);
+        // Replay.
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.peers.peer_stats(1).unwrap().replay_drops, 1);
+        // Spoofed inner source.
+        let w = client_packet(1, 2, &ipv4([10, 8, 0, 9], [10, 8, 0, 1]));
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.counters.bad_source.load(Ordering::Relaxed), 1);
+        // Client-to-client relay to the V1 peer.
+        let w = client_packet(1, 3, &ipv4([10, 8, 0, 2], [10, 8, 0, 3]));
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Relay(28)
+        ));
+        // DATA_V1 from the V1 peer's address.
+        let w = client_packet(0x00FF_FFFF, 1, &ipv4([10, 8, 0, 3], [10, 8, 0, 1]));
+        assert!(matches!(
+            handle_datagram(&w, v1src, &mut out, &snap, &sh, &mut acc),
+            Verdict::Deliver(28)
+        ));
+        // DATA_V1 from an unknown address.
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        // Ping: liveness only.
+        let w = client_packet(1, 4, &PING_PAYLOAD);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        // OCC goes up.
+        let mut occ = OCC_MAGIC.to_vec();
+        occ.push(6);
+        let w = client_packet(1, 5, &occ);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Occ {
+                peer_id: 1,
+                payload: occ
+            }
+        );
+        // Tampered packet.
+        let mut w = client_packet(1, 6, &pkt);
+        let last = w.len() - 1;
+        w[last] ^= 1;
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.peers.peer_stats(1).unwrap().auth_failures, 1);
+        // Float: valid packet from a new address.
+        let b: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let w = client_packet(1, 7, &pkt);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Float {
+                peer_id: 1,
+                new_remote: b
+            }
+        );
+        assert_eq!(**sh.peers.load().by_id[&1].remote.load(), b);
+        // Control opcode goes up unparsed; when the queue is full it is dropped and counted.
+        for _ in 0..6 {
+            handle_datagram(&[0x38, 1, 2], a, &mut out, &snap, &sh, &mut acc);
+        }
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Control {
+                from: a,
+                packet: vec![0x38, 1, 2]
+            }
+        );
+        assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 2);
+        // Stats accumulate per batch.
+        // Every authenticated, fresh packet counts (the spoofed one too).
+        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 7);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200), op in 0u8..16, key in 0u8..8) {
+            let (sh, _rx) = shared();
+            let snap = sh.peers.load();
+            let mut out = Vec::new();
+            let mut acc = Vec::new();
+            let mut d = data;
+            if let Some(b) = d.first_mut() { *b = (op << 3) | key; }
+            if d.len() >= 4 && op == 9 { d[1] = 0; d[2] = 0; d[3] = 1; }
+            let _ = handle_datagram(&d, "192.0.2.2:1194".parse().unwrap(), &mut out, &snap, &sh, &mut acc);
+        }
+    }
+}
