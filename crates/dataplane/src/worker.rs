@@ -61,6 +61,8 @@ pub struct GlobalCounters {
     pub tun_read_errors: AtomicU64,
     pub tun_write_errors: AtomicU64,
     pub udp_send_dropped: AtomicU64,
+    /// Packets relayed peer-to-peer (client-to-client) without the TUN.
+    pub relayed: AtomicU64,
 }
 
 /// What all workers share.
@@ -399,6 +401,7 @@ impl Inbound {
                         }
                     }
                     Verdict::Relay(len) => {
+                        sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
                         let dst = &mut ob.bufs[relay];
                         dst[HEAD..HEAD + len].copy_from_slice(&self.out[k][OFF..OFF + len]);
                         ob.sizes[relay] = len;

@@ -32,35 +32,61 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Two namespaces joined by veth; removed on drop, whatever happened.
+/// Namespaces joined by veth pairs to the first one; removed on drop, whatever happened.
 struct Namespaces {
-    a: String,
-    b: String,
+    names: Vec<String>,
 }
 
 impl Namespaces {
-    fn new() -> Result<Self, String> {
-        let tag = std::process::id() % 100_000;
-        let ns = Namespaces {
-            a: format!("fvlb{tag}a"),
-            b: format!("fvlb{tag}b"),
-        };
-        ip(&["netns", "add", &ns.a])?;
-        ip(&["netns", "add", &ns.b])?;
-        let va = format!("fva{tag}");
-        let vb = format!("fvb{tag}");
-        ip(&[
-            "link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b,
-        ])?;
-        for (n, v, addr) in [
-            (&ns.a, &va, "192.168.77.1/24"),
-            (&ns.b, &vb, "192.168.77.2/24"),
-        ] {
-            ip(&["-n", n, "addr", "add", addr, "dev", v])?;
-            ip(&["-n", n, "link", "set", v, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
+    /// `n` namespaces; namespace `i > 0` is joined to namespace 0 by veth,
+    /// on subnet 192.168.(76 + i).0/24 (.1 on namespace 0, .2 on namespace i).
+    fn new(n: usize) -> Result<Self, String> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tag = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut ns = Namespaces { names: Vec::new() };
+        for i in 0..n {
+            let name = format!("fvlb{tag}n{i}");
+            ip(&["netns", "add", &name])?;
+            ns.names.push(name);
+            ip(&["-n", &ns.names[i], "link", "set", "lo", "up"])?;
+        }
+        for i in 1..n {
+            let va = format!("fva{tag}{i}");
+            let vb = format!("fvb{tag}{i}");
+            let (a, b) = (&ns.names[0], &ns.names[i]);
+            ip(&[
+                "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
+            ])?;
+            ip(&[
+                "-n",
+                a,
+                "addr",
+                "add",
+                &format!("192.168.{}.1/24", 76 + i),
+                "dev",
+                &va,
+            ])?;
+            ip(&[
+                "-n",
+                b,
+                "addr",
+                "add",
+                &format!("192.168.{}.2/24", 76 + i),
+                "dev",
+                &vb,
+            ])?;
+            ip(&["-n", a, "link", "set", &va, "up"])?;
+            ip(&["-n", b, "link", "set", &vb, "up"])?;
         }
         Ok(ns)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.names[i]
     }
 
     fn path(name: &str) -> PathBuf {
@@ -70,8 +96,9 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
+        for n in &self.names {
+            let _ = ip(&["netns", "del", n]);
+        }
     }
 }
 
@@ -153,12 +180,13 @@ fn tunnel_between_namespaces() {
         eprintln!("skipping: needs root");
         return;
     }
-    let ns = Namespaces::new().expect("creating namespaces");
+    let ns = Namespaces::new(2).expect("creating namespaces");
+    let (ns_a, ns_b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
     let workers = 2;
 
     let server_peers = PeerTable::new();
     let sp = server_peers.clone();
-    let (server, server_rx) = in_ns(&ns.a, move || {
+    let (server, server_rx) = in_ns(&ns_a, move || {
         DataPlane::start(
             config("fvtun0", "192.168.77.1:0".parse().unwrap(), None, workers),
             sp,
@@ -169,7 +197,7 @@ fn tunnel_between_namespaces() {
 
     let client_peers = PeerTable::new();
     let cp = client_peers.clone();
-    let (client, client_rx) = in_ns(&ns.b, move || {
+    let (client, client_rx) = in_ns(&ns_b, move || {
         DataPlane::start(
             config(
                 "fvtun0",
@@ -198,7 +226,7 @@ fn tunnel_between_namespaces() {
 
     ip(&[
         "-n",
-        &ns.a,
+        &ns_a,
         "addr",
         "add",
         "10.99.0.1/24",
@@ -208,7 +236,7 @@ fn tunnel_between_namespaces() {
     .unwrap();
     ip(&[
         "-n",
-        &ns.b,
+        &ns_b,
         "addr",
         "add",
         "10.99.0.2/24",
@@ -230,6 +258,25 @@ fn tunnel_between_namespaces() {
         }
     );
 
+    // Junk from the network is dropped and counted, never fatal: empty, short,
+    // a forged DATA_V2 for peer 1 (auth failure), DATA_V2 for an unknown peer.
+    let mut forged = vec![0x48, 0, 0, 1];
+    forged.extend_from_slice(&[0xA5; 60]);
+    let mut unknown = vec![0x48, 0, 0, 9];
+    unknown.extend_from_slice(&[0x5A; 60]);
+    for junk in [
+        &[][..],
+        &[0x48][..],
+        &[0x48, 0, 0, 1, 0][..],
+        &forged[..],
+        &unknown[..],
+    ] {
+        ctl.send_to(junk, server_addr).unwrap();
+    }
+    wait_for("forged packet rejected", Duration::from_secs(5), || {
+        server_peers.peer_stats(PEER_ID).unwrap().auth_failures == 1
+    });
+
     // Keepalive ping: counted as liveness, not written to the TUN.
     client.send_data(PEER_ID, &PING_PAYLOAD).unwrap();
     wait_for("ping at server", Duration::from_secs(5), || {
@@ -249,7 +296,6 @@ fn tunnel_between_namespaces() {
     );
 
     // ICMP across the tunnel, both directions.
-    let ns_b = ns.b.clone();
     wait_for("ping client -> server", Duration::from_secs(10), || {
         Command::new("ip")
             .args([
@@ -271,7 +317,7 @@ fn tunnel_between_namespaces() {
         .args([
             "netns",
             "exec",
-            &ns.a,
+            &ns_a,
             "ping",
             "-c",
             "3",
@@ -291,7 +337,7 @@ fn tunnel_between_namespaces() {
 
     // TCP bulk transfer client -> server with content check.
     let total: usize = 64 << 20;
-    let listener = in_ns(&ns.a, || TcpListener::bind((SERVER_TUN, 5201)).unwrap());
+    let listener = in_ns(&ns_a, || TcpListener::bind((SERVER_TUN, 5201)).unwrap());
     let reader = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -310,7 +356,7 @@ fn tunnel_between_namespaces() {
         (got, sum)
     });
     let start = Instant::now();
-    let expected = in_ns(&ns.b, move || {
+    let expected = in_ns(&ns_b, move || {
         let mut s = TcpStream::connect_timeout(
             &SocketAddr::from((SERVER_TUN, 5201)),
             Duration::from_secs(5),
@@ -350,7 +396,7 @@ fn tunnel_between_namespaces() {
         server.counters(),
         client.counters()
     );
-    assert_eq!(ss.auth_failures, 0);
+    assert_eq!(ss.auth_failures, 1);
     assert_eq!(cs.auth_failures, 0);
     assert!(ss.rx_packets > 1000 && cs.tx_packets > 1000);
     assert!(cs.rx_idle() < Duration::from_secs(5));
@@ -361,7 +407,7 @@ fn tunnel_between_namespaces() {
             .args([
                 "netns",
                 "exec",
-                &ns.a,
+                &ns_a,
                 "iperf3",
                 "-s",
                 "-1",
@@ -371,7 +417,6 @@ fn tunnel_between_namespaces() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let ns_b = ns.b.clone();
         let mut out = None;
         wait_for("iperf3 run", Duration::from_secs(30), || {
             let o = Command::new("ip")
@@ -403,7 +448,7 @@ fn tunnel_between_namespaces() {
             server.counters(),
             client.counters()
         );
-        for n in [&ns.a, &ns.b] {
+        for n in [&ns_a, &ns_b] {
             for args in [
                 vec![
                     "netns",
@@ -435,6 +480,131 @@ fn tunnel_between_namespaces() {
 
     drop(client_rx);
     client.shutdown();
+    server.shutdown();
+    drop(ns);
+}
+
+/// Server in namespace 0 with client-to-client on; client B (DATA_V2, peer
+/// id 1) in namespace 1 and client C (DATA_V1, no peer id) in namespace 2.
+/// B pings C through the server, which relays without its TUN.
+#[test]
+fn client_to_client_relay_and_data_v1() {
+    if Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout != b"0\n")
+        .unwrap_or(true)
+    {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = Namespaces::new(3).expect("creating namespaces");
+    let (ns_s, ns_b, ns_c) = (
+        ns.name(0).to_owned(),
+        ns.name(1).to_owned(),
+        ns.name(2).to_owned(),
+    );
+    let v1 = ferrovpn_proto::wire::PEER_ID_UNDEFINED;
+
+    let sp = PeerTable::new();
+    let sp2 = sp.clone();
+    let (server, _srx) = in_ns(&ns_s, move || {
+        let mut c = config("fvtun0", "0.0.0.0:0".parse().unwrap(), None, 2);
+        c.client_to_client = true;
+        DataPlane::start(c, sp2)
+    })
+    .expect("server");
+    let port = server.local_addr().port();
+    let mut clients = Vec::new();
+    for (i, ns_name, peer_id, tun_ip) in [
+        (1, &ns_b, PEER_ID, "10.99.0.2/24"),
+        (2, &ns_c, v1, "10.99.0.3/24"),
+    ] {
+        let srv: SocketAddr = format!("192.168.{}.1:{port}", 76 + i).parse().unwrap();
+        let cp = PeerTable::new();
+        let cp2 = cp.clone();
+        let (dp, rx) = in_ns(ns_name, move || {
+            DataPlane::start(
+                config("fvtun0", "0.0.0.0:0".parse().unwrap(), Some(srv), 1),
+                cp2,
+            )
+        })
+        .expect("client");
+        let me: SocketAddr = format!("192.168.{}.2:{}", 76 + i, dp.local_addr().port())
+            .parse()
+            .unwrap();
+        let my_ip: Ipv4Addr = tun_ip.split('/').next().unwrap().parse().unwrap();
+        sp.upsert_peer(peer_id, me, Some(my_ip));
+        sp.install_key(peer_id, 0, keys(Side::Server));
+        sp.set_send_key(peer_id, 0);
+        cp.upsert_peer(peer_id, srv, None);
+        cp.install_key(peer_id, 0, keys(Side::Client));
+        cp.set_send_key(peer_id, 0);
+        cp.set_client_default(Some(peer_id));
+        ip(&["-n", ns_name, "addr", "add", tun_ip, "dev", dp.tun_name()]).unwrap();
+        clients.push((dp, rx, cp));
+    }
+    ip(&[
+        "-n",
+        &ns_s,
+        "addr",
+        "add",
+        "10.99.0.1/24",
+        "dev",
+        server.tun_name(),
+    ])
+    .unwrap();
+
+    // C (DATA_V1) reaches the server.
+    wait_for("ping C -> server", Duration::from_secs(10), || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns_c,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.99.0.1",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    // B reaches C through the relay.
+    wait_for("ping B -> C", Duration::from_secs(10), || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns_b,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.99.0.3",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    let relayed = server
+        .counters()
+        .relayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(relayed >= 2, "relayed {relayed}");
+    let c_stats = sp.peer_stats(v1).unwrap();
+    assert!(
+        c_stats.rx_packets >= 2 && c_stats.tx_packets >= 2,
+        "{c_stats:?}"
+    );
+    assert_eq!(c_stats.auth_failures, 0);
+    for (dp, _rx, _cp) in clients {
+        dp.shutdown();
+    }
     server.shutdown();
     drop(ns);
 }
