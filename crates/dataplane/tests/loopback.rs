@@ -418,6 +418,7 @@ fn tunnel_between_namespaces() {
             .spawn()
             .unwrap();
         let mut out = None;
+        let extra = std::env::var("FERROVPN_IPERF_ARGS").unwrap_or_default();
         wait_for("iperf3 run", Duration::from_secs(30), || {
             let o = Command::new("ip")
                 .args([
@@ -432,6 +433,7 @@ fn tunnel_between_namespaces() {
                     "-f",
                     "g",
                 ])
+                .args(extra.split_whitespace())
                 .output()
                 .unwrap();
             let ok = o.status.success();
