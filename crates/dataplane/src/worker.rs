@@ -29,7 +29,7 @@ use crate::UpEvent;
 use crate::mss;
 use crate::peers::{KeyState, Peer, PeerTable, Snapshot, now_nanos};
 use crate::sys::{self, EventFd, Ready, TxMsg};
-use crate::tun::{TunQueue, VIRTIO_NET_HDR_LEN};
+use crate::tun::{RawFrame, TunQueue};
 use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
 
 /// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
@@ -38,8 +38,6 @@ pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
 const OFF: usize = 16;
 /// Packets per TUN batch (several super-packets).
 const TUN_BATCH: usize = 128;
-/// A super-packet is read only while this many buffers are free.
-const TUN_SPLIT_ROOM: usize = 64;
 /// Datagram buffers per `recvmmsg` (each up to 64 KiB with GRO).
 const RX_MSGS: usize = 8;
 /// Decrypted packets gathered before a TUN write.
@@ -106,7 +104,7 @@ struct Slot {
 
 /// TUN → UDP: read, route, seal, send.
 pub(crate) struct Outbound {
-    raw: Vec<u8>,
+    raw: RawFrame,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     dest: Vec<u16>,
@@ -150,7 +148,7 @@ fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
 impl Outbound {
     fn new(gso: bool) -> Self {
         Outbound {
-            raw: vec![0u8; VIRTIO_NET_HDR_LEN + PKT_MAX],
+            raw: RawFrame::default(),
             bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX]).collect(),
             sizes: vec![0; TUN_BATCH],
             dest: vec![NO_DEST; TUN_BATCH],
@@ -164,31 +162,11 @@ impl Outbound {
 
     /// Read one TUN batch; returns the packet count.
     fn read(&mut self, tun: &TunQueue, counters: &GlobalCounters) -> usize {
-        let split = tun.offloads().tcp;
-        let mut n = 0;
-        loop {
-            let room = TUN_BATCH - n;
-            if room == 0 || (split && n > 0 && room < TUN_SPLIT_ROOM) {
-                break;
-            }
-            match tun.read(
-                &mut self.raw,
-                &mut self.bufs[n..],
-                &mut self.sizes[n..],
-                HEAD,
-            ) {
-                Ok(0) => break,
-                Ok(c) => n += c,
-                Err(e) => {
-                    counters.tun_read_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::trace!("TUN read: {e}");
-                    if e.kind() != std::io::ErrorKind::InvalidInput
-                        && e.kind() != std::io::ErrorKind::Other
-                    {
-                        break;
-                    }
-                }
-            }
+        let (n, errors) = tun.read_batch(&mut self.raw, &mut self.bufs, &mut self.sizes, HEAD);
+        if errors > 0 {
+            counters
+                .tun_read_errors
+                .fetch_add(errors, Ordering::Relaxed);
         }
         n
     }

@@ -9,7 +9,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
+use tun_rs::{
+    DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
+};
 
 pub use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
@@ -83,20 +86,69 @@ impl TunQueue {
         self.offloads
     }
 
-    /// Read one (super-)packet and split it into `bufs`, each packet at
-    /// `bufs[i][offset..offset + sizes[i]]`. `Ok(0)` when nothing is queued.
-    pub fn read<B: AsRef<[u8]> + AsMut<[u8]>>(
+    /// Fill `bufs` with packets from the queue (each at
+    /// `bufs[i][offset..offset + sizes[i]]`) until the queue is empty or the
+    /// buffers are full. A super-packet that would split into more packets
+    /// than there are free buffers stays in `raw` for the next call, so no
+    /// data is lost however small the segments are. Returns (packets, errors).
+    pub fn read_batch(
         &self,
-        raw: &mut [u8],
-        bufs: &mut [B],
+        raw: &mut RawFrame,
+        bufs: &mut [Vec<u8>],
         sizes: &mut [usize],
         offset: usize,
-    ) -> io::Result<usize> {
-        match self.dev.recv_multiple(raw, bufs, sizes, offset) {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
+    ) -> (usize, u64) {
+        let mut n = 0;
+        let mut errors = 0;
+        let max = bufs.len().min(sizes.len());
+        while n < max {
+            if !self.offloads.tcp {
+                let Some(b) = bufs[n].get_mut(offset..) else {
+                    break;
+                };
+                match self.dev.recv(b) {
+                    Ok(0) => {}
+                    Ok(len) => {
+                        sizes[n] = len;
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                continue;
+            }
+            if raw.len == 0 {
+                match self.dev.recv(&mut raw.buf) {
+                    Ok(len) => raw.len = len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            match split_frame(
+                &mut raw.buf[..raw.len],
+                &mut bufs[n..max],
+                &mut sizes[n..max],
+                offset,
+            ) {
+                Ok(k) => {
+                    n += k;
+                    raw.len = 0;
+                }
+                Err(SplitError::NeedRoom) if n > 0 => break,
+                Err(e) => {
+                    tracing::trace!("dropping TUN frame: {e:?}");
+                    raw.len = 0;
+                    errors += 1;
+                }
+            }
         }
+        (n, errors)
     }
 
     /// Write a batch of IP packets (`bufs[i][offset..]`, `offset >=
@@ -110,5 +162,171 @@ impl TunQueue {
 impl AsRawFd for TunQueue {
     fn as_raw_fd(&self) -> RawFd {
         self.dev.as_raw_fd()
+    }
+}
+
+/// One raw frame read from the TUN (virtio header + packet), kept across
+/// batches when it did not fit.
+pub struct RawFrame {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Default for RawFrame {
+    fn default() -> Self {
+        RawFrame {
+            buf: vec![0u8; VIRTIO_NET_HDR_LEN + 65_535],
+            len: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SplitError {
+    /// More segments than free buffers.
+    NeedRoom,
+    Bad(&'static str),
+    Split(io::Error),
+}
+
+const GSO_NONE: u8 = 0;
+const F_NEEDS_CSUM: u8 = 1;
+const GSO_ECN: u8 = 0x80;
+
+/// Split one `virtio_net_hdr`-prefixed frame into IP packets (userspace GSO),
+/// completing a partial checksum of a single packet. Validates everything it
+/// reads; the segmentation itself is tun-rs' `gso_split`.
+pub fn split_frame(
+    frame: &mut [u8],
+    bufs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+) -> Result<usize, SplitError> {
+    if frame.len() <= VIRTIO_NET_HDR_LEN || bufs.is_empty() || sizes.len() < bufs.len() {
+        return Err(SplitError::Bad("short frame or no buffers"));
+    }
+    let mut hdr = VirtioNetHdr::decode(frame).map_err(SplitError::Split)?;
+    let pkt = &mut frame[VIRTIO_NET_HDR_LEN..];
+    let len = pkt.len();
+    if hdr.gso_type == GSO_NONE {
+        if hdr.flags & F_NEEDS_CSUM != 0 {
+            let start = usize::from(hdr.csum_start);
+            let at = start + usize::from(hdr.csum_offset);
+            if at + 2 > len {
+                return Err(SplitError::Bad("checksum offset past the packet"));
+            }
+            let initial = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+            pkt[at] = 0;
+            pkt[at + 1] = 0;
+            let c = !tun_rs::checksum(&pkt[start..], u64::from(initial));
+            pkt[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        let Some(dst) = bufs[0].get_mut(offset..offset + len) else {
+            return Err(SplitError::Bad("packet larger than the buffer"));
+        };
+        dst.copy_from_slice(pkt);
+        sizes[0] = len;
+        return Ok(1);
+    }
+    if hdr.gso_size == 0 {
+        return Err(SplitError::Bad("zero gso_size"));
+    }
+    let is_v6 = match pkt[0] >> 4 {
+        4 => false,
+        6 => true,
+        _ => return Err(SplitError::Bad("not IP")),
+    };
+    let start = usize::from(hdr.csum_start);
+    // Like wireguard-go: do not trust hdr_len, derive it from the transport header.
+    let hdr_len = match hdr.gso_type & !GSO_ECN {
+        VIRTIO_NET_HDR_GSO_UDP_L4 => start + 8,
+        VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 => {
+            if len <= start + 12 {
+                return Err(SplitError::Bad("TCP header truncated"));
+            }
+            let th = usize::from(pkt[start + 12] >> 4) * 4;
+            if !(20..=60).contains(&th) {
+                return Err(SplitError::Bad("bad TCP header length"));
+            }
+            start + th
+        }
+        _ => return Err(SplitError::Bad("unsupported gso_type")),
+    };
+    if hdr_len > len || hdr_len > usize::from(u16::MAX) {
+        return Err(SplitError::Bad("headers longer than the packet"));
+    }
+    hdr.hdr_len = hdr_len as u16;
+    let segs = (len - hdr_len).div_ceil(usize::from(hdr.gso_size)).max(1);
+    if segs > bufs.len() {
+        return Err(SplitError::NeedRoom);
+    }
+    tun_rs::gso_split(pkt, hdr, bufs, sizes, offset, is_v6).map_err(SplitError::Split)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TSO frame: IPv4/TCP headers with a pseudo-header partial checksum, `payload` bytes, MSS `mss`.
+    fn tso_frame(payload: usize, mss: u16) -> Vec<u8> {
+        let total = 40 + payload;
+        let mut f = vec![0u8; VIRTIO_NET_HDR_LEN + total];
+        let hdr = VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            hdr_len: 40,
+            gso_size: mss,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        hdr.encode(&mut f).unwrap();
+        let p = &mut f[VIRTIO_NET_HDR_LEN..];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p[32] = 5 << 4;
+        p[33] = 0x18;
+        for (i, b) in p[40..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        f
+    }
+
+    #[test]
+    fn small_segments_wait_for_room_instead_of_being_dropped() {
+        let mut bufs: Vec<Vec<u8>> = (0..16).map(|_| vec![0u8; 2048]).collect();
+        let mut sizes = vec![0usize; 16];
+        let mut f = tso_frame(1000, 100);
+        assert!(matches!(
+            split_frame(&mut f, &mut bufs[..5], &mut sizes[..5], 24),
+            Err(SplitError::NeedRoom)
+        ));
+        let n = split_frame(&mut f, &mut bufs, &mut sizes, 24).unwrap();
+        assert_eq!(n, 10);
+        for (i, b) in bufs[..n].iter().enumerate() {
+            assert_eq!(sizes[i], 140);
+            let ip = &b[24..24 + sizes[i]];
+            assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 140);
+            assert_eq!(ip[40], (i * 100) as u8);
+        }
+    }
+
+    #[test]
+    fn garbage_frames_are_errors_not_panics() {
+        let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; 256]).collect();
+        let mut sizes = vec![0usize; 4];
+        for seed in 0..2000u32 {
+            let len = (seed % 97) as usize;
+            let mut f: Vec<u8> = (0..len)
+                .map(|i| (seed.wrapping_mul(2654435761).rotate_left(i as u32) >> 3) as u8)
+                .collect();
+            if f.len() > 1 {
+                f[1] = [0, 1, 4, 5, 0x81][seed as usize % 5];
+            }
+            let _ = split_frame(&mut f, &mut bufs, &mut sizes, 16);
+        }
     }
 }
