@@ -581,13 +581,16 @@ impl Worker {
 
     /// Run until the data plane stops.
     pub(crate) fn run(mut self) {
-        // Without UDP reception poll the TUN twice instead of the socket.
-        let udp_fd = if self.udp_rx {
-            self.udp.as_raw_fd()
-        } else {
-            self.tun.as_raw_fd()
-        };
-        let fds = [self.tun.as_raw_fd(), udp_fd, self.sh.wake.as_raw_fd()];
+        // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
+        let mut fds = [
+            self.tun.as_raw_fd(),
+            if self.udp_rx {
+                self.udp.as_raw_fd()
+            } else {
+                -1
+            },
+            self.sh.wake.as_raw_fd(),
+        ];
         let mut ready = [Ready::default(); 3];
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
@@ -604,17 +607,30 @@ impl Worker {
             if ready[2].readable {
                 break;
             }
+            if ready[0].error && !ready[0].readable {
+                // The device went away (or the queue was detached): stop
+                // reading it instead of spinning; control traffic still flows.
+                tracing::error!(
+                    "worker {}: TUN queue failed; no longer reading it",
+                    self.index
+                );
+                fds[0] = -1;
+            }
+            let tun_ok = fds[0] >= 0;
             // Drain both sides alternately until both are idle, then poll again.
             for _ in 0..256 {
                 let mut busy = false;
-                let n = self.ob.read(&self.tun, &self.sh.counters);
-                if n > 0 {
-                    self.ob.process(n, &self.udp, &self.sh);
-                    busy = true;
+                if tun_ok {
+                    let n = self.ob.read(&self.tun, &self.sh.counters);
+                    if n > 0 {
+                        self.ob.process(n, &self.udp, &self.sh);
+                        busy = true;
+                    }
                 }
-                if self
-                    .ib
-                    .run(&self.udp, &mut self.tun, &mut self.ob, &self.sh)
+                if self.udp_rx
+                    && self
+                        .ib
+                        .run(&self.udp, &mut self.tun, &mut self.ob, &self.sh)
                 {
                     busy = true;
                 }
