@@ -12,7 +12,7 @@
 //!   contiguous ranges per batch) and a lock-free [`AtomicReplayWindow`].
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -120,6 +120,7 @@ pub struct Peer {
     pub peer_id: u32,
     pub remote: ArcSwap<SocketAddr>,
     pub tunnel_ipv4: Option<Ipv4Addr>,
+    pub tunnel_ipv6: Option<Ipv6Addr>,
     pub keys: ArcSwap<KeySet>,
     pub counters: Arc<PeerCounters>,
     pub needs_renegotiation: Arc<AtomicBool>,
@@ -129,6 +130,19 @@ impl Peer {
     /// DATA_V1 is used for peers without a peer id.
     pub fn uses_v1(&self) -> bool {
         self.peer_id == PEER_ID_UNDEFINED
+    }
+
+    /// A copy with new routes/address that shares keys and counters.
+    fn with_routes(&self, remote: SocketAddr, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Peer {
+        Peer {
+            peer_id: self.peer_id,
+            remote: ArcSwap::from_pointee(remote),
+            tunnel_ipv4: v4,
+            tunnel_ipv6: v6,
+            keys: ArcSwap::new(self.keys.load_full()),
+            counters: self.counters.clone(),
+            needs_renegotiation: self.needs_renegotiation.clone(),
+        }
     }
 }
 
@@ -165,6 +179,7 @@ impl PeerStats {
 pub struct Snapshot {
     pub by_id: HashMap<u32, Arc<Peer>>,
     pub by_ip: HashMap<Ipv4Addr, Arc<Peer>>,
+    pub by_ip6: HashMap<Ipv6Addr, Arc<Peer>>,
     pub by_addr: HashMap<SocketAddr, Arc<Peer>>,
     pub client_default: Option<Arc<Peer>>,
 }
@@ -230,6 +245,9 @@ impl PeerTable {
             if let Some(ip) = p.tunnel_ipv4 {
                 s.by_ip.insert(ip, p.clone());
             }
+            if let Some(ip) = p.tunnel_ipv6 {
+                s.by_ip6.insert(ip, p.clone());
+            }
             s.by_addr.insert(**p.remote.load(), p.clone());
             s.by_id.insert(p.peer_id, p);
         }
@@ -241,7 +259,8 @@ impl PeerTable {
         self.inner.snap.load().by_id.values().cloned().collect()
     }
 
-    /// Add a peer or replace its remote address and routes (keys and counters are kept).
+    /// Add a peer or replace its remote address and IPv4 route (keys,
+    /// counters and an IPv6 route set with [`PeerTable::set_peer_ipv6`] are kept).
     pub fn upsert_peer(&self, peer_id: u32, remote: SocketAddr, tunnel_ipv4: Option<Ipv4Addr>) {
         let def = self.lock();
         let mut peers = self.current();
@@ -249,14 +268,7 @@ impl PeerTable {
         let new = match peers.iter().position(|p| p.peer_id == peer_id) {
             Some(i) => {
                 let old = peers.swap_remove(i);
-                Peer {
-                    peer_id,
-                    remote: ArcSwap::from_pointee(remote),
-                    tunnel_ipv4,
-                    keys: ArcSwap::new(old.keys.load_full()),
-                    counters: old.counters.clone(),
-                    needs_renegotiation: old.needs_renegotiation.clone(),
-                }
+                old.with_routes(remote, tunnel_ipv4, old.tunnel_ipv6)
             }
             None => {
                 let c = PeerCounters::default();
@@ -266,6 +278,7 @@ impl PeerTable {
                     peer_id,
                     remote: ArcSwap::from_pointee(remote),
                     tunnel_ipv4,
+                    tunnel_ipv6: None,
                     keys: ArcSwap::from_pointee(KeySet::default()),
                     counters: Arc::new(c),
                     needs_renegotiation: Arc::new(AtomicBool::new(false)),
@@ -274,6 +287,23 @@ impl PeerTable {
         };
         peers.push(Arc::new(new));
         self.publish(peers, *def);
+    }
+
+    /// Route IPv6 packets for `addr` to this peer, and accept IPv6 packets from
+    /// it only with that source (`None`: the peer sends and receives no IPv6 in
+    /// server mode). No effect on unknown peers.
+    pub fn set_peer_ipv6(&self, peer_id: u32, addr: Option<Ipv6Addr>) {
+        let def = self.lock();
+        let mut peers = self.current();
+        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
+            let old = peers.swap_remove(i);
+            peers.push(Arc::new(old.with_routes(
+                **old.remote.load(),
+                old.tunnel_ipv4,
+                addr,
+            )));
+            self.publish(peers, *def);
+        }
     }
 
     pub fn remove_peer(&self, peer_id: u32) {
@@ -400,6 +430,16 @@ mod tests {
         let st = t.peer_stats(1).unwrap();
         assert!(st.rx_idle() < Duration::from_secs(5));
         assert!(!st.needs_renegotiation);
+        t.set_peer_ipv6(1, Some("fd00::2".parse().unwrap()));
+        assert_eq!(
+            t.load().by_ip6[&"fd00::2".parse::<Ipv6Addr>().unwrap()].peer_id,
+            1
+        );
+        t.upsert_peer(1, a, Some(Ipv4Addr::new(10, 8, 0, 9)));
+        assert_eq!(
+            t.load().by_id[&1].tunnel_ipv6,
+            Some("fd00::2".parse().unwrap())
+        );
         assert!(t.record_float(1, b));
         assert_eq!(t.load().by_addr[&b].peer_id, 1);
         assert!(!t.record_float(1, b));

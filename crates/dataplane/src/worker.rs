@@ -16,7 +16,7 @@
 //! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
 //! ~64 packets per peer ahead of another worker's — see the crate docs.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,15 +134,23 @@ pub(crate) struct Worker {
     ib: Inbound,
 }
 
+fn ipv6_at(pkt: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&pkt[at..at + 16]);
+    Ipv6Addr::from(a)
+}
+
 fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
     if let Some(p) = &snap.client_default {
         return Some(p);
     }
-    if pkt.len() >= 20 && pkt[0] >> 4 == 4 {
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-        return snap.by_ip.get(&dst);
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => snap
+            .by_ip
+            .get(&Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19])),
+        Some(6) if pkt.len() >= 40 => snap.by_ip6.get(&ipv6_at(pkt, 24)),
+        _ => None,
     }
-    None
 }
 
 impl Outbound {
@@ -545,8 +553,23 @@ fn handle_datagram(
             Verdict::Deliver(plen)
         }
         6 if plain.len() >= 40 => {
+            // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
+            let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();
+            if server_mode && peer.tunnel_ipv6 != Some(ipv6_at(plain, 8)) {
+                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Consumed;
+            }
             if let Some((m4, m6)) = sh.mss {
                 mss::clamp(plain, m4, m6);
+            }
+            if sh.client_to_client
+                && snap.client_default.is_none()
+                && snap
+                    .by_ip6
+                    .get(&ipv6_at(plain, 24))
+                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
+            {
+                return Verdict::Relay(plen);
             }
             Verdict::Deliver(plen)
         }
@@ -804,9 +827,30 @@ mod tests {
             }
         );
         assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 2);
+        // IPv6: dropped from a peer without an IPv6 address, relayed once routes exist.
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[6] = 59;
+        v6[8..24].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6[24..40].copy_from_slice(&"fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let w = client_packet(1, 8, &v6);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            Verdict::Consumed
+        ));
+        sh.peers.set_peer_ipv6(1, Some("fd00::2".parse().unwrap()));
+        sh.peers
+            .set_peer_ipv6(0x00FF_FFFF, Some("fd00::3".parse().unwrap()));
+        let snap = sh.peers.load();
+        let w = client_packet(1, 9, &v6);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            Verdict::Relay(40)
+        ));
+        assert_eq!(route(&snap, &v6).map(|p| p.peer_id), Some(0x00FF_FFFF));
         // Stats accumulate per batch.
         // Every authenticated, fresh packet counts (the spoofed one too).
-        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 7);
+        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 9);
     }
 
     proptest! {
