@@ -3,25 +3,38 @@
 //! table written by the control plane.
 //!
 //! # Layout
-//! - [`tun`]: the multi-queue TUN device with `IFF_VNET_HDR` (userspace GSO on
-//!   read, GRO coalescing on write).
-//! - [`udp`]: per-worker UDP sockets (SO_REUSEPORT), `recvmmsg` + `UDP_GRO`,
-//!   `sendmmsg` + `UDP_SEGMENT` with fallbacks.
-//! - `worker.rs`: the loop — poll, TUN batch → seal → send, UDP batch → open → TUN.
+//! - [`tun`]: the multi-queue TUN device with `IFF_VNET_HDR`: TSO/USO
+//!   super-packets split in userspace (GSO; a super-packet that does not fit
+//!   the free buffers waits for the next batch), TCP/UDP segments coalesced
+//!   on write (GRO, tun-rs `GROTable`).
+//! - [`udp`]: per-worker UDP sockets (SO_REUSEPORT, 8 MiB buffers),
+//!   `recvmmsg` + `UDP_GRO`, `sendmmsg` whose messages are `UDP_SEGMENT`
+//!   runs of equal-size datagrams to one peer (≤ 64 segments, ≤ 65 507 bytes);
+//!   GSO off for good after EIO, per message after EINVAL/EMSGSIZE.
+//! - `worker.rs`: the loop — poll(TUN, UDP, eventfd) → TUN batch → route →
+//!   MSS clamp → reserve ids → seal in place → one `sendmmsg`; UDP batch →
+//!   classify byte 0 → open → replay check → ping / OCC / TUN / c2c relay.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
-//! - [`replay`]: the lock-free replay window.
-//! - `mss.rs`: TCP MSS clamping.
+//! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
+//! - `mss.rs`: TCP MSS clamping with incremental checksum update.
 //! - `sys/`: the raw system calls (the only `unsafe` in the workspace).
+//!
+//! Per packet there is no allocation (except control packets and OCC
+//! messages, which are copied into the event), no lock and no system call.
 //!
 //! # Packet-id ordering
 //! Each worker reserves one contiguous id range per peer per batch and sends
-//! the batch at once, so ids leave each worker in order. Two workers sending
-//! to the same peer at the same time (two TUN queues carrying flows to one
-//! client) interleave their ranges on the wire: a stock OpenVPN receiver with
-//! its default 64-id window drops packets of the worker that falls > 64 ids
-//! behind. With one flow per queue and batches of ≤ 64 packets per peer this is
-//! rare; remaining risk: bursts of several flows to one peer on several
-//! queues. Peers running ferrovpn use a 2048-id window (`replay_window`).
+//! the batch right away, so ids leave each worker in order. On a server a
+//! client's datagrams hash to one SO_REUSEPORT socket, hence one worker, and
+//! that worker writes them to its TUN queue; the TUN driver then steers the
+//! replies of those flows to the same queue (automq flow table), so one
+//! peer's traffic is normally sealed by one worker. Remaining risk: a flow
+//! that starts on the server side goes to a hashed queue until its first
+//! reply arrives (and again after its flow entry expires), so for a moment
+//! two workers may send to one peer and interleave id ranges of up to one
+//! batch (128 packets). A stock OpenVPN receiver (64-id window) drops what
+//! arrives more than 64 ids late; TCP recovers. Peers running ferrovpn use a
+//! 2048-id window (`replay_window`).
 //!
 //! # Client mode
 //! With `connect: Some(server)` every worker shares one connected UDP socket
@@ -29,9 +42,25 @@
 //! and distinct source ports would look like floats to the server. Only
 //! worker 0 reads that socket: the TUN driver steers each flow's outgoing
 //! packets to the queue its incoming packets were written to, so a single
-//! reader keeps every flow on one worker (no reordering). The other workers
-//! seal and send flows the kernel hashes to their queues before any reply
-//! came back; in practice the client's work runs mostly on worker 0.
+//! reader keeps every flow on one worker (several readers made flows hop
+//! between workers: 45k out-of-order segments and replay drops in 5 s of
+//! iperf3). The other workers seal and send flows the kernel hashes to their
+//! queues before any reply came back; in practice the client's work runs
+//! mostly on worker 0.
+//!
+//! # Measured (Linux 6.18, 2 vCPU VM, two namespaces over veth, AES-256-GCM, 2 workers each, release)
+//! All offloads engaged: TUN TSO4/6 + USO4/6, UDP GSO + GRO. iperf3 single
+//! stream 8.8–9.5 Gbit/s client→server and 9.0–9.75 server→client with 0
+//! retransmits; 4 streams ≈ 10 Gbit/s; MSS 536: 6 Gbit/s. With
+//! `offload: false`: 1.8 Gbit/s. (OpenVPN 2.6 on the same machine: 0.9.)
+//!
+//! # Known gaps
+//! - One peer per peer id: peers without a peer id (DATA_V1, id 0xFFFFFF)
+//!   share that id, so at most one V1 peer per table.
+//! - Replay check is the window only (no 15 s time limit as in OpenVPN).
+//! - No ECN/TOS propagation between inner and outer headers.
+//! - Packets to IPv4/IPv6 destinations without a peer route are dropped
+//!   (counted in `no_route`); no subnet (iroute) routes.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

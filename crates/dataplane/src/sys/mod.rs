@@ -143,7 +143,7 @@ pub struct RxMeta {
     pub src: Option<SocketAddr>,
 }
 
-/// A `recvmmsg` batch: `n` buffers of [`RX_BUF_LEN`] bytes.
+/// A `recvmmsg` batch: `n` buffers of `RX_BUF_LEN` bytes.
 pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
     names: Vec<libc::sockaddr_storage>,
