@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod pki;
+pub mod testing;

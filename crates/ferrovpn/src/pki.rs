@@ -1,0 +1,359 @@
+//! Throwaway PKI for tests, the demo and the benchmark.
+//!
+//! [`Pki::generate`] writes PEM files into a directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `ca.crt`, `ca.key` | CA (keyCertSign, cRLSign) |
+//! | `server.crt`, `server.key` | server: digitalSignature+keyEncipherment, EKU serverAuth, CN `server`, SAN `server` |
+//! | `server-nosan.crt`, `server-nosan.key` | the same without any SAN (like easy-rsa PKIs of old) |
+//! | `clientN.crt`, `clientN.key` | clients 1..=N: EKU clientAuth, CN `clientN` |
+//! | `foreign-ca.crt`, `foreign-ca.key` | an unrelated CA |
+//! | `foreign-client.crt`, `foreign-client.key` | a client signed by the foreign CA (must be rejected) |
+//!
+//! Keys are EC P-256 or RSA-2048 (rcgen with aws-lc-rs generates RSA keys).
+//! Private keys are PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SerialNumber,
+};
+
+/// Key algorithm for every key of the PKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// ECDSA P-256 with SHA-256 (fast; the default).
+    #[default]
+    EcP256,
+    /// RSA-2048 with SHA-256 (PKCS#1 v1.5 signatures).
+    Rsa2048,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct PkiOptions {
+    /// Key algorithm.
+    pub key_type: KeyType,
+    /// Number of client certificates (`client1` ..= `clientN`).
+    pub clients: usize,
+}
+
+impl Default for PkiOptions {
+    fn default() -> Self {
+        PkiOptions {
+            key_type: KeyType::EcP256,
+            clients: 2,
+        }
+    }
+}
+
+/// A certificate and its private key, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey {
+    /// Common name of the subject.
+    pub cn: String,
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8).
+    pub key: PathBuf,
+}
+
+/// Paths of a generated PKI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// Directory holding all files.
+    pub dir: PathBuf,
+    /// The CA.
+    pub ca: CertKey,
+    /// Server certificate with CN `server` and SAN DNS `server`.
+    pub server: CertKey,
+    /// Server certificate with CN `server` and no SAN extension at all.
+    pub server_nosan: CertKey,
+    /// Client certificates, `client1` first.
+    pub clients: Vec<CertKey>,
+    /// An unrelated CA.
+    pub foreign_ca: CertKey,
+    /// A client signed by `foreign_ca` (CN `foreign-client`).
+    pub foreign_client: CertKey,
+}
+
+fn new_key(kt: KeyType) -> Result<KeyPair> {
+    match kt {
+        KeyType::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("generating an EC P-256 key"),
+        KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
+            .context("generating an RSA-2048 key"),
+    }
+}
+
+fn base_params(cn: &str, serial: u64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    p.serial_number = Some(SerialNumber::from(serial));
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+fn write_pair(dir: &Path, stem: &str, cn: &str, cert_pem: &str, key: &KeyPair) -> Result<CertKey> {
+    let cert = dir.join(format!("{stem}.crt"));
+    let keyp = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+    write_private(&keyp, &key.serialize_pem())?;
+    Ok(CertKey {
+        cn: cn.to_string(),
+        cert,
+        key: keyp,
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    files: CertKey,
+}
+
+fn make_ca(dir: &Path, stem: &str, cn: &str, kt: KeyType, serial: u64) -> Result<Ca> {
+    let key = new_key(kt)?;
+    let mut p = base_params(cn, serial);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.use_authority_key_identifier_extension = false;
+    let cert = p.self_signed(&key).context("self-signing the CA")?;
+    let files = write_pair(dir, stem, cn, &cert.pem(), &key)?;
+    Ok(Ca {
+        issuer: Issuer::new(p, key),
+        files,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_leaf(
+    dir: &Path,
+    ca: &Ca,
+    stem: &str,
+    cn: &str,
+    sans: &[&str],
+    eku: ExtendedKeyUsagePurpose,
+    kt: KeyType,
+    serial: u64,
+) -> Result<CertKey> {
+    let key = new_key(kt)?;
+    let mut p = base_params(cn, serial);
+    p.subject_alt_names =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+            .context("SAN")?
+            .subject_alt_names;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![eku];
+    let cert = p
+        .signed_by(&key, &ca.issuer)
+        .with_context(|| format!("signing {cn}"))?;
+    write_pair(dir, stem, cn, &cert.pem(), &key)
+}
+
+impl Pki {
+    /// Generate a fresh PKI into `dir` (created if missing; existing files are overwritten).
+    pub fn generate(dir: &Path, opts: &PkiOptions) -> Result<Pki> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let kt = opts.key_type;
+        let ca = make_ca(dir, "ca", "ferrovpn test CA", kt, 1)?;
+        let server = make_leaf(
+            dir,
+            &ca,
+            "server",
+            "server",
+            &["server"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            kt,
+            2,
+        )?;
+        let server_nosan = make_leaf(
+            dir,
+            &ca,
+            "server-nosan",
+            "server",
+            &[],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            kt,
+            3,
+        )?;
+        let mut clients = Vec::with_capacity(opts.clients);
+        for i in 1..=opts.clients {
+            let cn = format!("client{i}");
+            clients.push(make_leaf(
+                dir,
+                &ca,
+                &cn,
+                &cn,
+                &[],
+                ExtendedKeyUsagePurpose::ClientAuth,
+                kt,
+                100 + i as u64,
+            )?);
+        }
+        let foreign = make_ca(dir, "foreign-ca", "foreign CA", kt, 1)?;
+        let foreign_client = make_leaf(
+            dir,
+            &foreign,
+            "foreign-client",
+            "foreign-client",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            kt,
+            2,
+        )?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca: ca.files,
+            server,
+            server_nosan,
+            clients,
+            foreign_ca: foreign.files,
+            foreign_client,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "fvpn-pki-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn openssl(args: &[&str]) -> (bool, String) {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl CLI is required for the PKI tests (apt-get install openssl)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success() && text.contains(": OK"), text)
+    }
+
+    fn verify(ca: &Path, purpose: &str, cert: &Path) -> (bool, String) {
+        openssl(&[
+            "verify",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            ca.to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ])
+    }
+
+    fn text(cert: &Path) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in", cert.to_str().unwrap()])
+            .output()
+            .expect("openssl CLI");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn check(kt: KeyType) {
+        let dir = tmpdir(&format!("{kt:?}"));
+        let pki = Pki::generate(
+            &dir,
+            &PkiOptions {
+                key_type: kt,
+                clients: 3,
+            },
+        )
+        .unwrap();
+        let ca = &pki.ca.cert;
+        for s in [&pki.server, &pki.server_nosan] {
+            let (ok, t) = verify(ca, "sslserver", &s.cert);
+            assert!(ok, "{}: {t}", s.cert.display());
+            let (ok, _) = verify(ca, "sslclient", &s.cert);
+            assert!(!ok, "server cert must not pass as a client cert");
+        }
+        assert_eq!(pki.clients.len(), 3);
+        for (i, c) in pki.clients.iter().enumerate() {
+            assert_eq!(c.cn, format!("client{}", i + 1));
+            let (ok, t) = verify(ca, "sslclient", &c.cert);
+            assert!(ok, "{}: {t}", c.cert.display());
+            let (ok, _) = verify(ca, "sslserver", &c.cert);
+            assert!(!ok, "client cert must not pass as a server cert");
+        }
+        let (ok, t) = verify(&pki.foreign_ca.cert, "sslclient", &pki.foreign_client.cert);
+        assert!(ok, "{t}");
+        let (ok, _) = verify(ca, "sslclient", &pki.foreign_client.cert);
+        assert!(!ok, "foreign client must not verify against the CA");
+
+        let st = text(&pki.server.cert);
+        assert!(st.contains("Subject: CN = server"), "{st}");
+        assert!(st.contains("DNS:server"), "{st}");
+        assert!(st.contains("Digital Signature, Key Encipherment"), "{st}");
+        assert!(st.contains("TLS Web Server Authentication"), "{st}");
+        let nt = text(&pki.server_nosan.cert);
+        assert!(!nt.contains("Subject Alternative Name"), "{nt}");
+        let ct = text(&pki.ca.cert);
+        assert!(ct.contains("CA:TRUE"), "{ct}");
+        assert!(ct.contains("Certificate Sign, CRL Sign"), "{ct}");
+        let algo = match kt {
+            KeyType::EcP256 => "id-ecPublicKey",
+            KeyType::Rsa2048 => "(2048 bit)",
+        };
+        assert!(st.contains(algo), "{st}");
+        // Keys parse and match their certificates.
+        for c in [&pki.server, &pki.clients[0]] {
+            let out = Command::new("openssl")
+                .args(["pkey", "-in", c.key.to_str().unwrap(), "-pubout"])
+                .output()
+                .unwrap();
+            let out2 = Command::new("openssl")
+                .args(["x509", "-in", c.cert.to_str().unwrap(), "-noout", "-pubkey"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert_eq!(out.stdout, out2.stdout, "key/cert mismatch for {}", c.cn);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ec_pki_verifies_with_openssl() {
+        check(KeyType::EcP256);
+    }
+
+    #[test]
+    fn rsa_pki_verifies_with_openssl() {
+        check(KeyType::Rsa2048);
+    }
+}

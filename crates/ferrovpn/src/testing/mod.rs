@@ -1,0 +1,26 @@
+//! Test and benchmark harness: network namespaces joined by veth pairs,
+//! process guards with log capture, ping / iperf3 drivers and OpenVPN
+//! config writers. Used by the integration tests, `ferrovpn demo` and the
+//! benchmark.
+//!
+//! Everything here shells out to `ip`, `ping`, `iperf3` and `openvpn`
+//! (no `unsafe`, no `setns` in this process). Every guard cleans up in
+//! `Drop`, also when a test panics, and every wait has a deadline.
+//!
+//! Traffic only ever flows between namespaces created here and loopback.
+
+mod conf;
+mod env;
+mod net;
+mod netns;
+mod process;
+
+pub use conf::{
+    Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
+};
+pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
+pub use net::{
+    Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_report, ping, wait_for_tcp_listen,
+};
+pub use netns::{Netns, VethPair};
+pub use process::{Proc, cpu_seconds};
