@@ -1,0 +1,312 @@
+//! Throughput / latency / CPU benchmark between two network namespaces.
+//! Run through `scripts/bench.sh`, which builds everything in release mode.
+//!
+//! Rows: bare veth, stock OpenVPN <-> OpenVPN (AES-256-GCM, tls-crypt,
+//! disable-dco) and ferrovpn <-> ferrovpn with the same config files.
+//! A system that does not pass a ping through its tunnel within 20 s gets a
+//! row of "n/a (reason)" instead of aborting the run.
+//!
+//! ```text
+//! bench [--only veth|openvpn|ferrovpn]... [--workers N] [--ferrovpn PATH]
+//!       [--seconds N] [--keep]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrovpn::pki::{Pki, PkiOptions};
+use ferrovpn::testing::{
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
+    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
+    wait_until,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const SERVER_TUN: &str = "10.8.0.1";
+
+struct Args {
+    only: Vec<String>,
+    workers: Option<u32>,
+    ferrovpn: PathBuf,
+    seconds: u32,
+    keep: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        only: Vec::new(),
+        workers: None,
+        ferrovpn: PathBuf::from("target/release/ferrovpn"),
+        seconds: 5,
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--only" => {
+                let v = val("--only")?;
+                for s in v.split(',') {
+                    if !["veth", "openvpn", "ferrovpn"].contains(&s) {
+                        bail!("--only: unknown system {s:?} (veth, openvpn, ferrovpn)");
+                    }
+                    a.only.push(s.to_string());
+                }
+            }
+            "--workers" => a.workers = Some(val("--workers")?.parse().context("--workers")?),
+            "--ferrovpn" => a.ferrovpn = PathBuf::from(val("--ferrovpn")?),
+            "--seconds" => a.seconds = val("--seconds")?.parse().context("--seconds")?,
+            "--keep" => a.keep = true,
+            "-h" | "--help" => {
+                println!(
+                    "bench [--only veth|openvpn|ferrovpn] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Row {
+    system: String,
+    tcp1: Option<f64>,
+    tcp4: Option<f64>,
+    rtt_ms: Option<f64>,
+    cpu_s_per_gb: Option<f64>,
+    na: Option<String>,
+}
+
+fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+struct Lab {
+    server_ns: Netns,
+    client_ns: Netns,
+    veth: VethPair,
+}
+
+/// Measure from the client namespace to `addr` in the server namespace;
+/// CPU accounting over `cpu_pids` (the VPN processes) across both iperf3 runs.
+fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) -> Result<Row> {
+    let rtt = ping(&lab.client_ns, addr, 20, Duration::from_secs(10))?;
+    let cpu = |pids: &[u32]| -> Result<f64> {
+        pids.iter()
+            .map(|p| ferrovpn::testing::cpu_seconds(*p))
+            .sum::<Result<f64>>()
+    };
+    let cpu0 = cpu(cpu_pids)?;
+    let r1 = iperf3_report(&lab.client_ns, &lab.server_ns, addr, seconds, 1)?;
+    let r4 = iperf3_report(&lab.client_ns, &lab.server_ns, addr, seconds, 4)?;
+    let cpu1 = cpu(cpu_pids)?;
+    let gb = (r1.bytes + r4.bytes) as f64 / 1e9;
+    Ok(Row {
+        system: system.to_string(),
+        tcp1: Some(r1.gbps),
+        tcp4: Some(r4.gbps),
+        rtt_ms: Some(rtt.avg_ms),
+        cpu_s_per_gb: (!cpu_pids.is_empty() && gb > 0.0).then(|| (cpu1 - cpu0) / gb),
+        na: None,
+    })
+}
+
+/// Start a server in ns A and a client in ns B, wait until a ping crosses
+/// the tunnel, measure, stop both.
+fn vpn_row(
+    lab: &Lab,
+    dir: &Path,
+    system: &str,
+    server_cmd: (&str, Vec<String>),
+    client_cmd: (&str, Vec<String>),
+    seconds: u32,
+) -> Row {
+    let run = || -> Result<Row> {
+        let mut server = Proc::spawn_in(
+            &lab.server_ns,
+            &format!("{system}-server"),
+            dir,
+            server_cmd.0,
+            &server_cmd.1,
+        )?;
+        let mut client = Proc::spawn_in(
+            &lab.client_ns,
+            &format!("{system}-client"),
+            dir,
+            client_cmd.0,
+            &client_cmd.1,
+        )?;
+        let start = Instant::now();
+        let mut exited = None;
+        let up = wait_until(CONNECT_TIMEOUT, Duration::from_millis(200), || {
+            if let Some(s) = server.try_exit() {
+                exited = Some(format!("server exited ({s})"));
+                return true;
+            }
+            if let Some(s) = client.try_exit() {
+                exited = Some(format!("client exited ({s})"));
+                return true;
+            }
+            ping(&lab.client_ns, SERVER_TUN, 1, Duration::from_secs(1)).is_ok()
+        });
+        if let Some(why) = exited {
+            let tail = if why.starts_with("server") {
+                server.log_tail(3)
+            } else {
+                client.log_tail(3)
+            };
+            bail!("{why}: {}", tail.replace('\n', " / "));
+        }
+        if !up {
+            bail!(
+                "no ping through the tunnel within {CONNECT_TIMEOUT:?}; logs in {}",
+                dir.display()
+            );
+        }
+        eprintln!("[bench] {system}: tunnel up after {:?}", start.elapsed());
+        let row = measure(lab, system, SERVER_TUN, &[server.pid(), client.pid()], seconds)?;
+        client.stop(Duration::from_secs(3));
+        server.stop(Duration::from_secs(3));
+        Ok(row)
+    };
+    run().unwrap_or_else(|e| Row {
+        system: system.to_string(),
+        na: Some(format!("{e:#}")),
+        ..Row::default()
+    })
+}
+
+fn genkey(path: &Path) -> Result<()> {
+    // TODO: use ferrovpn_proto::wrap::StaticKey::generate().to_file_text()
+    // once crates/proto/src/wrap.rs lands; stock OpenVPN writes the same format.
+    let openvpn = find_tool("openvpn").context("openvpn not installed")?;
+    let out = Command::new(openvpn)
+        .args(["--genkey", "secret"])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        bail!("openvpn --genkey: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let mut tools = vec!["ip", "ping", "iperf3", "ss", "kill"];
+    if want("openvpn") || want("ferrovpn") {
+        tools.push("openvpn"); // also generates the tls-crypt key
+    }
+    require_root_and_tools(&tools);
+
+    let mut dir = TestDir::new("bench")?;
+    if args.keep {
+        dir.keep();
+    }
+    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default())?;
+    let tc = dir.join("tc.key");
+    if want("openvpn") || want("ferrovpn") {
+        genkey(&tc)?;
+    }
+    let server_ns = Netns::unique("bench-a")?;
+    let client_ns = Netns::unique("bench-b")?;
+    let veth = VethPair::new(&server_ns, "10.77.0.1/24", &client_ns, "10.77.0.2/24")?;
+    let lab = Lab {
+        server_ns,
+        client_ns,
+        veth,
+    };
+    let wrap = Wrap::TlsCrypt(Material::File(tc.clone()));
+    let sc = ServerConf::new(&pki, "fvtun-s", wrap.clone(), Cipher::Aes256Gcm);
+    let cc = ClientConf::new(
+        &pki,
+        &pki.clients[0],
+        &lab.veth.addr_a.to_string(),
+        "fvtun-c",
+        wrap,
+        Cipher::Aes256Gcm,
+    );
+    std::fs::write(dir.join("server.conf"), openvpn_server_conf(&sc))?;
+    std::fs::write(dir.join("client.conf"), openvpn_client_conf(&cc))?;
+    let conf = |f: &str| dir.join(f).to_string_lossy().into_owned();
+
+    let mut rows = Vec::new();
+    if want("veth") {
+        let addr = lab.veth.addr_a.to_string();
+        rows.push(
+            measure(&lab, "veth (no VPN)", &addr, &[], args.seconds).unwrap_or_else(|e| Row {
+                system: "veth (no VPN)".into(),
+                na: Some(format!("{e:#}")),
+                ..Row::default()
+            }),
+        );
+    }
+    if want("openvpn") {
+        rows.push(vpn_row(
+            &lab,
+            dir.path(),
+            "OpenVPN 2.6 (Debian, disable-dco)",
+            ("openvpn", vec!["--config".into(), conf("server.conf")]),
+            ("openvpn", vec!["--config".into(), conf("client.conf")]),
+            args.seconds,
+        ));
+    }
+    if want("ferrovpn") {
+        let bin = std::fs::canonicalize(&args.ferrovpn).ok();
+        let row = match bin {
+            None => Row {
+                system: "ferrovpn".into(),
+                na: Some(format!("binary {} not built", args.ferrovpn.display())),
+                ..Row::default()
+            },
+            Some(bin) => {
+                let bin = bin.to_string_lossy().into_owned();
+                let mut s = vec!["--config".to_string(), conf("server.conf")];
+                let mut c = vec!["--config".to_string(), conf("client.conf")];
+                if let Some(w) = args.workers {
+                    for v in [&mut s, &mut c] {
+                        v.push("--workers".into());
+                        v.push(w.to_string());
+                    }
+                }
+                let name = match args.workers {
+                    Some(w) => format!("ferrovpn (workers {w})"),
+                    None => "ferrovpn".to_string(),
+                };
+                vpn_row(&lab, dir.path(), &name, (&bin, s), (&bin, c), args.seconds)
+            }
+        };
+        rows.push(row);
+    }
+
+    println!();
+    println!(
+        "iperf3 TCP -t {s} client ns -> server ns; idle RTT: 20 pings, 0.2 s apart; CPU: utime+stime of both VPN processes over both iperf3 runs / GB received",
+        s = args.seconds
+    );
+    println!();
+    println!("| system | TCP x1 Gbit/s | TCP x4 Gbit/s | idle RTT ms | CPU s/GB |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        match &r.na {
+            Some(why) => {
+                let why: String = why.chars().take(160).collect();
+                println!("| {} | n/a ({why}) | n/a | n/a | n/a |", r.system);
+            }
+            None => println!(
+                "| {} | {} | {} | {} | {} |",
+                r.system,
+                fmt(r.tcp1, 2),
+                fmt(r.tcp4, 2),
+                fmt(r.rtt_ms, 3),
+                fmt(r.cpu_s_per_gb, 2)
+            ),
+        }
+    }
+    Ok(())
+}
