@@ -169,7 +169,13 @@ fn vpn_row(
             );
         }
         eprintln!("[bench] {system}: tunnel up after {:?}", start.elapsed());
-        let row = measure(lab, system, SERVER_TUN, &[server.pid(), client.pid()], seconds)?;
+        let row = measure(
+            lab,
+            system,
+            SERVER_TUN,
+            &[server.pid(), client.pid()],
+            seconds,
+        )?;
         client.stop(Duration::from_secs(3));
         server.stop(Duration::from_secs(3));
         Ok(row)
