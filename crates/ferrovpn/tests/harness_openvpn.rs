@@ -49,7 +49,16 @@ enum Profile {
     NoWrapChacha,
 }
 
-fn start(tag: &str, profile: Profile, inline: bool, subnet: u8) -> Tunnel {
+#[derive(Default)]
+struct Opts {
+    inline: bool,
+    /// Server uses the CN-only certificate (no SAN).
+    server_nosan: bool,
+    /// Client presents the foreign CA's certificate: expect rejection.
+    foreign_client: bool,
+}
+
+fn start(tag: &str, profile: Profile, opts: Opts, subnet: u8) -> Tunnel {
     require_root_and_tools(TOOLS);
     let dir = TestDir::new(tag).unwrap();
     let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
@@ -83,15 +92,17 @@ fn start(tag: &str, profile: Profile, inline: bool, subnet: u8) -> Tunnel {
     .unwrap();
 
     let mut sc = ServerConf::new(&pki, "fvtun-s", wrap.clone(), cipher);
-    let mut cc = ClientConf::new(
-        &pki,
-        &pki.clients[0],
-        &veth.addr_a.to_string(),
-        "fvtun-c",
-        wrap,
-        cipher,
-    );
-    if inline {
+    if opts.server_nosan {
+        sc.cert = Material::File(pki.server_nosan.cert.clone());
+        sc.key = Material::File(pki.server_nosan.key.clone());
+    }
+    let who = if opts.foreign_client {
+        &pki.foreign_client
+    } else {
+        &pki.clients[0]
+    };
+    let mut cc = ClientConf::new(&pki, who, &veth.addr_a.to_string(), "fvtun-c", wrap, cipher);
+    if opts.inline {
         sc = sc.inline().unwrap();
         cc = cc.inline().unwrap();
     }
@@ -117,10 +128,27 @@ fn start(tag: &str, profile: Profile, inline: bool, subnet: u8) -> Tunnel {
         &["--config", "client.conf"],
     )
     .unwrap();
-    client
-        .wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT)
-        .unwrap();
+    if opts.foreign_client {
+        server
+            .wait_for_log_line("VERIFY ERROR", CONNECT_TIMEOUT)
+            .unwrap();
+    } else {
+        client
+            .wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT)
+            .unwrap();
+    }
     let log = client.log();
+    if opts.foreign_client {
+        assert!(!log.contains("Initialization Sequence Completed"), "{log}");
+        return Tunnel {
+            client,
+            server,
+            _veth: veth,
+            client_ns,
+            server_ns,
+            _dir: dir,
+        };
+    }
     assert!(
         !log.contains("Initialization Sequence Completed With Errors"),
         "{log}"
@@ -143,7 +171,7 @@ fn start(tag: &str, profile: Profile, inline: bool, subnet: u8) -> Tunnel {
 
 #[test]
 fn openvpn_pair_tls_crypt_aes256gcm_ping_and_iperf3() {
-    let t = start("tc", Profile::TlsCryptAes256, false, 1);
+    let t = start("tc", Profile::TlsCryptAes256, Opts::default(), 1);
     let p = ping(&t.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 4, "{p:?}");
     let r = iperf3_report(&t.client_ns, &t.server_ns, SERVER_TUN, 2, 1).unwrap();
@@ -162,7 +190,15 @@ fn openvpn_pair_tls_crypt_aes256gcm_ping_and_iperf3() {
 
 #[test]
 fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
-    let t = start("ta", Profile::TlsAuthAes128, true, 2);
+    let t = start(
+        "ta",
+        Profile::TlsAuthAes128,
+        Opts {
+            inline: true,
+            ..Opts::default()
+        },
+        2,
+    );
     let p = ping(&t.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     // And back: the server reaches the client's pool address.
@@ -171,8 +207,31 @@ fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
 }
 
 #[test]
-fn openvpn_pair_no_wrap_chacha20_ping() {
-    let t = start("cc", Profile::NoWrapChacha, false, 3);
+fn openvpn_pair_no_wrap_chacha20_nosan_server_ping() {
+    let t = start(
+        "cc",
+        Profile::NoWrapChacha,
+        Opts {
+            server_nosan: true,
+            ..Opts::default()
+        },
+        3,
+    );
     let p = ping(&t.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
+}
+
+#[test]
+fn openvpn_server_rejects_foreign_ca_client() {
+    let t = start(
+        "fc",
+        Profile::TlsCryptAes256,
+        Opts {
+            foreign_client: true,
+            ..Opts::default()
+        },
+        4,
+    );
+    assert!(ping(&t.client_ns, SERVER_TUN, 1, Duration::from_secs(2)).is_err());
+    assert!(!t.server.log().contains("Peer Connection Initiated"));
 }
