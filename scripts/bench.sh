@@ -40,6 +40,8 @@ cleanup() {
             for pid in $(ip netns pids "$ns"); do kill -KILL "$pid" 2>/dev/null || true; done
             ip netns del "$ns" 2>/dev/null || true
         done
+        # Its scratch directory (PKI, configs, logs), also skipped by a kill.
+        rm -rf "${TMPDIR:-/tmp}/fvpn-${BENCH_PID}-"*
     fi
     exit "$rc"
 }
