@@ -14,4 +14,6 @@ pub mod key_method;
 pub mod push;
 pub mod random;
 pub mod reliable;
+pub mod replay;
 pub mod wire;
+pub mod wrap;
