@@ -270,13 +270,15 @@ pub struct TlsCrypt {
 }
 
 /// How control packets are wrapped on the wire.
+///
+/// The key variants are boxed: expanded AES and HMAC keys are kilobytes.
 pub enum ControlWrap {
     /// Plain control packets (doc §2.1).
     None,
     /// `--tls-auth` (doc §2.2).
-    TlsAuth(TlsAuth),
+    TlsAuth(Box<TlsAuth>),
     /// `--tls-crypt` v1 or a dynamic tls-crypt key (doc §2.3).
-    TlsCrypt(TlsCrypt),
+    TlsCrypt(Box<TlsCrypt>),
 }
 
 impl fmt::Debug for ControlWrap {
@@ -299,11 +301,11 @@ impl ControlWrap {
             KeyDirection::Inverse => (192, 64),
         };
         let alg = digest.hmac_algorithm();
-        ControlWrap::TlsAuth(TlsAuth {
+        ControlWrap::TlsAuth(Box::new(TlsAuth {
             digest,
             send: hmac::Key::new(alg, key.slot(send_at, h)),
             recv: hmac::Key::new(alg, key.slot(recv_at, h)),
-        })
+        }))
     }
 
     /// tls-crypt v1; directions are fixed by role (doc §4.1): the server sends
@@ -314,10 +316,10 @@ impl ControlWrap {
             Side::Server => (0, 1),
             Side::Client => (1, 0),
         };
-        ControlWrap::TlsCrypt(TlsCrypt {
+        ControlWrap::TlsCrypt(Box::new(TlsCrypt {
             send: CryptDir::new(key, send),
             recv: CryptDir::new(key, recv),
-        })
+        }))
     }
 
     pub fn is_none(&self) -> bool {
