@@ -15,5 +15,6 @@ pub mod push;
 pub mod random;
 pub mod reliable;
 pub mod replay;
+pub mod session;
 pub mod wire;
 pub mod wrap;

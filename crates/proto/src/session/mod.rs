@@ -1,0 +1,1098 @@
+//! The control-channel session state machine, server and client (protocol doc
+//! §2.5–§2.7, §5, §6, §11, §12).
+//!
+//! A [`Session`] is one OpenVPN "tls_session": one pair of session ids, one
+//! replay counter per direction, and up to three key states (the current key,
+//! the lame duck being retired after a renegotiation, and a key being
+//! negotiated). Each key state runs its own reliability layer and a fresh TLS
+//! handshake through rustls' byte-buffer API.
+//!
+//! Sans-IO like quinn-proto: feed packets with [`Session::handle_packet`], drive
+//! timers with [`Session::handle_timeout`], and drain [`Session::poll_transmit`]
+//! (wire datagrams) and [`Session::poll_event`] (keys, push, exit) after each
+//! call. Time is always passed in.
+
+pub mod tls;
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::data::{Cipher, KeyBlock, Side};
+use crate::kdf;
+use crate::key_method::{KeyMethod2, KeyMethodError, PeerInfo};
+use crate::push::{ControlMessage, PushReply};
+use crate::reliable::{Received, Reliable};
+use crate::replay::ControlReplayWindow;
+use crate::wire::{ControlPacket, MAX_ACKS, MAX_ACKS_ON_RELIABLE, Opcode, SessionId};
+use crate::wrap::{ControlWrap, ReplayId};
+
+/// Largest IP datagram a control packet may produce (2.6's `tls_mtu` default).
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1250;
+/// IPv4 + UDP header bytes counted against [`DEFAULT_MAX_PACKET_SIZE`].
+const IPV4_UDP_HEADERS: usize = 28;
+/// How often a client repeats PUSH_REQUEST while no reply arrived.
+const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
+/// Bound on plaintext buffered from TLS before a complete message is seen.
+const MAX_PLAINTEXT_BUFFER: usize = 16 * 1024;
+
+/// Configuration shared by every session of a server, or the one of a client.
+pub struct SessionConfig {
+    pub side: Side,
+    pub wrap: Arc<ControlWrap>,
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// `data-ciphers`, in preference order.
+    pub data_ciphers: Vec<Cipher>,
+    /// `data-ciphers-fallback`: used with peers that negotiate nothing.
+    pub data_ciphers_fallback: Option<Cipher>,
+    /// `tls-timeout`: first retransmission timeout.
+    pub tls_timeout: Duration,
+    /// `hand-window`: a key negotiation must finish within this.
+    pub hand_window: Duration,
+    /// `reneg-sec`; `None` disables time-based renegotiation.
+    pub reneg_interval: Option<Duration>,
+    /// `tran-window`: how long a lame-duck key stays usable.
+    pub tran_window: Duration,
+    /// `max-packet-size` budget for control packets (IP datagram size).
+    pub max_packet_size: usize,
+    /// OCC options string sent in key-method-2.
+    pub options_string: String,
+    /// Client only: peer-info lines sent in key-method-2.
+    pub peer_info: String,
+}
+
+impl SessionConfig {
+    /// TLS payload bytes that fit in one CONTROL_V1 packet.
+    fn max_control_payload(&self) -> usize {
+        let fixed = 1 + 8 + 1 + 4 * MAX_ACKS_ON_RELIABLE + 8 + 4;
+        self.max_packet_size
+            .saturating_sub(IPV4_UDP_HEADERS + fixed + self.wrap.overhead())
+            .max(64)
+    }
+}
+
+/// What the session tells its driver.
+#[derive(Debug)]
+pub enum Event {
+    /// Server: a client finished its first key exchange. The driver assigns an
+    /// address and peer-id, then calls [`Session::set_push_reply`].
+    ClientAuthenticated {
+        common_name: Option<String>,
+        peer_info: PeerInfo,
+        cipher: Cipher,
+    },
+    /// Server: the client asked for its push reply and none is set yet.
+    PushRequested,
+    /// Client: the server's push reply (already applied to cipher and key derivation).
+    PushReply(PushReply),
+    /// Data-channel keys for `key_id` are ready: install them for receiving.
+    KeysReady {
+        key_id: u8,
+        cipher: Cipher,
+        block: Box<KeyBlock>,
+    },
+    /// Start sending with `key_id` (the peer has everything it needs for it).
+    SendKey { key_id: u8 },
+    /// `key_id` is no longer valid: remove it from the data plane.
+    KeyRetired { key_id: u8 },
+    /// The peer sent EXIT (cc-exit) and is going away.
+    PeerExit,
+    /// Server told the client to reconnect (`RESTART`), or to stop (`HALT`).
+    Restart { halt: bool, message: String },
+    /// Authentication failed (server: we sent AUTH_FAILED; client: we got it).
+    AuthFailed(String),
+    /// The session is over; the driver drops it.
+    Closed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the peer's hard/soft reset (or, client key 0, for our reset's ACK).
+    Reset,
+    /// TLS handshake in progress.
+    Handshake,
+    /// TLS up; key-method-2 messages being exchanged.
+    KeyExchange,
+    /// Keys exchanged; waiting for our last packets to be acknowledged.
+    Established,
+    /// Everything acknowledged: the key is the send key.
+    Active,
+}
+
+struct KeyState {
+    key_id: u8,
+    phase: Phase,
+    reliable: Reliable,
+    tls: rustls::Connection,
+    /// TLS bytes produced but not yet cut into CONTROL_V1 packets (send window full).
+    tls_out: Vec<u8>,
+    plaintext: Vec<u8>,
+    local_km: Option<KeyMethod2>,
+    remote_km: Option<KeyMethod2>,
+    keys_installed: bool,
+    deadline: Instant,
+    /// Set when this key became the lame duck.
+    retire_at: Option<Instant>,
+}
+
+/// One control-channel session.
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    local_sid: SessionId,
+    remote_sid: Option<SessionId>,
+    replay_out: ReplayId,
+    replay_in: ControlReplayWindow,
+    epoch: Instant,
+    keys: Vec<KeyState>,
+    /// key_id of the newest key that reached `Active`.
+    current_key: Option<u8>,
+    outgoing: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    cipher: Option<Cipher>,
+    use_ekm: bool,
+    peer_info: Option<PeerInfo>,
+    push_reply: Option<String>,
+    push_requested: bool,
+    push_received: bool,
+    next_push_request: Option<Instant>,
+    next_reneg: Option<Instant>,
+    closed: bool,
+}
+
+impl Session {
+    fn new(cfg: Arc<SessionConfig>, now: Instant, unix_now: u64) -> Self {
+        Session {
+            local_sid: SessionId::random(),
+            remote_sid: None,
+            // 2.6 increments before use, so the first id on the wire is 1.
+            replay_out: ReplayId {
+                id: 0,
+                time: unix_now as u32,
+            },
+            replay_in: ControlReplayWindow::new(64, 15),
+            epoch: now,
+            keys: Vec::new(),
+            current_key: None,
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            cipher: None,
+            use_ekm: false,
+            peer_info: None,
+            push_reply: None,
+            push_requested: false,
+            push_received: false,
+            next_push_request: None,
+            next_reneg: None,
+            closed: false,
+            cfg,
+        }
+    }
+
+    /// Client: start a connection by queueing HARD_RESET_CLIENT_V2.
+    pub fn connect(
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Self, SessionError> {
+        let mut s = Session::new(cfg, now, unix_now);
+        let ks = s.new_key_state(0, now)?;
+        s.keys.push(ks);
+        s.keys[0]
+            .reliable
+            .send(now, Opcode::HardResetClientV2, Vec::new());
+        s.flush(now);
+        Ok(s)
+    }
+
+    /// Server: accept a client whose first packet (already authenticated by
+    /// the control wrapping, when there is one) is a HARD_RESET_CLIENT_V2.
+    pub fn accept(
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        unix_now: u64,
+        first: ControlPacket,
+        replay: Option<ReplayId>,
+    ) -> Result<Self, SessionError> {
+        if first.opcode != Opcode::HardResetClientV2
+            || first.key_id != 0
+            || first.message_id != Some(0)
+        {
+            return Err(SessionError::NotAReset);
+        }
+        let mut s = Session::new(cfg, now, unix_now);
+        s.remote_sid = Some(first.session_id);
+        let ks = s.new_key_state(0, now)?;
+        s.keys.push(ks);
+        s.keys[0]
+            .reliable
+            .send(now, Opcode::HardResetServerV2, Vec::new());
+        s.handle_control(now, first, replay);
+        s.flush(now);
+        Ok(s)
+    }
+
+    pub fn local_session_id(&self) -> SessionId {
+        self.local_sid
+    }
+
+    pub fn remote_session_id(&self) -> Option<SessionId> {
+        self.remote_sid
+    }
+
+    /// The negotiated data-channel cipher, once known.
+    pub fn cipher(&self) -> Option<Cipher> {
+        self.cipher
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the first key exchange finished (data can flow).
+    pub fn is_established(&self) -> bool {
+        self.current_key.is_some()
+    }
+
+    fn new_key_state(&self, key_id: u8, now: Instant) -> Result<KeyState, SessionError> {
+        let tls = match self.cfg.side {
+            Side::Server => {
+                let c = self
+                    .cfg
+                    .tls_server
+                    .clone()
+                    .ok_or(SessionError::NoTlsConfig)?;
+                rustls::Connection::Server(rustls::ServerConnection::new(c)?)
+            }
+            Side::Client => {
+                let c = self
+                    .cfg
+                    .tls_client
+                    .clone()
+                    .ok_or(SessionError::NoTlsConfig)?;
+                rustls::Connection::Client(rustls::ClientConnection::new(
+                    c,
+                    tls::placeholder_server_name(),
+                )?)
+            }
+        };
+        Ok(KeyState {
+            key_id,
+            phase: Phase::Reset,
+            reliable: Reliable::new(self.cfg.tls_timeout),
+            tls,
+            tls_out: Vec::new(),
+            plaintext: Vec::new(),
+            local_km: None,
+            remote_km: None,
+            keys_installed: false,
+            deadline: now + self.cfg.hand_window,
+            retire_at: None,
+        })
+    }
+
+    /// Feed one datagram received from the peer's address.
+    pub fn handle_packet(&mut self, now: Instant, wire: &[u8]) {
+        if self.closed {
+            return;
+        }
+        match self.cfg.wrap.unwrap(wire) {
+            Ok((pkt, replay)) => self.handle_control(now, pkt, replay),
+            Err(e) => debug!("dropping control packet: {e}"),
+        }
+        self.flush(now);
+    }
+
+    /// Feed an already unwrapped (and authenticated) control packet.
+    pub fn handle_control(&mut self, now: Instant, pkt: ControlPacket, replay: Option<ReplayId>) {
+        if self.closed {
+            return;
+        }
+        if let Some(r) = replay {
+            let secs = now.saturating_duration_since(self.epoch).as_secs();
+            if let Err(e) = self.replay_in.check_and_commit(r, secs) {
+                debug!("dropping control packet: {e}");
+                return;
+            }
+        }
+        match (self.remote_sid, pkt.opcode) {
+            (None, Opcode::HardResetServerV2) if self.cfg.side == Side::Client => {
+                if pkt.key_id != 0 || pkt.message_id != Some(0) {
+                    return;
+                }
+                self.remote_sid = Some(pkt.session_id);
+            }
+            (Some(sid), _) if sid == pkt.session_id => {}
+            _ => {
+                debug!(
+                    "dropping control packet from unknown session {:?}",
+                    pkt.session_id
+                );
+                return;
+            }
+        }
+        if !pkt.acks.is_empty() && pkt.remote_session_id != Some(self.local_sid) {
+            debug!("dropping control packet acknowledging another session");
+            return;
+        }
+        let wrong_role = match self.cfg.side {
+            Side::Server => pkt.opcode == Opcode::HardResetServerV2,
+            Side::Client => pkt.opcode == Opcode::HardResetClientV2,
+        };
+        if wrong_role || matches!(pkt.opcode, Opcode::HardResetClientV3 | Opcode::ControlWkcV1) {
+            debug!("dropping unexpected {:?}", pkt.opcode);
+            return;
+        }
+        if pkt.opcode == Opcode::SoftResetV1
+            && self.key_index(pkt.key_id).is_none()
+            && let Err(e) = self.accept_soft_reset(now, pkt.key_id)
+        {
+            debug!("refusing soft reset: {e}");
+            return;
+        }
+        let Some(idx) = self.key_index(pkt.key_id) else {
+            debug!("dropping control packet for unknown key_id {}", pkt.key_id);
+            return;
+        };
+        let ks = &mut self.keys[idx];
+        for &a in &pkt.acks {
+            ks.reliable.ack_received(a);
+        }
+        if let Some(id) = pkt.message_id {
+            let is_reset = matches!(
+                pkt.opcode,
+                Opcode::HardResetClientV2 | Opcode::HardResetServerV2 | Opcode::SoftResetV1
+            );
+            if is_reset && id != 0 {
+                return;
+            }
+            if ks.reliable.receive(id, pkt.opcode, pkt.payload) == Received::OutOfWindow {
+                debug!("control message {id} beyond the receive window");
+            }
+        }
+        self.process_key_state(now, idx);
+    }
+
+    fn key_index(&self, key_id: u8) -> Option<usize> {
+        self.keys.iter().position(|k| k.key_id == key_id)
+    }
+
+    fn accept_soft_reset(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
+        let current = self.current_key.ok_or(SessionError::NotEstablished)?;
+        if self
+            .keys
+            .iter()
+            .any(|k| k.phase != Phase::Active && k.retire_at.is_none())
+        {
+            return Err(SessionError::RenegotiationInProgress);
+        }
+        let expected = if current == 7 { 1 } else { current + 1 };
+        if key_id != expected {
+            return Err(SessionError::KeyIdOutOfSync {
+                got: key_id,
+                expected,
+            });
+        }
+        info!("peer started renegotiation, key_id {key_id}");
+        self.begin_key_state(now, key_id)
+    }
+
+    /// Start a renegotiation ourselves (reneg-sec, packet-id exhaustion, or on request).
+    pub fn start_renegotiation(&mut self, now: Instant) -> Result<(), SessionError> {
+        let current = self.current_key.ok_or(SessionError::NotEstablished)?;
+        if self
+            .keys
+            .iter()
+            .any(|k| k.phase != Phase::Active && k.retire_at.is_none())
+        {
+            return Err(SessionError::RenegotiationInProgress);
+        }
+        let key_id = if current == 7 { 1 } else { current + 1 };
+        info!("starting renegotiation, key_id {key_id}");
+        self.begin_key_state(now, key_id)?;
+        self.flush(now);
+        Ok(())
+    }
+
+    fn begin_key_state(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
+        // Only one lame duck is kept: a key older than the current one goes now.
+        let current = self.current_key;
+        let mut retired = Vec::new();
+        self.keys.retain(|k| {
+            let keep = Some(k.key_id) == current;
+            if !keep {
+                retired.push(k.key_id);
+            }
+            keep
+        });
+        for key_id in retired {
+            self.events.push_back(Event::KeyRetired { key_id });
+        }
+        let mut ks = self.new_key_state(key_id, now)?;
+        ks.reliable.send(now, Opcode::SoftResetV1, Vec::new());
+        // Our own soft reset is in flight; TLS starts at once (the peer buffers it in order).
+        ks.phase = Phase::Handshake;
+        self.keys.push(ks);
+        self.next_reneg = None;
+        Ok(())
+    }
+
+    /// Run everything a key state can do after new input.
+    fn process_key_state(&mut self, now: Instant, idx: usize) {
+        if let Err(e) = self.try_process_key_state(now, idx) {
+            self.fail_key_state(now, idx, e);
+        }
+    }
+
+    fn try_process_key_state(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
+        let side = self.cfg.side;
+        // Deliver in-order messages.
+        loop {
+            let ks = &mut self.keys[idx];
+            let Some((opcode, payload)) = ks.reliable.pop_received() else {
+                break;
+            };
+            match opcode {
+                Opcode::HardResetClientV2 | Opcode::HardResetServerV2 | Opcode::SoftResetV1 => {
+                    if ks.phase == Phase::Reset {
+                        ks.phase = Phase::Handshake;
+                    }
+                    if side == Side::Client && opcode == Opcode::HardResetServerV2 {
+                        // The server's reset answers ours even if its ACK was lost.
+                        ks.reliable.ack_received(0);
+                    }
+                }
+                Opcode::ControlV1 => {
+                    let mut rd: &[u8] = &payload;
+                    while !rd.is_empty() {
+                        match ks.tls.read_tls(&mut rd) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => return Err(SessionError::Tls(e.to_string())),
+                        }
+                        ks.tls
+                            .process_new_packets()
+                            .map_err(|e| SessionError::Tls(e.to_string()))?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let ks = &mut self.keys[idx];
+        if ks.phase == Phase::Reset {
+            return Ok(());
+        }
+        ks.tls
+            .process_new_packets()
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        if ks.phase == Phase::Handshake && !ks.tls.is_handshaking() {
+            ks.phase = Phase::KeyExchange;
+            if side == Side::Client {
+                let km = KeyMethod2::new_random(
+                    true,
+                    self.cfg.options_string.clone(),
+                    self.cfg.peer_info.clone(),
+                );
+                let mut buf = Vec::new();
+                km.encode(&mut buf);
+                ks.tls
+                    .writer()
+                    .write_all(&buf)
+                    .map_err(|e| SessionError::Tls(e.to_string()))?;
+                ks.local_km = Some(km);
+            }
+        }
+        if matches!(
+            ks.phase,
+            Phase::KeyExchange | Phase::Established | Phase::Active
+        ) {
+            let mut buf = [0u8; 4096];
+            loop {
+                match ks.tls.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        ks.plaintext.extend_from_slice(&buf[..n]);
+                        if ks.plaintext.len() > MAX_PLAINTEXT_BUFFER {
+                            return Err(SessionError::Protocol("oversized control message".into()));
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(SessionError::Tls(e.to_string())),
+                }
+            }
+            self.process_plaintext(now, idx)?;
+        }
+        self.update_phase(now, idx);
+        Ok(())
+    }
+
+    fn process_plaintext(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
+        let side = self.cfg.side;
+        if self.keys[idx].remote_km.is_none() {
+            let ks = &mut self.keys[idx];
+            let (km, used) = match KeyMethod2::decode(&ks.plaintext, side == Side::Server) {
+                Ok(v) => v,
+                Err(KeyMethodError::Incomplete) => return Ok(()),
+                Err(e) => {
+                    return Err(SessionError::Protocol(format!(
+                        "bad key-method-2 message: {e}"
+                    )));
+                }
+            };
+            ks.plaintext.drain(..used);
+            ks.remote_km = Some(km);
+            self.on_remote_key_method(now, idx)?;
+        }
+        // Text messages: NUL-terminated; keep an unterminated tail for later.
+        loop {
+            let ks = &mut self.keys[idx];
+            let Some(end) = ks.plaintext.iter().position(|&b| b == 0) else {
+                break;
+            };
+            let msg: Vec<u8> = ks.plaintext.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&msg[..end]);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                continue;
+            }
+            if text.chars().any(|c| c.is_control()) {
+                warn!("ignoring control message with non-printable characters");
+                continue;
+            }
+            let text = text.to_owned();
+            self.handle_text(now, &text);
+        }
+        Ok(())
+    }
+
+    fn on_remote_key_method(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
+        let key_id = self.keys[idx].key_id;
+        match self.cfg.side {
+            Side::Server => {
+                let remote = self.keys[idx]
+                    .remote_km
+                    .as_ref()
+                    .ok_or(SessionError::NotEstablished)?;
+                if key_id == 0 || self.peer_info.is_none() {
+                    let peer_info = PeerInfo::parse(&remote.peer_info);
+                    if remote.options.contains(",comp-lzo") || remote.options.contains(",compress")
+                    {
+                        return self.auth_failed(
+                            now,
+                            idx,
+                            "compression is not supported by this server",
+                        );
+                    }
+                    let Some(cipher) = self.negotiate_cipher(&peer_info) else {
+                        return self.auth_failed(
+                            now,
+                            idx,
+                            "Data channel cipher negotiation failed (no shared cipher)",
+                        );
+                    };
+                    self.cipher = Some(cipher);
+                    self.use_ekm = peer_info.tls_ekm();
+                    self.peer_info = Some(peer_info);
+                }
+                let km =
+                    KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
+                let mut buf = Vec::new();
+                km.encode(&mut buf);
+                let ks = &mut self.keys[idx];
+                ks.tls
+                    .writer()
+                    .write_all(&buf)
+                    .map_err(|e| SessionError::Tls(e.to_string()))?;
+                ks.local_km = Some(km);
+                self.install_keys(idx)?;
+                if key_id == 0 {
+                    let common_name = self.keys[idx]
+                        .tls
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| tls::peer_common_name(c));
+                    let (Some(peer_info), Some(cipher)) = (self.peer_info.clone(), self.cipher)
+                    else {
+                        return Err(SessionError::NotEstablished);
+                    };
+                    self.events.push_back(Event::ClientAuthenticated {
+                        common_name,
+                        peer_info,
+                        cipher,
+                    });
+                }
+            }
+            Side::Client => {
+                // Key 0 waits for the push reply, which names cipher and derivation.
+                if key_id != 0 {
+                    self.install_keys(idx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn negotiate_cipher(&self, peer: &PeerInfo) -> Option<Cipher> {
+        let offered: Vec<Cipher> = if !peer.ciphers.is_empty() {
+            peer.ciphers
+                .iter()
+                .filter_map(|n| Cipher::from_name(n))
+                .collect()
+        } else if peer.ncp >= 2 {
+            vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm]
+        } else {
+            Vec::new()
+        };
+        self.cfg
+            .data_ciphers
+            .iter()
+            .copied()
+            .find(|c| offered.contains(c))
+            .or(self.cfg.data_ciphers_fallback)
+    }
+
+    fn auth_failed(&mut self, now: Instant, idx: usize, reason: &str) -> Result<(), SessionError> {
+        warn!("refusing client: {reason}");
+        let msg = format!("AUTH_FAILED,{reason}");
+        let _ = self.write_text(idx, &msg);
+        self.events.push_back(Event::AuthFailed(reason.to_owned()));
+        // Let the message go out; hand-window then closes the session.
+        self.keys[idx].deadline = self.keys[idx].deadline.min(now + Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Derive the data keys of key state `idx` and announce them.
+    fn install_keys(&mut self, idx: usize) -> Result<(), SessionError> {
+        let cipher = self.cipher.ok_or(SessionError::NotEstablished)?;
+        let ks = &self.keys[idx];
+        if ks.keys_installed {
+            return Ok(());
+        }
+        let block = if self.use_ekm {
+            let mut out = [0u8; 256];
+            ks.tls
+                .export_keying_material(&mut out, kdf::EKM_LABEL.as_bytes(), None)
+                .map_err(|e| SessionError::Tls(e.to_string()))?;
+            KeyBlock(out)
+        } else {
+            let (Some(local), Some(remote)) = (&ks.local_km, &ks.remote_km) else {
+                return Err(SessionError::NotEstablished);
+            };
+            let (c, s) = match self.cfg.side {
+                Side::Client => (local, remote),
+                Side::Server => (remote, local),
+            };
+            let remote_sid = self.remote_sid.ok_or(SessionError::NotEstablished)?;
+            let (csid, ssid) = match self.cfg.side {
+                Side::Client => (self.local_sid, remote_sid),
+                Side::Server => (remote_sid, self.local_sid),
+            };
+            let pre_master = c.pre_master.ok_or(SessionError::Protocol(
+                "client key-method-2 without pre_master".into(),
+            ))?;
+            kdf::legacy_key_block(
+                &pre_master,
+                &c.random1,
+                &s.random1,
+                &c.random2,
+                &s.random2,
+                &csid,
+                &ssid,
+            )
+        };
+        let key_id = ks.key_id;
+        self.keys[idx].keys_installed = true;
+        self.events.push_back(Event::KeysReady {
+            key_id,
+            cipher,
+            block: Box::new(block),
+        });
+        Ok(())
+    }
+
+    fn handle_text(&mut self, now: Instant, text: &str) {
+        let msg = ControlMessage::parse(text);
+        match (self.cfg.side, msg) {
+            (Side::Server, ControlMessage::PushRequest) => {
+                self.push_requested = true;
+                if let Some(reply) = self.push_reply.clone() {
+                    self.send_text_on_current(&reply);
+                } else if self.peer_info.is_some() {
+                    self.events.push_back(Event::PushRequested);
+                }
+            }
+            (_, ControlMessage::Exit) => {
+                info!("peer announced exit");
+                self.events.push_back(Event::PeerExit);
+            }
+            (Side::Client, ControlMessage::PushReply(reply)) => {
+                if self.push_received {
+                    return;
+                }
+                if let Err(e) = self.apply_push(&reply) {
+                    warn!("rejecting push reply: {e}");
+                    self.close(format!("unusable push reply: {e}"));
+                    return;
+                }
+                self.push_received = true;
+                self.next_push_request = None;
+                // The driver configures the peer before the keys for it arrive.
+                self.events.push_back(Event::PushReply(reply));
+                if let Some(idx) = self.key_index(0) {
+                    if let Err(e) = self.install_keys(idx) {
+                        self.close(format!("deriving data keys: {e}"));
+                        return;
+                    }
+                    self.update_phase(now, idx);
+                }
+            }
+            (Side::Client, ControlMessage::AuthFailed(m)) => {
+                self.events.push_back(Event::AuthFailed(m.clone()));
+                self.close(format!("AUTH_FAILED {m}"));
+            }
+            (Side::Client, ControlMessage::Restart(m)) => {
+                self.events.push_back(Event::Restart {
+                    halt: false,
+                    message: m,
+                });
+            }
+            (Side::Client, ControlMessage::Halt(m)) => {
+                self.events.push_back(Event::Restart {
+                    halt: true,
+                    message: m,
+                });
+            }
+            (_, other) => debug!("ignoring control message {other:?}"),
+        }
+    }
+
+    /// Client: take cipher and key derivation from the push reply.
+    fn apply_push(&mut self, reply: &PushReply) -> Result<(), SessionError> {
+        use crate::push::PushOption;
+        let mut cipher = None;
+        let mut ekm = false;
+        for o in &reply.options {
+            match o {
+                PushOption::Cipher(name) => {
+                    let c = Cipher::from_name(name).ok_or_else(|| {
+                        SessionError::Protocol(format!("pushed cipher {name} is not supported"))
+                    })?;
+                    if !self.cfg.data_ciphers.contains(&c)
+                        && self.cfg.data_ciphers_fallback != Some(c)
+                    {
+                        return Err(SessionError::Protocol(format!(
+                            "pushed cipher {name} is not in data-ciphers"
+                        )));
+                    }
+                    cipher = Some(c);
+                }
+                PushOption::KeyDerivation(k) if k == "tls-ekm" => ekm = true,
+                PushOption::ProtocolFlags(flags) if flags.iter().any(|f| f == "tls-ekm") => {
+                    ekm = true
+                }
+                _ => {}
+            }
+        }
+        let cipher = cipher.or(self.cfg.data_ciphers_fallback).ok_or_else(|| {
+            SessionError::Protocol(
+                "server pushed no cipher and no data-ciphers-fallback is set".into(),
+            )
+        })?;
+        self.cipher = Some(cipher);
+        self.use_ekm = ekm;
+        Ok(())
+    }
+
+    /// Server: set the PUSH_REPLY text (`PUSH_REPLY,...`). It is sent now if
+    /// the client asked for it or announced it wants it unasked (IV_PROTO bit 2).
+    pub fn set_push_reply(&mut self, now: Instant, text: String) {
+        let proactive = self.peer_info.as_ref().is_some_and(|p| p.request_push());
+        self.push_reply = Some(text.clone());
+        if proactive || self.push_requested {
+            self.send_text_on_current(&text);
+        }
+        self.flush(now);
+    }
+
+    /// Send a text control message (EXIT, AUTH_FAILED, RESTART ...) on the newest usable key state.
+    pub fn send_control_message(&mut self, now: Instant, text: &str) {
+        self.send_text_on_current(text);
+        self.flush(now);
+    }
+
+    fn send_text_on_current(&mut self, text: &str) {
+        let idx = self.keys.iter().rposition(|k| {
+            matches!(
+                k.phase,
+                Phase::KeyExchange | Phase::Established | Phase::Active
+            )
+        });
+        if let Some(idx) = idx
+            && let Err(e) = self.write_text(idx, text)
+        {
+            warn!("could not send control message: {e}");
+        }
+    }
+
+    fn write_text(&mut self, idx: usize, text: &str) -> Result<(), SessionError> {
+        let mut b = Vec::with_capacity(text.len() + 1);
+        b.extend_from_slice(text.as_bytes());
+        b.push(0);
+        self.keys[idx]
+            .tls
+            .writer()
+            .write_all(&b)
+            .map_err(|e| SessionError::Tls(e.to_string()))
+    }
+
+    fn update_phase(&mut self, now: Instant, idx: usize) {
+        let ks = &mut self.keys[idx];
+        if ks.phase == Phase::KeyExchange && ks.local_km.is_some() && ks.remote_km.is_some() {
+            ks.phase = Phase::Established;
+            if self.cfg.side == Side::Client && ks.key_id == 0 && !self.push_received {
+                self.next_push_request = Some(now);
+            }
+        }
+        let ks = &mut self.keys[idx];
+        let idle = ks.reliable.all_acked() && ks.tls_out.is_empty() && !ks.tls.wants_write();
+        if ks.phase == Phase::Established && ks.keys_installed && idle {
+            ks.phase = Phase::Active;
+            let key_id = ks.key_id;
+            let previous = self.current_key.replace(key_id);
+            info!("key_id {key_id} active");
+            self.events.push_back(Event::SendKey { key_id });
+            if let Some(prev) = previous.filter(|&p| p != key_id) {
+                let tran = self.cfg.tran_window;
+                if let Some(old) = self.keys.iter_mut().find(|k| k.key_id == prev) {
+                    old.retire_at = Some(now + tran);
+                }
+            }
+            self.next_reneg = self.cfg.reneg_interval.map(|d| now + d);
+        }
+    }
+
+    fn fail_key_state(&mut self, now: Instant, idx: usize, e: SessionError) {
+        let key_id = self.keys[idx].key_id;
+        warn!("key_id {key_id} negotiation failed: {e}");
+        // Let rustls' alert (if any) reach the peer before the state goes.
+        let ks = &mut self.keys[idx];
+        let mut out = Vec::new();
+        while ks.tls.wants_write() {
+            if ks.tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        ks.tls_out.extend_from_slice(&out);
+        self.emit_packets(now, idx);
+        if self.current_key.is_none() || Some(key_id) == self.current_key {
+            self.close(format!("TLS/key negotiation failed: {e}"));
+        } else {
+            self.keys.remove(idx);
+            self.events.push_back(Event::KeyRetired { key_id });
+            self.next_reneg = self.cfg.reneg_interval.map(|d| now + d);
+        }
+    }
+
+    fn close(&mut self, reason: String) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for k in &self.keys {
+            if k.keys_installed {
+                self.events
+                    .push_back(Event::KeyRetired { key_id: k.key_id });
+            }
+        }
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    /// Drive timers: retransmissions, hand-window, renegotiation, lame-duck expiry, push requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let mut i = 0;
+        while i < self.keys.len() {
+            let ks = &self.keys[i];
+            if ks.phase != Phase::Active && ks.retire_at.is_none() && now >= ks.deadline {
+                let before = self.keys.len();
+                self.fail_key_state(now, i, SessionError::HandWindowExpired);
+                if self.closed {
+                    return;
+                }
+                if self.keys.len() < before {
+                    continue;
+                }
+            }
+            let ks = &self.keys[i];
+            if ks.retire_at.is_some_and(|t| now >= t) {
+                let key_id = ks.key_id;
+                self.keys.remove(i);
+                self.events.push_back(Event::KeyRetired { key_id });
+                continue;
+            }
+            i += 1;
+        }
+        if self.next_reneg.is_some_and(|t| now >= t)
+            && let Err(e) = self.start_renegotiation(now)
+        {
+            debug!("renegotiation not started: {e}");
+            self.next_reneg = None;
+        }
+        if self.cfg.side == Side::Client && self.next_push_request.is_some_and(|t| now >= t) {
+            self.send_text_on_current("PUSH_REQUEST");
+            self.next_push_request = Some(now + PUSH_REQUEST_INTERVAL);
+        }
+        self.flush(now);
+    }
+
+    /// When [`Session::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |y| y.min(x)));
+            }
+        };
+        for k in &self.keys {
+            min(k.reliable.next_timeout());
+            if k.phase != Phase::Active && k.retire_at.is_none() {
+                min(Some(k.deadline));
+            }
+            min(k.retire_at);
+        }
+        min(self.next_reneg);
+        min(self.next_push_request);
+        t
+    }
+
+    /// Next datagram to send to the peer.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outgoing.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Cut pending TLS output into packets and emit everything due.
+    fn flush(&mut self, now: Instant) {
+        for idx in 0..self.keys.len() {
+            // TLS output only flows once the peer's reset arrived (we need its sid).
+            if self.keys[idx].phase != Phase::Reset {
+                let ks = &mut self.keys[idx];
+                let mut out = Vec::new();
+                while ks.tls.wants_write() {
+                    if ks.tls.write_tls(&mut out).is_err() {
+                        break;
+                    }
+                }
+                ks.tls_out.extend_from_slice(&out);
+            }
+            self.emit_packets(now, idx);
+            self.update_phase(now, idx);
+        }
+    }
+
+    fn next_replay_id(&mut self) -> ReplayId {
+        self.replay_out.id = self.replay_out.id.wrapping_add(1);
+        self.replay_out
+    }
+
+    fn emit_packets(&mut self, now: Instant, idx: usize) {
+        let max_payload = self.cfg.max_control_payload();
+        let ks = &mut self.keys[idx];
+        while !ks.tls_out.is_empty() && ks.reliable.can_send() {
+            let n = ks.tls_out.len().min(max_payload);
+            let chunk: Vec<u8> = ks.tls_out.drain(..n).collect();
+            ks.reliable.send(now, Opcode::ControlV1, chunk);
+        }
+        let key_id = ks.key_id;
+        let mut sent_any = false;
+        let remote = self.remote_sid;
+        loop {
+            let ks = &mut self.keys[idx];
+            let Some((id, opcode, payload)) = ks.reliable.poll_transmit(now) else {
+                break;
+            };
+            let payload = payload.to_vec();
+            // A client's first reset cannot carry ACKs (it knows no peer sid yet).
+            let acks = if remote.is_some() {
+                ks.reliable.take_acks(MAX_ACKS_ON_RELIABLE)
+            } else {
+                Vec::new()
+            };
+            let pkt = ControlPacket {
+                opcode,
+                key_id,
+                session_id: self.local_sid,
+                remote_session_id: if acks.is_empty() { None } else { remote },
+                acks,
+                message_id: Some(id),
+                payload,
+            };
+            self.push_wire(&pkt);
+            sent_any = true;
+        }
+        let ks = &mut self.keys[idx];
+        if !sent_any && ks.reliable.has_pending_acks() && remote.is_some() {
+            let acks = ks.reliable.take_acks(MAX_ACKS);
+            let pkt = ControlPacket {
+                opcode: Opcode::AckV1,
+                key_id,
+                session_id: self.local_sid,
+                acks,
+                remote_session_id: remote,
+                message_id: None,
+                payload: Vec::new(),
+            };
+            self.push_wire(&pkt);
+        }
+    }
+
+    fn push_wire(&mut self, pkt: &ControlPacket) {
+        let replay = self.next_replay_id();
+        let mut out = Vec::with_capacity(pkt.payload.len() + 128);
+        self.cfg.wrap.wrap(pkt, replay, &mut out);
+        self.outgoing.push_back(out);
+    }
+}
+
+/// Why a session or key state could not proceed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The first packet of a new session was not a valid client hard reset.
+    #[error("first packet is not a HARD_RESET_CLIENT_V2 with key_id 0 and message id 0")]
+    NotAReset,
+    /// The role's TLS configuration is missing.
+    #[error("no TLS configuration for this side")]
+    NoTlsConfig,
+    /// rustls refused to create a connection.
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The TLS handshake or record layer failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The peer broke the OpenVPN protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// An operation needs an established session.
+    #[error("session not established yet")]
+    NotEstablished,
+    /// A renegotiation is already running.
+    #[error("a renegotiation is already in progress")]
+    RenegotiationInProgress,
+    /// A soft reset named an unexpected key_id.
+    #[error("key IDs out of sync: got {got}, expected {expected}")]
+    KeyIdOutOfSync { got: u8, expected: u8 },
+    /// The key negotiation did not finish within hand-window.
+    #[error("key negotiation did not finish within hand-window")]
+    HandWindowExpired,
+}

@@ -1,0 +1,292 @@
+//! TLS configuration for the control channel: PEM material to rustls configs,
+//! and the certificate checks OpenVPN applies (which differ from the web's).
+//!
+//! Server side: client certificates must chain to `ca` and carry the
+//! clientAuth EKU (rustls' webpki client verifier does exactly that).
+//! Client side: OpenVPN never checks host names; many real PKIs issue server
+//! certificates with a CN and no subjectAltName. So the client verifies the
+//! chain with webpki and then applies `remote-cert-tls server` and
+//! `verify-x509-name` itself.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
+
+/// Errors building a TLS configuration from PEM material.
+#[derive(Debug, Error)]
+pub enum TlsConfigError {
+    /// A PEM block could not be read.
+    #[error("{what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    /// The PEM text held no certificate / key.
+    #[error("{0}: no PEM block found")]
+    Empty(&'static str),
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+}
+
+/// PEM certificates and key as given by `ca`, `cert` and `key`.
+pub struct TlsMaterial<'a> {
+    pub ca_pem: &'a str,
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Parse every certificate in a PEM text.
+pub fn parse_certs(
+    what: &'static str,
+    pem: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    let certs = certs.map_err(|e| TlsConfigError::Pem {
+        what,
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::Empty(what));
+    }
+    Ok(certs)
+}
+
+/// Parse a private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsConfigError::Pem {
+        what: "key",
+        reason: e.to_string(),
+    })
+}
+
+fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for c in parse_certs("ca", ca_pem)? {
+        roots.add(c).map_err(|e| TlsConfigError::Pem {
+            what: "ca",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Server-side config: TLS 1.2 and 1.3, client certificate required and
+/// verified against `ca` with the clientAuth EKU.
+pub fn server_config(m: &TlsMaterial<'_>) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    let provider = provider();
+    let roots = Arc::new(root_store(m.ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(parse_certs("cert", m.cert_pem)?, parse_key(m.key_pem)?)?;
+    // Every OpenVPN key state is a fresh handshake; tickets would never be used.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(Arc::new(cfg))
+}
+
+/// How `verify-x509-name` compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum X509NameCheck {
+    /// `verify-x509-name NAME name`: the subject CN equals NAME.
+    CommonName(String),
+    /// `verify-x509-name NAME name-prefix`: the subject CN starts with NAME.
+    CommonNamePrefix(String),
+    /// `verify-x509-name "C=.., CN=.." subject`: the whole subject DN, in OpenVPN's form.
+    Subject(String),
+}
+
+/// Client-side certificate policy.
+#[derive(Clone, Debug, Default)]
+pub struct ServerCertPolicy {
+    /// `remote-cert-tls server`: KeyUsage present and EKU serverAuth required.
+    pub remote_cert_tls_server: bool,
+    pub verify_name: Option<X509NameCheck>,
+}
+
+/// Client-side config presenting our certificate and checking the server the OpenVPN way.
+pub fn client_config(
+    m: &TlsMaterial<'_>,
+    policy: ServerCertPolicy,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    let provider = provider();
+    let verifier = Arc::new(OpenVpnServerVerifier {
+        roots: root_store(m.ca_pem)?,
+        policy,
+        provider: provider.clone(),
+    });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(parse_certs("cert", m.cert_pem)?, parse_key(m.key_pem)?)?;
+    // OpenVPN sends no SNI; the name we give rustls is a placeholder.
+    cfg.enable_sni = false;
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
+/// Placeholder server name for rustls (never sent, never checked).
+pub fn placeholder_server_name() -> ServerName<'static> {
+    ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
+}
+
+#[derive(Debug)]
+struct OpenVpnServerVerifier {
+    roots: RootCertStore,
+    policy: ServerCertPolicy,
+    provider: Arc<CryptoProvider>,
+}
+
+fn cert_err(msg: impl Into<String>) -> rustls::Error {
+    rustls::Error::General(msg.into())
+}
+
+impl ServerCertVerifier for OpenVpnServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| cert_err(format!("server certificate unreadable: {e}")))?;
+        // Chain only: OpenVPN does no host-name check. serverAuth is enforced
+        // below when `remote-cert-tls server` asks for it.
+        let usage = webpki::KeyUsage::required_if_present(EKU_SERVER_AUTH);
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| cert_err(format!("server certificate not trusted by ca: {e}")))?;
+        check_server_cert_policy(end_entity, &self.policy).map_err(cert_err)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// DER of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// Apply `remote-cert-tls server` and `verify-x509-name` to a chain-verified certificate.
+pub fn check_server_cert_policy(der: &[u8], policy: &ServerCertPolicy) -> Result<(), String> {
+    use x509_parser::prelude::*;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("certificate unreadable: {e}"))?;
+    if policy.remote_cert_tls_server {
+        match cert.key_usage() {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(
+                    "remote-cert-tls server: certificate has no Key Usage extension".into(),
+                );
+            }
+        }
+        let server_auth =
+            matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth);
+        if !server_auth {
+            return Err("remote-cert-tls server: certificate lacks TLS Web Server Authentication (serverAuth) usage".into());
+        }
+    }
+    if let Some(check) = &policy.verify_name {
+        let cn = common_name(&cert).unwrap_or_default();
+        let ok = match check {
+            X509NameCheck::CommonName(n) => cn == *n,
+            X509NameCheck::CommonNamePrefix(p) => cn.starts_with(p.as_str()),
+            X509NameCheck::Subject(s) => subject_openvpn_form(&cert) == *s,
+        };
+        if !ok {
+            return Err(format!(
+                "verify-x509-name: server certificate name {cn:?} does not match {check:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned)
+}
+
+/// OpenVPN prints subjects as `C=US, ST=.., CN=name` (RFC 2253-ish, comma+space).
+fn subject_openvpn_form(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
+    let mut parts = Vec::new();
+    for rdn in cert.subject().iter() {
+        for atv in rdn.iter() {
+            let key = x509_parser::objects::oid2abbrev(
+                atv.attr_type(),
+                x509_parser::objects::oid_registry(),
+            )
+            .map(str::to_owned)
+            .unwrap_or_else(|_| atv.attr_type().to_id_string());
+            let val = atv.as_str().unwrap_or("");
+            parts.push(format!("{key}={val}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// Common name of the first certificate in a DER chain, for logs and `--duplicate-cn` checks.
+pub fn peer_common_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    common_name(&cert)
+}

@@ -1,0 +1,325 @@
+//! A ferrovpn client session and server session talking in memory, with
+//! virtual time and optional packet loss: handshake, push, key agreement,
+//! renegotiation from either side, and refusal of a foreign CA.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrovpn_proto::data::{Cipher, KeyBlock, Side};
+use ferrovpn_proto::session::tls::{ServerCertPolicy, TlsMaterial, client_config, server_config};
+use ferrovpn_proto::session::{Event, Session, SessionConfig};
+use ferrovpn_proto::wire::parse_prefix;
+use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |cn: &str, eku: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![eku];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = leaf("client1", ExtendedKeyUsagePurpose::ClientAuth);
+    Pki {
+        ca: ca.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+fn configs(
+    p: &Pki,
+    client_pki: &Pki,
+    wrap_s: ControlWrap,
+    wrap_c: ControlWrap,
+    reneg: Option<Duration>,
+) -> (Arc<SessionConfig>, Arc<SessionConfig>) {
+    let base = |side, wrap| {
+        SessionConfig {
+        side,
+        wrap: Arc::new(wrap),
+        tls_server: None,
+        tls_client: None,
+        data_ciphers: vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::ChaCha20Poly1305],
+        data_ciphers_fallback: None,
+        tls_timeout: Duration::from_secs(2),
+        hand_window: Duration::from_secs(60),
+        reneg_interval: reneg,
+        tran_window: Duration::from_secs(3600),
+        max_packet_size: 1250,
+        options_string: "V4,dev-type tun".into(),
+        peer_info: "IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n".into(),
+    }
+    };
+    let mut s = base(Side::Server, wrap_s);
+    s.tls_server = Some(
+        server_config(&TlsMaterial {
+            ca_pem: &p.ca,
+            cert_pem: &p.server_cert,
+            key_pem: &p.server_key,
+        })
+        .unwrap(),
+    );
+    let mut c = base(Side::Client, wrap_c);
+    c.tls_client = Some(
+        client_config(
+            &TlsMaterial {
+                ca_pem: &p.ca,
+                cert_pem: &client_pki.client_cert,
+                key_pem: &client_pki.client_key,
+            },
+            ServerCertPolicy {
+                remote_cert_tls_server: true,
+                verify_name: None,
+            },
+        )
+        .unwrap(),
+    );
+    (Arc::new(s), Arc::new(c))
+}
+
+#[derive(Default)]
+struct Seen {
+    keys: Vec<(u8, Cipher, [u8; 256])>,
+    send_keys: Vec<u8>,
+    closed: Option<String>,
+    push: Option<String>,
+    authenticated: bool,
+}
+
+fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool) {
+    while let Some(ev) = s.poll_event() {
+        match ev {
+            Event::KeysReady {
+                key_id,
+                cipher,
+                block,
+            } => {
+                let KeyBlock(b) = *block;
+                seen.keys.push((key_id, cipher, b));
+            }
+            Event::SendKey { key_id } => seen.send_keys.push(key_id),
+            Event::Closed(r) => seen.closed = Some(r),
+            Event::ClientAuthenticated { .. } => {
+                seen.authenticated = true;
+                assert!(is_server);
+                s.set_push_reply(
+                    now,
+                    "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm".into(),
+                );
+            }
+            Event::PushReply(r) => seen.push = Some(format!("{r:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// Run both sides until `done` or the virtual deadline; `drop_every` loses every n-th packet.
+#[allow(clippy::too_many_arguments)] // test driver: both sides plus their observations
+fn run(
+    client: &mut Session,
+    server: &mut Option<Session>,
+    scfg: &Arc<SessionConfig>,
+    now: &mut Instant,
+    cs: &mut Seen,
+    ss: &mut Seen,
+    drop_every: usize,
+    done: impl Fn(&Seen, &Seen) -> bool,
+) {
+    let end = *now + Duration::from_secs(600);
+    let mut n = 0usize;
+    while *now < end && !done(cs, ss) {
+        let mut moved = false;
+        while let Some(p) = client.poll_transmit() {
+            n += 1;
+            moved = true;
+            if drop_every > 0 && n.is_multiple_of(drop_every) {
+                continue;
+            }
+            match server {
+                Some(s) => s.handle_packet(*now, &p),
+                None => {
+                    let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
+                    assert!(parse_prefix(&p).is_ok());
+                    *server = Some(
+                        Session::accept(scfg.clone(), *now, 1_700_000_000, pkt, replay).unwrap(),
+                    );
+                }
+            }
+        }
+        if let Some(s) = server.as_mut() {
+            drain_events(s, ss, *now, true);
+            while let Some(p) = s.poll_transmit() {
+                n += 1;
+                moved = true;
+                if drop_every > 0 && n.is_multiple_of(drop_every) {
+                    continue;
+                }
+                client.handle_packet(*now, &p);
+            }
+        }
+        drain_events(client, cs, *now, false);
+        if !moved {
+            let t = [
+                client.poll_timeout(),
+                server.as_ref().and_then(|s| s.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(*now + Duration::from_secs(1));
+            *now = t.max(*now + Duration::from_millis(1));
+            client.handle_timeout(*now);
+            if let Some(s) = server.as_mut() {
+                s.handle_timeout(*now);
+            }
+        }
+    }
+}
+
+fn handshake(wrap_s: ControlWrap, wrap_c: ControlWrap, drop_every: usize) {
+    let p = pki();
+    let (scfg, ccfg) = configs(&p, &p, wrap_s, wrap_c, None);
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = None;
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        drop_every,
+        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
+    );
+    assert!(
+        cs.closed.is_none() && ss.closed.is_none(),
+        "{:?} {:?}",
+        cs.closed,
+        ss.closed
+    );
+    assert!(ss.authenticated);
+    assert!(cs.push.is_some());
+    assert_eq!(cs.keys.len(), 1);
+    assert_eq!(ss.keys.len(), 1);
+    assert_eq!(cs.keys[0].0, 0);
+    assert_eq!(cs.keys[0].1, Cipher::Aes256Gcm);
+    assert_eq!(cs.keys[0].2, ss.keys[0].2, "EKM key blocks differ");
+}
+
+#[test]
+fn handshake_without_wrapping() {
+    handshake(ControlWrap::None, ControlWrap::None, 0);
+}
+
+#[test]
+fn handshake_tls_crypt_with_loss() {
+    let k = StaticKey::generate();
+    handshake(
+        ControlWrap::tls_crypt(&k, Side::Server),
+        ControlWrap::tls_crypt(&k, Side::Client),
+        5,
+    );
+}
+
+#[test]
+fn handshake_tls_auth() {
+    let k = StaticKey::generate();
+    handshake(
+        ControlWrap::tls_auth(&k, KeyDirection::Normal, AuthDigest::Sha256),
+        ControlWrap::tls_auth(&k, KeyDirection::Inverse, AuthDigest::Sha256),
+        0,
+    );
+}
+
+#[test]
+fn renegotiation_rotates_key_ids() {
+    let p = pki();
+    let (scfg, ccfg) = configs(
+        &p,
+        &p,
+        ControlWrap::None,
+        ControlWrap::None,
+        Some(Duration::from_secs(30)),
+    );
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = None;
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        0,
+        |c, _| c.send_keys.len() >= 9,
+    );
+    assert!(
+        cs.closed.is_none() && ss.closed.is_none(),
+        "{:?} {:?}",
+        cs.closed,
+        ss.closed
+    );
+    // key_id 0, then 1..7, then wrapping back to 1.
+    assert_eq!(&cs.send_keys[..9], &[0, 1, 2, 3, 4, 5, 6, 7, 1]);
+    for (c, s) in cs.keys.iter().zip(ss.keys.iter()) {
+        assert_eq!(c.0, s.0);
+        assert_eq!(c.2, s.2);
+    }
+}
+
+#[test]
+fn foreign_ca_client_is_refused() {
+    let p = pki();
+    let foreign = pki();
+    let (scfg, ccfg) = configs(&p, &foreign, ControlWrap::None, ControlWrap::None, None);
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = None;
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        0,
+        |_, s| s.closed.is_some(),
+    );
+    assert!(ss.closed.is_some());
+    assert!(ss.keys.is_empty() && cs.keys.is_empty());
+}
