@@ -1,0 +1,492 @@
+//! The server's control plane: accepts clients, runs their sessions, hands
+//! out addresses and peer-ids, pushes options, and publishes peers and keys
+//! to the data plane. Runs on its own single-threaded tokio runtime; the data
+//! plane's workers only ever talk to it through a bounded queue.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
+use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
+use ferrovpn_proto::key_method::PeerInfo;
+use ferrovpn_proto::session::{Event, Session, SessionConfig};
+use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
+use tracing::{debug, info, warn};
+
+use crate::netconfig;
+use crate::ratelimit::DropLog;
+
+/// Everything the server runtime needs, already validated by the config layer.
+pub struct ServerSettings {
+    pub dataplane: DataPlaneConfig,
+    /// `server NET MASK`.
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// Inclusive range of client addresses handed out.
+    pub pool: (Ipv4Addr, Ipv4Addr),
+    /// `push "..."` lines, in config order.
+    pub pushes: Vec<String>,
+    /// `route NET MASK` lines: networks behind clients, routed into the tunnel.
+    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Local keepalive: send a ping after this much silence.
+    pub ping: Option<Duration>,
+    /// Local keepalive: drop a client after this much silence.
+    pub ping_restart: Option<Duration>,
+    /// Pushed keepalive (`ping`, `ping-restart`) values.
+    pub push_keepalive: Option<(u32, u32)>,
+    pub session: Arc<SessionConfig>,
+    pub max_clients: usize,
+    pub tun_mtu: u16,
+}
+
+impl ServerSettings {
+    /// The server's own tunnel address: the first host of the network.
+    pub fn server_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+}
+
+struct Client {
+    session: Session,
+    addr: SocketAddr,
+    peer: Option<(u32, Ipv4Addr)>,
+    cipher: Option<Cipher>,
+    peer_info: Option<PeerInfo>,
+    common_name: Option<String>,
+    last_control_rx: Instant,
+    remove_at: Option<Instant>,
+}
+
+struct Server {
+    s: ServerSettings,
+    peers: PeerTable,
+    socket: UdpSocket,
+    clients: HashMap<SocketAddr, Client>,
+    used_ips: HashMap<Ipv4Addr, SocketAddr>,
+    used_peer_ids: HashMap<u32, SocketAddr>,
+    dp: DataPlane,
+    bad_packets: DropLog,
+}
+
+/// How often keepalive and liveness are checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// Grace period after EXIT so final ACKs get through (2.6 uses 5 s).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Run the server until `shutdown` resolves.
+pub async fn run_server(
+    s: ServerSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let peers = PeerTable::new();
+    let (dp, up_rx) =
+        DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
+    let dev = dp.tun_name().to_owned();
+    netconfig::configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)?;
+    for &(net, mask) in &s.routes {
+        netconfig::add_route(&dev, net, mask, None)?;
+    }
+    info!(
+        "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
+        dp.local_addr(),
+        s.server_ip(),
+        netconfig::prefix_len(s.netmask),
+        s.dataplane.workers
+    );
+    let socket = dp.control_socket();
+    let mut up = crate::bridge(up_rx);
+    let mut srv = Server {
+        s,
+        peers,
+        socket,
+        clients: HashMap::new(),
+        used_ips: HashMap::new(),
+        used_peer_ids: HashMap::new(),
+        dp,
+        bad_packets: DropLog::new("control packets dropped"),
+    };
+    tokio::pin!(shutdown);
+    let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    loop {
+        let deadline = srv
+            .next_deadline()
+            .map_or(next_housekeeping, |t| t.min(next_housekeeping));
+        tokio::select! {
+            ev = up.recv() => {
+                let Some(ev) = ev else { anyhow::bail!("data plane stopped") };
+                srv.on_up_event(Instant::now(), ev);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                srv.on_timeout(now);
+                if now >= next_housekeeping {
+                    srv.housekeeping(now);
+                    next_housekeeping = now + HOUSEKEEPING;
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("server shutting down");
+    let addrs: Vec<SocketAddr> = srv.clients.keys().copied().collect();
+    for a in addrs {
+        srv.remove_client(a, "server shutdown");
+    }
+    srv.dp.shutdown();
+    Ok(())
+}
+
+impl Server {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter_map(|c| match (c.session.poll_timeout(), c.remove_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+            .min()
+    }
+
+    fn on_up_event(&mut self, now: Instant, ev: UpEvent) {
+        match ev {
+            UpEvent::Control { from, packet } => self.on_control(now, from, &packet),
+            UpEvent::Occ { peer_id, payload } => {
+                if payload.len() > OCC_MAGIC.len()
+                    && payload[OCC_MAGIC.len()] == OCC_EXIT
+                    && let Some(&addr) = self.used_peer_ids.get(&peer_id)
+                {
+                    info!("{addr}: client sent exit notification");
+                    self.remove_client(addr, "client exited (OCC exit)");
+                }
+            }
+            UpEvent::Float {
+                peer_id,
+                new_remote,
+            } => self.on_float(peer_id, new_remote),
+        }
+    }
+
+    fn on_float(&mut self, peer_id: u32, new_remote: SocketAddr) {
+        let Some(&old) = self.used_peer_ids.get(&peer_id) else {
+            return;
+        };
+        if self.clients.contains_key(&new_remote) {
+            return;
+        }
+        if let Some(mut c) = self.clients.remove(&old) {
+            info!("peer-id {peer_id} floated from {old} to {new_remote}");
+            c.addr = new_remote;
+            if let Some((_, ip)) = c.peer {
+                self.used_ips.insert(ip, new_remote);
+            }
+            self.used_peer_ids.insert(peer_id, new_remote);
+            self.clients.insert(new_remote, c);
+        }
+    }
+
+    fn on_control(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        let prefix = parse_prefix(packet);
+        if let Some(c) = self.clients.get_mut(&from) {
+            let restarted = matches!(prefix, Ok((Opcode::HardResetClientV2, _, sid)) if Some(sid) != c.session.remote_session_id());
+            if !restarted {
+                c.last_control_rx = now;
+                c.session.handle_packet(now, packet);
+                self.drain(now, from);
+                return;
+            }
+        }
+        // Unknown peer (or a restarted one): only an authenticated client
+        // hard reset may create state.
+        match prefix {
+            Ok((Opcode::HardResetClientV2, 0, _)) => {}
+            Ok((op, _, _)) => {
+                debug!("{from}: {op:?} from unknown peer dropped");
+                return;
+            }
+            Err(e) => {
+                self.bad_packets.note(from, &e.to_string());
+                return;
+            }
+        }
+        let (pkt, replay) = match self.s.session.wrap.unwrap(packet) {
+            Ok(v) => v,
+            Err(e) => {
+                self.bad_packets.note(from, &format!("client reset: {e}"));
+                return;
+            }
+        };
+        if self.clients.contains_key(&from) {
+            self.remove_client(from, "client restarted its session");
+        }
+        if self.clients.len() >= self.s.max_clients {
+            warn!(
+                "{from}: refusing new client, max-clients {} reached",
+                self.s.max_clients
+            );
+            return;
+        }
+        match Session::accept(self.s.session.clone(), now, unix_now(), pkt, replay) {
+            Ok(session) => {
+                info!("{from}: new session");
+                self.clients.insert(
+                    from,
+                    Client {
+                        session,
+                        addr: from,
+                        peer: None,
+                        cipher: None,
+                        peer_info: None,
+                        common_name: None,
+                        last_control_rx: now,
+                        remove_at: None,
+                    },
+                );
+                self.drain(now, from);
+            }
+            Err(e) => debug!("{from}: cannot start session: {e}"),
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
+        for a in addrs {
+            let Some(c) = self.clients.get_mut(&a) else {
+                continue;
+            };
+            if c.remove_at.is_some_and(|t| now >= t) {
+                self.remove_client(a, "exit");
+                continue;
+            }
+            if c.session.poll_timeout().is_some_and(|t| now >= t) {
+                c.session.handle_timeout(now);
+                self.drain(now, a);
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
+        for a in addrs {
+            let Some(c) = self.clients.get(&a) else {
+                continue;
+            };
+            let Some((peer_id, _)) = c.peer else {
+                continue;
+            };
+            let Some(stats) = self.peers.peer_stats(peer_id) else {
+                continue;
+            };
+            let rx_idle = stats
+                .rx_idle()
+                .min(now.saturating_duration_since(c.last_control_rx));
+            if let Some(limit) = self.s.ping_restart
+                && rx_idle >= limit
+                && c.session.is_established()
+            {
+                info!(
+                    "{a}: inactivity timeout (ping-restart {}s), dropping client",
+                    limit.as_secs()
+                );
+                self.remove_client(a, "ping-restart");
+                continue;
+            }
+            if let Some(ping) = self.s.ping
+                && stats.tx_idle() >= ping
+                && c.session.is_established()
+                && let Err(e) = self.dp.send_data(peer_id, &PING_PAYLOAD)
+            {
+                debug!("{a}: keepalive ping not sent: {e}");
+            }
+        }
+    }
+
+    /// Send what the session produced and act on its events, until both are empty.
+    fn drain(&mut self, now: Instant, addr: SocketAddr) {
+        loop {
+            let Some(c) = self.clients.get_mut(&addr) else {
+                return;
+            };
+            let mut progressed = false;
+            while let Some(pkt) = c.session.poll_transmit() {
+                progressed = true;
+                if let Err(e) = self.socket.send_to(&pkt, c.addr) {
+                    debug!("{addr}: control send failed: {e}");
+                }
+            }
+            let Some(ev) = c.session.poll_event() else {
+                if !progressed {
+                    return;
+                }
+                continue;
+            };
+            self.on_session_event(now, addr, ev);
+        }
+    }
+
+    fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
+        match ev {
+            Event::KeysReady {
+                key_id,
+                cipher,
+                block,
+            } => {
+                let Some(peer_id) = self.ensure_peer(addr) else {
+                    return;
+                };
+                let keys = DataKeys::from_key_block(cipher, &block, Side::Server);
+                self.peers.install_key(peer_id, key_id, keys);
+                debug!("{addr}: data keys for key_id {key_id} installed");
+            }
+            Event::SendKey { key_id } => {
+                if let Some((peer_id, _)) = self.clients.get(&addr).and_then(|c| c.peer) {
+                    self.peers.set_send_key(peer_id, key_id);
+                }
+            }
+            Event::KeyRetired { key_id } => {
+                if let Some((peer_id, _)) = self.clients.get(&addr).and_then(|c| c.peer) {
+                    self.peers.retire_key(peer_id, key_id);
+                }
+            }
+            Event::ClientAuthenticated {
+                common_name,
+                peer_info,
+                cipher,
+            } => {
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.common_name = common_name;
+                    c.peer_info = Some(peer_info);
+                    c.cipher = Some(cipher);
+                }
+                self.push_reply(now, addr);
+            }
+            Event::PushRequested => self.push_reply(now, addr),
+            Event::PeerExit => {
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    info!("{addr}: client announced exit");
+                    c.remove_at = Some(now + EXIT_GRACE);
+                }
+            }
+            Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
+            Event::Closed(reason) => self.remove_client(addr, &reason),
+            Event::PushReply(_) | Event::Restart { .. } => {}
+        }
+    }
+
+    /// Give an authenticated client a peer-id and a tunnel address.
+    fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
+        let c = self.clients.get(&addr)?;
+        if let Some((id, _)) = c.peer {
+            return Some(id);
+        }
+        let peer_id = (0..PEER_ID_UNDEFINED).find(|id| !self.used_peer_ids.contains_key(id))?;
+        let (start, end) = (u32::from(self.s.pool.0), u32::from(self.s.pool.1));
+        let Some(ip) = (start..=end)
+            .map(Ipv4Addr::from)
+            .find(|ip| !self.used_ips.contains_key(ip))
+        else {
+            warn!("{addr}: address pool exhausted, refusing client");
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.session
+                    .send_control_message(Instant::now(), "AUTH_FAILED,address pool exhausted");
+                c.remove_at = Some(Instant::now() + EXIT_GRACE);
+            }
+            return None;
+        };
+        self.used_peer_ids.insert(peer_id, addr);
+        self.used_ips.insert(ip, addr);
+        self.peers.upsert_peer(peer_id, addr, Some(ip));
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.peer = Some((peer_id, ip));
+        }
+        Some(peer_id)
+    }
+
+    fn push_reply(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(peer_id) = self.ensure_peer(addr) else {
+            return;
+        };
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        let (Some((_, ip)), Some(cipher), Some(info)) = (c.peer, c.cipher, c.peer_info.as_ref())
+        else {
+            return;
+        };
+        let text = build_push_reply(&self.s, ip, peer_id, cipher, info);
+        info!(
+            "{addr}: client {} connected: {ip}, peer-id {peer_id}, {}",
+            c.common_name.as_deref().unwrap_or("?"),
+            cipher.name()
+        );
+        debug!("{addr}: {text}");
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.session.set_push_reply(now, text);
+        }
+    }
+
+    fn remove_client(&mut self, addr: SocketAddr, reason: &str) {
+        let Some(c) = self.clients.remove(&addr) else {
+            return;
+        };
+        info!(
+            "{addr}: client {} disconnected: {reason}",
+            c.common_name.as_deref().unwrap_or("?")
+        );
+        if let Some((peer_id, ip)) = c.peer {
+            self.peers.remove_peer(peer_id);
+            self.used_peer_ids.remove(&peer_id);
+            self.used_ips.remove(&ip);
+        }
+    }
+}
+
+/// The PUSH_REPLY for one client, in the order a 2.6 server uses.
+pub fn build_push_reply(
+    s: &ServerSettings,
+    ip: Ipv4Addr,
+    peer_id: u32,
+    cipher: Cipher,
+    info: &PeerInfo,
+) -> String {
+    let mut opts: Vec<String> = Vec::new();
+    opts.push(format!("route-gateway {}", s.server_ip()));
+    opts.push("topology subnet".into());
+    if let Some((ping, restart)) = s.push_keepalive {
+        opts.push(format!("ping {ping}"));
+        opts.push(format!("ping-restart {restart}"));
+    }
+    opts.extend(s.pushes.iter().cloned());
+    opts.push(format!("ifconfig {ip} {}", s.netmask));
+    if info.supports_data_v2() {
+        opts.push(format!("peer-id {peer_id}"));
+    }
+    opts.push(format!("cipher {}", cipher.name()));
+    if info.cc_exit() {
+        let mut flags = String::from("protocol-flags cc-exit");
+        if info.tls_ekm() {
+            flags.push_str(" tls-ekm");
+        }
+        opts.push(flags);
+    } else if info.tls_ekm() {
+        opts.push("key-derivation tls-ekm".into());
+    }
+    if info.mtu.is_some() {
+        opts.push(format!("tun-mtu {}", s.tun_mtu));
+    }
+    let mut text = String::from("PUSH_REPLY");
+    for o in opts {
+        text.push(',');
+        text.push_str(&o);
+    }
+    text
+}
