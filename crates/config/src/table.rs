@@ -92,7 +92,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("dev-type", "`tun` only"),
     s(
         "topology",
-        "`subnet`, `net30`, `p2p` (default `net30` like OpenVPN 2.6)",
+        "`subnet`, `net30`, `p2p` (default `net30`). A ferrovpn client applies what the server pushes (subnet or net30); a ferrovpn server always runs and pushes `subnet`, with a warning when another topology is set",
     ),
     s(
         "ifconfig-pool",
