@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set everything up on a fresh Debian/Ubuntu machine and run the main job:
+# install the tools (iproute2, iperf3, ping, and openvpn for the test suite),
+# build ferrovpn in release mode, then `ferrovpn demo`: two network
+# namespaces, a throwaway PKI, a ferrovpn server and client, ping and an
+# iperf3 transfer through the tunnel, the result printed.
+#
+#   sudo scripts/demo.sh [demo options, see `ferrovpn demo --help`]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "demo.sh: run as root (network namespaces and TUN devices need it): sudo $0" >&2
+    exit 1
+fi
+
+need=()
+for t in ip iperf3 ping openvpn; do
+    command -v "$t" >/dev/null 2>&1 || [[ -x /usr/sbin/$t || -x /sbin/$t ]] || need+=("$t")
+done
+if (( ${#need[@]} > 0 )); then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing: iproute2 iperf3 iputils-ping openvpn openssl"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends \
+            iproute2 iperf3 iputils-ping openvpn openssl ca-certificates procps >/dev/null
+    else
+        echo "demo.sh: missing ${need[*]} and no apt-get; install them and retry" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "== installing the Rust toolchain (rustup)"
+        command -v curl >/dev/null 2>&1 || apt-get install -y -qq curl >/dev/null
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+fi
+
+if [[ ! -c /dev/net/tun ]]; then
+    mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
+fi
+
+echo "== cargo build --release"
+cargo build --release -p ferrovpn --bin ferrovpn
+exec target/release/ferrovpn demo "$@"
