@@ -7,6 +7,7 @@
 //! | `ca.crt`, `ca.key` | CA (keyCertSign, cRLSign) |
 //! | `server.crt`, `server.key` | server: digitalSignature+keyEncipherment, EKU serverAuth, CN `server`, SAN `server` |
 //! | `server-nosan.crt`, `server-nosan.key` | the same without any SAN (like easy-rsa PKIs of old) |
+//! | `server-noeku.crt`, `server-noeku.key` | CN `server`, key usage but no extended key usage (fails `remote-cert-tls server`) |
 //! | `clientN.crt`, `clientN.key` | clients 1..=N: EKU clientAuth, CN `clientN` |
 //! | `foreign-ca.crt`, `foreign-ca.key` | an unrelated CA |
 //! | `foreign-client.crt`, `foreign-client.key` | a client signed by the foreign CA (must be rejected) |
@@ -72,6 +73,9 @@ pub struct Pki {
     pub server: CertKey,
     /// Server certificate with CN `server` and no SAN extension at all.
     pub server_nosan: CertKey,
+    /// Certificate with CN `server`, key usage, and no extended key usage:
+    /// chain-valid for a server, rejected by `remote-cert-tls server`.
+    pub server_noeku: CertKey,
     /// Client certificates, `client1` first.
     pub clients: Vec<CertKey>,
     /// An unrelated CA.
@@ -153,7 +157,7 @@ fn make_leaf(
     stem: &str,
     cn: &str,
     sans: &[&str],
-    eku: ExtendedKeyUsagePurpose,
+    eku: Option<ExtendedKeyUsagePurpose>,
     kt: KeyType,
     serial: u64,
 ) -> Result<CertKey> {
@@ -167,7 +171,7 @@ fn make_leaf(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    p.extended_key_usages = vec![eku];
+    p.extended_key_usages = eku.into_iter().collect();
     let cert = p
         .signed_by(&key, &ca.issuer)
         .with_context(|| format!("signing {cn}"))?;
@@ -186,7 +190,7 @@ impl Pki {
             "server",
             "server",
             &["server"],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            Some(ExtendedKeyUsagePurpose::ServerAuth),
             kt,
             2,
         )?;
@@ -196,10 +200,11 @@ impl Pki {
             "server-nosan",
             "server",
             &[],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            Some(ExtendedKeyUsagePurpose::ServerAuth),
             kt,
             3,
         )?;
+        let server_noeku = make_leaf(dir, &ca, "server-noeku", "server", &[], None, kt, 4)?;
         let mut clients = Vec::with_capacity(opts.clients);
         for i in 1..=opts.clients {
             let cn = format!("client{i}");
@@ -209,7 +214,7 @@ impl Pki {
                 &cn,
                 &cn,
                 &[],
-                ExtendedKeyUsagePurpose::ClientAuth,
+                Some(ExtendedKeyUsagePurpose::ClientAuth),
                 kt,
                 100 + i as u64,
             )?);
@@ -221,7 +226,7 @@ impl Pki {
             "foreign-client",
             "foreign-client",
             &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            Some(ExtendedKeyUsagePurpose::ClientAuth),
             kt,
             2,
         )?;
@@ -230,6 +235,7 @@ impl Pki {
             ca: ca.files,
             server,
             server_nosan,
+            server_noeku,
             clients,
             foreign_ca: foreign.files,
             foreign_client,
@@ -321,6 +327,11 @@ mod tests {
         assert!(st.contains("DNS:server"), "{st}");
         assert!(st.contains("Digital Signature, Key Encipherment"), "{st}");
         assert!(st.contains("TLS Web Server Authentication"), "{st}");
+        let et = text(&pki.server_noeku.cert);
+        assert!(!et.contains("Extended Key Usage"), "{et}");
+        assert!(et.contains("Digital Signature, Key Encipherment"), "{et}");
+        let (ok, t) = verify(ca, "sslserver", &pki.server_noeku.cert);
+        assert!(ok, "no EKU is chain-valid for a server: {t}");
         let nt = text(&pki.server_nosan.cert);
         assert!(!nt.contains("Subject Alternative Name"), "{nt}");
         let ct = text(&pki.ca.cert);

@@ -336,6 +336,7 @@ mod tests {
             ca: ck("ca"),
             server: ck("server"),
             server_nosan: ck("server-nosan"),
+            server_noeku: ck("server-noeku"),
             clients: vec![ck("client1")],
             foreign_ca: ck("foreign-ca"),
             foreign_client: ck("foreign-client"),
