@@ -1,0 +1,732 @@
+//! ferrovpn as the CLIENT against Debian's stock OpenVPN 2.6 as the SERVER
+//! (and one ferrovpn <-> ferrovpn pair), each side in its own network
+//! namespace, the two joined by a veth pair. One config text drives either
+//! implementation (`ferrovpn::testing::openvpn_*_conf`).
+//!
+//! Needs root, `openvpn`, `iperf3`, `ip`, `ping`, `ss` and `/dev/net/tun`;
+//! every test fails loudly without them. Every wait has a deadline.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrovpn::pki::{Pki, PkiOptions};
+use ferrovpn::testing::{
+    Cipher, ClientConf, Iperf3Server, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
+    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
+    wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping", "ss", "kill"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+const SERVER_TUN: &str = "10.8.0.1";
+const CLIENT_DEV: &str = "fvtun-c";
+const SERVER_DEV: &str = "fvtun-s";
+const SERVER_UNDERLAY: &str = "10.203.0.1";
+
+/// Two namespaces joined by veth, a throwaway PKI and a scratch directory.
+/// Processes are locals of the test declared after this, so they drop
+/// (and are killed) before the namespaces go.
+struct Net {
+    veth: VethPair,
+    client_ns: Netns,
+    server_ns: Netns,
+    pki: Pki,
+    dir: TestDir,
+}
+
+fn setup(tag: &str) -> Net {
+    require_root_and_tools(TOOLS);
+    let dir = TestDir::new(tag).unwrap();
+    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
+    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
+    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
+    let veth = VethPair::new(
+        &server_ns,
+        &format!("{SERVER_UNDERLAY}/24"),
+        &client_ns,
+        "10.203.0.2/24",
+    )
+    .unwrap();
+    // The underlay works before any VPN runs.
+    ping(&client_ns, SERVER_UNDERLAY, 1, Duration::from_secs(5)).unwrap();
+    Net {
+        veth,
+        client_ns,
+        server_ns,
+        pki,
+        dir,
+    }
+}
+
+impl Net {
+    /// A fresh static key (tls-auth / tls-crypt) file.
+    fn static_key(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(
+            &path,
+            ferrovpn_proto::wrap::StaticKey::generate().to_file_text(),
+        )
+        .unwrap();
+        path
+    }
+
+    fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
+        ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
+    }
+
+    /// Client of the server's underlay address with `client1`'s certificate.
+    fn client_conf(&self, wrap: Wrap, cipher: Cipher) -> ClientConf {
+        ClientConf::new(
+            &self.pki,
+            &self.pki.clients[0],
+            SERVER_UNDERLAY,
+            CLIENT_DEV,
+            wrap,
+            cipher,
+        )
+    }
+
+    /// Stock `openvpn` server from `sc`, waited on until it is up.
+    fn stock_server(&self, name: &str, sc: &ServerConf) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
+        let mut p = Proc::spawn_in(
+            &self.server_ns,
+            name,
+            self.dir.path(),
+            "openvpn",
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap();
+        p.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+        p
+    }
+
+    /// `ferrovpn --config` server from `sc`, waited on until it listens.
+    fn ferrovpn_server(&self, name: &str, sc: &ServerConf) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
+        let mut p = Proc::spawn_in(
+            &self.server_ns,
+            name,
+            self.dir.path(),
+            FERROVPN,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap();
+        p.wait_for_log_line("server listening", CONNECT_TIMEOUT)
+            .unwrap();
+        p
+    }
+
+    /// `ferrovpn --config` client from `cc`; not waited on.
+    fn ferrovpn_client(&self, name: &str, cc: &ClientConf) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
+        Proc::spawn_in(
+            &self.client_ns,
+            name,
+            self.dir.path(),
+            FERROVPN,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap()
+    }
+
+    /// `ip -4 route show` in the client namespace.
+    fn client_routes(&self) -> String {
+        self.client_ns.exec(&["ip", "-4", "route", "show"]).unwrap()
+    }
+
+    /// IPv4 addresses on the client's tunnel device (empty when it has none).
+    fn client_tun_addrs(&self) -> Vec<String> {
+        let out = self
+            .client_ns
+            .exec(&["ip", "-4", "-o", "addr", "show", "dev", CLIENT_DEV])
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|x| *x == "inet")?;
+                w.next().map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+fn count(log: &str, pat: &str) -> usize {
+    log.lines().filter(|l| l.contains(pat)).count()
+}
+
+/// Wait until `p`'s log holds `n` lines containing `pat`.
+fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(50), || {
+        count(&p.log(), pat) >= n
+    })
+}
+
+fn kill(sig: &str, p: &Proc) {
+    let st = Command::new("kill")
+        .args([sig, &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {}", p.pid());
+}
+
+/// SIGTERM `p` and wait for it to exit on its own; returns its status.
+fn terminate(p: &mut Proc, grace: Duration) -> std::process::ExitStatus {
+    kill("-TERM", p);
+    let mut status = None;
+    let exited = wait_until(grace, Duration::from_millis(20), || {
+        status = p.try_exit();
+        status.is_some()
+    });
+    assert!(
+        exited,
+        "{} did not exit within {grace:?} of SIGTERM:\n{}",
+        p.name(),
+        p.log_tail(40)
+    );
+    status.unwrap()
+}
+
+/// Ping the server's tunnel address and push 2 s of iperf3 through the tunnel.
+fn ping_and_iperf3(net: &Net, what: &str) {
+    let p = ping(&net.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 4, "{what}: {p:?}");
+    let r = iperf3_report(&net.client_ns, &net.server_ns, SERVER_TUN, 2, 1).unwrap();
+    eprintln!(
+        "{what}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
+        r.gbps, r.bytes, r.retransmits, p.avg_ms
+    );
+    assert!(r.bytes > 1_000_000, "{what}: {r:?}");
+}
+
+/// The stock server pushed `cipher NAME` to client1 (at verb 3 its log has
+/// no "Data Channel" line for a client; the PUSH_REPLY carries the choice).
+fn assert_stock_cipher(server: &Proc, cipher: Cipher) {
+    let log = server.log();
+    let pushed = format!("cipher {},", cipher.name());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("client1") && l.contains("PUSH_REPLY") && l.contains(&pushed)),
+        "stock server did not negotiate {} with client1:\n{log}",
+        cipher.name()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 1-3: the three profiles against a stock server
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_tls_crypt_aes256gcm_stock_server() {
+    let net = setup("ci-tc");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_stock_cipher(&server, Cipher::Aes256Gcm);
+    assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+    ping_and_iperf3(
+        &net,
+        "ferrovpn client -> stock server, tls-crypt AES-256-GCM",
+    );
+}
+
+#[test]
+fn client_tls_auth_aes128gcm_inline_profile_stock_server() {
+    let net = setup("ci-ta");
+    let wrap = Wrap::TlsAuth(Material::File(net.static_key("ta.key")));
+    let sc = net.server_conf(wrap.clone(), Cipher::Aes128Gcm);
+    let cc = net.client_conf(wrap, Cipher::Aes128Gcm).inline().unwrap();
+    assert_eq!(cc.auth.as_deref(), Some("SHA256"));
+    let text = openvpn_client_conf(&cc);
+    for block in ["<ca>", "<cert>", "<key>", "<tls-auth>", "key-direction 1"] {
+        assert!(text.contains(block), "profile lacks {block}:\n{text}");
+    }
+    let server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_stock_cipher(&server, Cipher::Aes128Gcm);
+    ping_and_iperf3(
+        &net,
+        "ferrovpn client -> stock server, tls-auth SHA256 AES-128-GCM",
+    );
+}
+
+#[test]
+fn client_no_wrap_chacha20_stock_server() {
+    let net = setup("ci-cc");
+    let sc = net.server_conf(Wrap::None, Cipher::Chacha20Poly1305);
+    let cc = net.client_conf(Wrap::None, Cipher::Chacha20Poly1305);
+    let server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_stock_cipher(&server, Cipher::Chacha20Poly1305);
+    ping_and_iperf3(&net, "ferrovpn client -> stock server, CHACHA20-POLY1305");
+}
+
+// ---------------------------------------------------------------------------
+// 4: client-initiated renegotiation under load
+// ---------------------------------------------------------------------------
+
+/// `iperf3 -J -t SECONDS` from the client namespace to the server's tunnel
+/// address; returns the bytes of each 1 s interval and the total received.
+fn iperf3_intervals(net: &Net, seconds: u32) -> (Vec<u64>, u64) {
+    let server = Iperf3Server::start(&net.server_ns, 5201).unwrap();
+    let t = seconds.to_string();
+    let mut client = Proc::spawn_in(
+        &net.client_ns,
+        "iperf3-client",
+        net.dir.path(),
+        "iperf3",
+        &[
+            "-J",
+            "-c",
+            SERVER_TUN,
+            "-p",
+            "5201",
+            "-t",
+            &t,
+            "--connect-timeout",
+            "5000",
+        ],
+    )
+    .unwrap();
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(u64::from(seconds) + 30),
+        Duration::from_millis(100),
+        || {
+            status = client.try_exit();
+            status.is_some()
+        },
+    );
+    let json = client.log();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 ({status:?}) output is not JSON ({e}):\n{json}\nserver:\n{}",
+            server.process().log_tail(20)
+        )
+    });
+    assert!(v.get("error").is_none(), "iperf3 failed: {json}");
+    let intervals: Vec<u64> = v["intervals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no intervals: {json}"))
+        .iter()
+        .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
+        .collect();
+    let total = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    (intervals, total)
+}
+
+#[test]
+fn client_initiated_renegotiation_keeps_traffic_flowing() {
+    let net = setup("ci-rn");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    // The server keeps the default reneg-sec 3600: every renegotiation is
+    // the client's.
+    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    cc.reneg_sec = Some(3);
+    let server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+
+    let (intervals, total) = iperf3_intervals(&net, 10);
+    eprintln!("renegotiation every 3 s: iperf3 intervals {intervals:?}, {total} bytes");
+    assert!(intervals.len() >= 9, "{intervals:?}");
+    // Every second carried real traffic: no stall across a key change.
+    let min = intervals.iter().copied().min().unwrap_or(0);
+    assert!(min > 1_000_000, "an interval stalled: {intervals:?}");
+    assert!(total > 50_000_000, "{total} bytes");
+
+    // The stock server saw the client's soft resets: one TLS handshake per
+    // key (the first plus at least two renegotiations), and new key ids.
+    let log = server.log();
+    let handshakes = count(&log, "Control Channel: TLS");
+    assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");
+    let clog = client.log();
+    assert!(
+        count(&clog, "key_id 2 active") >= 1,
+        "client never activated key_id 2:\n{clog}"
+    );
+    assert!(!log.contains("TLS Error"), "{log}");
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    assert_eq!(count(&client.log(), UP), 1, "the client reconnected");
+}
+
+// ---------------------------------------------------------------------------
+// 5: the server goes away and comes back
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_reconnects_after_server_restart() {
+    let net = setup("ci-rs");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    // Pushed as "ping 1,ping-restart 4": a dead server is noticed quickly.
+    sc.keepalive = Some((1, 4));
+    // On SIGTERM the server tells its clients to reconnect (RESTART).
+    sc.extra.push("explicit-exit-notify 1".into());
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    cc.extra.push("connect-retry 1 2".into());
+    let mut server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&net.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+
+    // (1) Orderly stop: SIGTERM, the server notifies the client.
+    let t0 = Instant::now();
+    terminate(&mut server, Duration::from_secs(15));
+    drop(server);
+    let mut server = net.stock_server("openvpn-server-2", &sc);
+    assert!(
+        wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
+        "client did not reconnect after a SIGTERM restart:\n{}\nserver:\n{}",
+        client.log_tail(40),
+        server.log_tail(40)
+    );
+    eprintln!(
+        "reconnected {:.1} s after SIGTERM",
+        t0.elapsed().as_secs_f64()
+    );
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+
+    // (2) Crash: SIGKILL, nothing is sent; ping-restart 4 notices.
+    let t0 = Instant::now();
+    kill("-KILL", &server);
+    assert!(wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || server.try_exit().is_some()
+    ));
+    drop(server);
+    let _server = net.stock_server("openvpn-server-3", &sc);
+    assert!(
+        wait_for_count(&client, UP, 3, CONNECT_TIMEOUT),
+        "client did not reconnect after a SIGKILL restart:\n{}",
+        client.log_tail(40)
+    );
+    eprintln!(
+        "reconnected {:.1} s after SIGKILL",
+        t0.elapsed().as_secs_f64()
+    );
+    let clog = client.log();
+    assert!(clog.contains("ping-restart"), "{clog}");
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+}
+
+// ---------------------------------------------------------------------------
+// 6: pushed routes, redirect-gateway, DNS; net30
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_applies_pushed_routes_and_restores_them() {
+    let net = setup("ci-pr");
+    // A default route over the underlay, as a real client would have.
+    net.client_ns
+        .exec(&["ip", "route", "add", "default", "via", SERVER_UNDERLAY])
+        .unwrap();
+    let before = net.client_routes();
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.push = vec![
+        "route 10.99.0.0 255.255.255.0".into(),
+        "redirect-gateway def1".into(),
+        "dhcp-option DNS 10.8.0.1".into(),
+    ];
+    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let _server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+
+    let routes = net.client_routes();
+    let has = |r: &str, pat: &[&str]| {
+        r.lines()
+            .any(|l| pat.iter().all(|p| l.split_whitespace().any(|w| w == *p)))
+    };
+    for net_ in ["10.99.0.0/24", "0.0.0.0/1", "128.0.0.0/1"] {
+        assert!(
+            has(&routes, &[net_, "via", SERVER_TUN, "dev", CLIENT_DEV]),
+            "no {net_} via the tunnel:\n{routes}"
+        );
+    }
+    assert!(
+        has(&routes, &[SERVER_UNDERLAY, "dev", &net.veth.if_b]),
+        "no host route to the server over {}:\n{routes}",
+        net.veth.if_b
+    );
+    // Traffic follows: the internet goes into the tunnel, the server's
+    // underlay address does not.
+    let get = |dst: &str| net.client_ns.exec(&["ip", "route", "get", dst]).unwrap();
+    assert!(
+        get("192.0.2.77").contains(CLIENT_DEV),
+        "{}",
+        get("192.0.2.77")
+    );
+    assert!(get(SERVER_UNDERLAY).contains(&net.veth.if_b));
+    let clog = client.log();
+    assert!(
+        clog.lines()
+            .any(|l| l.contains("DNS") && l.contains("10.8.0.1")),
+        "pushed DNS server not reported:\n{clog}"
+    );
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+
+    let st = terminate(&mut client, Duration::from_secs(10));
+    assert!(st.success(), "{st}:\n{}", client.log_tail(20));
+    let after = net.client_routes();
+    assert_eq!(
+        after, before,
+        "routing table not restored after SIGTERM:\n--- before\n{before}--- after\n{after}"
+    );
+}
+
+#[test]
+fn client_of_net30_stock_server() {
+    let net = setup("ci-n30");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    // Overrides the harness' `topology subnet` (`server` expands after parsing).
+    sc.extra.push("topology net30".into());
+    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let slog = server.log();
+    assert!(
+        slog.contains("topology net30") && slog.contains("ifconfig 10.8.0.6 10.8.0.5"),
+        "server did not push net30:\n{slog}"
+    );
+    let addrs = net.client_tun_addrs();
+    assert_eq!(addrs, vec!["10.8.0.6".to_string()], "{addrs:?}");
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 7: server certificate checks
+// ---------------------------------------------------------------------------
+
+/// Start a stock server with `cert`/`key` and a ferrovpn client tweaked by
+/// `tweak`; expect the client to refuse the server with a log line
+/// containing `why`, twice (the retry is refused too), and never to come up.
+fn expect_refused(
+    net: &Net,
+    name: &str,
+    cert: &ferrovpn::pki::CertKey,
+    tweak: impl FnOnce(&mut ClientConf),
+    why: &str,
+) {
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key(&format!("{name}.key"))));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.cert = Material::File(cert.cert.clone());
+    sc.key = Material::File(cert.key.clone());
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    cc.extra.push("connect-retry 1 1".into());
+    tweak(&mut cc);
+    let server = net.stock_server(&format!("{name}-server"), &sc);
+    let client = net.ferrovpn_client(&format!("{name}-client"), &cc);
+    assert!(
+        wait_for_count(&client, why, 2, CONNECT_TIMEOUT),
+        "{name}: client did not refuse the server twice with {why:?}:\n{}\nserver:\n{}",
+        client.log_tail(40),
+        server.log_tail(40)
+    );
+    let log = client.log();
+    eprintln!(
+        "{name}: {}",
+        log.lines().find(|l| l.contains(why)).unwrap_or_default()
+    );
+    assert!(!log.contains(UP), "{name}: client came up:\n{log}");
+    assert!(
+        !server.log().contains("Peer Connection Initiated"),
+        "{name}: server completed the handshake:\n{}",
+        server.log()
+    );
+    assert!(
+        net.client_tun_addrs().is_empty(),
+        "{name}: the tunnel has an address: {:?}",
+        net.client_tun_addrs()
+    );
+}
+
+#[test]
+fn client_refuses_wrong_servers() {
+    let net = setup("ci-wr");
+    // (a) The client trusts another CA than the one that signed the server.
+    let foreign_ca = net.pki.foreign_ca.cert.clone();
+    expect_refused(
+        &net,
+        "foreign-ca",
+        &net.pki.server,
+        |cc| cc.ca = Material::File(foreign_ca),
+        "server certificate not trusted by ca",
+    );
+    // (b) verify-x509-name names someone else.
+    expect_refused(
+        &net,
+        "x509-name",
+        &net.pki.server,
+        |cc| cc.extra.push("verify-x509-name wrongname name".into()),
+        "verify-x509-name",
+    );
+    // (c) remote-cert-tls server (in every generated client profile) and a
+    // certificate without extended key usage.
+    expect_refused(
+        &net,
+        "no-eku",
+        &net.pki.server_noeku,
+        |_| {},
+        "remote-cert-tls server",
+    );
+    // (c') a client certificate (clientAuth only) posing as the server:
+    // refused already by the chain check's purpose, as OpenSSL does.
+    let client2 = net.pki.clients[1].clone();
+    expect_refused(
+        &net,
+        "client-cert",
+        &client2,
+        |_| {},
+        "server certificate not trusted by ca",
+    );
+}
+
+#[test]
+fn client_accepts_cn_only_server_certificate() {
+    let net = setup("ci-ns");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.cert = Material::File(net.pki.server_nosan.cert.clone());
+    sc.key = Material::File(net.pki.server_nosan.key.clone());
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    // The name check has only the CN to go by.
+    cc.extra.push("verify-x509-name server name".into());
+    let _server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 8: ferrovpn on both ends
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ferrovpn_client_ferrovpn_server() {
+    let net = setup("ci-ff");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let mut server = net.ferrovpn_server("ferrovpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    server
+        .wait_for_log_line("client client1 connected", Duration::from_secs(5))
+        .unwrap();
+    ping_and_iperf3(
+        &net,
+        "ferrovpn client -> ferrovpn server, tls-crypt AES-256-GCM",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9: nobody answers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_backs_off_when_nothing_listens() {
+    let net = setup("ci-un");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut cc = net.client_conf(wrap.clone(), Cipher::Aes256Gcm);
+    // Nothing listens on the server's port: the kernel answers with ICMP
+    // port unreachable.
+    cc.extra.extend(
+        ["connect-retry 1 4", "hand-window 2", "tls-timeout 1"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client
+        .wait_for_log_line("connecting to", Duration::from_secs(10))
+        .unwrap();
+    let cpu0 = client.cpu_seconds().unwrap();
+    let t0 = Instant::now();
+    assert!(!wait_until(
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || client.try_exit().is_some()
+    ));
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = client.cpu_seconds().unwrap() - cpu0;
+    let log = client.log();
+    let attempts = count(&log, "connecting to");
+    let waits: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("retrying in ").nth(1))
+        .filter_map(|r| r.trim_end_matches('s').parse().ok())
+        .collect();
+    eprintln!(
+        "unreachable: {attempts} attempts, waits {waits:?} s, {cpu:.2} CPU s in {elapsed:.1} s"
+    );
+    assert!((2..=6).contains(&attempts), "{attempts} attempts:\n{log}");
+    assert!(
+        waits.windows(2).all(|w| w[1] >= w[0]) && waits.iter().any(|&w| w >= 2.0),
+        "backoff does not grow: {waits:?}\n{log}"
+    );
+    assert!(
+        waits.iter().all(|&w| w <= 4.0),
+        "connect-retry max 4 exceeded: {waits:?}"
+    );
+    assert!(
+        cpu < 1.0,
+        "busy while waiting: {cpu:.2} CPU s in {elapsed:.1} s"
+    );
+    assert!(!log.contains(UP));
+    let st = terminate(&mut client, Duration::from_secs(5));
+    assert!(
+        st.success(),
+        "exit status {st} after SIGTERM:\n{}",
+        client.log_tail(20)
+    );
+
+    // connect-retry-max 2: two failed attempts, then the client gives up.
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    cc.extra.extend(
+        [
+            "connect-retry 1 1",
+            "connect-retry-max 2",
+            "hand-window 1",
+            "tls-timeout 1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let mut client = net.ferrovpn_client("ferrovpn-client-max", &cc);
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            status = client.try_exit();
+            status.is_some()
+        }),
+        "connect-retry-max 2: still running:\n{}",
+        client.log()
+    );
+    let log = client.log();
+    assert_eq!(count(&log, "connecting to"), 2, "{log}");
+    assert!(!status.unwrap().success(), "{log}");
+    assert!(log.contains("giving up"), "{log}");
+}
