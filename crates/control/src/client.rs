@@ -62,6 +62,12 @@ struct Applied {
 enum Ended {
     Shutdown,
     Reconnect(String),
+    /// The server said it is going away (RESTART, exit notification).
+    /// Reconnect like [`Ended::Reconnect`], but from a fresh source port: a
+    /// server that is still shutting down would take a new session from the
+    /// old address as a restart of the old client instance, then exit, and
+    /// its successor ignores that session until hand-window runs out.
+    ServerLeft(String),
     /// SIGUSR1: reconnect now, without backoff.
     Restart,
     Fatal(String),
@@ -103,15 +109,18 @@ pub async fn run_client(
     let mut attempt: u32 = 0;
     let mut failures: u32 = 0;
     let mut backoff = s.connect_retry;
+    // A new data plane (new socket) for the next attempt even to the same address.
+    let mut fresh_socket = false;
     let result = loop {
         let remote = &s.remotes[order[attempt as usize % order.len()]];
         attempt = attempt.wrapping_add(1);
         let ended = match resolve(remote).await {
             Ok(server) => {
                 info!("connecting to {}:{} ({server})", remote.host, remote.port);
-                if plane
-                    .as_ref()
-                    .is_none_or(|(_, sock, _)| sock.peer_addr().ok() != Some(server))
+                if std::mem::take(&mut fresh_socket)
+                    || plane
+                        .as_ref()
+                        .is_none_or(|(_, sock, _)| sock.peer_addr().ok() != Some(server))
                 {
                     if let Some((old, _, _)) = plane.take() {
                         old.shutdown();
@@ -146,6 +155,14 @@ pub async fn run_client(
             }
             Err(e) => Ended::Reconnect(format!("cannot resolve {}: {e}", remote.host)),
         };
+        let ended = match ended {
+            Ended::ServerLeft(reason) => {
+                // Only an ephemeral port changes; a fixed lport stays as it is.
+                fresh_socket = s.dataplane.bind.port() == 0;
+                Ended::Reconnect(reason)
+            }
+            other => other,
+        };
         match ended {
             Ended::Shutdown => break Ok(()),
             Ended::Fatal(reason) => break Err(anyhow::anyhow!(reason)),
@@ -154,7 +171,7 @@ pub async fn run_client(
                 backoff = s.connect_retry;
                 failures = 0;
             }
-            Ended::Reconnect(reason) => {
+            Ended::Reconnect(reason) | Ended::ServerLeft(reason) => {
                 warn!(
                     "connection ended: {reason}; retrying in {}s",
                     backoff.as_secs_f32()
@@ -245,7 +262,7 @@ async fn run_connection(
                 Some(UpEvent::Control { from, .. }) => debug!("ignoring control packet from {from}"),
                 Some(UpEvent::Occ { payload, .. }) => {
                     if payload.get(OCC_MAGIC.len()) == Some(&OCC_EXIT) {
-                        break Ended::Reconnect("server sent exit notification".into());
+                        break Ended::ServerLeft("server sent exit notification".into());
                     }
                 }
                 Some(UpEvent::Float { .. }) => {}
@@ -356,9 +373,9 @@ fn drain(
                 halt: false,
                 message,
             } => {
-                return Some(Ended::Reconnect(format!("server sent RESTART {message}")));
+                return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
             }
-            Event::PeerExit => return Some(Ended::Reconnect("server announced exit".into())),
+            Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
             Event::Closed(reason) => return Some(Ended::Reconnect(reason)),
             Event::ClientAuthenticated { .. } | Event::PushRequested => {}
         }
