@@ -647,31 +647,47 @@ fn ferrovpn_client_ferrovpn_server() {
 // 9: nobody answers
 // ---------------------------------------------------------------------------
 
+/// UDP datagrams sent from `ns` so far (`OutDatagrams` of `/proc/net/snmp`,
+/// which is per namespace).
+fn udp_out_datagrams(ns: &Netns) -> u64 {
+    let snmp = ns.exec(&["cat", "/proc/net/snmp"]).unwrap();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "OutDatagrams")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
 #[test]
 fn client_backs_off_when_nothing_listens() {
     let net = setup("ci-un");
     let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
     let mut cc = net.client_conf(wrap.clone(), Cipher::Aes256Gcm);
     // Nothing listens on the server's port: the kernel answers with ICMP
-    // port unreachable.
+    // port unreachable. Each attempt gives up after hand-window 1; the
+    // waits between attempts are 1, 2, 4, 4, ... s.
     cc.extra.extend(
-        ["connect-retry 1 4", "hand-window 2", "tls-timeout 1"]
+        ["connect-retry 1 4", "hand-window 1", "tls-timeout 1"]
             .iter()
             .map(|s| s.to_string()),
     );
+    let udp0 = udp_out_datagrams(&net.client_ns);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client
         .wait_for_log_line("connecting to", Duration::from_secs(10))
         .unwrap();
     let cpu0 = client.cpu_seconds().unwrap();
     let t0 = Instant::now();
-    assert!(!wait_until(
-        Duration::from_secs(6),
-        Duration::from_millis(100),
-        || client.try_exit().is_some()
-    ));
+    // Attempts at about 0, 2 and 5 s; the third fails at about 6 s and
+    // the client then waits the ceiling, 4 s.
+    client
+        .wait_for_log_line("retrying in 4s", Duration::from_secs(20))
+        .unwrap();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = client.cpu_seconds().unwrap() - cpu0;
+    let sent = udp_out_datagrams(&net.client_ns) - udp0;
     let log = client.log();
     let attempts = count(&log, "connecting to");
     let waits: Vec<f64> = log
@@ -680,28 +696,29 @@ fn client_backs_off_when_nothing_listens() {
         .filter_map(|r| r.trim_end_matches('s').parse().ok())
         .collect();
     eprintln!(
-        "unreachable: {attempts} attempts, waits {waits:?} s, {cpu:.2} CPU s in {elapsed:.1} s"
+        "unreachable: {attempts} attempts, waits {waits:?} s, {sent} datagrams, {cpu:.2} CPU s in {elapsed:.1} s"
     );
-    assert!((2..=6).contains(&attempts), "{attempts} attempts:\n{log}");
+    assert_eq!(attempts, 3, "{log}");
+    assert_eq!(waits, vec![1.0, 2.0, 4.0], "{log}");
     assert!(
-        waits.windows(2).all(|w| w[1] >= w[0]) && waits.iter().any(|&w| w >= 2.0),
-        "backoff does not grow: {waits:?}\n{log}"
+        (4.0..12.0).contains(&elapsed),
+        "three attempts took {elapsed:.1} s"
     );
-    assert!(
-        waits.iter().all(|&w| w <= 4.0),
-        "connect-retry max 4 exceeded: {waits:?}"
-    );
+    // A hard reset and a few retransmissions per attempt, not a flood.
+    assert!((3..=30).contains(&sent), "{sent} datagrams sent:\n{log}");
     assert!(
         cpu < 1.0,
         "busy while waiting: {cpu:.2} CPU s in {elapsed:.1} s"
     );
     assert!(!log.contains(UP));
+    assert!(client.try_exit().is_none(), "{log}");
     let st = terminate(&mut client, Duration::from_secs(5));
     assert!(
         st.success(),
         "exit status {st} after SIGTERM:\n{}",
         client.log_tail(20)
     );
+    assert!(client.log().contains("ferrovpn stopped"));
 
     // connect-retry-max 2: two failed attempts, then the client gives up.
     let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
