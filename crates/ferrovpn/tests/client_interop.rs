@@ -376,12 +376,15 @@ fn client_reconnects_after_server_restart() {
     sc.keepalive = Some((1, 4));
     // On SIGTERM the server tells its clients to reconnect (RESTART).
     sc.extra.push("explicit-exit-notify 1".into());
+    // Routes are torn down and set up again with every reconnect.
+    sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
     let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     cc.extra.push("connect-retry 1 2".into());
     let mut server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     ping(&net.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert_pushed_routes(&net);
 
     // (1) Orderly stop: SIGTERM, the server notifies the client.
     let t0 = Instant::now();
@@ -400,6 +403,7 @@ fn client_reconnects_after_server_restart() {
     );
     let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
+    assert_pushed_routes(&net);
 
     // (2) Crash: SIGKILL, nothing is sent; ping-restart 4 notices.
     let t0 = Instant::now();
@@ -425,11 +429,44 @@ fn client_reconnects_after_server_restart() {
     let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+    assert_pushed_routes(&net);
 }
 
 // ---------------------------------------------------------------------------
 // 6: pushed routes, redirect-gateway, DNS; net30
 // ---------------------------------------------------------------------------
+
+const PUSHED_ROUTES: [&str; 2] = ["route 10.99.0.0 255.255.255.0", "redirect-gateway def1"];
+
+/// The client namespace routes what [`PUSHED_ROUTES`] asks for: 10.99.0.0/24
+/// and both halves of the internet into the tunnel, the server's underlay
+/// address over the veth.
+fn assert_pushed_routes(net: &Net) {
+    let routes = net.client_routes();
+    let has = |pat: &[&str]| {
+        routes
+            .lines()
+            .any(|l| pat.iter().all(|p| l.split_whitespace().any(|w| w == *p)))
+    };
+    for dst in ["10.99.0.0/24", "0.0.0.0/1", "128.0.0.0/1"] {
+        assert!(
+            has(&[dst, "via", SERVER_TUN, "dev", CLIENT_DEV]),
+            "no {dst} via the tunnel:\n{routes}"
+        );
+    }
+    assert!(
+        has(&[SERVER_UNDERLAY, "dev", &net.veth.if_b]),
+        "no host route to the server over {}:\n{routes}",
+        net.veth.if_b
+    );
+    // Traffic follows: the internet goes into the tunnel, the server's
+    // underlay address does not.
+    let get = |dst: &str| net.client_ns.exec(&["ip", "route", "get", dst]).unwrap();
+    let inet = get("192.0.2.77");
+    assert!(inet.contains(CLIENT_DEV), "{inet}");
+    let underlay = get(SERVER_UNDERLAY);
+    assert!(underlay.contains(&net.veth.if_b), "{underlay}");
+}
 
 #[test]
 fn client_applies_pushed_routes_and_restores_them() {
@@ -441,41 +478,14 @@ fn client_applies_pushed_routes_and_restores_them() {
     let before = net.client_routes();
     let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
     let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    sc.push = vec![
-        "route 10.99.0.0 255.255.255.0".into(),
-        "redirect-gateway def1".into(),
-        "dhcp-option DNS 10.8.0.1".into(),
-    ];
+    sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
+    sc.push.push("dhcp-option DNS 10.8.0.1".into());
     let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
-    let _server = net.stock_server("openvpn-server", &sc);
+    let mut server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
 
-    let routes = net.client_routes();
-    let has = |r: &str, pat: &[&str]| {
-        r.lines()
-            .any(|l| pat.iter().all(|p| l.split_whitespace().any(|w| w == *p)))
-    };
-    for net_ in ["10.99.0.0/24", "0.0.0.0/1", "128.0.0.0/1"] {
-        assert!(
-            has(&routes, &[net_, "via", SERVER_TUN, "dev", CLIENT_DEV]),
-            "no {net_} via the tunnel:\n{routes}"
-        );
-    }
-    assert!(
-        has(&routes, &[SERVER_UNDERLAY, "dev", &net.veth.if_b]),
-        "no host route to the server over {}:\n{routes}",
-        net.veth.if_b
-    );
-    // Traffic follows: the internet goes into the tunnel, the server's
-    // underlay address does not.
-    let get = |dst: &str| net.client_ns.exec(&["ip", "route", "get", dst]).unwrap();
-    assert!(
-        get("192.0.2.77").contains(CLIENT_DEV),
-        "{}",
-        get("192.0.2.77")
-    );
-    assert!(get(SERVER_UNDERLAY).contains(&net.veth.if_b));
+    assert_pushed_routes(&net);
     let clog = client.log();
     assert!(
         clog.lines()
@@ -487,6 +497,10 @@ fn client_applies_pushed_routes_and_restores_them() {
 
     let st = terminate(&mut client, Duration::from_secs(10));
     assert!(st.success(), "{st}:\n{}", client.log_tail(20));
+    // explicit-exit-notify (cc-exit, pushed by 2.6) reached the server.
+    server
+        .wait_for_log_line("exit message received", Duration::from_secs(5))
+        .unwrap();
     let after = net.client_routes();
     assert_eq!(
         after, before,
