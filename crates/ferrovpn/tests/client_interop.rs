@@ -326,31 +326,47 @@ fn iperf3_intervals(net: &Net, seconds: u32) -> (Vec<u64>, u64) {
     (intervals, total)
 }
 
-#[test]
-fn client_initiated_renegotiation_keeps_traffic_flowing() {
-    let net = setup("ci-rn");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    // The server keeps the default reneg-sec 3600: every renegotiation is
-    // the client's.
-    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
-    cc.reneg_sec = Some(3);
+/// Renegotiate every 3 s (on the side(s) given) during `seconds` of iperf3:
+/// every 1 s interval must carry real traffic, the stock server must log a
+/// TLS handshake per key, and the client must stay connected.
+fn renegotiation_under_load(
+    tag: &str,
+    wrap_tls_auth: bool,
+    cipher: Cipher,
+    client_reneg: Option<u32>,
+    server_reneg: Option<u32>,
+    seconds: u32,
+) {
+    let net = setup(tag);
+    let wrap = if wrap_tls_auth {
+        Wrap::TlsAuth(Material::File(net.static_key("ta.key")))
+    } else {
+        Wrap::TlsCrypt(Material::File(net.static_key("tc.key")))
+    };
+    let mut sc = net.server_conf(wrap.clone(), cipher);
+    sc.reneg_sec = server_reneg;
+    let mut cc = net.client_conf(wrap, cipher);
+    cc.reneg_sec = client_reneg;
     let server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
 
-    let (intervals, total) = iperf3_intervals(&net, 10);
-    eprintln!("renegotiation every 3 s: iperf3 intervals {intervals:?}, {total} bytes");
-    assert!(intervals.len() >= 9, "{intervals:?}");
+    let (intervals, total) = iperf3_intervals(&net, seconds);
+    eprintln!(
+        "{tag}: renegotiation every 3 s (client {client_reneg:?}, server {server_reneg:?}): iperf3 intervals {intervals:?}, {total} bytes"
+    );
+    assert!(intervals.len() >= seconds as usize - 1, "{intervals:?}");
     // Every second carried real traffic: no stall across a key change.
     let min = intervals.iter().copied().min().unwrap_or(0);
     assert!(min > 1_000_000, "an interval stalled: {intervals:?}");
-    assert!(total > 50_000_000, "{total} bytes");
+    assert!(total > u64::from(seconds) * 5_000_000, "{total} bytes");
 
-    // The stock server saw the client's soft resets: one TLS handshake per
-    // key (the first plus at least two renegotiations), and new key ids.
+    // The stock server saw the soft resets: one TLS handshake per key (the
+    // first plus at least two renegotiations), and the client moved on to
+    // new key ids.
     let log = server.log();
     let handshakes = count(&log, "Control Channel: TLS");
+    eprintln!("{tag}: {handshakes} TLS handshakes in the stock server's log");
     assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");
     let clog = client.log();
     assert!(
@@ -358,9 +374,23 @@ fn client_initiated_renegotiation_keeps_traffic_flowing() {
         "client never activated key_id 2:\n{clog}"
     );
     assert!(!log.contains("TLS Error"), "{log}");
+    assert!(!log.contains("AEAD Decrypt error"), "{log}");
     let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     assert_eq!(count(&client.log(), UP), 1, "the client reconnected");
+}
+
+#[test]
+fn client_initiated_renegotiation_keeps_traffic_flowing() {
+    // The server keeps the default reneg-sec 3600: every renegotiation is
+    // the client's.
+    renegotiation_under_load("ci-rn", false, Cipher::Aes256Gcm, Some(3), None, 10);
+}
+
+#[test]
+fn server_initiated_renegotiation_keeps_traffic_flowing() {
+    // The other way round, over tls-auth: the stock server starts them.
+    renegotiation_under_load("ci-rns", true, Cipher::Aes128Gcm, None, Some(3), 8);
 }
 
 // ---------------------------------------------------------------------------
