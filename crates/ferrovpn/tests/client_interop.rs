@@ -141,12 +141,13 @@ impl Net {
         self.client_ns.exec(&["ip", "-4", "route", "show"]).unwrap()
     }
 
-    /// IPv4 addresses on the client's tunnel device (empty when it has none).
+    /// IPv4 addresses on the client's tunnel device (empty when it has
+    /// none; panics when the device does not exist).
     fn client_tun_addrs(&self) -> Vec<String> {
         let out = self
             .client_ns
             .exec(&["ip", "-4", "-o", "addr", "show", "dev", CLIENT_DEV])
-            .unwrap_or_default();
+            .unwrap();
         out.lines()
             .filter_map(|l| {
                 let mut w = l.split_whitespace();
