@@ -1,0 +1,433 @@
+//! ferrovpn as the SERVER with Debian's stock OpenVPN 2.6 as the CLIENT(s).
+//! The server runs in one network namespace, every client namespace is
+//! joined to it by its own veth pair. One config text drives either
+//! implementation (`ferrovpn::testing::openvpn_*_conf`).
+//!
+//! Needs root, `openvpn`, `iperf3`, `ip`, `ping`, `ss` and `/dev/net/tun`;
+//! every test fails loudly without them. Every wait has a deadline.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrovpn::pki::{CertKey, Pki, PkiOptions};
+use ferrovpn::testing::{
+    Cipher, ClientConf, Iperf3Server, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
+    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
+    wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping", "ss", "kill"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+const LISTENING: &str = "server listening";
+const SERVER_TUN: &str = "10.8.0.1";
+const SERVER_DEV: &str = "fvtun-s";
+const PORT: u16 = 1194;
+
+/// A server namespace and `n` client namespaces, client `i` joined to the
+/// server by veth `10.210.<i+1>.1/24 (server) <-> 10.210.<i+1>.2/24`, a
+/// throwaway PKI and a scratch directory. Processes are locals of the test
+/// declared after this, so they drop (and are killed) before the namespaces.
+struct Lab {
+    _veths: Vec<VethPair>,
+    clients: Vec<Netns>,
+    server_ns: Netns,
+    pki: Pki,
+    dir: TestDir,
+}
+
+fn lab(tag: &str, n_clients: usize) -> Lab {
+    require_root_and_tools(TOOLS);
+    let dir = TestDir::new(tag).unwrap();
+    let pki = Pki::generate(
+        &dir.join("pki"),
+        &PkiOptions {
+            clients: 3,
+            ..PkiOptions::default()
+        },
+    )
+    .unwrap();
+    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
+    let mut clients = Vec::new();
+    let mut veths = Vec::new();
+    for i in 0..n_clients {
+        let ns = Netns::unique(&format!("{tag}-c{i}")).unwrap();
+        let v = VethPair::new(
+            &server_ns,
+            &format!("10.210.{}.1/24", i + 1),
+            &ns,
+            &format!("10.210.{}.2/24", i + 1),
+        )
+        .unwrap();
+        // The underlay works before any VPN runs.
+        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
+        clients.push(ns);
+        veths.push(v);
+    }
+    Lab {
+        _veths: veths,
+        clients,
+        server_ns,
+        pki,
+        dir,
+    }
+}
+
+/// The server's underlay address as seen from client namespace `i`.
+fn server_underlay(i: usize) -> String {
+    format!("10.210.{}.1", i + 1)
+}
+
+impl Lab {
+    /// A fresh static key (tls-auth / tls-crypt) file.
+    fn static_key(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(
+            &path,
+            ferrovpn_proto::wrap::StaticKey::generate().to_file_text(),
+        )
+        .unwrap();
+        path
+    }
+
+    fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
+        ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
+    }
+
+    /// Stock client in namespace `i` with `who`'s certificate, tunnel device `dev`.
+    fn client_conf(
+        &self,
+        i: usize,
+        who: &CertKey,
+        dev: &str,
+        wrap: Wrap,
+        cipher: Cipher,
+    ) -> ClientConf {
+        ClientConf::new(&self.pki, who, &server_underlay(i), dev, wrap, cipher)
+    }
+
+    /// `ferrovpn --config` server from `sc`, waited on until it listens.
+    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
+        let conf = self.dir.join("server.conf");
+        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
+        let mut p = Proc::spawn_in(
+            &self.server_ns,
+            "ferrovpn-server",
+            self.dir.path(),
+            FERROVPN,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap();
+        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
+        p
+    }
+
+    /// Stock `openvpn` client in namespace `i` from `cc`; not waited on.
+    fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
+        Proc::spawn_in(
+            &self.clients[i],
+            name,
+            self.dir.path(),
+            "openvpn",
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap()
+    }
+}
+
+fn count(log: &str, pat: &str) -> usize {
+    log.lines().filter(|l| l.contains(pat)).count()
+}
+
+/// Wait until `p`'s log holds `n` lines containing `pat`.
+fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(50), || {
+        count(&p.log(), pat) >= n
+    })
+}
+
+/// Both logs' tails, for failure messages.
+fn logs(client: &Proc, server: &Proc) -> String {
+    format!(
+        "--- {} ---\n{}\n--- {} ---\n{}",
+        client.name(),
+        client.log_tail(40),
+        server.name(),
+        server.log_tail(40)
+    )
+}
+
+/// Wait for the stock client to come up and check that it negotiated `cipher`.
+fn wait_up(client: &mut Proc, server: &Proc, cipher: Cipher) {
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(client, server));
+    }
+    let log = client.log();
+    assert!(
+        !log.contains("Initialization Sequence Completed With Errors"),
+        "{}",
+        logs(client, server)
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Data Channel") && l.contains(cipher.name())),
+        "client did not negotiate {}:\n{}",
+        cipher.name(),
+        logs(client, server)
+    );
+}
+
+/// The tunnel address the server announced for `cn`
+/// ("client <cn> connected: <ip>, ..."), the latest one.
+fn connected_ip(server: &Proc, cn: &str) -> Option<String> {
+    let pat = format!("client {cn} connected: ");
+    server.log().lines().rev().find_map(|l| {
+        let rest = &l[l.find(&pat)? + pat.len()..];
+        rest.split(',').next().map(|s| s.trim().to_owned())
+    })
+}
+
+fn kill(sig: &str, p: &Proc) {
+    let st = Command::new("kill")
+        .args([sig, &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {}", p.pid());
+}
+
+/// Ping the server's tunnel address from client namespace `i` and push
+/// 2 s of iperf3 through the tunnel.
+fn ping_and_iperf3(lab: &Lab, i: usize, what: &str, client: &Proc, server: &Proc) {
+    let p = ping(&lab.clients[i], SERVER_TUN, 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", logs(client, server)));
+    assert!(p.received >= 4, "{what}: {p:?}\n{}", logs(client, server));
+    let r = iperf3_report(&lab.clients[i], &lab.server_ns, SERVER_TUN, 2, 1)
+        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", logs(client, server)));
+    eprintln!(
+        "{what}: stock client -> ferrovpn server {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
+        r.gbps, r.bytes, r.retransmits, p.avg_ms
+    );
+    assert!(r.bytes > 1_000_000, "{what}: {r:?}");
+    assert!(r.gbps > 0.01, "{what}: {r:?}");
+}
+
+/// One stock client against a ferrovpn server: connect, ping, iperf3.
+fn basic(tag: &str, wrap_of: impl Fn(&Lab) -> Wrap, cipher: Cipher, inline: bool) {
+    let lab = lab(tag, 1);
+    let wrap = wrap_of(&lab);
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    if inline {
+        sc = sc.inline().unwrap();
+        cc = cc.inline().unwrap();
+        let text = openvpn_server_conf(&sc);
+        assert!(
+            text.contains("<ca>\n") && text.contains("<key>\n"),
+            "{text}"
+        );
+    }
+    let server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    assert_eq!(
+        connected_ip(&server, "client1").as_deref(),
+        Some("10.8.0.2"),
+        "{}",
+        logs(&client, &server)
+    );
+    ping_and_iperf3(&lab, 0, tag, &client, &server);
+}
+
+#[test]
+fn stock_client_tls_crypt_aes256gcm_ping_iperf3() {
+    basic(
+        "sv-tc",
+        |l| Wrap::TlsCrypt(Material::File(l.static_key("tc.key"))),
+        Cipher::Aes256Gcm,
+        false,
+    );
+}
+
+#[test]
+fn stock_client_tls_auth_sha256_aes128gcm_inline_ping_iperf3() {
+    basic(
+        "sv-ta",
+        |l| Wrap::TlsAuth(Material::File(l.static_key("ta.key"))),
+        Cipher::Aes128Gcm,
+        true,
+    );
+}
+
+#[test]
+fn stock_client_no_wrap_chacha20_ping_iperf3() {
+    basic("sv-cc", |_| Wrap::None, Cipher::Chacha20Poly1305, false);
+}
+
+/// `iperf3 -c SERVER_TUN -t SECONDS -i 1 -J` from client namespace `i`;
+/// returns the bytes of every 1 s interval and the receiver's total.
+fn iperf3_intervals(lab: &Lab, i: usize, seconds: u32) -> (Vec<u64>, u64) {
+    let server = Iperf3Server::start(&lab.server_ns, 5201).unwrap();
+    let t = seconds.to_string();
+    let out = lab.clients[i]
+        .command(
+            "iperf3",
+            &[
+                "-J",
+                "-c",
+                SERVER_TUN,
+                "-p",
+                "5201",
+                "-t",
+                &t,
+                "-i",
+                "1",
+                "--connect-timeout",
+                "5000",
+            ],
+        )
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 output is not JSON ({e}): {json}\n{}\nserver: {}",
+            String::from_utf8_lossy(&out.stderr),
+            server.process().log_tail(20)
+        )
+    });
+    assert!(v.get("error").is_none(), "iperf3 failed: {json}");
+    let intervals: Vec<u64> = v["intervals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no intervals: {json}"))
+        .iter()
+        .map(|iv| iv["sum"]["bytes"].as_u64().unwrap_or(0))
+        .collect();
+    let total = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    (intervals, total)
+}
+
+/// Distinct key ids the server made active ("key_id N active"), in order.
+fn active_key_ids(log: &str) -> Vec<u8> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("key_id ")? + "key_id ".len()..];
+            let (n, tail) = rest.split_once(' ')?;
+            (tail.trim() == "active").then(|| n.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn stock_client_renegotiates_during_transfer() {
+    let lab = lab("sv-reneg", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.reneg_sec = Some(3);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    cc.reneg_sec = Some(3);
+    let server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    let before = active_key_ids(&server.log());
+    assert_eq!(before, vec![0], "{}", logs(&client, &server));
+
+    let started = Instant::now();
+    let (intervals, total) = iperf3_intervals(&lab, 0, 10);
+    let took = started.elapsed();
+    let slog = server.log();
+    let keys = active_key_ids(&slog);
+    eprintln!(
+        "reneg: {} MB in {took:?}, per second (MB): {:?}, key ids active: {keys:?}",
+        total / 1_000_000,
+        intervals.iter().map(|b| b / 1_000_000).collect::<Vec<_>>()
+    );
+    assert!(
+        keys.len() >= 4,
+        "expected >= 3 renegotiations during 10 s with reneg-sec 3, got key ids {keys:?}\n{}",
+        logs(&client, &server)
+    );
+    // Key ids go 0, 1, 2, ... 7, 1, 2 ... (0 is only used for the first key).
+    for w in keys.windows(2) {
+        let expected = if w[0] == 7 { 1 } else { w[0] + 1 };
+        assert_eq!(w[1], expected, "key ids {keys:?}");
+    }
+    assert!(intervals.len() >= 9, "{intervals:?}");
+    // The transfer never stalls: every second moves data, and the total is
+    // far above what a tunnel that keeps breaking would carry.
+    for (n, b) in intervals.iter().enumerate() {
+        assert!(
+            *b > 100_000,
+            "second {n} of the transfer moved only {b} bytes: {intervals:?}\n{}",
+            logs(&client, &server)
+        );
+    }
+    assert!(total > 50_000_000, "{total} bytes in 10 s");
+    // The client saw the renegotiations too and kept the tunnel.
+    let clog = client.log();
+    assert!(
+        count(&clog, "TLS: soft reset") >= 3,
+        "client log shows no renegotiations:\n{}",
+        logs(&client, &server)
+    );
+    assert!(!slog.contains("disconnected"), "{}", logs(&client, &server));
+    assert!(
+        count(&slog, "negotiation failed") == 0,
+        "{}",
+        logs(&client, &server)
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+}
+
+#[test]
+fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
+    let lab = lab("sv-c2c", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.client_to_client = true;
+    let server = lab.ferrovpn_server(&sc);
+    let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
+    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
+    wait_up(&mut a, &server, cipher);
+    let cc_b = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap, cipher);
+    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
+    wait_up(&mut b, &server, cipher);
+    assert_eq!(
+        connected_ip(&server, "client1").as_deref(),
+        Some("10.8.0.2"),
+        "{}",
+        logs(&a, &server)
+    );
+    assert_eq!(
+        connected_ip(&server, "client2").as_deref(),
+        Some("10.8.0.3"),
+        "{}",
+        logs(&b, &server)
+    );
+    // The clients really configured what they were given.
+    let addr_a = lab.clients[0]
+        .exec(&["ip", "-4", "-o", "addr", "show", "dev", "fvtun-a"])
+        .unwrap();
+    assert!(addr_a.contains("10.8.0.2/24"), "{addr_a}");
+    let addr_b = lab.clients[1]
+        .exec(&["ip", "-4", "-o", "addr", "show", "dev", "fvtun-b"])
+        .unwrap();
+    assert!(addr_b.contains("10.8.0.3/24"), "{addr_b}");
+    // Both reach the server, and A reaches B (and back) through it.
+    for (i, c) in [(0, &a), (1, &b)] {
+        let p = ping(&lab.clients[i], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+        assert!(p.received >= 2, "{p:?}\n{}", logs(c, &server));
+    }
+    let p = ping(&lab.clients[0], "10.8.0.3", 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("A -> B: {e:#}\n{}\n{}", logs(&a, &server), b.log_tail(30)));
+    assert!(p.received >= 4, "A -> B {p:?}");
+    let p = ping(&lab.clients[1], "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "B -> A {p:?}");
+}
