@@ -127,8 +127,22 @@ impl Lab {
 
     /// Stock `openvpn` client in namespace `i` from `cc`; not waited on.
     fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        self.stock_client_text(i, name, &openvpn_client_conf(cc))
+    }
+
+    /// Stock `openvpn` client in namespace `i` bound to UDP `port` (instead
+    /// of `nobind`), so the server log names it; not waited on.
+    fn stock_client_on_port(&self, i: usize, name: &str, cc: &ClientConf, port: u16) -> Proc {
+        let text = openvpn_client_conf(cc);
+        assert!(text.contains("\nnobind\n"), "{text}");
+        let text = text.replace("\nnobind\n", &format!("\nlport {port}\n"));
+        self.stock_client_text(i, name, &text)
+    }
+
+    /// Stock `openvpn` client in namespace `i` from config text; not waited on.
+    fn stock_client_text(&self, i: usize, name: &str, text: &str) -> Proc {
         let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
+        std::fs::write(&conf, text).unwrap();
         Proc::spawn_in(
             &self.clients[i],
             name,
@@ -430,4 +444,180 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     assert!(p.received >= 4, "A -> B {p:?}");
     let p = ping(&lab.clients[1], "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "B -> A {p:?}");
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
+    let path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            ferrovpn_dataplane::enter_netns(&path)
+                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Tiny deterministic PRNG (xorshift64*) for garbage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// Between `min` and `min + spread - 1` random bytes.
+    fn some_bytes(&mut self, min: usize, spread: usize) -> Vec<u8> {
+        let n = min + self.below(spread);
+        self.bytes(n)
+    }
+}
+
+/// Hostile datagrams for the server port: random bytes of every size,
+/// truncated control packets of every opcode, client hard resets of the
+/// right shape with a wrong tls-crypt HMAC, and data packets for the
+/// connected client's peer-id 0 with garbage authentication tags.
+fn garbage() -> Vec<Vec<u8>> {
+    let mut r = Rng(0x5eed_f00d_dead_beef);
+    let mut out = Vec::new();
+    // Random bytes, 0..1500 long, and a few oversized (fragmented) ones.
+    for i in 0..1500 {
+        let len = if i % 100 == 0 { 4000 } else { r.below(1500) };
+        out.push(r.bytes(len));
+    }
+    // Truncated packets of every opcode and key id.
+    for i in 0..1000usize {
+        let op = (i % 32) as u8;
+        let mut p = vec![op << 3 | (r.below(8) as u8)];
+        p.extend(r.some_bytes(0, 60));
+        out.push(p);
+    }
+    // HARD_RESET_CLIENT_V2, key id 0: session id, packet id, time, a random
+    // 32-byte HMAC and a random encrypted body: the right opcode and shape,
+    // the wrong tls-crypt authentication.
+    for _ in 0..1000 {
+        let mut p = vec![7 << 3];
+        p.extend(r.bytes(8)); // session id
+        p.extend(1u32.to_be_bytes()); // packet id
+        p.extend((r.next() as u32).to_be_bytes()); // time
+        p.extend(r.bytes(32)); // HMAC
+        p.extend(r.some_bytes(10, 300)); // "ciphertext"
+        out.push(p);
+    }
+    // P_DATA_V2 for peer-id 0 (the good client) with key id 0..7: must not
+    // be decrypted, counted as the peer's traffic, or make it float.
+    for i in 0..1000usize {
+        let mut p = vec![9 << 3 | (i % 8) as u8, 0, 0, 0];
+        p.extend((i as u32 + 1).to_be_bytes());
+        p.extend(r.some_bytes(16, 1400));
+        out.push(p);
+    }
+    out
+}
+
+/// Send every datagram of `pkts` from namespace `ns` (bound to `local_port`)
+/// to `to`; returns how many the kernel accepted.
+fn blast(ns: &Netns, local_port: u16, to: SocketAddr, pkts: &[Vec<u8>]) -> usize {
+    in_netns(ns, || {
+        let sock = UdpSocket::bind(("0.0.0.0", local_port)).expect("bind garbage socket");
+        pkts.iter().filter(|p| sock.send_to(p, to).is_ok()).count()
+    })
+}
+
+#[test]
+fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
+    let lab = lab("sv-hostile", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let sc = lab.server_conf(wrap.clone(), cipher);
+    let mut server = lab.ferrovpn_server(&sc);
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap.clone(), cipher);
+    let mut good = lab.stock_client(0, "openvpn-good", &cc);
+    wait_up(&mut good, &server, cipher);
+    let ns = &lab.clients[0];
+    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+
+    // (a) A client whose certificate comes from a foreign CA (it trusts the
+    // server's CA, and knows the tls-crypt key). Fixed source ports make
+    // each hostile peer recognisable in the server log.
+    let fc = lab.client_conf(0, &lab.pki.foreign_client, "fvtun-f", wrap, cipher);
+    // (c) A client with the wrong tls-crypt key.
+    let wrong = Wrap::TlsCrypt(Material::File(lab.static_key("wrong.key")));
+    let wc = lab.client_conf(0, &lab.pki.clients[1], "fvtun-w", wrong, cipher);
+
+    let (pings, sent, foreign, wrongkey) = std::thread::scope(|s| {
+        // The good client keeps pinging through all of it: 40 pings, 8 s.
+        let pinger = s.spawn(|| ping(ns, SERVER_TUN, 40, Duration::from_secs(15)));
+        let foreign = lab.stock_client_on_port(0, "openvpn-foreign", &fc, 40001);
+        let wrongkey = lab.stock_client_on_port(0, "openvpn-wrongkey", &wc, 40002);
+        // (b) A few thousand garbage datagrams, twice.
+        let pkts = garbage();
+        let mut sent = blast(ns, 40003, server_addr, &pkts);
+        assert!(
+            wait_for_count(
+                &server,
+                "10.210.1.2:40001: client ? disconnected",
+                1,
+                CONNECT_TIMEOUT
+            ),
+            "the foreign-CA client was not refused\n{}",
+            logs(&foreign, &server)
+        );
+        sent += blast(ns, 40003, server_addr, &pkts);
+        (pinger.join().unwrap(), sent, foreign, wrongkey)
+    });
+    let slog = server.log();
+    let all = format!(
+        "{}\n{}\n--- {} ---\n{}",
+        logs(&good, &server),
+        logs(&foreign, &wrongkey),
+        good.name(),
+        good.log_tail(20)
+    );
+    eprintln!("hostile: {sent} garbage datagrams sent; good client's pings meanwhile: {pings:?}");
+    assert!(sent >= 8000, "only {sent} garbage datagrams went out");
+    let pings = pings.unwrap_or_else(|e| panic!("pings during the attack: {e:#}\n{all}"));
+    assert!(
+        pings.received * 4 >= pings.transmitted * 3,
+        "good client lost pings during the attack: {pings:?}\n{all}"
+    );
+    // (a) refused: the TLS handshake failed on the certificate, no address.
+    assert!(
+        slog.contains("negotiation failed") || slog.contains("authentication failed"),
+        "{all}"
+    );
+    assert!(!slog.contains("client foreign-client connected"), "{all}");
+    assert!(!foreign.log().contains(UP), "{all}");
+    // (c) and the garbage: no state for either source port.
+    for port in [40002, 40003] {
+        assert!(
+            !slog.contains(&format!("10.210.1.2:{port}: new session")),
+            "port {port} got a session\n{all}"
+        );
+    }
+    assert!(!wrongkey.log().contains(UP), "{all}");
+    assert!(
+        !wrongkey.log().contains("Peer Connection Initiated"),
+        "{all}"
+    );
+    assert!(slog.contains("control packets dropped"), "{all}");
+    // Nobody but client1 got an address, and nothing floated.
+    assert_eq!(count(&slog, " connected: 10.8.0."), 1, "{all}");
+    assert!(!slog.contains("floated"), "{all}");
+    // The server lives and the good client still works.
+    assert!(server.try_exit().is_none(), "server exited\n{all}");
+    let p = ping(ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 4, "{p:?}\n{all}");
+    let r = iperf3_report(ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
+    assert!(r.bytes > 1_000_000, "{r:?}");
 }
