@@ -621,3 +621,134 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     let r = iperf3_report(ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
     assert!(r.bytes > 1_000_000, "{r:?}");
 }
+
+/// Wait for `p` to exit after a signal; panics with its log otherwise.
+fn wait_exit(p: &mut Proc, grace: Duration) {
+    let exited = wait_until(grace, Duration::from_millis(20), || p.try_exit().is_some());
+    assert!(
+        exited,
+        "{} did not exit within {grace:?}:\n{}",
+        p.name(),
+        p.log_tail(40)
+    );
+}
+
+/// The server log lines that say `cn` disconnected.
+fn disconnects(server: &Proc, cn: &str) -> Vec<String> {
+    let pat = format!("client {cn} disconnected");
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains(&pat))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
+    let lab = lab("sv-keepalive", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    // Server: ping every 1 s, drop after 2 x 3 = 6 s of silence; clients
+    // are pushed ping 1 / ping-restart 3.
+    sc.keepalive = Some((1, 3));
+    let server = lab.ferrovpn_server(&sc);
+    // client1 and then client3 in namespace 0, client2 in namespace 1 (two
+    // live tunnels in one namespace would share the 10.8.0.0/24 route).
+    let ns = &lab.clients[0];
+
+    // client1 connects, then dies without a word (SIGKILL).
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-1", wrap.clone(), cipher);
+    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
+    wait_up(&mut c1, &server, cipher);
+    assert!(
+        c1.log().contains("ping-restart 3"),
+        "keepalive not pushed\n{}",
+        logs(&c1, &server)
+    );
+    assert_eq!(
+        connected_ip(&server, "client1").as_deref(),
+        Some("10.8.0.2")
+    );
+    let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    kill("-KILL", &c1);
+    wait_exit(&mut c1, Duration::from_secs(5));
+    let killed = Instant::now();
+
+    // While client1's session lingers, its address stays taken.
+    let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-2", wrap.clone(), cipher);
+    let mut c2 = lab.stock_client(1, "openvpn-client2", &cc2);
+    wait_up(&mut c2, &server, cipher);
+    assert!(
+        disconnects(&server, "client1").is_empty(),
+        "client1 dropped before its ping-restart\n{}",
+        logs(&c2, &server)
+    );
+    assert_eq!(
+        connected_ip(&server, "client2").as_deref(),
+        Some("10.8.0.3"),
+        "{}",
+        logs(&c2, &server)
+    );
+
+    // The server drops client1 after 6 s of silence, not much later.
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            !disconnects(&server, "client1").is_empty()
+        }),
+        "client1 never dropped\n{}",
+        logs(&c2, &server)
+    );
+    let dropped_after = killed.elapsed();
+    let d = disconnects(&server, "client1");
+    eprintln!("keepalive: client1 dropped {dropped_after:?} after SIGKILL: {d:?}");
+    assert!(d[0].contains("ping-restart"), "{d:?}");
+    assert!(
+        dropped_after >= Duration::from_secs(4) && dropped_after <= Duration::from_secs(10),
+        "dropped {dropped_after:?} after the kill; ping-restart is 6 s\n{}",
+        server.log_tail(30)
+    );
+
+    // client3 comes next and gets client1's address.
+    let cc3 = lab.client_conf(0, &lab.pki.clients[2], "fvtun-3", wrap, cipher);
+    let mut c3 = lab.stock_client(0, "openvpn-client3", &cc3);
+    wait_up(&mut c3, &server, cipher);
+    assert_eq!(
+        connected_ip(&server, "client3").as_deref(),
+        Some("10.8.0.2"),
+        "client1's address was not reused\n{}",
+        logs(&c3, &server)
+    );
+    let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "server -> client3 {p:?}");
+
+    // client2 leaves with SIGTERM: explicit-exit-notify tells the server,
+    // which drops it within seconds, well before any ping-restart.
+    kill("-TERM", &c2);
+    let termed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            !disconnects(&server, "client2").is_empty()
+        }),
+        "client2 never dropped\n{}",
+        logs(&c2, &server)
+    );
+    let gone_after = termed.elapsed();
+    let d = disconnects(&server, "client2");
+    eprintln!("exit-notify: client2 dropped {gone_after:?} after SIGTERM: {d:?}");
+    assert!(!d[0].contains("ping-restart"), "{d:?}");
+    assert!(
+        gone_after < Duration::from_secs(4),
+        "exit notification took {gone_after:?}\n{}",
+        logs(&c2, &server)
+    );
+    assert!(server.log().contains("client announced exit"));
+    wait_exit(&mut c2, Duration::from_secs(10));
+    // client3 is unaffected.
+    let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
