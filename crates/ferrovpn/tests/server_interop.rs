@@ -336,15 +336,37 @@ fn active_key_ids(log: &str) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn stock_client_renegotiates_during_transfer() {
-    let lab = lab("sv-reneg", 1);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let cipher = Cipher::Aes256Gcm;
+/// Who starts the renegotiations in [`reneg_under_load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Initiator {
+    /// `reneg-sec 3` on both sides (the stock client fires first).
+    Both,
+    /// `reneg-sec 3` on the server, `reneg-sec 0` (off) on the client.
+    Server,
+}
+
+/// A 10 s transfer while the key is renegotiated every 3 s: the transfer
+/// never stalls, key ids rotate in order, the tunnel stays up.
+fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
+    let lab = lab(tag, 1);
+    let (wrap, cipher) = if tls_auth {
+        (
+            Wrap::TlsAuth(Material::File(lab.static_key("ta.key"))),
+            Cipher::Aes128Gcm,
+        )
+    } else {
+        (
+            Wrap::TlsCrypt(Material::File(lab.static_key("tc.key"))),
+            Cipher::Aes256Gcm,
+        )
+    };
     let mut sc = lab.server_conf(wrap.clone(), cipher);
     sc.reneg_sec = Some(3);
     let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
-    cc.reneg_sec = Some(3);
+    cc.reneg_sec = Some(match initiator {
+        Initiator::Both => 3,
+        Initiator::Server => 0,
+    });
     let server = lab.ferrovpn_server(&sc);
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     wait_up(&mut client, &server, cipher);
@@ -357,7 +379,7 @@ fn stock_client_renegotiates_during_transfer() {
     let slog = server.log();
     let keys = active_key_ids(&slog);
     eprintln!(
-        "reneg: {} MB in {took:?}, per second (MB): {:?}, key ids active: {keys:?}",
+        "{tag}: {} MB in {took:?}, per second (MB): {:?}, key ids active: {keys:?}",
         total / 1_000_000,
         intervals.iter().map(|b| b / 1_000_000).collect::<Vec<_>>()
     );
@@ -382,10 +404,11 @@ fn stock_client_renegotiates_during_transfer() {
         );
     }
     assert!(total > 50_000_000, "{total} bytes in 10 s");
-    // The client saw the renegotiations too and kept the tunnel.
+    // The client saw the renegotiations too (one TLS handshake each) and
+    // kept the tunnel.
     let clog = client.log();
     assert!(
-        count(&clog, "TLS: soft reset") >= 3,
+        count(&clog, "Control Channel: TLS") >= 4,
         "client log shows no renegotiations:\n{}",
         logs(&client, &server)
     );
@@ -395,8 +418,25 @@ fn stock_client_renegotiates_during_transfer() {
         "{}",
         logs(&client, &server)
     );
+    if initiator == Initiator::Server {
+        assert!(
+            count(&slog, "starting renegotiation") >= 3,
+            "the server did not start the renegotiations\n{}",
+            logs(&client, &server)
+        );
+    }
     let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+}
+
+#[test]
+fn stock_client_renegotiates_during_transfer() {
+    reneg_under_load("sv-reneg", false, Initiator::Both);
+}
+
+#[test]
+fn server_renegotiates_with_stock_client_during_transfer_tls_auth() {
+    reneg_under_load("sv-sreneg", true, Initiator::Server);
 }
 
 #[test]
