@@ -792,3 +792,42 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
     let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 }
+
+#[test]
+fn stock_client_restart_from_same_port_gets_a_fresh_session() {
+    let lab = lab("sv-restart", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Chacha20Poly1305;
+    let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    // A fixed source port: the restarted session comes from the same address.
+    let mut client = lab.stock_client_on_port(0, "openvpn-client", &cc, 40010);
+    wait_up(&mut client, &server, cipher);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    // SIGUSR1: the stock client restarts with a new session id.
+    kill("-USR1", &client);
+    assert!(
+        wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
+        "client did not come back after SIGUSR1\n{}",
+        logs(&client, &server)
+    );
+    assert!(
+        wait_for_count(
+            &server,
+            "client client1 connected: 10.8.0.2",
+            2,
+            CONNECT_TIMEOUT
+        ),
+        "{}",
+        logs(&client, &server)
+    );
+    let slog = server.log();
+    assert_eq!(count(&slog, "10.210.1.2:40010: new session"), 2, "{slog}");
+    assert_eq!(count(&slog, " connected: 10.8.0."), 2, "{slog}");
+    let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&client, &server)));
+    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "server -> client {p:?}");
+}
