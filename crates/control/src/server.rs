@@ -40,6 +40,9 @@ pub struct ServerSettings {
     pub session: Arc<SessionConfig>,
     pub max_clients: usize,
     pub tun_mtu: u16,
+    /// `duplicate-cn`: clients may share a certificate CN. Without it a new
+    /// connection drops the earlier sessions of the same CN, like OpenVPN.
+    pub duplicate_cn: bool,
 }
 
 impl ServerSettings {
@@ -362,6 +365,22 @@ impl Server {
                 peer_info,
                 cipher,
             } => {
+                if !self.s.duplicate_cn
+                    && let Some(cn) = common_name.as_deref()
+                {
+                    let earlier: Vec<SocketAddr> = self
+                        .clients
+                        .iter()
+                        .filter(|(a, c)| **a != addr && c.common_name.as_deref() == Some(cn))
+                        .map(|(a, _)| *a)
+                        .collect();
+                    for old in earlier {
+                        info!(
+                            "{addr}: new connection by client {cn} drops its session from {old} (no duplicate-cn)"
+                        );
+                        self.remove_client(old, "replaced by a new connection with the same CN");
+                    }
+                }
                 if let Some(c) = self.clients.get_mut(&addr) {
                     c.common_name = common_name;
                     c.peer_info = Some(peer_info);

@@ -224,6 +224,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         session: Arc::new(session),
         max_clients: cfg.max_clients() as usize,
         tun_mtu: cfg.tun_mtu(),
+        duplicate_cn: cfg.duplicate_cn,
     })
 }
 
