@@ -837,3 +837,72 @@ fn stock_client_restart_from_same_port_gets_a_fresh_session() {
     let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "server -> client {p:?}");
 }
+
+#[test]
+fn second_connection_with_the_same_cn_replaces_the_first() {
+    // Without `duplicate-cn` (the default) OpenVPN drops a client's earlier
+    // session when the same certificate CN connects again.
+    let lab = lab("sv-dupcn", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
+    let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
+    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
+    wait_up(&mut a, &server, cipher);
+    let cc_b = lab.client_conf(1, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
+    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
+    wait_up(&mut b, &server, cipher);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            disconnects(&server, "client1")
+                .iter()
+                .any(|l| l.contains("10.210.1.2:"))
+        }),
+        "the first client1 session was not dropped\n{}\n{}",
+        logs(&a, &server),
+        b.log_tail(20)
+    );
+    let d = disconnects(&server, "client1");
+    assert_eq!(d.len(), 1, "{d:?}");
+    let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&b, &server));
+}
+
+#[test]
+fn duplicate_cn_lets_one_certificate_connect_twice() {
+    let lab = lab("sv-dupcn2", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.extra.push("duplicate-cn".into());
+    let server = lab.ferrovpn_server(&sc);
+    let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
+    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
+    wait_up(&mut a, &server, cipher);
+    let cc_b = lab.client_conf(1, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
+    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
+    wait_up(&mut b, &server, cipher);
+    assert!(
+        wait_for_count(
+            &server,
+            "client client1 connected: 10.8.0.3",
+            1,
+            CONNECT_TIMEOUT
+        ),
+        "{}",
+        logs(&b, &server)
+    );
+    for i in 0..2 {
+        let p = ping(&lab.clients[i], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+        assert!(
+            p.received >= 2,
+            "client {i}: {p:?}\n{}",
+            server.log_tail(20)
+        );
+    }
+    assert!(
+        disconnects(&server, "client1").is_empty(),
+        "{}",
+        server.log()
+    );
+}
