@@ -40,6 +40,11 @@ pub struct ServerSettings {
     pub session: Arc<SessionConfig>,
     pub max_clients: usize,
     pub tun_mtu: u16,
+    /// `reneg-bytes`: renegotiate after this many data-channel bytes (sent
+    /// plus received) on the current key.
+    pub reneg_bytes: Option<u64>,
+    /// `reneg-pkts`: the same in packets.
+    pub reneg_pkts: Option<u64>,
     /// `duplicate-cn`: clients may share a certificate CN. Without it a new
     /// connection drops the earlier sessions of the same CN, like OpenVPN.
     pub duplicate_cn: bool,
@@ -61,6 +66,9 @@ struct Client {
     common_name: Option<String>,
     last_control_rx: Instant,
     remove_at: Option<Instant>,
+    /// Data-plane (bytes, packets) counters when the current key became the
+    /// send key: the baseline for `reneg-bytes` / `reneg-pkts`.
+    key_traffic_base: (u64, u64),
 }
 
 struct Server {
@@ -252,6 +260,7 @@ impl Server {
                         common_name: None,
                         last_control_rx: now,
                         remove_at: None,
+                        key_traffic_base: (0, 0),
                     },
                 );
                 self.drain(now, from);
@@ -310,6 +319,26 @@ impl Server {
             {
                 debug!("{a}: keepalive ping not sent: {e}");
             }
+            // Soft reset when the data plane's packet ids run low or the
+            // current key carried reneg-bytes / reneg-pkts.
+            let (base_bytes, base_pkts) = c.key_traffic_base;
+            let bytes = (stats.rx_bytes + stats.tx_bytes).saturating_sub(base_bytes);
+            let pkts = (stats.rx_packets + stats.tx_packets).saturating_sub(base_pkts);
+            let due = stats.needs_renegotiation
+                || self.s.reneg_bytes.is_some_and(|n| bytes >= n)
+                || self.s.reneg_pkts.is_some_and(|n| pkts >= n);
+            if due
+                && c.session.is_established()
+                && let Some(c) = self.clients.get_mut(&a)
+            {
+                match c.session.start_renegotiation(now) {
+                    Ok(()) => {
+                        debug!("{a}: renegotiating after {bytes} bytes, {pkts} packets");
+                        self.drain(now, a);
+                    }
+                    Err(e) => debug!("{a}: renegotiation not started: {e}"),
+                }
+            }
         }
     }
 
@@ -351,7 +380,13 @@ impl Server {
                 debug!("{addr}: data keys for key_id {key_id} installed");
             }
             Event::SendKey { key_id } => {
-                if let Some((peer_id, _)) = self.clients.get(&addr).and_then(|c| c.peer) {
+                if let Some(c) = self.clients.get_mut(&addr)
+                    && let Some((peer_id, _)) = c.peer
+                {
+                    if let Some(st) = self.peers.peer_stats(peer_id) {
+                        c.key_traffic_base =
+                            (st.rx_bytes + st.tx_bytes, st.rx_packets + st.tx_packets);
+                    }
                     self.peers.set_send_key(peer_id, key_id);
                 }
             }

@@ -224,6 +224,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         session: Arc::new(session),
         max_clients: cfg.max_clients() as usize,
         tun_mtu: cfg.tun_mtu(),
+        reneg_bytes: cfg.reneg_bytes.filter(|&n| n > 0),
+        reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),
         duplicate_cn: cfg.duplicate_cn,
     })
 }
