@@ -906,3 +906,43 @@ fn duplicate_cn_lets_one_certificate_connect_twice() {
         server.log()
     );
 }
+
+#[test]
+fn server_reneg_bytes_renegotiates_during_transfer() {
+    let lab = lab("sv-renegb", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    // Only the byte count triggers renegotiation: 20 MB, time-based off on
+    // both sides.
+    sc.reneg_sec = Some(0);
+    sc.extra.push("reneg-bytes 20000000".into());
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    cc.reneg_sec = Some(0);
+    let server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    let (intervals, total) = iperf3_intervals(&lab, 0, 3);
+    let slog = server.log();
+    let keys = active_key_ids(&slog);
+    eprintln!(
+        "reneg-bytes: {} MB, per second (MB): {:?}, key ids active: {keys:?}",
+        total / 1_000_000,
+        intervals.iter().map(|b| b / 1_000_000).collect::<Vec<_>>()
+    );
+    assert!(total > 100_000_000, "{total} bytes: too little to judge");
+    assert!(
+        count(&slog, "starting renegotiation") >= 3 && keys.len() >= 4,
+        "{} MB moved, reneg-bytes 20 MB, but the server renegotiated {} times (key ids {keys:?})\n{}",
+        total / 1_000_000,
+        count(&slog, "starting renegotiation"),
+        logs(&client, &server)
+    );
+    for w in keys.windows(2) {
+        let expected = if w[0] == 7 { 1 } else { w[0] + 1 };
+        assert_eq!(w[1], expected, "key ids {keys:?}");
+    }
+    assert!(!slog.contains("disconnected"), "{}", logs(&client, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+}
