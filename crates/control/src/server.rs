@@ -13,7 +13,7 @@ use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::{Event, Session, SessionConfig};
-use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
+use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, SessionId, parse_prefix};
 use tracing::{debug, info, warn};
 
 use crate::netconfig;
@@ -80,7 +80,15 @@ struct Server {
     used_peer_ids: HashMap<u32, SocketAddr>,
     dp: DataPlane,
     bad_packets: DropLog,
+    /// Session ids of recent client hard resets that created a session,
+    /// with their source and time: the same reset from another address is
+    /// a replay and must not create state (one captured packet replayed
+    /// from many ports would otherwise fill max-clients).
+    recent_resets: HashMap<SessionId, (SocketAddr, Instant)>,
 }
+
+/// Most remembered client resets; beyond it old ones are forgotten first.
+const RECENT_RESETS_MAX: usize = 65536;
 
 /// How often keepalive and liveness are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -125,6 +133,7 @@ pub async fn run_server(
         used_peer_ids: HashMap::new(),
         dp,
         bad_packets: DropLog::new("control packets dropped"),
+        recent_resets: HashMap::new(),
     };
     tokio::pin!(shutdown);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -218,8 +227,8 @@ impl Server {
         }
         // Unknown peer (or a restarted one): only an authenticated client
         // hard reset may create state.
-        match prefix {
-            Ok((Opcode::HardResetClientV2, 0, _)) => {}
+        let sid = match prefix {
+            Ok((Opcode::HardResetClientV2, 0, sid)) => sid,
             Ok((op, _, _)) => {
                 debug!("{from}: {op:?} from unknown peer dropped");
                 return;
@@ -228,7 +237,7 @@ impl Server {
                 self.bad_packets.note(from, &e.to_string());
                 return;
             }
-        }
+        };
         let (pkt, replay) = match self.s.session.wrap.unwrap(packet) {
             Ok(v) => v,
             Err(e) => {
@@ -236,6 +245,16 @@ impl Server {
                 return;
             }
         };
+        if let Some(&(first_from, at)) = self.recent_resets.get(&sid)
+            && first_from != from
+            && now.saturating_duration_since(at) < self.s.session.hand_window
+        {
+            self.bad_packets.note(
+                from,
+                &format!("client reset replayed (first seen from {first_from})"),
+            );
+            return;
+        }
         if self.clients.contains_key(&from) {
             self.remove_client(from, "client restarted its session");
         }
@@ -249,6 +268,15 @@ impl Server {
         match Session::accept(self.s.session.clone(), now, unix_now(), pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session");
+                if self.recent_resets.len() >= RECENT_RESETS_MAX {
+                    let window = self.s.session.hand_window;
+                    self.recent_resets
+                        .retain(|_, (_, t)| now.saturating_duration_since(*t) < window);
+                    if self.recent_resets.len() >= RECENT_RESETS_MAX {
+                        self.recent_resets.clear();
+                    }
+                }
+                self.recent_resets.insert(sid, (from, now));
                 self.clients.insert(
                     from,
                     Client {
@@ -287,6 +315,9 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        let window = self.s.session.hand_window;
+        self.recent_resets
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) < window);
         let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
         for a in addrs {
             let Some(c) = self.clients.get(&a) else {
