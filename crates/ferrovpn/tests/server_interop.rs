@@ -946,3 +946,72 @@ fn server_reneg_bytes_renegotiates_during_transfer() {
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
 }
+
+/// One tls-crypt-wrapped HARD_RESET_CLIENT_V2 as a stock client sends it
+/// first (what an on-path observer can capture and replay).
+fn captured_client_reset(key_file: &std::path::Path) -> Vec<u8> {
+    use ferrovpn_proto::data::Side;
+    use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
+    use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+    let key = StaticKey::parse(&std::fs::read_to_string(key_file).unwrap()).unwrap();
+    let wrap = ControlWrap::tls_crypt(&key, Side::Client);
+    let pkt = ControlPacket {
+        opcode: Opcode::HardResetClientV2,
+        key_id: 0,
+        session_id: SessionId([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]),
+        acks: Vec::new(),
+        remote_session_id: None,
+        message_id: Some(0),
+        payload: Vec::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut out = Vec::new();
+    wrap.wrap(&pkt, ReplayId { id: 1, time: now }, &mut out);
+    out
+}
+
+#[test]
+fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
+    let lab = lab("sv-replay", 1);
+    let key = lab.static_key("tc.key");
+    let wrap = Wrap::TlsCrypt(Material::File(key.clone()));
+    let cipher = Cipher::Aes256Gcm;
+    let mut server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
+    let ns = &lab.clients[0];
+    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+    let reset = captured_client_reset(&key);
+    // The same captured packet replayed from 1100 source ports (more than
+    // the default max-clients 1024).
+    let sent = in_netns(ns, || {
+        let mut n = 0;
+        for _ in 0..1100 {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            if s.send_to(&reset, server_addr).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    assert_eq!(sent, 1100);
+    let started = Instant::now();
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    let up = client
+        .wait_for_log_line(UP, Duration::from_secs(20))
+        .is_ok();
+    let slog = server.log();
+    eprintln!(
+        "replay: {} sessions created from the replayed reset, client up: {up} after {:?}",
+        count(&slog, ": new session"),
+        started.elapsed()
+    );
+    assert!(
+        up,
+        "a legitimate client could not connect after a replayed reset flood\n{}",
+        logs(&client, &server)
+    );
+    assert!(server.try_exit().is_none());
+}
