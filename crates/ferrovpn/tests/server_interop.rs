@@ -1013,5 +1013,13 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
         "a legitimate client could not connect after a replayed reset flood\n{}",
         logs(&client, &server)
     );
+    // The replayed packet made one session (from the first port), the
+    // stock client the other.
+    assert_eq!(
+        count(&slog, ": new session"),
+        2,
+        "{}",
+        logs(&client, &server)
+    );
     assert!(server.try_exit().is_none());
 }
