@@ -32,7 +32,7 @@ const PORT: u16 = 1194;
 /// throwaway PKI and a scratch directory. Processes are locals of the test
 /// declared after this, so they drop (and are killed) before the namespaces.
 struct Lab {
-    _veths: Vec<VethPair>,
+    veths: Vec<VethPair>,
     clients: Vec<Netns>,
     server_ns: Netns,
     pki: Pki,
@@ -68,7 +68,7 @@ fn lab(tag: &str, n_clients: usize) -> Lab {
         veths.push(v);
     }
     Lab {
-        _veths: veths,
+        veths,
         clients,
         server_ns,
         pki,
@@ -1022,4 +1022,61 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
         logs(&client, &server)
     );
     assert!(server.try_exit().is_none());
+}
+
+#[test]
+fn server_follows_a_client_that_changes_address() {
+    let lab = lab("sv-float", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    // A server-initiated renegotiation after the move: control packets
+    // must follow the client too.
+    sc.reneg_sec = Some(4);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    cc.reneg_sec = Some(0);
+    let server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    let ns = &lab.clients[0];
+    let p = ping(ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 1, "{p:?}");
+    // The client's underlay moves from 10.210.1.2 to 10.210.1.3 (the
+    // stock client's unbound socket picks the new source per packet);
+    // the old address goes away, so only a server that follows reaches it.
+    let dev = lab.veths[0].if_b.clone();
+    ns.exec(&["ip", "addr", "add", "10.210.1.3/32", "dev", &dev])
+        .unwrap();
+    ns.exec(&["ip", "addr", "del", "10.210.1.2/24", "dev", &dev])
+        .unwrap();
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.210.1.0/24",
+        "dev",
+        &dev,
+        "src",
+        "10.210.1.3",
+    ])
+    .unwrap();
+    let p = ping(ns, SERVER_TUN, 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("after the move: {e:#}\n{}", logs(&client, &server)));
+    assert!(p.received >= 3, "{p:?}\n{}", logs(&client, &server));
+    assert!(
+        wait_for_count(&server, "to 10.210.1.3:", 1, Duration::from_secs(5)),
+        "no float logged\n{}",
+        logs(&client, &server)
+    );
+    // Renegotiation after the move completes over the new address.
+    assert!(
+        wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(15)),
+        "renegotiation after the float did not complete\n{}",
+        logs(&client, &server)
+    );
+    let p = ping(ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "server -> client {p:?}");
+    assert!(!server.log().contains("disconnected"), "{}", server.log());
 }
