@@ -114,6 +114,7 @@ struct Seen {
     closed: Option<String>,
     push: Option<String>,
     authenticated: bool,
+    auth_failed: Option<String>,
 }
 
 fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool) {
@@ -138,6 +139,7 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
                 );
             }
             Event::PushReply(r) => seen.push = Some(format!("{r:?}")),
+            Event::AuthFailed(r) => seen.auth_failed = Some(r),
             _ => {}
         }
     }
@@ -322,4 +324,69 @@ fn foreign_ca_client_is_refused() {
     );
     assert!(ss.closed.is_some());
     assert!(ss.keys.is_empty() && cs.keys.is_empty());
+}
+
+/// Server: AES-256-GCM with fallback AES-256-GCM. A client announcing
+/// `client_peer_info` and supporting only CHACHA20-POLY1305: returns what
+/// the client and the server saw.
+fn cipher_mismatch(client_peer_info: &str) -> (Seen, Seen) {
+    let p = pki();
+    let (scfg, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
+    let (Ok(mut s), Ok(mut c)) = (Arc::try_unwrap(scfg), Arc::try_unwrap(ccfg)) else {
+        panic!("configs are shared");
+    };
+    s.data_ciphers = vec![Cipher::Aes256Gcm];
+    s.data_ciphers_fallback = Some(Cipher::Aes256Gcm);
+    c.data_ciphers = vec![Cipher::ChaCha20Poly1305];
+    c.peer_info = client_peer_info.into();
+    let (scfg, ccfg) = (Arc::new(s), Arc::new(c));
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = None;
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        0,
+        |c, s| s.authenticated || c.auth_failed.is_some() || c.closed.is_some(),
+    );
+    (cs, ss)
+}
+
+#[test]
+fn client_listing_ciphers_without_a_shared_one_is_refused_despite_fallback() {
+    let (cs, ss) = cipher_mismatch(
+        "IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\nIV_CIPHERS=CHACHA20-POLY1305\n",
+    );
+    assert!(!ss.authenticated);
+    assert!(
+        ss.auth_failed
+            .as_deref()
+            .is_some_and(|r| r.contains("no shared cipher")),
+        "{:?} {:?}",
+        ss.auth_failed,
+        ss.closed
+    );
+    assert!(ss.keys.is_empty());
+    // The client got the server's key-method-2 message and then the
+    // AUTH_FAILED control message, like from OpenVPN.
+    assert!(
+        cs.auth_failed
+            .as_deref()
+            .is_some_and(|r| r.contains("no shared cipher")),
+        "client saw {:?} {:?}",
+        cs.auth_failed,
+        cs.closed
+    );
+}
+
+#[test]
+fn client_negotiating_nothing_gets_the_fallback_cipher() {
+    let (_, ss) = cipher_mismatch("IV_VER=2.3.18\nIV_PLAT=linux\n");
+    assert!(ss.authenticated, "{:?} {:?}", ss.auth_failed, ss.closed);
+    assert_eq!(ss.keys[0].1, Cipher::Aes256Gcm);
 }

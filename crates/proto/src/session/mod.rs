@@ -646,16 +646,30 @@ impl Session {
         } else {
             Vec::new()
         };
+        // The fallback is for peers that negotiate nothing: a peer that
+        // listed its ciphers (IV_CIPHERS, or IV_NCP=2) and shares none is
+        // refused, as OpenVPN 2.6 does, not told to use a cipher it lacks.
+        let negotiates = !peer.ciphers.is_empty() || peer.ncp >= 2;
         self.cfg
             .data_ciphers
             .iter()
             .copied()
             .find(|c| offered.contains(c))
-            .or(self.cfg.data_ciphers_fallback)
+            .or(self.cfg.data_ciphers_fallback.filter(|_| !negotiates))
     }
 
     fn auth_failed(&mut self, now: Instant, idx: usize, reason: &str) -> Result<(), SessionError> {
         warn!("refusing client: {reason}");
+        if self.cfg.side == Side::Server && self.keys[idx].local_km.is_none() {
+            // The client reads our key-method-2 message before any control
+            // message (OpenVPN sends AUTH_FAILED after the key exchange);
+            // text in its place reads as a bad key method. No keys follow:
+            // `local_km` stays unset so the state never becomes established.
+            let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
+            let mut buf = Vec::new();
+            km.encode(&mut buf);
+            let _ = self.keys[idx].tls.writer().write_all(&buf);
+        }
         let msg = format!("AUTH_FAILED,{reason}");
         let _ = self.write_text(idx, &msg);
         self.events.push_back(Event::AuthFailed(reason.to_owned()));
