@@ -1080,3 +1080,34 @@ fn server_follows_a_client_that_changes_address() {
     assert!(p.received >= 2, "server -> client {p:?}");
     assert!(!server.log().contains("disconnected"), "{}", server.log());
 }
+
+#[test]
+fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
+    let lab = lab("sv-nocipher", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    // Server: AES-256-GCM only. Client (a 2.6 client, so it announces
+    // IV_CIPHERS): CHACHA20-POLY1305 only. OpenVPN 2.6 refuses such a
+    // client with AUTH_FAILED instead of falling back to a cipher the
+    // client did not offer.
+    let mut server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), Cipher::Aes256Gcm));
+    let cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        wrap,
+        Cipher::Chacha20Poly1305,
+    );
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    if let Err(e) = client.wait_for_log_line("AUTH_FAILED", CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    let slog = server.log();
+    assert!(!client.log().contains(UP), "{}", logs(&client, &server));
+    assert!(
+        slog.contains("no shared cipher"),
+        "{}",
+        logs(&client, &server)
+    );
+    assert_eq!(count(&slog, " connected: 10.8.0."), 0, "{slog}");
+    assert!(server.try_exit().is_none());
+}
