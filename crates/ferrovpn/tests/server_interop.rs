@@ -1109,5 +1109,14 @@ fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
         logs(&client, &server)
     );
     assert_eq!(count(&slog, " connected: 10.8.0."), 0, "{slog}");
+    // AUTH_FAILED is final for a stock client: it exits instead of retrying.
+    wait_exit(&mut client, Duration::from_secs(15));
+    assert!(
+        client
+            .log()
+            .contains("Received control message: AUTH_FAILED"),
+        "{}",
+        logs(&client, &server)
+    );
     assert!(server.try_exit().is_none());
 }
