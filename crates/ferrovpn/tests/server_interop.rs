@@ -1120,3 +1120,40 @@ fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
     );
     assert!(server.try_exit().is_none());
 }
+
+#[test]
+fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
+    let lab = lab("sv-maxcl", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.extra.push("max-clients 1".into());
+    let server = lab.ferrovpn_server(&sc);
+    let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
+    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
+    wait_up(&mut a, &server, cipher);
+    let cc_b = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap, cipher);
+    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
+    assert!(
+        wait_for_count(&server, "max-clients 1 reached", 1, CONNECT_TIMEOUT),
+        "{}",
+        logs(&b, &server)
+    );
+    assert!(!b.log().contains(UP), "{}", logs(&b, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&a, &server));
+    // A leaves; B's next attempt gets the slot (and A's address).
+    kill("-TERM", &a);
+    wait_exit(&mut a, Duration::from_secs(10));
+    if let Err(e) = b.wait_for_log_line(UP, Duration::from_secs(45)) {
+        panic!("{e:#}\n{}", logs(&b, &server));
+    }
+    assert_eq!(
+        connected_ip(&server, "client2").as_deref(),
+        Some("10.8.0.2"),
+        "{}",
+        logs(&b, &server)
+    );
+    let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&b, &server));
+}
