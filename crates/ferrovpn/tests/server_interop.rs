@@ -1157,3 +1157,93 @@ fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
     let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", logs(&b, &server));
 }
+
+/// `ping -s SIZE` (`-M dont`: fragmentation allowed) from `ns`; replies received.
+fn big_ping(ns: &Netns, addr: &str, size: u32, count: u32) -> (u32, String) {
+    let size = size.to_string();
+    let count = count.to_string();
+    let out = ns
+        .command(
+            "ping",
+            &[
+                "-n", "-q", "-M", "dont", "-s", &size, "-c", &count, "-i", "0.05", "-w", "10", addr,
+            ],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let received = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (received, text)
+}
+
+#[test]
+fn full_mtu_and_oversized_packets_cross_the_tunnel_both_ways() {
+    let lab = lab("sv-mtu", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    // 1472 + 28 = 1500-byte tunnel packets (the tun MTU): the encrypted
+    // datagrams exceed the 1500-byte underlay and go out as IP fragments.
+    // 3000 bytes exceed the tun MTU itself and are fragmented inside.
+    for size in [1472, 3000] {
+        for (ns, to, dir) in [
+            (&lab.clients[0], SERVER_TUN, "client -> server"),
+            (&lab.server_ns, "10.8.0.2", "server -> client"),
+        ] {
+            let (got, text) = big_ping(ns, to, size, 20);
+            assert!(
+                got >= 18,
+                "{dir}, {size}-byte pings: {got}/20 replies\n{text}\n{}",
+                logs(&client, &server)
+            );
+        }
+    }
+    // Bursts of full-size (1500-byte) UDP packets both ways: the server's
+    // data plane batches its sends, the underlay fragments them.
+    for reverse in [false, true] {
+        let (lost, bytes) = iperf3_udp(&lab, 0, 1472, reverse);
+        eprintln!("udp 1472 reverse {reverse}: lost {lost:.2}% of {bytes} bytes");
+        assert!(
+            bytes > 5_000_000 && lost < 10.0,
+            "UDP 1472-byte datagrams, server sending: {reverse}: {lost:.2}% lost, {bytes} bytes\n{}",
+            logs(&client, &server)
+        );
+    }
+}
+
+/// UDP iperf3 from client namespace `i`; `reverse`: the server sends.
+/// Returns (receiver's datagram loss in percent, bytes received).
+fn iperf3_udp(lab: &Lab, i: usize, len: u32, reverse: bool) -> (f64, u64) {
+    let server = Iperf3Server::start(&lab.server_ns, 5201).unwrap();
+    let len = len.to_string();
+    let mut args = vec![
+        "-J", "-u", "-b", "50M", "-l", &len, "-t", "2", "-c", SERVER_TUN, "-p", "5201",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = lab.clients[i].command("iperf3", &args).output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 output is not JSON ({e}): {json}\nserver: {}",
+            server.process().log_tail(20)
+        )
+    });
+    assert!(v.get("error").is_none(), "iperf3 failed: {json}");
+    let sum = &v["end"]["sum_received"];
+    let sum = if sum.is_null() { &v["end"]["sum"] } else { sum };
+    (
+        sum["lost_percent"].as_f64().unwrap_or(100.0),
+        sum["bytes"].as_u64().unwrap_or(0),
+    )
+}
