@@ -12,15 +12,13 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrovpn::pki::{Pki, PkiOptions};
 use ferrovpn::testing::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
-    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
-    wait_until,
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -188,17 +186,7 @@ fn vpn_row(
 }
 
 fn genkey(path: &Path) -> Result<()> {
-    // TODO: use ferrovpn_proto::wrap::StaticKey::generate().to_file_text()
-    // once crates/proto/src/wrap.rs lands; stock OpenVPN writes the same format.
-    let openvpn = find_tool("openvpn").context("openvpn not installed")?;
-    let out = Command::new(openvpn)
-        .args(["--genkey", "secret"])
-        .arg(path)
-        .output()?;
-    if !out.status.success() {
-        bail!("openvpn --genkey: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    ferrovpn::testing::write_static_key(path)
 }
 
 fn main() -> Result<()> {

@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::pki::{Pki, PkiOptions};
 use crate::testing::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
-    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, unique_name,
+    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, unique_name, write_static_key,
 };
 
 #[derive(Parser, Debug)]
@@ -69,10 +69,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default())?;
     let key = dir.join("tls-crypt.key");
-    std::fs::write(
-        &key,
-        ferrovpn_proto::wrap::StaticKey::generate().to_file_text(),
-    )?;
+    write_static_key(&key)?;
     let wrap = Wrap::TlsCrypt(Material::File(key));
     let mut server = ServerConf::new(&pki, &unique_name("ts"), wrap.clone(), cipher);
     let mut client = ClientConf::new(

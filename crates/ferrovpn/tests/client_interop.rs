@@ -65,11 +65,7 @@ impl Net {
     /// A fresh static key (tls-auth / tls-crypt) file.
     fn static_key(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
-        std::fs::write(
-            &path,
-            ferrovpn_proto::wrap::StaticKey::generate().to_file_text(),
-        )
-        .unwrap();
+        ferrovpn::testing::write_static_key(&path).unwrap();
         path
     }
 

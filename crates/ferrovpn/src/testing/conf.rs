@@ -35,6 +35,16 @@ impl Material {
     }
 }
 
+/// Write a fresh static key (tls-crypt / tls-auth) to `path`, in the file
+/// format `openvpn --genkey secret` writes.
+pub fn write_static_key(path: &Path) -> Result<()> {
+    std::fs::write(
+        path,
+        ferrovpn_proto::wrap::StaticKey::generate().to_file_text(),
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Control-channel wrapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wrap {

@@ -17,6 +17,7 @@ mod process;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
+    write_static_key,
 };
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
 pub use net::{
