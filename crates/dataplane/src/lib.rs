@@ -6,7 +6,8 @@
 //! - [`tun`]: the multi-queue TUN device with `IFF_VNET_HDR`: TSO/USO
 //!   super-packets split in userspace (GSO; a super-packet that does not fit
 //!   the free buffers waits for the next batch), TCP/UDP segments coalesced
-//!   on write (GRO, tun-rs `GROTable`).
+//!   on write (userspace GRO, [`tun::Coalescer`]: no allocation, and no
+//!   inner checksum pass, since the AEAD already authenticated every byte).
 //! - [`udp`]: per-worker UDP sockets (SO_REUSEPORT, 8 MiB buffers),
 //!   `recvmmsg` + `UDP_GRO`, `sendmmsg` whose messages are `UDP_SEGMENT`
 //!   runs of equal-size datagrams to one peer (≤ 64 segments, ≤ 65 507 bytes);

@@ -419,9 +419,12 @@ impl Inbound {
 }
 
 fn write_tun(tun: &mut TunQueue, bufs: &mut [Vec<u8>], sh: &Shared) {
-    if let Err(e) = tun.write(bufs, OFF) {
-        sh.counters.tun_write_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!("TUN write: {e}");
+    let (failed, last) = tun.write(bufs, OFF);
+    if failed > 0 {
+        sh.counters
+            .tun_write_errors
+            .fetch_add(failed, Ordering::Relaxed);
+        tracing::trace!("TUN write: {last:?}");
     }
 }
 

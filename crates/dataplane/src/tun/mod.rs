@@ -3,14 +3,17 @@
 //! With offloads (TSO4/TSO6, and USO4/USO6 on kernels ≥ 6.2) one read returns
 //! a super-packet of up to 64 KiB that tun-rs splits into MTU-sized packets
 //! (userspace GSO), and a batch of writes is coalesced per TCP/UDP flow into
-//! super-packets (userspace GRO, `GROTable`). Without them (`offload: false`,
+//! super-packets (userspace GRO, `coalesce`). Without them (`offload: false`,
 //! or the kernel refused `TUNSETOFFLOAD`) every read and write is one packet.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+mod coalesce;
+
+pub use coalesce::Coalescer;
 use tun_rs::{
-    DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
 };
 
@@ -28,7 +31,7 @@ pub struct TunOffloads {
 /// One queue of the device, owned by one worker.
 pub struct TunQueue {
     dev: SyncDevice,
-    gro: GROTable,
+    gro: Coalescer,
     offloads: TunOffloads,
 }
 
@@ -74,7 +77,7 @@ pub fn create(
         dev.set_nonblocking(true)?;
         out.push(TunQueue {
             dev,
-            gro: GROTable::new(),
+            gro: Coalescer::new(offloads.udp),
             offloads,
         });
     }
@@ -153,9 +156,31 @@ impl TunQueue {
 
     /// Write a batch of IP packets (`bufs[i][offset..]`, `offset >=
     /// VIRTIO_NET_HDR_LEN`), coalescing TCP/UDP flows when offloads are on.
-    /// Buffers of coalesced packets grow within their capacity.
-    pub fn write(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> io::Result<usize> {
-        self.dev.send_multiple(&mut self.gro, bufs, offset)
+    /// Buffers of coalesced packets grow within their capacity. Every
+    /// packet is attempted; returns the number of failed writes and the
+    /// last error.
+    pub fn write(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> (u64, Option<io::Error>) {
+        let mut failed = 0;
+        let mut last = None;
+        let mut put = |b: &[u8]| {
+            if let Err(e) = self.dev.send(b) {
+                failed += 1;
+                last = Some(e);
+            }
+        };
+        if self.offloads.tcp {
+            let from = offset - VIRTIO_NET_HDR_LEN;
+            for &i in self.gro.plan(bufs, offset) {
+                put(&bufs[i][from..]);
+            }
+        } else {
+            for b in bufs.iter() {
+                if let Some(p) = b.get(offset..) {
+                    put(p);
+                }
+            }
+        }
+        (failed, last)
     }
 }
 
