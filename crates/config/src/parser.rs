@@ -820,17 +820,20 @@ impl Parser {
             }
             "tls-version-min" => {
                 d.count(1, 2, "1.0, 1.1, 1.2 or 1.3 [or-highest]")?;
+                let or_highest = match d.arg(1) {
+                    None => false,
+                    Some("or-highest") => true,
+                    Some(x) => return Err(d.bad("'or-highest' as second argument", x)),
+                };
                 let version = match d.arg(0).unwrap_or("") {
                     "1.0" => TlsVersion::V1_0,
                     "1.1" => TlsVersion::V1_1,
                     "1.2" => TlsVersion::V1_2,
                     "1.3" => TlsVersion::V1_3,
+                    // As in OpenVPN: an unknown version with or-highest means
+                    // the highest this implementation has.
+                    _ if or_highest => TlsVersion::V1_3,
                     x => return Err(d.bad("1.0, 1.1, 1.2 or 1.3", x)),
-                };
-                let or_highest = match d.arg(1) {
-                    None => false,
-                    Some("or-highest") => true,
-                    Some(x) => return Err(d.bad("'or-highest' as second argument", x)),
                 };
                 c.tls_version_min = Some(TlsVersionMin {
                     version,

@@ -133,7 +133,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("ping", "seconds"),
     s("ping-restart", "seconds"),
-    s("ping-exit", "seconds"),
+    s(
+        "ping-exit",
+        "seconds; a client exits after that much silence from the server; ignored with a warning in server mode",
+    ),
     s("reneg-sec", "`N [MAX]` seconds (default 3600)"),
     s("reneg-bytes", "bytes"),
     s("reneg-pkts", "packets"),
@@ -144,7 +147,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("ca", "PEM file or inline `<ca>`"),
     s("cert", "PEM file or inline `<cert>`"),
     s("key", "PEM file or inline `<key>`"),
-    s("extra-certs", "PEM file or inline `<extra-certs>`"),
+    s(
+        "extra-certs",
+        "PEM file or inline `<extra-certs>`; sent after `cert` as its chain",
+    ),
     s(
         "dh",
         "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only)",
@@ -174,7 +180,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "tls-version-min",
-        "`1.0`-`1.3` [`or-highest`]; TLS 1.2 is the effective minimum",
+        "`1.0`-`1.3` [`or-highest`]; `1.3` refuses TLS 1.2 peers; lower values change nothing (TLS 1.2 is the floor)",
     ),
     s("remote-cert-tls", "`server` or `client`"),
     s("verify-x509-name", "`NAME [subject|name|name-prefix]`"),

@@ -36,6 +36,8 @@ pub struct ClientSettings {
     pub ping_restart: Duration,
     /// Local `ping`; pushed values override it.
     pub ping: Option<Duration>,
+    /// `ping-exit N`: exit (instead of reconnecting) after this much silence.
+    pub ping_exit: Option<Duration>,
     /// `explicit-exit-notify N`.
     pub explicit_exit_notify: Option<u32>,
     pub tun_mtu: u16,
@@ -61,6 +63,8 @@ struct Applied {
 /// Why a connection ended.
 enum Ended {
     Shutdown,
+    /// `ping-exit` fired: stop like a shutdown, with a reason in the log.
+    Exit(String),
     Reconnect(String),
     /// The server said it is going away (RESTART, exit notification).
     /// Reconnect like [`Ended::Reconnect`], but from a fresh source port: a
@@ -80,6 +84,7 @@ struct Conn {
     applied: Applied,
     ping: Option<Duration>,
     ping_restart: Duration,
+    ping_exit: Option<Duration>,
     cc_exit: bool,
     last_control_rx: Instant,
     connected: bool,
@@ -165,6 +170,10 @@ pub async fn run_client(
         };
         match ended {
             Ended::Shutdown => break Ok(()),
+            Ended::Exit(reason) => {
+                warn!("exiting: {reason}");
+                break Ok(());
+            }
             Ended::Fatal(reason) => break Err(anyhow::anyhow!(reason)),
             Ended::Restart => {
                 info!("restarting the connection (SIGUSR1)");
@@ -240,6 +249,7 @@ async fn run_connection(
         applied: Applied::default(),
         ping: s.ping,
         ping_restart: s.ping_restart,
+        ping_exit: s.ping_exit,
         cc_exit: false,
         last_control_rx: now,
         connected: false,
@@ -296,6 +306,15 @@ fn housekeeping(dp: &DataPlane, peers: &PeerTable, c: &mut Conn, now: Instant) -
     let rx_idle = stats
         .rx_idle()
         .min(now.saturating_duration_since(c.last_control_rx));
+    if let Some(limit) = c.ping_exit
+        && c.connected
+        && rx_idle >= limit
+    {
+        return Some(Ended::Exit(format!(
+            "inactivity timeout (ping-exit {}s)",
+            limit.as_secs()
+        )));
+    }
     if c.connected && rx_idle >= c.ping_restart {
         return Some(Ended::Reconnect(format!(
             "inactivity timeout (ping-restart {}s)",

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, RemoteCertTls, Topology, X509NameType,
+    Config, KeyDirection as ConfKeyDirection, Material, RemoteCertTls, TlsVersion, Topology,
+    X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::server::ServerSettings;
@@ -48,6 +49,19 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
             }
         ),
     }
+}
+
+/// `extra-certs` blocks, concatenated (empty when there are none).
+fn extra_certs(cfg: &Config) -> String {
+    let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
+    texts.join("\n")
+}
+
+/// `tls-version-min 1.3` (or an unknown version with `or-highest`, which the
+/// parser maps to 1.3). Lower minimums change nothing: rustls speaks 1.2+.
+fn tls13_only(cfg: &Config) -> bool {
+    cfg.tls_version_min
+        .is_some_and(|v| v.version == TlsVersion::V1_3)
 }
 
 fn ciphers(cfg: &Config) -> anyhow::Result<(Vec<Cipher>, Option<Cipher>)> {
@@ -180,15 +194,24 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "topology")
         );
     }
+    if cfg.ping_exit.is_some() {
+        warn!(
+            "{}ping-exit is ignored in server mode (a silent client is dropped by keepalive/ping-restart)",
+            where_is(cfg, "ping-exit")
+        );
+    }
     let ca = material(cfg, &cfg.ca, "ca")?;
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
+    let extra_certs = extra_certs(cfg);
     let mut session = session_base(cfg, Side::Server)?;
     session.tls_server = Some(
         server_config(&TlsMaterial {
             ca_pem: ca,
             cert_pem: cert,
             key_pem: key,
+            extra_certs_pem: &extra_certs,
+            tls13_only: tls13_only(cfg),
         })
         .context("TLS setup (ca/cert/key)")?,
     );
@@ -255,6 +278,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let ca = material(cfg, &cfg.ca, "ca")?;
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
+    let extra_certs = extra_certs(cfg);
     let verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
         X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
         X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
@@ -277,6 +301,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
                 ca_pem: ca,
                 cert_pem: cert,
                 key_pem: key,
+                extra_certs_pem: &extra_certs,
+                tls13_only: tls13_only(cfg),
             },
             policy,
         )
@@ -312,6 +338,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         // Without ping-restart (configured or pushed) silence never restarts.
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
+        ping_exit: cfg.ping_exit.map(secs),
         explicit_exit_notify: cfg.explicit_exit_notify,
         tun_mtu: cfg.tun_mtu(),
         // `connect-retry-max N`: each remote is tried N times, then give up.

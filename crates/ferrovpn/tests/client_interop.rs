@@ -459,6 +459,51 @@ fn client_reconnects_after_server_restart() {
     assert_pushed_routes(&net);
 }
 
+#[test]
+fn client_ping_exit_quits_when_the_server_goes_silent() {
+    let net = setup("ci-pe");
+    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
+    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    // Pushed "ping 1,ping-restart 60": only ping-exit can fire in this test.
+    sc.keepalive = Some((1, 60));
+    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    cc.extra.push("ping-exit 3".into());
+    let mut server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&net.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    // Keepalive pings keep it up past ping-exit while the server lives.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(client.try_exit().is_none(), "{}", client.log_tail(20));
+    // A crash sends nothing: the client must give up by itself.
+    let t0 = Instant::now();
+    kill("-KILL", &server);
+    assert!(wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || server.try_exit().is_some()
+    ));
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            status = client.try_exit();
+            status.is_some()
+        }),
+        "client still running after ping-exit 3:\n{}",
+        client.log_tail(20)
+    );
+    eprintln!(
+        "client exited {:.1} s after the server died",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(status.unwrap().success(), "{}", client.log_tail(20));
+    assert!(
+        client.log().contains("ping-exit 3s"),
+        "{}",
+        client.log_tail(20)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 6: pushed routes, redirect-gateway, DNS; net30
 // ---------------------------------------------------------------------------

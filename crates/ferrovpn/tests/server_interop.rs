@@ -1243,3 +1243,31 @@ fn iperf3_udp(lab: &Lab, i: usize, len: u32, reverse: bool) -> (f64, u64) {
         sum["bytes"].as_u64().unwrap_or(0),
     )
 }
+
+#[test]
+fn tls_version_min_1_3_refuses_a_tls12_stock_client_and_serves_a_default_one() {
+    let lab = lab("sv-tls13", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push("tls-version-min 1.3".into());
+    let server = lab.ferrovpn_server(&sc);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, Cipher::Aes256Gcm);
+    cc.extra.push("tls-version-max 1.2".into());
+    let old = lab.stock_client(0, "openvpn-client-tls12", &cc);
+    assert!(
+        wait_for_count(&old, "TLS handshake failed", 1, CONNECT_TIMEOUT),
+        "{}",
+        logs(&old, &server)
+    );
+    assert!(!old.log().contains(UP), "{}", logs(&old, &server));
+    assert_eq!(count(&server.log(), " connected: 10.8.0."), 0);
+    drop(old);
+    cc.extra.pop();
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, Cipher::Aes256Gcm);
+    assert!(
+        client.log().contains("TLSv1.3"),
+        "{}",
+        logs(&client, &server)
+    );
+}

@@ -86,6 +86,8 @@ fn configs(
             ca_pem: &p.ca,
             cert_pem: &p.server_cert,
             key_pem: &p.server_key,
+            extra_certs_pem: "",
+            tls13_only: false,
         })
         .unwrap(),
     );
@@ -96,6 +98,8 @@ fn configs(
                 ca_pem: &p.ca,
                 cert_pem: &client_pki.client_cert,
                 key_pem: &client_pki.client_key,
+                extra_certs_pem: "",
+                tls13_only: false,
             },
             ServerCertPolicy {
                 remote_cert_tls_server: true,

@@ -40,6 +40,27 @@ pub struct TlsMaterial<'a> {
     pub ca_pem: &'a str,
     pub cert_pem: &'a str,
     pub key_pem: &'a str,
+    /// `extra-certs`: intermediates sent after our certificate (may be empty).
+    pub extra_certs_pem: &'a str,
+    /// `tls-version-min 1.3`: refuse TLS 1.2. (rustls never speaks below 1.2.)
+    pub tls13_only: bool,
+}
+
+impl TlsMaterial<'_> {
+    fn versions(&self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        if self.tls13_only { &BOTH[..1] } else { &BOTH }
+    }
+
+    /// Our certificate followed by the `extra-certs` chain.
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+        let mut chain = parse_certs("cert", self.cert_pem)?;
+        if !self.extra_certs_pem.trim().is_empty() {
+            chain.extend(parse_certs("extra-certs", self.extra_certs_pem)?);
+        }
+        Ok(chain)
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -81,7 +102,7 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots)
 }
 
-/// Server-side config: TLS 1.2 and 1.3, client certificate required and
+/// Server-side config: TLS 1.2 and 1.3 (or 1.3 only), client certificate required and
 /// verified against `ca` with the clientAuth EKU.
 pub fn server_config(m: &TlsMaterial<'_>) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let provider = provider();
@@ -90,9 +111,9 @@ pub fn server_config(m: &TlsMaterial<'_>) -> Result<Arc<rustls::ServerConfig>, T
         .build()
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(m.versions())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(parse_certs("cert", m.cert_pem)?, parse_key(m.key_pem)?)?;
+        .with_single_cert(m.chain()?, parse_key(m.key_pem)?)?;
     // Every OpenVPN key state is a fresh handshake; tickets would never be used.
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -130,10 +151,10 @@ pub fn client_config(
         provider: provider.clone(),
     });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(m.versions())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(parse_certs("cert", m.cert_pem)?, parse_key(m.key_pem)?)?;
+        .with_client_auth_cert(m.chain()?, parse_key(m.key_pem)?)?;
     // OpenVPN sends no SNI; the name we give rustls is a placeholder.
     cfg.enable_sni = false;
     cfg.resumption = rustls::client::Resumption::disabled();
@@ -289,4 +310,170 @@ pub fn peer_common_name(der: &[u8]) -> Option<String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     common_name(&cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use rustls::{ClientConnection, ServerConnection};
+
+    struct Chain {
+        root: String,
+        intermediate: String,
+        server: (String, String),
+        client: (String, String),
+    }
+
+    /// root → intermediate → server and client leaves.
+    fn chain() -> Chain {
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca("Root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let mid_key = KeyPair::generate().unwrap();
+        let mid_params = ca("Intermediate");
+        let mid = mid_params.signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_issuer = Issuer::new(mid_params, mid_key);
+        let leaf = |cn: &str, eku| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            p.extended_key_usages = vec![eku];
+            let cert = p.signed_by(&key, &mid_issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        Chain {
+            root: root.pem(),
+            intermediate: mid.pem(),
+            server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
+            client: leaf("client", ExtendedKeyUsagePurpose::ClientAuth),
+        }
+    }
+
+    /// Run a handshake in memory; the negotiated version, or the first error.
+    fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        let mut s = ServerConnection::new(server)?;
+        let mut c = ClientConnection::new(client, placeholder_server_name())?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+                s.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets()?;
+            }
+            if !s.is_handshaking() && !c.is_handshaking() {
+                return Ok(c.protocol_version().unwrap());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn configs(
+        ch: &Chain,
+        extra: &str,
+        server_13: bool,
+        client_13: bool,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let s = server_config(&TlsMaterial {
+            ca_pem: &ch.root,
+            cert_pem: &ch.server.0,
+            key_pem: &ch.server.1,
+            extra_certs_pem: extra,
+            tls13_only: server_13,
+        })
+        .unwrap();
+        let c = client_config(
+            &TlsMaterial {
+                ca_pem: &ch.root,
+                cert_pem: &ch.client.0,
+                key_pem: &ch.client.1,
+                extra_certs_pem: extra,
+                tls13_only: client_13,
+            },
+            ServerCertPolicy {
+                remote_cert_tls_server: true,
+                verify_name: None,
+            },
+        )
+        .unwrap();
+        (s, c)
+    }
+
+    #[test]
+    fn extra_certs_carry_the_intermediate() {
+        let ch = chain();
+        let (s, c) = configs(&ch, &ch.intermediate, false, false);
+        assert_eq!(handshake(s, c), Ok(rustls::ProtocolVersion::TLSv1_3));
+        // Without the intermediate neither side can build a path to the root.
+        let (s, c) = configs(&ch, "", false, false);
+        assert!(handshake(s, c).is_err());
+    }
+
+    #[test]
+    fn tls13_only_refuses_a_tls12_peer() {
+        let ch = chain();
+        let (s, _) = configs(&ch, &ch.intermediate, true, false);
+        let (_, c13) = configs(&ch, &ch.intermediate, false, true);
+        assert_eq!(
+            handshake(s.clone(), c13),
+            Ok(rustls::ProtocolVersion::TLSv1_3)
+        );
+        // A client that only offers TLS 1.2.
+        let provider = provider();
+        let verifier = Arc::new(OpenVpnServerVerifier {
+            roots: root_store(&ch.root).unwrap(),
+            policy: ServerCertPolicy::default(),
+            provider: provider.clone(),
+        });
+        let rebuilt = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        assert!(handshake(s, Arc::new(rebuilt)).is_err());
+    }
+
+    #[test]
+    fn garbage_extra_certs_is_an_error() {
+        let ch = chain();
+        let m = TlsMaterial {
+            ca_pem: &ch.root,
+            cert_pem: &ch.server.0,
+            key_pem: &ch.server.1,
+            extra_certs_pem: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+            tls13_only: false,
+        };
+        assert!(server_config(&m).is_err());
+    }
 }
