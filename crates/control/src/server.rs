@@ -12,8 +12,9 @@ use anyhow::Context;
 use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
+use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::{Event, Session, SessionConfig};
-use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, SessionId, parse_prefix};
+use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
 use tracing::{debug, info, warn};
 
 use crate::netconfig;
@@ -80,15 +81,9 @@ struct Server {
     used_peer_ids: HashMap<u32, SocketAddr>,
     dp: DataPlane,
     bad_packets: DropLog,
-    /// Session ids of recent client hard resets that created a session,
-    /// with their source and time: the same reset from another address is
-    /// a replay and must not create state (one captured packet replayed
-    /// from many ports would otherwise fill max-clients).
-    recent_resets: HashMap<SessionId, (SocketAddr, Instant)>,
+    /// Secret for the stateless handshake's session ids.
+    cookies: CookieKey,
 }
-
-/// Most remembered client resets; beyond it old ones are forgotten first.
-const RECENT_RESETS_MAX: usize = 65536;
 
 /// How often keepalive and liveness are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -133,7 +128,7 @@ pub async fn run_server(
         used_peer_ids: HashMap::new(),
         dp,
         bad_packets: DropLog::new("control packets dropped"),
-        recent_resets: HashMap::new(),
+        cookies: CookieKey::random(),
     };
     tokio::pin!(shutdown);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -215,46 +210,66 @@ impl Server {
     }
 
     fn on_control(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
-        let prefix = parse_prefix(packet);
-        if let Some(c) = self.clients.get_mut(&from) {
-            let restarted = matches!(prefix, Ok((Opcode::HardResetClientV2, _, sid)) if Some(sid) != c.session.remote_session_id());
-            if !restarted {
-                c.last_control_rx = now;
-                c.session.handle_packet(now, packet);
-                self.drain(now, from);
-                return;
-            }
-        }
-        // Unknown peer (or a restarted one): only an authenticated client
-        // hard reset may create state.
-        let sid = match prefix {
-            Ok((Opcode::HardResetClientV2, 0, sid)) => sid,
-            Ok((op, _, _)) => {
-                debug!("{from}: {op:?} from unknown peer dropped");
-                return;
-            }
+        let (opcode, key_id, sid) = match parse_prefix(packet) {
+            Ok(p) => p,
             Err(e) => {
                 self.bad_packets.note(from, &e.to_string());
                 return;
             }
         };
+        if let Some(c) = self.clients.get_mut(&from)
+            && c.session.remote_session_id() == Some(sid)
+        {
+            c.last_control_rx = now;
+            c.session.handle_packet(now, packet);
+            self.drain(now, from);
+            return;
+        }
+        // A session we do not have: the stateless handshake (see
+        // `ferrovpn_proto::session::cookie`). Nothing is kept for a peer
+        // until it proves, from its address, that it got our answer.
+        if key_id != 0
+            || !matches!(
+                opcode,
+                Opcode::HardResetClientV2 | Opcode::ControlV1 | Opcode::AckV1
+            )
+        {
+            debug!("{from}: {opcode:?} from unknown session dropped");
+            return;
+        }
         let (pkt, replay) = match self.s.session.wrap.unwrap(packet) {
             Ok(v) => v,
             Err(e) => {
-                self.bad_packets.note(from, &format!("client reset: {e}"));
+                self.bad_packets.note(from, &format!("{opcode:?}: {e}"));
                 return;
             }
         };
-        if let Some(&(first_from, at)) = self.recent_resets.get(&sid)
-            && first_from != from
-            && now.saturating_duration_since(at) < self.s.session.hand_window
-        {
-            self.bad_packets.note(
+        let unix = unix_now();
+        let hand_window = self.s.session.hand_window;
+        if opcode == Opcode::HardResetClientV2 {
+            if pkt.message_id != Some(0) || !pkt.acks.is_empty() {
+                self.bad_packets
+                    .note(from, "client reset with message id or ACKs");
+                return;
+            }
+            let ours = self.cookies.session_id(
+                CookieKey::time_slot(unix, hand_window),
                 from,
-                &format!("client reset replayed (first seen from {first_from})"),
+                pkt.session_id,
             );
+            let reply = cookie::reset_reply(&self.s.session.wrap, unix, &pkt, ours);
+            if let Err(e) = self.socket.send_to(&reply, from) {
+                debug!("{from}: reset answer not sent: {e}");
+            }
             return;
         }
+        let Some(ours) = pkt.remote_session_id.filter(|&echo| {
+            self.cookies
+                .verify(unix, hand_window, from, pkt.session_id, echo)
+        }) else {
+            debug!("{from}: {opcode:?} without a valid cookie dropped");
+            return;
+        };
         if self.clients.contains_key(&from) {
             self.remove_client(from, "client restarted its session");
         }
@@ -265,18 +280,9 @@ impl Server {
             );
             return;
         }
-        match Session::accept(self.s.session.clone(), now, unix_now(), pkt, replay) {
+        match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session");
-                if self.recent_resets.len() >= RECENT_RESETS_MAX {
-                    let window = self.s.session.hand_window;
-                    self.recent_resets
-                        .retain(|_, (_, t)| now.saturating_duration_since(*t) < window);
-                    if self.recent_resets.len() >= RECENT_RESETS_MAX {
-                        self.recent_resets.clear();
-                    }
-                }
-                self.recent_resets.insert(sid, (from, now));
                 self.clients.insert(
                     from,
                     Client {
@@ -315,9 +321,6 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        let window = self.s.session.hand_window;
-        self.recent_resets
-            .retain(|_, (_, t)| now.saturating_duration_since(*t) < window);
         let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
         for a in addrs {
             let Some(c) = self.clients.get(&a) else {

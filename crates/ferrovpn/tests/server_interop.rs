@@ -1009,11 +1009,12 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
         "a legitimate client could not connect after a replayed reset flood\n{}",
         logs(&client, &server)
     );
-    // The replayed packet made one session (from the first port), the
-    // stock client the other.
+    // The stateless handshake keeps nothing for a reset: the replays made
+    // no session at all (they cannot answer the cookie without the
+    // tls-crypt key); the stock client made the only one.
     assert_eq!(
         count(&slog, ": new session"),
-        2,
+        1,
         "{}",
         logs(&client, &server)
     );
@@ -1270,4 +1271,52 @@ fn tls_version_min_1_3_refuses_a_tls12_stock_client_and_serves_a_default_one() {
         "{}",
         logs(&client, &server)
     );
+}
+
+#[test]
+fn reset_flood_without_wrapping_makes_no_sessions() {
+    let lab = lab("sv-flood", 1);
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(Wrap::None, cipher);
+    sc.extra.push("max-clients 4".into());
+    let mut server = lab.ferrovpn_server(&sc);
+    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+    // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of
+    // them, each from its own port with its own session id, are 50 times
+    // max-clients.
+    let answered = in_netns(&lab.clients[0], || {
+        let mut answered = 0;
+        for i in 0..200u32 {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut reset = vec![0x38];
+            reset.extend_from_slice(&u64::from(i + 1).to_be_bytes());
+            reset.extend_from_slice(&[0, 0, 0, 0, 0]);
+            s.send_to(&reset, server_addr).unwrap();
+            let mut buf = [0u8; 256];
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                // HARD_RESET_SERVER_V2 acknowledging exactly our reset.
+                if n == 26 && buf[0] == 0x40 && buf[9] == 1 && buf[14..22] == reset[1..9] {
+                    answered += 1;
+                }
+            }
+        }
+        answered
+    });
+    assert_eq!(
+        answered, 200,
+        "every forged reset gets the stateless answer"
+    );
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", Wrap::None, cipher);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    wait_up(&mut client, &server, cipher);
+    let slog = server.log();
+    assert_eq!(
+        count(&slog, ": new session"),
+        1,
+        "{}",
+        logs(&client, &server)
+    );
+    assert!(!slog.contains("max-clients"), "{slog}");
+    assert!(server.try_exit().is_none());
 }

@@ -65,6 +65,14 @@ impl Reliable {
         }
     }
 
+    /// Continue as if both hard resets (message 0 each way) had been
+    /// exchanged and acknowledged: a session made by the stateless
+    /// handshake, whose reset answer was sent before it existed.
+    pub fn resume_after_resets(&mut self) {
+        self.next_send_id = 1;
+        self.next_recv_id = 1;
+    }
+
     /// Whether a new message may be queued without exceeding the send window.
     pub fn can_send(&self) -> bool {
         self.in_flight.len() < SEND_WINDOW

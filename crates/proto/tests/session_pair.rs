@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrovpn_proto::data::{Cipher, KeyBlock, Side};
+use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::tls::{ServerCertPolicy, TlsMaterial, client_config, server_config};
 use ferrovpn_proto::session::{Event, Session, SessionConfig};
-use ferrovpn_proto::wire::parse_prefix;
+use ferrovpn_proto::wire::{Opcode, parse_prefix};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 
 struct Pki {
@@ -393,4 +394,83 @@ fn client_negotiating_nothing_gets_the_fallback_cipher() {
     let (_, ss) = cipher_mismatch("IV_VER=2.3.18\nIV_PLAT=linux\n");
     assert!(ss.authenticated, "{:?} {:?}", ss.auth_failed, ss.closed);
     assert_eq!(ss.keys[0].1, Cipher::Aes256Gcm);
+}
+
+/// The server side of 2.6's stateless handshake: answer the client's reset
+/// without a session (the first answer is lost, as a retransmission test),
+/// then create the session from the client's next packet once its cookie
+/// checks out. Returns the server session.
+fn stateless_start(client: &mut Session, scfg: &Arc<SessionConfig>, now: &mut Instant) -> Session {
+    const T: u64 = 1_700_000_000;
+    let key = CookieKey::random();
+    let from: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let other: std::net::SocketAddr = "192.0.2.8:40000".parse().unwrap();
+    let slot = CookieKey::time_slot(T, scfg.hand_window);
+    let answer = |client: &mut Session| {
+        let reset = client.poll_transmit().expect("client reset");
+        let (pkt, _) = scfg.wrap.unwrap(&reset).unwrap();
+        assert_eq!(pkt.opcode, Opcode::HardResetClientV2);
+        let sid = key.session_id(slot, from, pkt.session_id);
+        (cookie::reset_reply(&scfg.wrap, T, &pkt, sid), sid)
+    };
+    let (_lost, _) = answer(client);
+    // The client resends its reset after tls-timeout; the same cookie comes back.
+    *now = client.poll_timeout().unwrap();
+    client.handle_timeout(*now);
+    let (reply, sid) = answer(client);
+    client.handle_packet(*now, &reply);
+    let third = client
+        .poll_transmit()
+        .expect("client's packet after the reset");
+    let (pkt, replay) = scfg.wrap.unwrap(&third).unwrap();
+    let echoed = pkt.remote_session_id.expect("it acknowledges our reset");
+    assert!(key.verify(T, scfg.hand_window, from, pkt.session_id, echoed));
+    assert!(!key.verify(T, scfg.hand_window, other, pkt.session_id, echoed));
+    assert!(!CookieKey::random().verify(T, scfg.hand_window, from, pkt.session_id, echoed));
+    // A forged echo or a later message id makes no session.
+    let mut forged = pkt.clone();
+    forged.message_id = Some(5);
+    assert!(Session::accept_cookie(scfg.clone(), *now, T, sid, forged, None).is_err());
+    let mut server = Session::accept_cookie(scfg.clone(), *now, T, sid, pkt, replay).unwrap();
+    while let Some(p) = client.poll_transmit() {
+        server.handle_packet(*now, &p);
+    }
+    server
+}
+
+fn stateless_handshake(wrap_s: ControlWrap, wrap_c: ControlWrap) {
+    let p = pki();
+    let (scfg, ccfg) = configs(&p, &p, wrap_s, wrap_c, None);
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = Some(stateless_start(&mut client, &scfg, &mut now));
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        0,
+        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
+    );
+    assert!(cs.closed.is_none() && ss.closed.is_none());
+    assert!(ss.authenticated);
+    assert!(cs.push.is_some());
+    assert_eq!(cs.keys[0].2, ss.keys[0].2, "EKM key blocks differ");
+}
+
+#[test]
+fn stateless_handshake_without_wrapping() {
+    stateless_handshake(ControlWrap::None, ControlWrap::None);
+}
+
+#[test]
+fn stateless_handshake_tls_crypt() {
+    let k = StaticKey::generate();
+    stateless_handshake(
+        ControlWrap::tls_crypt(&k, Side::Server),
+        ControlWrap::tls_crypt(&k, Side::Client),
+    );
 }

@@ -12,6 +12,7 @@
 //! (wire datagrams) and [`Session::poll_event`] (keys, push, exit) after each
 //! call. Time is always passed in.
 
+pub mod cookie;
 pub mod tls;
 
 use std::collections::VecDeque;
@@ -231,6 +232,41 @@ impl Session {
             .reliable
             .send(now, Opcode::HardResetServerV2, Vec::new());
         s.handle_control(now, first, replay);
+        s.flush(now);
+        Ok(s)
+    }
+
+    /// Server, stateless handshake (see [`cookie`]): `pkt`, the client's
+    /// first CONTROL_V1 or ACK_V1 after our stateless reset answer, echoes
+    /// our session id `local_sid`, which the caller has checked is the
+    /// cookie for the sender. Like 2.6, only ACKs of ids <= 1 and message
+    /// ids <= 1 are taken. The session starts with both resets done.
+    pub fn accept_cookie(
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        unix_now: u64,
+        local_sid: SessionId,
+        pkt: ControlPacket,
+        replay: Option<ReplayId>,
+    ) -> Result<Self, SessionError> {
+        let fits = pkt.key_id == 0
+            && matches!(pkt.opcode, Opcode::ControlV1 | Opcode::AckV1)
+            && pkt.remote_session_id == Some(local_sid)
+            && pkt.acks.iter().all(|&a| a <= 1)
+            && pkt.message_id.is_none_or(|m| m <= 1);
+        if !fits {
+            return Err(SessionError::NotACookieAnswer);
+        }
+        let mut s = Session::new(cfg, now, unix_now);
+        s.local_sid = local_sid;
+        s.remote_sid = Some(pkt.session_id);
+        // Our stateless reset went out with replay id 1.
+        s.replay_out.id = 1;
+        let mut ks = s.new_key_state(0, now)?;
+        ks.reliable.resume_after_resets();
+        ks.phase = Phase::Handshake;
+        s.keys.push(ks);
+        s.handle_control(now, pkt, replay);
         s.flush(now);
         Ok(s)
     }
@@ -1085,6 +1121,9 @@ pub enum SessionError {
     /// The first packet of a new session was not a valid client hard reset.
     #[error("first packet is not a HARD_RESET_CLIENT_V2 with key_id 0 and message id 0")]
     NotAReset,
+    /// A packet echoing a cookie is not a plausible third handshake packet.
+    #[error("not a CONTROL_V1/ACK_V1 answering the stateless reset (key_id 0, ids <= 1)")]
+    NotACookieAnswer,
     /// The role's TLS configuration is missing.
     #[error("no TLS configuration for this side")]
     NoTlsConfig,
