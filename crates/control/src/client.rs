@@ -321,6 +321,14 @@ fn housekeeping(dp: &DataPlane, peers: &PeerTable, c: &mut Conn, now: Instant) -
             c.ping_restart.as_secs()
         )));
     }
+    // The data plane's packet ids for the current key are running out:
+    // renegotiate before they do (the server side does the same).
+    if stats.needs_renegotiation && c.session.is_established() {
+        match c.session.start_renegotiation(now) {
+            Ok(()) => info!("renegotiating: packet ids of the current key running out"),
+            Err(e) => debug!("renegotiation not started: {e}"),
+        }
+    }
     if let Some(ping) = c.ping
         && c.connected
         && stats.tx_idle() >= ping
