@@ -416,7 +416,10 @@ impl Session {
         self.keys.iter().position(|k| k.key_id == key_id)
     }
 
-    fn accept_soft_reset(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
+    /// The key_id a renegotiation would use now: the one after the current
+    /// key (7 wraps to 1; 0 is only for the first key), provided the session
+    /// is established and no renegotiation is running.
+    fn next_key_id(&self) -> Result<u8, SessionError> {
         let current = self.current_key.ok_or(SessionError::NotEstablished)?;
         if self
             .keys
@@ -425,7 +428,11 @@ impl Session {
         {
             return Err(SessionError::RenegotiationInProgress);
         }
-        let expected = if current == 7 { 1 } else { current + 1 };
+        Ok(if current == 7 { 1 } else { current + 1 })
+    }
+
+    fn accept_soft_reset(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
+        let expected = self.next_key_id()?;
         if key_id != expected {
             return Err(SessionError::KeyIdOutOfSync {
                 got: key_id,
@@ -438,15 +445,7 @@ impl Session {
 
     /// Start a renegotiation ourselves (reneg-sec, packet-id exhaustion, or on request).
     pub fn start_renegotiation(&mut self, now: Instant) -> Result<(), SessionError> {
-        let current = self.current_key.ok_or(SessionError::NotEstablished)?;
-        if self
-            .keys
-            .iter()
-            .any(|k| k.phase != Phase::Active && k.retire_at.is_none())
-        {
-            return Err(SessionError::RenegotiationInProgress);
-        }
-        let key_id = if current == 7 { 1 } else { current + 1 };
+        let key_id = self.next_key_id()?;
         info!("starting renegotiation, key_id {key_id}");
         self.begin_key_state(now, key_id)?;
         self.flush(now);
