@@ -104,6 +104,13 @@ impl Dir<'_> {
     fn no_args(&self) -> R<()> {
         self.count(0, 0, "no arguments")
     }
+
+    /// A directive that takes no arguments and switches `field` on.
+    fn flag(&self, field: &mut bool) -> R<()> {
+        self.no_args()?;
+        *field = true;
+        Ok(())
+    }
 }
 
 fn is_contiguous(m: Ipv4Addr) -> bool {
@@ -404,23 +411,14 @@ impl Parser {
                     x => return Err(d.bad("'server' or 'p2p'", x)),
                 }
             }
-            "tls-server" => {
-                d.no_args()?;
-                c.tls_server = true;
-            }
+            "tls-server" => d.flag(&mut c.tls_server)?,
             "client" => {
                 d.no_args()?;
                 c.tls_client = true;
                 c.pull = true;
             }
-            "tls-client" => {
-                d.no_args()?;
-                c.tls_client = true;
-            }
-            "pull" => {
-                d.no_args()?;
-                c.pull = true;
-            }
+            "tls-client" => d.flag(&mut c.tls_client)?,
+            "pull" => d.flag(&mut c.pull)?,
             "port" | "lport" | "rport" => {
                 d.count(1, 1, "a number 1-65535")?;
                 let p = d.num(0, 1u16, u16::MAX, "a number 1-65535")?;
@@ -548,14 +546,8 @@ impl Parser {
                     metric,
                 });
             }
-            "client-to-client" => {
-                d.no_args()?;
-                c.client_to_client = true;
-            }
-            "duplicate-cn" => {
-                d.no_args()?;
-                c.duplicate_cn = true;
-            }
+            "client-to-client" => d.flag(&mut c.client_to_client)?,
+            "duplicate-cn" => d.flag(&mut c.duplicate_cn)?,
             "max-clients" => {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
@@ -584,10 +576,7 @@ impl Parser {
                     proto,
                 });
             }
-            "remote-random" => {
-                d.no_args()?;
-                c.remote_random = true;
-            }
+            "remote-random" => d.flag(&mut c.remote_random)?,
             "connect-retry" => {
                 d.count(1, 2, "SECONDS [MAX]")?;
                 let secs = d.u32(0, "a number of seconds")?;
@@ -603,10 +592,7 @@ impl Parser {
                 c.connect_retry_max =
                     Some(d.num(0, 1, u32::MAX, "a number of attempts (at least 1)")?);
             }
-            "nobind" => {
-                d.no_args()?;
-                c.nobind = true;
-            }
+            "nobind" => d.flag(&mut c.nobind)?,
             "redirect-gateway" => {
                 const FLAGS: &[&str] = &[
                     "def1",
@@ -926,14 +912,8 @@ impl Parser {
                 d.count(1, 1, "a level 0-11")?;
                 c.verb = Some(d.num(0, 0u8, 11, "a level 0-11")?);
             }
-            "persist-key" => {
-                d.no_args()?;
-                c.persist_key = true;
-            }
-            "persist-tun" => {
-                d.no_args()?;
-                c.persist_tun = true;
-            }
+            "persist-key" => d.flag(&mut c.persist_key)?,
+            "persist-tun" => d.flag(&mut c.persist_tun)?,
             "key-method" => {
                 d.count(1, 1, "2")?;
                 if d.arg(0) != Some("2") {
@@ -989,10 +969,7 @@ impl Parser {
                 d.count(1, 1, "a number of threads 1-1024")?;
                 c.workers = Some(d.num(0, 1usize, 1024, "a number of threads 1-1024")?);
             }
-            "cpu-pin" => {
-                d.no_args()?;
-                c.cpu_pin = true;
-            }
+            "cpu-pin" => d.flag(&mut c.cpu_pin)?,
             "max-packet-size" => {
                 d.count(1, 1, "a size 576-65535")?;
                 c.max_packet_size = Some(d.num(0, 576u16, u16::MAX, "a size 576-65535")?);
