@@ -114,7 +114,8 @@ fn parse(pkt: &[u8], udp_ok: bool) -> Option<Seg> {
     } else {
         addrs[..8].copy_from_slice(&pkt[12..20]);
     }
-    match proto {
+    // (transport header length, ack, seq, psh) per protocol.
+    let (th, ack, seq, psh) = match proto {
         TCP => {
             if pkt.len() < iph + 20 {
                 return None;
@@ -122,45 +123,41 @@ fn parse(pkt: &[u8], udp_ok: bool) -> Option<Seg> {
             let th = usize::from(pkt[iph + 12] >> 4) * 4;
             let flags = pkt[iph + 13];
             // Only plain data: ACK (and PSH). SYN/FIN/RST/URG/ECE/CWR go alone.
-            if th < 20 || pkt.len() <= iph + th || flags & !TCP_PSH != TCP_ACK {
+            if th < 20 || flags & !TCP_PSH != TCP_ACK {
                 return None;
             }
-            Some(Seg {
-                key: FlowKey {
-                    proto,
-                    v6,
-                    addrs,
-                    ports: be32(pkt, iph),
-                    ack: be32(pkt, iph + 8),
-                },
-                iph,
-                headers: iph + th,
-                payload: pkt.len() - iph - th,
-                seq: be32(pkt, iph + 4),
-                psh: flags & TCP_PSH != 0,
-            })
+            (
+                th,
+                be32(pkt, iph + 8),
+                be32(pkt, iph + 4),
+                flags & TCP_PSH != 0,
+            )
         }
         UDP if udp_ok => {
-            if pkt.len() <= iph + 8 || usize::from(be16(pkt, iph + 4)) != pkt.len() - iph {
+            if pkt.len() < iph + 8 || usize::from(be16(pkt, iph + 4)) != pkt.len() - iph {
                 return None;
             }
-            Some(Seg {
-                key: FlowKey {
-                    proto,
-                    v6,
-                    addrs,
-                    ports: be32(pkt, iph),
-                    ack: 0,
-                },
-                iph,
-                headers: iph + 8,
-                payload: pkt.len() - iph - 8,
-                seq: 0,
-                psh: false,
-            })
+            (8, 0, 0, false)
         }
-        _ => None,
+        _ => return None,
+    };
+    if pkt.len() <= iph + th {
+        return None;
     }
+    Some(Seg {
+        key: FlowKey {
+            proto,
+            v6,
+            addrs,
+            ports: be32(pkt, iph),
+            ack,
+        },
+        iph,
+        headers: iph + th,
+        payload: pkt.len() - iph - th,
+        seq,
+        psh,
+    })
 }
 
 /// Whether the IP and TCP headers of `a` (the super-packet's first
