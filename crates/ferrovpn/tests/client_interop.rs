@@ -69,6 +69,16 @@ impl Net {
         path
     }
 
+    /// Server and client configs sharing a fresh tls-crypt key, AES-256-GCM:
+    /// the profile most tests start from.
+    fn tls_crypt_confs(&self) -> (ServerConf, ClientConf) {
+        let wrap = Wrap::TlsCrypt(Material::File(self.static_key("tc.key")));
+        (
+            self.server_conf(wrap.clone(), Cipher::Aes256Gcm),
+            self.client_conf(wrap, Cipher::Aes256Gcm),
+        )
+    }
+
     fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
         ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
     }
@@ -173,6 +183,16 @@ fn kill(sig: &str, p: &Proc) {
     assert!(st.success(), "kill {sig} {}", p.pid());
 }
 
+/// SIGKILL `p` and wait until it is gone.
+fn kill_and_reap(p: &mut Proc) {
+    kill("-KILL", p);
+    assert!(wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || p.try_exit().is_some()
+    ));
+}
+
 /// SIGTERM `p` and wait for it to exit on its own; returns its status.
 fn terminate(p: &mut Proc, grace: Duration) -> std::process::ExitStatus {
     kill("-TERM", p);
@@ -222,9 +242,7 @@ fn assert_stock_cipher(server: &Proc, cipher: Cipher) {
 #[test]
 fn client_tls_crypt_aes256gcm_stock_server() {
     let net = setup("ci-tc");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let (sc, cc) = net.tls_crypt_confs();
     let server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -397,15 +415,13 @@ fn server_initiated_renegotiation_keeps_traffic_flowing() {
 #[test]
 fn client_reconnects_after_server_restart() {
     let net = setup("ci-rs");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, mut cc) = net.tls_crypt_confs();
     // Pushed as "ping 1,ping-restart 4": a dead server is noticed quickly.
     sc.keepalive = Some((1, 4));
     // On SIGTERM the server tells its clients to reconnect (RESTART).
     sc.extra.push("explicit-exit-notify 1".into());
     // Routes are torn down and set up again with every reconnect.
     sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     cc.extra.push("connect-retry 1 2".into());
     let mut server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
@@ -434,12 +450,7 @@ fn client_reconnects_after_server_restart() {
 
     // (2) Crash: SIGKILL, nothing is sent; ping-restart 4 notices.
     let t0 = Instant::now();
-    kill("-KILL", &server);
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || server.try_exit().is_some()
-    ));
+    kill_and_reap(&mut server);
     drop(server);
     let _server = net.stock_server("openvpn-server-3", &sc);
     assert!(
@@ -462,11 +473,9 @@ fn client_reconnects_after_server_restart() {
 #[test]
 fn client_ping_exit_quits_when_the_server_goes_silent() {
     let net = setup("ci-pe");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, mut cc) = net.tls_crypt_confs();
     // Pushed "ping 1,ping-restart 60": only ping-exit can fire in this test.
     sc.keepalive = Some((1, 60));
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     cc.extra.push("ping-exit 3".into());
     let mut server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
@@ -477,12 +486,7 @@ fn client_ping_exit_quits_when_the_server_goes_silent() {
     assert!(client.try_exit().is_none(), "{}", client.log_tail(20));
     // A crash sends nothing: the client must give up by itself.
     let t0 = Instant::now();
-    kill("-KILL", &server);
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || server.try_exit().is_some()
-    ));
+    kill_and_reap(&mut server);
     let mut status = None;
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
@@ -548,11 +552,9 @@ fn client_applies_pushed_routes_and_restores_them() {
         .exec(&["ip", "route", "add", "default", "via", SERVER_UNDERLAY])
         .unwrap();
     let before = net.client_routes();
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, cc) = net.tls_crypt_confs();
     sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
     sc.push.push("dhcp-option DNS 10.8.0.1".into());
-    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     let mut server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -583,11 +585,9 @@ fn client_applies_pushed_routes_and_restores_them() {
 #[test]
 fn client_of_net30_stock_server() {
     let net = setup("ci-n30");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, cc) = net.tls_crypt_confs();
     // Overrides the harness' `topology subnet` (`server` expands after parsing).
     sc.extra.push("topology net30".into());
-    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     let server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -693,11 +693,9 @@ fn client_refuses_wrong_servers() {
 #[test]
 fn client_accepts_cn_only_server_certificate() {
     let net = setup("ci-ns");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, mut cc) = net.tls_crypt_confs();
     sc.cert = Material::File(net.pki.server_nosan.cert.clone());
     sc.key = Material::File(net.pki.server_nosan.key.clone());
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
     // The name check has only the CN to go by.
     cc.extra.push("verify-x509-name server name".into());
     let _server = net.stock_server("openvpn-server", &sc);
@@ -714,9 +712,7 @@ fn client_accepts_cn_only_server_certificate() {
 #[test]
 fn ferrovpn_client_ferrovpn_server() {
     let net = setup("ci-ff");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let (sc, cc) = net.tls_crypt_confs();
     let mut server = net.ferrovpn_server("ferrovpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
