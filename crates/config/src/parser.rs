@@ -312,6 +312,10 @@ impl Parser {
         };
         let (marker, what) = match d.name {
             "ca" | "cert" | "extra-certs" => ("-----BEGIN CERTIFICATE-----", "PEM certificates"),
+            "crl-verify" => (
+                "-----BEGIN X509 CRL-----",
+                "a PEM certificate revocation list",
+            ),
             "key" => ("PRIVATE KEY-----", "a PEM private key"),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
@@ -363,7 +367,7 @@ impl Parser {
         }
         let material_like = matches!(
             d.name,
-            "ca" | "cert" | "key" | "extra-certs" | "tls-crypt" | "tls-auth" | "dh"
+            "ca" | "cert" | "key" | "extra-certs" | "crl-verify" | "tls-crypt" | "tls-auth" | "dh"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -687,6 +691,16 @@ impl Parser {
             "extra-certs" => {
                 let m = self.material(&d, 1)?;
                 self.cfg.extra_certs.push(m);
+            }
+            "crl-verify" => {
+                if d.arg(1) == Some("dir") {
+                    return Err(d.unsupported(
+                        "crl-verify DIR dir".into(),
+                        "a directory of revoked serials is not supported; give a PEM CRL file",
+                    ));
+                }
+                let m = self.material(&d, 1)?;
+                self.cfg.crl_verify = Some(m);
             }
             "tls-crypt" => {
                 let m = self.material(&d, 1)?;

@@ -148,6 +148,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("cert", "PEM file or inline `<cert>`"),
     s("key", "PEM file or inline `<key>`"),
     s(
+        "crl-verify",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session); `dir` mode unsupported (error); `nextUpdate` not enforced",
+    ),
+    s(
         "extra-certs",
         "PEM file or inline `<extra-certs>`; sent after `cert` as its chain",
     ),
@@ -358,10 +362,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("route-ipv6", "IPv6 inside the tunnel is not supported yet"),
     u("tun-ipv6", "IPv6 inside the tunnel is not supported yet"),
     u("server-bridge", TAP_REASON),
-    u(
-        "crl-verify",
-        "certificate revocation lists are not supported yet",
-    ),
     u(
         "pkcs12",
         "PKCS#12 files are not supported; use ca/cert/key PEM files",

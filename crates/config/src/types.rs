@@ -261,6 +261,8 @@ pub struct Config {
     pub cert: Option<Material>,
     pub key: Option<Material>,
     pub extra_certs: Vec<Material>,
+    /// `crl-verify FILE` (or inline): PEM certificate revocation lists.
+    pub crl_verify: Option<Material>,
     pub dh: Option<Dh>,
     pub tls_crypt: Option<Material>,
     pub tls_auth: Option<TlsAuth>,

@@ -581,6 +581,10 @@ fn line_errors() {
             r#"t.conf:1: 'tls-version-min' expects 1.0, 1.1, 1.2 or 1.3, got "1.4""#,
         ),
         (
+            "crl-verify /etc/openvpn/crl dir",
+            "t.conf:1: unsupported 'crl-verify DIR dir': a directory of revoked serials is not supported; give a PEM CRL file",
+        ),
+        (
             "remote-cert-tls peer",
             r#"t.conf:1: 'remote-cert-tls' expects 'server' or 'client', got "peer""#,
         ),
@@ -691,6 +695,10 @@ fn block_errors() {
     assert_eq!(
         err("verb 1\n</ca>\n"),
         "t.conf:2: </ca> without a matching <ca>"
+    );
+    assert_eq!(
+        err("<crl-verify>\nnot a crl\n</crl-verify>\n"),
+        "t.conf:1: 'crl-verify' expects a PEM certificate revocation list (-----BEGIN X509 CRL-----), none found in inline <crl-verify>"
     );
     assert_eq!(
         err("<port>\n1194\n</port>\n"),

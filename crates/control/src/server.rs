@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::{Event, Session, SessionConfig};
 use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::netconfig;
 use crate::ratelimit::DropLog;
@@ -49,6 +50,29 @@ pub struct ServerSettings {
     /// `duplicate-cn`: clients may share a certificate CN. Without it a new
     /// connection drops the earlier sessions of the same CN, like OpenVPN.
     pub duplicate_cn: bool,
+    /// `crl-verify FILE`: re-read when the file changes.
+    pub crl_reload: Option<CrlReload>,
+}
+
+/// How to follow a `crl-verify` file: when it changes, `rebuild` makes the
+/// session configuration for its new text. New sessions use it, existing
+/// ones from their next renegotiation (as in OpenVPN, which checks the CRL
+/// at every TLS handshake). An unreadable or broken file refuses new
+/// sessions until it is fixed, rather than letting revoked clients in.
+pub struct CrlReload {
+    pub path: PathBuf,
+    #[allow(clippy::type_complexity)] // one closure type, named once
+    pub rebuild: Box<dyn Fn(&str) -> anyhow::Result<Arc<SessionConfig>> + Send + Sync>,
+}
+
+/// What identifies one version of a file without reading it.
+type FileStamp = Option<(Option<SystemTime>, u64, u64)>;
+
+fn file_stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len(), m.ino()))
 }
 
 impl ServerSettings {
@@ -83,6 +107,9 @@ struct Server {
     bad_packets: DropLog,
     /// Secret for the stateless handshake's session ids.
     cookies: CookieKey,
+    /// The `crl-verify` file as last loaded, and whether that load worked.
+    crl_stamp: FileStamp,
+    crl_ok: bool,
 }
 
 /// How often keepalive and liveness are checked.
@@ -129,7 +156,13 @@ pub async fn run_server(
         dp,
         bad_packets: DropLog::new("control packets dropped"),
         cookies: CookieKey::random(),
+        crl_stamp: None,
+        crl_ok: true,
     };
+    // The file was read with the config; remember which version that was.
+    if let Some(r) = &srv.s.crl_reload {
+        srv.crl_stamp = file_stamp(&r.path);
+    }
     tokio::pin!(shutdown);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
@@ -270,6 +303,11 @@ impl Server {
             debug!("{from}: {opcode:?} without a valid cookie dropped");
             return;
         };
+        self.refresh_crl();
+        if !self.crl_ok {
+            warn!("{from}: refusing new client: the crl-verify file could not be loaded");
+            return;
+        }
         if self.clients.contains_key(&from) {
             self.remove_client(from, "client restarted its session");
         }
@@ -320,7 +358,40 @@ impl Server {
         }
     }
 
+    /// Reload the `crl-verify` file if it changed since the last look.
+    fn refresh_crl(&mut self) {
+        let Some(r) = &self.s.crl_reload else {
+            return;
+        };
+        let stamp = file_stamp(&r.path);
+        if stamp == self.crl_stamp {
+            return;
+        }
+        self.crl_stamp = stamp;
+        let loaded = std::fs::read_to_string(&r.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| (r.rebuild)(&text));
+        match loaded {
+            Ok(cfg) => {
+                info!("crl-verify: reloaded {}", r.path.display());
+                for c in self.clients.values_mut() {
+                    c.session.set_config(cfg.clone());
+                }
+                self.s.session = cfg;
+                self.crl_ok = true;
+            }
+            Err(e) => {
+                error!(
+                    "crl-verify: {}: {e:#}; new clients are refused until it is fixed",
+                    r.path.display()
+                );
+                self.crl_ok = false;
+            }
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        self.refresh_crl();
         let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
         for a in addrs {
             let Some(c) = self.clients.get(&a) else {

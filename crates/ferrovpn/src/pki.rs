@@ -11,6 +11,8 @@
 //! | `clientN.crt`, `clientN.key` | clients 1..=N: EKU clientAuth, CN `clientN` |
 //! | `foreign-ca.crt`, `foreign-ca.key` | an unrelated CA |
 //! | `foreign-client.crt`, `foreign-client.key` | a client signed by the foreign CA (must be rejected) |
+//! | `crl-empty.pem` | a CRL from the CA that revokes nothing |
+//! | `crl-revoking.pem` | a CRL from the CA that revokes the last client and `server-nosan` |
 //!
 //! Keys are EC P-256 or RSA-2048 (rcgen with aws-lc-rs generates RSA keys).
 //! Private keys are PKCS#8 PEM (`BEGIN PRIVATE KEY`).
@@ -19,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, RsaKeySize, SerialNumber,
 };
 
 /// Key algorithm for every key of the PKI.
@@ -82,6 +85,34 @@ pub struct Pki {
     pub foreign_ca: CertKey,
     /// A client signed by `foreign_ca` (CN `foreign-client`).
     pub foreign_client: CertKey,
+    /// PEM CRL from the CA revoking nothing.
+    pub crl_empty: PathBuf,
+    /// PEM CRL from the CA revoking the last client and `server_nosan`.
+    pub crl_revoking: PathBuf,
+}
+
+/// Write a CRL signed by `ca` that revokes `serials`.
+fn write_crl(ca: &Ca, path: &Path, serials: &[u64]) -> Result<PathBuf> {
+    let params = CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: SerialNumber::from(serials.len() as u64 + 1),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|&s| RevokedCertParams {
+                serial_number: SerialNumber::from(s),
+                revocation_time: rcgen::date_time_ymd(2025, 1, 2),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.issuer).context("signing a CRL")?;
+    std::fs::write(path, crl.pem().context("CRL to PEM")?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 fn new_key(kt: KeyType) -> Result<KeyPair> {
@@ -230,8 +261,17 @@ impl Pki {
             kt,
             2,
         )?;
+        let crl_empty = write_crl(&ca, &dir.join("crl-empty.pem"), &[])?;
+        // Serials: server-nosan 3, clients 100 + i.
+        let crl_revoking = write_crl(
+            &ca,
+            &dir.join("crl-revoking.pem"),
+            &[3, 100 + opts.clients as u64],
+        )?;
         Ok(Pki {
             dir: dir.to_path_buf(),
+            crl_empty,
+            crl_revoking,
             ca: ca.files,
             server,
             server_nosan,

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, RemoteCertTls, TlsVersion, Topology,
-    X509NameType,
+    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, RemoteCertTls, TlsVersion,
+    Topology, X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
-use ferrovpn_control::server::ServerSettings;
+use ferrovpn_control::server::{CrlReload, ServerSettings};
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, server_options_string};
@@ -55,6 +55,53 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
 fn extra_certs(cfg: &Config) -> String {
     let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
     texts.join("\n")
+}
+
+/// The `crl-verify` PEM text (empty without the directive).
+fn crl_text(cfg: &Config) -> &str {
+    cfg.crl_verify.as_ref().map_or("", |m| m.text.as_str())
+}
+
+/// A server follows a `crl-verify` file (not an inline block): each new
+/// text is turned into a session configuration like the first one.
+fn crl_reload(
+    cfg: &Config,
+    session: &SessionConfig,
+    ca: &str,
+    cert: &str,
+    key: &str,
+    extra_certs: &str,
+) -> Option<CrlReload> {
+    let Some(Material {
+        source: MaterialSource::File(path),
+        ..
+    }) = &cfg.crl_verify
+    else {
+        return None;
+    };
+    let base = session.clone();
+    let (ca, cert, key, extra) = (
+        ca.to_owned(),
+        cert.to_owned(),
+        key.to_owned(),
+        extra_certs.to_owned(),
+    );
+    let tls13 = tls13_only(cfg);
+    Some(CrlReload {
+        path: path.clone(),
+        rebuild: Box::new(move |crl: &str| {
+            let mut s = base.clone();
+            s.tls_server = Some(server_config(&TlsMaterial {
+                ca_pem: &ca,
+                cert_pem: &cert,
+                key_pem: &key,
+                extra_certs_pem: &extra,
+                tls13_only: tls13,
+                crls_pem: crl,
+            })?);
+            Ok(Arc::new(s))
+        }),
+    })
 }
 
 /// `tls-version-min 1.3` (or an unknown version with `or-highest`, which the
@@ -212,9 +259,11 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             key_pem: key,
             extra_certs_pem: &extra_certs,
             tls13_only: tls13_only(cfg),
+            crls_pem: crl_text(cfg),
         })
-        .context("TLS setup (ca/cert/key)")?,
+        .context("TLS setup (ca/cert/key/crl-verify)")?,
     );
+    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs);
     let network = u32::from(net.network);
     let mask = u32::from(net.netmask);
     if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
@@ -250,6 +299,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         reneg_bytes: cfg.reneg_bytes.filter(|&n| n > 0),
         reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),
         duplicate_cn: cfg.duplicate_cn,
+        crl_reload,
     })
 }
 
@@ -303,6 +353,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
                 key_pem: key,
                 extra_certs_pem: &extra_certs,
                 tls13_only: tls13_only(cfg),
+                crls_pem: crl_text(cfg),
             },
             policy,
         )

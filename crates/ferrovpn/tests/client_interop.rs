@@ -688,6 +688,16 @@ fn client_refuses_wrong_servers() {
         |_| {},
         "server certificate not trusted by ca",
     );
+    // (d) crl-verify with a CRL that revokes the server's certificate.
+    let crl = net.pki.crl_revoking.clone();
+    let revoked = net.pki.server_nosan.clone();
+    expect_refused(
+        &net,
+        "crl",
+        &revoked,
+        |cc| cc.extra.push(format!("crl-verify {}", crl.display())),
+        "CertRevoked",
+    );
 }
 
 #[test]

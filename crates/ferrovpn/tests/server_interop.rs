@@ -1320,3 +1320,46 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     assert!(!slog.contains("max-clients"), "{slog}");
     assert!(server.try_exit().is_none());
 }
+
+#[test]
+fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
+    let lab = lab("sv-crl", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let crl = lab.dir.join("crl.pem");
+    std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.extra.push(format!("crl-verify {}", crl.display()));
+    let server = lab.ferrovpn_server(&sc);
+    // crl-revoking.pem revokes the last client, client3.
+    let client3 = lab.pki.clients[2].clone();
+    let cc3 = lab.client_conf(0, &client3, "fvtun-a", wrap.clone(), cipher);
+    let mut before = lab.stock_client(0, "openvpn-client3", &cc3);
+    wait_up(&mut before, &server, cipher);
+    drop(before);
+    // Revoke it the way CA tools publish a CRL: a new file renamed over the old.
+    let tmp = lab.dir.join("crl.pem.new");
+    std::fs::copy(&lab.pki.crl_revoking, &tmp).unwrap();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let cc3 = lab.client_conf(0, &client3, "fvtun-b", wrap.clone(), cipher);
+    let after = lab.stock_client(0, "openvpn-client3-revoked", &cc3);
+    assert!(
+        wait_for_count(
+            &after,
+            "fatal SSL alert: certificate revoked",
+            1,
+            CONNECT_TIMEOUT
+        ),
+        "{}",
+        logs(&after, &server)
+    );
+    let slog = server.log();
+    assert!(slog.contains("crl-verify: reloaded"), "{slog}");
+    assert!(slog.contains("Revoked"), "{slog}");
+    assert!(!after.log().contains(UP), "{}", logs(&after, &server));
+    drop(after);
+    // Everyone else still gets in.
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
+    wait_up(&mut c1, &server, cipher);
+}

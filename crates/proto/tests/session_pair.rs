@@ -89,6 +89,7 @@ fn configs(
             key_pem: &p.server_key,
             extra_certs_pem: "",
             tls13_only: false,
+            crls_pem: "",
         })
         .unwrap(),
     );
@@ -101,6 +102,7 @@ fn configs(
                 key_pem: &client_pki.client_key,
                 extra_certs_pem: "",
                 tls13_only: false,
+                crls_pem: "",
             },
             ServerCertPolicy {
                 remote_cert_tls_server: true,

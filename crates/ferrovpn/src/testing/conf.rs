@@ -350,6 +350,8 @@ mod tests {
             clients: vec![ck("client1")],
             foreign_ca: ck("foreign-ca"),
             foreign_client: ck("foreign-client"),
+            crl_empty: "/p/crl-empty.pem".into(),
+            crl_revoking: "/p/crl-revoking.pem".into(),
         }
     }
 

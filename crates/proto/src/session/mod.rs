@@ -41,6 +41,7 @@ const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_PLAINTEXT_BUFFER: usize = 16 * 1024;
 
 /// Configuration shared by every session of a server, or the one of a client.
+#[derive(Clone)]
 pub struct SessionConfig {
     pub side: Side,
     pub wrap: Arc<ControlWrap>,
@@ -269,6 +270,12 @@ impl Session {
         s.handle_control(now, pkt, replay);
         s.flush(now);
         Ok(s)
+    }
+
+    /// Use `cfg` from now on: key states started later (renegotiations)
+    /// take their TLS configuration from it, e.g. after a CRL reload.
+    pub fn set_config(&mut self, cfg: Arc<SessionConfig>) {
+        self.cfg = cfg;
     }
 
     pub fn local_session_id(&self) -> SessionId {

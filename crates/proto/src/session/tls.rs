@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
@@ -44,6 +46,9 @@ pub struct TlsMaterial<'a> {
     pub extra_certs_pem: &'a str,
     /// `tls-version-min 1.3`: refuse TLS 1.2. (rustls never speaks below 1.2.)
     pub tls13_only: bool,
+    /// `crl-verify`: PEM CRLs (may be empty). The peer's certificate must
+    /// not be revoked by its issuer's CRL, and that CRL must be present.
+    pub crls_pem: &'a str,
 }
 
 impl TlsMaterial<'_> {
@@ -83,6 +88,31 @@ pub fn parse_certs(
     Ok(certs)
 }
 
+/// Parse every CRL in a PEM text (none for empty text).
+pub fn parse_crls(pem: &str) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+    if pem.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let crls: Result<Vec<_>, _> =
+        CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()).collect();
+    let crls = crls.map_err(|e| TlsConfigError::Pem {
+        what: "crl-verify",
+        reason: e.to_string(),
+    })?;
+    if crls.is_empty() {
+        return Err(TlsConfigError::Empty("crl-verify"));
+    }
+    // Parse them now so that a broken CRL is a configuration error, not a
+    // refusal of every peer later.
+    for c in &crls {
+        webpki::OwnedCertRevocationList::from_der(c).map_err(|e| TlsConfigError::Pem {
+            what: "crl-verify",
+            reason: format!("{e:?}"),
+        })?;
+    }
+    Ok(crls)
+}
+
 /// Parse a private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
 pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsConfigError::Pem {
@@ -107,7 +137,14 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
 pub fn server_config(m: &TlsMaterial<'_>) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let provider = provider();
     let roots = Arc::new(root_store(m.ca_pem)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+    let crls = parse_crls(m.crls_pem)?;
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if !crls.is_empty() {
+        // Like OpenVPN: the client's own certificate is checked against the
+        // CRL of its issuer, which must be there (unknown status refuses).
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let verifier = builder
         .build()
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -145,10 +182,22 @@ pub fn client_config(
     policy: ServerCertPolicy,
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let provider = provider();
+    let crls = parse_crls(m.crls_pem)?
+        .iter()
+        .map(|c| {
+            webpki::OwnedCertRevocationList::from_der(c)
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| TlsConfigError::Pem {
+                    what: "crl-verify",
+                    reason: format!("{e:?}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let verifier = Arc::new(OpenVpnServerVerifier {
         roots: root_store(m.ca_pem)?,
         policy,
         provider: provider.clone(),
+        crls,
     });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(m.versions())?
@@ -171,6 +220,7 @@ struct OpenVpnServerVerifier {
     roots: RootCertStore,
     policy: ServerCertPolicy,
     provider: Arc<CryptoProvider>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
 }
 
 fn cert_err(msg: impl Into<String>) -> rustls::Error {
@@ -191,13 +241,19 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
         // Chain only: OpenVPN does no host-name check. serverAuth is enforced
         // below when `remote-cert-tls server` asks for it.
         let usage = webpki::KeyUsage::required_if_present(EKU_SERVER_AUTH);
+        let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+            b.with_depth(webpki::RevocationCheckDepth::EndEntity)
+                .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                .build()
+        });
         ee.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
             &self.roots.roots,
             intermediates,
             now,
             usage,
-            None,
+            revocation,
             None,
         )
         .map_err(|e| cert_err(format!("server certificate not trusted by ca: {e}")))?;
@@ -326,6 +382,36 @@ mod tests {
         intermediate: String,
         server: (String, String),
         client: (String, String),
+        /// Signs CRLs for the leaves (serials: server 2, client 3).
+        mid_issuer: Issuer<'static, KeyPair>,
+    }
+
+    /// A PEM CRL from the intermediate revoking `serials`.
+    fn crl(ch: &Chain, serials: &[u64]) -> String {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+            date_time_ymd,
+        };
+        CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: date_time_ymd(2025, 1, 2),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ch.mid_issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
     }
 
     /// root → intermediate → server and client leaves.
@@ -345,9 +431,10 @@ mod tests {
         let mid_params = ca("Intermediate");
         let mid = mid_params.signed_by(&mid_key, &root_issuer).unwrap();
         let mid_issuer = Issuer::new(mid_params, mid_key);
-        let leaf = |cn: &str, eku| {
+        let leaf = |cn: &str, eku, serial: u64| {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(Vec::new()).unwrap();
+            p.serial_number = Some(rcgen::SerialNumber::from(serial));
             p.distinguished_name.push(DnType::CommonName, cn);
             p.key_usages = vec![
                 KeyUsagePurpose::DigitalSignature,
@@ -360,8 +447,9 @@ mod tests {
         Chain {
             root: root.pem(),
             intermediate: mid.pem(),
-            server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
-            client: leaf("client", ExtendedKeyUsagePurpose::ClientAuth),
+            server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth, 2),
+            client: leaf("client", ExtendedKeyUsagePurpose::ClientAuth, 3),
+            mid_issuer,
         }
     }
 
@@ -404,12 +492,24 @@ mod tests {
         server_13: bool,
         client_13: bool,
     ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        configs_with_crls(ch, extra, server_13, client_13, "", "")
+    }
+
+    fn configs_with_crls(
+        ch: &Chain,
+        extra: &str,
+        server_13: bool,
+        client_13: bool,
+        server_crls: &str,
+        client_crls: &str,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         let s = server_config(&TlsMaterial {
             ca_pem: &ch.root,
             cert_pem: &ch.server.0,
             key_pem: &ch.server.1,
             extra_certs_pem: extra,
             tls13_only: server_13,
+            crls_pem: server_crls,
         })
         .unwrap();
         let c = client_config(
@@ -419,6 +519,7 @@ mod tests {
                 key_pem: &ch.client.1,
                 extra_certs_pem: extra,
                 tls13_only: client_13,
+                crls_pem: client_crls,
             },
             ServerCertPolicy {
                 remote_cert_tls_server: true,
@@ -454,6 +555,7 @@ mod tests {
             roots: root_store(&ch.root).unwrap(),
             policy: ServerCertPolicy::default(),
             provider: provider.clone(),
+            crls: Vec::new(),
         });
         let rebuilt = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS12])
@@ -473,7 +575,41 @@ mod tests {
             key_pem: &ch.server.1,
             extra_certs_pem: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
             tls13_only: false,
+            crls_pem: "",
         };
         assert!(server_config(&m).is_err());
+    }
+
+    #[test]
+    fn crl_verify_refuses_revoked_peers_on_both_sides() {
+        let ch = chain();
+        let mid = ch.intermediate.clone();
+        let ok = |sc: &str, cc: &str| {
+            let (s, c) = configs_with_crls(&ch, &mid, false, false, sc, cc);
+            handshake(s, c)
+        };
+        let none = crl(&ch, &[]);
+        let client_revoked = crl(&ch, &[3]);
+        let server_revoked = crl(&ch, &[2]);
+        assert!(ok(&none, &none).is_ok());
+        assert!(
+            ok(&server_revoked, "").is_ok(),
+            "server's CRL names only itself"
+        );
+        let e = ok(&client_revoked, "").unwrap_err();
+        assert!(format!("{e:?}").contains("Revoked"), "{e:?}");
+        let e = ok("", &server_revoked).unwrap_err();
+        assert!(format!("{e:?}").contains("Revoked"), "{e:?}");
+        // A CRL from another issuer says nothing about these leaves: refused.
+        let other = chain();
+        let e = ok(&crl(&other, &[]), "").unwrap_err();
+        assert!(format!("{e:?}").contains("Revocation"), "{e:?}");
+    }
+
+    #[test]
+    fn broken_crls_are_configuration_errors() {
+        assert!(parse_crls("").unwrap().is_empty());
+        assert!(parse_crls("no pem here").is_err());
+        assert!(parse_crls("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n").is_err());
     }
 }
