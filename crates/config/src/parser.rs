@@ -922,6 +922,21 @@ impl Parser {
                 d.count(1, 1, "a queue length")?;
                 c.txqueuelen = Some(d.num(0, 1, 1_000_000, "a queue length 1-1000000")?);
             }
+            "status" => {
+                d.count(1, 2, "FILE [SECONDS]")?;
+                let interval_secs = match d.arg(1) {
+                    Some(_) => d.num(1, 1, 86_400, "an update interval of 1-86400 seconds")?,
+                    None => 60,
+                };
+                c.status = Some(StatusFile {
+                    path: PathBuf::from(d.arg(0).unwrap_or("")),
+                    interval_secs,
+                });
+            }
+            "status-version" => {
+                d.count(1, 1, "1, 2 or 3")?;
+                c.status_version = Some(d.num(0, 1u8, 3, "1, 2 or 3")?);
+            }
             "verb" => {
                 d.count(1, 1, "a level 0-11")?;
                 c.verb = Some(d.num(0, 0u8, 11, "a level 0-11")?);

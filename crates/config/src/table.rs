@@ -198,6 +198,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s("verb", "0-11, stored"),
     s(
+        "status",
+        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC), replaced atomically; clients write data-channel byte counts",
+    ),
+    s(
+        "status-version",
+        "`1` (default), `2` (CSV with HEADER lines) or `3` (the same, tab-separated)",
+    ),
+    s(
         "persist-key",
         "stored (ferrovpn keeps keys across restarts anyway)",
     ),
@@ -238,8 +246,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "privileges are not dropped by ferrovpn; use the service manager",
     ),
     i("mute", "log rate limiting is not implemented"),
-    i("status", "no status file is written"),
-    i("status-version", "no status file is written"),
     i("log", "logs go to stderr"),
     i("log-append", "logs go to stderr"),
     i(

@@ -131,6 +131,13 @@ pub enum TlsVersion {
     V1_3,
 }
 
+/// `status FILE [N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusFile {
+    pub path: std::path::PathBuf,
+    pub interval_secs: u32,
+}
+
 /// `tls-version-min V [or-highest]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsVersionMin {
@@ -282,6 +289,10 @@ pub struct Config {
     pub txqueuelen: Option<u32>,
 
     pub verb: Option<u8>,
+    /// `status FILE [N]`: where and how often (seconds, default 60).
+    pub status: Option<StatusFile>,
+    /// `status-version 1|2|3` (default 1).
+    pub status_version: Option<u8>,
     pub persist_key: bool,
     pub persist_tun: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).

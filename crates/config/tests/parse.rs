@@ -202,9 +202,16 @@ max-packet-size 9000
     assert_eq!(c.workers(), 4);
     assert!(c.cpu_pin);
     assert_eq!(c.max_packet_size(), 9000);
-    // Warnings: ifconfig-pool-persist, user, group, status, dropped cipher.
+    assert_eq!(
+        c.status,
+        Some(StatusFile {
+            path: "openvpn-status.log".into(),
+            interval_secs: 60
+        })
+    );
+    // Warnings: ifconfig-pool-persist, user, group, dropped cipher.
     let name = path.display().to_string();
-    assert_eq!(c.warnings.len(), 5, "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
     assert!(c.warnings[0].starts_with(&format!("{name}:11: 'ifconfig-pool-persist' ignored")));
     assert!(
         c.warnings

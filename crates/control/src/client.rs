@@ -15,6 +15,7 @@ use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 use tracing::{debug, info, warn};
 
 use crate::netconfig;
+use crate::status::{self, StatusSettings};
 
 /// One `remote HOST PORT` line.
 #[derive(Clone, Debug)]
@@ -40,6 +41,8 @@ pub struct ClientSettings {
     pub ping_exit: Option<Duration>,
     /// `explicit-exit-notify N`.
     pub explicit_exit_notify: Option<u32>,
+    /// `status FILE [N]`: data-channel byte counts.
+    pub status: Option<StatusSettings>,
     pub tun_mtu: u16,
     /// Give up after this many failed attempts in a row (tests); `None` = forever.
     pub max_attempts: Option<u32>,
@@ -255,6 +258,7 @@ async fn run_connection(
         connected: false,
     };
     let mut next_housekeeping = now + Duration::from_millis(500);
+    let mut next_status = now;
     let ended = loop {
         if let Some(end) = drain(s, dp, peers, socket, &mut c) {
             break end;
@@ -283,6 +287,12 @@ async fn run_connection(
                 c.session.handle_timeout(now);
                 if now >= next_housekeeping {
                     next_housekeeping = now + Duration::from_millis(500);
+                    if let Some(st) = &s.status
+                        && now >= next_status
+                    {
+                        next_status = now + st.interval;
+                        write_status(st, peers, &c);
+                    }
                     if let Some(end) = housekeeping(dp, peers, &mut c, now) {
                         break end;
                     }
@@ -298,6 +308,18 @@ async fn run_connection(
     *was_connected = c.connected;
     teardown(dp, peers, &mut c);
     ended
+}
+
+/// The client's status file: tunnel bytes of the current connection.
+fn write_status(st: &StatusSettings, peers: &PeerTable, c: &Conn) {
+    let (read, written) = c
+        .peer_id
+        .and_then(|id| peers.peer_stats(id))
+        .map_or((0, 0), |s| (s.tx_bytes, s.rx_bytes));
+    let text = status::render_client(unix_now(), read, written);
+    if let Err(e) = status::write_atomically(&st.path, &text) {
+        warn!("status file {}: {e}", st.path.display());
+    }
 }
 
 fn housekeeping(dp: &DataPlane, peers: &PeerTable, c: &mut Conn, now: Instant) -> Option<Ended> {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod netconfig;
 mod ratelimit;
 pub mod server;
+pub mod status;
 
 use ferrovpn_dataplane::UpEvent;
 

@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::netconfig;
 use crate::ratelimit::DropLog;
+use crate::status::{self, ClientRow, StatusSettings};
 
 /// Everything the server runtime needs, already validated by the config layer.
 pub struct ServerSettings {
@@ -52,6 +53,8 @@ pub struct ServerSettings {
     pub duplicate_cn: bool,
     /// `crl-verify FILE`: re-read when the file changes.
     pub crl_reload: Option<CrlReload>,
+    /// `status FILE [N]` / `status-version`.
+    pub status: Option<StatusSettings>,
 }
 
 /// How to follow a `crl-verify` file: when it changes, `rebuild` makes the
@@ -94,6 +97,8 @@ struct Client {
     /// Data-plane (bytes, packets) counters when the current key became the
     /// send key: the baseline for `reneg-bytes` / `reneg-pkts`.
     key_traffic_base: (u64, u64),
+    /// Unix seconds when the session was made (the status file's "Connected Since").
+    since: u64,
 }
 
 struct Server {
@@ -110,6 +115,8 @@ struct Server {
     /// The `crl-verify` file as last loaded, and whether that load worked.
     crl_stamp: FileStamp,
     crl_ok: bool,
+    /// When the status file is due next.
+    next_status: Instant,
 }
 
 /// How often keepalive and liveness are checked.
@@ -158,6 +165,7 @@ pub async fn run_server(
         cookies: CookieKey::random(),
         crl_stamp: None,
         crl_ok: true,
+        next_status: Instant::now(),
     };
     // The file was read with the config; remember which version that was.
     if let Some(r) = &srv.s.crl_reload {
@@ -333,6 +341,7 @@ impl Server {
                         last_control_rx: now,
                         remove_at: None,
                         key_traffic_base: (0, 0),
+                        since: unix,
                     },
                 );
                 self.drain(now, from);
@@ -390,8 +399,46 @@ impl Server {
         }
     }
 
+    /// Rewrite the status file when it is due.
+    fn write_status(&mut self, now: Instant) {
+        let Some(st) = &self.s.status else {
+            return;
+        };
+        if now < self.next_status {
+            return;
+        }
+        self.next_status = now + st.interval;
+        let unix = unix_now();
+        let mut rows: Vec<ClientRow> = self
+            .clients
+            .values()
+            .filter_map(|c| {
+                let (peer_id, ip) = c.peer?;
+                let stats = self.peers.peer_stats(peer_id)?;
+                Some(ClientRow {
+                    common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                    real: c.addr,
+                    virtual_ip: ip,
+                    bytes_received: stats.rx_bytes,
+                    bytes_sent: stats.tx_bytes,
+                    connected_since: c.since,
+                    last_ref: unix.saturating_sub(stats.rx_idle().as_secs()),
+                    peer_id,
+                    cipher: c.cipher.map_or("none", Cipher::name).to_string(),
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| r.virtual_ip);
+        let title = format!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
+        let text = status::render_server(st.version, unix, &title, &rows);
+        if let Err(e) = status::write_atomically(&st.path, &text) {
+            warn!("status file {}: {e}", st.path.display());
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
         self.refresh_crl();
+        self.write_status(now);
         let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
         for a in addrs {
             let Some(c) = self.clients.get(&a) else {

@@ -13,6 +13,7 @@ use ferrovpn_config::{
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::server::{CrlReload, ServerSettings};
+use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, server_options_string};
@@ -55,6 +56,15 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
 fn extra_certs(cfg: &Config) -> String {
     let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
     texts.join("\n")
+}
+
+/// `status FILE [N]` with `status-version`.
+fn status(cfg: &Config) -> Option<StatusSettings> {
+    cfg.status.as_ref().map(|st| StatusSettings {
+        path: st.path.clone(),
+        interval: secs(st.interval_secs),
+        version: cfg.status_version.unwrap_or(1),
+    })
 }
 
 /// The `crl-verify` PEM text (empty without the directive).
@@ -300,6 +310,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),
         duplicate_cn: cfg.duplicate_cn,
         crl_reload,
+        status: status(cfg),
     })
 }
 
@@ -390,6 +401,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
         ping_exit: cfg.ping_exit.map(secs),
+        status: status(cfg),
         explicit_exit_notify: cfg.explicit_exit_notify,
         tun_mtu: cfg.tun_mtu(),
         // `connect-retry-max N`: each remote is tried N times, then give up.

@@ -242,7 +242,9 @@ fn assert_stock_cipher(server: &Proc, cipher: Cipher) {
 #[test]
 fn client_tls_crypt_aes256gcm_stock_server() {
     let net = setup("ci-tc");
-    let (sc, cc) = net.tls_crypt_confs();
+    let (sc, mut cc) = net.tls_crypt_confs();
+    let status = net.dir.join("client-status.log");
+    cc.extra.push(format!("status {} 1", status.display()));
     let server = net.stock_server("openvpn-server", &sc);
     let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -252,6 +254,15 @@ fn client_tls_crypt_aes256gcm_stock_server() {
         &net,
         "ferrovpn client -> stock server, tls-crypt AES-256-GCM",
     );
+    // The status file counts what went through (iperf3 sent > 1 MB).
+    let mut text = String::new();
+    let counted = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        text = std::fs::read_to_string(&status).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("TUN/TAP read bytes,"))
+            .any(|n| n.parse::<u64>().is_ok_and(|n| n > 1_000_000))
+    });
+    assert!(counted, "status file:\n{text}");
 }
 
 #[test]

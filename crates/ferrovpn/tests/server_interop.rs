@@ -448,6 +448,10 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
     sc.client_to_client = true;
+    // Operators watch clients through the status file.
+    let status = lab.dir.join("status.csv");
+    sc.extra.push(format!("status {} 1", status.display()));
+    sc.extra.push("status-version 2".into());
     let server = lab.ferrovpn_server(&sc);
     let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
     let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
@@ -486,6 +490,26 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     assert!(p.received >= 4, "A -> B {p:?}");
     let p = ping(&lab.clients[1], "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "B -> A {p:?}");
+    // Both clients are listed with their addresses and the bytes they moved.
+    let listed = |text: &str, cn: &str, ip: &str| {
+        text.lines().any(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            f.len() == 13
+                && f[0] == "CLIENT_LIST"
+                && f[1] == cn
+                && f[3] == ip
+                && f[5].parse::<u64>().is_ok_and(|rx| rx > 0)
+                && f[12] == cipher.name()
+        })
+    };
+    let mut text = String::new();
+    let both = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        text = std::fs::read_to_string(&status).unwrap_or_default();
+        listed(&text, "client1", "10.8.0.2") && listed(&text, "client2", "10.8.0.3")
+    });
+    assert!(both, "status file:\n{text}");
+    assert!(text.contains("\nROUTING_TABLE,10.8.0.3,client2,"), "{text}");
+    assert!(text.ends_with("END\n"), "{text}");
 }
 
 /// Run `f` on a thread that has entered network namespace `ns`.

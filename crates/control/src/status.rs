@@ -1,0 +1,255 @@
+//! `status FILE [N]`: the files operators' scripts and dashboards read,
+//! in OpenVPN's formats. Rendering is pure; the runtimes write the text
+//! with [`write_atomically`] every N seconds, so a reader never sees a
+//! half-written file.
+//!
+//! Times are UTC (OpenVPN writes local time in the same layout).
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where, how often, and which `status-version` (1, 2 or 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    pub path: PathBuf,
+    pub interval: Duration,
+    pub version: u8,
+}
+
+/// One connected client, as the server's status lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    pub common_name: String,
+    pub real: SocketAddr,
+    pub virtual_ip: Ipv4Addr,
+    /// Tunnel bytes from and to the client.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Unix seconds.
+    pub connected_since: u64,
+    pub last_ref: u64,
+    pub peer_id: u32,
+    pub cipher: String,
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC for Unix seconds.
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The server's status text: version 1 (OpenVPN's default layout), or 2/3
+/// (one record per line with HEADER lines; 3 separates with tabs).
+pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) -> String {
+    let mut o = String::new();
+    if version < 2 {
+        o += &format!("OpenVPN CLIENT LIST\nUpdated,{}\n", utc(now));
+        o += "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since\n";
+        for c in clients {
+            o += &format!(
+                "{},{},{},{},{}\n",
+                c.common_name,
+                c.real,
+                c.bytes_received,
+                c.bytes_sent,
+                utc(c.connected_since)
+            );
+        }
+        o += "ROUTING TABLE\nVirtual Address,Common Name,Real Address,Last Ref\n";
+        for c in clients {
+            o += &format!(
+                "{},{},{},{}\n",
+                c.virtual_ip,
+                c.common_name,
+                c.real,
+                utc(c.last_ref)
+            );
+        }
+        o += "GLOBAL STATS\nMax bcast/mcast queue length,0\nEND\n";
+        return o;
+    }
+    let sep = if version == 3 { "\t" } else { "," };
+    let mut line = |fields: &[&str]| {
+        o += &fields.join(sep);
+        o.push('\n');
+    };
+    line(&["TITLE", title]);
+    line(&["TIME", &utc(now), &now.to_string()]);
+    line(&[
+        "HEADER",
+        "CLIENT_LIST",
+        "Common Name",
+        "Real Address",
+        "Virtual Address",
+        "Virtual IPv6 Address",
+        "Bytes Received",
+        "Bytes Sent",
+        "Connected Since",
+        "Connected Since (time_t)",
+        "Username",
+        "Client ID",
+        "Peer ID",
+        "Data Channel Cipher",
+    ]);
+    for c in clients {
+        line(&[
+            "CLIENT_LIST",
+            &c.common_name,
+            &c.real.to_string(),
+            &c.virtual_ip.to_string(),
+            "",
+            &c.bytes_received.to_string(),
+            &c.bytes_sent.to_string(),
+            &utc(c.connected_since),
+            &c.connected_since.to_string(),
+            "UNDEF",
+            &c.peer_id.to_string(),
+            &c.peer_id.to_string(),
+            &c.cipher,
+        ]);
+    }
+    line(&[
+        "HEADER",
+        "ROUTING_TABLE",
+        "Virtual Address",
+        "Common Name",
+        "Real Address",
+        "Last Ref",
+        "Last Ref (time_t)",
+    ]);
+    for c in clients {
+        line(&[
+            "ROUTING_TABLE",
+            &c.virtual_ip.to_string(),
+            &c.common_name,
+            &c.real.to_string(),
+            &utc(c.last_ref),
+            &c.last_ref.to_string(),
+        ]);
+    }
+    line(&["GLOBAL_STATS", "Max bcast/mcast queue length", "0"]);
+    line(&["GLOBAL_STATS", "dco_enabled", "0"]);
+    line(&["END"]);
+    o
+}
+
+/// A client's status text (OpenVPN's statistics layout): tunnel bytes read
+/// from and written to the TUN device.
+pub fn render_client(now: u64, tun_read: u64, tun_written: u64) -> String {
+    format!(
+        "OpenVPN STATISTICS\nUpdated,{}\nTUN/TAP read bytes,{tun_read}\nTUN/TAP write bytes,{tun_written}\nEND\n",
+        utc(now)
+    )
+}
+
+/// Replace `path` with `text` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> ClientRow {
+        ClientRow {
+            common_name: "client1".into(),
+            real: "192.0.2.5:40000".parse().unwrap(),
+            virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            bytes_received: 1234,
+            bytes_sent: 5678,
+            connected_since: 1_763_836_200,
+            last_ref: 1_763_836_230,
+            peer_id: 0,
+            cipher: "AES-256-GCM".into(),
+        }
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_763_836_200), "2025-11-22 18:30:00");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59");
+    }
+
+    #[test]
+    fn version_1_layout() {
+        let t = render_server(1, 1_763_836_260, "x", &[row()]);
+        assert_eq!(
+            t,
+            "OpenVPN CLIENT LIST\n\
+             Updated,2025-11-22 18:31:00\n\
+             Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since\n\
+             client1,192.0.2.5:40000,1234,5678,2025-11-22 18:30:00\n\
+             ROUTING TABLE\n\
+             Virtual Address,Common Name,Real Address,Last Ref\n\
+             10.8.0.2,client1,192.0.2.5:40000,2025-11-22 18:30:30\n\
+             GLOBAL STATS\n\
+             Max bcast/mcast queue length,0\n\
+             END\n"
+        );
+    }
+
+    #[test]
+    fn version_2_and_3_layouts() {
+        let t = render_server(2, 1_763_836_260, "ferrovpn 0.1.0", &[row()]);
+        assert!(t.starts_with("TITLE,ferrovpn 0.1.0\nTIME,2025-11-22 18:31:00,1763836260\n"));
+        assert!(t.contains(
+            "\nCLIENT_LIST,client1,192.0.2.5:40000,10.8.0.2,,1234,5678,2025-11-22 18:30:00,1763836200,UNDEF,0,0,AES-256-GCM\n"
+        ));
+        assert!(t.contains(
+            "\nROUTING_TABLE,10.8.0.2,client1,192.0.2.5:40000,2025-11-22 18:30:30,1763836230\n"
+        ));
+        assert!(t.ends_with("GLOBAL_STATS,dco_enabled,0\nEND\n"));
+        // Every HEADER names as many fields as its records carry.
+        for (head, rec) in [
+            ("HEADER,CLIENT_LIST,", "CLIENT_LIST,"),
+            ("HEADER,ROUTING_TABLE,", "ROUTING_TABLE,"),
+        ] {
+            let h = t.lines().find(|l| l.starts_with(head)).unwrap();
+            let r = t.lines().find(|l| l.starts_with(rec)).unwrap();
+            assert_eq!(h.split(',').count() - 1, r.split(',').count());
+        }
+        let t3 = render_server(3, 1_763_836_260, "ferrovpn 0.1.0", &[row()]);
+        assert_eq!(t3, t.replace(',', "\t"));
+    }
+
+    #[test]
+    fn files_are_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("fvpn-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("status.log");
+        write_atomically(&p, "one\n").unwrap();
+        write_atomically(&p, &render_client(0, 1, 2)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "OpenVPN STATISTICS\nUpdated,1970-01-01 00:00:00\nTUN/TAP read bytes,1\nTUN/TAP write bytes,2\nEND\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
