@@ -933,6 +933,17 @@ impl Parser {
                     interval_secs,
                 });
             }
+            "ifconfig-pool-persist" => {
+                d.count(1, 2, "FILE [SECONDS]")?;
+                let interval_secs = match d.arg(1) {
+                    Some(_) => d.num(1, 0, 86_400, "a period of 0-86400 seconds")?,
+                    None => 600,
+                };
+                c.ifconfig_pool_persist = Some(StatusFile {
+                    path: PathBuf::from(d.arg(0).unwrap_or("")),
+                    interval_secs,
+                });
+            }
             "status-version" => {
                 d.count(1, 1, "1, 2 or 3")?;
                 c.status_version = Some(d.num(0, 1u8, 3, "1, 2 or 3")?);

@@ -196,6 +196,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("mssfix", "`[N] [mtu|fixed]` (default 1492)"),
     s("txqueuelen", "stored for interface setup"),
     // --- misc
+    s(
+        "ifconfig-pool-persist",
+        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit; `0` only reads it",
+    ),
     s("verb", "0-11, stored"),
     s(
         "status",
@@ -248,10 +252,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("mute", "log rate limiting is not implemented"),
     i("log", "logs go to stderr"),
     i("log-append", "logs go to stderr"),
-    i(
-        "ifconfig-pool-persist",
-        "pool assignments are not persisted",
-    ),
     i(
         "mute-replay-warnings",
         "replay warnings are rate-limited anyway",

@@ -131,7 +131,7 @@ pub enum TlsVersion {
     V1_3,
 }
 
-/// `status FILE [N]`.
+/// `status FILE [N]`, `ifconfig-pool-persist FILE [N]`: a file and a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusFile {
     pub path: std::path::PathBuf,
@@ -293,6 +293,8 @@ pub struct Config {
     pub status: Option<StatusFile>,
     /// `status-version 1|2|3` (default 1).
     pub status_version: Option<u8>,
+    /// `ifconfig-pool-persist FILE [N]` (N seconds, default 600; 0 = read only).
+    pub ifconfig_pool_persist: Option<StatusFile>,
     pub persist_key: bool,
     pub persist_tun: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).

@@ -209,10 +209,17 @@ max-packet-size 9000
             interval_secs: 60
         })
     );
-    // Warnings: ifconfig-pool-persist, user, group, dropped cipher.
+    assert_eq!(
+        c.ifconfig_pool_persist,
+        Some(StatusFile {
+            path: "ipp.txt".into(),
+            interval_secs: 600
+        })
+    );
+    // Warnings: user, group, dropped cipher.
     let name = path.display().to_string();
-    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
-    assert!(c.warnings[0].starts_with(&format!("{name}:11: 'ifconfig-pool-persist' ignored")));
+    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+    assert!(c.warnings[1].contains("'user' ignored"), "{:?}", c.warnings);
     assert!(
         c.warnings
             .iter()

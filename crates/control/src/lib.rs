@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod netconfig;
+pub mod pool_persist;
 mod ratelimit;
 pub mod server;
 pub mod status;

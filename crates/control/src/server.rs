@@ -3,7 +3,7 @@
 //! to the data plane. Runs on its own single-threaded tokio runtime; the data
 //! plane's workers only ever talk to it through a bounded queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
 use tracing::{debug, error, info, warn};
 
 use crate::netconfig;
+use crate::pool_persist;
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
 
@@ -55,6 +56,15 @@ pub struct ServerSettings {
     pub crl_reload: Option<CrlReload>,
     /// `status FILE [N]` / `status-version`.
     pub status: Option<StatusSettings>,
+    /// `ifconfig-pool-persist FILE [N]`.
+    pub pool_persist: Option<PoolPersist>,
+}
+
+/// Where addresses are remembered, and how often the file is rewritten
+/// (`None`: `ifconfig-pool-persist FILE 0`, read only).
+pub struct PoolPersist {
+    pub path: PathBuf,
+    pub write_every: Option<Duration>,
 }
 
 /// How to follow a `crl-verify` file: when it changes, `rebuild` makes the
@@ -117,6 +127,11 @@ struct Server {
     crl_ok: bool,
     /// When the status file is due next.
     next_status: Instant,
+    /// Common name → address, from `ifconfig-pool-persist` and every
+    /// assignment since; `remembered_ips` are its values.
+    remembered: HashMap<String, Ipv4Addr>,
+    remembered_ips: HashSet<Ipv4Addr>,
+    next_persist: Instant,
 }
 
 /// How often keepalive and liveness are checked.
@@ -166,7 +181,11 @@ pub async fn run_server(
         crl_stamp: None,
         crl_ok: true,
         next_status: Instant::now(),
+        remembered: HashMap::new(),
+        remembered_ips: HashSet::new(),
+        next_persist: Instant::now(),
     };
+    srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
     if let Some(r) = &srv.s.crl_reload {
         srv.crl_stamp = file_stamp(&r.path);
@@ -194,6 +213,7 @@ pub async fn run_server(
         }
     }
     info!("server shutting down");
+    srv.save_pool_persist();
     let addrs: Vec<SocketAddr> = srv.clients.keys().copied().collect();
     for a in addrs {
         srv.remove_client(a, "server shutdown");
@@ -439,6 +459,12 @@ impl Server {
     fn housekeeping(&mut self, now: Instant) {
         self.refresh_crl();
         self.write_status(now);
+        if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
+            && now >= self.next_persist
+        {
+            self.next_persist = now + every;
+            self.save_pool_persist();
+        }
         let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
         for a in addrs {
             let Some(c) = self.clients.get(&a) else {
@@ -588,6 +614,72 @@ impl Server {
         }
     }
 
+    /// A free pool address for a client: the one its common name had, if it
+    /// is free; else one nobody is remembered with; else any free one.
+    fn pick_address(&self, cn: Option<&str>) -> Option<Ipv4Addr> {
+        let (start, end) = (u32::from(self.s.pool.0), u32::from(self.s.pool.1));
+        let in_pool = |ip: &Ipv4Addr| (start..=end).contains(&u32::from(*ip));
+        let free = |ip: &Ipv4Addr| !self.used_ips.contains_key(ip);
+        let pool = || (start..=end).map(Ipv4Addr::from);
+        cn.and_then(|cn| self.remembered.get(cn))
+            .copied()
+            .filter(|ip| in_pool(ip) && free(ip))
+            .or_else(|| pool().find(|ip| free(ip) && !self.remembered_ips.contains(ip)))
+            .or_else(|| pool().find(free))
+    }
+
+    /// An address belongs to one common name at a time: the newest holder
+    /// takes it over, so `remembered_ips` stays exactly the map's values.
+    fn remember(&mut self, cn: String, ip: Ipv4Addr) {
+        self.remembered
+            .retain(|other, old| other == &cn || *old != ip);
+        if let Some(old) = self.remembered.insert(cn, ip) {
+            self.remembered_ips.remove(&old);
+        }
+        self.remembered_ips.insert(ip);
+    }
+
+    fn load_pool_persist(&mut self) {
+        let Some(p) = &self.s.pool_persist else {
+            return;
+        };
+        let text = match std::fs::read_to_string(&p.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+                return;
+            }
+        };
+        let (entries, skipped) = pool_persist::parse(&text);
+        if skipped > 0 {
+            warn!(
+                "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
+                p.path.display()
+            );
+        }
+        info!(
+            "ifconfig-pool-persist: {} remembered address(es) from {}",
+            entries.len(),
+            p.path.display()
+        );
+        self.remembered_ips = entries.values().copied().collect();
+        self.remembered = entries;
+    }
+
+    fn save_pool_persist(&mut self) {
+        let Some(p) = &self.s.pool_persist else {
+            return;
+        };
+        if p.write_every.is_none() {
+            return;
+        }
+        let text = pool_persist::render(&self.remembered);
+        if let Err(e) = status::write_atomically(&p.path, &text) {
+            warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+        }
+    }
+
     /// Give an authenticated client a peer-id and a tunnel address.
     fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
         let c = self.clients.get(&addr)?;
@@ -595,11 +687,12 @@ impl Server {
             return Some(id);
         }
         let peer_id = (0..PEER_ID_UNDEFINED).find(|id| !self.used_peer_ids.contains_key(id))?;
-        let (start, end) = (u32::from(self.s.pool.0), u32::from(self.s.pool.1));
-        let Some(ip) = (start..=end)
-            .map(Ipv4Addr::from)
-            .find(|ip| !self.used_ips.contains_key(ip))
-        else {
+        // Keys can be ready before the authenticated event names the CN.
+        let cn = c
+            .common_name
+            .clone()
+            .or_else(|| c.session.peer_common_name());
+        let Some(ip) = self.pick_address(cn.as_deref()) else {
             warn!("{addr}: address pool exhausted, refusing client");
             if let Some(c) = self.clients.get_mut(&addr) {
                 c.session
@@ -610,6 +703,9 @@ impl Server {
         };
         self.used_peer_ids.insert(peer_id, addr);
         self.used_ips.insert(ip, addr);
+        if let Some(cn) = cn.filter(|_| self.s.pool_persist.is_some()) {
+            self.remember(cn, ip);
+        }
         self.peers.upsert_peer(peer_id, addr, Some(ip));
         if let Some(c) = self.clients.get_mut(&addr) {
             c.peer = Some((peer_id, ip));

@@ -12,7 +12,7 @@ use ferrovpn_config::{
     Topology, X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
-use ferrovpn_control::server::{CrlReload, ServerSettings};
+use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
@@ -311,6 +311,10 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         duplicate_cn: cfg.duplicate_cn,
         crl_reload,
         status: status(cfg),
+        pool_persist: cfg.ifconfig_pool_persist.as_ref().map(|p| PoolPersist {
+            path: p.path.clone(),
+            write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
+        }),
     })
 }
 

@@ -1387,3 +1387,43 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
     let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
     wait_up(&mut c1, &server, cipher);
 }
+
+#[test]
+fn ifconfig_pool_persist_gives_clients_their_remembered_addresses() {
+    let lab = lab("sv-ipp", 2);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let ipp = lab.dir.join("ipp.txt");
+    std::fs::write(&ipp, "client1,10.8.0.9,\n").unwrap();
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.extra
+        .push(format!("ifconfig-pool-persist {} 1", ipp.display()));
+    let server = lab.ferrovpn_server(&sc);
+    let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap.clone(), cipher);
+    let mut c2 = lab.stock_client(1, "openvpn-client2", &cc2);
+    wait_up(&mut c2, &server, cipher);
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap, cipher);
+    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
+    wait_up(&mut c1, &server, cipher);
+    // client1 gets its remembered address even though client2 came first;
+    // client2 gets the first address nobody is remembered with.
+    assert_eq!(
+        connected_ip(&server, "client1").as_deref(),
+        Some("10.8.0.9")
+    );
+    assert_eq!(
+        connected_ip(&server, "client2").as_deref(),
+        Some("10.8.0.2")
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 1, "{p:?}");
+    // The file is rewritten with both.
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            text = std::fs::read_to_string(&ipp).unwrap_or_default();
+            text == "client1,10.8.0.9,\nclient2,10.8.0.2,\n"
+        }),
+        "{text:?}"
+    );
+}

@@ -278,6 +278,17 @@ impl Session {
         self.cfg = cfg;
     }
 
+    /// The common name in the peer's certificate, once its TLS handshake
+    /// has shown one (any key state; the certificate cannot change).
+    pub fn peer_common_name(&self) -> Option<String> {
+        self.keys.iter().find_map(|k| {
+            k.tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| tls::peer_common_name(c))
+        })
+    }
+
     pub fn local_session_id(&self) -> SessionId {
         self.local_sid
     }
@@ -651,11 +662,7 @@ impl Session {
                 ks.local_km = Some(km);
                 self.install_keys(idx)?;
                 if key_id == 0 {
-                    let common_name = self.keys[idx]
-                        .tls
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| tls::peer_common_name(c));
+                    let common_name = self.peer_common_name();
                     let (Some(peer_info), Some(cipher)) = (self.peer_info.clone(), self.cipher)
                     else {
                         return Err(SessionError::NotEstablished);
