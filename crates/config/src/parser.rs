@@ -111,6 +111,20 @@ impl Dir<'_> {
         *field = true;
         Ok(())
     }
+
+    /// `FILE [SECONDS]`, the period between `min` and a day, `default`
+    /// when left out.
+    fn file_every(&self, min: u32, default: u32, expected: &str) -> R<StatusFile> {
+        self.count(1, 2, "FILE [SECONDS]")?;
+        let interval_secs = match self.arg(1) {
+            Some(_) => self.num(1, min, 86_400, expected)?,
+            None => default,
+        };
+        Ok(StatusFile {
+            path: PathBuf::from(self.arg(0).unwrap_or("")),
+            interval_secs,
+        })
+    }
 }
 
 fn is_contiguous(m: Ipv4Addr) -> bool {
@@ -923,26 +937,11 @@ impl Parser {
                 c.txqueuelen = Some(d.num(0, 1, 1_000_000, "a queue length 1-1000000")?);
             }
             "status" => {
-                d.count(1, 2, "FILE [SECONDS]")?;
-                let interval_secs = match d.arg(1) {
-                    Some(_) => d.num(1, 1, 86_400, "an update interval of 1-86400 seconds")?,
-                    None => 60,
-                };
-                c.status = Some(StatusFile {
-                    path: PathBuf::from(d.arg(0).unwrap_or("")),
-                    interval_secs,
-                });
+                c.status = Some(d.file_every(1, 60, "an update interval of 1-86400 seconds")?);
             }
             "ifconfig-pool-persist" => {
-                d.count(1, 2, "FILE [SECONDS]")?;
-                let interval_secs = match d.arg(1) {
-                    Some(_) => d.num(1, 0, 86_400, "a period of 0-86400 seconds")?,
-                    None => 600,
-                };
-                c.ifconfig_pool_persist = Some(StatusFile {
-                    path: PathBuf::from(d.arg(0).unwrap_or("")),
-                    interval_secs,
-                });
+                c.ifconfig_pool_persist =
+                    Some(d.file_every(0, 600, "a period of 0-86400 seconds")?);
             }
             "status-version" => {
                 d.count(1, 1, "1, 2 or 3")?;
