@@ -128,9 +128,8 @@ struct Server {
     /// When the status file is due next.
     next_status: Instant,
     /// Common name → address, from `ifconfig-pool-persist` and every
-    /// assignment since; `remembered_ips` are its values.
+    /// assignment since (only with that directive).
     remembered: HashMap<String, Ipv4Addr>,
-    remembered_ips: HashSet<Ipv4Addr>,
     next_persist: Instant,
 }
 
@@ -182,7 +181,6 @@ pub async fn run_server(
         crl_ok: true,
         next_status: Instant::now(),
         remembered: HashMap::new(),
-        remembered_ips: HashSet::new(),
         next_persist: Instant::now(),
     };
     srv.load_pool_persist();
@@ -624,19 +622,19 @@ impl Server {
         cn.and_then(|cn| self.remembered.get(cn))
             .copied()
             .filter(|ip| in_pool(ip) && free(ip))
-            .or_else(|| pool().find(|ip| free(ip) && !self.remembered_ips.contains(ip)))
+            .or_else(|| {
+                let kept: HashSet<&Ipv4Addr> = self.remembered.values().collect();
+                pool().find(|ip| free(ip) && !kept.contains(ip))
+            })
             .or_else(|| pool().find(free))
     }
 
     /// An address belongs to one common name at a time: the newest holder
-    /// takes it over, so `remembered_ips` stays exactly the map's values.
+    /// takes it over.
     fn remember(&mut self, cn: String, ip: Ipv4Addr) {
         self.remembered
             .retain(|other, old| other == &cn || *old != ip);
-        if let Some(old) = self.remembered.insert(cn, ip) {
-            self.remembered_ips.remove(&old);
-        }
-        self.remembered_ips.insert(ip);
+        self.remembered.insert(cn, ip);
     }
 
     fn load_pool_persist(&mut self) {
@@ -663,11 +661,10 @@ impl Server {
             entries.len(),
             p.path.display()
         );
-        self.remembered_ips = entries.values().copied().collect();
         self.remembered = entries;
     }
 
-    fn save_pool_persist(&mut self) {
+    fn save_pool_persist(&self) {
         let Some(p) = &self.s.pool_persist else {
             return;
         };
