@@ -126,6 +126,14 @@ impl Lab {
         self.stock_client_text(i, name, &openvpn_client_conf(cc))
     }
 
+    /// Stock `openvpn` client in namespace `i` from `cc`, waited on until
+    /// it is up with `cc`'s cipher.
+    fn stock_client_up(&self, i: usize, name: &str, cc: &ClientConf, server: &Proc) -> Proc {
+        let mut p = self.stock_client(i, name, cc);
+        wait_up(&mut p, server, cc.cipher);
+        p
+    }
+
     /// Stock `openvpn` client in namespace `i` bound to UDP `port` (instead
     /// of `nobind`), so the server log names it; not waited on.
     fn stock_client_on_port(&self, i: usize, name: &str, cc: &ClientConf, port: u16) -> Proc {
@@ -242,8 +250,7 @@ fn basic(tag: &str, wrap_of: impl Fn(&Lab) -> Wrap, cipher: Cipher, inline: bool
         );
     }
     let server = lab.ferrovpn_server(&sc);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     assert_eq!(
         connected_ip(&server, "client1").as_deref(),
         Some("10.8.0.2"),
@@ -365,8 +372,7 @@ fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
         Initiator::Server => 0,
     });
     let server = lab.ferrovpn_server(&sc);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let before = active_key_ids(&server.log());
     assert_eq!(before, vec![0], "{}", logs(&client, &server));
 
@@ -454,11 +460,9 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     sc.extra.push("status-version 2".into());
     let server = lab.ferrovpn_server(&sc);
     let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
-    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
-    wait_up(&mut a, &server, cipher);
+    let a = lab.stock_client_up(0, "openvpn-client-a", &cc_a, &server);
     let cc_b = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap, cipher);
-    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
-    wait_up(&mut b, &server, cipher);
+    let b = lab.stock_client_up(1, "openvpn-client-b", &cc_b, &server);
     assert_eq!(
         connected_ip(&server, "client1").as_deref(),
         Some("10.8.0.2"),
@@ -608,8 +612,7 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     let sc = lab.server_conf(wrap.clone(), cipher);
     let mut server = lab.ferrovpn_server(&sc);
     let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap.clone(), cipher);
-    let mut good = lab.stock_client(0, "openvpn-good", &cc);
-    wait_up(&mut good, &server, cipher);
+    let good = lab.stock_client_up(0, "openvpn-good", &cc, &server);
     let ns = &lab.clients[0];
     let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
 
@@ -726,8 +729,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
 
     // client1 connects, then dies without a word (SIGKILL).
     let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-1", wrap.clone(), cipher);
-    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
-    wait_up(&mut c1, &server, cipher);
+    let mut c1 = lab.stock_client_up(0, "openvpn-client1", &cc1, &server);
     assert!(
         c1.log().contains("ping-restart 3"),
         "keepalive not pushed\n{}",
@@ -745,8 +747,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
 
     // While client1's session lingers, its address stays taken.
     let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-2", wrap.clone(), cipher);
-    let mut c2 = lab.stock_client(1, "openvpn-client2", &cc2);
-    wait_up(&mut c2, &server, cipher);
+    let mut c2 = lab.stock_client_up(1, "openvpn-client2", &cc2, &server);
     assert!(
         disconnects(&server, "client1").is_empty(),
         "client1 dropped before its ping-restart\n{}",
@@ -779,8 +780,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
 
     // client3 comes next and gets client1's address.
     let cc3 = lab.client_conf(0, &lab.pki.clients[2], "fvtun-3", wrap, cipher);
-    let mut c3 = lab.stock_client(0, "openvpn-client3", &cc3);
-    wait_up(&mut c3, &server, cipher);
+    let c3 = lab.stock_client_up(0, "openvpn-client3", &cc3, &server);
     assert_eq!(
         connected_ip(&server, "client3").as_deref(),
         Some("10.8.0.2"),
@@ -867,11 +867,9 @@ fn second_connection_with_the_same_cn_replaces_the_first() {
     let cipher = Cipher::Aes256Gcm;
     let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
     let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
-    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
-    wait_up(&mut a, &server, cipher);
+    let a = lab.stock_client_up(0, "openvpn-client-a", &cc_a, &server);
     let cc_b = lab.client_conf(1, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
-    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
-    wait_up(&mut b, &server, cipher);
+    let b = lab.stock_client_up(1, "openvpn-client-b", &cc_b, &server);
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
             disconnects(&server, "client1")
@@ -897,11 +895,9 @@ fn duplicate_cn_lets_one_certificate_connect_twice() {
     sc.extra.push("duplicate-cn".into());
     let server = lab.ferrovpn_server(&sc);
     let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
-    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
-    wait_up(&mut a, &server, cipher);
+    let _a = lab.stock_client_up(0, "openvpn-client-a", &cc_a, &server);
     let cc_b = lab.client_conf(1, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
-    let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
-    wait_up(&mut b, &server, cipher);
+    let b = lab.stock_client_up(1, "openvpn-client-b", &cc_b, &server);
     assert!(
         wait_for_count(
             &server,
@@ -940,8 +936,7 @@ fn server_reneg_bytes_renegotiates_during_transfer() {
     let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
     cc.reneg_sec = Some(0);
     let server = lab.ferrovpn_server(&sc);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let (intervals, total) = iperf3_intervals(&lab, 0, 3);
     let slog = server.log();
     let keys = active_key_ids(&slog);
@@ -1057,8 +1052,7 @@ fn server_follows_a_client_that_changes_address() {
     let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
     cc.reneg_sec = Some(0);
     let server = lab.ferrovpn_server(&sc);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let ns = &lab.clients[0];
     let p = ping(ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
@@ -1151,8 +1145,7 @@ fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
     sc.extra.push("max-clients 1".into());
     let server = lab.ferrovpn_server(&sc);
     let cc_a = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone(), cipher);
-    let mut a = lab.stock_client(0, "openvpn-client-a", &cc_a);
-    wait_up(&mut a, &server, cipher);
+    let mut a = lab.stock_client_up(0, "openvpn-client-a", &cc_a, &server);
     let cc_b = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap, cipher);
     let mut b = lab.stock_client(1, "openvpn-client-b", &cc_b);
     assert!(
@@ -1210,8 +1203,7 @@ fn full_mtu_and_oversized_packets_cross_the_tunnel_both_ways() {
     let cipher = Cipher::Aes256Gcm;
     let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
     let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     // 1472 + 28 = 1500-byte tunnel packets (the tun MTU): the encrypted
     // datagrams exceed the 1500-byte underlay and go out as IP fragments.
     // 3000 bytes exceed the tun MTU itself and are fragmented inside.
@@ -1332,8 +1324,7 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
         "every forged reset gets the stateless answer"
     );
     let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", Wrap::None, cipher);
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    wait_up(&mut client, &server, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let slog = server.log();
     assert_eq!(
         count(&slog, ": new session"),
@@ -1358,8 +1349,7 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
     // crl-revoking.pem revokes the last client, client3.
     let client3 = lab.pki.clients[2].clone();
     let cc3 = lab.client_conf(0, &client3, "fvtun-a", wrap.clone(), cipher);
-    let mut before = lab.stock_client(0, "openvpn-client3", &cc3);
-    wait_up(&mut before, &server, cipher);
+    let before = lab.stock_client_up(0, "openvpn-client3", &cc3, &server);
     drop(before);
     // Revoke it the way CA tools publish a CRL: a new file renamed over the old.
     let tmp = lab.dir.join("crl.pem.new");
@@ -1384,8 +1374,7 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
     drop(after);
     // Everyone else still gets in.
     let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
-    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
-    wait_up(&mut c1, &server, cipher);
+    let _c1 = lab.stock_client_up(0, "openvpn-client1", &cc1, &server);
 }
 
 #[test]
@@ -1400,11 +1389,9 @@ fn ifconfig_pool_persist_gives_clients_their_remembered_addresses() {
         .push(format!("ifconfig-pool-persist {} 1", ipp.display()));
     let server = lab.ferrovpn_server(&sc);
     let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap.clone(), cipher);
-    let mut c2 = lab.stock_client(1, "openvpn-client2", &cc2);
-    wait_up(&mut c2, &server, cipher);
+    let _c2 = lab.stock_client_up(1, "openvpn-client2", &cc2, &server);
     let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap, cipher);
-    let mut c1 = lab.stock_client(0, "openvpn-client1", &cc1);
-    wait_up(&mut c1, &server, cipher);
+    let _c1 = lab.stock_client_up(0, "openvpn-client1", &cc1, &server);
     // client1 gets its remembered address even though client2 came first;
     // client2 gets the first address nobody is remembered with.
     assert_eq!(
