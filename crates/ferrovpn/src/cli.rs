@@ -1,5 +1,5 @@
 //! Command line: OpenVPN's (`--config FILE`, `--directive args`), plus
-//! `ferrovpn demo` and `--genkey`.
+//! `--genkey`.
 
 use std::sync::Arc;
 
@@ -15,7 +15,6 @@ Usage:
   ferrovpn --config FILE [--directive ARGS ...]   run a server or client (OpenVPN syntax)
   ferrovpn FILE                                   same as --config FILE
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
-  ferrovpn demo [--help]                          tunnel between two network namespaces, with a transfer
   ferrovpn --help | --version
 
 Every OpenVPN directive may be given as --directive; see docs/compatibility.md
@@ -32,7 +31,6 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             println!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some("demo") => crate::demo::run(&args),
         Some("--genkey") => genkey(&args[1..]),
         Some(_) => run_config(&args),
     }

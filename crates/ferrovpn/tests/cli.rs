@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use ferrovpn::testing::TestDir;
+use ferrovpn_testkit::TestDir;
 
 fn ferrovpn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ferrovpn"))

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
     iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
 };
