@@ -1,7 +1,8 @@
 //! Two data planes in two network namespaces joined by a veth pair: a
 //! "server" with one peer and a "client" whose default peer is the server.
 //! Pings and a TCP transfer cross the tunnel; control packets, pings and OCC
-//! messages reach the right places. Needs root (skipped otherwise).
+//! messages reach the right places. Needs root and `ip` (iproute2): without
+//! them the tests fail and say what is missing, they never pass silently.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -113,6 +114,30 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     .expect("namespace thread")
 }
 
+/// Only root can create namespaces and TUN devices, and the namespaces are
+/// made with `ip`. Without either the test fails: this project's tests never
+/// pass silently (CI runs them as root).
+fn require_root_and_ip() {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match uid {
+        Ok(u) if u == "0" => {}
+        Ok(u) => panic!(
+            "this test needs root (network namespaces, TUN devices) but runs as uid {u}; \
+             run it with sudo, it refuses to skip silently"
+        ),
+        Err(e) => panic!("this test needs root and cannot run `id -u` to check: {e}"),
+    }
+    if let Err(e) = Command::new("ip").arg("-V").output() {
+        panic!(
+            "this test needs `ip` from iproute2 (Debian: apt-get install -y iproute2): {e}; \
+             it refuses to skip silently"
+        );
+    }
+}
+
 fn keys(side: Side) -> DataKeys {
     let mut b = [0u8; 256];
     for (i, x) in b.iter_mut().enumerate() {
@@ -171,15 +196,7 @@ fn config(
 #[test]
 fn tunnel_between_namespaces() {
     // Only root can create namespaces and TUN devices.
-    if Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout != b"0\n")
-        .unwrap_or(true)
-    {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root_and_ip();
     let ns = Namespaces::new(2).expect("creating namespaces");
     let (ns_a, ns_b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
     let workers = 2;
@@ -491,15 +508,7 @@ fn tunnel_between_namespaces() {
 /// B pings C through the server, which relays without its TUN.
 #[test]
 fn client_to_client_relay_and_data_v1() {
-    if Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout != b"0\n")
-        .unwrap_or(true)
-    {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root_and_ip();
     let ns = Namespaces::new(3).expect("creating namespaces");
     let (ns_s, ns_b, ns_c) = (
         ns.name(0).to_owned(),
