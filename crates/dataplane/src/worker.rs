@@ -21,7 +21,6 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crossbeam_channel::{Sender as ChanSender, TrySendError};
 use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
@@ -31,6 +30,7 @@ use crate::peers::{FloatOutcome, KeyState, Peer, PeerTable, Snapshot, now_nanos}
 use crate::sys::{self, EventFd, Ready, TxMsg};
 use crate::tun::{RawFrame, TunQueue};
 use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
+use crate::up::{MAX_CONTROL_DATAGRAM, UpSenders};
 
 /// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
 pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
@@ -51,7 +51,11 @@ const MAX_SLOTS: usize = 64;
 /// Counters of the whole data plane (all workers).
 #[derive(Default, Debug)]
 pub struct GlobalCounters {
+    /// Control packets dropped because their queue was full.
     pub control_dropped: AtomicU64,
+    /// Control-opcode datagrams longer than [`MAX_CONTROL_DATAGRAM`], dropped.
+    pub control_oversized: AtomicU64,
+    /// OCC and float events dropped because their queue was full.
     pub events_dropped: AtomicU64,
     pub unknown_peer: AtomicU64,
     pub no_route: AtomicU64,
@@ -69,7 +73,7 @@ pub struct GlobalCounters {
 /// What all workers share.
 pub(crate) struct Shared {
     pub peers: PeerTable,
-    pub up: ChanSender<UpEvent>,
+    pub up: UpSenders,
     pub counters: Arc<GlobalCounters>,
     pub client_to_client: bool,
     pub mss: Option<(u16, u16)>,
@@ -78,17 +82,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Queue `ev` for the control plane: control packets and peer events
+    /// have separate queues, so neither kind can crowd out the other.
     fn up(&self, ev: UpEvent, control: bool) {
-        match self.up.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let c = if control {
-                    &self.counters.control_dropped
-                } else {
-                    &self.counters.events_dropped
-                };
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+        let (queue, dropped) = if control {
+            (&self.up.control, &self.counters.control_dropped)
+        } else {
+            (&self.up.events, &self.counters.events_dropped)
+        };
+        if queue.try_send(ev).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -460,6 +463,12 @@ fn handle_datagram(
             }
             snap.by_addr.get(&src)
         }
+        _ if seg.len() > MAX_CONTROL_DATAGRAM => {
+            sh.counters
+                .control_oversized
+                .fetch_add(1, Ordering::Relaxed);
+            return Verdict::Consumed;
+        }
         _ => {
             sh.up(
                 UpEvent::Control {
@@ -618,8 +627,8 @@ impl Worker {
         }
     }
 
-    /// Run until the data plane stops.
-    pub(crate) fn run(mut self) {
+    /// Run until the data plane stops (`Ok`), or until `poll` fails.
+    pub(crate) fn run(mut self) -> std::io::Result<()> {
         // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
         let mut fds = [
             self.tun.as_raw_fd(),
@@ -638,10 +647,7 @@ impl Worker {
             match sys::poll(&fds, &[false; 3], 1000, &mut ready) {
                 Ok(0) => continue,
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("worker {}: poll failed: {e}", self.index);
-                    break;
-                }
+                Err(e) => return Err(e),
             }
             if ready[2].readable {
                 break;
@@ -678,6 +684,7 @@ impl Worker {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -687,7 +694,7 @@ mod tests {
     use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
     use proptest::prelude::*;
 
-    fn shared() -> (Arc<Shared>, crossbeam_channel::Receiver<UpEvent>) {
+    fn shared() -> (Arc<Shared>, crate::UpReceiver) {
         let peers = PeerTable::new();
         let block = KeyBlock([3; 256]);
         for (id, addr, ip) in [
@@ -702,7 +709,7 @@ mod tests {
             );
             peers.set_send_key(id, 0);
         }
-        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (tx, rx) = crate::up::queues(4, 1);
         let sh = Shared {
             peers,
             up: tx,
@@ -915,8 +922,7 @@ mod tests {
         assert_eq!(**snap.by_id[&1].remote.load(), free);
         // Packets from the other peer's address are dropped, the rest delivered.
         assert_eq!(delivered, 5_000);
-        let floats: Vec<_> = rx
-            .try_iter()
+        let floats: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
             .filter(|e| matches!(e, UpEvent::Float { .. }))
             .collect();
         assert_eq!(
@@ -959,6 +965,58 @@ mod tests {
         // The packet from y at start + 1 could not move the peer; the one from
         // x at start + 2 came from where the peer already was.
         assert_eq!(sh.counters.floats_refused.load(Ordering::Relaxed), 1);
+    }
+
+    /// Audit M4: oversized control datagrams never go up, and a flood of
+    /// one kind of event does not push out the other.
+    #[test]
+    fn control_and_peer_events_have_their_own_bounded_queues() {
+        let (sh, rx) = shared();
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let junk_from: SocketAddr = "198.51.100.1:999".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        // 9000 bytes of HARD_RESET_CLIENT_V2 (opcode 7): dropped at once.
+        let mut big = vec![0u8; 9000];
+        big[0] = 7 << 3;
+        handle_datagram(&big, junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(rx.try_recv(), Err(crate::UpRecvError::Timeout));
+        assert_eq!(sh.counters.control_oversized.load(Ordering::Relaxed), 1);
+        // The largest control packet OpenVPN may send (2048-byte IP datagram) goes up.
+        let mut max = vec![0u8; MAX_CONTROL_DATAGRAM];
+        max[0] = 7 << 3;
+        handle_datagram(&max, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert!(
+            matches!(rx.try_recv(), Ok(UpEvent::Control { packet, .. }) if packet.len() == MAX_CONTROL_DATAGRAM)
+        );
+        // A control flood fills its queue; the OCC message after it still goes up.
+        for _ in 0..100 {
+            handle_datagram(&[0x38, 1, 2], junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        let mut occ = OCC_MAGIC.to_vec();
+        occ.push(6);
+        let w = client_packet(1, 1, &occ);
+        handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 96);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got.len(), 5);
+        assert!(got.contains(&UpEvent::Occ {
+            peer_id: 1,
+            payload: occ.clone()
+        }));
+        // And the other way round: an OCC flood does not drop a control packet.
+        for id in 2..100 {
+            let w = client_packet(1, id, &occ);
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        handle_datagram(&[0x38, 7, 7], a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.events_dropped.load(Ordering::Relaxed), 94);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(got.contains(&UpEvent::Control {
+            from: a,
+            packet: vec![0x38, 7, 7]
+        }));
     }
 
     proptest! {

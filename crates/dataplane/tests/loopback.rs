@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent, enter_netns};
+use ferrovpn_dataplane::{
+    DataPlane, DataPlaneConfig, PeerTable, UpEvent, UpReceiver, UpRecvError, enter_netns,
+};
 use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 
 const SERVER_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -158,10 +160,7 @@ fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn recv_event(
-    rx: &crossbeam_channel::Receiver<UpEvent>,
-    mut want: impl FnMut(&UpEvent) -> bool,
-) -> UpEvent {
+fn recv_event(rx: &UpReceiver, mut want: impl FnMut(&UpEvent) -> bool) -> UpEvent {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -622,4 +621,59 @@ fn client_to_client_relay_and_data_v1() {
     server.shutdown();
     assert!(t.elapsed() < Duration::from_secs(5));
     drop(ns);
+}
+
+/// Audit M5: a worker that stops on its own (a failed `poll`, a panic) is
+/// reported on the up-queue within two seconds, so the control plane can end
+/// the process instead of black-holing that worker's peers. The test reruns
+/// itself in a child process with the hook `FERROVPN_TEST_FAIL_WORKER` set
+/// (read once at data-plane start), once per failure kind.
+#[test]
+fn worker_failure_reaches_the_control_plane() {
+    require_root_and_ip();
+    if std::env::var_os(ferrovpn_dataplane::FAIL_WORKER_ENV).is_some() {
+        let ns = Namespaces::new(1).expect("creating a namespace");
+        let started = Instant::now();
+        let (dp, rx) = in_ns(ns.name(0), || {
+            DataPlane::start(
+                config("fvtun0", "127.0.0.1:0".parse().unwrap(), None, 2),
+                PeerTable::new(),
+            )
+        })
+        .expect("data plane");
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Err(UpRecvError::WorkerFailed { worker: 0, reason }) => {
+                println!("REPORTED worker 0 after {:?}: {reason}", started.elapsed());
+            }
+            other => panic!("expected worker 0's failure within 2 s, got {other:?}"),
+        }
+        dp.shutdown();
+        return;
+    }
+    let exe = std::env::current_exe().expect("path of this test binary");
+    for mode in ["0", "0:panic"] {
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "worker_failure_reaches_the_control_plane",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ferrovpn_dataplane::FAIL_WORKER_ENV, mode)
+            .output()
+            .expect("running this test binary again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!(
+            "child ({mode}): {}",
+            stdout
+                .lines()
+                .find(|l| l.starts_with("REPORTED"))
+                .unwrap_or("-")
+        );
+        assert!(
+            out.status.success() && stdout.contains("REPORTED worker 0"),
+            "hook {mode}: worker failure not reported\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
