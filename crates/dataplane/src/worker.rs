@@ -21,16 +21,16 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crossbeam_channel::{Sender as ChanSender, TrySendError};
 use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
 use crate::UpEvent;
 use crate::mss;
-use crate::peers::{KeyState, Peer, PeerTable, Snapshot, now_nanos};
+use crate::peers::{FloatOutcome, KeyState, Peer, PeerTable, Snapshot, now_nanos};
 use crate::sys::{self, EventFd, Ready, TxMsg};
 use crate::tun::{RawFrame, TunQueue};
 use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
+use crate::up::{MAX_CONTROL_DATAGRAM, UpSenders};
 
 /// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
 pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
@@ -51,11 +51,18 @@ const MAX_SLOTS: usize = 64;
 /// Counters of the whole data plane (all workers).
 #[derive(Default, Debug)]
 pub struct GlobalCounters {
+    /// Control packets dropped because their queue was full.
     pub control_dropped: AtomicU64,
+    /// Control-opcode datagrams longer than [`MAX_CONTROL_DATAGRAM`], dropped.
+    pub control_oversized: AtomicU64,
+    /// OCC and float events dropped because their queue was full.
     pub events_dropped: AtomicU64,
     pub unknown_peer: AtomicU64,
     pub no_route: AtomicU64,
     pub bad_source: AtomicU64,
+    /// Authenticated packets from a new address that did not move their peer:
+    /// it floated less than a second ago, or another peer owns the address.
+    pub floats_refused: AtomicU64,
     pub tun_read_errors: AtomicU64,
     pub tun_write_errors: AtomicU64,
     pub udp_send_dropped: AtomicU64,
@@ -66,7 +73,7 @@ pub struct GlobalCounters {
 /// What all workers share.
 pub(crate) struct Shared {
     pub peers: PeerTable,
-    pub up: ChanSender<UpEvent>,
+    pub up: UpSenders,
     pub counters: Arc<GlobalCounters>,
     pub client_to_client: bool,
     pub mss: Option<(u16, u16)>,
@@ -75,17 +82,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Queue `ev` for the control plane: control packets and peer events
+    /// have separate queues, so neither kind can crowd out the other.
     fn up(&self, ev: UpEvent, control: bool) {
-        match self.up.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let c = if control {
-                    &self.counters.control_dropped
-                } else {
-                    &self.counters.events_dropped
-                };
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+        let (queue, dropped) = if control {
+            (&self.up.control, &self.counters.control_dropped)
+        } else {
+            (&self.up.events, &self.counters.events_dropped)
+        };
+        if queue.try_send(ev).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -361,6 +367,7 @@ impl Inbound {
             }
         };
         let snap = sh.peers.load();
+        let now = now_nanos();
         let mut k = 0usize;
         let mut relay = 0usize;
         for j in 0..m {
@@ -373,7 +380,7 @@ impl Inbound {
                 let verdict = {
                     let seg = &self.rx.buf(j)[at..end];
                     let out = &mut self.out[k];
-                    handle_datagram(seg, src, out, &snap, sh, &mut self.acc)
+                    handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now)
                 };
                 at = end;
                 match verdict {
@@ -407,7 +414,6 @@ impl Inbound {
         if relay > 0 {
             ob.process(relay, udp, sh);
         }
-        let now = now_nanos();
         for (p, pkts, bytes) in self.acc.drain(..) {
             let c = &p.counters;
             c.rx_packets.fetch_add(pkts, Ordering::Relaxed);
@@ -428,7 +434,8 @@ fn write_tun(tun: &mut TunQueue, bufs: &mut [Vec<u8>], sh: &Shared) {
     }
 }
 
-/// Classify, open and check one datagram. Plaintext lands in `out[OFF..]`.
+/// Classify, open and check one datagram received at `now` ([`now_nanos`]).
+/// Plaintext lands in `out[OFF..]`.
 fn handle_datagram(
     seg: &[u8],
     src: SocketAddr,
@@ -436,6 +443,7 @@ fn handle_datagram(
     snap: &Snapshot,
     sh: &Shared,
     acc: &mut Vec<(Arc<Peer>, u64, u64)>,
+    now: u64,
 ) -> Verdict {
     let Some(&b0) = seg.first() else {
         return Verdict::Consumed;
@@ -454,6 +462,12 @@ fn handle_datagram(
                 return Verdict::Consumed;
             }
             snap.by_addr.get(&src)
+        }
+        _ if seg.len() > MAX_CONTROL_DATAGRAM => {
+            sh.counters
+                .control_oversized
+                .fetch_add(1, Ordering::Relaxed);
+            return Verdict::Consumed;
         }
         _ => {
             sh.up(
@@ -501,18 +515,26 @@ fn handle_datagram(
         }
         None => acc.push((peer.clone(), 1, plen as u64)),
     }
-    if op == 9
-        && snap.client_default.is_none()
-        && **peer.remote.load() != src
-        && sh.peers.record_float(peer.peer_id, src)
-    {
-        sh.up(
-            UpEvent::Float {
-                peer_id: peer.peer_id,
-                new_remote: src,
-            },
-            false,
-        );
+    if op == 9 && snap.client_default.is_none() && **peer.remote.load() != src {
+        match sh.peers.record_float(peer.peer_id, src, now) {
+            FloatOutcome::Moved => sh.up(
+                UpEvent::Float {
+                    peer_id: peer.peer_id,
+                    new_remote: src,
+                },
+                false,
+            ),
+            FloatOutcome::Unchanged => {}
+            FloatOutcome::RateLimited => {
+                sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            FloatOutcome::AddressTaken => {
+                // As OpenVPN 2.6 does for a client with another certificate:
+                // drop the packet, the address stays with its owner.
+                sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Consumed;
+            }
+        }
     }
     let Some(plain) = out.get_mut(OFF..OFF + plen) else {
         return Verdict::Consumed;
@@ -605,8 +627,8 @@ impl Worker {
         }
     }
 
-    /// Run until the data plane stops.
-    pub(crate) fn run(mut self) {
+    /// Run until the data plane stops (`Ok`), or until `poll` fails.
+    pub(crate) fn run(mut self) -> std::io::Result<()> {
         // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
         let mut fds = [
             self.tun.as_raw_fd(),
@@ -625,10 +647,7 @@ impl Worker {
             match sys::poll(&fds, &[false; 3], 1000, &mut ready) {
                 Ok(0) => continue,
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("worker {}: poll failed: {e}", self.index);
-                    break;
-                }
+                Err(e) => return Err(e),
             }
             if ready[2].readable {
                 break;
@@ -665,6 +684,7 @@ impl Worker {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -674,7 +694,7 @@ mod tests {
     use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
     use proptest::prelude::*;
 
-    fn shared() -> (Arc<Shared>, crossbeam_channel::Receiver<UpEvent>) {
+    fn shared() -> (Arc<Shared>, crate::UpReceiver) {
         let peers = PeerTable::new();
         let block = KeyBlock([3; 256]);
         for (id, addr, ip) in [
@@ -689,7 +709,7 @@ mod tests {
             );
             peers.set_send_key(id, 0);
         }
-        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (tx, rx) = crate::up::queues(4, 1);
         let sh = Shared {
             peers,
             up: tx,
@@ -739,44 +759,44 @@ mod tests {
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let w = client_packet(1, 1, &pkt);
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Deliver(28)
         ));
         assert_eq!(&out[OFF..OFF + 28], &pkt[..]);
         // Replay.
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         assert_eq!(sh.peers.peer_stats(1).unwrap().replay_drops, 1);
         // Spoofed inner source.
         let w = client_packet(1, 2, &ipv4([10, 8, 0, 9], [10, 8, 0, 1]));
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         assert_eq!(sh.counters.bad_source.load(Ordering::Relaxed), 1);
         // Client-to-client relay to the V1 peer.
         let w = client_packet(1, 3, &ipv4([10, 8, 0, 2], [10, 8, 0, 3]));
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Relay(28)
         ));
         // DATA_V1 from the V1 peer's address.
         let w = client_packet(0x00FF_FFFF, 1, &ipv4([10, 8, 0, 3], [10, 8, 0, 1]));
         assert!(matches!(
-            handle_datagram(&w, v1src, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, v1src, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Deliver(28)
         ));
         // DATA_V1 from an unknown address.
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         // Ping: liveness only.
         let w = client_packet(1, 4, &PING_PAYLOAD);
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         // OCC goes up.
@@ -784,7 +804,7 @@ mod tests {
         occ.push(6);
         let w = client_packet(1, 5, &occ);
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         assert_eq!(
@@ -799,7 +819,7 @@ mod tests {
         let last = w.len() - 1;
         w[last] ^= 1;
         assert!(matches!(
-            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         assert_eq!(sh.peers.peer_stats(1).unwrap().auth_failures, 1);
@@ -807,7 +827,7 @@ mod tests {
         let b: SocketAddr = "198.51.100.7:5000".parse().unwrap();
         let w = client_packet(1, 7, &pkt);
         assert!(matches!(
-            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Deliver(28)
         ));
         assert_eq!(
@@ -820,7 +840,7 @@ mod tests {
         assert_eq!(**sh.peers.load().by_id[&1].remote.load(), b);
         // Control opcode goes up unparsed; when the queue is full it is dropped and counted.
         for _ in 0..6 {
-            handle_datagram(&[0x38, 1, 2], a, &mut out, &snap, &sh, &mut acc);
+            handle_datagram(&[0x38, 1, 2], a, &mut out, &snap, &sh, &mut acc, 1);
         }
         assert_eq!(
             rx.try_recv().unwrap(),
@@ -838,7 +858,7 @@ mod tests {
         v6[24..40].copy_from_slice(&"fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
         let w = client_packet(1, 8, &v6);
         assert!(matches!(
-            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
         sh.peers.set_peer_ipv6(1, Some("fd00::2".parse().unwrap()));
@@ -847,13 +867,156 @@ mod tests {
         let snap = sh.peers.load();
         let w = client_packet(1, 9, &v6);
         assert!(matches!(
-            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc),
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Relay(40)
         ));
         assert_eq!(route(&snap, &v6).map(|p| p.peer_id), Some(0x00FF_FFFF));
         // Stats accumulate per batch.
         // Every authenticated, fresh packet counts (the spoofed one too).
         assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 9);
+    }
+
+    /// Audit M2: one client alternating between a free address and another
+    /// peer's address, 10 000 times among 1000 peers, moves once.
+    #[test]
+    fn float_storm_moves_once_and_never_onto_another_peers_address() {
+        let (sh, rx) = shared();
+        let block = KeyBlock([3; 256]);
+        for id in 2..1000u32 {
+            let addr = SocketAddr::from(([198, 18, (id >> 8) as u8, id as u8], 1194));
+            sh.peers
+                .upsert_peer(id, addr, Some(Ipv4Addr::from(0x0a09_0000 + id)));
+            sh.peers.install_key(
+                id,
+                0,
+                DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Side::Server),
+            );
+        }
+        let taken: SocketAddr = "198.18.0.2:1194".parse().unwrap();
+        let free: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let before = sh.peers.generation();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let mut delivered = 0;
+        for i in 0..10_000u32 {
+            let src = if i % 2 == 0 { free } else { taken };
+            let w = client_packet(1, i + 1, &pkt);
+            let snap = sh.peers.load();
+            // 10 µs apart: the whole storm lasts 0.1 s.
+            let now = 1_000_000_000 + u64::from(i) * 10_000;
+            if let Verdict::Deliver(_) =
+                handle_datagram(&w, src, &mut out, &snap, &sh, &mut acc, now)
+            {
+                delivered += 1;
+            }
+        }
+        let republished = sh.peers.generation() - before;
+        assert!(
+            republished <= 2,
+            "{republished} snapshots for one floating peer"
+        );
+        let snap = sh.peers.load();
+        assert_eq!(snap.by_addr[&taken].peer_id, 2, "peer 2 lost its address");
+        assert_eq!(snap.by_addr[&free].peer_id, 1);
+        assert_eq!(**snap.by_id[&1].remote.load(), free);
+        // Packets from the other peer's address are dropped, the rest delivered.
+        assert_eq!(delivered, 5_000);
+        let floats: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|e| matches!(e, UpEvent::Float { .. }))
+            .collect();
+        assert_eq!(
+            floats,
+            vec![UpEvent::Float {
+                peer_id: 1,
+                new_remote: free
+            }]
+        );
+        assert_eq!(sh.counters.floats_refused.load(Ordering::Relaxed), 5_000);
+    }
+
+    /// Floats between two free addresses: one per FLOAT_INTERVAL.
+    #[test]
+    fn floats_are_rate_limited_per_peer() {
+        let (sh, _rx) = shared();
+        let (x, y): (SocketAddr, SocketAddr) = (
+            "203.0.113.1:1000".parse().unwrap(),
+            "203.0.113.2:2000".parse().unwrap(),
+        );
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let start = 5_000_000_000u64;
+        let second = crate::peers::FLOAT_INTERVAL.as_nanos() as u64;
+        for (id, src, now) in [
+            (1, x, start),
+            (2, y, start + 1),
+            (3, x, start + 2),
+            (4, y, start + second),
+        ] {
+            let snap = sh.peers.load();
+            let w = client_packet(1, id, &pkt);
+            assert!(matches!(
+                handle_datagram(&w, src, &mut out, &snap, &sh, &mut acc, now),
+                Verdict::Deliver(28)
+            ));
+        }
+        assert_eq!(**sh.peers.load().by_id[&1].remote.load(), y);
+        // The packet from y at start + 1 could not move the peer; the one from
+        // x at start + 2 came from where the peer already was.
+        assert_eq!(sh.counters.floats_refused.load(Ordering::Relaxed), 1);
+    }
+
+    /// Audit M4: oversized control datagrams never go up, and a flood of
+    /// one kind of event does not push out the other.
+    #[test]
+    fn control_and_peer_events_have_their_own_bounded_queues() {
+        let (sh, rx) = shared();
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let junk_from: SocketAddr = "198.51.100.1:999".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        // 9000 bytes of HARD_RESET_CLIENT_V2 (opcode 7): dropped at once.
+        let mut big = vec![0u8; 9000];
+        big[0] = 7 << 3;
+        handle_datagram(&big, junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(rx.try_recv(), Err(crate::UpRecvError::Timeout));
+        assert_eq!(sh.counters.control_oversized.load(Ordering::Relaxed), 1);
+        // The largest control packet OpenVPN may send (2048-byte IP datagram) goes up.
+        let mut max = vec![0u8; MAX_CONTROL_DATAGRAM];
+        max[0] = 7 << 3;
+        handle_datagram(&max, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert!(
+            matches!(rx.try_recv(), Ok(UpEvent::Control { packet, .. }) if packet.len() == MAX_CONTROL_DATAGRAM)
+        );
+        // A control flood fills its queue; the OCC message after it still goes up.
+        for _ in 0..100 {
+            handle_datagram(&[0x38, 1, 2], junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        let mut occ = OCC_MAGIC.to_vec();
+        occ.push(6);
+        let w = client_packet(1, 1, &occ);
+        handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 96);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got.len(), 5);
+        assert!(got.contains(&UpEvent::Occ {
+            peer_id: 1,
+            payload: occ.clone()
+        }));
+        // And the other way round: an OCC flood does not drop a control packet.
+        for id in 2..100 {
+            let w = client_packet(1, id, &occ);
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        handle_datagram(&[0x38, 7, 7], a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.events_dropped.load(Ordering::Relaxed), 94);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(got.contains(&UpEvent::Control {
+            from: a,
+            packet: vec![0x38, 7, 7]
+        }));
     }
 
     proptest! {
@@ -866,7 +1029,7 @@ mod tests {
             let mut d = data;
             if let Some(b) = d.first_mut() { *b = (op << 3) | key; }
             if d.len() >= 4 && op == 9 { d[1] = 0; d[2] = 0; d[3] = 1; }
-            let _ = handle_datagram(&d, "192.0.2.2:1194".parse().unwrap(), &mut out, &snap, &sh, &mut acc);
+            let _ = handle_datagram(&d, "192.0.2.2:1194".parse().unwrap(), &mut out, &snap, &sh, &mut acc, 1);
         }
     }
 }
