@@ -109,6 +109,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("max-clients", "at least 1"),
     s(
+        "connect-freq",
+        "`N SEC`: at most N new sessions per SEC seconds (server)",
+    ),
+    s(
+        "connect-freq-initial",
+        "`N SEC` (default `100 10`): at most N answers to initial resets per SEC seconds (server; no effect on a client, as in OpenVPN)",
+    ),
+    s(
         "duplicate-cn",
         "allow several clients with the same certificate CN",
     ),

@@ -8,7 +8,9 @@ mod liveness;
 mod pool;
 mod push;
 mod registry;
+mod throttle;
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use self::liveness::{Observed, Policy, Verdict};
 use self::pool::AddressPool;
 pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
+use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil;
 use crate::netconfig;
 use crate::ratelimit::DropLog;
@@ -51,7 +54,12 @@ pub struct ServerSettings {
     /// Pushed keepalive (`ping`, `ping-restart`) values.
     pub push_keepalive: Option<(u32, u32)>,
     pub session: Arc<SessionConfig>,
+    /// Authenticated clients at most; half-open sessions are capped apart.
     pub max_clients: usize,
+    /// `connect-freq N SEC` (`SEC` 0: no limit).
+    pub connect_freq: (u32, u32),
+    /// `connect-freq-initial N SEC`.
+    pub connect_freq_initial: (u32, u32),
     pub tun_mtu: u16,
     /// `reneg-bytes`: renegotiate after this many data-channel bytes (sent
     /// plus received) on the current key.
@@ -123,9 +131,20 @@ struct Server {
     liveness: Policy,
     peers: PeerTable,
     socket: UdpSocket,
+    /// Authenticated clients.
     clients: Registry<Client>,
+    /// Sessions whose cookie verified but whose client has not shown a
+    /// certificate yet. Kept apart and capped apart, so they never count
+    /// against max-clients nor replace an authenticated client at the same
+    /// address (it goes only when the new session authenticates).
+    half_open: HashMap<SocketAddr, Client>,
+    /// `connect-freq`.
+    new_sessions: ConnectFreq,
+    /// `connect-freq-initial`.
+    reset_answers: InitialReplies,
     dp: DataPlane,
     bad_packets: DropLog,
+    refused: DropLog,
     /// Secret for the stateless handshake's session ids.
     cookies: CookieKey,
     /// The `crl-verify` file as last loaded, and whether that load worked.
@@ -177,14 +196,20 @@ pub async fn run_server(
         reneg_bytes: s.reneg_bytes,
         reneg_pkts: s.reneg_pkts,
     };
+    let new_sessions = ConnectFreq::new(s.connect_freq.0, s.connect_freq.1);
+    let reset_answers = InitialReplies::new(s.connect_freq_initial.0, s.connect_freq_initial.1);
     let mut srv = Server {
         s,
         liveness,
         peers,
         socket,
         clients: Registry::new(pool),
+        half_open: HashMap::new(),
+        new_sessions,
+        reset_answers,
         dp,
         bad_packets: DropLog::new("control packets dropped"),
+        refused: DropLog::new("new session refused"),
         cookies: CookieKey::random(),
         crl_stamp: None,
         crl_ok: true,
@@ -227,11 +252,27 @@ pub async fn run_server(
     Ok(())
 }
 
+/// Which table a session is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    HalfOpen,
+    Authenticated,
+}
+
 impl Server {
+    fn client_mut(&mut self, stage: Stage, addr: SocketAddr) -> Option<&mut Client> {
+        match stage {
+            Stage::HalfOpen => self.half_open.get_mut(&addr),
+            Stage::Authenticated => self.clients.get_mut(&addr),
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.clients
             .iter()
-            .filter_map(|(_, c)| match (c.session.poll_timeout(), c.remove_at) {
+            .map(|(_, c)| c)
+            .chain(self.half_open.values())
+            .filter_map(|c| match (c.session.poll_timeout(), c.remove_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             })
@@ -268,18 +309,43 @@ impl Server {
             cookies: &self.cookies,
             hand_window: self.s.session.hand_window,
         };
-        let clients = &self.clients;
+        let (clients, half_open) = (&self.clients, &self.half_open);
+        let mut stage = None;
         let known = |sid| {
-            clients
-                .get(&from)
-                .is_some_and(|c| c.session.remote_session_id() == Some(sid))
+            let has =
+                |c: Option<&Client>| c.is_some_and(|c| c.session.remote_session_id() == Some(sid));
+            stage = if has(clients.get(&from)) {
+                Some(Stage::Authenticated)
+            } else if has(half_open.get(&from)) {
+                Some(Stage::HalfOpen)
+            } else {
+                None
+            };
+            stage.is_some()
         };
-        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, || true) {
+        let reset_answers = &mut self.reset_answers;
+        let allow_reset = || match reset_answers.check(unix) {
+            Reply::Allowed => true,
+            Reply::Dropped { first } => {
+                if first {
+                    let (n, per) = self.s.connect_freq_initial;
+                    warn!(
+                        "connect-freq-initial {n} {per} rate limit exceeded, dropping initial handshake packets for the rest of {per} seconds"
+                    );
+                }
+                false
+            }
+        };
+        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, allow_reset) {
             Admit::Existing => {
-                if let Some(c) = self.clients.get_mut(&from) {
-                    c.last_control_rx = now;
-                    c.session.handle_packet(now, packet);
-                    self.drain(now, from);
+                let stage = stage.unwrap_or(Stage::Authenticated);
+                if let Some(c) = self.client_mut(stage, from) {
+                    // Only a packet the session accepted shows the client is
+                    // alive: spoofed ones must not keep a dead session.
+                    if c.session.handle_packet(now, packet) {
+                        c.last_control_rx = now;
+                    }
+                    self.drain(now, stage, from);
                 }
                 return;
             }
@@ -304,16 +370,20 @@ impl Server {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");
             return;
         }
-        if self.clients.contains(&from) {
-            self.remove_client(from, "client restarted its session");
+        if let Err(why) = self.half_open_admits(from) {
+            self.refused.note(from, &why);
+            return;
         }
-        if self.clients.len() >= self.s.max_clients {
-            warn!(
-                "{from}: refusing new client, max-clients {} reached",
-                self.s.max_clients
+        if !self.new_sessions.allow(unix) {
+            self.refused.note(
+                from,
+                "it would exceed the new connection frequency limit (connect-freq)",
             );
             return;
         }
+        // A completed three-way handshake counts against connect-freq, not
+        // connect-freq-initial (as in 2.6).
+        self.reset_answers.give_back();
         match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session");
@@ -327,12 +397,61 @@ impl Server {
                     key_traffic_base: (0, 0),
                     since: unix,
                 };
-                if self.clients.insert(from, client).is_ok() {
-                    self.drain(now, from);
-                }
+                // A newer handshake from the same address replaces an
+                // unfinished one; an authenticated client there stays.
+                self.half_open.insert(from, client);
+                self.drain(now, Stage::HalfOpen, from);
             }
             Err(e) => debug!("{from}: cannot start session: {e}"),
         }
+    }
+
+    /// Whether one more half-open session from `from` fits: the server is
+    /// not full, the table of half-open sessions is not, and `from`'s
+    /// address does not hold its share already.
+    fn half_open_admits(&self, from: SocketAddr) -> Result<(), String> {
+        if self.clients.len() >= self.s.max_clients {
+            return Err(format!("max-clients {} reached", self.s.max_clients));
+        }
+        if self.half_open.contains_key(&from) {
+            return Ok(());
+        }
+        let cap = half_open_cap(self.s.max_clients);
+        if self.half_open.len() >= cap {
+            return Err(format!("{cap} handshakes in progress"));
+        }
+        let same_ip = self
+            .half_open
+            .keys()
+            .filter(|a| a.ip() == from.ip())
+            .count();
+        if same_ip >= HALF_OPEN_PER_IP {
+            return Err(format!(
+                "{same_ip} handshakes in progress from {} (the limit per address)",
+                from.ip()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The half-open session at `addr` authenticated: it takes its place
+    /// among the clients, replacing a session at the same address. False
+    /// (and the session is gone) when the server is full.
+    fn promote(&mut self, addr: SocketAddr) -> bool {
+        let Some(c) = self.half_open.remove(&addr) else {
+            return false;
+        };
+        if self.clients.contains(&addr) {
+            self.remove_client(addr, "client restarted its session");
+        }
+        if self.clients.len() >= self.s.max_clients {
+            warn!(
+                "{addr}: refusing new client, max-clients {} reached",
+                self.s.max_clients
+            );
+            return false;
+        }
+        self.clients.insert(addr, c).is_ok()
     }
 
     fn on_timeout(&mut self, now: Instant) {
@@ -346,7 +465,16 @@ impl Server {
             }
             if c.session.poll_timeout().is_some_and(|t| now >= t) {
                 c.session.handle_timeout(now);
-                self.drain(now, a);
+                self.drain(now, Stage::Authenticated, a);
+            }
+        }
+        let half_open: Vec<SocketAddr> = self.half_open.keys().copied().collect();
+        for a in half_open {
+            if let Some(c) = self.half_open.get_mut(&a)
+                && c.session.poll_timeout().is_some_and(|t| now >= t)
+            {
+                c.session.handle_timeout(now);
+                self.drain(now, Stage::HalfOpen, a);
             }
         }
     }
@@ -371,6 +499,9 @@ impl Server {
                     if let Some(c) = self.clients.get_mut(&a) {
                         c.session.set_config(cfg.clone());
                     }
+                }
+                for c in self.half_open.values_mut() {
+                    c.session.set_config(cfg.clone());
                 }
                 self.s.session = cfg;
                 self.crl_ok = true;
@@ -468,7 +599,7 @@ impl Server {
                                     "{a}: renegotiating after {} bytes, {} packets",
                                     observed.key_bytes, observed.key_packets
                                 );
-                                self.drain(now, a);
+                                self.drain(now, Stage::Authenticated, a);
                             }
                             Err(e) => debug!("{a}: renegotiation not started: {e}"),
                         }
@@ -479,9 +610,13 @@ impl Server {
     }
 
     /// Send what the session produced and act on its events, until both are empty.
-    fn drain(&mut self, now: Instant, addr: SocketAddr) {
+    fn drain(&mut self, now: Instant, mut stage: Stage, addr: SocketAddr) {
         loop {
-            let Some(c) = self.clients.get_mut(&addr) else {
+            let c = match stage {
+                Stage::HalfOpen => self.half_open.get_mut(&addr),
+                Stage::Authenticated => self.clients.get_mut(&addr),
+            };
+            let Some(c) = c else {
                 return;
             };
             let mut progressed = false;
@@ -497,8 +632,35 @@ impl Server {
                 }
                 continue;
             };
-            self.on_session_event(now, addr, ev);
+            stage = match stage {
+                Stage::HalfOpen => self.on_half_open_event(now, addr, ev),
+                Stage::Authenticated => {
+                    self.on_session_event(now, addr, ev);
+                    Stage::Authenticated
+                }
+            };
         }
+    }
+
+    /// An event of a session that has not authenticated yet; returns where
+    /// the session is now.
+    fn on_half_open_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) -> Stage {
+        match ev {
+            // Its certificate is verified: the session is a client now.
+            Event::KeysReady { .. } | Event::ClientAuthenticated { .. } => {
+                if self.promote(addr) {
+                    self.on_session_event(now, addr, ev);
+                    return Stage::Authenticated;
+                }
+            }
+            Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
+            Event::Closed(reason) => {
+                debug!("{addr}: handshake ended: {reason}");
+                self.half_open.remove(&addr);
+            }
+            other => debug!("{addr}: {other:?} before authentication ignored"),
+        }
+        Stage::HalfOpen
     }
 
     fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
