@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ferrovpn::pki::{CertKey, Pki, PkiOptions};
 use ferrovpn::testing::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
 use ferrovpn_proto::data::Side;
 use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
@@ -344,5 +344,68 @@ fn reset_answers_follow_connect_freq_initial() {
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
         panic!("{e:#}\n{}", logs(&client, &server));
     }
+    assert!(server.try_exit().is_none());
+}
+
+/// Whether one ping through the tunnel from `ns` gets an answer within 1 s.
+fn tunnel_answers(ns: &Netns) -> bool {
+    ping(ns, SERVER_TUN, 1, Duration::from_secs(1)).is_ok_and(|p| p.received > 0)
+}
+
+/// A connected client whose certificate a rewritten `crl-verify` file
+/// revokes stops passing traffic within seconds, not at its next
+/// renegotiation; other clients stay.
+#[test]
+fn a_connected_client_revoked_by_a_new_crl_is_dropped_within_seconds() {
+    let lab = lab("adm-crl", 2);
+    let key = lab.static_key("tc.key");
+    let wrap = Wrap::TlsCrypt(Material::File(key));
+    let crl = lab.dir.join("crl.pem");
+    std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
+    let mut sc = ServerConf::new(&lab.pki, SERVER_DEV, wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push(format!("crl-verify {}", crl.display()));
+    let mut server = lab.ferrovpn_server(&sc);
+    // crl-revoking.pem revokes the last client, client2.
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone());
+    let mut client1 = lab.stock_client(0, "openvpn-client1", &cc1);
+    let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap);
+    let mut client2 = lab.stock_client(1, "openvpn-client2", &cc2);
+    for c in [&mut client1, &mut client2] {
+        if let Err(e) = c.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", logs(c, &server));
+        }
+    }
+    for (i, c) in [&client1, &client2].into_iter().enumerate() {
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                tunnel_answers(&lab.peers[i])
+            }),
+            "{}",
+            logs(c, &server)
+        );
+    }
+    // Revoke client2 the way CA tools publish a CRL: a new file renamed over the old.
+    let tmp = lab.dir.join("crl.pem.new");
+    std::fs::copy(&lab.pki.crl_revoking, &tmp).unwrap();
+    let revoked_at = Instant::now();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let cut = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        !tunnel_answers(&lab.peers[1])
+    });
+    let took = revoked_at.elapsed();
+    assert!(
+        cut && took <= Duration::from_secs(6),
+        "client2 still passes traffic {took:?} after its revocation\n{}",
+        logs(&client2, &server)
+    );
+    eprintln!("revoked client cut off after {took:?}");
+    let slog = server.log();
+    assert_eq!(
+        count(&slog, "revoked by the reloaded crl-verify file"),
+        1,
+        "{slog}"
+    );
+    // client1 is not revoked and keeps its tunnel.
+    assert!(tunnel_answers(&lab.peers[0]), "{}", logs(&client1, &server));
     assert!(server.try_exit().is_none());
 }

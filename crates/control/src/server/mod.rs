@@ -4,10 +4,12 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
+mod identity;
 mod liveness;
 mod pool;
 mod push;
 mod registry;
+mod revocation;
 mod throttle;
 
 use std::collections::HashMap;
@@ -491,9 +493,9 @@ impl Server {
         self.crl_stamp = stamp;
         let loaded = std::fs::read_to_string(&r.path)
             .map_err(anyhow::Error::from)
-            .and_then(|text| (r.rebuild)(&text));
+            .and_then(|text| (r.rebuild)(&text).map(|cfg| (cfg, text)));
         match loaded {
-            Ok(cfg) => {
+            Ok((cfg, text)) => {
                 info!("crl-verify: reloaded {}", r.path.display());
                 for a in self.clients.addrs() {
                     if let Some(c) = self.clients.get_mut(&a) {
@@ -505,6 +507,7 @@ impl Server {
                 }
                 self.s.session = cfg;
                 self.crl_ok = true;
+                self.drop_revoked(&text);
             }
             Err(e) => {
                 error!(
@@ -513,6 +516,25 @@ impl Server {
                 );
                 self.crl_ok = false;
             }
+        }
+    }
+
+    /// Drop the authenticated clients whose certificate `crl_pem` revokes,
+    /// now rather than at their next renegotiation.
+    fn drop_revoked(&mut self, crl_pem: &str) {
+        let revoked: Vec<SocketAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.session
+                    .peer_certificate_der()
+                    .is_some_and(|der| revocation::is_revoked(crl_pem, &der))
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in revoked {
+            warn!("{a}: certificate revoked by the reloaded crl-verify file");
+            self.remove_client(a, "certificate revoked");
         }
     }
 
@@ -655,7 +677,7 @@ impl Server {
             }
             Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
             Event::Closed(reason) => {
-                debug!("{addr}: handshake ended: {reason}");
+                info!("{addr}: client ? disconnected: {reason}");
                 self.half_open.remove(&addr);
             }
             other => debug!("{addr}: {other:?} before authentication ignored"),
@@ -698,6 +720,7 @@ impl Server {
                 peer_info,
                 cipher,
             } => {
+                let common_name = common_name.as_deref().map(identity::remap_common_name);
                 if !self.s.duplicate_cn
                     && let Some(cn) = common_name.as_deref()
                 {
@@ -776,10 +799,12 @@ impl Server {
     fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
         let c = self.clients.get(&addr)?;
         // Keys can be ready before the authenticated event names the CN.
-        let cn = c
-            .common_name
-            .clone()
-            .or_else(|| c.session.peer_common_name());
+        let cn = c.common_name.clone().or_else(|| {
+            c.session
+                .peer_common_name()
+                .as_deref()
+                .map(identity::remap_common_name)
+        });
         match self.clients.assign_peer(addr, cn.as_deref()) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));

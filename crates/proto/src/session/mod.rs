@@ -289,6 +289,16 @@ impl Session {
         })
     }
 
+    /// The peer's certificate (DER), once its TLS handshake has shown one.
+    pub fn peer_certificate_der(&self) -> Option<Vec<u8>> {
+        self.keys.iter().find_map(|k| {
+            k.tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+        })
+    }
+
     pub fn local_session_id(&self) -> SessionId {
         self.local_sid
     }
