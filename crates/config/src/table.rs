@@ -107,7 +107,18 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "client-to-client",
         "forward traffic between clients inside the server",
     ),
-    s("max-clients", "at least 1"),
+    s(
+        "max-clients",
+        "at least 1; counts authenticated clients (handshakes in progress are capped apart: a quarter of max-clients, at least 16, at most 8 per source address)",
+    ),
+    s(
+        "connect-freq",
+        "`N SEC`: at most N new sessions per SEC seconds (server)",
+    ),
+    s(
+        "connect-freq-initial",
+        "`N SEC` (default `100 10`): at most N answers to initial resets per SEC seconds (server; no effect on a client, as in OpenVPN)",
+    ),
     s(
         "duplicate-cn",
         "allow several clients with the same certificate CN",
@@ -149,7 +160,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",

@@ -972,3 +972,27 @@ fn unsupported_reason_is_consistent() {
         );
     }
 }
+
+#[test]
+fn connect_freq_and_connect_freq_initial() {
+    let c = parse_str_no_fs(&server_base(), "t.conf").unwrap();
+    assert_eq!(c.connect_freq(), (0, 0));
+    assert_eq!(c.connect_freq_initial(), (100, 10));
+    let text = format!(
+        "connect-freq 10 60\nconnect-freq-initial 5 3\n{}",
+        server_base()
+    );
+    let c = parse_str_no_fs(&text, "t.conf").unwrap();
+    assert_eq!(c.connect_freq(), (10, 60));
+    assert_eq!(c.connect_freq_initial(), (5, 3));
+    assert_eq!(
+        line_err("connect-freq 10"),
+        "t.conf:1: 'connect-freq' expects N SECONDS"
+    );
+    assert_eq!(
+        line_err("connect-freq-initial -1 10"),
+        r#"t.conf:1: 'connect-freq-initial' expects a number of answers, got "-1""#
+    );
+    let client = format!("connect-freq 10 60\n{}", client_base());
+    assert!(err(&client).contains("'connect-freq' is a server directive"));
+}

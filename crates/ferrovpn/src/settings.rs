@@ -305,6 +305,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
         session: Arc::new(session),
         max_clients: cfg.max_clients() as usize,
+        connect_freq: cfg.connect_freq(),
+        connect_freq_initial: cfg.connect_freq_initial(),
         tun_mtu: cfg.tun_mtu(),
         reneg_bytes: cfg.reneg_bytes.filter(|&n| n > 0),
         reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),

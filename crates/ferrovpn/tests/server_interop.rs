@@ -1260,6 +1260,9 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(Wrap::None, cipher);
     sc.extra.push("max-clients 4".into());
+    // Every reset is answered here; the default limit of 100 answers per
+    // 10 s is tested in server_admission.rs.
+    sc.extra.push("connect-freq-initial 1000 10".into());
     let mut server = lab.ferrovpn_server(&sc);
     let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
     // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of

@@ -175,7 +175,9 @@ fn run(
                 continue;
             }
             match server {
-                Some(s) => s.handle_packet(*now, &p),
+                Some(s) => {
+                    s.handle_packet(*now, &p);
+                }
                 None => {
                     let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
                     assert!(parse_prefix(&p).is_ok());

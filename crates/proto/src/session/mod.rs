@@ -289,6 +289,16 @@ impl Session {
         })
     }
 
+    /// The peer's certificate (DER), once its TLS handshake has shown one.
+    pub fn peer_certificate_der(&self) -> Option<Vec<u8>> {
+        self.keys.iter().find_map(|k| {
+            k.tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+        })
+    }
+
     pub fn local_session_id(&self) -> SessionId {
         self.local_sid
     }
@@ -348,34 +358,47 @@ impl Session {
         })
     }
 
-    /// Feed one datagram received from the peer's address.
-    pub fn handle_packet(&mut self, now: Instant, wire: &[u8]) {
+    /// Feed one datagram received from the peer's address. Returns whether
+    /// the session accepted it (it passed the tls-auth/tls-crypt check, the
+    /// replay window and the session-id checks): only such a packet shows
+    /// the peer is alive.
+    pub fn handle_packet(&mut self, now: Instant, wire: &[u8]) -> bool {
         if self.closed {
-            return;
+            return false;
         }
-        match self.cfg.wrap.unwrap(wire) {
+        let accepted = match self.cfg.wrap.unwrap(wire) {
             Ok((pkt, replay)) => self.handle_control(now, pkt, replay),
-            Err(e) => debug!("dropping control packet: {e}"),
-        }
+            Err(e) => {
+                debug!("dropping control packet: {e}");
+                false
+            }
+        };
         self.flush(now);
+        accepted
     }
 
-    /// Feed an already unwrapped (and authenticated) control packet.
-    pub fn handle_control(&mut self, now: Instant, pkt: ControlPacket, replay: Option<ReplayId>) {
+    /// Feed an already unwrapped (and authenticated) control packet. Returns
+    /// whether a key state took it (see [`Session::handle_packet`]).
+    pub fn handle_control(
+        &mut self,
+        now: Instant,
+        pkt: ControlPacket,
+        replay: Option<ReplayId>,
+    ) -> bool {
         if self.closed {
-            return;
+            return false;
         }
         if let Some(r) = replay {
             let secs = now.saturating_duration_since(self.epoch).as_secs();
             if let Err(e) = self.replay_in.check_and_commit(r, secs) {
                 debug!("dropping control packet: {e}");
-                return;
+                return false;
             }
         }
         match (self.remote_sid, pkt.opcode) {
             (None, Opcode::HardResetServerV2) if self.cfg.side == Side::Client => {
                 if pkt.key_id != 0 || pkt.message_id != Some(0) {
-                    return;
+                    return false;
                 }
                 self.remote_sid = Some(pkt.session_id);
             }
@@ -385,12 +408,12 @@ impl Session {
                     "dropping control packet from unknown session {:?}",
                     pkt.session_id
                 );
-                return;
+                return false;
             }
         }
         if !pkt.acks.is_empty() && pkt.remote_session_id != Some(self.local_sid) {
             debug!("dropping control packet acknowledging another session");
-            return;
+            return false;
         }
         let wrong_role = match self.cfg.side {
             Side::Server => pkt.opcode == Opcode::HardResetServerV2,
@@ -398,18 +421,18 @@ impl Session {
         };
         if wrong_role || matches!(pkt.opcode, Opcode::HardResetClientV3 | Opcode::ControlWkcV1) {
             debug!("dropping unexpected {:?}", pkt.opcode);
-            return;
+            return false;
         }
         if pkt.opcode == Opcode::SoftResetV1
             && self.key_index(pkt.key_id).is_none()
             && let Err(e) = self.accept_soft_reset(now, pkt.key_id)
         {
             debug!("refusing soft reset: {e}");
-            return;
+            return false;
         }
         let Some(idx) = self.key_index(pkt.key_id) else {
             debug!("dropping control packet for unknown key_id {}", pkt.key_id);
-            return;
+            return false;
         };
         let ks = &mut self.keys[idx];
         for &a in &pkt.acks {
@@ -421,13 +444,14 @@ impl Session {
                 Opcode::HardResetClientV2 | Opcode::HardResetServerV2 | Opcode::SoftResetV1
             );
             if is_reset && id != 0 {
-                return;
+                return false;
             }
             if ks.reliable.receive(id, pkt.opcode, pkt.payload) == Received::OutOfWindow {
                 debug!("control message {id} beyond the receive window");
             }
         }
         self.process_key_state(now, idx);
+        true
     }
 
     fn key_index(&self, key_id: u8) -> Option<usize> {
