@@ -11,14 +11,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferrovpn::pki::{CertKey, Pki, PkiOptions};
-use ferrovpn::testing::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
-};
 use ferrovpn_proto::data::Side;
 use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
 use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+use ferrovpn_testkit::pki::{CertKey, Pki, PkiOptions};
+use ferrovpn_testkit::{
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping"];
@@ -81,7 +81,7 @@ fn server_addr(i: usize) -> SocketAddr {
 impl Lab {
     fn static_key(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
-        ferrovpn::testing::write_static_key(&path).unwrap();
+        ferrovpn_testkit::write_static_key(&path).unwrap();
         path
     }
 
