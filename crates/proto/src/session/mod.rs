@@ -53,6 +53,10 @@ const PUSH_REPLY_REPEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_PEER_RENEG_INTERVAL: Duration = Duration::from_secs(1);
 /// Parts of a split PUSH_REPLY a client accepts (2.6 splits at ~1 KB).
 pub const MAX_PUSH_PARTS: usize = 64;
+/// Largest control payload taken from the peer: 2.6 never sends more than
+/// `TLS_CHANNEL_BUF_SIZE` (2048) bytes per control packet, and larger ones
+/// would let out-of-order buffering grow to the window times 64 KiB.
+const MAX_CONTROL_PAYLOAD: usize = 2048;
 
 /// Configuration shared by every session of a server, or the one of a client.
 #[derive(Clone)]
@@ -424,6 +428,13 @@ impl Session {
     /// Feed an already unwrapped (and authenticated) control packet.
     pub fn handle_control(&mut self, now: Instant, pkt: ControlPacket, replay: Option<ReplayId>) {
         if self.closed {
+            return;
+        }
+        if pkt.payload.len() > MAX_CONTROL_PAYLOAD {
+            debug!(
+                "dropping control packet with a {}-byte payload",
+                pkt.payload.len()
+            );
             return;
         }
         if let Some(r) = replay {
