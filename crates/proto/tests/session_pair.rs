@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrovpn_proto::data::{Cipher, KeyBlock, Side};
+use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::tls::{ServerCertPolicy, TlsMaterial, client_config, server_config};
 use ferrovpn_proto::session::{Event, Session, SessionConfig, SessionError};
@@ -232,8 +232,7 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
                 cipher,
                 block,
             } => {
-                let KeyBlock(b) = *block;
-                seen.keys.push((key_id, cipher, b));
+                seen.keys.push((key_id, cipher, block.0));
             }
             Event::SendKey { key_id } => seen.send_keys.push(key_id),
             Event::KeyRetired { key_id } => seen.retired.push(key_id),
@@ -804,26 +803,34 @@ fn renegotiation_with_another_certificate_closes_the_session() {
     assert_eq!(pair.server().peer_common_name().as_deref(), Some("client1"));
 }
 
-/// Audit L7: a peer's soft reset right after a key change is not taken at
-/// once; the peer's retransmission after the minimum interval is. A later
-/// one goes through without delay.
+/// Audit L7: a peer chaining renegotiations back to back gets a burst of
+/// them at once, then one per interval: the soft reset beyond the burst is
+/// not taken at once, the peer's retransmission after the interval is. After
+/// a pause, renegotiations go through without delay again.
 #[test]
-fn early_peer_soft_reset_is_deferred() {
-    use ferrovpn_proto::session::MIN_PEER_RENEG_INTERVAL;
+fn back_to_back_peer_soft_resets_are_paced() {
+    use ferrovpn_proto::session::{MIN_PEER_RENEG_INTERVAL, PEER_RENEG_BURST};
     let mut pair = Pair::establish(None);
-    let start = pair.now;
-    pair.client.start_renegotiation(start).unwrap();
-    pair.run(|c, s| c.send_keys.contains(&1) && s.send_keys.contains(&1));
-    assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
-    let took = pair.now - start;
-    assert!(took >= MIN_PEER_RENEG_INTERVAL, "accepted after {took:?}");
+    let renegotiate = |pair: &mut Pair, key_id: u8| {
+        let start = pair.now;
+        pair.client.start_renegotiation(start).unwrap();
+        pair.run(|c, s| c.send_keys.contains(&key_id) && s.send_keys.contains(&key_id));
+        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
+        pair.now - start
+    };
+    for key_id in 1..=PEER_RENEG_BURST as u8 {
+        let took = renegotiate(&mut pair, key_id);
+        assert!(took < MIN_PEER_RENEG_INTERVAL, "key {key_id} took {took:?}");
+    }
+    let key_id = PEER_RENEG_BURST as u8 + 1;
+    let took = renegotiate(&mut pair, key_id);
+    assert!(
+        took >= MIN_PEER_RENEG_INTERVAL,
+        "key {key_id} accepted after {took:?}"
+    );
 
-    pair.now += MIN_PEER_RENEG_INTERVAL * 2;
-    let start = pair.now;
-    pair.client.start_renegotiation(start).unwrap();
-    pair.run(|c, s| c.send_keys.contains(&2) && s.send_keys.contains(&2));
-    assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
-    let took = pair.now - start;
+    pair.now += MIN_PEER_RENEG_INTERVAL * (PEER_RENEG_BURST + 1);
+    let took = renegotiate(&mut pair, key_id + 1);
     assert!(took < MIN_PEER_RENEG_INTERVAL, "took {took:?}");
 }
 

@@ -45,12 +45,17 @@ pub const MAX_TLS_BACKLOG: usize = 64 * 1024;
 /// A repeated PUSH_REQUEST is answered at most this often, as 2.6 does
 /// (`sent_push_reply_expiry` in push.c).
 const PUSH_REPLY_REPEAT_INTERVAL: Duration = Duration::from_secs(30);
-/// A peer's soft reset arriving sooner than this after our last key became
-/// active is dropped unacknowledged, so a peer cannot chain handshakes
-/// back to back. It only defers the renegotiation: the peer retransmits
-/// its reset (after tls-timeout) and that one is taken. The delay (a few
-/// seconds) is far below the margin packet-id exhaustion leaves.
+/// Peer-initiated renegotiations are paced to one per this interval on
+/// average, after a burst of [`PEER_RENEG_BURST`]: a soft reset beyond that
+/// is dropped unacknowledged, so a peer cannot chain handshakes back to
+/// back (each costs a signature and a chain verification). It only defers
+/// the renegotiation: the peer retransmits its reset (after tls-timeout)
+/// and that one is taken. The delay (seconds) is far below the margin
+/// packet-id exhaustion leaves, and a peer with `reneg-sec 1` stays within
+/// the pace.
 pub const MIN_PEER_RENEG_INTERVAL: Duration = Duration::from_secs(1);
+/// Peer soft resets taken back to back before pacing starts.
+pub const PEER_RENEG_BURST: u32 = 3;
 /// Parts of a split PUSH_REPLY a client accepts (2.6 splits at ~1 KB).
 pub const MAX_PUSH_PARTS: usize = 64;
 /// Largest control payload taken from the peer: 2.6 never sends more than
@@ -188,8 +193,9 @@ pub struct Session {
     /// SHA-256 of the peer's leaf certificate (`None`: it showed none),
     /// fixed by the first key state; later key states must show the same.
     peer_leaf_sha256: Option<Option<[u8; 32]>>,
-    /// When the current key became active (paces peer soft resets).
-    key_activated_at: Option<Instant>,
+    /// Pacing of peer soft resets (GCRA): the earliest time the next one
+    /// is due at the average rate; up to a burst ahead of it is taken.
+    peer_reneg_due: Option<Instant>,
     next_push_request: Option<Instant>,
     next_reneg: Option<Instant>,
     closed: bool,
@@ -222,7 +228,7 @@ impl Session {
             pending_push_parts: 0,
             pending_push_bytes: 0,
             peer_leaf_sha256: None,
-            key_activated_at: None,
+            peer_reneg_due: None,
             next_push_request: None,
             next_reneg: None,
             closed: false,
@@ -523,12 +529,11 @@ impl Session {
 
     fn accept_soft_reset(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
         let expected = self.next_key_id()?;
-        if self
-            .key_activated_at
-            .is_some_and(|t| now < t + MIN_PEER_RENEG_INTERVAL)
-        {
+        let due = self.peer_reneg_due.map_or(now, |t| t.max(now));
+        if due > now + MIN_PEER_RENEG_INTERVAL * (PEER_RENEG_BURST - 1) {
             return Err(SessionError::SoftResetTooSoon);
         }
+        self.peer_reneg_due = Some(due + MIN_PEER_RENEG_INTERVAL);
         if key_id != expected {
             return Err(SessionError::KeyIdOutOfSync {
                 got: key_id,
@@ -685,7 +690,9 @@ impl Session {
 
     fn process_plaintext(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
         let side = self.cfg.side;
-        if self.keys[idx].remote_km.is_none() {
+        // The key-method-2 message comes first; once the exchange is done
+        // (and its secrets dropped) everything is text.
+        if self.keys[idx].phase == Phase::KeyExchange && self.keys[idx].remote_km.is_none() {
             let ks = &mut self.keys[idx];
             let (km, used) = match KeyMethod2::decode(&ks.plaintext, side == Side::Server) {
                 Ok(v) => v,
@@ -1064,13 +1071,18 @@ impl Session {
             }
         }
         let ks = &mut self.keys[idx];
+        if ks.phase != Phase::KeyExchange && ks.keys_installed {
+            // The data keys are derived: the key-method-2 secrets go
+            // (zeroized on drop).
+            ks.local_km = None;
+            ks.remote_km = None;
+        }
         let idle = ks.reliable.all_acked() && ks.tls_out.is_empty() && !ks.tls.wants_write();
         if ks.phase == Phase::Established && ks.keys_installed && idle {
             ks.phase = Phase::Active;
             let key_id = ks.key_id;
             let previous = self.current_key.replace(key_id);
             info!("key_id {key_id} active");
-            self.key_activated_at = Some(now);
             self.events.push_back(Event::SendKey { key_id });
             if let Some(prev) = previous.filter(|&p| p != key_id) {
                 let tran = self.cfg.tran_window;
@@ -1347,8 +1359,8 @@ pub enum SessionError {
     /// A soft reset named an unexpected key_id.
     #[error("key IDs out of sync: got {got}, expected {expected}")]
     KeyIdOutOfSync { got: u8, expected: u8 },
-    /// The peer asked for a renegotiation too soon after the last one.
-    #[error("peer soft reset less than {MIN_PEER_RENEG_INTERVAL:?} after the last key change")]
+    /// The peer asks for renegotiations faster than we take them.
+    #[error("peer soft resets faster than one per {MIN_PEER_RENEG_INTERVAL:?}")]
     SoftResetTooSoon,
     /// The key negotiation did not finish within hand-window.
     #[error("key negotiation did not finish within hand-window")]
