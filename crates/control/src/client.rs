@@ -425,7 +425,7 @@ fn drain(
                 return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
             }
             Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
-            Event::Closed(reason) => return Some(Ended::Reconnect(reason)),
+            Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
             Event::ClientAuthenticated { .. } | Event::PushRequested => {}
         }
     }

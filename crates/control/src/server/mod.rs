@@ -752,7 +752,7 @@ impl Server {
                 }
             }
             Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
-            Event::Closed(reason) => self.remove_client(addr, &reason),
+            Event::Closed(reason) => self.remove_client(addr, &reason.to_string()),
             Event::PushReply(_) | Event::Restart { .. } => {}
         }
     }
