@@ -2,16 +2,16 @@
 //! source, hand up control packets and OCC, write IP packets to the TUN
 //! (or relay them to another peer).
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
-use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
+use ferrovpn_proto::data::{DataError, OCC_MAGIC, PING_PAYLOAD, parse_data_header};
+use ferrovpn_proto::wire::Opcode;
 
 use super::outbound::Outbound;
-use super::{HEAD, OFF, PKT_MAX, RX_MSGS, RX_OUT, Shared, TUN_BATCH, ipv6_at};
+use super::{HEAD, IpAddrs, OFF, PKT_MAX, RX_MSGS, RX_OUT, Shared, TUN_BATCH, ip_addrs};
 use crate::UpEvent;
 use crate::mss;
 use crate::peers::{FloatOutcome, Peer, Snapshot, now_nanos};
@@ -141,31 +141,15 @@ pub(super) fn handle_datagram(
     acc: &mut Vec<(Arc<Peer>, u64, u64)>,
     now: u64,
 ) -> Verdict {
-    let Some(&b0) = seg.first() else {
-        return Verdict::Consumed;
-    };
-    let (op, key_id) = (b0 >> 3, b0 & 7);
-    let peer = match op {
-        9 => {
-            if seg.len() < DATA_V2_OVERHEAD {
-                return Verdict::Consumed;
-            }
-            let id = u32::from_be_bytes([0, seg[1], seg[2], seg[3]]);
-            snap.by_id.get(&id)
-        }
-        6 => {
-            if seg.len() < DATA_V1_OVERHEAD {
-                return Verdict::Consumed;
-            }
-            snap.by_addr.get(&src)
-        }
-        _ if seg.len() > MAX_CONTROL_DATAGRAM => {
+    let header = match parse_data_header(seg) {
+        Ok(h) => h,
+        Err(DataError::NotData(_)) if seg.len() > MAX_CONTROL_DATAGRAM => {
             sh.counters
                 .control_oversized
                 .fetch_add(1, Ordering::Relaxed);
             return Verdict::Consumed;
         }
-        _ => {
+        Err(DataError::NotData(_)) => {
             sh.up(
                 UpEvent::Control {
                     from: src,
@@ -175,13 +159,20 @@ pub(super) fn handle_datagram(
             );
             return Verdict::Consumed;
         }
+        // A data packet too short to hold its header, tag and a payload.
+        Err(_) => return Verdict::Consumed,
+    };
+    // P_DATA_V2 names its peer; P_DATA_V1 peers are known by address.
+    let peer = match header.peer_id {
+        Some(id) => snap.by_id.get(&id),
+        None => snap.by_addr.get(&src),
     };
     let Some(peer) = peer else {
         sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
     let ks = peer.keys.load();
-    let Some(key) = ks.get(key_id) else {
+    let Some(key) = ks.get(header.key_id) else {
         peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
@@ -211,7 +202,10 @@ pub(super) fn handle_datagram(
         }
         None => acc.push((peer.clone(), 1, plen as u64)),
     }
-    if op == 9 && snap.client_default.is_none() && **peer.remote.load() != src {
+    if header.opcode == Opcode::DataV2
+        && snap.client_default.is_none()
+        && **peer.remote.load() != src
+    {
         match sh.peers.record_float(peer.peer_id, src, now) {
             FloatOutcome::Moved => sh.up(
                 UpEvent::Float {
@@ -248,52 +242,31 @@ pub(super) fn handle_datagram(
         );
         return Verdict::Consumed;
     }
-    let Some(&v) = plain.first() else {
+    let Some(addrs) = ip_addrs(plain) else {
         return Verdict::Consumed;
     };
-    match v >> 4 {
-        4 if plain.len() >= 20 => {
-            let s = Ipv4Addr::new(plain[12], plain[13], plain[14], plain[15]);
-            if peer.tunnel_ipv4.is_some_and(|ip| ip != s) {
-                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Consumed;
-            }
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(plain, m4, m6);
-            }
-            if sh.client_to_client && snap.client_default.is_none() {
-                let d = Ipv4Addr::new(plain[16], plain[17], plain[18], plain[19]);
-                if snap
-                    .by_ip
-                    .get(&d)
-                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
-                {
-                    return Verdict::Relay(plen);
-                }
-            }
-            Verdict::Deliver(plen)
-        }
-        6 if plain.len() >= 40 => {
+    let source_ok = match addrs {
+        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| ip == src),
+        IpAddrs::V6 { src, .. } => {
             // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
             let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();
-            if server_mode && peer.tunnel_ipv6 != Some(ipv6_at(plain, 8)) {
-                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Consumed;
-            }
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(plain, m4, m6);
-            }
-            if sh.client_to_client
-                && snap.client_default.is_none()
-                && snap
-                    .by_ip6
-                    .get(&ipv6_at(plain, 24))
-                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
-            {
-                return Verdict::Relay(plen);
-            }
-            Verdict::Deliver(plen)
+            !server_mode || peer.tunnel_ipv6 == Some(src)
         }
-        _ => Verdict::Consumed,
+    };
+    if !source_ok {
+        sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
     }
+    if let Some((m4, m6)) = sh.mss {
+        mss::clamp(plain, m4, m6);
+    }
+    if sh.client_to_client
+        && snap.client_default.is_none()
+        && addrs
+            .dst_peer(snap)
+            .is_some_and(|other| !Arc::ptr_eq(other, peer))
+    {
+        return Verdict::Relay(plen);
+    }
+    Verdict::Deliver(plen)
 }

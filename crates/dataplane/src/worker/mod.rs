@@ -4,7 +4,7 @@
 //! ```text
 //!  TUN queue ──read (GSO split)──► route ─► MSS clamp ─► reserve ids per peer ─► seal in place ─► sendmmsg (UDP GSO runs)
 //!  UDP socket ─recvmmsg (GRO)───► classify byte 0 ─► peer/key ─► open ─► replay ─► ping/OCC/IP ─► TUN write (GRO coalesce)
-//!                                        └─ control opcodes ─► bounded channel (try_send) ─► control plane
+//!                                        └─ control opcodes (≤ 2048 B) / OCC, floats ─► two bounded queues (try_send) ─► control plane
 //! ```
 //!
 //! No allocation, lock or system call per packet: buffers are preallocated,
@@ -19,7 +19,7 @@
 mod inbound;
 mod outbound;
 
-use std::net::{Ipv6Addr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
-use crate::peers::PeerTable;
+use crate::peers::{Peer, PeerTable, Snapshot};
 use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
@@ -111,10 +111,52 @@ pub(crate) struct Worker {
     ib: Inbound,
 }
 
-fn ipv6_at(pkt: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&pkt[at..at + 16]);
-    Ipv6Addr::from(a)
+/// IPv4 header: source and destination address offsets, shortest header.
+const IPV4_SRC: usize = 12;
+const IPV4_DST: usize = 16;
+const IPV4_HEADER_LEN: usize = 20;
+/// IPv6 header: source and destination address offsets, header length.
+const IPV6_SRC: usize = 8;
+const IPV6_DST: usize = 24;
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Source and destination of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpAddrs {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
+}
+
+/// The addresses of an IPv4 or IPv6 packet; `None` for anything else or a runt.
+fn ip_addrs(pkt: &[u8]) -> Option<IpAddrs> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= IPV4_HEADER_LEN => Some(IpAddrs::V4 {
+            src: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_SRC)),
+            dst: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_DST)),
+        }),
+        6 if pkt.len() >= IPV6_HEADER_LEN => Some(IpAddrs::V6 {
+            src: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_SRC)),
+            dst: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_DST)),
+        }),
+        _ => None,
+    }
+}
+
+/// `N` bytes at `at`; the caller checked the length.
+fn addr_at<const N: usize>(pkt: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&pkt[at..at + N]);
+    a
+}
+
+impl IpAddrs {
+    /// The peer that owns the destination address.
+    fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
+        match self {
+            IpAddrs::V4 { dst, .. } => snap.by_ip.get(dst),
+            IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
+        }
+    }
 }
 
 impl Worker {

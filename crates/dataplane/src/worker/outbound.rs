@@ -1,14 +1,14 @@
 //! TUN → UDP: read a batch, route, clamp MSS, reserve packet ids per peer,
 //! seal in place, send as UDP GSO runs.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
 
-use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ipv6_at};
+use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ip_addrs};
 use crate::mss;
 use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
 use crate::sys::TxMsg;
@@ -44,13 +44,7 @@ pub(super) fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>>
     if let Some(p) = &snap.client_default {
         return Some(p);
     }
-    match pkt.first().map(|b| b >> 4) {
-        Some(4) if pkt.len() >= 20 => snap
-            .by_ip
-            .get(&Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19])),
-        Some(6) if pkt.len() >= 40 => snap.by_ip6.get(&ipv6_at(pkt, 24)),
-        _ => None,
-    }
+    ip_addrs(pkt)?.dst_peer(snap)
 }
 
 impl Outbound {
@@ -131,8 +125,7 @@ impl Outbound {
         }
         self.order.clear();
         self.msgs.clear();
-        let mut last_closed = true;
-        let mut last_slot = NO_DEST;
+        let mut runs = GsoRuns::default();
         for i in 0..n {
             let d = self.dest[i];
             if d == NO_DEST {
@@ -169,33 +162,8 @@ impl Outbound {
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
-            let j = self.order.len();
+            runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
             self.order.push(i);
-            let append = match self.msgs.last() {
-                Some(m) => {
-                    !last_closed
-                        && last_slot == d
-                        && wire_len <= m.seg
-                        && m.count < GSO_MAX_SEGMENTS
-                        && (m.count + 1) * m.seg <= GSO_MAX_BYTES
-                }
-                None => false,
-            };
-            if append {
-                if let Some(m) = self.msgs.last_mut() {
-                    m.count += 1;
-                    last_closed = wire_len < m.seg;
-                }
-            } else {
-                self.msgs.push(TxMsg {
-                    dst: s.dst,
-                    first: j,
-                    count: 1,
-                    seg: wire_len,
-                });
-                last_closed = false;
-                last_slot = d;
-            }
         }
         if !self.msgs.is_empty() {
             let bufs = &self.bufs;
@@ -227,5 +195,108 @@ impl Outbound {
                 c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Plans the `sendmmsg` messages of a batch from its sealed datagrams, in
+/// send order: consecutive datagrams to one peer share a `UDP_SEGMENT` run
+/// while each is exactly the run's segment size. A shorter one is the run's
+/// last (the kernel lets only the last segment be short); a longer one, a
+/// peer change, `GSO_MAX_SEGMENTS` or `GSO_MAX_BYTES` start a new message.
+#[derive(Default)]
+pub(super) struct GsoRuns {
+    /// The last message may take more segments.
+    open: bool,
+    /// Peer slot of the last message.
+    slot: u16,
+}
+
+impl GsoRuns {
+    /// Add datagram `index` (`len` bytes for `slot`, whose address is `dst`) to `msgs`.
+    pub(super) fn push(
+        &mut self,
+        msgs: &mut Vec<TxMsg>,
+        index: usize,
+        slot: u16,
+        dst: SocketAddr,
+        len: usize,
+    ) {
+        if let Some(m) = msgs.last_mut()
+            && self.open
+            && self.slot == slot
+            && len <= m.seg
+            && m.count < GSO_MAX_SEGMENTS
+            && (m.count + 1) * m.seg <= GSO_MAX_BYTES
+        {
+            m.count += 1;
+            self.open = len == m.seg;
+            return;
+        }
+        msgs.push(TxMsg {
+            dst,
+            first: index,
+            count: 1,
+            seg: len,
+        });
+        self.open = true;
+        self.slot = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (count, seg) of each message for datagrams given as (slot, len).
+    fn plan(datagrams: &[(u16, usize)]) -> Vec<(usize, usize)> {
+        let dst: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut runs = GsoRuns::default();
+        let mut msgs = Vec::new();
+        for (i, &(slot, len)) in datagrams.iter().enumerate() {
+            runs.push(&mut msgs, i, slot, dst, len);
+        }
+        let mut first = 0;
+        for m in &msgs {
+            assert_eq!(m.first, first, "messages cover the datagrams in order");
+            first += m.count;
+        }
+        assert_eq!(first, datagrams.len());
+        msgs.iter().map(|m| (m.count, m.seg)).collect()
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_peer_share_a_run() {
+        assert_eq!(plan(&[(0, 1000); 5]), vec![(5, 1000)]);
+        assert_eq!(plan(&[]), vec![]);
+    }
+
+    #[test]
+    fn a_short_datagram_ends_the_run_and_a_longer_one_starts_another() {
+        let p = plan(&[
+            (0, 1000),
+            (0, 1000),
+            (0, 300),
+            (0, 1000),
+            (0, 500),
+            (0, 900),
+        ]);
+        assert_eq!(p, vec![(3, 1000), (2, 1000), (1, 900)]);
+    }
+
+    #[test]
+    fn another_peer_starts_a_new_message() {
+        let p = plan(&[(0, 1000), (1, 1000), (1, 1000), (0, 1000)]);
+        assert_eq!(p, vec![(1, 1000), (2, 1000), (1, 1000)]);
+    }
+
+    #[test]
+    fn runs_stop_at_the_segment_and_byte_limits() {
+        // 64 segments at most.
+        assert_eq!(plan(&[(0, 100); 100]), vec![(64, 100), (36, 100)]);
+        // 65 507 bytes at most: 46 × 1400 fits, 47 × 1400 does not.
+        assert_eq!(
+            plan(&[(0, 1400); 100]),
+            vec![(46, 1400), (46, 1400), (8, 1400)]
+        );
     }
 }
