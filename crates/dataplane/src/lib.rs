@@ -12,9 +12,10 @@
 //!   `recvmmsg` + `UDP_GRO`, `sendmmsg` whose messages are `UDP_SEGMENT`
 //!   runs of equal-size datagrams to one peer (≤ 64 segments, ≤ 65 507 bytes);
 //!   GSO off for good after EIO, per message after EINVAL/EMSGSIZE.
-//! - `worker.rs`: the loop — poll(TUN, UDP, eventfd) → TUN batch → route →
-//!   MSS clamp → reserve ids → seal in place → one `sendmmsg`; UDP batch →
-//!   classify byte 0 → open → replay check → ping / OCC / TUN / c2c relay.
+//! - `worker/`: the loop in `mod.rs` — poll(TUN, UDP, eventfd); `outbound.rs`:
+//!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
+//!   `sendmmsg`; `inbound.rs`: UDP batch → classify byte 0 → open → replay
+//!   check → ping / OCC / TUN / c2c relay.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.

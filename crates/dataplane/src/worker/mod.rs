@@ -4,7 +4,7 @@
 //! ```text
 //!  TUN queue ──read (GSO split)──► route ─► MSS clamp ─► reserve ids per peer ─► seal in place ─► sendmmsg (UDP GSO runs)
 //!  UDP socket ─recvmmsg (GRO)───► classify byte 0 ─► peer/key ─► open ─► replay ─► ping/OCC/IP ─► TUN write (GRO coalesce)
-//!                                        └─ control opcodes ─► bounded channel (try_send) ─► control plane
+//!                                        └─ control opcodes (≤ 2048 B) / OCC, floats ─► two bounded queues (try_send) ─► control plane
 //! ```
 //!
 //! No allocation, lock or system call per packet: buffers are preallocated,
@@ -16,21 +16,24 @@
 //! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
 //! ~64 packets per peer ahead of another worker's — see the crate docs.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+mod inbound;
+mod outbound;
+
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
-use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
+use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
-use crate::mss;
-use crate::peers::{FloatOutcome, KeyState, Peer, PeerTable, Snapshot, now_nanos};
-use crate::sys::{self, EventFd, Ready, TxMsg};
-use crate::tun::{RawFrame, TunQueue};
-use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
-use crate::up::{MAX_CONTROL_DATAGRAM, UpSenders};
+use crate::peers::{Peer, PeerTable, Snapshot};
+use crate::sys::{self, EventFd, Ready};
+use crate::tun::TunQueue;
+use crate::up::UpSenders;
+
+use inbound::Inbound;
+use outbound::Outbound;
 
 /// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
 pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
@@ -96,38 +99,6 @@ impl Shared {
     }
 }
 
-/// One peer's share of an outbound batch.
-struct Slot {
-    peer: Arc<Peer>,
-    dst: SocketAddr,
-    key: Option<Arc<KeyState>>,
-    count: u32,
-    next_id: u32,
-    sent: u64,
-    bytes: u64,
-    drops: u64,
-}
-
-/// TUN → UDP: read, route, seal, send.
-pub(crate) struct Outbound {
-    raw: RawFrame,
-    bufs: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
-    dest: Vec<u16>,
-    wire: Vec<(usize, usize)>,
-    order: Vec<usize>,
-    slots: Vec<Slot>,
-    msgs: Vec<TxMsg>,
-    sender: Sender,
-}
-
-/// UDP → TUN: receive, open, check, write.
-pub(crate) struct Inbound {
-    rx: RecvBatch,
-    out: Vec<Vec<u8>>,
-    acc: Vec<(Arc<Peer>, u64, u64)>,
-}
-
 pub(crate) struct Worker {
     pub index: usize,
     /// Whether this worker reads its UDP socket (client mode: only worker 0
@@ -140,465 +111,51 @@ pub(crate) struct Worker {
     ib: Inbound,
 }
 
-fn ipv6_at(pkt: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&pkt[at..at + 16]);
-    Ipv6Addr::from(a)
+/// IPv4 header: source and destination address offsets, shortest header.
+const IPV4_SRC: usize = 12;
+const IPV4_DST: usize = 16;
+const IPV4_HEADER_LEN: usize = 20;
+/// IPv6 header: source and destination address offsets, header length.
+const IPV6_SRC: usize = 8;
+const IPV6_DST: usize = 24;
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Source and destination of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpAddrs {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
 }
 
-fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
-    if let Some(p) = &snap.client_default {
-        return Some(p);
-    }
-    match pkt.first().map(|b| b >> 4) {
-        Some(4) if pkt.len() >= 20 => snap
-            .by_ip
-            .get(&Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19])),
-        Some(6) if pkt.len() >= 40 => snap.by_ip6.get(&ipv6_at(pkt, 24)),
+/// The addresses of an IPv4 or IPv6 packet; `None` for anything else or a runt.
+fn ip_addrs(pkt: &[u8]) -> Option<IpAddrs> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= IPV4_HEADER_LEN => Some(IpAddrs::V4 {
+            src: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_SRC)),
+            dst: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_DST)),
+        }),
+        6 if pkt.len() >= IPV6_HEADER_LEN => Some(IpAddrs::V6 {
+            src: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_SRC)),
+            dst: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_DST)),
+        }),
         _ => None,
     }
 }
 
-impl Outbound {
-    fn new(gso: bool) -> Self {
-        Outbound {
-            raw: RawFrame::default(),
-            bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX]).collect(),
-            sizes: vec![0; TUN_BATCH],
-            dest: vec![NO_DEST; TUN_BATCH],
-            wire: vec![(0, 0); TUN_BATCH],
-            order: Vec::with_capacity(TUN_BATCH),
-            slots: Vec::with_capacity(MAX_SLOTS),
-            msgs: Vec::with_capacity(TUN_BATCH),
-            sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
-        }
-    }
-
-    /// Read one TUN batch; returns the packet count.
-    fn read(&mut self, tun: &TunQueue, counters: &GlobalCounters) -> usize {
-        let (n, errors) = tun.read_batch(&mut self.raw, &mut self.bufs, &mut self.sizes, HEAD);
-        if errors > 0 {
-            counters
-                .tun_read_errors
-                .fetch_add(errors, Ordering::Relaxed);
-        }
-        n
-    }
-
-    /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
-    fn process(&mut self, n: usize, udp: &UdpSocket, sh: &Shared) {
-        let snap = sh.peers.load();
-        self.slots.clear();
-        for i in 0..n {
-            let len = self.sizes[i];
-            let pkt = &mut self.bufs[i][HEAD..HEAD + len];
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(pkt, m4, m6);
-            }
-            self.dest[i] = NO_DEST;
-            let Some(peer) = route(&snap, pkt) else {
-                sh.counters.no_route.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let slot = match self.slots.iter().position(|s| Arc::ptr_eq(&s.peer, peer)) {
-                Some(s) => s,
-                None if self.slots.len() < MAX_SLOTS => {
-                    self.slots.push(Slot {
-                        peer: peer.clone(),
-                        dst: **peer.remote.load(),
-                        key: None,
-                        count: 0,
-                        next_id: 0,
-                        sent: 0,
-                        bytes: 0,
-                        drops: 0,
-                    });
-                    self.slots.len() - 1
-                }
-                None => continue,
-            };
-            self.slots[slot].count += 1;
-            self.dest[i] = slot as u16;
-        }
-        drop(snap);
-        // One contiguous id range per peer for this batch.
-        for s in &mut self.slots {
-            let ks = s.peer.keys.load();
-            if let Some(k) = ks.send_key() {
-                let (start, reneg) = k.reserve_ids(s.count);
-                if reneg {
-                    s.peer.needs_renegotiation.store(true, Ordering::Relaxed);
-                }
-                if let Some(start) = start {
-                    s.next_id = start;
-                    s.key = Some(k.clone());
-                }
-            }
-        }
-        self.order.clear();
-        self.msgs.clear();
-        let mut last_closed = true;
-        let mut last_slot = NO_DEST;
-        for i in 0..n {
-            let d = self.dest[i];
-            if d == NO_DEST {
-                continue;
-            }
-            let s = &mut self.slots[usize::from(d)];
-            let Some(k) = &s.key else {
-                s.drops += 1;
-                continue;
-            };
-            let len = self.sizes[i];
-            let id = s.next_id;
-            s.next_id = s.next_id.wrapping_add(1);
-            let buf = &mut self.bufs[i];
-            let (start, res) = if s.peer.uses_v1() {
-                let st = HEAD - DATA_V1_OVERHEAD;
-                (
-                    st,
-                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..HEAD + len]),
-                )
-            } else {
-                (
-                    0,
-                    k.keys
-                        .seal
-                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[..HEAD + len]),
-                )
-            };
-            if res.is_err() {
-                s.drops += 1;
-                continue;
-            }
-            let wire_len = HEAD + len - start;
-            self.wire[i] = (start, wire_len);
-            s.sent += 1;
-            s.bytes += len as u64;
-            let j = self.order.len();
-            self.order.push(i);
-            let append = match self.msgs.last() {
-                Some(m) => {
-                    !last_closed
-                        && last_slot == d
-                        && wire_len <= m.seg
-                        && m.count < GSO_MAX_SEGMENTS
-                        && (m.count + 1) * m.seg <= GSO_MAX_BYTES
-                }
-                None => false,
-            };
-            if append {
-                if let Some(m) = self.msgs.last_mut() {
-                    m.count += 1;
-                    last_closed = wire_len < m.seg;
-                }
-            } else {
-                self.msgs.push(TxMsg {
-                    dst: s.dst,
-                    first: j,
-                    count: 1,
-                    seg: wire_len,
-                });
-                last_closed = false;
-                last_slot = d;
-            }
-        }
-        if !self.msgs.is_empty() {
-            let bufs = &self.bufs;
-            let order = &self.order;
-            let wire = &self.wire;
-            let get = |j: usize| -> &[u8] {
-                let i = order[j];
-                let (st, l) = wire[i];
-                &bufs[i][st..st + l]
-            };
-            let before = self.sender.dropped;
-            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
-            let lost = self.sender.dropped - before;
-            if lost > 0 {
-                sh.counters
-                    .udp_send_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
-            }
-        }
-        let now = now_nanos();
-        for s in self.slots.drain(..) {
-            let c = &s.peer.counters;
-            if s.sent > 0 {
-                c.tx_packets.fetch_add(s.sent, Ordering::Relaxed);
-                c.tx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
-                c.last_tx.store(now, Ordering::Relaxed);
-            }
-            if s.drops > 0 {
-                c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
-            }
-        }
-    }
+/// `N` bytes at `at`; the caller checked the length.
+fn addr_at<const N: usize>(pkt: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&pkt[at..at + N]);
+    a
 }
 
-enum Verdict {
-    /// Plaintext IP packet left in the buffer.
-    Deliver(usize),
-    /// Forward to another peer (client-to-client).
-    Relay(usize),
-    Consumed,
-}
-
-impl Inbound {
-    fn new() -> Self {
-        Inbound {
-            rx: RecvBatch::new(RX_MSGS),
-            out: (0..RX_OUT)
-                .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
-                .collect(),
-            acc: Vec::with_capacity(16),
+impl IpAddrs {
+    /// The peer that owns the destination address.
+    fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
+        match self {
+            IpAddrs::V4 { dst, .. } => snap.by_ip.get(dst),
+            IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
         }
-    }
-
-    /// Receive and handle one UDP batch; returns false when nothing was queued.
-    fn run(&mut self, udp: &UdpSocket, tun: &mut TunQueue, ob: &mut Outbound, sh: &Shared) -> bool {
-        let m = match self.rx.recv(udp.as_raw_fd()) {
-            Ok(0) => return false,
-            Ok(m) => m,
-            Err(e) => {
-                // ICMP errors (ECONNREFUSED) on a connected socket and the like.
-                tracing::trace!("UDP receive: {e}");
-                return true;
-            }
-        };
-        let snap = sh.peers.load();
-        let now = now_nanos();
-        let mut k = 0usize;
-        let mut relay = 0usize;
-        for j in 0..m {
-            let meta = self.rx.meta[j];
-            let Some(src) = meta.src else { continue };
-            let stride = meta.stride.max(1);
-            let mut at = 0;
-            while at < meta.len {
-                let end = (at + stride).min(meta.len);
-                let verdict = {
-                    let seg = &self.rx.buf(j)[at..end];
-                    let out = &mut self.out[k];
-                    handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now)
-                };
-                at = end;
-                match verdict {
-                    Verdict::Consumed => {}
-                    Verdict::Deliver(len) => {
-                        self.out[k].truncate(OFF + len);
-                        k += 1;
-                        if k == RX_OUT {
-                            write_tun(tun, &mut self.out[..k], sh);
-                            k = 0;
-                        }
-                    }
-                    Verdict::Relay(len) => {
-                        sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
-                        let dst = &mut ob.bufs[relay];
-                        dst[HEAD..HEAD + len].copy_from_slice(&self.out[k][OFF..OFF + len]);
-                        ob.sizes[relay] = len;
-                        relay += 1;
-                        if relay == TUN_BATCH {
-                            ob.process(relay, udp, sh);
-                            relay = 0;
-                        }
-                    }
-                }
-            }
-        }
-        drop(snap);
-        if k > 0 {
-            write_tun(tun, &mut self.out[..k], sh);
-        }
-        if relay > 0 {
-            ob.process(relay, udp, sh);
-        }
-        for (p, pkts, bytes) in self.acc.drain(..) {
-            let c = &p.counters;
-            c.rx_packets.fetch_add(pkts, Ordering::Relaxed);
-            c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
-            c.last_rx.store(now, Ordering::Relaxed);
-        }
-        true
-    }
-}
-
-fn write_tun(tun: &mut TunQueue, bufs: &mut [Vec<u8>], sh: &Shared) {
-    let (failed, last) = tun.write(bufs, OFF);
-    if failed > 0 {
-        sh.counters
-            .tun_write_errors
-            .fetch_add(failed, Ordering::Relaxed);
-        tracing::trace!("TUN write: {last:?}");
-    }
-}
-
-/// Classify, open and check one datagram received at `now` ([`now_nanos`]).
-/// Plaintext lands in `out[OFF..]`.
-fn handle_datagram(
-    seg: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
-    snap: &Snapshot,
-    sh: &Shared,
-    acc: &mut Vec<(Arc<Peer>, u64, u64)>,
-    now: u64,
-) -> Verdict {
-    let Some(&b0) = seg.first() else {
-        return Verdict::Consumed;
-    };
-    let (op, key_id) = (b0 >> 3, b0 & 7);
-    let peer = match op {
-        9 => {
-            if seg.len() < DATA_V2_OVERHEAD {
-                return Verdict::Consumed;
-            }
-            let id = u32::from_be_bytes([0, seg[1], seg[2], seg[3]]);
-            snap.by_id.get(&id)
-        }
-        6 => {
-            if seg.len() < DATA_V1_OVERHEAD {
-                return Verdict::Consumed;
-            }
-            snap.by_addr.get(&src)
-        }
-        _ if seg.len() > MAX_CONTROL_DATAGRAM => {
-            sh.counters
-                .control_oversized
-                .fetch_add(1, Ordering::Relaxed);
-            return Verdict::Consumed;
-        }
-        _ => {
-            sh.up(
-                UpEvent::Control {
-                    from: src,
-                    packet: seg.to_vec(),
-                },
-                true,
-            );
-            return Verdict::Consumed;
-        }
-    };
-    let Some(peer) = peer else {
-        sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
-        return Verdict::Consumed;
-    };
-    let ks = peer.keys.load();
-    let Some(key) = ks.get(key_id) else {
-        peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Verdict::Consumed;
-    };
-    let need = OFF + seg.len();
-    if out.len() > need {
-        out.truncate(need);
-    } else {
-        out.resize(need, 0);
-    }
-    let (pid, plen) = match key.keys.open.open(seg, &mut out[OFF..]) {
-        Ok(r) => r,
-        Err(_) => {
-            peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-            return Verdict::Consumed;
-        }
-    };
-    if key.replay.check_and_set(pid).is_err() {
-        peer.counters.replay_drops.fetch_add(1, Ordering::Relaxed);
-        return Verdict::Consumed;
-    }
-    drop(ks);
-    // Authenticated and fresh: the peer is alive.
-    match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
-        Some(a) => {
-            a.1 += 1;
-            a.2 += plen as u64;
-        }
-        None => acc.push((peer.clone(), 1, plen as u64)),
-    }
-    if op == 9 && snap.client_default.is_none() && **peer.remote.load() != src {
-        match sh.peers.record_float(peer.peer_id, src, now) {
-            FloatOutcome::Moved => sh.up(
-                UpEvent::Float {
-                    peer_id: peer.peer_id,
-                    new_remote: src,
-                },
-                false,
-            ),
-            FloatOutcome::Unchanged => {}
-            FloatOutcome::RateLimited => {
-                sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
-            }
-            FloatOutcome::AddressTaken => {
-                // As OpenVPN 2.6 does for a client with another certificate:
-                // drop the packet, the address stays with its owner.
-                sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Consumed;
-            }
-        }
-    }
-    let Some(plain) = out.get_mut(OFF..OFF + plen) else {
-        return Verdict::Consumed;
-    };
-    if plain == PING_PAYLOAD {
-        return Verdict::Consumed;
-    }
-    if plain.len() >= OCC_MAGIC.len() && plain[..OCC_MAGIC.len()] == OCC_MAGIC {
-        sh.up(
-            UpEvent::Occ {
-                peer_id: peer.peer_id,
-                payload: plain.to_vec(),
-            },
-            false,
-        );
-        return Verdict::Consumed;
-    }
-    let Some(&v) = plain.first() else {
-        return Verdict::Consumed;
-    };
-    match v >> 4 {
-        4 if plain.len() >= 20 => {
-            let s = Ipv4Addr::new(plain[12], plain[13], plain[14], plain[15]);
-            if peer.tunnel_ipv4.is_some_and(|ip| ip != s) {
-                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Consumed;
-            }
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(plain, m4, m6);
-            }
-            if sh.client_to_client && snap.client_default.is_none() {
-                let d = Ipv4Addr::new(plain[16], plain[17], plain[18], plain[19]);
-                if snap
-                    .by_ip
-                    .get(&d)
-                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
-                {
-                    return Verdict::Relay(plen);
-                }
-            }
-            Verdict::Deliver(plen)
-        }
-        6 if plain.len() >= 40 => {
-            // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
-            let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();
-            if server_mode && peer.tunnel_ipv6 != Some(ipv6_at(plain, 8)) {
-                sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Consumed;
-            }
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(plain, m4, m6);
-            }
-            if sh.client_to_client
-                && snap.client_default.is_none()
-                && snap
-                    .by_ip6
-                    .get(&ipv6_at(plain, 24))
-                    .is_some_and(|other| !Arc::ptr_eq(other, peer))
-            {
-                return Verdict::Relay(plen);
-            }
-            Verdict::Deliver(plen)
-        }
-        _ => Verdict::Consumed,
     }
 }
 
@@ -690,9 +247,15 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    use super::inbound::{Verdict, handle_datagram};
+    use super::outbound::route;
     use super::*;
+    use crate::up::MAX_CONTROL_DATAGRAM;
     use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
+    use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
+    use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, SocketAddr};
 
     fn shared() -> (Arc<Shared>, crate::UpReceiver) {
         let peers = PeerTable::new();
