@@ -905,3 +905,40 @@ impl Pair {
         pair
     }
 }
+/// `handle_packet` says whether the session took the packet: only then may
+/// the driver count it as a sign of life (a spoofer who knows the session
+/// ids but not the tls-crypt key, or who replays, must not keep a dead
+/// session alive).
+#[test]
+fn handle_packet_reports_only_packets_the_session_accepts() {
+    let k = StaticKey::generate();
+    let p = pki();
+    let (scfg, ccfg) = configs(
+        &p,
+        &p,
+        ControlWrap::tls_crypt(&k, Side::Server),
+        ControlWrap::tls_crypt(&k, Side::Client),
+        None,
+    );
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = stateless_start(&mut client, &scfg, &mut now);
+    // The client's next flight: accepted once, refused when replayed.
+    let server_out: Vec<Vec<u8>> = std::iter::from_fn(|| server.poll_transmit()).collect();
+    assert!(!server_out.is_empty());
+    for pkt in &server_out {
+        assert!(client.handle_packet(now, pkt), "a fresh server packet");
+    }
+    for pkt in &server_out {
+        assert!(!client.handle_packet(now, pkt), "a replayed server packet");
+    }
+    let fresh: Vec<Vec<u8>> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    let first = fresh.first().expect("the client answers").clone();
+    // The same bytes with one bit flipped fail the tls-crypt check.
+    let mut forged = first.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!server.handle_packet(now, &forged));
+    assert!(!server.handle_packet(now, &[0x20, 1, 2, 3]));
+    assert!(server.handle_packet(now, &first));
+}
