@@ -14,6 +14,10 @@ pub mod status;
 
 use ferrovpn_dataplane::UpEvent;
 
+/// Run once the tun device, the socket and the routes are set up: the
+/// binary drops privileges there (`user`/`group`).
+pub type SetupDone = Box<dyn FnOnce() -> anyhow::Result<()>>;
+
 /// Move events from the data plane's blocking queue onto the async runtime.
 fn bridge(rx: crossbeam_channel::Receiver<UpEvent>) -> tokio::sync::mpsc::Receiver<UpEvent> {
     let (tx, out) = tokio::sync::mpsc::channel(1024);

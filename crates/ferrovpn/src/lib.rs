@@ -7,5 +7,6 @@
 pub mod cli;
 mod demo;
 pub mod pki;
+mod privileges;
 pub mod settings;
 pub mod testing;
