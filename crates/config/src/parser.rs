@@ -967,6 +967,14 @@ impl Parser {
             }
             "persist-key" => d.flag(&mut c.persist_key)?,
             "persist-tun" => d.flag(&mut c.persist_tun)?,
+            "user" => {
+                d.count(1, 1, "a user name")?;
+                c.user = d.arg(0).map(str::to_string);
+            }
+            "group" => {
+                d.count(1, 1, "a group name")?;
+                c.group = d.arg(0).map(str::to_string);
+            }
             "key-method" => {
                 d.count(1, 1, "2")?;
                 if d.arg(0) != Some("2") {

@@ -222,11 +222,19 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "stored (ferrovpn keeps keys across restarts anyway)",
+        "stored (ferrovpn keeps keys across restarts anyway, so restarts work after 'user'/'group')",
     ),
     s(
         "persist-tun",
-        "stored (ferrovpn keeps the tun device across restarts anyway)",
+        "stored (ferrovpn keeps the tun device across restarts anyway, so restarts work after 'user'/'group')",
+    ),
+    s(
+        "user",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+    ),
+    s(
+        "group",
+        "`NAME`: with or without 'user', run as group NAME (and no supplementary groups) once set up",
     ),
     s(
         "config",
@@ -252,14 +260,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
     // --- accepted with a warning
-    i(
-        "user",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
-    i(
-        "group",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
     i("mute", "log rate limiting is not implemented"),
     i("log", "logs go to stderr"),
     i("log-append", "logs go to stderr"),
@@ -423,7 +423,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "daemon",
         "ferrovpn runs in the foreground; use a service manager",
     ),
-    u("chroot", "chroot is not supported"),
+    u(
+        "chroot",
+        "chroot is not supported: files read after start (crl-verify, status) would have to resolve inside it",
+    ),
     u("cd", "`cd` is not supported; use absolute paths"),
     u("pull-filter", "pull filters are not supported yet"),
     u("route-nopull", "route-nopull is not supported yet"),

@@ -301,6 +301,10 @@ pub struct Config {
     pub ifconfig_pool_persist: Option<StatusFile>,
     pub persist_key: bool,
     pub persist_tun: bool,
+    /// `user NAME`: run as this user once set up.
+    pub user: Option<String>,
+    /// `group NAME`: run as this group once set up.
+    pub group: Option<String>,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.

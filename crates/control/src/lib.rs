@@ -15,6 +15,10 @@ pub mod status;
 
 use ferrovpn_dataplane::{UpEvent, UpReceiver, UpRecvError};
 
+/// Run once the tun device, the socket and the routes are set up: the
+/// binary drops privileges there (`user`/`group`).
+pub type SetupDone = Box<dyn FnOnce() -> anyhow::Result<()>>;
+
 /// Move events from the data plane's blocking queues onto the async runtime.
 /// The channel is short on purpose: the backlog waits in the data plane's
 /// queues, which are served fairly (control packets vs OCC/float events)

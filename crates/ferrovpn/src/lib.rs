@@ -3,4 +3,5 @@
 //! the benchmark and the integration tests' lab live in `ferrovpn-testkit`.
 
 pub mod cli;
+mod privileges;
 pub mod settings;

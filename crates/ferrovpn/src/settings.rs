@@ -317,6 +317,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             path: p.path.clone(),
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
+        setup_done: None,
     })
 }
 
@@ -414,6 +415,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         max_attempts: cfg
             .connect_retry_max
             .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
+        setup_done: None,
     })
 }
 

@@ -1048,6 +1048,15 @@ fn server_follows_a_client_that_changes_address() {
         "no float logged\n{}",
         logs(&client, &server)
     );
+    // Pins the word the hostile-peers test asserts the absence of.
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("floated from 10.210.1.2:") && l.contains("to 10.210.1.3:")),
+        "{}",
+        server.log()
+    );
     // Renegotiation after the move completes over the new address.
     assert!(
         wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(15)),

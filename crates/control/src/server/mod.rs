@@ -77,6 +77,8 @@ pub struct ServerSettings {
     pub status: Option<StatusSettings>,
     /// `ifconfig-pool-persist FILE [N]`.
     pub pool_persist: Option<PoolPersist>,
+    /// Called after setup, before the first client is served.
+    pub setup_done: Option<crate::SetupDone>,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -222,6 +224,9 @@ pub async fn run_server(
     // The file was read with the config; remember which version that was.
     if let Some(r) = &srv.s.crl_reload {
         srv.crl_stamp = file_stamp(&r.path);
+    }
+    if let Some(setup_done) = srv.s.setup_done.take() {
+        setup_done()?;
     }
     tokio::pin!(shutdown);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
