@@ -186,8 +186,26 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tls-version-min",
         "`1.0`-`1.3` [`or-highest`]; `1.3` refuses TLS 1.2 peers; lower values change nothing (TLS 1.2 is the floor)",
     ),
-    s("remote-cert-tls", "`server` or `client`"),
-    s("verify-x509-name", "`NAME [subject|name|name-prefix]`"),
+    s(
+        "remote-cert-tls",
+        "`server` or `client`: Key Usage present and the serverAuth/clientAuth EKU, on either side",
+    ),
+    s(
+        "verify-x509-name",
+        "`NAME [subject|name|name-prefix]`, on both sides; compares the last CN (control characters as `_`) or the subject as `C=US, O=Org, CN=name`, where `\\`, `,` and `+` inside a value must be escaped with `\\` (2.6 leaves them bare, which is ambiguous)",
+    ),
+    s(
+        "ns-cert-type",
+        "`server|client` (deprecated, warning): OpenSSL's SSL server/client purpose check, or the Netscape cert type bit, as in 2.6",
+    ),
+    s(
+        "remote-cert-ku",
+        "`[HEX ...]`: Key Usage present and, if values are given, holding all bits of one of them; not together with `remote-cert-tls`",
+    ),
+    s(
+        "remote-cert-eku",
+        "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
+    ),
     s("verify-client-cert", "`require` only (the default)"),
     s("replay-window", "`N [T]`"),
     s("allow-compression", "`no` only"),
@@ -375,15 +393,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u(
         "cryptoapicert",
         "Windows certificate store is not supported",
-    ),
-    u("ns-cert-type", "deprecated; use `remote-cert-tls`"),
-    u(
-        "remote-cert-ku",
-        "key usage checks are not supported; use `remote-cert-tls`",
-    ),
-    u(
-        "remote-cert-eku",
-        "extended key usage checks are not supported; use `remote-cert-tls`",
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),

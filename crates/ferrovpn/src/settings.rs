@@ -19,7 +19,8 @@ use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, server_options_string};
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
-    ServerCertPolicy, TlsMaterial, X509NameCheck, client_config, server_config,
+    CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck, client_config_with_policy,
+    eku_name_is_known, server_config_with_policy,
 };
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 use tracing::warn;
@@ -81,6 +82,7 @@ fn crl_reload(
     cert: &str,
     key: &str,
     extra_certs: &str,
+    policy: &PeerCertPolicy,
 ) -> Option<CrlReload> {
     let Some(Material {
         source: MaterialSource::File(path),
@@ -97,21 +99,104 @@ fn crl_reload(
         extra_certs.to_owned(),
     );
     let tls13 = tls13_only(cfg);
+    let policy = policy.clone();
     Some(CrlReload {
         path: path.clone(),
         rebuild: Box::new(move |crl: &str| {
             let mut s = base.clone();
-            s.tls_server = Some(server_config(&TlsMaterial {
-                ca_pem: &ca,
-                cert_pem: &cert,
-                key_pem: &key,
-                extra_certs_pem: &extra,
-                tls13_only: tls13,
-                crls_pem: crl,
-            })?);
+            s.tls_server = Some(server_config_with_policy(
+                &TlsMaterial {
+                    ca_pem: &ca,
+                    cert_pem: &cert,
+                    key_pem: &key,
+                    extra_certs_pem: &extra,
+                    tls13_only: tls13,
+                    crls_pem: crl,
+                },
+                policy.clone(),
+            )?);
             Ok(Arc::new(s))
         }),
     })
+}
+
+fn role(r: RemoteCertTls) -> CertRole {
+    match r {
+        RemoteCertTls::Server => CertRole::Server,
+        RemoteCertTls::Client => CertRole::Client,
+    }
+}
+
+/// What the peer's certificate must satisfy beyond its chain to `ca`:
+/// `remote-cert-tls`, `remote-cert-ku`, `remote-cert-eku`, `ns-cert-type`
+/// and `verify-x509-name`, as OpenVPN 2.6 applies them on either side.
+fn peer_policy(cfg: &Config) -> anyhow::Result<PeerCertPolicy> {
+    // The chain check (webpki) already demands the EKU of our peer's role
+    // when the certificate has one; asking for the other role could never pass.
+    let peer_role = if cfg.is_server() {
+        CertRole::Client
+    } else {
+        CertRole::Server
+    };
+    for (directive, wanted) in [
+        ("remote-cert-tls", cfg.remote_cert_tls),
+        ("ns-cert-type", cfg.ns_cert_type),
+    ] {
+        if let Some(w) = wanted
+            && role(w) != peer_role
+        {
+            bail!(
+                "{}{directive} {}: ferrovpn only accepts peers of the other role here ('{directive} {}')",
+                where_is(cfg, directive),
+                if peer_role == CertRole::Client {
+                    "server"
+                } else {
+                    "client"
+                },
+                if peer_role == CertRole::Client {
+                    "client"
+                } else {
+                    "server"
+                },
+            );
+        }
+    }
+    let mut policy = match cfg.remote_cert_tls {
+        Some(r) => PeerCertPolicy::remote_cert_tls(role(r)),
+        None => PeerCertPolicy::default(),
+    };
+    if cfg.remote_cert_tls.is_some()
+        && (cfg.remote_cert_ku.is_some() || cfg.remote_cert_eku.is_some())
+    {
+        // In 2.6 whichever comes last overrides part of the other.
+        bail!(
+            "{}remote-cert-tls cannot be combined with remote-cert-ku/remote-cert-eku; use one or the other",
+            where_is(cfg, "remote-cert-tls")
+        );
+    }
+    if let Some(ku) = &cfg.remote_cert_ku {
+        policy.key_usage = if ku.is_empty() {
+            KeyUsageCheck::Present
+        } else {
+            KeyUsageCheck::AnyOf(ku.clone())
+        };
+    }
+    if let Some(eku) = &cfg.remote_cert_eku {
+        if !eku_name_is_known(eku) {
+            bail!(
+                "{}remote-cert-eku '{eku}': give the OID in dotted form (e.g. 1.3.6.1.5.5.7.3.1); this name is not known to ferrovpn",
+                where_is(cfg, "remote-cert-eku")
+            );
+        }
+        policy.eku = Some(eku.clone());
+    }
+    policy.ns_cert_type = cfg.ns_cert_type.map(role);
+    policy.verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
+        X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
+        X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
+        X509NameType::Subject => X509NameCheck::Subject(v.name.clone()),
+    });
+    Ok(policy)
 }
 
 /// `tls-version-min 1.3` (or an unknown version with `or-highest`, which the
@@ -261,19 +346,23 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
     let extra_certs = extra_certs(cfg);
+    let policy = peer_policy(cfg)?;
     let mut session = session_base(cfg, Side::Server)?;
     session.tls_server = Some(
-        server_config(&TlsMaterial {
-            ca_pem: ca,
-            cert_pem: cert,
-            key_pem: key,
-            extra_certs_pem: &extra_certs,
-            tls13_only: tls13_only(cfg),
-            crls_pem: crl_text(cfg),
-        })
+        server_config_with_policy(
+            &TlsMaterial {
+                ca_pem: ca,
+                cert_pem: cert,
+                key_pem: key,
+                extra_certs_pem: &extra_certs,
+                tls13_only: tls13_only(cfg),
+                crls_pem: crl_text(cfg),
+            },
+            policy.clone(),
+        )
         .context("TLS setup (ca/cert/key/crl-verify)")?,
     );
-    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs);
+    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
     let network = u32::from(net.network);
     let mask = u32::from(net.netmask);
     if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
@@ -344,24 +433,15 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
     let extra_certs = extra_certs(cfg);
-    let verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
-        X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
-        X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
-        X509NameType::Subject => X509NameCheck::Subject(v.name.clone()),
-    });
-    let policy = ServerCertPolicy {
-        remote_cert_tls_server: cfg.remote_cert_tls == Some(RemoteCertTls::Server),
-        verify_name,
-    };
-    if cfg.remote_cert_tls == Some(RemoteCertTls::Client) {
-        bail!(
-            "{}remote-cert-tls client makes no sense on a client",
-            where_is(cfg, "remote-cert-tls")
+    let policy = peer_policy(cfg)?;
+    if !policy.verifies_server() {
+        warn!(
+            "WARNING: No server certificate verification method has been enabled: any certificate from this CA, another client's included, is accepted as the server. Add 'remote-cert-tls server' or 'verify-x509-name'."
         );
     }
     let mut session = session_base(cfg, Side::Client)?;
     session.tls_client = Some(
-        client_config(
+        client_config_with_policy(
             &TlsMaterial {
                 ca_pem: ca,
                 cert_pem: cert,
@@ -427,5 +507,122 @@ mod tests {
         assert!(p.contains("IV_CIPHERS=AES-256-GCM:AES-128-GCM\n"));
         let p = peer_info(&[Cipher::ChaCha20Poly1305], 1500);
         assert!(!p.contains("IV_NCP"));
+    }
+
+    use crate::pki::{Pki, PkiOptions};
+    use ferrovpn_proto::session::tls::placeholder_server_name;
+
+    fn pki(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("fvpn-settings-{}-{tag}", std::process::id()));
+        Pki::generate(&dir, &PkiOptions::default()).unwrap()
+    }
+
+    fn refusal<T>(r: anyhow::Result<T>) -> String {
+        match r {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    fn server_cfg(p: &Pki, extra: &str) -> anyhow::Result<ServerSettings> {
+        let text = format!(
+            "server 10.8.0.0 255.255.255.0\ndev tun\nca {}\ncert {}\nkey {}\ndh none\n{extra}\n",
+            p.ca.cert.display(),
+            p.server.cert.display(),
+            p.server.key.display()
+        );
+        server_settings(&ferrovpn_config::parse_str(&text, "server.conf")?)
+    }
+
+    fn client_cfg(p: &Pki, client: usize, extra: &str) -> anyhow::Result<ClientSettings> {
+        let c = &p.clients[client - 1];
+        let text = format!(
+            "client\ndev tun\nremote 192.0.2.1\nca {}\ncert {}\nkey {}\n{extra}\n",
+            p.ca.cert.display(),
+            c.cert.display(),
+            c.key.display()
+        );
+        client_settings(&ferrovpn_config::parse_str(&text, "client.conf")?)
+    }
+
+    /// An in-memory handshake between the two settings' TLS configs.
+    fn handshake(s: &ServerSettings, c: &ClientSettings) -> Result<(), rustls::Error> {
+        let mut srv = rustls::ServerConnection::new(s.session.tls_server.clone().unwrap())?;
+        let mut cli = rustls::ClientConnection::new(
+            c.session.tls_client.clone().unwrap(),
+            placeholder_server_name(),
+        )?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while cli.wants_write() {
+                cli.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                srv.read_tls(&mut rd).unwrap();
+                srv.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            while srv.wants_write() {
+                srv.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                cli.read_tls(&mut rd).unwrap();
+                cli.process_new_packets()?;
+            }
+            if !srv.is_handshaking() && !cli.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn server_applies_verify_x509_name_and_remote_cert_tls_client() {
+        let p = pki("x509name");
+        let s = server_cfg(&p, "verify-x509-name client1 name\nremote-cert-tls client").unwrap();
+        let c1 = client_cfg(&p, 1, "remote-cert-tls server").unwrap();
+        let c2 = client_cfg(&p, 2, "remote-cert-tls server").unwrap();
+        assert!(handshake(&s, &c1).is_ok());
+        let e = handshake(&s, &c2).unwrap_err();
+        assert!(format!("{e}").contains("verify-x509-name"), "{e}");
+        let s = server_cfg(&p, "verify-x509-name client name-prefix").unwrap();
+        assert!(handshake(&s, &c2).is_ok());
+        let subject = server_cfg(&p, "verify-x509-name CN=client2").unwrap();
+        assert!(handshake(&subject, &c2).is_ok());
+        assert!(handshake(&subject, &c1).is_err());
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn client_applies_ns_cert_type_and_remote_cert_eku() {
+        let p = pki("nscert");
+        let s = server_cfg(&p, "").unwrap();
+        assert!(handshake(&s, &client_cfg(&p, 1, "ns-cert-type server").unwrap()).is_ok());
+        let eku = "remote-cert-eku \"TLS Web Server Authentication\"";
+        assert!(handshake(&s, &client_cfg(&p, 1, eku).unwrap()).is_ok());
+        let ku = "remote-cert-ku 80 08";
+        assert!(handshake(&s, &client_cfg(&p, 1, ku).unwrap()).is_ok());
+        let ku = "remote-cert-ku 02";
+        assert!(handshake(&s, &client_cfg(&p, 1, ku).unwrap()).is_err());
+        // The server's certificate is no client certificate.
+        let sv = server_cfg(&p, "remote-cert-eku 1.3.6.1.5.5.7.3.1").unwrap();
+        assert!(handshake(&sv, &client_cfg(&p, 1, "").unwrap()).is_err());
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn contradictory_or_unknown_policies_are_refused_with_their_line() {
+        let p = pki("refuse");
+        let e = refusal(server_cfg(&p, "remote-cert-tls server"));
+        assert!(e.contains("server.conf:7"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "ns-cert-type client"));
+        assert!(e.contains("client.conf:7"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "remote-cert-tls server\nremote-cert-ku"));
+        assert!(e.contains("cannot be combined"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "remote-cert-eku serverAuth"));
+        assert!(e.contains("client.conf:7: remote-cert-eku"), "{e}");
+        let _ = std::fs::remove_dir_all(&p.dir);
     }
 }
