@@ -892,6 +892,19 @@ impl Parser {
                         .into(),
                 );
             }
+            "tls-cert-profile" => {
+                d.count(1, 1, "legacy or preferred")?;
+                match d.arg(0).unwrap_or("") {
+                    x @ ("legacy" | "preferred") => c.tls_cert_profile = Some(x.to_string()),
+                    x @ ("suiteb" | "insecure") => {
+                        return Err(d.unsupported(
+                            format!("tls-cert-profile {x}"),
+                            "only the legacy and preferred certificate profiles are implemented",
+                        ));
+                    }
+                    x => return Err(d.bad("legacy or preferred", x)),
+                }
+            }
             "remote-cert-ku" => {
                 // Hex values as OpenVPN reads them (`%x`); none means "present".
                 let mut values = Vec::new();

@@ -101,7 +101,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|net_gateway|remote_host|default] [METRIC]`",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
     ),
     s(
         "client-to-client",
@@ -119,13 +119,16 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("nobind", "client does not bind a fixed local port"),
     s(
         "redirect-gateway",
-        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6",
+        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6; a client applies its own like a pushed one; in a server config an error (push it instead)",
     ),
     s(
         "dhcp-option",
-        "`TYPE [VALUE]` (stored; mostly useful in `push`)",
+        "`TYPE [VALUE]`: useful in `push`; a local one is ignored with a warning (2.6 on Linux only hands it to scripts)",
     ),
-    s("explicit-exit-notify", "`[N]` (default 1)"),
+    s(
+        "explicit-exit-notify",
+        "`[N]` (default 1); client side only, ignored with a warning on a server",
+    ),
     // --- timers
     s(
         "keepalive",
@@ -203,16 +206,29 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "`[HEX ...]`: Key Usage present and, if values are given, holding all bits of one of them; not together with `remote-cert-tls`",
     ),
     s(
+        "tls-cert-profile",
+        "`legacy` (the default, as in 2.6: peer chains may use RSA keys of 1024 bits and SHA-1 signatures) or `preferred` (RSA 2048+, no SHA-1); `suiteb` and `insecure` are errors",
+    ),
+    s(
         "remote-cert-eku",
         "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
     ),
     s("verify-client-cert", "`require` only (the default)"),
-    s("replay-window", "`N [T]`"),
+    s(
+        "replay-window",
+        "`N`; the time argument `T` is an error (not implemented)",
+    ),
     s("allow-compression", "`no` only"),
     // --- tun
     s("tun-mtu", "100-65535 (default 1500)"),
-    s("mssfix", "`[N] [mtu|fixed]` (default 1492)"),
-    s("txqueuelen", "stored for interface setup"),
+    s(
+        "mssfix",
+        "`[N]` (default 1492); the `mtu` and `fixed` modes are errors (not implemented)",
+    ),
+    s(
+        "txqueuelen",
+        "validated, not applied (warning): the tun device keeps the kernel's queue length",
+    ),
     // --- misc
     s(
         "ifconfig-pool-persist",
@@ -297,10 +313,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
     i("ecdh-curve", "key exchange groups are fixed by rustls"),
-    i(
-        "tls-cert-profile",
-        "certificate checks are fixed by rustls/webpki",
-    ),
     i(
         "auth-retry",
         "username/password authentication is not supported",

@@ -288,6 +288,8 @@ pub struct Config {
     pub remote_cert_ku: Option<Vec<u32>>,
     /// `remote-cert-eku OID|NAME`.
     pub remote_cert_eku: Option<String>,
+    /// `tls-cert-profile legacy|preferred`.
+    pub tls_cert_profile: Option<String>,
     pub replay_window: Option<ReplayWindow>,
 
     pub tun_mtu: Option<u16>,

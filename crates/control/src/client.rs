@@ -46,6 +46,9 @@ pub struct ClientSettings {
     pub tun_mtu: u16,
     /// Give up after this many failed attempts in a row (tests); `None` = forever.
     pub max_attempts: Option<u32>,
+    /// `route` and `redirect-gateway` lines of the client's own config,
+    /// applied with each push reply as if the server had pushed them first.
+    pub local_options: Vec<PushOption>,
 }
 
 fn unix_now() -> u64 {
@@ -447,7 +450,7 @@ fn apply_push(
     let mut dns = Vec::new();
     let mut peer_id = PEER_ID_UNDEFINED;
     let mut mtu = s.tun_mtu;
-    for o in &reply.options {
+    for o in s.local_options.iter().chain(&reply.options) {
         match o {
             PushOption::Topology(t) => topology = t.clone(),
             PushOption::Ifconfig {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, RemoteCertTls, TlsVersion,
-    Topology, X509NameType,
+    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, RemoteCertTls,
+    RouteGateway, TlsVersion, Topology, X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
@@ -17,10 +17,11 @@ use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, server_options_string};
+use ferrovpn_proto::push::PushOption;
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
-    CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck, client_config_with_policy,
-    eku_name_is_known, server_config_with_policy,
+    CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
+    client_config_with_policy, eku_name_is_known, server_config_with_policy,
 };
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 use tracing::warn;
@@ -51,6 +52,26 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
             }
         ),
     }
+}
+
+/// Where the TLS material came from, for errors: `ca /etc/x/ca.crt, key <key> (inline), …`.
+fn tls_sources(cfg: &Config) -> String {
+    let one = |name: &str, m: &Option<Material>| {
+        m.as_ref().map(|m| match &m.source {
+            MaterialSource::File(p) => format!("{name} {}", p.display()),
+            MaterialSource::Inline => format!("{name} <{name}> (inline)"),
+        })
+    };
+    [
+        one("ca", &cfg.ca),
+        one("cert", &cfg.cert),
+        one("key", &cfg.key),
+        one("crl-verify", &cfg.crl_verify),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// `extra-certs` blocks, concatenated (empty when there are none).
@@ -191,6 +212,10 @@ fn peer_policy(cfg: &Config) -> anyhow::Result<PeerCertPolicy> {
         policy.eku = Some(eku.clone());
     }
     policy.ns_cert_type = cfg.ns_cert_type.map(role);
+    policy.profile = match cfg.tls_cert_profile.as_deref() {
+        Some("preferred") => CertProfile::Preferred,
+        _ => CertProfile::Legacy,
+    };
     policy.verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
         X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
         X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
@@ -325,6 +350,96 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
     }
 }
 
+/// Directives 2.6 accepts in both modes that ferrovpn applies in neither:
+/// refused when they would change behaviour, warned about when they only
+/// tune something ferrovpn sizes itself.
+fn audit_common(cfg: &Config) -> anyhow::Result<()> {
+    if let Some(m) = cfg.mssfix
+        && m.mode != MssfixMode::Default
+    {
+        bail!(
+            "{}mssfix {} {}: only the default mode (size of the encapsulated packet) is implemented",
+            where_is(cfg, "mssfix"),
+            m.max,
+            if m.mode == MssfixMode::Mtu {
+                "mtu"
+            } else {
+                "fixed"
+            }
+        );
+    }
+    if cfg.replay_window.is_some_and(|r| r.time.is_some()) {
+        bail!(
+            "{}replay-window SIZE SECONDS: the time window is not implemented; give the size alone",
+            where_is(cfg, "replay-window")
+        );
+    }
+    for r in &cfg.routes {
+        if r.metric.is_some() {
+            bail!(
+                "{}route {} {}: route metrics are not implemented",
+                where_is(cfg, "route"),
+                r.network,
+                r.netmask
+            );
+        }
+        match r.gateway {
+            None | Some(RouteGateway::VpnGateway) => {}
+            Some(RouteGateway::Addr(_)) if !cfg.is_server() => {}
+            Some(g) => bail!(
+                "{}route {} {}: gateway {} is not implemented (only the VPN gateway{})",
+                where_is(cfg, "route"),
+                r.network,
+                r.netmask,
+                match g {
+                    RouteGateway::Addr(a) => a.to_string(),
+                    RouteGateway::VpnGateway => "vpn_gateway".into(),
+                    RouteGateway::NetGateway => "net_gateway".into(),
+                    RouteGateway::RemoteHost => "remote_host".into(),
+                },
+                if cfg.is_server() {
+                    ""
+                } else {
+                    " or an address"
+                }
+            ),
+        }
+    }
+    if cfg.txqueuelen.is_some() {
+        warn!(
+            "{}txqueuelen is not applied; the tun device keeps the kernel's queue length",
+            where_is(cfg, "txqueuelen")
+        );
+    }
+    if !cfg.dhcp_options.is_empty() {
+        warn!(
+            "{}dhcp-option in the local config is ignored (OpenVPN 2.6 on Linux only hands it to scripts); push it from the server",
+            where_is(cfg, "dhcp-option")
+        );
+    }
+    Ok(())
+}
+
+/// A client's own `route` and `redirect-gateway` lines, in the form the
+/// server would push them.
+fn local_options(cfg: &Config) -> Vec<PushOption> {
+    let mut out = Vec::new();
+    for r in &cfg.routes {
+        out.push(PushOption::Route {
+            network: r.network,
+            netmask: r.netmask,
+            gateway: match r.gateway {
+                Some(RouteGateway::Addr(a)) => Some(a),
+                _ => None,
+            },
+        });
+    }
+    if let Some(flags) = &cfg.redirect_gateway {
+        out.push(PushOption::RedirectGateway(flags.clone()));
+    }
+    out
+}
+
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let net = cfg.server.with_context(|| {
@@ -334,6 +449,19 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         warn!(
             "{}ferrovpn servers use 'topology subnet' (pushed to clients); the configured topology is ignored",
             where_is(cfg, "topology")
+        );
+    }
+    audit_common(cfg)?;
+    if cfg.redirect_gateway.is_some() {
+        bail!(
+            "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
+            where_is(cfg, "redirect-gateway")
+        );
+    }
+    if cfg.explicit_exit_notify.is_some() {
+        warn!(
+            "{}explicit-exit-notify is ignored in server mode (clients notice a restarted server by ping-restart)",
+            where_is(cfg, "explicit-exit-notify")
         );
     }
     if cfg.ping_exit.is_some() {
@@ -360,7 +488,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             },
             policy.clone(),
         )
-        .context("TLS setup (ca/cert/key/crl-verify)")?,
+        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
     let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
     let network = u32::from(net.network);
@@ -429,6 +557,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     if cfg.remotes.is_empty() {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
+    audit_common(cfg)?;
     let ca = material(cfg, &cfg.ca, "ca")?;
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
@@ -452,7 +581,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             },
             policy,
         )
-        .context("TLS setup (ca/cert/key)")?,
+        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     let mut dataplane = dataplane_base(cfg);
@@ -492,6 +621,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         max_attempts: cfg
             .connect_retry_max
             .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
+        local_options: local_options(cfg),
     })
 }
 
@@ -624,5 +754,244 @@ mod tests {
         let e = refusal(client_cfg(&p, 1, "remote-cert-eku serverAuth"));
         assert!(e.contains("client.conf:7: remote-cert-eku"), "{e}");
         let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn behaviour_changing_directives_are_applied_or_refused() {
+        let p = pki("audit");
+        // A client's own route and redirect-gateway reach the runtime.
+        let c = client_cfg(
+            &p,
+            1,
+            "route 192.168.7.0 255.255.255.0\nredirect-gateway def1",
+        )
+        .unwrap();
+        assert_eq!(c.local_options.len(), 2, "{:?}", c.local_options);
+        assert!(matches!(
+            c.local_options[0],
+            PushOption::Route { network, gateway: None, .. } if network == Ipv4Addr::new(192, 168, 7, 0)
+        ));
+        assert!(matches!(&c.local_options[1], PushOption::RedirectGateway(f) if f == &["def1"]));
+        for (server, extra, says) in [
+            (
+                true,
+                "push \"route 10.1.0.0 255.255.0.0\"\nredirect-gateway def1",
+                "server.conf:8: redirect-gateway",
+            ),
+            (
+                true,
+                "route 10.9.0.0 255.255.0.0 10.8.0.5",
+                "server.conf:7: route",
+            ),
+            (
+                false,
+                "route 10.9.0.0 255.255.0.0 net_gateway",
+                "client.conf:7: route",
+            ),
+            (false, "route 10.9.0.0 255.255.0.0 vpn_gateway 5", "metrics"),
+            (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
+            (
+                false,
+                "replay-window 128 30",
+                "client.conf:7: replay-window",
+            ),
+        ] {
+            let e = if server {
+                refusal(server_cfg(&p, extra))
+            } else {
+                refusal(client_cfg(&p, 1, extra))
+            };
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        assert!(
+            server_cfg(
+                &p,
+                "route 10.9.0.0 255.255.0.0 vpn_gateway\nmssfix 1400\nreplay-window 128"
+            )
+            .is_ok()
+        );
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    /// Run the openssl CLI in `dir`; a missing openssl fails the test.
+    fn openssl(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("these tests need the openssl command-line tool");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA with an RSA-1024 key (as old easy-rsa PKIs have) and an EC
+    /// server and client signed by it.
+    fn old_pki(dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:1024",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "30",
+                "-sha256",
+                "-subj",
+                "/CN=old CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        for (name, eku) in [("server", "serverAuth"), ("client1", "clientAuth")] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!("keyUsage=digitalSignature,keyAgreement\nextendedKeyUsage={eku}\n"),
+            )
+            .unwrap();
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "30",
+                    "-sha256",
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        }
+    }
+
+    fn conf_in(
+        dir: &std::path::Path,
+        server: bool,
+        key: &str,
+        extra: &str,
+    ) -> anyhow::Result<(Option<ServerSettings>, Option<ClientSettings>)> {
+        let d = dir.display();
+        if server {
+            let text = format!(
+                "server 10.8.0.0 255.255.255.0\ndev tun\nca {d}/ca.crt\ncert {d}/server.crt\nkey {d}/{key}\ndh none\n{extra}\n"
+            );
+            Ok((
+                Some(server_settings(&ferrovpn_config::parse_str(
+                    &text,
+                    "server.conf",
+                )?)?),
+                None,
+            ))
+        } else {
+            let text = format!(
+                "client\ndev tun\nremote 192.0.2.1\nca {d}/ca.crt\ncert {d}/client1.crt\nkey {d}/{key}\nremote-cert-tls server\n{extra}\n"
+            );
+            Ok((
+                None,
+                Some(client_settings(&ferrovpn_config::parse_str(
+                    &text,
+                    "client.conf",
+                )?)?),
+            ))
+        }
+    }
+
+    #[test]
+    fn an_rsa_1024_ca_works_under_the_legacy_profile_only() {
+        let dir =
+            std::env::temp_dir().join(format!("fvpn-settings-{}-rsa1024", std::process::id()));
+        old_pki(&dir);
+        let server = |extra| conf_in(&dir, true, "server.key", extra).unwrap().0.unwrap();
+        let client = |extra| {
+            conf_in(&dir, false, "client1.key", extra)
+                .unwrap()
+                .1
+                .unwrap()
+        };
+        // 2.6's default profile is legacy, on both sides.
+        assert!(handshake(&server(""), &client("")).is_ok());
+        assert!(
+            handshake(
+                &server("tls-cert-profile legacy"),
+                &client("tls-cert-profile legacy")
+            )
+            .is_ok()
+        );
+        let e = handshake(&server(""), &client("tls-cert-profile preferred")).unwrap_err();
+        assert!(format!("{e}").contains("not trusted by ca"), "{e}");
+        assert!(handshake(&server("tls-cert-profile preferred"), &client("")).is_err());
+        let e = refusal(conf_in(&dir, true, "server.key", "tls-cert-profile suiteb"));
+        assert!(e.contains("server.conf:7"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn key_errors_name_the_file_and_say_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("fvpn-settings-{}-keys", std::process::id()));
+        old_pki(&dir);
+        openssl(
+            &dir,
+            &[
+                "pkey",
+                "-in",
+                "server.key",
+                "-aes256",
+                "-passout",
+                "pass:secret",
+                "-out",
+                "server-enc.key",
+            ],
+        );
+        let e = refusal(conf_in(&dir, true, "server-enc.key", ""));
+        assert!(
+            e.contains("server-enc.key") && e.contains("passphrase-protected"),
+            "{e}"
+        );
+        let e = refusal(conf_in(&dir, true, "client1.key", ""));
+        assert!(
+            e.contains("client1.key") && e.contains("does not belong to the certificate"),
+            "{e}"
+        );
+        std::fs::write(dir.join("empty.key"), "# nothing\n").unwrap();
+        let e = refusal(conf_in(&dir, false, "empty.key", ""));
+        assert!(e.contains("empty.key") && e.contains("none found"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

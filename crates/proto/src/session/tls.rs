@@ -30,8 +30,18 @@ pub enum TlsConfigError {
     #[error("{what}: {reason}")]
     Pem { what: &'static str, reason: String },
     /// The PEM text held no certificate / key.
-    #[error("{0}: no PEM block found")]
+    #[error(
+        "{0}: no PEM block of the expected kind (BEGIN CERTIFICATE, BEGIN PRIVATE KEY, …) found"
+    )]
     Empty(&'static str),
+    /// The private key is passphrase-protected.
+    #[error(
+        "key: the private key is passphrase-protected (encrypted PKCS#8 or 'Proc-Type: 4,ENCRYPTED'), which ferrovpn cannot decrypt yet; store it decrypted, e.g. 'openssl pkey -in KEY -out KEY.plain' (keep it mode 0600)"
+    )]
+    EncryptedKey,
+    /// `key` does not belong to `cert`.
+    #[error("key: the private key does not belong to the certificate in 'cert'")]
+    KeyMismatch,
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
@@ -71,8 +81,96 @@ impl TlsMaterial<'_> {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// `tls-cert-profile`: which signatures a peer's certificate chain may use.
+/// OpenVPN 2.6 maps the profiles to OpenSSL security levels, `legacy`
+/// (level 1) being its default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertProfile {
+    /// 2.6's default: RSA keys of 1024 bits and more, SHA-1 signatures allowed.
+    #[default]
+    Legacy,
+    /// RSA keys of 2048 bits and more, no SHA-1 (webpki's own rules).
+    Preferred,
+}
+
+fn provider_for(profile: CertProfile) -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    if profile == CertProfile::Legacy {
+        p.signature_verification_algorithms.all = legacy_algorithms();
+    }
+    Arc::new(p)
+}
+
+/// RSA PKCS#1 signatures by keys down to 1024 bits (aws-lc-rs' legacy
+/// parameters), for certificate chains under `tls-cert-profile legacy`.
+#[derive(Debug)]
+struct LegacyRsa {
+    signature_alg_id: rustls::pki_types::AlgorithmIdentifier,
+    params: &'static aws_lc_rs::signature::RsaParameters,
+}
+
+impl rustls::pki_types::SignatureVerificationAlgorithm for LegacyRsa {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), rustls::pki_types::InvalidSignature> {
+        aws_lc_rs::signature::UnparsedPublicKey::new(self.params, public_key)
+            .verify(message, signature)
+            .map_err(|_| rustls::pki_types::InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> rustls::pki_types::AlgorithmIdentifier {
+        rustls::pki_types::alg_id::RSA_ENCRYPTION
+    }
+
+    fn signature_alg_id(&self) -> rustls::pki_types::AlgorithmIdentifier {
+        self.signature_alg_id
+    }
+}
+
+/// sha1WithRSAEncryption (1.2.840.113549.1.1.5) with NULL parameters.
+const RSA_PKCS1_SHA1: rustls::pki_types::AlgorithmIdentifier =
+    rustls::pki_types::AlgorithmIdentifier::from_slice(&[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00,
+    ]);
+
+static LEGACY_RSA: [LegacyRsa; 3] = [
+    LegacyRsa {
+        signature_alg_id: rustls::pki_types::alg_id::RSA_PKCS1_SHA256,
+        params: &aws_lc_rs::signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+    },
+    LegacyRsa {
+        signature_alg_id: rustls::pki_types::alg_id::RSA_PKCS1_SHA512,
+        params: &aws_lc_rs::signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+    },
+    LegacyRsa {
+        signature_alg_id: RSA_PKCS1_SHA1,
+        params: &aws_lc_rs::signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+    },
+];
+
+/// The legacy algorithms first (webpki takes the first one that fits the
+/// key type, and these cover 2048+ bit keys too), then the default ones.
+fn legacy_algorithms() -> &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm]
+{
+    static ALL: std::sync::OnceLock<
+        Vec<&'static dyn rustls::pki_types::SignatureVerificationAlgorithm>,
+    > = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        LEGACY_RSA
+            .iter()
+            .map(|a| a as &'static dyn rustls::pki_types::SignatureVerificationAlgorithm)
+            .chain(
+                rustls::crypto::aws_lc_rs::default_provider()
+                    .signature_verification_algorithms
+                    .all
+                    .iter()
+                    .copied(),
+            )
+            .collect()
+    })
 }
 
 /// Parse every certificate in a PEM text.
@@ -81,10 +179,7 @@ pub fn parse_certs(
     pem: &str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    let certs = certs.map_err(|e| TlsConfigError::Pem {
-        what,
-        reason: e.to_string(),
-    })?;
+    let certs = certs.map_err(|e| pem_error(what, e))?;
     if certs.is_empty() {
         return Err(TlsConfigError::Empty(what));
     }
@@ -98,10 +193,7 @@ pub fn parse_crls(pem: &str) -> Result<Vec<CertificateRevocationListDer<'static>
     }
     let crls: Result<Vec<_>, _> =
         CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()).collect();
-    let crls = crls.map_err(|e| TlsConfigError::Pem {
-        what: "crl-verify",
-        reason: e.to_string(),
-    })?;
+    let crls = crls.map_err(|e| pem_error("crl-verify", e))?;
     if crls.is_empty() {
         return Err(TlsConfigError::Empty("crl-verify"));
     }
@@ -118,10 +210,50 @@ pub fn parse_crls(pem: &str) -> Result<Vec<CertificateRevocationListDer<'static>
 
 /// Parse a private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
 pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsConfigError::Pem {
-        what: "key",
-        reason: e.to_string(),
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || pem.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(TlsConfigError::EncryptedKey);
+    }
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsConfigError::Pem {
+            what: "key",
+            reason: "no private key block (BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY) found".into(),
+        },
+        e => pem_error("key", e),
     })
+}
+
+/// A PEM reading error in words.
+fn pem_error(what: &'static str, e: rustls::pki_types::pem::Error) -> TlsConfigError {
+    use rustls::pki_types::pem::Error as E;
+    let reason = match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "a PEM block is cut short: its '{}' line is missing",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "a PEM BEGIN line is malformed: '{}'",
+            String::from_utf8_lossy(&line)
+        ),
+        E::Base64Decode(detail) => {
+            format!("the base64 text inside a PEM block is damaged ({detail})")
+        }
+        E::NoItemsFound => "no PEM block of the expected kind found".into(),
+        E::SectionTooLarge => "a PEM block is too large".into(),
+        other => other.to_string(),
+    };
+    TlsConfigError::Pem { what, reason }
+}
+
+/// rustls' refusal of our own certificate and key, in words.
+fn own_cert_error(e: rustls::Error) -> TlsConfigError {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsConfigError::KeyMismatch
+        }
+        e => TlsConfigError::Rustls(e),
+    }
 }
 
 fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
@@ -147,7 +279,7 @@ pub fn server_config_with_policy(
     m: &TlsMaterial<'_>,
     policy: PeerCertPolicy,
 ) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
-    let provider = provider();
+    let provider = provider_for(policy.profile);
     let roots = Arc::new(root_store(m.ca_pem)?);
     let crls = parse_crls(m.crls_pem)?;
     let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
@@ -163,7 +295,8 @@ pub fn server_config_with_policy(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(m.versions())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(m.chain()?, parse_key(m.key_pem)?)?;
+        .with_single_cert(m.chain()?, parse_key(m.key_pem)?)
+        .map_err(own_cert_error)?;
     // Every OpenVPN key state is a fresh handshake; tickets would never be used.
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -216,6 +349,8 @@ pub struct PeerCertPolicy {
     pub ns_cert_type: Option<CertRole>,
     /// `verify-x509-name`.
     pub verify_name: Option<X509NameCheck>,
+    /// `tls-cert-profile`.
+    pub profile: CertProfile,
 }
 
 impl PeerCertPolicy {
@@ -277,7 +412,7 @@ pub fn client_config_with_policy(
     m: &TlsMaterial<'_>,
     policy: PeerCertPolicy,
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
-    let provider = provider();
+    let provider = provider_for(policy.profile);
     let crls = parse_crls(m.crls_pem)?
         .iter()
         .map(|c| {
@@ -299,7 +434,8 @@ pub fn client_config_with_policy(
         .with_protocol_versions(m.versions())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(m.chain()?, parse_key(m.key_pem)?)?;
+        .with_client_auth_cert(m.chain()?, parse_key(m.key_pem)?)
+        .map_err(own_cert_error)?;
     // OpenVPN sends no SNI; the name we give rustls is a placeholder.
     cfg.enable_sni = false;
     cfg.resumption = rustls::client::Resumption::disabled();
@@ -1043,7 +1179,7 @@ mod tests {
             Ok(rustls::ProtocolVersion::TLSv1_3)
         );
         // A client that only offers TLS 1.2.
-        let provider = provider();
+        let provider = provider_for(CertProfile::default());
         let verifier = Arc::new(OpenVpnServerVerifier {
             roots: root_store(&ch.root).unwrap(),
             policy: PeerCertPolicy::default(),
@@ -1340,5 +1476,51 @@ mod tests {
             &client
         ));
         assert!(!is_revoked(&crls, b"garbage"));
+    }
+
+    #[test]
+    fn material_errors_say_what_is_wrong() {
+        let ch = chain();
+        let material = |cert: &'static str, key: String| {
+            let m = TlsMaterial {
+                ca_pem: &ch.root,
+                cert_pem: cert,
+                key_pem: &key,
+                extra_certs_pem: "",
+                tls13_only: false,
+                crls_pem: "",
+            };
+            server_config(&m)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let cert: &'static str = Box::leak(ch.server.0.clone().into_boxed_str());
+        let other_key = KeyPair::generate().unwrap().serialize_pem();
+        let e = material(cert, other_key);
+        assert!(e.contains("does not belong to the certificate"), "{e}");
+        let e = material(cert, "nothing here".into());
+        assert!(e.contains("no private key block"), "{e}");
+        let e = material(
+            cert,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                .into(),
+        );
+        assert!(e.contains("passphrase-protected"), "{e}");
+        let e = material(
+            cert,
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n".into(),
+        );
+        assert!(e.contains("passphrase-protected"), "{e}");
+        let e = material(
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            ch.server.1.clone(),
+        );
+        assert!(
+            e.contains("cert: the base64 text inside a PEM block is damaged"),
+            "{e}"
+        );
+        let e = material("-----BEGIN CERTIFICATE-----\nAAAA\n", ch.server.1.clone());
+        assert!(e.contains("cut short"), "{e}");
     }
 }
