@@ -692,8 +692,14 @@ pub fn check_peer_cert(der: &[u8], policy: &PeerCertPolicy) -> Result<PeerIdenti
     if let Some(want) = &policy.eku
         && !eku_oids(&cert).iter().any(|oid| eku_matches(oid, want))
     {
+        // Name the directive as the operator wrote it (logs are read by people).
+        let directive = match want.as_str() {
+            "TLS Web Server Authentication" => "remote-cert-tls server (or remote-cert-eku)",
+            "TLS Web Client Authentication" => "remote-cert-tls client (or remote-cert-eku)",
+            _ => "remote-cert-eku",
+        };
         return Err(format!(
-            "certificate '{subject}' lacks the extended key usage '{want}' (remote-cert-tls / remote-cert-eku)"
+            "{directive}: certificate '{subject}' lacks the extended key usage '{want}'"
         ));
     }
     if let Some(check) = &policy.verify_name {
@@ -1357,7 +1363,8 @@ mod tests {
         let tls_server = PeerCertPolicy::remote_cert_tls(CertRole::Server);
         let good = client(true, vec![ExtendedKeyUsagePurpose::ClientAuth]);
         assert!(check_peer_cert(&good, &tls_client).is_ok());
-        assert!(check_peer_cert(&good, &tls_server).is_err());
+        let e = check_peer_cert(&good, &tls_server).unwrap_err();
+        assert!(e.starts_with("remote-cert-tls server"), "{e}");
         // No EKU at all: webpki lets it through, OpenVPN's check does not.
         assert!(check_peer_cert(&client(true, vec![]), &tls_client).is_err());
         // No Key Usage extension.
