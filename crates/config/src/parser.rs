@@ -893,6 +893,53 @@ impl Parser {
                     kind,
                 });
             }
+            "ns-cert-type" => {
+                d.count(1, 1, "'server' or 'client'")?;
+                c.ns_cert_type = Some(match d.arg(0).unwrap_or("") {
+                    "server" => RemoteCertTls::Server,
+                    "client" => RemoteCertTls::Client,
+                    x => return Err(d.bad("'server' or 'client'", x)),
+                });
+                self.warn(
+                    d.loc,
+                    "'ns-cert-type' is deprecated (as in OpenVPN 2.6); use 'remote-cert-tls'"
+                        .into(),
+                );
+            }
+            "tls-cert-profile" => {
+                d.count(1, 1, "legacy or preferred")?;
+                match d.arg(0).unwrap_or("") {
+                    x @ ("legacy" | "preferred") => c.tls_cert_profile = Some(x.to_string()),
+                    x @ ("suiteb" | "insecure") => {
+                        return Err(d.unsupported(
+                            format!("tls-cert-profile {x}"),
+                            "only the legacy and preferred certificate profiles are implemented",
+                        ));
+                    }
+                    x => return Err(d.bad("legacy or preferred", x)),
+                }
+            }
+            "remote-cert-ku" => {
+                // Hex values as OpenVPN reads them (`%x`); none means "present".
+                let mut values = Vec::new();
+                for (i, raw) in d.args.iter().enumerate() {
+                    let hex = raw.trim_start_matches("0x").trim_start_matches("0X");
+                    match u32::from_str_radix(hex, 16) {
+                        Ok(v) if v <= 0xffff => values.push(v),
+                        _ => {
+                            return Err(d.bad(
+                                "hexadecimal key usage values such as a0 or 88",
+                                d.arg(i).unwrap_or(""),
+                            ));
+                        }
+                    }
+                }
+                c.remote_cert_ku = Some(values);
+            }
+            "remote-cert-eku" => {
+                d.count(1, 1, "an OID such as 1.3.6.1.5.5.7.3.1 or a name such as \"TLS Web Server Authentication\"")?;
+                c.remote_cert_eku = Some(d.arg(0).unwrap_or("").to_string());
+            }
             "verify-client-cert" => {
                 d.count(1, 1, "'require'")?;
                 match d.arg(0).unwrap_or("") {

@@ -101,7 +101,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|net_gateway|remote_host|default] [METRIC]`",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
     ),
     s(
         "client-to-client",
@@ -130,13 +130,16 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("nobind", "client does not bind a fixed local port"),
     s(
         "redirect-gateway",
-        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6",
+        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6; a client applies its own like a pushed one; in a server config an error (push it instead)",
     ),
     s(
         "dhcp-option",
-        "`TYPE [VALUE]` (stored; mostly useful in `push`)",
+        "`TYPE [VALUE]`: useful in `push`; a local one is ignored with a warning (2.6 on Linux only hands it to scripts)",
     ),
-    s("explicit-exit-notify", "`[N]` (default 1)"),
+    s(
+        "explicit-exit-notify",
+        "`[N]` (default 1); client side only, ignored with a warning on a server",
+    ),
     // --- timers
     s(
         "keepalive",
@@ -197,15 +200,46 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tls-version-min",
         "`1.0`-`1.3` [`or-highest`]; `1.3` refuses TLS 1.2 peers; lower values change nothing (TLS 1.2 is the floor)",
     ),
-    s("remote-cert-tls", "`server` or `client`"),
-    s("verify-x509-name", "`NAME [subject|name|name-prefix]`"),
+    s(
+        "remote-cert-tls",
+        "`server` or `client`: Key Usage present and the serverAuth/clientAuth EKU, on either side",
+    ),
+    s(
+        "verify-x509-name",
+        "`NAME [subject|name|name-prefix]`, on both sides; compares the last CN (control characters as `_`) or the subject as `C=US, O=Org, CN=name`, where `\\`, `,` and `+` inside a value must be escaped with `\\` (2.6 leaves them bare, which is ambiguous)",
+    ),
+    s(
+        "ns-cert-type",
+        "`server|client` (deprecated, warning): OpenSSL's SSL server/client purpose check, or the Netscape cert type bit, as in 2.6",
+    ),
+    s(
+        "remote-cert-ku",
+        "`[HEX ...]`: Key Usage present and, if values are given, holding all bits of one of them; not together with `remote-cert-tls`",
+    ),
+    s(
+        "tls-cert-profile",
+        "`legacy` (the default, as in 2.6: peer chains may use RSA keys of 1024 bits and SHA-1 signatures) or `preferred` (RSA 2048+, no SHA-1); `suiteb` and `insecure` are errors",
+    ),
+    s(
+        "remote-cert-eku",
+        "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
+    ),
     s("verify-client-cert", "`require` only (the default)"),
-    s("replay-window", "`N [T]`"),
+    s(
+        "replay-window",
+        "`N`; the time argument `T` is an error (not implemented)",
+    ),
     s("allow-compression", "`no` only"),
     // --- tun
     s("tun-mtu", "100-65535 (default 1500)"),
-    s("mssfix", "`[N] [mtu|fixed]` (default 1492)"),
-    s("txqueuelen", "stored for interface setup"),
+    s(
+        "mssfix",
+        "`[N]` (default 1492); the `mtu` and `fixed` modes are errors (not implemented)",
+    ),
+    s(
+        "txqueuelen",
+        "validated, not applied (warning): the tun device keeps the kernel's queue length",
+    ),
     // --- misc
     s(
         "ifconfig-pool-persist",
@@ -290,10 +324,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
     i("ecdh-curve", "key exchange groups are fixed by rustls"),
-    i(
-        "tls-cert-profile",
-        "certificate checks are fixed by rustls/webpki",
-    ),
     i(
         "auth-retry",
         "username/password authentication is not supported",
@@ -386,15 +416,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u(
         "cryptoapicert",
         "Windows certificate store is not supported",
-    ),
-    u("ns-cert-type", "deprecated; use `remote-cert-tls`"),
-    u(
-        "remote-cert-ku",
-        "key usage checks are not supported; use `remote-cert-tls`",
-    ),
-    u(
-        "remote-cert-eku",
-        "extended key usage checks are not supported; use `remote-cert-tls`",
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),

@@ -286,6 +286,14 @@ pub struct Config {
     pub tls_version_min: Option<TlsVersionMin>,
     pub remote_cert_tls: Option<RemoteCertTls>,
     pub verify_x509_name: Option<VerifyX509Name>,
+    /// `ns-cert-type server|client`.
+    pub ns_cert_type: Option<RemoteCertTls>,
+    /// `remote-cert-ku [HEX...]`: empty means the extension must be present.
+    pub remote_cert_ku: Option<Vec<u32>>,
+    /// `remote-cert-eku OID|NAME`.
+    pub remote_cert_eku: Option<String>,
+    /// `tls-cert-profile legacy|preferred`.
+    pub tls_cert_profile: Option<String>,
     pub replay_window: Option<ReplayWindow>,
 
     pub tun_mtu: Option<u16>,

@@ -48,6 +48,9 @@ pub struct ClientSettings {
     pub max_attempts: Option<u32>,
     /// Called once the first tun device and socket are open.
     pub setup_done: Option<crate::SetupDone>,
+    /// `route` and `redirect-gateway` lines of the client's own config,
+    /// applied with each push reply as if the server had pushed them first.
+    pub local_options: Vec<PushOption>,
 }
 
 fn unix_now() -> u64 {
@@ -453,7 +456,7 @@ fn apply_push(
     let mut dns = Vec::new();
     let mut peer_id = PEER_ID_UNDEFINED;
     let mut mtu = s.tun_mtu;
-    for o in &reply.options {
+    for o in s.local_options.iter().chain(&reply.options) {
         match o {
             PushOption::Topology(t) => topology = t.clone(),
             PushOption::Ifconfig {

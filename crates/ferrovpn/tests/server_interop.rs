@@ -1391,3 +1391,29 @@ fn ifconfig_pool_persist_gives_clients_their_remembered_addresses() {
         "{text:?}"
     );
 }
+
+#[test]
+fn server_verify_x509_name_admits_only_the_named_stock_client() {
+    let lab = lab("sv-x509name", 1);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.extra.push("verify-x509-name client1 name".into());
+    sc.extra.push("remote-cert-tls client".into());
+    let server = lab.ferrovpn_server(&sc);
+    // client2's certificate chains to the CA and has clientAuth: only the
+    // name is wrong. The server refuses it in the handshake (the stock
+    // client then waits out hand-window, so the server log is the witness).
+    let cc2 = lab.client_conf(0, &lab.pki.clients[1], "fvtun-a", wrap.clone(), cipher);
+    let refused = lab.stock_client(0, "openvpn-client2", &cc2);
+    assert!(
+        wait_for_count(&server, "verify-x509-name", 1, CONNECT_TIMEOUT),
+        "{}",
+        logs(&refused, &server)
+    );
+    assert!(!refused.log().contains(UP), "{}", logs(&refused, &server));
+    assert_eq!(count(&server.log(), " connected: 10.8.0."), 0);
+    drop(refused);
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
+    let _c1 = lab.stock_client_up(0, "openvpn-client1", &cc1, &server);
+}

@@ -942,3 +942,67 @@ fn handle_packet_reports_only_packets_the_session_accepts() {
     assert!(!server.handle_packet(now, &[0x20, 1, 2, 3]));
     assert!(server.handle_packet(now, &first));
 }
+
+/// The server's session config with `verify-x509-name NAME name` applied.
+fn with_verify_name(base: &Arc<SessionConfig>, p: &Pki, name: &str) -> Arc<SessionConfig> {
+    use ferrovpn_proto::session::tls::{PeerCertPolicy, X509NameCheck, server_config_with_policy};
+    let mut s = (**base).clone();
+    s.tls_server = Some(
+        server_config_with_policy(
+            &TlsMaterial {
+                ca_pem: &p.ca,
+                cert_pem: &p.server_cert,
+                key_pem: &p.server_key,
+                extra_certs_pem: "",
+                tls13_only: false,
+                crls_pem: "",
+            },
+            PeerCertPolicy {
+                verify_name: Some(X509NameCheck::CommonName(name.into())),
+                ..PeerCertPolicy::default()
+            },
+        )
+        .unwrap(),
+    );
+    Arc::new(s)
+}
+
+/// `verify-x509-name client1 name` on the server: the client's certificate
+/// has CN `client1`, so it passes; the same client is refused when the
+/// server wants `client2`.
+#[test]
+fn server_verify_x509_name_admits_only_the_named_client() {
+    let p = pki();
+    let (base, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
+    for (wanted, admitted) in [("client1", true), ("client2", false)] {
+        let scfg = with_verify_name(&base, &p, wanted);
+        let mut now = Instant::now();
+        let mut client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
+        let mut server = None;
+        let (mut cs, mut ss) = (Seen::default(), Seen::default());
+        run(
+            &mut client,
+            &mut server,
+            &scfg,
+            &mut now,
+            &mut cs,
+            &mut ss,
+            0,
+            |c, s| s.closed.is_some() || (!c.send_keys.is_empty() && !s.send_keys.is_empty()),
+        );
+        if admitted {
+            assert!(ss.closed.is_none(), "{:?}", ss.closed);
+            assert!(ss.authenticated && cs.keys.len() == 1);
+            let cn = server.as_ref().and_then(Session::peer_common_name);
+            assert_eq!(cn.as_deref(), Some("client1"));
+        } else {
+            let reason = ss.closed.expect("server kept a client it must refuse");
+            assert!(
+                matches!(reason, SessionError::Tls(_))
+                    && reason.to_string().contains("verify-x509-name"),
+                "{reason}"
+            );
+            assert!(!ss.authenticated && ss.keys.is_empty() && cs.keys.is_empty());
+        }
+    }
+}
