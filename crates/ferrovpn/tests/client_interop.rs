@@ -622,9 +622,10 @@ fn client_applies_pushed_routes_and_restores_them() {
 
     let st = terminate(&mut client, Duration::from_secs(10));
     assert!(st.success(), "{st}:\n{}", client.log_tail(20));
-    // explicit-exit-notify (cc-exit, pushed by 2.6) reached the server.
+    // explicit-exit-notify (cc-exit, pushed by 2.6) reached the server:
+    // 2.6.3 logs "Exit message received by peer" for the EXIT message.
     server
-        .wait_for_log_line("exit message received", Duration::from_secs(5))
+        .wait_for_log_line("Exit message received", Duration::from_secs(5))
         .unwrap();
     let after = net.client_routes();
     assert_eq!(
