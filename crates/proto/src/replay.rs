@@ -1,8 +1,8 @@
-//! Replay windows: the long form (id + time) for tls-auth/tls-crypt control
-//! packets (docs/protocol.md §2.4) and the short form for data-channel packet ids
-//! (§8.4).
+//! Replay window for the long form (id + time) of tls-auth/tls-crypt control
+//! packets (docs/protocol.md §2.4). The data channel's window (short ids, §8.4)
+//! is `ferrovpn_dataplane::replay::AtomicReplayWindow`, shared by the workers.
 //!
-//! Both split `check` from `commit` so a caller can check cheaply, finish
+//! It splits `check` from `commit` so a caller can check cheaply, finish
 //! authenticating, and only then record the id: an unauthenticated packet
 //! must never move a window.
 
@@ -13,10 +13,7 @@ use crate::wrap::ReplayId;
 pub const DEFAULT_CONTROL_WINDOW: u32 = 64;
 /// 2.6's default `--replay-window` time limit in seconds.
 pub const DEFAULT_BACKTRACK_SECS: u64 = 15;
-/// Our default data-channel window: larger than 2.6's 64 because our sender
-/// spreads packets over several queues and reorders more.
-pub const DEFAULT_DATA_WINDOW: u32 = 1024;
-/// Largest window either type accepts (2.6's own maximum); bigger requests are clamped.
+/// Largest window accepted (2.6's own maximum); bigger requests are clamped.
 pub const MAX_WINDOW: u32 = 65536;
 
 /// Marks a ring slot of [`ControlReplayWindow`] whose id has not been received.
@@ -140,112 +137,11 @@ impl ControlReplayWindow {
     }
 }
 
-/// One 64-id block of [`DataReplayWindow`]: which block it holds and which ids of it were seen.
-#[derive(Clone, Copy, Debug, Default)]
-struct Block {
-    number: u64,
-    bits: u64,
-}
-
-/// Receive window for data-channel packet ids (doc §8.4): accepts an unseen,
-/// non-zero id if it is newer than `highest - size`.
-///
-/// The ids are cut into 64-id blocks kept in a ring tagged with their block
-/// number, so moving the window forward by any amount is O(1): a slot holding
-/// an older block simply counts as empty. With `slots * 64 >= size + 64`, two
-/// blocks that both intersect the window never share a slot, which keeps the
-/// result exact. The 2.6 time-backtrack rule is not applied: our data plane
-/// only bounds reordering by count.
-#[derive(Clone, Debug)]
-pub struct DataReplayWindow {
-    size: u64,
-    top: u64,
-    mask: u64,
-    blocks: Box<[Block]>,
-}
-
-impl Default for DataReplayWindow {
-    fn default() -> Self {
-        Self::new(DEFAULT_DATA_WINDOW)
-    }
-}
-
-impl DataReplayWindow {
-    /// A window of `size` ids (clamped to `1..=MAX_WINDOW`).
-    pub fn new(size: u32) -> Self {
-        let size = u64::from(size.clamp(1, MAX_WINDOW));
-        let n = (size.div_ceil(64) + 1).next_power_of_two();
-        DataReplayWindow {
-            size,
-            top: 0,
-            mask: n - 1,
-            blocks: vec![Block::default(); n as usize].into_boxed_slice(),
-        }
-    }
-
-    pub fn size(&self) -> u32 {
-        self.size as u32
-    }
-
-    /// Highest id committed so far (0 if none).
-    pub fn top(&self) -> u32 {
-        self.top as u32
-    }
-
-    fn locate(&self, id: u64) -> (usize, u64, u64) {
-        let number = id >> 6;
-        ((number & self.mask) as usize, number, 1u64 << (id & 63))
-    }
-
-    /// Whether `id` is new and inside the window.
-    pub fn check(&self, id: u32) -> bool {
-        let id = u64::from(id);
-        if id == 0 || id + self.size <= self.top {
-            return false;
-        }
-        let (slot, number, bit) = self.locate(id);
-        match self.blocks.get(slot) {
-            Some(b) if b.number == number => b.bits & bit == 0,
-            Some(b) => b.number < number,
-            None => false,
-        }
-    }
-
-    /// Record `id` as received. Call only after the packet authenticated; ids
-    /// [`Self::check`] would refuse are ignored.
-    pub fn commit(&mut self, id: u32) {
-        let id = u64::from(id);
-        if id == 0 || id + self.size <= self.top {
-            return;
-        }
-        let (slot, number, bit) = self.locate(id);
-        if let Some(b) = self.blocks.get_mut(slot) {
-            if b.number == number {
-                b.bits |= bit;
-            } else if b.number < number {
-                *b = Block { number, bits: bit };
-            } else {
-                return;
-            }
-        }
-        self.top = self.top.max(id);
-    }
-
-    /// [`Self::check`], and if it passed [`Self::commit`].
-    pub fn check_and_commit(&mut self, id: u32) -> bool {
-        let ok = self.check(id);
-        if ok {
-            self.commit(id);
-        }
-        ok
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
 
     fn r(id: u32, time: u32) -> ReplayId {
         ReplayId { id, time }
@@ -300,53 +196,6 @@ mod tests {
         assert!(w.check(r(2, 1), 0).is_ok());
     }
 
-    #[test]
-    fn data_basics() {
-        let mut w = DataReplayWindow::new(64);
-        assert!(!w.check(0));
-        assert!(w.check_and_commit(1));
-        assert!(!w.check_and_commit(1));
-        assert!(w.check_and_commit(100));
-        assert!(!w.check(36), "64 behind");
-        assert!(w.check_and_commit(37), "63 behind");
-        assert!(w.check_and_commit(u32::MAX));
-        assert!(!w.check(u32::MAX));
-        assert!(w.check(u32::MAX - 63));
-        assert!(!w.check(u32::MAX - 64));
-        assert_eq!(w.top(), u32::MAX);
-    }
-
-    #[test]
-    fn data_sizes_clamped() {
-        assert_eq!(DataReplayWindow::new(0).size(), 1);
-        assert_eq!(DataReplayWindow::new(u32::MAX).size(), MAX_WINDOW);
-        assert_eq!(DataReplayWindow::default().size(), 1024);
-        let mut w = DataReplayWindow::new(MAX_WINDOW);
-        assert!(w.check_and_commit(70_000));
-        assert!(w.check_and_commit(70_000 - 65_535));
-        assert!(!w.check(70_000 - 65_536));
-    }
-
-    /// The textbook data window.
-    struct DataModel {
-        size: u64,
-        top: u64,
-        seen: HashSet<u64>,
-    }
-
-    impl DataModel {
-        fn check(&self, id: u32) -> bool {
-            let id = u64::from(id);
-            id != 0 && id + self.size > self.top && !self.seen.contains(&id)
-        }
-        fn commit(&mut self, id: u32) {
-            if self.check(id) {
-                self.seen.insert(u64::from(id));
-                self.top = self.top.max(u64::from(id));
-            }
-        }
-    }
-
     /// Straight transcription of doc §2.4 over a map of every id ever received.
     struct ControlModel {
         window: u32,
@@ -388,25 +237,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn data_matches_model(
-            size in prop_oneof![Just(64u32), Just(65), Just(1024), 1u32..300, Just(MAX_WINDOW)],
-            steps in proptest::collection::vec((0u32..3000, any::<bool>()), 1..400),
-            base in prop_oneof![Just(0u32), Just(u32::MAX - 4000)],
-        ) {
-            let mut w = DataReplayWindow::new(size);
-            let mut m = DataModel { size: u64::from(w.size()), top: 0, seen: HashSet::new() };
-            for (off, commit) in steps {
-                let id = base.saturating_add(off);
-                prop_assert_eq!(w.check(id), m.check(id), "id {}", id);
-                if commit {
-                    w.commit(id);
-                    m.commit(id);
-                }
-                prop_assert_eq!(u64::from(w.top()), m.top);
-            }
-        }
-
         #[test]
         fn control_matches_model(
             window in prop_oneof![Just(64u32), 1u32..80],
