@@ -17,7 +17,7 @@ use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
-use ferrovpn_proto::key_method::{client_options_string, server_options_string};
+use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
 use ferrovpn_proto::push::PushOption;
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
@@ -29,8 +29,11 @@ use tracing::warn;
 
 /// Version announced to servers in IV_VER: the 2.6 protocol level we speak.
 const ANNOUNCED_VERSION: &str = "2.6.14";
-/// IV_PROTO: DATA_V2 | REQUEST_PUSH | TLS_KEY_EXPORT | CC_EXIT_NOTIFY.
-const ANNOUNCED_PROTO: u32 = 2 | 4 | 8 | 128;
+/// IV_PROTO: the protocol features this client speaks (docs/protocol.md §6.3).
+const ANNOUNCED_PROTO: u32 = iv_proto::DATA_V2
+    | iv_proto::REQUEST_PUSH
+    | iv_proto::TLS_KEY_EXPORT
+    | iv_proto::CC_EXIT_NOTIFY;
 /// Receive replay window when the config does not set one: wide enough for
 /// what several workers reorder (a stock peer keeps its own default of 64).
 const DEFAULT_DATA_REPLAY_WINDOW: u32 = 2048;
