@@ -8,6 +8,7 @@
 //!
 //! Must not touch: sockets, TUN devices, threads, the system clock, the file system.
 
+pub mod compress;
 pub mod data;
 pub mod kdf;
 pub mod key_method;
