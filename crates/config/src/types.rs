@@ -297,6 +297,9 @@ pub struct Config {
     pub ifconfig_pool_persist: Option<StatusFile>,
     pub persist_key: bool,
     pub persist_tun: bool,
+    /// `comp-lzo`, `compress`, `comp-noadapt`, `allow-compression`, with 2.6's
+    /// default applied by `finalize`.
+    pub compression: crate::compression::CompressOptions,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.

@@ -46,6 +46,8 @@ pub struct ClientSettings {
     pub tun_mtu: u16,
     /// Give up after this many failed attempts in a row (tests); `None` = forever.
     pub max_attempts: Option<u32>,
+    /// Configured compression settings; pushed ones apply on top per connection.
+    pub compression: ferrovpn_config::CompressOptions,
 }
 
 fn unix_now() -> u64 {
@@ -438,6 +440,9 @@ fn apply_push(
     c: &mut Conn,
     reply: &PushReply,
 ) -> anyhow::Result<()> {
+    let framing = crate::compression::pushed(&s.compression, &reply.options).context(
+        "server pushed compression settings that are not allowed (see allow-compression)",
+    )?;
     let dev = dp.tun_name().to_owned();
     let mut topology = "net30".to_owned();
     let mut ifconfig = None;
@@ -471,6 +476,8 @@ fn apply_push(
             PushOption::PeerId(id) => peer_id = *id,
             PushOption::ProtocolFlags(flags) => c.cc_exit = flags.iter().any(|f| f == "cc-exit"),
             PushOption::TunMtu(m) => mtu = u16::try_from(*m).unwrap_or(s.tun_mtu),
+            PushOption::Other(name, _)
+                if matches!(name.as_str(), "comp-lzo" | "compress" | "comp-noadapt") => {}
             other => debug!("push option not applied: {other:?}"),
         }
     }
@@ -509,6 +516,7 @@ fn apply_push(
         apply_dns(&dev, &dns);
     }
     peers.upsert_peer(peer_id, c.server, None);
+    peers.set_compression(peer_id, framing);
     peers.set_client_default(Some(peer_id));
     c.peer_id = Some(peer_id);
     info!("tunnel {dev}: {local} ({topology}), peer-id {peer_id}");

@@ -58,6 +58,8 @@ pub struct ServerSettings {
     pub status: Option<StatusSettings>,
     /// `ifconfig-pool-persist FILE [N]`.
     pub pool_persist: Option<PoolPersist>,
+    /// `comp-lzo` / `compress`: the framing of every client's payloads.
+    pub compression: ferrovpn_proto::compress::Framing,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -704,6 +706,7 @@ impl Server {
             self.remember(cn, ip);
         }
         self.peers.upsert_peer(peer_id, addr, Some(ip));
+        self.peers.set_compression(peer_id, self.s.compression);
         if let Some(c) = self.clients.get_mut(&addr) {
             c.peer = Some((peer_id, ip));
         }

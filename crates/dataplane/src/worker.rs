@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Sender as ChanSender, TrySendError};
+use ferrovpn_proto::compress;
 use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
@@ -32,8 +33,9 @@ use crate::sys::{self, EventFd, Ready, TxMsg};
 use crate::tun::{RawFrame, TunQueue};
 use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, Sender};
 
-/// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
-pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
+/// Header room in front of every TUN packet: a P_DATA_V2 header and the
+/// compression framing are written in place there.
+pub(crate) const HEAD: usize = DATA_V2_OVERHEAD + compress::MAX_PREFIX;
 /// Offset of plaintext in the TUN write buffers (room for the virtio header).
 const OFF: usize = 16;
 /// Packets per TUN batch (several super-packets).
@@ -247,25 +249,30 @@ impl Outbound {
             let id = s.next_id;
             s.next_id = s.next_id.wrapping_add(1);
             let buf = &mut self.bufs[i];
+            let Some((at, framed)) = s.peer.compression.frame(buf, HEAD, len) else {
+                s.drops += 1;
+                continue;
+            };
             let (start, res) = if s.peer.uses_v1() {
-                let st = HEAD - DATA_V1_OVERHEAD;
+                let st = at - DATA_V1_OVERHEAD;
                 (
                     st,
-                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..HEAD + len]),
+                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..at + framed]),
                 )
             } else {
+                let st = at - DATA_V2_OVERHEAD;
                 (
-                    0,
+                    st,
                     k.keys
                         .seal
-                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[..HEAD + len]),
+                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[st..at + framed]),
                 )
             };
             if res.is_err() {
                 s.drops += 1;
                 continue;
             }
-            let wire_len = HEAD + len - start;
+            let wire_len = at + framed - start;
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
@@ -493,6 +500,9 @@ fn handle_datagram(
         return Verdict::Consumed;
     }
     drop(ks);
+    let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
+        return Verdict::Consumed;
+    };
     // Authenticated and fresh: the peer is alive.
     match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
         Some(a) => {
