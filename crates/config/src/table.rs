@@ -193,7 +193,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "comp-lzo",
-        "`[yes|no|adaptive]`, configured or pushed: framing byte 0xFA in front of every payload; LZO (0x66) from the peer is decompressed unless `no`",
+        "`[yes|no|adaptive]`, configured or pushed: framing byte 0xFA in front of every payload; LZO (0x66) from the peer is decompressed unless `no`; unlike 2.6, `mssfix` does not yet subtract the framing byte",
     ),
     s(
         "compress",
