@@ -26,9 +26,6 @@ pub(crate) struct Parser {
     /// Every error found so far: parsing goes on after one, so that a run
     /// reports them all (at most [`MAX_ERRORS`]).
     errors: Vec<ConfigError>,
-    /// The first configuration file read at the top level: whole-config
-    /// errors name it rather than `<command line>`.
-    top_file: Option<String>,
 }
 
 /// Errors kept per run; hostile input cannot grow the list without bound.
@@ -201,7 +198,6 @@ impl Parser {
             forward_compatible: false,
             stack: Vec::new(),
             errors: Vec::new(),
-            top_file: None,
         }
     }
 
@@ -219,8 +215,7 @@ impl Parser {
             first.also = self.errors.into_boxed_slice();
             return Err(first);
         }
-        let name = self.top_file.clone().unwrap_or_else(|| name.to_string());
-        self.cfg.finalize(&name)?;
+        self.cfg.finalize(name)?;
         Ok(self.cfg)
     }
 
@@ -332,9 +327,6 @@ impl Parser {
         }
         let bytes = read_limited(path).map_err(at)?;
         let name = path.display().to_string();
-        if self.stack.is_empty() && self.top_file.is_none() {
-            self.top_file = Some(name.clone());
-        }
         let text = to_text(bytes, &name)?;
         self.stack.push(canon);
         let r = self.parse_text(&text, &name);
@@ -632,6 +624,20 @@ impl Parser {
             "max-clients" => {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
+            }
+            "connect-freq" => {
+                d.count(2, 2, "N SECONDS")?;
+                c.connect_freq = Some((
+                    d.u32(0, "a number of new connections")?,
+                    d.u32(1, "a number of seconds")?,
+                ));
+            }
+            "connect-freq-initial" => {
+                d.count(2, 2, "N SECONDS")?;
+                c.connect_freq_initial = Some((
+                    d.u32(0, "a number of answers")?,
+                    d.u32(1, "a number of seconds")?,
+                ));
             }
             "remote" => {
                 d.count(1, 3, "HOST [PORT] [PROTO]")?;
@@ -942,6 +948,53 @@ impl Parser {
                     kind,
                 });
             }
+            "ns-cert-type" => {
+                d.count(1, 1, "'server' or 'client'")?;
+                c.ns_cert_type = Some(match d.arg(0).unwrap_or("") {
+                    "server" => RemoteCertTls::Server,
+                    "client" => RemoteCertTls::Client,
+                    x => return Err(d.bad("'server' or 'client'", x)),
+                });
+                self.warn(
+                    d.loc,
+                    "'ns-cert-type' is deprecated (as in OpenVPN 2.6); use 'remote-cert-tls'"
+                        .into(),
+                );
+            }
+            "tls-cert-profile" => {
+                d.count(1, 1, "legacy or preferred")?;
+                match d.arg(0).unwrap_or("") {
+                    x @ ("legacy" | "preferred") => c.tls_cert_profile = Some(x.to_string()),
+                    x @ ("suiteb" | "insecure") => {
+                        return Err(d.unsupported(
+                            format!("tls-cert-profile {x}"),
+                            "only the legacy and preferred certificate profiles are implemented",
+                        ));
+                    }
+                    x => return Err(d.bad("legacy or preferred", x)),
+                }
+            }
+            "remote-cert-ku" => {
+                // Hex values as OpenVPN reads them (`%x`); none means "present".
+                let mut values = Vec::new();
+                for (i, raw) in d.args.iter().enumerate() {
+                    let hex = raw.trim_start_matches("0x").trim_start_matches("0X");
+                    match u32::from_str_radix(hex, 16) {
+                        Ok(v) if v <= 0xffff => values.push(v),
+                        _ => {
+                            return Err(d.bad(
+                                "hexadecimal key usage values such as a0 or 88",
+                                d.arg(i).unwrap_or(""),
+                            ));
+                        }
+                    }
+                }
+                c.remote_cert_ku = Some(values);
+            }
+            "remote-cert-eku" => {
+                d.count(1, 1, "an OID such as 1.3.6.1.5.5.7.3.1 or a name such as \"TLS Web Server Authentication\"")?;
+                c.remote_cert_eku = Some(d.arg(0).unwrap_or("").to_string());
+            }
             "verify-client-cert" => {
                 d.count(1, 1, "'require'")?;
                 match d.arg(0).unwrap_or("") {
@@ -1024,6 +1077,14 @@ impl Parser {
             }
             "persist-key" => d.flag(&mut c.persist_key)?,
             "persist-tun" => d.flag(&mut c.persist_tun)?,
+            "user" => {
+                d.count(1, 1, "a user name")?;
+                c.user = d.arg(0).map(str::to_string);
+            }
+            "group" => {
+                d.count(1, 1, "a group name")?;
+                c.group = d.arg(0).map(str::to_string);
+            }
             "key-method" => {
                 d.count(1, 1, "2")?;
                 if d.arg(0) != Some("2") {

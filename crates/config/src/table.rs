@@ -98,13 +98,24 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|net_gateway|remote_host|default] [METRIC]`",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
     ),
     s(
         "client-to-client",
         "forward traffic between clients inside the server",
     ),
-    s("max-clients", "at least 1"),
+    s(
+        "max-clients",
+        "at least 1; counts authenticated clients (handshakes in progress are capped apart: a quarter of max-clients, at least 16, at most 8 per source address)",
+    ),
+    s(
+        "connect-freq",
+        "`N SEC`: at most N new sessions per SEC seconds (server)",
+    ),
+    s(
+        "connect-freq-initial",
+        "`N SEC` (default `100 10`): at most N answers to initial resets per SEC seconds (server; no effect on a client, as in OpenVPN)",
+    ),
     s(
         "duplicate-cn",
         "allow several clients with the same certificate CN",
@@ -116,13 +127,16 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("nobind", "client does not bind a fixed local port"),
     s(
         "redirect-gateway",
-        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6",
+        "flags: def1, local, autolocal, bypass-dhcp, bypass-dns, block-local, !ipv4, ipv6; a client applies its own like a pushed one; in a server config an error (push it instead)",
     ),
     s(
         "dhcp-option",
-        "`TYPE [VALUE]` (stored; mostly useful in `push`)",
+        "`TYPE [VALUE]`: useful in `push`; a local one is ignored with a warning (2.6 on Linux only hands it to scripts)",
     ),
-    s("explicit-exit-notify", "`[N]` (default 1)"),
+    s(
+        "explicit-exit-notify",
+        "`[N]` (default 1); client side only, ignored with a warning on a server",
+    ),
     // --- timers
     s(
         "keepalive",
@@ -146,7 +160,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -183,10 +197,35 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tls-version-min",
         "`1.0`-`1.3` [`or-highest`]; `1.3` refuses TLS 1.2 peers; lower values change nothing (TLS 1.2 is the floor)",
     ),
-    s("remote-cert-tls", "`server` or `client`"),
-    s("verify-x509-name", "`NAME [subject|name|name-prefix]`"),
+    s(
+        "remote-cert-tls",
+        "`server` or `client`: Key Usage present and the serverAuth/clientAuth EKU, on either side",
+    ),
+    s(
+        "verify-x509-name",
+        "`NAME [subject|name|name-prefix]`, on both sides; compares the last CN (control characters as `_`) or the subject as `C=US, O=Org, CN=name`, where `\\`, `,` and `+` inside a value must be escaped with `\\` (2.6 leaves them bare, which is ambiguous)",
+    ),
+    s(
+        "ns-cert-type",
+        "`server|client` (deprecated, warning): OpenSSL's SSL server/client purpose check, or the Netscape cert type bit, as in 2.6",
+    ),
+    s(
+        "remote-cert-ku",
+        "`[HEX ...]`: Key Usage present and, if values are given, holding all bits of one of them; not together with `remote-cert-tls`",
+    ),
+    s(
+        "tls-cert-profile",
+        "`legacy` (the default, as in 2.6: peer chains may use RSA keys of 1024 bits and SHA-1 signatures) or `preferred` (RSA 2048+, no SHA-1); `suiteb` and `insecure` are errors",
+    ),
+    s(
+        "remote-cert-eku",
+        "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
+    ),
     s("verify-client-cert", "`require` only (the default)"),
-    s("replay-window", "`N [T]`"),
+    s(
+        "replay-window",
+        "`N`; the time argument `T` is an error (not implemented)",
+    ),
     s(
         "allow-compression",
         "`no` (the 2.6 default: only stub framing, a pushed real algorithm fails the push), `asym`, `yes`; as in 2.6, ferrovpn decompresses what a peer compressed but never compresses what it sends (VORACLE), even with `yes`",
@@ -205,8 +244,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     // --- tun
     s("tun-mtu", "100-65535 (default 1500)"),
-    s("mssfix", "`[N] [mtu|fixed]` (default 1492)"),
-    s("txqueuelen", "stored for interface setup"),
+    s(
+        "mssfix",
+        "`[N]` (default 1492); the `mtu` and `fixed` modes are errors (not implemented)",
+    ),
+    s(
+        "txqueuelen",
+        "validated, not applied (warning): the tun device keeps the kernel's queue length",
+    ),
     // --- misc
     s(
         "ifconfig-pool-persist",
@@ -223,11 +268,19 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "stored (ferrovpn keeps keys across restarts anyway)",
+        "stored (ferrovpn keeps keys across restarts anyway, so restarts work after 'user'/'group')",
     ),
     s(
         "persist-tun",
-        "stored (ferrovpn keeps the tun device across restarts anyway)",
+        "stored (ferrovpn keeps the tun device across restarts anyway, so restarts work after 'user'/'group')",
+    ),
+    s(
+        "user",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+    ),
+    s(
+        "group",
+        "`NAME`: with or without 'user', run as group NAME (and no supplementary groups) once set up",
     ),
     s(
         "config",
@@ -253,14 +306,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
     // --- accepted with a warning
-    i(
-        "user",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
-    i(
-        "group",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
     i("mute", "log rate limiting is not implemented"),
     i("log", "logs go to stderr"),
     i("log-append", "logs go to stderr"),
@@ -291,10 +336,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
     i("ecdh-curve", "key exchange groups are fixed by rustls"),
-    i(
-        "tls-cert-profile",
-        "certificate checks are fixed by rustls/webpki",
-    ),
     i(
         "auth-retry",
         "username/password authentication is not supported",
@@ -402,15 +443,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "cryptoapicert",
         "Windows certificate store is not supported",
     ),
-    u("ns-cert-type", "deprecated; use `remote-cert-tls`"),
-    u(
-        "remote-cert-ku",
-        "key usage checks are not supported; use `remote-cert-tls`",
-    ),
-    u(
-        "remote-cert-eku",
-        "extended key usage checks are not supported; use `remote-cert-tls`",
-    ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),
     u("up", "scripts are not supported"),
@@ -438,7 +470,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "daemon",
         "ferrovpn runs in the foreground; use a service manager",
     ),
-    u("chroot", "chroot is not supported"),
+    u(
+        "chroot",
+        "chroot is not supported: files read after start (crl-verify, status) would have to resolve inside it",
+    ),
     u(
         "route-metric",
         "route metrics are not applied yet (routes get the kernel's default metric)",

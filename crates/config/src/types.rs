@@ -243,6 +243,10 @@ pub struct Config {
     pub client_to_client: bool,
     pub max_clients: Option<u32>,
     pub duplicate_cn: bool,
+    /// `connect-freq N SEC`.
+    pub connect_freq: Option<(u32, u32)>,
+    /// `connect-freq-initial N SEC`.
+    pub connect_freq_initial: Option<(u32, u32)>,
 
     pub remotes: Vec<Remote>,
     pub remote_random: bool,
@@ -282,6 +286,14 @@ pub struct Config {
     pub tls_version_min: Option<TlsVersionMin>,
     pub remote_cert_tls: Option<RemoteCertTls>,
     pub verify_x509_name: Option<VerifyX509Name>,
+    /// `ns-cert-type server|client`.
+    pub ns_cert_type: Option<RemoteCertTls>,
+    /// `remote-cert-ku [HEX...]`: empty means the extension must be present.
+    pub remote_cert_ku: Option<Vec<u32>>,
+    /// `remote-cert-eku OID|NAME`.
+    pub remote_cert_eku: Option<String>,
+    /// `tls-cert-profile legacy|preferred`.
+    pub tls_cert_profile: Option<String>,
     pub replay_window: Option<ReplayWindow>,
 
     pub tun_mtu: Option<u16>,
@@ -300,6 +312,10 @@ pub struct Config {
     /// `comp-lzo`, `compress`, `comp-noadapt`, `allow-compression`, with 2.6's
     /// default applied by `finalize`.
     pub compression: crate::compression::CompressOptions,
+    /// `user NAME`: run as this user once set up.
+    pub user: Option<String>,
+    /// `group NAME`: run as this group once set up.
+    pub group: Option<String>,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.
@@ -406,6 +422,14 @@ impl Config {
     }
     pub fn max_clients(&self) -> u32 {
         self.max_clients.unwrap_or(1024)
+    }
+    /// `connect-freq` (default `0 0`: no limit).
+    pub fn connect_freq(&self) -> (u32, u32) {
+        self.connect_freq.unwrap_or((0, 0))
+    }
+    /// `connect-freq-initial` (2.6's default: 100 answers per 10 s).
+    pub fn connect_freq_initial(&self) -> (u32, u32) {
+        self.connect_freq_initial.unwrap_or((100, 10))
     }
     /// Replay window (default 64 packets, 15 s).
     pub fn replay_window(&self) -> ReplayWindow {

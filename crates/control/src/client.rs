@@ -48,6 +48,11 @@ pub struct ClientSettings {
     pub max_attempts: Option<u32>,
     /// Configured compression settings; pushed ones apply on top per connection.
     pub compression: ferrovpn_config::CompressOptions,
+    /// Called once the first tun device and socket are open.
+    pub setup_done: Option<crate::SetupDone>,
+    /// `route` and `redirect-gateway` lines of the client's own config,
+    /// applied with each push reply as if the server had pushed them first.
+    pub local_options: Vec<PushOption>,
 }
 
 fn unix_now() -> u64 {
@@ -98,13 +103,14 @@ struct Conn {
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
 /// `restart` is notified on SIGUSR1: the connection is torn down and made again.
 pub async fn run_client(
-    s: ClientSettings,
+    mut s: ClientSettings,
     shutdown: impl std::future::Future<Output = ()>,
     restart: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
     }
+    let mut setup_done = s.setup_done.take();
     let peers = PeerTable::new();
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
@@ -141,6 +147,9 @@ pub async fn run_client(
                         DataPlane::start(cfg, peers.clone()).context("starting the data plane")?;
                     let socket = dp.control_socket();
                     plane = Some((dp, socket, crate::bridge(up_rx)));
+                    if let Some(setup_done) = setup_done.take() {
+                        setup_done()?;
+                    }
                 }
                 let (dp, socket, up) = plane.as_mut().expect("started above");
                 let mut connected = false;
@@ -427,7 +436,7 @@ fn drain(
                 return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
             }
             Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
-            Event::Closed(reason) => return Some(Ended::Reconnect(reason)),
+            Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
             Event::ClientAuthenticated { .. } | Event::PushRequested => {}
         }
     }
@@ -452,7 +461,7 @@ fn apply_push(
     let mut dns = Vec::new();
     let mut peer_id = PEER_ID_UNDEFINED;
     let mut mtu = s.tun_mtu;
-    for o in &reply.options {
+    for o in s.local_options.iter().chain(&reply.options) {
         match o {
             PushOption::Topology(t) => topology = t.clone(),
             PushOption::Ifconfig {

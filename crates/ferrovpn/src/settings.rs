@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, RemoteCertTls, TlsVersion,
-    Topology, X509NameType,
+    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, RemoteCertTls,
+    RouteGateway, TlsVersion, Topology, X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
@@ -17,9 +17,11 @@ use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, server_options_string};
+use ferrovpn_proto::push::PushOption;
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
-    ServerCertPolicy, TlsMaterial, X509NameCheck, client_config, server_config,
+    CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
+    client_config_with_policy, eku_name_is_known, server_config_with_policy,
 };
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 use tracing::warn;
@@ -52,6 +54,26 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
     }
 }
 
+/// Where the TLS material came from, for errors: `ca /etc/x/ca.crt, key <key> (inline), …`.
+fn tls_sources(cfg: &Config) -> String {
+    let one = |name: &str, m: &Option<Material>| {
+        m.as_ref().map(|m| match &m.source {
+            MaterialSource::File(p) => format!("{name} {}", p.display()),
+            MaterialSource::Inline => format!("{name} <{name}> (inline)"),
+        })
+    };
+    [
+        one("ca", &cfg.ca),
+        one("cert", &cfg.cert),
+        one("key", &cfg.key),
+        one("crl-verify", &cfg.crl_verify),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// `extra-certs` blocks, concatenated (empty when there are none).
 fn extra_certs(cfg: &Config) -> String {
     let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
@@ -81,6 +103,7 @@ fn crl_reload(
     cert: &str,
     key: &str,
     extra_certs: &str,
+    policy: &PeerCertPolicy,
 ) -> Option<CrlReload> {
     let Some(Material {
         source: MaterialSource::File(path),
@@ -97,21 +120,108 @@ fn crl_reload(
         extra_certs.to_owned(),
     );
     let tls13 = tls13_only(cfg);
+    let policy = policy.clone();
     Some(CrlReload {
         path: path.clone(),
         rebuild: Box::new(move |crl: &str| {
             let mut s = base.clone();
-            s.tls_server = Some(server_config(&TlsMaterial {
-                ca_pem: &ca,
-                cert_pem: &cert,
-                key_pem: &key,
-                extra_certs_pem: &extra,
-                tls13_only: tls13,
-                crls_pem: crl,
-            })?);
+            s.tls_server = Some(server_config_with_policy(
+                &TlsMaterial {
+                    ca_pem: &ca,
+                    cert_pem: &cert,
+                    key_pem: &key,
+                    extra_certs_pem: &extra,
+                    tls13_only: tls13,
+                    crls_pem: crl,
+                },
+                policy.clone(),
+            )?);
             Ok(Arc::new(s))
         }),
     })
+}
+
+fn role(r: RemoteCertTls) -> CertRole {
+    match r {
+        RemoteCertTls::Server => CertRole::Server,
+        RemoteCertTls::Client => CertRole::Client,
+    }
+}
+
+/// What the peer's certificate must satisfy beyond its chain to `ca`:
+/// `remote-cert-tls`, `remote-cert-ku`, `remote-cert-eku`, `ns-cert-type`
+/// and `verify-x509-name`, as OpenVPN 2.6 applies them on either side.
+fn peer_policy(cfg: &Config) -> anyhow::Result<PeerCertPolicy> {
+    // The chain check (webpki) already demands the EKU of our peer's role
+    // when the certificate has one; asking for the other role could never pass.
+    let peer_role = if cfg.is_server() {
+        CertRole::Client
+    } else {
+        CertRole::Server
+    };
+    for (directive, wanted) in [
+        ("remote-cert-tls", cfg.remote_cert_tls),
+        ("ns-cert-type", cfg.ns_cert_type),
+    ] {
+        if let Some(w) = wanted
+            && role(w) != peer_role
+        {
+            bail!(
+                "{}{directive} {}: ferrovpn only accepts peers of the other role here ('{directive} {}')",
+                where_is(cfg, directive),
+                if peer_role == CertRole::Client {
+                    "server"
+                } else {
+                    "client"
+                },
+                if peer_role == CertRole::Client {
+                    "client"
+                } else {
+                    "server"
+                },
+            );
+        }
+    }
+    let mut policy = match cfg.remote_cert_tls {
+        Some(r) => PeerCertPolicy::remote_cert_tls(role(r)),
+        None => PeerCertPolicy::default(),
+    };
+    if cfg.remote_cert_tls.is_some()
+        && (cfg.remote_cert_ku.is_some() || cfg.remote_cert_eku.is_some())
+    {
+        // In 2.6 whichever comes last overrides part of the other.
+        bail!(
+            "{}remote-cert-tls cannot be combined with remote-cert-ku/remote-cert-eku; use one or the other",
+            where_is(cfg, "remote-cert-tls")
+        );
+    }
+    if let Some(ku) = &cfg.remote_cert_ku {
+        policy.key_usage = if ku.is_empty() {
+            KeyUsageCheck::Present
+        } else {
+            KeyUsageCheck::AnyOf(ku.clone())
+        };
+    }
+    if let Some(eku) = &cfg.remote_cert_eku {
+        if !eku_name_is_known(eku) {
+            bail!(
+                "{}remote-cert-eku '{eku}': give the OID in dotted form (e.g. 1.3.6.1.5.5.7.3.1); this name is not known to ferrovpn",
+                where_is(cfg, "remote-cert-eku")
+            );
+        }
+        policy.eku = Some(eku.clone());
+    }
+    policy.ns_cert_type = cfg.ns_cert_type.map(role);
+    policy.profile = match cfg.tls_cert_profile.as_deref() {
+        Some("preferred") => CertProfile::Preferred,
+        _ => CertProfile::Legacy,
+    };
+    policy.verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
+        X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
+        X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
+        X509NameType::Subject => X509NameCheck::Subject(v.name.clone()),
+    });
+    Ok(policy)
 }
 
 /// `tls-version-min 1.3` (or an unknown version with `or-highest`, which the
@@ -244,6 +354,96 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
     }
 }
 
+/// Directives 2.6 accepts in both modes that ferrovpn applies in neither:
+/// refused when they would change behaviour, warned about when they only
+/// tune something ferrovpn sizes itself.
+fn audit_common(cfg: &Config) -> anyhow::Result<()> {
+    if let Some(m) = cfg.mssfix
+        && m.mode != MssfixMode::Default
+    {
+        bail!(
+            "{}mssfix {} {}: only the default mode (size of the encapsulated packet) is implemented",
+            where_is(cfg, "mssfix"),
+            m.max,
+            if m.mode == MssfixMode::Mtu {
+                "mtu"
+            } else {
+                "fixed"
+            }
+        );
+    }
+    if cfg.replay_window.is_some_and(|r| r.time.is_some()) {
+        bail!(
+            "{}replay-window SIZE SECONDS: the time window is not implemented; give the size alone",
+            where_is(cfg, "replay-window")
+        );
+    }
+    for r in &cfg.routes {
+        if r.metric.is_some() {
+            bail!(
+                "{}route {} {}: route metrics are not implemented",
+                where_is(cfg, "route"),
+                r.network,
+                r.netmask
+            );
+        }
+        match r.gateway {
+            None | Some(RouteGateway::VpnGateway) => {}
+            Some(RouteGateway::Addr(_)) if !cfg.is_server() => {}
+            Some(g) => bail!(
+                "{}route {} {}: gateway {} is not implemented (only the VPN gateway{})",
+                where_is(cfg, "route"),
+                r.network,
+                r.netmask,
+                match g {
+                    RouteGateway::Addr(a) => a.to_string(),
+                    RouteGateway::VpnGateway => "vpn_gateway".into(),
+                    RouteGateway::NetGateway => "net_gateway".into(),
+                    RouteGateway::RemoteHost => "remote_host".into(),
+                },
+                if cfg.is_server() {
+                    ""
+                } else {
+                    " or an address"
+                }
+            ),
+        }
+    }
+    if cfg.txqueuelen.is_some() {
+        warn!(
+            "{}txqueuelen is not applied; the tun device keeps the kernel's queue length",
+            where_is(cfg, "txqueuelen")
+        );
+    }
+    if !cfg.dhcp_options.is_empty() {
+        warn!(
+            "{}dhcp-option in the local config is ignored (OpenVPN 2.6 on Linux only hands it to scripts); push it from the server",
+            where_is(cfg, "dhcp-option")
+        );
+    }
+    Ok(())
+}
+
+/// A client's own `route` and `redirect-gateway` lines, in the form the
+/// server would push them.
+fn local_options(cfg: &Config) -> Vec<PushOption> {
+    let mut out = Vec::new();
+    for r in &cfg.routes {
+        out.push(PushOption::Route {
+            network: r.network,
+            netmask: r.netmask,
+            gateway: match r.gateway {
+                Some(RouteGateway::Addr(a)) => Some(a),
+                _ => None,
+            },
+        });
+    }
+    if let Some(flags) = &cfg.redirect_gateway {
+        out.push(PushOption::RedirectGateway(flags.clone()));
+    }
+    out
+}
+
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let net = cfg.server.with_context(|| {
@@ -253,6 +453,19 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         warn!(
             "{}ferrovpn servers use 'topology subnet' (pushed to clients); the configured topology is ignored",
             where_is(cfg, "topology")
+        );
+    }
+    audit_common(cfg)?;
+    if cfg.redirect_gateway.is_some() {
+        bail!(
+            "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
+            where_is(cfg, "redirect-gateway")
+        );
+    }
+    if cfg.explicit_exit_notify.is_some() {
+        warn!(
+            "{}explicit-exit-notify is ignored in server mode (clients notice a restarted server by ping-restart)",
+            where_is(cfg, "explicit-exit-notify")
         );
     }
     if cfg.ping_exit.is_some() {
@@ -265,19 +478,23 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
     let extra_certs = extra_certs(cfg);
+    let policy = peer_policy(cfg)?;
     let mut session = session_base(cfg, Side::Server)?;
     session.tls_server = Some(
-        server_config(&TlsMaterial {
-            ca_pem: ca,
-            cert_pem: cert,
-            key_pem: key,
-            extra_certs_pem: &extra_certs,
-            tls13_only: tls13_only(cfg),
-            crls_pem: crl_text(cfg),
-        })
-        .context("TLS setup (ca/cert/key/crl-verify)")?,
+        server_config_with_policy(
+            &TlsMaterial {
+                ca_pem: ca,
+                cert_pem: cert,
+                key_pem: key,
+                extra_certs_pem: &extra_certs,
+                tls13_only: tls13_only(cfg),
+                crls_pem: crl_text(cfg),
+            },
+            policy.clone(),
+        )
+        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
-    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs);
+    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
     let network = u32::from(net.network);
     let mask = u32::from(net.netmask);
     if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
@@ -309,6 +526,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
         session: Arc::new(session),
         max_clients: cfg.max_clients() as usize,
+        connect_freq: cfg.connect_freq(),
+        connect_freq_initial: cfg.connect_freq_initial(),
         tun_mtu: cfg.tun_mtu(),
         reneg_bytes: cfg.reneg_bytes.filter(|&n| n > 0),
         reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),
@@ -320,6 +539,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
+        setup_done: None,
     })
 }
 
@@ -345,28 +565,20 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     if cfg.remotes.is_empty() {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
+    audit_common(cfg)?;
     let ca = material(cfg, &cfg.ca, "ca")?;
     let cert = material(cfg, &cfg.cert, "cert")?;
     let key = material(cfg, &cfg.key, "key")?;
     let extra_certs = extra_certs(cfg);
-    let verify_name = cfg.verify_x509_name.as_ref().map(|v| match v.kind {
-        X509NameType::Name => X509NameCheck::CommonName(v.name.clone()),
-        X509NameType::NamePrefix => X509NameCheck::CommonNamePrefix(v.name.clone()),
-        X509NameType::Subject => X509NameCheck::Subject(v.name.clone()),
-    });
-    let policy = ServerCertPolicy {
-        remote_cert_tls_server: cfg.remote_cert_tls == Some(RemoteCertTls::Server),
-        verify_name,
-    };
-    if cfg.remote_cert_tls == Some(RemoteCertTls::Client) {
-        bail!(
-            "{}remote-cert-tls client makes no sense on a client",
-            where_is(cfg, "remote-cert-tls")
+    let policy = peer_policy(cfg)?;
+    if !policy.verifies_server() {
+        warn!(
+            "WARNING: No server certificate verification method has been enabled: any certificate from this CA, another client's included, is accepted as the server. Add 'remote-cert-tls server' or 'verify-x509-name'."
         );
     }
     let mut session = session_base(cfg, Side::Client)?;
     session.tls_client = Some(
-        client_config(
+        client_config_with_policy(
             &TlsMaterial {
                 ca_pem: ca,
                 cert_pem: cert,
@@ -377,7 +589,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             },
             policy,
         )
-        .context("TLS setup (ca/cert/key)")?,
+        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     session.peer_info.push_str(cfg.compression.peer_info());
@@ -419,6 +631,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             .connect_retry_max
             .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
         compression: cfg.compression,
+        setup_done: None,
+        local_options: local_options(cfg),
     })
 }
 
@@ -434,5 +648,361 @@ mod tests {
         assert!(p.contains("IV_CIPHERS=AES-256-GCM:AES-128-GCM\n"));
         let p = peer_info(&[Cipher::ChaCha20Poly1305], 1500);
         assert!(!p.contains("IV_NCP"));
+    }
+
+    use ferrovpn_proto::session::tls::placeholder_server_name;
+    use ferrovpn_testkit::pki::{Pki, PkiOptions};
+
+    fn pki(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("fvpn-settings-{}-{tag}", std::process::id()));
+        Pki::generate(&dir, &PkiOptions::default()).unwrap()
+    }
+
+    fn refusal<T>(r: anyhow::Result<T>) -> String {
+        match r {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    fn server_cfg(p: &Pki, extra: &str) -> anyhow::Result<ServerSettings> {
+        let text = format!(
+            "server 10.8.0.0 255.255.255.0\ndev tun\nca {}\ncert {}\nkey {}\ndh none\n{extra}\n",
+            p.ca.cert.display(),
+            p.server.cert.display(),
+            p.server.key.display()
+        );
+        server_settings(&ferrovpn_config::parse_str(&text, "server.conf")?)
+    }
+
+    fn client_cfg(p: &Pki, client: usize, extra: &str) -> anyhow::Result<ClientSettings> {
+        let c = &p.clients[client - 1];
+        let text = format!(
+            "client\ndev tun\nremote 192.0.2.1\nca {}\ncert {}\nkey {}\n{extra}\n",
+            p.ca.cert.display(),
+            c.cert.display(),
+            c.key.display()
+        );
+        client_settings(&ferrovpn_config::parse_str(&text, "client.conf")?)
+    }
+
+    /// An in-memory handshake between the two settings' TLS configs.
+    fn handshake(s: &ServerSettings, c: &ClientSettings) -> Result<(), rustls::Error> {
+        let mut srv = rustls::ServerConnection::new(s.session.tls_server.clone().unwrap())?;
+        let mut cli = rustls::ClientConnection::new(
+            c.session.tls_client.clone().unwrap(),
+            placeholder_server_name(),
+        )?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while cli.wants_write() {
+                cli.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                srv.read_tls(&mut rd).unwrap();
+                srv.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            while srv.wants_write() {
+                srv.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                cli.read_tls(&mut rd).unwrap();
+                cli.process_new_packets()?;
+            }
+            if !srv.is_handshaking() && !cli.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn server_applies_verify_x509_name_and_remote_cert_tls_client() {
+        let p = pki("x509name");
+        let s = server_cfg(&p, "verify-x509-name client1 name\nremote-cert-tls client").unwrap();
+        let c1 = client_cfg(&p, 1, "remote-cert-tls server").unwrap();
+        let c2 = client_cfg(&p, 2, "remote-cert-tls server").unwrap();
+        assert!(handshake(&s, &c1).is_ok());
+        let e = handshake(&s, &c2).unwrap_err();
+        assert!(format!("{e}").contains("verify-x509-name"), "{e}");
+        let s = server_cfg(&p, "verify-x509-name client name-prefix").unwrap();
+        assert!(handshake(&s, &c2).is_ok());
+        let subject = server_cfg(&p, "verify-x509-name CN=client2").unwrap();
+        assert!(handshake(&subject, &c2).is_ok());
+        assert!(handshake(&subject, &c1).is_err());
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn client_applies_ns_cert_type_and_remote_cert_eku() {
+        let p = pki("nscert");
+        let s = server_cfg(&p, "").unwrap();
+        assert!(handshake(&s, &client_cfg(&p, 1, "ns-cert-type server").unwrap()).is_ok());
+        let eku = "remote-cert-eku \"TLS Web Server Authentication\"";
+        assert!(handshake(&s, &client_cfg(&p, 1, eku).unwrap()).is_ok());
+        let ku = "remote-cert-ku 80 08";
+        assert!(handshake(&s, &client_cfg(&p, 1, ku).unwrap()).is_ok());
+        let ku = "remote-cert-ku 02";
+        assert!(handshake(&s, &client_cfg(&p, 1, ku).unwrap()).is_err());
+        // The server's certificate is no client certificate.
+        let sv = server_cfg(&p, "remote-cert-eku 1.3.6.1.5.5.7.3.1").unwrap();
+        assert!(handshake(&sv, &client_cfg(&p, 1, "").unwrap()).is_err());
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn contradictory_or_unknown_policies_are_refused_with_their_line() {
+        let p = pki("refuse");
+        let e = refusal(server_cfg(&p, "remote-cert-tls server"));
+        assert!(e.contains("server.conf:7"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "ns-cert-type client"));
+        assert!(e.contains("client.conf:7"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "remote-cert-tls server\nremote-cert-ku"));
+        assert!(e.contains("cannot be combined"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "remote-cert-eku serverAuth"));
+        assert!(e.contains("client.conf:7: remote-cert-eku"), "{e}");
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    #[test]
+    fn behaviour_changing_directives_are_applied_or_refused() {
+        let p = pki("audit");
+        // A client's own route and redirect-gateway reach the runtime.
+        let c = client_cfg(
+            &p,
+            1,
+            "route 192.168.7.0 255.255.255.0\nredirect-gateway def1",
+        )
+        .unwrap();
+        assert_eq!(c.local_options.len(), 2, "{:?}", c.local_options);
+        assert!(matches!(
+            c.local_options[0],
+            PushOption::Route { network, gateway: None, .. } if network == Ipv4Addr::new(192, 168, 7, 0)
+        ));
+        assert!(matches!(&c.local_options[1], PushOption::RedirectGateway(f) if f == &["def1"]));
+        for (server, extra, says) in [
+            (
+                true,
+                "push \"route 10.1.0.0 255.255.0.0\"\nredirect-gateway def1",
+                "server.conf:8: redirect-gateway",
+            ),
+            (
+                true,
+                "route 10.9.0.0 255.255.0.0 10.8.0.5",
+                "server.conf:7: route",
+            ),
+            (
+                false,
+                "route 10.9.0.0 255.255.0.0 net_gateway",
+                "client.conf:7: route",
+            ),
+            (false, "route 10.9.0.0 255.255.0.0 vpn_gateway 5", "metrics"),
+            (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
+            (
+                false,
+                "replay-window 128 30",
+                "client.conf:7: replay-window",
+            ),
+        ] {
+            let e = if server {
+                refusal(server_cfg(&p, extra))
+            } else {
+                refusal(client_cfg(&p, 1, extra))
+            };
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        assert!(
+            server_cfg(
+                &p,
+                "route 10.9.0.0 255.255.0.0 vpn_gateway\nmssfix 1400\nreplay-window 128"
+            )
+            .is_ok()
+        );
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    /// Run the openssl CLI in `dir`; a missing openssl fails the test.
+    fn openssl(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("these tests need the openssl command-line tool");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA with an RSA-1024 key (as old easy-rsa PKIs have) and an EC
+    /// server and client signed by it.
+    fn old_pki(dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:1024",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "30",
+                "-sha256",
+                "-subj",
+                "/CN=old CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        for (name, eku) in [("server", "serverAuth"), ("client1", "clientAuth")] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!("keyUsage=digitalSignature,keyAgreement\nextendedKeyUsage={eku}\n"),
+            )
+            .unwrap();
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "30",
+                    "-sha256",
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        }
+    }
+
+    fn conf_in(
+        dir: &std::path::Path,
+        server: bool,
+        key: &str,
+        extra: &str,
+    ) -> anyhow::Result<(Option<ServerSettings>, Option<ClientSettings>)> {
+        let d = dir.display();
+        if server {
+            let text = format!(
+                "server 10.8.0.0 255.255.255.0\ndev tun\nca {d}/ca.crt\ncert {d}/server.crt\nkey {d}/{key}\ndh none\n{extra}\n"
+            );
+            Ok((
+                Some(server_settings(&ferrovpn_config::parse_str(
+                    &text,
+                    "server.conf",
+                )?)?),
+                None,
+            ))
+        } else {
+            let text = format!(
+                "client\ndev tun\nremote 192.0.2.1\nca {d}/ca.crt\ncert {d}/client1.crt\nkey {d}/{key}\nremote-cert-tls server\n{extra}\n"
+            );
+            Ok((
+                None,
+                Some(client_settings(&ferrovpn_config::parse_str(
+                    &text,
+                    "client.conf",
+                )?)?),
+            ))
+        }
+    }
+
+    #[test]
+    fn an_rsa_1024_ca_works_under_the_legacy_profile_only() {
+        let dir =
+            std::env::temp_dir().join(format!("fvpn-settings-{}-rsa1024", std::process::id()));
+        old_pki(&dir);
+        let server = |extra| conf_in(&dir, true, "server.key", extra).unwrap().0.unwrap();
+        let client = |extra| {
+            conf_in(&dir, false, "client1.key", extra)
+                .unwrap()
+                .1
+                .unwrap()
+        };
+        // 2.6's default profile is legacy, on both sides.
+        assert!(handshake(&server(""), &client("")).is_ok());
+        assert!(
+            handshake(
+                &server("tls-cert-profile legacy"),
+                &client("tls-cert-profile legacy")
+            )
+            .is_ok()
+        );
+        let e = handshake(&server(""), &client("tls-cert-profile preferred")).unwrap_err();
+        assert!(format!("{e}").contains("not trusted by ca"), "{e}");
+        assert!(handshake(&server("tls-cert-profile preferred"), &client("")).is_err());
+        let e = refusal(conf_in(&dir, true, "server.key", "tls-cert-profile suiteb"));
+        assert!(e.contains("server.conf:7"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn key_errors_name_the_file_and_say_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("fvpn-settings-{}-keys", std::process::id()));
+        old_pki(&dir);
+        openssl(
+            &dir,
+            &[
+                "pkey",
+                "-in",
+                "server.key",
+                "-aes256",
+                "-passout",
+                "pass:secret",
+                "-out",
+                "server-enc.key",
+            ],
+        );
+        let e = refusal(conf_in(&dir, true, "server-enc.key", ""));
+        assert!(
+            e.contains("server-enc.key") && e.contains("passphrase-protected"),
+            "{e}"
+        );
+        let e = refusal(conf_in(&dir, true, "client1.key", ""));
+        assert!(
+            e.contains("client1.key") && e.contains("does not belong to the certificate"),
+            "{e}"
+        );
+        std::fs::write(dir.join("empty.key"), "# nothing\n").unwrap();
+        let e = refusal(conf_in(&dir, false, "empty.key", ""));
+        assert!(e.contains("empty.key") && e.contains("none found"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
     openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
 };
@@ -66,7 +66,7 @@ fn setup(tag: &str) -> Net {
 impl Net {
     fn confs(&self) -> (ServerConf, ClientConf) {
         let key: PathBuf = self.dir.join("tc.key");
-        ferrovpn::testing::write_static_key(&key).unwrap();
+        ferrovpn_testkit::write_static_key(&key).unwrap();
         let wrap = Wrap::TlsCrypt(Material::File(key));
         (
             ServerConf::new(&self.pki, "fvtun-s", wrap.clone(), Cipher::Aes256Gcm),
