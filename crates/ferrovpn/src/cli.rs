@@ -165,6 +165,10 @@ fn check_config(args: &[String]) -> anyhow::Result<()> {
         }
         "client"
     };
+    // `user`/`group`: the same lookups and checks a start makes before setup.
+    if let Err(e) = crate::privileges::Privileges::from_config(&cfg) {
+        problems.push(format!("{e:#}"));
+    }
     let written = [
         ("status", cfg.status.as_ref()),
         ("ifconfig-pool-persist", cfg.ifconfig_pool_persist.as_ref()),
