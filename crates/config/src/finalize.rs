@@ -106,14 +106,24 @@ impl Config {
             (None, Some(_)) => {
                 return Err(self.fail("key", &whole, "'key' given without 'cert'".into()));
             }
+            // Username/password clients authenticate without a certificate.
+            (None, None) if mode == Mode::Client && self.auth_user_pass.is_some() => {}
             (None, None) => {
                 return Err(ConfigError::new(
                     &whole,
                     Reason::Invalid(
-                        "missing 'cert' and 'key' (username/password authentication is not supported yet)".into(),
+                        "missing 'cert' and 'key' (a client may use 'auth-user-pass' instead)"
+                            .into(),
                     ),
                 ));
             }
+        }
+        if mode == Mode::Server && self.auth_user_pass.is_some() {
+            return Err(self.fail(
+                "auth-user-pass",
+                &whole,
+                "'auth-user-pass' requires 'pull' (it is a client option)".into(),
+            ));
         }
         if self.tls_crypt.is_some() && self.tls_auth.is_some() {
             return Err(self.fail(

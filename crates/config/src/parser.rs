@@ -389,6 +389,48 @@ impl Parser {
         Ok(Material { source, text })
     }
 
+    /// `auth-user-pass FILE` or `<auth-user-pass>`: user name, then password.
+    fn auth_user_pass(&self, d: &Dir<'_>) -> R<AuthUserPass> {
+        let (source, text) = match &d.inline {
+            Some(body) => (MaterialSource::Inline, body.clone()),
+            None => {
+                d.count(1, 1, "[FILE] or an inline block")?;
+                let file = d.arg(0).unwrap_or("");
+                if !self.fs {
+                    return Err(d.err(Reason::NoFileAccess {
+                        directive: d.name.to_string(),
+                        arg: file.to_string(),
+                    }));
+                }
+                let path = PathBuf::from(file);
+                let bytes = read_limited(&path).map_err(|r| d.err(r))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    d.err(Reason::Read {
+                        path: path.clone(),
+                        error: "not valid UTF-8 text".into(),
+                    })
+                })?;
+                (MaterialSource::File(path), text)
+            }
+        };
+        let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+        let username = lines.next().unwrap_or("");
+        if username.is_empty() {
+            return Err(d.invalid("'auth-user-pass' needs the user name on the first line".into()));
+        }
+        let password = lines.next().filter(|p| !p.is_empty());
+        if username.len() > 4095 || password.is_some_and(|p| p.len() > 4095) {
+            return Err(d.invalid(
+                "'auth-user-pass': user name and password are limited to 4095 bytes".into(),
+            ));
+        }
+        Ok(AuthUserPass {
+            source: Some(source),
+            username: Some(username.to_string()),
+            password: password.map(str::to_string),
+        })
+    }
+
     fn warn(&mut self, loc: &Location, msg: String) {
         tracing::warn!("{loc}: {msg}");
         self.cfg.warnings.push(format!("{loc}: {msg}"));
@@ -431,7 +473,14 @@ impl Parser {
         }
         let material_like = matches!(
             d.name,
-            "ca" | "cert" | "key" | "extra-certs" | "crl-verify" | "tls-crypt" | "tls-auth" | "dh"
+            "ca" | "cert"
+                | "key"
+                | "extra-certs"
+                | "crl-verify"
+                | "tls-crypt"
+                | "tls-auth"
+                | "dh"
+                | "auth-user-pass"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -1084,6 +1133,45 @@ impl Parser {
             "group" => {
                 d.count(1, 1, "a group name")?;
                 c.group = d.arg(0).map(str::to_string);
+            }
+            "auth-user-pass" => {
+                let aup = if d.inline.is_none() && d.args.is_empty() {
+                    AuthUserPass {
+                        source: None,
+                        username: None,
+                        password: None,
+                    }
+                } else {
+                    self.auth_user_pass(&d)?
+                };
+                self.cfg.auth_user_pass = Some(aup);
+            }
+            "auth-nocache" => d.flag(&mut c.auth_nocache)?,
+            "auth-retry" => {
+                d.count(1, 1, "none, nointeract or interact")?;
+                c.auth_retry = Some(match d.arg(0).unwrap_or("") {
+                    "none" => AuthRetry::None,
+                    "nointeract" => AuthRetry::NoInteract,
+                    "interact" => AuthRetry::Interact,
+                    x => return Err(d.bad("none, nointeract or interact", x)),
+                });
+            }
+            "static-challenge" => {
+                d.count(2, 3, "TEXT ECHO [scrv1]")?;
+                let echo = match d.arg(1).unwrap_or("") {
+                    "0" => false,
+                    "1" => true,
+                    x => return Err(d.bad("0 or 1", x)),
+                };
+                if let Some(f) = d.arg(2)
+                    && f != "scrv1"
+                {
+                    return Err(d.bad("'scrv1' (the only format supported)", f));
+                }
+                c.static_challenge = Some(StaticChallenge {
+                    text: d.arg(0).unwrap_or("").to_string(),
+                    echo,
+                });
             }
             "key-method" => {
                 d.count(1, 1, "2")?;

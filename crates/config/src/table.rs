@@ -272,7 +272,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-tun",
-        "stored (ferrovpn keeps the tun device across restarts anyway, so restarts work after 'user'/'group')",
+        "client: addresses, routes (redirect-gateway's too) and DNS stay in place while reconnecting, so nothing leaks during backoff; without it they are removed on every reconnect, as in 2.6",
     ),
     s(
         "user",
@@ -325,7 +325,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "fast-io",
         "the data plane always uses batched non-blocking I/O",
     ),
-    i("auth-nocache", "no passwords are cached"),
+    s(
+        "auth-nocache",
+        "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed",
+    ),
     i(
         "float",
         "peers may always change address after authentication",
@@ -336,9 +339,13 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
     i("ecdh-curve", "key exchange groups are fixed by rustls"),
-    i(
+    s(
         "auth-retry",
-        "username/password authentication is not supported",
+        "client: on AUTH_FAILED `none` exits (default), `nointeract` reconnects with the same credentials, `interact` asks again",
+    ),
+    s(
+        "static-challenge",
+        "client: `TEXT ECHO [scrv1]`, the answer is asked on the terminal at start and sent in the SCRV1 format",
     ),
     i("push-peer-info", "peer info is always sent"),
     i(
@@ -373,9 +380,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "only orders `down` scripts, which ferrovpn refuses",
     ),
     // --- unsupported
-    u(
+    s(
         "auth-user-pass",
-        "username/password authentication is not supported yet",
+        "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
     ),
     u(
         "auth-user-pass-verify",

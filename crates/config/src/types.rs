@@ -208,6 +208,49 @@ pub struct DhcpOption {
     pub value: Option<String>,
 }
 
+/// `auth-user-pass [FILE]` or an inline `<auth-user-pass>` block: the user
+/// name on the first line, the password on the second. What is missing is
+/// asked for on the terminal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthUserPass {
+    /// Where the lines came from; `None`: nothing given, ask for both.
+    pub source: Option<MaterialSource>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for AuthUserPass {
+    // The password must not reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUserPass")
+            .field("source", &self.source)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `auth-retry none|nointeract|interact`: what a client does on AUTH_FAILED.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthRetry {
+    /// Exit (the default).
+    #[default]
+    None,
+    /// Reconnect with the same credentials.
+    NoInteract,
+    /// Ask for the credentials again, then reconnect.
+    Interact,
+}
+
+/// `static-challenge TEXT ECHO`: ask a second factor with TEXT at start and
+/// send it with the password in the SCRV1 format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticChallenge {
+    pub text: String,
+    /// The answer is echoed while typed.
+    pub echo: bool,
+}
+
 /// Data-channel ciphers ferrovpn implements (upper case, OpenSSL names).
 pub const SUPPORTED_DATA_CIPHERS: &[&str] = &["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"];
 /// OpenVPN 2.6's default `data-ciphers`.
@@ -267,6 +310,11 @@ pub struct Config {
     pub hand_window: Option<u32>,
     pub tran_window: Option<u32>,
     pub tls_timeout: Option<u32>,
+
+    pub auth_user_pass: Option<AuthUserPass>,
+    pub auth_nocache: bool,
+    pub auth_retry: Option<AuthRetry>,
+    pub static_challenge: Option<StaticChallenge>,
 
     pub ca: Option<Material>,
     pub cert: Option<Material>,

@@ -517,10 +517,6 @@ fn line_errors() {
             r#"t.conf:1: 'dev' expects an interface name of 1-15 characters, got "averyveryverylongname""#,
         ),
         (
-            "auth-user-pass",
-            "t.conf:1: unsupported 'auth-user-pass': username/password authentication is not supported yet",
-        ),
-        (
             "tls-crypt-v2 x.key",
             "t.conf:1: unsupported 'tls-crypt-v2': tls-crypt-v2 is not supported yet; use tls-crypt",
         ),
@@ -839,7 +835,7 @@ fn finalize_errors() {
             client_base()
                 .replace(&inline("cert", CERT), "")
                 .replace(&inline("key", KEY), ""),
-            "t.conf: missing 'cert' and 'key' (username/password authentication is not supported yet)",
+            "t.conf: missing 'cert' and 'key' (a client may use 'auth-user-pass' instead)",
         ),
     ];
     for (text, want) in cases {

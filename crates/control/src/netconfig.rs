@@ -1,23 +1,62 @@
 //! Interface and route configuration through iproute2, as OpenVPN itself
 //! does on Linux. Only the control plane calls this, never the data path.
+//!
+//! `ip` and `resolvectl` are looked up once, in the system directories only:
+//! `PATH` must not decide what runs as root.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use tracing::info;
+
+/// Where system tools are looked for, in order; never `PATH`.
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The absolute path of a system tool, if one of [`SYSTEM_DIRS`] has it.
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    SYSTEM_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `ip(8)`, found on first use and kept for the life of the process.
+fn ip_path() -> anyhow::Result<&'static Path> {
+    static IP: OnceLock<Option<PathBuf>> = OnceLock::new();
+    IP.get_or_init(|| system_tool("ip"))
+        .as_deref()
+        .with_context(|| {
+            format!(
+                "ip(8) not found in {} (install iproute2)",
+                SYSTEM_DIRS.join(":")
+            )
+        })
+}
+
+/// Find the tools now, so a missing `ip` is reported at start, not at the
+/// first push reply.
+pub fn check_tools() -> anyhow::Result<()> {
+    ip_path().map(|_| ())
+}
 
 /// Prefix length of a contiguous IPv4 netmask.
 pub fn prefix_len(mask: Ipv4Addr) -> u32 {
     u32::from(mask).leading_ones()
 }
 
+/// Run `ip ARGS`; the error carries ip's own message.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     info!("ip {}", args.join(" "));
-    let out = Command::new("ip")
+    let out = Command::new(ip_path()?)
         .args(args)
         .output()
-        .context("running ip(8) (is iproute2 installed?)")?;
+        .context("running ip(8)")?;
     if !out.status.success() {
         bail!(
             "ip {} failed: {}",
@@ -59,29 +98,54 @@ pub fn flush_addresses(dev: &str) -> anyhow::Result<()> {
     ip(&["-4", "addr", "flush", "dev", dev])
 }
 
+/// What [`add_route`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAdded {
+    /// The route is new and ours to delete later.
+    Added,
+    /// An equal prefix was already in the table: it was left as it was and
+    /// must not be deleted by us.
+    AlreadyPresent,
+}
+
+/// `ip route add`, with "File exists" reported as [`RouteAdded::AlreadyPresent`]
+/// instead of an error: a pushed route never replaces one that was there.
+fn route_add(args: &[&str]) -> anyhow::Result<RouteAdded> {
+    match ip(args) {
+        Ok(()) => Ok(RouteAdded::Added),
+        Err(e) if format!("{e}").contains("File exists") => Ok(RouteAdded::AlreadyPresent),
+        Err(e) => Err(e),
+    }
+}
+
 /// Route `net/mask` into the tunnel, optionally via a gateway.
 pub fn add_route(
     dev: &str,
     net: Ipv4Addr,
     mask: Ipv4Addr,
     gateway: Option<Ipv4Addr>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<RouteAdded> {
     let dst = format!("{net}/{}", prefix_len(mask));
     match gateway {
-        Some(gw) => ip(&["route", "replace", &dst, "via", &gw.to_string(), "dev", dev]),
-        None => ip(&["route", "replace", &dst, "dev", dev]),
+        Some(gw) => route_add(&["route", "add", &dst, "via", &gw.to_string(), "dev", dev]),
+        None => route_add(&["route", "add", &dst, "dev", dev]),
     }
 }
 
-/// Remove a route added with [`add_route`]; missing routes are not an error.
-pub fn del_route(net: Ipv4Addr, mask: Ipv4Addr) {
-    let dst = format!("{net}/{}", prefix_len(mask));
-    let _ = ip(&["route", "del", &dst]);
+/// Remove a route added with [`add_route`], matched
+/// exactly (prefix, gateway, device) so a route someone else added for the
+/// same prefix stays; a missing route is not an error.
+pub fn del_route(net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, dev: &str) {
+    let dst = format!("{net}/{prefix}");
+    let _ = match via {
+        Some(gw) => ip(&["route", "del", &dst, "via", &gw.to_string(), "dev", dev]),
+        None => ip(&["route", "del", &dst, "dev", dev]),
+    };
 }
 
 /// The current gateway and device towards `dst` (for redirect-gateway's host route).
 pub fn route_to(dst: Ipv4Addr) -> anyhow::Result<(Option<Ipv4Addr>, String)> {
-    let out = Command::new("ip")
+    let out = Command::new(ip_path()?)
         .args(["-4", "route", "get", &dst.to_string()])
         .output()
         .context("running ip route get")?;
@@ -99,13 +163,27 @@ pub fn route_to(dst: Ipv4Addr) -> anyhow::Result<(Option<Ipv4Addr>, String)> {
     Ok((via, dev))
 }
 
-/// Add a host route (redirect-gateway's route to the server itself).
-pub fn add_host_route(dst: Ipv4Addr, via: Option<Ipv4Addr>, dev: &str) -> anyhow::Result<()> {
-    let dst = format!("{dst}/32");
-    match via {
-        Some(gw) => ip(&["route", "replace", &dst, "via", &gw.to_string(), "dev", dev]),
-        None => ip(&["route", "replace", &dst, "dev", dev]),
-    }
+/// An `unreachable` IPv6 route: the kernel answers with ICMPv6 unreachable
+/// (what 2.6's `block-ipv6` answers from inside the tunnel).
+pub fn add_unreachable6(net: Ipv6Addr, prefix: u8) -> anyhow::Result<RouteAdded> {
+    route_add(&[
+        "-6",
+        "route",
+        "add",
+        "unreachable",
+        &format!("{net}/{prefix}"),
+    ])
+}
+
+/// Remove a route added with [`add_unreachable6`].
+pub fn del_unreachable6(net: Ipv6Addr, prefix: u8) {
+    let _ = ip(&[
+        "-6",
+        "route",
+        "del",
+        "unreachable",
+        &format!("{net}/{prefix}"),
+    ]);
 }
 
 #[cfg(test)]
@@ -117,5 +195,13 @@ mod tests {
         assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 0)), 24);
         assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 252)), 30);
         assert_eq!(prefix_len(Ipv4Addr::new(0, 0, 0, 0)), 0);
+    }
+
+    #[test]
+    fn system_tools_are_found_by_absolute_path_only() {
+        // `sh` lives in /bin or /usr/bin on every Linux this runs on.
+        let sh = system_tool("sh").expect("sh in a system directory");
+        assert!(sh.is_absolute(), "{}", sh.display());
+        assert!(system_tool("no-such-tool-ferrovpn").is_none());
     }
 }

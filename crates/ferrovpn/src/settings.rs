@@ -11,6 +11,7 @@ use ferrovpn_config::{
     Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, RemoteCertTls,
     RouteGateway, TlsVersion, Topology, X509NameType,
 };
+use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
@@ -567,8 +568,28 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     }
     audit_common(cfg)?;
     let ca = material(cfg, &cfg.ca, "ca")?;
-    let cert = material(cfg, &cfg.cert, "cert")?;
-    let key = material(cfg, &cfg.key, "key")?;
+    // A username/password client may go without a certificate (empty PEM).
+    let (cert, key) = if cfg.cert.is_none() && cfg.auth_user_pass.is_some() {
+        ("", "")
+    } else {
+        (
+            material(cfg, &cfg.cert, "cert")?,
+            material(cfg, &cfg.key, "key")?,
+        )
+    };
+    let credentials = cfg
+        .auth_user_pass
+        .as_ref()
+        .map(|aup| {
+            ferrovpn_control::client::credentials::from_config(
+                aup,
+                cfg.auth_nocache,
+                cfg.static_challenge.as_ref(),
+            )
+        })
+        .transpose()
+        .with_context(|| format!("{}auth-user-pass", where_is(cfg, "auth-user-pass")))?;
+    let inline_credentials = cfg.auth_user_pass.clone();
     let extra_certs = extra_certs(cfg);
     let policy = peer_policy(cfg)?;
     if !policy.verifies_server() {
@@ -633,6 +654,12 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         compression: cfg.compression,
         setup_done: None,
         local_options: local_options(cfg),
+        persist_tun: cfg.persist_tun,
+        credentials,
+        auth_retry: cfg.auth_retry.unwrap_or_default(),
+        reload_credentials: Some(Arc::new(move |source: &CredentialSource| {
+            ferrovpn_control::client::credentials::reload(source, inline_credentials.as_ref())
+        })),
     })
 }
 

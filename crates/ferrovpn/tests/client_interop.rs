@@ -34,6 +34,43 @@ struct Net {
     server_ns: Netns,
     pki: Pki,
     dir: TestDir,
+    /// The client namespace's own /etc/resolv.conf.
+    resolv: NetnsResolvConf,
+}
+
+/// Content of the client namespace's resolv.conf before any VPN runs.
+const CLIENT_RESOLV_CONF: &str =
+    "# test namespace\nnameserver 192.0.2.53\nsearch lan.test\noptions edns0\n";
+
+/// `/etc/netns/NAME/resolv.conf`: `ip netns exec` bind-mounts it over
+/// /etc/resolv.conf, so what a client writes there never reaches the
+/// host's file. Removed on drop.
+struct NetnsResolvConf {
+    dir: PathBuf,
+}
+
+impl NetnsResolvConf {
+    fn new(ns: &Netns) -> NetnsResolvConf {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = NetnsResolvConf { dir };
+        std::fs::write(me.path(), CLIENT_RESOLV_CONF).unwrap();
+        me
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+
+    fn read(&self) -> String {
+        std::fs::read_to_string(self.path()).unwrap()
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn setup(tag: &str) -> Net {
@@ -51,12 +88,15 @@ fn setup(tag: &str) -> Net {
     .unwrap();
     // The underlay works before any VPN runs.
     ping(&client_ns, SERVER_UNDERLAY, 1, Duration::from_secs(5)).unwrap();
+    // Before any client runs: pushed DNS must never reach the host's file.
+    let resolv = NetnsResolvConf::new(&client_ns);
     Net {
         veth,
         client_ns,
         server_ns,
         pki,
         dir,
+        resolv,
     }
 }
 
@@ -539,9 +579,10 @@ fn client_applies_pushed_routes_and_restores_them() {
 
     let st = terminate(&mut client, Duration::from_secs(10));
     assert!(st.success(), "{st}:\n{}", client.log_tail(20));
-    // explicit-exit-notify (cc-exit, pushed by 2.6) reached the server.
+    // explicit-exit-notify (cc-exit, pushed by 2.6) reached the server:
+    // 2.6.3 logs "Exit message received by peer", 2.6.14 "exit message received".
     server
-        .wait_for_log_line("exit message received", Duration::from_secs(5))
+        .wait_for_log_line("xit message received", Duration::from_secs(5))
         .unwrap();
     let after = net.client_routes();
     assert_eq!(
@@ -806,4 +847,360 @@ fn client_backs_off_when_nothing_listens() {
     assert_eq!(count(&log, "connecting to"), 2, "{log}");
     assert!(!status.unwrap().success(), "{log}");
     assert!(log.contains("giving up"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// 10: fail-closed reconnects (persist-tun), DNS without resolvectl, boot
+// ---------------------------------------------------------------------------
+
+/// What `ip route get DST` (v4 or v6) in the client namespace says.
+fn route_get(net: &Net, dst: &str) -> String {
+    let out = net
+        .client_ns
+        .command("ip", &["route", "get", dst])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Nothing that the tunnel carries may leave over the underlay: the pushed
+/// network and the internet (redirect-gateway) go into the tunnel device,
+/// IPv6 (block-ipv6) is unreachable.
+fn assert_fail_closed(net: &Net, when: &str) {
+    for dst in ["10.99.0.1", "192.0.2.77"] {
+        let r = route_get(net, dst);
+        assert!(
+            r.contains(&format!("dev {CLIENT_DEV}")),
+            "{when}: {dst} does not go into the tunnel: {r}\n{}",
+            net.client_routes()
+        );
+    }
+    let r6 = route_get(net, "2001:db8::1");
+    assert!(
+        !r6.contains(&net.veth.if_b) && !r6.contains(" via "),
+        "{when}: IPv6 leaves outside the tunnel: {r6}"
+    );
+}
+
+#[test]
+fn client_persist_tun_keeps_routes_while_the_server_is_down() {
+    let net = setup("ci-pt");
+    // Without the tunnel everything would leave through the underlay.
+    net.client_ns
+        .exec(&["ip", "route", "add", "default", "via", SERVER_UNDERLAY])
+        .unwrap();
+    net.client_ns
+        .exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:203::2/64",
+            "dev",
+            &net.veth.if_b,
+            "nodad",
+        ])
+        .unwrap();
+    net.client_ns
+        .exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:203::1",
+        ])
+        .unwrap();
+    let before = net.client_routes();
+    let before6 = net.client_ns.exec(&["ip", "-6", "route", "show"]).unwrap();
+    let r6 = route_get(&net, "2001:db8::1");
+    assert!(
+        r6.contains(&net.veth.if_b),
+        "IPv6 underlay not set up: {r6}"
+    );
+    let (mut sc, mut cc) = net.tls_crypt_confs();
+    sc.keepalive = Some((1, 4));
+    sc.extra.push("explicit-exit-notify 1".into());
+    sc.push = vec![
+        "route 10.99.0.0 255.255.255.0".into(),
+        "redirect-gateway def1 block-ipv6".into(),
+    ];
+    // The harness' client profile has persist-tun. Attempts to a dead
+    // server give up after about 3 s, so the test sees several of them.
+    cc.extra.extend(
+        ["connect-retry 1 1", "hand-window 2", "tls-timeout 1"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_pushed_routes(&net);
+    assert_fail_closed(&net, "connected");
+
+    // The server goes away (and says so): the client backs off and retries,
+    // reattaching to its tun device with a fresh socket.
+    terminate(&mut server, Duration::from_secs(15));
+    drop(server);
+    assert!(
+        wait_for_count(&client, "retrying in", 1, Duration::from_secs(15)),
+        "{}",
+        client.log_tail(30)
+    );
+    // Check through several failed attempts, not just the first backoff.
+    let t0 = Instant::now();
+    let mut checks = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        assert!(client.try_exit().is_none(), "{}", client.log_tail(30));
+        assert_fail_closed(&net, "server down");
+        assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let attempts = count(&client.log(), "connecting to");
+    assert!(attempts >= 3, "only {attempts} attempts:\n{}", client.log());
+    eprintln!("fail-closed held through {attempts} attempts ({checks} checks)");
+    assert!(
+        !client.log().contains("cannot reattach"),
+        "{}",
+        client.log()
+    );
+
+    // The server comes back: same push, nothing duplicated, traffic flows.
+    let _server = net.stock_server("openvpn-server-2", &sc);
+    assert!(
+        wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
+        "client did not reconnect:\n{}",
+        client.log_tail(40)
+    );
+    assert_pushed_routes(&net);
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+
+    // Exit restores everything, IPv6 included.
+    let st = terminate(&mut client, Duration::from_secs(10));
+    assert!(st.success(), "{st}:\n{}", client.log_tail(20));
+    assert_eq!(net.client_routes(), before);
+    assert_eq!(
+        net.client_ns.exec(&["ip", "-6", "route", "show"]).unwrap(),
+        before6
+    );
+}
+
+#[test]
+fn client_writes_pushed_dns_to_resolv_conf_and_restores_it() {
+    let net = setup("ci-dns");
+    let host_before = std::fs::read("/etc/resolv.conf").ok();
+    let (mut sc, cc) = net.tls_crypt_confs();
+    sc.push = vec![
+        "dhcp-option DNS 10.8.0.1".into(),
+        "dhcp-option DOMAIN vpn.example".into(),
+        "dns server 1 address 10.8.0.53".into(),
+    ];
+    let _server = net.stock_server("openvpn-server", &sc);
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    // What the client's resolver sees, through `ip netns exec` like the client.
+    let seen = net.client_ns.exec(&["cat", "/etc/resolv.conf"]).unwrap();
+    let live: Vec<&str> = seen.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        live,
+        vec![
+            "nameserver 10.8.0.1",
+            "nameserver 10.8.0.53",
+            "search vpn.example",
+            "options edns0"
+        ],
+        "{seen}"
+    );
+    assert_eq!(net.resolv.read(), seen);
+    let st = terminate(&mut client, Duration::from_secs(10));
+    assert!(st.success(), "{st}:\n{}", client.log_tail(20));
+    assert_eq!(net.resolv.read(), CLIENT_RESOLV_CONF);
+    assert!(client.log().contains("restored"), "{}", client.log_tail(20));
+    assert_eq!(std::fs::read("/etc/resolv.conf").ok(), host_before);
+}
+
+#[test]
+fn client_at_boot_waits_for_a_route_to_the_server() {
+    let net = setup("ci-boot");
+    let (sc, mut cc) = net.tls_crypt_confs();
+    cc.extra.push("connect-retry 1 2".into());
+    let _server = net.stock_server("openvpn-server", &sc);
+    // No address on the client's link: no route to the server at all.
+    net.client_ns
+        .exec(&["ip", "addr", "flush", "dev", &net.veth.if_b])
+        .unwrap();
+    assert!(route_get(&net, SERVER_UNDERLAY).contains("unreachable"));
+    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    assert!(
+        wait_for_count(&client, "retrying in", 2, Duration::from_secs(20)),
+        "{}",
+        client.log_tail(30)
+    );
+    assert!(client.try_exit().is_none(), "{}", client.log_tail(30));
+    // The network comes up: the client follows without a restart.
+    net.client_ns
+        .exec(&["ip", "addr", "add", "10.203.0.2/24", "dev", &net.veth.if_b])
+        .unwrap();
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 11: username/password against a stock server with auth-gen-token
+// ---------------------------------------------------------------------------
+
+const GOOD_USER: &str = "alice";
+const GOOD_PASS: &str = "s3cret pass";
+
+/// A stock server that checks passwords with an `auth-user-pass-verify`
+/// script (via-file) and hands out auth-tokens; clients need no
+/// certificate. Returns the server config and the script's call log.
+fn password_server(net: &Net) -> (ServerConf, PathBuf) {
+    let calls = net.dir.join("verify-calls");
+    let script = net.dir.join("verify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo \"$(head -n1 \"$1\")\" >> '{calls}'\n\
+             [ \"$(head -n1 \"$1\")\" = '{GOOD_USER}' ] && [ \"$(sed -n 2p \"$1\")\" = '{GOOD_PASS}' ]\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut sc, _) = net.tls_crypt_confs();
+    sc.keepalive = Some((1, 10));
+    sc.extra.extend([
+        "script-security 2".to_string(),
+        format!("auth-user-pass-verify {} via-file", script.display()),
+        "verify-client-cert none".to_string(),
+        "username-as-common-name".to_string(),
+        "auth-gen-token 0".to_string(),
+    ]);
+    (sc, calls)
+}
+
+/// The ferrovpn client profile for [`password_server`]: `ca` only, no
+/// `cert`/`key`, plus `auth`.
+fn password_client(net: &Net, name: &str, auth: &[&str]) -> Proc {
+    let wrap = Wrap::TlsCrypt(Material::File(net.dir.join("tc.key")));
+    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let mut text: String = openvpn_client_conf(&cc)
+        .lines()
+        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for l in auth {
+        text.push_str(l);
+        text.push('\n');
+    }
+    assert!(!text.contains("\ncert "), "{text}");
+    let conf = net.dir.join(format!("{name}.conf"));
+    std::fs::write(&conf, text).unwrap();
+    Proc::spawn_in(
+        &net.client_ns,
+        name,
+        net.dir.path(),
+        FERROVPN,
+        &["--config".as_ref(), conf.as_os_str()],
+    )
+    .unwrap()
+}
+
+fn verify_calls(calls: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(calls)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn client_username_password_and_auth_token_stock_server() {
+    let net = setup("ci-up");
+    let (sc, calls) = password_server(&net);
+    let server = net.stock_server("openvpn-server", &sc);
+
+    // (1) Good password, inline block, renegotiation every 3 s and a SIGUSR1
+    // restart: the password is checked once, then the token stands in.
+    let inline = format!("<auth-user-pass>\n{GOOD_USER}\n{GOOD_PASS}\n</auth-user-pass>");
+    let mut client = password_client(&net, "good-inline", &[&inline, "reneg-sec 3"]);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_eq!(verify_calls(&calls), vec![GOOD_USER.to_string()]);
+    client
+        .wait_for_log_line("auth-token received", Duration::from_secs(5))
+        .unwrap();
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    assert!(
+        wait_for_count(&client, "key_id 2 active", 1, Duration::from_secs(20)),
+        "no renegotiation:\n{}",
+        client.log_tail(30)
+    );
+    kill("-USR1", &client);
+    assert!(
+        wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
+        "no reconnect after SIGUSR1:\n{}",
+        client.log_tail(30)
+    );
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    assert_eq!(
+        verify_calls(&calls),
+        vec![GOOD_USER.to_string()],
+        "the verify script ran again: the token was not used\nserver:\n{}",
+        server.log_tail(40)
+    );
+    let slog = server.log();
+    assert!(slog.contains(GOOD_USER), "{slog}");
+    let st = terminate(&mut client, Duration::from_secs(10));
+    assert!(st.success(), "{st}");
+
+    // (2) Wrong password from a file: AUTH_FAILED, and with the default
+    // auth-retry none the client exits with an error.
+    let bad = net.dir.join("bad-auth.txt");
+    std::fs::write(&bad, format!("{GOOD_USER}\nwrong\n")).unwrap();
+    let mut client = password_client(
+        &net,
+        "bad-file",
+        &[&format!("auth-user-pass {}", bad.display())],
+    );
+    let mut status = None;
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || {
+            status = client.try_exit();
+            status.is_some()
+        }),
+        "client with a wrong password still running:\n{}",
+        client.log_tail(30)
+    );
+    let log = client.log();
+    assert!(!status.unwrap().success(), "{log}");
+    assert!(log.contains("AUTH_FAILED"), "{log}");
+    assert!(!log.contains(UP), "{log}");
+    assert_eq!(verify_calls(&calls).len(), 2);
+
+    // (3) The same from a file with the good password.
+    let good = net.dir.join("good-auth.txt");
+    std::fs::write(&good, format!("{GOOD_USER}\n{GOOD_PASS}\n")).unwrap();
+    let mut client = password_client(
+        &net,
+        "good-file",
+        &[
+            &format!("auth-user-pass {}", good.display()),
+            "auth-nocache",
+        ],
+    );
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert_eq!(verify_calls(&calls).len(), 3);
 }

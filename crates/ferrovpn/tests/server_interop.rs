@@ -1334,10 +1334,13 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
     std::fs::rename(&tmp, &crl).unwrap();
     let cc3 = lab.client_conf(0, &client3, "fvtun-b", wrap.clone(), cipher);
     let after = lab.stock_client(0, "openvpn-client3-revoked", &cc3);
+    // The server refuses the certificate at the handshake. (2.6.14 clients log
+    // the TLS alert they get; 2.6.3 clients do not, so the witness is the
+    // server's refusal and the client never coming up.)
     assert!(
         wait_for_count(
-            &after,
-            "fatal SSL alert: certificate revoked",
+            &server,
+            "invalid peer certificate: Revoked",
             1,
             CONNECT_TIMEOUT
         ),
@@ -1346,8 +1349,11 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
     );
     let slog = server.log();
     assert!(slog.contains("crl-verify: reloaded"), "{slog}");
-    assert!(slog.contains("Revoked"), "{slog}");
-    assert!(!after.log().contains(UP), "{}", logs(&after, &server));
+    assert!(
+        !wait_for_count(&after, UP, 1, Duration::from_secs(3)),
+        "{}",
+        logs(&after, &server)
+    );
     drop(after);
     // Everyone else still gets in.
     let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);

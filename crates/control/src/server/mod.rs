@@ -4,12 +4,10 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
-mod identity;
 mod liveness;
 mod pool;
 mod push;
 mod registry;
-mod revocation;
 mod throttle;
 
 use std::collections::HashMap;
@@ -23,7 +21,7 @@ use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
-use ferrovpn_proto::session::{Event, Session, SessionConfig};
+use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
 use tracing::{debug, error, info, warn};
 
 use self::admission::{Admit, Stateless};
@@ -529,13 +527,15 @@ impl Server {
     /// Drop the authenticated clients whose certificate `crl_pem` revokes,
     /// now rather than at their next renegotiation.
     fn drop_revoked(&mut self, crl_pem: &str) {
+        // The text was loaded into the TLS verifier already, so it parses.
+        let crls = tls::parse_crls(crl_pem).unwrap_or_default();
         let revoked: Vec<SocketAddr> = self
             .clients
             .iter()
             .filter(|(_, c)| {
                 c.session
                     .peer_certificate_der()
-                    .is_some_and(|der| revocation::is_revoked(crl_pem, der))
+                    .is_some_and(|der| tls::is_revoked(&crls, der))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -727,7 +727,7 @@ impl Server {
                 peer_info,
                 cipher,
             } => {
-                let common_name = common_name.as_deref().map(identity::remap_common_name);
+                let common_name = common_name.as_deref().map(tls::sanitize_common_name);
                 if !self.s.duplicate_cn
                     && let Some(cn) = common_name.as_deref()
                 {
@@ -810,7 +810,7 @@ impl Server {
             c.session
                 .peer_common_name()
                 .as_deref()
-                .map(identity::remap_common_name)
+                .map(tls::sanitize_common_name)
         });
         match self.clients.assign_peer(addr, cn.as_deref()) {
             Ok(peer) => {

@@ -199,6 +199,9 @@ pub struct Session {
     next_push_request: Option<Instant>,
     next_reneg: Option<Instant>,
     closed: bool,
+    /// Client: user name and password (or auth-token) sent in each
+    /// key-method-2 message; see [`Session::set_credentials`].
+    credentials: Option<(String, String)>,
 }
 
 impl Session {
@@ -232,8 +235,16 @@ impl Session {
             next_push_request: None,
             next_reneg: None,
             closed: false,
+            credentials: None,
             cfg,
         }
+    }
+
+    /// Client: the user name and password to send from the next key
+    /// exchange on (renegotiations included). The driver replaces the
+    /// password with a pushed auth-token, as 2.6 does.
+    pub fn set_credentials(&mut self, username: &str, password: &str) {
+        self.credentials = Some((username.to_owned(), password.to_owned()));
     }
 
     /// Client: start a connection by queueing HARD_RESET_CLIENT_V2.
@@ -639,11 +650,15 @@ impl Session {
             let ks = &mut self.keys[idx];
             ks.phase = Phase::KeyExchange;
             if side == Side::Client {
-                let km = KeyMethod2::new_random(
+                let mut km = KeyMethod2::new_random(
                     true,
                     self.cfg.options_string.clone(),
                     self.cfg.peer_info.clone(),
                 );
+                if let Some((user, pass)) = &self.credentials {
+                    km.username.clone_from(user);
+                    km.password.clone_from(pass);
+                }
                 let mut buf = Vec::new();
                 km.encode(&mut buf);
                 ks.tls

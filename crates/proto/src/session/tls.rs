@@ -430,12 +430,18 @@ pub fn client_config_with_policy(
         provider: provider.clone(),
         crls,
     });
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(m.versions())?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(m.chain()?, parse_key(m.key_pem)?)
-        .map_err(own_cert_error)?;
+        .with_custom_certificate_verifier(verifier);
+    // No certificate (empty `cert_pem`): a username/password client.
+    let mut cfg = if m.cert_pem.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder
+            .with_client_auth_cert(m.chain()?, parse_key(m.key_pem)?)
+            .map_err(own_cert_error)?
+    };
     // OpenVPN sends no SNI; the name we give rustls is a placeholder.
     cfg.enable_sni = false;
     cfg.resumption = rustls::client::Resumption::disabled();

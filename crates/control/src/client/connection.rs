@@ -1,0 +1,339 @@
+//! One connection to one server: the session loop, keepalive, renegotiation
+//! on packet-id exhaustion, the goodbye on shutdown.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferrovpn_dataplane::{DataPlane, PeerTable, UpEvent};
+use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
+use ferrovpn_proto::push::{PushOption, PushReply};
+use ferrovpn_proto::session::{Event, Session};
+use tracing::{debug, info, warn};
+
+use super::credentials::Credentials;
+use super::plan::PushPlan;
+use super::tunnel::Tunnel;
+use super::{ClientSettings, Ended, unix_now};
+use crate::status::{self, StatusSettings};
+
+/// What one connection works with. The tunnel state outlives it.
+pub(super) struct Connection<'a> {
+    pub settings: &'a ClientSettings,
+    pub dp: &'a DataPlane,
+    pub peers: &'a PeerTable,
+    pub socket: &'a UdpSocket,
+    pub up: &'a mut tokio::sync::mpsc::Receiver<UpEvent>,
+    pub server: SocketAddr,
+    pub restart: &'a tokio::sync::Notify,
+    pub tunnel: &'a mut Tunnel,
+    /// `auth-user-pass`; a pushed auth-token is stored here for later
+    /// renegotiations and reconnects.
+    pub credentials: Option<&'a mut Credentials>,
+}
+
+/// How a connection ended, and whether it came up before.
+pub(super) struct Outcome {
+    pub ended: Ended,
+    /// The data channel was up ("Initialization Sequence Completed").
+    pub connected: bool,
+}
+
+/// Per-connection state the event handlers change.
+struct Live {
+    session: Session,
+    peer_id: Option<u32>,
+    ping: Option<Duration>,
+    ping_restart: Duration,
+    ping_exit: Option<Duration>,
+    cc_exit: bool,
+    last_control_rx: Instant,
+    connected: bool,
+}
+
+impl Connection<'_> {
+    /// Run until the connection ends; `shutdown` resolving ends it with a goodbye.
+    pub async fn run(
+        mut self,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Outcome {
+        let s = self.settings;
+        let now = Instant::now();
+        let session = match Session::connect(s.session.clone(), now, unix_now()) {
+            Ok(mut v) => {
+                if let Some((user, secret)) =
+                    self.credentials.as_mut().and_then(|c| c.for_key_exchange())
+                {
+                    v.set_credentials(&user, &secret);
+                }
+                v
+            }
+            Err(e) => {
+                return Outcome {
+                    ended: Ended::Fatal(format!("cannot start session: {e}")),
+                    connected: false,
+                };
+            }
+        };
+        let mut c = Live {
+            session,
+            peer_id: None,
+            ping: s.ping,
+            ping_restart: s.ping_restart,
+            ping_exit: s.ping_exit,
+            cc_exit: false,
+            last_control_rx: now,
+            connected: false,
+        };
+        let mut next_housekeeping = now + Duration::from_millis(500);
+        let mut next_status = now;
+        let ended = loop {
+            if let Some(end) = self.drain(&mut c) {
+                break end;
+            }
+            let deadline = c
+                .session
+                .poll_timeout()
+                .map_or(next_housekeeping, |t| t.min(next_housekeeping));
+            tokio::select! {
+                ev = self.up.recv() => match ev {
+                    Some(UpEvent::Control { from, packet }) if from == self.server => {
+                        c.last_control_rx = Instant::now();
+                        c.session.handle_packet(Instant::now(), &packet);
+                    }
+                    Some(UpEvent::Control { from, .. }) => debug!("ignoring control packet from {from}"),
+                    Some(UpEvent::Occ { payload, .. }) => {
+                        if payload.get(OCC_MAGIC.len()) == Some(&OCC_EXIT) {
+                            break Ended::ServerLeft("server sent exit notification".into());
+                        }
+                    }
+                    Some(UpEvent::Float { .. }) => {}
+                    None => break Ended::Fatal("data plane stopped".into()),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    c.session.handle_timeout(now);
+                    if now >= next_housekeeping {
+                        next_housekeeping = now + Duration::from_millis(500);
+                        if let Some(st) = &s.status
+                            && now >= next_status
+                        {
+                            next_status = now + st.interval;
+                            write_status(st, self.peers, &c);
+                        }
+                        if let Some(end) = self.housekeeping(&mut c, now) {
+                            break end;
+                        }
+                    }
+                }
+                _ = self.restart.notified() => break Ended::Restart,
+                _ = shutdown.as_mut() => {
+                    self.say_goodbye(&mut c).await;
+                    break Ended::Shutdown;
+                }
+            }
+        };
+        if let Some(peer_id) = c.peer_id.take() {
+            self.peers.set_client_default(None);
+            self.peers.remove_peer(peer_id);
+        }
+        Outcome {
+            ended,
+            connected: c.connected,
+        }
+    }
+
+    fn housekeeping(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        let peer_id = c.peer_id?;
+        let stats = self.peers.peer_stats(peer_id)?;
+        let rx_idle = stats
+            .rx_idle()
+            .min(now.saturating_duration_since(c.last_control_rx));
+        if let Some(limit) = c.ping_exit
+            && c.connected
+            && rx_idle >= limit
+        {
+            return Some(Ended::Exit(format!(
+                "inactivity timeout (ping-exit {}s)",
+                limit.as_secs()
+            )));
+        }
+        if c.connected && rx_idle >= c.ping_restart {
+            return Some(Ended::Reconnect(format!(
+                "inactivity timeout (ping-restart {}s)",
+                c.ping_restart.as_secs()
+            )));
+        }
+        // The data plane's packet ids for the current key are running out:
+        // renegotiate before they do (the server side does the same).
+        if stats.needs_renegotiation && c.session.is_established() {
+            match c.session.start_renegotiation(now) {
+                Ok(()) => info!("renegotiating: packet ids of the current key running out"),
+                Err(e) => debug!("renegotiation not started: {e}"),
+            }
+        }
+        if let Some(ping) = c.ping
+            && c.connected
+            && stats.tx_idle() >= ping
+            && let Err(e) = self.dp.send_data(peer_id, &PING_PAYLOAD)
+        {
+            debug!("keepalive ping not sent: {e}");
+        }
+        None
+    }
+
+    /// Send session output and act on session events. Returns how the connection ended, if it did.
+    fn drain(&mut self, c: &mut Live) -> Option<Ended> {
+        loop {
+            while let Some(pkt) = c.session.poll_transmit() {
+                if let Err(e) = self.socket.send_to(&pkt, self.server) {
+                    debug!("control send to {} failed: {e}", self.server);
+                }
+            }
+            let ev = c.session.poll_event()?;
+            match ev {
+                // A later reply of an established session (2.6 renews the
+                // auth-token this way) carries only what changed.
+                Event::PushReply(reply) if c.peer_id.is_some() => self.push_update(c, &reply),
+                Event::PushReply(reply) => {
+                    if let Err(e) = self.apply_push(c, &reply) {
+                        warn!("cannot apply push reply: {e:#}");
+                        return Some(Ended::Reconnect(format!(
+                            "push reply not applicable: {e:#}"
+                        )));
+                    }
+                }
+                Event::KeysReady {
+                    key_id,
+                    cipher,
+                    block,
+                } => {
+                    let Some(peer_id) = c.peer_id else {
+                        return Some(Ended::Reconnect("keys before push reply".into()));
+                    };
+                    self.peers.install_key(
+                        peer_id,
+                        key_id,
+                        DataKeys::from_key_block(cipher, &block, Side::Client),
+                    );
+                }
+                Event::SendKey { key_id } => {
+                    if let Some(peer_id) = c.peer_id {
+                        self.peers.set_send_key(peer_id, key_id);
+                        if !c.connected {
+                            c.connected = true;
+                            info!("Initialization Sequence Completed");
+                        }
+                    }
+                }
+                Event::KeyRetired { key_id } => {
+                    if let Some(peer_id) = c.peer_id {
+                        self.peers.retire_key(peer_id, key_id);
+                    }
+                }
+                Event::AuthFailed(m) => return Some(Ended::AuthFailed(m)),
+                Event::Restart {
+                    halt: true,
+                    message,
+                } => return Some(Ended::Fatal(format!("server sent HALT {message}"))),
+                Event::Restart {
+                    halt: false,
+                    message,
+                } => {
+                    return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
+                }
+                Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
+                Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
+                Event::ClientAuthenticated { .. } | Event::PushRequested => {}
+            }
+        }
+    }
+
+    fn apply_push(&mut self, c: &mut Live, reply: &PushReply) -> anyhow::Result<()> {
+        let framing = crate::compression::pushed(&self.settings.compression, &reply.options)
+            .context(
+                "server pushed compression settings that are not allowed (see allow-compression)",
+            )?;
+        let plan = PushPlan::from_options(
+            self.settings.local_options.iter().chain(&reply.options),
+            self.settings.tun_mtu,
+        )?;
+        let dev = self.dp.tun_name().to_owned();
+        self.tunnel.apply(&dev, self.server.ip(), &plan)?;
+        if let Some(p) = plan.ping {
+            c.ping = Some(p);
+        }
+        if let Some(p) = plan.ping_restart {
+            c.ping_restart = p;
+        }
+        c.cc_exit = plan.cc_exit;
+        if let Some(token) = &plan.auth_token {
+            match self.credentials.as_mut() {
+                Some(creds) => {
+                    creds.token_pushed(token.clone(), plan.auth_token_user.as_deref());
+                    // Renegotiations of this session send the token too.
+                    c.session.set_credentials(creds.username(), token);
+                    info!("auth-token received; used instead of the password from now on");
+                }
+                None => debug!("auth-token pushed without auth-user-pass; ignored"),
+            }
+        }
+        self.peers.upsert_peer(plan.peer_id, self.server, None);
+        self.peers.set_compression(plan.peer_id, framing);
+        self.peers.set_client_default(Some(plan.peer_id));
+        c.peer_id = Some(plan.peer_id);
+        info!(
+            "tunnel {dev}: {} ({:?}), peer-id {}",
+            plan.local, plan.topology, plan.peer_id
+        );
+        Ok(())
+    }
+
+    fn push_update(&mut self, c: &mut Live, reply: &PushReply) {
+        for o in &reply.options {
+            match o {
+                PushOption::Other(name, args) if name == "auth-token" => {
+                    if let (Some(creds), Some(token)) = (self.credentials.as_mut(), args.first()) {
+                        creds.token_pushed(token.clone(), None);
+                        c.session.set_credentials(creds.username(), token);
+                        info!("auth-token renewed");
+                    }
+                }
+                other => debug!("later push option not applied: {}", other.name()),
+            }
+        }
+    }
+
+    async fn say_goodbye(&self, c: &mut Live) {
+        let (Some(peer_id), Some(n)) = (c.peer_id, self.settings.explicit_exit_notify) else {
+            return;
+        };
+        if c.cc_exit {
+            c.session.send_control_message(Instant::now(), "EXIT");
+            while let Some(pkt) = c.session.poll_transmit() {
+                let _ = self.socket.send_to(&pkt, self.server);
+            }
+        } else {
+            let mut msg = OCC_MAGIC.to_vec();
+            msg.push(OCC_EXIT);
+            // 2.6 repeats the OCC exit about once a second for n seconds; we send
+            // n copies spaced briefly so shutdown stays quick.
+            for _ in 0..n.clamp(1, 5) {
+                let _ = self.dp.send_data(peer_id, &msg);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The client's status file: tunnel bytes of the current connection.
+fn write_status(st: &StatusSettings, peers: &PeerTable, c: &Live) {
+    let (read, written) = c
+        .peer_id
+        .and_then(|id| peers.peer_stats(id))
+        .map_or((0, 0), |s| (s.tx_bytes, s.rx_bytes));
+    let text = status::render_client(unix_now(), read, written);
+    if let Err(e) = status::write_atomically(&st.path, &text) {
+        warn!("status file {}: {e}", st.path.display());
+    }
+}

@@ -1,0 +1,448 @@
+//! What a PUSH_REPLY asks the client to configure, decided without touching
+//! the system: [`PushPlan::from_reply`] is pure, `super::tunnel` applies it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ferrovpn_proto::push::{PushOption, PushReply};
+use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
+
+/// How the tunnel's IPv4 address is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `ifconfig LOCAL NETMASK`.
+    Subnet,
+    /// `net30` / `p2p`: `ifconfig LOCAL REMOTE`.
+    PointToPoint,
+}
+
+/// One pushed `route`, with the gateway already resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedRoute {
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What `redirect-gateway FLAGS` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redirect {
+    /// IPv4 default traffic into the tunnel (all but `!ipv4`).
+    pub ipv4: bool,
+    /// `local`: server on the same subnet, no host route to it.
+    pub local: bool,
+    /// `ipv6` or `block-ipv6`: IPv6 default traffic must not leave outside
+    /// the tunnel. ferrovpn carries no IPv6 inside the tunnel, so both block it.
+    pub block_ipv6: bool,
+    /// `bypass-dns`: host routes to the pushed DNS servers outside the tunnel.
+    pub bypass_dns: bool,
+}
+
+/// Pushed name resolution settings (`dhcp-option DNS/DOMAIN/DOMAIN-SEARCH`,
+/// 2.6's `dns server N address A` and `dns search-domain D`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsPlan {
+    pub servers: Vec<IpAddr>,
+    /// `dhcp-option DOMAIN`: the connection's own domain (searched first).
+    pub domain: Option<String>,
+    pub search: Vec<String>,
+}
+
+impl DnsPlan {
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.domain.is_none() && self.search.is_empty()
+    }
+
+    /// Domains in search order: the DOMAIN first, then DOMAIN-SEARCH ones.
+    pub fn search_domains(&self) -> Vec<String> {
+        self.domain
+            .iter()
+            .chain(self.search.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Everything one PUSH_REPLY asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushPlan {
+    pub topology: Topology,
+    pub local: Ipv4Addr,
+    /// The netmask (subnet) or the remote end (point-to-point).
+    pub netmask_or_remote: Ipv4Addr,
+    /// `route-gateway`, or the remote end in point-to-point topologies.
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u16,
+    pub routes: Vec<PushedRoute>,
+    pub redirect: Option<Redirect>,
+    pub dns: DnsPlan,
+    pub ping: Option<Duration>,
+    pub ping_restart: Option<Duration>,
+    pub peer_id: u32,
+    /// `protocol-flags cc-exit`: say goodbye with an EXIT control message.
+    pub cc_exit: bool,
+    /// `auth-token`: replaces the password from the next authentication on.
+    pub auth_token: Option<String>,
+    /// `auth-token-user` (base64 of the user name to send with the token).
+    pub auth_token_user: Option<String>,
+    /// Options that are understood but not applied, or ignored, with the
+    /// reason: the caller logs them at WARN so nothing is dropped silently.
+    pub warnings: Vec<String>,
+}
+
+/// Why a push reply cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    NoIfconfig,
+    NoGateway,
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlanError::NoIfconfig => "push reply has no ifconfig",
+            PlanError::NoGateway => "redirect-gateway needs a route-gateway",
+        })
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+impl PushPlan {
+    /// Decide what `reply` asks for. `default_mtu` is the configured tun-mtu.
+    pub fn from_reply(reply: &PushReply, default_mtu: u16) -> Result<PushPlan, PlanError> {
+        Self::from_options(&reply.options, default_mtu)
+    }
+
+    /// [`PushPlan::from_reply`] over options in order: the client's own
+    /// `route`/`redirect-gateway` lines first, then the pushed ones.
+    pub fn from_options<'a>(
+        options: impl IntoIterator<Item = &'a PushOption>,
+        default_mtu: u16,
+    ) -> Result<PushPlan, PlanError> {
+        let mut topology = Topology::PointToPoint;
+        let mut ifconfig = None;
+        let mut route_gateway = None;
+        let mut raw_routes = Vec::new();
+        let mut redirect: Option<Redirect> = None;
+        let mut dns = DnsPlan::default();
+        let mut plan_warnings = Vec::new();
+        let mut ping = None;
+        let mut ping_restart = None;
+        let mut peer_id = PEER_ID_UNDEFINED;
+        let mut cc_exit = false;
+        let mut mtu = default_mtu;
+        let mut auth_token = None;
+        let mut auth_token_user = None;
+        for o in options {
+            match o {
+                PushOption::Topology(t) => {
+                    topology = if t == "subnet" {
+                        Topology::Subnet
+                    } else {
+                        Topology::PointToPoint
+                    }
+                }
+                PushOption::Ifconfig {
+                    local,
+                    netmask_or_remote,
+                } => ifconfig = Some((*local, *netmask_or_remote)),
+                PushOption::RouteGateway(gw) => route_gateway = Some(*gw),
+                PushOption::Route {
+                    network,
+                    netmask,
+                    gateway,
+                } => raw_routes.push((*network, *netmask, *gateway)),
+                PushOption::RedirectGateway(flags) => {
+                    redirect = Some(redirect_flags(flags, &mut plan_warnings))
+                }
+                PushOption::DhcpOption(kind, value) => {
+                    dhcp_option(kind, value, &mut dns, &mut plan_warnings)
+                }
+                PushOption::Ping(n) => ping = Some(Duration::from_secs(u64::from(*n))),
+                PushOption::PingRestart(n) => {
+                    ping_restart = Some(Duration::from_secs(u64::from(*n)))
+                }
+                PushOption::PeerId(id) => peer_id = *id,
+                PushOption::ProtocolFlags(flags) => cc_exit = flags.iter().any(|f| f == "cc-exit"),
+                PushOption::TunMtu(m) => mtu = u16::try_from(*m).unwrap_or(default_mtu),
+                // Applied by the session (cipher negotiation, key derivation).
+                PushOption::Cipher(_) | PushOption::KeyDerivation(_) => {}
+                PushOption::Other(name, args) => match name.as_str() {
+                    "dns" => dns_option(args, &mut dns, &mut plan_warnings),
+                    "auth-token" => auth_token = args.first().cloned(),
+                    "auth-token-user" => auth_token_user = args.first().cloned(),
+                    // Applied through `compression::pushed` before the plan.
+                    "comp-lzo" | "compress" | "comp-noadapt" => {}
+                    // Handled by the session or meaningless to a client here.
+                    "push-continuation" | "ifconfig-ipv6" | "route-ipv6" | "tun-ipv6" => {
+                        if name != "push-continuation" {
+                            plan_warnings.push(format!(
+                                "pushed '{name}' not applied: IPv6 inside the tunnel is not supported"
+                            ));
+                        }
+                    }
+                    _ => plan_warnings
+                        .push(format!("pushed option '{name}' is not supported; ignored")),
+                },
+            }
+        }
+        let (local, netmask_or_remote) = ifconfig.ok_or(PlanError::NoIfconfig)?;
+        let gateway = match topology {
+            Topology::Subnet => route_gateway,
+            Topology::PointToPoint => route_gateway.or(Some(netmask_or_remote)),
+        };
+        if redirect.as_ref().is_some_and(|r| r.ipv4) && gateway.is_none() {
+            return Err(PlanError::NoGateway);
+        }
+        let routes = raw_routes
+            .into_iter()
+            .map(|(network, netmask, gw)| PushedRoute {
+                network,
+                netmask,
+                gateway: gw.or(gateway),
+            })
+            .collect();
+        Ok(PushPlan {
+            topology,
+            local,
+            netmask_or_remote,
+            gateway,
+            mtu,
+            routes,
+            redirect,
+            dns,
+            ping,
+            ping_restart,
+            peer_id,
+            cc_exit,
+            auth_token,
+            auth_token_user,
+            warnings: plan_warnings,
+        })
+    }
+
+    /// The part that decides the interface address: when it changes across a
+    /// reconnect the address is set again.
+    pub fn address(&self) -> (Topology, Ipv4Addr, Ipv4Addr, u16) {
+        (self.topology, self.local, self.netmask_or_remote, self.mtu)
+    }
+}
+
+fn redirect_flags(flags: &[String], warnings: &mut Vec<String>) -> Redirect {
+    let mut r = Redirect {
+        ipv4: true,
+        ..Redirect::default()
+    };
+    for f in flags {
+        match f.as_str() {
+            // def1 is how ferrovpn always redirects: two /1 routes that
+            // override the default route without deleting it.
+            "def1" => {}
+            "local" => r.local = true,
+            "!ipv4" => r.ipv4 = false,
+            "ipv6" => {
+                r.block_ipv6 = true;
+                warnings.push(
+                    "redirect-gateway ipv6: ferrovpn carries no IPv6 inside the tunnel; IPv6 is blocked instead (unreachable ::/1 and 8000::/1)".into(),
+                );
+            }
+            "block-ipv6" => r.block_ipv6 = true,
+            "bypass-dns" => r.bypass_dns = true,
+            // Windows only in 2.6 (the DHCP server's address is not known on Linux).
+            "bypass-dhcp" => {}
+            other => warnings.push(format!(
+                "redirect-gateway flag '{other}' is not supported; ignored"
+            )),
+        }
+    }
+    r
+}
+
+fn dhcp_option(kind: &str, value: &str, dns: &mut DnsPlan, warnings: &mut Vec<String>) {
+    match kind.to_ascii_uppercase().as_str() {
+        "DNS" | "DNS6" => match value.parse::<IpAddr>() {
+            Ok(ip) => push_unique(&mut dns.servers, ip),
+            Err(_) => warnings.push(format!(
+                "pushed dhcp-option {kind} '{value}' is not an IP address; ignored"
+            )),
+        },
+        "DOMAIN" if valid_domain(value) => dns.domain = Some(value.to_owned()),
+        "DOMAIN-SEARCH" if valid_domain(value) => push_unique(&mut dns.search, value.to_owned()),
+        "DOMAIN" | "DOMAIN-SEARCH" => warnings.push(format!(
+            "pushed dhcp-option {kind} '{value}' is not a domain name; ignored"
+        )),
+        // Windows-only options in 2.6 on Linux too (no up script here).
+        _ => warnings.push(format!("pushed dhcp-option {kind} is not applied on Linux")),
+    }
+}
+
+/// 2.6's `dns server N address A[:PORT] ...` and `dns search-domain D ...`.
+fn dns_option(args: &[String], dns: &mut DnsPlan, warnings: &mut Vec<String>) {
+    match args.first().map(String::as_str) {
+        Some("search-domain") => {
+            for d in &args[1..] {
+                if valid_domain(d) {
+                    push_unique(&mut dns.search, d.clone());
+                } else {
+                    warnings.push(format!(
+                        "pushed dns search-domain '{d}' is not a domain name; ignored"
+                    ));
+                }
+            }
+        }
+        Some("server") if args.get(2).map(String::as_str) == Some("address") => {
+            for a in args.iter().skip(3) {
+                match parse_dns_address(a) {
+                    Some(ip) => push_unique(&mut dns.servers, ip),
+                    None => warnings.push(format!(
+                        "pushed dns server address '{a}' is not an IP address (a port other than 53 is not supported); ignored"
+                    )),
+                }
+            }
+        }
+        _ => warnings.push(format!(
+            "pushed 'dns {}' is not supported; ignored",
+            args.join(" ")
+        )),
+    }
+}
+
+/// `A`, `A:53`, `[A6]` or `[A6]:53`.
+fn parse_dns_address(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (h, after.strip_prefix(':').unwrap_or("53"))
+    } else {
+        s.rsplit_once(':')?
+    };
+    (port == "53").then(|| host.parse().ok()).flatten()
+}
+
+/// A DNS name as resolv.conf and resolvectl take it: letters, digits,
+/// hyphens, dots, underscores; no leading `-` (never option-looking).
+fn valid_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<PushPlan, PlanError> {
+        let reply = PushReply::parse(text).expect("valid push reply");
+        PushPlan::from_reply(&reply, 1500)
+    }
+
+    #[test]
+    fn subnet_reply_with_routes_dns_and_timers() {
+        let p = plan("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,route 10.99.0.0 255.255.255.0,route 10.98.0.0 255.255.0.0 10.8.0.9,dhcp-option DNS 10.8.0.1,dhcp-option DOMAIN corp.example,dhcp-option DOMAIN-SEARCH b.example,peer-id 3,protocol-flags cc-exit tls-ekm,tun-mtu 1400,cipher AES-256-GCM").unwrap();
+        assert_eq!(p.topology, Topology::Subnet);
+        assert_eq!(p.local, Ipv4Addr::new(10, 8, 0, 2));
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 8, 0, 1)));
+        assert_eq!(p.mtu, 1400);
+        assert_eq!(p.peer_id, 3);
+        assert!(p.cc_exit);
+        assert_eq!(p.ping, Some(Duration::from_secs(10)));
+        assert_eq!(p.ping_restart, Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.routes,
+            vec![
+                PushedRoute {
+                    network: Ipv4Addr::new(10, 99, 0, 0),
+                    netmask: Ipv4Addr::new(255, 255, 255, 0),
+                    gateway: Some(Ipv4Addr::new(10, 8, 0, 1)),
+                },
+                PushedRoute {
+                    network: Ipv4Addr::new(10, 98, 0, 0),
+                    netmask: Ipv4Addr::new(255, 255, 0, 0),
+                    gateway: Some(Ipv4Addr::new(10, 8, 0, 9)),
+                },
+            ]
+        );
+        assert_eq!(p.dns.servers, vec![IpAddr::from([10, 8, 0, 1])]);
+        assert_eq!(p.dns.search_domains(), vec!["corp.example", "b.example"]);
+        assert!(p.redirect.is_none());
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn net30_gateway_is_the_remote_end() {
+        let p = plan("PUSH_REPLY,ifconfig 10.8.0.6 10.8.0.5,redirect-gateway def1").unwrap();
+        assert_eq!(p.topology, Topology::PointToPoint);
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 8, 0, 5)));
+        assert_eq!(
+            p.redirect,
+            Some(Redirect {
+                ipv4: true,
+                ..Redirect::default()
+            })
+        );
+    }
+
+    #[test]
+    fn missing_ifconfig_or_gateway_is_an_error() {
+        assert_eq!(plan("PUSH_REPLY,ping 10"), Err(PlanError::NoIfconfig));
+        assert_eq!(
+            plan(
+                "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,redirect-gateway def1"
+            ),
+            Err(PlanError::NoGateway)
+        );
+        // !ipv4 needs no IPv4 gateway.
+        let p = plan(
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,redirect-gateway !ipv4 block-ipv6",
+        )
+        .unwrap();
+        let r = p.redirect.unwrap();
+        assert!(!r.ipv4 && r.block_ipv6);
+    }
+
+    #[test]
+    fn redirect_ipv6_blocks_ipv6_with_a_warning() {
+        let p = plan("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ifconfig 10.8.0.2 255.255.255.0,redirect-gateway def1 ipv6 bypass-dns local").unwrap();
+        let r = p.redirect.unwrap();
+        assert!(r.ipv4 && r.block_ipv6 && r.bypass_dns && r.local);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("IPv6 is blocked"));
+    }
+
+    #[test]
+    fn dns_values_are_validated() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dhcp-option DNS --set-evil,dhcp-option DNS 1.1.1.1,dhcp-option DNS 1.1.1.1,dhcp-option DOMAIN -x,dhcp-option NBT 2").unwrap();
+        assert_eq!(p.dns.servers, vec![IpAddr::from([1, 1, 1, 1])]);
+        assert_eq!(p.dns.domain, None);
+        assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn dns_option_of_2_6() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 0 address 10.8.0.1 [fd00::1]:53 9.9.9.9:5353,dns search-domain a.example b.example").unwrap();
+        assert_eq!(
+            p.dns.servers,
+            vec![IpAddr::from([10, 8, 0, 1]), "fd00::1".parse().unwrap()]
+        );
+        assert_eq!(p.dns.search, vec!["a.example", "b.example"]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn auth_token_is_kept() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,auth-token SESS_ID_AT_abc,auth-token-user dXNlcg==").unwrap();
+        assert_eq!(p.auth_token.as_deref(), Some("SESS_ID_AT_abc"));
+        assert_eq!(p.auth_token_user.as_deref(), Some("dXNlcg=="));
+    }
+}

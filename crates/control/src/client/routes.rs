@@ -1,0 +1,240 @@
+//! Which routes a push plan needs, and what to add and delete to get there
+//! from what is installed: pure, so reconnects can keep what stays the same.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::plan::PushPlan;
+use crate::netconfig::prefix_len;
+
+/// One route the client installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An IPv4 route through `dev` (the tunnel, or the underlay for the host
+    /// route to the server).
+    V4 {
+        net: Ipv4Addr,
+        prefix: u32,
+        via: Option<Ipv4Addr>,
+        dev: String,
+    },
+    /// An `unreachable` IPv6 route (`block-ipv6`).
+    Unreachable6 { net: Ipv6Addr, prefix: u8 },
+}
+
+/// How the server was reached before the tunnel redirected anything: the
+/// gateway and device that the host routes around the tunnel use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetGateway {
+    pub via: Option<Ipv4Addr>,
+    pub dev: String,
+}
+
+/// A /32 to `dst` outside the tunnel.
+pub fn host_route(dst: Ipv4Addr, net_gateway: &NetGateway) -> Route {
+    Route::V4 {
+        net: dst,
+        prefix: 32,
+        via: net_gateway.via,
+        dev: net_gateway.dev.clone(),
+    }
+}
+
+/// The routes `plan` asks for, in the order they are added: first the ones
+/// that keep the tunnel's own packets outside it, then the redirect.
+/// `net_gateway` is needed (and only used) when IPv4 is redirected.
+pub fn wanted_routes(
+    plan: &PushPlan,
+    tun: &str,
+    server: Ipv4Addr,
+    net_gateway: Option<&NetGateway>,
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    let into_tun = |net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>| Route::V4 {
+        net,
+        prefix,
+        via,
+        dev: tun.to_owned(),
+    };
+    if let Some(r) = &plan.redirect
+        && r.ipv4
+        && let Some(ng) = net_gateway
+    {
+        if !r.local {
+            out.push(host_route(server, ng));
+        }
+        if r.bypass_dns {
+            for dns in &plan.dns.servers {
+                if let std::net::IpAddr::V4(v4) = dns {
+                    out.push(host_route(*v4, ng));
+                }
+            }
+        }
+    }
+    for r in &plan.routes {
+        out.push(into_tun(r.network, prefix_len(r.netmask), r.gateway));
+    }
+    if let Some(r) = &plan.redirect {
+        if r.ipv4 {
+            for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+                out.push(into_tun(net, 1, plan.gateway));
+            }
+        }
+        if r.block_ipv6 {
+            for net in [
+                Ipv6Addr::UNSPECIFIED,
+                Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
+            ] {
+                out.push(Route::Unreachable6 { net, prefix: 1 });
+            }
+        }
+    }
+    let mut unique = Vec::with_capacity(out.len());
+    for r in out {
+        if !unique.contains(&r) {
+            unique.push(r);
+        }
+    }
+    unique
+}
+
+/// What to change in the routing table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RouteChanges {
+    /// Installed routes no longer wanted, deleted first.
+    pub delete: Vec<Route>,
+    /// Wanted routes not installed yet, added in this order.
+    pub add: Vec<Route>,
+}
+
+/// The changes from `installed` (routes we added and still own) to `wanted`;
+/// routes in both are kept untouched, so nothing leaks while they would be
+/// deleted and added again.
+pub fn route_changes(installed: &[Route], wanted: &[Route]) -> RouteChanges {
+    RouteChanges {
+        delete: installed
+            .iter()
+            .filter(|r| !wanted.contains(r))
+            .cloned()
+            .collect(),
+        add: wanted
+            .iter()
+            .filter(|r| !installed.contains(r))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovpn_proto::push::PushReply;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    fn plan(text: &str) -> PushPlan {
+        PushPlan::from_reply(&PushReply::parse(text).unwrap(), 1500).unwrap()
+    }
+
+    fn lan() -> NetGateway {
+        NetGateway {
+            via: Some(Ipv4Addr::new(192, 168, 1, 1)),
+            dev: "eth0".into(),
+        }
+    }
+
+    fn v4(net: [u8; 4], prefix: u32, via: Option<[u8; 4]>, dev: &str) -> Route {
+        Route::V4 {
+            net: net.into(),
+            prefix,
+            via: via.map(Ipv4Addr::from),
+            dev: dev.into(),
+        }
+    }
+
+    const BASE: &str =
+        "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ifconfig 10.8.0.2 255.255.255.0";
+
+    #[test]
+    fn redirect_gateway_routes_around_and_into_the_tunnel() {
+        let p = plan(&format!(
+            "{BASE},route 10.99.0.0 255.255.255.0,redirect-gateway def1 block-ipv6"
+        ));
+        let w = wanted_routes(&p, "tun0", SERVER, Some(&lan()));
+        assert_eq!(
+            w,
+            vec![
+                v4([192, 0, 2, 1], 32, Some([192, 168, 1, 1]), "eth0"),
+                v4([10, 99, 0, 0], 24, Some([10, 8, 0, 1]), "tun0"),
+                v4([0, 0, 0, 0], 1, Some([10, 8, 0, 1]), "tun0"),
+                v4([128, 0, 0, 0], 1, Some([10, 8, 0, 1]), "tun0"),
+                Route::Unreachable6 {
+                    net: Ipv6Addr::UNSPECIFIED,
+                    prefix: 1
+                },
+                Route::Unreachable6 {
+                    net: "8000::".parse().unwrap(),
+                    prefix: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn local_and_bypass_dns_flags() {
+        let p = plan(&format!(
+            "{BASE},dhcp-option DNS 9.9.9.9,redirect-gateway def1 local bypass-dns"
+        ));
+        let w = wanted_routes(&p, "tun0", SERVER, Some(&lan()));
+        assert_eq!(w[0], v4([9, 9, 9, 9], 32, Some([192, 168, 1, 1]), "eth0"));
+        assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    #[test]
+    fn reconnect_with_the_same_push_changes_nothing() {
+        let p = plan(&format!(
+            "{BASE},route 10.99.0.0 255.255.255.0,redirect-gateway def1"
+        ));
+        let w = wanted_routes(&p, "tun0", SERVER, Some(&lan()));
+        assert_eq!(route_changes(&w, &w), RouteChanges::default());
+    }
+
+    #[test]
+    fn changed_push_deletes_only_what_went_away() {
+        let old = plan(&format!(
+            "{BASE},route 10.99.0.0 255.255.255.0,redirect-gateway def1"
+        ));
+        let new = plan(&format!(
+            "{BASE},route 10.98.0.0 255.255.255.0,redirect-gateway def1"
+        ));
+        let installed = wanted_routes(&old, "tun0", SERVER, Some(&lan()));
+        // Another server of the same profile: a new host route as well.
+        let other = Ipv4Addr::new(192, 0, 2, 2);
+        let c = route_changes(
+            &installed,
+            &wanted_routes(&new, "tun0", other, Some(&lan())),
+        );
+        assert_eq!(
+            c.delete,
+            vec![
+                v4([192, 0, 2, 1], 32, Some([192, 168, 1, 1]), "eth0"),
+                v4([10, 99, 0, 0], 24, Some([10, 8, 0, 1]), "tun0"),
+            ]
+        );
+        assert_eq!(
+            c.add,
+            vec![
+                v4([192, 0, 2, 2], 32, Some([192, 168, 1, 1]), "eth0"),
+                v4([10, 98, 0, 0], 24, Some([10, 8, 0, 1]), "tun0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn first_connection_adds_everything() {
+        let p = plan(&format!("{BASE},route 10.99.0.0 255.255.255.0"));
+        let w = wanted_routes(&p, "tun0", SERVER, None);
+        let c = route_changes(&[], &w);
+        assert!(c.delete.is_empty());
+        assert_eq!(c.add, w);
+    }
+}

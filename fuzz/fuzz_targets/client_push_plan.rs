@@ -1,0 +1,41 @@
+//! Fuzz what a client makes of a server's PUSH_REPLY: the plan (routes,
+//! redirect flags, DNS, auth-token), the routes it wants, the resolv.conf it
+//! would write (whose kept original must come back exactly), and the
+//! auth-token-user decoding.
+#![no_main]
+
+use std::net::Ipv4Addr;
+
+use ferrovpn_control::client::credentials::{CredentialSource, Credentials};
+use ferrovpn_control::client::dns::{original_of, render_resolv_conf};
+use ferrovpn_control::client::plan::PushPlan;
+use ferrovpn_control::client::routes::{NetGateway, route_changes, wanted_routes};
+use ferrovpn_proto::push::PushReply;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(reply) = PushReply::parse(text) else {
+        return;
+    };
+    let Ok(plan) = PushPlan::from_reply(&reply, 1500) else {
+        return;
+    };
+    let lan = NetGateway {
+        via: Some(Ipv4Addr::new(192, 168, 1, 1)),
+        dev: "eth0".into(),
+    };
+    let wanted = wanted_routes(&plan, "tun0", Ipv4Addr::new(192, 0, 2, 1), Some(&lan));
+    let changes = route_changes(&wanted, &wanted);
+    assert!(changes.add.is_empty() && changes.delete.is_empty());
+    // The fuzz input doubles as the original resolv.conf.
+    let written = render_resolv_conf(&plan.dns, text);
+    assert_eq!(original_of(&written).as_deref(), Some(text));
+    if let Some(token) = plan.auth_token {
+        let mut c = Credentials::new(CredentialSource::Inline, "u".into(), "p".into(), None, false);
+        c.token_pushed(token, plan.auth_token_user.as_deref());
+        let _ = c.for_key_exchange();
+    }
+});
