@@ -1,4 +1,4 @@
-//! TCP MSS clamping (protocol doc §10.4) with an incremental checksum update
+//! TCP MSS clamping (docs/protocol.md §10.4) with an incremental checksum update
 //! (RFC 1624), applied to SYN packets in both directions.
 
 /// Overhead of one P_DATA_V2 packet on the wire: outer IP + UDP + 24 bytes.

@@ -1,4 +1,4 @@
-//! Lock-free receive replay window for data-channel packet ids (protocol doc §8.4).
+//! Lock-free receive replay window for data-channel packet ids (docs/protocol.md §8.4).
 //!
 //! Several workers may open packets of the same key at the same time (the
 //! sender's packets are spread over our UDP sockets and TUN queues), so the

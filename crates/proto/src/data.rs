@@ -1,4 +1,4 @@
-//! Data-channel crypto (protocol doc §7.1, §8): the ciphers, the 256-byte key
+//! Data-channel crypto (docs/protocol.md §7.1, §8): the ciphers, the 256-byte key
 //! block and its slicing, and in-place AEAD seal/open of P_DATA_V2 / P_DATA_V1
 //! packets. Pure code over caller-owned buffers: no allocation per packet.
 //!

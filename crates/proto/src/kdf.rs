@@ -1,4 +1,4 @@
-//! Data-channel key derivation (protocol doc §7.2, §7.3): the TLS exporter
+//! Data-channel key derivation (docs/protocol.md §7.2, §7.3): the TLS exporter
 //! label used with tls-ekm, and the legacy OpenVPN PRF for peers that did not
 //! negotiate tls-ekm.
 

@@ -1,4 +1,4 @@
-//! Key-method-2 messages (protocol doc §6), peer-info (§6.3) and the OCC
+//! Key-method-2 messages (docs/protocol.md §6), peer-info (§6.3) and the OCC
 //! options strings we send (§13).
 //!
 //! The message is the first TLS application data in each direction. Decoding

@@ -7,6 +7,9 @@
 //! passed in by the caller.
 //!
 //! Must not touch: sockets, TUN devices, threads, the system clock, the file system.
+//!
+//! A bare `§N.M` in this crate's comments is a section of `docs/protocol.md`,
+//! the project's protocol reference.
 
 pub mod compress;
 pub mod data;

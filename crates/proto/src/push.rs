@@ -1,4 +1,4 @@
-//! Text control messages (protocol doc §11): splitting the TLS plaintext into
+//! Text control messages (docs/protocol.md §11): splitting the TLS plaintext into
 //! NUL-terminated messages, PUSH_REPLY parse/build and the other commands.
 //!
 //! Everything here reads text that came from the peer: parsing never panics

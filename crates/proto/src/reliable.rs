@@ -1,4 +1,4 @@
-//! The control channel's reliability layer (protocol doc §2.5): message ids,
+//! The control channel's reliability layer (docs/protocol.md §2.5): message ids,
 //! acknowledgements, retransmission with exponential backoff, in-order
 //! delivery and the send/receive windows a stock 2.6 peer expects.
 //!

@@ -1,5 +1,5 @@
 //! Replay windows: the long form (id + time) for tls-auth/tls-crypt control
-//! packets (protocol doc §2.4) and the short form for data-channel packet ids
+//! packets (docs/protocol.md §2.4) and the short form for data-channel packet ids
 //! (§8.4).
 //!
 //! Both split `check` from `commit` so a caller can check cheaply, finish

@@ -1,5 +1,5 @@
 //! OpenVPN packet codecs: the opcode/key-id byte, the logical control packet
-//! (protocol doc §2.1) and the data packet headers (§8.1, §8.2).
+//! (docs/protocol.md §2.1) and the data packet headers (§8.1, §8.2).
 //!
 //! Parsing never panics: every length is checked before it is read, and
 //! errors name what was wrong. Wrapping (tls-auth / tls-crypt) lives in
@@ -121,7 +121,7 @@ pub fn parse_header_byte(b: u8) -> Result<(Opcode, u8), WireError> {
         .ok_or(WireError::BadOpcode(op))
 }
 
-/// The logical control packet of protocol doc §2.1, independent of wrapping.
+/// The logical control packet of docs/protocol.md §2.1, independent of wrapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlPacket {
     pub opcode: Opcode,

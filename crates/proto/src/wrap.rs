@@ -1,4 +1,4 @@
-//! Control-channel wrapping: tls-auth (protocol doc §2.2, §3) and tls-crypt v1
+//! Control-channel wrapping: tls-auth (docs/protocol.md §2.2, §3) and tls-crypt v1
 //! (§2.3, §4.1), plus the "OpenVPN Static key V1" key file (§3.1).
 //!
 //! Receiving always authenticates (constant-time compare) before the body is

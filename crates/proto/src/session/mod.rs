@@ -1,4 +1,4 @@
-//! The control-channel session state machine, server and client (protocol doc
+//! The control-channel session state machine, server and client (docs/protocol.md
 //! §2.5–§2.7, §5, §6, §11, §12).
 //!
 //! A [`Session`] is one OpenVPN "tls_session": one pair of session ids, one
