@@ -24,9 +24,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// A configuration error, displayed as `file:line: reason`.
+/// A configuration error, displayed as `file:line: reason`, followed by the
+/// other errors of the same configuration (one per line), if any.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{}: {reason}", self.location())]
 pub struct ConfigError {
     /// File name as given (or `<command line>`).
     pub file: String,
@@ -34,6 +34,18 @@ pub struct ConfigError {
     pub line: usize,
     /// What went wrong / what was expected.
     pub reason: Reason,
+    /// The further errors found in the same configuration, in order.
+    pub also: Box<[ConfigError]>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location(), self.reason)?;
+        for e in &self.also {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
+    }
 }
 
 impl ConfigError {
@@ -42,7 +54,13 @@ impl ConfigError {
             file: loc.file.clone(),
             line: loc.line,
             reason,
+            also: Box::default(),
         }
+    }
+
+    /// This error and the further ones, in order.
+    pub fn all(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(self.also.iter())
     }
 
     pub fn location(&self) -> Location {

@@ -133,6 +133,8 @@ impl Config {
             ));
         }
 
+        self.finalize_compression(&whole)?;
+
         match mode {
             Mode::Server => self.finalize_server(&whole)?,
             Mode::Client => {
@@ -162,6 +164,23 @@ impl Config {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// 2.6's default (stubs only unless a compression flag was set) and its
+    /// `check_compression_settings_valid`, reported at the directive that
+    /// enabled the algorithm.
+    fn finalize_compression(&mut self, whole: &Location) -> Result<(), ConfigError> {
+        self.compression.finish();
+        if let Err(e) = self.compression.check() {
+            let at = ["compress", "comp-lzo", "allow-compression"]
+                .iter()
+                .filter_map(|d| self.seen.get(*d))
+                .max_by_key(|l| l.line)
+                .cloned()
+                .unwrap_or_else(|| whole.clone());
+            return Err(ConfigError::new(&at, Reason::Invalid(e.to_string())));
         }
         Ok(())
     }

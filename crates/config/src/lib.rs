@@ -12,6 +12,7 @@
 //! [`ConfigError`]s displayed as `file:line: reason`. Nothing here panics on
 //! any input.
 
+mod compression;
 mod error;
 mod finalize;
 mod lexer;
@@ -19,12 +20,12 @@ mod parser;
 mod table;
 mod types;
 
+pub use compression::{Alg as CompressAlg, CompressError, CompressOptions, RECEIVE_ONLY_WARNING};
 pub use error::{ConfigError, Location, Reason};
 pub use lexer::tokenize;
-pub use parser::{COMMAND_LINE, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};
+pub use parser::{COMMAND_LINE, MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};
 pub use table::{
-    COMPRESSION_REASON, DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON, markdown_table,
-    unsupported_reason,
+    DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON, markdown_table, unsupported_reason,
 };
 pub use types::*;
 
@@ -37,8 +38,7 @@ pub fn parse_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
     let path = path.as_ref();
     let mut p = Parser::new(true);
     p.include(path, None)?;
-    p.cfg.finalize(&path.display().to_string())?;
-    Ok(p.cfg)
+    p.finish(&path.display().to_string())
 }
 
 /// Parse configuration text; `name` is used in error messages. `config`
@@ -46,8 +46,7 @@ pub fn parse_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
 pub fn parse_str(text: &str, name: &str) -> Result<Config, ConfigError> {
     let mut p = Parser::new(true);
     p.parse_text(text, name)?;
-    p.cfg.finalize(name)?;
-    Ok(p.cfg)
+    p.finish(name)
 }
 
 /// Like [`parse_str`] but never touches the file system: `config FILE` and
@@ -55,8 +54,7 @@ pub fn parse_str(text: &str, name: &str) -> Result<Config, ConfigError> {
 pub fn parse_str_no_fs(text: &str, name: &str) -> Result<Config, ConfigError> {
     let mut p = Parser::new(false);
     p.parse_text(text, name)?;
-    p.cfg.finalize(name)?;
-    Ok(p.cfg)
+    p.finish(name)
 }
 
 impl Config {
@@ -72,8 +70,7 @@ impl Config {
     pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
         let mut p = Parser::new(true);
         p.parse_args(args)?;
-        p.cfg.finalize(&whole_config_name(args))?;
-        Ok(p.cfg)
+        p.finish(&whole_config_name(args))
     }
 }
 

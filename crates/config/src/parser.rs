@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Location, Reason};
 use crate::lexer::tokenize;
-use crate::table::{self, COMPRESSION_REASON, Support, TAP_REASON, TCP_REASON};
+use crate::table::{self, Support, TAP_REASON, TCP_REASON};
 use crate::types::*;
 
 /// Deepest `config` nesting allowed (the top-level file counts).
@@ -19,9 +19,17 @@ pub const COMMAND_LINE: &str = "<command line>";
 pub(crate) struct Parser {
     pub cfg: Config,
     fs: bool,
+    /// `setenv FORWARD_COMPATIBLE 1` was seen: unknown directives after it warn.
+    forward_compatible: bool,
     /// Canonical paths of the files being parsed (include stack).
     stack: Vec<PathBuf>,
+    /// Every error found so far: parsing goes on after one, so that a run
+    /// reports them all (at most [`MAX_ERRORS`]).
+    errors: Vec<ConfigError>,
 }
+
+/// Errors kept per run; hostile input cannot grow the list without bound.
+pub const MAX_ERRORS: usize = 100;
 
 type R<T> = Result<T, ConfigError>;
 
@@ -187,8 +195,28 @@ impl Parser {
         Self {
             cfg: Config::default(),
             fs,
+            forward_compatible: false,
             stack: Vec::new(),
+            errors: Vec::new(),
         }
+    }
+
+    fn record(&mut self, e: ConfigError) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        }
+    }
+
+    /// Every error recorded, as one [`ConfigError`]; else the finalized config.
+    /// Whole-config errors name the top-level file if there is one.
+    pub fn finish(mut self, name: &str) -> R<Config> {
+        if !self.errors.is_empty() {
+            let mut first = self.errors.remove(0);
+            first.also = self.errors.into_boxed_slice();
+            return Err(first);
+        }
+        self.cfg.finalize(name)?;
+        Ok(self.cfg)
     }
 
     /// Parse the text of one file (`name` is used in errors).
@@ -202,10 +230,11 @@ impl Parser {
             };
             let trimmed = line.trim();
             if let Some(tag) = trimmed.strip_prefix("</").and_then(|t| t.strip_suffix('>')) {
-                return Err(ConfigError::new(
+                self.record(ConfigError::new(
                     &loc,
                     Reason::UnexpectedClosingTag(tag.to_string()),
                 ));
+                continue;
             }
             if let Some(tag) = trimmed
                 .strip_prefix('<')
@@ -224,31 +253,42 @@ impl Parser {
                     body.push('\n');
                 }
                 if !closed {
-                    return Err(ConfigError::new(
+                    self.record(ConfigError::new(
                         &loc,
                         Reason::UnterminatedInline(tag.to_string()),
                     ));
+                    continue;
                 }
-                self.apply(Dir {
+                if let Err(e) = self.apply(Dir {
                     name: tag,
                     args: &[],
                     inline: Some(body),
                     loc: &loc,
-                })?;
+                }) {
+                    self.record(e);
+                }
                 continue;
             }
-            let tokens = tokenize(line).map_err(|r| ConfigError::new(&loc, r))?;
+            let tokens = match tokenize(line) {
+                Ok(t) => t,
+                Err(r) => {
+                    self.record(ConfigError::new(&loc, r));
+                    continue;
+                }
+            };
             let Some((first, rest)) = tokens.split_first() else {
                 continue;
             };
             // OpenVPN also accepts `--name` inside files.
             let name = first.strip_prefix("--").unwrap_or(first);
-            self.apply(Dir {
+            if let Err(e) = self.apply(Dir {
                 name,
                 args: rest,
                 inline: None,
                 loc: &loc,
-            })?;
+            }) {
+                self.record(e);
+            }
         }
         Ok(())
     }
@@ -400,6 +440,16 @@ impl Parser {
         let info = table::lookup(d.name);
         match info {
             None => {
+                if self.forward_compatible {
+                    self.warn(
+                        d.loc,
+                        format!(
+                            "ignoring unknown directive '{}' (setenv FORWARD_COMPATIBLE 1)",
+                            d.name
+                        ),
+                    );
+                    return Ok(());
+                }
                 if self.cfg.ignore_unknown.contains(d.name) {
                     self.warn(
                         d.loc,
@@ -487,8 +537,13 @@ impl Parser {
             "tls-client" => d.flag(&mut c.tls_client)?,
             "pull" => d.flag(&mut c.pull)?,
             "port" | "lport" | "rport" => {
-                d.count(1, 1, "a number 1-65535")?;
-                let p = d.num(0, 1u16, u16::MAX, "a number 1-65535")?;
+                // `lport 0` asks for an ephemeral port, as in 2.6.
+                let (lo, expected) = match d.name {
+                    "lport" => (0u16, "a number 0-65535"),
+                    _ => (1u16, "a number 1-65535"),
+                };
+                d.count(1, 1, expected)?;
+                let p = d.num(0, lo, u16::MAX, expected)?;
                 match d.name {
                     "port" => c.port = Some(p),
                     "lport" => c.lport = Some(p),
@@ -1012,16 +1067,24 @@ impl Parser {
                 };
                 c.replay_window = Some(ReplayWindow { size, time });
             }
-            "allow-compression" => {
-                d.count(1, 1, "'no'")?;
-                match d.arg(0).unwrap_or("") {
-                    "no" => {}
-                    x @ ("yes" | "asym") => {
-                        return Err(
-                            d.unsupported(format!("allow-compression {x}"), COMPRESSION_REASON)
+            "comp-lzo" | "compress" | "comp-noadapt" | "allow-compression" => {
+                let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+                match c.compression.apply(d.name, &args) {
+                    Ok(Some(warning)) => self.warn(d.loc, format!("'{}': {warning}", d.name)),
+                    Ok(None) if d.name == "allow-compression" && d.arg(0) == Some("yes") => {
+                        self.warn(
+                            d.loc,
+                            "'allow-compression yes': ferrovpn still never compresses what it sends (VORACLE); peers decode its packets either way".into(),
                         );
                     }
-                    x => return Err(d.bad("'no'", x)),
+                    Ok(None) => {}
+                    Err(crate::CompressError::Migrate) => {
+                        return Err(d.unsupported(
+                            "compress migrate".into(),
+                            "pushing compression settings per client is not supported; set 'compress stub-v2' or 'comp-lzo no' and push it",
+                        ));
+                    }
+                    Err(e) => return Err(d.invalid(e.to_string())),
                 }
             }
             "tun-mtu" => {
@@ -1152,6 +1215,10 @@ impl Parser {
                     });
                 }
                 d.count(1, 2, "NAME [VALUE]")?;
+                if d.arg(0) == Some("FORWARD_COMPATIBLE") && d.arg(1) == Some("1") {
+                    self.forward_compatible = true;
+                }
+                let c = &mut self.cfg;
                 c.setenv.push((
                     d.arg(0).unwrap_or("").to_string(),
                     d.arg(1).unwrap_or("").to_string(),
@@ -1191,22 +1258,26 @@ impl Parser {
                 file: COMMAND_LINE.to_string(),
                 line: i + 1,
             };
-            let Some(name) = args[i].strip_prefix("--").filter(|n| !n.is_empty()) else {
-                return Err(ConfigError::new(
-                    &loc,
-                    Reason::ExpectedOption(args[i].clone()),
-                ));
-            };
             let end = args[i + 1..]
                 .iter()
                 .position(|a| a.starts_with("--"))
                 .map_or(args.len(), |p| i + 1 + p);
-            self.apply(Dir {
+            let Some(name) = args[i].strip_prefix("--").filter(|n| !n.is_empty()) else {
+                self.record(ConfigError::new(
+                    &loc,
+                    Reason::ExpectedOption(args[i].clone()),
+                ));
+                i = end;
+                continue;
+            };
+            if let Err(e) = self.apply(Dir {
                 name,
                 args: &args[i + 1..end],
                 inline: None,
                 loc: &loc,
-            })?;
+            }) {
+                self.record(e);
+            }
             i = end;
         }
         Ok(())

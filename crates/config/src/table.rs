@@ -57,9 +57,6 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
 pub const TCP_REASON: &str = "TCP transport is not supported yet";
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
-/// Reason used for compression directives.
-pub const COMPRESSION_REASON: &str =
-    "compression framing is not supported; remove the line (on both ends)";
 
 /// Every directive ferrovpn knows. Anything else is
 /// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
@@ -78,7 +75,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("pull", "client accepts pushed options"),
     s("port", "1-65535; sets local and remote port (default 1194)"),
-    s("lport", "local port"),
+    s("lport", "local port; `0` binds an ephemeral port"),
     s("rport", "remote port default for `remote` lines"),
     s("local", "IP address to bind (hostnames not supported)"),
     s(
@@ -229,7 +226,22 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "replay-window",
         "`N`; the time argument `T` is an error (not implemented)",
     ),
-    s("allow-compression", "`no` only"),
+    s(
+        "allow-compression",
+        "`no` (the 2.6 default: only stub framing, a pushed real algorithm fails the push), `asym`, `yes`; as in 2.6, ferrovpn decompresses what a peer compressed but never compresses what it sends (VORACLE), even with `yes`",
+    ),
+    s(
+        "comp-lzo",
+        "`[yes|no|adaptive]`, configured or pushed: framing byte 0xFA in front of every payload; LZO (0x66) from the peer is decompressed unless `no`; unlike 2.6, `mssfix` does not yet subtract the framing byte",
+    ),
+    s(
+        "compress",
+        "`[stub|stub-v2|lz4|lz4-v2|lzo]` (bare = stub), configured or pushed, framing as in 2.6; LZ4/LZO from the peer are decompressed, nothing sent is compressed; `migrate` is an error",
+    ),
+    s(
+        "comp-noadapt",
+        "clears adaptive LZO (no effect on what ferrovpn sends)",
+    ),
     // --- tun
     s("tun-mtu", "100-65535 (default 1500)"),
     s(
@@ -276,7 +288,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "setenv",
-        "`NAME VALUE` stored; `setenv opt DIRECTIVE ...` makes an unknown directive a warning",
+        "`NAME VALUE` stored; `setenv opt DIRECTIVE ...` makes an unknown directive a warning; `setenv FORWARD_COMPATIBLE 1` makes every later unknown directive a warning",
     ),
     s(
         "ignore-unknown-option",
@@ -350,10 +362,24 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     i("machine-readable-output", "log format is fixed"),
     i("management-hold", "no management interface"),
+    i(
+        "persist-remote-ip",
+        "a remote given as a host name is resolved again at each reconnect (an address behaves the same)",
+    ),
+    i(
+        "tun-mtu-extra",
+        "only sizes buffers in 2.6; ferrovpn's buffers hold 64 KiB packets anyway",
+    ),
+    i("syslog", "logs go to stderr (under systemd: the journal)"),
+    i(
+        "disable-occ",
+        "ferrovpn never acts on a peer's options string (2.6 only warns about mismatches)",
+    ),
+    i(
+        "down-pre",
+        "only orders `down` scripts, which ferrovpn refuses",
+    ),
     // --- unsupported
-    u("comp-lzo", COMPRESSION_REASON),
-    u("compress", COMPRESSION_REASON),
-    u("comp-noadapt", COMPRESSION_REASON),
     s(
         "auth-user-pass",
         "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
@@ -455,6 +481,22 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "chroot",
         "chroot is not supported: files read after start (crl-verify, status) would have to resolve inside it",
     ),
+    u(
+        "route-metric",
+        "route metrics are not applied yet (routes get the kernel's default metric)",
+    ),
+    u(
+        "passtos",
+        "copying the inner TOS/DSCP to the outer packet is not supported",
+    ),
+    u(
+        "keysize",
+        "removed in OpenVPN 2.6, which refuses it too; remove the line",
+    ),
+    u(
+        "ncp-disable",
+        "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
+    ),
     u("cd", "`cd` is not supported; use absolute paths"),
     u("pull-filter", "pull filters are not supported yet"),
     u("route-nopull", "route-nopull is not supported yet"),
@@ -543,7 +585,7 @@ mod tests {
 
     #[test]
     fn unsupported_reason_matches_table() {
-        assert_eq!(unsupported_reason("comp-lzo"), Some(COMPRESSION_REASON));
+        assert_eq!(unsupported_reason("comp-lzo"), None);
         assert_eq!(unsupported_reason("port"), None);
         assert_eq!(unsupported_reason("user"), None);
         assert_eq!(unsupported_reason("no-such-thing"), None);

@@ -357,6 +357,9 @@ pub struct Config {
     pub ifconfig_pool_persist: Option<StatusFile>,
     pub persist_key: bool,
     pub persist_tun: bool,
+    /// `comp-lzo`, `compress`, `comp-noadapt`, `allow-compression`, with 2.6's
+    /// default applied by `finalize`.
+    pub compression: crate::compression::CompressOptions,
     /// `user NAME`: run as this user once set up.
     pub user: Option<String>,
     /// `group NAME`: run as this group once set up.

@@ -473,16 +473,24 @@ fn line_errors() {
         ),
         ("foo", "t.conf:1: unsupported directive 'foo'"),
         (
-            "comp-lzo no",
-            "t.conf:1: unsupported 'comp-lzo': compression framing is not supported; remove the line (on both ends)",
+            "comp-lzo maybe",
+            "t.conf:1: bad comp-lzo option: maybe -- must be 'yes', 'no', or 'adaptive'",
         ),
         (
-            "compress lz4-v2",
-            "t.conf:1: unsupported 'compress': compression framing is not supported; remove the line (on both ends)",
+            "compress zstd",
+            "t.conf:1: bad compress option: zstd -- must be stub, stub-v2, lzo, lz4 or lz4-v2",
         ),
         (
-            "allow-compression yes",
-            "t.conf:1: unsupported 'allow-compression yes': compression framing is not supported; remove the line (on both ends)",
+            "compress migrate",
+            "t.conf:1: unsupported 'compress migrate': pushing compression settings per client is not supported; set 'compress stub-v2' or 'comp-lzo no' and push it",
+        ),
+        (
+            "allow-compression no\nallow-compression yes",
+            "t.conf:2: cannot set allow-compression to 'yes' after it was set to 'no'",
+        ),
+        (
+            "compress lz4\nallow-compression no",
+            "t.conf:2: '--allow-compression no' conflicts with enabling compression",
         ),
         (
             "proto tcp",
@@ -676,12 +684,12 @@ fn line_errors() {
             r#"t.conf:1: 'port' expects a number 1-65535, got "x""#,
         ),
         (
-            "setenv opt comp-lzo",
-            "t.conf:1: unsupported 'comp-lzo': compression framing is not supported; remove the line (on both ends)",
+            "setenv opt compress zstd",
+            "t.conf:1: bad compress option: zstd -- must be stub, stub-v2, lzo, lz4 or lz4-v2",
         ),
         (
-            "ignore-unknown-option comp-lzo\ncomp-lzo",
-            "t.conf:2: unsupported 'comp-lzo': compression framing is not supported; remove the line (on both ends)",
+            "ignore-unknown-option compress\ncompress zstd",
+            "t.conf:2: bad compress option: zstd -- must be stub, stub-v2, lzo, lz4 or lz4-v2",
         ),
         (
             "tls-auth ta.key 2",
@@ -906,10 +914,10 @@ fn command_line() {
         e.to_string(),
         r#"<command line>:1: option arguments must start with '--', got "port""#
     );
-    let e = Config::from_args(&s(&["--port", "1", "--comp-lzo"])).expect_err("comp");
+    let e = Config::from_args(&s(&["--port", "1", "--compress", "zstd"])).expect_err("comp");
     assert_eq!(
         e.to_string(),
-        "<command line>:3: unsupported 'comp-lzo': compression framing is not supported; remove the line (on both ends)"
+        "<command line>:3: bad compress option: zstd -- must be stub, stub-v2, lzo, lz4 or lz4-v2"
     );
     let e = Config::from_args(&s(&["--port", "1"])).expect_err("no mode");
     assert_eq!(
@@ -927,10 +935,7 @@ fn command_line() {
 
 #[test]
 fn unsupported_reason_is_consistent() {
-    assert_eq!(
-        Config::unsupported_reason("comp-lzo"),
-        Some(COMPRESSION_REASON)
-    );
+    assert_eq!(Config::unsupported_reason("comp-lzo"), None);
     assert_eq!(
         Config::unsupported_reason("auth-user-pass"),
         unsupported_reason("auth-user-pass")
@@ -969,6 +974,191 @@ fn unsupported_reason_is_consistent() {
             [format!("u.conf:1: '{}' ignored: {}", d.name, d.note)]
         );
     }
+}
+
+#[test]
+fn compression_directives_follow_2_6() {
+    // Nothing configured: 2.6's default allows stub framing only.
+    let c = parse_str_no_fs(&server_base(), "s.conf").expect("plain");
+    assert_eq!(c.compression.alg, CompressAlg::Undef);
+    assert!(c.compression.check().is_ok());
+    let mut pushed = c.compression;
+    pushed.apply("compress", &["lz4"]).expect("apply");
+    assert!(
+        pushed.check().is_err(),
+        "a pushed real algorithm fails under the default"
+    );
+
+    // The docker-openvpn server: comp-lzo no, also pushed.
+    let c = parse_str_no_fs(
+        &format!("{}comp-lzo no\npush \"comp-lzo no\"\n", server_base()),
+        "s.conf",
+    )
+    .expect("comp-lzo no");
+    assert_eq!(
+        (c.compression.alg, c.compression.swap()),
+        (CompressAlg::Stub, false)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = parse_str_no_fs(&format!("{}compress\n", client_base()), "c.conf").expect("compress");
+    assert_eq!(
+        (c.compression.alg, c.compression.swap()),
+        (CompressAlg::Stub, true)
+    );
+
+    // A real algorithm alone is receive-only, with 2.6's warning.
+    let c =
+        parse_str_no_fs(&format!("{}compress lz4-v2\n", client_base()), "c.conf").expect("lz4-v2");
+    assert_eq!(c.compression.alg, CompressAlg::V2Lz4);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("c.conf:19") && w.contains("receiving")),
+        "{:?}",
+        c.warnings
+    );
+
+    // allow-compression no + a real algorithm: refused at the algorithm's line.
+    let e = parse_str_no_fs(
+        &format!("{}allow-compression no\ncomp-lzo yes\n", client_base()),
+        "c.conf",
+    )
+    .expect_err("stub only");
+    assert_eq!(
+        e.to_string(),
+        "c.conf:20: compression is not allowed since allow-compression is set to 'stub-only' ('no', the default without other compression options); 'allow-compression asym' accepts compressed packets"
+    );
+}
+
+#[test]
+fn legacy_directives_as_2_6() {
+    // Accepted with a warning: no behaviour ferrovpn would change.
+    for line in [
+        "persist-remote-ip",
+        "tun-mtu-extra 32",
+        "syslog",
+        "syslog myvpn",
+        "disable-occ",
+        "down-pre",
+        "key-method 2",
+    ] {
+        let c = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf")
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        let name = line.split(' ').next().unwrap_or_default();
+        if name != "key-method" {
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("'{name}' ignored"))),
+                "{line}: {:?}",
+                c.warnings
+            );
+        }
+    }
+    // `lport 0`: an ephemeral port, as in 2.6.
+    let c = parse_str_no_fs(&format!("{}lport 0\n", client_base()), "c.conf").expect("lport 0");
+    assert_eq!(c.lport, Some(0));
+    // 2.6.14 refuses keysize and ncp-disable; so does ferrovpn, with the reason.
+    for (line, why) in [
+        ("keysize 256", "removed in OpenVPN 2.6"),
+        ("ncp-disable", "removed in OpenVPN 2.6"),
+        ("passtos", "TOS/DSCP"),
+        ("route-metric 5", "route metrics"),
+        ("daemon", "service manager"),
+    ] {
+        let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
+        assert!(
+            e.to_string().starts_with("c.conf:19: unsupported"),
+            "{line}: {e}"
+        );
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+}
+
+#[test]
+fn forward_compatible_makes_later_unknown_directives_warnings() {
+    let e = parse_str_no_fs(&format!("{}no-such-option 1\n", client_base()), "c.conf")
+        .expect_err("unknown");
+    assert_eq!(
+        e.to_string(),
+        "c.conf:19: unsupported directive 'no-such-option'"
+    );
+    let c = parse_str_no_fs(
+        &format!(
+            "{}setenv FORWARD_COMPATIBLE 1\nno-such-option 1\n",
+            client_base()
+        ),
+        "c.conf",
+    )
+    .expect("forward compatible");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("c.conf:20:") && w.contains("no-such-option")),
+        "{:?}",
+        c.warnings
+    );
+    // Known directives keep their checks.
+    let e = parse_str_no_fs(
+        &format!("{}setenv FORWARD_COMPATIBLE 1\nport x\n", client_base()),
+        "c.conf",
+    )
+    .expect_err("bad port");
+    assert!(e.to_string().starts_with("c.conf:20:"), "{e}");
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn every_error_of_a_config_is_reported_in_one_run() {
+    let text = format!(
+        "{}port abc\nno-such-thing\ncomp-lzo maybe\n\"unterminated\nverb 3\n",
+        client_base()
+    );
+    let e = parse_str_no_fs(&text, "c.conf").expect_err("four errors");
+    let lines: Vec<String> = e
+        .all()
+        .map(|e| {
+            let mut one = e.clone();
+            one.also = Box::default();
+            one.to_string()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            r#"c.conf:19: 'port' expects a number 1-65535, got "abc""#,
+            "c.conf:20: unsupported directive 'no-such-thing'",
+            "c.conf:21: bad comp-lzo option: maybe -- must be 'yes', 'no', or 'adaptive'",
+            "c.conf:22: unterminated double quote",
+        ]
+    );
+    assert_eq!(e.to_string(), lines.join("\n"));
+    // Command-line options are checked one by one too.
+    let e = Config::from_args(&s(&["--port", "x", "--bogus", "--verb", "99"])).expect_err("three");
+    assert_eq!(e.all().count(), 3, "{e}");
+    // Hostile input cannot grow the list without bound.
+    let e = parse_str_no_fs(&"bogus\n".repeat(10 * MAX_ERRORS), "h.conf").expect_err("many");
+    assert_eq!(e.all().count(), MAX_ERRORS);
+}
+
+#[test]
+fn whole_config_errors_name_the_config_file() {
+    let dir = temp_dir("whole");
+    let conf = dir.join("nomode.conf");
+    std::fs::write(&conf, "dev tun\n").expect("write");
+    let path = conf.display().to_string();
+    for args in [vec!["--config", path.as_str()], vec![path.as_str()]] {
+        let e = Config::from_args(&s(&args)).expect_err("no mode");
+        assert!(
+            e.to_string().starts_with(&format!("{path}: no mode")),
+            "{args:?}: {e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

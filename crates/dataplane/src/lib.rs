@@ -70,8 +70,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use ferrovpn_proto::compress;
 use ferrovpn_proto::data::DataError;
-use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 use thiserror::Error;
 
 mod mss;
@@ -393,20 +394,28 @@ impl DataPlane {
         }
         let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
         let head = worker::HEAD;
-        let mut buf = vec![0u8; head + payload.len()];
-        buf[head..].copy_from_slice(payload);
+        let mut buf = vec![0u8; head + payload.len() + compress::MAX_SUFFIX];
+        buf[head..head + payload.len()].copy_from_slice(payload);
+        let (at, len) = peer
+            .compression
+            .frame(&mut buf, head, payload.len())
+            .ok_or(DataError::BufferTooSmall)?;
         let start = if peer.uses_v1() {
-            let st = head - DATA_V1_OVERHEAD;
-            key.keys.seal.seal_v1(key.key_id, id, &mut buf[st..])?;
-            st
-        } else {
+            let st = at - DATA_V1_OVERHEAD;
             key.keys
                 .seal
-                .seal_v2(key.key_id, peer.peer_id, id, &mut buf)?;
-            0
+                .seal_v1(key.key_id, id, &mut buf[st..at + len])?;
+            st
+        } else {
+            let st = at - DATA_V2_OVERHEAD;
+            key.keys
+                .seal
+                .seal_v2(key.key_id, peer.peer_id, id, &mut buf[st..at + len])?;
+            st
         };
+        let end = at + len;
         let dst = **peer.remote.load();
-        let r = self.control.send_to(&buf[start..], dst);
+        let r = self.control.send_to(&buf[start..end], dst);
         if let Err(e) = r {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(DataPlaneError::Io {
@@ -418,7 +427,7 @@ impl DataPlane {
             let mut r = [sys::Ready::default()];
             let _ = sys::poll(&[self.control.as_raw_fd()], &[true], 10, &mut r);
             self.control
-                .send_to(&buf[start..], dst)
+                .send_to(&buf[start..end], dst)
                 .map_err(io("sending a data packet"))?;
         }
         let c = &peer.counters;

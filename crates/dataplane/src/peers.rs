@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use ferrovpn_proto::compress::Framing;
 use ferrovpn_proto::data::DataKeys;
 use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 
@@ -132,6 +133,8 @@ pub struct Peer {
     pub keys: ArcSwap<KeySet>,
     pub counters: Arc<PeerCounters>,
     pub needs_renegotiation: Arc<AtomicBool>,
+    /// Compression framing of this peer's payloads (`comp-lzo`, `compress`).
+    pub compression: Framing,
     /// When the peer last floated ([`now_nanos`]; 0: never), for [`FLOAT_INTERVAL`].
     last_float: Arc<AtomicU64>,
 }
@@ -152,6 +155,7 @@ impl Peer {
             keys: ArcSwap::new(self.keys.load_full()),
             counters: self.counters.clone(),
             needs_renegotiation: self.needs_renegotiation.clone(),
+            compression: self.compression,
             last_float: self.last_float.clone(),
         }
     }
@@ -325,6 +329,7 @@ impl PeerTable {
                     keys: ArcSwap::from_pointee(KeySet::default()),
                     counters: Arc::new(c),
                     needs_renegotiation: Arc::new(AtomicBool::new(false)),
+                    compression: Framing::None,
                     last_float: Arc::new(AtomicU64::new(0)),
                 }
             }
@@ -346,6 +351,20 @@ impl PeerTable {
                 old.tunnel_ipv4,
                 addr,
             )));
+            self.publish(peers, *def);
+        }
+    }
+
+    /// Frame this peer's payloads with `framing` from now on; set it before
+    /// the peer's first key so that no packet leaves without it.
+    pub fn set_compression(&self, peer_id: u32, framing: Framing) {
+        let def = self.lock();
+        let mut peers = self.current();
+        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
+            let old = peers.swap_remove(i);
+            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
+            new.compression = framing;
+            peers.push(Arc::new(new));
             self.publish(peers, *def);
         }
     }

@@ -14,6 +14,8 @@ ferrovpn: OpenVPN-compatible VPN server and client with a batched, multi-core da
 Usage:
   ferrovpn --config FILE [--directive ARGS ...]   run a server or client (OpenVPN syntax)
   ferrovpn FILE                                   same as --config FILE
+  ferrovpn --check --config FILE [...]            load everything (config, certificates, keys, files it
+                                                  will write), list every problem, exit 0 if none; no network
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
   ferrovpn --help | --version
 
@@ -32,6 +34,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         }
         Some("--genkey") => genkey(&args[1..]),
+        Some(_) if args.iter().any(|a| a == "--check") => check_config(&args),
         Some(_) => run_config(&args),
     }
 }
@@ -136,6 +139,84 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     }?;
     info!("ferrovpn stopped");
     Ok(())
+}
+
+/// `--check`: everything a start loads, without touching the network or
+/// writing anything; every problem is listed, and the exit status says
+/// whether there was one.
+fn check_config(args: &[String]) -> anyhow::Result<()> {
+    let args: Vec<String> = args.iter().filter(|a| *a != "--check").cloned().collect();
+    let cfg = match Config::from_args(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let n = e.all().count();
+            anyhow::bail!("{n} problem(s) in the configuration:\n{e}");
+        }
+    };
+    let mut problems = Vec::new();
+    let role = if cfg.is_server() {
+        if let Err(e) = crate::settings::server_settings(&cfg) {
+            problems.push(format!("{e:#}"));
+        }
+        "server"
+    } else {
+        if let Err(e) = crate::settings::client_settings(&cfg) {
+            problems.push(format!("{e:#}"));
+        }
+        "client"
+    };
+    // `user`/`group`: the same lookups and checks a start makes before setup.
+    if let Err(e) = crate::privileges::Privileges::from_config(&cfg) {
+        problems.push(format!("{e:#}"));
+    }
+    let written = [
+        ("status", cfg.status.as_ref()),
+        ("ifconfig-pool-persist", cfg.ifconfig_pool_persist.as_ref()),
+    ];
+    for (directive, file) in written {
+        let Some(file) = file else { continue };
+        if let Err(why) = writable(&file.path) {
+            problems.push(format!(
+                "'{directive} {}': cannot be written: {why}",
+                file.path.display()
+            ));
+        }
+    }
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    if problems.is_empty() {
+        println!("configuration OK ({role})");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} problem(s) in the configuration:\n{}",
+            problems.len(),
+            problems.join("\n")
+        )
+    }
+}
+
+/// Whether `path` could be written, checked without changing anything: an
+/// existing file must open for appending, a new one needs its directory.
+fn writable(path: &std::path::Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+        Ok(m) if m.is_dir() => Err(format!("directory '{}' is read-only", dir.display())),
+        Ok(_) => Err(format!("'{}' is not a directory", dir.display())),
+        Err(e) => Err(format!("directory '{}': {e}", dir.display())),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM; SIGUSR1 notifies `restart`, SIGHUP too

@@ -310,10 +310,14 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     let (data_ciphers, data_ciphers_fallback) = ciphers(cfg)?;
     let (wrap, keydir) = control_wrap(cfg, side)?;
     let occ_cipher = data_ciphers_fallback.unwrap_or(data_ciphers[0]);
-    let options_string = match side {
+    let mut options_string = match side {
         Side::Server => server_options_string(occ_cipher, keydir, cfg.auth()),
         Side::Client => client_options_string(occ_cipher, keydir, cfg.auth()),
     };
+    if cfg.compression.alg != ferrovpn_config::CompressAlg::Undef {
+        // 2.6 announces any compression context as `comp-lzo`, after `proto`.
+        options_string = options_string.replacen(",proto UDPv4", ",proto UDPv4,comp-lzo", 1);
+    }
     let reneg = cfg.reneg_secs();
     Ok(SessionConfig {
         side,
@@ -538,6 +542,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             path: p.path.clone(),
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
+        compression: ferrovpn_control::compression::framing(&cfg.compression),
         setup_done: None,
     })
 }
@@ -611,6 +616,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
+    session.peer_info.push_str(cfg.compression.peer_info());
     let mut dataplane = dataplane_base(cfg);
     let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     // `nobind` (what profiles say) and the default both take an ephemeral
@@ -648,6 +654,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         max_attempts: cfg
             .connect_retry_max
             .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
+        compression: cfg.compression,
         setup_done: None,
         local_options: local_options(cfg),
         persist_tun: cfg.persist_tun,

@@ -16,12 +16,12 @@ fn ferrovpn(args: &[&str]) -> std::process::Output {
 fn unsupported_directive_fails_with_file_and_line() {
     let dir = TestDir::new("cli-bad").unwrap();
     let conf = dir.join("bad.conf");
-    std::fs::write(&conf, "port 1194\ncomp-lzo yes\n").unwrap();
+    std::fs::write(&conf, "port 1194\nsecret static.key\n").unwrap();
     let out = ferrovpn(&["--config", conf.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:2:", conf.display())) && err.contains("comp-lzo"),
+        err.contains(&format!("{}:2:", conf.display())) && err.contains("secret"),
         "{err}"
     );
 }
@@ -141,4 +141,42 @@ fn help_and_version() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
     let out = ferrovpn(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ferrovpn "));
+}
+
+#[test]
+fn check_lists_every_problem_without_touching_anything() {
+    use ferrovpn_testkit::pki::{Pki, PkiOptions};
+    let dir = TestDir::new("cli-check").unwrap();
+    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
+    let status = dir.join("status.log");
+    let base = format!(
+        "server 10.8.0.0 255.255.255.0\ndev tun\nca {}\ncert {}\nkey {}\ndh none\n",
+        pki.ca.cert.display(),
+        pki.server.cert.display(),
+        pki.server.key.display()
+    );
+    let good = dir.join("good.conf");
+    std::fs::write(&good, format!("{base}status {}\n", status.display())).unwrap();
+    let out = ferrovpn(&["--check", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK (server)"));
+    assert!(!status.exists(), "--check must not write the status file");
+
+    // Every line error at once, each with its file and line.
+    let bad = dir.join("bad.conf");
+    std::fs::write(&bad, format!("{base}port x\nbogus 1\ncomp-lzo maybe\n")).unwrap();
+    let out = ferrovpn(&["--check", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [7, 8, 9] {
+        assert!(err.contains(&format!("{}:{line}:", bad.display())), "{err}");
+    }
+
+    // What only loading shows: unreadable key material, an unwritable file.
+    let late = dir.join("late.conf");
+    std::fs::write(&late, format!("{base}status /nonexistent-dir/status.log\n")).unwrap();
+    let out = ferrovpn(&["--check", late.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-dir/status.log"), "{err}");
 }

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use ferrovpn_dataplane::{DataPlane, PeerTable, UpEvent};
 use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::push::{PushOption, PushReply};
@@ -249,6 +250,10 @@ impl Connection<'_> {
     }
 
     fn apply_push(&mut self, c: &mut Live, reply: &PushReply) -> anyhow::Result<()> {
+        let framing = crate::compression::pushed(&self.settings.compression, &reply.options)
+            .context(
+                "server pushed compression settings that are not allowed (see allow-compression)",
+            )?;
         let plan = PushPlan::from_options(
             self.settings.local_options.iter().chain(&reply.options),
             self.settings.tun_mtu,
@@ -274,6 +279,7 @@ impl Connection<'_> {
             }
         }
         self.peers.upsert_peer(plan.peer_id, self.server, None);
+        self.peers.set_compression(plan.peer_id, framing);
         self.peers.set_client_default(Some(plan.peer_id));
         c.peer_id = Some(plan.peer_id);
         info!(

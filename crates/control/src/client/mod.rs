@@ -75,6 +75,8 @@ pub struct ClientSettings {
     /// Reads the credentials again (`auth-nocache`, `auth-retry interact`):
     /// re-reads the file or asks on the terminal.
     pub reload_credentials: Option<ReloadCredentials>,
+    /// Configured compression settings; pushed ones apply on top per connection.
+    pub compression: ferrovpn_config::CompressOptions,
     /// Called once the first tun device and socket are open.
     pub setup_done: Option<crate::SetupDone>,
     /// `route` and `redirect-gateway` lines of the client's own config,

@@ -172,6 +172,8 @@ impl PushPlan {
                     "dns" => dns_option(args, &mut dns, &mut plan_warnings),
                     "auth-token" => auth_token = args.first().cloned(),
                     "auth-token-user" => auth_token_user = args.first().cloned(),
+                    // Applied through `compression::pushed` before the plan.
+                    "comp-lzo" | "compress" | "comp-noadapt" => {}
                     // Handled by the session or meaningless to a client here.
                     "push-continuation" | "ifconfig-ipv6" | "route-ipv6" | "tun-ipv6" => {
                         if name != "push-continuation" {

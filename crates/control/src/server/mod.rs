@@ -75,6 +75,8 @@ pub struct ServerSettings {
     pub status: Option<StatusSettings>,
     /// `ifconfig-pool-persist FILE [N]`.
     pub pool_persist: Option<PoolPersist>,
+    /// `comp-lzo` / `compress`: the framing of every client's payloads.
+    pub compression: ferrovpn_proto::compress::Framing,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -813,6 +815,7 @@ impl Server {
         match self.clients.assign_peer(addr, cn.as_deref()) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
+                self.peers.set_compression(peer.id, self.s.compression);
                 Some(peer.id)
             }
             Err(AssignError::NoClient) => None,

@@ -194,6 +194,9 @@ pub(super) fn handle_datagram(
         return Verdict::Consumed;
     }
     drop(ks);
+    let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
+        return Verdict::Consumed;
+    };
     // Authenticated and fresh: the peer is alive.
     match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
         Some(a) => {

@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use ferrovpn_proto::compress;
 use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
@@ -35,8 +36,9 @@ use crate::up::UpSenders;
 use inbound::Inbound;
 use outbound::Outbound;
 
-/// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
-pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
+/// Header room in front of every TUN packet: a P_DATA_V2 header and the
+/// compression framing are written in place there.
+pub(crate) const HEAD: usize = DATA_V2_OVERHEAD + compress::MAX_PREFIX;
 /// Offset of plaintext in the TUN write buffers (room for the virtio header).
 const OFF: usize = 16;
 /// Packets per TUN batch (several super-packets).
@@ -296,7 +298,10 @@ mod tests {
                 .unwrap();
             buf.drain(..HEAD - DATA_V1_OVERHEAD);
         } else {
-            k.seal.seal_v2(0, peer_id, id, &mut buf).unwrap();
+            k.seal
+                .seal_v2(0, peer_id, id, &mut buf[HEAD - DATA_V2_OVERHEAD..])
+                .unwrap();
+            buf.drain(..HEAD - DATA_V2_OVERHEAD);
         }
         buf
     }
@@ -309,6 +314,41 @@ mod tests {
         p[12..16].copy_from_slice(&src);
         p[16..20].copy_from_slice(&dst);
         p
+    }
+
+    /// A peer with compression framing: the framing byte is taken off after
+    /// opening (pings included), a payload with the wrong framing is dropped.
+    #[test]
+    fn compression_framing_is_removed_after_open() {
+        let (sh, _rx) = shared();
+        sh.peers
+            .set_compression(1, ferrovpn_proto::compress::Framing::StubLzo);
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let mut framed = vec![compress::NO_COMPRESS_BYTE];
+        framed.extend_from_slice(&pkt);
+        let w = client_packet(1, 1, &framed);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(&out[OFF..OFF + 28], &pkt[..]);
+        let mut ping = vec![compress::NO_COMPRESS_BYTE];
+        ping.extend_from_slice(&PING_PAYLOAD);
+        let w = client_packet(1, 2, &ping);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        // Unframed (or LZO-compressed) payloads are dropped, as by 2.6.
+        let w = client_packet(1, 3, &pkt);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
 use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ip_addrs};
 use crate::mss;
@@ -140,25 +140,30 @@ impl Outbound {
             let id = s.next_id;
             s.next_id = s.next_id.wrapping_add(1);
             let buf = &mut self.bufs[i];
+            let Some((at, framed)) = s.peer.compression.frame(buf, HEAD, len) else {
+                s.drops += 1;
+                continue;
+            };
             let (start, res) = if s.peer.uses_v1() {
-                let st = HEAD - DATA_V1_OVERHEAD;
+                let st = at - DATA_V1_OVERHEAD;
                 (
                     st,
-                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..HEAD + len]),
+                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..at + framed]),
                 )
             } else {
+                let st = at - DATA_V2_OVERHEAD;
                 (
-                    0,
+                    st,
                     k.keys
                         .seal
-                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[..HEAD + len]),
+                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[st..at + framed]),
                 )
             };
             if res.is_err() {
                 s.drops += 1;
                 continue;
             }
-            let wire_len = HEAD + len - start;
+            let wire_len = at + framed - start;
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;

@@ -763,15 +763,10 @@ impl Session {
                     .as_ref()
                     .ok_or(SessionError::NotEstablished)?;
                 if key_id == 0 || self.peer_info.is_none() {
+                    // A client announcing compression (`,comp-lzo` in its
+                    // options string) is accepted as by 2.6: the framing
+                    // follows the server's own `comp-lzo`/`compress`.
                     let peer_info = PeerInfo::parse(&remote.peer_info);
-                    if remote.options.contains(",comp-lzo") || remote.options.contains(",compress")
-                    {
-                        return self.auth_failed(
-                            now,
-                            idx,
-                            "compression is not supported by this server",
-                        );
-                    }
                     let Some(cipher) = self.negotiate_cipher(&peer_info) else {
                         return self.auth_failed(
                             now,
