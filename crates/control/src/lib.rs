@@ -6,6 +6,7 @@
 //! control packets and OCC messages come up here, through a bounded queue.
 
 pub mod client;
+pub mod management;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;
