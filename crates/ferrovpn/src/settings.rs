@@ -12,6 +12,7 @@ use ferrovpn_config::{
     Topology, X509NameType,
 };
 use ferrovpn_control::client::{ClientSettings, Remote};
+use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
@@ -56,6 +57,81 @@ fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow:
 fn extra_certs(cfg: &Config) -> String {
     let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
     texts.join("\n")
+}
+
+/// `management ...` and the `management-*` directives that shape it.
+fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
+    let Some(m) = &cfg.management else {
+        for d in [
+            "management-hold",
+            "management-log-cache",
+            "management-client-user",
+            "management-client-group",
+        ] {
+            if cfg.location_of(d).is_some() {
+                bail!("{}{d} needs 'management'", where_is(cfg, d));
+            }
+        }
+        return Ok(None);
+    };
+    let listen = match &m.listen {
+        ferrovpn_config::ManagementListen::Tcp(a) => management::Listen::Tcp(*a),
+        ferrovpn_config::ManagementListen::Unix(p) => management::Listen::Unix(p.clone()),
+    };
+    let unix = matches!(listen, management::Listen::Unix(_));
+    let id = |directive: &str, name: &Option<String>, db: &str| -> anyhow::Result<Option<u32>> {
+        let Some(name) = name else { return Ok(None) };
+        if !unix {
+            bail!(
+                "{}{directive} can only be used with a unix socket ('management PATH unix')",
+                where_is(cfg, directive)
+            );
+        }
+        let text = std::fs::read_to_string(db).unwrap_or_default();
+        management::id_by_name(&text, name)
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "{}{directive}: no such name '{name}' in {db}",
+                    where_is(cfg, directive)
+                )
+            })
+    };
+    let password = match &m.password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "{}management password file {}",
+                    where_is(cfg, "management"),
+                    path.display()
+                )
+            })?;
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+    };
+    if password.is_none() && !unix {
+        warn!(
+            "management on a TCP port without a password: anyone who can connect controls the server"
+        );
+    }
+    Ok(Some(ManagementSettings {
+        listen,
+        password,
+        hold: cfg.management_hold,
+        log_cache: cfg.management_log_cache.map_or(1000, |n| n as usize),
+        client_uid: id(
+            "management-client-user",
+            &cfg.management_client_user,
+            "/etc/passwd",
+        )?,
+        client_gid: id(
+            "management-client-group",
+            &cfg.management_client_group,
+            "/etc/group",
+        )?,
+        verb: cfg.verb(),
+    }))
 }
 
 /// `status FILE [N]` with `status-version`.
@@ -315,6 +391,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             path: p.path.clone(),
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
+        management: management(cfg)?,
     })
 }
 
@@ -339,6 +416,12 @@ fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
 pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     if cfg.remotes.is_empty() {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
+    }
+    if management(cfg)?.is_some() {
+        bail!(
+            "{}management: ferrovpn's management interface serves servers only, not clients",
+            where_is(cfg, "management")
+        );
     }
     let ca = material(cfg, &cfg.ca, "ca")?;
     let cert = material(cfg, &cfg.cert, "cert")?;

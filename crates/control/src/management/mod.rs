@@ -232,8 +232,34 @@ pub async fn next_request(rx: &mut Option<mpsc::Receiver<Request>>) -> Option<Re
     }
 }
 
+/// The id of a user or group, by number or by name from a `passwd` /
+/// `group` style file (`NAME:x:ID:...`).
+pub fn id_by_name(database: &str, name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    database.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name))
+            .then(|| f.nth(1).and_then(|id| id.parse().ok()))
+            .flatten()
+    })
+}
+
 /// The shared state stays usable if a holder panicked: every update to it
 /// is a single assignment or push.
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_by_name() {
+        let db = "root:x:0:0:root:/root:/bin/bash\nops:x:1001:1001::/home/ops:/bin/sh\n";
+        assert_eq!(super::id_by_name(db, "ops"), Some(1001));
+        assert_eq!(super::id_by_name(db, "root"), Some(0));
+        assert_eq!(super::id_by_name(db, "42"), Some(42));
+        assert_eq!(super::id_by_name(db, "nobody"), None);
+    }
 }
