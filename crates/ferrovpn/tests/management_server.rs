@@ -311,21 +311,30 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
     eprintln!("bytecount: {line}");
     assert_eq!(m.one("bytecount 0"), "SUCCESS: bytecount interval changed");
 
+    // The server's log, as history and in real time.
+    let log = m.block("log all");
+    assert!(
+        log.iter()
+            .any(|l| l.contains(",I,") && l.contains("client client2 connected: 10.8.0.")),
+        "{log:?}"
+    );
+    assert_eq!(
+        m.one("log on"),
+        "SUCCESS: real-time log notification set to ON"
+    );
+
     // kill by common name: client1's session goes at once.
     assert_eq!(
         m.one("kill client1"),
         "SUCCESS: common name 'client1' found, 1 client(s) killed"
     );
+    m.until(">LOG: for the kill", |l| {
+        l.starts_with(">LOG:")
+            && l.ends_with("client client1 disconnected: killed by the management interface")
+    });
     assert!(
         !status_clients(&mut m).iter().any(|(_, id)| *id == cid1),
         "client1's session is still listed"
-    );
-    assert!(
-        server
-            .log()
-            .contains("client client1 disconnected: killed by the management interface"),
-        "{}",
-        server.log_tail(20)
     );
     assert_eq!(
         m.one("kill nobody"),

@@ -61,6 +61,7 @@ impl Listener {
 enum Broadcast {
     Client(String),
     State(String),
+    Log(String),
 }
 
 /// Accept connections and hand each the notifications, until the server
@@ -115,6 +116,11 @@ fn broadcast(notice: Notice, shared: &Mutex<Shared>) -> Broadcast {
             let entry = reply::state_entry(session::unix_now(), state, &description, &local_ip);
             lock(shared).states.push(entry.clone());
             Broadcast::State(reply::line(&format!(">STATE:{entry}")))
+        }
+        Notice::Log(entry) => {
+            let line = reply::line(&format!(">LOG:{entry}"));
+            lock(shared).log.push(entry);
+            Broadcast::Log(line)
         }
     }
 }
@@ -261,7 +267,8 @@ async fn connection(
                 let text = match &*b {
                     Broadcast::Client(t) => t,
                     Broadcast::State(t) if session.realtime_state => t,
-                    Broadcast::State(_) => continue,
+                    Broadcast::Log(t) if session.realtime_log => t,
+                    Broadcast::State(_) | Broadcast::Log(_) => continue,
                 };
                 if !write(&mut wr, text).await {
                     break;

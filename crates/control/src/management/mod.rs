@@ -22,6 +22,7 @@
 
 pub mod command;
 mod io;
+mod log;
 pub mod reply;
 pub mod session;
 
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
+pub use log::LogLayer;
 use session::{History, Shared};
 
 /// Connections served at once.
@@ -138,6 +140,8 @@ pub enum Notice {
         description: String,
         local_ip: String,
     },
+    /// A log entry (`TIME,FLAGS,TEXT`) for `log` and `>LOG:`.
+    Log(String),
 }
 
 /// The part of the interface the server holds.
@@ -165,6 +169,7 @@ impl Management {
         let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE);
         let hold_released = Arc::new(Notify::new());
+        log::connect(notices_tx.clone());
         let listen = match &settings.listen {
             Listen::Tcp(a) => a.to_string(),
             Listen::Unix(p) => format!("{} (unix)", p.display()),
