@@ -7,7 +7,7 @@
 #
 # Prints a Markdown table: system | TCP x1 Gbit/s | TCP x4 Gbit/s | idle RTT ms | CPU s/GB.
 # A VPN that does not pass a ping through its tunnel within 20 s gets an
-# "n/a (reason)" row. The measuring itself is crates/ferrovpn/examples/bench.rs
+# "n/a (reason)" row. The measuring itself is crates/testkit/examples/bench.rs
 # (it uses the same harness and config writers as the integration tests).
 set -euo pipefail
 
@@ -26,7 +26,7 @@ if ! cargo build --release -p ferrovpn --bin ferrovpn >&2; then
     echo "bench.sh: ferrovpn binary does not build; its row will be n/a" >&2
     FERROVPN_BIN="$TARGET/release/ferrovpn.not-built"
 fi
-cargo build --release -p ferrovpn --example bench >&2
+cargo build --release -p ferrovpn-testkit --example bench >&2
 
 BENCH_PID=""
 cleanup() {

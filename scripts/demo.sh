@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set everything up on a fresh Debian/Ubuntu machine and run the main job:
 # install the tools (iproute2, iperf3, ping, and openvpn for the test suite),
-# build ferrovpn in release mode, then `ferrovpn demo`: two network
+# build ferrovpn in release mode, then `ferrovpn-demo`: two network
 # namespaces, a throwaway PKI, a ferrovpn server and client, ping and an
 # iperf3 transfer through the tunnel, the result printed.
 #
-#   sudo scripts/demo.sh [demo options, see `ferrovpn demo --help`]
+#   sudo scripts/demo.sh [demo options, see `target/release/ferrovpn-demo --help`]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,5 +47,5 @@ if [[ ! -c /dev/net/tun ]]; then
 fi
 
 echo "== cargo build --release"
-cargo build --release -p ferrovpn --bin ferrovpn
-exec target/release/ferrovpn demo "$@"
+cargo build --release -p ferrovpn --bin ferrovpn -p ferrovpn-testkit --bin ferrovpn-demo
+exec target/release/ferrovpn-demo "$@"

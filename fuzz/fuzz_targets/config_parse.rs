@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(cfg) => {
             // Accessors must not panic either.
             let _ = (cfg.local_port(), cfg.topology(), cfg.data_ciphers());
-            let _ = (cfg.ping_restart_secs(), cfg.server_ip(), cfg.tls_auth_direction());
+            let _ = (
+                cfg.ping_restart_secs(),
+                cfg.server_ip(),
+                cfg.tls_auth_direction(),
+            );
             for r in &cfg.remotes {
                 let _ = cfg.remote_port(r);
             }

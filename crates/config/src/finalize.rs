@@ -139,6 +139,7 @@ impl Config {
                     "client-to-client",
                     "duplicate-cn",
                     "max-clients",
+                    "connect-freq",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(

@@ -67,10 +67,30 @@ impl Config {
     /// A single argument not starting with `--` is taken as a config file,
     /// like `openvpn server.conf`. Errors on the command line are reported
     /// as `<command line>:N` where N is the 1-based argument position.
+    /// Errors about the configuration as a whole (a missing `ca`) name the
+    /// config file when exactly one was given, `<command line>` otherwise.
     pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
         let mut p = Parser::new(true);
         p.parse_args(args)?;
-        p.cfg.finalize(COMMAND_LINE)?;
+        p.cfg.finalize(&whole_config_name(args))?;
         Ok(p.cfg)
+    }
+}
+
+/// The one config file named in `args` (`FILE` alone or `--config FILE`),
+/// or `<command line>` when there are none or several.
+fn whole_config_name(args: &[String]) -> String {
+    if let [single] = args
+        && !single.starts_with("--")
+    {
+        return single.clone();
+    }
+    let mut files = args
+        .windows(2)
+        .filter(|w| w[0] == "--config")
+        .map(|w| &w[1]);
+    match (files.next(), files.next()) {
+        (Some(file), None) => file.clone(),
+        _ => COMMAND_LINE.to_string(),
     }
 }

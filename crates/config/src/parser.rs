@@ -570,6 +570,20 @@ impl Parser {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
             }
+            "connect-freq" => {
+                d.count(2, 2, "N SECONDS")?;
+                c.connect_freq = Some((
+                    d.u32(0, "a number of new connections")?,
+                    d.u32(1, "a number of seconds")?,
+                ));
+            }
+            "connect-freq-initial" => {
+                d.count(2, 2, "N SECONDS")?;
+                c.connect_freq_initial = Some((
+                    d.u32(0, "a number of answers")?,
+                    d.u32(1, "a number of seconds")?,
+                ));
+            }
             "remote" => {
                 d.count(1, 3, "HOST [PORT] [PROTO]")?;
                 let host = d.arg(0).unwrap_or("");
@@ -997,6 +1011,14 @@ impl Parser {
             }
             "persist-key" => d.flag(&mut c.persist_key)?,
             "persist-tun" => d.flag(&mut c.persist_tun)?,
+            "user" => {
+                d.count(1, 1, "a user name")?;
+                c.user = d.arg(0).map(str::to_string);
+            }
+            "group" => {
+                d.count(1, 1, "a group name")?;
+                c.group = d.arg(0).map(str::to_string);
+            }
             "key-method" => {
                 d.count(1, 1, "2")?;
                 if d.arg(0) != Some("2") {

@@ -107,7 +107,18 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "client-to-client",
         "forward traffic between clients inside the server",
     ),
-    s("max-clients", "at least 1"),
+    s(
+        "max-clients",
+        "at least 1; counts authenticated clients (handshakes in progress are capped apart: a quarter of max-clients, at least 16, at most 8 per source address)",
+    ),
+    s(
+        "connect-freq",
+        "`N SEC`: at most N new sessions per SEC seconds (server)",
+    ),
+    s(
+        "connect-freq-initial",
+        "`N SEC` (default `100 10`): at most N answers to initial resets per SEC seconds (server; no effect on a client, as in OpenVPN)",
+    ),
     s(
         "duplicate-cn",
         "allow several clients with the same certificate CN",
@@ -149,7 +160,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -228,11 +239,19 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "stored (ferrovpn keeps keys across restarts anyway)",
+        "stored (ferrovpn keeps keys across restarts anyway, so restarts work after 'user'/'group')",
     ),
     s(
         "persist-tun",
-        "stored (ferrovpn keeps the tun device across restarts anyway)",
+        "stored (ferrovpn keeps the tun device across restarts anyway, so restarts work after 'user'/'group')",
+    ),
+    s(
+        "user",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+    ),
+    s(
+        "group",
+        "`NAME`: with or without 'user', run as group NAME (and no supplementary groups) once set up",
     ),
     s(
         "config",
@@ -258,14 +277,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
     // --- accepted with a warning
-    i(
-        "user",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
-    i(
-        "group",
-        "privileges are not dropped by ferrovpn; use the service manager",
-    ),
     i("mute", "log rate limiting is not implemented"),
     i("log", "logs go to stderr"),
     i("log-append", "logs go to stderr"),
@@ -431,7 +442,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "daemon",
         "ferrovpn runs in the foreground; use a service manager",
     ),
-    u("chroot", "chroot is not supported"),
+    u(
+        "chroot",
+        "chroot is not supported: files read after start (crl-verify, status) would have to resolve inside it",
+    ),
     u("cd", "`cd` is not supported; use absolute paths"),
     u("pull-filter", "pull filters are not supported yet"),
     u("route-nopull", "route-nopull is not supported yet"),

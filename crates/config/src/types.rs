@@ -260,6 +260,10 @@ pub struct Config {
     pub client_to_client: bool,
     pub max_clients: Option<u32>,
     pub duplicate_cn: bool,
+    /// `connect-freq N SEC`.
+    pub connect_freq: Option<(u32, u32)>,
+    /// `connect-freq-initial N SEC`.
+    pub connect_freq_initial: Option<(u32, u32)>,
 
     pub remotes: Vec<Remote>,
     pub remote_random: bool,
@@ -314,6 +318,10 @@ pub struct Config {
     pub ifconfig_pool_persist: Option<StatusFile>,
     pub persist_key: bool,
     pub persist_tun: bool,
+    /// `user NAME`: run as this user once set up.
+    pub user: Option<String>,
+    /// `group NAME`: run as this group once set up.
+    pub group: Option<String>,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.
@@ -430,6 +438,14 @@ impl Config {
     }
     pub fn max_clients(&self) -> u32 {
         self.max_clients.unwrap_or(1024)
+    }
+    /// `connect-freq` (default `0 0`: no limit).
+    pub fn connect_freq(&self) -> (u32, u32) {
+        self.connect_freq.unwrap_or((0, 0))
+    }
+    /// `connect-freq-initial` (2.6's default: 100 answers per 10 s).
+    pub fn connect_freq_initial(&self) -> (u32, u32) {
+        self.connect_freq_initial.unwrap_or((100, 10))
     }
     /// Replay window (default 64 packets, 15 s).
     pub fn replay_window(&self) -> ReplayWindow {

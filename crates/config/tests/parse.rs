@@ -216,10 +216,12 @@ max-packet-size 9000
             interval_secs: 600
         })
     );
-    // Warnings: user, group, dropped cipher.
+    // user and group are kept for the privilege drop; the one warning is
+    // the dropped cipher.
+    assert_eq!(c.user.as_deref(), Some("nobody"));
+    assert_eq!(c.group.as_deref(), Some("nogroup"));
     let name = path.display().to_string();
-    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
-    assert!(c.warnings[1].contains("'user' ignored"), "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(
         c.warnings
             .iter()
@@ -1025,4 +1027,28 @@ fn management_directives() {
     ] {
         assert_eq!(line_err(line), want, "{line}");
     }
+}
+
+#[test]
+fn connect_freq_and_connect_freq_initial() {
+    let c = parse_str_no_fs(&server_base(), "t.conf").unwrap();
+    assert_eq!(c.connect_freq(), (0, 0));
+    assert_eq!(c.connect_freq_initial(), (100, 10));
+    let text = format!(
+        "connect-freq 10 60\nconnect-freq-initial 5 3\n{}",
+        server_base()
+    );
+    let c = parse_str_no_fs(&text, "t.conf").unwrap();
+    assert_eq!(c.connect_freq(), (10, 60));
+    assert_eq!(c.connect_freq_initial(), (5, 3));
+    assert_eq!(
+        line_err("connect-freq 10"),
+        "t.conf:1: 'connect-freq' expects N SECONDS"
+    );
+    assert_eq!(
+        line_err("connect-freq-initial -1 10"),
+        r#"t.conf:1: 'connect-freq-initial' expects a number of answers, got "-1""#
+    );
+    let client = format!("connect-freq 10 60\n{}", client_base());
+    assert!(err(&client).contains("'connect-freq' is a server directive"));
 }

@@ -46,6 +46,8 @@ pub struct ClientSettings {
     pub tun_mtu: u16,
     /// Give up after this many failed attempts in a row (tests); `None` = forever.
     pub max_attempts: Option<u32>,
+    /// Called once the first tun device and socket are open.
+    pub setup_done: Option<crate::SetupDone>,
 }
 
 fn unix_now() -> u64 {
@@ -96,13 +98,14 @@ struct Conn {
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
 /// `restart` is notified on SIGUSR1: the connection is torn down and made again.
 pub async fn run_client(
-    s: ClientSettings,
+    mut s: ClientSettings,
     shutdown: impl std::future::Future<Output = ()>,
     restart: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
     }
+    let mut setup_done = s.setup_done.take();
     let peers = PeerTable::new();
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
@@ -139,6 +142,9 @@ pub async fn run_client(
                         DataPlane::start(cfg, peers.clone()).context("starting the data plane")?;
                     let socket = dp.control_socket();
                     plane = Some((dp, socket, crate::bridge(up_rx)));
+                    if let Some(setup_done) = setup_done.take() {
+                        setup_done()?;
+                    }
                 }
                 let (dp, socket, up) = plane.as_mut().expect("started above");
                 let mut connected = false;
@@ -425,7 +431,7 @@ fn drain(
                 return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
             }
             Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
-            Event::Closed(reason) => return Some(Ended::Reconnect(reason)),
+            Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
             Event::ClientAuthenticated { .. } | Event::PushRequested => {}
         }
     }

@@ -1,13 +1,12 @@
 //! `status FILE [N]`: the files operators' scripts and dashboards read,
 //! in OpenVPN's formats. Rendering is pure; the runtimes write the text
-//! with [`write_atomically`] every N seconds, so a reader never sees a
+//! with [`crate::fsutil::write_atomically`] every N seconds, so a reader never sees a
 //! half-written file.
 //!
 //! Times are UTC (OpenVPN writes local time in the same layout).
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where, how often, and which `status-version` (1, 2 or 3).
@@ -162,16 +161,8 @@ pub fn render_client(now: u64, tun_read: u64, tun_written: u64) -> String {
     )
 }
 
-/// Replace `path` with `text` through a temporary file and a rename.
-pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
-}
+/// Kept here for the client runtime, which writes its status through it.
+pub use crate::fsutil::write_atomically;
 
 #[cfg(test)]
 mod tests {
@@ -240,19 +231,5 @@ mod tests {
         }
         let t3 = render_server(3, 1_763_836_260, "ferrovpn 0.1.0", &[row()]);
         assert_eq!(t3, t.replace(',', "\t"));
-    }
-
-    #[test]
-    fn files_are_replaced_whole() {
-        let dir = std::env::temp_dir().join(format!("fvpn-status-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("status.log");
-        write_atomically(&p, "one\n").unwrap();
-        write_atomically(&p, &render_client(0, 1, 2)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "OpenVPN STATISTICS\nUpdated,1970-01-01 00:00:00\nTUN/TAP read bytes,1\nTUN/TAP write bytes,2\nEND\n"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

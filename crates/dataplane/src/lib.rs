@@ -12,9 +12,10 @@
 //!   `recvmmsg` + `UDP_GRO`, `sendmmsg` whose messages are `UDP_SEGMENT`
 //!   runs of equal-size datagrams to one peer (≤ 64 segments, ≤ 65 507 bytes);
 //!   GSO off for good after EIO, per message after EINVAL/EMSGSIZE.
-//! - `worker.rs`: the loop — poll(TUN, UDP, eventfd) → TUN batch → route →
-//!   MSS clamp → reserve ids → seal in place → one `sendmmsg`; UDP batch →
-//!   classify byte 0 → open → replay check → ping / OCC / TUN / c2c relay.
+//! - `worker/`: the loop in `mod.rs` — poll(TUN, UDP, eventfd); `outbound.rs`:
+//!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
+//!   `sendmmsg`; `inbound.rs`: UDP batch → classify byte 0 → open → replay
+//!   check → ping / OCC / TUN / c2c relay.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
@@ -79,19 +80,62 @@ pub mod replay;
 mod sys;
 pub mod tun;
 pub mod udp;
+mod up;
 mod worker;
 
 pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
+pub use up::{MAX_CONTROL_DATAGRAM, UP_QUEUE, UpReceiver, UpRecvError};
 pub use worker::GlobalCounters;
+
+/// Test hook, read once per [`DataPlane::start`] (never per packet):
+/// `N` makes worker N stop right after start as if `poll` had failed,
+/// `N:panic` makes it panic. Tests use it to watch a worker failure reach
+/// the control plane.
+pub const FAIL_WORKER_ENV: &str = "FERROVPN_TEST_FAIL_WORKER";
+
+/// The worker [`FAIL_WORKER_ENV`] asks to fail, and whether by panicking.
+fn worker_to_fail() -> Option<(usize, bool)> {
+    let v = std::env::var(FAIL_WORKER_ENV).ok()?;
+    let (n, panic) = match v.strip_suffix(":panic") {
+        Some(n) => (n, true),
+        None => (v.as_str(), false),
+    };
+    let n = n.parse().ok()?;
+    tracing::warn!("{FAIL_WORKER_ENV} is set: data-plane worker {n} will fail on purpose");
+    Some((n, panic))
+}
+
+/// Reports a worker that ends without being asked to (a failed `poll`, a
+/// panic unwinding through it) on the failure queue, from which the control
+/// plane learns it and stops the process: a dead worker would otherwise
+/// black-hole its share of the peers while the server looks healthy. (Release
+/// builds abort on panic, which ends the process just the same.)
+struct ExitWatch {
+    worker: usize,
+    shared: Arc<worker::Shared>,
+    reason: String,
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!("data-plane worker {} stopped: {}", self.worker, self.reason);
+        let failure = up::WorkerFailure {
+            worker: self.worker,
+            reason: std::mem::take(&mut self.reason),
+        };
+        // One message per worker fits the queue; the control plane may be gone.
+        let _ = self.shared.up.failures.try_send(failure);
+    }
+}
 
 /// Move the calling thread into the network namespace at `path` (for tests
 /// and tools: create the data plane from that thread and it lives there).
 pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
     sys::enter_netns(path)
 }
-
-/// Capacity of the channel to the control plane.
-pub const UP_QUEUE: usize = 1024;
 
 /// Data-plane settings.
 #[derive(Clone, Debug)]
@@ -138,7 +182,8 @@ impl Default for DataPlaneConfig {
 /// What the data plane hands up to the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpEvent {
-    /// A control-channel packet (any non-data opcode), unparsed.
+    /// A control-channel packet (any non-data opcode, at most
+    /// [`MAX_CONTROL_DATAGRAM`] bytes), unparsed.
     Control { from: SocketAddr, packet: Vec<u8> },
     /// A decrypted OCC message (magic included).
     Occ { peer_id: u32, payload: Vec<u8> },
@@ -198,7 +243,7 @@ impl DataPlane {
     pub fn start(
         cfg: DataPlaneConfig,
         peers: PeerTable,
-    ) -> Result<(DataPlane, crossbeam_channel::Receiver<UpEvent>), DataPlaneError> {
+    ) -> Result<(DataPlane, UpReceiver), DataPlaneError> {
         if cfg.workers == 0 {
             return Err(DataPlaneError::Config("workers must be at least 1".into()));
         }
@@ -220,7 +265,7 @@ impl DataPlane {
         let control = socks[0]
             .try_clone()
             .map_err(io("duplicating the UDP socket"))?;
-        let (tx, rx) = crossbeam_channel::bounded(UP_QUEUE);
+        let (tx, rx) = up::queues(UP_QUEUE, cfg.workers);
         let outer_v6 = cfg.connect.unwrap_or(cfg.bind).is_ipv6();
         let shared = Arc::new(worker::Shared {
             peers: peers.clone(),
@@ -231,6 +276,7 @@ impl DataPlane {
             stop: AtomicBool::new(false),
             wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
         });
+        let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -256,13 +302,30 @@ impl DataPlane {
             } else {
                 Some(cores[i % cores.len()])
             };
+            let watched = shared.clone();
+            let fail_on_purpose = fail.filter(|&(n, _)| n == i).map(|(_, panic)| panic);
             let h = std::thread::Builder::new()
                 .name(format!("ferrovpn-dp{i}"))
                 .spawn(move || {
+                    let mut watch = ExitWatch {
+                        worker: i,
+                        shared: watched,
+                        reason: "panicked".into(),
+                    };
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    w.run()
+                    match fail_on_purpose {
+                        Some(true) => panic!("worker {i} panics on purpose ({FAIL_WORKER_ENV})"),
+                        Some(false) => {
+                            watch.reason = format!("stopped on purpose ({FAIL_WORKER_ENV})");
+                            return;
+                        }
+                        None => {}
+                    }
+                    if let Err(e) = w.run() {
+                        watch.reason = format!("poll failed: {e}");
+                    }
                 })
                 .map_err(io("spawning a worker thread"))?;
             dp.workers.push(h);

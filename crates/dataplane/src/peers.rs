@@ -5,6 +5,10 @@
 //!   client default) live in an immutable [`Snapshot`] behind an `ArcSwap`;
 //!   writers build a new snapshot under a writer-only mutex and swap it in.
 //!   Workers load the snapshot once per batch.
+//! - A float (an authenticated packet from a new address) swaps in a snapshot
+//!   that shares every map but `by_addr`, at most once per [`FLOAT_INTERVAL`]
+//!   per peer, and never onto an address another peer owns: a client sending
+//!   from two ports in turn cannot make the workers rebuild the table per packet.
 //! - Each [`Peer`] holds its keys in an `ArcSwap<KeySet>` (8 key-id slots plus
 //!   the send key), its remote address in an `ArcSwap`, and its counters as
 //!   atomics that workers add to once per batch.
@@ -30,6 +34,10 @@ pub const DEFAULT_REPLAY_WINDOW: u32 = 2048;
 pub const RENEGOTIATE_AT: u64 = 0xFF00_0000;
 /// Highest packet id that may be sent.
 pub const MAX_PACKET_ID: u64 = 0xFFFF_FFFF;
+/// Least time between two floats of one peer. A client that really moved
+/// floats on its first packet; one that alternates between addresses moves
+/// at most this often.
+pub const FLOAT_INTERVAL: Duration = Duration::from_secs(1);
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -124,6 +132,8 @@ pub struct Peer {
     pub keys: ArcSwap<KeySet>,
     pub counters: Arc<PeerCounters>,
     pub needs_renegotiation: Arc<AtomicBool>,
+    /// When the peer last floated ([`now_nanos`]; 0: never), for [`FLOAT_INTERVAL`].
+    last_float: Arc<AtomicU64>,
 }
 
 impl Peer {
@@ -142,6 +152,7 @@ impl Peer {
             keys: ArcSwap::new(self.keys.load_full()),
             counters: self.counters.clone(),
             needs_renegotiation: self.needs_renegotiation.clone(),
+            last_float: self.last_float.clone(),
         }
     }
 }
@@ -174,14 +185,30 @@ impl PeerStats {
     }
 }
 
-/// Immutable view of the table, swapped in whole by writers.
+/// Immutable view of the table, swapped in whole by writers. The maps sit
+/// behind their own `Arc`s so that a float replaces `by_addr` alone.
 #[derive(Default)]
 pub struct Snapshot {
-    pub by_id: HashMap<u32, Arc<Peer>>,
-    pub by_ip: HashMap<Ipv4Addr, Arc<Peer>>,
-    pub by_ip6: HashMap<Ipv6Addr, Arc<Peer>>,
-    pub by_addr: HashMap<SocketAddr, Arc<Peer>>,
+    /// Counts the snapshots swapped in since the table was created.
+    pub generation: u64,
+    pub by_id: Arc<HashMap<u32, Arc<Peer>>>,
+    pub by_ip: Arc<HashMap<Ipv4Addr, Arc<Peer>>>,
+    pub by_ip6: Arc<HashMap<Ipv6Addr, Arc<Peer>>>,
+    pub by_addr: Arc<HashMap<SocketAddr, Arc<Peer>>>,
     pub client_default: Option<Arc<Peer>>,
+}
+
+/// What [`PeerTable::record_float`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FloatOutcome {
+    /// The peer now sends to the new address (report it to the control plane).
+    Moved,
+    /// Unknown peer, or the address did not change.
+    Unchanged,
+    /// The peer floated less than [`FLOAT_INTERVAL`] ago.
+    RateLimited,
+    /// Another peer owns the address.
+    AddressTaken,
 }
 
 struct Inner {
@@ -238,21 +265,37 @@ impl PeerTable {
         self.inner.write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many snapshots writers have swapped in so far.
+    pub fn generation(&self) -> u64 {
+        self.inner.snap.load().generation
+    }
+
     /// Rebuild the snapshot from a peer list. Caller holds the writer lock.
     fn publish(&self, peers: Vec<Arc<Peer>>, client_default: Option<u32>) {
-        let mut s = Snapshot::default();
+        let mut by_id = HashMap::with_capacity(peers.len());
+        let mut by_ip = HashMap::new();
+        let mut by_ip6 = HashMap::new();
+        let mut by_addr = HashMap::with_capacity(peers.len());
         for p in peers {
             if let Some(ip) = p.tunnel_ipv4 {
-                s.by_ip.insert(ip, p.clone());
+                by_ip.insert(ip, p.clone());
             }
             if let Some(ip) = p.tunnel_ipv6 {
-                s.by_ip6.insert(ip, p.clone());
+                by_ip6.insert(ip, p.clone());
             }
-            s.by_addr.insert(**p.remote.load(), p.clone());
-            s.by_id.insert(p.peer_id, p);
+            by_addr.insert(**p.remote.load(), p.clone());
+            by_id.insert(p.peer_id, p);
         }
-        s.client_default = client_default.and_then(|id| s.by_id.get(&id).cloned());
-        self.inner.snap.store(Arc::new(s));
+        let client_default = client_default.and_then(|id| by_id.get(&id).cloned());
+        let generation = self.inner.snap.load().generation + 1;
+        self.inner.snap.store(Arc::new(Snapshot {
+            generation,
+            by_id: Arc::new(by_id),
+            by_ip: Arc::new(by_ip),
+            by_ip6: Arc::new(by_ip6),
+            by_addr: Arc::new(by_addr),
+            client_default,
+        }));
     }
 
     fn current(&self) -> Vec<Arc<Peer>> {
@@ -282,6 +325,7 @@ impl PeerTable {
                     keys: ArcSwap::from_pointee(KeySet::default()),
                     counters: Arc::new(c),
                     needs_renegotiation: Arc::new(AtomicBool::new(false)),
+                    last_float: Arc::new(AtomicU64::new(0)),
                 }
             }
         };
@@ -375,21 +419,77 @@ impl PeerTable {
         self.publish(peers, peer_id);
     }
 
-    /// A worker saw an authenticated DATA_V2 packet of `peer_id` from `new_remote`.
-    /// Returns true when this changed the peer's address (the caller reports the float).
-    pub(crate) fn record_float(&self, peer_id: u32, new_remote: SocketAddr) -> bool {
-        let def = self.lock();
-        let peers = self.current();
-        let Some(p) = peers.iter().find(|p| p.peer_id == peer_id) else {
-            return false;
-        };
-        if **p.remote.load() == new_remote {
-            return false;
+    /// A worker saw an authenticated DATA_V2 packet of `peer_id` from
+    /// `new_remote` at `now` ([`now_nanos`]). The checks run on the current
+    /// snapshot without the writer lock, so refused floats cost no more than
+    /// a few map lookups; a float that passes them replaces `by_addr` only.
+    pub(crate) fn record_float(
+        &self,
+        peer_id: u32,
+        new_remote: SocketAddr,
+        now: u64,
+    ) -> FloatOutcome {
+        {
+            let snap = self.inner.snap.load();
+            let Some(p) = snap.by_id.get(&peer_id) else {
+                return FloatOutcome::Unchanged;
+            };
+            if let Some(refused) = float_refused(&snap, p, new_remote) {
+                return refused;
+            }
+            // Claim this interval's float; of two workers racing, one wins.
+            let last = p.last_float.load(Ordering::Relaxed);
+            if last != 0 && now.saturating_sub(last) < FLOAT_INTERVAL.as_nanos() as u64 {
+                return FloatOutcome::RateLimited;
+            }
+            if p.last_float
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                return FloatOutcome::RateLimited;
+            }
         }
+        let _def = self.lock();
+        // The control plane may have changed the table since: check again.
+        let old = self.inner.snap.load_full();
+        let Some(p) = old.by_id.get(&peer_id) else {
+            return FloatOutcome::Unchanged;
+        };
+        if let Some(refused) = float_refused(&old, p, new_remote) {
+            return refused;
+        }
+        let prev = **p.remote.load();
+        let mut by_addr = HashMap::clone(&old.by_addr);
+        if by_addr.get(&prev).is_some_and(|o| Arc::ptr_eq(o, p)) {
+            by_addr.remove(&prev);
+        }
+        by_addr.insert(new_remote, p.clone());
         p.remote.store(Arc::new(new_remote));
-        self.publish(peers, *def);
-        true
+        self.inner.snap.store(Arc::new(Snapshot {
+            generation: old.generation + 1,
+            by_id: old.by_id.clone(),
+            by_ip: old.by_ip.clone(),
+            by_ip6: old.by_ip6.clone(),
+            by_addr: Arc::new(by_addr),
+            client_default: old.client_default.clone(),
+        }));
+        FloatOutcome::Moved
     }
+}
+
+/// Why `peer` may not float to `new_remote`, if it may not.
+fn float_refused(snap: &Snapshot, peer: &Peer, new_remote: SocketAddr) -> Option<FloatOutcome> {
+    if **peer.remote.load() == new_remote {
+        return Some(FloatOutcome::Unchanged);
+    }
+    if snap
+        .by_addr
+        .get(&new_remote)
+        .is_some_and(|other| other.peer_id != peer.peer_id)
+    {
+        return Some(FloatOutcome::AddressTaken);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -397,12 +497,8 @@ mod tests {
     use super::*;
     use ferrovpn_proto::data::{Cipher, KeyBlock, Side};
 
-    fn keys() -> Option<DataKeys> {
-        // data.rs may still be a stub while it is being written: skip then.
-        std::panic::catch_unwind(|| {
-            DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock([7; 256]), Side::Server)
-        })
-        .ok()
+    fn keys() -> DataKeys {
+        DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock([7; 256]), Side::Server)
     }
 
     #[test]
@@ -440,14 +536,27 @@ mod tests {
             t.load().by_id[&1].tunnel_ipv6,
             Some("fd00::2".parse().unwrap())
         );
-        assert!(t.record_float(1, b));
+        // b belongs to peer 2: refused, peer 2 keeps it.
+        t.upsert_peer(2, b, None);
+        assert_eq!(t.record_float(1, b, 1), FloatOutcome::AddressTaken);
+        assert_eq!(t.load().by_addr[&b].peer_id, 2);
+        t.remove_peer(2);
+        let gen_before = t.generation();
+        assert_eq!(t.record_float(1, b, 1), FloatOutcome::Moved);
+        assert_eq!(t.generation(), gen_before + 1);
         assert_eq!(t.load().by_addr[&b].peer_id, 1);
-        assert!(!t.record_float(1, b));
+        assert!(!t.load().by_addr.contains_key(&a));
+        assert_eq!(t.record_float(1, b, 2), FloatOutcome::Unchanged);
+        // Back to a within the interval: refused; after it: moves.
+        assert_eq!(t.record_float(1, a, 2), FloatOutcome::RateLimited);
+        let later = 1 + FLOAT_INTERVAL.as_nanos() as u64;
+        assert_eq!(t.record_float(1, a, later), FloatOutcome::Moved);
+        assert_eq!(**t.load().by_id[&1].remote.load(), a);
     }
 
     #[test]
     fn keys_install_send_retire_and_counter() {
-        let Some(k) = keys() else { return };
+        let k = keys();
         let t = PeerTable::new();
         t.upsert_peer(5, "192.0.2.1:1".parse().unwrap(), None);
         t.install_key(5, 1, k);

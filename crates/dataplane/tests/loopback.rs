@@ -1,7 +1,8 @@
 //! Two data planes in two network namespaces joined by a veth pair: a
 //! "server" with one peer and a "client" whose default peer is the server.
 //! Pings and a TCP transfer cross the tunnel; control packets, pings and OCC
-//! messages reach the right places. Needs root (skipped otherwise).
+//! messages reach the right places. Needs root and `ip` (iproute2): without
+//! them the tests fail and say what is missing, they never pass silently.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -9,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent, enter_netns};
+use ferrovpn_dataplane::{
+    DataPlane, DataPlaneConfig, PeerTable, UpEvent, UpReceiver, UpRecvError, enter_netns,
+};
 use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 
 const SERVER_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -113,6 +116,30 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     .expect("namespace thread")
 }
 
+/// Only root can create namespaces and TUN devices, and the namespaces are
+/// made with `ip`. Without either the test fails: this project's tests never
+/// pass silently (CI runs them as root).
+fn require_root_and_ip() {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match uid {
+        Ok(u) if u == "0" => {}
+        Ok(u) => panic!(
+            "this test needs root (network namespaces, TUN devices) but runs as uid {u}; \
+             run it with sudo, it refuses to skip silently"
+        ),
+        Err(e) => panic!("this test needs root and cannot run `id -u` to check: {e}"),
+    }
+    if let Err(e) = Command::new("ip").arg("-V").output() {
+        panic!(
+            "this test needs `ip` from iproute2 (Debian: apt-get install -y iproute2): {e}; \
+             it refuses to skip silently"
+        );
+    }
+}
+
 fn keys(side: Side) -> DataKeys {
     let mut b = [0u8; 256];
     for (i, x) in b.iter_mut().enumerate() {
@@ -133,10 +160,7 @@ fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn recv_event(
-    rx: &crossbeam_channel::Receiver<UpEvent>,
-    mut want: impl FnMut(&UpEvent) -> bool,
-) -> UpEvent {
+fn recv_event(rx: &UpReceiver, mut want: impl FnMut(&UpEvent) -> bool) -> UpEvent {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -171,15 +195,7 @@ fn config(
 #[test]
 fn tunnel_between_namespaces() {
     // Only root can create namespaces and TUN devices.
-    if Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout != b"0\n")
-        .unwrap_or(true)
-    {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root_and_ip();
     let ns = Namespaces::new(2).expect("creating namespaces");
     let (ns_a, ns_b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
     let workers = 2;
@@ -491,15 +507,7 @@ fn tunnel_between_namespaces() {
 /// B pings C through the server, which relays without its TUN.
 #[test]
 fn client_to_client_relay_and_data_v1() {
-    if Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout != b"0\n")
-        .unwrap_or(true)
-    {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root_and_ip();
     let ns = Namespaces::new(3).expect("creating namespaces");
     let (ns_s, ns_b, ns_c) = (
         ns.name(0).to_owned(),
@@ -613,4 +621,59 @@ fn client_to_client_relay_and_data_v1() {
     server.shutdown();
     assert!(t.elapsed() < Duration::from_secs(5));
     drop(ns);
+}
+
+/// Audit M5: a worker that stops on its own (a failed `poll`, a panic) is
+/// reported on the up-queue within two seconds, so the control plane can end
+/// the process instead of black-holing that worker's peers. The test reruns
+/// itself in a child process with the hook `FERROVPN_TEST_FAIL_WORKER` set
+/// (read once at data-plane start), once per failure kind.
+#[test]
+fn worker_failure_reaches_the_control_plane() {
+    require_root_and_ip();
+    if std::env::var_os(ferrovpn_dataplane::FAIL_WORKER_ENV).is_some() {
+        let ns = Namespaces::new(1).expect("creating a namespace");
+        let started = Instant::now();
+        let (dp, rx) = in_ns(ns.name(0), || {
+            DataPlane::start(
+                config("fvtun0", "127.0.0.1:0".parse().unwrap(), None, 2),
+                PeerTable::new(),
+            )
+        })
+        .expect("data plane");
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Err(UpRecvError::WorkerFailed { worker: 0, reason }) => {
+                println!("REPORTED worker 0 after {:?}: {reason}", started.elapsed());
+            }
+            other => panic!("expected worker 0's failure within 2 s, got {other:?}"),
+        }
+        dp.shutdown();
+        return;
+    }
+    let exe = std::env::current_exe().expect("path of this test binary");
+    for mode in ["0", "0:panic"] {
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "worker_failure_reaches_the_control_plane",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ferrovpn_dataplane::FAIL_WORKER_ENV, mode)
+            .output()
+            .expect("running this test binary again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!(
+            "child ({mode}): {}",
+            stdout
+                .lines()
+                .find(|l| l.starts_with("REPORTED"))
+                .unwrap_or("-")
+        );
+        assert!(
+            out.status.success() && stdout.contains("REPORTED worker 0"),
+            "hook {mode}: worker failure not reported\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

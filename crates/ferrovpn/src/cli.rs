@@ -1,5 +1,5 @@
 //! Command line: OpenVPN's (`--config FILE`, `--directive args`), plus
-//! `ferrovpn demo` and `--genkey`.
+//! `--genkey`.
 
 use std::sync::Arc;
 
@@ -15,7 +15,6 @@ Usage:
   ferrovpn --config FILE [--directive ARGS ...]   run a server or client (OpenVPN syntax)
   ferrovpn FILE                                   same as --config FILE
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
-  ferrovpn demo [--help]                          tunnel between two network namespaces, with a transfer
   ferrovpn --help | --version
 
 Every OpenVPN directive may be given as --directive; see docs/compatibility.md
@@ -32,7 +31,6 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             println!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some("demo") => crate::demo::run(&args),
         Some("--genkey") => genkey(&args[1..]),
         Some(_) => run_config(&args),
     }
@@ -44,21 +42,37 @@ fn genkey(args: &[String]) -> anyhow::Result<()> {
         [file] => file,
         _ => anyhow::bail!("usage: ferrovpn --genkey secret|tls-crypt|tls-auth FILE"),
     };
+    crate::privileges::make_undumpable()?;
     let text = StaticKey::generate().to_file_text();
     write_private(file, &text).with_context(|| format!("writing {file}"))?;
     Ok(())
 }
 
+/// Write a key file readable by its owner only. Like `openvpn --genkey`,
+/// an existing file is replaced; unlike it, never through a symlink and
+/// never keeping an existing file's wider mode: the key goes to a new file
+/// (`O_EXCL|O_NOFOLLOW`, mode 0600) that is then renamed over `path`.
 fn write_private(path: &str, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let target = std::path::Path::new(path);
+    let mut tmp_name = target.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = target.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+        .open(&tmp)?;
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `verb` to a tracing filter: 0 errors, 1-3 what OpenVPN shows at 3, 4 debug, 5+ trace.
@@ -85,11 +99,15 @@ fn init_logging(verb: u8) {
 }
 
 fn run_config(args: &[String]) -> anyhow::Result<()> {
+    crate::privileges::make_undumpable()?;
     let cfg = Config::from_args(args)?;
     init_logging(cfg.verb());
     for w in &cfg.warnings {
         warn!("{w}");
     }
+    let privileges = crate::privileges::Privileges::from_config(&cfg)?;
+    let setup_done =
+        privileges.map(|p| -> ferrovpn_control::SetupDone { Box::new(move || p.drop_now()) });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ferrovpn-control")
@@ -97,7 +115,8 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         .context("starting the control-plane runtime")?;
     let restart = Arc::new(tokio::sync::Notify::new());
     if cfg.is_server() {
-        let settings = crate::settings::server_settings(&cfg)?;
+        let mut settings = crate::settings::server_settings(&cfg)?;
+        settings.setup_done = setup_done;
         info!(
             "ferrovpn {} server starting, {} data-plane workers",
             env!("CARGO_PKG_VERSION"),
@@ -108,7 +127,8 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
             ferrovpn_control::server::run_server(settings, shutdown).await
         })
     } else {
-        let settings = crate::settings::client_settings(&cfg)?;
+        let mut settings = crate::settings::client_settings(&cfg)?;
+        settings.setup_done = setup_done;
         info!(
             "ferrovpn {} client starting, {} data-plane workers",
             env!("CARGO_PKG_VERSION"),

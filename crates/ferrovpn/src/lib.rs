@@ -1,11 +1,7 @@
-//! `ferrovpn`: the binary's pieces. `cli` reads OpenVPN's command line,
-//! `settings` turns a parsed config into control-plane settings, `demo`
-//! runs a complete tunnel between two network namespaces. `pki` and
-//! `testing` are the throwaway PKI and network-namespace harness used by the
-//! demo, the integration tests and the benchmark.
+//! `ferrovpn`: the binary's pieces. `cli` reads OpenVPN's command line and
+//! `settings` turns a parsed config into control-plane settings. The demo,
+//! the benchmark and the integration tests' lab live in `ferrovpn-testkit`.
 
 pub mod cli;
-mod demo;
-pub mod pki;
+mod privileges;
 pub mod settings;
-pub mod testing;

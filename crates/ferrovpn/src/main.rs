@@ -1,8 +1,8 @@
 //! `ferrovpn`: OpenVPN-compatible server and client.
 //!
 //! Command line follows OpenVPN: `ferrovpn --config FILE [--directive args ...]`.
-//! Extras: `ferrovpn demo` (a complete tunnel between two network namespaces)
-//! and `ferrovpn --genkey secret FILE` (a tls-crypt / tls-auth key).
+//! Extra: `ferrovpn --genkey secret FILE` (a tls-crypt / tls-auth key). The
+//! demo tunnel is `ferrovpn-demo` in the testkit crate (`scripts/demo.sh`).
 
 use std::process::ExitCode;
 

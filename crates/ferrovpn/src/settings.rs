@@ -381,6 +381,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
         session: Arc::new(session),
         max_clients: cfg.max_clients() as usize,
+        connect_freq: cfg.connect_freq(),
+        connect_freq_initial: cfg.connect_freq_initial(),
         tun_mtu: cfg.tun_mtu(),
         reneg_bytes: cfg.reneg_bytes.filter(|&n| n > 0),
         reneg_pkts: cfg.reneg_pkts.filter(|&n| n > 0),
@@ -392,6 +394,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
         management: management(cfg)?,
+        setup_done: None,
     })
 }
 
@@ -495,6 +498,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         max_attempts: cfg
             .connect_retry_max
             .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
+        setup_done: None,
     })
 }
 

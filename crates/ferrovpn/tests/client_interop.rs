@@ -1,7 +1,7 @@
 //! ferrovpn as the CLIENT against Debian's stock OpenVPN 2.6 as the SERVER
 //! (and one ferrovpn <-> ferrovpn pair), each side in its own network
 //! namespace, the two joined by a veth pair. One config text drives either
-//! implementation (`ferrovpn::testing::openvpn_*_conf`).
+//! implementation (`ferrovpn_testkit::openvpn_*_conf`).
 //!
 //! Needs root, `openvpn`, `iperf3`, `ip`, `ping`, `ss` and `/dev/net/tun`;
 //! every test fails loudly without them. Every wait has a deadline.
@@ -10,11 +10,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
-    Cipher, ClientConf, Iperf3Server, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
-    wait_until,
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -65,7 +64,7 @@ impl Net {
     /// A fresh static key (tls-auth / tls-crypt) file.
     fn static_key(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
-        ferrovpn::testing::write_static_key(&path).unwrap();
+        ferrovpn_testkit::write_static_key(&path).unwrap();
         path
     }
 
@@ -305,51 +304,9 @@ fn client_no_wrap_chacha20_stock_server() {
 /// `iperf3 -J -t SECONDS` from the client namespace to the server's tunnel
 /// address; returns the bytes of each 1 s interval and the total received.
 fn iperf3_intervals(net: &Net, seconds: u32) -> (Vec<u64>, u64) {
-    let server = Iperf3Server::start(&net.server_ns, 5201).unwrap();
-    let t = seconds.to_string();
-    let mut client = Proc::spawn_in(
-        &net.client_ns,
-        "iperf3-client",
-        net.dir.path(),
-        "iperf3",
-        &[
-            "-J",
-            "-c",
-            SERVER_TUN,
-            "-p",
-            "5201",
-            "-t",
-            &t,
-            "--connect-timeout",
-            "5000",
-        ],
-    )
-    .unwrap();
-    let mut status = None;
-    wait_until(
-        Duration::from_secs(u64::from(seconds) + 30),
-        Duration::from_millis(100),
-        || {
-            status = client.try_exit();
-            status.is_some()
-        },
-    );
-    let json = client.log();
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
-        panic!(
-            "iperf3 ({status:?}) output is not JSON ({e}):\n{json}\nserver:\n{}",
-            server.process().log_tail(20)
-        )
-    });
-    assert!(v.get("error").is_none(), "iperf3 failed: {json}");
-    let intervals: Vec<u64> = v["intervals"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no intervals: {json}"))
-        .iter()
-        .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
-        .collect();
-    let total = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    (intervals, total)
+    let r = iperf3_report(&net.client_ns, &net.server_ns, SERVER_TUN, seconds, 1)
+        .unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e:#}"));
+    (r.intervals, r.bytes)
 }
 
 /// Renegotiate every 3 s (on the side(s) given) during `seconds` of iperf3:
@@ -623,7 +580,7 @@ fn client_of_net30_stock_server() {
 fn expect_refused(
     net: &Net,
     name: &str,
-    cert: &ferrovpn::pki::CertKey,
+    cert: &ferrovpn_testkit::pki::CertKey,
     tweak: impl FnOnce(&mut ClientConf),
     why: &str,
 ) {

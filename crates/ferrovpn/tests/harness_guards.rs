@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferrovpn::testing::{Netns, Proc, TestDir, VethPair, ping, require_root_and_tools, wait_until};
+use ferrovpn_testkit::{Netns, Proc, TestDir, VethPair, ping, require_root_and_tools, wait_until};
 
 fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists() || Path::new("/var/run/netns").join(name).exists()

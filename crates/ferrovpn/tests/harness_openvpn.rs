@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
     iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
 };
@@ -102,6 +102,10 @@ fn start(tag: &str, profile: Profile, opts: Opts, subnet: u8) -> Tunnel {
         &pki.clients[0]
     };
     let mut cc = ClientConf::new(&pki, who, &veth.addr_a.to_string(), "fvtun-c", wrap, cipher);
+    // verb 4: OpenVPN names the control-channel wrap (tls-crypt or
+    // tls-auth) only from verb 4 on.
+    sc.verb = 4;
+    cc.verb = 4;
     if opts.inline {
         sc = sc.inline().unwrap();
         cc = cc.inline().unwrap();
@@ -185,7 +189,19 @@ fn openvpn_pair_tls_crypt_aes256gcm_ping_and_iperf3() {
         t.server.log().contains("client1"),
         "server never saw client1"
     );
-    assert!(t.client.pid() != t.server.pid());
+    assert_control_channel(&t, TLS_CRYPT_MARKER);
+}
+
+/// What OpenVPN 2.6 logs (verb 4) when tls-crypt protects the control channel.
+const TLS_CRYPT_MARKER: &str = "Outgoing Control Channel Encryption: Cipher 'AES-256-CTR'";
+/// What OpenVPN 2.6 logs (verb 4) when tls-auth protects the control channel.
+const TLS_AUTH_MARKER: &str = "Outgoing Control Channel Authentication: Using";
+
+/// Both ends wrap their control channel the way the test's name says.
+fn assert_control_channel(t: &Tunnel, marker: &str) {
+    for (who, log) in [("server", t.server.log()), ("client", t.client.log())] {
+        assert!(log.contains(marker), "{who} did not log {marker:?}:\n{log}");
+    }
 }
 
 #[test]
@@ -204,6 +220,7 @@ fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
     // And back: the server reaches the client's pool address.
     let p = ping(&t.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
+    assert_control_channel(&t, TLS_AUTH_MARKER);
 }
 
 #[test]

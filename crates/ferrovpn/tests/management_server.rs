@@ -8,12 +8,16 @@
 //! without them. Every wait has a deadline.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_proto::data::Side;
+use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
+use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
     openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
@@ -75,7 +79,7 @@ fn lab(tag: &str, n_clients: usize) -> Lab {
 impl Lab {
     fn wrap(&self) -> Wrap {
         let path = self.dir.join("tc.key");
-        ferrovpn::testing::write_static_key(&path).unwrap();
+        ferrovpn_testkit::write_static_key(&path).unwrap();
         Wrap::TlsCrypt(Material::File(path))
     }
 
@@ -358,10 +362,120 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
         "{}",
         c1.log_tail(20)
     );
+    // The server then drops it as after any exit: no longer listed.
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(200), || {
+            !status_clients(&mut m).iter().any(|(_, id)| *id == cid2)
+        }),
+        "client2 is still listed after client-kill\n{}",
+        server.log_tail(20)
+    );
     assert_eq!(
         m.one("client-kill 9999"),
         "ERROR: client-kill command failed"
     );
+}
+
+/// Run `f` on a thread inside `ns`.
+fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
+    let path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            ferrovpn_dataplane::enter_netns(&path)
+                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// From inside `ns`: the stateless handshake with the server at `to`
+/// (reset, then the server's cookie echoed in an ACK_V1) and nothing more,
+/// which leaves a half-open session there. Returns the local address used.
+fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> SocketAddr {
+    let key = StaticKey::parse(&std::fs::read_to_string(tls_crypt_key).unwrap()).unwrap();
+    let wrap = ControlWrap::tls_crypt(&key, Side::Client);
+    let wrapped = |pkt: &ControlPacket, id: u32| {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let mut out = Vec::new();
+        wrap.wrap(pkt, ReplayId { id, time }, &mut out);
+        out
+    };
+    in_netns(ns, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let sid = SessionId([0xa5; 8]);
+        let reset = ControlPacket {
+            opcode: Opcode::HardResetClientV2,
+            key_id: 0,
+            session_id: sid,
+            acks: Vec::new(),
+            remote_session_id: None,
+            message_id: Some(0),
+            payload: Vec::new(),
+        };
+        s.send(&wrapped(&reset, 1)).unwrap();
+        let mut buf = [0u8; 2048];
+        let len = s.recv(&mut buf).expect("no answer to the reset");
+        let (reply, _) = wrap.unwrap(&buf[..len]).unwrap();
+        assert_eq!(reply.opcode, Opcode::HardResetServerV2);
+        let ack = ControlPacket {
+            opcode: Opcode::AckV1,
+            key_id: 0,
+            session_id: sid,
+            acks: vec![0],
+            remote_session_id: Some(reply.session_id),
+            message_id: None,
+            payload: Vec::new(),
+        };
+        s.send(&wrapped(&ack, 2)).unwrap();
+        let local = s.local_addr().unwrap();
+        // The server's view of us: our underlay address, this port.
+        SocketAddr::new("10.211.2.2".parse().unwrap(), local.port())
+    })
+}
+
+/// A session that has not shown a certificate yet is no client: not in
+/// `status`, not counted, and `kill` does not find it.
+#[test]
+fn half_open_sessions_are_not_clients() {
+    let lab = lab("mg-half", 2);
+    let wrap = lab.wrap();
+    let sock = lab.dir.join("mgmt.sock");
+    let mut server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
+    let _c0 = lab.stock_client_up(0, &wrap, &server);
+
+    let peer = half_open_session(
+        &lab.clients[1],
+        "10.211.2.1:1194".parse().unwrap(),
+        &lab.dir.join("tc.key"),
+    );
+    server
+        .wait_for_log_line(&format!("{peer}: new session"), REPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", server.log_tail(20)));
+
+    let mut m = Mgmt::connect(&sock);
+    m.until("password prompt", |l| l == "ENTER PASSWORD:");
+    m.send("s3cret");
+    m.until("password accepted", |l| l == "SUCCESS: password is correct");
+    let clients = status_clients(&mut m);
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert_eq!(clients[0].0, "client1");
+    assert!(
+        m.one("load-stats").starts_with("SUCCESS: nclients=1,"),
+        "{:?}",
+        m.seen
+    );
+    assert_eq!(
+        m.one(&format!("kill {peer}")),
+        format!("ERROR: client at address {peer} not found")
+    );
+    assert!(server.try_exit().is_none());
 }
 
 #[test]

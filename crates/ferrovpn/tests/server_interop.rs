@@ -1,7 +1,7 @@
 //! ferrovpn as the SERVER with Debian's stock OpenVPN 2.6 as the CLIENT(s).
 //! The server runs in one network namespace, every client namespace is
 //! joined to it by its own veth pair. One config text drives either
-//! implementation (`ferrovpn::testing::openvpn_*_conf`).
+//! implementation (`ferrovpn_testkit::openvpn_*_conf`).
 //!
 //! Needs root, `openvpn`, `iperf3`, `ip`, `ping`, `ss` and `/dev/net/tun`;
 //! every test fails loudly without them. Every wait has a deadline.
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn::pki::{CertKey, Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_testkit::pki::{CertKey, Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Iperf3Server, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
     iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
     wait_until,
@@ -85,7 +85,7 @@ impl Lab {
     /// A fresh static key (tls-auth / tls-crypt) file.
     fn static_key(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
-        ferrovpn::testing::write_static_key(&path).unwrap();
+        ferrovpn_testkit::write_static_key(&path).unwrap();
         path
     }
 
@@ -288,44 +288,9 @@ fn stock_client_no_wrap_chacha20_ping_iperf3() {
 /// `iperf3 -c SERVER_TUN -t SECONDS -i 1 -J` from client namespace `i`;
 /// returns the bytes of every 1 s interval and the receiver's total.
 fn iperf3_intervals(lab: &Lab, i: usize, seconds: u32) -> (Vec<u64>, u64) {
-    let server = Iperf3Server::start(&lab.server_ns, 5201).unwrap();
-    let t = seconds.to_string();
-    let out = lab.clients[i]
-        .command(
-            "iperf3",
-            &[
-                "-J",
-                "-c",
-                SERVER_TUN,
-                "-p",
-                "5201",
-                "-t",
-                &t,
-                "-i",
-                "1",
-                "--connect-timeout",
-                "5000",
-            ],
-        )
-        .output()
-        .unwrap();
-    let json = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
-        panic!(
-            "iperf3 output is not JSON ({e}): {json}\n{}\nserver: {}",
-            String::from_utf8_lossy(&out.stderr),
-            server.process().log_tail(20)
-        )
-    });
-    assert!(v.get("error").is_none(), "iperf3 failed: {json}");
-    let intervals: Vec<u64> = v["intervals"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no intervals: {json}"))
-        .iter()
-        .map(|iv| iv["sum"]["bytes"].as_u64().unwrap_or(0))
-        .collect();
-    let total = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    (intervals, total)
+    let r = iperf3_report(&lab.clients[i], &lab.server_ns, SERVER_TUN, seconds, 1)
+        .unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e:#}"));
+    (r.intervals, r.bytes)
 }
 
 /// Distinct key ids the server made active ("key_id N active"), in order.
@@ -1083,6 +1048,15 @@ fn server_follows_a_client_that_changes_address() {
         "no float logged\n{}",
         logs(&client, &server)
     );
+    // Pins the word the hostile-peers test asserts the absence of.
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("floated from 10.210.1.2:") && l.contains("to 10.210.1.3:")),
+        "{}",
+        server.log()
+    );
     // Renegotiation after the move completes over the new address.
     assert!(
         wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(15)),
@@ -1295,6 +1269,9 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(Wrap::None, cipher);
     sc.extra.push("max-clients 4".into());
+    // Every reset is answered here; the default limit of 100 answers per
+    // 10 s is tested in server_admission.rs.
+    sc.extra.push("connect-freq-initial 1000 10".into());
     let mut server = lab.ferrovpn_server(&sc);
     let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
     // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of

@@ -130,6 +130,13 @@ impl std::fmt::Display for Cipher {
 #[derive(Clone)]
 pub struct KeyBlock(pub [u8; 256]);
 
+impl Drop for KeyBlock {
+    // Key material must not outlive the block in freed memory.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl std::fmt::Debug for KeyBlock {
     // Key material must not end up in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

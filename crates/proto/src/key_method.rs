@@ -94,6 +94,18 @@ pub struct KeyMethod2 {
     pub peer_info: String,
 }
 
+impl Drop for KeyMethod2 {
+    // The pre-master secret and randoms make the data keys (legacy PRF), and
+    // the password is a secret: none may outlive the message in freed memory.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.pre_master.zeroize();
+        self.random1.zeroize();
+        self.random2.zeroize();
+        self.password.zeroize();
+    }
+}
+
 impl std::fmt::Debug for KeyMethod2 {
     // Secrets (pre-master, randoms, password) must not reach logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

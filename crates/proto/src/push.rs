@@ -25,6 +25,11 @@ pub const HALT: &str = "HALT";
 pub const PUSH_CONTINUATION: &str = "push-continuation";
 /// 2.6 servers split replies at about this many bytes (§11.2).
 pub const PUSH_SPLIT_LEN: usize = 1024;
+/// 2.6's `PUSH_BUNDLE_SIZE`: the buffer one PUSH_REPLY message is built in.
+pub const PUSH_BUNDLE_SIZE: usize = 1024;
+/// Room 2.6 keeps free in that buffer "for possible trailing ifconfig and
+/// push-continuation" (`extra` in push.c `send_push_reply`).
+const PUSH_BUNDLE_RESERVE: usize = 84;
 
 /// Why a control message or push option was rejected.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -54,6 +59,10 @@ pub enum PushError {
     /// whitespace inside an argument, empty name or control characters).
     #[error("option '{0}' cannot be encoded")]
     Unencodable(String),
+    /// An option does not fit in one PUSH_REPLY message (2.6: "--push
+    /// option is too long").
+    #[error("push option too long for one PUSH_REPLY message: '{0}'")]
+    OptionTooLong(String),
 }
 
 /// One pushed option, parsed where we use it and kept verbatim otherwise.
@@ -462,6 +471,39 @@ impl PushReply {
     }
 }
 
+/// Cut the text of a whole reply (`PUSH_REPLY,opt,...`, options in the
+/// order they are to be sent) into the messages a 2.6 server sends for it
+/// (push.c `send_push_reply`/`send_push_options`): options are appended
+/// while the message stays under [`PUSH_BUNDLE_SIZE`] less 84 bytes; when
+/// the next one would not fit, the message is closed with
+/// `,push-continuation 2` and a new `PUSH_REPLY` begins; after a split the
+/// last message ends `,push-continuation 1`. A reply that fits is one
+/// message without it, and no options give a bare `PUSH_REPLY`. An option
+/// that does not fit even an empty message is refused (2.6 then sends no
+/// reply at all).
+pub fn split_push_reply(text: &str) -> Result<Vec<String>, PushError> {
+    let options = command(text, PUSH_REPLY).ok_or(PushError::NotPushReply)?;
+    let safe_cap = PUSH_BUNDLE_SIZE - PUSH_BUNDLE_RESERVE;
+    let mut messages = Vec::new();
+    let mut current = String::from(PUSH_REPLY);
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        if current.len() + option.len() >= safe_cap {
+            current.push_str(&format!(",{PUSH_CONTINUATION} 2"));
+            messages.push(std::mem::replace(&mut current, String::from(PUSH_REPLY)));
+        }
+        if current.len() + option.len() >= safe_cap {
+            return Err(PushError::OptionTooLong(option.to_owned()));
+        }
+        current.push(',');
+        current.push_str(option);
+    }
+    if !messages.is_empty() {
+        current.push_str(&format!(",{PUSH_CONTINUATION} 1"));
+    }
+    messages.push(current);
+    Ok(messages)
+}
+
 /// A text control message (§11.1, §11.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlMessage {
@@ -649,6 +691,67 @@ mod tests {
         ] {
             assert!(PushOption::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn split_push_reply_like_2_6() {
+        // Fits: one message, no continuation; nothing pushed: a bare reply.
+        let small = "PUSH_REPLY,route-gateway 10.8.0.1,ping 10,ifconfig 10.8.0.2 255.255.255.0";
+        assert_eq!(split_push_reply(small).unwrap(), vec![small.to_owned()]);
+        assert_eq!(split_push_reply("PUSH_REPLY").unwrap(), vec!["PUSH_REPLY"]);
+        assert!(split_push_reply("PUSH_REQUEST").is_err());
+
+        // 80 routes: 2.6 fills each message while len + option < 940.
+        let routes: Vec<String> = (0..80)
+            .map(|i| format!("route 10.{}.{}.0 255.255.255.0", 100 + i / 10, i % 10))
+            .collect();
+        let mut text = String::from("PUSH_REPLY,topology subnet");
+        for r in &routes {
+            text.push(',');
+            text.push_str(r);
+        }
+        text.push_str(",ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM");
+        let parts = split_push_reply(&text).unwrap();
+        assert!(parts.len() >= 3, "{parts:?}");
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.len() < PUSH_BUNDLE_SIZE, "{}", part.len());
+            let last = i + 1 == parts.len();
+            let marker = if last {
+                ",push-continuation 1"
+            } else {
+                ",push-continuation 2"
+            };
+            assert!(part.ends_with(marker), "{part}");
+            // Without its marker, a part is at most 2.6's safe_cap (the
+            // check leaves out the comma), and the next option would not
+            // have fitted.
+            let body = part.strip_suffix(marker).unwrap();
+            assert!(body.len() <= PUSH_BUNDLE_SIZE - PUSH_BUNDLE_RESERVE);
+            if !last {
+                let next_first = parts[i + 1]
+                    .strip_prefix("PUSH_REPLY,")
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap();
+                assert!(body.len() + next_first.len() >= PUSH_BUNDLE_SIZE - PUSH_BUNDLE_RESERVE);
+            }
+        }
+        // Reassembled by a client, the options and their order survive.
+        let mut whole = PushReply::parse(&parts[0]).unwrap();
+        for p in &parts[1..] {
+            assert!(whole.expects_more());
+            whole.extend(PushReply::parse(p).unwrap());
+        }
+        assert!(!whole.expects_more());
+        assert_eq!(whole.options, PushReply::parse(&text).unwrap().options);
+
+        // An option no message can hold is refused.
+        let huge = format!("PUSH_REPLY,ping 10,setenv X {}", "a".repeat(1000));
+        assert!(matches!(
+            split_push_reply(&huge),
+            Err(PushError::OptionTooLong(_))
+        ));
     }
 
     #[test]

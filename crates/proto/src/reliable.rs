@@ -26,6 +26,8 @@ struct Outgoing {
     id: u32,
     opcode: Opcode,
     payload: Vec<u8>,
+    /// When it was first queued: the age of unacknowledged data.
+    queued_at: Instant,
     next_send: Instant,
     timeout: Duration,
     later_acks: u8,
@@ -88,6 +90,7 @@ impl Reliable {
             id,
             opcode,
             payload,
+            queued_at: now,
             next_send: now,
             timeout: self.initial_timeout,
             later_acks: 0,
@@ -124,6 +127,20 @@ impl Reliable {
         o.next_send = now + o.timeout;
         o.timeout = (o.timeout * 2).min(MAX_RETRANSMIT_TIMEOUT);
         Some((o.id, o.opcode, &o.payload))
+    }
+
+    /// When the oldest message still unacknowledged was queued.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.in_flight.iter().map(|o| o.queued_at).min()
+    }
+
+    /// Payload bytes held: in flight (unacknowledged) plus received out of order.
+    pub fn buffered_bytes(&self) -> usize {
+        self.in_flight
+            .iter()
+            .map(|o| o.payload.len())
+            .sum::<usize>()
+            + self.recv_buf.values().map(|(_, p)| p.len()).sum::<usize>()
     }
 
     /// Earliest retransmission deadline.
@@ -217,6 +234,24 @@ mod tests {
         let t = now + Duration::from_secs(2);
         assert!(r.poll_transmit(t).is_some());
         assert_eq!(r.next_timeout(), Some(t + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn age_and_size_of_unacknowledged_data() {
+        let now = t0();
+        let later = now + Duration::from_secs(3);
+        let mut r = Reliable::new(Duration::from_secs(2));
+        assert_eq!(r.oldest_unacked(), None);
+        r.send(now, Opcode::ControlV1, vec![0; 100]);
+        r.send(later, Opcode::ControlV1, vec![0; 50]);
+        r.receive(3, Opcode::ControlV1, vec![0; 7]);
+        // Retransmission does not make data younger.
+        while r.poll_transmit(later + Duration::from_secs(60)).is_some() {}
+        assert_eq!(r.oldest_unacked(), Some(now));
+        assert_eq!(r.buffered_bytes(), 157);
+        r.ack_received(0);
+        assert_eq!(r.oldest_unacked(), Some(later));
+        assert_eq!(r.buffered_bytes(), 57);
     }
 
     #[test]

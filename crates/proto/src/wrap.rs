@@ -64,6 +64,13 @@ pub enum KeyFileError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct StaticKey([u8; STATIC_KEY_LEN]);
 
+impl Drop for StaticKey {
+    // Key bytes must not outlive the key in freed memory.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for StaticKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Keys end up in logs via `{:?}` of bigger structs; never print them.

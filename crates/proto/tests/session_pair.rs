@@ -1,15 +1,17 @@
 //! A ferrovpn client session and server session talking in memory, with
 //! virtual time and optional packet loss: handshake, push, key agreement,
-//! renegotiation from either side, and refusal of a foreign CA.
+//! renegotiation from either side, refusal of a foreign CA, and the limits a
+//! hostile or revoked peer runs into (buffer bounds, failed or ignored
+//! renegotiations, identity changes, soft-reset pacing, split push replies).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrovpn_proto::data::{Cipher, KeyBlock, Side};
+use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::tls::{ServerCertPolicy, TlsMaterial, client_config, server_config};
-use ferrovpn_proto::session::{Event, Session, SessionConfig};
-use ferrovpn_proto::wire::{Opcode, parse_prefix};
+use ferrovpn_proto::session::{Event, Session, SessionConfig, SessionError};
+use ferrovpn_proto::wire::{ControlPacket, Opcode, parse_prefix};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 
 struct Pki {
@@ -18,6 +20,89 @@ struct Pki {
     server_key: String,
     client_cert: String,
     client_key: String,
+    /// DER of `client_cert`.
+    client_der: Vec<u8>,
+    /// A second client of the same CA (serial 4).
+    client2_cert: String,
+    client2_key: String,
+    /// Signs CRLs (leaf serials: server 2, client1 3, client2 4).
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// Leaf serial of `client1`.
+const CLIENT1_SERIAL: u64 = 3;
+
+/// A PEM CRL from the test CA revoking `serials`.
+fn crl(p: &Pki, serials: &[u64]) -> String {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+        date_time_ymd,
+    };
+    CertificateRevocationListParams {
+        this_update: date_time_ymd(2025, 1, 1),
+        next_update: date_time_ymd(2099, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|&s| RevokedCertParams {
+                serial_number: SerialNumber::from(s),
+                revocation_time: date_time_ymd(2025, 1, 2),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&p.issuer)
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
+/// The server's session configuration with `crls_pem` loaded.
+fn server_config_with_crl(p: &Pki, base: &SessionConfig, crls_pem: &str) -> Arc<SessionConfig> {
+    let mut s = base.clone();
+    s.tls_server = Some(
+        server_config(&TlsMaterial {
+            ca_pem: &p.ca,
+            cert_pem: &p.server_cert,
+            key_pem: &p.server_key,
+            extra_certs_pem: "",
+            tls13_only: false,
+            crls_pem,
+        })
+        .unwrap(),
+    );
+    Arc::new(s)
+}
+
+/// The client's session configuration with another certificate and key.
+fn client_config_with_cert(
+    p: &Pki,
+    base: &SessionConfig,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Arc<SessionConfig> {
+    let mut c = base.clone();
+    c.tls_client = Some(
+        client_config(
+            &TlsMaterial {
+                ca_pem: &p.ca,
+                cert_pem,
+                key_pem,
+                extra_certs_pem: "",
+                tls13_only: false,
+                crls_pem: "",
+            },
+            ServerCertPolicy {
+                remote_cert_tls_server: true,
+                verify_name: None,
+            },
+        )
+        .unwrap(),
+    );
+    Arc::new(c)
 }
 
 fn pki() -> Pki {
@@ -34,9 +119,10 @@ fn pki() -> Pki {
         .push(rcgen::DnType::CommonName, "Test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |cn: &str, eku: ExtendedKeyUsagePurpose| {
+    let leaf = |cn: &str, eku: ExtendedKeyUsagePurpose, serial: u64| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::new()).unwrap();
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -44,16 +130,25 @@ fn pki() -> Pki {
         ];
         p.extended_key_usages = vec![eku];
         let cert = p.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     };
-    let (server_cert, server_key) = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
-    let (client_cert, client_key) = leaf("client1", ExtendedKeyUsagePurpose::ClientAuth);
+    let (server_cert, server_key, _) = leaf("server", ExtendedKeyUsagePurpose::ServerAuth, 2);
+    let (client_cert, client_key, client_der) = leaf(
+        "client1",
+        ExtendedKeyUsagePurpose::ClientAuth,
+        CLIENT1_SERIAL,
+    );
+    let (client2_cert, client2_key, _) = leaf("client2", ExtendedKeyUsagePurpose::ClientAuth, 4);
     Pki {
         ca: ca.pem(),
         server_cert,
         server_key,
         client_cert,
         client_key,
+        client_der,
+        client2_cert,
+        client2_key,
+        issuer,
     }
 }
 
@@ -118,10 +213,15 @@ fn configs(
 struct Seen {
     keys: Vec<(u8, Cipher, [u8; 256])>,
     send_keys: Vec<u8>,
-    closed: Option<String>,
+    retired: Vec<u8>,
+    closed: Option<SessionError>,
     push: Option<String>,
+    /// Client: every push reply event, in full.
+    push_replies: Vec<ferrovpn_proto::push::PushReply>,
     authenticated: bool,
     auth_failed: Option<String>,
+    /// Server: the push reply text to set (a small default when `None`).
+    reply_text: Option<String>,
 }
 
 fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool) {
@@ -132,20 +232,23 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
                 cipher,
                 block,
             } => {
-                let KeyBlock(b) = *block;
-                seen.keys.push((key_id, cipher, b));
+                seen.keys.push((key_id, cipher, block.0));
             }
             Event::SendKey { key_id } => seen.send_keys.push(key_id),
+            Event::KeyRetired { key_id } => seen.retired.push(key_id),
             Event::Closed(r) => seen.closed = Some(r),
             Event::ClientAuthenticated { .. } => {
                 seen.authenticated = true;
                 assert!(is_server);
-                s.set_push_reply(
-                    now,
-                    "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm".into(),
-                );
+                let text = seen.reply_text.clone().unwrap_or_else(|| {
+                    "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm".into()
+                });
+                s.set_push_reply(now, text);
             }
-            Event::PushReply(r) => seen.push = Some(format!("{r:?}")),
+            Event::PushReply(r) => {
+                seen.push = Some(format!("{r:?}"));
+                seen.push_replies.push(r);
+            }
             Event::AuthFailed(r) => seen.auth_failed = Some(r),
             _ => {}
         }
@@ -175,7 +278,9 @@ fn run(
                 continue;
             }
             match server {
-                Some(s) => s.handle_packet(*now, &p),
+                Some(s) => {
+                    s.handle_packet(*now, &p);
+                }
                 None => {
                     let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
                     assert!(parse_prefix(&p).is_ok());
@@ -310,6 +415,14 @@ fn renegotiation_rotates_key_ids() {
     );
     // key_id 0, then 1..7, then wrapping back to 1.
     assert_eq!(&cs.send_keys[..9], &[0, 1, 2, 3, 4, 5, 6, 7, 1]);
+    // Both sides installed the same keys (the server may be one ahead).
+    assert!(cs.keys.len() >= 9);
+    assert!(
+        ss.keys.len() == cs.keys.len() || ss.keys.len() == cs.keys.len() + 1,
+        "client installed {} keys, server {}",
+        cs.keys.len(),
+        ss.keys.len()
+    );
     for (c, s) in cs.keys.iter().zip(ss.keys.iter()) {
         assert_eq!(c.0, s.0);
         assert_eq!(c.2, s.2);
@@ -460,4 +573,372 @@ fn stateless_handshake_tls_crypt() {
         0,
         true,
     );
+}
+
+/// An established client/server pair with its configurations and observations.
+struct Pair {
+    pki: Pki,
+    scfg: Arc<SessionConfig>,
+    ccfg: Arc<SessionConfig>,
+    client: Session,
+    server: Option<Session>,
+    now: Instant,
+    cs: Seen,
+    ss: Seen,
+}
+
+impl Pair {
+    /// Handshake (no wrapping, no loss), with `reply_text` as the push reply.
+    fn establish(reply_text: Option<String>) -> Pair {
+        let pki = pki();
+        let (scfg, ccfg) = configs(&pki, &pki, ControlWrap::None, ControlWrap::None, None);
+        let now = Instant::now();
+        let client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
+        let mut pair = Pair {
+            pki,
+            scfg,
+            ccfg,
+            client,
+            server: None,
+            now,
+            cs: Seen::default(),
+            ss: Seen {
+                reply_text,
+                ..Seen::default()
+            },
+        };
+        pair.run(|c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty());
+        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
+        pair
+    }
+
+    fn run(&mut self, done: impl Fn(&Seen, &Seen) -> bool) {
+        run(
+            &mut self.client,
+            &mut self.server,
+            &self.scfg,
+            &mut self.now,
+            &mut self.cs,
+            &mut self.ss,
+            0,
+            done,
+        );
+    }
+
+    fn server(&mut self) -> &mut Session {
+        self.server.as_mut().expect("server session")
+    }
+
+    /// Like [`Pair::run`], but server->client packets for which `drop_s2c`
+    /// says so are lost.
+    fn run_dropping(
+        &mut self,
+        drop_s2c: impl Fn(&ControlPacket) -> bool,
+        done: impl Fn(&Seen, &Seen) -> bool,
+    ) {
+        let end = self.now + Duration::from_secs(600);
+        let server = self.server.as_mut().expect("server session");
+        while self.now < end && !done(&self.cs, &self.ss) {
+            let mut moved = false;
+            while let Some(p) = self.client.poll_transmit() {
+                moved = true;
+                server.handle_packet(self.now, &p);
+            }
+            drain_events(server, &mut self.ss, self.now, true);
+            while let Some(p) = server.poll_transmit() {
+                moved = true;
+                let (pkt, _) = self.scfg.wrap.unwrap(&p).unwrap();
+                if !drop_s2c(&pkt) {
+                    self.client.handle_packet(self.now, &p);
+                }
+            }
+            drain_events(&mut self.client, &mut self.cs, self.now, false);
+            if !moved {
+                let t = [self.client.poll_timeout(), server.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(self.now + Duration::from_secs(1));
+                self.now = t.max(self.now + Duration::from_millis(1));
+                self.client.handle_timeout(self.now);
+                server.handle_timeout(self.now);
+            }
+        }
+    }
+}
+
+/// Audit H1: an authenticated client floods PUSH_REQUESTs and never
+/// acknowledges anything the server sends. The server answers at most once
+/// per 30 s, its buffers stay bounded, and the unacknowledged reply ends
+/// the session after hand-window.
+#[test]
+fn push_request_flood_is_bounded() {
+    const LIMIT: usize = 256 * 1024;
+    let mut pair = Pair::establish(None);
+    let flood = vec!["PUSH_REQUEST"; 80].join("\0");
+    let start = pair.now;
+    let mut peak = 0;
+    for _ in 0..2000 {
+        let now = pair.now;
+        pair.client.send_control_message(now, &flood);
+        let server = pair.server.as_mut().unwrap();
+        while let Some(p) = pair.client.poll_transmit() {
+            server.handle_packet(now, &p);
+        }
+        drain_events(server, &mut pair.ss, now, true);
+        // Server->client data is lost; only the ACKs it carries reach the
+        // client, so the client keeps sending but never acknowledges.
+        while let Some(p) = server.poll_transmit() {
+            let (pkt, _) = pair.scfg.wrap.unwrap(&p).unwrap();
+            if pkt.acks.is_empty() {
+                continue;
+            }
+            let ack = ControlPacket {
+                opcode: Opcode::AckV1,
+                message_id: None,
+                payload: Vec::new(),
+                ..pkt
+            };
+            pair.client.handle_control(now, ack, None);
+        }
+        peak = peak.max(server.buffered_bytes());
+        assert!(
+            server.buffered_bytes() <= LIMIT || server.is_closed(),
+            "server buffers {} bytes",
+            server.buffered_bytes()
+        );
+        if server.is_closed() {
+            break;
+        }
+        pair.now += Duration::from_millis(100);
+        pair.client.handle_timeout(pair.now);
+        server.handle_timeout(pair.now);
+        while pair.client.poll_event().is_some() {}
+    }
+    drain_events(pair.server.as_mut().unwrap(), &mut pair.ss, pair.now, true);
+    assert!(
+        matches!(pair.ss.closed, Some(SessionError::Unacknowledged)),
+        "{:?} after {:?}, peak {peak} bytes",
+        pair.ss.closed,
+        pair.now - start
+    );
+    assert!(pair.now - start <= Duration::from_secs(30 + 60 + 5));
+    assert_eq!(pair.ss.retired, vec![0]);
+}
+
+/// Audit H2: the server loads a CRL revoking the connected client and
+/// renegotiates; the failed renegotiation ends the session and retires key 0.
+#[test]
+fn revoked_client_is_closed_at_renegotiation() {
+    let mut pair = Pair::establish(None);
+    let revoking = crl(&pair.pki, &[CLIENT1_SERIAL]);
+    let cfg = server_config_with_crl(&pair.pki, &pair.scfg, &revoking);
+    let now = pair.now;
+    pair.server().set_config(cfg);
+    pair.server().start_renegotiation(now).unwrap();
+    pair.run(|_, s| s.closed.is_some());
+    assert!(
+        matches!(
+            &pair.ss.closed,
+            Some(SessionError::RenegotiationFailed { key_id: 1, cause })
+                if matches!(**cause, SessionError::Tls(_))
+        ),
+        "{:?}",
+        pair.ss.closed
+    );
+    assert_eq!(pair.ss.retired, vec![0]);
+    assert!(pair.server().is_closed());
+}
+
+/// Audit H2: a client that silently drops the server's soft reset loses
+/// the session once hand-window has passed.
+#[test]
+fn ignored_soft_reset_closes_the_session() {
+    let mut pair = Pair::establish(None);
+    let start = pair.now;
+    pair.server().start_renegotiation(start).unwrap();
+    pair.run_dropping(|pkt| pkt.key_id != 0, |_, s| s.closed.is_some());
+    assert!(
+        matches!(
+            &pair.ss.closed,
+            Some(SessionError::RenegotiationFailed { key_id: 1, cause })
+                if matches!(**cause, SessionError::HandWindowExpired)
+        ),
+        "{:?}",
+        pair.ss.closed
+    );
+    let took = pair.now - start;
+    assert!(
+        took >= pair.scfg.hand_window && took <= pair.scfg.hand_window + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(pair.ss.retired, vec![0]);
+}
+
+/// Audit L4: a client that logged in as client1 cannot renegotiate as
+/// client2 (same CA); the server reports client1's certificate throughout.
+#[test]
+fn renegotiation_with_another_certificate_closes_the_session() {
+    let mut pair = Pair::establish(None);
+    let der = pair.server().peer_certificate_der().map(<[u8]>::to_vec);
+    assert_eq!(der.as_deref(), Some(pair.pki.client_der.as_slice()));
+    let other = client_config_with_cert(
+        &pair.pki,
+        &pair.ccfg,
+        &pair.pki.client2_cert,
+        &pair.pki.client2_key,
+    );
+    pair.client.set_config(other);
+    let now = pair.now;
+    pair.client.start_renegotiation(now).unwrap();
+    pair.run(|_, s| s.closed.is_some());
+    assert!(
+        matches!(
+            &pair.ss.closed,
+            Some(SessionError::RenegotiationFailed { key_id: 1, cause })
+                if matches!(**cause, SessionError::PeerIdentityChanged)
+        ),
+        "{:?}",
+        pair.ss.closed
+    );
+    assert_eq!(pair.ss.retired, vec![0]);
+    assert_eq!(pair.server().peer_common_name().as_deref(), Some("client1"));
+}
+
+/// Audit L7: a peer chaining renegotiations back to back gets a burst of
+/// them at once, then one per interval: the soft reset beyond the burst is
+/// not taken at once, the peer's retransmission after the interval is. After
+/// a pause, renegotiations go through without delay again.
+#[test]
+fn back_to_back_peer_soft_resets_are_paced() {
+    use ferrovpn_proto::session::{MIN_PEER_RENEG_INTERVAL, PEER_RENEG_BURST};
+    let mut pair = Pair::establish(None);
+    let renegotiate = |pair: &mut Pair, key_id: u8| {
+        let start = pair.now;
+        pair.client.start_renegotiation(start).unwrap();
+        pair.run(|c, s| c.send_keys.contains(&key_id) && s.send_keys.contains(&key_id));
+        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
+        pair.now - start
+    };
+    for key_id in 1..=PEER_RENEG_BURST as u8 {
+        let took = renegotiate(&mut pair, key_id);
+        assert!(took < MIN_PEER_RENEG_INTERVAL, "key {key_id} took {took:?}");
+    }
+    let key_id = PEER_RENEG_BURST as u8 + 1;
+    let took = renegotiate(&mut pair, key_id);
+    assert!(
+        took >= MIN_PEER_RENEG_INTERVAL,
+        "key {key_id} accepted after {took:?}"
+    );
+
+    pair.now += MIN_PEER_RENEG_INTERVAL * (PEER_RENEG_BURST + 1);
+    let took = renegotiate(&mut pair, key_id + 1);
+    assert!(took < MIN_PEER_RENEG_INTERVAL, "took {took:?}");
+}
+
+/// Issue 13: a push reply too long for one message goes out in parts the
+/// way 2.6 splits it, and the client applies it once, whole.
+#[test]
+fn long_push_reply_arrives_whole() {
+    let mut text = String::from("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10");
+    for i in 0..80 {
+        text.push_str(&format!(
+            ",route 10.{}.{}.0 255.255.255.0",
+            100 + i / 10,
+            i % 10
+        ));
+    }
+    text.push_str(",ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM");
+    text.push_str(",protocol-flags cc-exit tls-ekm");
+    let pair = Pair::establish(Some(text.clone()));
+    assert_eq!(pair.cs.push_replies.len(), 1);
+    let got = &pair.cs.push_replies[0];
+    // It came split: the joined reply carries the last part's marker.
+    assert_eq!(got.continuation, Some(1));
+    let want = ferrovpn_proto::push::PushReply::parse(&text).unwrap();
+    assert_eq!(got.options, want.options);
+    assert_eq!(pair.cs.keys[0].2, pair.ss.keys[0].2);
+}
+
+/// A server that never ends its split push reply does not make the client
+/// buffer without bound.
+#[test]
+fn endless_push_continuation_closes_the_client() {
+    let open_ended = "PUSH_REPLY,ping 10,push-continuation 2";
+    let mut pair = Pair::establish_unfinished(open_ended);
+    let now = pair.now;
+    for _ in 0..100 {
+        pair.server().send_control_message(now, open_ended);
+    }
+    pair.run(|c, _| c.closed.is_some());
+    assert!(
+        matches!(pair.cs.closed, Some(SessionError::PushReplyTooLarge)),
+        "{:?}",
+        pair.cs.closed
+    );
+    assert!(pair.cs.push_replies.is_empty());
+}
+
+impl Pair {
+    /// Like [`Pair::establish`], but the server's push reply is `reply`,
+    /// which leaves the client waiting for more parts.
+    fn establish_unfinished(reply: &str) -> Pair {
+        let pki = pki();
+        let (scfg, ccfg) = configs(&pki, &pki, ControlWrap::None, ControlWrap::None, None);
+        let now = Instant::now();
+        let client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
+        let mut pair = Pair {
+            pki,
+            scfg,
+            ccfg,
+            client,
+            server: None,
+            now,
+            cs: Seen::default(),
+            ss: Seen {
+                reply_text: Some(reply.to_owned()),
+                ..Seen::default()
+            },
+        };
+        pair.run(|_, s| !s.send_keys.is_empty());
+        assert!(pair.cs.push_replies.is_empty() && pair.cs.closed.is_none());
+        pair
+    }
+}
+/// `handle_packet` says whether the session took the packet: only then may
+/// the driver count it as a sign of life (a spoofer who knows the session
+/// ids but not the tls-crypt key, or who replays, must not keep a dead
+/// session alive).
+#[test]
+fn handle_packet_reports_only_packets_the_session_accepts() {
+    let k = StaticKey::generate();
+    let p = pki();
+    let (scfg, ccfg) = configs(
+        &p,
+        &p,
+        ControlWrap::tls_crypt(&k, Side::Server),
+        ControlWrap::tls_crypt(&k, Side::Client),
+        None,
+    );
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = stateless_start(&mut client, &scfg, &mut now);
+    // The client's next flight: accepted once, refused when replayed.
+    let server_out: Vec<Vec<u8>> = std::iter::from_fn(|| server.poll_transmit()).collect();
+    assert!(!server_out.is_empty());
+    for pkt in &server_out {
+        assert!(client.handle_packet(now, pkt), "a fresh server packet");
+    }
+    for pkt in &server_out {
+        assert!(!client.handle_packet(now, pkt), "a replayed server packet");
+    }
+    let fresh: Vec<Vec<u8>> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    let first = fresh.first().expect("the client answers").clone();
+    // The same bytes with one bit flipped fail the tls-crypt check.
+    let mut forged = first.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!server.handle_packet(now, &forged));
+    assert!(!server.handle_packet(now, &[0x20, 1, 2, 3]));
+    assert!(server.handle_packet(now, &first));
 }

@@ -77,11 +77,11 @@ impl SendScratch {
         let n = msgs.len().min(self.hdrs.len());
         let mut iov_at = 0usize;
         let mut used = 0usize;
+        // First every iovec and address...
         for (m, msg) in msgs[..n].iter().enumerate() {
             if iov_at + msg.count > self.iovs.len() || msg.count == 0 {
                 break;
             }
-            let iov_start = iov_at;
             for p in msg.first..msg.first + msg.count {
                 let b = pkt(p);
                 self.iovs[iov_at] = libc::iovec {
@@ -91,19 +91,31 @@ impl SendScratch {
                 iov_at += 1;
             }
             self.names[m] = SockAddr::from(msg.dst);
+            used += 1;
+        }
+        if used == 0 {
+            return Ok(0);
+        }
+        // ...then the headers, from base pointers taken after the last write
+        // to those vectors (a later `&mut` to a vector would retag it and
+        // invalidate pointers taken before).
+        let iovs = self.iovs.as_mut_ptr();
+        let ctrl = self.ctrl.as_mut_ptr();
+        let mut iov_start = 0usize;
+        for (m, msg) in msgs[..used].iter().enumerate() {
             let h = &mut self.hdrs[m];
             h.msg_len = 0;
             h.msg_hdr.msg_name = self.names[m].as_ptr() as *mut libc::c_void;
             h.msg_hdr.msg_namelen = self.names[m].len();
-            h.msg_hdr.msg_iov = self.iovs[iov_start..].as_mut_ptr();
+            h.msg_hdr.msg_iov = iovs.wrapping_add(iov_start);
             h.msg_hdr.msg_iovlen = msg.count as _;
             h.msg_hdr.msg_flags = 0;
+            iov_start += msg.count;
             if msg.count > 1 {
-                let c = &mut self.ctrl[m];
-                h.msg_hdr.msg_control = c.0.as_mut_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_control = ctrl.wrapping_add(m) as *mut libc::c_void;
                 // SAFETY: CMSG_SPACE is a pure computation.
                 h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
-                // SAFETY: msg_control points to `c`, 32 aligned bytes, which is
+                // SAFETY: msg_control points to `ctrl[m]`, 32 aligned bytes, which is
                 // more than CMSG_SPACE(2) = 24, so the first header and its
                 // 2-byte payload lie inside the buffer.
                 unsafe {
@@ -117,10 +129,6 @@ impl SendScratch {
                 h.msg_hdr.msg_control = std::ptr::null_mut();
                 h.msg_hdr.msg_controllen = 0;
             }
-            used += 1;
-        }
-        if used == 0 {
-            return Ok(0);
         }
         // SAFETY: the first `used` headers are fully initialised above and
         // point into `self.iovs`, `self.names`, `self.ctrl` and the caller's
@@ -182,18 +190,25 @@ impl RecvBatch {
     /// Nonblocking `recvmmsg`: returns the number of messages (0 when none are queued).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let n = self.bufs.len();
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void,
-                iov_len: self.bufs[i].len(),
+        for (iov, buf) in self.iovs.iter_mut().zip(&mut self.bufs) {
+            *iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
             };
-            let h = &mut self.hdrs[i];
+        }
+        // One base pointer per vector, taken after its last write (see `send`).
+        let (iovs, names, ctrl) = (
+            self.iovs.as_mut_ptr(),
+            self.names.as_mut_ptr(),
+            self.ctrl.as_mut_ptr(),
+        );
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
             h.msg_len = 0;
-            h.msg_hdr.msg_name = &mut self.names[i] as *mut _ as *mut libc::c_void;
+            h.msg_hdr.msg_name = names.wrapping_add(i) as *mut libc::c_void;
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iov = iovs.wrapping_add(i);
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrl[i].0.as_mut_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_control = ctrl.wrapping_add(i) as *mut libc::c_void;
             h.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>() as _;
             h.msg_hdr.msg_flags = 0;
         }
@@ -222,12 +237,16 @@ impl RecvBatch {
             let len = (h.msg_len as usize).min(RX_BUF_LEN);
             let mut stride = len;
             // SAFETY: the kernel filled msg_control up to msg_controllen within
-            // our buffer; CMSG_FIRSTHDR/NXTHDR stay inside that range and we
-            // read the int payload unaligned.
+            // our buffer; CMSG_FIRSTHDR/NXTHDR stay inside that range, we read
+            // the int payload only when cmsg_len says it is there, and unaligned.
             unsafe {
+                let gro_len = libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize;
                 let mut cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
                 while !cm.is_null() {
-                    if (*cm).cmsg_level == libc::SOL_UDP && (*cm).cmsg_type == libc::UDP_GRO {
+                    if (*cm).cmsg_level == libc::SOL_UDP
+                        && (*cm).cmsg_type == libc::UDP_GRO
+                        && (*cm).cmsg_len as usize >= gro_len
+                    {
                         let v = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const libc::c_int);
                         if v > 0 {
                             stride = v as usize;
@@ -258,10 +277,14 @@ fn storage_to_addr(ss: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
             let a = unsafe { &*(ss as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            // Peers are compared by address (floats, DATA_V1 lookup, control
+            // sessions): the flow label may differ from packet to packet, so
+            // it is dropped. The scope id stays: it is fixed per interface and
+            // needed to answer a link-local peer.
             Some(SocketAddr::V6(std::net::SocketAddrV6::new(
                 a.sin6_addr.s6_addr.into(),
                 u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
+                0,
                 a.sin6_scope_id,
             )))
         }
@@ -418,11 +441,40 @@ mod tests {
     use std::net::UdpSocket;
 
     #[test]
+    fn ipv6_sources_keep_address_port_and_scope_but_not_the_flow_label() {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in6.
+        let a =
+            unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+        a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        a.sin6_port = 1194u16.to_be();
+        a.sin6_flowinfo = 0x000a_bcde;
+        a.sin6_scope_id = 3;
+        a.sin6_addr.s6_addr = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let got = storage_to_addr(&ss, mem::size_of::<libc::sockaddr_in6>());
+        let want = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 1194, 0, 3);
+        assert_eq!(got, Some(SocketAddr::V6(want)));
+        if let Some(SocketAddr::V6(v6)) = got {
+            assert_eq!(v6.flowinfo(), 0);
+        }
+        assert_eq!(storage_to_addr(&ss, 8), None);
+    }
+
+    #[test]
     fn gso_send_and_gro_receive_on_loopback() {
+        // The data plane's speed rests on both offloads (kernel >= 5.0); a
+        // kernel without them fails here instead of passing untested.
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_nonblocking(true).unwrap();
-        let gro = enable_udp_gro(rx.as_raw_fd()).is_ok();
+        if let Err(e) = enable_udp_gro(rx.as_raw_fd()) {
+            panic!("this kernel refuses UDP_GRO (needs Linux >= 5.0): {e}");
+        }
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(
+            probe_udp_gso(tx.as_raw_fd()),
+            "this kernel refuses UDP_SEGMENT (GSO needs Linux >= 4.18)"
+        );
         let dst = rx.local_addr().unwrap();
         let pkts: Vec<Vec<u8>> = (0..10u8)
             .map(|i| vec![i; if i == 9 { 300 } else { 1000 }])
@@ -435,12 +487,7 @@ mod tests {
             seg: 1000,
         }];
         let get = |i: usize| -> &[u8] { &pkts[i] };
-        let sent = scratch.send(tx.as_raw_fd(), &msgs, &get);
-        let gso = probe_udp_gso(tx.as_raw_fd());
-        if !gso {
-            return;
-        }
-        assert_eq!(sent.unwrap(), 1);
+        assert_eq!(scratch.send(tx.as_raw_fd(), &msgs, &get).unwrap(), 1);
         let mut batch = RecvBatch::new(4);
         let mut total = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -454,9 +501,7 @@ mod tests {
                 for seg in batch.buf(i).chunks(m.stride) {
                     total.push(seg.to_vec());
                 }
-                if gro {
-                    assert!(m.stride == 1000 || m.stride == 300);
-                }
+                assert!(m.stride == 1000 || m.stride == 300, "stride {}", m.stride);
             }
         }
         assert_eq!(total, pkts);

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::data::{Cipher, KeyBlock, Side};
 use crate::kdf;
 use crate::key_method::{KeyMethod2, KeyMethodError, PeerInfo};
-use crate::push::{ControlMessage, PushReply};
+use crate::push::{self, ControlMessage, PushReply};
 use crate::reliable::{Received, Reliable};
 use crate::replay::ControlReplayWindow;
 use crate::wire::{ControlPacket, MAX_ACKS, MAX_ACKS_ON_RELIABLE, Opcode, SessionId};
@@ -38,7 +38,30 @@ const IPV4_UDP_HEADERS: usize = 28;
 /// How often a client repeats PUSH_REQUEST while no reply arrived.
 const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on plaintext buffered from TLS before a complete message is seen.
-const MAX_PLAINTEXT_BUFFER: usize = 16 * 1024;
+pub const MAX_PLAINTEXT_BUFFER: usize = 16 * 1024;
+/// Bound on TLS output waiting for room in the send window: a peer that
+/// stops acknowledging cannot make us buffer more (the key state fails).
+pub const MAX_TLS_BACKLOG: usize = 64 * 1024;
+/// A repeated PUSH_REQUEST is answered at most this often, as 2.6 does
+/// (`sent_push_reply_expiry` in push.c).
+const PUSH_REPLY_REPEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Peer-initiated renegotiations are paced to one per this interval on
+/// average, after a burst of [`PEER_RENEG_BURST`]: a soft reset beyond that
+/// is dropped unacknowledged, so a peer cannot chain handshakes back to
+/// back (each costs a signature and a chain verification). It only defers
+/// the renegotiation: the peer retransmits its reset (after tls-timeout)
+/// and that one is taken. The delay (seconds) is far below the margin
+/// packet-id exhaustion leaves, and a peer with `reneg-sec 1` stays within
+/// the pace.
+pub const MIN_PEER_RENEG_INTERVAL: Duration = Duration::from_secs(1);
+/// Peer soft resets taken back to back before pacing starts.
+pub const PEER_RENEG_BURST: u32 = 3;
+/// Parts of a split PUSH_REPLY a client accepts (2.6 splits at ~1 KB).
+pub const MAX_PUSH_PARTS: usize = 64;
+/// Largest control payload taken from the peer: 2.6 never sends more than
+/// `TLS_CHANNEL_BUF_SIZE` (2048) bytes per control packet, and larger ones
+/// would let out-of-order buffering grow to the window times 64 KiB.
+const MAX_CONTROL_PAYLOAD: usize = 2048;
 
 /// Configuration shared by every session of a server, or the one of a client.
 #[derive(Clone)]
@@ -108,7 +131,7 @@ pub enum Event {
     /// Authentication failed (server: we sent AUTH_FAILED; client: we got it).
     AuthFailed(String),
     /// The session is over; the driver drops it.
-    Closed(String),
+    Closed(SessionError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,9 +180,22 @@ pub struct Session {
     cipher: Option<Cipher>,
     use_ekm: bool,
     peer_info: Option<PeerInfo>,
-    push_reply: Option<String>,
+    /// Server: the push reply, split into messages as 2.6 sends it.
+    push_reply: Option<Vec<String>>,
+    /// Server: when the push reply last went out (repeats are rate-limited).
+    push_reply_sent_at: Option<Instant>,
     push_requested: bool,
     push_received: bool,
+    /// Client: parts of a split push reply received so far, and their size.
+    pending_push: Option<PushReply>,
+    pending_push_parts: usize,
+    pending_push_bytes: usize,
+    /// SHA-256 of the peer's leaf certificate (`None`: it showed none),
+    /// fixed by the first key state; later key states must show the same.
+    peer_leaf_sha256: Option<Option<[u8; 32]>>,
+    /// Pacing of peer soft resets (GCRA): the earliest time the next one
+    /// is due at the average rate; up to a burst ahead of it is taken.
+    peer_reneg_due: Option<Instant>,
     next_push_request: Option<Instant>,
     next_reneg: Option<Instant>,
     closed: bool,
@@ -185,8 +221,14 @@ impl Session {
             use_ekm: false,
             peer_info: None,
             push_reply: None,
+            push_reply_sent_at: None,
             push_requested: false,
             push_received: false,
+            pending_push: None,
+            pending_push_parts: 0,
+            pending_push_bytes: 0,
+            peer_leaf_sha256: None,
+            peer_reneg_due: None,
             next_push_request: None,
             next_reneg: None,
             closed: false,
@@ -289,6 +331,35 @@ impl Session {
         })
     }
 
+    /// DER of the peer's leaf certificate, once a TLS handshake showed one
+    /// (the same in every key state: see [`SessionError::PeerIdentityChanged`]).
+    /// The server tests it against a newly loaded CRL to close revoked
+    /// sessions at once instead of at their next renegotiation.
+    pub fn peer_certificate_der(&self) -> Option<&[u8]> {
+        self.keys.iter().find_map(|k| {
+            k.tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref())
+        })
+    }
+
+    /// Bytes this session holds for the peer or from it: TLS output not yet
+    /// cut into packets, unacknowledged and out-of-order control messages,
+    /// incomplete plaintext, unsent datagrams and a partial push reply.
+    /// Every part is bounded (see [`MAX_TLS_BACKLOG`], the reliability
+    /// windows, [`MAX_PLAINTEXT_BUFFER`], [`MAX_PUSH_PARTS`]); rustls'
+    /// own buffers, drained on every call, are capped by rustls.
+    pub fn buffered_bytes(&self) -> usize {
+        let keys: usize = self
+            .keys
+            .iter()
+            .map(|k| k.tls_out.len() + k.plaintext.len() + k.reliable.buffered_bytes())
+            .sum();
+        let outgoing: usize = self.outgoing.iter().map(Vec::len).sum();
+        keys + outgoing + self.pending_push_bytes
+    }
+
     pub fn local_session_id(&self) -> SessionId {
         self.local_sid
     }
@@ -348,34 +419,54 @@ impl Session {
         })
     }
 
-    /// Feed one datagram received from the peer's address.
-    pub fn handle_packet(&mut self, now: Instant, wire: &[u8]) {
+    /// Feed one datagram received from the peer's address. Returns whether
+    /// the session accepted it (it passed the tls-auth/tls-crypt check, the
+    /// replay window and the session-id checks): only such a packet shows
+    /// the peer is alive.
+    pub fn handle_packet(&mut self, now: Instant, wire: &[u8]) -> bool {
         if self.closed {
-            return;
+            return false;
         }
-        match self.cfg.wrap.unwrap(wire) {
+        let accepted = match self.cfg.wrap.unwrap(wire) {
             Ok((pkt, replay)) => self.handle_control(now, pkt, replay),
-            Err(e) => debug!("dropping control packet: {e}"),
-        }
+            Err(e) => {
+                debug!("dropping control packet: {e}");
+                false
+            }
+        };
         self.flush(now);
+        accepted
     }
 
-    /// Feed an already unwrapped (and authenticated) control packet.
-    pub fn handle_control(&mut self, now: Instant, pkt: ControlPacket, replay: Option<ReplayId>) {
+    /// Feed an already unwrapped (and authenticated) control packet. Returns
+    /// whether a key state took it (see [`Session::handle_packet`]).
+    pub fn handle_control(
+        &mut self,
+        now: Instant,
+        pkt: ControlPacket,
+        replay: Option<ReplayId>,
+    ) -> bool {
         if self.closed {
-            return;
+            return false;
+        }
+        if pkt.payload.len() > MAX_CONTROL_PAYLOAD {
+            debug!(
+                "dropping control packet with a {}-byte payload",
+                pkt.payload.len()
+            );
+            return false;
         }
         if let Some(r) = replay {
             let secs = now.saturating_duration_since(self.epoch).as_secs();
             if let Err(e) = self.replay_in.check_and_commit(r, secs) {
                 debug!("dropping control packet: {e}");
-                return;
+                return false;
             }
         }
         match (self.remote_sid, pkt.opcode) {
             (None, Opcode::HardResetServerV2) if self.cfg.side == Side::Client => {
                 if pkt.key_id != 0 || pkt.message_id != Some(0) {
-                    return;
+                    return false;
                 }
                 self.remote_sid = Some(pkt.session_id);
             }
@@ -385,12 +476,12 @@ impl Session {
                     "dropping control packet from unknown session {:?}",
                     pkt.session_id
                 );
-                return;
+                return false;
             }
         }
         if !pkt.acks.is_empty() && pkt.remote_session_id != Some(self.local_sid) {
             debug!("dropping control packet acknowledging another session");
-            return;
+            return false;
         }
         let wrong_role = match self.cfg.side {
             Side::Server => pkt.opcode == Opcode::HardResetServerV2,
@@ -398,18 +489,18 @@ impl Session {
         };
         if wrong_role || matches!(pkt.opcode, Opcode::HardResetClientV3 | Opcode::ControlWkcV1) {
             debug!("dropping unexpected {:?}", pkt.opcode);
-            return;
+            return false;
         }
         if pkt.opcode == Opcode::SoftResetV1
             && self.key_index(pkt.key_id).is_none()
             && let Err(e) = self.accept_soft_reset(now, pkt.key_id)
         {
             debug!("refusing soft reset: {e}");
-            return;
+            return false;
         }
         let Some(idx) = self.key_index(pkt.key_id) else {
             debug!("dropping control packet for unknown key_id {}", pkt.key_id);
-            return;
+            return false;
         };
         let ks = &mut self.keys[idx];
         for &a in &pkt.acks {
@@ -421,13 +512,14 @@ impl Session {
                 Opcode::HardResetClientV2 | Opcode::HardResetServerV2 | Opcode::SoftResetV1
             );
             if is_reset && id != 0 {
-                return;
+                return false;
             }
             if ks.reliable.receive(id, pkt.opcode, pkt.payload) == Received::OutOfWindow {
                 debug!("control message {id} beyond the receive window");
             }
         }
         self.process_key_state(now, idx);
+        true
     }
 
     fn key_index(&self, key_id: u8) -> Option<usize> {
@@ -451,6 +543,11 @@ impl Session {
 
     fn accept_soft_reset(&mut self, now: Instant, key_id: u8) -> Result<(), SessionError> {
         let expected = self.next_key_id()?;
+        let due = self.peer_reneg_due.map_or(now, |t| t.max(now));
+        if due > now + MIN_PEER_RENEG_INTERVAL * (PEER_RENEG_BURST - 1) {
+            return Err(SessionError::SoftResetTooSoon);
+        }
+        self.peer_reneg_due = Some(due + MIN_PEER_RENEG_INTERVAL);
         if key_id != expected {
             return Err(SessionError::KeyIdOutOfSync {
                 got: key_id,
@@ -524,11 +621,9 @@ impl Session {
                         match ks.tls.read_tls(&mut rd) {
                             Ok(0) => break,
                             Ok(_) => {}
-                            Err(e) => return Err(SessionError::Tls(e.to_string())),
+                            Err(e) => return Err(SessionError::TlsIo(e)),
                         }
-                        ks.tls
-                            .process_new_packets()
-                            .map_err(|e| SessionError::Tls(e.to_string()))?;
+                        ks.tls.process_new_packets()?;
                     }
                 }
                 _ => {}
@@ -538,10 +633,10 @@ impl Session {
         if ks.phase == Phase::Reset {
             return Ok(());
         }
-        ks.tls
-            .process_new_packets()
-            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        ks.tls.process_new_packets()?;
         if ks.phase == Phase::Handshake && !ks.tls.is_handshaking() {
+            self.lock_peer_identity(idx)?;
+            let ks = &mut self.keys[idx];
             ks.phase = Phase::KeyExchange;
             if side == Side::Client {
                 let km = KeyMethod2::new_random(
@@ -554,10 +649,11 @@ impl Session {
                 ks.tls
                     .writer()
                     .write_all(&buf)
-                    .map_err(|e| SessionError::Tls(e.to_string()))?;
+                    .map_err(SessionError::TlsIo)?;
                 ks.local_km = Some(km);
             }
         }
+        let ks = &mut self.keys[idx];
         if matches!(
             ks.phase,
             Phase::KeyExchange | Phase::Established | Phase::Active
@@ -569,11 +665,11 @@ impl Session {
                     Ok(n) => {
                         ks.plaintext.extend_from_slice(&buf[..n]);
                         if ks.plaintext.len() > MAX_PLAINTEXT_BUFFER {
-                            return Err(SessionError::Protocol("oversized control message".into()));
+                            return Err(SessionError::OversizedControlMessage);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(SessionError::Tls(e.to_string())),
+                    Err(e) => return Err(SessionError::TlsIo(e)),
                 }
             }
             self.process_plaintext(now, idx)?;
@@ -582,18 +678,40 @@ impl Session {
         Ok(())
     }
 
+    /// The first finished handshake fixes the peer's certificate; a later
+    /// key state (renegotiation) showing another one fails, so a client
+    /// cannot log in as one identity and continue as another.
+    fn lock_peer_identity(&mut self, idx: usize) -> Result<(), SessionError> {
+        let leaf = self.keys[idx]
+            .tls
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, c.as_ref());
+                let mut h = [0u8; 32];
+                h.copy_from_slice(d.as_ref());
+                h
+            });
+        match self.peer_leaf_sha256 {
+            None => {
+                self.peer_leaf_sha256 = Some(leaf);
+                Ok(())
+            }
+            Some(locked) if locked == leaf => Ok(()),
+            Some(_) => Err(SessionError::PeerIdentityChanged),
+        }
+    }
+
     fn process_plaintext(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
         let side = self.cfg.side;
-        if self.keys[idx].remote_km.is_none() {
+        // The key-method-2 message comes first; once the exchange is done
+        // (and its secrets dropped) everything is text.
+        if self.keys[idx].phase == Phase::KeyExchange && self.keys[idx].remote_km.is_none() {
             let ks = &mut self.keys[idx];
             let (km, used) = match KeyMethod2::decode(&ks.plaintext, side == Side::Server) {
                 Ok(v) => v,
                 Err(KeyMethodError::Incomplete) => return Ok(()),
-                Err(e) => {
-                    return Err(SessionError::Protocol(format!(
-                        "bad key-method-2 message: {e}"
-                    )));
-                }
+                Err(e) => return Err(SessionError::BadKeyMethod(e)),
             };
             ks.plaintext.drain(..used);
             ks.remote_km = Some(km);
@@ -658,7 +776,7 @@ impl Session {
                 ks.tls
                     .writer()
                     .write_all(&buf)
-                    .map_err(|e| SessionError::Tls(e.to_string()))?;
+                    .map_err(SessionError::TlsIo)?;
                 ks.local_km = Some(km);
                 self.install_keys(idx)?;
                 if key_id == 0 {
@@ -737,8 +855,7 @@ impl Session {
         let block = if self.use_ekm {
             let mut out = [0u8; 256];
             ks.tls
-                .export_keying_material(&mut out, kdf::EKM_LABEL.as_bytes(), None)
-                .map_err(|e| SessionError::Tls(e.to_string()))?;
+                .export_keying_material(&mut out, kdf::EKM_LABEL.as_bytes(), None)?;
             KeyBlock(out)
         } else {
             let (Some(local), Some(remote)) = (&ks.local_km, &ks.remote_km) else {
@@ -753,9 +870,7 @@ impl Session {
                 Side::Client => (self.local_sid, remote_sid),
                 Side::Server => (remote_sid, self.local_sid),
             };
-            let pre_master = c.pre_master.ok_or(SessionError::Protocol(
-                "client key-method-2 without pre_master".into(),
-            ))?;
+            let pre_master = c.pre_master.ok_or(SessionError::MissingPreMaster)?;
             kdf::legacy_key_block(
                 &pre_master,
                 &c.random1,
@@ -781,8 +896,8 @@ impl Session {
         match (self.cfg.side, msg) {
             (Side::Server, ControlMessage::PushRequest) => {
                 self.push_requested = true;
-                if let Some(reply) = self.push_reply.clone() {
-                    self.send_text_on_current(&reply);
+                if self.push_reply.is_some() {
+                    self.send_push_reply(now);
                 } else if self.peer_info.is_some() {
                     self.events.push_back(Event::PushRequested);
                 }
@@ -791,13 +906,33 @@ impl Session {
                 info!("peer announced exit");
                 self.events.push_back(Event::PeerExit);
             }
-            (Side::Client, ControlMessage::PushReply(reply)) => {
+            (Side::Client, ControlMessage::PushReply(part)) => {
                 if self.push_received {
                     return;
                 }
+                // A 2.6 server splits long replies: parts ending
+                // `push-continuation 2` are collected until the last one.
+                let reply = match self.pending_push.take() {
+                    Some(mut so_far) => {
+                        so_far.extend(part);
+                        so_far
+                    }
+                    None => part,
+                };
+                self.pending_push_parts += 1;
+                if reply.expects_more() {
+                    if self.pending_push_parts >= MAX_PUSH_PARTS {
+                        self.close(SessionError::PushReplyTooLarge);
+                        return;
+                    }
+                    self.pending_push_bytes += text.len();
+                    self.pending_push = Some(reply);
+                    return;
+                }
+                self.pending_push_bytes = 0;
                 if let Err(e) = self.apply_push(&reply) {
                     warn!("rejecting push reply: {e}");
-                    self.close(format!("unusable push reply: {e}"));
+                    self.close(e);
                     return;
                 }
                 self.push_received = true;
@@ -806,7 +941,7 @@ impl Session {
                 self.events.push_back(Event::PushReply(reply));
                 if let Some(idx) = self.key_index(0) {
                     if let Err(e) = self.install_keys(idx) {
-                        self.close(format!("deriving data keys: {e}"));
+                        self.close(e);
                         return;
                     }
                     self.update_phase(now, idx);
@@ -814,7 +949,7 @@ impl Session {
             }
             (Side::Client, ControlMessage::AuthFailed(m)) => {
                 self.events.push_back(Event::AuthFailed(m.clone()));
-                self.close(format!("AUTH_FAILED {m}"));
+                self.close(SessionError::AuthFailed(m));
             }
             (Side::Client, ControlMessage::Restart(m)) => {
                 self.events.push_back(Event::Restart {
@@ -840,15 +975,12 @@ impl Session {
         for o in &reply.options {
             match o {
                 PushOption::Cipher(name) => {
-                    let c = Cipher::from_name(name).ok_or_else(|| {
-                        SessionError::Protocol(format!("pushed cipher {name} is not supported"))
-                    })?;
+                    let c = Cipher::from_name(name)
+                        .ok_or_else(|| SessionError::UnsupportedPushedCipher(name.clone()))?;
                     if !self.cfg.data_ciphers.contains(&c)
                         && self.cfg.data_ciphers_fallback != Some(c)
                     {
-                        return Err(SessionError::Protocol(format!(
-                            "pushed cipher {name} is not in data-ciphers"
-                        )));
+                        return Err(SessionError::PushedCipherNotAllowed(name.clone()));
                     }
                     cipher = Some(c);
                 }
@@ -859,34 +991,66 @@ impl Session {
                 _ => {}
             }
         }
-        let cipher = cipher.or(self.cfg.data_ciphers_fallback).ok_or_else(|| {
-            SessionError::Protocol(
-                "server pushed no cipher and no data-ciphers-fallback is set".into(),
-            )
-        })?;
+        let cipher = cipher
+            .or(self.cfg.data_ciphers_fallback)
+            .ok_or(SessionError::NoPushedCipher)?;
         self.cipher = Some(cipher);
         self.use_ekm = ekm;
         Ok(())
     }
 
-    /// Server: set the PUSH_REPLY text (`PUSH_REPLY,...`). It is sent now if
-    /// the client asked for it or announced it wants it unasked (IV_PROTO bit 2).
+    /// Server: set the whole PUSH_REPLY text (`PUSH_REPLY,...`), options in
+    /// the order 2.6 sends them (pushed options, then per-client ones). It
+    /// goes out split as 2.6 splits it ([`push::split_push_reply`]), now if
+    /// the client asked for it or announced it wants it unasked (IV_PROTO
+    /// bit 2). An option too long for one message closes the session.
     pub fn set_push_reply(&mut self, now: Instant, text: String) {
+        let parts = match push::split_push_reply(&text) {
+            Ok(parts) => parts,
+            Err(e) => {
+                warn!("cannot send push reply: {e}");
+                self.close(SessionError::PushOptionTooLong(e.to_string()));
+                return;
+            }
+        };
         let proactive = self.peer_info.as_ref().is_some_and(|p| p.request_push());
-        self.push_reply = Some(text.clone());
+        self.push_reply = Some(parts);
         if proactive || self.push_requested {
-            self.send_text_on_current(&text);
+            self.send_push_reply(now);
         }
         self.flush(now);
     }
 
+    /// Server: send the push reply unless it went out less than
+    /// [`PUSH_REPLY_REPEAT_INTERVAL`] ago (a repeated PUSH_REQUEST is then
+    /// ignored, as in 2.6).
+    fn send_push_reply(&mut self, now: Instant) {
+        if self
+            .push_reply_sent_at
+            .is_some_and(|t| now < t + PUSH_REPLY_REPEAT_INTERVAL)
+        {
+            debug!("push reply already sent recently; ignoring PUSH_REQUEST");
+            return;
+        }
+        let Some(parts) = self.push_reply.clone() else {
+            return;
+        };
+        for part in &parts {
+            self.send_text_on_current(now, part);
+        }
+        self.push_reply_sent_at = Some(now);
+    }
+
     /// Send a text control message (EXIT, AUTH_FAILED, RESTART ...) on the newest usable key state.
     pub fn send_control_message(&mut self, now: Instant, text: &str) {
-        self.send_text_on_current(text);
+        self.send_text_on_current(now, text);
         self.flush(now);
     }
 
-    fn send_text_on_current(&mut self, text: &str) {
+    fn send_text_on_current(&mut self, now: Instant, text: &str) {
+        if self.closed {
+            return;
+        }
         let idx = self.keys.iter().rposition(|k| {
             matches!(
                 k.phase,
@@ -896,7 +1060,8 @@ impl Session {
         if let Some(idx) = idx
             && let Err(e) = self.write_text(idx, text)
         {
-            warn!("could not send control message: {e}");
+            // rustls' buffer is full: the peer is not taking our data.
+            self.fail_key_state(now, idx, e);
         }
     }
 
@@ -908,7 +1073,7 @@ impl Session {
             .tls
             .writer()
             .write_all(&b)
-            .map_err(|e| SessionError::Tls(e.to_string()))
+            .map_err(SessionError::TlsIo)
     }
 
     fn update_phase(&mut self, now: Instant, idx: usize) {
@@ -920,6 +1085,12 @@ impl Session {
             }
         }
         let ks = &mut self.keys[idx];
+        if ks.phase != Phase::KeyExchange && ks.keys_installed {
+            // The data keys are derived: the key-method-2 secrets go
+            // (zeroized on drop).
+            ks.local_km = None;
+            ks.remote_km = None;
+        }
         let idle = ks.reliable.all_acked() && ks.tls_out.is_empty() && !ks.tls.wants_write();
         if ks.phase == Phase::Established && ks.keys_installed && idle {
             ks.phase = Phase::Active;
@@ -950,16 +1121,20 @@ impl Session {
         }
         ks.tls_out.extend_from_slice(&out);
         self.emit_packets(now, idx);
-        if self.current_key.is_none() || Some(key_id) == self.current_key {
-            self.close(format!("TLS/key negotiation failed: {e}"));
-        } else {
-            self.keys.remove(idx);
-            self.events.push_back(Event::KeyRetired { key_id });
-            self.next_reneg = self.cfg.reneg_interval.map(|d| now + d);
-        }
+        // A failed renegotiation ends the session (stricter than 2.6 on
+        // purpose): otherwise a client whose certificate was revoked, or
+        // that ignores our soft resets, keeps its old key for ever.
+        let reason = match self.current_key {
+            Some(current) if current != key_id => SessionError::RenegotiationFailed {
+                key_id,
+                cause: Box::new(e),
+            },
+            _ => e,
+        };
+        self.close(reason);
     }
 
-    fn close(&mut self, reason: String) {
+    fn close(&mut self, reason: SessionError) {
         if self.closed {
             return;
         }
@@ -978,20 +1153,25 @@ impl Session {
         if self.closed {
             return;
         }
+        let hand_window = self.cfg.hand_window;
         let mut i = 0;
         while i < self.keys.len() {
             let ks = &self.keys[i];
             if ks.phase != Phase::Active && ks.retire_at.is_none() && now >= ks.deadline {
-                let before = self.keys.len();
                 self.fail_key_state(now, i, SessionError::HandWindowExpired);
-                if self.closed {
-                    return;
-                }
-                if self.keys.len() < before {
-                    continue;
-                }
+                return;
             }
-            let ks = &self.keys[i];
+            // A peer that stops acknowledging (while perhaps still sending)
+            // would keep the session and its buffers for ever.
+            if ks.retire_at.is_none()
+                && ks
+                    .reliable
+                    .oldest_unacked()
+                    .is_some_and(|t| now >= t + hand_window)
+            {
+                self.fail_key_state(now, i, SessionError::Unacknowledged);
+                return;
+            }
             if ks.retire_at.is_some_and(|t| now >= t) {
                 let key_id = ks.key_id;
                 self.keys.remove(i);
@@ -1007,7 +1187,7 @@ impl Session {
             self.next_reneg = None;
         }
         if self.cfg.side == Side::Client && self.next_push_request.is_some_and(|t| now >= t) {
-            self.send_text_on_current("PUSH_REQUEST");
+            self.send_text_on_current(now, "PUSH_REQUEST");
             self.next_push_request = Some(now + PUSH_REQUEST_INTERVAL);
         }
         self.flush(now);
@@ -1026,8 +1206,14 @@ impl Session {
         };
         for k in &self.keys {
             min(k.reliable.next_timeout());
-            if k.phase != Phase::Active && k.retire_at.is_none() {
-                min(Some(k.deadline));
+            if k.retire_at.is_none() {
+                if k.phase != Phase::Active {
+                    min(Some(k.deadline));
+                }
+                min(k
+                    .reliable
+                    .oldest_unacked()
+                    .map(|t| t + self.cfg.hand_window));
             }
             min(k.retire_at);
         }
@@ -1058,6 +1244,10 @@ impl Session {
                     }
                 }
                 ks.tls_out.extend_from_slice(&out);
+                if ks.tls_out.len() > MAX_TLS_BACKLOG {
+                    self.fail_key_state(now, idx, SessionError::ControlBacklog);
+                    return;
+                }
             }
             self.emit_packets(now, idx);
             self.update_phase(now, idx);
@@ -1128,7 +1318,8 @@ impl Session {
     }
 }
 
-/// Why a session or key state could not proceed.
+/// Why a session or key state could not proceed, or why a session closed
+/// (carried by [`Event::Closed`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The first packet of a new session was not a valid client hard reset.
@@ -1140,15 +1331,39 @@ pub enum SessionError {
     /// The role's TLS configuration is missing.
     #[error("no TLS configuration for this side")]
     NoTlsConfig,
-    /// rustls refused to create a connection.
+    /// rustls refused the handshake or a record (bad certificate, alert, ...).
     #[error("TLS: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The TLS handshake or record layer failed.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The peer broke the OpenVPN protocol.
-    #[error("protocol: {0}")]
-    Protocol(String),
+    Tls(#[from] rustls::Error),
+    /// Moving bytes into or out of rustls failed (e.g. its buffer is full).
+    #[error("TLS I/O: {0}")]
+    TlsIo(std::io::Error),
+    /// The peer's TLS plaintext holds a control message longer than we buffer.
+    #[error("control message longer than {MAX_PLAINTEXT_BUFFER} bytes")]
+    OversizedControlMessage,
+    /// The peer's key-method-2 message is malformed.
+    #[error("bad key-method-2 message: {0}")]
+    BadKeyMethod(KeyMethodError),
+    /// A client key-method-2 message lacks its pre-master secret.
+    #[error("client key-method-2 without pre_master")]
+    MissingPreMaster,
+    /// The server pushed a cipher this build does not implement.
+    #[error("pushed cipher {0} is not supported")]
+    UnsupportedPushedCipher(String),
+    /// The server pushed a cipher outside `data-ciphers`/`data-ciphers-fallback`.
+    #[error("pushed cipher {0} is not in data-ciphers")]
+    PushedCipherNotAllowed(String),
+    /// The server pushed no cipher and no fallback is configured.
+    #[error("server pushed no cipher and no data-ciphers-fallback is set")]
+    NoPushedCipher,
+    /// A split push reply has more parts than we accept.
+    #[error("push reply split into more than {MAX_PUSH_PARTS} parts")]
+    PushReplyTooLarge,
+    /// A push option does not fit in one PUSH_REPLY message.
+    #[error("push option longer than a PUSH_REPLY message can carry: {0}")]
+    PushOptionTooLong(String),
+    /// The server sent AUTH_FAILED (client side).
+    #[error("AUTH_FAILED {0}")]
+    AuthFailed(String),
     /// An operation needs an established session.
     #[error("session not established yet")]
     NotEstablished,
@@ -1158,7 +1373,26 @@ pub enum SessionError {
     /// A soft reset named an unexpected key_id.
     #[error("key IDs out of sync: got {got}, expected {expected}")]
     KeyIdOutOfSync { got: u8, expected: u8 },
+    /// The peer asks for renegotiations faster than we take them.
+    #[error("peer soft resets faster than one per {MIN_PEER_RENEG_INTERVAL:?}")]
+    SoftResetTooSoon,
     /// The key negotiation did not finish within hand-window.
     #[error("key negotiation did not finish within hand-window")]
     HandWindowExpired,
+    /// Control data stayed unacknowledged for longer than hand-window.
+    #[error("control data unacknowledged for longer than hand-window")]
+    Unacknowledged,
+    /// TLS output piled up beyond [`MAX_TLS_BACKLOG`] (the peer does not ACK).
+    #[error("more than {MAX_TLS_BACKLOG} bytes of control data waiting to be sent")]
+    ControlBacklog,
+    /// A renegotiation presented a different certificate than the first key.
+    #[error("peer certificate changed across renegotiation")]
+    PeerIdentityChanged,
+    /// A renegotiation of an established session failed; the session ends
+    /// rather than keep a key that was not re-verified.
+    #[error("renegotiation of key_id {key_id} failed: {cause}")]
+    RenegotiationFailed {
+        key_id: u8,
+        cause: Box<SessionError>,
+    },
 }

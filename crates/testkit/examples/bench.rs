@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrovpn::pki::{Pki, PkiOptions};
-use ferrovpn::testing::{
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
     openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
@@ -96,7 +96,7 @@ fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) 
     let rtt = ping(&lab.client_ns, addr, 20, Duration::from_secs(10))?;
     let cpu = |pids: &[u32]| -> Result<f64> {
         pids.iter()
-            .map(|p| ferrovpn::testing::cpu_seconds(*p))
+            .map(|p| ferrovpn_testkit::cpu_seconds(*p))
             .sum::<Result<f64>>()
     };
     let cpu0 = cpu(cpu_pids)?;
@@ -186,7 +186,7 @@ fn vpn_row(
 }
 
 fn genkey(path: &Path) -> Result<()> {
-    ferrovpn::testing::write_static_key(path)
+    ferrovpn_testkit::write_static_key(path)
 }
 
 fn main() -> Result<()> {

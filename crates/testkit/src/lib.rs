@@ -1,11 +1,13 @@
 //! Test and benchmark harness: network namespaces joined by veth pairs,
 //! process guards with log capture, ping / iperf3 drivers and OpenVPN
-//! config writers. Used by the integration tests, `ferrovpn demo` and the
+//! config writers. Used by every integration test, the demo (`ferrovpn-demo`) and the
 //! benchmark.
 //!
 //! Everything here shells out to `ip`, `ping`, `iperf3` and `openvpn`
 //! (no `unsafe`, no `setns` in this process). Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
+//!
+//! `pki` is the throwaway certificate authority the tests and the demo use.
 //!
 //! Traffic only ever flows between namespaces created here and loopback.
 
@@ -13,6 +15,7 @@ mod conf;
 mod env;
 mod net;
 mod netns;
+pub mod pki;
 mod process;
 
 pub use conf::{

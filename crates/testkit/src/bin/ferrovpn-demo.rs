@@ -1,4 +1,4 @@
-//! `ferrovpn demo`: the whole thing in one command. Two network namespaces
+//! `ferrovpn-demo` (run by `scripts/demo.sh`): the whole thing in one command. Two network namespaces
 //! joined by veth, a throwaway PKI and tls-crypt key, a ferrovpn server in
 //! one namespace and a ferrovpn client in the other, a ping and an iperf3
 //! transfer through the tunnel, the result printed, everything removed.
@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::pki::{Pki, PkiOptions};
-use crate::testing::{
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
     iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, unique_name, write_static_key,
 };
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "ferrovpn demo",
+    name = "ferrovpn-demo",
     about = "Tunnel between two fresh network namespaces with a transfer through it (needs root, ip, iperf3)"
 )]
 struct DemoArgs {
@@ -35,15 +35,22 @@ struct DemoArgs {
     /// Keep the configs and logs directory.
     #[arg(long)]
     keep: bool,
+    /// The ferrovpn binary to run (default: the one built next to this demo).
+    #[arg(long)]
+    ferrovpn: Option<std::path::PathBuf>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let a = DemoArgs::try_parse_from(args).map_err(|e| {
-        let _ = e.print();
-        anyhow::anyhow!("bad demo arguments")
-    })?;
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("ferrovpn-demo: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let a = DemoArgs::parse();
     let cipher = match a.cipher.to_ascii_uppercase().as_str() {
         "AES-256-GCM" => Cipher::Aes256Gcm,
         "AES-128-GCM" => Cipher::Aes128Gcm,
@@ -51,12 +58,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         other => bail!("unknown cipher {other}"),
     };
     preflight()?;
-    let exe = std::env::current_exe().context("locating the ferrovpn binary")?;
+    let exe = match a.ferrovpn.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locating this demo binary")?
+            .with_file_name("ferrovpn"),
+    };
+    if !exe.is_file() {
+        bail!(
+            "no ferrovpn binary at {} (build it: cargo build --release -p ferrovpn)",
+            exe.display()
+        );
+    }
     let mut dir = TestDir::new("demo")?;
     if a.keep {
         dir.keep();
     }
-    println!("== ferrovpn demo (files in {})", dir.path().display());
+    println!("== ferrovpn-demo (files in {})", dir.path().display());
 
     let server_ns = Netns::unique("demo-srv")?;
     let client_ns = Netns::unique("demo-cli")?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::env::{find_tool, next_seq, unique_name, wait_until};
+use crate::env::{find_tool, next_seq, unique_name, wait_until};
 
 /// Run a command to completion with a deadline, capturing its output.
 /// Killed (and reported as an error) when it outlives `timeout`.

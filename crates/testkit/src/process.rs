@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::env::wait_until;
-use super::netns::{Netns, run_with_timeout};
+use crate::env::wait_until;
+use crate::netns::{Netns, run_with_timeout};
 
 /// Lines of log printed when a test fails.
 const TAIL_LINES: usize = 60;
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn proc_logs_and_is_killed() {
-        let dir = crate::testing::TestDir::new("proc").unwrap();
+        let dir = crate::TestDir::new("proc").unwrap();
         let mut c = Command::new("sh");
         c.args(["-c", "echo hello-from-child; exec sleep 30"]);
         let mut p = Proc::spawn("sleeper", dir.path(), c).unwrap();
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn proc_exit_is_reported() {
-        let dir = crate::testing::TestDir::new("procexit").unwrap();
+        let dir = crate::TestDir::new("procexit").unwrap();
         let mut c = Command::new("sh");
         c.args(["-c", "echo bye; exit 3"]);
         let mut p = Proc::spawn("quitter", dir.path(), c).unwrap();

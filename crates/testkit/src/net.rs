@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::env::{TestDir, wait_until};
-use super::netns::{Netns, run_with_timeout};
-use super::process::Proc;
+use crate::env::{TestDir, wait_until};
+use crate::netns::{Netns, run_with_timeout};
+use crate::process::Proc;
 
 /// Gigabits per second.
 pub type Gbps = f64;
@@ -146,6 +146,9 @@ pub struct Iperf3Report {
     pub bytes: u64,
     /// TCP retransmissions seen by the sender.
     pub retransmits: u64,
+    /// Bytes carried in each reporting interval (1 s, iperf3's default), in
+    /// order: a stall shows as a zero here even when the total looks fine.
+    pub intervals: Vec<u64>,
 }
 
 /// Default iperf3 port.
@@ -229,10 +232,18 @@ pub(crate) fn parse_iperf3_json(json: &str) -> Result<Iperf3Report> {
         .and_then(|s| s.get("retransmits"))
         .and_then(|r| r.as_u64())
         .unwrap_or(0);
+    let intervals = v
+        .get("intervals")
+        .and_then(|i| i.as_array())
+        .context("no `intervals` in iperf3 JSON")?
+        .iter()
+        .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
+        .collect();
     Ok(Iperf3Report {
         gbps: bps / 1e9,
         bytes,
         retransmits,
+        intervals,
     })
 }
 

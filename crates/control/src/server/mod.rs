@@ -3,7 +3,16 @@
 //! to the data plane. Runs on its own single-threaded tokio runtime; the data
 //! plane's workers only ever talk to it through a bounded queue.
 
-use std::collections::{HashMap, HashSet};
+mod admission;
+mod identity;
+mod liveness;
+mod pool;
+mod push;
+mod registry;
+mod revocation;
+mod throttle;
+
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,14 +22,19 @@ use anyhow::Context;
 use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
-use ferrovpn_proto::session::cookie::{self, CookieKey};
+use ferrovpn_proto::session::cookie::CookieKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig};
-use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED, parse_prefix};
 use tracing::{debug, error, info, warn};
 
+use self::admission::{Admit, Stateless};
+use self::liveness::{Observed, Policy, Verdict};
+use self::pool::AddressPool;
+pub use self::push::build_push_reply;
+use self::registry::{AssignError, Registry};
+use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
+use crate::fsutil;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::netconfig;
-use crate::pool_persist;
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
 
@@ -43,7 +57,12 @@ pub struct ServerSettings {
     /// Pushed keepalive (`ping`, `ping-restart`) values.
     pub push_keepalive: Option<(u32, u32)>,
     pub session: Arc<SessionConfig>,
+    /// Authenticated clients at most; half-open sessions are capped apart.
     pub max_clients: usize,
+    /// `connect-freq N SEC` (`SEC` 0: no limit).
+    pub connect_freq: (u32, u32),
+    /// `connect-freq-initial N SEC`.
+    pub connect_freq_initial: (u32, u32),
     pub tun_mtu: u16,
     /// `reneg-bytes`: renegotiate after this many data-channel bytes (sent
     /// plus received) on the current key.
@@ -61,6 +80,8 @@ pub struct ServerSettings {
     pub pool_persist: Option<PoolPersist>,
     /// `management ...` and the `management-*` directives.
     pub management: Option<management::ManagementSettings>,
+    /// Called after setup, before the first client is served.
+    pub setup_done: Option<crate::SetupDone>,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -100,8 +121,6 @@ impl ServerSettings {
 
 struct Client {
     session: Session,
-    addr: SocketAddr,
-    peer: Option<(u32, Ipv4Addr)>,
     cipher: Option<Cipher>,
     peer_info: Option<PeerInfo>,
     common_name: Option<String>,
@@ -120,13 +139,23 @@ struct Client {
 
 struct Server {
     s: ServerSettings,
+    liveness: Policy,
     peers: PeerTable,
     socket: UdpSocket,
-    clients: HashMap<SocketAddr, Client>,
-    used_ips: HashMap<Ipv4Addr, SocketAddr>,
-    used_peer_ids: HashMap<u32, SocketAddr>,
+    /// Authenticated clients.
+    clients: Registry<Client>,
+    /// Sessions whose cookie verified but whose client has not shown a
+    /// certificate yet. Kept apart and capped apart, so they never count
+    /// against max-clients nor replace an authenticated client at the same
+    /// address (it goes only when the new session authenticates).
+    half_open: HashMap<SocketAddr, Client>,
+    /// `connect-freq`.
+    new_sessions: ConnectFreq,
+    /// `connect-freq-initial`.
+    reset_answers: InitialReplies,
     dp: DataPlane,
     bad_packets: DropLog,
+    refused: DropLog,
     /// Secret for the stateless handshake's session ids.
     cookies: CookieKey,
     /// The `crl-verify` file as last loaded, and whether that load worked.
@@ -134,9 +163,6 @@ struct Server {
     crl_ok: bool,
     /// When the status file is due next.
     next_status: Instant,
-    /// Common name → address, from `ifconfig-pool-persist` and every
-    /// assignment since (only with that directive).
-    remembered: HashMap<String, Ipv4Addr>,
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
@@ -189,34 +215,48 @@ pub async fn run_server(
     );
     let socket = dp.control_socket();
     let mut up = crate::bridge(up_rx);
+    let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
+    let liveness = Policy {
+        ping: s.ping,
+        ping_restart: s.ping_restart,
+        reneg_bytes: s.reneg_bytes,
+        reneg_pkts: s.reneg_pkts,
+    };
+    let new_sessions = ConnectFreq::new(s.connect_freq.0, s.connect_freq.1);
+    let reset_answers = InitialReplies::new(s.connect_freq_initial.0, s.connect_freq_initial.1);
     let mut srv = Server {
         s,
+        liveness,
         peers,
         socket,
-        clients: HashMap::new(),
-        used_ips: HashMap::new(),
-        used_peer_ids: HashMap::new(),
+        clients: Registry::new(pool),
+        half_open: HashMap::new(),
+        new_sessions,
+        reset_answers,
         dp,
         bad_packets: DropLog::new("control packets dropped"),
+        refused: DropLog::new("new session refused"),
         cookies: CookieKey::random(),
         crl_stamp: None,
         crl_ok: true,
         next_status: Instant::now(),
-        remembered: HashMap::new(),
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
     };
-    srv.notify_management(|s| Notice::State {
-        state: "CONNECTED",
-        description: "SUCCESS".into(),
-        local_ip: s.s.server_ip().to_string(),
-    });
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
     if let Some(r) = &srv.s.crl_reload {
         srv.crl_stamp = file_stamp(&r.path);
     }
+    if let Some(setup_done) = srv.s.setup_done.take() {
+        setup_done()?;
+    }
+    srv.notify_management(|s| Notice::State {
+        state: "CONNECTED",
+        description: "SUCCESS".into(),
+        local_ip: s.s.server_ip().to_string(),
+    });
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
         let deadline = srv
@@ -245,18 +285,33 @@ pub async fn run_server(
     }
     info!("server shutting down");
     srv.save_pool_persist();
-    let addrs: Vec<SocketAddr> = srv.clients.keys().copied().collect();
-    for a in addrs {
+    for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
     }
     srv.dp.shutdown();
     Ok(())
 }
 
+/// Which table a session is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    HalfOpen,
+    Authenticated,
+}
+
 impl Server {
+    fn client_mut(&mut self, stage: Stage, addr: SocketAddr) -> Option<&mut Client> {
+        match stage {
+            Stage::HalfOpen => self.half_open.get_mut(&addr),
+            Stage::Authenticated => self.clients.get_mut(&addr),
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.clients
-            .values()
+            .iter()
+            .map(|(_, c)| c)
+            .chain(self.half_open.values())
             .filter_map(|c| match (c.session.poll_timeout(), c.remove_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -270,7 +325,7 @@ impl Server {
             UpEvent::Occ { peer_id, payload } => {
                 if payload.len() > OCC_MAGIC.len()
                     && payload[OCC_MAGIC.len()] == OCC_EXIT
-                    && let Some(&addr) = self.used_peer_ids.get(&peer_id)
+                    && let Some(addr) = self.clients.addr_of_peer(peer_id)
                 {
                     info!("{addr}: client sent exit notification");
                     self.remove_client(addr, "client exited (OCC exit)");
@@ -279,134 +334,171 @@ impl Server {
             UpEvent::Float {
                 peer_id,
                 new_remote,
-            } => self.on_float(peer_id, new_remote),
-        }
-    }
-
-    fn on_float(&mut self, peer_id: u32, new_remote: SocketAddr) {
-        let Some(&old) = self.used_peer_ids.get(&peer_id) else {
-            return;
-        };
-        if self.clients.contains_key(&new_remote) {
-            return;
-        }
-        if let Some(mut c) = self.clients.remove(&old) {
-            info!("peer-id {peer_id} floated from {old} to {new_remote}");
-            c.addr = new_remote;
-            if let Some((_, ip)) = c.peer {
-                self.used_ips.insert(ip, new_remote);
+            } => {
+                if let Some(old) = self.clients.float(peer_id, new_remote) {
+                    info!("peer-id {peer_id} floated from {old} to {new_remote}");
+                }
             }
-            self.used_peer_ids.insert(peer_id, new_remote);
-            self.clients.insert(new_remote, c);
         }
     }
 
     fn on_control(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
-        let (opcode, key_id, sid) = match parse_prefix(packet) {
-            Ok(p) => p,
-            Err(e) => {
-                self.bad_packets.note(from, &e.to_string());
-                return;
-            }
-        };
-        if let Some(c) = self.clients.get_mut(&from)
-            && c.session.remote_session_id() == Some(sid)
-        {
-            c.last_control_rx = now;
-            c.session.handle_packet(now, packet);
-            self.drain(now, from);
-            return;
-        }
-        // A session we do not have: the stateless handshake (see
-        // `ferrovpn_proto::session::cookie`). Nothing is kept for a peer
-        // until it proves, from its address, that it got our answer.
-        if key_id != 0
-            || !matches!(
-                opcode,
-                Opcode::HardResetClientV2 | Opcode::ControlV1 | Opcode::AckV1
-            )
-        {
-            debug!("{from}: {opcode:?} from unknown session dropped");
-            return;
-        }
-        let (pkt, replay) = match self.s.session.wrap.unwrap(packet) {
-            Ok(v) => v,
-            Err(e) => {
-                self.bad_packets.note(from, &format!("{opcode:?}: {e}"));
-                return;
-            }
-        };
         let unix = unix_now();
-        let hand_window = self.s.session.hand_window;
-        if opcode == Opcode::HardResetClientV2 {
-            if pkt.message_id != Some(0) || !pkt.acks.is_empty() {
-                self.bad_packets
-                    .note(from, "client reset with message id or ACKs");
+        let stateless = Stateless {
+            wrap: &self.s.session.wrap,
+            cookies: &self.cookies,
+            hand_window: self.s.session.hand_window,
+        };
+        let (clients, half_open) = (&self.clients, &self.half_open);
+        let mut stage = None;
+        let known = |sid| {
+            let has =
+                |c: Option<&Client>| c.is_some_and(|c| c.session.remote_session_id() == Some(sid));
+            stage = if has(clients.get(&from)) {
+                Some(Stage::Authenticated)
+            } else if has(half_open.get(&from)) {
+                Some(Stage::HalfOpen)
+            } else {
+                None
+            };
+            stage.is_some()
+        };
+        let reset_answers = &mut self.reset_answers;
+        let allow_reset = || match reset_answers.check(unix) {
+            Reply::Allowed => true,
+            Reply::Dropped { first } => {
+                if first {
+                    let (n, per) = self.s.connect_freq_initial;
+                    warn!(
+                        "connect-freq-initial {n} {per} rate limit exceeded, dropping initial handshake packets for the rest of {per} seconds"
+                    );
+                }
+                false
+            }
+        };
+        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, allow_reset) {
+            Admit::Existing => {
+                let stage = stage.unwrap_or(Stage::Authenticated);
+                if let Some(c) = self.client_mut(stage, from) {
+                    // Only a packet the session accepted shows the client is
+                    // alive: spoofed ones must not keep a dead session.
+                    if c.session.handle_packet(now, packet) {
+                        c.last_control_rx = now;
+                    }
+                    self.drain(now, stage, from);
+                }
                 return;
             }
-            let ours = self.cookies.session_id(
-                CookieKey::time_slot(unix, hand_window),
-                from,
-                pkt.session_id,
-            );
-            let reply = cookie::reset_reply(&self.s.session.wrap, unix, &pkt, ours);
-            if let Err(e) = self.socket.send_to(&reply, from) {
-                debug!("{from}: reset answer not sent: {e}");
+            Admit::ResetReply(reply) => {
+                if let Err(e) = self.socket.send_to(&reply, from) {
+                    debug!("{from}: reset answer not sent: {e}");
+                }
+                return;
             }
-            return;
-        }
-        let Some(ours) = pkt.remote_session_id.filter(|&echo| {
-            self.cookies
-                .verify(unix, hand_window, from, pkt.session_id, echo)
-        }) else {
-            debug!("{from}: {opcode:?} without a valid cookie dropped");
-            return;
+            Admit::Drop(why) => {
+                if why.is_hostile() {
+                    self.bad_packets.note(from, &why.to_string());
+                } else {
+                    debug!("{from}: {why}");
+                }
+                return;
+            }
+            Admit::NewSession { ours, pkt, replay } => (ours, pkt, replay),
         };
         self.refresh_crl();
         if !self.crl_ok {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");
             return;
         }
-        if self.clients.contains_key(&from) {
-            self.remove_client(from, "client restarted its session");
+        if let Err(why) = self.half_open_admits(from) {
+            self.refused.note(from, &why);
+            return;
         }
-        if self.clients.len() >= self.s.max_clients {
-            warn!(
-                "{from}: refusing new client, max-clients {} reached",
-                self.s.max_clients
+        if !self.new_sessions.allow(unix) {
+            self.refused.note(
+                from,
+                "it would exceed the new connection frequency limit (connect-freq)",
             );
             return;
         }
+        // A completed three-way handshake counts against connect-freq, not
+        // connect-freq-initial (as in 2.6).
+        self.reset_answers.give_back();
         match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session");
-                self.clients.insert(
-                    from,
-                    Client {
-                        session,
-                        addr: from,
-                        peer: None,
-                        cipher: None,
-                        peer_info: None,
-                        common_name: None,
-                        last_control_rx: now,
-                        remove_at: None,
-                        key_traffic_base: (0, 0),
-                        since: unix,
-                        cid: self.next_cid,
-                        announced: false,
-                    },
-                );
+                let client = Client {
+                    session,
+                    cipher: None,
+                    peer_info: None,
+                    common_name: None,
+                    last_control_rx: now,
+                    remove_at: None,
+                    key_traffic_base: (0, 0),
+                    since: unix,
+                    cid: self.next_cid,
+                    announced: false,
+                };
                 self.next_cid += 1;
-                self.drain(now, from);
+                // A newer handshake from the same address replaces an
+                // unfinished one; an authenticated client there stays.
+                self.half_open.insert(from, client);
+                self.drain(now, Stage::HalfOpen, from);
             }
             Err(e) => debug!("{from}: cannot start session: {e}"),
         }
     }
 
+    /// Whether one more half-open session from `from` fits: the server is
+    /// not full, the table of half-open sessions is not, and `from`'s
+    /// address does not hold its share already.
+    fn half_open_admits(&self, from: SocketAddr) -> Result<(), String> {
+        if self.clients.len() >= self.s.max_clients {
+            return Err(format!("max-clients {} reached", self.s.max_clients));
+        }
+        if self.half_open.contains_key(&from) {
+            return Ok(());
+        }
+        let cap = half_open_cap(self.s.max_clients);
+        if self.half_open.len() >= cap {
+            return Err(format!("{cap} handshakes in progress"));
+        }
+        let same_ip = self
+            .half_open
+            .keys()
+            .filter(|a| a.ip() == from.ip())
+            .count();
+        if same_ip >= HALF_OPEN_PER_IP {
+            return Err(format!(
+                "{same_ip} handshakes in progress from {} (the limit per address)",
+                from.ip()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The half-open session at `addr` authenticated: it takes its place
+    /// among the clients, replacing a session at the same address. False
+    /// (and the session is gone) when the server is full.
+    fn promote(&mut self, addr: SocketAddr) -> bool {
+        let Some(c) = self.half_open.remove(&addr) else {
+            return false;
+        };
+        if self.clients.contains(&addr) {
+            self.remove_client(addr, "client restarted its session");
+        }
+        if self.clients.len() >= self.s.max_clients {
+            warn!(
+                "{addr}: refusing new client, max-clients {} reached",
+                self.s.max_clients
+            );
+            return false;
+        }
+        self.clients.insert(addr, c).is_ok()
+    }
+
     fn on_timeout(&mut self, now: Instant) {
-        let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
-        for a in addrs {
+        for a in self.clients.addrs() {
             let Some(c) = self.clients.get_mut(&a) else {
                 continue;
             };
@@ -416,7 +508,16 @@ impl Server {
             }
             if c.session.poll_timeout().is_some_and(|t| now >= t) {
                 c.session.handle_timeout(now);
-                self.drain(now, a);
+                self.drain(now, Stage::Authenticated, a);
+            }
+        }
+        let half_open: Vec<SocketAddr> = self.half_open.keys().copied().collect();
+        for a in half_open {
+            if let Some(c) = self.half_open.get_mut(&a)
+                && c.session.poll_timeout().is_some_and(|t| now >= t)
+            {
+                c.session.handle_timeout(now);
+                self.drain(now, Stage::HalfOpen, a);
             }
         }
     }
@@ -433,15 +534,21 @@ impl Server {
         self.crl_stamp = stamp;
         let loaded = std::fs::read_to_string(&r.path)
             .map_err(anyhow::Error::from)
-            .and_then(|text| (r.rebuild)(&text));
+            .and_then(|text| (r.rebuild)(&text).map(|cfg| (cfg, text)));
         match loaded {
-            Ok(cfg) => {
+            Ok((cfg, text)) => {
                 info!("crl-verify: reloaded {}", r.path.display());
-                for c in self.clients.values_mut() {
+                for a in self.clients.addrs() {
+                    if let Some(c) = self.clients.get_mut(&a) {
+                        c.session.set_config(cfg.clone());
+                    }
+                }
+                for c in self.half_open.values_mut() {
                     c.session.set_config(cfg.clone());
                 }
                 self.s.session = cfg;
                 self.crl_ok = true;
+                self.drop_revoked(&text);
             }
             Err(e) => {
                 error!(
@@ -450,6 +557,25 @@ impl Server {
                 );
                 self.crl_ok = false;
             }
+        }
+    }
+
+    /// Drop the authenticated clients whose certificate `crl_pem` revokes,
+    /// now rather than at their next renegotiation.
+    fn drop_revoked(&mut self, crl_pem: &str) {
+        let revoked: Vec<SocketAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.session
+                    .peer_certificate_der()
+                    .is_some_and(|der| revocation::is_revoked(crl_pem, der))
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in revoked {
+            warn!("{a}: certificate revoked by the reloaded crl-verify file");
+            self.remove_client(a, "certificate revoked");
         }
     }
 
@@ -464,7 +590,7 @@ impl Server {
         self.next_status = now + st.interval;
         let unix = unix_now();
         let text = self.status_text(st.version, unix);
-        if let Err(e) = status::write_atomically(&st.path, &text) {
+        if let Err(e) = fsutil::write_atomically(&st.path, &text) {
             warn!("status file {}: {e}", st.path.display());
         }
     }
@@ -473,19 +599,19 @@ impl Server {
     fn status_text(&self, version: u8, unix: u64) -> String {
         let mut rows: Vec<ClientRow> = self
             .clients
-            .values()
-            .filter_map(|c| {
-                let (peer_id, ip) = c.peer?;
-                let stats = self.peers.peer_stats(peer_id)?;
+            .iter()
+            .filter_map(|(addr, c)| {
+                let peer = self.clients.peer(addr)?;
+                let stats = self.peers.peer_stats(peer.id)?;
                 Some(ClientRow {
                     common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
-                    real: c.addr,
-                    virtual_ip: ip,
+                    real: *addr,
+                    virtual_ip: peer.ip,
                     bytes_received: stats.rx_bytes,
                     bytes_sent: stats.tx_bytes,
                     connected_since: c.since,
                     last_ref: unix.saturating_sub(stats.rx_idle().as_secs()),
-                    peer_id,
+                    peer_id: peer.id,
                     client_id: c.cid,
                     cipher: c.cipher.map_or("none", Cipher::name).to_string(),
                 })
@@ -497,28 +623,34 @@ impl Server {
     }
 
     /// Answer a management command; false when the server should stop.
+    /// Only authenticated clients (the registry) are listed, counted or
+    /// killed: a half-open session has shown no certificate, so it is no
+    /// client yet.
     fn handle_management(&mut self, now: Instant, req: management::Request) -> bool {
-        let established = |c: &&Client| c.peer.is_some();
         let answer = match &req.query {
             Query::Status(v) => Answer::Text(self.status_text(*v, unix_now())),
             Query::LoadStats | Query::NClients => {
-                let (mut bytes_in, mut bytes_out) = (0, 0);
-                for (peer_id, _) in self.clients.values().filter_map(|c| c.peer) {
-                    if let Some(st) = self.peers.peer_stats(peer_id) {
+                let (mut clients, mut bytes_in, mut bytes_out) = (0, 0, 0);
+                for (addr, _) in self.clients.iter() {
+                    let Some(peer) = self.clients.peer(addr) else {
+                        continue;
+                    };
+                    clients += 1;
+                    if let Some(st) = self.peers.peer_stats(peer.id) {
                         bytes_in += st.rx_bytes;
                         bytes_out += st.tx_bytes;
                     }
                 }
                 Answer::Load(LoadStats {
-                    clients: self.clients.values().filter(established).count(),
+                    clients,
                     bytes_in,
                     bytes_out,
                 })
             }
             Query::KillCommonName(cn) => {
-                let victims: Vec<SocketAddr> = (self.clients.values())
-                    .filter(|c| c.common_name.as_deref() == Some(cn.as_str()))
-                    .map(|c| c.addr)
+                let victims: Vec<SocketAddr> = (self.clients.iter())
+                    .filter(|(_, c)| c.common_name.as_deref() == Some(cn.as_str()))
+                    .map(|(a, _)| *a)
                     .collect();
                 for a in &victims {
                     self.remove_client(*a, "killed by the management interface");
@@ -526,30 +658,30 @@ impl Server {
                 Answer::Killed(victims.len())
             }
             Query::KillAddress(addr) => {
-                let found = self.clients.contains_key(addr);
+                let found = self.clients.contains(addr);
                 self.remove_client(*addr, "killed by the management interface");
                 Answer::Killed(usize::from(found))
             }
             Query::ClientKill { cid, message } => {
-                let c = self.clients.values_mut().find(|c| c.cid == *cid);
-                let found = c.is_some();
-                if let Some(c) = c {
-                    // As 2.6: tell the client (RESTART, HALT, ...), then drop it.
-                    info!(
-                        "{}: client-kill from the management interface: {message}",
-                        c.addr
-                    );
+                let addr = (self.clients.iter())
+                    .find(|(_, c)| c.cid == *cid)
+                    .map(|(a, _)| *a);
+                if let Some(addr) = addr
+                    && let Some(c) = self.clients.get_mut(&addr)
+                {
+                    // As 2.6: tell the client (RESTART, HALT, ...), then
+                    // drop it after the grace period, as after an exit.
+                    info!("{addr}: client-kill from the management interface: {message}");
                     c.session.send_control_message(now, message);
                     c.remove_at = Some(now + EXIT_GRACE);
-                    let addr = c.addr;
-                    self.drain(now, addr);
+                    self.drain(now, Stage::Authenticated, addr);
                 }
-                Answer::Done(found)
+                Answer::Done(addr.is_some())
             }
             Query::ByteCounts => {
-                let mut rows: Vec<(u64, u64, u64)> = (self.clients.values())
-                    .filter_map(|c| {
-                        let st = self.peers.peer_stats(c.peer?.0)?;
+                let mut rows: Vec<(u64, u64, u64)> = (self.clients.iter())
+                    .filter_map(|(addr, c)| {
+                        let st = self.peers.peer_stats(self.clients.peer(addr)?.id)?;
                         Some((c.cid, st.rx_bytes, st.tx_bytes))
                     })
                     .collect();
@@ -585,7 +717,7 @@ impl Server {
     }
 
     /// The environment 2.6 lists with `>CLIENT:ESTABLISHED` (what ferrovpn knows of it).
-    fn client_env(&self, c: &Client) -> Vec<(String, String)> {
+    fn client_env(&self, addr: SocketAddr, c: &Client) -> Vec<(String, String)> {
         let unix = unix_now();
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set = |k: &str, v: String| env.push((k.to_string(), v));
@@ -593,11 +725,11 @@ impl Server {
         set("time_unix", unix.to_string());
         set("time_ascii", status::utc(unix));
         set("ifconfig_pool_netmask", self.s.netmask.to_string());
-        if let Some((_, ip)) = c.peer {
-            set("ifconfig_pool_remote_ip", ip.to_string());
+        if let Some(peer) = self.clients.peer(&addr) {
+            set("ifconfig_pool_remote_ip", peer.ip.to_string());
         }
-        set("trusted_port", c.addr.port().to_string());
-        set("trusted_ip", c.addr.ip().to_string());
+        set("trusted_port", addr.port().to_string());
+        set("trusted_ip", addr.ip().to_string());
         if let Some(cn) = &c.common_name {
             set("common_name", cn.clone());
         }
@@ -620,8 +752,8 @@ impl Server {
                 set("IV_VER", v.clone());
             }
         }
-        set("untrusted_port", c.addr.port().to_string());
-        set("untrusted_ip", c.addr.ip().to_string());
+        set("untrusted_port", addr.port().to_string());
+        set("untrusted_ip", addr.ip().to_string());
         if let Some(cn) = &c.common_name {
             set("X509_0_CN", cn.clone());
         }
@@ -643,71 +775,67 @@ impl Server {
             self.next_persist = now + every;
             self.save_pool_persist();
         }
-        let addrs: Vec<SocketAddr> = self.clients.keys().copied().collect();
-        for a in addrs {
-            let Some(c) = self.clients.get(&a) else {
+        for a in self.clients.addrs() {
+            let (Some(c), Some(peer)) = (self.clients.get(&a), self.clients.peer(&a)) else {
                 continue;
             };
-            let Some((peer_id, _)) = c.peer else {
+            let Some(stats) = self.peers.peer_stats(peer.id) else {
                 continue;
             };
-            let Some(stats) = self.peers.peer_stats(peer_id) else {
-                continue;
-            };
-            let rx_idle = stats
-                .rx_idle()
-                .min(now.saturating_duration_since(c.last_control_rx));
-            if let Some(limit) = self.s.ping_restart
-                && rx_idle >= limit
-                && c.session.is_established()
-            {
-                info!(
-                    "{a}: inactivity timeout (ping-restart {}s), dropping client",
-                    limit.as_secs()
-                );
-                self.remove_client(a, "ping-restart");
-                continue;
-            }
-            if let Some(ping) = self.s.ping
-                && stats.tx_idle() >= ping
-                && c.session.is_established()
-                && let Err(e) = self.dp.send_data(peer_id, &PING_PAYLOAD)
-            {
-                debug!("{a}: keepalive ping not sent: {e}");
-            }
-            // Soft reset when the data plane's packet ids run low or the
-            // current key carried reneg-bytes / reneg-pkts.
             let (base_bytes, base_pkts) = c.key_traffic_base;
-            let bytes = (stats.rx_bytes + stats.tx_bytes).saturating_sub(base_bytes);
-            let pkts = (stats.rx_packets + stats.tx_packets).saturating_sub(base_pkts);
-            let due = stats.needs_renegotiation
-                || self.s.reneg_bytes.is_some_and(|n| bytes >= n)
-                || self.s.reneg_pkts.is_some_and(|n| pkts >= n);
-            if due
-                && c.session.is_established()
-                && let Some(c) = self.clients.get_mut(&a)
-            {
-                match c.session.start_renegotiation(now) {
-                    Ok(()) => {
-                        debug!("{a}: renegotiating after {bytes} bytes, {pkts} packets");
-                        self.drain(now, a);
+            let observed = Observed {
+                rx_idle: stats
+                    .rx_idle()
+                    .min(now.saturating_duration_since(c.last_control_rx)),
+                tx_idle: stats.tx_idle(),
+                established: c.session.is_established(),
+                key_bytes: (stats.rx_bytes + stats.tx_bytes).saturating_sub(base_bytes),
+                key_packets: (stats.rx_packets + stats.tx_packets).saturating_sub(base_pkts),
+                packet_ids_low: stats.needs_renegotiation,
+            };
+            match self.liveness.decide(&observed) {
+                Verdict::Drop => {
+                    info!(
+                        "{a}: inactivity timeout (ping-restart {}s), dropping client",
+                        self.liveness.ping_restart.unwrap_or_default().as_secs()
+                    );
+                    self.remove_client(a, "ping-restart");
+                }
+                Verdict::Keep { ping, renegotiate } => {
+                    if ping && let Err(e) = self.dp.send_data(peer.id, &PING_PAYLOAD) {
+                        debug!("{a}: keepalive ping not sent: {e}");
                     }
-                    Err(e) => debug!("{a}: renegotiation not started: {e}"),
+                    if renegotiate && let Some(c) = self.clients.get_mut(&a) {
+                        match c.session.start_renegotiation(now) {
+                            Ok(()) => {
+                                debug!(
+                                    "{a}: renegotiating after {} bytes, {} packets",
+                                    observed.key_bytes, observed.key_packets
+                                );
+                                self.drain(now, Stage::Authenticated, a);
+                            }
+                            Err(e) => debug!("{a}: renegotiation not started: {e}"),
+                        }
+                    }
                 }
             }
         }
     }
 
     /// Send what the session produced and act on its events, until both are empty.
-    fn drain(&mut self, now: Instant, addr: SocketAddr) {
+    fn drain(&mut self, now: Instant, mut stage: Stage, addr: SocketAddr) {
         loop {
-            let Some(c) = self.clients.get_mut(&addr) else {
+            let c = match stage {
+                Stage::HalfOpen => self.half_open.get_mut(&addr),
+                Stage::Authenticated => self.clients.get_mut(&addr),
+            };
+            let Some(c) = c else {
                 return;
             };
             let mut progressed = false;
             while let Some(pkt) = c.session.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.socket.send_to(&pkt, c.addr) {
+                if let Err(e) = self.socket.send_to(&pkt, addr) {
                     debug!("{addr}: control send failed: {e}");
                 }
             }
@@ -717,8 +845,35 @@ impl Server {
                 }
                 continue;
             };
-            self.on_session_event(now, addr, ev);
+            stage = match stage {
+                Stage::HalfOpen => self.on_half_open_event(now, addr, ev),
+                Stage::Authenticated => {
+                    self.on_session_event(now, addr, ev);
+                    Stage::Authenticated
+                }
+            };
         }
+    }
+
+    /// An event of a session that has not authenticated yet; returns where
+    /// the session is now.
+    fn on_half_open_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) -> Stage {
+        match ev {
+            // Its certificate is verified: the session is a client now.
+            Event::KeysReady { .. } | Event::ClientAuthenticated { .. } => {
+                if self.promote(addr) {
+                    self.on_session_event(now, addr, ev);
+                    return Stage::Authenticated;
+                }
+            }
+            Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
+            Event::Closed(reason) => {
+                info!("{addr}: client ? disconnected: {reason}");
+                self.half_open.remove(&addr);
+            }
+            other => debug!("{addr}: {other:?} before authentication ignored"),
+        }
+        Stage::HalfOpen
     }
 
     fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
@@ -736,19 +891,19 @@ impl Server {
                 debug!("{addr}: data keys for key_id {key_id} installed");
             }
             Event::SendKey { key_id } => {
-                if let Some(c) = self.clients.get_mut(&addr)
-                    && let Some((peer_id, _)) = c.peer
+                if let Some(peer) = self.clients.peer(&addr)
+                    && let Some(c) = self.clients.get_mut(&addr)
                 {
-                    if let Some(st) = self.peers.peer_stats(peer_id) {
+                    if let Some(st) = self.peers.peer_stats(peer.id) {
                         c.key_traffic_base =
                             (st.rx_bytes + st.tx_bytes, st.rx_packets + st.tx_packets);
                     }
-                    self.peers.set_send_key(peer_id, key_id);
+                    self.peers.set_send_key(peer.id, key_id);
                 }
             }
             Event::KeyRetired { key_id } => {
-                if let Some((peer_id, _)) = self.clients.get(&addr).and_then(|c| c.peer) {
-                    self.peers.retire_key(peer_id, key_id);
+                if let Some(peer) = self.clients.peer(&addr) {
+                    self.peers.retire_key(peer.id, key_id);
                 }
             }
             Event::ClientAuthenticated {
@@ -756,6 +911,7 @@ impl Server {
                 peer_info,
                 cipher,
             } => {
+                let common_name = common_name.as_deref().map(identity::remap_common_name);
                 if !self.s.duplicate_cn
                     && let Some(cn) = common_name.as_deref()
                 {
@@ -787,34 +943,9 @@ impl Server {
                 }
             }
             Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
-            Event::Closed(reason) => self.remove_client(addr, &reason),
+            Event::Closed(reason) => self.remove_client(addr, &reason.to_string()),
             Event::PushReply(_) | Event::Restart { .. } => {}
         }
-    }
-
-    /// A free pool address for a client: the one its common name had, if it
-    /// is free; else one nobody is remembered with; else any free one.
-    fn pick_address(&self, cn: Option<&str>) -> Option<Ipv4Addr> {
-        let (start, end) = (u32::from(self.s.pool.0), u32::from(self.s.pool.1));
-        let in_pool = |ip: &Ipv4Addr| (start..=end).contains(&u32::from(*ip));
-        let free = |ip: &Ipv4Addr| !self.used_ips.contains_key(ip);
-        let pool = || (start..=end).map(Ipv4Addr::from);
-        cn.and_then(|cn| self.remembered.get(cn))
-            .copied()
-            .filter(|ip| in_pool(ip) && free(ip))
-            .or_else(|| {
-                let kept: HashSet<&Ipv4Addr> = self.remembered.values().collect();
-                pool().find(|ip| free(ip) && !kept.contains(ip))
-            })
-            .or_else(|| pool().find(free))
-    }
-
-    /// An address belongs to one common name at a time: the newest holder
-    /// takes it over.
-    fn remember(&mut self, cn: String, ip: Ipv4Addr) {
-        self.remembered
-            .retain(|other, old| other == &cn || *old != ip);
-        self.remembered.insert(cn, ip);
     }
 
     fn load_pool_persist(&mut self) {
@@ -829,7 +960,7 @@ impl Server {
                 return;
             }
         };
-        let (entries, skipped) = pool_persist::parse(&text);
+        let (loaded, skipped) = self.clients.pool.load(&text);
         if skipped > 0 {
             warn!(
                 "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
@@ -837,11 +968,9 @@ impl Server {
             );
         }
         info!(
-            "ifconfig-pool-persist: {} remembered address(es) from {}",
-            entries.len(),
+            "ifconfig-pool-persist: {loaded} remembered address(es) from {}",
             p.path.display()
         );
-        self.remembered = entries;
     }
 
     fn save_pool_persist(&self) {
@@ -851,8 +980,8 @@ impl Server {
         if p.write_every.is_none() {
             return;
         }
-        let text = pool_persist::render(&self.remembered);
-        if let Err(e) = status::write_atomically(&p.path, &text) {
+        let text = self.clients.pool.save();
+        if let Err(e) = fsutil::write_atomically(&p.path, &text) {
             warn!("ifconfig-pool-persist {}: {e}", p.path.display());
         }
     }
@@ -860,58 +989,57 @@ impl Server {
     /// Give an authenticated client a peer-id and a tunnel address.
     fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
         let c = self.clients.get(&addr)?;
-        if let Some((id, _)) = c.peer {
-            return Some(id);
-        }
-        let peer_id = (0..PEER_ID_UNDEFINED).find(|id| !self.used_peer_ids.contains_key(id))?;
         // Keys can be ready before the authenticated event names the CN.
-        let cn = c
-            .common_name
-            .clone()
-            .or_else(|| c.session.peer_common_name());
-        let Some(ip) = self.pick_address(cn.as_deref()) else {
-            warn!("{addr}: address pool exhausted, refusing client");
-            if let Some(c) = self.clients.get_mut(&addr) {
-                c.session
-                    .send_control_message(Instant::now(), "AUTH_FAILED,address pool exhausted");
-                c.remove_at = Some(Instant::now() + EXIT_GRACE);
+        let cn = c.common_name.clone().or_else(|| {
+            c.session
+                .peer_common_name()
+                .as_deref()
+                .map(identity::remap_common_name)
+        });
+        match self.clients.assign_peer(addr, cn.as_deref()) {
+            Ok(peer) => {
+                self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
+                Some(peer.id)
             }
-            return None;
-        };
-        self.used_peer_ids.insert(peer_id, addr);
-        self.used_ips.insert(ip, addr);
-        if let Some(cn) = cn.filter(|_| self.s.pool_persist.is_some()) {
-            self.remember(cn, ip);
+            Err(AssignError::NoClient) => None,
+            Err(e) => {
+                let why = match e {
+                    AssignError::PoolExhausted => "address pool exhausted",
+                    _ => "no free peer-id",
+                };
+                warn!("{addr}: {why}, refusing client");
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.session
+                        .send_control_message(Instant::now(), &format!("AUTH_FAILED,{why}"));
+                    c.remove_at = Some(Instant::now() + EXIT_GRACE);
+                }
+                None
+            }
         }
-        self.peers.upsert_peer(peer_id, addr, Some(ip));
-        if let Some(c) = self.clients.get_mut(&addr) {
-            c.peer = Some((peer_id, ip));
-        }
-        Some(peer_id)
     }
 
     fn push_reply(&mut self, now: Instant, addr: SocketAddr) {
         let Some(peer_id) = self.ensure_peer(addr) else {
             return;
         };
-        let Some(c) = self.clients.get(&addr) else {
+        let (Some(c), Some(peer)) = (self.clients.get(&addr), self.clients.peer(&addr)) else {
             return;
         };
-        let (Some((_, ip)), Some(cipher), Some(info)) = (c.peer, c.cipher, c.peer_info.as_ref())
-        else {
+        let (Some(cipher), Some(info)) = (c.cipher, c.peer_info.as_ref()) else {
             return;
         };
-        let text = build_push_reply(&self.s, ip, peer_id, cipher, info);
+        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info);
         info!(
-            "{addr}: client {} connected: {ip}, peer-id {peer_id}, {}",
+            "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
+            peer.ip,
             cipher.name()
         );
         debug!("{addr}: {text}");
         if !c.announced {
             self.notify_management(|s| Notice::ClientEstablished {
                 cid: c.cid,
-                env: s.client_env(c),
+                env: s.client_env(addr, c),
             });
         }
         if let Some(c) = self.clients.get_mut(&addr) {
@@ -921,58 +1049,15 @@ impl Server {
     }
 
     fn remove_client(&mut self, addr: SocketAddr, reason: &str) {
-        let Some(c) = self.clients.remove(&addr) else {
+        let Some((c, peer)) = self.clients.remove(&addr) else {
             return;
         };
         info!(
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
-        if let Some((peer_id, ip)) = c.peer {
-            self.peers.remove_peer(peer_id);
-            self.used_peer_ids.remove(&peer_id);
-            self.used_ips.remove(&ip);
+        if let Some(peer) = peer {
+            self.peers.remove_peer(peer.id);
         }
     }
-}
-
-/// The PUSH_REPLY for one client, in the order a 2.6 server uses.
-pub fn build_push_reply(
-    s: &ServerSettings,
-    ip: Ipv4Addr,
-    peer_id: u32,
-    cipher: Cipher,
-    info: &PeerInfo,
-) -> String {
-    let mut opts: Vec<String> = Vec::new();
-    opts.push(format!("route-gateway {}", s.server_ip()));
-    opts.push("topology subnet".into());
-    if let Some((ping, restart)) = s.push_keepalive {
-        opts.push(format!("ping {ping}"));
-        opts.push(format!("ping-restart {restart}"));
-    }
-    opts.extend(s.pushes.iter().cloned());
-    opts.push(format!("ifconfig {ip} {}", s.netmask));
-    if info.supports_data_v2() {
-        opts.push(format!("peer-id {peer_id}"));
-    }
-    opts.push(format!("cipher {}", cipher.name()));
-    if info.cc_exit() {
-        let mut flags = String::from("protocol-flags cc-exit");
-        if info.tls_ekm() {
-            flags.push_str(" tls-ekm");
-        }
-        opts.push(flags);
-    } else if info.tls_ekm() {
-        opts.push("key-derivation tls-ekm".into());
-    }
-    if info.mtu.is_some() {
-        opts.push(format!("tun-mtu {}", s.tun_mtu));
-    }
-    let mut text = String::from("PUSH_REPLY");
-    for o in opts {
-        text.push(',');
-        text.push_str(&o);
-    }
-    text
 }

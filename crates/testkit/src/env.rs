@@ -10,7 +10,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call: `fvpn-<pid>-<n>-<tag>`.
 /// Fine for namespaces and directories; too long for interface names
-/// (see [`crate::testing::VethPair`], which makes its own short names).
+/// (see [`crate::VethPair`], which makes its own short names).
 pub fn unique_name(tag: &str) -> String {
     format!(
         "fvpn-{}-{}-{tag}",

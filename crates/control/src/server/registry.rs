@@ -1,0 +1,219 @@
+//! The clients the server has, by their real address, with the peer-id and
+//! tunnel address each was given. One place keeps the three views (client by
+//! address, address by peer-id, the pool's used addresses) consistent:
+//! insert, assign, float and remove. Generic over what a client is, so it is
+//! tested without sessions.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
+
+use super::pool::AddressPool;
+
+/// What a client has in the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u32,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignError {
+    NoClient,
+    NoPeerId,
+    PoolExhausted,
+}
+
+pub struct Registry<T> {
+    clients: HashMap<SocketAddr, T>,
+    peers: HashMap<SocketAddr, Peer>,
+    by_peer_id: HashMap<u32, SocketAddr>,
+    pub pool: AddressPool,
+}
+
+impl<T> Registry<T> {
+    pub fn new(pool: AddressPool) -> Self {
+        Registry {
+            clients: HashMap::new(),
+            peers: HashMap::new(),
+            by_peer_id: HashMap::new(),
+            pool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn contains(&self, addr: &SocketAddr) -> bool {
+        self.clients.contains_key(addr)
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&T> {
+        self.clients.get(addr)
+    }
+
+    pub fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut T> {
+        self.clients.get_mut(addr)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&SocketAddr, &T)> {
+        self.clients.iter()
+    }
+
+    /// The clients' addresses, for loops that may remove some.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.clients.keys().copied().collect()
+    }
+
+    /// Add a client; refused (and handed back) if `addr` is taken.
+    pub fn insert(&mut self, addr: SocketAddr, client: T) -> Result<(), T> {
+        if self.clients.contains_key(&addr) {
+            return Err(client);
+        }
+        self.clients.insert(addr, client);
+        Ok(())
+    }
+
+    pub fn peer(&self, addr: &SocketAddr) -> Option<Peer> {
+        self.peers.get(addr).copied()
+    }
+
+    pub fn addr_of_peer(&self, peer_id: u32) -> Option<SocketAddr> {
+        self.by_peer_id.get(&peer_id).copied()
+    }
+
+    /// The client's peer-id and tunnel address, given now (the lowest free
+    /// peer-id, an address from the pool for `cn`) unless it has them.
+    pub fn assign_peer(&mut self, addr: SocketAddr, cn: Option<&str>) -> Result<Peer, AssignError> {
+        if !self.clients.contains_key(&addr) {
+            return Err(AssignError::NoClient);
+        }
+        if let Some(p) = self.peers.get(&addr) {
+            return Ok(*p);
+        }
+        let id = (0..PEER_ID_UNDEFINED)
+            .find(|id| !self.by_peer_id.contains_key(id))
+            .ok_or(AssignError::NoPeerId)?;
+        let ip = self.pool.pick(cn).ok_or(AssignError::PoolExhausted)?;
+        let peer = Peer { id, ip };
+        self.by_peer_id.insert(id, addr);
+        self.peers.insert(addr, peer);
+        Ok(peer)
+    }
+
+    /// Move the client with `peer_id` to `new_remote`. Returns its old
+    /// address; `None` if there is no such client or `new_remote` belongs
+    /// to another client (a float never takes over someone else's address).
+    pub fn float(&mut self, peer_id: u32, new_remote: SocketAddr) -> Option<SocketAddr> {
+        let old = self.addr_of_peer(peer_id)?;
+        if self.clients.contains_key(&new_remote) {
+            return None;
+        }
+        let client = self.clients.remove(&old)?;
+        self.clients.insert(new_remote, client);
+        if let Some(p) = self.peers.remove(&old) {
+            self.peers.insert(new_remote, p);
+        }
+        self.by_peer_id.insert(peer_id, new_remote);
+        Some(old)
+    }
+
+    /// Take a client out, freeing its peer-id and address.
+    pub fn remove(&mut self, addr: &SocketAddr) -> Option<(T, Option<Peer>)> {
+        let client = self.clients.remove(addr)?;
+        let peer = self.peers.remove(addr);
+        if let Some(p) = peer {
+            self.by_peer_id.remove(&p.id);
+            self.pool.release(p.ip);
+        }
+        Some((client, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn registry(size: u8) -> Registry<&'static str> {
+        Registry::new(AddressPool::new(
+            Ipv4Addr::new(10, 8, 0, 2),
+            Ipv4Addr::new(10, 8, 0, 1 + size),
+            false,
+        ))
+    }
+
+    #[test]
+    fn assigns_once_and_remove_frees_address_and_peer_id() {
+        let mut r = registry(2);
+        let (a, b, c) = (
+            addr("192.0.2.1:1"),
+            addr("192.0.2.2:1"),
+            addr("192.0.2.3:1"),
+        );
+        assert_eq!(r.assign_peer(a, None), Err(AssignError::NoClient));
+        r.insert(a, "a").unwrap();
+        assert_eq!(r.insert(a, "again"), Err("again"));
+        r.insert(b, "b").unwrap();
+        r.insert(c, "c").unwrap();
+        let pa = r.assign_peer(a, None).unwrap();
+        assert_eq!(
+            pa,
+            Peer {
+                id: 0,
+                ip: Ipv4Addr::new(10, 8, 0, 2)
+            }
+        );
+        assert_eq!(
+            r.assign_peer(a, None),
+            Ok(pa),
+            "a second call keeps what was given"
+        );
+        let pb = r.assign_peer(b, None).unwrap();
+        assert_eq!(pb.id, 1);
+        assert_eq!(r.assign_peer(c, None), Err(AssignError::PoolExhausted));
+        assert_eq!(r.addr_of_peer(0), Some(a));
+
+        assert_eq!(r.remove(&a), Some(("a", Some(pa))));
+        assert_eq!(r.addr_of_peer(0), None);
+        assert_eq!(r.remove(&a), None);
+        // c now gets a's peer-id and address.
+        assert_eq!(r.assign_peer(c, None), Ok(pa));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn float_moves_everything_but_never_onto_another_client() {
+        let mut r = registry(4);
+        let (a, b, new) = (
+            addr("192.0.2.1:1"),
+            addr("192.0.2.2:1"),
+            addr("198.51.100.7:9"),
+        );
+        r.insert(a, "a").unwrap();
+        r.insert(b, "b").unwrap();
+        let pa = r.assign_peer(a, None).unwrap();
+        let pb = r.assign_peer(b, None).unwrap();
+
+        assert_eq!(r.float(pa.id, b), None, "b's address is taken");
+        assert_eq!(r.get(&b), Some(&"b"));
+        assert_eq!(r.peer(&b), Some(pb));
+        assert_eq!(r.addr_of_peer(pa.id), Some(a));
+
+        assert_eq!(r.float(99, new), None, "no such peer");
+        assert_eq!(r.float(pa.id, new), Some(a));
+        assert_eq!(r.get(&a), None);
+        assert_eq!(r.peer(&a), None);
+        assert_eq!(r.get(&new), Some(&"a"));
+        assert_eq!(r.peer(&new), Some(pa));
+        assert_eq!(r.addr_of_peer(pa.id), Some(new));
+        // Removing at the new address frees what the client had.
+        assert_eq!(r.remove(&new), Some(("a", Some(pa))));
+        assert_eq!(r.addr_of_peer(pa.id), None);
+    }
+}

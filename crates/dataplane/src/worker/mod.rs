@@ -1,0 +1,598 @@
+//! The run-to-completion worker: one thread owns one TUN queue and one UDP
+//! socket and moves batches between them.
+//!
+//! ```text
+//!  TUN queue ──read (GSO split)──► route ─► MSS clamp ─► reserve ids per peer ─► seal in place ─► sendmmsg (UDP GSO runs)
+//!  UDP socket ─recvmmsg (GRO)───► classify byte 0 ─► peer/key ─► open ─► replay ─► ping/OCC/IP ─► TUN write (GRO coalesce)
+//!                                        └─ control opcodes (≤ 2048 B) / OCC, floats ─► two bounded queues (try_send) ─► control plane
+//! ```
+//!
+//! No allocation, lock or system call per packet: buffers are preallocated,
+//! the peer table is read from an `ArcSwap` snapshot once per batch, counters
+//! are added once per batch and peer, and packet ids are reserved as one
+//! contiguous range per batch and peer (`fetch_add`). The batch is sent right
+//! after sealing, so ids leave in order from each worker; two workers sending
+//! to the same peer at the same moment interleave their ranges, which a stock
+//! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
+//! ~64 packets per peer ahead of another worker's — see the crate docs.
+
+mod inbound;
+mod outbound;
+
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
+
+use crate::UpEvent;
+use crate::peers::{Peer, PeerTable, Snapshot};
+use crate::sys::{self, EventFd, Ready};
+use crate::tun::TunQueue;
+use crate::up::UpSenders;
+
+use inbound::Inbound;
+use outbound::Outbound;
+
+/// Header room in front of every TUN packet: a P_DATA_V2 header is sealed in place there.
+pub(crate) const HEAD: usize = DATA_V2_OVERHEAD;
+/// Offset of plaintext in the TUN write buffers (room for the virtio header).
+const OFF: usize = 16;
+/// Packets per TUN batch (several super-packets).
+const TUN_BATCH: usize = 128;
+/// Datagram buffers per `recvmmsg` (each up to 64 KiB with GRO).
+const RX_MSGS: usize = 8;
+/// Decrypted packets gathered before a TUN write.
+const RX_OUT: usize = 128;
+const NO_DEST: u16 = u16::MAX;
+/// Largest IP packet a buffer holds.
+const PKT_MAX: usize = 65_535;
+/// Peers per batch with their own id range; packets for more are dropped.
+const MAX_SLOTS: usize = 64;
+
+/// Counters of the whole data plane (all workers).
+#[derive(Default, Debug)]
+pub struct GlobalCounters {
+    /// Control packets dropped because their queue was full.
+    pub control_dropped: AtomicU64,
+    /// Control-opcode datagrams longer than [`MAX_CONTROL_DATAGRAM`], dropped.
+    pub control_oversized: AtomicU64,
+    /// OCC and float events dropped because their queue was full.
+    pub events_dropped: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub no_route: AtomicU64,
+    pub bad_source: AtomicU64,
+    /// Authenticated packets from a new address that did not move their peer:
+    /// it floated less than a second ago, or another peer owns the address.
+    pub floats_refused: AtomicU64,
+    pub tun_read_errors: AtomicU64,
+    pub tun_write_errors: AtomicU64,
+    pub udp_send_dropped: AtomicU64,
+    /// Packets relayed peer-to-peer (client-to-client) without the TUN.
+    pub relayed: AtomicU64,
+}
+
+/// What all workers share.
+pub(crate) struct Shared {
+    pub peers: PeerTable,
+    pub up: UpSenders,
+    pub counters: Arc<GlobalCounters>,
+    pub client_to_client: bool,
+    pub mss: Option<(u16, u16)>,
+    pub stop: AtomicBool,
+    pub wake: EventFd,
+}
+
+impl Shared {
+    /// Queue `ev` for the control plane: control packets and peer events
+    /// have separate queues, so neither kind can crowd out the other.
+    fn up(&self, ev: UpEvent, control: bool) {
+        let (queue, dropped) = if control {
+            (&self.up.control, &self.counters.control_dropped)
+        } else {
+            (&self.up.events, &self.counters.events_dropped)
+        };
+        if queue.try_send(ev).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    pub index: usize,
+    /// Whether this worker reads its UDP socket (client mode: only worker 0
+    /// reads the shared socket; see `Worker::new`).
+    udp_rx: bool,
+    tun: TunQueue,
+    udp: UdpSocket,
+    sh: Arc<Shared>,
+    ob: Outbound,
+    ib: Inbound,
+}
+
+/// IPv4 header: source and destination address offsets, shortest header.
+const IPV4_SRC: usize = 12;
+const IPV4_DST: usize = 16;
+const IPV4_HEADER_LEN: usize = 20;
+/// IPv6 header: source and destination address offsets, header length.
+const IPV6_SRC: usize = 8;
+const IPV6_DST: usize = 24;
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Source and destination of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpAddrs {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
+}
+
+/// The addresses of an IPv4 or IPv6 packet; `None` for anything else or a runt.
+fn ip_addrs(pkt: &[u8]) -> Option<IpAddrs> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= IPV4_HEADER_LEN => Some(IpAddrs::V4 {
+            src: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_SRC)),
+            dst: Ipv4Addr::from(addr_at::<4>(pkt, IPV4_DST)),
+        }),
+        6 if pkt.len() >= IPV6_HEADER_LEN => Some(IpAddrs::V6 {
+            src: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_SRC)),
+            dst: Ipv6Addr::from(addr_at::<16>(pkt, IPV6_DST)),
+        }),
+        _ => None,
+    }
+}
+
+/// `N` bytes at `at`; the caller checked the length.
+fn addr_at<const N: usize>(pkt: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&pkt[at..at + N]);
+    a
+}
+
+impl IpAddrs {
+    /// The peer that owns the destination address.
+    fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
+        match self {
+            IpAddrs::V4 { dst, .. } => snap.by_ip.get(dst),
+            IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
+        }
+    }
+}
+
+impl Worker {
+    /// `udp_rx: false` for workers that share worker 0's socket (client mode).
+    /// The TUN driver steers a flow's outgoing packets to the queue its last
+    /// incoming packet was written to (automq flow table), so if several
+    /// workers read one socket, flows hop between workers and get reordered;
+    /// with one reader every flow sticks to one worker.
+    pub(crate) fn new(
+        index: usize,
+        tun: TunQueue,
+        udp: UdpSocket,
+        udp_rx: bool,
+        gso: bool,
+        sh: Arc<Shared>,
+    ) -> Self {
+        Worker {
+            index,
+            udp_rx,
+            tun,
+            udp,
+            sh,
+            ob: Outbound::new(gso),
+            ib: Inbound::new(),
+        }
+    }
+
+    /// Run until the data plane stops (`Ok`), or until `poll` fails.
+    pub(crate) fn run(mut self) -> std::io::Result<()> {
+        // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
+        let mut fds = [
+            self.tun.as_raw_fd(),
+            if self.udp_rx {
+                self.udp.as_raw_fd()
+            } else {
+                -1
+            },
+            self.sh.wake.as_raw_fd(),
+        ];
+        let mut ready = [Ready::default(); 3];
+        loop {
+            if self.sh.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match sys::poll(&fds, &[false; 3], 1000, &mut ready) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+            if ready[2].readable {
+                break;
+            }
+            if ready[0].error && !ready[0].readable {
+                // The device went away (or the queue was detached): stop
+                // reading it instead of spinning; control traffic still flows.
+                tracing::error!(
+                    "worker {}: TUN queue failed; no longer reading it",
+                    self.index
+                );
+                fds[0] = -1;
+            }
+            let tun_ok = fds[0] >= 0;
+            // Drain both sides alternately until both are idle, then poll again.
+            for _ in 0..256 {
+                let mut busy = false;
+                if tun_ok {
+                    let n = self.ob.read(&self.tun, &self.sh.counters);
+                    if n > 0 {
+                        self.ob.process(n, &self.udp, &self.sh);
+                        busy = true;
+                    }
+                }
+                if self.udp_rx
+                    && self
+                        .ib
+                        .run(&self.udp, &mut self.tun, &mut self.ob, &self.sh)
+                {
+                    busy = true;
+                }
+                if !busy || self.sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inbound::{Verdict, handle_datagram};
+    use super::outbound::route;
+    use super::*;
+    use crate::up::MAX_CONTROL_DATAGRAM;
+    use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
+    use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
+    use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    fn shared() -> (Arc<Shared>, crate::UpReceiver) {
+        let peers = PeerTable::new();
+        let block = KeyBlock([3; 256]);
+        for (id, addr, ip) in [
+            (1u32, "192.0.2.1:1194", [10, 8, 0, 2]),
+            (0x00FF_FFFF, "192.0.2.2:1194", [10, 8, 0, 3]),
+        ] {
+            peers.upsert_peer(id, addr.parse().unwrap(), Some(Ipv4Addr::from(ip)));
+            peers.install_key(
+                id,
+                0,
+                DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Side::Server),
+            );
+            peers.set_send_key(id, 0);
+        }
+        let (tx, rx) = crate::up::queues(4, 1);
+        let sh = Shared {
+            peers,
+            up: tx,
+            counters: Arc::new(GlobalCounters::default()),
+            client_to_client: true,
+            mss: Some((1400, 1380)),
+            stop: AtomicBool::new(false),
+            wake: EventFd::new().unwrap(),
+        };
+        (Arc::new(sh), rx)
+    }
+
+    /// Seal `payload` as the client side would (same key block, client slots).
+    fn client_packet(peer_id: u32, id: u32, payload: &[u8]) -> Vec<u8> {
+        let k = DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock([3; 256]), Side::Client);
+        let mut buf = vec![0u8; HEAD + payload.len()];
+        buf[HEAD..].copy_from_slice(payload);
+        if peer_id == 0x00FF_FFFF {
+            k.seal
+                .seal_v1(0, id, &mut buf[HEAD - DATA_V1_OVERHEAD..])
+                .unwrap();
+            buf.drain(..HEAD - DATA_V1_OVERHEAD);
+        } else {
+            k.seal.seal_v2(0, peer_id, id, &mut buf).unwrap();
+        }
+        buf
+    }
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[3] = 28;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn classify_data_ping_occ_control_replay_and_relay() {
+        let (sh, rx) = shared();
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let v1src: SocketAddr = "192.0.2.2:1194".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let w = client_packet(1, 1, &pkt);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(&out[OFF..OFF + 28], &pkt[..]);
+        // Replay.
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.peers.peer_stats(1).unwrap().replay_drops, 1);
+        // Spoofed inner source.
+        let w = client_packet(1, 2, &ipv4([10, 8, 0, 9], [10, 8, 0, 1]));
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.counters.bad_source.load(Ordering::Relaxed), 1);
+        // Client-to-client relay to the V1 peer.
+        let w = client_packet(1, 3, &ipv4([10, 8, 0, 2], [10, 8, 0, 3]));
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Relay(28)
+        ));
+        // DATA_V1 from the V1 peer's address.
+        let w = client_packet(0x00FF_FFFF, 1, &ipv4([10, 8, 0, 3], [10, 8, 0, 1]));
+        assert!(matches!(
+            handle_datagram(&w, v1src, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Deliver(28)
+        ));
+        // DATA_V1 from an unknown address.
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        // Ping: liveness only.
+        let w = client_packet(1, 4, &PING_PAYLOAD);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        // OCC goes up.
+        let mut occ = OCC_MAGIC.to_vec();
+        occ.push(6);
+        let w = client_packet(1, 5, &occ);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Occ {
+                peer_id: 1,
+                payload: occ
+            }
+        );
+        // Tampered packet.
+        let mut w = client_packet(1, 6, &pkt);
+        let last = w.len() - 1;
+        w[last] ^= 1;
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        assert_eq!(sh.peers.peer_stats(1).unwrap().auth_failures, 1);
+        // Float: valid packet from a new address.
+        let b: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let w = client_packet(1, 7, &pkt);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Float {
+                peer_id: 1,
+                new_remote: b
+            }
+        );
+        assert_eq!(**sh.peers.load().by_id[&1].remote.load(), b);
+        // Control opcode goes up unparsed; when the queue is full it is dropped and counted.
+        for _ in 0..6 {
+            handle_datagram(&[0x38, 1, 2], a, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            UpEvent::Control {
+                from: a,
+                packet: vec![0x38, 1, 2]
+            }
+        );
+        assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 2);
+        // IPv6: dropped from a peer without an IPv6 address, relayed once routes exist.
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[6] = 59;
+        v6[8..24].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6[24..40].copy_from_slice(&"fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let w = client_packet(1, 8, &v6);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        sh.peers.set_peer_ipv6(1, Some("fd00::2".parse().unwrap()));
+        sh.peers
+            .set_peer_ipv6(0x00FF_FFFF, Some("fd00::3".parse().unwrap()));
+        let snap = sh.peers.load();
+        let w = client_packet(1, 9, &v6);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Relay(40)
+        ));
+        assert_eq!(route(&snap, &v6).map(|p| p.peer_id), Some(0x00FF_FFFF));
+        // Stats accumulate per batch.
+        // Every authenticated, fresh packet counts (the spoofed one too).
+        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 9);
+    }
+
+    /// Audit M2: one client alternating between a free address and another
+    /// peer's address, 10 000 times among 1000 peers, moves once.
+    #[test]
+    fn float_storm_moves_once_and_never_onto_another_peers_address() {
+        let (sh, rx) = shared();
+        let block = KeyBlock([3; 256]);
+        for id in 2..1000u32 {
+            let addr = SocketAddr::from(([198, 18, (id >> 8) as u8, id as u8], 1194));
+            sh.peers
+                .upsert_peer(id, addr, Some(Ipv4Addr::from(0x0a09_0000 + id)));
+            sh.peers.install_key(
+                id,
+                0,
+                DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Side::Server),
+            );
+        }
+        let taken: SocketAddr = "198.18.0.2:1194".parse().unwrap();
+        let free: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let before = sh.peers.generation();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let mut delivered = 0;
+        for i in 0..10_000u32 {
+            let src = if i % 2 == 0 { free } else { taken };
+            let w = client_packet(1, i + 1, &pkt);
+            let snap = sh.peers.load();
+            // 10 µs apart: the whole storm lasts 0.1 s.
+            let now = 1_000_000_000 + u64::from(i) * 10_000;
+            if let Verdict::Deliver(_) =
+                handle_datagram(&w, src, &mut out, &snap, &sh, &mut acc, now)
+            {
+                delivered += 1;
+            }
+        }
+        let republished = sh.peers.generation() - before;
+        assert!(
+            republished <= 2,
+            "{republished} snapshots for one floating peer"
+        );
+        let snap = sh.peers.load();
+        assert_eq!(snap.by_addr[&taken].peer_id, 2, "peer 2 lost its address");
+        assert_eq!(snap.by_addr[&free].peer_id, 1);
+        assert_eq!(**snap.by_id[&1].remote.load(), free);
+        // Packets from the other peer's address are dropped, the rest delivered.
+        assert_eq!(delivered, 5_000);
+        let floats: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|e| matches!(e, UpEvent::Float { .. }))
+            .collect();
+        assert_eq!(
+            floats,
+            vec![UpEvent::Float {
+                peer_id: 1,
+                new_remote: free
+            }]
+        );
+        assert_eq!(sh.counters.floats_refused.load(Ordering::Relaxed), 5_000);
+    }
+
+    /// Floats between two free addresses: one per FLOAT_INTERVAL.
+    #[test]
+    fn floats_are_rate_limited_per_peer() {
+        let (sh, _rx) = shared();
+        let (x, y): (SocketAddr, SocketAddr) = (
+            "203.0.113.1:1000".parse().unwrap(),
+            "203.0.113.2:2000".parse().unwrap(),
+        );
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let start = 5_000_000_000u64;
+        let second = crate::peers::FLOAT_INTERVAL.as_nanos() as u64;
+        for (id, src, now) in [
+            (1, x, start),
+            (2, y, start + 1),
+            (3, x, start + 2),
+            (4, y, start + second),
+        ] {
+            let snap = sh.peers.load();
+            let w = client_packet(1, id, &pkt);
+            assert!(matches!(
+                handle_datagram(&w, src, &mut out, &snap, &sh, &mut acc, now),
+                Verdict::Deliver(28)
+            ));
+        }
+        assert_eq!(**sh.peers.load().by_id[&1].remote.load(), y);
+        // The packet from y at start + 1 could not move the peer; the one from
+        // x at start + 2 came from where the peer already was.
+        assert_eq!(sh.counters.floats_refused.load(Ordering::Relaxed), 1);
+    }
+
+    /// Audit M4: oversized control datagrams never go up, and a flood of
+    /// one kind of event does not push out the other.
+    #[test]
+    fn control_and_peer_events_have_their_own_bounded_queues() {
+        let (sh, rx) = shared();
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let junk_from: SocketAddr = "198.51.100.1:999".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        // 9000 bytes of HARD_RESET_CLIENT_V2 (opcode 7): dropped at once.
+        let mut big = vec![0u8; 9000];
+        big[0] = 7 << 3;
+        handle_datagram(&big, junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(rx.try_recv(), Err(crate::UpRecvError::Timeout));
+        assert_eq!(sh.counters.control_oversized.load(Ordering::Relaxed), 1);
+        // The largest control packet OpenVPN may send (2048-byte IP datagram) goes up.
+        let mut max = vec![0u8; MAX_CONTROL_DATAGRAM];
+        max[0] = 7 << 3;
+        handle_datagram(&max, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert!(
+            matches!(rx.try_recv(), Ok(UpEvent::Control { packet, .. }) if packet.len() == MAX_CONTROL_DATAGRAM)
+        );
+        // A control flood fills its queue; the OCC message after it still goes up.
+        for _ in 0..100 {
+            handle_datagram(&[0x38, 1, 2], junk_from, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        let mut occ = OCC_MAGIC.to_vec();
+        occ.push(6);
+        let w = client_packet(1, 1, &occ);
+        handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.control_dropped.load(Ordering::Relaxed), 96);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got.len(), 5);
+        assert!(got.contains(&UpEvent::Occ {
+            peer_id: 1,
+            payload: occ.clone()
+        }));
+        // And the other way round: an OCC flood does not drop a control packet.
+        for id in 2..100 {
+            let w = client_packet(1, id, &occ);
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+        }
+        handle_datagram(&[0x38, 7, 7], a, &mut out, &snap, &sh, &mut acc, 1);
+        assert_eq!(sh.counters.events_dropped.load(Ordering::Relaxed), 94);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(got.contains(&UpEvent::Control {
+            from: a,
+            packet: vec![0x38, 7, 7]
+        }));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200), op in 0u8..16, key in 0u8..8) {
+            let (sh, _rx) = shared();
+            let snap = sh.peers.load();
+            let mut out = Vec::new();
+            let mut acc = Vec::new();
+            let mut d = data;
+            if let Some(b) = d.first_mut() { *b = (op << 3) | key; }
+            if d.len() >= 4 && op == 9 { d[1] = 0; d[2] = 0; d[3] = 1; }
+            let _ = handle_datagram(&d, "192.0.2.2:1194".parse().unwrap(), &mut out, &snap, &sh, &mut acc, 1);
+        }
+    }
+}

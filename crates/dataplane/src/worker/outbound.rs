@@ -1,0 +1,302 @@
+//! TUN → UDP: read a batch, route, clamp MSS, reserve packet ids per peer,
+//! seal in place, send as UDP GSO runs.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+
+use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ip_addrs};
+use crate::mss;
+use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
+use crate::sys::TxMsg;
+use crate::tun::{RawFrame, TunQueue};
+use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Sender};
+
+/// One peer's share of an outbound batch.
+struct Slot {
+    peer: Arc<Peer>,
+    dst: SocketAddr,
+    key: Option<Arc<KeyState>>,
+    count: u32,
+    next_id: u32,
+    sent: u64,
+    bytes: u64,
+    drops: u64,
+}
+
+/// TUN → UDP: read, route, seal, send.
+pub(crate) struct Outbound {
+    raw: RawFrame,
+    pub(super) bufs: Vec<Vec<u8>>,
+    pub(super) sizes: Vec<usize>,
+    dest: Vec<u16>,
+    wire: Vec<(usize, usize)>,
+    order: Vec<usize>,
+    slots: Vec<Slot>,
+    msgs: Vec<TxMsg>,
+    sender: Sender,
+}
+
+pub(super) fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
+    if let Some(p) = &snap.client_default {
+        return Some(p);
+    }
+    ip_addrs(pkt)?.dst_peer(snap)
+}
+
+impl Outbound {
+    pub(super) fn new(gso: bool) -> Self {
+        Outbound {
+            raw: RawFrame::default(),
+            bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX]).collect(),
+            sizes: vec![0; TUN_BATCH],
+            dest: vec![NO_DEST; TUN_BATCH],
+            wire: vec![(0, 0); TUN_BATCH],
+            order: Vec::with_capacity(TUN_BATCH),
+            slots: Vec::with_capacity(MAX_SLOTS),
+            msgs: Vec::with_capacity(TUN_BATCH),
+            sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
+        }
+    }
+
+    /// Read one TUN batch; returns the packet count.
+    pub(super) fn read(&mut self, tun: &TunQueue, counters: &GlobalCounters) -> usize {
+        let (n, errors) = tun.read_batch(&mut self.raw, &mut self.bufs, &mut self.sizes, HEAD);
+        if errors > 0 {
+            counters
+                .tun_read_errors
+                .fetch_add(errors, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
+    pub(super) fn process(&mut self, n: usize, udp: &UdpSocket, sh: &Shared) {
+        let snap = sh.peers.load();
+        self.slots.clear();
+        for i in 0..n {
+            let len = self.sizes[i];
+            let pkt = &mut self.bufs[i][HEAD..HEAD + len];
+            if let Some((m4, m6)) = sh.mss {
+                mss::clamp(pkt, m4, m6);
+            }
+            self.dest[i] = NO_DEST;
+            let Some(peer) = route(&snap, pkt) else {
+                sh.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let slot = match self.slots.iter().position(|s| Arc::ptr_eq(&s.peer, peer)) {
+                Some(s) => s,
+                None if self.slots.len() < MAX_SLOTS => {
+                    self.slots.push(Slot {
+                        peer: peer.clone(),
+                        dst: **peer.remote.load(),
+                        key: None,
+                        count: 0,
+                        next_id: 0,
+                        sent: 0,
+                        bytes: 0,
+                        drops: 0,
+                    });
+                    self.slots.len() - 1
+                }
+                None => continue,
+            };
+            self.slots[slot].count += 1;
+            self.dest[i] = slot as u16;
+        }
+        drop(snap);
+        // One contiguous id range per peer for this batch.
+        for s in &mut self.slots {
+            let ks = s.peer.keys.load();
+            if let Some(k) = ks.send_key() {
+                let (start, reneg) = k.reserve_ids(s.count);
+                if reneg {
+                    s.peer.needs_renegotiation.store(true, Ordering::Relaxed);
+                }
+                if let Some(start) = start {
+                    s.next_id = start;
+                    s.key = Some(k.clone());
+                }
+            }
+        }
+        self.order.clear();
+        self.msgs.clear();
+        let mut runs = GsoRuns::default();
+        for i in 0..n {
+            let d = self.dest[i];
+            if d == NO_DEST {
+                continue;
+            }
+            let s = &mut self.slots[usize::from(d)];
+            let Some(k) = &s.key else {
+                s.drops += 1;
+                continue;
+            };
+            let len = self.sizes[i];
+            let id = s.next_id;
+            s.next_id = s.next_id.wrapping_add(1);
+            let buf = &mut self.bufs[i];
+            let (start, res) = if s.peer.uses_v1() {
+                let st = HEAD - DATA_V1_OVERHEAD;
+                (
+                    st,
+                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..HEAD + len]),
+                )
+            } else {
+                (
+                    0,
+                    k.keys
+                        .seal
+                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[..HEAD + len]),
+                )
+            };
+            if res.is_err() {
+                s.drops += 1;
+                continue;
+            }
+            let wire_len = HEAD + len - start;
+            self.wire[i] = (start, wire_len);
+            s.sent += 1;
+            s.bytes += len as u64;
+            runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
+            self.order.push(i);
+        }
+        if !self.msgs.is_empty() {
+            let bufs = &self.bufs;
+            let order = &self.order;
+            let wire = &self.wire;
+            let get = |j: usize| -> &[u8] {
+                let i = order[j];
+                let (st, l) = wire[i];
+                &bufs[i][st..st + l]
+            };
+            let before = self.sender.dropped;
+            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
+            let lost = self.sender.dropped - before;
+            if lost > 0 {
+                sh.counters
+                    .udp_send_dropped
+                    .fetch_add(lost, Ordering::Relaxed);
+            }
+        }
+        let now = now_nanos();
+        for s in self.slots.drain(..) {
+            let c = &s.peer.counters;
+            if s.sent > 0 {
+                c.tx_packets.fetch_add(s.sent, Ordering::Relaxed);
+                c.tx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+                c.last_tx.store(now, Ordering::Relaxed);
+            }
+            if s.drops > 0 {
+                c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Plans the `sendmmsg` messages of a batch from its sealed datagrams, in
+/// send order: consecutive datagrams to one peer share a `UDP_SEGMENT` run
+/// while each is exactly the run's segment size. A shorter one is the run's
+/// last (the kernel lets only the last segment be short); a longer one, a
+/// peer change, `GSO_MAX_SEGMENTS` or `GSO_MAX_BYTES` start a new message.
+#[derive(Default)]
+pub(super) struct GsoRuns {
+    /// The last message may take more segments.
+    open: bool,
+    /// Peer slot of the last message.
+    slot: u16,
+}
+
+impl GsoRuns {
+    /// Add datagram `index` (`len` bytes for `slot`, whose address is `dst`) to `msgs`.
+    pub(super) fn push(
+        &mut self,
+        msgs: &mut Vec<TxMsg>,
+        index: usize,
+        slot: u16,
+        dst: SocketAddr,
+        len: usize,
+    ) {
+        if let Some(m) = msgs.last_mut()
+            && self.open
+            && self.slot == slot
+            && len <= m.seg
+            && m.count < GSO_MAX_SEGMENTS
+            && (m.count + 1) * m.seg <= GSO_MAX_BYTES
+        {
+            m.count += 1;
+            self.open = len == m.seg;
+            return;
+        }
+        msgs.push(TxMsg {
+            dst,
+            first: index,
+            count: 1,
+            seg: len,
+        });
+        self.open = true;
+        self.slot = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (count, seg) of each message for datagrams given as (slot, len).
+    fn plan(datagrams: &[(u16, usize)]) -> Vec<(usize, usize)> {
+        let dst: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut runs = GsoRuns::default();
+        let mut msgs = Vec::new();
+        for (i, &(slot, len)) in datagrams.iter().enumerate() {
+            runs.push(&mut msgs, i, slot, dst, len);
+        }
+        let mut first = 0;
+        for m in &msgs {
+            assert_eq!(m.first, first, "messages cover the datagrams in order");
+            first += m.count;
+        }
+        assert_eq!(first, datagrams.len());
+        msgs.iter().map(|m| (m.count, m.seg)).collect()
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_peer_share_a_run() {
+        assert_eq!(plan(&[(0, 1000); 5]), vec![(5, 1000)]);
+        assert_eq!(plan(&[]), vec![]);
+    }
+
+    #[test]
+    fn a_short_datagram_ends_the_run_and_a_longer_one_starts_another() {
+        let p = plan(&[
+            (0, 1000),
+            (0, 1000),
+            (0, 300),
+            (0, 1000),
+            (0, 500),
+            (0, 900),
+        ]);
+        assert_eq!(p, vec![(3, 1000), (2, 1000), (1, 900)]);
+    }
+
+    #[test]
+    fn another_peer_starts_a_new_message() {
+        let p = plan(&[(0, 1000), (1, 1000), (1, 1000), (0, 1000)]);
+        assert_eq!(p, vec![(1, 1000), (2, 1000), (1, 1000)]);
+    }
+
+    #[test]
+    fn runs_stop_at_the_segment_and_byte_limits() {
+        // 64 segments at most.
+        assert_eq!(plan(&[(0, 100); 100]), vec![(64, 100), (36, 100)]);
+        // 65 507 bytes at most: 46 × 1400 fits, 47 × 1400 does not.
+        assert_eq!(
+            plan(&[(0, 1400); 100]),
+            vec![(46, 1400), (46, 1400), (8, 1400)]
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! `user` / `group`: ferrovpn gives up root once set up, and keeps working
+//! as `nobody` — a server with stock clients (traffic, renegotiation,
+//! reconnects, status file, CRL), a client across server restarts (routes
+//! re-applied) — and refuses at start what it could not do unprivileged.
+//!
+//! Needs root, `openvpn`, `ip`, `ping`, `ss` and the users `nobody` and
+//! group `nogroup` (Debian); fails loudly without them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::{
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping", "ss", "kill"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+const SERVER_TUN: &str = "10.8.0.1";
+const SERVER_UNDERLAY: &str = "10.204.0.1";
+/// `nobody` and `nogroup` on Debian.
+const NOBODY: &str = "65534";
+
+/// Two namespaces joined by veth, a PKI, and a scratch directory that
+/// `nobody` may enter (its `run/` subdirectory is `nobody`'s, for files
+/// written after the switch). Processes are locals declared after this.
+struct Net {
+    _veth: VethPair,
+    client_ns: Netns,
+    server_ns: Netns,
+    pki: Pki,
+    dir: TestDir,
+}
+
+fn setup(tag: &str) -> Net {
+    require_root_and_tools(TOOLS);
+    let dir = TestDir::new(tag).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    let out = std::process::Command::new("chown")
+        .args(["nobody:nogroup"])
+        .arg(&run)
+        .output()
+        .expect("running chown");
+    assert!(out.status.success(), "chown nobody:nogroup: {out:?}");
+    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
+    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
+    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
+    let veth = VethPair::new(
+        &server_ns,
+        &format!("{SERVER_UNDERLAY}/24"),
+        &client_ns,
+        "10.204.0.2/24",
+    )
+    .unwrap();
+    ping(&client_ns, SERVER_UNDERLAY, 1, Duration::from_secs(5)).unwrap();
+    Net {
+        _veth: veth,
+        client_ns,
+        server_ns,
+        pki,
+        dir,
+    }
+}
+
+impl Net {
+    fn confs(&self, server_dev: &str, client_dev: &str) -> (ServerConf, ClientConf) {
+        let key = self.dir.join("tc.key");
+        ferrovpn_testkit::write_static_key(&key).unwrap();
+        let wrap = Wrap::TlsCrypt(Material::File(key));
+        (
+            ServerConf::new(&self.pki, server_dev, wrap.clone(), Cipher::Aes256Gcm),
+            ClientConf::new(
+                &self.pki,
+                &self.pki.clients[0],
+                SERVER_UNDERLAY,
+                client_dev,
+                wrap,
+                Cipher::Aes256Gcm,
+            ),
+        )
+    }
+
+    fn spawn(&self, ns: &Netns, name: &str, prog: &str, text: &str) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, text).unwrap();
+        Proc::spawn_in(
+            ns,
+            name,
+            self.dir.path(),
+            prog,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap()
+    }
+}
+
+/// A `/proc/<pid>/status` field, e.g. `Uid` -> "65534\t65534\t65534\t65534".
+fn proc_status(pid: u32, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Wait until `p` runs as nobody:nogroup, then check what it kept.
+fn assert_runs_as_nobody(p: &Proc, cap_eff: &str) {
+    let all_nobody = |field: &str| {
+        proc_status(p.pid(), field)
+            .split_whitespace()
+            .all(|id| id == NOBODY)
+    };
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || all_nobody(
+            "Uid"
+        )),
+        "{} still runs as Uid {}:\n{}",
+        p.name(),
+        proc_status(p.pid(), "Uid"),
+        p.log()
+    );
+    assert!(all_nobody("Gid"), "Gid {}", proc_status(p.pid(), "Gid"));
+    assert_eq!(proc_status(p.pid(), "Groups"), NOBODY);
+    assert_eq!(proc_status(p.pid(), "NoNewPrivs"), "1");
+    assert_eq!(proc_status(p.pid(), "CapEff"), cap_eff);
+    assert_eq!(proc_status(p.pid(), "CapPrm"), cap_eff);
+    // Every thread (the data-plane workers too) switched, not just the caller.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", p.pid())).unwrap();
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|id| id == NOBODY),
+            "a thread kept {uid}"
+        );
+    }
+}
+
+fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(50), || {
+        p.log().lines().filter(|l| l.contains(pat)).count() >= n
+    })
+}
+
+fn logs(a: &Proc, b: &Proc) -> String {
+    format!(
+        "--- {}:\n{}\n--- {}:\n{}",
+        a.name(),
+        a.log_tail(40),
+        b.name(),
+        b.log_tail(40)
+    )
+}
+
+#[test]
+fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
+    let net = setup("pv-srv");
+    let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
+    let status = net.dir.join("run/status.log");
+    let crl = net.dir.join("crl.pem");
+    std::fs::copy(&net.pki.crl_empty, &crl).unwrap();
+    sc.reneg_sec = Some(4);
+    sc.extra.extend([
+        "user nobody".to_string(),
+        "group nogroup".to_string(),
+        format!("status {} 1", status.display()),
+        format!("crl-verify {}", crl.display()),
+    ]);
+    let mut server = net.spawn(
+        &net.server_ns,
+        "ferrovpn-server",
+        FERROVPN,
+        &openvpn_server_conf(&sc),
+    );
+    server
+        .wait_for_log_line("server listening", CONNECT_TIMEOUT)
+        .unwrap();
+    // A server re-applies nothing after start: it keeps no capability.
+    assert_runs_as_nobody(&server, "0000000000000000");
+
+    let mut client = net.spawn(
+        &net.client_ns,
+        "openvpn-client",
+        "openvpn",
+        &openvpn_client_conf(&cc),
+    );
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    // reneg-sec 4: a new key comes up and traffic follows it.
+    assert!(
+        wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(20)),
+        "no renegotiation\n{}",
+        logs(&client, &server)
+    );
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    // The status file is still written, by nobody.
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
+            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
+        }),
+        "status file without client1\n{}",
+        server.log()
+    );
+    // The client reconnects (a fresh TLS session, CRL checked again).
+    drop(client);
+    let mut client = net.spawn(
+        &net.client_ns,
+        "openvpn-client-2",
+        "openvpn",
+        &openvpn_client_conf(&cc),
+    );
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    // A CRL replaced after the switch is read by nobody and enforced:
+    // crl-revoking.pem revokes the last client.
+    drop(client);
+    let tmp = net.dir.join("crl.pem.new");
+    std::fs::copy(&net.pki.crl_revoking, &tmp).unwrap();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let revoked = net.pki.clients.last().unwrap().clone();
+    let mut cc3 = cc.clone();
+    cc3.cert = Material::File(revoked.cert);
+    cc3.key = Material::File(revoked.key);
+    let client = net.spawn(
+        &net.client_ns,
+        "openvpn-client-revoked",
+        "openvpn",
+        &openvpn_client_conf(&cc3),
+    );
+    assert!(
+        wait_for_count(&server, "crl-verify: reloaded", 1, CONNECT_TIMEOUT)
+            && wait_for_count(&server, "Revoked", 1, CONNECT_TIMEOUT),
+        "{}",
+        logs(&client, &server)
+    );
+    assert!(!client.log().contains(UP), "{}", logs(&client, &server));
+    assert!(server.try_exit().is_none(), "{}", server.log());
+}
+
+#[test]
+fn client_as_nobody_reapplies_routes_after_a_server_restart() {
+    let net = setup("pv-cli");
+    let (mut sc, mut cc) = net.confs("fvtun-s", "fvtun-c");
+    // Pushed as "ping 1,ping-restart 4": the client notices a dead server
+    // and reconnects over the same data plane. (With explicit-exit-notify
+    // it would open a new tun device, which needs /dev/net/tun to be
+    // writable by nobody: 0666 on Debian, 0600 on some test machines.)
+    sc.keepalive = Some((1, 4));
+    sc.push = vec!["route 10.99.0.0 255.255.255.0".into()];
+    cc.extra.extend([
+        "user nobody".to_string(),
+        "group nogroup".to_string(),
+        "connect-retry 1 2".to_string(),
+    ]);
+    let server_text = openvpn_server_conf(&sc);
+    let mut server = net.spawn(&net.server_ns, "openvpn-server", "openvpn", &server_text);
+    server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let mut client = net.spawn(
+        &net.client_ns,
+        "ferrovpn-client",
+        FERROVPN,
+        &openvpn_client_conf(&cc),
+    );
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    // A client keeps CAP_NET_ADMIN (bit 12), for routes on reconnect.
+    assert_runs_as_nobody(&client, "0000000000001000");
+    assert_eq!(proc_status(client.pid(), "CapAmb"), "0000000000001000");
+    assert_tunnel_route(&net);
+
+    // The server goes away (without telling the client) and comes back:
+    // the client, as nobody, sets the address and the pushed route up again.
+    server.stop(Duration::from_secs(15));
+    drop(server);
+    let mut server = net.spawn(&net.server_ns, "openvpn-server-2", "openvpn", &server_text);
+    server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    assert!(
+        wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
+        "client did not reconnect:\n{}",
+        logs(&client, &server)
+    );
+    assert_runs_as_nobody(&client, "0000000000001000");
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    assert_tunnel_route(&net);
+    assert!(
+        !client.log().contains("Operation not permitted"),
+        "{}",
+        logs(&client, &server)
+    );
+}
+
+/// The pushed route goes into the tunnel.
+fn assert_tunnel_route(net: &Net) {
+    let r = net
+        .client_ns
+        .exec(&["ip", "route", "get", "10.99.0.7"])
+        .unwrap();
+    assert!(r.contains("fvtun-c"), "{r}");
+}
+
+#[test]
+fn status_directory_nobody_cannot_write_is_refused_at_start() {
+    let net = setup("pv-ref");
+    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
+    // Root's directory: OpenVPN writes through a file it opened as root,
+    // ferrovpn replaces the file, so it must be able to write the directory.
+    let status = net.dir.join("status.log");
+    sc.extra.extend([
+        "user nobody".to_string(),
+        "group nogroup".to_string(),
+        format!("status {} 1", status.display()),
+    ]);
+    let text = openvpn_server_conf(&sc);
+    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
+    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
+            .try_exit()
+            .is_some()),
+        "{}",
+        server.log()
+    );
+    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
+    let expected = format!(
+        "ferrovpn: {}:{line}: 'status {}': directory {} is not writable by user nobody",
+        conf.display(),
+        status.display(),
+        dir_of(&status).display()
+    );
+    assert!(server.log().contains(&expected), "{}", server.log());
+}
+
+fn dir_of(p: &Path) -> &Path {
+    p.parent().unwrap()
+}

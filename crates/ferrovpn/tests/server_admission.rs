@@ -1,0 +1,411 @@
+//! Who gets a session on a ferrovpn server, and who keeps one: half-open
+//! sessions, `connect-freq-initial`, and revocation of connected clients.
+//! Real parts: ferrovpn as the server in a network namespace, Debian's
+//! stock OpenVPN 2.6 as the client, hostile peers speaking the real wire
+//! protocol from their own namespace.
+//!
+//! Needs root, `openvpn`, `ip`, `ping` and `/dev/net/tun`; every test fails
+//! loudly without them. Every wait has a deadline.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ferrovpn_proto::data::Side;
+use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
+use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+use ferrovpn_testkit::pki::{CertKey, Pki, PkiOptions};
+use ferrovpn_testkit::{
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
+    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+const LISTENING: &str = "server listening";
+const SERVER_TUN: &str = "10.8.0.1";
+const SERVER_DEV: &str = "fvtun-s";
+const PORT: u16 = 1194;
+
+/// A server namespace and `n` peer namespaces, peer `i` joined to the
+/// server by veth `10.211.<i+1>.1/24 (server) <-> 10.211.<i+1>.2/24`.
+/// Processes are locals declared after this, so they are killed before the
+/// namespaces go.
+struct Lab {
+    _veths: Vec<VethPair>,
+    peers: Vec<Netns>,
+    server_ns: Netns,
+    pki: Pki,
+    dir: TestDir,
+}
+
+fn lab(tag: &str, n: usize) -> Lab {
+    require_root_and_tools(TOOLS);
+    let dir = TestDir::new(tag).unwrap();
+    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
+    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
+    let mut peers = Vec::new();
+    let mut veths = Vec::new();
+    for i in 0..n {
+        let ns = Netns::unique(&format!("{tag}-p{i}")).unwrap();
+        let v = VethPair::new(
+            &server_ns,
+            &format!("10.211.{}.1/24", i + 1),
+            &ns,
+            &format!("10.211.{}.2/24", i + 1),
+        )
+        .unwrap();
+        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
+        peers.push(ns);
+        veths.push(v);
+    }
+    Lab {
+        _veths: veths,
+        peers,
+        server_ns,
+        pki,
+        dir,
+    }
+}
+
+fn server_underlay(i: usize) -> String {
+    format!("10.211.{}.1", i + 1)
+}
+
+fn server_addr(i: usize) -> SocketAddr {
+    format!("{}:{PORT}", server_underlay(i)).parse().unwrap()
+}
+
+impl Lab {
+    fn static_key(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        ferrovpn_testkit::write_static_key(&path).unwrap();
+        path
+    }
+
+    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
+        let conf = self.dir.join("server.conf");
+        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
+        let mut p = Proc::spawn_in(
+            &self.server_ns,
+            "ferrovpn-server",
+            self.dir.path(),
+            FERROVPN,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap();
+        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
+        p
+    }
+
+    fn client_conf(&self, i: usize, who: &CertKey, dev: &str, wrap: Wrap) -> ClientConf {
+        ClientConf::new(
+            &self.pki,
+            who,
+            &server_underlay(i),
+            dev,
+            wrap,
+            Cipher::Aes256Gcm,
+        )
+    }
+
+    fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
+        Proc::spawn_in(
+            &self.peers[i],
+            name,
+            self.dir.path(),
+            "openvpn",
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap()
+    }
+}
+
+fn count(log: &str, pat: &str) -> usize {
+    log.lines().filter(|l| l.contains(pat)).count()
+}
+
+fn logs(client: &Proc, server: &Proc) -> String {
+    format!(
+        "--- {} ---\n{}\n--- {} ---\n{}",
+        client.name(),
+        client.log_tail(40),
+        server.name(),
+        server.log_tail(60)
+    )
+}
+
+/// Run `f` on a thread inside `ns`.
+fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
+    let path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            ferrovpn_dataplane::enter_netns(&path)
+                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// A client's view of the control wrap: plain, or tls-crypt with `key`.
+fn client_wrap(key: Option<&std::path::Path>) -> ControlWrap {
+    match key {
+        None => ControlWrap::None,
+        Some(k) => {
+            let key = StaticKey::parse(&std::fs::read_to_string(k).unwrap()).unwrap();
+            ControlWrap::tls_crypt(&key, Side::Client)
+        }
+    }
+}
+
+fn wrapped(wrap: &ControlWrap, pkt: &ControlPacket, replay_id: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let replay = ReplayId {
+        id: replay_id,
+        time: unix_now(),
+    };
+    wrap.wrap(pkt, replay, &mut out);
+    out
+}
+
+fn client_reset(sid: SessionId) -> ControlPacket {
+    ControlPacket {
+        opcode: Opcode::HardResetClientV2,
+        key_id: 0,
+        session_id: sid,
+        acks: Vec::new(),
+        remote_session_id: None,
+        message_id: Some(0),
+        payload: Vec::new(),
+    }
+}
+
+/// An attacker that completes `n` stateless handshakes, each from its own
+/// source port: reset, read the server's cookie, echo it in an ACK_V1,
+/// then never say anything again (a half-open session on the server).
+/// Returns how many cookies it got.
+fn half_open_flood(ns: &Netns, to: SocketAddr, wrap: &ControlWrap, n: u32) -> u32 {
+    in_netns(ns, || {
+        let mut cookies = 0;
+        for i in 0..n {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut sid = [0xa0; 8];
+            sid[4..].copy_from_slice(&(i + 1).to_be_bytes());
+            let sid = SessionId(sid);
+            s.send_to(&wrapped(wrap, &client_reset(sid), 1), to)
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            let Ok((len, _)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok((reply, _)) = wrap.unwrap(&buf[..len]) else {
+                continue;
+            };
+            if reply.opcode != Opcode::HardResetServerV2 || reply.remote_session_id != Some(sid) {
+                continue;
+            }
+            cookies += 1;
+            let ack = ControlPacket {
+                opcode: Opcode::AckV1,
+                key_id: 0,
+                session_id: sid,
+                acks: vec![0],
+                remote_session_id: Some(reply.session_id),
+                message_id: None,
+                payload: Vec::new(),
+            };
+            s.send_to(&wrapped(wrap, &ack, 2), to).unwrap();
+        }
+        cookies
+    })
+}
+
+/// Audit M3: with `max-clients 4`, an attacker holding 50 half-open
+/// sessions (no certificate) must not keep a real client out.
+fn half_open_sessions_do_not_lock_out_clients(tag: &str, tls_crypt: bool) {
+    let lab = lab(tag, 2);
+    let key = tls_crypt.then(|| lab.static_key("tc.key"));
+    let wrap = match &key {
+        Some(k) => Wrap::TlsCrypt(Material::File(k.clone())),
+        None => Wrap::None,
+    };
+    let mut sc = ServerConf::new(&lab.pki, SERVER_DEV, wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push("max-clients 4".into());
+    let mut server = lab.ferrovpn_server(&sc);
+
+    let cookies = half_open_flood(
+        &lab.peers[0],
+        server_addr(0),
+        &client_wrap(key.as_deref()),
+        50,
+    );
+    assert_eq!(
+        cookies,
+        50,
+        "every reset got its cookie\n{}",
+        server.log_tail(40)
+    );
+    let started = Instant::now();
+    let cc = lab.client_conf(1, &lab.pki.clients[0], "fvtun-c", wrap);
+    let mut client = lab.stock_client(1, "openvpn-client", &cc);
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    eprintln!(
+        "{tag}: client up {:?} after 50 half-open sessions",
+        started.elapsed()
+    );
+    let p = ping(&lab.peers[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let slog = server.log();
+    // The attacker's address holds 8 half-open sessions, not 50.
+    let attacker_sessions = slog
+        .lines()
+        .filter(|l| l.contains("10.211.1.2:") && l.ends_with(": new session"))
+        .count();
+    assert_eq!(attacker_sessions, 8, "{slog}");
+    assert!(count(&slog, "(the limit per address)") >= 1, "{slog}");
+    assert!(server.try_exit().is_none());
+}
+
+#[test]
+fn half_open_sessions_do_not_lock_out_clients_without_wrapping() {
+    half_open_sessions_do_not_lock_out_clients("adm-ho", false);
+}
+
+#[test]
+fn half_open_sessions_do_not_lock_out_clients_with_tls_crypt() {
+    half_open_sessions_do_not_lock_out_clients("adm-hotc", true);
+}
+
+/// Audit L2, as 2.6's `connect-freq-initial` (default 100 answers per
+/// 10 s): a burst of forged resets gets at most that many answers, so the
+/// server is no reflector; a real client still gets in once the period
+/// ends.
+#[test]
+fn reset_answers_follow_connect_freq_initial() {
+    let lab = lab("adm-cfi", 2);
+    let sc = ServerConf::new(&lab.pki, SERVER_DEV, Wrap::None, Cipher::Aes256Gcm);
+    let mut server = lab.ferrovpn_server(&sc);
+    let to = server_addr(0);
+    let answered = in_netns(&lab.peers[0], || {
+        let sockets: Vec<UdpSocket> = (0..200u32)
+            .map(|i| {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                let mut sid = [0xb0; 8];
+                sid[4..].copy_from_slice(&(i + 1).to_be_bytes());
+                s.send_to(
+                    &wrapped(&ControlWrap::None, &client_reset(SessionId(sid)), 1),
+                    to,
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut answered = 0;
+        for s in &sockets {
+            let left = deadline.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut buf = [0u8; 256];
+            if s.recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    assert_eq!(answered, 100, "{}", server.log_tail(20));
+    assert!(
+        server
+            .log()
+            .contains("connect-freq-initial 100 10 rate limit exceeded"),
+        "{}",
+        server.log_tail(20)
+    );
+    // A stock client from elsewhere gets in once the period is over (its
+    // resets are retransmitted).
+    let cc = lab.client_conf(1, &lab.pki.clients[0], "fvtun-c", Wrap::None);
+    let mut client = lab.stock_client(1, "openvpn-client", &cc);
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    assert!(server.try_exit().is_none());
+}
+
+/// Whether one ping through the tunnel from `ns` gets an answer within 1 s.
+fn tunnel_answers(ns: &Netns) -> bool {
+    ping(ns, SERVER_TUN, 1, Duration::from_secs(1)).is_ok_and(|p| p.received > 0)
+}
+
+/// A connected client whose certificate a rewritten `crl-verify` file
+/// revokes stops passing traffic within seconds, not at its next
+/// renegotiation; other clients stay.
+#[test]
+fn a_connected_client_revoked_by_a_new_crl_is_dropped_within_seconds() {
+    let lab = lab("adm-crl", 2);
+    let key = lab.static_key("tc.key");
+    let wrap = Wrap::TlsCrypt(Material::File(key));
+    let crl = lab.dir.join("crl.pem");
+    std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
+    let mut sc = ServerConf::new(&lab.pki, SERVER_DEV, wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push(format!("crl-verify {}", crl.display()));
+    let mut server = lab.ferrovpn_server(&sc);
+    // crl-revoking.pem revokes the last client, client2.
+    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone());
+    let mut client1 = lab.stock_client(0, "openvpn-client1", &cc1);
+    let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap);
+    let mut client2 = lab.stock_client(1, "openvpn-client2", &cc2);
+    for c in [&mut client1, &mut client2] {
+        if let Err(e) = c.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", logs(c, &server));
+        }
+    }
+    for (i, c) in [&client1, &client2].into_iter().enumerate() {
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                tunnel_answers(&lab.peers[i])
+            }),
+            "{}",
+            logs(c, &server)
+        );
+    }
+    // Revoke client2 the way CA tools publish a CRL: a new file renamed over the old.
+    let tmp = lab.dir.join("crl.pem.new");
+    std::fs::copy(&lab.pki.crl_revoking, &tmp).unwrap();
+    let revoked_at = Instant::now();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let cut = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        !tunnel_answers(&lab.peers[1])
+    });
+    let took = revoked_at.elapsed();
+    assert!(
+        cut && took <= Duration::from_secs(6),
+        "client2 still passes traffic {took:?} after its revocation\n{}",
+        logs(&client2, &server)
+    );
+    eprintln!("revoked client cut off after {took:?}");
+    let slog = server.log();
+    assert_eq!(
+        count(&slog, "revoked by the reloaded crl-verify file"),
+        1,
+        "{slog}"
+    );
+    // client1 is not revoked and keeps its tunnel.
+    assert!(tunnel_answers(&lab.peers[0]), "{}", logs(&client1, &server));
+    assert!(server.try_exit().is_none());
+}
