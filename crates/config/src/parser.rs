@@ -1120,6 +1120,50 @@ impl Parser {
                 d.count(1, 1, "1, 2 or 3")?;
                 c.status_version = Some(d.num(0, 1u8, 3, "1, 2 or 3")?);
             }
+            "management" => {
+                d.count(2, 3, "IP PORT [PW-FILE] or PATH unix [PW-FILE]")?;
+                let (first, second) = (d.arg(0).unwrap_or(""), d.arg(1).unwrap_or(""));
+                let listen = if second == "unix" {
+                    ManagementListen::Unix(PathBuf::from(first))
+                } else {
+                    let ip: IpAddr = match first {
+                        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        x => x
+                            .parse()
+                            .map_err(|_| d.bad("an IP address or 'localhost'", x))?,
+                    };
+                    ManagementListen::Tcp(std::net::SocketAddr::new(
+                        ip,
+                        d.num(1, 1u16, u16::MAX, "a port 1-65535 or 'unix'")?,
+                    ))
+                };
+                let password_file = match d.arg(2) {
+                    Some("stdin") => {
+                        return Err(d.unsupported(
+                            "management ... stdin".into(),
+                            "ferrovpn does not prompt on the terminal; give a password file",
+                        ));
+                    }
+                    other => other.map(PathBuf::from),
+                };
+                c.management = Some(Management {
+                    listen,
+                    password_file,
+                });
+            }
+            "management-hold" => d.flag(&mut c.management_hold)?,
+            "management-log-cache" => {
+                d.count(1, 1, "a number of lines")?;
+                c.management_log_cache = Some(d.num(0, 1u32, 1_000_000, "1-1000000 lines")?);
+            }
+            "management-client-user" => {
+                d.count(1, 1, "a user name")?;
+                c.management_client_user = d.arg(0).map(String::from);
+            }
+            "management-client-group" => {
+                d.count(1, 1, "a group name")?;
+                c.management_client_group = d.arg(0).map(String::from);
+            }
             "verb" => {
                 d.count(1, 1, "a level 0-11")?;
                 c.verb = Some(d.num(0, 0u8, 11, "a level 0-11")?);

@@ -259,6 +259,23 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("verb", "0-11, stored"),
     s(
+        "management",
+        "server only: `IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once",
+    ),
+    s(
+        "management-hold",
+        "the server starts only after `hold release`",
+    ),
+    s("management-log-cache", "lines of log kept for `log N|all`"),
+    s(
+        "management-client-user",
+        "unix socket only: the connecting process must run as this user",
+    ),
+    s(
+        "management-client-group",
+        "unix socket only: the connecting process must run with this group",
+    ),
+    s(
         "status",
         "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC), replaced atomically; clients write data-channel byte counts",
     ),
@@ -361,7 +378,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "the handshake timeout is `hand-window`",
     ),
     i("machine-readable-output", "log format is fixed"),
-    i("management-hold", "no management interface"),
     i(
         "persist-remote-ip",
         "a remote given as a host name is resolved again at each reconnect (an address behaves the same)",
@@ -460,7 +476,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("client-disconnect", "scripts are not supported"),
     u("learn-address", "scripts are not supported"),
     u("plugin", "plugins are not supported"),
-    u("management", "the management interface is not supported"),
+    u(
+        "management-client-auth",
+        "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
+    ),
     u(
         "http-proxy",
         "proxies need TCP transport, which is not supported yet",

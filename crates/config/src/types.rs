@@ -138,6 +138,23 @@ pub struct StatusFile {
     pub interval_secs: u32,
 }
 
+/// Where `management` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagementListen {
+    /// `management IP PORT`.
+    Tcp(std::net::SocketAddr),
+    /// `management PATH unix`.
+    Unix(std::path::PathBuf),
+}
+
+/// `management IP PORT [PW-FILE]` / `management PATH unix [PW-FILE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    pub listen: ManagementListen,
+    /// The file whose first line is the password a management client must give.
+    pub password_file: Option<std::path::PathBuf>,
+}
+
 /// `tls-version-min V [or-highest]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsVersionMin {
@@ -368,6 +385,16 @@ pub struct Config {
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.
     pub ignore_unknown: BTreeSet<String>,
+
+    /// `management ...`.
+    pub management: Option<Management>,
+    /// `management-hold`: start only after a management client says `hold release`.
+    pub management_hold: bool,
+    /// `management-log-cache N`.
+    pub management_log_cache: Option<u32>,
+    /// `management-client-user U` / `management-client-group G` (unix socket only).
+    pub management_client_user: Option<String>,
+    pub management_client_group: Option<String>,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

@@ -1162,6 +1162,60 @@ fn whole_config_errors_name_the_config_file() {
 }
 
 #[test]
+fn management_directives() {
+    let c = parse_str_no_fs(
+        &format!(
+            "management 127.0.0.1 7505 pw.txt\nmanagement-hold\nmanagement-log-cache 50\n{}",
+            server_base()
+        ),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.management,
+        Some(Management {
+            listen: ManagementListen::Tcp("127.0.0.1:7505".parse().unwrap()),
+            password_file: Some(PathBuf::from("pw.txt")),
+        })
+    );
+    assert!(c.management_hold);
+    assert_eq!(c.management_log_cache, Some(50));
+    let c = parse_str_no_fs(
+        &format!(
+            "management /run/m.sock unix\nmanagement-client-user ops\n{}",
+            server_base()
+        ),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.management.map(|m| m.listen),
+        Some(ManagementListen::Unix(PathBuf::from("/run/m.sock")))
+    );
+    assert_eq!(c.management_client_user.as_deref(), Some("ops"));
+    for (line, want) in [
+        (
+            "management 127.0.0.1 0",
+            r#"t.conf:1: 'management' expects a port 1-65535 or 'unix', got "0""#,
+        ),
+        (
+            "management host.example 7505",
+            r#"t.conf:1: 'management' expects an IP address or 'localhost', got "host.example""#,
+        ),
+        (
+            "management 127.0.0.1 7505 stdin",
+            "t.conf:1: unsupported 'management ... stdin': ferrovpn does not prompt on the terminal; give a password file",
+        ),
+        (
+            "management-client-auth",
+            "t.conf:1: unsupported 'management-client-auth': deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
+        ),
+    ] {
+        assert_eq!(line_err(line), want, "{line}");
+    }
+}
+
+#[test]
 fn connect_freq_and_connect_freq_initial() {
     let c = parse_str_no_fs(&server_base(), "t.conf").unwrap();
     assert_eq!(c.connect_freq(), (0, 0));

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod compression;
 pub mod fsutil;
+pub mod management;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;

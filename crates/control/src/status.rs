@@ -30,6 +30,8 @@ pub struct ClientRow {
     pub connected_since: u64,
     pub last_ref: u64,
     pub peer_id: u32,
+    /// The management interface's client ID (never reused, unlike peer-ids).
+    pub client_id: u64,
     pub cipher: String,
 }
 
@@ -120,7 +122,7 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
             &utc(c.connected_since),
             &c.connected_since.to_string(),
             "UNDEF",
-            &c.peer_id.to_string(),
+            &c.client_id.to_string(),
             &c.peer_id.to_string(),
             &c.cipher,
         ]);
@@ -176,6 +178,7 @@ mod tests {
             connected_since: 1_763_836_200,
             last_ref: 1_763_836_230,
             peer_id: 0,
+            client_id: 0,
             cipher: "AES-256-GCM".into(),
         }
     }

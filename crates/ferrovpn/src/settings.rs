@@ -13,6 +13,7 @@ use ferrovpn_config::{
 };
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
+use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
@@ -82,6 +83,81 @@ fn tls_sources(cfg: &Config) -> String {
 fn extra_certs(cfg: &Config) -> String {
     let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
     texts.join("\n")
+}
+
+/// `management ...` and the `management-*` directives that shape it.
+fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
+    let Some(m) = &cfg.management else {
+        for d in [
+            "management-hold",
+            "management-log-cache",
+            "management-client-user",
+            "management-client-group",
+        ] {
+            if cfg.location_of(d).is_some() {
+                bail!("{}{d} needs 'management'", where_is(cfg, d));
+            }
+        }
+        return Ok(None);
+    };
+    let listen = match &m.listen {
+        ferrovpn_config::ManagementListen::Tcp(a) => management::Listen::Tcp(*a),
+        ferrovpn_config::ManagementListen::Unix(p) => management::Listen::Unix(p.clone()),
+    };
+    let unix = matches!(listen, management::Listen::Unix(_));
+    let id = |directive: &str, name: &Option<String>, db: &str| -> anyhow::Result<Option<u32>> {
+        let Some(name) = name else { return Ok(None) };
+        if !unix {
+            bail!(
+                "{}{directive} can only be used with a unix socket ('management PATH unix')",
+                where_is(cfg, directive)
+            );
+        }
+        let text = std::fs::read_to_string(db).unwrap_or_default();
+        management::id_by_name(&text, name)
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "{}{directive}: no such name '{name}' in {db}",
+                    where_is(cfg, directive)
+                )
+            })
+    };
+    let password = match &m.password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "{}management password file {}",
+                    where_is(cfg, "management"),
+                    path.display()
+                )
+            })?;
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+    };
+    if password.is_none() && !unix {
+        warn!(
+            "management on a TCP port without a password: anyone who can connect controls the server"
+        );
+    }
+    Ok(Some(ManagementSettings {
+        listen,
+        password,
+        hold: cfg.management_hold,
+        log_cache: cfg.management_log_cache.map_or(1000, |n| n as usize),
+        client_uid: id(
+            "management-client-user",
+            &cfg.management_client_user,
+            "/etc/passwd",
+        )?,
+        client_gid: id(
+            "management-client-group",
+            &cfg.management_client_group,
+            "/etc/group",
+        )?,
+        verb: cfg.verb(),
+    }))
 }
 
 /// `status FILE [N]` with `status-version`.
@@ -543,6 +619,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
+        management: management(cfg)?,
         setup_done: None,
     })
 }
@@ -570,6 +647,12 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
     audit_common(cfg)?;
+    if management(cfg)?.is_some() {
+        bail!(
+            "{}management: ferrovpn's management interface serves servers only, not clients",
+            where_is(cfg, "management")
+        );
+    }
     let ca = material(cfg, &cfg.ca, "ca")?;
     // A username/password client may go without a certificate (empty PEM).
     let (cert, key) = if cfg.cert.is_none() && cfg.auth_user_pass.is_some() {

@@ -31,6 +31,7 @@ pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil;
+use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::netconfig;
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
@@ -77,6 +78,8 @@ pub struct ServerSettings {
     pub pool_persist: Option<PoolPersist>,
     /// `comp-lzo` / `compress`: the framing of every client's payloads.
     pub compression: ferrovpn_proto::compress::Framing,
+    /// `management ...` and the `management-*` directives.
+    pub management: Option<management::ManagementSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -128,6 +131,10 @@ struct Client {
     key_traffic_base: (u64, u64),
     /// Unix seconds when the session was made (the status file's "Connected Since").
     since: u64,
+    /// Client ID as the management interface and status show it: never reused.
+    cid: u64,
+    /// Whether management clients were told it is established.
+    announced: bool,
 }
 
 struct Server {
@@ -157,6 +164,8 @@ struct Server {
     /// When the status file is due next.
     next_status: Instant,
     next_persist: Instant,
+    mgmt: Option<Management>,
+    next_cid: u64,
 }
 
 /// How often keepalive and liveness are checked.
@@ -176,6 +185,19 @@ pub async fn run_server(
     s: ServerSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let mut mgmt = match s.management.clone() {
+        Some(m) => Some(Management::start(m).await?),
+        None => None,
+    };
+    let mut mgmt_rx = mgmt.as_mut().and_then(Management::take_requests);
+    tokio::pin!(shutdown);
+    if let Some(m) = &mgmt {
+        info!("management interface listening on {}", m.listen_address());
+        tokio::select! {
+            _ = m.wait_for_hold_release() => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
     let peers = PeerTable::new();
     let (dp, up_rx) =
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
@@ -219,6 +241,8 @@ pub async fn run_server(
         crl_ok: true,
         next_status: Instant::now(),
         next_persist: Instant::now(),
+        mgmt,
+        next_cid: 0,
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -228,7 +252,11 @@ pub async fn run_server(
     if let Some(setup_done) = srv.s.setup_done.take() {
         setup_done()?;
     }
-    tokio::pin!(shutdown);
+    srv.notify_management(|s| Notice::State {
+        state: "CONNECTED",
+        description: "SUCCESS".into(),
+        local_ip: s.s.server_ip().to_string(),
+    });
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
         let deadline = srv
@@ -245,6 +273,11 @@ pub async fn run_server(
                 if now >= next_housekeeping {
                     srv.housekeeping(now);
                     next_housekeeping = now + HOUSEKEEPING;
+                }
+            }
+            Some(req) = management::next_request(&mut mgmt_rx) => {
+                if !srv.handle_management(Instant::now(), req) {
+                    break;
                 }
             }
             _ = &mut shutdown => break,
@@ -403,7 +436,10 @@ impl Server {
                     remove_at: None,
                     key_traffic_base: (0, 0),
                     since: unix,
+                    cid: self.next_cid,
+                    announced: false,
                 };
+                self.next_cid += 1;
                 // A newer handshake from the same address replaces an
                 // unfinished one; an authenticated client there stays.
                 self.half_open.insert(from, client);
@@ -555,6 +591,14 @@ impl Server {
         }
         self.next_status = now + st.interval;
         let unix = unix_now();
+        let text = self.status_text(st.version, unix);
+        if let Err(e) = fsutil::write_atomically(&st.path, &text) {
+            warn!("status file {}: {e}", st.path.display());
+        }
+    }
+
+    /// The status report in layout 1, 2 or 3.
+    fn status_text(&self, version: u8, unix: u64) -> String {
         let mut rows: Vec<ClientRow> = self
             .clients
             .iter()
@@ -570,16 +614,158 @@ impl Server {
                     connected_since: c.since,
                     last_ref: unix.saturating_sub(stats.rx_idle().as_secs()),
                     peer_id: peer.id,
+                    client_id: c.cid,
                     cipher: c.cipher.map_or("none", Cipher::name).to_string(),
                 })
             })
             .collect();
         rows.sort_by_key(|r| r.virtual_ip);
         let title = format!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
-        let text = status::render_server(st.version, unix, &title, &rows);
-        if let Err(e) = fsutil::write_atomically(&st.path, &text) {
-            warn!("status file {}: {e}", st.path.display());
+        status::render_server(version, unix, &title, &rows)
+    }
+
+    /// Answer a management command; false when the server should stop.
+    /// Only authenticated clients (the registry) are listed, counted or
+    /// killed: a half-open session has shown no certificate, so it is no
+    /// client yet.
+    fn handle_management(&mut self, now: Instant, req: management::Request) -> bool {
+        let answer = match &req.query {
+            Query::Status(v) => Answer::Text(self.status_text(*v, unix_now())),
+            Query::LoadStats | Query::NClients => {
+                let (mut clients, mut bytes_in, mut bytes_out) = (0, 0, 0);
+                for (addr, _) in self.clients.iter() {
+                    let Some(peer) = self.clients.peer(addr) else {
+                        continue;
+                    };
+                    clients += 1;
+                    if let Some(st) = self.peers.peer_stats(peer.id) {
+                        bytes_in += st.rx_bytes;
+                        bytes_out += st.tx_bytes;
+                    }
+                }
+                Answer::Load(LoadStats {
+                    clients,
+                    bytes_in,
+                    bytes_out,
+                })
+            }
+            Query::KillCommonName(cn) => {
+                let victims: Vec<SocketAddr> = (self.clients.iter())
+                    .filter(|(_, c)| c.common_name.as_deref() == Some(cn.as_str()))
+                    .map(|(a, _)| *a)
+                    .collect();
+                for a in &victims {
+                    self.remove_client(*a, "killed by the management interface");
+                }
+                Answer::Killed(victims.len())
+            }
+            Query::KillAddress(addr) => {
+                let found = self.clients.contains(addr);
+                self.remove_client(*addr, "killed by the management interface");
+                Answer::Killed(usize::from(found))
+            }
+            Query::ClientKill { cid, message } => {
+                let addr = (self.clients.iter())
+                    .find(|(_, c)| c.cid == *cid)
+                    .map(|(a, _)| *a);
+                if let Some(addr) = addr
+                    && let Some(c) = self.clients.get_mut(&addr)
+                {
+                    // As 2.6: tell the client (RESTART, HALT, ...), then
+                    // drop it after the grace period, as after an exit.
+                    info!("{addr}: client-kill from the management interface: {message}");
+                    c.session.send_control_message(now, message);
+                    c.remove_at = Some(now + EXIT_GRACE);
+                    self.drain(now, Stage::Authenticated, addr);
+                }
+                Answer::Done(addr.is_some())
+            }
+            Query::ByteCounts => {
+                let mut rows: Vec<(u64, u64, u64)> = (self.clients.iter())
+                    .filter_map(|(addr, c)| {
+                        let st = self.peers.peer_stats(self.clients.peer(addr)?.id)?;
+                        Some((c.cid, st.rx_bytes, st.tx_bytes))
+                    })
+                    .collect();
+                rows.sort_unstable();
+                Answer::ByteCounts(rows)
+            }
+            Query::Signal(sig) => match sig.as_str() {
+                "SIGTERM" => {
+                    info!("SIGTERM from the management interface, shutting down");
+                    req.answer(Answer::Done(true));
+                    return false;
+                }
+                "SIGUSR2" => {
+                    for line in self.status_text(1, unix_now()).lines() {
+                        info!("{line}");
+                    }
+                    Answer::Done(true)
+                }
+                // The server does not restart in place (neither on a real
+                // SIGHUP/SIGUSR1): say so instead of pretending.
+                _ => Answer::Done(false),
+            },
+        };
+        req.answer(answer);
+        true
+    }
+
+    /// Tell management clients, when there is a management interface.
+    fn notify_management(&self, notice: impl FnOnce(&Self) -> Notice) {
+        if let Some(m) = &self.mgmt {
+            m.notify(notice(self));
         }
+    }
+
+    /// The environment 2.6 lists with `>CLIENT:ESTABLISHED` (what ferrovpn knows of it).
+    fn client_env(&self, addr: SocketAddr, c: &Client) -> Vec<(String, String)> {
+        let unix = unix_now();
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+        set("n_clients", self.clients.len().to_string());
+        set("time_unix", unix.to_string());
+        set("time_ascii", status::utc(unix));
+        set("ifconfig_pool_netmask", self.s.netmask.to_string());
+        if let Some(peer) = self.clients.peer(&addr) {
+            set("ifconfig_pool_remote_ip", peer.ip.to_string());
+        }
+        set("trusted_port", addr.port().to_string());
+        set("trusted_ip", addr.ip().to_string());
+        if let Some(cn) = &c.common_name {
+            set("common_name", cn.clone());
+        }
+        if let Some(info) = &c.peer_info {
+            for (k, v) in info.other.iter().rev() {
+                set(k, v.clone());
+            }
+            set("IV_PROTO", info.proto.to_string());
+            if !info.ciphers.is_empty() {
+                set("IV_CIPHERS", info.ciphers.join(":"));
+            }
+            set("IV_NCP", info.ncp.to_string());
+            if let Some(mtu) = info.mtu {
+                set("IV_MTU", mtu.to_string());
+            }
+            if let Some(p) = &info.platform {
+                set("IV_PLAT", p.clone());
+            }
+            if let Some(v) = &info.version {
+                set("IV_VER", v.clone());
+            }
+        }
+        set("untrusted_port", addr.port().to_string());
+        set("untrusted_ip", addr.ip().to_string());
+        if let Some(cn) = &c.common_name {
+            set("X509_0_CN", cn.clone());
+        }
+        set("daemon_pid", std::process::id().to_string());
+        set("ifconfig_local", self.s.server_ip().to_string());
+        set("ifconfig_netmask", self.s.netmask.to_string());
+        set("tun_mtu", self.s.tun_mtu.to_string());
+        set("dev", self.dp.tun_name().to_string());
+        set("dev_type", "tun".into());
+        env
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -853,7 +1039,14 @@ impl Server {
             cipher.name()
         );
         debug!("{addr}: {text}");
+        if !c.announced {
+            self.notify_management(|s| Notice::ClientEstablished {
+                cid: c.cid,
+                env: s.client_env(addr, c),
+            });
+        }
         if let Some(c) = self.clients.get_mut(&addr) {
+            c.announced = true;
             c.session.set_push_reply(now, text);
         }
     }

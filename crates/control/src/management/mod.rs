@@ -1,0 +1,270 @@
+//! The OpenVPN management interface (`management IP PORT [PW-FILE]`,
+//! `management PATH unix`), as OpenVPN 2.6 speaks it.
+//!
+//! Parts: [`command`] splits and checks command lines, [`reply`] writes the
+//! replies and notifications, [`session`] is one connection as a pure state
+//! machine, and [`Management`] runs the listener and the connections on the
+//! control-plane runtime.
+//!
+//! How it talks to the server: connections send [`Request`]s (a [`Query`]
+//! and a one-shot for its [`Answer`]) through a bounded channel that the
+//! server's loop drains, and the server sends [`Notice`]s back with
+//! `try_send`. The server never waits on a management client: a slow one
+//! only fills its own bounded queue and is disconnected when it overflows.
+//!
+//! Several clients at once: OpenVPN 2.6 serves one management client at a
+//! time and refuses the next until it leaves. ferrovpn serves up to
+//! [`MAX_CLIENTS`] at once, because a dashboard, a metrics exporter and an
+//! operator's shell commonly want the same server; with one slot the first
+//! poller that hangs locks everyone else out. Each connection has its own
+//! realtime flags and `bytecount`, exactly as one 2.6 connection would;
+//! notifications go to every connection.
+
+pub mod command;
+mod io;
+mod log;
+pub mod reply;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::warn;
+
+pub use log::LogLayer;
+use session::{History, Shared};
+
+/// Connections served at once.
+pub const MAX_CLIENTS: usize = 8;
+/// Notifications queued for one connection before it counts as stuck and
+/// is closed.
+pub const CLIENT_QUEUE: usize = 1024;
+/// Requests queued for the server.
+const REQUEST_QUEUE: usize = 64;
+/// Notices queued from the server to the listener task.
+const NOTICE_QUEUE: usize = 1024;
+
+/// Where the interface listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Everything `management*` directives say, already checked.
+#[derive(Debug, Clone)]
+pub struct ManagementSettings {
+    pub listen: Listen,
+    /// The password from the PW-FILE, if one was given.
+    pub password: Option<String>,
+    /// `management-hold`.
+    pub hold: bool,
+    /// `management-log-cache` (2.6's default is 1000 lines).
+    pub log_cache: usize,
+    /// `management-client-user` / `-group`, as ids (unix socket only).
+    pub client_uid: Option<u32>,
+    pub client_gid: Option<u32>,
+    /// `verb`, for the `verb` command.
+    pub verb: u8,
+}
+
+/// What a management command needs from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// The status report (`status-version` layout 1, 2 or 3), `\n` line ends.
+    Status(u8),
+    LoadStats,
+    NClients,
+    KillCommonName(String),
+    KillAddress(SocketAddr),
+    /// Send `message` (e.g. `RESTART`, `HALT`) to client `cid`, then drop it.
+    ClientKill {
+        cid: u64,
+        message: String,
+    },
+    /// `(cid, bytes received from it, bytes sent to it)` for every client.
+    ByteCounts,
+    /// `SIGHUP`, `SIGTERM`, `SIGUSR1` or `SIGUSR2`.
+    Signal(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub clients: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The server's answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Text(String),
+    Load(LoadStats),
+    /// How many clients a `kill` removed.
+    Killed(usize),
+    /// Whether `client-kill` found the client / the signal was acted on.
+    Done(bool),
+    ByteCounts(Vec<(u64, u64, u64)>),
+    /// The server did not answer.
+    Unavailable,
+}
+
+/// A query and where its answer goes.
+#[derive(Debug)]
+pub struct Request {
+    pub query: Query,
+    reply: oneshot::Sender<Answer>,
+}
+
+impl Request {
+    pub fn answer(self, answer: Answer) {
+        // The asking connection may have gone meanwhile; nothing to do then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// What the server tells management clients without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `>CLIENT:ESTABLISHED,CID` and its environment.
+    ClientEstablished {
+        cid: u64,
+        env: Vec<(String, String)>,
+    },
+    /// A state change (`>STATE:`), e.g. `CONNECTED`/`SUCCESS` with the
+    /// tunnel address, or `EXITING`.
+    State {
+        state: &'static str,
+        description: String,
+        local_ip: String,
+    },
+    /// A log entry (`TIME,FLAGS,TEXT`) for `log` and `>LOG:`.
+    Log(String),
+}
+
+/// The part of the interface the server holds.
+pub struct Management {
+    notices: mpsc::Sender<Notice>,
+    requests: Option<mpsc::Receiver<Request>>,
+    shared: Arc<Mutex<Shared>>,
+    hold_released: Arc<Notify>,
+    listen: String,
+}
+
+impl Management {
+    /// Bind the listener and start serving connections on the current
+    /// tokio runtime.
+    pub async fn start(settings: ManagementSettings) -> anyhow::Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared {
+            hold: settings.hold,
+            hold_released: false,
+            holding: settings.hold,
+            states: History::new(100),
+            log: History::new(settings.log_cache),
+            verb: settings.verb,
+            pid: std::process::id(),
+        }));
+        let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+        let hold_released = Arc::new(Notify::new());
+        log::connect(notices_tx.clone());
+        let listen = match &settings.listen {
+            Listen::Tcp(a) => a.to_string(),
+            Listen::Unix(p) => format!("{} (unix)", p.display()),
+        };
+        let listener = io::Listener::bind(&settings.listen).await?;
+        let ctx = Arc::new(io::Context {
+            password: settings.password.clone(),
+            client_uid: settings.client_uid,
+            client_gid: settings.client_gid,
+            shared: shared.clone(),
+            requests: requests_tx,
+            hold_released: hold_released.clone(),
+        });
+        tokio::spawn(io::serve(listener, notices_rx, ctx));
+        Ok(Self {
+            notices: notices_tx,
+            requests: Some(requests_rx),
+            shared,
+            hold_released,
+            listen,
+        })
+    }
+
+    /// Where it listens, for the log.
+    pub fn listen_address(&self) -> &str {
+        &self.listen
+    }
+
+    /// The requests the server must answer; taken once.
+    pub fn take_requests(&mut self) -> Option<mpsc::Receiver<Request>> {
+        self.requests.take()
+    }
+
+    /// Tell the management clients; never waits (dropped when the
+    /// listener task is this far behind).
+    pub fn notify(&self, notice: Notice) {
+        if self.notices.try_send(notice).is_err() {
+            warn!("management: notification dropped (queue full)");
+        }
+    }
+
+    /// With `management-hold`: wait until a client says `hold release`.
+    pub async fn wait_for_hold_release(&self) {
+        loop {
+            {
+                let mut sh = lock(&self.shared);
+                if !sh.holding {
+                    return;
+                }
+                if sh.hold_released {
+                    sh.holding = false;
+                    return;
+                }
+            }
+            self.hold_released.notified().await;
+        }
+    }
+}
+
+/// The next request, or never when there is no management interface.
+pub async fn next_request(rx: &mut Option<mpsc::Receiver<Request>>) -> Option<Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The id of a user or group, by number or by name from a `passwd` /
+/// `group` style file (`NAME:x:ID:...`).
+pub fn id_by_name(database: &str, name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    database.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name))
+            .then(|| f.nth(1).and_then(|id| id.parse().ok()))
+            .flatten()
+    })
+}
+
+/// The shared state stays usable if a holder panicked: every update to it
+/// is a single assignment or push.
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_by_name() {
+        let db = "root:x:0:0:root:/root:/bin/bash\nops:x:1001:1001::/home/ops:/bin/sh\n";
+        assert_eq!(super::id_by_name(db, "ops"), Some(1001));
+        assert_eq!(super::id_by_name(db, "root"), Some(0));
+        assert_eq!(super::id_by_name(db, "42"), Some(42));
+        assert_eq!(super::id_by_name(db, "nobody"), None);
+    }
+}

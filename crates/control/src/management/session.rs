@@ -1,0 +1,635 @@
+//! One management connection as a state machine over lines: password
+//! prompt, commands, the `client-auth` block, realtime flags. Pure: it
+//! answers lines with [`Step`]s, and the I/O task carries them out.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use super::command::{self, Command, HistoryArg, Hold, Parsed};
+use super::reply;
+use super::{Answer, Query};
+
+/// Wrong passwords before 2.6 closes the connection.
+pub const PASSWORD_TRIES: u32 = 3;
+/// Most lines kept from one `client-auth` block (2.6 keeps them all; a
+/// bound keeps a hostile client from growing memory without end).
+pub const MAX_BLOCK_LINES: usize = 1024;
+
+/// Longest command line kept (2.6 reads into a 1024-byte buffer).
+pub const MAX_LINE: usize = 1024;
+
+/// A line longer than [`MAX_LINE`]; it is dropped whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// Bytes from the socket into lines: `\n` ends a line, other control
+/// bytes (such as the `\r` of CRLF) are dropped as 2.6 drops them, and a
+/// line is bounded.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    line: Vec<u8>,
+    too_long: bool,
+}
+
+impl LineBuffer {
+    pub fn push(&mut self, data: &[u8]) -> Vec<Result<String, LineTooLong>> {
+        let mut out = Vec::new();
+        for &b in data {
+            if b == b'\n' {
+                out.push(if self.too_long {
+                    Err(LineTooLong)
+                } else {
+                    Ok(String::from_utf8_lossy(&self.line).into_owned())
+                });
+                self.line.clear();
+                self.too_long = false;
+            } else if b >= 0x20 && b != 0x7f {
+                if self.line.len() < MAX_LINE {
+                    self.line.push(b);
+                } else {
+                    self.too_long = true;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// State every connection shares: what `hold`, `state` and `log` show.
+#[derive(Debug)]
+pub struct Shared {
+    pub hold: bool,
+    /// Set once a client said `hold release` while the server waited.
+    pub hold_released: bool,
+    /// Whether the server still waits for `hold release`.
+    pub holding: bool,
+    pub states: History,
+    pub log: History,
+    pub verb: u8,
+    pub pid: u32,
+}
+
+/// The last N lines of something, oldest first.
+#[derive(Debug)]
+pub struct History {
+    lines: VecDeque<String>,
+    cap: usize,
+}
+
+impl History {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            lines: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+    pub fn push(&mut self, line: String) {
+        if self.lines.len() == self.cap {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+    /// The last `n` lines (all when `None`), oldest first.
+    pub fn last(&self, n: Option<usize>) -> impl Iterator<Item = &String> {
+        let n = n.unwrap_or(self.lines.len()).min(self.lines.len());
+        self.lines.iter().skip(self.lines.len() - n)
+    }
+}
+
+/// What the I/O task does next for one input line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to send.
+    Nothing,
+    /// Send these lines (each ends with CRLF already).
+    Send(String),
+    /// Ask the server, then send [`Session::answered`]'s text.
+    Ask(Query),
+    /// Send the text, then close the connection.
+    Close(String),
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Session {
+    password: Option<String>,
+    failed_tries: u32,
+    /// `Some` while reading a `client-auth` block: its lines so far.
+    block: Option<Vec<String>>,
+    pub realtime_log: bool,
+    pub realtime_state: bool,
+    pub realtime_echo: bool,
+    /// `bytecount N`: seconds between `>BYTECOUNT_CLI` reports (0: off).
+    pub bytecount: u32,
+}
+
+impl Session {
+    /// A new connection; `password` is the one it must give first, if any.
+    pub fn new(password: Option<String>) -> Self {
+        Self {
+            password,
+            failed_tries: 0,
+            block: None,
+            realtime_log: false,
+            realtime_state: false,
+            realtime_echo: false,
+            bytecount: 0,
+        }
+    }
+
+    /// Whether the client has given the password (or none is needed).
+    pub fn authenticated(&self) -> bool {
+        self.password.is_none()
+    }
+
+    /// What to send when the connection opens.
+    pub fn greeting(&self, shared: &Shared) -> String {
+        if self.password.is_some() {
+            return reply::line("ENTER PASSWORD:");
+        }
+        welcome(shared)
+    }
+
+    /// Act on one line (the line end removed, non-printable bytes dropped).
+    pub fn on_line(&mut self, shared: &mut Shared, line: &str) -> Step {
+        if let Some(expected) = &self.password {
+            // Constant-time enough: the comparison does not stop early.
+            let ok = line.len() == expected.len()
+                && line
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if ok {
+                self.password = None;
+                return Step::Send(reply::line("SUCCESS: password is correct") + &welcome(shared));
+            }
+            self.failed_tries += 1;
+            if self.failed_tries >= PASSWORD_TRIES {
+                return Step::Close(String::new());
+            }
+            // 2.6 sends its "bad password" note to the log only; the
+            // client sees the prompt again.
+            return Step::Send(reply::line("ENTER PASSWORD:"));
+        }
+        if let Some(block) = &mut self.block {
+            if line != "END" {
+                if block.len() < MAX_BLOCK_LINES {
+                    block.push(line.to_string());
+                }
+                return Step::Nothing;
+            }
+            self.block = None;
+            // No client ever waits for management approval: ferrovpn
+            // refuses `management-client-auth`, so the CID is not pending.
+            return Step::Send(reply::line("ERROR: client-auth command failed"));
+        }
+        match command::parse(line) {
+            Parsed::Nothing => Step::Nothing,
+            Parsed::Reply(r) => Step::Send(reply::line(&r)),
+            Parsed::Command(c) => {
+                if !matches!(c, Command::Password { .. }) {
+                    shared.log.push(reply::log_entry(
+                        unix_now(),
+                        "D",
+                        &format!("MANAGEMENT: CMD '{line}'"),
+                    ));
+                }
+                self.run(shared, c)
+            }
+        }
+    }
+
+    fn run(&mut self, shared: &mut Shared, c: Command) -> Step {
+        use Command as C;
+        let send = |s: &str| Step::Send(reply::line(s));
+        match c {
+            C::Quit => Step::Close(String::new()),
+            C::Help => Step::Send(reply::help()),
+            C::Version => Step::Send(reply::version()),
+            C::ClientVersion(v) => {
+                if (1..=i64::from(u32::MAX)).contains(&v) {
+                    send(&format!("SUCCESS: Management client version set to {v}"))
+                } else {
+                    send("ERROR: Invalid value specified for management client version")
+                }
+            }
+            C::Pid => send(&format!("SUCCESS: pid={}", shared.pid)),
+            C::LoadStats => Step::Ask(Query::LoadStats),
+            C::NClients => Step::Ask(Query::NClients),
+            C::Status(v) => Step::Ask(Query::Status(match v {
+                2 => 2,
+                3 => 3,
+                _ => 1,
+            })),
+            C::Kill(victim) => match kill_target(&victim) {
+                Ok(q) => Step::Ask(q),
+                Err(e) => send(&e),
+            },
+            C::Verb(None) => send(&format!("SUCCESS: verb={}", shared.verb)),
+            C::Verb(Some(_)) => send("ERROR: ferrovpn cannot change the verb level at run time"),
+            C::Mute(None) => send("SUCCESS: mute=0"),
+            C::Mute(Some(_)) => send("ERROR: ferrovpn does not mute repeated log lines"),
+            C::State(args) => {
+                let mut out = String::new();
+                for a in args {
+                    out += &history(&a, "state", &shared.states, &mut self.realtime_state);
+                }
+                Step::Send(out)
+            }
+            C::Log(args) => {
+                let mut out = String::new();
+                for a in args {
+                    out += &history(&a, "log", &shared.log, &mut self.realtime_log);
+                }
+                Step::Send(out)
+            }
+            C::Echo(args) => {
+                // A server has no `echo` directives: the buffer stays empty.
+                let empty = History::new(1);
+                let mut out = String::new();
+                for a in args {
+                    out += &history(&a, "echo", &empty, &mut self.realtime_echo);
+                }
+                Step::Send(out)
+            }
+            C::Hold(h) => match h {
+                Hold::Show => send(&format!("SUCCESS: hold={}", u8::from(shared.hold))),
+                Hold::On => {
+                    shared.hold = true;
+                    send("SUCCESS: hold flag set to ON")
+                }
+                Hold::Off => {
+                    shared.hold = false;
+                    send("SUCCESS: hold flag set to OFF")
+                }
+                Hold::Release => {
+                    shared.hold_released = true;
+                    send("SUCCESS: hold release succeeded")
+                }
+                Hold::Invalid => send("ERROR: bad hold command parameter"),
+            },
+            C::Bytecount(n) => {
+                self.bytecount = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+                send("SUCCESS: bytecount interval changed")
+            }
+            C::Signal(name) => match name.as_str() {
+                "SIGHUP" | "SIGTERM" | "SIGUSR1" | "SIGUSR2" => Step::Ask(Query::Signal(name)),
+                _ => send(&format!(
+                    "ERROR: signal '{name}' is not a known signal type"
+                )),
+            },
+            C::ClientKill { cid, message } => Step::Ask(Query::ClientKill {
+                cid,
+                message: message.unwrap_or_else(|| "RESTART".into()),
+            }),
+            C::ClientAuth { .. } => {
+                self.block = Some(Vec::new());
+                Step::Nothing
+            }
+            C::ClientAuthNt { .. } => send("ERROR: client-auth command failed"),
+            C::ClientDeny { .. } => send("ERROR: client-deny command failed"),
+            C::ClientPendingAuth { .. } => {
+                send("ERROR: client-pending-auth command failed. Extra parameter might be too long")
+            }
+            C::Username { .. } => send("ERROR: no username is currently needed at this time"),
+            C::Password { .. } => send("ERROR: no password is currently needed at this time"),
+            C::ForgetPasswords => send("SUCCESS: Passwords were forgotten"),
+            C::EnvFilter(0) => send("SUCCESS: env_filter_level=0"),
+            C::EnvFilter(_) => send("ERROR: ferrovpn does not filter >CLIENT:ENV lines"),
+            C::NotInThisMode(name) => send(&format!(
+                "ERROR: The '{name}' command is not supported by the current daemon mode"
+            )),
+        }
+    }
+
+    /// The reply to a command once the server answered its query.
+    pub fn answered(&self, query: &Query, answer: Answer) -> String {
+        match (query, answer) {
+            (Query::Status(_), Answer::Text(t)) => reply::crlf(&t),
+            (Query::LoadStats, Answer::Load(l)) => reply::line(&format!(
+                "SUCCESS: nclients={},bytesin={},bytesout={}",
+                l.clients, l.bytes_in, l.bytes_out
+            )),
+            (Query::NClients, Answer::Load(l)) => {
+                reply::line(&format!("SUCCESS: nclients={}", l.clients))
+            }
+            (Query::KillCommonName(cn), Answer::Killed(n)) if n > 0 => reply::line(&format!(
+                "SUCCESS: common name '{cn}' found, {n} client(s) killed"
+            )),
+            (Query::KillCommonName(cn), Answer::Killed(_)) => {
+                reply::line(&format!("ERROR: common name '{cn}' not found"))
+            }
+            (Query::KillAddress(a), Answer::Killed(n)) if n > 0 => reply::line(&format!(
+                "SUCCESS: {n} client(s) at address {}:{} killed",
+                a.ip(),
+                a.port()
+            )),
+            (Query::KillAddress(a), Answer::Killed(_)) => reply::line(&format!(
+                "ERROR: client at address {}:{} not found",
+                a.ip(),
+                a.port()
+            )),
+            (Query::ClientKill { .. }, Answer::Done(true)) => {
+                reply::line("SUCCESS: client-kill command succeeded")
+            }
+            (Query::ClientKill { .. }, Answer::Done(false)) => {
+                reply::line("ERROR: client-kill command failed")
+            }
+            (Query::Signal(name), Answer::Done(true)) => {
+                reply::line(&format!("SUCCESS: signal {name} thrown"))
+            }
+            (Query::Signal(name), Answer::Done(false)) => {
+                reply::line(&format!("ERROR: signal '{name}' is currently ignored"))
+            }
+            (Query::ByteCounts, Answer::ByteCounts(rows)) => rows
+                .iter()
+                .map(|(cid, rx, tx)| reply::line(&format!(">BYTECOUNT_CLI:{cid},{rx},{tx}")))
+                .collect(),
+            (_, Answer::Unavailable) => reply::line("ERROR: the server is not running"),
+            (q, a) => reply::line(&format!("ERROR: internal: {q:?} answered with {a:?}")),
+        }
+    }
+}
+
+fn welcome(shared: &Shared) -> String {
+    let mut s =
+        reply::line(">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info");
+    if shared.holding {
+        s += &reply::line(">HOLD:Waiting for hold release:0");
+    }
+    s
+}
+
+/// `kill CN` or `kill IP:port`, split as 2.6 splits it (on the first two
+/// colons: an IPv6 address is taken for a common name).
+fn kill_target(victim: &str) -> Result<Query, String> {
+    let mut parts = victim.splitn(3, ':');
+    let host = parts.next().unwrap_or("");
+    let port = parts.next().unwrap_or("");
+    if host.is_empty() {
+        return Err("ERROR: kill parse".into());
+    }
+    if port.is_empty() {
+        return Ok(Query::KillCommonName(host.to_string()));
+    }
+    let ip: IpAddr = host
+        .parse::<std::net::Ipv4Addr>()
+        .map(IpAddr::V4)
+        .map_err(|_| format!("ERROR: error parsing IP address: {host}"))?;
+    match command::atoi(port) {
+        p @ 1..=65535 => Ok(Query::KillAddress(SocketAddr::new(ip, p as u16))),
+        _ => Err(format!("ERROR: port number is out of range: {port}")),
+    }
+}
+
+fn history(arg: &HistoryArg, kind: &str, h: &History, realtime: &mut bool) -> String {
+    match arg {
+        HistoryArg::On => {
+            *realtime = true;
+            reply::line(&format!("SUCCESS: real-time {kind} notification set to ON"))
+        }
+        HistoryArg::Off => {
+            *realtime = false;
+            reply::line(&format!(
+                "SUCCESS: real-time {kind} notification set to OFF"
+            ))
+        }
+        HistoryArg::Last(n) => {
+            let mut out: String = h.last(*n).map(|l| reply::line(l)).collect();
+            out += &reply::line("END");
+            out
+        }
+        HistoryArg::Invalid => reply::line(&format!(
+            "ERROR: {kind} parameter must be 'on' or 'off' or some number n or 'all'"
+        )),
+    }
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::LoadStats;
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            hold: false,
+            hold_released: false,
+            holding: false,
+            states: History::new(100),
+            log: History::new(100),
+            verb: 3,
+            pid: 4242,
+        }
+    }
+
+    fn text(step: Step) -> String {
+        match step {
+            Step::Send(t) => t,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn password_prompt_as_in_openvpn() {
+        // vectors/password.txt
+        let mut sh = shared();
+        let mut s = Session::new(Some("s3cret".into()));
+        assert_eq!(s.greeting(&sh), "ENTER PASSWORD:\r\n");
+        assert_eq!(text(s.on_line(&mut sh, "wrong")), "ENTER PASSWORD:\r\n");
+        assert!(!s.authenticated());
+        assert_eq!(
+            text(s.on_line(&mut sh, "s3cret")),
+            "SUCCESS: password is correct\r\n>INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\r\n"
+        );
+        assert!(s.authenticated());
+        let mut s = Session::new(Some("s3cret".into()));
+        s.on_line(&mut sh, "a");
+        s.on_line(&mut sh, "b");
+        assert_eq!(s.on_line(&mut sh, "c"), Step::Close(String::new()));
+    }
+
+    #[test]
+    fn local_replies_as_in_openvpn() {
+        // vectors/p2p_hold.txt and vectors/server_commands.txt
+        let mut sh = shared();
+        sh.holding = true;
+        sh.hold = true;
+        let mut s = Session::new(None);
+        assert_eq!(
+            s.greeting(&sh),
+            ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\r\n>HOLD:Waiting for hold release:0\r\n"
+        );
+        let mut say = |l: &str| text(s.on_line(&mut sh, l));
+        assert_eq!(say("pid"), "SUCCESS: pid=4242\r\n");
+        assert_eq!(say("hold"), "SUCCESS: hold=1\r\n");
+        assert_eq!(say("hold off"), "SUCCESS: hold flag set to OFF\r\n");
+        assert_eq!(say("hold"), "SUCCESS: hold=0\r\n");
+        assert_eq!(say("hold release"), "SUCCESS: hold release succeeded\r\n");
+        assert_eq!(say("verb"), "SUCCESS: verb=3\r\n");
+        assert_eq!(say("mute"), "SUCCESS: mute=0\r\n");
+        assert_eq!(say("echo all"), "END\r\n");
+        assert_eq!(
+            say("echo on"),
+            "SUCCESS: real-time echo notification set to ON\r\n"
+        );
+        assert_eq!(
+            say("bytecount 0"),
+            "SUCCESS: bytecount interval changed\r\n"
+        );
+        assert_eq!(
+            say("state bar"),
+            "ERROR: state parameter must be 'on' or 'off' or some number n or 'all'\r\n"
+        );
+        assert_eq!(
+            say("log on all").lines().next(),
+            Some("SUCCESS: real-time log notification set to ON")
+        );
+        assert!(say("log 2").ends_with("MANAGEMENT: CMD 'log 2'\r\nEND\r\n"));
+        assert_eq!(
+            say("signal SIGFOO"),
+            "ERROR: signal 'SIGFOO' is not a known signal type\r\n"
+        );
+        assert_eq!(
+            say("username Auth x"),
+            "ERROR: no username is currently needed at this time\r\n"
+        );
+        assert_eq!(
+            say("password Auth x"),
+            "ERROR: no password is currently needed at this time\r\n"
+        );
+        assert_eq!(
+            say("client-pending-auth 0 0 WEB_AUTH::x 30"),
+            "ERROR: client-pending-auth command failed. Extra parameter might be too long\r\n"
+        );
+        assert_eq!(
+            say("client-auth-nt 5 0"),
+            "ERROR: client-auth command failed\r\n"
+        );
+        assert!(sh.hold_released);
+        assert_eq!(s.on_line(&mut sh, "quit"), Step::Close(String::new()));
+    }
+
+    #[test]
+    fn client_auth_block_read_to_end() {
+        let mut sh = shared();
+        let mut s = Session::new(None);
+        assert_eq!(s.on_line(&mut sh, "client-auth 0 1"), Step::Nothing);
+        assert_eq!(
+            s.on_line(&mut sh, "push \"route 10.10.0.0 255.255.0.0\""),
+            Step::Nothing
+        );
+        // Inside the block a command is only a line of it.
+        assert_eq!(s.on_line(&mut sh, "quit"), Step::Nothing);
+        assert_eq!(
+            text(s.on_line(&mut sh, "END")),
+            "ERROR: client-auth command failed\r\n"
+        );
+        assert_eq!(text(s.on_line(&mut sh, "pid")), "SUCCESS: pid=4242\r\n");
+        // A hostile block is bounded.
+        s.on_line(&mut sh, "client-auth 1 1");
+        for _ in 0..5000 {
+            s.on_line(&mut sh, "x");
+        }
+        assert_eq!(s.block.as_ref().map(Vec::len), Some(MAX_BLOCK_LINES));
+    }
+
+    #[test]
+    fn server_answers_as_in_openvpn() {
+        // vectors/server_commands.txt and vectors/server_kill.txt
+        let mut sh = shared();
+        let mut s = Session::new(None);
+        let mut ask = |l: &str, a: Answer| match s.on_line(&mut sh, l) {
+            Step::Ask(q) => s.answered(&q, a),
+            Step::Send(t) => t,
+            other => panic!("{l}: {other:?}"),
+        };
+        assert_eq!(
+            ask("kill client1", Answer::Killed(1)),
+            "SUCCESS: common name 'client1' found, 1 client(s) killed\r\n"
+        );
+        assert_eq!(
+            ask("kill nobody", Answer::Killed(0)),
+            "ERROR: common name 'nobody' not found\r\n"
+        );
+        assert_eq!(
+            ask("kill 1.2.3.4", Answer::Killed(0)),
+            "ERROR: common name '1.2.3.4' not found\r\n"
+        );
+        assert_eq!(
+            ask("kill 127.0.0.1:59990", Answer::Killed(1)),
+            "SUCCESS: 1 client(s) at address 127.0.0.1:59990 killed\r\n"
+        );
+        assert_eq!(
+            ask("kill 1.2.3.4:5", Answer::Killed(0)),
+            "ERROR: client at address 1.2.3.4:5 not found\r\n"
+        );
+        assert_eq!(
+            ask("kill 1.2.3.4:0", Answer::Killed(0)),
+            "ERROR: port number is out of range: 0\r\n"
+        );
+        assert_eq!(
+            ask("kill x.y:5", Answer::Killed(0)),
+            "ERROR: error parsing IP address: x.y\r\n"
+        );
+        assert_eq!(
+            ask("client-kill 99", Answer::Done(false)),
+            "ERROR: client-kill command failed\r\n"
+        );
+        assert_eq!(
+            ask("client-kill 2 HALT", Answer::Done(true)),
+            "SUCCESS: client-kill command succeeded\r\n"
+        );
+        let load = LoadStats {
+            clients: 1,
+            bytes_in: 2035,
+            bytes_out: 2012,
+        };
+        assert_eq!(
+            ask("load-stats", Answer::Load(load)),
+            "SUCCESS: nclients=1,bytesin=2035,bytesout=2012\r\n"
+        );
+        assert_eq!(
+            ask("status 3", Answer::Text("TITLE\tx\nEND\n".into())),
+            "TITLE\tx\r\nEND\r\n"
+        );
+        assert_eq!(
+            ask("signal SIGTERM", Answer::Done(true)),
+            "SUCCESS: signal SIGTERM thrown\r\n"
+        );
+    }
+
+    #[test]
+    fn lines_split_and_bounded() {
+        let mut b = LineBuffer::default();
+        assert_eq!(b.push(b"pi"), vec![]);
+        assert_eq!(
+            b.push(b"d\r\nsta\x01tus 3\n"),
+            vec![Ok("pid".to_string()), Ok("status 3".to_string())]
+        );
+        let long = vec![b'x'; MAX_LINE + 10];
+        assert_eq!(b.push(&long), vec![]);
+        assert_eq!(b.push(b"\npid\n"), vec![Err(LineTooLong), Ok("pid".into())]);
+    }
+
+    #[test]
+    fn status_versions() {
+        let mut sh = shared();
+        let mut s = Session::new(None);
+        for (cmd, v) in [
+            ("status", 1),
+            ("status 2", 2),
+            ("status 3", 3),
+            ("status 9", 1),
+        ] {
+            assert_eq!(s.on_line(&mut sh, cmd), Step::Ask(Query::Status(v)));
+        }
+    }
+}

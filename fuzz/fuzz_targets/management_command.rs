@@ -1,0 +1,36 @@
+//! Fuzz the management interface's input side: bytes from a client through
+//! the line splitter, the word splitter and a connection's state machine.
+//! Never a panic; every reply is whole CRLF lines; words stay bounded.
+#![no_main]
+
+use ferrovpn_control::management::command::{MAX_WORD_LEN, MAX_WORDS, split_words};
+use ferrovpn_control::management::session::{History, LineBuffer, Session, Shared, Step};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut shared = Shared {
+        hold: true,
+        hold_released: false,
+        holding: true,
+        states: History::new(4),
+        log: History::new(4),
+        verb: 3,
+        pid: 1,
+    };
+    // The first byte picks whether a password is asked first.
+    let password = data.first().is_some_and(|b| b & 1 == 1).then(|| "pw".to_string());
+    let mut session = Session::new(password);
+    let mut lines = LineBuffer::default();
+    for line in lines.push(data).into_iter().flatten() {
+        if let Ok(words) = split_words(&line) {
+            assert!(words.len() <= MAX_WORDS);
+            assert!(words.iter().all(|w| w.len() <= MAX_WORD_LEN));
+        }
+        let text = match session.on_line(&mut shared, &line) {
+            Step::Send(t) | Step::Close(t) => t,
+            Step::Nothing | Step::Ask(_) => continue,
+        };
+        assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
+        assert_eq!(text.matches('\n').count(), text.matches("\r\n").count(), "{text:?}");
+    }
+});
