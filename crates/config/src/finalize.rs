@@ -1,7 +1,7 @@
 //! Cross-directive rules, applied once the whole configuration is read.
 
 use crate::error::{ConfigError, Location, Reason};
-use crate::table::TAP_REASON;
+use crate::table::{CHROOT_CLIENT_REASON, TAP_REASON};
 use crate::types::*;
 
 impl Config {
@@ -162,6 +162,9 @@ impl Config {
                             ),
                         ));
                     }
+                }
+                if self.chroot.is_some() {
+                    return Err(self.fail("chroot", &whole, CHROOT_CLIENT_REASON.into()));
                 }
             }
         }

@@ -1178,6 +1178,10 @@ impl Parser {
                 d.count(1, 1, "a group name")?;
                 c.group = d.arg(0).map(str::to_string);
             }
+            "chroot" => {
+                d.count(1, 1, "a directory")?;
+                c.chroot = d.arg(0).map(PathBuf::from);
+            }
             "auth-user-pass" => {
                 let aup = if d.inline.is_none() && d.args.is_empty() {
                     AuthUserPass {

@@ -57,6 +57,10 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
 pub const TCP_REASON: &str = "TCP transport is not supported yet";
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
+/// Why a client refuses `chroot`: it runs `ip` (by absolute path) again on
+/// every reconnect, and that binary is not inside the chroot; OpenVPN 2.6
+/// fails there the same way, only later.
+pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client runs `ip` (by absolute path) again on every reconnect for addresses and routes, and it is not inside the chroot (OpenVPN 2.6 fails there too, at the first reconnect)";
 
 /// Every directive ferrovpn knows. Anything else is
 /// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
@@ -296,6 +300,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
     ),
     s(
+        "chroot",
+        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` directories must be the same directories inside DIR (ferrovpn replaces these files by rename, OpenVPN keeps them open; refused at start otherwise); clients refuse it (see the error)",
+    ),
+    s(
         "group",
         "`NAME`: with or without 'user', run as group NAME (and no supplementary groups) once set up",
     ),
@@ -495,10 +503,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u(
         "daemon",
         "ferrovpn runs in the foreground; use a service manager",
-    ),
-    u(
-        "chroot",
-        "chroot is not supported: files read after start (crl-verify, status) would have to resolve inside it",
     ),
     u(
         "route-metric",

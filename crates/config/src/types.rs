@@ -381,6 +381,8 @@ pub struct Config {
     pub user: Option<String>,
     /// `group NAME`: run as this group once set up.
     pub group: Option<String>,
+    /// `chroot DIR`: change the root directory once set up (servers only).
+    pub chroot: Option<PathBuf>,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.

@@ -1238,3 +1238,22 @@ fn connect_freq_and_connect_freq_initial() {
     let client = format!("connect-freq 10 60\n{}", client_base());
     assert!(err(&client).contains("'connect-freq' is a server directive"));
 }
+
+#[test]
+fn chroot_is_a_server_directive() {
+    let c = parse_str_no_fs(&format!("chroot /var/empty\n{}", server_base()), "t.conf").unwrap();
+    assert_eq!(c.chroot, Some(PathBuf::from("/var/empty")));
+    assert_eq!(c.location_of("chroot").unwrap().to_string(), "t.conf:1");
+    assert_eq!(line_err("chroot"), "t.conf:1: 'chroot' expects a directory");
+    // A client runs `ip` again on every reconnect: refused, with the reason.
+    let client = format!("{}chroot /var/empty\n", client_base());
+    let line = client.lines().count();
+    let e = err(&client);
+    assert!(
+        e.starts_with(&format!(
+            "t.conf:{line}: 'chroot' is not supported in client mode: a client runs `ip`"
+        )),
+        "{e}"
+    );
+    assert_eq!(Config::unsupported_reason("chroot"), None);
+}

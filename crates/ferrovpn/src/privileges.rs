@@ -1,6 +1,14 @@
-//! `user` / `group`: give up root once the tun device, the socket and the
-//! routes are set up, as OpenVPN 2.6 does; and keep key material out of core
-//! dumps.
+//! `chroot` / `user` / `group`: once the tun device, the socket and the
+//! routes are set up, chroot (then cd to `/`) and give up root, in that
+//! order, as OpenVPN 2.6 does; and keep key material out of core dumps.
+//!
+//! After the chroot, paths opened later resolve inside it: the `crl-verify`
+//! file (read at start from its real path, re-read inside the chroot, as in
+//! 2.6). OpenVPN keeps the `status` and `ifconfig-pool-persist` files open
+//! from before the chroot; ferrovpn replaces them by rename, so it requires
+//! their directories to be the very same directories (device and inode)
+//! inside the chroot, and refuses to start otherwise. Clients refuse
+//! `chroot` (config crate): they run `ip` on every reconnect.
 //!
 //! uid, gid and supplementary groups change through glibc (`nix`), whose
 //! wrappers apply the change to every thread of the process (the data-plane
@@ -29,6 +37,8 @@ pub fn make_undumpable() -> anyhow::Result<()> {
 /// The identity to take once set up, resolved when the config is read (as
 /// OpenVPN does) so that an unknown name fails before anything starts.
 pub struct Privileges {
+    /// `chroot DIR`, as (location, directory).
+    chroot: Option<(String, std::path::PathBuf)>,
     user: Option<(String, Uid)>,
     group: Option<(String, Gid)>,
     /// Keep `CAP_NET_ADMIN` (clients: routes on reconnect).
@@ -41,15 +51,31 @@ pub struct Privileges {
 }
 
 impl Privileges {
-    /// `None` when the config has neither `user` nor `group`.
+    /// `None` when the config has none of `chroot`, `user` and `group`.
     pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Self>> {
-        if cfg.user.is_none() && cfg.group.is_none() {
+        if cfg.user.is_none() && cfg.group.is_none() && cfg.chroot.is_none() {
             return Ok(None);
         }
         let at = |d: &str| {
             cfg.location_of(d)
                 .map_or_else(|| d.to_string(), |l| l.to_string())
         };
+        let chroot = match &cfg.chroot {
+            // Checked now so that a typo fails before anything is set up.
+            Some(dir) if !dir.is_dir() => bail!(
+                "{}: 'chroot {}': not a directory",
+                at("chroot"),
+                dir.display()
+            ),
+            Some(dir) => Some((at("chroot"), dir.clone())),
+            None => None,
+        };
+        if chroot.is_some() && cfg.user.is_none() && cfg.group.is_none() {
+            // OpenVPN 2.6's warning: root can leave a chroot.
+            warn!(
+                "you are using chroot without specifying user and group -- this may cause the chroot jail to be insecure"
+            );
+        }
         let user = match &cfg.user {
             Some(name) => match User::from_name(name) {
                 Ok(Some(u)) => Some((name.clone(), u.uid)),
@@ -88,6 +114,7 @@ impl Privileges {
             read.push(("crl-verify", at("crl-verify"), path.clone()));
         }
         Ok(Some(Self {
+            chroot,
             user,
             group,
             keep_net_admin: !cfg.is_server(),
@@ -96,10 +123,71 @@ impl Privileges {
         }))
     }
 
-    /// Switch group, supplementary groups and user, keep `CAP_NET_ADMIN` if
-    /// asked, forbid regaining privileges through exec, then check that the
-    /// files used after start are still reachable.
+    /// chroot (it needs root, so first), then switch group, supplementary
+    /// groups and user, keep `CAP_NET_ADMIN` if asked, forbid regaining
+    /// privileges through exec, and check that the files used after start
+    /// are still reachable.
     pub fn drop_now(self) -> anyhow::Result<()> {
+        if let Some((at, dir)) = &self.chroot {
+            self.enter_chroot(at, dir)?;
+        }
+        if self.user.is_some() || self.group.is_some() {
+            self.switch_identity()?;
+        }
+        Ok(())
+    }
+
+    /// chroot to `dir`, cd to `/`, then check that the files used after
+    /// start are found inside: the written files' directories must be the
+    /// same directories as before (ferrovpn renames new versions into them),
+    /// and the `crl-verify` file must exist at its path inside.
+    fn enter_chroot(&self, at: &str, dir: &Path) -> anyhow::Result<()> {
+        let before: Vec<_> = self
+            .written
+            .iter()
+            .map(|(directive, file_at, path)| {
+                let parent = parent_dir(path);
+                let id = dir_identity(parent).with_context(|| {
+                    format!(
+                        "{file_at}: '{directive} {}': directory {}",
+                        path.display(),
+                        parent.display()
+                    )
+                })?;
+                Ok((directive, file_at, path, id))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        rustix::process::chroot(dir)
+            .with_context(|| format!("{at}: 'chroot {}': chroot", dir.display()))?;
+        rustix::process::chdir("/")
+            .with_context(|| format!("{at}: 'chroot {}': chdir(\"/\")", dir.display()))?;
+        info!("chroot to '{}' and cd to '/' succeeded", dir.display());
+        for (directive, file_at, path, id) in before {
+            let parent = parent_dir(path);
+            if dir_identity(parent).ok() != Some(id) {
+                bail!(
+                    "{file_at}: '{directive} {}': with 'chroot {}' ({at}), directory {} must be the same directory inside the chroot as outside (e.g. a bind mount, or a relative path with DIR as the working directory): ferrovpn replaces the file by rename after the chroot, where OpenVPN keeps it open",
+                    path.display(),
+                    dir.display(),
+                    parent.display()
+                );
+            }
+        }
+        for (directive, file_at, path) in &self.read {
+            if std::fs::metadata(path).is_err() {
+                bail!(
+                    "{file_at}: '{directive} {}': not found inside 'chroot {}' ({at}); it is re-read there after start (as in OpenVPN 2.6), so put a copy at {}",
+                    path.display(),
+                    dir.display(),
+                    dir.join(path.strip_prefix("/").unwrap_or(path)).display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity part of [`Self::drop_now`].
+    fn switch_identity(&self) -> anyhow::Result<()> {
         rustix::thread::set_keep_capabilities(self.keep_net_admin)
             .context("prctl(PR_SET_KEEPCAPS)")?;
         let gid = self.group.as_ref().map_or_else(Gid::current, |g| g.1);
@@ -144,10 +232,7 @@ impl Privileges {
             (None, None) => "the new identity".to_string(),
         };
         for (directive, at, path) in &self.written {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
+            let dir = parent_dir(path);
             if rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() {
                 bail!(
                     "{at}: '{directive} {}': directory {} is not writable by {who}; ferrovpn replaces the file after dropping privileges (OpenVPN keeps it open), so make the directory writable or remove 'user'/'group'",
@@ -166,4 +251,19 @@ impl Privileges {
         }
         Ok(())
     }
+}
+
+/// The directory a file is created in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// (device, inode) of a directory: the same pair before and after the
+/// chroot means the same directory.
+fn dir_identity(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    let st = rustix::fs::stat(dir)?;
+    Ok((st.st_dev, st.st_ino))
 }

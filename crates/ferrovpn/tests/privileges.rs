@@ -2,6 +2,8 @@
 //! as `nobody` — a server with stock clients (traffic, renegotiation,
 //! reconnects, status file, CRL), a client across server restarts (routes
 //! re-applied) — and refuses at start what it could not do unprivileged.
+//! `chroot`: a server chroots before switching user, re-reads its CRL
+//! inside the chroot, and refuses files it could not replace there.
 //!
 //! Needs root, `openvpn`, `ip`, `ping`, `ss` and the users `nobody` and
 //! group `nogroup` (Debian); fails loudly without them.
@@ -347,4 +349,121 @@ fn status_directory_nobody_cannot_write_is_refused_at_start() {
 
 fn dir_of(p: &Path) -> &Path {
     p.parent().unwrap()
+}
+
+/// An empty jail for `chroot`, with a copy of `file` at its own path
+/// inside (what the server re-reads after the chroot).
+fn jail_with(net: &Net, file: &Path, content: &Path) -> PathBuf {
+    let jail = net.dir.join("jail");
+    let inside = jail.join(file.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::copy(content, &inside).unwrap();
+    std::fs::canonicalize(&jail).unwrap()
+}
+
+#[test]
+fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
+    let net = setup("pv-chr");
+    let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
+    // Read at start from the real path (revokes nobody), then from the
+    // jail (revokes the last client), as OpenVPN 2.6 does.
+    let crl = net.dir.join("crl.pem");
+    std::fs::copy(&net.pki.crl_empty, &crl).unwrap();
+    let jail = jail_with(&net, &crl, &net.pki.crl_revoking);
+    sc.extra.extend([
+        format!("chroot {}", jail.display()),
+        "user nobody".to_string(),
+        "group nogroup".to_string(),
+        format!("crl-verify {}", crl.display()),
+    ]);
+    let mut server = net.spawn(
+        &net.server_ns,
+        "ferrovpn-server",
+        FERROVPN,
+        &openvpn_server_conf(&sc),
+    );
+    server
+        .wait_for_log_line("server listening", CONNECT_TIMEOUT)
+        .unwrap();
+    // chroot first (it needs root), then the switch to nobody.
+    assert_runs_as_nobody(&server, "0000000000000000");
+    let root = std::fs::read_link(format!("/proc/{}/root", server.pid())).unwrap();
+    assert_eq!(root, jail, "{}", server.log());
+    assert!(
+        server.log().contains(&format!(
+            "chroot to '{}' and cd to '/' succeeded",
+            jail.display()
+        )),
+        "{}",
+        server.log()
+    );
+
+    let mut client = net.spawn(
+        &net.client_ns,
+        "openvpn-client",
+        "openvpn",
+        &openvpn_client_conf(&cc),
+    );
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", logs(&client, &server));
+    }
+    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+
+    // The CRL inside the jail is the one enforced now.
+    let revoked = net.pki.clients.last().unwrap().clone();
+    let mut cc2 = cc.clone();
+    cc2.cert = Material::File(revoked.cert);
+    cc2.key = Material::File(revoked.key);
+    let revoked_client = net.spawn(
+        &net.client_ns,
+        "openvpn-client-revoked",
+        "openvpn",
+        &openvpn_client_conf(&cc2),
+    );
+    assert!(
+        wait_for_count(&server, "Revoked", 1, CONNECT_TIMEOUT),
+        "{}",
+        logs(&revoked_client, &server)
+    );
+    assert!(
+        !revoked_client.log().contains(UP),
+        "{}",
+        logs(&revoked_client, &server)
+    );
+    assert!(server.try_exit().is_none(), "{}", server.log());
+}
+
+#[test]
+fn chroot_with_a_status_file_outside_it_is_refused_at_start() {
+    let net = setup("pv-chs");
+    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
+    let jail = net.dir.join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    // ferrovpn replaces the status file by rename after the chroot, where
+    // OpenVPN writes through a file it opened before: the directory must
+    // be the same inside the jail, and run/ is not.
+    let status = net.dir.join("run/status.log");
+    sc.extra.extend([
+        format!("chroot {}", jail.display()),
+        format!("status {} 1", status.display()),
+    ]);
+    let text = openvpn_server_conf(&sc);
+    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
+    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
+            .try_exit()
+            .is_some()),
+        "{}",
+        server.log()
+    );
+    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
+    let expected = format!(
+        "ferrovpn: {}:{line}: 'status {}': with 'chroot {}'",
+        conf.display(),
+        status.display(),
+        jail.display()
+    );
+    assert!(server.log().contains(&expected), "{}", server.log());
 }
