@@ -34,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
     let written = render_resolv_conf(&plan.dns, text);
     assert_eq!(original_of(&written).as_deref(), Some(text));
     if let Some(token) = plan.auth_token {
-        let mut c = Credentials::new(CredentialSource::Inline, "u".into(), "p".into(), None, false);
+        let mut c = Credentials::new(
+            CredentialSource::Inline,
+            "u".into(),
+            "p".into(),
+            None,
+            false,
+        );
         c.token_pushed(token, plan.auth_token_user.as_deref());
         let _ = c.for_key_exchange();
     }

@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         pid: 1,
     };
     // The first byte picks whether a password is asked first.
-    let password = data.first().is_some_and(|b| b & 1 == 1).then(|| "pw".to_string());
+    let password = data
+        .first()
+        .is_some_and(|b| b & 1 == 1)
+        .then(|| "pw".to_string());
     let mut session = Session::new(password);
     let mut lines = LineBuffer::default();
     for line in lines.push(data).into_iter().flatten() {
@@ -31,6 +34,10 @@ fuzz_target!(|data: &[u8]| {
             Step::Nothing | Step::Ask(_) => continue,
         };
         assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
-        assert_eq!(text.matches('\n').count(), text.matches("\r\n").count(), "{text:?}");
+        assert_eq!(
+            text.matches('\n').count(),
+            text.matches("\r\n").count(),
+            "{text:?}"
+        );
     }
 });

@@ -15,7 +15,7 @@ use tracing::info;
 /// Where system tools are looked for, in order; never `PATH`.
 const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
-/// The absolute path of a system tool, if one of [`SYSTEM_DIRS`] has it.
+/// The absolute path of a system tool, if one of the system directories has it.
 pub fn system_tool(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     SYSTEM_DIRS

@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | `comp-lzo no` | `FA` + packet | (dropped) |
 //! | `comp-lzo [yes\|adaptive]`, `compress lzo` | `FA` + packet | `66` + LZO1X |
-//! | `compress stub` | `FB` + packet[1..] + packet[0] | (dropped) |
-//! | `compress lz4` | `FB` + packet[1..] + packet[0] | `69` + lz4[1..] + lz4[0] |
+//! | `compress stub` | `FB` + `packet[1..]` + `packet[0]` | (dropped) |
+//! | `compress lz4` | `FB` + `packet[1..]` + `packet[0]` | `69` + `lz4[1..]` + `lz4[0]` |
 //! | `compress stub-v2` | packet (`50 00` + packet if it starts with `50`) | (dropped) |
 //! | `compress lz4-v2` | as stub-v2 | `50 01` + LZ4 block |
 //!

@@ -65,7 +65,7 @@ impl Credentials {
     /// What the next key exchange sends: the auth-token when there is one,
     /// else the password (SCRV1-wrapped with a static-challenge answer).
     /// With `auth-nocache` the password is dropped once handed out.
-    /// `None`: the password is gone and must be had again ([`Self::set_password`]).
+    /// `None`: the password is gone and must be had again ([`Self::set`]).
     pub fn for_key_exchange(&mut self) -> Option<(String, String)> {
         if let Some(t) = &self.token {
             return Some((self.username.clone(), t.clone()));

@@ -58,7 +58,7 @@ const MAX_SLOTS: usize = 64;
 pub struct GlobalCounters {
     /// Control packets dropped because their queue was full.
     pub control_dropped: AtomicU64,
-    /// Control-opcode datagrams longer than [`MAX_CONTROL_DATAGRAM`], dropped.
+    /// Control-opcode datagrams longer than [`crate::up::MAX_CONTROL_DATAGRAM`], dropped.
     pub control_oversized: AtomicU64,
     /// OCC and float events dropped because their queue was full.
     pub events_dropped: AtomicU64,
