@@ -155,7 +155,9 @@ fuzz_target!(|data: &[u8]| {
                     client.send_control_message(now, &text);
                 }
             }
-            2 => server.handle_packet(now, arg),
+            2 => {
+                server.handle_packet(now, arg);
+            }
             3 => {
                 let _ = client.start_renegotiation(now);
             }
