@@ -347,21 +347,7 @@ impl Parser {
                         d.name, d.name
                     )));
                 }
-                if !self.fs {
-                    return Err(d.err(Reason::NoFileAccess {
-                        directive: d.name.to_string(),
-                        arg: file.to_string(),
-                    }));
-                }
-                let path = PathBuf::from(file);
-                let bytes = read_limited(&path).map_err(|r| d.err(r))?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    d.err(Reason::Read {
-                        path: path.clone(),
-                        error: "not valid UTF-8 text".into(),
-                    })
-                })?;
-                (MaterialSource::File(path), text)
+                self.read_text_file(d, file)?
             }
         };
         let (marker, what) = match d.name {
@@ -389,6 +375,26 @@ impl Parser {
         Ok(Material { source, text })
     }
 
+    /// The UTF-8 text of `file`, named by directive `d` (size-limited; an
+    /// error when this parse may not touch the file system).
+    fn read_text_file(&self, d: &Dir<'_>, file: &str) -> R<(MaterialSource, String)> {
+        if !self.fs {
+            return Err(d.err(Reason::NoFileAccess {
+                directive: d.name.to_string(),
+                arg: file.to_string(),
+            }));
+        }
+        let path = PathBuf::from(file);
+        let bytes = read_limited(&path).map_err(|r| d.err(r))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            d.err(Reason::Read {
+                path: path.clone(),
+                error: "not valid UTF-8 text".into(),
+            })
+        })?;
+        Ok((MaterialSource::File(path), text))
+    }
+
     /// `auth-user-pass FILE` or `<auth-user-pass>`: user name, then password.
     fn auth_user_pass(&self, d: &Dir<'_>) -> R<AuthUserPass> {
         let (source, text) = match &d.inline {
@@ -396,21 +402,7 @@ impl Parser {
             None => {
                 d.count(1, 1, "[FILE] or an inline block")?;
                 let file = d.arg(0).unwrap_or("");
-                if !self.fs {
-                    return Err(d.err(Reason::NoFileAccess {
-                        directive: d.name.to_string(),
-                        arg: file.to_string(),
-                    }));
-                }
-                let path = PathBuf::from(file);
-                let bytes = read_limited(&path).map_err(|r| d.err(r))?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    d.err(Reason::Read {
-                        path: path.clone(),
-                        error: "not valid UTF-8 text".into(),
-                    })
-                })?;
-                (MaterialSource::File(path), text)
+                self.read_text_file(d, file)?
             }
         };
         let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
