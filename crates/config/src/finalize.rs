@@ -152,6 +152,8 @@ impl Config {
                     "duplicate-cn",
                     "max-clients",
                     "connect-freq",
+                    "client-config-dir",
+                    "ccd-exclusive",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(
@@ -231,6 +233,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.ccd_exclusive && self.client_config_dir.is_none() {
+            // 2.6: "--ccd-exclusive must be used with --client-config-dir".
+            return Err(self.fail(
+                "ccd-exclusive",
+                whole,
+                "'ccd-exclusive' must be used with 'client-config-dir'".into(),
+            ));
         }
         Ok(())
     }
