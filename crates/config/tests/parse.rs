@@ -1257,3 +1257,35 @@ fn chroot_is_a_server_directive() {
     );
     assert_eq!(Config::unsupported_reason("chroot"), None);
 }
+
+#[test]
+fn client_config_dir_is_a_server_directive() {
+    let c = parse_str_no_fs(
+        &format!("client-config-dir ccd\nccd-exclusive\n{}", server_base()),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(c.client_config_dir, Some(PathBuf::from("ccd")));
+    assert!(c.ccd_exclusive);
+    assert_eq!(
+        line_err("client-config-dir"),
+        "t.conf:1: 'client-config-dir' expects a directory"
+    );
+    assert_eq!(
+        line_err("ccd-exclusive"),
+        "t.conf:1: 'ccd-exclusive' must be used with 'client-config-dir'"
+    );
+    let e = err(&format!("{}client-config-dir ccd\n", client_base()));
+    assert!(
+        e.contains("'client-config-dir' is a server directive"),
+        "{e}"
+    );
+    // Per-client directives belong in the per-client files, as in 2.6.
+    for d in [
+        "iroute 10.0.0.0 255.0.0.0",
+        "ifconfig-push 10.8.0.9 255.255.255.0",
+    ] {
+        let e = line_err(d);
+        assert!(e.contains("only in a per-client config"), "{e}");
+    }
+}

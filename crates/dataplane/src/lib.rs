@@ -75,6 +75,7 @@ use ferrovpn_proto::data::DataError;
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 use thiserror::Error;
 
+pub mod iroutes;
 mod mss;
 pub mod peers;
 pub mod replay;

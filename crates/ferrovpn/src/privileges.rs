@@ -7,7 +7,9 @@
 //! 2.6). OpenVPN keeps the `status` and `ifconfig-pool-persist` files open
 //! from before the chroot; ferrovpn replaces them by rename, so it requires
 //! their directories to be the very same directories (device and inode)
-//! inside the chroot, and refuses to start otherwise. Clients refuse
+//! inside the chroot, and refuses to start otherwise. The `client-config-dir`
+//! directory, read at every connect (inside the chroot, as in 2.6), must be
+//! readable there and by the new user. Clients refuse
 //! `chroot` (config crate): they run `ip` on every reconnect.
 //!
 //! uid, gid and supplementary groups change through glibc (`nix`), whose
@@ -48,6 +50,8 @@ pub struct Privileges {
     written: Vec<(&'static str, String, std::path::PathBuf)>,
     /// Files read after start (`crl-verify`).
     read: Vec<(&'static str, String, std::path::PathBuf)>,
+    /// Directories read after start (`client-config-dir`), as (location, path).
+    read_dirs: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Privileges {
@@ -113,6 +117,9 @@ impl Privileges {
         {
             read.push(("crl-verify", at("crl-verify"), path.clone()));
         }
+        let read_dirs = (cfg.client_config_dir.iter())
+            .map(|d| (at("client-config-dir"), d.clone()))
+            .collect();
         Ok(Some(Self {
             chroot,
             user,
@@ -120,6 +127,7 @@ impl Privileges {
             keep_net_admin: !cfg.is_server(),
             written,
             read,
+            read_dirs,
         }))
     }
 
@@ -183,6 +191,26 @@ impl Privileges {
                 );
             }
         }
+        self.check_read_dirs("inside the chroot")
+    }
+
+    /// The `client-config-dir` directory is read at every connect: refuse
+    /// to start when it cannot be (`whose`: from where it is seen).
+    fn check_read_dirs(&self, whose: &str) -> anyhow::Result<()> {
+        for (at, dir) in &self.read_dirs {
+            let access = rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK;
+            let usable =
+                ferrovpn_control::server::ClientConfigDir::check_access(dir).and_then(|()| {
+                    rustix::fs::access(dir.as_path(), access)
+                        .map_err(|e| format!("'{}' cannot be searched: {e}", dir.display()))
+                });
+            if let Err(e) = usable {
+                bail!(
+                    "{at}: 'client-config-dir {}': {e} ({whose}); it is read at every client connect",
+                    dir.display()
+                );
+            }
+        }
         Ok(())
     }
 
@@ -241,6 +269,7 @@ impl Privileges {
                 );
             }
         }
+        self.check_read_dirs(&format!("as {who}"))?;
         for (directive, at, path) in &self.read {
             if rustix::fs::access(path.as_path(), rustix::fs::Access::READ_OK).is_err() {
                 warn!(

@@ -14,7 +14,7 @@ use ferrovpn_config::{
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
-use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
+use ferrovpn_control::server::{ClientConfigDir, CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
@@ -620,8 +620,32 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
         management: management(cfg)?,
+        client_config_dir: client_config_dir(cfg)?,
         setup_done: None,
     })
+}
+
+/// `client-config-dir`: the directory must be there at start (inside the
+/// chroot, where it is read), as 2.6 checks it; readable after
+/// `user`/`group` is checked when they apply.
+fn client_config_dir(cfg: &Config) -> anyhow::Result<Option<ClientConfigDir>> {
+    let Some(dir) = &cfg.client_config_dir else {
+        return Ok(None);
+    };
+    let seen_from_here = match &cfg.chroot {
+        Some(root) => root.join(dir.strip_prefix("/").unwrap_or(dir)),
+        None => dir.clone(),
+    };
+    if let Err(e) = ClientConfigDir::check_access(&seen_from_here) {
+        bail!(
+            "{}client-config-dir: {e}",
+            where_is(cfg, "client-config-dir")
+        );
+    }
+    Ok(Some(ClientConfigDir {
+        dir: dir.clone(),
+        exclusive: cfg.ccd_exclusive,
+    }))
 }
 
 fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {

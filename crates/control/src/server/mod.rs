@@ -4,6 +4,7 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
+mod client_config_dir;
 mod liveness;
 mod pool;
 mod push;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use ferrovpn_config::ClientConfig;
 use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
@@ -25,6 +27,7 @@ use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
 use tracing::{debug, error, info, warn};
 
 use self::admission::{Admit, Stateless};
+pub use self::client_config_dir::ClientConfigDir;
 use self::liveness::{Observed, Policy, Verdict};
 use self::pool::AddressPool;
 pub use self::push::build_push_reply;
@@ -80,6 +83,8 @@ pub struct ServerSettings {
     pub compression: ferrovpn_proto::compress::Framing,
     /// `management ...` and the `management-*` directives.
     pub management: Option<management::ManagementSettings>,
+    /// `client-config-dir DIR` (+ `ccd-exclusive`).
+    pub client_config_dir: Option<ClientConfigDir>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -135,6 +140,8 @@ struct Client {
     cid: u64,
     /// Whether management clients were told it is established.
     announced: bool,
+    /// Its `client-config-dir` file, once read (`disable`d when refused).
+    client_config: Option<ClientConfig>,
 }
 
 struct Server {
@@ -438,6 +445,7 @@ impl Server {
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
+                    client_config: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -998,10 +1006,16 @@ impl Server {
                 .as_deref()
                 .map(tls::sanitize_common_name)
         });
-        match self.clients.assign_peer(addr, cn.as_deref()) {
+        let config = self.client_config(addr, cn.as_deref())?;
+        let fresh = self.clients.peer(&addr).is_none();
+        let pinned = config.ifconfig_push.map(|p| p.local);
+        match self.clients.assign_peer(addr, cn.as_deref(), pinned) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
                 self.peers.set_compression(peer.id, self.s.compression);
+                if fresh {
+                    self.publish_client_routes(addr, peer.id, &config);
+                }
                 Some(peer.id)
             }
             Err(AssignError::NoClient) => None,
@@ -1028,10 +1042,12 @@ impl Server {
         let (Some(c), Some(peer)) = (self.clients.get(&addr), self.clients.peer(&addr)) else {
             return;
         };
-        let (Some(cipher), Some(info)) = (c.cipher, c.peer_info.as_ref()) else {
+        let (Some(cipher), Some(info), Some(config)) =
+            (c.cipher, c.peer_info.as_ref(), c.client_config.as_ref())
+        else {
             return;
         };
-        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info);
+        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info, config);
         info!(
             "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),

@@ -249,7 +249,14 @@ pub(super) fn handle_datagram(
         return Verdict::Consumed;
     };
     let source_ok = match addrs {
-        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| ip == src),
+        // Server mode: its own address, or one its iroutes own (and no other
+        // peer's address), as 2.6 checks the source's route.
+        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| {
+            ip == src
+                || snap
+                    .route_v4(src)
+                    .is_some_and(|owner| owner.peer_id == peer.peer_id)
+        }),
         IpAddrs::V6 { src, .. } => {
             // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
             let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();

@@ -155,7 +155,7 @@ impl IpAddrs {
     /// The peer that owns the destination address.
     fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
         match self {
-            IpAddrs::V4 { dst, .. } => snap.by_ip.get(dst),
+            IpAddrs::V4 { dst, .. } => snap.route_v4(*dst),
             IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
         }
     }
