@@ -263,6 +263,19 @@ impl ClientConfig {
         Ok(())
     }
 
+    /// Add what a later per-client config says: 2.6 applies the
+    /// `client-config-dir` file, then a client-connect script's file, to one
+    /// option set, so a later `ifconfig-push` replaces an earlier one,
+    /// `disable` sticks, and iroutes and push edits accumulate in order.
+    pub fn extend(&mut self, later: ClientConfig) {
+        if later.ifconfig_push.is_some() {
+            self.ifconfig_push = later.ifconfig_push;
+        }
+        self.iroutes.extend(later.iroutes);
+        self.push_edits.extend(later.push_edits);
+        self.disable |= later.disable;
+    }
+
     /// The options pushed to this client: the server's list (`route-gateway`,
     /// `topology`, keepalive and `push` lines, as 2.6 keeps them) with this
     /// config's edits applied in order, then, as 2.6 does, without the
@@ -498,6 +511,31 @@ mod tests {
                 .any(|o| o.starts_with("route 192"))
         );
         assert_eq!(ClientConfig::default().push_list(&server), server);
+    }
+
+    #[test]
+    fn a_later_config_extends_an_earlier_one() {
+        let (mut ccd, _) = parse(
+            "ifconfig-push 10.8.0.50 255.255.255.0\niroute 10.1.0.0 255.255.0.0\npush-reset\n",
+        );
+        let (script, _) = parse(
+            "ifconfig-push 10.8.0.60 255.255.255.0\niroute 10.2.0.0 255.255.0.0\npush \"x\"\n",
+        );
+        ccd.extend(script);
+        assert_eq!(
+            ccd.ifconfig_push.map(|p| p.local),
+            Some(Ipv4Addr::new(10, 8, 0, 60))
+        );
+        assert_eq!(ccd.iroutes.len(), 2);
+        assert_eq!(ccd.push_list(&["y".to_string()]), ["x"]);
+        let (disabled, _) = parse("disable\n");
+        ccd.extend(disabled);
+        ccd.extend(ClientConfig::default());
+        assert!(ccd.disable);
+        assert_eq!(
+            ccd.ifconfig_push.map(|p| p.local),
+            Some(Ipv4Addr::new(10, 8, 0, 60))
+        );
     }
 
     #[test]
