@@ -4,165 +4,75 @@
 //! client, and a site-to-site `iroute` carries traffic from a namespace
 //! behind the server to a network behind a client.
 //!
-//! Needs root, `openvpn`, `ip`, `ping`, `sysctl` and `/dev/net/tun`; every
-//! test fails loudly without them. Every wait has a deadline.
+//! Needs root, the lab's tools (`openvpn`, `ip`, `ping`, ...), `sysctl` and
+//! `/dev/net/tun`; every test fails loudly without them. Every wait has a deadline.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, Lab, Netns, Proc, ServerConf, VethPair, Wrap, ping, require_root_and_tools, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping", "sysctl"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
-const LISTENING: &str = "server listening";
 const REFUSED: &str = "AUTH_FAILED";
 
-/// A server namespace and `n` client namespaces joined by veth pairs
-/// (`10.212.<i+1>.1` server side), a throwaway PKI (`client1..3`) and a
-/// scratch directory. Processes are declared after it in each test, so
-/// they are killed before the namespaces go.
-struct Lab {
-    _veths: Vec<VethPair>,
-    clients: Vec<Netns>,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-}
-
+/// The shared lab, and `sysctl` for the site-to-site test's forwarding.
 fn lab(tag: &str, n_clients: usize) -> Lab {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(
-        &dir.join("pki"),
-        &PkiOptions {
-            clients: 3,
-            ..PkiOptions::default()
-        },
-    )
-    .unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let mut clients = Vec::new();
-    let mut veths = Vec::new();
-    for i in 0..n_clients {
-        let ns = Netns::unique(&format!("{tag}-c{i}")).unwrap();
-        let v = VethPair::new(
-            &server_ns,
-            &format!("10.212.{}.1/24", i + 1),
-            &ns,
-            &format!("10.212.{}.2/24", i + 1),
-        )
-        .unwrap();
-        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
-        clients.push(ns);
-        veths.push(v);
-    }
-    Lab {
-        _veths: veths,
-        clients,
-        server_ns,
-        pki,
-        dir,
-    }
+    require_root_and_tools(&["sysctl"]);
+    Lab::new(tag, n_clients, FERROVPN)
 }
 
-impl Lab {
-    fn wrap(&self) -> Wrap {
-        let path = self.dir.join("tc.key");
-        ferrovpn_testkit::write_static_key(&path).unwrap();
-        Wrap::TlsCrypt(Material::File(path))
-    }
+/// A server config with `extra` lines.
+fn server_conf(lab: &Lab, wrap: &Wrap, extra: &[&str]) -> ServerConf {
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra = extra.iter().map(|l| l.to_string()).collect();
+    sc
+}
 
-    /// A server config with `extra` lines.
-    fn server_conf(&self, wrap: &Wrap, extra: &[&str]) -> ServerConf {
-        let mut sc = ServerConf::new(&self.pki, "fvtun-ccd", wrap.clone(), Cipher::Aes256Gcm);
-        sc.extra = extra.iter().map(|l| l.to_string()).collect();
-        sc
-    }
+/// Stock client in namespace `i` with certificate `client{cert+1}` on
+/// tunnel device `fvtun-c{i}`; not waited on.
+fn stock_client(lab: &Lab, i: usize, cert: usize, wrap: &Wrap) -> Proc {
+    let cc = lab.client_conf(
+        i,
+        &lab.pki.clients[cert],
+        &format!("fvtun-c{i}"),
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
+    lab.stock_client(i, &format!("openvpn-client{i}"), &cc)
+}
 
-    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join("server.conf");
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            "ferrovpn-server",
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
-        p
+fn stock_client_up(lab: &Lab, i: usize, cert: usize, wrap: &Wrap, server: &Proc) -> Proc {
+    let mut p = stock_client(lab, i, cert, wrap);
+    if let Err(e) = p.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", log_tails(&p, server));
     }
+    p
+}
 
-    /// Stock client in namespace `i` with certificate `client{cert+1}`,
-    /// tunnel device `fvtun-c{i}`; not waited on.
-    fn stock_client(&self, i: usize, cert: usize, wrap: &Wrap) -> Proc {
-        let cc = ClientConf::new(
-            &self.pki,
-            &self.pki.clients[cert],
-            &format!("10.212.{}.1", i + 1),
+/// `ip -4 -o addr show dev fvtun-c{i}` in client namespace `i`.
+fn client_addr(lab: &Lab, i: usize) -> String {
+    lab.clients[i]
+        .exec(&[
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
             &format!("fvtun-c{i}"),
-            wrap.clone(),
-            Cipher::Aes256Gcm,
-        );
-        let conf = self.dir.join(format!("client{i}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(&cc)).unwrap();
-        Proc::spawn_in(
-            &self.clients[i],
-            &format!("openvpn-client{i}"),
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
+        ])
         .unwrap()
-    }
-
-    fn stock_client_up(&self, i: usize, cert: usize, wrap: &Wrap, server: &Proc) -> Proc {
-        let mut p = self.stock_client(i, cert, wrap);
-        if let Err(e) = p.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-            panic!("{e:#}\n{}", logs(&p, server));
-        }
-        p
-    }
-
-    /// `ip -4 -o addr show dev fvtun-c{i}` in client namespace `i`.
-    fn client_addr(&self, i: usize) -> String {
-        self.clients[i]
-            .exec(&[
-                "ip",
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                &format!("fvtun-c{i}"),
-            ])
-            .unwrap()
-    }
-
-    /// `ip -4 route show PREFIX` in client namespace `i`.
-    fn client_route(&self, i: usize, prefix: &str) -> String {
-        self.clients[i]
-            .exec(&["ip", "-4", "route", "show", prefix])
-            .unwrap()
-    }
 }
 
-fn logs(client: &Proc, server: &Proc) -> String {
-    format!(
-        "--- {} ---\n{}\n--- {} ---\n{}",
-        client.name(),
-        client.log_tail(40),
-        server.name(),
-        server.log_tail(40)
-    )
+/// `ip -4 route show PREFIX` in client namespace `i`.
+fn client_route(lab: &Lab, i: usize, prefix: &str) -> String {
+    lab.clients[i]
+        .exec(&["ip", "-4", "route", "show", prefix])
+        .unwrap()
 }
 
 /// Write per-client files into `dir` (created, readable by everyone).
@@ -177,15 +87,15 @@ fn ccd(dir: &Path, files: &[(&str, &str)]) {
 /// Wait until the client was refused with AUTH_FAILED.
 fn wait_refused(client: &mut Proc, server: &Proc) {
     if let Err(e) = client.wait_for_log_line(REFUSED, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(client, server));
+        panic!("{e:#}\n{}", log_tails(client, server));
     }
-    assert!(!client.log().contains(UP), "{}", logs(client, server));
+    assert!(!client.log().contains(UP), "{}", log_tails(client, server));
 }
 
 #[test]
 fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_nobody() {
     let lab = lab("ccd-pin", 3);
-    let wrap = lab.wrap();
+    let wrap = lab.tls_crypt();
     // The directory is read inside the chroot, after dropping to nobody.
     let jail = lab.dir.join("jail");
     std::fs::create_dir_all(&jail).unwrap();
@@ -204,7 +114,8 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
             ("DEFAULT", "push-remove \"route 10.97.\"\n"),
         ],
     );
-    let mut sc = lab.server_conf(
+    let mut sc = server_conf(
+        &lab,
         &wrap,
         &[
             "client-config-dir /ccd",
@@ -216,38 +127,46 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
     sc.push = vec!["route 10.97.0.0 255.255.0.0".into()];
     // The pool starts at 10.8.0.2; pinning .50 must not hand it out.
     let server = lab.ferrovpn_server(&sc);
-    let c1 = lab.stock_client_up(0, 0, &wrap, &server);
-    let c2 = lab.stock_client_up(1, 1, &wrap, &server);
+    let c1 = stock_client_up(&lab, 0, 0, &wrap, &server);
+    let c2 = stock_client_up(&lab, 1, 1, &wrap, &server);
 
-    let a1 = lab.client_addr(0);
-    assert!(a1.contains("10.8.0.50/24"), "{a1}\n{}", logs(&c1, &server));
-    let a2 = lab.client_addr(1);
-    assert!(a2.contains("10.8.0.2/24"), "{a2}\n{}", logs(&c2, &server));
+    let a1 = client_addr(&lab, 0);
+    assert!(
+        a1.contains("10.8.0.50/24"),
+        "{a1}\n{}",
+        log_tails(&c1, &server)
+    );
+    let a2 = client_addr(&lab, 1);
+    assert!(
+        a2.contains("10.8.0.2/24"),
+        "{a2}\n{}",
+        log_tails(&c2, &server)
+    );
     for (i, c) in [(0, &c1), (1, &c2)] {
         ping(&lab.clients[i], "10.8.0.1", 2, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(c, &server)));
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(c, &server)));
     }
     // client1's own file adds a route and keeps the global one; DEFAULT
     // (client2) removes the global one.
     assert!(
-        !lab.client_route(0, "10.99.0.0/16").is_empty(),
+        !client_route(&lab, 0, "10.99.0.0/16").is_empty(),
         "{}",
-        logs(&c1, &server)
+        log_tails(&c1, &server)
     );
     assert!(
-        !lab.client_route(0, "10.97.0.0/16").is_empty(),
+        !client_route(&lab, 0, "10.97.0.0/16").is_empty(),
         "{}",
-        logs(&c1, &server)
+        log_tails(&c1, &server)
     );
     assert!(
-        lab.client_route(1, "10.99.0.0/16").is_empty(),
+        client_route(&lab, 1, "10.99.0.0/16").is_empty(),
         "{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     assert!(
-        lab.client_route(1, "10.97.0.0/16").is_empty(),
+        client_route(&lab, 1, "10.97.0.0/16").is_empty(),
         "{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     // A line ferrovpn cannot use is logged with its place, the rest applies.
     let log = server.log();
@@ -258,7 +177,7 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
     );
 
     // `disable` refuses client3.
-    let mut c3 = lab.stock_client(2, 2, &wrap);
+    let mut c3 = stock_client(&lab, 2, 2, &wrap);
     wait_refused(&mut c3, &server);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
@@ -272,12 +191,12 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
 #[test]
 fn ccd_exclusive_refuses_a_client_without_a_file_of_its_own() {
     let lab = lab("ccd-excl", 2);
-    let wrap = lab.wrap();
+    let wrap = lab.tls_crypt();
     ccd(&lab.dir.join("ccd"), &[("client1", ""), ("DEFAULT", "")]);
-    let sc = lab.server_conf(&wrap, &["client-config-dir ccd", "ccd-exclusive"]);
+    let sc = server_conf(&lab, &wrap, &["client-config-dir ccd", "ccd-exclusive"]);
     let server = lab.ferrovpn_server(&sc);
-    let _c1 = lab.stock_client_up(0, 0, &wrap, &server);
-    let mut c2 = lab.stock_client(1, 1, &wrap);
+    let _c1 = stock_client_up(&lab, 0, 0, &wrap, &server);
+    let mut c2 = stock_client(&lab, 1, 1, &wrap);
     wait_refused(&mut c2, &server);
     assert!(
         server
@@ -291,7 +210,7 @@ fn ccd_exclusive_refuses_a_client_without_a_file_of_its_own() {
 #[test]
 fn iroute_carries_traffic_from_behind_the_server_to_a_site_behind_a_client() {
     let lab = lab("ccd-site", 1);
-    let wrap = lab.wrap();
+    let wrap = lab.tls_crypt();
     // lan (behind the server) 10.77.0.2 <-> server 10.77.0.1;
     // client 192.168.77.1 <-> site (behind the client) 192.168.77.2.
     let lan = Netns::unique("ccd-site-lan").unwrap();
@@ -311,7 +230,8 @@ fn iroute_carries_traffic_from_behind_the_server_to_a_site_behind_a_client() {
         &lab.dir.join("ccd"),
         &[("client1", "iroute 192.168.77.0 255.255.255.0\n")],
     );
-    let mut sc = lab.server_conf(
+    let mut sc = server_conf(
+        &lab,
         &wrap,
         &["client-config-dir ccd", "route 192.168.77.0 255.255.255.0"],
     );
@@ -322,21 +242,21 @@ fn iroute_carries_traffic_from_behind_the_server_to_a_site_behind_a_client() {
         "route 192.168.77.0 255.255.255.0".into(),
     ];
     let server = lab.ferrovpn_server(&sc);
-    let c1 = lab.stock_client_up(0, 0, &wrap, &server);
+    let c1 = stock_client_up(&lab, 0, 0, &wrap, &server);
     assert!(
-        !lab.client_route(0, "10.77.0.0/24").is_empty(),
+        !client_route(&lab, 0, "10.77.0.0/24").is_empty(),
         "{}",
-        logs(&c1, &server)
+        log_tails(&c1, &server)
     );
-    let own = lab.client_route(0, "192.168.77.0/24");
-    assert!(!own.contains("fvtun"), "{own}\n{}", logs(&c1, &server));
+    let own = client_route(&lab, 0, "192.168.77.0/24");
+    assert!(!own.contains("fvtun"), "{own}\n{}", log_tails(&c1, &server));
     // lan -> server -> tunnel -> client -> site, and back.
     let stats = ping(&lan, "192.168.77.2", 3, Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&c1, &server)));
-    assert_eq!(stats.received, 3, "{}", logs(&c1, &server));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(&c1, &server)));
+    assert_eq!(stats.received, 3, "{}", log_tails(&c1, &server));
     // And from the site side (its source is an iroute network).
     ping(&site, "10.77.0.2", 2, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&c1, &server)));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(&c1, &server)));
     assert!(
         server.log().contains("internal route 192.168.77.0/24"),
         "{}",
