@@ -45,6 +45,16 @@ pub fn check_tools() -> anyhow::Result<()> {
     ip_path().map(|_| ())
 }
 
+/// `ifconfig-noexec` / `route-noexec`: what is left to the administrator
+/// (2.6 hands it to scripts in environment variables).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoExec {
+    /// The tun device's address, MTU and link state are left alone.
+    pub ifconfig: bool,
+    /// No route is added.
+    pub routes: bool,
+}
+
 /// Prefix length of a contiguous IPv4 netmask.
 pub fn prefix_len(mask: Ipv4Addr) -> u32 {
     u32::from(mask).leading_ones()
@@ -124,23 +134,36 @@ pub fn add_route(
     net: Ipv4Addr,
     mask: Ipv4Addr,
     gateway: Option<Ipv4Addr>,
+    metric: Option<u32>,
 ) -> anyhow::Result<RouteAdded> {
     let dst = format!("{net}/{}", prefix_len(mask));
-    match gateway {
-        Some(gw) => route_add(&["route", "add", &dst, "via", &gw.to_string(), "dev", dev]),
-        None => route_add(&["route", "add", &dst, "dev", dev]),
-    }
+    let args = route_args("add", &dst, gateway, dev, metric);
+    route_add(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// Remove a route added with [`add_route`], matched
-/// exactly (prefix, gateway, device) so a route someone else added for the
-/// same prefix stays; a missing route is not an error.
-pub fn del_route(net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, dev: &str) {
+/// `route VERB DST [via GW] dev DEV [metric M]`.
+fn route_args(
+    verb: &str,
+    dst: &str,
+    gateway: Option<Ipv4Addr>,
+    dev: &str,
+    metric: Option<u32>,
+) -> Vec<String> {
+    let mut args = vec!["route".to_string(), verb.to_string(), dst.to_string()];
+    if let Some(gw) = gateway {
+        args.extend(["via".to_string(), gw.to_string()]);
+    }
+    args.extend(["dev".to_string(), dev.to_string()]);
+    if let Some(m) = metric {
+        args.extend(["metric".to_string(), m.to_string()]);
+    }
+    args
+}
+
+pub fn del_route(net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, dev: &str, metric: Option<u32>) {
     let dst = format!("{net}/{prefix}");
-    let _ = match via {
-        Some(gw) => ip(&["route", "del", &dst, "via", &gw.to_string(), "dev", dev]),
-        None => ip(&["route", "del", &dst, "dev", dev]),
-    };
+    let args = route_args("del", &dst, via, dev, metric);
+    let _ = ip(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 /// The current gateway and device towards `dst` (for redirect-gateway's host route).

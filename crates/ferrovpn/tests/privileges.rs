@@ -1,9 +1,10 @@
 //! `user` / `group`: ferrovpn gives up root once set up, and keeps working
 //! as `nobody` — a server with stock clients (traffic, renegotiation,
-//! reconnects, status file, CRL), a client across server restarts (routes
-//! re-applied) — and refuses at start what it could not do unprivileged.
+//! reconnects, CRL, and the status and ifconfig-pool-persist files in a
+//! directory only root may write, kept open from before the switch as in
+//! 2.6), a client across server restarts (routes re-applied).
 //! `chroot`: a server chroots before switching user, re-reads its CRL
-//! inside the chroot, and refuses files it could not replace there.
+//! inside the chroot, and keeps writing its status file outside it.
 //!
 //! Needs root, `openvpn`, `ip`, `ping`, `ss` and the users `nobody` and
 //! group `nogroup` (Debian); fails loudly without them.
@@ -28,8 +29,7 @@ const SERVER_UNDERLAY: &str = "10.204.0.1";
 const NOBODY: &str = "65534";
 
 /// Two namespaces joined by veth, a PKI, and a scratch directory that
-/// `nobody` may enter (its `run/` subdirectory is `nobody`'s, for files
-/// written after the switch). Processes are locals declared after this.
+/// `nobody` may enter but not write. Processes are locals declared after this.
 struct Net {
     _veth: VethPair,
     client_ns: Netns,
@@ -42,14 +42,6 @@ fn setup(tag: &str) -> Net {
     require_root_and_tools(TOOLS);
     let dir = TestDir::new(tag).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = dir.join("run");
-    std::fs::create_dir(&run).unwrap();
-    let out = std::process::Command::new("chown")
-        .args(["nobody:nogroup"])
-        .arg(&run)
-        .output()
-        .expect("running chown");
-    assert!(out.status.success(), "chown nobody:nogroup: {out:?}");
     let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
     let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
     let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
@@ -161,10 +153,13 @@ fn logs(a: &Proc, b: &Proc) -> String {
 }
 
 #[test]
-fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
+fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
     let net = setup("pv-srv");
     let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
-    let status = net.dir.join("run/status.log");
+    // In root's directory, which nobody cannot write: written through the
+    // descriptors opened before the switch, as OpenVPN 2.6 does.
+    let status = net.dir.join("status.log");
+    let pool = net.dir.join("ipp.txt");
     let crl = net.dir.join("crl.pem");
     std::fs::copy(&net.pki.crl_empty, &crl).unwrap();
     sc.reneg_sec = Some(4);
@@ -172,6 +167,7 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
         "user nobody".to_string(),
         "group nogroup".to_string(),
         format!("status {} 1", status.display()),
+        format!("ifconfig-pool-persist {} 1", pool.display()),
         format!("crl-verify {}", crl.display()),
     ]);
     let mut server = net.spawn(
@@ -205,14 +201,17 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
     );
     let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
-    // The status file is still written, by nobody.
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
-            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
-        }),
-        "status file without client1\n{}",
-        server.log()
-    );
+    // Both files are still written, by nobody.
+    for (file, line) in [(&status, "client1,"), (&pool, "client1,10.8.0.")] {
+        assert!(
+            wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
+                std::fs::read_to_string(file).is_ok_and(|t| t.contains(line))
+            }),
+            "{} without {line}\n{}",
+            file.display(),
+            server.log()
+        );
+    }
     // The client reconnects (a fresh TLS session, CRL checked again).
     drop(client);
     let mut client = net.spawn(
@@ -315,42 +314,6 @@ fn assert_tunnel_route(net: &Net) {
     assert!(r.contains("fvtun-c"), "{r}");
 }
 
-#[test]
-fn status_directory_nobody_cannot_write_is_refused_at_start() {
-    let net = setup("pv-ref");
-    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
-    // Root's directory: OpenVPN writes through a file it opened as root,
-    // ferrovpn replaces the file, so it must be able to write the directory.
-    let status = net.dir.join("status.log");
-    sc.extra.extend([
-        "user nobody".to_string(),
-        "group nogroup".to_string(),
-        format!("status {} 1", status.display()),
-    ]);
-    let text = openvpn_server_conf(&sc);
-    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .try_exit()
-            .is_some()),
-        "{}",
-        server.log()
-    );
-    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
-    let expected = format!(
-        "ferrovpn: {}:{line}: 'status {}': directory {} is not writable by user nobody",
-        conf.display(),
-        status.display(),
-        dir_of(&status).display()
-    );
-    assert!(server.log().contains(&expected), "{}", server.log());
-}
-
-fn dir_of(p: &Path) -> &Path {
-    p.parent().unwrap()
-}
-
 /// An empty jail for `chroot`, with a copy of `file` at its own path
 /// inside (what the server re-reads after the chroot).
 fn jail_with(net: &Net, file: &Path, content: &Path) -> PathBuf {
@@ -362,9 +325,11 @@ fn jail_with(net: &Net, file: &Path, content: &Path) -> PathBuf {
 }
 
 #[test]
-fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
+fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outside() {
     let net = setup("pv-chr");
     let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
+    // Outside the jail: kept open from before the chroot, as in 2.6.
+    let status = net.dir.join("status.log");
     // Read at start from the real path (revokes nobody), then from the
     // jail (revokes the last client), as OpenVPN 2.6 does.
     let crl = net.dir.join("crl.pem");
@@ -375,6 +340,7 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
         "user nobody".to_string(),
         "group nogroup".to_string(),
         format!("crl-verify {}", crl.display()),
+        format!("status {} 1", status.display()),
     ]);
     let mut server = net.spawn(
         &net.server_ns,
@@ -409,6 +375,13 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
     }
     let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
+            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
+        }),
+        "status file without client1\n{}",
+        server.log()
+    );
 
     // The CRL inside the jail is the one enforced now.
     let revoked = net.pki.clients.last().unwrap().clone();
@@ -432,38 +405,4 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
         logs(&revoked_client, &server)
     );
     assert!(server.try_exit().is_none(), "{}", server.log());
-}
-
-#[test]
-fn chroot_with_a_status_file_outside_it_is_refused_at_start() {
-    let net = setup("pv-chs");
-    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
-    let jail = net.dir.join("jail");
-    std::fs::create_dir(&jail).unwrap();
-    // ferrovpn replaces the status file by rename after the chroot, where
-    // OpenVPN writes through a file it opened before: the directory must
-    // be the same inside the jail, and run/ is not.
-    let status = net.dir.join("run/status.log");
-    sc.extra.extend([
-        format!("chroot {}", jail.display()),
-        format!("status {} 1", status.display()),
-    ]);
-    let text = openvpn_server_conf(&sc);
-    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .try_exit()
-            .is_some()),
-        "{}",
-        server.log()
-    );
-    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
-    let expected = format!(
-        "ferrovpn: {}:{line}: 'status {}': with 'chroot {}'",
-        conf.display(),
-        status.display(),
-        jail.display()
-    );
-    assert!(server.log().contains(&expected), "{}", server.log());
 }

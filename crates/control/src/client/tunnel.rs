@@ -11,11 +11,12 @@ use tracing::{info, warn};
 use super::dns::{self, AppliedDns, DnsBackend};
 use super::plan::{PushPlan, Topology};
 use super::routes::{NetGateway, Route, host_route, route_changes, wanted_routes};
-use crate::netconfig::{self, RouteAdded};
+use crate::netconfig::{self, NoExec, RouteAdded};
 
 /// System state ferrovpn set up for the tunnel.
 pub struct Tunnel {
     dns_backend: DnsBackend,
+    no_exec: NoExec,
     /// The device the state below belongs to.
     dev: String,
     address: Option<(Topology, Ipv4Addr, Ipv4Addr, u16)>,
@@ -27,9 +28,10 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(dns_backend: DnsBackend) -> Tunnel {
+    pub fn new(dns_backend: DnsBackend, no_exec: NoExec) -> Tunnel {
         Tunnel {
             dns_backend,
+            no_exec,
             dev: String::new(),
             address: None,
             routes: Vec::new(),
@@ -54,7 +56,12 @@ impl Tunnel {
         let IpAddr::V4(server) = server else {
             anyhow::bail!("IPv6 server address");
         };
-        if self.address != Some(plan.address()) {
+        if self.no_exec.ifconfig {
+            info!(
+                "ifconfig-noexec: {dev} left unconfigured ({} {}, mtu {})",
+                plan.local, plan.netmask_or_remote, plan.mtu
+            );
+        } else if self.address != Some(plan.address()) {
             if self.address.is_some() {
                 netconfig::flush_addresses(dev)?;
             }
@@ -68,6 +75,21 @@ impl Tunnel {
             }
             self.address = Some(plan.address());
         }
+        if self.no_exec.routes {
+            for r in wanted_routes(plan, dev, server, None) {
+                info!("route-noexec: not adding route {r:?}");
+            }
+        } else {
+            self.apply_routes(dev, server, plan)?;
+        }
+        for w in &plan.warnings {
+            warn!("{w}");
+        }
+        self.apply_dns(plan);
+        Ok(())
+    }
+
+    fn apply_routes(&mut self, dev: &str, server: Ipv4Addr, plan: &PushPlan) -> anyhow::Result<()> {
         if plan.redirect.as_ref().is_some_and(|r| r.ipv4) && self.net_gateway.is_none() {
             let (via, dev) = netconfig::route_to(server)?;
             self.net_gateway = Some(NetGateway { via, dev });
@@ -81,10 +103,6 @@ impl Tunnel {
         for r in changes.add {
             self.add(r)?;
         }
-        for w in &plan.warnings {
-            warn!("{w}");
-        }
-        self.apply_dns(plan);
         Ok(())
     }
 
@@ -95,7 +113,8 @@ impl Tunnel {
                 prefix,
                 via,
                 dev,
-            } => netconfig::add_route(dev, *net, prefix_mask(*prefix), *via),
+                metric,
+            } => netconfig::add_route(dev, *net, prefix_mask(*prefix), *via, *metric),
             Route::Unreachable6 { net, prefix } => netconfig::add_unreachable6(*net, *prefix),
         }
         .with_context(|| format!("adding route {r:?}"))?;
@@ -184,7 +203,8 @@ fn delete(r: &Route) {
             prefix,
             via,
             dev,
-        } => netconfig::del_route(*net, *prefix, *via, dev),
+            metric,
+        } => netconfig::del_route(*net, *prefix, *via, dev, *metric),
         Route::Unreachable6 { net, prefix } => netconfig::del_unreachable6(*net, *prefix),
     }
 }
