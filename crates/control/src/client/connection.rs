@@ -8,7 +8,7 @@ use anyhow::Context;
 use ferrovpn_dataplane::{DataPlane, PeerTable, UpEvent};
 use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::push::{PushOption, PushReply};
-use ferrovpn_proto::session::{Event, Session};
+use ferrovpn_proto::session::{Event, Session, SessionError};
 use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
@@ -246,6 +246,11 @@ impl Connection<'_> {
                     return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
                 }
                 Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
+                Event::Closed(reason @ SessionError::PulledOptionRejected(_)) => {
+                    // The server thinks this session is up: start afresh
+                    // from a new port, as after RESTART.
+                    return Some(Ended::ServerLeft(reason.to_string()));
+                }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
                 Event::ClientAuthenticated { .. } | Event::PushRequested => {}
             }

@@ -103,7 +103,8 @@ enum Ended {
     /// `ping-exit` fired: stop like a shutdown, with a reason in the log.
     Exit(String),
     Reconnect(String),
-    /// The server said it is going away (RESTART, exit notification).
+    /// The server said it is going away (RESTART, exit notification), or
+    /// still holds a session we dropped (a reply `pull-filter` rejected).
     /// Reconnect like [`Ended::Reconnect`], but from a fresh source port: a
     /// server that is still shutting down would take a new session from the
     /// old address as a restart of the old client instance, then exit, and
