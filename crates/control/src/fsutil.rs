@@ -136,7 +136,10 @@ mod tests {
         let moved = dir.join("moved");
         std::fs::rename(&p, &moved).unwrap();
         f.rewrite("client2,10.8.0.5,\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "client2,10.8.0.5,\n");
+        assert_eq!(
+            std::fs::read_to_string(&moved).unwrap(),
+            "client2,10.8.0.5,\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -160,7 +160,13 @@ fn route_args(
     args
 }
 
-pub fn del_route(net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, dev: &str, metric: Option<u32>) {
+pub fn del_route(
+    net: Ipv4Addr,
+    prefix: u32,
+    via: Option<Ipv4Addr>,
+    dev: &str,
+    metric: Option<u32>,
+) {
     let dst = format!("{net}/{prefix}");
     let args = route_args("del", &dst, via, dev, metric);
     let _ = ip(&args.iter().map(String::as_str).collect::<Vec<_>>());

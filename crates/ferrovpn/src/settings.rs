@@ -14,12 +14,12 @@ use ferrovpn_config::{
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
+use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
-use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_proto::push::{PullFilter, PullFilterAction, PushOption};
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
@@ -532,7 +532,10 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
         out.push(PushOption::RouteGateway(gw));
     }
     if let Some(m) = cfg.route_metric {
-        out.push(PushOption::Other("route-metric".into(), vec![m.to_string()]));
+        out.push(PushOption::Other(
+            "route-metric".into(),
+            vec![m.to_string()],
+        ));
     }
     for r in &cfg.routes {
         out.push(PushOption::Route {
@@ -971,7 +974,11 @@ mod tests {
                 "route 10.9.0.0 255.255.0.0 net_gateway",
                 "client.conf:7: route",
             ),
-            (true, "route-gateway 10.8.0.5", "server.conf:7: route-gateway"),
+            (
+                true,
+                "route-gateway 10.8.0.5",
+                "server.conf:7: route-gateway",
+            ),
             (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
             (
                 false,

@@ -657,13 +657,13 @@ fn client_installs_80_routes_a_stock_server_pushes_in_parts_and_applies_pull_fil
     let routes = tunnel_routes_of_many(&net);
     assert_eq!(routes.len(), 80, "{}", net.client_routes());
     // route-metric, pushed after the routes, applies to all of them.
-    assert!(
-        routes.iter().all(|l| l.contains("metric 7")),
-        "{routes:#?}"
-    );
+    assert!(routes.iter().all(|l| l.contains("metric 7")), "{routes:#?}");
     let all = net.client_routes();
     assert!(all.contains("10.67.0.0/16"), "{all}");
-    assert!(!all.contains("10.66.0.0"), "ignored route installed:\n{all}");
+    assert!(
+        !all.contains("10.66.0.0"),
+        "ignored route installed:\n{all}"
+    );
     assert!(
         client
             .log()

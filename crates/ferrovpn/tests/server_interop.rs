@@ -508,15 +508,16 @@ fn stock_client_installs_80_routes_a_ferrovpn_server_pushes_in_parts() {
         "{}",
         logs(&client, &server)
     );
-    let routes = lab.clients[0]
-        .exec(&["ip", "-4", "route", "show"])
-        .unwrap();
+    let routes = lab.clients[0].exec(&["ip", "-4", "route", "show"]).unwrap();
     let installed = routes
         .lines()
         .filter(|l| l.starts_with("10.100.") && l.contains("fvtun-c"))
         .count();
     assert_eq!(installed, 80, "{routes}\n{}", logs(&client, &server));
-    assert!(!routes.contains("10.66.0.0") && !routes.contains("10.67.0.0"), "{routes}");
+    assert!(
+        !routes.contains("10.66.0.0") && !routes.contains("10.67.0.0"),
+        "{routes}"
+    );
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
 }

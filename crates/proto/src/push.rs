@@ -711,7 +711,8 @@ mod tests {
         assert_eq!(
             apply_pull_filters(text, &filters),
             Filtered::Kept {
-                text: "PUSH_REPLY,route 10.1.0.0 255.255.0.0,dhcp-option DNS 10.8.0.1,ping 10".into(),
+                text: "PUSH_REPLY,route 10.1.0.0 255.255.0.0,dhcp-option DNS 10.8.0.1,ping 10"
+                    .into(),
                 ignored: vec![
                     "route 10.2.0.0 255.255.0.0".into(),
                     "redirect-gateway def1".into()
@@ -730,7 +731,9 @@ mod tests {
         );
         assert!(matches!(r, Filtered::Kept { text, .. } if text == "PUSH_REPLY"));
         // No filter, or another message: unchanged.
-        assert!(matches!(apply_pull_filters(text, &[]), Filtered::Kept { text: t, .. } if t == text));
+        assert!(
+            matches!(apply_pull_filters(text, &[]), Filtered::Kept { text: t, .. } if t == text)
+        );
         assert!(matches!(
             apply_pull_filters("AUTH_FAILED,route", &[filter(Reject, "")]),
             Filtered::Kept { text, .. } if text == "AUTH_FAILED,route"
@@ -775,7 +778,10 @@ mod tests {
                 metric: Some(5),
             }
         );
-        assert_eq!(with_metric.to_text(), "route 10.0.0.0 255.0.0.0 vpn_gateway 5");
+        assert_eq!(
+            with_metric.to_text(),
+            "route 10.0.0.0 255.0.0.0 vpn_gateway 5"
+        );
         assert!(PushOption::parse("route 10.0.0.0 255.0.0.0 10.8.0.1 x").is_err());
         assert_eq!(
             PushOption::parse("redirect-gateway def1 bypass-dhcp").unwrap(),

@@ -243,7 +243,12 @@ pub async fn run_server(
             KeptFile::open_read_only(&p.path)
         };
         opened
-            .inspect_err(|e| warn!("cannot open ifconfig-pool-persist file {}: {e}", p.path.display()))
+            .inspect_err(|e| {
+                warn!(
+                    "cannot open ifconfig-pool-persist file {}: {e}",
+                    p.path.display()
+                )
+            })
             .ok()
     });
     let liveness = Policy {
