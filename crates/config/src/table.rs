@@ -295,7 +295,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit; `0` only reads it",
+        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it",
     ),
     s("verb", "0-11, stored"),
     s(

@@ -578,6 +578,13 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "route-gateway")
         );
     }
+    if !cfg.pull_filters.is_empty() {
+        // 2.6's own warning: filters apply to what a client pulls.
+        warn!(
+            "{}--pull-filter ignored for --mode server",
+            where_is(cfg, "pull-filter")
+        );
+    }
     if cfg.explicit_exit_notify.is_some() {
         warn!(
             "{}explicit-exit-notify is ignored in server mode (clients notice a restarted server by ping-restart)",
