@@ -1,4 +1,5 @@
-//! Files the server and client keep up to date (status, ifconfig-pool-persist).
+//! Files the server and client keep up to date (status, ifconfig-pool-persist),
+//! and finding the system tools a client runs.
 //!
 //! As in OpenVPN 2.6, each file is opened once when the runtime starts,
 //! before `chroot`, `user` and `group` take effect, and is then rewritten in
@@ -12,6 +13,20 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
+
+/// Where system tools are looked for, in order; never `PATH`.
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The absolute path of a system tool, if one of the system directories has it.
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    SYSTEM_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// The most of an `ifconfig-pool-persist` file read back at start: a
 /// planted huge file must not exhaust memory (a line per client, each well

@@ -15,7 +15,7 @@ use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, DataPlaneError, PeerTable, 
 use ferrovpn_proto::session::SessionConfig;
 use tracing::{info, warn};
 
-use crate::netconfig;
+use crate::netconfig::NetConfig;
 use crate::status::StatusSettings;
 
 pub mod backoff;
@@ -86,7 +86,7 @@ pub struct ClientSettings {
     /// `route-nopull`: pushed routes and DNS settings are dropped.
     pub route_nopull: bool,
     /// `route-noexec` / `ifconfig-noexec`.
-    pub no_exec: netconfig::NoExec,
+    pub no_exec: crate::netconfig::NoExec,
 }
 
 fn unix_now() -> u64 {
@@ -167,7 +167,6 @@ pub async fn run_client(
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
     }
-    netconfig::check_tools()?;
     let mut setup_done = s.setup_done.take();
     // Opened before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
@@ -176,7 +175,7 @@ pub async fn run_client(
             .ok()
     });
     let peers = PeerTable::new();
-    let mut tunnel = Tunnel::new(dns::DnsBackend::detect(), s.no_exec);
+    let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect(), s.no_exec);
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
     // address keeps the TUN device and its queues.
@@ -215,7 +214,7 @@ pub async fn run_client(
                         {
                             break Err(e);
                         }
-                        tunnel.route_around(server.ip());
+                        tunnel.route_around(server.ip()).await;
                         let outcome = Connection {
                             settings: &s,
                             dp: &p.dp,
@@ -249,7 +248,7 @@ pub async fn run_client(
             fresh_socket = s.dataplane.bind.port() == 0;
         }
         if !keeps_tunnel(s.persist_tun, &ended) {
-            tunnel.tear_down();
+            tunnel.tear_down().await;
         } else if tunnel.is_configured() {
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
         }
@@ -320,7 +319,7 @@ pub async fn run_client(
             }
         }
     };
-    tunnel.tear_down();
+    tunnel.tear_down().await;
     if let Some(p) = plane {
         p.dp.shutdown();
     }

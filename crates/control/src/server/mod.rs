@@ -32,7 +32,7 @@ use self::registry::{AssignError, Registry};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil::KeptFile;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
-use crate::netconfig;
+use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
 
@@ -208,16 +208,19 @@ pub async fn run_server(
     let (dp, up_rx) =
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
+    let net_config = NetConfig::connect()?;
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
-        netconfig::configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)?;
+        net_config
+            .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
+            .await?;
     }
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
         } else {
-            netconfig::add_route(&dev, net, mask, None, metric)?;
+            net_config.add_route(&dev, net, mask, None, metric).await?;
         }
     }
     info!(
