@@ -660,6 +660,51 @@ impl Parser {
                     metric,
                 });
             }
+            "route-gateway" => {
+                d.count(1, 1, "GATEWAY")?;
+                if d.arg(0) == Some("dhcp") {
+                    return Err(d.unsupported(
+                        "route-gateway dhcp".into(),
+                        "the gateway is learnt by DHCP only on tap devices, which ferrovpn does not support",
+                    ));
+                }
+                c.route_gateway = Some(d.ipv4(0, "gateway address or dhcp")?);
+            }
+            "route-metric" => {
+                d.count(1, 1, "METRIC")?;
+                c.route_metric = Some(d.u32(0, "a metric number")?);
+            }
+            "route-nopull" => d.flag(&mut c.route_nopull)?,
+            "route-noexec" => d.flag(&mut c.route_noexec)?,
+            "ifconfig-noexec" => d.flag(&mut c.ifconfig_noexec)?,
+            "pull-filter" => {
+                d.count(2, 2, "accept|ignore|reject \"TEXT\"")?;
+                let action = match d.arg(0).unwrap_or("") {
+                    "accept" => PullFilterAction::Accept,
+                    "ignore" => PullFilterAction::Ignore,
+                    "reject" => PullFilterAction::Reject,
+                    other => return Err(d.bad("accept, ignore or reject", other)),
+                };
+                c.pull_filters.push(PullFilter {
+                    action,
+                    prefix: d.arg(1).unwrap_or("").to_string(),
+                });
+            }
+            "push-reset" => {
+                d.no_args()?;
+                c.push.clear();
+            }
+            "push-remove" => {
+                d.count(1, 1, "an option name, e.g. push-remove \"route\"")?;
+                let prefix = d.arg(0).unwrap_or("");
+                if prefix == "ifconfig" || prefix == "ifconfig-ipv6" {
+                    return Err(d.unsupported(
+                        format!("push-remove {prefix}"),
+                        "in the main config it would leave every client without an address (2.6 means it for client-config-dir files)",
+                    ));
+                }
+                c.push.retain(|p| !p.starts_with(prefix));
+            }
             "client-to-client" => d.flag(&mut c.client_to_client)?,
             "duplicate-cn" => d.flag(&mut c.duplicate_cn)?,
             "client-config-dir" => {

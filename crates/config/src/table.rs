@@ -102,7 +102,43 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default] [METRIC|default]`: a server routes it into the tun device, a client adds it like a pushed route; `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+    ),
+    s(
+        "route-gateway",
+        "`GATEWAY`: the gateway of `route` lines (and pushed routes) that name none; a pushed `route-gateway` overrides it, as in 2.6; `dhcp` is an error (tap only); servers refuse it",
+    ),
+    s(
+        "route-metric",
+        "`METRIC`: the metric of `route` lines and pushed routes that give none (redirect-gateway's routes get none, as in 2.6); may be pushed",
+    ),
+    s(
+        "route-nopull",
+        "client: pushed `route`, `route-metric`, `redirect-gateway`/`redirect-private`, `block-ipv6`, `client-nat`, `dhcp-option`, `dns` and `block-outside-dns` are dropped (2.6's OPT_P_ROUTE and OPT_P_DHCPDNS classes), everything else is applied",
+    ),
+    s(
+        "route-noexec",
+        "no route is added (pushed, configured or redirect-gateway's); the routes are logged",
+    ),
+    s(
+        "ifconfig-noexec",
+        "the tun device is left as it is: no address, MTU or link state is set (as 2.6 does without scripts)",
+    ),
+    s(
+        "pull-filter",
+        "client: `accept|ignore|reject \"TEXT\"`, in order, on each pushed option's text before it is parsed (prefix match, first match decides, no match accepts); `reject` drops the reply and restarts the connection, as in 2.6",
+    ),
+    i(
+        "max-routes",
+        "deprecated in 2.6, which ignores it too (the number of routes is unlimited)",
+    ),
+    s(
+        "push-reset",
+        "in the main config, forgets the `push` lines before it (as 2.6 does there)",
+    ),
+    s(
+        "push-remove",
+        "`TEXT`: removes the `push` lines before it whose option starts with TEXT; `ifconfig`/`ifconfig-ipv6` are errors in the main config",
     ),
     s(
         "client-to-client",
@@ -259,7 +295,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit; `0` only reads it",
+        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it",
     ),
     s("verb", "0-11, stored"),
     s(
@@ -281,7 +317,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "status",
-        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC), replaced atomically; clients write data-channel byte counts",
+        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC); clients write data-channel byte counts; opened at start (before `user`/`chroot`) and rewritten in place, as in 2.6; a symbolic link at the path is refused",
     ),
     s(
         "status-version",
@@ -297,11 +333,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "user",
-        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist files are opened before and rewritten in place, as in 2.6 (NAME needs no access to them)",
     ),
     s(
         "chroot",
-        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` directories must be the same directories inside DIR (ferrovpn replaces these files by rename, OpenVPN keeps them open; refused at start otherwise); clients refuse it (see the error)",
+        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` files are opened before the chroot and kept open, as in 2.6; clients refuse it (see the error)",
     ),
     s(
         "group",
@@ -508,10 +544,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ferrovpn runs in the foreground; use a service manager",
     ),
     u(
-        "route-metric",
-        "route metrics are not applied yet (routes get the kernel's default metric)",
-    ),
-    u(
         "passtos",
         "copying the inner TOS/DSCP to the outer packet is not supported",
     ),
@@ -524,8 +556,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
-    u("pull-filter", "pull filters are not supported yet"),
-    u("route-nopull", "route-nopull is not supported yet"),
     u(
         "connection",
         "`<connection>` blocks are not supported; use several `remote` lines",

@@ -69,6 +69,21 @@ pub struct Route {
     pub metric: Option<u32>,
 }
 
+/// What a `pull-filter` line does with the pushed options it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFilterAction {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// `pull-filter accept|ignore|reject "TEXT"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFilter {
+    pub action: PullFilterAction,
+    pub prefix: String,
+}
+
 /// `keepalive INTERVAL TIMEOUT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -314,6 +329,18 @@ pub struct Config {
     pub connect_retry_max: Option<u32>,
     pub nobind: bool,
     pub redirect_gateway: Option<Vec<String>>,
+    /// `route-gateway GW`: the gateway of routes that name none.
+    pub route_gateway: Option<Ipv4Addr>,
+    /// `route-metric M`: the metric of routes that name none.
+    pub route_metric: Option<u32>,
+    /// `route-nopull`: pushed routes, redirect-gateway and DNS are dropped.
+    pub route_nopull: bool,
+    /// `route-noexec`: no route is added.
+    pub route_noexec: bool,
+    /// `ifconfig-noexec`: the tun device's address and MTU are not set.
+    pub ifconfig_noexec: bool,
+    /// `pull-filter` lines, in order.
+    pub pull_filters: Vec<PullFilter>,
     pub dhcp_options: Vec<DhcpOption>,
     pub explicit_exit_notify: Option<u32>,
 

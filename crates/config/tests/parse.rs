@@ -1059,12 +1059,23 @@ fn legacy_directives_as_2_6() {
     // `lport 0`: an ephemeral port, as in 2.6.
     let c = parse_str_no_fs(&format!("{}lport 0\n", client_base()), "c.conf").expect("lport 0");
     assert_eq!(c.lport, Some(0));
+    // route-metric is applied; max-routes is ignored with 2.6's warning.
+    let c = parse_str_no_fs(
+        &format!("{}route-metric 5\nmax-routes 300\n", client_base()),
+        "c.conf",
+    )
+    .expect("route-metric, max-routes");
+    assert_eq!(c.route_metric, Some(5));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("max-routes")),
+        "{:?}",
+        c.warnings
+    );
     // 2.6.14 refuses keysize and ncp-disable; so does ferrovpn, with the reason.
     for (line, why) in [
         ("keysize 256", "removed in OpenVPN 2.6"),
         ("ncp-disable", "removed in OpenVPN 2.6"),
         ("passtos", "TOS/DSCP"),
-        ("route-metric 5", "route metrics"),
         ("daemon", "service manager"),
     ] {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);

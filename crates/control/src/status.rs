@@ -1,7 +1,6 @@
 //! `status FILE [N]`: the files operators' scripts and dashboards read,
-//! in OpenVPN's formats. Rendering is pure; the runtimes write the text
-//! with [`crate::fsutil::write_atomically`] every N seconds, so a reader never sees a
-//! half-written file.
+//! in OpenVPN's formats. Rendering is pure; the runtimes open the file at
+//! start and rewrite it in place every N seconds ([`crate::fsutil::KeptFile`]).
 //!
 //! Times are UTC (OpenVPN writes local time in the same layout).
 
@@ -160,9 +159,6 @@ pub fn render_client(now: u64, tun_read: u64, tun_written: u64) -> String {
         utc(now)
     )
 }
-
-/// Kept here for the client runtime, which writes its status through it.
-pub use crate::fsutil::write_atomically;
 
 #[cfg(test)]
 mod tests {

@@ -14,12 +14,13 @@ use ferrovpn_config::{
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
+use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_control::server::{ClientConfigDir, CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
-use ferrovpn_proto::push::PushOption;
+use ferrovpn_proto::push::{PullFilter, PullFilterAction, PushOption};
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
     CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
@@ -409,7 +410,34 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         max_packet_size: usize::from(cfg.max_packet_size()).clamp(576, 1400),
         options_string,
         peer_info: String::new(),
+        pull_filters: match side {
+            Side::Client => pull_filters(cfg),
+            Side::Server => Vec::new(),
+        },
     })
+}
+
+/// `pull-filter` lines, in order.
+fn pull_filters(cfg: &Config) -> Vec<PullFilter> {
+    cfg.pull_filters
+        .iter()
+        .map(|f| PullFilter {
+            action: match f.action {
+                ferrovpn_config::PullFilterAction::Accept => PullFilterAction::Accept,
+                ferrovpn_config::PullFilterAction::Ignore => PullFilterAction::Ignore,
+                ferrovpn_config::PullFilterAction::Reject => PullFilterAction::Reject,
+            },
+            prefix: f.prefix.clone(),
+        })
+        .collect()
+}
+
+/// `ifconfig-noexec` / `route-noexec`.
+fn no_exec(cfg: &Config) -> NoExec {
+    NoExec {
+        ifconfig: cfg.ifconfig_noexec,
+        routes: cfg.route_noexec,
+    }
 }
 
 fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
@@ -459,14 +487,6 @@ fn audit_common(cfg: &Config) -> anyhow::Result<()> {
         );
     }
     for r in &cfg.routes {
-        if r.metric.is_some() {
-            bail!(
-                "{}route {} {}: route metrics are not implemented",
-                where_is(cfg, "route"),
-                r.network,
-                r.netmask
-            );
-        }
         match r.gateway {
             None | Some(RouteGateway::VpnGateway) => {}
             Some(RouteGateway::Addr(_)) if !cfg.is_server() => {}
@@ -504,10 +524,19 @@ fn audit_common(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client's own `route` and `redirect-gateway` lines, in the form the
-/// server would push them.
+/// A client's own `route-gateway`, `route-metric`, `route` and
+/// `redirect-gateway` lines, in the form the server would push them.
 fn local_options(cfg: &Config) -> Vec<PushOption> {
     let mut out = Vec::new();
+    if let Some(gw) = cfg.route_gateway {
+        out.push(PushOption::RouteGateway(gw));
+    }
+    if let Some(m) = cfg.route_metric {
+        out.push(PushOption::Other(
+            "route-metric".into(),
+            vec![m.to_string()],
+        ));
+    }
     for r in &cfg.routes {
         out.push(PushOption::Route {
             network: r.network,
@@ -516,6 +545,7 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
                 Some(RouteGateway::Addr(a)) => Some(a),
                 _ => None,
             },
+            metric: r.metric,
         });
     }
     if let Some(flags) = &cfg.redirect_gateway {
@@ -540,6 +570,19 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         bail!(
             "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
             where_is(cfg, "redirect-gateway")
+        );
+    }
+    if cfg.route_gateway.is_some() {
+        bail!(
+            "{}route-gateway in a server config is not supported: a server routes its 'route' networks into the tun device (push route-gateway to clients instead)",
+            where_is(cfg, "route-gateway")
+        );
+    }
+    if !cfg.pull_filters.is_empty() {
+        // 2.6's own warning: filters apply to what a client pulls.
+        warn!(
+            "{}--pull-filter ignored for --mode server",
+            where_is(cfg, "pull-filter")
         );
     }
     if cfg.explicit_exit_notify.is_some() {
@@ -600,7 +643,15 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         netmask: net.netmask,
         pool,
         pushes: cfg.push.clone(),
-        routes: cfg.routes.iter().map(|r| (r.network, r.netmask)).collect(),
+        routes: cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let metric = r.metric.or(cfg.route_metric.filter(|&m| m > 0));
+                (r.network, r.netmask, metric)
+            })
+            .collect(),
+        no_exec: no_exec(cfg),
         ping: cfg.ping_interval().map(secs),
         ping_restart: cfg.ping_restart_secs().map(secs),
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
@@ -764,6 +815,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         compression: cfg.compression,
         setup_done: None,
         local_options: local_options(cfg),
+        route_nopull: cfg.route_nopull,
+        no_exec: no_exec(cfg),
         persist_tun: cfg.persist_tun,
         credentials,
         auth_retry: cfg.auth_retry.unwrap_or_default(),
@@ -920,6 +973,22 @@ mod tests {
             PushOption::Route { network, gateway: None, .. } if network == Ipv4Addr::new(192, 168, 7, 0)
         ));
         assert!(matches!(&c.local_options[1], PushOption::RedirectGateway(f) if f == &["def1"]));
+        // route-gateway and route-metric go first, as if pushed before the routes.
+        let c = client_cfg(
+            &p,
+            1,
+            "route-gateway 10.8.0.9\nroute-metric 20\nroute 192.168.7.0 255.255.255.0 vpn_gateway 5",
+        )
+        .unwrap();
+        let texts: Vec<String> = c.local_options.iter().map(PushOption::to_text).collect();
+        assert_eq!(
+            texts,
+            [
+                "route-gateway 10.8.0.9",
+                "route-metric 20",
+                "route 192.168.7.0 255.255.255.0 vpn_gateway 5"
+            ]
+        );
         for (server, extra, says) in [
             (
                 true,
@@ -936,7 +1005,11 @@ mod tests {
                 "route 10.9.0.0 255.255.0.0 net_gateway",
                 "client.conf:7: route",
             ),
-            (false, "route 10.9.0.0 255.255.0.0 vpn_gateway 5", "metrics"),
+            (
+                true,
+                "route-gateway 10.8.0.5",
+                "server.conf:7: route-gateway",
+            ),
             (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
             (
                 false,

@@ -33,7 +33,7 @@ use self::pool::AddressPool;
 pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
-use crate::fsutil;
+use crate::fsutil::KeptFile;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
@@ -49,8 +49,11 @@ pub struct ServerSettings {
     pub pool: (Ipv4Addr, Ipv4Addr),
     /// `push "..."` lines, in config order.
     pub pushes: Vec<String>,
-    /// `route NET MASK` lines: networks behind clients, routed into the tunnel.
-    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `route NET MASK [GW] [METRIC]` lines: networks behind clients, routed
+    /// into the tunnel, with their metric (theirs or `route-metric`'s).
+    pub routes: Vec<(Ipv4Addr, Ipv4Addr, Option<u32>)>,
+    /// `ifconfig-noexec` / `route-noexec`.
+    pub no_exec: netconfig::NoExec,
     /// Local keepalive: send a ping after this much silence.
     pub ping: Option<Duration>,
     /// Local keepalive: drop a client after this much silence.
@@ -168,8 +171,11 @@ struct Server {
     /// The `crl-verify` file as last loaded, and whether that load worked.
     crl_stamp: FileStamp,
     crl_ok: bool,
-    /// When the status file is due next.
+    /// `status FILE`, open since start (see [`crate::fsutil`]), and when it is due next.
+    status_file: Option<KeptFile>,
     next_status: Instant,
+    /// `ifconfig-pool-persist FILE`, open since start.
+    persist_file: Option<KeptFile>,
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
@@ -210,11 +216,19 @@ pub async fn run_server(
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
     let net_config = NetConfig::connect()?;
-    net_config
-        .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
-        .await?;
-    for &(net, mask) in &s.routes {
-        net_config.add_route(&dev, net, mask, None).await?;
+    if s.no_exec.ifconfig {
+        info!("ifconfig-noexec: {dev} left unconfigured");
+    } else {
+        net_config
+            .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
+            .await?;
+    }
+    for &(net, mask, metric) in &s.routes {
+        if s.no_exec.routes {
+            info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
+        } else {
+            net_config.add_route(&dev, net, mask, None, metric).await?;
+        }
     }
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
@@ -226,6 +240,27 @@ pub async fn run_server(
     let socket = dp.control_socket();
     let mut up = crate::bridge(up_rx);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
+    // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
+    let status_file = s.status.as_ref().and_then(|st| {
+        KeptFile::create(&st.path)
+            .inspect_err(|e| warn!("cannot open status file {}: {e}", st.path.display()))
+            .ok()
+    });
+    let persist_file = s.pool_persist.as_ref().and_then(|p| {
+        let opened = if p.write_every.is_some() {
+            KeptFile::open_read_write(&p.path)
+        } else {
+            KeptFile::open_read_only(&p.path)
+        };
+        opened
+            .inspect_err(|e| {
+                warn!(
+                    "cannot open ifconfig-pool-persist file {}: {e}",
+                    p.path.display()
+                )
+            })
+            .ok()
+    });
     let liveness = Policy {
         ping: s.ping,
         ping_restart: s.ping_restart,
@@ -249,7 +284,9 @@ pub async fn run_server(
         cookies: CookieKey::random(),
         crl_stamp: None,
         crl_ok: true,
+        status_file,
         next_status: Instant::now(),
+        persist_file,
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
@@ -594,7 +631,7 @@ impl Server {
 
     /// Rewrite the status file when it is due.
     fn write_status(&mut self, now: Instant) {
-        let Some(st) = &self.s.status else {
+        let (Some(st), Some(file)) = (&self.s.status, &self.status_file) else {
             return;
         };
         if now < self.next_status {
@@ -603,8 +640,8 @@ impl Server {
         self.next_status = now + st.interval;
         let unix = unix_now();
         let text = self.status_text(st.version, unix);
-        if let Err(e) = fsutil::write_atomically(&st.path, &text) {
-            warn!("status file {}: {e}", st.path.display());
+        if let Err(e) = file.rewrite(&text) {
+            warn!("status file {}: {e}", file.path().display());
         }
     }
 
@@ -962,14 +999,13 @@ impl Server {
     }
 
     fn load_pool_persist(&mut self) {
-        let Some(p) = &self.s.pool_persist else {
+        let Some(file) = &self.persist_file else {
             return;
         };
-        let text = match std::fs::read_to_string(&p.path) {
+        let text = match file.read_text() {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+                warn!("ifconfig-pool-persist {}: {e}", file.path().display());
                 return;
             }
         };
@@ -977,25 +1013,25 @@ impl Server {
         if skipped > 0 {
             warn!(
                 "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
-                p.path.display()
+                file.path().display()
             );
         }
         info!(
             "ifconfig-pool-persist: {loaded} remembered address(es) from {}",
-            p.path.display()
+            file.path().display()
         );
     }
 
     fn save_pool_persist(&self) {
-        let Some(p) = &self.s.pool_persist else {
+        let (Some(p), Some(file)) = (&self.s.pool_persist, &self.persist_file) else {
             return;
         };
         if p.write_every.is_none() {
             return;
         }
         let text = self.clients.pool.save();
-        if let Err(e) = fsutil::write_atomically(&p.path, &text) {
-            warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+        if let Err(e) = file.rewrite(&text) {
+            warn!("ifconfig-pool-persist {}: {e}", file.path().display());
         }
     }
 

@@ -88,6 +88,8 @@ pub struct SessionConfig {
     pub options_string: String,
     /// Client only: peer-info lines sent in key-method-2.
     pub peer_info: String,
+    /// Client only: `pull-filter` lines, in config order.
+    pub pull_filters: Vec<push::PullFilter>,
 }
 
 impl SessionConfig {
@@ -902,6 +904,25 @@ impl Session {
     }
 
     fn handle_text(&mut self, now: Instant, text: &str) {
+        let filtered;
+        let text = if self.cfg.side == Side::Client && !self.cfg.pull_filters.is_empty() {
+            match push::apply_pull_filters(text, &self.cfg.pull_filters) {
+                push::Filtered::Rejected(option) => {
+                    warn!("Pushed option rejected by filter: '{option}'. Restarting.");
+                    self.close(SessionError::PulledOptionRejected(option));
+                    return;
+                }
+                push::Filtered::Kept { text, ignored } => {
+                    for option in ignored {
+                        info!("Pushed option removed by filter: '{option}'");
+                    }
+                    filtered = text;
+                    filtered.as_str()
+                }
+            }
+        } else {
+            text
+        };
         let msg = ControlMessage::parse(text);
         match (self.cfg.side, msg) {
             (Side::Server, ControlMessage::PushRequest) => {
@@ -1365,6 +1386,9 @@ pub enum SessionError {
     /// The server pushed no cipher and no fallback is configured.
     #[error("server pushed no cipher and no data-ciphers-fallback is set")]
     NoPushedCipher,
+    /// A pushed option matched a `pull-filter reject` line (2.6 restarts).
+    #[error("pushed option '{0}' rejected by pull-filter")]
+    PulledOptionRejected(String),
     /// A split push reply has more parts than we accept.
     #[error("push reply split into more than {MAX_PUSH_PARTS} parts")]
     PushReplyTooLarge,
