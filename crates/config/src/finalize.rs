@@ -152,6 +152,7 @@ impl Config {
                     "duplicate-cn",
                     "max-clients",
                     "connect-freq",
+                    "metrics",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(

@@ -620,6 +620,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
         management: management(cfg)?,
+        metrics: cfg.metrics,
         setup_done: None,
     })
 }

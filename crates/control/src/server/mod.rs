@@ -32,6 +32,7 @@ use self::registry::{AssignError, Registry};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
+use crate::metrics::{self, http::ScrapeRequest};
 use crate::netconfig;
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
@@ -80,6 +81,8 @@ pub struct ServerSettings {
     pub compression: ferrovpn_proto::compress::Framing,
     /// `management ...` and the `management-*` directives.
     pub management: Option<management::ManagementSettings>,
+    /// `metrics IP:PORT`: where the Prometheus endpoint listens.
+    pub metrics: Option<SocketAddr>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -135,6 +138,8 @@ struct Client {
     cid: u64,
     /// Whether management clients were told it is established.
     announced: bool,
+    /// Data-channel keys negotiated: the first handshake and each renegotiation.
+    handshakes: u64,
 }
 
 struct Server {
@@ -166,6 +171,12 @@ struct Server {
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
+    /// Handshakes and renegotiations of all sessions since the start.
+    handshakes: u64,
+    renegotiations: u64,
+    /// Replay and bad-tag drops of the clients that left (their data-plane
+    /// counters go with them), so that the totals never go down.
+    departed_drops: metrics::Drops,
 }
 
 /// How often keepalive and liveness are checked.
@@ -214,6 +225,10 @@ pub async fn run_server(
         s.dataplane.workers
     );
     let socket = dp.control_socket();
+    let mut scrapes = match s.metrics {
+        Some(addr) => Some(metrics::http::start(addr).await?.1),
+        None => None,
+    };
     let mut up = crate::bridge(up_rx);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     let liveness = Policy {
@@ -243,6 +258,9 @@ pub async fn run_server(
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
+        handshakes: 0,
+        renegotiations: 0,
+        departed_drops: metrics::Drops::default(),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -275,6 +293,7 @@ pub async fn run_server(
                     next_housekeeping = now + HOUSEKEEPING;
                 }
             }
+            Some(scrape) = metrics::http::next_scrape(&mut scrapes) => srv.answer_scrape(scrape),
             Some(req) = management::next_request(&mut mgmt_rx) => {
                 if !srv.handle_management(Instant::now(), req) {
                     break;
@@ -438,6 +457,7 @@ impl Server {
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
+                    handshakes: 0,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -890,6 +910,13 @@ impl Server {
                 };
                 let keys = DataKeys::from_key_block(cipher, &block, Side::Server);
                 self.peers.install_key(peer_id, key_id, keys);
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.handshakes += 1;
+                    self.handshakes += 1;
+                    if c.handshakes > 1 {
+                        self.renegotiations += 1;
+                    }
+                }
                 debug!("{addr}: data keys for key_id {key_id} installed");
             }
             Event::SendKey { key_id } => {
@@ -1060,7 +1087,55 @@ impl Server {
             c.common_name.as_deref().unwrap_or("?")
         );
         if let Some(peer) = peer {
+            if let Some(st) = self.peers.peer_stats(peer.id) {
+                self.departed_drops.replay += st.replay_drops;
+                self.departed_drops.bad_tag += st.auth_failures;
+            }
             self.peers.remove_peer(peer.id);
         }
+    }
+
+    /// Copy the numbers a metrics scrape shows.
+    fn answer_scrape(&self, scrape: ScrapeRequest) {
+        let mut drops = self.departed_drops;
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for (addr, c) in self.clients.iter() {
+            let Some(st) = (self.clients.peer(addr)).and_then(|p| self.peers.peer_stats(p.id))
+            else {
+                continue;
+            };
+            drops.replay += st.replay_drops;
+            drops.bad_tag += st.auth_failures;
+            clients.push(metrics::ClientSample {
+                common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                real_address: addr.to_string(),
+                bytes_received: st.rx_bytes,
+                bytes_sent: st.tx_bytes,
+                packets_received: st.rx_packets,
+                packets_sent: st.tx_packets,
+                connected_since: c.since,
+                handshakes: c.handshakes,
+            });
+        }
+        let g = self.dp.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        drops.unknown_peer = load(&g.unknown_peer);
+        drops.queue_full = load(&g.control_dropped) + load(&g.events_dropped);
+        let workers = (self.dp.worker_counters().iter())
+            .map(|w| metrics::WorkerSample {
+                tun_packets: load(&w.tun_packets),
+                udp_packets: load(&w.udp_packets),
+                busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
+            })
+            .collect();
+        // A scraper that gave up has dropped its end: nothing to do then.
+        let _ = scrape.send(metrics::Snapshot {
+            clients,
+            drops,
+            workers,
+            control_queue_depth: self.dp.up_queue_depth() as u64,
+            handshakes: self.handshakes,
+            renegotiations: self.renegotiations,
+        });
     }
 }
