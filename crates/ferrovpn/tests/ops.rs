@@ -237,7 +237,7 @@ fn init_client_add_connect_list_metrics_revoke() {
     alice.stop(Duration::from_secs(5));
     let mut retry = start_stock_client(&client_ns, test_dir.path(), "openvpn-alice-again", &kept);
     server
-        .wait_for_log_line("authentication failed", CONNECT_TIMEOUT)
+        .wait_for_log_line("invalid peer certificate: Revoked", CONNECT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}\nclient:\n{}", retry.log_tail(20)));
     assert!(!retry.log().contains(UP), "{}", retry.log_tail(20));
     assert!(status_clients(dir, "alice").is_empty());
