@@ -129,7 +129,7 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         );
         runtime.block_on(async {
             let shutdown = shutdown_signal(restart.clone())?;
-            ferrovpn_control::server::run_server(settings, shutdown).await
+            ferrovpn_control::server::run_server(settings, shutdown, restart.clone()).await
         })
     } else {
         let mut settings = crate::settings::client_settings(&cfg)?;
@@ -246,8 +246,9 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM; SIGUSR1 notifies `restart`, SIGHUP too
-/// (OpenVPN restarts on both; ferrovpn does not re-read the config).
+/// Resolves on SIGINT or SIGTERM; SIGUSR1 and SIGHUP notify `restart`: a
+/// client reconnects, a server re-reads its `crl-verify` file (OpenVPN
+/// restarts on both; ferrovpn does not re-read the config).
 fn shutdown_signal(
     restart: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {

@@ -126,17 +126,25 @@ fn init_client_add_connect_list_metrics_revoke() {
         .unwrap();
     assert!(!bad.status.success(), "names are validated");
 
+    let pid_file = test_dir.join("server.pid");
     let mut server = Proc::spawn_in(
         &server_ns,
         "ferrovpn-server",
         test_dir.path(),
         FERROVPN,
-        &["--config".as_ref(), vpn.join("server.conf").as_os_str()],
+        &[
+            "--config".as_ref(),
+            vpn.join("server.conf").as_os_str(),
+            "--writepid".as_ref(),
+            pid_file.as_os_str(),
+        ],
     )
     .unwrap();
     server
         .wait_for_log_line("server listening", CONNECT_TIMEOUT)
         .unwrap();
+    let pid = std::fs::read_to_string(&pid_file).expect("writepid");
+    assert_eq!(pid.trim(), server.pid().to_string());
     let mut alice = start_stock_client(&client_ns, test_dir.path(), "openvpn-alice", &profile);
     if let Err(e) = alice.wait_for_log_line(UP, CONNECT_TIMEOUT) {
         panic!("{e:#}\nserver:\n{}", server.log_tail(30));
@@ -242,6 +250,21 @@ fn init_client_add_connect_list_metrics_revoke() {
     assert!(!retry.log().contains(UP), "{}", retry.log_tail(20));
     assert!(status_clients(dir, "alice").is_empty());
     retry.stop(Duration::from_secs(5));
+    // SIGHUP (systemctl reload): the CRL is read again at once.
+    let reloads = |p: &Proc| p.log().matches("crl-verify: reloaded").count();
+    let before = reloads(&server);
+    let hup = Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    server
+        .wait_for_log_line("SIGHUP: re-reading the crl-verify file", CONNECT_TIMEOUT)
+        .unwrap();
+    let reloaded = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        reloads(&server) > before
+    });
+    assert!(reloaded, "{}", server.log_tail(10));
     server.stop(Duration::from_secs(5));
 }
 

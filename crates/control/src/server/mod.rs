@@ -191,10 +191,12 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Run the server until `shutdown` resolves.
+/// Run the server until `shutdown` resolves. Each notification of
+/// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
     s: ServerSettings,
     shutdown: impl std::future::Future<Output = ()>,
+    reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut mgmt = match s.management.clone() {
         Some(m) => Some(Management::start(m).await?),
@@ -294,6 +296,12 @@ pub async fn run_server(
                 }
             }
             Some(scrape) = metrics::http::next_scrape(&mut scrapes) => srv.answer_scrape(scrape),
+            _ = reload.notified() => {
+                info!("SIGHUP: re-reading the crl-verify file");
+                // Forget the version seen, so the file is loaded even if unchanged.
+                srv.crl_stamp = None;
+                srv.refresh_crl();
+            }
             Some(req) = management::next_request(&mut mgmt_rx) => {
                 if !srv.handle_management(Instant::now(), req) {
                     break;

@@ -143,8 +143,9 @@ data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305
         prefix = u32::from(p.netmask).count_ones(),
     );
     if p.proto == "udp" {
-        o +=
-            "# Tell clients when the server restarts (UDP has no close).\nexplicit-exit-notify 1\n";
+        o += "# OpenVPN 2.6 tells its clients when it restarts (UDP has no close); ferrovpn\n\
+              # accepts the line with a warning (its clients notice a restart by ping-restart).\n\
+              explicit-exit-notify 1\n";
     }
     o += &format!(
         "
