@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::{Netns, Proc, TestDir, VethPair, ping, require_root_and_tools, wait_until};
+use ferrovpn_testkit::lab::{Implementation, Lab, kill, wait_for_count};
+use ferrovpn_testkit::{Netns, Proc, TestDir, ping, require_root_and_tools, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const UP: &str = "Initialization Sequence Completed";
-const SERVER_ADDR: &str = "10.212.1.1";
 
 /// Run `ferrovpn ARGS` here; its stdout, or a panic with both outputs.
 fn ferrovpn(args: &[&str]) -> String {
@@ -80,46 +80,27 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("scrape JSON")
 }
 
-fn start_stock_client(ns: &Netns, dir: &Path, name: &str, profile: &Path) -> Proc {
-    Proc::spawn_in(
-        ns,
-        name,
-        dir,
-        "openvpn",
-        &["--config".as_ref(), profile.as_os_str()],
-    )
-    .unwrap()
-}
-
 #[test]
 fn init_client_add_connect_list_metrics_revoke() {
-    require_root_and_tools(&["openvpn", FERROVPN, "ip", "ping", "python3"]);
-    let test_dir = TestDir::new("ops").unwrap();
+    require_root_and_tools(&["python3"]);
+    let lab = Lab::new("ops", 1, FERROVPN);
+    let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
     // The server reads its CRL and writes its state after dropping to
     // nobody, as it does under /etc/ferrovpn.
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
     std::fs::set_permissions(test_dir.path(), mode).unwrap();
-    let server_ns = Netns::unique("ops-s").unwrap();
-    let client_ns = Netns::unique("ops-c").unwrap();
-    let _veth = VethPair::new(
-        &server_ns,
-        &format!("{SERVER_ADDR}/24"),
-        &client_ns,
-        "10.212.1.2/24",
-    )
-    .unwrap();
+    let client_addr = format!("{}:", Lab::client_underlay(0));
 
     let vpn: PathBuf = test_dir.join("vpn");
     let dir = vpn.to_str().unwrap();
-    ferrovpn(&["init", dir, "--endpoint", &format!("{SERVER_ADDR}:1194")]);
+    ferrovpn(&["init", dir, "--endpoint", &Lab::server_underlay(0)]);
     let again = Command::new(FERROVPN).args(["init", dir]).output().unwrap();
     assert!(!again.status.success(), "a second init must refuse");
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
     let profile = PathBuf::from(ferrovpn(&["client", "add", "alice", "--dir", dir]).trim());
     assert_eq!(profile, vpn.join("clients/alice.ovpn"));
     // Kept for the reconnect after revocation (revoke removes the profile).
-    let kept = test_dir.join("alice-kept.ovpn");
-    std::fs::copy(&profile, &kept).unwrap();
+    let alice_ovpn = std::fs::read_to_string(&profile).unwrap();
     let bad = Command::new(FERROVPN)
         .args(["client", "add", "../evil", "--dir", dir])
         .output()
@@ -128,7 +109,7 @@ fn init_client_add_connect_list_metrics_revoke() {
 
     let pid_file = test_dir.join("server.pid");
     let mut server = Proc::spawn_in(
-        &server_ns,
+        server_ns,
         "ferrovpn-server",
         test_dir.path(),
         FERROVPN,
@@ -145,11 +126,16 @@ fn init_client_add_connect_list_metrics_revoke() {
         .unwrap();
     let pid = std::fs::read_to_string(&pid_file).expect("writepid");
     assert_eq!(pid.trim(), server.pid().to_string());
-    let mut alice = start_stock_client(&client_ns, test_dir.path(), "openvpn-alice", &profile);
+    let mut alice = lab.spawn(
+        client_ns,
+        "openvpn-alice",
+        Implementation::Stock,
+        &alice_ovpn,
+    );
     if let Err(e) = alice.wait_for_log_line(UP, CONNECT_TIMEOUT) {
         panic!("{e:#}\nserver:\n{}", server.log_tail(30));
     }
-    let p = ping(&client_ns, "10.8.0.1", 5, Duration::from_secs(10)).unwrap();
+    let p = ping(client_ns, "10.8.0.1", 5, Duration::from_secs(10)).unwrap();
     assert_eq!(p.received, 5, "ping through the tunnel: {p:?}");
 
     // status --json: alice, from her veth address, with traffic.
@@ -160,7 +146,7 @@ fn init_client_add_connect_list_metrics_revoke() {
         c["real_address"]
             .as_str()
             .unwrap()
-            .starts_with("10.212.1.2:"),
+            .starts_with(&client_addr),
         "{c}"
     );
     assert_eq!(c["virtual_address"], "10.8.0.2", "{c}");
@@ -182,11 +168,11 @@ fn init_client_add_connect_list_metrics_revoke() {
         conns[0]["real_address"]
             .as_str()
             .unwrap()
-            .starts_with("10.212.1.2:")
+            .starts_with(&client_addr)
     );
 
     // Metrics, as Prometheus reads them.
-    let m = scrape(&server_ns);
+    let m = scrape(server_ns);
     let alice_bytes: Vec<&serde_json::Value> = m["ferrovpn_client_received_bytes_total"]
         .as_array()
         .expect("per-client bytes")
@@ -199,7 +185,7 @@ fn init_client_add_connect_list_metrics_revoke() {
         alice_bytes[0][0]["real_address"]
             .as_str()
             .unwrap()
-            .starts_with("10.212.1.2:"),
+            .starts_with(&client_addr),
         "{m}"
     );
     assert_eq!(m["ferrovpn_clients"][0][1], 1.0, "{m}");
@@ -243,7 +229,12 @@ fn init_client_add_connect_list_metrics_revoke() {
 
     // Her reconnect (a fresh stock client with the same profile) is refused.
     alice.stop(Duration::from_secs(5));
-    let mut retry = start_stock_client(&client_ns, test_dir.path(), "openvpn-alice-again", &kept);
+    let mut retry = lab.spawn(
+        client_ns,
+        "openvpn-alice-again",
+        Implementation::Stock,
+        &alice_ovpn,
+    );
     server
         .wait_for_log_line("invalid peer certificate: Revoked", CONNECT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}\nclient:\n{}", retry.log_tail(20)));
@@ -251,19 +242,17 @@ fn init_client_add_connect_list_metrics_revoke() {
     assert!(status_clients(dir, "alice").is_empty());
     retry.stop(Duration::from_secs(5));
     // SIGHUP (systemctl reload): the CRL is read again at once.
-    let reloads = |p: &Proc| p.log().matches("crl-verify: reloaded").count();
-    let before = reloads(&server);
-    let hup = Command::new("kill")
-        .args(["-HUP", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    let reloads = server.log().matches("crl-verify: reloaded").count();
+    kill("-HUP", &server);
     server
         .wait_for_log_line("SIGHUP: re-reading the crl-verify file", CONNECT_TIMEOUT)
         .unwrap();
-    let reloaded = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        reloads(&server) > before
-    });
+    let reloaded = wait_for_count(
+        &server,
+        "crl-verify: reloaded",
+        reloads + 1,
+        Duration::from_secs(5),
+    );
     assert!(reloaded, "{}", server.log_tail(10));
     server.stop(Duration::from_secs(5));
 }
