@@ -154,6 +154,7 @@ impl Config {
                     "connect-freq",
                     "client-config-dir",
                     "ccd-exclusive",
+                    "metrics",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(

@@ -1220,6 +1220,29 @@ impl Parser {
                 d.count(1, 1, "a group name")?;
                 c.group = d.arg(0).map(str::to_string);
             }
+            "metrics" => {
+                d.count(1, 1, "IP:PORT")?;
+                let a = d.arg(0).unwrap_or("");
+                c.metrics = Some(
+                    a.parse()
+                        .map_err(|_| d.bad("an address IP:PORT such as 127.0.0.1:9176", a))?,
+                );
+            }
+            "writepid" => {
+                d.count(1, 1, "a file")?;
+                c.writepid = d.arg(0).map(PathBuf::from);
+            }
+            "log" | "log-append" => {
+                d.count(1, 1, "a file")?;
+                c.log = Some(LogFile {
+                    path: PathBuf::from(d.arg(0).unwrap_or("")),
+                    append: d.name == "log-append",
+                });
+            }
+            "syslog" => {
+                d.count(0, 1, "[PROGRAM-NAME]")?;
+                c.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
+            }
             "chroot" => {
                 d.count(1, 1, "a directory")?;
                 c.chroot = d.arg(0).map(PathBuf::from);

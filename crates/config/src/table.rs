@@ -200,7 +200,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s, and at once on SIGHUP, where 2.6 restarts; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -363,13 +363,23 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("cpu-pin", "ferrovpn: pin data-plane workers to CPUs"),
     s(
+        "metrics",
+        "ferrovpn, servers: `IP:PORT`, a Prometheus endpoint (`GET /metrics`, OpenMetrics text): per client bytes, packets, connected since, handshakes; drops by reason; per worker packets and busy time; control queue depth",
+    ),
+    s(
         "max-packet-size",
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
     // --- accepted with a warning
     i("mute", "log rate limiting is not implemented"),
-    i("log", "logs go to stderr"),
-    i("log-append", "logs go to stderr"),
+    s(
+        "log",
+        "`FILE`: log lines go to FILE (truncated at start) instead of stderr",
+    ),
+    s(
+        "log-append",
+        "`FILE`: log lines are appended to FILE instead of going to stderr",
+    ),
     i(
         "mute-replay-warnings",
         "replay warnings are rate-limited anyway",
@@ -395,7 +405,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "peers may always change address after authentication",
     ),
     i("ping-timer-rem", "ping timers always run"),
-    i("writepid", "no pid file is written"),
+    s(
+        "writepid",
+        "`FILE`: the process id is written to FILE at start (before privileges are dropped)",
+    ),
     i("tls-cipher", "TLS cipher suites are fixed by rustls"),
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
@@ -430,7 +443,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tun-mtu-extra",
         "only sizes buffers in 2.6; ferrovpn's buffers hold 64 KiB packets anyway",
     ),
-    i("syslog", "logs go to stderr (under systemd: the journal)"),
+    s(
+        "syslog",
+        "`[NAME]` (default `openvpn`): log lines go to syslog (the journal under systemd) as NAME, facility daemon",
+    ),
     i(
         "disable-occ",
         "ferrovpn never acts on a peer's options string (2.6 only warns about mismatches)",
@@ -541,7 +557,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("multihome", "multihome is not supported; bind with `local`"),
     u(
         "daemon",
-        "ferrovpn runs in the foreground; use a service manager",
+        "ferrovpn does not fork once its threads run; use systemd (contrib/systemd/ferrovpn@.service, Type=notify) or another service manager",
     ),
     u(
         "passtos",

@@ -153,6 +153,13 @@ pub struct StatusFile {
     pub interval_secs: u32,
 }
 
+/// `log FILE` (truncated at start) or `log-append FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub append: bool,
+}
+
 /// Where `management` listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManagementListen {
@@ -429,6 +436,15 @@ pub struct Config {
     /// `management-client-user U` / `management-client-group G` (unix socket only).
     pub management_client_user: Option<String>,
     pub management_client_group: Option<String>,
+
+    /// ferrovpn: `metrics IP:PORT`, where the Prometheus endpoint listens (servers).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `writepid FILE`.
+    pub writepid: Option<PathBuf>,
+    /// `log FILE` / `log-append FILE`: where log lines go instead of stderr.
+    pub log: Option<LogFile>,
+    /// `syslog [NAME]`: log to syslog (the journal under systemd) as NAME.
+    pub syslog: Option<String>,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

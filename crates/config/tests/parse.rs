@@ -1037,8 +1037,6 @@ fn legacy_directives_as_2_6() {
     for line in [
         "persist-remote-ip",
         "tun-mtu-extra 32",
-        "syslog",
-        "syslog myvpn",
         "disable-occ",
         "down-pre",
         "key-method 2",
@@ -1076,7 +1074,7 @@ fn legacy_directives_as_2_6() {
         ("keysize 256", "removed in OpenVPN 2.6"),
         ("ncp-disable", "removed in OpenVPN 2.6"),
         ("passtos", "TOS/DSCP"),
-        ("daemon", "service manager"),
+        ("daemon", "use systemd"),
     ] {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
         assert!(
@@ -1085,6 +1083,43 @@ fn legacy_directives_as_2_6() {
         );
         assert!(e.to_string().contains(why), "{line}: {e}");
     }
+}
+
+#[test]
+fn service_directives_are_stored() {
+    let c = parse_str_no_fs(
+        &format!(
+            "{}syslog myvpn\nwritepid /run/x.pid\nlog-append /var/log/x.log\n",
+            client_base()
+        ),
+        "c.conf",
+    )
+    .expect("parses");
+    assert_eq!(c.syslog.as_deref(), Some("myvpn"));
+    assert_eq!(c.writepid, Some(std::path::PathBuf::from("/run/x.pid")));
+    let log = c.log.expect("log");
+    assert!(log.append);
+    assert_eq!(log.path, std::path::PathBuf::from("/var/log/x.log"));
+    let c = parse_str_no_fs(&format!("{}syslog\nlog x.log\n", client_base()), "c.conf")
+        .expect("parses");
+    assert_eq!(c.syslog.as_deref(), Some("openvpn"));
+    assert!(!c.log.expect("log").append);
+    // `metrics` is a server directive with an IP:PORT.
+    let c = parse_str_no_fs(
+        &format!("{}metrics 127.0.0.1:9176\n", server_base()),
+        "s.conf",
+    )
+    .expect("server");
+    assert_eq!(c.metrics, Some("127.0.0.1:9176".parse().unwrap()));
+    let e = parse_str_no_fs(
+        &format!("{}metrics 127.0.0.1:9176\n", client_base()),
+        "c.conf",
+    )
+    .expect_err("client");
+    assert!(e.to_string().contains("server directive"), "{e}");
+    let e = parse_str_no_fs(&format!("{}metrics localhost\n", client_base()), "c.conf")
+        .expect_err("bad address");
+    assert!(e.to_string().contains("IP:PORT"), "{e}");
 }
 
 #[test]

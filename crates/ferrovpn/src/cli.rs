@@ -17,6 +17,10 @@ Usage:
   ferrovpn --check --config FILE [...]            load everything (config, certificates, keys, files it
                                                   will write), list every problem, exit 0 if none; no network
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
+  ferrovpn init [DIR] [--endpoint HOST[:PORT]] [--proto udp|tcp] [--subnet NET/PREFIX] [--dns IP] [--rsa]
+                                                  a CA, server certificate, tls-crypt key, CRL and server.conf
+  ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles
+  ferrovpn status [--dir DIR | --socket PATH] [--json]       connected clients, traffic and rates
   ferrovpn --help | --version
 
 Every OpenVPN directive may be given as --directive; see docs/compatibility.md
@@ -34,6 +38,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         }
         Some("--genkey") => genkey(&args[1..]),
+        Some(_) if crate::admin::is_admin_command(&args) => crate::admin::run(&args),
         Some(_) if args.iter().any(|a| a == "--check") => check_config(&args),
         Some(_) => run_config(&args),
     }
@@ -56,9 +61,19 @@ fn genkey(args: &[String]) -> anyhow::Result<()> {
 /// never keeping an existing file's wider mode: the key goes to a new file
 /// (`O_EXCL|O_NOFOLLOW`, mode 0600) that is then renamed over `path`.
 fn write_private(path: &str, text: &str) -> std::io::Result<()> {
+    write_replacing(std::path::Path::new(path), text, 0o600)
+}
+
+/// Write `text` to a new file (`O_EXCL|O_NOFOLLOW`, `mode`) next to
+/// `target`, then rename it over `target`: readers see the old file or the
+/// new one, never a part, and a symlink at `target` is replaced, not followed.
+pub(crate) fn write_replacing(
+    target: &std::path::Path,
+    text: &str,
+    mode: u32,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let target = std::path::Path::new(path);
     let mut tmp_name = target.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = target.with_file_name(tmp_name);
@@ -66,7 +81,7 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     let written = f
         .write_all(text.as_bytes())
@@ -78,39 +93,26 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
     written
 }
 
-/// `verb` to a tracing filter: 0 errors, 1-3 what OpenVPN shows at 3, 4 debug, 5+ trace.
-fn init_logging(verb: u8) {
-    let default = match verb {
-        0 => "error",
-        1..=3 => "info",
-        4 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .finish()
-        // The management interface's `log` command shows the same lines.
-        .with(ferrovpn_control::management::LogLayer)
-        .try_init();
-}
-
 fn run_config(args: &[String]) -> anyhow::Result<()> {
     crate::privileges::make_undumpable()?;
     let cfg = Config::from_args(args)?;
-    init_logging(cfg.verb());
+    crate::logging::init(&cfg)?;
     for w in &cfg.warnings {
         warn!("{w}");
     }
+    let _pid_file = cfg.writepid.as_deref().map(PidFile::write).transpose()?;
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
-    let setup_done =
-        privileges.map(|p| -> ferrovpn_control::SetupDone { Box::new(move || p.drop_now()) });
+    // Once the tunnel is up: drop privileges, then tell systemd (Type=notify)
+    // that the service is ready; without NOTIFY_SOCKET that does nothing.
+    let setup_done: Option<ferrovpn_control::SetupDone> = Some(Box::new(move || {
+        if let Some(p) = privileges {
+            p.drop_now()?;
+        }
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            warn!("cannot tell systemd that the service is ready: {e}");
+        }
+        Ok(())
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ferrovpn-control")
@@ -127,7 +129,7 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         );
         runtime.block_on(async {
             let shutdown = shutdown_signal(restart.clone())?;
-            ferrovpn_control::server::run_server(settings, shutdown).await
+            ferrovpn_control::server::run_server(settings, shutdown, restart.clone()).await
         })
     } else {
         let mut settings = crate::settings::client_settings(&cfg)?;
@@ -144,6 +146,26 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     }?;
     info!("ferrovpn stopped");
     Ok(())
+}
+
+/// `writepid FILE`: the process id, written at start and removed at exit
+/// (best effort: after `user` the directory may not allow it), as 2.6 does.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writepid {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!("writepid: cannot remove {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// `--check`: everything a start loads, without touching the network or
@@ -224,8 +246,9 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM; SIGUSR1 notifies `restart`, SIGHUP too
-/// (OpenVPN restarts on both; ferrovpn does not re-read the config).
+/// Resolves on SIGINT or SIGTERM; SIGUSR1 and SIGHUP notify `restart`: a
+/// client reconnects, a server re-reads its `crl-verify` file (OpenVPN
+/// restarts on both; ferrovpn does not re-read the config).
 fn shutdown_signal(
     restart: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {

@@ -672,6 +672,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         compression: ferrovpn_control::compression::framing(&cfg.compression),
         management: management(cfg)?,
         client_config_dir: client_config_dir(cfg)?,
+        metrics: cfg.metrics,
         setup_done: None,
     })
 }

@@ -35,6 +35,7 @@ use self::registry::{AssignError, Registry};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil::KeptFile;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
+use crate::metrics::{self, http::ScrapeRequest};
 use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
@@ -88,6 +89,8 @@ pub struct ServerSettings {
     pub management: Option<management::ManagementSettings>,
     /// `client-config-dir DIR` (+ `ccd-exclusive`).
     pub client_config_dir: Option<ClientConfigDir>,
+    /// `metrics IP:PORT`: where the Prometheus endpoint listens.
+    pub metrics: Option<SocketAddr>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -145,6 +148,8 @@ struct Client {
     announced: bool,
     /// Its `client-config-dir` file, once read (`disable`d when refused).
     client_config: Option<ClientConfig>,
+    /// Data-channel keys negotiated: the first handshake and each renegotiation.
+    handshakes: u64,
 }
 
 struct Server {
@@ -179,6 +184,12 @@ struct Server {
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
+    /// Handshakes and renegotiations of all sessions since the start.
+    handshakes: u64,
+    renegotiations: u64,
+    /// Replay and bad-tag drops of the clients that left (their data-plane
+    /// counters go with them), so that the totals never go down.
+    departed_drops: metrics::Drops,
 }
 
 /// How often keepalive and liveness are checked.
@@ -193,10 +204,12 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Run the server until `shutdown` resolves.
+/// Run the server until `shutdown` resolves. Each notification of
+/// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
     s: ServerSettings,
     shutdown: impl std::future::Future<Output = ()>,
+    reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut mgmt = match s.management.clone() {
         Some(m) => Some(Management::start(m).await?),
@@ -238,6 +251,10 @@ pub async fn run_server(
         s.dataplane.workers
     );
     let socket = dp.control_socket();
+    let mut scrapes = match s.metrics {
+        Some(addr) => Some(metrics::http::start(addr).await?.1),
+        None => None,
+    };
     let mut up = crate::bridge(up_rx);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
@@ -290,6 +307,9 @@ pub async fn run_server(
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
+        handshakes: 0,
+        renegotiations: 0,
+        departed_drops: metrics::Drops::default(),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -321,6 +341,13 @@ pub async fn run_server(
                     srv.housekeeping(now);
                     next_housekeeping = now + HOUSEKEEPING;
                 }
+            }
+            Some(scrape) = metrics::http::next_scrape(&mut scrapes) => srv.answer_scrape(scrape),
+            _ = reload.notified() => {
+                info!("SIGHUP: re-reading the crl-verify file");
+                // Forget the version seen, so the file is loaded even if unchanged.
+                srv.crl_stamp = None;
+                srv.refresh_crl();
             }
             Some(req) = management::next_request(&mut mgmt_rx) => {
                 if !srv.handle_management(Instant::now(), req) {
@@ -486,6 +513,7 @@ impl Server {
                     cid: self.next_cid,
                     announced: false,
                     client_config: None,
+                    handshakes: 0,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -938,6 +966,13 @@ impl Server {
                 };
                 let keys = DataKeys::from_key_block(cipher, &block, Side::Server);
                 self.peers.install_key(peer_id, key_id, keys);
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.handshakes += 1;
+                    self.handshakes += 1;
+                    if c.handshakes > 1 {
+                        self.renegotiations += 1;
+                    }
+                }
                 debug!("{addr}: data keys for key_id {key_id} installed");
             }
             Event::SendKey { key_id } => {
@@ -1115,7 +1150,55 @@ impl Server {
             c.common_name.as_deref().unwrap_or("?")
         );
         if let Some(peer) = peer {
+            if let Some(st) = self.peers.peer_stats(peer.id) {
+                self.departed_drops.replay += st.replay_drops;
+                self.departed_drops.bad_tag += st.auth_failures;
+            }
             self.peers.remove_peer(peer.id);
         }
+    }
+
+    /// Copy the numbers a metrics scrape shows.
+    fn answer_scrape(&self, scrape: ScrapeRequest) {
+        let mut drops = self.departed_drops;
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for (addr, c) in self.clients.iter() {
+            let Some(st) = (self.clients.peer(addr)).and_then(|p| self.peers.peer_stats(p.id))
+            else {
+                continue;
+            };
+            drops.replay += st.replay_drops;
+            drops.bad_tag += st.auth_failures;
+            clients.push(metrics::ClientSample {
+                common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                real_address: addr.to_string(),
+                bytes_received: st.rx_bytes,
+                bytes_sent: st.tx_bytes,
+                packets_received: st.rx_packets,
+                packets_sent: st.tx_packets,
+                connected_since: c.since,
+                handshakes: c.handshakes,
+            });
+        }
+        let g = self.dp.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        drops.unknown_peer = load(&g.unknown_peer);
+        drops.queue_full = load(&g.control_dropped) + load(&g.events_dropped);
+        let workers = (self.dp.worker_counters().iter())
+            .map(|w| metrics::WorkerSample {
+                tun_packets: load(&w.tun_packets),
+                udp_packets: load(&w.udp_packets),
+                busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
+            })
+            .collect();
+        // A scraper that gave up has dropped its end: nothing to do then.
+        let _ = scrape.send(metrics::Snapshot {
+            clients,
+            drops,
+            workers,
+            control_queue_depth: self.dp.up_queue_depth() as u64,
+            handshakes: self.handshakes,
+            renegotiations: self.renegotiations,
+        });
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Inbound {
     rx: RecvBatch,
     out: Vec<Vec<u8>>,
     acc: Vec<(Arc<Peer>, u64, u64)>,
+    /// Datagrams received since the start (GRO segments counted one by one).
+    pub(super) received: u64,
 }
 
 pub(super) enum Verdict {
@@ -42,6 +44,7 @@ impl Inbound {
                 .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
                 .collect(),
             acc: Vec::with_capacity(16),
+            received: 0,
         }
     }
 
@@ -73,6 +76,7 @@ impl Inbound {
             let mut at = 0;
             while at < meta.len {
                 let end = (at + stride).min(meta.len);
+                self.received += 1;
                 let verdict = {
                     let seg = &self.rx.buf(j)[at..end];
                     let out = &mut self.out[k];
