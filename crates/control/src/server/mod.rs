@@ -21,6 +21,7 @@ use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
+use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
 use tracing::{debug, error, info, warn};
 
@@ -55,6 +56,9 @@ pub struct ServerSettings {
     /// Pushed keepalive (`ping`, `ping-restart`) values.
     pub push_keepalive: Option<(u32, u32)>,
     pub session: Arc<SessionConfig>,
+    /// `tls-crypt-v2` server key: unwraps the keys of clients that have
+    /// their own (`session.wrap` serves the others, if any).
+    pub tls_crypt_v2: Option<Arc<ServerKey>>,
     /// Authenticated clients at most; half-open sessions are capped apart.
     pub max_clients: usize,
     /// `connect-freq N SEC` (`SEC` 0: no limit).
@@ -346,6 +350,7 @@ impl Server {
         let unix = unix_now();
         let stateless = Stateless {
             wrap: &self.s.session.wrap,
+            tls_crypt_v2: self.s.tls_crypt_v2.as_deref(),
             cookies: &self.cookies,
             hand_window: self.s.session.hand_window,
         };
@@ -376,7 +381,7 @@ impl Server {
                 false
             }
         };
-        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, allow_reset) {
+        let (ours, pkt, replay, client_wrap) = match stateless.admit(unix, from, packet, known, allow_reset) {
             Admit::Existing => {
                 let stage = stage.unwrap_or(Stage::Authenticated);
                 if let Some(c) = self.client_mut(stage, from) {
@@ -403,7 +408,12 @@ impl Server {
                 }
                 return;
             }
-            Admit::NewSession { ours, pkt, replay } => (ours, pkt, replay),
+            Admit::NewSession {
+                ours,
+                pkt,
+                replay,
+                client_wrap,
+            } => (ours, pkt, replay, client_wrap),
         };
         self.refresh_crl();
         if !self.crl_ok {
@@ -424,7 +434,8 @@ impl Server {
         // A completed three-way handshake counts against connect-freq, not
         // connect-freq-initial (as in 2.6).
         self.reset_answers.give_back();
-        match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
+        let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
+        match Session::accept_cookie(self.s.session.clone(), wrap, now, unix, ours, pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session");
                 let client = Client {
