@@ -434,10 +434,15 @@ impl Server {
         // A completed three-way handshake counts against connect-freq, not
         // connect-freq-initial (as in 2.6).
         self.reset_answers.give_back();
+        let kind = if client_wrap.is_some() {
+            " (tls-crypt-v2 client key)"
+        } else {
+            ""
+        };
         let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
         match Session::accept_cookie(self.s.session.clone(), wrap, now, unix, ours, pkt, replay) {
             Ok(session) => {
-                info!("{from}: new session");
+                info!("{from}: new session{kind}");
                 let client = Client {
                     session,
                     cipher: None,
