@@ -1265,16 +1265,26 @@ const V2_CLIENT: &str = "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nAAAA\n
 fn tls_crypt_v2_file_inline_and_cookie_mode() {
     let dir = temp_dir("tcv2");
     let key = write(&dir, "v2.key", V2_SERVER);
-    for (arg, force) in [("", false), (" allow-noncookie", false), (" force-cookie", true)] {
+    for (arg, force) in [
+        ("", false),
+        (" allow-noncookie", false),
+        (" force-cookie", true),
+    ] {
         let text = format!("{}tls-crypt-v2 {}{arg}\n", server_base(), key.display());
         let c = parse_str(&text, "t.conf").unwrap();
         let v2 = c.tls_crypt_v2.unwrap();
         assert_eq!(v2.force_cookie, force, "{arg}");
         assert_eq!(v2.material.text, V2_SERVER);
     }
-    let c = parse_str_no_fs(&(client_base() + &inline("tls-crypt-v2", V2_CLIENT)), "t.conf")
-        .unwrap();
-    assert_eq!(c.tls_crypt_v2.unwrap().material.source, MaterialSource::Inline);
+    let c = parse_str_no_fs(
+        &(client_base() + &inline("tls-crypt-v2", V2_CLIENT)),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.tls_crypt_v2.unwrap().material.source,
+        MaterialSource::Inline
+    );
     // A server may serve tls-crypt clients too; a client has one wrapping.
     let both = server_base() + &inline("tls-crypt-v2", V2_SERVER) + &inline("tls-crypt", STATIC);
     assert!(parse_str_no_fs(&both, "t.conf").is_ok());
@@ -1283,12 +1293,18 @@ fn tls_crypt_v2_file_inline_and_cookie_mode() {
         err(&both),
         "t.conf:19: 'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive in client mode"
     );
-    let text = format!("{}tls-crypt-v2 {} sometimes\n", server_base(), key.display());
+    let text = format!(
+        "{}tls-crypt-v2 {} sometimes\n",
+        server_base(),
+        key.display()
+    );
     assert!(
         parse_str(&text, "t.conf")
             .unwrap_err()
             .to_string()
-            .contains("unsupported tls-crypt-v2 argument 'sometimes' (force-cookie or allow-noncookie)"),
+            .contains(
+                "unsupported tls-crypt-v2 argument 'sometimes' (force-cookie or allow-noncookie)"
+            ),
     );
     assert_eq!(
         err(&(server_base() + &inline("tls-crypt-v2", STATIC))),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferrovpn_config::Config;
 use base64::Engine;
+use ferrovpn_config::Config;
 use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
 use ferrovpn_proto::wrap::StaticKey;
 use tracing::{info, warn};

@@ -57,7 +57,9 @@ fn stock_client_with_stock_keys_on_ferrovpn_server() {
     let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     // The session was made from the client's resent key (CONTROL_WKC_V1).
     assert!(
-        server.log().contains("new session (tls-crypt-v2 client key)"),
+        server
+            .log()
+            .contains("new session (tls-crypt-v2 client key)"),
         "{}",
         log_tails(&client, &server)
     );

@@ -84,7 +84,12 @@ pub struct Metadata(Vec<u8>);
 
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Metadata(type {:?}, {} bytes)", self.kind(), self.0.len())
+        write!(
+            f,
+            "Metadata(type {:?}, {} bytes)",
+            self.kind(),
+            self.0.len()
+        )
     }
 }
 
@@ -194,7 +199,11 @@ impl ServerKey {
     }
 
     /// `WKc` for client key `kc` with `metadata`.
-    pub fn wrap_client_key(&self, kc: &StaticKey, metadata: &Metadata) -> Result<Vec<u8>, WkcError> {
+    pub fn wrap_client_key(
+        &self,
+        kc: &StaticKey,
+        metadata: &Metadata,
+    ) -> Result<Vec<u8>, WkcError> {
         let m = metadata.as_bytes();
         if m.len() > MAX_METADATA_LEN {
             return Err(WkcError::MetadataTooLong(m.len()));
@@ -359,7 +368,8 @@ impl ClientKey {
 
     /// The file text: `Kc || WKc` as PEM.
     pub fn to_file_text(&self) -> String {
-        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(STATIC_KEY_LEN + self.wkc.len()));
+        let mut bytes =
+            zeroize::Zeroizing::new(Vec::with_capacity(STATIC_KEY_LEN + self.wkc.len()));
         bytes.extend_from_slice(self.key.as_bytes());
         bytes.extend_from_slice(&self.wkc);
         pem_text(CLIENT_PEM_LABEL, &bytes)
@@ -406,7 +416,10 @@ mod tests {
         let ck = ClientKey::generate(&srv, &Metadata::user(b"serial 42")).unwrap();
         let text = ck.to_file_text();
         assert!(text.starts_with("-----BEGIN OpenVPN tls-crypt-v2 client key-----\n"));
-        assert!(text.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
+        assert!(
+            text.lines()
+                .all(|l| l.len() <= 64 || l.starts_with("-----"))
+        );
         let back = ClientKey::parse(&format!("# comment\n{text}trailing\n")).unwrap();
         assert_eq!(back.key, ck.key);
         assert_eq!(back.wkc, ck.wkc);
@@ -432,9 +445,15 @@ mod tests {
         let ck = ClientKey::generate(&srv, &Metadata::timestamp(1)).unwrap();
         let mut bad = ck.wkc.clone();
         bad[40] ^= 1;
-        assert_eq!(srv.unwrap_client_key(&bad).unwrap_err(), WkcError::AuthFailed);
+        assert_eq!(
+            srv.unwrap_client_key(&bad).unwrap_err(),
+            WkcError::AuthFailed
+        );
         let other = ServerKey::from_bytes(&[9; SERVER_KEY_LEN]);
-        assert_eq!(other.unwrap_client_key(&ck.wkc).unwrap_err(), WkcError::AuthFailed);
+        assert_eq!(
+            other.unwrap_client_key(&ck.wkc).unwrap_err(),
+            WkcError::AuthFailed
+        );
         assert_eq!(
             srv.unwrap_client_key(&ck.wkc[1..]).unwrap_err(),
             WkcError::LengthMismatch {
@@ -442,7 +461,10 @@ mod tests {
                 actual: ck.wkc.len() - 1
             }
         );
-        assert_eq!(srv.unwrap_client_key(&[0; 10]).unwrap_err(), WkcError::Truncated(10));
+        assert_eq!(
+            srv.unwrap_client_key(&[0; 10]).unwrap_err(),
+            WkcError::Truncated(10)
+        );
         assert_eq!(
             srv.unwrap_client_key(&[0; 1025]).unwrap_err(),
             WkcError::TooLong(1025)
@@ -461,8 +483,14 @@ mod tests {
     #[test]
     fn split_wkc_bounds() {
         assert_eq!(split_wkc(&[]).unwrap_err(), WkcError::Truncated(0));
-        assert_eq!(split_wkc(&[0x50, 0, 5]).unwrap_err(), WkcError::Truncated(5));
-        assert_eq!(split_wkc(&[0x50, 4, 1]).unwrap_err(), WkcError::TooLong(1025));
+        assert_eq!(
+            split_wkc(&[0x50, 0, 5]).unwrap_err(),
+            WkcError::Truncated(5)
+        );
+        assert_eq!(
+            split_wkc(&[0x50, 4, 1]).unwrap_err(),
+            WkcError::TooLong(1025)
+        );
         let mut w = vec![0x50; 400];
         w[398..].copy_from_slice(&400u16.to_be_bytes());
         // WKc may not swallow the whole packet.
@@ -507,7 +535,10 @@ mod tests {
         assert_eq!(client.unwrap(&wire_answer), Ok((answer, Some(replay))));
         // Another server key, a flipped packet byte, a foreign Kc: refused.
         let other = ServerKey::from_bytes(&[9; SERVER_KEY_LEN]);
-        assert_eq!(other.open(&wire).unwrap_err(), OpenError::Wkc(WkcError::AuthFailed));
+        assert_eq!(
+            other.open(&wire).unwrap_err(),
+            OpenError::Wkc(WkcError::AuthFailed)
+        );
         let mut flipped = wire.clone();
         flipped[20] ^= 1;
         assert_eq!(
@@ -543,7 +574,10 @@ mod tests {
 
     #[test]
     fn metadata_accessors() {
-        assert_eq!(Metadata::timestamp(0x0102).as_bytes(), &[1, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(
+            Metadata::timestamp(0x0102).as_bytes(),
+            &[1, 0, 0, 0, 0, 0, 0, 1, 2]
+        );
         assert_eq!(Metadata::user(b"x").timestamp_value(), None);
         assert_eq!(Metadata(Vec::new()).kind(), None);
         assert_eq!(Metadata(Vec::new()).data(), b"");

@@ -389,7 +389,10 @@ mod tests {
         assert_eq!(ask.to_payload(), [0, 1, 0, 2, 0, 1]);
         assert_eq!(EarlyNegotiation::parse(&ask.to_payload()), Ok(ask));
         assert_eq!(EarlyNegotiation::default().to_payload(), b"");
-        assert_eq!(EarlyNegotiation::parse(b""), Ok(EarlyNegotiation::default()));
+        assert_eq!(
+            EarlyNegotiation::parse(b""),
+            Ok(EarlyNegotiation::default())
+        );
         // Unknown types are skipped, flags without the bit mean nothing.
         assert_eq!(
             EarlyNegotiation::parse(&[0, 9, 0, 1, 7, 0, 1, 0, 2, 0, 1]),
@@ -399,7 +402,10 @@ mod tests {
             EarlyNegotiation::parse(&[0, 1, 0, 2, 0, 2]),
             Ok(EarlyNegotiation::default())
         );
-        assert_eq!(EarlyNegotiation::parse(&[0, 1, 0, 3, 0, 0, 1]), Err(WireError::BadTlv));
+        assert_eq!(
+            EarlyNegotiation::parse(&[0, 1, 0, 3, 0, 0, 1]),
+            Err(WireError::BadTlv)
+        );
         assert!(matches!(
             EarlyNegotiation::parse(&[0, 1, 0, 2, 0]),
             Err(WireError::Truncated { .. })

@@ -559,7 +559,9 @@ fn stateless_start(client: &mut Session, scfg: &Arc<SessionConfig>, now: &mut In
     let mut forged = pkt.clone();
     forged.message_id = Some(5);
     let wrap = scfg.wrap.clone();
-    assert!(Session::accept_cookie(scfg.clone(), wrap.clone(), *now, T, sid, forged, None).is_err());
+    assert!(
+        Session::accept_cookie(scfg.clone(), wrap.clone(), *now, T, sid, forged, None).is_err()
+    );
     let mut server = Session::accept_cookie(scfg.clone(), wrap, *now, T, sid, pkt, replay).unwrap();
     while let Some(p) = client.poll_transmit() {
         server.handle_packet(*now, &p);
@@ -609,12 +611,17 @@ fn stateless_start_v2(
     let reply = cookie::reset_reply(&opened.wrap, T, &opened.pkt, sid, ask);
     drop(opened);
     client.handle_packet(now, &reply);
-    let third = client.poll_transmit().expect("client's packet after the reset");
+    let third = client
+        .poll_transmit()
+        .expect("client's packet after the reset");
     let opened = server_key.open(&third).unwrap();
     assert_eq!(opened.pkt.opcode, Opcode::ControlWkcV1);
     assert_eq!(opened.pkt.acks, vec![0]);
     assert_eq!(opened.pkt.message_id, Some(1));
-    assert!(!opened.pkt.payload.is_empty(), "the ClientHello comes along");
+    assert!(
+        !opened.pkt.payload.is_empty(),
+        "the ClientHello comes along"
+    );
     assert!(third.len() <= 1250 - 28, "{} bytes", third.len());
     let echoed = opened.pkt.remote_session_id.unwrap();
     assert!(cookies.verify(T, scfg.hand_window, from, opened.pkt.session_id, echoed));
@@ -663,7 +670,12 @@ fn stateless_handshake_tls_crypt_v2() {
         7,
         |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
     );
-    assert!(cs.closed.is_none() && ss.closed.is_none(), "{:?} {:?}", cs.closed, ss.closed);
+    assert!(
+        cs.closed.is_none() && ss.closed.is_none(),
+        "{:?} {:?}",
+        cs.closed,
+        ss.closed
+    );
     assert!(ss.authenticated);
     assert_eq!(cs.keys[0].2, ss.keys[0].2, "EKM key blocks differ");
 }
@@ -671,8 +683,8 @@ fn stateless_handshake_tls_crypt_v2() {
 #[test]
 fn tls_crypt_v2_client_of_another_server_key_gets_nothing() {
     let server_key = ServerKey::from_bytes(&[5; 128]);
-    let foreign = ClientKey::generate(&ServerKey::from_bytes(&[6; 128]), &Metadata::timestamp(1))
-        .unwrap();
+    let foreign =
+        ClientKey::generate(&ServerKey::from_bytes(&[6; 128]), &Metadata::timestamp(1)).unwrap();
     let p = pki();
     let (_, ccfg) = configs(
         &p,

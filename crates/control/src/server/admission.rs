@@ -114,9 +114,8 @@ impl Stateless<'_> {
         {
             return Admit::Drop(Dropped::NotAStart(opcode));
         }
-        let malformed = |e: &dyn std::fmt::Display| {
-            Admit::Drop(Dropped::Malformed(format!("{opcode:?}: {e}")))
-        };
+        let malformed =
+            |e: &dyn std::fmt::Display| Admit::Drop(Dropped::Malformed(format!("{opcode:?}: {e}")));
         let (pkt, replay, client_wrap) = if tls_crypt_v2::carries_wkc(opcode) {
             let Some(server_key) = self.tls_crypt_v2 else {
                 return malformed(&"client wants tls-crypt-v2, but no tls-crypt-v2 key is set");

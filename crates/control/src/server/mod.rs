@@ -21,8 +21,8 @@ use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
-use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
+use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use tracing::{debug, error, info, warn};
 
 use self::admission::{Admit, Stateless};
@@ -381,40 +381,41 @@ impl Server {
                 false
             }
         };
-        let (ours, pkt, replay, client_wrap) = match stateless.admit(unix, from, packet, known, allow_reset) {
-            Admit::Existing => {
-                let stage = stage.unwrap_or(Stage::Authenticated);
-                if let Some(c) = self.client_mut(stage, from) {
-                    // Only a packet the session accepted shows the client is
-                    // alive: spoofed ones must not keep a dead session.
-                    if c.session.handle_packet(now, packet) {
-                        c.last_control_rx = now;
+        let (ours, pkt, replay, client_wrap) =
+            match stateless.admit(unix, from, packet, known, allow_reset) {
+                Admit::Existing => {
+                    let stage = stage.unwrap_or(Stage::Authenticated);
+                    if let Some(c) = self.client_mut(stage, from) {
+                        // Only a packet the session accepted shows the client is
+                        // alive: spoofed ones must not keep a dead session.
+                        if c.session.handle_packet(now, packet) {
+                            c.last_control_rx = now;
+                        }
+                        self.drain(now, stage, from);
                     }
-                    self.drain(now, stage, from);
+                    return;
                 }
-                return;
-            }
-            Admit::ResetReply(reply) => {
-                if let Err(e) = self.socket.send_to(&reply, from) {
-                    debug!("{from}: reset answer not sent: {e}");
+                Admit::ResetReply(reply) => {
+                    if let Err(e) = self.socket.send_to(&reply, from) {
+                        debug!("{from}: reset answer not sent: {e}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::Drop(why) => {
-                if why.is_hostile() {
-                    self.bad_packets.note(from, &why.to_string());
-                } else {
-                    debug!("{from}: {why}");
+                Admit::Drop(why) => {
+                    if why.is_hostile() {
+                        self.bad_packets.note(from, &why.to_string());
+                    } else {
+                        debug!("{from}: {why}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::NewSession {
-                ours,
-                pkt,
-                replay,
-                client_wrap,
-            } => (ours, pkt, replay, client_wrap),
-        };
+                Admit::NewSession {
+                    ours,
+                    pkt,
+                    replay,
+                    client_wrap,
+                } => (ours, pkt, replay, client_wrap),
+            };
         self.refresh_crl();
         if !self.crl_ok {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");

@@ -522,10 +522,7 @@ impl Session {
         // admission takes it); a WKC_V1 goes from client to server.
         let wrong_role = match self.cfg.side {
             Side::Server => pkt.opcode == Opcode::HardResetServerV2,
-            Side::Client => matches!(
-                pkt.opcode,
-                Opcode::HardResetClientV2 | Opcode::ControlWkcV1
-            ),
+            Side::Client => matches!(pkt.opcode, Opcode::HardResetClientV2 | Opcode::ControlWkcV1),
         };
         if wrong_role || pkt.opcode == Opcode::HardResetClientV3 {
             debug!("dropping unexpected {:?}", pkt.opcode);
@@ -1315,11 +1312,15 @@ impl Session {
         let resend_wkc = self.resend_wkc;
         let ks = &mut self.keys[idx];
         // The packet that must carry WKc again: msg_id 1 of key_id 0.
-        let wkc_due = |ks: &KeyState| resend_wkc && ks.key_id == 0 && ks.reliable.next_send_id() == 1;
+        let wkc_due =
+            |ks: &KeyState| resend_wkc && ks.key_id == 0 && ks.reliable.next_send_id() == 1;
         while !ks.tls_out.is_empty() && ks.reliable.can_send() {
             let (opcode, room) = if wkc_due(ks) {
                 // WKc travels in the same datagram; 2.6 keeps 16 bytes at least.
-                (Opcode::ControlWkcV1, max_payload.saturating_sub(wkc_len).max(16))
+                (
+                    Opcode::ControlWkcV1,
+                    max_payload.saturating_sub(wkc_len).max(16),
+                )
             } else {
                 (Opcode::ControlV1, max_payload)
             };
