@@ -132,6 +132,18 @@ impl Config {
                 "'tls-crypt' and 'tls-auth' cannot be used together".into(),
             ));
         }
+        // A server may serve both kinds of clients; a client uses one.
+        if mode == Mode::Client
+            && self.tls_crypt_v2.is_some()
+            && (self.tls_crypt.is_some() || self.tls_auth.is_some())
+        {
+            return Err(self.fail(
+                "tls-crypt-v2",
+                &whole,
+                "'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive in client mode"
+                    .into(),
+            ));
+        }
 
         self.finalize_compression(&whole)?;
 

@@ -357,6 +357,10 @@ impl Parser {
                 "a PEM certificate revocation list",
             ),
             "key" => ("PRIVATE KEY-----", "a PEM private key"),
+            "tls-crypt-v2" => (
+                "-----BEGIN OpenVPN tls-crypt-v2 ",
+                "a tls-crypt-v2 server or client key",
+            ),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
                 "an OpenVPN static key",
@@ -470,6 +474,7 @@ impl Parser {
                 | "extra-certs"
                 | "crl-verify"
                 | "tls-crypt"
+                | "tls-crypt-v2"
                 | "tls-auth"
                 | "dh"
                 | "auth-user-pass"
@@ -879,6 +884,22 @@ impl Parser {
             "tls-crypt" => {
                 let m = self.material(&d, 1)?;
                 self.cfg.tls_crypt = Some(m);
+            }
+            "tls-crypt-v2" => {
+                let force_cookie = match d.inline.is_none().then(|| d.arg(1)).flatten() {
+                    None | Some("allow-noncookie") => false,
+                    Some("force-cookie") => true,
+                    Some(other) => {
+                        return Err(d.invalid(format!(
+                            "unsupported tls-crypt-v2 argument '{other}' (force-cookie or allow-noncookie)"
+                        )));
+                    }
+                };
+                let material = self.material(&d, 2)?;
+                self.cfg.tls_crypt_v2 = Some(TlsCryptV2 {
+                    material,
+                    force_cookie,
+                });
             }
             "tls-auth" => {
                 let direction = match d.arg(1) {

@@ -212,6 +212,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("tls-crypt", "static key file or inline `<tls-crypt>`"),
     s(
+        "tls-crypt-v2",
+        "server key (servers; may be combined with `tls-crypt`/`tls-auth` for clients without their own key) or client key (clients; exclusive with them), file or inline `<tls-crypt-v2>`; servers answer tls-crypt-v2 clients statelessly (2.6's HMAC cookie with WKc resend); `force-cookie`/`allow-noncookie` accepted, but tls-crypt-v2 clients older than 2.6 (no early negotiation) are always refused, as with `force-cookie`",
+    ),
+    s(
         "tls-auth",
         "`FILE [0|1]` or inline `<tls-auth>` with `key-direction`",
     ),
@@ -481,12 +485,8 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "username/password authentication is not supported yet",
     ),
     u(
-        "tls-crypt-v2",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
-    ),
-    u(
         "tls-crypt-v2-verify",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
+        "the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
     ),
     u("secret", "static-key (non-TLS) mode is not supported"),
     u(

@@ -122,6 +122,15 @@ pub struct TlsAuth {
     pub direction: Option<KeyDirection>,
 }
 
+/// `tls-crypt-v2`: a server key (servers) or a client key (clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCryptV2 {
+    pub material: Material,
+    /// Server: `force-cookie` (refuse tls-crypt-v2 clients that cannot do
+    /// the stateless handshake); 2.6's default is `allow-noncookie`.
+    pub force_cookie: bool,
+}
+
 /// `dh`: ferrovpn never uses finite-field DH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dh {
@@ -375,6 +384,8 @@ pub struct Config {
     pub crl_verify: Option<Material>,
     pub dh: Option<Dh>,
     pub tls_crypt: Option<Material>,
+    /// `tls-crypt-v2 FILE [force-cookie|allow-noncookie]` or inline.
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     pub tls_auth: Option<TlsAuth>,
     pub key_direction: Option<KeyDirection>,
     pub auth: Option<String>,

@@ -517,8 +517,8 @@ fn line_errors() {
             r#"t.conf:1: 'dev' expects an interface name of 1-15 characters, got "averyveryverylongname""#,
         ),
         (
-            "tls-crypt-v2 x.key",
-            "t.conf:1: unsupported 'tls-crypt-v2': tls-crypt-v2 is not supported yet; use tls-crypt",
+            "tls-crypt-v2-verify /bin/true",
+            "t.conf:1: unsupported 'tls-crypt-v2-verify': the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
         ),
         (
             "mode p2p",
@@ -1334,4 +1334,59 @@ fn client_config_dir_is_a_server_directive() {
         let e = line_err(d);
         assert!(e.contains("only in a per-client config"), "{e}");
     }
+}
+
+const V2_SERVER: &str = "-----BEGIN OpenVPN tls-crypt-v2 server key-----\nAAAA\n-----END OpenVPN tls-crypt-v2 server key-----\n";
+const V2_CLIENT: &str = "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nAAAA\n-----END OpenVPN tls-crypt-v2 client key-----\n";
+
+#[test]
+fn tls_crypt_v2_file_inline_and_cookie_mode() {
+    let dir = temp_dir("tcv2");
+    let key = write(&dir, "v2.key", V2_SERVER);
+    for (arg, force) in [
+        ("", false),
+        (" allow-noncookie", false),
+        (" force-cookie", true),
+    ] {
+        let text = format!("{}tls-crypt-v2 {}{arg}\n", server_base(), key.display());
+        let c = parse_str(&text, "t.conf").unwrap();
+        let v2 = c.tls_crypt_v2.unwrap();
+        assert_eq!(v2.force_cookie, force, "{arg}");
+        assert_eq!(v2.material.text, V2_SERVER);
+    }
+    let c = parse_str_no_fs(
+        &(client_base() + &inline("tls-crypt-v2", V2_CLIENT)),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.tls_crypt_v2.unwrap().material.source,
+        MaterialSource::Inline
+    );
+    // A server may serve tls-crypt clients too; a client has one wrapping.
+    let both = server_base() + &inline("tls-crypt-v2", V2_SERVER) + &inline("tls-crypt", STATIC);
+    assert!(parse_str_no_fs(&both, "t.conf").is_ok());
+    let both = client_base() + &inline("tls-crypt-v2", V2_CLIENT) + &inline("tls-auth", STATIC);
+    assert_eq!(
+        err(&both),
+        "t.conf:19: 'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive in client mode"
+    );
+    let text = format!(
+        "{}tls-crypt-v2 {} sometimes\n",
+        server_base(),
+        key.display()
+    );
+    assert!(
+        parse_str(&text, "t.conf")
+            .unwrap_err()
+            .to_string()
+            .contains(
+                "unsupported tls-crypt-v2 argument 'sometimes' (force-cookie or allow-noncookie)"
+            ),
+    );
+    assert_eq!(
+        err(&(server_base() + &inline("tls-crypt-v2", STATIC))),
+        "t.conf:18: 'tls-crypt-v2' expects a tls-crypt-v2 server or client key (-----BEGIN OpenVPN tls-crypt-v2 ), none found in inline <tls-crypt-v2>"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

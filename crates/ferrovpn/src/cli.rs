@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine;
 use ferrovpn_config::Config;
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
 use ferrovpn_proto::wrap::StaticKey;
 use tracing::{info, warn};
 
@@ -21,6 +23,10 @@ Usage:
                                                   a CA, server certificate, tls-crypt key, CRL and server.conf
   ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles
   ferrovpn status [--dir DIR | --socket PATH] [--json]       connected clients, traffic and rates
+  ferrovpn --genkey tls-crypt-v2-server [FILE]     write a tls-crypt-v2 server key (stdout without FILE)
+  ferrovpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client [FILE [BASE64_METADATA]]
+                                                  write a client key wrapped by SERVER_KEY, with USER
+                                                  metadata if given (else the time, as OpenVPN does)
   ferrovpn --help | --version
 
 Every OpenVPN directive may be given as --directive; see docs/compatibility.md
@@ -37,22 +43,75 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             println!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some("--genkey") => genkey(&args[1..]),
+        Some(_) if args.iter().any(|a| a == "--genkey") => genkey(&args),
         Some(_) if crate::admin::is_admin_command(&args) => crate::admin::run(&args),
         Some(_) if args.iter().any(|a| a == "--check") => check_config(&args),
         Some(_) => run_config(&args),
     }
 }
 
+/// `--genkey TYPE [FILE [EXTRA]]`, with `--tls-crypt-v2 SERVER_KEY` before
+/// or after it (OpenVPN's spelling for client keys).
 fn genkey(args: &[String]) -> anyhow::Result<()> {
-    let file = match args {
-        [kind, file] if matches!(kind.as_str(), "secret" | "tls-crypt" | "tls-auth") => file,
-        [file] => file,
-        _ => anyhow::bail!("usage: ferrovpn --genkey secret|tls-crypt|tls-auth FILE"),
-    };
+    const USAGE: &str = "usage: ferrovpn --genkey secret|tls-crypt|tls-auth FILE, \
+        ferrovpn --genkey tls-crypt-v2-server [FILE], \
+        ferrovpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client [FILE [BASE64_METADATA]]";
+    let mut server_key_file = None;
+    let mut genkey_args: Vec<&str> = Vec::new();
+    let mut it = args.iter().map(String::as_str).peekable();
+    while let Some(a) = it.next() {
+        match a {
+            "--tls-crypt-v2" => {
+                server_key_file = Some(it.next().context("--tls-crypt-v2 needs a key file")?);
+            }
+            "--genkey" => {
+                while let Some(arg) = it.next_if(|a| !a.starts_with("--")) {
+                    genkey_args.push(arg);
+                }
+            }
+            other => anyhow::bail!("'{other}' cannot be combined with --genkey; {USAGE}"),
+        }
+    }
     crate::privileges::make_undumpable()?;
-    let text = StaticKey::generate().to_file_text();
-    write_private(file, &text).with_context(|| format!("writing {file}"))?;
+    let (file, text) = match genkey_args.as_slice() {
+        [kind, file] if matches!(*kind, "secret" | "tls-crypt" | "tls-auth") => {
+            (Some(*file), StaticKey::generate().to_file_text())
+        }
+        [file] if !file.starts_with("tls-crypt-v2") => {
+            (Some(*file), StaticKey::generate().to_file_text())
+        }
+        ["tls-crypt-v2-server", file @ ..] if file.len() <= 1 => {
+            (file.first().copied(), ServerKey::generate_file_text())
+        }
+        ["tls-crypt-v2-client", rest @ ..] if rest.len() <= 2 => {
+            let server_file = server_key_file.context(
+                "--genkey tls-crypt-v2-client requires a server key to be set via --tls-crypt-v2 to create a client key",
+            )?;
+            let server = std::fs::read_to_string(server_file)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(ServerKey::parse(&t)?))
+                .with_context(|| format!("tls-crypt-v2 server key {server_file}"))?;
+            let metadata = match rest.get(1) {
+                Some(b64) => Metadata::user(
+                    &base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .context("metadata is not valid base64")?,
+                ),
+                None => Metadata::timestamp(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+            };
+            let key = ClientKey::generate(&server, &metadata)?;
+            (rest.first().copied(), key.to_file_text())
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    };
+    match file {
+        Some(file) => write_private(file, &text).with_context(|| format!("writing {file}"))?,
+        None => print!("{text}"),
+    }
     Ok(())
 }
 

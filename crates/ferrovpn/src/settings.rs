@@ -26,8 +26,9 @@ use ferrovpn_proto::session::tls::{
     CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
     client_config_with_policy, eku_name_is_known, server_config_with_policy,
 };
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, ServerKey};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Version announced to servers in IV_VER: the 2.6 protocol level we speak.
 const ANNOUNCED_VERSION: &str = "2.6.14";
@@ -349,8 +350,21 @@ fn ciphers(cfg: &Config) -> anyhow::Result<(Vec<Cipher>, Option<Cipher>)> {
     Ok((out, fallback))
 }
 
-/// The control-channel wrapping and the OCC key-direction it implies.
+/// The control-channel wrapping and the OCC key-direction it implies. A
+/// server's tls-crypt-v2 key is apart ([`tls_crypt_v2_server_key`]): its
+/// wrapping here serves the clients without their own key.
 fn control_wrap(cfg: &Config, side: Side) -> anyhow::Result<(ControlWrap, Option<u8>)> {
+    if let Some(v2) = &cfg.tls_crypt_v2
+        && side == Side::Client
+    {
+        let key = ClientKey::parse(&v2.material.text).with_context(|| {
+            format!(
+                "{}tls-crypt-v2: bad client key",
+                where_is(cfg, "tls-crypt-v2")
+            )
+        })?;
+        return Ok((ControlWrap::tls_crypt_v2_client(&key), None));
+    }
     if let Some(m) = &cfg.tls_crypt {
         let key = StaticKey::parse(&m.text)
             .with_context(|| format!("{}tls-crypt: bad key", where_is(cfg, "tls-crypt")))?;
@@ -377,6 +391,26 @@ fn control_wrap(cfg: &Config, side: Side) -> anyhow::Result<(ControlWrap, Option
         return Ok((ControlWrap::tls_auth(&key, dir, digest), keydir));
     }
     Ok((ControlWrap::None, None))
+}
+
+/// A server's `tls-crypt-v2` key, if it has one.
+fn tls_crypt_v2_server_key(cfg: &Config) -> anyhow::Result<Option<Arc<ServerKey>>> {
+    let Some(v2) = &cfg.tls_crypt_v2 else {
+        return Ok(None);
+    };
+    let key = ServerKey::parse(&v2.material.text).with_context(|| {
+        format!(
+            "{}tls-crypt-v2: bad server key",
+            where_is(cfg, "tls-crypt-v2")
+        )
+    })?;
+    if !v2.force_cookie {
+        info!(
+            "{}tls-crypt-v2: clients older than 2.6 (no stateless handshake) are refused, as with force-cookie",
+            where_is(cfg, "tls-crypt-v2")
+        );
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 fn secs(n: u32) -> Duration {
@@ -656,6 +690,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         ping_restart: cfg.ping_restart_secs().map(secs),
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
         session: Arc::new(session),
+        tls_crypt_v2: tls_crypt_v2_server_key(cfg)?,
         max_clients: cfg.max_clients() as usize,
         connect_freq: cfg.connect_freq(),
         connect_freq_initial: cfg.connect_freq_initial(),

@@ -24,6 +24,7 @@ use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, 
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
+use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use tracing::{debug, error, info, warn};
 
 use self::admission::{Admit, Stateless};
@@ -62,6 +63,9 @@ pub struct ServerSettings {
     /// Pushed keepalive (`ping`, `ping-restart`) values.
     pub push_keepalive: Option<(u32, u32)>,
     pub session: Arc<SessionConfig>,
+    /// `tls-crypt-v2` server key: unwraps the keys of clients that have
+    /// their own (`session.wrap` serves the others, if any).
+    pub tls_crypt_v2: Option<Arc<ServerKey>>,
     /// Authenticated clients at most; half-open sessions are capped apart.
     pub max_clients: usize,
     /// `connect-freq N SEC` (`SEC` 0: no limit).
@@ -420,6 +424,7 @@ impl Server {
         let unix = unix_now();
         let stateless = Stateless {
             wrap: &self.s.session.wrap,
+            tls_crypt_v2: self.s.tls_crypt_v2.as_deref(),
             cookies: &self.cookies,
             hand_window: self.s.session.hand_window,
         };
@@ -450,35 +455,41 @@ impl Server {
                 false
             }
         };
-        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, allow_reset) {
-            Admit::Existing => {
-                let stage = stage.unwrap_or(Stage::Authenticated);
-                if let Some(c) = self.client_mut(stage, from) {
-                    // Only a packet the session accepted shows the client is
-                    // alive: spoofed ones must not keep a dead session.
-                    if c.session.handle_packet(now, packet) {
-                        c.last_control_rx = now;
+        let (ours, pkt, replay, client_wrap) =
+            match stateless.admit(unix, from, packet, known, allow_reset) {
+                Admit::Existing => {
+                    let stage = stage.unwrap_or(Stage::Authenticated);
+                    if let Some(c) = self.client_mut(stage, from) {
+                        // Only a packet the session accepted shows the client is
+                        // alive: spoofed ones must not keep a dead session.
+                        if c.session.handle_packet(now, packet) {
+                            c.last_control_rx = now;
+                        }
+                        self.drain(now, stage, from);
                     }
-                    self.drain(now, stage, from);
+                    return;
                 }
-                return;
-            }
-            Admit::ResetReply(reply) => {
-                if let Err(e) = self.socket.send_to(&reply, from) {
-                    debug!("{from}: reset answer not sent: {e}");
+                Admit::ResetReply(reply) => {
+                    if let Err(e) = self.socket.send_to(&reply, from) {
+                        debug!("{from}: reset answer not sent: {e}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::Drop(why) => {
-                if why.is_hostile() {
-                    self.bad_packets.note(from, &why.to_string());
-                } else {
-                    debug!("{from}: {why}");
+                Admit::Drop(why) => {
+                    if why.is_hostile() {
+                        self.bad_packets.note(from, &why.to_string());
+                    } else {
+                        debug!("{from}: {why}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::NewSession { ours, pkt, replay } => (ours, pkt, replay),
-        };
+                Admit::NewSession {
+                    ours,
+                    pkt,
+                    replay,
+                    client_wrap,
+                } => (ours, pkt, replay, client_wrap),
+            };
         self.refresh_crl();
         if !self.crl_ok {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");
@@ -498,9 +509,15 @@ impl Server {
         // A completed three-way handshake counts against connect-freq, not
         // connect-freq-initial (as in 2.6).
         self.reset_answers.give_back();
-        match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
+        let kind = if client_wrap.is_some() {
+            " (tls-crypt-v2 client key)"
+        } else {
+            ""
+        };
+        let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
+        match Session::accept_cookie(self.s.session.clone(), wrap, now, unix, ours, pkt, replay) {
             Ok(session) => {
-                info!("{from}: new session");
+                info!("{from}: new session{kind}");
                 let client = Client {
                     session,
                     cipher: None,
