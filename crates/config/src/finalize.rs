@@ -152,6 +152,11 @@ impl Config {
                     "duplicate-cn",
                     "max-clients",
                     "connect-freq",
+                    "learn-address",
+                    "client-connect",
+                    "client-disconnect",
+                    "auth-user-pass-verify",
+                    "username-as-common-name",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(
@@ -201,6 +206,13 @@ impl Config {
                 "remote",
                 whole,
                 "'remote' is a client directive, but this is a server configuration".into(),
+            ));
+        }
+        if self.scripts.ipchange.is_some() {
+            return Err(self.fail(
+                "ipchange",
+                whole,
+                "'ipchange' is a client directive (a server's clients have client-connect/learn-address)".into(),
             ));
         }
         if let Some(pool) = self.ifconfig_pool {

@@ -12,6 +12,7 @@ pub mod management;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;
+pub mod scripts;
 pub mod server;
 pub mod status;
 

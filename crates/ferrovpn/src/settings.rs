@@ -14,6 +14,7 @@ use ferrovpn_config::{
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
+use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
 use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
@@ -620,7 +621,75 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
         management: management(cfg)?,
+        scripts: script_settings(cfg)?,
+        username_as_common_name: cfg.username_as_common_name,
         setup_done: None,
+    })
+}
+
+/// `script-security`, the scripts (each must exist and be executable, as
+/// 2.6 checks at start), and the variables 2.6 gives every script.
+fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
+    let s = &cfg.scripts;
+    let command = |name: &str, text: &Option<String>| -> anyhow::Result<Option<ScriptCommand>> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let c = ScriptCommand::parse(text);
+        let program = c.program();
+        let runnable = std::fs::metadata(&program).and_then(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            }
+        });
+        if let Err(e) = runnable {
+            bail!(
+                "{}--{name} script fails with '{}': {e}",
+                where_is(cfg, name),
+                program.display()
+            );
+        }
+        Ok(Some(c))
+    };
+    let auth_user_pass_verify = match &s.auth_user_pass_verify {
+        Some(v) => command("auth-user-pass-verify", &Some(v.command.clone()))?.map(|command| {
+            AuthVerify {
+                command,
+                via_file: v.via_file,
+            }
+        }),
+        None => None,
+    };
+    let mut base_env = ferrovpn_control::scripts::Env::new();
+    for (name, value) in &cfg.setenv {
+        base_env.set(name, value.clone());
+    }
+    base_env.set("daemon", "0");
+    base_env.set("daemon_log_redirect", "0");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    base_env.set("daemon_start_time", started.to_string());
+    base_env.set("daemon_pid", std::process::id().to_string());
+    base_env.set("verb", cfg.verb().to_string());
+    base_env.set("proto_1", "udp");
+    base_env.set("local_port_1", cfg.local_port().to_string());
+    Ok(ScriptSettings {
+        security: Security::from_level(s.security),
+        up: command("up", &s.up)?,
+        down: command("down", &s.down)?,
+        down_pre: s.down_pre,
+        route_up: command("route-up", &s.route_up)?,
+        ipchange: command("ipchange", &s.ipchange)?,
+        learn_address: command("learn-address", &s.learn_address)?,
+        client_connect: command("client-connect", &s.client_connect)?,
+        client_disconnect: command("client-disconnect", &s.client_disconnect)?,
+        auth_user_pass_verify,
+        base_env,
+        ..ScriptSettings::default()
     })
 }
 

@@ -244,7 +244,9 @@ impl Connection<'_> {
                 }
                 Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
-                Event::ClientAuthenticated { .. } | Event::PushRequested => {}
+                Event::ClientAuthenticated { .. }
+                | Event::Reauthenticate { .. }
+                | Event::PushRequested => {}
             }
         }
     }

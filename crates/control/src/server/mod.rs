@@ -4,6 +4,7 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
+mod hooks;
 mod liveness;
 mod pool;
 mod push;
@@ -34,6 +35,7 @@ use crate::fsutil;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::netconfig;
 use crate::ratelimit::DropLog;
+use crate::scripts::{self, ScriptSettings};
 use crate::status::{self, ClientRow, StatusSettings};
 
 /// Everything the server runtime needs, already validated by the config layer.
@@ -80,6 +82,10 @@ pub struct ServerSettings {
     pub compression: ferrovpn_proto::compress::Framing,
     /// `management ...` and the `management-*` directives.
     pub management: Option<management::ManagementSettings>,
+    /// `script-security` and the scripts.
+    pub scripts: ScriptSettings,
+    /// `username-as-common-name`.
+    pub username_as_common_name: bool,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
 }
@@ -135,6 +141,12 @@ struct Client {
     cid: u64,
     /// Whether management clients were told it is established.
     announced: bool,
+    /// Its way through the login scripts.
+    admission: hooks::Admission,
+    /// Key events held until it is admitted.
+    held: Vec<Event>,
+    /// The user name it logged in with (remapped as 2.6 does).
+    username: Option<String>,
 }
 
 struct Server {
@@ -166,6 +178,8 @@ struct Server {
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
+    /// Scripts running for clients; each reports when done.
+    scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
 }
 
 /// How often keepalive and liveness are checked.
@@ -203,9 +217,20 @@ pub async fn run_server(
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
     netconfig::configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)?;
+    let tunnel = scripts::Tunnel {
+        dev: dev.clone(),
+        tun_mtu: s.tun_mtu,
+        local: s.server_ip(),
+        netmask: s.netmask,
+    };
+    if s.scripts.any() {
+        warn!("{}", s.scripts.security.startup_note());
+    }
+    hooks::run_up(&s.scripts, &tunnel).await?;
     for &(net, mask) in &s.routes {
         netconfig::add_route(&dev, net, mask, None)?;
     }
+    hooks::run_route_up(&s.scripts, &tunnel).await;
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
         dp.local_addr(),
@@ -243,6 +268,7 @@ pub async fn run_server(
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
+        scripts_running: tokio::task::JoinSet::new(),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -280,6 +306,12 @@ pub async fn run_server(
                     break;
                 }
             }
+            Some(done) = srv.scripts_running.join_next(), if !srv.scripts_running.is_empty() => {
+                match done {
+                    Ok(done) => srv.on_script_done(Instant::now(), done),
+                    Err(e) => warn!("script task failed: {e}"),
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
@@ -288,7 +320,14 @@ pub async fn run_server(
     for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
     }
+    hooks::finish_scripts(&mut srv.scripts_running).await;
+    if srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     srv.dp.shutdown();
+    if !srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     Ok(())
 }
 
@@ -438,6 +477,9 @@ impl Server {
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
+                    admission: hooks::Admission::default(),
+                    held: Vec::new(),
+                    username: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -770,6 +812,7 @@ impl Server {
 
     fn housekeeping(&mut self, now: Instant) {
         self.refresh_crl();
+        self.poll_deferred_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
             && now >= self.next_persist
@@ -879,6 +922,9 @@ impl Server {
     }
 
     fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
+        let Some(ev) = self.hold_key_event(addr, ev) else {
+            return;
+        };
         match ev {
             Event::KeysReady {
                 key_id,
@@ -912,6 +958,7 @@ impl Server {
                 common_name,
                 peer_info,
                 cipher,
+                credentials,
             } => {
                 let common_name = common_name.as_deref().map(tls::sanitize_common_name);
                 if !self.s.duplicate_cn
@@ -935,9 +982,14 @@ impl Server {
                     c.peer_info = Some(peer_info);
                     c.cipher = Some(cipher);
                 }
-                self.push_reply(now, addr);
+                self.on_client_authenticated(now, addr, credentials);
             }
-            Event::PushRequested => self.push_reply(now, addr),
+            Event::Reauthenticate { credentials, .. } => {
+                self.on_reauthenticate(now, addr, credentials);
+            }
+            // A client still logging in waits (it asks again).
+            Event::PushRequested if self.is_admitted(&addr) => self.push_reply(now, addr),
+            Event::PushRequested => {}
             Event::PeerExit => {
                 if let Some(c) = self.clients.get_mut(&addr) {
                     info!("{addr}: client announced exit");
@@ -1059,6 +1111,7 @@ impl Server {
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
+        self.on_client_gone(addr, &c, peer);
         if let Some(peer) = peer {
             self.peers.remove_peer(peer.id);
         }
