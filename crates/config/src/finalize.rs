@@ -157,6 +157,8 @@ impl Config {
                     "client-disconnect",
                     "auth-user-pass-verify",
                     "username-as-common-name",
+                    "client-config-dir",
+                    "ccd-exclusive",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(
@@ -243,6 +245,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.ccd_exclusive && self.client_config_dir.is_none() {
+            // 2.6: "--ccd-exclusive must be used with --client-config-dir".
+            return Err(self.fail(
+                "ccd-exclusive",
+                whole,
+                "'ccd-exclusive' must be used with 'client-config-dir'".into(),
+            ));
         }
         Ok(())
     }

@@ -672,6 +672,11 @@ impl Parser {
             }
             "client-to-client" => d.flag(&mut c.client_to_client)?,
             "duplicate-cn" => d.flag(&mut c.duplicate_cn)?,
+            "client-config-dir" => {
+                d.count(1, 1, "a directory")?;
+                c.client_config_dir = d.arg(0).map(PathBuf::from);
+            }
+            "ccd-exclusive" => d.flag(&mut c.ccd_exclusive)?,
             "max-clients" => {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);

@@ -472,7 +472,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "ifconfig-push",
-        "static client addresses are not supported yet",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
     u(
         "client-config-dir",
@@ -482,7 +482,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ccd-exclusive",
         "per-client config files are not supported yet",
     ),
-    u("iroute", "per-client config files are not supported yet"),
+    u(
+        "iroute",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
+    ),
     u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
     u(
         "ifconfig-ipv6",

@@ -411,6 +411,11 @@ pub struct Config {
     pub group: Option<String>,
     /// `chroot DIR`: change the root directory once set up (servers only).
     pub chroot: Option<PathBuf>,
+    /// `client-config-dir DIR`: per-client config files, read at connect
+    /// time (inside the chroot, if any).
+    pub client_config_dir: Option<PathBuf>,
+    /// `ccd-exclusive`: refuse a client without a file of its own there.
+    pub ccd_exclusive: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// `script-security` and the scripts run on events.
