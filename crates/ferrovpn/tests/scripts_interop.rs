@@ -216,6 +216,33 @@ fn up_down_learn_address_client_connect_and_disconnect() {
 }
 
 #[test]
+fn client_connect_pins_the_address_and_disable_refuses() {
+    let lab = lab("fvscr4");
+    // The config file (last argument) pins 10.8.0.77; a second call writes
+    // `disable`.
+    let connect = lab.script(
+        "connect.sh",
+        r#"n=$(dirname "$0")/calls; echo x >> "$n"
+if [ "$(wc -l < "$n")" -eq 1 ]; then echo "ifconfig-push 10.8.0.77 255.255.255.0" > "$1"; else echo disable > "$1"; fi"#,
+    );
+    let extra = vec![
+        "script-security 2".into(),
+        format!("client-connect {}", quoted(&connect)),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
+        panic!("{e:#}\n{}", server.log_tail(40));
+    }
+    let mut client = lab.stock_client("pinned", None);
+    wait_log(&mut client, UP, &server);
+    wait_log(&mut server, "client client1 connected: 10.8.0.77", &client);
+    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    client.stop(Duration::from_secs(5));
+    let mut refused = lab.stock_client("refused", None);
+    wait_log(&mut refused, "AUTH_FAILED", &server);
+}
+
+#[test]
 fn auth_user_pass_verify_good_bad_and_deferred() {
     let lab = lab("fvscr2");
     // via-file: the last argument names a file with the user name and the

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ferrovpn_config::ClientConfig;
 use ferrovpn_proto::key_method::{Credentials, iv_proto};
 use ferrovpn_proto::session::{Event, tls};
 use tracing::{info, warn};
@@ -510,10 +511,14 @@ impl Server {
         }
     }
 
-    /// What `client-connect` wrote into its dynamic config file.
+    /// What `client-connect` wrote into its dynamic config file (2.6 reads
+    /// it as a client-config-dir file): `disable` refuses the client,
+    /// `ifconfig-push` fixes its address. Options ferrovpn does not apply
+    /// here yet (`push`, `push-reset`, `push-remove`, `iroute`) refuse the
+    /// client rather than being dropped silently.
     fn apply_client_connect_config(
         &mut self,
-        _addr: SocketAddr,
+        addr: SocketAddr,
         path: &std::path::Path,
     ) -> Result<(), String> {
         use std::io::Read;
@@ -521,15 +526,25 @@ impl Server {
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_DYNAMIC_CONFIG).read_to_end(&mut bytes))
             .map_err(|e| format!("dynamic config file: {e}"))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
+        let text = String::from_utf8_lossy(&bytes);
+        let (cfg, errors) = ClientConfig::parse(&text, &path.to_string_lossy());
+        for e in errors {
+            warn!("{addr}: client-connect: {e}");
         }
-        // Options ferrovpn cannot apply must not be dropped silently (a
-        // `disable` would let the client in).
-        Err(format!(
-            "the dynamic config file has options, which ferrovpn cannot apply yet ({} bytes)",
-            bytes.len()
-        ))
+        if cfg.disable {
+            return Err("client is disabled ('disable' in the dynamic config file)".into());
+        }
+        if !cfg.push_edits.is_empty() || !cfg.iroutes.is_empty() {
+            return Err(
+                "the dynamic config file has push/iroute options, which ferrovpn does not apply from client-connect yet".into(),
+            );
+        }
+        if let Some(p) = cfg.ifconfig_push {
+            self.clients
+                .set_address(addr, p.local)
+                .ok_or("no tunnel address to replace")?;
+        }
+        Ok(())
     }
 
     /// An admitted client goes: `client-disconnect`, `learn-address delete`.

@@ -103,6 +103,17 @@ impl<T> Registry<T> {
         Ok(peer)
     }
 
+    /// Give the client at `addr` a fixed tunnel address (`ifconfig-push`
+    /// from its client-connect script) instead of its pool address.
+    pub fn set_address(&mut self, addr: SocketAddr, ip: Ipv4Addr) -> Option<Peer> {
+        let p = self.peers.get_mut(&addr)?;
+        if p.ip != ip {
+            self.pool.release(p.ip);
+            p.ip = ip;
+        }
+        Some(*p)
+    }
+
     /// Move the client with `peer_id` to `new_remote`. Returns its old
     /// address; `None` if there is no such client or `new_remote` belongs
     /// to another client (a float never takes over someone else's address).
