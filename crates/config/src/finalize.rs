@@ -157,6 +157,8 @@ impl Config {
                     "client-disconnect",
                     "auth-user-pass-verify",
                     "username-as-common-name",
+                    "auth-gen-token",
+                    "auth-gen-token-secret",
                     "client-config-dir",
                     "ccd-exclusive",
                 ] {
@@ -208,13 +210,6 @@ impl Config {
                 "remote",
                 whole,
                 "'remote' is a client directive, but this is a server configuration".into(),
-            ));
-        }
-        if self.scripts.ipchange.is_some() {
-            return Err(self.fail(
-                "ipchange",
-                whole,
-                "'ipchange' is a client directive (a server's clients have client-connect/learn-address)".into(),
             ));
         }
         if let Some(pool) = self.ifconfig_pool {

@@ -367,6 +367,10 @@ impl Parser {
                 "a PEM certificate revocation list",
             ),
             "key" => ("PRIVATE KEY-----", "a PEM private key"),
+            "auth-gen-token-secret" => (
+                "-----BEGIN OpenVPN auth-token server key-----",
+                "an OpenVPN auth-token server key (openvpn --genkey auth-token FILE)",
+            ),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
                 "an OpenVPN static key",
@@ -483,6 +487,7 @@ impl Parser {
                 | "tls-auth"
                 | "dh"
                 | "auth-user-pass"
+                | "auth-gen-token-secret"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -1206,7 +1211,7 @@ impl Parser {
                 d.count(1, 1, "a level 0..3")?;
                 c.scripts.security = Some(d.num(0, 0, 3, "a level 0..3")?);
             }
-            "up" | "down" | "route-up" | "ipchange" | "learn-address" | "client-connect"
+            "up" | "down" | "route-up" | "learn-address" | "client-connect"
             | "client-disconnect" => {
                 d.count(1, 1, "a command (quote it when it has arguments)")?;
                 let command = d.script_command(0)?;
@@ -1215,7 +1220,6 @@ impl Parser {
                     "up" => &mut s.up,
                     "down" => &mut s.down,
                     "route-up" => &mut s.route_up,
-                    "ipchange" => &mut s.ipchange,
                     "learn-address" => &mut s.learn_address,
                     "client-connect" => &mut s.client_connect,
                     _ => &mut s.client_disconnect,
@@ -1234,6 +1238,29 @@ impl Parser {
                 c.scripts.auth_user_pass_verify = Some(AuthUserPassVerify { command, via_file });
             }
             "username-as-common-name" => d.flag(&mut c.username_as_common_name)?,
+            "auth-gen-token" => {
+                d.count(0, 3, "[LIFETIME] [RENEWAL] [external-auth]")?;
+                // 2.6's positive_atoi: anything but a positive number is 0.
+                let positive = |s: &str| s.parse::<u32>().ok().filter(|&n| n > 0);
+                let mut token = AuthGenToken {
+                    lifetime: d.arg(0).and_then(positive),
+                    ..AuthGenToken::default()
+                };
+                for (i, a) in d.args.iter().enumerate().skip(1) {
+                    if i == 1 && let Some(n) = positive(a) {
+                        token.renewal = Some(n);
+                    } else if a == "external-auth" {
+                        token.external_auth = true;
+                    } else {
+                        return Err(d.bad("a renewal time in seconds or 'external-auth'", a));
+                    }
+                }
+                c.auth_gen_token = Some(token);
+            }
+            "auth-gen-token-secret" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.auth_gen_token_secret = Some(m);
+            }
             "auth-retry" => {
                 d.count(1, 1, "none, nointeract or interact")?;
                 c.auth_retry = Some(match d.arg(0).unwrap_or("") {

@@ -337,21 +337,18 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "up",
-        "`CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` and 2.6's environment; a failure stops ferrovpn",
+        "server: `CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` and 2.6's environment; a failure stops ferrovpn. Clients refuse it (not yet)",
     ),
     s(
         "down",
-        "`CMD`: run at shutdown, after the tunnel device closed (before with `down-pre`), same arguments as `up`",
+        "server: `CMD`: run at shutdown, after the tunnel device closed (before with `down-pre`), same arguments as `up`. Clients refuse it (not yet)",
     ),
     s("down-pre", "run `down` before the tunnel device closes"),
     s(
         "route-up",
-        "`CMD`: run after the routes are added, no extra arguments",
+        "server: `CMD`: run after the routes are added, no extra arguments. Clients refuse it (not yet)",
     ),
-    s(
-        "ipchange",
-        "client: `CMD`: run when the server's address is known, with `IP PORT` appended",
-    ),
+    u("ipchange", "client scripts are not supported yet"),
     s(
         "learn-address",
         "server: `CMD`: run with `add ADDR CN` when a client gets its tunnel address and `delete ADDR` when it goes",
@@ -371,6 +368,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s(
         "username-as-common-name",
         "server: the verified user name replaces the certificate's common name (status, management, scripts, duplicate-cn)",
+    ),
+    s(
+        "auth-gen-token",
+        "server: `[LIFETIME] [RENEWAL] [external-auth]`: after a good login the client gets 2.6's HMAC-SHA256 session token (`auth-token` in the push reply, renewed at renegotiation); a valid token logs in without the script; `external-auth` runs it anyway with `session_state`",
+    ),
+    s(
+        "auth-gen-token-secret",
+        "server: `FILE` or inline: the PEM key (`openvpn --genkey auth-token`) so that tokens survive restarts and work across servers; without it a random key per start",
     ),
     // --- accepted with a warning
     i("mute", "log rate limiting is not implemented"),
@@ -447,10 +452,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "auth-user-pass-optional",
-        "username/password authentication is not supported yet",
-    ),
-    u(
-        "auth-gen-token",
         "username/password authentication is not supported yet",
     ),
     u(

@@ -236,11 +236,21 @@ pub struct Scripts {
     /// `down-pre`: run `down` before the tunnel device closes.
     pub down_pre: bool,
     pub route_up: Option<String>,
-    pub ipchange: Option<String>,
     pub learn_address: Option<String>,
     pub client_connect: Option<String>,
     pub client_disconnect: Option<String>,
     pub auth_user_pass_verify: Option<AuthUserPassVerify>,
+}
+
+/// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthGenToken {
+    /// Seconds a token is valid after the first login (`None`: no limit).
+    pub lifetime: Option<u32>,
+    /// Seconds between renewals (`None`: `reneg-sec`).
+    pub renewal: Option<u32>,
+    /// `external-auth`: a token login runs the checks again.
+    pub external_auth: bool,
 }
 
 /// `auth-user-pass-verify CMD via-env|via-file`.
@@ -423,6 +433,10 @@ pub struct Config {
     /// `username-as-common-name`: the verified user name replaces the
     /// certificate's common name (server).
     pub username_as_common_name: bool,
+    /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+    pub auth_gen_token: Option<AuthGenToken>,
+    /// `auth-gen-token-secret FILE` (or inline).
+    pub auth_gen_token_secret: Option<Material>,
     /// Names from `ignore-unknown-option`.
     pub ignore_unknown: BTreeSet<String>,
 

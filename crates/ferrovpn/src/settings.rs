@@ -15,7 +15,8 @@ use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
-use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
+use ferrovpn_control::server::auth_token::{Limits, TokenKey};
+use ferrovpn_control::server::{AuthTokenSettings, CrlReload, PoolPersist, ServerSettings};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
@@ -623,8 +624,35 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         management: management(cfg)?,
         scripts: script_settings(cfg)?,
         username_as_common_name: cfg.username_as_common_name,
+        auth_token: auth_token(cfg)?,
         setup_done: None,
     })
+}
+
+/// `auth-gen-token`: the secret (or a random one), the renewal interval
+/// (default `reneg-sec`, as 2.6) and the lifetime.
+fn auth_token(cfg: &Config) -> anyhow::Result<Option<AuthTokenSettings>> {
+    let Some(t) = &cfg.auth_gen_token else {
+        return Ok(None);
+    };
+    let key = match &cfg.auth_gen_token_secret {
+        Some(m) => TokenKey::from_pem(&m.text).with_context(|| {
+            format!(
+                "{}ERROR: Cannot load auth-token secret",
+                where_is(cfg, "auth-gen-token-secret")
+            )
+        })?,
+        None => TokenKey::random(),
+    };
+    let reneg = cfg.reneg_sec.map_or(3600, |r| r.secs);
+    Ok(Some(AuthTokenSettings {
+        key,
+        limits: Limits {
+            renewal_secs: u64::from(t.renewal.unwrap_or(reneg)),
+            lifetime_secs: t.lifetime.map(u64::from),
+        },
+        external_auth: t.external_auth,
+    }))
 }
 
 /// `script-security`, the scripts (each must exist and be executable, as
@@ -683,7 +711,6 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
         down: command("down", &s.down)?,
         down_pre: s.down_pre,
         route_up: command("route-up", &s.route_up)?,
-        ipchange: command("ipchange", &s.ipchange)?,
         learn_address: command("learn-address", &s.learn_address)?,
         client_connect: command("client-connect", &s.client_connect)?,
         client_disconnect: command("client-disconnect", &s.client_disconnect)?,
@@ -716,6 +743,18 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
     audit_common(cfg)?;
+    for (name, set) in [
+        ("up", cfg.scripts.up.is_some()),
+        ("down", cfg.scripts.down.is_some()),
+        ("route-up", cfg.scripts.route_up.is_some()),
+    ] {
+        if set {
+            bail!(
+                "{}{name}: ferrovpn runs scripts on servers only; client scripts are not supported yet",
+                where_is(cfg, name)
+            );
+        }
+    }
     if management(cfg)?.is_some() {
         bail!(
             "{}management: ferrovpn's management interface serves servers only, not clients",

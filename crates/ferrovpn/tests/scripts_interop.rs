@@ -293,6 +293,58 @@ esac"#,
 }
 
 #[test]
+fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
+    let lab = lab("fvscr5");
+    let calls = lab.dir.join("calls");
+    let verify = lab.script(
+        "verify.sh",
+        &format!(
+            r#"echo "$username $session_state" >> {}; [ "$password" = secret ]"#,
+            calls.display()
+        ),
+    );
+    let extra = vec![
+        "script-security 3".into(),
+        format!("auth-user-pass-verify {} via-env", quoted(&verify)),
+        "auth-gen-token".into(),
+        // Renegotiations every few seconds, with the token as password.
+        "reneg-sec 4".into(),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
+        panic!("{e:#}\n{}", server.log_tail(40));
+    }
+    let mut client = lab.stock_client("token", Some(("alice", "secret")));
+    wait_log(&mut client, UP, &server);
+    let calls_text = || std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(calls_text(), "alice Initial\n");
+    // A renegotiation logs in with the token and gets a fresh one.
+    let token_logins = |p: &Proc| {
+        p.log()
+            .matches("Username/auth-token authentication succeeded for username 'alice'")
+            .count()
+    };
+    let renegotiated = wait_until(TIMEOUT, Duration::from_millis(100), || {
+        token_logins(&server) >= 1
+    });
+    assert!(renegotiated, "{}", server.log_tail(40));
+    // A restart (SIGUSR1) reconnects with the token.
+    let st = std::process::Command::new("kill")
+        .args(["-USR1", &client.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reconnected = wait_until(TIMEOUT, Duration::from_millis(100), || {
+        client.log().matches(UP).count() >= 2
+    });
+    assert!(reconnected, "{}\n{}", client.log_tail(30), server.log_tail(30));
+    assert!(token_logins(&server) >= 2, "{}", server.log_tail(40));
+    // The script ran only for the password login.
+    assert_eq!(calls_text(), "alice Initial\n");
+    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
 fn script_security_1_does_not_run_scripts() {
     let lab = lab("fvscr3");
     let extra = vec![format!("up {}", quoted(&lab.recorder("up")))];

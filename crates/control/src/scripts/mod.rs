@@ -31,7 +31,6 @@ pub struct ScriptSettings {
     pub down: Option<ScriptCommand>,
     pub down_pre: bool,
     pub route_up: Option<ScriptCommand>,
-    pub ipchange: Option<ScriptCommand>,
     pub learn_address: Option<ScriptCommand>,
     pub client_connect: Option<ScriptCommand>,
     pub client_disconnect: Option<ScriptCommand>,
@@ -51,7 +50,6 @@ impl Default for ScriptSettings {
             down: None,
             down_pre: false,
             route_up: None,
-            ipchange: None,
             learn_address: None,
             client_connect: None,
             client_disconnect: None,
@@ -161,7 +159,6 @@ impl ScriptSettings {
         self.up.is_some()
             || self.down.is_some()
             || self.route_up.is_some()
-            || self.ipchange.is_some()
             || self.learn_address.is_some()
             || self.client_connect.is_some()
             || self.client_disconnect.is_some()

@@ -14,7 +14,7 @@ use ferrovpn_proto::key_method::{Credentials, iv_proto};
 use ferrovpn_proto::session::{Event, tls};
 use tracing::{info, warn};
 
-use super::{Client, EXIT_GRACE, Server, Stage, unix_now};
+use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
 use crate::scripts::deferred::{self, Control, ControlFiles};
 use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
 
@@ -215,7 +215,71 @@ impl Server {
         self.verify(now, addr, &credentials, true);
     }
 
-    /// Start `auth-user-pass-verify` for the client at `addr`.
+    /// The client's current `auth-gen-token` token, when it has one.
+    pub(super) fn current_token(&self, c: &Client) -> Option<String> {
+        let key = &self.s.auth_token.as_ref()?.key;
+        Some(c.token_session?.token(key, c.username.as_deref()?, unix_now()))
+    }
+
+    /// A password that is an `auth-gen-token` token: `Some(true)` when it
+    /// logs the client in without the script, `Some(false)` when it
+    /// refuses it, `None` when the script decides (not a token, or
+    /// `external-auth`, with `session_state` for the script).
+    fn check_token(&mut self, addr: SocketAddr, cred: &Credentials, env: &mut Env) -> Option<bool> {
+        let settings = self.s.auth_token.as_ref()?;
+        if !auth_token::is_token(&cred.password) {
+            env.set("session_state", "Initial");
+            return None;
+        }
+        let checked = auth_token::check(
+            &settings.key,
+            &cred.username,
+            &cred.password,
+            unix_now(),
+            settings.limits,
+        );
+        let state = match checked {
+            None => "Invalid",
+            Some(c) => match (c.empty_user, c.expired) {
+                (false, false) => "Authenticated",
+                (false, true) => "Expired",
+                (true, false) => "AuthenticatedEmptyUser",
+                (true, true) => "ExpiredEmptyUser",
+            },
+        };
+        env.set("session_state", state);
+        let c = self.clients.get_mut(&addr)?;
+        // A client keeps the session of its first login.
+        let same_session = |s: &auth_token::TokenSession| c.token_session.is_none_or(|o| o.id == s.id);
+        match checked {
+            Some(ch) if same_session(&ch.session) => {
+                env.set("session_id", ch.session.env_id());
+                if !ch.expired {
+                    c.token_session = Some(ch.session);
+                }
+                if settings.external_auth {
+                    return None;
+                }
+                if ch.expired {
+                    info!("{addr}: --auth-gen-token: auth-token from client expired");
+                }
+                Some(!ch.expired)
+            }
+            _ => {
+                warn!(
+                    "{addr}: --auth-gen-token: HMAC on token from client failed ({})",
+                    cred.username
+                );
+                if settings.external_auth {
+                    return None;
+                }
+                Some(false)
+            }
+        }
+    }
+
+    /// Start `auth-user-pass-verify` for the client at `addr` (or decide
+    /// from its `auth-gen-token` token).
     fn verify(&mut self, now: Instant, addr: SocketAddr, cred: &Credentials, again: bool) {
         let Some(verify) = self.s.scripts.auth_user_pass_verify.clone() else {
             return;
@@ -230,6 +294,28 @@ impl Server {
         }
         let cid = c.cid;
         let mut env = self.client_script_env(addr, c, "user-pass-verify");
+        match self.check_token(addr, cred, &mut env) {
+            Some(true) => {
+                info!(
+                    "{addr}: TLS: Username/auth-token authentication succeeded for username '{}'",
+                    cred.username
+                );
+                self.verified(now, addr, again);
+                return;
+            }
+            Some(false) => {
+                info!(
+                    "{addr}: TLS: Username/auth-token authentication failed for username '{}'",
+                    cred.username
+                );
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.token_session = None;
+                }
+                self.refuse(now, addr, Some("SESSION: token expired"));
+                return;
+            }
+            None => {}
+        }
         let files = match ControlFiles::create(&self.s.scripts.tmp_dir) {
             Ok(f) => f,
             Err(e) => {
@@ -281,6 +367,28 @@ impl Server {
                 again,
             }
         });
+    }
+
+    /// The login (or a renegotiation's) checked out: with `auth-gen-token`
+    /// the client gets a token (a renegotiation a fresh one, as 2.6 sends
+    /// it: `PUSH_REPLY,auth-token ...`).
+    fn verified(&mut self, now: Instant, addr: SocketAddr, again: bool) {
+        if self.s.auth_token.is_some()
+            && let Some(c) = self.clients.get_mut(&addr)
+            && c.token_session.is_none()
+        {
+            c.token_session = Some(auth_token::TokenSession::new(unix_now()));
+        }
+        if !again {
+            self.after_verify(now, addr);
+            return;
+        }
+        let token = self.clients.get(&addr).and_then(|c| self.current_token(c));
+        if let (Some(token), Some(c)) = (token, self.clients.get_mut(&addr)) {
+            c.session
+                .send_control_message(now, &format!("PUSH_REPLY,auth-token {token}"));
+            self.drain(now, Stage::Authenticated, addr);
+        }
     }
 
     /// The login is good: `username-as-common-name`, then `client-connect`.
@@ -394,9 +502,8 @@ impl Server {
                 files,
                 again,
             } => match status {
-                Status::Exited(0) if again => {}
-                Status::Exited(0) => self.after_verify(now, addr),
-                Status::Exited(2) => self.deferred(now, addr, files),
+                Status::Exited(0) => self.verified(now, addr, again),
+                Status::Exited(2) => self.deferred(now, addr, files, again),
                 _ => {
                     warn!("{addr}: TLS Auth Error: Auth Username/Password verification failed for peer");
                     let reason = files.failed_reason();
@@ -422,7 +529,7 @@ impl Server {
 
     /// The script deferred its answer: send AUTH_PENDING when it asked for
     /// it, then watch its control file.
-    fn deferred(&mut self, now: Instant, addr: SocketAddr, files: ControlFiles) {
+    fn deferred(&mut self, now: Instant, addr: SocketAddr, files: ControlFiles, again: bool) {
         let hand_window = self.s.session.hand_window;
         let Some(c) = self.clients.get_mut(&addr) else {
             return;
@@ -469,6 +576,12 @@ impl Server {
         if let Some(u) = &c.username {
             info!("{addr}: TLS: Username/Password authentication deferred for username '{u}'");
         }
+        if again {
+            // The client stays in on its earlier login meanwhile.
+            c.reauth = Some((files, now + hand_window));
+            self.drain(now, Stage::Authenticated, addr);
+            return;
+        }
         let deadline = match c.admission {
             Admission::Verifying { deadline, .. } => deadline,
             _ => now + hand_window,
@@ -484,25 +597,35 @@ impl Server {
     pub(super) fn poll_deferred_auth(&mut self, now: Instant) {
         let mut decided = Vec::new();
         for (addr, c) in self.clients.iter() {
-            if let Admission::Verifying {
-                files: Some(files),
-                deadline,
-            } = &c.admission
+            let (files, deadline, again) = match (&c.admission, &c.reauth) {
+                (
+                    Admission::Verifying {
+                        files: Some(files),
+                        deadline,
+                    },
+                    _,
+                ) => (files, deadline, false),
+                (Admission::Admitted, Some((files, deadline))) => (files, deadline, true),
+                _ => continue,
+            };
             {
                 match files.control() {
-                    Control::Accepted => decided.push((*addr, Ok(()))),
-                    Control::Refused => decided.push((*addr, Err(files.failed_reason()))),
+                    Control::Accepted => decided.push((*addr, again, Ok(()))),
+                    Control::Refused => decided.push((*addr, again, Err(files.failed_reason()))),
                     Control::Pending if now >= *deadline => {
                         info!("{addr}: deferred authentication timed out");
-                        decided.push((*addr, Err(None)));
+                        decided.push((*addr, again, Err(None)));
                     }
                     Control::Pending => {}
                 }
             }
         }
-        for (addr, verdict) in decided {
+        for (addr, again, verdict) in decided {
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.reauth = None;
+            }
             match verdict {
-                Ok(()) => self.after_verify(now, addr),
+                Ok(()) => self.verified(now, addr, again),
                 Err(reason) => {
                     warn!("{addr}: TLS Auth Error: Auth Username/Password verification failed for peer");
                     self.refuse(now, addr, reason.as_deref());

@@ -4,6 +4,7 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
+pub mod auth_token;
 mod hooks;
 mod liveness;
 mod pool;
@@ -86,8 +87,18 @@ pub struct ServerSettings {
     pub scripts: ScriptSettings,
     /// `username-as-common-name`.
     pub username_as_common_name: bool,
+    /// `auth-gen-token` / `auth-gen-token-secret`.
+    pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
+}
+
+/// `auth-gen-token`: the key and limits of session tokens.
+pub struct AuthTokenSettings {
+    pub key: auth_token::TokenKey,
+    pub limits: auth_token::Limits,
+    /// `external-auth`: a token login runs auth-user-pass-verify anyway.
+    pub external_auth: bool,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -147,6 +158,10 @@ struct Client {
     held: Vec<Event>,
     /// The user name it logged in with (remapped as 2.6 does).
     username: Option<String>,
+    /// `auth-gen-token`: its token session, once it logged in.
+    token_session: Option<auth_token::TokenSession>,
+    /// A renegotiation's deferred login: its control files and deadline.
+    reauth: Option<(crate::scripts::deferred::ControlFiles, Instant)>,
 }
 
 struct Server {
@@ -480,6 +495,8 @@ impl Server {
                     admission: hooks::Admission::default(),
                     held: Vec::new(),
                     username: None,
+                    token_session: None,
+                    reauth: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -1083,14 +1100,20 @@ impl Server {
         let (Some(cipher), Some(info)) = (c.cipher, c.peer_info.as_ref()) else {
             return;
         };
-        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info);
+        let mut text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info);
+        if let Some(token) = self.current_token(c) {
+            text.push_str(&format!(",auth-token {token}"));
+        }
         info!(
             "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
             peer.ip,
             cipher.name()
         );
-        debug!("{addr}: {text}");
+        debug!(
+            "{addr}: {}",
+            text.split(",auth-token ").next().unwrap_or_default()
+        );
         if !c.announced {
             self.notify_management(|s| Notice::ClientEstablished {
                 cid: c.cid,
