@@ -1247,7 +1247,9 @@ impl Parser {
                     ..AuthGenToken::default()
                 };
                 for (i, a) in d.args.iter().enumerate().skip(1) {
-                    if i == 1 && let Some(n) = positive(a) {
+                    if i == 1
+                        && let Some(n) = positive(a)
+                    {
                         token.renewal = Some(n);
                     } else if a == "external-auth" {
                         token.external_auth = true;

@@ -56,9 +56,15 @@ fn auth_directives() {
     assert!(v.via_file);
     assert!(c.username_as_common_name);
     let t = c.auth_gen_token.unwrap();
-    assert_eq!((t.lifetime, t.renewal, t.external_auth), (Some(3600), Some(600), true));
+    assert_eq!(
+        (t.lifetime, t.renewal, t.external_auth),
+        (Some(3600), Some(600), true)
+    );
     let t = server("auth-gen-token\n").unwrap().auth_gen_token.unwrap();
-    assert_eq!((t.lifetime, t.renewal, t.external_auth), (None, None, false));
+    assert_eq!(
+        (t.lifetime, t.renewal, t.external_auth),
+        (None, None, false)
+    );
     let e = server("auth-gen-token-secret\n").unwrap_err();
     assert!(e.to_string().contains("s.conf:"), "{e}");
 }

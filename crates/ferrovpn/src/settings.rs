@@ -683,12 +683,12 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
         Ok(Some(c))
     };
     let auth_user_pass_verify = match &s.auth_user_pass_verify {
-        Some(v) => command("auth-user-pass-verify", &Some(v.command.clone()))?.map(|command| {
-            AuthVerify {
+        Some(v) => {
+            command("auth-user-pass-verify", &Some(v.command.clone()))?.map(|command| AuthVerify {
                 command,
                 via_file: v.via_file,
-            }
-        }),
+            })
+        }
         None => None,
     };
     let mut base_env = ferrovpn_control::scripts::Env::new();

@@ -4,56 +4,37 @@
 //! The scripts are small `sh` files the test writes; each appends what it
 //! saw (its arguments and some variables) to a record file.
 //!
-//! Needs root, `openvpn`, `ip`, `ping`, `sh` and `/dev/net/tun`; every test
+//! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test
 //! fails loudly without them. Every wait has a deadline.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, openvpn_client_conf,
-    openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_server_conf, ping, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping", "sh"];
 const TIMEOUT: Duration = Duration::from_secs(30);
 const UP: &str = "Initialization Sequence Completed";
 const SERVER_DEV: &str = "fvtun-s";
 
-/// A server namespace and one client namespace joined by a veth pair,
-/// a throwaway PKI and a scratch directory (dropped last).
-struct Lab {
-    _veth: VethPair,
-    client_ns: Netns,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
+/// The shared lab (one client namespace) and the scripts' record file.
+struct Scripts {
+    lab: Lab,
 }
 
-fn lab(tag: &str) -> Lab {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
-    let veth = VethPair::new(&server_ns, "10.211.1.1/24", &client_ns, "10.211.1.2/24").unwrap();
-    ping(&client_ns, "10.211.1.1", 1, Duration::from_secs(5)).unwrap();
-    Lab {
-        _veth: veth,
-        client_ns,
-        server_ns,
-        pki,
-        dir,
+fn lab(tag: &str) -> Scripts {
+    Scripts {
+        lab: Lab::new(tag, 1, FERROVPN),
     }
 }
 
-impl Lab {
+impl Scripts {
     /// An executable `sh` script `name` with `body`.
     fn script(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.dir.join(name);
+        let path = self.lab.dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
@@ -73,7 +54,7 @@ impl Lab {
     }
 
     fn record_path(&self) -> PathBuf {
-        self.dir.join("record.txt")
+        self.lab.dir.join("record.txt")
     }
 
     fn record(&self) -> String {
@@ -93,49 +74,31 @@ impl Lab {
     }
 
     fn server_conf(&self, extra: &[String]) -> ServerConf {
-        let mut sc = ServerConf::new(&self.pki, SERVER_DEV, Wrap::None, Cipher::Aes256Gcm);
+        let mut sc = ServerConf::new(&self.lab.pki, SERVER_DEV, Wrap::None, Cipher::Aes256Gcm);
         sc.extra = extra.to_vec();
         sc
     }
 
+    /// ferrovpn server, waited on until it listens.
     fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join("server.conf");
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        Proc::spawn_in(
-            &self.server_ns,
-            "ferrovpn-server",
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
+        self.lab.ferrovpn_server(sc)
     }
 
     /// Stock client `name`; with `login`, it sends that user name and password.
     fn stock_client(&self, name: &str, login: Option<(&str, &str)>) -> Proc {
-        let mut cc = ClientConf::new(
-            &self.pki,
-            &self.pki.clients[0],
-            "10.211.1.1",
+        let mut cc = self.lab.client_conf(
+            0,
+            &self.lab.pki.clients[0],
             "fvtun-c",
             Wrap::None,
             Cipher::Aes256Gcm,
         );
         if let Some((user, pass)) = login {
-            let file = self.dir.join(format!("{name}.pass"));
+            let file = self.lab.dir.join(format!("{name}.pass"));
             std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
             cc.extra.push(format!("auth-user-pass {}", file.display()));
         }
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(&cc)).unwrap();
-        Proc::spawn_in(
-            &self.client_ns,
-            name,
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
+        self.lab.stock_client(0, name, &cc)
     }
 }
 
@@ -167,9 +130,6 @@ fn up_down_learn_address_client_connect_and_disconnect() {
         format!("client-disconnect {}", quoted(&lab.recorder("disconnect"))),
     ];
     let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
-    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
-        panic!("{e:#}\n{}", server.log_tail(40));
-    }
     // 2.6's arguments: dev tun_mtu 0 ifconfig_local netmask init.
     lab.wait_record(
         &format!("up {SERVER_DEV} 1500 0 10.8.0.1 255.255.255.0 init | up"),
@@ -185,14 +145,14 @@ fn up_down_learn_address_client_connect_and_disconnect() {
     // The dynamic config file is the one argument.
     assert!(connect.contains("openvpn_cc_"), "{connect}");
     assert!(
-        connect.contains("| client-connect cn=client1 ip=10.8.0.2 trusted=10.211.1.2"),
+        connect.contains("| client-connect cn=client1 ip=10.8.0.2 trusted=10.210.1.2"),
         "{connect}"
     );
     lab.wait_record(
         "learn add 10.8.0.2 client1 | learn-address cn=client1",
         &server,
     );
-    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
     // explicit-exit-notify: the client says goodbye when stopped.
     client.stop(Duration::from_secs(5));
     lab.wait_record("disconnect  | client-disconnect cn=client1", &server);
@@ -230,13 +190,10 @@ if [ "$(wc -l < "$n")" -eq 1 ]; then echo "ifconfig-push 10.8.0.77 255.255.255.0
         format!("client-connect {}", quoted(&connect)),
     ];
     let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
-    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
-        panic!("{e:#}\n{}", server.log_tail(40));
-    }
     let mut client = lab.stock_client("pinned", None);
     wait_log(&mut client, UP, &server);
     wait_log(&mut server, "client client1 connected: 10.8.0.77", &client);
-    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
     client.stop(Duration::from_secs(5));
     let mut refused = lab.stock_client("refused", None);
     wait_log(&mut refused, "AUTH_FAILED", &server);
@@ -263,9 +220,6 @@ esac"#,
         "username-as-common-name".into(),
     ];
     let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
-    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
-        panic!("{e:#}\n{}", server.log_tail(40));
-    }
 
     let mut good = lab.stock_client("good", Some(("good", "secret")));
     wait_log(&mut good, UP, &server);
@@ -286,7 +240,7 @@ esac"#,
         "{}",
         server.log_tail(40)
     );
-    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
     let rec = lab.record();
     assert!(rec.contains("verify good user-pass-verify"), "{rec}");
     assert!(rec.contains("verify defer user-pass-verify"), "{rec}");
@@ -295,7 +249,7 @@ esac"#,
 #[test]
 fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
     let lab = lab("fvscr5");
-    let calls = lab.dir.join("calls");
+    let calls = lab.lab.dir.join("calls");
     let verify = lab.script(
         "verify.sh",
         &format!(
@@ -310,10 +264,7 @@ fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
         // Renegotiations every few seconds, with the token as password.
         "reneg-sec 4".into(),
     ];
-    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
-    if let Err(e) = server.wait_for_log_line("server listening", TIMEOUT) {
-        panic!("{e:#}\n{}", server.log_tail(40));
-    }
+    let server = lab.ferrovpn_server(&lab.server_conf(&extra));
     let mut client = lab.stock_client("token", Some(("alice", "secret")));
     wait_log(&mut client, UP, &server);
     let calls_text = || std::fs::read_to_string(&calls).unwrap_or_default();
@@ -337,18 +288,29 @@ fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
     let reconnected = wait_until(TIMEOUT, Duration::from_millis(100), || {
         client.log().matches(UP).count() >= 2
     });
-    assert!(reconnected, "{}\n{}", client.log_tail(30), server.log_tail(30));
+    assert!(
+        reconnected,
+        "{}\n{}",
+        client.log_tail(30),
+        server.log_tail(30)
+    );
     assert!(token_logins(&server) >= 2, "{}", server.log_tail(40));
     // The script ran only for the password login.
     assert_eq!(calls_text(), "alice Initial\n");
-    ping(&lab.client_ns, "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
 }
 
 #[test]
 fn script_security_1_does_not_run_scripts() {
     let lab = lab("fvscr3");
     let extra = vec![format!("up {}", quoted(&lab.recorder("up")))];
-    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    let text = openvpn_server_conf(&lab.server_conf(&extra));
+    let mut server = lab.lab.spawn(
+        &lab.lab.server_ns,
+        "ferrovpn-server",
+        Implementation::Ferrovpn,
+        &text,
+    );
     let exited = wait_until(TIMEOUT, Duration::from_millis(50), || {
         server.try_exit().is_some()
     });

@@ -122,8 +122,14 @@ mod tests {
 
     #[test]
     fn bare_name_is_not_searched_in_path() {
-        assert_eq!(ScriptCommand::parse("up.sh").program(), PathBuf::from("./up.sh"));
-        assert_eq!(ScriptCommand::parse("bin/up.sh").program(), PathBuf::from("bin/up.sh"));
+        assert_eq!(
+            ScriptCommand::parse("up.sh").program(),
+            PathBuf::from("./up.sh")
+        );
+        assert_eq!(
+            ScriptCommand::parse("bin/up.sh").program(),
+            PathBuf::from("bin/up.sh")
+        );
     }
 
     #[test]

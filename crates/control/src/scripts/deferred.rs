@@ -186,10 +186,16 @@ mod tests {
         assert_eq!(p.timeout_secs, 120);
         assert_eq!(p.method, "webauth");
         assert_eq!(p.extra, "WEB_AUTH::https://sso.example/x");
-        assert_eq!(parse_pending(b"120\nwebauth\n"), Err(PendingError::TooFewLines));
+        assert_eq!(
+            parse_pending(b"120\nwebauth\n"),
+            Err(PendingError::TooFewLines)
+        );
         assert_eq!(parse_pending(b"0\nm\nx"), Err(PendingError::BadTimeout));
         assert_eq!(parse_pending(b"abc\nm\nx"), Err(PendingError::BadTimeout));
-        assert_eq!(parse_pending(b" 30s\nm\nx").unwrap().unwrap().timeout_secs, 30);
+        assert_eq!(
+            parse_pending(b" 30s\nm\nx").unwrap().unwrap().timeout_secs,
+            30
+        );
         assert_eq!(
             parse_pending(format!("5\nm\n{}", "a".repeat(2000)).as_bytes()),
             Err(PendingError::TooLong)
@@ -212,7 +218,13 @@ mod tests {
         let mut env = Env::new();
         files.set_env(&mut env);
         let acf = PathBuf::from(env.get("auth_control_file").unwrap());
-        assert!(acf.file_name().unwrap().to_str().unwrap().starts_with("openvpn_acf_"));
+        assert!(
+            acf.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("openvpn_acf_")
+        );
         assert_eq!(files.control(), Control::Pending);
         std::fs::write(&acf, "1").unwrap();
         assert_eq!(files.control(), Control::Accepted);

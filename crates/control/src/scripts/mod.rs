@@ -170,7 +170,13 @@ impl ScriptSettings {
 /// (`string_mod_remap_name`).
 pub fn remap_username(name: &str) -> String {
     name.bytes()
-        .map(|b| if (0x20..0x7f).contains(&b) { b as char } else { '_' })
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -240,7 +246,15 @@ mod tests {
         let up = s.up_down(false, &t).unwrap();
         assert_eq!(
             up.command.args(&up.extra),
-            ["first arg", "tun0", "1500", "0", "10.8.0.1", "255.255.255.0", "init"]
+            [
+                "first arg",
+                "tun0",
+                "1500",
+                "0",
+                "10.8.0.1",
+                "255.255.255.0",
+                "init"
+            ]
         );
         assert_eq!(up.env.get("script_type"), Some("up"));
         assert_eq!(up.env.get("daemon"), Some("0"));
@@ -256,12 +270,17 @@ mod tests {
         let mut client = Env::new();
         client.set("common_name", "alice");
         let ip = Ipv4Addr::new(10, 8, 0, 2);
-        let add = s.learn_address("add", ip, Some(("alice", &client))).unwrap();
+        let add = s
+            .learn_address("add", ip, Some(("alice", &client)))
+            .unwrap();
         assert_eq!(add.extra, ["add", "10.8.0.2", "alice"]);
         assert_eq!(add.env.get("common_name"), Some("alice"));
         let del = s.learn_address("delete", ip, None).unwrap();
         assert_eq!(del.extra, ["delete", "10.8.0.2"]);
-        assert_eq!(del.env.iter().collect::<Vec<_>>(), [("script_type", "learn-address")]);
+        assert_eq!(
+            del.env.iter().collect::<Vec<_>>(),
+            [("script_type", "learn-address")]
+        );
     }
 
     #[test]

@@ -103,8 +103,14 @@ pub(crate) async fn run_with_timeout(
         Err(e) => return Status::NotStarted(e.to_string()),
     };
     let readers = [
-        child.stdout.take().map(|s| tokio::spawn(log_output(inv.hook, s))),
-        child.stderr.take().map(|s| tokio::spawn(log_output(inv.hook, s))),
+        child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(log_output(inv.hook, s))),
+        child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(log_output(inv.hook, s))),
     ];
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(st)) => {

@@ -210,7 +210,16 @@ ZHqoW1if9BOnq3bJw3bTlxGzyAn6hJwfdl+Wf0Lc79o=
         let mut bad = t.clone().into_bytes();
         let last = bad.len() - 3;
         bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-        assert!(check(&key, "alice", &String::from_utf8(bad).unwrap(), 1600, LIMITS).is_none());
+        assert!(
+            check(
+                &key,
+                "alice",
+                &String::from_utf8(bad).unwrap(),
+                1600,
+                LIMITS
+            )
+            .is_none()
+        );
         assert!(check(&key, "alice", "SESS_ID_AT_short", 1600, LIMITS).is_none());
         assert!(check(&key, "alice", "password", 1600, LIMITS).is_none());
     }

@@ -218,7 +218,10 @@ impl Server {
     /// The client's current `auth-gen-token` token, when it has one.
     pub(super) fn current_token(&self, c: &Client) -> Option<String> {
         let key = &self.s.auth_token.as_ref()?.key;
-        Some(c.token_session?.token(key, c.username.as_deref()?, unix_now()))
+        Some(
+            c.token_session?
+                .token(key, c.username.as_deref()?, unix_now()),
+        )
     }
 
     /// A password that is an `auth-gen-token` token: `Some(true)` when it
@@ -250,7 +253,8 @@ impl Server {
         env.set("session_state", state);
         let c = self.clients.get_mut(&addr)?;
         // A client keeps the session of its first login.
-        let same_session = |s: &auth_token::TokenSession| c.token_session.is_none_or(|o| o.id == s.id);
+        let same_session =
+            |s: &auth_token::TokenSession| c.token_session.is_none_or(|o| o.id == s.id);
         match checked {
             Some(ch) if same_session(&ch.session) => {
                 env.set("session_id", ch.session.env_id());
@@ -334,9 +338,7 @@ impl Server {
                     cred_file = Some(path);
                 }
                 Err(e) => {
-                    warn!(
-                        "{addr}: TLS Auth Error: could not write username/password to file: {e}"
-                    );
+                    warn!("{addr}: TLS Auth Error: could not write username/password to file: {e}");
                     self.refuse(now, addr, None);
                     return;
                 }
@@ -442,7 +444,10 @@ impl Server {
         if let Some(c) = self.clients.get_mut(&addr) {
             c.admission = Admission::Connecting;
         }
-        spawn(self, addr, cid, inv, |status| Outcome::Connect { status, config });
+        spawn(self, addr, cid, inv, |status| Outcome::Connect {
+            status,
+            config,
+        });
     }
 
     /// Let the client in: its held keys go to the data plane, learn-address
@@ -505,7 +510,9 @@ impl Server {
                 Status::Exited(0) => self.verified(now, addr, again),
                 Status::Exited(2) => self.deferred(now, addr, files, again),
                 _ => {
-                    warn!("{addr}: TLS Auth Error: Auth Username/Password verification failed for peer");
+                    warn!(
+                        "{addr}: TLS Auth Error: Auth Username/Password verification failed for peer"
+                    );
                     let reason = files.failed_reason();
                     self.refuse(now, addr, reason.as_deref());
                 }
@@ -627,7 +634,9 @@ impl Server {
             match verdict {
                 Ok(()) => self.verified(now, addr, again),
                 Err(reason) => {
-                    warn!("{addr}: TLS Auth Error: Auth Username/Password verification failed for peer");
+                    warn!(
+                        "{addr}: TLS Auth Error: Auth Username/Password verification failed for peer"
+                    );
                     self.refuse(now, addr, reason.as_deref());
                 }
             }
@@ -671,7 +680,12 @@ impl Server {
     }
 
     /// An admitted client goes: `client-disconnect`, `learn-address delete`.
-    pub(super) fn on_client_gone(&mut self, addr: SocketAddr, c: &Client, peer: Option<super::registry::Peer>) {
+    pub(super) fn on_client_gone(
+        &mut self,
+        addr: SocketAddr,
+        c: &Client,
+        peer: Option<super::registry::Peer>,
+    ) {
         if !matches!(c.admission, Admission::Admitted) {
             return;
         }
