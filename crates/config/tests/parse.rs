@@ -1040,7 +1040,6 @@ fn legacy_directives_as_2_6() {
         "syslog",
         "syslog myvpn",
         "disable-occ",
-        "down-pre",
         "key-method 2",
     ] {
         let c = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf")

@@ -137,7 +137,7 @@ pub fn check(
     limits: Limits,
 ) -> Option<Checked> {
     let b64 = password.strip_prefix(PREFIX)?;
-    // Bounded: a token is 76 base64 characters.
+    // Bounded: a token is 80 base64 characters.
     if b64.len() > 128 {
         return None;
     }
@@ -193,7 +193,7 @@ ZHqoW1if9BOnq3bJw3bTlxGzyAn6hJwfdl+Wf0Lc79o=
         let key = TokenKey::from_pem(pem).unwrap();
         let s = TokenSession::new(1000);
         let t = s.token(&key, "alice", 1000);
-        assert!(t.starts_with(PREFIX) && t.len() == PREFIX.len() + 76, "{t}");
+        assert!(t.starts_with(PREFIX) && t.len() == PREFIX.len() + 80, "{t}");
         assert_eq!(TokenKey::from_pem("junk").err(), Some(KeyError::NoBlock));
     }
 
