@@ -109,6 +109,16 @@ impl Dir<'_> {
             _ => Err(self.bad("a contiguous IPv4 netmask such as 255.255.255.0", s)),
         }
     }
+    /// A script command: split as 2.6 splits it when it runs, so that a
+    /// command that cannot be split (an open quote) fails at start.
+    fn script_command(&self, i: usize) -> R<String> {
+        let s = self.arg(i).unwrap_or("");
+        match tokenize(s) {
+            Ok(argv) if !argv.is_empty() => Ok(s.to_string()),
+            Ok(_) => Err(self.bad("a command", s)),
+            Err(why) => Err(self.err(why)),
+        }
+    }
     fn no_args(&self) -> R<()> {
         self.count(0, 0, "no arguments")
     }
@@ -361,6 +371,10 @@ impl Parser {
                 "-----BEGIN OpenVPN tls-crypt-v2 ",
                 "a tls-crypt-v2 server or client key",
             ),
+            "auth-gen-token-secret" => (
+                "-----BEGIN OpenVPN auth-token server key-----",
+                "an OpenVPN auth-token server key (openvpn --genkey auth-token FILE)",
+            ),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
                 "an OpenVPN static key",
@@ -478,6 +492,7 @@ impl Parser {
                 | "tls-auth"
                 | "dh"
                 | "auth-user-pass"
+                | "auth-gen-token-secret"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -1281,6 +1296,62 @@ impl Parser {
                 self.cfg.auth_user_pass = Some(aup);
             }
             "auth-nocache" => d.flag(&mut c.auth_nocache)?,
+            "script-security" => {
+                d.count(1, 1, "a level 0..3")?;
+                c.scripts.security = Some(d.num(0, 0, 3, "a level 0..3")?);
+            }
+            "up" | "down" | "route-up" | "learn-address" | "client-connect"
+            | "client-disconnect" => {
+                d.count(1, 1, "a command (quote it when it has arguments)")?;
+                let command = d.script_command(0)?;
+                let s = &mut c.scripts;
+                let slot = match d.name {
+                    "up" => &mut s.up,
+                    "down" => &mut s.down,
+                    "route-up" => &mut s.route_up,
+                    "learn-address" => &mut s.learn_address,
+                    "client-connect" => &mut s.client_connect,
+                    _ => &mut s.client_disconnect,
+                };
+                *slot = Some(command);
+            }
+            "down-pre" => d.flag(&mut c.scripts.down_pre)?,
+            "auth-user-pass-verify" => {
+                d.count(2, 2, "a command and 'via-env' or 'via-file'")?;
+                let command = d.script_command(0)?;
+                let via_file = match d.arg(1).unwrap_or("") {
+                    "via-file" => true,
+                    "via-env" => false,
+                    x => return Err(d.bad("'via-env' or 'via-file'", x)),
+                };
+                c.scripts.auth_user_pass_verify = Some(AuthUserPassVerify { command, via_file });
+            }
+            "username-as-common-name" => d.flag(&mut c.username_as_common_name)?,
+            "auth-gen-token" => {
+                d.count(0, 3, "[LIFETIME] [RENEWAL] [external-auth]")?;
+                // 2.6's positive_atoi: anything but a positive number is 0.
+                let positive = |s: &str| s.parse::<u32>().ok().filter(|&n| n > 0);
+                let mut token = AuthGenToken {
+                    lifetime: d.arg(0).and_then(positive),
+                    ..AuthGenToken::default()
+                };
+                for (i, a) in d.args.iter().enumerate().skip(1) {
+                    if i == 1
+                        && let Some(n) = positive(a)
+                    {
+                        token.renewal = Some(n);
+                    } else if a == "external-auth" {
+                        token.external_auth = true;
+                    } else {
+                        return Err(d.bad("a renewal time in seconds or 'external-auth'", a));
+                    }
+                }
+                c.auth_gen_token = Some(token);
+            }
+            "auth-gen-token-secret" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.auth_gen_token_secret = Some(m);
+            }
             "auth-retry" => {
                 d.count(1, 1, "none, nointeract or interact")?;
                 c.auth_retry = Some(match d.arg(0).unwrap_or("") {

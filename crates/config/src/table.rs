@@ -374,6 +374,53 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "max-packet-size",
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
+    // --- scripts
+    s(
+        "script-security",
+        "`0..3` as 2.6: below 2 a user script is not run (a warning, and the hook counts as failed); `via-env` passwords only at 3",
+    ),
+    s(
+        "up",
+        "server: `CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` and 2.6's environment; a failure stops ferrovpn. Clients refuse it (not yet)",
+    ),
+    s(
+        "down",
+        "server: `CMD`: run at shutdown, after the tunnel device closed (before with `down-pre`), same arguments as `up`. Clients refuse it (not yet)",
+    ),
+    s("down-pre", "run `down` before the tunnel device closes"),
+    s(
+        "route-up",
+        "server: `CMD`: run after the routes are added, no extra arguments. Clients refuse it (not yet)",
+    ),
+    u("ipchange", "client scripts are not supported yet"),
+    s(
+        "learn-address",
+        "server: `CMD`: run with `add ADDR CN` when a client gets its tunnel address and `delete ADDR` when it goes",
+    ),
+    s(
+        "client-connect",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client; the file's `disable` refuses it too",
+    ),
+    s(
+        "client-disconnect",
+        "server: `CMD`: run when an authenticated client goes, with bytes_received/sent and time_duration",
+    ),
+    s(
+        "auth-user-pass-verify",
+        "server: `CMD via-env|via-file`: exit 0 accepts, 2 defers (the script writes 1 or 0 to `auth_control_file` later; `auth_pending_file` sends AUTH_PENDING), other refuses (reason from `auth_failed_reason_file`)",
+    ),
+    s(
+        "username-as-common-name",
+        "server: the verified user name replaces the certificate's common name (status, management, scripts, duplicate-cn)",
+    ),
+    s(
+        "auth-gen-token",
+        "server: `[LIFETIME] [RENEWAL] [external-auth]`: after a good login the client gets 2.6's HMAC-SHA256 session token (`auth-token` in the push reply, renewed at renegotiation); a valid token logs in without the script; `external-auth` runs it anyway with `session_state`",
+    ),
+    s(
+        "auth-gen-token-secret",
+        "server: `FILE` or inline: the PEM key (`openvpn --genkey auth-token`) so that tokens survive restarts and work across servers; without it a random key per start",
+    ),
     // --- accepted with a warning
     i("mute", "log rate limiting is not implemented"),
     s(
@@ -393,7 +440,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "name resolution is retried on every connect",
     ),
     i("suppress-timestamps", "log format is fixed"),
-    i("script-security", "scripts are not supported"),
     i("sndbuf", "socket buffers are sized by ferrovpn"),
     i("rcvbuf", "socket buffers are sized by ferrovpn"),
     i(
@@ -455,29 +501,13 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "disable-occ",
         "ferrovpn never acts on a peer's options string (2.6 only warns about mismatches)",
     ),
-    i(
-        "down-pre",
-        "only orders `down` scripts, which ferrovpn refuses",
-    ),
     // --- unsupported
     s(
         "auth-user-pass",
         "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
     ),
     u(
-        "auth-user-pass-verify",
-        "username/password authentication is not supported yet",
-    ),
-    u(
         "auth-user-pass-optional",
-        "username/password authentication is not supported yet",
-    ),
-    u(
-        "username-as-common-name",
-        "username/password authentication is not supported yet",
-    ),
-    u(
-        "auth-gen-token",
         "username/password authentication is not supported yet",
     ),
     u(
@@ -531,13 +561,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),
-    u("up", "scripts are not supported"),
-    u("down", "scripts are not supported"),
-    u("route-up", "scripts are not supported"),
-    u("ipchange", "scripts are not supported"),
-    u("client-connect", "scripts are not supported"),
-    u("client-disconnect", "scripts are not supported"),
-    u("learn-address", "scripts are not supported"),
     u("plugin", "plugins are not supported"),
     u(
         "management-client-auth",

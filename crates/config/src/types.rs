@@ -256,6 +256,44 @@ pub struct DhcpOption {
     pub value: Option<String>,
 }
 
+/// `script-security N` and the scripts run on events: each command as
+/// written in the config (one argument; split like a config line when run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scripts {
+    /// `script-security 0..3` (default 1: no user scripts).
+    pub security: Option<u8>,
+    pub up: Option<String>,
+    pub down: Option<String>,
+    /// `down-pre`: run `down` before the tunnel device closes.
+    pub down_pre: bool,
+    pub route_up: Option<String>,
+    pub learn_address: Option<String>,
+    pub client_connect: Option<String>,
+    pub client_disconnect: Option<String>,
+    pub auth_user_pass_verify: Option<AuthUserPassVerify>,
+}
+
+/// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthGenToken {
+    /// Seconds a token is valid after the first login (`None`: no limit).
+    pub lifetime: Option<u32>,
+    /// Seconds between renewals (`None`: `reneg-sec`).
+    pub renewal: Option<u32>,
+    /// `external-auth`: a token login runs the checks again.
+    pub external_auth: bool,
+}
+
+/// `auth-user-pass-verify CMD via-env|via-file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUserPassVerify {
+    pub command: String,
+    /// `via-file`: the credentials go in a temporary file named as the last
+    /// argument; `via-env`: in `username`/`password` (the password only at
+    /// `script-security 3`).
+    pub via_file: bool,
+}
+
 /// `auth-user-pass [FILE]` or an inline `<auth-user-pass>` block: the user
 /// name on the first line, the password on the second. What is missing is
 /// asked for on the terminal.
@@ -435,6 +473,15 @@ pub struct Config {
     pub ccd_exclusive: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
+    /// `script-security` and the scripts run on events.
+    pub scripts: Scripts,
+    /// `username-as-common-name`: the verified user name replaces the
+    /// certificate's common name (server).
+    pub username_as_common_name: bool,
+    /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+    pub auth_gen_token: Option<AuthGenToken>,
+    /// `auth-gen-token-secret FILE` (or inline).
+    pub auth_gen_token_secret: Option<Material>,
     /// Names from `ignore-unknown-option`.
     pub ignore_unknown: BTreeSet<String>,
 

@@ -1038,7 +1038,6 @@ fn legacy_directives_as_2_6() {
         "persist-remote-ip",
         "tun-mtu-extra 32",
         "disable-occ",
-        "down-pre",
         "key-method 2",
     ] {
         let c = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf")

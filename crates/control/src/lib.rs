@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;
+pub mod scripts;
 pub mod server;
 pub mod status;
 

@@ -15,7 +15,11 @@ use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::netconfig::NoExec;
-use ferrovpn_control::server::{ClientConfigDir, CrlReload, PoolPersist, ServerSettings};
+use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
+use ferrovpn_control::server::auth_token::{Limits, TokenKey};
+use ferrovpn_control::server::{
+    AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
+};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::DataPlaneConfig;
 use ferrovpn_proto::data::{Cipher, Side};
@@ -708,6 +712,9 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         management: management(cfg)?,
         client_config_dir: client_config_dir(cfg)?,
         metrics: cfg.metrics,
+        scripts: script_settings(cfg)?,
+        username_as_common_name: cfg.username_as_common_name,
+        auth_token: auth_token(cfg)?,
         setup_done: None,
     })
 }
@@ -735,6 +742,97 @@ fn client_config_dir(cfg: &Config) -> anyhow::Result<Option<ClientConfigDir>> {
     }))
 }
 
+/// `auth-gen-token`: the secret (or a random one), the renewal interval
+/// (default `reneg-sec`, as 2.6) and the lifetime.
+fn auth_token(cfg: &Config) -> anyhow::Result<Option<AuthTokenSettings>> {
+    let Some(t) = &cfg.auth_gen_token else {
+        return Ok(None);
+    };
+    let key = match &cfg.auth_gen_token_secret {
+        Some(m) => TokenKey::from_pem(&m.text).with_context(|| {
+            format!(
+                "{}ERROR: Cannot load auth-token secret",
+                where_is(cfg, "auth-gen-token-secret")
+            )
+        })?,
+        None => TokenKey::random(),
+    };
+    let reneg = cfg.reneg_sec.map_or(3600, |r| r.secs);
+    Ok(Some(AuthTokenSettings {
+        key,
+        limits: Limits {
+            renewal_secs: u64::from(t.renewal.unwrap_or(reneg)),
+            lifetime_secs: t.lifetime.map(u64::from),
+        },
+        external_auth: t.external_auth,
+    }))
+}
+
+/// `script-security`, the scripts (each must exist and be executable, as
+/// 2.6 checks at start), and the variables 2.6 gives every script.
+fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
+    let s = &cfg.scripts;
+    let command = |name: &str, text: &Option<String>| -> anyhow::Result<Option<ScriptCommand>> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let c = ScriptCommand::parse(text);
+        let program = c.program();
+        let runnable = std::fs::metadata(&program).and_then(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            }
+        });
+        if let Err(e) = runnable {
+            bail!(
+                "{}--{name} script fails with '{}': {e}",
+                where_is(cfg, name),
+                program.display()
+            );
+        }
+        Ok(Some(c))
+    };
+    let auth_user_pass_verify = match &s.auth_user_pass_verify {
+        Some(v) => {
+            command("auth-user-pass-verify", &Some(v.command.clone()))?.map(|command| AuthVerify {
+                command,
+                via_file: v.via_file,
+            })
+        }
+        None => None,
+    };
+    let mut base_env = ferrovpn_control::scripts::Env::new();
+    for (name, value) in &cfg.setenv {
+        base_env.set(name, value.clone());
+    }
+    base_env.set("daemon", "0");
+    base_env.set("daemon_log_redirect", "0");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    base_env.set("daemon_start_time", started.to_string());
+    base_env.set("daemon_pid", std::process::id().to_string());
+    base_env.set("verb", cfg.verb().to_string());
+    base_env.set("proto_1", "udp");
+    base_env.set("local_port_1", cfg.local_port().to_string());
+    Ok(ScriptSettings {
+        security: Security::from_level(s.security),
+        up: command("up", &s.up)?,
+        down: command("down", &s.down)?,
+        down_pre: s.down_pre,
+        route_up: command("route-up", &s.route_up)?,
+        learn_address: command("learn-address", &s.learn_address)?,
+        client_connect: command("client-connect", &s.client_connect)?,
+        client_disconnect: command("client-disconnect", &s.client_disconnect)?,
+        auth_user_pass_verify,
+        base_env,
+        ..ScriptSettings::default()
+    })
+}
+
 fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
     let names: Vec<&str> = ciphers.iter().map(|c| c.name()).collect();
     let mut s = format!(
@@ -758,6 +856,18 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
     audit_common(cfg)?;
+    for (name, set) in [
+        ("up", cfg.scripts.up.is_some()),
+        ("down", cfg.scripts.down.is_some()),
+        ("route-up", cfg.scripts.route_up.is_some()),
+    ] {
+        if set {
+            bail!(
+                "{}{name}: ferrovpn runs scripts on servers only; client scripts are not supported yet",
+                where_is(cfg, name)
+            );
+        }
+    }
     if management(cfg)?.is_some() {
         bail!(
             "{}management: ferrovpn's management interface serves servers only, not clients",

@@ -252,7 +252,9 @@ impl Connection<'_> {
                     return Some(Ended::ServerLeft(reason.to_string()));
                 }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
-                Event::ClientAuthenticated { .. } | Event::PushRequested => {}
+                Event::ClientAuthenticated { .. }
+                | Event::Reauthenticate { .. }
+                | Event::PushRequested => {}
             }
         }
     }

@@ -5,6 +5,8 @@
 
 mod admission;
 mod client_config_dir;
+pub mod auth_token;
+mod hooks;
 mod liveness;
 mod pool;
 mod push;
@@ -39,6 +41,7 @@ use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::metrics::{self, http::ScrapeRequest};
 use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
+use crate::scripts::{self, ScriptSettings};
 use crate::status::{self, ClientRow, StatusSettings};
 
 /// Everything the server runtime needs, already validated by the config layer.
@@ -95,8 +98,22 @@ pub struct ServerSettings {
     pub client_config_dir: Option<ClientConfigDir>,
     /// `metrics IP:PORT`: where the Prometheus endpoint listens.
     pub metrics: Option<SocketAddr>,
+    /// `script-security` and the scripts.
+    pub scripts: ScriptSettings,
+    /// `username-as-common-name`.
+    pub username_as_common_name: bool,
+    /// `auth-gen-token` / `auth-gen-token-secret`.
+    pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
+}
+
+/// `auth-gen-token`: the key and limits of session tokens.
+pub struct AuthTokenSettings {
+    pub key: auth_token::TokenKey,
+    pub limits: auth_token::Limits,
+    /// `external-auth`: a token login runs auth-user-pass-verify anyway.
+    pub external_auth: bool,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -154,6 +171,16 @@ struct Client {
     client_config: Option<ClientConfig>,
     /// Data-channel keys negotiated: the first handshake and each renegotiation.
     handshakes: u64,
+    /// Its way through the login scripts.
+    admission: hooks::Admission,
+    /// Key events held until it is admitted.
+    held: Vec<Event>,
+    /// The user name it logged in with (remapped as 2.6 does).
+    username: Option<String>,
+    /// `auth-gen-token`: its token session, once it logged in.
+    token_session: Option<auth_token::TokenSession>,
+    /// A renegotiation's deferred login: its control files and deadline.
+    reauth: Option<(crate::scripts::deferred::ControlFiles, Instant)>,
 }
 
 struct Server {
@@ -194,6 +221,8 @@ struct Server {
     /// Replay and bad-tag drops of the clients that left (their data-plane
     /// counters go with them), so that the totals never go down.
     departed_drops: metrics::Drops,
+    /// Scripts running for clients; each reports when done.
+    scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
 }
 
 /// How often keepalive and liveness are checked.
@@ -240,6 +269,16 @@ pub async fn run_server(
             .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
             .await?;
     }
+    let tunnel = scripts::Tunnel {
+        dev: dev.clone(),
+        tun_mtu: s.tun_mtu,
+        local: s.server_ip(),
+        netmask: s.netmask,
+    };
+    if s.scripts.any() {
+        warn!("{}", s.scripts.security.startup_note());
+    }
+    hooks::run_up(&s.scripts, &tunnel).await?;
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
@@ -247,6 +286,7 @@ pub async fn run_server(
             net_config.add_route(&dev, net, mask, None, metric).await?;
         }
     }
+    hooks::run_route_up(&s.scripts, &tunnel).await;
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
         dp.local_addr(),
@@ -314,6 +354,7 @@ pub async fn run_server(
         handshakes: 0,
         renegotiations: 0,
         departed_drops: metrics::Drops::default(),
+        scripts_running: tokio::task::JoinSet::new(),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -358,6 +399,12 @@ pub async fn run_server(
                     break;
                 }
             }
+            Some(done) = srv.scripts_running.join_next(), if !srv.scripts_running.is_empty() => {
+                match done {
+                    Ok(done) => srv.on_script_done(Instant::now(), done),
+                    Err(e) => warn!("script task failed: {e}"),
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
@@ -366,7 +413,14 @@ pub async fn run_server(
     for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
     }
+    hooks::finish_scripts(&mut srv.scripts_running).await;
+    if srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     srv.dp.shutdown();
+    if !srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     Ok(())
 }
 
@@ -531,6 +585,11 @@ impl Server {
                     announced: false,
                     client_config: None,
                     handshakes: 0,
+                    admission: hooks::Admission::default(),
+                    held: Vec::new(),
+                    username: None,
+                    token_session: None,
+                    reauth: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -863,6 +922,7 @@ impl Server {
 
     fn housekeeping(&mut self, now: Instant) {
         self.refresh_crl();
+        self.poll_deferred_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
             && now >= self.next_persist
@@ -972,6 +1032,9 @@ impl Server {
     }
 
     fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
+        let Some(ev) = self.hold_key_event(addr, ev) else {
+            return;
+        };
         match ev {
             Event::KeysReady {
                 key_id,
@@ -1012,6 +1075,7 @@ impl Server {
                 common_name,
                 peer_info,
                 cipher,
+                credentials,
             } => {
                 let common_name = common_name.as_deref().map(tls::sanitize_common_name);
                 if !self.s.duplicate_cn
@@ -1035,9 +1099,14 @@ impl Server {
                     c.peer_info = Some(peer_info);
                     c.cipher = Some(cipher);
                 }
-                self.push_reply(now, addr);
+                self.on_client_authenticated(now, addr, credentials);
             }
-            Event::PushRequested => self.push_reply(now, addr),
+            Event::Reauthenticate { credentials, .. } => {
+                self.on_reauthenticate(now, addr, credentials);
+            }
+            // A client still logging in waits (it asks again).
+            Event::PushRequested if self.is_admitted(&addr) => self.push_reply(now, addr),
+            Event::PushRequested => {}
             Event::PeerExit => {
                 if let Some(c) = self.clients.get_mut(&addr) {
                     info!("{addr}: client announced exit");
@@ -1138,14 +1207,20 @@ impl Server {
         else {
             return;
         };
-        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info, config);
+        let mut text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info, config);
+        if let Some(token) = self.current_token(c) {
+            text.push_str(&format!(",auth-token {token}"));
+        }
         info!(
             "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
             peer.ip,
             cipher.name()
         );
-        debug!("{addr}: {text}");
+        debug!(
+            "{addr}: {}",
+            text.split(",auth-token ").next().unwrap_or_default()
+        );
         if !c.announced {
             self.notify_management(|s| Notice::ClientEstablished {
                 cid: c.cid,
@@ -1166,6 +1241,7 @@ impl Server {
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
+        self.on_client_gone(addr, &c, peer);
         if let Some(peer) = peer {
             if let Some(st) = self.peers.peer_stats(peer.id) {
                 self.departed_drops.replay += st.replay_drops;

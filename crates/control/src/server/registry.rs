@@ -124,6 +124,23 @@ impl<T> Registry<T> {
             .collect()
     }
 
+    /// Give the client at `addr` a fixed tunnel address (`ifconfig-push`
+    /// from its client-connect script) instead of its pool address.
+    pub fn set_address(&mut self, addr: SocketAddr, ip: Ipv4Addr) -> Option<Peer> {
+        let p = self.peers.get_mut(&addr)?;
+        let old = p.ip;
+        p.ip = ip;
+        let peer = *p;
+        if old != ip {
+            // Kept out of the pool while held, as an ifconfig-push pin is.
+            self.pool.reserve(ip);
+            if !self.peers.values().any(|other| other.ip == old) {
+                self.pool.release(old);
+            }
+        }
+        Some(peer)
+    }
+
     /// Move the client with `peer_id` to `new_remote`. Returns its old
     /// address; `None` if there is no such client or `new_remote` belongs
     /// to another client (a float never takes over someone else's address).

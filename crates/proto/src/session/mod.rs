@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::data::{Cipher, KeyBlock, Side};
 use crate::kdf;
-use crate::key_method::{KeyMethod2, KeyMethodError, PeerInfo};
+use crate::key_method::{Credentials, KeyMethod2, KeyMethodError, PeerInfo};
 use crate::push::{self, ControlMessage, PushReply};
 use crate::reliable::{Received, Reliable};
 use crate::replay::ControlReplayWindow;
@@ -114,6 +114,15 @@ pub enum Event {
         common_name: Option<String>,
         peer_info: PeerInfo,
         cipher: Cipher,
+        /// What the client sent to log in with (empty without `auth-user-pass`).
+        credentials: Credentials,
+    },
+    /// Server: a renegotiation (`key_id` > 0) brought the client's user
+    /// name and password (or auth-token) again; the driver checks them as
+    /// 2.6 does at every key exchange.
+    Reauthenticate {
+        key_id: u8,
+        credentials: Credentials,
     },
     /// Server: the client asked for its push reply and none is set yet.
     PushRequested,
@@ -817,6 +826,10 @@ impl Session {
                     self.use_ekm = peer_info.tls_ekm();
                     self.peer_info = Some(peer_info);
                 }
+                let credentials = Credentials {
+                    username: remote.username.clone(),
+                    password: remote.password.clone(),
+                };
                 let km =
                     KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
                 let mut buf = Vec::new();
@@ -838,6 +851,12 @@ impl Session {
                         common_name,
                         peer_info,
                         cipher,
+                        credentials,
+                    });
+                } else {
+                    self.events.push_back(Event::Reauthenticate {
+                        key_id,
+                        credentials,
                     });
                 }
             }
