@@ -19,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_control(data);
     if let Ok(Some(p)) = parse_pending(data) {
         assert!(p.extra.len() < 1024 && p.timeout_secs > 0);
-        assert!(!p.extra.chars().chain(p.method.chars()).any(char::is_control));
+        assert!(
+            !p.extra
+                .chars()
+                .chain(p.method.chars())
+                .any(char::is_control)
+        );
     }
     let text = String::from_utf8_lossy(data);
     let limits = Limits {
