@@ -57,10 +57,10 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
 pub const TCP_REASON: &str = "TCP transport is not supported yet";
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
-/// Why a client refuses `chroot`: it runs `ip` (by absolute path) again on
-/// every reconnect, and that binary is not inside the chroot; OpenVPN 2.6
-/// fails there the same way, only later.
-pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client runs `ip` (by absolute path) again on every reconnect for addresses and routes, and it is not inside the chroot (OpenVPN 2.6 fails there too, at the first reconnect)";
+/// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
+/// on every reconnect, which needs the host's view of the system; OpenVPN
+/// 2.6 fails there the same way, only later.
+pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client configures addresses and routes again on every reconnect (and runs `resolvectl` for pushed DNS), which needs the host's view of the system, not the chroot's (OpenVPN 2.6 fails there too, at the first reconnect)";
 
 /// Every directive ferrovpn knows. Anything else is
 /// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
@@ -208,7 +208,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "dh",
-        "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only)",
+        "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only). Unlike 2.6, a server without any `dh` line starts (2.6 refuses it: \"You must define DH file\"): ferrovpn never uses finite-field DH, so `dh none` is implied",
     ),
     s("tls-crypt", "static key file or inline `<tls-crypt>`"),
     s(

@@ -1290,13 +1290,13 @@ fn chroot_is_a_server_directive() {
     assert_eq!(c.chroot, Some(PathBuf::from("/var/empty")));
     assert_eq!(c.location_of("chroot").unwrap().to_string(), "t.conf:1");
     assert_eq!(line_err("chroot"), "t.conf:1: 'chroot' expects a directory");
-    // A client runs `ip` again on every reconnect: refused, with the reason.
+    // A client reconfigures the host on every reconnect: refused, with the reason.
     let client = format!("{}chroot /var/empty\n", client_base());
     let line = client.lines().count();
     let e = err(&client);
     assert!(
         e.starts_with(&format!(
-            "t.conf:{line}: 'chroot' is not supported in client mode: a client runs `ip`"
+            "t.conf:{line}: 'chroot' is not supported in client mode: a client configures addresses"
         )),
         "{e}"
     );
