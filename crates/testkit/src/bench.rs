@@ -43,7 +43,11 @@ fn total_cpu_seconds(pids: &[u32]) -> Result<f64> {
 /// print with figures measured on a shared machine.
 pub fn load_average() -> Result<String> {
     let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
-    Ok(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    Ok(text
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 /// A table cell: `v` with `prec` decimals, `-` when there is none.
@@ -64,7 +68,10 @@ mod tests {
         assert!(spun > 0);
         assert!(meter.seconds().unwrap() >= 0.0);
         assert_eq!(meter.seconds_per_gb(0).unwrap(), None);
-        assert_eq!(CpuMeter::start(&[]).unwrap().seconds_per_gb(1).unwrap(), None);
+        assert_eq!(
+            CpuMeter::start(&[]).unwrap().seconds_per_gb(1).unwrap(),
+            None
+        );
     }
 
     #[test]
