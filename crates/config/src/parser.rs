@@ -357,6 +357,10 @@ impl Parser {
                 "a PEM certificate revocation list",
             ),
             "key" => ("PRIVATE KEY-----", "a PEM private key"),
+            "tls-crypt-v2" => (
+                "-----BEGIN OpenVPN tls-crypt-v2 ",
+                "a tls-crypt-v2 server or client key",
+            ),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
                 "an OpenVPN static key",
@@ -470,6 +474,7 @@ impl Parser {
                 | "extra-certs"
                 | "crl-verify"
                 | "tls-crypt"
+                | "tls-crypt-v2"
                 | "tls-auth"
                 | "dh"
                 | "auth-user-pass"
@@ -660,8 +665,58 @@ impl Parser {
                     metric,
                 });
             }
+            "route-gateway" => {
+                d.count(1, 1, "GATEWAY")?;
+                if d.arg(0) == Some("dhcp") {
+                    return Err(d.unsupported(
+                        "route-gateway dhcp".into(),
+                        "the gateway is learnt by DHCP only on tap devices, which ferrovpn does not support",
+                    ));
+                }
+                c.route_gateway = Some(d.ipv4(0, "gateway address or dhcp")?);
+            }
+            "route-metric" => {
+                d.count(1, 1, "METRIC")?;
+                c.route_metric = Some(d.u32(0, "a metric number")?);
+            }
+            "route-nopull" => d.flag(&mut c.route_nopull)?,
+            "route-noexec" => d.flag(&mut c.route_noexec)?,
+            "ifconfig-noexec" => d.flag(&mut c.ifconfig_noexec)?,
+            "pull-filter" => {
+                d.count(2, 2, "accept|ignore|reject \"TEXT\"")?;
+                let action = match d.arg(0).unwrap_or("") {
+                    "accept" => PullFilterAction::Accept,
+                    "ignore" => PullFilterAction::Ignore,
+                    "reject" => PullFilterAction::Reject,
+                    other => return Err(d.bad("accept, ignore or reject", other)),
+                };
+                c.pull_filters.push(PullFilter {
+                    action,
+                    prefix: d.arg(1).unwrap_or("").to_string(),
+                });
+            }
+            "push-reset" => {
+                d.no_args()?;
+                c.push.clear();
+            }
+            "push-remove" => {
+                d.count(1, 1, "an option name, e.g. push-remove \"route\"")?;
+                let prefix = d.arg(0).unwrap_or("");
+                if prefix == "ifconfig" || prefix == "ifconfig-ipv6" {
+                    return Err(d.unsupported(
+                        format!("push-remove {prefix}"),
+                        "in the main config it would leave every client without an address (2.6 means it for client-config-dir files)",
+                    ));
+                }
+                c.push.retain(|p| !p.starts_with(prefix));
+            }
             "client-to-client" => d.flag(&mut c.client_to_client)?,
             "duplicate-cn" => d.flag(&mut c.duplicate_cn)?,
+            "client-config-dir" => {
+                d.count(1, 1, "a directory")?;
+                c.client_config_dir = d.arg(0).map(PathBuf::from);
+            }
+            "ccd-exclusive" => d.flag(&mut c.ccd_exclusive)?,
             "max-clients" => {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
@@ -829,6 +884,22 @@ impl Parser {
             "tls-crypt" => {
                 let m = self.material(&d, 1)?;
                 self.cfg.tls_crypt = Some(m);
+            }
+            "tls-crypt-v2" => {
+                let force_cookie = match d.inline.is_none().then(|| d.arg(1)).flatten() {
+                    None | Some("allow-noncookie") => false,
+                    Some("force-cookie") => true,
+                    Some(other) => {
+                        return Err(d.invalid(format!(
+                            "unsupported tls-crypt-v2 argument '{other}' (force-cookie or allow-noncookie)"
+                        )));
+                    }
+                };
+                let material = self.material(&d, 2)?;
+                self.cfg.tls_crypt_v2 = Some(TlsCryptV2 {
+                    material,
+                    force_cookie,
+                });
             }
             "tls-auth" => {
                 let direction = match d.arg(1) {
@@ -1169,6 +1240,29 @@ impl Parser {
             "group" => {
                 d.count(1, 1, "a group name")?;
                 c.group = d.arg(0).map(str::to_string);
+            }
+            "metrics" => {
+                d.count(1, 1, "IP:PORT")?;
+                let a = d.arg(0).unwrap_or("");
+                c.metrics = Some(
+                    a.parse()
+                        .map_err(|_| d.bad("an address IP:PORT such as 127.0.0.1:9176", a))?,
+                );
+            }
+            "writepid" => {
+                d.count(1, 1, "a file")?;
+                c.writepid = d.arg(0).map(PathBuf::from);
+            }
+            "log" | "log-append" => {
+                d.count(1, 1, "a file")?;
+                c.log = Some(LogFile {
+                    path: PathBuf::from(d.arg(0).unwrap_or("")),
+                    append: d.name == "log-append",
+                });
+            }
+            "syslog" => {
+                d.count(0, 1, "[PROGRAM-NAME]")?;
+                c.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
             }
             "chroot" => {
                 d.count(1, 1, "a directory")?;

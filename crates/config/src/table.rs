@@ -102,7 +102,43 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default] [METRIC|default]`: a server routes it into the tun device, a client adds it like a pushed route; `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+    ),
+    s(
+        "route-gateway",
+        "`GATEWAY`: the gateway of `route` lines (and pushed routes) that name none; a pushed `route-gateway` overrides it, as in 2.6; `dhcp` is an error (tap only); servers refuse it",
+    ),
+    s(
+        "route-metric",
+        "`METRIC`: the metric of `route` lines and pushed routes that give none (redirect-gateway's routes get none, as in 2.6); may be pushed",
+    ),
+    s(
+        "route-nopull",
+        "client: pushed `route`, `route-metric`, `redirect-gateway`/`redirect-private`, `block-ipv6`, `client-nat`, `dhcp-option`, `dns` and `block-outside-dns` are dropped (2.6's OPT_P_ROUTE and OPT_P_DHCPDNS classes), everything else is applied",
+    ),
+    s(
+        "route-noexec",
+        "no route is added (pushed, configured or redirect-gateway's); the routes are logged",
+    ),
+    s(
+        "ifconfig-noexec",
+        "the tun device is left as it is: no address, MTU or link state is set (as 2.6 does without scripts)",
+    ),
+    s(
+        "pull-filter",
+        "client: `accept|ignore|reject \"TEXT\"`, in order, on each pushed option's text before it is parsed (prefix match, first match decides, no match accepts); `reject` drops the reply and restarts the connection, as in 2.6",
+    ),
+    i(
+        "max-routes",
+        "deprecated in 2.6, which ignores it too (the number of routes is unlimited)",
+    ),
+    s(
+        "push-reset",
+        "in the main config, forgets the `push` lines before it (as 2.6 does there)",
+    ),
+    s(
+        "push-remove",
+        "`TEXT`: removes the `push` lines before it whose option starts with TEXT; `ifconfig`/`ifconfig-ipv6` are errors in the main config",
     ),
     s(
         "client-to-client",
@@ -164,7 +200,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s, and at once on SIGHUP, where 2.6 restarts; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -175,6 +211,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only)",
     ),
     s("tls-crypt", "static key file or inline `<tls-crypt>`"),
+    s(
+        "tls-crypt-v2",
+        "server key (servers; may be combined with `tls-crypt`/`tls-auth` for clients without their own key) or client key (clients; exclusive with them), file or inline `<tls-crypt-v2>`; servers answer tls-crypt-v2 clients statelessly (2.6's HMAC cookie with WKc resend); `force-cookie`/`allow-noncookie` accepted, but tls-crypt-v2 clients older than 2.6 (no early negotiation) are always refused, as with `force-cookie`",
+    ),
     s(
         "tls-auth",
         "`FILE [0|1]` or inline `<tls-auth>` with `key-direction`",
@@ -259,7 +299,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit; `0` only reads it",
+        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it",
     ),
     s("verb", "0-11, stored"),
     s(
@@ -281,7 +321,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "status",
-        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC), replaced atomically; clients write data-channel byte counts",
+        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC); clients write data-channel byte counts; opened at start (before `user`/`chroot`) and rewritten in place, as in 2.6; a symbolic link at the path is refused",
     ),
     s(
         "status-version",
@@ -297,11 +337,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "user",
-        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist files are opened before and rewritten in place, as in 2.6 (NAME needs no access to them)",
     ),
     s(
         "chroot",
-        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` directories must be the same directories inside DIR (ferrovpn replaces these files by rename, OpenVPN keeps them open; refused at start otherwise); clients refuse it (see the error)",
+        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` files are opened before the chroot and kept open, as in 2.6; clients refuse it (see the error)",
     ),
     s(
         "group",
@@ -327,13 +367,23 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("cpu-pin", "ferrovpn: pin data-plane workers to CPUs"),
     s(
+        "metrics",
+        "ferrovpn, servers: `IP:PORT`, a Prometheus endpoint (`GET /metrics`, OpenMetrics text): per client bytes, packets, connected since, handshakes; drops by reason; per worker packets and busy time; control queue depth",
+    ),
+    s(
         "max-packet-size",
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
     // --- accepted with a warning
     i("mute", "log rate limiting is not implemented"),
-    i("log", "logs go to stderr"),
-    i("log-append", "logs go to stderr"),
+    s(
+        "log",
+        "`FILE`: log lines go to FILE (truncated at start) instead of stderr",
+    ),
+    s(
+        "log-append",
+        "`FILE`: log lines are appended to FILE instead of going to stderr",
+    ),
     i(
         "mute-replay-warnings",
         "replay warnings are rate-limited anyway",
@@ -359,7 +409,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "peers may always change address after authentication",
     ),
     i("ping-timer-rem", "ping timers always run"),
-    i("writepid", "no pid file is written"),
+    s(
+        "writepid",
+        "`FILE`: the process id is written to FILE at start (before privileges are dropped)",
+    ),
     i("tls-cipher", "TLS cipher suites are fixed by rustls"),
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
@@ -394,7 +447,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tun-mtu-extra",
         "only sizes buffers in 2.6; ferrovpn's buffers hold 64 KiB packets anyway",
     ),
-    i("syslog", "logs go to stderr (under systemd: the journal)"),
+    s(
+        "syslog",
+        "`[NAME]` (default `openvpn`): log lines go to syslog (the journal under systemd) as NAME, facility daemon",
+    ),
     i(
         "disable-occ",
         "ferrovpn never acts on a peer's options string (2.6 only warns about mismatches)",
@@ -429,12 +485,8 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "username/password authentication is not supported yet",
     ),
     u(
-        "tls-crypt-v2",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
-    ),
-    u(
         "tls-crypt-v2-verify",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
+        "the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
     ),
     u("secret", "static-key (non-TLS) mode is not supported"),
     u(
@@ -443,17 +495,20 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "ifconfig-push",
-        "static client addresses are not supported yet",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u(
+    s(
         "client-config-dir",
-        "per-client config files are not supported yet",
+        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, IPv6 pushes: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
+    ),
+    s(
+        "ccd-exclusive",
+        "with `client-config-dir`: refuse a client without a file named after its common name (`DEFAULT` does not count), as 2.6",
     ),
     u(
-        "ccd-exclusive",
-        "per-client config files are not supported yet",
+        "iroute",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u("iroute", "per-client config files are not supported yet"),
     u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
     u(
         "ifconfig-ipv6",
@@ -502,11 +557,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("multihome", "multihome is not supported; bind with `local`"),
     u(
         "daemon",
-        "ferrovpn runs in the foreground; use a service manager",
-    ),
-    u(
-        "route-metric",
-        "route metrics are not applied yet (routes get the kernel's default metric)",
+        "ferrovpn does not fork once its threads run; use systemd (contrib/systemd/ferrovpn@.service, Type=notify) or another service manager",
     ),
     u(
         "passtos",
@@ -521,8 +572,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
-    u("pull-filter", "pull filters are not supported yet"),
-    u("route-nopull", "route-nopull is not supported yet"),
     u(
         "connection",
         "`<connection>` blocks are not supported; use several `remote` lines",

@@ -69,6 +69,21 @@ pub struct Route {
     pub metric: Option<u32>,
 }
 
+/// What a `pull-filter` line does with the pushed options it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFilterAction {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// `pull-filter accept|ignore|reject "TEXT"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFilter {
+    pub action: PullFilterAction,
+    pub prefix: String,
+}
+
 /// `keepalive INTERVAL TIMEOUT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -107,6 +122,15 @@ pub struct TlsAuth {
     pub direction: Option<KeyDirection>,
 }
 
+/// `tls-crypt-v2`: a server key (servers) or a client key (clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCryptV2 {
+    pub material: Material,
+    /// Server: `force-cookie` (refuse tls-crypt-v2 clients that cannot do
+    /// the stateless handshake); 2.6's default is `allow-noncookie`.
+    pub force_cookie: bool,
+}
+
 /// `dh`: ferrovpn never uses finite-field DH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dh {
@@ -136,6 +160,13 @@ pub enum TlsVersion {
 pub struct StatusFile {
     pub path: std::path::PathBuf,
     pub interval_secs: u32,
+}
+
+/// `log FILE` (truncated at start) or `log-append FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub append: bool,
 }
 
 /// Where `management` listens.
@@ -314,6 +345,18 @@ pub struct Config {
     pub connect_retry_max: Option<u32>,
     pub nobind: bool,
     pub redirect_gateway: Option<Vec<String>>,
+    /// `route-gateway GW`: the gateway of routes that name none.
+    pub route_gateway: Option<Ipv4Addr>,
+    /// `route-metric M`: the metric of routes that name none.
+    pub route_metric: Option<u32>,
+    /// `route-nopull`: pushed routes, redirect-gateway and DNS are dropped.
+    pub route_nopull: bool,
+    /// `route-noexec`: no route is added.
+    pub route_noexec: bool,
+    /// `ifconfig-noexec`: the tun device's address and MTU are not set.
+    pub ifconfig_noexec: bool,
+    /// `pull-filter` lines, in order.
+    pub pull_filters: Vec<PullFilter>,
     pub dhcp_options: Vec<DhcpOption>,
     pub explicit_exit_notify: Option<u32>,
 
@@ -341,6 +384,8 @@ pub struct Config {
     pub crl_verify: Option<Material>,
     pub dh: Option<Dh>,
     pub tls_crypt: Option<Material>,
+    /// `tls-crypt-v2 FILE [force-cookie|allow-noncookie]` or inline.
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     pub tls_auth: Option<TlsAuth>,
     pub key_direction: Option<KeyDirection>,
     pub auth: Option<String>,
@@ -383,6 +428,11 @@ pub struct Config {
     pub group: Option<String>,
     /// `chroot DIR`: change the root directory once set up (servers only).
     pub chroot: Option<PathBuf>,
+    /// `client-config-dir DIR`: per-client config files, read at connect
+    /// time (inside the chroot, if any).
+    pub client_config_dir: Option<PathBuf>,
+    /// `ccd-exclusive`: refuse a client without a file of its own there.
+    pub ccd_exclusive: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
     /// Names from `ignore-unknown-option`.
@@ -397,6 +447,15 @@ pub struct Config {
     /// `management-client-user U` / `management-client-group G` (unix socket only).
     pub management_client_user: Option<String>,
     pub management_client_group: Option<String>,
+
+    /// ferrovpn: `metrics IP:PORT`, where the Prometheus endpoint listens (servers).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `writepid FILE`.
+    pub writepid: Option<PathBuf>,
+    /// `log FILE` / `log-append FILE`: where log lines go instead of stderr.
+    pub log: Option<LogFile>,
+    /// `syslog [NAME]`: log to syslog (the journal under systemd) as NAME.
+    pub syslog: Option<String>,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod compression;
 pub mod fsutil;
 pub mod management;
+pub mod metrics;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;

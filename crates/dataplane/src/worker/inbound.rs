@@ -24,6 +24,8 @@ pub(crate) struct Inbound {
     rx: RecvBatch,
     out: Vec<Vec<u8>>,
     acc: Vec<(Arc<Peer>, u64, u64)>,
+    /// Datagrams received since the start (GRO segments counted one by one).
+    pub(super) received: u64,
 }
 
 pub(super) enum Verdict {
@@ -42,6 +44,7 @@ impl Inbound {
                 .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
                 .collect(),
             acc: Vec::with_capacity(16),
+            received: 0,
         }
     }
 
@@ -73,6 +76,7 @@ impl Inbound {
             let mut at = 0;
             while at < meta.len {
                 let end = (at + stride).min(meta.len);
+                self.received += 1;
                 let verdict = {
                     let seg = &self.rx.buf(j)[at..end];
                     let out = &mut self.out[k];
@@ -249,7 +253,14 @@ pub(super) fn handle_datagram(
         return Verdict::Consumed;
     };
     let source_ok = match addrs {
-        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| ip == src),
+        // Server mode: its own address, or one its iroutes own (and no other
+        // peer's address), as 2.6 checks the source's route.
+        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| {
+            ip == src
+                || snap
+                    .route_v4(src)
+                    .is_some_and(|owner| owner.peer_id == peer.peer_id)
+        }),
         IpAddrs::V6 { src, .. } => {
             // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
             let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();
