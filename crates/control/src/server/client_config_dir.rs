@@ -239,7 +239,7 @@ impl Server {
         }
         for (net, len) in &routes {
             info!("{addr}: MULTI: internal route {net}/{len}");
-            if !self.s.routes.iter().any(|&(rnet, rmask)| {
+            if !self.s.routes.iter().any(|&(rnet, rmask, _)| {
                 let m = u32::from(rmask);
                 u32::from(*net) & m == u32::from(rnet) & m && m.leading_ones() <= u32::from(*len)
             }) {
