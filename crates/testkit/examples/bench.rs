@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ferrovpn_testkit::bench::{CpuMeter, cell};
 use ferrovpn_testkit::pki::{Pki, PkiOptions};
 use ferrovpn_testkit::{
     Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
@@ -79,11 +80,6 @@ struct Row {
     na: Option<String>,
 }
 
-fn fmt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "-".into())
-}
-
 struct Lab {
     server_ns: Netns,
     client_ns: Netns,
@@ -94,22 +90,15 @@ struct Lab {
 /// CPU accounting over `cpu_pids` (the VPN processes) across both iperf3 runs.
 fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) -> Result<Row> {
     let rtt = ping(&lab.client_ns, addr, 20, Duration::from_secs(10))?;
-    let cpu = |pids: &[u32]| -> Result<f64> {
-        pids.iter()
-            .map(|p| ferrovpn_testkit::cpu_seconds(*p))
-            .sum::<Result<f64>>()
-    };
-    let cpu0 = cpu(cpu_pids)?;
+    let cpu = CpuMeter::start(cpu_pids)?;
     let r1 = iperf3_report(&lab.client_ns, &lab.server_ns, addr, seconds, 1)?;
     let r4 = iperf3_report(&lab.client_ns, &lab.server_ns, addr, seconds, 4)?;
-    let cpu1 = cpu(cpu_pids)?;
-    let gb = (r1.bytes + r4.bytes) as f64 / 1e9;
     Ok(Row {
         system: system.to_string(),
         tcp1: Some(r1.gbps),
         tcp4: Some(r4.gbps),
         rtt_ms: Some(rtt.avg_ms),
-        cpu_s_per_gb: (!cpu_pids.is_empty() && gb > 0.0).then(|| (cpu1 - cpu0) / gb),
+        cpu_s_per_gb: cpu.seconds_per_gb(r1.bytes + r4.bytes)?,
         na: None,
     })
 }
@@ -295,10 +284,10 @@ fn main() -> Result<()> {
             None => println!(
                 "| {} | {} | {} | {} | {} |",
                 r.system,
-                fmt(r.tcp1, 2),
-                fmt(r.tcp4, 2),
-                fmt(r.rtt_ms, 3),
-                fmt(r.cpu_s_per_gb, 2)
+                cell(r.tcp1, 2),
+                cell(r.tcp4, 2),
+                cell(r.rtt_ms, 3),
+                cell(r.cpu_s_per_gb, 2)
             ),
         }
     }

@@ -62,7 +62,8 @@ pub const CLIENT_RESOLV_CONF: &str =
 
 /// Tools every lab needs (with the ferrovpn binary and `/dev/net/tun`).
 const TOOLS: &[&str] = &["openvpn", "iperf3", "ip", "ping", "ss", "kill"];
-/// Client certificates in the lab's PKI (`client1`..`client3`).
+/// Client certificates in a lab's PKI at least (`client1`..`client3`); a lab
+/// with more client namespaces has one per namespace.
 const PKI_CLIENTS: usize = 3;
 
 /// Which implementation runs a side.
@@ -88,7 +89,8 @@ pub struct Lab {
     /// The server namespace.
     pub server_ns: Netns,
     /// CA, server certificates (`server`, `server_nosan`, `server_noeku`),
-    /// `client1`..`client3`, a foreign CA and client, two CRLs.
+    /// `client1`..`clientN` (N: 3 or the number of client namespaces, the
+    /// larger), a foreign CA and client, two CRLs.
     pub pki: Pki,
     /// Configs, keys and process logs (kept when a test fails).
     pub dir: TestDir,
@@ -108,7 +110,7 @@ impl Lab {
         let pki = Pki::generate(
             &dir.join("pki"),
             &PkiOptions {
-                clients: PKI_CLIENTS,
+                clients: PKI_CLIENTS.max(clients),
                 ..PkiOptions::default()
             },
         )
@@ -307,6 +309,29 @@ impl Lab {
             panic!("{e:#}\n{}", log_tails(&p, server));
         }
         p
+    }
+
+    /// One client config per client namespace: namespace `i` with
+    /// certificate `client<i+1>` on [`CLIENT_DEV`].
+    pub fn client_confs(&self, wrap: &Wrap, cipher: Cipher) -> Vec<ClientConf> {
+        (0..self.clients.len())
+            .map(|i| self.client_conf(i, &self.pki.clients[i], CLIENT_DEV, wrap.clone(), cipher))
+            .collect()
+    }
+
+    /// Stock `openvpn` clients from `ccs`, `ccs[i]` in namespace `i`, all
+    /// started before any is waited on, then each waited on until it is up
+    /// with its cipher ([`wait_up`]).
+    pub fn stock_clients_up(&self, ccs: &[ClientConf], server: &Proc) -> Vec<Proc> {
+        let mut clients: Vec<Proc> = ccs
+            .iter()
+            .enumerate()
+            .map(|(i, cc)| self.stock_client(i, &format!("openvpn-client-{i}"), cc))
+            .collect();
+        for (p, cc) in clients.iter_mut().zip(ccs) {
+            wait_up(p, server, cc.cipher);
+        }
+        clients
     }
 
     /// Stock `openvpn` client from `cc` in namespace `i`, waited on until it

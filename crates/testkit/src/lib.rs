@@ -7,11 +7,14 @@
 //! (no `unsafe`, no `setns` in this process). Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
 //!
+//! `bench` holds what the benchmark examples share (CPU accounting, load).
+//!
 //! `lab` is the shared fixture of the interop tests (namespaces, PKI,
 //! ferrovpn or stock OpenVPN in either role); `pki` is the throwaway certificate authority the tests and the demo use.
 //!
 //! Traffic only ever flows between namespaces created here and loopback.
 
+pub mod bench;
 mod conf;
 mod env;
 pub mod lab;
@@ -27,7 +30,8 @@ pub use conf::{
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
 pub use lab::{Implementation, Lab};
 pub use net::{
-    Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_report, ping, wait_for_tcp_listen,
+    Direction, Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_all_while,
+    iperf3_report, ping, wait_for_tcp_listen,
 };
 pub use netns::{Netns, NetnsResolvConf, VethPair};
 pub use process::{Proc, cpu_seconds};

@@ -177,38 +177,117 @@ pub fn iperf3_report(
     streams: u32,
 ) -> Result<Iperf3Report> {
     let server = Iperf3Server::start(server_ns, IPERF_PORT)?;
+    run_iperf3_client(
+        client_ns,
+        &server,
+        server_addr,
+        seconds,
+        streams,
+        Direction::Upload,
+    )
+}
+
+/// Which way an iperf3 test moves its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the iperf3 client to the server.
+    Upload,
+    /// From the server to the client (`iperf3 -R`).
+    Download,
+}
+
+impl Direction {
+    /// `up` or `down`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Upload => "up",
+            Direction::Download => "down",
+        }
+    }
+}
+
+/// One-stream TCP iperf3 from every namespace in `clients` at once, each to
+/// its own one-shot server in `server_ns` (ports 5201, 5202, ...) at
+/// `server_addr`, for `seconds`, moving bytes `direction`. `during` runs on
+/// this thread while the transfers run (a loaded ping, a profiler); its result
+/// comes back with one report per client, in order.
+pub fn iperf3_all_while<T>(
+    clients: &[&Netns],
+    server_ns: &Netns,
+    server_addr: &str,
+    seconds: u32,
+    direction: Direction,
+    during: impl FnOnce() -> T,
+) -> Result<(Vec<Iperf3Report>, T)> {
+    let servers = (0..clients.len())
+        .map(|i| {
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| IPERF_PORT.checked_add(i))
+                .context("too many iperf3 clients for the port range")?;
+            Iperf3Server::start(server_ns, port)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = clients
+            .iter()
+            .zip(&servers)
+            .map(|(ns, server)| {
+                scope.spawn(move || {
+                    run_iperf3_client(ns, server, server_addr, seconds, 1, direction)
+                })
+            })
+            .collect();
+        let extra = during();
+        let reports = runs
+            .into_iter()
+            .map(|r| r.join().expect("an iperf3 client thread panicked"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((reports, extra))
+    })
+}
+
+/// Run an iperf3 client from `client_ns` against `server` and parse its
+/// report.
+fn run_iperf3_client(
+    client_ns: &Netns,
+    server: &Iperf3Server,
+    server_addr: &str,
+    seconds: u32,
+    streams: u32,
+    direction: Direction,
+) -> Result<Iperf3Report> {
     let t = seconds.max(1).to_string();
     let p = streams.max(1).to_string();
     let port = server.port().to_string();
-    let cmd = client_ns.command(
-        "iperf3",
-        &[
-            "-J",
-            "-c",
-            server_addr,
-            "-p",
-            &port,
-            "-t",
-            &t,
-            "-P",
-            &p,
-            "--connect-timeout",
-            "5000",
-        ],
-    );
+    let mut args = vec![
+        "-J",
+        "-c",
+        server_addr,
+        "-p",
+        &port,
+        "-t",
+        &t,
+        "-P",
+        &p,
+        "--connect-timeout",
+        "5000",
+    ];
+    if direction == Direction::Download {
+        args.push("-R");
+    }
+    let cmd = client_ns.command("iperf3", &args);
     let out = run_with_timeout(cmd, Duration::from_secs(u64::from(seconds) + 30))?;
     let json = String::from_utf8_lossy(&out.stdout);
-    let report = parse_iperf3_json(&json).with_context(|| {
+    parse_iperf3_json(&json).with_context(|| {
         format!(
-            "iperf3 {} -> {server_addr} ({}); server log:\n{}\nstderr: {}",
+            "iperf3 {} -> {server_addr}:{port} ({}); server log:\n{}\nstderr: {}",
             client_ns.name(),
             out.status,
             server.process().log_tail(20),
             String::from_utf8_lossy(&out.stderr)
         )
-    })?;
-    drop(server);
-    Ok(report)
+    })
 }
 
 /// Parse the client's `iperf3 -J` output.

@@ -1,0 +1,369 @@
+//! A server full of stock clients: the same server config under ferrovpn and
+//! under Debian's OpenVPN 2.6 (AES-256-GCM, tls-crypt, disable-dco), N stock
+//! `openvpn` clients each in its own namespace, one iperf3 TCP stream per
+//! client, all at once, up and then down. Run through
+//! `scripts/bench-stock.sh`, which builds everything in release mode.
+//!
+//! Per server and client count it reports the aggregate throughput, the
+//! server process's CPU seconds (utime + stime from `/proc/PID/stat`, all
+//! threads) per GB moved, the ping RTT from client 0 through the idle tunnel
+//! and the ping RTT while the transfer runs (loaded). A server that fails to
+//! start or to bring its clients up gets a row of "n/a (reason)" and the
+//! logs on stderr; the run goes on.
+//!
+//! `--perf DIR` also runs `perf stat` (context switches, migrations, task
+//! clock) and `perf record -g` on the server process over each transfer;
+//! perf's own cost then inflates the CPU figures.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use ferrovpn_testkit::bench::{CpuMeter, cell, load_average};
+use ferrovpn_testkit::lab::SERVER_TUN;
+use ferrovpn_testkit::{
+    Cipher, Direction, Implementation, Lab, Netns, PingStats, Proc, Wrap, iperf3_all_while, ping,
+    wait_until,
+};
+
+/// Idle RTT: pings 0.2 s apart.
+const IDLE_PINGS: u32 = 20;
+
+#[derive(Parser, Debug)]
+#[command(about = "ferrovpn vs OpenVPN 2.6 as the server of N stock OpenVPN clients")]
+struct Args {
+    /// Client counts to measure, each with every server.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    clients: Vec<usize>,
+    /// Servers to measure.
+    #[arg(long, value_delimiter = ',', default_value = "openvpn,ferrovpn")]
+    only: Vec<Server>,
+    /// Seconds of iperf3 per figure (each direction).
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// The ferrovpn binary.
+    #[arg(long, default_value = "target/release/ferrovpn")]
+    ferrovpn: PathBuf,
+    /// Record each transfer's server process with `perf stat` and
+    /// `perf record -g` into this directory.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Keep the scratch directory (configs, PKI, logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Server {
+    /// Debian's OpenVPN 2.6.
+    Openvpn,
+    /// ferrovpn.
+    Ferrovpn,
+}
+
+impl Server {
+    fn implementation(self) -> Implementation {
+        match self {
+            Server::Openvpn => Implementation::Stock,
+            Server::Ferrovpn => Implementation::Ferrovpn,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Server::Openvpn => "OpenVPN 2.6",
+            Server::Ferrovpn => "ferrovpn",
+        }
+    }
+
+    fn file_stem(self) -> &'static str {
+        match self {
+            Server::Openvpn => "openvpn",
+            Server::Ferrovpn => "ferrovpn",
+        }
+    }
+}
+
+/// One transfer's figures.
+struct Transfer {
+    direction: Direction,
+    gbps: f64,
+    cpu_s_per_gb: Option<f64>,
+    loaded: PingStats,
+}
+
+/// One server with `clients` stock clients, or why it could not be measured.
+struct Row {
+    server: Server,
+    clients: usize,
+    figures: std::result::Result<(PingStats, Vec<Transfer>), String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let Some(&most) = args.clients.iter().max() else {
+        bail!("--clients: give at least one count");
+    };
+    if args.clients.contains(&0) {
+        bail!("--clients: a count of 0 measures nothing");
+    }
+    if args.seconds < 2 {
+        bail!("--seconds: at least 2 (the loaded ping needs the transfer running)");
+    }
+    let ferrovpn = std::fs::canonicalize(&args.ferrovpn)
+        .with_context(|| format!("ferrovpn binary {}", args.ferrovpn.display()))?;
+    if let Some(dir) = &args.perf {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut lab = Lab::new("stk", most, &ferrovpn.to_string_lossy());
+    if args.keep {
+        lab.dir.keep();
+        eprintln!("[bench-stock] keeping {}", lab.dir.path().display());
+    }
+    let wrap = lab.tls_crypt();
+    let load_before = load_average()?;
+
+    let mut rows = Vec::new();
+    for &n in &args.clients {
+        for &server in &args.only {
+            eprintln!("[bench-stock] {} with {n} stock clients", server.label());
+            let measured = catch_unwind(AssertUnwindSafe(|| {
+                measure(&lab, &wrap, server, n, args.seconds, args.perf.as_deref())
+            }));
+            let figures = match measured {
+                Ok(Ok(f)) => Ok(f),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(panic) => Err(panic_message(&*panic)),
+            };
+            rows.push(Row {
+                server,
+                clients: n,
+                figures,
+            });
+        }
+    }
+    print_tables(&args, &rows, &load_before, &load_average()?);
+    Ok(())
+}
+
+/// Start `server` with `n` stock clients, measure idle RTT, then upload and
+/// download; everything started here stops when it returns.
+fn measure(
+    lab: &Lab,
+    wrap: &Wrap,
+    server: Server,
+    n: usize,
+    seconds: u32,
+    perf: Option<&Path>,
+) -> Result<(PingStats, Vec<Transfer>)> {
+    let cipher = Cipher::Aes256Gcm;
+    let sc = lab.server_conf(wrap.clone(), cipher);
+    let ccs = lab.client_confs(wrap, cipher);
+    // Declared before the clients: dropped (stopped) after them.
+    let server_proc = lab.server(server.implementation(), &sc);
+    let _clients = lab.stock_clients_up(&ccs[..n], &server_proc);
+    let namespaces: Vec<&Netns> = lab.clients[..n].iter().collect();
+    for ns in &namespaces {
+        // The client logs "up" before the server has its route: wait for it.
+        let through = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            ping(ns, SERVER_TUN, 1, Duration::from_secs(1)).is_ok()
+        });
+        if !through {
+            bail!("no ping from {} through the tunnel within 10 s", ns.name());
+        }
+    }
+    let idle = ping(
+        &lab.clients[0],
+        SERVER_TUN,
+        IDLE_PINGS,
+        Duration::from_secs(10),
+    )?;
+    let mut transfers = Vec::new();
+    for direction in [Direction::Upload, Direction::Download] {
+        let cpu = CpuMeter::start(&[server_proc.pid()])?;
+        let (reports, loaded) = iperf3_all_while(
+            &namespaces,
+            &lab.server_ns,
+            SERVER_TUN,
+            seconds,
+            direction,
+            || {
+                let profile = perf
+                    .map(|dir| {
+                        let stem = format!("{}-{n}-{}", server.file_stem(), direction.name());
+                        Profile::start(lab, dir, &stem, server_proc.pid(), seconds - 1)
+                    })
+                    .transpose();
+                // From the start to about a second before the end.
+                let count = (seconds * 5).saturating_sub(4).max(1);
+                let loaded = ping(
+                    &lab.clients[0],
+                    SERVER_TUN,
+                    count,
+                    Duration::from_secs(u64::from(seconds) + 5),
+                );
+                profile?.map(Profile::finish).transpose()?;
+                loaded
+            },
+        )?;
+        let bytes = reports.iter().map(|r| r.bytes).sum();
+        transfers.push(Transfer {
+            direction,
+            gbps: reports.iter().map(|r| r.gbps).sum(),
+            cpu_s_per_gb: cpu.seconds_per_gb(bytes)?,
+            loaded: loaded.context("ping through the loaded tunnel")?,
+        });
+    }
+    Ok((idle, transfers))
+}
+
+/// `perf stat` and `perf record -g` attached to one process for a while.
+struct Profile {
+    stat: Proc,
+    record: Proc,
+    seconds: u32,
+}
+
+impl Profile {
+    /// Attach to `pid` for `seconds`; output in `dir/<stem>.stat` and
+    /// `dir/<stem>.data`, perf's own messages in the lab's logs.
+    fn start(lab: &Lab, dir: &Path, stem: &str, pid: u32, seconds: u32) -> Result<Profile> {
+        let pid = pid.to_string();
+        let sleep = seconds.max(1).to_string();
+        let perf = |args: &[&str], out: PathBuf| {
+            let mut cmd = Command::new("perf");
+            cmd.args(args)
+                .arg("-o")
+                .arg(out)
+                .args(["-p", &pid, "--", "sleep", &sleep]);
+            cmd
+        };
+        let stat = perf(
+            &["stat", "-e", "context-switches,cpu-migrations,task-clock"],
+            dir.join(format!("{stem}.stat")),
+        );
+        let record = perf(&["record", "-g"], dir.join(format!("{stem}.data")));
+        Ok(Profile {
+            stat: Proc::spawn(&format!("perf-stat-{stem}"), lab.dir.path(), stat)?,
+            record: Proc::spawn(&format!("perf-record-{stem}"), lab.dir.path(), record)?,
+            seconds,
+        })
+    }
+
+    /// Wait until both perf processes have written their files.
+    fn finish(mut self) -> Result<()> {
+        let grace = Duration::from_secs(u64::from(self.seconds) + 20);
+        for p in [&mut self.stat, &mut self.record] {
+            let mut status = None;
+            wait_until(grace, Duration::from_millis(50), || {
+                status = p.try_exit();
+                status.is_some()
+            });
+            match status {
+                Some(s) if s.success() => {}
+                Some(s) => bail!("{} failed ({s}): {}", p.name(), p.log_tail(5)),
+                None => bail!("{} did not finish within {grace:?}", p.name()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) {
+    println!();
+    println!(
+        "N stock OpenVPN 2.6 clients (one namespace each, AES-256-GCM, tls-crypt), one iperf3 TCP stream per client, all at once, -t {}; \
+         CPU: server process utime+stime / GB received; idle RTT: {IDLE_PINGS} pings from client 0; \
+         loaded RTT: pings from client 0 during the transfer. Load average before {load_before}, after {load_after}.",
+        args.seconds
+    );
+    println!();
+    println!(
+        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        let (server, n) = (row.server.label(), row.clients);
+        match &row.figures {
+            Err(why) => {
+                let why: String = why.lines().next().unwrap_or("").chars().take(160).collect();
+                println!("| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a |");
+            }
+            Ok((idle, transfers)) => {
+                for t in transfers {
+                    println!(
+                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} |",
+                        t.direction.name(),
+                        t.gbps,
+                        cell(t.cpu_s_per_gb, 2),
+                        idle.avg_ms,
+                        rtt_with_loss(&t.loaded),
+                    );
+                }
+            }
+        }
+    }
+    print_ratios(rows);
+}
+
+/// ferrovpn's figures over OpenVPN's for each client count and direction
+/// both were measured at (the issue's targets are ratios).
+fn print_ratios(rows: &[Row]) {
+    let transfers = |server: Server, n: usize| {
+        rows.iter()
+            .find(|r| r.server == server && r.clients == n)
+            .and_then(|r| r.figures.as_ref().ok())
+    };
+    let mut lines = Vec::new();
+    for row in rows.iter().filter(|r| r.server == Server::Ferrovpn) {
+        let (Some((f_idle, f)), Some((o_idle, o))) = (
+            transfers(Server::Ferrovpn, row.clients),
+            transfers(Server::Openvpn, row.clients),
+        ) else {
+            continue;
+        };
+        for (ft, ot) in f.iter().zip(o) {
+            let cpu = ft.cpu_s_per_gb.zip(ot.cpu_s_per_gb).map(|(a, b)| a / b);
+            lines.push(format!(
+                "| {} | {} | {:.2} | {} | {:.2} | {:.2} |",
+                row.clients,
+                ft.direction.name(),
+                ft.gbps / ot.gbps,
+                cell(cpu, 2),
+                f_idle.avg_ms / o_idle.avg_ms,
+                ft.loaded.avg_ms / ot.loaded.avg_ms,
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!("ferrovpn / OpenVPN (targets: CPU <= 0.20, RTTs <= 1):");
+    println!();
+    println!("| clients | direction | Gbit/s | server CPU s/GB | idle RTT | loaded RTT |");
+    println!("|---|---|---|---|---|---|");
+    for l in lines {
+        println!("{l}");
+    }
+}
+
+fn rtt_with_loss(p: &PingStats) -> String {
+    let lost = p.transmitted.saturating_sub(p.received);
+    if lost == 0 {
+        format!("{:.3}", p.avg_ms)
+    } else {
+        format!("{:.3} ({lost}/{} lost)", p.avg_ms, p.transmitted)
+    }
+}

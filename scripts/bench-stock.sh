@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmark: a server full of stock OpenVPN 2.6 clients. The same server
+# config under ferrovpn and under Debian's OpenVPN, N stock clients each in
+# its own network namespace (N = 1, 4, 16 by default), one iperf3 TCP stream
+# per client, all at once, up then down. Needs root, openvpn, iperf3,
+# iproute2 (ip, ss), iputils-ping; perf for --perf.
+#
+#   scripts/bench-stock.sh [--clients 1,4,16] [--only openvpn,ferrovpn] [--seconds N] [--perf DIR] [--keep]
+#
+# Prints a Markdown table: server | clients | direction | Gbit/s |
+# server CPU s/GB | idle RTT ms | loaded RTT ms, then ferrovpn's figures over
+# OpenVPN's. The measuring itself is crates/testkit/examples/bench_stock.rs
+# (the shared testkit Lab the interop tests use). See README, "Benchmark".
+set -euo pipefail
+
+# shellcheck source=lib/bench-example.sh
+source "$(dirname "$0")/lib/bench-example.sh"
+run_bench_example bench_stock "$@"
