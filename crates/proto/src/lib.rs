@@ -20,5 +20,6 @@ pub mod random;
 pub mod reliable;
 pub mod replay;
 pub mod session;
+pub mod stream;
 pub mod wire;
 pub mod wrap;

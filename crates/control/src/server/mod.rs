@@ -11,7 +11,7 @@ mod registry;
 mod throttle;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -141,7 +141,6 @@ struct Server {
     s: ServerSettings,
     liveness: Policy,
     peers: PeerTable,
-    socket: UdpSocket,
     /// Authenticated clients.
     clients: Registry<Client>,
     /// Sessions whose cookie verified but whose client has not shown a
@@ -213,7 +212,6 @@ pub async fn run_server(
         netconfig::prefix_len(s.netmask),
         s.dataplane.workers
     );
-    let socket = dp.control_socket();
     let mut up = crate::bridge(up_rx);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     let liveness = Policy {
@@ -228,7 +226,6 @@ pub async fn run_server(
         s,
         liveness,
         peers,
-        socket,
         clients: Registry::new(pool),
         half_open: HashMap::new(),
         new_sessions,
@@ -339,6 +336,12 @@ impl Server {
                     info!("peer-id {peer_id} floated from {old} to {new_remote}");
                 }
             }
+            UpEvent::StreamClosed { from, reason } => {
+                if self.half_open.remove(&from).is_some() {
+                    info!("{from}: client ? disconnected: {reason}");
+                }
+                self.remove_client(from, &reason);
+            }
         }
     }
 
@@ -390,7 +393,7 @@ impl Server {
                 return;
             }
             Admit::ResetReply(reply) => {
-                if let Err(e) = self.socket.send_to(&reply, from) {
+                if let Err(e) = self.dp.send_control(from, &reply) {
                     debug!("{from}: reset answer not sent: {e}");
                 }
                 return;
@@ -837,7 +840,7 @@ impl Server {
             let mut progressed = false;
             while let Some(pkt) = c.session.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.socket.send_to(&pkt, addr) {
+                if let Err(e) = self.dp.send_control(addr, &pkt) {
                     debug!("{addr}: control send failed: {e}");
                 }
             }
