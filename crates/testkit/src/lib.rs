@@ -13,16 +13,18 @@
 
 mod conf;
 mod env;
+mod lab;
 mod net;
 mod netns;
 pub mod pki;
 mod process;
 
 pub use conf::{
-    Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
-    write_static_key,
+    Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
+    openvpn_server_conf, write_static_key,
 };
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
+pub use lab::{LAB_CLIENT_UNDERLAY, LAB_SERVER_UNDERLAY, LAB_UP, Lab};
 pub use net::{
     Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_report, ping, wait_for_tcp_listen,
 };

@@ -1,0 +1,133 @@
+//! TCP transport (`proto tcp-client`): ferrovpn as the client against
+//! Debian's stock OpenVPN 2.6 server over TCP, in two namespaces joined by
+//! veth (`ferrovpn_testkit::Lab`).
+//!
+//! Needs root, `openvpn`, `iperf3`, `ip`, `ping` and `/dev/net/tun`; every
+//! test fails loudly without them. Every wait has a deadline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferrovpn_testkit::{
+    LAB_UP, Lab, Transport, iperf3_report, ping, wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVER_TUN: &str = "10.8.0.1";
+const CLIENT_TUN: &str = "10.8.0.2";
+const CLIENT_DEV: &str = "fvtcp-c";
+const SERVER_DEV: &str = "fvtcp-s";
+
+fn lab(tag: &str) -> Lab {
+    Lab::new(tag, Path::new(FERROVPN), TOOLS).unwrap()
+}
+
+/// Ping the server's tunnel address, then 2 s of iperf3 each way.
+fn ping_and_iperf3_both_ways(lab: &Lab, what: &str) {
+    let p = ping(&lab.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 4, "{what}: {p:?}");
+    let up = iperf3_report(&lab.client_ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
+    let down = iperf3_report(&lab.server_ns, &lab.client_ns, CLIENT_TUN, 2, 1).unwrap();
+    eprintln!(
+        "{what}: client->server {:.3} Gbit/s ({} retransmits), server->client {:.3} Gbit/s ({} retransmits), ping avg {:.3} ms",
+        up.gbps, up.retransmits, down.gbps, down.retransmits, p.avg_ms
+    );
+    assert!(up.bytes > 1_000_000, "{what} upstream: {up:?}");
+    assert!(down.bytes > 1_000_000, "{what} downstream: {down:?}");
+}
+
+#[test]
+fn ferrovpn_client_stock_tcp_server() {
+    let lab = lab("tcp-fc");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    // 2.6 ignores explicit-exit-notify over TCP with a notice; so does ferrovpn.
+    cc.extra.push("explicit-exit-notify 2".into());
+    let server = lab
+        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    assert!(
+        client
+            .log()
+            .contains("NOTICE: --explicit-exit-notify ignored for --proto tcp"),
+        "{}",
+        client.log_tail(30)
+    );
+    assert!(
+        server.log().contains("TCP connection established"),
+        "{}",
+        server.log_tail(30)
+    );
+    ping_and_iperf3_both_ways(&lab, "ferrovpn client -> stock server over TCP");
+}
+
+/// The stock server restarts: the client sees its connection close,
+/// reconnects with connect-retry and the tunnel works again.
+#[test]
+fn ferrovpn_client_reconnects_after_tcp_server_restart() {
+    let lab = lab("tcp-rs");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    cc.extra.push("connect-retry 1 1".into());
+    let mut server = lab
+        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    server.stop(Duration::from_secs(5));
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
+            .log()
+            .contains("connection ended")),
+        "{}",
+        client.log_tail(30)
+    );
+    let _server = lab
+        .stock_server("openvpn-server2", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
+            .log()
+            .matches(LAB_UP)
+            .count()
+            >= 2),
+        "{}",
+        client.log_tail(40)
+    );
+    let p = ping(&lab.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "after reconnect: {p:?}");
+}
+
+/// Nothing listens: each TCP connect is refused, the client keeps retrying
+/// (connect-retry) and logs why, and it comes up once the server starts.
+#[test]
+fn ferrovpn_client_retries_until_the_tcp_server_listens() {
+    let lab = lab("tcp-rt");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    cc.extra.push("connect-retry 1 1".into());
+    cc.extra.push("connect-timeout 5".into());
+    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
+            .log()
+            .matches("TCP connect to")
+            .count()
+            >= 2),
+        "{}",
+        client.log_tail(30)
+    );
+    let _server = lab
+        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+}
