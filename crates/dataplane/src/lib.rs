@@ -283,7 +283,7 @@ impl DataPlane {
                 .map(|inbox| worker::Link::Stream {
                     inbox,
                     owned: Vec::new(),
-                    stall_tun: cfg.connect.is_some(),
+                    client: cfg.connect.is_some(),
                 })
                 .collect();
             let local = cfg.bind;

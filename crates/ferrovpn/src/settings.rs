@@ -413,8 +413,8 @@ fn client_transport(cfg: &Config) -> anyhow::Result<Transport> {
     Ok(transport.unwrap_or_default())
 }
 
-/// `proto` of a server: UDP only for now.
-fn server_transport(cfg: &Config) -> anyhow::Result<()> {
+/// `proto` of a server: `tcp` is `tcp-server` there, as in 2.6.
+fn server_transport(cfg: &Config) -> anyhow::Result<Transport> {
     match cfg.proto() {
         Proto::Tcp {
             role: Some(TcpRole::Client),
@@ -423,11 +423,8 @@ fn server_transport(cfg: &Config) -> anyhow::Result<()> {
             "{}--mode server currently only supports --proto values of udp, tcp-server, tcp4-server, or tcp6-server (as 2.6)",
             where_is(cfg, "proto")
         ),
-        Proto::Tcp { .. } => bail!(
-            "{}a ferrovpn server over TCP is not supported yet (ferrovpn clients can connect to OpenVPN TCP servers)",
-            where_is(cfg, "proto")
-        ),
-        _ => Ok(()),
+        Proto::Tcp { .. } => Ok(Transport::Tcp),
+        _ => Ok(Transport::Udp),
     }
 }
 
@@ -443,9 +440,14 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         // 2.6 announces any compression context as `comp-lzo`, after `proto`.
         options_string = options_string.replacen(",proto UDPv4", ",proto UDPv4,comp-lzo", 1);
     }
-    if side == Side::Client && client_transport(cfg)? == Transport::Tcp {
-        // 2.6 names the TCP ends "TCPv4_CLIENT" / "TCPv4_SERVER" (v4 even over IPv6).
-        options_string = options_string.replacen(",proto UDPv4", ",proto TCPv4_CLIENT", 1);
+    // 2.6 names the TCP ends "TCPv4_CLIENT" / "TCPv4_SERVER" (v4 even over IPv6).
+    let tcp_end = match side {
+        Side::Client if client_transport(cfg)? == Transport::Tcp => Some("TCPv4_CLIENT"),
+        Side::Server if server_transport(cfg)? == Transport::Tcp => Some("TCPv4_SERVER"),
+        _ => None,
+    };
+    if let Some(end) = tcp_end {
+        options_string = options_string.replacen(",proto UDPv4", &format!(",proto {end}"), 1);
     }
     let reneg = cfg.reneg_secs();
     Ok(SessionConfig {
@@ -589,7 +591,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         );
     }
     audit_common(cfg)?;
-    server_transport(cfg)?;
+    let transport = server_transport(cfg)?;
     if cfg.redirect_gateway.is_some() {
         bail!(
             "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
@@ -648,6 +650,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let mut dataplane = dataplane_base(cfg);
     let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     dataplane.bind = SocketAddr::new(bind_ip, cfg.local_port());
+    dataplane.transport = transport;
     Ok(ServerSettings {
         dataplane,
         network: Ipv4Addr::from(network & mask),

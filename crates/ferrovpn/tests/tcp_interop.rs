@@ -131,3 +131,97 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
     client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
     ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// ferrovpn as the TCP server
+// ---------------------------------------------------------------------------
+
+#[test]
+fn stock_client_ferrovpn_tcp_server() {
+    let lab = lab("tcp-fs");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    let _server = lab
+        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping_and_iperf3_both_ways(&lab, "stock client -> ferrovpn server over TCP");
+}
+
+#[test]
+fn ferrovpn_client_ferrovpn_tcp_server() {
+    let lab = lab("tcp-ff");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    let _server = lab
+        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping_and_iperf3_both_ways(&lab, "ferrovpn client -> ferrovpn server over TCP");
+}
+
+/// While hostile connections are open, a stock client still gets in: one
+/// announcing a 65535-byte packet (more than a control packet may be before
+/// authentication) and one sending garbage are dropped at once; one
+/// stalling inside a packet and six idle ones are dropped at hand-window.
+#[test]
+fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
+    let lab = lab("tcp-hx");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    sc.extra.push("hand-window 3".into());
+    sc.verb = 4;
+    let server = lab
+        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    // From the client namespace: a maximal packet, garbage (a zero length
+    // breaks the framing), a stalled packet and idle connections, all held
+    // open by a python process that exits after 20 s.
+    let script = format!(
+        "import socket, time\n\
+         def c():\n\
+         \x20   s = socket.create_connection(('{srv}', {port}))\n\
+         \x20   return s\n\
+         huge = c(); huge.sendall(b'\\xff\\xff' + b'\\x38' * 100)\n\
+         garbage = c(); garbage.sendall(b'\\x00\\x00garbage')\n\
+         stalled = c(); stalled.sendall(b'\\x07\\xd0' + b'\\x38' * 100)\n\
+         idle = [c() for _ in range(6)]\n\
+         print('hostile connections open', flush=True)\n\
+         time.sleep(20)\n",
+        srv = ferrovpn_testkit::LAB_SERVER_UNDERLAY,
+        port = sc.port
+    );
+    let script_path = lab.dir.join("hostile.py");
+    std::fs::write(&script_path, script).unwrap();
+    let mut hostile = ferrovpn_testkit::Proc::spawn_in(
+        &lab.client_ns,
+        "hostile",
+        lab.dir.path(),
+        "python3",
+        &[script_path.as_os_str()],
+    )
+    .unwrap();
+    hostile
+        .wait_for_log_line("hostile connections open", CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let closed = |pat: &str| server.log().matches(pat).count();
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            closed("bad framing from the peer") >= 2
+                && closed("no authentication within hand-window") >= 7
+        }),
+        "{}",
+        server.log_tail(60)
+    );
+    // The good client was never dropped.
+    let p = ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 1, "{p:?}");
+}

@@ -69,6 +69,26 @@ impl Deframer {
         }
     }
 
+    /// Accept packets up to `max_packet` from now on, with reads of up to
+    /// `chunk` bytes: a server raises the limit once a connection's client
+    /// authenticated (before that only control packets are valid). The
+    /// bytes received so far are kept.
+    pub fn resize(&mut self, max_packet: usize, chunk: usize) {
+        let max_packet = max_packet.clamp(1, MAX_FRAMED_PACKET);
+        let len = (PREFIX_LEN + max_packet + chunk.max(1)).max(self.buffered());
+        let mut buf = vec![0; len].into_boxed_slice();
+        buf[..self.buffered()].copy_from_slice(&self.buf[self.start..self.end]);
+        self.end = self.buffered();
+        self.start = 0;
+        self.buf = buf;
+        self.max_packet = max_packet;
+    }
+
+    /// The largest packet accepted.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
     /// Where the next read goes: never empty while the stream is healthy.
     /// The unconsumed bytes move to the front first when that makes room.
     pub fn space(&mut self) -> &mut [u8] {
@@ -198,6 +218,18 @@ mod tests {
         assert!(cut(&mut d, &stream, 4096).unwrap().is_empty());
         assert_eq!(d.buffered(), stream.len());
         assert!(!d.space().is_empty());
+    }
+
+    #[test]
+    fn resize_keeps_the_unfinished_packet() {
+        let mut d = Deframer::new(16, 8);
+        let stream = framed(&[vec![1; 10], vec![2; 500]]);
+        // The first packet and one byte of the next one's length.
+        let mut got = cut(&mut d, &stream[..13], 8).unwrap();
+        d.resize(1000, 4096);
+        assert_eq!(d.max_packet(), 1000);
+        got.extend(cut(&mut d, &stream[13..], 4096).unwrap());
+        assert_eq!(got, vec![vec![1; 10], vec![2; 500]]);
     }
 
     #[test]

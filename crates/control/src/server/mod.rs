@@ -8,6 +8,7 @@ mod liveness;
 mod pool;
 mod push;
 mod registry;
+mod tcp;
 mod throttle;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
+use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, Transport, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
@@ -29,6 +30,7 @@ use self::liveness::{Observed, Policy, Verdict};
 use self::pool::AddressPool;
 pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
+use self::tcp::{Accept, Pending};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
@@ -165,6 +167,8 @@ struct Server {
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
+    /// TCP: the connections whose client has not authenticated yet.
+    unauthenticated: Option<Pending>,
 }
 
 /// How often keepalive and liveness are checked.
@@ -213,6 +217,16 @@ pub async fn run_server(
         s.dataplane.workers
     );
     let mut up = crate::bridge(up_rx);
+    let listener = match s.dataplane.transport {
+        Transport::Tcp => Some(
+            listen_tcp(s.dataplane.bind)
+                .with_context(|| format!("listening on TCP {}", s.dataplane.bind))?,
+        ),
+        Transport::Udp => None,
+    };
+    let unauthenticated = listener
+        .is_some()
+        .then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     let liveness = Policy {
         ping: s.ping,
@@ -240,6 +254,7 @@ pub async fn run_server(
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
+        unauthenticated,
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -264,6 +279,7 @@ pub async fn run_server(
                 let Some(ev) = ev else { anyhow::bail!("data plane stopped") };
                 srv.on_up_event(Instant::now(), ev);
             }
+            accepted = accept_tcp(listener.as_ref()) => srv.on_accept(Instant::now(), accepted),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 srv.on_timeout(now);
@@ -337,6 +353,10 @@ impl Server {
                 }
             }
             UpEvent::StreamClosed { from, reason } => {
+                debug!("{from}: TCP connection ended: {reason}");
+                if let Some(p) = self.unauthenticated.as_mut() {
+                    p.remove(from);
+                }
                 if self.half_open.remove(&from).is_some() {
                     info!("{from}: client ? disconnected: {reason}");
                 }
@@ -497,7 +517,50 @@ impl Server {
             );
             return false;
         }
-        self.clients.insert(addr, c).is_ok()
+        let ok = self.clients.insert(addr, c).is_ok();
+        if ok && let Some(p) = self.unauthenticated.as_mut() {
+            // Its connection may grow and stay: it is a client now.
+            p.remove(addr);
+        }
+        ok
+    }
+
+    /// A TCP connection came in: keep it (within the limits of [`Pending`])
+    /// and hand it to the data plane.
+    fn on_accept(&mut self, now: Instant, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: the next accept may work.
+                warn!("TCP accept failed: {e}");
+                return;
+            }
+        };
+        let Some(pending) = self.unauthenticated.as_mut() else {
+            return;
+        };
+        match pending.accept(peer, now) {
+            Accept::Refuse(why) => {
+                self.refused.note(peer, why);
+                return;
+            }
+            Accept::KeepClosing(old) => {
+                debug!("{old}: closing the oldest unauthenticated connection for {peer}");
+                self.dp.close_stream(old);
+            }
+            Accept::Keep => {}
+        }
+        debug!("{peer}: TCP connection accepted");
+        let attached = stream
+            .into_std()
+            .map_err(anyhow::Error::from)
+            .and_then(|s| self.dp.attach_stream(s).map_err(anyhow::Error::from));
+        if let Err(e) = attached {
+            warn!("{peer}: TCP connection not taken: {e:#}");
+            if let Some(p) = self.unauthenticated.as_mut() {
+                p.remove(peer);
+            }
+        }
     }
 
     fn on_timeout(&mut self, now: Instant) {
@@ -772,6 +835,12 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if let Some(p) = self.unauthenticated.as_mut() {
+            for a in p.expired(now) {
+                info!("{a}: TCP connection closed: no authentication within hand-window");
+                self.dp.close_stream(a);
+            }
+        }
         self.refresh_crl();
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
@@ -1058,6 +1127,8 @@ impl Server {
         let Some((c, peer)) = self.clients.remove(&addr) else {
             return;
         };
+        // Over TCP the connection ends with its client (no-op over UDP).
+        self.dp.close_stream(addr);
         info!(
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
@@ -1065,5 +1136,35 @@ impl Server {
         if let Some(peer) = peer {
             self.peers.remove_peer(peer.id);
         }
+    }
+}
+
+/// The TCP listener of a `proto tcp-server` server (SO_REUSEADDR, as 2.6,
+/// so a restarted server binds while old connections linger in TIME_WAIT).
+fn listen_tcp(bind: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(1024)
+}
+
+/// The next connection on `listener`; never resolves without one (UDP).
+async fn accept_tcp(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => {
+            let accepted = l.accept().await;
+            if accepted.is_err() {
+                // Out of descriptors: give closing connections a moment
+                // instead of spinning on the same error.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            accepted
+        }
+        None => std::future::pending().await,
     }
 }

@@ -28,7 +28,9 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use ferrovpn_proto::stream::{Deframer, PREFIX_LEN, prefix};
 
+use crate::peers::Snapshot;
 use crate::sys::EventFd;
+use crate::up::MAX_CONTROL_DATAGRAM;
 
 /// Backlog bytes beyond which new frames are dropped.
 pub(crate) const BACKLOG_LIMIT: usize = 1 << 20;
@@ -39,6 +41,11 @@ pub(crate) const BACKLOG_HIGH: usize = 256 << 10;
 pub(crate) const MAX_STREAM_PACKET: usize = ferrovpn_proto::stream::MAX_FRAMED_PACKET;
 /// Bytes asked for per read.
 const READ_CHUNK: usize = 256 << 10;
+/// Before its peer authenticated, a server's connection may only carry
+/// control packets: its buffer is sized for those (about 6 KiB), so idle or
+/// hostile connections cost little. It grows when the peer shows up in the
+/// peer table.
+const UNAUTHENTICATED_CHUNK: usize = 4096;
 
 /// One TCP connection, shared by every worker that writes to it.
 pub(crate) struct StreamConn {
@@ -154,6 +161,8 @@ pub(crate) struct OwnedStream {
     pub deframer: Deframer,
     /// `poll` said readable and no read came back empty since.
     pub readable: bool,
+    /// The read buffer is still the small one of an unauthenticated peer.
+    pub small: bool,
 }
 
 /// What reading a connection gave.
@@ -167,6 +176,15 @@ pub(crate) enum ReadOutcome {
 }
 
 impl OwnedStream {
+    /// Give the connection the full-size buffer once its peer is in the
+    /// peer table (it authenticated).
+    pub(crate) fn grow_if_authenticated(&mut self, snap: &Snapshot) {
+        if self.small && snap.by_addr.contains_key(&self.conn.peer) {
+            self.deframer.resize(MAX_STREAM_PACKET, READ_CHUNK);
+            self.small = false;
+        }
+    }
+
     /// One read into the deframer.
     pub(crate) fn read(&mut self) -> ReadOutcome {
         loop {
@@ -347,11 +365,18 @@ impl Streams {
     }
 }
 
-/// A fresh read side for a connection.
-pub(crate) fn owned(conn: Arc<StreamConn>) -> OwnedStream {
+/// A fresh read side for a connection: a client's is full size at once
+/// (it chose its server), a server's starts small.
+pub(crate) fn owned(conn: Arc<StreamConn>, client: bool) -> OwnedStream {
+    let deframer = if client {
+        Deframer::new(MAX_STREAM_PACKET, READ_CHUNK)
+    } else {
+        Deframer::new(MAX_CONTROL_DATAGRAM, UNAUTHENTICATED_CHUNK)
+    };
     OwnedStream {
         conn,
-        deframer: Deframer::new(MAX_STREAM_PACKET, READ_CHUNK),
+        deframer,
         readable: true,
+        small: !client,
     }
 }

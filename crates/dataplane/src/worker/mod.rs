@@ -129,9 +129,10 @@ pub(crate) enum Link {
         inbox: WorkerInbox,
         /// The connections this worker reads.
         owned: Vec<OwnedStream>,
-        /// Client: stop reading the TUN while the connection's backlog is
-        /// high, so a slow link slows the tunnel instead of dropping.
-        stall_tun: bool,
+        /// Client mode: one connection, to the server it chose (full-size
+        /// read buffer at once), and the TUN is not read while its backlog
+        /// is high, so a slow link slows the tunnel down instead of dropping.
+        client: bool,
     },
 }
 
@@ -273,12 +274,12 @@ impl Worker {
         let Link::Stream {
             inbox,
             owned,
-            stall_tun,
+            client,
         } = &mut self.link
         else {
             return Ok(());
         };
-        let stall_tun = *stall_tun;
+        let client = *client;
         let mut set = PollSet::default();
         let mut tun_ok = true;
         let mut closed: Vec<(usize, String)> = Vec::new();
@@ -286,7 +287,7 @@ impl Worker {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
             }
-            let stalled = stall_tun && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
+            let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
             set.clear();
             let tun_at = set.add(self.tun.as_raw_fd(), tun_ok && !stalled, false);
             let stop_at = set.add(self.sh.wake.as_raw_fd(), true, false);
@@ -302,7 +303,7 @@ impl Worker {
             if set.ready(inbox_at).readable {
                 inbox.wake.drain();
                 while let Ok(conn) = inbox.rx.try_recv() {
-                    owned.push(crate::stream::owned(conn));
+                    owned.push(crate::stream::owned(conn, client));
                 }
             }
             let tun = set.ready(tun_at);
@@ -322,7 +323,7 @@ impl Worker {
             }
             for _ in 0..256 {
                 let mut busy = false;
-                let stalled = stall_tun && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
+                let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
                 if tun_ok && !stalled {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
@@ -337,6 +338,9 @@ impl Worker {
                     }
                     if !o.readable {
                         continue;
+                    }
+                    if o.small {
+                        o.grow_if_authenticated(&self.sh.peers.load());
                     }
                     match self.ib.run_stream(
                         o,
