@@ -82,7 +82,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("local", "IP address to bind (hostnames not supported)"),
     s(
         "proto",
-        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection. A ferrovpn server over TCP is not supported yet (error at start); `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6",
+        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP)",
     ),
     s(
         "dev",
@@ -112,7 +112,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "connect-freq",
-        "`N SEC`: at most N new sessions per SEC seconds (server)",
+        "`N SEC`: at most N new sessions per SEC seconds (server; over TCP too, where 2.6.3 does not apply it)",
     ),
     s(
         "connect-freq-initial",
@@ -497,7 +497,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("socks-proxy", "proxies are not supported"),
     u(
         "port-share",
-        "passing non-OpenVPN connections on is not supported yet (and needs a TCP server)",
+        "passing non-OpenVPN connections on is not supported yet",
     ),
     u(
         "fragment",
