@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             match d.next_packet() {
                 Ok(Some(p)) => {
                     assert!(!p.is_empty() && p.len() <= max_packet);
-                    assert_eq!(p, &stream[consumed + PREFIX_LEN..consumed + PREFIX_LEN + p.len()]);
+                    assert_eq!(
+                        p,
+                        &stream[consumed + PREFIX_LEN..consumed + PREFIX_LEN + p.len()]
+                    );
                     consumed += PREFIX_LEN + p.len();
                 }
                 Ok(None) => break,

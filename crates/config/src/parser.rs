@@ -727,7 +727,8 @@ impl Parser {
             }
             "connect-timeout" | "server-poll-timeout" => {
                 d.count(1, 1, "a number of seconds")?;
-                c.connect_timeout = Some(d.num(0, 1, u32::MAX, "a number of seconds (at least 1)")?);
+                c.connect_timeout =
+                    Some(d.num(0, 1, u32::MAX, "a number of seconds (at least 1)")?);
             }
             "nobind" => d.flag(&mut c.nobind)?,
             "redirect-gateway" => {

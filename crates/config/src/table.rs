@@ -386,7 +386,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("block-outside-dns", "Windows only"),
     i("disable-dco", "ferrovpn does not use kernel DCO"),
     i("inactive", "inactivity timeout is not implemented"),
-    s("server-poll-timeout", "alias of `connect-timeout`, as in 2.6"),
+    s(
+        "server-poll-timeout",
+        "alias of `connect-timeout`, as in 2.6",
+    ),
     i("machine-readable-output", "log format is fixed"),
     i(
         "persist-remote-ip",
@@ -490,10 +493,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
     ),
-    u(
-        "http-proxy",
-        "proxies are not supported yet",
-    ),
+    u("http-proxy", "proxies are not supported yet"),
     u("socks-proxy", "proxies are not supported"),
     u(
         "port-share",

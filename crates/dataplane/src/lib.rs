@@ -16,6 +16,14 @@
 //!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
 //!   `sendmmsg`; `inbound.rs`: UDP batch → classify byte 0 → open → replay
 //!   check → ping / OCC / TUN / c2c relay.
+//! - `stream/`: the TCP transport ([`Transport::Tcp`]): connections handed
+//!   over with [`DataPlane::attach_stream`], each read by one owning worker
+//!   (large reads, many packets cut out of each by
+//!   `ferrovpn_proto::stream::Deframer`), written by any worker with one
+//!   `writev` per batch and peer under the connection's lock; control
+//!   packets ([`DataPlane::send_control`]) take the same lock, so control and
+//!   data share the stream in order. A server's connection reads into a
+//!   6 KiB buffer until its peer is in the table.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
@@ -287,7 +295,13 @@ impl DataPlane {
                 })
                 .collect();
             let local = cfg.bind;
-            (links, local, None, udp::UdpOffloads::default(), Some(Arc::new(streams)))
+            (
+                links,
+                local,
+                None,
+                udp::UdpOffloads::default(),
+                Some(Arc::new(streams)),
+            )
         } else {
             let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
                 .map_err(io("creating the UDP sockets"))?;
@@ -440,10 +454,7 @@ impl DataPlane {
 
     /// Close the TCP connection to `peer` (TCP transport); false if there is none.
     pub fn close_stream(&self, peer: SocketAddr) -> bool {
-        self.shared
-            .streams
-            .as_ref()
-            .is_some_and(|s| s.close(&peer))
+        self.shared.streams.as_ref().is_some_and(|s| s.close(&peer))
     }
 
     fn streams(&self) -> Result<&stream::Streams, DataPlaneError> {

@@ -8,9 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferrovpn_testkit::{
-    LAB_UP, Lab, Transport, iperf3_report, ping, wait_until,
-};
+use ferrovpn_testkit::{LAB_UP, Lab, Transport, iperf3_report, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping"];

@@ -73,7 +73,11 @@ impl Lab {
     /// Server and client configs (devices `server_dev` / `client_dev`)
     /// sharing a fresh tls-crypt key, AES-256-GCM; the client uses
     /// `client1`'s certificate and the server's underlay address.
-    pub fn tls_crypt_confs(&self, server_dev: &str, client_dev: &str) -> Result<(ServerConf, ClientConf)> {
+    pub fn tls_crypt_confs(
+        &self,
+        server_dev: &str,
+        client_dev: &str,
+    ) -> Result<(ServerConf, ClientConf)> {
         let key = self.dir.join("tc.key");
         write_static_key(&key)?;
         let wrap = Wrap::TlsCrypt(Material::File(key));

@@ -377,9 +377,7 @@ fn ensure_plane<'p>(
     fresh: bool,
     tunnel: &mut Tunnel,
 ) -> Result<&'p mut Plane, DataPlaneError> {
-    let current = plane
-        .as_ref()
-        .is_some_and(|p| !fresh && p.server == server);
+    let current = plane.as_ref().is_some_and(|p| !fresh && p.server == server);
     if !current {
         let mut cfg = s.dataplane.clone();
         cfg.connect = Some(server);

@@ -527,7 +527,11 @@ impl Server {
 
     /// A TCP connection came in: keep it (within the limits of [`Pending`])
     /// and hand it to the data plane.
-    fn on_accept(&mut self, now: Instant, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+    fn on_accept(
+        &mut self,
+        now: Instant,
+        accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+    ) {
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {

@@ -165,8 +165,14 @@ mod tests {
         p.accept(addr(3, 1), t + Duration::from_secs(20));
         p.remove(addr(2, 1));
         assert!(p.expired(t + Duration::from_secs(59)).is_empty());
-        assert_eq!(p.expired(t + hw + Duration::from_secs(30)), vec![addr(1, 1)]);
-        assert_eq!(p.expired(t + hw + Duration::from_secs(20)), vec![addr(3, 1)]);
+        assert_eq!(
+            p.expired(t + hw + Duration::from_secs(30)),
+            vec![addr(1, 1)]
+        );
+        assert_eq!(
+            p.expired(t + hw + Duration::from_secs(20)),
+            vec![addr(3, 1)]
+        );
         assert!(p.open.is_empty());
         // The same address may come back later.
         assert_eq!(p.accept(addr(1, 1), t + hw * 2), Accept::Keep);

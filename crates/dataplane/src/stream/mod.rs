@@ -257,8 +257,7 @@ impl Streams {
         socket.set_nonblocking(true)?;
         // Batches are written whole; Nagle would only add delay to the last packet.
         socket.set_nodelay(true)?;
-        let owner = owner
-            .unwrap_or_else(|| self.next_owner.fetch_add(1, Ordering::Relaxed))
+        let owner = owner.unwrap_or_else(|| self.next_owner.fetch_add(1, Ordering::Relaxed))
             % self.inboxes.len();
         let conn = Arc::new(StreamConn {
             peer,

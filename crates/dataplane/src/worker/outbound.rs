@@ -172,7 +172,11 @@ impl Outbound {
                 )
             };
             let wire_len = at + framed - start;
-            let framing = if stream { prefix(wire_len) } else { Some([0; PREFIX_LEN]) };
+            let framing = if stream {
+                prefix(wire_len)
+            } else {
+                Some([0; PREFIX_LEN])
+            };
             let (Ok(()), Some(framing)) = (res, framing) else {
                 s.drops += 1;
                 continue;
