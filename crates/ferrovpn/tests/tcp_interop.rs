@@ -223,3 +223,35 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
     let p = ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
 }
+
+/// The ferrovpn server restarts: the stock client sees the connection
+/// close, reconnects and the tunnel works again.
+#[test]
+fn stock_client_reconnects_after_ferrovpn_tcp_server_restart() {
+    let lab = lab("tcp-sr");
+    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    cc.extra.push("connect-retry 1 1".into());
+    let mut server = lab
+        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
+    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    server.stop(Duration::from_secs(5));
+    let _server = lab
+        .ferrovpn_server("ferrovpn-server2", &sc, CONNECT_TIMEOUT)
+        .unwrap();
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
+            .log()
+            .matches(LAB_UP)
+            .count()
+            >= 2),
+        "{}",
+        client.log_tail(40)
+    );
+    let p = ping(&lab.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "after reconnect: {p:?}");
+}
