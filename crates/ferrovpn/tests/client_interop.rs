@@ -7,253 +7,44 @@
 //! every test fails loudly without them. Every wait has a deadline.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::lab::{
+    CLIENT_DEV, CLIENT_RESOLV_CONF, CONNECT_TIMEOUT, SERVER_TUN, UP, count_lines, kill,
+    kill_and_reap, terminate, wait_for_count,
+};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, ClientConf, Implementation, Lab, Material, Netns, Proc, ServerConf, Wrap,
+    openvpn_client_conf, ping, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping", "ss", "kill"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
-const SERVER_TUN: &str = "10.8.0.1";
-const CLIENT_DEV: &str = "fvtun-c";
-const SERVER_DEV: &str = "fvtun-s";
-const SERVER_UNDERLAY: &str = "10.203.0.1";
 
-/// Two namespaces joined by veth, a throwaway PKI and a scratch directory.
-/// Processes are locals of the test declared after this, so they drop
-/// (and are killed) before the namespaces go.
-struct Net {
-    veth: VethPair,
-    client_ns: Netns,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-    /// The client namespace's own /etc/resolv.conf.
-    resolv: NetnsResolvConf,
+/// `ip -4 route show` in the client namespace.
+fn client_routes(lab: &Lab) -> String {
+    lab.clients[0].exec(&["ip", "-4", "route", "show"]).unwrap()
 }
 
-/// Content of the client namespace's resolv.conf before any VPN runs.
-const CLIENT_RESOLV_CONF: &str =
-    "# test namespace\nnameserver 192.0.2.53\nsearch lan.test\noptions edns0\n";
-
-/// `/etc/netns/NAME/resolv.conf`: `ip netns exec` bind-mounts it over
-/// /etc/resolv.conf, so what a client writes there never reaches the
-/// host's file. Removed on drop.
-struct NetnsResolvConf {
-    dir: PathBuf,
-}
-
-impl NetnsResolvConf {
-    fn new(ns: &Netns) -> NetnsResolvConf {
-        let dir = PathBuf::from("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        let me = NetnsResolvConf { dir };
-        std::fs::write(me.path(), CLIENT_RESOLV_CONF).unwrap();
-        me
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.join("resolv.conf")
-    }
-
-    fn read(&self) -> String {
-        std::fs::read_to_string(self.path()).unwrap()
-    }
-}
-
-impl Drop for NetnsResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn setup(tag: &str) -> Net {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
-    let veth = VethPair::new(
-        &server_ns,
-        &format!("{SERVER_UNDERLAY}/24"),
-        &client_ns,
-        "10.203.0.2/24",
-    )
-    .unwrap();
-    // The underlay works before any VPN runs.
-    ping(&client_ns, SERVER_UNDERLAY, 1, Duration::from_secs(5)).unwrap();
-    // Before any client runs: pushed DNS must never reach the host's file.
-    let resolv = NetnsResolvConf::new(&client_ns);
-    Net {
-        veth,
-        client_ns,
-        server_ns,
-        pki,
-        dir,
-        resolv,
-    }
-}
-
-impl Net {
-    /// A fresh static key (tls-auth / tls-crypt) file.
-    fn static_key(&self, name: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        ferrovpn_testkit::write_static_key(&path).unwrap();
-        path
-    }
-
-    /// Server and client configs sharing a fresh tls-crypt key, AES-256-GCM:
-    /// the profile most tests start from.
-    fn tls_crypt_confs(&self) -> (ServerConf, ClientConf) {
-        let wrap = Wrap::TlsCrypt(Material::File(self.static_key("tc.key")));
-        (
-            self.server_conf(wrap.clone(), Cipher::Aes256Gcm),
-            self.client_conf(wrap, Cipher::Aes256Gcm),
-        )
-    }
-
-    fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
-        ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
-    }
-
-    /// Client of the server's underlay address with `client1`'s certificate.
-    fn client_conf(&self, wrap: Wrap, cipher: Cipher) -> ClientConf {
-        ClientConf::new(
-            &self.pki,
-            &self.pki.clients[0],
-            SERVER_UNDERLAY,
-            CLIENT_DEV,
-            wrap,
-            cipher,
-        )
-    }
-
-    /// Stock `openvpn` server from `sc`, waited on until it is up.
-    fn stock_server(&self, name: &str, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            name,
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
+/// IPv4 addresses on the client's tunnel device (empty when it has none;
+/// panics when the device does not exist).
+fn client_tun_addrs(lab: &Lab) -> Vec<String> {
+    let out = lab.clients[0]
+        .exec(&["ip", "-4", "-o", "addr", "show", "dev", CLIENT_DEV])
         .unwrap();
-        p.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-        p
-    }
-
-    /// `ferrovpn --config` server from `sc`, waited on until it listens.
-    fn ferrovpn_server(&self, name: &str, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            name,
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        p.wait_for_log_line("server listening", CONNECT_TIMEOUT)
-            .unwrap();
-        p
-    }
-
-    /// `ferrovpn --config` client from `cc`; not waited on.
-    fn ferrovpn_client(&self, name: &str, cc: &ClientConf) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
-        Proc::spawn_in(
-            &self.client_ns,
-            name,
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
-    }
-
-    /// `ip -4 route show` in the client namespace.
-    fn client_routes(&self) -> String {
-        self.client_ns.exec(&["ip", "-4", "route", "show"]).unwrap()
-    }
-
-    /// IPv4 addresses on the client's tunnel device (empty when it has
-    /// none; panics when the device does not exist).
-    fn client_tun_addrs(&self) -> Vec<String> {
-        let out = self
-            .client_ns
-            .exec(&["ip", "-4", "-o", "addr", "show", "dev", CLIENT_DEV])
-            .unwrap();
-        out.lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                w.find(|x| *x == "inet")?;
-                w.next().map(str::to_owned)
-            })
-            .collect()
-    }
-}
-
-fn count(log: &str, pat: &str) -> usize {
-    log.lines().filter(|l| l.contains(pat)).count()
-}
-
-/// Wait until `p`'s log holds `n` lines containing `pat`.
-fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
-    wait_until(timeout, Duration::from_millis(50), || {
-        count(&p.log(), pat) >= n
-    })
-}
-
-fn kill(sig: &str, p: &Proc) {
-    let st = Command::new("kill")
-        .args([sig, &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig} {}", p.pid());
-}
-
-/// SIGKILL `p` and wait until it is gone.
-fn kill_and_reap(p: &mut Proc) {
-    kill("-KILL", p);
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || p.try_exit().is_some()
-    ));
-}
-
-/// SIGTERM `p` and wait for it to exit on its own; returns its status.
-fn terminate(p: &mut Proc, grace: Duration) -> std::process::ExitStatus {
-    kill("-TERM", p);
-    let mut status = None;
-    let exited = wait_until(grace, Duration::from_millis(20), || {
-        status = p.try_exit();
-        status.is_some()
-    });
-    assert!(
-        exited,
-        "{} did not exit within {grace:?} of SIGTERM:\n{}",
-        p.name(),
-        p.log_tail(40)
-    );
-    status.unwrap()
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "inet")?;
+            w.next().map(str::to_owned)
+        })
+        .collect()
 }
 
 /// Ping the server's tunnel address and push 2 s of iperf3 through the tunnel.
-fn ping_and_iperf3(net: &Net, what: &str) {
-    let p = ping(&net.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+fn ping_and_iperf3(lab: &Lab, what: &str) {
+    let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 4, "{what}: {p:?}");
-    let r = iperf3_report(&net.client_ns, &net.server_ns, SERVER_TUN, 2, 1).unwrap();
+    let r = lab.iperf3(0, 2);
     eprintln!(
         "{what}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
         r.gbps, r.bytes, r.retransmits, p.avg_ms
@@ -280,17 +71,17 @@ fn assert_stock_cipher(server: &Proc, cipher: Cipher) {
 
 #[test]
 fn client_tls_crypt_aes256gcm_stock_server() {
-    let net = setup("ci-tc");
-    let (sc, mut cc) = net.tls_crypt_confs();
-    let status = net.dir.join("client-status.log");
+    let lab = Lab::new("ci-tc", 1, FERROVPN);
+    let (sc, mut cc) = lab.tls_crypt_confs();
+    let status = lab.dir.join("client-status.log");
     cc.extra.push(format!("status {} 1", status.display()));
-    let server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert_stock_cipher(&server, Cipher::Aes256Gcm);
-    assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+    assert_eq!(client_tun_addrs(&lab), vec!["10.8.0.2/24".to_string()]);
     ping_and_iperf3(
-        &net,
+        &lab,
         "ferrovpn client -> stock server, tls-crypt AES-256-GCM",
     );
     // The status file counts what went through (iperf3 sent > 1 MB).
@@ -306,48 +97,49 @@ fn client_tls_crypt_aes256gcm_stock_server() {
 
 #[test]
 fn client_tls_auth_aes128gcm_inline_profile_stock_server() {
-    let net = setup("ci-ta");
-    let wrap = Wrap::TlsAuth(Material::File(net.static_key("ta.key")));
-    let sc = net.server_conf(wrap.clone(), Cipher::Aes128Gcm);
-    let cc = net.client_conf(wrap, Cipher::Aes128Gcm).inline().unwrap();
+    let lab = Lab::new("ci-ta", 1, FERROVPN);
+    let wrap = Wrap::TlsAuth(Material::File(lab.static_key("ta.key")));
+    let sc = lab.server_conf(wrap.clone(), Cipher::Aes128Gcm);
+    let cc = lab
+        .client_conf(0, &lab.pki.clients[0], CLIENT_DEV, wrap, Cipher::Aes128Gcm)
+        .inline()
+        .unwrap();
     assert_eq!(cc.auth.as_deref(), Some("SHA256"));
     let text = openvpn_client_conf(&cc);
     for block in ["<ca>", "<cert>", "<key>", "<tls-auth>", "key-direction 1"] {
         assert!(text.contains(block), "profile lacks {block}:\n{text}");
     }
-    let server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert_stock_cipher(&server, Cipher::Aes128Gcm);
     ping_and_iperf3(
-        &net,
+        &lab,
         "ferrovpn client -> stock server, tls-auth SHA256 AES-128-GCM",
     );
 }
 
 #[test]
 fn client_no_wrap_chacha20_stock_server() {
-    let net = setup("ci-cc");
-    let sc = net.server_conf(Wrap::None, Cipher::Chacha20Poly1305);
-    let cc = net.client_conf(Wrap::None, Cipher::Chacha20Poly1305);
-    let server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let lab = Lab::new("ci-cc", 1, FERROVPN);
+    let sc = lab.server_conf(Wrap::None, Cipher::Chacha20Poly1305);
+    let cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        CLIENT_DEV,
+        Wrap::None,
+        Cipher::Chacha20Poly1305,
+    );
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert_stock_cipher(&server, Cipher::Chacha20Poly1305);
-    ping_and_iperf3(&net, "ferrovpn client -> stock server, CHACHA20-POLY1305");
+    ping_and_iperf3(&lab, "ferrovpn client -> stock server, CHACHA20-POLY1305");
 }
 
 // ---------------------------------------------------------------------------
 // 4: client-initiated renegotiation under load
 // ---------------------------------------------------------------------------
-
-/// `iperf3 -J -t SECONDS` from the client namespace to the server's tunnel
-/// address; returns the bytes of each 1 s interval and the total received.
-fn iperf3_intervals(net: &Net, seconds: u32) -> (Vec<u64>, u64) {
-    let r = iperf3_report(&net.client_ns, &net.server_ns, SERVER_TUN, seconds, 1)
-        .unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e:#}"));
-    (r.intervals, r.bytes)
-}
 
 /// Renegotiate every 3 s (on the side(s) given) during `seconds` of iperf3:
 /// every 1 s interval must carry real traffic, the stock server must log a
@@ -360,21 +152,22 @@ fn renegotiation_under_load(
     server_reneg: Option<u32>,
     seconds: u32,
 ) {
-    let net = setup(tag);
+    let lab = Lab::new(tag, 1, FERROVPN);
     let wrap = if wrap_tls_auth {
-        Wrap::TlsAuth(Material::File(net.static_key("ta.key")))
+        Wrap::TlsAuth(Material::File(lab.static_key("ta.key")))
     } else {
-        Wrap::TlsCrypt(Material::File(net.static_key("tc.key")))
+        Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")))
     };
-    let mut sc = net.server_conf(wrap.clone(), cipher);
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
     sc.reneg_sec = server_reneg;
-    let mut cc = net.client_conf(wrap, cipher);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], CLIENT_DEV, wrap, cipher);
     cc.reneg_sec = client_reneg;
-    let server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
 
-    let (intervals, total) = iperf3_intervals(&net, seconds);
+    let report = lab.iperf3(0, seconds);
+    let (intervals, total) = (report.intervals, report.bytes);
     eprintln!(
         "{tag}: renegotiation every 3 s (client {client_reneg:?}, server {server_reneg:?}): iperf3 intervals {intervals:?}, {total} bytes"
     );
@@ -388,19 +181,19 @@ fn renegotiation_under_load(
     // first plus at least two renegotiations), and the client moved on to
     // new key ids.
     let log = server.log();
-    let handshakes = count(&log, "Control Channel: TLS");
+    let handshakes = count_lines(&log, "Control Channel: TLS");
     eprintln!("{tag}: {handshakes} TLS handshakes in the stock server's log");
     assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");
     let clog = client.log();
     assert!(
-        count(&clog, "key_id 2 active") >= 1,
+        count_lines(&clog, "key_id 2 active") >= 1,
         "client never activated key_id 2:\n{clog}"
     );
     assert!(!log.contains("TLS Error"), "{log}");
     assert!(!log.contains("AEAD Decrypt error"), "{log}");
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
-    assert_eq!(count(&client.log(), UP), 1, "the client reconnected");
+    assert_eq!(count_lines(&client.log(), UP), 1, "the client reconnected");
 }
 
 #[test]
@@ -422,8 +215,8 @@ fn server_initiated_renegotiation_keeps_traffic_flowing() {
 
 #[test]
 fn client_reconnects_after_server_restart() {
-    let net = setup("ci-rs");
-    let (mut sc, mut cc) = net.tls_crypt_confs();
+    let lab = Lab::new("ci-rs", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
     // Pushed as "ping 1,ping-restart 4": a dead server is noticed quickly.
     sc.keepalive = Some((1, 4));
     // On SIGTERM the server tells its clients to reconnect (RESTART).
@@ -431,17 +224,17 @@ fn client_reconnects_after_server_restart() {
     // Routes are torn down and set up again with every reconnect.
     sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
     cc.extra.push("connect-retry 1 2".into());
-    let mut server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let mut server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&net.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
-    assert_pushed_routes(&net);
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert_pushed_routes(&lab);
 
     // (1) Orderly stop: SIGTERM, the server notifies the client.
     let t0 = Instant::now();
     terminate(&mut server, Duration::from_secs(15));
     drop(server);
-    let mut server = net.stock_server("openvpn-server-2", &sc);
+    let mut server = lab.stock_server(&sc);
     assert!(
         wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
         "client did not reconnect after a SIGTERM restart:\n{}\nserver:\n{}",
@@ -452,15 +245,15 @@ fn client_reconnects_after_server_restart() {
         "reconnected {:.1} s after SIGTERM",
         t0.elapsed().as_secs_f64()
     );
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
-    assert_pushed_routes(&net);
+    assert_pushed_routes(&lab);
 
     // (2) Crash: SIGKILL, nothing is sent; ping-restart 4 notices.
     let t0 = Instant::now();
     kill_and_reap(&mut server);
     drop(server);
-    let _server = net.stock_server("openvpn-server-3", &sc);
+    let _server = lab.stock_server(&sc);
     assert!(
         wait_for_count(&client, UP, 3, CONNECT_TIMEOUT),
         "client did not reconnect after a SIGKILL restart:\n{}",
@@ -472,23 +265,23 @@ fn client_reconnects_after_server_restart() {
     );
     let clog = client.log();
     assert!(clog.contains("ping-restart"), "{clog}");
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
-    assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
-    assert_pushed_routes(&net);
+    assert_eq!(client_tun_addrs(&lab), vec!["10.8.0.2/24".to_string()]);
+    assert_pushed_routes(&lab);
 }
 
 #[test]
 fn client_ping_exit_quits_when_the_server_goes_silent() {
-    let net = setup("ci-pe");
-    let (mut sc, mut cc) = net.tls_crypt_confs();
+    let lab = Lab::new("ci-pe", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
     // Pushed "ping 1,ping-restart 60": only ping-exit can fire in this test.
     sc.keepalive = Some((1, 60));
     cc.extra.push("ping-exit 3".into());
-    let mut server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let mut server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&net.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     // Keepalive pings keep it up past ping-exit while the server lives.
     std::thread::sleep(Duration::from_secs(4));
     assert!(client.try_exit().is_none(), "{}", client.log_tail(20));
@@ -525,8 +318,9 @@ const PUSHED_ROUTES: [&str; 2] = ["route 10.99.0.0 255.255.255.0", "redirect-gat
 /// The client namespace routes what [`PUSHED_ROUTES`] asks for: 10.99.0.0/24
 /// and both halves of the internet into the tunnel, the server's underlay
 /// address over the veth.
-fn assert_pushed_routes(net: &Net) {
-    let routes = net.client_routes();
+fn assert_pushed_routes(lab: &Lab) {
+    let server_underlay = Lab::server_underlay(0);
+    let routes = client_routes(&lab);
     let has = |pat: &[&str]| {
         routes
             .lines()
@@ -539,42 +333,43 @@ fn assert_pushed_routes(net: &Net) {
         );
     }
     assert!(
-        has(&[SERVER_UNDERLAY, "dev", &net.veth.if_b]),
+        has(&[&server_underlay, "dev", &lab.veths[0].if_b]),
         "no host route to the server over {}:\n{routes}",
-        net.veth.if_b
+        lab.veths[0].if_b
     );
     // Traffic follows: the internet goes into the tunnel, the server's
     // underlay address does not.
-    let get = |dst: &str| net.client_ns.exec(&["ip", "route", "get", dst]).unwrap();
+    let get = |dst: &str| lab.clients[0].exec(&["ip", "route", "get", dst]).unwrap();
     let inet = get("192.0.2.77");
     assert!(inet.contains(CLIENT_DEV), "{inet}");
-    let underlay = get(SERVER_UNDERLAY);
-    assert!(underlay.contains(&net.veth.if_b), "{underlay}");
+    let underlay = get(&server_underlay);
+    assert!(underlay.contains(&lab.veths[0].if_b), "{underlay}");
 }
 
 #[test]
 fn client_applies_pushed_routes_and_restores_them() {
-    let net = setup("ci-pr");
+    let lab = Lab::new("ci-pr", 1, FERROVPN);
+    let server_underlay = Lab::server_underlay(0);
     // A default route over the underlay, as a real client would have.
-    net.client_ns
-        .exec(&["ip", "route", "add", "default", "via", SERVER_UNDERLAY])
+    lab.clients[0]
+        .exec(&["ip", "route", "add", "default", "via", &server_underlay])
         .unwrap();
-    let before = net.client_routes();
-    let (mut sc, cc) = net.tls_crypt_confs();
+    let before = client_routes(&lab);
+    let (mut sc, cc) = lab.tls_crypt_confs();
     sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
     sc.push.push("dhcp-option DNS 10.8.0.1".into());
-    let mut server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let mut server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
 
-    assert_pushed_routes(&net);
+    assert_pushed_routes(&lab);
     let clog = client.log();
     assert!(
         clog.lines()
             .any(|l| l.contains("DNS") && l.contains("10.8.0.1")),
         "pushed DNS server not reported:\n{clog}"
     );
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 
     let st = terminate(&mut client, Duration::from_secs(10));
@@ -584,7 +379,7 @@ fn client_applies_pushed_routes_and_restores_them() {
     server
         .wait_for_log_line("xit message received", Duration::from_secs(5))
         .unwrap();
-    let after = net.client_routes();
+    let after = client_routes(&lab);
     assert_eq!(
         after, before,
         "routing table not restored after SIGTERM:\n--- before\n{before}--- after\n{after}"
@@ -593,21 +388,21 @@ fn client_applies_pushed_routes_and_restores_them() {
 
 #[test]
 fn client_of_net30_stock_server() {
-    let net = setup("ci-n30");
-    let (mut sc, cc) = net.tls_crypt_confs();
+    let lab = Lab::new("ci-n30", 1, FERROVPN);
+    let (mut sc, cc) = lab.tls_crypt_confs();
     // Overrides the harness' `topology subnet` (`server` expands after parsing).
     sc.extra.push("topology net30".into());
-    let server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     let slog = server.log();
     assert!(
         slog.contains("topology net30") && slog.contains("ifconfig 10.8.0.6 10.8.0.5"),
         "server did not push net30:\n{slog}"
     );
-    let addrs = net.client_tun_addrs();
+    let addrs = client_tun_addrs(&lab);
     assert_eq!(addrs, vec!["10.8.0.6".to_string()], "{addrs:?}");
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 }
 
@@ -619,21 +414,21 @@ fn client_of_net30_stock_server() {
 /// `tweak`; expect the client to refuse the server with a log line
 /// containing `why`, twice (the retry is refused too), and never to come up.
 fn expect_refused(
-    net: &Net,
+    lab: &Lab,
     name: &str,
     cert: &ferrovpn_testkit::pki::CertKey,
     tweak: impl FnOnce(&mut ClientConf),
     why: &str,
 ) {
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key(&format!("{name}.key"))));
-    let mut sc = net.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key(&format!("{name}.key"))));
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.cert = Material::File(cert.cert.clone());
     sc.key = Material::File(cert.key.clone());
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], CLIENT_DEV, wrap, Cipher::Aes256Gcm);
     cc.extra.push("connect-retry 1 1".into());
     tweak(&mut cc);
-    let server = net.stock_server(&format!("{name}-server"), &sc);
-    let client = net.ferrovpn_client(&format!("{name}-client"), &cc);
+    let server = lab.stock_server(&sc);
+    let client = lab.ferrovpn_client(0, &format!("{name}-client"), &cc);
     assert!(
         wait_for_count(&client, why, 2, CONNECT_TIMEOUT),
         "{name}: client did not refuse the server twice with {why:?}:\n{}\nserver:\n{}",
@@ -652,56 +447,56 @@ fn expect_refused(
         server.log()
     );
     assert!(
-        net.client_tun_addrs().is_empty(),
+        client_tun_addrs(&lab).is_empty(),
         "{name}: the tunnel has an address: {:?}",
-        net.client_tun_addrs()
+        client_tun_addrs(&lab)
     );
 }
 
 #[test]
 fn client_refuses_wrong_servers() {
-    let net = setup("ci-wr");
+    let lab = Lab::new("ci-wr", 1, FERROVPN);
     // (a) The client trusts another CA than the one that signed the server.
-    let foreign_ca = net.pki.foreign_ca.cert.clone();
+    let foreign_ca = lab.pki.foreign_ca.cert.clone();
     expect_refused(
-        &net,
+        &lab,
         "foreign-ca",
-        &net.pki.server,
+        &lab.pki.server,
         |cc| cc.ca = Material::File(foreign_ca),
         "server certificate not trusted by ca",
     );
     // (b) verify-x509-name names someone else.
     expect_refused(
-        &net,
+        &lab,
         "x509-name",
-        &net.pki.server,
+        &lab.pki.server,
         |cc| cc.extra.push("verify-x509-name wrongname name".into()),
         "verify-x509-name",
     );
     // (c) remote-cert-tls server (in every generated client profile) and a
     // certificate without extended key usage.
     expect_refused(
-        &net,
+        &lab,
         "no-eku",
-        &net.pki.server_noeku,
+        &lab.pki.server_noeku,
         |_| {},
         "remote-cert-tls server",
     );
     // (c') a client certificate (clientAuth only) posing as the server:
     // refused already by the chain check's purpose, as OpenSSL does.
-    let client2 = net.pki.clients[1].clone();
+    let client2 = lab.pki.clients[1].clone();
     expect_refused(
-        &net,
+        &lab,
         "client-cert",
         &client2,
         |_| {},
         "server certificate not trusted by ca",
     );
     // (d) crl-verify with a CRL that revokes the server's certificate.
-    let crl = net.pki.crl_revoking.clone();
-    let revoked = net.pki.server_nosan.clone();
+    let crl = lab.pki.crl_revoking.clone();
+    let revoked = lab.pki.server_nosan.clone();
     expect_refused(
-        &net,
+        &lab,
         "crl",
         &revoked,
         |cc| cc.extra.push(format!("crl-verify {}", crl.display())),
@@ -711,16 +506,16 @@ fn client_refuses_wrong_servers() {
 
 #[test]
 fn client_accepts_cn_only_server_certificate() {
-    let net = setup("ci-ns");
-    let (mut sc, mut cc) = net.tls_crypt_confs();
-    sc.cert = Material::File(net.pki.server_nosan.cert.clone());
-    sc.key = Material::File(net.pki.server_nosan.key.clone());
+    let lab = Lab::new("ci-ns", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.cert = Material::File(lab.pki.server_nosan.cert.clone());
+    sc.key = Material::File(lab.pki.server_nosan.key.clone());
     // The name check has only the CN to go by.
     cc.extra.push("verify-x509-name server name".into());
-    let _server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let _server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 }
 
@@ -730,16 +525,16 @@ fn client_accepts_cn_only_server_certificate() {
 
 #[test]
 fn ferrovpn_client_ferrovpn_server() {
-    let net = setup("ci-ff");
-    let (sc, cc) = net.tls_crypt_confs();
-    let mut server = net.ferrovpn_server("ferrovpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let lab = Lab::new("ci-ff", 1, FERROVPN);
+    let (sc, cc) = lab.tls_crypt_confs();
+    let mut server = lab.ferrovpn_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     server
         .wait_for_log_line("client client1 connected", Duration::from_secs(5))
         .unwrap();
     ping_and_iperf3(
-        &net,
+        &lab,
         "ferrovpn client -> ferrovpn server, tls-crypt AES-256-GCM",
     );
 }
@@ -763,9 +558,15 @@ fn udp_out_datagrams(ns: &Netns) -> u64 {
 
 #[test]
 fn client_backs_off_when_nothing_listens() {
-    let net = setup("ci-un");
-    let wrap = Wrap::TlsCrypt(Material::File(net.static_key("tc.key")));
-    let mut cc = net.client_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let lab = Lab::new("ci-un", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        CLIENT_DEV,
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
     // Nothing listens on the server's port: the kernel answers with ICMP
     // port unreachable. Each attempt gives up after hand-window 1; the
     // waits between attempts are 1, 2, 4, 4, ... s.
@@ -774,8 +575,8 @@ fn client_backs_off_when_nothing_listens() {
             .iter()
             .map(|s| s.to_string()),
     );
-    let udp0 = udp_out_datagrams(&net.client_ns);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let udp0 = udp_out_datagrams(&lab.clients[0]);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client
         .wait_for_log_line("connecting to", Duration::from_secs(10))
         .unwrap();
@@ -788,9 +589,9 @@ fn client_backs_off_when_nothing_listens() {
         .unwrap();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = client.cpu_seconds().unwrap() - cpu0;
-    let sent = udp_out_datagrams(&net.client_ns) - udp0;
+    let sent = udp_out_datagrams(&lab.clients[0]) - udp0;
     let log = client.log();
-    let attempts = count(&log, "connecting to");
+    let attempts = count_lines(&log, "connecting to");
     let waits: Vec<f64> = log
         .lines()
         .filter_map(|l| l.split("retrying in ").nth(1))
@@ -822,7 +623,7 @@ fn client_backs_off_when_nothing_listens() {
     assert!(client.log().contains("ferrovpn stopped"));
 
     // connect-retry-max 2: two failed attempts, then the client gives up.
-    let mut cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], CLIENT_DEV, wrap, Cipher::Aes256Gcm);
     cc.extra.extend(
         [
             "connect-retry 1 1",
@@ -833,7 +634,7 @@ fn client_backs_off_when_nothing_listens() {
         .iter()
         .map(|s| s.to_string()),
     );
-    let mut client = net.ferrovpn_client("ferrovpn-client-max", &cc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client-max", &cc);
     let mut status = None;
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -844,7 +645,7 @@ fn client_backs_off_when_nothing_listens() {
         client.log()
     );
     let log = client.log();
-    assert_eq!(count(&log, "connecting to"), 2, "{log}");
+    assert_eq!(count_lines(&log, "connecting to"), 2, "{log}");
     assert!(!status.unwrap().success(), "{log}");
     assert!(log.contains("giving up"), "{log}");
 }
@@ -854,9 +655,8 @@ fn client_backs_off_when_nothing_listens() {
 // ---------------------------------------------------------------------------
 
 /// What `ip route get DST` (v4 or v6) in the client namespace says.
-fn route_get(net: &Net, dst: &str) -> String {
-    let out = net
-        .client_ns
+fn route_get(lab: &Lab, dst: &str) -> String {
+    let out = lab.clients[0]
         .command("ip", &["route", "get", dst])
         .output()
         .unwrap();
@@ -870,30 +670,31 @@ fn route_get(net: &Net, dst: &str) -> String {
 /// Nothing that the tunnel carries may leave over the underlay: the pushed
 /// network and the internet (redirect-gateway) go into the tunnel device,
 /// IPv6 (block-ipv6) is unreachable.
-fn assert_fail_closed(net: &Net, when: &str) {
+fn assert_fail_closed(lab: &Lab, when: &str) {
     for dst in ["10.99.0.1", "192.0.2.77"] {
-        let r = route_get(net, dst);
+        let r = route_get(lab, dst);
         assert!(
             r.contains(&format!("dev {CLIENT_DEV}")),
             "{when}: {dst} does not go into the tunnel: {r}\n{}",
-            net.client_routes()
+            client_routes(&lab)
         );
     }
-    let r6 = route_get(net, "2001:db8::1");
+    let r6 = route_get(lab, "2001:db8::1");
     assert!(
-        !r6.contains(&net.veth.if_b) && !r6.contains(" via "),
+        !r6.contains(&lab.veths[0].if_b) && !r6.contains(" via "),
         "{when}: IPv6 leaves outside the tunnel: {r6}"
     );
 }
 
 #[test]
 fn client_persist_tun_keeps_routes_while_the_server_is_down() {
-    let net = setup("ci-pt");
+    let lab = Lab::new("ci-pt", 1, FERROVPN);
+    let server_underlay = Lab::server_underlay(0);
     // Without the tunnel everything would leave through the underlay.
-    net.client_ns
-        .exec(&["ip", "route", "add", "default", "via", SERVER_UNDERLAY])
+    lab.clients[0]
+        .exec(&["ip", "route", "add", "default", "via", &server_underlay])
         .unwrap();
-    net.client_ns
+    lab.clients[0]
         .exec(&[
             "ip",
             "-6",
@@ -901,11 +702,11 @@ fn client_persist_tun_keeps_routes_while_the_server_is_down() {
             "add",
             "2001:db8:203::2/64",
             "dev",
-            &net.veth.if_b,
+            &lab.veths[0].if_b,
             "nodad",
         ])
         .unwrap();
-    net.client_ns
+    lab.clients[0]
         .exec(&[
             "ip",
             "-6",
@@ -916,14 +717,14 @@ fn client_persist_tun_keeps_routes_while_the_server_is_down() {
             "2001:db8:203::1",
         ])
         .unwrap();
-    let before = net.client_routes();
-    let before6 = net.client_ns.exec(&["ip", "-6", "route", "show"]).unwrap();
-    let r6 = route_get(&net, "2001:db8::1");
+    let before = client_routes(&lab);
+    let before6 = lab.clients[0].exec(&["ip", "-6", "route", "show"]).unwrap();
+    let r6 = route_get(&lab, "2001:db8::1");
     assert!(
-        r6.contains(&net.veth.if_b),
+        r6.contains(&lab.veths[0].if_b),
         "IPv6 underlay not set up: {r6}"
     );
-    let (mut sc, mut cc) = net.tls_crypt_confs();
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
     sc.keepalive = Some((1, 4));
     sc.extra.push("explicit-exit-notify 1".into());
     sc.push = vec![
@@ -937,11 +738,11 @@ fn client_persist_tun_keeps_routes_while_the_server_is_down() {
             .iter()
             .map(|s| s.to_string()),
     );
-    let mut server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let mut server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    assert_pushed_routes(&net);
-    assert_fail_closed(&net, "connected");
+    assert_pushed_routes(&lab);
+    assert_fail_closed(&lab, "connected");
 
     // The server goes away (and says so): the client backs off and retries,
     // reattaching to its tun device with a fresh socket.
@@ -957,12 +758,12 @@ fn client_persist_tun_keeps_routes_while_the_server_is_down() {
     let mut checks = 0;
     while t0.elapsed() < Duration::from_secs(8) {
         assert!(client.try_exit().is_none(), "{}", client.log_tail(30));
-        assert_fail_closed(&net, "server down");
-        assert_eq!(net.client_tun_addrs(), vec!["10.8.0.2/24".to_string()]);
+        assert_fail_closed(&lab, "server down");
+        assert_eq!(client_tun_addrs(&lab), vec!["10.8.0.2/24".to_string()]);
         checks += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let attempts = count(&client.log(), "connecting to");
+    let attempts = count_lines(&client.log(), "connecting to");
     assert!(attempts >= 3, "only {attempts} attempts:\n{}", client.log());
     eprintln!("fail-closed held through {attempts} attempts ({checks} checks)");
     assert!(
@@ -972,41 +773,41 @@ fn client_persist_tun_keeps_routes_while_the_server_is_down() {
     );
 
     // The server comes back: same push, nothing duplicated, traffic flows.
-    let _server = net.stock_server("openvpn-server-2", &sc);
+    let _server = lab.stock_server(&sc);
     assert!(
         wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
         "client did not reconnect:\n{}",
         client.log_tail(40)
     );
-    assert_pushed_routes(&net);
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert_pushed_routes(&lab);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 
     // Exit restores everything, IPv6 included.
     let st = terminate(&mut client, Duration::from_secs(10));
     assert!(st.success(), "{st}:\n{}", client.log_tail(20));
-    assert_eq!(net.client_routes(), before);
+    assert_eq!(client_routes(&lab), before);
     assert_eq!(
-        net.client_ns.exec(&["ip", "-6", "route", "show"]).unwrap(),
+        lab.clients[0].exec(&["ip", "-6", "route", "show"]).unwrap(),
         before6
     );
 }
 
 #[test]
 fn client_writes_pushed_dns_to_resolv_conf_and_restores_it() {
-    let net = setup("ci-dns");
+    let lab = Lab::new("ci-dns", 1, FERROVPN);
     let host_before = std::fs::read("/etc/resolv.conf").ok();
-    let (mut sc, cc) = net.tls_crypt_confs();
+    let (mut sc, cc) = lab.tls_crypt_confs();
     sc.push = vec![
         "dhcp-option DNS 10.8.0.1".into(),
         "dhcp-option DOMAIN vpn.example".into(),
         "dns server 1 address 10.8.0.53".into(),
     ];
-    let _server = net.stock_server("openvpn-server", &sc);
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    let _server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     // What the client's resolver sees, through `ip netns exec` like the client.
-    let seen = net.client_ns.exec(&["cat", "/etc/resolv.conf"]).unwrap();
+    let seen = lab.clients[0].exec(&["cat", "/etc/resolv.conf"]).unwrap();
     let live: Vec<&str> = seen.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
         live,
@@ -1018,26 +819,27 @@ fn client_writes_pushed_dns_to_resolv_conf_and_restores_it() {
         ],
         "{seen}"
     );
-    assert_eq!(net.resolv.read(), seen);
+    assert_eq!(lab.resolv_conf(0), seen);
     let st = terminate(&mut client, Duration::from_secs(10));
     assert!(st.success(), "{st}:\n{}", client.log_tail(20));
-    assert_eq!(net.resolv.read(), CLIENT_RESOLV_CONF);
+    assert_eq!(lab.resolv_conf(0), CLIENT_RESOLV_CONF);
     assert!(client.log().contains("restored"), "{}", client.log_tail(20));
     assert_eq!(std::fs::read("/etc/resolv.conf").ok(), host_before);
 }
 
 #[test]
 fn client_at_boot_waits_for_a_route_to_the_server() {
-    let net = setup("ci-boot");
-    let (sc, mut cc) = net.tls_crypt_confs();
+    let lab = Lab::new("ci-boot", 1, FERROVPN);
+    let server_underlay = Lab::server_underlay(0);
+    let (sc, mut cc) = lab.tls_crypt_confs();
     cc.extra.push("connect-retry 1 2".into());
-    let _server = net.stock_server("openvpn-server", &sc);
+    let _server = lab.stock_server(&sc);
     // No address on the client's link: no route to the server at all.
-    net.client_ns
-        .exec(&["ip", "addr", "flush", "dev", &net.veth.if_b])
+    lab.clients[0]
+        .exec(&["ip", "addr", "flush", "dev", &lab.veths[0].if_b])
         .unwrap();
-    assert!(route_get(&net, SERVER_UNDERLAY).contains("unreachable"));
-    let mut client = net.ferrovpn_client("ferrovpn-client", &cc);
+    assert!(route_get(&lab, &server_underlay).contains("unreachable"));
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     assert!(
         wait_for_count(&client, "retrying in", 2, Duration::from_secs(20)),
         "{}",
@@ -1045,11 +847,18 @@ fn client_at_boot_waits_for_a_route_to_the_server() {
     );
     assert!(client.try_exit().is_none(), "{}", client.log_tail(30));
     // The network comes up: the client follows without a restart.
-    net.client_ns
-        .exec(&["ip", "addr", "add", "10.203.0.2/24", "dev", &net.veth.if_b])
+    lab.clients[0]
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", Lab::client_underlay(0)),
+            "dev",
+            &lab.veths[0].if_b,
+        ])
         .unwrap();
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 }
 
@@ -1063,9 +872,9 @@ const GOOD_PASS: &str = "s3cret pass";
 /// A stock server that checks passwords with an `auth-user-pass-verify`
 /// script (via-file) and hands out auth-tokens; clients need no
 /// certificate. Returns the server config and the script's call log.
-fn password_server(net: &Net) -> (ServerConf, PathBuf) {
-    let calls = net.dir.join("verify-calls");
-    let script = net.dir.join("verify.sh");
+fn password_server(lab: &Lab) -> (ServerConf, PathBuf) {
+    let calls = lab.dir.join("verify-calls");
+    let script = lab.dir.join("verify.sh");
     std::fs::write(
         &script,
         format!(
@@ -1078,7 +887,7 @@ fn password_server(net: &Net) -> (ServerConf, PathBuf) {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (mut sc, _) = net.tls_crypt_confs();
+    let (mut sc, _) = lab.tls_crypt_confs();
     sc.keepalive = Some((1, 10));
     sc.extra.extend([
         "script-security 2".to_string(),
@@ -1092,9 +901,14 @@ fn password_server(net: &Net) -> (ServerConf, PathBuf) {
 
 /// The ferrovpn client profile for [`password_server`]: `ca` only, no
 /// `cert`/`key`, plus `auth`.
-fn password_client(net: &Net, name: &str, auth: &[&str]) -> Proc {
-    let wrap = Wrap::TlsCrypt(Material::File(net.dir.join("tc.key")));
-    let cc = net.client_conf(wrap, Cipher::Aes256Gcm);
+fn password_client(lab: &Lab, sc: &ServerConf, name: &str, auth: &[&str]) -> Proc {
+    let cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        CLIENT_DEV,
+        sc.wrap.clone(),
+        sc.cipher,
+    );
     let mut text: String = openvpn_client_conf(&cc)
         .lines()
         .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
@@ -1105,16 +919,7 @@ fn password_client(net: &Net, name: &str, auth: &[&str]) -> Proc {
         text.push('\n');
     }
     assert!(!text.contains("\ncert "), "{text}");
-    let conf = net.dir.join(format!("{name}.conf"));
-    std::fs::write(&conf, text).unwrap();
-    Proc::spawn_in(
-        &net.client_ns,
-        name,
-        net.dir.path(),
-        FERROVPN,
-        &["--config".as_ref(), conf.as_os_str()],
-    )
-    .unwrap()
+    lab.spawn(&lab.clients[0], name, Implementation::Ferrovpn, &text)
 }
 
 fn verify_calls(calls: &std::path::Path) -> Vec<String> {
@@ -1127,20 +932,20 @@ fn verify_calls(calls: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn client_username_password_and_auth_token_stock_server() {
-    let net = setup("ci-up");
-    let (sc, calls) = password_server(&net);
-    let server = net.stock_server("openvpn-server", &sc);
+    let lab = Lab::new("ci-up", 1, FERROVPN);
+    let (sc, calls) = password_server(&lab);
+    let server = lab.stock_server(&sc);
 
     // (1) Good password, inline block, renegotiation every 3 s and a SIGUSR1
     // restart: the password is checked once, then the token stands in.
     let inline = format!("<auth-user-pass>\n{GOOD_USER}\n{GOOD_PASS}\n</auth-user-pass>");
-    let mut client = password_client(&net, "good-inline", &[&inline, "reneg-sec 3"]);
+    let mut client = password_client(&lab, &sc, "good-inline", &[&inline, "reneg-sec 3"]);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert_eq!(verify_calls(&calls), vec![GOOD_USER.to_string()]);
     client
         .wait_for_log_line("auth-token received", Duration::from_secs(5))
         .unwrap();
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     assert!(
         wait_for_count(&client, "key_id 2 active", 1, Duration::from_secs(20)),
@@ -1153,7 +958,7 @@ fn client_username_password_and_auth_token_stock_server() {
         "no reconnect after SIGUSR1:\n{}",
         client.log_tail(30)
     );
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     assert_eq!(
         verify_calls(&calls),
@@ -1168,10 +973,11 @@ fn client_username_password_and_auth_token_stock_server() {
 
     // (2) Wrong password from a file: AUTH_FAILED, and with the default
     // auth-retry none the client exits with an error.
-    let bad = net.dir.join("bad-auth.txt");
+    let bad = lab.dir.join("bad-auth.txt");
     std::fs::write(&bad, format!("{GOOD_USER}\nwrong\n")).unwrap();
     let mut client = password_client(
-        &net,
+        &lab,
+        &sc,
         "bad-file",
         &[&format!("auth-user-pass {}", bad.display())],
     );
@@ -1191,10 +997,11 @@ fn client_username_password_and_auth_token_stock_server() {
     assert_eq!(verify_calls(&calls).len(), 2);
 
     // (3) The same from a file with the good password.
-    let good = net.dir.join("good-auth.txt");
+    let good = lab.dir.join("good-auth.txt");
     std::fs::write(&good, format!("{GOOD_USER}\n{GOOD_PASS}\n")).unwrap();
     let mut client = password_client(
-        &net,
+        &lab,
+        &sc,
         "good-file",
         &[
             &format!("auth-user-pass {}", good.display()),

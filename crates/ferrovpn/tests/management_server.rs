@@ -16,113 +16,26 @@ use std::time::{Duration, Instant};
 use ferrovpn_proto::data::Side;
 use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
 use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, LISTENING, SERVER_TUN};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, Implementation, Lab, Material, Netns, Proc, ServerConf, Wrap, openvpn_server_conf,
+    ping, require_root_and_tools, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping", "python3"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-const UP: &str = "Initialization Sequence Completed";
-const LISTENING: &str = "server listening";
-const SERVER_TUN: &str = "10.8.0.1";
 
-/// A server namespace and `n` client namespaces joined by veth pairs
-/// (`10.211.<i+1>.1` server side), a throwaway PKI and a scratch directory.
-struct Lab {
-    _veths: Vec<VethPair>,
-    clients: Vec<Netns>,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-}
-
-fn lab(tag: &str, n_clients: usize) -> Lab {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(
-        &dir.join("pki"),
-        &PkiOptions {
-            clients: 2,
-            ..PkiOptions::default()
-        },
-    )
-    .unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let mut clients = Vec::new();
-    let mut veths = Vec::new();
-    for i in 0..n_clients {
-        let ns = Netns::unique(&format!("{tag}-c{i}")).unwrap();
-        let v = VethPair::new(
-            &server_ns,
-            &format!("10.211.{}.1/24", i + 1),
-            &ns,
-            &format!("10.211.{}.2/24", i + 1),
-        )
-        .unwrap();
-        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
-        clients.push(ns);
-        veths.push(v);
-    }
-    Lab {
-        _veths: veths,
-        clients,
-        server_ns,
-        pki,
-        dir,
-    }
-}
-
-impl Lab {
-    fn wrap(&self) -> Wrap {
-        let path = self.dir.join("tc.key");
-        ferrovpn_testkit::write_static_key(&path).unwrap();
-        Wrap::TlsCrypt(Material::File(path))
-    }
-
-    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join("server.conf");
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            "ferrovpn-server",
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
-        p
-    }
-
-    /// Stock client `i` (certificate `client{i+1}`), waited on until it is up.
-    fn stock_client_up(&self, i: usize, wrap: &Wrap, server: &Proc) -> Proc {
-        let cc = ClientConf::new(
-            &self.pki,
-            &self.pki.clients[i],
-            &format!("10.211.{}.1", i + 1),
-            &format!("fvtun-m{i}"),
-            wrap.clone(),
-            Cipher::Aes256Gcm,
-        );
-        let conf = self.dir.join(format!("client{i}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(&cc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.clients[i],
-            &format!("openvpn-client{i}"),
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        if let Err(e) = p.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-            panic!("{e:#}\n{}\n{}", p.log_tail(30), server.log_tail(30));
-        }
-        p
-    }
+/// Stock client in namespace `i` with certificate `client{i+1}`, waited on
+/// until it is up.
+fn stock_client_up(lab: &Lab, i: usize, wrap: &Wrap, server: &Proc) -> Proc {
+    let cc = lab.client_conf(
+        i,
+        &lab.pki.clients[i],
+        &format!("fvtun-m{i}"),
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
+    lab.stock_client_up(i, &format!("openvpn-client{i}"), &cc, server)
 }
 
 /// A management connection over the unix socket, reading with deadlines.
@@ -251,7 +164,7 @@ fn status_clients(m: &mut Mgmt) -> Vec<(String, String)> {
 fn unix_socket_conf(lab: &Lab, wrap: &Wrap, sock: &Path) -> ServerConf {
     let pw = lab.dir.join("mgmt-pw.txt");
     std::fs::write(&pw, "s3cret\nignored second line\n").unwrap();
-    let mut sc = ServerConf::new(&lab.pki, "fvtun-ms", wrap.clone(), Cipher::Aes256Gcm);
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.keepalive = Some((2, 10));
     sc.extra.push(format!(
         "management {} unix {}",
@@ -263,8 +176,8 @@ fn unix_socket_conf(lab: &Lab, wrap: &Wrap, sock: &Path) -> ServerConf {
 
 #[test]
 fn management_client_drives_status_kill_client_kill_and_bytecount() {
-    let lab = lab("mg-drive", 2);
-    let wrap = lab.wrap();
+    let lab = Lab::new("mg-drive", 2, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let sock = lab.dir.join("mgmt.sock");
     let server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
 
@@ -278,8 +191,8 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
         l.starts_with(">INFO:OpenVPN Management Interface Version 5")
     });
 
-    let _c0 = lab.stock_client_up(0, &wrap, &server);
-    let mut c1 = lab.stock_client_up(1, &wrap, &server);
+    let _c0 = stock_client_up(&lab, 0, &wrap, &server);
+    let mut c1 = stock_client_up(&lab, 1, &wrap, &server);
     // Each connection is announced with its environment.
     for cn in ["client1", "client2"] {
         m.until(&format!("ENV common_name={cn}"), |l| {
@@ -436,7 +349,7 @@ fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> Socket
         s.send(&wrapped(&ack, 2)).unwrap();
         let local = s.local_addr().unwrap();
         // The server's view of us: our underlay address, this port.
-        SocketAddr::new("10.211.2.2".parse().unwrap(), local.port())
+        SocketAddr::new(Lab::client_underlay(1).parse().unwrap(), local.port())
     })
 }
 
@@ -444,15 +357,15 @@ fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> Socket
 /// `status`, not counted, and `kill` does not find it.
 #[test]
 fn half_open_sessions_are_not_clients() {
-    let lab = lab("mg-half", 2);
-    let wrap = lab.wrap();
+    let lab = Lab::new("mg-half", 2, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let sock = lab.dir.join("mgmt.sock");
     let mut server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
-    let _c0 = lab.stock_client_up(0, &wrap, &server);
+    let _c0 = stock_client_up(&lab, 0, &wrap, &server);
 
     let peer = half_open_session(
         &lab.clients[1],
-        "10.211.2.1:1194".parse().unwrap(),
+        Lab::server_addr(1),
         &lab.dir.join("tc.key"),
     );
     server
@@ -480,11 +393,11 @@ fn half_open_sessions_are_not_clients() {
 
 #[test]
 fn a_management_client_that_never_reads_stalls_nothing() {
-    let lab = lab("mg-stuck", 1);
-    let wrap = lab.wrap();
+    let lab = Lab::new("mg-stuck", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let sock = lab.dir.join("mgmt.sock");
     let server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
-    let _c0 = lab.stock_client_up(0, &wrap, &server);
+    let _c0 = stock_client_up(&lab, 0, &wrap, &server);
 
     // One client asks for a lot and never reads a byte of it.
     let mut stuck = UnixStream::connect(&sock).unwrap();
@@ -529,12 +442,13 @@ with v.connection():
 
 #[test]
 fn openvpn_api_from_pypi_reads_version_state_and_stats() {
-    let lab = lab("mg-pyapi", 1);
-    let wrap = lab.wrap();
-    let mut sc = ServerConf::new(&lab.pki, "fvtun-ms", wrap.clone(), Cipher::Aes256Gcm);
+    require_root_and_tools(&["python3"]);
+    let lab = Lab::new("mg-pyapi", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push("management 127.0.0.1 7505".into());
     let server = lab.ferrovpn_server(&sc);
-    let _c0 = lab.stock_client_up(0, &wrap, &server);
+    let _c0 = stock_client_up(&lab, 0, &wrap, &server);
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
     let probe: PathBuf = lab.dir.join("probe.py");
@@ -578,22 +492,18 @@ fn openvpn_api_from_pypi_reads_version_state_and_stats() {
 
 #[test]
 fn management_hold_keeps_the_server_down_until_hold_release() {
-    let lab = lab("mg-hold", 1);
-    let wrap = lab.wrap();
+    let lab = Lab::new("mg-hold", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let sock = lab.dir.join("mgmt.sock");
-    let mut sc = ServerConf::new(&lab.pki, "fvtun-ms", wrap.clone(), Cipher::Aes256Gcm);
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push(format!("management {} unix", sock.display()));
     sc.extra.push("management-hold".into());
-    let conf = lab.dir.join("server.conf");
-    std::fs::write(&conf, openvpn_server_conf(&sc)).unwrap();
-    let mut server = Proc::spawn_in(
+    let mut server = lab.spawn(
         &lab.server_ns,
         "ferrovpn-server",
-        lab.dir.path(),
-        FERROVPN,
-        &["--config".as_ref(), conf.as_os_str()],
-    )
-    .unwrap();
+        Implementation::Ferrovpn,
+        &openvpn_server_conf(&sc),
+    );
     server
         .wait_for_log_line("management interface listening", CONNECT_TIMEOUT)
         .unwrap();
@@ -607,7 +517,7 @@ fn management_hold_keeps_the_server_down_until_hold_release() {
     server
         .wait_for_log_line(LISTENING, CONNECT_TIMEOUT)
         .unwrap();
-    let _c0 = lab.stock_client_up(0, &wrap, &server);
+    let _c0 = stock_client_up(&lab, 0, &wrap, &server);
     let state = m.block("state");
     let [entry] = state.as_slice() else {
         panic!("state: {state:?}")

@@ -12,37 +12,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
-use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
-};
+use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, log_tails, wait_for_count};
+use ferrovpn_testkit::{Lab, Material, Proc, openvpn_server_conf, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping", "ss", "kill"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
-const SERVER_TUN: &str = "10.8.0.1";
-const SERVER_UNDERLAY: &str = "10.204.0.1";
 /// `nobody` and `nogroup` on Debian.
 const NOBODY: &str = "65534";
 
-/// Two namespaces joined by veth, a PKI, and a scratch directory that
-/// `nobody` may enter (its `run/` subdirectory is `nobody`'s, for files
-/// written after the switch). Processes are locals declared after this.
-struct Net {
-    _veth: VethPair,
-    client_ns: Netns,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-}
-
-fn setup(tag: &str) -> Net {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = dir.join("run");
+/// A lab with one client namespace whose scratch directory `nobody` may
+/// enter; its `run/` subdirectory is `nobody`'s, for files written after the
+/// switch.
+fn lab(tag: &str) -> Lab {
+    let lab = Lab::new(tag, 1, FERROVPN);
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = lab.dir.join("run");
     std::fs::create_dir(&run).unwrap();
     let out = std::process::Command::new("chown")
         .args(["nobody:nogroup"])
@@ -50,56 +34,7 @@ fn setup(tag: &str) -> Net {
         .output()
         .expect("running chown");
     assert!(out.status.success(), "chown nobody:nogroup: {out:?}");
-    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
-    let veth = VethPair::new(
-        &server_ns,
-        &format!("{SERVER_UNDERLAY}/24"),
-        &client_ns,
-        "10.204.0.2/24",
-    )
-    .unwrap();
-    ping(&client_ns, SERVER_UNDERLAY, 1, Duration::from_secs(5)).unwrap();
-    Net {
-        _veth: veth,
-        client_ns,
-        server_ns,
-        pki,
-        dir,
-    }
-}
-
-impl Net {
-    fn confs(&self, server_dev: &str, client_dev: &str) -> (ServerConf, ClientConf) {
-        let key = self.dir.join("tc.key");
-        ferrovpn_testkit::write_static_key(&key).unwrap();
-        let wrap = Wrap::TlsCrypt(Material::File(key));
-        (
-            ServerConf::new(&self.pki, server_dev, wrap.clone(), Cipher::Aes256Gcm),
-            ClientConf::new(
-                &self.pki,
-                &self.pki.clients[0],
-                SERVER_UNDERLAY,
-                client_dev,
-                wrap,
-                Cipher::Aes256Gcm,
-            ),
-        )
-    }
-
-    fn spawn(&self, ns: &Netns, name: &str, prog: &str, text: &str) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, text).unwrap();
-        Proc::spawn_in(
-            ns,
-            name,
-            self.dir.path(),
-            prog,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
-    }
+    lab
 }
 
 /// A `/proc/<pid>/status` field, e.g. `Uid` -> "65534\t65534\t65534\t65534".
@@ -144,29 +79,13 @@ fn assert_runs_as_nobody(p: &Proc, cap_eff: &str) {
     }
 }
 
-fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
-    wait_until(timeout, Duration::from_millis(50), || {
-        p.log().lines().filter(|l| l.contains(pat)).count() >= n
-    })
-}
-
-fn logs(a: &Proc, b: &Proc) -> String {
-    format!(
-        "--- {}:\n{}\n--- {}:\n{}",
-        a.name(),
-        a.log_tail(40),
-        b.name(),
-        b.log_tail(40)
-    )
-}
-
 #[test]
 fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
-    let net = setup("pv-srv");
-    let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
-    let status = net.dir.join("run/status.log");
-    let crl = net.dir.join("crl.pem");
-    std::fs::copy(&net.pki.crl_empty, &crl).unwrap();
+    let lab = lab("pv-srv");
+    let (mut sc, cc) = lab.tls_crypt_confs();
+    let status = lab.dir.join("run/status.log");
+    let crl = lab.dir.join("crl.pem");
+    std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
     sc.reneg_sec = Some(4);
     sc.extra.extend([
         "user nobody".to_string(),
@@ -174,10 +93,10 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
         format!("status {} 1", status.display()),
         format!("crl-verify {}", crl.display()),
     ]);
-    let mut server = net.spawn(
-        &net.server_ns,
+    let mut server = lab.spawn(
+        &lab.server_ns,
         "ferrovpn-server",
-        FERROVPN,
+        Ferrovpn,
         &openvpn_server_conf(&sc),
     );
     server
@@ -186,25 +105,20 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
     // A server re-applies nothing after start: it keeps no capability.
     assert_runs_as_nobody(&server, "0000000000000000");
 
-    let mut client = net.spawn(
-        &net.client_ns,
-        "openvpn-client",
-        "openvpn",
-        &openvpn_client_conf(&cc),
-    );
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
     // reneg-sec 4: a new key comes up and traffic follows it.
     assert!(
         wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(20)),
         "no renegotiation\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
     // The status file is still written, by nobody.
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
@@ -215,47 +129,41 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
     );
     // The client reconnects (a fresh TLS session, CRL checked again).
     drop(client);
-    let mut client = net.spawn(
-        &net.client_ns,
-        "openvpn-client-2",
-        "openvpn",
-        &openvpn_client_conf(&cc),
-    );
+    let mut client = lab.stock_client(0, "openvpn-client-2", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
     // A CRL replaced after the switch is read by nobody and enforced:
     // crl-revoking.pem revokes the last client.
     drop(client);
-    let tmp = net.dir.join("crl.pem.new");
-    std::fs::copy(&net.pki.crl_revoking, &tmp).unwrap();
+    let tmp = lab.dir.join("crl.pem.new");
+    std::fs::copy(&lab.pki.crl_revoking, &tmp).unwrap();
     std::fs::rename(&tmp, &crl).unwrap();
-    let revoked = net.pki.clients.last().unwrap().clone();
+    let revoked = lab.pki.revoked_client().clone();
     let mut cc3 = cc.clone();
     cc3.cert = Material::File(revoked.cert);
     cc3.key = Material::File(revoked.key);
-    let client = net.spawn(
-        &net.client_ns,
-        "openvpn-client-revoked",
-        "openvpn",
-        &openvpn_client_conf(&cc3),
-    );
+    let client = lab.stock_client(0, "openvpn-client-revoked", &cc3);
     assert!(
         wait_for_count(&server, "crl-verify: reloaded", 1, CONNECT_TIMEOUT)
             && wait_for_count(&server, "Revoked", 1, CONNECT_TIMEOUT),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
-    assert!(!client.log().contains(UP), "{}", logs(&client, &server));
+    assert!(
+        !client.log().contains(UP),
+        "{}",
+        log_tails(&client, &server)
+    );
     assert!(server.try_exit().is_none(), "{}", server.log());
 }
 
 #[test]
 fn client_as_nobody_reapplies_routes_after_a_server_restart() {
-    let net = setup("pv-cli");
-    let (mut sc, mut cc) = net.confs("fvtun-s", "fvtun-c");
+    let lab = lab("pv-cli");
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
     // Pushed as "ping 1,ping-restart 4": the client notices a dead server
     // and reconnects over the same data plane. (With explicit-exit-notify
     // it would open a new tun device, which needs /dev/net/tun to be
@@ -268,48 +176,42 @@ fn client_as_nobody_reapplies_routes_after_a_server_restart() {
         "connect-retry 1 2".to_string(),
     ]);
     let server_text = openvpn_server_conf(&sc);
-    let mut server = net.spawn(&net.server_ns, "openvpn-server", "openvpn", &server_text);
+    let mut server = lab.spawn(&lab.server_ns, "openvpn-server", Stock, &server_text);
     server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    let mut client = net.spawn(
-        &net.client_ns,
-        "ferrovpn-client",
-        FERROVPN,
-        &openvpn_client_conf(&cc),
-    );
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
     // A client keeps CAP_NET_ADMIN (bit 12), for routes on reconnect.
     assert_runs_as_nobody(&client, "0000000000001000");
     assert_eq!(proc_status(client.pid(), "CapAmb"), "0000000000001000");
-    assert_tunnel_route(&net);
+    assert_tunnel_route(&lab);
 
     // The server goes away (without telling the client) and comes back:
     // the client, as nobody, sets the address and the pushed route up again.
     server.stop(Duration::from_secs(15));
     drop(server);
-    let mut server = net.spawn(&net.server_ns, "openvpn-server-2", "openvpn", &server_text);
+    let mut server = lab.spawn(&lab.server_ns, "openvpn-server-2", Stock, &server_text);
     server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert!(
         wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
         "client did not reconnect:\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     assert_runs_as_nobody(&client, "0000000000001000");
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
-    assert_tunnel_route(&net);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    assert_tunnel_route(&lab);
     assert!(
         !client.log().contains("Operation not permitted"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
 }
 
 /// The pushed route goes into the tunnel.
-fn assert_tunnel_route(net: &Net) {
-    let r = net
-        .client_ns
+fn assert_tunnel_route(lab: &Lab) {
+    let r = lab.clients[0]
         .exec(&["ip", "route", "get", "10.99.0.7"])
         .unwrap();
     assert!(r.contains("fvtun-c"), "{r}");
@@ -317,11 +219,11 @@ fn assert_tunnel_route(net: &Net) {
 
 #[test]
 fn status_directory_nobody_cannot_write_is_refused_at_start() {
-    let net = setup("pv-ref");
-    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
+    let lab = lab("pv-ref");
+    let (mut sc, _) = lab.tls_crypt_confs();
     // Root's directory: OpenVPN writes through a file it opened as root,
     // ferrovpn replaces the file, so it must be able to write the directory.
-    let status = net.dir.join("status.log");
+    let status = lab.dir.join("status.log");
     sc.extra.extend([
         "user nobody".to_string(),
         "group nogroup".to_string(),
@@ -329,7 +231,7 @@ fn status_directory_nobody_cannot_write_is_refused_at_start() {
     ]);
     let text = openvpn_server_conf(&sc);
     let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
+    let mut server = lab.spawn(&lab.server_ns, "ferrovpn-server", Ferrovpn, &text);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
             .try_exit()
@@ -337,7 +239,7 @@ fn status_directory_nobody_cannot_write_is_refused_at_start() {
         "{}",
         server.log()
     );
-    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
+    let conf: PathBuf = lab.dir.join("ferrovpn-server.conf");
     let expected = format!(
         "ferrovpn: {}:{line}: 'status {}': directory {} is not writable by user nobody",
         conf.display(),
@@ -353,8 +255,8 @@ fn dir_of(p: &Path) -> &Path {
 
 /// An empty jail for `chroot`, with a copy of `file` at its own path
 /// inside (what the server re-reads after the chroot).
-fn jail_with(net: &Net, file: &Path, content: &Path) -> PathBuf {
-    let jail = net.dir.join("jail");
+fn jail_with(lab: &Lab, file: &Path, content: &Path) -> PathBuf {
+    let jail = lab.dir.join("jail");
     let inside = jail.join(file.strip_prefix("/").unwrap());
     std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
     std::fs::copy(content, &inside).unwrap();
@@ -363,23 +265,23 @@ fn jail_with(net: &Net, file: &Path, content: &Path) -> PathBuf {
 
 #[test]
 fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
-    let net = setup("pv-chr");
-    let (mut sc, cc) = net.confs("fvtun-s", "fvtun-c");
+    let lab = lab("pv-chr");
+    let (mut sc, cc) = lab.tls_crypt_confs();
     // Read at start from the real path (revokes nobody), then from the
     // jail (revokes the last client), as OpenVPN 2.6 does.
-    let crl = net.dir.join("crl.pem");
-    std::fs::copy(&net.pki.crl_empty, &crl).unwrap();
-    let jail = jail_with(&net, &crl, &net.pki.crl_revoking);
+    let crl = lab.dir.join("crl.pem");
+    std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
+    let jail = jail_with(&lab, &crl, &lab.pki.crl_revoking);
     sc.extra.extend([
         format!("chroot {}", jail.display()),
         "user nobody".to_string(),
         "group nogroup".to_string(),
         format!("crl-verify {}", crl.display()),
     ]);
-    let mut server = net.spawn(
-        &net.server_ns,
+    let mut server = lab.spawn(
+        &lab.server_ns,
         "ferrovpn-server",
-        FERROVPN,
+        Ferrovpn,
         &openvpn_server_conf(&sc),
     );
     server
@@ -398,59 +300,49 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
         server.log()
     );
 
-    let mut client = net.spawn(
-        &net.client_ns,
-        "openvpn-client",
-        "openvpn",
-        &openvpn_client_conf(&cc),
-    );
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
-    let p = ping(&net.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
 
     // The CRL inside the jail is the one enforced now.
-    let revoked = net.pki.clients.last().unwrap().clone();
+    let revoked = lab.pki.revoked_client().clone();
     let mut cc2 = cc.clone();
     cc2.cert = Material::File(revoked.cert);
     cc2.key = Material::File(revoked.key);
-    let revoked_client = net.spawn(
-        &net.client_ns,
-        "openvpn-client-revoked",
-        "openvpn",
-        &openvpn_client_conf(&cc2),
-    );
+    let revoked_client = lab.stock_client(0, "openvpn-client-revoked", &cc2);
     assert!(
         wait_for_count(&server, "Revoked", 1, CONNECT_TIMEOUT),
         "{}",
-        logs(&revoked_client, &server)
+        log_tails(&revoked_client, &server)
     );
     assert!(
         !revoked_client.log().contains(UP),
         "{}",
-        logs(&revoked_client, &server)
+        log_tails(&revoked_client, &server)
     );
     assert!(server.try_exit().is_none(), "{}", server.log());
 }
 
 #[test]
 fn chroot_with_a_status_file_outside_it_is_refused_at_start() {
-    let net = setup("pv-chs");
-    let (mut sc, _) = net.confs("fvtun-r", "fvtun-x");
-    let jail = net.dir.join("jail");
+    let lab = lab("pv-chs");
+    let (mut sc, _) = lab.tls_crypt_confs();
+    let jail = lab.dir.join("jail");
     std::fs::create_dir(&jail).unwrap();
     // ferrovpn replaces the status file by rename after the chroot, where
     // OpenVPN writes through a file it opened before: the directory must
     // be the same inside the jail, and run/ is not.
-    let status = net.dir.join("run/status.log");
+    let status = lab.dir.join("run/status.log");
     sc.extra.extend([
         format!("chroot {}", jail.display()),
         format!("status {} 1", status.display()),
     ]);
     let text = openvpn_server_conf(&sc);
     let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = net.spawn(&net.server_ns, "ferrovpn-server", FERROVPN, &text);
+    let mut server = lab.spawn(&lab.server_ns, "ferrovpn-server", Ferrovpn, &text);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
             .try_exit()
@@ -458,7 +350,7 @@ fn chroot_with_a_status_file_outside_it_is_refused_at_start() {
         "{}",
         server.log()
     );
-    let conf: PathBuf = net.dir.join("ferrovpn-server.conf");
+    let conf: PathBuf = lab.dir.join("ferrovpn-server.conf");
     let expected = format!(
         "ferrovpn: {}:{line}: 'status {}': with 'chroot {}'",
         conf.display(),

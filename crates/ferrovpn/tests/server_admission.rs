@@ -14,130 +14,10 @@ use std::time::{Duration, Instant};
 use ferrovpn_proto::data::Side;
 use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
 use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
-use ferrovpn_testkit::pki::{CertKey, Pki, PkiOptions};
-use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
-};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, count_lines, log_tails};
+use ferrovpn_testkit::{Cipher, Lab, Material, Netns, Wrap, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "ip", "ping"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
-const LISTENING: &str = "server listening";
-const SERVER_TUN: &str = "10.8.0.1";
-const SERVER_DEV: &str = "fvtun-s";
-const PORT: u16 = 1194;
-
-/// A server namespace and `n` peer namespaces, peer `i` joined to the
-/// server by veth `10.211.<i+1>.1/24 (server) <-> 10.211.<i+1>.2/24`.
-/// Processes are locals declared after this, so they are killed before the
-/// namespaces go.
-struct Lab {
-    _veths: Vec<VethPair>,
-    peers: Vec<Netns>,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-}
-
-fn lab(tag: &str, n: usize) -> Lab {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let mut peers = Vec::new();
-    let mut veths = Vec::new();
-    for i in 0..n {
-        let ns = Netns::unique(&format!("{tag}-p{i}")).unwrap();
-        let v = VethPair::new(
-            &server_ns,
-            &format!("10.211.{}.1/24", i + 1),
-            &ns,
-            &format!("10.211.{}.2/24", i + 1),
-        )
-        .unwrap();
-        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
-        peers.push(ns);
-        veths.push(v);
-    }
-    Lab {
-        _veths: veths,
-        peers,
-        server_ns,
-        pki,
-        dir,
-    }
-}
-
-fn server_underlay(i: usize) -> String {
-    format!("10.211.{}.1", i + 1)
-}
-
-fn server_addr(i: usize) -> SocketAddr {
-    format!("{}:{PORT}", server_underlay(i)).parse().unwrap()
-}
-
-impl Lab {
-    fn static_key(&self, name: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        ferrovpn_testkit::write_static_key(&path).unwrap();
-        path
-    }
-
-    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join("server.conf");
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            "ferrovpn-server",
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
-        p
-    }
-
-    fn client_conf(&self, i: usize, who: &CertKey, dev: &str, wrap: Wrap) -> ClientConf {
-        ClientConf::new(
-            &self.pki,
-            who,
-            &server_underlay(i),
-            dev,
-            wrap,
-            Cipher::Aes256Gcm,
-        )
-    }
-
-    fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, openvpn_client_conf(cc)).unwrap();
-        Proc::spawn_in(
-            &self.peers[i],
-            name,
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
-    }
-}
-
-fn count(log: &str, pat: &str) -> usize {
-    log.lines().filter(|l| l.contains(pat)).count()
-}
-
-fn logs(client: &Proc, server: &Proc) -> String {
-    format!(
-        "--- {} ---\n{}\n--- {} ---\n{}",
-        client.name(),
-        client.log_tail(40),
-        server.name(),
-        server.log_tail(60)
-    )
-}
 
 /// Run `f` on a thread inside `ns`.
 fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
@@ -237,19 +117,19 @@ fn half_open_flood(ns: &Netns, to: SocketAddr, wrap: &ControlWrap, n: u32) -> u3
 /// Audit M3: with `max-clients 4`, an attacker holding 50 half-open
 /// sessions (no certificate) must not keep a real client out.
 fn half_open_sessions_do_not_lock_out_clients(tag: &str, tls_crypt: bool) {
-    let lab = lab(tag, 2);
+    let lab = Lab::new(tag, 2, FERROVPN);
     let key = tls_crypt.then(|| lab.static_key("tc.key"));
     let wrap = match &key {
         Some(k) => Wrap::TlsCrypt(Material::File(k.clone())),
         None => Wrap::None,
     };
-    let mut sc = ServerConf::new(&lab.pki, SERVER_DEV, wrap.clone(), Cipher::Aes256Gcm);
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push("max-clients 4".into());
     let mut server = lab.ferrovpn_server(&sc);
 
     let cookies = half_open_flood(
-        &lab.peers[0],
-        server_addr(0),
+        &lab.clients[0],
+        Lab::server_addr(0),
         &client_wrap(key.as_deref()),
         50,
     );
@@ -260,25 +140,27 @@ fn half_open_sessions_do_not_lock_out_clients(tag: &str, tls_crypt: bool) {
         server.log_tail(40)
     );
     let started = Instant::now();
-    let cc = lab.client_conf(1, &lab.pki.clients[0], "fvtun-c", wrap);
+    let cc = lab.client_conf(1, &lab.pki.clients[0], "fvtun-c", wrap, Cipher::Aes256Gcm);
     let mut client = lab.stock_client(1, "openvpn-client", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
     eprintln!(
         "{tag}: client up {:?} after 50 half-open sessions",
         started.elapsed()
     );
-    let p = ping(&lab.peers[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
     let slog = server.log();
     // The attacker's address holds 8 half-open sessions, not 50.
     let attacker_sessions = slog
         .lines()
-        .filter(|l| l.contains("10.211.1.2:") && l.ends_with(": new session"))
+        .filter(|l| {
+            l.contains(&format!("{}:", Lab::client_underlay(0))) && l.ends_with(": new session")
+        })
         .count();
     assert_eq!(attacker_sessions, 8, "{slog}");
-    assert!(count(&slog, "(the limit per address)") >= 1, "{slog}");
+    assert!(count_lines(&slog, "(the limit per address)") >= 1, "{slog}");
     assert!(server.try_exit().is_none());
 }
 
@@ -298,11 +180,11 @@ fn half_open_sessions_do_not_lock_out_clients_with_tls_crypt() {
 /// ends.
 #[test]
 fn reset_answers_follow_connect_freq_initial() {
-    let lab = lab("adm-cfi", 2);
-    let sc = ServerConf::new(&lab.pki, SERVER_DEV, Wrap::None, Cipher::Aes256Gcm);
+    let lab = Lab::new("adm-cfi", 2, FERROVPN);
+    let sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
     let mut server = lab.ferrovpn_server(&sc);
-    let to = server_addr(0);
-    let answered = in_netns(&lab.peers[0], || {
+    let to = Lab::server_addr(0);
+    let answered = in_netns(&lab.clients[0], || {
         let sockets: Vec<UdpSocket> = (0..200u32)
             .map(|i| {
                 let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -339,10 +221,16 @@ fn reset_answers_follow_connect_freq_initial() {
     );
     // A stock client from elsewhere gets in once the period is over (its
     // resets are retransmitted).
-    let cc = lab.client_conf(1, &lab.pki.clients[0], "fvtun-c", Wrap::None);
+    let cc = lab.client_conf(
+        1,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
     let mut client = lab.stock_client(1, "openvpn-client", &cc);
     if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
     assert!(server.try_exit().is_none());
 }
@@ -357,31 +245,38 @@ fn tunnel_answers(ns: &Netns) -> bool {
 /// renegotiation; other clients stay.
 #[test]
 fn a_connected_client_revoked_by_a_new_crl_is_dropped_within_seconds() {
-    let lab = lab("adm-crl", 2);
+    let lab = Lab::new("adm-crl", 2, FERROVPN);
     let key = lab.static_key("tc.key");
     let wrap = Wrap::TlsCrypt(Material::File(key));
     let crl = lab.dir.join("crl.pem");
     std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
-    let mut sc = ServerConf::new(&lab.pki, SERVER_DEV, wrap.clone(), Cipher::Aes256Gcm);
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push(format!("crl-verify {}", crl.display()));
     let mut server = lab.ferrovpn_server(&sc);
-    // crl-revoking.pem revokes the last client, client2.
-    let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-a", wrap.clone());
+    // crl-revoking.pem revokes the PKI's last client; client2 here holds it.
+    let cc1 = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-a",
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
     let mut client1 = lab.stock_client(0, "openvpn-client1", &cc1);
-    let cc2 = lab.client_conf(1, &lab.pki.clients[1], "fvtun-b", wrap);
+    let revoked = lab.pki.revoked_client();
+    let cc2 = lab.client_conf(1, revoked, "fvtun-b", wrap, Cipher::Aes256Gcm);
     let mut client2 = lab.stock_client(1, "openvpn-client2", &cc2);
     for c in [&mut client1, &mut client2] {
         if let Err(e) = c.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-            panic!("{e:#}\n{}", logs(c, &server));
+            panic!("{e:#}\n{}", log_tails(c, &server));
         }
     }
     for (i, c) in [&client1, &client2].into_iter().enumerate() {
         assert!(
             wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-                tunnel_answers(&lab.peers[i])
+                tunnel_answers(&lab.clients[i])
             }),
             "{}",
-            logs(c, &server)
+            log_tails(c, &server)
         );
     }
     // Revoke client2 the way CA tools publish a CRL: a new file renamed over the old.
@@ -390,22 +285,26 @@ fn a_connected_client_revoked_by_a_new_crl_is_dropped_within_seconds() {
     let revoked_at = Instant::now();
     std::fs::rename(&tmp, &crl).unwrap();
     let cut = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        !tunnel_answers(&lab.peers[1])
+        !tunnel_answers(&lab.clients[1])
     });
     let took = revoked_at.elapsed();
     assert!(
         cut && took <= Duration::from_secs(6),
         "client2 still passes traffic {took:?} after its revocation\n{}",
-        logs(&client2, &server)
+        log_tails(&client2, &server)
     );
     eprintln!("revoked client cut off after {took:?}");
     let slog = server.log();
     assert_eq!(
-        count(&slog, "revoked by the reloaded crl-verify file"),
+        count_lines(&slog, "revoked by the reloaded crl-verify file"),
         1,
         "{slog}"
     );
     // client1 is not revoked and keeps its tunnel.
-    assert!(tunnel_answers(&lab.peers[0]), "{}", logs(&client1, &server));
+    assert!(
+        tunnel_answers(&lab.clients[0]),
+        "{}",
+        log_tails(&client1, &server)
+    );
     assert!(server.try_exit().is_none());
 }

@@ -8,235 +8,22 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::pki::{CertKey, Pki, PkiOptions};
+use ferrovpn_testkit::lab::{
+    CONNECT_TIMEOUT, SERVER_TUN, UP, connected_ip, count_lines, kill, log_tails, wait_exit,
+    wait_for_count, wait_up,
+};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Iperf3Server, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap,
-    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
-    wait_until,
+    Cipher, Iperf3Server, Lab, Material, Netns, Proc, Wrap, iperf3_report, openvpn_server_conf,
+    ping, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping", "ss", "kill"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
-const LISTENING: &str = "server listening";
-const SERVER_TUN: &str = "10.8.0.1";
-const SERVER_DEV: &str = "fvtun-s";
-const PORT: u16 = 1194;
-
-/// A server namespace and `n` client namespaces, client `i` joined to the
-/// server by veth `10.210.<i+1>.1/24 (server) <-> 10.210.<i+1>.2/24`, a
-/// throwaway PKI and a scratch directory. Processes are locals of the test
-/// declared after this, so they drop (and are killed) before the namespaces.
-struct Lab {
-    veths: Vec<VethPair>,
-    clients: Vec<Netns>,
-    server_ns: Netns,
-    pki: Pki,
-    dir: TestDir,
-}
-
-fn lab(tag: &str, n_clients: usize) -> Lab {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(
-        &dir.join("pki"),
-        &PkiOptions {
-            clients: 3,
-            ..PkiOptions::default()
-        },
-    )
-    .unwrap();
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let mut clients = Vec::new();
-    let mut veths = Vec::new();
-    for i in 0..n_clients {
-        let ns = Netns::unique(&format!("{tag}-c{i}")).unwrap();
-        let v = VethPair::new(
-            &server_ns,
-            &format!("10.210.{}.1/24", i + 1),
-            &ns,
-            &format!("10.210.{}.2/24", i + 1),
-        )
-        .unwrap();
-        // The underlay works before any VPN runs.
-        ping(&ns, &v.addr_a.to_string(), 1, Duration::from_secs(5)).unwrap();
-        clients.push(ns);
-        veths.push(v);
-    }
-    Lab {
-        veths,
-        clients,
-        server_ns,
-        pki,
-        dir,
-    }
-}
-
-/// The server's underlay address as seen from client namespace `i`.
-fn server_underlay(i: usize) -> String {
-    format!("10.210.{}.1", i + 1)
-}
-
-impl Lab {
-    /// A fresh static key (tls-auth / tls-crypt) file.
-    fn static_key(&self, name: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        ferrovpn_testkit::write_static_key(&path).unwrap();
-        path
-    }
-
-    fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
-        ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
-    }
-
-    /// Stock client in namespace `i` with `who`'s certificate, tunnel device `dev`.
-    fn client_conf(
-        &self,
-        i: usize,
-        who: &CertKey,
-        dev: &str,
-        wrap: Wrap,
-        cipher: Cipher,
-    ) -> ClientConf {
-        ClientConf::new(&self.pki, who, &server_underlay(i), dev, wrap, cipher)
-    }
-
-    /// `ferrovpn --config` server from `sc`, waited on until it listens.
-    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
-        let conf = self.dir.join("server.conf");
-        std::fs::write(&conf, openvpn_server_conf(sc)).unwrap();
-        let mut p = Proc::spawn_in(
-            &self.server_ns,
-            "ferrovpn-server",
-            self.dir.path(),
-            FERROVPN,
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap();
-        p.wait_for_log_line(LISTENING, CONNECT_TIMEOUT).unwrap();
-        p
-    }
-
-    /// Stock `openvpn` client in namespace `i` from `cc`; not waited on.
-    fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
-        self.stock_client_text(i, name, &openvpn_client_conf(cc))
-    }
-
-    /// Stock `openvpn` client in namespace `i` from `cc`, waited on until
-    /// it is up with `cc`'s cipher.
-    fn stock_client_up(&self, i: usize, name: &str, cc: &ClientConf, server: &Proc) -> Proc {
-        let mut p = self.stock_client(i, name, cc);
-        wait_up(&mut p, server, cc.cipher);
-        p
-    }
-
-    /// Stock `openvpn` client in namespace `i` bound to UDP `port` (instead
-    /// of `nobind`), so the server log names it; not waited on.
-    fn stock_client_on_port(&self, i: usize, name: &str, cc: &ClientConf, port: u16) -> Proc {
-        let text = openvpn_client_conf(cc);
-        assert!(text.contains("\nnobind\n"), "{text}");
-        let text = text.replace("\nnobind\n", &format!("\nlport {port}\n"));
-        self.stock_client_text(i, name, &text)
-    }
-
-    /// Stock `openvpn` client in namespace `i` from config text; not waited on.
-    fn stock_client_text(&self, i: usize, name: &str, text: &str) -> Proc {
-        let conf = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, text).unwrap();
-        Proc::spawn_in(
-            &self.clients[i],
-            name,
-            self.dir.path(),
-            "openvpn",
-            &["--config".as_ref(), conf.as_os_str()],
-        )
-        .unwrap()
-    }
-}
-
-fn count(log: &str, pat: &str) -> usize {
-    log.lines().filter(|l| l.contains(pat)).count()
-}
-
-/// Wait until `p`'s log holds `n` lines containing `pat`.
-fn wait_for_count(p: &Proc, pat: &str, n: usize, timeout: Duration) -> bool {
-    wait_until(timeout, Duration::from_millis(50), || {
-        count(&p.log(), pat) >= n
-    })
-}
-
-/// Both logs' tails, for failure messages.
-fn logs(client: &Proc, server: &Proc) -> String {
-    format!(
-        "--- {} ---\n{}\n--- {} ---\n{}",
-        client.name(),
-        client.log_tail(40),
-        server.name(),
-        server.log_tail(40)
-    )
-}
-
-/// Wait for the stock client to come up and check that it negotiated `cipher`.
-fn wait_up(client: &mut Proc, server: &Proc, cipher: Cipher) {
-    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(client, server));
-    }
-    let log = client.log();
-    assert!(
-        !log.contains("Initialization Sequence Completed With Errors"),
-        "{}",
-        logs(client, server)
-    );
-    assert!(
-        log.lines()
-            .any(|l| l.contains("Data Channel") && l.contains(cipher.name())),
-        "client did not negotiate {}:\n{}",
-        cipher.name(),
-        logs(client, server)
-    );
-}
-
-/// The tunnel address the server announced for `cn`
-/// ("client <cn> connected: <ip>, ..."), the latest one.
-fn connected_ip(server: &Proc, cn: &str) -> Option<String> {
-    let pat = format!("client {cn} connected: ");
-    server.log().lines().rev().find_map(|l| {
-        let rest = &l[l.find(&pat)? + pat.len()..];
-        rest.split(',').next().map(|s| s.trim().to_owned())
-    })
-}
-
-fn kill(sig: &str, p: &Proc) {
-    let st = Command::new("kill")
-        .args([sig, &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig} {}", p.pid());
-}
-
-/// Ping the server's tunnel address from client namespace `i` and push
-/// 2 s of iperf3 through the tunnel.
-fn ping_and_iperf3(lab: &Lab, i: usize, what: &str, client: &Proc, server: &Proc) {
-    let p = ping(&lab.clients[i], SERVER_TUN, 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", logs(client, server)));
-    assert!(p.received >= 4, "{what}: {p:?}\n{}", logs(client, server));
-    let r = iperf3_report(&lab.clients[i], &lab.server_ns, SERVER_TUN, 2, 1)
-        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", logs(client, server)));
-    eprintln!(
-        "{what}: stock client -> ferrovpn server {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
-        r.gbps, r.bytes, r.retransmits, p.avg_ms
-    );
-    assert!(r.bytes > 1_000_000, "{what}: {r:?}");
-    assert!(r.gbps > 0.01, "{what}: {r:?}");
-}
 
 /// One stock client against a ferrovpn server: connect, ping, iperf3.
 fn basic(tag: &str, wrap_of: impl Fn(&Lab) -> Wrap, cipher: Cipher, inline: bool) {
-    let lab = lab(tag, 1);
+    let lab = Lab::new(tag, 1, FERROVPN);
     let wrap = wrap_of(&lab);
     let mut sc = lab.server_conf(wrap.clone(), cipher);
     let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
@@ -255,9 +42,9 @@ fn basic(tag: &str, wrap_of: impl Fn(&Lab) -> Wrap, cipher: Cipher, inline: bool
         connected_ip(&server, "client1").as_deref(),
         Some("10.8.0.2"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
-    ping_and_iperf3(&lab, 0, tag, &client, &server);
+    lab.ping_and_iperf3(0, tag, &client, &server);
 }
 
 #[test]
@@ -285,14 +72,6 @@ fn stock_client_no_wrap_chacha20_ping_iperf3() {
     basic("sv-cc", |_| Wrap::None, Cipher::Chacha20Poly1305, false);
 }
 
-/// `iperf3 -c SERVER_TUN -t SECONDS -i 1 -J` from client namespace `i`;
-/// returns the bytes of every 1 s interval and the receiver's total.
-fn iperf3_intervals(lab: &Lab, i: usize, seconds: u32) -> (Vec<u64>, u64) {
-    let r = iperf3_report(&lab.clients[i], &lab.server_ns, SERVER_TUN, seconds, 1)
-        .unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e:#}"));
-    (r.intervals, r.bytes)
-}
-
 /// Distinct key ids the server made active ("key_id N active"), in order.
 fn active_key_ids(log: &str) -> Vec<u8> {
     log.lines()
@@ -317,7 +96,7 @@ enum Initiator {
 /// A 10 s transfer while the key is renegotiated every 1 or 2 s: the transfer
 /// never stalls, key ids rotate in order, the tunnel stays up.
 fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
-    let lab = lab(tag, 1);
+    let lab = Lab::new(tag, 1, FERROVPN);
     let (wrap, cipher) = if tls_auth {
         (
             Wrap::TlsAuth(Material::File(lab.static_key("ta.key"))),
@@ -339,10 +118,11 @@ fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
     let server = lab.ferrovpn_server(&sc);
     let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let before = active_key_ids(&server.log());
-    assert_eq!(before, vec![0], "{}", logs(&client, &server));
+    assert_eq!(before, vec![0], "{}", log_tails(&client, &server));
 
     let started = Instant::now();
-    let (intervals, total) = iperf3_intervals(&lab, 0, 10);
+    let report = lab.iperf3(0, 10);
+    let (intervals, total) = (report.intervals, report.bytes);
     let took = started.elapsed();
     let slog = server.log();
     let keys = active_key_ids(&slog);
@@ -359,7 +139,7 @@ fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
         keys.len() >= want,
         "expected >= {} renegotiations during 10 s, got key ids {keys:?}\n{}",
         want - 1,
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     // Key ids go 0, 1, 2, ... 7, 1, 2 ... (0 is only used for the first key).
     for w in keys.windows(2) {
@@ -373,7 +153,7 @@ fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
         assert!(
             *b > 100_000,
             "second {n} of the transfer moved only {b} bytes: {intervals:?}\n{}",
-            logs(&client, &server)
+            log_tails(&client, &server)
         );
     }
     assert!(total > 50_000_000, "{total} bytes in 10 s");
@@ -381,25 +161,29 @@ fn reneg_under_load(tag: &str, tls_auth: bool, initiator: Initiator) {
     // kept the tunnel.
     let clog = client.log();
     assert!(
-        count(&clog, "Control Channel: TLS") >= 4,
+        count_lines(&clog, "Control Channel: TLS") >= 4,
         "client log shows no renegotiations:\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
-    assert!(!slog.contains("disconnected"), "{}", logs(&client, &server));
     assert!(
-        count(&slog, "negotiation failed") == 0,
+        !slog.contains("disconnected"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
+    );
+    assert!(
+        count_lines(&slog, "negotiation failed") == 0,
+        "{}",
+        log_tails(&client, &server)
     );
     if initiator == Initiator::Server {
         assert!(
-            count(&slog, "starting renegotiation") >= 3,
+            count_lines(&slog, "starting renegotiation") >= 3,
             "the server did not start the renegotiations\n{}",
-            logs(&client, &server)
+            log_tails(&client, &server)
         );
     }
     let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+    assert!(p.received >= 4, "{p:?}\n{}", log_tails(&client, &server));
 }
 
 #[test]
@@ -414,7 +198,7 @@ fn server_renegotiates_with_stock_client_during_transfer_tls_auth() {
 
 #[test]
 fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
-    let lab = lab("sv-c2c", 2);
+    let lab = Lab::new("sv-c2c", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -432,13 +216,13 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
         connected_ip(&server, "client1").as_deref(),
         Some("10.8.0.2"),
         "{}",
-        logs(&a, &server)
+        log_tails(&a, &server)
     );
     assert_eq!(
         connected_ip(&server, "client2").as_deref(),
         Some("10.8.0.3"),
         "{}",
-        logs(&b, &server)
+        log_tails(&b, &server)
     );
     // The clients really configured what they were given.
     let addr_a = lab.clients[0]
@@ -452,10 +236,15 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     // Both reach the server, and A reaches B (and back) through it.
     for (i, c) in [(0, &a), (1, &b)] {
         let p = ping(&lab.clients[i], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-        assert!(p.received >= 2, "{p:?}\n{}", logs(c, &server));
+        assert!(p.received >= 2, "{p:?}\n{}", log_tails(c, &server));
     }
-    let p = ping(&lab.clients[0], "10.8.0.3", 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("A -> B: {e:#}\n{}\n{}", logs(&a, &server), b.log_tail(30)));
+    let p = ping(&lab.clients[0], "10.8.0.3", 5, Duration::from_secs(10)).unwrap_or_else(|e| {
+        panic!(
+            "A -> B: {e:#}\n{}\n{}",
+            log_tails(&a, &server),
+            b.log_tail(30)
+        )
+    });
     assert!(p.received >= 4, "A -> B {p:?}");
     let p = ping(&lab.clients[1], "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "B -> A {p:?}");
@@ -571,7 +360,7 @@ fn blast(ns: &Netns, local_port: u16, to: SocketAddr, pkts: &[Vec<u8>]) -> usize
 
 #[test]
 fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
-    let lab = lab("sv-hostile", 1);
+    let lab = Lab::new("sv-hostile", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let sc = lab.server_conf(wrap.clone(), cipher);
@@ -579,21 +368,23 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap.clone(), cipher);
     let good = lab.stock_client_up(0, "openvpn-good", &cc, &server);
     let ns = &lab.clients[0];
-    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+    let server_addr: SocketAddr = Lab::server_addr(0);
 
     // (a) A client whose certificate comes from a foreign CA (it trusts the
     // server's CA, and knows the tls-crypt key). Fixed source ports make
     // each hostile peer recognisable in the server log.
-    let fc = lab.client_conf(0, &lab.pki.foreign_client, "fvtun-f", wrap, cipher);
+    let mut fc = lab.client_conf(0, &lab.pki.foreign_client, "fvtun-f", wrap, cipher);
+    fc.lport = Some(40001);
     // (c) A client with the wrong tls-crypt key.
     let wrong = Wrap::TlsCrypt(Material::File(lab.static_key("wrong.key")));
-    let wc = lab.client_conf(0, &lab.pki.clients[1], "fvtun-w", wrong, cipher);
+    let mut wc = lab.client_conf(0, &lab.pki.clients[1], "fvtun-w", wrong, cipher);
+    wc.lport = Some(40002);
 
     let (pings, sent, foreign, wrongkey) = std::thread::scope(|s| {
         // The good client keeps pinging through all of it: 40 pings, 8 s.
         let pinger = s.spawn(|| ping(ns, SERVER_TUN, 40, Duration::from_secs(15)));
-        let foreign = lab.stock_client_on_port(0, "openvpn-foreign", &fc, 40001);
-        let wrongkey = lab.stock_client_on_port(0, "openvpn-wrongkey", &wc, 40002);
+        let foreign = lab.stock_client(0, "openvpn-foreign", &fc);
+        let wrongkey = lab.stock_client(0, "openvpn-wrongkey", &wc);
         // (b) A few thousand garbage datagrams, twice.
         let pkts = garbage();
         let mut sent = blast(ns, 40003, server_addr, &pkts);
@@ -605,7 +396,7 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
                 CONNECT_TIMEOUT
             ),
             "the foreign-CA client was not refused\n{}",
-            logs(&foreign, &server)
+            log_tails(&foreign, &server)
         );
         sent += blast(ns, 40003, server_addr, &pkts);
         (pinger.join().unwrap(), sent, foreign, wrongkey)
@@ -613,8 +404,8 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     let slog = server.log();
     let all = format!(
         "{}\n{}\n--- {} ---\n{}",
-        logs(&good, &server),
-        logs(&foreign, &wrongkey),
+        log_tails(&good, &server),
+        log_tails(&foreign, &wrongkey),
         good.name(),
         good.log_tail(20)
     );
@@ -646,7 +437,7 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     );
     assert!(slog.contains("control packets dropped"), "{all}");
     // Nobody but client1 got an address, and nothing floated.
-    assert_eq!(count(&slog, " connected: 10.8.0."), 1, "{all}");
+    assert_eq!(count_lines(&slog, " connected: 10.8.0."), 1, "{all}");
     assert!(!slog.contains("floated"), "{all}");
     // The server lives and the good client still works.
     assert!(server.try_exit().is_none(), "server exited\n{all}");
@@ -654,17 +445,6 @@ fn hostile_peers_and_garbage_do_not_disturb_a_connected_client() {
     assert!(p.received >= 4, "{p:?}\n{all}");
     let r = iperf3_report(ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
     assert!(r.bytes > 1_000_000, "{r:?}");
-}
-
-/// Wait for `p` to exit after a signal; panics with its log otherwise.
-fn wait_exit(p: &mut Proc, grace: Duration) {
-    let exited = wait_until(grace, Duration::from_millis(20), || p.try_exit().is_some());
-    assert!(
-        exited,
-        "{} did not exit within {grace:?}:\n{}",
-        p.name(),
-        p.log_tail(40)
-    );
 }
 
 /// The server log lines that say `cn` disconnected.
@@ -680,7 +460,7 @@ fn disconnects(server: &Proc, cn: &str) -> Vec<String> {
 
 #[test]
 fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
-    let lab = lab("sv-keepalive", 2);
+    let lab = Lab::new("sv-keepalive", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -698,7 +478,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
     assert!(
         c1.log().contains("ping-restart 3"),
         "keepalive not pushed\n{}",
-        logs(&c1, &server)
+        log_tails(&c1, &server)
     );
     assert_eq!(
         connected_ip(&server, "client1").as_deref(),
@@ -716,13 +496,13 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
     assert!(
         disconnects(&server, "client1").is_empty(),
         "client1 dropped before its ping-restart\n{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     assert_eq!(
         connected_ip(&server, "client2").as_deref(),
         Some("10.8.0.3"),
         "{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
 
     // The server drops client1 after 6 s of silence, not much later.
@@ -731,7 +511,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
             !disconnects(&server, "client1").is_empty()
         }),
         "client1 never dropped\n{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     let dropped_after = killed.elapsed();
     let d = disconnects(&server, "client1");
@@ -750,7 +530,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
         connected_ip(&server, "client3").as_deref(),
         Some("10.8.0.2"),
         "client1's address was not reused\n{}",
-        logs(&c3, &server)
+        log_tails(&c3, &server)
     );
     let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
@@ -766,7 +546,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
             !disconnects(&server, "client2").is_empty()
         }),
         "client2 never dropped\n{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     let gone_after = termed.elapsed();
     let d = disconnects(&server, "client2");
@@ -775,7 +555,7 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
     assert!(
         gone_after < Duration::from_secs(4),
         "exit notification took {gone_after:?}\n{}",
-        logs(&c2, &server)
+        log_tails(&c2, &server)
     );
     assert!(server.log().contains("client announced exit"));
     wait_exit(&mut c2, Duration::from_secs(10));
@@ -786,13 +566,14 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
 
 #[test]
 fn stock_client_restart_from_same_port_gets_a_fresh_session() {
-    let lab = lab("sv-restart", 1);
+    let lab = Lab::new("sv-restart", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Chacha20Poly1305;
     let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
-    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    let mut cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
     // A fixed source port: the restarted session comes from the same address.
-    let mut client = lab.stock_client_on_port(0, "openvpn-client", &cc, 40010);
+    cc.lport = Some(40010);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
     wait_up(&mut client, &server, cipher);
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
@@ -801,7 +582,7 @@ fn stock_client_restart_from_same_port_gets_a_fresh_session() {
     assert!(
         wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
         "client did not come back after SIGUSR1\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     assert!(
         wait_for_count(
@@ -811,14 +592,18 @@ fn stock_client_restart_from_same_port_gets_a_fresh_session() {
             CONNECT_TIMEOUT
         ),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     let slog = server.log();
-    assert_eq!(count(&slog, "10.210.1.2:40010: new session"), 2, "{slog}");
-    assert_eq!(count(&slog, " connected: 10.8.0."), 2, "{slog}");
+    assert_eq!(
+        count_lines(&slog, "10.210.1.2:40010: new session"),
+        2,
+        "{slog}"
+    );
+    assert_eq!(count_lines(&slog, " connected: 10.8.0."), 2, "{slog}");
     let p = ping(&lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&client, &server)));
-    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(&client, &server)));
+    assert!(p.received >= 4, "{p:?}\n{}", log_tails(&client, &server));
     let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "server -> client {p:?}");
 }
@@ -827,7 +612,7 @@ fn stock_client_restart_from_same_port_gets_a_fresh_session() {
 fn second_connection_with_the_same_cn_replaces_the_first() {
     // Without `duplicate-cn` (the default) OpenVPN drops a client's earlier
     // session when the same certificate CN connects again.
-    let lab = lab("sv-dupcn", 2);
+    let lab = Lab::new("sv-dupcn", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
@@ -842,18 +627,18 @@ fn second_connection_with_the_same_cn_replaces_the_first() {
                 .any(|l| l.contains("10.210.1.2:"))
         }),
         "the first client1 session was not dropped\n{}\n{}",
-        logs(&a, &server),
+        log_tails(&a, &server),
         b.log_tail(20)
     );
     let d = disconnects(&server, "client1");
     assert_eq!(d.len(), 1, "{d:?}");
     let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&b, &server));
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&b, &server));
 }
 
 #[test]
 fn duplicate_cn_lets_one_certificate_connect_twice() {
-    let lab = lab("sv-dupcn2", 2);
+    let lab = Lab::new("sv-dupcn2", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -871,7 +656,7 @@ fn duplicate_cn_lets_one_certificate_connect_twice() {
             CONNECT_TIMEOUT
         ),
         "{}",
-        logs(&b, &server)
+        log_tails(&b, &server)
     );
     for i in 0..2 {
         let p = ping(&lab.clients[i], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
@@ -890,7 +675,7 @@ fn duplicate_cn_lets_one_certificate_connect_twice() {
 
 #[test]
 fn server_reneg_bytes_renegotiates_during_transfer() {
-    let lab = lab("sv-renegb", 1);
+    let lab = Lab::new("sv-renegb", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -902,7 +687,8 @@ fn server_reneg_bytes_renegotiates_during_transfer() {
     cc.reneg_sec = Some(0);
     let server = lab.ferrovpn_server(&sc);
     let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
-    let (intervals, total) = iperf3_intervals(&lab, 0, 3);
+    let report = lab.iperf3(0, 3);
+    let (intervals, total) = (report.intervals, report.bytes);
     let slog = server.log();
     let keys = active_key_ids(&slog);
     eprintln!(
@@ -912,19 +698,23 @@ fn server_reneg_bytes_renegotiates_during_transfer() {
     );
     assert!(total > 100_000_000, "{total} bytes: too little to judge");
     assert!(
-        count(&slog, "starting renegotiation") >= 3 && keys.len() >= 4,
+        count_lines(&slog, "starting renegotiation") >= 3 && keys.len() >= 4,
         "{} MB moved, reneg-bytes 20 MB, but the server renegotiated {} times (key ids {keys:?})\n{}",
         total / 1_000_000,
-        count(&slog, "starting renegotiation"),
-        logs(&client, &server)
+        count_lines(&slog, "starting renegotiation"),
+        log_tails(&client, &server)
     );
     for w in keys.windows(2) {
         let expected = if w[0] == 7 { 1 } else { w[0] + 1 };
         assert_eq!(w[1], expected, "key ids {keys:?}");
     }
-    assert!(!slog.contains("disconnected"), "{}", logs(&client, &server));
+    assert!(
+        !slog.contains("disconnected"),
+        "{}",
+        log_tails(&client, &server)
+    );
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&client, &server));
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
 }
 
 /// One tls-crypt-wrapped HARD_RESET_CLIENT_V2 as a stock client sends it
@@ -955,13 +745,13 @@ fn captured_client_reset(key_file: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
-    let lab = lab("sv-replay", 1);
+    let lab = Lab::new("sv-replay", 1, FERROVPN);
     let key = lab.static_key("tc.key");
     let wrap = Wrap::TlsCrypt(Material::File(key.clone()));
     let cipher = Cipher::Aes256Gcm;
     let mut server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
     let ns = &lab.clients[0];
-    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+    let server_addr: SocketAddr = Lab::server_addr(0);
     let reset = captured_client_reset(&key);
     // The same captured packet replayed from 1100 source ports (more than
     // the default max-clients 1024).
@@ -985,29 +775,29 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
     let slog = server.log();
     eprintln!(
         "replay: {} sessions created from the replayed reset, client up: {up} after {:?}",
-        count(&slog, ": new session"),
+        count_lines(&slog, ": new session"),
         started.elapsed()
     );
     assert!(
         up,
         "a legitimate client could not connect after a replayed reset flood\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     // The stateless handshake keeps nothing for a reset: the replays made
     // no session at all (they cannot answer the cookie without the
     // tls-crypt key); the stock client made the only one.
     assert_eq!(
-        count(&slog, ": new session"),
+        count_lines(&slog, ": new session"),
         1,
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     assert!(server.try_exit().is_none());
 }
 
 #[test]
 fn server_follows_a_client_that_changes_address() {
-    let lab = lab("sv-float", 1);
+    let lab = Lab::new("sv-float", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -1041,12 +831,12 @@ fn server_follows_a_client_that_changes_address() {
     ])
     .unwrap();
     let p = ping(ns, SERVER_TUN, 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("after the move: {e:#}\n{}", logs(&client, &server)));
-    assert!(p.received >= 3, "{p:?}\n{}", logs(&client, &server));
+        .unwrap_or_else(|e| panic!("after the move: {e:#}\n{}", log_tails(&client, &server)));
+    assert!(p.received >= 3, "{p:?}\n{}", log_tails(&client, &server));
     assert!(
         wait_for_count(&server, "to 10.210.1.3:", 1, Duration::from_secs(5)),
         "no float logged\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     // Pins the word the hostile-peers test asserts the absence of.
     assert!(
@@ -1061,10 +851,10 @@ fn server_follows_a_client_that_changes_address() {
     assert!(
         wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(15)),
         "renegotiation after the float did not complete\n{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     let p = ping(ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 4, "{p:?}\n{}", logs(&client, &server));
+    assert!(p.received >= 4, "{p:?}\n{}", log_tails(&client, &server));
     let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "server -> client {p:?}");
     assert!(!server.log().contains("disconnected"), "{}", server.log());
@@ -1072,7 +862,7 @@ fn server_follows_a_client_that_changes_address() {
 
 #[test]
 fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
-    let lab = lab("sv-nocipher", 1);
+    let lab = Lab::new("sv-nocipher", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     // Server: AES-256-GCM only. Client (a 2.6 client, so it announces
     // IV_CIPHERS): CHACHA20-POLY1305 only. OpenVPN 2.6 refuses such a
@@ -1088,16 +878,20 @@ fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
     );
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     if let Err(e) = client.wait_for_log_line("AUTH_FAILED", CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", logs(&client, &server));
+        panic!("{e:#}\n{}", log_tails(&client, &server));
     }
     let slog = server.log();
-    assert!(!client.log().contains(UP), "{}", logs(&client, &server));
+    assert!(
+        !client.log().contains(UP),
+        "{}",
+        log_tails(&client, &server)
+    );
     assert!(
         slog.contains("no shared cipher"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
-    assert_eq!(count(&slog, " connected: 10.8.0."), 0, "{slog}");
+    assert_eq!(count_lines(&slog, " connected: 10.8.0."), 0, "{slog}");
     // AUTH_FAILED is final for a stock client: it exits instead of retrying.
     wait_exit(&mut client, Duration::from_secs(15));
     assert!(
@@ -1105,14 +899,14 @@ fn stock_client_without_a_shared_cipher_is_refused_with_auth_failed() {
             .log()
             .contains("Received control message: AUTH_FAILED"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     assert!(server.try_exit().is_none());
 }
 
 #[test]
 fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
-    let lab = lab("sv-maxcl", 2);
+    let lab = Lab::new("sv-maxcl", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -1125,25 +919,25 @@ fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
     assert!(
         wait_for_count(&server, "max-clients 1 reached", 1, CONNECT_TIMEOUT),
         "{}",
-        logs(&b, &server)
+        log_tails(&b, &server)
     );
-    assert!(!b.log().contains(UP), "{}", logs(&b, &server));
+    assert!(!b.log().contains(UP), "{}", log_tails(&b, &server));
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&a, &server));
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&a, &server));
     // A leaves; B's next attempt gets the slot (and A's address).
     kill("-TERM", &a);
     wait_exit(&mut a, Duration::from_secs(10));
     if let Err(e) = b.wait_for_log_line(UP, Duration::from_secs(45)) {
-        panic!("{e:#}\n{}", logs(&b, &server));
+        panic!("{e:#}\n{}", log_tails(&b, &server));
     }
     assert_eq!(
         connected_ip(&server, "client2").as_deref(),
         Some("10.8.0.2"),
         "{}",
-        logs(&b, &server)
+        log_tails(&b, &server)
     );
     let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", logs(&b, &server));
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&b, &server));
 }
 
 /// `ping -s SIZE` (`-M dont`: fragmentation allowed) from `ns`; replies received.
@@ -1172,7 +966,7 @@ fn big_ping(ns: &Netns, addr: &str, size: u32, count: u32) -> (u32, String) {
 
 #[test]
 fn full_mtu_and_oversized_packets_cross_the_tunnel_both_ways() {
-    let lab = lab("sv-mtu", 1);
+    let lab = Lab::new("sv-mtu", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let server = lab.ferrovpn_server(&lab.server_conf(wrap.clone(), cipher));
@@ -1190,7 +984,7 @@ fn full_mtu_and_oversized_packets_cross_the_tunnel_both_ways() {
             assert!(
                 got >= 18,
                 "{dir}, {size}-byte pings: {got}/20 replies\n{text}\n{}",
-                logs(&client, &server)
+                log_tails(&client, &server)
             );
         }
     }
@@ -1202,7 +996,7 @@ fn full_mtu_and_oversized_packets_cross_the_tunnel_both_ways() {
         assert!(
             bytes > 5_000_000 && lost < 10.0,
             "UDP 1472-byte datagrams, server sending: {reverse}: {lost:.2}% lost, {bytes} bytes\n{}",
-            logs(&client, &server)
+            log_tails(&client, &server)
         );
     }
 }
@@ -1237,7 +1031,7 @@ fn iperf3_udp(lab: &Lab, i: usize, len: u32, reverse: bool) -> (f64, u64) {
 
 #[test]
 fn tls_version_min_1_3_refuses_a_tls12_stock_client_and_serves_a_default_one() {
-    let lab = lab("sv-tls13", 1);
+    let lab = Lab::new("sv-tls13", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push("tls-version-min 1.3".into());
@@ -1248,10 +1042,10 @@ fn tls_version_min_1_3_refuses_a_tls12_stock_client_and_serves_a_default_one() {
     assert!(
         wait_for_count(&old, "TLS handshake failed", 1, CONNECT_TIMEOUT),
         "{}",
-        logs(&old, &server)
+        log_tails(&old, &server)
     );
-    assert!(!old.log().contains(UP), "{}", logs(&old, &server));
-    assert_eq!(count(&server.log(), " connected: 10.8.0."), 0);
+    assert!(!old.log().contains(UP), "{}", log_tails(&old, &server));
+    assert_eq!(count_lines(&server.log(), " connected: 10.8.0."), 0);
     drop(old);
     cc.extra.pop();
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
@@ -1259,13 +1053,13 @@ fn tls_version_min_1_3_refuses_a_tls12_stock_client_and_serves_a_default_one() {
     assert!(
         client.log().contains("TLSv1.3"),
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
 }
 
 #[test]
 fn reset_flood_without_wrapping_makes_no_sessions() {
-    let lab = lab("sv-flood", 1);
+    let lab = Lab::new("sv-flood", 1, FERROVPN);
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(Wrap::None, cipher);
     sc.extra.push("max-clients 4".into());
@@ -1273,7 +1067,7 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     // 10 s is tested in server_admission.rs.
     sc.extra.push("connect-freq-initial 1000 10".into());
     let mut server = lab.ferrovpn_server(&sc);
-    let server_addr: SocketAddr = format!("{}:{PORT}", server_underlay(0)).parse().unwrap();
+    let server_addr: SocketAddr = Lab::server_addr(0);
     // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of
     // them, each from its own port with its own session id, are 50 times
     // max-clients.
@@ -1304,10 +1098,10 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let slog = server.log();
     assert_eq!(
-        count(&slog, ": new session"),
+        count_lines(&slog, ": new session"),
         1,
         "{}",
-        logs(&client, &server)
+        log_tails(&client, &server)
     );
     assert!(!slog.contains("max-clients"), "{slog}");
     assert!(server.try_exit().is_none());
@@ -1315,7 +1109,7 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
 
 #[test]
 fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
-    let lab = lab("sv-crl", 1);
+    let lab = Lab::new("sv-crl", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let crl = lab.dir.join("crl.pem");
@@ -1345,14 +1139,14 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
             CONNECT_TIMEOUT
         ),
         "{}",
-        logs(&after, &server)
+        log_tails(&after, &server)
     );
     let slog = server.log();
     assert!(slog.contains("crl-verify: reloaded"), "{slog}");
     assert!(
         !wait_for_count(&after, UP, 1, Duration::from_secs(3)),
         "{}",
-        logs(&after, &server)
+        log_tails(&after, &server)
     );
     drop(after);
     // Everyone else still gets in.
@@ -1362,7 +1156,7 @@ fn crl_verify_refuses_revoked_clients_and_follows_the_file() {
 
 #[test]
 fn ifconfig_pool_persist_gives_clients_their_remembered_addresses() {
-    let lab = lab("sv-ipp", 2);
+    let lab = Lab::new("sv-ipp", 2, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let ipp = lab.dir.join("ipp.txt");
@@ -1400,7 +1194,7 @@ fn ifconfig_pool_persist_gives_clients_their_remembered_addresses() {
 
 #[test]
 fn server_verify_x509_name_admits_only_the_named_stock_client() {
-    let lab = lab("sv-x509name", 1);
+    let lab = Lab::new("sv-x509name", 1, FERROVPN);
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let cipher = Cipher::Aes256Gcm;
     let mut sc = lab.server_conf(wrap.clone(), cipher);
@@ -1415,10 +1209,14 @@ fn server_verify_x509_name_admits_only_the_named_stock_client() {
     assert!(
         wait_for_count(&server, "verify-x509-name", 1, CONNECT_TIMEOUT),
         "{}",
-        logs(&refused, &server)
+        log_tails(&refused, &server)
     );
-    assert!(!refused.log().contains(UP), "{}", logs(&refused, &server));
-    assert_eq!(count(&server.log(), " connected: 10.8.0."), 0);
+    assert!(
+        !refused.log().contains(UP),
+        "{}",
+        log_tails(&refused, &server)
+    );
+    assert_eq!(count_lines(&server.log(), " connected: 10.8.0."), 0);
     drop(refused);
     let cc1 = lab.client_conf(0, &lab.pki.clients[0], "fvtun-b", wrap, cipher);
     let _c1 = lab.stock_client_up(0, "openvpn-client1", &cc1, &server);

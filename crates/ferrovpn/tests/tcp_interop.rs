@@ -1,33 +1,43 @@
-//! TCP transport (`proto tcp-client`): ferrovpn as the client against
-//! Debian's stock OpenVPN 2.6 server over TCP, in two namespaces joined by
-//! veth (`ferrovpn_testkit::Lab`).
+//! TCP transport (`proto tcp-client` / `tcp-server`): ferrovpn against
+//! Debian's stock OpenVPN 2.6 in both roles, ferrovpn against itself, server
+//! restarts, and hostile connections to a ferrovpn server, in namespaces
+//! joined by veth (`ferrovpn_testkit::Lab`).
 //!
-//! Needs root, `openvpn`, `iperf3`, `ip`, `ping` and `/dev/net/tun`; every
-//! test fails loudly without them. Every wait has a deadline.
+//! Needs root, `openvpn`, `iperf3`, `ip`, `ping`, `python3` and
+//! `/dev/net/tun`; every test fails loudly without them. Every wait has a
+//! deadline.
 
-use std::path::Path;
 use std::time::Duration;
 
-use ferrovpn_testkit::{LAB_UP, Lab, Transport, iperf3_report, ping, wait_until};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
+use ferrovpn_testkit::{
+    ClientConf, Lab, Proc, ServerConf, Transport, iperf3_report, ping, require_root_and_tools,
+    wait_until,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TOOLS: &[&str] = &["openvpn", FERROVPN, "iperf3", "ip", "ping"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const SERVER_TUN: &str = "10.8.0.1";
+/// The client's tunnel address (first of the pool).
 const CLIENT_TUN: &str = "10.8.0.2";
-const CLIENT_DEV: &str = "fvtcp-c";
-const SERVER_DEV: &str = "fvtcp-s";
 
 fn lab(tag: &str) -> Lab {
-    Lab::new(tag, Path::new(FERROVPN), TOOLS).unwrap()
+    Lab::new(tag, 1, FERROVPN)
+}
+
+/// Server and client configs over TCP (tls-crypt, AES-256-GCM).
+fn tcp_confs(lab: &Lab) -> (ServerConf, ClientConf) {
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.transport = Transport::Tcp;
+    cc.transport = Transport::Tcp;
+    (sc, cc)
 }
 
 /// Ping the server's tunnel address, then 2 s of iperf3 each way.
 fn ping_and_iperf3_both_ways(lab: &Lab, what: &str) {
-    let p = ping(&lab.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    let client_ns = &lab.clients[0];
+    let p = ping(client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 4, "{what}: {p:?}");
-    let up = iperf3_report(&lab.client_ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
-    let down = iperf3_report(&lab.server_ns, &lab.client_ns, CLIENT_TUN, 2, 1).unwrap();
+    let up = iperf3_report(client_ns, &lab.server_ns, SERVER_TUN, 2, 1).unwrap();
+    let down = iperf3_report(&lab.server_ns, client_ns, CLIENT_TUN, 2, 1).unwrap();
     eprintln!(
         "{what}: client->server {:.3} Gbit/s ({} retransmits), server->client {:.3} Gbit/s ({} retransmits), ping avg {:.3} ms",
         up.gbps, up.retransmits, down.gbps, down.retransmits, p.avg_ms
@@ -39,16 +49,12 @@ fn ping_and_iperf3_both_ways(lab: &Lab, what: &str) {
 #[test]
 fn ferrovpn_client_stock_tcp_server() {
     let lab = lab("tcp-fc");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
+    let (sc, mut cc) = tcp_confs(&lab);
     // 2.6 ignores explicit-exit-notify over TCP with a notice; so does ferrovpn.
     cc.extra.push("explicit-exit-notify 2".into());
-    let server = lab
-        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert!(
         client
             .log()
@@ -69,16 +75,12 @@ fn ferrovpn_client_stock_tcp_server() {
 #[test]
 fn ferrovpn_client_reconnects_after_tcp_server_restart() {
     let lab = lab("tcp-rs");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
+    let (mut sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
-    let mut server = lab
-        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let mut server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     server.stop(Duration::from_secs(5));
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
@@ -87,19 +89,17 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
         "{}",
         client.log_tail(30)
     );
-    let _server = lab
-        .stock_server("openvpn-server2", &sc, CONNECT_TIMEOUT)
-        .unwrap();
+    let _server = lab.stock_server(&sc);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
             .log()
-            .matches(LAB_UP)
+            .matches(UP)
             .count()
             >= 2),
         "{}",
         client.log_tail(40)
     );
-    let p = ping(&lab.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "after reconnect: {p:?}");
 }
 
@@ -108,12 +108,10 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
 #[test]
 fn ferrovpn_client_retries_until_the_tcp_server_listens() {
     let lab = lab("tcp-rt");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
+    let (mut sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
     cc.extra.push("connect-timeout 5".into());
-    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
             .log()
@@ -123,11 +121,9 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
         "{}",
         client.log_tail(30)
     );
-    let _server = lab
-        .stock_server("openvpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let _server = lab.stock_server(&sc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -137,28 +133,20 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
 #[test]
 fn stock_client_ferrovpn_tcp_server() {
     let lab = lab("tcp-fs");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
-    let _server = lab
-        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    let (mut sc, mut cc) = tcp_confs(&lab);
+    let _server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     ping_and_iperf3_both_ways(&lab, "stock client -> ferrovpn server over TCP");
 }
 
 #[test]
 fn ferrovpn_client_ferrovpn_tcp_server() {
     let lab = lab("tcp-ff");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
-    let _server = lab
-        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = lab.ferrovpn_client("ferrovpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
+    let (mut sc, mut cc) = tcp_confs(&lab);
+    let _server = lab.ferrovpn_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     ping_and_iperf3_both_ways(&lab, "ferrovpn client -> ferrovpn server over TCP");
 }
 
@@ -168,15 +156,12 @@ fn ferrovpn_client_ferrovpn_tcp_server() {
 /// stalling inside a packet and six idle ones are dropped at hand-window.
 #[test]
 fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
+    require_root_and_tools(&["python3"]);
     let lab = lab("tcp-hx");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
+    let (mut sc, mut cc) = tcp_confs(&lab);
     sc.extra.push("hand-window 3".into());
     sc.verb = 4;
-    let server = lab
-        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
+    let server = lab.ferrovpn_server(&sc);
     // From the client namespace: a maximal packet, garbage (a zero length
     // breaks the framing), a stalled packet and idle connections, all held
     // open by a python process that exits after 20 s.
@@ -191,13 +176,13 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
          idle = [c() for _ in range(6)]\n\
          print('hostile connections open', flush=True)\n\
          time.sleep(20)\n",
-        srv = ferrovpn_testkit::LAB_SERVER_UNDERLAY,
+        srv = Lab::server_underlay(0),
         port = sc.port
     );
     let script_path = lab.dir.join("hostile.py");
     std::fs::write(&script_path, script).unwrap();
-    let mut hostile = ferrovpn_testkit::Proc::spawn_in(
-        &lab.client_ns,
+    let mut hostile = Proc::spawn_in(
+        &lab.clients[0],
         "hostile",
         lab.dir.path(),
         "python3",
@@ -207,9 +192,9 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
     hostile
         .wait_for_log_line("hostile connections open", CONNECT_TIMEOUT)
         .unwrap();
-    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     let closed = |pat: &str| server.log().matches(pat).count();
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
@@ -220,7 +205,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
         server.log_tail(60)
     );
     // The good client was never dropped.
-    let p = ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
 }
 
@@ -229,29 +214,23 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
 #[test]
 fn stock_client_reconnects_after_ferrovpn_tcp_server_restart() {
     let lab = lab("tcp-sr");
-    let (mut sc, mut cc) = lab.tls_crypt_confs(SERVER_DEV, CLIENT_DEV).unwrap();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
+    let (mut sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
-    let mut server = lab
-        .ferrovpn_server("ferrovpn-server", &sc, CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = lab.stock_client("openvpn-client", &cc).unwrap();
-    client.wait_for_log_line(LAB_UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.client_ns, SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    let mut server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     server.stop(Duration::from_secs(5));
-    let _server = lab
-        .ferrovpn_server("ferrovpn-server2", &sc, CONNECT_TIMEOUT)
-        .unwrap();
+    let _server = lab.ferrovpn_server(&sc);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
             .log()
-            .matches(LAB_UP)
+            .matches(UP)
             .count()
             >= 2),
         "{}",
         client.log_tail(40)
     );
-    let p = ping(&lab.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "after reconnect: {p:?}");
 }

@@ -1,134 +1,436 @@
-//! A two-namespace lab for interop tests: a server namespace and a client
-//! namespace joined by veth (10.203.0.1 / 10.203.0.2), a throwaway PKI, a
-//! scratch directory, and starters for stock `openvpn` and `ferrovpn` on
-//! either side from one config text ([`openvpn_server_conf`] /
-//! [`openvpn_client_conf`]).
+//! The lab every interop test shares: a server namespace and N client
+//! namespaces, each client joined to the server by its own veth pair, a
+//! throwaway PKI and a scratch directory; ferrovpn or stock `openvpn` started
+//! in either role from one config text, waited on until ready; ping and
+//! iperf3 through the tunnel.
 //!
-//! Declare the processes after the lab: they drop (and are killed) before
-//! the namespaces go.
+//! A test reads like this:
+//!
+//! ```no_run
+//! # const FERROVPN: &str = "target/release/ferrovpn";
+//! use ferrovpn_testkit::lab::{Lab, SERVER_TUN};
+//! use ferrovpn_testkit::Cipher;
+//!
+//! let lab = Lab::new("sv-example", 1, FERROVPN); // FERROVPN: env!("CARGO_BIN_EXE_ferrovpn")
+//! let (sc, cc) = lab.tls_crypt_confs();
+//! let server = lab.ferrovpn_server(&sc);
+//! let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
+//! lab.ping_and_iperf3(0, "example", &client, &server);
+//! ```
+//!
+//! Addressing: client namespace `i` reaches the server's underlay at
+//! `10.210.<i+1>.1` ([`Lab::server_underlay`]) from `10.210.<i+1>.2`; the
+//! tunnel is `10.8.0.0/24` with the server at [`SERVER_TUN`].
+//!
+//! Everything here is for tests: a failure panics with the logs that explain
+//! it. Processes are locals of the test declared after the lab, so they drop
+//! (and are killed) before the namespaces go.
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
-
-use anyhow::{Context, Result};
 
 use crate::conf::{
     Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
     write_static_key,
 };
-use crate::env::{TestDir, require_root_and_tools};
-use crate::net::ping;
-use crate::netns::{Netns, VethPair};
-use crate::pki::{Pki, PkiOptions};
+use crate::env::{TestDir, require_root_and_tools, unique_name, wait_until};
+use crate::net::{Iperf3Report, iperf3_report, ping};
+use crate::netns::{Netns, NetnsResolvConf, VethPair};
+use crate::pki::{CertKey, Pki, PkiOptions};
 use crate::process::Proc;
 
-/// The server's underlay address.
-pub const LAB_SERVER_UNDERLAY: &str = "10.203.0.1";
-/// The client's underlay address.
-pub const LAB_CLIENT_UNDERLAY: &str = "10.203.0.2";
-/// What both implementations log once the tunnel is up.
-pub const LAB_UP: &str = "Initialization Sequence Completed";
+/// What a stock client logs when its tunnel is up (ferrovpn's client too).
+pub const UP: &str = "Initialization Sequence Completed";
+/// What a ferrovpn server logs when it accepts clients.
+pub const LISTENING: &str = "server listening";
+/// How long a server may take to start and a client to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The server's tunnel address (`server 10.8.0.0 255.255.255.0`).
+pub const SERVER_TUN: &str = "10.8.0.1";
+/// The server's tunnel device in [`Lab::server_conf`].
+pub const SERVER_DEV: &str = "fvtun-s";
+/// The client's tunnel device in [`Lab::confs`].
+pub const CLIENT_DEV: &str = "fvtun-c";
+/// The server's UDP port in every generated config.
+pub const SERVER_PORT: u16 = 1194;
+/// Every client namespace's own `/etc/resolv.conf` before any VPN runs
+/// (see [`Lab::resolv_conf`]).
+pub const CLIENT_RESOLV_CONF: &str =
+    "# test namespace\nnameserver 192.0.2.53\nsearch lan.test\noptions edns0\n";
 
-/// Two namespaces, a PKI and a scratch directory.
+/// Tools every lab needs (with the ferrovpn binary and `/dev/net/tun`).
+const TOOLS: &[&str] = &["openvpn", "iperf3", "ip", "ping", "ss", "kill"];
+/// Client certificates in the lab's PKI (`client1`..`client3`).
+const PKI_CLIENTS: usize = 3;
+
+/// Which implementation runs a side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Implementation {
+    /// Debian's stock `openvpn`.
+    Stock,
+    /// The ferrovpn binary under test.
+    Ferrovpn,
+}
+
+/// A server namespace and client namespaces joined by veth pairs, a PKI and a
+/// scratch directory. See the module docs.
+#[derive(Debug)]
 pub struct Lab {
-    // Field order is drop order: the veth goes before its namespaces.
-    _veth: VethPair,
-    /// Where clients run.
-    pub client_ns: Netns,
-    /// Where the server runs.
+    /// Client namespace `i`'s own resolv.conf (see [`Lab::resolv_conf`]).
+    resolv_confs: Vec<NetnsResolvConf>,
+    /// The veth pair of client `i`: end A (`if_a`) in the server namespace,
+    /// end B (`if_b`) in client namespace `i`.
+    pub veths: Vec<VethPair>,
+    /// The client namespaces.
+    pub clients: Vec<Netns>,
+    /// The server namespace.
     pub server_ns: Netns,
+    /// CA, server certificates (`server`, `server_nosan`, `server_noeku`),
+    /// `client1`..`client3`, a foreign CA and client, two CRLs.
     pub pki: Pki,
+    /// Configs, keys and process logs (kept when a test fails).
     pub dir: TestDir,
-    /// The `ferrovpn` binary to start.
-    ferrovpn: PathBuf,
+    ferrovpn: String,
 }
 
 impl Lab {
-    /// Set the lab up (`tag` names the namespaces and the directory); fails
-    /// loudly without root or without `tools` (add `openvpn`, `iperf3`, ...).
-    pub fn new(tag: &str, ferrovpn: &Path, tools: &[&str]) -> Result<Lab> {
-        require_root_and_tools(tools);
-        let dir = TestDir::new(tag)?;
-        let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default())?;
-        let server_ns = Netns::unique(&format!("{tag}-s"))?;
-        let client_ns = Netns::unique(&format!("{tag}-c"))?;
-        let veth = VethPair::new(
-            &server_ns,
-            &format!("{LAB_SERVER_UNDERLAY}/24"),
-            &client_ns,
-            &format!("{LAB_CLIENT_UNDERLAY}/24"),
-        )?;
-        ping(&client_ns, LAB_SERVER_UNDERLAY, 1, Duration::from_secs(5))
-            .context("the underlay does not work")?;
-        Ok(Lab {
-            _veth: veth,
-            client_ns,
+    /// Fail loudly unless root with every tool; then build the lab with
+    /// `clients` client namespaces and check the underlay works. `tag` names
+    /// the namespaces and the directory; `ferrovpn` is the binary under test
+    /// (`env!("CARGO_BIN_EXE_ferrovpn")`).
+    pub fn new(tag: &str, clients: usize, ferrovpn: &str) -> Lab {
+        let mut tools = TOOLS.to_vec();
+        tools.push(ferrovpn);
+        require_root_and_tools(&tools);
+        let dir = TestDir::new(tag).unwrap();
+        let pki = Pki::generate(
+            &dir.join("pki"),
+            &PkiOptions {
+                clients: PKI_CLIENTS,
+                ..PkiOptions::default()
+            },
+        )
+        .unwrap();
+        let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
+        let mut lab = Lab {
+            resolv_confs: Vec::new(),
+            veths: Vec::new(),
+            clients: Vec::new(),
             server_ns,
             pki,
             dir,
-            ferrovpn: ferrovpn.to_path_buf(),
-        })
+            ferrovpn: ferrovpn.to_string(),
+        };
+        for i in 0..clients {
+            let ns = Netns::unique(&format!("{tag}-c{i}")).unwrap();
+            let veth = VethPair::new(
+                &lab.server_ns,
+                &format!("{}/24", Lab::server_underlay(i)),
+                &ns,
+                &format!("{}/24", Lab::client_underlay(i)),
+            )
+            .unwrap();
+            // The underlay works before any VPN runs.
+            ping(&ns, &Lab::server_underlay(i), 1, Duration::from_secs(5)).unwrap();
+            // Before any client runs: pushed DNS must never reach the host's file.
+            lab.resolv_confs
+                .push(NetnsResolvConf::new(&ns, CLIENT_RESOLV_CONF).unwrap());
+            lab.clients.push(ns);
+            lab.veths.push(veth);
+        }
+        lab
     }
 
-    /// Server and client configs (devices `server_dev` / `client_dev`)
-    /// sharing a fresh tls-crypt key, AES-256-GCM; the client uses
-    /// `client1`'s certificate and the server's underlay address.
-    pub fn tls_crypt_confs(
+    /// The server's underlay address as seen from client namespace `i`.
+    pub fn server_underlay(i: usize) -> String {
+        format!("10.210.{}.1", i + 1)
+    }
+
+    /// Client namespace `i`'s underlay address.
+    pub fn client_underlay(i: usize) -> String {
+        format!("10.210.{}.2", i + 1)
+    }
+
+    /// The server's UDP address as seen from client namespace `i`.
+    pub fn server_addr(i: usize) -> SocketAddr {
+        format!("{}:{SERVER_PORT}", Lab::server_underlay(i))
+            .parse()
+            .unwrap()
+    }
+
+    /// The ferrovpn binary under test.
+    pub fn ferrovpn_bin(&self) -> &str {
+        &self.ferrovpn
+    }
+
+    /// The text of client namespace `i`'s `/etc/resolv.conf` (what
+    /// `ip netns exec` shows its processes in place of the host's file).
+    pub fn resolv_conf(&self, i: usize) -> String {
+        std::fs::read_to_string(self.resolv_confs[i].path()).unwrap()
+    }
+
+    /// A fresh static key (tls-auth / tls-crypt) file `name` in the lab dir.
+    pub fn static_key(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        write_static_key(&path).unwrap();
+        path
+    }
+
+    /// `tls-crypt` with a fresh key (a new file on every call).
+    pub fn tls_crypt(&self) -> Wrap {
+        Wrap::TlsCrypt(Material::File(
+            self.static_key(&format!("{}.key", unique_name("tls-crypt"))),
+        ))
+    }
+
+    /// `tls-auth` with a fresh key (a new file on every call).
+    pub fn tls_auth(&self) -> Wrap {
+        Wrap::TlsAuth(Material::File(
+            self.static_key(&format!("{}.key", unique_name("tls-auth"))),
+        ))
+    }
+
+    /// Server config on [`SERVER_DEV`] with the lab's server certificate.
+    pub fn server_conf(&self, wrap: Wrap, cipher: Cipher) -> ServerConf {
+        ServerConf::new(&self.pki, SERVER_DEV, wrap, cipher)
+    }
+
+    /// Config of a client in namespace `i` with `who`'s certificate on
+    /// tunnel device `dev`.
+    pub fn client_conf(
         &self,
-        server_dev: &str,
-        client_dev: &str,
-    ) -> Result<(ServerConf, ClientConf)> {
-        let key = self.dir.join("tc.key");
-        write_static_key(&key)?;
-        let wrap = Wrap::TlsCrypt(Material::File(key));
-        let sc = ServerConf::new(&self.pki, server_dev, wrap.clone(), Cipher::Aes256Gcm);
-        let cc = ClientConf::new(
-            &self.pki,
-            &self.pki.clients[0],
-            LAB_SERVER_UNDERLAY,
-            client_dev,
-            wrap,
-            Cipher::Aes256Gcm,
-        );
-        Ok((sc, cc))
+        i: usize,
+        who: &CertKey,
+        dev: &str,
+        wrap: Wrap,
+        cipher: Cipher,
+    ) -> ClientConf {
+        ClientConf::new(&self.pki, who, &Lab::server_underlay(i), dev, wrap, cipher)
     }
 
-    /// Stock `openvpn` server from `sc`, waited on until it is up.
-    pub fn stock_server(&self, name: &str, sc: &ServerConf, timeout: Duration) -> Result<Proc> {
-        let mut p = self.spawn(&self.server_ns, name, "openvpn", &openvpn_server_conf(sc))?;
-        p.wait_for_log_line(LAB_UP, timeout)?;
-        Ok(p)
+    /// A server config and the config of a client in namespace 0 with
+    /// `client1`'s certificate on [`CLIENT_DEV`].
+    pub fn confs(&self, wrap: Wrap, cipher: Cipher) -> (ServerConf, ClientConf) {
+        let client = self.client_conf(0, &self.pki.clients[0], CLIENT_DEV, wrap.clone(), cipher);
+        (self.server_conf(wrap, cipher), client)
+    }
+
+    /// [`Lab::confs`] with a fresh tls-crypt key and AES-256-GCM: the profile
+    /// most tests start from.
+    pub fn tls_crypt_confs(&self) -> (ServerConf, ClientConf) {
+        self.confs(self.tls_crypt(), Cipher::Aes256Gcm)
+    }
+
+    /// Write `text` to `<name>.conf` and run `imp --config` on it in `ns`;
+    /// not waited on. A name used before in this lab gets a `-2`, `-3`, ...
+    /// suffix, so a restarted process never overwrites the old log.
+    pub fn spawn(&self, ns: &Netns, name: &str, imp: Implementation, text: &str) -> Proc {
+        let name = self.fresh_name(name);
+        let conf = self.dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, text).unwrap();
+        let program = match imp {
+            Implementation::Stock => "openvpn",
+            Implementation::Ferrovpn => &self.ferrovpn,
+        };
+        Proc::spawn_in(
+            ns,
+            &name,
+            self.dir.path(),
+            program,
+            &["--config".as_ref(), conf.as_os_str()],
+        )
+        .unwrap()
+    }
+
+    fn fresh_name(&self, name: &str) -> String {
+        let taken = |n: &str| self.dir.join(format!("{n}.log")).exists();
+        if !taken(name) {
+            return name.to_string();
+        }
+        (2..)
+            .map(|k| format!("{name}-{k}"))
+            .find(|n| !taken(n))
+            .expect("an unused name")
+    }
+
+    /// A server from `sc` in the server namespace, waited on until it is
+    /// ready (ferrovpn: listening; stock: its initialization completed).
+    pub fn server(&self, imp: Implementation, sc: &ServerConf) -> Proc {
+        let (name, ready) = match imp {
+            Implementation::Stock => ("openvpn-server", UP),
+            Implementation::Ferrovpn => ("ferrovpn-server", LISTENING),
+        };
+        let mut p = self.spawn(&self.server_ns, name, imp, &openvpn_server_conf(sc));
+        p.wait_for_log_line(ready, CONNECT_TIMEOUT).unwrap();
+        p
     }
 
     /// `ferrovpn` server from `sc`, waited on until it listens.
-    pub fn ferrovpn_server(&self, name: &str, sc: &ServerConf, timeout: Duration) -> Result<Proc> {
-        let bin = self.ferrovpn.to_string_lossy().into_owned();
-        let mut p = self.spawn(&self.server_ns, name, &bin, &openvpn_server_conf(sc))?;
-        p.wait_for_log_line("server listening", timeout)?;
-        Ok(p)
+    pub fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
+        self.server(Implementation::Ferrovpn, sc)
     }
 
-    /// Stock `openvpn` client from `cc`; not waited on.
-    pub fn stock_client(&self, name: &str, cc: &ClientConf) -> Result<Proc> {
-        self.spawn(&self.client_ns, name, "openvpn", &openvpn_client_conf(cc))
+    /// Stock `openvpn` server from `sc`, waited on until it is up.
+    pub fn stock_server(&self, sc: &ServerConf) -> Proc {
+        self.server(Implementation::Stock, sc)
     }
 
-    /// `ferrovpn` client from `cc`; not waited on.
-    pub fn ferrovpn_client(&self, name: &str, cc: &ClientConf) -> Result<Proc> {
-        let bin = self.ferrovpn.to_string_lossy().into_owned();
-        self.spawn(&self.client_ns, name, &bin, &openvpn_client_conf(cc))
+    /// A client from `cc` in client namespace `i`; not waited on.
+    pub fn client(&self, imp: Implementation, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        self.spawn(&self.clients[i], name, imp, &openvpn_client_conf(cc))
     }
 
-    /// Write `conf` to `NAME.conf` and run `prog --config` it in `ns`.
-    fn spawn(&self, ns: &Netns, name: &str, prog: &str, conf: &str) -> Result<Proc> {
-        let path = self.dir.join(format!("{name}.conf"));
-        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
-        Proc::spawn_in(
-            ns,
-            name,
-            self.dir.path(),
-            prog,
-            &["--config".as_ref(), path.as_os_str()],
-        )
+    /// Stock `openvpn` client from `cc` in client namespace `i`; not waited on.
+    pub fn stock_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        self.client(Implementation::Stock, i, name, cc)
     }
+
+    /// `ferrovpn` client from `cc` in client namespace `i`; not waited on.
+    pub fn ferrovpn_client(&self, i: usize, name: &str, cc: &ClientConf) -> Proc {
+        self.client(Implementation::Ferrovpn, i, name, cc)
+    }
+
+    /// A client from `cc` in namespace `i`, waited on until it is up; on
+    /// failure the panic shows both logs.
+    pub fn client_up(
+        &self,
+        imp: Implementation,
+        i: usize,
+        name: &str,
+        cc: &ClientConf,
+        server: &Proc,
+    ) -> Proc {
+        let mut p = self.client(imp, i, name, cc);
+        if let Err(e) = p.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", log_tails(&p, server));
+        }
+        p
+    }
+
+    /// Stock `openvpn` client from `cc` in namespace `i`, waited on until it
+    /// is up with `cc`'s cipher ([`wait_up`]).
+    pub fn stock_client_up(&self, i: usize, name: &str, cc: &ClientConf, server: &Proc) -> Proc {
+        let mut p = self.stock_client(i, name, cc);
+        wait_up(&mut p, server, cc.cipher);
+        p
+    }
+
+    /// Ping the server's tunnel address from client namespace `i` and push
+    /// 2 s of iperf3 through the tunnel; `what` labels the figures printed.
+    pub fn ping_and_iperf3(&self, i: usize, what: &str, client: &Proc, server: &Proc) {
+        let p = ping(&self.clients[i], SERVER_TUN, 5, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(client, server)));
+        assert!(
+            p.received >= 4,
+            "{what}: {p:?}\n{}",
+            log_tails(client, server)
+        );
+        let r = self.iperf3(i, 2);
+        eprintln!(
+            "{what}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
+            r.gbps, r.bytes, r.retransmits, p.avg_ms
+        );
+        assert!(r.bytes > 1_000_000, "{what}: {r:?}");
+        assert!(r.gbps > 0.01, "{what}: {r:?}");
+    }
+
+    /// `seconds` of one-stream TCP iperf3 from client namespace `i` to the
+    /// server's tunnel address (per-second bytes in `intervals`).
+    pub fn iperf3(&self, i: usize, seconds: u32) -> Iperf3Report {
+        iperf3_report(&self.clients[i], &self.server_ns, SERVER_TUN, seconds, 1)
+            .unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e:#}"))
+    }
+}
+
+/// Wait for a stock client to come up and check that it negotiated `cipher`
+/// (its "Data Channel" log line names it).
+pub fn wait_up(client: &mut Proc, server: &Proc, cipher: Cipher) {
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", log_tails(client, server));
+    }
+    let log = client.log();
+    assert!(
+        !log.contains("Initialization Sequence Completed With Errors"),
+        "{}",
+        log_tails(client, server)
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Data Channel") && l.contains(cipher.name())),
+        "client did not negotiate {}:\n{}",
+        cipher.name(),
+        log_tails(client, server)
+    );
+}
+
+/// The last 40 lines of both logs, for failure messages.
+pub fn log_tails(a: &Proc, b: &Proc) -> String {
+    format!(
+        "--- {} ---\n{}\n--- {} ---\n{}",
+        a.name(),
+        a.log_tail(40),
+        b.name(),
+        b.log_tail(40)
+    )
+}
+
+/// Lines of `log` containing `pattern`.
+pub fn count_lines(log: &str, pattern: &str) -> usize {
+    log.lines().filter(|l| l.contains(pattern)).count()
+}
+
+/// Wait until `p`'s log holds `n` lines containing `pattern`.
+pub fn wait_for_count(p: &Proc, pattern: &str, n: usize, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(50), || {
+        count_lines(&p.log(), pattern) >= n
+    })
+}
+
+/// Send `signal` (`-TERM`, `-KILL`, `-USR1`, ...) to `p`.
+pub fn kill(signal: &str, p: &Proc) {
+    let st = Command::new("kill")
+        .args([signal, &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {signal} {}", p.pid());
+}
+
+/// Wait up to `grace` for `p` to exit; panics with its log otherwise.
+pub fn wait_exit(p: &mut Proc, grace: Duration) -> ExitStatus {
+    let mut status = None;
+    let exited = wait_until(grace, Duration::from_millis(20), || {
+        status = p.try_exit();
+        status.is_some()
+    });
+    assert!(
+        exited,
+        "{} did not exit within {grace:?}:\n{}",
+        p.name(),
+        p.log_tail(40)
+    );
+    status.expect("exited")
+}
+
+/// SIGTERM `p` and wait up to `grace` for it to exit on its own.
+pub fn terminate(p: &mut Proc, grace: Duration) -> ExitStatus {
+    kill("-TERM", p);
+    wait_exit(p, grace)
+}
+
+/// SIGKILL `p` and wait until it is gone.
+pub fn kill_and_reap(p: &mut Proc) {
+    kill("-KILL", p);
+    wait_exit(p, Duration::from_secs(5));
+}
+
+/// The tunnel address a ferrovpn server announced for `cn` (its latest
+/// "client CN connected: IP, ..." line).
+pub fn connected_ip(server: &Proc, cn: &str) -> Option<String> {
+    let pattern = format!("client {cn} connected: ");
+    server.log().lines().rev().find_map(|l| {
+        let rest = &l[l.find(&pattern)? + pattern.len()..];
+        rest.split(',').next().map(|s| s.trim().to_owned())
+    })
 }

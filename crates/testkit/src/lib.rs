@@ -7,13 +7,14 @@
 //! (no `unsafe`, no `setns` in this process). Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
 //!
-//! `pki` is the throwaway certificate authority the tests and the demo use.
+//! `lab` is the shared fixture of the interop tests (namespaces, PKI,
+//! ferrovpn or stock OpenVPN in either role); `pki` is the throwaway certificate authority the tests and the demo use.
 //!
 //! Traffic only ever flows between namespaces created here and loopback.
 
 mod conf;
 mod env;
-mod lab;
+pub mod lab;
 mod net;
 mod netns;
 pub mod pki;
@@ -24,9 +25,9 @@ pub use conf::{
     openvpn_server_conf, write_static_key,
 };
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
-pub use lab::{LAB_CLIENT_UNDERLAY, LAB_SERVER_UNDERLAY, LAB_UP, Lab};
+pub use lab::{Implementation, Lab};
 pub use net::{
     Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_report, ping, wait_for_tcp_listen,
 };
-pub use netns::{Netns, VethPair};
+pub use netns::{Netns, NetnsResolvConf, VethPair};
 pub use process::{Proc, cpu_seconds};

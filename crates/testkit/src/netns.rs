@@ -1,6 +1,7 @@
 //! Network namespace and veth guards (via `ip`, removed on drop).
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -253,5 +254,36 @@ impl Drop for VethPair {
     fn drop(&mut self) {
         // Fails harmlessly when the namespace is already gone.
         let _ = ip(&["-n", &self.ns_a, "link", "del", &self.if_a]);
+    }
+}
+
+/// A namespace's own `/etc/resolv.conf`: `ip netns exec` bind-mounts
+/// `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf`, so what a VPN
+/// client writes there never reaches the host's file. Removed on drop.
+#[derive(Debug)]
+pub struct NetnsResolvConf {
+    dir: PathBuf,
+}
+
+impl NetnsResolvConf {
+    /// Create `/etc/netns/NAME/resolv.conf` for `ns` holding `text`.
+    pub fn new(ns: &Netns, text: &str) -> Result<NetnsResolvConf> {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let resolv = NetnsResolvConf { dir };
+        std::fs::write(resolv.path(), text)
+            .with_context(|| format!("writing {}", resolv.path().display()))?;
+        Ok(resolv)
+    }
+
+    /// The file's path on the host.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -281,6 +281,11 @@ impl Pki {
             foreign_client,
         })
     }
+
+    /// The client certificate `crl_revoking` revokes (the last one).
+    pub fn revoked_client(&self) -> &CertKey {
+        self.clients.last().expect("a PKI has at least one client")
+    }
 }
 
 #[cfg(test)]
