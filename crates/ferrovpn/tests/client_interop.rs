@@ -320,7 +320,7 @@ const PUSHED_ROUTES: [&str; 2] = ["route 10.99.0.0 255.255.255.0", "redirect-gat
 /// address over the veth.
 fn assert_pushed_routes(lab: &Lab) {
     let server_underlay = Lab::server_underlay(0);
-    let routes = client_routes(&lab);
+    let routes = client_routes(lab);
     let has = |pat: &[&str]| {
         routes
             .lines()
@@ -447,9 +447,9 @@ fn expect_refused(
         server.log()
     );
     assert!(
-        client_tun_addrs(&lab).is_empty(),
+        client_tun_addrs(lab).is_empty(),
         "{name}: the tunnel has an address: {:?}",
-        client_tun_addrs(&lab)
+        client_tun_addrs(lab)
     );
 }
 
@@ -676,7 +676,7 @@ fn assert_fail_closed(lab: &Lab, when: &str) {
         assert!(
             r.contains(&format!("dev {CLIENT_DEV}")),
             "{when}: {dst} does not go into the tunnel: {r}\n{}",
-            client_routes(&lab)
+            client_routes(lab)
         );
     }
     let r6 = route_get(lab, "2001:db8::1");

@@ -75,7 +75,7 @@ fn ferrovpn_client_stock_tcp_server() {
 #[test]
 fn ferrovpn_client_reconnects_after_tcp_server_restart() {
     let lab = lab("tcp-rs");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
     let mut server = lab.stock_server(&sc);
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
@@ -108,7 +108,7 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
 #[test]
 fn ferrovpn_client_retries_until_the_tcp_server_listens() {
     let lab = lab("tcp-rt");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
     cc.extra.push("connect-timeout 5".into());
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
@@ -133,7 +133,7 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
 #[test]
 fn stock_client_ferrovpn_tcp_server() {
     let lab = lab("tcp-fs");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (sc, cc) = tcp_confs(&lab);
     let _server = lab.ferrovpn_server(&sc);
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -143,7 +143,7 @@ fn stock_client_ferrovpn_tcp_server() {
 #[test]
 fn ferrovpn_client_ferrovpn_tcp_server() {
     let lab = lab("tcp-ff");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (sc, cc) = tcp_confs(&lab);
     let _server = lab.ferrovpn_server(&sc);
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
@@ -158,7 +158,7 @@ fn ferrovpn_client_ferrovpn_tcp_server() {
 fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
     require_root_and_tools(&["python3"]);
     let lab = lab("tcp-hx");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (mut sc, cc) = tcp_confs(&lab);
     sc.extra.push("hand-window 3".into());
     sc.verb = 4;
     let server = lab.ferrovpn_server(&sc);
@@ -214,7 +214,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
 #[test]
 fn stock_client_reconnects_after_ferrovpn_tcp_server_restart() {
     let lab = lab("tcp-sr");
-    let (mut sc, mut cc) = tcp_confs(&lab);
+    let (sc, mut cc) = tcp_confs(&lab);
     cc.extra.push("connect-retry 1 1".into());
     let mut server = lab.ferrovpn_server(&sc);
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
