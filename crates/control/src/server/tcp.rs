@@ -165,10 +165,7 @@ mod tests {
         p.accept(addr(3, 1), t + Duration::from_secs(20));
         p.remove(addr(2, 1));
         assert!(p.expired(t + Duration::from_secs(59)).is_empty());
-        assert_eq!(
-            p.expired(t + hw + Duration::from_secs(5)),
-            vec![addr(1, 1)]
-        );
+        assert_eq!(p.expired(t + hw + Duration::from_secs(5)), vec![addr(1, 1)]);
         assert_eq!(
             p.expired(t + hw + Duration::from_secs(20)),
             vec![addr(3, 1)]
