@@ -1,7 +1,22 @@
-//! Writing files the server and client keep up to date (status, pool-persist).
+//! Writing files the server and client keep up to date (status, pool-persist),
+//! and finding the system tools a client runs.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where system tools are looked for, in order; never `PATH`.
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The absolute path of a system tool, if one of the system directories has it.
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    SYSTEM_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// Replace `path` with `text`, so a reader sees the old file or the new
 /// one, never half of it. The text goes to a new file with a random name in
@@ -29,6 +44,14 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_tools_are_found_by_absolute_path_only() {
+        // `sh` lives in /bin or /usr/bin on every Linux this runs on.
+        let sh = system_tool("sh").expect("sh in a system directory");
+        assert!(sh.is_absolute(), "{}", sh.display());
+        assert!(system_tool("no-such-tool-ferrovpn").is_none());
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> std::path::PathBuf {

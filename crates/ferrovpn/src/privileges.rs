@@ -15,9 +15,9 @@
 //! workers are running by then); a raw syscall would change only the caller.
 //! Capabilities are per thread: only the control thread (the caller) keeps
 //! `CAP_NET_ADMIN`, and only in a client, which re-applies addresses and
-//! routes with `ip` on every reconnect (so the capability is also made
-//! ambient, for `ip` to inherit). A server applies nothing after start and
-//! keeps no capability.
+//! routes over netlink on every reconnect (the capability is also made
+//! ambient, for `resolvectl` to inherit). A server applies nothing after
+//! start and keeps no capability.
 
 use std::path::Path;
 
@@ -216,8 +216,8 @@ impl Privileges {
         )
         .context("capset")?;
         if self.keep_net_admin {
-            // `ip` is exec'd without file capabilities: only an ambient
-            // capability survives that as a non-root user.
+            // `resolvectl` is exec'd without file capabilities: only an
+            // ambient capability survives that as a non-root user.
             rustix::thread::configure_capability_in_ambient_set(
                 rustix::thread::CapabilitySet::NET_ADMIN,
                 true,

@@ -93,7 +93,7 @@ impl Connection<'_> {
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
         let ended = loop {
-            if let Some(end) = self.drain(&mut c) {
+            if let Some(end) = self.drain(&mut c).await {
                 break end;
             }
             let deadline = c
@@ -204,7 +204,7 @@ impl Connection<'_> {
     }
 
     /// Send session output and act on session events. Returns how the connection ended, if it did.
-    fn drain(&mut self, c: &mut Live) -> Option<Ended> {
+    async fn drain(&mut self, c: &mut Live) -> Option<Ended> {
         loop {
             while let Some(pkt) = c.session.poll_transmit() {
                 if let Err(e) = self.dp.send_control(self.server, &pkt) {
@@ -217,7 +217,7 @@ impl Connection<'_> {
                 // auth-token this way) carries only what changed.
                 Event::PushReply(reply) if c.peer_id.is_some() => self.push_update(c, &reply),
                 Event::PushReply(reply) => {
-                    if let Err(e) = self.apply_push(c, &reply) {
+                    if let Err(e) = self.apply_push(c, &reply).await {
                         warn!("cannot apply push reply: {e:#}");
                         return Some(Ended::Reconnect(format!(
                             "push reply not applicable: {e:#}"
@@ -270,7 +270,7 @@ impl Connection<'_> {
         }
     }
 
-    fn apply_push(&mut self, c: &mut Live, reply: &PushReply) -> anyhow::Result<()> {
+    async fn apply_push(&mut self, c: &mut Live, reply: &PushReply) -> anyhow::Result<()> {
         let framing = crate::compression::pushed(&self.settings.compression, &reply.options)
             .context(
                 "server pushed compression settings that are not allowed (see allow-compression)",
@@ -280,7 +280,7 @@ impl Connection<'_> {
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
-        self.tunnel.apply(&dev, self.server.ip(), &plan)?;
+        self.tunnel.apply(&dev, self.server.ip(), &plan).await?;
         if let Some(p) = plan.ping {
             c.ping = Some(p);
         }

@@ -197,7 +197,7 @@ fn ask(prompt: &str, echo: bool) -> anyhow::Result<String> {
             "no terminal to ask for the credentials (give them in a file or an inline block)",
         )?;
     let stty = |arg: &str| -> anyhow::Result<()> {
-        let path = crate::netconfig::system_tool("stty").context("stty(1) not found")?;
+        let path = crate::fsutil::system_tool("stty").context("stty(1) not found")?;
         let ok = std::process::Command::new(path)
             .arg(arg)
             .stdin(tty.try_clone()?)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use super::plan::DnsPlan;
-use crate::netconfig::system_tool;
+use crate::fsutil::system_tool;
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// First line of a resolv.conf written by ferrovpn.

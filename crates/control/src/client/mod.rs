@@ -17,7 +17,7 @@ use ferrovpn_dataplane::{
 use ferrovpn_proto::session::SessionConfig;
 use tracing::{info, warn};
 
-use crate::netconfig;
+use crate::netconfig::NetConfig;
 use crate::status::StatusSettings;
 
 pub mod backoff;
@@ -196,10 +196,9 @@ pub async fn run_client(
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
     }
-    netconfig::check_tools()?;
     let mut setup_done = s.setup_done.take();
     let peers = PeerTable::new();
-    let mut tunnel = Tunnel::new(dns::DnsBackend::detect());
+    let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect());
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
     // address keeps the TUN device and its queues.
@@ -238,7 +237,7 @@ pub async fn run_client(
                         {
                             break Err(e);
                         }
-                        tunnel.route_around(server.ip());
+                        tunnel.route_around(server.ip()).await;
                         match open_link(&s, &p.dp, server).await {
                             Ok(server) => {
                                 let outcome = Connection {
@@ -277,7 +276,7 @@ pub async fn run_client(
             fresh_socket = s.dataplane.bind.port() == 0;
         }
         if !keeps_tunnel(s.persist_tun, &ended) {
-            tunnel.tear_down();
+            tunnel.tear_down().await;
         } else if tunnel.is_configured() {
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
         }
@@ -348,7 +347,7 @@ pub async fn run_client(
             }
         }
     };
-    tunnel.tear_down();
+    tunnel.tear_down().await;
     if let Some(p) = plane {
         p.dp.shutdown();
     }

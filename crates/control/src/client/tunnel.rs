@@ -11,10 +11,11 @@ use tracing::{info, warn};
 use super::dns::{self, AppliedDns, DnsBackend};
 use super::plan::{PushPlan, Topology};
 use super::routes::{NetGateway, Route, host_route, route_changes, wanted_routes};
-use crate::netconfig::{self, RouteAdded};
+use crate::netconfig::{NetConfig, RouteAdded};
 
 /// System state ferrovpn set up for the tunnel.
 pub struct Tunnel {
+    net: NetConfig,
     dns_backend: DnsBackend,
     /// The device the state below belongs to.
     dev: String,
@@ -27,8 +28,9 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(dns_backend: DnsBackend) -> Tunnel {
+    pub fn new(net: NetConfig, dns_backend: DnsBackend) -> Tunnel {
         Tunnel {
+            net,
             dns_backend,
             dev: String::new(),
             address: None,
@@ -45,7 +47,12 @@ impl Tunnel {
 
     /// Make the system match `plan` on device `dev`, changing only what differs
     /// from what is in place.
-    pub fn apply(&mut self, dev: &str, server: IpAddr, plan: &PushPlan) -> anyhow::Result<()> {
+    pub async fn apply(
+        &mut self,
+        dev: &str,
+        server: IpAddr,
+        plan: &PushPlan,
+    ) -> anyhow::Result<()> {
         if self.dev != dev {
             // A different device: whatever we set up went away with the old one.
             self.forget();
@@ -56,30 +63,34 @@ impl Tunnel {
         };
         if self.address != Some(plan.address()) {
             if self.address.is_some() {
-                netconfig::flush_addresses(dev)?;
+                self.net.flush_addresses(dev).await?;
             }
             match plan.topology {
                 Topology::Subnet => {
-                    netconfig::configure_subnet(dev, plan.local, plan.netmask_or_remote, plan.mtu)?
+                    self.net
+                        .configure_subnet(dev, plan.local, plan.netmask_or_remote, plan.mtu)
+                        .await?
                 }
                 Topology::PointToPoint => {
-                    netconfig::configure_p2p(dev, plan.local, plan.netmask_or_remote, plan.mtu)?
+                    self.net
+                        .configure_p2p(dev, plan.local, plan.netmask_or_remote, plan.mtu)
+                        .await?
                 }
             }
             self.address = Some(plan.address());
         }
         if plan.redirect.as_ref().is_some_and(|r| r.ipv4) && self.net_gateway.is_none() {
-            let (via, dev) = netconfig::route_to(server)?;
+            let (via, dev) = self.net.route_to(server).await?;
             self.net_gateway = Some(NetGateway { via, dev });
         }
         let wanted = wanted_routes(plan, dev, server, self.net_gateway.as_ref());
         let changes = route_changes(&self.routes, &wanted);
         for r in &changes.delete {
-            delete(r);
+            self.delete(r).await;
         }
         self.routes.retain(|r| !changes.delete.contains(r));
         for r in changes.add {
-            self.add(r)?;
+            self.add(r).await?;
         }
         for w in &plan.warnings {
             warn!("{w}");
@@ -88,15 +99,19 @@ impl Tunnel {
         Ok(())
     }
 
-    fn add(&mut self, r: Route) -> anyhow::Result<()> {
+    async fn add(&mut self, r: Route) -> anyhow::Result<()> {
         let added = match &r {
             Route::V4 {
                 net,
                 prefix,
                 via,
                 dev,
-            } => netconfig::add_route(dev, *net, prefix_mask(*prefix), *via),
-            Route::Unreachable6 { net, prefix } => netconfig::add_unreachable6(*net, *prefix),
+            } => {
+                self.net
+                    .add_route(dev, *net, prefix_mask(*prefix), *via)
+                    .await
+            }
+            Route::Unreachable6 { net, prefix } => self.net.add_unreachable6(*net, *prefix).await,
         }
         .with_context(|| format!("adding route {r:?}"))?;
         match added {
@@ -126,7 +141,7 @@ impl Tunnel {
 
     /// Before connecting to `server`: when the redirect routes are kept
     /// (persist-tun), the handshake must still go around the tunnel.
-    pub fn route_around(&mut self, server: IpAddr) {
+    pub async fn route_around(&mut self, server: IpAddr) {
         let (IpAddr::V4(server), Some(ng)) = (server, self.net_gateway.clone()) else {
             return;
         };
@@ -139,26 +154,38 @@ impl Tunnel {
         }
         let r = host_route(server, &ng);
         if !self.routes.contains(&r)
-            && let Err(e) = self.add(r)
+            && let Err(e) = self.add(r).await
         {
             warn!("no host route to the server outside the tunnel: {e:#}");
         }
     }
 
     /// Undo everything: routes in reverse order, DNS, addresses.
-    pub fn tear_down(&mut self) {
+    pub async fn tear_down(&mut self) {
         if let Some((_, applied)) = self.dns.take() {
             dns::restore(applied);
         }
         while let Some(r) = self.routes.pop() {
-            delete(&r);
+            self.delete(&r).await;
         }
         if self.address.take().is_some()
-            && let Err(e) = netconfig::flush_addresses(&self.dev)
+            && let Err(e) = self.net.flush_addresses(&self.dev).await
         {
             info!("{e:#}");
         }
         self.net_gateway = None;
+    }
+
+    async fn delete(&self, r: &Route) {
+        match r {
+            Route::V4 {
+                net,
+                prefix,
+                via,
+                dev,
+            } => self.net.del_route(*net, *prefix, *via, dev).await,
+            Route::Unreachable6 { net, prefix } => self.net.del_unreachable6(*net, *prefix).await,
+        }
     }
 
     /// The device is gone and took its routes and addresses with it; host
@@ -175,18 +202,6 @@ impl Tunnel {
 
 fn prefix_mask(prefix: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix.min(32)).unwrap_or(0))
-}
-
-fn delete(r: &Route) {
-    match r {
-        Route::V4 {
-            net,
-            prefix,
-            via,
-            dev,
-        } => netconfig::del_route(*net, *prefix, *via, dev),
-        Route::Unreachable6 { net, prefix } => netconfig::del_unreachable6(*net, *prefix),
-    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use self::tcp::{Accept, Pending};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
-use crate::netconfig;
+use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
 use crate::status::{self, ClientRow, StatusSettings};
 
@@ -205,9 +205,12 @@ pub async fn run_server(
     let (dp, up_rx) =
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
-    netconfig::configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)?;
+    let net_config = NetConfig::connect()?;
+    net_config
+        .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
+        .await?;
     for &(net, mask) in &s.routes {
-        netconfig::add_route(&dev, net, mask, None)?;
+        net_config.add_route(&dev, net, mask, None).await?;
     }
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
