@@ -153,7 +153,9 @@ fn ferrovpn_client_ferrovpn_tcp_server() {
 /// While hostile connections are open, a stock client still gets in: one
 /// announcing a 65535-byte packet (more than a control packet may be before
 /// authentication) and one sending garbage are dropped at once; one
-/// stalling inside a packet and six idle ones are dropped at hand-window.
+/// stalling inside a packet and four idle ones are dropped at hand-window
+/// (fewer than the 8 unauthenticated connections a source address may hold:
+/// the good client comes from the same address).
 #[test]
 fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
     require_root_and_tools(&["python3"]);
@@ -173,7 +175,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
          huge = c(); huge.sendall(b'\\xff\\xff' + b'\\x38' * 100)\n\
          garbage = c(); garbage.sendall(b'\\x00\\x00garbage')\n\
          stalled = c(); stalled.sendall(b'\\x07\\xd0' + b'\\x38' * 100)\n\
-         idle = [c() for _ in range(6)]\n\
+         idle = [c() for _ in range(4)]\n\
          print('hostile connections open', flush=True)\n\
          time.sleep(20)\n",
         srv = Lab::server_underlay(0),
@@ -199,7 +201,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
             closed("bad framing from the peer") >= 2
-                && closed("no authentication within hand-window") >= 7
+                && closed("no authentication within hand-window") >= 5
         }),
         "{}",
         server.log_tail(60)
