@@ -15,16 +15,16 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 need=()
-for t in ip iperf3 ping openvpn; do
+for t in ip iperf3 ping openvpn systemd-analyze; do
     command -v "$t" >/dev/null 2>&1 || [[ -x /usr/sbin/$t || -x /sbin/$t ]] || need+=("$t")
 done
 if (( ${#need[@]} > 0 )); then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "== installing: iproute2 iperf3 iputils-ping openvpn openssl"
+        echo "== installing: iproute2 iperf3 iputils-ping openvpn openssl systemd"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends \
-            iproute2 iperf3 iputils-ping openvpn openssl ca-certificates procps >/dev/null
+            iproute2 iperf3 iputils-ping openvpn openssl ca-certificates procps systemd >/dev/null
     else
         echo "demo.sh: missing ${need[*]} and no apt-get; install them and retry" >&2
         exit 1

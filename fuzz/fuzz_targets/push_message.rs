@@ -2,7 +2,10 @@
 //! push is untrusted input for a client.
 #![no_main]
 
-use ferrovpn_proto::push::{ControlMessage, PushReply, split_messages};
+use ferrovpn_proto::push::{
+    ControlMessage, Filtered, PullFilter, PullFilterAction, PushReply, apply_pull_filters,
+    split_messages,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,4 +20,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = split_messages(data);
+    // pull-filter: what is kept is the message less some of its options.
+    let filters = [
+        PullFilter {
+            action: PullFilterAction::Ignore,
+            prefix: "route".into(),
+        },
+        PullFilter {
+            action: PullFilterAction::Reject,
+            prefix: "dhcp-option".into(),
+        },
+    ];
+    if let Filtered::Kept { text: kept, .. } = apply_pull_filters(text, &filters) {
+        assert!(kept.len() <= text.len());
+        let _ = ControlMessage::parse(&kept);
+    }
 });

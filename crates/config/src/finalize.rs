@@ -132,6 +132,18 @@ impl Config {
                 "'tls-crypt' and 'tls-auth' cannot be used together".into(),
             ));
         }
+        // A server may serve both kinds of clients; a client uses one.
+        if mode == Mode::Client
+            && self.tls_crypt_v2.is_some()
+            && (self.tls_crypt.is_some() || self.tls_auth.is_some())
+        {
+            return Err(self.fail(
+                "tls-crypt-v2",
+                &whole,
+                "'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive in client mode"
+                    .into(),
+            ));
+        }
 
         self.finalize_compression(&whole)?;
 
@@ -152,6 +164,16 @@ impl Config {
                     "duplicate-cn",
                     "max-clients",
                     "connect-freq",
+                    "learn-address",
+                    "client-connect",
+                    "client-disconnect",
+                    "auth-user-pass-verify",
+                    "username-as-common-name",
+                    "auth-gen-token",
+                    "auth-gen-token-secret",
+                    "client-config-dir",
+                    "ccd-exclusive",
+                    "metrics",
                 ] {
                     if self.seen.contains_key(key) {
                         return Err(self.fail(
@@ -231,6 +253,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.ccd_exclusive && self.client_config_dir.is_none() {
+            // 2.6: "--ccd-exclusive must be used with --client-config-dir".
+            return Err(self.fail(
+                "ccd-exclusive",
+                whole,
+                "'ccd-exclusive' must be used with 'client-config-dir'".into(),
+            ));
         }
         Ok(())
     }

@@ -11,7 +11,12 @@
 //! All of them apply [`Config::finalize`] (cross-directive rules). Errors are
 //! [`ConfigError`]s displayed as `file:line: reason`. Nothing here panics on
 //! any input.
+//!
+//! [`ClientConfig::parse`] reads a per-client config (a `client-config-dir`
+//! file, a client-connect script's dynamic config): pure, and like OpenVPN
+//! 2.6 it keeps the usable lines and reports the others.
 
+mod client_config;
 mod compression;
 mod error;
 mod finalize;
@@ -20,6 +25,7 @@ mod parser;
 mod table;
 mod types;
 
+pub use client_config::{ClientConfig, IfconfigPush, Iroute, MAX_CLIENT_CONFIG_SIZE, PushEdit};
 pub use compression::{Alg as CompressAlg, CompressError, CompressOptions, RECEIVE_ONLY_WARNING};
 pub use error::{ConfigError, Location, Reason};
 pub use lexer::tokenize;

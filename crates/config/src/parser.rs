@@ -109,6 +109,16 @@ impl Dir<'_> {
             _ => Err(self.bad("a contiguous IPv4 netmask such as 255.255.255.0", s)),
         }
     }
+    /// A script command: split as 2.6 splits it when it runs, so that a
+    /// command that cannot be split (an open quote) fails at start.
+    fn script_command(&self, i: usize) -> R<String> {
+        let s = self.arg(i).unwrap_or("");
+        match tokenize(s) {
+            Ok(argv) if !argv.is_empty() => Ok(s.to_string()),
+            Ok(_) => Err(self.bad("a command", s)),
+            Err(why) => Err(self.err(why)),
+        }
+    }
     fn no_args(&self) -> R<()> {
         self.count(0, 0, "no arguments")
     }
@@ -368,6 +378,14 @@ impl Parser {
                 "a PEM certificate revocation list",
             ),
             "key" => ("PRIVATE KEY-----", "a PEM private key"),
+            "tls-crypt-v2" => (
+                "-----BEGIN OpenVPN tls-crypt-v2 ",
+                "a tls-crypt-v2 server or client key",
+            ),
+            "auth-gen-token-secret" => (
+                "-----BEGIN OpenVPN auth-token server key-----",
+                "an OpenVPN auth-token server key (openvpn --genkey auth-token FILE)",
+            ),
             _ => (
                 "-----BEGIN OpenVPN Static key V1-----",
                 "an OpenVPN static key",
@@ -481,9 +499,11 @@ impl Parser {
                 | "extra-certs"
                 | "crl-verify"
                 | "tls-crypt"
+                | "tls-crypt-v2"
                 | "tls-auth"
                 | "dh"
                 | "auth-user-pass"
+                | "auth-gen-token-secret"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -668,8 +688,58 @@ impl Parser {
                     metric,
                 });
             }
+            "route-gateway" => {
+                d.count(1, 1, "GATEWAY")?;
+                if d.arg(0) == Some("dhcp") {
+                    return Err(d.unsupported(
+                        "route-gateway dhcp".into(),
+                        "the gateway is learnt by DHCP only on tap devices, which ferrovpn does not support",
+                    ));
+                }
+                c.route_gateway = Some(d.ipv4(0, "gateway address or dhcp")?);
+            }
+            "route-metric" => {
+                d.count(1, 1, "METRIC")?;
+                c.route_metric = Some(d.u32(0, "a metric number")?);
+            }
+            "route-nopull" => d.flag(&mut c.route_nopull)?,
+            "route-noexec" => d.flag(&mut c.route_noexec)?,
+            "ifconfig-noexec" => d.flag(&mut c.ifconfig_noexec)?,
+            "pull-filter" => {
+                d.count(2, 2, "accept|ignore|reject \"TEXT\"")?;
+                let action = match d.arg(0).unwrap_or("") {
+                    "accept" => PullFilterAction::Accept,
+                    "ignore" => PullFilterAction::Ignore,
+                    "reject" => PullFilterAction::Reject,
+                    other => return Err(d.bad("accept, ignore or reject", other)),
+                };
+                c.pull_filters.push(PullFilter {
+                    action,
+                    prefix: d.arg(1).unwrap_or("").to_string(),
+                });
+            }
+            "push-reset" => {
+                d.no_args()?;
+                c.push.clear();
+            }
+            "push-remove" => {
+                d.count(1, 1, "an option name, e.g. push-remove \"route\"")?;
+                let prefix = d.arg(0).unwrap_or("");
+                if prefix == "ifconfig" || prefix == "ifconfig-ipv6" {
+                    return Err(d.unsupported(
+                        format!("push-remove {prefix}"),
+                        "in the main config it would leave every client without an address (2.6 means it for client-config-dir files)",
+                    ));
+                }
+                c.push.retain(|p| !p.starts_with(prefix));
+            }
             "client-to-client" => d.flag(&mut c.client_to_client)?,
             "duplicate-cn" => d.flag(&mut c.duplicate_cn)?,
+            "client-config-dir" => {
+                d.count(1, 1, "a directory")?;
+                c.client_config_dir = d.arg(0).map(PathBuf::from);
+            }
+            "ccd-exclusive" => d.flag(&mut c.ccd_exclusive)?,
             "max-clients" => {
                 d.count(1, 1, "a number of at least 1")?;
                 c.max_clients = Some(d.num(0, 1, u32::MAX, "a number of at least 1")?);
@@ -839,6 +909,22 @@ impl Parser {
             "tls-crypt" => {
                 let m = self.material(&d, 1)?;
                 self.cfg.tls_crypt = Some(m);
+            }
+            "tls-crypt-v2" => {
+                let force_cookie = match d.inline.is_none().then(|| d.arg(1)).flatten() {
+                    None | Some("allow-noncookie") => false,
+                    Some("force-cookie") => true,
+                    Some(other) => {
+                        return Err(d.invalid(format!(
+                            "unsupported tls-crypt-v2 argument '{other}' (force-cookie or allow-noncookie)"
+                        )));
+                    }
+                };
+                let material = self.material(&d, 2)?;
+                self.cfg.tls_crypt_v2 = Some(TlsCryptV2 {
+                    material,
+                    force_cookie,
+                });
             }
             "tls-auth" => {
                 let direction = match d.arg(1) {
@@ -1180,6 +1266,29 @@ impl Parser {
                 d.count(1, 1, "a group name")?;
                 c.group = d.arg(0).map(str::to_string);
             }
+            "metrics" => {
+                d.count(1, 1, "IP:PORT")?;
+                let a = d.arg(0).unwrap_or("");
+                c.metrics = Some(
+                    a.parse()
+                        .map_err(|_| d.bad("an address IP:PORT such as 127.0.0.1:9176", a))?,
+                );
+            }
+            "writepid" => {
+                d.count(1, 1, "a file")?;
+                c.writepid = d.arg(0).map(PathBuf::from);
+            }
+            "log" | "log-append" => {
+                d.count(1, 1, "a file")?;
+                c.log = Some(LogFile {
+                    path: PathBuf::from(d.arg(0).unwrap_or("")),
+                    append: d.name == "log-append",
+                });
+            }
+            "syslog" => {
+                d.count(0, 1, "[PROGRAM-NAME]")?;
+                c.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
+            }
             "chroot" => {
                 d.count(1, 1, "a directory")?;
                 c.chroot = d.arg(0).map(PathBuf::from);
@@ -1197,6 +1306,62 @@ impl Parser {
                 self.cfg.auth_user_pass = Some(aup);
             }
             "auth-nocache" => d.flag(&mut c.auth_nocache)?,
+            "script-security" => {
+                d.count(1, 1, "a level 0..3")?;
+                c.scripts.security = Some(d.num(0, 0, 3, "a level 0..3")?);
+            }
+            "up" | "down" | "route-up" | "learn-address" | "client-connect"
+            | "client-disconnect" => {
+                d.count(1, 1, "a command (quote it when it has arguments)")?;
+                let command = d.script_command(0)?;
+                let s = &mut c.scripts;
+                let slot = match d.name {
+                    "up" => &mut s.up,
+                    "down" => &mut s.down,
+                    "route-up" => &mut s.route_up,
+                    "learn-address" => &mut s.learn_address,
+                    "client-connect" => &mut s.client_connect,
+                    _ => &mut s.client_disconnect,
+                };
+                *slot = Some(command);
+            }
+            "down-pre" => d.flag(&mut c.scripts.down_pre)?,
+            "auth-user-pass-verify" => {
+                d.count(2, 2, "a command and 'via-env' or 'via-file'")?;
+                let command = d.script_command(0)?;
+                let via_file = match d.arg(1).unwrap_or("") {
+                    "via-file" => true,
+                    "via-env" => false,
+                    x => return Err(d.bad("'via-env' or 'via-file'", x)),
+                };
+                c.scripts.auth_user_pass_verify = Some(AuthUserPassVerify { command, via_file });
+            }
+            "username-as-common-name" => d.flag(&mut c.username_as_common_name)?,
+            "auth-gen-token" => {
+                d.count(0, 3, "[LIFETIME] [RENEWAL] [external-auth]")?;
+                // 2.6's positive_atoi: anything but a positive number is 0.
+                let positive = |s: &str| s.parse::<u32>().ok().filter(|&n| n > 0);
+                let mut token = AuthGenToken {
+                    lifetime: d.arg(0).and_then(positive),
+                    ..AuthGenToken::default()
+                };
+                for (i, a) in d.args.iter().enumerate().skip(1) {
+                    if i == 1
+                        && let Some(n) = positive(a)
+                    {
+                        token.renewal = Some(n);
+                    } else if a == "external-auth" {
+                        token.external_auth = true;
+                    } else {
+                        return Err(d.bad("a renewal time in seconds or 'external-auth'", a));
+                    }
+                }
+                c.auth_gen_token = Some(token);
+            }
+            "auth-gen-token-secret" => {
+                let m = self.material(&d, 1)?;
+                self.cfg.auth_gen_token_secret = Some(m);
+            }
             "auth-retry" => {
                 d.count(1, 1, "none, nointeract or interact")?;
                 c.auth_retry = Some(match d.arg(0).unwrap_or("") {

@@ -100,7 +100,43 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("push", "stored list of options pushed to clients"),
     s(
         "route",
-        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default]`: a server routes it into the tun device, a client adds it like a pushed route; a METRIC, `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+        "`NETWORK [NETMASK] [GATEWAY|vpn_gateway|default] [METRIC|default]`: a server routes it into the tun device, a client adds it like a pushed route; `net_gateway`, `remote_host` (and an address gateway on a server) are errors at start",
+    ),
+    s(
+        "route-gateway",
+        "`GATEWAY`: the gateway of `route` lines (and pushed routes) that name none; a pushed `route-gateway` overrides it, as in 2.6; `dhcp` is an error (tap only); servers refuse it",
+    ),
+    s(
+        "route-metric",
+        "`METRIC`: the metric of `route` lines and pushed routes that give none (redirect-gateway's routes get none, as in 2.6); may be pushed",
+    ),
+    s(
+        "route-nopull",
+        "client: pushed `route`, `route-metric`, `redirect-gateway`/`redirect-private`, `block-ipv6`, `client-nat`, `dhcp-option`, `dns` and `block-outside-dns` are dropped (2.6's OPT_P_ROUTE and OPT_P_DHCPDNS classes), everything else is applied",
+    ),
+    s(
+        "route-noexec",
+        "no route is added (pushed, configured or redirect-gateway's); the routes are logged",
+    ),
+    s(
+        "ifconfig-noexec",
+        "the tun device is left as it is: no address, MTU or link state is set (as 2.6 does without scripts)",
+    ),
+    s(
+        "pull-filter",
+        "client: `accept|ignore|reject \"TEXT\"`, in order, on each pushed option's text before it is parsed (prefix match, first match decides, no match accepts); `reject` drops the reply and restarts the connection, as in 2.6",
+    ),
+    i(
+        "max-routes",
+        "deprecated in 2.6, which ignores it too (the number of routes is unlimited)",
+    ),
+    s(
+        "push-reset",
+        "in the main config, forgets the `push` lines before it (as 2.6 does there)",
+    ),
+    s(
+        "push-remove",
+        "`TEXT`: removes the `push` lines before it whose option starts with TEXT; `ifconfig`/`ifconfig-ipv6` are errors in the main config",
     ),
     s(
         "client-to-client",
@@ -169,7 +205,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s, and at once on SIGHUP, where 2.6 restarts; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -180,6 +216,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "`dh none` accepted; a DH file is ignored with a warning (ECDHE / TLS 1.3 only)",
     ),
     s("tls-crypt", "static key file or inline `<tls-crypt>`"),
+    s(
+        "tls-crypt-v2",
+        "server key (servers; may be combined with `tls-crypt`/`tls-auth` for clients without their own key) or client key (clients; exclusive with them), file or inline `<tls-crypt-v2>`; servers answer tls-crypt-v2 clients statelessly (2.6's HMAC cookie with WKc resend); `force-cookie`/`allow-noncookie` accepted, but tls-crypt-v2 clients older than 2.6 (no early negotiation) are always refused, as with `force-cookie`",
+    ),
     s(
         "tls-auth",
         "`FILE [0|1]` or inline `<tls-auth>` with `key-direction`",
@@ -264,7 +304,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit; `0` only reads it",
+        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it",
     ),
     s("verb", "0-11, stored"),
     s(
@@ -286,7 +326,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "status",
-        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC), replaced atomically; clients write data-channel byte counts",
+        "`FILE [N]` (default 60 s): servers write the client list, routing table and totals (times in UTC); clients write data-channel byte counts; opened at start (before `user`/`chroot`) and rewritten in place, as in 2.6; a symbolic link at the path is refused",
     ),
     s(
         "status-version",
@@ -302,11 +342,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "user",
-        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist directories must be writable by NAME (refused at start otherwise)",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist files are opened before and rewritten in place, as in 2.6 (NAME needs no access to them)",
     ),
     s(
         "chroot",
-        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` directories must be the same directories inside DIR (ferrovpn replaces these files by rename, OpenVPN keeps them open; refused at start otherwise); clients refuse it (see the error)",
+        "`DIR`, servers only: once set up (before `user`/`group`), chroot to DIR and cd to `/`; a `crl-verify` file is read at start from its real path, then re-read at the same path inside DIR (refused at start if missing there); the `status` and `ifconfig-pool-persist` files are opened before the chroot and kept open, as in 2.6; clients refuse it (see the error)",
     ),
     s(
         "group",
@@ -332,13 +372,70 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s("cpu-pin", "ferrovpn: pin data-plane workers to CPUs"),
     s(
+        "metrics",
+        "ferrovpn, servers: `IP:PORT`, a Prometheus endpoint (`GET /metrics`, OpenMetrics text): per client bytes, packets, connected since, handshakes; drops by reason; per worker packets and busy time; control queue depth",
+    ),
+    s(
         "max-packet-size",
         "ferrovpn: largest datagram handled by the data plane (576-65535)",
     ),
+    // --- scripts
+    s(
+        "script-security",
+        "`0..3` as 2.6: below 2 a user script is not run (a warning, and the hook counts as failed); `via-env` passwords only at 3",
+    ),
+    s(
+        "up",
+        "server: `CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` and 2.6's environment; a failure stops ferrovpn. Clients refuse it (not yet)",
+    ),
+    s(
+        "down",
+        "server: `CMD`: run at shutdown, after the tunnel device closed (before with `down-pre`), same arguments as `up`. Clients refuse it (not yet)",
+    ),
+    s("down-pre", "run `down` before the tunnel device closes"),
+    s(
+        "route-up",
+        "server: `CMD`: run after the routes are added, no extra arguments. Clients refuse it (not yet)",
+    ),
+    u("ipchange", "client scripts are not supported yet"),
+    s(
+        "learn-address",
+        "server: `CMD`: run with `add ADDR CN` when a client gets its tunnel address and `delete ADDR` when it goes",
+    ),
+    s(
+        "client-connect",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client; the file's `disable` refuses it too",
+    ),
+    s(
+        "client-disconnect",
+        "server: `CMD`: run when an authenticated client goes, with bytes_received/sent and time_duration",
+    ),
+    s(
+        "auth-user-pass-verify",
+        "server: `CMD via-env|via-file`: exit 0 accepts, 2 defers (the script writes 1 or 0 to `auth_control_file` later; `auth_pending_file` sends AUTH_PENDING), other refuses (reason from `auth_failed_reason_file`)",
+    ),
+    s(
+        "username-as-common-name",
+        "server: the verified user name replaces the certificate's common name (status, management, scripts, duplicate-cn)",
+    ),
+    s(
+        "auth-gen-token",
+        "server: `[LIFETIME] [RENEWAL] [external-auth]`: after a good login the client gets 2.6's HMAC-SHA256 session token (`auth-token` in the push reply, renewed at renegotiation); a valid token logs in without the script; `external-auth` runs it anyway with `session_state`",
+    ),
+    s(
+        "auth-gen-token-secret",
+        "server: `FILE` or inline: the PEM key (`openvpn --genkey auth-token`) so that tokens survive restarts and work across servers; without it a random key per start",
+    ),
     // --- accepted with a warning
     i("mute", "log rate limiting is not implemented"),
-    i("log", "logs go to stderr"),
-    i("log-append", "logs go to stderr"),
+    s(
+        "log",
+        "`FILE`: log lines go to FILE (truncated at start) instead of stderr",
+    ),
+    s(
+        "log-append",
+        "`FILE`: log lines are appended to FILE instead of going to stderr",
+    ),
     i(
         "mute-replay-warnings",
         "replay warnings are rate-limited anyway",
@@ -348,7 +445,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "name resolution is retried on every connect",
     ),
     i("suppress-timestamps", "log format is fixed"),
-    i("script-security", "scripts are not supported"),
     i("sndbuf", "socket buffers are sized by ferrovpn"),
     i("rcvbuf", "socket buffers are sized by ferrovpn"),
     i(
@@ -364,7 +460,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "peers may always change address after authentication",
     ),
     i("ping-timer-rem", "ping timers always run"),
-    i("writepid", "no pid file is written"),
+    s(
+        "writepid",
+        "`FILE`: the process id is written to FILE at start (before privileges are dropped)",
+    ),
     i("tls-cipher", "TLS cipher suites are fixed by rustls"),
     i("tls-ciphersuites", "TLS cipher suites are fixed by rustls"),
     i("tls-groups", "key exchange groups are fixed by rustls"),
@@ -399,14 +498,13 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "tun-mtu-extra",
         "only sizes buffers in 2.6; ferrovpn's buffers hold 64 KiB packets anyway",
     ),
-    i("syslog", "logs go to stderr (under systemd: the journal)"),
+    s(
+        "syslog",
+        "`[NAME]` (default `openvpn`): log lines go to syslog (the journal under systemd) as NAME, facility daemon",
+    ),
     i(
         "disable-occ",
         "ferrovpn never acts on a peer's options string (2.6 only warns about mismatches)",
-    ),
-    i(
-        "down-pre",
-        "only orders `down` scripts, which ferrovpn refuses",
     ),
     // --- unsupported
     s(
@@ -414,19 +512,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
     ),
     u(
-        "auth-user-pass-verify",
-        "username/password authentication is not supported yet",
-    ),
-    u(
         "auth-user-pass-optional",
-        "username/password authentication is not supported yet",
-    ),
-    u(
-        "username-as-common-name",
-        "username/password authentication is not supported yet",
-    ),
-    u(
-        "auth-gen-token",
         "username/password authentication is not supported yet",
     ),
     u(
@@ -434,12 +520,8 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "username/password authentication is not supported yet",
     ),
     u(
-        "tls-crypt-v2",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
-    ),
-    u(
         "tls-crypt-v2-verify",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
+        "the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
     ),
     u("secret", "static-key (non-TLS) mode is not supported"),
     u(
@@ -448,17 +530,20 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "ifconfig-push",
-        "static client addresses are not supported yet",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u(
+    s(
         "client-config-dir",
-        "per-client config files are not supported yet",
+        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, IPv6 pushes: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
+    ),
+    s(
+        "ccd-exclusive",
+        "with `client-config-dir`: refuse a client without a file named after its common name (`DEFAULT` does not count), as 2.6",
     ),
     u(
-        "ccd-exclusive",
-        "per-client config files are not supported yet",
+        "iroute",
+        "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u("iroute", "per-client config files are not supported yet"),
     u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
     u(
         "ifconfig-ipv6",
@@ -481,13 +566,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),
-    u("up", "scripts are not supported"),
-    u("down", "scripts are not supported"),
-    u("route-up", "scripts are not supported"),
-    u("ipchange", "scripts are not supported"),
-    u("client-connect", "scripts are not supported"),
-    u("client-disconnect", "scripts are not supported"),
-    u("learn-address", "scripts are not supported"),
     u("plugin", "plugins are not supported"),
     u(
         "management-client-auth",
@@ -507,11 +585,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("multihome", "multihome is not supported; bind with `local`"),
     u(
         "daemon",
-        "ferrovpn runs in the foreground; use a service manager",
-    ),
-    u(
-        "route-metric",
-        "route metrics are not applied yet (routes get the kernel's default metric)",
+        "ferrovpn does not fork once its threads run; use systemd (contrib/systemd/ferrovpn@.service, Type=notify) or another service manager",
     ),
     u(
         "passtos",
@@ -526,8 +600,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
-    u("pull-filter", "pull filters are not supported yet"),
-    u("route-nopull", "route-nopull is not supported yet"),
     u(
         "connection",
         "`<connection>` blocks are not supported; use several `remote` lines",

@@ -97,6 +97,21 @@ pub struct Route {
     pub metric: Option<u32>,
 }
 
+/// What a `pull-filter` line does with the pushed options it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFilterAction {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// `pull-filter accept|ignore|reject "TEXT"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFilter {
+    pub action: PullFilterAction,
+    pub prefix: String,
+}
+
 /// `keepalive INTERVAL TIMEOUT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -135,6 +150,15 @@ pub struct TlsAuth {
     pub direction: Option<KeyDirection>,
 }
 
+/// `tls-crypt-v2`: a server key (servers) or a client key (clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCryptV2 {
+    pub material: Material,
+    /// Server: `force-cookie` (refuse tls-crypt-v2 clients that cannot do
+    /// the stateless handshake); 2.6's default is `allow-noncookie`.
+    pub force_cookie: bool,
+}
+
 /// `dh`: ferrovpn never uses finite-field DH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dh {
@@ -164,6 +188,13 @@ pub enum TlsVersion {
 pub struct StatusFile {
     pub path: std::path::PathBuf,
     pub interval_secs: u32,
+}
+
+/// `log FILE` (truncated at start) or `log-append FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub append: bool,
 }
 
 /// Where `management` listens.
@@ -251,6 +282,44 @@ pub struct VerifyX509Name {
 pub struct DhcpOption {
     pub kind: String,
     pub value: Option<String>,
+}
+
+/// `script-security N` and the scripts run on events: each command as
+/// written in the config (one argument; split like a config line when run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scripts {
+    /// `script-security 0..3` (default 1: no user scripts).
+    pub security: Option<u8>,
+    pub up: Option<String>,
+    pub down: Option<String>,
+    /// `down-pre`: run `down` before the tunnel device closes.
+    pub down_pre: bool,
+    pub route_up: Option<String>,
+    pub learn_address: Option<String>,
+    pub client_connect: Option<String>,
+    pub client_disconnect: Option<String>,
+    pub auth_user_pass_verify: Option<AuthUserPassVerify>,
+}
+
+/// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthGenToken {
+    /// Seconds a token is valid after the first login (`None`: no limit).
+    pub lifetime: Option<u32>,
+    /// Seconds between renewals (`None`: `reneg-sec`).
+    pub renewal: Option<u32>,
+    /// `external-auth`: a token login runs the checks again.
+    pub external_auth: bool,
+}
+
+/// `auth-user-pass-verify CMD via-env|via-file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUserPassVerify {
+    pub command: String,
+    /// `via-file`: the credentials go in a temporary file named as the last
+    /// argument; `via-env`: in `username`/`password` (the password only at
+    /// `script-security 3`).
+    pub via_file: bool,
 }
 
 /// `auth-user-pass [FILE]` or an inline `<auth-user-pass>` block: the user
@@ -344,6 +413,18 @@ pub struct Config {
     pub connect_timeout: Option<u32>,
     pub nobind: bool,
     pub redirect_gateway: Option<Vec<String>>,
+    /// `route-gateway GW`: the gateway of routes that name none.
+    pub route_gateway: Option<Ipv4Addr>,
+    /// `route-metric M`: the metric of routes that name none.
+    pub route_metric: Option<u32>,
+    /// `route-nopull`: pushed routes, redirect-gateway and DNS are dropped.
+    pub route_nopull: bool,
+    /// `route-noexec`: no route is added.
+    pub route_noexec: bool,
+    /// `ifconfig-noexec`: the tun device's address and MTU are not set.
+    pub ifconfig_noexec: bool,
+    /// `pull-filter` lines, in order.
+    pub pull_filters: Vec<PullFilter>,
     pub dhcp_options: Vec<DhcpOption>,
     pub explicit_exit_notify: Option<u32>,
 
@@ -371,6 +452,8 @@ pub struct Config {
     pub crl_verify: Option<Material>,
     pub dh: Option<Dh>,
     pub tls_crypt: Option<Material>,
+    /// `tls-crypt-v2 FILE [force-cookie|allow-noncookie]` or inline.
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     pub tls_auth: Option<TlsAuth>,
     pub key_direction: Option<KeyDirection>,
     pub auth: Option<String>,
@@ -413,8 +496,22 @@ pub struct Config {
     pub group: Option<String>,
     /// `chroot DIR`: change the root directory once set up (servers only).
     pub chroot: Option<PathBuf>,
+    /// `client-config-dir DIR`: per-client config files, read at connect
+    /// time (inside the chroot, if any).
+    pub client_config_dir: Option<PathBuf>,
+    /// `ccd-exclusive`: refuse a client without a file of its own there.
+    pub ccd_exclusive: bool,
     /// `setenv NAME VALUE` pairs (not `setenv opt`).
     pub setenv: Vec<(String, String)>,
+    /// `script-security` and the scripts run on events.
+    pub scripts: Scripts,
+    /// `username-as-common-name`: the verified user name replaces the
+    /// certificate's common name (server).
+    pub username_as_common_name: bool,
+    /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
+    pub auth_gen_token: Option<AuthGenToken>,
+    /// `auth-gen-token-secret FILE` (or inline).
+    pub auth_gen_token_secret: Option<Material>,
     /// Names from `ignore-unknown-option`.
     pub ignore_unknown: BTreeSet<String>,
 
@@ -427,6 +524,15 @@ pub struct Config {
     /// `management-client-user U` / `management-client-group G` (unix socket only).
     pub management_client_user: Option<String>,
     pub management_client_group: Option<String>,
+
+    /// ferrovpn: `metrics IP:PORT`, where the Prometheus endpoint listens (servers).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `writepid FILE`.
+    pub writepid: Option<PathBuf>,
+    /// `log FILE` / `log-append FILE`: where log lines go instead of stderr.
+    pub log: Option<LogFile>,
+    /// `syslog [NAME]`: log to syslog (the journal under systemd) as NAME.
+    pub syslog: Option<String>,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

@@ -513,8 +513,8 @@ fn line_errors() {
             r#"t.conf:1: 'dev' expects an interface name of 1-15 characters, got "averyveryverylongname""#,
         ),
         (
-            "tls-crypt-v2 x.key",
-            "t.conf:1: unsupported 'tls-crypt-v2': tls-crypt-v2 is not supported yet; use tls-crypt",
+            "tls-crypt-v2-verify /bin/true",
+            "t.conf:1: unsupported 'tls-crypt-v2-verify': the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
         ),
         (
             "mode p2p",
@@ -1033,10 +1033,7 @@ fn legacy_directives_as_2_6() {
     for line in [
         "persist-remote-ip",
         "tun-mtu-extra 32",
-        "syslog",
-        "syslog myvpn",
         "disable-occ",
-        "down-pre",
         "key-method 2",
     ] {
         let c = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf")
@@ -1055,13 +1052,24 @@ fn legacy_directives_as_2_6() {
     // `lport 0`: an ephemeral port, as in 2.6.
     let c = parse_str_no_fs(&format!("{}lport 0\n", client_base()), "c.conf").expect("lport 0");
     assert_eq!(c.lport, Some(0));
+    // route-metric is applied; max-routes is ignored with 2.6's warning.
+    let c = parse_str_no_fs(
+        &format!("{}route-metric 5\nmax-routes 300\n", client_base()),
+        "c.conf",
+    )
+    .expect("route-metric, max-routes");
+    assert_eq!(c.route_metric, Some(5));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("max-routes")),
+        "{:?}",
+        c.warnings
+    );
     // 2.6.14 refuses keysize and ncp-disable; so does ferrovpn, with the reason.
     for (line, why) in [
         ("keysize 256", "removed in OpenVPN 2.6"),
         ("ncp-disable", "removed in OpenVPN 2.6"),
         ("passtos", "TOS/DSCP"),
-        ("route-metric 5", "route metrics"),
-        ("daemon", "service manager"),
+        ("daemon", "use systemd"),
     ] {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
         assert!(
@@ -1070,6 +1078,43 @@ fn legacy_directives_as_2_6() {
         );
         assert!(e.to_string().contains(why), "{line}: {e}");
     }
+}
+
+#[test]
+fn service_directives_are_stored() {
+    let c = parse_str_no_fs(
+        &format!(
+            "{}syslog myvpn\nwritepid /run/x.pid\nlog-append /var/log/x.log\n",
+            client_base()
+        ),
+        "c.conf",
+    )
+    .expect("parses");
+    assert_eq!(c.syslog.as_deref(), Some("myvpn"));
+    assert_eq!(c.writepid, Some(std::path::PathBuf::from("/run/x.pid")));
+    let log = c.log.expect("log");
+    assert!(log.append);
+    assert_eq!(log.path, std::path::PathBuf::from("/var/log/x.log"));
+    let c = parse_str_no_fs(&format!("{}syslog\nlog x.log\n", client_base()), "c.conf")
+        .expect("parses");
+    assert_eq!(c.syslog.as_deref(), Some("openvpn"));
+    assert!(!c.log.expect("log").append);
+    // `metrics` is a server directive with an IP:PORT.
+    let c = parse_str_no_fs(
+        &format!("{}metrics 127.0.0.1:9176\n", server_base()),
+        "s.conf",
+    )
+    .expect("server");
+    assert_eq!(c.metrics, Some("127.0.0.1:9176".parse().unwrap()));
+    let e = parse_str_no_fs(
+        &format!("{}metrics 127.0.0.1:9176\n", client_base()),
+        "c.conf",
+    )
+    .expect_err("client");
+    assert!(e.to_string().contains("server directive"), "{e}");
+    let e = parse_str_no_fs(&format!("{}metrics localhost\n", client_base()), "c.conf")
+        .expect_err("bad address");
+    assert!(e.to_string().contains("IP:PORT"), "{e}");
 }
 
 #[test]
@@ -1252,4 +1297,91 @@ fn chroot_is_a_server_directive() {
         "{e}"
     );
     assert_eq!(Config::unsupported_reason("chroot"), None);
+}
+
+#[test]
+fn client_config_dir_is_a_server_directive() {
+    let c = parse_str_no_fs(
+        &format!("client-config-dir ccd\nccd-exclusive\n{}", server_base()),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(c.client_config_dir, Some(PathBuf::from("ccd")));
+    assert!(c.ccd_exclusive);
+    assert_eq!(
+        line_err("client-config-dir"),
+        "t.conf:1: 'client-config-dir' expects a directory"
+    );
+    assert_eq!(
+        line_err("ccd-exclusive"),
+        "t.conf:1: 'ccd-exclusive' must be used with 'client-config-dir'"
+    );
+    let e = err(&format!("{}client-config-dir ccd\n", client_base()));
+    assert!(
+        e.contains("'client-config-dir' is a server directive"),
+        "{e}"
+    );
+    // Per-client directives belong in the per-client files, as in 2.6.
+    for d in [
+        "iroute 10.0.0.0 255.0.0.0",
+        "ifconfig-push 10.8.0.9 255.255.255.0",
+    ] {
+        let e = line_err(d);
+        assert!(e.contains("only in a per-client config"), "{e}");
+    }
+}
+
+const V2_SERVER: &str = "-----BEGIN OpenVPN tls-crypt-v2 server key-----\nAAAA\n-----END OpenVPN tls-crypt-v2 server key-----\n";
+const V2_CLIENT: &str = "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nAAAA\n-----END OpenVPN tls-crypt-v2 client key-----\n";
+
+#[test]
+fn tls_crypt_v2_file_inline_and_cookie_mode() {
+    let dir = temp_dir("tcv2");
+    let key = write(&dir, "v2.key", V2_SERVER);
+    for (arg, force) in [
+        ("", false),
+        (" allow-noncookie", false),
+        (" force-cookie", true),
+    ] {
+        let text = format!("{}tls-crypt-v2 {}{arg}\n", server_base(), key.display());
+        let c = parse_str(&text, "t.conf").unwrap();
+        let v2 = c.tls_crypt_v2.unwrap();
+        assert_eq!(v2.force_cookie, force, "{arg}");
+        assert_eq!(v2.material.text, V2_SERVER);
+    }
+    let c = parse_str_no_fs(
+        &(client_base() + &inline("tls-crypt-v2", V2_CLIENT)),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.tls_crypt_v2.unwrap().material.source,
+        MaterialSource::Inline
+    );
+    // A server may serve tls-crypt clients too; a client has one wrapping.
+    let both = server_base() + &inline("tls-crypt-v2", V2_SERVER) + &inline("tls-crypt", STATIC);
+    assert!(parse_str_no_fs(&both, "t.conf").is_ok());
+    let both = client_base() + &inline("tls-crypt-v2", V2_CLIENT) + &inline("tls-auth", STATIC);
+    assert_eq!(
+        err(&both),
+        "t.conf:19: 'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive in client mode"
+    );
+    let text = format!(
+        "{}tls-crypt-v2 {} sometimes\n",
+        server_base(),
+        key.display()
+    );
+    assert!(
+        parse_str(&text, "t.conf")
+            .unwrap_err()
+            .to_string()
+            .contains(
+                "unsupported tls-crypt-v2 argument 'sometimes' (force-cookie or allow-noncookie)"
+            ),
+    );
+    assert_eq!(
+        err(&(server_base() + &inline("tls-crypt-v2", STATIC))),
+        "t.conf:18: 'tls-crypt-v2' expects a tls-crypt-v2 server or client key (-----BEGIN OpenVPN tls-crypt-v2 ), none found in inline <tls-crypt-v2>"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

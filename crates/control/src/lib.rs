@@ -9,9 +9,11 @@ pub mod client;
 pub mod compression;
 pub mod fsutil;
 pub mod management;
+pub mod metrics;
 pub mod netconfig;
 pub mod pool_persist;
 mod ratelimit;
+pub mod scripts;
 pub mod server;
 pub mod status;
 

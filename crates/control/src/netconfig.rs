@@ -24,6 +24,16 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec};
 use tracing::{debug, info};
 
+/// `ifconfig-noexec` / `route-noexec`: what is left to the administrator
+/// (2.6 hands it to scripts in environment variables).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoExec {
+    /// The tun device's address, MTU and link state are left alone.
+    pub ifconfig: bool,
+    /// No route is added.
+    pub routes: bool,
+}
+
 /// Prefix length of a contiguous IPv4 netmask.
 pub fn prefix_len(mask: Ipv4Addr) -> u32 {
     u32::from(mask).leading_ones()
@@ -48,6 +58,8 @@ struct RouteSpec {
     /// Output device (name, index); `None` for an `unreachable` route.
     dev: Option<(String, u32)>,
     kind: RouteType,
+    /// `metric M` (`RTA_PRIORITY`); `None` is the kernel's 0.
+    metric: Option<u32>,
 }
 
 impl std::fmt::Display for RouteSpec {
@@ -62,6 +74,9 @@ impl std::fmt::Display for RouteSpec {
         }
         if let Some((name, _)) = &self.dev {
             write!(f, " dev {name}")?;
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
         }
         Ok(())
     }
@@ -110,6 +125,9 @@ fn route_message(spec: &RouteSpec) -> RouteMessage {
     }
     if let Some((_, index)) = spec.dev {
         msg.attributes.push(RouteAttribute::Oif(index));
+    }
+    if let Some(m) = spec.metric {
+        msg.attributes.push(RouteAttribute::Priority(m));
     }
     msg
 }
@@ -344,21 +362,24 @@ impl NetConfig {
             via,
             dev: Some((dev.to_owned(), self.index(dev).await?)),
             kind: RouteType::Unicast,
+            metric: None,
         })
     }
 
-    /// Route `net/mask` into `dev`, optionally via a gateway.
+    /// Route `net/mask` into `dev`, optionally via a gateway, with a metric.
     pub async fn add_route(
         &self,
         dev: &str,
         net: Ipv4Addr,
         mask: Ipv4Addr,
         gateway: Option<Ipv4Addr>,
+        metric: Option<u32>,
     ) -> anyhow::Result<RouteAdded> {
         let prefix = prefix_len(mask) as u8;
-        let spec = self
+        let mut spec = self
             .unicast(dev, net.into(), prefix, gateway.map(IpAddr::from))
             .await?;
+        spec.metric = metric;
         self.add(spec).await
     }
 
@@ -379,13 +400,21 @@ impl NetConfig {
     /// Remove a route added with [`NetConfig::add_route`], matched exactly
     /// (prefix, gateway, device) so a route someone else added for the same
     /// prefix stays; a missing route or device is not an error.
-    pub async fn del_route(&self, net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, dev: &str) {
+    pub async fn del_route(
+        &self,
+        net: Ipv4Addr,
+        prefix: u32,
+        via: Option<Ipv4Addr>,
+        dev: &str,
+        metric: Option<u32>,
+    ) {
         // Prefixes come from masks and pushed routes: at most 32.
         let prefix = prefix.min(32) as u8;
-        if let Ok(spec) = self
+        if let Ok(mut spec) = self
             .unicast(dev, net.into(), prefix, via.map(IpAddr::from))
             .await
         {
+            spec.metric = metric;
             self.delete(spec).await;
         }
     }
@@ -412,6 +441,7 @@ impl NetConfig {
             via: None,
             dev: None,
             kind: RouteType::Unspec,
+            metric: None,
         });
         query.header.table = RouteHeader::RT_TABLE_UNSPEC;
         let route = self
@@ -464,6 +494,7 @@ impl NetConfig {
             via: None,
             dev: None,
             kind: RouteType::Unreachable,
+            metric: None,
         }
     }
 
@@ -497,6 +528,7 @@ mod tests {
             via,
             dev: Some(("tun0".into(), 7)),
             kind: RouteType::Unicast,
+            metric: None,
         }
     }
 

@@ -1,7 +1,6 @@
 //! `status FILE [N]`: the files operators' scripts and dashboards read,
-//! in OpenVPN's formats. Rendering is pure; the runtimes write the text
-//! with [`crate::fsutil::write_atomically`] every N seconds, so a reader never sees a
-//! half-written file.
+//! in OpenVPN's formats. Rendering is pure; the runtimes open the file at
+//! start and rewrite it in place every N seconds ([`crate::fsutil::KeptFile`]).
 //!
 //! Times are UTC (OpenVPN writes local time in the same layout).
 
@@ -161,8 +160,68 @@ pub fn render_client(now: u64, tun_read: u64, tun_written: u64) -> String {
     )
 }
 
-/// Kept here for the client runtime, which writes its status through it.
-pub use crate::fsutil::write_atomically;
+/// One `CLIENT_LIST` record of a status report in layout 2 or 3, as a
+/// management client reads it (`status 3`). Columns are found by the
+/// `HEADER,CLIENT_LIST` line, so OpenVPN's own reports read the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedClient {
+    pub common_name: String,
+    pub real_address: String,
+    pub virtual_address: String,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Unix seconds.
+    pub connected_since: u64,
+}
+
+/// Longest report [`parse_client_list`] reads; the rest is ignored.
+pub const MAX_REPORT: usize = 4 << 20;
+
+/// The `CLIENT_LIST` records of a layout 2 (comma) or 3 (tab) report; lines
+/// that do not fit the header are skipped.
+pub fn parse_client_list(report: &str) -> Vec<ListedClient> {
+    let report = match report.char_indices().nth(MAX_REPORT) {
+        Some((end, _)) => &report[..end],
+        None => report,
+    };
+    let sep = if report.contains('\t') { '\t' } else { ',' };
+    let mut columns: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for line in report.lines() {
+        let fields: Vec<&str> = line.split(sep).collect();
+        match fields.first().copied() {
+            Some("HEADER") if fields.get(1) == Some(&"CLIENT_LIST") => {
+                columns = fields[1..].to_vec()
+            }
+            Some("CLIENT_LIST") => {
+                let get = |name: &str| {
+                    let at = columns.iter().position(|c| *c == name)?;
+                    fields.get(at).copied()
+                };
+                let num = |name: &str| get(name).and_then(|v| v.parse::<u64>().ok());
+                let (Some(cn), Some(real), Some(rx), Some(tx), Some(since)) = (
+                    get("Common Name"),
+                    get("Real Address"),
+                    num("Bytes Received"),
+                    num("Bytes Sent"),
+                    num("Connected Since (time_t)"),
+                ) else {
+                    continue;
+                };
+                out.push(ListedClient {
+                    common_name: cn.to_string(),
+                    real_address: real.to_string(),
+                    virtual_address: get("Virtual Address").unwrap_or_default().to_string(),
+                    bytes_received: rx,
+                    bytes_sent: tx,
+                    connected_since: since,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
@@ -231,5 +290,39 @@ mod tests {
         }
         let t3 = render_server(3, 1_763_836_260, "ferrovpn 0.1.0", &[row()]);
         assert_eq!(t3, t.replace(',', "\t"));
+    }
+
+    #[test]
+    fn client_list_reads_back_what_render_writes() {
+        let row = ClientRow {
+            common_name: "alice".into(),
+            real: "192.0.2.2:51000".parse().unwrap(),
+            virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            bytes_received: 1000,
+            bytes_sent: 2000,
+            connected_since: 1_700_000_000,
+            last_ref: 1_700_000_100,
+            peer_id: 0,
+            client_id: 3,
+            cipher: "AES-256-GCM".into(),
+        };
+        for version in [2, 3] {
+            let text = render_server(version, 1_700_000_200, "t", std::slice::from_ref(&row));
+            let listed = parse_client_list(&text);
+            assert_eq!(
+                listed,
+                vec![ListedClient {
+                    common_name: "alice".into(),
+                    real_address: "192.0.2.2:51000".into(),
+                    virtual_address: "10.8.0.2".into(),
+                    bytes_received: 1000,
+                    bytes_sent: 2000,
+                    connected_since: 1_700_000_000,
+                }],
+                "{text}"
+            );
+        }
+        assert!(parse_client_list("CLIENT_LIST\tx\n").is_empty());
+        assert!(parse_client_list("HEADER,CLIENT_LIST,Common Name\nCLIENT_LIST,a\n").is_empty());
     }
 }

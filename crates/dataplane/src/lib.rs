@@ -83,6 +83,7 @@ use ferrovpn_proto::data::DataError;
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 use thiserror::Error;
 
+pub mod iroutes;
 mod mss;
 pub mod peers;
 pub mod replay;
@@ -95,7 +96,7 @@ mod worker;
 
 pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
 pub use up::{MAX_CONTROL_DATAGRAM, UP_QUEUE, UpReceiver, UpRecvError};
-pub use worker::GlobalCounters;
+pub use worker::{GlobalCounters, WorkerCounters};
 
 /// Test hook, read once per [`DataPlane::start`] (never per packet):
 /// `N` makes worker N stop right after start as if `poll` had failed,
@@ -330,6 +331,9 @@ impl DataPlane {
             peers: peers.clone(),
             up: tx,
             counters: Arc::new(GlobalCounters::default()),
+            workers: (0..cfg.workers)
+                .map(|_| WorkerCounters::default())
+                .collect(),
             client_to_client: cfg.client_to_client,
             mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6, tcp)),
             stop: AtomicBool::new(false),
@@ -416,6 +420,16 @@ impl DataPlane {
     /// Data-plane wide counters (drops, errors).
     pub fn counters(&self) -> &GlobalCounters {
         &self.shared.counters
+    }
+
+    /// Each worker's packets and busy time, by worker index.
+    pub fn worker_counters(&self) -> &[WorkerCounters] {
+        &self.shared.workers
+    }
+
+    /// Events waiting in the queues from the workers to the control plane.
+    pub fn up_queue_depth(&self) -> usize {
+        self.shared.up.control.len() + self.shared.up.events.len()
     }
 
     /// A dup of worker 0's socket (same local port) for sending control

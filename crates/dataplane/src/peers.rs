@@ -12,6 +12,8 @@
 //! - Each [`Peer`] holds its keys in an `ArcSwap<KeySet>` (8 key-id slots plus
 //!   the send key), its remote address in an `ArcSwap`, and its counters as
 //!   atomics that workers add to once per batch.
+//! - Networks behind clients (`iroute`) are a longest-prefix-match table in
+//!   the snapshot ([`Iroutes`]), rebuilt with it.
 //! - Each [`KeyState`] has an atomic send counter (ids are reserved in
 //!   contiguous ranges per batch) and a lock-free [`AtomicReplayWindow`].
 
@@ -26,6 +28,7 @@ use ferrovpn_proto::compress::Framing;
 use ferrovpn_proto::data::DataKeys;
 use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 
+use crate::iroutes::{Ipv4Prefix, Iroutes};
 use crate::replay::AtomicReplayWindow;
 
 /// Default receive replay window (ids). A stock OpenVPN peer uses 64; ours is
@@ -137,6 +140,12 @@ pub struct Peer {
     pub compression: Framing,
     /// When the peer last floated ([`now_nanos`]; 0: never), for [`FLOAT_INTERVAL`].
     last_float: Arc<AtomicU64>,
+    /// Networks behind this peer (`iroute`), routed to it and accepted as
+    /// sources from it.
+    pub iroutes: Arc<[Ipv4Prefix]>,
+    /// When this peer last claimed its tunnel address or networks (a
+    /// table-wide sequence): of two peers claiming the same, the later wins.
+    claim: u64,
 }
 
 impl Peer {
@@ -157,6 +166,8 @@ impl Peer {
             needs_renegotiation: self.needs_renegotiation.clone(),
             compression: self.compression,
             last_float: self.last_float.clone(),
+            iroutes: self.iroutes.clone(),
+            claim: self.claim,
         }
     }
 }
@@ -199,7 +210,20 @@ pub struct Snapshot {
     pub by_ip: Arc<HashMap<Ipv4Addr, Arc<Peer>>>,
     pub by_ip6: Arc<HashMap<Ipv6Addr, Arc<Peer>>>,
     pub by_addr: Arc<HashMap<SocketAddr, Arc<Peer>>>,
+    /// Networks behind peers (`iroute`), longest prefix first.
+    pub iroutes: Arc<Iroutes>,
     pub client_default: Option<Arc<Peer>>,
+}
+
+impl Snapshot {
+    /// The peer an IPv4 packet to `addr` goes to: the one with that tunnel
+    /// address, else the one whose `iroute` network holds it.
+    #[inline]
+    pub fn route_v4(&self, addr: Ipv4Addr) -> Option<&Arc<Peer>> {
+        self.by_ip
+            .get(&addr)
+            .or_else(|| self.iroutes.lookup_v4(addr))
+    }
 }
 
 /// What [`PeerTable::record_float`] did.
@@ -220,6 +244,8 @@ struct Inner {
     /// Serialises writers (control plane, and workers recording a float). Never taken by the data path.
     write: Mutex<Option<u32>>,
     replay_window: AtomicU32,
+    /// The last [`Peer::claim`] handed out (changed under `write`).
+    last_claim: AtomicU64,
 }
 
 /// Peer and key table shared by the control plane (writer) and the workers (readers). Cheap to clone.
@@ -249,6 +275,7 @@ impl PeerTable {
                 snap: ArcSwap::from_pointee(Snapshot::default()),
                 write: Mutex::new(None),
                 replay_window: AtomicU32::new(DEFAULT_REPLAY_WINDOW),
+                last_claim: AtomicU64::new(0),
             }),
         }
     }
@@ -274,8 +301,16 @@ impl PeerTable {
         self.inner.snap.load().generation
     }
 
+    /// A new [`Peer::claim`]. Caller holds the writer lock.
+    fn next_claim(&self) -> u64 {
+        self.inner.last_claim.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Rebuild the snapshot from a peer list. Caller holds the writer lock.
-    fn publish(&self, peers: Vec<Arc<Peer>>, client_default: Option<u32>) {
+    fn publish(&self, mut peers: Vec<Arc<Peer>>, client_default: Option<u32>) {
+        // Later claims overwrite earlier ones in `by_ip` and the iroutes.
+        peers.sort_unstable_by_key(|p| p.claim);
+        let iroutes = Iroutes::build(&peers);
         let mut by_id = HashMap::with_capacity(peers.len());
         let mut by_ip = HashMap::new();
         let mut by_ip6 = HashMap::new();
@@ -298,6 +333,7 @@ impl PeerTable {
             by_ip: Arc::new(by_ip),
             by_ip6: Arc::new(by_ip6),
             by_addr: Arc::new(by_addr),
+            iroutes: Arc::new(iroutes),
             client_default,
         }));
     }
@@ -315,7 +351,11 @@ impl PeerTable {
         let new = match peers.iter().position(|p| p.peer_id == peer_id) {
             Some(i) => {
                 let old = peers.swap_remove(i);
-                old.with_routes(remote, tunnel_ipv4, old.tunnel_ipv6)
+                let mut new = old.with_routes(remote, tunnel_ipv4, old.tunnel_ipv6);
+                if tunnel_ipv4 != old.tunnel_ipv4 {
+                    new.claim = self.next_claim();
+                }
+                new
             }
             None => {
                 let c = PeerCounters::default();
@@ -331,6 +371,8 @@ impl PeerTable {
                     needs_renegotiation: Arc::new(AtomicBool::new(false)),
                     compression: Framing::None,
                     last_float: Arc::new(AtomicU64::new(0)),
+                    iroutes: Arc::new([]),
+                    claim: self.next_claim(),
                 }
             }
         };
@@ -351,6 +393,22 @@ impl PeerTable {
                 old.tunnel_ipv4,
                 addr,
             )));
+            self.publish(peers, *def);
+        }
+    }
+
+    /// Route these networks (`iroute`) to the peer and accept them as
+    /// sources from it, replacing the ones it had; the peer claims them
+    /// (and its address) anew. No effect on unknown peers.
+    pub fn set_peer_iroutes(&self, peer_id: u32, networks: &[Ipv4Prefix]) {
+        let def = self.lock();
+        let mut peers = self.current();
+        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
+            let old = peers.swap_remove(i);
+            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
+            new.iroutes = networks.into();
+            new.claim = self.next_claim();
+            peers.push(Arc::new(new));
             self.publish(peers, *def);
         }
     }
@@ -490,6 +548,7 @@ impl PeerTable {
             by_ip: old.by_ip.clone(),
             by_ip6: old.by_ip6.clone(),
             by_addr: Arc::new(by_addr),
+            iroutes: old.iroutes.clone(),
             client_default: old.client_default.clone(),
         }));
         FloatOutcome::Moved

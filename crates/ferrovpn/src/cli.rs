@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine;
 use ferrovpn_config::Config;
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
 use ferrovpn_proto::wrap::StaticKey;
 use tracing::{info, warn};
 
@@ -17,6 +19,14 @@ Usage:
   ferrovpn --check --config FILE [...]            load everything (config, certificates, keys, files it
                                                   will write), list every problem, exit 0 if none; no network
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
+  ferrovpn init [DIR] [--endpoint HOST[:PORT]] [--proto udp|tcp] [--subnet NET/PREFIX] [--dns IP] [--rsa]
+                                                  a CA, server certificate, tls-crypt key, CRL and server.conf
+  ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles
+  ferrovpn status [--dir DIR | --socket PATH] [--json]       connected clients, traffic and rates
+  ferrovpn --genkey tls-crypt-v2-server [FILE]     write a tls-crypt-v2 server key (stdout without FILE)
+  ferrovpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client [FILE [BASE64_METADATA]]
+                                                  write a client key wrapped by SERVER_KEY, with USER
+                                                  metadata if given (else the time, as OpenVPN does)
   ferrovpn --help | --version
 
 Every OpenVPN directive may be given as --directive; see docs/compatibility.md
@@ -33,21 +43,75 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             println!("ferrovpn {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some("--genkey") => genkey(&args[1..]),
+        Some(_) if args.iter().any(|a| a == "--genkey") => genkey(&args),
+        Some(_) if crate::admin::is_admin_command(&args) => crate::admin::run(&args),
         Some(_) if args.iter().any(|a| a == "--check") => check_config(&args),
         Some(_) => run_config(&args),
     }
 }
 
+/// `--genkey TYPE [FILE [EXTRA]]`, with `--tls-crypt-v2 SERVER_KEY` before
+/// or after it (OpenVPN's spelling for client keys).
 fn genkey(args: &[String]) -> anyhow::Result<()> {
-    let file = match args {
-        [kind, file] if matches!(kind.as_str(), "secret" | "tls-crypt" | "tls-auth") => file,
-        [file] => file,
-        _ => anyhow::bail!("usage: ferrovpn --genkey secret|tls-crypt|tls-auth FILE"),
-    };
+    const USAGE: &str = "usage: ferrovpn --genkey secret|tls-crypt|tls-auth FILE, \
+        ferrovpn --genkey tls-crypt-v2-server [FILE], \
+        ferrovpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client [FILE [BASE64_METADATA]]";
+    let mut server_key_file = None;
+    let mut genkey_args: Vec<&str> = Vec::new();
+    let mut it = args.iter().map(String::as_str).peekable();
+    while let Some(a) = it.next() {
+        match a {
+            "--tls-crypt-v2" => {
+                server_key_file = Some(it.next().context("--tls-crypt-v2 needs a key file")?);
+            }
+            "--genkey" => {
+                while let Some(arg) = it.next_if(|a| !a.starts_with("--")) {
+                    genkey_args.push(arg);
+                }
+            }
+            other => anyhow::bail!("'{other}' cannot be combined with --genkey; {USAGE}"),
+        }
+    }
     crate::privileges::make_undumpable()?;
-    let text = StaticKey::generate().to_file_text();
-    write_private(file, &text).with_context(|| format!("writing {file}"))?;
+    let (file, text) = match genkey_args.as_slice() {
+        [kind, file] if matches!(*kind, "secret" | "tls-crypt" | "tls-auth") => {
+            (Some(*file), StaticKey::generate().to_file_text())
+        }
+        [file] if !file.starts_with("tls-crypt-v2") => {
+            (Some(*file), StaticKey::generate().to_file_text())
+        }
+        ["tls-crypt-v2-server", file @ ..] if file.len() <= 1 => {
+            (file.first().copied(), ServerKey::generate_file_text())
+        }
+        ["tls-crypt-v2-client", rest @ ..] if rest.len() <= 2 => {
+            let server_file = server_key_file.context(
+                "--genkey tls-crypt-v2-client requires a server key to be set via --tls-crypt-v2 to create a client key",
+            )?;
+            let server = std::fs::read_to_string(server_file)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(ServerKey::parse(&t)?))
+                .with_context(|| format!("tls-crypt-v2 server key {server_file}"))?;
+            let metadata = match rest.get(1) {
+                Some(b64) => Metadata::user(
+                    &base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .context("metadata is not valid base64")?,
+                ),
+                None => Metadata::timestamp(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+            };
+            let key = ClientKey::generate(&server, &metadata)?;
+            (rest.first().copied(), key.to_file_text())
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    };
+    match file {
+        Some(file) => write_private(file, &text).with_context(|| format!("writing {file}"))?,
+        None => print!("{text}"),
+    }
     Ok(())
 }
 
@@ -56,9 +120,19 @@ fn genkey(args: &[String]) -> anyhow::Result<()> {
 /// never keeping an existing file's wider mode: the key goes to a new file
 /// (`O_EXCL|O_NOFOLLOW`, mode 0600) that is then renamed over `path`.
 fn write_private(path: &str, text: &str) -> std::io::Result<()> {
+    write_replacing(std::path::Path::new(path), text, 0o600)
+}
+
+/// Write `text` to a new file (`O_EXCL|O_NOFOLLOW`, `mode`) next to
+/// `target`, then rename it over `target`: readers see the old file or the
+/// new one, never a part, and a symlink at `target` is replaced, not followed.
+pub(crate) fn write_replacing(
+    target: &std::path::Path,
+    text: &str,
+    mode: u32,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let target = std::path::Path::new(path);
     let mut tmp_name = target.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = target.with_file_name(tmp_name);
@@ -66,7 +140,7 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     let written = f
         .write_all(text.as_bytes())
@@ -78,39 +152,26 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
     written
 }
 
-/// `verb` to a tracing filter: 0 errors, 1-3 what OpenVPN shows at 3, 4 debug, 5+ trace.
-fn init_logging(verb: u8) {
-    let default = match verb {
-        0 => "error",
-        1..=3 => "info",
-        4 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .finish()
-        // The management interface's `log` command shows the same lines.
-        .with(ferrovpn_control::management::LogLayer)
-        .try_init();
-}
-
 fn run_config(args: &[String]) -> anyhow::Result<()> {
     crate::privileges::make_undumpable()?;
     let cfg = Config::from_args(args)?;
-    init_logging(cfg.verb());
+    crate::logging::init(&cfg)?;
     for w in &cfg.warnings {
         warn!("{w}");
     }
+    let _pid_file = cfg.writepid.as_deref().map(PidFile::write).transpose()?;
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
-    let setup_done =
-        privileges.map(|p| -> ferrovpn_control::SetupDone { Box::new(move || p.drop_now()) });
+    // Once the tunnel is up: drop privileges, then tell systemd (Type=notify)
+    // that the service is ready; without NOTIFY_SOCKET that does nothing.
+    let setup_done: Option<ferrovpn_control::SetupDone> = Some(Box::new(move || {
+        if let Some(p) = privileges {
+            p.drop_now()?;
+        }
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            warn!("cannot tell systemd that the service is ready: {e}");
+        }
+        Ok(())
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ferrovpn-control")
@@ -127,7 +188,7 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         );
         runtime.block_on(async {
             let shutdown = shutdown_signal(restart.clone())?;
-            ferrovpn_control::server::run_server(settings, shutdown).await
+            ferrovpn_control::server::run_server(settings, shutdown, restart.clone()).await
         })
     } else {
         let mut settings = crate::settings::client_settings(&cfg)?;
@@ -144,6 +205,26 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     }?;
     info!("ferrovpn stopped");
     Ok(())
+}
+
+/// `writepid FILE`: the process id, written at start and removed at exit
+/// (best effort: after `user` the directory may not allow it), as 2.6 does.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writepid {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!("writepid: cannot remove {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// `--check`: everything a start loads, without touching the network or
@@ -224,8 +305,9 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM; SIGUSR1 notifies `restart`, SIGHUP too
-/// (OpenVPN restarts on both; ferrovpn does not re-read the config).
+/// Resolves on SIGINT or SIGTERM; SIGUSR1 and SIGHUP notify `restart`: a
+/// client reconnects, a server re-reads its `crl-verify` file (OpenVPN
+/// restarts on both; ferrovpn does not re-read the config).
 fn shutdown_signal(
     restart: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {

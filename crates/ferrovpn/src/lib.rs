@@ -2,6 +2,9 @@
 //! `settings` turns a parsed config into control-plane settings. The demo,
 //! the benchmark and the integration tests' lab live in `ferrovpn-testkit`.
 
+mod admin;
 pub mod cli;
+mod logging;
+mod pki;
 mod privileges;
 pub mod settings;

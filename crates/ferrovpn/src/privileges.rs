@@ -2,13 +2,15 @@
 //! routes are set up, chroot (then cd to `/`) and give up root, in that
 //! order, as OpenVPN 2.6 does; and keep key material out of core dumps.
 //!
+//! The `status` and `ifconfig-pool-persist` files are opened before this and
+//! kept open (rewritten in place through the descriptor, as in 2.6), so
+//! neither the new user nor the chroot needs to reach their directories.
 //! After the chroot, paths opened later resolve inside it: the `crl-verify`
 //! file (read at start from its real path, re-read inside the chroot, as in
-//! 2.6). OpenVPN keeps the `status` and `ifconfig-pool-persist` files open
-//! from before the chroot; ferrovpn replaces them by rename, so it requires
-//! their directories to be the very same directories (device and inode)
-//! inside the chroot, and refuses to start otherwise. Clients refuse
-//! `chroot` (config crate): they run `ip` on every reconnect.
+//! 2.6). The `client-config-dir` directory, read at every connect (inside
+//! the chroot, as in 2.6), must be readable there and by the new user.
+//! Clients refuse `chroot` (config crate): they reconfigure routes on every
+//! reconnect.
 //!
 //! uid, gid and supplementary groups change through glibc (`nix`), whose
 //! wrappers apply the change to every thread of the process (the data-plane
@@ -43,11 +45,10 @@ pub struct Privileges {
     group: Option<(String, Gid)>,
     /// Keep `CAP_NET_ADMIN` (clients: routes on reconnect).
     keep_net_admin: bool,
-    /// Files written after start, as (directive, location, path): their
-    /// directories must stay writable after the switch.
-    written: Vec<(&'static str, String, std::path::PathBuf)>,
     /// Files read after start (`crl-verify`).
     read: Vec<(&'static str, String, std::path::PathBuf)>,
+    /// Directories read after start (`client-config-dir`), as (location, path).
+    read_dirs: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Privileges {
@@ -92,19 +93,6 @@ impl Privileges {
             },
             None => None,
         };
-        let mut written = Vec::new();
-        if let Some(st) = &cfg.status {
-            written.push(("status", at("status"), st.path.clone()));
-        }
-        if let Some(p) = &cfg.ifconfig_pool_persist
-            && p.interval_secs > 0
-        {
-            written.push((
-                "ifconfig-pool-persist",
-                at("ifconfig-pool-persist"),
-                p.path.clone(),
-            ));
-        }
         let mut read = Vec::new();
         if let Some(ferrovpn_config::Material {
             source: ferrovpn_config::MaterialSource::File(path),
@@ -113,20 +101,23 @@ impl Privileges {
         {
             read.push(("crl-verify", at("crl-verify"), path.clone()));
         }
+        let read_dirs = (cfg.client_config_dir.iter())
+            .map(|d| (at("client-config-dir"), d.clone()))
+            .collect();
         Ok(Some(Self {
             chroot,
             user,
             group,
             keep_net_admin: !cfg.is_server(),
-            written,
             read,
+            read_dirs,
         }))
     }
 
     /// chroot (it needs root, so first), then switch group, supplementary
     /// groups and user, keep `CAP_NET_ADMIN` if asked, forbid regaining
-    /// privileges through exec, and check that the files used after start
-    /// are still reachable.
+    /// privileges through exec, and check that the file read after start
+    /// is still reachable.
     pub fn drop_now(self) -> anyhow::Result<()> {
         if let Some((at, dir)) = &self.chroot {
             self.enter_chroot(at, dir)?;
@@ -137,42 +128,14 @@ impl Privileges {
         Ok(())
     }
 
-    /// chroot to `dir`, cd to `/`, then check that the files used after
-    /// start are found inside: the written files' directories must be the
-    /// same directories as before (ferrovpn renames new versions into them),
-    /// and the `crl-verify` file must exist at its path inside.
+    /// chroot to `dir`, cd to `/`, then check that the `crl-verify` file
+    /// exists at its path inside.
     fn enter_chroot(&self, at: &str, dir: &Path) -> anyhow::Result<()> {
-        let before: Vec<_> = self
-            .written
-            .iter()
-            .map(|(directive, file_at, path)| {
-                let parent = parent_dir(path);
-                let id = dir_identity(parent).with_context(|| {
-                    format!(
-                        "{file_at}: '{directive} {}': directory {}",
-                        path.display(),
-                        parent.display()
-                    )
-                })?;
-                Ok((directive, file_at, path, id))
-            })
-            .collect::<anyhow::Result<_>>()?;
         rustix::process::chroot(dir)
             .with_context(|| format!("{at}: 'chroot {}': chroot", dir.display()))?;
         rustix::process::chdir("/")
             .with_context(|| format!("{at}: 'chroot {}': chdir(\"/\")", dir.display()))?;
         info!("chroot to '{}' and cd to '/' succeeded", dir.display());
-        for (directive, file_at, path, id) in before {
-            let parent = parent_dir(path);
-            if dir_identity(parent).ok() != Some(id) {
-                bail!(
-                    "{file_at}: '{directive} {}': with 'chroot {}' ({at}), directory {} must be the same directory inside the chroot as outside (e.g. a bind mount, or a relative path with DIR as the working directory): ferrovpn replaces the file by rename after the chroot, where OpenVPN keeps it open",
-                    path.display(),
-                    dir.display(),
-                    parent.display()
-                );
-            }
-        }
         for (directive, file_at, path) in &self.read {
             if std::fs::metadata(path).is_err() {
                 bail!(
@@ -180,6 +143,26 @@ impl Privileges {
                     path.display(),
                     dir.display(),
                     dir.join(path.strip_prefix("/").unwrap_or(path)).display()
+                );
+            }
+        }
+        self.check_read_dirs("inside the chroot")
+    }
+
+    /// The `client-config-dir` directory is read at every connect: refuse
+    /// to start when it cannot be (`whose`: from where it is seen).
+    fn check_read_dirs(&self, whose: &str) -> anyhow::Result<()> {
+        for (at, dir) in &self.read_dirs {
+            let access = rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK;
+            let usable =
+                ferrovpn_control::server::ClientConfigDir::check_access(dir).and_then(|()| {
+                    rustix::fs::access(dir.as_path(), access)
+                        .map_err(|e| format!("'{}' cannot be searched: {e}", dir.display()))
+                });
+            if let Err(e) = usable {
+                bail!(
+                    "{at}: 'client-config-dir {}': {e} ({whose}); it is read at every client connect",
+                    dir.display()
                 );
             }
         }
@@ -231,16 +214,7 @@ impl Privileges {
             (None, Some((group, _))) => format!("group {group}"),
             (None, None) => "the new identity".to_string(),
         };
-        for (directive, at, path) in &self.written {
-            let dir = parent_dir(path);
-            if rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() {
-                bail!(
-                    "{at}: '{directive} {}': directory {} is not writable by {who}; ferrovpn replaces the file after dropping privileges (OpenVPN keeps it open), so make the directory writable or remove 'user'/'group'",
-                    path.display(),
-                    dir.display()
-                );
-            }
-        }
+        self.check_read_dirs(&format!("as {who}"))?;
         for (directive, at, path) in &self.read {
             if rustix::fs::access(path.as_path(), rustix::fs::Access::READ_OK).is_err() {
                 warn!(
@@ -251,19 +225,4 @@ impl Privileges {
         }
         Ok(())
     }
-}
-
-/// The directory a file is created in (`.` for a bare name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// (device, inode) of a directory: the same pair before and after the
-/// chroot means the same directory.
-fn dir_identity(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    let st = rustix::fs::stat(dir)?;
-    Ok((st.st_dev, st.st_ino))
 }

@@ -14,19 +14,25 @@ use ferrovpn_config::{
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
-use ferrovpn_control::server::{CrlReload, PoolPersist, ServerSettings};
+use ferrovpn_control::netconfig::NoExec;
+use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
+use ferrovpn_control::server::auth_token::{Limits, TokenKey};
+use ferrovpn_control::server::{
+    AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
+};
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::{DataPlaneConfig, Transport};
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
-use ferrovpn_proto::push::PushOption;
+use ferrovpn_proto::push::{PullFilter, PullFilterAction, PushOption};
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
     CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
     client_config_with_policy, eku_name_is_known, server_config_with_policy,
 };
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, ServerKey};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Version announced to servers in IV_VER: the 2.6 protocol level we speak.
 const ANNOUNCED_VERSION: &str = "2.6.14";
@@ -348,8 +354,21 @@ fn ciphers(cfg: &Config) -> anyhow::Result<(Vec<Cipher>, Option<Cipher>)> {
     Ok((out, fallback))
 }
 
-/// The control-channel wrapping and the OCC key-direction it implies.
+/// The control-channel wrapping and the OCC key-direction it implies. A
+/// server's tls-crypt-v2 key is apart ([`tls_crypt_v2_server_key`]): its
+/// wrapping here serves the clients without their own key.
 fn control_wrap(cfg: &Config, side: Side) -> anyhow::Result<(ControlWrap, Option<u8>)> {
+    if let Some(v2) = &cfg.tls_crypt_v2
+        && side == Side::Client
+    {
+        let key = ClientKey::parse(&v2.material.text).with_context(|| {
+            format!(
+                "{}tls-crypt-v2: bad client key",
+                where_is(cfg, "tls-crypt-v2")
+            )
+        })?;
+        return Ok((ControlWrap::tls_crypt_v2_client(&key), None));
+    }
     if let Some(m) = &cfg.tls_crypt {
         let key = StaticKey::parse(&m.text)
             .with_context(|| format!("{}tls-crypt: bad key", where_is(cfg, "tls-crypt")))?;
@@ -376,6 +395,26 @@ fn control_wrap(cfg: &Config, side: Side) -> anyhow::Result<(ControlWrap, Option
         return Ok((ControlWrap::tls_auth(&key, dir, digest), keydir));
     }
     Ok((ControlWrap::None, None))
+}
+
+/// A server's `tls-crypt-v2` key, if it has one.
+fn tls_crypt_v2_server_key(cfg: &Config) -> anyhow::Result<Option<Arc<ServerKey>>> {
+    let Some(v2) = &cfg.tls_crypt_v2 else {
+        return Ok(None);
+    };
+    let key = ServerKey::parse(&v2.material.text).with_context(|| {
+        format!(
+            "{}tls-crypt-v2: bad server key",
+            where_is(cfg, "tls-crypt-v2")
+        )
+    })?;
+    if !v2.force_cookie {
+        info!(
+            "{}tls-crypt-v2: clients older than 2.6 (no stateless handshake) are refused, as with force-cookie",
+            where_is(cfg, "tls-crypt-v2")
+        );
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 fn secs(n: u32) -> Duration {
@@ -464,7 +503,34 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         max_packet_size: usize::from(cfg.max_packet_size()).clamp(576, 1400),
         options_string,
         peer_info: String::new(),
+        pull_filters: match side {
+            Side::Client => pull_filters(cfg),
+            Side::Server => Vec::new(),
+        },
     })
+}
+
+/// `pull-filter` lines, in order.
+fn pull_filters(cfg: &Config) -> Vec<PullFilter> {
+    cfg.pull_filters
+        .iter()
+        .map(|f| PullFilter {
+            action: match f.action {
+                ferrovpn_config::PullFilterAction::Accept => PullFilterAction::Accept,
+                ferrovpn_config::PullFilterAction::Ignore => PullFilterAction::Ignore,
+                ferrovpn_config::PullFilterAction::Reject => PullFilterAction::Reject,
+            },
+            prefix: f.prefix.clone(),
+        })
+        .collect()
+}
+
+/// `ifconfig-noexec` / `route-noexec`.
+fn no_exec(cfg: &Config) -> NoExec {
+    NoExec {
+        ifconfig: cfg.ifconfig_noexec,
+        routes: cfg.route_noexec,
+    }
 }
 
 fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
@@ -514,14 +580,6 @@ fn audit_common(cfg: &Config) -> anyhow::Result<()> {
         );
     }
     for r in &cfg.routes {
-        if r.metric.is_some() {
-            bail!(
-                "{}route {} {}: route metrics are not implemented",
-                where_is(cfg, "route"),
-                r.network,
-                r.netmask
-            );
-        }
         match r.gateway {
             None | Some(RouteGateway::VpnGateway) => {}
             Some(RouteGateway::Addr(_)) if !cfg.is_server() => {}
@@ -559,10 +617,19 @@ fn audit_common(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client's own `route` and `redirect-gateway` lines, in the form the
-/// server would push them.
+/// A client's own `route-gateway`, `route-metric`, `route` and
+/// `redirect-gateway` lines, in the form the server would push them.
 fn local_options(cfg: &Config) -> Vec<PushOption> {
     let mut out = Vec::new();
+    if let Some(gw) = cfg.route_gateway {
+        out.push(PushOption::RouteGateway(gw));
+    }
+    if let Some(m) = cfg.route_metric {
+        out.push(PushOption::Other(
+            "route-metric".into(),
+            vec![m.to_string()],
+        ));
+    }
     for r in &cfg.routes {
         out.push(PushOption::Route {
             network: r.network,
@@ -571,6 +638,7 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
                 Some(RouteGateway::Addr(a)) => Some(a),
                 _ => None,
             },
+            metric: r.metric,
         });
     }
     if let Some(flags) = &cfg.redirect_gateway {
@@ -596,6 +664,19 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         bail!(
             "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
             where_is(cfg, "redirect-gateway")
+        );
+    }
+    if cfg.route_gateway.is_some() {
+        bail!(
+            "{}route-gateway in a server config is not supported: a server routes its 'route' networks into the tun device (push route-gateway to clients instead)",
+            where_is(cfg, "route-gateway")
+        );
+    }
+    if !cfg.pull_filters.is_empty() {
+        // 2.6's own warning: filters apply to what a client pulls.
+        warn!(
+            "{}--pull-filter ignored for --mode server",
+            where_is(cfg, "pull-filter")
         );
     }
     if cfg.explicit_exit_notify.is_some() {
@@ -657,11 +738,20 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         netmask: net.netmask,
         pool,
         pushes: cfg.push.clone(),
-        routes: cfg.routes.iter().map(|r| (r.network, r.netmask)).collect(),
+        routes: cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let metric = r.metric.or(cfg.route_metric.filter(|&m| m > 0));
+                (r.network, r.netmask, metric)
+            })
+            .collect(),
+        no_exec: no_exec(cfg),
         ping: cfg.ping_interval().map(secs),
         ping_restart: cfg.ping_restart_secs().map(secs),
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
         session: Arc::new(session),
+        tls_crypt_v2: tls_crypt_v2_server_key(cfg)?,
         max_clients: cfg.max_clients() as usize,
         connect_freq: cfg.connect_freq(),
         connect_freq_initial: cfg.connect_freq_initial(),
@@ -677,7 +767,126 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
         management: management(cfg)?,
+        client_config_dir: client_config_dir(cfg)?,
+        metrics: cfg.metrics,
+        scripts: script_settings(cfg)?,
+        username_as_common_name: cfg.username_as_common_name,
+        auth_token: auth_token(cfg)?,
         setup_done: None,
+    })
+}
+
+/// `client-config-dir`: the directory must be there at start (inside the
+/// chroot, where it is read), as 2.6 checks it; readable after
+/// `user`/`group` is checked when they apply.
+fn client_config_dir(cfg: &Config) -> anyhow::Result<Option<ClientConfigDir>> {
+    let Some(dir) = &cfg.client_config_dir else {
+        return Ok(None);
+    };
+    let seen_from_here = match &cfg.chroot {
+        Some(root) => root.join(dir.strip_prefix("/").unwrap_or(dir)),
+        None => dir.clone(),
+    };
+    if let Err(e) = ClientConfigDir::check_access(&seen_from_here) {
+        bail!(
+            "{}client-config-dir: {e}",
+            where_is(cfg, "client-config-dir")
+        );
+    }
+    Ok(Some(ClientConfigDir {
+        dir: dir.clone(),
+        exclusive: cfg.ccd_exclusive,
+    }))
+}
+
+/// `auth-gen-token`: the secret (or a random one), the renewal interval
+/// (default `reneg-sec`, as 2.6) and the lifetime.
+fn auth_token(cfg: &Config) -> anyhow::Result<Option<AuthTokenSettings>> {
+    let Some(t) = &cfg.auth_gen_token else {
+        return Ok(None);
+    };
+    let key = match &cfg.auth_gen_token_secret {
+        Some(m) => TokenKey::from_pem(&m.text).with_context(|| {
+            format!(
+                "{}ERROR: Cannot load auth-token secret",
+                where_is(cfg, "auth-gen-token-secret")
+            )
+        })?,
+        None => TokenKey::random(),
+    };
+    let reneg = cfg.reneg_sec.map_or(3600, |r| r.secs);
+    Ok(Some(AuthTokenSettings {
+        key,
+        limits: Limits {
+            renewal_secs: u64::from(t.renewal.unwrap_or(reneg)),
+            lifetime_secs: t.lifetime.map(u64::from),
+        },
+        external_auth: t.external_auth,
+    }))
+}
+
+/// `script-security`, the scripts (each must exist and be executable, as
+/// 2.6 checks at start), and the variables 2.6 gives every script.
+fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
+    let s = &cfg.scripts;
+    let command = |name: &str, text: &Option<String>| -> anyhow::Result<Option<ScriptCommand>> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let c = ScriptCommand::parse(text);
+        let program = c.program();
+        let runnable = std::fs::metadata(&program).and_then(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            }
+        });
+        if let Err(e) = runnable {
+            bail!(
+                "{}--{name} script fails with '{}': {e}",
+                where_is(cfg, name),
+                program.display()
+            );
+        }
+        Ok(Some(c))
+    };
+    let auth_user_pass_verify = match &s.auth_user_pass_verify {
+        Some(v) => {
+            command("auth-user-pass-verify", &Some(v.command.clone()))?.map(|command| AuthVerify {
+                command,
+                via_file: v.via_file,
+            })
+        }
+        None => None,
+    };
+    let mut base_env = ferrovpn_control::scripts::Env::new();
+    for (name, value) in &cfg.setenv {
+        base_env.set(name, value.clone());
+    }
+    base_env.set("daemon", "0");
+    base_env.set("daemon_log_redirect", "0");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    base_env.set("daemon_start_time", started.to_string());
+    base_env.set("daemon_pid", std::process::id().to_string());
+    base_env.set("verb", cfg.verb().to_string());
+    base_env.set("proto_1", "udp");
+    base_env.set("local_port_1", cfg.local_port().to_string());
+    Ok(ScriptSettings {
+        security: Security::from_level(s.security),
+        up: command("up", &s.up)?,
+        down: command("down", &s.down)?,
+        down_pre: s.down_pre,
+        route_up: command("route-up", &s.route_up)?,
+        learn_address: command("learn-address", &s.learn_address)?,
+        client_connect: command("client-connect", &s.client_connect)?,
+        client_disconnect: command("client-disconnect", &s.client_disconnect)?,
+        auth_user_pass_verify,
+        base_env,
+        ..ScriptSettings::default()
     })
 }
 
@@ -704,6 +913,18 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         bail!("client mode needs at least one 'remote HOST [PORT]'");
     }
     audit_common(cfg)?;
+    for (name, set) in [
+        ("up", cfg.scripts.up.is_some()),
+        ("down", cfg.scripts.down.is_some()),
+        ("route-up", cfg.scripts.route_up.is_some()),
+    ] {
+        if set {
+            bail!(
+                "{}{name}: ferrovpn runs scripts on servers only; client scripts are not supported yet",
+                where_is(cfg, name)
+            );
+        }
+    }
     if management(cfg)?.is_some() {
         bail!(
             "{}management: ferrovpn's management interface serves servers only, not clients",
@@ -814,6 +1035,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         compression: cfg.compression,
         setup_done: None,
         local_options: local_options(cfg),
+        route_nopull: cfg.route_nopull,
+        no_exec: no_exec(cfg),
         persist_tun: cfg.persist_tun,
         credentials,
         auth_retry: cfg.auth_retry.unwrap_or_default(),
@@ -970,6 +1193,22 @@ mod tests {
             PushOption::Route { network, gateway: None, .. } if network == Ipv4Addr::new(192, 168, 7, 0)
         ));
         assert!(matches!(&c.local_options[1], PushOption::RedirectGateway(f) if f == &["def1"]));
+        // route-gateway and route-metric go first, as if pushed before the routes.
+        let c = client_cfg(
+            &p,
+            1,
+            "route-gateway 10.8.0.9\nroute-metric 20\nroute 192.168.7.0 255.255.255.0 vpn_gateway 5",
+        )
+        .unwrap();
+        let texts: Vec<String> = c.local_options.iter().map(PushOption::to_text).collect();
+        assert_eq!(
+            texts,
+            [
+                "route-gateway 10.8.0.9",
+                "route-metric 20",
+                "route 192.168.7.0 255.255.255.0 vpn_gateway 5"
+            ]
+        );
         for (server, extra, says) in [
             (
                 true,
@@ -986,7 +1225,11 @@ mod tests {
                 "route 10.9.0.0 255.255.0.0 net_gateway",
                 "client.conf:7: route",
             ),
-            (false, "route 10.9.0.0 255.255.0.0 vpn_gateway 5", "metrics"),
+            (
+                true,
+                "route-gateway 10.8.0.5",
+                "server.conf:7: route-gateway",
+            ),
             (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
             (
                 false,

@@ -406,6 +406,127 @@ fn client_of_net30_stock_server() {
     assert!(p.received >= 2, "{p:?}");
 }
 
+/// `route 10.100.N.0 255.255.255.0` for N in 0..n: more than one
+/// PUSH_REPLY message holds (a 2.6 server splits them, push-continuation).
+fn many_routes(n: u8) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("route 10.100.{i}.0 255.255.255.0"))
+        .collect()
+}
+
+/// Lines of `ip -4 route show` in the client namespace that route
+/// 10.100.x.0/24 into the tunnel.
+fn tunnel_routes_of_many(lab: &Lab) -> Vec<String> {
+    client_routes(lab)
+        .lines()
+        .filter(|l| l.starts_with("10.100.") && l.contains(CLIENT_DEV))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn client_installs_80_routes_a_stock_server_pushes_in_parts_and_applies_pull_filters() {
+    let lab = Lab::new("ci-80r", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.push = many_routes(80);
+    // Filtered out by the client, in config order: the first match decides.
+    sc.push.extend([
+        "route 10.66.0.0 255.255.0.0".to_string(),
+        "route 10.67.0.0 255.255.0.0".to_string(),
+        "route-metric 7".to_string(),
+    ]);
+    cc.extra.extend([
+        "pull-filter accept \"route 10.67.\"".to_string(),
+        "pull-filter ignore \"route 10.6\"".to_string(),
+    ]);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}\n{}", client.log_tail(40), server.log_tail(20));
+    }
+    let slog = server.log();
+    assert!(
+        slog.contains("push-continuation 2"),
+        "the stock server did not split its reply:\n{slog}"
+    );
+    let routes = tunnel_routes_of_many(&lab);
+    assert_eq!(routes.len(), 80, "{}", client_routes(&lab));
+    // route-metric, pushed after the routes, applies to all of them.
+    assert!(routes.iter().all(|l| l.contains("metric 7")), "{routes:#?}");
+    let all = client_routes(&lab);
+    assert!(all.contains("10.67.0.0/16"), "{all}");
+    assert!(
+        !all.contains("10.66.0.0"),
+        "ignored route installed:\n{all}"
+    );
+    assert!(
+        client
+            .log()
+            .contains("Pushed option removed by filter: 'route 10.66.0.0 255.255.0.0'"),
+        "{}",
+        client.log_tail(40)
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
+
+#[test]
+fn client_restarts_on_a_pushed_route_its_pull_filter_rejects() {
+    let lab = Lab::new("ci-rej", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.push = vec!["route 10.66.0.0 255.255.0.0".into()];
+    cc.extra.extend([
+        "pull-filter reject \"route 10.66.\"".to_string(),
+        "connect-retry 1 1".to_string(),
+    ]);
+    let server = lab.stock_server(&sc);
+    let client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    // Rejected, restarted, rejected again: 2.6's SIGUSR1 behaviour.
+    let why = "Pushed option rejected by filter: 'route 10.66.0.0 255.255.0.0'. Restarting.";
+    assert!(
+        wait_for_count(&client, why, 2, CONNECT_TIMEOUT),
+        "{}\n{}",
+        client.log_tail(40),
+        server.log_tail(20)
+    );
+    let log = client.log();
+    assert!(!log.contains(UP), "{log}");
+    assert!(!client_routes(&lab).contains("10.66.0.0"));
+}
+
+#[test]
+fn client_route_nopull_keeps_the_address_and_drops_pushed_routes() {
+    let lab = Lab::new("ci-nop", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.push = PUSHED_ROUTES.iter().map(|r| r.to_string()).collect();
+    // Its own routes are still added, with their metric.
+    cc.extra.extend([
+        "route-nopull".to_string(),
+        "route 10.77.0.0 255.255.0.0 vpn_gateway 30".to_string(),
+    ]);
+    let _server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let routes = client_routes(&lab);
+    assert!(!routes.contains("10.99.0.0"), "{routes}");
+    assert!(!routes.contains("0.0.0.0/1"), "{routes}");
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("10.77.0.0/16") && l.contains("metric 30")),
+        "{routes}"
+    );
+    assert!(
+        client
+            .log()
+            .contains("route-nopull: pushed 'route 10.99.0.0 255.255.255.0' not applied"),
+        "{}",
+        client.log_tail(30)
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 7: server certificate checks
 // ---------------------------------------------------------------------------

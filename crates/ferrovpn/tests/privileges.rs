@@ -1,9 +1,10 @@
 //! `user` / `group`: ferrovpn gives up root once set up, and keeps working
 //! as `nobody` — a server with stock clients (traffic, renegotiation,
-//! reconnects, status file, CRL), a client across server restarts (routes
-//! re-applied) — and refuses at start what it could not do unprivileged.
+//! reconnects, CRL, and the status and ifconfig-pool-persist files in a
+//! directory only root may write, kept open from before the switch as in
+//! 2.6), a client across server restarts (routes re-applied).
 //! `chroot`: a server chroots before switching user, re-reads its CRL
-//! inside the chroot, and refuses files it could not replace there.
+//! inside the chroot, and keeps writing its status file outside it.
 //!
 //! Needs root, `openvpn`, `ip`, `ping`, `ss` and the users `nobody` and
 //! group `nogroup` (Debian); fails loudly without them.
@@ -21,19 +22,10 @@ const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const NOBODY: &str = "65534";
 
 /// A lab with one client namespace whose scratch directory `nobody` may
-/// enter; its `run/` subdirectory is `nobody`'s, for files written after the
-/// switch.
+/// enter but not write.
 fn lab(tag: &str) -> Lab {
     let lab = Lab::new(tag, 1, FERROVPN);
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = lab.dir.join("run");
-    std::fs::create_dir(&run).unwrap();
-    let out = std::process::Command::new("chown")
-        .args(["nobody:nogroup"])
-        .arg(&run)
-        .output()
-        .expect("running chown");
-    assert!(out.status.success(), "chown nobody:nogroup: {out:?}");
     lab
 }
 
@@ -80,10 +72,13 @@ fn assert_runs_as_nobody(p: &Proc, cap_eff: &str) {
 }
 
 #[test]
-fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
+fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
     let lab = lab("pv-srv");
     let (mut sc, cc) = lab.tls_crypt_confs();
-    let status = lab.dir.join("run/status.log");
+    // In root's directory, which nobody cannot write: written through the
+    // descriptors opened before the switch, as OpenVPN 2.6 does.
+    let status = lab.dir.join("status.log");
+    let pool = lab.dir.join("ipp.txt");
     let crl = lab.dir.join("crl.pem");
     std::fs::copy(&lab.pki.crl_empty, &crl).unwrap();
     sc.reneg_sec = Some(4);
@@ -91,6 +86,7 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
         "user nobody".to_string(),
         "group nogroup".to_string(),
         format!("status {} 1", status.display()),
+        format!("ifconfig-pool-persist {} 1", pool.display()),
         format!("crl-verify {}", crl.display()),
     ]);
     let mut server = lab.spawn(
@@ -119,14 +115,17 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_and_crl() {
     );
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
-    // The status file is still written, by nobody.
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
-            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
-        }),
-        "status file without client1\n{}",
-        server.log()
-    );
+    // Both files are still written, by nobody.
+    for (file, line) in [(&status, "client1,"), (&pool, "client1,10.8.0.")] {
+        assert!(
+            wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
+                std::fs::read_to_string(file).is_ok_and(|t| t.contains(line))
+            }),
+            "{} without {line}\n{}",
+            file.display(),
+            server.log()
+        );
+    }
     // The client reconnects (a fresh TLS session, CRL checked again).
     drop(client);
     let mut client = lab.stock_client(0, "openvpn-client-2", &cc);
@@ -217,42 +216,6 @@ fn assert_tunnel_route(lab: &Lab) {
     assert!(r.contains("fvtun-c"), "{r}");
 }
 
-#[test]
-fn status_directory_nobody_cannot_write_is_refused_at_start() {
-    let lab = lab("pv-ref");
-    let (mut sc, _) = lab.tls_crypt_confs();
-    // Root's directory: OpenVPN writes through a file it opened as root,
-    // ferrovpn replaces the file, so it must be able to write the directory.
-    let status = lab.dir.join("status.log");
-    sc.extra.extend([
-        "user nobody".to_string(),
-        "group nogroup".to_string(),
-        format!("status {} 1", status.display()),
-    ]);
-    let text = openvpn_server_conf(&sc);
-    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = lab.spawn(&lab.server_ns, "ferrovpn-server", Ferrovpn, &text);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .try_exit()
-            .is_some()),
-        "{}",
-        server.log()
-    );
-    let conf: PathBuf = lab.dir.join("ferrovpn-server.conf");
-    let expected = format!(
-        "ferrovpn: {}:{line}: 'status {}': directory {} is not writable by user nobody",
-        conf.display(),
-        status.display(),
-        dir_of(&status).display()
-    );
-    assert!(server.log().contains(&expected), "{}", server.log());
-}
-
-fn dir_of(p: &Path) -> &Path {
-    p.parent().unwrap()
-}
-
 /// An empty jail for `chroot`, with a copy of `file` at its own path
 /// inside (what the server re-reads after the chroot).
 fn jail_with(lab: &Lab, file: &Path, content: &Path) -> PathBuf {
@@ -264,9 +227,11 @@ fn jail_with(lab: &Lab, file: &Path, content: &Path) -> PathBuf {
 }
 
 #[test]
-fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
+fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outside() {
     let lab = lab("pv-chr");
     let (mut sc, cc) = lab.tls_crypt_confs();
+    // Outside the jail: kept open from before the chroot, as in 2.6.
+    let status = lab.dir.join("status.log");
     // Read at start from the real path (revokes nobody), then from the
     // jail (revokes the last client), as OpenVPN 2.6 does.
     let crl = lab.dir.join("crl.pem");
@@ -277,6 +242,7 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
         "user nobody".to_string(),
         "group nogroup".to_string(),
         format!("crl-verify {}", crl.display()),
+        format!("status {} 1", status.display()),
     ]);
     let mut server = lab.spawn(
         &lab.server_ns,
@@ -306,6 +272,13 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
     }
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
+            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
+        }),
+        "status file without client1\n{}",
+        server.log()
+    );
 
     // The CRL inside the jail is the one enforced now.
     let revoked = lab.pki.revoked_client().clone();
@@ -324,38 +297,4 @@ fn server_in_chroot_as_nobody_serves_and_reads_its_crl_inside() {
         log_tails(&revoked_client, &server)
     );
     assert!(server.try_exit().is_none(), "{}", server.log());
-}
-
-#[test]
-fn chroot_with_a_status_file_outside_it_is_refused_at_start() {
-    let lab = lab("pv-chs");
-    let (mut sc, _) = lab.tls_crypt_confs();
-    let jail = lab.dir.join("jail");
-    std::fs::create_dir(&jail).unwrap();
-    // ferrovpn replaces the status file by rename after the chroot, where
-    // OpenVPN writes through a file it opened before: the directory must
-    // be the same inside the jail, and run/ is not.
-    let status = lab.dir.join("run/status.log");
-    sc.extra.extend([
-        format!("chroot {}", jail.display()),
-        format!("status {} 1", status.display()),
-    ]);
-    let text = openvpn_server_conf(&sc);
-    let line = text.lines().position(|l| l.starts_with("status ")).unwrap() + 1;
-    let mut server = lab.spawn(&lab.server_ns, "ferrovpn-server", Ferrovpn, &text);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .try_exit()
-            .is_some()),
-        "{}",
-        server.log()
-    );
-    let conf: PathBuf = lab.dir.join("ferrovpn-server.conf");
-    let expected = format!(
-        "ferrovpn: {}:{line}: 'status {}': with 'chroot {}'",
-        conf.display(),
-        status.display(),
-        jail.display()
-    );
-    assert!(server.log().contains(&expected), "{}", server.log());
 }

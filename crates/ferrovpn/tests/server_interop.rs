@@ -270,6 +270,47 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     assert!(text.ends_with("END\n"), "{text}");
 }
 
+/// 80 pushed routes do not fit in one PUSH_REPLY: the server splits the
+/// reply as 2.6 does (push-continuation) and the stock client installs every
+/// route. `push-reset` and `push-remove` in the main config take out the
+/// `push` lines before them.
+#[test]
+fn stock_client_installs_80_routes_a_ferrovpn_server_pushes_in_parts() {
+    let lab = Lab::new("sv-80r", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let cipher = Cipher::Aes256Gcm;
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
+    sc.push = vec!["route 10.66.0.0 255.255.0.0".into()];
+    sc.extra.extend([
+        "push-reset".to_string(),
+        "push \"route 10.67.0.0 255.255.0.0\"".to_string(),
+        "push-remove \"route 10.67.\"".to_string(),
+    ]);
+    sc.extra
+        .extend((0..80).map(|i| format!("push \"route 10.100.{i}.0 255.255.255.0\"")));
+    let server = lab.ferrovpn_server(&sc);
+    let cc = lab.client_conf(0, &lab.pki.clients[0], "fvtun-c", wrap, cipher);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
+    let clog = client.log();
+    assert!(
+        !clog.contains("unknown control message"),
+        "{}",
+        log_tails(&client, &server)
+    );
+    let routes = lab.clients[0].exec(&["ip", "-4", "route", "show"]).unwrap();
+    let installed = routes
+        .lines()
+        .filter(|l| l.starts_with("10.100.") && l.contains("fvtun-c"))
+        .count();
+    assert_eq!(installed, 80, "{routes}\n{}", log_tails(&client, &server));
+    assert!(
+        !routes.contains("10.66.0.0") && !routes.contains("10.67.0.0"),
+        "{routes}"
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+}
+
 /// Run `f` on a thread that has entered network namespace `ns`.
 fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
     let path = PathBuf::from("/run/netns").join(ns.name());

@@ -79,6 +79,33 @@ pub enum KeyMethodError {
     TooLong,
 }
 
+/// What a client logs in with: the key-method-2 user name and password
+/// (the password may be an auth-token). Zeroed when dropped, never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.password.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .finish()
+    }
+}
+
 /// One key-method-2 message (§6.1 client, §6.2 server).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMethod2 {

@@ -1,6 +1,6 @@
 //! Sans-IO OpenVPN protocol core.
 //!
-//! Owns: packet codecs, control-channel wrapping (tls-auth, tls-crypt), replay
+//! Owns: packet codecs, control-channel wrapping (tls-auth, tls-crypt, tls-crypt-v2), replay
 //! windows, the reliability layer, the TLS session state machine (over rustls'
 //! byte-buffer API), key-method-2, key derivation, push options and
 //! data-channel crypto. Everything is pure code over byte buffers and a clock
@@ -21,5 +21,6 @@ pub mod reliable;
 pub mod replay;
 pub mod session;
 pub mod stream;
+pub mod tls_crypt_v2;
 pub mod wire;
 pub mod wrap;

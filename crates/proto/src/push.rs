@@ -73,12 +73,14 @@ pub enum PushOption {
         local: Ipv4Addr,
         netmask_or_remote: Ipv4Addr,
     },
-    /// `route network [netmask [gateway]]`; a missing netmask means a host
-    /// route, a missing gateway (or `vpn_gateway`) means the pushed route-gateway.
+    /// `route network [netmask [gateway [metric]]]`; a missing netmask means a
+    /// host route, a missing gateway (or `vpn_gateway`) means the pushed
+    /// route-gateway, a missing metric (or `default`) means `route-metric`'s.
     Route {
         network: Ipv4Addr,
         netmask: Ipv4Addr,
         gateway: Option<Ipv4Addr>,
+        metric: Option<u32>,
     },
     /// `route-gateway addr`.
     RouteGateway(Ipv4Addr),
@@ -177,13 +179,14 @@ impl PushOption {
                 let net = a(0)?;
                 let gw = args.get(2).copied();
                 let plain_gw = matches!(gw, None | Some("vpn_gateway" | "default"));
-                // Keywords (remote_host, net_gateway), host names and metrics
-                // stay verbatim so a consumer that only knows plain VPN routes
+                let metric = match args.get(3).copied() {
+                    None | Some("default") => None,
+                    Some(m) => Some(num(name, m)?),
+                };
+                // Keywords (remote_host, net_gateway) and host names stay
+                // verbatim so a consumer that only knows plain VPN routes
                 // cannot misroute; a malformed dotted quad is an error.
-                if !looks_numeric(net)
-                    || !(plain_gw || gw.is_some_and(looks_numeric))
-                    || args.len() > 3
-                {
+                if !looks_numeric(net) || !(plain_gw || gw.is_some_and(looks_numeric)) {
                     for v in [Some(net), args.get(1).copied(), gw].into_iter().flatten() {
                         if looks_numeric(v) {
                             ip(name, v)?;
@@ -202,6 +205,7 @@ impl PushOption {
                         Some(g) if looks_numeric(g) => Some(ip(name, g)?),
                         _ => None,
                     },
+                    metric,
                 }
             }
             "route-gateway" => {
@@ -294,9 +298,15 @@ impl PushOption {
                 network,
                 netmask,
                 gateway,
+                metric,
             } => {
                 let mut v = vec![network.to_string(), netmask.to_string()];
-                v.extend(gateway.map(|g| g.to_string()));
+                match (gateway, metric) {
+                    (Some(g), _) => v.push(g.to_string()),
+                    (None, Some(_)) => v.push("vpn_gateway".into()),
+                    (None, None) => {}
+                }
+                v.extend(metric.map(|m| m.to_string()));
                 v
             }
             PushOption::RouteGateway(g) => vec![g.to_string()],
@@ -504,6 +514,71 @@ pub fn split_push_reply(text: &str) -> Result<Vec<String>, PushError> {
     Ok(messages)
 }
 
+/// What a `pull-filter` line does with a pushed option it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullFilterAction {
+    /// Keep it (and stop looking at later filters).
+    Accept,
+    /// Drop it.
+    Ignore,
+    /// Drop the whole reply and restart the connection.
+    Reject,
+}
+
+/// `pull-filter accept|ignore|reject "TEXT"` (client): the first filter,
+/// in config order, whose TEXT starts the option's text decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullFilter {
+    pub action: PullFilterAction,
+    pub prefix: String,
+}
+
+/// What the pull filters made of one `PUSH_REPLY` message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filtered {
+    /// The message without the ignored options, and those options.
+    Kept { text: String, ignored: Vec<String> },
+    /// This option matched a `reject` filter.
+    Rejected(String),
+}
+
+/// Apply `filters` to each option of the `PUSH_REPLY` message `text`, as
+/// 2.6 does (options.c `apply_pull_filter`): on the option's text with its
+/// leading whitespace skipped, before it is parsed, byte-wise prefix match,
+/// first match decides, no match keeps the option. Every option goes
+/// through the filters (`cipher`, `peer-id` and `push-continuation` too).
+/// Other messages are returned unchanged.
+pub fn apply_pull_filters(text: &str, filters: &[PullFilter]) -> Filtered {
+    let unchanged = || Filtered::Kept {
+        text: text.to_owned(),
+        ignored: Vec::new(),
+    };
+    let Some(rest) = command(text, PUSH_REPLY).filter(|r| !r.is_empty()) else {
+        return unchanged();
+    };
+    let mut kept = String::from(PUSH_REPLY);
+    let mut ignored = Vec::new();
+    for item in rest.split(',') {
+        let option = item.trim_start();
+        let action = filters
+            .iter()
+            .find(|f| option.as_bytes().starts_with(f.prefix.as_bytes()))
+            .map(|f| f.action);
+        match action {
+            Some(PullFilterAction::Reject) => return Filtered::Rejected(option.to_owned()),
+            Some(PullFilterAction::Ignore) if !option.is_empty() => ignored.push(option.to_owned()),
+            _ => {
+                kept.push(',');
+                kept.push_str(item);
+            }
+        }
+    }
+    Filtered::Kept {
+        text: kept,
+        ignored,
+    }
+}
+
 /// A text control message (§11.1, §11.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlMessage {
@@ -617,6 +692,54 @@ pub fn split_messages(buf: &[u8]) -> (Vec<Result<&str, PushError>>, usize) {
 mod tests {
     use super::*;
 
+    fn filter(action: PullFilterAction, prefix: &str) -> PullFilter {
+        PullFilter {
+            action,
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn pull_filters_in_order_first_match_decides() {
+        use PullFilterAction::*;
+        let text = "PUSH_REPLY,route 10.1.0.0 255.255.0.0,route 10.2.0.0 255.255.0.0, redirect-gateway def1,dhcp-option DNS 10.8.0.1,ping 10";
+        let filters = [
+            filter(Accept, "route 10.1."),
+            filter(Ignore, "route"),
+            filter(Ignore, "redirect-gateway"),
+        ];
+        assert_eq!(
+            apply_pull_filters(text, &filters),
+            Filtered::Kept {
+                text: "PUSH_REPLY,route 10.1.0.0 255.255.0.0,dhcp-option DNS 10.8.0.1,ping 10"
+                    .into(),
+                ignored: vec![
+                    "route 10.2.0.0 255.255.0.0".into(),
+                    "redirect-gateway def1".into()
+                ],
+            }
+        );
+        // `route` is a prefix of `route-gateway` too, as in 2.6.
+        let r = apply_pull_filters(
+            "PUSH_REPLY,route-gateway 10.8.0.1,route 10.3.0.0 255.255.0.0",
+            &[filter(Reject, "route 10.3."), filter(Ignore, "route")],
+        );
+        assert_eq!(r, Filtered::Rejected("route 10.3.0.0 255.255.0.0".into()));
+        let r = apply_pull_filters(
+            "PUSH_REPLY,route-gateway 10.8.0.1",
+            &[filter(Ignore, "route")],
+        );
+        assert!(matches!(r, Filtered::Kept { text, .. } if text == "PUSH_REPLY"));
+        // No filter, or another message: unchanged.
+        assert!(
+            matches!(apply_pull_filters(text, &[]), Filtered::Kept { text: t, .. } if t == text)
+        );
+        assert!(matches!(
+            apply_pull_filters("AUTH_FAILED,route", &[filter(Reject, "")]),
+            Filtered::Kept { text, .. } if text == "AUTH_FAILED,route"
+        ));
+    }
+
     #[test]
     fn options() {
         assert_eq!(
@@ -625,6 +748,7 @@ mod tests {
                 network: Ipv4Addr::new(10, 0, 0, 0),
                 netmask: Ipv4Addr::new(255, 0, 0, 0),
                 gateway: Some(Ipv4Addr::new(10, 8, 0, 1)),
+                metric: None,
             }
         );
         assert_eq!(
@@ -633,6 +757,7 @@ mod tests {
                 network: Ipv4Addr::new(10, 0, 0, 5),
                 netmask: Ipv4Addr::BROADCAST,
                 gateway: None,
+                metric: None,
             }
         );
         assert!(matches!(
@@ -643,10 +768,21 @@ mod tests {
             PushOption::parse("route remote_host 255.255.255.255 net_gateway").unwrap(),
             PushOption::Other(..)
         ));
-        assert!(matches!(
-            PushOption::parse("route 10.0.0.0 255.0.0.0 10.8.0.1 5").unwrap(),
-            PushOption::Other(..)
-        ));
+        let with_metric = PushOption::parse("route 10.0.0.0 255.0.0.0 vpn_gateway 5").unwrap();
+        assert_eq!(
+            with_metric,
+            PushOption::Route {
+                network: Ipv4Addr::new(10, 0, 0, 0),
+                netmask: Ipv4Addr::new(255, 0, 0, 0),
+                gateway: None,
+                metric: Some(5),
+            }
+        );
+        assert_eq!(
+            with_metric.to_text(),
+            "route 10.0.0.0 255.0.0.0 vpn_gateway 5"
+        );
+        assert!(PushOption::parse("route 10.0.0.0 255.0.0.0 10.8.0.1 x").is_err());
         assert_eq!(
             PushOption::parse("redirect-gateway def1 bypass-dhcp").unwrap(),
             PushOption::RedirectGateway(vec!["def1".into(), "bypass-dhcp".into()])
@@ -792,6 +928,7 @@ mod tests {
                 network: Ipv4Addr::new(10, i, 0, 0),
                 netmask: Ipv4Addr::new(255, 255, 0, 0),
                 gateway: None,
+                metric: None,
             })
             .collect();
         let r = PushReply::new(opts.clone());

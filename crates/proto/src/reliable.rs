@@ -75,6 +75,11 @@ impl Reliable {
         self.next_recv_id = 1;
     }
 
+    /// The message id the next [`Reliable::send`] gets.
+    pub fn next_send_id(&self) -> u32 {
+        self.next_send_id
+    }
+
     /// Whether a new message may be queued without exceeding the send window.
     pub fn can_send(&self) -> bool {
         self.in_flight.len() < SEND_WINDOW

@@ -22,6 +22,60 @@ pub const DATA_V1_OVERHEAD: usize = 21;
 /// peer-id value meaning "no peer id".
 pub const PEER_ID_UNDEFINED: u32 = 0x00FF_FFFF;
 
+/// A tls-crypt-v2 client starts its reset's replay ids here (the first on
+/// the wire is one more) to announce early negotiation (doc §2.8); a server
+/// tests the bits of this value in the top byte.
+pub const EARLY_NEG_START: u32 = 0x0f00_0000;
+/// TLV type of the early-negotiation flags in a hard reset's payload.
+const TLV_EARLY_NEG_FLAGS: u16 = 0x0001;
+/// Early-negotiation flag: the client must repeat its wrapped key (WKc).
+const EARLY_NEG_FLAG_RESEND_WKC: u16 = 0x0001;
+
+/// Whether a client reset's replay id announces early negotiation.
+pub fn announces_early_negotiation(replay_id: u32) -> bool {
+    replay_id & 0xff00_0000 & EARLY_NEG_START == EARLY_NEG_START
+}
+
+/// The TLVs of a hard reset's payload (doc §2.8) that 2.6 knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EarlyNegotiation {
+    /// The server asks a tls-crypt-v2 client to send its msg_id 1 packet
+    /// as CONTROL_WKC_V1.
+    pub resend_wkc: bool,
+}
+
+impl EarlyNegotiation {
+    /// Parse a hard reset's payload: `type u16 | len u16 | value` TLVs,
+    /// unknown types skipped, as 2.6 does. A truncated TLV or a flags TLV
+    /// that is not 2 bytes long is an error (2.6 aborts the handshake).
+    pub fn parse(payload: &[u8]) -> Result<Self, WireError> {
+        let mut out = EarlyNegotiation::default();
+        let mut r = Reader(payload);
+        while !r.0.is_empty() {
+            let kind = r.u16()?;
+            let len = usize::from(r.u16()?);
+            let value = r.take(len)?;
+            if kind == TLV_EARLY_NEG_FLAGS {
+                let flags: [u8; 2] = value.try_into().map_err(|_| WireError::BadTlv)?;
+                out.resend_wkc = u16::from_be_bytes(flags) & EARLY_NEG_FLAG_RESEND_WKC != 0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The payload of a reset carrying these flags (empty when none is set).
+    pub fn to_payload(self) -> Vec<u8> {
+        if !self.resend_wkc {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(6);
+        out.extend_from_slice(&TLV_EARLY_NEG_FLAGS.to_be_bytes());
+        out.extend_from_slice(&2u16.to_be_bytes());
+        out.extend_from_slice(&EARLY_NEG_FLAG_RESEND_WKC.to_be_bytes());
+        out
+    }
+}
+
 /// Errors from decoding bytes that came from the network.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -43,6 +97,9 @@ pub enum WireError {
     /// Replay protection rejected the packet.
     #[error("replayed or too old control packet")]
     Replay,
+    /// A malformed early-negotiation TLV in a hard reset.
+    #[error("malformed early-negotiation TLV in a hard reset")]
+    BadTlv,
 }
 
 /// Sender or receiver session id of the control channel.
@@ -324,6 +381,43 @@ mod tests {
             ControlPacket::parse(&[0x08; 20]),
             Err(WireError::BadOpcode(1))
         ));
+    }
+
+    #[test]
+    fn early_negotiation_tlvs() {
+        let ask = EarlyNegotiation { resend_wkc: true };
+        assert_eq!(ask.to_payload(), [0, 1, 0, 2, 0, 1]);
+        assert_eq!(EarlyNegotiation::parse(&ask.to_payload()), Ok(ask));
+        assert_eq!(EarlyNegotiation::default().to_payload(), b"");
+        assert_eq!(
+            EarlyNegotiation::parse(b""),
+            Ok(EarlyNegotiation::default())
+        );
+        // Unknown types are skipped, flags without the bit mean nothing.
+        assert_eq!(
+            EarlyNegotiation::parse(&[0, 9, 0, 1, 7, 0, 1, 0, 2, 0, 1]),
+            Ok(ask)
+        );
+        assert_eq!(
+            EarlyNegotiation::parse(&[0, 1, 0, 2, 0, 2]),
+            Ok(EarlyNegotiation::default())
+        );
+        assert_eq!(
+            EarlyNegotiation::parse(&[0, 1, 0, 3, 0, 0, 1]),
+            Err(WireError::BadTlv)
+        );
+        assert!(matches!(
+            EarlyNegotiation::parse(&[0, 1, 0, 2, 0]),
+            Err(WireError::Truncated { .. })
+        ));
+        assert!(matches!(
+            EarlyNegotiation::parse(&[0, 1, 0]),
+            Err(WireError::Truncated { .. })
+        ));
+        assert!(announces_early_negotiation(EARLY_NEG_START + 1));
+        assert!(announces_early_negotiation(0xff00_0001));
+        assert!(!announces_early_negotiation(1));
+        assert!(!announces_early_negotiation(0x0e00_0001));
     }
 
     #[test]

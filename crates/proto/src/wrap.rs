@@ -1,5 +1,6 @@
-//! Control-channel wrapping: tls-auth (docs/protocol.md §2.2, §3) and tls-crypt v1
-//! (§2.3, §4.1), plus the "OpenVPN Static key V1" key file (§3.1).
+//! Control-channel wrapping: tls-auth (docs/protocol.md §2.2, §3), tls-crypt v1
+//! (§2.3, §4.1) and tls-crypt with a tls-crypt-v2 client key (§4.3, keys in
+//! [`crate::tls_crypt_v2`]), plus the "OpenVPN Static key V1" key file (§3.1).
 //!
 //! Receiving always authenticates (constant-time compare) before the body is
 //! parsed, so nothing unauthenticated reaches the reliability layer. The replay
@@ -276,6 +277,66 @@ pub struct TlsCrypt {
     recv: CryptDir,
 }
 
+impl TlsCrypt {
+    /// Directions are fixed by role (doc §4.1): the server sends with key
+    /// set 0, the client with key set 1.
+    fn new(key: &StaticKey, side: Side) -> Self {
+        let (send, recv) = match side {
+            Side::Server => (0, 1),
+            Side::Client => (1, 0),
+        };
+        TlsCrypt {
+            send: CryptDir::new(key, send),
+            recv: CryptDir::new(key, recv),
+        }
+    }
+
+    fn wrap(&self, pkt: &ControlPacket, replay: ReplayId, start: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&replay.to_bytes());
+        let tag_at = out.len();
+        out.resize(tag_at + TLS_CRYPT_TAG_LEN, 0);
+        let body_at = out.len();
+        pkt.emit_body(out);
+        let mut ctx = hmac::Context::with_key(&self.send.mac);
+        ctx.update(&out[start..tag_at]);
+        ctx.update(&out[body_at..]);
+        let tag = ctx.sign();
+        let tag = tag.as_ref();
+        out[tag_at..body_at].copy_from_slice(tag);
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(&tag[..16]);
+        self.send.ctr(&iv, &mut out[body_at..]);
+    }
+
+    fn unwrap(&self, wire: &[u8]) -> Result<(ControlPacket, Option<ReplayId>), WireError> {
+        let (opcode, key_id, sid) = parse_prefix(wire)?;
+        let need = TLS_CRYPT_MIN_LEN;
+        let (prefix, rest) = split(wire, PREFIX_LEN, need)?;
+        let (replay, rest) = split(rest, REPLAY_ID_LEN, need)?;
+        let (tag, ciphertext) = split(rest, TLS_CRYPT_TAG_LEN, need)?;
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(&tag[..16]);
+        let mut plain = ciphertext.to_vec();
+        self.recv.ctr(&iv, &mut plain);
+        let mut ctx = hmac::Context::with_key(&self.recv.mac);
+        ctx.update(prefix);
+        ctx.update(replay);
+        ctx.update(&plain);
+        verify_slices_are_equal(ctx.sign().as_ref(), tag).map_err(|_| WireError::AuthFailed)?;
+        let pkt = ControlPacket::parse_body(opcode, key_id, sid, &plain)?;
+        Ok((pkt, Some(replay_of(replay))))
+    }
+}
+
+/// tls-crypt with a tls-crypt-v2 client key `Kc`.
+pub struct TlsCryptV2 {
+    crypt: TlsCrypt,
+    /// Client: `WKc`, appended to HARD_RESET_CLIENT_V3 and CONTROL_WKC_V1.
+    /// Server: `None`; a `WKc` that a client repeats is split off unread,
+    /// since the session already has the key (as 2.6 does).
+    wkc: Option<Vec<u8>>,
+}
+
 /// How control packets are wrapped on the wire.
 ///
 /// The key variants are boxed: expanded AES and HMAC keys are kilobytes.
@@ -286,6 +347,8 @@ pub enum ControlWrap {
     TlsAuth(Box<TlsAuth>),
     /// `--tls-crypt` v1 or a dynamic tls-crypt key (doc §2.3).
     TlsCrypt(Box<TlsCrypt>),
+    /// `--tls-crypt-v2`: tls-crypt with the client's own key (doc §4.3).
+    TlsCryptV2(Box<TlsCryptV2>),
 }
 
 impl fmt::Debug for ControlWrap {
@@ -294,6 +357,7 @@ impl fmt::Debug for ControlWrap {
             ControlWrap::None => f.write_str("ControlWrap::None"),
             ControlWrap::TlsAuth(a) => write!(f, "ControlWrap::TlsAuth({:?})", a.digest),
             ControlWrap::TlsCrypt(_) => f.write_str("ControlWrap::TlsCrypt"),
+            ControlWrap::TlsCryptV2(_) => f.write_str("ControlWrap::TlsCryptV2"),
         }
     }
 }
@@ -319,14 +383,34 @@ impl ControlWrap {
     /// with key set 0, the client with key set 1. Also used for dynamic
     /// tls-crypt keys (doc §4.4).
     pub fn tls_crypt(key: &StaticKey, side: Side) -> Self {
-        let (send, recv) = match side {
-            Side::Server => (0, 1),
-            Side::Client => (1, 0),
-        };
-        ControlWrap::TlsCrypt(Box::new(TlsCrypt {
-            send: CryptDir::new(key, send),
-            recv: CryptDir::new(key, recv),
+        ControlWrap::TlsCrypt(Box::new(TlsCrypt::new(key, side)))
+    }
+
+    /// A tls-crypt-v2 client: tls-crypt with `Kc`, `WKc` appended to the
+    /// packets that carry it.
+    pub fn tls_crypt_v2_client(key: &crate::tls_crypt_v2::ClientKey) -> Self {
+        ControlWrap::TlsCryptV2(Box::new(TlsCryptV2 {
+            crypt: TlsCrypt::new(&key.key, Side::Client),
+            wkc: Some(key.wkc.clone()),
         }))
+    }
+
+    /// A tls-crypt-v2 server's wrap for one client, with the `Kc` its
+    /// `WKc` held.
+    pub fn tls_crypt_v2_server(kc: &StaticKey) -> Self {
+        ControlWrap::TlsCryptV2(Box::new(TlsCryptV2 {
+            crypt: TlsCrypt::new(kc, Side::Server),
+            wkc: None,
+        }))
+    }
+
+    /// Client: the `WKc` this wrap appends to HARD_RESET_CLIENT_V3 and
+    /// CONTROL_WKC_V1, if it is a tls-crypt-v2 client's.
+    pub fn client_wkc(&self) -> Option<&[u8]> {
+        match self {
+            ControlWrap::TlsCryptV2(v2) => v2.wkc.as_deref(),
+            _ => None,
+        }
     }
 
     pub fn is_none(&self) -> bool {
@@ -338,7 +422,9 @@ impl ControlWrap {
         match self {
             ControlWrap::None => 0,
             ControlWrap::TlsAuth(a) => a.digest.len() + REPLAY_ID_LEN,
-            ControlWrap::TlsCrypt(_) => REPLAY_ID_LEN + TLS_CRYPT_TAG_LEN,
+            ControlWrap::TlsCrypt(_) | ControlWrap::TlsCryptV2(_) => {
+                REPLAY_ID_LEN + TLS_CRYPT_TAG_LEN
+            }
         }
     }
 
@@ -362,21 +448,14 @@ impl ControlWrap {
                 let tag = ctx.sign();
                 out[hmac_at..hmac_at + h].copy_from_slice(tag.as_ref());
             }
-            ControlWrap::TlsCrypt(c) => {
-                out.extend_from_slice(&replay.to_bytes());
-                let tag_at = out.len();
-                out.resize(tag_at + TLS_CRYPT_TAG_LEN, 0);
-                let body_at = out.len();
-                pkt.emit_body(out);
-                let mut ctx = hmac::Context::with_key(&c.send.mac);
-                ctx.update(&out[start..tag_at]);
-                ctx.update(&out[body_at..]);
-                let tag = ctx.sign();
-                let tag = tag.as_ref();
-                out[tag_at..body_at].copy_from_slice(tag);
-                let mut iv = [0u8; 16];
-                iv.copy_from_slice(&tag[..16]);
-                c.send.ctr(&iv, &mut out[body_at..]);
+            ControlWrap::TlsCrypt(c) => c.wrap(pkt, replay, start, out),
+            ControlWrap::TlsCryptV2(v2) => {
+                v2.crypt.wrap(pkt, replay, start, out);
+                if let Some(wkc) = &v2.wkc
+                    && crate::tls_crypt_v2::carries_wkc(pkt.opcode)
+                {
+                    out.extend_from_slice(wkc);
+                }
             }
         }
     }
@@ -402,23 +481,16 @@ impl ControlWrap {
                 let pkt = ControlPacket::parse_body(opcode, key_id, sid, body)?;
                 Ok((pkt, Some(replay_of(replay))))
             }
-            ControlWrap::TlsCrypt(c) => {
-                let need = TLS_CRYPT_MIN_LEN;
-                let (prefix, rest) = split(wire, PREFIX_LEN, need)?;
-                let (replay, rest) = split(rest, REPLAY_ID_LEN, need)?;
-                let (tag, ciphertext) = split(rest, TLS_CRYPT_TAG_LEN, need)?;
-                let mut iv = [0u8; 16];
-                iv.copy_from_slice(&tag[..16]);
-                let mut plain = ciphertext.to_vec();
-                c.recv.ctr(&iv, &mut plain);
-                let mut ctx = hmac::Context::with_key(&c.recv.mac);
-                ctx.update(prefix);
-                ctx.update(replay);
-                ctx.update(&plain);
-                verify_slices_are_equal(ctx.sign().as_ref(), tag)
-                    .map_err(|_| WireError::AuthFailed)?;
-                let pkt = ControlPacket::parse_body(opcode, key_id, sid, &plain)?;
-                Ok((pkt, Some(replay_of(replay))))
+            ControlWrap::TlsCrypt(c) => c.unwrap(wire),
+            ControlWrap::TlsCryptV2(v2) => {
+                let packet = if crate::tls_crypt_v2::carries_wkc(opcode) {
+                    crate::tls_crypt_v2::split_wkc(wire)
+                        .map_err(|_| WireError::AuthFailed)?
+                        .0
+                } else {
+                    wire
+                };
+                v2.crypt.unwrap(packet)
             }
         }
     }

@@ -99,13 +99,18 @@ fn arb_option() -> impl Strategy<Value = PushOption> {
             local,
             netmask_or_remote
         }),
-        (ip.clone(), ip.clone(), proptest::option::of(ip.clone())).prop_map(
-            |(network, netmask, gateway)| PushOption::Route {
+        (
+            ip.clone(),
+            ip.clone(),
+            proptest::option::of(ip.clone()),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(network, netmask, gateway, metric)| PushOption::Route {
                 network,
                 netmask,
-                gateway
-            }
-        ),
+                gateway,
+                metric
+            }),
         ip.prop_map(PushOption::RouteGateway),
         any::<u32>().prop_map(PushOption::Ping),
         any::<u32>().prop_map(PushOption::PingRestart),

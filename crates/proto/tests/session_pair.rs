@@ -2,7 +2,8 @@
 //! virtual time and optional packet loss: handshake, push, key agreement,
 //! renegotiation from either side, refusal of a foreign CA, and the limits a
 //! hostile or revoked peer runs into (buffer bounds, failed or ignored
-//! renegotiations, identity changes, soft-reset pacing, split push replies).
+//! renegotiations, identity changes, soft-reset pacing, split push replies),
+//! and the stateless start of a tls-crypt-v2 client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,10 @@ use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::session::cookie::{self, CookieKey};
 use ferrovpn_proto::session::tls::{ServerCertPolicy, TlsMaterial, client_config, server_config};
 use ferrovpn_proto::session::{Event, Session, SessionConfig, SessionError};
-use ferrovpn_proto::wire::{ControlPacket, Opcode, parse_prefix};
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, OpenError, ServerKey, WkcError};
+use ferrovpn_proto::wire::{
+    ControlPacket, EarlyNegotiation, Opcode, announces_early_negotiation, parse_prefix,
+};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
 
 struct Pki {
@@ -174,6 +178,7 @@ fn configs(
         max_packet_size: 1250,
         options_string: "V4,dev-type tun".into(),
         peer_info: "IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n".into(),
+        pull_filters: Vec::new(),
     }
     };
     let mut s = base(Side::Server, wrap_s);
@@ -532,7 +537,10 @@ fn stateless_start(client: &mut Session, scfg: &Arc<SessionConfig>, now: &mut In
         let (pkt, _) = scfg.wrap.unwrap(&reset).unwrap();
         assert_eq!(pkt.opcode, Opcode::HardResetClientV2);
         let sid = key.session_id(slot, from, pkt.session_id);
-        (cookie::reset_reply(&scfg.wrap, T, &pkt, sid), sid)
+        (
+            cookie::reset_reply(&scfg.wrap, T, &pkt, sid, EarlyNegotiation::default()),
+            sid,
+        )
     };
     let (_lost, _) = answer(client);
     // The client resends its reset after tls-timeout; the same cookie comes back.
@@ -551,8 +559,11 @@ fn stateless_start(client: &mut Session, scfg: &Arc<SessionConfig>, now: &mut In
     // A forged echo or a later message id makes no session.
     let mut forged = pkt.clone();
     forged.message_id = Some(5);
-    assert!(Session::accept_cookie(scfg.clone(), *now, T, sid, forged, None).is_err());
-    let mut server = Session::accept_cookie(scfg.clone(), *now, T, sid, pkt, replay).unwrap();
+    let wrap = scfg.wrap.clone();
+    assert!(
+        Session::accept_cookie(scfg.clone(), wrap.clone(), *now, T, sid, forged, None).is_err()
+    );
+    let mut server = Session::accept_cookie(scfg.clone(), wrap, *now, T, sid, pkt, replay).unwrap();
     while let Some(p) = client.poll_transmit() {
         server.handle_packet(*now, &p);
     }
@@ -572,6 +583,122 @@ fn stateless_handshake_tls_crypt() {
         ControlWrap::tls_crypt(&k, Side::Client),
         0,
         true,
+    );
+}
+
+/// The stateless start of a 2.6 server for a tls-crypt-v2 client: the V3
+/// reset is opened with the server key (WKc, then the packet), answered
+/// with a request to resend WKc and forgotten; the client's CONTROL_WKC_V1
+/// is opened the same way and makes the session, with the client's key.
+fn stateless_start_v2(
+    client: &mut Session,
+    server_key: &ServerKey,
+    scfg: &Arc<SessionConfig>,
+    now: Instant,
+) -> Session {
+    const T: u64 = 1_700_000_000;
+    let cookies = CookieKey::random();
+    let from: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let slot = CookieKey::time_slot(T, scfg.hand_window);
+    let reset = client.poll_transmit().expect("client reset");
+    assert!(client.poll_transmit().is_none());
+    let opened = server_key.open(&reset).unwrap();
+    assert_eq!(opened.pkt.opcode, Opcode::HardResetClientV3);
+    assert!(announces_early_negotiation(opened.replay.id));
+    // tls-crypt with the client's key alone cannot read it: WKc is appended.
+    assert!(scfg.wrap.unwrap(&reset).is_err());
+    let sid = cookies.session_id(slot, from, opened.pkt.session_id);
+    let ask = EarlyNegotiation { resend_wkc: true };
+    let reply = cookie::reset_reply(&opened.wrap, T, &opened.pkt, sid, ask);
+    drop(opened);
+    client.handle_packet(now, &reply);
+    let third = client
+        .poll_transmit()
+        .expect("client's packet after the reset");
+    let opened = server_key.open(&third).unwrap();
+    assert_eq!(opened.pkt.opcode, Opcode::ControlWkcV1);
+    assert_eq!(opened.pkt.acks, vec![0]);
+    assert_eq!(opened.pkt.message_id, Some(1));
+    assert!(
+        !opened.pkt.payload.is_empty(),
+        "the ClientHello comes along"
+    );
+    assert!(third.len() <= 1250 - 28, "{} bytes", third.len());
+    let echoed = opened.pkt.remote_session_id.unwrap();
+    assert!(cookies.verify(T, scfg.hand_window, from, opened.pkt.session_id, echoed));
+    let mut server = Session::accept_cookie(
+        scfg.clone(),
+        Arc::new(opened.wrap),
+        now,
+        T,
+        sid,
+        opened.pkt,
+        Some(opened.replay),
+    )
+    .unwrap();
+    while let Some(p) = client.poll_transmit() {
+        // Later packets are plain CONTROL_V1 under the client's key.
+        assert_ne!(parse_prefix(&p).unwrap().0, Opcode::ControlWkcV1);
+        server.handle_packet(now, &p);
+    }
+    server
+}
+
+#[test]
+fn stateless_handshake_tls_crypt_v2() {
+    let server_key = ServerKey::from_bytes(&[5; 128]);
+    let ck = ClientKey::generate(&server_key, &Metadata::user(b"alice")).unwrap();
+    let p = pki();
+    // The server's own wrap is unused for tls-crypt-v2 clients.
+    let (scfg, ccfg) = configs(
+        &p,
+        &p,
+        ControlWrap::None,
+        ControlWrap::tls_crypt_v2_client(&ck),
+        None,
+    );
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = Some(stateless_start_v2(&mut client, &server_key, &scfg, now));
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        7,
+        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
+    );
+    assert!(
+        cs.closed.is_none() && ss.closed.is_none(),
+        "{:?} {:?}",
+        cs.closed,
+        ss.closed
+    );
+    assert!(ss.authenticated);
+    assert_eq!(cs.keys[0].2, ss.keys[0].2, "EKM key blocks differ");
+}
+
+#[test]
+fn tls_crypt_v2_client_of_another_server_key_gets_nothing() {
+    let server_key = ServerKey::from_bytes(&[5; 128]);
+    let foreign =
+        ClientKey::generate(&ServerKey::from_bytes(&[6; 128]), &Metadata::timestamp(1)).unwrap();
+    let p = pki();
+    let (_, ccfg) = configs(
+        &p,
+        &p,
+        ControlWrap::None,
+        ControlWrap::tls_crypt_v2_client(&foreign),
+        None,
+    );
+    let client = Session::connect(ccfg, Instant::now(), 1_700_000_000);
+    let reset = client.unwrap().poll_transmit().unwrap();
+    assert_eq!(
+        server_key.open(&reset).unwrap_err(),
+        OpenError::Wkc(WkcError::AuthFailed)
     );
 }
 

@@ -54,6 +54,9 @@ pub enum Wrap {
     TlsCrypt(Material),
     /// `tls-auth KEY` with `key-direction 0` (server) / `1` (client).
     TlsAuth(Material),
+    /// `tls-crypt-v2 KEY`: the server key in a server's config, a client
+    /// key in a client's (see `pki::write_tls_crypt_v2_*`).
+    TlsCryptV2(Material),
 }
 
 /// Data-channel cipher (the only entry of `data-ciphers`).
@@ -244,6 +247,7 @@ fn inline_wrap(w: &Wrap) -> Result<Wrap> {
         Wrap::None => Wrap::None,
         Wrap::TlsCrypt(m) => Wrap::TlsCrypt(m.to_inline()?),
         Wrap::TlsAuth(m) => Wrap::TlsAuth(m.to_inline()?),
+        Wrap::TlsCryptV2(m) => Wrap::TlsCryptV2(m.to_inline()?),
     })
 }
 
@@ -290,6 +294,7 @@ fn common(
     match wrap {
         Wrap::None => {}
         Wrap::TlsCrypt(m) => material(out, "tls-crypt", m),
+        Wrap::TlsCryptV2(m) => material(out, "tls-crypt-v2", m),
         Wrap::TlsAuth(m) => {
             let _ = writeln!(out, "key-direction {key_direction}");
             material(out, "tls-auth", m);

@@ -16,6 +16,11 @@
 //!
 //! Keys are EC P-256 or RSA-2048 (rcgen with aws-lc-rs generates RSA keys).
 //! Private keys are PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+//!
+//! tls-crypt-v2 keys are made apart, by ferrovpn's code
+//! ([`write_tls_crypt_v2_server_key`], [`write_tls_crypt_v2_client_key`])
+//! or by stock OpenVPN ([`stock_tls_crypt_v2_server_key`],
+//! [`stock_tls_crypt_v2_client_key`]), so a test can mix the two.
 
 use std::path::{Path, PathBuf};
 
@@ -286,6 +291,66 @@ impl Pki {
     pub fn revoked_client(&self) -> &CertKey {
         self.clients.last().expect("a PKI has at least one client")
     }
+}
+
+/// Write a fresh tls-crypt-v2 server key to `path`, as
+/// `openvpn --genkey tls-crypt-v2-server` does.
+pub fn write_tls_crypt_v2_server_key(path: &Path) -> Result<()> {
+    std::fs::write(
+        path,
+        ferrovpn_proto::tls_crypt_v2::ServerKey::generate_file_text(),
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Write a fresh tls-crypt-v2 client key wrapped by the server key in
+/// `server_key`, with USER metadata `user_metadata`.
+pub fn write_tls_crypt_v2_client_key(
+    server_key: &Path,
+    path: &Path,
+    user_metadata: &[u8],
+) -> Result<()> {
+    use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
+    let text = std::fs::read_to_string(server_key)
+        .with_context(|| format!("reading {}", server_key.display()))?;
+    let server = ServerKey::parse(&text)?;
+    let key = ClientKey::generate(&server, &Metadata::user(user_metadata))?;
+    std::fs::write(path, key.to_file_text()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Stock `openvpn --genkey tls-crypt-v2-server PATH`.
+pub fn stock_tls_crypt_v2_server_key(path: &Path) -> Result<()> {
+    stock_genkey(&[
+        "--genkey".as_ref(),
+        "tls-crypt-v2-server".as_ref(),
+        path.as_os_str(),
+    ])
+}
+
+/// Stock `openvpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client
+/// PATH`, with TIMESTAMP metadata (OpenVPN's default).
+pub fn stock_tls_crypt_v2_client_key(server_key: &Path, path: &Path) -> Result<()> {
+    stock_genkey(&[
+        "--tls-crypt-v2".as_ref(),
+        server_key.as_os_str(),
+        "--genkey".as_ref(),
+        "tls-crypt-v2-client".as_ref(),
+        path.as_os_str(),
+    ])
+}
+
+fn stock_genkey(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let openvpn = crate::find_tool("openvpn").context("stock openvpn not found")?;
+    let out = std::process::Command::new(openvpn)
+        .args(args)
+        .output()
+        .context("running openvpn --genkey")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openvpn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,14 +8,15 @@ use anyhow::Context;
 use ferrovpn_dataplane::{DataPlane, PeerTable, UpEvent};
 use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::push::{PushOption, PushReply};
-use ferrovpn_proto::session::{Event, Session};
+use ferrovpn_proto::session::{Event, Session, SessionError};
 use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
-use super::plan::PushPlan;
+use super::plan::{PushPlan, dropped_by_route_nopull};
 use super::tunnel::Tunnel;
 use super::{ClientSettings, Ended, unix_now};
-use crate::status::{self, StatusSettings};
+use crate::fsutil::KeptFile;
+use crate::status;
 
 /// What one connection works with. The tunnel state outlives it.
 pub(super) struct Connection<'a> {
@@ -29,6 +30,8 @@ pub(super) struct Connection<'a> {
     /// `auth-user-pass`; a pushed auth-token is stored here for later
     /// renegotiations and reconnects.
     pub credentials: Option<&'a mut Credentials>,
+    /// `status FILE`, opened when the client started.
+    pub status_file: Option<&'a KeptFile>,
 }
 
 /// How a connection ended, and whether it came up before.
@@ -125,11 +128,11 @@ impl Connection<'_> {
                     c.session.handle_timeout(now);
                     if now >= next_housekeeping {
                         next_housekeeping = now + Duration::from_millis(500);
-                        if let Some(st) = &s.status
+                        if let (Some(st), Some(file)) = (&s.status, self.status_file)
                             && now >= next_status
                         {
                             next_status = now + st.interval;
-                            write_status(st, self.peers, &c);
+                            write_status(file, self.peers, &c);
                         }
                         if let Some(end) = self.housekeeping(&mut c, now) {
                             break end;
@@ -264,8 +267,15 @@ impl Connection<'_> {
                     return Some(Ended::ServerLeft(format!("server sent RESTART {message}")));
                 }
                 Event::PeerExit => return Some(Ended::ServerLeft("server announced exit".into())),
+                Event::Closed(reason @ SessionError::PulledOptionRejected(_)) => {
+                    // The server thinks this session is up: start afresh
+                    // from a new port, as after RESTART.
+                    return Some(Ended::ServerLeft(reason.to_string()));
+                }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
-                Event::ClientAuthenticated { .. } | Event::PushRequested => {}
+                Event::ClientAuthenticated { .. }
+                | Event::Reauthenticate { .. }
+                | Event::PushRequested => {}
             }
         }
     }
@@ -275,8 +285,16 @@ impl Connection<'_> {
             .context(
                 "server pushed compression settings that are not allowed (see allow-compression)",
             )?;
+        let nopull = self.settings.route_nopull;
+        let pulled = reply.options.iter().filter(|o| {
+            let dropped = nopull && dropped_by_route_nopull(o);
+            if dropped {
+                info!("route-nopull: pushed '{}' not applied", o.to_text());
+            }
+            !dropped
+        });
         let plan = PushPlan::from_options(
-            self.settings.local_options.iter().chain(&reply.options),
+            self.settings.local_options.iter().chain(pulled),
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
@@ -348,13 +366,13 @@ impl Connection<'_> {
 }
 
 /// The client's status file: tunnel bytes of the current connection.
-fn write_status(st: &StatusSettings, peers: &PeerTable, c: &Live) {
+fn write_status(file: &KeptFile, peers: &PeerTable, c: &Live) {
     let (read, written) = c
         .peer_id
         .and_then(|id| peers.peer_stats(id))
         .map_or((0, 0), |s| (s.tx_bytes, s.rx_bytes));
     let text = status::render_client(unix_now(), read, written);
-    if let Err(e) = status::write_atomically(&st.path, &text) {
-        warn!("status file {}: {e}", st.path.display());
+    if let Err(e) = file.rewrite(&text) {
+        warn!("status file {}: {e}", file.path().display());
     }
 }

@@ -87,9 +87,14 @@ pub struct ClientSettings {
     pub compression: ferrovpn_config::CompressOptions,
     /// Called once the first tun device and socket are open.
     pub setup_done: Option<crate::SetupDone>,
-    /// `route` and `redirect-gateway` lines of the client's own config,
-    /// applied with each push reply as if the server had pushed them first.
+    /// `route`, `route-gateway`, `route-metric` and `redirect-gateway` lines
+    /// of the client's own config, applied with each push reply as if the
+    /// server had pushed them first.
     pub local_options: Vec<ferrovpn_proto::push::PushOption>,
+    /// `route-nopull`: pushed routes and DNS settings are dropped.
+    pub route_nopull: bool,
+    /// `route-noexec` / `ifconfig-noexec`.
+    pub no_exec: crate::netconfig::NoExec,
 }
 
 fn unix_now() -> u64 {
@@ -106,7 +111,8 @@ enum Ended {
     /// `ping-exit` fired: stop like a shutdown, with a reason in the log.
     Exit(String),
     Reconnect(String),
-    /// The server said it is going away (RESTART, exit notification).
+    /// The server said it is going away (RESTART, exit notification), or
+    /// still holds a session we dropped (a reply `pull-filter` rejected).
     /// Reconnect like [`Ended::Reconnect`], but from a fresh source port: a
     /// server that is still shutting down would take a new session from the
     /// old address as a restart of the old client instance, then exit, and
@@ -197,8 +203,14 @@ pub async fn run_client(
         anyhow::bail!("no 'remote' given");
     }
     let mut setup_done = s.setup_done.take();
+    // Opened before setup_done drops privileges, and kept (as 2.6 does).
+    let status_file = s.status.as_ref().and_then(|st| {
+        crate::fsutil::KeptFile::create(&st.path)
+            .inspect_err(|e| warn!("cannot open status file {}: {e}", st.path.display()))
+            .ok()
+    });
     let peers = PeerTable::new();
-    let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect());
+    let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect(), s.no_exec);
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
     // address keeps the TUN device and its queues.
@@ -249,6 +261,7 @@ pub async fn run_client(
                                     restart: &restart,
                                     tunnel: &mut tunnel,
                                     credentials: credentials.as_mut(),
+                                    status_file: status_file.as_ref(),
                                 }
                                 .run(shutdown.as_mut())
                                 .await;

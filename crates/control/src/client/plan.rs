@@ -16,12 +16,14 @@ pub enum Topology {
     PointToPoint,
 }
 
-/// One pushed `route`, with the gateway already resolved.
+/// One pushed `route`, with the gateway and metric already resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushedRoute {
     pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
     pub gateway: Option<Ipv4Addr>,
+    /// Its own METRIC, else `route-metric`'s, else none (the kernel's 0).
+    pub metric: Option<u32>,
 }
 
 /// What `redirect-gateway FLAGS` asks for.
@@ -123,6 +125,7 @@ impl PushPlan {
         let mut topology = Topology::PointToPoint;
         let mut ifconfig = None;
         let mut route_gateway = None;
+        let mut route_metric = None;
         let mut raw_routes = Vec::new();
         let mut redirect: Option<Redirect> = None;
         let mut dns = DnsPlan::default();
@@ -152,7 +155,8 @@ impl PushPlan {
                     network,
                     netmask,
                     gateway,
-                } => raw_routes.push((*network, *netmask, *gateway)),
+                    metric,
+                } => raw_routes.push((*network, *netmask, *gateway, *metric)),
                 PushOption::RedirectGateway(flags) => {
                     redirect = Some(redirect_flags(flags, &mut plan_warnings))
                 }
@@ -170,6 +174,17 @@ impl PushPlan {
                 PushOption::Cipher(_) | PushOption::KeyDerivation(_) => {}
                 PushOption::Other(name, args) => match name.as_str() {
                     "dns" => dns_option(args, &mut dns, &mut plan_warnings),
+                    // As in 2.6 it applies to every route, before or after it
+                    // in the reply; 0 is the kernel's default.
+                    "route-metric" => match args.as_slice() {
+                        [m] if m.bytes().all(|b| b.is_ascii_digit()) => {
+                            route_metric = m.parse().ok().filter(|&m| m > 0)
+                        }
+                        _ => plan_warnings.push(format!(
+                            "pushed 'route-metric {}' is not a metric; ignored",
+                            args.join(" ")
+                        )),
+                    },
                     "auth-token" => auth_token = args.first().cloned(),
                     "auth-token-user" => auth_token_user = args.first().cloned(),
                     // Applied through `compression::pushed` before the plan.
@@ -197,10 +212,11 @@ impl PushPlan {
         }
         let routes = raw_routes
             .into_iter()
-            .map(|(network, netmask, gw)| PushedRoute {
+            .map(|(network, netmask, gw, metric)| PushedRoute {
                 network,
                 netmask,
                 gateway: gw.or(gateway),
+                metric: metric.or(route_metric),
             })
             .collect();
         Ok(PushPlan {
@@ -226,6 +242,34 @@ impl PushPlan {
     /// reconnect the address is set again.
     pub fn address(&self) -> (Topology, Ipv4Addr, Ipv4Addr, u16) {
         (self.topology, self.local, self.netmask_or_remote, self.mtu)
+    }
+}
+
+/// Whether `route-nopull` drops this pushed option: 2.6 takes a pushed
+/// option of the OPT_P_ROUTE or OPT_P_DHCPDNS class only without it (init.c
+/// `pull_permission_mask`); `route-gateway` is of another class and stays.
+pub fn dropped_by_route_nopull(option: &PushOption) -> bool {
+    match option {
+        PushOption::Route { .. } | PushOption::RedirectGateway(_) | PushOption::DhcpOption(..) => {
+            true
+        }
+        PushOption::Other(name, _) => matches!(
+            name.as_str(),
+            "route"
+                | "route-ipv6"
+                | "route-metric"
+                | "redirect-private"
+                | "block-ipv6"
+                | "client-nat"
+                | "dns"
+                | "block-outside-dns"
+                | "register-dns"
+                | "ip-win32"
+                | "tap-sleep"
+                | "dhcp-renew"
+                | "dhcp-pre-release"
+        ),
+        _ => false,
     }
 }
 
@@ -365,11 +409,13 @@ mod tests {
                     network: Ipv4Addr::new(10, 99, 0, 0),
                     netmask: Ipv4Addr::new(255, 255, 255, 0),
                     gateway: Some(Ipv4Addr::new(10, 8, 0, 1)),
+                    metric: None,
                 },
                 PushedRoute {
                     network: Ipv4Addr::new(10, 98, 0, 0),
                     netmask: Ipv4Addr::new(255, 255, 0, 0),
                     gateway: Some(Ipv4Addr::new(10, 8, 0, 9)),
+                    metric: None,
                 },
             ]
         );
@@ -377,6 +423,36 @@ mod tests {
         assert_eq!(p.dns.search_domains(), vec!["corp.example", "b.example"]);
         assert!(p.redirect.is_none());
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn route_metric_applies_to_routes_without_their_own() {
+        let p = plan("PUSH_REPLY,topology subnet,route-gateway 10.8.0.1,route 10.1.0.0 255.255.0.0,route 10.2.0.0 255.255.0.0 vpn_gateway 7,ifconfig 10.8.0.2 255.255.255.0,route-metric 50").unwrap();
+        let metrics: Vec<_> = p.routes.iter().map(|r| r.metric).collect();
+        assert_eq!(metrics, vec![Some(50), Some(7)]);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn route_nopull_drops_routes_and_dns_but_not_the_rest() {
+        let reply = PushReply::parse("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,route 10.1.0.0 255.255.0.0,route 10.2.0.0 255.255.0.0 net_gateway,route-metric 5,redirect-gateway def1,dhcp-option DNS 10.8.0.1,dns search-domain x.example,block-outside-dns,ifconfig 10.8.0.2 255.255.255.0,ping 10,peer-id 1,cipher AES-256-GCM").unwrap();
+        let kept: Vec<String> = reply
+            .options
+            .iter()
+            .filter(|o| !dropped_by_route_nopull(o))
+            .map(PushOption::to_text)
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                "route-gateway 10.8.0.1",
+                "topology subnet",
+                "ifconfig 10.8.0.2 255.255.255.0",
+                "ping 10",
+                "peer-id 1",
+                "cipher AES-256-GCM"
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub enum Route {
         prefix: u32,
         via: Option<Ipv4Addr>,
         dev: String,
+        metric: Option<u32>,
     },
     /// An `unreachable` IPv6 route (`block-ipv6`).
     Unreachable6 { net: Ipv6Addr, prefix: u8 },
@@ -36,6 +37,7 @@ pub fn host_route(dst: Ipv4Addr, net_gateway: &NetGateway) -> Route {
         prefix: 32,
         via: net_gateway.via,
         dev: net_gateway.dev.clone(),
+        metric: None,
     }
 }
 
@@ -49,11 +51,12 @@ pub fn wanted_routes(
     net_gateway: Option<&NetGateway>,
 ) -> Vec<Route> {
     let mut out = Vec::new();
-    let into_tun = |net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>| Route::V4 {
+    let into_tun = |net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, metric| Route::V4 {
         net,
         prefix,
         via,
         dev: tun.to_owned(),
+        metric,
     };
     if let Some(r) = &plan.redirect
         && r.ipv4
@@ -71,12 +74,18 @@ pub fn wanted_routes(
         }
     }
     for r in &plan.routes {
-        out.push(into_tun(r.network, prefix_len(r.netmask), r.gateway));
+        out.push(into_tun(
+            r.network,
+            prefix_len(r.netmask),
+            r.gateway,
+            r.metric,
+        ));
     }
     if let Some(r) = &plan.redirect {
         if r.ipv4 {
             for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
-                out.push(into_tun(net, 1, plan.gateway));
+                // No metric, whatever route-metric says (2.6's add_route3).
+                out.push(into_tun(net, 1, plan.gateway, None));
             }
         }
         if r.block_ipv6 {
@@ -148,6 +157,7 @@ mod tests {
             prefix,
             via: via.map(Ipv4Addr::from),
             dev: dev.into(),
+            metric: None,
         }
     }
 

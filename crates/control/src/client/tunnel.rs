@@ -11,12 +11,13 @@ use tracing::{info, warn};
 use super::dns::{self, AppliedDns, DnsBackend};
 use super::plan::{PushPlan, Topology};
 use super::routes::{NetGateway, Route, host_route, route_changes, wanted_routes};
-use crate::netconfig::{NetConfig, RouteAdded};
+use crate::netconfig::{NetConfig, NoExec, RouteAdded};
 
 /// System state ferrovpn set up for the tunnel.
 pub struct Tunnel {
     net: NetConfig,
     dns_backend: DnsBackend,
+    no_exec: NoExec,
     /// The device the state below belongs to.
     dev: String,
     address: Option<(Topology, Ipv4Addr, Ipv4Addr, u16)>,
@@ -28,10 +29,11 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(net: NetConfig, dns_backend: DnsBackend) -> Tunnel {
+    pub fn new(net: NetConfig, dns_backend: DnsBackend, no_exec: NoExec) -> Tunnel {
         Tunnel {
             net,
             dns_backend,
+            no_exec,
             dev: String::new(),
             address: None,
             routes: Vec::new(),
@@ -61,7 +63,12 @@ impl Tunnel {
         let IpAddr::V4(server) = server else {
             anyhow::bail!("IPv6 server address");
         };
-        if self.address != Some(plan.address()) {
+        if self.no_exec.ifconfig {
+            info!(
+                "ifconfig-noexec: {dev} left unconfigured ({} {}, mtu {})",
+                plan.local, plan.netmask_or_remote, plan.mtu
+            );
+        } else if self.address != Some(plan.address()) {
             if self.address.is_some() {
                 self.net.flush_addresses(dev).await?;
             }
@@ -79,6 +86,26 @@ impl Tunnel {
             }
             self.address = Some(plan.address());
         }
+        if self.no_exec.routes {
+            for r in wanted_routes(plan, dev, server, None) {
+                info!("route-noexec: not adding route {r:?}");
+            }
+        } else {
+            self.apply_routes(dev, server, plan).await?;
+        }
+        for w in &plan.warnings {
+            warn!("{w}");
+        }
+        self.apply_dns(plan);
+        Ok(())
+    }
+
+    async fn apply_routes(
+        &mut self,
+        dev: &str,
+        server: Ipv4Addr,
+        plan: &PushPlan,
+    ) -> anyhow::Result<()> {
         if plan.redirect.as_ref().is_some_and(|r| r.ipv4) && self.net_gateway.is_none() {
             let (via, dev) = self.net.route_to(server).await?;
             self.net_gateway = Some(NetGateway { via, dev });
@@ -92,10 +119,6 @@ impl Tunnel {
         for r in changes.add {
             self.add(r).await?;
         }
-        for w in &plan.warnings {
-            warn!("{w}");
-        }
-        self.apply_dns(plan);
         Ok(())
     }
 
@@ -106,9 +129,10 @@ impl Tunnel {
                 prefix,
                 via,
                 dev,
+                metric,
             } => {
                 self.net
-                    .add_route(dev, *net, prefix_mask(*prefix), *via)
+                    .add_route(dev, *net, prefix_mask(*prefix), *via, *metric)
                     .await
             }
             Route::Unreachable6 { net, prefix } => self.net.add_unreachable6(*net, *prefix).await,
@@ -183,7 +207,8 @@ impl Tunnel {
                 prefix,
                 via,
                 dev,
-            } => self.net.del_route(*net, *prefix, *via, dev).await,
+                metric,
+            } => self.net.del_route(*net, *prefix, *via, dev, *metric).await,
             Route::Unreachable6 { net, prefix } => self.net.del_unreachable6(*net, *prefix).await,
         }
     }

@@ -39,6 +39,14 @@ fn flag(level: &Level) -> &'static str {
 
 struct Text(String);
 
+/// An event's message and fields on one line, without control characters
+/// (a line break would end a log entry, a syslog record or a notification).
+pub fn event_line(event: &Event<'_>) -> String {
+    let mut text = Text(String::new());
+    event.record(&mut text);
+    text.0.chars().filter(|c| !c.is_control()).collect()
+}
+
 impl Visit for Text {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
@@ -55,10 +63,7 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(tx) = sink.as_ref() else { return };
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        // One entry is one line: a line break would end the notification.
-        let line: String = text.0.chars().filter(|c| !c.is_control()).collect();
+        let line = event_line(event);
         let entry = super::reply::log_entry(
             super::session::unix_now(),
             flag(event.metadata().level()),

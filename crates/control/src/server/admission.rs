@@ -1,14 +1,19 @@
 //! What to do with a control packet that no session of ours claims: the
 //! stateless handshake of 2.6 (see `ferrovpn_proto::session::cookie`).
 //! Nothing is kept for a peer until it proves, from its address, that it
-//! got our answer. Pure: the caller owns the socket, the sessions and the
-//! rate limits.
+//! got our answer. A tls-crypt-v2 client's packets carry its wrapped key,
+//! so each is opened (key, then packet) on its own and nothing of the
+//! client is kept in between either. Pure: the caller owns the socket, the
+//! sessions and the rate limits.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferrovpn_proto::session::cookie::{self, CookieKey};
-use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId, parse_prefix};
+use ferrovpn_proto::tls_crypt_v2::{self, ServerKey};
+use ferrovpn_proto::wire::{
+    ControlPacket, EarlyNegotiation, Opcode, SessionId, announces_early_negotiation, parse_prefix,
+};
 use ferrovpn_proto::wrap::{ControlWrap, ReplayId};
 
 /// The decision for one packet.
@@ -18,11 +23,13 @@ pub enum Admit {
     Existing,
     /// A client's first reset: send this answer and keep nothing.
     ResetReply(Vec<u8>),
-    /// The client echoed a valid cookie: a session may be made.
+    /// The client echoed a valid cookie: a session may be made, wrapping
+    /// with `client_wrap` (a tls-crypt-v2 client's key) if there is one.
     NewSession {
         ours: SessionId,
         pkt: ControlPacket,
         replay: Option<ReplayId>,
+        client_wrap: Option<ControlWrap>,
     },
     Drop(Dropped),
 }
@@ -40,12 +47,16 @@ pub enum Dropped {
     ResetThrottled,
     /// No valid cookie echoed.
     BadCookie(Opcode),
+    /// A tls-crypt-v2 client that cannot resend its key (2.4/2.5), which
+    /// only a server keeping state on its first packet could take.
+    NoEarlyNegotiation,
 }
 
 impl Dropped {
-    /// Whether it deserves a warning (rather than a debug line).
+    /// Whether it deserves a (rate-limited) warning rather than a debug
+    /// line: hostile or broken packets, and clients that can never get in.
     pub fn is_hostile(&self) -> bool {
-        matches!(self, Dropped::Malformed(_))
+        matches!(self, Dropped::Malformed(_) | Dropped::NoEarlyNegotiation)
     }
 }
 
@@ -56,6 +67,9 @@ impl std::fmt::Display for Dropped {
             Dropped::NotAStart(op) => write!(f, "{op:?} from unknown session dropped"),
             Dropped::ResetThrottled => f.write_str("reset dropped (connect-freq-initial)"),
             Dropped::BadCookie(op) => write!(f, "{op:?} without a valid cookie dropped"),
+            Dropped::NoEarlyNegotiation => f.write_str(
+                "tls-crypt-v2 client without early negotiation (OpenVPN before 2.6) dropped: only stateless handshakes are supported",
+            ),
         }
     }
 }
@@ -63,6 +77,8 @@ impl std::fmt::Display for Dropped {
 /// The server's side of the stateless handshake.
 pub struct Stateless<'a> {
     pub wrap: &'a ControlWrap,
+    /// `tls-crypt-v2` server key: clients with their own keys.
+    pub tls_crypt_v2: Option<&'a ServerKey>,
     pub cookies: &'a CookieKey,
     pub hand_window: Duration,
 }
@@ -89,20 +105,49 @@ impl Stateless<'_> {
         if key_id != 0
             || !matches!(
                 opcode,
-                Opcode::HardResetClientV2 | Opcode::ControlV1 | Opcode::AckV1
+                Opcode::HardResetClientV2
+                    | Opcode::HardResetClientV3
+                    | Opcode::ControlV1
+                    | Opcode::AckV1
+                    | Opcode::ControlWkcV1
             )
         {
             return Admit::Drop(Dropped::NotAStart(opcode));
         }
-        let (pkt, replay) = match self.wrap.unwrap(packet) {
-            Ok(v) => v,
-            Err(e) => return Admit::Drop(Dropped::Malformed(format!("{opcode:?}: {e}"))),
+        let malformed =
+            |e: &dyn std::fmt::Display| Admit::Drop(Dropped::Malformed(format!("{opcode:?}: {e}")));
+        let (pkt, replay, client_wrap) = if tls_crypt_v2::carries_wkc(opcode) {
+            let Some(server_key) = self.tls_crypt_v2 else {
+                return malformed(&"client wants tls-crypt-v2, but no tls-crypt-v2 key is set");
+            };
+            match server_key.open(packet) {
+                Ok(o) => (o.pkt, Some(o.replay), Some(o.wrap)),
+                Err(e) => return malformed(&e),
+            }
+        } else if self.tls_crypt_v2.is_some() && self.wrap.is_none() {
+            // As 2.6: with tls-crypt-v2, every client wraps somehow.
+            return malformed(&"not wrapped, and this server requires tls-crypt-v2");
+        } else {
+            match self.wrap.unwrap(packet) {
+                Ok((pkt, replay)) => (pkt, replay, None),
+                Err(e) => return malformed(&e),
+            }
         };
-        if opcode == Opcode::HardResetClientV2 {
+        if matches!(
+            opcode,
+            Opcode::HardResetClientV2 | Opcode::HardResetClientV3
+        ) {
             if pkt.message_id != Some(0) || !pkt.acks.is_empty() {
                 return Admit::Drop(Dropped::Malformed(
                     "client reset with message id or ACKs".into(),
                 ));
+            }
+            // A tls-crypt-v2 client must be able to send its key again.
+            let neg = EarlyNegotiation {
+                resend_wkc: client_wrap.is_some(),
+            };
+            if neg.resend_wkc && !replay.is_some_and(|r| announces_early_negotiation(r.id)) {
+                return Admit::Drop(Dropped::NoEarlyNegotiation);
             }
             // Checked only for a valid reset, as 2.6 does: garbage does not
             // use up the budget of real clients.
@@ -111,13 +156,19 @@ impl Stateless<'_> {
             }
             let slot = CookieKey::time_slot(unix, self.hand_window);
             let ours = self.cookies.session_id(slot, from, pkt.session_id);
-            return Admit::ResetReply(cookie::reset_reply(self.wrap, unix, &pkt, ours));
+            let wrap = client_wrap.as_ref().unwrap_or(self.wrap);
+            return Admit::ResetReply(cookie::reset_reply(wrap, unix, &pkt, ours, neg));
         }
         match pkt.remote_session_id.filter(|&echo| {
             self.cookies
                 .verify(unix, self.hand_window, from, pkt.session_id, echo)
         }) {
-            Some(ours) => Admit::NewSession { ours, pkt, replay },
+            Some(ours) => Admit::NewSession {
+                ours,
+                pkt,
+                replay,
+                client_wrap,
+            },
             None => Admit::Drop(Dropped::BadCookie(opcode)),
         }
     }
@@ -157,6 +208,7 @@ mod tests {
     fn stateless<'a>(wrap: &'a ControlWrap, cookies: &'a CookieKey) -> Stateless<'a> {
         Stateless {
             wrap,
+            tls_crypt_v2: None,
             cookies,
             hand_window: Duration::from_secs(60),
         }
@@ -242,5 +294,90 @@ mod tests {
         let plain = packet(Opcode::HardResetClientV2, 7, None, Some(0));
         let d = st.admit(UNIX, addr("192.0.2.1:5000"), &plain, |_| false, || true);
         assert!(matches!(d, Admit::Drop(ref r) if r.is_hostile()));
+    }
+
+    /// A tls-crypt-v2 client with `key`: its reset and its CONTROL_WKC_V1
+    /// echoing the cookie, wrapped as the client wraps them.
+    fn v2_packets(
+        key: &ferrovpn_proto::tls_crypt_v2::ClientKey,
+        first_replay: u32,
+        echo: Option<SessionId>,
+    ) -> Vec<u8> {
+        let (opcode, message_id) = match echo {
+            None => (Opcode::HardResetClientV3, 0),
+            Some(_) => (Opcode::ControlWkcV1, 1),
+        };
+        let pkt = ControlPacket {
+            opcode,
+            key_id: 0,
+            session_id: SessionId([7; 8]),
+            acks: echo.map(|_| vec![0]).unwrap_or_default(),
+            remote_session_id: echo,
+            message_id: Some(message_id),
+            payload: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let replay = ReplayId {
+            id: first_replay + message_id,
+            time: 0,
+        };
+        ControlWrap::tls_crypt_v2_client(key).wrap(&pkt, replay, &mut out);
+        out
+    }
+
+    #[test]
+    fn tls_crypt_v2_client_is_answered_and_admitted_statelessly() {
+        use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata};
+        use ferrovpn_proto::wire::EARLY_NEG_START;
+        let server_key = ServerKey::from_bytes(&[3; 128]);
+        let client_key = ClientKey::generate(&server_key, &Metadata::timestamp(UNIX)).unwrap();
+        let (wrap, cookies) = (ControlWrap::None, CookieKey::from_bytes(&[1; 32]));
+        let st = Stateless {
+            tls_crypt_v2: Some(&server_key),
+            ..stateless(&wrap, &cookies)
+        };
+        let from = addr("192.0.2.1:5000");
+        let reset = v2_packets(&client_key, EARLY_NEG_START + 1, None);
+        let reply = match st.admit(UNIX, from, &reset, |_| false, || true) {
+            Admit::ResetReply(bytes) => bytes,
+            other => panic!("expected a reset answer, got {other:?}"),
+        };
+        // Wrapped with the client's key, asking for its key again.
+        let (reply, _) = ControlWrap::tls_crypt_v2_client(&client_key)
+            .unwrap(&reply)
+            .unwrap();
+        assert_eq!(reply.opcode, Opcode::HardResetServerV2);
+        assert_eq!(
+            EarlyNegotiation::parse(&reply.payload),
+            Ok(EarlyNegotiation { resend_wkc: true })
+        );
+        let third = v2_packets(&client_key, EARLY_NEG_START + 1, Some(reply.session_id));
+        match st.admit(UNIX, from, &third, |_| false, || panic!("not a reset")) {
+            Admit::NewSession {
+                ours, client_wrap, ..
+            } => {
+                assert_eq!(ours, reply.session_id);
+                assert!(matches!(client_wrap, Some(ControlWrap::TlsCryptV2(_))));
+            }
+            other => panic!("expected a new session, got {other:?}"),
+        }
+        // A client without early negotiation is not answered, nor counted.
+        let old = v2_packets(&client_key, 1, None);
+        let d = st.admit(UNIX, from, &old, |_| false, || panic!("counted"));
+        assert!(matches!(d, Admit::Drop(Dropped::NoEarlyNegotiation)));
+        // A key wrapped by another server key, or no tls-crypt-v2 at all:
+        // dropped before anything is counted.
+        let foreign =
+            ClientKey::generate(&ServerKey::from_bytes(&[4; 128]), &Metadata::user(b"x")).unwrap();
+        let reset = v2_packets(&foreign, EARLY_NEG_START + 1, None);
+        let d = st.admit(UNIX, from, &reset, |_| false, || panic!("counted"));
+        assert!(matches!(d, Admit::Drop(ref r) if r.is_hostile()), "{d:?}");
+        let plain = packet(Opcode::HardResetClientV2, 7, None, Some(0));
+        let d = st.admit(UNIX, from, &plain, |_| false, || panic!("counted"));
+        assert!(matches!(d, Admit::Drop(ref r) if r.is_hostile()), "{d:?}");
+        let v1_only = stateless(&wrap, &cookies);
+        let reset = v2_packets(&client_key, EARLY_NEG_START + 1, None);
+        let d = v1_only.admit(UNIX, from, &reset, |_| false, || panic!("counted"));
+        assert!(matches!(d, Admit::Drop(ref r) if r.is_hostile()), "{d:?}");
     }
 }

@@ -4,6 +4,9 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
+mod client_config_dir;
+pub mod auth_token;
+mod hooks;
 mod liveness;
 mod pool;
 mod push;
@@ -18,24 +21,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use ferrovpn_config::ClientConfig;
 use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, Transport, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
+use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use tracing::{debug, error, info, warn};
 
 use self::admission::{Admit, Stateless};
+pub use self::client_config_dir::ClientConfigDir;
 use self::liveness::{Observed, Policy, Verdict};
 use self::pool::AddressPool;
 pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
 use self::tcp::{Accept, Pending};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
-use crate::fsutil;
+use crate::fsutil::KeptFile;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
+use crate::metrics::{self, http::ScrapeRequest};
 use crate::netconfig::{self, NetConfig};
 use crate::ratelimit::DropLog;
+use crate::scripts::{self, ScriptSettings};
 use crate::status::{self, ClientRow, StatusSettings};
 
 /// Everything the server runtime needs, already validated by the config layer.
@@ -48,8 +56,11 @@ pub struct ServerSettings {
     pub pool: (Ipv4Addr, Ipv4Addr),
     /// `push "..."` lines, in config order.
     pub pushes: Vec<String>,
-    /// `route NET MASK` lines: networks behind clients, routed into the tunnel.
-    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `route NET MASK [GW] [METRIC]` lines: networks behind clients, routed
+    /// into the tunnel, with their metric (theirs or `route-metric`'s).
+    pub routes: Vec<(Ipv4Addr, Ipv4Addr, Option<u32>)>,
+    /// `ifconfig-noexec` / `route-noexec`.
+    pub no_exec: netconfig::NoExec,
     /// Local keepalive: send a ping after this much silence.
     pub ping: Option<Duration>,
     /// Local keepalive: drop a client after this much silence.
@@ -57,6 +68,9 @@ pub struct ServerSettings {
     /// Pushed keepalive (`ping`, `ping-restart`) values.
     pub push_keepalive: Option<(u32, u32)>,
     pub session: Arc<SessionConfig>,
+    /// `tls-crypt-v2` server key: unwraps the keys of clients that have
+    /// their own (`session.wrap` serves the others, if any).
+    pub tls_crypt_v2: Option<Arc<ServerKey>>,
     /// Authenticated clients at most; half-open sessions are capped apart.
     pub max_clients: usize,
     /// `connect-freq N SEC` (`SEC` 0: no limit).
@@ -82,8 +96,26 @@ pub struct ServerSettings {
     pub compression: ferrovpn_proto::compress::Framing,
     /// `management ...` and the `management-*` directives.
     pub management: Option<management::ManagementSettings>,
+    /// `client-config-dir DIR` (+ `ccd-exclusive`).
+    pub client_config_dir: Option<ClientConfigDir>,
+    /// `metrics IP:PORT`: where the Prometheus endpoint listens.
+    pub metrics: Option<SocketAddr>,
+    /// `script-security` and the scripts.
+    pub scripts: ScriptSettings,
+    /// `username-as-common-name`.
+    pub username_as_common_name: bool,
+    /// `auth-gen-token` / `auth-gen-token-secret`.
+    pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
+}
+
+/// `auth-gen-token`: the key and limits of session tokens.
+pub struct AuthTokenSettings {
+    pub key: auth_token::TokenKey,
+    pub limits: auth_token::Limits,
+    /// `external-auth`: a token login runs auth-user-pass-verify anyway.
+    pub external_auth: bool,
 }
 
 /// Where addresses are remembered, and how often the file is rewritten
@@ -137,6 +169,20 @@ struct Client {
     cid: u64,
     /// Whether management clients were told it is established.
     announced: bool,
+    /// Its `client-config-dir` file, once read (`disable`d when refused).
+    client_config: Option<ClientConfig>,
+    /// Data-channel keys negotiated: the first handshake and each renegotiation.
+    handshakes: u64,
+    /// Its way through the login scripts.
+    admission: hooks::Admission,
+    /// Key events held until it is admitted.
+    held: Vec<Event>,
+    /// The user name it logged in with (remapped as 2.6 does).
+    username: Option<String>,
+    /// `auth-gen-token`: its token session, once it logged in.
+    token_session: Option<auth_token::TokenSession>,
+    /// A renegotiation's deferred login: its control files and deadline.
+    reauth: Option<(crate::scripts::deferred::ControlFiles, Instant)>,
 }
 
 struct Server {
@@ -162,13 +208,24 @@ struct Server {
     /// The `crl-verify` file as last loaded, and whether that load worked.
     crl_stamp: FileStamp,
     crl_ok: bool,
-    /// When the status file is due next.
+    /// `status FILE`, open since start (see [`crate::fsutil`]), and when it is due next.
+    status_file: Option<KeptFile>,
     next_status: Instant,
+    /// `ifconfig-pool-persist FILE`, open since start.
+    persist_file: Option<KeptFile>,
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
     /// TCP: the connections whose client has not authenticated yet.
     unauthenticated: Option<Pending>,
+    /// Handshakes and renegotiations of all sessions since the start.
+    handshakes: u64,
+    renegotiations: u64,
+    /// Replay and bad-tag drops of the clients that left (their data-plane
+    /// counters go with them), so that the totals never go down.
+    departed_drops: metrics::Drops,
+    /// Scripts running for clients; each reports when done.
+    scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
 }
 
 /// How often keepalive and liveness are checked.
@@ -183,10 +240,12 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Run the server until `shutdown` resolves.
+/// Run the server until `shutdown` resolves. Each notification of
+/// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
     s: ServerSettings,
     shutdown: impl std::future::Future<Output = ()>,
+    reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut mgmt = match s.management.clone() {
         Some(m) => Some(Management::start(m).await?),
@@ -206,12 +265,31 @@ pub async fn run_server(
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
     let net_config = NetConfig::connect()?;
-    net_config
-        .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
-        .await?;
-    for &(net, mask) in &s.routes {
-        net_config.add_route(&dev, net, mask, None).await?;
+    if s.no_exec.ifconfig {
+        info!("ifconfig-noexec: {dev} left unconfigured");
+    } else {
+        net_config
+            .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
+            .await?;
     }
+    let tunnel = scripts::Tunnel {
+        dev: dev.clone(),
+        tun_mtu: s.tun_mtu,
+        local: s.server_ip(),
+        netmask: s.netmask,
+    };
+    if s.scripts.any() {
+        warn!("{}", s.scripts.security.startup_note());
+    }
+    hooks::run_up(&s.scripts, &tunnel).await?;
+    for &(net, mask, metric) in &s.routes {
+        if s.no_exec.routes {
+            info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
+        } else {
+            net_config.add_route(&dev, net, mask, None, metric).await?;
+        }
+    }
+    hooks::run_route_up(&s.scripts, &tunnel).await;
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
         dp.local_addr(),
@@ -219,6 +297,10 @@ pub async fn run_server(
         netconfig::prefix_len(s.netmask),
         s.dataplane.workers
     );
+    let mut scrapes = match s.metrics {
+        Some(addr) => Some(metrics::http::start(addr).await?.1),
+        None => None,
+    };
     let mut up = crate::bridge(up_rx);
     let listener = match s.dataplane.transport {
         Transport::Tcp => Some(
@@ -231,6 +313,27 @@ pub async fn run_server(
         .is_some()
         .then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
+    // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
+    let status_file = s.status.as_ref().and_then(|st| {
+        KeptFile::create(&st.path)
+            .inspect_err(|e| warn!("cannot open status file {}: {e}", st.path.display()))
+            .ok()
+    });
+    let persist_file = s.pool_persist.as_ref().and_then(|p| {
+        let opened = if p.write_every.is_some() {
+            KeptFile::open_read_write(&p.path)
+        } else {
+            KeptFile::open_read_only(&p.path)
+        };
+        opened
+            .inspect_err(|e| {
+                warn!(
+                    "cannot open ifconfig-pool-persist file {}: {e}",
+                    p.path.display()
+                )
+            })
+            .ok()
+    });
     let liveness = Policy {
         ping: s.ping,
         ping_restart: s.ping_restart,
@@ -253,11 +356,17 @@ pub async fn run_server(
         cookies: CookieKey::random(),
         crl_stamp: None,
         crl_ok: true,
+        status_file,
         next_status: Instant::now(),
+        persist_file,
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
         unauthenticated,
+        handshakes: 0,
+        renegotiations: 0,
+        departed_drops: metrics::Drops::default(),
+        scripts_running: tokio::task::JoinSet::new(),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -291,9 +400,22 @@ pub async fn run_server(
                     next_housekeeping = now + HOUSEKEEPING;
                 }
             }
+            Some(scrape) = metrics::http::next_scrape(&mut scrapes) => srv.answer_scrape(scrape),
+            _ = reload.notified() => {
+                info!("SIGHUP: re-reading the crl-verify file");
+                // Forget the version seen, so the file is loaded even if unchanged.
+                srv.crl_stamp = None;
+                srv.refresh_crl();
+            }
             Some(req) = management::next_request(&mut mgmt_rx) => {
                 if !srv.handle_management(Instant::now(), req) {
                     break;
+                }
+            }
+            Some(done) = srv.scripts_running.join_next(), if !srv.scripts_running.is_empty() => {
+                match done {
+                    Ok(done) => srv.on_script_done(Instant::now(), done),
+                    Err(e) => warn!("script task failed: {e}"),
                 }
             }
             _ = &mut shutdown => break,
@@ -304,7 +426,14 @@ pub async fn run_server(
     for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
     }
+    hooks::finish_scripts(&mut srv.scripts_running).await;
+    if srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     srv.dp.shutdown();
+    if !srv.s.scripts.down_pre {
+        hooks::run_down(&srv.s.scripts, &tunnel).await;
+    }
     Ok(())
 }
 
@@ -372,6 +501,7 @@ impl Server {
         let unix = unix_now();
         let stateless = Stateless {
             wrap: &self.s.session.wrap,
+            tls_crypt_v2: self.s.tls_crypt_v2.as_deref(),
             cookies: &self.cookies,
             hand_window: self.s.session.hand_window,
         };
@@ -402,35 +532,41 @@ impl Server {
                 false
             }
         };
-        let (ours, pkt, replay) = match stateless.admit(unix, from, packet, known, allow_reset) {
-            Admit::Existing => {
-                let stage = stage.unwrap_or(Stage::Authenticated);
-                if let Some(c) = self.client_mut(stage, from) {
-                    // Only a packet the session accepted shows the client is
-                    // alive: spoofed ones must not keep a dead session.
-                    if c.session.handle_packet(now, packet) {
-                        c.last_control_rx = now;
+        let (ours, pkt, replay, client_wrap) =
+            match stateless.admit(unix, from, packet, known, allow_reset) {
+                Admit::Existing => {
+                    let stage = stage.unwrap_or(Stage::Authenticated);
+                    if let Some(c) = self.client_mut(stage, from) {
+                        // Only a packet the session accepted shows the client is
+                        // alive: spoofed ones must not keep a dead session.
+                        if c.session.handle_packet(now, packet) {
+                            c.last_control_rx = now;
+                        }
+                        self.drain(now, stage, from);
                     }
-                    self.drain(now, stage, from);
+                    return;
                 }
-                return;
-            }
-            Admit::ResetReply(reply) => {
-                if let Err(e) = self.dp.send_control(from, &reply) {
-                    debug!("{from}: reset answer not sent: {e}");
+                Admit::ResetReply(reply) => {
+                    if let Err(e) = self.dp.send_control(from, &reply) {
+                        debug!("{from}: reset answer not sent: {e}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::Drop(why) => {
-                if why.is_hostile() {
-                    self.bad_packets.note(from, &why.to_string());
-                } else {
-                    debug!("{from}: {why}");
+                Admit::Drop(why) => {
+                    if why.is_hostile() {
+                        self.bad_packets.note(from, &why.to_string());
+                    } else {
+                        debug!("{from}: {why}");
+                    }
+                    return;
                 }
-                return;
-            }
-            Admit::NewSession { ours, pkt, replay } => (ours, pkt, replay),
-        };
+                Admit::NewSession {
+                    ours,
+                    pkt,
+                    replay,
+                    client_wrap,
+                } => (ours, pkt, replay, client_wrap),
+            };
         self.refresh_crl();
         if !self.crl_ok {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");
@@ -450,9 +586,15 @@ impl Server {
         // A completed three-way handshake counts against connect-freq, not
         // connect-freq-initial (as in 2.6).
         self.reset_answers.give_back();
-        match Session::accept_cookie(self.s.session.clone(), now, unix, ours, pkt, replay) {
+        let kind = if client_wrap.is_some() {
+            " (tls-crypt-v2 client key)"
+        } else {
+            ""
+        };
+        let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
+        match Session::accept_cookie(self.s.session.clone(), wrap, now, unix, ours, pkt, replay) {
             Ok(session) => {
-                info!("{from}: new session");
+                info!("{from}: new session{kind}");
                 let client = Client {
                     session,
                     cipher: None,
@@ -464,6 +606,13 @@ impl Server {
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
+                    client_config: None,
+                    handshakes: 0,
+                    admission: hooks::Admission::default(),
+                    held: Vec::new(),
+                    username: None,
+                    token_session: None,
+                    reauth: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -656,7 +805,7 @@ impl Server {
 
     /// Rewrite the status file when it is due.
     fn write_status(&mut self, now: Instant) {
-        let Some(st) = &self.s.status else {
+        let (Some(st), Some(file)) = (&self.s.status, &self.status_file) else {
             return;
         };
         if now < self.next_status {
@@ -665,8 +814,8 @@ impl Server {
         self.next_status = now + st.interval;
         let unix = unix_now();
         let text = self.status_text(st.version, unix);
-        if let Err(e) = fsutil::write_atomically(&st.path, &text) {
-            warn!("status file {}: {e}", st.path.display());
+        if let Err(e) = file.rewrite(&text) {
+            warn!("status file {}: {e}", file.path().display());
         }
     }
 
@@ -849,6 +998,7 @@ impl Server {
             }
         }
         self.refresh_crl();
+        self.poll_deferred_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
             && now >= self.next_persist
@@ -958,6 +1108,9 @@ impl Server {
     }
 
     fn on_session_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) {
+        let Some(ev) = self.hold_key_event(addr, ev) else {
+            return;
+        };
         match ev {
             Event::KeysReady {
                 key_id,
@@ -969,6 +1122,13 @@ impl Server {
                 };
                 let keys = DataKeys::from_key_block(cipher, &block, Side::Server);
                 self.peers.install_key(peer_id, key_id, keys);
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.handshakes += 1;
+                    self.handshakes += 1;
+                    if c.handshakes > 1 {
+                        self.renegotiations += 1;
+                    }
+                }
                 debug!("{addr}: data keys for key_id {key_id} installed");
             }
             Event::SendKey { key_id } => {
@@ -991,6 +1151,7 @@ impl Server {
                 common_name,
                 peer_info,
                 cipher,
+                credentials,
             } => {
                 let common_name = common_name.as_deref().map(tls::sanitize_common_name);
                 if !self.s.duplicate_cn
@@ -1014,9 +1175,14 @@ impl Server {
                     c.peer_info = Some(peer_info);
                     c.cipher = Some(cipher);
                 }
-                self.push_reply(now, addr);
+                self.on_client_authenticated(now, addr, credentials);
             }
-            Event::PushRequested => self.push_reply(now, addr),
+            Event::Reauthenticate { credentials, .. } => {
+                self.on_reauthenticate(now, addr, credentials);
+            }
+            // A client still logging in waits (it asks again).
+            Event::PushRequested if self.is_admitted(&addr) => self.push_reply(now, addr),
+            Event::PushRequested => {}
             Event::PeerExit => {
                 if let Some(c) = self.clients.get_mut(&addr) {
                     info!("{addr}: client announced exit");
@@ -1030,14 +1196,13 @@ impl Server {
     }
 
     fn load_pool_persist(&mut self) {
-        let Some(p) = &self.s.pool_persist else {
+        let Some(file) = &self.persist_file else {
             return;
         };
-        let text = match std::fs::read_to_string(&p.path) {
+        let text = match file.read_text() {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+                warn!("ifconfig-pool-persist {}: {e}", file.path().display());
                 return;
             }
         };
@@ -1045,25 +1210,25 @@ impl Server {
         if skipped > 0 {
             warn!(
                 "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
-                p.path.display()
+                file.path().display()
             );
         }
         info!(
             "ifconfig-pool-persist: {loaded} remembered address(es) from {}",
-            p.path.display()
+            file.path().display()
         );
     }
 
     fn save_pool_persist(&self) {
-        let Some(p) = &self.s.pool_persist else {
+        let (Some(p), Some(file)) = (&self.s.pool_persist, &self.persist_file) else {
             return;
         };
         if p.write_every.is_none() {
             return;
         }
         let text = self.clients.pool.save();
-        if let Err(e) = fsutil::write_atomically(&p.path, &text) {
-            warn!("ifconfig-pool-persist {}: {e}", p.path.display());
+        if let Err(e) = file.rewrite(&text) {
+            warn!("ifconfig-pool-persist {}: {e}", file.path().display());
         }
     }
 
@@ -1077,10 +1242,16 @@ impl Server {
                 .as_deref()
                 .map(tls::sanitize_common_name)
         });
-        match self.clients.assign_peer(addr, cn.as_deref()) {
+        let config = self.client_config(addr, cn.as_deref())?;
+        let fresh = self.clients.peer(&addr).is_none();
+        let pinned = config.ifconfig_push.map(|p| p.local);
+        match self.clients.assign_peer(addr, cn.as_deref(), pinned) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
                 self.peers.set_compression(peer.id, self.s.compression);
+                if fresh {
+                    self.publish_client_routes(addr, peer.id, &config);
+                }
                 Some(peer.id)
             }
             Err(AssignError::NoClient) => None,
@@ -1107,17 +1278,25 @@ impl Server {
         let (Some(c), Some(peer)) = (self.clients.get(&addr), self.clients.peer(&addr)) else {
             return;
         };
-        let (Some(cipher), Some(info)) = (c.cipher, c.peer_info.as_ref()) else {
+        let (Some(cipher), Some(info), Some(config)) =
+            (c.cipher, c.peer_info.as_ref(), c.client_config.as_ref())
+        else {
             return;
         };
-        let text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info);
+        let mut text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info, config);
+        if let Some(token) = self.current_token(c) {
+            text.push_str(&format!(",auth-token {token}"));
+        }
         info!(
             "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
             peer.ip,
             cipher.name()
         );
-        debug!("{addr}: {text}");
+        debug!(
+            "{addr}: {}",
+            text.split(",auth-token ").next().unwrap_or_default()
+        );
         if !c.announced {
             self.notify_management(|s| Notice::ClientEstablished {
                 cid: c.cid,
@@ -1140,9 +1319,58 @@ impl Server {
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
+        self.on_client_gone(addr, &c, peer);
         if let Some(peer) = peer {
+            if let Some(st) = self.peers.peer_stats(peer.id) {
+                self.departed_drops.replay += st.replay_drops;
+                self.departed_drops.bad_tag += st.auth_failures;
+            }
             self.peers.remove_peer(peer.id);
         }
+    }
+
+    /// Copy the numbers a metrics scrape shows.
+    fn answer_scrape(&self, scrape: ScrapeRequest) {
+        let mut drops = self.departed_drops;
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for (addr, c) in self.clients.iter() {
+            let Some(st) = (self.clients.peer(addr)).and_then(|p| self.peers.peer_stats(p.id))
+            else {
+                continue;
+            };
+            drops.replay += st.replay_drops;
+            drops.bad_tag += st.auth_failures;
+            clients.push(metrics::ClientSample {
+                common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                real_address: addr.to_string(),
+                bytes_received: st.rx_bytes,
+                bytes_sent: st.tx_bytes,
+                packets_received: st.rx_packets,
+                packets_sent: st.tx_packets,
+                connected_since: c.since,
+                handshakes: c.handshakes,
+            });
+        }
+        let g = self.dp.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        drops.unknown_peer = load(&g.unknown_peer);
+        drops.queue_full = load(&g.control_dropped) + load(&g.events_dropped);
+        let workers = (self.dp.worker_counters().iter())
+            .map(|w| metrics::WorkerSample {
+                tun_packets: load(&w.tun_packets),
+                udp_packets: load(&w.udp_packets),
+                busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
+            })
+            .collect();
+        // A scraper that gave up has dropped its end: nothing to do then.
+        let _ = scrape.send(metrics::Snapshot {
+            clients,
+            drops,
+            workers,
+            control_queue_depth: self.dp.up_queue_depth() as u64,
+            handshakes: self.handshakes,
+            renegotiations: self.renegotiations,
+        });
     }
 }
 

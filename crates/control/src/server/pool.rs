@@ -63,6 +63,14 @@ impl AddressPool {
         Some(ip)
     }
 
+    /// Keep `ip` (an `ifconfig-push` address) from being handed out while a
+    /// client holds it; not remembered for anyone. No effect outside the range.
+    pub fn reserve(&mut self, ip: Ipv4Addr) {
+        if self.contains(ip) {
+            self.used.insert(ip);
+        }
+    }
+
     /// Give an address back (it stays remembered for its common name).
     pub fn release(&mut self, ip: Ipv4Addr) {
         self.used.remove(&ip);
@@ -100,6 +108,18 @@ mod tests {
         p.release(ip(3));
         assert_eq!(p.pick(Some("d")), Some(ip(3)));
         assert_eq!(p.pick(None), None);
+    }
+
+    #[test]
+    fn a_reserved_address_is_not_handed_out_nor_remembered() {
+        let mut p = AddressPool::new(ip(2), ip(3), true);
+        p.reserve(ip(2));
+        p.reserve(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(p.pick(Some("a")), Some(ip(3)));
+        assert_eq!(p.pick(Some("b")), None);
+        p.release(ip(2));
+        assert_eq!(p.pick(Some("b")), Some(ip(2)));
+        assert_eq!(p.save(), "a,10.8.0.3,\nb,10.8.0.2,\n");
     }
 
     #[test]

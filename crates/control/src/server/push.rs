@@ -2,28 +2,34 @@
 
 use std::net::Ipv4Addr;
 
+use ferrovpn_config::ClientConfig;
 use ferrovpn_proto::data::Cipher;
 use ferrovpn_proto::key_method::PeerInfo;
 
 use super::ServerSettings;
 
-/// The PUSH_REPLY for one client, in the order a 2.6 server uses.
+/// The PUSH_REPLY for one client, in the order a 2.6 server uses: its push
+/// list (the server's, edited by the client's config), then the options
+/// made for this client.
 pub fn build_push_reply(
     s: &ServerSettings,
     ip: Ipv4Addr,
     peer_id: u32,
     cipher: Cipher,
     info: &PeerInfo,
+    client: &ClientConfig,
 ) -> String {
-    let mut opts: Vec<String> = Vec::new();
-    opts.push(format!("route-gateway {}", s.server_ip()));
-    opts.push("topology subnet".into());
-    if let Some((ping, restart)) = s.push_keepalive {
-        opts.push(format!("ping {ping}"));
-        opts.push(format!("ping-restart {restart}"));
+    let mut opts = client.push_list(&server_push_list(s));
+    if !client.ifconfig_blocked() {
+        match client.ifconfig_push {
+            Some(p) => opts.push(format!(
+                "ifconfig {} {}",
+                p.alias.unwrap_or(p.local),
+                p.netmask
+            )),
+            None => opts.push(format!("ifconfig {ip} {}", s.netmask)),
+        }
     }
-    opts.extend(s.pushes.iter().cloned());
-    opts.push(format!("ifconfig {ip} {}", s.netmask));
     if info.supports_data_v2() {
         opts.push(format!("peer-id {peer_id}"));
     }
@@ -46,4 +52,19 @@ pub fn build_push_reply(
         text.push_str(&o);
     }
     text
+}
+
+/// What 2.6 keeps in the server's push list (what `push-reset` clears):
+/// the lines `server` and `keepalive` add, then the `push` lines.
+fn server_push_list(s: &ServerSettings) -> Vec<String> {
+    let mut list = vec![
+        format!("route-gateway {}", s.server_ip()),
+        "topology subnet".to_string(),
+    ];
+    if let Some((ping, restart)) = s.push_keepalive {
+        list.push(format!("ping {ping}"));
+        list.push(format!("ping-restart {restart}"));
+    }
+    list.extend(s.pushes.iter().cloned());
+    list
 }

@@ -85,8 +85,14 @@ impl<T> Registry<T> {
     }
 
     /// The client's peer-id and tunnel address, given now (the lowest free
-    /// peer-id, an address from the pool for `cn`) unless it has them.
-    pub fn assign_peer(&mut self, addr: SocketAddr, cn: Option<&str>) -> Result<Peer, AssignError> {
+    /// peer-id; `pinned`, an `ifconfig-push` address, which the pool then
+    /// keeps for it, else an address from the pool for `cn`) unless it has them.
+    pub fn assign_peer(
+        &mut self,
+        addr: SocketAddr,
+        cn: Option<&str>,
+        pinned: Option<Ipv4Addr>,
+    ) -> Result<Peer, AssignError> {
         if !self.clients.contains_key(&addr) {
             return Err(AssignError::NoClient);
         }
@@ -96,11 +102,43 @@ impl<T> Registry<T> {
         let id = (0..PEER_ID_UNDEFINED)
             .find(|id| !self.by_peer_id.contains_key(id))
             .ok_or(AssignError::NoPeerId)?;
-        let ip = self.pool.pick(cn).ok_or(AssignError::PoolExhausted)?;
+        let ip = match pinned {
+            Some(ip) => {
+                self.pool.reserve(ip);
+                ip
+            }
+            None => self.pool.pick(cn).ok_or(AssignError::PoolExhausted)?,
+        };
         let peer = Peer { id, ip };
         self.by_peer_id.insert(id, addr);
         self.peers.insert(addr, peer);
         Ok(peer)
+    }
+
+    /// The other clients that hold `ip` (a pinned address can be one a
+    /// client had before, as in 2.6).
+    pub fn holders_of(&self, ip: Ipv4Addr, except: SocketAddr) -> Vec<SocketAddr> {
+        (self.peers.iter())
+            .filter(|(a, p)| **a != except && p.ip == ip)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Give the client at `addr` a fixed tunnel address (`ifconfig-push`
+    /// from its client-connect script) instead of its pool address.
+    pub fn set_address(&mut self, addr: SocketAddr, ip: Ipv4Addr) -> Option<Peer> {
+        let p = self.peers.get_mut(&addr)?;
+        let old = p.ip;
+        p.ip = ip;
+        let peer = *p;
+        if old != ip {
+            // Kept out of the pool while held, as an ifconfig-push pin is.
+            self.pool.reserve(ip);
+            if !self.peers.values().any(|other| other.ip == old) {
+                self.pool.release(old);
+            }
+        }
+        Some(peer)
     }
 
     /// Move the client with `peer_id` to `new_remote`. Returns its old
@@ -126,7 +164,10 @@ impl<T> Registry<T> {
         let peer = self.peers.remove(addr);
         if let Some(p) = peer {
             self.by_peer_id.remove(&p.id);
-            self.pool.release(p.ip);
+            // A pinned address may be held twice: free it with its last holder.
+            if !self.peers.values().any(|other| other.ip == p.ip) {
+                self.pool.release(p.ip);
+            }
         }
         Some((client, peer))
     }
@@ -156,12 +197,12 @@ mod tests {
             addr("192.0.2.2:1"),
             addr("192.0.2.3:1"),
         );
-        assert_eq!(r.assign_peer(a, None), Err(AssignError::NoClient));
+        assert_eq!(r.assign_peer(a, None, None), Err(AssignError::NoClient));
         r.insert(a, "a").unwrap();
         assert_eq!(r.insert(a, "again"), Err("again"));
         r.insert(b, "b").unwrap();
         r.insert(c, "c").unwrap();
-        let pa = r.assign_peer(a, None).unwrap();
+        let pa = r.assign_peer(a, None, None).unwrap();
         assert_eq!(
             pa,
             Peer {
@@ -170,21 +211,65 @@ mod tests {
             }
         );
         assert_eq!(
-            r.assign_peer(a, None),
+            r.assign_peer(a, None, None),
             Ok(pa),
             "a second call keeps what was given"
         );
-        let pb = r.assign_peer(b, None).unwrap();
+        let pb = r.assign_peer(b, None, None).unwrap();
         assert_eq!(pb.id, 1);
-        assert_eq!(r.assign_peer(c, None), Err(AssignError::PoolExhausted));
+        assert_eq!(
+            r.assign_peer(c, None, None),
+            Err(AssignError::PoolExhausted)
+        );
         assert_eq!(r.addr_of_peer(0), Some(a));
 
         assert_eq!(r.remove(&a), Some(("a", Some(pa))));
         assert_eq!(r.addr_of_peer(0), None);
         assert_eq!(r.remove(&a), None);
         // c now gets a's peer-id and address.
-        assert_eq!(r.assign_peer(c, None), Ok(pa));
+        assert_eq!(r.assign_peer(c, None, None), Ok(pa));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_pinned_address_stays_out_of_the_pool_until_its_last_holder_leaves() {
+        let mut r = registry(2);
+        let (a, b, c, d) = (
+            addr("192.0.2.1:1"),
+            addr("192.0.2.2:1"),
+            addr("192.0.2.3:1"),
+            addr("192.0.2.4:1"),
+        );
+        for (x, name) in [(a, "a"), (b, "b"), (c, "c"), (d, "d")] {
+            r.insert(x, name).unwrap();
+        }
+        let pinned = Ipv4Addr::new(10, 8, 0, 2);
+        assert_eq!(r.assign_peer(a, None, Some(pinned)).unwrap().ip, pinned);
+        assert_eq!(
+            r.assign_peer(b, None, None).unwrap().ip,
+            Ipv4Addr::new(10, 8, 0, 3)
+        );
+        assert_eq!(
+            r.assign_peer(c, None, None),
+            Err(AssignError::PoolExhausted)
+        );
+        // Outside the pool: handed out as given.
+        let outside = Ipv4Addr::new(10, 8, 0, 200);
+        assert_eq!(r.assign_peer(c, None, Some(outside)).unwrap().ip, outside);
+        // The same pinned address twice (a DEFAULT file): both hold it.
+        assert_eq!(r.assign_peer(d, None, Some(pinned)).unwrap().ip, pinned);
+        assert_eq!(r.holders_of(pinned, d), [a]);
+        r.remove(&a);
+        r.remove(&b);
+        // d still holds it: only b's address is free.
+        r.insert(a, "a2").unwrap();
+        assert_eq!(
+            r.assign_peer(a, None, None).unwrap().ip,
+            Ipv4Addr::new(10, 8, 0, 3)
+        );
+        r.remove(&d);
+        r.insert(b, "b2").unwrap();
+        assert_eq!(r.assign_peer(b, None, None).unwrap().ip, pinned);
     }
 
     #[test]
@@ -197,8 +282,8 @@ mod tests {
         );
         r.insert(a, "a").unwrap();
         r.insert(b, "b").unwrap();
-        let pa = r.assign_peer(a, None).unwrap();
-        let pb = r.assign_peer(b, None).unwrap();
+        let pa = r.assign_peer(a, None, None).unwrap();
+        let pb = r.assign_peer(b, None, None).unwrap();
 
         assert_eq!(r.float(pa.id, b), None, "b's address is taken");
         assert_eq!(r.get(&b), Some(&"b"));

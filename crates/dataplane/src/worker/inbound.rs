@@ -25,6 +25,8 @@ pub(crate) struct Inbound {
     rx: RecvBatch,
     out: Vec<Vec<u8>>,
     acc: Vec<(Arc<Peer>, u64, u64)>,
+    /// Datagrams received since the start (GRO segments counted one by one).
+    pub(super) received: u64,
 }
 
 pub(super) enum Verdict {
@@ -43,6 +45,7 @@ impl Inbound {
                 .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
                 .collect(),
             acc: Vec::with_capacity(16),
+            received: 0,
         }
     }
 
@@ -74,6 +77,7 @@ impl Inbound {
             let mut at = 0;
             while at < meta.len {
                 let end = (at + stride).min(meta.len);
+                self.received += 1;
                 let seg = &self.rx.buf(j)[at..end];
                 let out = &mut self.out[g.delivered];
                 let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
@@ -326,7 +330,14 @@ pub(super) fn handle_datagram(
         return Verdict::Consumed;
     };
     let source_ok = match addrs {
-        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| ip == src),
+        // Server mode: its own address, or one its iroutes own (and no other
+        // peer's address), as 2.6 checks the source's route.
+        IpAddrs::V4 { src, .. } => peer.tunnel_ipv4.is_none_or(|ip| {
+            ip == src
+                || snap
+                    .route_v4(src)
+                    .is_some_and(|owner| owner.peer_id == peer.peer_id)
+        }),
         IpAddrs::V6 { src, .. } => {
             // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
             let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();

@@ -80,11 +80,27 @@ pub struct GlobalCounters {
     pub relayed: AtomicU64,
 }
 
+/// One worker's own counters. Only that worker writes them (a relaxed
+/// store of its running totals once per wake-up), and each sits on cache
+/// lines of its own, so workers never contend on them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    /// Packets read from the TUN device (to seal and send).
+    pub tun_packets: AtomicU64,
+    /// Datagrams read from the UDP socket.
+    pub udp_packets: AtomicU64,
+    /// Nanoseconds spent handling packets (from a wake-up until idle again).
+    pub busy_nanos: AtomicU64,
+}
+
 /// What all workers share.
 pub(crate) struct Shared {
     pub peers: PeerTable,
     pub up: UpSenders,
     pub counters: Arc<GlobalCounters>,
+    /// One entry per worker, by index.
+    pub workers: Box<[WorkerCounters]>,
     pub client_to_client: bool,
     pub mss: Option<(u16, u16)>,
     pub stop: AtomicBool,
@@ -178,7 +194,7 @@ impl IpAddrs {
     /// The peer that owns the destination address.
     fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
         match self {
-            IpAddrs::V4 { dst, .. } => snap.by_ip.get(dst),
+            IpAddrs::V4 { dst, .. } => snap.route_v4(*dst),
             IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
         }
     }
@@ -222,6 +238,7 @@ impl Worker {
             self.sh.wake.as_raw_fd(),
         ];
         let mut ready = [Ready::default(); 3];
+        let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -244,12 +261,14 @@ impl Worker {
                 fds[0] = -1;
             }
             let tun_ok = fds[0] >= 0;
+            let woke = std::time::Instant::now();
             // Drain both sides alternately until both are idle, then poll again.
             for _ in 0..256 {
                 let mut busy = false;
                 if tun_ok {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
+                        tun_packets += n as u64;
                         self.ob.process(n, Out::Udp(udp), &self.sh);
                         busy = true;
                     }
@@ -261,6 +280,11 @@ impl Worker {
                     break;
                 }
             }
+            busy_nanos += woke.elapsed().as_nanos() as u64;
+            let mine = &self.sh.workers[self.index];
+            mine.tun_packets.store(tun_packets, Ordering::Relaxed);
+            mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
+            mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -411,6 +435,7 @@ mod tests {
             peers,
             up: tx,
             counters: Arc::new(GlobalCounters::default()),
+            workers: (0..2).map(|_| WorkerCounters::default()).collect(),
             client_to_client: true,
             mss: Some((1400, 1380)),
             stop: AtomicBool::new(false),

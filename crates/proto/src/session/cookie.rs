@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 
-use crate::wire::{ControlPacket, Opcode, SESSION_ID_LEN, SessionId};
+use crate::wire::{ControlPacket, EarlyNegotiation, Opcode, SESSION_ID_LEN, SessionId};
 use crate::wrap::{ControlWrap, ReplayId};
 
 /// How many earlier time slots a cookie stays valid in (besides the current
@@ -77,13 +77,16 @@ impl CookieKey {
 /// The stateless answer to a client's hard reset (already unwrapped and
 /// checked: key_id 0, message id 0): a HARD_RESET_SERVER_V2 with session id
 /// `server_sid` that acknowledges it, wrapped with replay id 1 (2.6 does
-/// the same; the session made later continues from 2). Never retransmitted:
-/// a client that misses it resends its reset.
+/// the same; the session made later continues from 2). Its payload holds
+/// the early-negotiation TLVs `neg` (doc §2.8): a tls-crypt-v2 client is
+/// asked to send its wrapped key again, since nothing of it is kept here.
+/// Never retransmitted: a client that misses it resends its reset.
 pub fn reset_reply(
     wrap: &ControlWrap,
     unix_now: u64,
     reset: &ControlPacket,
     server_sid: SessionId,
+    neg: EarlyNegotiation,
 ) -> Vec<u8> {
     let pkt = ControlPacket {
         opcode: Opcode::HardResetServerV2,
@@ -92,7 +95,7 @@ pub fn reset_reply(
         acks: vec![0],
         remote_session_id: Some(reset.session_id),
         message_id: Some(0),
-        payload: Vec::new(),
+        payload: neg.to_payload(),
     };
     let mut out = Vec::new();
     wrap.wrap(
@@ -150,12 +153,23 @@ mod tests {
             message_id: Some(0),
             payload: Vec::new(),
         };
-        let wire = reset_reply(&ControlWrap::None, 0, &reset, SessionId([4; 8]));
+        let wire = reset_reply(
+            &ControlWrap::None,
+            0,
+            &reset,
+            SessionId([4; 8]),
+            EarlyNegotiation::default(),
+        );
         let p = ControlPacket::parse(&wire).unwrap();
         assert_eq!(p.opcode, Opcode::HardResetServerV2);
         assert_eq!(p.session_id, SessionId([4; 8]));
         assert_eq!(p.acks, vec![0]);
         assert_eq!(p.remote_session_id, Some(SessionId([9; 8])));
         assert_eq!(p.message_id, Some(0));
+        assert_eq!(p.payload, b"");
+        let ask = EarlyNegotiation { resend_wkc: true };
+        let wire = reset_reply(&ControlWrap::None, 0, &reset, SessionId([4; 8]), ask);
+        let p = ControlPacket::parse(&wire).unwrap();
+        assert_eq!(EarlyNegotiation::parse(&p.payload), Ok(ask));
     }
 }

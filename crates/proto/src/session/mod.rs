@@ -24,11 +24,14 @@ use tracing::{debug, info, warn};
 
 use crate::data::{Cipher, KeyBlock, Side};
 use crate::kdf;
-use crate::key_method::{KeyMethod2, KeyMethodError, PeerInfo};
+use crate::key_method::{Credentials, KeyMethod2, KeyMethodError, PeerInfo};
 use crate::push::{self, ControlMessage, PushReply};
 use crate::reliable::{Received, Reliable};
 use crate::replay::ControlReplayWindow;
-use crate::wire::{ControlPacket, MAX_ACKS, MAX_ACKS_ON_RELIABLE, Opcode, SessionId};
+use crate::wire::{
+    ControlPacket, EARLY_NEG_START, EarlyNegotiation, MAX_ACKS, MAX_ACKS_ON_RELIABLE, Opcode,
+    SessionId, WireError,
+};
 use crate::wrap::{ControlWrap, ReplayId};
 
 /// Largest IP datagram a control packet may produce (2.6's `tls_mtu` default).
@@ -88,6 +91,8 @@ pub struct SessionConfig {
     pub options_string: String,
     /// Client only: peer-info lines sent in key-method-2.
     pub peer_info: String,
+    /// Client only: `pull-filter` lines, in config order.
+    pub pull_filters: Vec<push::PullFilter>,
 }
 
 impl SessionConfig {
@@ -109,6 +114,15 @@ pub enum Event {
         common_name: Option<String>,
         peer_info: PeerInfo,
         cipher: Cipher,
+        /// What the client sent to log in with (empty without `auth-user-pass`).
+        credentials: Credentials,
+    },
+    /// Server: a renegotiation (`key_id` > 0) brought the client's user
+    /// name and password (or auth-token) again; the driver checks them as
+    /// 2.6 does at every key exchange.
+    Reauthenticate {
+        key_id: u8,
+        credentials: Credentials,
     },
     /// Server: the client asked for its push reply and none is set yet.
     PushRequested,
@@ -167,6 +181,12 @@ struct KeyState {
 /// One control-channel session.
 pub struct Session {
     cfg: Arc<SessionConfig>,
+    /// The control-channel wrapping: `cfg.wrap`, except for a tls-crypt-v2
+    /// client's session on a server, which uses the client's own key.
+    wrap: Arc<ControlWrap>,
+    /// Client, tls-crypt-v2: the server asked (early negotiation) for our
+    /// wrapped key again, in the msg_id 1 packet of key_id 0.
+    resend_wkc: bool,
     local_sid: SessionId,
     remote_sid: Option<SessionId>,
     replay_out: ReplayId,
@@ -207,6 +227,8 @@ pub struct Session {
 impl Session {
     fn new(cfg: Arc<SessionConfig>, now: Instant, unix_now: u64) -> Self {
         Session {
+            wrap: cfg.wrap.clone(),
+            resend_wkc: false,
             local_sid: SessionId::random(),
             remote_sid: None,
             // 2.6 increments before use, so the first id on the wire is 1.
@@ -247,7 +269,9 @@ impl Session {
         self.credentials = Some((username.to_owned(), password.to_owned()));
     }
 
-    /// Client: start a connection by queueing HARD_RESET_CLIENT_V2.
+    /// Client: start a connection by queueing HARD_RESET_CLIENT_V2, or
+    /// with tls-crypt-v2 HARD_RESET_CLIENT_V3 whose replay ids announce
+    /// early negotiation (so a 2.6 server can stay stateless, doc §2.8).
     pub fn connect(
         cfg: Arc<SessionConfig>,
         now: Instant,
@@ -256,9 +280,13 @@ impl Session {
         let mut s = Session::new(cfg, now, unix_now);
         let ks = s.new_key_state(0, now)?;
         s.keys.push(ks);
-        s.keys[0]
-            .reliable
-            .send(now, Opcode::HardResetClientV2, Vec::new());
+        let reset = if s.wrap.client_wkc().is_some() {
+            s.replay_out.id = EARLY_NEG_START;
+            Opcode::HardResetClientV3
+        } else {
+            Opcode::HardResetClientV2
+        };
+        s.keys[0].reliable.send(now, reset, Vec::new());
         s.flush(now);
         Ok(s)
     }
@@ -291,12 +319,15 @@ impl Session {
     }
 
     /// Server, stateless handshake (see [`cookie`]): `pkt`, the client's
-    /// first CONTROL_V1 or ACK_V1 after our stateless reset answer, echoes
-    /// our session id `local_sid`, which the caller has checked is the
-    /// cookie for the sender. Like 2.6, only ACKs of ids <= 1 and message
-    /// ids <= 1 are taken. The session starts with both resets done.
+    /// first CONTROL_V1, ACK_V1 or (tls-crypt-v2) CONTROL_WKC_V1 after our
+    /// stateless reset answer, echoes our session id `local_sid`, which the
+    /// caller has checked is the cookie for the sender. Like 2.6, only ACKs
+    /// of ids <= 1 and message ids <= 1 are taken. The session starts with
+    /// both resets done and wraps with `wrap` (`cfg.wrap`, or the client's
+    /// tls-crypt-v2 key).
     pub fn accept_cookie(
         cfg: Arc<SessionConfig>,
+        wrap: Arc<ControlWrap>,
         now: Instant,
         unix_now: u64,
         local_sid: SessionId,
@@ -304,7 +335,10 @@ impl Session {
         replay: Option<ReplayId>,
     ) -> Result<Self, SessionError> {
         let fits = pkt.key_id == 0
-            && matches!(pkt.opcode, Opcode::ControlV1 | Opcode::AckV1)
+            && matches!(
+                pkt.opcode,
+                Opcode::ControlV1 | Opcode::AckV1 | Opcode::ControlWkcV1
+            )
             && pkt.remote_session_id == Some(local_sid)
             && pkt.acks.iter().all(|&a| a <= 1)
             && pkt.message_id.is_none_or(|m| m <= 1);
@@ -312,6 +346,7 @@ impl Session {
             return Err(SessionError::NotACookieAnswer);
         }
         let mut s = Session::new(cfg, now, unix_now);
+        s.wrap = wrap;
         s.local_sid = local_sid;
         s.remote_sid = Some(pkt.session_id);
         // Our stateless reset went out with replay id 1.
@@ -438,7 +473,7 @@ impl Session {
         if self.closed {
             return false;
         }
-        let accepted = match self.cfg.wrap.unwrap(wire) {
+        let accepted = match self.wrap.unwrap(wire) {
             Ok((pkt, replay)) => self.handle_control(now, pkt, replay),
             Err(e) => {
                 debug!("dropping control packet: {e}");
@@ -494,11 +529,13 @@ impl Session {
             debug!("dropping control packet acknowledging another session");
             return false;
         }
+        // A client's V3 reset only ever starts a session (the server's
+        // admission takes it); a WKC_V1 goes from client to server.
         let wrong_role = match self.cfg.side {
             Side::Server => pkt.opcode == Opcode::HardResetServerV2,
-            Side::Client => pkt.opcode == Opcode::HardResetClientV2,
+            Side::Client => matches!(pkt.opcode, Opcode::HardResetClientV2 | Opcode::ControlWkcV1),
         };
-        if wrong_role || matches!(pkt.opcode, Opcode::HardResetClientV3 | Opcode::ControlWkcV1) {
+        if wrong_role || pkt.opcode == Opcode::HardResetClientV3 {
             debug!("dropping unexpected {:?}", pkt.opcode);
             return false;
         }
@@ -610,6 +647,7 @@ impl Session {
 
     fn try_process_key_state(&mut self, now: Instant, idx: usize) -> Result<(), SessionError> {
         let side = self.cfg.side;
+        let mut resend_wkc = false;
         // Deliver in-order messages.
         loop {
             let ks = &mut self.keys[idx];
@@ -618,6 +656,13 @@ impl Session {
             };
             match opcode {
                 Opcode::HardResetClientV2 | Opcode::HardResetServerV2 | Opcode::SoftResetV1 => {
+                    if opcode != Opcode::SoftResetV1 {
+                        // 2.6 reads a hard reset's payload as TLVs and gives
+                        // up the handshake on a malformed one.
+                        let neg = EarlyNegotiation::parse(&payload)
+                            .map_err(SessionError::BadEarlyNegotiation)?;
+                        resend_wkc |= neg.resend_wkc && side == Side::Client;
+                    }
                     if ks.phase == Phase::Reset {
                         ks.phase = Phase::Handshake;
                     }
@@ -626,7 +671,7 @@ impl Session {
                         ks.reliable.ack_received(0);
                     }
                 }
-                Opcode::ControlV1 => {
+                Opcode::ControlV1 | Opcode::ControlWkcV1 => {
                     let mut rd: &[u8] = &payload;
                     while !rd.is_empty() {
                         match ks.tls.read_tls(&mut rd) {
@@ -639,6 +684,9 @@ impl Session {
                 }
                 _ => {}
             }
+        }
+        if resend_wkc && self.wrap.client_wkc().is_some() && self.keys[idx].key_id == 0 {
+            self.resend_wkc = true;
         }
         let ks = &mut self.keys[idx];
         if ks.phase == Phase::Reset {
@@ -778,6 +826,10 @@ impl Session {
                     self.use_ekm = peer_info.tls_ekm();
                     self.peer_info = Some(peer_info);
                 }
+                let credentials = Credentials {
+                    username: remote.username.clone(),
+                    password: remote.password.clone(),
+                };
                 let km =
                     KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
                 let mut buf = Vec::new();
@@ -799,6 +851,12 @@ impl Session {
                         common_name,
                         peer_info,
                         cipher,
+                        credentials,
+                    });
+                } else {
+                    self.events.push_back(Event::Reauthenticate {
+                        key_id,
+                        credentials,
                     });
                 }
             }
@@ -902,6 +960,25 @@ impl Session {
     }
 
     fn handle_text(&mut self, now: Instant, text: &str) {
+        let filtered;
+        let text = if self.cfg.side == Side::Client && !self.cfg.pull_filters.is_empty() {
+            match push::apply_pull_filters(text, &self.cfg.pull_filters) {
+                push::Filtered::Rejected(option) => {
+                    warn!("Pushed option rejected by filter: '{option}'. Restarting.");
+                    self.close(SessionError::PulledOptionRejected(option));
+                    return;
+                }
+                push::Filtered::Kept { text, ignored } => {
+                    for option in ignored {
+                        info!("Pushed option removed by filter: '{option}'");
+                    }
+                    filtered = text;
+                    filtered.as_str()
+                }
+            }
+        } else {
+            text
+        };
         let msg = ControlMessage::parse(text);
         match (self.cfg.side, msg) {
             (Side::Server, ControlMessage::PushRequest) => {
@@ -1271,11 +1348,30 @@ impl Session {
 
     fn emit_packets(&mut self, now: Instant, idx: usize) {
         let max_payload = self.cfg.max_control_payload();
+        let wkc_len = self.wrap.client_wkc().map_or(0, <[u8]>::len);
+        let resend_wkc = self.resend_wkc;
         let ks = &mut self.keys[idx];
+        // The packet that must carry WKc again: msg_id 1 of key_id 0.
+        let wkc_due =
+            |ks: &KeyState| resend_wkc && ks.key_id == 0 && ks.reliable.next_send_id() == 1;
         while !ks.tls_out.is_empty() && ks.reliable.can_send() {
-            let n = ks.tls_out.len().min(max_payload);
+            let (opcode, room) = if wkc_due(ks) {
+                // WKc travels in the same datagram; 2.6 keeps 16 bytes at least.
+                (
+                    Opcode::ControlWkcV1,
+                    max_payload.saturating_sub(wkc_len).max(16),
+                )
+            } else {
+                (Opcode::ControlV1, max_payload)
+            };
+            let n = ks.tls_out.len().min(room);
             let chunk: Vec<u8> = ks.tls_out.drain(..n).collect();
-            ks.reliable.send(now, Opcode::ControlV1, chunk);
+            ks.reliable.send(now, opcode, chunk);
+        }
+        if wkc_due(ks) && ks.reliable.has_pending_acks() && ks.reliable.can_send() {
+            // Instead of a bare ACK, which the server could not read
+            // without WKc: an empty CONTROL_WKC_V1 carrying the ACK.
+            ks.reliable.send(now, Opcode::ControlWkcV1, Vec::new());
         }
         let key_id = ks.key_id;
         let mut sent_any = false;
@@ -1323,7 +1419,7 @@ impl Session {
     fn push_wire(&mut self, pkt: &ControlPacket) {
         let replay = self.next_replay_id();
         let mut out = Vec::with_capacity(pkt.payload.len() + 128);
-        self.cfg.wrap.wrap(pkt, replay, &mut out);
+        self.wrap.wrap(pkt, replay, &mut out);
         self.outgoing.push_back(out);
     }
 }
@@ -1336,8 +1432,13 @@ pub enum SessionError {
     #[error("first packet is not a HARD_RESET_CLIENT_V2 with key_id 0 and message id 0")]
     NotAReset,
     /// A packet echoing a cookie is not a plausible third handshake packet.
-    #[error("not a CONTROL_V1/ACK_V1 answering the stateless reset (key_id 0, ids <= 1)")]
+    #[error(
+        "not a CONTROL_V1/ACK_V1/CONTROL_WKC_V1 answering the stateless reset (key_id 0, ids <= 1)"
+    )]
     NotACookieAnswer,
+    /// A hard reset's early-negotiation TLVs are malformed.
+    #[error("hard reset: {0}")]
+    BadEarlyNegotiation(WireError),
     /// The role's TLS configuration is missing.
     #[error("no TLS configuration for this side")]
     NoTlsConfig,
@@ -1365,6 +1466,9 @@ pub enum SessionError {
     /// The server pushed no cipher and no fallback is configured.
     #[error("server pushed no cipher and no data-ciphers-fallback is set")]
     NoPushedCipher,
+    /// A pushed option matched a `pull-filter reject` line (2.6 restarts).
+    #[error("pushed option '{0}' rejected by pull-filter")]
+    PulledOptionRejected(String),
     /// A split push reply has more parts than we accept.
     #[error("push reply split into more than {MAX_PUSH_PARTS} parts")]
     PushReplyTooLarge,

@@ -1,0 +1,736 @@
+//! The server's script hooks, in 2.6's order: `auth-user-pass-verify`
+//! (possibly deferred through its control file), then `client-connect`,
+//! then `learn-address add` and the push reply; `client-disconnect` and
+//! `learn-address delete` when an admitted client goes. Scripts run as
+//! tasks of the runtime and report back in [`ScriptDone`]; until a client
+//! is admitted its data keys are held back, so it cannot send data on a
+//! login that is still being checked.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferrovpn_config::ClientConfig;
+use ferrovpn_proto::key_method::{Credentials, iv_proto};
+use ferrovpn_proto::session::{Event, tls};
+use tracing::{info, warn};
+
+use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
+use crate::scripts::deferred::{self, Control, ControlFiles};
+use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
+
+/// Key events held for a client not yet admitted, at most (a handful
+/// arrive per key exchange; more means something is wrong).
+const MAX_HELD: usize = 16;
+/// Bytes of a `client-connect` dynamic config file read at most.
+const MAX_DYNAMIC_CONFIG: u64 = 64 * 1024;
+
+/// Where a client is on its way in.
+#[derive(Default)]
+pub(super) enum Admission {
+    /// Certificate verified; its key-method-2 credentials not seen yet.
+    #[default]
+    Authenticating,
+    /// `auth-user-pass-verify` runs, or (with control files) deferred it.
+    Verifying {
+        files: Option<ControlFiles>,
+        deadline: Instant,
+    },
+    /// `client-connect` runs.
+    Connecting,
+    Admitted,
+    Refused,
+}
+
+/// A finished script, for the client it ran for (`cid` tells a client
+/// from a later one at the same address).
+pub(super) struct ScriptDone {
+    addr: SocketAddr,
+    cid: u64,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Verify {
+        status: Status,
+        files: ControlFiles,
+        /// Renegotiation: the client is admitted already.
+        again: bool,
+    },
+    Connect {
+        status: Status,
+        config: tempfile::TempPath,
+    },
+    /// Nothing to act on (learn-address, client-disconnect).
+    Logged,
+}
+
+/// `up`: 2.6 stops when it fails.
+pub(super) async fn run_up(s: &ScriptSettings, t: &Tunnel) -> anyhow::Result<()> {
+    if let Some(inv) = s.up_down(false, t) {
+        let status = run::run(inv, s.security).await;
+        if !status.success() {
+            anyhow::bail!("WARNING: Failed running command (--up/--down): {status}");
+        }
+    }
+    Ok(())
+}
+
+/// `route-up`, after the server's routes are in place.
+pub(super) async fn run_route_up(s: &ScriptSettings, t: &Tunnel) {
+    if let Some(inv) = s.route_up(t) {
+        report(run::run(inv, s.security).await, "--route-up");
+    }
+}
+
+/// `down`, at shutdown.
+pub(super) async fn run_down(s: &ScriptSettings, t: &Tunnel) {
+    if let Some(inv) = s.up_down(true, t) {
+        report(run::run(inv, s.security).await, "--up/--down");
+    }
+}
+
+/// Wait for the scripts still running (client-disconnect at shutdown),
+/// each bounded by its own timeout.
+pub(super) async fn finish_scripts(running: &mut tokio::task::JoinSet<ScriptDone>) {
+    let all = async { while running.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(run::SCRIPT_TIMEOUT + Duration::from_secs(1), all).await;
+}
+
+fn report(status: Status, hook: &str) {
+    if !status.success() {
+        warn!("WARNING: Failed running command ({hook}): {status}");
+    }
+}
+
+/// Run `inv` as a task; `outcome` makes the report from its status.
+fn spawn(
+    srv: &mut Server,
+    addr: SocketAddr,
+    cid: u64,
+    inv: Invocation,
+    outcome: impl FnOnce(Status) -> Outcome + Send + 'static,
+) {
+    let security = srv.s.scripts.security;
+    srv.scripts_running.spawn(async move {
+        let hook = inv.hook;
+        let status = run::run(inv, security).await;
+        if status != Status::Exited(2) {
+            report(status.clone(), hook);
+        }
+        ScriptDone {
+            addr,
+            cid,
+            outcome: outcome(status),
+        }
+    });
+}
+
+impl Server {
+    /// The environment of a client's scripts: 2.6's base variables, what
+    /// management's `>CLIENT:` blocks show, and the certificate's.
+    fn client_script_env(&self, addr: SocketAddr, c: &Client, script_type: &str) -> Env {
+        let mut env = self.s.scripts.env(script_type);
+        for (k, v) in self.client_env(addr, c) {
+            env.set(&k, v);
+        }
+        if let Some(der) = c.session.peer_certificate_der() {
+            scripts::certificate_env(der, &mut env);
+        }
+        if let Some(u) = &c.username {
+            env.set("username", u.clone());
+        }
+        env.set("time_unix", c.since.to_string());
+        env
+    }
+
+    /// A key event of a client not admitted yet is held (`None`).
+    pub(super) fn hold_key_event(&mut self, addr: SocketAddr, ev: Event) -> Option<Event> {
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return Some(ev);
+        };
+        if matches!(c.admission, Admission::Admitted)
+            || !matches!(
+                ev,
+                Event::KeysReady { .. } | Event::SendKey { .. } | Event::KeyRetired { .. }
+            )
+        {
+            return Some(ev);
+        }
+        if c.held.len() >= MAX_HELD {
+            warn!("{addr}: too many key exchanges before the client was admitted");
+            self.refuse(Instant::now(), addr, None);
+            return None;
+        }
+        c.held.push(ev);
+        None
+    }
+
+    pub(super) fn is_admitted(&self, addr: &SocketAddr) -> bool {
+        self.clients
+            .get(addr)
+            .is_some_and(|c| matches!(c.admission, Admission::Admitted))
+    }
+
+    /// The client's first key exchange is done: check its login.
+    pub(super) fn on_client_authenticated(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        credentials: Credentials,
+    ) {
+        if self.s.scripts.auth_user_pass_verify.is_none() {
+            self.after_verify(now, addr);
+            return;
+        }
+        let username = scripts::remap_username(&credentials.username);
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.username = Some(username);
+        }
+        self.verify(now, addr, &credentials, false);
+    }
+
+    /// A renegotiation brought the credentials again: 2.6 checks them
+    /// again; the user name may not change.
+    pub(super) fn on_reauthenticate(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        credentials: Credentials,
+    ) {
+        if self.s.scripts.auth_user_pass_verify.is_none() {
+            return;
+        }
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        let username = scripts::remap_username(&credentials.username);
+        if c.username.as_deref() != Some(username.as_str()) {
+            warn!(
+                "{addr}: TLS Auth Error: username attempted to change from '{}' to '{username}' -- tunnel disabled",
+                c.username.as_deref().unwrap_or("")
+            );
+            self.refuse(now, addr, None);
+            return;
+        }
+        self.verify(now, addr, &credentials, true);
+    }
+
+    /// The client's current `auth-gen-token` token, when it has one.
+    pub(super) fn current_token(&self, c: &Client) -> Option<String> {
+        let key = &self.s.auth_token.as_ref()?.key;
+        Some(
+            c.token_session?
+                .token(key, c.username.as_deref()?, unix_now()),
+        )
+    }
+
+    /// A password that is an `auth-gen-token` token: `Some(true)` when it
+    /// logs the client in without the script, `Some(false)` when it
+    /// refuses it, `None` when the script decides (not a token, or
+    /// `external-auth`, with `session_state` for the script).
+    fn check_token(&mut self, addr: SocketAddr, cred: &Credentials, env: &mut Env) -> Option<bool> {
+        let settings = self.s.auth_token.as_ref()?;
+        if !auth_token::is_token(&cred.password) {
+            env.set("session_state", "Initial");
+            return None;
+        }
+        let checked = auth_token::check(
+            &settings.key,
+            &cred.username,
+            &cred.password,
+            unix_now(),
+            settings.limits,
+        );
+        let state = match checked {
+            None => "Invalid",
+            Some(c) => match (c.empty_user, c.expired) {
+                (false, false) => "Authenticated",
+                (false, true) => "Expired",
+                (true, false) => "AuthenticatedEmptyUser",
+                (true, true) => "ExpiredEmptyUser",
+            },
+        };
+        env.set("session_state", state);
+        let c = self.clients.get_mut(&addr)?;
+        // A client keeps the session of its first login.
+        let same_session =
+            |s: &auth_token::TokenSession| c.token_session.is_none_or(|o| o.id == s.id);
+        match checked {
+            Some(ch) if same_session(&ch.session) => {
+                env.set("session_id", ch.session.env_id());
+                if !ch.expired {
+                    c.token_session = Some(ch.session);
+                }
+                if settings.external_auth {
+                    return None;
+                }
+                if ch.expired {
+                    info!("{addr}: --auth-gen-token: auth-token from client expired");
+                }
+                Some(!ch.expired)
+            }
+            _ => {
+                warn!(
+                    "{addr}: --auth-gen-token: HMAC on token from client failed ({})",
+                    cred.username
+                );
+                if settings.external_auth {
+                    return None;
+                }
+                Some(false)
+            }
+        }
+    }
+
+    /// Start `auth-user-pass-verify` for the client at `addr` (or decide
+    /// from its `auth-gen-token` token).
+    fn verify(&mut self, now: Instant, addr: SocketAddr, cred: &Credentials, again: bool) {
+        let Some(verify) = self.s.scripts.auth_user_pass_verify.clone() else {
+            return;
+        };
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        if cred.username.is_empty() {
+            warn!("{addr}: TLS Auth Error: peer provided a blank username");
+            self.refuse(now, addr, None);
+            return;
+        }
+        let cid = c.cid;
+        let mut env = self.client_script_env(addr, c, "user-pass-verify");
+        match self.check_token(addr, cred, &mut env) {
+            Some(true) => {
+                info!(
+                    "{addr}: TLS: Username/auth-token authentication succeeded for username '{}'",
+                    cred.username
+                );
+                self.verified(now, addr, again);
+                return;
+            }
+            Some(false) => {
+                info!(
+                    "{addr}: TLS: Username/auth-token authentication failed for username '{}'",
+                    cred.username
+                );
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.token_session = None;
+                }
+                self.refuse(now, addr, Some("SESSION: token expired"));
+                return;
+            }
+            None => {}
+        }
+        let files = match ControlFiles::create(&self.s.scripts.tmp_dir) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("{addr}: TLS Auth Error: could not create deferred auth control file: {e}");
+                self.refuse(now, addr, None);
+                return;
+            }
+        };
+        files.set_env(&mut env);
+        let mut extra = Vec::new();
+        let mut cred_file = None;
+        if verify.via_file {
+            match write_credentials(&self.s.scripts.tmp_dir, cred) {
+                Ok(path) => {
+                    extra.push(path.to_string_lossy().into_owned());
+                    cred_file = Some(path);
+                }
+                Err(e) => {
+                    warn!("{addr}: TLS Auth Error: could not write username/password to file: {e}");
+                    self.refuse(now, addr, None);
+                    return;
+                }
+            }
+        } else {
+            env.set("password", cred.password.clone());
+        }
+        let inv = Invocation {
+            hook: "--auth-user-pass-verify",
+            command: verify.command,
+            extra,
+            env,
+        };
+        if let Some(c) = self.clients.get_mut(&addr)
+            && !again
+        {
+            c.admission = Admission::Verifying {
+                files: None,
+                deadline: now + self.s.session.hand_window,
+            };
+        }
+        spawn(self, addr, cid, inv, move |status| {
+            // The credentials file goes once the script is done.
+            drop(cred_file);
+            Outcome::Verify {
+                status,
+                files,
+                again,
+            }
+        });
+    }
+
+    /// The login (or a renegotiation's) checked out: with `auth-gen-token`
+    /// the client gets a token (a renegotiation a fresh one, as 2.6 sends
+    /// it: `PUSH_REPLY,auth-token ...`).
+    fn verified(&mut self, now: Instant, addr: SocketAddr, again: bool) {
+        if self.s.auth_token.is_some()
+            && let Some(c) = self.clients.get_mut(&addr)
+            && c.token_session.is_none()
+        {
+            c.token_session = Some(auth_token::TokenSession::new(unix_now()));
+        }
+        if !again {
+            self.after_verify(now, addr);
+            return;
+        }
+        let token = self.clients.get(&addr).and_then(|c| self.current_token(c));
+        if let (Some(token), Some(c)) = (token, self.clients.get_mut(&addr)) {
+            c.session
+                .send_control_message(now, &format!("PUSH_REPLY,auth-token {token}"));
+            self.drain(now, Stage::Authenticated, addr);
+        }
+    }
+
+    /// The login is good: `username-as-common-name`, then `client-connect`.
+    fn after_verify(&mut self, now: Instant, addr: SocketAddr) {
+        let as_cn = self.s.username_as_common_name;
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        if as_cn && let Some(u) = &c.username {
+            c.common_name = Some(tls::sanitize_common_name(u));
+        }
+        if let Some(u) = &c.username {
+            info!("{addr}: TLS: Username/Password authentication succeeded for username '{u}'");
+        }
+        let Some(command) = self.s.scripts.client_connect.clone() else {
+            self.admit(now, addr);
+            return;
+        };
+        let cid = c.cid;
+        // The script sees the address the client will get.
+        // (its client-config-dir file first, as in 2.6; a refusal there or an
+        // exhausted pool has been answered already).
+        if self.ensure_peer(addr).is_none() {
+            return;
+        }
+        let config = match tempfile::Builder::new()
+            .prefix("openvpn_cc_")
+            .suffix(".tmp")
+            .tempfile_in(&self.s.scripts.tmp_dir)
+        {
+            Ok(f) => f.into_temp_path(),
+            Err(e) => {
+                warn!("{addr}: client-connect: cannot create the dynamic config file: {e}");
+                self.refuse(now, addr, None);
+                return;
+            }
+        };
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        let mut env = self.client_script_env(addr, c, "client-connect");
+        let path = config.to_string_lossy().into_owned();
+        env.set("client_connect_config_file", path.clone());
+        let inv = Invocation {
+            hook: "--client-connect",
+            command,
+            extra: vec![path],
+            env,
+        };
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.admission = Admission::Connecting;
+        }
+        spawn(self, addr, cid, inv, |status| Outcome::Connect {
+            status,
+            config,
+        });
+    }
+
+    /// Let the client in: its held keys go to the data plane, learn-address
+    /// hears of it, and it gets its push reply.
+    fn admit(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        c.admission = Admission::Admitted;
+        let held = std::mem::take(&mut c.held);
+        for ev in held {
+            self.on_session_event(now, addr, ev);
+        }
+        self.push_reply(now, addr);
+        let (Some(c), Some(peer)) = (self.clients.get(&addr), self.clients.peer(&addr)) else {
+            return;
+        };
+        let cn = c.common_name.clone().unwrap_or_default();
+        let env = self.client_script_env(addr, c, "learn-address");
+        if let Some(inv) = self
+            .s
+            .scripts
+            .learn_address("add", peer.ip, Some((&cn, &env)))
+        {
+            let cid = c.cid;
+            spawn(self, addr, cid, inv, |_| Outcome::Logged);
+        }
+    }
+
+    /// Refuse the client: AUTH_FAILED (with the reason, when there is one),
+    /// then it goes after the grace period.
+    fn refuse(&mut self, now: Instant, addr: SocketAddr, reason: Option<&str>) {
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        c.admission = Admission::Refused;
+        c.held.clear();
+        let msg = match reason {
+            Some(r) => format!("AUTH_FAILED,{r}"),
+            None => "AUTH_FAILED".to_owned(),
+        };
+        c.session.send_control_message(now, &msg);
+        c.remove_at = Some(now + EXIT_GRACE);
+        self.drain(now, Stage::Authenticated, addr);
+    }
+
+    /// A script finished.
+    pub(super) fn on_script_done(&mut self, now: Instant, done: ScriptDone) {
+        let ScriptDone { addr, cid, outcome } = done;
+        if self.clients.get(&addr).is_none_or(|c| c.cid != cid) {
+            return;
+        }
+        match outcome {
+            Outcome::Logged => {}
+            Outcome::Verify {
+                status,
+                files,
+                again,
+            } => match status {
+                Status::Exited(0) => self.verified(now, addr, again),
+                Status::Exited(2) => self.deferred(now, addr, files, again),
+                _ => {
+                    warn!(
+                        "{addr}: TLS Auth Error: Auth Username/Password verification failed for peer"
+                    );
+                    let reason = files.failed_reason();
+                    self.refuse(now, addr, reason.as_deref());
+                }
+            },
+            Outcome::Connect { status, config } => {
+                if !status.success() {
+                    warn!("{addr}: client-connect failed, refusing client");
+                    self.refuse(now, addr, None);
+                    return;
+                }
+                match self.apply_client_connect_config(addr, &config) {
+                    Ok(()) => self.admit(now, addr),
+                    Err(why) => {
+                        warn!("{addr}: client-connect: {why}, refusing client");
+                        self.refuse(now, addr, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The script deferred its answer: send AUTH_PENDING when it asked for
+    /// it, then watch its control file.
+    fn deferred(&mut self, now: Instant, addr: SocketAddr, files: ControlFiles, again: bool) {
+        let hand_window = self.s.session.hand_window;
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        match files.pending() {
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                let info = c.peer_info.as_ref();
+                let sso = info.and_then(|i| {
+                    i.other
+                        .iter()
+                        .find(|(k, _)| k == "IV_SSO")
+                        .map(|(_, v)| v.as_str())
+                });
+                if !deferred::client_supports(sso, &p.method) {
+                    info!(
+                        "{addr}: Client does not supported auth pending method '{}'",
+                        p.method
+                    );
+                    let reason = format!(
+                        "Authentication failed, required pending auth method '{}' not supported",
+                        p.method
+                    );
+                    self.refuse(now, addr, Some(&reason));
+                    return;
+                }
+                let keyword = info.is_some_and(|i| i.proto & iv_proto::AUTH_PENDING_KW != 0);
+                let timeout = p.timeout_secs.min(hand_window.as_secs() as u32);
+                if keyword {
+                    c.session
+                        .send_control_message(now, &format!("AUTH_PENDING,timeout {timeout}"));
+                } else {
+                    c.session.send_control_message(now, "AUTH_PENDING");
+                }
+                c.session
+                    .send_control_message(now, &format!("INFO_PRE,{}", p.extra));
+            }
+            Err(e) => {
+                warn!("{addr}: {e}");
+                self.refuse(now, addr, None);
+                return;
+            }
+        }
+        if let Some(u) = &c.username {
+            info!("{addr}: TLS: Username/Password authentication deferred for username '{u}'");
+        }
+        if again {
+            // The client stays in on its earlier login meanwhile.
+            c.reauth = Some((files, now + hand_window));
+            self.drain(now, Stage::Authenticated, addr);
+            return;
+        }
+        let deadline = match c.admission {
+            Admission::Verifying { deadline, .. } => deadline,
+            _ => now + hand_window,
+        };
+        c.admission = Admission::Verifying {
+            files: Some(files),
+            deadline,
+        };
+        self.drain(now, Stage::Authenticated, addr);
+    }
+
+    /// Look at the control files of deferred logins (housekeeping).
+    pub(super) fn poll_deferred_auth(&mut self, now: Instant) {
+        let mut decided = Vec::new();
+        for (addr, c) in self.clients.iter() {
+            let (files, deadline, again) = match (&c.admission, &c.reauth) {
+                (
+                    Admission::Verifying {
+                        files: Some(files),
+                        deadline,
+                    },
+                    _,
+                ) => (files, deadline, false),
+                (Admission::Admitted, Some((files, deadline))) => (files, deadline, true),
+                _ => continue,
+            };
+            {
+                match files.control() {
+                    Control::Accepted => decided.push((*addr, again, Ok(()))),
+                    Control::Refused => decided.push((*addr, again, Err(files.failed_reason()))),
+                    Control::Pending if now >= *deadline => {
+                        info!("{addr}: deferred authentication timed out");
+                        decided.push((*addr, again, Err(None)));
+                    }
+                    Control::Pending => {}
+                }
+            }
+        }
+        for (addr, again, verdict) in decided {
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.reauth = None;
+            }
+            match verdict {
+                Ok(()) => self.verified(now, addr, again),
+                Err(reason) => {
+                    warn!(
+                        "{addr}: TLS Auth Error: Auth Username/Password verification failed for peer"
+                    );
+                    self.refuse(now, addr, reason.as_deref());
+                }
+            }
+        }
+    }
+
+    /// What `client-connect` wrote into its dynamic config file (2.6 reads
+    /// it as a client-config-dir file): `disable` refuses the client,
+    /// `ifconfig-push` fixes its address. Options ferrovpn does not apply
+    /// here yet (`push`, `push-reset`, `push-remove`, `iroute`) refuse the
+    /// client rather than being dropped silently.
+    fn apply_client_connect_config(
+        &mut self,
+        addr: SocketAddr,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_DYNAMIC_CONFIG).read_to_end(&mut bytes))
+            .map_err(|e| format!("dynamic config file: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let (cfg, errors) = ClientConfig::parse(&text, &path.to_string_lossy());
+        for e in errors {
+            warn!("{addr}: client-connect: {e}");
+        }
+        if cfg.disable {
+            return Err("client is disabled ('disable' in the dynamic config file)".into());
+        }
+        if !cfg.push_edits.is_empty() || !cfg.iroutes.is_empty() {
+            return Err(
+                "the dynamic config file has push/iroute options, which ferrovpn does not apply from client-connect yet".into(),
+            );
+        }
+        if let Some(p) = cfg.ifconfig_push {
+            self.clients
+                .set_address(addr, p.local)
+                .ok_or("no tunnel address to replace")?;
+        }
+        Ok(())
+    }
+
+    /// An admitted client goes: `client-disconnect`, `learn-address delete`.
+    pub(super) fn on_client_gone(
+        &mut self,
+        addr: SocketAddr,
+        c: &Client,
+        peer: Option<super::registry::Peer>,
+    ) {
+        if !matches!(c.admission, Admission::Admitted) {
+            return;
+        }
+        let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
+        if let Some(command) = self.s.scripts.client_disconnect.clone() {
+            let mut env = self.client_script_env(addr, c, "client-disconnect");
+            if let Some(p) = peer {
+                env.set("ifconfig_pool_remote_ip", p.ip.to_string());
+            }
+            let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
+            env.set("bytes_received", rx.to_string());
+            env.set("bytes_sent", tx.to_string());
+            env.set(
+                "time_duration",
+                unix_now().saturating_sub(c.since).to_string(),
+            );
+            let inv = Invocation {
+                hook: "--client-disconnect",
+                command,
+                extra: Vec::new(),
+                env,
+            };
+            spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
+        }
+        if let Some(peer) = peer
+            && let Some(inv) = self.s.scripts.learn_address("delete", peer.ip, None)
+        {
+            spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
+        }
+    }
+}
+
+/// The via-file credentials: user name and password lines in a file only
+/// ferrovpn's user can read, removed when the returned path drops.
+fn write_credentials(
+    dir: &std::path::Path,
+    cred: &Credentials,
+) -> std::io::Result<tempfile::TempPath> {
+    use std::io::Write;
+    // tempfile creates it with mode 0600.
+    let mut f = tempfile::Builder::new()
+        .prefix("openvpn_up_")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    writeln!(f, "{}", cred.username)?;
+    writeln!(f, "{}", cred.password)?;
+    f.flush()?;
+    Ok(f.into_temp_path())
+}

@@ -1,0 +1,88 @@
+//! Per-packet cost of the iroute table: nanoseconds per destination lookup
+//! (`Snapshot::route_v4`, a tunnel-address miss then the longest-prefix
+//! match) with 10 and 10,000 networks behind up to 1,000 peers, and its two
+//! parts.
+//!
+//! `cargo run --release -p ferrovpn-dataplane --example iroute_lookup`
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use ferrovpn_dataplane::iroutes::Ipv4Prefix;
+use ferrovpn_dataplane::peers::PeerTable;
+
+const LOOKUPS: u32 = 2_000_000;
+const PEERS: u32 = 1_000;
+
+/// A table with `routes` distinct networks (/16 to /28) over up to
+/// [`PEERS`] peers, and one address inside each.
+fn table(routes: u32) -> (PeerTable, Vec<Ipv4Addr>) {
+    let t = PeerTable::new();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng as u32
+    };
+    let peers = PEERS.min(routes);
+    let mut by_peer: Vec<Vec<Ipv4Prefix>> = vec![Vec::new(); peers as usize];
+    let mut probes = Vec::new();
+    for i in 0..routes {
+        // Distinct networks: /24 to /28 inside 10.0.0.0/8 (one /24 each),
+        // and every 50th a /16 inside 172.16.0.0/12 up to 172.31.255.255.
+        let (net, len) = if i % 50 == 0 && i / 50 < 16 * 256 {
+            (0xac10_0000 + ((i / 50) << 16), 16)
+        } else {
+            let len = 24 + (next() % 5) as u8;
+            (0x0a00_0000 | (i << 8) | (next() & 0xff), len)
+        };
+        by_peer[(i % peers) as usize].push((Ipv4Addr::from(net), len));
+        probes.push(Ipv4Addr::from(net));
+    }
+    for (id, nets) in by_peer.iter().enumerate() {
+        let id = id as u32;
+        t.upsert_peer(
+            id,
+            format!("192.0.2.{}:{}", id % 250, 1000 + id)
+                .parse()
+                .unwrap(),
+            Some(Ipv4Addr::from(0x6440_0000 + id)),
+        );
+        t.set_peer_iroutes(id, nets);
+    }
+    (t, probes)
+}
+
+fn main() {
+    for routes in [10, 10_000] {
+        let (t, probes) = table(routes);
+        let snap = t.load();
+        assert_eq!(snap.iroutes.len() as u32, routes, "networks collide");
+        let mut found = 0u32;
+        let start = Instant::now();
+        for i in 0..LOOKUPS {
+            let dst = probes[(i as usize) % probes.len()];
+            found += u32::from(black_box(&snap).route_v4(black_box(dst)).is_some());
+        }
+        let ns = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
+        let start = Instant::now();
+        for i in 0..LOOKUPS {
+            let dst = probes[(i as usize) % probes.len()];
+            found += u32::from(black_box(&snap).iroutes.lookup_v4(black_box(dst)).is_some());
+        }
+        let lpm = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
+        let start = Instant::now();
+        for i in 0..LOOKUPS {
+            let dst = probes[(i as usize) % probes.len()];
+            found += u32::from(black_box(&snap).by_ip.get(&black_box(dst)).is_none()) - 1;
+        }
+        let hash = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
+        // Every probe is in a network; none is a tunnel address.
+        assert_eq!(found, 2 * LOOKUPS);
+        println!(
+            "{routes:>6} routes: {ns:.1} ns/lookup (tunnel-address miss {hash:.1} + prefix match {lpm:.1})"
+        );
+    }
+}

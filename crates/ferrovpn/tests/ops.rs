@@ -1,0 +1,296 @@
+//! From nothing to a running server, as an operator does it: `ferrovpn
+//! init` and `ferrovpn client add alice` in an empty directory, the server
+//! started from the generated config, Debian's stock OpenVPN 2.6 connecting
+//! with `alice.ovpn` unchanged and passing traffic; `client list`,
+//! `status --json` and the Prometheus endpoint (read with the
+//! `prometheus_client` parser from PyPI) show her; `client revoke alice`
+//! cuts her session within 5 s and her reconnect is refused. And the
+//! systemd unit passes `systemd-analyze verify`.
+//!
+//! Needs root, `openvpn`, `ip`, `ping`, `python3` with `prometheus_client`,
+//! `systemd-analyze` and `/dev/net/tun`; every test fails loudly without
+//! them. Every wait has a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrovpn_testkit::lab::{Implementation, Lab, kill, wait_for_count};
+use ferrovpn_testkit::{Netns, Proc, TestDir, ping, require_root_and_tools, wait_until};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+
+/// Run `ferrovpn ARGS` here; its stdout, or a panic with both outputs.
+fn ferrovpn(args: &[&str]) -> String {
+    let out = Command::new(FERROVPN)
+        .args(args)
+        .output()
+        .expect("running ferrovpn");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ferrovpn {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let text = ferrovpn(args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ferrovpn {args:?}: {e}: {text}"))
+}
+
+/// The `status --json` clients named `name`.
+fn status_clients(dir: &str, name: &str) -> Vec<serde_json::Value> {
+    let v = json(&["status", "--dir", dir, "--json", "--interval", "0"]);
+    v["clients"]
+        .as_array()
+        .expect("clients array")
+        .iter()
+        .filter(|c| c["common_name"] == name)
+        .cloned()
+        .collect()
+}
+
+/// Scrape the metrics endpoint from inside `ns` with `prometheus_client`'s
+/// parser; returns `{metric name: [[labels, value], ...]}`.
+fn scrape(ns: &Netns) -> serde_json::Value {
+    let script = r#"
+import json, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+body = urllib.request.urlopen("http://127.0.0.1:9176/metrics", timeout=5).read().decode()
+out = {}
+for family in text_string_to_metric_families(body):
+    for s in family.samples:
+        out.setdefault(s.name, []).append([s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let out = ns
+        .command("python3", &["-c", script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "scrape failed (is prometheus_client installed? pip install prometheus_client): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("scrape JSON")
+}
+
+#[test]
+fn init_client_add_connect_list_metrics_revoke() {
+    require_root_and_tools(&["python3"]);
+    let lab = Lab::new("ops", 1, FERROVPN);
+    let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
+    // The server reads its CRL and writes its state after dropping to
+    // nobody, as it does under /etc/ferrovpn.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(test_dir.path(), mode).unwrap();
+    let client_addr = format!("{}:", Lab::client_underlay(0));
+
+    let vpn: PathBuf = test_dir.join("vpn");
+    let dir = vpn.to_str().unwrap();
+    ferrovpn(&["init", dir, "--endpoint", &Lab::server_underlay(0)]);
+    let again = Command::new(FERROVPN).args(["init", dir]).output().unwrap();
+    assert!(!again.status.success(), "a second init must refuse");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    let profile = PathBuf::from(ferrovpn(&["client", "add", "alice", "--dir", dir]).trim());
+    assert_eq!(profile, vpn.join("clients/alice.ovpn"));
+    // Kept for the reconnect after revocation (revoke removes the profile).
+    let alice_ovpn = std::fs::read_to_string(&profile).unwrap();
+    let bad = Command::new(FERROVPN)
+        .args(["client", "add", "../evil", "--dir", dir])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "names are validated");
+
+    let pid_file = test_dir.join("server.pid");
+    let mut server = Proc::spawn_in(
+        server_ns,
+        "ferrovpn-server",
+        test_dir.path(),
+        FERROVPN,
+        &[
+            "--config".as_ref(),
+            vpn.join("server.conf").as_os_str(),
+            "--writepid".as_ref(),
+            pid_file.as_os_str(),
+        ],
+    )
+    .unwrap();
+    server
+        .wait_for_log_line("server listening", CONNECT_TIMEOUT)
+        .unwrap();
+    let pid = std::fs::read_to_string(&pid_file).expect("writepid");
+    assert_eq!(pid.trim(), server.pid().to_string());
+    let mut alice = lab.spawn(
+        client_ns,
+        "openvpn-alice",
+        Implementation::Stock,
+        &alice_ovpn,
+    );
+    if let Err(e) = alice.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+        panic!("{e:#}\nserver:\n{}", server.log_tail(30));
+    }
+    let p = ping(client_ns, "10.8.0.1", 5, Duration::from_secs(10)).unwrap();
+    assert_eq!(p.received, 5, "ping through the tunnel: {p:?}");
+
+    // status --json: alice, from her veth address, with traffic.
+    let listed = status_clients(dir, "alice");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let c = &listed[0];
+    assert!(
+        c["real_address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&client_addr),
+        "{c}"
+    );
+    assert_eq!(c["virtual_address"], "10.8.0.2", "{c}");
+    assert!(c["bytes_received"].as_u64().unwrap() > 0, "{c}");
+    let with_rates = json(&["status", "--dir", dir, "--json", "--interval", "0.2"]);
+    assert!(
+        with_rates["clients"][0]["receive_rate"].is_number(),
+        "{with_rates}"
+    );
+
+    // client list: alice, valid, connected from her address.
+    let list = json(&["client", "list", "--dir", dir, "--json"]);
+    let entry = &list.as_array().unwrap()[0];
+    assert_eq!(entry["name"], "alice", "{list}");
+    assert_eq!(entry["revoked"], false, "{list}");
+    let conns = entry["connected"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{list}");
+    assert!(
+        conns[0]["real_address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&client_addr)
+    );
+
+    // Metrics, as Prometheus reads them.
+    let m = scrape(server_ns);
+    let alice_bytes: Vec<&serde_json::Value> = m["ferrovpn_client_received_bytes_total"]
+        .as_array()
+        .expect("per-client bytes")
+        .iter()
+        .filter(|s| s[0]["common_name"] == "alice")
+        .collect();
+    assert_eq!(alice_bytes.len(), 1, "{m}");
+    assert!(alice_bytes[0][1].as_f64().unwrap() > 0.0, "{m}");
+    assert!(
+        alice_bytes[0][0]["real_address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&client_addr),
+        "{m}"
+    );
+    assert_eq!(m["ferrovpn_clients"][0][1], 1.0, "{m}");
+    assert_eq!(m["ferrovpn_client_handshakes_total"][0][1], 1.0, "{m}");
+    let worker_packets: f64 = (m["ferrovpn_worker_packets_total"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|s| s[1].as_f64().unwrap())
+    .sum();
+    assert!(worker_packets >= 5.0, "{m}");
+    let reasons: Vec<&str> = (m["ferrovpn_dropped_packets_total"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|s| s[0]["reason"].as_str().unwrap())
+    .collect();
+    assert_eq!(reasons.len(), 4, "{m}");
+    assert!(m["ferrovpn_control_queue_depth"].is_array(), "{m}");
+
+    // Revocation: the session ends within 5 s.
+    let revoked_at = Instant::now();
+    let out = ferrovpn(&["client", "revoke", "alice", "--dir", dir]);
+    assert!(out.contains("revoked alice"), "{out}");
+    let gone = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        status_clients(dir, "alice").is_empty()
+    });
+    assert!(
+        gone,
+        "alice still connected 5 s after revoke:\n{}",
+        server.log_tail(20)
+    );
+    eprintln!("revoked session gone after {:?}", revoked_at.elapsed());
+    assert!(!profile.exists(), "the revoked profile is removed");
+    let list = json(&["client", "list", "--dir", dir, "--json"]);
+    assert_eq!(list[0]["revoked"], true, "{list}");
+    assert!(
+        list[0]["connected"].as_array().unwrap().is_empty(),
+        "{list}"
+    );
+
+    // Her reconnect (a fresh stock client with the same profile) is refused.
+    alice.stop(Duration::from_secs(5));
+    let mut retry = lab.spawn(
+        client_ns,
+        "openvpn-alice-again",
+        Implementation::Stock,
+        &alice_ovpn,
+    );
+    server
+        .wait_for_log_line("invalid peer certificate: Revoked", CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\nclient:\n{}", retry.log_tail(20)));
+    assert!(!retry.log().contains(UP), "{}", retry.log_tail(20));
+    assert!(status_clients(dir, "alice").is_empty());
+    retry.stop(Duration::from_secs(5));
+    // SIGHUP (systemctl reload): the CRL is read again at once.
+    let reloads = server.log().matches("crl-verify: reloaded").count();
+    kill("-HUP", &server);
+    server
+        .wait_for_log_line("SIGHUP: re-reading the crl-verify file", CONNECT_TIMEOUT)
+        .unwrap();
+    let reloaded = wait_for_count(
+        &server,
+        "crl-verify: reloaded",
+        reloads + 1,
+        Duration::from_secs(5),
+    );
+    assert!(reloaded, "{}", server.log_tail(10));
+    server.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    require_root_and_tools(&["systemd-analyze"]);
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/ferrovpn@.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "ProtectSystem=strict",
+        "Restart=on-failure",
+        "ExecStart=/usr/local/bin/ferrovpn --config /etc/ferrovpn/%i.conf",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing");
+    }
+    // verify checks that ExecStart's program exists: point it at the build.
+    let dir = TestDir::new("unit").unwrap();
+    std::fs::write(
+        dir.join("ferrovpn@.service"),
+        text.replace("/usr/local/bin/ferrovpn", FERROVPN),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.join("ferrovpn@server.service"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "systemd-analyze verify: {said}");
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify warns: {said}"
+    );
+}

@@ -1,0 +1,324 @@
+//! ferrovpn's server scripts with Debian's stock OpenVPN 2.6 as the client:
+//! `up`/`down`, `learn-address`, `client-connect`/`client-disconnect`,
+//! `auth-user-pass-verify` (good, bad, deferred) and `script-security`.
+//! The scripts are small `sh` files the test writes; each appends what it
+//! saw (its arguments and some variables) to a record file.
+//!
+//! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test
+//! fails loudly without them. Every wait has a deadline.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferrovpn_testkit::{
+    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_server_conf, ping, wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const TIMEOUT: Duration = Duration::from_secs(30);
+const UP: &str = "Initialization Sequence Completed";
+const SERVER_DEV: &str = "fvtun-s";
+
+/// The shared lab (one client namespace) and the scripts' record file.
+struct Scripts {
+    lab: Lab,
+}
+
+fn lab(tag: &str) -> Scripts {
+    Scripts {
+        lab: Lab::new(tag, 1, FERROVPN),
+    }
+}
+
+impl Scripts {
+    /// An executable `sh` script `name` with `body`.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.lab.dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// A script that appends `TAG args | script_type common_name ...` to
+    /// the record file and exits 0.
+    fn recorder(&self, tag: &str) -> PathBuf {
+        let record = self.record_path();
+        self.script(
+            &format!("{tag}.sh"),
+            &format!(
+                r#"echo "{tag} $* | $script_type cn=$common_name ip=$ifconfig_pool_remote_ip trusted=$trusted_ip dev=$dev user=$username bytes=$bytes_received" >> {}"#,
+                record.display()
+            ),
+        )
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.lab.dir.join("record.txt")
+    }
+
+    fn record(&self) -> String {
+        std::fs::read_to_string(self.record_path()).unwrap_or_default()
+    }
+
+    fn wait_record(&self, what: &str, server: &Proc) {
+        let ok = wait_until(TIMEOUT, Duration::from_millis(50), || {
+            self.record().contains(what)
+        });
+        assert!(
+            ok,
+            "no '{what}' in the record:\n{}\n--- server ---\n{}",
+            self.record(),
+            server.log_tail(40)
+        );
+    }
+
+    fn server_conf(&self, extra: &[String]) -> ServerConf {
+        let mut sc = ServerConf::new(&self.lab.pki, SERVER_DEV, Wrap::None, Cipher::Aes256Gcm);
+        sc.extra = extra.to_vec();
+        sc
+    }
+
+    /// ferrovpn server, waited on until it listens.
+    fn ferrovpn_server(&self, sc: &ServerConf) -> Proc {
+        self.lab.ferrovpn_server(sc)
+    }
+
+    /// Stock client `name`; with `login`, it sends that user name and password.
+    fn stock_client(&self, name: &str, login: Option<(&str, &str)>) -> Proc {
+        let mut cc = self.lab.client_conf(
+            0,
+            &self.lab.pki.clients[0],
+            "fvtun-c",
+            Wrap::None,
+            Cipher::Aes256Gcm,
+        );
+        if let Some((user, pass)) = login {
+            let file = self.lab.dir.join(format!("{name}.pass"));
+            std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
+            cc.extra.push(format!("auth-user-pass {}", file.display()));
+        }
+        self.lab.stock_client(0, name, &cc)
+    }
+}
+
+fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
+    if let Err(e) = p.wait_for_log_line(line, TIMEOUT) {
+        panic!(
+            "{e:#}\n--- {} ---\n{}\n--- {} ---\n{}",
+            p.name(),
+            p.log_tail(40),
+            other.name(),
+            other.log_tail(40)
+        );
+    }
+}
+
+fn quoted(p: &Path) -> String {
+    format!("\"{}\"", p.display())
+}
+
+#[test]
+fn up_down_learn_address_client_connect_and_disconnect() {
+    let lab = lab("fvscr1");
+    let extra = vec![
+        "script-security 2".into(),
+        format!("up {}", quoted(&lab.recorder("up"))),
+        format!("down {}", quoted(&lab.recorder("down"))),
+        format!("learn-address {}", quoted(&lab.recorder("learn"))),
+        format!("client-connect {}", quoted(&lab.recorder("connect"))),
+        format!("client-disconnect {}", quoted(&lab.recorder("disconnect"))),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    // 2.6's arguments: dev tun_mtu 0 ifconfig_local netmask init.
+    lab.wait_record(
+        &format!("up {SERVER_DEV} 1500 0 10.8.0.1 255.255.255.0 init | up"),
+        &server,
+    );
+    let mut client = lab.stock_client("client", None);
+    wait_log(&mut client, UP, &server);
+    let rec = lab.record();
+    let connect = rec
+        .lines()
+        .find(|l| l.starts_with("connect "))
+        .unwrap_or_else(|| panic!("no client-connect call:\n{rec}"));
+    // The dynamic config file is the one argument.
+    assert!(connect.contains("openvpn_cc_"), "{connect}");
+    assert!(
+        connect.contains("| client-connect cn=client1 ip=10.8.0.2 trusted=10.210.1.2"),
+        "{connect}"
+    );
+    lab.wait_record(
+        "learn add 10.8.0.2 client1 | learn-address cn=client1",
+        &server,
+    );
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    // explicit-exit-notify: the client says goodbye when stopped.
+    client.stop(Duration::from_secs(5));
+    lab.wait_record("disconnect  | client-disconnect cn=client1", &server);
+    lab.wait_record("learn delete 10.8.0.2 | learn-address cn= ", &server);
+    let disconnect = lab
+        .record()
+        .lines()
+        .find(|l| l.starts_with("disconnect"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let bytes = disconnect.split("bytes=").nth(1).unwrap_or("");
+    assert!(
+        bytes.starts_with(|c: char| c.is_ascii_digit()),
+        "{disconnect}"
+    );
+    server.stop(Duration::from_secs(10));
+    lab.wait_record(
+        &format!("down {SERVER_DEV} 1500 0 10.8.0.1 255.255.255.0 init | down"),
+        &server,
+    );
+}
+
+#[test]
+fn client_connect_pins_the_address_and_disable_refuses() {
+    let lab = lab("fvscr4");
+    // The config file (last argument) pins 10.8.0.77; a second call writes
+    // `disable`.
+    let connect = lab.script(
+        "connect.sh",
+        r#"n=$(dirname "$0")/calls; echo x >> "$n"
+if [ "$(wc -l < "$n")" -eq 1 ]; then echo "ifconfig-push 10.8.0.77 255.255.255.0" > "$1"; else echo disable > "$1"; fi"#,
+    );
+    let extra = vec![
+        "script-security 2".into(),
+        format!("client-connect {}", quoted(&connect)),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    let mut client = lab.stock_client("pinned", None);
+    wait_log(&mut client, UP, &server);
+    wait_log(&mut server, "client client1 connected: 10.8.0.77", &client);
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    client.stop(Duration::from_secs(5));
+    let mut refused = lab.stock_client("refused", None);
+    wait_log(&mut refused, "AUTH_FAILED", &server);
+}
+
+#[test]
+fn auth_user_pass_verify_good_bad_and_deferred() {
+    let lab = lab("fvscr2");
+    // via-file: the last argument names a file with the user name and the
+    // password. "defer" answers later through auth_control_file.
+    let verify = lab.script(
+        "verify.sh",
+        r#"user=$(sed -n 1p "$1"); pass=$(sed -n 2p "$1")
+echo "verify $user $script_type" >> "$(dirname "$0")/record.txt"
+case "$user:$pass" in
+  good:secret) exit 0 ;;
+  defer:secret) (sleep 1; echo 1 > "$auth_control_file") >/dev/null 2>&1 & exit 2 ;;
+  *) echo "wrong password" > "$auth_failed_reason_file"; exit 1 ;;
+esac"#,
+    );
+    let extra = vec![
+        "script-security 2".into(),
+        format!("auth-user-pass-verify {} via-file", quoted(&verify)),
+        "username-as-common-name".into(),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+
+    let mut good = lab.stock_client("good", Some(("good", "secret")));
+    wait_log(&mut good, UP, &server);
+    // username-as-common-name: the server knows the client as "good".
+    wait_log(&mut server, "client good connected", &good);
+    good.stop(Duration::from_secs(5));
+
+    let mut bad = lab.stock_client("bad", Some(("good", "guess")));
+    wait_log(&mut bad, "AUTH_FAILED,wrong password", &server);
+    bad.stop(Duration::from_secs(5));
+
+    let mut deferred = lab.stock_client("deferred", Some(("defer", "secret")));
+    wait_log(&mut deferred, UP, &server);
+    assert!(
+        server
+            .log()
+            .contains("authentication deferred for username 'defer'"),
+        "{}",
+        server.log_tail(40)
+    );
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    let rec = lab.record();
+    assert!(rec.contains("verify good user-pass-verify"), "{rec}");
+    assert!(rec.contains("verify defer user-pass-verify"), "{rec}");
+}
+
+#[test]
+fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
+    let lab = lab("fvscr5");
+    let calls = lab.lab.dir.join("calls");
+    let verify = lab.script(
+        "verify.sh",
+        &format!(
+            r#"echo "$username $session_state" >> {}; [ "$password" = secret ]"#,
+            calls.display()
+        ),
+    );
+    let extra = vec![
+        "script-security 3".into(),
+        format!("auth-user-pass-verify {} via-env", quoted(&verify)),
+        "auth-gen-token".into(),
+        // Renegotiations every few seconds, with the token as password.
+        "reneg-sec 4".into(),
+    ];
+    let server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    let mut client = lab.stock_client("token", Some(("alice", "secret")));
+    wait_log(&mut client, UP, &server);
+    let calls_text = || std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(calls_text(), "alice Initial\n");
+    // A renegotiation logs in with the token and gets a fresh one.
+    let token_logins = |p: &Proc| {
+        p.log()
+            .matches("Username/auth-token authentication succeeded for username 'alice'")
+            .count()
+    };
+    let renegotiated = wait_until(TIMEOUT, Duration::from_millis(100), || {
+        token_logins(&server) >= 1
+    });
+    assert!(renegotiated, "{}", server.log_tail(40));
+    // A restart (SIGUSR1) reconnects with the token.
+    let st = std::process::Command::new("kill")
+        .args(["-USR1", &client.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reconnected = wait_until(TIMEOUT, Duration::from_millis(100), || {
+        client.log().matches(UP).count() >= 2
+    });
+    assert!(
+        reconnected,
+        "{}\n{}",
+        client.log_tail(30),
+        server.log_tail(30)
+    );
+    assert!(token_logins(&server) >= 2, "{}", server.log_tail(40));
+    // The script ran only for the password login.
+    assert_eq!(calls_text(), "alice Initial\n");
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn script_security_1_does_not_run_scripts() {
+    let lab = lab("fvscr3");
+    let extra = vec![format!("up {}", quoted(&lab.recorder("up")))];
+    let text = openvpn_server_conf(&lab.server_conf(&extra));
+    let mut server = lab.lab.spawn(
+        &lab.lab.server_ns,
+        "ferrovpn-server",
+        Implementation::Ferrovpn,
+        &text,
+    );
+    let exited = wait_until(TIMEOUT, Duration::from_millis(50), || {
+        server.try_exit().is_some()
+    });
+    let log = server.log();
+    assert!(exited, "the server should stop when up cannot run:\n{log}");
+    assert!(
+        log.contains("External program may not be called unless '--script-security 2'"),
+        "{log}"
+    );
+    assert!(lab.record().is_empty(), "{}", lab.record());
+}
