@@ -4,8 +4,8 @@
 //! plane's workers only ever talk to it through a bounded queue.
 
 mod admission;
-mod client_config_dir;
 pub mod auth_token;
+mod client_config_dir;
 mod hooks;
 mod liveness;
 mod pool;
