@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Benchmark: bare veth vs stock OpenVPN <-> OpenVPN vs ferrovpn <-> ferrovpn,
-# between two network namespaces joined by a veth pair. Needs root, openvpn,
+# Benchmark: bare veth vs stock OpenVPN <-> OpenVPN vs ferrovpn <-> ferrovpn
+# (each VPN over UDP and over TCP), between two network namespaces joined by
+# a veth pair. Needs root, openvpn,
 # iperf3, iproute2 (ip, ss), iputils-ping.
 #
-#   scripts/bench.sh [--only veth|openvpn|ferrovpn] [--workers N] [--seconds N] [--keep]
+#   scripts/bench.sh [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp] [--workers N] [--seconds N] [--keep]
 #
 # Prints a Markdown table: system | TCP x1 Gbit/s | TCP x4 Gbit/s | idle RTT ms | CPU s/GB.
 # A VPN that does not pass a ping through its tunnel within 20 s gets an

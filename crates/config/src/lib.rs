@@ -31,7 +31,7 @@ pub use error::{ConfigError, Location, Reason};
 pub use lexer::tokenize;
 pub use parser::{COMMAND_LINE, MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};
 pub use table::{
-    DIRECTIVES, DirectiveInfo, Support, TAP_REASON, TCP_REASON, markdown_table, unsupported_reason,
+    DIRECTIVES, DirectiveInfo, Support, TAP_REASON, markdown_table, unsupported_reason,
 };
 pub use types::*;
 

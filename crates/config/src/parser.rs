@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Location, Reason};
 use crate::lexer::tokenize;
-use crate::table::{self, Support, TAP_REASON, TCP_REASON};
+use crate::table::{self, Support, TAP_REASON};
 use crate::types::*;
 
 /// Deepest `config` nesting allowed (the top-level file counts).
@@ -150,15 +150,26 @@ fn is_contiguous(m: Ipv4Addr) -> bool {
     v.leading_ones() + v.trailing_zeros() == 32
 }
 
-fn proto_of(s: &str) -> Result<Proto, Option<&'static str>> {
-    match s {
-        "udp" => Ok(Proto::Udp),
-        "udp4" => Ok(Proto::Udp4),
-        "udp6" => Ok(Proto::Udp6),
-        "tcp" | "tcp4" | "tcp6" | "tcp-client" | "tcp-server" | "tcp4-client" | "tcp4-server"
-        | "tcp6-client" | "tcp6-server" => Err(Some(TCP_REASON)),
-        _ => Err(None),
-    }
+/// What `proto` and `remote` accept, for error messages.
+const PROTO_VALUES: &str = "udp, udp4, udp6, tcp, tcp4, tcp6, tcp-client, tcp4-client, tcp6-client, tcp-server, tcp4-server or tcp6-server";
+
+fn proto_of(s: &str) -> Option<Proto> {
+    let (family, role) = match s {
+        "udp" => return Some(Proto::Udp),
+        "udp4" => return Some(Proto::Udp4),
+        "udp6" => return Some(Proto::Udp6),
+        "tcp" => (Family::Any, None),
+        "tcp4" => (Family::V4, None),
+        "tcp6" => (Family::V6, None),
+        "tcp-client" => (Family::Any, Some(TcpRole::Client)),
+        "tcp4-client" => (Family::V4, Some(TcpRole::Client)),
+        "tcp6-client" => (Family::V6, Some(TcpRole::Client)),
+        "tcp-server" => (Family::Any, Some(TcpRole::Server)),
+        "tcp4-server" => (Family::V4, Some(TcpRole::Server)),
+        "tcp6-server" => (Family::V6, Some(TcpRole::Server)),
+        _ => return None,
+    };
+    Some(Proto::Tcp { family, role })
 }
 
 /// Read a file with a size cap (hostile configs may name /dev/zero).
@@ -571,12 +582,9 @@ impl Parser {
                 );
             }
             "proto" => {
-                d.count(1, 1, "udp, udp4 or udp6")?;
+                d.count(1, 1, PROTO_VALUES)?;
                 let s = d.arg(0).unwrap_or("");
-                c.proto = Some(proto_of(s).map_err(|e| match e {
-                    Some(r) => d.unsupported(format!("proto {s}"), r),
-                    None => d.bad("udp, udp4 or udp6", s),
-                })?);
+                c.proto = Some(proto_of(s).ok_or_else(|| d.bad(PROTO_VALUES, s))?);
             }
             "dev" => {
                 d.count(1, 1, "a device name such as tun or tun0")?;
@@ -763,10 +771,7 @@ impl Parser {
                 };
                 let proto = match d.arg(2) {
                     None => None,
-                    Some(s) => Some(proto_of(s).map_err(|e| match e {
-                        Some(r) => d.unsupported(format!("remote ... {s}"), r),
-                        None => d.bad("udp, udp4 or udp6", s),
-                    })?),
+                    Some(s) => Some(proto_of(s).ok_or_else(|| d.bad(PROTO_VALUES, s))?),
                 };
                 c.remotes.push(Remote {
                     host: host.to_string(),
@@ -789,6 +794,11 @@ impl Parser {
                 d.count(1, 1, "a number of attempts")?;
                 c.connect_retry_max =
                     Some(d.num(0, 1, u32::MAX, "a number of attempts (at least 1)")?);
+            }
+            "connect-timeout" | "server-poll-timeout" => {
+                d.count(1, 1, "a number of seconds")?;
+                c.connect_timeout =
+                    Some(d.num(0, 1, u32::MAX, "a number of seconds (at least 1)")?);
             }
             "nobind" => d.flag(&mut c.nobind)?,
             "redirect-gateway" => {

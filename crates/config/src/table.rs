@@ -53,8 +53,6 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
     }
 }
 
-/// Reason used for `proto tcp*` and `remote ... tcp*`.
-pub const TCP_REASON: &str = "TCP transport is not supported yet";
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
 /// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
@@ -84,7 +82,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("local", "IP address to bind (hostnames not supported)"),
     s(
         "proto",
-        "`udp`, `udp4`, `udp6`; `tcp*` is an error: TCP transport is not supported yet",
+        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP)",
     ),
     s(
         "dev",
@@ -150,7 +148,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "connect-freq",
-        "`N SEC`: at most N new sessions per SEC seconds (server)",
+        "`N SEC`: at most N new sessions per SEC seconds (server; over TCP too, where 2.6.3 does not apply it)",
     ),
     s(
         "connect-freq-initial",
@@ -160,10 +158,17 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "duplicate-cn",
         "allow several clients with the same certificate CN",
     ),
-    s("remote", "`HOST [PORT] [udp|udp4|udp6]`, may repeat"),
+    s(
+        "remote",
+        "`HOST [PORT] [PROTO]`, may repeat; every remote must use the transport of `proto` (mixing UDP and TCP remotes is an error at start)",
+    ),
     s("remote-random", "try remotes in random order"),
     s("connect-retry", "`N [MAX]` seconds"),
     s("connect-retry-max", "number of attempts"),
+    s(
+        "connect-timeout",
+        "seconds (default 120): limit on each TCP connect, and the client restarts when the server has not answered within it after an attempt started (2.6's server poll); alias `server-poll-timeout`",
+    ),
     s("nobind", "client does not bind a fixed local port"),
     s(
         "redirect-gateway",
@@ -175,7 +180,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "explicit-exit-notify",
-        "`[N]` (default 1); client side only, ignored with a warning on a server",
+        "`[N]` (default 1); client side only, ignored with a warning on a server, and with 2.6's notice over TCP (the closed connection tells the server)",
     ),
     // --- timers
     s(
@@ -480,9 +485,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("block-outside-dns", "Windows only"),
     i("disable-dco", "ferrovpn does not use kernel DCO"),
     i("inactive", "inactivity timeout is not implemented"),
-    i(
+    s(
         "server-poll-timeout",
-        "the handshake timeout is `hand-window`",
+        "alias of `connect-timeout`, as in 2.6",
     ),
     i("machine-readable-output", "log format is fixed"),
     i(
@@ -566,12 +571,12 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
     ),
-    u(
-        "http-proxy",
-        "proxies need TCP transport, which is not supported yet",
-    ),
+    u("http-proxy", "proxies are not supported yet"),
     u("socks-proxy", "proxies are not supported"),
-    u("port-share", TCP_REASON),
+    u(
+        "port-share",
+        "passing non-OpenVPN connections on is not supported yet",
+    ),
     u(
         "fragment",
         "internal fragmentation is not supported; use mssfix",

@@ -13,13 +13,41 @@ pub enum Mode {
     Client,
 }
 
-/// Outer transport (UDP only for now).
+/// Outer transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     /// `udp`: IPv4 or IPv6, whatever the address resolves to.
     Udp,
     Udp4,
     Udp6,
+    /// `tcp`, `tcp4`, `tcp6` and their `-client` / `-server` forms; `role`
+    /// is `None` for the plain forms, which take the role of the mode
+    /// (`server` → server, `client` → client, as 2.6).
+    Tcp {
+        family: Family,
+        role: Option<TcpRole>,
+    },
+}
+
+impl Proto {
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Proto::Tcp { .. })
+    }
+}
+
+/// Address family a `proto` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    V4,
+    V6,
+}
+
+/// Which end of the TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRole {
+    Client,
+    Server,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +409,8 @@ pub struct Config {
     pub remote_random: bool,
     pub connect_retry: Option<ConnectRetry>,
     pub connect_retry_max: Option<u32>,
+    /// `connect-timeout N` / `server-poll-timeout N`.
+    pub connect_timeout: Option<u32>,
     pub nobind: bool,
     pub redirect_gateway: Option<Vec<String>>,
     /// `route-gateway GW`: the gateway of routes that name none.
@@ -627,6 +657,10 @@ impl Config {
             max: 1492,
             mode: MssfixMode::Default,
         })
+    }
+    /// `connect-timeout` / `server-poll-timeout` (2.6 default 120 s).
+    pub fn connect_timeout(&self) -> u32 {
+        self.connect_timeout.unwrap_or(120)
     }
     /// Connect retry (default 1 s, max 300 s).
     pub fn connect_retry(&self) -> ConnectRetry {

@@ -493,16 +493,12 @@ fn line_errors() {
             "t.conf:2: '--allow-compression no' conflicts with enabling compression",
         ),
         (
-            "proto tcp",
-            "t.conf:1: unsupported 'proto tcp': TCP transport is not supported yet",
-        ),
-        (
-            "proto tcp-server",
-            "t.conf:1: unsupported 'proto tcp-server': TCP transport is not supported yet",
-        ),
-        (
             "proto sctp",
-            r#"t.conf:1: 'proto' expects udp, udp4 or udp6, got "sctp""#,
+            r#"t.conf:1: 'proto' expects udp, udp4, udp6, tcp, tcp4, tcp6, tcp-client, tcp4-client, tcp6-client, tcp-server, tcp4-server or tcp6-server, got "sctp""#,
+        ),
+        (
+            "connect-timeout 0",
+            r#"t.conf:1: 'connect-timeout' expects a number of seconds (at least 1), got "0""#,
         ),
         (
             "dev tap0",

@@ -16,6 +16,14 @@
 //!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
 //!   `sendmmsg`; `inbound.rs`: UDP batch → classify byte 0 → open → replay
 //!   check → ping / OCC / TUN / c2c relay.
+//! - `stream/`: the TCP transport ([`Transport::Tcp`]): connections handed
+//!   over with [`DataPlane::attach_stream`], each read by one owning worker
+//!   (large reads, many packets cut out of each by
+//!   `ferrovpn_proto::stream::Deframer`), written by any worker with one
+//!   `writev` per batch and peer under the connection's lock; control
+//!   packets ([`DataPlane::send_control`]) take the same lock, so control and
+//!   data share the stream in order. A server's connection reads into a
+//!   6 KiB buffer until its peer is in the table.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
@@ -64,7 +72,7 @@
 //! - Packets to IPv4/IPv6 destinations without a peer route are dropped
 //!   (counted in `no_route`); no subnet (iroute) routes.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +87,7 @@ pub mod iroutes;
 mod mss;
 pub mod peers;
 pub mod replay;
+mod stream;
 mod sys;
 pub mod tun;
 pub mod udp;
@@ -162,6 +171,17 @@ pub struct DataPlaneConfig {
     pub mssfix: Option<u16>,
     /// Ask for TUN and UDP segmentation offloads (falls back cleanly).
     pub offload: bool,
+    /// UDP sockets, or TCP connections handed over with
+    /// [`DataPlane::attach_stream`] (`bind` is then not used).
+    pub transport: Transport,
+}
+
+/// The outer transport of a data plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 impl Default for DataPlaneConfig {
@@ -177,6 +197,7 @@ impl Default for DataPlaneConfig {
             replay_window: DEFAULT_REPLAY_WINDOW,
             mssfix: Some(1492),
             offload: true,
+            transport: Transport::Udp,
         }
     }
 }
@@ -195,6 +216,9 @@ pub enum UpEvent {
         peer_id: u32,
         new_remote: SocketAddr,
     },
+    /// The TCP connection from `from` ended (the peer closed it, it failed,
+    /// its framing broke, or [`DataPlane::close_stream`] closed it).
+    StreamClosed { from: SocketAddr, reason: String },
 }
 
 #[derive(Debug, Error)]
@@ -232,11 +256,14 @@ pub struct Offloads {
 pub struct DataPlane {
     tun_name: String,
     local: SocketAddr,
-    control: UdpSocket,
+    /// UDP: a dup of worker 0's socket; `None` over TCP.
+    control: Option<UdpSocket>,
     peers: PeerTable,
     shared: Arc<worker::Shared>,
     workers: Vec<JoinHandle<()>>,
     offloads: Offloads,
+    /// `connect` was set: one server, one connection (owned by worker 0).
+    client_mode: bool,
 }
 
 impl DataPlane {
@@ -256,17 +283,48 @@ impl DataPlane {
         let (queues, tun_name, tun_off) =
             tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
                 .map_err(io("creating the TUN device"))?;
-        let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
-            .map_err(io("creating the UDP sockets"))?;
-        if !cfg.offload {
-            udp_off = udp::UdpOffloads::default();
-        }
-        let local = socks[0]
-            .local_addr()
-            .map_err(io("reading the local address"))?;
-        let control = socks[0]
-            .try_clone()
-            .map_err(io("duplicating the UDP socket"))?;
+        let tcp = cfg.transport == Transport::Tcp;
+        let (links, local, control, udp_off, streams) = if tcp {
+            let (streams, inboxes) =
+                stream::Streams::new(cfg.workers).map_err(io("creating the eventfds"))?;
+            let links: Vec<worker::Link> = inboxes
+                .into_iter()
+                .map(|inbox| worker::Link::Stream {
+                    inbox,
+                    owned: Vec::new(),
+                    client: cfg.connect.is_some(),
+                })
+                .collect();
+            let local = cfg.bind;
+            (
+                links,
+                local,
+                None,
+                udp::UdpOffloads::default(),
+                Some(Arc::new(streams)),
+            )
+        } else {
+            let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
+                .map_err(io("creating the UDP sockets"))?;
+            if !cfg.offload {
+                udp_off = udp::UdpOffloads::default();
+            }
+            let local = socks[0]
+                .local_addr()
+                .map_err(io("reading the local address"))?;
+            let control = socks[0]
+                .try_clone()
+                .map_err(io("duplicating the UDP socket"))?;
+            let links = socks
+                .into_iter()
+                .enumerate()
+                .map(|(i, socket)| worker::Link::Udp {
+                    socket,
+                    rx: cfg.connect.is_none() || i == 0,
+                })
+                .collect();
+            (links, local, Some(control), udp_off, None)
+        };
         let (tx, rx) = up::queues(UP_QUEUE, cfg.workers);
         let outer_v6 = cfg.connect.unwrap_or(cfg.bind).is_ipv6();
         let shared = Arc::new(worker::Shared {
@@ -277,9 +335,10 @@ impl DataPlane {
                 .map(|_| WorkerCounters::default())
                 .collect(),
             client_to_client: cfg.client_to_client,
-            mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6)),
+            mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6, tcp)),
             stop: AtomicBool::new(false),
             wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
+            streams,
         });
         let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {
@@ -298,10 +357,10 @@ impl DataPlane {
                 tun: tun_off,
                 udp: udp_off,
             },
+            client_mode: cfg.connect.is_some(),
         };
-        for (i, (q, s)) in queues.into_iter().zip(socks).enumerate() {
-            let udp_rx = cfg.connect.is_none() || i == 0;
-            let w = worker::Worker::new(i, q, s, udp_rx, udp_off.gso, shared.clone());
+        for (i, (q, link)) in queues.into_iter().zip(links).enumerate() {
+            let w = worker::Worker::new(i, q, link, udp_off.gso, shared.clone());
             let core = if cores.is_empty() {
                 None
             } else {
@@ -374,14 +433,16 @@ impl DataPlane {
     }
 
     /// A dup of worker 0's socket (same local port) for sending control
-    /// packets. It is nonblocking (the flag is shared with the worker's fd).
+    /// packets; `None` over TCP (use [`DataPlane::send_control`]). It is
+    /// nonblocking (the flag is shared with the worker's fd).
     /// `dup` only fails when the process is out of file descriptors; then this
     /// retries for a second and aborts the process (a socket with another
     /// source port would silently break the protocol).
-    pub fn control_socket(&self) -> UdpSocket {
+    pub fn control_socket(&self) -> Option<UdpSocket> {
+        let control = self.control.as_ref()?;
         for _ in 0..100 {
-            match self.control.try_clone() {
-                Ok(s) => return s,
+            match control.try_clone() {
+                Ok(s) => return Some(s),
                 Err(e) => {
                     tracing::error!("cannot duplicate the data-plane socket: {e}");
                     let mut r = [sys::Ready::default()];
@@ -390,6 +451,46 @@ impl DataPlane {
             }
         }
         std::process::abort()
+    }
+
+    /// Hand a connected TCP socket to a worker (TCP transport). A client's
+    /// connection goes to worker 0 (see the crate docs), a server's to the
+    /// workers in turn. Packets from it go up with its peer address as
+    /// `from`; its end comes up as [`UpEvent::StreamClosed`]. A connection
+    /// from the same address replaces the old one.
+    pub fn attach_stream(&self, socket: TcpStream) -> Result<SocketAddr, DataPlaneError> {
+        let streams = self.streams()?;
+        let owner = self.client_mode.then_some(0);
+        streams
+            .attach(socket, owner)
+            .map_err(io("attaching a TCP connection"))
+    }
+
+    /// Close the TCP connection to `peer` (TCP transport); false if there is none.
+    pub fn close_stream(&self, peer: SocketAddr) -> bool {
+        self.shared.streams.as_ref().is_some_and(|s| s.close(&peer))
+    }
+
+    fn streams(&self) -> Result<&stream::Streams, DataPlaneError> {
+        self.shared
+            .streams
+            .as_deref()
+            .ok_or_else(|| DataPlaneError::Config("not a TCP data plane".into()))
+    }
+
+    /// Send a control packet to `to`: a datagram, or a frame on its TCP
+    /// connection, in order with the data packets.
+    pub fn send_control(&self, to: SocketAddr, packet: &[u8]) -> Result<(), DataPlaneError> {
+        match &self.control {
+            Some(udp) => udp
+                .send_to(packet, to)
+                .map(drop)
+                .map_err(io("sending a control packet")),
+            None => self
+                .streams()?
+                .send_packet(&to, packet)
+                .map_err(io("sending a control packet")),
+        }
     }
 
     /// Seal `payload` with the peer's send key and send it now (keepalive
@@ -429,20 +530,12 @@ impl DataPlane {
         };
         let end = at + len;
         let dst = **peer.remote.load();
-        let r = self.control.send_to(&buf[start..end], dst);
-        if let Err(e) = r {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(DataPlaneError::Io {
-                    context: "sending a data packet",
-                    source: e,
-                });
-            }
-            // Socket buffer full: wait (bounded) for room once.
-            let mut r = [sys::Ready::default()];
-            let _ = sys::poll(&[self.control.as_raw_fd()], &[true], 10, &mut r);
-            self.control
-                .send_to(&buf[start..end], dst)
-                .map_err(io("sending a data packet"))?;
+        match &self.control {
+            Some(udp) => send_datagram(udp, &buf[start..end], dst)?,
+            None => self
+                .streams()?
+                .send_packet(&dst, &buf[start..end])
+                .map_err(io("sending a data packet"))?,
         }
         let c = &peer.counters;
         c.tx_packets.fetch_add(1, Ordering::Relaxed);
@@ -459,6 +552,9 @@ impl DataPlane {
 
     fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(streams) = &self.shared.streams {
+            streams.close_all();
+        }
         if let Err(e) = self.shared.wake.signal() {
             tracing::warn!("cannot wake the workers: {e}");
         }
@@ -467,6 +563,24 @@ impl DataPlane {
                 tracing::error!("a data-plane worker panicked");
             }
         }
+    }
+}
+
+/// Send one datagram; when the socket buffer is full, wait (bounded) for room once.
+fn send_datagram(udp: &UdpSocket, datagram: &[u8], dst: SocketAddr) -> Result<(), DataPlaneError> {
+    match udp.send_to(datagram, dst) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let mut r = [sys::Ready::default()];
+            let _ = sys::poll(&[udp.as_raw_fd()], &[true], 10, &mut r);
+            udp.send_to(datagram, dst)
+                .map(drop)
+                .map_err(io("sending a data packet"))
+        }
+        Err(e) => Err(DataPlaneError::Io {
+            context: "sending a data packet",
+            source: e,
+        }),
     }
 }
 

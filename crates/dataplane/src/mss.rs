@@ -1,14 +1,20 @@
 //! TCP MSS clamping (docs/protocol.md §10.4) with an incremental checksum update
 //! (RFC 1624), applied to SYN packets in both directions.
 
-/// Overhead of one P_DATA_V2 packet on the wire: outer IP + UDP + 24 bytes.
-pub fn outer_overhead(outer_v6: bool) -> u16 {
-    (if outer_v6 { 40 } else { 20 }) + 8 + ferrovpn_proto::wire::DATA_V2_OVERHEAD as u16
+/// Overhead of one P_DATA_V2 packet on the wire: outer IP + UDP + 24 bytes;
+/// over TCP, outer IP + TCP + the 2-byte length + 24 bytes (as 2.6 counts).
+pub fn outer_overhead(outer_v6: bool, tcp: bool) -> u16 {
+    let transport = if tcp {
+        20 + ferrovpn_proto::stream::PREFIX_LEN as u16
+    } else {
+        8
+    };
+    (if outer_v6 { 40 } else { 20 }) + transport + ferrovpn_proto::wire::DATA_V2_OVERHEAD as u16
 }
 
-/// The MSS for inner IPv4 / IPv6 TCP so that an encrypted datagram stays within `mssfix` bytes.
-pub fn mss_limits(mssfix: u16, outer_v6: bool) -> (u16, u16) {
-    let room = mssfix.saturating_sub(outer_overhead(outer_v6));
+/// The MSS for inner IPv4 / IPv6 TCP so that an encrypted packet stays within `mssfix` bytes.
+pub fn mss_limits(mssfix: u16, outer_v6: bool, tcp: bool) -> (u16, u16) {
+    let room = mssfix.saturating_sub(outer_overhead(outer_v6, tcp));
     (
         room.saturating_sub(40).max(536),
         room.saturating_sub(60).max(1220),
@@ -220,6 +226,8 @@ mod tests {
 
     #[test]
     fn limits() {
-        assert_eq!(mss_limits(1492, false), (1400, 1380));
+        assert_eq!(mss_limits(1492, false, false), (1400, 1380));
+        // 2.6 over TCP with AES-GCM: 1492 - (20 + 20 + 2 + 24) - 40 = 1386.
+        assert_eq!(mss_limits(1492, false, true), (1386, 1366));
     }
 }

@@ -189,6 +189,7 @@ fn config(
         replay_window: 2048,
         mssfix: Some(1492),
         offload: std::env::var_os("FERROVPN_NO_OFFLOAD").is_none(),
+        transport: Default::default(),
     }
 }
 
@@ -262,7 +263,7 @@ fn tunnel_between_namespaces() {
     .unwrap();
 
     // Control packets go up with their source address.
-    let ctl = client.control_socket();
+    let ctl = client.control_socket().expect("a UDP data plane");
     let hard_reset = [7u8 << 3, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
     ctl.send_to(&hard_reset, server_addr).unwrap();
     let ev = recv_event(&server_rx, |e| matches!(e, UpEvent::Control { .. }));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, RemoteCertTls,
-    RouteGateway, TlsVersion, Topology, X509NameType,
+    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
+    RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, X509NameType,
 };
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
@@ -21,7 +21,7 @@ use ferrovpn_control::server::{
     AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
 };
 use ferrovpn_control::status::StatusSettings;
-use ferrovpn_dataplane::DataPlaneConfig;
+use ferrovpn_dataplane::{DataPlaneConfig, Transport};
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
 use ferrovpn_proto::push::{PullFilter, PullFilterAction, PushOption};
@@ -421,6 +421,52 @@ fn secs(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
 }
 
+/// The client's transport: every remote's `PROTO` (or `proto`) must agree.
+fn client_transport(cfg: &Config) -> anyhow::Result<Transport> {
+    let protos = cfg.remotes.iter().map(|r| r.proto.unwrap_or(cfg.proto()));
+    let mut transport = None;
+    for p in protos {
+        if let Proto::Tcp {
+            role: Some(TcpRole::Server),
+            ..
+        } = p
+        {
+            bail!(
+                "{}a client connects to its server: use proto tcp-client (or tcp), not tcp-server",
+                where_is(cfg, "proto")
+            );
+        }
+        let t = if p.is_tcp() {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        if transport.is_some_and(|seen| seen != t) {
+            bail!(
+                "{}remotes with different transports (UDP and TCP) are not supported yet",
+                where_is(cfg, "remote")
+            );
+        }
+        transport = Some(t);
+    }
+    Ok(transport.unwrap_or_default())
+}
+
+/// `proto` of a server: `tcp` is `tcp-server` there, as in 2.6.
+fn server_transport(cfg: &Config) -> anyhow::Result<Transport> {
+    match cfg.proto() {
+        Proto::Tcp {
+            role: Some(TcpRole::Client),
+            ..
+        } => bail!(
+            "{}--mode server currently only supports --proto values of udp, tcp-server, tcp4-server, or tcp6-server (as 2.6)",
+            where_is(cfg, "proto")
+        ),
+        Proto::Tcp { .. } => Ok(Transport::Tcp),
+        _ => Ok(Transport::Udp),
+    }
+}
+
 fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     let (data_ciphers, data_ciphers_fallback) = ciphers(cfg)?;
     let (wrap, keydir) = control_wrap(cfg, side)?;
@@ -432,6 +478,15 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     if cfg.compression.alg != ferrovpn_config::CompressAlg::Undef {
         // 2.6 announces any compression context as `comp-lzo`, after `proto`.
         options_string = options_string.replacen(",proto UDPv4", ",proto UDPv4,comp-lzo", 1);
+    }
+    // 2.6 names the TCP ends "TCPv4_CLIENT" / "TCPv4_SERVER" (v4 even over IPv6).
+    let tcp_end = match side {
+        Side::Client if client_transport(cfg)? == Transport::Tcp => Some("TCPv4_CLIENT"),
+        Side::Server if server_transport(cfg)? == Transport::Tcp => Some("TCPv4_SERVER"),
+        _ => None,
+    };
+    if let Some(end) = tcp_end {
+        options_string = options_string.replacen(",proto UDPv4", &format!(",proto {end}"), 1);
     }
     let reneg = cfg.reneg_secs();
     Ok(SessionConfig {
@@ -604,6 +659,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         );
     }
     audit_common(cfg)?;
+    let transport = server_transport(cfg)?;
     if cfg.redirect_gateway.is_some() {
         bail!(
             "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
@@ -675,6 +731,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let mut dataplane = dataplane_base(cfg);
     let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     dataplane.bind = SocketAddr::new(bind_ip, cfg.local_port());
+    dataplane.transport = transport;
     Ok(ServerSettings {
         dataplane,
         network: Ipv4Addr::from(network & mask),
@@ -931,6 +988,21 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         cfg.lport.unwrap_or(0)
     };
     dataplane.bind = SocketAddr::new(bind_ip, port);
+    dataplane.transport = client_transport(cfg)?;
+    let tcp = dataplane.transport == Transport::Tcp;
+    // 2.6 binds a TCP client only when `local` or a local port is given.
+    let tcp_bind = (tcp && !cfg.nobind && (cfg.local.is_some() || cfg.lport.is_some()))
+        .then_some(dataplane.bind);
+    let explicit_exit_notify = match cfg.explicit_exit_notify {
+        Some(_) if tcp => {
+            warn!(
+                "{}NOTICE: --explicit-exit-notify ignored for --proto tcp",
+                where_is(cfg, "explicit-exit-notify")
+            );
+            None
+        }
+        n => n,
+    };
     let retry = cfg.connect_retry();
     let retry_max = retry.max.unwrap_or(300);
     Ok(ClientSettings {
@@ -946,13 +1018,15 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         remote_random: cfg.remote_random,
         connect_retry: secs(retry.secs.max(1)),
         connect_retry_max: secs(retry_max.max(retry.secs.max(1))),
+        connect_timeout: secs(cfg.connect_timeout()),
+        tcp_bind,
         session: Arc::new(session),
         // Without ping-restart (configured or pushed) silence never restarts.
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
         ping_exit: cfg.ping_exit.map(secs),
         status: status(cfg),
-        explicit_exit_notify: cfg.explicit_exit_notify,
+        explicit_exit_notify,
         tun_mtu: cfg.tun_mtu(),
         // `connect-retry-max N`: each remote is tried N times, then give up.
         max_attempts: cfg

@@ -20,6 +20,7 @@ pub mod random;
 pub mod reliable;
 pub mod replay;
 pub mod session;
+pub mod stream;
 pub mod tls_crypt_v2;
 pub mod wire;
 pub mod wrap;

@@ -2,12 +2,13 @@
 //! Run through `scripts/bench.sh`, which builds everything in release mode.
 //!
 //! Rows: bare veth, stock OpenVPN <-> OpenVPN (AES-256-GCM, tls-crypt,
-//! disable-dco) and ferrovpn <-> ferrovpn with the same config files.
+//! disable-dco) and ferrovpn <-> ferrovpn with the same config files, each
+//! VPN over UDP and over TCP (`proto tcp-server` / `tcp-client`).
 //! A system that does not pass a ping through its tunnel within 20 s gets a
 //! row of "n/a (reason)" instead of aborting the run.
 //!
 //! ```text
-//! bench [--only veth|openvpn|ferrovpn]... [--workers N] [--ferrovpn PATH]
+//! bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp]... [--workers N] [--ferrovpn PATH]
 //!       [--seconds N] [--keep]
 //! ```
 
@@ -18,9 +19,13 @@ use anyhow::{Context, Result, bail};
 use ferrovpn_testkit::bench::{CpuMeter, cell};
 use ferrovpn_testkit::pki::{Pki, PkiOptions};
 use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, iperf3_report,
-    openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, Transport, VethPair, Wrap,
+    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
+    wait_until,
 };
+
+/// What `--only` may name.
+const SYSTEMS: &[&str] = &["veth", "openvpn", "ferrovpn", "openvpn-tcp", "ferrovpn-tcp"];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const SERVER_TUN: &str = "10.8.0.1";
@@ -48,8 +53,8 @@ fn parse_args() -> Result<Args> {
             "--only" => {
                 let v = val("--only")?;
                 for s in v.split(',') {
-                    if !["veth", "openvpn", "ferrovpn"].contains(&s) {
-                        bail!("--only: unknown system {s:?} (veth, openvpn, ferrovpn)");
+                    if !SYSTEMS.contains(&s) {
+                        bail!("--only: unknown system {s:?} ({})", SYSTEMS.join(", "));
                     }
                     a.only.push(s.to_string());
                 }
@@ -60,7 +65,7 @@ fn parse_args() -> Result<Args> {
             "--keep" => a.keep = true,
             "-h" | "--help" => {
                 println!(
-                    "bench [--only veth|openvpn|ferrovpn] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
+                    "bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
                 );
                 std::process::exit(0);
             }
@@ -182,8 +187,9 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let mut tools = vec!["ip", "ping", "iperf3", "ss", "kill"];
-    if want("openvpn") || want("ferrovpn") {
-        tools.push("openvpn"); // also generates the tls-crypt key
+    let vpn = SYSTEMS[1..].iter().any(|s| want(s));
+    if vpn {
+        tools.push("openvpn");
     }
     require_root_and_tools(&tools);
 
@@ -193,7 +199,7 @@ fn main() -> Result<()> {
     }
     let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default())?;
     let tc = dir.join("tc.key");
-    if want("openvpn") || want("ferrovpn") {
+    if vpn {
         genkey(&tc)?;
     }
     let server_ns = Netns::unique("bench-a")?;
@@ -216,6 +222,11 @@ fn main() -> Result<()> {
     );
     std::fs::write(dir.join("server.conf"), openvpn_server_conf(&sc))?;
     std::fs::write(dir.join("client.conf"), openvpn_client_conf(&cc))?;
+    let (mut sc_tcp, mut cc_tcp) = (sc.clone(), cc.clone());
+    sc_tcp.transport = Transport::Tcp;
+    cc_tcp.transport = Transport::Tcp;
+    std::fs::write(dir.join("server-tcp.conf"), openvpn_server_conf(&sc_tcp))?;
+    std::fs::write(dir.join("client-tcp.conf"), openvpn_client_conf(&cc_tcp))?;
     let conf = |f: &str| dir.join(f).to_string_lossy().into_owned();
 
     let mut rows = Vec::new();
@@ -229,42 +240,47 @@ fn main() -> Result<()> {
             }),
         );
     }
-    if want("openvpn") {
-        rows.push(vpn_row(
-            &lab,
-            dir.path(),
-            "OpenVPN 2.6 (Debian, disable-dco)",
-            ("openvpn", vec!["--config".into(), conf("server.conf")]),
-            ("openvpn", vec!["--config".into(), conf("client.conf")]),
-            args.seconds,
-        ));
-    }
-    if want("ferrovpn") {
-        let bin = std::fs::canonicalize(&args.ferrovpn).ok();
-        let row = match bin {
-            None => Row {
-                system: "ferrovpn".into(),
-                na: Some(format!("binary {} not built", args.ferrovpn.display())),
-                ..Row::default()
-            },
-            Some(bin) => {
-                let bin = bin.to_string_lossy().into_owned();
-                let mut s = vec!["--config".to_string(), conf("server.conf")];
-                let mut c = vec!["--config".to_string(), conf("client.conf")];
-                if let Some(w) = args.workers {
-                    for v in [&mut s, &mut c] {
-                        v.push("--workers".into());
-                        v.push(w.to_string());
+    let ferrovpn_bin = std::fs::canonicalize(&args.ferrovpn)
+        .ok()
+        .map(|b| b.to_string_lossy().into_owned());
+    for (transport, suffix) in [("", ""), ("-tcp", " over TCP")] {
+        let server_conf = conf(&format!("server{transport}.conf"));
+        let client_conf = conf(&format!("client{transport}.conf"));
+        if want(&format!("openvpn{transport}")) {
+            rows.push(vpn_row(
+                &lab,
+                dir.path(),
+                &format!("OpenVPN 2.6 (Debian, disable-dco){suffix}"),
+                ("openvpn", vec!["--config".into(), server_conf.clone()]),
+                ("openvpn", vec!["--config".into(), client_conf.clone()]),
+                args.seconds,
+            ));
+        }
+        if want(&format!("ferrovpn{transport}")) {
+            let name = match args.workers {
+                Some(w) => format!("ferrovpn (workers {w}){suffix}"),
+                None => format!("ferrovpn{suffix}"),
+            };
+            let row = match &ferrovpn_bin {
+                None => Row {
+                    system: name,
+                    na: Some(format!("binary {} not built", args.ferrovpn.display())),
+                    ..Row::default()
+                },
+                Some(bin) => {
+                    let mut s = vec!["--config".to_string(), server_conf];
+                    let mut c = vec!["--config".to_string(), client_conf];
+                    if let Some(w) = args.workers {
+                        for v in [&mut s, &mut c] {
+                            v.push("--workers".into());
+                            v.push(w.to_string());
+                        }
                     }
+                    vpn_row(&lab, dir.path(), &name, (bin, s), (bin, c), args.seconds)
                 }
-                let name = match args.workers {
-                    Some(w) => format!("ferrovpn (workers {w})"),
-                    None => "ferrovpn".to_string(),
-                };
-                vpn_row(&lab, dir.path(), &name, (&bin, s), (&bin, c), args.seconds)
-            }
-        };
-        rows.push(row);
+            };
+            rows.push(row);
+        }
     }
 
     println!();

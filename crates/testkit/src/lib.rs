@@ -24,8 +24,8 @@ pub mod pki;
 mod process;
 
 pub use conf::{
-    Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
-    write_static_key,
+    Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
+    openvpn_server_conf, write_static_key,
 };
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
 pub use lab::{Implementation, Lab};

@@ -1,7 +1,7 @@
 //! One connection to one server: the session loop, keepalive, renegotiation
 //! on packet-id exhaustion, the goodbye on shutdown.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -23,7 +23,6 @@ pub(super) struct Connection<'a> {
     pub settings: &'a ClientSettings,
     pub dp: &'a DataPlane,
     pub peers: &'a PeerTable,
-    pub socket: &'a UdpSocket,
     pub up: &'a mut tokio::sync::mpsc::Receiver<UpEvent>,
     pub server: SocketAddr,
     pub restart: &'a tokio::sync::Notify,
@@ -51,6 +50,10 @@ struct Live {
     ping_exit: Option<Duration>,
     cc_exit: bool,
     last_control_rx: Instant,
+    /// When the attempt started; the server must answer within `connect_timeout`.
+    started: Instant,
+    /// A control packet from the server arrived.
+    heard_from_server: bool,
     connected: bool,
 }
 
@@ -86,6 +89,8 @@ impl Connection<'_> {
             ping_exit: s.ping_exit,
             cc_exit: false,
             last_control_rx: now,
+            started: now,
+            heard_from_server: false,
             connected: false,
         };
         let mut next_housekeeping = now + Duration::from_millis(500);
@@ -102,6 +107,7 @@ impl Connection<'_> {
                 ev = self.up.recv() => match ev {
                     Some(UpEvent::Control { from, packet }) if from == self.server => {
                         c.last_control_rx = Instant::now();
+                        c.heard_from_server = true;
                         c.session.handle_packet(Instant::now(), &packet);
                     }
                     Some(UpEvent::Control { from, .. }) => debug!("ignoring control packet from {from}"),
@@ -111,6 +117,10 @@ impl Connection<'_> {
                         }
                     }
                     Some(UpEvent::Float { .. }) => {}
+                    Some(UpEvent::StreamClosed { from, reason }) if from == self.server => {
+                        break Ended::Reconnect(format!("connection to {from} ended: {reason}"));
+                    }
+                    Some(UpEvent::StreamClosed { .. }) => {}
                     None => break Ended::Fatal("data plane stopped".into()),
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -147,6 +157,17 @@ impl Connection<'_> {
     }
 
     fn housekeeping(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        // `connect-timeout` (alias `server-poll-timeout`), as 2.6: restart
+        // when the server has not answered at all within it.
+        if !c.heard_from_server
+            && now.saturating_duration_since(c.started) >= self.settings.connect_timeout
+        {
+            return Some(Ended::Reconnect(format!(
+                "server poll timeout: no answer from {} within {}s",
+                self.server,
+                self.settings.connect_timeout.as_secs()
+            )));
+        }
         let peer_id = c.peer_id?;
         let stats = self.peers.peer_stats(peer_id)?;
         let rx_idle = stats
@@ -189,7 +210,7 @@ impl Connection<'_> {
     async fn drain(&mut self, c: &mut Live) -> Option<Ended> {
         loop {
             while let Some(pkt) = c.session.poll_transmit() {
-                if let Err(e) = self.socket.send_to(&pkt, self.server) {
+                if let Err(e) = self.dp.send_control(self.server, &pkt) {
                     debug!("control send to {} failed: {e}", self.server);
                 }
             }
@@ -329,7 +350,7 @@ impl Connection<'_> {
         if c.cc_exit {
             c.session.send_control_message(Instant::now(), "EXIT");
             while let Some(pkt) = c.session.poll_transmit() {
-                let _ = self.socket.send_to(&pkt, self.server);
+                let _ = self.dp.send_control(self.server, &pkt);
             }
         } else {
             let mut msg = OCC_MAGIC.to_vec();

@@ -6,12 +6,14 @@
 //! for), [`routes`] (which routes to add, keep and delete), [`backoff`]
 //! (when to retry), and `dns::render_resolv_conf`.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, DataPlaneError, PeerTable, UpEvent};
+use ferrovpn_dataplane::{
+    DataPlane, DataPlaneConfig, DataPlaneError, PeerTable, Transport, UpEvent,
+};
 use ferrovpn_proto::session::SessionConfig;
 use tracing::{info, warn};
 
@@ -51,6 +53,12 @@ pub struct ClientSettings {
     /// `connect-retry N MAX`: first wait and ceiling between attempts.
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
+    /// `connect-timeout` / `server-poll-timeout`: how long a TCP connect may
+    /// take, and how long the server may stay silent after an attempt starts.
+    pub connect_timeout: Duration,
+    /// TCP: bind the connection to this address first (`local` / `lport`
+    /// given, as 2.6 binds a TCP client only then).
+    pub tcp_bind: Option<SocketAddr>,
     pub session: Arc<SessionConfig>,
     /// Silence after which we reconnect until the server pushes its own value.
     pub ping_restart: Duration,
@@ -58,7 +66,7 @@ pub struct ClientSettings {
     pub ping: Option<Duration>,
     /// `ping-exit N`: exit (instead of reconnecting) after this much silence.
     pub ping_exit: Option<Duration>,
-    /// `explicit-exit-notify N`.
+    /// `explicit-exit-notify N` (UDP only: 2.6 ignores it over TCP).
     pub explicit_exit_notify: Option<u32>,
     /// `status FILE [N]`: data-channel byte counts.
     pub status: Option<StatusSettings>,
@@ -129,23 +137,50 @@ fn keeps_tunnel(persist_tun: bool, ended: &Ended) -> bool {
         )
 }
 
-/// The data plane (TUN device, UDP socket connected to the server, workers).
+/// The data plane (TUN device, UDP socket connected to the server or the
+/// TCP connection of the moment, workers).
 struct Plane {
     dp: DataPlane,
-    socket: UdpSocket,
+    /// The server the plane was started for.
+    server: SocketAddr,
     up: tokio::sync::mpsc::Receiver<UpEvent>,
 }
 
 impl Plane {
     fn start(cfg: DataPlaneConfig, peers: &PeerTable) -> Result<Plane, DataPlaneError> {
+        let server = cfg
+            .connect
+            .ok_or_else(|| DataPlaneError::Config("a client data plane needs a server".into()))?;
         let (dp, up_rx) = DataPlane::start(cfg, peers.clone())?;
-        let socket = dp.control_socket();
         Ok(Plane {
             dp,
-            socket,
+            server,
             up: crate::bridge(up_rx),
         })
     }
+}
+
+/// Open the TCP connection to `server` (bound to `bind` first if given)
+/// within `timeout`.
+async fn connect_tcp(
+    server: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> anyhow::Result<std::net::TcpStream> {
+    let socket = match server.ip() {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(local) = bind {
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(local)
+            .with_context(|| format!("binding {local}"))?;
+    }
+    let stream = tokio::time::timeout(timeout, socket.connect(server))
+        .await
+        .map_err(|_| anyhow::anyhow!("no connection within {}s", timeout.as_secs()))??;
+    Ok(stream.into_std()?)
 }
 
 /// No route to the server (yet): a reason to retry, not to exit.
@@ -215,25 +250,31 @@ pub async fn run_client(
                             break Err(e);
                         }
                         tunnel.route_around(server.ip()).await;
-                        let outcome = Connection {
-                            settings: &s,
-                            dp: &p.dp,
-                            peers: &peers,
-                            socket: &p.socket,
-                            up: &mut p.up,
-                            server,
-                            restart: &restart,
-                            tunnel: &mut tunnel,
-                            credentials: credentials.as_mut(),
-                            status_file: status_file.as_ref(),
+                        match open_link(&s, &p.dp, server).await {
+                            Ok(server) => {
+                                let outcome = Connection {
+                                    settings: &s,
+                                    dp: &p.dp,
+                                    peers: &peers,
+                                    up: &mut p.up,
+                                    server,
+                                    restart: &restart,
+                                    tunnel: &mut tunnel,
+                                    credentials: credentials.as_mut(),
+                                    status_file: status_file.as_ref(),
+                                }
+                                .run(shutdown.as_mut())
+                                .await;
+                                // Over TCP the connection ends with the session.
+                                p.dp.close_stream(server);
+                                if outcome.connected {
+                                    // A connection that came up resets the backoff, like OpenVPN.
+                                    backoff.reset();
+                                }
+                                outcome.ended
+                            }
+                            Err(e) => Ended::Reconnect(format!("TCP connect to {server}: {e:#}")),
                         }
-                        .run(shutdown.as_mut())
-                        .await;
-                        if outcome.connected {
-                            // A connection that came up resets the backoff, like OpenVPN.
-                            backoff.reset();
-                        }
-                        outcome.ended
                     }
                     Err(e) if is_unreachable(&e) => {
                         Ended::Reconnect(format!("no way to {server} yet: {e}"))
@@ -348,9 +389,7 @@ fn ensure_plane<'p>(
     fresh: bool,
     tunnel: &mut Tunnel,
 ) -> Result<&'p mut Plane, DataPlaneError> {
-    let current = plane
-        .as_ref()
-        .is_some_and(|p| !fresh && p.socket.peer_addr().ok() == Some(server));
+    let current = plane.as_ref().is_some_and(|p| !fresh && p.server == server);
     if !current {
         let mut cfg = s.dataplane.clone();
         cfg.connect = Some(server);
@@ -384,6 +423,23 @@ fn ensure_plane<'p>(
         *plane = Some(p);
     }
     Ok(plane.as_mut().expect("set above"))
+}
+
+/// Over TCP, connect and hand the connection to the data plane; the
+/// session then talks to the connection's peer address. Over UDP the data
+/// plane's socket is connected already.
+async fn open_link(
+    s: &ClientSettings,
+    dp: &DataPlane,
+    server: SocketAddr,
+) -> anyhow::Result<SocketAddr> {
+    if s.dataplane.transport != Transport::Tcp {
+        return Ok(server);
+    }
+    let stream = connect_tcp(server, s.tcp_bind, s.connect_timeout).await?;
+    let peer = dp.attach_stream(stream)?;
+    info!("TCP connection to {peer} established");
+    Ok(peer)
 }
 
 async fn resolve(r: &Remote) -> anyhow::Result<SocketAddr> {

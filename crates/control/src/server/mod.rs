@@ -11,17 +11,18 @@ mod liveness;
 mod pool;
 mod push;
 mod registry;
+mod tcp;
 mod throttle;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use ferrovpn_config::ClientConfig;
-use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent};
+use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, Transport, UpEvent};
 use ferrovpn_proto::data::{Cipher, DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::key_method::PeerInfo;
 use ferrovpn_proto::session::cookie::CookieKey;
@@ -35,6 +36,7 @@ use self::liveness::{Observed, Policy, Verdict};
 use self::pool::AddressPool;
 pub use self::push::build_push_reply;
 use self::registry::{AssignError, Registry};
+use self::tcp::{Accept, Pending};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil::KeptFile;
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
@@ -187,7 +189,6 @@ struct Server {
     s: ServerSettings,
     liveness: Policy,
     peers: PeerTable,
-    socket: UdpSocket,
     /// Authenticated clients.
     clients: Registry<Client>,
     /// Sessions whose cookie verified but whose client has not shown a
@@ -215,6 +216,8 @@ struct Server {
     next_persist: Instant,
     mgmt: Option<Management>,
     next_cid: u64,
+    /// TCP: the connections whose client has not authenticated yet.
+    unauthenticated: Option<Pending>,
     /// Handshakes and renegotiations of all sessions since the start.
     handshakes: u64,
     renegotiations: u64,
@@ -294,12 +297,21 @@ pub async fn run_server(
         netconfig::prefix_len(s.netmask),
         s.dataplane.workers
     );
-    let socket = dp.control_socket();
     let mut scrapes = match s.metrics {
         Some(addr) => Some(metrics::http::start(addr).await?.1),
         None => None,
     };
     let mut up = crate::bridge(up_rx);
+    let listener = match s.dataplane.transport {
+        Transport::Tcp => Some(
+            listen_tcp(s.dataplane.bind)
+                .with_context(|| format!("listening on TCP {}", s.dataplane.bind))?,
+        ),
+        Transport::Udp => None,
+    };
+    let unauthenticated = listener
+        .is_some()
+        .then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
@@ -334,7 +346,6 @@ pub async fn run_server(
         s,
         liveness,
         peers,
-        socket,
         clients: Registry::new(pool),
         half_open: HashMap::new(),
         new_sessions,
@@ -351,6 +362,7 @@ pub async fn run_server(
         next_persist: Instant::now(),
         mgmt,
         next_cid: 0,
+        unauthenticated,
         handshakes: 0,
         renegotiations: 0,
         departed_drops: metrics::Drops::default(),
@@ -379,6 +391,7 @@ pub async fn run_server(
                 let Some(ev) = ev else { anyhow::bail!("data plane stopped") };
                 srv.on_up_event(Instant::now(), ev);
             }
+            accepted = accept_tcp(listener.as_ref()) => srv.on_accept(Instant::now(), accepted),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 srv.on_timeout(now);
@@ -471,6 +484,16 @@ impl Server {
                     info!("peer-id {peer_id} floated from {old} to {new_remote}");
                 }
             }
+            UpEvent::StreamClosed { from, reason } => {
+                debug!("{from}: TCP connection ended: {reason}");
+                if let Some(p) = self.unauthenticated.as_mut() {
+                    p.remove(from);
+                }
+                if self.half_open.remove(&from).is_some() {
+                    info!("{from}: client ? disconnected: {reason}");
+                }
+                self.remove_client(from, &reason);
+            }
         }
     }
 
@@ -524,7 +547,7 @@ impl Server {
                     return;
                 }
                 Admit::ResetReply(reply) => {
-                    if let Err(e) = self.socket.send_to(&reply, from) {
+                    if let Err(e) = self.dp.send_control(from, &reply) {
                         debug!("{from}: reset answer not sent: {e}");
                     }
                     return;
@@ -646,7 +669,54 @@ impl Server {
             );
             return false;
         }
-        self.clients.insert(addr, c).is_ok()
+        let ok = self.clients.insert(addr, c).is_ok();
+        if ok && let Some(p) = self.unauthenticated.as_mut() {
+            // Its connection may grow and stay: it is a client now.
+            p.remove(addr);
+        }
+        ok
+    }
+
+    /// A TCP connection came in: keep it (within the limits of [`Pending`])
+    /// and hand it to the data plane.
+    fn on_accept(
+        &mut self,
+        now: Instant,
+        accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+    ) {
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: the next accept may work.
+                warn!("TCP accept failed: {e}");
+                return;
+            }
+        };
+        let Some(pending) = self.unauthenticated.as_mut() else {
+            return;
+        };
+        match pending.accept(peer, now) {
+            Accept::Refuse(why) => {
+                self.refused.note(peer, why);
+                return;
+            }
+            Accept::KeepClosing(old) => {
+                debug!("{old}: closing the oldest unauthenticated connection for {peer}");
+                self.dp.close_stream(old);
+            }
+            Accept::Keep => {}
+        }
+        debug!("{peer}: TCP connection accepted");
+        let attached = stream
+            .into_std()
+            .map_err(anyhow::Error::from)
+            .and_then(|s| self.dp.attach_stream(s).map_err(anyhow::Error::from));
+        if let Err(e) = attached {
+            warn!("{peer}: TCP connection not taken: {e:#}");
+            if let Some(p) = self.unauthenticated.as_mut() {
+                p.remove(peer);
+            }
+        }
     }
 
     fn on_timeout(&mut self, now: Instant) {
@@ -921,6 +991,12 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if let Some(p) = self.unauthenticated.as_mut() {
+            for a in p.expired(now) {
+                info!("{a}: TCP connection closed: no authentication within hand-window");
+                self.dp.close_stream(a);
+            }
+        }
         self.refresh_crl();
         self.poll_deferred_auth(now);
         self.write_status(now);
@@ -990,7 +1066,7 @@ impl Server {
             let mut progressed = false;
             while let Some(pkt) = c.session.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.socket.send_to(&pkt, addr) {
+                if let Err(e) = self.dp.send_control(addr, &pkt) {
                     debug!("{addr}: control send failed: {e}");
                 }
             }
@@ -1237,6 +1313,8 @@ impl Server {
         let Some((c, peer)) = self.clients.remove(&addr) else {
             return;
         };
+        // Over TCP the connection ends with its client (no-op over UDP).
+        self.dp.close_stream(addr);
         info!(
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
@@ -1293,5 +1371,35 @@ impl Server {
             handshakes: self.handshakes,
             renegotiations: self.renegotiations,
         });
+    }
+}
+
+/// The TCP listener of a `proto tcp-server` server (SO_REUSEADDR, as 2.6,
+/// so a restarted server binds while old connections linger in TIME_WAIT).
+fn listen_tcp(bind: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(1024)
+}
+
+/// The next connection on `listener`; never resolves without one (UDP).
+async fn accept_tcp(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => {
+            let accepted = l.accept().await;
+            if accepted.is_err() {
+                // Out of descriptors: give closing connections a moment
+                // instead of spinning on the same error.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            accepted
+        }
+        None => std::future::pending().await,
     }
 }

@@ -1,6 +1,6 @@
 //! Raw system calls of the data plane: batched UDP I/O with segmentation
 //! offloads (`sendmmsg` + `UDP_SEGMENT`, `recvmmsg` + `UDP_GRO`), `poll`,
-//! an eventfd for shutdown, and a few socket options that `socket2` lacks.
+//! eventfds for shutdown and wake-ups, and a few socket options that `socket2` lacks.
 //!
 //! This is the only module of the workspace that may use `unsafe`; every
 //! block says why it is sound.
@@ -382,6 +382,69 @@ pub fn poll(
     Ok(r as usize)
 }
 
+/// `poll(2)` over any number of descriptors, each for reading and/or
+/// writing; the list is kept between calls so a loop does not allocate.
+#[derive(Default)]
+pub struct PollSet {
+    fds: Vec<libc::pollfd>,
+}
+
+impl PollSet {
+    pub fn clear(&mut self) {
+        self.fds.clear();
+    }
+
+    /// Watch `fd` (a negative one is ignored by `poll`); returns its index.
+    pub fn add(&mut self, fd: RawFd, read: bool, write: bool) -> usize {
+        let mut events = 0;
+        if read {
+            events |= libc::POLLIN;
+        }
+        if write {
+            events |= libc::POLLOUT;
+        }
+        self.fds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+
+    /// Wait up to `timeout_ms`; EINTR reports nothing ready.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
+        for p in &mut self.fds {
+            p.revents = 0;
+        }
+        // SAFETY: `fds` is a live, initialised vector of `len` pollfd structs.
+        let r = unsafe {
+            libc::poll(
+                self.fds.as_mut_ptr(),
+                self.fds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(r as usize)
+    }
+
+    /// What the last [`PollSet::wait`] reported for descriptor `i`.
+    pub fn ready(&self, i: usize) -> Ready {
+        let ev = self.fds.get(i).map_or(0, |p| p.revents);
+        Ready {
+            readable: ev & libc::POLLIN != 0,
+            writable: ev & libc::POLLOUT != 0,
+            error: ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        }
+    }
+}
+
 /// A nonblocking eventfd, used to wake and stop the workers.
 pub struct EventFd(OwnedFd);
 
@@ -412,6 +475,22 @@ impl EventFd {
         } else {
             Ok(())
         }
+    }
+}
+
+impl EventFd {
+    /// Reset the counter so the eventfd polls unreadable until the next signal.
+    pub fn drain(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: we read 8 bytes into a live u64, as eventfd requires; a
+        // nonblocking eventfd with a zero counter fails with EAGAIN, ignored.
+        let _ = unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut count as *mut u64 as *mut libc::c_void,
+                mem::size_of::<u64>(),
+            )
+        };
     }
 }
 

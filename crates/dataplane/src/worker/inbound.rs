@@ -1,6 +1,6 @@
-//! UDP → TUN: receive a batch, classify, open, check replay and inner
-//! source, hand up control packets and OCC, write IP packets to the TUN
-//! (or relay them to another peer).
+//! UDP / TCP → TUN: receive a batch (or cut one out of a TCP read),
+//! classify, open, check replay and inner source, hand up control packets
+//! and OCC, write IP packets to the TUN (or relay them to another peer).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering;
 use ferrovpn_proto::data::{DataError, OCC_MAGIC, PING_PAYLOAD, parse_data_header};
 use ferrovpn_proto::wire::Opcode;
 
-use super::outbound::Outbound;
+use super::outbound::{Out, Outbound};
 use super::{HEAD, IpAddrs, OFF, PKT_MAX, RX_MSGS, RX_OUT, Shared, TUN_BATCH, ip_addrs};
 use crate::UpEvent;
 use crate::mss;
 use crate::peers::{FloatOutcome, Peer, Snapshot, now_nanos};
+use crate::stream::{OwnedStream, ReadOutcome};
 use crate::tun::TunQueue;
 use crate::udp::RecvBatch;
 use crate::up::MAX_CONTROL_DATAGRAM;
@@ -65,10 +66,10 @@ impl Inbound {
                 return true;
             }
         };
+        let link = Out::Udp(udp);
         let snap = sh.peers.load();
         let now = now_nanos();
-        let mut k = 0usize;
-        let mut relay = 0usize;
+        let mut g = Gather::default();
         for j in 0..m {
             let meta = self.rx.meta[j];
             let Some(src) = meta.src else { continue };
@@ -77,50 +78,121 @@ impl Inbound {
             while at < meta.len {
                 let end = (at + stride).min(meta.len);
                 self.received += 1;
-                let verdict = {
-                    let seg = &self.rx.buf(j)[at..end];
-                    let out = &mut self.out[k];
-                    handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now)
-                };
+                let seg = &self.rx.buf(j)[at..end];
+                let out = &mut self.out[g.delivered];
+                let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
                 at = end;
-                match verdict {
-                    Verdict::Consumed => {}
-                    Verdict::Deliver(len) => {
-                        self.out[k].truncate(OFF + len);
-                        k += 1;
-                        if k == RX_OUT {
-                            write_tun(tun, &mut self.out[..k], sh);
-                            k = 0;
-                        }
-                    }
-                    Verdict::Relay(len) => {
-                        sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
-                        let dst = &mut ob.bufs[relay];
-                        dst[HEAD..HEAD + len].copy_from_slice(&self.out[k][OFF..OFF + len]);
-                        ob.sizes[relay] = len;
-                        relay += 1;
-                        if relay == TUN_BATCH {
-                            ob.process(relay, udp, sh);
-                            relay = 0;
-                        }
-                    }
-                }
+                g.take(verdict, &mut self.out, tun, ob, sh, link);
             }
         }
         drop(snap);
-        if k > 0 {
-            write_tun(tun, &mut self.out[..k], sh);
+        g.finish(&mut self.out, tun, ob, sh, link);
+        self.count(now);
+        true
+    }
+
+    /// Read a TCP connection once and handle every packet that completed.
+    pub(super) fn run_stream(
+        &mut self,
+        conn: &mut OwnedStream,
+        tun: &mut TunQueue,
+        ob: &mut Outbound,
+        sh: &Shared,
+        link: Out<'_>,
+    ) -> ReadOutcome {
+        let read = conn.read();
+        if !matches!(read, ReadOutcome::Data) {
+            return read;
         }
-        if relay > 0 {
-            ob.process(relay, udp, sh);
-        }
+        let snap = sh.peers.load();
+        let now = now_nanos();
+        let src = conn.conn.peer;
+        let mut g = Gather::default();
+        let outcome = loop {
+            let seg = match conn.deframer.next_packet() {
+                Ok(Some(seg)) => seg,
+                Ok(None) => break ReadOutcome::Data,
+                Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
+            };
+            let out = &mut self.out[g.delivered];
+            let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
+            g.take(verdict, &mut self.out, tun, ob, sh, link);
+        };
+        drop(snap);
+        g.finish(&mut self.out, tun, ob, sh, link);
+        self.count(now);
+        outcome
+    }
+
+    /// Add the batch's per-peer receive counts.
+    fn count(&mut self, now: u64) {
         for (p, pkts, bytes) in self.acc.drain(..) {
             let c = &p.counters;
             c.rx_packets.fetch_add(pkts, Ordering::Relaxed);
             c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
             c.last_rx.store(now, Ordering::Relaxed);
         }
-        true
+    }
+}
+
+/// The packets of one receive batch on their way out: plaintext for the
+/// TUN (`out[..delivered]`), relays in the outbound buffers.
+#[derive(Default)]
+struct Gather {
+    delivered: usize,
+    relayed: usize,
+}
+
+impl Gather {
+    /// Act on the verdict for the packet just opened into `out[self.delivered]`.
+    fn take(
+        &mut self,
+        verdict: Verdict,
+        out: &mut [Vec<u8>],
+        tun: &mut TunQueue,
+        ob: &mut Outbound,
+        sh: &Shared,
+        link: Out<'_>,
+    ) {
+        match verdict {
+            Verdict::Consumed => {}
+            Verdict::Deliver(len) => {
+                out[self.delivered].truncate(OFF + len);
+                self.delivered += 1;
+                if self.delivered == RX_OUT {
+                    write_tun(tun, &mut out[..self.delivered], sh);
+                    self.delivered = 0;
+                }
+            }
+            Verdict::Relay(len) => {
+                sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                let dst = &mut ob.bufs[self.relayed];
+                dst[HEAD..HEAD + len].copy_from_slice(&out[self.delivered][OFF..OFF + len]);
+                ob.sizes[self.relayed] = len;
+                self.relayed += 1;
+                if self.relayed == TUN_BATCH {
+                    ob.process(self.relayed, link, sh);
+                    self.relayed = 0;
+                }
+            }
+        }
+    }
+
+    /// Write and send what is left.
+    fn finish(
+        self,
+        out: &mut [Vec<u8>],
+        tun: &mut TunQueue,
+        ob: &mut Outbound,
+        sh: &Shared,
+        link: Out<'_>,
+    ) {
+        if self.delivered > 0 {
+            write_tun(tun, &mut out[..self.delivered], sh);
+        }
+        if self.relayed > 0 {
+            ob.process(self.relayed, link, sh);
+        }
     }
 }
 
@@ -213,6 +285,11 @@ pub(super) fn handle_datagram(
         && snap.client_default.is_none()
         && **peer.remote.load() != src
     {
+        if sh.streams.is_some() {
+            // Over TCP the connection is the peer's address: no floating.
+            sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Consumed;
+        }
         match sh.peers.record_float(peer.peer_id, src, now) {
             FloatOutcome::Moved => sh.up(
                 UpEvent::Float {

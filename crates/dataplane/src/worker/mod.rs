@@ -25,20 +25,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferrovpn_proto::compress;
+use ferrovpn_proto::stream::PREFIX_LEN;
 use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
 use crate::peers::{Peer, PeerTable, Snapshot};
-use crate::sys::{self, EventFd, Ready};
+use crate::stream::{BACKLOG_HIGH, OwnedStream, ReadOutcome, Streams, WorkerInbox};
+use crate::sys::{self, EventFd, PollSet, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
 
 use inbound::Inbound;
+pub(crate) use outbound::Out;
 use outbound::Outbound;
 
-/// Header room in front of every TUN packet: a P_DATA_V2 header and the
-/// compression framing are written in place there.
-pub(crate) const HEAD: usize = DATA_V2_OVERHEAD + compress::MAX_PREFIX;
+/// Header room in front of every TUN packet: the TCP length prefix, a
+/// P_DATA_V2 header and the compression framing are written in place there.
+pub(crate) const HEAD: usize = PREFIX_LEN + DATA_V2_OVERHEAD + compress::MAX_PREFIX;
 /// Offset of plaintext in the TUN write buffers (room for the virtio header).
 const OFF: usize = 16;
 /// Packets per TUN batch (several super-packets).
@@ -71,6 +74,8 @@ pub struct GlobalCounters {
     pub tun_read_errors: AtomicU64,
     pub tun_write_errors: AtomicU64,
     pub udp_send_dropped: AtomicU64,
+    /// Packets dropped because a TCP connection's backlog was full.
+    pub stream_send_dropped: AtomicU64,
     /// Packets relayed peer-to-peer (client-to-client) without the TUN.
     pub relayed: AtomicU64,
 }
@@ -100,6 +105,8 @@ pub(crate) struct Shared {
     pub mss: Option<(u16, u16)>,
     pub stop: AtomicBool,
     pub wake: EventFd,
+    /// TCP transport: every connection (`None` over UDP).
+    pub streams: Option<Arc<Streams>>,
 }
 
 impl Shared {
@@ -119,14 +126,30 @@ impl Shared {
 
 pub(crate) struct Worker {
     pub index: usize,
-    /// Whether this worker reads its UDP socket (client mode: only worker 0
-    /// reads the shared socket; see `Worker::new`).
-    udp_rx: bool,
     tun: TunQueue,
-    udp: UdpSocket,
+    link: Link,
     sh: Arc<Shared>,
     ob: Outbound,
     ib: Inbound,
+}
+
+/// A worker's side of the transport.
+pub(crate) enum Link {
+    Udp {
+        socket: UdpSocket,
+        /// Whether this worker reads the socket (client mode: only worker 0
+        /// reads the shared socket; see `Worker::new`).
+        rx: bool,
+    },
+    Stream {
+        inbox: WorkerInbox,
+        /// The connections this worker reads.
+        owned: Vec<OwnedStream>,
+        /// Client mode: one connection, to the server it chose (full-size
+        /// read buffer at once), and the TUN is not read while its backlog
+        /// is high, so a slow link slows the tunnel down instead of dropping.
+        client: bool,
+    },
 }
 
 /// IPv4 header: source and destination address offsets, shortest header.
@@ -178,24 +201,17 @@ impl IpAddrs {
 }
 
 impl Worker {
-    /// `udp_rx: false` for workers that share worker 0's socket (client mode).
-    /// The TUN driver steers a flow's outgoing packets to the queue its last
-    /// incoming packet was written to (automq flow table), so if several
-    /// workers read one socket, flows hop between workers and get reordered;
-    /// with one reader every flow sticks to one worker.
-    pub(crate) fn new(
-        index: usize,
-        tun: TunQueue,
-        udp: UdpSocket,
-        udp_rx: bool,
-        gso: bool,
-        sh: Arc<Shared>,
-    ) -> Self {
+    /// `Link::Udp { rx: false }` for workers that share worker 0's socket
+    /// (client mode). The TUN driver steers a flow's outgoing packets to the
+    /// queue its last incoming packet was written to (automq flow table), so
+    /// if several workers read one socket, flows hop between workers and get
+    /// reordered; with one reader every flow sticks to one worker. The same
+    /// holds for a client's TCP connection: worker 0 owns it.
+    pub(crate) fn new(index: usize, tun: TunQueue, link: Link, gso: bool, sh: Arc<Shared>) -> Self {
         Worker {
             index,
-            udp_rx,
             tun,
-            udp,
+            link,
             sh,
             ob: Outbound::new(gso),
             ib: Inbound::new(),
@@ -203,15 +219,22 @@ impl Worker {
     }
 
     /// Run until the data plane stops (`Ok`), or until `poll` fails.
-    pub(crate) fn run(mut self) -> std::io::Result<()> {
+    pub(crate) fn run(self) -> std::io::Result<()> {
+        match self.link {
+            Link::Udp { .. } => self.run_udp(),
+            Link::Stream { .. } => self.run_stream(),
+        }
+    }
+
+    fn run_udp(mut self) -> std::io::Result<()> {
+        let Link::Udp { socket: udp, rx } = &self.link else {
+            return Ok(());
+        };
+        let udp_rx = *rx;
         // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
         let mut fds = [
             self.tun.as_raw_fd(),
-            if self.udp_rx {
-                self.udp.as_raw_fd()
-            } else {
-                -1
-            },
+            if udp_rx { udp.as_raw_fd() } else { -1 },
             self.sh.wake.as_raw_fd(),
         ];
         let mut ready = [Ready::default(); 3];
@@ -246,15 +269,11 @@ impl Worker {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
                         tun_packets += n as u64;
-                        self.ob.process(n, &self.udp, &self.sh);
+                        self.ob.process(n, Out::Udp(udp), &self.sh);
                         busy = true;
                     }
                 }
-                if self.udp_rx
-                    && self
-                        .ib
-                        .run(&self.udp, &mut self.tun, &mut self.ob, &self.sh)
-                {
+                if udp_rx && self.ib.run(udp, &mut self.tun, &mut self.ob, &self.sh) {
                     busy = true;
                 }
                 if !busy || self.sh.stop.load(Ordering::Relaxed) {
@@ -266,6 +285,119 @@ impl Worker {
             mine.tun_packets.store(tun_packets, Ordering::Relaxed);
             mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
             mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The TCP loop: poll(TUN, stop, inbox, every owned connection), then
+    /// drain the TUN and the readable connections alternately.
+    fn run_stream(mut self) -> std::io::Result<()> {
+        let Some(streams) = self.sh.streams.clone() else {
+            return Ok(());
+        };
+        let Link::Stream {
+            inbox,
+            owned,
+            client,
+        } = &mut self.link
+        else {
+            return Ok(());
+        };
+        let client = *client;
+        let mut set = PollSet::default();
+        let mut tun_ok = true;
+        let mut closed: Vec<(usize, String)> = Vec::new();
+        loop {
+            if self.sh.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
+            set.clear();
+            let tun_at = set.add(self.tun.as_raw_fd(), tun_ok && !stalled, false);
+            let stop_at = set.add(self.sh.wake.as_raw_fd(), true, false);
+            let inbox_at = set.add(inbox.wake.as_raw_fd(), true, false);
+            let first = inbox_at + 1;
+            for o in owned.iter() {
+                set.add(o.conn.fd(), true, o.conn.backlog() > 0);
+            }
+            set.wait(1000)?;
+            if set.ready(stop_at).readable {
+                break;
+            }
+            if set.ready(inbox_at).readable {
+                inbox.wake.drain();
+                while let Ok(conn) = inbox.rx.try_recv() {
+                    owned.push(crate::stream::owned(conn, client));
+                }
+            }
+            let tun = set.ready(tun_at);
+            if tun.error && !tun.readable {
+                tracing::error!(
+                    "worker {}: TUN queue failed; no longer reading it",
+                    self.index
+                );
+                tun_ok = false;
+            }
+            for (i, o) in owned.iter_mut().enumerate() {
+                let r = set.ready(first + i);
+                if r.writable {
+                    o.conn.flush();
+                }
+                o.readable |= r.readable || r.error;
+            }
+            for _ in 0..256 {
+                let mut busy = false;
+                let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
+                if tun_ok && !stalled {
+                    let n = self.ob.read(&self.tun, &self.sh.counters);
+                    if n > 0 {
+                        self.ob.process(n, Out::Stream(&streams), &self.sh);
+                        busy = true;
+                    }
+                }
+                for (i, o) in owned.iter_mut().enumerate() {
+                    if o.conn.is_closed() {
+                        closed.push((i, "closed by the control plane, or a write failed".into()));
+                        continue;
+                    }
+                    if !o.readable {
+                        continue;
+                    }
+                    if o.small {
+                        o.grow_if_authenticated(&self.sh.peers.load());
+                    }
+                    match self.ib.run_stream(
+                        o,
+                        &mut self.tun,
+                        &mut self.ob,
+                        &self.sh,
+                        Out::Stream(&streams),
+                    ) {
+                        ReadOutcome::Data => busy = true,
+                        ReadOutcome::Idle => {}
+                        ReadOutcome::Closed(reason) => closed.push((i, reason)),
+                    }
+                }
+                // Highest index first, so the earlier ones stay where they are.
+                for (i, reason) in closed.drain(..).rev() {
+                    let o = owned.swap_remove(i);
+                    o.conn.close();
+                    streams.forget(&o.conn);
+                    self.sh.up(
+                        UpEvent::StreamClosed {
+                            from: o.conn.peer,
+                            reason,
+                        },
+                        false,
+                    );
+                }
+                if !busy || self.sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        for o in owned.drain(..) {
+            o.conn.close();
         }
         Ok(())
     }
@@ -308,6 +440,7 @@ mod tests {
             mss: Some((1400, 1380)),
             stop: AtomicBool::new(false),
             wake: EventFd::new().unwrap(),
+            streams: None,
         };
         (Arc::new(sh), rx)
     }

@@ -1,16 +1,20 @@
-//! TUN → UDP: read a batch, route, clamp MSS, reserve packet ids per peer,
-//! seal in place, send as UDP GSO runs.
+//! TUN → UDP / TCP: read a batch, route, clamp MSS, reserve packet ids per
+//! peer, seal in place, send as UDP GSO runs (or, over TCP, each peer's
+//! packets with their length prefixes in one `writev`).
 
+use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ferrovpn_proto::stream::{PREFIX_LEN, prefix};
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
 use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ip_addrs};
 use crate::mss;
 use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
+use crate::stream::Streams;
 use crate::sys::TxMsg;
 use crate::tun::{RawFrame, TunQueue};
 use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Sender};
@@ -27,7 +31,14 @@ struct Slot {
     drops: u64,
 }
 
-/// TUN → UDP: read, route, seal, send.
+/// Where sealed packets go.
+#[derive(Clone, Copy)]
+pub(crate) enum Out<'a> {
+    Udp(&'a UdpSocket),
+    Stream(&'a Streams),
+}
+
+/// TUN → UDP / TCP: read, route, seal, send.
 pub(crate) struct Outbound {
     raw: RawFrame,
     pub(super) bufs: Vec<Vec<u8>>,
@@ -74,7 +85,8 @@ impl Outbound {
     }
 
     /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
-    pub(super) fn process(&mut self, n: usize, udp: &UdpSocket, sh: &Shared) {
+    pub(super) fn process(&mut self, n: usize, link: Out<'_>, sh: &Shared) {
+        let stream = matches!(link, Out::Stream(_));
         let snap = sh.peers.load();
         self.slots.clear();
         for i in 0..n {
@@ -159,18 +171,31 @@ impl Outbound {
                         .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[st..at + framed]),
                 )
             };
-            if res.is_err() {
+            let wire_len = at + framed - start;
+            let framing = if stream {
+                prefix(wire_len)
+            } else {
+                Some([0; PREFIX_LEN])
+            };
+            let (Ok(()), Some(framing)) = (res, framing) else {
                 s.drops += 1;
                 continue;
+            };
+            if stream {
+                // HEAD leaves room for the prefix in front of any header.
+                buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
             }
-            let wire_len = at + framed - start;
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
             runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
             self.order.push(i);
         }
-        if !self.msgs.is_empty() {
+        if let Out::Stream(streams) = link {
+            self.send_streams(streams, sh);
+        } else if let Out::Udp(udp) = link
+            && !self.msgs.is_empty()
+        {
             let bufs = &self.bufs;
             let order = &self.order;
             let wire = &self.wire;
@@ -198,6 +223,40 @@ impl Outbound {
             }
             if s.drops > 0 {
                 c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Outbound {
+    /// Each peer's sealed packets of the batch, prefixes included, in one
+    /// `writev` on its connection.
+    fn send_streams(&mut self, streams: &Streams, sh: &Shared) {
+        let conns = streams.load();
+        for (si, s) in self.slots.iter_mut().enumerate() {
+            if s.sent == 0 {
+                continue;
+            }
+            let Some(conn) = conns.get(&s.dst) else {
+                // The connection went away in the meantime.
+                s.drops += s.sent;
+                continue;
+            };
+            let mut frames = [IoSlice::new(&[]); TUN_BATCH];
+            let mut count = 0;
+            for &i in &self.order {
+                if usize::from(self.dest[i]) == si {
+                    let (start, len) = self.wire[i];
+                    frames[count] = IoSlice::new(&self.bufs[i][start - PREFIX_LEN..start + len]);
+                    count += 1;
+                }
+            }
+            let lost = streams.send(conn, &mut frames[..count]);
+            if lost > 0 {
+                s.drops += lost;
+                sh.counters
+                    .stream_send_dropped
+                    .fetch_add(lost, Ordering::Relaxed);
             }
         }
     }
