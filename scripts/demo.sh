@@ -31,6 +31,19 @@ if (( ${#need[@]} > 0 )); then
     fi
 fi
 
+# Third-party consumers the test suite drives (management client, metrics
+# parser), at the versions CI installs.
+if ! python3 -c 'import openvpn_api, prometheus_client' >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing: python3-pip, openvpn-api, prometheus_client (for the test suite)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+        python3 -m pip install -q --break-system-packages openvpn-api==0.3.0 prometheus_client
+    else
+        echo "demo.sh: note: the test suite needs the Python packages openvpn-api and prometheus_client" >&2
+    fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         export PATH="$HOME/.cargo/bin:$PATH"
