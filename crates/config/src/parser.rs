@@ -1287,7 +1287,24 @@ impl Parser {
             }
             "syslog" => {
                 d.count(0, 1, "[PROGRAM-NAME]")?;
-                c.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
+                // As in 2.6, the first `syslog` or `daemon` names the log.
+                if c.syslog.is_none() {
+                    c.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
+                }
+            }
+            "daemon" => {
+                d.count(0, 1, "[PROGRAM-NAME]")?;
+                if !self.cfg.daemon {
+                    self.cfg.daemon = true;
+                    if self.cfg.syslog.is_none() {
+                        self.cfg.syslog = Some(d.arg(0).unwrap_or("openvpn").to_string());
+                    }
+                } else if let Some(name) = d.arg(0) {
+                    self.warn(
+                        d.loc,
+                        format!("'daemon' given again: ignoring 'daemon {name}' (as OpenVPN 2.6)"),
+                    );
+                }
             }
             "chroot" => {
                 d.count(1, 1, "a directory")?;

@@ -500,7 +500,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "syslog",
-        "`[NAME]` (default `openvpn`): log lines go to syslog (the journal under systemd) as NAME, facility daemon",
+        "`[NAME]` (default `openvpn`): log lines go to syslog (the journal under systemd) as NAME, facility daemon; `log`/`log-append` win over it; the first `syslog`/`daemon` names the log",
+    ),
+    s(
+        "daemon",
+        "`[NAME]`: once the config and credentials are read, detach (fork, setsid, chdir `/`, stdin/out/err to /dev/null; with `log`, stdout/err stay on the log file), then `writepid`; logs go to syslog as NAME (default `openvpn`) unless `log` is given. Under systemd (`NOTIFY_SOCKET`) it stays in the foreground, as 2.6 does",
     ),
     i(
         "disable-occ",
@@ -583,10 +587,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("shaper", "traffic shaping is not supported"),
     u("multihome", "multihome is not supported; bind with `local`"),
-    u(
-        "daemon",
-        "ferrovpn does not fork once its threads run; use systemd (contrib/systemd/ferrovpn@.service, Type=notify) or another service manager",
-    ),
     u(
         "passtos",
         "copying the inner TOS/DSCP to the outer packet is not supported",

@@ -532,7 +532,10 @@ pub struct Config {
     /// `log FILE` / `log-append FILE`: where log lines go instead of stderr.
     pub log: Option<LogFile>,
     /// `syslog [NAME]`: log to syslog (the journal under systemd) as NAME.
+    /// `daemon [NAME]` sets it too; the first of them names the log.
     pub syslog: Option<String>,
+    /// `daemon [NAME]`: detach once set up (not under systemd).
+    pub daemon: bool,
 
     /// ferrovpn: data-plane worker threads.
     pub workers: Option<usize>,

@@ -1069,7 +1069,6 @@ fn legacy_directives_as_2_6() {
         ("keysize 256", "removed in OpenVPN 2.6"),
         ("ncp-disable", "removed in OpenVPN 2.6"),
         ("passtos", "TOS/DSCP"),
-        ("daemon", "use systemd"),
     ] {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
         assert!(
@@ -1078,6 +1077,34 @@ fn legacy_directives_as_2_6() {
         );
         assert!(e.to_string().contains(why), "{line}: {e}");
     }
+}
+
+#[test]
+fn daemon_names_the_syslog_unless_syslog_came_first() {
+    let parse =
+        |lines: &str| parse_str_no_fs(&format!("{}{lines}", client_base()), "c.conf").expect(lines);
+    let c = parse("daemon\n");
+    assert!(c.daemon);
+    assert_eq!(c.syslog.as_deref(), Some("openvpn"));
+    assert!(!parse("verb 3\n").daemon);
+    // As in 2.6, the first of `daemon NAME` and `syslog NAME` names the log;
+    // a second `daemon NAME` is ignored with a warning.
+    let c = parse("daemon vpn1\nsyslog other\n");
+    assert_eq!(c.syslog.as_deref(), Some("vpn1"));
+    let c = parse("syslog first\ndaemon vpn1\n");
+    assert!(c.daemon);
+    assert_eq!(c.syslog.as_deref(), Some("first"));
+    let c = parse("daemon vpn1\ndaemon vpn2\n");
+    assert_eq!(c.syslog.as_deref(), Some("vpn1"));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("ignoring 'daemon vpn2'")),
+        "{:?}",
+        c.warnings
+    );
+    let e = parse_str_no_fs(&format!("{}daemon a b\n", client_base()), "c.conf").unwrap_err();
+    assert!(e.to_string().starts_with("c.conf:19:"), "{e}");
 }
 
 #[test]

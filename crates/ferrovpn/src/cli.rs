@@ -20,7 +20,8 @@ Usage:
                                                   will write), list every problem, exit 0 if none; no network
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
   ferrovpn init [DIR] [--endpoint HOST[:PORT]] [--proto udp|tcp] [--subnet NET/PREFIX] [--dns IP] [--rsa]
-                                                  a CA, server certificate, tls-crypt key, CRL and server.conf
+                [--tls-crypt]                     a CA, server certificate, tls-crypt-v2 server key (--tls-crypt:
+                                                  a shared tls-crypt key), CRL and server.conf
   ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles
   ferrovpn status [--dir DIR | --socket PATH] [--json]       connected clients, traffic and rates
   ferrovpn --genkey tls-crypt-v2-server [FILE]     write a tls-crypt-v2 server key (stdout without FILE)
@@ -159,8 +160,22 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    let _pid_file = cfg.writepid.as_deref().map(PidFile::write).transpose()?;
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
+    // Everything that may ask on the terminal (credentials) or fail on the
+    // config happens here, before `daemon` detaches (as in 2.6).
+    let mut role = if cfg.is_server() {
+        Role::Server(Box::new(crate::settings::server_settings(&cfg)?))
+    } else {
+        Role::Client(Box::new(crate::settings::client_settings(&cfg)?))
+    };
+    if cfg.daemon && crate::daemon::detach(cfg.log.is_some())? == crate::daemon::Detached::Yes {
+        if let Role::Server(settings) = &mut role {
+            // Scripts see the detached process's id, as in 2.6.
+            (settings.scripts.base_env).set("daemon_pid", std::process::id().to_string());
+        }
+    }
+    // After detaching, as 2.6 does: the file holds the daemon's id.
+    let _pid_file = cfg.writepid.as_deref().map(PidFile::write).transpose()?;
     // Once the tunnel is up: drop privileges, then tell systemd (Type=notify)
     // that the service is ready; without NOTIFY_SOCKET that does nothing.
     let setup_done: Option<ferrovpn_control::SetupDone> = Some(Box::new(move || {
@@ -178,33 +193,40 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         .build()
         .context("starting the control-plane runtime")?;
     let restart = Arc::new(tokio::sync::Notify::new());
-    if cfg.is_server() {
-        let mut settings = crate::settings::server_settings(&cfg)?;
-        settings.setup_done = setup_done;
-        info!(
-            "ferrovpn {} server starting, {} data-plane workers",
-            env!("CARGO_PKG_VERSION"),
-            settings.dataplane.workers
-        );
-        runtime.block_on(async {
-            let shutdown = shutdown_signal(restart.clone())?;
-            ferrovpn_control::server::run_server(settings, shutdown, restart.clone()).await
-        })
-    } else {
-        let mut settings = crate::settings::client_settings(&cfg)?;
-        settings.setup_done = setup_done;
-        info!(
-            "ferrovpn {} client starting, {} data-plane workers",
-            env!("CARGO_PKG_VERSION"),
-            settings.dataplane.workers
-        );
-        runtime.block_on(async {
-            let shutdown = shutdown_signal(restart.clone())?;
-            ferrovpn_control::client::run_client(settings, shutdown, restart).await
-        })
+    match role {
+        Role::Server(mut settings) => {
+            settings.setup_done = setup_done;
+            info!(
+                "ferrovpn {} server starting, {} data-plane workers",
+                env!("CARGO_PKG_VERSION"),
+                settings.dataplane.workers
+            );
+            runtime.block_on(async {
+                let shutdown = shutdown_signal(restart.clone())?;
+                ferrovpn_control::server::run_server(*settings, shutdown, restart.clone()).await
+            })
+        }
+        Role::Client(mut settings) => {
+            settings.setup_done = setup_done;
+            info!(
+                "ferrovpn {} client starting, {} data-plane workers",
+                env!("CARGO_PKG_VERSION"),
+                settings.dataplane.workers
+            );
+            runtime.block_on(async {
+                let shutdown = shutdown_signal(restart.clone())?;
+                ferrovpn_control::client::run_client(*settings, shutdown, restart).await
+            })
+        }
     }?;
     info!("ferrovpn stopped");
     Ok(())
+}
+
+/// What the config runs.
+enum Role {
+    Server(Box<ferrovpn_control::server::ServerSettings>),
+    Client(Box<ferrovpn_control::client::ClientSettings>),
 }
 
 /// `writepid FILE`: the process id, written at start and removed at exit

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod cli;
+mod daemon;
 mod logging;
 mod pki;
 mod privileges;

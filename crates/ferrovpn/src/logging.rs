@@ -1,6 +1,9 @@
 //! Where log lines go: stderr (the default; the journal under systemd),
-//! `log FILE` / `log-append FILE`, or `syslog [NAME]`. The management
-//! interface's `log` command sees the same lines in every case.
+//! `log FILE` / `log-append FILE`, or `syslog [NAME]` (`daemon [NAME]`
+//! too). As in 2.6, `log` wins over `syslog` whatever their order, and it
+//! takes stdout and stderr with it (what scripts print lands in the log).
+//! The management interface's `log` command sees the same lines in every
+//! case.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -28,9 +31,7 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let output: Box<dyn Layer<_> + Send + Sync> = if let Some(name) = &cfg.syslog {
-        Box::new(Syslog::connect(Path::new(SYSLOG_SOCKET), name)?)
-    } else if let Some(log) = &cfg.log {
+    let output: Box<dyn Layer<_> + Send + Sync> = if let Some(log) = &cfg.log {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -40,11 +41,28 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
             .mode(0o600)
             .open(&log.path)
             .with_context(|| format!("log file {}", log.path.display()))?;
+        crate::daemon::redirect_stdout_stderr(&file).with_context(|| {
+            format!("log file {}: redirecting stdout/stderr", log.path.display())
+        })?;
         tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .boxed()
+    } else if let Some(name) = &cfg.syslog {
+        match Syslog::connect(Path::new(SYSLOG_SOCKET), name) {
+            Ok(syslog) => Box::new(syslog),
+            // 2.6 starts without a syslog daemon and its lines are lost; a
+            // `daemon` without `log` does the same here (said while stderr
+            // is still the terminal), an explicit `syslog` refuses.
+            Err(e) if cfg.daemon => {
+                eprintln!(
+                    "ferrovpn: warning: {e:#}: log lines are lost once detached (give 'log FILE')"
+                );
+                Box::new(tracing_subscriber::layer::Identity::new())
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         tracing_subscriber::fmt::layer()
             .with_target(false)
@@ -65,7 +83,9 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
 /// `<PRI>NAME[PID]: MESSAGE` form journald and syslog daemons read.
 struct Syslog {
     socket: UnixDatagram,
-    tag: String,
+    /// The program name; the process id is added at each record (it changes
+    /// when `daemon` forks).
+    name: String,
 }
 
 impl Syslog {
@@ -78,7 +98,7 @@ impl Syslog {
         socket.set_nonblocking(true)?;
         Ok(Syslog {
             socket,
-            tag: format!("{name}[{}]", std::process::id()),
+            name: name.to_string(),
         })
     }
 }
@@ -98,7 +118,7 @@ impl<S: Subscriber> Layer<S> for Syslog {
         let line = ferrovpn_control::management::event_line(event);
         let _ = self
             .socket
-            .send(format!("<{pri}>{}: {line}", self.tag).as_bytes());
+            .send(format!("<{pri}>{}[{}]: {line}", self.name, std::process::id()).as_bytes());
     }
 }
 

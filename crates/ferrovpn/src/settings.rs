@@ -865,8 +865,13 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
     for (name, value) in &cfg.setenv {
         base_env.set(name, value.clone());
     }
-    base_env.set("daemon", "0");
-    base_env.set("daemon_log_redirect", "0");
+    // As 2.6 sets them: `daemon` and `log` given (a daemon under systemd
+    // too), whatever happened; `daemon_pid` is set again after detaching.
+    base_env.set("daemon", if cfg.daemon { "1" } else { "0" });
+    base_env.set(
+        "daemon_log_redirect",
+        if cfg.log.is_some() { "1" } else { "0" },
+    );
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub clients: Vec<ClientSample>,
     pub drops: Drops,
     pub workers: Vec<WorkerSample>,
+    /// The workers' link: their packets are counted as `udp` or `tcp`.
+    pub transport: ferrovpn_dataplane::Transport,
     /// Events queued from the data plane to the control plane.
     pub control_queue_depth: u64,
     /// TLS handshakes completed since the start (first keys and renegotiations).
@@ -61,6 +63,8 @@ pub struct Drops {
 pub struct WorkerSample {
     pub tun_packets: u64,
     pub udp_packets: u64,
+    /// Packets read from TCP connections (`proto tcp`).
+    pub tcp_packets: u64,
     pub busy_seconds: f64,
 }
 
@@ -188,7 +192,11 @@ pub fn render(s: &Snapshot) -> String {
         ]),
     );
     let worker_packets = s.workers.iter().enumerate().flat_map(|(i, w)| {
-        [("tun", w.tun_packets), ("udp", w.udp_packets)].map(|(source, v)| {
+        let link = match s.transport {
+            ferrovpn_dataplane::Transport::Udp => ("udp", w.udp_packets),
+            ferrovpn_dataplane::Transport::Tcp => ("tcp", w.tcp_packets),
+        };
+        [("tun", w.tun_packets), link].map(|(source, v)| {
             let labels = WorkerPacketLabels {
                 worker: i.to_string(),
                 source,
@@ -198,7 +206,7 @@ pub fn render(s: &Snapshot) -> String {
     });
     r.register(
         "worker_packets",
-        "Packets a data-plane worker read, from the TUN device or the UDP socket",
+        "Packets a data-plane worker read, from the TUN device or the link (UDP socket or TCP connections)",
         counters(worker_packets),
     );
     let busy = Family::<WorkerLabels, Counter<f64, AtomicU64>>::default();
@@ -252,8 +260,10 @@ mod tests {
             workers: vec![WorkerSample {
                 tun_packets: 10,
                 udp_packets: 11,
+                tcp_packets: 0,
                 busy_seconds: 0.5,
             }],
+            transport: ferrovpn_dataplane::Transport::Udp,
             control_queue_depth: 4,
             handshakes: 3,
             renegotiations: 1,
@@ -273,5 +283,33 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(!text.contains("source=\"tcp\""), "{text}");
+    }
+
+    #[test]
+    fn tcp_workers_count_their_connections_packets() {
+        let s = Snapshot {
+            workers: vec![
+                WorkerSample {
+                    tun_packets: 3,
+                    tcp_packets: 7,
+                    busy_seconds: 0.25,
+                    ..WorkerSample::default()
+                },
+                WorkerSample::default(),
+            ],
+            transport: ferrovpn_dataplane::Transport::Tcp,
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        for line in [
+            "ferrovpn_worker_packets_total{worker=\"0\",source=\"tun\"} 3",
+            "ferrovpn_worker_packets_total{worker=\"0\",source=\"tcp\"} 7",
+            "ferrovpn_worker_packets_total{worker=\"1\",source=\"tcp\"} 0",
+            "ferrovpn_worker_busy_seconds_total{worker=\"0\"} 0.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("source=\"udp\""), "{text}");
     }
 }

@@ -1359,6 +1359,7 @@ impl Server {
             .map(|w| metrics::WorkerSample {
                 tun_packets: load(&w.tun_packets),
                 udp_packets: load(&w.udp_packets),
+                tcp_packets: load(&w.stream_packets),
                 busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
             })
             .collect();
@@ -1367,6 +1368,7 @@ impl Server {
             clients,
             drops,
             workers,
+            transport: self.s.dataplane.transport,
             control_queue_depth: self.dp.up_queue_depth() as u64,
             handshakes: self.handshakes,
             renegotiations: self.renegotiations,

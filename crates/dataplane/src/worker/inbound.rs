@@ -25,7 +25,8 @@ pub(crate) struct Inbound {
     rx: RecvBatch,
     out: Vec<Vec<u8>>,
     acc: Vec<(Arc<Peer>, u64, u64)>,
-    /// Datagrams received since the start (GRO segments counted one by one).
+    /// Datagrams (GRO segments counted one by one) or TCP-framed packets
+    /// received since the start.
     pub(super) received: u64,
 }
 
@@ -114,6 +115,7 @@ impl Inbound {
                 Ok(None) => break ReadOutcome::Data,
                 Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
             };
+            self.received += 1;
             let out = &mut self.out[g.delivered];
             let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
             g.take(verdict, &mut self.out, tun, ob, sh, link);

@@ -90,8 +90,35 @@ pub struct WorkerCounters {
     pub tun_packets: AtomicU64,
     /// Datagrams read from the UDP socket.
     pub udp_packets: AtomicU64,
+    /// Packets read from TCP connections (`proto tcp`).
+    pub stream_packets: AtomicU64,
     /// Nanoseconds spent handling packets (from a wake-up until idle again).
     pub busy_nanos: AtomicU64,
+}
+
+/// A worker's running totals since it started.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    tun_packets: u64,
+    /// Datagrams (UDP) or framed packets (TCP) read from the link.
+    link_packets: u64,
+    busy_nanos: u64,
+}
+
+impl WorkerCounters {
+    /// Publish a worker's totals after a wake-up (only that worker calls
+    /// this; relaxed stores, read by the metrics scrape).
+    fn publish(&self, totals: Totals, stream: bool) {
+        self.tun_packets
+            .store(totals.tun_packets, Ordering::Relaxed);
+        let link = if stream {
+            &self.stream_packets
+        } else {
+            &self.udp_packets
+        };
+        link.store(totals.link_packets, Ordering::Relaxed);
+        self.busy_nanos.store(totals.busy_nanos, Ordering::Relaxed);
+    }
 }
 
 /// What all workers share.
@@ -238,7 +265,7 @@ impl Worker {
             self.sh.wake.as_raw_fd(),
         ];
         let mut ready = [Ready::default(); 3];
-        let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
+        let mut totals = Totals::default();
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -268,7 +295,7 @@ impl Worker {
                 if tun_ok {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
-                        tun_packets += n as u64;
+                        totals.tun_packets += n as u64;
                         self.ob.process(n, Out::Udp(udp), &self.sh);
                         busy = true;
                     }
@@ -280,11 +307,9 @@ impl Worker {
                     break;
                 }
             }
-            busy_nanos += woke.elapsed().as_nanos() as u64;
-            let mine = &self.sh.workers[self.index];
-            mine.tun_packets.store(tun_packets, Ordering::Relaxed);
-            mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
-            mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
+            totals.busy_nanos += woke.elapsed().as_nanos() as u64;
+            totals.link_packets = self.ib.received;
+            self.sh.workers[self.index].publish(totals, false);
         }
         Ok(())
     }
@@ -307,6 +332,7 @@ impl Worker {
         let mut set = PollSet::default();
         let mut tun_ok = true;
         let mut closed: Vec<(usize, String)> = Vec::new();
+        let mut totals = Totals::default();
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -321,6 +347,7 @@ impl Worker {
                 set.add(o.conn.fd(), true, o.conn.backlog() > 0);
             }
             set.wait(1000)?;
+            let woke = std::time::Instant::now();
             if set.ready(stop_at).readable {
                 break;
             }
@@ -351,6 +378,7 @@ impl Worker {
                 if tun_ok && !stalled {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
+                        totals.tun_packets += n as u64;
                         self.ob.process(n, Out::Stream(&streams), &self.sh);
                         busy = true;
                     }
@@ -395,6 +423,9 @@ impl Worker {
                     break;
                 }
             }
+            totals.busy_nanos += woke.elapsed().as_nanos() as u64;
+            totals.link_packets = self.ib.received;
+            self.sh.workers[self.index].publish(totals, true);
         }
         for o in owned.drain(..) {
             o.conn.close();

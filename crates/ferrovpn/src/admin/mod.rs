@@ -24,8 +24,8 @@ struct Admin {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make a CA, the server's certificate and key, a tls-crypt key, a CRL and
-    /// a commented server.conf in DIR (default: the current directory).
+    /// Make a CA, the server's certificate and key, a tls-crypt-v2 server key, a
+    /// CRL and a commented server.conf in DIR (default: the current directory).
     Init {
         dir: Option<PathBuf>,
         /// HOST[:PORT] clients connect to (default: this machine's host name, port 1194).
@@ -43,6 +43,10 @@ enum Command {
         /// RSA-3072 keys instead of EC P-256.
         #[arg(long)]
         rsa: bool,
+        /// One tls-crypt key shared by every client instead of tls-crypt-v2
+        /// (a key of its own in each profile); for clients older than OpenVPN 2.6.
+        #[arg(long)]
+        tls_crypt: bool,
     },
     /// Client certificates and profiles.
     Client {
@@ -120,6 +124,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             subnet,
             dns,
             rsa,
+            tls_crypt,
         } => {
             let endpoint = match endpoint {
                 Some(e) => e,
@@ -132,6 +137,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 subnet,
                 dns,
                 key_type: if rsa { KeyType::Rsa } else { KeyType::Ec },
+                tls_crypt_v2: !tls_crypt,
             };
             let dir = pki::init::run(&opts)?;
             let index = Pki::open(&dir)?.index()?;

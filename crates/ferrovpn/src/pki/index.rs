@@ -28,6 +28,11 @@ pub struct ProfileSettings {
     /// `udp` or `tcp`.
     pub proto: String,
     pub key_type: KeyType,
+    /// The server has a tls-crypt-v2 key (`pki/tls-crypt-v2-server.key`):
+    /// each profile gets its own client key. Otherwise every profile holds
+    /// the shared tls-crypt key (indexes from before tls-crypt-v2 lack it).
+    #[serde(default)]
+    pub tls_crypt_v2: bool,
 }
 
 /// One certificate issued to a client.

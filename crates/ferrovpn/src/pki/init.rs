@@ -1,14 +1,18 @@
-//! `ferrovpn init [DIR]`: a CA, the server's certificate, a tls-crypt key,
-//! an empty CRL and a commented `server.conf`, in a directory that has no
-//! PKI yet.
+//! `ferrovpn init [DIR]`: a CA, the server's certificate, a tls-crypt-v2
+//! server key (or, with `--tls-crypt`, one shared tls-crypt key), an empty
+//! CRL and a commented `server.conf`, in a directory that has no PKI yet.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use ferrovpn_proto::wrap::StaticKey;
 
-use super::{CA_DAYS, Index, KeyType, ProfileSettings, Role, write_file};
+use super::{
+    CA_DAYS, Index, KeyType, ProfileSettings, Role, TLS_CRYPT_KEY, TLS_CRYPT_V2_SERVER_KEY,
+    write_file,
+};
 
 /// Port of the metrics endpoint the generated config turns on (127.0.0.1 only).
 pub const METRICS_PORT: u16 = 9176;
@@ -24,6 +28,9 @@ pub struct InitOptions {
     pub subnet: String,
     pub dns: Vec<String>,
     pub key_type: KeyType,
+    /// A tls-crypt-v2 server key (each client gets its own key); false:
+    /// one tls-crypt key shared by every client (`--tls-crypt`).
+    pub tls_crypt_v2: bool,
 }
 
 /// What the generated server.conf says.
@@ -36,6 +43,8 @@ pub struct ServerConfParams {
     pub dns: Vec<String>,
     /// The directory `init` wrote into, absolute.
     pub dir: PathBuf,
+    /// `tls-crypt-v2` rather than `tls-crypt`.
+    pub tls_crypt_v2: bool,
 }
 
 /// `HOST[:PORT]`, `[IPV6]:PORT` or a bare IPv6 address; the port defaults to 1194.
@@ -132,15 +141,28 @@ cert {d}/pki/server.crt
 key {d}/pki/server.key
 dh none
 crl-verify {d}/pki/crl.pem
-# Control channel encrypted and authenticated with a pre-shared key: the server does
-# not answer anyone without it.
-tls-crypt {d}/pki/tls-crypt.key
-remote-cert-tls client
+{tls_crypt}remote-cert-tls client
 # AEAD ciphers only.
 data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305
 ",
         network = p.network,
         prefix = u32::from(p.netmask).count_ones(),
+        tls_crypt = if p.tls_crypt_v2 {
+            format!(
+                "# Control channel encrypted and authenticated with each client's own key
+# (tls-crypt-v2; 'ferrovpn client add' puts it in the profile): the server does
+# not answer anyone without one, and keeps no per-client key.
+tls-crypt-v2 {d}/{TLS_CRYPT_V2_SERVER_KEY}
+"
+            )
+        } else {
+            format!(
+                "# Control channel encrypted and authenticated with a pre-shared key: the server does
+# not answer anyone without it.
+tls-crypt {d}/{TLS_CRYPT_KEY}
+"
+            )
+        },
     );
     if p.proto == "udp" {
         o += "# OpenVPN 2.6 tells its clients when it restarts (UDP has no close); ferrovpn\n\
@@ -216,14 +238,20 @@ pub fn run(opts: &InitOptions) -> anyhow::Result<PathBuf> {
     let (cert, key, _) = super::issue_leaf(&issuer, "server", Role::Server, key_type, CA_DAYS)?;
     write_file(&dir.join("pki/server.key"), &key, 0o600)?;
     write_file(&dir.join("pki/server.crt"), &cert, 0o644)?;
-    let tls_crypt = StaticKey::generate().to_file_text();
-    write_file(&dir.join("pki/tls-crypt.key"), &tls_crypt, 0o600)?;
+    if opts.tls_crypt_v2 {
+        let server_key = ServerKey::generate_file_text();
+        write_file(&dir.join(TLS_CRYPT_V2_SERVER_KEY), &server_key, 0o600)?;
+    } else {
+        let tls_crypt = StaticKey::generate().to_file_text();
+        write_file(&dir.join(TLS_CRYPT_KEY), &tls_crypt, 0o600)?;
+    }
     let mut index = Index {
         settings: ProfileSettings {
             host,
             port,
             proto: opts.proto.clone(),
             key_type,
+            tls_crypt_v2: opts.tls_crypt_v2,
         },
         crl_number: 0,
         certs: Vec::new(),
@@ -238,6 +266,7 @@ pub fn run(opts: &InitOptions) -> anyhow::Result<PathBuf> {
         netmask,
         dns: opts.dns.clone(),
         dir: dir.clone(),
+        tls_crypt_v2: opts.tls_crypt_v2,
     });
     write_file(&dir.join("server.conf"), &conf, 0o644)?;
     Ok(dir)
@@ -325,6 +354,7 @@ mod tests {
             subnet: "10.9.0.0/16".into(),
             dns: vec!["192.0.2.53".into()],
             key_type: KeyType::Ec,
+            tls_crypt_v2: true,
         };
         let dir = run(&opts).unwrap();
         let cfg = ferrovpn_config::parse_file(dir.join("server.conf")).unwrap();
@@ -340,7 +370,7 @@ mod tests {
         for (f, mode) in [
             ("pki/ca.key", 0o600),
             ("pki/server.key", 0o600),
-            ("pki/tls-crypt.key", 0o600),
+            (TLS_CRYPT_V2_SERVER_KEY, 0o600),
             ("pki/ca.crt", 0o644),
             ("pki/crl.pem", 0o644),
         ] {
@@ -355,6 +385,15 @@ mod tests {
         let profile = pki.add_client("alice", 30).unwrap();
         let ovpn = std::fs::read_to_string(&profile).unwrap();
         assert!(ovpn.contains("\nremote vpn.example.com 1195\n"), "{ovpn}");
+        // Her own tls-crypt-v2 key, which the server's key unwraps.
+        let client_key = ferrovpn_proto::tls_crypt_v2::ClientKey::parse(&ovpn).unwrap();
+        let server_key = std::fs::read_to_string(dir.join(TLS_CRYPT_V2_SERVER_KEY)).unwrap();
+        let (kc, _) = ServerKey::parse(&server_key)
+            .unwrap()
+            .unwrap_client_key(&client_key.wkc)
+            .unwrap();
+        assert_eq!(kc.as_bytes(), client_key.key.as_bytes());
+        assert!(cfg.tls_crypt_v2.is_some() && cfg.tls_crypt.is_none());
         assert!(pki.add_client("alice", 30).is_err());
         assert!(pki.add_client("../x", 30).is_err());
         pki.renew_client("alice", 30).unwrap();
@@ -367,5 +406,29 @@ mod tests {
         let crl = std::fs::read_to_string(dir.join("pki/crl.pem")).unwrap();
         let crls = ferrovpn_proto::session::tls::parse_crls(&crl).unwrap();
         assert_eq!(crls.len(), 1);
+    }
+
+    #[test]
+    fn init_with_a_shared_tls_crypt_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            dir: tmp.path().to_path_buf(),
+            endpoint: "192.0.2.1".into(),
+            proto: "tcp".into(),
+            subnet: "10.8.0.0/24".into(),
+            dns: vec![],
+            key_type: KeyType::Ec,
+            tls_crypt_v2: false,
+        };
+        let dir = run(&opts).unwrap();
+        let cfg = ferrovpn_config::parse_file(dir.join("server.conf")).unwrap();
+        assert!(cfg.tls_crypt.is_some() && cfg.tls_crypt_v2.is_none());
+        assert!(!dir.join(TLS_CRYPT_V2_SERVER_KEY).exists());
+        let pki = crate::pki::Pki::open(&dir).unwrap();
+        let ovpn = std::fs::read_to_string(pki.add_client("bob", 1).unwrap()).unwrap();
+        let shared = std::fs::read_to_string(dir.join(TLS_CRYPT_KEY)).unwrap();
+        let block = format!("<tls-crypt>\n{}\n</tls-crypt>\n", shared.trim_end());
+        assert!(ovpn.contains(&block), "{ovpn}");
+        assert!(!ovpn.contains("tls-crypt-v2"), "{ovpn}");
     }
 }

@@ -6,7 +6,8 @@
 //! | `server.conf` | the server's config, OpenVPN syntax, commented | 0644 |
 //! | `pki/ca.crt`, `pki/ca.key` | the CA (the key never leaves its file) | 0644, 0600 |
 //! | `pki/server.crt`, `pki/server.key` | the server's certificate | 0644, 0600 |
-//! | `pki/tls-crypt.key` | the tls-crypt key | 0600 |
+//! | `pki/tls-crypt-v2-server.key` | the tls-crypt-v2 server key (default) | 0600 |
+//! | `pki/tls-crypt.key` | the shared tls-crypt key (`init --tls-crypt` instead) | 0600 |
 //! | `pki/crl.pem` | the CRL, rewritten at each revocation (the server re-reads it) | 0644 |
 //! | `pki/index.json` | what was issued and revoked, and the profile settings | 0600 |
 //! | `pki/issued/NAME.crt` | each client's current certificate | 0644 |
@@ -23,6 +24,7 @@ mod profile;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
@@ -40,6 +42,10 @@ pub const CA_DAYS: u32 = 3650;
 /// long period keeps a stock OpenVPN server that uses this PKI from refusing
 /// everyone when nobody revoked anything for a while.
 const CRL_DAYS: u32 = 3650;
+/// The tls-crypt-v2 server key, relative to the directory.
+pub const TLS_CRYPT_V2_SERVER_KEY: &str = "pki/tls-crypt-v2-server.key";
+/// The shared tls-crypt key (`init --tls-crypt`), relative to the directory.
+pub const TLS_CRYPT_KEY: &str = "pki/tls-crypt.key";
 
 /// The PKI of a directory made by `ferrovpn init`.
 pub struct Pki {
@@ -192,13 +198,22 @@ impl Pki {
             let p = self.path(rel);
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
         };
+        let tls_crypt = if index.settings.tls_crypt_v2 {
+            let server = read(TLS_CRYPT_V2_SERVER_KEY)?;
+            let server = ServerKey::parse(&server).with_context(|| {
+                format!("{TLS_CRYPT_V2_SERVER_KEY}: not a tls-crypt-v2 server key")
+            })?;
+            profile::TlsCrypt::V2(client_key_text(&server)?)
+        } else {
+            profile::TlsCrypt::Shared(read(TLS_CRYPT_KEY)?)
+        };
         let text = profile::render(&profile::Profile {
             name,
             settings: &index.settings,
             ca: &read("pki/ca.crt")?,
             cert: cert_pem,
             key: key_pem,
-            tls_crypt: &read("pki/tls-crypt.key")?,
+            tls_crypt: &tls_crypt,
         });
         write_file(
             &self.path(&format!("pki/issued/{name}.crt")),
@@ -214,6 +229,17 @@ impl Pki {
         let pem = crl_pem(issuer, index)?;
         write_file(&self.path("pki/crl.pem"), &pem, 0o644)
     }
+}
+
+/// A new tls-crypt-v2 client key wrapped by `server`, as file text. Its
+/// metadata is the time of issue, as `openvpn --genkey tls-crypt-v2-client`
+/// writes when given none.
+fn client_key_text(server: &ServerKey) -> anyhow::Result<String> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let metadata = Metadata::timestamp(u64::try_from(now).unwrap_or(0));
+    let key =
+        ClientKey::generate(server, &metadata).context("wrapping a tls-crypt-v2 client key")?;
+    Ok(key.to_file_text())
 }
 
 /// A client name: what becomes its certificate's CN and its file names.

@@ -9,7 +9,24 @@ pub struct Profile<'a> {
     pub ca: &'a str,
     pub cert: &'a str,
     pub key: &'a str,
-    pub tls_crypt: &'a str,
+    pub tls_crypt: &'a TlsCrypt,
+}
+
+/// The control channel's key in the profile.
+pub enum TlsCrypt {
+    /// The server's one tls-crypt key, the same in every profile.
+    Shared(String),
+    /// This client's own tls-crypt-v2 client key.
+    V2(String),
+}
+
+impl TlsCrypt {
+    fn block(&self) -> (&'static str, &str) {
+        match self {
+            TlsCrypt::Shared(text) => ("tls-crypt", text),
+            TlsCrypt::V2(text) => ("tls-crypt-v2", text),
+        }
+    }
 }
 
 /// `remote` wants an IPv6 address without brackets.
@@ -49,7 +66,7 @@ pub fn render(p: &Profile<'_>) -> String {
         ("ca", p.ca),
         ("cert", p.cert),
         ("key", p.key),
-        ("tls-crypt", p.tls_crypt),
+        p.tls_crypt.block(),
     ] {
         o += &format!("<{tag}>\n{}\n</{tag}>\n", text.trim_end());
     }
@@ -68,6 +85,7 @@ mod tests {
             port: 1194,
             proto: "udp".into(),
             key_type: KeyType::Ec,
+            tls_crypt_v2: false,
         };
         let text = render(&Profile {
             name: "alice",
@@ -75,7 +93,7 @@ mod tests {
             ca: "CA\n",
             cert: "CERT",
             key: "KEY\n",
-            tls_crypt: "TC\n",
+            tls_crypt: &TlsCrypt::Shared("TC\n".into()),
         });
         assert!(text.contains("\nremote 2001:db8::1 1194\n"), "{text}");
         assert!(text.contains("\nexplicit-exit-notify 1\n"), "{text}");
@@ -93,9 +111,13 @@ mod tests {
             ca: "",
             cert: "",
             key: "",
-            tls_crypt: "",
+            tls_crypt: &TlsCrypt::V2("V2\n".into()),
         });
         assert!(text.contains("\nproto tcp-client\n"), "{text}");
         assert!(!text.contains("explicit-exit-notify"), "{text}");
+        assert!(
+            text.ends_with("<tls-crypt-v2>\nV2\n</tls-crypt-v2>\n"),
+            "{text}"
+        );
     }
 }
