@@ -24,6 +24,8 @@ Usage:
                                                   a shared tls-crypt key), CRL and server.conf
   ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles
   ferrovpn status [--dir DIR | --socket PATH] [--json]       connected clients, traffic and rates
+  ferrovpn install [--prefix /usr/local] [--root /]          this binary, the systemd unit ferrovpn@.service
+                                                  and /etc/ferrovpn
   ferrovpn --genkey tls-crypt-v2-server [FILE]     write a tls-crypt-v2 server key (stdout without FILE)
   ferrovpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client [FILE [BASE64_METADATA]]
                                                   write a client key wrapped by SERVER_KEY, with USER
@@ -129,7 +131,7 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
 /// new one, never a part, and a symlink at `target` is replaced, not followed.
 pub(crate) fn write_replacing(
     target: &std::path::Path,
-    text: &str,
+    text: impl AsRef<[u8]>,
     mode: u32,
 ) -> std::io::Result<()> {
     use std::io::Write;
@@ -144,7 +146,7 @@ pub(crate) fn write_replacing(
         .mode(mode)
         .open(&tmp)?;
     let written = f
-        .write_all(text.as_bytes())
+        .write_all(text.as_ref())
         .and_then(|()| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, target));
     if written.is_err() {

@@ -1,7 +1,9 @@
 //! The operator's commands: `ferrovpn init`, `ferrovpn client
-//! add|revoke|renew|list`, `ferrovpn status`. The PKI work is in
-//! [`crate::pki`]; live data comes from the server's management socket.
+//! add|revoke|renew|list`, `ferrovpn status`, `ferrovpn install`. The PKI
+//! work is in [`crate::pki`]; live data comes from the server's management
+//! socket.
 
+mod install;
 mod mgmt;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,15 @@ enum Command {
         #[arg(long, global = true, default_value = ".")]
         dir: PathBuf,
     },
+    /// Install this binary as PREFIX/bin/ferrovpn, the systemd unit
+    /// ferrovpn@.service (running it) and the directory /etc/ferrovpn.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Install everything under this directory instead of / (packaging, tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Connected clients, their addresses, traffic and rates, from the management socket.
     Status {
         /// The directory 'ferrovpn init' made (default: the current directory).
@@ -100,7 +111,7 @@ enum ClientAction {
 pub fn is_admin_command(args: &[String]) -> bool {
     matches!(
         args.first().map(String::as_str),
-        Some("init" | "client" | "status")
+        Some("init" | "client" | "status" | "install")
     )
 }
 
@@ -154,6 +165,25 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client { action, dir } => client(&dir, action),
+        Command::Install { prefix, root } => {
+            let done = install::run(&prefix, &root)?;
+            let kept = if done.config_dir_kept {
+                " (it existed: left as it was)"
+            } else {
+                ""
+            };
+            println!(
+                "installed {binary}\ninstalled {unit}\nconfiguration directory {conf}{kept}\n\
+                 next:\n  systemctl daemon-reload\n  \
+                 ferrovpn init /etc/ferrovpn --endpoint HOST     # writes /etc/ferrovpn/server.conf\n  \
+                 ferrovpn client add NAME --dir /etc/ferrovpn\n  \
+                 systemctl enable --now ferrovpn@server          # runs /etc/ferrovpn/server.conf",
+                binary = done.binary.display(),
+                unit = done.unit.display(),
+                conf = done.config_dir.display(),
+            );
+            Ok(())
+        }
         Command::Status {
             dir,
             socket,
