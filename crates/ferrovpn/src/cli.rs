@@ -170,11 +170,11 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     } else {
         Role::Client(Box::new(crate::settings::client_settings(&cfg)?))
     };
-    if cfg.daemon && crate::daemon::detach(cfg.log.is_some())? == crate::daemon::Detached::Yes {
-        if let Role::Server(settings) = &mut role {
-            // Scripts see the detached process's id, as in 2.6.
-            (settings.scripts.base_env).set("daemon_pid", std::process::id().to_string());
-        }
+    let detached =
+        cfg.daemon && crate::daemon::detach(cfg.log.is_some())? == crate::daemon::Detached::Yes;
+    if let (true, Role::Server(settings)) = (detached, &mut role) {
+        // Scripts see the detached process's id, as in 2.6.
+        (settings.scripts.base_env).set("daemon_pid", std::process::id().to_string());
     }
     // After detaching, as 2.6 does: the file holds the daemon's id.
     let _pid_file = cfg.writepid.as_deref().map(PidFile::write).transpose()?;
