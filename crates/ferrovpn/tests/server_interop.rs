@@ -268,6 +268,17 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     assert!(both, "status file:\n{text}");
     assert!(text.contains("\nROUTING_TABLE,10.8.0.3,client2,"), "{text}");
     assert!(text.ends_with("END\n"), "{text}");
+    // With two clients each line about one names it, as 2.6's
+    // `client1/10.210.1.2:PORT` prefix does.
+    let log = server.log();
+    for (i, cn) in [(0, "client1"), (1, "client2")] {
+        let prefix = format!(" {cn}/{}:", Lab::client_underlay(i));
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&prefix) && l.contains("connected: 10.8.0.")),
+            "no line with '{prefix}':\n{log}"
+        );
+    }
 }
 
 /// 80 pushed routes do not fit in one PUSH_REPLY: the server splits the
