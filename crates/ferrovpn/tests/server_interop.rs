@@ -7,7 +7,6 @@
 //! every test fails loudly without them. Every wait has a deadline.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{
@@ -322,20 +321,6 @@ fn stock_client_installs_80_routes_a_ferrovpn_server_pushes_in_parts() {
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
 }
 
-/// Run `f` on a thread that has entered network namespace `ns`.
-fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
-    let path = PathBuf::from("/run/netns").join(ns.name());
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            ferrovpn_dataplane::enter_netns(&path)
-                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 /// Tiny deterministic PRNG (xorshift64*) for garbage.
 struct Rng(u64);
 
@@ -404,7 +389,7 @@ fn garbage() -> Vec<Vec<u8>> {
 /// Send every datagram of `pkts` from namespace `ns` (bound to `local_port`)
 /// to `to`; returns how many the kernel accepted.
 fn blast(ns: &Netns, local_port: u16, to: SocketAddr, pkts: &[Vec<u8>]) -> usize {
-    in_netns(ns, || {
+    ns.run(|| {
         let sock = UdpSocket::bind(("0.0.0.0", local_port)).expect("bind garbage socket");
         pkts.iter().filter(|p| sock.send_to(p, to).is_ok()).count()
     })
@@ -807,7 +792,7 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
     let reset = captured_client_reset(&key);
     // The same captured packet replayed from 1100 source ports (more than
     // the default max-clients 1024).
-    let sent = in_netns(ns, || {
+    let sent = ns.run(|| {
         let mut n = 0;
         for _ in 0..1100 {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -1123,7 +1108,7 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of
     // them, each from its own port with its own session id, are 50 times
     // max-clients.
-    let answered = in_netns(&lab.clients[0], || {
+    let answered = lab.clients[0].run(|| {
         let mut answered = 0;
         for i in 0..200u32 {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -46,6 +46,20 @@ pub(super) struct KeyState {
     pub(super) retire_at: Option<Instant>,
 }
 
+impl KeyState {
+    /// Move what rustls has to send (handshake records, alerts, data) to
+    /// `tls_out`, to be cut into packets.
+    pub(super) fn drain_tls_output(&mut self) {
+        let mut out = Vec::new();
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        self.tls_out.extend_from_slice(&out);
+    }
+}
+
 impl Session {
     pub(super) fn new_key_state(&self, key_id: u8, now: Instant) -> Result<KeyState, SessionError> {
         let tls = match self.cfg.side {
@@ -323,14 +337,7 @@ impl Session {
         let key_id = self.keys[idx].key_id;
         warn!("key_id {key_id} negotiation failed: {e}");
         // Let rustls' alert (if any) reach the peer before the state goes.
-        let ks = &mut self.keys[idx];
-        let mut out = Vec::new();
-        while ks.tls.wants_write() {
-            if ks.tls.write_tls(&mut out).is_err() {
-                break;
-            }
-        }
-        ks.tls_out.extend_from_slice(&out);
+        self.keys[idx].drain_tls_output();
         self.emit_packets(now, idx);
         // A failed renegotiation ends the session (stricter than 2.6 on
         // purpose): otherwise a client whose certificate was revoked, or

@@ -133,13 +133,7 @@ impl Session {
             // TLS output only flows once the peer's reset arrived (we need its sid).
             if self.keys[idx].phase != Phase::Reset {
                 let ks = &mut self.keys[idx];
-                let mut out = Vec::new();
-                while ks.tls.wants_write() {
-                    if ks.tls.write_tls(&mut out).is_err() {
-                        break;
-                    }
-                }
-                ks.tls_out.extend_from_slice(&out);
+                ks.drain_tls_output();
                 if ks.tls_out.len() > MAX_TLS_BACKLOG {
                     self.fail_key_state(now, idx, SessionError::ControlBacklog);
                     return;
