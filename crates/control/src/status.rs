@@ -172,6 +172,10 @@ pub struct ListedClient {
     pub bytes_sent: u64,
     /// Unix seconds.
     pub connected_since: u64,
+    /// The management interface's client id (`None` in reports without one).
+    pub client_id: Option<u64>,
+    /// The data-channel cipher (empty in reports without one).
+    pub cipher: String,
 }
 
 /// Longest report [`parse_client_list`] reads; the rest is ignored.
@@ -215,6 +219,8 @@ pub fn parse_client_list(report: &str) -> Vec<ListedClient> {
                     bytes_received: rx,
                     bytes_sent: tx,
                     connected_since: since,
+                    client_id: num("Client ID"),
+                    cipher: get("Data Channel Cipher").unwrap_or_default().to_string(),
                 });
             }
             _ => {}
@@ -279,6 +285,10 @@ mod tests {
             "\nROUTING_TABLE,10.8.0.2,client1,192.0.2.5:40000,2025-11-22 18:30:30,1763836230\n"
         ));
         assert!(t.ends_with("GLOBAL_STATS,dco_enabled,0\nEND\n"));
+        // The columns, named as OpenVPN 2.6 names them (clients find them by name).
+        assert!(t.contains(
+            "\nHEADER,CLIENT_LIST,Common Name,Real Address,Virtual Address,Virtual IPv6 Address,Bytes Received,Bytes Sent,Connected Since,Connected Since (time_t),Username,Client ID,Peer ID,Data Channel Cipher\n"
+        ));
         // Every HEADER names as many fields as its records carry.
         for (head, rec) in [
             ("HEADER,CLIENT_LIST,", "CLIENT_LIST,"),
@@ -318,6 +328,8 @@ mod tests {
                     bytes_received: 1000,
                     bytes_sent: 2000,
                     connected_since: 1_700_000_000,
+                    client_id: Some(3),
+                    cipher: "AES-256-GCM".into(),
                 }],
                 "{text}"
             );

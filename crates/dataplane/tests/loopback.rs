@@ -6,138 +6,55 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_dataplane::{
-    DataPlane, DataPlaneConfig, PeerTable, UpEvent, UpReceiver, UpRecvError, enter_netns,
-};
+use ferrovpn_dataplane::{DataPlane, DataPlaneConfig, PeerTable, UpEvent, UpReceiver, UpRecvError};
 use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
+use ferrovpn_testkit::{Netns, VethPair, require_root_and_tools, wait_until};
 
 const SERVER_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const CLIENT_TUN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const PEER_ID: u32 = 1;
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Namespaces joined by veth pairs to the first one; removed on drop, whatever happened.
+/// Namespaces joined to the first one by veth: namespace `i > 0` on subnet
+/// 192.168.(76 + i).0/24 (.1 on namespace 0, .2 on namespace i). The veths
+/// go before the namespaces; both are removed on drop, whatever happened.
 struct Namespaces {
-    names: Vec<String>,
+    _veths: Vec<VethPair>,
+    ns: Vec<Netns>,
 }
 
 impl Namespaces {
-    /// `n` namespaces; namespace `i > 0` is joined to namespace 0 by veth,
-    /// on subnet 192.168.(76 + i).0/24 (.1 on namespace 0, .2 on namespace i).
-    fn new(n: usize) -> Result<Self, String> {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let tag = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut ns = Namespaces { names: Vec::new() };
-        for i in 0..n {
-            let name = format!("fvlb{tag}n{i}");
-            ip(&["netns", "add", &name])?;
-            ns.names.push(name);
-            ip(&["-n", &ns.names[i], "link", "set", "lo", "up"])?;
-        }
-        for i in 1..n {
-            let va = format!("fva{tag}{i}");
-            let vb = format!("fvb{tag}{i}");
-            let (a, b) = (&ns.names[0], &ns.names[i]);
-            ip(&[
-                "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
-            ])?;
-            ip(&[
-                "-n",
-                a,
-                "addr",
-                "add",
-                &format!("192.168.{}.1/24", 76 + i),
-                "dev",
-                &va,
-            ])?;
-            ip(&[
-                "-n",
-                b,
-                "addr",
-                "add",
-                &format!("192.168.{}.2/24", 76 + i),
-                "dev",
-                &vb,
-            ])?;
-            ip(&["-n", a, "link", "set", &va, "up"])?;
-            ip(&["-n", b, "link", "set", &vb, "up"])?;
-        }
-        Ok(ns)
+    fn new(n: usize) -> Namespaces {
+        let ns: Vec<Netns> = (0..n)
+            .map(|i| Netns::unique(&format!("lb{i}")).expect("creating a namespace"))
+            .collect();
+        let veths = (1..n)
+            .map(|i| {
+                let subnet = 76 + i;
+                VethPair::new(
+                    &ns[0],
+                    &format!("192.168.{subnet}.1/24"),
+                    &ns[i],
+                    &format!("192.168.{subnet}.2/24"),
+                )
+                .expect("creating a veth pair")
+            })
+            .collect();
+        Namespaces { _veths: veths, ns }
     }
 
     fn name(&self, i: usize) -> &str {
-        &self.names[i]
+        self.ns[i].name()
     }
-
-    fn path(name: &str) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(name)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-/// Run `f` on a thread that entered namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = Namespaces::path(ns);
-    std::thread::spawn(move || {
-        enter_netns(&path).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// Only root can create namespaces and TUN devices, and the namespaces are
 /// made with `ip`. Without either the test fails: this project's tests never
 /// pass silently (CI runs them as root).
 fn require_root_and_ip() {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    match uid {
-        Ok(u) if u == "0" => {}
-        Ok(u) => panic!(
-            "this test needs root (network namespaces, TUN devices) but runs as uid {u}; \
-             run it with sudo, it refuses to skip silently"
-        ),
-        Err(e) => panic!("this test needs root and cannot run `id -u` to check: {e}"),
-    }
-    if let Err(e) = Command::new("ip").arg("-V").output() {
-        panic!(
-            "this test needs `ip` from iproute2 (Debian: apt-get install -y iproute2): {e}; \
-             it refuses to skip silently"
-        );
-    }
+    require_root_and_tools(&["ip", "ping"]);
 }
 
 fn keys(side: Side) -> DataKeys {
@@ -148,16 +65,11 @@ fn keys(side: Side) -> DataKeys {
     DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock(b), side)
 }
 
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        // Poll interval of a condition with a deadline.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
+fn wait_for(what: &str, deadline: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        wait_until(deadline, Duration::from_millis(10), f),
+        "timed out waiting for {what}"
+    );
 }
 
 fn recv_event(rx: &UpReceiver, mut want: impl FnMut(&UpEvent) -> bool) -> UpEvent {
@@ -197,35 +109,37 @@ fn config(
 fn tunnel_between_namespaces() {
     // Only root can create namespaces and TUN devices.
     require_root_and_ip();
-    let ns = Namespaces::new(2).expect("creating namespaces");
+    let ns = Namespaces::new(2);
     let (ns_a, ns_b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
     let workers = 2;
 
     let server_peers = PeerTable::new();
     let sp = server_peers.clone();
-    let (server, server_rx) = in_ns(&ns_a, move || {
-        DataPlane::start(
-            config("fvtun0", "192.168.77.1:0".parse().unwrap(), None, workers),
-            sp,
-        )
-    })
-    .expect("server data plane");
+    let (server, server_rx) = ns.ns[0]
+        .run(move || {
+            DataPlane::start(
+                config("fvtun0", "192.168.77.1:0".parse().unwrap(), None, workers),
+                sp,
+            )
+        })
+        .expect("server data plane");
     let server_addr = server.local_addr();
 
     let client_peers = PeerTable::new();
     let cp = client_peers.clone();
-    let (client, client_rx) = in_ns(&ns_b, move || {
-        DataPlane::start(
-            config(
-                "fvtun0",
-                "0.0.0.0:0".parse().unwrap(),
-                Some(server_addr),
-                workers,
-            ),
-            cp,
-        )
-    })
-    .expect("client data plane");
+    let (client, client_rx) = ns.ns[1]
+        .run(move || {
+            DataPlane::start(
+                config(
+                    "fvtun0",
+                    "0.0.0.0:0".parse().unwrap(),
+                    Some(server_addr),
+                    workers,
+                ),
+                cp,
+            )
+        })
+        .expect("client data plane");
     let client_addr = SocketAddr::new("192.168.77.2".parse().unwrap(), client.local_addr().port());
     eprintln!(
         "offloads: server {:?}, client {:?}",
@@ -241,26 +155,26 @@ fn tunnel_between_namespaces() {
     client_peers.set_send_key(PEER_ID, 0);
     client_peers.set_client_default(Some(PEER_ID));
 
-    ip(&[
-        "-n",
-        &ns_a,
-        "addr",
-        "add",
-        "10.99.0.1/24",
-        "dev",
-        server.tun_name(),
-    ])
-    .unwrap();
-    ip(&[
-        "-n",
-        &ns_b,
-        "addr",
-        "add",
-        "10.99.0.2/24",
-        "dev",
-        client.tun_name(),
-    ])
-    .unwrap();
+    ns.ns[0]
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.99.0.1/24",
+            "dev",
+            server.tun_name(),
+        ])
+        .unwrap();
+    ns.ns[1]
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.99.0.2/24",
+            "dev",
+            client.tun_name(),
+        ])
+        .unwrap();
 
     // Control packets go up with their source address.
     let ctl = client.control_socket().expect("a UDP data plane");
@@ -354,7 +268,7 @@ fn tunnel_between_namespaces() {
 
     // TCP bulk transfer client -> server with content check.
     let total: usize = 64 << 20;
-    let listener = in_ns(&ns_a, || TcpListener::bind((SERVER_TUN, 5201)).unwrap());
+    let listener = ns.ns[0].run(|| TcpListener::bind((SERVER_TUN, 5201)).unwrap());
     let reader = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -373,7 +287,7 @@ fn tunnel_between_namespaces() {
         (got, sum)
     });
     let start = Instant::now();
-    let expected = in_ns(&ns_b, move || {
+    let expected = ns.ns[1].run(move || {
         let mut s = TcpStream::connect_timeout(
             &SocketAddr::from((SERVER_TUN, 5201)),
             Duration::from_secs(5),
@@ -509,7 +423,7 @@ fn tunnel_between_namespaces() {
 #[test]
 fn client_to_client_relay_and_data_v1() {
     require_root_and_ip();
-    let ns = Namespaces::new(3).expect("creating namespaces");
+    let ns = Namespaces::new(3);
     let (ns_s, ns_b, ns_c) = (
         ns.name(0).to_owned(),
         ns.name(1).to_owned(),
@@ -519,28 +433,27 @@ fn client_to_client_relay_and_data_v1() {
 
     let sp = PeerTable::new();
     let sp2 = sp.clone();
-    let (server, _srx) = in_ns(&ns_s, move || {
-        let mut c = config("fvtun0", "0.0.0.0:0".parse().unwrap(), None, 2);
-        c.client_to_client = true;
-        DataPlane::start(c, sp2)
-    })
-    .expect("server");
+    let (server, _srx) = ns.ns[0]
+        .run(move || {
+            let mut c = config("fvtun0", "0.0.0.0:0".parse().unwrap(), None, 2);
+            c.client_to_client = true;
+            DataPlane::start(c, sp2)
+        })
+        .expect("server");
     let port = server.local_addr().port();
     let mut clients = Vec::new();
-    for (i, ns_name, peer_id, tun_ip) in [
-        (1, &ns_b, PEER_ID, "10.99.0.2/24"),
-        (2, &ns_c, v1, "10.99.0.3/24"),
-    ] {
+    for (i, peer_id, tun_ip) in [(1, PEER_ID, "10.99.0.2/24"), (2, v1, "10.99.0.3/24")] {
         let srv: SocketAddr = format!("192.168.{}.1:{port}", 76 + i).parse().unwrap();
         let cp = PeerTable::new();
         let cp2 = cp.clone();
-        let (dp, rx) = in_ns(ns_name, move || {
-            DataPlane::start(
-                config("fvtun0", "0.0.0.0:0".parse().unwrap(), Some(srv), 1),
-                cp2,
-            )
-        })
-        .expect("client");
+        let (dp, rx) = ns.ns[i]
+            .run(move || {
+                DataPlane::start(
+                    config("fvtun0", "0.0.0.0:0".parse().unwrap(), Some(srv), 1),
+                    cp2,
+                )
+            })
+            .expect("client");
         let me: SocketAddr = format!("192.168.{}.2:{}", 76 + i, dp.local_addr().port())
             .parse()
             .unwrap();
@@ -552,19 +465,21 @@ fn client_to_client_relay_and_data_v1() {
         cp.install_key(peer_id, 0, keys(Side::Client));
         cp.set_send_key(peer_id, 0);
         cp.set_client_default(Some(peer_id));
-        ip(&["-n", ns_name, "addr", "add", tun_ip, "dev", dp.tun_name()]).unwrap();
+        ns.ns[i]
+            .exec(&["ip", "addr", "add", tun_ip, "dev", dp.tun_name()])
+            .unwrap();
         clients.push((dp, rx, cp));
     }
-    ip(&[
-        "-n",
-        &ns_s,
-        "addr",
-        "add",
-        "10.99.0.1/24",
-        "dev",
-        server.tun_name(),
-    ])
-    .unwrap();
+    ns.ns[0]
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.99.0.1/24",
+            "dev",
+            server.tun_name(),
+        ])
+        .unwrap();
 
     // C (DATA_V1) reaches the server.
     wait_for("ping C -> server", Duration::from_secs(10), || {
@@ -617,7 +532,9 @@ fn client_to_client_relay_and_data_v1() {
         dp.shutdown();
     }
     // Deleting the device under running workers must neither crash nor hang them.
-    ip(&["-n", &ns_s, "link", "del", server.tun_name()]).unwrap();
+    ns.ns[0]
+        .exec(&["ip", "link", "del", server.tun_name()])
+        .unwrap();
     let t = Instant::now();
     server.shutdown();
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -633,15 +550,16 @@ fn client_to_client_relay_and_data_v1() {
 fn worker_failure_reaches_the_control_plane() {
     require_root_and_ip();
     if std::env::var_os(ferrovpn_dataplane::FAIL_WORKER_ENV).is_some() {
-        let ns = Namespaces::new(1).expect("creating a namespace");
+        let ns = Namespaces::new(1);
         let started = Instant::now();
-        let (dp, rx) = in_ns(ns.name(0), || {
-            DataPlane::start(
-                config("fvtun0", "127.0.0.1:0".parse().unwrap(), None, 2),
-                PeerTable::new(),
-            )
-        })
-        .expect("data plane");
+        let (dp, rx) = ns.ns[0]
+            .run(|| {
+                DataPlane::start(
+                    config("fvtun0", "127.0.0.1:0".parse().unwrap(), None, 2),
+                    PeerTable::new(),
+                )
+            })
+            .expect("data plane");
         match rx.recv_timeout(Duration::from_secs(2)) {
             Err(UpRecvError::WorkerFailed { worker: 0, reason }) => {
                 println!("REPORTED worker 0 after {:?}: {reason}", started.elapsed());

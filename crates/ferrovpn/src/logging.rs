@@ -10,9 +10,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use ferrovpn_config::Config;
+use ferrovpn_control::peer_log::{PeerFormat, PeerLabels};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The syslog socket of Linux systems (journald's or a syslog daemon's).
@@ -45,7 +47,7 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
             format!("log file {}: redirecting stdout/stderr", log.path.display())
         })?;
         tracing_subscriber::fmt::layer()
-            .with_target(false)
+            .event_format(PeerFormat)
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .boxed()
@@ -65,14 +67,15 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
         }
     } else {
         tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .event_format(PeerFormat)
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .boxed()
     };
     // A subscriber set already (tests that run twice in one process) stays.
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(PeerLabels)
         .with(output)
         .with(ferrovpn_control::management::LogLayer)
         .try_init();
@@ -112,10 +115,10 @@ fn severity(level: &Level) -> u8 {
     }
 }
 
-impl<S: Subscriber> Layer<S> for Syslog {
-    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Syslog {
+    fn on_event(&self, event: &Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
         let pri = FACILITY_DAEMON * 8 + severity(event.metadata().level());
-        let line = ferrovpn_control::management::event_line(event);
+        let line = ferrovpn_control::management::peer_line(&ctx, event);
         let _ = self
             .socket
             .send(format!("<{pri}>{}[{}]: {line}", self.name, std::process::id()).as_bytes());

@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferrovpn_control::status;
 use ferrovpn_proto::data::Side;
 use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
 use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
@@ -128,35 +129,17 @@ impl Mgmt {
 
 /// `status 3` client rows: (common name, client id).
 fn status_clients(m: &mut Mgmt) -> Vec<(String, String)> {
-    let rows = m.block("status 3");
-    let header = rows
-        .iter()
-        .find(|l| l.starts_with("HEADER\tCLIENT_LIST\t"))
-        .unwrap_or_else(|| panic!("no CLIENT_LIST header: {rows:?}"));
-    assert_eq!(
-        header.split('\t').collect::<Vec<_>>()[2..],
-        [
-            "Common Name",
-            "Real Address",
-            "Virtual Address",
-            "Virtual IPv6 Address",
-            "Bytes Received",
-            "Bytes Sent",
-            "Connected Since",
-            "Connected Since (time_t)",
-            "Username",
-            "Client ID",
-            "Peer ID",
-            "Data Channel Cipher"
-        ]
+    let report = m.block("status 3").join("\n");
+    assert!(
+        report.contains("HEADER\tCLIENT_LIST\t"),
+        "no CLIENT_LIST header: {report}"
     );
-    rows.iter()
-        .filter(|l| l.starts_with("CLIENT_LIST\t"))
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            assert_eq!(f.len(), 13, "{l:?}");
-            assert_eq!(f[12], "AES-256-GCM", "{l:?}");
-            (f[1].to_string(), f[10].to_string())
+    status::parse_client_list(&report)
+        .into_iter()
+        .map(|c| {
+            assert_eq!(c.cipher, "AES-256-GCM", "{c:?}");
+            let id = c.client_id.unwrap_or_else(|| panic!("no client id: {c:?}"));
+            (c.common_name, id.to_string())
         })
         .collect()
 }
@@ -289,20 +272,6 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
     );
 }
 
-/// Run `f` on a thread inside `ns`.
-fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
-    let path = PathBuf::from("/run/netns").join(ns.name());
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            ferrovpn_dataplane::enter_netns(&path)
-                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 /// From inside `ns`: the stateless handshake with the server at `to`
 /// (reset, then the server's cookie echoed in an ACK_V1) and nothing more,
 /// which leaves a half-open session there. Returns the local address used.
@@ -318,7 +287,7 @@ fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> Socket
         wrap.wrap(pkt, ReplayId { id, time }, &mut out);
         out
     };
-    in_netns(ns, || {
+    ns.run(|| {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect(to).unwrap();
         s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();

@@ -8,7 +8,6 @@
 //! loudly without them. Every wait has a deadline.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrovpn_proto::data::Side;
@@ -18,20 +17,6 @@ use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, count_lines, log_ta
 use ferrovpn_testkit::{Cipher, Lab, Material, Netns, Wrap, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-/// Run `f` on a thread inside `ns`.
-fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
-    let path = PathBuf::from("/run/netns").join(ns.name());
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            ferrovpn_dataplane::enter_netns(&path)
-                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
 
 fn unix_now() -> u32 {
     std::time::SystemTime::now()
@@ -78,7 +63,7 @@ fn client_reset(sid: SessionId) -> ControlPacket {
 /// then never say anything again (a half-open session on the server).
 /// Returns how many cookies it got.
 fn half_open_flood(ns: &Netns, to: SocketAddr, wrap: &ControlWrap, n: u32) -> u32 {
-    in_netns(ns, || {
+    ns.run(|| {
         let mut cookies = 0;
         for i in 0..n {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -184,7 +169,7 @@ fn reset_answers_follow_connect_freq_initial() {
     let sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
     let mut server = lab.ferrovpn_server(&sc);
     let to = Lab::server_addr(0);
-    let answered = in_netns(&lab.clients[0], || {
+    let answered = lab.clients[0].run(|| {
         let sockets: Vec<UdpSocket> = (0..200u32)
             .map(|i| {
                 let s = UdpSocket::bind("0.0.0.0:0").unwrap();

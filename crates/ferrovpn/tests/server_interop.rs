@@ -7,7 +7,6 @@
 //! every test fails loudly without them. Every wait has a deadline.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{
@@ -268,6 +267,17 @@ fn two_stock_clients_get_distinct_addresses_and_reach_each_other() {
     assert!(both, "status file:\n{text}");
     assert!(text.contains("\nROUTING_TABLE,10.8.0.3,client2,"), "{text}");
     assert!(text.ends_with("END\n"), "{text}");
+    // With two clients each line about one names it, as 2.6's
+    // `client1/10.210.1.2:PORT` prefix does.
+    let log = server.log();
+    for (i, cn) in [(0, "client1"), (1, "client2")] {
+        let prefix = format!(" {cn}/{}:", Lab::client_underlay(i));
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&prefix) && l.contains("connected: 10.8.0.")),
+            "no line with '{prefix}':\n{log}"
+        );
+    }
 }
 
 /// 80 pushed routes do not fit in one PUSH_REPLY: the server splits the
@@ -309,20 +319,6 @@ fn stock_client_installs_80_routes_a_ferrovpn_server_pushes_in_parts() {
     );
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
-}
-
-/// Run `f` on a thread that has entered network namespace `ns`.
-fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
-    let path = PathBuf::from("/run/netns").join(ns.name());
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            ferrovpn_dataplane::enter_netns(&path)
-                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 /// Tiny deterministic PRNG (xorshift64*) for garbage.
@@ -393,7 +389,7 @@ fn garbage() -> Vec<Vec<u8>> {
 /// Send every datagram of `pkts` from namespace `ns` (bound to `local_port`)
 /// to `to`; returns how many the kernel accepted.
 fn blast(ns: &Netns, local_port: u16, to: SocketAddr, pkts: &[Vec<u8>]) -> usize {
-    in_netns(ns, || {
+    ns.run(|| {
         let sock = UdpSocket::bind(("0.0.0.0", local_port)).expect("bind garbage socket");
         pkts.iter().filter(|p| sock.send_to(p, to).is_ok()).count()
     })
@@ -796,7 +792,7 @@ fn replayed_client_resets_from_many_ports_do_not_lock_out_clients() {
     let reset = captured_client_reset(&key);
     // The same captured packet replayed from 1100 source ports (more than
     // the default max-clients 1024).
-    let sent = in_netns(ns, || {
+    let sent = ns.run(|| {
         let mut n = 0;
         for _ in 0..1100 {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -1112,7 +1108,7 @@ fn reset_flood_without_wrapping_makes_no_sessions() {
     // With no tls-auth/tls-crypt anyone can forge a client reset: 200 of
     // them, each from its own port with its own session id, are 50 times
     // max-clients.
-    let answered = in_netns(&lab.clients[0], || {
+    let answered = lab.clients[0].run(|| {
         let mut answered = 0;
         for i in 0..200u32 {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -46,6 +46,28 @@ fn ping_and_iperf3_both_ways(lab: &Lab, what: &str) {
     assert!(down.bytes > 1_000_000, "{what} downstream: {down:?}");
 }
 
+/// Wait for the client to come up, then ping the server through the tunnel.
+fn up_and_ping(lab: &Lab, client: &mut Proc) {
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+}
+
+/// After its server restarted: the client comes up a second time and the
+/// tunnel carries pings again.
+fn comes_up_again(lab: &Lab, client: &Proc) {
+    assert!(
+        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
+            .log()
+            .matches(UP)
+            .count()
+            >= 2),
+        "{}",
+        client.log_tail(40)
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "after reconnect: {p:?}");
+}
+
 #[test]
 fn ferrovpn_client_stock_tcp_server() {
     let lab = lab("tcp-fc");
@@ -79,8 +101,7 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
     cc.extra.push("connect-retry 1 1".into());
     let mut server = lab.stock_server(&sc);
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    up_and_ping(&lab, &mut client);
     server.stop(Duration::from_secs(5));
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
@@ -90,17 +111,7 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
         client.log_tail(30)
     );
     let _server = lab.stock_server(&sc);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
-            .log()
-            .matches(UP)
-            .count()
-            >= 2),
-        "{}",
-        client.log_tail(40)
-    );
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "after reconnect: {p:?}");
+    comes_up_again(&lab, &client);
 }
 
 /// Nothing listens: each TCP connect is refused, the client keeps retrying
@@ -122,8 +133,7 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
         client.log_tail(30)
     );
     let _server = lab.stock_server(&sc);
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    up_and_ping(&lab, &mut client);
 }
 
 // ---------------------------------------------------------------------------
@@ -195,8 +205,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
         .wait_for_log_line("hostile connections open", CONNECT_TIMEOUT)
         .unwrap();
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    up_and_ping(&lab, &mut client);
     let closed = |pat: &str| server.log().matches(pat).count();
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
@@ -220,19 +229,8 @@ fn stock_client_reconnects_after_ferrovpn_tcp_server_restart() {
     cc.extra.push("connect-retry 1 1".into());
     let mut server = lab.ferrovpn_server(&sc);
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    up_and_ping(&lab, &mut client);
     server.stop(Duration::from_secs(5));
     let _server = lab.ferrovpn_server(&sc);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
-            .log()
-            .matches(UP)
-            .count()
-            >= 2),
-        "{}",
-        client.log_tail(40)
-    );
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "after reconnect: {p:?}");
+    comes_up_again(&lab, &client);
 }

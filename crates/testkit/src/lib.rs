@@ -4,7 +4,8 @@
 //! benchmark.
 //!
 //! Everything here shells out to `ip`, `ping`, `iperf3` and `openvpn`
-//! (no `unsafe`, no `setns` in this process). Every guard cleans up in
+//! (no `unsafe`); only [`Netns::run`] enters a namespace itself, on a
+//! thread of its own. Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
 //!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).

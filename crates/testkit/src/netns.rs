@@ -112,6 +112,27 @@ impl Netns {
         &self.name
     }
 
+    /// Run `f` on a thread that has entered the namespace: sockets it
+    /// opens live there. A panic in `f` comes back to the caller.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        use std::os::fd::AsFd;
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let ns = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// A `Command` running `prog args` inside the namespace (`ip netns exec`).
     /// `ip netns exec` execs the program, so the child's pid is the program's.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, prog: &str, args: &[S]) -> Command {

@@ -246,6 +246,11 @@ impl Connection<'_> {
                         self.peers.set_send_key(peer_id, key_id);
                         if !c.connected {
                             c.connected = true;
+                            // The server's certificate is known now.
+                            crate::peer_log::relabel_current(
+                                c.session.peer_common_name().as_deref(),
+                                self.server,
+                            );
                             info!("Initialization Sequence Completed");
                         }
                     }

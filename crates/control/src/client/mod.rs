@@ -15,7 +15,7 @@ use ferrovpn_dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, PeerTable, Transport, UpEvent,
 };
 use ferrovpn_proto::session::SessionConfig;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::netconfig::NetConfig;
 use crate::status::StatusSettings;
@@ -264,6 +264,7 @@ pub async fn run_client(
                                     status_file: status_file.as_ref(),
                                 }
                                 .run(shutdown.as_mut())
+                                .instrument(crate::peer_log::peer_span(None, server))
                                 .await;
                                 // Over TCP the connection ends with the session.
                                 p.dp.close_stream(server);

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 use super::Notice;
 
@@ -47,6 +48,19 @@ pub fn event_line(event: &Event<'_>) -> String {
     text.0.chars().filter(|c| !c.is_control()).collect()
 }
 
+/// [`event_line`] behind the label of the peer the event is about (see
+/// [`crate::peer_log`]), as 2.6's lines carry `client1/1.2.3.4:5678`.
+pub fn peer_line<S>(ctx: &Context<'_, S>, event: &Event<'_>) -> String
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let line = event_line(event);
+    match crate::peer_log::event_peer(ctx, event) {
+        Some(peer) => format!("{peer} {line}"),
+        None => line,
+    }
+}
+
 impl Visit for Text {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
@@ -57,13 +71,13 @@ impl Visit for Text {
     }
 }
 
-impl<S: Subscriber> Layer<S> for LogLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for LogLayer {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let sink = SINK
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(tx) = sink.as_ref() else { return };
-        let line = event_line(event);
+        let line = peer_line(&ctx, event);
         let entry = super::reply::log_entry(
             super::session::unix_now(),
             flag(event.metadata().level()),

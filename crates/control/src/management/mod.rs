@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
-pub use log::{LogLayer, event_line};
+pub use log::{LogLayer, event_line, peer_line};
 use session::{History, Shared};
 
 /// Connections served at once.

@@ -546,64 +546,81 @@ mod tests {
         // vectors/server_commands.txt and vectors/server_kill.txt
         let mut sh = shared();
         let mut s = Session::new(None);
-        let mut ask = |l: &str, a: Answer| match s.on_line(&mut sh, l) {
-            Step::Ask(q) => s.answered(&q, a),
-            Step::Send(t) => t,
-            other => panic!("{l}: {other:?}"),
-        };
-        assert_eq!(
-            ask("kill client1", Answer::Killed(1)),
-            "SUCCESS: common name 'client1' found, 1 client(s) killed\r\n"
-        );
-        assert_eq!(
-            ask("kill nobody", Answer::Killed(0)),
-            "ERROR: common name 'nobody' not found\r\n"
-        );
-        assert_eq!(
-            ask("kill 1.2.3.4", Answer::Killed(0)),
-            "ERROR: common name '1.2.3.4' not found\r\n"
-        );
-        assert_eq!(
-            ask("kill 127.0.0.1:59990", Answer::Killed(1)),
-            "SUCCESS: 1 client(s) at address 127.0.0.1:59990 killed\r\n"
-        );
-        assert_eq!(
-            ask("kill 1.2.3.4:5", Answer::Killed(0)),
-            "ERROR: client at address 1.2.3.4:5 not found\r\n"
-        );
-        assert_eq!(
-            ask("kill 1.2.3.4:0", Answer::Killed(0)),
-            "ERROR: port number is out of range: 0\r\n"
-        );
-        assert_eq!(
-            ask("kill x.y:5", Answer::Killed(0)),
-            "ERROR: error parsing IP address: x.y\r\n"
-        );
-        assert_eq!(
-            ask("client-kill 99", Answer::Done(false)),
-            "ERROR: client-kill command failed\r\n"
-        );
-        assert_eq!(
-            ask("client-kill 2 HALT", Answer::Done(true)),
-            "SUCCESS: client-kill command succeeded\r\n"
-        );
         let load = LoadStats {
             clients: 1,
             bytes_in: 2035,
             bytes_out: 2012,
         };
-        assert_eq!(
-            ask("load-stats", Answer::Load(load)),
-            "SUCCESS: nclients=1,bytesin=2035,bytesout=2012\r\n"
-        );
-        assert_eq!(
-            ask("status 3", Answer::Text("TITLE\tx\nEND\n".into())),
-            "TITLE\tx\r\nEND\r\n"
-        );
-        assert_eq!(
-            ask("signal SIGTERM", Answer::Done(true)),
-            "SUCCESS: signal SIGTERM thrown\r\n"
-        );
+        let cases = [
+            (
+                "kill client1",
+                Answer::Killed(1),
+                "SUCCESS: common name 'client1' found, 1 client(s) killed",
+            ),
+            (
+                "kill nobody",
+                Answer::Killed(0),
+                "ERROR: common name 'nobody' not found",
+            ),
+            (
+                "kill 1.2.3.4",
+                Answer::Killed(0),
+                "ERROR: common name '1.2.3.4' not found",
+            ),
+            (
+                "kill 127.0.0.1:59990",
+                Answer::Killed(1),
+                "SUCCESS: 1 client(s) at address 127.0.0.1:59990 killed",
+            ),
+            (
+                "kill 1.2.3.4:5",
+                Answer::Killed(0),
+                "ERROR: client at address 1.2.3.4:5 not found",
+            ),
+            (
+                "kill 1.2.3.4:0",
+                Answer::Killed(0),
+                "ERROR: port number is out of range: 0",
+            ),
+            (
+                "kill x.y:5",
+                Answer::Killed(0),
+                "ERROR: error parsing IP address: x.y",
+            ),
+            (
+                "client-kill 99",
+                Answer::Done(false),
+                "ERROR: client-kill command failed",
+            ),
+            (
+                "client-kill 2 HALT",
+                Answer::Done(true),
+                "SUCCESS: client-kill command succeeded",
+            ),
+            (
+                "load-stats",
+                Answer::Load(load),
+                "SUCCESS: nclients=1,bytesin=2035,bytesout=2012",
+            ),
+            (
+                "status 3",
+                Answer::Text("TITLE\tx\nEND\n".into()),
+                "TITLE\tx\r\nEND",
+            ),
+            (
+                "signal SIGTERM",
+                Answer::Done(true),
+                "SUCCESS: signal SIGTERM thrown",
+            ),
+        ];
+        for (line, answer, expected) in cases {
+            let reply = match s.on_line(&mut sh, line) {
+                Step::Ask(q) => s.answered(&q, answer),
+                Step::Send(t) => t,
+                other => panic!("{line}: {other:?}"),
+            };
+            assert_eq!(reply, format!("{expected}\r\n"), "{line}");
+        }
     }
 
     #[test]

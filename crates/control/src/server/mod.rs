@@ -445,6 +445,21 @@ enum Stage {
 }
 
 impl Server {
+    /// The span for work on the peer at `addr`: its log lines then carry
+    /// `common_name/address` (see [`crate::peer_log`]).
+    fn peer_span(&self, addr: SocketAddr) -> tracing::Span {
+        let client = self
+            .clients
+            .get(&addr)
+            .or_else(|| self.half_open.get(&addr));
+        let common_name = client.and_then(|c| {
+            c.common_name
+                .clone()
+                .or_else(|| c.session.peer_common_name())
+        });
+        crate::peer_log::peer_span(common_name.as_deref(), addr)
+    }
+
     fn client_mut(&mut self, stage: Stage, addr: SocketAddr) -> Option<&mut Client> {
         match stage {
             Stage::HalfOpen => self.half_open.get_mut(&addr),
@@ -498,6 +513,7 @@ impl Server {
     }
 
     fn on_control(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        let _peer = self.peer_span(from).entered();
         let unix = unix_now();
         let stateless = Stateless {
             wrap: &self.s.session.wrap,
@@ -721,6 +737,7 @@ impl Server {
 
     fn on_timeout(&mut self, now: Instant) {
         for a in self.clients.addrs() {
+            let _peer = self.peer_span(a).entered();
             let Some(c) = self.clients.get_mut(&a) else {
                 continue;
             };
@@ -735,6 +752,7 @@ impl Server {
         }
         let half_open: Vec<SocketAddr> = self.half_open.keys().copied().collect();
         for a in half_open {
+            let _peer = self.peer_span(a).entered();
             if let Some(c) = self.half_open.get_mut(&a)
                 && c.session.poll_timeout().is_some_and(|t| now >= t)
             {
@@ -1007,6 +1025,7 @@ impl Server {
             self.save_pool_persist();
         }
         for a in self.clients.addrs() {
+            let _peer = self.peer_span(a).entered();
             let (Some(c), Some(peer)) = (self.clients.get(&a), self.clients.peer(&a)) else {
                 continue;
             };
@@ -1055,6 +1074,7 @@ impl Server {
 
     /// Send what the session produced and act on its events, until both are empty.
     fn drain(&mut self, now: Instant, mut stage: Stage, addr: SocketAddr) {
+        let _peer = self.peer_span(addr).entered();
         loop {
             let c = match stage {
                 Stage::HalfOpen => self.half_open.get_mut(&addr),
@@ -1272,6 +1292,7 @@ impl Server {
     }
 
     fn push_reply(&mut self, now: Instant, addr: SocketAddr) {
+        let _peer = self.peer_span(addr).entered();
         let Some(peer_id) = self.ensure_peer(addr) else {
             return;
         };
@@ -1310,6 +1331,7 @@ impl Server {
     }
 
     fn remove_client(&mut self, addr: SocketAddr, reason: &str) {
+        let _peer = self.peer_span(addr).entered();
         let Some((c, peer)) = self.clients.remove(&addr) else {
             return;
         };

@@ -1,0 +1,186 @@
+//! Text control messages after the key exchange: PUSH_REQUEST/PUSH_REPLY,
+//! EXIT, RESTART, AUTH_FAILED and the others, received and sent.
+
+use std::io::Write;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::key_state::Phase;
+use super::{Event, MAX_PUSH_PARTS, PUSH_REPLY_REPEAT_INTERVAL, Session, SessionError};
+use crate::data::Side;
+use crate::push::{self, ControlMessage};
+
+impl Session {
+    pub(super) fn handle_text(&mut self, now: Instant, text: &str) {
+        let filtered;
+        let text = if self.cfg.side == Side::Client && !self.cfg.pull_filters.is_empty() {
+            match push::apply_pull_filters(text, &self.cfg.pull_filters) {
+                push::Filtered::Rejected(option) => {
+                    warn!("Pushed option rejected by filter: '{option}'. Restarting.");
+                    self.close(SessionError::PulledOptionRejected(option));
+                    return;
+                }
+                push::Filtered::Kept { text, ignored } => {
+                    for option in ignored {
+                        info!("Pushed option removed by filter: '{option}'");
+                    }
+                    filtered = text;
+                    filtered.as_str()
+                }
+            }
+        } else {
+            text
+        };
+        let msg = ControlMessage::parse(text);
+        match (self.cfg.side, msg) {
+            (Side::Server, ControlMessage::PushRequest) => {
+                self.push_requested = true;
+                if self.push_reply.is_some() {
+                    self.send_push_reply(now);
+                } else if self.peer_info.is_some() {
+                    self.events.push_back(Event::PushRequested);
+                }
+            }
+            (_, ControlMessage::Exit) => {
+                info!("peer announced exit");
+                self.events.push_back(Event::PeerExit);
+            }
+            (Side::Client, ControlMessage::PushReply(part)) => {
+                if self.push_received {
+                    return;
+                }
+                // A 2.6 server splits long replies: parts ending
+                // `push-continuation 2` are collected until the last one.
+                let reply = match self.pending_push.take() {
+                    Some(mut so_far) => {
+                        so_far.extend(part);
+                        so_far
+                    }
+                    None => part,
+                };
+                self.pending_push_parts += 1;
+                if reply.expects_more() {
+                    if self.pending_push_parts >= MAX_PUSH_PARTS {
+                        self.close(SessionError::PushReplyTooLarge);
+                        return;
+                    }
+                    self.pending_push_bytes += text.len();
+                    self.pending_push = Some(reply);
+                    return;
+                }
+                self.pending_push_bytes = 0;
+                if let Err(e) = self.apply_push(&reply) {
+                    warn!("rejecting push reply: {e}");
+                    self.close(e);
+                    return;
+                }
+                self.push_received = true;
+                self.next_push_request = None;
+                // The driver configures the peer before the keys for it arrive.
+                self.events.push_back(Event::PushReply(reply));
+                if let Some(idx) = self.key_index(0) {
+                    if let Err(e) = self.install_keys(idx) {
+                        self.close(e);
+                        return;
+                    }
+                    self.update_phase(now, idx);
+                }
+            }
+            (Side::Client, ControlMessage::AuthFailed(m)) => {
+                self.events.push_back(Event::AuthFailed(m.clone()));
+                self.close(SessionError::AuthFailed(m));
+            }
+            (Side::Client, ControlMessage::Restart(m)) => {
+                self.events.push_back(Event::Restart {
+                    halt: false,
+                    message: m,
+                });
+            }
+            (Side::Client, ControlMessage::Halt(m)) => {
+                self.events.push_back(Event::Restart {
+                    halt: true,
+                    message: m,
+                });
+            }
+            (_, other) => debug!("ignoring control message {other:?}"),
+        }
+    }
+
+    /// Server: set the whole PUSH_REPLY text (`PUSH_REPLY,...`), options in
+    /// the order 2.6 sends them (pushed options, then per-client ones). It
+    /// goes out split as 2.6 splits it ([`push::split_push_reply`]), now if
+    /// the client asked for it or announced it wants it unasked (IV_PROTO
+    /// bit 2). An option too long for one message closes the session.
+    pub fn set_push_reply(&mut self, now: Instant, text: String) {
+        let parts = match push::split_push_reply(&text) {
+            Ok(parts) => parts,
+            Err(e) => {
+                warn!("cannot send push reply: {e}");
+                self.close(SessionError::PushOptionTooLong(e.to_string()));
+                return;
+            }
+        };
+        let proactive = self.peer_info.as_ref().is_some_and(|p| p.request_push());
+        self.push_reply = Some(parts);
+        if proactive || self.push_requested {
+            self.send_push_reply(now);
+        }
+        self.flush(now);
+    }
+
+    /// Server: send the push reply unless it went out less than
+    /// [`PUSH_REPLY_REPEAT_INTERVAL`] ago (a repeated PUSH_REQUEST is then
+    /// ignored, as in 2.6).
+    pub(super) fn send_push_reply(&mut self, now: Instant) {
+        if self
+            .push_reply_sent_at
+            .is_some_and(|t| now < t + PUSH_REPLY_REPEAT_INTERVAL)
+        {
+            debug!("push reply already sent recently; ignoring PUSH_REQUEST");
+            return;
+        }
+        let Some(parts) = self.push_reply.clone() else {
+            return;
+        };
+        for part in &parts {
+            self.send_text_on_current(now, part);
+        }
+        self.push_reply_sent_at = Some(now);
+    }
+
+    /// Send a text control message (EXIT, AUTH_FAILED, RESTART ...) on the newest usable key state.
+    pub fn send_control_message(&mut self, now: Instant, text: &str) {
+        self.send_text_on_current(now, text);
+        self.flush(now);
+    }
+
+    pub(super) fn send_text_on_current(&mut self, now: Instant, text: &str) {
+        if self.closed {
+            return;
+        }
+        let idx = self.keys.iter().rposition(|k| {
+            matches!(
+                k.phase,
+                Phase::KeyExchange | Phase::Established | Phase::Active
+            )
+        });
+        if let Some(idx) = idx
+            && let Err(e) = self.write_text(idx, text)
+        {
+            // rustls' buffer is full: the peer is not taking our data.
+            self.fail_key_state(now, idx, e);
+        }
+    }
+
+    pub(super) fn write_text(&mut self, idx: usize, text: &str) -> Result<(), SessionError> {
+        let mut b = Vec::with_capacity(text.len() + 1);
+        b.extend_from_slice(text.as_bytes());
+        b.push(0);
+        self.keys[idx]
+            .tls
+            .writer()
+            .write_all(&b)
+            .map_err(SessionError::TlsIo)
+    }
+}

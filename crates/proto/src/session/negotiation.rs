@@ -1,0 +1,256 @@
+//! Key-method-2 exchange and data-channel negotiation: cipher choice from
+//! peer info, AUTH_FAILED, key derivation and the client's use of the
+//! push reply.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::key_state::Phase;
+use super::{Event, Session, SessionError};
+use crate::data::{Cipher, KeyBlock, Side};
+use crate::kdf;
+use crate::key_method::{Credentials, KeyMethod2, KeyMethodError, PeerInfo};
+use crate::push::PushReply;
+
+impl Session {
+    pub(super) fn process_plaintext(
+        &mut self,
+        now: Instant,
+        idx: usize,
+    ) -> Result<(), SessionError> {
+        let side = self.cfg.side;
+        // The key-method-2 message comes first; once the exchange is done
+        // (and its secrets dropped) everything is text.
+        if self.keys[idx].phase == Phase::KeyExchange && self.keys[idx].remote_km.is_none() {
+            let ks = &mut self.keys[idx];
+            let (km, used) = match KeyMethod2::decode(&ks.plaintext, side == Side::Server) {
+                Ok(v) => v,
+                Err(KeyMethodError::Incomplete) => return Ok(()),
+                Err(e) => return Err(SessionError::BadKeyMethod(e)),
+            };
+            ks.plaintext.drain(..used);
+            ks.remote_km = Some(km);
+            self.on_remote_key_method(now, idx)?;
+        }
+        // Text messages: NUL-terminated; keep an unterminated tail for later.
+        loop {
+            let ks = &mut self.keys[idx];
+            let Some(end) = ks.plaintext.iter().position(|&b| b == 0) else {
+                break;
+            };
+            let msg: Vec<u8> = ks.plaintext.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&msg[..end]);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                continue;
+            }
+            if text.chars().any(|c| c.is_control()) {
+                warn!("ignoring control message with non-printable characters");
+                continue;
+            }
+            let text = text.to_owned();
+            self.handle_text(now, &text);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_remote_key_method(
+        &mut self,
+        now: Instant,
+        idx: usize,
+    ) -> Result<(), SessionError> {
+        let key_id = self.keys[idx].key_id;
+        match self.cfg.side {
+            Side::Server => {
+                let remote = self.keys[idx]
+                    .remote_km
+                    .as_ref()
+                    .ok_or(SessionError::NotEstablished)?;
+                if key_id == 0 || self.peer_info.is_none() {
+                    // A client announcing compression (`,comp-lzo` in its
+                    // options string) is accepted as by 2.6: the framing
+                    // follows the server's own `comp-lzo`/`compress`.
+                    let peer_info = PeerInfo::parse(&remote.peer_info);
+                    let Some(cipher) = self.negotiate_cipher(&peer_info) else {
+                        return self.auth_failed(
+                            now,
+                            idx,
+                            "Data channel cipher negotiation failed (no shared cipher)",
+                        );
+                    };
+                    self.cipher = Some(cipher);
+                    self.use_ekm = peer_info.tls_ekm();
+                    self.peer_info = Some(peer_info);
+                }
+                let credentials = Credentials {
+                    username: remote.username.clone(),
+                    password: remote.password.clone(),
+                };
+                let km =
+                    KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
+                let mut buf = Vec::new();
+                km.encode(&mut buf);
+                let ks = &mut self.keys[idx];
+                ks.tls
+                    .writer()
+                    .write_all(&buf)
+                    .map_err(SessionError::TlsIo)?;
+                ks.local_km = Some(km);
+                self.install_keys(idx)?;
+                if key_id == 0 {
+                    let common_name = self.peer_common_name();
+                    let (Some(peer_info), Some(cipher)) = (self.peer_info.clone(), self.cipher)
+                    else {
+                        return Err(SessionError::NotEstablished);
+                    };
+                    self.events.push_back(Event::ClientAuthenticated {
+                        common_name,
+                        peer_info,
+                        cipher,
+                        credentials,
+                    });
+                } else {
+                    self.events.push_back(Event::Reauthenticate {
+                        key_id,
+                        credentials,
+                    });
+                }
+            }
+            Side::Client => {
+                // Key 0 waits for the push reply, which names cipher and derivation.
+                if key_id != 0 {
+                    self.install_keys(idx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn negotiate_cipher(&self, peer: &PeerInfo) -> Option<Cipher> {
+        let offered: Vec<Cipher> = if !peer.ciphers.is_empty() {
+            peer.ciphers
+                .iter()
+                .filter_map(|n| Cipher::from_name(n))
+                .collect()
+        } else if peer.ncp >= 2 {
+            vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm]
+        } else {
+            Vec::new()
+        };
+        // The fallback is for peers that negotiate nothing: a peer that
+        // listed its ciphers (IV_CIPHERS, or IV_NCP=2) and shares none is
+        // refused, as OpenVPN 2.6 does, not told to use a cipher it lacks.
+        let negotiates = !peer.ciphers.is_empty() || peer.ncp >= 2;
+        self.cfg
+            .data_ciphers
+            .iter()
+            .copied()
+            .find(|c| offered.contains(c))
+            .or(self.cfg.data_ciphers_fallback.filter(|_| !negotiates))
+    }
+
+    pub(super) fn auth_failed(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        warn!("refusing client: {reason}");
+        if self.cfg.side == Side::Server && self.keys[idx].local_km.is_none() {
+            // The client reads our key-method-2 message before any control
+            // message (OpenVPN sends AUTH_FAILED after the key exchange);
+            // text in its place reads as a bad key method. No keys follow:
+            // `local_km` stays unset so the state never becomes established.
+            let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
+            let mut buf = Vec::new();
+            km.encode(&mut buf);
+            let _ = self.keys[idx].tls.writer().write_all(&buf);
+        }
+        let msg = format!("AUTH_FAILED,{reason}");
+        let _ = self.write_text(idx, &msg);
+        self.events.push_back(Event::AuthFailed(reason.to_owned()));
+        // Let the message go out; hand-window then closes the session.
+        self.keys[idx].deadline = self.keys[idx].deadline.min(now + Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Derive the data keys of key state `idx` and announce them.
+    pub(super) fn install_keys(&mut self, idx: usize) -> Result<(), SessionError> {
+        let cipher = self.cipher.ok_or(SessionError::NotEstablished)?;
+        let ks = &self.keys[idx];
+        if ks.keys_installed {
+            return Ok(());
+        }
+        let block = if self.use_ekm {
+            let mut out = [0u8; 256];
+            ks.tls
+                .export_keying_material(&mut out, kdf::EKM_LABEL.as_bytes(), None)?;
+            KeyBlock(out)
+        } else {
+            let (Some(local), Some(remote)) = (&ks.local_km, &ks.remote_km) else {
+                return Err(SessionError::NotEstablished);
+            };
+            let (c, s) = match self.cfg.side {
+                Side::Client => (local, remote),
+                Side::Server => (remote, local),
+            };
+            let remote_sid = self.remote_sid.ok_or(SessionError::NotEstablished)?;
+            let (csid, ssid) = match self.cfg.side {
+                Side::Client => (self.local_sid, remote_sid),
+                Side::Server => (remote_sid, self.local_sid),
+            };
+            let pre_master = c.pre_master.ok_or(SessionError::MissingPreMaster)?;
+            kdf::legacy_key_block(
+                &pre_master,
+                &c.random1,
+                &s.random1,
+                &c.random2,
+                &s.random2,
+                &csid,
+                &ssid,
+            )
+        };
+        let key_id = ks.key_id;
+        self.keys[idx].keys_installed = true;
+        self.events.push_back(Event::KeysReady {
+            key_id,
+            cipher,
+            block: Box::new(block),
+        });
+        Ok(())
+    }
+
+    /// Client: take cipher and key derivation from the push reply.
+    pub(super) fn apply_push(&mut self, reply: &PushReply) -> Result<(), SessionError> {
+        use crate::push::PushOption;
+        let mut cipher = None;
+        let mut ekm = false;
+        for o in &reply.options {
+            match o {
+                PushOption::Cipher(name) => {
+                    let c = Cipher::from_name(name)
+                        .ok_or_else(|| SessionError::UnsupportedPushedCipher(name.clone()))?;
+                    if !self.cfg.data_ciphers.contains(&c)
+                        && self.cfg.data_ciphers_fallback != Some(c)
+                    {
+                        return Err(SessionError::PushedCipherNotAllowed(name.clone()));
+                    }
+                    cipher = Some(c);
+                }
+                PushOption::KeyDerivation(k) if k == "tls-ekm" => ekm = true,
+                PushOption::ProtocolFlags(flags) if flags.iter().any(|f| f == "tls-ekm") => {
+                    ekm = true
+                }
+                _ => {}
+            }
+        }
+        let cipher = cipher
+            .or(self.cfg.data_ciphers_fallback)
+            .ok_or(SessionError::NoPushedCipher)?;
+        self.cipher = Some(cipher);
+        self.use_ekm = ekm;
+        Ok(())
+    }
+}
