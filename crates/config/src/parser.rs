@@ -906,6 +906,11 @@ impl Parser {
             }
             "remote-random" => d.flag(&mut c.remote_random)?,
             "remote-random-hostname" => d.flag(&mut c.remote_random_hostname)?,
+            "connection" => {
+                return Err(d.invalid(
+                    "'connection' is given as a <connection> ... </connection> block".into(),
+                ));
+            }
             "http-proxy" => {
                 d.count(2, 4, "HOST PORT [AUTHFILE|auto|auto-nct] [basic|none]")?;
                 let host = d.arg(0).unwrap_or("");
