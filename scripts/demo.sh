@@ -30,6 +30,17 @@ if (( ${#need[@]} > 0 )); then
         exit 1
     fi
 fi
+# The proxy tests (crates/ferrovpn/tests/proxy_interop.rs) start real proxies.
+if ! command -v tinyproxy >/dev/null 2>&1 || ! [[ -x /usr/sbin/danted ]]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing: tinyproxy dante-server"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            tinyproxy dante-server >/dev/null
+    else
+        echo "demo.sh: missing tinyproxy or danted and no apt-get; install them and retry" >&2
+        exit 1
+    fi
+fi
 
 # Third-party consumers the test suite drives (management client, metrics
 # parser), at the versions CI installs.

@@ -150,12 +150,13 @@ impl Config {
         match mode {
             Mode::Server => self.finalize_server(&whole)?,
             Mode::Client => {
-                if self.remotes.is_empty() {
+                if self.remotes.is_empty() && self.connections.is_empty() {
                     return Err(ConfigError::new(
                         &whole,
                         Reason::Invalid("client mode needs at least one 'remote'".into()),
                     ));
                 }
+                self.finalize_connections(&whole)?;
                 for key in [
                     "server",
                     "ifconfig-pool",
@@ -225,6 +226,15 @@ impl Config {
                 "'remote' is a client directive, but this is a server configuration".into(),
             ));
         }
+        for (key, what) in [
+            ("connection", "<connection> cannot be used with --mode server"),
+            ("http-proxy", "--http-proxy cannot be used with --mode server"),
+            ("socks-proxy", "--socks-proxy cannot be used with --mode server"),
+        ] {
+            if self.seen.contains_key(key) {
+                return Err(self.fail(key, whole, what.into()));
+            }
+        }
         if let Some(pool) = self.ifconfig_pool {
             let net = u32::from(srv.network);
             let mask = u32::from(srv.netmask);
@@ -261,6 +271,49 @@ impl Config {
                 whole,
                 "'ccd-exclusive' must be used with 'client-config-dir'".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// 2.6's per-entry checks (`options_postprocess_verify_ce`), at the
+    /// entry's `<connection>` or `remote` line.
+    fn finalize_connections(&self, whole: &Location) -> Result<(), ConfigError> {
+        for entry in self.connection_list() {
+            let at = entry.location.clone().unwrap_or_else(|| whole.clone());
+            let fail = |msg: &str| ConfigError::new(&at, Reason::Invalid(msg.into()));
+            if let Some(p) = &entry.http_proxy {
+                if p.host.is_empty() {
+                    return Err(fail(
+                        "--http-proxy not specified but other http proxy options present",
+                    ));
+                }
+                if !entry.proto().is_tcp() {
+                    return Err(fail(
+                        "--http-proxy MUST be used in TCP Client mode (i.e. --proto tcp-client)",
+                    ));
+                }
+                if entry.socks_proxy.is_some() {
+                    return Err(fail("--http-proxy can not be used together with --socks-proxy"));
+                }
+                if let crate::connection::HttpProxyAuth::Auto { nct: false, .. } = p.auth
+                    && self.http_proxy_user_pass.is_none()
+                {
+                    return Err(fail(
+                        "'http-proxy ... auto' needs 'http-proxy-user-pass' (ferrovpn does not ask for proxy credentials on the terminal)",
+                    ));
+                }
+            }
+            if entry.socks_proxy.is_some() && !entry.proto().is_tcp() {
+                return Err(ConfigError::new(
+                    &at,
+                    Reason::Unsupported {
+                        directive: "socks-proxy".into(),
+                        reason: "a UDP connection through a SOCKS proxy (UDP ASSOCIATE) is not supported; use proto tcp-client with the SOCKS proxy",
+                    },
+                ));
+            }
         }
         Ok(())
     }

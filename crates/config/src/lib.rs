@@ -18,6 +18,7 @@
 
 mod client_config;
 mod compression;
+mod connection;
 mod error;
 mod finalize;
 mod lexer;
@@ -27,6 +28,9 @@ mod types;
 
 pub use client_config::{ClientConfig, IfconfigPush, Iroute, MAX_CLIENT_CONFIG_SIZE, PushEdit};
 pub use compression::{Alg as CompressAlg, CompressError, CompressOptions, RECEIVE_ONLY_WARNING};
+pub use connection::{
+    CONNECTION_DIRECTIVES, ConnectionEntry, HttpProxy, HttpProxyAuth, ProxyCredentials, SocksProxy,
+};
 pub use error::{ConfigError, Location, Reason};
 pub use lexer::tokenize;
 pub use parser::{COMMAND_LINE, MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH};

@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Location, Reason};
+use crate::connection::{
+    CONNECTION_DIRECTIVES, ConnectionEntry, HttpProxy, HttpProxyAuth, NOT_PER_CONNECTION,
+    ProxyCredentials, SocksProxy,
+};
 use crate::lexer::tokenize;
 use crate::table::{self, Support, TAP_REASON};
 use crate::types::*;
@@ -26,6 +30,10 @@ pub(crate) struct Parser {
     /// Every error found so far: parsing goes on after one, so that a run
     /// reports them all (at most [`MAX_ERRORS`]).
     errors: Vec<ConfigError>,
+    /// Parsing the body of a `<connection>` block: only connection options.
+    in_connection: bool,
+    /// Added to line numbers (a block's body starts after its tag line).
+    line_offset: usize,
 }
 
 /// Errors kept per run; hostile input cannot grow the list without bound.
@@ -219,6 +227,8 @@ impl Parser {
             forward_compatible: false,
             stack: Vec::new(),
             errors: Vec::new(),
+            in_connection: false,
+            line_offset: 0,
         }
     }
 
@@ -247,7 +257,7 @@ impl Parser {
         while let Some((idx, line)) = lines.next() {
             let loc = Location {
                 file: name.to_string(),
-                line: idx + 1,
+                line: idx + 1 + self.line_offset,
             };
             let trimmed = line.trim();
             if let Some(tag) = trimmed.strip_prefix("</").and_then(|t| t.strip_suffix('>')) {
@@ -278,6 +288,10 @@ impl Parser {
                         &loc,
                         Reason::UnterminatedInline(tag.to_string()),
                     ));
+                    continue;
+                }
+                if tag == "connection" && !self.in_connection {
+                    self.connection_block(&body, &loc);
                     continue;
                 }
                 if let Err(e) = self.apply(Dir {
@@ -452,12 +466,115 @@ impl Parser {
         })
     }
 
+    /// A `<connection>` block: the connection options given so far, then
+    /// those of the block, make one entry of the connection list (2.6's
+    /// `[CONNECTION-OPTIONS]`).
+    fn connection_block(&mut self, body: &str, loc: &Location) {
+        self.cfg.seen.insert("connection".into(), loc.clone());
+        if self.cfg.connections.len() >= MAX_CONNECTIONS {
+            self.record(ConfigError::new(
+                loc,
+                Reason::Invalid(format!(
+                    "at most {MAX_CONNECTIONS} <connection> blocks are allowed"
+                )),
+            ));
+            return;
+        }
+        let mut block = Parser::new(self.fs);
+        block.cfg = self.cfg.clone();
+        block.cfg.remotes.clear();
+        block.cfg.connections.clear();
+        block.forward_compatible = self.forward_compatible;
+        block.stack = self.stack.clone();
+        block.in_connection = true;
+        block.line_offset = loc.line;
+        let _ = block.parse_text(body, &loc.file);
+        for e in std::mem::take(&mut block.errors) {
+            self.record(e);
+        }
+        self.cfg.warnings = std::mem::take(&mut block.cfg.warnings);
+        // 2.6 keeps the last `remote` of a block.
+        match block.cfg.remotes.last() {
+            Some(remote) => {
+                let entry = ConnectionEntry::new(&block.cfg, remote, Some(loc.clone()));
+                self.cfg.connections.push(entry);
+            }
+            None => self.record(ConfigError::new(
+                loc,
+                Reason::Invalid(
+                    "Each 'connection' block must contain exactly one 'remote' directive".into(),
+                ),
+            )),
+        }
+    }
+
+    /// `http-proxy-user-pass FILE` / `socks-proxy ... AUTHFILE` / the
+    /// `http-proxy` AUTHFILE: user name and password lines.
+    fn proxy_credentials(&self, d: &Dir<'_>, file: Option<&str>) -> R<ProxyCredentials> {
+        let text = match (&d.inline, file) {
+            (Some(body), _) => body.clone(),
+            (None, Some("stdin")) => {
+                return Err(d.unsupported(
+                    format!("{} stdin", d.name),
+                    "ferrovpn does not ask for proxy credentials on the terminal; give a file with the user name and password lines",
+                ));
+            }
+            (None, Some(f)) => self.read_text_file(d, f)?.1,
+            (None, None) => return Err(d.bad("a credentials file", "")),
+        };
+        let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+        let username = lines.next().unwrap_or("").to_string();
+        let password = lines.next().unwrap_or("").to_string();
+        if username.is_empty() || password.is_empty() {
+            return Err(d.invalid(format!(
+                "'{}' needs the user name on the first line and the password on the second (ferrovpn does not ask for proxy credentials on the terminal)",
+                d.name
+            )));
+        }
+        if username.len() > 4095 || password.len() > 4095 {
+            return Err(d.invalid(format!(
+                "'{}': user name and password are limited to 4095 bytes",
+                d.name
+            )));
+        }
+        Ok(ProxyCredentials {
+            username,
+            password: zeroize::Zeroizing::new(password),
+        })
+    }
+
     fn warn(&mut self, loc: &Location, msg: String) {
         tracing::warn!("{loc}: {msg}");
         self.cfg.warnings.push(format!("{loc}: {msg}"));
     }
 
     fn apply(&mut self, d: Dir<'_>) -> R<()> {
+        if self.in_connection {
+            if !CONNECTION_DIRECTIVES.contains(&d.name) {
+                return Err(d.invalid(format!(
+                    "option '{}' cannot be used in this context ([CONNECTION-OPTIONS])",
+                    d.name
+                )));
+            }
+            if let Some((_, why)) = NOT_PER_CONNECTION.iter().find(|(n, _)| *n == d.name) {
+                return Err(d.unsupported(format!("{} in <connection>", d.name), why));
+            }
+            if d.name == "connect-retry-max" {
+                self.warn(
+                    d.loc,
+                    "'connect-retry-max' inside <connection> has no effect (as in OpenVPN 2.6); give it outside the blocks".into(),
+                );
+                return Ok(());
+            }
+        } else if !self.cfg.connections.is_empty() && CONNECTION_DIRECTIVES.contains(&d.name) {
+            self.warn(
+                d.loc,
+                format!(
+                    "Option '{}' is ignored by previous <connection> blocks",
+                    d.name
+                ),
+            );
+        }
         let info = table::lookup(d.name);
         match info {
             None => {
@@ -504,6 +621,7 @@ impl Parser {
                 | "dh"
                 | "auth-user-pass"
                 | "auth-gen-token-secret"
+                | "http-proxy-user-pass"
         );
         if d.inline.is_some() && !material_like {
             return Err(d.err(Reason::InlineNotAllowed(d.name.to_string())));
@@ -574,12 +692,19 @@ impl Parser {
                 }
             }
             "local" => {
-                d.count(1, 1, "an IP address")?;
+                d.count(1, 1, "an IP address or host name")?;
                 let s = d.arg(0).unwrap_or("");
-                c.local = Some(
-                    s.parse::<IpAddr>()
-                        .map_err(|_| d.bad("an IP address (hostnames are not supported)", s))?,
-                );
+                match s.parse::<IpAddr>() {
+                    Ok(ip) => {
+                        c.local = Some(ip);
+                        c.local_name = None;
+                    }
+                    Err(_) if is_host_name(s) => {
+                        c.local = None;
+                        c.local_name = Some(s.to_string());
+                    }
+                    Err(_) => return Err(d.bad("an IP address or host name", s)),
+                }
             }
             "proto" => {
                 d.count(1, 1, PROTO_VALUES)?;
@@ -780,6 +905,126 @@ impl Parser {
                 });
             }
             "remote-random" => d.flag(&mut c.remote_random)?,
+            "remote-random-hostname" => d.flag(&mut c.remote_random_hostname)?,
+            "connection" => {
+                return Err(d.invalid(
+                    "'connection' is given as a <connection> ... </connection> block".into(),
+                ));
+            }
+            "http-proxy" => {
+                d.count(2, 4, "HOST PORT [AUTHFILE|auto|auto-nct] [basic|none]")?;
+                let host = d.arg(0).unwrap_or("");
+                if !is_host_name(host) {
+                    return Err(d.bad("a proxy host name or address", host));
+                }
+                let port = d.num(1, 1u16, u16::MAX, "a port number 1-65535")?;
+                let auth = match (d.arg(2), d.arg(3)) {
+                    (None, _) => HttpProxyAuth::None,
+                    (Some(a @ ("auto" | "auto-nct")), None) => HttpProxyAuth::Auto {
+                        nct: a == "auto-nct",
+                        credentials: None,
+                    },
+                    (Some(_), Some("none")) => HttpProxyAuth::None,
+                    (Some(file), None | Some("basic")) => {
+                        HttpProxyAuth::Basic(self.proxy_credentials(&d, Some(file))?)
+                    }
+                    (Some(_), Some(m @ ("ntlm" | "ntlm2" | "digest"))) => {
+                        return Err(d.unsupported(
+                            format!("http-proxy ... {m}"),
+                            "NTLM and digest proxy authentication are not supported; use basic",
+                        ));
+                    }
+                    (Some(_), Some(m)) => {
+                        // 2.6: "ERROR: unknown HTTP authentication method".
+                        return Err(d.bad("an HTTP authentication method basic or none", m));
+                    }
+                };
+                let c = &mut self.cfg;
+                let old = c.http_proxy.take();
+                c.http_proxy = Some(HttpProxy {
+                    host: host.to_string(),
+                    port,
+                    auth,
+                    // `http-proxy-option` lines given before it stay, as in 2.6.
+                    version: old.as_ref().map_or_else(|| "1.0".into(), |o| o.version.clone()),
+                    user_agent: old.as_ref().and_then(|o| o.user_agent.clone()),
+                    custom_headers: old.map(|o| o.custom_headers).unwrap_or_default(),
+                });
+            }
+            "http-proxy-option" => {
+                d.count(2, 3, "VERSION V | AGENT A | CUSTOM-HEADER NAME [CONTENT]")?;
+                let proxy = c.http_proxy.get_or_insert_with(|| HttpProxy {
+                    host: String::new(),
+                    port: 0,
+                    auth: HttpProxyAuth::None,
+                    version: "1.0".into(),
+                    user_agent: None,
+                    custom_headers: Vec::new(),
+                });
+                let value = d.arg(1).unwrap_or("").to_string();
+                if value.contains(['\r', '\n']) || d.arg(2).is_some_and(|v| v.contains(['\r', '\n'])) {
+                    return Err(d.bad("a value without line breaks", &value));
+                }
+                match (d.arg(0).unwrap_or(""), d.args.len()) {
+                    ("VERSION", 2) => proxy.version = value,
+                    ("AGENT", 2) => proxy.user_agent = Some(value),
+                    ("EXT1" | "EXT2" | "CUSTOM-HEADER", _) => {
+                        if proxy.custom_headers.len() >= 10 {
+                            return Err(d.invalid(
+                                "Cannot use more than 10 http-proxy-option CUSTOM-HEADER".into(),
+                            ));
+                        }
+                        proxy
+                            .custom_headers
+                            .push((value, d.arg(2).map(str::to_string)));
+                    }
+                    (other, _) => {
+                        return Err(d.invalid(format!(
+                            "Bad http-proxy-option or missing or extra parameter: '{other}'"
+                        )));
+                    }
+                }
+            }
+            "http-proxy-user-pass" => {
+                if d.inline.is_none() {
+                    d.count(1, 1, "a file name or an inline block")?;
+                }
+                let creds = self.proxy_credentials(&d, d.arg(0))?;
+                self.cfg.http_proxy_user_pass = Some(creds);
+            }
+            "http-proxy-retry" | "socks-proxy-retry" => {
+                self.warn(
+                    d.loc,
+                    "DEPRECATED OPTION: http-proxy-retry and socks-proxy-retry: proxy connections are retried like regular connections (as in OpenVPN 2.6); use connect-retry-max 1 for the old behaviour".into(),
+                );
+            }
+            "http-proxy-timeout" => {
+                d.count(1, 1, "a number of seconds")?;
+                self.warn(
+                    d.loc,
+                    "DEPRECATED OPTION: http-proxy-timeout: the time until the server answers is set by connect-timeout alone (as in OpenVPN 2.6)".into(),
+                );
+            }
+            "socks-proxy" => {
+                d.count(1, 3, "HOST [PORT] [AUTHFILE]")?;
+                let host = d.arg(0).unwrap_or("");
+                if !is_host_name(host) {
+                    return Err(d.bad("a proxy host name or address", host));
+                }
+                let port = match d.arg(1) {
+                    Some(_) => d.num(1, 1u16, u16::MAX, "a port number 1-65535")?,
+                    None => 1080,
+                };
+                let credentials = match d.arg(2) {
+                    Some(f) => Some(self.proxy_credentials(&d, Some(f))?),
+                    None => None,
+                };
+                self.cfg.socks_proxy = Some(SocksProxy {
+                    host: host.to_string(),
+                    port,
+                    credentials,
+                });
+            }
             "connect-retry" => {
                 d.count(1, 2, "SECONDS [MAX]")?;
                 let secs = d.u32(0, "a number of seconds")?;
@@ -1514,6 +1759,19 @@ impl Parser {
         }
         Ok(())
     }
+}
+
+/// At most this many `<connection>` blocks (hostile configs stay small).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A DNS name or address as `remote`, `local` and proxies take it: no
+/// spaces, quotes or control bytes, never option-looking.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
 }
 
 fn key_direction(d: &Dir<'_>, s: &str) -> R<KeyDirection> {

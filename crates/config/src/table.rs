@@ -79,7 +79,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("port", "1-65535; sets local and remote port (default 1194)"),
     s("lport", "local port; `0` binds an ephemeral port"),
     s("rport", "remote port default for `remote` lines"),
-    s("local", "IP address to bind (hostnames not supported)"),
+    s(
+        "local",
+        "IP address or host name to bind (a name is resolved once, at start); per `<connection>` on a client",
+    ),
     s(
         "proto",
         "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP)",
@@ -160,11 +163,56 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "remote",
-        "`HOST [PORT] [PROTO]`, may repeat; every remote must use the transport of `proto` (mixing UDP and TCP remotes is an error at start)",
+        "`HOST [PORT] [PROTO]` (PROTO only after PORT, as 2.6), may repeat: each line is one entry of the client's connection list, with its own port and transport (UDP and TCP remotes may be mixed); a host name is resolved at each attempt",
     ),
-    s("remote-random", "try remotes in random order"),
-    s("connect-retry", "`N [MAX]` seconds"),
-    s("connect-retry-max", "number of attempts"),
+    s(
+        "remote-random",
+        "the connection list (remotes or `<connection>` blocks) is shuffled once at start, as 2.6",
+    ),
+    s(
+        "remote-random-hostname",
+        "a random 12-hex-digit label is put before each remote host name (not an address) at each resolution, as 2.6",
+    ),
+    s(
+        "connect-retry",
+        "`N [MAX]` seconds (default 1, 300), per connection entry: 2.6's restart pause (N, doubled per round of the whole list after the fifth, at most MAX)",
+    ),
+    s(
+        "connect-retry-max",
+        "`N`: exit after every connection entry failed N times in a row, as 2.6 (no effect inside `<connection>`, as 2.6)",
+    ),
+    s(
+        "connection",
+        "client: `<connection>` blocks, each with exactly one `remote`, hold per-entry `proto`, `port`/`rport`/`lport`, `local`, `nobind`, `connect-retry`, `connect-timeout`, `explicit-exit-notify`, `float`, `http-proxy`, `http-proxy-option`, `socks-proxy`; options given before a block are inherited, connection options after blocks are ignored with 2.6's warning; `remote` lines outside blocks are ignored when blocks exist. Per-entry `tun-mtu`, `mssfix`, `link-mtu`, `fragment`, `tls-auth`/`tls-crypt`/`tls-crypt-v2`/`key-direction` are refused (give them outside). Entries are tried in order (each with its own transport); a connection that came up is retried on the same entry",
+    ),
+    s(
+        "http-proxy",
+        "client, TCP entries only (2.6's rule): `HOST PORT [AUTHFILE|auto|auto-nct] [basic|none]`; HTTP CONNECT to the remote, `basic` sends the file's user name and password up front, `auto` answers a 407 that offers Basic with `http-proxy-user-pass` credentials (`auto-nct` never sends cleartext credentials). NTLM and digest are refused; `stdin` (terminal prompt) is refused",
+    ),
+    s(
+        "http-proxy-option",
+        "`VERSION V` (default 1.0), `AGENT TEXT`, `CUSTOM-HEADER`/`EXT1`/`EXT2 NAME [CONTENT]` (at most 10), sent as 2.6 sends them",
+    ),
+    s(
+        "http-proxy-user-pass",
+        "`FILE` or inline: user name and password for the HTTP proxy (replace the `http-proxy` AUTHFILE's)",
+    ),
+    i(
+        "http-proxy-retry",
+        "deprecated in 2.6: proxy connections are retried like any connection",
+    ),
+    i(
+        "http-proxy-timeout",
+        "deprecated in 2.6: `connect-timeout` bounds the whole connect",
+    ),
+    s(
+        "socks-proxy",
+        "client: `HOST [PORT] [AUTHFILE]` (port 1080 by default): SOCKS5 CONNECT to the remote by name over TCP, with RFC 1929 user name and password when AUTHFILE is given. UDP entries through SOCKS (UDP ASSOCIATE) are refused at start",
+    ),
+    i(
+        "socks-proxy-retry",
+        "deprecated in 2.6: proxy connections are retried like any connection",
+    ),
     s(
         "connect-timeout",
         "seconds (default 120): limit on each TCP connect, and the client restarts when the server has not answered within it after an attempt started (2.6's server poll); alias `server-poll-timeout`",
@@ -575,8 +623,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
     ),
-    u("http-proxy", "proxies are not supported yet"),
-    u("socks-proxy", "proxies are not supported"),
     u(
         "port-share",
         "passing non-OpenVPN connections on is not supported yet",
@@ -600,10 +646,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
-    u(
-        "connection",
-        "`<connection>` blocks are not supported; use several `remote` lines",
-    ),
     u("tls-exit", "tls-exit is not supported"),
     u("askpass", "encrypted private keys are not supported"),
     u("engine", "crypto engines are not supported"),

@@ -407,6 +407,18 @@ pub struct Config {
 
     pub remotes: Vec<Remote>,
     pub remote_random: bool,
+    /// `local HOSTNAME` (a name, not an address): resolved at start.
+    pub local_name: Option<String>,
+    /// `remote-random-hostname`: a random label before each remote name.
+    pub remote_random_hostname: bool,
+    /// `http-proxy ...` with its `http-proxy-option` lines.
+    pub http_proxy: Option<crate::connection::HttpProxy>,
+    /// `http-proxy-user-pass FILE` or inline: replaces the proxy's AUTHFILE.
+    pub http_proxy_user_pass: Option<crate::connection::ProxyCredentials>,
+    /// `socks-proxy HOST [PORT] [AUTHFILE]`.
+    pub socks_proxy: Option<crate::connection::SocksProxy>,
+    /// `<connection>` blocks, in order (see [`Config::connection_list`]).
+    pub connections: Vec<crate::connection::ConnectionEntry>,
     pub connect_retry: Option<ConnectRetry>,
     pub connect_retry_max: Option<u32>,
     /// `connect-timeout N` / `server-poll-timeout N`.

@@ -525,8 +525,8 @@ fn line_errors() {
             r#"t.conf:1: 'topology' expects subnet, net30 or p2p, got "star""#,
         ),
         (
-            "local myhost",
-            r#"t.conf:1: 'local' expects an IP address (hostnames are not supported), got "myhost""#,
+            "local \"my host\"",
+            r#"t.conf:1: 'local' expects an IP address or host name, got "my host""#,
         ),
         (
             "server 10.8.0.1 255.255.255.0",
@@ -721,8 +721,8 @@ fn block_errors() {
         "t.conf:1: 'port' cannot be given as an inline block"
     );
     assert_eq!(
-        err("<connection>\nremote x\n</connection>\n"),
-        "t.conf:1: unsupported 'connection': `<connection>` blocks are not supported; use several `remote` lines"
+        err("<connection>\nremote x\nsndbuf 1\n</connection>\n"),
+        "t.conf:3: option 'sndbuf' cannot be used in this context ([CONNECTION-OPTIONS])"
     );
     assert_eq!(
         err("<foo>\n</foo>\n"),

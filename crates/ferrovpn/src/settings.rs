@@ -421,35 +421,115 @@ fn secs(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
 }
 
-/// The client's transport: every remote's `PROTO` (or `proto`) must agree.
-fn client_transport(cfg: &Config) -> anyhow::Result<Transport> {
-    let protos = cfg.remotes.iter().map(|r| r.proto.unwrap_or(cfg.proto()));
-    let mut transport = None;
-    for p in protos {
+/// `local ADDRESS|NAME`: a name is resolved once, at start (2.6 resolves
+/// it when it binds). `None`: not given.
+fn local_address(
+    cfg: &Config,
+    ip: Option<IpAddr>,
+    name: Option<&str>,
+) -> anyhow::Result<Option<IpAddr>> {
+    use std::net::ToSocketAddrs;
+    if let Some(ip) = ip {
+        return Ok(Some(ip));
+    }
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let addrs: Vec<SocketAddr> = (name, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("{}local: cannot resolve '{name}'", where_is(cfg, "local")))?
+        .collect();
+    let ip = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .map(SocketAddr::ip)
+        .with_context(|| format!("{}local: '{name}' has no address", where_is(cfg, "local")))?;
+    info!("local {name} resolved to {ip}");
+    Ok(Some(ip))
+}
+
+/// The client's connection list: one [`Remote`] per `remote` line or
+/// `<connection>` block, each with its own transport.
+fn client_remotes(cfg: &Config) -> anyhow::Result<Vec<Remote>> {
+    let mut warned_exit_notify = false;
+    let mut remotes = Vec::new();
+    for entry in cfg.connection_list() {
+        let at = entry
+            .location
+            .as_ref()
+            .map(|l| format!("{l}: "))
+            .unwrap_or_default();
+        let proto = entry.proto();
         if let Proto::Tcp {
             role: Some(TcpRole::Server),
             ..
-        } = p
+        } = proto
         {
             bail!(
-                "{}a client connects to its server: use proto tcp-client (or tcp), not tcp-server",
-                where_is(cfg, "proto")
+                "{at}a client connects to its server: use proto tcp-client (or tcp), not tcp-server"
             );
         }
-        let t = if p.is_tcp() {
-            Transport::Tcp
+        let tcp = proto.is_tcp();
+        let local = local_address(cfg, entry.local, entry.local_name.as_deref())?;
+        // `nobind` (what profiles say) and the default both take an
+        // ephemeral port; an explicit `lport` binds it.
+        let port = if entry.nobind {
+            0
         } else {
-            Transport::Udp
+            entry.lport.unwrap_or(0)
         };
-        if transport.is_some_and(|seen| seen != t) {
-            bail!(
-                "{}remotes with different transports (UDP and TCP) are not supported yet",
-                where_is(cfg, "remote")
-            );
-        }
-        transport = Some(t);
+        let bind = SocketAddr::new(local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
+        // 2.6 binds a TCP client only when `local` or a local port is given.
+        let tcp_bind =
+            (tcp && !entry.nobind && (local.is_some() || entry.lport.is_some())).then_some(bind);
+        let explicit_exit_notify = match entry.explicit_exit_notify {
+            Some(_) if tcp => {
+                if !warned_exit_notify {
+                    warn!("{at}NOTICE: --explicit-exit-notify ignored for --proto tcp");
+                    warned_exit_notify = true;
+                }
+                None
+            }
+            n => n,
+        };
+        let retry = entry.connect_retry();
+        let proxy = match (&entry.http_proxy, &entry.socks_proxy) {
+            (Some(http), _) => {
+                let mut http = http.clone();
+                // `http-proxy-user-pass` replaces the AUTHFILE (2.6's auth_file_up).
+                if let Some(up) = &cfg.http_proxy_user_pass {
+                    match &mut http.auth {
+                        ferrovpn_config::HttpProxyAuth::Basic(c) => *c = up.clone(),
+                        ferrovpn_config::HttpProxyAuth::Auto { credentials, .. } => {
+                            *credentials = Some(up.clone())
+                        }
+                        ferrovpn_config::HttpProxyAuth::None => {}
+                    }
+                }
+                Some(ferrovpn_control::client::Proxy::Http(http))
+            }
+            (None, Some(socks)) => Some(ferrovpn_control::client::Proxy::Socks(socks.clone())),
+            (None, None) => None,
+        };
+        remotes.push(Remote {
+            host: entry.remote.host.clone(),
+            port: entry.remote_port(),
+            transport: if tcp { Transport::Tcp } else { Transport::Udp },
+            bind,
+            tcp_bind,
+            connect_retry: secs(retry.secs),
+            connect_retry_max: secs(retry.max.unwrap_or(300).max(retry.secs)),
+            connect_timeout: secs(entry.connect_timeout()),
+            explicit_exit_notify,
+            proxy,
+            random_hostname: cfg.remote_random_hostname,
+        });
     }
-    Ok(transport.unwrap_or_default())
+    if remotes.is_empty() {
+        bail!("client mode needs at least one 'remote HOST [PORT]'");
+    }
+    Ok(remotes)
 }
 
 /// `proto` of a server: `tcp` is `tcp-server` there, as in 2.6.
@@ -481,7 +561,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     }
     // 2.6 names the TCP ends "TCPv4_CLIENT" / "TCPv4_SERVER" (v4 even over IPv6).
     let tcp_end = match side {
-        Side::Client if client_transport(cfg)? == Transport::Tcp => Some("TCPv4_CLIENT"),
+        // A client's TCP entries announce TCPv4_CLIENT (the connection does it).
         Side::Server if server_transport(cfg)? == Transport::Tcp => Some("TCPv4_SERVER"),
         _ => None,
     };
@@ -729,7 +809,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         ),
     };
     let mut dataplane = dataplane_base(cfg);
-    let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let bind_ip = local_address(cfg, cfg.local, cfg.local_name.as_deref())?
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     dataplane.bind = SocketAddr::new(bind_ip, cfg.local_port());
     dataplane.transport = transport;
     Ok(ServerSettings {
@@ -914,9 +995,7 @@ fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
 
 /// Client settings from a `client` / profile config.
 pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
-    if cfg.remotes.is_empty() {
-        bail!("client mode needs at least one 'remote HOST [PORT]'");
-    }
+    let remotes = client_remotes(cfg)?;
     audit_common(cfg)?;
     for (name, set) in [
         ("up", cfg.scripts.up.is_some()),
@@ -984,59 +1063,21 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     session.peer_info.push_str(cfg.compression.peer_info());
     let mut dataplane = dataplane_base(cfg);
-    let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    // `nobind` (what profiles say) and the default both take an ephemeral
-    // port; an explicit `lport` binds it.
-    let port = if cfg.nobind {
-        0
-    } else {
-        cfg.lport.unwrap_or(0)
-    };
-    dataplane.bind = SocketAddr::new(bind_ip, port);
-    dataplane.transport = client_transport(cfg)?;
-    let tcp = dataplane.transport == Transport::Tcp;
-    // 2.6 binds a TCP client only when `local` or a local port is given.
-    let tcp_bind = (tcp && !cfg.nobind && (cfg.local.is_some() || cfg.lport.is_some()))
-        .then_some(dataplane.bind);
-    let explicit_exit_notify = match cfg.explicit_exit_notify {
-        Some(_) if tcp => {
-            warn!(
-                "{}NOTICE: --explicit-exit-notify ignored for --proto tcp",
-                where_is(cfg, "explicit-exit-notify")
-            );
-            None
-        }
-        n => n,
-    };
-    let retry = cfg.connect_retry();
-    let retry_max = retry.max.unwrap_or(300);
+    // The first entry's; each attempt sets its own entry's.
+    dataplane.bind = remotes[0].bind;
+    dataplane.transport = remotes[0].transport;
     Ok(ClientSettings {
         dataplane,
-        remotes: cfg
-            .remotes
-            .iter()
-            .map(|r| Remote {
-                host: r.host.clone(),
-                port: cfg.remote_port(r),
-            })
-            .collect(),
+        remotes,
         remote_random: cfg.remote_random,
-        connect_retry: secs(retry.secs.max(1)),
-        connect_retry_max: secs(retry_max.max(retry.secs.max(1))),
-        connect_timeout: secs(cfg.connect_timeout()),
-        tcp_bind,
+        connect_retry_max: cfg.connect_retry_max,
         session: Arc::new(session),
         // Without ping-restart (configured or pushed) silence never restarts.
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
         ping_exit: cfg.ping_exit.map(secs),
         status: status(cfg),
-        explicit_exit_notify,
         tun_mtu: cfg.tun_mtu(),
-        // `connect-retry-max N`: each remote is tried N times, then give up.
-        max_attempts: cfg
-            .connect_retry_max
-            .map(|n| n.saturating_mul(cfg.remotes.len() as u32).max(1)),
         compression: cfg.compression,
         setup_done: None,
         local_options: local_options(cfg),

@@ -2,10 +2,11 @@
 //! on packet-id exhaustion, the goodbye on shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferrovpn_dataplane::{DataPlane, PeerTable, UpEvent};
+use ferrovpn_dataplane::{DataPlane, PeerTable, Transport, UpEvent};
 use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::push::{PushOption, PushReply};
 use ferrovpn_proto::session::{Event, Session, SessionError};
@@ -14,13 +15,15 @@ use tracing::{debug, info, warn};
 use super::credentials::Credentials;
 use super::plan::{PushPlan, dropped_by_route_nopull};
 use super::tunnel::Tunnel;
-use super::{ClientSettings, Ended, unix_now};
+use super::{ClientSettings, Ended, Remote, unix_now};
 use crate::fsutil::KeptFile;
 use crate::status;
 
 /// What one connection works with. The tunnel state outlives it.
 pub(super) struct Connection<'a> {
     pub settings: &'a ClientSettings,
+    /// The connection entry of this attempt.
+    pub remote: &'a Remote,
     pub dp: &'a DataPlane,
     pub peers: &'a PeerTable,
     pub up: &'a mut tokio::sync::mpsc::Receiver<UpEvent>,
@@ -65,7 +68,17 @@ impl Connection<'_> {
     ) -> Outcome {
         let s = self.settings;
         let now = Instant::now();
-        let session = match Session::connect(s.session.clone(), now, unix_now()) {
+        let session_config = if self.remote.transport == Transport::Tcp {
+            // 2.6 names the TCP client end in the options string.
+            let mut tcp = (*s.session).clone();
+            tcp.options_string = tcp
+                .options_string
+                .replacen(",proto UDPv4", ",proto TCPv4_CLIENT", 1);
+            Arc::new(tcp)
+        } else {
+            s.session.clone()
+        };
+        let session = match Session::connect(session_config, now, unix_now()) {
             Ok(mut v) => {
                 if let Some((user, secret)) =
                     self.credentials.as_mut().and_then(|c| c.for_key_exchange())
@@ -160,12 +173,12 @@ impl Connection<'_> {
         // `connect-timeout` (alias `server-poll-timeout`), as 2.6: restart
         // when the server has not answered at all within it.
         if !c.heard_from_server
-            && now.saturating_duration_since(c.started) >= self.settings.connect_timeout
+            && now.saturating_duration_since(c.started) >= self.remote.connect_timeout
         {
             return Some(Ended::Reconnect(format!(
                 "server poll timeout: no answer from {} within {}s",
                 self.server,
-                self.settings.connect_timeout.as_secs()
+                self.remote.connect_timeout.as_secs()
             )));
         }
         let peer_id = c.peer_id?;
@@ -349,7 +362,7 @@ impl Connection<'_> {
     }
 
     async fn say_goodbye(&self, c: &mut Live) {
-        let (Some(peer_id), Some(n)) = (c.peer_id, self.settings.explicit_exit_notify) else {
+        let (Some(peer_id), Some(n)) = (c.peer_id, self.remote.explicit_exit_notify) else {
             return;
         };
         if c.cc_exit {

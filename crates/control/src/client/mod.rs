@@ -3,8 +3,10 @@
 //! peer-id), reconnects with backoff, and restores the system on exit.
 //!
 //! The pure parts have their own modules: [`plan`] (what a push reply asks
-//! for), [`routes`] (which routes to add, keep and delete), [`backoff`]
-//! (when to retry), and `dns::render_resolv_conf`.
+//! for), [`routes`] (which routes to add, keep and delete), [`walk`] (which
+//! connection entry next, and the pause before it, as 2.6), [`proxy`] (the
+//! HTTP CONNECT and SOCKS5 handshakes as bytes), and
+//! `dns::render_resolv_conf`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,21 +26,75 @@ pub mod backoff;
 mod connection;
 pub mod credentials;
 pub mod dns;
+mod link;
 pub mod plan;
+pub mod proxy;
 pub mod routes;
 mod tunnel;
+pub mod walk;
 
-use backoff::{Backoff, Retry};
 use connection::Connection;
 use credentials::{CredentialSource, Credentials};
 pub use ferrovpn_config::AuthRetry;
+pub use link::Proxy;
 use tunnel::Tunnel;
+use walk::Walk;
 
-/// One `remote HOST PORT` line.
+/// One entry of the connection list: a `remote HOST PORT` line or a
+/// `<connection>` block, with its own transport options.
 #[derive(Clone, Debug)]
 pub struct Remote {
     pub host: String,
     pub port: u16,
+    pub transport: Transport,
+    /// UDP: the local address (`local`, `lport`; port 0 = ephemeral).
+    pub bind: SocketAddr,
+    /// TCP: bind the connection to this address first (`local` / `lport`
+    /// given, as 2.6 binds a TCP client only then).
+    pub tcp_bind: Option<SocketAddr>,
+    /// `connect-retry N MAX`: the pause after an attempt on this entry.
+    pub connect_retry: Duration,
+    pub connect_retry_max: Duration,
+    /// `connect-timeout` / `server-poll-timeout`: how long the TCP connect
+    /// and proxy handshake may take, and how long the server may stay
+    /// silent after an attempt starts.
+    pub connect_timeout: Duration,
+    /// `explicit-exit-notify N` (UDP only: 2.6 ignores it over TCP).
+    pub explicit_exit_notify: Option<u32>,
+    /// `http-proxy` / `socks-proxy`: the connection goes through it.
+    pub proxy: Option<Proxy>,
+    /// `remote-random-hostname`.
+    pub random_hostname: bool,
+}
+
+impl Remote {
+    /// A plain UDP remote with 2.6's defaults (tests, simple callers).
+    pub fn udp(host: &str, port: u16) -> Remote {
+        Remote {
+            host: host.to_string(),
+            port,
+            transport: Transport::Udp,
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tcp_bind: None,
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(120),
+            explicit_exit_notify: None,
+            proxy: None,
+            random_hostname: false,
+        }
+    }
+
+    /// The server's name for this attempt: with `remote-random-hostname`, a
+    /// random label goes before a name (never before an address), as 2.6.
+    fn host_for_attempt(&self) -> String {
+        if !self.random_hostname || self.host.parse::<IpAddr>().is_ok() {
+            return self.host.clone();
+        }
+        let mut label = [0u8; 6];
+        ferrovpn_proto::random::fill(&mut label);
+        format!("{}.{}", hex::encode(label), self.host)
+    }
 }
 
 /// Reads user name and password again from where they came from.
@@ -47,18 +103,16 @@ pub type ReloadCredentials =
 
 /// Everything the client runtime needs, already validated by the config layer.
 pub struct ClientSettings {
+    /// The data plane's settings; `transport` and `bind` come from the
+    /// connection entry of each attempt.
     pub dataplane: DataPlaneConfig,
+    /// The connection list, in config order.
     pub remotes: Vec<Remote>,
     pub remote_random: bool,
-    /// `connect-retry N MAX`: first wait and ceiling between attempts.
-    pub connect_retry: Duration,
-    pub connect_retry_max: Duration,
-    /// `connect-timeout` / `server-poll-timeout`: how long a TCP connect may
-    /// take, and how long the server may stay silent after an attempt starts.
-    pub connect_timeout: Duration,
-    /// TCP: bind the connection to this address first (`local` / `lport`
-    /// given, as 2.6 binds a TCP client only then).
-    pub tcp_bind: Option<SocketAddr>,
+    /// `connect-retry-max N`: exit once every entry failed N times in a row.
+    pub connect_retry_max: Option<u32>,
+    /// The session settings, announcing UDP (`proto UDPv4`); a TCP entry
+    /// announces `TCPv4_CLIENT` instead, as 2.6.
     pub session: Arc<SessionConfig>,
     /// Silence after which we reconnect until the server pushes its own value.
     pub ping_restart: Duration,
@@ -66,13 +120,9 @@ pub struct ClientSettings {
     pub ping: Option<Duration>,
     /// `ping-exit N`: exit (instead of reconnecting) after this much silence.
     pub ping_exit: Option<Duration>,
-    /// `explicit-exit-notify N` (UDP only: 2.6 ignores it over TCP).
-    pub explicit_exit_notify: Option<u32>,
     /// `status FILE [N]`: data-channel byte counts.
     pub status: Option<StatusSettings>,
     pub tun_mtu: u16,
-    /// Give up after this many failed attempts in a row (tests); `None` = forever.
-    pub max_attempts: Option<u32>,
     /// `persist-tun`: keep the tunnel's addresses, routes and DNS across
     /// reconnects (nothing leaks while the client backs off).
     pub persist_tun: bool,
@@ -141,8 +191,10 @@ fn keeps_tunnel(persist_tun: bool, ended: &Ended) -> bool {
 /// TCP connection of the moment, workers).
 struct Plane {
     dp: DataPlane,
-    /// The server the plane was started for.
+    /// The server (or proxy) the plane was started for.
     server: SocketAddr,
+    transport: Transport,
+    bind: SocketAddr,
     up: tokio::sync::mpsc::Receiver<UpEvent>,
 }
 
@@ -151,36 +203,16 @@ impl Plane {
         let server = cfg
             .connect
             .ok_or_else(|| DataPlaneError::Config("a client data plane needs a server".into()))?;
+        let (transport, bind) = (cfg.transport, cfg.bind);
         let (dp, up_rx) = DataPlane::start(cfg, peers.clone())?;
         Ok(Plane {
             dp,
             server,
+            transport,
+            bind,
             up: crate::bridge(up_rx),
         })
     }
-}
-
-/// Open the TCP connection to `server` (bound to `bind` first if given)
-/// within `timeout`.
-async fn connect_tcp(
-    server: SocketAddr,
-    bind: Option<SocketAddr>,
-    timeout: Duration,
-) -> anyhow::Result<std::net::TcpStream> {
-    let socket = match server.ip() {
-        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    if let Some(local) = bind {
-        socket.set_reuseaddr(true)?;
-        socket
-            .bind(local)
-            .with_context(|| format!("binding {local}"))?;
-    }
-    let stream = tokio::time::timeout(timeout, socket.connect(server))
-        .await
-        .map_err(|_| anyhow::anyhow!("no connection within {}s", timeout.as_secs()))??;
-    Ok(stream.into_std()?)
 }
 
 /// No route to the server (yet): a reason to retry, not to exit.
@@ -221,14 +253,16 @@ pub async fn run_client(
     if s.remote_random {
         shuffle(&mut order);
     }
-    let mut attempt: u32 = 0;
-    let mut backoff = Backoff::new(s.connect_retry, s.connect_retry_max, s.max_attempts);
+    let mut walk = Walk::new(order, s.connect_retry_max);
     let mut credentials = s.credentials.clone();
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
+    let mut index = match walk.next() {
+        Ok(i) => i,
+        Err(give_up) => anyhow::bail!("{give_up}"),
+    };
     let result = loop {
-        let remote = &s.remotes[order[attempt as usize % order.len()]];
-        attempt = attempt.wrapping_add(1);
+        let remote = &s.remotes[index];
         let ended = match resolve(remote).await {
             Ok(server) => {
                 if let Some(c) = credentials.as_mut()
@@ -240,9 +274,22 @@ pub async fn run_client(
                         Err(e) => break Err(e.context("auth-user-pass")),
                     }
                 }
-                info!("connecting to {}:{} ({server})", remote.host, remote.port);
+                match &remote.proxy {
+                    Some(p) => info!(
+                        "connecting to {}:{} ({:?}) through proxy {}:{} ({server})",
+                        remote.host,
+                        remote.port,
+                        remote.transport,
+                        p.host(),
+                        p.port()
+                    ),
+                    None => info!(
+                        "connecting to {}:{} ({server}, {:?})",
+                        remote.host, remote.port, remote.transport
+                    ),
+                }
                 let fresh = std::mem::take(&mut fresh_socket);
-                match ensure_plane(&s, &peers, &mut plane, server, fresh, &mut tunnel) {
+                match ensure_plane(&s, remote, &peers, &mut plane, server, fresh, &mut tunnel) {
                     Ok(p) => {
                         if let Some(done) = setup_done.take()
                             && let Err(e) = done()
@@ -250,10 +297,11 @@ pub async fn run_client(
                             break Err(e);
                         }
                         tunnel.route_around(server.ip()).await;
-                        match open_link(&s, &p.dp, server).await {
+                        match open_link(remote, &p.dp, server).await {
                             Ok(server) => {
                                 let outcome = Connection {
                                     settings: &s,
+                                    remote,
                                     dp: &p.dp,
                                     peers: &peers,
                                     up: &mut p.up,
@@ -269,12 +317,15 @@ pub async fn run_client(
                                 // Over TCP the connection ends with the session.
                                 p.dp.close_stream(server);
                                 if outcome.connected {
-                                    // A connection that came up resets the backoff, like OpenVPN.
-                                    backoff.reset();
+                                    // The next attempt stays on this entry, and
+                                    // the count of failures starts over (2.6).
+                                    walk.connected();
                                 }
                                 outcome.ended
                             }
-                            Err(e) => Ended::Reconnect(format!("TCP connect to {server}: {e:#}")),
+                            Err(e) => Ended::Reconnect(format!(
+                                "TCP connect to {server}: {e:#}"
+                            )),
                         }
                     }
                     Err(e) if is_unreachable(&e) => {
@@ -287,14 +338,14 @@ pub async fn run_client(
         };
         if matches!(ended, Ended::ServerLeft(_)) {
             // Only an ephemeral port changes; a fixed lport stays as it is.
-            fresh_socket = s.dataplane.bind.port() == 0;
+            fresh_socket = remote.bind.port() == 0;
         }
         if !keeps_tunnel(s.persist_tun, &ended) {
             tunnel.tear_down().await;
         } else if tunnel.is_configured() {
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
         }
-        match ended {
+        let reason = match ended {
             Ended::Shutdown => break Ok(()),
             Ended::Exit(reason) => {
                 warn!("exiting: {reason}");
@@ -323,42 +374,34 @@ pub async fn run_client(
                 if !again {
                     break Err(anyhow::anyhow!("AUTH_FAILED: {reason}"));
                 }
-                let wait = match backoff.failed() {
-                    Retry::After(wait) => wait,
-                    Retry::GiveUp { failures } => {
-                        break Err(anyhow::anyhow!(
-                            "giving up after {failures} attempts: AUTH_FAILED: {reason}"
-                        ));
-                    }
-                };
-                warn!("AUTH_FAILED: {reason}; retrying in {}s", wait.as_secs_f32());
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = &mut shutdown => break Ok(()),
-                }
+                format!("AUTH_FAILED: {reason}")
             }
             Ended::Restart => {
                 info!("restarting the connection (SIGUSR1)");
-                backoff.reset();
-            }
-            Ended::Reconnect(reason) | Ended::ServerLeft(reason) => {
-                let wait = match backoff.failed() {
-                    Retry::After(wait) => wait,
-                    Retry::GiveUp { failures } => {
-                        break Err(anyhow::anyhow!(
-                            "giving up after {failures} attempts: {reason}"
-                        ));
-                    }
+                index = match walk.next() {
+                    Ok(i) => i,
+                    Err(give_up) => break Err(anyhow::anyhow!("{give_up}")),
                 };
-                warn!(
-                    "connection ended: {reason}; retrying in {}s",
-                    wait.as_secs_f32()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = &mut shutdown => break Ok(()),
-                }
+                continue;
             }
+            Ended::Reconnect(reason) | Ended::ServerLeft(reason) => reason,
+        };
+        let wait = walk.pause(
+            remote.connect_retry,
+            remote.connect_retry_max,
+            s.auth_retry == AuthRetry::NoInteract,
+        );
+        index = match walk.next() {
+            Ok(i) => i,
+            Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
+        };
+        warn!(
+            "connection ended: {reason}; retrying in {}s",
+            wait.as_secs_f32()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut shutdown => break Ok(()),
         }
     };
     tunnel.tear_down().await;
@@ -384,16 +427,21 @@ fn reload(s: &ClientSettings, c: &mut Credentials) -> anyhow::Result<()> {
 /// and routes stay.
 fn ensure_plane<'p>(
     s: &ClientSettings,
+    remote: &Remote,
     peers: &PeerTable,
     plane: &'p mut Option<Plane>,
     server: SocketAddr,
     fresh: bool,
     tunnel: &mut Tunnel,
 ) -> Result<&'p mut Plane, DataPlaneError> {
-    let current = plane.as_ref().is_some_and(|p| !fresh && p.server == server);
+    let current = plane.as_ref().is_some_and(|p| {
+        !fresh && p.server == server && p.transport == remote.transport && p.bind == remote.bind
+    });
     if !current {
         let mut cfg = s.dataplane.clone();
         cfg.connect = Some(server);
+        cfg.transport = remote.transport;
+        cfg.bind = remote.bind;
         let old = plane.take();
         let reattached = match &old {
             Some(o) if tunnel.is_configured() => {
@@ -426,25 +474,54 @@ fn ensure_plane<'p>(
     Ok(plane.as_mut().expect("set above"))
 }
 
-/// Over TCP, connect and hand the connection to the data plane; the
-/// session then talks to the connection's peer address. Over UDP the data
-/// plane's socket is connected already.
+/// Over TCP, connect (through the entry's proxy, if any) and hand the
+/// connection to the data plane; the session then talks to the
+/// connection's peer address. Over UDP the data plane's socket is
+/// connected already.
 async fn open_link(
-    s: &ClientSettings,
+    remote: &Remote,
     dp: &DataPlane,
     server: SocketAddr,
 ) -> anyhow::Result<SocketAddr> {
-    if s.dataplane.transport != Transport::Tcp {
+    if remote.transport != Transport::Tcp {
         return Ok(server);
     }
-    let stream = connect_tcp(server, s.tcp_bind, s.connect_timeout).await?;
-    let peer = dp.attach_stream(stream)?;
+    let stream = match &remote.proxy {
+        Some(proxy) => {
+            link::through_proxy(
+                proxy,
+                server,
+                remote.tcp_bind,
+                &remote.host_for_attempt(),
+                remote.port,
+                remote.connect_timeout,
+            )
+            .await?
+        }
+        None => tokio::time::timeout(
+            remote.connect_timeout,
+            link::connect_tcp(server, remote.tcp_bind),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no connection within {}s",
+                remote.connect_timeout.as_secs()
+            )
+        })??,
+    };
+    let peer = dp.attach_stream(stream.into_std()?)?;
     info!("TCP connection to {peer} established");
     Ok(peer)
 }
 
+/// The address an attempt connects to: the entry's proxy, else its server.
 async fn resolve(r: &Remote) -> anyhow::Result<SocketAddr> {
-    let mut addrs = tokio::net::lookup_host((r.host.as_str(), r.port)).await?;
+    let (host, port) = match &r.proxy {
+        Some(p) => (p.host().to_string(), p.port()),
+        None => (r.host_for_attempt(), r.port),
+    };
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await?;
     addrs
         .find(SocketAddr::is_ipv4)
         .context("no IPv4 address (IPv6 transport is not supported yet)")
