@@ -566,7 +566,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),
-    u("plugin", "plugins are not supported"),
+    s(
+        "plugin",
+        "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls the PLUGIN_AUTH_USER_PASS_VERIFY hook (success, error, or deferred through `auth_control_file`), e.g. Debian's `openvpn-plugin-auth-pam.so`; a plugin asking for any other hook, or for per-client contexts, is refused at start; not together with `auth-user-pass-verify`; client side: error",
+    ),
     u(
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",

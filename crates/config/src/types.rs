@@ -299,6 +299,15 @@ pub struct Scripts {
     pub client_connect: Option<String>,
     pub client_disconnect: Option<String>,
     pub auth_user_pass_verify: Option<AuthUserPassVerify>,
+    /// `plugin PATH [ARGS]` lines, in order.
+    pub plugins: Vec<PluginLine>,
+}
+
+/// `plugin PATH [ARGS]`: the shared object as written and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLine {
+    pub path: String,
+    pub args: Vec<String>,
 }
 
 /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.

@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod management;
 pub mod metrics;
 pub mod netconfig;
+pub mod plugin;
 pub mod pool_persist;
 mod ratelimit;
 pub mod scripts;

@@ -885,9 +885,30 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
         client_connect: command("client-connect", &s.client_connect)?,
         client_disconnect: command("client-disconnect", &s.client_disconnect)?,
         auth_user_pass_verify,
+        plugins: plugin_specs(cfg)?,
         base_env,
         ..ScriptSettings::default()
     })
+}
+
+/// The `plugin` lines; each shared object must exist (it is loaded when
+/// the server starts).
+fn plugin_specs(cfg: &Config) -> anyhow::Result<Vec<ferrovpn_control::plugin::PluginSpec>> {
+    cfg.scripts
+        .plugins
+        .iter()
+        .map(|p| {
+            let spec = ferrovpn_control::plugin::PluginSpec::new(&p.path, &p.args);
+            if !spec.path.is_file() {
+                bail!(
+                    "{}plugin: cannot load '{}': no such file",
+                    where_is(cfg, "plugin"),
+                    spec.path.display()
+                );
+            }
+            Ok(spec)
+        })
+        .collect()
 }
 
 fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
@@ -917,6 +938,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         ("up", cfg.scripts.up.is_some()),
         ("down", cfg.scripts.down.is_some()),
         ("route-up", cfg.scripts.route_up.is_some()),
+        ("plugin", !cfg.scripts.plugins.is_empty()),
     ] {
         if set {
             bail!(
