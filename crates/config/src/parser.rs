@@ -1133,17 +1133,14 @@ impl Parser {
                 c.remote_cert_eku = Some(d.arg(0).unwrap_or("").to_string());
             }
             "verify-client-cert" => {
-                d.count(1, 1, "'require'")?;
-                match d.arg(0).unwrap_or("") {
-                    "require" => {}
-                    x @ ("none" | "optional") => {
-                        return Err(d.unsupported(
-                            format!("verify-client-cert {x}"),
-                            "clients must present a certificate (username/password authentication is not supported yet)",
-                        ));
-                    }
-                    x => return Err(d.bad("'require'", x)),
-                }
+                // 2.6: no argument resets it to `require`.
+                d.count(0, 1, "none, optional or require")?;
+                c.verify_client_cert = match d.arg(0).unwrap_or("require") {
+                    "none" => VerifyClientCert::None,
+                    "optional" => VerifyClientCert::Optional,
+                    "require" => VerifyClientCert::Require,
+                    x => return Err(d.bad("none, optional or require", x)),
+                };
             }
             "replay-window" => {
                 d.count(1, 2, "SIZE [SECONDS]")?;

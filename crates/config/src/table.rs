@@ -270,7 +270,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "remote-cert-eku",
         "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
     ),
-    s("verify-client-cert", "`require` only (the default)"),
+    s(
+        "verify-client-cert",
+        "server: `none` (no certificate asked for: clients log in with username/password only), `optional` (verified when sent), `require` (the default); `none`/`optional` need `auth-user-pass-verify` or a `plugin` checking logins, as in 2.6; a client without certificate is `UNDEF` unless `username-as-common-name`",
+    ),
+    u(
+        "client-cert-not-required",
+        "REMOVED OPTION: --client-cert-not-required, use '--verify-client-cert none' instead (as OpenVPN 2.6)",
+    ),
     s(
         "replay-window",
         "`N`; the time argument `T` is an error (not implemented)",

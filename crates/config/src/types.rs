@@ -517,6 +517,8 @@ pub struct Config {
     /// `username-as-common-name`: the verified user name replaces the
     /// certificate's common name (server).
     pub username_as_common_name: bool,
+    /// `verify-client-cert none|optional|require` (server).
+    pub verify_client_cert: VerifyClientCert,
     /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
     pub auth_gen_token: Option<AuthGenToken>,
     /// `auth-gen-token-secret FILE` (or inline).
@@ -702,4 +704,16 @@ impl Config {
         self.server
             .map(|s| Ipv4Addr::from(u32::from(s.network).wrapping_add(1)))
     }
+}
+
+/// `verify-client-cert`: whether a server asks clients for a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerifyClientCert {
+    /// Not asked for; clients log in with username/password only.
+    None,
+    /// Asked for and verified when sent; a client may send none.
+    Optional,
+    /// Required (the default).
+    #[default]
+    Require,
 }

@@ -109,3 +109,30 @@ fn plugin_lines_split_as_2_6() {
             .contains("at most 16 plugins")
     );
 }
+
+#[test]
+fn verify_client_cert_modes() {
+    assert_eq!(
+        server("").unwrap().verify_client_cert,
+        VerifyClientCert::Require
+    );
+    for (line, mode) in [
+        ("verify-client-cert none", VerifyClientCert::None),
+        ("verify-client-cert optional", VerifyClientCert::Optional),
+        (
+            "verify-client-cert none\nverify-client-cert",
+            VerifyClientCert::Require,
+        ),
+    ] {
+        assert_eq!(
+            server(&format!("{line}\n")).unwrap().verify_client_cert,
+            mode,
+            "{line}"
+        );
+    }
+    let e = server("client-cert-not-required\n").unwrap_err();
+    assert!(
+        e.to_string().contains("use '--verify-client-cert none'"),
+        "{e}"
+    );
+}

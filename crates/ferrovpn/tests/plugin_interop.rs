@@ -3,7 +3,8 @@
 //! against PAM's `login` service, with a local Unix user the test creates
 //! (useradd + chpasswd) and removes afterwards; synchronously, and deferred
 //! (`setenv deferred_auth_pam 1`: the plugin answers through
-//! `auth_control_file`).
+//! `auth_control_file`). Also `verify-client-cert none|optional`: a stock
+//! client with no certificate at all logs in by username/password only.
 //!
 //! Needs root, the lab's tools, useradd/chpasswd/userdel and the plugin;
 //! every test fails loudly without them. Every wait has a deadline.
@@ -13,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping};
+use ferrovpn_testkit::{
+    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_client_conf, ping,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,6 +83,28 @@ fn stock_client(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
     std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
     cc.extra.push(format!("auth-user-pass {}", file.display()));
     lab.stock_client(0, name, &cc)
+}
+
+/// Stock client `name` without `cert`/`key` (only `ca`), logging in as
+/// `user` with `pass`.
+fn stock_client_without_cert(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
+    let cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    let file = lab.dir.join(format!("{name}.pass"));
+    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
+    let mut text: String = openvpn_client_conf(&cc)
+        .lines()
+        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("auth-user-pass {}\n", file.display()));
+    assert!(!text.contains("\ncert "), "{text}");
+    lab.spawn(&lab.clients[0], name, Implementation::Stock, &text)
 }
 
 fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
@@ -151,4 +176,46 @@ fn auth_pam_plugin_deferred() {
         "{}",
         server.log_tail(40)
     );
+}
+
+#[test]
+fn verify_client_cert_none_logs_in_without_a_certificate() {
+    check_plugin_installed();
+    let user = UnixUser::create("fvpam3", "s3cret-pam");
+    let lab = Lab::new("fvplg3", 1, FERROVPN);
+    let lines = [
+        "plugin openvpn-plugin-auth-pam.so login",
+        "verify-client-cert none",
+        "username-as-common-name",
+    ];
+    let mut server = lab.ferrovpn_server(&server_conf(&lab, &lines));
+    let mut good = stock_client_without_cert(&lab, "nocert", &user.name, "s3cret-pam");
+    wait_log(&mut good, UP, &server);
+    // The common name is the user name (username-as-common-name).
+    wait_log(&mut server, "client fvpam3 connected", &good);
+    ping(&lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    good.stop(Duration::from_secs(5));
+    let mut bad = stock_client_without_cert(&lab, "nocert-bad", &user.name, "nope");
+    wait_log(&mut bad, "AUTH_FAILED", &server);
+}
+
+#[test]
+fn verify_client_cert_optional_takes_both() {
+    check_plugin_installed();
+    let user = UnixUser::create("fvpam4", "s3cret-pam");
+    let lab = Lab::new("fvplg4", 1, FERROVPN);
+    let lines = [
+        "plugin openvpn-plugin-auth-pam.so login",
+        "verify-client-cert optional",
+    ];
+    let mut server = lab.ferrovpn_server(&server_conf(&lab, &lines));
+    // With a certificate: its common name.
+    let mut with_cert = stock_client(&lab, "withcert", &user.name, "s3cret-pam");
+    wait_log(&mut with_cert, UP, &server);
+    wait_log(&mut server, "client client1 connected", &with_cert);
+    with_cert.stop(Duration::from_secs(5));
+    // Without: no common name (2.6 shows UNDEF).
+    let mut without = stock_client_without_cert(&lab, "nocert", &user.name, "s3cret-pam");
+    wait_log(&mut without, UP, &server);
+    ping(&lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
 }
