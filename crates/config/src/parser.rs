@@ -1378,17 +1378,14 @@ impl Parser {
                 c.remote_cert_eku = Some(d.arg(0).unwrap_or("").to_string());
             }
             "verify-client-cert" => {
-                d.count(1, 1, "'require'")?;
-                match d.arg(0).unwrap_or("") {
-                    "require" => {}
-                    x @ ("none" | "optional") => {
-                        return Err(d.unsupported(
-                            format!("verify-client-cert {x}"),
-                            "clients must present a certificate (username/password authentication is not supported yet)",
-                        ));
-                    }
-                    x => return Err(d.bad("'require'", x)),
-                }
+                // 2.6: no argument resets it to `require`.
+                d.count(0, 1, "none, optional or require")?;
+                c.verify_client_cert = match d.arg(0).unwrap_or("require") {
+                    "none" => VerifyClientCert::None,
+                    "optional" => VerifyClientCert::Optional,
+                    "require" => VerifyClientCert::Require,
+                    x => return Err(d.bad("none, optional or require", x)),
+                };
             }
             "replay-window" => {
                 d.count(1, 2, "SIZE [SECONDS]")?;
@@ -1588,6 +1585,23 @@ impl Parser {
                 *slot = Some(command);
             }
             "down-pre" => d.flag(&mut c.scripts.down_pre)?,
+            "plugin" => {
+                d.count(1, 15, "a shared object and its arguments")?;
+                // 2.6's MAX_PLUGINS.
+                if c.scripts.plugins.len() >= 16 {
+                    return Err(d.invalid("at most 16 plugins may be loaded".into()));
+                }
+                // As 2.6: a single argument after the path is split like a
+                // config line; several are passed as they are.
+                let args = match d.args.get(1..).unwrap_or_default() {
+                    [one] => tokenize(one).map_err(|why| d.err(why))?,
+                    many => many.to_vec(),
+                };
+                c.scripts.plugins.push(PluginLine {
+                    path: d.arg(0).unwrap_or("").to_string(),
+                    args,
+                });
+            }
             "auth-user-pass-verify" => {
                 d.count(2, 2, "a command and 'via-env' or 'via-file'")?;
                 let command = d.script_command(0)?;

@@ -318,7 +318,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "remote-cert-eku",
         "`OID` or an OpenSSL long name such as `TLS Web Server Authentication` (unknown names are an error); not together with `remote-cert-tls`",
     ),
-    s("verify-client-cert", "`require` only (the default)"),
+    s(
+        "verify-client-cert",
+        "server: `none` (no certificate asked for: clients log in with username/password only), `optional` (verified when sent), `require` (the default); `none`/`optional` need `auth-user-pass-verify` or a `plugin` checking logins, as in 2.6; a client without certificate is `UNDEF` unless `username-as-common-name`",
+    ),
+    u(
+        "client-cert-not-required",
+        "REMOVED OPTION: --client-cert-not-required, use '--verify-client-cert none' instead (as OpenVPN 2.6)",
+    ),
     s(
         "replay-window",
         "`N`; the time argument `T` is an error (not implemented)",
@@ -618,7 +625,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("tls-verify", "scripts are not supported"),
     u("tls-export-cert", "scripts are not supported"),
-    u("plugin", "plugins are not supported"),
+    s(
+        "plugin",
+        "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls the PLUGIN_AUTH_USER_PASS_VERIFY hook (success, error, or deferred through `auth_control_file`), e.g. Debian's `openvpn-plugin-auth-pam.so`; a plugin asking for any other hook, or for per-client contexts, is refused at start; not together with `auth-user-pass-verify`; client side: error",
+    ),
     u(
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",

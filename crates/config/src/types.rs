@@ -299,6 +299,15 @@ pub struct Scripts {
     pub client_connect: Option<String>,
     pub client_disconnect: Option<String>,
     pub auth_user_pass_verify: Option<AuthUserPassVerify>,
+    /// `plugin PATH [ARGS]` lines, in order.
+    pub plugins: Vec<PluginLine>,
+}
+
+/// `plugin PATH [ARGS]`: the shared object as written and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLine {
+    pub path: String,
+    pub args: Vec<String>,
 }
 
 /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
@@ -520,6 +529,8 @@ pub struct Config {
     /// `username-as-common-name`: the verified user name replaces the
     /// certificate's common name (server).
     pub username_as_common_name: bool,
+    /// `verify-client-cert none|optional|require` (server).
+    pub verify_client_cert: VerifyClientCert,
     /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.
     pub auth_gen_token: Option<AuthGenToken>,
     /// `auth-gen-token-secret FILE` (or inline).
@@ -708,4 +719,16 @@ impl Config {
         self.server
             .map(|s| Ipv4Addr::from(u32::from(s.network).wrapping_add(1)))
     }
+}
+
+/// `verify-client-cert`: whether a server asks clients for a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerifyClientCert {
+    /// Not asked for; clients log in with username/password only.
+    None,
+    /// Asked for and verified when sent; a client may send none.
+    Optional,
+    /// Required (the default).
+    #[default]
+    Require,
 }

@@ -609,8 +609,8 @@ fn line_errors() {
             r#"t.conf:1: 'verify-x509-name' expects subject, name or name-prefix, got "foo""#,
         ),
         (
-            "verify-client-cert none",
-            "t.conf:1: unsupported 'verify-client-cert none': clients must present a certificate (username/password authentication is not supported yet)",
+            "verify-client-cert maybe",
+            r#"t.conf:1: 'verify-client-cert' expects none, optional or require, got "maybe""#,
         ),
         (
             "tun-mtu 50",

@@ -78,3 +78,61 @@ fn server_scripts_are_refused_in_client_mode() {
     .unwrap_err();
     assert!(e.to_string().contains("server directive"), "{e}");
 }
+
+#[test]
+fn plugin_lines_split_as_2_6() {
+    let c = server(
+        "plugin openvpn-plugin-auth-pam.so \"login login USERNAME password PASSWORD\"\nplugin /opt/p.so a 'b c'\nplugin ./q.so\n",
+    )
+    .unwrap();
+    let p = &c.scripts.plugins;
+    assert_eq!(p.len(), 3);
+    assert_eq!(p[0].path, "openvpn-plugin-auth-pam.so");
+    // One argument after the path is split like a config line ...
+    assert_eq!(
+        p[0].args,
+        ["login", "login", "USERNAME", "password", "PASSWORD"]
+    );
+    // ... several are taken as they are.
+    assert_eq!(p[1].args, ["a", "b c"]);
+    assert!(p[2].args.is_empty());
+    assert!(
+        server("plugin\n")
+            .unwrap_err()
+            .to_string()
+            .contains("s.conf:1")
+    );
+    assert!(
+        server(&"plugin /p.so\n".repeat(17))
+            .unwrap_err()
+            .to_string()
+            .contains("at most 16 plugins")
+    );
+}
+
+#[test]
+fn verify_client_cert_modes() {
+    assert_eq!(
+        server("").unwrap().verify_client_cert,
+        VerifyClientCert::Require
+    );
+    for (line, mode) in [
+        ("verify-client-cert none", VerifyClientCert::None),
+        ("verify-client-cert optional", VerifyClientCert::Optional),
+        (
+            "verify-client-cert none\nverify-client-cert",
+            VerifyClientCert::Require,
+        ),
+    ] {
+        assert_eq!(
+            server(&format!("{line}\n")).unwrap().verify_client_cert,
+            mode,
+            "{line}"
+        );
+    }
+    let e = server("client-cert-not-required\n").unwrap_err();
+    assert!(
+        e.to_string().contains("use '--verify-client-cert none'"),
+        "{e}"
+    );
+}

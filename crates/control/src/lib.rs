@@ -12,6 +12,7 @@ pub mod management;
 pub mod metrics;
 pub mod netconfig;
 pub mod peer_log;
+pub mod plugin;
 pub mod pool_persist;
 mod ratelimit;
 pub mod scripts;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ferrovpn_config::{
     Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
-    RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, X509NameType,
+    RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, VerifyClientCert, X509NameType,
 };
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
@@ -27,8 +27,8 @@ use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options
 use ferrovpn_proto::push::{PullFilter, PullFilterAction, PushOption};
 use ferrovpn_proto::session::SessionConfig;
 use ferrovpn_proto::session::tls::{
-    CertProfile, CertRole, KeyUsageCheck, PeerCertPolicy, TlsMaterial, X509NameCheck,
-    client_config_with_policy, eku_name_is_known, server_config_with_policy,
+    CertProfile, CertRole, ClientCertMode, KeyUsageCheck, PeerCertPolicy, TlsMaterial,
+    X509NameCheck, client_config_with_policy, eku_name_is_known, server_config_with_client_cert,
 };
 use ferrovpn_proto::tls_crypt_v2::{ClientKey, ServerKey};
 use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, StaticKey};
@@ -207,11 +207,12 @@ fn crl_reload(
     );
     let tls13 = tls13_only(cfg);
     let policy = policy.clone();
+    let client_cert = client_cert_mode(cfg).unwrap_or_default();
     Some(CrlReload {
         path: path.clone(),
         rebuild: Box::new(move |crl: &str| {
             let mut s = base.clone();
-            s.tls_server = Some(server_config_with_policy(
+            s.tls_server = Some(server_config_with_client_cert(
                 &TlsMaterial {
                     ca_pem: &ca,
                     cert_pem: &cert,
@@ -221,10 +222,31 @@ fn crl_reload(
                     crls_pem: crl,
                 },
                 policy.clone(),
+                client_cert,
             )?);
             Ok(Arc::new(s))
         }),
     })
+}
+
+/// `verify-client-cert`: as 2.6, `none` and `optional` need something
+/// else that checks logins (an `auth-user-pass-verify` script or a plugin).
+fn client_cert_mode(cfg: &Config) -> anyhow::Result<ClientCertMode> {
+    let mode = match cfg.verify_client_cert {
+        VerifyClientCert::Require => return Ok(ClientCertMode::Require),
+        VerifyClientCert::Optional => ClientCertMode::Optional,
+        VerifyClientCert::None => ClientCertMode::None,
+    };
+    if cfg.scripts.auth_user_pass_verify.is_none() && cfg.scripts.plugins.is_empty() {
+        bail!(
+            "{}--verify-client-cert none|optional must be used with an --auth-user-pass-verify script or a plugin",
+            where_is(cfg, "verify-client-cert")
+        );
+    }
+    warn!(
+        "WARNING: POTENTIALLY DANGEROUS OPTION --verify-client-cert none|optional may accept clients which do not present a certificate"
+    );
+    Ok(mode)
 }
 
 fn role(r: RemoteCertTls) -> CertRole {
@@ -778,7 +800,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let policy = peer_policy(cfg)?;
     let mut session = session_base(cfg, Side::Server)?;
     session.tls_server = Some(
-        server_config_with_policy(
+        server_config_with_client_cert(
             &TlsMaterial {
                 ca_pem: ca,
                 cert_pem: cert,
@@ -788,6 +810,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
                 crls_pem: crl_text(cfg),
             },
             policy.clone(),
+            client_cert_mode(cfg)?,
         )
         .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
     );
@@ -971,9 +994,30 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
         client_connect: command("client-connect", &s.client_connect)?,
         client_disconnect: command("client-disconnect", &s.client_disconnect)?,
         auth_user_pass_verify,
+        plugins: plugin_specs(cfg)?,
         base_env,
         ..ScriptSettings::default()
     })
+}
+
+/// The `plugin` lines; each shared object must exist (it is loaded when
+/// the server starts).
+fn plugin_specs(cfg: &Config) -> anyhow::Result<Vec<ferrovpn_control::plugin::PluginSpec>> {
+    cfg.scripts
+        .plugins
+        .iter()
+        .map(|p| {
+            let spec = ferrovpn_control::plugin::PluginSpec::new(&p.path, &p.args);
+            if !spec.path.is_file() {
+                bail!(
+                    "{}plugin: cannot load '{}': no such file",
+                    where_is(cfg, "plugin"),
+                    spec.path.display()
+                );
+            }
+            Ok(spec)
+        })
+        .collect()
 }
 
 fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
@@ -1001,6 +1045,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         ("up", cfg.scripts.up.is_some()),
         ("down", cfg.scripts.down.is_some()),
         ("route-up", cfg.scripts.route_up.is_some()),
+        ("plugin", !cfg.scripts.plugins.is_empty()),
     ] {
         if set {
             bail!(
@@ -1008,6 +1053,13 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
                 where_is(cfg, name)
             );
         }
+    }
+    if cfg.verify_client_cert != VerifyClientCert::Require {
+        // 2.6's wording.
+        bail!(
+            "{}--verify-client-cert requires --mode server",
+            where_is(cfg, "verify-client-cert")
+        );
     }
     if management(cfg)?.is_some() {
         bail!(

@@ -35,6 +35,8 @@ pub struct ScriptSettings {
     pub client_connect: Option<ScriptCommand>,
     pub client_disconnect: Option<ScriptCommand>,
     pub auth_user_pass_verify: Option<AuthVerify>,
+    /// `plugin` lines, opened in order at start.
+    pub plugins: Vec<crate::plugin::PluginSpec>,
     /// Variables 2.6 sets for every script (`daemon*`, `config`, `verb`,
     /// `proto_1`, `local_port_1`, `setenv` pairs, ...).
     pub base_env: Env,
@@ -54,6 +56,7 @@ impl Default for ScriptSettings {
             client_connect: None,
             client_disconnect: None,
             auth_user_pass_verify: None,
+            plugins: Vec::new(),
             base_env: Env::new(),
             tmp_dir: deferred::default_tmp_dir(),
         }

@@ -7,6 +7,7 @@
 //! login that is still being checked.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrovpn_config::ClientConfig;
@@ -15,6 +16,7 @@ use ferrovpn_proto::session::{Event, tls};
 use tracing::{info, warn};
 
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
+use crate::plugin::{self, Plugins};
 use crate::scripts::deferred::{self, Control, ControlFiles};
 use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
 
@@ -62,6 +64,23 @@ enum Outcome {
     },
     /// Nothing to act on (learn-address, client-disconnect).
     Logged,
+}
+
+/// Open the `plugin`s at start (as root, before `up`), refusing one that
+/// asks for a hook ferrovpn does not call. A plugin and
+/// `auth-user-pass-verify` both checking logins is refused too: 2.6 runs
+/// them one after the other with separate deferral files, which ferrovpn
+/// does not do yet.
+pub(super) fn open_plugins(s: &ScriptSettings) -> anyhow::Result<Option<Arc<Plugins>>> {
+    let Some(plugins) = Plugins::open(&s.plugins, plugin::SERVER_HOOKS, &s.base_env)? else {
+        return Ok(None);
+    };
+    if plugins.wants(plugin::AUTH_USER_PASS_VERIFY) && s.auth_user_pass_verify.is_some() {
+        anyhow::bail!(
+            "a plugin checking logins (PLUGIN_AUTH_USER_PASS_VERIFY) together with --auth-user-pass-verify is not supported: use one of them"
+        );
+    }
+    Ok(Some(Arc::new(plugins)))
 }
 
 /// `up`: 2.6 stops when it fails.
@@ -178,7 +197,7 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
-        if self.s.scripts.auth_user_pass_verify.is_none() {
+        if !self.checks_passwords() {
             self.after_verify(now, addr);
             return;
         }
@@ -197,7 +216,7 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
-        if self.s.scripts.auth_user_pass_verify.is_none() {
+        if !self.checks_passwords() {
             return;
         }
         let Some(c) = self.clients.get(&addr) else {
@@ -285,9 +304,11 @@ impl Server {
     /// Start `auth-user-pass-verify` for the client at `addr` (or decide
     /// from its `auth-gen-token` token).
     fn verify(&mut self, now: Instant, addr: SocketAddr, cred: &Credentials, again: bool) {
-        let Some(verify) = self.s.scripts.auth_user_pass_verify.clone() else {
+        let plugin = self.password_plugin();
+        let script = self.s.scripts.auth_user_pass_verify.clone();
+        if plugin.is_none() && script.is_none() {
             return;
-        };
+        }
         let Some(c) = self.clients.get(&addr) else {
             return;
         };
@@ -329,6 +350,13 @@ impl Server {
             }
         };
         files.set_env(&mut env);
+        if let Some(plugin) = plugin {
+            self.verify_with_plugin(now, addr, cid, plugin, env, cred, files, again);
+            return;
+        }
+        let Some(verify) = script else {
+            return;
+        };
         let mut extra = Vec::new();
         let mut cred_file = None;
         if verify.via_file {
@@ -367,6 +395,65 @@ impl Server {
                 status,
                 files,
                 again,
+            }
+        });
+    }
+
+    /// Whether logins are checked (by `auth-user-pass-verify` or a plugin).
+    fn checks_passwords(&self) -> bool {
+        self.s.scripts.auth_user_pass_verify.is_some() || self.password_plugin().is_some()
+    }
+
+    /// The plugins, when one of them checks logins.
+    fn password_plugin(&self) -> Option<Arc<Plugins>> {
+        self.plugins
+            .clone()
+            .filter(|p| p.wants(plugin::AUTH_USER_PASS_VERIFY))
+    }
+
+    /// `OPENVPN_PLUGIN_AUTH_USER_PASS_VERIFY`: as 2.6, the plugin gets the
+    /// password in its environment (whatever `script-security` says) and
+    /// its own `auth_control_file` for a deferred answer; its verdict is
+    /// then handled as a script's exit status (0, 2, other).
+    #[allow(clippy::too_many_arguments)]
+    fn verify_with_plugin(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        cid: u64,
+        plugins: Arc<Plugins>,
+        mut env: Env,
+        cred: &Credentials,
+        files: ControlFiles,
+        again: bool,
+    ) {
+        env.set("password", cred.password.clone());
+        if let Some(c) = self.clients.get_mut(&addr)
+            && !again
+        {
+            c.admission = Admission::Verifying {
+                files: None,
+                deadline: now + self.s.session.hand_window,
+            };
+        }
+        self.scripts_running.spawn(async move {
+            let verdict = plugins
+                .call(plugin::AUTH_USER_PASS_VERIFY, Vec::new(), &env)
+                .await;
+            drop(env);
+            let status = match verdict {
+                plugin::Verdict::Success => Status::Exited(0),
+                plugin::Verdict::Deferred => Status::Exited(2),
+                plugin::Verdict::Error => Status::Exited(1),
+            };
+            ScriptDone {
+                addr,
+                cid,
+                outcome: Outcome::Verify {
+                    status,
+                    files,
+                    again,
+                },
             }
         });
     }

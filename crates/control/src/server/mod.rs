@@ -226,6 +226,8 @@ struct Server {
     departed_drops: metrics::Drops,
     /// Scripts running for clients; each reports when done.
     scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
+    /// The `plugin`s, open since start.
+    plugins: Option<Arc<crate::plugin::Plugins>>,
 }
 
 /// How often keepalive and liveness are checked.
@@ -281,6 +283,7 @@ pub async fn run_server(
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
+    let plugins = hooks::open_plugins(&s.scripts)?;
     hooks::run_up(&s.scripts, &tunnel).await?;
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
@@ -367,6 +370,7 @@ pub async fn run_server(
         renegotiations: 0,
         departed_drops: metrics::Drops::default(),
         scripts_running: tokio::task::JoinSet::new(),
+        plugins,
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.

@@ -279,6 +279,26 @@ pub fn server_config_with_policy(
     m: &TlsMaterial<'_>,
     policy: PeerCertPolicy,
 ) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    server_config_with_client_cert(m, policy, ClientCertMode::Require)
+}
+
+/// `verify-client-cert`: whether the server asks for a client certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Not asked for (2.6's `SSL_VERIFY_NONE`): no CertificateRequest.
+    None,
+    /// Asked for; verified with `policy` when sent, a client may send none.
+    Optional,
+    #[default]
+    Require,
+}
+
+/// [`server_config_with_policy`] with `verify-client-cert` `mode`.
+pub fn server_config_with_client_cert(
+    m: &TlsMaterial<'_>,
+    policy: PeerCertPolicy,
+    mode: ClientCertMode,
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let provider = provider_for(policy.profile);
     let roots = Arc::new(root_store(m.ca_pem)?);
     let crls = parse_crls(m.crls_pem)?;
@@ -291,7 +311,11 @@ pub fn server_config_with_policy(
     let chain = builder
         .build()
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
-    let verifier = Arc::new(OpenVpnClientVerifier { chain, policy });
+    let verifier = Arc::new(OpenVpnClientVerifier {
+        chain,
+        policy,
+        mode,
+    });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(m.versions())?
         .with_client_cert_verifier(verifier)
@@ -540,15 +564,16 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
 struct OpenVpnClientVerifier {
     chain: Arc<dyn ClientCertVerifier>,
     policy: PeerCertPolicy,
+    mode: ClientCertMode,
 }
 
 impl ClientCertVerifier for OpenVpnClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.chain.offer_client_auth()
+        self.mode != ClientCertMode::None && self.chain.offer_client_auth()
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.chain.client_auth_mandatory()
+        self.mode == ClientCertMode::Require && self.chain.client_auth_mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
