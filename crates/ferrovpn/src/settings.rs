@@ -1183,6 +1183,26 @@ mod tests {
         server_settings(&ferrovpn_config::parse_str(&text, "server.conf")?)
     }
 
+    #[test]
+    fn verify_client_cert_none_needs_a_login_check_and_a_server() {
+        let p = pki("vcc");
+        let e = refusal(server_cfg(&p, "verify-client-cert none"));
+        assert!(
+            e.contains("server.conf:")
+                && e.contains("must be used with an --auth-user-pass-verify script or a plugin"),
+            "{e}"
+        );
+        let e = refusal(server_cfg(
+            &p,
+            "verify-client-cert optional\nplugin /nonexistent/p.so",
+        ));
+        assert!(e.contains("cannot load '/nonexistent/p.so'"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "verify-client-cert none"));
+        assert!(e.contains("requires --mode server"), "{e}");
+        let e = refusal(client_cfg(&p, 1, "plugin /nonexistent/p.so"));
+        assert!(e.contains("plugin"), "{e}");
+    }
+
     fn client_cfg(p: &Pki, client: usize, extra: &str) -> anyhow::Result<ClientSettings> {
         let c = &p.clients[client - 1];
         let text = format!(
