@@ -574,12 +574,40 @@ impl Parser {
                 }
             }
             "local" => {
-                d.count(1, 1, "an IP address")?;
+                // OpenVPN 2.7's `local HOST|* [PORT] [PROTO]`; a server may repeat it.
+                d.count(1, 3, "HOST|* [PORT] [PROTO]")?;
                 let s = d.arg(0).unwrap_or("");
-                c.local = Some(
-                    s.parse::<IpAddr>()
-                        .map_err(|_| d.bad("an IP address (hostnames are not supported)", s))?,
-                );
+                let addr = if s == "*" {
+                    None
+                } else {
+                    Some(s.parse::<IpAddr>().map_err(|_| {
+                        d.bad("an IP address or * (hostnames are not supported)", s)
+                    })?)
+                };
+                let port = if d.args.len() > 1 {
+                    Some(d.num(1, 0u16, u16::MAX, "a port number 0-65535")?)
+                } else {
+                    None
+                };
+                let proto = match d.arg(2) {
+                    None => None,
+                    Some(p) => Some(proto_of(p).ok_or_else(|| d.bad(PROTO_VALUES, p))?),
+                };
+                c.local = addr;
+                c.locals.push(LocalEntry { addr, port, proto });
+            }
+            "port-share" => {
+                d.count(2, 3, "HOST PORT [DIR]")?;
+                let h = d.arg(0).unwrap_or("");
+                let host = h
+                    .parse::<IpAddr>()
+                    .map_err(|_| d.bad("an IP address (hostnames are not supported)", h))?;
+                let port = d.num(1, 1u16, u16::MAX, "a port number 1-65535")?;
+                c.port_share = Some(PortShareConf {
+                    host,
+                    port,
+                    journal_dir: d.arg(2).map(PathBuf::from),
+                });
             }
             "proto" => {
                 d.count(1, 1, PROTO_VALUES)?;

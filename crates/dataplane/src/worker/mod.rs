@@ -90,6 +90,8 @@ pub struct WorkerCounters {
     pub tun_packets: AtomicU64,
     /// Datagrams read from the UDP socket.
     pub udp_packets: AtomicU64,
+    /// Packets read from TCP connections.
+    pub tcp_packets: AtomicU64,
     /// Nanoseconds spent handling packets (from a wake-up until idle again).
     pub busy_nanos: AtomicU64,
 }
@@ -149,6 +151,8 @@ pub(crate) enum Link {
         /// read buffer at once), and the TUN is not read while its backlog
         /// is high, so a slow link slows the tunnel down instead of dropping.
         client: bool,
+        /// A server listening on UDP too: this worker's UDP socket.
+        udp: Option<UdpSocket>,
     },
 }
 
@@ -273,7 +277,11 @@ impl Worker {
                         busy = true;
                     }
                 }
-                if udp_rx && self.ib.run(udp, &mut self.tun, &mut self.ob, &self.sh) {
+                if udp_rx
+                    && self
+                        .ib
+                        .run(udp, &mut self.tun, &mut self.ob, &self.sh, Out::Udp(udp))
+                {
                     busy = true;
                 }
                 if !busy || self.sh.stop.load(Ordering::Relaxed) {
@@ -299,14 +307,21 @@ impl Worker {
             inbox,
             owned,
             client,
+            udp,
         } = &mut self.link
         else {
             return Ok(());
         };
         let client = *client;
+        let udp = udp.as_ref();
+        let link = match udp {
+            Some(u) => Out::Both(u, &streams),
+            None => Out::Stream(&streams),
+        };
         let mut set = PollSet::default();
         let mut tun_ok = true;
         let mut closed: Vec<(usize, String)> = Vec::new();
+        let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -316,7 +331,9 @@ impl Worker {
             let tun_at = set.add(self.tun.as_raw_fd(), tun_ok && !stalled, false);
             let stop_at = set.add(self.sh.wake.as_raw_fd(), true, false);
             let inbox_at = set.add(inbox.wake.as_raw_fd(), true, false);
-            let first = inbox_at + 1;
+            // Negative descriptors are ignored by poll.
+            set.add(udp.map_or(-1, |u| u.as_raw_fd()), true, false);
+            let first = inbox_at + 2;
             for o in owned.iter() {
                 set.add(o.conn.fd(), true, o.conn.backlog() > 0);
             }
@@ -345,15 +362,24 @@ impl Worker {
                 }
                 o.readable |= r.readable || r.error;
             }
+            let woke = std::time::Instant::now();
             for _ in 0..256 {
                 let mut busy = false;
                 let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
                 if tun_ok && !stalled {
                     let n = self.ob.read(&self.tun, &self.sh.counters);
                     if n > 0 {
-                        self.ob.process(n, Out::Stream(&streams), &self.sh);
+                        tun_packets += n as u64;
+                        self.ob.process(n, link, &self.sh);
                         busy = true;
                     }
+                }
+                if let Some(udp) = udp
+                    && self
+                        .ib
+                        .run(udp, &mut self.tun, &mut self.ob, &self.sh, link)
+                {
+                    busy = true;
                 }
                 for (i, o) in owned.iter_mut().enumerate() {
                     if o.conn.is_closed() {
@@ -371,7 +397,7 @@ impl Worker {
                         &mut self.tun,
                         &mut self.ob,
                         &self.sh,
-                        Out::Stream(&streams),
+                        link,
                     ) {
                         ReadOutcome::Data => busy = true,
                         ReadOutcome::Idle => {}
@@ -395,6 +421,13 @@ impl Worker {
                     break;
                 }
             }
+            busy_nanos += woke.elapsed().as_nanos() as u64;
+            let mine = &self.sh.workers[self.index];
+            mine.tun_packets.store(tun_packets, Ordering::Relaxed);
+            mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
+            mine.tcp_packets
+                .store(self.ib.stream_received, Ordering::Relaxed);
+            mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
         }
         for o in owned.drain(..) {
             o.conn.close();
