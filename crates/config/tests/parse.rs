@@ -526,7 +526,7 @@ fn line_errors() {
         ),
         (
             "local myhost",
-            r#"t.conf:1: 'local' expects an IP address (hostnames are not supported), got "myhost""#,
+            r#"t.conf:1: 'local' expects an IP address or * (hostnames are not supported), got "myhost""#,
         ),
         (
             "server 10.8.0.1 255.255.255.0",

@@ -61,6 +61,8 @@ pub struct Drops {
 pub struct WorkerSample {
     pub tun_packets: u64,
     pub udp_packets: u64,
+    /// Packets read from TCP connections.
+    pub tcp_packets: u64,
     pub busy_seconds: f64,
 }
 
@@ -188,7 +190,12 @@ pub fn render(s: &Snapshot) -> String {
         ]),
     );
     let worker_packets = s.workers.iter().enumerate().flat_map(|(i, w)| {
-        [("tun", w.tun_packets), ("udp", w.udp_packets)].map(|(source, v)| {
+        [
+            ("tun", w.tun_packets),
+            ("udp", w.udp_packets),
+            ("tcp", w.tcp_packets),
+        ]
+        .map(|(source, v)| {
             let labels = WorkerPacketLabels {
                 worker: i.to_string(),
                 source,
@@ -198,7 +205,7 @@ pub fn render(s: &Snapshot) -> String {
     });
     r.register(
         "worker_packets",
-        "Packets a data-plane worker read, from the TUN device or the UDP socket",
+        "Packets a data-plane worker read, from the TUN device, the UDP socket or TCP connections",
         counters(worker_packets),
     );
     let busy = Family::<WorkerLabels, Counter<f64, AtomicU64>>::default();
@@ -252,6 +259,7 @@ mod tests {
             workers: vec![WorkerSample {
                 tun_packets: 10,
                 udp_packets: 11,
+                tcp_packets: 12,
                 busy_seconds: 0.5,
             }],
             control_queue_depth: 4,
@@ -267,6 +275,7 @@ mod tests {
             "ferrovpn_dropped_packets_total{reason=\"bad_tag\"} 6",
             "ferrovpn_dropped_packets_total{reason=\"queue_full\"} 8",
             "ferrovpn_worker_packets_total{worker=\"0\",source=\"udp\"} 11",
+            "ferrovpn_worker_packets_total{worker=\"0\",source=\"tcp\"} 12",
             "ferrovpn_worker_busy_seconds_total{worker=\"0\"} 0.5",
             "ferrovpn_control_queue_depth 4",
             "# EOF",

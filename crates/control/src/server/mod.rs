@@ -1473,6 +1473,7 @@ impl Server {
             .map(|w| metrics::WorkerSample {
                 tun_packets: load(&w.tun_packets),
                 udp_packets: load(&w.udp_packets),
+                tcp_packets: load(&w.tcp_packets),
                 busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
             })
             .collect();
