@@ -81,7 +81,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("rport", "remote port default for `remote` lines"),
     s(
         "local",
-        "`ADDR|* [PORT] [PROTO]` (OpenVPN 2.7's form; hostnames not supported). A server may repeat it, one listening socket each, as 2.7 allows: UDP and TCP at once share one client table and address pool (at most one UDP socket; TCP ones without limit; `tcp` means `tcp-server`). PORT and PROTO default to `lport`/`port` and `proto`. A client takes one `local` line with an address only (2.7 refuses several). Difference from 2.6, which keeps only the last `local` line of a server: ferrovpn listens on each",
+        "`ADDR|* [PORT] [PROTO]` (OpenVPN 2.7's form; hostnames not supported). A server may repeat it, one listening socket each, as 2.7 allows: UDP and TCP at once share one client table and address pool (at most one UDP socket; TCP ones without limit; `tcp` means `tcp-server`). PORT and PROTO default to `lport`/`port` and `proto`. Clients are told apart by address and port, so a UDP and a TCP client behind one NAT address with the same port number count as one. A client takes one `local` line with an address only (2.7 refuses several). Difference from 2.6, which keeps only the last `local` line of a server: ferrovpn listens on each",
     ),
     s(
         "proto",

@@ -23,7 +23,11 @@
 //!   `writev` per batch and peer under the connection's lock; control
 //!   packets ([`DataPlane::send_control`]) take the same lock, so control and
 //!   data share the stream in order. A server's connection reads into a
-//!   6 KiB buffer until its peer is in the table.
+//!   6 KiB buffer until its peer is in the table. The TCP workers wait with
+//!   epoll (`worker/stream_loop.rs`): a wake-up costs what is ready, not
+//!   the number of connections held. [`Transport::UdpAndTcp`] serves UDP
+//!   and TCP peers from the same workers: a peer with a connection is sent
+//!   to there, the others by UDP.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
@@ -312,7 +316,6 @@ impl DataPlane {
                 .into_iter()
                 .map(|inbox| worker::Link::Stream {
                     inbox,
-                    owned: Vec::new(),
                     client: cfg.connect.is_some(),
                     udp: socks.next(),
                 })

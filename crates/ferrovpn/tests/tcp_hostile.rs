@@ -228,3 +228,63 @@ fn max_clients_applies_to_tcp_clients() {
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
 }
+
+/// A stock client's iperf3 throughput before and while 1000 idle
+/// connections (125 source addresses × 8) are held open: each worker
+/// waits on its share of them, which must not slow the busy connection
+/// down much. Prints both figures.
+#[test]
+fn a_busy_client_keeps_its_speed_with_a_thousand_idle_connections_open() {
+    require_root_and_tools(&["python3", "iperf3"]);
+    let lab = Lab::new("tcph-many", 1, FERROVPN);
+    let (sc, cc) = tcp_confs(&lab);
+    let server = lab.ferrovpn_server(&sc);
+    let fds_before = fds(server.pid());
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let quiet = lab.iperf3(0, 3);
+    let batch: String = (10..135)
+        .map(|i| format!("addr add 10.210.1.{i}/24 dev {}\n", lab.veths[0].if_b))
+        .collect();
+    let batch_path = lab.dir.join("addrs.batch");
+    std::fs::write(&batch_path, batch).unwrap();
+    lab.clients[0]
+        .exec(&["ip", "-batch", batch_path.to_str().unwrap()])
+        .unwrap();
+    let script = format!(
+        "import resource, socket, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\n\
+         conns = []\n\
+         for i in range(10, 135):\n\
+         \x20   for k in range(8):\n\
+         \x20       s = socket.create_connection(('{srv}', {port}), 5, ('10.210.1.%d' % i, 0))\n\
+         \x20       conns.append(s)\n\
+         print('opened %d' % len(conns), flush=True)\n\
+         time.sleep(40)\n",
+        srv = Lab::server_underlay(0),
+        port = sc.port
+    );
+    let _flood = python(&lab, "idle-1000", &script, "opened 1000");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            fds(server.pid()) >= fds_before + 1000
+        }),
+        "{} descriptors\n{}",
+        fds(server.pid()),
+        server.log_tail(20)
+    );
+    let busy = lab.iperf3(0, 3);
+    eprintln!(
+        "stock client over TCP: {:.3} Gbit/s alone, {:.3} Gbit/s with 1000 idle connections open ({} server descriptors)",
+        quiet.gbps,
+        busy.gbps,
+        fds(server.pid())
+    );
+    assert!(
+        busy.gbps > quiet.gbps * 0.25,
+        "{:.3} against {:.3} Gbit/s",
+        busy.gbps,
+        quiet.gbps
+    );
+    assert_eq!(client.log().matches(UP).count(), 1, "{}", client.log_tail(30));
+}

@@ -18,6 +18,7 @@
 
 mod inbound;
 mod outbound;
+mod stream_loop;
 
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -30,8 +31,8 @@ use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
 use crate::peers::{Peer, PeerTable, Snapshot};
-use crate::stream::{BACKLOG_HIGH, OwnedStream, ReadOutcome, Streams, WorkerInbox};
-use crate::sys::{self, EventFd, PollSet, Ready};
+use crate::stream::{Streams, WorkerInbox};
+use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
 
@@ -145,8 +146,6 @@ pub(crate) enum Link {
     },
     Stream {
         inbox: WorkerInbox,
-        /// The connections this worker reads.
-        owned: Vec<OwnedStream>,
         /// Client mode: one connection, to the server it chose (full-size
         /// read buffer at once), and the TUN is not read while its backlog
         /// is high, so a slow link slows the tunnel down instead of dropping.
@@ -293,144 +292,6 @@ impl Worker {
             mine.tun_packets.store(tun_packets, Ordering::Relaxed);
             mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
             mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// The TCP loop: poll(TUN, stop, inbox, every owned connection), then
-    /// drain the TUN and the readable connections alternately.
-    fn run_stream(mut self) -> std::io::Result<()> {
-        let Some(streams) = self.sh.streams.clone() else {
-            return Ok(());
-        };
-        let Link::Stream {
-            inbox,
-            owned,
-            client,
-            udp,
-        } = &mut self.link
-        else {
-            return Ok(());
-        };
-        let client = *client;
-        let udp = udp.as_ref();
-        let link = match udp {
-            Some(u) => Out::Both(u, &streams),
-            None => Out::Stream(&streams),
-        };
-        let mut set = PollSet::default();
-        let mut tun_ok = true;
-        let mut closed: Vec<(usize, String)> = Vec::new();
-        let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
-        loop {
-            if self.sh.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
-            set.clear();
-            let tun_at = set.add(self.tun.as_raw_fd(), tun_ok && !stalled, false);
-            let stop_at = set.add(self.sh.wake.as_raw_fd(), true, false);
-            let inbox_at = set.add(inbox.wake.as_raw_fd(), true, false);
-            // Negative descriptors are ignored by poll.
-            set.add(udp.map_or(-1, |u| u.as_raw_fd()), true, false);
-            let first = inbox_at + 2;
-            for o in owned.iter() {
-                set.add(o.conn.fd(), true, o.conn.backlog() > 0);
-            }
-            set.wait(1000)?;
-            if set.ready(stop_at).readable {
-                break;
-            }
-            if set.ready(inbox_at).readable {
-                inbox.wake.drain();
-                while let Ok(conn) = inbox.rx.try_recv() {
-                    owned.push(crate::stream::owned(conn, client));
-                }
-            }
-            let tun = set.ready(tun_at);
-            if tun.error && !tun.readable {
-                tracing::error!(
-                    "worker {}: TUN queue failed; no longer reading it",
-                    self.index
-                );
-                tun_ok = false;
-            }
-            for (i, o) in owned.iter_mut().enumerate() {
-                let r = set.ready(first + i);
-                if r.writable {
-                    o.conn.flush();
-                }
-                o.readable |= r.readable || r.error;
-            }
-            let woke = std::time::Instant::now();
-            for _ in 0..256 {
-                let mut busy = false;
-                let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
-                if tun_ok && !stalled {
-                    let n = self.ob.read(&self.tun, &self.sh.counters);
-                    if n > 0 {
-                        tun_packets += n as u64;
-                        self.ob.process(n, link, &self.sh);
-                        busy = true;
-                    }
-                }
-                if let Some(udp) = udp
-                    && self
-                        .ib
-                        .run(udp, &mut self.tun, &mut self.ob, &self.sh, link)
-                {
-                    busy = true;
-                }
-                for (i, o) in owned.iter_mut().enumerate() {
-                    if o.conn.is_closed() {
-                        closed.push((i, "closed by the control plane, or a write failed".into()));
-                        continue;
-                    }
-                    if !o.readable {
-                        continue;
-                    }
-                    if o.small {
-                        o.grow_if_authenticated(&self.sh.peers.load());
-                    }
-                    match self.ib.run_stream(
-                        o,
-                        &mut self.tun,
-                        &mut self.ob,
-                        &self.sh,
-                        link,
-                    ) {
-                        ReadOutcome::Data => busy = true,
-                        ReadOutcome::Idle => {}
-                        ReadOutcome::Closed(reason) => closed.push((i, reason)),
-                    }
-                }
-                // Highest index first, so the earlier ones stay where they are.
-                for (i, reason) in closed.drain(..).rev() {
-                    let o = owned.swap_remove(i);
-                    o.conn.close();
-                    streams.forget(&o.conn);
-                    self.sh.up(
-                        UpEvent::StreamClosed {
-                            from: o.conn.peer,
-                            reason,
-                        },
-                        false,
-                    );
-                }
-                if !busy || self.sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            busy_nanos += woke.elapsed().as_nanos() as u64;
-            let mine = &self.sh.workers[self.index];
-            mine.tun_packets.store(tun_packets, Ordering::Relaxed);
-            mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
-            mine.tcp_packets
-                .store(self.ib.stream_received, Ordering::Relaxed);
-            mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
-        }
-        for o in owned.drain(..) {
-            o.conn.close();
         }
         Ok(())
     }
