@@ -11,17 +11,17 @@ use ferrovpn_config::{
     Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
     RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, X509NameType,
 };
+use ferrovpn_config::{Family, LocalEntry};
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
 use ferrovpn_control::server::auth_token::{Limits, TokenKey};
+use ferrovpn_control::server::port_share::PortShare;
 use ferrovpn_control::server::{
     AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
 };
-use ferrovpn_config::{Family, LocalEntry};
-use ferrovpn_control::server::port_share::PortShare;
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::{DataPlaneConfig, Transport};
 use ferrovpn_proto::data::{Cipher, Side};
@@ -818,7 +818,14 @@ fn server_listeners(cfg: &Config) -> anyhow::Result<Vec<(SocketAddr, Transport)>
                 ..
             } => bail!(
                 "{}--mode server currently only supports --proto values of udp, tcp-server, tcp4-server, or tcp6-server (as 2.6)",
-                where_is(cfg, if line.proto.is_some() { "local" } else { "proto" })
+                where_is(
+                    cfg,
+                    if line.proto.is_some() {
+                        "local"
+                    } else {
+                        "proto"
+                    }
+                )
             ),
             Proto::Tcp { .. } => Transport::Tcp,
             _ => Transport::Udp,

@@ -39,7 +39,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Open file descriptors of `pid`.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Run `script` with python3 in client namespace 0; returns the process
@@ -140,7 +142,12 @@ fn thousands_of_idle_connections_stay_bounded_while_a_good_client_gets_in() {
     );
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
-    assert_eq!(client.log().matches(UP).count(), 1, "{}", client.log_tail(30));
+    assert_eq!(
+        client.log().matches(UP).count(),
+        1,
+        "{}",
+        client.log_tail(30)
+    );
 }
 
 /// While a stock client connects: connections that announce a 65535-byte
@@ -198,7 +205,12 @@ fn stalled_giant_packets_and_random_streams_are_dropped() {
     assert!(rss_after < rss_before + 32 * 1024, "{rss_after} KiB");
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
-    assert_eq!(client.log().matches(UP).count(), 1, "{}", client.log_tail(30));
+    assert_eq!(
+        client.log().matches(UP).count(),
+        1,
+        "{}",
+        client.log_tail(30)
+    );
 }
 
 /// `max-clients 1` over TCP: a second stock client is refused while the
@@ -218,9 +230,9 @@ fn max_clients_applies_to_tcp_clients() {
     first.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     let second = lab.stock_client(1, "openvpn-client-1", &ccs[1]);
     assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(100), || server
-            .log()
-            .contains("max-clients 1 reached")),
+        wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            server.log().contains("max-clients 1 reached")
+        }),
         "{}",
         server.log_tail(30)
     );
@@ -286,5 +298,10 @@ fn a_busy_client_keeps_its_speed_with_a_thousand_idle_connections_open() {
         busy.gbps,
         quiet.gbps
     );
-    assert_eq!(client.log().matches(UP).count(), 1, "{}", client.log_tail(30));
+    assert_eq!(
+        client.log().matches(UP).count(),
+        1,
+        "{}",
+        client.log_tail(30)
+    );
 }

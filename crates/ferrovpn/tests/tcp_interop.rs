@@ -360,7 +360,11 @@ fn renegotiation_during_a_transfer_over_tcp_with_a_stock_client() {
     );
     assert!(report.intervals.len() >= 9, "{:?}", report.intervals);
     let min = report.intervals.iter().copied().min().unwrap_or(0);
-    assert!(min > 1_000_000, "an interval stalled: {:?}", report.intervals);
+    assert!(
+        min > 1_000_000,
+        "an interval stalled: {:?}",
+        report.intervals
+    );
     let log = client.log();
     let handshakes = log.matches("Control Channel: TLS").count();
     assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");

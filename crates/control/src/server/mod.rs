@@ -328,8 +328,8 @@ pub async fn run_server(
     let listeners = (s.tcp_listeners.iter())
         .map(|&bind| listen_tcp(bind).with_context(|| format!("listening on TCP {bind}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let unauthenticated = (!listeners.is_empty())
-        .then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
+    let unauthenticated =
+        (!listeners.is_empty()).then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let (port_share_decisions, mut decided) = tokio::sync::mpsc::channel(64);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).

@@ -123,7 +123,10 @@ pub async fn proxy(
     if let Some(path) = journal
         && let Err(e) = std::fs::remove_file(&path)
     {
-        debug!("PORT SHARE: cannot remove journal file {}: {e}", path.display());
+        debug!(
+            "PORT SHARE: cannot remove journal file {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -133,7 +136,10 @@ fn write_journal(dir: &std::path::Path, server: &TcpStream, from: SocketAddr) ->
     let path = dir.join(local.to_string());
     match std::fs::write(&path, from.to_string()) {
         Ok(()) => {
-            info!("{from}: PORT SHARE PROXY: client origin {} -> {from}", path.display());
+            info!(
+                "{from}: PORT SHARE PROXY: client origin {} -> {from}",
+                path.display()
+            );
             Some(path)
         }
         Err(e) => {

@@ -451,6 +451,101 @@ pub fn enter_netns(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// A level-triggered `epoll(7)` instance: a worker waiting on many TCP
+/// connections pays per ready descriptor, not per watched one (as `poll`).
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    /// An instance reporting at most `batch` descriptors per wait.
+    pub fn new(batch: usize) -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no pointer arguments.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll {
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)],
+        })
+    }
+
+    fn ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        token: u64,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut events = libc::EPOLLRDHUP as u32;
+        if read {
+            events |= libc::EPOLLIN as u32;
+        }
+        if write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a live epoll_event; the kernel copies it.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Watch `fd` under `token`.
+    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, read, write)
+    }
+
+    /// Change what `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, read, write)
+    }
+
+    /// Stop watching `fd` (before it is closed: another worker may hold it open).
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false, false)
+    }
+
+    /// Wait up to `timeout_ms` (< 0: forever); the ready descriptors'
+    /// tokens and readiness. EINTR reports nothing ready.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<impl Iterator<Item = (u64, Ready)> + '_> {
+        // SAFETY: `events` is a live buffer of `len` epoll_event structs.
+        let r = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                timeout_ms,
+            )
+        };
+        let n = if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            0
+        } else {
+            r as usize
+        };
+        Ok(self.events[..n].iter().map(|ev| {
+            let bits = ev.events;
+            let ready = Ready {
+                readable: bits & libc::EPOLLIN as u32 != 0,
+                writable: bits & libc::EPOLLOUT as u32 != 0,
+                error: bits & (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0,
+            };
+            (ev.u64, ready)
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,93 +616,5 @@ mod tests {
             }
         }
         assert_eq!(total, pkts);
-    }
-}
-
-/// A level-triggered `epoll(7)` instance: a worker waiting on many TCP
-/// connections pays per ready descriptor, not per watched one (as `poll`).
-pub struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
-}
-
-impl Epoll {
-    /// An instance reporting at most `batch` descriptors per wait.
-    pub fn new(batch: usize) -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 has no pointer arguments.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Epoll {
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)],
-        })
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
-        let mut events = libc::EPOLLRDHUP as u32;
-        if read {
-            events |= libc::EPOLLIN as u32;
-        }
-        if write {
-            events |= libc::EPOLLOUT as u32;
-        }
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a live epoll_event; the kernel copies it.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Watch `fd` under `token`.
-    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, read, write)
-    }
-
-    /// Change what `fd` is watched for.
-    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, read, write)
-    }
-
-    /// Stop watching `fd` (before it is closed: another worker may hold it open).
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false, false)
-    }
-
-    /// Wait up to `timeout_ms` (< 0: forever); the ready descriptors'
-    /// tokens and readiness. EINTR reports nothing ready.
-    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<impl Iterator<Item = (u64, Ready)> + '_> {
-        // SAFETY: `events` is a live buffer of `len` epoll_event structs.
-        let r = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as libc::c_int,
-                timeout_ms,
-            )
-        };
-        let n = if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            0
-        } else {
-            r as usize
-        };
-        Ok(self.events[..n].iter().map(|ev| {
-            let bits = ev.events;
-            let ready = Ready {
-                readable: bits & libc::EPOLLIN as u32 != 0,
-                writable: bits & libc::EPOLLOUT as u32 != 0,
-                error: bits & (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0,
-            };
-            (ev.u64, ready)
-        }))
     }
 }

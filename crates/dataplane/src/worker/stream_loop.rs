@@ -75,8 +75,7 @@ impl Worker {
         let Some(streams) = self.sh.streams.clone() else {
             return Ok(());
         };
-        let Link::Stream { inbox, client, udp } = &mut self.link
-        else {
+        let Link::Stream { inbox, client, udp } = &mut self.link else {
             return Ok(());
         };
         let client = *client;
@@ -102,8 +101,7 @@ impl Worker {
         let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
         // A client's one connection: the TUN waits while its backlog is high.
         let stalled = |slots: &Slots| {
-            client
-                && (slots.slots.iter().flatten()).any(|o| o.conn.backlog() > BACKLOG_HIGH)
+            client && (slots.slots.iter().flatten()).any(|o| o.conn.backlog() > BACKLOG_HIGH)
         };
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
