@@ -189,6 +189,33 @@ impl Config {
                 if self.chroot.is_some() {
                     return Err(self.fail("chroot", &whole, CHROOT_CLIENT_REASON.into()));
                 }
+                if self.port_share.is_some() {
+                    return Err(self.fail(
+                        "port-share",
+                        &whole,
+                        "--port-share only works in TCP server mode (--proto values of tcp-server, tcp4-server, or tcp6-server), as in 2.6".into(),
+                    ));
+                }
+                if self.locals.len() > 1 {
+                    return Err(self.fail(
+                        "local",
+                        &whole,
+                        "multiple --local statements only allowed in --server mode (as in 2.7)"
+                            .into(),
+                    ));
+                }
+                if self
+                    .locals
+                    .iter()
+                    .any(|l| l.port.is_some() || l.proto.is_some())
+                {
+                    return Err(self.fail(
+                        "local",
+                        &whole,
+                        "a client's 'local' takes an address only; set its port with 'lport'"
+                            .into(),
+                    ));
+                }
             }
         }
         Ok(())

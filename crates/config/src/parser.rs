@@ -692,19 +692,51 @@ impl Parser {
                 }
             }
             "local" => {
-                d.count(1, 1, "an IP address or host name")?;
+                // OpenVPN 2.7's `local HOST|* [PORT] [PROTO]`; a server may repeat it.
+                d.count(1, 3, "HOST|* [PORT] [PROTO]")?;
                 let s = d.arg(0).unwrap_or("");
-                match s.parse::<IpAddr>() {
-                    Ok(ip) => {
-                        c.local = Some(ip);
-                        c.local_name = None;
+                // A host name is resolved once, at start (see settings.rs);
+                // it only comes alone (`local NAME`), not in 2.7's form.
+                if d.args.len() == 1 && s != "*" && s.parse::<IpAddr>().is_err() {
+                    if !is_host_name(s) {
+                        return Err(d.bad("an IP address, * or a host name", s));
                     }
-                    Err(_) if is_host_name(s) => {
-                        c.local = None;
-                        c.local_name = Some(s.to_string());
-                    }
-                    Err(_) => return Err(d.bad("an IP address or host name", s)),
+                    c.local = None;
+                    c.local_name = Some(s.to_string());
+                    return Ok(());
                 }
+                let addr = if s == "*" {
+                    None
+                } else {
+                    Some(s.parse::<IpAddr>().map_err(|_| {
+                        d.bad("an IP address or * (a host name only as `local NAME`)", s)
+                    })?)
+                };
+                let port = if d.args.len() > 1 {
+                    Some(d.num(1, 0u16, u16::MAX, "a port number 0-65535")?)
+                } else {
+                    None
+                };
+                let proto = match d.arg(2) {
+                    None => None,
+                    Some(p) => Some(proto_of(p).ok_or_else(|| d.bad(PROTO_VALUES, p))?),
+                };
+                c.local = addr;
+                c.local_name = None;
+                c.locals.push(LocalEntry { addr, port, proto });
+            }
+            "port-share" => {
+                d.count(2, 3, "HOST PORT [DIR]")?;
+                let h = d.arg(0).unwrap_or("");
+                let host = h
+                    .parse::<IpAddr>()
+                    .map_err(|_| d.bad("an IP address (hostnames are not supported)", h))?;
+                let port = d.num(1, 1u16, u16::MAX, "a port number 1-65535")?;
+                c.port_share = Some(PortShareConf {
+                    host,
+                    port,
+                    journal_dir: d.arg(2).map(PathBuf::from),
+                });
             }
             "proto" => {
                 d.count(1, 1, PROTO_VALUES)?;

@@ -81,11 +81,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("rport", "remote port default for `remote` lines"),
     s(
         "local",
-        "IP address or host name to bind (a name is resolved once, at start); per `<connection>` on a client",
+        "`ADDR|* [PORT] [PROTO]` (OpenVPN 2.7's form; hostnames not supported). A server may repeat it, one listening socket each, as 2.7 allows: UDP and TCP at once share one client table and address pool (at most one UDP socket; TCP ones without limit; `tcp` means `tcp-server`). PORT and PROTO default to `lport`/`port` and `proto`. Clients are told apart by address and port, so a UDP and a TCP client behind one NAT address with the same port number count as one. A client takes one `local` line with an address only (2.7 refuses several). Difference from 2.6, which keeps only the last `local` line of a server: ferrovpn listens on each",
     ),
     s(
         "proto",
-        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP)",
+        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server listens on UDP and TCP at once with several `local ADDR PORT PROTO` lines (see `local`)",
     ),
     s(
         "dev",
@@ -633,9 +633,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "management-client-auth",
         "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
     ),
-    u(
+    s(
         "port-share",
-        "passing non-OpenVPN connections on is not supported yet",
+        "`HOST PORT [DIR]` (HOST an IP address): on a TCP server, a connection whose first bytes are not an OpenVPN client's reset (2.6's rule) is proxied to HOST:PORT; `DIR` gets 2.6's journal files (named after the proxy's local IP:PORT, holding the client's address). Up to 1024 proxied connections at once",
     ),
     u(
         "fragment",

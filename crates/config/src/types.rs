@@ -250,6 +250,24 @@ pub struct Remote {
     pub proto: Option<Proto>,
 }
 
+/// `local HOST|* [PORT] [PROTO]`, OpenVPN 2.7's form (2.6 takes `HOST` only).
+/// A server may have several: one listening socket each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalEntry {
+    /// `None` for `*`: any address.
+    pub addr: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+}
+
+/// `port-share HOST PORT [DIR]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortShareConf {
+    pub host: IpAddr,
+    pub port: u16,
+    pub journal_dir: Option<PathBuf>,
+}
+
 /// `connect-retry N [MAX]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectRetry {
@@ -397,6 +415,9 @@ pub struct Config {
     pub lport: Option<u16>,
     pub rport: Option<u16>,
     pub local: Option<IpAddr>,
+    /// Every `local` line, in order (`local` above is the last one's address).
+    pub locals: Vec<LocalEntry>,
+    pub port_share: Option<PortShareConf>,
     pub proto: Option<Proto>,
     pub dev: Option<String>,
     pub dev_type: Option<DevType>,

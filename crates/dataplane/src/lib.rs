@@ -23,7 +23,11 @@
 //!   `writev` per batch and peer under the connection's lock; control
 //!   packets ([`DataPlane::send_control`]) take the same lock, so control and
 //!   data share the stream in order. A server's connection reads into a
-//!   6 KiB buffer until its peer is in the table.
+//!   6 KiB buffer until its peer is in the table. The TCP workers wait with
+//!   epoll (`worker/stream_loop.rs`): a wake-up costs what is ready, not
+//!   the number of connections held. [`Transport::UdpAndTcp`] serves UDP
+//!   and TCP peers from the same workers: a peer with a connection is sent
+//!   to there, the others by UDP.
 //! - [`peers`]: [`PeerTable`], arc-swap snapshots + per-peer atomics.
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
@@ -182,6 +186,10 @@ pub enum Transport {
     #[default]
     Udp,
     Tcp,
+    /// A server listening on UDP (`bind`) and TCP at once: every worker
+    /// reads its UDP socket and its share of the connections; a peer with
+    /// a TCP connection is sent to there, the others by UDP.
+    UdpAndTcp,
 }
 
 impl Default for DataPlaneConfig {
@@ -283,26 +291,9 @@ impl DataPlane {
         let (queues, tun_name, tun_off) =
             tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
                 .map_err(io("creating the TUN device"))?;
-        let tcp = cfg.transport == Transport::Tcp;
-        let (links, local, control, udp_off, streams) = if tcp {
-            let (streams, inboxes) =
-                stream::Streams::new(cfg.workers).map_err(io("creating the eventfds"))?;
-            let links: Vec<worker::Link> = inboxes
-                .into_iter()
-                .map(|inbox| worker::Link::Stream {
-                    inbox,
-                    owned: Vec::new(),
-                    client: cfg.connect.is_some(),
-                })
-                .collect();
-            let local = cfg.bind;
-            (
-                links,
-                local,
-                None,
-                udp::UdpOffloads::default(),
-                Some(Arc::new(streams)),
-            )
+        let tcp = cfg.transport != Transport::Udp;
+        let (socks, local, control, udp_off) = if cfg.transport == Transport::Tcp {
+            (Vec::new(), cfg.bind, None, udp::UdpOffloads::default())
         } else {
             let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
                 .map_err(io("creating the UDP sockets"))?;
@@ -315,6 +306,22 @@ impl DataPlane {
             let control = socks[0]
                 .try_clone()
                 .map_err(io("duplicating the UDP socket"))?;
+            (socks, local, Some(control), udp_off)
+        };
+        let (links, streams) = if tcp {
+            let (streams, inboxes) =
+                stream::Streams::new(cfg.workers).map_err(io("creating the eventfds"))?;
+            let mut socks = socks.into_iter();
+            let links: Vec<worker::Link> = inboxes
+                .into_iter()
+                .map(|inbox| worker::Link::Stream {
+                    inbox,
+                    client: cfg.connect.is_some(),
+                    udp: socks.next(),
+                })
+                .collect();
+            (links, Some(Arc::new(streams)))
+        } else {
             let links = socks
                 .into_iter()
                 .enumerate()
@@ -323,7 +330,7 @@ impl DataPlane {
                     rx: cfg.connect.is_none() || i == 0,
                 })
                 .collect();
-            (links, local, Some(control), udp_off, None)
+            (links, None)
         };
         let (tx, rx) = up::queues(UP_QUEUE, cfg.workers);
         let outer_v6 = cfg.connect.unwrap_or(cfg.bind).is_ipv6();
@@ -471,6 +478,11 @@ impl DataPlane {
         self.shared.streams.as_ref().is_some_and(|s| s.close(&peer))
     }
 
+    /// Whether `peer` is reached by a TCP connection (always false over UDP).
+    pub fn has_stream(&self, peer: SocketAddr) -> bool {
+        (self.shared.streams.as_ref()).is_some_and(|s| s.get(&peer).is_some())
+    }
+
     fn streams(&self) -> Result<&stream::Streams, DataPlaneError> {
         self.shared
             .streams
@@ -482,11 +494,11 @@ impl DataPlane {
     /// connection, in order with the data packets.
     pub fn send_control(&self, to: SocketAddr, packet: &[u8]) -> Result<(), DataPlaneError> {
         match &self.control {
-            Some(udp) => udp
+            Some(udp) if !self.has_stream(to) => udp
                 .send_to(packet, to)
                 .map(drop)
                 .map_err(io("sending a control packet")),
-            None => self
+            _ => self
                 .streams()?
                 .send_packet(&to, packet)
                 .map_err(io("sending a control packet")),
@@ -531,8 +543,8 @@ impl DataPlane {
         let end = at + len;
         let dst = **peer.remote.load();
         match &self.control {
-            Some(udp) => send_datagram(udp, &buf[start..end], dst)?,
-            None => self
+            Some(udp) if !self.has_stream(dst) => send_datagram(udp, &buf[start..end], dst)?,
+            _ => self
                 .streams()?
                 .send_packet(&dst, &buf[start..end])
                 .map_err(io("sending a data packet"))?,

@@ -11,12 +11,14 @@ use ferrovpn_config::{
     Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
     RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, VerifyClientCert, X509NameType,
 };
+use ferrovpn_config::{Family, LocalEntry};
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
 use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
 use ferrovpn_control::server::auth_token::{Limits, TokenKey};
+use ferrovpn_control::server::port_share::PortShare;
 use ferrovpn_control::server::{
     AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
 };
@@ -761,7 +763,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         );
     }
     audit_common(cfg)?;
-    let transport = server_transport(cfg)?;
+    // `proto tcp-client` in a server is an error even when `local` lines name others.
+    server_transport(cfg)?;
     if cfg.redirect_gateway.is_some() {
         bail!(
             "{}redirect-gateway in a server config would reroute the server itself; push it to clients with 'push \"redirect-gateway def1\"'",
@@ -832,11 +835,27 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         ),
     };
     let mut dataplane = dataplane_base(cfg);
-    let bind_ip = local_address(cfg, cfg.local, cfg.local_name.as_deref())?
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    dataplane.bind = SocketAddr::new(bind_ip, cfg.local_port());
-    dataplane.transport = transport;
+    let listeners = server_listeners(cfg)?;
+    let udp = listeners.iter().find(|l| l.1 == Transport::Udp);
+    let tcp_listeners: Vec<SocketAddr> = (listeners.iter())
+        .filter(|l| l.1 == Transport::Tcp)
+        .map(|l| l.0)
+        .collect();
+    dataplane.bind = udp.or(listeners.first()).map_or_else(
+        || SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.local_port()),
+        |l| l.0,
+    );
+    dataplane.transport = match (udp.is_some(), tcp_listeners.is_empty()) {
+        (true, true) => Transport::Udp,
+        (true, false) => Transport::UdpAndTcp,
+        _ => Transport::Tcp,
+    };
     Ok(ServerSettings {
+        tcp_listeners,
+        port_share: cfg.port_share.as_ref().map(|p| PortShare {
+            target: SocketAddr::new(p.host, p.port),
+            journal_dir: p.journal_dir.clone(),
+        }),
         dataplane,
         network: Ipv4Addr::from(network & mask),
         netmask: net.netmask,
@@ -878,6 +897,86 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         auth_token: auth_token(cfg)?,
         setup_done: None,
     })
+}
+
+/// The server's listening sockets and their transports: one per `local`
+/// line (OpenVPN 2.7's multi-socket server), else the one that `local`,
+/// `lport`/`port` and `proto` name.
+fn server_listeners(cfg: &Config) -> anyhow::Result<Vec<(SocketAddr, Transport)>> {
+    let lines = if cfg.locals.is_empty() {
+        vec![LocalEntry {
+            addr: local_address(cfg, cfg.local, cfg.local_name.as_deref())?,
+            port: None,
+            proto: None,
+        }]
+    } else {
+        if cfg.local_name.is_some() {
+            bail!(
+                "{}local: a host name cannot be combined with other `local` lines; give addresses",
+                where_is(cfg, "local")
+            );
+        }
+        cfg.locals.clone()
+    };
+    let mut out: Vec<(SocketAddr, Transport)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        let proto = line.proto.unwrap_or(cfg.proto());
+        let transport = match proto {
+            Proto::Tcp {
+                role: Some(TcpRole::Client),
+                ..
+            } => bail!(
+                "{}--mode server currently only supports --proto values of udp, tcp-server, tcp4-server, or tcp6-server (as 2.6)",
+                where_is(
+                    cfg,
+                    if line.proto.is_some() {
+                        "local"
+                    } else {
+                        "proto"
+                    }
+                )
+            ),
+            Proto::Tcp { .. } => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let v6 = matches!(
+            proto,
+            Proto::Udp6
+                | Proto::Tcp {
+                    family: Family::V6,
+                    ..
+                }
+        );
+        let any = if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let bind = SocketAddr::new(
+            line.addr.unwrap_or(any),
+            line.port.unwrap_or(cfg.local_port()),
+        );
+        if out.contains(&(bind, transport)) {
+            bail!(
+                "{}{bind} ({transport:?}) is listed twice",
+                where_is(cfg, "local")
+            );
+        }
+        out.push((bind, transport));
+    }
+    if out.iter().filter(|l| l.1 == Transport::Udp).count() > 1 {
+        bail!(
+            "{}more than one UDP listening socket is not supported (a server takes one UDP 'local' line and any number of TCP ones)",
+            where_is(cfg, "local")
+        );
+    }
+    if cfg.port_share.is_some() && !out.iter().any(|l| l.1 == Transport::Tcp) {
+        bail!(
+            "{}--port-share only works in TCP server mode (--proto values of tcp-server, tcp4-server, or tcp6-server), as in 2.6",
+            where_is(cfg, "port-share")
+        );
+    }
+    Ok(out)
 }
 
 /// `client-config-dir`: the directory must be there at start (inside the

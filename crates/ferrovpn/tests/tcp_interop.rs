@@ -234,3 +234,141 @@ fn stock_client_reconnects_after_ferrovpn_tcp_server_restart() {
     let _server = lab.ferrovpn_server(&sc);
     comes_up_again(&lab, &client);
 }
+
+// ---------------------------------------------------------------------------
+// Several listeners, port-share, renegotiation over TCP
+// ---------------------------------------------------------------------------
+
+/// One ferrovpn server with a UDP and a TCP listening socket (OpenVPN 2.7's
+/// repeated `local ADDR PORT PROTO`): a stock client over UDP and another
+/// over TCP are connected at the same time, share the address pool and
+/// both carry traffic; then the UDP client comes back over TCP with the
+/// same certificate and takes over its session.
+#[test]
+fn stock_udp_and_tcp_clients_share_one_ferrovpn_server() {
+    let lab = Lab::new("tcp-mx", 2, FERROVPN);
+    let wrap = lab.tls_crypt();
+    let mut sc = lab.server_conf(wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+    sc.extra.push(format!("local * {} udp", sc.port));
+    sc.extra.push(format!("local * {} tcp", sc.port));
+    let mut ccs = lab.client_confs(&wrap, ferrovpn_testkit::Cipher::Aes256Gcm);
+    ccs[1].transport = Transport::Tcp;
+    let server = lab.ferrovpn_server(&sc);
+    assert!(
+        server.log().contains("UDP 0.0.0.0:1194, TCP 0.0.0.0:1194"),
+        "{}",
+        server.log_tail(20)
+    );
+    let clients = lab.stock_clients_up(&ccs, &server);
+    lab.ping_and_iperf3(0, "stock client over UDP", &clients[0], &server);
+    lab.ping_and_iperf3(1, "stock client over TCP", &clients[1], &server);
+    // Both were connected at once: the UDP one still answers.
+    let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 1, "{p:?}");
+    for c in &clients {
+        // The options string named the transport each client came by.
+        assert!(
+            !c.log().contains("is used inconsistently"),
+            "{}",
+            c.log_tail(40)
+        );
+    }
+    // The UDP client moves to TCP: same certificate, new connection.
+    let mut clients = clients;
+    clients[0].stop(Duration::from_secs(5));
+    let mut moved = ccs[0].clone();
+    moved.transport = Transport::Tcp;
+    let again = lab.stock_client_up(0, "openvpn-client-0-tcp", &moved, &server);
+    lab.ping_and_iperf3(0, "the UDP client, back over TCP", &again, &server);
+    let p = ping(&lab.clients[1], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 1, "the other TCP client: {p:?}");
+}
+
+/// `port-share`: an HTTP request to the server's TCP port is passed to a
+/// real HTTP server (python3 -m http.server) and curl gets its page, while
+/// a stock client connects on the same port and carries traffic.
+#[test]
+fn port_share_passes_http_on_while_a_stock_client_connects() {
+    ferrovpn_testkit::require_root_and_tools(&["python3", "curl"]);
+    let lab = lab("tcp-ps");
+    let (mut sc, cc) = tcp_confs(&lab);
+    let site = lab.dir.join("site");
+    let journal = lab.dir.join("journal");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::create_dir_all(&journal).unwrap();
+    std::fs::write(site.join("hello.txt"), "port-share works\n").unwrap();
+    let mut web = Proc::spawn_in(
+        &lab.server_ns,
+        "http-server",
+        lab.dir.path(),
+        "python3",
+        &[
+            "-u".as_ref(),
+            "-m".as_ref(),
+            "http.server".as_ref(),
+            "8080".as_ref(),
+            "--bind".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--directory".as_ref(),
+            site.as_os_str(),
+        ],
+    )
+    .unwrap();
+    web.wait_for_log_line("Serving HTTP", CONNECT_TIMEOUT)
+        .unwrap();
+    sc.extra
+        .push(format!("port-share 127.0.0.1 8080 {}", journal.display()));
+    let server = lab.ferrovpn_server(&sc);
+    let url = format!("http://{}:{}/hello.txt", Lab::server_underlay(0), sc.port);
+    let page = lab.clients[0]
+        .exec(&["curl", "-sS", "--max-time", "10", &url])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", server.log_tail(30)));
+    assert_eq!(page, "port-share works\n", "{}", server.log_tail(30));
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping_and_iperf3_both_ways(&lab, "stock client on a port-share port");
+    // HTTP still works with the client connected.
+    let page = lab.clients[0]
+        .exec(&["curl", "-sS", "--max-time", "10", &url])
+        .unwrap();
+    assert_eq!(page, "port-share works\n");
+    let log = server.log();
+    assert!(
+        log.matches("Non-OpenVPN client protocol detected").count() >= 2,
+        "{log}"
+    );
+    // 2.6's journal: the proxy's local address named the client's.
+    assert!(log.contains("PORT SHARE PROXY: client origin"), "{log}");
+}
+
+/// Renegotiation every 3 s (server side) while iperf3 runs through a stock
+/// client over TCP: no second without traffic, no reconnect, new keys.
+#[test]
+fn renegotiation_during_a_transfer_over_tcp_with_a_stock_client() {
+    let lab = lab("tcp-rn");
+    let (mut sc, cc) = tcp_confs(&lab);
+    sc.reneg_sec = Some(3);
+    let server = lab.ferrovpn_server(&sc);
+    let mut client = lab.stock_client(0, "openvpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let report = iperf3_report(&lab.clients[0], &lab.server_ns, SERVER_TUN, 10, 1).unwrap();
+    eprintln!(
+        "renegotiation every 3 s over TCP: intervals {:?}, {} bytes",
+        report.intervals, report.bytes
+    );
+    assert!(report.intervals.len() >= 9, "{:?}", report.intervals);
+    let min = report.intervals.iter().copied().min().unwrap_or(0);
+    assert!(
+        min > 1_000_000,
+        "an interval stalled: {:?}",
+        report.intervals
+    );
+    let log = client.log();
+    let handshakes = log.matches("Control Channel: TLS").count();
+    assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");
+    assert!(!log.contains("AEAD Decrypt error"), "{log}");
+    assert!(!log.contains("TLS Error"), "{log}");
+    assert_eq!(log.matches(UP).count(), 1, "the client reconnected:\n{log}");
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", server.log_tail(30));
+}

@@ -19,8 +19,6 @@ pub struct Snapshot {
     pub clients: Vec<ClientSample>,
     pub drops: Drops,
     pub workers: Vec<WorkerSample>,
-    /// The workers' link: their packets are counted as `udp` or `tcp`.
-    pub transport: ferrovpn_dataplane::Transport,
     /// Events queued from the data plane to the control plane.
     pub control_queue_depth: u64,
     /// TLS handshakes completed since the start (first keys and renegotiations).
@@ -63,7 +61,7 @@ pub struct Drops {
 pub struct WorkerSample {
     pub tun_packets: u64,
     pub udp_packets: u64,
-    /// Packets read from TCP connections (`proto tcp`).
+    /// Packets read from TCP connections.
     pub tcp_packets: u64,
     pub busy_seconds: f64,
 }
@@ -192,11 +190,12 @@ pub fn render(s: &Snapshot) -> String {
         ]),
     );
     let worker_packets = s.workers.iter().enumerate().flat_map(|(i, w)| {
-        let link = match s.transport {
-            ferrovpn_dataplane::Transport::Udp => ("udp", w.udp_packets),
-            ferrovpn_dataplane::Transport::Tcp => ("tcp", w.tcp_packets),
-        };
-        [("tun", w.tun_packets), link].map(|(source, v)| {
+        [
+            ("tun", w.tun_packets),
+            ("udp", w.udp_packets),
+            ("tcp", w.tcp_packets),
+        ]
+        .map(|(source, v)| {
             let labels = WorkerPacketLabels {
                 worker: i.to_string(),
                 source,
@@ -206,7 +205,7 @@ pub fn render(s: &Snapshot) -> String {
     });
     r.register(
         "worker_packets",
-        "Packets a data-plane worker read, from the TUN device or the link (UDP socket or TCP connections)",
+        "Packets a data-plane worker read, from the TUN device, the UDP socket or TCP connections",
         counters(worker_packets),
     );
     let busy = Family::<WorkerLabels, Counter<f64, AtomicU64>>::default();
@@ -260,10 +259,9 @@ mod tests {
             workers: vec![WorkerSample {
                 tun_packets: 10,
                 udp_packets: 11,
-                tcp_packets: 0,
+                tcp_packets: 12,
                 busy_seconds: 0.5,
             }],
-            transport: ferrovpn_dataplane::Transport::Udp,
             control_queue_depth: 4,
             handshakes: 3,
             renegotiations: 1,
@@ -277,13 +275,13 @@ mod tests {
             "ferrovpn_dropped_packets_total{reason=\"bad_tag\"} 6",
             "ferrovpn_dropped_packets_total{reason=\"queue_full\"} 8",
             "ferrovpn_worker_packets_total{worker=\"0\",source=\"udp\"} 11",
+            "ferrovpn_worker_packets_total{worker=\"0\",source=\"tcp\"} 12",
             "ferrovpn_worker_busy_seconds_total{worker=\"0\"} 0.5",
             "ferrovpn_control_queue_depth 4",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        assert!(!text.contains("source=\"tcp\""), "{text}");
     }
 
     #[test]
@@ -298,7 +296,6 @@ mod tests {
                 },
                 WorkerSample::default(),
             ],
-            transport: ferrovpn_dataplane::Transport::Tcp,
             ..Snapshot::default()
         };
         let text = render(&s);
@@ -310,6 +307,5 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        assert!(!text.contains("source=\"udp\""), "{text}");
     }
 }

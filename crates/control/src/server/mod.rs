@@ -9,6 +9,7 @@ mod client_config_dir;
 mod hooks;
 mod liveness;
 mod pool;
+pub mod port_share;
 mod push;
 mod registry;
 mod tcp;
@@ -108,6 +109,12 @@ pub struct ServerSettings {
     pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
+    /// TCP listeners (`proto tcp-server`, `local ADDR PORT tcp` lines): all
+    /// serve the one client table, next to the data plane's UDP socket
+    /// when `dataplane.transport` is `UdpAndTcp`.
+    pub tcp_listeners: Vec<SocketAddr>,
+    /// `port-share HOST PORT [DIR]`.
+    pub port_share: Option<port_share::PortShare>,
 }
 
 /// `auth-gen-token`: the key and limits of session tokens.
@@ -228,6 +235,17 @@ struct Server {
     scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
     /// The `plugin`s, open since start.
     plugins: Option<Arc<crate::plugin::Plugins>>,
+    /// `port-share`: where a connection's first bytes are reported once
+    /// peeked, and the connections proxied now.
+    port_share_decisions: tokio::sync::mpsc::Sender<PortShareDecision>,
+    proxied: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A connection's first bytes were looked at (`port-share`).
+struct PortShareDecision {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    openvpn: bool,
 }
 
 /// How often keepalive and liveness are checked.
@@ -293,9 +311,14 @@ pub async fn run_server(
         }
     }
     hooks::run_route_up(&s.scripts, &tunnel).await;
+    let mut listening: Vec<String> = Vec::new();
+    if s.dataplane.transport != Transport::Tcp {
+        listening.push(format!("UDP {}", dp.local_addr()));
+    }
+    listening.extend(s.tcp_listeners.iter().map(|a| format!("TCP {a}")));
     info!(
         "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
-        dp.local_addr(),
+        listening.join(", "),
         s.server_ip(),
         netconfig::prefix_len(s.netmask),
         s.dataplane.workers
@@ -305,16 +328,12 @@ pub async fn run_server(
         None => None,
     };
     let mut up = crate::bridge(up_rx);
-    let listener = match s.dataplane.transport {
-        Transport::Tcp => Some(
-            listen_tcp(s.dataplane.bind)
-                .with_context(|| format!("listening on TCP {}", s.dataplane.bind))?,
-        ),
-        Transport::Udp => None,
-    };
-    let unauthenticated = listener
-        .is_some()
-        .then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
+    let listeners = (s.tcp_listeners.iter())
+        .map(|&bind| listen_tcp(bind).with_context(|| format!("listening on TCP {bind}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let unauthenticated =
+        (!listeners.is_empty()).then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
+    let (port_share_decisions, mut decided) = tokio::sync::mpsc::channel(64);
     let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
@@ -371,6 +390,8 @@ pub async fn run_server(
         departed_drops: metrics::Drops::default(),
         scripts_running: tokio::task::JoinSet::new(),
         plugins,
+        port_share_decisions,
+        proxied: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -395,7 +416,8 @@ pub async fn run_server(
                 let Some(ev) = ev else { anyhow::bail!("data plane stopped") };
                 srv.on_up_event(Instant::now(), ev);
             }
-            accepted = accept_tcp(listener.as_ref()) => srv.on_accept(Instant::now(), accepted),
+            accepted = accept_tcp(&listeners) => srv.on_accept(Instant::now(), accepted),
+            Some(d) = decided.recv() => srv.on_port_share_decision(Instant::now(), d),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 srv.on_timeout(now);
@@ -612,7 +634,8 @@ impl Server {
             ""
         };
         let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
-        match Session::accept_cookie(self.s.session.clone(), wrap, now, unix, ours, pkt, replay) {
+        let config = self.session_config_for(from);
+        match Session::accept_cookie(config, wrap, now, unix, ours, pkt, replay) {
             Ok(session) => {
                 info!("{from}: new session{kind}");
                 let client = Client {
@@ -642,6 +665,28 @@ impl Server {
             }
             Err(e) => debug!("{from}: cannot start session: {e}"),
         }
+    }
+
+    /// The session configuration for a new session from `from`. With UDP and
+    /// TCP listeners, its options string names the transport the client came
+    /// by (as 2.7 does per listening socket), so a stock client sees no
+    /// "proto used inconsistently" warning.
+    fn session_config_for(&self, from: SocketAddr) -> Arc<SessionConfig> {
+        let s = &self.s.session;
+        if self.s.dataplane.transport == Transport::Udp {
+            return s.clone();
+        }
+        let (want, other) = if self.dp.has_stream(from) {
+            (",proto TCPv4_SERVER", ",proto UDPv4")
+        } else {
+            (",proto UDPv4", ",proto TCPv4_SERVER")
+        };
+        if s.options_string.contains(want) {
+            return s.clone();
+        }
+        let mut config = SessionConfig::clone(s);
+        config.options_string = config.options_string.replacen(other, want, 1);
+        Arc::new(config)
     }
 
     /// Whether one more half-open session from `from` fits: the server is
@@ -727,6 +772,75 @@ impl Server {
             Accept::Keep => {}
         }
         debug!("{peer}: TCP connection accepted");
+        if self.s.port_share.is_some() {
+            // Look at its first bytes before the data plane takes it.
+            let report = self.port_share_decisions.clone();
+            tokio::spawn(async move {
+                let first = port_share::first_bytes(&stream).await;
+                let openvpn = port_share::is_openvpn(&first);
+                // The server may be shutting down: the connection goes then.
+                let _ = (report.send(PortShareDecision {
+                    stream,
+                    peer,
+                    openvpn,
+                }))
+                .await;
+            });
+            return;
+        }
+        self.attach_stream(peer, stream);
+    }
+
+    /// `port-share`: a connection's first bytes were seen. An OpenVPN client
+    /// goes to the data plane, anything else to the port-share server.
+    fn on_port_share_decision(&mut self, _now: Instant, d: PortShareDecision) {
+        let PortShareDecision {
+            stream,
+            peer,
+            openvpn,
+        } = d;
+        // Closed meanwhile (hand-window, or pushed out by newer ones).
+        let Some(pending) = self.unauthenticated.as_mut() else {
+            return;
+        };
+        if !pending.contains(peer) {
+            debug!("{peer}: connection closed before its first bytes were seen");
+            return;
+        }
+        if openvpn {
+            self.attach_stream(peer, stream);
+            return;
+        }
+        pending.remove(peer);
+        let Some(share) = self.s.port_share.clone() else {
+            return;
+        };
+        use std::sync::atomic::Ordering;
+        if self.proxied.load(Ordering::Relaxed) >= port_share::MAX_PROXIED {
+            self.refused.note(
+                peer,
+                &format!(
+                    "port-share: {} connections proxied already",
+                    port_share::MAX_PROXIED
+                ),
+            );
+            return;
+        }
+        info!(
+            "{peer}: Non-OpenVPN client protocol detected, passing the connection to {}",
+            share.target
+        );
+        self.proxied.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(port_share::proxy(
+            stream,
+            peer,
+            Arc::new(share),
+            self.proxied.clone(),
+        ));
+    }
+
+    /// Hand an accepted connection to the data plane.
+    fn attach_stream(&mut self, peer: SocketAddr, stream: tokio::net::TcpStream) {
         let attached = stream
             .into_std()
             .map_err(anyhow::Error::from)
@@ -1385,7 +1499,7 @@ impl Server {
             .map(|w| metrics::WorkerSample {
                 tun_packets: load(&w.tun_packets),
                 udp_packets: load(&w.udp_packets),
-                tcp_packets: load(&w.stream_packets),
+                tcp_packets: load(&w.tcp_packets),
                 busy_seconds: load(&w.busy_nanos) as f64 / 1e9,
             })
             .collect();
@@ -1394,7 +1508,6 @@ impl Server {
             clients,
             drops,
             workers,
-            transport: self.s.dataplane.transport,
             control_queue_depth: self.dp.up_queue_depth() as u64,
             handshakes: self.handshakes,
             renegotiations: self.renegotiations,
@@ -1414,20 +1527,26 @@ fn listen_tcp(bind: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
-/// The next connection on `listener`; never resolves without one (UDP).
+/// The next connection on any of `listeners`; never resolves without one (UDP).
 async fn accept_tcp(
-    listener: Option<&tokio::net::TcpListener>,
+    listeners: &[tokio::net::TcpListener],
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => {
-            let accepted = l.accept().await;
-            if accepted.is_err() {
-                // Out of descriptors: give closing connections a moment
-                // instead of spinning on the same error.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            accepted
-        }
-        None => std::future::pending().await,
+    if listeners.is_empty() {
+        return std::future::pending().await;
     }
+    let accepted = std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    if accepted.is_err() {
+        // Out of descriptors: give closing connections a moment
+        // instead of spinning on the same error.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    accepted
 }

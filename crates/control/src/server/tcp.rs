@@ -69,6 +69,11 @@ impl Pending {
         }
     }
 
+    /// Whether the connection from `peer` is still waiting to authenticate.
+    pub fn contains(&self, peer: SocketAddr) -> bool {
+        self.open.contains_key(&peer)
+    }
+
     /// The connection's client authenticated (or it closed): it no longer counts.
     pub fn remove(&mut self, peer: SocketAddr) {
         if self.open.remove(&peer).is_none() {

@@ -59,6 +59,11 @@ pub(crate) struct StreamConn {
     /// The connection is done (closed by the control plane or a write
     /// failed); the owner drops it and reports it.
     closed: AtomicBool,
+    /// Queued for its owner's attention (closed, or bytes wait in the
+    /// backlog): set by whoever queues it, cleared by the owner.
+    attention: AtomicBool,
+    /// Where its owner keeps it (`usize::MAX` until the owner took it).
+    pub(crate) slot: AtomicUsize,
 }
 
 impl StreamConn {
@@ -123,6 +128,11 @@ impl StreamConn {
         dropped
     }
 
+    /// Take it off the owner's attention queue (the owner, before it acts).
+    pub(crate) fn attended(&self) {
+        self.attention.store(false, Ordering::Release);
+    }
+
     /// Write what waits; the owner calls it when the socket is writable.
     pub(crate) fn flush(&self) {
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,10 +169,12 @@ impl StreamConn {
 pub(crate) struct OwnedStream {
     pub conn: Arc<StreamConn>,
     pub deframer: Deframer,
-    /// `poll` said readable and no read came back empty since.
+    /// epoll said readable and no read came back empty since.
     pub readable: bool,
     /// The read buffer is still the small one of an unauthenticated peer.
     pub small: bool,
+    /// Watched for writing (its backlog held bytes when last looked at).
+    pub writing: bool,
 }
 
 /// What reading a connection gave.
@@ -215,15 +227,19 @@ pub(crate) struct Streams {
     next_owner: AtomicUsize,
 }
 
-/// New connections for one worker, and its wake-up.
+/// New connections for one worker, connections that need it (closed, or
+/// with a backlog to flush), and its wake-up.
 struct Inbox {
     tx: Sender<Arc<StreamConn>>,
+    attention: Sender<Arc<StreamConn>>,
     wake: Arc<EventFd>,
 }
 
 /// A worker's end of its inbox.
 pub(crate) struct WorkerInbox {
     pub rx: Receiver<Arc<StreamConn>>,
+    /// Each connection at most once until [`StreamConn::attended`].
+    pub attention: Receiver<Arc<StreamConn>>,
     pub wake: Arc<EventFd>,
 }
 
@@ -233,12 +249,18 @@ impl Streams {
         let mut ends = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (tx, rx) = unbounded();
+            let (attention_tx, attention) = unbounded();
             let wake = Arc::new(EventFd::new()?);
             inboxes.push(Inbox {
                 tx,
+                attention: attention_tx,
                 wake: wake.clone(),
             });
-            ends.push(WorkerInbox { rx, wake });
+            ends.push(WorkerInbox {
+                rx,
+                attention,
+                wake,
+            });
         }
         Ok((
             Streams {
@@ -266,13 +288,15 @@ impl Streams {
             backlog: Mutex::new(Vec::new()),
             backlog_len: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            attention: AtomicBool::new(false),
+            slot: AtomicUsize::new(usize::MAX),
         });
         {
             let _g = self.change.lock().unwrap_or_else(|e| e.into_inner());
             let mut map = HashMap::clone(&self.by_addr.load());
             if let Some(old) = map.insert(peer, conn.clone()) {
                 old.close();
-                self.wake(old.owner);
+                self.attend(&old);
             }
             self.by_addr.store(Arc::new(map));
         }
@@ -300,7 +324,7 @@ impl Streams {
         match self.get(peer) {
             Some(c) => {
                 c.close();
-                self.wake(c.owner);
+                self.attend(&c);
                 true
             }
             None => false,
@@ -320,12 +344,25 @@ impl Streams {
 
     /// Send whole frames on `conn`; wakes its owner when bytes wait. Returns
     /// the frames dropped.
-    pub(crate) fn send(&self, conn: &StreamConn, frames: &mut [IoSlice<'_>]) -> u64 {
+    pub(crate) fn send(&self, conn: &Arc<StreamConn>, frames: &mut [IoSlice<'_>]) -> u64 {
         let dropped = conn.send(frames);
         if conn.backlog() > 0 || conn.is_closed() {
-            self.wake(conn.owner);
+            self.attend(conn);
         }
         dropped
+    }
+
+    /// Queue `conn` for its owner (once until the owner attends to it) and
+    /// wake the owner.
+    fn attend(&self, conn: &Arc<StreamConn>) {
+        if conn.attention.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(inbox) = self.inboxes.get(conn.owner) {
+            // The owner holds its receiver as long as it runs.
+            let _ = inbox.attention.send(conn.clone());
+        }
+        self.wake(conn.owner);
     }
 
     /// Send one packet (control plane: control packets, pings).
@@ -377,5 +414,6 @@ pub(crate) fn owned(conn: Arc<StreamConn>, client: bool) -> OwnedStream {
         deframer,
         readable: true,
         small: !client,
+        writing: false,
     }
 }

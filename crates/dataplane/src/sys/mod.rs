@@ -382,69 +382,6 @@ pub fn poll(
     Ok(r as usize)
 }
 
-/// `poll(2)` over any number of descriptors, each for reading and/or
-/// writing; the list is kept between calls so a loop does not allocate.
-#[derive(Default)]
-pub struct PollSet {
-    fds: Vec<libc::pollfd>,
-}
-
-impl PollSet {
-    pub fn clear(&mut self) {
-        self.fds.clear();
-    }
-
-    /// Watch `fd` (a negative one is ignored by `poll`); returns its index.
-    pub fn add(&mut self, fd: RawFd, read: bool, write: bool) -> usize {
-        let mut events = 0;
-        if read {
-            events |= libc::POLLIN;
-        }
-        if write {
-            events |= libc::POLLOUT;
-        }
-        self.fds.push(libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        });
-        self.fds.len() - 1
-    }
-
-    /// Wait up to `timeout_ms`; EINTR reports nothing ready.
-    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
-        for p in &mut self.fds {
-            p.revents = 0;
-        }
-        // SAFETY: `fds` is a live, initialised vector of `len` pollfd structs.
-        let r = unsafe {
-            libc::poll(
-                self.fds.as_mut_ptr(),
-                self.fds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(r as usize)
-    }
-
-    /// What the last [`PollSet::wait`] reported for descriptor `i`.
-    pub fn ready(&self, i: usize) -> Ready {
-        let ev = self.fds.get(i).map_or(0, |p| p.revents);
-        Ready {
-            readable: ev & libc::POLLIN != 0,
-            writable: ev & libc::POLLOUT != 0,
-            error: ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
-        }
-    }
-}
-
 /// A nonblocking eventfd, used to wake and stop the workers.
 pub struct EventFd(OwnedFd);
 
@@ -511,6 +448,101 @@ pub fn enter_netns(path: &std::path::Path) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// A level-triggered `epoll(7)` instance: a worker waiting on many TCP
+/// connections pays per ready descriptor, not per watched one (as `poll`).
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    /// An instance reporting at most `batch` descriptors per wait.
+    pub fn new(batch: usize) -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no pointer arguments.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll {
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)],
+        })
+    }
+
+    fn ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        token: u64,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut events = libc::EPOLLRDHUP as u32;
+        if read {
+            events |= libc::EPOLLIN as u32;
+        }
+        if write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a live epoll_event; the kernel copies it.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Watch `fd` under `token`.
+    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, read, write)
+    }
+
+    /// Change what `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, read, write)
+    }
+
+    /// Stop watching `fd` (before it is closed: another worker may hold it open).
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false, false)
+    }
+
+    /// Wait up to `timeout_ms` (< 0: forever); the ready descriptors'
+    /// tokens and readiness. EINTR reports nothing ready.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<impl Iterator<Item = (u64, Ready)> + '_> {
+        // SAFETY: `events` is a live buffer of `len` epoll_event structs.
+        let r = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                timeout_ms,
+            )
+        };
+        let n = if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            0
+        } else {
+            r as usize
+        };
+        Ok(self.events[..n].iter().map(|ev| {
+            let bits = ev.events;
+            let ready = Ready {
+                readable: bits & libc::EPOLLIN as u32 != 0,
+                writable: bits & libc::EPOLLOUT as u32 != 0,
+                error: bits & (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0,
+            };
+            (ev.u64, ready)
+        }))
     }
 }
 

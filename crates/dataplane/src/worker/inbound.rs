@@ -28,6 +28,8 @@ pub(crate) struct Inbound {
     /// Datagrams (GRO segments counted one by one) or TCP-framed packets
     /// received since the start.
     pub(super) received: u64,
+    /// Packets cut out of TCP connections since the start.
+    pub(super) stream_received: u64,
 }
 
 pub(super) enum Verdict {
@@ -47,16 +49,19 @@ impl Inbound {
                 .collect(),
             acc: Vec::with_capacity(16),
             received: 0,
+            stream_received: 0,
         }
     }
 
     /// Receive and handle one UDP batch; returns false when nothing was queued.
+    /// Relayed packets (client-to-client) leave by `link`.
     pub(super) fn run(
         &mut self,
         udp: &UdpSocket,
         tun: &mut TunQueue,
         ob: &mut Outbound,
         sh: &Shared,
+        link: Out<'_>,
     ) -> bool {
         let m = match self.rx.recv(udp.as_raw_fd()) {
             Ok(0) => return false,
@@ -67,7 +72,6 @@ impl Inbound {
                 return true;
             }
         };
-        let link = Out::Udp(udp);
         let snap = sh.peers.load();
         let now = now_nanos();
         let mut g = Gather::default();
@@ -115,7 +119,7 @@ impl Inbound {
                 Ok(None) => break ReadOutcome::Data,
                 Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
             };
-            self.received += 1;
+            self.stream_received += 1;
             let out = &mut self.out[g.delivered];
             let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
             g.take(verdict, &mut self.out, tun, ob, sh, link);

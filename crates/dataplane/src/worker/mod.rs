@@ -18,6 +18,7 @@
 
 mod inbound;
 mod outbound;
+mod stream_loop;
 
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -30,8 +31,8 @@ use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
 use crate::peers::{Peer, PeerTable, Snapshot};
-use crate::stream::{BACKLOG_HIGH, OwnedStream, ReadOutcome, Streams, WorkerInbox};
-use crate::sys::{self, EventFd, PollSet, Ready};
+use crate::stream::{Streams, WorkerInbox};
+use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
 
@@ -90,8 +91,8 @@ pub struct WorkerCounters {
     pub tun_packets: AtomicU64,
     /// Datagrams read from the UDP socket.
     pub udp_packets: AtomicU64,
-    /// Packets read from TCP connections (`proto tcp`).
-    pub stream_packets: AtomicU64,
+    /// Packets read from TCP connections.
+    pub tcp_packets: AtomicU64,
     /// Nanoseconds spent handling packets (from a wake-up until idle again).
     pub busy_nanos: AtomicU64,
 }
@@ -100,23 +101,20 @@ pub struct WorkerCounters {
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     tun_packets: u64,
-    /// Datagrams (UDP) or framed packets (TCP) read from the link.
+    /// Datagrams read from the UDP socket.
     link_packets: u64,
     busy_nanos: u64,
 }
 
 impl WorkerCounters {
-    /// Publish a worker's totals after a wake-up (only that worker calls
-    /// this; relaxed stores, read by the metrics scrape).
-    fn publish(&self, totals: Totals, stream: bool) {
+    /// Publish a UDP worker's totals after a wake-up (only that worker
+    /// calls this; relaxed stores, read by the metrics scrape). TCP
+    /// workers store theirs in `stream_loop`.
+    fn publish(&self, totals: Totals) {
         self.tun_packets
             .store(totals.tun_packets, Ordering::Relaxed);
-        let link = if stream {
-            &self.stream_packets
-        } else {
-            &self.udp_packets
-        };
-        link.store(totals.link_packets, Ordering::Relaxed);
+        self.udp_packets
+            .store(totals.link_packets, Ordering::Relaxed);
         self.busy_nanos.store(totals.busy_nanos, Ordering::Relaxed);
     }
 }
@@ -170,12 +168,12 @@ pub(crate) enum Link {
     },
     Stream {
         inbox: WorkerInbox,
-        /// The connections this worker reads.
-        owned: Vec<OwnedStream>,
         /// Client mode: one connection, to the server it chose (full-size
         /// read buffer at once), and the TUN is not read while its backlog
         /// is high, so a slow link slows the tunnel down instead of dropping.
         client: bool,
+        /// A server listening on UDP too: this worker's UDP socket.
+        udp: Option<UdpSocket>,
     },
 }
 
@@ -300,7 +298,11 @@ impl Worker {
                         busy = true;
                     }
                 }
-                if udp_rx && self.ib.run(udp, &mut self.tun, &mut self.ob, &self.sh) {
+                if udp_rx
+                    && self
+                        .ib
+                        .run(udp, &mut self.tun, &mut self.ob, &self.sh, Out::Udp(udp))
+                {
                     busy = true;
                 }
                 if !busy || self.sh.stop.load(Ordering::Relaxed) {
@@ -309,126 +311,7 @@ impl Worker {
             }
             totals.busy_nanos += woke.elapsed().as_nanos() as u64;
             totals.link_packets = self.ib.received;
-            self.sh.workers[self.index].publish(totals, false);
-        }
-        Ok(())
-    }
-
-    /// The TCP loop: poll(TUN, stop, inbox, every owned connection), then
-    /// drain the TUN and the readable connections alternately.
-    fn run_stream(mut self) -> std::io::Result<()> {
-        let Some(streams) = self.sh.streams.clone() else {
-            return Ok(());
-        };
-        let Link::Stream {
-            inbox,
-            owned,
-            client,
-        } = &mut self.link
-        else {
-            return Ok(());
-        };
-        let client = *client;
-        let mut set = PollSet::default();
-        let mut tun_ok = true;
-        let mut closed: Vec<(usize, String)> = Vec::new();
-        let mut totals = Totals::default();
-        loop {
-            if self.sh.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
-            set.clear();
-            let tun_at = set.add(self.tun.as_raw_fd(), tun_ok && !stalled, false);
-            let stop_at = set.add(self.sh.wake.as_raw_fd(), true, false);
-            let inbox_at = set.add(inbox.wake.as_raw_fd(), true, false);
-            let first = inbox_at + 1;
-            for o in owned.iter() {
-                set.add(o.conn.fd(), true, o.conn.backlog() > 0);
-            }
-            set.wait(1000)?;
-            let woke = std::time::Instant::now();
-            if set.ready(stop_at).readable {
-                break;
-            }
-            if set.ready(inbox_at).readable {
-                inbox.wake.drain();
-                while let Ok(conn) = inbox.rx.try_recv() {
-                    owned.push(crate::stream::owned(conn, client));
-                }
-            }
-            let tun = set.ready(tun_at);
-            if tun.error && !tun.readable {
-                tracing::error!(
-                    "worker {}: TUN queue failed; no longer reading it",
-                    self.index
-                );
-                tun_ok = false;
-            }
-            for (i, o) in owned.iter_mut().enumerate() {
-                let r = set.ready(first + i);
-                if r.writable {
-                    o.conn.flush();
-                }
-                o.readable |= r.readable || r.error;
-            }
-            for _ in 0..256 {
-                let mut busy = false;
-                let stalled = client && owned.iter().any(|o| o.conn.backlog() > BACKLOG_HIGH);
-                if tun_ok && !stalled {
-                    let n = self.ob.read(&self.tun, &self.sh.counters);
-                    if n > 0 {
-                        totals.tun_packets += n as u64;
-                        self.ob.process(n, Out::Stream(&streams), &self.sh);
-                        busy = true;
-                    }
-                }
-                for (i, o) in owned.iter_mut().enumerate() {
-                    if o.conn.is_closed() {
-                        closed.push((i, "closed by the control plane, or a write failed".into()));
-                        continue;
-                    }
-                    if !o.readable {
-                        continue;
-                    }
-                    if o.small {
-                        o.grow_if_authenticated(&self.sh.peers.load());
-                    }
-                    match self.ib.run_stream(
-                        o,
-                        &mut self.tun,
-                        &mut self.ob,
-                        &self.sh,
-                        Out::Stream(&streams),
-                    ) {
-                        ReadOutcome::Data => busy = true,
-                        ReadOutcome::Idle => {}
-                        ReadOutcome::Closed(reason) => closed.push((i, reason)),
-                    }
-                }
-                // Highest index first, so the earlier ones stay where they are.
-                for (i, reason) in closed.drain(..).rev() {
-                    let o = owned.swap_remove(i);
-                    o.conn.close();
-                    streams.forget(&o.conn);
-                    self.sh.up(
-                        UpEvent::StreamClosed {
-                            from: o.conn.peer,
-                            reason,
-                        },
-                        false,
-                    );
-                }
-                if !busy || self.sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            totals.busy_nanos += woke.elapsed().as_nanos() as u64;
-            totals.link_packets = self.ib.received;
-            self.sh.workers[self.index].publish(totals, true);
-        }
-        for o in owned.drain(..) {
-            o.conn.close();
+            self.sh.workers[self.index].publish(totals);
         }
         Ok(())
     }

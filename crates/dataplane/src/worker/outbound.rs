@@ -29,6 +29,8 @@ struct Slot {
     sent: u64,
     bytes: u64,
     drops: u64,
+    /// Its packets go on its TCP connection (length-prefixed), not UDP.
+    stream: bool,
 }
 
 /// Where sealed packets go.
@@ -36,6 +38,25 @@ struct Slot {
 pub(crate) enum Out<'a> {
     Udp(&'a UdpSocket),
     Stream(&'a Streams),
+    /// A server with UDP and TCP listeners: a peer with a TCP connection
+    /// gets its packets there, the others by UDP.
+    Both(&'a UdpSocket, &'a Streams),
+}
+
+impl<'a> Out<'a> {
+    fn udp(self) -> Option<&'a UdpSocket> {
+        match self {
+            Out::Udp(u) | Out::Both(u, _) => Some(u),
+            Out::Stream(_) => None,
+        }
+    }
+
+    fn streams(self) -> Option<&'a Streams> {
+        match self {
+            Out::Stream(s) | Out::Both(_, s) => Some(s),
+            Out::Udp(_) => None,
+        }
+    }
 }
 
 /// TUN → UDP / TCP: read, route, seal, send.
@@ -45,7 +66,10 @@ pub(crate) struct Outbound {
     pub(super) sizes: Vec<usize>,
     dest: Vec<u16>,
     wire: Vec<(usize, usize)>,
+    /// Sealed datagrams in UDP send order (indexes into `bufs`).
     order: Vec<usize>,
+    /// Sealed frames for TCP connections, in order (indexes into `bufs`).
+    stream_order: Vec<usize>,
     slots: Vec<Slot>,
     msgs: Vec<TxMsg>,
     sender: Sender,
@@ -67,6 +91,7 @@ impl Outbound {
             dest: vec![NO_DEST; TUN_BATCH],
             wire: vec![(0, 0); TUN_BATCH],
             order: Vec::with_capacity(TUN_BATCH),
+            stream_order: Vec::with_capacity(TUN_BATCH),
             slots: Vec::with_capacity(MAX_SLOTS),
             msgs: Vec::with_capacity(TUN_BATCH),
             sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
@@ -86,7 +111,11 @@ impl Outbound {
 
     /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
     pub(super) fn process(&mut self, n: usize, link: Out<'_>, sh: &Shared) {
-        let stream = matches!(link, Out::Stream(_));
+        // Which peers have a TCP connection: only asked when both kinds exist.
+        let conns = match link {
+            Out::Both(_, streams) => Some(streams.load()),
+            _ => None,
+        };
         let snap = sh.peers.load();
         self.slots.clear();
         for i in 0..n {
@@ -103,15 +132,21 @@ impl Outbound {
             let slot = match self.slots.iter().position(|s| Arc::ptr_eq(&s.peer, peer)) {
                 Some(s) => s,
                 None if self.slots.len() < MAX_SLOTS => {
+                    let dst = **peer.remote.load();
+                    let stream = match (link, &conns) {
+                        (Out::Both(..), Some(c)) => c.contains_key(&dst),
+                        _ => matches!(link, Out::Stream(_)),
+                    };
                     self.slots.push(Slot {
                         peer: peer.clone(),
-                        dst: **peer.remote.load(),
+                        dst,
                         key: None,
                         count: 0,
                         next_id: 0,
                         sent: 0,
                         bytes: 0,
                         drops: 0,
+                        stream,
                     });
                     self.slots.len() - 1
                 }
@@ -121,6 +156,7 @@ impl Outbound {
             self.dest[i] = slot as u16;
         }
         drop(snap);
+        drop(conns);
         // One contiguous id range per peer for this batch.
         for s in &mut self.slots {
             let ks = s.peer.keys.load();
@@ -136,6 +172,7 @@ impl Outbound {
             }
         }
         self.order.clear();
+        self.stream_order.clear();
         self.msgs.clear();
         let mut runs = GsoRuns::default();
         for i in 0..n {
@@ -172,7 +209,7 @@ impl Outbound {
                 )
             };
             let wire_len = at + framed - start;
-            let framing = if stream {
+            let framing = if s.stream {
                 prefix(wire_len)
             } else {
                 Some([0; PREFIX_LEN])
@@ -181,19 +218,24 @@ impl Outbound {
                 s.drops += 1;
                 continue;
             };
-            if stream {
-                // HEAD leaves room for the prefix in front of any header.
-                buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
-            }
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
-            runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
-            self.order.push(i);
+            if s.stream {
+                // HEAD leaves room for the prefix in front of any header.
+                buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
+                self.stream_order.push(i);
+            } else {
+                runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
+                self.order.push(i);
+            }
         }
-        if let Out::Stream(streams) = link {
+        if let Some(streams) = link.streams()
+            && !self.stream_order.is_empty()
+        {
             self.send_streams(streams, sh);
-        } else if let Out::Udp(udp) = link
+        }
+        if let Some(udp) = link.udp()
             && !self.msgs.is_empty()
         {
             let bufs = &self.bufs;
@@ -234,7 +276,7 @@ impl Outbound {
     fn send_streams(&mut self, streams: &Streams, sh: &Shared) {
         let conns = streams.load();
         for (si, s) in self.slots.iter_mut().enumerate() {
-            if s.sent == 0 {
+            if s.sent == 0 || !s.stream {
                 continue;
             }
             let Some(conn) = conns.get(&s.dst) else {
@@ -244,7 +286,7 @@ impl Outbound {
             };
             let mut frames = [IoSlice::new(&[]); TUN_BATCH];
             let mut count = 0;
-            for &i in &self.order {
+            for &i in &self.stream_order {
                 if usize::from(self.dest[i]) == si {
                     let (start, len) = self.wire[i];
                     frames[count] = IoSlice::new(&self.bufs[i][start - PREFIX_LEN..start + len]);
