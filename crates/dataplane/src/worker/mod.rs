@@ -23,13 +23,14 @@ use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use ferrovpn_proto::compress;
 use ferrovpn_proto::stream::PREFIX_LEN;
 use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
-use crate::peers::{Peer, PeerTable, Snapshot};
+use crate::peers::{Peer, PeerTable, Snapshot, now_nanos};
 use crate::stream::{BACKLOG_HIGH, OwnedStream, ReadOutcome, Streams, WorkerInbox};
 use crate::sys::{self, EventFd, PollSet, Ready};
 use crate::tun::TunQueue;
@@ -55,6 +56,18 @@ const NO_DEST: u16 = u16::MAX;
 const PKT_MAX: usize = 65_535;
 /// Peers per batch with their own id range; packets for more are dropped.
 const MAX_SLOTS: usize = 64;
+
+/// Timer slack of a worker that paces its wake-ups (see `inbound::worth_pacing`).
+const PACE_TIMER_SLACK_NS: u64 = 5_000;
+
+/// The pacing interval: `inbound::PACE_NS`, or `FERROVPN_PACE_US`
+/// microseconds (0: never pace) for measurements.
+fn pace_from_env() -> u64 {
+    std::env::var("FERROVPN_PACE_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(inbound::PACE_NS, |us| us.saturating_mul(1000))
+}
 
 /// Counters of the whole data plane (all workers).
 #[derive(Default, Debug)]
@@ -239,6 +252,13 @@ impl Worker {
         ];
         let mut ready = [Ready::default(); 3];
         let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
+        let pace_ns = pace_from_env();
+        // Pacing sleeps for tens of microseconds; the default slack (50 µs) would double them.
+        if pace_ns > 0
+            && let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS)
+        {
+            tracing::debug!("worker {}: timer slack: {e}", self.index);
+        }
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -262,6 +282,8 @@ impl Worker {
             }
             let tun_ok = fds[0] >= 0;
             let woke = std::time::Instant::now();
+            let woke_at = now_nanos();
+            self.ib.woke(woke_at);
             // Drain both sides alternately until both are idle, then poll again.
             for _ in 0..256 {
                 let mut busy = false;
@@ -280,11 +302,24 @@ impl Worker {
                     break;
                 }
             }
+            // After the bound on the loop above: nothing waits for a later wake-up.
+            self.ib.flush(&mut self.tun, &self.sh);
             busy_nanos += woke.elapsed().as_nanos() as u64;
             let mine = &self.sh.workers[self.index];
             mine.tun_packets.store(tun_packets, Ordering::Relaxed);
             mine.udp_packets.store(self.ib.received, Ordering::Relaxed);
             mine.busy_nanos.store(busy_nanos, Ordering::Relaxed);
+            // A stock peer's data is flowing: let its next datagrams gather
+            // in the socket instead of waking for each few (see
+            // `inbound::worth_pacing`). The TUN and the stop signal still
+            // wake the worker at once.
+            if pace_ns > 0 && udp_rx && self.ib.worth_pacing(woke_at) {
+                let until = woke_at + pace_ns;
+                let now = now_nanos();
+                if now < until {
+                    sys::poll_readable_for(&[fds[0], fds[2]], Duration::from_nanos(until - now))?;
+                }
+            }
         }
         Ok(())
     }
