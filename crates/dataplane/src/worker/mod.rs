@@ -60,15 +60,6 @@ const MAX_SLOTS: usize = 64;
 /// Timer slack of a worker that paces its wake-ups (see `inbound::worth_pacing`).
 const PACE_TIMER_SLACK_NS: u64 = 5_000;
 
-/// The pacing interval: `inbound::PACE_NS`, or `FERROVPN_PACE_US`
-/// microseconds (0: never pace) for measurements.
-fn pace_from_env() -> u64 {
-    std::env::var("FERROVPN_PACE_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(inbound::PACE_NS, |us| us.saturating_mul(1000))
-}
-
 /// Counters of the whole data plane (all workers).
 #[derive(Default, Debug)]
 pub struct GlobalCounters {
@@ -252,11 +243,10 @@ impl Worker {
         ];
         let mut ready = [Ready::default(); 3];
         let (mut tun_packets, mut busy_nanos) = (0u64, 0u64);
-        let pace_ns = pace_from_env();
-        // Pacing sleeps for tens of microseconds; the default slack (50 µs) would double them.
-        if pace_ns > 0
-            && let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS)
-        {
+        let pace_ns = inbound::PACE_NS;
+        // Pacing sleeps for a few hundred microseconds; keep the kernel
+        // from stretching them by its default 50 µs slack.
+        if let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS) {
             tracing::debug!("worker {}: timer slack: {e}", self.index);
         }
         loop {
@@ -313,7 +303,7 @@ impl Worker {
             // in the socket instead of waking for each few (see
             // `inbound::worth_pacing`). The TUN and the stop signal still
             // wake the worker at once.
-            if pace_ns > 0 && udp_rx && self.ib.worth_pacing(woke_at) {
+            if udp_rx && self.ib.worth_pacing(woke_at) {
                 let until = woke_at + pace_ns;
                 let now = now_nanos();
                 if now < until {
