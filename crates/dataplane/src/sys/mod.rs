@@ -382,6 +382,50 @@ pub fn poll(
     Ok(r as usize)
 }
 
+/// `ppoll(2)` for reading on up to 4 descriptors for at most `timeout`
+/// (nanosecond resolution, unlike [`poll`]'s milliseconds). Returns how many
+/// are ready (0 on timeout or EINTR).
+pub fn poll_readable_for(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<usize> {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(4);
+    for (slot, &fd) in p.iter_mut().zip(&fds[..n]) {
+        slot.fd = fd;
+        slot.events = libc::POLLIN;
+    }
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `p` is a live array of `n` pollfd structs, `ts` a live
+    // timespec; a null signal mask leaves the thread's mask as it is.
+    let r = unsafe { libc::ppoll(p.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
+/// Set the calling thread's timer slack (how late the kernel may fire its
+/// timers to group wake-ups; 50 µs by default), so that a wait of a few
+/// tens of microseconds lasts about that long.
+pub fn set_thread_timer_slack(nanos: u64) -> io::Result<()> {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, nanos as libc::c_ulong, 0, 0, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// A nonblocking eventfd, used to wake and stop the workers.
 pub struct EventFd(OwnedFd);
 

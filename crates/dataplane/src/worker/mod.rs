@@ -24,13 +24,14 @@ use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use ferrovpn_proto::compress;
 use ferrovpn_proto::stream::PREFIX_LEN;
 use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
-use crate::peers::{Peer, PeerTable, Snapshot};
+use crate::peers::{Peer, PeerTable, Snapshot, now_nanos};
 use crate::stream::{Streams, WorkerInbox};
 use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
@@ -56,6 +57,9 @@ const NO_DEST: u16 = u16::MAX;
 const PKT_MAX: usize = 65_535;
 /// Peers per batch with their own id range; packets for more are dropped.
 const MAX_SLOTS: usize = 64;
+
+/// Timer slack of a worker that paces its wake-ups (see `inbound::worth_pacing`).
+const PACE_TIMER_SLACK_NS: u64 = 5_000;
 
 /// Counters of the whole data plane (all workers).
 #[derive(Default, Debug)]
@@ -264,6 +268,12 @@ impl Worker {
         ];
         let mut ready = [Ready::default(); 3];
         let mut totals = Totals::default();
+        let pace_ns = inbound::PACE_NS;
+        // Pacing sleeps for a few hundred microseconds; keep the kernel
+        // from stretching them by its default 50 µs slack.
+        if let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS) {
+            tracing::debug!("worker {}: timer slack: {e}", self.index);
+        }
         loop {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -287,6 +297,8 @@ impl Worker {
             }
             let tun_ok = fds[0] >= 0;
             let woke = std::time::Instant::now();
+            let woke_at = now_nanos();
+            self.ib.woke(woke_at);
             // Drain both sides alternately until both are idle, then poll again.
             for _ in 0..256 {
                 let mut busy = false;
@@ -309,9 +321,22 @@ impl Worker {
                     break;
                 }
             }
+            // After the bound on the loop above: nothing waits for a later wake-up.
+            self.ib.flush(&mut self.tun, &self.sh);
             totals.busy_nanos += woke.elapsed().as_nanos() as u64;
             totals.link_packets = self.ib.received;
             self.sh.workers[self.index].publish(totals);
+            // A stock peer's data is flowing: let its next datagrams gather
+            // in the socket instead of waking for each few (see
+            // `inbound::worth_pacing`). The TUN and the stop signal still
+            // wake the worker at once.
+            if udp_rx && self.ib.worth_pacing(woke_at) {
+                let until = woke_at + pace_ns;
+                let now = now_nanos();
+                if now < until {
+                    sys::poll_readable_for(&[fds[0], fds[2]], Duration::from_nanos(until - now))?;
+                }
+            }
         }
         Ok(())
     }
