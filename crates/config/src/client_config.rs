@@ -306,6 +306,14 @@ impl ClientConfig {
             .any(|e| matches!(e, PushEdit::Remove(p) if p == "ifconfig"))
     }
 
+    /// `push-remove ifconfig-ipv6` was given: the client's `ifconfig-ipv6`
+    /// line is not pushed (as [`ClientConfig::ifconfig_blocked`]).
+    pub fn ifconfig_ipv6_blocked(&self) -> bool {
+        self.push_edits
+            .iter()
+            .any(|e| matches!(e, PushEdit::Remove(p) if p == "ifconfig-ipv6"))
+    }
+
     /// Whether `option` is `route NETWORK [NETMASK]` for one of the iroutes.
     fn owns_pushed_route(&self, option: &str) -> bool {
         if self.iroutes.is_empty() {

@@ -544,17 +544,26 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "iroute",
         "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    s(
+        "server-ipv6",
+        "`NETWORK/BITS` (/64 to /124), with `server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
+    ),
     u(
         "ifconfig-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
+        "a static IPv6 address is point-to-point / manual setup, which ferrovpn does not support; servers use `server-ipv6`, clients get theirs pushed",
     ),
     u(
         "ifconfig-ipv6-pool",
-        "IPv6 inside the tunnel is not supported yet",
+        "a separate IPv6 pool is not supported; use `server-ipv6`",
     ),
-    u("route-ipv6", "IPv6 inside the tunnel is not supported yet"),
-    u("tun-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    s(
+        "route-ipv6",
+        "`NETWORK/BITS [GATEWAY] [METRIC]` (host bits cleared as 2.6 does): a server routes it into its tun device; a client adds it like a pushed one (into the tunnel; the gateway does not matter on tun), with METRIC or `route-metric`'s",
+    ),
+    i(
+        "tun-ipv6",
+        "a no-op in 2.6 too (modern systems need no special IPv6 tun handling)",
+    ),
     u("server-bridge", TAP_REASON),
     u(
         "pkcs12",

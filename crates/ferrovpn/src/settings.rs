@@ -2,13 +2,13 @@
 //! plane runs with: TLS configs, control-channel wrapping, data-plane knobs.
 //! Every refusal here names the directive (and, where known, file and line).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrovpn_config::{
-    Config, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
+    Config, Family, KeyDirection as ConfKeyDirection, Material, MaterialSource, MssfixMode, Proto,
     RemoteCertTls, RouteGateway, TcpRole, TlsVersion, Topology, X509NameType,
 };
 use ferrovpn_control::client::credentials::CredentialSource;
@@ -533,6 +533,16 @@ fn no_exec(cfg: &Config) -> NoExec {
     }
 }
 
+/// The address family a `proto` asks for.
+fn proto_family(p: Proto) -> Family {
+    match p {
+        Proto::Udp => Family::Any,
+        Proto::Udp4 => Family::V4,
+        Proto::Udp6 => Family::V6,
+        Proto::Tcp { family, .. } => family,
+    }
+}
+
 fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
     let replay = cfg
         .replay_window
@@ -641,6 +651,14 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
             metric: r.metric,
         });
     }
+    for r in &cfg.routes_ipv6 {
+        let mut args = vec![format!("{}/{}", r.network, r.bits)];
+        args.push(r.gateway.map_or_else(|| "default".to_string(), |g| g.to_string()));
+        if let Some(m) = r.metric {
+            args.push(m.to_string());
+        }
+        out.push(PushOption::Other("route-ipv6".into(), args));
+    }
     if let Some(flags) = &cfg.redirect_gateway {
         out.push(PushOption::RedirectGateway(flags.clone()));
     }
@@ -721,6 +739,16 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             net.netmask
         );
     }
+    for r in &cfg.routes_ipv6 {
+        if let Some(gw) = r.gateway {
+            bail!(
+                "{}route-ipv6 {}/{} {gw}: a server routes IPv6 networks into its tun device; a gateway is not implemented",
+                where_is(cfg, "route-ipv6"),
+                r.network,
+                r.bits
+            );
+        }
+    }
     let pool = match cfg.ifconfig_pool {
         Some(p) => (p.start, p.end),
         None => (
@@ -729,7 +757,11 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         ),
     };
     let mut dataplane = dataplane_base(cfg);
-    let bind_ip = cfg.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // 2.6 binds `proto udp`/`tcp` to 0.0.0.0, `udp6`/`tcp6` to [::] dual stack.
+    let bind_ip = cfg.local.unwrap_or(match proto_family(cfg.proto()) {
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        Family::Any | Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    });
     dataplane.bind = SocketAddr::new(bind_ip, cfg.local_port());
     dataplane.transport = transport;
     Ok(ServerSettings {
@@ -738,6 +770,15 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         netmask: net.netmask,
         pool,
         pushes: cfg.push.clone(),
+        ipv6: cfg.server_ipv6,
+        routes_ipv6: cfg
+            .routes_ipv6
+            .iter()
+            .map(|r| {
+                let metric = r.metric.or(cfg.route_metric.filter(|&m| m > 0));
+                (r.network, r.bits, metric)
+            })
+            .collect(),
         routes: cfg
             .routes
             .iter()
@@ -1013,6 +1054,11 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             .map(|r| Remote {
                 host: r.host.clone(),
                 port: cfg.remote_port(r),
+                family: match proto_family(r.proto.unwrap_or(cfg.proto())) {
+                    Family::Any => None,
+                    Family::V4 => Some(false),
+                    Family::V6 => Some(true),
+                },
             })
             .collect(),
         remote_random: cfg.remote_random,

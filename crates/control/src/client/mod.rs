@@ -39,6 +39,9 @@ use tunnel::Tunnel;
 pub struct Remote {
     pub host: String,
     pub port: u16,
+    /// `udp4`/`tcp4`: `Some(false)`, IPv4 only; `udp6`/`tcp6`: `Some(true)`,
+    /// IPv6 only; `None`: whatever the name resolves to, in order.
+    pub family: Option<bool>,
 }
 
 /// Reads user name and password again from where they came from.
@@ -160,6 +163,21 @@ impl Plane {
     }
 }
 
+/// The local address to bind for `server`: an unspecified address of the
+/// other family becomes the unspecified address of the server's (the port
+/// kept), so `nobind`/`lport` work over IPv6 too.
+fn bind_towards(bind: SocketAddr, server: SocketAddr) -> SocketAddr {
+    match (bind.ip(), server.ip()) {
+        (IpAddr::V4(b), IpAddr::V6(_)) if b.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), bind.port())
+        }
+        (IpAddr::V6(b), IpAddr::V4(_)) if b.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), bind.port())
+        }
+        _ => bind,
+    }
+}
+
 /// Open the TCP connection to `server` (bound to `bind` first if given)
 /// within `timeout`.
 async fn connect_tcp(
@@ -171,7 +189,7 @@ async fn connect_tcp(
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    if let Some(local) = bind {
+    if let Some(local) = bind.map(|b| bind_towards(b, server)) {
         socket.set_reuseaddr(true)?;
         socket
             .bind(local)
@@ -226,10 +244,26 @@ pub async fn run_client(
     let mut credentials = s.credentials.clone();
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
+    // The current remote's addresses not tried yet (last first).
+    let mut untried: Vec<SocketAddr> = Vec::new();
+    let mut remote_index = 0;
     let result = loop {
-        let remote = &s.remotes[order[attempt as usize % order.len()]];
-        attempt = attempt.wrapping_add(1);
-        let ended = match resolve(remote).await {
+        let next_remote = untried.is_empty();
+        if next_remote {
+            remote_index = order[attempt as usize % order.len()];
+            attempt = attempt.wrapping_add(1);
+        }
+        let remote = &s.remotes[remote_index];
+        let server = if next_remote {
+            resolve(remote).await.map(|mut addrs| {
+                addrs.reverse();
+                untried = addrs;
+                untried.pop().expect("resolve returns at least one address")
+            })
+        } else {
+            Ok(untried.pop().expect("checked non-empty"))
+        };
+        let ended = match server {
             Ok(server) => {
                 if let Some(c) = credentials.as_mut()
                     && !c.has_secret()
@@ -270,6 +304,9 @@ pub async fn run_client(
                                 if outcome.connected {
                                     // A connection that came up resets the backoff, like OpenVPN.
                                     backoff.reset();
+                                    // Its other addresses are not tried: the
+                                    // next attempt resolves anew.
+                                    untried.clear();
                                 }
                                 outcome.ended
                             }
@@ -392,6 +429,7 @@ fn ensure_plane<'p>(
     let current = plane.as_ref().is_some_and(|p| !fresh && p.server == server);
     if !current {
         let mut cfg = s.dataplane.clone();
+        cfg.bind = bind_towards(cfg.bind, server);
         cfg.connect = Some(server);
         let old = plane.take();
         let reattached = match &old {
@@ -442,11 +480,24 @@ async fn open_link(
     Ok(peer)
 }
 
-async fn resolve(r: &Remote) -> anyhow::Result<SocketAddr> {
-    let mut addrs = tokio::net::lookup_host((r.host.as_str(), r.port)).await?;
-    addrs
-        .find(SocketAddr::is_ipv4)
-        .context("no IPv4 address (IPv6 transport is not supported yet)")
+/// Every address of `r` its `proto` allows, in the resolver's order
+/// (2.6 tries each before it moves to the next remote).
+async fn resolve(r: &Remote) -> anyhow::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((r.host.as_str(), r.port))
+        .await?
+        .filter(|a| r.family.is_none_or(|v6| a.is_ipv6() == v6))
+        .collect();
+    if addrs.is_empty() {
+        anyhow::bail!(
+            "no {} address",
+            match r.family {
+                Some(true) => "IPv6",
+                Some(false) => "IPv4",
+                None => "usable",
+            }
+        );
+    }
+    Ok(addrs)
 }
 
 /// Poor man's shuffle for `remote-random`: the order only needs to vary.
