@@ -653,7 +653,10 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
     }
     for r in &cfg.routes_ipv6 {
         let mut args = vec![format!("{}/{}", r.network, r.bits)];
-        args.push(r.gateway.map_or_else(|| "default".to_string(), |g| g.to_string()));
+        args.push(
+            r.gateway
+                .map_or_else(|| "default".to_string(), |g| g.to_string()),
+        );
         if let Some(m) = r.metric {
             args.push(m.to_string());
         }

@@ -25,17 +25,17 @@ fn lab(tag: &str, n_clients: usize) -> Lab {
 
 /// `ip -6 -o addr show dev DEV scope global` in `ns`.
 fn addr6(ns: &Netns, dev: &str) -> String {
-    ns.exec(&["ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global"])
-        .unwrap()
+    ns.exec(&[
+        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+    ])
+    .unwrap()
 }
 
 /// The IPv6 routes through `dev` in `ns`, one per line, as `ip -6 route`
 /// prints them without the fields that differ between ways of adding the
 /// same route (`proto`, `pref`).
 fn routes6(ns: &Netns, dev: &str) -> Vec<String> {
-    let text = ns
-        .exec(&["ip", "-6", "route", "show", "dev", dev])
-        .unwrap();
+    let text = ns.exec(&["ip", "-6", "route", "show", "dev", dev]).unwrap();
     let mut out: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with("fe80:") && !l.starts_with("multicast"))
@@ -71,7 +71,13 @@ fn ping_and_iperf3_both_ways(
     assert!(p.received >= 4, "{what}: {p:?}\n{}", log_tails(a, b));
     for direction in [Direction::Upload, Direction::Download] {
         let (reports, ()) = iperf3_all_while(&[ns], server_ns, addr, 2, direction, || ())
-            .unwrap_or_else(|e| panic!("{what}: iperf3 {}: {e:#}\n{}", direction.name(), log_tails(a, b)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: iperf3 {}: {e:#}\n{}",
+                    direction.name(),
+                    log_tails(a, b)
+                )
+            });
         let r = &reports[0];
         eprintln!(
             "{what} {}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
@@ -102,9 +108,15 @@ fn stock_client_gets_ipv6_from_ferrovpn_server_ipv6() {
     let server = lab.ferrovpn_server(&sc);
     let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     let a = addr6(&lab.clients[0], CLIENT_DEV);
-    assert!(a.contains("fd00:8::1000/64"), "{a}\n{}", log_tails(&client, &server));
     assert!(
-        client.log().contains("ifconfig-ipv6 fd00:8::1000/64 fd00:8::1"),
+        a.contains("fd00:8::1000/64"),
+        "{a}\n{}",
+        log_tails(&client, &server)
+    );
+    assert!(
+        client
+            .log()
+            .contains("ifconfig-ipv6 fd00:8::1000/64 fd00:8::1"),
         "{}",
         log_tails(&client, &server)
     );
@@ -116,10 +128,13 @@ fn stock_client_gets_ipv6_from_ferrovpn_server_ipv6() {
         &client,
         &server,
     );
-    let shown = ferrovpn_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        std::fs::read_to_string(&status)
-            .is_ok_and(|t| t.lines().any(|l| l.starts_with("CLIENT_LIST,") && l.contains(",10.8.0.2,fd00:8::1000,")))
-    });
+    let shown =
+        ferrovpn_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            std::fs::read_to_string(&status).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("CLIENT_LIST,") && l.contains(",10.8.0.2,fd00:8::1000,"))
+            })
+        });
     assert!(
         shown,
         "status file lacks the IPv6 address:\n{}",
@@ -158,7 +173,8 @@ fn ferrovpn_client_applies_ipv6_pushed_by_stock_server_like_stock_client() {
     let ferro_routes = routes6(&lab.clients[0], CLIENT_DEV);
     // The connected /64 aside, the routes are the same.
     assert_eq!(
-        ferro_routes, stock_routes,
+        ferro_routes,
+        stock_routes,
         "\n{}\n{}",
         log_tails(&ferro, &server),
         stock.log_tail(40)
@@ -173,6 +189,138 @@ fn ferrovpn_client_applies_ipv6_pushed_by_stock_server_like_stock_client() {
         &lab.server_ns,
         "fd00:9::1",
         &ferro,
+        &server,
+    );
+}
+
+/// A server config with `server-ipv6 NET` and `extra` lines (a later
+/// `proto` line overrides the generated one, in both implementations).
+fn v6_server_conf(
+    lab: &Lab,
+    net: &str,
+    extra: &[&str],
+) -> (
+    ferrovpn_testkit::ServerConf,
+    Vec<ferrovpn_testkit::ClientConf>,
+) {
+    let (mut sc, _) = lab.tls_crypt_confs();
+    sc.extra = std::iter::once(format!("server-ipv6 {net}"))
+        .chain(extra.iter().map(|l| l.to_string()))
+        .collect();
+    let confs = lab.client_confs(&sc.wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+    (sc, confs)
+}
+
+/// Client `cc` pointed at the server's IPv6 underlay address.
+fn over_ipv6(i: usize, mut cc: ferrovpn_testkit::ClientConf) -> ferrovpn_testkit::ClientConf {
+    cc.remote = Lab::server_underlay6(i);
+    cc
+}
+
+/// The server's log shows a client connected from an IPv6 address.
+fn assert_outer_ipv6(server: &Proc, client: &Proc, underlay6: &str) {
+    assert!(
+        server.log().contains(underlay6),
+        "the server never saw {underlay6}:\n{}",
+        log_tails(client, server)
+    );
+}
+
+/// (3) The tunnel carried over outer IPv6 (`proto udp6`), both
+/// directions: a stock client of a ferrovpn server and a ferrovpn client of
+/// a stock server, each with inner IPv4 and IPv6 traffic.
+#[test]
+fn tunnel_over_outer_ipv6_udp6_both_directions() {
+    let lab = lab("v6-outer", 1);
+    let client6 = Lab::client_underlay6(0);
+    for server_imp in [
+        ferrovpn_testkit::Implementation::Ferrovpn,
+        ferrovpn_testkit::Implementation::Stock,
+    ] {
+        let (sc, confs) = v6_server_conf(&lab, "fd00:a::/64", &["proto udp6"]);
+        let server = lab.server(server_imp, &sc);
+        let client_imp = match server_imp {
+            ferrovpn_testkit::Implementation::Ferrovpn => ferrovpn_testkit::Implementation::Stock,
+            ferrovpn_testkit::Implementation::Stock => ferrovpn_testkit::Implementation::Ferrovpn,
+        };
+        let cc = over_ipv6(0, confs[0].clone());
+        let client = lab.client_up(client_imp, 0, "client-over-v6", &cc, &server);
+        assert_outer_ipv6(&server, &client, &client6);
+        let what = format!("{client_imp:?} client -> {server_imp:?} server over udp6");
+        let p = ping(&lab.clients[0], "10.8.0.1", 3, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(&client, &server)));
+        assert!(p.received >= 2, "{what}: {p:?}");
+        ping_and_iperf3_both_ways(
+            &what,
+            &lab.clients[0],
+            &lab.server_ns,
+            "fd00:a::1",
+            &client,
+            &server,
+        );
+    }
+}
+
+/// (4) ferrovpn <-> ferrovpn dual stack: one `proto udp6` server on [::]
+/// serves a client over IPv4 (a v4-mapped peer) and one over IPv6; both get
+/// IPv4 and IPv6 inside and reach the server and each other's networks.
+#[test]
+fn ferrovpn_dual_stack_server_serves_ipv4_and_ipv6_clients() {
+    let lab = lab("v6-dual", 2);
+    let (sc, confs) = v6_server_conf(&lab, "fd00:b::/64", &["proto udp6"]);
+    let server = lab.ferrovpn_server(&sc);
+    let imp = ferrovpn_testkit::Implementation::Ferrovpn;
+    let v4 = lab.client_up(imp, 0, "ferrovpn-client-v4", &confs[0], &server);
+    let v6 = lab.client_up(
+        imp,
+        1,
+        "ferrovpn-client-v6",
+        &over_ipv6(1, confs[1].clone()),
+        &server,
+    );
+    assert_outer_ipv6(&server, &v6, &Lab::client_underlay6(1));
+    for (i, c) in [(0, &v4), (1, &v6)] {
+        let a = addr6(&lab.clients[i], CLIENT_DEV);
+        assert!(
+            a.contains("fd00:b::100"),
+            "client {i}: {a}\n{}",
+            log_tails(c, &server)
+        );
+        for addr in ["10.8.0.1", "fd00:b::1"] {
+            let p = ping(&lab.clients[i], addr, 3, Duration::from_secs(10)).unwrap_or_else(|e| {
+                panic!("client {i} -> {addr}: {e:#}\n{}", log_tails(c, &server))
+            });
+            assert!(p.received >= 2, "client {i} -> {addr}: {p:?}");
+        }
+    }
+    ping_and_iperf3_both_ways(
+        "ferrovpn dual stack, IPv6 client",
+        &lab.clients[1],
+        &lab.server_ns,
+        "fd00:b::1",
+        &v6,
+        &server,
+    );
+}
+
+/// (6) `proto tcp6`: a stock client of a ferrovpn `tcp6-server` over outer
+/// IPv6, IPv6 inside.
+#[test]
+fn stock_client_over_tcp6() {
+    let lab = lab("v6-tcp", 1);
+    let (mut sc, confs) = v6_server_conf(&lab, "fd00:c::/64", &["proto tcp6-server"]);
+    sc.transport = ferrovpn_testkit::Transport::Tcp;
+    let server = lab.ferrovpn_server(&sc);
+    let mut cc = over_ipv6(0, confs[0].clone());
+    cc.transport = ferrovpn_testkit::Transport::Tcp;
+    let client = lab.stock_client_up(0, "openvpn-client-tcp6", &cc, &server);
+    assert_outer_ipv6(&server, &client, &Lab::client_underlay6(0));
+    ping_and_iperf3_both_ways(
+        "stock client over tcp6",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:c::1",
+        &client,
         &server,
     );
 }

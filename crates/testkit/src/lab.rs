@@ -192,7 +192,13 @@ impl Lab {
             let add = |nsname: &str, ifname: &str, addr: String| {
                 let st = Command::new("ip")
                     .args([
-                        "-n", nsname, "addr", "add", &format!("{addr}/64"), "dev", ifname,
+                        "-n",
+                        nsname,
+                        "addr",
+                        "add",
+                        &format!("{addr}/64"),
+                        "dev",
+                        ifname,
                         "nodad",
                     ])
                     .status()

@@ -40,7 +40,9 @@ pub struct NetGateway6 {
 
 /// Whether `addr` is inside `net/prefix`.
 pub fn covers6(net: Ipv6Addr, prefix: u8, addr: Ipv6Addr) -> bool {
-    let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
     u128::from(net) & mask == u128::from(addr) & mask
 }
 

@@ -38,11 +38,7 @@ pub fn client_address(s: &ServerSettings, ip: Ipv4Addr, config: &ClientConfig) -
 
 /// The `ifconfig-ipv6 ADDR/BITS SERVER` line pushed to a client.
 pub fn ifconfig_line(v6: &ServerIpv6, client: Ipv6Addr) -> String {
-    format!(
-        "ifconfig-ipv6 {client}/{} {}",
-        v6.bits,
-        v6.server_address()
-    )
+    format!("ifconfig-ipv6 {client}/{} {}", v6.bits, v6.server_address())
 }
 
 #[cfg(test)]
@@ -85,7 +81,13 @@ mod tests {
             Some("fd00::f".parse().unwrap())
         );
         assert_eq!(paired_address(&n, POOL, Ipv4Addr::new(10, 8, 0, 16)), None);
-        assert_eq!(v6("fd00::", 112).pool_base(), "fd00::2".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(v6("fd00::", 111).pool_base(), "fd00::1000".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            v6("fd00::", 112).pool_base(),
+            "fd00::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            v6("fd00::", 111).pool_base(),
+            "fd00::1000".parse::<Ipv6Addr>().unwrap()
+        );
     }
 }

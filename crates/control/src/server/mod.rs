@@ -977,7 +977,13 @@ impl Server {
         set("ifconfig_pool_netmask", self.s.netmask.to_string());
         if let Some(peer) = self.clients.peer(&addr) {
             set("ifconfig_pool_remote_ip", peer.ip.to_string());
-            if let Some(ip6) = self.peers.load().by_id.get(&peer.id).and_then(|p| p.tunnel_ipv6) {
+            if let Some(ip6) = self
+                .peers
+                .load()
+                .by_id
+                .get(&peer.id)
+                .and_then(|p| p.tunnel_ipv6)
+            {
                 set("ifconfig_pool_remote_ip6", ip6.to_string());
             }
         }
