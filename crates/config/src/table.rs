@@ -534,7 +534,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-config-dir",
-        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, IPv6 pushes: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
+        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `ifconfig-ipv6-push ADDR/BITS [REMOTE]` (with `server-ipv6`), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, `iroute-ipv6`: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
     ),
     s(
         "ccd-exclusive",

@@ -324,3 +324,32 @@ fn stock_client_over_tcp6() {
         &server,
     );
 }
+
+/// (5) `ifconfig-ipv6-push` in a client-config-dir file pins a stock
+/// client's IPv6 address; IPv6 traffic flows to and from it.
+#[test]
+fn ccd_ifconfig_ipv6_push_pins_the_address() {
+    let lab = lab("v6-ccd", 1);
+    let ccd = lab.dir.join("ccd");
+    std::fs::create_dir_all(&ccd).unwrap();
+    let cn = lab.pki.clients[0].cn.clone();
+    std::fs::write(ccd.join(&cn), "ifconfig-ipv6-push fd00:d::77/64\n").unwrap();
+    let ccd_line = format!("client-config-dir {}", ccd.display());
+    let (sc, confs) = v6_server_conf(&lab, "fd00:d::/64", &[&ccd_line]);
+    let server = lab.ferrovpn_server(&sc);
+    let client = lab.stock_client_up(0, "openvpn-client", &confs[0], &server);
+    let a = addr6(&lab.clients[0], CLIENT_DEV);
+    assert!(
+        a.contains("fd00:d::77/64"),
+        "{a}\n{}",
+        log_tails(&client, &server)
+    );
+    ping_and_iperf3_both_ways(
+        "stock client pinned by ifconfig-ipv6-push",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:d::1",
+        &client,
+        &server,
+    );
+}

@@ -158,12 +158,12 @@ pub fn wanted_routes_dual(
             r.metric,
         ));
     }
-    if let Some(r) = &plan.redirect {
-        if r.ipv4 {
-            for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
-                // No metric, whatever route-metric says (2.6's add_route3).
-                out.push(into_tun(net, 1, plan.gateway, None));
-            }
+    if let Some(r) = &plan.redirect
+        && r.ipv4
+    {
+        for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+            // No metric, whatever route-metric says (2.6's add_route3).
+            out.push(into_tun(net, 1, plan.gateway, None));
         }
     }
     for (net, prefix, metric) in tunnel_routes6(plan) {
@@ -175,14 +175,14 @@ pub fn wanted_routes_dual(
             metric,
         });
     }
-    if let Some(r) = &plan.redirect {
-        if r.block_ipv6 {
-            for net in [
-                Ipv6Addr::UNSPECIFIED,
-                Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
-            ] {
-                out.push(Route::Unreachable6 { net, prefix: 1 });
-            }
+    if let Some(r) = &plan.redirect
+        && r.block_ipv6
+    {
+        for net in [
+            Ipv6Addr::UNSPECIFIED,
+            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
+        ] {
+            out.push(Route::Unreachable6 { net, prefix: 1 });
         }
     }
     let mut unique = Vec::with_capacity(out.len());

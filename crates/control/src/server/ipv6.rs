@@ -25,20 +25,29 @@ pub fn paired_address(
     (index < v6.pool_size()).then(|| Ipv6Addr::from(u128::from(v6.pool_base()) + index))
 }
 
-/// The IPv6 address a client gets: its pool pair, except when its
-/// client-config-dir file pins its IPv4 address with `ifconfig-push`
-/// (2.6 then assigns no IPv6 from the pool either).
+/// The IPv6 address a client gets: its client-config-dir file's
+/// `ifconfig-ipv6-push`, else its pool pair, except when the file pins its
+/// IPv4 address with `ifconfig-push` (2.6 then assigns no IPv6 from the
+/// pool either).
 pub fn client_address(s: &ServerSettings, ip: Ipv4Addr, config: &ClientConfig) -> Option<Ipv6Addr> {
     let v6 = s.ipv6.as_ref()?;
+    if let Some(p) = config.ifconfig_ipv6_push {
+        return Some(p.local);
+    }
     if config.ifconfig_push.is_some() {
         return None;
     }
     paired_address(v6, s.pool, ip)
 }
 
-/// The `ifconfig-ipv6 ADDR/BITS SERVER` line pushed to a client.
-pub fn ifconfig_line(v6: &ServerIpv6, client: Ipv6Addr) -> String {
-    format!("ifconfig-ipv6 {client}/{} {}", v6.bits, v6.server_address())
+/// The `ifconfig-ipv6 ADDR/BITS SERVER` line pushed to a client (its
+/// `ifconfig-ipv6-push`'s netbits and remote when it has one).
+pub fn ifconfig_line(v6: &ServerIpv6, client: Ipv6Addr, config: &ClientConfig) -> String {
+    let (bits, remote) = match config.ifconfig_ipv6_push {
+        Some(p) => (p.bits, p.remote.unwrap_or_else(|| v6.server_address())),
+        None => (v6.bits, v6.server_address()),
+    };
+    format!("ifconfig-ipv6 {client}/{bits} {remote}")
 }
 
 #[cfg(test)]
@@ -65,8 +74,13 @@ mod tests {
         assert_eq!(paired_address(&n, POOL, Ipv4Addr::new(10, 8, 0, 1)), None);
         assert_eq!(paired_address(&n, POOL, Ipv4Addr::new(10, 8, 1, 1)), None);
         assert_eq!(
-            ifconfig_line(&n, first),
+            ifconfig_line(&n, first, &ClientConfig::default()),
             "ifconfig-ipv6 fd00:1::1000/64 fd00:1::1"
+        );
+        let (pinned, _) = ClientConfig::parse("ifconfig-ipv6-push fd00:1::77/112\n", "c");
+        assert_eq!(
+            ifconfig_line(&n, "fd00:1::77".parse().unwrap(), &pinned),
+            "ifconfig-ipv6 fd00:1::77/112 fd00:1::1"
         );
     }
 

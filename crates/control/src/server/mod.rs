@@ -1283,6 +1283,9 @@ impl Server {
         match self.clients.assign_peer(addr, cn.as_deref(), pinned) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
+                if fresh && config.ifconfig_ipv6_push.is_some() && self.s.ipv6.is_none() {
+                    warn!("{addr}: ifconfig-ipv6-push ignored: the server has no 'server-ipv6'");
+                }
                 let ip6 = ipv6::client_address(&self.s, peer.ip, &config);
                 self.peers.set_peer_ipv6(peer.id, ip6);
                 self.peers.set_compression(peer.id, self.s.compression);

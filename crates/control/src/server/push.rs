@@ -25,7 +25,7 @@ pub fn build_push_reply(
     if let (Some(v6), Some(ip6)) = (&s.ipv6, ip6)
         && !client.ifconfig_ipv6_blocked()
     {
-        opts.push(super::ipv6::ifconfig_line(v6, ip6));
+        opts.push(super::ipv6::ifconfig_line(v6, ip6, client));
     }
     if !client.ifconfig_blocked() {
         match client.ifconfig_push {
