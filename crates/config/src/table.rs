@@ -82,7 +82,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("local", "IP address to bind (hostnames not supported)"),
     s(
         "proto",
-        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP)",
+        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server has one listener (UDP or TCP). Without `local`, a server binds `udp`/`tcp` to 0.0.0.0 and `udp6`/`tcp6` to [::] dual stack (IPv4 clients as v4-mapped addresses), as the stock 2.6.3 binary does; a client tries every address of a `remote` its family allows, in the resolver's order, before the next `remote`",
     ),
     s(
         "dev",
