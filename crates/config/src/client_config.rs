@@ -9,13 +9,14 @@
 //! does the same: it returns what it could use and the problems, which the
 //! caller logs. Nothing here touches the file system or panics.
 //!
-//! What ferrovpn applies: `ifconfig-push`, `iroute`, `push`, `push-reset`,
-//! `push-remove` and `disable`. The other directives 2.6 allows in this
-//! context (per-client timers, compression, ciphers, `config`, IPv6 pushes)
+//! What ferrovpn applies: `ifconfig-push`, `ifconfig-ipv6-push`, `iroute`,
+//! `push`, `push-reset`, `push-remove` and `disable`. The other directives
+//! 2.6 allows in this context (per-client timers, compression, ciphers,
+//! `config`, `iroute-ipv6`)
 //! are reported as not supported here and ignored; everything else as not
 //! allowed in this context, as 2.6 does.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::{ConfigError, Location, Reason};
 use crate::lexer::tokenize;
@@ -63,6 +64,16 @@ fn prefix_mask(len: u8) -> u32 {
         .unwrap_or(0)
 }
 
+/// `ifconfig-ipv6-push ADDR/BITS [REMOTE]`: the client's IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfconfigIpv6Push {
+    /// The client's tunnel IPv6 address: routed to this client.
+    pub local: Ipv6Addr,
+    pub bits: u8,
+    /// Pushed as the server end (default: the server's own IPv6 address).
+    pub remote: Option<Ipv6Addr>,
+}
+
 /// One change to the list of options pushed to this client, applied in
 /// file order to the server's list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +94,9 @@ pub struct ClientConfig {
     pub ifconfig_push: Option<IfconfigPush>,
     /// `iroute` lines, in file order.
     pub iroutes: Vec<Iroute>,
-    // Hook for the IPv6 work: `iroute-ipv6` / `ifconfig-ipv6-push` become
-    // fields here; until then they are reported as not supported below.
+    /// The last `ifconfig-ipv6-push` given.
+    pub ifconfig_ipv6_push: Option<IfconfigIpv6Push>,
+    // `iroute-ipv6` is reported as not supported below.
     /// `push`, `push-reset`, `push-remove`, in file order.
     pub push_edits: Vec<PushEdit>,
     /// `disable`: refuse this client.
@@ -120,10 +132,9 @@ const NOT_APPLIED: &[(&str, &str)] = &[
         "max-routes-per-client",
         "the route quota is not set per client",
     ),
-    ("iroute-ipv6", "IPv6 inside the tunnel is not supported yet"),
     (
-        "ifconfig-ipv6-push",
-        "IPv6 inside the tunnel is not supported yet",
+        "iroute-ipv6",
+        "IPv6 networks behind clients are not supported yet",
     ),
 ];
 
@@ -201,6 +212,30 @@ impl ClientConfig {
                     alias,
                 });
             }
+            "ifconfig-ipv6-push" => {
+                count(name, args, 1, 2, "ADDRESS/BITS [REMOTE]")?;
+                let expected = "an IPv6 address as ADDRESS/BITS";
+                let given = arg(0).unwrap_or("");
+                let (addr, bits) = given.split_once('/').unwrap_or((given, "128"));
+                let local: Ipv6Addr = addr.parse().map_err(|_| bad(name, expected, given))?;
+                let bits = bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&b| b <= 128)
+                    .ok_or_else(|| bad(name, expected, given))?;
+                let remote = match arg(1) {
+                    Some(r) => Some(
+                        r.parse::<Ipv6Addr>()
+                            .map_err(|_| bad(name, "an IPv6 address", r))?,
+                    ),
+                    None => None,
+                };
+                self.ifconfig_ipv6_push = Some(IfconfigIpv6Push {
+                    local,
+                    bits,
+                    remote,
+                });
+            }
             "iroute" => {
                 count(name, args, 1, 2, "NETWORK [NETMASK]")?;
                 let network = ipv4(name, arg(0), "an IPv4 network")?;
@@ -271,6 +306,9 @@ impl ClientConfig {
         if later.ifconfig_push.is_some() {
             self.ifconfig_push = later.ifconfig_push;
         }
+        if later.ifconfig_ipv6_push.is_some() {
+            self.ifconfig_ipv6_push = later.ifconfig_ipv6_push;
+        }
         self.iroutes.extend(later.iroutes);
         self.push_edits.extend(later.push_edits);
         self.disable |= later.disable;
@@ -304,6 +342,14 @@ impl ClientConfig {
         self.push_edits
             .iter()
             .any(|e| matches!(e, PushEdit::Remove(p) if p == "ifconfig"))
+    }
+
+    /// `push-remove ifconfig-ipv6` was given: the client's `ifconfig-ipv6`
+    /// line is not pushed (as [`ClientConfig::ifconfig_blocked`]).
+    pub fn ifconfig_ipv6_blocked(&self) -> bool {
+        self.push_edits
+            .iter()
+            .any(|e| matches!(e, PushEdit::Remove(p) if p == "ifconfig-ipv6"))
     }
 
     /// Whether `option` is `route NETWORK [NETMASK]` for one of the iroutes.
@@ -372,6 +418,23 @@ mod tests {
     fn parse(text: &str) -> (ClientConfig, Vec<String>) {
         let (cfg, problems) = ClientConfig::parse(text, "ccd/alice");
         (cfg, problems.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn ifconfig_ipv6_push_is_parsed() {
+        let (cfg, problems) = ClientConfig::parse(
+            "ifconfig-ipv6-push fd00::77/64 fd00::1\nifconfig-ipv6-push nonsense\niroute-ipv6 fd00:5::/64\n",
+            "c",
+        );
+        assert_eq!(
+            cfg.ifconfig_ipv6_push,
+            Some(IfconfigIpv6Push {
+                local: "fd00::77".parse().unwrap(),
+                bits: 64,
+                remote: Some("fd00::1".parse().unwrap()),
+            })
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

@@ -26,7 +26,9 @@ mod parser;
 mod table;
 mod types;
 
-pub use client_config::{ClientConfig, IfconfigPush, Iroute, MAX_CLIENT_CONFIG_SIZE, PushEdit};
+pub use client_config::{
+    ClientConfig, IfconfigIpv6Push, IfconfigPush, Iroute, MAX_CLIENT_CONFIG_SIZE, PushEdit,
+};
 pub use compression::{Alg as CompressAlg, CompressError, CompressOptions, RECEIVE_ONLY_WARNING};
 pub use connection::{
     CONNECTION_DIRECTIVES, ConnectionEntry, HttpProxy, HttpProxyAuth, ProxyCredentials, SocksProxy,

@@ -1,7 +1,7 @@
 //! Line/block splitting, includes, directive dispatch and `finalize`.
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Location, Reason};
@@ -109,6 +109,25 @@ impl Dir<'_> {
         let s = self.arg(i).unwrap_or("");
         s.parse()
             .map_err(|_| self.bad(&format!("an IPv4 {what}"), s))
+    }
+    /// `ADDR[/BITS]` (BITS defaults to 128, as 2.6's `get_ipv6_addr`).
+    fn ipv6_prefix(&self, i: usize, what: &str) -> R<(Ipv6Addr, u8)> {
+        let s = self.arg(i).unwrap_or("");
+        let expected = format!("an IPv6 {what} as ADDRESS/BITS");
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: Ipv6Addr = addr.parse().map_err(|_| self.bad(&expected, s))?;
+        let bits = match bits {
+            None => 128,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|&b| b <= 128)
+                .ok_or_else(|| self.bad(&expected, s))?,
+        };
+        Ok((addr, bits))
     }
     fn mask(&self, i: usize) -> R<Ipv4Addr> {
         let s = self.arg(i).unwrap_or("");
@@ -841,6 +860,42 @@ impl Parser {
                 c.routes.push(Route {
                     network,
                     netmask,
+                    gateway,
+                    metric,
+                });
+            }
+            "server-ipv6" => {
+                d.count(1, 1, "NETWORK/BITS")?;
+                let (network, bits) = d.ipv6_prefix(0, "network")?;
+                if !(64..=124).contains(&bits) {
+                    return Err(d.invalid(format!(
+                        "'server-ipv6' netbits {bits} out of range: OpenVPN 2.6 needs /64 to /124"
+                    )));
+                }
+                c.server_ipv6 = Some(ServerIpv6 { network, bits });
+                c.mode = Some(Mode::Server);
+                c.tls_server = true;
+            }
+            "route-ipv6" => {
+                d.count(1, 3, "NETWORK/BITS [GATEWAY] [METRIC]")?;
+                let (network, bits) = d.ipv6_prefix(0, "network")?;
+                // 2.6 clears the host bits of a route's network.
+                let host = u128::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+                let network = Ipv6Addr::from(u128::from(network) & !host);
+                let gateway = match d.arg(1) {
+                    None | Some("default") => None,
+                    Some(g) => Some(
+                        g.parse::<Ipv6Addr>()
+                            .map_err(|_| d.bad("an IPv6 gateway or default", g))?,
+                    ),
+                };
+                let metric = match d.arg(2) {
+                    None | Some("default") => None,
+                    Some(_) => Some(d.u32(2, "a metric number")?),
+                };
+                c.routes_ipv6.push(RouteIpv6 {
+                    network,
+                    bits,
                     gateway,
                     metric,
                 });

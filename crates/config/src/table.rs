@@ -85,7 +85,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "proto",
-        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server listens on UDP and TCP at once with several `local ADDR PORT PROTO` lines (see `local`)",
+        "`udp`, `udp4`, `udp6`, `tcp`, `tcp4`, `tcp6`, `tcp[46]-client`, `tcp[46]-server`; plain `tcp` is the server end with `server`, the client end with `client`, as 2.6. TCP: 2-byte length before every packet, control and data on one connection (see the Features table). `tcp-server` in a client and `tcp-client` in a server are errors, as in 2.6; a server listens on UDP and TCP at once with several `local ADDR PORT PROTO` lines (see `local`). Without `local`, a server binds `udp`/`tcp` to 0.0.0.0 and `udp6`/`tcp6` to [::] dual stack (IPv4 clients as v4-mapped addresses), as the stock 2.6.3 binary does; a client tries every address of a `remote` its family allows, in the resolver's order, before the next `remote`",
     ),
     s(
         "dev",
@@ -593,7 +593,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-config-dir",
-        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, IPv6 pushes: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
+        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `ifconfig-ipv6-push ADDR/BITS [REMOTE]` (with `server-ipv6`), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, `iroute-ipv6`: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
     ),
     s(
         "ccd-exclusive",
@@ -603,17 +603,26 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "iroute",
         "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
-    u("server-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    s(
+        "server-ipv6",
+        "`NETWORK/BITS` (/64 to /124), with `server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
+    ),
     u(
         "ifconfig-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
+        "a static IPv6 address is point-to-point / manual setup, which ferrovpn does not support; servers use `server-ipv6`, clients get theirs pushed",
     ),
     u(
         "ifconfig-ipv6-pool",
-        "IPv6 inside the tunnel is not supported yet",
+        "a separate IPv6 pool is not supported; use `server-ipv6`",
     ),
-    u("route-ipv6", "IPv6 inside the tunnel is not supported yet"),
-    u("tun-ipv6", "IPv6 inside the tunnel is not supported yet"),
+    s(
+        "route-ipv6",
+        "`NETWORK/BITS [GATEWAY] [METRIC]` (host bits cleared as 2.6 does): a server routes it into its tun device; a client adds it like a pushed one (into the tunnel; the gateway does not matter on tun), with METRIC or `route-metric`'s",
+    ),
+    i(
+        "tun-ipv6",
+        "a no-op in 2.6 too (modern systems need no special IPv6 tun handling)",
+    ),
     u("server-bridge", TAP_REASON),
     u(
         "pkcs12",

@@ -1,7 +1,7 @@
 //! The typed configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use crate::error::Location;
@@ -95,6 +95,47 @@ pub struct Route {
     /// `None`: default (the VPN gateway).
     pub gateway: Option<RouteGateway>,
     pub metric: Option<u32>,
+}
+
+/// `route-ipv6 NETWORK/BITS [GATEWAY] [METRIC]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteIpv6 {
+    pub network: Ipv6Addr,
+    pub bits: u8,
+    /// `None`: into the tunnel device (2.6 routes a tun's IPv6 routes by
+    /// interface, the gateway does not matter there).
+    pub gateway: Option<Ipv6Addr>,
+    pub metric: Option<u32>,
+}
+
+/// `server-ipv6 NETWORK/BITS`: what 2.6's helper expands it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerIpv6 {
+    pub network: Ipv6Addr,
+    pub bits: u8,
+}
+
+impl ServerIpv6 {
+    /// The server's own address: the network's first address (`+1`).
+    pub fn server_address(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network).wrapping_add(1))
+    }
+
+    /// The first pool address: `+0x1000` for networks shorter than /112,
+    /// else `+2` (2.6's helper; smaller networks cannot reach 0x1000).
+    pub fn pool_base(&self) -> Ipv6Addr {
+        let offset = if self.bits < 112 { 0x1000 } else { 2 };
+        Ipv6Addr::from(u128::from(self.network).wrapping_add(offset))
+    }
+
+    /// How many addresses the pool has from [`ServerIpv6::pool_base`] to
+    /// the network's last address.
+    pub fn pool_size(&self) -> u128 {
+        // `bits` is 64..=124 (checked by the parser): the shift is in range.
+        let host_mask = (1u128 << (128 - u32::from(self.bits).clamp(1, 127))) - 1;
+        let last = u128::from(self.network) | host_mask;
+        last.saturating_sub(u128::from(self.pool_base())) + 1
+    }
 }
 
 /// What a `pull-filter` line does with the pushed options it matches.
@@ -427,6 +468,10 @@ pub struct Config {
     pub ifconfig_pool: Option<IfconfigPool>,
     pub push: Vec<String>,
     pub routes: Vec<Route>,
+    /// `server-ipv6 NETWORK/BITS`.
+    pub server_ipv6: Option<ServerIpv6>,
+    /// `route-ipv6` lines, in order.
+    pub routes_ipv6: Vec<RouteIpv6>,
     pub client_to_client: bool,
     pub max_clients: Option<u32>,
     pub duplicate_cn: bool,

@@ -1412,3 +1412,50 @@ fn tls_crypt_v2_file_inline_and_cookie_mode() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn server_ipv6_and_route_ipv6() {
+    let text = format!(
+        "{}server-ipv6 fd00:1::/64\nroute-ipv6 2001:db8:5::7/48\nroute-ipv6 2001:db8:6::/48 default 9\ntun-ipv6\n",
+        server_base()
+    );
+    let c = parse_str(&text, "s.conf").unwrap();
+    let v6 = c.server_ipv6.unwrap();
+    assert_eq!(v6.bits, 64);
+    assert_eq!(
+        v6.server_address(),
+        "fd00:1::1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        v6.pool_base(),
+        "fd00:1::1000".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    // Host bits cleared, as 2.6 does.
+    assert_eq!(
+        c.routes_ipv6[0],
+        RouteIpv6 {
+            network: "2001:db8:5::".parse().unwrap(),
+            bits: 48,
+            gateway: None,
+            metric: None
+        }
+    );
+    assert_eq!(c.routes_ipv6[1].metric, Some(9));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("tun-ipv6")),
+        "{:?}",
+        c.warnings
+    );
+    for (line, want) in [
+        ("server-ipv6 fd00::/48", "out of range"),
+        ("server-ipv6 fd00::/125", "out of range"),
+        ("server-ipv6 10.0.0.0/64", "IPv6"),
+        ("server-ipv6 fd00::/x", "IPv6"),
+        ("route-ipv6 fd00::/129", "IPv6"),
+        ("route-ipv6 fd00::/64 nonsense", "gateway"),
+        ("ifconfig-ipv6-pool fd00::1000/64", "server-ipv6"),
+    ] {
+        let e = err(&format!("{}{line}\n", server_base()));
+        assert!(e.contains(want), "{line}: {e}");
+    }
+}

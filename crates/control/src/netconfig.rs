@@ -419,6 +419,40 @@ impl NetConfig {
         }
     }
 
+    /// [`NetConfig::add_route6`] with a metric (`None`: the kernel's default).
+    pub async fn add_route6_metric(
+        &self,
+        dev: &str,
+        net: Ipv6Addr,
+        prefix: u8,
+        gateway: Option<Ipv6Addr>,
+        metric: Option<u32>,
+    ) -> anyhow::Result<RouteAdded> {
+        let mut spec = self
+            .unicast(dev, net.into(), prefix, gateway.map(IpAddr::from))
+            .await?;
+        spec.metric = metric;
+        self.add(spec).await
+    }
+
+    /// [`NetConfig::del_route6`] matching a metric as well.
+    pub async fn del_route6_metric(
+        &self,
+        net: Ipv6Addr,
+        prefix: u8,
+        via: Option<Ipv6Addr>,
+        dev: &str,
+        metric: Option<u32>,
+    ) {
+        if let Ok(mut spec) = self
+            .unicast(dev, net.into(), prefix, via.map(IpAddr::from))
+            .await
+        {
+            spec.metric = metric;
+            self.delete(spec).await;
+        }
+    }
+
     /// [`NetConfig::del_route`] for IPv6.
     pub async fn del_route6(&self, net: Ipv6Addr, prefix: u8, via: Option<Ipv6Addr>, dev: &str) {
         if let Ok(spec) = self

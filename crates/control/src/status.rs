@@ -22,6 +22,8 @@ pub struct ClientRow {
     pub common_name: String,
     pub real: SocketAddr,
     pub virtual_ip: Ipv4Addr,
+    /// `server-ipv6`: the client's IPv6 address in the tunnel.
+    pub virtual_ipv6: Option<std::net::Ipv6Addr>,
     /// Tunnel bytes from and to the client.
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -75,13 +77,17 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
         }
         o += "ROUTING TABLE\nVirtual Address,Common Name,Real Address,Last Ref\n";
         for c in clients {
-            o += &format!(
-                "{},{},{},{}\n",
-                c.virtual_ip,
-                c.common_name,
-                c.real,
-                utc(c.last_ref)
-            );
+            // 2.6 lists every address the client owns, its IPv6 one too.
+            let v6 = c.virtual_ipv6.map(|a| a.to_string());
+            for virtual_address in std::iter::once(c.virtual_ip.to_string()).chain(v6) {
+                o += &format!(
+                    "{},{},{},{}\n",
+                    virtual_address,
+                    c.common_name,
+                    c.real,
+                    utc(c.last_ref)
+                );
+            }
         }
         o += "GLOBAL STATS\nMax bcast/mcast queue length,0\nEND\n";
         return o;
@@ -115,7 +121,7 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
             &c.common_name,
             &c.real.to_string(),
             &c.virtual_ip.to_string(),
-            "",
+            &c.virtual_ipv6.map(|a| a.to_string()).unwrap_or_default(),
             &c.bytes_received.to_string(),
             &c.bytes_sent.to_string(),
             &utc(c.connected_since),
@@ -136,14 +142,17 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
         "Last Ref (time_t)",
     ]);
     for c in clients {
-        line(&[
-            "ROUTING_TABLE",
-            &c.virtual_ip.to_string(),
-            &c.common_name,
-            &c.real.to_string(),
-            &utc(c.last_ref),
-            &c.last_ref.to_string(),
-        ]);
+        let v6 = c.virtual_ipv6.map(|a| a.to_string());
+        for virtual_address in std::iter::once(c.virtual_ip.to_string()).chain(v6) {
+            line(&[
+                "ROUTING_TABLE",
+                &virtual_address,
+                &c.common_name,
+                &c.real.to_string(),
+                &utc(c.last_ref),
+                &c.last_ref.to_string(),
+            ]);
+        }
     }
     line(&["GLOBAL_STATS", "Max bcast/mcast queue length", "0"]);
     line(&["GLOBAL_STATS", "dco_enabled", "0"]);
@@ -238,6 +247,7 @@ mod tests {
             common_name: "client1".into(),
             real: "192.0.2.5:40000".parse().unwrap(),
             virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ipv6: None,
             bytes_received: 1234,
             bytes_sent: 5678,
             connected_since: 1_763_836_200,
@@ -308,6 +318,7 @@ mod tests {
             common_name: "alice".into(),
             real: "192.0.2.2:51000".parse().unwrap(),
             virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ipv6: None,
             bytes_received: 1000,
             bytes_sent: 2000,
             connected_since: 1_700_000_000,

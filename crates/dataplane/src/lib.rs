@@ -601,3 +601,10 @@ impl Drop for DataPlane {
         self.stop();
     }
 }
+
+/// Let an IPv6 socket carry IPv4 too (`IPV6_V6ONLY` off), as OpenVPN 2.6
+/// sets its IPv6 sockets: a server on `[::]` then serves IPv4 clients as
+/// v4-mapped addresses.
+pub fn allow_ipv4_mapped(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    socket2::SockRef::from(socket).set_only_v6(false)
+}

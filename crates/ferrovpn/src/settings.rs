@@ -2,7 +2,7 @@
 //! plane runs with: TLS configs, control-channel wrapping, data-plane knobs.
 //! Every refusal here names the directive (and, where known, file and line).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -548,6 +548,11 @@ fn client_remotes(cfg: &Config) -> anyhow::Result<Vec<Remote>> {
             explicit_exit_notify,
             proxy,
             random_hostname: cfg.remote_random_hostname,
+            family: match proto_family(proto) {
+                Family::Any => None,
+                Family::V4 => Some(false),
+                Family::V6 => Some(true),
+            },
         });
     }
     if remotes.is_empty() {
@@ -634,6 +639,16 @@ fn no_exec(cfg: &Config) -> NoExec {
     NoExec {
         ifconfig: cfg.ifconfig_noexec,
         routes: cfg.route_noexec,
+    }
+}
+
+/// The address family a `proto` asks for.
+fn proto_family(p: Proto) -> Family {
+    match p {
+        Proto::Udp => Family::Any,
+        Proto::Udp4 => Family::V4,
+        Proto::Udp6 => Family::V6,
+        Proto::Tcp { family, .. } => family,
     }
 }
 
@@ -745,6 +760,17 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
             metric: r.metric,
         });
     }
+    for r in &cfg.routes_ipv6 {
+        let mut args = vec![format!("{}/{}", r.network, r.bits)];
+        args.push(
+            r.gateway
+                .map_or_else(|| "default".to_string(), |g| g.to_string()),
+        );
+        if let Some(m) = r.metric {
+            args.push(m.to_string());
+        }
+        out.push(PushOption::Other("route-ipv6".into(), args));
+    }
     if let Some(flags) = &cfg.redirect_gateway {
         out.push(PushOption::RedirectGateway(flags.clone()));
     }
@@ -827,6 +853,16 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             net.netmask
         );
     }
+    for r in &cfg.routes_ipv6 {
+        if let Some(gw) = r.gateway {
+            bail!(
+                "{}route-ipv6 {}/{} {gw}: a server routes IPv6 networks into its tun device; a gateway is not implemented",
+                where_is(cfg, "route-ipv6"),
+                r.network,
+                r.bits
+            );
+        }
+    }
     let pool = match cfg.ifconfig_pool {
         Some(p) => (p.start, p.end),
         None => (
@@ -861,6 +897,15 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         netmask: net.netmask,
         pool,
         pushes: cfg.push.clone(),
+        ipv6: cfg.server_ipv6,
+        routes_ipv6: cfg
+            .routes_ipv6
+            .iter()
+            .map(|r| {
+                let metric = r.metric.or(cfg.route_metric.filter(|&m| m > 0));
+                (r.network, r.bits, metric)
+            })
+            .collect(),
         routes: cfg
             .routes
             .iter()

@@ -3,12 +3,14 @@
 //!
 //! Rows: bare veth, stock OpenVPN <-> OpenVPN (AES-256-GCM, tls-crypt,
 //! disable-dco) and ferrovpn <-> ferrovpn with the same config files, each
-//! VPN over UDP and over TCP (`proto tcp-server` / `tcp-client`).
+//! VPN over UDP and over TCP (`proto tcp-server` / `tcp-client`), and
+//! ferrovpn <-> ferrovpn with inner IPv6 over outer IPv6 (`server-ipv6`,
+//! `proto udp6`; iperf3 to the server's tunnel IPv6 address).
 //! A system that does not pass a ping through its tunnel within 20 s gets a
 //! row of "n/a (reason)" instead of aborting the run.
 //!
 //! ```text
-//! bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp]... [--workers N] [--ferrovpn PATH]
+//! bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6]... [--workers N] [--ferrovpn PATH]
 //!       [--seconds N] [--keep]
 //! ```
 
@@ -25,10 +27,21 @@ use ferrovpn_testkit::{
 };
 
 /// What `--only` may name.
-const SYSTEMS: &[&str] = &["veth", "openvpn", "ferrovpn", "openvpn-tcp", "ferrovpn-tcp"];
+const SYSTEMS: &[&str] = &[
+    "veth",
+    "openvpn",
+    "ferrovpn",
+    "openvpn-tcp",
+    "ferrovpn-tcp",
+    "ferrovpn-ipv6",
+];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const SERVER_TUN: &str = "10.8.0.1";
+/// The server's tunnel IPv6 address in the IPv6 row (`server-ipv6 fd00:8::/64`).
+const SERVER_TUN6: &str = "fd00:8::1";
+/// The veth's IPv6 addresses in the IPv6 row (server end, client end).
+const UNDERLAY6: (&str, &str) = ("fd00:77::1", "fd00:77::2");
 
 struct Args {
     only: Vec<String>,
@@ -65,7 +78,7 @@ fn parse_args() -> Result<Args> {
             "--keep" => a.keep = true,
             "-h" | "--help" => {
                 println!(
-                    "bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
+                    "bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
                 );
                 std::process::exit(0);
             }
@@ -118,6 +131,21 @@ fn vpn_row(
     client_cmd: (&str, Vec<String>),
     seconds: u32,
 ) -> Row {
+    vpn_row_to(
+        lab, dir, system, server_cmd, client_cmd, seconds, SERVER_TUN,
+    )
+}
+
+/// [`vpn_row`] measuring to `target` (the server's tunnel address to use).
+fn vpn_row_to(
+    lab: &Lab,
+    dir: &Path,
+    system: &str,
+    server_cmd: (&str, Vec<String>),
+    client_cmd: (&str, Vec<String>),
+    seconds: u32,
+    target: &str,
+) -> Row {
     let run = || -> Result<Row> {
         let mut server = Proc::spawn_in(
             &lab.server_ns,
@@ -161,13 +189,7 @@ fn vpn_row(
             );
         }
         eprintln!("[bench] {system}: tunnel up after {:?}", start.elapsed());
-        let row = measure(
-            lab,
-            system,
-            SERVER_TUN,
-            &[server.pid(), client.pid()],
-            seconds,
-        )?;
+        let row = measure(lab, system, target, &[server.pid(), client.pid()], seconds)?;
         client.stop(Duration::from_secs(3));
         server.stop(Duration::from_secs(3));
         Ok(row)
@@ -179,6 +201,34 @@ fn vpn_row(
     })
 }
 
+/// IPv6 on in both namespaces and on the veth, with [`UNDERLAY6`] (no
+/// duplicate address detection, so they work at once).
+fn enable_ipv6(lab: &Lab) -> Result<()> {
+    for (ns, ifname, addr) in [
+        (&lab.server_ns, &lab.veth.if_a, UNDERLAY6.0),
+        (&lab.client_ns, &lab.veth.if_b, UNDERLAY6.1),
+    ] {
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6=0".to_string(),
+            "net.ipv6.conf.default.disable_ipv6=0".to_string(),
+            format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
+        ] {
+            ns.exec(&["sysctl", "-q", "-w", &key])?;
+        }
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
+    }
+    ping(&lab.client_ns, UNDERLAY6.0, 1, Duration::from_secs(5))?;
+    Ok(())
+}
+
 fn genkey(path: &Path) -> Result<()> {
     ferrovpn_testkit::write_static_key(path)
 }
@@ -187,6 +237,9 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let mut tools = vec!["ip", "ping", "iperf3", "ss", "kill"];
+    if want("ferrovpn-ipv6") {
+        tools.push("sysctl");
+    }
     let vpn = SYSTEMS[1..].iter().any(|s| want(s));
     if vpn {
         tools.push("openvpn");
@@ -228,6 +281,14 @@ fn main() -> Result<()> {
     std::fs::write(dir.join("server-tcp.conf"), openvpn_server_conf(&sc_tcp))?;
     std::fs::write(dir.join("client-tcp.conf"), openvpn_client_conf(&cc_tcp))?;
     let conf = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    if want("ferrovpn-ipv6") {
+        enable_ipv6(&lab)?;
+        let (mut sc6, mut cc6) = (sc.clone(), cc.clone());
+        sc6.extra = vec!["server-ipv6 fd00:8::/64".into(), "proto udp6".into()];
+        cc6.remote = UNDERLAY6.0.to_string();
+        std::fs::write(dir.join("server-ipv6.conf"), openvpn_server_conf(&sc6))?;
+        std::fs::write(dir.join("client-ipv6.conf"), openvpn_client_conf(&cc6))?;
+    }
 
     let mut rows = Vec::new();
     if want("veth") {
@@ -281,6 +342,36 @@ fn main() -> Result<()> {
             };
             rows.push(row);
         }
+    }
+    if want("ferrovpn-ipv6") {
+        let name = "ferrovpn, IPv6 inside and outside (udp6)".to_string();
+        let row = match &ferrovpn_bin {
+            None => Row {
+                system: name,
+                na: Some(format!("binary {} not built", args.ferrovpn.display())),
+                ..Row::default()
+            },
+            Some(bin) => {
+                let mut s = vec!["--config".to_string(), conf("server-ipv6.conf")];
+                let mut c = vec!["--config".to_string(), conf("client-ipv6.conf")];
+                if let Some(w) = args.workers {
+                    for v in [&mut s, &mut c] {
+                        v.push("--workers".into());
+                        v.push(w.to_string());
+                    }
+                }
+                vpn_row_to(
+                    &lab,
+                    dir.path(),
+                    &name,
+                    (bin, s),
+                    (bin, c),
+                    args.seconds,
+                    SERVER_TUN6,
+                )
+            }
+        };
+        rows.push(row);
     }
 
     println!();

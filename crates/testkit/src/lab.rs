@@ -155,6 +155,62 @@ impl Lab {
         format!("10.210.{}.2", i + 1)
     }
 
+    /// The server's IPv6 underlay address as seen from client namespace `i`
+    /// (after [`Lab::enable_ipv6`]).
+    pub fn server_underlay6(i: usize) -> String {
+        format!("fd00:210:{}::1", i + 1)
+    }
+
+    /// Client namespace `i`'s IPv6 underlay address (after [`Lab::enable_ipv6`]).
+    pub fn client_underlay6(i: usize) -> String {
+        format!("fd00:210:{}::2", i + 1)
+    }
+
+    /// Turn IPv6 on in every namespace of the lab (a host may default it
+    /// off) and give each veth pair an IPv6 underlay too:
+    /// [`Lab::server_underlay6`] / [`Lab::client_underlay6`] in a /64,
+    /// without duplicate address detection so they work at once. Checks the
+    /// IPv6 underlay answers.
+    pub fn enable_ipv6(&self) {
+        let all = std::iter::once(&self.server_ns).chain(&self.clients);
+        for ns in all {
+            for key in [
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+            ] {
+                ns.exec(&["sysctl", "-q", "-w", key]).unwrap();
+            }
+        }
+        for (i, (veth, ns)) in self.veths.iter().zip(&self.clients).enumerate() {
+            for (nsname, ifname) in [(&veth.ns_a, &veth.if_a), (&veth.ns_b, &veth.if_b)] {
+                let key = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
+                Command::new("ip")
+                    .args(["netns", "exec", nsname, "sysctl", "-q", "-w", &key])
+                    .status()
+                    .unwrap();
+            }
+            let add = |nsname: &str, ifname: &str, addr: String| {
+                let st = Command::new("ip")
+                    .args([
+                        "-n",
+                        nsname,
+                        "addr",
+                        "add",
+                        &format!("{addr}/64"),
+                        "dev",
+                        ifname,
+                        "nodad",
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "adding {addr} to {ifname} in {nsname}");
+            };
+            add(&veth.ns_a, &veth.if_a, Lab::server_underlay6(i));
+            add(&veth.ns_b, &veth.if_b, Lab::client_underlay6(i));
+            ping(ns, &Lab::server_underlay6(i), 1, Duration::from_secs(5)).unwrap();
+        }
+    }
+
     /// The server's UDP address as seen from client namespace `i`.
     pub fn server_addr(i: usize) -> SocketAddr {
         format!("{}:{SERVER_PORT}", Lab::server_underlay(i))

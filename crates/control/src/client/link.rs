@@ -46,7 +46,7 @@ pub(super) async fn connect_tcp(
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    if let Some(local) = bind {
+    if let Some(local) = bind.map(|b| super::bind_towards(b, addr)) {
         socket.set_reuseaddr(true)?;
         socket
             .bind(local)

@@ -65,6 +65,9 @@ pub struct Remote {
     pub proxy: Option<Proxy>,
     /// `remote-random-hostname`.
     pub random_hostname: bool,
+    /// `udp4`/`tcp4`: `Some(false)`, IPv4 only; `udp6`/`tcp6`: `Some(true)`,
+    /// IPv6 only; `None`: whatever the name resolves to, in order.
+    pub family: Option<bool>,
 }
 
 impl Remote {
@@ -82,6 +85,7 @@ impl Remote {
             explicit_exit_notify: None,
             proxy: None,
             random_hostname: false,
+            family: None,
         }
     }
 
@@ -215,6 +219,21 @@ impl Plane {
     }
 }
 
+/// The local address to bind for `server`: an unspecified address of the
+/// other family becomes the unspecified address of the server's (the port
+/// kept), so `nobind`/`lport` work over IPv6 too.
+fn bind_towards(bind: SocketAddr, server: SocketAddr) -> SocketAddr {
+    match (bind.ip(), server.ip()) {
+        (IpAddr::V4(b), IpAddr::V6(_)) if b.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), bind.port())
+        }
+        (IpAddr::V6(b), IpAddr::V4(_)) if b.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), bind.port())
+        }
+        _ => bind,
+    }
+}
+
 /// No route to the server (yet): a reason to retry, not to exit.
 fn is_unreachable(e: &DataPlaneError) -> bool {
     use std::io::ErrorKind;
@@ -257,13 +276,25 @@ pub async fn run_client(
     let mut credentials = s.credentials.clone();
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
+    // The current entry's addresses not tried yet (last first): 2.6 tries
+    // each address of a remote before it moves to the next entry.
+    let mut untried: Vec<SocketAddr> = Vec::new();
     let mut index = match walk.next() {
         Ok(i) => i,
         Err(give_up) => anyhow::bail!("{give_up}"),
     };
     let result = loop {
         let remote = &s.remotes[index];
-        let ended = match resolve(remote).await {
+        let server = if untried.is_empty() {
+            resolve(remote).await.map(|mut addrs| {
+                addrs.reverse();
+                untried = addrs;
+                untried.pop().expect("resolve returns at least one address")
+            })
+        } else {
+            Ok(untried.pop().expect("checked non-empty"))
+        };
+        let ended = match server {
             Ok(server) => {
                 if let Some(c) = credentials.as_mut()
                     && !c.has_secret()
@@ -320,6 +351,9 @@ pub async fn run_client(
                                     // The next attempt stays on this entry, and
                                     // the count of failures starts over (2.6).
                                     walk.connected();
+                                    // Its other addresses are not tried: the
+                                    // next attempt resolves anew.
+                                    untried.clear();
                                 }
                                 outcome.ended
                             }
@@ -378,6 +412,7 @@ pub async fn run_client(
             }
             Ended::Restart => {
                 info!("restarting the connection (SIGUSR1)");
+                untried.clear();
                 index = match walk.next() {
                     Ok(i) => i,
                     Err(give_up) => break Err(anyhow::anyhow!("{give_up}")),
@@ -391,10 +426,12 @@ pub async fn run_client(
             remote.connect_retry_max,
             s.auth_retry == AuthRetry::NoInteract,
         );
-        index = match walk.next() {
-            Ok(i) => i,
-            Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
-        };
+        if untried.is_empty() {
+            index = match walk.next() {
+                Ok(i) => i,
+                Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
+            };
+        }
         warn!(
             "connection ended: {reason}; retrying in {}s",
             wait.as_secs_f32()
@@ -441,7 +478,7 @@ fn ensure_plane<'p>(
         let mut cfg = s.dataplane.clone();
         cfg.connect = Some(server);
         cfg.transport = remote.transport;
-        cfg.bind = remote.bind;
+        cfg.bind = bind_towards(remote.bind, server);
         let old = plane.take();
         let reattached = match &old {
             Some(o) if tunnel.is_configured() => {
@@ -515,16 +552,29 @@ async fn open_link(
     Ok(peer)
 }
 
-/// The address an attempt connects to: the entry's proxy, else its server.
-async fn resolve(r: &Remote) -> anyhow::Result<SocketAddr> {
-    let (host, port) = match &r.proxy {
-        Some(p) => (p.host().to_string(), p.port()),
-        None => (r.host_for_attempt(), r.port),
+/// The addresses an attempt may connect to: the entry's proxy's, else
+/// every address of its server that its `proto` allows, in the resolver's
+/// order (2.6 tries each before it moves to the next remote).
+async fn resolve(r: &Remote) -> anyhow::Result<Vec<SocketAddr>> {
+    let (host, port, family) = match &r.proxy {
+        Some(p) => (p.host().to_string(), p.port(), None),
+        None => (r.host_for_attempt(), r.port, r.family),
     };
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await?;
-    addrs
-        .find(SocketAddr::is_ipv4)
-        .context("no IPv4 address (IPv6 transport is not supported yet)")
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .filter(|a| family.is_none_or(|v6: bool| a.is_ipv6() == v6))
+        .collect();
+    if addrs.is_empty() {
+        anyhow::bail!(
+            "no {} address for {host}",
+            match family {
+                Some(true) => "IPv6",
+                Some(false) => "IPv4",
+                None => "usable",
+            }
+        );
+    }
+    Ok(addrs)
 }
 
 /// Poor man's shuffle for `remote-random`: the order only needs to vary.

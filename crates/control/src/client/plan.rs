@@ -1,7 +1,7 @@
 //! What a PUSH_REPLY asks the client to configure, decided without touching
 //! the system: [`PushPlan::from_reply`] is pure, `super::tunnel` applies it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ferrovpn_proto::push::{PushOption, PushReply};
@@ -26,6 +26,33 @@ pub struct PushedRoute {
     pub metric: Option<u32>,
 }
 
+/// The pushed `ifconfig-ipv6 ADDR/BITS [REMOTE]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ifconfig6 {
+    pub local: Ipv6Addr,
+    pub bits: u8,
+}
+
+/// One pushed (or own) `route-ipv6`, into the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedRoute6 {
+    pub network: Ipv6Addr,
+    pub bits: u8,
+    /// Its own METRIC, else `route-metric`'s, else none (the kernel's default).
+    pub metric: Option<u32>,
+}
+
+/// The networks `redirect-gateway ipv6` routes into the tunnel, as the
+/// stock 2.6 client adds them: `::/3`, `2000::/4`, `3000::/4` and
+/// `fc00::/7` (the global unicast and unique local space, leaving
+/// link-local and multicast on their links).
+pub const REDIRECT_IPV6_NETWORKS: [(Ipv6Addr, u8); 4] = [
+    (Ipv6Addr::UNSPECIFIED, 3),
+    (Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 4),
+    (Ipv6Addr::new(0x3000, 0, 0, 0, 0, 0, 0, 0), 4),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+];
+
 /// What `redirect-gateway FLAGS` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Redirect {
@@ -33,8 +60,11 @@ pub struct Redirect {
     pub ipv4: bool,
     /// `local`: server on the same subnet, no host route to it.
     pub local: bool,
-    /// `ipv6` or `block-ipv6`: IPv6 default traffic must not leave outside
-    /// the tunnel. ferrovpn carries no IPv6 inside the tunnel, so both block it.
+    /// `ipv6` with a pushed `ifconfig-ipv6`: IPv6 default traffic into the
+    /// tunnel ([`REDIRECT_IPV6_NETWORKS`]).
+    pub ipv6: bool,
+    /// `block-ipv6`, or `ipv6` without an IPv6 address in the tunnel: IPv6
+    /// default traffic must not leave outside the tunnel (unreachable routes).
     pub block_ipv6: bool,
     /// `bypass-dns`: host routes to the pushed DNS servers outside the tunnel.
     pub bypass_dns: bool,
@@ -76,6 +106,10 @@ pub struct PushPlan {
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
     pub routes: Vec<PushedRoute>,
+    /// `ifconfig-ipv6`: the tunnel's IPv6 address.
+    pub ipv6: Option<Ifconfig6>,
+    /// `route-ipv6` lines (only with an `ifconfig-ipv6`).
+    pub routes6: Vec<PushedRoute6>,
     pub redirect: Option<Redirect>,
     pub dns: DnsPlan,
     pub ping: Option<Duration>,
@@ -127,6 +161,8 @@ impl PushPlan {
         let mut route_gateway = None;
         let mut route_metric = None;
         let mut raw_routes = Vec::new();
+        let mut ifconfig6 = None;
+        let mut raw_routes6: Vec<(Ipv6Addr, u8, Option<u32>)> = Vec::new();
         let mut redirect: Option<Redirect> = None;
         let mut dns = DnsPlan::default();
         let mut plan_warnings = Vec::new();
@@ -190,13 +226,22 @@ impl PushPlan {
                     // Applied through `compression::pushed` before the plan.
                     "comp-lzo" | "compress" | "comp-noadapt" => {}
                     // Handled by the session or meaningless to a client here.
-                    "push-continuation" | "ifconfig-ipv6" | "route-ipv6" | "tun-ipv6" => {
-                        if name != "push-continuation" {
-                            plan_warnings.push(format!(
-                                "pushed '{name}' not applied: IPv6 inside the tunnel is not supported"
-                            ));
-                        }
-                    }
+                    "ifconfig-ipv6" => match parse_ifconfig6(args) {
+                        Some(i) => ifconfig6 = Some(i),
+                        None => plan_warnings.push(format!(
+                            "pushed 'ifconfig-ipv6 {}' is not ADDRESS/BITS [REMOTE]; ignored",
+                            args.join(" ")
+                        )),
+                    },
+                    "route-ipv6" => match parse_route6(args) {
+                        Some(r) => raw_routes6.push(r),
+                        None => plan_warnings.push(format!(
+                            "pushed 'route-ipv6 {}' is not NETWORK/BITS [GATEWAY] [METRIC]; ignored",
+                            args.join(" ")
+                        )),
+                    },
+                    // A no-op in 2.6 too.
+                    "push-continuation" | "tun-ipv6" => {}
                     _ => plan_warnings
                         .push(format!("pushed option '{name}' is not supported; ignored")),
                 },
@@ -210,6 +255,31 @@ impl PushPlan {
         if redirect.as_ref().is_some_and(|r| r.ipv4) && gateway.is_none() {
             return Err(PlanError::NoGateway);
         }
+        if let Some(r) = redirect.as_mut()
+            && r.ipv6
+            && ifconfig6.is_none()
+        {
+            r.ipv6 = false;
+            r.block_ipv6 = true;
+            plan_warnings.push(
+                "redirect-gateway ipv6 without a pushed ifconfig-ipv6: IPv6 is blocked instead (unreachable ::/1 and 8000::/1)".into(),
+            );
+        }
+        if ifconfig6.is_none() && !raw_routes6.is_empty() {
+            plan_warnings.push(format!(
+                "{} route-ipv6 route(s) not added: no IPv6 address in the tunnel (no ifconfig-ipv6 pushed)",
+                raw_routes6.len()
+            ));
+            raw_routes6.clear();
+        }
+        let routes6 = raw_routes6
+            .into_iter()
+            .map(|(network, bits, metric)| PushedRoute6 {
+                network,
+                bits,
+                metric: metric.or(route_metric),
+            })
+            .collect();
         let routes = raw_routes
             .into_iter()
             .map(|(network, netmask, gw, metric)| PushedRoute {
@@ -226,6 +296,8 @@ impl PushPlan {
             gateway,
             mtu,
             routes,
+            ipv6: ifconfig6,
+            routes6,
             redirect,
             dns,
             ping,
@@ -285,12 +357,7 @@ fn redirect_flags(flags: &[String], warnings: &mut Vec<String>) -> Redirect {
             "def1" => {}
             "local" => r.local = true,
             "!ipv4" => r.ipv4 = false,
-            "ipv6" => {
-                r.block_ipv6 = true;
-                warnings.push(
-                    "redirect-gateway ipv6: ferrovpn carries no IPv6 inside the tunnel; IPv6 is blocked instead (unreachable ::/1 and 8000::/1)".into(),
-                );
-            }
+            "ipv6" => r.ipv6 = true,
             "block-ipv6" => r.block_ipv6 = true,
             "bypass-dns" => r.bypass_dns = true,
             // Windows only in 2.6 (the DHCP server's address is not known on Linux).
@@ -301,6 +368,49 @@ fn redirect_flags(flags: &[String], warnings: &mut Vec<String>) -> Redirect {
         }
     }
     r
+}
+
+/// `ADDR/BITS [REMOTE]` of a pushed `ifconfig-ipv6`.
+fn parse_ifconfig6(args: &[String]) -> Option<Ifconfig6> {
+    let (first, rest) = args.split_first()?;
+    if rest.len() > 1 {
+        return None;
+    }
+    if let Some(remote) = rest.first() {
+        remote.parse::<Ipv6Addr>().ok()?;
+    }
+    let (local, bits) = parse_prefix6(first)?;
+    Some(Ifconfig6 { local, bits })
+}
+
+/// `NETWORK/BITS [GATEWAY] [METRIC]` of a `route-ipv6`; the gateway does not
+/// matter on a tun device (2.6 routes by interface there), host bits are
+/// cleared as 2.6 does.
+fn parse_route6(args: &[String]) -> Option<(Ipv6Addr, u8, Option<u32>)> {
+    let (first, rest) = args.split_first()?;
+    if rest.len() > 2 {
+        return None;
+    }
+    let (net, bits) = parse_prefix6(first)?;
+    if let Some(gw) = rest.first().filter(|g| *g != "default") {
+        gw.parse::<Ipv6Addr>().ok()?;
+    }
+    let metric = match rest.get(1).map(String::as_str) {
+        None | Some("default") => None,
+        Some(m) if m.bytes().all(|b| b.is_ascii_digit()) => Some(m.parse().ok()?),
+        Some(_) => return None,
+    };
+    let host = u128::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+    Some((Ipv6Addr::from(u128::from(net) & !host), bits, metric))
+}
+
+/// `ADDR[/BITS]` (BITS defaults to 128).
+fn parse_prefix6(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u8>().ok().filter(|&b| b <= 128)?),
+        None => (s, 128),
+    };
+    Some((addr.parse().ok()?, bits))
 }
 
 fn dhcp_option(kind: &str, value: &str, dns: &mut DnsPlan, warnings: &mut Vec<String>) {
@@ -491,9 +601,46 @@ mod tests {
     fn redirect_ipv6_blocks_ipv6_with_a_warning() {
         let p = plan("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ifconfig 10.8.0.2 255.255.255.0,redirect-gateway def1 ipv6 bypass-dns local").unwrap();
         let r = p.redirect.unwrap();
-        assert!(r.ipv4 && r.block_ipv6 && r.bypass_dns && r.local);
+        assert!(r.ipv4 && r.block_ipv6 && !r.ipv6 && r.bypass_dns && r.local);
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         assert!(p.warnings[0].contains("IPv6 is blocked"));
+    }
+
+    #[test]
+    fn ipv6_address_routes_and_redirect() {
+        let p = plan("PUSH_REPLY,tun-ipv6,route-gateway 10.8.0.1,topology subnet,route-ipv6 fd00:99::1/64,route-ipv6 2001:db8::/32 fd00::1 7,route-metric 20,redirect-gateway ipv6 !ipv4,ifconfig-ipv6 fd00::1000/64 fd00::1,ifconfig 10.8.0.2 255.255.255.0").unwrap();
+        assert_eq!(
+            p.ipv6,
+            Some(Ifconfig6 {
+                local: "fd00::1000".parse().unwrap(),
+                bits: 64
+            })
+        );
+        assert_eq!(
+            p.routes6,
+            vec![
+                PushedRoute6 {
+                    network: "fd00:99::".parse().unwrap(),
+                    bits: 64,
+                    metric: Some(20)
+                },
+                PushedRoute6 {
+                    network: "2001:db8::".parse().unwrap(),
+                    bits: 32,
+                    metric: Some(7)
+                },
+            ]
+        );
+        let r = p.redirect.unwrap();
+        assert!(r.ipv6 && !r.ipv4 && !r.block_ipv6);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn ipv6_routes_without_an_address_are_dropped_with_a_warning() {
+        let p = plan("PUSH_REPLY,topology subnet,route-ipv6 fd00:99::/64,ifconfig 10.8.0.2 255.255.255.0,ifconfig-ipv6 nonsense").unwrap();
+        assert!(p.ipv6.is_none() && p.routes6.is_empty());
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Which routes a push plan needs, and what to add and delete to get there
 //! from what is installed: pure, so reconnects can keep what stays the same.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::plan::PushPlan;
+use super::plan::{PushPlan, REDIRECT_IPV6_NETWORKS};
 use crate::netconfig::prefix_len;
 
 /// One route the client installs.
@@ -20,6 +20,55 @@ pub enum Route {
     },
     /// An `unreachable` IPv6 route (`block-ipv6`).
     Unreachable6 { net: Ipv6Addr, prefix: u8 },
+    /// An IPv6 route through `dev` (the tunnel, or the underlay for the host
+    /// route to an IPv6 server).
+    V6 {
+        net: Ipv6Addr,
+        prefix: u8,
+        via: Option<Ipv6Addr>,
+        dev: String,
+        metric: Option<u32>,
+    },
+}
+
+/// [`NetGateway`] for IPv6: how an IPv6 server was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetGateway6 {
+    pub via: Option<Ipv6Addr>,
+    pub dev: String,
+}
+
+/// Whether `addr` is inside `net/prefix`.
+pub fn covers6(net: Ipv6Addr, prefix: u8, addr: Ipv6Addr) -> bool {
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
+    u128::from(net) & mask == u128::from(addr) & mask
+}
+
+/// The IPv6 routes `plan` sends into the tunnel (`route-ipv6` lines, then
+/// `redirect-gateway ipv6`'s), as (network, bits, metric).
+pub fn tunnel_routes6(plan: &PushPlan) -> Vec<(Ipv6Addr, u8, Option<u32>)> {
+    if plan.ipv6.is_none() {
+        return Vec::new();
+    }
+    let mut out: Vec<_> = plan
+        .routes6
+        .iter()
+        .map(|r| (r.network, r.bits, r.metric))
+        .collect();
+    if plan.redirect.as_ref().is_some_and(|r| r.ipv6) {
+        out.extend(REDIRECT_IPV6_NETWORKS.iter().map(|&(n, b)| (n, b, None)));
+    }
+    out
+}
+
+/// Whether an IPv6 server needs a host route around the tunnel: one of the
+/// tunnel's IPv6 routes covers it (2.6's `route_ipv6_match_host`).
+pub fn server6_needs_host_route(plan: &PushPlan, server: Ipv6Addr) -> bool {
+    tunnel_routes6(plan)
+        .iter()
+        .any(|&(net, bits, _)| covers6(net, bits, server))
 }
 
 /// How the server was reached before the tunnel redirected anything: the
@@ -50,7 +99,31 @@ pub fn wanted_routes(
     server: Ipv4Addr,
     net_gateway: Option<&NetGateway>,
 ) -> Vec<Route> {
+    wanted_routes_dual(plan, tun, IpAddr::V4(server), net_gateway, None)
+}
+
+/// [`wanted_routes`] for a server of either family; `net_gateway6` is needed
+/// (and only used) when an IPv6 server is covered by the tunnel's IPv6 routes:
+/// it gets a /128 around the tunnel with metric 1, as 2.6 adds it.
+pub fn wanted_routes_dual(
+    plan: &PushPlan,
+    tun: &str,
+    server: IpAddr,
+    net_gateway: Option<&NetGateway>,
+    net_gateway6: Option<&NetGateway6>,
+) -> Vec<Route> {
     let mut out = Vec::new();
+    if let (IpAddr::V6(server6), Some(ng6)) = (server, net_gateway6)
+        && server6_needs_host_route(plan, server6)
+    {
+        out.push(Route::V6 {
+            net: server6,
+            prefix: 128,
+            via: ng6.via,
+            dev: ng6.dev.clone(),
+            metric: Some(1),
+        });
+    }
     let into_tun = |net: Ipv4Addr, prefix: u32, via: Option<Ipv4Addr>, metric| Route::V4 {
         net,
         prefix,
@@ -62,7 +135,11 @@ pub fn wanted_routes(
         && r.ipv4
         && let Some(ng) = net_gateway
     {
-        if !r.local {
+        // No IPv4 host route to an IPv6 server (2.6: "remote_host protocol
+        // differs from tunneled").
+        if !r.local
+            && let IpAddr::V4(server) = server
+        {
             out.push(host_route(server, ng));
         }
         if r.bypass_dns {
@@ -81,20 +158,31 @@ pub fn wanted_routes(
             r.metric,
         ));
     }
-    if let Some(r) = &plan.redirect {
-        if r.ipv4 {
-            for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
-                // No metric, whatever route-metric says (2.6's add_route3).
-                out.push(into_tun(net, 1, plan.gateway, None));
-            }
+    if let Some(r) = &plan.redirect
+        && r.ipv4
+    {
+        for net in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+            // No metric, whatever route-metric says (2.6's add_route3).
+            out.push(into_tun(net, 1, plan.gateway, None));
         }
-        if r.block_ipv6 {
-            for net in [
-                Ipv6Addr::UNSPECIFIED,
-                Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
-            ] {
-                out.push(Route::Unreachable6 { net, prefix: 1 });
-            }
+    }
+    for (net, prefix, metric) in tunnel_routes6(plan) {
+        out.push(Route::V6 {
+            net,
+            prefix,
+            via: None,
+            dev: tun.to_owned(),
+            metric,
+        });
+    }
+    if let Some(r) = &plan.redirect
+        && r.block_ipv6
+    {
+        for net in [
+            Ipv6Addr::UNSPECIFIED,
+            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
+        ] {
+            out.push(Route::Unreachable6 { net, prefix: 1 });
         }
     }
     let mut unique = Vec::with_capacity(out.len());

@@ -9,8 +9,11 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use super::dns::{self, AppliedDns, DnsBackend};
-use super::plan::{PushPlan, Topology};
-use super::routes::{NetGateway, Route, host_route, route_changes, wanted_routes};
+use super::plan::{Ifconfig6, PushPlan, Topology};
+use super::routes::{
+    NetGateway, NetGateway6, Route, host_route, route_changes, server6_needs_host_route,
+    wanted_routes_dual,
+};
 use crate::netconfig::{NetConfig, NoExec, RouteAdded};
 
 /// System state ferrovpn set up for the tunnel.
@@ -21,10 +24,14 @@ pub struct Tunnel {
     /// The device the state below belongs to.
     dev: String,
     address: Option<(Topology, Ipv4Addr, Ipv4Addr, u16)>,
+    /// The IPv6 address we set (`ifconfig-ipv6`).
+    address6: Option<Ifconfig6>,
     /// Routes we added (never ones that were there before us), in order.
     routes: Vec<Route>,
     /// The way to the server before any redirect, found once.
     net_gateway: Option<NetGateway>,
+    /// The same for an IPv6 server.
+    net_gateway6: Option<NetGateway6>,
     dns: Option<(super::plan::DnsPlan, AppliedDns)>,
 }
 
@@ -36,8 +43,10 @@ impl Tunnel {
             no_exec,
             dev: String::new(),
             address: None,
+            address6: None,
             routes: Vec::new(),
             net_gateway: None,
+            net_gateway6: None,
             dns: None,
         }
     }
@@ -60,9 +69,6 @@ impl Tunnel {
             self.forget();
             self.dev = dev.to_owned();
         }
-        let IpAddr::V4(server) = server else {
-            anyhow::bail!("IPv6 server address");
-        };
         if self.no_exec.ifconfig {
             info!(
                 "ifconfig-noexec: {dev} left unconfigured ({} {}, mtu {})",
@@ -86,8 +92,17 @@ impl Tunnel {
             }
             self.address = Some(plan.address());
         }
+        if !self.no_exec.ifconfig && self.address6 != plan.ipv6 {
+            if self.address6.take().is_some() {
+                self.net.flush_addresses6(dev).await?;
+            }
+            if let Some(v6) = plan.ipv6 {
+                self.net.add_address6(dev, v6.local, v6.bits).await?;
+                self.address6 = Some(v6);
+            }
+        }
         if self.no_exec.routes {
-            for r in wanted_routes(plan, dev, server, None) {
+            for r in wanted_routes_dual(plan, dev, server, None, None) {
                 info!("route-noexec: not adding route {r:?}");
             }
         } else {
@@ -103,14 +118,35 @@ impl Tunnel {
     async fn apply_routes(
         &mut self,
         dev: &str,
-        server: Ipv4Addr,
+        server: IpAddr,
         plan: &PushPlan,
     ) -> anyhow::Result<()> {
-        if plan.redirect.as_ref().is_some_and(|r| r.ipv4) && self.net_gateway.is_none() {
-            let (via, dev) = self.net.route_to(server).await?;
-            self.net_gateway = Some(NetGateway { via, dev });
+        match server {
+            IpAddr::V4(server4) => {
+                if plan.redirect.as_ref().is_some_and(|r| r.ipv4) && self.net_gateway.is_none() {
+                    let (via, dev) = self.net.route_to(server4).await?;
+                    self.net_gateway = Some(NetGateway { via, dev });
+                }
+            }
+            IpAddr::V6(server6) => {
+                if server6_needs_host_route(plan, server6) && self.net_gateway6.is_none() {
+                    match self.net.route_to6(server6).await {
+                        Ok((via, dev)) => self.net_gateway6 = Some(NetGateway6 { via, dev }),
+                        // 2.6 warns and carries on ("expect failure").
+                        Err(e) => warn!(
+                            "an IPv6 route covers the server {server6}, but the way to it is unknown ({e:#}): expect failure"
+                        ),
+                    }
+                }
+            }
         }
-        let wanted = wanted_routes(plan, dev, server, self.net_gateway.as_ref());
+        let wanted = wanted_routes_dual(
+            plan,
+            dev,
+            server,
+            self.net_gateway.as_ref(),
+            self.net_gateway6.as_ref(),
+        );
         let changes = route_changes(&self.routes, &wanted);
         for r in &changes.delete {
             self.delete(r).await;
@@ -136,6 +172,17 @@ impl Tunnel {
                     .await
             }
             Route::Unreachable6 { net, prefix } => self.net.add_unreachable6(*net, *prefix).await,
+            Route::V6 {
+                net,
+                prefix,
+                via,
+                dev,
+                metric,
+            } => {
+                self.net
+                    .add_route6_metric(dev, *net, *prefix, *via, *metric)
+                    .await
+            }
         }
         .with_context(|| format!("adding route {r:?}"))?;
         match added {
@@ -166,6 +213,26 @@ impl Tunnel {
     /// Before connecting to `server`: when the redirect routes are kept
     /// (persist-tun), the handshake must still go around the tunnel.
     pub async fn route_around(&mut self, server: IpAddr) {
+        if let (IpAddr::V6(server6), Some(ng6)) = (server, self.net_gateway6.clone()) {
+            let covered = self.routes.iter().any(|r| {
+                matches!(r, Route::V6 { net, prefix, dev, .. }
+                    if *dev == self.dev && super::routes::covers6(*net, *prefix, server6))
+            });
+            let r = Route::V6 {
+                net: server6,
+                prefix: 128,
+                via: ng6.via,
+                dev: ng6.dev,
+                metric: Some(1),
+            };
+            if covered
+                && !self.routes.contains(&r)
+                && let Err(e) = self.add(r).await
+            {
+                warn!("no host route to the server outside the tunnel: {e:#}");
+            }
+            return;
+        }
         let (IpAddr::V4(server), Some(ng)) = (server, self.net_gateway.clone()) else {
             return;
         };
@@ -197,7 +264,13 @@ impl Tunnel {
         {
             info!("{e:#}");
         }
+        if self.address6.take().is_some()
+            && let Err(e) = self.net.flush_addresses6(&self.dev).await
+        {
+            info!("{e:#}");
+        }
         self.net_gateway = None;
+        self.net_gateway6 = None;
     }
 
     async fn delete(&self, r: &Route) {
@@ -210,6 +283,17 @@ impl Tunnel {
                 metric,
             } => self.net.del_route(*net, *prefix, *via, dev, *metric).await,
             Route::Unreachable6 { net, prefix } => self.net.del_unreachable6(*net, *prefix).await,
+            Route::V6 {
+                net,
+                prefix,
+                via,
+                dev,
+                metric,
+            } => {
+                self.net
+                    .del_route6_metric(*net, *prefix, *via, dev, *metric)
+                    .await
+            }
         }
     }
 
@@ -218,10 +302,11 @@ impl Tunnel {
     pub fn forget(&mut self) {
         let dev = std::mem::take(&mut self.dev);
         self.routes.retain(|r| match r {
-            Route::V4 { dev: d, .. } => *d != dev,
+            Route::V4 { dev: d, .. } | Route::V6 { dev: d, .. } => *d != dev,
             Route::Unreachable6 { .. } => true,
         });
         self.address = None;
+        self.address6 = None;
     }
 }
 

@@ -7,6 +7,7 @@ mod admission;
 pub mod auth_token;
 mod client_config_dir;
 mod hooks;
+mod ipv6;
 mod liveness;
 mod pool;
 pub mod port_share;
@@ -57,6 +58,11 @@ pub struct ServerSettings {
     pub pool: (Ipv4Addr, Ipv4Addr),
     /// `push "..."` lines, in config order.
     pub pushes: Vec<String>,
+    /// `server-ipv6 NET/BITS`: IPv6 inside the tunnel.
+    pub ipv6: Option<ferrovpn_config::ServerIpv6>,
+    /// `route-ipv6 NET/BITS [GW] [METRIC]` lines: IPv6 networks routed into
+    /// the tunnel, with their metric (theirs or `route-metric`'s).
+    pub routes_ipv6: Vec<(std::net::Ipv6Addr, u8, Option<u32>)>,
     /// `route NET MASK [GW] [METRIC]` lines: networks behind clients, routed
     /// into the tunnel, with their metric (theirs or `route-metric`'s).
     pub routes: Vec<(Ipv4Addr, Ipv4Addr, Option<u32>)>,
@@ -291,6 +297,11 @@ pub async fn run_server(
         net_config
             .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
             .await?;
+        if let Some(v6) = &s.ipv6 {
+            net_config
+                .add_address6(&dev, v6.server_address(), v6.bits)
+                .await?;
+        }
     }
     let tunnel = scripts::Tunnel {
         dev: dev.clone(),
@@ -308,6 +319,15 @@ pub async fn run_server(
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
         } else {
             net_config.add_route(&dev, net, mask, None, metric).await?;
+        }
+    }
+    for &(net, bits, metric) in &s.routes_ipv6 {
+        if s.no_exec.routes {
+            info!("route-noexec: not adding route {net}/{bits} metric {metric:?}");
+        } else {
+            net_config
+                .add_route6_metric(&dev, net, bits, None, metric)
+                .await?;
         }
     }
     hooks::run_route_up(&s.scripts, &tunnel).await;
@@ -967,6 +987,12 @@ impl Server {
                     common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
                     real: *addr,
                     virtual_ip: peer.ip,
+                    virtual_ipv6: self
+                        .peers
+                        .load()
+                        .by_id
+                        .get(&peer.id)
+                        .and_then(|p| p.tunnel_ipv6),
                     bytes_received: stats.rx_bytes,
                     bytes_sent: stats.tx_bytes,
                     connected_since: c.since,
@@ -1087,6 +1113,15 @@ impl Server {
         set("ifconfig_pool_netmask", self.s.netmask.to_string());
         if let Some(peer) = self.clients.peer(&addr) {
             set("ifconfig_pool_remote_ip", peer.ip.to_string());
+            if let Some(ip6) = self
+                .peers
+                .load()
+                .by_id
+                .get(&peer.id)
+                .and_then(|p| p.tunnel_ipv6)
+            {
+                set("ifconfig_pool_remote_ip6", ip6.to_string());
+            }
         }
         set("trusted_port", addr.port().to_string());
         set("trusted_ip", addr.ip().to_string());
@@ -1386,6 +1421,11 @@ impl Server {
         match self.clients.assign_peer(addr, cn.as_deref(), pinned) {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
+                if fresh && config.ifconfig_ipv6_push.is_some() && self.s.ipv6.is_none() {
+                    warn!("{addr}: ifconfig-ipv6-push ignored: the server has no 'server-ipv6'");
+                }
+                let ip6 = ipv6::client_address(&self.s, peer.ip, &config);
+                self.peers.set_peer_ipv6(peer.id, ip6);
                 self.peers.set_compression(peer.id, self.s.compression);
                 if fresh {
                     self.publish_client_routes(addr, peer.id, &config);
@@ -1422,14 +1462,21 @@ impl Server {
         else {
             return;
         };
-        let mut text = build_push_reply(&self.s, peer.ip, peer_id, cipher, info, config);
+        let ip6 = self
+            .peers
+            .load()
+            .by_id
+            .get(&peer_id)
+            .and_then(|p| p.tunnel_ipv6);
+        let mut text = build_push_reply(&self.s, peer.ip, ip6, peer_id, cipher, info, config);
         if let Some(token) = self.current_token(c) {
             text.push_str(&format!(",auth-token {token}"));
         }
         info!(
-            "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
+            "{addr}: client {} connected: {}{}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
             peer.ip,
+            ip6.map(|a| format!(" {a}")).unwrap_or_default(),
             cipher.name()
         );
         debug!(
@@ -1520,7 +1567,11 @@ impl Server {
 fn listen_tcp(bind: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match bind {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        SocketAddr::V6(_) => {
+            let s = tokio::net::TcpSocket::new_v6()?;
+            ferrovpn_dataplane::allow_ipv4_mapped(&s)?;
+            s
+        }
     };
     socket.set_reuseaddr(true)?;
     socket.bind(bind)?;

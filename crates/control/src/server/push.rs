@@ -1,6 +1,6 @@
 //! The PUSH_REPLY a server sends one client.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ferrovpn_config::ClientConfig;
 use ferrovpn_proto::data::Cipher;
@@ -14,12 +14,19 @@ use super::ServerSettings;
 pub fn build_push_reply(
     s: &ServerSettings,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
     peer_id: u32,
     cipher: Cipher,
     info: &PeerInfo,
     client: &ClientConfig,
 ) -> String {
     let mut opts = client.push_list(&server_push_list(s));
+    // 2.6 puts the IPv6 address before the IPv4 one.
+    if let (Some(v6), Some(ip6)) = (&s.ipv6, ip6)
+        && !client.ifconfig_ipv6_blocked()
+    {
+        opts.push(super::ipv6::ifconfig_line(v6, ip6, client));
+    }
     if !client.ifconfig_blocked() {
         match client.ifconfig_push {
             Some(p) => opts.push(format!(
@@ -57,10 +64,15 @@ pub fn build_push_reply(
 /// What 2.6 keeps in the server's push list (what `push-reset` clears):
 /// the lines `server` and `keepalive` add, then the `push` lines.
 fn server_push_list(s: &ServerSettings) -> Vec<String> {
-    let mut list = vec![
+    let mut list = Vec::new();
+    // `server-ipv6` pushes it first (2.6's helper runs before `server`'s).
+    if s.ipv6.is_some() {
+        list.push("tun-ipv6".to_string());
+    }
+    list.extend([
         format!("route-gateway {}", s.server_ip()),
         "topology subnet".to_string(),
-    ];
+    ]);
     if let Some((ping, restart)) = s.push_keepalive {
         list.push(format!("ping {ping}"));
         list.push(format!("ping-restart {restart}"));

@@ -40,6 +40,10 @@ fn new_socket(bind: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     }
     s.set_nonblocking(true)?;
+    if bind.is_ipv6() {
+        // Dual stack, as 2.6 sets it: IPv4 peers arrive as ::ffff:a.b.c.d.
+        s.set_only_v6(false)?;
+    }
     s.bind(&bind.into())?;
     Ok(s)
 }

@@ -1,0 +1,355 @@
+//! IPv6 inside the tunnel with Debian's stock OpenVPN 2.6 as the peer: a
+//! stock client gets its address from a ferrovpn `server-ipv6` server; a
+//! ferrovpn client applies `ifconfig-ipv6`, `route-ipv6` and
+//! `redirect-gateway ipv6` pushed by a stock server exactly as a stock
+//! client does. ping and iperf3 over IPv6 both ways.
+//!
+//! Needs root, the lab's tools, `sysctl` and `/dev/net/tun`; every test
+//! fails loudly without them. Every wait has a deadline.
+
+use std::time::Duration;
+
+use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails};
+use ferrovpn_testkit::{Direction, iperf3_all_while};
+use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+
+/// A lab with IPv6 turned on in every namespace.
+fn lab(tag: &str, n_clients: usize) -> Lab {
+    require_root_and_tools(&["sysctl"]);
+    let lab = Lab::new(tag, n_clients, FERROVPN);
+    lab.enable_ipv6();
+    lab
+}
+
+/// `ip -6 -o addr show dev DEV scope global` in `ns`.
+fn addr6(ns: &Netns, dev: &str) -> String {
+    ns.exec(&[
+        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+    ])
+    .unwrap()
+}
+
+/// The IPv6 routes through `dev` in `ns`, one per line, as `ip -6 route`
+/// prints them without the fields that differ between ways of adding the
+/// same route (`proto`, `pref`).
+fn routes6(ns: &Netns, dev: &str) -> Vec<String> {
+    let text = ns.exec(&["ip", "-6", "route", "show", "dev", dev]).unwrap();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("fe80:") && !l.starts_with("multicast"))
+        .map(|l| {
+            let mut words = Vec::new();
+            let mut it = l.split_whitespace();
+            while let Some(w) = it.next() {
+                if w == "proto" || w == "pref" {
+                    it.next();
+                } else {
+                    words.push(w);
+                }
+            }
+            words.join(" ")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// ping `addr` from `ns` (5 echoes, 4 answered at least) and 2 s of iperf3
+/// each way between `ns` and `server_ns` at `addr`.
+fn ping_and_iperf3_both_ways(
+    what: &str,
+    ns: &Netns,
+    server_ns: &Netns,
+    addr: &str,
+    a: &Proc,
+    b: &Proc,
+) {
+    let p = ping(ns, addr, 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: ping {addr}: {e:#}\n{}", log_tails(a, b)));
+    assert!(p.received >= 4, "{what}: {p:?}\n{}", log_tails(a, b));
+    for direction in [Direction::Upload, Direction::Download] {
+        let (reports, ()) = iperf3_all_while(&[ns], server_ns, addr, 2, direction, || ())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: iperf3 {}: {e:#}\n{}",
+                    direction.name(),
+                    log_tails(a, b)
+                )
+            });
+        let r = &reports[0];
+        eprintln!(
+            "{what} {}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
+            direction.name(),
+            r.gbps,
+            r.bytes,
+            r.retransmits,
+            p.avg_ms
+        );
+        assert!(r.bytes > 1_000_000, "{what} {}: {r:?}", direction.name());
+    }
+}
+
+/// (1) A stock client of a ferrovpn `server-ipv6` server gets the first
+/// pool address (NETWORK+0x1000, paired with 10.8.0.2), reaches the server's
+/// NETWORK+1 by ping6 and carries iperf3 over IPv6 both ways; the status
+/// shows its IPv6 address.
+#[test]
+fn stock_client_gets_ipv6_from_ferrovpn_server_ipv6() {
+    let lab = lab("v6-srv", 1);
+    let (mut sc, cc) = lab.tls_crypt_confs();
+    let status = lab.dir.join("status.txt");
+    sc.extra = vec![
+        "server-ipv6 fd00:8::/64".into(),
+        format!("status {} 1", status.display()),
+        "status-version 2".into(),
+    ];
+    let server = lab.ferrovpn_server(&sc);
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
+    let a = addr6(&lab.clients[0], CLIENT_DEV);
+    assert!(
+        a.contains("fd00:8::1000/64"),
+        "{a}\n{}",
+        log_tails(&client, &server)
+    );
+    assert!(
+        client
+            .log()
+            .contains("ifconfig-ipv6 fd00:8::1000/64 fd00:8::1"),
+        "{}",
+        log_tails(&client, &server)
+    );
+    ping_and_iperf3_both_ways(
+        "stock client -> ferrovpn server over inner IPv6",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:8::1",
+        &client,
+        &server,
+    );
+    let shown =
+        ferrovpn_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            std::fs::read_to_string(&status).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("CLIENT_LIST,") && l.contains(",10.8.0.2,fd00:8::1000,"))
+            })
+        });
+    assert!(
+        shown,
+        "status file lacks the IPv6 address:\n{}",
+        std::fs::read_to_string(&status).unwrap_or_default()
+    );
+}
+
+/// (2) A ferrovpn client of a stock `server-ipv6` server pushing
+/// `route-ipv6` and `redirect-gateway ipv6` installs the same IPv6
+/// address and routes on its tun as a stock client of the same server,
+/// and carries ping6 and iperf3 over IPv6 both ways.
+#[test]
+fn ferrovpn_client_applies_ipv6_pushed_by_stock_server_like_stock_client() {
+    let lab = lab("v6-cli", 2);
+    let (mut sc, _) = lab.tls_crypt_confs();
+    let wrap = sc.wrap.clone();
+    sc.extra = vec!["server-ipv6 fd00:9::/64".into()];
+    sc.push = vec![
+        "route-ipv6 fd00:99::/64".into(),
+        "route-ipv6 fd00:98::/64 fd00:9::1 7".into(),
+        "redirect-gateway ipv6 !ipv4".into(),
+    ];
+    let server = lab.stock_server(&sc);
+    let confs = lab.client_confs(&wrap, ferrovpn_testkit::Cipher::Aes256Gcm);
+    let stock = lab.stock_client_up(1, "openvpn-client", &confs[1], &server);
+    let ferro = lab.client_up(
+        ferrovpn_testkit::Implementation::Ferrovpn,
+        0,
+        "ferrovpn-client",
+        &confs[0],
+        &server,
+    );
+    let a = addr6(&lab.clients[0], CLIENT_DEV);
+    assert!(a.contains("fd00:9::/64") || a.contains("fd00:9::10"), "{a}");
+    let stock_routes = routes6(&lab.clients[1], CLIENT_DEV);
+    let ferro_routes = routes6(&lab.clients[0], CLIENT_DEV);
+    // The connected /64 aside, the routes are the same.
+    assert_eq!(
+        ferro_routes,
+        stock_routes,
+        "\n{}\n{}",
+        log_tails(&ferro, &server),
+        stock.log_tail(40)
+    );
+    assert!(
+        ferro_routes.iter().any(|r| r.starts_with("fd00:99::/64")),
+        "{ferro_routes:?}"
+    );
+    ping_and_iperf3_both_ways(
+        "ferrovpn client -> stock server over inner IPv6",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:9::1",
+        &ferro,
+        &server,
+    );
+}
+
+/// A server config with `server-ipv6 NET` and `extra` lines (a later
+/// `proto` line overrides the generated one, in both implementations).
+fn v6_server_conf(
+    lab: &Lab,
+    net: &str,
+    extra: &[&str],
+) -> (
+    ferrovpn_testkit::ServerConf,
+    Vec<ferrovpn_testkit::ClientConf>,
+) {
+    let (mut sc, _) = lab.tls_crypt_confs();
+    sc.extra = std::iter::once(format!("server-ipv6 {net}"))
+        .chain(extra.iter().map(|l| l.to_string()))
+        .collect();
+    let confs = lab.client_confs(&sc.wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+    (sc, confs)
+}
+
+/// Client `cc` pointed at the server's IPv6 underlay address.
+fn over_ipv6(i: usize, mut cc: ferrovpn_testkit::ClientConf) -> ferrovpn_testkit::ClientConf {
+    cc.remote = Lab::server_underlay6(i);
+    cc
+}
+
+/// The server's log shows a client connected from an IPv6 address.
+fn assert_outer_ipv6(server: &Proc, client: &Proc, underlay6: &str) {
+    assert!(
+        server.log().contains(underlay6),
+        "the server never saw {underlay6}:\n{}",
+        log_tails(client, server)
+    );
+}
+
+/// (3) The tunnel carried over outer IPv6 (`proto udp6`), both
+/// directions: a stock client of a ferrovpn server and a ferrovpn client of
+/// a stock server, each with inner IPv4 and IPv6 traffic.
+#[test]
+fn tunnel_over_outer_ipv6_udp6_both_directions() {
+    let lab = lab("v6-outer", 1);
+    let client6 = Lab::client_underlay6(0);
+    for server_imp in [
+        ferrovpn_testkit::Implementation::Ferrovpn,
+        ferrovpn_testkit::Implementation::Stock,
+    ] {
+        let (sc, confs) = v6_server_conf(&lab, "fd00:a::/64", &["proto udp6"]);
+        let server = lab.server(server_imp, &sc);
+        let client_imp = match server_imp {
+            ferrovpn_testkit::Implementation::Ferrovpn => ferrovpn_testkit::Implementation::Stock,
+            ferrovpn_testkit::Implementation::Stock => ferrovpn_testkit::Implementation::Ferrovpn,
+        };
+        let cc = over_ipv6(0, confs[0].clone());
+        let client = lab.client_up(client_imp, 0, "client-over-v6", &cc, &server);
+        assert_outer_ipv6(&server, &client, &client6);
+        let what = format!("{client_imp:?} client -> {server_imp:?} server over udp6");
+        let p = ping(&lab.clients[0], "10.8.0.1", 3, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(&client, &server)));
+        assert!(p.received >= 2, "{what}: {p:?}");
+        ping_and_iperf3_both_ways(
+            &what,
+            &lab.clients[0],
+            &lab.server_ns,
+            "fd00:a::1",
+            &client,
+            &server,
+        );
+    }
+}
+
+/// (4) ferrovpn <-> ferrovpn dual stack: one `proto udp6` server on [::]
+/// serves a client over IPv4 (a v4-mapped peer) and one over IPv6; both get
+/// IPv4 and IPv6 inside and reach the server and each other's networks.
+#[test]
+fn ferrovpn_dual_stack_server_serves_ipv4_and_ipv6_clients() {
+    let lab = lab("v6-dual", 2);
+    let (sc, confs) = v6_server_conf(&lab, "fd00:b::/64", &["proto udp6"]);
+    let server = lab.ferrovpn_server(&sc);
+    let imp = ferrovpn_testkit::Implementation::Ferrovpn;
+    let v4 = lab.client_up(imp, 0, "ferrovpn-client-v4", &confs[0], &server);
+    let v6 = lab.client_up(
+        imp,
+        1,
+        "ferrovpn-client-v6",
+        &over_ipv6(1, confs[1].clone()),
+        &server,
+    );
+    assert_outer_ipv6(&server, &v6, &Lab::client_underlay6(1));
+    for (i, c) in [(0, &v4), (1, &v6)] {
+        let a = addr6(&lab.clients[i], CLIENT_DEV);
+        assert!(
+            a.contains("fd00:b::100"),
+            "client {i}: {a}\n{}",
+            log_tails(c, &server)
+        );
+        for addr in ["10.8.0.1", "fd00:b::1"] {
+            let p = ping(&lab.clients[i], addr, 3, Duration::from_secs(10)).unwrap_or_else(|e| {
+                panic!("client {i} -> {addr}: {e:#}\n{}", log_tails(c, &server))
+            });
+            assert!(p.received >= 2, "client {i} -> {addr}: {p:?}");
+        }
+    }
+    ping_and_iperf3_both_ways(
+        "ferrovpn dual stack, IPv6 client",
+        &lab.clients[1],
+        &lab.server_ns,
+        "fd00:b::1",
+        &v6,
+        &server,
+    );
+}
+
+/// (6) `proto tcp6`: a stock client of a ferrovpn `tcp6-server` over outer
+/// IPv6, IPv6 inside.
+#[test]
+fn stock_client_over_tcp6() {
+    let lab = lab("v6-tcp", 1);
+    let (mut sc, confs) = v6_server_conf(&lab, "fd00:c::/64", &["proto tcp6-server"]);
+    sc.transport = ferrovpn_testkit::Transport::Tcp;
+    let server = lab.ferrovpn_server(&sc);
+    let mut cc = over_ipv6(0, confs[0].clone());
+    cc.transport = ferrovpn_testkit::Transport::Tcp;
+    let client = lab.stock_client_up(0, "openvpn-client-tcp6", &cc, &server);
+    assert_outer_ipv6(&server, &client, &Lab::client_underlay6(0));
+    ping_and_iperf3_both_ways(
+        "stock client over tcp6",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:c::1",
+        &client,
+        &server,
+    );
+}
+
+/// (5) `ifconfig-ipv6-push` in a client-config-dir file pins a stock
+/// client's IPv6 address; IPv6 traffic flows to and from it.
+#[test]
+fn ccd_ifconfig_ipv6_push_pins_the_address() {
+    let lab = lab("v6-ccd", 1);
+    let ccd = lab.dir.join("ccd");
+    std::fs::create_dir_all(&ccd).unwrap();
+    let cn = lab.pki.clients[0].cn.clone();
+    std::fs::write(ccd.join(&cn), "ifconfig-ipv6-push fd00:d::77/64\n").unwrap();
+    let ccd_line = format!("client-config-dir {}", ccd.display());
+    let (sc, confs) = v6_server_conf(&lab, "fd00:d::/64", &[&ccd_line]);
+    let server = lab.ferrovpn_server(&sc);
+    let client = lab.stock_client_up(0, "openvpn-client", &confs[0], &server);
+    let a = addr6(&lab.clients[0], CLIENT_DEV);
+    assert!(
+        a.contains("fd00:d::77/64"),
+        "{a}\n{}",
+        log_tails(&client, &server)
+    );
+    ping_and_iperf3_both_ways(
+        "stock client pinned by ifconfig-ipv6-push",
+        &lab.clients[0],
+        &lab.server_ns,
+        "fd00:d::1",
+        &client,
+        &server,
+    );
+}
