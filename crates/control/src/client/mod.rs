@@ -257,7 +257,7 @@ pub async fn run_client(
     let mut credentials = s.credentials.clone();
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
-    let mut index = match walk.next() {
+    let mut index = match walk.next_entry() {
         Ok(i) => i,
         Err(give_up) => anyhow::bail!("{give_up}"),
     };
@@ -322,9 +322,7 @@ pub async fn run_client(
                                 }
                                 outcome.ended
                             }
-                            Err(e) => Ended::Reconnect(format!(
-                                "TCP connect to {server}: {e:#}"
-                            )),
+                            Err(e) => Ended::Reconnect(format!("TCP connect to {server}: {e:#}")),
                         }
                     }
                     Err(e) if is_unreachable(&e) => {
@@ -377,7 +375,7 @@ pub async fn run_client(
             }
             Ended::Restart => {
                 info!("restarting the connection (SIGUSR1)");
-                index = match walk.next() {
+                index = match walk.next_entry() {
                     Ok(i) => i,
                     Err(give_up) => break Err(anyhow::anyhow!("{give_up}")),
                 };
@@ -390,7 +388,7 @@ pub async fn run_client(
             remote.connect_retry_max,
             s.auth_retry == AuthRetry::NoInteract,
         );
-        index = match walk.next() {
+        index = match walk.next_entry() {
             Ok(i) => i,
             Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
         };
@@ -503,10 +501,7 @@ async fn open_link(
         )
         .await
         .map_err(|_| {
-            anyhow::anyhow!(
-                "no connection within {}s",
-                remote.connect_timeout.as_secs()
-            )
+            anyhow::anyhow!("no connection within {}s", remote.connect_timeout.as_secs())
         })??,
     };
     let peer = dp.attach_stream(stream.into_std()?)?;
