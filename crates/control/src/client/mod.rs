@@ -390,7 +390,7 @@ pub async fn run_client(
         );
         index = match walk.next_entry() {
             Ok(i) => i,
-            Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
+            Err(give_up) => break Err(anyhow::anyhow!("giving up: {give_up}: {reason}")),
         };
         warn!(
             "connection ended: {reason}; retrying in {}s",
