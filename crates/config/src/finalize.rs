@@ -254,9 +254,18 @@ impl Config {
             ));
         }
         for (key, what) in [
-            ("connection", "<connection> cannot be used with --mode server"),
-            ("http-proxy", "--http-proxy cannot be used with --mode server"),
-            ("socks-proxy", "--socks-proxy cannot be used with --mode server"),
+            (
+                "connection",
+                "<connection> cannot be used with --mode server",
+            ),
+            (
+                "http-proxy",
+                "--http-proxy cannot be used with --mode server",
+            ),
+            (
+                "socks-proxy",
+                "--socks-proxy cannot be used with --mode server",
+            ),
         ] {
             if self.seen.contains_key(key) {
                 return Err(self.fail(key, whole, what.into()));
@@ -322,7 +331,9 @@ impl Config {
                     ));
                 }
                 if entry.socks_proxy.is_some() {
-                    return Err(fail("--http-proxy can not be used together with --socks-proxy"));
+                    return Err(fail(
+                        "--http-proxy can not be used together with --socks-proxy",
+                    ));
                 }
                 if let crate::connection::HttpProxyAuth::Auto { nct: false, .. } = p.auth
                     && self.http_proxy_user_pass.is_none()

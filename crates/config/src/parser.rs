@@ -4,11 +4,11 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::error::{ConfigError, Location, Reason};
 use crate::connection::{
     CONNECTION_DIRECTIVES, ConnectionEntry, HttpProxy, HttpProxyAuth, NOT_PER_CONNECTION,
     ProxyCredentials, SocksProxy,
 };
+use crate::error::{ConfigError, Location, Reason};
 use crate::lexer::tokenize;
 use crate::table::{self, Support, TAP_REASON};
 use crate::types::*;
@@ -1033,7 +1033,9 @@ impl Parser {
                     port,
                     auth,
                     // `http-proxy-option` lines given before it stay, as in 2.6.
-                    version: old.as_ref().map_or_else(|| "1.0".into(), |o| o.version.clone()),
+                    version: old
+                        .as_ref()
+                        .map_or_else(|| "1.0".into(), |o| o.version.clone()),
                     user_agent: old.as_ref().and_then(|o| o.user_agent.clone()),
                     custom_headers: old.map(|o| o.custom_headers).unwrap_or_default(),
                 });
@@ -1049,7 +1051,9 @@ impl Parser {
                     custom_headers: Vec::new(),
                 });
                 let value = d.arg(1).unwrap_or("").to_string();
-                if value.contains(['\r', '\n']) || d.arg(2).is_some_and(|v| v.contains(['\r', '\n'])) {
+                if value.contains(['\r', '\n'])
+                    || d.arg(2).is_some_and(|v| v.contains(['\r', '\n']))
+                {
                     return Err(d.bad("a value without line breaks", &value));
                 }
                 match (d.arg(0).unwrap_or(""), d.args.len()) {

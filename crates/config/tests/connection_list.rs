@@ -86,14 +86,16 @@ fn bad_connection_blocks_are_refused_with_their_line() {
     let msg = e.to_string();
     assert!(
         msg.starts_with("t.ovpn:14:")
-            && msg.contains("option 'sndbuf' cannot be used in this context ([CONNECTION-OPTIONS])"),
+            && msg
+                .contains("option 'sndbuf' cannot be used in this context ([CONNECTION-OPTIONS])"),
         "{e}"
     );
     let e = client("<connection>\nremote a 1\ntun-mtu 1400\n</connection>\n").unwrap_err();
     assert!(e.to_string().contains("per-connection MTU"), "{e}");
     let e = client("<connection>\nremote a 1 udp\nhttp-proxy p 8080\n</connection>\n").unwrap_err();
     assert!(
-        e.to_string().contains("--http-proxy MUST be used in TCP Client mode"),
+        e.to_string()
+            .contains("--http-proxy MUST be used in TCP Client mode"),
         "{e}"
     );
     let e = client("remote a 1 udp\nsocks-proxy p\n").unwrap_err();
@@ -111,7 +113,10 @@ fn bad_connection_blocks_are_refused_with_their_line() {
         "s.conf",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("cannot be used with --mode server"), "{e}");
+    assert!(
+        e.to_string().contains("cannot be used with --mode server"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -190,6 +195,8 @@ fn hostile_connection_blocks_stay_bounded() {
     let e = client(&text).unwrap_err();
     assert!(e.to_string().contains("at most 256"), "{e}");
     // A block inside a block is not a block of blocks.
-    let e = client("<connection>\nremote a 1\n<connection>\nremote b 1\n</connection>\n</connection>\n");
+    let e = client(
+        "<connection>\nremote a 1\n<connection>\nremote b 1\n</connection>\n</connection>\n",
+    );
     assert!(e.is_err());
 }

@@ -1697,4 +1697,56 @@ mod tests {
         assert!(e.contains("empty.key") && e.contains("none found"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn connection_entries_carry_their_own_transport() {
+        let p = pki("conn-list");
+        // With a block, only the block is an entry (2.6).
+        let s = client_cfg(
+            &p,
+            1,
+            "connect-retry-max 2\n<connection>\nremote only.example\n</connection>\n",
+        )
+        .unwrap();
+        assert_eq!(s.remotes.len(), 1);
+        assert_eq!(s.remotes[0].host, "only.example");
+        assert_eq!(s.connect_retry_max, Some(2));
+        let s = client_cfg(
+            &p,
+            1,
+            "remote 192.0.2.2 443 tcp\nlocal 127.0.0.1\nlport 5000\nconnect-retry 3 9\nserver-poll-timeout 4\nexplicit-exit-notify 2\n",
+        )
+        .unwrap();
+        let [udp, tcp] = &s.remotes[..] else {
+            panic!("{:?}", s.remotes)
+        };
+        assert_eq!((udp.transport, udp.port), (Transport::Udp, 1194));
+        assert_eq!((tcp.transport, tcp.port), (Transport::Tcp, 443));
+        assert_eq!(udp.bind, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(tcp.tcp_bind, Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(udp.tcp_bind, None);
+        assert_eq!(udp.connect_retry, Duration::from_secs(3));
+        assert_eq!(tcp.connect_retry_max, Duration::from_secs(9));
+        assert_eq!(udp.connect_timeout, Duration::from_secs(4));
+        // 2.6 ignores explicit-exit-notify over TCP.
+        assert_eq!(udp.explicit_exit_notify, Some(2));
+        assert_eq!(tcp.explicit_exit_notify, None);
+        assert!(udp.proxy.is_none());
+        // A proxy on TCP entries; `http-proxy-user-pass` gives `auto` its
+        // credentials; `local` takes a name.
+        let s = client_cfg(
+            &p,
+            1,
+            "proto tcp\nlocal localhost\nhttp-proxy 192.0.2.9 3128 auto\n<http-proxy-user-pass>\nu\np\n</http-proxy-user-pass>\n",
+        )
+        .unwrap();
+        assert!(s.remotes[0].bind.ip().is_loopback());
+        match &s.remotes[0].proxy {
+            Some(ferrovpn_control::client::Proxy::Http(h)) => assert!(matches!(
+                &h.auth,
+                ferrovpn_config::HttpProxyAuth::Auto { nct: false, credentials: Some(c) } if c.username == "u"
+            )),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -690,7 +690,8 @@ fn client_backs_off_when_nothing_listens() {
     );
     // Nothing listens on the server's port: the kernel answers with ICMP
     // port unreachable. Each attempt gives up after hand-window 1; the
-    // waits between attempts are 1, 2, 4, 4, ... s.
+    // waits between attempts are 2.6's: connect-retry (1 s) for the first
+    // five rounds of the list, then doubling up to the MAX: 1, 1, 1, 1, 2, 4 s.
     cc.extra.extend(
         ["connect-retry 1 4", "hand-window 1", "tls-timeout 1"]
             .iter()
@@ -703,10 +704,10 @@ fn client_backs_off_when_nothing_listens() {
         .unwrap();
     let cpu0 = client.cpu_seconds().unwrap();
     let t0 = Instant::now();
-    // Attempts at about 0, 2 and 5 s; the third fails at about 6 s and
-    // the client then waits the ceiling, 4 s.
+    // Six attempts of about 1 s with 6 s of waits between: the sixth
+    // fails at about 12 s and the client then waits the ceiling, 4 s.
     client
-        .wait_for_log_line("retrying in 4s", Duration::from_secs(20))
+        .wait_for_log_line("retrying in 4s", Duration::from_secs(30))
         .unwrap();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = client.cpu_seconds().unwrap() - cpu0;
@@ -721,14 +722,14 @@ fn client_backs_off_when_nothing_listens() {
     eprintln!(
         "unreachable: {attempts} attempts, waits {waits:?} s, {sent} datagrams, {cpu:.2} CPU s in {elapsed:.1} s"
     );
-    assert_eq!(attempts, 3, "{log}");
-    assert_eq!(waits, vec![1.0, 2.0, 4.0], "{log}");
+    assert_eq!(attempts, 6, "{log}");
+    assert_eq!(waits, vec![1.0, 1.0, 1.0, 1.0, 2.0, 4.0], "{log}");
     assert!(
-        (4.0..12.0).contains(&elapsed),
-        "three attempts took {elapsed:.1} s"
+        (8.0..24.0).contains(&elapsed),
+        "six attempts took {elapsed:.1} s"
     );
     // A hard reset and a few retransmissions per attempt, not a flood.
-    assert!((3..=30).contains(&sent), "{sent} datagrams sent:\n{log}");
+    assert!((6..=60).contains(&sent), "{sent} datagrams sent:\n{log}");
     assert!(
         cpu < 1.0,
         "busy while waiting: {cpu:.2} CPU s in {elapsed:.1} s"

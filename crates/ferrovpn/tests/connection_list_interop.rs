@@ -93,7 +93,10 @@ fn mixed_remote_lines_dead_udp_then_tcp() {
         &format!("remote {host} {DEAD_PORT}\n"),
         &format!("remote {host} {DEAD_PORT} udp\n"),
     );
-    assert!(text.contains(&format!("remote {host} {DEAD_PORT} udp\n")), "{text}");
+    assert!(
+        text.contains(&format!("remote {host} {DEAD_PORT} udp\n")),
+        "{text}"
+    );
     let started = Instant::now();
     let mut client = lab.spawn(
         &lab.clients[0],

@@ -94,11 +94,13 @@ fn http_proxy_without_authentication() {
         "http-proxy {} {HTTP_PORT}",
         Lab::server_underlay(0)
     ));
-    cc.extra.push("http-proxy-option AGENT ferrovpn-test".into());
+    cc.extra
+        .push("http-proxy-option AGENT ferrovpn-test".into());
     cc.extra.push("http-proxy-option VERSION 1.1".into());
     let client = client_up(&lab, &cc, &proxy, &server);
     assert!(
-        client.log().contains("HTTP proxy") && client.log().contains("tunnel to 127.0.0.1:1194 open"),
+        client.log().contains("HTTP proxy")
+            && client.log().contains("tunnel to 127.0.0.1:1194 open"),
         "{}",
         client.log_tail(30)
     );
@@ -173,7 +175,9 @@ fn socks5_proxy_over_tcp() {
     ));
     let client = client_up(&lab, &cc, &proxy, &server);
     assert!(
-        client.log().contains("SOCKS proxy: tunnel to 127.0.0.1:1194 open"),
+        client
+            .log()
+            .contains("SOCKS proxy: tunnel to 127.0.0.1:1194 open"),
         "{}",
         client.log_tail(30)
     );

@@ -71,9 +71,9 @@ impl Connection<'_> {
         let session_config = if self.remote.transport == Transport::Tcp {
             // 2.6 names the TCP client end in the options string.
             let mut tcp = (*s.session).clone();
-            tcp.options_string = tcp
-                .options_string
-                .replacen(",proto UDPv4", ",proto TCPv4_CLIENT", 1);
+            tcp.options_string =
+                tcp.options_string
+                    .replacen(",proto UDPv4", ",proto TCPv4_CLIENT", 1);
             Arc::new(tcp)
         } else {
             s.session.clone()

@@ -120,7 +120,13 @@ async fn http_tunnel(
                 info!("HTTP proxy {proxy_addr}: tunnel to {host}:{port} open");
                 return Ok(stream);
             }
-            (407, HttpProxyAuth::Auto { nct, credentials: c }) if request.basic.is_none() => {
+            (
+                407,
+                HttpProxyAuth::Auto {
+                    nct,
+                    credentials: c,
+                },
+            ) if request.basic.is_none() => {
                 if !answer.offers_basic() {
                     bail!(
                         "HTTP proxy: do not recognize the authentication method required by proxy ({})",
@@ -149,7 +155,10 @@ async fn http_tunnel(
 async fn read_http_answer(stream: &mut TcpStream) -> anyhow::Result<proxy::HttpAnswer> {
     let mut buf = Vec::with_capacity(256);
     while buf.len() <= MAX_HTTP_HEAD {
-        let b = stream.read_u8().await.context("HTTP proxy closed the connection")?;
+        let b = stream
+            .read_u8()
+            .await
+            .context("HTTP proxy closed the connection")?;
         buf.push(b);
         if let Some((answer, _)) = proxy::parse_http_answer(&buf)? {
             return Ok(answer);
@@ -184,7 +193,12 @@ async fn socks_tunnel(
     let mut reply = Vec::with_capacity(32);
     // VER REP RSV ATYP ADDR(<= 256) PORT: bounded by the parser.
     loop {
-        reply.push(stream.read_u8().await.context("SOCKS proxy closed the connection")?);
+        reply.push(
+            stream
+                .read_u8()
+                .await
+                .context("SOCKS proxy closed the connection")?,
+        );
         if proxy::parse_socks_reply(&reply)?.is_some() {
             info!("SOCKS proxy: tunnel to {host}:{port} open");
             return Ok(());

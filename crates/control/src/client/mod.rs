@@ -279,7 +279,7 @@ pub async fn run_client(
     // The current entry's addresses not tried yet (last first): 2.6 tries
     // each address of a remote before it moves to the next entry.
     let mut untried: Vec<SocketAddr> = Vec::new();
-    let mut index = match walk.next() {
+    let mut index = match walk.next_entry() {
         Ok(i) => i,
         Err(give_up) => anyhow::bail!("{give_up}"),
     };
@@ -357,9 +357,7 @@ pub async fn run_client(
                                 }
                                 outcome.ended
                             }
-                            Err(e) => Ended::Reconnect(format!(
-                                "TCP connect to {server}: {e:#}"
-                            )),
+                            Err(e) => Ended::Reconnect(format!("TCP connect to {server}: {e:#}")),
                         }
                     }
                     Err(e) if is_unreachable(&e) => {
@@ -413,7 +411,7 @@ pub async fn run_client(
             Ended::Restart => {
                 info!("restarting the connection (SIGUSR1)");
                 untried.clear();
-                index = match walk.next() {
+                index = match walk.next_entry() {
                     Ok(i) => i,
                     Err(give_up) => break Err(anyhow::anyhow!("{give_up}")),
                 };
@@ -427,9 +425,9 @@ pub async fn run_client(
             s.auth_retry == AuthRetry::NoInteract,
         );
         if untried.is_empty() {
-            index = match walk.next() {
+            index = match walk.next_entry() {
                 Ok(i) => i,
-                Err(give_up) => break Err(anyhow::anyhow!("{give_up}: {reason}")),
+                Err(give_up) => break Err(anyhow::anyhow!("giving up: {give_up}: {reason}")),
             };
         }
         warn!(
@@ -541,10 +539,7 @@ async fn open_link(
         )
         .await
         .map_err(|_| {
-            anyhow::anyhow!(
-                "no connection within {}s",
-                remote.connect_timeout.as_secs()
-            )
+            anyhow::anyhow!("no connection within {}s", remote.connect_timeout.as_secs())
         })??,
     };
     let peer = dp.attach_stream(stream.into_std()?)?;

@@ -107,7 +107,8 @@ impl HttpConnect {
         let mut out = Zeroizing::new(out.into_bytes());
         if let Some((user, pass)) = &self.basic {
             let creds = Zeroizing::new(format!("{user}:{}", pass.as_str()));
-            let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(creds.as_bytes()));
+            let b64 =
+                Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(creds.as_bytes()));
             out.extend_from_slice(b"Proxy-Authorization: Basic ");
             out.extend_from_slice(b64.as_bytes());
             out.extend_from_slice(b"\r\n");

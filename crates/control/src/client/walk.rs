@@ -61,7 +61,7 @@ impl Walk {
     }
 
     /// The entry to try now, or the end of the walk.
-    pub fn next(&mut self) -> Result<usize, GiveUp> {
+    pub fn next_entry(&mut self) -> Result<usize, GiveUp> {
         let pos = match self.current {
             Some(pos) if self.no_advance => {
                 self.no_advance = false;
@@ -90,11 +90,7 @@ impl Walk {
     /// The pause before the next attempt, after an attempt on an entry with
     /// `connect-retry RETRY MAX` ended.
     pub fn pause(&self, retry: Duration, max: Duration, auth_nointeract: bool) -> Duration {
-        let mut secs = if auth_nointeract {
-            10
-        } else {
-            retry.as_secs()
-        };
+        let mut secs = if auth_nointeract { 10 } else { retry.as_secs() };
         let rounds = self.unsuccessful / self.len();
         if let Some(backoff) = rounds.checked_sub(4).filter(|&b| b > 0) {
             secs = secs.max(1) << backoff.min(15);
@@ -114,24 +110,24 @@ mod tests {
     #[test]
     fn entries_in_order_then_around() {
         let mut w = Walk::new(vec![0, 1, 2], None);
-        let tried: Vec<_> = (0..7).map(|_| w.next().unwrap()).collect();
+        let tried: Vec<_> = (0..7).map(|_| w.next_entry().unwrap()).collect();
         assert_eq!(tried, [0, 1, 2, 0, 1, 2, 0]);
         let mut w = Walk::new(vec![2, 0, 1], None);
-        assert_eq!(w.next(), Ok(2));
-        assert_eq!(w.next(), Ok(0));
+        assert_eq!(w.next_entry(), Ok(2));
+        assert_eq!(w.next_entry(), Ok(0));
     }
 
     #[test]
     fn a_connection_that_came_up_stays_on_its_entry() {
         let mut w = Walk::new(vec![0, 1], None);
-        assert_eq!(w.next(), Ok(0));
-        assert_eq!(w.next(), Ok(1));
+        assert_eq!(w.next_entry(), Ok(0));
+        assert_eq!(w.next_entry(), Ok(1));
         w.connected();
         // ping-restart: the same entry again, without counting a failure.
-        assert_eq!(w.next(), Ok(1));
+        assert_eq!(w.next_entry(), Ok(1));
         assert_eq!(w.pause(secs(5), secs(300), false), secs(5));
         // That one failed: move on.
-        assert_eq!(w.next(), Ok(0));
+        assert_eq!(w.next_entry(), Ok(0));
     }
 
     #[test]
@@ -139,16 +135,16 @@ mod tests {
         // 2.6: exit when unsuccessful attempts exceed len * N.
         let mut w = Walk::new(vec![0, 1], Some(2));
         for expect in [0, 1, 0, 1] {
-            assert_eq!(w.next(), Ok(expect));
+            assert_eq!(w.next_entry(), Ok(expect));
         }
-        assert_eq!(w.next(), Err(GiveUp { retry_max: 2 }));
+        assert_eq!(w.next_entry(), Err(GiveUp { retry_max: 2 }));
         let mut w = Walk::new(vec![0], Some(1));
-        assert_eq!(w.next(), Ok(0));
+        assert_eq!(w.next_entry(), Ok(0));
         w.connected();
         // The reconnect after it does not count; its failure does.
-        assert_eq!(w.next(), Ok(0));
-        assert_eq!(w.next(), Ok(0));
-        assert_eq!(w.next(), Err(GiveUp { retry_max: 1 }));
+        assert_eq!(w.next_entry(), Ok(0));
+        assert_eq!(w.next_entry(), Ok(0));
+        assert_eq!(w.next_entry(), Err(GiveUp { retry_max: 1 }));
     }
 
     #[test]
@@ -156,7 +152,7 @@ mod tests {
         let mut w = Walk::new(vec![0, 1], None);
         let mut pauses = Vec::new();
         for _ in 0..16 {
-            w.next().unwrap();
+            w.next_entry().unwrap();
             pauses.push(w.pause(secs(5), secs(60), false).as_secs());
         }
         // Attempts 1..=9 pause 5 s (rounds 0..4), then 10, 10, 20, 20, 40, 40, 60.
@@ -167,7 +163,7 @@ mod tests {
         // connect-retry 0 still doubles from 1 s.
         let mut w = Walk::new(vec![0], None);
         for _ in 0..6 {
-            w.next().unwrap();
+            w.next_entry().unwrap();
         }
         assert_eq!(w.pause(secs(0), secs(300), false), secs(4));
         // auth-retry nointeract pauses 10 s.
