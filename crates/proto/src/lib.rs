@@ -11,6 +11,7 @@
 //! A bare `§N.M` in this crate's comments is a section of `docs/protocol.md`,
 //! the project's protocol reference.
 
+pub mod cbc;
 pub mod compress;
 pub mod data;
 pub mod kdf;

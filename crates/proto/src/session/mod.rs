@@ -13,6 +13,7 @@
 //! call. Time is always passed in.
 
 pub mod cookie;
+pub mod ncp;
 pub mod tls;
 
 use std::collections::VecDeque;
@@ -77,6 +78,8 @@ pub struct SessionConfig {
     pub data_ciphers: Vec<Cipher>,
     /// `data-ciphers-fallback`: used with peers that negotiate nothing.
     pub data_ciphers_fallback: Option<Cipher>,
+    /// `auth`: the HMAC digest of the CBC data ciphers (not negotiated, as in 2.6).
+    pub data_auth: crate::wrap::AuthDigest,
     /// `tls-timeout`: first retransmission timeout.
     pub tls_timeout: Duration,
     /// `hand-window`: a key negotiation must finish within this.
@@ -132,6 +135,8 @@ pub enum Event {
     KeysReady {
         key_id: u8,
         cipher: Cipher,
+        /// HMAC digest for a CBC `cipher` ([`SessionConfig::data_auth`]).
+        auth: crate::wrap::AuthDigest,
         block: Box<KeyBlock>,
     },
     /// Start sending with `key_id` (the peer has everything it needs for it).
@@ -815,7 +820,13 @@ impl Session {
                     // options string) is accepted as by 2.6: the framing
                     // follows the server's own `comp-lzo`/`compress`.
                     let peer_info = PeerInfo::parse(&remote.peer_info);
-                    let Some(cipher) = self.negotiate_cipher(&peer_info) else {
+                    let occ_cipher = crate::key_method::options_string_cipher(&remote.options);
+                    let Some(cipher) = ncp::select_for_client(
+                        &self.cfg.data_ciphers,
+                        self.cfg.data_ciphers_fallback,
+                        &peer_info,
+                        occ_cipher,
+                    ) else {
                         return self.auth_failed(
                             now,
                             idx,
@@ -868,29 +879,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    fn negotiate_cipher(&self, peer: &PeerInfo) -> Option<Cipher> {
-        let offered: Vec<Cipher> = if !peer.ciphers.is_empty() {
-            peer.ciphers
-                .iter()
-                .filter_map(|n| Cipher::from_name(n))
-                .collect()
-        } else if peer.ncp >= 2 {
-            vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm]
-        } else {
-            Vec::new()
-        };
-        // The fallback is for peers that negotiate nothing: a peer that
-        // listed its ciphers (IV_CIPHERS, or IV_NCP=2) and shares none is
-        // refused, as OpenVPN 2.6 does, not told to use a cipher it lacks.
-        let negotiates = !peer.ciphers.is_empty() || peer.ncp >= 2;
-        self.cfg
-            .data_ciphers
-            .iter()
-            .copied()
-            .find(|c| offered.contains(c))
-            .or(self.cfg.data_ciphers_fallback.filter(|_| !negotiates))
     }
 
     fn auth_failed(&mut self, now: Instant, idx: usize, reason: &str) -> Result<(), SessionError> {
@@ -954,6 +942,7 @@ impl Session {
         self.events.push_back(Event::KeysReady {
             key_id,
             cipher,
+            auth: self.cfg.data_auth,
             block: Box::new(block),
         });
         Ok(())
@@ -1078,9 +1067,26 @@ impl Session {
                 _ => {}
             }
         }
-        let cipher = cipher
-            .or(self.cfg.data_ciphers_fallback)
-            .ok_or(SessionError::NoPushedCipher)?;
+        let cipher = match cipher {
+            Some(c) => c,
+            None => {
+                // Nothing pushed: the server's OCC cipher if we allow it,
+                // else the fallback if the server announced none (2.6).
+                let occ = self
+                    .keys
+                    .iter()
+                    .find(|k| k.key_id == 0)
+                    .and_then(|k| k.remote_km.as_ref())
+                    .and_then(|km| crate::key_method::options_string_cipher(&km.options));
+                ncp::select_without_push(
+                    &self.cfg.data_ciphers,
+                    self.cfg.data_ciphers_fallback,
+                    occ,
+                )
+                .map_err(SessionError::PushedCipherNotAllowed)?
+                .ok_or(SessionError::NoPushedCipher)?
+            }
+        };
         self.cipher = Some(cipher);
         self.use_ekm = ekm;
         Ok(())
