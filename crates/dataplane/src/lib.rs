@@ -78,7 +78,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use ferrovpn_proto::compress;
 use ferrovpn_proto::data::DataError;
 use thiserror::Error;
 

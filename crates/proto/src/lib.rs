@@ -14,6 +14,7 @@
 pub mod cbc;
 pub mod compress;
 pub mod data;
+pub mod fragment;
 pub mod kdf;
 pub mod key_method;
 pub mod push;
