@@ -349,7 +349,10 @@ fn ciphers(cfg: &Config) -> anyhow::Result<(Vec<Cipher>, Option<Cipher>)> {
     };
     if let Some(name) = cfg.cipher.as_deref()
         && cfg.data_ciphers_fallback.is_none()
-        && !cfg.data_ciphers().iter().any(|c| c.eq_ignore_ascii_case(name))
+        && !cfg
+            .data_ciphers()
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
     {
         warn!(
             "{}DEPRECATED OPTION: --cipher set to '{name}' but missing in --data-ciphers ({}). ferrovpn, like OpenVPN 2.6, ignores --cipher for cipher negotiations.",

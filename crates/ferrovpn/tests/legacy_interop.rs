@@ -46,8 +46,18 @@ fn traffic_both_ways(lab: &Lab, what: &str, client: &Proc, server: &Proc) {
             .unwrap_or_else(|e| panic!("{what}: {e}\n{}", log_tails(client, server)));
     }
     for (from, to, addr, dir) in [
-        (&lab.clients[0], &lab.server_ns, SERVER_TUN, "client to server"),
-        (&lab.server_ns, &lab.clients[0], CLIENT_TUN, "server to client"),
+        (
+            &lab.clients[0],
+            &lab.server_ns,
+            SERVER_TUN,
+            "client to server",
+        ),
+        (
+            &lab.server_ns,
+            &lab.clients[0],
+            CLIENT_TUN,
+            "server to client",
+        ),
     ] {
         let r = iperf3_report(from, to, addr, 2, 1)
             .unwrap_or_else(|e| panic!("{what} {dir}: {e:#}\n{}", log_tails(client, server)));
@@ -123,20 +133,44 @@ fn run(
 
 #[test]
 fn aes256_cbc_sha256_ferrovpn_server_stock_client() {
-    run("lg-cbc256s", Ferrovpn, aes256_sha256_confs, "AES-256-CBC", "SHA256");
+    run(
+        "lg-cbc256s",
+        Ferrovpn,
+        aes256_sha256_confs,
+        "AES-256-CBC",
+        "SHA256",
+    );
 }
 
 #[test]
 fn aes256_cbc_sha256_stock_server_ferrovpn_client() {
-    run("lg-cbc256c", Stock, aes256_sha256_confs, "AES-256-CBC", "SHA256");
+    run(
+        "lg-cbc256c",
+        Stock,
+        aes256_sha256_confs,
+        "AES-256-CBC",
+        "SHA256",
+    );
 }
 
 #[test]
 fn aes128_cbc_sha1_tls_auth_ferrovpn_server_stock_client() {
-    run("lg-cbc128s", Ferrovpn, aes128_sha1_confs, "AES-128-CBC", "SHA1");
+    run(
+        "lg-cbc128s",
+        Ferrovpn,
+        aes128_sha1_confs,
+        "AES-128-CBC",
+        "SHA1",
+    );
 }
 
 #[test]
 fn aes128_cbc_sha1_tls_auth_stock_server_ferrovpn_client() {
-    run("lg-cbc128c", Stock, aes128_sha1_confs, "AES-128-CBC", "SHA1");
+    run(
+        "lg-cbc128c",
+        Stock,
+        aes128_sha1_confs,
+        "AES-128-CBC",
+        "SHA1",
+    );
 }

@@ -199,9 +199,7 @@ impl CbcOpener {
         }
         let (first, rest) = ct.split_at(BLOCK_LEN);
         let plain_len = ct.len() - PACKET_ID_LEN;
-        let out = out
-            .get_mut(..plain_len)
-            .ok_or(DataError::BufferTooSmall)?;
+        let out = out.get_mut(..plain_len).ok_or(DataError::BufferTooSmall)?;
         // The first block holds the packet id and 12 payload bytes; decrypting
         // it apart lets the rest land in `out` without a memmove.
         let mut block = [0u8; BLOCK_LEN];
@@ -222,7 +220,10 @@ impl CbcOpener {
         if pad == 0 || pad > BLOCK_LEN || pad > plain_len {
             return Err(DataError::Crypto);
         }
-        if out[plain_len - pad..].iter().any(|&b| usize::from(b) != pad) {
+        if out[plain_len - pad..]
+            .iter()
+            .any(|&b| usize::from(b) != pad)
+        {
             return Err(DataError::Crypto);
         }
         let packet_id = u32::from_be_bytes([block[0], block[1], block[2], block[3]]);
@@ -272,7 +273,14 @@ mod tests {
         let mut buf = vec![0u8; at + payload.len() + 16];
         buf[at..at + payload.len()].copy_from_slice(payload);
         let (start, len) = seal
-            .seal_cbc_with_iv(&[0x48, 0x00, 0x01, 0x02], 1, &mut buf, at, payload.len(), IV)
+            .seal_cbc_with_iv(
+                &[0x48, 0x00, 0x01, 0x02],
+                1,
+                &mut buf,
+                at,
+                payload.len(),
+                IV,
+            )
             .unwrap();
         let mut want = unhex("48000102");
         want.extend(unhex(
@@ -390,14 +398,17 @@ mod tests {
             c.seal.seal_at(8, Some(1), 1, &mut buf, head, 4),
             Err(DataError::HeaderFieldOutOfRange)
         );
-        assert_eq!(
-            c.seal.seal_v2(0, 1, 1, &mut buf),
-            Err(DataError::NotAead)
-        );
+        assert_eq!(c.seal.seal_v2(0, 1, 1, &mut buf), Err(DataError::NotAead));
         let mut out = [0u8; 128];
         // Too short for HMAC + IV + one block.
-        assert_eq!(s.open.open(&[0x48; 60], &mut out), Err(DataError::Truncated));
-        assert_eq!(s.open.open(&[0x48; 120], &mut out), Err(DataError::AuthFailed));
+        assert_eq!(
+            s.open.open(&[0x48; 60], &mut out),
+            Err(DataError::Truncated)
+        );
+        assert_eq!(
+            s.open.open(&[0x48; 120], &mut out),
+            Err(DataError::AuthFailed)
+        );
         let (st, wl) = c
             .seal
             .seal_at(0, Some(1), 7, &mut [0u8; 200], head, 100)

@@ -517,10 +517,17 @@ impl SealingKey {
                 }
                 match peer_id {
                     Some(p) => {
-                        let hdr = u32::from_be_bytes([Opcode::DataV2.header_byte(key_id), 0, 0, 0]) | p;
+                        let hdr =
+                            u32::from_be_bytes([Opcode::DataV2.header_byte(key_id), 0, 0, 0]) | p;
                         c.seal(&hdr.to_be_bytes(), packet_id, buf, at, len)
                     }
-                    None => c.seal(&[Opcode::DataV1.header_byte(key_id)], packet_id, buf, at, len),
+                    None => c.seal(
+                        &[Opcode::DataV1.header_byte(key_id)],
+                        packet_id,
+                        buf,
+                        at,
+                        len,
+                    ),
                 }
             }
         }
@@ -715,12 +722,7 @@ impl OpeningKey {
         let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
         let aead = self.aead()?;
         aead.key
-            .open_in_place_separate_tag(
-                aead.nonce(hdr.packet_id.to_be_bytes()),
-                aad.aad(),
-                tag,
-                ct,
-            )
+            .open_in_place_separate_tag(aead.nonce(hdr.packet_id.to_be_bytes()), aad.aad(), tag, ct)
             .map_err(|_| DataError::AuthFailed)?;
         Ok((hdr.packet_id, overhead))
     }

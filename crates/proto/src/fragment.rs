@@ -339,7 +339,10 @@ mod tests {
         // Last fragment, sequence 1, index 2, fragments of 500 bytes.
         assert_eq!(header(TYPE_LAST, 1, 2, 500), 0x003e_8806u32.to_be_bytes());
         // Not-last fragments carry no size.
-        assert_eq!(header(TYPE_NOT_LAST, 255, 31, 500), (1u32 | 255 << 2 | 31 << 10).to_be_bytes());
+        assert_eq!(
+            header(TYPE_NOT_LAST, 255, 31, 500),
+            (1u32 | 255 << 2 | 31 << 10).to_be_bytes()
+        );
     }
 
     #[test]
@@ -347,8 +350,8 @@ mod tests {
         // Fits evenly or leaves a big remainder: the aligned maximum.
         assert_eq!(optimal_fragment_size(2000, 1000), 1000);
         assert_eq!(optimal_fragment_size(1900, 1000), 1000);
-        assert_eq!(optimal_fragment_size(1001, 1003), 1000);
-        // A small remainder is spread: 1100 over two fragments of 552 + 548.
+        assert_eq!(optimal_fragment_size(1001, 1000), 504);
+        // A small remainder is spread: 1100 as 552 + 548, 1001 as 504 + 497.
         assert_eq!(optimal_fragment_size(1100, 1000), 552);
     }
 
@@ -437,7 +440,10 @@ mod tests {
             r.incoming(&[0, 0, 0, 4, 1], t0()),
             Err(FragmentError::SpuriousWholeFlags)
         );
-        assert_eq!(r.incoming(&[0, 0, 0, 3], t0()), Err(FragmentError::TestType));
+        assert_eq!(
+            r.incoming(&[0, 0, 0, 3], t0()),
+            Err(FragmentError::TestType)
+        );
         // Fragment index 31 of 1000-byte fragments lies far beyond 2000 bytes.
         let h = header(TYPE_LAST, 1, 31, 1000);
         let mut d = h.to_vec();
@@ -452,7 +458,10 @@ mod tests {
             f.fragment(&[0; 5000], 100).map(|_| ()),
             Err(FragmentError::TooManyFragments)
         );
-        assert_eq!(f.fragment(&[0; 5], 3).map(|_| ()), Err(FragmentError::MaxSizeTooSmall));
+        assert_eq!(
+            f.fragment(&[0; 5], 3).map(|_| ()),
+            Err(FragmentError::MaxSizeTooSmall)
+        );
     }
 
     proptest::proptest! {

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferrovpn_proto::compress;
-use ferrovpn_proto::stream::PREFIX_LEN;
 use ferrovpn_proto::data::{MAX_HEAD_ROOM, MAX_TAIL_ROOM};
+use ferrovpn_proto::stream::PREFIX_LEN;
 
 use crate::UpEvent;
 use crate::peers::{Peer, PeerTable, Snapshot};

@@ -10,9 +10,7 @@ use std::sync::atomic::Ordering;
 
 use ferrovpn_proto::stream::{PREFIX_LEN, prefix};
 
-use super::{
-    GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TAIL, TUN_BATCH, ip_addrs,
-};
+use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TAIL, TUN_BATCH, ip_addrs};
 use crate::mss;
 use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
 use crate::stream::Streams;
@@ -63,7 +61,9 @@ impl Outbound {
     pub(super) fn new(gso: bool) -> Self {
         Outbound {
             raw: RawFrame::default(),
-            bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX + TAIL]).collect(),
+            bufs: (0..TUN_BATCH)
+                .map(|_| vec![0u8; HEAD + PKT_MAX + TAIL])
+                .collect(),
             sizes: vec![0; TUN_BATCH],
             dest: vec![NO_DEST; TUN_BATCH],
             wire: vec![(0, 0); TUN_BATCH],

@@ -82,29 +82,55 @@ mod tests {
         assert_eq!(select_for_client(&[CBC, GCM], None, &p, None), Some(CBC));
         assert_eq!(select_for_client(&[GCM, CBC], None, &p, None), Some(GCM));
         // No shared cipher: refused, even with a fallback.
-        assert_eq!(select_for_client(&[CBC128], Some(CBC128), &peer("IV_CIPHERS=AES-256-GCM\n"), None), None);
+        assert_eq!(
+            select_for_client(
+                &[CBC128],
+                Some(CBC128),
+                &peer("IV_CIPHERS=AES-256-GCM\n"),
+                None
+            ),
+            None
+        );
         // IV_NCP=2 means the two GCM ciphers.
-        assert_eq!(select_for_client(&[CBC, GCM], None, &peer("IV_NCP=2\n"), None), Some(GCM));
+        assert_eq!(
+            select_for_client(&[CBC, GCM], None, &peer("IV_NCP=2\n"), None),
+            Some(GCM)
+        );
     }
 
     #[test]
     fn server_poor_mans_ncp_and_fallback() {
         let old = peer("IV_VER=2.3.18\n");
         // The OCC cipher of a client without IV_CIPHERS, if in data-ciphers.
-        assert_eq!(select_for_client(&[GCM, CBC128], None, &old, Some("AES-128-CBC")), Some(CBC128));
+        assert_eq!(
+            select_for_client(&[GCM, CBC128], None, &old, Some("AES-128-CBC")),
+            Some(CBC128)
+        );
         // An OCC cipher we do not allow: refused, not given the fallback.
-        assert_eq!(select_for_client(&[GCM], Some(CBC128), &old, Some("AES-128-CBC")), None);
+        assert_eq!(
+            select_for_client(&[GCM], Some(CBC128), &old, Some("AES-128-CBC")),
+            None
+        );
         // Nothing announced at all: the fallback.
-        assert_eq!(select_for_client(&[GCM], Some(CBC128), &old, None), Some(CBC128));
+        assert_eq!(
+            select_for_client(&[GCM], Some(CBC128), &old, None),
+            Some(CBC128)
+        );
         assert_eq!(select_for_client(&[GCM], None, &old, None), None);
         // IV_CIPHERS present: the OCC cipher is not considered.
         let new = peer("IV_CIPHERS=AES-256-GCM\n");
-        assert_eq!(select_for_client(&[CBC128], None, &new, Some("AES-128-CBC")), None);
+        assert_eq!(
+            select_for_client(&[CBC128], None, &new, Some("AES-128-CBC")),
+            None
+        );
     }
 
     #[test]
     fn client_without_pushed_cipher() {
-        assert_eq!(select_without_push(&[GCM, CBC], None, Some("AES-256-CBC")), Ok(Some(CBC)));
+        assert_eq!(
+            select_without_push(&[GCM, CBC], None, Some("AES-256-CBC")),
+            Ok(Some(CBC))
+        );
         assert_eq!(
             select_without_push(&[GCM], Some(CBC), Some("AES-128-CBC")),
             Err("AES-128-CBC".into())
