@@ -170,7 +170,10 @@ max-packet-size 9000
         c.tls_crypt.as_ref().map(|m| &m.source),
         Some(&MaterialSource::File(ta.clone()))
     );
-    assert_eq!(c.data_ciphers(), ["AES-256-GCM", "AES-128-GCM", "AES-256-CBC"]);
+    assert_eq!(
+        c.data_ciphers(),
+        ["AES-256-GCM", "AES-128-GCM", "AES-256-CBC"]
+    );
     assert_eq!(c.auth(), "SHA256");
     assert_eq!(c.max_clients(), 100);
     assert!(c.persist_key && c.persist_tun);

@@ -247,7 +247,8 @@ pub struct SealingKey {
 
 enum SealKind {
     Aead(AeadKey),
-    Cbc(CbcSealer),
+    // Boxed: the HMAC contexts make it much larger than the AEAD key.
+    Cbc(Box<CbcSealer>),
 }
 
 /// The opening half of a data-channel key.
@@ -258,7 +259,7 @@ pub struct OpeningKey {
 
 enum OpenKind {
     Aead(AeadKey),
-    Cbc(CbcOpener),
+    Cbc(Box<CbcOpener>),
 }
 
 impl std::fmt::Debug for SealingKey {
@@ -335,9 +336,9 @@ impl DataKeys {
             )
         } else {
             let (k, m) = cbc_slots(cipher, auth, block, seal_at.0, seal_at.1)?;
-            let seal = SealKind::Cbc(CbcSealer::new(k, auth, m)?);
+            let seal = SealKind::Cbc(Box::new(CbcSealer::new(k, auth, m)?));
             let (k, m) = cbc_slots(cipher, auth, block, open_at.0, open_at.1)?;
-            (seal, OpenKind::Cbc(CbcOpener::new(k, auth, m)?))
+            (seal, OpenKind::Cbc(Box::new(CbcOpener::new(k, auth, m)?)))
         };
         Ok(DataKeys {
             cipher,
@@ -465,7 +466,7 @@ impl SealingKey {
         }
         Ok(SealingKey {
             cipher,
-            kind: SealKind::Cbc(CbcSealer::new(key, auth, hmac_key)?),
+            kind: SealKind::Cbc(Box::new(CbcSealer::new(key, auth, hmac_key)?)),
         })
     }
 
@@ -645,7 +646,7 @@ impl OpeningKey {
         }
         Ok(OpeningKey {
             cipher,
-            kind: OpenKind::Cbc(CbcOpener::new(key, auth, hmac_key)?),
+            kind: OpenKind::Cbc(Box::new(CbcOpener::new(key, auth, hmac_key)?)),
         })
     }
 
