@@ -1320,12 +1320,29 @@ impl Parser {
                 let mut list = Vec::new();
                 let mut dropped = Vec::new();
                 for name in raw.split(':') {
-                    let up = name.trim().to_ascii_uppercase();
+                    // `?NAME`: optional, skipped where unavailable (2.6).
+                    let (optional, name) = match name.trim().strip_prefix('?') {
+                        Some(n) => (true, n),
+                        None => (false, name.trim()),
+                    };
+                    let up = name.to_ascii_uppercase();
                     if up.is_empty() {
                         return Err(d.bad(
                             "a colon-separated cipher list such as AES-256-GCM:AES-128-GCM",
                             raw,
                         ));
+                    }
+                    if up == "NONE" {
+                        return Err(d.unsupported(
+                            format!("{} none", d.name),
+                            "an unencrypted data channel is not supported",
+                        ));
+                    }
+                    if !optional && crate::types::is_legacy_provider_cipher(&up) {
+                        return Err(d.invalid(format!(
+                            "'{}': unsupported cipher {up} (OpenSSL 3 has it only in its legacy provider; OpenVPN 2.6 refuses it too)",
+                            d.name
+                        )));
                     }
                     if SUPPORTED_DATA_CIPHERS.contains(&up.as_str()) {
                         if !list.contains(&up) {
@@ -1354,25 +1371,34 @@ impl Parser {
                     );
                 }
             }
-            "data-ciphers-fallback" | "cipher" => {
+            "cipher" => {
+                // As in 2.6 (client or server): not used to negotiate, only
+                // announced; `data-ciphers-fallback` is the fallback.
                 d.count(1, 1, "a cipher name such as AES-256-GCM")?;
                 let up = d.arg(0).unwrap_or("").to_ascii_uppercase();
-                let supported = SUPPORTED_DATA_CIPHERS.contains(&up.as_str());
-                if d.name == "cipher" {
-                    c.cipher = Some(up.clone());
-                } else {
-                    c.data_ciphers_fallback = Some(up.clone());
+                c.cipher = Some(up);
+            }
+            "data-ciphers-fallback" => {
+                d.count(1, 1, "a cipher name such as AES-256-CBC")?;
+                let up = d.arg(0).unwrap_or("").to_ascii_uppercase();
+                if up == "NONE" {
+                    return Err(d.unsupported(
+                        "data-ciphers-fallback none".into(),
+                        "an unencrypted data channel is not supported",
+                    ));
                 }
-                if !supported {
-                    self.warn(
-                        d.loc,
-                        format!(
-                            "'{} {up}': only AEAD ciphers ({}) are implemented; peers that cannot negotiate one will be refused",
-                            d.name,
-                            SUPPORTED_DATA_CIPHERS.join(", ")
-                        ),
-                    );
+                if !SUPPORTED_DATA_CIPHERS.contains(&up.as_str()) {
+                    return Err(d.invalid(format!(
+                        "'data-ciphers-fallback {up}': not supported (supported: {}){}",
+                        SUPPORTED_DATA_CIPHERS.join(", "),
+                        if crate::types::is_legacy_provider_cipher(&up) {
+                            "; OpenSSL 3 has it only in its legacy provider, so OpenVPN 2.6 cannot use it either"
+                        } else {
+                            ""
+                        }
+                    )));
                 }
+                c.data_ciphers_fallback = Some(up);
             }
             "tls-version-min" => {
                 d.count(1, 2, "1.0, 1.1, 1.2 or 1.3 [or-highest]")?;

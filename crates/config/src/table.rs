@@ -275,20 +275,20 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key-direction", "`0` or `1` (for inline `<tls-auth>`)"),
     s(
         "auth",
-        "HMAC digest for tls-auth (data channel uses AEAD only)",
+        "HMAC digest for tls-auth and for the CBC data ciphers: SHA1 (default), SHA256, SHA384, SHA512; `none`, MD5 and SHA224 are refused when a CBC cipher can be negotiated",
     ),
     s(
         "data-ciphers",
-        "`A:B:C`; supported: AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305 (others dropped with a warning)",
+        "`A:B:C`; supported: AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305, AES-128-CBC, AES-192-CBC, AES-256-CBC (CBC with the `auth` HMAC, 2.6's wire layout); `?NAME` optional; BF/DES/other legacy-provider ciphers and `none` refused (as 2.6 on OpenSSL 3); other names dropped with a warning",
     ),
     s("ncp-ciphers", "deprecated alias of `data-ciphers`"),
     s(
         "data-ciphers-fallback",
-        "stored; only AEAD ciphers can actually be used",
+        "cipher for a peer that announces none (no IV_CIPHERS/IV_NCP and no OCC cipher), as 2.6; any supported cipher; BF-CBC, DES and `none` refused",
     ),
     s(
         "cipher",
-        "stored; a non-AEAD cipher is only a fallback and gives a warning",
+        "as 2.6 in client/server mode: not used to negotiate (warning when missing from `data-ciphers`); `data-ciphers-fallback` is the fallback",
     ),
     s(
         "tls-version-min",

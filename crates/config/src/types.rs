@@ -434,7 +434,24 @@ pub struct StaticChallenge {
 }
 
 /// Data-channel ciphers ferrovpn implements (upper case, OpenSSL names).
-pub const SUPPORTED_DATA_CIPHERS: &[&str] = &["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"];
+pub const SUPPORTED_DATA_CIPHERS: &[&str] = &[
+    "AES-128-GCM",
+    "AES-256-GCM",
+    "CHACHA20-POLY1305",
+    "AES-128-CBC",
+    "AES-192-CBC",
+    "AES-256-CBC",
+];
+/// Ciphers of OpenSSL 3's legacy provider (Blowfish, DES, ...): OpenVPN 2.6
+/// on a stock OpenSSL 3 cannot load them and refuses them in `data-ciphers`.
+pub fn is_legacy_provider_cipher(name: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    [
+        "BF-", "DES", "RC2-", "RC4", "CAST5-", "SEED", "IDEA", "DESX",
+    ]
+    .iter()
+    .any(|p| up.starts_with(p))
+}
 /// OpenVPN 2.6's default `data-ciphers`.
 pub const DEFAULT_DATA_CIPHERS: &[&str] = &["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
 /// Default port.

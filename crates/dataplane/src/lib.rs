@@ -82,9 +82,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use ferrovpn_proto::compress;
 use ferrovpn_proto::data::DataError;
-use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 use thiserror::Error;
 
 pub mod iroutes;
@@ -173,6 +171,8 @@ pub struct DataPlaneConfig {
     /// Clamp TCP SYN MSS in both directions so an encrypted datagram incl. outer
     /// IP/UDP fits this many bytes (OpenVPN default 1492).
     pub mssfix: Option<u16>,
+    /// HMAC length of the `auth` digest, for the MSS of peers using a CBC cipher.
+    pub cbc_hmac_len: u16,
     /// Ask for TUN and UDP segmentation offloads (falls back cleanly).
     pub offload: bool,
     /// UDP sockets, or TCP connections handed over with
@@ -204,6 +204,7 @@ impl Default for DataPlaneConfig {
             client_to_client: false,
             replay_window: DEFAULT_REPLAY_WINDOW,
             mssfix: Some(1492),
+            cbc_hmac_len: 20,
             offload: true,
             transport: Transport::Udp,
         }
@@ -343,6 +344,9 @@ impl DataPlane {
                 .collect(),
             client_to_client: cfg.client_to_client,
             mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6, tcp)),
+            mss_cbc: cfg
+                .mssfix
+                .map(|m| mss::mss_limits_cbc(m, outer_v6, tcp, cfg.cbc_hmac_len)),
             stop: AtomicBool::new(false),
             wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
             streams,
@@ -521,26 +525,18 @@ impl DataPlane {
         }
         let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
         let head = worker::HEAD;
-        let mut buf = vec![0u8; head + payload.len() + compress::MAX_SUFFIX];
+        let mut buf = vec![0u8; head + payload.len() + worker::TAIL];
         buf[head..head + payload.len()].copy_from_slice(payload);
         let (at, len) = peer
             .compression
             .frame(&mut buf, head, payload.len())
             .ok_or(DataError::BufferTooSmall)?;
-        let start = if peer.uses_v1() {
-            let st = at - DATA_V1_OVERHEAD;
-            key.keys
-                .seal
-                .seal_v1(key.key_id, id, &mut buf[st..at + len])?;
-            st
-        } else {
-            let st = at - DATA_V2_OVERHEAD;
-            key.keys
-                .seal
-                .seal_v2(key.key_id, peer.peer_id, id, &mut buf[st..at + len])?;
-            st
-        };
-        let end = at + len;
+        let peer_id = (!peer.uses_v1()).then_some(peer.peer_id);
+        let (start, wire_len) = key
+            .keys
+            .seal
+            .seal_at(key.key_id, peer_id, id, &mut buf, at, len)?;
+        let end = start + wire_len;
         let dst = **peer.remote.load();
         match &self.control {
             Some(udp) if !self.has_stream(dst) => send_datagram(udp, &buf[start..end], dst)?,

@@ -12,6 +12,21 @@ pub fn outer_overhead(outer_v6: bool, tcp: bool) -> u16 {
     (if outer_v6 { 40 } else { 20 }) + transport + ferrovpn_proto::wire::DATA_V2_OVERHEAD as u16
 }
 
+/// [`mss_limits`] for the CBC data ciphers, as 2.6's `frame_calculate_mssfix`
+/// counts them: the header (TCP length, opcode/peer-id, IV, `hmac_len`), the
+/// payload rounded down to whole AES blocks less one byte of padding, and the
+/// packet id inside the encryption.
+pub fn mss_limits_cbc(mssfix: u16, outer_v6: bool, tcp: bool, hmac_len: u16) -> (u16, u16) {
+    let encap: u16 = (if outer_v6 { 40 } else { 20 }) + if tcp { 20 } else { 8 };
+    let header = (if tcp { 2 } else { 0 }) + 4 + 16 + hmac_len;
+    let target = mssfix.saturating_sub(encap + header);
+    let payload = (target / 16 * 16).saturating_sub(1).saturating_sub(4);
+    (
+        payload.saturating_sub(40).max(536),
+        payload.saturating_sub(60).max(1220),
+    )
+}
+
 /// The MSS for inner IPv4 / IPv6 TCP so that an encrypted packet stays within `mssfix` bytes.
 pub fn mss_limits(mssfix: u16, outer_v6: bool, tcp: bool) -> (u16, u16) {
     let room = mssfix.saturating_sub(outer_overhead(outer_v6, tcp));

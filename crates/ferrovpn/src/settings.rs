@@ -348,34 +348,68 @@ fn ciphers(cfg: &Config) -> anyhow::Result<(Vec<Cipher>, Option<Cipher>)> {
             Some(c) if !out.contains(&c) => out.push(c),
             Some(_) => {}
             None => warn!(
-                "{}data-ciphers: '{name}' is not supported (only AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305); skipped",
+                "{}data-ciphers: '{name}' is not supported (only AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305, AES-128/192/256-CBC); skipped",
                 where_is(cfg, "data-ciphers")
             ),
         }
     }
     if out.is_empty() {
         bail!(
-            "{}data-ciphers: none of the listed ciphers is supported (AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305)",
+            "{}data-ciphers: none of the listed ciphers is supported (AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305, AES-128/192/256-CBC)",
             where_is(cfg, "data-ciphers")
         );
     }
-    let fallback = match cfg
-        .data_ciphers_fallback
-        .as_deref()
-        .or(cfg.cipher.as_deref())
-    {
+    // As 2.6: `cipher` takes no part in negotiation; only
+    // `data-ciphers-fallback` names a fallback (the parser refused the
+    // ones ferrovpn cannot run).
+    let fallback = match cfg.data_ciphers_fallback.as_deref() {
         None => None,
-        Some(name) => match Cipher::from_name(name) {
-            Some(c) => Some(c),
-            None => {
-                warn!(
-                    "data-ciphers-fallback/cipher '{name}' is not supported; clients without cipher negotiation will be refused"
-                );
-                None
-            }
-        },
+        Some(name) => Some(Cipher::from_name(name).with_context(|| {
+            format!(
+                "{}data-ciphers-fallback '{name}' is not supported",
+                where_is(cfg, "data-ciphers-fallback")
+            )
+        })?),
     };
+    if let Some(name) = cfg.cipher.as_deref()
+        && cfg.data_ciphers_fallback.is_none()
+        && !cfg
+            .data_ciphers()
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
+    {
+        warn!(
+            "{}DEPRECATED OPTION: --cipher set to '{name}' but missing in --data-ciphers ({}). ferrovpn, like OpenVPN 2.6, ignores --cipher for cipher negotiations.",
+            where_is(cfg, "cipher"),
+            cfg.data_ciphers().join(":")
+        );
+    }
     Ok((out, fallback))
+}
+
+/// `auth`: the HMAC digest of the CBC data ciphers. Checked only when a CBC
+/// cipher can be negotiated (AEAD ciphers ignore `auth`, as in 2.6).
+fn data_auth(
+    cfg: &Config,
+    ciphers: &[Cipher],
+    fallback: Option<Cipher>,
+) -> anyhow::Result<AuthDigest> {
+    let cbc = ciphers.iter().chain(fallback.iter()).any(|c| !c.is_aead());
+    match AuthDigest::from_name(cfg.auth()) {
+        Some(d) => Ok(d),
+        None if cbc => bail!(
+            "{}auth '{}' with a CBC data cipher is not supported (SHA1, SHA256, SHA384, SHA512){}",
+            where_is(cfg, "auth"),
+            cfg.auth(),
+            if cfg.auth().eq_ignore_ascii_case("none") {
+                "; an unauthenticated data channel is refused"
+            } else {
+                ""
+            }
+        ),
+        // Not used by any cipher we can negotiate.
+        None => Ok(AuthDigest::Sha1),
+    }
 }
 
 /// The control-channel wrapping and the OCC key-direction it implies. A
@@ -578,6 +612,7 @@ fn server_transport(cfg: &Config) -> anyhow::Result<Transport> {
 
 fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     let (data_ciphers, data_ciphers_fallback) = ciphers(cfg)?;
+    let data_auth = data_auth(cfg, &data_ciphers, data_ciphers_fallback)?;
     let (wrap, keydir) = control_wrap(cfg, side)?;
     let occ_cipher = data_ciphers_fallback.unwrap_or(data_ciphers[0]);
     let mut options_string = match side {
@@ -605,6 +640,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         tls_client: None,
         data_ciphers,
         data_ciphers_fallback,
+        data_auth,
         tls_timeout: secs(cfg.tls_timeout().max(1)),
         hand_window: secs(cfg.hand_window().max(1)),
         reneg_interval: (reneg > 0).then(|| secs(reneg)),
@@ -670,6 +706,7 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
         client_to_client: cfg.client_to_client,
         replay_window: replay,
         mssfix: (mss.max > 0).then_some(mss.max),
+        cbc_hmac_len: AuthDigest::from_name(cfg.auth()).map_or(20, |d| d.len() as u16),
         ..DataPlaneConfig::default()
     }
 }

@@ -5,6 +5,9 @@
 //! Layout of a P_DATA_V2 packet: `hdr(4) | packet_id(4) | tag(16) | ciphertext`.
 //! AAD = bytes 0..8; nonce = packet_id(4) || implicit_iv(8).
 //! P_DATA_V1: `op(1) | packet_id(4) | tag(16) | ciphertext`, AAD = packet_id only.
+//!
+//! The CBC ciphers (with an `auth` HMAC) have their own layout, in [`crate::cbc`];
+//! [`SealingKey::seal_at`] and [`OpeningKey::open`] handle both kinds.
 
 use aws_lc_rs::aead::{
     AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce,
@@ -12,7 +15,9 @@ use aws_lc_rs::aead::{
 };
 use thiserror::Error;
 
+use crate::cbc::{self, CbcOpener, CbcSealer};
 use crate::wire::{DATA_V1_OVERHEAD, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, Opcode};
+use crate::wrap::AuthDigest;
 
 /// The 16-byte keepalive ping payload (§10.1).
 pub const PING_PAYLOAD: [u8; 16] = [
@@ -37,7 +42,17 @@ pub enum Cipher {
     Aes128Gcm,
     Aes256Gcm,
     ChaCha20Poly1305,
+    /// Non-AEAD: AES-CBC with the `auth` HMAC ([`crate::cbc`]).
+    Aes128Cbc,
+    Aes192Cbc,
+    Aes256Cbc,
 }
+
+/// Bytes in front of the payload the largest data-packet header needs: a
+/// P_DATA_V2 header with a CBC SHA512 HMAC, IV and packet id.
+pub const MAX_HEAD_ROOM: usize = 4 + cbc::MAX_HMAC_LEN + cbc::BLOCK_LEN + cbc::PACKET_ID_LEN;
+/// Bytes behind the payload sealing may write (CBC padding).
+pub const MAX_TAIL_ROOM: usize = cbc::MAX_PADDING;
 
 /// Why a data packet could not be sealed or opened.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -69,9 +84,13 @@ pub enum DataError {
     /// key_id above 7 or peer_id above 24 bits: they would not fit the header.
     #[error("key id or peer id out of range")]
     HeaderFieldOutOfRange,
-    /// The AEAD refused the operation for a reason other than authentication (e.g. too long input).
-    #[error("AEAD operation failed")]
+    /// The AEAD refused the operation for a reason other than authentication
+    /// (e.g. too long input), or an authentic CBC packet had a bad length or padding.
+    #[error("data-channel cipher operation failed")]
     Crypto,
+    /// An AEAD-only operation was asked of a CBC key.
+    #[error("operation needs an AEAD key")]
+    NotAead,
 }
 
 /// Which end of the connection we are; decides which key-block slots we send with.
@@ -89,33 +108,58 @@ impl Cipher {
         Cipher::ChaCha20Poly1305,
     ];
 
+    /// The non-AEAD ciphers, accepted only where listed in `data-ciphers`
+    /// or given as `data-ciphers-fallback`.
+    pub const CBC: [Cipher; 3] = [Cipher::Aes256Cbc, Cipher::Aes192Cbc, Cipher::Aes128Cbc];
+
     /// OpenSSL-style name as used in `data-ciphers` and `cipher` (upper case).
     pub fn name(self) -> &'static str {
         match self {
             Cipher::Aes128Gcm => "AES-128-GCM",
             Cipher::Aes256Gcm => "AES-256-GCM",
             Cipher::ChaCha20Poly1305 => "CHACHA20-POLY1305",
+            Cipher::Aes128Cbc => "AES-128-CBC",
+            Cipher::Aes192Cbc => "AES-192-CBC",
+            Cipher::Aes256Cbc => "AES-256-CBC",
         }
     }
-    /// Case-insensitive lookup of an OpenSSL-style name (`aes-256-gcm`, `CHACHA20-POLY1305`, ...).
+    /// Case-insensitive lookup of an OpenSSL-style name (`aes-256-gcm`, `CHACHA20-POLY1305`, `AES-128-CBC`, ...).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
+            .chain(Self::CBC)
             .find(|c| c.name().eq_ignore_ascii_case(name))
     }
     /// Cipher key length in bytes (the prefix of the key-block cipher slot that is used).
     pub fn key_len(self) -> usize {
         match self {
-            Cipher::Aes128Gcm => 16,
-            Cipher::Aes256Gcm | Cipher::ChaCha20Poly1305 => 32,
+            Cipher::Aes128Gcm | Cipher::Aes128Cbc => 16,
+            Cipher::Aes192Cbc => 24,
+            Cipher::Aes256Gcm | Cipher::ChaCha20Poly1305 | Cipher::Aes256Cbc => 32,
         }
     }
 
-    fn algorithm(self) -> &'static Algorithm {
+    /// Whether this is an AEAD cipher (no `auth` HMAC, no padding).
+    pub fn is_aead(self) -> bool {
+        self.aead_algorithm().is_some()
+    }
+
+    /// Bytes a data packet adds in front of its payload (header included)
+    /// with this cipher and, for CBC, the `auth` digest.
+    pub fn head_room(self, auth: AuthDigest, v1: bool) -> usize {
+        match (self.is_aead(), v1) {
+            (true, true) => DATA_V1_OVERHEAD,
+            (true, false) => DATA_V2_OVERHEAD,
+            (false, v1) => usize::from(if v1 { 1u8 } else { 4 }) + cbc::head_len(auth),
+        }
+    }
+
+    fn aead_algorithm(self) -> Option<&'static Algorithm> {
         match self {
-            Cipher::Aes128Gcm => &AES_128_GCM,
-            Cipher::Aes256Gcm => &AES_256_GCM,
-            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            Cipher::Aes128Gcm => Some(&AES_128_GCM),
+            Cipher::Aes256Gcm => Some(&AES_256_GCM),
+            Cipher::ChaCha20Poly1305 => Some(&CHACHA20_POLY1305),
+            Cipher::Aes128Cbc | Cipher::Aes192Cbc | Cipher::Aes256Cbc => None,
         }
     }
 }
@@ -152,7 +196,6 @@ const S2C_IV: usize = 192;
 
 /// AEAD key plus implicit IV; shared by both halves so they cannot drift apart.
 struct AeadKey {
-    cipher: Cipher,
     key: LessSafeKey,
     implicit_iv: [u8; IMPLICIT_IV_LEN],
 }
@@ -169,9 +212,9 @@ impl AeadKey {
                 have: key.len(),
             });
         }
-        let unbound = UnboundKey::new(cipher.algorithm(), key).map_err(|_| DataError::Crypto)?;
+        let algorithm = cipher.aead_algorithm().ok_or(DataError::Crypto)?;
+        let unbound = UnboundKey::new(algorithm, key).map_err(|_| DataError::Crypto)?;
         Ok(AeadKey {
-            cipher,
             key: LessSafeKey::new(unbound),
             implicit_iv,
         })
@@ -198,18 +241,31 @@ impl AeadKey {
 
 /// The sealing half of a data-channel key: one direction, one key_id.
 pub struct SealingKey {
-    inner: AeadKey,
+    cipher: Cipher,
+    kind: SealKind,
+}
+
+enum SealKind {
+    Aead(AeadKey),
+    // Boxed: the HMAC contexts make it much larger than the AEAD key.
+    Cbc(Box<CbcSealer>),
 }
 
 /// The opening half of a data-channel key.
 pub struct OpeningKey {
-    inner: AeadKey,
+    cipher: Cipher,
+    kind: OpenKind,
+}
+
+enum OpenKind {
+    Aead(AeadKey),
+    Cbc(Box<CbcOpener>),
 }
 
 impl std::fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealingKey")
-            .field("cipher", &self.inner.cipher)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
@@ -217,9 +273,29 @@ impl std::fmt::Debug for SealingKey {
 impl std::fmt::Debug for OpeningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpeningKey")
-            .field("cipher", &self.inner.cipher)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
+}
+
+/// The CBC key and HMAC key of one direction from the key block: the cipher
+/// slot's prefix and the HMAC slot's first digest-length bytes (2.6's `key2`).
+fn cbc_slots(
+    cipher: Cipher,
+    auth: AuthDigest,
+    block: &KeyBlock,
+    key_at: usize,
+    hmac_at: usize,
+) -> Result<(&[u8], &[u8]), DataError> {
+    let key = block
+        .0
+        .get(key_at..key_at + cipher.key_len())
+        .ok_or(DataError::Crypto)?;
+    let mac = block
+        .0
+        .get(hmac_at..hmac_at + auth.len())
+        .ok_or(DataError::Crypto)?;
+    Ok((key, mac))
 }
 
 /// Both directions of one key_id, sliced from a [`KeyBlock`] for `side`.
@@ -232,20 +308,43 @@ pub struct DataKeys {
 
 impl DataKeys {
     /// Slice `block` per §7.1: the client seals with the c2s slots, the server with s2c.
+    /// A CBC cipher gets `auth SHA1` (2.6's default); use [`DataKeys::new`] to give the digest.
     pub fn from_key_block(cipher: Cipher, block: &KeyBlock, side: Side) -> Self {
+        // Slots are fixed offsets into the 256-byte block and every key and
+        // HMAC length fits a 64-byte slot, so this cannot fail.
+        Self::new(cipher, AuthDigest::Sha1, block, side)
+            .expect("key-block slots have the cipher's key lengths")
+    }
+
+    /// Slice `block` per §7.1 for `cipher`; `auth` is the HMAC digest of the
+    /// CBC ciphers (ignored by AEAD ones). The second 64 bytes of each
+    /// direction's slot are the AEAD implicit IV or the CBC HMAC key.
+    pub fn new(
+        cipher: Cipher,
+        auth: AuthDigest,
+        block: &KeyBlock,
+        side: Side,
+    ) -> Result<Self, DataError> {
         let (seal_at, open_at) = match side {
             Side::Client => ((C2S_KEY, C2S_IV), (S2C_KEY, S2C_IV)),
             Side::Server => ((S2C_KEY, S2C_IV), (C2S_KEY, C2S_IV)),
         };
-        DataKeys {
+        let (seal, open) = if cipher.is_aead() {
+            (
+                SealKind::Aead(AeadKey::from_block(cipher, block, seal_at.0, seal_at.1)),
+                OpenKind::Aead(AeadKey::from_block(cipher, block, open_at.0, open_at.1)),
+            )
+        } else {
+            let (k, m) = cbc_slots(cipher, auth, block, seal_at.0, seal_at.1)?;
+            let seal = SealKind::Cbc(Box::new(CbcSealer::new(k, auth, m)?));
+            let (k, m) = cbc_slots(cipher, auth, block, open_at.0, open_at.1)?;
+            (seal, OpenKind::Cbc(Box::new(CbcOpener::new(k, auth, m)?)))
+        };
+        Ok(DataKeys {
             cipher,
-            seal: SealingKey {
-                inner: AeadKey::from_block(cipher, block, seal_at.0, seal_at.1),
-            },
-            open: OpeningKey {
-                inner: AeadKey::from_block(cipher, block, open_at.0, open_at.1),
-            },
-        }
+            seal: SealingKey { cipher, kind: seal },
+            open: OpeningKey { cipher, kind: open },
+        })
     }
 }
 
@@ -347,12 +446,117 @@ impl SealingKey {
         implicit_iv: [u8; IMPLICIT_IV_LEN],
     ) -> Result<Self, DataError> {
         Ok(SealingKey {
-            inner: AeadKey::new(cipher, key, implicit_iv)?,
+            cipher,
+            kind: SealKind::Aead(AeadKey::new(cipher, key, implicit_iv)?),
+        })
+    }
+
+    /// A CBC sealing key from raw material: the cipher key and the HMAC key.
+    pub fn new_cbc(
+        cipher: Cipher,
+        key: &[u8],
+        auth: AuthDigest,
+        hmac_key: &[u8],
+    ) -> Result<Self, DataError> {
+        if cipher.is_aead() || key.len() != cipher.key_len() {
+            return Err(DataError::BadKeyLength {
+                need: cipher.key_len(),
+                have: key.len(),
+            });
+        }
+        Ok(SealingKey {
+            cipher,
+            kind: SealKind::Cbc(Box::new(CbcSealer::new(key, auth, hmac_key)?)),
         })
     }
 
     pub fn cipher(&self) -> Cipher {
-        self.inner.cipher
+        self.cipher
+    }
+
+    /// Bytes a sealed packet has in front of its payload (header included).
+    pub fn head_room(&self, v1: bool) -> usize {
+        match &self.kind {
+            SealKind::Aead(_) => self.cipher.head_room(AuthDigest::Sha1, v1),
+            SealKind::Cbc(c) => self.cipher.head_room(c.digest(), v1),
+        }
+    }
+
+    /// Seal the payload `buf[at..at + len]` in place as P_DATA_V2 (with
+    /// `peer_id`) or P_DATA_V1 (`None`), whatever the cipher. Needs
+    /// [`Self::head_room`] bytes before `at` and, for CBC, up to
+    /// [`MAX_TAIL_ROOM`] bytes after the payload. Returns the packet's
+    /// (start, length) in `buf`.
+    pub fn seal_at(
+        &self,
+        key_id: u8,
+        peer_id: Option<u32>,
+        packet_id: u32,
+        buf: &mut [u8],
+        at: usize,
+        len: usize,
+    ) -> Result<(usize, usize), DataError> {
+        let start = at
+            .checked_sub(self.head_room(peer_id.is_none()))
+            .ok_or(DataError::BufferTooSmall)?;
+        let end = at
+            .checked_add(len)
+            .filter(|&e| e <= buf.len())
+            .ok_or(DataError::BufferTooSmall)?;
+        match (&self.kind, peer_id) {
+            (SealKind::Aead(_), Some(peer_id)) => {
+                self.seal_v2(key_id, peer_id, packet_id, &mut buf[start..end])?;
+                Ok((start, end - start))
+            }
+            (SealKind::Aead(_), None) => {
+                self.seal_v1(key_id, packet_id, &mut buf[start..end])?;
+                Ok((start, end - start))
+            }
+            (SealKind::Cbc(c), peer_id) => {
+                if key_id > 7 || peer_id.is_some_and(|p| p > 0x00FF_FFFF) {
+                    return Err(DataError::HeaderFieldOutOfRange);
+                }
+                match peer_id {
+                    Some(p) => {
+                        let hdr =
+                            u32::from_be_bytes([Opcode::DataV2.header_byte(key_id), 0, 0, 0]) | p;
+                        c.seal(&hdr.to_be_bytes(), packet_id, buf, at, len)
+                    }
+                    None => c.seal(
+                        &[Opcode::DataV1.header_byte(key_id)],
+                        packet_id,
+                        buf,
+                        at,
+                        len,
+                    ),
+                }
+            }
+        }
+    }
+
+    /// [`Self::seal_at`] for a CBC key with a chosen IV, for known-answer tests
+    /// only: a predictable IV breaks CBC.
+    #[doc(hidden)]
+    pub fn seal_cbc_with_iv(
+        &self,
+        prefix: &[u8],
+        packet_id: u32,
+        buf: &mut [u8],
+        at: usize,
+        len: usize,
+        iv: [u8; 16],
+    ) -> Result<(usize, usize), DataError> {
+        match &self.kind {
+            SealKind::Cbc(c) => c.seal_with_iv(prefix, packet_id, buf, at, len, iv),
+            SealKind::Aead(_) => Err(DataError::NotAead),
+        }
+    }
+
+    fn aead(&self) -> Result<&AeadKey, DataError> {
+        match &self.kind {
+            SealKind::Aead(k) => Ok(k),
+            SealKind::Cbc(_) => Err(DataError::NotAead),
+        }
     }
 
     /// Seal a P_DATA_V2 packet in place. `packet[..DATA_V2_OVERHEAD]` is header
@@ -400,10 +604,10 @@ impl SealingKey {
         pid_room.copy_from_slice(&pid);
         // V2 authenticates the whole 8-byte header, V1 only the packet id (§8.2).
         let aad: &[u8] = if prefix.len() == 1 { pid_room } else { hdr };
-        let tag = self
-            .inner
+        let aead = self.aead()?;
+        let tag = aead
             .key
-            .seal_in_place_separate_tag(self.inner.nonce(pid), Aad::from(aad), body)
+            .seal_in_place_separate_tag(aead.nonce(pid), Aad::from(aad), body)
             .map_err(|_| DataError::Crypto)?;
         let tag = tag.as_ref();
         if tag.len() != TAG_LEN {
@@ -422,12 +626,39 @@ impl OpeningKey {
         implicit_iv: [u8; IMPLICIT_IV_LEN],
     ) -> Result<Self, DataError> {
         Ok(OpeningKey {
-            inner: AeadKey::new(cipher, key, implicit_iv)?,
+            cipher,
+            kind: OpenKind::Aead(AeadKey::new(cipher, key, implicit_iv)?),
+        })
+    }
+
+    /// A CBC opening key from raw material: the cipher key and the HMAC key.
+    pub fn new_cbc(
+        cipher: Cipher,
+        key: &[u8],
+        auth: AuthDigest,
+        hmac_key: &[u8],
+    ) -> Result<Self, DataError> {
+        if cipher.is_aead() || key.len() != cipher.key_len() {
+            return Err(DataError::BadKeyLength {
+                need: cipher.key_len(),
+                have: key.len(),
+            });
+        }
+        Ok(OpeningKey {
+            cipher,
+            kind: OpenKind::Cbc(Box::new(CbcOpener::new(key, auth, hmac_key)?)),
         })
     }
 
     pub fn cipher(&self) -> Cipher {
-        self.inner.cipher
+        self.cipher
+    }
+
+    fn aead(&self) -> Result<&AeadKey, DataError> {
+        match &self.kind {
+            OpenKind::Aead(k) => Ok(k),
+            OpenKind::Cbc(_) => Err(DataError::NotAead),
+        }
     }
 
     /// Authenticate and decrypt a whole P_DATA_V2 or P_DATA_V1 packet (opcode
@@ -439,6 +670,14 @@ impl OpeningKey {
     /// may hold garbage; they must not be used.
     pub fn open(&self, packet: &[u8], out: &mut [u8]) -> Result<(u32, usize), DataError> {
         let hdr = parse_data_header(packet)?;
+        if let OpenKind::Cbc(c) = &self.kind {
+            // The clear header is the opcode (V1) or opcode and peer id (V2);
+            // the packet id travels encrypted.
+            let body = packet
+                .get(if hdr.opcode == Opcode::DataV1 { 1 } else { 4 }..)
+                .ok_or(DataError::Truncated)?;
+            return c.open(body, out);
+        }
         if hdr.packet_id == 0 {
             return Err(DataError::InvalidPacketId);
         }
@@ -449,10 +688,10 @@ impl OpeningKey {
             .ok_or(DataError::Truncated)?;
         let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
         let out = out.get_mut(..ct.len()).ok_or(DataError::BufferTooSmall)?;
-        self.inner
-            .key
+        let aead = self.aead()?;
+        aead.key
             .open_separate_gather(
-                self.inner.nonce(hdr.packet_id.to_be_bytes()),
+                aead.nonce(hdr.packet_id.to_be_bytes()),
                 aad.aad(),
                 ct,
                 tag,
@@ -464,6 +703,8 @@ impl OpeningKey {
 
     /// Open in place: on success the plaintext is `packet[overhead..]` for the
     /// packet's opcode; returns (packet_id, plaintext range start).
+    /// AEAD keys only ([`DataError::NotAead`] for CBC, whose padding changes
+    /// the length): use [`Self::open`].
     ///
     /// No memmove: aws-lc-rs' `open_in_place_separate_tag` takes the tag from a
     /// separate slice, so the ciphertext is decrypted where it lies and the
@@ -480,14 +721,9 @@ impl OpeningKey {
             .split_at_mut_checked(overhead)
             .ok_or(DataError::Truncated)?;
         let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
-        self.inner
-            .key
-            .open_in_place_separate_tag(
-                self.inner.nonce(hdr.packet_id.to_be_bytes()),
-                aad.aad(),
-                tag,
-                ct,
-            )
+        let aead = self.aead()?;
+        aead.key
+            .open_in_place_separate_tag(aead.nonce(hdr.packet_id.to_be_bytes()), aad.aad(), tag, ct)
             .map_err(|_| DataError::AuthFailed)?;
         Ok((hdr.packet_id, overhead))
     }
@@ -532,7 +768,8 @@ mod tests {
         for c in Cipher::ALL {
             assert_eq!(Cipher::from_name(&c.name().to_lowercase()), Some(c));
         }
-        assert_eq!(Cipher::from_name("AES-256-CBC"), None);
+        assert_eq!(Cipher::from_name("aes-256-cbc"), Some(Cipher::Aes256Cbc));
+        assert_eq!(Cipher::from_name("BF-CBC"), None);
         assert_eq!(Cipher::Aes128Gcm.key_len(), 16);
     }
 

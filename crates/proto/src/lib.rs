@@ -11,8 +11,10 @@
 //! A bare `§N.M` in this crate's comments is a section of `docs/protocol.md`,
 //! the project's protocol reference.
 
+pub mod cbc;
 pub mod compress;
 pub mod data;
+pub mod fragment;
 pub mod kdf;
 pub mod key_method;
 pub mod push;

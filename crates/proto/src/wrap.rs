@@ -201,7 +201,7 @@ impl AuthDigest {
         }
     }
 
-    fn hmac_algorithm(self) -> hmac::Algorithm {
+    pub(crate) fn hmac_algorithm(self) -> hmac::Algorithm {
         match self {
             AuthDigest::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
             AuthDigest::Sha256 => hmac::HMAC_SHA256,

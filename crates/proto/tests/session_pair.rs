@@ -171,6 +171,7 @@ fn configs(
         tls_client: None,
         data_ciphers: vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::ChaCha20Poly1305],
         data_ciphers_fallback: None,
+        data_auth: ferrovpn_proto::wrap::AuthDigest::Sha1,
         tls_timeout: Duration::from_secs(2),
         hand_window: Duration::from_secs(60),
         reneg_interval: reneg,
@@ -236,6 +237,7 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
                 key_id,
                 cipher,
                 block,
+                ..
             } => {
                 seen.keys.push((key_id, cipher, block.0));
             }

@@ -243,16 +243,21 @@ impl Connection<'_> {
                 Event::KeysReady {
                     key_id,
                     cipher,
+                    auth,
                     block,
                 } => {
                     let Some(peer_id) = c.peer_id else {
                         return Some(Ended::Reconnect("keys before push reply".into()));
                     };
-                    self.peers.install_key(
-                        peer_id,
-                        key_id,
-                        DataKeys::from_key_block(cipher, &block, Side::Client),
-                    );
+                    let keys = match DataKeys::new(cipher, auth, &block, Side::Client) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            return Some(Ended::Fatal(format!(
+                                "cannot set up {cipher} data keys: {e}"
+                            )));
+                        }
+                    };
+                    self.peers.install_key(peer_id, key_id, keys);
                 }
                 Event::SendKey { key_id } => {
                     if let Some(peer_id) = c.peer_id {

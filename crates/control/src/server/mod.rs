@@ -1288,12 +1288,19 @@ impl Server {
             Event::KeysReady {
                 key_id,
                 cipher,
+                auth,
                 block,
             } => {
                 let Some(peer_id) = self.ensure_peer(addr) else {
                     return;
                 };
-                let keys = DataKeys::from_key_block(cipher, &block, Side::Server);
+                let keys = match DataKeys::new(cipher, auth, &block, Side::Server) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        warn!("{addr}: cannot set up {cipher} data keys: {e}");
+                        return;
+                    }
+                };
                 self.peers.install_key(peer_id, key_id, keys);
                 if let Some(c) = self.clients.get_mut(&addr) {
                     c.handshakes += 1;

@@ -383,6 +383,11 @@ pub(super) fn handle_datagram(
         peer.counters.replay_drops.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     }
+    let mss = if key.keys.cipher.is_aead() {
+        sh.mss
+    } else {
+        sh.mss_cbc
+    };
     drop(ks);
     let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
         return Verdict::Consumed;
@@ -462,7 +467,7 @@ pub(super) fn handle_datagram(
         sh.counters.bad_source.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     }
-    if let Some((m4, m6)) = sh.mss {
+    if let Some((m4, m6)) = mss {
         mss::clamp(plain, m4, m6);
     }
     if sh.client_to_client

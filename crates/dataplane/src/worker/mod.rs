@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrovpn_proto::compress;
+use ferrovpn_proto::data::{MAX_HEAD_ROOM, MAX_TAIL_ROOM};
 use ferrovpn_proto::stream::PREFIX_LEN;
-use ferrovpn_proto::wire::DATA_V2_OVERHEAD;
 
 use crate::UpEvent;
 use crate::peers::{Peer, PeerTable, Snapshot, now_nanos};
@@ -42,8 +42,11 @@ pub(crate) use outbound::Out;
 use outbound::Outbound;
 
 /// Header room in front of every TUN packet: the TCP length prefix, a
-/// P_DATA_V2 header and the compression framing are written in place there.
-pub(crate) const HEAD: usize = PREFIX_LEN + DATA_V2_OVERHEAD + compress::MAX_PREFIX;
+/// P_DATA_V2 header (AEAD, or CBC's HMAC, IV and packet id) and the
+/// compression framing are written in place there.
+pub(crate) const HEAD: usize = PREFIX_LEN + MAX_HEAD_ROOM + compress::MAX_PREFIX;
+/// Room behind every TUN packet: the compression suffix and CBC padding.
+pub(crate) const TAIL: usize = compress::MAX_SUFFIX + MAX_TAIL_ROOM;
 /// Offset of plaintext in the TUN write buffers (room for the virtio header).
 const OFF: usize = 16;
 /// Packets per TUN batch (several super-packets).
@@ -132,6 +135,8 @@ pub(crate) struct Shared {
     pub workers: Box<[WorkerCounters]>,
     pub client_to_client: bool,
     pub mss: Option<(u16, u16)>,
+    /// The same for peers whose key uses a CBC cipher (larger overhead).
+    pub mss_cbc: Option<(u16, u16)>,
     pub stop: AtomicBool,
     pub wake: EventFd,
     /// TCP transport: every connection (`None` over UDP).
@@ -350,7 +355,7 @@ mod tests {
     use crate::up::MAX_CONTROL_DATAGRAM;
     use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
     use ferrovpn_proto::data::{OCC_MAGIC, PING_PAYLOAD};
-    use ferrovpn_proto::wire::DATA_V1_OVERHEAD;
+    use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, SocketAddr};
 
@@ -377,6 +382,7 @@ mod tests {
             workers: (0..2).map(|_| WorkerCounters::default()).collect(),
             client_to_client: true,
             mss: Some((1400, 1380)),
+            mss_cbc: Some((1350, 1330)),
             stop: AtomicBool::new(false),
             wake: EventFd::new().unwrap(),
             streams: None,

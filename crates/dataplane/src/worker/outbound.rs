@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferrovpn_proto::stream::{PREFIX_LEN, prefix};
-use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 
-use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TUN_BATCH, ip_addrs};
+use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TAIL, TUN_BATCH, ip_addrs};
 use crate::mss;
 use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
 use crate::stream::Streams;
@@ -86,7 +85,9 @@ impl Outbound {
     pub(super) fn new(gso: bool) -> Self {
         Outbound {
             raw: RawFrame::default(),
-            bufs: (0..TUN_BATCH).map(|_| vec![0u8; HEAD + PKT_MAX]).collect(),
+            bufs: (0..TUN_BATCH)
+                .map(|_| vec![0u8; HEAD + PKT_MAX + TAIL])
+                .collect(),
             sizes: vec![0; TUN_BATCH],
             dest: vec![NO_DEST; TUN_BATCH],
             wire: vec![(0, 0); TUN_BATCH],
@@ -120,10 +121,7 @@ impl Outbound {
         self.slots.clear();
         for i in 0..n {
             let len = self.sizes[i];
-            let pkt = &mut self.bufs[i][HEAD..HEAD + len];
-            if let Some((m4, m6)) = sh.mss {
-                mss::clamp(pkt, m4, m6);
-            }
+            let pkt = &self.bufs[i][HEAD..HEAD + len];
             self.dest[i] = NO_DEST;
             let Some(peer) = route(&snap, pkt) else {
                 sh.counters.no_route.fetch_add(1, Ordering::Relaxed);
@@ -189,32 +187,32 @@ impl Outbound {
             let id = s.next_id;
             s.next_id = s.next_id.wrapping_add(1);
             let buf = &mut self.bufs[i];
+            // The clamp depends on the key's cipher (CBC has more overhead).
+            let mss = if k.keys.cipher.is_aead() {
+                sh.mss
+            } else {
+                sh.mss_cbc
+            };
+            if let Some((m4, m6)) = mss {
+                mss::clamp(&mut buf[HEAD..HEAD + len], m4, m6);
+            }
             let Some((at, framed)) = s.peer.compression.frame(buf, HEAD, len) else {
                 s.drops += 1;
                 continue;
             };
-            let (start, res) = if s.peer.uses_v1() {
-                let st = at - DATA_V1_OVERHEAD;
-                (
-                    st,
-                    k.keys.seal.seal_v1(k.key_id, id, &mut buf[st..at + framed]),
-                )
-            } else {
-                let st = at - DATA_V2_OVERHEAD;
-                (
-                    st,
-                    k.keys
-                        .seal
-                        .seal_v2(k.key_id, s.peer.peer_id, id, &mut buf[st..at + framed]),
-                )
+            // AEAD or CBC, P_DATA_V2 or V1: the key knows its header room.
+            let peer_id = (!s.peer.uses_v1()).then_some(s.peer.peer_id);
+            let Ok((start, wire_len)) = k.keys.seal.seal_at(k.key_id, peer_id, id, buf, at, framed)
+            else {
+                s.drops += 1;
+                continue;
             };
-            let wire_len = at + framed - start;
             let framing = if s.stream {
                 prefix(wire_len)
             } else {
                 Some([0; PREFIX_LEN])
             };
-            let (Ok(()), Some(framing)) = (res, framing) else {
+            let Some(framing) = framing else {
                 s.drops += 1;
                 continue;
             };

@@ -13,6 +13,7 @@
 //! call. Time is always passed in.
 
 pub mod cookie;
+pub mod ncp;
 pub mod tls;
 
 mod error;
@@ -79,6 +80,8 @@ pub struct SessionConfig {
     pub data_ciphers: Vec<Cipher>,
     /// `data-ciphers-fallback`: used with peers that negotiate nothing.
     pub data_ciphers_fallback: Option<Cipher>,
+    /// `auth`: the HMAC digest of the CBC data ciphers (not negotiated, as in 2.6).
+    pub data_auth: crate::wrap::AuthDigest,
     /// `tls-timeout`: first retransmission timeout.
     pub tls_timeout: Duration,
     /// `hand-window`: a key negotiation must finish within this.
@@ -134,6 +137,8 @@ pub enum Event {
     KeysReady {
         key_id: u8,
         cipher: Cipher,
+        /// HMAC digest for a CBC `cipher` ([`SessionConfig::data_auth`]).
+        auth: crate::wrap::AuthDigest,
         block: Box<KeyBlock>,
     },
     /// Start sending with `key_id` (the peer has everything it needs for it).

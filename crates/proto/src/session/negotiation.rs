@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::key_state::Phase;
-use super::{Event, Session, SessionError};
+use super::{Event, Session, SessionError, ncp};
 use crate::data::{Cipher, KeyBlock, Side};
 use crate::kdf;
 use crate::key_method::{Credentials, KeyMethod2, KeyMethodError, PeerInfo};
@@ -73,7 +73,13 @@ impl Session {
                     // options string) is accepted as by 2.6: the framing
                     // follows the server's own `comp-lzo`/`compress`.
                     let peer_info = PeerInfo::parse(&remote.peer_info);
-                    let Some(cipher) = self.negotiate_cipher(&peer_info) else {
+                    let occ_cipher = crate::key_method::options_string_cipher(&remote.options);
+                    let Some(cipher) = ncp::select_for_client(
+                        &self.cfg.data_ciphers,
+                        self.cfg.data_ciphers_fallback,
+                        &peer_info,
+                        occ_cipher,
+                    ) else {
                         return self.auth_failed(
                             now,
                             idx,
@@ -126,29 +132,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    pub(super) fn negotiate_cipher(&self, peer: &PeerInfo) -> Option<Cipher> {
-        let offered: Vec<Cipher> = if !peer.ciphers.is_empty() {
-            peer.ciphers
-                .iter()
-                .filter_map(|n| Cipher::from_name(n))
-                .collect()
-        } else if peer.ncp >= 2 {
-            vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm]
-        } else {
-            Vec::new()
-        };
-        // The fallback is for peers that negotiate nothing: a peer that
-        // listed its ciphers (IV_CIPHERS, or IV_NCP=2) and shares none is
-        // refused, as OpenVPN 2.6 does, not told to use a cipher it lacks.
-        let negotiates = !peer.ciphers.is_empty() || peer.ncp >= 2;
-        self.cfg
-            .data_ciphers
-            .iter()
-            .copied()
-            .find(|c| offered.contains(c))
-            .or(self.cfg.data_ciphers_fallback.filter(|_| !negotiates))
     }
 
     pub(super) fn auth_failed(
@@ -217,6 +200,7 @@ impl Session {
         self.events.push_back(Event::KeysReady {
             key_id,
             cipher,
+            auth: self.cfg.data_auth,
             block: Box::new(block),
         });
         Ok(())
@@ -246,9 +230,26 @@ impl Session {
                 _ => {}
             }
         }
-        let cipher = cipher
-            .or(self.cfg.data_ciphers_fallback)
-            .ok_or(SessionError::NoPushedCipher)?;
+        let cipher = match cipher {
+            Some(c) => c,
+            None => {
+                // Nothing pushed: the server's OCC cipher if we allow it,
+                // else the fallback if the server announced none (2.6).
+                let occ = self
+                    .keys
+                    .iter()
+                    .find(|k| k.key_id == 0)
+                    .and_then(|k| k.remote_km.as_ref())
+                    .and_then(|km| crate::key_method::options_string_cipher(&km.options));
+                ncp::select_without_push(
+                    &self.cfg.data_ciphers,
+                    self.cfg.data_ciphers_fallback,
+                    occ,
+                )
+                .map_err(SessionError::PushedCipherNotAllowed)?
+                .ok_or(SessionError::NoPushedCipher)?
+            }
+        };
         self.cipher = Some(cipher);
         self.use_ekm = ekm;
         Ok(())
