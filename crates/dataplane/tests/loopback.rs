@@ -425,11 +425,7 @@ fn tunnel_between_namespaces() {
 fn client_to_client_relay_and_data_v1() {
     require_root_and_ip();
     let ns = Namespaces::new(3);
-    let (ns_s, ns_b, ns_c) = (
-        ns.name(0).to_owned(),
-        ns.name(1).to_owned(),
-        ns.name(2).to_owned(),
-    );
+    let (ns_b, ns_c) = (ns.name(1).to_owned(), ns.name(2).to_owned());
     let v1 = ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 
     let sp = PeerTable::new();

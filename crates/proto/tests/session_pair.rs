@@ -719,11 +719,20 @@ struct Pair {
 impl Pair {
     /// Handshake (no wrapping, no loss), with `reply_text` as the push reply.
     fn establish(reply_text: Option<String>) -> Pair {
+        let mut pair = Pair::start(reply_text);
+        pair.run(|c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty());
+        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
+        pair
+    }
+
+    /// A client connecting to a server whose push reply is `reply_text`;
+    /// nothing has run yet.
+    fn start(reply_text: Option<String>) -> Pair {
         let pki = pki();
         let (scfg, ccfg) = configs(&pki, &pki, ControlWrap::None, ControlWrap::None, None);
         let now = Instant::now();
         let client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
-        let mut pair = Pair {
+        Pair {
             pki,
             scfg,
             ccfg,
@@ -735,10 +744,7 @@ impl Pair {
                 reply_text,
                 ..Seen::default()
             },
-        };
-        pair.run(|c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty());
-        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
-        pair
+        }
     }
 
     fn run(&mut self, done: impl Fn(&Seen, &Seen) -> bool) {
@@ -1012,23 +1018,7 @@ impl Pair {
     /// Like [`Pair::establish`], but the server's push reply is `reply`,
     /// which leaves the client waiting for more parts.
     fn establish_unfinished(reply: &str) -> Pair {
-        let pki = pki();
-        let (scfg, ccfg) = configs(&pki, &pki, ControlWrap::None, ControlWrap::None, None);
-        let now = Instant::now();
-        let client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
-        let mut pair = Pair {
-            pki,
-            scfg,
-            ccfg,
-            client,
-            server: None,
-            now,
-            cs: Seen::default(),
-            ss: Seen {
-                reply_text: Some(reply.to_owned()),
-                ..Seen::default()
-            },
-        };
+        let mut pair = Pair::start(Some(reply.to_owned()));
         pair.run(|_, s| !s.send_keys.is_empty());
         assert!(pair.cs.push_replies.is_empty() && pair.cs.closed.is_none());
         pair
