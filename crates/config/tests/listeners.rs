@@ -56,7 +56,8 @@ fn a_server_keeps_every_local_line() {
 #[test]
 fn bad_local_lines_are_refused_with_their_line() {
     for (bad, line) in [
-        ("local vpn.example.com\n", 18),
+        ("local \"my host\"\n", 18),
+        ("local vpn.example.com 443\n", 18),
         ("local * 70000\n", 18),
         ("local * 443 sctp\n", 18),
         ("local * 443 tcp extra\n", 18),

@@ -527,7 +527,7 @@ fn line_errors() {
         ),
         (
             "local \"my host\"",
-            r#"t.conf:1: 'local' expects an IP address or host name, got "my host""#,
+            r#"t.conf:1: 'local' expects an IP address, * or a host name, got "my host""#,
         ),
         (
             "server 10.8.0.1 255.255.255.0",

@@ -2,7 +2,7 @@
 //! plane runs with: TLS configs, control-channel wrapping, data-plane knobs.
 //! Every refusal here names the directive (and, where known, file and line).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 

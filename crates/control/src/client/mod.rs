@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use ferrovpn_dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, PeerTable, Transport, UpEvent,
 };
