@@ -632,8 +632,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "cryptoapicert",
         "Windows certificate store is not supported",
     ),
-    u("tls-verify", "scripts are not supported"),
-    u("tls-export-cert", "scripts are not supported"),
+    u("tls-verify", "tls-verify scripts are not supported yet"),
+    u(
+        "tls-export-cert",
+        "tls-verify scripts are not supported yet",
+    ),
     s(
         "plugin",
         "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls the PLUGIN_AUTH_USER_PASS_VERIFY hook (success, error, or deferred through `auth_control_file`), e.g. Debian's `openvpn-plugin-auth-pam.so`; a plugin asking for any other hook, or for per-client contexts, is refused at start; not together with `auth-user-pass-verify`; client side: error",
