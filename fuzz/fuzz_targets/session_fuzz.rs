@@ -57,6 +57,7 @@ fn configs() -> &'static (Arc<SessionConfig>, Arc<SessionConfig>) {
             tls_client: None,
             data_ciphers: vec![Cipher::Aes256Gcm],
             data_ciphers_fallback: None,
+            data_auth: ferrovpn_proto::wrap::AuthDigest::Sha1,
             tls_timeout: Duration::from_secs(2),
             hand_window: Duration::from_secs(60),
             reneg_interval: None,

@@ -4,7 +4,7 @@
 //! API is not thread-safe; OpenVPN calls them from its single thread) and
 //! closes them; the control runtime only sends it jobs and awaits the
 //! answer, so a plugin that blocks (auth-pam waits on its PAM helper
-//! process) never holds up other clients. The FFI is in [`ffi`].
+//! process) never holds up other clients. The FFI is in the private `ffi` module.
 
 mod ffi;
 

@@ -5,7 +5,7 @@ use crate::key_method::KeyMethodError;
 use crate::wire::WireError;
 
 /// Why a session or key state could not proceed, or why a session closed
-/// (carried by [`Event::Closed`]).
+/// (carried by [`Event::Closed`](super::Event::Closed)).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The first packet of a new session was not a valid client hard reset.
