@@ -19,7 +19,7 @@ Usage:
   ferrovpn --check --config FILE [...]            load everything (config, certificates, keys, files it
                                                   will write), list every problem, exit 0 if none; no network
   ferrovpn --genkey secret|tls-crypt|tls-auth FILE   write a static key for tls-crypt/tls-auth
-  ferrovpn init [DIR] [--endpoint HOST[:PORT]] [--proto udp|tcp] [--subnet NET/PREFIX] [--dns IP] [--rsa]
+  ferrovpn init [DIR] [--endpoint HOST[:PORT]] [--proto udp|tcp] [--subnet NET/PREFIX] [--ipv6 NET6/PREFIX] [--dns IP] [--rsa]
                 [--tls-crypt]                     a CA, server certificate, tls-crypt-v2 server key (--tls-crypt:
                                                   a shared tls-crypt key), CRL and server.conf
   ferrovpn client add|revoke|renew|list [NAME] [--dir DIR]   client certificates and inline .ovpn profiles

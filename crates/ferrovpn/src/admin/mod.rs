@@ -39,6 +39,10 @@ enum Command {
         /// The tunnel's IPv4 NETWORK/PREFIX.
         #[arg(long, default_value = "10.8.0.0/24")]
         subnet: String,
+        /// Also IPv6 inside the tunnel: the server-ipv6 NETWORK/PREFIX
+        /// (prefix 64-124), e.g. fd00:8::/64.
+        #[arg(long)]
+        ipv6: Option<String>,
         /// A DNS server pushed to clients (repeat for more).
         #[arg(long)]
         dns: Vec<String>,
@@ -133,6 +137,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             endpoint,
             proto,
             subnet,
+            ipv6,
             dns,
             rsa,
             tls_crypt,
@@ -146,6 +151,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 endpoint,
                 proto,
                 subnet,
+                ipv6,
                 dns,
                 key_type: if rsa { KeyType::Rsa } else { KeyType::Ec },
                 tls_crypt_v2: !tls_crypt,

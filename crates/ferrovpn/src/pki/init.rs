@@ -26,6 +26,8 @@ pub struct InitOptions {
     pub proto: String,
     /// `NETWORK/PREFIX` of the tunnel.
     pub subnet: String,
+    /// `NETWORK/PREFIX` for `server-ipv6`, if IPv6 is wanted inside the tunnel.
+    pub ipv6: Option<String>,
     pub dns: Vec<String>,
     pub key_type: KeyType,
     /// A tls-crypt-v2 server key (each client gets its own key); false:
@@ -40,11 +42,34 @@ pub struct ServerConfParams {
     pub proto: String,
     pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
+    /// `server-ipv6` NETWORK/PREFIX, validated.
+    pub ipv6: Option<String>,
     pub dns: Vec<String>,
     /// The directory `init` wrote into, absolute.
     pub dir: PathBuf,
     /// `tls-crypt-v2` rather than `tls-crypt`.
     pub tls_crypt_v2: bool,
+}
+
+/// `--ipv6 NETWORK/PREFIX`: what `server-ipv6` takes (prefix 64-124, the
+/// network address itself).
+pub fn parse_subnet6(net6: &str) -> anyhow::Result<(std::net::Ipv6Addr, u8)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--ipv6 {net6:?}: expected an IPv6 NETWORK/PREFIX such as fd00:8::/64 (prefix 64-124)"
+        )
+    };
+    let (net, prefix) = net6.split_once('/').ok_or_else(bad)?;
+    let net: std::net::Ipv6Addr = net.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if !(64..=124).contains(&prefix) {
+        return Err(bad());
+    }
+    let host_bits = u128::MAX >> prefix;
+    if u128::from(net) & host_bits != 0 {
+        bail!("--ipv6 {net6}: {net} is not the network address of a /{prefix}");
+    }
+    Ok((net, prefix))
 }
 
 /// `HOST[:PORT]`, `[IPV6]:PORT` or a bare IPv6 address; the port defaults to 1194.
@@ -126,6 +151,11 @@ keepalive 10 60
         network = p.network,
         netmask = p.netmask,
     );
+    if let Some(net6) = &p.ipv6 {
+        o += &format!(
+            "# IPv6 inside the tunnel: the server has the first address, clients get theirs from the pool.\nserver-ipv6 {net6}\n"
+        );
+    }
     for dns in &p.dns {
         o += &format!("push \"dhcp-option DNS {dns}\"\n");
     }
@@ -193,6 +223,9 @@ verb 3
 pub fn run(opts: &InitOptions) -> anyhow::Result<PathBuf> {
     let (host, port) = parse_endpoint(&opts.endpoint)?;
     let (network, netmask) = parse_subnet(&opts.subnet)?;
+    if let Some(net6) = &opts.ipv6 {
+        parse_subnet6(net6)?;
+    }
     for dns in &opts.dns {
         if dns.parse::<std::net::IpAddr>().is_err() {
             bail!("--dns {dns:?}: expected an IP address");
@@ -264,6 +297,7 @@ pub fn run(opts: &InitOptions) -> anyhow::Result<PathBuf> {
         proto: opts.proto.clone(),
         network,
         netmask,
+        ipv6: opts.ipv6.clone(),
         dns: opts.dns.clone(),
         dir: dir.clone(),
         tls_crypt_v2: opts.tls_crypt_v2,
@@ -332,6 +366,23 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_subnets() {
+        assert_eq!(
+            parse_subnet6("fd00:8::/64").unwrap(),
+            ("fd00:8::".parse().unwrap(), 64)
+        );
+        for bad in [
+            "fd00:8::1/64",
+            "fd00::/48",
+            "fd00::/125",
+            "10.8.0.0/24",
+            "fd00::",
+        ] {
+            assert!(parse_subnet6(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn subnets() {
         assert_eq!(
             parse_subnet("10.8.0.0/24").unwrap(),
@@ -352,6 +403,7 @@ mod tests {
             endpoint: "vpn.example.com:1195".into(),
             proto: "udp".into(),
             subnet: "10.9.0.0/16".into(),
+            ipv6: Some("fd00:9::/64".into()),
             dns: vec!["192.0.2.53".into()],
             key_type: KeyType::Ec,
             tls_crypt_v2: true,
@@ -366,6 +418,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nserver 10.9.0.0 255.255.0.0\n"), "{text}");
+        assert!(text.contains("\nserver-ipv6 fd00:9::/64\n"), "{text}");
+        // The server settings (pool, pushed ifconfig-ipv6) build from it.
+        crate::settings::server_settings(&cfg).unwrap();
         use std::os::unix::fs::PermissionsExt;
         for (f, mode) in [
             ("pki/ca.key", 0o600),
@@ -416,6 +471,7 @@ mod tests {
             endpoint: "192.0.2.1".into(),
             proto: "tcp".into(),
             subnet: "10.8.0.0/24".into(),
+            ipv6: None,
             dns: vec![],
             key_type: KeyType::Ec,
             tls_crypt_v2: false,
