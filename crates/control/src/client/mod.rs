@@ -21,7 +21,6 @@ use tracing::{Instrument, info, warn};
 use crate::netconfig::NetConfig;
 use crate::status::StatusSettings;
 
-pub mod backoff;
 mod connection;
 pub mod credentials;
 pub mod dns;
