@@ -438,6 +438,17 @@ impl AadBuf {
     }
 }
 
+/// A CBC cipher and a key of its length (what `new_cbc` of both directions needs).
+fn check_cbc_key(cipher: Cipher, key: &[u8]) -> Result<(), DataError> {
+    if cipher.is_aead() || key.len() != cipher.key_len() {
+        return Err(DataError::BadKeyLength {
+            need: cipher.key_len(),
+            have: key.len(),
+        });
+    }
+    Ok(())
+}
+
 impl SealingKey {
     /// A sealing key from raw material (e.g. keys logged by OpenVPN, or test vectors).
     pub fn new(
@@ -458,12 +469,7 @@ impl SealingKey {
         auth: AuthDigest,
         hmac_key: &[u8],
     ) -> Result<Self, DataError> {
-        if cipher.is_aead() || key.len() != cipher.key_len() {
-            return Err(DataError::BadKeyLength {
-                need: cipher.key_len(),
-                have: key.len(),
-            });
-        }
+        check_cbc_key(cipher, key)?;
         Ok(SealingKey {
             cipher,
             kind: SealKind::Cbc(Box::new(CbcSealer::new(key, auth, hmac_key)?)),
@@ -638,12 +644,7 @@ impl OpeningKey {
         auth: AuthDigest,
         hmac_key: &[u8],
     ) -> Result<Self, DataError> {
-        if cipher.is_aead() || key.len() != cipher.key_len() {
-            return Err(DataError::BadKeyLength {
-                need: cipher.key_len(),
-                have: key.len(),
-            });
-        }
+        check_cbc_key(cipher, key)?;
         Ok(OpeningKey {
             cipher,
             kind: OpenKind::Cbc(Box::new(CbcOpener::new(key, auth, hmac_key)?)),
