@@ -343,15 +343,6 @@ impl Config {
                     ));
                 }
             }
-            if entry.socks_proxy.is_some() && !entry.proto().is_tcp() {
-                return Err(ConfigError::new(
-                    &at,
-                    Reason::Unsupported {
-                        directive: "socks-proxy".into(),
-                        reason: "a UDP connection through a SOCKS proxy (UDP ASSOCIATE) is not supported; use proto tcp-client with the SOCKS proxy",
-                    },
-                ));
-            }
         }
         Ok(())
     }

@@ -724,12 +724,15 @@ impl Parser {
                     c.local_name = Some(s.to_string());
                     return Ok(());
                 }
-                let addr = if s == "*" {
-                    None
+                // 2.7's form: a host name is resolved once at start too.
+                let (addr, name) = if s == "*" {
+                    (None, None)
+                } else if let Ok(ip) = s.parse::<IpAddr>() {
+                    (Some(ip), None)
+                } else if is_host_name(s) {
+                    (None, Some(s.to_string()))
                 } else {
-                    Some(s.parse::<IpAddr>().map_err(|_| {
-                        d.bad("an IP address or * (a host name only as `local NAME`)", s)
-                    })?)
+                    return Err(d.bad("an IP address, * or a host name", s));
                 };
                 let port = if d.args.len() > 1 {
                     Some(d.num(1, 0u16, u16::MAX, "a port number 0-65535")?)
@@ -742,19 +745,30 @@ impl Parser {
                 };
                 c.local = addr;
                 c.local_name = None;
-                c.locals.push(LocalEntry { addr, port, proto });
+                c.locals.push(LocalEntry {
+                    addr,
+                    port,
+                    proto,
+                    name,
+                });
             }
             "port-share" => {
                 d.count(2, 3, "HOST PORT [DIR]")?;
                 let h = d.arg(0).unwrap_or("");
-                let host = h
-                    .parse::<IpAddr>()
-                    .map_err(|_| d.bad("an IP address (hostnames are not supported)", h))?;
+                // A host name is resolved at start, as 2.6 does.
+                let (host, host_name) = match h.parse::<IpAddr>() {
+                    Ok(ip) => (ip, None),
+                    Err(_) if is_host_name(h) => {
+                        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(h.to_string()))
+                    }
+                    Err(_) => return Err(d.bad("an IP address or a host name", h)),
+                };
                 let port = d.num(1, 1u16, u16::MAX, "a port number 1-65535")?;
                 c.port_share = Some(PortShareConf {
                     host,
                     port,
                     journal_dir: d.arg(2).map(PathBuf::from),
+                    host_name,
                 });
             }
             "proto" => {

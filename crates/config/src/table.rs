@@ -81,7 +81,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("rport", "remote port default for `remote` lines"),
     s(
         "local",
-        "`ADDR|* [PORT] [PROTO]` (OpenVPN 2.7's form; hostnames not supported). A server may repeat it, one listening socket each, as 2.7 allows: UDP and TCP at once share one client table and address pool (at most one UDP socket; TCP ones without limit; `tcp` means `tcp-server`). PORT and PROTO default to `lport`/`port` and `proto`. Clients are told apart by address and port, so a UDP and a TCP client behind one NAT address with the same port number count as one. A client takes one `local` line with an address only (2.7 refuses several). Difference from 2.6, which keeps only the last `local` line of a server: ferrovpn listens on each",
+        "`ADDR|HOST|* [PORT] [PROTO]` (OpenVPN 2.7's form; a HOST is resolved once at start: the first address of the family PROTO names, for plain `udp`/`tcp` the first IPv4 address, else the first). A server may repeat it, one listening socket each, as 2.7 allows: UDP and TCP at once share one client table and address pool (at most one UDP socket; TCP ones without limit; `tcp` means `tcp-server`). PORT and PROTO default to `lport`/`port` and `proto`. Clients are told apart by address and port, so a UDP and a TCP client behind one NAT address with the same port number count as one. A client takes one `local` line with an address only (2.7 refuses several). Difference from 2.6, which keeps only the last `local` line of a server: ferrovpn listens on each",
     ),
     s(
         "proto",
@@ -207,7 +207,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "socks-proxy",
-        "client: `HOST [PORT] [AUTHFILE]` (port 1080 by default): SOCKS5 CONNECT to the remote by name over TCP, with RFC 1929 user name and password when AUTHFILE is given. UDP entries through SOCKS (UDP ASSOCIATE) are refused at start",
+        "client: `HOST [PORT] [AUTHFILE]` (port 1080 by default): SOCKS5 CONNECT to the remote by name over TCP, with RFC 1929 user name and password when AUTHFILE is given. Over UDP, 2.6's UDP ASSOCIATE: a TCP control connection to the proxy held open (bound to `local`/`lport` when given, as 2.6 binds it), the relay address from the reply (0.0.0.0 there means the proxy's own address), the remote resolved to its first IPv4 address, and every datagram behind the 10-byte IPv4 SOCKS header (datagrams from the relay that are fragments, not IPv4 or not from the server are dropped)",
     ),
     i(
         "socks-proxy-retry",
@@ -647,7 +647,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "port-share",
-        "`HOST PORT [DIR]` (HOST an IP address): on a TCP server, a connection whose first bytes are not an OpenVPN client's reset (2.6's rule) is proxied to HOST:PORT; `DIR` gets 2.6's journal files (named after the proxy's local IP:PORT, holding the client's address). Up to 1024 proxied connections at once",
+        "`HOST PORT [DIR]` (HOST an IP address, or a name resolved once at start to its first IPv4 address, as 2.6): on a TCP server, a connection whose first bytes are not an OpenVPN client's reset (2.6's rule) is proxied to HOST:PORT; `DIR` gets 2.6's journal files (named after the proxy's local IP:PORT, holding the client's address). Up to 1024 proxied connections at once",
     ),
     u(
         "fragment",

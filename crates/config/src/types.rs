@@ -293,20 +293,26 @@ pub struct Remote {
 
 /// `local HOST|* [PORT] [PROTO]`, OpenVPN 2.7's form (2.6 takes `HOST` only).
 /// A server may have several: one listening socket each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEntry {
-    /// `None` for `*`: any address.
+    /// `None` for `*` (any address) and for a host name.
     pub addr: Option<IpAddr>,
     pub port: Option<u16>,
     pub proto: Option<Proto>,
+    /// A host name in place of the address, resolved once at start.
+    pub name: Option<String>,
 }
 
 /// `port-share HOST PORT [DIR]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortShareConf {
+    /// The address; unspecified when `host_name` is given.
     pub host: IpAddr,
     pub port: u16,
     pub journal_dir: Option<PathBuf>,
+    /// A host name in place of the address, resolved once at start to its
+    /// first IPv4 address (as 2.6's port_share_open asks for AF_INET).
+    pub host_name: Option<String>,
 }
 
 /// `connect-retry N [MAX]`.

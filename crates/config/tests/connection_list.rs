@@ -98,8 +98,12 @@ fn bad_connection_blocks_are_refused_with_their_line() {
             .contains("--http-proxy MUST be used in TCP Client mode"),
         "{e}"
     );
-    let e = client("remote a 1 udp\nsocks-proxy p\n").unwrap_err();
-    assert!(e.to_string().contains("UDP ASSOCIATE"), "{e}");
+    // UDP through SOCKS (UDP ASSOCIATE) is accepted, as in 2.6.
+    let c = client("remote a 1 udp\nsocks-proxy p\n").unwrap();
+    assert_eq!(
+        c.connection_list()[0].socks_proxy.as_ref().unwrap().port,
+        1080
+    );
     let e = client("remote a 1 tcp\nsocks-proxy p\nhttp-proxy p 1\n").unwrap_err();
     assert!(e.to_string().contains("together with --socks-proxy"), "{e}");
     let e = client("remote a 1 tcp\nhttp-proxy p 1 creds.txt ntlm\n").unwrap_err();

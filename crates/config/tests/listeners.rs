@@ -35,17 +35,20 @@ fn a_server_keeps_every_local_line() {
             LocalEntry {
                 addr: None,
                 port: Some(1194),
-                proto: Some(Proto::Udp)
+                proto: Some(Proto::Udp),
+                name: None,
             },
             LocalEntry {
                 addr: Some("192.0.2.7".parse().unwrap()),
                 port: Some(443),
-                proto: Some(tcp)
+                proto: Some(tcp),
+                name: None,
             },
             LocalEntry {
                 addr: Some("::1".parse().unwrap()),
                 port: None,
-                proto: None
+                proto: None,
+                name: None,
             },
         ]
     );
@@ -54,10 +57,18 @@ fn a_server_keeps_every_local_line() {
 }
 
 #[test]
+fn a_local_line_in_2_7_form_may_name_a_host() {
+    let c = server("local vpn.example.com 443 tcp\n").unwrap();
+    assert_eq!(c.locals.len(), 1);
+    assert_eq!(c.locals[0].name.as_deref(), Some("vpn.example.com"));
+    assert_eq!(c.locals[0].addr, None);
+    assert_eq!(c.locals[0].port, Some(443));
+}
+
+#[test]
 fn bad_local_lines_are_refused_with_their_line() {
     for (bad, line) in [
         ("local \"my host\"\n", 18),
-        ("local vpn.example.com 443\n", 18),
         ("local * 70000\n", 18),
         ("local * 443 sctp\n", 18),
         ("local * 443 tcp extra\n", 18),
@@ -85,9 +96,14 @@ fn port_share_is_kept_and_refused_in_a_client() {
             host: "127.0.0.1".parse().unwrap(),
             port: 8443,
             journal_dir: Some(PathBuf::from("/run/ps")),
+            host_name: None,
         })
     );
-    assert!(server("port-share localhost 443\n").is_err());
+    // A host name is kept, to be resolved at start (as 2.6 does).
+    let c = server("proto tcp\nport-share web.example 443\n").unwrap();
+    let p = c.port_share.unwrap();
+    assert_eq!(p.host_name.as_deref(), Some("web.example"));
+    assert!(server("port-share \"bad name\" 443\n").is_err());
     assert!(server("port-share 127.0.0.1\n").is_err());
     let e = client("port-share 127.0.0.1 443\n").unwrap_err();
     assert!(e.to_string().contains("TCP server mode"), "{e}");

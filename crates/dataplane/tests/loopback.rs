@@ -65,6 +65,23 @@ fn keys(side: Side) -> DataKeys {
     DataKeys::from_key_block(Cipher::Aes256Gcm, &KeyBlock(b), side)
 }
 
+/// Make `peer_id` the client at `client_addr` (tunnel address
+/// `client_tun`) in the server's table and the server at `server_addr` the
+/// default peer in the client's, with matching keys (key id 0) on both.
+fn pair_peers(
+    (server_peers, server_addr): (&PeerTable, SocketAddr),
+    (client_peers, client_addr, client_tun): (&PeerTable, SocketAddr, Ipv4Addr),
+    peer_id: u32,
+) {
+    server_peers.upsert_peer(peer_id, client_addr, Some(client_tun));
+    server_peers.install_key(peer_id, 0, keys(Side::Server));
+    server_peers.set_send_key(peer_id, 0);
+    client_peers.upsert_peer(peer_id, server_addr, None);
+    client_peers.install_key(peer_id, 0, keys(Side::Client));
+    client_peers.set_send_key(peer_id, 0);
+    client_peers.set_client_default(Some(peer_id));
+}
+
 fn wait_for(what: &str, deadline: Duration, f: impl FnMut() -> bool) {
     assert!(
         wait_until(deadline, Duration::from_millis(10), f),
@@ -148,33 +165,16 @@ fn tunnel_between_namespaces() {
         client.offloads()
     );
 
-    server_peers.upsert_peer(PEER_ID, client_addr, Some(CLIENT_TUN));
-    server_peers.install_key(PEER_ID, 0, keys(Side::Server));
-    server_peers.set_send_key(PEER_ID, 0);
-    client_peers.upsert_peer(PEER_ID, server_addr, None);
-    client_peers.install_key(PEER_ID, 0, keys(Side::Client));
-    client_peers.set_send_key(PEER_ID, 0);
-    client_peers.set_client_default(Some(PEER_ID));
-
+    pair_peers(
+        (&server_peers, server_addr),
+        (&client_peers, client_addr, CLIENT_TUN),
+        PEER_ID,
+    );
     ns.ns[0]
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.99.0.1/24",
-            "dev",
-            server.tun_name(),
-        ])
+        .add_address("10.99.0.1/24", server.tun_name())
         .unwrap();
     ns.ns[1]
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.99.0.2/24",
-            "dev",
-            client.tun_name(),
-        ])
+        .add_address("10.99.0.2/24", client.tun_name())
         .unwrap();
 
     // Control packets go up with their source address.
@@ -455,27 +455,12 @@ fn client_to_client_relay_and_data_v1() {
             .parse()
             .unwrap();
         let my_ip: Ipv4Addr = tun_ip.split('/').next().unwrap().parse().unwrap();
-        sp.upsert_peer(peer_id, me, Some(my_ip));
-        sp.install_key(peer_id, 0, keys(Side::Server));
-        sp.set_send_key(peer_id, 0);
-        cp.upsert_peer(peer_id, srv, None);
-        cp.install_key(peer_id, 0, keys(Side::Client));
-        cp.set_send_key(peer_id, 0);
-        cp.set_client_default(Some(peer_id));
-        ns.ns[i]
-            .exec(&["ip", "addr", "add", tun_ip, "dev", dp.tun_name()])
-            .unwrap();
+        pair_peers((&sp, srv), (&cp, me, my_ip), peer_id);
+        ns.ns[i].add_address(tun_ip, dp.tun_name()).unwrap();
         clients.push((dp, rx, cp));
     }
     ns.ns[0]
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.99.0.1/24",
-            "dev",
-            server.tun_name(),
-        ])
+        .add_address("10.99.0.1/24", server.tun_name())
         .unwrap();
 
     // C (DATA_V1) reaches the server.

@@ -925,10 +925,13 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     };
     Ok(ServerSettings {
         tcp_listeners,
-        port_share: cfg.port_share.as_ref().map(|p| PortShare {
-            target: SocketAddr::new(p.host, p.port),
-            journal_dir: p.journal_dir.clone(),
-        }),
+        port_share: match &cfg.port_share {
+            Some(p) => Some(PortShare {
+                target: SocketAddr::new(port_share_host(cfg, p)?, p.port),
+                journal_dir: p.journal_dir.clone(),
+            }),
+            None => None,
+        },
         dataplane,
         network: Ipv4Addr::from(network & mask),
         netmask: net.netmask,
@@ -981,6 +984,57 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     })
 }
 
+/// A host name in OpenVPN 2.7's `local NAME PORT PROTO`, resolved once at
+/// start as 2.7 does: the resolver's first address of the family PROTO
+/// names (`udp4`/`tcp4`, `udp6`/`tcp6`); for plain `udp`/`tcp`, like
+/// `local NAME`, the first IPv4 address, else the first address.
+fn resolve_local_name(cfg: &Config, name: &str, proto: Proto) -> anyhow::Result<IpAddr> {
+    use std::net::ToSocketAddrs;
+    let at = where_is(cfg, "local");
+    let addrs: Vec<SocketAddr> = (name, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("{at}local: cannot resolve '{name}'"))?
+        .collect();
+    let family = match proto {
+        Proto::Udp4
+        | Proto::Tcp {
+            family: Family::V4, ..
+        } => Some(false),
+        Proto::Udp6
+        | Proto::Tcp {
+            family: Family::V6, ..
+        } => Some(true),
+        _ => None,
+    };
+    let ip = match family {
+        Some(v6) => addrs.iter().find(|a| a.is_ipv6() == v6),
+        None => addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()),
+    }
+    .map(SocketAddr::ip)
+    .with_context(|| format!("{at}local: '{name}' has no address for {proto:?}"))?;
+    info!("local {name} resolved to {ip}");
+    Ok(ip)
+}
+
+/// `port-share HOST`: an address, or a host name resolved once at start to
+/// its first IPv4 address, as 2.6's port_share_open resolves it (AF_INET,
+/// fatal when there is none).
+fn port_share_host(cfg: &Config, p: &ferrovpn_config::PortShareConf) -> anyhow::Result<IpAddr> {
+    use std::net::ToSocketAddrs;
+    let Some(name) = &p.host_name else {
+        return Ok(p.host);
+    };
+    let at = where_is(cfg, "port-share");
+    let ip = (name.as_str(), p.port)
+        .to_socket_addrs()
+        .with_context(|| format!("{at}port-share: cannot resolve '{name}'"))?
+        .find(SocketAddr::is_ipv4)
+        .map(|a| a.ip())
+        .with_context(|| format!("{at}port-share: '{name}' has no IPv4 address"))?;
+    info!("port-share {name} resolved to {ip}");
+    Ok(ip)
+}
+
 /// The server's listening sockets and their transports: one per `local`
 /// line (OpenVPN 2.7's multi-socket server), else the one that `local`,
 /// `lport`/`port` and `proto` name.
@@ -990,6 +1044,7 @@ fn server_listeners(cfg: &Config) -> anyhow::Result<Vec<(SocketAddr, Transport)>
             addr: local_address(cfg, cfg.local, cfg.local_name.as_deref())?,
             port: None,
             proto: None,
+            name: None,
         }]
     } else {
         if cfg.local_name.is_some() {
@@ -1034,10 +1089,11 @@ fn server_listeners(cfg: &Config) -> anyhow::Result<Vec<(SocketAddr, Transport)>
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
-        let bind = SocketAddr::new(
-            line.addr.unwrap_or(any),
-            line.port.unwrap_or(cfg.local_port()),
-        );
+        let addr = match &line.name {
+            Some(name) => Some(resolve_local_name(cfg, name, proto)?),
+            None => line.addr,
+        };
+        let bind = SocketAddr::new(addr.unwrap_or(any), line.port.unwrap_or(cfg.local_port()));
         if out.contains(&(bind, transport)) {
             bail!(
                 "{}{bind} ({transport:?}) is listed twice",
@@ -1362,6 +1418,31 @@ mod tests {
             p.server.key.display()
         );
         server_settings(&ferrovpn_config::parse_str(&text, "server.conf")?)
+    }
+
+    #[test]
+    fn host_names_in_local_and_port_share_are_resolved_at_start() {
+        let p = pki("names");
+        let s = server_cfg(
+            &p,
+            "local localhost 1443 tcp4\nlocal * 1194 udp\nport-share localhost 8443",
+        )
+        .unwrap();
+        assert_eq!(s.tcp_listeners, vec!["127.0.0.1:1443".parse().unwrap()]);
+        assert_eq!(
+            s.port_share.unwrap().target,
+            "127.0.0.1:8443".parse().unwrap()
+        );
+        let e = refusal(server_cfg(
+            &p,
+            "local no-such-host.invalid 1443 tcp\nport-share localhost 8443",
+        ));
+        assert!(e.contains("cannot resolve 'no-such-host.invalid'"), "{e}");
+        let e = refusal(server_cfg(
+            &p,
+            "proto tcp\nport-share no-such-host.invalid 8443",
+        ));
+        assert!(e.contains("port-share: cannot resolve"), "{e}");
     }
 
     #[test]

@@ -8,32 +8,10 @@
 
 use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, log_tails};
-use ferrovpn_testkit::{Lab, Netns, Proc, iperf3_report};
+use ferrovpn_testkit::{Lab, Proc, iperf3_report, ping_sized};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_TUN: &str = "10.8.0.2";
-
-/// `count` pings of `size` bytes filled with `pattern` from `ns` to `addr`;
-/// every one must come back.
-fn ping_sized(ns: &Netns, addr: &str, size: u32, pattern: &str) -> Result<(), String> {
-    let (size, count) = (size.to_string(), "4");
-    let out = ns
-        .command(
-            "ping",
-            &[
-                "-n", "-q", "-c", count, "-i", "0.2", "-w", "10", "-s", &size, "-p", pattern, "-M",
-                "dont", addr,
-            ],
-        )
-        .output()
-        .map_err(|e| format!("ping: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.contains(&format!("{count} packets transmitted, {count} received")) {
-        Ok(())
-    } else {
-        Err(format!("ping -s {size} {addr}: {text}"))
-    }
-}
 
 /// Pings of several sizes from both ends (patterned and zero-filled payloads,
 /// which a compressing peer compresses), then 2 s of iperf3 from the client
@@ -41,8 +19,8 @@ fn ping_sized(ns: &Netns, addr: &str, size: u32, pattern: &str) -> Result<(), St
 fn traffic_both_ways(lab: &Lab, what: &str, client: &Proc, server: &Proc) {
     for size in [16u32, 56, 500, 1200, 1400] {
         for pattern in ["a5c3", "00"] {
-            ping_sized(&lab.clients[0], SERVER_TUN, size, pattern)
-                .and_then(|()| ping_sized(&lab.server_ns, CLIENT_TUN, size, pattern))
+            ping_sized(&lab.clients[0], SERVER_TUN, 4, size, Some(pattern))
+                .and_then(|()| ping_sized(&lab.server_ns, CLIENT_TUN, 4, size, Some(pattern)))
                 .unwrap_or_else(|e| panic!("{what}: {e}\n{}", log_tails(client, server)));
         }
     }

@@ -1,22 +1,19 @@
-//! Proves the test harness with stock OpenVPN on both ends: a server and a
-//! client in two network namespaces joined by veth, then ping and iperf3
-//! through the tunnel. Needs root, openvpn, iperf3, ip, ping and ss; fails
-//! loudly without them.
+//! Proves the test kit's lab with stock OpenVPN on both ends: a server and
+//! a client in the lab's namespaces, keys made by `openvpn --genkey`, then
+//! ping and iperf3 through the tunnel. Needs root, openvpn, iperf3, ip,
+//! ping and ss; fails loudly without them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn_testkit::pki::{Pki, PkiOptions};
-use ferrovpn_testkit::{
-    Cipher, ClientConf, Material, Netns, Proc, ServerConf, TestDir, VethPair, Wrap, find_tool,
-    iperf3_report, openvpn_client_conf, openvpn_server_conf, ping, require_root_and_tools,
-};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, log_tails};
+use ferrovpn_testkit::{Cipher, Lab, Material, Proc, Wrap, find_tool, iperf3_report, ping};
 
-const TOOLS: &[&str] = &["openvpn", "iperf3", "ip", "ping", "ss", "kill"];
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const SERVER_TUN: &str = "10.8.0.1";
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
+/// A static key made by stock `openvpn --genkey` (so the harness also
+/// proves that keys of OpenVPN's own making work).
 fn genkey(path: &Path) -> PathBuf {
     let openvpn = find_tool("openvpn").expect("openvpn");
     let out = Command::new(openvpn)
@@ -32,15 +29,12 @@ fn genkey(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// The running pair; fields drop in order: processes first, then the
-/// veth, then namespaces, then the directory.
+/// The running pair; fields drop in order: processes first, then the lab
+/// (namespaces, directory).
 struct Tunnel {
     client: Proc,
     server: Proc,
-    _veth: VethPair,
-    client_ns: Netns,
-    server_ns: Netns,
-    _dir: TestDir,
+    lab: Lab,
 }
 
 enum Profile {
@@ -58,50 +52,30 @@ struct Opts {
     foreign_client: bool,
 }
 
-fn start(tag: &str, profile: Profile, opts: Opts, subnet: u8) -> Tunnel {
-    require_root_and_tools(TOOLS);
-    let dir = TestDir::new(tag).unwrap();
-    let pki = Pki::generate(&dir.join("pki"), &PkiOptions::default()).unwrap();
+fn start(tag: &str, profile: Profile, opts: Opts) -> Tunnel {
+    let lab = Lab::new(tag, 1, FERROVPN);
     let (wrap, cipher) = match profile {
         Profile::TlsCryptAes256 => (
-            Wrap::TlsCrypt(Material::File(genkey(&dir.join("tc.key")))),
+            Wrap::TlsCrypt(Material::File(genkey(&lab.dir.join("tc.key")))),
             Cipher::Aes256Gcm,
         ),
         Profile::TlsAuthAes128 => (
-            Wrap::TlsAuth(Material::File(genkey(&dir.join("ta.key")))),
+            Wrap::TlsAuth(Material::File(genkey(&lab.dir.join("ta.key")))),
             Cipher::Aes128Gcm,
         ),
         Profile::NoWrapChacha => (Wrap::None, Cipher::Chacha20Poly1305),
     };
-    let server_ns = Netns::unique(&format!("{tag}-s")).unwrap();
-    let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
-    let veth = VethPair::new(
-        &server_ns,
-        &format!("10.201.{subnet}.1/24"),
-        &client_ns,
-        &format!("10.201.{subnet}.2/24"),
-    )
-    .unwrap();
-    // The underlay works before any VPN runs.
-    ping(
-        &client_ns,
-        &veth.addr_a.to_string(),
-        2,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-
-    let mut sc = ServerConf::new(&pki, "fvtun-s", wrap.clone(), cipher);
+    let mut sc = lab.server_conf(wrap.clone(), cipher);
     if opts.server_nosan {
-        sc.cert = Material::File(pki.server_nosan.cert.clone());
-        sc.key = Material::File(pki.server_nosan.key.clone());
+        sc.cert = Material::File(lab.pki.server_nosan.cert.clone());
+        sc.key = Material::File(lab.pki.server_nosan.key.clone());
     }
     let who = if opts.foreign_client {
-        &pki.foreign_client
+        &lab.pki.foreign_client
     } else {
-        &pki.clients[0]
+        &lab.pki.clients[0]
     };
-    let mut cc = ClientConf::new(&pki, who, &veth.addr_a.to_string(), "fvtun-c", wrap, cipher);
+    let mut cc = lab.client_conf(0, who, ferrovpn_testkit::lab::CLIENT_DEV, wrap, cipher);
     // verb 4: OpenVPN names the control-channel wrap (tls-crypt or
     // tls-auth) only from verb 4 on.
     sc.verb = 4;
@@ -110,75 +84,33 @@ fn start(tag: &str, profile: Profile, opts: Opts, subnet: u8) -> Tunnel {
         sc = sc.inline().unwrap();
         cc = cc.inline().unwrap();
     }
-    std::fs::write(dir.join("server.conf"), openvpn_server_conf(&sc)).unwrap();
-    std::fs::write(dir.join("client.conf"), openvpn_client_conf(&cc)).unwrap();
-
-    let mut server = Proc::spawn_in(
-        &server_ns,
-        "openvpn-server",
-        dir.path(),
-        "openvpn",
-        &["--config", "server.conf"],
-    )
-    .unwrap();
-    server
-        .wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT)
-        .unwrap();
-    let mut client = Proc::spawn_in(
-        &client_ns,
-        "openvpn-client",
-        dir.path(),
-        "openvpn",
-        &["--config", "client.conf"],
-    )
-    .unwrap();
+    let mut server = lab.stock_server(&sc);
     if opts.foreign_client {
-        server
-            .wait_for_log_line("VERIFY ERROR", CONNECT_TIMEOUT)
-            .unwrap();
-    } else {
-        client
-            .wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT)
-            .unwrap();
-    }
-    let log = client.log();
-    if opts.foreign_client {
-        assert!(!log.contains("Initialization Sequence Completed"), "{log}");
+        let client = lab.stock_client(0, "openvpn-client", &cc);
+        if let Err(e) = server.wait_for_log_line("VERIFY ERROR", CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", log_tails(&client, &server));
+        }
+        assert!(!client.log().contains(UP), "{}", client.log());
         return Tunnel {
             client,
             server,
-            _veth: veth,
-            client_ns,
-            server_ns,
-            _dir: dir,
+            lab,
         };
     }
-    assert!(
-        !log.contains("Initialization Sequence Completed With Errors"),
-        "{log}"
-    );
-    assert!(
-        log.lines()
-            .any(|l| l.contains("Data Channel") && l.contains(cipher.name())),
-        "client did not negotiate {}:\n{log}",
-        cipher.name()
-    );
+    let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
     Tunnel {
         client,
         server,
-        _veth: veth,
-        client_ns,
-        server_ns,
-        _dir: dir,
+        lab,
     }
 }
 
 #[test]
 fn openvpn_pair_tls_crypt_aes256gcm_ping_and_iperf3() {
-    let t = start("tc", Profile::TlsCryptAes256, Opts::default(), 1);
-    let p = ping(&t.client_ns, SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
+    let t = start("hv-tc", Profile::TlsCryptAes256, Opts::default());
+    let p = ping(&t.lab.clients[0], SERVER_TUN, 5, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 4, "{p:?}");
-    let r = iperf3_report(&t.client_ns, &t.server_ns, SERVER_TUN, 2, 1).unwrap();
+    let r = iperf3_report(&t.lab.clients[0], &t.lab.server_ns, SERVER_TUN, 2, 1).unwrap();
     eprintln!(
         "openvpn<->openvpn tls-crypt AES-256-GCM: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
         r.gbps, r.bytes, r.retransmits, p.avg_ms
@@ -207,7 +139,7 @@ fn assert_control_channel(t: &Tunnel, marker: &str) {
 #[test]
 fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
     let t = start(
-        "ta",
+        "hv-ta",
         Profile::TlsAuthAes128,
         Opts {
             inline: true,
@@ -215,10 +147,10 @@ fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
         },
         2,
     );
-    let p = ping(&t.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&t.lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     // And back: the server reaches the client's pool address.
-    let p = ping(&t.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&t.lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
     assert_control_channel(&t, TLS_AUTH_MARKER);
 }
@@ -226,7 +158,7 @@ fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
 #[test]
 fn openvpn_pair_no_wrap_chacha20_nosan_server_ping() {
     let t = start(
-        "cc",
+        "hv-cc",
         Profile::NoWrapChacha,
         Opts {
             server_nosan: true,
@@ -234,14 +166,14 @@ fn openvpn_pair_no_wrap_chacha20_nosan_server_ping() {
         },
         3,
     );
-    let p = ping(&t.client_ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&t.lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
 }
 
 #[test]
 fn openvpn_server_rejects_foreign_ca_client() {
     let t = start(
-        "fc",
+        "hv-fc",
         Profile::TlsCryptAes256,
         Opts {
             foreign_client: true,
@@ -249,6 +181,6 @@ fn openvpn_server_rejects_foreign_ca_client() {
         },
         4,
     );
-    assert!(ping(&t.client_ns, SERVER_TUN, 1, Duration::from_secs(2)).is_err());
+    assert!(ping(&t.lab.clients[0], SERVER_TUN, 1, Duration::from_secs(2)).is_err());
     assert!(!t.server.log().contains("Peer Connection Initiated"));
 }

@@ -12,37 +12,17 @@ use std::time::Duration;
 
 use ferrovpn_testkit::Implementation::{self, Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{SERVER_TUN, log_tails};
-use ferrovpn_testkit::{ClientConf, Lab, Netns, Proc, ServerConf, iperf3_report};
+use ferrovpn_testkit::{ClientConf, Lab, Proc, ServerConf, iperf3_report, ping_sized};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_TUN: &str = "10.8.0.2";
-
-/// `count` pings of `size` bytes from `ns` to `addr`; every one must come back.
-fn ping_sized(ns: &Netns, addr: &str, size: u32) -> Result<(), String> {
-    let (size, count) = (size.to_string(), "3");
-    let out = ns
-        .command(
-            "ping",
-            &[
-                "-n", "-q", "-c", count, "-i", "0.2", "-w", "10", "-s", &size, "-M", "dont", addr,
-            ],
-        )
-        .output()
-        .map_err(|e| format!("ping: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.contains(&format!("{count} packets transmitted, {count} received")) {
-        Ok(())
-    } else {
-        Err(format!("ping -s {size} {addr}: {text}"))
-    }
-}
 
 /// Pings of several sizes (every CBC padding length is hit by some) from
 /// both ends, then 2 s of iperf3 each way (MSS-clamped full-size segments).
 fn traffic_both_ways(lab: &Lab, what: &str, client: &Proc, server: &Proc) {
     for size in [1u32, 16, 27, 56, 500, 1200, 1300] {
-        ping_sized(&lab.clients[0], SERVER_TUN, size)
-            .and_then(|()| ping_sized(&lab.server_ns, CLIENT_TUN, size))
+        ping_sized(&lab.clients[0], SERVER_TUN, 3, size, None)
+            .and_then(|()| ping_sized(&lab.server_ns, CLIENT_TUN, 3, size, None))
             .unwrap_or_else(|e| panic!("{what}: {e}\n{}", log_tails(client, server)));
     }
     for (from, to, addr, dir) in [

@@ -20,14 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::lab::{Implementation, Lab, kill, wait_for_count};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP, kill, wait_for_count};
 use ferrovpn_testkit::{
     Cipher, Netns, Proc, TestDir, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
 
 /// Run `ferrovpn ARGS` here; its stdout, or a panic with both outputs.
 fn ferrovpn(args: &[&str]) -> String {
@@ -94,8 +92,7 @@ fn init_client_add_connect_list_metrics_revoke() {
     let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
     // The server reads its CRL and writes its state after dropping to
     // nobody, as it does under /etc/ferrovpn.
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(test_dir.path(), mode).unwrap();
+    test_dir.open_to_everyone().unwrap();
     let client_addr = format!("{}:", Lab::client_underlay(0));
 
     let vpn: PathBuf = test_dir.join("vpn");
@@ -364,8 +361,7 @@ fn daemon_detaches_writes_its_pid_and_stops_on_sigterm() {
     require_root_and_tools(&["python3"]);
     let lab = Lab::new("opsd", 1, FERROVPN);
     let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(test_dir.path(), mode).unwrap();
+    test_dir.open_to_everyone().unwrap();
     let vpn = test_dir.join("vpn");
     let dir = vpn.to_str().unwrap();
     ferrovpn(&[

@@ -14,13 +14,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferrovpn_testkit::lab::{UP, wait_log};
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_client_conf, ping,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const TIMEOUT: Duration = Duration::from_secs(30);
-const UP: &str = "Initialization Sequence Completed";
 const AUTH_PAM: &str = "/usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-auth-pam.so";
 
 /// A local Unix user with a password, removed when dropped.
@@ -105,18 +104,6 @@ fn stock_client_without_cert(lab: &Lab, name: &str, user: &str, pass: &str) -> P
     text.push_str(&format!("auth-user-pass {}\n", file.display()));
     assert!(!text.contains("\ncert "), "{text}");
     lab.spawn(&lab.clients[0], name, Implementation::Stock, &text)
-}
-
-fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
-    if let Err(e) = p.wait_for_log_line(line, TIMEOUT) {
-        panic!(
-            "{e:#}\n--- {} ---\n{}\n--- {} ---\n{}",
-            p.name(),
-            p.log_tail(40),
-            other.name(),
-            other.log_tail(40)
-        );
-    }
 }
 
 fn check_plugin_installed() {

@@ -138,16 +138,15 @@ fn http_proxy_with_basic_authentication() {
     client_up(&lab, &cc, &proxy, &server);
 }
 
-#[test]
-fn socks5_proxy_over_tcp() {
-    let lab = lab("px-socks", &["danted", "ss"]);
-    let (sc, mut cc) = confs_behind_proxy(&lab);
-    let server = lab.stock_server(&sc);
+/// Dante in the server namespace, listening on the server's underlay
+/// address, relaying to 127.0.0.1 there; `commands` are the SOCKS commands
+/// it passes (`connect`, `udpassociate udpreply`).
+fn danted(lab: &Lab, commands: &str) -> Proc {
     let conf = lab.dir.join("danted.conf");
     std::fs::write(
         &conf,
         format!(
-            "logoutput: stderr\ninternal: {} port = {SOCKS_PORT}\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\nclient pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n}}\nsocks pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n command: connect\n log: connect error\n}}\n",
+            "logoutput: stderr\ninternal: {} port = {SOCKS_PORT}\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\nclient pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n}}\nsocks pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n command: {commands}\n log: connect error\n}}\n",
             Lab::server_underlay(0)
         ),
     )
@@ -169,6 +168,15 @@ fn socks5_proxy_over_tcp() {
     )
     .unwrap();
     wait_listening(&lab.server_ns, SOCKS_PORT, &mut proxy);
+    proxy
+}
+
+#[test]
+fn socks5_proxy_over_tcp() {
+    let lab = lab("px-socks", &["danted", "ss"]);
+    let (sc, mut cc) = confs_behind_proxy(&lab);
+    let server = lab.stock_server(&sc);
+    let proxy = danted(&lab, "connect");
     cc.extra.push(format!(
         "socks-proxy {} {SOCKS_PORT}",
         Lab::server_underlay(0)
@@ -180,5 +188,36 @@ fn socks5_proxy_over_tcp() {
             .contains("SOCKS proxy: tunnel to 127.0.0.1:1194 open"),
         "{}",
         client.log_tail(30)
+    );
+}
+
+/// `proto udp` through dante's UDP relay (SOCKS5 UDP ASSOCIATE): the
+/// stock UDP server listens on 127.0.0.1 in the server namespace, so only
+/// datagrams the relay passes on reach it; ping and iperf3 through the
+/// tunnel, and the association's relay address in the client's log.
+#[test]
+fn socks5_proxy_over_udp() {
+    let lab = lab("px-sudp", &["danted", "ss"]);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    sc.extra.push("local 127.0.0.1".into());
+    cc.remote = "127.0.0.1".into();
+    cc.extra.push("connect-retry 1 2".into());
+    let server = lab.stock_server(&sc);
+    let proxy = danted(&lab, "udpassociate udpreply");
+    cc.extra.push(format!(
+        "socks-proxy {} {SOCKS_PORT}",
+        Lab::server_underlay(0)
+    ));
+    let client = client_up(&lab, &cc, &proxy, &server);
+    let relay = format!(
+        "SOCKS proxy wants us to send UDP to {}:",
+        Lab::server_underlay(0)
+    );
+    assert!(client.log().contains(&relay), "{}", client.log_tail(30));
+    lab.ping_and_iperf3(
+        0,
+        "ferrovpn client over UDP through dante",
+        &client,
+        &server,
     );
 }

@@ -14,53 +14,18 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
-use ferrovpn_testkit::{
-    ClientConf, Lab, Proc, ServerConf, Transport, ping, require_root_and_tools, wait_until,
-};
+use ferrovpn_testkit::{Lab, Transport, ping, require_root_and_tools, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
-fn tcp_confs(lab: &Lab) -> (ServerConf, ClientConf) {
-    let (mut sc, mut cc) = lab.tls_crypt_confs();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
-    (sc, cc)
-}
-
 /// Resident memory of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    ferrovpn_testkit::rss_kib(pid).unwrap()
 }
 
 /// Open file descriptors of `pid`.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-/// Run `script` with python3 in client namespace 0; returns the process
-/// once it printed `ready`.
-fn python(lab: &Lab, name: &str, script: &str, ready: &str) -> Proc {
-    let path = lab.dir.join(format!("{name}.py"));
-    std::fs::write(&path, script).unwrap();
-    let mut p = Proc::spawn_in(
-        &lab.clients[0],
-        name,
-        lab.dir.path(),
-        "python3",
-        &[path.as_os_str()],
-    )
-    .unwrap();
-    if let Err(e) = p.wait_for_log_line(ready, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", p.log_tail(20));
-    }
-    p
+    ferrovpn_testkit::open_fds(pid).unwrap()
 }
 
 /// 200 source addresses each open 10 idle connections (2000 in all): each
@@ -71,20 +36,13 @@ fn python(lab: &Lab, name: &str, script: &str, ready: &str) -> Proc {
 fn thousands_of_idle_connections_stay_bounded_while_a_good_client_gets_in() {
     require_root_and_tools(&["python3"]);
     let lab = Lab::new("tcph-idle", 1, FERROVPN);
-    let (mut sc, cc) = tcp_confs(&lab);
+    let (mut sc, cc) = lab.tcp_confs();
     sc.extra.push("hand-window 6".into());
     sc.extra.push("max-clients 64".into());
     let server = lab.ferrovpn_server(&sc);
     let (rss_before, fds_before) = (rss_kib(server.pid()), fds(server.pid()));
     // 200 more addresses on the client's side of the underlay.
-    let batch: String = (10..210)
-        .map(|i| format!("addr add 10.210.1.{i}/24 dev {}\n", lab.veths[0].if_b))
-        .collect();
-    let batch_path = lab.dir.join("addrs.batch");
-    std::fs::write(&batch_path, batch).unwrap();
-    lab.clients[0]
-        .exec(&["ip", "-batch", batch_path.to_str().unwrap()])
-        .unwrap();
+    lab.add_client_addresses(0, 10..210);
     let script = format!(
         "import resource, socket, time\n\
          resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\n\
@@ -105,7 +63,7 @@ fn thousands_of_idle_connections_stay_bounded_while_a_good_client_gets_in() {
         srv = Lab::server_underlay(0),
         port = sc.port
     );
-    let flood = python(&lab, "idle-flood", &script, "flood done");
+    let flood = lab.python(0, "idle-flood", &script, "flood done");
     eprintln!("{}", flood.log_tail(2));
     // The server holds at most 64 unauthenticated connections (closing
     // the ones it pushed out takes its workers a moment).
@@ -160,7 +118,7 @@ fn thousands_of_idle_connections_stay_bounded_while_a_good_client_gets_in() {
 fn stalled_giant_packets_and_random_streams_are_dropped() {
     require_root_and_tools(&["python3"]);
     let lab = Lab::new("tcph-junk", 1, FERROVPN);
-    let (mut sc, cc) = tcp_confs(&lab);
+    let (mut sc, cc) = lab.tcp_confs();
     sc.extra.push("hand-window 4".into());
     sc.verb = 4;
     let server = lab.ferrovpn_server(&sc);
@@ -188,7 +146,7 @@ fn stalled_giant_packets_and_random_streams_are_dropped() {
         srv = Lab::server_underlay(0),
         port = sc.port
     );
-    let _hostile = python(&lab, "junk", &script, "hostile connections open");
+    let _hostile = lab.python(0, "junk", &script, "hostile connections open");
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     let closed = |pat: &str| server.log().matches(pat).count();
@@ -218,7 +176,7 @@ fn stalled_giant_packets_and_random_streams_are_dropped() {
 #[test]
 fn max_clients_applies_to_tcp_clients() {
     let lab = Lab::new("tcph-max", 2, FERROVPN);
-    let (mut sc, _) = tcp_confs(&lab);
+    let (mut sc, _) = lab.tcp_confs();
     sc.extra.push("max-clients 1".into());
     let wrap = sc.wrap.clone();
     let mut ccs = lab.client_confs(&wrap, sc.cipher);
@@ -249,20 +207,13 @@ fn max_clients_applies_to_tcp_clients() {
 fn a_busy_client_keeps_its_speed_with_a_thousand_idle_connections_open() {
     require_root_and_tools(&["python3", "iperf3"]);
     let lab = Lab::new("tcph-many", 1, FERROVPN);
-    let (sc, cc) = tcp_confs(&lab);
+    let (sc, cc) = lab.tcp_confs();
     let server = lab.ferrovpn_server(&sc);
     let fds_before = fds(server.pid());
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     let quiet = lab.iperf3(0, 3);
-    let batch: String = (10..135)
-        .map(|i| format!("addr add 10.210.1.{i}/24 dev {}\n", lab.veths[0].if_b))
-        .collect();
-    let batch_path = lab.dir.join("addrs.batch");
-    std::fs::write(&batch_path, batch).unwrap();
-    lab.clients[0]
-        .exec(&["ip", "-batch", batch_path.to_str().unwrap()])
-        .unwrap();
+    lab.add_client_addresses(0, 10..135);
     let script = format!(
         "import resource, socket, time\n\
          resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\n\
@@ -276,7 +227,7 @@ fn a_busy_client_keeps_its_speed_with_a_thousand_idle_connections_open() {
         srv = Lab::server_underlay(0),
         port = sc.port
     );
-    let _flood = python(&lab, "idle-1000", &script, "opened 1000");
+    let _flood = lab.python(0, "idle-1000", &script, "opened 1000");
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
             fds(server.pid()) >= fds_before + 1000

@@ -9,10 +9,12 @@
 
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
+use ferrovpn_testkit::lab::{
+    CONNECT_TIMEOUT, SERVER_TUN, UP, connected_ip, kill_and_reap, log_tails,
+};
 use ferrovpn_testkit::{
-    ClientConf, Lab, Proc, ServerConf, Transport, iperf3_report, ping, require_root_and_tools,
-    wait_until,
+    ClientConf, Implementation, Lab, Proc, ServerConf, Transport, iperf3_report, ping,
+    require_root_and_tools, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -25,10 +27,7 @@ fn lab(tag: &str) -> Lab {
 
 /// Server and client configs over TCP (tls-crypt, AES-256-GCM).
 fn tcp_confs(lab: &Lab) -> (ServerConf, ClientConf) {
-    let (mut sc, mut cc) = lab.tls_crypt_confs();
-    sc.transport = Transport::Tcp;
-    cc.transport = Transport::Tcp;
-    (sc, cc)
+    lab.tcp_confs()
 }
 
 /// Ping the server's tunnel address, then 2 s of iperf3 each way.
@@ -191,19 +190,7 @@ fn hostile_tcp_connections_are_dropped_while_a_good_client_gets_in() {
         srv = Lab::server_underlay(0),
         port = sc.port
     );
-    let script_path = lab.dir.join("hostile.py");
-    std::fs::write(&script_path, script).unwrap();
-    let mut hostile = Proc::spawn_in(
-        &lab.clients[0],
-        "hostile",
-        lab.dir.path(),
-        "python3",
-        &[script_path.as_os_str()],
-    )
-    .unwrap();
-    hostile
-        .wait_for_log_line("hostile connections open", CONNECT_TIMEOUT)
-        .unwrap();
+    let _hostile = lab.python(0, "hostile", &script, "hostile connections open");
     let mut client = lab.stock_client(0, "openvpn-client", &cc);
     up_and_ping(&lab, &mut client);
     let closed = |pat: &str| server.log().matches(pat).count();
@@ -284,8 +271,9 @@ fn stock_udp_and_tcp_clients_share_one_ferrovpn_server() {
     assert!(p.received >= 1, "the other TCP client: {p:?}");
 }
 
-/// `port-share`: an HTTP request to the server's TCP port is passed to a
-/// real HTTP server (python3 -m http.server) and curl gets its page, while
+/// `port-share localhost 8080`: an HTTP request to the server's TCP port is
+/// passed to a real HTTP server (python3 -m http.server) on 127.0.0.1 and
+/// curl gets its page, while
 /// a stock client connects on the same port and carries traffic.
 #[test]
 fn port_share_passes_http_on_while_a_stock_client_connects() {
@@ -316,8 +304,9 @@ fn port_share_passes_http_on_while_a_stock_client_connects() {
     .unwrap();
     web.wait_for_log_line("Serving HTTP", CONNECT_TIMEOUT)
         .unwrap();
+    // A host name, resolved at start to its first IPv4 address (as 2.6).
     sc.extra
-        .push(format!("port-share 127.0.0.1 8080 {}", journal.display()));
+        .push(format!("port-share localhost 8080 {}", journal.display()));
     let server = lab.ferrovpn_server(&sc);
     let url = format!("http://{}:{}/hello.txt", Lab::server_underlay(0), sc.port);
     let page = lab.clients[0]
@@ -371,4 +360,179 @@ fn renegotiation_during_a_transfer_over_tcp_with_a_stock_client() {
     assert_eq!(log.matches(UP).count(), 1, "the client reconnected:\n{log}");
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", server.log_tail(30));
+}
+
+/// Renegotiation every 3 s (the stock server's reneg-sec) while iperf3
+/// runs through a ferrovpn client over TCP: no second without traffic, no
+/// reconnect, new keys each time.
+#[test]
+fn renegotiation_during_a_transfer_over_tcp_with_a_stock_server() {
+    let lab = lab("tcp-rc");
+    let (mut sc, cc) = tcp_confs(&lab);
+    sc.reneg_sec = Some(3);
+    let server = lab.stock_server(&sc);
+    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    let report = iperf3_report(&lab.clients[0], &lab.server_ns, SERVER_TUN, 10, 1).unwrap();
+    eprintln!(
+        "renegotiation every 3 s over TCP (stock server): intervals {:?}, {} bytes",
+        report.intervals, report.bytes
+    );
+    assert!(report.intervals.len() >= 9, "{:?}", report.intervals);
+    let min = report.intervals.iter().copied().min().unwrap_or(0);
+    assert!(
+        min > 1_000_000,
+        "an interval stalled: {:?}\n{}",
+        report.intervals,
+        client.log_tail(40)
+    );
+    // The stock server logs every completed handshake.
+    let log = server.log();
+    let handshakes = log.matches("Control Channel: TLS").count();
+    assert!(handshakes >= 3, "{handshakes} handshakes:\n{log}");
+    assert!(!log.contains("AEAD Decrypt error"), "{log}");
+    assert!(!log.contains("TLS Error"), "{log}");
+    let client_log = client.log();
+    assert_eq!(
+        client_log.matches(UP).count(),
+        1,
+        "the client reconnected:\n{client_log}"
+    );
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}\n{}", client.log_tail(30));
+}
+
+/// `proto tcp6` (the plain keyword: the server end with `server`, the
+/// client end with `client`) in both roles over outer IPv6: a ferrovpn
+/// server with a stock client, then a stock server with a ferrovpn client.
+#[test]
+fn proto_tcp6_both_roles_over_outer_ipv6() {
+    let lab = lab("tcp-v6");
+    lab.enable_ipv6();
+    let client6 = Lab::client_underlay6(0);
+    for server_imp in [Implementation::Ferrovpn, Implementation::Stock] {
+        let client_imp = match server_imp {
+            Implementation::Ferrovpn => Implementation::Stock,
+            Implementation::Stock => Implementation::Ferrovpn,
+        };
+        let (mut sc, mut cc) = tcp_confs(&lab);
+        // A later `proto` line overrides the generated one in both.
+        sc.extra.push("proto tcp6".into());
+        cc.extra.push("proto tcp6".into());
+        cc.remote = Lab::server_underlay6(0);
+        let mut server = lab.server(server_imp, &sc);
+        let mut client = lab.client_up(client_imp, 0, "client-tcp6", &cc, &server);
+        let what = format!("{client_imp:?} client -> {server_imp:?} server, proto tcp6");
+        assert!(
+            server.log().contains(&client6),
+            "{what}: the server never saw {client6}:\n{}",
+            log_tails(&client, &server)
+        );
+        let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(&client, &server)));
+        assert!(p.received >= 2, "{what}: {p:?}");
+        let r = lab.iperf3(0, 1);
+        eprintln!("{what}: {:.3} Gbit/s", r.gbps);
+        assert!(r.bytes > 1_000_000, "{what}: {r:?}");
+        client.stop(Duration::from_secs(5));
+        server.stop(Duration::from_secs(5));
+    }
+}
+
+/// A stock client over UDP vanishes without a goodbye (SIGKILL) and comes
+/// back over the TCP listener of the same ferrovpn server with the same
+/// certificate: the server drops the stale UDP session (no duplicate-cn,
+/// as 2.6 deletes the earlier instance of a common name before it picks
+/// an address), the client gets the address it had (ifconfig-pool-persist,
+/// as in the sample server.conf) and the tunnel works.
+#[test]
+fn a_client_moves_from_the_udp_to_the_tcp_listener_and_keeps_its_address() {
+    let lab = lab("tcp-mv");
+    let (mut sc, cc) = lab.tls_crypt_confs();
+    sc.extra.push(format!("local * {} udp", sc.port));
+    sc.extra.push(format!("local * {} tcp", sc.port));
+    sc.extra.push(format!(
+        "ifconfig-pool-persist {} 1",
+        lab.dir.join("ipp.txt").display()
+    ));
+    let server = lab.ferrovpn_server(&sc);
+    let cn = &lab.pki.clients[0].cn;
+    let mut udp = lab.stock_client_up(0, "openvpn-client-udp", &cc, &server);
+    let before = connected_ip(&server, cn).expect("the server logs the client's address");
+    ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+    kill_and_reap(&mut udp);
+    let mut moved = cc.clone();
+    moved.transport = Transport::Tcp;
+    let tcp = lab.stock_client_up(0, "openvpn-client-tcp", &moved, &server);
+    assert!(
+        server.log().contains(&format!(
+            "new connection by client {cn} drops its session from"
+        )),
+        "{}",
+        log_tails(&tcp, &server)
+    );
+    assert_eq!(
+        connected_ip(&server, cn).as_deref(),
+        Some(before.as_str()),
+        "{}",
+        log_tails(&tcp, &server)
+    );
+    lab.ping_and_iperf3(0, "the UDP client, back over TCP", &tcp, &server);
+}
+
+/// `connect-freq 1 8` applies to TCP connections too: of two stock clients
+/// connecting at once, one gets in and the other's session is refused;
+/// once the window has passed (a refused connection is closed at
+/// hand-window and the client connects again) it gets in as well.
+#[test]
+fn connect_freq_refuses_a_tcp_burst_and_admits_a_later_connection() {
+    let lab = Lab::new("tcp-cf", 2, FERROVPN);
+    let wrap = lab.tls_crypt();
+    let mut sc = lab.server_conf(wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+    sc.transport = Transport::Tcp;
+    sc.extra.push("connect-freq 1 8".into());
+    sc.extra.push("hand-window 3".into());
+    let mut ccs = lab.client_confs(&wrap, ferrovpn_testkit::Cipher::Aes256Gcm);
+    for cc in &mut ccs {
+        cc.transport = Transport::Tcp;
+        cc.extra.push("connect-retry 1 1".into());
+    }
+    let server = lab.ferrovpn_server(&sc);
+    let mut clients: Vec<Proc> = ccs
+        .iter()
+        .enumerate()
+        .map(|(i, cc)| lab.stock_client(i, &format!("openvpn-client-{i}"), cc))
+        .collect();
+    // One is in before the window ends; the other was refused.
+    assert!(
+        wait_until(Duration::from_secs(7), Duration::from_millis(50), || {
+            clients.iter().any(|c| c.log().contains(UP))
+        }),
+        "{}",
+        log_tails(&clients[0], &server)
+    );
+    let refused = "exceed the new connection frequency limit (connect-freq)";
+    assert!(
+        wait_until(Duration::from_secs(7), Duration::from_millis(50), || server
+            .log()
+            .contains(refused)),
+        "{}",
+        server.log_tail(40)
+    );
+    assert_eq!(
+        clients.iter().filter(|c| c.log().contains(UP)).count(),
+        1,
+        "both got in within one connect-freq window:\n{}",
+        server.log_tail(40)
+    );
+    // The later connection gets in.
+    for c in &mut clients {
+        if let Err(e) = c.wait_for_log_line(UP, CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", log_tails(c, &server));
+        }
+    }
+    for i in 0..2 {
+        let p = ping(&lab.clients[i], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
+        assert!(p.received >= 1, "client {i}: {p:?}");
+    }
 }

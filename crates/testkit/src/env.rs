@@ -146,6 +146,15 @@ impl TestDir {
     pub fn keep(&mut self) {
         self.keep = true;
     }
+
+    /// Let every user list and enter the directory (mode 0755), for a
+    /// process under test that drops to `nobody` and still reads or writes
+    /// files here.
+    pub fn open_to_everyone(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 0755 {}", self.path.display()))
+    }
 }
 
 impl Drop for TestDir {

@@ -32,8 +32,8 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::conf::{
-    Cipher, ClientConf, Material, ServerConf, Wrap, openvpn_client_conf, openvpn_server_conf,
-    write_static_key,
+    Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
+    openvpn_server_conf, write_static_key,
 };
 use crate::env::{TestDir, require_root_and_tools, unique_name, wait_until};
 use crate::net::{Iperf3Report, iperf3_report, ping};
@@ -281,6 +281,53 @@ impl Lab {
         self.confs(self.tls_crypt(), Cipher::Aes256Gcm)
     }
 
+    /// [`Lab::tls_crypt_confs`] over TCP (`tcp-server` / `tcp-client`).
+    pub fn tcp_confs(&self) -> (ServerConf, ClientConf) {
+        let (mut sc, mut cc) = self.tls_crypt_confs();
+        sc.transport = Transport::Tcp;
+        cc.transport = Transport::Tcp;
+        (sc, cc)
+    }
+
+    /// Add `10.210.<i+1>.<k>/24` for every `k` in `hosts` to client
+    /// namespace `i`'s underlay (in one `ip -batch`): more source
+    /// addresses on the same link, for tests of per-address limits.
+    pub fn add_client_addresses(&self, i: usize, hosts: std::ops::Range<u8>) {
+        let batch: String = hosts
+            .map(|k| {
+                format!(
+                    "addr add 10.210.{}.{k}/24 dev {}\n",
+                    i + 1,
+                    self.veths[i].if_b
+                )
+            })
+            .collect();
+        let path = self.dir.join(format!("{}.batch", unique_name("addrs")));
+        std::fs::write(&path, batch).unwrap();
+        self.clients[i]
+            .exec(&["ip", "-batch", path.to_str().unwrap()])
+            .unwrap();
+    }
+
+    /// Run `script` with python3 in client namespace `i` (written to
+    /// `<name>.py`); returns the process once its output holds `ready`.
+    pub fn python(&self, i: usize, name: &str, script: &str, ready: &str) -> Proc {
+        let path = self.dir.join(format!("{name}.py"));
+        std::fs::write(&path, script).unwrap();
+        let mut p = Proc::spawn_in(
+            &self.clients[i],
+            name,
+            self.dir.path(),
+            "python3",
+            &[path.as_os_str()],
+        )
+        .unwrap();
+        if let Err(e) = p.wait_for_log_line(ready, CONNECT_TIMEOUT) {
+            panic!("{e:#}\n{}", p.log_tail(20));
+        }
+        p
+    }
+
     /// Write `text` to `<name>.conf` and run `imp --config` on it in `ns`;
     /// not waited on. A name used before in this lab gets a `-2`, `-3`, ...
     /// suffix, so a restarted process never overwrites the old log.
@@ -455,6 +502,14 @@ pub fn log_tails(a: &Proc, b: &Proc) -> String {
         b.name(),
         b.log_tail(40)
     )
+}
+
+/// Wait up to [`CONNECT_TIMEOUT`] for `p` to log a line containing
+/// `pattern`; on failure the panic shows `p`'s and `other`'s logs.
+pub fn wait_log(p: &mut Proc, pattern: &str, other: &Proc) {
+    if let Err(e) = p.wait_for_log_line(pattern, CONNECT_TIMEOUT) {
+        panic!("{e:#}\n{}", log_tails(p, other));
+    }
 }
 
 /// Lines of `log` containing `pattern`.

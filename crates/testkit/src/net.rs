@@ -22,6 +22,36 @@ pub struct PingStats {
     pub avg_ms: f64,
 }
 
+/// `count` pings of `size` bytes from `ns` to `addr`, never fragmented
+/// (`-M dont`), with payload `pattern` (ping's `-p` hex bytes) when given;
+/// every one must come back (within 10 s). The error holds ping's output.
+pub fn ping_sized(
+    ns: &Netns,
+    addr: &str,
+    count: u32,
+    size: u32,
+    pattern: Option<&str>,
+) -> std::result::Result<(), String> {
+    let (size, count) = (size.to_string(), count.to_string());
+    let mut args = vec![
+        "-n", "-q", "-c", &count, "-i", "0.2", "-w", "10", "-s", &size, "-M", "dont",
+    ];
+    if let Some(p) = pattern {
+        args.extend(["-p", p]);
+    }
+    args.push(addr);
+    let out = ns
+        .command("ping", &args)
+        .output()
+        .map_err(|e| format!("ping: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.contains(&format!("{count} packets transmitted, {count} received")) {
+        Ok(())
+    } else {
+        Err(format!("ping -s {size} {addr}: {text}"))
+    }
+}
+
 /// `ping -c COUNT -i 0.2 ADDR` from `ns`, giving up after `deadline`.
 /// Errors when no reply came back.
 pub fn ping(ns: &Netns, addr: &str, count: u32, deadline: Duration) -> Result<PingStats> {

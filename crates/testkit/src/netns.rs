@@ -145,6 +145,12 @@ impl Netns {
         cmd
     }
 
+    /// `ip addr add CIDR dev DEV` in this namespace.
+    pub fn add_address(&self, cidr: &str, dev: &str) -> Result<()> {
+        self.exec(&["ip", "addr", "add", cidr, "dev", dev])
+            .map(|_| ())
+    }
+
     /// Run `cmd[0] cmd[1..]` in the namespace to completion (at most 30 s);
     /// error with its output unless it exits 0. Returns stdout.
     pub fn exec(&self, cmd: &[&str]) -> Result<String> {

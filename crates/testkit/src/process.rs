@@ -174,6 +174,24 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) as f64 / clk_tck())
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// How many file descriptors process `pid` holds open.
+pub fn open_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("reading /proc/{pid}/fd"))?
+        .count())
+}
+
 fn clk_tck() -> f64 {
     static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TCK.get_or_init(|| {
@@ -189,6 +207,14 @@ fn clk_tck() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_memory_and_descriptors() {
+        let me = std::process::id();
+        assert!(rss_kib(me).unwrap() > 0);
+        assert!(open_fds(me).unwrap() >= 3);
+        assert!(rss_kib(u32::MAX).is_err());
+    }
 
     #[test]
     fn own_cpu_seconds_parse() {

@@ -28,6 +28,9 @@ pub(super) struct Connection<'a> {
     pub peers: &'a PeerTable,
     pub up: &'a mut tokio::sync::mpsc::Receiver<UpEvent>,
     pub server: SocketAddr,
+    /// Where the tunnel's packets go outside it (the server, or the proxy
+    /// in between): what routes through the tunnel must go around.
+    pub outer: std::net::IpAddr,
     pub restart: &'a tokio::sync::Notify,
     pub tunnel: &'a mut Tunnel,
     /// `auth-user-pass`; a pushed auth-token is stored here for later
@@ -321,7 +324,7 @@ impl Connection<'_> {
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
-        self.tunnel.apply(&dev, self.server.ip(), &plan).await?;
+        self.tunnel.apply(&dev, self.outer, &plan).await?;
         if let Some(p) = plan.ping {
             c.ping = Some(p);
         }

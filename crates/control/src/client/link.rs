@@ -173,6 +173,16 @@ async fn socks_tunnel(
     host: &str,
     port: u16,
 ) -> anyhow::Result<()> {
+    socks_handshake(stream, p).await?;
+    stream.write_all(&proxy::socks_connect(host, port)?).await?;
+    read_socks_reply(stream).await?;
+    info!("SOCKS proxy: tunnel to {host}:{port} open");
+    Ok(())
+}
+
+/// The method choice, and the user name and password when the proxy asks
+/// for them (2.6's socks_handshake).
+async fn socks_handshake(stream: &mut TcpStream, p: &SocksProxy) -> anyhow::Result<()> {
     let greeting = proxy::socks_greeting(p.credentials.is_some());
     stream.write_all(&greeting).await?;
     let mut choice = [0u8; 2];
@@ -189,7 +199,11 @@ async fn socks_tunnel(
         stream.read_exact(&mut status).await?;
         proxy::parse_socks_auth(status)?;
     }
-    stream.write_all(&proxy::socks_connect(host, port)?).await?;
+    Ok(())
+}
+
+/// Read a SOCKS5 reply byte by byte: the tunnel's first bytes may follow.
+async fn read_socks_reply(stream: &mut TcpStream) -> anyhow::Result<proxy::SocksReply> {
     let mut reply = Vec::with_capacity(32);
     // VER REP RSV ATYP ADDR(<= 256) PORT: bounded by the parser.
     loop {
@@ -199,9 +213,50 @@ async fn socks_tunnel(
                 .await
                 .context("SOCKS proxy closed the connection")?,
         );
-        if proxy::parse_socks_reply(&reply)?.is_some() {
-            info!("SOCKS proxy: tunnel to {host}:{port} open");
-            return Ok(());
+        if let Some((answer, _)) = proxy::parse_socks_reply(&reply)? {
+            return Ok(answer);
         }
     }
+}
+
+/// A SOCKS5 UDP association, as 2.6 makes one for `proto udp` with
+/// `socks-proxy`: the TCP control connection to the proxy (the association
+/// lasts as long as it stays open) and the relay's address from the reply.
+pub(super) struct UdpAssociation {
+    pub control: TcpStream,
+    pub relay: SocketAddr,
+}
+
+/// Connect to the SOCKS proxy at `proxy_addr` (bound to `bind` first if
+/// given: 2.6 binds the control connection, not the UDP socket), and ask
+/// for a UDP association, all within `timeout`. A relay address of
+/// 0.0.0.0 (or a name) means the proxy's own address.
+pub(super) async fn socks_udp_associate(
+    p: &SocksProxy,
+    proxy_addr: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> anyhow::Result<UdpAssociation> {
+    let work = async {
+        let mut control = connect_tcp(proxy_addr, bind).await?;
+        socks_handshake(&mut control, p).await?;
+        control.write_all(&proxy::SOCKS_UDP_ASSOCIATE).await?;
+        let reply = read_socks_reply(&mut control).await?;
+        let relay = match reply.bound {
+            Some(a) if !a.ip().is_unspecified() => a,
+            Some(a) => SocketAddr::new(proxy_addr.ip(), a.port()),
+            None => bail!("SOCKS proxy named its UDP relay by a host name; an address is needed"),
+        };
+        if relay.port() == 0 {
+            bail!("SOCKS proxy gave UDP relay port 0");
+        }
+        info!("SOCKS proxy wants us to send UDP to {relay}");
+        Ok(UdpAssociation { control, relay })
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| {
+        anyhow::anyhow!(
+            "no UDP association from the SOCKS proxy within {}s",
+            timeout.as_secs()
+        )
+    })?
 }

@@ -28,6 +28,7 @@ mod link;
 pub mod plan;
 pub mod proxy;
 pub mod routes;
+mod socks_udp;
 mod tunnel;
 pub mod walk;
 
@@ -318,50 +319,76 @@ pub async fn run_client(
                     ),
                 }
                 let fresh = std::mem::take(&mut fresh_socket);
-                match ensure_plane(&s, remote, &peers, &mut plane, server, fresh, &mut tunnel) {
-                    Ok(p) => {
-                        if let Some(done) = setup_done.take()
-                            && let Err(e) = done()
-                        {
-                            break Err(e);
-                        }
-                        tunnel.route_around(server.ip()).await;
-                        match open_link(remote, &p.dp, server).await {
-                            Ok(server) => {
-                                let outcome = Connection {
-                                    settings: &s,
-                                    remote,
-                                    dp: &p.dp,
-                                    peers: &peers,
-                                    up: &mut p.up,
-                                    server,
-                                    restart: &restart,
-                                    tunnel: &mut tunnel,
-                                    credentials: credentials.as_mut(),
-                                    status_file: status_file.as_ref(),
+                // SOCKS over UDP: the association first; the data plane
+                // then talks to the relay task as if it were the server.
+                match socks_udp_relay(remote, server).await {
+                    Err(e) => {
+                        Ended::Reconnect(format!("SOCKS UDP association through {server}: {e:#}"))
+                    }
+                    Ok(socks_relay) => {
+                        // The server's (or proxy's) address stays what the
+                        // routes go around; the data plane may talk to the relay.
+                        let outer = server;
+                        let data_server = socks_relay.as_ref().map_or(server, |r| r.local);
+                        match ensure_plane(
+                            &s,
+                            remote,
+                            &peers,
+                            &mut plane,
+                            data_server,
+                            fresh,
+                            &mut tunnel,
+                        ) {
+                            Ok(p) => {
+                                if let Some(done) = setup_done.take()
+                                    && let Err(e) = done()
+                                {
+                                    break Err(e);
                                 }
-                                .run(shutdown.as_mut())
-                                .instrument(crate::peer_log::peer_span(None, server))
-                                .await;
-                                // Over TCP the connection ends with the session.
-                                p.dp.close_stream(server);
-                                if outcome.connected {
-                                    // The next attempt stays on this entry, and
-                                    // the count of failures starts over (2.6).
-                                    walk.connected();
-                                    // Its other addresses are not tried: the
-                                    // next attempt resolves anew.
-                                    untried.clear();
+                                tunnel.route_around(server.ip()).await;
+                                match open_link(remote, &p.dp, data_server).await {
+                                    Ok(server) => {
+                                        let outcome = Connection {
+                                            settings: &s,
+                                            remote,
+                                            dp: &p.dp,
+                                            peers: &peers,
+                                            up: &mut p.up,
+                                            server,
+                                            outer: outer.ip(),
+                                            restart: &restart,
+                                            tunnel: &mut tunnel,
+                                            credentials: credentials.as_mut(),
+                                            status_file: status_file.as_ref(),
+                                        }
+                                        .run(shutdown.as_mut())
+                                        .instrument(crate::peer_log::peer_span(None, server))
+                                        .await;
+                                        // Over TCP the connection ends with the session.
+                                        p.dp.close_stream(server);
+                                        if outcome.connected {
+                                            // The next attempt stays on this entry, and
+                                            // the count of failures starts over (2.6).
+                                            walk.connected();
+                                            // Its other addresses are not tried: the
+                                            // next attempt resolves anew.
+                                            untried.clear();
+                                        }
+                                        outcome.ended
+                                    }
+                                    Err(e) => {
+                                        Ended::Reconnect(format!("TCP connect to {server}: {e:#}"))
+                                    }
                                 }
-                                outcome.ended
                             }
-                            Err(e) => Ended::Reconnect(format!("TCP connect to {server}: {e:#}")),
+                            Err(e) if is_unreachable(&e) => {
+                                Ended::Reconnect(format!("no way to {server} yet: {e}"))
+                            }
+                            Err(e) => {
+                                break Err(anyhow::Error::new(e).context("starting the data plane"));
+                            }
                         }
                     }
-                    Err(e) if is_unreachable(&e) => {
-                        Ended::Reconnect(format!("no way to {server} yet: {e}"))
-                    }
-                    Err(e) => break Err(anyhow::Error::new(e).context("starting the data plane")),
                 }
             }
             Err(e) => Ended::Reconnect(format!("cannot resolve {}: {e:#}", remote.host)),
@@ -543,6 +570,32 @@ async fn open_link(
     let peer = dp.attach_stream(stream.into_std()?)?;
     info!("TCP connection to {peer} established");
     Ok(peer)
+}
+
+/// For a UDP entry through a SOCKS proxy at `proxy_addr`: the UDP
+/// association, then (as 2.6, after it) the server's IPv4 address, which
+/// every datagram's header names, and a relay task the data plane sends to.
+/// `None` for every other entry.
+async fn socks_udp_relay(
+    remote: &Remote,
+    proxy_addr: SocketAddr,
+) -> anyhow::Result<Option<socks_udp::SocksUdpRelay>> {
+    let (Transport::Udp, Some(Proxy::Socks(p))) = (remote.transport, &remote.proxy) else {
+        return Ok(None);
+    };
+    let bind = (remote.bind != SocketAddr::from(([0, 0, 0, 0], 0))).then_some(remote.bind);
+    let assoc = link::socks_udp_associate(p, proxy_addr, bind, remote.connect_timeout).await?;
+    let host = remote.host_for_attempt();
+    let server = tokio::net::lookup_host((host.as_str(), remote.port))
+        .await?
+        .find_map(|a| match a {
+            SocketAddr::V4(v4) => Some(v4),
+            SocketAddr::V6(_) => None,
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("no IPv4 address for {host}: a SOCKS UDP header names an IPv4 server")
+        })?;
+    Ok(Some(socks_udp::SocksUdpRelay::start(assoc, server).await?))
 }
 
 /// The addresses an attempt may connect to: the entry's proxy's, else

@@ -327,6 +327,39 @@ pub fn parse_socks_reply(buf: &[u8]) -> Result<Option<(SocksReply, usize)>, Prox
     )))
 }
 
+/// The UDP ASSOCIATE request as 2.6 sends it: IPv4, the client's own
+/// address left unknown (0.0.0.0:0), so the relay takes datagrams from
+/// wherever the client sends them.
+pub const SOCKS_UDP_ASSOCIATE: [u8; 10] = [0x05, 0x03, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+
+/// The length of the header before every datagram through a SOCKS5 UDP
+/// relay with an IPv4 address (`RSV RSV FRAG ATYP ADDR(4) PORT(2)`), the
+/// only form 2.6 writes or accepts.
+pub const SOCKS_UDP_HEADER_LEN: usize = 10;
+
+/// The header before a datagram the relay is to send on to `to`.
+pub fn socks_udp_header(to: std::net::SocketAddrV4) -> [u8; SOCKS_UDP_HEADER_LEN] {
+    let mut h = [0u8; SOCKS_UDP_HEADER_LEN];
+    // RSV (2) and FRAG (1) are zero: 2.6 never fragments.
+    h[3] = 0x01;
+    h[4..8].copy_from_slice(&to.ip().octets());
+    h[8..10].copy_from_slice(&to.port().to_be_bytes());
+    h
+}
+
+/// Split a datagram from the relay into the address it came from and the
+/// payload. `None` (drop it, as 2.6 does) when it is shorter than the
+/// header, a fragment, or not from an IPv4 address.
+pub fn socks_udp_unwrap(datagram: &[u8]) -> Option<(std::net::SocketAddrV4, &[u8])> {
+    let (head, payload) = datagram.split_first_chunk::<SOCKS_UDP_HEADER_LEN>()?;
+    if head[2] != 0 || head[3] != 0x01 {
+        return None;
+    }
+    let ip = std::net::Ipv4Addr::new(head[4], head[5], head[6], head[7]);
+    let port = u16::from_be_bytes([head[8], head[9]]);
+    Some((std::net::SocketAddrV4::new(ip, port), payload))
+}
+
 fn socks_reply_text(rep: u8) -> &'static str {
     match rep {
         0x01 => "general SOCKS server failure",
@@ -444,11 +477,35 @@ mod tests {
         assert!(parse_socks_reply(&[5, 0, 0, 9, 0]).is_err());
     }
 
+    #[test]
+    fn socks_udp_header_round_trip() {
+        let to: std::net::SocketAddrV4 = "127.0.0.1:1194".parse().unwrap();
+        let h = socks_udp_header(to);
+        assert_eq!(h, [0, 0, 0, 1, 127, 0, 0, 1, 0x04, 0xaa]);
+        let mut datagram = h.to_vec();
+        datagram.extend_from_slice(b"\x38payload");
+        assert_eq!(socks_udp_unwrap(&datagram), Some((to, &b"\x38payload"[..])));
+        // Empty payload: still a datagram.
+        assert_eq!(socks_udp_unwrap(&h), Some((to, &b""[..])));
+        assert_eq!(socks_udp_unwrap(&h[..9]), None);
+        let mut fragment = datagram.clone();
+        fragment[2] = 1;
+        assert_eq!(socks_udp_unwrap(&fragment), None);
+        let mut v6 = datagram.clone();
+        v6[3] = 4;
+        assert_eq!(socks_udp_unwrap(&v6), None);
+        assert_eq!(
+            SOCKS_UDP_ASSOCIATE,
+            *b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn parsers_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
             let _ = parse_http_answer(&bytes);
             let _ = parse_socks_reply(&bytes);
+            let _ = socks_udp_unwrap(&bytes);
         }
     }
 }
