@@ -145,7 +145,6 @@ fn openvpn_pair_tls_auth_aes128gcm_inline_ping() {
             inline: true,
             ..Opts::default()
         },
-        2,
     );
     let p = ping(&t.lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
@@ -164,7 +163,6 @@ fn openvpn_pair_no_wrap_chacha20_nosan_server_ping() {
             server_nosan: true,
             ..Opts::default()
         },
-        3,
     );
     let p = ping(&t.lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
@@ -179,7 +177,6 @@ fn openvpn_server_rejects_foreign_ca_client() {
             foreign_client: true,
             ..Opts::default()
         },
-        4,
     );
     assert!(ping(&t.lab.clients[0], SERVER_TUN, 1, Duration::from_secs(2)).is_err());
     assert!(!t.server.log().contains("Peer Connection Initiated"));
