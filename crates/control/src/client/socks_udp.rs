@@ -122,3 +122,75 @@ async fn relay(inner: UdpSocket, outer: UdpSocket, assoc: UdpAssociation, server
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The relay between a "data plane" socket and a stand-in SOCKS relay,
+    /// all on loopback (no root): the header goes on every datagram out and
+    /// comes off every one in; a datagram from another source than the
+    /// server, a fragment, and one from a stranger on the loopback socket
+    /// are dropped.
+    #[test]
+    fn datagrams_get_the_header_out_and_lose_it_in() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let wait = Duration::from_secs(5);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let control = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (_proxy_side, _) = listener.accept().await.unwrap();
+            let socks = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let server: SocketAddrV4 = "192.0.2.1:1194".parse().unwrap();
+            let relay = SocksUdpRelay::start(
+                UdpAssociation {
+                    control,
+                    relay: socks.local_addr().unwrap(),
+                },
+                server,
+            )
+            .await
+            .unwrap();
+            let dp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            dp.connect(relay.local).await.unwrap();
+            dp.send(b"\x38hello").await.unwrap();
+            let mut buf = [0u8; 128];
+            let (n, relay_out) = tokio::time::timeout(wait, socks.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], b"\0\0\0\x01\xc0\0\x02\x01\x04\xaa\x38hello");
+            // From elsewhere than the server, and a fragment: dropped.
+            let mut other = socks_udp_header("192.0.2.9:1194".parse().unwrap()).to_vec();
+            other.extend_from_slice(b"stranger");
+            socks.send_to(&other, relay_out).await.unwrap();
+            let mut fragment = socks_udp_header(server).to_vec();
+            fragment[2] = 1;
+            fragment.extend_from_slice(b"fragment");
+            socks.send_to(&fragment, relay_out).await.unwrap();
+            let mut answer = socks_udp_header(server).to_vec();
+            answer.extend_from_slice(b"\x40reply");
+            socks.send_to(&answer, relay_out).await.unwrap();
+            let n = tokio::time::timeout(wait, dp.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], b"\x40reply");
+            // Another local socket is not the data plane: not relayed.
+            let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            stranger.send_to(b"nope", relay.local).await.unwrap();
+            dp.send(b"again").await.unwrap();
+            let (n, _) = tokio::time::timeout(wait, socks.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[SOCKS_UDP_HEADER_LEN..n], b"again");
+        });
+    }
+}
