@@ -16,9 +16,11 @@
 //! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
 //! ~64 packets per peer ahead of another worker's — see the crate docs.
 
+mod fragment;
 mod inbound;
 mod outbound;
 mod stream_loop;
+mod tos;
 
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -37,6 +39,8 @@ use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
 
+pub use fragment::Fragment;
+pub(crate) use fragment::{FragmentConfig, PeerFragments};
 use inbound::Inbound;
 pub(crate) use outbound::Out;
 use outbound::Outbound;
@@ -141,6 +145,10 @@ pub(crate) struct Shared {
     pub wake: EventFd,
     /// TCP transport: every connection (`None` over UDP).
     pub streams: Option<Arc<Streams>>,
+    /// `fragment` (UDP only): every packet takes the fragmenting path.
+    pub fragment: Option<FragmentConfig>,
+    /// `passtos`: datagrams take the TOS byte of the IPv4 packet they carry.
+    pub passtos: bool,
 }
 
 impl Shared {
@@ -386,6 +394,8 @@ mod tests {
             stop: AtomicBool::new(false),
             wake: EventFd::new().unwrap(),
             streams: None,
+            fragment: None,
+            passtos: false,
         };
         (Arc::new(sh), rx)
     }
