@@ -181,11 +181,13 @@ fn fragmented_traffic(
     }
 }
 
-/// `fragment 1300` on a ferrovpn server and a stock client (expressvpn's profile).
+/// `fragment 1300` with `comp-lzo no` (expressvpn's profile: the fragment
+/// header goes in front of the compression framing) on a ferrovpn server
+/// and a stock client.
 #[test]
 fn fragment_1300_ferrovpn_server_stock_client() {
     let lab = Lab::new("fr-1300", 1, FERROVPN);
-    fragmented_traffic(&lab, Ferrovpn, Stock, "fragment 1300", 1300);
+    fragmented_traffic(&lab, Ferrovpn, Stock, "fragment 1300\ncomp-lzo no", 1300);
 }
 
 /// `fragment 576` on a stock server and a ferrovpn client: a 3000-byte

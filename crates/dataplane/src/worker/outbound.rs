@@ -411,6 +411,19 @@ mod tests {
         assert_eq!(p, vec![(3, 1000), (2, 1000), (1, 900)]);
     }
 
+    /// `passtos`: a run holds datagrams of one TOS byte.
+    #[test]
+    fn another_tos_starts_a_new_message() {
+        let dst: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut runs = GsoRuns::default();
+        let mut msgs = Vec::new();
+        for (i, tos) in [0xb8u8, 0xb8, 0, 0, 0xb8].into_iter().enumerate() {
+            runs.push(&mut msgs, i, 0, dst, 1000, tos);
+        }
+        let got: Vec<(usize, u8)> = msgs.iter().map(|m| (m.count, m.tos)).collect();
+        assert_eq!(got, vec![(2, 0xb8), (2, 0), (1, 0xb8)]);
+    }
+
     #[test]
     fn another_peer_starts_a_new_message() {
         let p = plan(&[(0, 1000), (1, 1000), (1, 1000), (0, 1000)]);
