@@ -1641,7 +1641,7 @@ mod tests {
             (
                 true,
                 "proto tcp\nfragment 1300",
-                "server.conf:9: --fragment can only be used with --proto udp",
+                "server.conf:8: --fragment can only be used with --proto udp",
             ),
             (
                 true,
@@ -1649,7 +1649,7 @@ mod tests {
                 "--fragment can only be used with --proto udp",
             ),
             (false, "proto tcp\npasstos", "client.conf:8: passtos"),
-            (true, "proto tcp\npasstos", "server.conf:9: passtos"),
+            (true, "proto tcp\npasstos", "server.conf:8: passtos"),
         ] {
             let e = if server {
                 refusal(server_cfg(&p, extra))
