@@ -42,6 +42,18 @@ if ! command -v tinyproxy >/dev/null 2>&1 || ! [[ -x /usr/sbin/danted ]]; then
     fi
 fi
 
+# The fragment/passtos tests (crates/ferrovpn/tests/fragment_interop.rs)
+# count datagrams with nftables.
+if ! command -v nft >/dev/null 2>&1 && ! [[ -x /usr/sbin/nft ]]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing: nftables"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >/dev/null
+    else
+        echo "demo.sh: missing nft and no apt-get; install it and retry" >&2
+        exit 1
+    fi
+fi
+
 # Third-party consumers the test suite drives (management client, metrics
 # parser), at the versions CI installs.
 if ! python3 -c 'import openvpn_api, prometheus_client' >/dev/null 2>&1; then

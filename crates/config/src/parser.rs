@@ -1566,6 +1566,22 @@ impl Parser {
                 };
                 c.mssfix = Some(Mssfix { max, mode });
             }
+            "fragment" => {
+                d.count(1, 2, "MAX [mtu]")?;
+                let max = d.arg(0).unwrap_or("");
+                // 2.6: `--fragment needs to be at least 68`.
+                let max = match max.parse::<u32>() {
+                    Ok(m) if m >= 68 => u16::try_from(m).unwrap_or(u16::MAX),
+                    _ => return Err(d.bad("a size of at least 68", max)),
+                };
+                let encap = match d.arg(1) {
+                    None => false,
+                    Some("mtu") => true,
+                    Some(x) => return Err(d.bad("'mtu'", x)),
+                };
+                c.fragment = Some(Fragment { max, encap });
+            }
+            "passtos" => d.flag(&mut c.passtos)?,
             "txqueuelen" => {
                 d.count(1, 1, "a queue length")?;
                 c.txqueuelen = Some(d.num(0, 1, 1_000_000, "a queue length 1-1000000")?);

@@ -649,15 +649,15 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "port-share",
         "`HOST PORT [DIR]` (HOST an IP address, or a name resolved once at start to its first IPv4 address, as 2.6): on a TCP server, a connection whose first bytes are not an OpenVPN client's reset (2.6's rule) is proxied to HOST:PORT; `DIR` gets 2.6's journal files (named after the proxy's local IP:PORT, holding the client's address). Up to 1024 proxied connections at once",
     ),
-    u(
+    s(
         "fragment",
-        "internal fragmentation is not supported; use mssfix",
+        "`MAX [mtu]` (MAX at least 68), UDP only (2.6's error with TCP, a TCP `local`/`remote` included), both roles; a server applies it to every client, as 2.6. On the wire as 2.6's fragment.c: a 4-byte header inside the encrypted payload, in front of the compression framing; a payload larger than 2.6's maximum fragment size (MAX less the data-channel overhead of the key's cipher and, with `mtu`, the outer IP/UDP headers) leaves as up to 32 datagrams, each with its own packet id; received fragments are reassembled per peer (25 packets at once, a partial one dropped 10 s after its last fragment, packets no larger than `tun-mtu` + 128 bytes). Without an `mssfix` line the MSS clamp is derived from MAX as 2.6 derives it, and the clamp subtracts the 4-byte header. The OCC options string does not carry `mtu-dynamic` (2.6 only logs the mismatch); a path-MTU hint does not lower MAX as in 2.6",
     ),
     u("shaper", "traffic shaping is not supported"),
     u("multihome", "multihome is not supported; bind with `local`"),
-    u(
+    s(
         "passtos",
-        "copying the inner TOS/DSCP to the outer packet is not supported",
+        "each datagram carrying an inner IPv4 packet leaves with that packet's TOS byte (DSCP and ECN), as 2.6 copies it (2.6 sets it with `setsockopt` after the send, so its datagram gets the previous packet's TOS; ferrovpn sets it per datagram). Inner IPv6 packets, pings and control packets keep the socket's default TOS (2.6 reuses the last IPv4 packet's); 2.6 sets `IP_TOS` only, so outer IPv6 datagrams are left alone by both. With a TCP transport it is an error (2.6 sets the TCP socket's TOS; not implemented)",
     ),
     u(
         "keysize",

@@ -276,6 +276,16 @@ pub struct Mssfix {
     pub mode: MssfixMode,
 }
 
+/// `fragment MAX [mtu]`: split data packets inside the tunnel so that no
+/// datagram's payload (with `mtu`: the whole IP packet) exceeds `max` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// 68 or more, as 2.6 demands.
+    pub max: u16,
+    /// `mtu`: `max` counts the outer IP and UDP headers too.
+    pub encap: bool,
+}
+
 /// `replay-window N [T]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayWindow {
@@ -586,6 +596,10 @@ pub struct Config {
 
     pub tun_mtu: Option<u16>,
     pub mssfix: Option<Mssfix>,
+    /// `fragment MAX [mtu]` (UDP only).
+    pub fragment: Option<Fragment>,
+    /// `passtos`: copy the TOS byte of inner IPv4 packets to the datagrams.
+    pub passtos: bool,
     pub txqueuelen: Option<u32>,
 
     pub verb: Option<u8>,

@@ -1077,7 +1077,6 @@ fn legacy_directives_as_2_6() {
     for (line, why) in [
         ("keysize 256", "removed in OpenVPN 2.6"),
         ("ncp-disable", "removed in OpenVPN 2.6"),
-        ("passtos", "TOS/DSCP"),
     ] {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
         assert!(
@@ -1466,5 +1465,43 @@ fn server_ipv6_and_route_ipv6() {
     ] {
         let e = err(&format!("{}{line}\n", server_base()));
         assert!(e.contains(want), "{line}: {e}");
+    }
+}
+
+/// `fragment MAX [mtu]` and `passtos` as 2.6 parses them.
+#[test]
+fn fragment_and_passtos() {
+    let c = parse_str_no_fs(
+        &format!("{}fragment 1300\npasstos\n", client_base()),
+        "c.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.fragment,
+        Some(Fragment {
+            max: 1300,
+            encap: false
+        })
+    );
+    assert!(c.passtos);
+    let c = parse_str_no_fs(&format!("{}fragment 576 mtu\n", client_base()), "c.conf").unwrap();
+    assert_eq!(
+        c.fragment,
+        Some(Fragment {
+            max: 576,
+            encap: true
+        })
+    );
+    assert!(!c.passtos);
+    // 2.6: "--fragment needs to be at least 68", "Unknown parameter to --fragment".
+    for line in [
+        "fragment 67",
+        "fragment x",
+        "fragment 1300 foo",
+        "passtos 1",
+        "fragment",
+    ] {
+        let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
+        assert!(e.to_string().starts_with("c.conf:19"), "{line}: {e}");
     }
 }

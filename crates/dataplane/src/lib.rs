@@ -98,7 +98,7 @@ mod worker;
 
 pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
 pub use up::{MAX_CONTROL_DATAGRAM, UP_QUEUE, UpReceiver, UpRecvError};
-pub use worker::{GlobalCounters, WorkerCounters};
+pub use worker::{Fragment, GlobalCounters, WorkerCounters};
 
 /// Test hook, read once per [`DataPlane::start`] (never per packet):
 /// `N` makes worker N stop right after start as if `poll` had failed,
@@ -178,6 +178,10 @@ pub struct DataPlaneConfig {
     /// UDP sockets, or TCP connections handed over with
     /// [`DataPlane::attach_stream`] (`bind` is then not used).
     pub transport: Transport,
+    /// `fragment`: split packets inside the tunnel (UDP only).
+    pub fragment: Option<Fragment>,
+    /// `passtos`: each datagram takes the TOS byte of the IPv4 packet it carries (UDP only).
+    pub passtos: bool,
 }
 
 /// The outer transport of a data plane.
@@ -207,6 +211,8 @@ impl Default for DataPlaneConfig {
             cbc_hmac_len: 20,
             offload: true,
             transport: Transport::Udp,
+            fragment: None,
+            passtos: false,
         }
     }
 }
@@ -288,6 +294,11 @@ impl DataPlane {
         if cfg.mtu < 576 {
             return Err(DataPlaneError::Config(format!("mtu {} too small", cfg.mtu)));
         }
+        if cfg.transport != Transport::Udp && (cfg.fragment.is_some() || cfg.passtos) {
+            return Err(DataPlaneError::Config(
+                "fragment and passtos need the UDP transport".into(),
+            ));
+        }
         peers.set_replay_window(cfg.replay_window);
         let (queues, tun_name, tun_off) =
             tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
@@ -343,13 +354,20 @@ impl DataPlane {
                 .map(|_| WorkerCounters::default())
                 .collect(),
             client_to_client: cfg.client_to_client,
-            mss: cfg.mssfix.map(|m| mss::mss_limits(m, outer_v6, tcp)),
-            mss_cbc: cfg
+            mss: cfg
                 .mssfix
-                .map(|m| mss::mss_limits_cbc(m, outer_v6, tcp, cfg.cbc_hmac_len)),
+                .map(|m| fragment_header_off(mss::mss_limits(m, outer_v6, tcp), &cfg)),
+            mss_cbc: cfg.mssfix.map(|m| {
+                let limits = mss::mss_limits_cbc(m, outer_v6, tcp, cfg.cbc_hmac_len);
+                fragment_header_off(limits, &cfg)
+            }),
             stop: AtomicBool::new(false),
             wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
             streams,
+            fragment: cfg
+                .fragment
+                .map(|f| worker::FragmentConfig::new(f, cfg.mtu)),
+            passtos: cfg.passtos,
         });
         let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {
@@ -524,13 +542,21 @@ impl DataPlane {
             peer.needs_renegotiation.store(true, Ordering::Relaxed);
         }
         let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
-        let head = worker::HEAD;
+        // Room for the fragment header in front of the compression framing.
+        let head = worker::HEAD + ferrovpn_proto::fragment::HEADER_LEN;
         let mut buf = vec![0u8; head + payload.len() + worker::TAIL];
         buf[head..head + payload.len()].copy_from_slice(payload);
-        let (at, len) = peer
+        let (mut at, mut len) = peer
             .compression
             .frame(&mut buf, head, payload.len())
             .ok_or(DataError::BufferTooSmall)?;
+        if self.shared.fragment.is_some() {
+            // Pings and OCC messages are small: always one whole packet.
+            let header = ferrovpn_proto::fragment::WHOLE_HEADER;
+            at -= header.len();
+            len += header.len();
+            buf[at..at + header.len()].copy_from_slice(&header);
+        }
         let peer_id = (!peer.uses_v1()).then_some(peer.peer_id);
         let (start, wire_len) = key
             .keys
@@ -571,6 +597,17 @@ impl DataPlane {
                 tracing::error!("a data-plane worker panicked");
             }
         }
+    }
+}
+
+/// With `fragment`, the MSS clamp leaves room for the 4-byte fragment
+/// header, as 2.6 counts it (`frame_calculate_payload_overhead`).
+fn fragment_header_off((v4, v6): (u16, u16), cfg: &DataPlaneConfig) -> (u16, u16) {
+    if cfg.fragment.is_some() {
+        let h = ferrovpn_proto::fragment::HEADER_LEN as u16;
+        (v4.saturating_sub(h), v6.saturating_sub(h))
+    } else {
+        (v4, v6)
     }
 }
 

@@ -146,6 +146,8 @@ pub struct Peer {
     /// When this peer last claimed its tunnel address or networks (a
     /// table-wide sequence): of two peers claiming the same, the later wins.
     claim: u64,
+    /// `fragment`: sequence ids and reassembly (unused without it).
+    pub(crate) fragments: Arc<crate::worker::PeerFragments>,
 }
 
 impl Peer {
@@ -168,6 +170,7 @@ impl Peer {
             last_float: self.last_float.clone(),
             iroutes: self.iroutes.clone(),
             claim: self.claim,
+            fragments: self.fragments.clone(),
         }
     }
 }
@@ -373,6 +376,7 @@ impl PeerTable {
                     last_float: Arc::new(AtomicU64::new(0)),
                     iroutes: Arc::new([]),
                     claim: self.next_claim(),
+                    fragments: Arc::new(crate::worker::PeerFragments::new()),
                 }
             }
         };

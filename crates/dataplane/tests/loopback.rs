@@ -120,6 +120,8 @@ fn config(
         cbc_hmac_len: 20,
         offload: std::env::var_os("FERROVPN_NO_OFFLOAD").is_none(),
         transport: Default::default(),
+        fragment: None,
+        passtos: false,
     }
 }
 

@@ -693,7 +693,7 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
         .replay_window
         .map(|r| r.size)
         .unwrap_or(DEFAULT_DATA_REPLAY_WINDOW);
-    let mss = cfg.mssfix();
+    let mss = mssfix_with_fragment(cfg);
     DataPlaneConfig {
         tun_name: match cfg.dev.as_deref() {
             // `dev tun` means "the next free tunN", like OpenVPN.
@@ -707,8 +707,57 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
         replay_window: replay,
         mssfix: (mss.max > 0).then_some(mss.max),
         cbc_hmac_len: AuthDigest::from_name(cfg.auth()).map_or(20, |d| d.len() as u16),
+        fragment: cfg.fragment.map(|f| ferrovpn_dataplane::Fragment {
+            max: f.max,
+            mtu: f.encap,
+        }),
+        passtos: cfg.passtos,
         ..DataPlaneConfig::default()
     }
+}
+
+/// The MSS clamp: without an `mssfix` line, `fragment MAX` sets it to MAX,
+/// as 2.6's `options_postprocess_mutate_ce` does (counting the outer IP and
+/// UDP headers, as ferrovpn's `mssfix N` always does); 2.6 warns when
+/// `mssfix` exceeds `fragment`, and so does ferrovpn.
+fn mssfix_with_fragment(cfg: &Config) -> ferrovpn_config::Mssfix {
+    match (cfg.fragment, cfg.mssfix) {
+        (Some(f), None) => ferrovpn_config::Mssfix {
+            max: f.max,
+            mode: MssfixMode::Default,
+        },
+        (Some(f), Some(m)) => {
+            if m.max > f.max {
+                warn!(
+                    "{}WARNING: if you use --mssfix and --fragment, you should set --fragment ({}) larger or equal than --mssfix ({})",
+                    where_is(cfg, "fragment"),
+                    f.max,
+                    m.max
+                );
+            }
+            m
+        }
+        (None, _) => cfg.mssfix(),
+    }
+}
+
+/// `fragment` and `passtos` work on UDP only: 2.6 refuses `fragment` with
+/// TCP ("--fragment can only be used with --proto udp"); `passtos` over TCP
+/// (2.6 sets the TCP socket's TOS) is not implemented.
+fn audit_udp_only(cfg: &Config, tcp: bool) -> anyhow::Result<()> {
+    if tcp && cfg.fragment.is_some() {
+        bail!(
+            "{}--fragment can only be used with --proto udp (as 2.6)",
+            where_is(cfg, "fragment")
+        );
+    }
+    if tcp && cfg.passtos {
+        bail!(
+            "{}passtos with a TCP transport is not implemented (ferrovpn copies the TOS onto UDP datagrams only)",
+            where_is(cfg, "passtos")
+        );
+    }
+    Ok(())
 }
 
 /// Directives 2.6 accepts in both modes that ferrovpn applies in neither:
@@ -923,6 +972,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         (true, false) => Transport::UdpAndTcp,
         _ => Transport::Tcp,
     };
+    audit_udp_only(cfg, dataplane.transport != Transport::Udp)?;
     Ok(ServerSettings {
         tcp_listeners,
         port_share: match &cfg.port_share {
@@ -1278,6 +1328,7 @@ fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
 pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let remotes = client_remotes(cfg)?;
     audit_common(cfg)?;
+    audit_udp_only(cfg, remotes.iter().any(|r| r.transport == Transport::Tcp))?;
     for (name, set) in [
         ("up", cfg.scripts.up.is_some()),
         ("down", cfg.scripts.down.is_some()),
@@ -1631,6 +1682,63 @@ mod tests {
             )
             .is_ok()
         );
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    /// `fragment` and `passtos` reach the data plane (with 2.6's mssfix
+    /// default from `fragment`), on UDP only.
+    #[test]
+    fn fragment_and_passtos_reach_the_data_plane_on_udp_only() {
+        let p = pki("frag");
+        let c = client_cfg(&p, 1, "fragment 1300\npasstos").unwrap();
+        let want = ferrovpn_dataplane::Fragment {
+            max: 1300,
+            mtu: false,
+        };
+        assert_eq!(c.dataplane.fragment, Some(want));
+        assert!(c.dataplane.passtos);
+        assert_eq!(c.dataplane.mssfix, Some(1300));
+        let c = client_cfg(&p, 1, "fragment 1300\nmssfix 1200").unwrap();
+        assert_eq!(c.dataplane.mssfix, Some(1200));
+        assert!(!c.dataplane.passtos);
+        let s = server_cfg(&p, "fragment 576 mtu").unwrap();
+        let want = ferrovpn_dataplane::Fragment {
+            max: 576,
+            mtu: true,
+        };
+        assert_eq!(s.dataplane.fragment, Some(want));
+        assert_eq!(s.dataplane.mssfix, Some(576));
+        let no_frag = client_cfg(&p, 1, "").unwrap();
+        assert_eq!(
+            (no_frag.dataplane.fragment, no_frag.dataplane.passtos),
+            (None, false)
+        );
+        for (server, extra, says) in [
+            (
+                false,
+                "proto tcp\nfragment 1300",
+                "client.conf:8: --fragment can only be used with --proto udp",
+            ),
+            (
+                true,
+                "proto tcp\nfragment 1300",
+                "server.conf:8: --fragment can only be used with --proto udp",
+            ),
+            (
+                true,
+                "local 0.0.0.0 1194 udp\nlocal 0.0.0.0 443 tcp\nfragment 1300",
+                "--fragment can only be used with --proto udp",
+            ),
+            (false, "proto tcp\npasstos", "client.conf:8: passtos"),
+            (true, "proto tcp\npasstos", "server.conf:8: passtos"),
+        ] {
+            let e = if server {
+                refusal(server_cfg(&p, extra))
+            } else {
+                refusal(client_cfg(&p, 1, extra))
+            };
+            assert!(e.contains(says), "{extra}: {e}");
+        }
         let _ = std::fs::remove_dir_all(&p.dir);
     }
 

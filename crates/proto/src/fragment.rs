@@ -56,6 +56,26 @@ pub enum FragmentError {
     TooManyFragments,
     #[error("maximum fragment size too small")]
     MaxSizeTooSmall,
+    #[error("a whole packet where a fragment was expected")]
+    NotAFragment,
+}
+
+/// The packet of a `FRAG_WHOLE` payload (the header checked and taken off),
+/// `None` for a fragment (see [`Reassembler::incoming_fragment`]). Needs no
+/// reassembly state.
+pub fn parse_whole(payload: &[u8]) -> Result<Option<&[u8]>, FragmentError> {
+    let (h, body) = payload
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(FragmentError::Truncated)?;
+    let flags = u32::from_be_bytes(*h);
+    match flags & 3 {
+        TYPE_WHOLE if flags & ((0xff << SEQ_SHIFT) | (0x1f << ID_SHIFT)) != 0 => {
+            Err(FragmentError::SpuriousWholeFlags)
+        }
+        TYPE_WHOLE => Ok(Some(body)),
+        TYPE_NOT_LAST | TYPE_LAST => Ok(None),
+        _ => Err(FragmentError::TestType),
+    }
 }
 
 fn header(kind: u32, seq_id: u8, frag_id: usize, last_size: usize) -> [u8; HEADER_LEN] {
@@ -138,30 +158,81 @@ impl Fragmenter {
         packet: &'a [u8],
         max_frag_size: usize,
     ) -> Result<Fragments<'a>, FragmentError> {
-        if max_frag_size < SIZE_ROUND {
-            return Err(FragmentError::MaxSizeTooSmall);
-        }
-        if packet.len() <= max_frag_size {
-            return Ok(Fragments {
-                whole: Some(packet),
-                rest: &[],
-                size: 0,
-                seq_id: 0,
-                next: 0,
-            });
-        }
-        let size = optimal_fragment_size(packet.len(), max_frag_size);
-        if packet.len() > size * MAX_FRAGS {
-            return Err(FragmentError::TooManyFragments);
-        }
-        self.seq_id = self.seq_id.wrapping_add(1);
-        Ok(Fragments {
-            whole: None,
-            rest: packet,
-            size,
-            seq_id: self.seq_id,
-            next: 0,
+        split(packet, max_frag_size, || {
+            self.seq_id = self.seq_id.wrapping_add(1);
+            self.seq_id
         })
+    }
+}
+
+/// [`Fragmenter::fragment`] for a sender whose sequence ids live elsewhere
+/// (several threads sending to one peer share an atomic counter):
+/// `next_seq_id` is called once, only when `packet` is split.
+pub fn split(
+    packet: &[u8],
+    max_frag_size: usize,
+    next_seq_id: impl FnOnce() -> u8,
+) -> Result<Fragments<'_>, FragmentError> {
+    if max_frag_size < SIZE_ROUND {
+        return Err(FragmentError::MaxSizeTooSmall);
+    }
+    if packet.len() <= max_frag_size {
+        return Ok(Fragments {
+            whole: Some(packet),
+            rest: &[],
+            size: 0,
+            seq_id: 0,
+            next: 0,
+        });
+    }
+    let size = optimal_fragment_size(packet.len(), max_frag_size);
+    if packet.len() > size * MAX_FRAGS {
+        return Err(FragmentError::TooManyFragments);
+    }
+    Ok(Fragments {
+        whole: None,
+        rest: packet,
+        size,
+        seq_id: next_seq_id(),
+        next: 0,
+    })
+}
+
+/// 2.6's `frame_calculate_fragment`: the largest payload one datagram may
+/// carry (compression framing included, the fragment header not) so that
+/// the datagram stays within `fragment` bytes. `head_room` is what the
+/// data-channel seal puts in front of the payload (opcode/peer id, packet
+/// id and tag; CBC: HMAC, IV and the encrypted packet id); `encap` the
+/// outer IP and UDP headers with `fragment N mtu`, else 0. For CBC the
+/// payload is rounded down to whole cipher blocks less one byte of
+/// padding, and the packet id inside the encryption counts against it.
+/// 0 when nothing fits (every packet is then dropped).
+pub fn max_fragment_size(fragment: usize, head_room: usize, cbc: bool, encap: usize) -> usize {
+    const CBC_BLOCK: usize = crate::cbc::BLOCK_LEN;
+    const CBC_PACKET_ID: usize = crate::cbc::PACKET_ID_LEN;
+    let header = if cbc {
+        head_room.saturating_sub(CBC_PACKET_ID)
+    } else {
+        head_room
+    };
+    let target = fragment.saturating_sub(header + encap);
+    if cbc {
+        (target / CBC_BLOCK * CBC_BLOCK).saturating_sub(1 + HEADER_LEN + CBC_PACKET_ID)
+    } else {
+        target.saturating_sub(HEADER_LEN)
+    }
+}
+
+impl<'a> Fragments<'a> {
+    /// How many datagrams are left to come.
+    pub fn remaining(&self) -> usize {
+        if self.whole.is_some() {
+            1
+        } else if self.size == 0 {
+            0
+        } else {
+            self.rest.len().div_ceil(self.size)
+        }
     }
 }
 
@@ -257,18 +328,29 @@ impl Reassembler {
         payload: &'a [u8],
         now: Instant,
     ) -> Result<Incoming<'a>, FragmentError> {
+        if let Some(body) = parse_whole(payload)? {
+            return Ok(Incoming::Whole(body));
+        }
+        Ok(match self.incoming_fragment(payload, now)? {
+            Some(packet) => Incoming::Complete(packet),
+            None => Incoming::Partial,
+        })
+    }
+
+    /// Take one fragment (a payload [`parse_whole`] said is no whole
+    /// packet) received at `now`: the reassembled packet once complete.
+    /// The packet borrows only the reassembler, not `payload`.
+    pub fn incoming_fragment(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<Option<&[u8]>, FragmentError> {
         let (h, body) = payload
             .split_first_chunk::<HEADER_LEN>()
             .ok_or(FragmentError::Truncated)?;
         let flags = u32::from_be_bytes(*h);
         let kind = flags & 3;
         match kind {
-            TYPE_WHOLE => {
-                if flags & ((0xff << SEQ_SHIFT) | (0x1f << ID_SHIFT)) != 0 {
-                    return Err(FragmentError::SpuriousWholeFlags);
-                }
-                Ok(Incoming::Whole(body))
-            }
             TYPE_NOT_LAST | TYPE_LAST => {
                 let seq_id = ((flags >> SEQ_SHIFT) & 0xff) as u8;
                 let n = ((flags >> ID_SHIFT) & 0x1f) as usize;
@@ -303,11 +385,12 @@ impl Reassembler {
                 slot.touched = now;
                 if slot.map == u32::MAX {
                     slot.defined = false;
-                    Ok(Incoming::Complete(&slot.buf[..slot.len]))
+                    Ok(Some(&slot.buf[..slot.len]))
                 } else {
-                    Ok(Incoming::Partial)
+                    Ok(None)
                 }
             }
+            TYPE_WHOLE => Err(FragmentError::NotAFragment),
             // TYPE_TEST, the only value left of the two bits.
             _ => Err(FragmentError::TestType),
         }
@@ -353,6 +436,40 @@ mod tests {
         assert_eq!(optimal_fragment_size(1001, 1000), 504);
         // A small remainder is spread: 1100 as 552 + 548, 1001 as 504 + 497.
         assert_eq!(optimal_fragment_size(1100, 1000), 552);
+    }
+
+    /// The sizes 2.6.14 computes (`max_frag` of its `--verb 4` frame dump).
+    #[test]
+    fn max_fragment_sizes_as_openvpn() {
+        // AES-256-GCM, P_DATA_V2: 24 bytes of header and tag.
+        assert_eq!(max_fragment_size(1300, 24, false, 0), 1272);
+        // `fragment 1300 mtu` over IPv4: 28 bytes of IP and UDP too.
+        assert_eq!(max_fragment_size(1300, 24, false, 28), 1244);
+        // AES-256-CBC with SHA256: 4 + 32 + 16 + 4 of head room;
+        // 1300 - 52 = 1248 = 78 blocks, less padding, header and packet id.
+        assert_eq!(max_fragment_size(1300, 56, true, 0), 1239);
+        assert_eq!(max_fragment_size(68, 120, true, 0), 0);
+    }
+
+    #[test]
+    fn remaining_counts_the_datagrams() {
+        let packet = [0u8; 3000];
+        let mut f = Fragmenter::new();
+        let mut it = f.fragment(&packet, 1000).unwrap();
+        assert_eq!(it.remaining(), 3);
+        it.next();
+        assert_eq!(it.remaining(), 2);
+        assert_eq!(f.fragment(&packet[..10], 1000).unwrap().remaining(), 1);
+        let mut seqs = 0;
+        let items: Vec<_> = split(&packet, 1000, || {
+            seqs += 1;
+            7
+        })
+        .unwrap()
+        .collect();
+        assert_eq!((items.len(), seqs), (3, 1));
+        assert_eq!(items[2].0, header(TYPE_LAST, 7, 2, 1000));
+        split(&packet[..10], 1000, || unreachable!()).unwrap();
     }
 
     #[test]

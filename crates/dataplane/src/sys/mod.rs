@@ -20,10 +20,17 @@ pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Size of one receive buffer: a GRO-coalesced receive is at most 64 KiB.
 pub const RX_BUF_LEN: usize = 65_536;
 
-/// Space for one control message carrying a `u16`/`int`, 8-byte aligned.
-#[derive(Clone, Copy, Default)]
+/// Space for two control messages carrying a `u16`/`int` each
+/// (`UDP_SEGMENT`, `IP_TOS`), 8-byte aligned.
+#[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct CmsgBuf([u8; 32]);
+struct CmsgBuf([u8; 48]);
+
+impl Default for CmsgBuf {
+    fn default() -> Self {
+        CmsgBuf([0; 48])
+    }
+}
 
 /// One outgoing message of a [`sendmmsg`] batch: packets `first..first+count`
 /// of the caller's packet list go to `dst`. With `count > 1` the packets are
@@ -35,6 +42,10 @@ pub struct TxMsg {
     pub first: usize,
     pub count: usize,
     pub seg: usize,
+    /// The IPv4 TOS byte of these datagrams (`passtos`); 0 sends none, so
+    /// the socket's default applies (and IPv6 sockets ignore it for
+    /// native IPv6 destinations, as 2.6's `IP_TOS` option does).
+    pub tos: u8,
 }
 
 /// Preallocated `sendmmsg` scratch: headers, iovecs, addresses and control
@@ -111,19 +122,42 @@ impl SendScratch {
             h.msg_hdr.msg_iovlen = msg.count as _;
             h.msg_hdr.msg_flags = 0;
             iov_start += msg.count;
-            if msg.count > 1 {
+            let gso = msg.count > 1;
+            if gso || msg.tos != 0 {
                 h.msg_hdr.msg_control = ctrl.wrapping_add(m) as *mut libc::c_void;
                 // SAFETY: CMSG_SPACE is a pure computation.
-                h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
-                // SAFETY: msg_control points to `ctrl[m]`, 32 aligned bytes, which is
-                // more than CMSG_SPACE(2) = 24, so the first header and its
-                // 2-byte payload lie inside the buffer.
+                h.msg_hdr.msg_controllen = unsafe {
+                    (if gso { libc::CMSG_SPACE(2) } else { 0 })
+                        + if msg.tos != 0 {
+                            libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32)
+                        } else {
+                            0
+                        }
+                } as _;
+                // SAFETY: msg_control points to `ctrl[m]`, 48 aligned bytes, which
+                // holds CMSG_SPACE(2) + CMSG_SPACE(4) = 48, so both headers and
+                // their payloads lie inside the buffer; CMSG_NXTHDR returns the
+                // second header within msg_controllen (non-null, checked).
                 unsafe {
-                    let cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                    (*cm).cmsg_level = libc::SOL_UDP;
-                    (*cm).cmsg_type = libc::UDP_SEGMENT;
-                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, msg.seg as u16);
+                    let mut cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    if gso {
+                        (*cm).cmsg_level = libc::SOL_UDP;
+                        (*cm).cmsg_type = libc::UDP_SEGMENT;
+                        (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, msg.seg as u16);
+                        if msg.tos != 0 {
+                            cm = libc::CMSG_NXTHDR(&h.msg_hdr, cm);
+                        }
+                    }
+                    if msg.tos != 0 && !cm.is_null() {
+                        (*cm).cmsg_level = libc::IPPROTO_IP;
+                        (*cm).cmsg_type = libc::IP_TOS;
+                        (*cm).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as _;
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(cm) as *mut libc::c_int,
+                            libc::c_int::from(msg.tos),
+                        );
+                    }
                 }
             } else {
                 h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -640,6 +674,7 @@ mod tests {
             first: 0,
             count: 10,
             seg: 1000,
+            tos: 0,
         }];
         let get = |i: usize| -> &[u8] { &pkts[i] };
         assert_eq!(scratch.send(tx.as_raw_fd(), &msgs, &get).unwrap(), 1);
@@ -660,5 +695,78 @@ mod tests {
             }
         }
         assert_eq!(total, pkts);
+    }
+
+    /// `passtos`: a message's TOS byte reaches the datagrams, a GSO run's
+    /// every segment included, and a message without one keeps the default.
+    #[test]
+    fn tos_control_message_sets_the_datagrams_tos() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        setsockopt_int(rx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTOS, 1).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let pkts: Vec<Vec<u8>> = vec![vec![1; 500], vec![2; 500], vec![3; 200], vec![4; 100]];
+        let gso = probe_udp_gso(tx.as_raw_fd());
+        let msgs = [
+            TxMsg {
+                dst,
+                first: 0,
+                count: if gso { 3 } else { 1 },
+                seg: 500,
+                tos: 0xb8,
+            },
+            TxMsg {
+                dst,
+                first: 3,
+                count: 1,
+                seg: 0,
+                tos: 0,
+            },
+        ];
+        let get = |i: usize| -> &[u8] { &pkts[i] };
+        let mut scratch = SendScratch::new(4, 8);
+        assert_eq!(scratch.send(tx.as_raw_fd(), &msgs, &get).unwrap(), 2);
+        let want: &[(usize, u8)] = if gso {
+            &[(500, 0xb8), (500, 0xb8), (200, 0xb8), (100, 0)]
+        } else {
+            &[(500, 0xb8), (100, 0)]
+        };
+        for &(len, tos) in want {
+            assert_eq!(recv_with_tos(&rx), (len, tos));
+        }
+    }
+
+    /// One datagram's length and the TOS byte `IP_RECVTOS` reports.
+    fn recv_with_tos(rx: &UdpSocket) -> (usize, u8) {
+        let mut data = [0u8; 2048];
+        let mut ctrl = CmsgBuf::default();
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: msghdr is a plain C struct; all-zero is valid.
+        let mut h: libc::msghdr = unsafe { mem::zeroed() };
+        h.msg_iov = &mut iov;
+        h.msg_iovlen = 1;
+        h.msg_control = &mut ctrl as *mut CmsgBuf as *mut libc::c_void;
+        h.msg_controllen = mem::size_of::<CmsgBuf>() as _;
+        // SAFETY: `h` points to `data` and `ctrl`, both alive for the call.
+        let n = unsafe { libc::recvmsg(rx.as_raw_fd(), &mut h, 0) };
+        assert!(n >= 0, "{}", io::Error::last_os_error());
+        let mut tos = 0;
+        // SAFETY: the kernel filled `ctrl` up to msg_controllen; the macros
+        // stay inside it and the TOS payload is one byte.
+        unsafe {
+            let mut cm = libc::CMSG_FIRSTHDR(&h);
+            while !cm.is_null() {
+                if (*cm).cmsg_level == libc::IPPROTO_IP && (*cm).cmsg_type == libc::IP_TOS {
+                    tos = *libc::CMSG_DATA(cm);
+                }
+                cm = libc::CMSG_NXTHDR(&h, cm);
+            }
+        }
+        (n as usize, tos)
     }
 }

@@ -169,6 +169,7 @@ impl Sender {
                     first: p,
                     count: 1,
                     seg: 0,
+                    tos: m.tos,
                 });
             }
         }

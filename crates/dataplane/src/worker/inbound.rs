@@ -389,6 +389,13 @@ pub(super) fn handle_datagram(
         sh.mss_cbc
     };
     drop(ks);
+    let plen = match &sh.fragment {
+        None => plen,
+        Some(cfg) => match super::fragment::defragment(cfg, peer, out, plen) {
+            Some(plen) => plen,
+            None => return Verdict::Consumed,
+        },
+    };
     let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
         return Verdict::Consumed;
     };

@@ -16,9 +16,11 @@
 //! OpenVPN receiver (64-id window) tolerates as long as one batch stays below
 //! ~64 packets per peer ahead of another worker's — see the crate docs.
 
+mod fragment;
 mod inbound;
 mod outbound;
 mod stream_loop;
+mod tos;
 
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -37,6 +39,8 @@ use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
 use crate::up::UpSenders;
 
+pub use fragment::Fragment;
+pub(crate) use fragment::{FragmentConfig, PeerFragments};
 use inbound::Inbound;
 pub(crate) use outbound::Out;
 use outbound::Outbound;
@@ -141,6 +145,10 @@ pub(crate) struct Shared {
     pub wake: EventFd,
     /// TCP transport: every connection (`None` over UDP).
     pub streams: Option<Arc<Streams>>,
+    /// `fragment` (UDP only): every packet takes the fragmenting path.
+    pub fragment: Option<FragmentConfig>,
+    /// `passtos`: datagrams take the TOS byte of the IPv4 packet they carry.
+    pub passtos: bool,
 }
 
 impl Shared {
@@ -386,6 +394,8 @@ mod tests {
             stop: AtomicBool::new(false),
             wake: EventFd::new().unwrap(),
             streams: None,
+            fragment: None,
+            passtos: false,
         };
         (Arc::new(sh), rx)
     }
@@ -452,6 +462,60 @@ mod tests {
             handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
             Verdict::Consumed
         ));
+    }
+
+    /// `fragment`: the header comes off after opening, and a packet split
+    /// over three datagrams is delivered once the last one arrives.
+    #[test]
+    fn fragment_headers_are_removed_and_fragments_reassembled() {
+        use ferrovpn_proto::fragment::{WHOLE_HEADER, split};
+        let (sh, _rx) = shared();
+        let Ok(mut inner) = Arc::try_unwrap(sh) else {
+            panic!("shared() keeps no other reference")
+        };
+        inner.fragment = Some(FragmentConfig::new(
+            Fragment {
+                max: 1300,
+                mtu: false,
+            },
+            1500,
+        ));
+        let sh = Arc::new(inner);
+        let snap = sh.peers.load();
+        let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut out = Vec::with_capacity(70_000);
+        let mut acc = Vec::new();
+        let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        let w = client_packet(1, 1, &[&WHOLE_HEADER[..], &pkt].concat());
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Deliver(28)
+        ));
+        assert_eq!(&out[OFF..OFF + 28], &pkt[..]);
+        // A payload without the header is dropped.
+        let w = client_packet(1, 2, &pkt[..3]);
+        assert!(matches!(
+            handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        let mut big = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
+        big.resize(1000, 0x5a);
+        big[2..4].copy_from_slice(&1000u16.to_be_bytes());
+        let pieces: Vec<Vec<u8>> = split(&big, 400, || 9)
+            .unwrap()
+            .map(|(h, part)| [&h[..], part].concat())
+            .collect();
+        assert_eq!(pieces.len(), 3);
+        for (i, piece) in pieces.iter().enumerate() {
+            let w = client_packet(1, 3 + i as u32, piece);
+            let v = handle_datagram(&w, a, &mut out, &snap, &sh, &mut acc, 1);
+            if i < 2 {
+                assert!(matches!(v, Verdict::Consumed));
+            } else {
+                assert!(matches!(v, Verdict::Deliver(1000)));
+                assert_eq!(&out[OFF..OFF + 1000], &big[..]);
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 
 use ferrovpn_proto::stream::{PREFIX_LEN, prefix};
 
+use super::fragment::FragmentOut;
+use super::tos::outer_tos;
 use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TAIL, TUN_BATCH, ip_addrs};
 use crate::mss;
 use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
@@ -43,7 +45,7 @@ pub(crate) enum Out<'a> {
 }
 
 impl<'a> Out<'a> {
-    fn udp(self) -> Option<&'a UdpSocket> {
+    pub(super) fn udp(self) -> Option<&'a UdpSocket> {
         match self {
             Out::Udp(u) | Out::Both(u, _) => Some(u),
             Out::Stream(_) => None,
@@ -72,6 +74,8 @@ pub(crate) struct Outbound {
     slots: Vec<Slot>,
     msgs: Vec<TxMsg>,
     sender: Sender,
+    /// The `fragment` path's buffers, made on its first use.
+    fragmenting: Option<Box<FragmentOut>>,
 }
 
 pub(super) fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
@@ -96,6 +100,7 @@ impl Outbound {
             slots: Vec::with_capacity(MAX_SLOTS),
             msgs: Vec::with_capacity(TUN_BATCH),
             sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
+            fragmenting: None,
         }
     }
 
@@ -112,6 +117,15 @@ impl Outbound {
 
     /// Route, seal and send packets `bufs[..n]` (each at `HEAD..HEAD + sizes[i]`).
     pub(super) fn process(&mut self, n: usize, link: Out<'_>, sh: &Shared) {
+        if let Some(fragment) = &sh.fragment {
+            // `fragment` (UDP only): a path of its own, so that the batch
+            // below stays as it is for everyone else.
+            let gso = self.sender.gso;
+            self.fragmenting
+                .get_or_insert_with(|| Box::new(FragmentOut::new(fragment, gso)))
+                .process(&mut self.bufs[..n], &self.sizes[..n], link, sh, fragment);
+            return;
+        }
         // Which peers have a TCP connection: only asked when both kinds exist.
         let conns = match link {
             Out::Both(_, streams) => Some(streams.load()),
@@ -196,6 +210,11 @@ impl Outbound {
             if let Some((m4, m6)) = mss {
                 mss::clamp(&mut buf[HEAD..HEAD + len], m4, m6);
             }
+            let tos = if sh.passtos {
+                outer_tos(&buf[HEAD..HEAD + len])
+            } else {
+                0
+            };
             let Some((at, framed)) = s.peer.compression.frame(buf, HEAD, len) else {
                 s.drops += 1;
                 continue;
@@ -224,7 +243,7 @@ impl Outbound {
                 buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
                 self.stream_order.push(i);
             } else {
-                runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len);
+                runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len, tos);
                 self.order.push(i);
             }
         }
@@ -306,7 +325,8 @@ impl Outbound {
 /// send order: consecutive datagrams to one peer share a `UDP_SEGMENT` run
 /// while each is exactly the run's segment size. A shorter one is the run's
 /// last (the kernel lets only the last segment be short); a longer one, a
-/// peer change, `GSO_MAX_SEGMENTS` or `GSO_MAX_BYTES` start a new message.
+/// peer change, another TOS byte (`passtos`), `GSO_MAX_SEGMENTS` or
+/// `GSO_MAX_BYTES` start a new message.
 #[derive(Default)]
 pub(super) struct GsoRuns {
     /// The last message may take more segments.
@@ -316,7 +336,8 @@ pub(super) struct GsoRuns {
 }
 
 impl GsoRuns {
-    /// Add datagram `index` (`len` bytes for `slot`, whose address is `dst`) to `msgs`.
+    /// Add datagram `index` (`len` bytes for `slot`, whose address is
+    /// `dst`, with TOS byte `tos`) to `msgs`.
     pub(super) fn push(
         &mut self,
         msgs: &mut Vec<TxMsg>,
@@ -324,10 +345,12 @@ impl GsoRuns {
         slot: u16,
         dst: SocketAddr,
         len: usize,
+        tos: u8,
     ) {
         if let Some(m) = msgs.last_mut()
             && self.open
             && self.slot == slot
+            && m.tos == tos
             && len <= m.seg
             && m.count < GSO_MAX_SEGMENTS
             && (m.count + 1) * m.seg <= GSO_MAX_BYTES
@@ -341,6 +364,7 @@ impl GsoRuns {
             first: index,
             count: 1,
             seg: len,
+            tos,
         });
         self.open = true;
         self.slot = slot;
@@ -357,7 +381,7 @@ mod tests {
         let mut runs = GsoRuns::default();
         let mut msgs = Vec::new();
         for (i, &(slot, len)) in datagrams.iter().enumerate() {
-            runs.push(&mut msgs, i, slot, dst, len);
+            runs.push(&mut msgs, i, slot, dst, len, 0);
         }
         let mut first = 0;
         for m in &msgs {
@@ -385,6 +409,19 @@ mod tests {
             (0, 900),
         ]);
         assert_eq!(p, vec![(3, 1000), (2, 1000), (1, 900)]);
+    }
+
+    /// `passtos`: a run holds datagrams of one TOS byte.
+    #[test]
+    fn another_tos_starts_a_new_message() {
+        let dst: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let mut runs = GsoRuns::default();
+        let mut msgs = Vec::new();
+        for (i, tos) in [0xb8u8, 0xb8, 0, 0, 0xb8].into_iter().enumerate() {
+            runs.push(&mut msgs, i, 0, dst, 1000, tos);
+        }
+        let got: Vec<(usize, u8)> = msgs.iter().map(|m| (m.count, m.tos)).collect();
+        assert_eq!(got, vec![(2, 0xb8), (2, 0), (1, 0xb8)]);
     }
 
     #[test]
