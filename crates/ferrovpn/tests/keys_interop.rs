@@ -321,6 +321,10 @@ fn rsa1024_ca_chain_legacy_profile_accepts_preferred_refuses() {
         .wait_for_log_line("connection ended", CONNECT_TIMEOUT)
         .unwrap();
     let log = client.log();
+    eprintln!(
+        "tls-cert-profile preferred: {}",
+        log.lines().find(|l| l.contains("connection ended")).unwrap_or_default()
+    );
     assert!(!log.contains(UP), "{log}");
     assert!(
         log.to_lowercase().contains("certificate") || log.contains("Signature"),
