@@ -671,7 +671,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("tls-exit", "tls-exit is not supported"),
     s(
         "askpass",
-        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon`, as 2.6. Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error. Not inline (as 2.6)",
+        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6)",
     ),
     u("engine", "crypto engines are not supported"),
 ];
