@@ -289,10 +289,11 @@ pub fn tls_setup_error(cfg: &Config, e: TlsConfigError) -> anyhow::Error {
         where_is(cfg, directive)
     };
     let mut msg = format!("{at}{name}: {}", e.reason());
-    if matches!(e, TlsConfigError::KeyMismatch) && from_pkcs12.is_none() {
-        if let Some(cert) = &cfg.cert {
-            msg.push_str(&format!(" ({})", source_name("cert", cert)));
-        }
+    if matches!(e, TlsConfigError::KeyMismatch)
+        && from_pkcs12.is_none()
+        && let Some(cert) = &cfg.cert
+    {
+        msg.push_str(&format!(" ({})", source_name("cert", cert)));
     }
     anyhow!(msg)
 }
