@@ -1685,9 +1685,14 @@ mod tests {
                 "server-enc.key",
             ],
         );
-        let e = refusal(conf_in(&dir, true, "server-enc.key", ""));
+        // Encrypted keys are read now (crate::keys); a wrong `askpass`
+        // passphrase names the key file. (No askpass at all would ask on
+        // the terminal, which a unit test must not do.)
+        std::fs::write(dir.join("wrong.pass"), "not-secret\n").unwrap();
+        let askpass = format!("askpass {}", dir.join("wrong.pass").display());
+        let e = refusal(conf_in(&dir, true, "server-enc.key", &askpass));
         assert!(
-            e.contains("server-enc.key") && e.contains("passphrase-protected"),
+            e.contains("server-enc.key") && e.contains("the passphrase is wrong"),
             "{e}"
         );
         let e = refusal(conf_in(&dir, true, "client1.key", ""));
