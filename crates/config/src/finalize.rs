@@ -92,7 +92,19 @@ impl Config {
         }
 
         // Certificates.
-        if self.ca.is_none() {
+        if self.pkcs12.is_some() {
+            // As 2.6: the file gives both; `ca` stays optional (the file's
+            // CA certificates are the trust anchors without it).
+            for d in ["cert", "key"] {
+                if self.location_of(d).is_some() {
+                    return Err(self.fail(
+                        d,
+                        &whole,
+                        format!("'{d}' cannot be used when 'pkcs12' is also specified"),
+                    ));
+                }
+            }
+        } else if self.ca.is_none() {
             return Err(ConfigError::new(
                 &whole,
                 Reason::Invalid("missing 'ca' (file or inline <ca> block)".into()),
@@ -100,6 +112,7 @@ impl Config {
         }
         match (&self.cert, &self.key) {
             (Some(_), Some(_)) => {}
+            (None, None) if self.pkcs12.is_some() => {}
             (Some(_), None) => {
                 return Err(self.fail("cert", &whole, "'cert' given without 'key'".into()));
             }

@@ -437,6 +437,30 @@ impl Parser {
         Ok(Material { source, text })
     }
 
+    /// `pkcs12 FILE` (DER bytes, read now) or `<pkcs12>` (base64 text,
+    /// decoded when the TLS setup reads it).
+    fn pkcs12(&self, d: &Dir<'_>) -> R<Pkcs12> {
+        if let Some(body) = &d.inline {
+            return Ok(Pkcs12::Inline {
+                base64: body.clone(),
+            });
+        }
+        d.count(1, 1, "a PKCS#12 file name or an inline <pkcs12> block")?;
+        let file = d.arg(0).unwrap_or("");
+        if file == "[inline]" {
+            return Err(d.invalid("'pkcs12 [inline]' needs a <pkcs12> block instead".into()));
+        }
+        if !self.fs {
+            return Err(d.err(Reason::NoFileAccess {
+                directive: d.name.to_string(),
+                arg: file.to_string(),
+            }));
+        }
+        let path = PathBuf::from(file);
+        let der = read_limited(&path).map_err(|r| d.err(r))?;
+        Ok(Pkcs12::File { path, der })
+    }
+
     /// The UTF-8 text of `file`, named by directive `d` (size-limited; an
     /// error when this parse may not touch the file system).
     fn read_text_file(&self, d: &Dir<'_>, file: &str) -> R<(MaterialSource, String)> {
@@ -638,6 +662,7 @@ impl Parser {
                 | "tls-crypt-v2"
                 | "tls-auth"
                 | "dh"
+                | "pkcs12"
                 | "auth-user-pass"
                 | "auth-gen-token-secret"
                 | "http-proxy-user-pass"
@@ -1245,6 +1270,18 @@ impl Parser {
             "extra-certs" => {
                 let m = self.material(&d, 1)?;
                 self.cfg.extra_certs.push(m);
+            }
+            "pkcs12" => {
+                let p12 = self.pkcs12(&d)?;
+                self.cfg.pkcs12 = Some(p12);
+            }
+            "askpass" => {
+                // 2.6: `askpass` alone means the terminal ("stdin").
+                d.count(0, 1, "[FILE]")?;
+                self.cfg.askpass = Some(match d.arg(0) {
+                    None | Some("stdin") => Askpass::Terminal,
+                    Some(file) => Askpass::File(PathBuf::from(file)),
+                });
             }
             "crl-verify" => {
                 if d.arg(1) == Some("dir") {

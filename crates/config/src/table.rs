@@ -624,9 +624,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "a no-op in 2.6 too (modern systems need no special IPv6 tun handling)",
     ),
     u("server-bridge", TAP_REASON),
-    u(
+    s(
         "pkcs12",
-        "PKCS#12 files are not supported; use ca/cert/key PEM files",
+        "`FILE` (DER) or inline `<pkcs12>` (base64): certificate, key and CA certificates, as 2.6: opened with an empty password first, then with the `askpass` one (or a terminal prompt); `ca` given alongside replaces the file's CAs as trust anchors (the file's other certificates are then sent as the chain); not together with `cert`/`key`. OpenSSL 3's default (PBES2/AES-256, HMAC-SHA256) and the legacy RC2/3DES files (which 2.6 only reads with OpenSSL's legacy provider) are read. Unlike 2.6, a `pkcs12` without CA certificates and without `ca` is refused at start (2.6 starts and fails every handshake)",
     ),
     u(
         "cryptoapicert",
@@ -669,7 +669,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
     u("tls-exit", "tls-exit is not supported"),
-    u("askpass", "encrypted private keys are not supported"),
+    s(
+        "askpass",
+        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6)",
+    ),
     u("engine", "crypto engines are not supported"),
 ];
 

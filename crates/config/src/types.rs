@@ -200,6 +200,24 @@ pub struct TlsCryptV2 {
     pub force_cookie: bool,
 }
 
+/// `askpass [FILE]`: where the passphrase of an encrypted `key` or a
+/// `pkcs12` file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Askpass {
+    /// `askpass` alone (or `askpass stdin`): ask on the terminal at start.
+    Terminal,
+    /// `askpass FILE`: the file's first line.
+    File(PathBuf),
+}
+
+/// `pkcs12 FILE` (DER, read at parse time) or an inline `<pkcs12>` block
+/// (base64, as 2.6 takes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pkcs12 {
+    File { path: PathBuf, der: Vec<u8> },
+    Inline { base64: String },
+}
+
 /// `dh`: ferrovpn never uses finite-field DH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dh {
@@ -570,6 +588,10 @@ pub struct Config {
     pub extra_certs: Vec<Material>,
     /// `crl-verify FILE` (or inline): PEM certificate revocation lists.
     pub crl_verify: Option<Material>,
+    /// `askpass [FILE]`.
+    pub askpass: Option<Askpass>,
+    /// `pkcs12 FILE` or `<pkcs12>`: certificate, key and CAs in one file.
+    pub pkcs12: Option<Pkcs12>,
     pub dh: Option<Dh>,
     pub tls_crypt: Option<Material>,
     /// `tls-crypt-v2 FILE [force-cookie|allow-noncookie]` or inline.

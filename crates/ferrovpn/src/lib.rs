@@ -5,6 +5,7 @@
 mod admin;
 pub mod cli;
 mod daemon;
+pub mod keys;
 mod logging;
 mod pki;
 mod privileges;

@@ -53,46 +53,6 @@ fn where_is(cfg: &Config, directive: &str) -> String {
         .unwrap_or_default()
 }
 
-fn material<'a>(cfg: &'a Config, m: &'a Option<Material>, name: &str) -> anyhow::Result<&'a str> {
-    match m {
-        Some(m) => Ok(&m.text),
-        None => bail!(
-            "'{name}' is required{}",
-            if cfg.is_server() {
-                " in server mode"
-            } else {
-                " (ferrovpn clients authenticate with a certificate)"
-            }
-        ),
-    }
-}
-
-/// Where the TLS material came from, for errors: `ca /etc/x/ca.crt, key <key> (inline), …`.
-fn tls_sources(cfg: &Config) -> String {
-    let one = |name: &str, m: &Option<Material>| {
-        m.as_ref().map(|m| match &m.source {
-            MaterialSource::File(p) => format!("{name} {}", p.display()),
-            MaterialSource::Inline => format!("{name} <{name}> (inline)"),
-        })
-    };
-    [
-        one("ca", &cfg.ca),
-        one("cert", &cfg.cert),
-        one("key", &cfg.key),
-        one("crl-verify", &cfg.crl_verify),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
-/// `extra-certs` blocks, concatenated (empty when there are none).
-fn extra_certs(cfg: &Config) -> String {
-    let texts: Vec<&str> = cfg.extra_certs.iter().map(|m| m.text.as_str()).collect();
-    texts.join("\n")
-}
-
 /// `management ...` and the `management-*` directives that shape it.
 fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
     let Some(m) = &cfg.management else {
@@ -421,23 +381,34 @@ fn control_wrap(cfg: &Config, side: Side) -> anyhow::Result<(ControlWrap, Option
     {
         let key = ClientKey::parse(&v2.material.text).with_context(|| {
             format!(
-                "{}tls-crypt-v2: bad client key",
-                where_is(cfg, "tls-crypt-v2")
+                "{}tls-crypt-v2 {}: not a usable tls-crypt-v2 client key",
+                where_is(cfg, "tls-crypt-v2"),
+                crate::keys::material_name("tls-crypt-v2", &v2.material)
             )
         })?;
         return Ok((ControlWrap::tls_crypt_v2_client(&key), None));
     }
     if let Some(m) = &cfg.tls_crypt {
-        let key = StaticKey::parse(&m.text)
-            .with_context(|| format!("{}tls-crypt: bad key", where_is(cfg, "tls-crypt")))?;
+        let key = StaticKey::parse(&m.text).with_context(|| {
+            format!(
+                "{}tls-crypt {}: not a usable OpenVPN static key",
+                where_is(cfg, "tls-crypt"),
+                crate::keys::material_name("tls-crypt", m)
+            )
+        })?;
         if cfg.tls_auth.is_some() {
             bail!("tls-crypt and tls-auth cannot both be used");
         }
         return Ok((ControlWrap::tls_crypt(&key, side), None));
     }
     if let Some(ta) = &cfg.tls_auth {
-        let key = StaticKey::parse(&ta.material.text)
-            .with_context(|| format!("{}tls-auth: bad key", where_is(cfg, "tls-auth")))?;
+        let key = StaticKey::parse(&ta.material.text).with_context(|| {
+            format!(
+                "{}tls-auth {}: not a usable OpenVPN static key",
+                where_is(cfg, "tls-auth"),
+                crate::keys::material_name("tls-auth", &ta.material)
+            )
+        })?;
         let digest = AuthDigest::from_name(cfg.auth()).with_context(|| {
             format!(
                 "{}auth '{}' is not supported for tls-auth (SHA1, SHA256, SHA384, SHA512)",
@@ -462,8 +433,9 @@ fn tls_crypt_v2_server_key(cfg: &Config) -> anyhow::Result<Option<Arc<ServerKey>
     };
     let key = ServerKey::parse(&v2.material.text).with_context(|| {
         format!(
-            "{}tls-crypt-v2: bad server key",
-            where_is(cfg, "tls-crypt-v2")
+            "{}tls-crypt-v2 {}: not a usable tls-crypt-v2 server key",
+            where_is(cfg, "tls-crypt-v2"),
+            crate::keys::material_name("tls-crypt-v2", &v2.material)
         )
     })?;
     if !v2.force_cookie {
@@ -908,10 +880,10 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "ping-exit")
         );
     }
-    let ca = material(cfg, &cfg.ca, "ca")?;
-    let cert = material(cfg, &cfg.cert, "cert")?;
-    let key = material(cfg, &cfg.key, "key")?;
-    let extra_certs = extra_certs(cfg);
+    // Decrypts an encrypted key / opens a pkcs12 file (askpass or prompt).
+    let tls = crate::keys::load(cfg)?;
+    let (ca, cert, key) = (tls.ca.as_str(), tls.cert.as_str(), tls.key.as_str());
+    let extra_certs = tls.extra_certs.clone();
     let policy = peer_policy(cfg)?;
     let mut session = session_base(cfg, Side::Server)?;
     session.tls_server = Some(
@@ -927,7 +899,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             policy.clone(),
             client_cert_mode(cfg)?,
         )
-        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
+        .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
     );
     let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
     let network = u32::from(net.network);
@@ -1355,16 +1327,10 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             where_is(cfg, "management")
         );
     }
-    let ca = material(cfg, &cfg.ca, "ca")?;
-    // A username/password client may go without a certificate (empty PEM).
-    let (cert, key) = if cfg.cert.is_none() && cfg.auth_user_pass.is_some() {
-        ("", "")
-    } else {
-        (
-            material(cfg, &cfg.cert, "cert")?,
-            material(cfg, &cfg.key, "key")?,
-        )
-    };
+    // Empty cert/key for a username/password client without a certificate;
+    // decrypts an encrypted key / opens a pkcs12 file (askpass or prompt).
+    let tls = crate::keys::load(cfg)?;
+    let (ca, cert, key) = (tls.ca.as_str(), tls.cert.as_str(), tls.key.as_str());
     let credentials = cfg
         .auth_user_pass
         .as_ref()
@@ -1378,7 +1344,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         .transpose()
         .with_context(|| format!("{}auth-user-pass", where_is(cfg, "auth-user-pass")))?;
     let inline_credentials = cfg.auth_user_pass.clone();
-    let extra_certs = extra_certs(cfg);
+    let extra_certs = tls.extra_certs.clone();
     let policy = peer_policy(cfg)?;
     if !policy.verifies_server() {
         warn!(
@@ -1398,7 +1364,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             },
             policy,
         )
-        .with_context(|| format!("TLS setup from {}", tls_sources(cfg)))?,
+        .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
     );
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     session.peer_info.push_str(cfg.compression.peer_info());
@@ -1908,9 +1874,14 @@ mod tests {
                 "server-enc.key",
             ],
         );
-        let e = refusal(conf_in(&dir, true, "server-enc.key", ""));
+        // Encrypted keys are read now (crate::keys); a wrong `askpass`
+        // passphrase names the key file. (No askpass at all would ask on
+        // the terminal, which a unit test must not do.)
+        std::fs::write(dir.join("wrong.pass"), "not-secret\n").unwrap();
+        let askpass = format!("askpass {}", dir.join("wrong.pass").display());
+        let e = refusal(conf_in(&dir, true, "server-enc.key", &askpass));
         assert!(
-            e.contains("server-enc.key") && e.contains("passphrase-protected"),
+            e.contains("server-enc.key") && e.contains("the passphrase is wrong"),
             "{e}"
         );
         let e = refusal(conf_in(&dir, true, "client1.key", ""));

@@ -353,6 +353,184 @@ fn stock_genkey(args: &[&std::ffi::OsStr]) -> Result<()> {
     Ok(())
 }
 
+/// Run the `openssl` CLI (what easy-rsa and the OpenVPN docs use to make
+/// these files), failing with its output.
+fn openssl_cli(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let openssl = crate::find_tool("openssl")
+        .context("the openssl CLI is required (apt-get install openssl)")?;
+    let out = std::process::Command::new(openssl)
+        .args(args)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// How [`encrypt_key`] protects a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEncryption {
+    /// `openssl pkey -aes256`: PKCS#8 `ENCRYPTED PRIVATE KEY`, PBES2 with
+    /// PBKDF2-HMAC-SHA256 and AES-256-CBC (OpenSSL 3's and easy-rsa's default).
+    Pkcs8Aes256,
+    /// `openssl pkey -des3`: PKCS#8 PBES2 with DES-EDE3-CBC (OpenSSL 1.1's
+    /// `req` default, found in older easy-rsa PKIs).
+    Pkcs8Des3,
+    /// `openssl pkey -traditional -aes128`: `Proc-Type: 4,ENCRYPTED` PEM.
+    TraditionalAes128,
+    /// `openssl pkey -traditional -des3`.
+    TraditionalDes3,
+}
+
+/// Write `key` encrypted with `passphrase` to `out` (mode 0600).
+pub fn encrypt_key(key: &Path, out: &Path, passphrase: &str, how: KeyEncryption) -> Result<()> {
+    let pass = format!("pass:{passphrase}");
+    let how_args: &[&str] = match how {
+        KeyEncryption::Pkcs8Aes256 => &["-aes256"],
+        KeyEncryption::Pkcs8Des3 => &["-des3"],
+        KeyEncryption::TraditionalAes128 => &["-traditional", "-aes128"],
+        KeyEncryption::TraditionalDes3 => &["-traditional", "-des3"],
+    };
+    let mut args: Vec<&std::ffi::OsStr> = vec!["pkey".as_ref(), "-in".as_ref(), key.as_os_str()];
+    args.extend(how_args.iter().map(std::ffi::OsStr::new));
+    args.extend([
+        std::ffi::OsStr::new("-passout"),
+        pass.as_ref(),
+        "-out".as_ref(),
+        out.as_os_str(),
+    ]);
+    openssl_cli(&args)?;
+    let text = std::fs::read_to_string(out)?;
+    write_private(out, &text)
+}
+
+/// `openssl pkcs12 -export` of `who`'s certificate and key with the CA
+/// certificate `ca` (if any) to `out`, protected by `password` (may be
+/// empty). `legacy`: the RC2-40/3DES + SHA-1 MAC file OpenSSL 1.1 wrote
+/// (`-legacy`); otherwise OpenSSL 3's default (PBES2 AES-256-CBC, SHA-256 MAC).
+pub fn export_pkcs12(
+    who: &CertKey,
+    ca: Option<&Path>,
+    out: &Path,
+    password: &str,
+    legacy: bool,
+) -> Result<()> {
+    let pass = format!("pass:{password}");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "pkcs12".as_ref(),
+        "-export".as_ref(),
+        "-in".as_ref(),
+        who.cert.as_os_str(),
+        "-inkey".as_ref(),
+        who.key.as_os_str(),
+        "-passout".as_ref(),
+        pass.as_ref(),
+        "-out".as_ref(),
+        out.as_os_str(),
+    ];
+    if let Some(ca) = ca {
+        args.extend([std::ffi::OsStr::new("-certfile"), ca.as_os_str()]);
+    }
+    if legacy {
+        args.push("-legacy".as_ref());
+    }
+    openssl_cli(&args)
+}
+
+/// A CA with a 1024-bit RSA key (what old PKIs still have; webpki refuses
+/// it, OpenVPN 2.6's default `tls-cert-profile legacy` accepts it), and a
+/// server and a client certificate it signs (RSA-2048, SHA-256), made with
+/// the openssl CLI in `dir`.
+pub struct Rsa1024Pki {
+    pub ca: PathBuf,
+    pub server: CertKey,
+    pub client: CertKey,
+}
+
+/// Make an [`Rsa1024Pki`] in `dir`.
+pub fn rsa1024_pki(dir: &Path) -> Result<Rsa1024Pki> {
+    std::fs::create_dir_all(dir)?;
+    let p = |n: &str| dir.join(n);
+    let ca_key = p("ca1024.key");
+    let ca = p("ca1024.crt");
+    openssl_cli(&[
+        "req".as_ref(),
+        "-x509".as_ref(),
+        "-newkey".as_ref(),
+        "rsa:1024".as_ref(),
+        "-nodes".as_ref(),
+        "-sha256".as_ref(),
+        "-days".as_ref(),
+        "30".as_ref(),
+        "-subj".as_ref(),
+        "/CN=RSA-1024 CA".as_ref(),
+        "-addext".as_ref(),
+        "basicConstraints=critical,CA:TRUE".as_ref(),
+        "-addext".as_ref(),
+        "keyUsage=critical,keyCertSign,cRLSign".as_ref(),
+        "-keyout".as_ref(),
+        ca_key.as_os_str(),
+        "-out".as_ref(),
+        ca.as_os_str(),
+    ])?;
+    let leaf = |stem: &str, cn: &str, eku: &str| -> Result<CertKey> {
+        let key = p(&format!("{stem}.key"));
+        let csr = p(&format!("{stem}.csr"));
+        let cert = p(&format!("{stem}.crt"));
+        let ext = p(&format!("{stem}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={eku}\n"
+            ),
+        )?;
+        openssl_cli(&[
+            "req".as_ref(),
+            "-new".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-subj".as_ref(),
+            format!("/CN={cn}").as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ])?;
+        openssl_cli(&[
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+            "-CA".as_ref(),
+            ca.as_os_str(),
+            "-CAkey".as_ref(),
+            ca_key.as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-sha256".as_ref(),
+            "-days".as_ref(),
+            "30".as_ref(),
+            "-extfile".as_ref(),
+            ext.as_os_str(),
+            "-out".as_ref(),
+            cert.as_os_str(),
+        ])?;
+        let text = std::fs::read_to_string(&key)?;
+        write_private(&key, &text)?;
+        Ok(CertKey {
+            cn: cn.into(),
+            cert,
+            key,
+        })
+    };
+    let server = leaf("server1024", "server", "serverAuth")?;
+    let client = leaf("client1024", "client1", "clientAuth")?;
+    Ok(Rsa1024Pki { ca, server, client })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,6 +185,12 @@ pub fn reload(
     }
 }
 
+/// Ask for a secret on the controlling terminal without echo (the private
+/// key passphrase prompt uses it too).
+pub fn ask_secret(prompt: &str) -> anyhow::Result<String> {
+    ask(prompt, false)
+}
+
 /// Ask on the controlling terminal; without `echo` the answer is not shown
 /// (`stty -echo`, found by absolute path, and echo is put back even on errors).
 fn ask(prompt: &str, echo: bool) -> anyhow::Result<String> {

@@ -36,7 +36,7 @@ pub enum TlsConfigError {
     Empty(&'static str),
     /// The private key is passphrase-protected.
     #[error(
-        "key: the private key is passphrase-protected (encrypted PKCS#8 or 'Proc-Type: 4,ENCRYPTED'), which ferrovpn cannot decrypt yet; store it decrypted, e.g. 'openssl pkey -in KEY -out KEY.plain' (keep it mode 0600)"
+        "key: the private key is passphrase-protected (encrypted PKCS#8 or 'Proc-Type: 4,ENCRYPTED'); decrypt it first (keyfile::decrypt_key)"
     )]
     EncryptedKey,
     /// `key` does not belong to `cert`.
@@ -48,6 +48,30 @@ pub enum TlsConfigError {
     /// The client certificate verifier could not be built.
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+}
+
+impl TlsConfigError {
+    /// The directive whose material is at fault (`ca`, `cert`, `key`,
+    /// `extra-certs`, `crl-verify`), when one is.
+    pub fn directive(&self) -> Option<&'static str> {
+        match self {
+            TlsConfigError::Pem { what, .. } | TlsConfigError::Empty(what) => Some(what),
+            TlsConfigError::EncryptedKey | TlsConfigError::KeyMismatch => Some("key"),
+            TlsConfigError::Rustls(_) | TlsConfigError::Verifier(_) => None,
+        }
+    }
+
+    /// What is wrong, in words, without the directive's name in front.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        match self.directive() {
+            Some(d) => full
+                .strip_prefix(d)
+                .and_then(|r| r.strip_prefix(": "))
+                .map_or(full.clone(), str::to_owned),
+            None => full,
+        }
+    }
 }
 
 /// PEM certificates and key as given by `ca`, `cert` and `key`.
@@ -202,7 +226,7 @@ pub fn parse_crls(pem: &str) -> Result<Vec<CertificateRevocationListDer<'static>
     for c in &crls {
         webpki::OwnedCertRevocationList::from_der(c).map_err(|e| TlsConfigError::Pem {
             what: "crl-verify",
-            reason: format!("{e:?}"),
+            reason: format!("not a valid certificate revocation list ({e:?})"),
         })?;
     }
     Ok(crls)
@@ -252,6 +276,13 @@ fn own_cert_error(e: rustls::Error) -> TlsConfigError {
         rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
             TlsConfigError::KeyMismatch
         }
+        // The key's DER does not parse as any key type TLS can sign with.
+        rustls::Error::General(detail) => TlsConfigError::Pem {
+            what: "key",
+            reason: format!(
+                "the private key cannot be used ({detail}): a damaged file, or a key type TLS cannot sign with"
+            ),
+        },
         e => TlsConfigError::Rustls(e),
     }
 }
