@@ -336,9 +336,7 @@ impl Session {
                 reason,
                 client_reason,
             }),
-            C::ClientPendingAuth { .. } if !shared.client_auth => {
-                send(PENDING_AUTH_FAILED)
-            }
+            C::ClientPendingAuth { .. } if !shared.client_auth => send(PENDING_AUTH_FAILED),
             C::ClientPendingAuth {
                 cid,
                 kid,
@@ -629,8 +627,14 @@ mod tests {
         };
         let mut s = Session::new(None);
         assert_eq!(s.on_line(&mut sh, "client-auth 3 1"), Step::Nothing);
-        assert_eq!(s.on_line(&mut sh, "ifconfig-push 10.8.0.50 255.255.255.0"), Step::Nothing);
-        assert_eq!(s.on_line(&mut sh, "push \"route 10.9.0.0 255.255.0.0\""), Step::Nothing);
+        assert_eq!(
+            s.on_line(&mut sh, "ifconfig-push 10.8.0.50 255.255.255.0"),
+            Step::Nothing
+        );
+        assert_eq!(
+            s.on_line(&mut sh, "push \"route 10.9.0.0 255.255.0.0\""),
+            Step::Nothing
+        );
         let step = s.on_line(&mut sh, "END");
         let Step::Ask(q) = step else {
             panic!("{step:?}")

@@ -795,6 +795,11 @@ impl Server {
         lines: &[String],
     ) -> Result<(), String> {
         use std::io::Write;
+        // As before client-connect: the address the block may replace is
+        // given out first (an exhausted pool was answered already).
+        if self.ensure_peer(addr).is_none() {
+            return Err("no tunnel address for the client".into());
+        }
         let mut file = tempfile::Builder::new()
             .prefix("openvpn_cc_")
             .suffix(".tmp")

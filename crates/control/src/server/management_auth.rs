@@ -438,6 +438,23 @@ impl Server {
         }
     }
 
+    /// `>CLIENT:CR_RESPONSE,CID,KEY_ID,RESPONSE`: the client answered a
+    /// challenge (`client-pending-auth ... CR_TEXT:...`). 2.6 sends it with
+    /// any management interface, `management-client-auth` or not.
+    pub(super) fn notify_cr_response(&self, addr: SocketAddr, key_id: u8, response: String) {
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        info!("{addr}: CR response was sent by client");
+        // A line break in it would start a notification of its own.
+        let response: String = response.chars().filter(|c| !c.is_control()).collect();
+        self.notify_management(|s| Notice::Client {
+            event: "CR_RESPONSE",
+            args: format!("{},{key_id},{response}", c.cid),
+            env: s.client_env(addr, c),
+        });
+    }
+
     /// `>CLIENT:DISCONNECT` for an established client the management
     /// client was asked about, with its byte counts and time connected.
     pub(super) fn notify_client_disconnect(
@@ -481,8 +498,14 @@ mod tests {
         let mut t = Table::default();
         assert_eq!(t.begin(7, false, now, WINDOW), 1);
         // Management first, script second.
-        assert_eq!(t.accept(7, 1, vec!["ifconfig-push 10.8.0.9 255.255.255.0".into()]), Decision::Noted);
-        assert!(!t.others_accepted(7), "the management client accepted already");
+        assert_eq!(
+            t.accept(7, 1, vec!["ifconfig-push 10.8.0.9 255.255.255.0".into()]),
+            Decision::Noted
+        );
+        assert!(
+            !t.others_accepted(7),
+            "the management client accepted already"
+        );
         assert_eq!(
             t.take_config(7),
             Some(vec!["ifconfig-push 10.8.0.9 255.255.255.0".into()])
@@ -514,7 +537,10 @@ mod tests {
         assert!(!t.others_accepted(3));
         t.begin(3, false, Instant::now(), WINDOW);
         assert!(t.others_accepted(3));
-        assert_eq!(t.accept(3, 1, Vec::new()), Decision::Proceed { again: false });
+        assert_eq!(
+            t.accept(3, 1, Vec::new()),
+            Decision::Proceed { again: false }
+        );
         // Decided: a later script verdict (token renewal) does not wait.
         assert!(!t.others_accepted(3));
     }
@@ -529,7 +555,10 @@ mod tests {
         assert_eq!(t.accept(1, 1, Vec::new()), Decision::Unknown);
         t.begin(2, false, now, WINDOW);
         assert!(t.others_accepted(2));
-        assert_eq!(t.accept(2, 1, Vec::new()), Decision::Proceed { again: false });
+        assert_eq!(
+            t.accept(2, 1, Vec::new()),
+            Decision::Proceed { again: false }
+        );
         assert_eq!(t.deny(2, 1), Decision::Refuse);
     }
 
@@ -542,17 +571,29 @@ mod tests {
         assert!(t.expired(start + Duration::from_secs(59)).is_empty());
         // client-pending-auth 2 1 ... 300, 10 s in, cap 120 s from start.
         let ten = start + Duration::from_secs(10);
-        assert_eq!(t.extend(2, 1, 300, ten, Duration::from_secs(120), true), Some(110));
-        assert_eq!(t.extend(2, 5, 300, ten, Duration::from_secs(120), true), None);
-        assert_eq!(t.extend(9, 1, 300, ten, Duration::from_secs(120), true), None);
+        assert_eq!(
+            t.extend(2, 1, 300, ten, Duration::from_secs(120), true),
+            Some(110)
+        );
+        assert_eq!(
+            t.extend(2, 5, 300, ten, Duration::from_secs(120), true),
+            None
+        );
+        assert_eq!(
+            t.extend(9, 1, 300, ten, Duration::from_secs(120), true),
+            None
+        );
         assert_eq!(t.expired(start + Duration::from_secs(60)), vec![1]);
         assert!(t.expired(start + Duration::from_secs(119)).is_empty());
-        assert_eq!(t.expired(start + Duration::from_secs(120), true), vec![2]);
+        assert_eq!(t.expired(start + Duration::from_secs(120)), vec![2]);
         // Expired logins are gone: answering them fails.
         assert_eq!(t.accept(2, 1, Vec::new()), Decision::Unknown);
         // A shorter timeout than the window shortens the wait.
         t.begin(3, false, start, WINDOW);
-        assert_eq!(t.extend(3, 1, 5, start, Duration::from_secs(120), true), Some(5));
+        assert_eq!(
+            t.extend(3, 1, 5, start, Duration::from_secs(120), true),
+            Some(5)
+        );
         assert_eq!(t.expired(start + Duration::from_secs(5)), vec![3]);
     }
 

@@ -1094,7 +1094,9 @@ impl Server {
                 // SIGHUP/SIGUSR1): say so instead of pretending.
                 _ => Answer::Done(false),
             },
-            Query::ClientAuth { .. } | Query::ClientDeny { .. } | Query::ClientPendingAuth { .. } => {
+            Query::ClientAuth { .. }
+            | Query::ClientDeny { .. }
+            | Query::ClientPendingAuth { .. } => {
                 (self.answer_client_auth(now, &req.query)).unwrap_or(Answer::Done(false))
             }
         };
@@ -1367,6 +1369,9 @@ impl Server {
             }
             Event::Reauthenticate { credentials, .. } => {
                 self.on_reauthenticate(now, addr, credentials);
+            }
+            Event::CrResponse { key_id, response } => {
+                self.notify_cr_response(addr, key_id, response);
             }
             // A client still logging in waits (it asks again).
             Event::PushRequested if self.is_admitted(&addr) => self.push_reply(now, addr),
