@@ -358,7 +358,8 @@ impl Server {
     ) -> bool {
         let max_window = self.pending_auth_window();
         // The deadline moves only when the message fits, as in 2.6.
-        let fits = extra.len() + "INFO_PRE,".len() + 1 <= MAX_INFO_PRE;
+        // 2.6 counts `INFO_PRE,`, its NUL and one more byte with EXTRA.
+        let fits = "INFO_PRE,".len() + 2 + extra.len() <= MAX_INFO_PRE;
         let Some(granted) = self
             .mgmt_auth
             .extend(cid, kid, timeout, now, max_window, fits)
