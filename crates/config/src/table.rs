@@ -641,9 +641,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "plugin",
         "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls the PLUGIN_AUTH_USER_PASS_VERIFY hook (success, error, or deferred through `auth_control_file`), e.g. Debian's `openvpn-plugin-auth-pam.so`; a plugin asking for any other hook, or for per-client contexts, is refused at start; not together with `auth-user-pass-verify`; client side: error",
     ),
-    u(
+    s(
         "management-client-auth",
-        "deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
+        "server: every client's login waits for the management client (`>CLIENT:CONNECT`/`REAUTH`, answered with `client-auth`, `client-auth-nt`, `client-deny` or `client-pending-auth`), together with `auth-user-pass-verify`/plugin as 2.6 (all must accept); clients must send a user name (`auth-user-pass`), as 2.6 requires; see docs/management.md",
     ),
     s(
         "port-share",

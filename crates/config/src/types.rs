@@ -667,6 +667,8 @@ pub struct Config {
     pub management: Option<Management>,
     /// `management-hold`: start only after a management client says `hold release`.
     pub management_hold: bool,
+    /// `management-client-auth`: every client waits for `client-auth`.
+    pub management_client_auth: bool,
     /// `management-log-cache N`.
     pub management_log_cache: Option<u32>,
     /// `management-client-user U` / `management-client-group G` (unix socket only).

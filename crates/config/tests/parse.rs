@@ -1282,13 +1282,20 @@ fn management_directives() {
             "management 127.0.0.1 7505 stdin",
             "t.conf:1: unsupported 'management ... stdin': ferrovpn does not prompt on the terminal; give a password file",
         ),
-        (
-            "management-client-auth",
-            "t.conf:1: unsupported 'management-client-auth': deferred client authentication over the management interface needs username/password authentication, which ferrovpn does not support",
-        ),
     ] {
         assert_eq!(line_err(line), want, "{line}");
     }
+    let c = parse_str_no_fs(
+        &format!(
+            "management /run/m.sock unix\nmanagement-client-auth\n{}",
+            server_base()
+        ),
+        "t.conf",
+    )
+    .unwrap();
+    assert!(c.management_client_auth);
+    let e = line_err("management-client-auth now");
+    assert!(e.starts_with("t.conf:1: 'management-client-auth'"), "{e}");
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
     let Some(m) = &cfg.management else {
         for d in [
             "management-hold",
+            "management-client-auth",
             "management-log-cache",
             "management-client-user",
             "management-client-group",
@@ -125,6 +126,7 @@ fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
             "/etc/group",
         )?,
         verb: cfg.verb(),
+        client_auth: cfg.management_client_auth,
     }))
 }
 

@@ -1125,3 +1125,37 @@ fn server_verify_x509_name_admits_only_the_named_client() {
         }
     }
 }
+
+/// A client's `CR_RESPONSE,...` reaches the server's driver (for
+/// `>CLIENT:CR_RESPONSE`) with the key it came on; 2.6 reads nothing after
+/// a bare `CR_RESPONSE`.
+#[test]
+fn cr_response_is_reported_to_the_server() {
+    let mut pair = Pair::establish(None);
+    let now = pair.now;
+    pair.client
+        .send_control_message(now, "CR_RESPONSE,aGVsbG8gd29ybGQ=");
+    pair.client.send_control_message(now, "CR_RESPONSE");
+    let server = pair.server.as_mut().unwrap();
+    let mut responses = Vec::new();
+    for _ in 0..10 {
+        while let Some(p) = pair.client.poll_transmit() {
+            server.handle_packet(now, &p);
+        }
+        while let Some(ev) = server.poll_event() {
+            if let Event::CrResponse { key_id, response } = ev {
+                responses.push((key_id, response));
+            }
+        }
+        while let Some(p) = server.poll_transmit() {
+            pair.client.handle_packet(now, &p);
+        }
+        if responses.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        responses,
+        vec![(0, "aGVsbG8gd29ybGQ=".to_string()), (0, String::new())]
+    );
+}

@@ -301,6 +301,7 @@ impl Connection<'_> {
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
                 Event::ClientAuthenticated { .. }
                 | Event::Reauthenticate { .. }
+                | Event::CrResponse { .. }
                 | Event::PushRequested => {}
             }
         }

@@ -108,6 +108,17 @@ fn broadcast(notice: Notice, shared: &Mutex<Shared>) -> Broadcast {
         Notice::ClientEstablished { cid, env } => {
             Broadcast::Client(reply::client_event("ESTABLISHED", &cid.to_string(), &env))
         }
+        Notice::Client { event, args, env } => {
+            Broadcast::Client(reply::client_event(event, &args, &env))
+        }
+        Notice::ClientAddress {
+            cid,
+            address,
+            primary,
+        } => Broadcast::Client(reply::line(&format!(
+            ">CLIENT:ADDRESS,{cid},{address},{}",
+            u8::from(primary)
+        ))),
         Notice::State {
             state,
             description,

@@ -68,6 +68,8 @@ pub struct ManagementSettings {
     pub client_gid: Option<u32>,
     /// `verb`, for the `verb` command.
     pub verb: u8,
+    /// `management-client-auth`: every client waits for `client-auth`.
+    pub client_auth: bool,
 }
 
 /// What a management command needs from the server.
@@ -88,6 +90,27 @@ pub enum Query {
     ByteCounts,
     /// `SIGHUP`, `SIGTERM`, `SIGUSR1` or `SIGUSR2`.
     Signal(String),
+    /// `client-auth CID KID` with its config block, or `client-auth-nt`
+    /// (`config` empty).
+    ClientAuth {
+        cid: u64,
+        kid: u32,
+        config: Vec<String>,
+    },
+    /// `client-deny CID KID REASON [CLIENT-REASON]`.
+    ClientDeny {
+        cid: u64,
+        kid: u32,
+        reason: String,
+        client_reason: Option<String>,
+    },
+    /// `client-pending-auth CID KID EXTRA TIMEOUT`.
+    ClientPendingAuth {
+        cid: u64,
+        kid: u32,
+        extra: String,
+        timeout: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +165,20 @@ pub enum Notice {
     },
     /// A log entry (`TIME,FLAGS,TEXT`) for `log` and `>LOG:`.
     Log(String),
+    /// With `management-client-auth`: `>CLIENT:EVENT,ARGS` (`CONNECT`,
+    /// `REAUTH`, `DISCONNECT`, `CR_RESPONSE`) and its environment.
+    Client {
+        event: &'static str,
+        args: String,
+        env: Vec<(String, String)>,
+    },
+    /// `>CLIENT:ADDRESS,CID,ADDR,PRI`: an address (`primary`: its tunnel
+    /// address) or an iroute network now routed to client `cid`.
+    ClientAddress {
+        cid: u64,
+        address: String,
+        primary: bool,
+    },
 }
 
 /// The part of the interface the server holds.
@@ -165,6 +202,7 @@ impl Management {
             log: History::new(settings.log_cache),
             verb: settings.verb,
             pid: std::process::id(),
+            client_auth: settings.client_auth,
         }));
         let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE);

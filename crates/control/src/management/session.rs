@@ -15,6 +15,10 @@ pub const PASSWORD_TRIES: u32 = 3;
 /// bound keeps a hostile client from growing memory without end).
 pub const MAX_BLOCK_LINES: usize = 1024;
 
+/// 2.6's one answer for every failed `client-pending-auth`.
+const PENDING_AUTH_FAILED: &str =
+    "ERROR: client-pending-auth command failed. Extra parameter might be too long";
+
 /// Longest command line kept (2.6 reads into a 1024-byte buffer).
 pub const MAX_LINE: usize = 1024;
 
@@ -67,6 +71,9 @@ pub struct Shared {
     pub log: History,
     pub verb: u8,
     pub pid: u32,
+    /// `management-client-auth`: the `client-*` commands decide about
+    /// waiting clients (without it they fail, as in 2.6).
+    pub client_auth: bool,
 }
 
 /// The last N lines of something, oldest first.
@@ -109,13 +116,22 @@ pub enum Step {
     Close(String),
 }
 
+/// A `client-auth` block being read.
+#[derive(Debug)]
+struct ClientAuthBlock {
+    cid: u64,
+    kid: u32,
+    lines: Vec<String>,
+}
+
 /// Per-connection state.
 #[derive(Debug)]
 pub struct Session {
     password: Option<String>,
     failed_tries: u32,
-    /// `Some` while reading a `client-auth` block: its lines so far.
-    block: Option<Vec<String>>,
+    /// `Some` while reading a `client-auth` block: its client, key and
+    /// lines so far.
+    block: Option<ClientAuthBlock>,
     pub realtime_log: bool,
     pub realtime_state: bool,
     pub realtime_echo: bool,
@@ -174,15 +190,22 @@ impl Session {
         }
         if let Some(block) = &mut self.block {
             if line != "END" {
-                if block.len() < MAX_BLOCK_LINES {
-                    block.push(line.to_string());
+                if block.lines.len() < MAX_BLOCK_LINES {
+                    block.lines.push(line.to_string());
                 }
                 return Step::Nothing;
             }
-            self.block = None;
-            // No client ever waits for management approval: ferrovpn
-            // refuses `management-client-auth`, so the CID is not pending.
-            return Step::Send(reply::line("ERROR: client-auth command failed"));
+            let ClientAuthBlock { cid, kid, lines } = self.block.take().expect("checked above");
+            if !shared.client_auth {
+                // No client waits for management approval without
+                // `management-client-auth`: the CID is not pending.
+                return Step::Send(reply::line("ERROR: client-auth command failed"));
+            }
+            return Step::Ask(Query::ClientAuth {
+                cid,
+                kid,
+                config: lines,
+            });
         }
         match command::parse(line) {
             Parsed::Nothing => Step::Nothing,
@@ -283,15 +306,48 @@ impl Session {
                 cid,
                 message: message.unwrap_or_else(|| "RESTART".into()),
             }),
-            C::ClientAuth { .. } => {
-                self.block = Some(Vec::new());
+            C::ClientAuth { cid, kid } => {
+                self.block = Some(ClientAuthBlock {
+                    cid,
+                    kid,
+                    lines: Vec::new(),
+                });
                 Step::Nothing
             }
-            C::ClientAuthNt { .. } => send("ERROR: client-auth command failed"),
-            C::ClientDeny { .. } => send("ERROR: client-deny command failed"),
-            C::ClientPendingAuth { .. } => {
-                send("ERROR: client-pending-auth command failed. Extra parameter might be too long")
+            C::ClientAuthNt { .. } if !shared.client_auth => {
+                send("ERROR: client-auth command failed")
             }
+            C::ClientAuthNt { cid, kid } => Step::Ask(Query::ClientAuth {
+                cid,
+                kid,
+                config: Vec::new(),
+            }),
+            C::ClientDeny { .. } if !shared.client_auth => {
+                send("ERROR: client-deny command failed")
+            }
+            C::ClientDeny {
+                cid,
+                kid,
+                reason,
+                client_reason,
+            } => Step::Ask(Query::ClientDeny {
+                cid,
+                kid,
+                reason,
+                client_reason,
+            }),
+            C::ClientPendingAuth { .. } if !shared.client_auth => send(PENDING_AUTH_FAILED),
+            C::ClientPendingAuth {
+                cid,
+                kid,
+                extra,
+                timeout,
+            } => Step::Ask(Query::ClientPendingAuth {
+                cid,
+                kid,
+                extra,
+                timeout,
+            }),
             C::Username { .. } => send("ERROR: no username is currently needed at this time"),
             C::Password { .. } => send("ERROR: no password is currently needed at this time"),
             C::ForgetPasswords => send("SUCCESS: Passwords were forgotten"),
@@ -346,6 +402,24 @@ impl Session {
                 .iter()
                 .map(|(cid, rx, tx)| reply::line(&format!(">BYTECOUNT_CLI:{cid},{rx},{tx}")))
                 .collect(),
+            (Query::ClientAuth { .. }, Answer::Done(true)) => {
+                reply::line("SUCCESS: client-auth command succeeded")
+            }
+            (Query::ClientAuth { .. }, Answer::Done(false)) => {
+                reply::line("ERROR: client-auth command failed")
+            }
+            (Query::ClientDeny { .. }, Answer::Done(true)) => {
+                reply::line("SUCCESS: client-deny command succeeded")
+            }
+            (Query::ClientDeny { .. }, Answer::Done(false)) => {
+                reply::line("ERROR: client-deny command failed")
+            }
+            (Query::ClientPendingAuth { .. }, Answer::Done(true)) => {
+                reply::line("SUCCESS: client-pending-auth command succeeded")
+            }
+            (Query::ClientPendingAuth { .. }, Answer::Done(false)) => {
+                reply::line(PENDING_AUTH_FAILED)
+            }
             (_, Answer::Unavailable) => reply::line("ERROR: the server is not running"),
             (q, a) => reply::line(&format!("ERROR: internal: {q:?} answered with {a:?}")),
         }
@@ -427,6 +501,7 @@ mod tests {
             log: History::new(100),
             verb: 3,
             pid: 4242,
+            client_auth: false,
         }
     }
 
@@ -538,7 +613,96 @@ mod tests {
         for _ in 0..5000 {
             s.on_line(&mut sh, "x");
         }
-        assert_eq!(s.block.as_ref().map(Vec::len), Some(MAX_BLOCK_LINES));
+        assert_eq!(
+            s.block.as_ref().map(|b| b.lines.len()),
+            Some(MAX_BLOCK_LINES)
+        );
+    }
+
+    #[test]
+    fn client_auth_commands_go_to_the_server_with_management_client_auth() {
+        let mut sh = Shared {
+            client_auth: true,
+            ..shared()
+        };
+        let mut s = Session::new(None);
+        assert_eq!(s.on_line(&mut sh, "client-auth 3 1"), Step::Nothing);
+        assert_eq!(
+            s.on_line(&mut sh, "ifconfig-push 10.8.0.50 255.255.255.0"),
+            Step::Nothing
+        );
+        assert_eq!(
+            s.on_line(&mut sh, "push \"route 10.9.0.0 255.255.0.0\""),
+            Step::Nothing
+        );
+        let step = s.on_line(&mut sh, "END");
+        let Step::Ask(q) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(
+            q,
+            Query::ClientAuth {
+                cid: 3,
+                kid: 1,
+                config: vec![
+                    "ifconfig-push 10.8.0.50 255.255.255.0".into(),
+                    "push \"route 10.9.0.0 255.255.0.0\"".into()
+                ]
+            }
+        );
+        assert_eq!(
+            s.answered(&q, Answer::Done(true)),
+            "SUCCESS: client-auth command succeeded\r\n"
+        );
+        assert_eq!(
+            s.answered(&q, Answer::Done(false)),
+            "ERROR: client-auth command failed\r\n"
+        );
+        let cases = [
+            (
+                "client-auth-nt 4 2",
+                Query::ClientAuth {
+                    cid: 4,
+                    kid: 2,
+                    config: Vec::new(),
+                },
+                "SUCCESS: client-auth command succeeded",
+            ),
+            (
+                "client-deny 5 1 \"bad password\" \"go away\"",
+                Query::ClientDeny {
+                    cid: 5,
+                    kid: 1,
+                    reason: "bad password".into(),
+                    client_reason: Some("go away".into()),
+                },
+                "SUCCESS: client-deny command succeeded",
+            ),
+            (
+                "client-pending-auth 6 1 WEB_AUTH::https://sso.example/x 120",
+                Query::ClientPendingAuth {
+                    cid: 6,
+                    kid: 1,
+                    extra: "WEB_AUTH::https://sso.example/x".into(),
+                    timeout: 120,
+                },
+                "SUCCESS: client-pending-auth command succeeded",
+            ),
+        ];
+        for (line, query, ok) in cases {
+            assert_eq!(s.on_line(&mut sh, line), Step::Ask(query.clone()), "{line}");
+            assert_eq!(s.answered(&query, Answer::Done(true)), format!("{ok}\r\n"));
+        }
+        let pending = Query::ClientPendingAuth {
+            cid: 1,
+            kid: 1,
+            extra: String::new(),
+            timeout: 1,
+        };
+        assert_eq!(
+            s.answered(&pending, Answer::Done(false)),
+            "ERROR: client-pending-auth command failed. Extra parameter might be too long\r\n"
+        );
     }
 
     #[test]

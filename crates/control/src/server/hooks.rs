@@ -306,7 +306,7 @@ impl Server {
     fn verify(&mut self, now: Instant, addr: SocketAddr, cred: &Credentials, again: bool) {
         let plugin = self.password_plugin();
         let script = self.s.scripts.auth_user_pass_verify.clone();
-        if plugin.is_none() && script.is_none() {
+        if plugin.is_none() && script.is_none() && !self.management_client_auth() {
             return;
         }
         let Some(c) = self.clients.get(&addr) else {
@@ -340,6 +340,15 @@ impl Server {
                 return;
             }
             None => {}
+        }
+        // As 2.6: the management client hears of the login first, then the
+        // plugin and the script run; all must accept.
+        if self.management_client_auth() {
+            self.ask_management(now, addr, cred, again, &env);
+            if plugin.is_none() && script.is_none() {
+                self.verified(now, addr, again);
+                return;
+            }
         }
         let files = match ControlFiles::create(&self.s.scripts.tmp_dir) {
             Ok(f) => f,
@@ -401,7 +410,9 @@ impl Server {
 
     /// Whether logins are checked (by `auth-user-pass-verify` or a plugin).
     fn checks_passwords(&self) -> bool {
-        self.s.scripts.auth_user_pass_verify.is_some() || self.password_plugin().is_some()
+        self.s.scripts.auth_user_pass_verify.is_some()
+            || self.password_plugin().is_some()
+            || self.management_client_auth()
     }
 
     /// The plugins, when one of them checks logins.
@@ -461,7 +472,10 @@ impl Server {
     /// The login (or a renegotiation's) checked out: with `auth-gen-token`
     /// the client gets a token (a renegotiation a fresh one, as 2.6 sends
     /// it: `PUSH_REPLY,auth-token ...`).
-    fn verified(&mut self, now: Instant, addr: SocketAddr, again: bool) {
+    pub(super) fn verified(&mut self, now: Instant, addr: SocketAddr, again: bool) {
+        if self.waits_for_management(addr) {
+            return;
+        }
         if self.s.auth_token.is_some()
             && let Some(c) = self.clients.get_mut(&addr)
             && c.token_session.is_none()
@@ -539,6 +553,13 @@ impl Server {
     /// Let the client in: its held keys go to the data plane, learn-address
     /// hears of it, and it gets its push reply.
     fn admit(&mut self, now: Instant, addr: SocketAddr) {
+        if let Some(block) = self.take_management_config(addr)
+            && let Err(why) = self.apply_management_config(addr, &block)
+        {
+            warn!("{addr}: client-auth config: {why}, refusing client");
+            self.refuse(now, addr, None);
+            return;
+        }
         let Some(c) = self.clients.get_mut(&addr) else {
             return;
         };
@@ -565,7 +586,7 @@ impl Server {
 
     /// Refuse the client: AUTH_FAILED (with the reason, when there is one),
     /// then it goes after the grace period.
-    fn refuse(&mut self, now: Instant, addr: SocketAddr, reason: Option<&str>) {
+    pub(super) fn refuse(&mut self, now: Instant, addr: SocketAddr, reason: Option<&str>) {
         let Some(c) = self.clients.get_mut(&addr) else {
             return;
         };
@@ -763,6 +784,32 @@ impl Server {
                 .ok_or("no tunnel address to replace")?;
         }
         Ok(())
+    }
+
+    /// `management-client-auth`: the `client-auth` block is read exactly as
+    /// a client-connect dynamic config file, and last, as 2.6 applies it
+    /// (after the client-config-dir file and client-connect).
+    fn apply_management_config(
+        &mut self,
+        addr: SocketAddr,
+        lines: &[String],
+    ) -> Result<(), String> {
+        use std::io::Write;
+        // As before client-connect: the address the block may replace is
+        // given out first (an exhausted pool was answered already).
+        if self.ensure_peer(addr).is_none() {
+            return Err("no tunnel address for the client".into());
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix("openvpn_cc_")
+            .suffix(".tmp")
+            .tempfile_in(&self.s.scripts.tmp_dir)
+            .map_err(|e| format!("cannot create a file for it: {e}"))?;
+        for line in lines {
+            writeln!(file, "{line}").map_err(|e| format!("cannot write it: {e}"))?;
+        }
+        let path = file.into_temp_path();
+        self.apply_client_connect_config(addr, &path)
     }
 
     /// An admitted client goes: `client-disconnect`, `learn-address delete`.

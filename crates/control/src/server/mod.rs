@@ -9,6 +9,7 @@ mod client_config_dir;
 mod hooks;
 mod ipv6;
 mod liveness;
+mod management_auth;
 mod pool;
 pub mod port_share;
 mod push;
@@ -228,6 +229,8 @@ struct Server {
     persist_file: Option<KeptFile>,
     next_persist: Instant,
     mgmt: Option<Management>,
+    /// `management-client-auth`: the logins waiting for the management client.
+    mgmt_auth: management_auth::Table,
     next_cid: u64,
     /// TCP: the connections whose client has not authenticated yet.
     unauthenticated: Option<Pending>,
@@ -403,6 +406,7 @@ pub async fn run_server(
         persist_file,
         next_persist: Instant::now(),
         mgmt,
+        mgmt_auth: management_auth::Table::default(),
         next_cid: 0,
         unauthenticated,
         handshakes: 0,
@@ -1090,6 +1094,11 @@ impl Server {
                 // SIGHUP/SIGUSR1): say so instead of pretending.
                 _ => Answer::Done(false),
             },
+            Query::ClientAuth { .. }
+            | Query::ClientDeny { .. }
+            | Query::ClientPendingAuth { .. } => {
+                (self.answer_client_auth(now, &req.query)).unwrap_or(Answer::Done(false))
+            }
         };
         req.answer(answer);
         true
@@ -1170,6 +1179,7 @@ impl Server {
         }
         self.refresh_crl();
         self.poll_deferred_auth(now);
+        self.poll_management_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
             && now >= self.next_persist
@@ -1360,6 +1370,9 @@ impl Server {
             Event::Reauthenticate { credentials, .. } => {
                 self.on_reauthenticate(now, addr, credentials);
             }
+            Event::CrResponse { key_id, response } => {
+                self.notify_cr_response(addr, key_id, response);
+            }
             // A client still logging in waits (it asks again).
             Event::PushRequested if self.is_admitted(&addr) => self.push_reply(now, addr),
             Event::PushRequested => {}
@@ -1491,6 +1504,7 @@ impl Server {
             text.split(",auth-token ").next().unwrap_or_default()
         );
         if !c.announced {
+            self.notify_client_addresses(c, peer.ip, ip6);
             self.notify_management(|s| Notice::ClientEstablished {
                 cid: c.cid,
                 env: s.client_env(addr, c),
@@ -1513,6 +1527,7 @@ impl Server {
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
+        self.notify_client_disconnect(addr, &c, peer);
         self.on_client_gone(addr, &c, peer);
         if let Some(peer) = peer {
             if let Some(st) = self.peers.peer_stats(peer.id) {

@@ -103,6 +103,17 @@ impl Session {
                     message: m,
                 });
             }
+            (Side::Server, ControlMessage::Other(text)) if text.starts_with("CR_RESPONSE") => {
+                // 2.6 takes what follows `CR_RESPONSE,`, or nothing.
+                let response = text["CR_RESPONSE".len()..]
+                    .strip_prefix(',')
+                    .unwrap_or("")
+                    .to_string();
+                self.events.push_back(Event::CrResponse {
+                    key_id: self.current_key.unwrap_or(0),
+                    response,
+                });
+            }
             (_, other) => debug!("ignoring control message {other:?}"),
         }
     }

@@ -132,6 +132,10 @@ pub enum Event {
     },
     /// Server: the client asked for its push reply and none is set yet.
     PushRequested,
+    /// Server: the client answered a challenge (`CR_RESPONSE,base64`):
+    /// the text after the comma (empty when none, as 2.6 reads it) and the
+    /// key_id of the current key.
+    CrResponse { key_id: u8, response: String },
     /// Client: the server's push reply (already applied to cipher and key derivation).
     PushReply(PushReply),
     /// Data-channel keys for `key_id` are ready: install them for receiving.

@@ -1,0 +1,355 @@
+//! `management-client-auth` on a ferrovpn server with Debian's stock
+//! OpenVPN 2.6 clients logging in with `auth-user-pass`: the management
+//! client accepts one with `client-auth` and an `ifconfig-push` in the
+//! block (the client gets that address), denies one with a reason (the
+//! client logs AUTH_FAILED with it), and keeps one pending with
+//! `client-pending-auth ... WEB_AUTH::...` until it says `client-auth-nt`.
+//! Then a third-party management consumer (`openvpn-api` from PyPI) lists
+//! the connected clients.
+//!
+//! Needs root, `openvpn`, `ip`, `ping`, `python3` with `openvpn_api`
+//! (`pip install openvpn-api`) and `/dev/net/tun`; fails loudly without
+//! them. Every wait has a deadline.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
+use ferrovpn_testkit::{
+    Cipher, Lab, Material, Proc, Wrap, ping, require_root_and_tools, wait_until,
+};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A management connection over the unix socket, reading with deadlines.
+struct Mgmt {
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+    /// Everything read so far, for failure messages.
+    seen: Vec<String>,
+}
+
+/// A `>CLIENT:EVENT,CID,KID` notification and its environment.
+struct ClientEvent {
+    cid: String,
+    kid: String,
+    env: HashMap<String, String>,
+}
+
+impl Mgmt {
+    fn connect(path: &Path) -> Mgmt {
+        let s = UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Mgmt {
+            out: s.try_clone().unwrap(),
+            input: BufReader::new(s),
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.out.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line (without CRLF), or `None` at the deadline.
+    fn line(&mut self, deadline: Instant) -> Option<String> {
+        let mut buf = Vec::new();
+        while Instant::now() < deadline {
+            match self.input.read_until(b'\n', &mut buf) {
+                Ok(0) => return None,
+                Ok(_) if buf.ends_with(b"\n") => {
+                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    self.seen.push(l.clone());
+                    return Some(l);
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("management read: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Read until a line satisfies `pred`; returns it, or panics at the deadline.
+    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while let Some(l) = self.line(deadline) {
+            if pred(&l) {
+                return l;
+            }
+        }
+        panic!(
+            "no {what} from the management interface; read:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// The next `>CLIENT:{event},...` notification with its environment.
+    fn client_event(&mut self, event: &str) -> ClientEvent {
+        let prefix = format!(">CLIENT:{event},");
+        let head = self.until(&prefix, |l| l.starts_with(&prefix));
+        let args: Vec<&str> = head[prefix.len()..].split(',').collect();
+        let mut env = HashMap::new();
+        loop {
+            let l = self.until("ENV line", |l| l.starts_with(">CLIENT:ENV,"));
+            let var = &l[">CLIENT:ENV,".len()..];
+            if var == "END" {
+                break;
+            }
+            let (k, v) = var.split_once('=').unwrap_or((var, ""));
+            env.insert(k.to_string(), v.to_string());
+        }
+        ClientEvent {
+            cid: args[0].to_string(),
+            kid: args.get(1).map_or(String::new(), |k| k.to_string()),
+            env,
+        }
+    }
+
+    /// A one-line `SUCCESS:`/`ERROR:` reply, skipping notifications.
+    fn one(&mut self, cmd: &str) -> String {
+        self.send(cmd);
+        self.until(&format!("reply to '{cmd}'"), |l| {
+            l.starts_with("SUCCESS:") || l.starts_with("ERROR:")
+        })
+    }
+}
+
+/// Stock client in namespace `i` logging in as `user`/`pass`; not waited on.
+fn stock_client(lab: &Lab, i: usize, wrap: &Wrap, user: &str, pass: &str) -> Proc {
+    let mut cc = lab.client_conf(
+        i,
+        &lab.pki.clients[i],
+        &format!("fvtun-a{i}"),
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
+    let file = lab.dir.join(format!("{user}.pass"));
+    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
+    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    lab.stock_client(i, &format!("openvpn-{user}"), &cc)
+}
+
+fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
+    if let Err(e) = p.wait_for_log_line(line, CONNECT_TIMEOUT) {
+        panic!(
+            "{e:#}\n--- {} ---\n{}\n--- {} ---\n{}",
+            p.name(),
+            p.log_tail(40),
+            other.name(),
+            other.log_tail(40)
+        );
+    }
+}
+
+/// The Python program that reads the client list with `openvpn-api`
+/// (PyPI) over the unix socket: `CN VIRTUAL-ADDRESS` per routing entry.
+/// openvpn-status 0.2.2 (which `get_status` uses) predates the time format
+/// OpenVPN 2.5+ writes in status reports (`2024-01-31 12:00:00`), so it is
+/// told that format; stock 2.6 needs the same.
+const OPENVPN_API_CLIENTS: &str = r#"
+import sys, openvpn_api, openvpn_status.utils
+openvpn_status.utils.DATETIME_FORMAT_OPENVPN = "%Y-%m-%d %H:%M:%S"
+v = openvpn_api.VPN(socket=sys.argv[1])
+with v.connection():
+    status = v.get_status()
+    for c in status.client_list.values():
+        print("client", c.common_name, c.bytes_received > 0)
+    for r in status.routing_table.values():
+        print("route", r.common_name, r.virtual_address)
+"#;
+
+#[test]
+fn management_client_accepts_with_config_denies_and_defers_stock_clients() {
+    require_root_and_tools(&["python3"]);
+    let lab = Lab::new("mg-auth", 2, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let sock = lab.dir.join("mgmt.sock");
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push(format!("management {} unix", sock.display()));
+    sc.extra.push("management-client-auth".into());
+    let mut server = lab.ferrovpn_server(&sc);
+    let mut m = Mgmt::connect(&sock);
+    m.until("welcome", |l| l.starts_with(">INFO:"));
+
+    // Accepted, with an address from the client-auth block.
+    let mut alice = stock_client(&lab, 0, &wrap, "alice", "pw-alice");
+    let connect = m.client_event("CONNECT");
+    assert_eq!(connect.kid, "1", "{:?}", m.seen);
+    for (k, v) in [
+        ("username", "alice"),
+        ("password", "pw-alice"),
+        ("common_name", "client1"),
+        ("untrusted_ip", Lab::client_underlay(0).as_str()),
+        ("IV_PLAT", "linux"),
+    ] {
+        assert_eq!(
+            connect.env.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {:?}",
+            connect.env
+        );
+    }
+    assert!(
+        connect
+            .env
+            .get("IV_VER")
+            .is_some_and(|v| v.starts_with("2.6")),
+        "{:?}",
+        connect.env
+    );
+    // Nothing goes on before the management client answers.
+    assert!(!alice.log().contains(UP));
+    m.send(&format!("client-auth {} {}", connect.cid, connect.kid));
+    m.send("ifconfig-push 10.8.0.50 255.255.255.0");
+    m.send("END");
+    m.until("client-auth success", |l| {
+        l == "SUCCESS: client-auth command succeeded"
+    });
+    wait_log(&mut alice, UP, &server);
+    wait_log(&mut server, "client client1 connected: 10.8.0.50", &alice);
+    assert!(alice.log().contains("10.8.0.50"), "{}", alice.log_tail(30));
+    m.until("ADDRESS", |l| {
+        l == format!(">CLIENT:ADDRESS,{},10.8.0.50,1", connect.cid)
+    });
+    let established = m.client_event("ESTABLISHED");
+    assert_eq!(established.cid, connect.cid);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    // A second answer for the same login changes nothing; unknown ones fail.
+    assert_eq!(
+        m.one("client-auth-nt 999 1"),
+        "ERROR: client-auth command failed"
+    );
+    assert_eq!(
+        m.one(&format!("client-deny {} 77 x", connect.cid)),
+        "ERROR: client-deny command failed"
+    );
+
+    // Denied: the stock client hears the reason meant for it.
+    let mut bob = stock_client(&lab, 1, &wrap, "bob", "pw-bob");
+    let bob_connect = m.client_event("CONNECT");
+    assert_eq!(
+        bob_connect.env.get("username").map(String::as_str),
+        Some("bob")
+    );
+    assert_eq!(
+        m.one(&format!(
+            "client-deny {} {} \"user unknown\" \"Go away bob\"",
+            bob_connect.cid, bob_connect.kid
+        )),
+        "SUCCESS: client-deny command succeeded"
+    );
+    wait_log(&mut bob, "AUTH_FAILED,Go away bob", &server);
+    drop(bob);
+
+    // Deferred: pending with a web-auth URL, accepted later.
+    let mut carol = stock_client(&lab, 1, &wrap, "carol", "pw-carol");
+    let carol_connect = m.client_event("CONNECT");
+    let url = "WEB_AUTH::http://sso.test/login?state=42";
+    assert_eq!(
+        m.one(&format!(
+            "client-pending-auth {} {} \"{url}\" 120",
+            carol_connect.cid, carol_connect.kid
+        )),
+        "SUCCESS: client-pending-auth command succeeded"
+    );
+    wait_log(
+        &mut carol,
+        "AUTH_PENDING received, extending handshake timeout",
+        &server,
+    );
+    wait_log(&mut carol, url, &server);
+    assert!(!carol.log().contains(UP), "{}", carol.log_tail(20));
+    assert_eq!(
+        m.one(&format!(
+            "client-auth-nt {} {}",
+            carol_connect.cid, carol_connect.kid
+        )),
+        "SUCCESS: client-auth command succeeded"
+    );
+    wait_log(&mut carol, UP, &server);
+    let p = ping(&lab.clients[1], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+
+    // A third-party consumer sees both clients, alice at her address.
+    let probe = lab.dir.join("clients.py");
+    std::fs::write(&probe, OPENVPN_API_CLIENTS).unwrap();
+    let out = lab
+        .server_ns
+        .command(
+            "python3",
+            &[probe.to_str().unwrap(), sock.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openvpn-api probe failed (is `pip install openvpn-api` done?):\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    for line in [
+        "client client1 True",
+        "client client2 True",
+        "route client1 10.8.0.50",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+    }
+
+    // Leaving: DISCONNECT with the byte counts.
+    alice.stop(Duration::from_secs(5));
+    let gone = m.client_event("DISCONNECT");
+    assert_eq!(gone.cid, connect.cid);
+    let received: u64 = gone.env["bytes_received"].parse().unwrap();
+    assert!(received > 0, "{:?}", gone.env);
+    assert!(gone.env.contains_key("time_duration"), "{:?}", gone.env);
+    assert!(server.try_exit().is_none());
+}
+
+/// A login the management client never answers is refused at the end of
+/// hand-window; one it answers with `client-pending-auth` waits longer.
+#[test]
+fn an_unanswered_login_times_out_with_hand_window() {
+    let lab = Lab::new("mg-auth-to", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let sock = lab.dir.join("mgmt.sock");
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push(format!("management {} unix", sock.display()));
+    sc.extra.push("management-client-auth".into());
+    sc.extra.push("hand-window 5".into());
+    let server = lab.ferrovpn_server(&sc);
+    let mut m = Mgmt::connect(&sock);
+    m.until("welcome", |l| l.starts_with(">INFO:"));
+    let mut dave = stock_client(&lab, 0, &wrap, "dave", "pw-dave");
+    let started = Instant::now();
+    let connect = m.client_event("CONNECT");
+    // The management client leaves without answering: the login stays
+    // pending until its deadline, as in 2.6, then is refused.
+    drop(m);
+    wait_log(&mut dave, "AUTH_FAILED", &server);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_until(REPLY_TIMEOUT, Duration::from_millis(100), || server
+            .log()
+            .contains("management client authentication timed out")),
+        "{}",
+        server.log_tail(20)
+    );
+    let _ = connect;
+}
