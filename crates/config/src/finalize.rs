@@ -181,6 +181,7 @@ impl Config {
                     "learn-address",
                     "client-connect",
                     "client-disconnect",
+                    "tls-crypt-v2-verify",
                     "auth-user-pass-verify",
                     "username-as-common-name",
                     "auth-gen-token",

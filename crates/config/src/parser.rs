@@ -1754,8 +1754,16 @@ impl Parser {
                 d.count(1, 1, "a level 0..3")?;
                 c.scripts.security = Some(d.num(0, 0, 3, "a level 0..3")?);
             }
-            "up" | "down" | "route-up" | "learn-address" | "client-connect"
-            | "client-disconnect" => {
+            "up"
+            | "down"
+            | "route-up"
+            | "learn-address"
+            | "client-connect"
+            | "client-disconnect"
+            | "ipchange"
+            | "route-pre-down"
+            | "tls-verify"
+            | "tls-crypt-v2-verify" => {
                 d.count(1, 1, "a command (quote it when it has arguments)")?;
                 let command = d.script_command(0)?;
                 let s = &mut c.scripts;
@@ -1765,11 +1773,20 @@ impl Parser {
                     "route-up" => &mut s.route_up,
                     "learn-address" => &mut s.learn_address,
                     "client-connect" => &mut s.client_connect,
+                    "ipchange" => &mut s.ipchange,
+                    "route-pre-down" => &mut s.route_pre_down,
+                    "tls-verify" => &mut s.tls_verify,
+                    "tls-crypt-v2-verify" => &mut s.tls_crypt_v2_verify,
                     _ => &mut s.client_disconnect,
                 };
                 *slot = Some(command);
             }
             "down-pre" => d.flag(&mut c.scripts.down_pre)?,
+            "up-restart" => d.flag(&mut c.scripts.up_restart)?,
+            "tls-export-cert" => {
+                d.count(1, 1, "a directory")?;
+                c.scripts.tls_export_cert = Some(d.arg(0).unwrap_or("").to_string());
+            }
             "plugin" => {
                 d.count(1, 15, "a shared object and its arguments")?;
                 // 2.6's MAX_PLUGINS.

@@ -441,25 +441,40 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "up",
-        "server: `CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` and 2.6's environment; a failure stops ferrovpn. Clients refuse it (not yet)",
+        "`CMD`: run after the tunnel device is configured, with `dev tun_mtu 0 ifconfig_local ifconfig_netmask|ifconfig_remote init` and 2.6's environment; a failure stops ferrovpn, as 2.6. A client runs it when a push reply configured the tunnel anew (every reconnect without `persist-tun`; difference from 2.6: after the pushed routes are added, not before), with the pushed routes (`route_*`), `dhcp-option`s (`foreign_option_N`) and the server's address (`trusted_ip`/`trusted_port`) in its environment; not together with `user`/`group` on a client (2.6 runs the first `up` before dropping privileges, ferrovpn drops them before connecting)",
     ),
     s(
         "down",
-        "server: `CMD`: run at shutdown, after the tunnel device closed (before with `down-pre`), same arguments as `up`. Clients refuse it (not yet)",
+        "`CMD`: run when the tunnel goes (server: at shutdown; client: at exit, and at every reconnect without `persist-tun`), after the tunnel device closed (before with `down-pre`), same arguments as `up`, `signal` set. A client runs it with the privileges it has then (after `user`/`group`, as 2.6)",
+    ),
+    s(
+        "up-restart",
+        "client: `up`/`down` run with `restart` on a reconnect that keeps the tunnel (`persist-tun`), as 2.6",
+    ),
+    i(
+        "up-delay",
+        "a ferrovpn client runs `up` once the connection is established anyway",
+    ),
+    s(
+        "route-pre-down",
+        "client: `CMD`: run before the tunnel's routes are deleted, arguments as `down`; servers refuse it",
     ),
     s("down-pre", "run `down` before the tunnel device closes"),
     s(
         "route-up",
-        "server: `CMD`: run after the routes are added, no extra arguments. Clients refuse it (not yet)",
+        "`CMD`: run after the routes are added, no extra arguments (a client: with `up`, same environment; not together with `user`/`group` on a client, see `up`)",
     ),
-    u("ipchange", "client scripts are not supported yet"),
+    s(
+        "ipchange",
+        "client: `CMD`: run with `IP PORT` of the server when the connection to it is established (its TLS handshake done), before the push reply is applied; not together with `user`/`group` (see `up`); servers refuse it",
+    ),
     s(
         "learn-address",
         "server: `CMD`: run with `add ADDR CN` when a client gets its tunnel address and `delete ADDR` when it goes",
     ),
     s(
         "client-connect",
-        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client; the file's `disable` refuses it too",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` adds internal routes",
     ),
     s(
         "client-disconnect",
@@ -578,9 +593,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "auth-token",
         "username/password authentication is not supported yet",
     ),
-    u(
+    s(
         "tls-crypt-v2-verify",
-        "the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
+        "server: `CMD`: run with `metadata_type` and `metadata_file` (the client key's metadata, without the type byte) once a client's wrapped key authenticated, before any TLS state is made for it; non-zero drops the client silently, as 2.6. At most 8 run at once; further new clients are dropped meanwhile (they retry)",
     ),
     u("secret", "static-key (non-TLS) mode is not supported"),
     u(
@@ -632,10 +647,13 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "cryptoapicert",
         "Windows certificate store is not supported",
     ),
-    u("tls-verify", "tls-verify scripts are not supported yet"),
-    u(
+    s(
+        "tls-verify",
+        "`CMD`: run once per certificate of the peer's chain, from the CA down to depth 0, with `DEPTH SUBJECT` (2.6's subject string) and `X509_{depth}_*`, `tls_id_*`, `tls_serial_*`, `tls_serial_hex_*`, `tls_digest_*`, `tls_digest_sha256_*`; non-zero refuses the peer. Difference from 2.6, which runs it inside the TLS handshake and stops everything meanwhile: ferrovpn runs it after the handshake, without blocking; a server holds the client's data keys and push reply until it passed and answers a refusal with `RESTART` (the stock client reconnects, as after 2.6's failed handshake); a client drops the connection and reconnects. At renegotiation a server runs it again and disconnects a client it refuses",
+    ),
+    s(
         "tls-export-cert",
-        "tls-verify scripts are not supported yet",
+        "`DIR`: with `tls-verify`, the certificate being checked is written to a file in DIR named in `peer_cert`, removed after the script",
     ),
     s(
         "plugin",

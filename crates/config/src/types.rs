@@ -394,6 +394,18 @@ pub struct Scripts {
     pub auth_user_pass_verify: Option<AuthUserPassVerify>,
     /// `plugin PATH [ARGS]` lines, in order.
     pub plugins: Vec<PluginLine>,
+    /// `ipchange CMD` (clients).
+    pub ipchange: Option<String>,
+    /// `route-pre-down CMD` (clients).
+    pub route_pre_down: Option<String>,
+    /// `up-restart`: `up`/`down` run on restarts that keep the tunnel too.
+    pub up_restart: bool,
+    /// `tls-verify CMD`.
+    pub tls_verify: Option<String>,
+    /// `tls-export-cert DIR`: the certificate `tls-verify` checks, as a file.
+    pub tls_export_cert: Option<String>,
+    /// `tls-crypt-v2-verify CMD` (servers).
+    pub tls_crypt_v2_verify: Option<String>,
 }
 
 /// `plugin PATH [ARGS]`: the shared object as written and its arguments.

@@ -514,8 +514,8 @@ fn line_errors() {
             r#"t.conf:1: 'dev' expects an interface name of 1-15 characters, got "averyveryverylongname""#,
         ),
         (
-            "tls-crypt-v2-verify /bin/true",
-            "t.conf:1: unsupported 'tls-crypt-v2-verify': the metadata check script needs the script runner, which ferrovpn does not have yet; check client certificates instead (`crl-verify`, `verify-x509-name`)",
+            "pkcs12 client.p12",
+            "t.conf:1: unsupported 'pkcs12': PKCS#12 files are not supported; use ca/cert/key PEM files",
         ),
         (
             "mode p2p",

@@ -1001,7 +1001,10 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         management: management(cfg)?,
         client_config_dir: client_config_dir(cfg)?,
         metrics: cfg.metrics,
-        scripts: script_settings(cfg)?,
+        scripts: {
+            refuse_client_only_scripts(cfg)?;
+            script_settings(cfg)?
+        },
         username_as_common_name: cfg.username_as_common_name,
         auth_token: auth_token(cfg)?,
         setup_done: None,
@@ -1245,8 +1248,26 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
     base_env.set("verb", cfg.verb().to_string());
     base_env.set("proto_1", "udp");
     base_env.set("local_port_1", cfg.local_port().to_string());
+    let tls_verify =
+        command("tls-verify", &s.tls_verify)?.map(|command| ferrovpn_control::scripts::TlsVerify {
+            command,
+            export_dir: s.tls_export_cert.as_ref().map(std::path::PathBuf::from),
+        });
+    // The certificates that complete a peer's chain for the scripts' X509_N_*.
+    let peer_ca = match &cfg.ca {
+        Some(m) => ferrovpn_proto::session::tls::parse_certs("ca", &m.text)
+            .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(ScriptSettings {
         security: Security::from_level(s.security),
+        ipchange: command("ipchange", &s.ipchange)?,
+        route_pre_down: command("route-pre-down", &s.route_pre_down)?,
+        up_restart: s.up_restart,
+        tls_verify,
+        tls_crypt_v2_verify: command("tls-crypt-v2-verify", &s.tls_crypt_v2_verify)?,
+        peer_ca,
         up: command("up", &s.up)?,
         down: command("down", &s.down)?,
         down_pre: s.down_pre,
@@ -1303,19 +1324,27 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let remotes = client_remotes(cfg)?;
     audit_common(cfg)?;
     audit_udp_only(cfg, remotes.iter().any(|r| r.transport == Transport::Tcp))?;
+    if !cfg.scripts.plugins.is_empty() {
+        bail!(
+            "{}plugin: ferrovpn loads plugins on servers only",
+            where_is(cfg, "plugin")
+        );
+    }
+    let dropping = cfg.user.is_some() || cfg.group.is_some();
     for (name, set) in [
         ("up", cfg.scripts.up.is_some()),
-        ("down", cfg.scripts.down.is_some()),
         ("route-up", cfg.scripts.route_up.is_some()),
-        ("plugin", !cfg.scripts.plugins.is_empty()),
+        ("ipchange", cfg.scripts.ipchange.is_some()),
+        ("tls-verify", cfg.scripts.tls_verify.is_some()),
     ] {
-        if set {
+        if set && dropping {
             bail!(
-                "{}{name}: ferrovpn runs scripts on servers only; client scripts are not supported yet",
+                "{}{name} together with user/group is not supported on a client: OpenVPN 2.6 runs the first {name} with root's privileges, before it drops them, while ferrovpn drops them before it connects",
                 where_is(cfg, name)
             );
         }
     }
+    let scripts = client_script_settings(cfg, &remotes)?;
     if cfg.verify_client_cert != VerifyClientCert::Require {
         // 2.6's wording.
         bail!(
@@ -1397,7 +1426,47 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         reload_credentials: Some(Arc::new(move |source: &CredentialSource| {
             ferrovpn_control::client::credentials::reload(source, inline_credentials.as_ref())
         })),
+        scripts,
     })
+}
+
+/// A client's scripts: as a server's, with 2.6's client variables
+/// (`remote_N`, `remote_port_N`, `proto_N` of each connection entry).
+fn client_script_settings(cfg: &Config, remotes: &[Remote]) -> anyhow::Result<ScriptSettings> {
+    let mut scripts = script_settings(cfg)?;
+    let env = &mut scripts.base_env;
+    env.remove("proto_1");
+    if cfg.nobind {
+        env.remove("local_port_1");
+    }
+    for (i, r) in remotes.iter().enumerate() {
+        let n = i + 1;
+        let proto = match r.transport {
+            Transport::Udp => "udp",
+            _ => "tcp-client",
+        };
+        env.set(&format!("proto_{n}"), proto);
+        env.set(&format!("remote_{n}"), r.host.clone());
+        env.set(&format!("remote_port_{n}"), r.port.to_string());
+    }
+    Ok(scripts)
+}
+
+/// Scripts a server does not run (2.6 runs them in point-to-point modes).
+fn refuse_client_only_scripts(cfg: &Config) -> anyhow::Result<()> {
+    for (name, set) in [
+        ("ipchange", cfg.scripts.ipchange.is_some()),
+        ("route-pre-down", cfg.scripts.route_pre_down.is_some()),
+        ("up-restart", cfg.scripts.up_restart),
+    ] {
+        if set {
+            bail!(
+                "{}{name} is supported on clients only in ferrovpn",
+                where_is(cfg, name)
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

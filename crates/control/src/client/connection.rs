@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
 use super::plan::{PushPlan, dropped_by_route_nopull};
+use super::scripts::ClientScripts;
 use super::tunnel::Tunnel;
 use super::{ClientSettings, Ended, Remote, unix_now};
 use crate::fsutil::KeptFile;
@@ -38,7 +39,15 @@ pub(super) struct Connection<'a> {
     pub credentials: Option<&'a mut Credentials>,
     /// `status FILE`, opened when the client started.
     pub status_file: Option<&'a KeptFile>,
+    /// `tls-verify`, `ipchange`, `up`, `route-up` (and what `down` needs).
+    pub scripts: &'a mut ClientScripts,
 }
+
+/// `tls-verify` and `ipchange` running: `Err` refuses the server.
+type BeforePush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// Most key events held while the scripts before the push reply run.
+const MAX_HELD_EVENTS: usize = 16;
 
 /// How a connection ended, and whether it came up before.
 pub(super) struct Outcome {
@@ -61,6 +70,21 @@ struct Live {
     /// A control packet from the server arrived.
     heard_from_server: bool,
     connected: bool,
+    /// `tls-verify`/`ipchange` still running, with the push reply and the
+    /// key events that wait for them.
+    before_push: Option<BeforePush>,
+    held_reply: Option<PushReply>,
+    held_events: std::collections::VecDeque<Event>,
+    /// The scripts before the push reply ran (once per connection).
+    before_push_done: bool,
+}
+
+/// The verdict of the scripts before the push reply; never, when none run.
+async fn before_push_verdict(f: &mut Option<BeforePush>) -> Result<(), String> {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection<'_> {
@@ -108,6 +132,10 @@ impl Connection<'_> {
             started: now,
             heard_from_server: false,
             connected: false,
+            before_push: None,
+            held_reply: None,
+            held_events: std::collections::VecDeque::new(),
+            before_push_done: false,
         };
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
@@ -153,6 +181,21 @@ impl Connection<'_> {
                         if let Some(end) = self.housekeeping(&mut c, now) {
                             break end;
                         }
+                    }
+                }
+                verdict = before_push_verdict(&mut c.before_push) => {
+                    c.before_push = None;
+                    c.before_push_done = true;
+                    if let Err(why) = verdict {
+                        warn!("{why}");
+                        // The server thinks this session is up: start
+                        // afresh from a new port, as after a rejected reply.
+                        break Ended::ServerLeft(format!("the server was refused: {why}"));
+                    }
+                    if let Some(reply) = c.held_reply.take()
+                        && let Some(end) = self.pushed(&mut c, &reply).await
+                    {
+                        break end;
                     }
                 }
                 _ = self.restart.notified() => break Ended::Restart,
@@ -230,17 +273,50 @@ impl Connection<'_> {
                     debug!("control send to {} failed: {e}", self.server);
                 }
             }
-            let ev = c.session.poll_event()?;
+            let waiting = c.held_reply.is_some();
+            let ev = match c.held_events.pop_front() {
+                Some(ev) if !waiting => ev,
+                held => {
+                    if let Some(ev) = held {
+                        c.held_events.push_front(ev);
+                    }
+                    c.session.poll_event()?
+                }
+            };
+            if waiting
+                && matches!(
+                    ev,
+                    Event::KeysReady { .. } | Event::SendKey { .. } | Event::KeyRetired { .. }
+                )
+            {
+                if c.held_events.len() >= MAX_HELD_EVENTS {
+                    return Some(Ended::Reconnect(
+                        "too many key exchanges while scripts ran".into(),
+                    ));
+                }
+                c.held_events.push_back(ev);
+                continue;
+            }
             match ev {
                 // A later reply of an established session (2.6 renews the
                 // auth-token this way) carries only what changed.
                 Event::PushReply(reply) if c.peer_id.is_some() => self.push_update(c, &reply),
+                Event::PushReply(_) if waiting => {
+                    debug!("push reply while the scripts before it run: ignored");
+                }
+                Event::PushReply(reply)
+                    if !c.before_push_done && self.scripts.runs_before_push() =>
+                {
+                    // tls-verify and ipchange first; the reply and the keys
+                    // wait (no data key is used before the verdict).
+                    let presented = c.session.peer_certificates_der();
+                    c.before_push =
+                        Some(Box::pin(self.scripts.before_push(self.server, presented)));
+                    c.held_reply = Some(reply);
+                }
                 Event::PushReply(reply) => {
-                    if let Err(e) = self.apply_push(c, &reply).await {
-                        warn!("cannot apply push reply: {e:#}");
-                        return Some(Ended::Reconnect(format!(
-                            "push reply not applicable: {e:#}"
-                        )));
+                    if let Some(end) = self.pushed(c, &reply).await {
+                        return Some(end);
                     }
                 }
                 Event::KeysReady {
@@ -307,25 +383,68 @@ impl Connection<'_> {
         }
     }
 
-    async fn apply_push(&mut self, c: &mut Live, reply: &PushReply) -> anyhow::Result<()> {
+    /// Apply the first push reply; the ending it calls for, if any.
+    async fn pushed(&mut self, c: &mut Live, reply: &PushReply) -> Option<Ended> {
+        match self.apply_push(c, reply).await {
+            Ok(None) => None,
+            Ok(Some(fatal)) => Some(Ended::Fatal(fatal)),
+            Err(e) => {
+                warn!("cannot apply push reply: {e:#}");
+                Some(Ended::Reconnect(format!(
+                    "push reply not applicable: {e:#}"
+                )))
+            }
+        }
+    }
+
+    /// Configure the tunnel as `reply` says and run `up`/`route-up`; a
+    /// failing `up` is the `Ok(Some(reason))` to stop for, as in 2.6.
+    async fn apply_push(
+        &mut self,
+        c: &mut Live,
+        reply: &PushReply,
+    ) -> anyhow::Result<Option<String>> {
         let framing = crate::compression::pushed(&self.settings.compression, &reply.options)
             .context(
                 "server pushed compression settings that are not allowed (see allow-compression)",
             )?;
         let nopull = self.settings.route_nopull;
-        let pulled = reply.options.iter().filter(|o| {
-            let dropped = nopull && dropped_by_route_nopull(o);
-            if dropped {
-                info!("route-nopull: pushed '{}' not applied", o.to_text());
-            }
-            !dropped
-        });
+        let pulled: Vec<&PushOption> = reply
+            .options
+            .iter()
+            .filter(|o| {
+                let dropped = nopull && dropped_by_route_nopull(o);
+                if dropped {
+                    info!("route-nopull: pushed '{}' not applied", o.to_text());
+                }
+                !dropped
+            })
+            .collect();
         let plan = PushPlan::from_options(
-            self.settings.local_options.iter().chain(pulled),
+            self.settings
+                .local_options
+                .iter()
+                .chain(pulled.iter().copied()),
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
         self.tunnel.apply(&dev, self.outer, &plan).await?;
+        // 2.6 hands every pulled dhcp-option to the scripts.
+        let foreign: Vec<String> = pulled
+            .iter()
+            .filter(|o| o.name() == "dhcp-option")
+            .map(|o| o.to_text())
+            .collect();
+        let conn_env = self
+            .scripts
+            .connection_env(self.server, &c.session.peer_certificates_der());
+        if let Err(fatal) = self
+            .scripts
+            .tunnel_up(&dev, &plan, &foreign, &conn_env)
+            .await
+        {
+            return Ok(Some(fatal));
+        }
         if let Some(p) = plan.ping {
             c.ping = Some(p);
         }
@@ -352,7 +471,7 @@ impl Connection<'_> {
             "tunnel {dev}: {} ({:?}), peer-id {}",
             plan.local, plan.topology, plan.peer_id
         );
-        Ok(())
+        Ok(None)
     }
 
     fn push_update(&mut self, c: &mut Live, reply: &PushReply) {

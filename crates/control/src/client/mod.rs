@@ -28,6 +28,7 @@ mod link;
 pub mod plan;
 pub mod proxy;
 pub mod routes;
+mod scripts;
 mod socks_udp;
 mod tunnel;
 pub mod walk;
@@ -148,6 +149,22 @@ pub struct ClientSettings {
     pub route_nopull: bool,
     /// `route-noexec` / `ifconfig-noexec`.
     pub no_exec: crate::netconfig::NoExec,
+    /// `up`, `down`, `route-up`, `route-pre-down`, `ipchange`,
+    /// `tls-verify`, `script-security` and the variables of every script.
+    pub scripts: crate::scripts::ScriptSettings,
+}
+
+/// The `signal` variable of `down` and `route-pre-down` after `ended`
+/// (2.6's signal description: the signal, or why it restarted).
+fn signal_text(ended: &Ended) -> &'static str {
+    match ended {
+        Ended::Shutdown | Ended::Fatal(_) => "sigterm",
+        Ended::Exit(_) => "ping-exit",
+        Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
+        Ended::ServerLeft(_) => "server-pushed-connection-reset",
+        Ended::AuthFailed(_) => "auth-failure",
+        Ended::Reconnect(_) | Ended::Restart => "sigusr1",
+    }
 }
 
 fn unix_now() -> u64 {
@@ -261,6 +278,7 @@ pub async fn run_client(
     });
     let peers = PeerTable::new();
     let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect(), s.no_exec);
+    let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone());
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
     // address keeps the TUN device and its queues.
@@ -360,6 +378,7 @@ pub async fn run_client(
                                             tunnel: &mut tunnel,
                                             credentials: credentials.as_mut(),
                                             status_file: status_file.as_ref(),
+                                            scripts: &mut client_scripts,
                                         }
                                         .run(shutdown.as_mut())
                                         .instrument(crate::peer_log::peer_span(None, server))
@@ -397,10 +416,14 @@ pub async fn run_client(
             // Only an ephemeral port changes; a fixed lport stays as it is.
             fresh_socket = remote.bind.port() == 0;
         }
+        let signal = signal_text(&ended);
         if !keeps_tunnel(s.persist_tun, &ended) {
+            client_scripts.before_tear_down(signal).await;
             tunnel.tear_down().await;
+            client_scripts.after_tear_down(signal).await;
         } else if tunnel.is_configured() {
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
+            client_scripts.tunnel_kept(signal).await;
         }
         let reason = match ended {
             Ended::Shutdown => break Ok(()),
@@ -464,7 +487,9 @@ pub async fn run_client(
             _ = &mut shutdown => break Ok(()),
         }
     };
+    client_scripts.before_tear_down("sigterm").await;
     tunnel.tear_down().await;
+    client_scripts.after_tear_down("sigterm").await;
     if let Some(p) = plane {
         p.dp.shutdown();
     }

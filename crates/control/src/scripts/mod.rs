@@ -37,6 +37,20 @@ pub struct ScriptSettings {
     pub auth_user_pass_verify: Option<AuthVerify>,
     /// `plugin` lines, opened in order at start.
     pub plugins: Vec<crate::plugin::PluginSpec>,
+    /// `ipchange` (clients).
+    pub ipchange: Option<ScriptCommand>,
+    /// `route-pre-down` (clients).
+    pub route_pre_down: Option<ScriptCommand>,
+    /// `up-restart` (clients).
+    pub up_restart: bool,
+    /// `tls-verify`, with the certificates that may complete a peer's
+    /// chain (the `ca` file).
+    pub tls_verify: Option<TlsVerify>,
+    /// `tls-crypt-v2-verify` (servers).
+    pub tls_crypt_v2_verify: Option<ScriptCommand>,
+    /// DER of the `ca` certificates: a peer's chain, as scripts see it,
+    /// runs from its certificate up through these.
+    pub peer_ca: Vec<Vec<u8>>,
     /// Variables 2.6 sets for every script (`daemon*`, `config`, `verb`,
     /// `proto_1`, `local_port_1`, `setenv` pairs, ...).
     pub base_env: Env,
@@ -57,10 +71,24 @@ impl Default for ScriptSettings {
             client_disconnect: None,
             auth_user_pass_verify: None,
             plugins: Vec::new(),
+            ipchange: None,
+            route_pre_down: None,
+            up_restart: false,
+            tls_verify: None,
+            tls_crypt_v2_verify: None,
+            peer_ca: Vec::new(),
             base_env: Env::new(),
             tmp_dir: deferred::default_tmp_dir(),
         }
     }
+}
+
+/// `tls-verify CMD [+ tls-export-cert DIR]`.
+#[derive(Debug, Clone)]
+pub struct TlsVerify {
+    pub command: ScriptCommand,
+    /// `tls-export-cert DIR`.
+    pub export_dir: Option<PathBuf>,
 }
 
 /// `up`/`down`: which one, and the tunnel as 2.6 describes it.
@@ -166,6 +194,10 @@ impl ScriptSettings {
             || self.client_connect.is_some()
             || self.client_disconnect.is_some()
             || self.auth_user_pass_verify.is_some()
+            || self.ipchange.is_some()
+            || self.route_pre_down.is_some()
+            || self.tls_verify.is_some()
+            || self.tls_crypt_v2_verify.is_some()
     }
 }
 
@@ -187,6 +219,15 @@ pub fn remap_username(name: &str) -> String {
 /// `tls_digest_sha256_0` of a client's certificate (depth 0), as 2.6 sets
 /// them; nothing for a certificate that does not parse.
 pub fn certificate_env(der: &[u8], env: &mut Env) {
+    certificate_env_at(der, 0, env);
+}
+
+/// What 2.6's `verify_cert_set_env` sets for the certificate at `depth` of
+/// a peer's chain: `X509_{depth}_{field}` (OpenSSL's short names),
+/// `tls_id_{depth}` (the subject string), `tls_digest_{depth}` (SHA-1),
+/// `tls_digest_sha256_{depth}`, `tls_serial_{depth}` (decimal) and
+/// `tls_serial_hex_{depth}`.
+pub fn certificate_env_at(der: &[u8], depth: usize, env: &mut Env) {
     use aws_lc_rs::digest;
     use x509_parser::prelude::*;
     let colon_hex = |bytes: &[u8]| {
@@ -196,28 +237,177 @@ pub fn certificate_env(der: &[u8], env: &mut Env) {
             .collect::<Vec<_>>()
             .join(":")
     };
-    env.set(
-        "tls_digest_0",
-        colon_hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()),
-    );
-    env.set(
-        "tls_digest_sha256_0",
-        colon_hex(digest::digest(&digest::SHA256, der).as_ref()),
-    );
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return;
     };
-    env.set("tls_serial_0", cert.serial.to_string());
-    env.set("tls_serial_hex_0", colon_hex(cert.raw_serial()));
-    let registry = oid_registry();
-    for attr in cert.subject().iter_attributes() {
-        let name = x509_parser::objects::oid2sn(attr.attr_type(), registry)
-            .map(str::to_owned)
-            .unwrap_or_else(|_| attr.attr_type().to_id_string());
-        if let Ok(value) = attr.as_str() {
-            env.set(&format!("X509_0_{name}"), value);
+    for (name, value) in ferrovpn_proto::session::tls::subject_attributes(der).unwrap_or_default() {
+        env.set(&format!("X509_{depth}_{name}"), printable(&value));
+    }
+    if let Some(subject) = subject_string(der) {
+        env.set(&format!("tls_id_{depth}"), subject);
+    }
+    env.set(
+        &format!("tls_digest_{depth}"),
+        colon_hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()),
+    );
+    env.set(
+        &format!("tls_digest_sha256_{depth}"),
+        colon_hex(digest::digest(&digest::SHA256, der).as_ref()),
+    );
+    env.set(&format!("tls_serial_{depth}"), cert.serial.to_string());
+    env.set(
+        &format!("tls_serial_hex_{depth}"),
+        colon_hex(cert.raw_serial()),
+    );
+}
+
+/// 2.6's `string_mod(CC_PRINT, CC_CRLF, '_')`: control characters become `_`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c < ' ' || c == '\x7f' { '_' } else { c })
+        .collect()
+}
+
+/// The subject string 2.6 passes to `tls-verify` and sets as `tls_id_N`
+/// (OpenSSL's one-line form, control characters remapped, a leading `-`
+/// made `_` so it cannot read as an option).
+pub fn subject_string(der: &[u8]) -> Option<String> {
+    let id = ferrovpn_proto::session::tls::peer_identity(der)
+        .map(|id| id.subject)
+        .or_else(|_| subject_without_cn(der))
+        .ok()?;
+    let id = printable(&id);
+    Some(match id.strip_prefix('-') {
+        Some(rest) => format!("_{rest}"),
+        None => id,
+    })
+}
+
+/// A CA certificate may have no CN (which `peer_identity` refuses): its
+/// subject from the attributes alone, in the same form.
+fn subject_without_cn(der: &[u8]) -> Result<String, ()> {
+    let attrs = ferrovpn_proto::session::tls::subject_attributes(der).ok_or(())?;
+    Ok(attrs
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Longest chain a `tls-verify` script is called for (2.6's `MAX_CERT_DEPTH`).
+pub const MAX_CERT_DEPTH: usize = 16;
+
+/// The peer's chain as 2.6 verifies it, depth 0 first: its certificate,
+/// then each issuer, taken from what the peer sent or the `ca` file, up
+/// to a self-issued one (or one whose issuer is not known).
+pub fn certificate_chain(peer: &[Vec<u8>], ca: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    use x509_parser::prelude::*;
+    let Some(leaf) = peer.first() else {
+        return Vec::new();
+    };
+    let names = |der: &[u8]| -> Option<(Vec<u8>, Vec<u8>)> {
+        let (_, c) = X509Certificate::from_der(der).ok()?;
+        Some((c.subject().as_raw().to_vec(), c.issuer().as_raw().to_vec()))
+    };
+    let mut chain = vec![leaf.clone()];
+    while chain.len() < MAX_CERT_DEPTH {
+        let Some((subject, issuer)) = chain.last().and_then(|c| names(c)) else {
+            break;
+        };
+        if subject == issuer {
+            break;
+        }
+        let next = peer[1..]
+            .iter()
+            .chain(ca)
+            .find(|c| !chain.contains(c) && names(c).is_some_and(|(s, _)| s == issuer));
+        match next {
+            Some(c) => chain.push(c.clone()),
+            None => break,
         }
     }
+    chain
+}
+
+/// What `tls-verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainVerdict {
+    Accepted,
+    /// Refused at this depth, with 2.6's log line.
+    Refused(String),
+}
+
+/// Run `tls-verify` for each certificate of `chain` (depth 0 first in
+/// `chain`), from the top down to depth 0 as 2.6's verify callback does,
+/// each call seeing the variables of the depths before it; the first
+/// failure refuses. `env` holds what the peer's scripts see anyway.
+pub async fn run_tls_verify(
+    verify: &TlsVerify,
+    security: Security,
+    chain: &[Vec<u8>],
+    mut env: Env,
+) -> ChainVerdict {
+    env.set("script_type", "tls-verify");
+    for depth in (0..chain.len()).rev() {
+        let der = &chain[depth];
+        certificate_env_at(der, depth, &mut env);
+        if depth == 0
+            && let Some(cn) = ferrovpn_proto::session::tls::peer_common_name(der)
+        {
+            env.set(
+                "common_name",
+                ferrovpn_proto::session::tls::sanitize_common_name(&cn),
+            );
+        }
+        let subject = subject_string(der).unwrap_or_default();
+        let mut call_env = env.clone();
+        let mut exported = None;
+        if let Some(dir) = &verify.export_dir {
+            match export_certificate(dir, der) {
+                Ok(path) => {
+                    call_env.set("peer_cert", path.to_string_lossy().into_owned());
+                    exported = Some(path);
+                }
+                Err(e) => {
+                    tracing::warn!("Failed to create peer cert file: {e}");
+                    return ChainVerdict::Refused(format!(
+                        "VERIFY SCRIPT ERROR: depth={depth}, {subject}"
+                    ));
+                }
+            }
+        }
+        let inv = Invocation {
+            hook: "--tls-verify script",
+            command: verify.command.clone(),
+            extra: vec![depth.to_string(), subject.clone()],
+            env: call_env,
+        };
+        let status = run::run(inv, security).await;
+        // The file goes once the script is done.
+        drop(exported);
+        if !status.success() {
+            return ChainVerdict::Refused(format!("VERIFY SCRIPT ERROR: depth={depth}, {subject}"));
+        }
+        tracing::info!("VERIFY SCRIPT OK: depth={depth}, {subject}");
+    }
+    ChainVerdict::Accepted
+}
+
+/// `tls-export-cert`: the certificate as PEM in a fresh file in `dir`
+/// (2.6's `pcf` prefix), removed when the path drops.
+fn export_certificate(dir: &std::path::Path, der: &[u8]) -> std::io::Result<tempfile::TempPath> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new().prefix("pcf").tempfile_in(dir)?;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    writeln!(f, "-----BEGIN CERTIFICATE-----")?;
+    for line in b64.as_bytes().chunks(64) {
+        f.write_all(line)?;
+        writeln!(f)?;
+    }
+    writeln!(f, "-----END CERTIFICATE-----")?;
+    f.flush()?;
+    Ok(f.into_temp_path())
 }
 
 #[cfg(test)]
@@ -284,6 +474,145 @@ mod tests {
             del.env.iter().collect::<Vec<_>>(),
             [("script_type", "learn-address")]
         );
+    }
+
+    /// A root CA, an intermediate and a leaf (DER each).
+    fn chain_of_three() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_params = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params("root").self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(ca_params("root"), root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter = ca_params("inter")
+            .signed_by(&inter_key, &root_issuer)
+            .unwrap();
+        let inter_issuer = Issuer::new(ca_params("inter"), inter_key);
+        let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Org");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "leaf");
+        let leaf = leaf_params
+            .signed_by(&KeyPair::generate().unwrap(), &inter_issuer)
+            .unwrap();
+        (
+            root.der().to_vec(),
+            inter.der().to_vec(),
+            leaf.der().to_vec(),
+        )
+    }
+
+    #[test]
+    fn chains_are_completed_from_the_ca_file() {
+        let (root, inter, leaf) = chain_of_three();
+        let full = vec![leaf.clone(), inter.clone(), root.clone()];
+        assert_eq!(
+            certificate_chain(&[leaf.clone(), inter.clone()], std::slice::from_ref(&root)),
+            full
+        );
+        assert_eq!(
+            certificate_chain(std::slice::from_ref(&leaf), &[root.clone(), inter.clone()]),
+            full
+        );
+        // An unknown issuer ends the chain; garbage is a chain of itself.
+        assert_eq!(certificate_chain(std::slice::from_ref(&leaf), &[]), [leaf]);
+        assert_eq!(
+            certificate_chain(&[vec![1, 2, 3]], &[root]),
+            [vec![1, 2, 3]]
+        );
+        assert!(certificate_chain(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn certificate_variables_per_depth() {
+        let (_, inter, leaf) = chain_of_three();
+        let mut env = Env::new();
+        certificate_env_at(&inter, 1, &mut env);
+        certificate_env_at(&leaf, 0, &mut env);
+        assert_eq!(env.get("X509_1_CN"), Some("inter"));
+        assert_eq!(env.get("X509_0_CN"), Some("leaf"));
+        assert_eq!(env.get("X509_0_O"), Some("Org"));
+        assert_eq!(env.get("tls_id_0"), Some("CN=leaf, O=Org"));
+        assert_eq!(env.get("tls_id_1"), Some("CN=inter"));
+        for name in [
+            "tls_serial_1",
+            "tls_serial_hex_0",
+            "tls_digest_0",
+            "tls_digest_sha256_1",
+        ] {
+            assert!(env.get(name).is_some_and(|v| !v.is_empty()), "{name}");
+        }
+        // Not a certificate: nothing.
+        let mut none = Env::new();
+        certificate_env_at(b"junk", 0, &mut none);
+        assert_eq!(none.iter().count(), 0);
+    }
+
+    #[test]
+    fn tls_verify_runs_from_the_top_down_and_stops_at_a_refusal() {
+        use std::os::unix::fs::PermissionsExt;
+        let (root, inter, leaf) = chain_of_three();
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("record");
+        let script = dir.path().join("verify.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$1 $2 $script_type $X509_1_CN $common_name\" >> {}\n[ \"$1\" != 1 ]\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let verify = TlsVerify {
+            command: ScriptCommand::parse(&script.to_string_lossy()),
+            export_dir: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let chain = [leaf, inter, root];
+        let verdict = rt.block_on(run_tls_verify(
+            &verify,
+            Security::Scripts,
+            &chain,
+            Env::new(),
+        ));
+        assert_eq!(
+            verdict,
+            ChainVerdict::Refused("VERIFY SCRIPT ERROR: depth=1, CN=inter".into())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&record).unwrap(),
+            "2 CN=root tls-verify  \n1 CN=inter tls-verify inter \n"
+        );
+        let two = [chain[0].clone(), chain[2].clone()];
+        std::fs::remove_file(&record).unwrap();
+        // Depth 1 refuses whatever it is; with the root at 1 too.
+        let verdict = rt.block_on(run_tls_verify(&verify, Security::Scripts, &two, Env::new()));
+        assert!(matches!(verdict, ChainVerdict::Refused(_)));
+        let ok = TlsVerify {
+            command: ScriptCommand::parse("/bin/true"),
+            export_dir: Some(dir.path().to_owned()),
+        };
+        let verdict = rt.block_on(run_tls_verify(&ok, Security::Scripts, &two, Env::new()));
+        assert_eq!(verdict, ChainVerdict::Accepted);
+        // The exported certificate files are gone.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pcf"))
+            .collect();
+        assert!(left.is_empty());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Admit {
         pkt: ControlPacket,
         replay: Option<ReplayId>,
         client_wrap: Option<ControlWrap>,
+        /// A tls-crypt-v2 client's key metadata (for `tls-crypt-v2-verify`).
+        metadata: Option<tls_crypt_v2::Metadata>,
     },
     Drop(Dropped),
 }
@@ -116,12 +118,12 @@ impl Stateless<'_> {
         }
         let malformed =
             |e: &dyn std::fmt::Display| Admit::Drop(Dropped::Malformed(format!("{opcode:?}: {e}")));
-        let (pkt, replay, client_wrap) = if tls_crypt_v2::carries_wkc(opcode) {
+        let (pkt, replay, client_wrap, metadata) = if tls_crypt_v2::carries_wkc(opcode) {
             let Some(server_key) = self.tls_crypt_v2 else {
                 return malformed(&"client wants tls-crypt-v2, but no tls-crypt-v2 key is set");
             };
             match server_key.open(packet) {
-                Ok(o) => (o.pkt, Some(o.replay), Some(o.wrap)),
+                Ok(o) => (o.pkt, Some(o.replay), Some(o.wrap), Some(o.metadata)),
                 Err(e) => return malformed(&e),
             }
         } else if self.tls_crypt_v2.is_some() && self.wrap.is_none() {
@@ -129,7 +131,7 @@ impl Stateless<'_> {
             return malformed(&"not wrapped, and this server requires tls-crypt-v2");
         } else {
             match self.wrap.unwrap(packet) {
-                Ok((pkt, replay)) => (pkt, replay, None),
+                Ok((pkt, replay)) => (pkt, replay, None, None),
                 Err(e) => return malformed(&e),
             }
         };
@@ -168,6 +170,7 @@ impl Stateless<'_> {
                 pkt,
                 replay,
                 client_wrap,
+                metadata,
             },
             None => Admit::Drop(Dropped::BadCookie(opcode)),
         }

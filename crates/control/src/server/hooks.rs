@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use ferrovpn_config::ClientConfig;
 use ferrovpn_proto::key_method::{Credentials, iv_proto};
 use ferrovpn_proto::session::{Event, tls};
+use ferrovpn_proto::tls_crypt_v2::Metadata;
+use ferrovpn_proto::wire::SessionId;
 use tracing::{info, warn};
 
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
@@ -32,6 +34,10 @@ pub(super) enum Admission {
     /// Certificate verified; its key-method-2 credentials not seen yet.
     #[default]
     Authenticating,
+    /// `tls-verify` runs over its certificate chain.
+    TlsVerifying,
+    /// `tls-verify` accepted it; its login comes next.
+    TlsVerified,
     /// `auth-user-pass-verify` runs, or (with control files) deferred it.
     Verifying {
         files: Option<ControlFiles>,
@@ -62,8 +68,46 @@ enum Outcome {
         status: Status,
         config: tempfile::TempPath,
     },
+    /// `tls-verify` over the chain; the credentials wait for its verdict.
+    TlsVerify {
+        verdict: scripts::ChainVerdict,
+        credentials: Option<Credentials>,
+    },
+    /// `tls-crypt-v2-verify` for the new session `sid` from the address.
+    TlsCryptV2 { sid: SessionId, accepted: bool },
     /// Nothing to act on (learn-address, client-disconnect).
     Logged,
+}
+
+/// `tls-crypt-v2-verify` runs at most this many at once; a new client
+/// arriving meanwhile is dropped (it sends its packet again).
+const MAX_TLS_CRYPT_V2_VERIFY: usize = 8;
+/// Verdicts kept at most (each for a hand-window): retransmissions of a
+/// refused client are dropped without running the script again.
+const MAX_TLS_CRYPT_V2_VERDICTS: usize = 1024;
+
+enum V2State {
+    /// The script runs; the packet that makes the session waits (one per
+    /// client, after its key authenticated, and at most
+    /// [`MAX_TLS_CRYPT_V2_VERIFY`] of them).
+    Running(Vec<u8>),
+    Accepted,
+    Refused,
+}
+
+/// `tls-crypt-v2-verify` state: per (address, client session id).
+#[derive(Default)]
+pub(super) struct TlsCryptV2Checks {
+    states: std::collections::HashMap<(SocketAddr, SessionId), (V2State, Instant)>,
+}
+
+impl TlsCryptV2Checks {
+    fn running(&self) -> usize {
+        self.states
+            .values()
+            .filter(|(s, _)| matches!(s, V2State::Running(_)))
+            .count()
+    }
 }
 
 /// Open the `plugin`s at start (as root, before `up`), refusing one that
@@ -197,6 +241,9 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
+        let Some(credentials) = self.tls_verify_first(addr, credentials) else {
+            return;
+        };
         if !self.checks_passwords() {
             self.after_verify(now, addr);
             return;
@@ -216,6 +263,7 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
+        self.tls_verify_again(addr);
         if !self.checks_passwords() {
             return;
         }
@@ -232,6 +280,189 @@ impl Server {
             return;
         }
         self.verify(now, addr, &credentials, true);
+    }
+
+    /// `tls-verify` first, when set: the credentials come back once it
+    /// accepted the client (`None`: it runs; they come back in its
+    /// [`Outcome::TlsVerify`]). Its data keys and push reply are held
+    /// meanwhile, as for a login being checked.
+    fn tls_verify_first(
+        &mut self,
+        addr: SocketAddr,
+        credentials: Credentials,
+    ) -> Option<Credentials> {
+        let verify = self.s.scripts.tls_verify.clone();
+        let c = self.clients.get(&addr)?;
+        if verify.is_none() || matches!(c.admission, Admission::TlsVerified) {
+            return Some(credentials);
+        }
+        self.spawn_tls_verify(addr, Some(credentials));
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.admission = Admission::TlsVerifying;
+        }
+        None
+    }
+
+    /// A renegotiation showed the certificate again: 2.6 runs `tls-verify`
+    /// in every TLS handshake. The client stays in meanwhile; a refusal
+    /// disconnects it.
+    fn tls_verify_again(&mut self, addr: SocketAddr) {
+        if self.s.scripts.tls_verify.is_some() && self.is_admitted(&addr) {
+            self.spawn_tls_verify(addr, None);
+        }
+    }
+
+    fn spawn_tls_verify(&mut self, addr: SocketAddr, credentials: Option<Credentials>) {
+        let Some(verify) = self.s.scripts.tls_verify.clone() else {
+            return;
+        };
+        let Some(c) = self.clients.get(&addr) else {
+            return;
+        };
+        let chain =
+            scripts::certificate_chain(&c.session.peer_certificates_der(), &self.s.scripts.peer_ca);
+        // What 2.6's verify callback sees: the base variables and the
+        // client's (untrusted) address; the certificates' come per depth.
+        let mut env = self.s.scripts.env("tls-verify");
+        env.set("untrusted_ip", addr.ip().to_string());
+        env.set("untrusted_port", addr.port().to_string());
+        for (k, v) in [
+            ("dev", self.dp.tun_name().to_string()),
+            ("dev_type", "tun".to_string()),
+            ("tun_mtu", self.s.tun_mtu.to_string()),
+            ("ifconfig_local", self.s.server_ip().to_string()),
+            ("ifconfig_netmask", self.s.netmask.to_string()),
+            ("script_context", "init".to_string()),
+        ] {
+            env.set(k, v);
+        }
+        let cid = c.cid;
+        let security = self.s.scripts.security;
+        self.scripts_running.spawn(async move {
+            let verdict = scripts::run_tls_verify(&verify, security, &chain, env).await;
+            ScriptDone {
+                addr,
+                cid,
+                outcome: Outcome::TlsVerify {
+                    verdict,
+                    credentials,
+                },
+            }
+        });
+    }
+
+    /// `tls-verify` decided. A refusal ends the client as 2.6's failed TLS
+    /// handshake would: no AUTH_FAILED (the stock client would give up);
+    /// `RESTART` makes it try again, as after a failed handshake.
+    fn tls_verified(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        verdict: scripts::ChainVerdict,
+        credentials: Option<Credentials>,
+    ) {
+        match verdict {
+            scripts::ChainVerdict::Accepted => {
+                let Some(credentials) = credentials else {
+                    return;
+                };
+                if let Some(c) = self.clients.get_mut(&addr) {
+                    c.admission = Admission::TlsVerified;
+                }
+                self.on_client_authenticated(now, addr, credentials);
+            }
+            scripts::ChainVerdict::Refused(why) => {
+                warn!("{addr}: {why}");
+                warn!("{addr}: TLS Error: tls-verify refused the client's certificate");
+                let Some(c) = self.clients.get_mut(&addr) else {
+                    return;
+                };
+                if credentials.is_some() {
+                    // Never admitted: nothing to undo when it goes.
+                    c.admission = Admission::Refused;
+                    c.held.clear();
+                }
+                c.session.send_control_message(now, "RESTART");
+                c.remove_at = Some(now + EXIT_GRACE);
+                self.drain(now, Stage::Authenticated, addr);
+            }
+        }
+    }
+
+    /// `tls-crypt-v2-verify` for a new session from `from` whose wrapped
+    /// key authenticated: `true` lets the session be made now. Otherwise
+    /// the packet is dropped: the script was started (the packet waits for
+    /// its verdict and the session is made then), runs still, refused the
+    /// client (dropped silently, as 2.6), or too many run already.
+    pub(super) fn tls_crypt_v2_verified(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+        sid: SessionId,
+        metadata: Metadata,
+    ) -> bool {
+        let Some(command) = self.s.scripts.tls_crypt_v2_verify.clone() else {
+            return true;
+        };
+        let hand_window = self.s.session.hand_window;
+        let checks = &mut self.tls_crypt_v2_checks;
+        checks
+            .states
+            .retain(|_, (_, since)| now.duration_since(*since) < hand_window);
+        match checks.states.get(&(from, sid)) {
+            Some((V2State::Accepted, _)) => {
+                checks.states.remove(&(from, sid));
+                return true;
+            }
+            Some(_) => return false,
+            None => {}
+        }
+        if checks.running() >= MAX_TLS_CRYPT_V2_VERIFY
+            || checks.states.len() >= MAX_TLS_CRYPT_V2_VERDICTS
+        {
+            self.refused.note(
+                from,
+                "tls-crypt-v2-verify: too many clients being checked at once",
+            );
+            return false;
+        }
+        checks
+            .states
+            .insert((from, sid), (V2State::Running(packet.to_vec()), now));
+        let security = self.s.scripts.security;
+        let tmp_dir = self.s.scripts.tmp_dir.clone();
+        self.scripts_running.spawn(async move {
+            let accepted = run_tls_crypt_v2_verify(command, security, &tmp_dir, &metadata).await;
+            ScriptDone {
+                addr: from,
+                cid: 0,
+                outcome: Outcome::TlsCryptV2 { sid, accepted },
+            }
+        });
+        false
+    }
+
+    /// `tls-crypt-v2-verify` decided: an accepted client's waiting packet
+    /// makes its session now.
+    fn tls_crypt_v2_done(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: SessionId,
+        accepted: bool,
+    ) {
+        let Some((state, _)) = self.tls_crypt_v2_checks.states.get_mut(&(from, sid)) else {
+            return;
+        };
+        if !accepted {
+            *state = V2State::Refused;
+            return;
+        }
+        let V2State::Running(packet) = std::mem::replace(state, V2State::Accepted) else {
+            return;
+        };
+        self.on_control(now, from, &packet);
     }
 
     /// The client's current `auth-gen-token` token, when it has one.
@@ -604,11 +835,20 @@ impl Server {
     /// A script finished.
     pub(super) fn on_script_done(&mut self, now: Instant, done: ScriptDone) {
         let ScriptDone { addr, cid, outcome } = done;
+        if let Outcome::TlsCryptV2 { sid, accepted } = outcome {
+            self.tls_crypt_v2_done(now, addr, sid, accepted);
+            return;
+        }
         if self.clients.get(&addr).is_none_or(|c| c.cid != cid) {
             return;
         }
         match outcome {
-            Outcome::Logged => {}
+            // Handled above.
+            Outcome::Logged | Outcome::TlsCryptV2 { .. } => {}
+            Outcome::TlsVerify {
+                verdict,
+                credentials,
+            } => self.tls_verified(now, addr, verdict, credentials),
             Outcome::Verify {
                 status,
                 files,
@@ -751,10 +991,10 @@ impl Server {
     }
 
     /// What `client-connect` wrote into its dynamic config file (2.6 reads
-    /// it as a client-config-dir file): `disable` refuses the client,
-    /// `ifconfig-push` fixes its address. Options ferrovpn does not apply
-    /// here yet (`push`, `push-reset`, `push-remove`, `iroute`) refuse the
-    /// client rather than being dropped silently.
+    /// it as a client-config-dir file, after the client's ccd file):
+    /// `disable` refuses the client, `ifconfig-push` fixes its address,
+    /// `push`/`push-reset`/`push-remove` edit its push list after the ccd
+    /// file's edits, and `iroute` adds internal routes to the ccd file's.
     fn apply_client_connect_config(
         &mut self,
         addr: SocketAddr,
@@ -768,20 +1008,23 @@ impl Server {
         let text = String::from_utf8_lossy(&bytes);
         let (cfg, errors) = ClientConfig::parse(&text, &path.to_string_lossy());
         for e in errors {
-            warn!("{addr}: client-connect: {e}");
+            warn!("{addr}: client-connect: {e} (line ignored)");
         }
         if cfg.disable {
             return Err("client is disabled ('disable' in the dynamic config file)".into());
-        }
-        if !cfg.push_edits.is_empty() || !cfg.iroutes.is_empty() {
-            return Err(
-                "the dynamic config file has push/iroute options, which ferrovpn does not apply from client-connect yet".into(),
-            );
         }
         if let Some(p) = cfg.ifconfig_push {
             self.clients
                 .set_address(addr, p.local)
                 .ok_or("no tunnel address to replace")?;
+        }
+        let new_iroutes = !cfg.iroutes.is_empty();
+        let c = self.clients.get_mut(&addr).ok_or("the client is gone")?;
+        let merged = c.client_config.get_or_insert_with(ClientConfig::default);
+        merge_dynamic_config(merged, cfg);
+        let merged = merged.clone();
+        if new_iroutes && let Some(peer) = self.clients.peer(&addr) {
+            self.publish_client_routes(addr, peer.id, &merged);
         }
         Ok(())
     }
@@ -867,4 +1110,98 @@ fn write_credentials(
     writeln!(f, "{}", cred.password)?;
     f.flush()?;
     Ok(f.into_temp_path())
+}
+
+/// Fold a `client-connect` dynamic config into the client's ccd config as
+/// 2.6 imports one options file after the other: later `ifconfig-push`
+/// and `ifconfig-ipv6-push` win, `push` edits and `iroute`s add up.
+fn merge_dynamic_config(base: &mut ClientConfig, dynamic: ClientConfig) {
+    if dynamic.ifconfig_push.is_some() {
+        base.ifconfig_push = dynamic.ifconfig_push;
+    }
+    if dynamic.ifconfig_ipv6_push.is_some() {
+        base.ifconfig_ipv6_push = dynamic.ifconfig_ipv6_push;
+    }
+    base.push_edits.extend(dynamic.push_edits);
+    base.iroutes.extend(dynamic.iroutes);
+    base.disable |= dynamic.disable;
+}
+
+/// Run `tls-crypt-v2-verify` as 2.6 does: the metadata after its type
+/// byte in a temporary file, and only `script_type`, `metadata_type` and
+/// `metadata_file` in the environment. `true` when it exits 0.
+async fn run_tls_crypt_v2_verify(
+    command: scripts::ScriptCommand,
+    security: scripts::Security,
+    tmp_dir: &std::path::Path,
+    metadata: &Metadata,
+) -> bool {
+    use std::io::Write;
+    let Some(kind) = metadata.kind() else {
+        warn!("ERROR: no metadata type");
+        return false;
+    };
+    let file = tempfile::Builder::new()
+        .prefix("tls_crypt_v2_metadata_")
+        .tempfile_in(tmp_dir)
+        .and_then(|mut f| {
+            f.write_all(metadata.data())?;
+            f.flush()?;
+            Ok(f.into_temp_path())
+        });
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("ERROR: could not write metadata to file: {e}");
+            return false;
+        }
+    };
+    let mut env = Env::new();
+    env.set("script_type", "tls-crypt-v2-verify");
+    env.set("metadata_type", kind.to_string());
+    env.set("metadata_file", file.to_string_lossy().into_owned());
+    let inv = Invocation {
+        hook: "--tls-crypt-v2-verify",
+        command,
+        extra: Vec::new(),
+        env,
+    };
+    let status = run::run(inv, security).await;
+    drop(file);
+    if status.success() {
+        info!("TLS CRYPT V2 VERIFY SCRIPT OK");
+        true
+    } else {
+        report(status, "--tls-crypt-v2-verify");
+        info!("TLS CRYPT V2 VERIFY SCRIPT ERROR");
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_config_edits_follow_the_ccd_file() {
+        let (mut base, _) = ClientConfig::parse(
+            "push \"route 10.1.0.0 255.255.0.0\"\niroute 192.168.1.0 255.255.255.0\n",
+            "ccd",
+        );
+        let (dynamic, errors) = ClientConfig::parse(
+            "push-reset\npush \"route 10.2.0.0 255.255.0.0\"\niroute 192.168.2.0 255.255.255.0\nifconfig-push 10.8.0.9 255.255.255.0\n",
+            "cc",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        merge_dynamic_config(&mut base, dynamic);
+        assert_eq!(
+            base.push_list(&["route 10.3.0.0 255.255.0.0".into()]),
+            ["route 10.2.0.0 255.255.0.0"]
+        );
+        assert_eq!(base.iroutes.len(), 2);
+        assert_eq!(
+            base.ifconfig_push.map(|p| p.local),
+            Some(std::net::Ipv4Addr::new(10, 8, 0, 9))
+        );
+    }
 }

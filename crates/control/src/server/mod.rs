@@ -242,6 +242,8 @@ struct Server {
     departed_drops: metrics::Drops,
     /// Scripts running for clients; each reports when done.
     scripts_running: tokio::task::JoinSet<hooks::ScriptDone>,
+    /// `tls-crypt-v2-verify` verdicts, and the packets that wait for them.
+    tls_crypt_v2_checks: hooks::TlsCryptV2Checks,
     /// The `plugin`s, open since start.
     plugins: Option<Arc<crate::plugin::Plugins>>,
     /// `port-share`: where a connection's first bytes are reported once
@@ -413,6 +415,7 @@ pub async fn run_server(
         renegotiations: 0,
         departed_drops: metrics::Drops::default(),
         scripts_running: tokio::task::JoinSet::new(),
+        tls_crypt_v2_checks: hooks::TlsCryptV2Checks::default(),
         plugins,
         port_share_decisions,
         proxied: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -598,7 +601,7 @@ impl Server {
                 false
             }
         };
-        let (ours, pkt, replay, client_wrap) =
+        let (ours, pkt, replay, client_wrap, metadata) =
             match stateless.admit(unix, from, packet, known, allow_reset) {
                 Admit::Existing => {
                     let stage = stage.unwrap_or(Stage::Authenticated);
@@ -631,8 +634,15 @@ impl Server {
                     pkt,
                     replay,
                     client_wrap,
-                } => (ours, pkt, replay, client_wrap),
+                    metadata,
+                } => (ours, pkt, replay, client_wrap, metadata),
             };
+        // tls-crypt-v2-verify: the key authenticated, no TLS state yet.
+        if let Some(metadata) = metadata
+            && !self.tls_crypt_v2_verified(now, from, packet, pkt.session_id, metadata)
+        {
+            return;
+        }
         self.refresh_crl();
         if !self.crl_ok {
             warn!("{from}: refusing new client: the crl-verify file could not be loaded");

@@ -372,6 +372,17 @@ impl Session {
         })
     }
 
+    /// DER of every certificate the peer presented (its own first, then
+    /// the intermediates it sent), once a TLS handshake showed them: what
+    /// a `tls-verify` script is run over.
+    pub fn peer_certificates_der(&self) -> Vec<Vec<u8>> {
+        self.keys
+            .iter()
+            .find_map(|k| k.tls.peer_certificates())
+            .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default()
+    }
+
     /// Bytes this session holds for the peer or from it: TLS output not yet
     /// cut into packets, unacknowledged and out-of-order control messages,
     /// incomplete plaintext, unsent datagrams and a partial push reply.

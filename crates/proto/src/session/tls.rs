@@ -968,6 +968,27 @@ const ATTRIBUTE_SHORT_NAMES: &[(&str, &str)] = &[
     ("1.3.6.1.4.1.311.60.2.1.3", "jurisdictionC"),
 ];
 
+/// The subject's attributes as OpenSSL's short names and their text, in
+/// certificate order: what 2.6 exports as `X509_{depth}_{name}` to scripts.
+/// Attributes without a known short name or text are left out, as 2.6
+/// leaves out those OpenSSL has no name for. `None` when `der` does not
+/// parse.
+pub fn subject_attributes(der: &[u8]) -> Option<Vec<(&'static str, String)>> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let mut out = Vec::new();
+    for atv in cert.subject().iter_attributes() {
+        let oid = atv.attr_type().to_id_string();
+        let Some((_, name)) = ATTRIBUTE_SHORT_NAMES.iter().find(|(o, _)| *o == oid) else {
+            continue;
+        };
+        if let Some(text) = attribute_text(atv) {
+            out.push((*name, text));
+        }
+    }
+    Some(out)
+}
+
 /// See [`PeerIdentity::subject`].
 fn subject_openvpn_form(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
     let mut out = String::new();

@@ -1,0 +1,369 @@
+//! The client's scripts as OpenVPN 2.6 runs them: `tls-verify` and
+//! `ipchange` once the server's TLS handshake is done (before its push
+//! reply is applied), `up` and `route-up` once the push reply configured
+//! the tunnel, `route-pre-down` and `down` when the tunnel goes, each with
+//! 2.6's arguments and environment (checked against the stock 2.6.3
+//! binary): the server's certificate chain (`X509_*`, `tls_*`,
+//! `common_name`), its address (`trusted_ip`/`trusted_port`), the pushed
+//! routes (`route_*`) and `dhcp-option`s (`foreign_option_N`, what
+//! Debian's `update-resolv-conf` reads).
+//!
+//! The environments are built by pure functions; the runs are awaited by
+//! the connection, as 2.6 waits for them, each bounded by the runner's
+//! timeout.
+
+use std::net::SocketAddr;
+
+use tracing::warn;
+
+use super::plan::{PushPlan, Topology};
+use crate::scripts::{self, ChainVerdict, Env, Invocation, ScriptSettings, run};
+
+/// What `up` was run with, for `route-pre-down` and `down` later.
+#[derive(Debug, Clone)]
+struct UpRecord {
+    /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask|ifconfig_remote`.
+    args: Vec<String>,
+    /// The environment of the scripts after `up` (no `ifconfig_*`).
+    env: Env,
+}
+
+/// The client's script state across connections.
+pub(super) struct ClientScripts {
+    s: ScriptSettings,
+    /// Set once the tunnel was configured (whether or not `up` is set):
+    /// the tunnel is up as far as scripts are concerned.
+    up: Option<UpRecord>,
+}
+
+impl ClientScripts {
+    pub fn new(s: ScriptSettings) -> Self {
+        ClientScripts { s, up: None }
+    }
+
+    /// Whether something must run before the push reply is applied.
+    pub fn runs_before_push(&self) -> bool {
+        self.s.tls_verify.is_some() || self.s.ipchange.is_some()
+    }
+
+    /// The variables of every script of a connection to `server` whose
+    /// certificate chain (depth 0 first) is `chain`: 2.6's base variables,
+    /// the server's address, its certificates, its common name.
+    pub fn connection_env(&self, server: SocketAddr, presented: &[Vec<u8>]) -> Env {
+        let chain = scripts::certificate_chain(presented, &self.s.peer_ca);
+        let mut env = self.s.base_env.clone();
+        for (depth, der) in chain.iter().enumerate() {
+            scripts::certificate_env_at(der, depth, &mut env);
+        }
+        if let Some(cn) = chain
+            .first()
+            .and_then(|d| ferrovpn_proto::session::tls::peer_common_name(d))
+        {
+            env.set(
+                "common_name",
+                ferrovpn_proto::session::tls::sanitize_common_name(&cn),
+            );
+        }
+        env.set_remote(server);
+        env
+    }
+
+    /// `tls-verify` over the server's chain (as the peer sent it, completed
+    /// from the `ca` file), then `ipchange IP PORT`. A refusal is the error.
+    /// Owns all it needs, so the connection can go on meanwhile.
+    pub fn before_push(
+        &self,
+        server: SocketAddr,
+        presented: Vec<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let verify = self.s.tls_verify.clone();
+        let ipchange = self.s.ipchange.clone();
+        let security = self.s.security;
+        let chain = scripts::certificate_chain(&presented, &self.s.peer_ca);
+        let env = self.connection_env(server, &chain);
+        async move {
+            if let Some(verify) = verify {
+                // Before the handshake counted, 2.6 knows the address as
+                // untrusted only.
+                let mut untrusted = env.clone();
+                for name in ["trusted_ip", "trusted_ip6", "trusted_port", "common_name"] {
+                    untrusted.remove(name);
+                }
+                for depth in 0..chain.len() {
+                    for name in [
+                        format!("tls_id_{depth}"),
+                        format!("tls_digest_{depth}"),
+                        format!("tls_digest_sha256_{depth}"),
+                        format!("tls_serial_{depth}"),
+                        format!("tls_serial_hex_{depth}"),
+                    ] {
+                        untrusted.remove(&name);
+                    }
+                }
+                let untrusted = without_x509(untrusted);
+                match scripts::run_tls_verify(&verify, security, &chain, untrusted).await {
+                    ChainVerdict::Accepted => {}
+                    ChainVerdict::Refused(why) => return Err(why),
+                }
+            }
+            if let Some(command) = ipchange {
+                let mut env = env;
+                env.set("script_type", "ipchange");
+                let addr = match server {
+                    SocketAddr::V4(a) => format!("[AF_INET]{}", a.ip()),
+                    SocketAddr::V6(a) => format!("[AF_INET6]{}", a.ip()),
+                };
+                let inv = Invocation {
+                    hook: "--ipchange",
+                    command,
+                    extra: vec![addr, server.port().to_string()],
+                    env,
+                };
+                let status = run::run(inv, security).await;
+                if !status.success() {
+                    warn!("WARNING: Failed running command (--ipchange): {status}");
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The push reply configured the tunnel on `dev`: `up` (with `init`
+    /// when the tunnel is new, with `restart` on a kept one under
+    /// `up-restart`), then `route-up` on a new one. `foreign` are the
+    /// pushed `dhcp-option` lines. An `up` failure is fatal, as in 2.6.
+    pub async fn tunnel_up(
+        &mut self,
+        dev: &str,
+        plan: &PushPlan,
+        foreign: &[String],
+        conn_env: &Env,
+    ) -> Result<(), String> {
+        let fresh = self.up.is_none();
+        if !fresh && !self.s.up_restart {
+            return Ok(());
+        }
+        let context = if fresh { "init" } else { "restart" };
+        let args = up_args(dev, plan);
+        let after = after_up_env(conn_env, dev, plan, foreign);
+        let mut up_env = after.clone();
+        up_env.remove("redirect_gateway");
+        up_env.extend(&ifconfig_env(plan));
+        up_env.set("script_context", context);
+        up_env.set("script_type", "up");
+        self.up = Some(UpRecord {
+            args: args.clone(),
+            env: after.clone(),
+        });
+        if let Some(command) = self.s.up.clone() {
+            let mut extra = args;
+            extra.push(context.into());
+            let inv = Invocation {
+                hook: "--up/--down",
+                command,
+                extra,
+                env: up_env,
+            };
+            let status = run::run(inv, self.s.security).await;
+            if !status.success() {
+                return Err(format!(
+                    "WARNING: Failed running command (--up/--down): {status}"
+                ));
+            }
+        }
+        if fresh && let Some(command) = self.s.route_up.clone() {
+            let mut env = after;
+            env.set("script_type", "route-up");
+            let inv = Invocation {
+                hook: "--route-up",
+                command,
+                extra: Vec::new(),
+                env,
+            };
+            let status = run::run(inv, self.s.security).await;
+            if !status.success() {
+                warn!("WARNING: Failed running command (--route-up): {status}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Before the tunnel's routes go: `route-pre-down` (`signal` says why).
+    pub async fn before_tear_down(&self, signal: &str) {
+        let (Some(up), Some(command)) = (&self.up, self.s.route_pre_down.clone()) else {
+            return;
+        };
+        self.run_down_like(
+            "--route-pre-down",
+            "route-pre-down",
+            command,
+            up,
+            signal,
+            "init",
+        )
+        .await;
+    }
+
+    /// The tunnel went: `down` with `init`, and the next configuration
+    /// is a new tunnel again.
+    pub async fn after_tear_down(&mut self, signal: &str) {
+        let Some(up) = self.up.take() else {
+            return;
+        };
+        if let Some(command) = self.s.down.clone() {
+            self.run_down_like("--up/--down", "down", command, &up, signal, "init")
+                .await;
+        }
+    }
+
+    /// A reconnect keeps the tunnel (`persist-tun`): with `up-restart`,
+    /// `down` runs with `restart`.
+    pub async fn tunnel_kept(&self, signal: &str) {
+        let (Some(up), Some(command), true) = (&self.up, self.s.down.clone(), self.s.up_restart)
+        else {
+            return;
+        };
+        self.run_down_like("--up/--down", "down", command, up, signal, "restart")
+            .await;
+    }
+
+    async fn run_down_like(
+        &self,
+        hook: &'static str,
+        script_type: &str,
+        command: scripts::ScriptCommand,
+        up: &UpRecord,
+        signal: &str,
+        context: &str,
+    ) {
+        let mut env = up.env.clone();
+        env.set("script_type", script_type);
+        env.set("script_context", context);
+        env.set("signal", signal);
+        let mut extra = up.args.clone();
+        extra.push(context.into());
+        let inv = Invocation {
+            hook,
+            command,
+            extra,
+            env,
+        };
+        let status = run::run(inv, self.s.security).await;
+        if !status.success() {
+            warn!("WARNING: Failed running command ({hook}): {status}");
+        }
+    }
+}
+
+/// An environment without any `X509_*` variable.
+fn without_x509(env: Env) -> Env {
+    let mut out = Env::new();
+    for (n, v) in env.iter() {
+        if !n.starts_with("X509_") {
+            out.set(n, v);
+        }
+    }
+    out
+}
+
+/// `dev tun_mtu 0 ifconfig_local ifconfig_netmask|ifconfig_remote`.
+fn up_args(dev: &str, plan: &PushPlan) -> Vec<String> {
+    vec![
+        dev.to_owned(),
+        plan.mtu.to_string(),
+        "0".into(),
+        plan.local.to_string(),
+        plan.netmask_or_remote.to_string(),
+    ]
+}
+
+/// The tunnel's addresses as 2.6 sets them for `up` only.
+fn ifconfig_env(plan: &PushPlan) -> Env {
+    let mut env = Env::new();
+    env.set("ifconfig_local", plan.local.to_string());
+    match plan.topology {
+        Topology::Subnet => env.set("ifconfig_netmask", plan.netmask_or_remote.to_string()),
+        Topology::PointToPoint => env.set("ifconfig_remote", plan.netmask_or_remote.to_string()),
+    }
+    if let Some(v6) = plan.ipv6 {
+        env.set("ifconfig_ipv6_local", v6.local.to_string());
+        env.set("ifconfig_ipv6_netbits", v6.bits.to_string());
+    }
+    env
+}
+
+/// What every script sees once the tunnel is configured (2.6 keeps these
+/// for `route-up`, `route-pre-down` and `down`): the device, the pushed
+/// `dhcp-option`s as `foreign_option_N`, the routes as `route_*_N`.
+fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) -> Env {
+    let mut env = conn_env.clone();
+    env.set("dev", dev);
+    env.set("dev_type", "tun");
+    env.set("tun_mtu", plan.mtu.to_string());
+    env.set("script_context", "init");
+    for (i, option) in foreign.iter().enumerate() {
+        env.set(&format!("foreign_option_{}", i + 1), option.clone());
+    }
+    if let Some(gw) = plan.gateway {
+        env.set("route_vpn_gateway", gw.to_string());
+    }
+    for (i, r) in plan.routes.iter().enumerate() {
+        let n = i + 1;
+        env.set(&format!("route_network_{n}"), r.network.to_string());
+        env.set(&format!("route_netmask_{n}"), r.netmask.to_string());
+        if let Some(gw) = r.gateway.or(plan.gateway) {
+            env.set(&format!("route_gateway_{n}"), gw.to_string());
+        }
+        if let Some(m) = r.metric {
+            env.set(&format!("route_metric_{n}"), m.to_string());
+        }
+    }
+    for (i, r) in plan.routes6.iter().enumerate() {
+        let n = i + 1;
+        env.set(
+            &format!("route_ipv6_network_{n}"),
+            format!("{}/{}", r.network, r.bits),
+        );
+    }
+    let redirected = plan.redirect.as_ref().is_some_and(|r| r.ipv4);
+    env.set("redirect_gateway", if redirected { "1" } else { "0" });
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovpn_proto::push::PushReply;
+
+    fn plan(text: &str) -> PushPlan {
+        let reply = PushReply::parse(text).unwrap();
+        PushPlan::from_reply(&reply, 1500).unwrap()
+    }
+
+    #[test]
+    fn environment_after_up_as_2_6() {
+        let p = plan(
+            "PUSH_REPLY,route 10.77.0.0 255.255.255.0,dhcp-option DNS 10.8.0.1,route-gateway 10.8.0.1,topology subnet,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM",
+        );
+        let foreign = vec!["dhcp-option DNS 10.8.0.1".to_owned()];
+        let mut conn = Env::new();
+        conn.set_remote("10.199.1.1:1194".parse().unwrap());
+        let env = after_up_env(&conn, "tun0", &p, &foreign);
+        let get = |n| env.get(n).unwrap_or("-");
+        assert_eq!(get("foreign_option_1"), "dhcp-option DNS 10.8.0.1");
+        assert_eq!(get("route_network_1"), "10.77.0.0");
+        assert_eq!(get("route_netmask_1"), "255.255.255.0");
+        assert_eq!(get("route_gateway_1"), "10.8.0.1");
+        assert_eq!(get("route_vpn_gateway"), "10.8.0.1");
+        assert_eq!(get("redirect_gateway"), "0");
+        assert_eq!(get("trusted_ip"), "10.199.1.1");
+        assert_eq!(get("dev"), "tun0");
+        assert_eq!(env.get("ifconfig_local"), None);
+        assert_eq!(
+            up_args("tun0", &p),
+            ["tun0", "1500", "0", "10.8.0.2", "255.255.255.0"]
+        );
+        let ifc = ifconfig_env(&p);
+        assert_eq!(ifc.get("ifconfig_netmask"), Some("255.255.255.0"));
+    }
+}
