@@ -58,7 +58,7 @@ pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
 /// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
 /// on every reconnect, which needs the host's view of the system; OpenVPN
 /// 2.6 fails there the same way, only later.
-pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client configures addresses and routes again on every reconnect (and runs `resolvectl` for pushed DNS), which needs the host's view of the system, not the chroot's (OpenVPN 2.6 fails there too, at the first reconnect)";
+pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client configures addresses and routes again on every reconnect (and asks systemd-resolved, or rewrites /etc/resolv.conf, for pushed DNS), which needs the host's view of the system, not the chroot's (OpenVPN 2.6 fails there too, at the first reconnect)";
 
 /// Every directive ferrovpn knows. Anything else is
 /// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
