@@ -512,7 +512,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     i(
         "float",
-        "a server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too); a client keeps its UDP socket connected to the server's address, so it drops packets from any other address, as 2.6 does without `float`: an authenticated server answering from a new address is not followed, the client reconnects (ping-restart) instead",
+        "a server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too); a client keeps its UDP socket connected to the server's address, so it drops packets from any other address, as 2.6 does without `float` (2.6 also takes packets from the other addresses the `remote` name resolved to): an authenticated server answering from a new address is not followed as 2.6 with `float` would, the client reconnects (ping-restart) instead",
     ),
     i("ping-timer-rem", "ping timers always run"),
     s(

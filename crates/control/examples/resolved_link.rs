@@ -11,7 +11,8 @@
 use std::io::BufRead;
 
 use ferrovpn_control::client::plan::DnsPlan;
-use ferrovpn_control::client::resolved::{Resolved, call_plan, link_index};
+use ferrovpn_control::client::resolved::{Resolved, call_plan};
+use ferrovpn_control::netconfig::NetConfig;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,12 +27,13 @@ fn main() -> Result<(), String> {
         domain: None,
         search: domains.to_vec(),
     };
-    let ifindex = link_index(dev).ok_or_else(|| format!("{dev}: no such link"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        let net = NetConfig::connect().map_err(|e| format!("{e:#}"))?;
+        let ifindex = net.index(dev).await.map_err(|e| format!("{e:#}"))? as i32;
         let bus = Resolved::connect()
             .await
             .ok_or("systemd-resolved does not answer on the system bus")?;

@@ -72,7 +72,7 @@ fn table_v6(routes: u32) -> (PeerTable, Vec<Ipv6Addr>) {
     let mut probes = Vec::new();
     for i in 0..routes {
         let (net, len) = if i % 50 == 0 {
-            ((0x2001_0db8_u128 << 96) | (u128::from(i / 50) << 96), 32)
+            ((0x2001_0db8_u128 + u128::from(i / 50)) << 96, 32)
         } else {
             // One /48 per route (fd00:0:i::/48), then a random /48../64 in it.
             let len = 48 + (next() % 17) as u8;

@@ -73,13 +73,19 @@ pub enum AppliedDns {
     },
 }
 
-/// Apply `plan` for tunnel `dev`. Failures are WARNs: the tunnel works,
-/// but the user must know their DNS does not go where the server wants.
-pub async fn apply(backend: &DnsBackend, dev: &str, plan: &DnsPlan) -> Option<AppliedDns> {
+/// Apply `plan` for tunnel `dev` (kernel index `ifindex`, which resolved
+/// names links by). Failures are WARNs: the tunnel works, but the user must
+/// know their DNS does not go where the server wants.
+pub async fn apply(
+    backend: &DnsBackend,
+    dev: &str,
+    ifindex: Option<u32>,
+    plan: &DnsPlan,
+) -> Option<AppliedDns> {
     let servers: Vec<String> = plan.servers.iter().map(ToString::to_string).collect();
     match backend {
         DnsBackend::Resolved(bus) => {
-            let Some(ifindex) = resolved::link_index(dev) else {
+            let Some(ifindex) = ifindex.and_then(|i| i32::try_from(i).ok()) else {
                 warn!("no interface index for {dev}: pushed DNS settings not applied");
                 return None;
             };

@@ -140,18 +140,6 @@ impl Resolved {
     }
 }
 
-/// The kernel's index of interface `dev` (resolved names links by index).
-pub fn link_index(dev: &str) -> Option<i32> {
-    if dev.is_empty() || dev.contains('/') || dev.starts_with('.') {
-        return None;
-    }
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,13 +188,5 @@ mod tests {
             vec![LinkCall::SetDomains(vec![("x.example".into(), false)])]
         );
         assert_eq!(call_plan(&plan(&["192.0.2.53"], None, &[])).len(), 2);
-    }
-
-    #[test]
-    fn link_index_reads_the_kernel_index_and_rejects_paths() {
-        assert_eq!(link_index("lo"), Some(1));
-        assert_eq!(link_index("../lo"), None);
-        assert_eq!(link_index(""), None);
-        assert_eq!(link_index("no-such-device-here"), None);
     }
 }

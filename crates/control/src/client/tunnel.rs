@@ -203,9 +203,11 @@ impl Tunnel {
         if let Some((_, applied)) = self.dns.take() {
             dns::restore(applied).await;
         }
-        if !plan.dns.is_empty()
-            && let Some(applied) = dns::apply(&self.dns_backend, &self.dev, &plan.dns).await
-        {
+        if plan.dns.is_empty() {
+            return;
+        }
+        let ifindex = self.net.index(&self.dev).await.ok();
+        if let Some(applied) = dns::apply(&self.dns_backend, &self.dev, ifindex, &plan.dns).await {
             self.dns = Some((plan.dns.clone(), applied));
         }
     }
