@@ -18,9 +18,13 @@ fuzz_target!(|data: &[u8]| {
         "route-gateway 10.8.0.1".to_string(),
         "topology subnet".to_string(),
         "route 192.168.1.0 255.255.255.0".to_string(),
+        "route-ipv6 fd00:1::/64".to_string(),
     ];
     let _ = (cfg.push_list(&server), cfg.ifconfig_blocked());
     for ir in &cfg.iroutes {
         let _ = (ir.masked(), ir.netmask());
+    }
+    for ir in &cfg.iroutes_ipv6 {
+        let _ = ir.masked();
     }
 });

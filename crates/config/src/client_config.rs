@@ -10,10 +10,9 @@
 //! caller logs. Nothing here touches the file system or panics.
 //!
 //! What ferrovpn applies: `ifconfig-push`, `ifconfig-ipv6-push`, `iroute`,
-//! `push`, `push-reset`, `push-remove` and `disable`. The other directives
-//! 2.6 allows in this context (per-client timers, compression, ciphers,
-//! `config`, `iroute-ipv6`)
-//! are reported as not supported here and ignored; everything else as not
+//! `iroute-ipv6`, `push`, `push-reset`, `push-remove` and `disable`. The
+//! other directives 2.6 allows in this context (per-client timers,
+//! compression, ciphers, `config`) are reported as not supported here and ignored; everything else as not
 //! allowed in this context, as 2.6 does.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -64,6 +63,24 @@ fn prefix_mask(len: u8) -> u32 {
         .unwrap_or(0)
 }
 
+/// `iroute-ipv6 NETWORK/BITS`: an IPv6 network behind this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrouteIpv6 {
+    /// As written (2.6 compares pushed `route-ipv6`s with this form).
+    pub network: Ipv6Addr,
+    pub bits: u8,
+}
+
+impl IrouteIpv6 {
+    /// The network with its host bits cleared (what is routed).
+    pub fn masked(&self) -> Ipv6Addr {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.bits.min(128)))
+            .unwrap_or(0);
+        Ipv6Addr::from(u128::from(self.network) & mask)
+    }
+}
+
 /// `ifconfig-ipv6-push ADDR/BITS [REMOTE]`: the client's IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfconfigIpv6Push {
@@ -96,7 +113,8 @@ pub struct ClientConfig {
     pub iroutes: Vec<Iroute>,
     /// The last `ifconfig-ipv6-push` given.
     pub ifconfig_ipv6_push: Option<IfconfigIpv6Push>,
-    // `iroute-ipv6` is reported as not supported below.
+    /// `iroute-ipv6` lines, in file order.
+    pub iroutes_ipv6: Vec<IrouteIpv6>,
     /// `push`, `push-reset`, `push-remove`, in file order.
     pub push_edits: Vec<PushEdit>,
     /// `disable`: refuse this client.
@@ -131,10 +149,6 @@ const NOT_APPLIED: &[(&str, &str)] = &[
     (
         "max-routes-per-client",
         "the route quota is not set per client",
-    ),
-    (
-        "iroute-ipv6",
-        "IPv6 networks behind clients are not supported yet",
     ),
 ];
 
@@ -255,6 +269,20 @@ impl ClientConfig {
                     prefix_len,
                 });
             }
+            "iroute-ipv6" => {
+                count(name, args, 1, 1, "NETWORK/BITS")?;
+                let expected = "an IPv6 network as NETWORK/BITS";
+                let given = arg(0).unwrap_or("");
+                // 2.6's get_ipv6_addr: no `/BITS` means a host (/128).
+                let (net, bits) = given.split_once('/').unwrap_or((given, "128"));
+                let network: Ipv6Addr = net.parse().map_err(|_| bad(name, expected, given))?;
+                let bits = bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&b| b <= 128)
+                    .ok_or_else(|| bad(name, expected, given))?;
+                self.iroutes_ipv6.push(IrouteIpv6 { network, bits });
+            }
             "push" => {
                 count(name, args, 1, 1, "one quoted option string")?;
                 let option = arg(0).unwrap_or("");
@@ -310,6 +338,7 @@ impl ClientConfig {
             self.ifconfig_ipv6_push = later.ifconfig_ipv6_push;
         }
         self.iroutes.extend(later.iroutes);
+        self.iroutes_ipv6.extend(later.iroutes_ipv6);
         self.push_edits.extend(later.push_edits);
         self.disable |= later.disable;
     }
@@ -317,8 +346,8 @@ impl ClientConfig {
     /// The options pushed to this client: the server's list (`route-gateway`,
     /// `topology`, keepalive and `push` lines, as 2.6 keeps them) with this
     /// config's edits applied in order, then, as 2.6 does, without the
-    /// `route`s that match one of this client's `iroute`s (the client owns
-    /// those networks).
+    /// `route`s (`route-ipv6`s) that match one of this client's `iroute`s
+    /// (`iroute-ipv6`s): the client owns those networks.
     pub fn push_list(&self, server: &[String]) -> Vec<String> {
         let mut list: Vec<String> = server.to_vec();
         for edit in &self.push_edits {
@@ -352,14 +381,28 @@ impl ClientConfig {
             .any(|e| matches!(e, PushEdit::Remove(p) if p == "ifconfig-ipv6"))
     }
 
-    /// Whether `option` is `route NETWORK [NETMASK]` for one of the iroutes.
+    /// Whether `option` is `route NETWORK [NETMASK]` for one of the
+    /// iroutes, or `route-ipv6 NETWORK/BITS` (no gateway) for one of the
+    /// IPv6 ones, compared as written, as 2.6 does.
     fn owns_pushed_route(&self, option: &str) -> bool {
-        if self.iroutes.is_empty() {
+        if self.iroutes.is_empty() && self.iroutes_ipv6.is_empty() {
             return false;
         }
         let Ok(tokens) = tokenize(option) else {
             return false;
         };
+        if let [route, prefix] = tokens.as_slice()
+            && route == "route-ipv6"
+        {
+            let (net, bits) = prefix.split_once('/').unwrap_or((prefix, "128"));
+            let (Ok(net), Ok(bits)) = (net.parse::<Ipv6Addr>(), bits.parse::<u8>()) else {
+                return false;
+            };
+            return self
+                .iroutes_ipv6
+                .iter()
+                .any(|ir| ir.network == net && ir.bits == bits);
+        }
         let (network, netmask) = match tokens.as_slice() {
             [route, net] if route == "route" => (net.as_str(), "255.255.255.255"),
             [route, net, mask] if route == "route" => (net.as_str(), mask.as_str()),
@@ -434,7 +477,64 @@ mod tests {
                 remote: Some("fd00::1".parse().unwrap()),
             })
         );
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            cfg.iroutes_ipv6,
+            vec![IrouteIpv6 {
+                network: "fd00:5::".parse().unwrap(),
+                bits: 64
+            }]
+        );
+    }
+
+    #[test]
+    fn iroute_ipv6_parses_as_2_6_and_drops_the_matching_pushed_route() {
+        let (cfg, problems) = parse(
+            "iroute-ipv6 fd00:7::1/48
+             iroute-ipv6 fd00:8::9
+             iroute-ipv6 fd00::/129
+             iroute-ipv6 10.0.0.0/8
+             iroute-ipv6 fd00::/64 extra
+             iroute-ipv6
+",
+        );
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(cfg.iroutes_ipv6.len(), 2);
+        assert_eq!(
+            cfg.iroutes_ipv6[0].masked(),
+            "fd00:7::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(cfg.iroutes_ipv6[1].bits, 128);
+        // Compared as written: the same network spelled with host bits
+        // cleared is still pushed, as in 2.6; a gateway keeps it too.
+        let server: Vec<String> = [
+            "route-ipv6 fd00:7::1/48",
+            "route-ipv6 fd00:7::/48",
+            "route-ipv6 fd00:8::9",
+            "route-ipv6 fd00:8::9/128",
+            "route-ipv6 fd00:7::1/48 fd00::1",
+            "route 10.0.0.0 255.0.0.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            cfg.push_list(&server),
+            vec![
+                "route-ipv6 fd00:7::/48",
+                "route-ipv6 fd00:7::1/48 fd00::1",
+                "route 10.0.0.0 255.0.0.0"
+            ]
+        );
+        // A client-connect file adds to the ccd file's networks.
+        let mut both = cfg.clone();
+        both.extend(
+            parse(
+                "iroute-ipv6 fd00:9::/64
+",
+            )
+            .0,
+        );
+        assert_eq!(both.iroutes_ipv6.len(), 3);
     }
 
     #[test]

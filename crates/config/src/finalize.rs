@@ -159,6 +159,7 @@ impl Config {
         }
 
         self.finalize_compression(&whole)?;
+        self.finalize_manual_ipv6(mode, &whole)?;
 
         match mode {
             Mode::Server => self.finalize_server(&whole)?,
@@ -327,6 +328,64 @@ impl Config {
 }
 
 impl Config {
+    /// `ifconfig-ipv6` and `ifconfig-ipv6-pool`, 2.6's rules: the pool
+    /// needs `mode server` and the server's own `ifconfig-ipv6`, and cannot
+    /// be given beside `server-ipv6` (which defines one).
+    fn finalize_manual_ipv6(&self, mode: Mode, whole: &Location) -> Result<(), ConfigError> {
+        if mode != Mode::Server {
+            if self.ifconfig_ipv6_pool.is_some() {
+                return Err(self.fail(
+                    "ifconfig-ipv6-pool",
+                    whole,
+                    "--ifconfig-ipv6-pool requires --mode server".into(),
+                ));
+            }
+            if self.ifconfig_ipv6.is_some() {
+                return Err(ConfigError::new(
+                    &self.loc("ifconfig-ipv6", whole),
+                    Reason::Unsupported {
+                        directive: "ifconfig-ipv6".into(),
+                        reason: "a client gets its IPv6 address pushed by the server; a static one (point-to-point setup) is not supported",
+                    },
+                ));
+            }
+            return Ok(());
+        }
+        if self.ifconfig_ipv6_pool.is_some() {
+            if self.server_ipv6.is_some() {
+                return Err(self.fail(
+                    "ifconfig-ipv6-pool",
+                    whole,
+                    "--server-ipv6 already defines an ifconfig-ipv6-pool, so you can't also specify --ifconfig-ipv6-pool explicitly".into(),
+                ));
+            }
+            if self.ifconfig_ipv6.is_none() {
+                return Err(self.fail(
+                    "ifconfig-ipv6-pool",
+                    whole,
+                    "--ifconfig-ipv6-pool needs --ifconfig-ipv6".into(),
+                ));
+            }
+            if self.server.is_some_and(|s| s.nopool) {
+                return Err(ConfigError::new(
+                    &self.loc("ifconfig-ipv6-pool", whole),
+                    Reason::Unsupported {
+                        directive: "ifconfig-ipv6-pool".into(),
+                        reason: "an IPv6 pool without an IPv4 pool ('server ... nopool': IPv6-only clients) is not supported",
+                    },
+                ));
+            }
+        }
+        if self.server_ipv6.is_some() && self.server.is_some_and(|s| s.nopool) {
+            return Err(self.fail(
+                "server-ipv6",
+                whole,
+                "--server-ipv6 is incompatible with 'nopool' option".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// 2.6's per-entry checks (`options_postprocess_verify_ce`), at the
     /// entry's `<connection>` or `remote` line.
     fn finalize_connections(&self, whole: &Location) -> Result<(), ConfigError> {

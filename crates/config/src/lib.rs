@@ -27,7 +27,8 @@ mod table;
 mod types;
 
 pub use client_config::{
-    ClientConfig, IfconfigIpv6Push, IfconfigPush, Iroute, MAX_CLIENT_CONFIG_SIZE, PushEdit,
+    ClientConfig, IfconfigIpv6Push, IfconfigPush, Iroute, IrouteIpv6, MAX_CLIENT_CONFIG_SIZE,
+    PushEdit,
 };
 pub use compression::{Alg as CompressAlg, CompressError, CompressOptions, RECEIVE_ONLY_WARNING};
 pub use connection::{

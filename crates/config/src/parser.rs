@@ -915,6 +915,34 @@ impl Parser {
                 c.mode = Some(Mode::Server);
                 c.tls_server = true;
             }
+            "ifconfig-ipv6" => {
+                d.count(2, 2, "ADDRESS/BITS REMOTE")?;
+                let (local, bits) = d.ipv6_prefix(0, "address")?;
+                if !(64..=124).contains(&bits) {
+                    return Err(d.invalid(format!(
+                        "ifconfig-ipv6: /netbits must be between 64 and 124, not '/{bits}'"
+                    )));
+                }
+                let remote = d.arg(1).unwrap_or("");
+                let remote: Ipv6Addr = remote
+                    .parse()
+                    .map_err(|_| d.bad("an IPv6 address", remote))?;
+                c.ifconfig_ipv6 = Some(IfconfigIpv6 {
+                    local,
+                    bits,
+                    remote,
+                });
+            }
+            "ifconfig-ipv6-pool" => {
+                d.count(1, 1, "BASE/BITS")?;
+                let (base, bits) = d.ipv6_prefix(0, "pool base")?;
+                if !(64..=124).contains(&bits) {
+                    return Err(d.invalid(format!(
+                        "--ifconfig-ipv6-pool settings: network must be between /64 and /124 (not /{bits})"
+                    )));
+                }
+                c.ifconfig_ipv6_pool = Some(Ipv6Pool { base, bits });
+            }
             "route-ipv6" => {
                 d.count(1, 3, "NETWORK/BITS [GATEWAY] [METRIC]")?;
                 let (network, bits) = d.ipv6_prefix(0, "network")?;

@@ -58,7 +58,7 @@ pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
 /// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
 /// on every reconnect, which needs the host's view of the system; OpenVPN
 /// 2.6 fails there the same way, only later.
-pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client configures addresses and routes again on every reconnect (and runs `resolvectl` for pushed DNS), which needs the host's view of the system, not the chroot's (OpenVPN 2.6 fails there too, at the first reconnect)";
+pub const CHROOT_CLIENT_REASON: &str = "'chroot' is not supported in client mode: a client configures addresses and routes again on every reconnect (and asks systemd-resolved, or rewrites /etc/resolv.conf, for pushed DNS), which needs the host's view of the system, not the chroot's (OpenVPN 2.6 fails there too, at the first reconnect)";
 
 /// Every directive ferrovpn knows. Anything else is
 /// `unsupported directive 'NAME'` unless listed in `ignore-unknown-option`.
@@ -527,7 +527,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     i(
         "float",
-        "peers may always change address after authentication",
+        "a server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too); a client keeps its UDP socket connected to the server's address, so it drops packets from any other address, as 2.6 does without `float` (2.6 also takes packets from the other addresses the `remote` name resolved to): an authenticated server answering from a new address is not followed as 2.6 with `float` would, the client reconnects (ping-restart) instead",
     ),
     i("ping-timer-rem", "ping timers always run"),
     s(
@@ -608,7 +608,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-config-dir",
-        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `ifconfig-ipv6-push ADDR/BITS [REMOTE]` (with `server-ipv6`), `iroute NET [MASK]` (needs a server `route` for the network), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`, `iroute-ipv6`: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
+        "`DIR`, servers only: at connect time the file named after the client's common name (2.6's rules: `/` and non-printable bytes become `_`; `.`/`..` never match), else `DEFAULT`, is read (at most 256 KiB; inside the chroot if any). It may hold `ifconfig-push LOCAL NETMASK [ALIAS]` (the address is kept out of the pool while the client holds it), `ifconfig-ipv6-push ADDR/BITS [REMOTE]` (with `server-ipv6`), `iroute NET [MASK]` (needs a server `route` for the network), `iroute-ipv6 NET/BITS` (needs a server `route-ipv6` or the `server-ipv6` network; routed and source-checked like `iroute`; a pushed `route-ipv6` equal to it is not pushed to that client, as 2.6; both share 2.6's 256-route quota), `push`, `push-reset`, `push-remove`, `disable`; a line ferrovpn cannot use is logged and skipped as in 2.6 (per-client timers, compression, ciphers, `config`: not supported there). An unreadable, oversized or non-UTF-8 file refuses the client. DIR must exist at start, and be readable after `chroot`/`user`/`group`",
     ),
     s(
         "ccd-exclusive",
@@ -618,17 +618,21 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "iroute",
         "only in a per-client config (`client-config-dir` file), as in OpenVPN 2.6",
     ),
+    u(
+        "iroute-ipv6",
+        "only in a per-client config (`client-config-dir` file or a client-connect script's file), as in OpenVPN 2.6",
+    ),
     s(
         "server-ipv6",
-        "`NETWORK/BITS` (/64 to /124), with `server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
+        "`NETWORK/BITS` (/64 to /124), with `server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address (the smaller pool limits both, as in 2.6: see `ifconfig-ipv6-pool`); not with `nopool` or `ifconfig-ipv6-pool`; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
     ),
-    u(
+    s(
         "ifconfig-ipv6",
-        "a static IPv6 address is point-to-point / manual setup, which ferrovpn does not support; servers use `server-ipv6`, clients get theirs pushed",
+        "`ADDR/BITS REMOTE` (/64 to /124), servers only: the server's own IPv6 address on its tun device (REMOTE is unused there, as in 2.6's subnet setup); each client's pushed `ifconfig-ipv6` carries BITS and ADDR as the remote. `server-ipv6` overrides it (with a warning), as 2.6's helper does. Without `ifconfig-ipv6-pool` clients get IPv6 only from a client-config-dir `ifconfig-ipv6-push`. A client refuses it (its address is pushed; point-to-point setup is not supported)",
     ),
-    u(
+    s(
         "ifconfig-ipv6-pool",
-        "a separate IPv6 pool is not supported; use `server-ipv6`",
+        "`BASE/BITS` (/64 to /124), servers only, needs `ifconfig-ipv6`, not with `server-ipv6` (2.6's rules). Paired with the IPv4 pool as 2.6's pool.c does: the n-th IPv4 pool address goes with BASE+n (BASE+1+n when BASE's last 32 bits are zero); the pool holds 65536 addresses for /111 and shorter, up to the network's end for /112 and longer, and the smaller of the two pools limits both (2.6's warning when IPv6 is the smaller). A client whose IPv4 address is pinned by `ifconfig-push` gets no IPv6 from the pool, as in 2.6. An IPv6 pool without an IPv4 pool (`server ... nopool`, IPv6-only clients) is refused",
     ),
     s(
         "route-ipv6",

@@ -138,6 +138,101 @@ impl ServerIpv6 {
     }
 }
 
+/// `ifconfig-ipv6 ADDR/BITS REMOTE`: a server's own IPv6 tunnel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfconfigIpv6 {
+    pub local: Ipv6Addr,
+    /// 64..=124, as 2.6 checks.
+    pub bits: u8,
+    /// The point-to-point peer; unused by a server's tun in subnet mode.
+    pub remote: Ipv6Addr,
+}
+
+/// `ifconfig-ipv6-pool BASE/BITS`: where clients' IPv6 addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Pool {
+    pub base: Ipv6Addr,
+    /// 64..=124, as 2.6 checks.
+    pub bits: u8,
+}
+
+/// 2.6's `IFCONFIG_POOL_MAX`: no pool hands out more addresses.
+pub const IFCONFIG_POOL_MAX: u32 = 65536;
+
+impl Ipv6Pool {
+    /// The low 32 bits of the base that are host bits (2.6's pool.c looks
+    /// at those only).
+    fn host_base(&self) -> u32 {
+        let low = u128::from(self.base) as u32;
+        if 128 - u32::from(self.bits) < 32 {
+            low & ((1u32 << (128 - u32::from(self.bits))) - 1)
+        } else {
+            low
+        }
+    }
+
+    /// The first address handed out: the base, or base+1 when its host
+    /// part (the last 32 bits) is zero (the subnet-router anycast address).
+    pub fn first(&self) -> Ipv6Addr {
+        let bump = u128::from(self.host_base() == 0);
+        Ipv6Addr::from(u128::from(self.base).wrapping_add(bump))
+    }
+
+    /// How many addresses the pool has, as 2.6's pool.c counts: up to the
+    /// network's end for /112 and longer, else [`IFCONFIG_POOL_MAX`].
+    pub fn size(&self) -> u32 {
+        if self.bits >= 112 {
+            let base = self.host_base().max(1);
+            (1u32 << (128 - u32::from(self.bits))).saturating_sub(base)
+        } else {
+            IFCONFIG_POOL_MAX
+        }
+    }
+}
+
+/// A server's IPv6 inside the tunnel, from `server-ipv6` or from
+/// `ifconfig-ipv6` (+ `ifconfig-ipv6-pool`), the form the helper expands to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelIpv6 {
+    /// The server's address on its tun device, pushed as each client's
+    /// `ifconfig-ipv6` remote.
+    pub local: Ipv6Addr,
+    /// The server's netbits, pushed with each client's address.
+    pub bits: u8,
+    /// `None`: clients get IPv6 only from `ifconfig-ipv6-push`.
+    pub pool: Option<Ipv6Pool>,
+}
+
+impl ServerIpv6 {
+    /// What 2.6's helper expands `server-ipv6` to.
+    pub fn tunnel(&self) -> TunnelIpv6 {
+        TunnelIpv6 {
+            local: self.server_address(),
+            bits: self.bits,
+            pool: Some(Ipv6Pool {
+                base: self.pool_base(),
+                bits: self.bits,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The server's IPv6 inside the tunnel: `server-ipv6`'s expansion (it
+    /// overrides `ifconfig-ipv6`, as 2.6's helper does), else `ifconfig-ipv6`
+    /// with `ifconfig-ipv6-pool` if given.
+    pub fn tunnel_ipv6(&self) -> Option<TunnelIpv6> {
+        if let Some(v6) = &self.server_ipv6 {
+            return Some(v6.tunnel());
+        }
+        self.ifconfig_ipv6.map(|l| TunnelIpv6 {
+            local: l.local,
+            bits: l.bits,
+            pool: self.ifconfig_ipv6_pool,
+        })
+    }
+}
+
 /// What a `pull-filter` line does with the pushed options it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullFilterAction {
@@ -535,6 +630,10 @@ pub struct Config {
     pub server_ipv6: Option<ServerIpv6>,
     /// `route-ipv6` lines, in order.
     pub routes_ipv6: Vec<RouteIpv6>,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE` (servers; see [`Config::tunnel_ipv6`]).
+    pub ifconfig_ipv6: Option<IfconfigIpv6>,
+    /// `ifconfig-ipv6-pool BASE/BITS`.
+    pub ifconfig_ipv6_pool: Option<Ipv6Pool>,
     pub client_to_client: bool,
     pub max_clients: Option<u32>,
     pub duplicate_cn: bool,

@@ -1,4 +1,4 @@
-use ferrovpn_config::{parse_str_no_fs, tokenize};
+use ferrovpn_config::{ClientConfig, parse_str_no_fs, tokenize};
 use proptest::prelude::*;
 
 const WORDS: &[&str] = &[
@@ -49,6 +49,16 @@ const WORDS: &[&str] = &[
     "dh",
     "none",
     "-----BEGIN CERTIFICATE-----",
+    "ifconfig-ipv6",
+    "ifconfig-ipv6-pool",
+    "server-ipv6",
+    "iroute-ipv6",
+    "route-ipv6",
+    "fd00::1/64",
+    "fd00::/124",
+    "fd00::2",
+    "::/0",
+    "fd00::/129",
 ];
 
 proptest! {
@@ -66,6 +76,20 @@ proptest! {
         let _ = parse_str_no_fs(&text, "fuzz");
         let text = words.join("\n");
         let _ = parse_str_no_fs(&text, "fuzz");
+    }
+
+    /// Per-client configs (ccd files) with IPv6 iroutes: parsing and
+    /// dropping the routes a client owns never panic.
+    #[test]
+    fn client_config_soup_never_panics(words in proptest::collection::vec(proptest::sample::select(WORDS), 0..60)) {
+        let server = ["route-ipv6 fd00::/124".to_string(), "route 10.8.0.0 255.255.255.0".to_string()];
+        for sep in [" ", "\n"] {
+            let (cfg, _) = ClientConfig::parse(&words.join(sep), "ccd/fuzz");
+            let _ = cfg.push_list(&server);
+            for ir in &cfg.iroutes_ipv6 {
+                let _ = ir.masked();
+            }
+        }
     }
 }
 

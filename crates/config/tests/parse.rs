@@ -1468,7 +1468,7 @@ fn server_ipv6_and_route_ipv6() {
         ("server-ipv6 fd00::/x", "IPv6"),
         ("route-ipv6 fd00::/129", "IPv6"),
         ("route-ipv6 fd00::/64 nonsense", "gateway"),
-        ("ifconfig-ipv6-pool fd00::1000/64", "server-ipv6"),
+        ("ifconfig-ipv6-pool fd00::1000/64", "needs --ifconfig-ipv6"),
     ] {
         let e = err(&format!("{}{line}\n", server_base()));
         assert!(e.contains(want), "{line}: {e}");
@@ -1511,4 +1511,77 @@ fn fragment_and_passtos() {
         let e = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf").expect_err(line);
         assert!(e.to_string().starts_with("c.conf:19"), "{line}: {e}");
     }
+}
+
+/// `ifconfig-ipv6` + `ifconfig-ipv6-pool` in a server, 2.6's rules.
+#[test]
+fn ifconfig_ipv6_and_its_pool_in_a_server() {
+    let text = format!(
+        "{}ifconfig-ipv6 fd00:f::1/64 fd00:f::2\nifconfig-ipv6-pool fd00:f::1:0:0/80\n",
+        server_base()
+    );
+    let c = parse_str(&text, "s.conf").unwrap();
+    let t = c.tunnel_ipv6().unwrap();
+    assert_eq!(t.local, "fd00:f::1".parse::<std::net::Ipv6Addr>().unwrap());
+    assert_eq!(t.bits, 64);
+    let pool = t.pool.unwrap();
+    assert_eq!(pool.bits, 80);
+    assert_eq!(
+        pool.first(),
+        "fd00:f::1:0:1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    // Without a pool: the server has an address, clients get theirs from ccd.
+    let text = format!("{}ifconfig-ipv6 fd00:f::1/64 fd00:f::2\n", server_base());
+    assert_eq!(
+        parse_str(&text, "s.conf")
+            .unwrap()
+            .tunnel_ipv6()
+            .unwrap()
+            .pool,
+        None
+    );
+    // server-ipv6 wins over ifconfig-ipv6, as its helper sets the address.
+    let text = format!(
+        "{}ifconfig-ipv6 fd00:f::1/64 fd00:f::2\nserver-ipv6 fd00:1::/64\n",
+        server_base()
+    );
+    let t = parse_str(&text, "s.conf").unwrap().tunnel_ipv6().unwrap();
+    assert_eq!(t.local, "fd00:1::1".parse::<std::net::Ipv6Addr>().unwrap());
+    for (line, want) in [
+        ("ifconfig-ipv6 fd00::1/63 fd00::2", "between 64 and 124"),
+        ("ifconfig-ipv6 fd00::1/125 fd00::2", "between 64 and 124"),
+        ("ifconfig-ipv6 fd00::1/64", "ADDRESS/BITS REMOTE"),
+        ("ifconfig-ipv6 fd00::1/64 10.0.0.1", "IPv6"),
+        ("ifconfig-ipv6-pool fd00::/64", "needs --ifconfig-ipv6"),
+        (
+            "ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::/60",
+            "between /64 and /124",
+        ),
+        (
+            "ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::",
+            "(not /128)",
+        ),
+        (
+            "server-ipv6 fd00::/64\nifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::/64",
+            "already defines",
+        ),
+    ] {
+        let e = err(&format!("{}{line}\n", server_base()));
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    let nopool = server_base().replace("255.255.255.0\n", "255.255.255.0 nopool\n");
+    let e = err(&format!(
+        "{nopool}ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::/64\n"
+    ));
+    assert!(e.contains("IPv6-only"), "{e}");
+    let e = err(&format!("{nopool}server-ipv6 fd00::/64\n"));
+    assert!(e.contains("nopool"), "{e}");
+    // A client refuses both.
+    let e = err(&format!(
+        "{}ifconfig-ipv6 fd00::1/64 fd00::2\n",
+        client_base()
+    ));
+    assert!(e.contains("pushed by the server"), "{e}");
+    let e = err(&format!("{}ifconfig-ipv6-pool fd00::/64\n", client_base()));
+    assert!(e.contains("requires --mode server"), "{e}");
 }

@@ -170,8 +170,9 @@ impl NetConfig {
         Ok(NetConfig { handle })
     }
 
-    /// The index of device `dev`.
-    async fn index(&self, dev: &str) -> anyhow::Result<u32> {
+    /// The index of device `dev` (in this process's network namespace,
+    /// which /sys may not show).
+    pub async fn index(&self, dev: &str) -> anyhow::Result<u32> {
         let link = self
             .handle
             .link()

@@ -28,7 +28,7 @@ use ferrovpn_proto::compress::Framing;
 use ferrovpn_proto::data::DataKeys;
 use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 
-use crate::iroutes::{Ipv4Prefix, Iroutes};
+use crate::iroutes::{Ipv4Prefix, Ipv6Prefix, Iroutes};
 use crate::replay::AtomicReplayWindow;
 
 /// Default receive replay window (ids). A stock OpenVPN peer uses 64; ours is
@@ -143,6 +143,8 @@ pub struct Peer {
     /// Networks behind this peer (`iroute`), routed to it and accepted as
     /// sources from it.
     pub iroutes: Arc<[Ipv4Prefix]>,
+    /// IPv6 networks behind this peer (`iroute-ipv6`), as `iroutes`.
+    pub iroutes_v6: Arc<[Ipv6Prefix]>,
     /// When this peer last claimed its tunnel address or networks (a
     /// table-wide sequence): of two peers claiming the same, the later wins.
     claim: u64,
@@ -169,6 +171,7 @@ impl Peer {
             compression: self.compression,
             last_float: self.last_float.clone(),
             iroutes: self.iroutes.clone(),
+            iroutes_v6: self.iroutes_v6.clone(),
             claim: self.claim,
             fragments: self.fragments.clone(),
         }
@@ -226,6 +229,15 @@ impl Snapshot {
         self.by_ip
             .get(&addr)
             .or_else(|| self.iroutes.lookup_v4(addr))
+    }
+
+    /// The peer an IPv6 packet to `addr` goes to: the one with that tunnel
+    /// address, else the one whose `iroute-ipv6` network holds it.
+    #[inline]
+    pub fn route_v6(&self, addr: Ipv6Addr) -> Option<&Arc<Peer>> {
+        self.by_ip6
+            .get(&addr)
+            .or_else(|| self.iroutes.lookup_v6(addr))
     }
 }
 
@@ -375,6 +387,7 @@ impl PeerTable {
                     compression: Framing::None,
                     last_float: Arc::new(AtomicU64::new(0)),
                     iroutes: Arc::new([]),
+                    iroutes_v6: Arc::new([]),
                     claim: self.next_claim(),
                     fragments: Arc::new(crate::worker::PeerFragments::new()),
                 }
@@ -411,6 +424,23 @@ impl PeerTable {
             let old = peers.swap_remove(i);
             let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
             new.iroutes = networks.into();
+            new.claim = self.next_claim();
+            peers.push(Arc::new(new));
+            self.publish(peers, *def);
+        }
+    }
+
+    /// Route these IPv6 networks (`iroute-ipv6`) to the peer and accept
+    /// them as sources from it, replacing the ones it had; the peer claims
+    /// them (and its addresses) anew, as [`PeerTable::set_peer_iroutes`].
+    /// No effect on unknown peers.
+    pub fn set_peer_iroutes_v6(&self, peer_id: u32, networks: &[Ipv6Prefix]) {
+        let def = self.lock();
+        let mut peers = self.current();
+        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
+            let old = peers.swap_remove(i);
+            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
+            new.iroutes_v6 = networks.into();
             new.claim = self.next_claim();
             peers.push(Arc::new(new));
             self.publish(peers, *def);

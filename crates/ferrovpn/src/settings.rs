@@ -930,6 +930,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             Ipv4Addr::from((network | !mask) - 1),
         ),
     };
+    let (pool, ipv6) = server_tunnel_ipv6(cfg, pool)?;
     let mut dataplane = dataplane_base(cfg);
     let listeners = server_listeners(cfg)?;
     let udp = listeners.iter().find(|l| l.1 == Transport::Udp);
@@ -961,7 +962,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         netmask: net.netmask,
         pool,
         pushes: cfg.push.clone(),
-        ipv6: cfg.server_ipv6,
+        ipv6,
         routes_ipv6: cfg
             .routes_ipv6
             .iter()
@@ -1467,6 +1468,38 @@ fn refuse_client_only_scripts(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The server's IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` +
+/// `ifconfig-ipv6-pool`) and the IPv4 pool as 2.6 uses it beside an IPv6
+/// pool (the smaller pool limits both).
+fn server_tunnel_ipv6(
+    cfg: &Config,
+    pool: (Ipv4Addr, Ipv4Addr),
+) -> anyhow::Result<((Ipv4Addr, Ipv4Addr), Option<ferrovpn_config::TunnelIpv6>)> {
+    if cfg.server_ipv6.is_some() && cfg.ifconfig_ipv6.is_some() {
+        // 2.6's helper sets the server's address over it, without a word.
+        warn!(
+            "{}ifconfig-ipv6 ignored: 'server-ipv6' sets the server's IPv6 address",
+            where_is(cfg, "ifconfig-ipv6")
+        );
+    }
+    let ipv6 = cfg.tunnel_ipv6();
+    let v6_pool = ipv6.as_ref().and_then(|v| v.pool);
+    if let Some(p) = &v6_pool
+        && p.size() < 2
+    {
+        bail!(
+            "{}IPv6 pool size is too small ({}), must be at least 2",
+            where_is(cfg, "ifconfig-ipv6-pool"),
+            p.size()
+        );
+    }
+    let (pool, note) = ferrovpn_control::server::ipv6::unified_pool(pool, v6_pool.as_ref());
+    if let Some(note) = note {
+        warn!("{note}");
+    }
+    Ok((pool, ipv6))
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! stock client gets its address from a ferrovpn `server-ipv6` server; a
 //! ferrovpn client applies `ifconfig-ipv6`, `route-ipv6` and
 //! `redirect-gateway ipv6` pushed by a stock server exactly as a stock
-//! client does. ping and iperf3 over IPv6 both ways.
+//! client does. ping and iperf3 over IPv6 both ways. A network behind a
+//! stock client is reached through `iroute-ipv6`, and a manual
+//! `ifconfig-ipv6` + `ifconfig-ipv6-pool` server hands out the address the
+//! stock server hands out.
 //!
 //! Needs root, the lab's tools, `sysctl` and `/dev/net/tun`; every test
 //! fails loudly without them. Every wait has a deadline.
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails};
 use ferrovpn_testkit::{Direction, iperf3_all_while};
-use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, VethPair, ping, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -352,4 +355,136 @@ fn ccd_ifconfig_ipv6_push_pins_the_address() {
         &client,
         &server,
     );
+}
+
+/// Add `cidr` (IPv6, no duplicate address detection, so it is usable at
+/// once) to `dev` in `ns`.
+fn add6(ns: &Netns, dev: &str, cidr: &str) {
+    ns.exec(&["ip", "-6", "addr", "add", cidr, "dev", dev, "nodad"])
+        .unwrap();
+}
+
+/// A namespace with IPv6 on, for a network behind a server or client.
+fn v6_netns(tag: &str) -> Netns {
+    let ns = Netns::unique(tag).unwrap();
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+    ] {
+        ns.exec(&["sysctl", "-q", "-w", key]).unwrap();
+    }
+    ns
+}
+
+/// (6) Site to site over IPv6: `iroute-ipv6` in a client-config-dir file
+/// routes a network behind a stock client (fd00:77::/64) to it; a host
+/// behind the server (fd00:76::/64) and a host in the site reach each
+/// other both ways (the site's packets pass the server's source check
+/// because the network is the client's). The pushed `route-ipv6` to the
+/// client's own network is not pushed to it, as 2.6 does.
+#[test]
+fn iroute_ipv6_carries_traffic_between_a_lan_behind_the_server_and_a_site_behind_a_stock_client() {
+    let lab = lab("v6-site", 1);
+    let lan = v6_netns("v6-site-lan");
+    let site = v6_netns("v6-site-site");
+    let lan_link = VethPair::new(&lab.server_ns, "10.76.0.1/24", &lan, "10.76.0.2/24").unwrap();
+    let site_link =
+        VethPair::new(&lab.clients[0], "192.168.76.1/24", &site, "192.168.76.2/24").unwrap();
+    add6(&lab.server_ns, &lan_link.if_a, "fd00:76::1/64");
+    add6(&lan, &lan_link.if_b, "fd00:76::2/64");
+    add6(&lab.clients[0], &site_link.if_a, "fd00:77::1/64");
+    add6(&site, &site_link.if_b, "fd00:77::2/64");
+    lan.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:76::1"])
+        .unwrap();
+    site.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:77::1"])
+        .unwrap();
+    for ns in [&lab.server_ns, &lab.clients[0]] {
+        ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+            .unwrap();
+    }
+    let ccd = lab.dir.join("ccd");
+    std::fs::create_dir_all(&ccd).unwrap();
+    let cn = lab.pki.clients[0].cn.clone();
+    std::fs::write(ccd.join(&cn), "iroute-ipv6 fd00:77::/64\n").unwrap();
+    let ccd_line = format!("client-config-dir {}", ccd.display());
+    let (mut sc, confs) =
+        v6_server_conf(&lab, "fd00:e::/64", &[&ccd_line, "route-ipv6 fd00:77::/64"]);
+    sc.push = vec![
+        "route-ipv6 fd00:76::/64".into(),
+        "route-ipv6 fd00:77::/64".into(),
+    ];
+    let server = lab.ferrovpn_server(&sc);
+    let client = lab.stock_client_up(0, "openvpn-client", &confs[0], &server);
+    let routes = routes6(&lab.clients[0], CLIENT_DEV);
+    assert!(
+        routes.iter().any(|r| r.starts_with("fd00:76::/64")),
+        "{routes:?}\n{}",
+        log_tails(&client, &server)
+    );
+    assert!(
+        !routes.iter().any(|r| r.starts_with("fd00:77::/64")),
+        "the client's own network was pushed to it: {routes:?}\n{}",
+        log_tails(&client, &server)
+    );
+    // lan -> server -> tunnel -> client -> site, and back.
+    // (ping keeps sending until 3 answers came; the first ones wait for
+    // neighbour discovery on three links, so more may arrive at once.)
+    let p = ping(&lan, "fd00:77::2", 3, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(&client, &server)));
+    assert!(p.received >= 3, "{p:?}\n{}", log_tails(&client, &server));
+    // From the site side: its source is the client's iroute-ipv6 network.
+    let p = ping(&site, "fd00:76::2", 3, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(&client, &server)));
+    assert!(p.received >= 3, "{p:?}\n{}", log_tails(&client, &server));
+    assert!(
+        server.log().contains("internal route fd00:77::/64"),
+        "{}",
+        server.log_tail(40)
+    );
+}
+
+/// (7) A server set up by hand as `server-ipv6`'s expansion reads:
+/// `ifconfig-ipv6` for itself and `ifconfig-ipv6-pool` for clients. The
+/// pool's base has a zero host part (last 32 bits), so 2.6's pool.c starts
+/// one address later; the stock server and ferrovpn hand a stock client the
+/// same address and push the server's netbits and address with it.
+#[test]
+fn ifconfig_ipv6_pool_hands_out_what_the_stock_server_hands_out() {
+    let lab = lab("v6-pool", 1);
+    for server_imp in [
+        ferrovpn_testkit::Implementation::Stock,
+        ferrovpn_testkit::Implementation::Ferrovpn,
+    ] {
+        let (mut sc, _) = lab.tls_crypt_confs();
+        sc.extra = vec![
+            "ifconfig-ipv6 fd00:f::1/64 fd00:f::2".into(),
+            "ifconfig-ipv6-pool fd00:f:0:0:1::/80".into(),
+        ];
+        let confs = lab.client_confs(&sc.wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+        let server = lab.server(server_imp, &sc);
+        let client = lab.stock_client_up(0, "openvpn-client", &confs[0], &server);
+        let what = format!("{server_imp:?} server, ifconfig-ipv6-pool");
+        let a = addr6(&lab.clients[0], CLIENT_DEV);
+        assert!(
+            a.contains("fd00:f::1:0:0:1/64"),
+            "{what}: {a}\n{}",
+            log_tails(&client, &server)
+        );
+        assert!(
+            client
+                .log()
+                .contains("ifconfig-ipv6 fd00:f::1:0:0:1/64 fd00:f::1"),
+            "{what}\n{}",
+            log_tails(&client, &server)
+        );
+        let p = ping(&lab.clients[0], "fd00:f::1", 5, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(&client, &server)));
+        assert!(
+            p.received >= 4,
+            "{what}: {p:?}\n{}",
+            log_tails(&client, &server)
+        );
+        drop(client);
+        drop(server);
+    }
 }

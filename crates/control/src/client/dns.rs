@@ -1,13 +1,15 @@
 //! Pushed DNS settings: through systemd-resolved when it manages
-//! /etc/resolv.conf, otherwise by rewriting /etc/resolv.conf (the original is
-//! kept inside the rewritten file and put back on exit, or at the next start
-//! after a crash).
+//! /etc/resolv.conf (over D-Bus, see [`super::resolved`]; `resolvectl` only
+//! when the system bus cannot be reached), otherwise by rewriting
+//! /etc/resolv.conf (the original is kept inside the rewritten file and put
+//! back on exit, or at the next start after a crash).
 
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
 use super::plan::DnsPlan;
+use super::resolved::{self, Resolved};
 use crate::fsutil::system_tool;
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -18,7 +20,10 @@ const ORIG: &str = "#ferrovpn-orig ";
 /// How DNS settings are applied on this system, decided once at start.
 #[derive(Debug, Clone)]
 pub enum DnsBackend {
-    /// systemd-resolved manages resolv.conf: per-link settings via resolvectl.
+    /// systemd-resolved manages resolv.conf: per-link settings over D-Bus.
+    Resolved(Resolved),
+    /// systemd-resolved manages resolv.conf but its bus cannot be reached:
+    /// per-link settings via resolvectl.
     Resolvectl(PathBuf),
     /// A plain file is rewritten.
     ResolvConf(PathBuf),
@@ -26,13 +31,20 @@ pub enum DnsBackend {
 
 impl DnsBackend {
     /// systemd-resolved when /etc/resolv.conf points into its runtime
-    /// directory (its stub or its full file) and resolvectl exists;
-    /// otherwise the file itself. A leftover from a crashed run is restored.
-    pub fn detect() -> DnsBackend {
+    /// directory (its stub or its full file): over D-Bus when it answers on
+    /// the system bus, else with resolvectl if that exists; otherwise the
+    /// file itself. A leftover from a crashed run is restored.
+    pub async fn detect() -> DnsBackend {
         let managed_by_resolved =
             std::fs::canonicalize(RESOLV_CONF).is_ok_and(|p| p.starts_with("/run/systemd/resolve"));
-        if managed_by_resolved && let Some(ctl) = system_tool("resolvectl") {
-            return DnsBackend::Resolvectl(ctl);
+        if managed_by_resolved {
+            if let Some(bus) = Resolved::connect().await {
+                return DnsBackend::Resolved(bus);
+            }
+            if let Some(ctl) = system_tool("resolvectl") {
+                warn!("systemd-resolved does not answer on the system bus; using resolvectl");
+                return DnsBackend::Resolvectl(ctl);
+            }
         }
         let path = PathBuf::from(RESOLV_CONF);
         recover_leftover(&path);
@@ -43,6 +55,11 @@ impl DnsBackend {
 /// DNS settings in effect, to undo on exit.
 #[derive(Debug)]
 pub enum AppliedDns {
+    Resolved {
+        bus: Resolved,
+        ifindex: i32,
+        dev: String,
+    },
     Resolvectl {
         ctl: PathBuf,
         dev: String,
@@ -56,11 +73,38 @@ pub enum AppliedDns {
     },
 }
 
-/// Apply `plan` for tunnel `dev`. Failures are WARNs: the tunnel works,
-/// but the user must know their DNS does not go where the server wants.
-pub fn apply(backend: &DnsBackend, dev: &str, plan: &DnsPlan) -> Option<AppliedDns> {
+/// Apply `plan` for tunnel `dev` (kernel index `ifindex`, which resolved
+/// names links by). Failures are WARNs: the tunnel works, but the user must
+/// know their DNS does not go where the server wants.
+pub async fn apply(
+    backend: &DnsBackend,
+    dev: &str,
+    ifindex: Option<u32>,
+    plan: &DnsPlan,
+) -> Option<AppliedDns> {
     let servers: Vec<String> = plan.servers.iter().map(ToString::to_string).collect();
     match backend {
+        DnsBackend::Resolved(bus) => {
+            let Some(ifindex) = ifindex.and_then(|i| i32::try_from(i).ok()) else {
+                warn!("no interface index for {dev}: pushed DNS settings not applied");
+                return None;
+            };
+            let applied = AppliedDns::Resolved {
+                bus: bus.clone(),
+                ifindex,
+                dev: dev.to_owned(),
+            };
+            match bus.apply(ifindex, &resolved::call_plan(plan)).await {
+                Ok(()) => info!(
+                    "DNS servers {} (search {}) set on {dev} via systemd-resolved",
+                    servers.join(" "),
+                    plan.search_domains().join(" ")
+                ),
+                Err(e) => warn!("systemd-resolved: {e}: pushed DNS settings not applied"),
+            }
+            // Reverted on exit even after a partial failure.
+            Some(applied)
+        }
         DnsBackend::Resolvectl(ctl) => {
             let run = |what: &str, args: &[String]| {
                 let ok = std::process::Command::new(ctl)
@@ -137,8 +181,12 @@ pub fn apply(backend: &DnsBackend, dev: &str, plan: &DnsPlan) -> Option<AppliedD
 }
 
 /// Undo [`apply`].
-pub fn restore(applied: AppliedDns) {
+pub async fn restore(applied: AppliedDns) {
     match applied {
+        AppliedDns::Resolved { bus, ifindex, dev } => match bus.revert(ifindex).await {
+            Ok(()) => info!("DNS settings on {dev} reverted via systemd-resolved"),
+            Err(e) => warn!("systemd-resolved: {e}"),
+        },
         AppliedDns::Resolvectl { ctl, dev } => {
             let _ = std::process::Command::new(ctl)
                 .args(["revert", &dev])

@@ -27,6 +27,7 @@ pub mod dns;
 mod link;
 pub mod plan;
 pub mod proxy;
+pub mod resolved;
 pub mod routes;
 mod scripts;
 mod socks_udp;
@@ -277,7 +278,11 @@ pub async fn run_client(
             .ok()
     });
     let peers = PeerTable::new();
-    let mut tunnel = Tunnel::new(NetConfig::connect()?, dns::DnsBackend::detect(), s.no_exec);
+    let mut tunnel = Tunnel::new(
+        NetConfig::connect()?,
+        dns::DnsBackend::detect().await,
+        s.no_exec,
+    );
     let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone());
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same

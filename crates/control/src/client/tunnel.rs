@@ -111,7 +111,7 @@ impl Tunnel {
         for w in &plan.warnings {
             warn!("{w}");
         }
-        self.apply_dns(plan);
+        self.apply_dns(plan).await;
         Ok(())
     }
 
@@ -196,16 +196,18 @@ impl Tunnel {
         Ok(())
     }
 
-    fn apply_dns(&mut self, plan: &PushPlan) {
+    async fn apply_dns(&mut self, plan: &PushPlan) {
         if self.dns.as_ref().is_some_and(|(p, _)| *p == plan.dns) {
             return;
         }
         if let Some((_, applied)) = self.dns.take() {
-            dns::restore(applied);
+            dns::restore(applied).await;
         }
-        if !plan.dns.is_empty()
-            && let Some(applied) = dns::apply(&self.dns_backend, &self.dev, &plan.dns)
-        {
+        if plan.dns.is_empty() {
+            return;
+        }
+        let ifindex = self.net.index(&self.dev).await.ok();
+        if let Some(applied) = dns::apply(&self.dns_backend, &self.dev, ifindex, &plan.dns).await {
             self.dns = Some((plan.dns.clone(), applied));
         }
     }
@@ -254,7 +256,7 @@ impl Tunnel {
     /// Undo everything: routes in reverse order, DNS, addresses.
     pub async fn tear_down(&mut self) {
         if let Some((_, applied)) = self.dns.take() {
-            dns::restore(applied);
+            dns::restore(applied).await;
         }
         while let Some(r) = self.routes.pop() {
             self.delete(&r).await;

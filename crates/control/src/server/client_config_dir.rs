@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ferrovpn_config::{ClientConfig, MAX_CLIENT_CONFIG_SIZE};
-use ferrovpn_dataplane::iroutes::Ipv4Prefix;
+use ferrovpn_dataplane::iroutes::{Ipv4Prefix, Ipv6Prefix};
 use tracing::{error, info, warn};
 
 use super::{EXIT_GRACE, Server};
@@ -155,6 +155,33 @@ pub fn iroute_prefixes(config: &ClientConfig) -> (Vec<Ipv4Prefix>, usize) {
     (routes, dropped)
 }
 
+/// The IPv6 networks a client's iroute-ipv6 lines route to it, within what
+/// the quota leaves after its IPv4 routes (`v4_routes` of them).
+pub fn iroute_ipv6_prefixes(config: &ClientConfig, v4_routes: usize) -> (Vec<Ipv6Prefix>, usize) {
+    let room = (MAX_ROUTES_PER_CLIENT - 1).saturating_sub(v4_routes);
+    let routes: Vec<Ipv6Prefix> = (config.iroutes_ipv6.iter())
+        .take(room)
+        .map(|ir| (ir.masked(), ir.bits))
+        .collect();
+    let dropped = config.iroutes_ipv6.len() - routes.len();
+    (routes, dropped)
+}
+
+/// Whether the server sends traffic for `net/bits` into its tun device: a
+/// `route-ipv6` or the `server-ipv6` network holds it.
+fn ipv6_routed(
+    routes: &[(std::net::Ipv6Addr, u8, Option<u32>)],
+    net: std::net::Ipv6Addr,
+    bits: u8,
+) -> bool {
+    routes.iter().any(|&(rnet, rbits, _)| {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(rbits.min(128)))
+            .unwrap_or(0);
+        rbits <= bits && u128::from(net) & mask == u128::from(rnet) & mask
+    })
+}
+
 impl Server {
     /// The per-client config of the client at `addr`, read once, when it
     /// first needs an address. `None` when the client is refused (then it
@@ -228,10 +255,14 @@ impl Server {
                 );
             }
         }
-        if config.iroutes.is_empty() {
+        if config.iroutes.is_empty() && config.iroutes_ipv6.is_empty() {
             return;
         }
         let (routes, dropped) = iroute_prefixes(config);
+        self.publish_client_routes_v6(addr, peer_id, config, routes.len());
+        if config.iroutes.is_empty() {
+            return;
+        }
         if dropped > 0 {
             warn!(
                 "{addr}: MULTI ROUTE: route quota ({MAX_ROUTES_PER_CLIENT}) exceeded, {dropped} iroute(s) ignored"
@@ -249,6 +280,38 @@ impl Server {
             }
         }
         self.peers.set_peer_iroutes(peer_id, &routes);
+    }
+
+    /// The `iroute-ipv6` half of [`Server::publish_client_routes`].
+    fn publish_client_routes_v6(
+        &self,
+        addr: SocketAddr,
+        peer_id: u32,
+        config: &ClientConfig,
+        v4_routes: usize,
+    ) {
+        if config.iroutes_ipv6.is_empty() {
+            return;
+        }
+        let (routes, dropped) = iroute_ipv6_prefixes(config, v4_routes);
+        if dropped > 0 {
+            warn!(
+                "{addr}: MULTI ROUTE: route quota ({MAX_ROUTES_PER_CLIENT}) exceeded, {dropped} iroute-ipv6(s) ignored"
+            );
+        }
+        let mut routed: Vec<_> = self.s.routes_ipv6.clone();
+        if let Some(v6) = &self.s.ipv6 {
+            routed.push((v6.local, v6.bits, None));
+        }
+        for &(net, bits) in &routes {
+            info!("{addr}: MULTI: internal route {net}/{bits}");
+            if !ipv6_routed(&routed, net, bits) {
+                warn!(
+                    "{addr}: iroute-ipv6 {net}/{bits} has no 'route-ipv6' in the server config: the kernel does not send its traffic into the tunnel"
+                );
+            }
+        }
+        self.peers.set_peer_iroutes_v6(peer_id, &routes);
     }
 }
 
@@ -284,6 +347,32 @@ mod tests {
             ),
             other => panic!("expected a file, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn ipv6_iroutes_share_the_route_quota_and_need_a_server_route() {
+        let text: String = (0..300)
+            .map(|i| format!("iroute-ipv6 fd00:{i:x}::1/64\n"))
+            .collect();
+        let (config, problems) = ClientConfig::parse(&text, "c");
+        assert!(problems.is_empty());
+        let (routes, dropped) = iroute_ipv6_prefixes(&config, 0);
+        assert_eq!((routes.len(), dropped), (MAX_ROUTES_PER_CLIENT - 1, 45));
+        assert_eq!(routes[1], ("fd00:1::".parse().unwrap(), 64));
+        let (routes, dropped) = iroute_ipv6_prefixes(&config, 250);
+        assert_eq!((routes.len(), dropped), (5, 295));
+        let (routes, _) = iroute_ipv6_prefixes(&config, 400);
+        assert!(routes.is_empty());
+        let server = [("fd00::".parse().unwrap(), 16, None)];
+        assert!(ipv6_routed(&server, "fd00:5::".parse().unwrap(), 64));
+        assert!(ipv6_routed(&server, "fd00::".parse().unwrap(), 16));
+        assert!(!ipv6_routed(&server, "fd00::".parse().unwrap(), 8));
+        assert!(!ipv6_routed(&server, "fd01::".parse().unwrap(), 64));
+        assert!(ipv6_routed(
+            &[("::".parse().unwrap(), 0, None)],
+            "fd01::".parse().unwrap(),
+            64
+        ));
     }
 
     #[test]

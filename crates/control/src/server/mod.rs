@@ -7,7 +7,7 @@ mod admission;
 pub mod auth_token;
 mod client_config_dir;
 mod hooks;
-mod ipv6;
+pub mod ipv6;
 mod liveness;
 mod management_auth;
 mod pool;
@@ -59,8 +59,9 @@ pub struct ServerSettings {
     pub pool: (Ipv4Addr, Ipv4Addr),
     /// `push "..."` lines, in config order.
     pub pushes: Vec<String>,
-    /// `server-ipv6 NET/BITS`: IPv6 inside the tunnel.
-    pub ipv6: Option<ferrovpn_config::ServerIpv6>,
+    /// IPv6 inside the tunnel: `server-ipv6 NET/BITS`, or `ifconfig-ipv6`
+    /// (+ `ifconfig-ipv6-pool`).
+    pub ipv6: Option<ferrovpn_config::TunnelIpv6>,
     /// `route-ipv6 NET/BITS [GW] [METRIC]` lines: IPv6 networks routed into
     /// the tunnel, with their metric (theirs or `route-metric`'s).
     pub routes_ipv6: Vec<(std::net::Ipv6Addr, u8, Option<u32>)>,
@@ -303,9 +304,7 @@ pub async fn run_server(
             .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
             .await?;
         if let Some(v6) = &s.ipv6 {
-            net_config
-                .add_address6(&dev, v6.server_address(), v6.bits)
-                .await?;
+            net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
     }
     let tunnel = scripts::Tunnel {
@@ -1452,7 +1451,9 @@ impl Server {
             Ok(peer) => {
                 self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
                 if fresh && config.ifconfig_ipv6_push.is_some() && self.s.ipv6.is_none() {
-                    warn!("{addr}: ifconfig-ipv6-push ignored: the server has no 'server-ipv6'");
+                    warn!(
+                        "{addr}: ifconfig-ipv6-push ignored: the server has no IPv6 ('server-ipv6' or 'ifconfig-ipv6')"
+                    );
                 }
                 let ip6 = ipv6::client_address(&self.s, peer.ip, &config);
                 self.peers.set_peer_ipv6(peer.id, ip6);

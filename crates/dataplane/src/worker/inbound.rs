@@ -465,9 +465,15 @@ pub(super) fn handle_datagram(
                     .is_some_and(|owner| owner.peer_id == peer.peer_id)
         }),
         IpAddrs::V6 { src, .. } => {
-            // Server mode (the peer has tunnel addresses): IPv6 only from its own address.
+            // Server mode (the peer has tunnel addresses): IPv6 only from its
+            // own address or its `iroute-ipv6` networks, as 2.6 checks the
+            // source's route (a link-local source is dropped there too).
             let server_mode = peer.tunnel_ipv4.is_some() || peer.tunnel_ipv6.is_some();
-            !server_mode || peer.tunnel_ipv6 == Some(src)
+            !server_mode
+                || peer.tunnel_ipv6 == Some(src)
+                || snap
+                    .route_v6(src)
+                    .is_some_and(|owner| owner.peer_id == peer.peer_id)
         }
     };
     if !source_ok {

@@ -237,7 +237,7 @@ impl IpAddrs {
     fn dst_peer<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Peer>> {
         match self {
             IpAddrs::V4 { dst, .. } => snap.route_v4(*dst),
-            IpAddrs::V6 { dst, .. } => snap.by_ip6.get(dst),
+            IpAddrs::V6 { dst, .. } => snap.route_v6(*dst),
         }
     }
 }
@@ -641,9 +641,29 @@ mod tests {
             Verdict::Relay(40)
         ));
         assert_eq!(route(&snap, &v6).map(|p| p.peer_id), Some(0x00FF_FFFF));
+        // From a network behind the peer: dropped until it is its `iroute-ipv6`.
+        v6[8..24].copy_from_slice(&"fd07::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let w = client_packet(1, 10, &v6);
+        let bad_before = sh.counters.bad_source.load(Ordering::Relaxed);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Consumed
+        ));
+        assert_eq!(
+            sh.counters.bad_source.load(Ordering::Relaxed),
+            bad_before + 1
+        );
+        sh.peers
+            .set_peer_iroutes_v6(1, &[("fd07::".parse().unwrap(), 64)]);
+        let snap = sh.peers.load();
+        let w = client_packet(1, 11, &v6);
+        assert!(matches!(
+            handle_datagram(&w, b, &mut out, &snap, &sh, &mut acc, 1),
+            Verdict::Relay(40)
+        ));
         // Stats accumulate per batch.
-        // Every authenticated, fresh packet counts (the spoofed one too).
-        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 9);
+        // Every authenticated, fresh packet counts (the spoofed ones too).
+        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 11);
     }
 
     /// Audit M2: one client alternating between a free address and another
