@@ -775,9 +775,7 @@ impl Parser {
                 {
                     return Err(d.bad("an interface name of 1-15 characters", s));
                 }
-                if s == "null" {
-                    return Err(d.unsupported("dev null".into(), "a null device is not supported"));
-                }
+                // `dev null` (no device) is checked against the mode in finalize.
                 c.dev = Some(s.to_string());
             }
             "dev-type" => {
@@ -795,6 +793,16 @@ impl Parser {
                     "net30" => Topology::Net30,
                     "p2p" => Topology::P2p,
                     x => return Err(d.bad("subnet, net30 or p2p", x)),
+                });
+            }
+            "ifconfig" => {
+                // 2.6 also takes host names here; ferrovpn wants addresses.
+                d.count(2, 2, "LOCAL REMOTE|NETMASK (IPv4 addresses)")?;
+                let local = d.ipv4(0, "local address")?;
+                let remote_or_netmask = d.ipv4(1, "remote address or netmask")?;
+                c.ifconfig = Some(Ifconfig {
+                    local,
+                    remote_or_netmask,
                 });
             }
             "ifconfig-pool" => {

@@ -652,6 +652,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
             Side::Client => pull_filters(cfg),
             Side::Server => Vec::new(),
         },
+        p2p: false,
     })
 }
 

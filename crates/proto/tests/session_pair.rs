@@ -180,6 +180,7 @@ fn configs(
         options_string: "V4,dev-type tun".into(),
         peer_info: "IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n".into(),
         pull_filters: Vec::new(),
+        p2p: false,
     }
     };
     let mut s = base(Side::Server, wrap_s);
