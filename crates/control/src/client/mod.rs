@@ -147,6 +147,24 @@ pub struct ClientSettings {
     pub route_nopull: bool,
     /// `route-noexec` / `ifconfig-noexec`.
     pub no_exec: crate::netconfig::NoExec,
+    /// Point-to-point TLS mode: one peer, no push (see [`P2p`]).
+    pub p2p: Option<P2p>,
+}
+
+/// Point-to-point TLS mode (`tls-server`/`tls-client` without `mode
+/// server`/`pull`), run by this single-peer runtime: the connection list
+/// names the peer, and the session (`SessionConfig::p2p`) settles cipher,
+/// keys and peer-id with it. What a push reply brings a client comes from
+/// the config instead: `ifconfig`/`topology` here, `route` lines in
+/// [`ClientSettings::local_options`], `ping`/`ping-restart` as configured.
+#[derive(Clone, Debug, Default)]
+pub struct P2p {
+    /// We hold the TLS server role: wait for the peer's
+    /// HARD_RESET_CLIENT_V2 instead of sending one.
+    pub tls_server: bool,
+    /// `topology` and `ifconfig` as options for [`plan::PushPlan`]; empty
+    /// without `ifconfig` (the device is left without an address).
+    pub ifconfig: Vec<ferrovpn_proto::push::PushOption>,
 }
 
 fn unix_now() -> u64 {
