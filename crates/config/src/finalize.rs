@@ -58,7 +58,7 @@ impl Config {
             return Err(ConfigError::new(
                 &whole,
                 Reason::Invalid(
-                    "no mode: expected 'server NETWORK NETMASK' (or 'mode server' + 'tls-server'), 'client', or 'tls-server' / 'tls-client' for point-to-point mode".into(),
+                    "no mode: expected 'server NETWORK NETMASK' (or 'mode server' + 'tls-server') or 'client'".into(),
                 ),
             ));
         };
@@ -412,6 +412,12 @@ impl Config {
                 "point-to-point mode over TCP is not supported; use UDP",
             ));
         }
+        if self.tls_crypt_v2.is_some() {
+            return Err(unsupported(
+                "tls-crypt-v2",
+                "tls-crypt-v2 in point-to-point mode is not supported; use 'tls-crypt' or 'tls-auth'",
+            ));
+        }
         if self.seen.contains_key("float") {
             return Err(unsupported(
                 "float",
@@ -425,8 +431,6 @@ impl Config {
                 "ifconfig-pool",
                 "--ifconfig-pool/--ifconfig-pool-persist requires --mode server",
             ),
-            ("route-nopull", "--route-nopull requires --pull"),
-            ("pull-filter", "--pull-filter requires --pull"),
         ] {
             if self.seen.contains_key(key) {
                 return Err(self.fail(key, whole, what.into()));

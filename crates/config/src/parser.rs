@@ -624,6 +624,9 @@ impl Parser {
             }
             Some(i) if i.support == Support::Ignored => {
                 self.warn(d.loc, format!("'{}' ignored: {}", d.name, i.note));
+                // Still located: a mode that cannot ignore it refuses it
+                // at finalize (`float` in point-to-point mode).
+                self.cfg.seen.insert(d.name.to_string(), d.loc.clone());
                 return Ok(());
             }
             Some(_) => {}
