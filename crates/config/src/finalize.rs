@@ -43,7 +43,8 @@ impl Config {
                     return Err(self.fail(
                         "mode",
                         &whole,
-                        "'mode server' needs 'tls-server' (static-key mode is not supported)".into(),
+                        "'mode server' needs 'tls-server' (static-key mode is not supported)"
+                            .into(),
                     ));
                 }
                 Mode::Server
@@ -354,9 +355,8 @@ impl Config {
                 "'ifconfig' needs a tun device; 'dev null' has none".into(),
             ));
         }
-        let ifconfig_addr = |a: IpAddr| {
-            a == IpAddr::V4(ifc.local) || a == IpAddr::V4(ifc.remote_or_netmask)
-        };
+        let ifconfig_addr =
+            |a: IpAddr| a == IpAddr::V4(ifc.local) || a == IpAddr::V4(ifc.remote_or_netmask);
         if self
             .remotes
             .iter()
@@ -390,7 +390,11 @@ impl Config {
             )
         };
         if self.remotes.is_empty() && self.connections.is_empty() {
-            let role = if self.tls_server { "tls-server" } else { "tls-client" };
+            let role = if self.tls_server {
+                "tls-server"
+            } else {
+                "tls-client"
+            };
             return Err(self.fail(
                 role,
                 whole,

@@ -798,6 +798,15 @@ impl Parser {
                     x => return Err(d.bad("subnet, net30 or p2p", x)),
                 });
             }
+            "inactive" => {
+                d.count(1, 2, "SECONDS [BYTES]")?;
+                let secs = d.num(0, 0u32, u32::MAX, "a number of seconds")?;
+                let min_bytes = match d.arg(1) {
+                    None => 0,
+                    Some(_) => d.num(1, 0u64, u64::MAX, "a number of bytes")?,
+                };
+                c.inactive = (secs > 0).then_some(Inactive { secs, min_bytes });
+            }
             "ifconfig" => {
                 // 2.6 also takes host names here; ferrovpn wants addresses.
                 d.count(2, 2, "LOCAL REMOTE|NETMASK (IPv4 addresses)")?;

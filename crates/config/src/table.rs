@@ -548,7 +548,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("route-method", "Windows only"),
     i("block-outside-dns", "Windows only"),
     i("disable-dco", "ferrovpn does not use kernel DCO"),
-    i("inactive", "inactivity timeout is not implemented"),
+    s(
+        "inactive",
+        "`SECONDS [BYTES]`, client and point-to-point mode: exit after SECONDS without tunnel traffic, or with less than BYTES of it (in + out) since the timer last restarted, as 2.6 (keepalive pings and control traffic do not count; `0` disables). A server accepts it with a warning and does not apply it",
+    ),
     s(
         "server-poll-timeout",
         "alias of `connect-timeout`, as in 2.6",

@@ -78,6 +78,13 @@ pub struct Ifconfig {
     pub remote_or_netmask: Ipv4Addr,
 }
 
+/// `inactive SECONDS [BYTES]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inactive {
+    pub secs: u32,
+    pub min_bytes: u64,
+}
+
 /// `ifconfig-pool START END [NETMASK]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfconfigPool {
@@ -551,6 +558,9 @@ pub struct Config {
     pub ping: Option<u32>,
     pub ping_restart: Option<u32>,
     pub ping_exit: Option<u32>,
+    /// `inactive N [BYTES]`: exit after N seconds with less than BYTES of
+    /// tunnel traffic (0: any), keepalives not counted; N = 0 disables.
+    pub inactive: Option<Inactive>,
     pub reneg_sec: Option<RenegSec>,
     pub reneg_bytes: Option<u64>,
     pub reneg_pkts: Option<u64>,

@@ -17,7 +17,7 @@ fn material() -> String {
 /// The shape of OpenVPN's loopback samples (own text, not the sample).
 fn loopback(role: &str) -> String {
     format!(
-        "{role}\nremote localhost\nlocal localhost\nlport 16000\nrport 16001\ndev null\nping 1\nreneg-sec 10\ncipher AES-256-GCM\n{}",
+        "{role}\nremote localhost\nlocal localhost\nlport 16000\nrport 16001\ndev null\nping 1\ninactive 120 10000000\nreneg-sec 10\ncipher AES-256-GCM\n{}",
         material()
     )
 }
@@ -48,7 +48,21 @@ fn loopback_shape_is_p2p_in_either_tls_role() {
         assert_eq!(c.local_port(), 16000);
         assert_eq!(c.default_remote_port(), 16001);
         assert_eq!(c.ifconfig, None);
+        assert_eq!(
+            c.inactive,
+            Some(Inactive {
+                secs: 120,
+                min_bytes: 10_000_000
+            })
+        );
     }
+    // `inactive 0` disables it, as 2.6.
+    let c = parse_str_no_fs(
+        &loopback("tls-client").replace("inactive 120 10000000", "inactive 0"),
+        "t.conf",
+    )
+    .unwrap();
+    assert_eq!(c.inactive, None);
 }
 
 #[test]
@@ -64,10 +78,7 @@ fn ifconfig_in_p2p_mode() {
     );
     // `pull` makes it a client: not point-to-point.
     let c = parse_str_no_fs(
-        &format!(
-            "client\nremote 192.0.2.2\ndev tun\n{}",
-            material()
-        ),
+        &format!("client\nremote 192.0.2.2\ndev tun\n{}", material()),
         "t.conf",
     )
     .unwrap();
@@ -80,11 +91,17 @@ fn refused_combinations_name_line_and_reason() {
         // ifconfig outside p2p mode (ferrovpn: a server's come from `server`,
         // a pulling client's are pushed).
         (
-            format!("server 10.8.0.0 255.255.255.0\ndev tun\nifconfig 10.8.0.1 10.8.0.2\n{}", material()),
+            format!(
+                "server 10.8.0.0 255.255.255.0\ndev tun\nifconfig 10.8.0.1 10.8.0.2\n{}",
+                material()
+            ),
             "t.conf:3: unsupported 'ifconfig': 'ifconfig' is supported in point-to-point mode only ('tls-server' / 'tls-client' without 'server' / 'client'); a server's addresses come from 'server', a pulling client's are pushed",
         ),
         (
-            format!("client\nremote 192.0.2.2\ndev tun\nifconfig 10.9.0.2 10.9.0.1\n{}", material()),
+            format!(
+                "client\nremote 192.0.2.2\ndev tun\nifconfig 10.9.0.2 10.9.0.1\n{}",
+                material()
+            ),
             "t.conf:4: unsupported 'ifconfig': 'ifconfig' is supported in point-to-point mode only ('tls-server' / 'tls-client' without 'server' / 'client'); a server's addresses come from 'server', a pulling client's are pushed",
         ),
         // 2.6's own checks and words.

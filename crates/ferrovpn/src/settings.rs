@@ -858,6 +858,12 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "explicit-exit-notify")
         );
     }
+    if cfg.inactive.is_some() {
+        warn!(
+            "{}'inactive' ignored: ferrovpn applies it in client and point-to-point mode only",
+            where_is(cfg, "inactive")
+        );
+    }
     if cfg.ping_exit.is_some() {
         warn!(
             "{}ping-exit is ignored in server mode (a silent client is dropped by keepalive/ping-restart)",
@@ -1229,10 +1235,8 @@ const DEFAULT_P2P_PORT: u16 = 1194;
 /// IV_PROTO of a point-to-point peer, as 2.6 announces it without `pull`
 /// (`push_peer_info` at detail level 1) less what ferrovpn does not do
 /// (the `dns` option, dynamic tls-crypt).
-const ANNOUNCED_P2P_PROTO: u32 = iv_proto::DATA_V2
-    | iv_proto::NCP_P2P
-    | iv_proto::TLS_KEY_EXPORT
-    | iv_proto::CC_EXIT_NOTIFY;
+const ANNOUNCED_P2P_PROTO: u32 =
+    iv_proto::DATA_V2 | iv_proto::NCP_P2P | iv_proto::TLS_KEY_EXPORT | iv_proto::CC_EXIT_NOTIFY;
 
 /// Peer-info of a point-to-point peer: 2.6 sends only IV_CIPHERS and
 /// IV_PROTO there (no version, platform or compression lines).
@@ -1408,6 +1412,10 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         no_exec: no_exec(cfg),
         persist_tun: cfg.persist_tun,
         p2p,
+        inactive: cfg.inactive.map(|i| ferrovpn_control::client::Inactivity {
+            timeout: secs(i.secs),
+            min_bytes: i.min_bytes,
+        }),
         credentials,
         auth_retry: cfg.auth_retry.unwrap_or_default(),
         reload_credentials: Some(Arc::new(move |source: &CredentialSource| {

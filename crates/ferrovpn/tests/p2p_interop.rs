@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, terminate, wait_for_count};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, terminate, wait_exit, wait_for_count};
 use ferrovpn_testkit::{Implementation, Lab, Netns, Proc, iperf3_report, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -91,7 +91,7 @@ fn null_conf(lab: &Lab, tls_server: bool, key: &Path) -> String {
         )
     } else {
         (
-            "tls-client\nremote-cert-tls server",
+            "tls-client\nremote-cert-tls server\ninactive 8 1000000",
             &pki.clients[0],
             1,
             Lab::server_underlay(0),
@@ -171,8 +171,20 @@ fn exercise_site_link(lab: &Lab, server: &Proc, client: &Proc, ferrovpn: &Proc) 
     // `route` lines go via the peer's end: the far networks answer.
     add_side_net(sns, SERVER_SIDE_NET);
     add_side_net(cns, CLIENT_SIDE_NET);
-    ping_through(cns, SERVER_SIDE_NET, "routed to the server side", server, client);
-    ping_through(sns, CLIENT_SIDE_NET, "routed to the client side", server, client);
+    ping_through(
+        cns,
+        SERVER_SIDE_NET,
+        "routed to the server side",
+        server,
+        client,
+    );
+    ping_through(
+        sns,
+        CLIENT_SIDE_NET,
+        "routed to the client side",
+        server,
+        client,
+    );
     for (from, to, addr, what) in [
         (cns, sns, SERVER_END, "tls-client -> tls-server"),
         (sns, cns, CLIENT_END, "tls-server -> tls-client"),
@@ -256,7 +268,7 @@ fn stock_tls_server_with_ferrovpn_tls_client() {
 }
 
 #[test]
-fn ferrovpn_pair_on_dev_null_keeps_the_data_channel_alive() {
+fn ferrovpn_pair_on_dev_null_pings_until_inactive_ends_it() {
     let lab = Lab::new("p2p-null", 1, FERROVPN);
     let (mut server, mut client) = start_pair(
         &lab,
@@ -267,17 +279,38 @@ fn ferrovpn_pair_on_dev_null_keeps_the_data_channel_alive() {
     assert_same_ncp(&server, &client);
     // No device at all on either side.
     for ns in [&lab.server_ns, &lab.clients[0]] {
-        let tuns = ns.exec(&["ip", "-o", "link", "show", "type", "tun"]).unwrap();
+        let tuns = ns
+            .exec(&["ip", "-o", "link", "show", "type", "tun"])
+            .unwrap();
         assert!(tuns.trim().is_empty(), "{tuns}");
     }
-    // `ping 1` / `ping-restart 4`: only pings over the data channel keep
-    // the link from restarting for three times that long.
-    let restarted = wait_for_count(&server, "inactivity timeout", 1, Duration::from_secs(12))
-        || count(&client, "inactivity timeout") > 0;
-    assert!(!restarted, "{}", log_tails(&server, &client));
-    assert_eq!(count(&server, UP), 1, "{}", log_tails(&server, &client));
-    assert_eq!(count(&client, UP), 1, "{}", log_tails(&server, &client));
-    terminate(&mut client, Duration::from_secs(10));
+    // The client's `inactive 8 1000000`: pings are no tunnel traffic, so
+    // it exits after 8 s, as 2.6 does; `ping 1` / `ping-restart 4` on both
+    // ends would have restarted the link before that unless the pings got
+    // through the data channel.
+    let up_at = std::time::Instant::now();
+    let status = wait_exit(&mut client, Duration::from_secs(20));
+    let ran = up_at.elapsed();
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        log_tails(&server, &client)
+    );
+    assert!(
+        count(&client, "Inactivity timeout (--inactive), exiting") == 1,
+        "{}",
+        log_tails(&server, &client)
+    );
+    assert!(ran >= Duration::from_secs(5), "exited after {ran:?}");
+    for p in [&server, &client] {
+        assert_eq!(
+            count(p, "ping-restart"),
+            0,
+            "{}",
+            log_tails(&server, &client)
+        );
+        assert_eq!(count(p, UP), 1, "{}", log_tails(&server, &client));
+    }
     terminate(&mut server, Duration::from_secs(10));
 }
 

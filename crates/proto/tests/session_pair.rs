@@ -1184,7 +1184,11 @@ fn p2p_mode_with_a_2_6_peer_uses_ekm_data_v2_and_the_servers_cipher_order() {
         &[Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305],
         "IV_CIPHERS=AES-256-GCM:CHACHA20-POLY1305\nIV_PROTO=170\n",
     );
-    assert_eq!(cs.keys[0].1, Cipher::ChaCha20Poly1305, "the TLS server's order");
+    assert_eq!(
+        cs.keys[0].1,
+        Cipher::ChaCha20Poly1305,
+        "the TLS server's order"
+    );
     let (c, s) = (c.expect("client link"), s.expect("server link"));
     assert_eq!(c, s);
     assert!(c.tls_ekm && c.cc_exit);

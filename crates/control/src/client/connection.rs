@@ -59,6 +59,11 @@ struct Live {
     /// A control packet from the server arrived.
     heard_from_server: bool,
     connected: bool,
+    /// `inactive`: when its timer last (re)started, the tunnel bytes
+    /// counted then, and the keepalive bytes we sent (not traffic).
+    inactive_since: Instant,
+    inactive_base: u64,
+    keepalive_tx_bytes: u64,
 }
 
 impl Connection<'_> {
@@ -82,7 +87,10 @@ impl Connection<'_> {
         let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
         let started = if p2p_tls_server {
             // Point-to-point TLS server: the peer starts the handshake.
-            match self.await_peer_reset(session_config, shutdown.as_mut()).await {
+            match self
+                .await_peer_reset(session_config, shutdown.as_mut())
+                .await
+            {
                 Ok(session) => Ok(session),
                 Err(ended) => {
                     return Outcome {
@@ -121,6 +129,9 @@ impl Connection<'_> {
             started: now,
             heard_from_server: p2p_tls_server,
             connected: false,
+            inactive_since: now,
+            inactive_base: 0,
+            keepalive_tx_bytes: 0,
         };
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
@@ -189,6 +200,9 @@ impl Connection<'_> {
     }
 
     fn housekeeping(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        if let Some(end) = self.check_inactivity(c, now) {
+            return Some(end);
+        }
         // `connect-timeout` (alias `server-poll-timeout`), as 2.6: restart
         // when the server has not answered at all within it.
         if !c.heard_from_server
@@ -231,9 +245,39 @@ impl Connection<'_> {
         if let Some(ping) = c.ping
             && c.connected
             && stats.tx_idle() >= ping
-            && let Err(e) = self.dp.send_data(peer_id, &PING_PAYLOAD)
         {
-            debug!("keepalive ping not sent: {e}");
+            match self.dp.send_data(peer_id, &PING_PAYLOAD) {
+                Ok(()) => c.keepalive_tx_bytes += PING_PAYLOAD.len() as u64,
+                Err(e) => debug!("keepalive ping not sent: {e}"),
+            }
+        }
+        None
+    }
+
+    /// `inactive`, as 2.6's `register_activity`: the timer restarts once
+    /// BYTES (any, for 0) of tunnel traffic passed since it last did;
+    /// running out ends the process. It runs from the start of each
+    /// connection, connected or not.
+    fn check_inactivity(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        let limit = self.settings.inactive?;
+        let traffic = c
+            .peer_id
+            .and_then(|id| self.peers.peer_stats(id))
+            .map_or(0, |st| {
+                st.rx_bytes.saturating_sub(st.rx_keepalive_bytes)
+                    + st.tx_bytes.saturating_sub(c.keepalive_tx_bytes)
+            });
+        let new = traffic.saturating_sub(c.inactive_base);
+        if new > 0 && new >= limit.min_bytes {
+            c.inactive_base = traffic;
+            c.inactive_since = now;
+        }
+        if now.saturating_duration_since(c.inactive_since) >= limit.timeout {
+            info!("Inactivity timeout (--inactive), exiting");
+            return Some(Ended::Exit(format!(
+                "inactivity timeout (inactive {}s)",
+                limit.timeout.as_secs()
+            )));
         }
         None
     }
@@ -458,7 +502,9 @@ impl Connection<'_> {
         let dev = self.dp.tun_name().to_owned();
         if !p2p.ifconfig.is_empty() {
             let plan = PushPlan::from_options(
-                p2p.ifconfig.iter().chain(self.settings.local_options.iter()),
+                p2p.ifconfig
+                    .iter()
+                    .chain(self.settings.local_options.iter()),
                 self.settings.tun_mtu,
             )?;
             self.tunnel.apply(&dev, self.server.ip(), &plan).await?;

@@ -149,6 +149,16 @@ pub struct ClientSettings {
     pub no_exec: crate::netconfig::NoExec,
     /// Point-to-point TLS mode: one peer, no push (see [`P2p`]).
     pub p2p: Option<P2p>,
+    /// `inactive SECONDS [BYTES]`: exit after SECONDS with less than BYTES
+    /// of tunnel traffic (keepalives do not count), as 2.6.
+    pub inactive: Option<Inactivity>,
+}
+
+/// `inactive`: see [`ClientSettings::inactive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inactivity {
+    pub timeout: Duration,
+    pub min_bytes: u64,
 }
 
 /// Point-to-point TLS mode (`tls-server`/`tls-client` without `mode
