@@ -1348,7 +1348,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let extra_certs = extra_certs(cfg);
     let policy = peer_policy(cfg)?;
     // A point-to-point TLS server verifies its peer as a server verifies clients.
-    if !(cfg.p2p && cfg.tls_server) && !policy.verifies_server() {
+    let verifies_a_client = cfg.p2p && cfg.tls_server;
+    if !verifies_a_client && !policy.verifies_server() {
         warn!(
             "WARNING: No server certificate verification method has been enabled: any certificate from this CA, another client's included, is accepted as the server. Add 'remote-cert-tls server' or 'verify-x509-name'."
         );
