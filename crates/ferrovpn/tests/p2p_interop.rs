@@ -284,11 +284,23 @@ fn ferrovpn_pair_on_dev_null_pings_until_inactive_ends_it() {
             .unwrap();
         assert!(tuns.trim().is_empty(), "{tuns}");
     }
+    let up_at = std::time::Instant::now();
+    // After the handshake only the data channel's keepalives cross the
+    // underlay (`ping 1` both ways): each end keeps receiving datagrams.
+    let before = [udp_in(&lab.server_ns), udp_in(&lab.clients[0])];
+    let pinged =
+        ferrovpn_testkit::wait_until(Duration::from_secs(6), Duration::from_millis(100), || {
+            udp_in(&lab.server_ns) >= before[0] + 3 && udp_in(&lab.clients[0]) >= before[1] + 3
+        });
+    assert!(
+        pinged,
+        "no keepalives over the data channel\n{}",
+        log_tails(&server, &client)
+    );
     // The client's `inactive 8 1000000`: pings are no tunnel traffic, so
     // it exits after 8 s, as 2.6 does; `ping 1` / `ping-restart 4` on both
     // ends would have restarted the link before that unless the pings got
     // through the data channel.
-    let up_at = std::time::Instant::now();
     let status = wait_exit(&mut client, Duration::from_secs(20));
     let ran = up_at.elapsed();
     assert!(
@@ -312,6 +324,17 @@ fn ferrovpn_pair_on_dev_null_pings_until_inactive_ends_it() {
         assert_eq!(count(p, UP), 1, "{}", log_tails(&server, &client));
     }
     terminate(&mut server, Duration::from_secs(10));
+}
+
+/// UDP datagrams a namespace received so far (`nstat`, history untouched).
+fn udp_in(ns: &Netns) -> u64 {
+    let out = ns.exec(&["nstat", "-asz", "UdpInDatagrams"]).unwrap();
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("UdpInDatagrams")).then(|| w.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no UdpInDatagrams in nstat output:\n{out}"))
 }
 
 fn count(p: &Proc, pattern: &str) -> usize {
