@@ -66,6 +66,7 @@ fn configs() -> &'static (Arc<SessionConfig>, Arc<SessionConfig>) {
             options_string: "V4,dev-type tun".into(),
             peer_info: "IV_VER=2.6.14\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM\n".into(),
             pull_filters: Vec::new(),
+            p2p: false,
         };
         let material = |cert_pem, key_pem| TlsMaterial {
             ca_pem: &ca,

@@ -1,7 +1,9 @@
 //! Cross-directive rules, applied once the whole configuration is read.
 
 use crate::error::{ConfigError, Location, Reason};
-use crate::table::{CHROOT_CLIENT_REASON, TAP_REASON};
+use std::net::IpAddr;
+
+use crate::table::{CHROOT_CLIENT_REASON, IFCONFIG_OUTSIDE_P2P_REASON, TAP_REASON};
 use crate::types::*;
 
 impl Config {
@@ -32,30 +34,26 @@ impl Config {
                 "both server ('server'/'mode server'/'tls-server') and client ('client'/'tls-client') directives given".into(),
             ));
         }
+        // 2.6 runs point-to-point mode (one peer, no pool, no push) for a
+        // TLS role without `mode server` / `pull`; the single-peer runtime
+        // (`Mode::Client`) drives it in that role.
         let mode = if server_side {
-            if self.mode != Some(Mode::Server) {
-                return Err(self.fail(
-                    "tls-server",
-                    &whole,
-                    "'tls-server' without 'mode server' (point-to-point mode) is not supported; use 'server NETWORK NETMASK'".into(),
-                ));
+            if self.mode == Some(Mode::Server) {
+                if !self.tls_server {
+                    return Err(self.fail(
+                        "mode",
+                        &whole,
+                        "'mode server' needs 'tls-server' (static-key mode is not supported)"
+                            .into(),
+                    ));
+                }
+                Mode::Server
+            } else {
+                self.p2p = true;
+                Mode::Client
             }
-            if !self.tls_server {
-                return Err(self.fail(
-                    "mode",
-                    &whole,
-                    "'mode server' needs 'tls-server' (static-key mode is not supported)".into(),
-                ));
-            }
-            Mode::Server
         } else if self.tls_client {
-            if !self.pull {
-                return Err(self.fail(
-                    "tls-client",
-                    &whole,
-                    "'tls-client' without 'pull' (point-to-point mode) is not supported; use 'client'".into(),
-                ));
-            }
+            self.p2p = !self.pull;
             Mode::Client
         } else {
             return Err(ConfigError::new(
@@ -74,7 +72,17 @@ impl Config {
                 Reason::Invalid("missing 'dev' (e.g. 'dev tun')".into()),
             ));
         };
-        if !dev.starts_with("tun") && self.dev_type.is_none() {
+        if dev == "null" {
+            if !self.p2p {
+                return Err(ConfigError::new(
+                    &self.loc("dev", &whole),
+                    Reason::Unsupported {
+                        directive: "dev null".into(),
+                        reason: "a null device is supported in point-to-point mode only ('tls-server' / 'tls-client' without 'server' / 'client')",
+                    },
+                ));
+            }
+        } else if !dev.starts_with("tun") && self.dev_type.is_none() {
             return Err(self.fail(
                 "dev",
                 &whole,
@@ -161,6 +169,10 @@ impl Config {
         self.finalize_compression(&whole)?;
         self.finalize_manual_ipv6(mode, &whole)?;
 
+        self.finalize_ifconfig(&whole)?;
+        if self.p2p {
+            self.finalize_p2p(&whole)?;
+        }
         match mode {
             Mode::Server => self.finalize_server(&whole)?,
             Mode::Client => {
@@ -382,6 +394,124 @@ impl Config {
                 whole,
                 "--server-ipv6 is incompatible with 'nopool' option".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// `ifconfig`: point-to-point mode only (a server's addresses come from
+    /// `server`, a pulling client's from the push), and 2.6's address
+    /// checks (`options_postprocess_verify_ce`).
+    fn finalize_ifconfig(&self, whole: &Location) -> Result<(), ConfigError> {
+        let Some(ifc) = self.ifconfig else {
+            return Ok(());
+        };
+        if !self.p2p {
+            return Err(ConfigError::new(
+                &self.loc("ifconfig", whole),
+                Reason::Unsupported {
+                    directive: "ifconfig".into(),
+                    reason: IFCONFIG_OUTSIDE_P2P_REASON,
+                },
+            ));
+        }
+        if ifc.local == ifc.remote_or_netmask {
+            return Err(self.fail(
+                "ifconfig",
+                whole,
+                "local and remote/netmask --ifconfig addresses must be different".into(),
+            ));
+        }
+        if self.is_dev_null() {
+            return Err(self.fail(
+                "ifconfig",
+                whole,
+                "'ifconfig' needs a tun device; 'dev null' has none".into(),
+            ));
+        }
+        let ifconfig_addr =
+            |a: IpAddr| a == IpAddr::V4(ifc.local) || a == IpAddr::V4(ifc.remote_or_netmask);
+        if self
+            .remotes
+            .iter()
+            .any(|r| r.host.parse::<IpAddr>().is_ok_and(ifconfig_addr))
+        {
+            return Err(self.fail(
+                "ifconfig",
+                whole,
+                "--local and --remote addresses must be distinct from --ifconfig addresses".into(),
+            ));
+        }
+        if self.local.is_some_and(ifconfig_addr) {
+            return Err(self.fail(
+                "ifconfig",
+                whole,
+                "--local addresses must be distinct from --ifconfig addresses".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Point-to-point TLS mode: what ferrovpn runs of it, and 2.6's rules.
+    fn finalize_p2p(&self, whole: &Location) -> Result<(), ConfigError> {
+        let unsupported = |directive: &str, reason: &'static str| {
+            ConfigError::new(
+                &self.loc(directive, whole),
+                Reason::Unsupported {
+                    directive: directive.into(),
+                    reason,
+                },
+            )
+        };
+        if self.remotes.is_empty() && self.connections.is_empty() {
+            let role = if self.tls_server {
+                "tls-server"
+            } else {
+                "tls-client"
+            };
+            return Err(self.fail(
+                role,
+                whole,
+                format!(
+                    "point-to-point mode ('{role}' without '{}') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
+                    if self.tls_server { "mode server" } else { "pull" }
+                ),
+            ));
+        }
+        if self.proto().is_tcp() {
+            return Err(unsupported(
+                "proto",
+                "point-to-point mode over TCP is not supported; use UDP",
+            ));
+        }
+        if self.connections.iter().any(|c| c.proto().is_tcp()) {
+            return Err(unsupported(
+                "connection",
+                "point-to-point mode over TCP is not supported; use UDP",
+            ));
+        }
+        if self.tls_crypt_v2.is_some() {
+            return Err(unsupported(
+                "tls-crypt-v2",
+                "tls-crypt-v2 in point-to-point mode is not supported; use 'tls-crypt' or 'tls-auth'",
+            ));
+        }
+        if self.seen.contains_key("float") {
+            return Err(unsupported(
+                "float",
+                "in point-to-point mode ferrovpn talks to the 'remote' address only, as 2.6 without 'float'",
+            ));
+        }
+        // 2.6's wording (options.c).
+        for (key, what) in [
+            ("auth-user-pass", "--auth-user-pass requires --pull"),
+            (
+                "ifconfig-pool",
+                "--ifconfig-pool/--ifconfig-pool-persist requires --mode server",
+            ),
+        ] {
+            if self.seen.contains_key(key) {
+                return Err(self.fail(key, whole, what.into()));
+            }
         }
         Ok(())
     }

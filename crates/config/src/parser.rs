@@ -648,6 +648,9 @@ impl Parser {
             }
             Some(i) if i.support == Support::Ignored => {
                 self.warn(d.loc, format!("'{}' ignored: {}", d.name, i.note));
+                // Still located: a mode that cannot ignore it refuses it
+                // at finalize (`float` in point-to-point mode).
+                self.cfg.seen.insert(d.name.to_string(), d.loc.clone());
                 return Ok(());
             }
             Some(_) => {}
@@ -814,9 +817,7 @@ impl Parser {
                 {
                     return Err(d.bad("an interface name of 1-15 characters", s));
                 }
-                if s == "null" {
-                    return Err(d.unsupported("dev null".into(), "a null device is not supported"));
-                }
+                // `dev null` (no device) is checked against the mode in finalize.
                 c.dev = Some(s.to_string());
             }
             "dev-type" => {
@@ -834,6 +835,25 @@ impl Parser {
                     "net30" => Topology::Net30,
                     "p2p" => Topology::P2p,
                     x => return Err(d.bad("subnet, net30 or p2p", x)),
+                });
+            }
+            "inactive" => {
+                d.count(1, 2, "SECONDS [BYTES]")?;
+                let secs = d.num(0, 0u32, u32::MAX, "a number of seconds")?;
+                let min_bytes = match d.arg(1) {
+                    None => 0,
+                    Some(_) => d.num(1, 0u64, u64::MAX, "a number of bytes")?,
+                };
+                c.inactive = (secs > 0).then_some(Inactive { secs, min_bytes });
+            }
+            "ifconfig" => {
+                // 2.6 also takes host names here; ferrovpn wants addresses.
+                d.count(2, 2, "LOCAL REMOTE|NETMASK (IPv4 addresses)")?;
+                let local = d.ipv4(0, "local address")?;
+                let remote_or_netmask = d.ipv4(1, "remote address or netmask")?;
+                c.ifconfig = Some(Ifconfig {
+                    local,
+                    remote_or_netmask,
                 });
             }
             "ifconfig-pool" => {

@@ -53,6 +53,9 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
     }
 }
 
+/// Why `ifconfig` is refused outside point-to-point mode.
+pub const IFCONFIG_OUTSIDE_P2P_REASON: &str = "'ifconfig' is supported in point-to-point mode only ('tls-server' / 'tls-client' without 'server' / 'client'); a server's addresses come from 'server', a pulling client's are pushed";
+
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
 /// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
@@ -68,12 +71,18 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "server",
         "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask",
     ),
-    s("mode", "`server` only; `p2p` is unsupported"),
-    s("tls-server", "server side of the TLS handshake"),
+    s(
+        "mode",
+        "`server` only; `mode p2p` is unsupported (point-to-point TLS mode is `tls-server` / `tls-client` alone, see there)",
+    ),
+    s(
+        "tls-server",
+        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): waits for the peer's handshake from `remote` (required: ferrovpn does not take a peer from anywhere; `float` is refused), data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
+    ),
     s("client", "implies `tls-client` + `pull`"),
     s(
         "tls-client",
-        "needs `pull` (point-to-point TLS mode is unsupported)",
+        "client side of the TLS handshake; without `pull`: point-to-point TLS mode (see `tls-server`), initiating the handshake to `remote`",
     ),
     s("pull", "client accepts pushed options"),
     s("port", "1-65535; sets local and remote port (default 1194)"),
@@ -89,7 +98,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "dev",
-        "`tun`, `tunN`, or any name with `dev-type tun`; `tap*` is an error",
+        "`tun`, `tunN`, or any name with `dev-type tun`; `tap*` is an error. `dev null` (point-to-point mode only): no device at all, the data channel still runs (pings), as 2.6",
     ),
     s("dev-type", "`tun` only"),
     s(
@@ -554,7 +563,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("route-method", "Windows only"),
     i("block-outside-dns", "Windows only"),
     i("disable-dco", "ferrovpn does not use kernel DCO"),
-    i("inactive", "inactivity timeout is not implemented"),
+    s(
+        "inactive",
+        "`SECONDS [BYTES]`, client and point-to-point mode: exit after SECONDS without tunnel traffic, or with less than BYTES of it (in + out) since the timer last restarted, as 2.6 (keepalive pings and control traffic do not count; `0` disables). A server accepts it with a warning and does not apply it",
+    ),
     s(
         "server-poll-timeout",
         "alias of `connect-timeout`, as in 2.6",
@@ -598,9 +610,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "server: `CMD`: run with `metadata_type` and `metadata_file` (the client key's metadata, without the type byte) once a client's wrapped key authenticated, before any TLS state is made for it; non-zero drops the client silently, as 2.6. At most 8 run at once; further new clients are dropped meanwhile (they retry)",
     ),
     u("secret", "static-key (non-TLS) mode is not supported"),
-    u(
+    s(
         "ifconfig",
-        "point-to-point / manual server setup is not supported; use `server`",
+        "`LOCAL REMOTE` (topology `net30`/`p2p`) or `LOCAL NETMASK` (`subnet`), IPv4 addresses (2.6 also takes host names): point-to-point mode only, set on the tun device once the peer is up, with `route` lines via REMOTE (or `route-gateway`); 2.6's checks (the two differ, neither is a `remote`/`local` address). A server (use `server`) and a pulling client (addresses are pushed) refuse it",
     ),
     u(
         "ifconfig-push",

@@ -70,6 +70,21 @@ pub struct ServerNet {
     pub nopool: bool,
 }
 
+/// `ifconfig LOCAL REMOTE|NETMASK` (point-to-point mode): the remote end
+/// with `topology net30|p2p`, the netmask with `topology subnet`, as 2.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ifconfig {
+    pub local: Ipv4Addr,
+    pub remote_or_netmask: Ipv4Addr,
+}
+
+/// `inactive SECONDS [BYTES]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inactive {
+    pub secs: u32,
+    pub min_bytes: u64,
+}
+
 /// `ifconfig-pool START END [NETMASK]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfconfigPool {
@@ -609,6 +624,13 @@ pub struct Config {
     pub tls_server: bool,
     pub tls_client: bool,
     pub pull: bool,
+    /// Point-to-point TLS mode (2.6's `MODE_POINT_TO_POINT` with TLS):
+    /// `tls-server` without `mode server`, or `tls-client` without `pull`.
+    /// Set by finalize; the single-peer runtime (`Mode::Client`) runs it,
+    /// in the TLS role `tls_server` / `tls_client` names.
+    pub p2p: bool,
+    /// `ifconfig LOCAL REMOTE|NETMASK` (point-to-point mode only).
+    pub ifconfig: Option<Ifconfig>,
 
     pub port: Option<u16>,
     pub lport: Option<u16>,
@@ -681,6 +703,9 @@ pub struct Config {
     pub ping: Option<u32>,
     pub ping_restart: Option<u32>,
     pub ping_exit: Option<u32>,
+    /// `inactive N [BYTES]`: exit after N seconds with less than BYTES of
+    /// tunnel traffic (0: any), keepalives not counted; N = 0 disables.
+    pub inactive: Option<Inactive>,
     pub reneg_sec: Option<RenegSec>,
     pub reneg_bytes: Option<u64>,
     pub reneg_pkts: Option<u64>,
@@ -831,6 +856,10 @@ impl Config {
     }
     pub fn is_server(&self) -> bool {
         self.mode() == Mode::Server
+    }
+    /// `dev null`: no tun device (point-to-point mode only).
+    pub fn is_dev_null(&self) -> bool {
+        self.dev.as_deref() == Some("null")
     }
     /// `lport`, else `port`, else 1194.
     pub fn local_port(&self) -> u16 {

@@ -775,12 +775,18 @@ fn finalize_errors() {
             "t.conf:1: 'mode server' needs 'tls-server' (static-key mode is not supported)",
         ),
         (
-            "tls-server\ndev tun\n".into(),
-            "t.conf:1: 'tls-server' without 'mode server' (point-to-point mode) is not supported; use 'server NETWORK NETMASK'",
+            format!(
+                "tls-server\n{}",
+                server_base().replace("server 10.8.0.0 255.255.255.0\n", "")
+            ),
+            "t.conf:1: point-to-point mode ('tls-server' without 'mode server') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
         ),
         (
-            "tls-client\ndev tun\n".into(),
-            "t.conf:1: 'tls-client' without 'pull' (point-to-point mode) is not supported; use 'client'",
+            format!(
+                "tls-client\n{}",
+                server_base().replace("server 10.8.0.0 255.255.255.0\n", "")
+            ),
+            "t.conf:1: point-to-point mode ('tls-client' without 'pull') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
         ),
         (
             server_base()

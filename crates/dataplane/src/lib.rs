@@ -155,6 +155,9 @@ pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
 pub struct DataPlaneConfig {
     /// TUN device name (empty: let the kernel pick `tunN`).
     pub tun_name: String,
+    /// `dev null`: no TUN device; packets from the peer are dropped after
+    /// decryption, pings and control traffic still flow (UDP only).
+    pub null_device: bool,
     pub mtu: u16,
     /// Worker threads = TUN queues = UDP sockets (server).
     pub workers: usize,
@@ -200,6 +203,7 @@ impl Default for DataPlaneConfig {
     fn default() -> Self {
         DataPlaneConfig {
             tun_name: String::new(),
+            null_device: false,
             mtu: 1500,
             workers: 1,
             pin_cpus: false,
@@ -300,9 +304,21 @@ impl DataPlane {
             ));
         }
         peers.set_replay_window(cfg.replay_window);
-        let (queues, tun_name, tun_off) =
+        let (queues, tun_name, tun_off) = if cfg.null_device {
+            if cfg.transport != Transport::Udp {
+                return Err(DataPlaneError::Config(
+                    "the null device runs over UDP only".into(),
+                ));
+            }
+            (
+                tun::create_null(cfg.workers),
+                "null".to_owned(),
+                tun::TunOffloads::default(),
+            )
+        } else {
             tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
-                .map_err(io("creating the TUN device"))?;
+                .map_err(io("creating the TUN device"))?
+        };
         let tcp = cfg.transport != Transport::Udp;
         let (socks, local, control, udp_off) = if cfg.transport == Transport::Tcp {
             (Vec::new(), cfg.bind, None, udp::UdpOffloads::default())

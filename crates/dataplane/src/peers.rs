@@ -125,6 +125,9 @@ pub struct PeerCounters {
     pub replay_drops: AtomicU64,
     pub auth_failures: AtomicU64,
     pub tx_drops: AtomicU64,
+    /// Bytes of keepalive pings and OCC messages among `rx_bytes`: not
+    /// tunnel traffic (`inactive` does not count them, as 2.6).
+    pub rx_keepalive_bytes: AtomicU64,
 }
 
 /// One peer as the workers see it.
@@ -193,6 +196,8 @@ pub struct PeerStats {
     pub auth_failures: u64,
     /// Packets dropped on the way out (no send key, id space exhausted, send error).
     pub tx_drops: u64,
+    /// Keepalive ping and OCC bytes among `rx_bytes`.
+    pub rx_keepalive_bytes: u64,
     /// The send counter passed 0xFF000000 (or ran out): start a soft reset.
     pub needs_renegotiation: bool,
 }
@@ -518,6 +523,7 @@ impl PeerTable {
             replay_drops: c.replay_drops.load(Ordering::Relaxed),
             auth_failures: c.auth_failures.load(Ordering::Relaxed),
             tx_drops: c.tx_drops.load(Ordering::Relaxed),
+            rx_keepalive_bytes: c.rx_keepalive_bytes.load(Ordering::Relaxed),
             needs_renegotiation: p.needs_renegotiation.load(Ordering::Relaxed),
         })
     }

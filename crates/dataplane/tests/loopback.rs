@@ -109,6 +109,7 @@ fn config(
 ) -> DataPlaneConfig {
     DataPlaneConfig {
         tun_name: tun.into(),
+        null_device: false,
         mtu: 1500,
         workers,
         pin_cpus: false,

@@ -210,8 +210,13 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         }
         Role::Client(mut settings) => {
             settings.setup_done = setup_done;
+            let role = match &settings.p2p {
+                None => "client",
+                Some(p) if p.tls_server => "point-to-point (tls-server)",
+                Some(_) => "point-to-point (tls-client)",
+            };
             info!(
-                "ferrovpn {} client starting, {} data-plane workers",
+                "ferrovpn {} {role} starting, {} data-plane workers",
                 env!("CARGO_PKG_VERSION"),
                 settings.dataplane.workers
             );

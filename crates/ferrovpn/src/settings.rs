@@ -226,7 +226,7 @@ fn role(r: RemoteCertTls) -> CertRole {
 fn peer_policy(cfg: &Config) -> anyhow::Result<PeerCertPolicy> {
     // The chain check (webpki) already demands the EKU of our peer's role
     // when the certificate has one; asking for the other role could never pass.
-    let peer_role = if cfg.is_server() {
+    let peer_role = if cfg.is_server() || (cfg.p2p && cfg.tls_server) {
         CertRole::Client
     } else {
         CertRole::Server
@@ -508,6 +508,10 @@ fn client_remotes(cfg: &Config) -> anyhow::Result<Vec<Remote>> {
         // ephemeral port; an explicit `lport` binds it.
         let port = if entry.nobind {
             0
+        } else if cfg.p2p {
+            // A point-to-point peer sends to our `lport` (2.6 binds it,
+            // default `port` / 1194, unless `nobind`).
+            entry.lport.or(entry.port).unwrap_or(DEFAULT_P2P_PORT)
         } else {
             entry.lport.unwrap_or(0)
         };
@@ -626,6 +630,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
             Side::Client => pull_filters(cfg),
             Side::Server => Vec::new(),
         },
+        p2p: false,
     })
 }
 
@@ -874,6 +879,12 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         warn!(
             "{}explicit-exit-notify is ignored in server mode (clients notice a restarted server by ping-restart)",
             where_is(cfg, "explicit-exit-notify")
+        );
+    }
+    if cfg.inactive.is_some() {
+        warn!(
+            "{}'inactive' ignored: ferrovpn applies it in client and point-to-point mode only",
+            where_is(cfg, "inactive")
         );
     }
     if cfg.ping_exit.is_some() {
@@ -1320,6 +1331,69 @@ fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
     s
 }
 
+/// The local port of a point-to-point peer without `lport`/`port` (2.6's default).
+const DEFAULT_P2P_PORT: u16 = 1194;
+
+/// IV_PROTO of a point-to-point peer, as 2.6 announces it without `pull`
+/// (`push_peer_info` at detail level 1) less what ferrovpn does not do
+/// (the `dns` option, dynamic tls-crypt).
+const ANNOUNCED_P2P_PROTO: u32 =
+    iv_proto::DATA_V2 | iv_proto::NCP_P2P | iv_proto::TLS_KEY_EXPORT | iv_proto::CC_EXIT_NOTIFY;
+
+/// Peer-info of a point-to-point peer: 2.6 sends only IV_CIPHERS and
+/// IV_PROTO there (no version, platform or compression lines).
+fn p2p_peer_info(ciphers: &[Cipher]) -> String {
+    let names: Vec<&str> = ciphers.iter().map(|c| c.name()).collect();
+    format!(
+        "IV_CIPHERS={}\nIV_PROTO={ANNOUNCED_P2P_PROTO}\n",
+        names.join(":")
+    )
+}
+
+/// Point-to-point TLS mode: the session's P2P settings (2.6's `cipher` is
+/// the fallback there, `options_postprocess_cipher`) and the device's.
+fn p2p_settings(
+    cfg: &Config,
+    session: &mut SessionConfig,
+) -> anyhow::Result<ferrovpn_control::client::P2p> {
+    session.p2p = true;
+    session.peer_info = p2p_peer_info(&session.data_ciphers);
+    if session.data_ciphers_fallback.is_none()
+        && let Some(name) = cfg.cipher.as_deref()
+    {
+        let c = Cipher::from_name(name).with_context(|| {
+            format!(
+                "{}cipher '{name}': the fallback cipher of point-to-point mode is not supported (AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305, AES-128/192/256-CBC)",
+                where_is(cfg, "cipher")
+            )
+        })?;
+        session.data_ciphers_fallback = Some(c);
+    }
+    let mut ifconfig = Vec::new();
+    if let Some(ifc) = cfg.ifconfig {
+        if cfg.topology() == Topology::Subnet {
+            ifconfig.push(PushOption::Topology("subnet".into()));
+        }
+        ifconfig.push(PushOption::Ifconfig {
+            local: ifc.local,
+            netmask_or_remote: ifc.remote_or_netmask,
+        });
+    } else {
+        for d in ["route", "route-ipv6", "redirect-gateway"] {
+            if cfg.location_of(d).is_some() {
+                bail!(
+                    "{}{d} in point-to-point mode needs 'ifconfig' (the tunnel has no address to route through)",
+                    where_is(cfg, d)
+                );
+            }
+        }
+    }
+    Ok(ferrovpn_control::client::P2p {
+        tls_server: cfg.tls_server,
+        ifconfig,
+    })
+}
+
 /// Client settings from a `client` / profile config.
 pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let remotes = client_remotes(cfg)?;
@@ -1378,29 +1452,50 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let inline_credentials = cfg.auth_user_pass.clone();
     let extra_certs = tls.extra_certs.clone();
     let policy = peer_policy(cfg)?;
-    if !policy.verifies_server() {
+    // A point-to-point TLS server verifies its peer as a server verifies clients.
+    let verifies_a_client = cfg.p2p && cfg.tls_server;
+    if !verifies_a_client && !policy.verifies_server() {
         warn!(
             "WARNING: No server certificate verification method has been enabled: any certificate from this CA, another client's included, is accepted as the server. Add 'remote-cert-tls server' or 'verify-x509-name'."
         );
     }
-    let mut session = session_base(cfg, Side::Client)?;
-    session.tls_client = Some(
-        client_config_with_policy(
-            &TlsMaterial {
-                ca_pem: ca,
-                cert_pem: cert,
-                key_pem: key,
-                extra_certs_pem: &extra_certs,
-                tls13_only: tls13_only(cfg),
-                crls_pem: crl_text(cfg),
-            },
-            policy,
-        )
-        .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
-    );
+    let material = TlsMaterial {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+        extra_certs_pem: &extra_certs,
+        tls13_only: tls13_only(cfg),
+        crls_pem: crl_text(cfg),
+    };
+    let p2p_tls_server = cfg.p2p && cfg.tls_server;
+    let mut session = session_base(
+        cfg,
+        if p2p_tls_server {
+            Side::Server
+        } else {
+            Side::Client
+        },
+    )?;
+    if p2p_tls_server {
+        session.tls_server = Some(
+            server_config_with_client_cert(&material, policy, client_cert_mode(cfg)?)
+                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
+        );
+    } else {
+        session.tls_client = Some(
+            client_config_with_policy(&material, policy)
+                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
+        );
+    }
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     session.peer_info.push_str(cfg.compression.peer_info());
+    let p2p = if cfg.p2p {
+        Some(p2p_settings(cfg, &mut session)?)
+    } else {
+        None
+    };
     let mut dataplane = dataplane_base(cfg);
+    dataplane.null_device = cfg.is_dev_null();
     // The first entry's; each attempt sets its own entry's.
     dataplane.bind = remotes[0].bind;
     dataplane.transport = remotes[0].transport;
@@ -1422,6 +1517,11 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         route_nopull: cfg.route_nopull,
         no_exec: no_exec(cfg),
         persist_tun: cfg.persist_tun,
+        p2p,
+        inactive: cfg.inactive.map(|i| ferrovpn_control::client::Inactivity {
+            timeout: secs(i.secs),
+            min_bytes: i.min_bytes,
+        }),
         credentials,
         auth_retry: cfg.auth_retry.unwrap_or_default(),
         reload_credentials: Some(Arc::new(move |source: &CredentialSource| {

@@ -9,6 +9,8 @@ use crate::wire::SessionId;
 
 /// TLS exporter label for the 256-byte data-channel key block (no context).
 pub const EKM_LABEL: &str = "EXPORTER-OpenVPN-datakeys";
+/// TLS exporter label for the 3-byte peer-id of point-to-point mode.
+pub const P2P_PEER_ID_LABEL: &str = "EXPORTER-OpenVPN-p2p-peerid";
 /// TLS exporter label for the dynamic tls-crypt key (§4.4).
 pub const EKM_DYNAMIC_TLS_CRYPT_LABEL: &str = "EXPORTER-OpenVPN-dynamic-tls-crypt";
 /// Length of the key block every derivation produces.

@@ -180,6 +180,7 @@ fn configs(
         options_string: "V4,dev-type tun".into(),
         peer_info: "IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n".into(),
         pull_filters: Vec::new(),
+        p2p: false,
     }
     };
     let mut s = base(Side::Server, wrap_s);
@@ -1158,4 +1159,88 @@ fn cr_response_is_reported_to_the_server() {
         responses,
         vec![(0, "aGVsbG8gd29ybGQ=".to_string()), (0, String::new())]
     );
+}
+
+/// Point-to-point mode: both ends announce themselves, then settle cipher,
+/// key derivation and peer-id from each other's peer-info, with nothing
+/// pushed. Returns both sessions' links and what each saw.
+fn p2p_pair(
+    server_ciphers: &[Cipher],
+    server_info: &str,
+    client_ciphers: &[Cipher],
+    client_info: &str,
+) -> [(Option<ferrovpn_proto::session::P2pLink>, Seen); 2] {
+    let p = pki();
+    let (scfg, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
+    let p2p = |cfg: &Arc<SessionConfig>, ciphers: &[Cipher], info: &str| {
+        let mut c = (**cfg).clone();
+        c.p2p = true;
+        c.data_ciphers = ciphers.to_vec();
+        c.peer_info = info.into();
+        Arc::new(c)
+    };
+    let scfg = p2p(&scfg, server_ciphers, server_info);
+    let ccfg = p2p(&ccfg, client_ciphers, client_info);
+    let mut now = Instant::now();
+    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
+    let mut server = None;
+    let (mut cs, mut ss) = (Seen::default(), Seen::default());
+    run(
+        &mut client,
+        &mut server,
+        &scfg,
+        &mut now,
+        &mut cs,
+        &mut ss,
+        0,
+        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
+    );
+    assert!(
+        cs.closed.is_none() && ss.closed.is_none(),
+        "{:?} {:?}",
+        cs.closed,
+        ss.closed
+    );
+    assert!(cs.push.is_none(), "nothing is pushed in p2p mode");
+    assert_eq!((cs.keys.len(), ss.keys.len()), (1, 1));
+    assert_eq!(cs.keys[0].1, ss.keys[0].1, "ciphers differ");
+    assert_eq!(cs.keys[0].2, ss.keys[0].2, "key blocks differ");
+    let server = server.expect("server session");
+    [(client.p2p_link(), cs), (server.p2p_link(), ss)]
+}
+
+#[test]
+fn p2p_mode_with_a_2_6_peer_uses_ekm_data_v2_and_the_servers_cipher_order() {
+    // 2.6's p2p IV_PROTO: DATA_V2|NCP_P2P|TLS_KEY_EXPORT|CC_EXIT_NOTIFY (170).
+    let [(c, cs), (s, _)] = p2p_pair(
+        &[Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm],
+        "IV_CIPHERS=CHACHA20-POLY1305:AES-256-GCM\nIV_PROTO=170\n",
+        &[Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305],
+        "IV_CIPHERS=AES-256-GCM:CHACHA20-POLY1305\nIV_PROTO=170\n",
+    );
+    assert_eq!(
+        cs.keys[0].1,
+        Cipher::ChaCha20Poly1305,
+        "the TLS server's order"
+    );
+    let (c, s) = (c.expect("client link"), s.expect("server link"));
+    assert_eq!(c, s);
+    assert!(c.tls_ekm && c.cc_exit);
+    assert!(c.peer_id.is_some_and(|id| id < 1 << 24), "{c:?}");
+}
+
+#[test]
+fn p2p_mode_without_p2p_ncp_uses_data_v1_and_the_legacy_prf() {
+    // Peers announcing no NCP_P2P (2.4/2.5 style): IV_CIPHERS still picks
+    // the cipher, but keys come from the PRF and data goes as P_DATA_V1.
+    let [(c, cs), (s, _)] = p2p_pair(
+        &[Cipher::Aes256Gcm],
+        "IV_CIPHERS=AES-256-GCM\nIV_PROTO=2\n",
+        &[Cipher::Aes128Gcm, Cipher::Aes256Gcm],
+        "IV_CIPHERS=AES-128-GCM:AES-256-GCM\nIV_PROTO=2\n",
+    );
+    assert_eq!(cs.keys[0].1, Cipher::Aes256Gcm);
+    let (c, s) = (c.expect("client link"), s.expect("server link"));
+    assert_eq!(c, s);
+    assert!(!c.tls_ekm && !c.cc_exit && c.peer_id.is_none(), "{c:?}");
 }

@@ -10,6 +10,7 @@ use ferrovpn_dataplane::{DataPlane, PeerTable, Transport, UpEvent};
 use ferrovpn_proto::data::{DataKeys, OCC_EXIT, OCC_MAGIC, PING_PAYLOAD, Side};
 use ferrovpn_proto::push::{PushOption, PushReply};
 use ferrovpn_proto::session::{Event, Session, SessionError};
+use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED};
 use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
@@ -70,6 +71,11 @@ struct Live {
     /// A control packet from the server arrived.
     heard_from_server: bool,
     connected: bool,
+    /// `inactive`: when its timer last (re)started, the tunnel bytes
+    /// counted then, and the keepalive bytes we sent (not traffic).
+    inactive_since: Instant,
+    inactive_base: u64,
+    keepalive_tx_bytes: u64,
     /// `tls-verify`/`ipchange` still running, with the push reply and the
     /// key events that wait for them.
     before_push: Option<BeforePush>,
@@ -105,7 +111,25 @@ impl Connection<'_> {
         } else {
             s.session.clone()
         };
-        let session = match Session::connect(session_config, now, unix_now()) {
+        let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
+        let started = if p2p_tls_server {
+            // Point-to-point TLS server: the peer starts the handshake.
+            match self
+                .await_peer_reset(session_config, shutdown.as_mut())
+                .await
+            {
+                Ok(session) => Ok(session),
+                Err(ended) => {
+                    return Outcome {
+                        ended,
+                        connected: false,
+                    };
+                }
+            }
+        } else {
+            Session::connect(session_config, now, unix_now())
+        };
+        let session = match started {
             Ok(mut v) => {
                 if let Some((user, secret)) =
                     self.credentials.as_mut().and_then(|c| c.for_key_exchange())
@@ -130,8 +154,11 @@ impl Connection<'_> {
             cc_exit: false,
             last_control_rx: now,
             started: now,
-            heard_from_server: false,
+            heard_from_server: p2p_tls_server,
             connected: false,
+            inactive_since: now,
+            inactive_base: 0,
+            keepalive_tx_bytes: 0,
             before_push: None,
             held_reply: None,
             held_events: std::collections::VecDeque::new(),
@@ -150,6 +177,9 @@ impl Connection<'_> {
             tokio::select! {
                 ev = self.up.recv() => match ev {
                     Some(UpEvent::Control { from, packet }) if from == self.server => {
+                        if let Some(why) = self.p2p_peer_restarted(&c, &packet) {
+                            break Ended::Reconnect(why);
+                        }
                         c.last_control_rx = Instant::now();
                         c.heard_from_server = true;
                         c.session.handle_packet(Instant::now(), &packet);
@@ -216,6 +246,9 @@ impl Connection<'_> {
     }
 
     fn housekeeping(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        if let Some(end) = self.check_inactivity(c, now) {
+            return Some(end);
+        }
         // `connect-timeout` (alias `server-poll-timeout`), as 2.6: restart
         // when the server has not answered at all within it.
         if !c.heard_from_server
@@ -258,9 +291,39 @@ impl Connection<'_> {
         if let Some(ping) = c.ping
             && c.connected
             && stats.tx_idle() >= ping
-            && let Err(e) = self.dp.send_data(peer_id, &PING_PAYLOAD)
         {
-            debug!("keepalive ping not sent: {e}");
+            match self.dp.send_data(peer_id, &PING_PAYLOAD) {
+                Ok(()) => c.keepalive_tx_bytes += PING_PAYLOAD.len() as u64,
+                Err(e) => debug!("keepalive ping not sent: {e}"),
+            }
+        }
+        None
+    }
+
+    /// `inactive`, as 2.6's `register_activity`: the timer restarts once
+    /// BYTES (any, for 0) of tunnel traffic passed since it last did;
+    /// running out ends the process. It runs from the start of each
+    /// connection, connected or not.
+    fn check_inactivity(&self, c: &mut Live, now: Instant) -> Option<Ended> {
+        let limit = self.settings.inactive?;
+        let traffic = c
+            .peer_id
+            .and_then(|id| self.peers.peer_stats(id))
+            .map_or(0, |st| {
+                st.rx_bytes.saturating_sub(st.rx_keepalive_bytes)
+                    + st.tx_bytes.saturating_sub(c.keepalive_tx_bytes)
+            });
+        let new = traffic.saturating_sub(c.inactive_base);
+        if new > 0 && new >= limit.min_bytes {
+            c.inactive_base = traffic;
+            c.inactive_since = now;
+        }
+        if now.saturating_duration_since(c.inactive_since) >= limit.timeout {
+            info!("Inactivity timeout (--inactive), exiting");
+            return Some(Ended::Exit(format!(
+                "inactivity timeout (inactive {}s)",
+                limit.timeout.as_secs()
+            )));
         }
         None
     }
@@ -325,10 +388,25 @@ impl Connection<'_> {
                     auth,
                     block,
                 } => {
+                    if c.peer_id.is_none()
+                        && self.settings.p2p.is_some()
+                        && let Err(e) = self.p2p_up(c).await
+                    {
+                        warn!("cannot set up the point-to-point link: {e:#}");
+                        return Some(Ended::Reconnect(format!(
+                            "point-to-point setup failed: {e:#}"
+                        )));
+                    }
                     let Some(peer_id) = c.peer_id else {
                         return Some(Ended::Reconnect("keys before push reply".into()));
                     };
-                    let keys = match DataKeys::new(cipher, auth, &block, Side::Client) {
+                    // A point-to-point TLS server holds the server's half of the key block.
+                    let side = if self.settings.p2p.as_ref().is_some_and(|p| p.tls_server) {
+                        Side::Server
+                    } else {
+                        Side::Client
+                    };
+                    let keys = match DataKeys::new(cipher, auth, &block, side) {
                         Ok(k) => k,
                         Err(e) => {
                             return Some(Ended::Fatal(format!(
@@ -472,6 +550,99 @@ impl Connection<'_> {
             plan.local, plan.topology, plan.peer_id
         );
         Ok(None)
+    }
+
+    /// Point-to-point TLS server: wait for the peer's HARD_RESET_CLIENT_V2
+    /// (authenticated by the control wrapping) and answer it. Only the
+    /// `remote` address reaches us (the socket is connected to it).
+    async fn await_peer_reset(
+        &mut self,
+        cfg: Arc<ferrovpn_proto::session::SessionConfig>,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Session, Ended> {
+        info!("waiting for the peer's TLS handshake from {}", self.server);
+        loop {
+            tokio::select! {
+                ev = self.up.recv() => match ev {
+                    Some(UpEvent::Control { from, packet }) if from == self.server => {
+                        let Ok((pkt, replay)) = cfg.wrap.unwrap(&packet) else {
+                            debug!("dropping unauthenticated control packet from {from}");
+                            continue;
+                        };
+                        if pkt.opcode != Opcode::HardResetClientV2 {
+                            debug!("waiting for a reset, ignoring {:?} from {from}", pkt.opcode);
+                            continue;
+                        }
+                        match Session::accept(cfg.clone(), Instant::now(), unix_now(), pkt, replay) {
+                            Ok(session) => {
+                                info!("peer {from} started a TLS session");
+                                return Ok(session);
+                            }
+                            Err(e) => debug!("reset from {from} not taken: {e}"),
+                        }
+                    }
+                    Some(_) => {}
+                    None => return Err(Ended::Fatal("data plane stopped".into())),
+                },
+                _ = self.restart.notified() => return Err(Ended::Restart),
+                _ = shutdown.as_mut() => return Err(Ended::Shutdown),
+            }
+        }
+    }
+
+    /// Point-to-point mode: a hard reset under a new session id means the
+    /// peer restarted; 2.6 then starts over with it, and so do we (the
+    /// peer repeats its reset, or our new session sends ours).
+    fn p2p_peer_restarted(&self, c: &Live, packet: &[u8]) -> Option<String> {
+        let p2p = self.settings.p2p.as_ref()?;
+        let reset = if p2p.tls_server {
+            Opcode::HardResetClientV2
+        } else {
+            Opcode::HardResetServerV2
+        };
+        let (opcode, _, sid) = ferrovpn_proto::wire::parse_prefix(packet).ok()?;
+        let known = c.session.remote_session_id()?;
+        if opcode != reset || sid == known {
+            return None;
+        }
+        // Only an authentic reset counts.
+        self.settings.session.wrap.unwrap(packet).ok()?;
+        Some("the peer started a new session".into())
+    }
+
+    /// Point-to-point mode, key 0 negotiated: configure the device from
+    /// the config (`ifconfig`, `route`) and enter the peer with the
+    /// negotiated peer-id (P_DATA_V1 without one).
+    async fn p2p_up(&mut self, c: &mut Live) -> anyhow::Result<()> {
+        let Some(p2p) = self.settings.p2p.as_ref() else {
+            anyhow::bail!("not in point-to-point mode");
+        };
+        let Some(link) = c.session.p2p_link() else {
+            anyhow::bail!("keys before the P2P negotiation");
+        };
+        let framing = crate::compression::pushed(&self.settings.compression, &[])
+            .context("compression settings")?;
+        let dev = self.dp.tun_name().to_owned();
+        if !p2p.ifconfig.is_empty() {
+            let plan = PushPlan::from_options(
+                p2p.ifconfig
+                    .iter()
+                    .chain(self.settings.local_options.iter()),
+                self.settings.tun_mtu,
+            )?;
+            self.tunnel.apply(&dev, self.server.ip(), &plan).await?;
+            info!(
+                "tunnel {dev}: {} {} ({:?})",
+                plan.local, plan.netmask_or_remote, plan.topology
+            );
+        }
+        let peer_id = link.peer_id.unwrap_or(PEER_ID_UNDEFINED);
+        self.peers.upsert_peer(peer_id, self.server, None);
+        self.peers.set_compression(peer_id, framing);
+        self.peers.set_client_default(Some(peer_id));
+        c.peer_id = Some(peer_id);
+        c.cc_exit = link.cc_exit;
+        Ok(())
     }
 
     fn push_update(&mut self, c: &mut Live, reply: &PushReply) {

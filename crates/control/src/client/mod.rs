@@ -153,6 +153,34 @@ pub struct ClientSettings {
     /// `up`, `down`, `route-up`, `route-pre-down`, `ipchange`,
     /// `tls-verify`, `script-security` and the variables of every script.
     pub scripts: crate::scripts::ScriptSettings,
+    /// Point-to-point TLS mode: one peer, no push (see [`P2p`]).
+    pub p2p: Option<P2p>,
+    /// `inactive SECONDS [BYTES]`: exit after SECONDS with less than BYTES
+    /// of tunnel traffic (keepalives do not count), as 2.6.
+    pub inactive: Option<Inactivity>,
+}
+
+/// `inactive`: see [`ClientSettings::inactive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inactivity {
+    pub timeout: Duration,
+    pub min_bytes: u64,
+}
+
+/// Point-to-point TLS mode (`tls-server`/`tls-client` without `mode
+/// server`/`pull`), run by this single-peer runtime: the connection list
+/// names the peer, and the session (`SessionConfig::p2p`) settles cipher,
+/// keys and peer-id with it. What a push reply brings a client comes from
+/// the config instead: `ifconfig`/`topology` here, `route` lines in
+/// [`ClientSettings::local_options`], `ping`/`ping-restart` as configured.
+#[derive(Clone, Debug, Default)]
+pub struct P2p {
+    /// We hold the TLS server role: wait for the peer's
+    /// HARD_RESET_CLIENT_V2 instead of sending one.
+    pub tls_server: bool,
+    /// `topology` and `ifconfig` as options for [`plan::PushPlan`]; empty
+    /// without `ifconfig` (the device is left without an address).
+    pub ifconfig: Vec<ferrovpn_proto::push::PushOption>,
 }
 
 /// The `signal` variable of `down` and `route-pre-down` after `ended`

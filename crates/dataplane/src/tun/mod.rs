@@ -30,7 +30,9 @@ pub struct TunOffloads {
 
 /// One queue of the device, owned by one worker.
 pub struct TunQueue {
-    dev: SyncDevice,
+    /// `None`: the null device (`dev null`): nothing to read, and what is
+    /// written is dropped, as 2.6 does; the worker polls no descriptor.
+    dev: Option<SyncDevice>,
     gro: Coalescer,
     offloads: TunOffloads,
 }
@@ -76,12 +78,23 @@ pub fn create(
     for dev in devs {
         dev.set_nonblocking(true)?;
         out.push(TunQueue {
-            dev,
+            dev: Some(dev),
             gro: Coalescer::new(offloads.udp),
             offloads,
         });
     }
     Ok((out, name, offloads))
+}
+
+/// `queues` queues of the null device (`dev null`): no device at all.
+pub fn create_null(queues: usize) -> Vec<TunQueue> {
+    (0..queues.max(1))
+        .map(|_| TunQueue {
+            dev: None,
+            gro: Coalescer::new(false),
+            offloads: TunOffloads::default(),
+        })
+        .collect()
 }
 
 impl TunQueue {
@@ -101,6 +114,9 @@ impl TunQueue {
         sizes: &mut [usize],
         offset: usize,
     ) -> (usize, u64) {
+        let Some(dev) = &self.dev else {
+            return (0, 0);
+        };
         let mut n = 0;
         let mut errors = 0;
         let max = bufs.len().min(sizes.len());
@@ -109,7 +125,7 @@ impl TunQueue {
                 let Some(b) = bufs[n].get_mut(offset..) else {
                     break;
                 };
-                match self.dev.recv(b) {
+                match dev.recv(b) {
                     Ok(0) => {}
                     Ok(len) => {
                         sizes[n] = len;
@@ -124,7 +140,7 @@ impl TunQueue {
                 continue;
             }
             if raw.len == 0 {
-                match self.dev.recv(&mut raw.buf) {
+                match dev.recv(&mut raw.buf) {
                     Ok(len) => raw.len = len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
@@ -160,10 +176,13 @@ impl TunQueue {
     /// packet is attempted; returns the number of failed writes and the
     /// last error.
     pub fn write(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> (u64, Option<io::Error>) {
+        let Some(dev) = &self.dev else {
+            return (0, None);
+        };
         let mut failed = 0;
         let mut last = None;
         let mut put = |b: &[u8]| {
-            if let Err(e) = self.dev.send(b) {
+            if let Err(e) = dev.send(b) {
                 failed += 1;
                 last = Some(e);
             }
@@ -185,8 +204,9 @@ impl TunQueue {
 }
 
 impl AsRawFd for TunQueue {
+    /// -1 for the null device: `poll` ignores a negative descriptor.
     fn as_raw_fd(&self) -> RawFd {
-        self.dev.as_raw_fd()
+        self.dev.as_ref().map_or(-1, |d| d.as_raw_fd())
     }
 }
 

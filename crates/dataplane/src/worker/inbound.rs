@@ -440,9 +440,15 @@ pub(super) fn handle_datagram(
         return Verdict::Consumed;
     };
     if plain == PING_PAYLOAD {
+        peer.counters
+            .rx_keepalive_bytes
+            .fetch_add(plen as u64, Ordering::Relaxed);
         return Verdict::Consumed;
     }
     if plain.len() >= OCC_MAGIC.len() && plain[..OCC_MAGIC.len()] == OCC_MAGIC {
+        peer.counters
+            .rx_keepalive_bytes
+            .fetch_add(plen as u64, Ordering::Relaxed);
         sh.up(
             UpEvent::Occ {
                 peer_id: peer.peer_id,

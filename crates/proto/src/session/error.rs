@@ -46,6 +46,11 @@ pub enum SessionError {
     /// The server pushed no cipher and no fallback is configured.
     #[error("server pushed no cipher and no data-ciphers-fallback is set")]
     NoPushedCipher,
+    /// Point-to-point mode: no cipher in common and no fallback (2.6's words).
+    #[error(
+        "failed to negotiate cipher with peer and --data-ciphers-fallback not enabled. No usable data channel cipher"
+    )]
+    P2pNoCipher,
     /// A pushed option matched a `pull-filter reject` line (2.6 restarts).
     #[error("pushed option '{0}' rejected by pull-filter")]
     PulledOptionRejected(String),

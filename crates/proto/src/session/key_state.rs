@@ -305,7 +305,11 @@ impl Session {
         let ks = &mut self.keys[idx];
         if ks.phase == Phase::KeyExchange && ks.local_km.is_some() && ks.remote_km.is_some() {
             ks.phase = Phase::Established;
-            if self.cfg.side == Side::Client && ks.key_id == 0 && !self.push_received {
+            if self.cfg.side == Side::Client
+                && !self.cfg.p2p
+                && ks.key_id == 0
+                && !self.push_received
+            {
                 self.next_push_request = Some(now);
             }
         }

@@ -99,6 +99,11 @@ pub struct SessionConfig {
     pub peer_info: String,
     /// Client only: `pull-filter` lines, in config order.
     pub pull_filters: Vec<push::PullFilter>,
+    /// Point-to-point TLS mode (`tls-server`/`tls-client` without `mode
+    /// server`/`pull`): both ends send `peer_info`, nothing is pushed, and
+    /// cipher, key derivation and peer-id come from 2.6's P2P NCP on key 0
+    /// (see [`Session::p2p_link`]).
+    pub p2p: bool,
 }
 
 impl SessionConfig {
@@ -109,6 +114,18 @@ impl SessionConfig {
             .saturating_sub(IPV4_UDP_HEADERS + fixed + self.wrap.overhead())
             .max(64)
     }
+}
+
+/// What point-to-point mode settled with the peer on key 0 (2.6's
+/// `p2p_mode_ncp`); it holds for every later key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct P2pLink {
+    pub cipher: Cipher,
+    pub tls_ekm: bool,
+    /// P_DATA_V2 with this peer-id both ways; `None`: P_DATA_V1.
+    pub peer_id: Option<u32>,
+    /// Say goodbye with the EXIT control message (else OCC exit).
+    pub cc_exit: bool,
 }
 
 /// What the session tells its driver.
@@ -204,6 +221,8 @@ pub struct Session {
     /// Client: user name and password (or auth-token) sent in each
     /// key-method-2 message; see [`Session::set_credentials`].
     credentials: Option<(String, String)>,
+    /// Point-to-point mode: what key 0 negotiated.
+    p2p_link: Option<P2pLink>,
 }
 
 impl Session {
@@ -240,6 +259,7 @@ impl Session {
             next_reneg: None,
             closed: false,
             credentials: None,
+            p2p_link: None,
             cfg,
         }
     }
@@ -414,6 +434,12 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Point-to-point mode: cipher, derivation, peer-id and goodbye agreed
+    /// with the peer, once key 0's key-method-2 exchange is done.
+    pub fn p2p_link(&self) -> Option<P2pLink> {
+        self.p2p_link
     }
 
     /// Whether the first key exchange finished (data can flow).

@@ -64,6 +64,58 @@ pub fn select_without_push(
     }
 }
 
+/// Point-to-point mode (2.6's `get_p2p_ncp_cipher` and `do_deferred_p2p_ncp`):
+/// the first cipher of the TLS server's list that the TLS client lists,
+/// the lists being our `data_ciphers` and the peer's `IV_CIPHERS` (the
+/// `IV_NCP` shorthand does not count here). Without a common one (or a
+/// peer that sent no list), `fallback` (`data-ciphers-fallback`, or
+/// `cipher` in p2p mode); `None`: no usable data channel cipher.
+pub fn select_p2p(
+    data_ciphers: &[Cipher],
+    fallback: Option<Cipher>,
+    peer: &PeerInfo,
+    we_are_tls_server: bool,
+) -> Option<Cipher> {
+    let named = |c: &Cipher, n: &String| n.eq_ignore_ascii_case(c.name());
+    let common = if we_are_tls_server {
+        data_ciphers
+            .iter()
+            .copied()
+            .find(|c| peer.ciphers.iter().any(|n| named(c, n)))
+    } else {
+        peer.ciphers
+            .iter()
+            .find_map(|n| data_ciphers.iter().copied().find(|c| named(c, n)))
+    };
+    common.or(fallback)
+}
+
+/// What 2.6's `p2p_ncp_set_options` turns on with a peer's IV_PROTO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct P2pOptions {
+    /// Data keys from the TLS exporter.
+    pub tls_ekm: bool,
+    /// P_DATA_V2 with a peer-id both ends compute (else P_DATA_V1).
+    pub data_v2: bool,
+    /// Say goodbye with the EXIT control message.
+    pub cc_exit: bool,
+}
+
+/// 2.6 turns these on only for a peer that does P2P NCP itself
+/// (`IV_PROTO_NCP_P2P`); an older peer gets none of them.
+pub fn p2p_options(peer: &PeerInfo) -> P2pOptions {
+    use crate::key_method::iv_proto;
+    let ncp_p2p = peer.proto & iv_proto::NCP_P2P != 0;
+    P2pOptions {
+        tls_ekm: ncp_p2p && peer.tls_ekm(),
+        data_v2: ncp_p2p && peer.proto & iv_proto::DATA_V2 != 0,
+        cc_exit: ncp_p2p && peer.cc_exit(),
+    }
+}
+
+/// The P2P peer-id when the TLS exporter is not used (2.6: 'v' 'p' 'n').
+pub const P2P_FIXED_PEER_ID: u32 = 0x76706e;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +174,50 @@ mod tests {
         assert_eq!(
             select_for_client(&[CBC128], None, &new, Some("AES-128-CBC")),
             None
+        );
+    }
+
+    #[test]
+    fn p2p_cipher_follows_the_tls_servers_order() {
+        let p = peer("IV_CIPHERS=AES-128-GCM:AES-256-GCM:CHACHA20-POLY1305\n");
+        let ours = [Cipher::ChaCha20Poly1305, GCM];
+        // We are the TLS server: our order decides.
+        assert_eq!(
+            select_p2p(&ours, None, &p, true),
+            Some(Cipher::ChaCha20Poly1305)
+        );
+        // We are the TLS client: the peer's (server's) order decides.
+        assert_eq!(select_p2p(&ours, None, &p, false), Some(GCM));
+        // Nothing in common, or no list: the fallback (`cipher`), else none.
+        let other = peer("IV_CIPHERS=BF-CBC\n");
+        assert_eq!(select_p2p(&ours, Some(CBC), &other, true), Some(CBC));
+        assert_eq!(select_p2p(&ours, None, &other, false), None);
+        let old = peer("IV_VER=2.4.12\nIV_NCP=2\n");
+        assert_eq!(select_p2p(&ours, None, &old, true), None);
+        assert_eq!(select_p2p(&ours, Some(CBC128), &old, false), Some(CBC128));
+    }
+
+    #[test]
+    fn p2p_options_need_a_p2p_ncp_peer() {
+        // 2.6.14 in p2p mode: DATA_V2|DNS|CC_EXIT|NCP_P2P|TLS_EKM|DYN_TLS_CRYPT.
+        let stock = peer("IV_CIPHERS=AES-256-GCM\nIV_PROTO=746\n");
+        assert_eq!(
+            p2p_options(&stock),
+            P2pOptions {
+                tls_ekm: true,
+                data_v2: true,
+                cc_exit: true
+            }
+        );
+        // The same bits without NCP_P2P (a client/server peer): none.
+        let pulling = peer("IV_PROTO=714\n");
+        assert_eq!(
+            p2p_options(&pulling),
+            P2pOptions {
+                tls_ekm: false,
+                data_v2: false,
+                cc_exit: false
+            }
         );
     }
 

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::key_state::Phase;
 use super::{Event, Session, SessionError, ncp};
@@ -64,11 +64,21 @@ impl Session {
         let key_id = self.keys[idx].key_id;
         match self.cfg.side {
             Side::Server => {
+                if self.cfg.p2p
+                    && key_id == 0
+                    && let Err(e) = self.p2p_negotiate(idx)
+                {
+                    // 2.6 fails in do_up and restarts; the peer's
+                    // hand-window runs out without our key method.
+                    self.close(e);
+                    return Ok(());
+                }
                 let remote = self.keys[idx]
                     .remote_km
                     .as_ref()
                     .ok_or(SessionError::NotEstablished)?;
-                if key_id == 0 || self.peer_info.is_none() {
+                // (P2P mode negotiated above, its own way.)
+                if !self.cfg.p2p && (key_id == 0 || self.peer_info.is_none()) {
                     // A client announcing compression (`,comp-lzo` in its
                     // options string) is accepted as by 2.6: the framing
                     // follows the server's own `comp-lzo`/`compress`.
@@ -94,8 +104,14 @@ impl Session {
                     username: remote.username.clone(),
                     password: remote.password.clone(),
                 };
-                let km =
-                    KeyMethod2::new_random(false, self.cfg.options_string.clone(), String::new());
+                // A P2P TLS server announces itself as 2.6 does (IV_CIPHERS,
+                // IV_PROTO with NCP_P2P); a multi-client server sends none.
+                let peer_info = if self.cfg.p2p {
+                    self.cfg.peer_info.clone()
+                } else {
+                    String::new()
+                };
+                let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), peer_info);
                 let mut buf = Vec::new();
                 km.encode(&mut buf);
                 let ks = &mut self.keys[idx];
@@ -125,12 +141,72 @@ impl Session {
                 }
             }
             Side::Client => {
-                // Key 0 waits for the push reply, which names cipher and derivation.
-                if key_id != 0 {
+                // Key 0 waits for the push reply, which names cipher and
+                // derivation; in P2P mode the peer's key method does.
+                if key_id == 0 && self.cfg.p2p {
+                    if let Err(e) = self.p2p_negotiate(idx) {
+                        self.close(e);
+                        return Ok(());
+                    }
+                    self.install_keys(idx)?;
+                } else if key_id != 0 {
                     self.install_keys(idx)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// P2P NCP on key 0, as 2.6's `p2p_mode_ncp` (the TLS server runs it
+    /// before writing its key method, the client after reading the
+    /// server's): the cipher from both `IV_CIPHERS` lists, and with a peer
+    /// that does P2P NCP, TLS-EKM keys, P_DATA_V2 with a peer-id from the
+    /// exporter (or 'vpn' without it) and the EXIT goodbye.
+    fn p2p_negotiate(&mut self, idx: usize) -> Result<(), SessionError> {
+        let remote = self.keys[idx]
+            .remote_km
+            .as_ref()
+            .ok_or(SessionError::NotEstablished)?;
+        let peer_info = PeerInfo::parse(&remote.peer_info);
+        let we_are_tls_server = self.cfg.side == Side::Server;
+        let cipher = ncp::select_p2p(
+            &self.cfg.data_ciphers,
+            self.cfg.data_ciphers_fallback,
+            &peer_info,
+            we_are_tls_server,
+        )
+        .ok_or(SessionError::P2pNoCipher)?;
+        let options = ncp::p2p_options(&peer_info);
+        let peer_id = if !options.data_v2 {
+            None
+        } else if options.tls_ekm {
+            let mut id = [0u8; 3];
+            self.keys[idx].tls.export_keying_material(
+                &mut id,
+                kdf::P2P_PEER_ID_LABEL.as_bytes(),
+                None,
+            )?;
+            Some(u32::from_be_bytes([0, id[0], id[1], id[2]]))
+        } else {
+            Some(ncp::P2P_FIXED_PEER_ID)
+        };
+        let link = super::P2pLink {
+            cipher,
+            tls_ekm: options.tls_ekm,
+            peer_id,
+            cc_exit: options.cc_exit,
+        };
+        info!(
+            "P2P mode NCP negotiation result: TLS_export={}, DATA_v2={}, peer-id {}, cipher={}",
+            u8::from(link.tls_ekm),
+            u8::from(peer_id.is_some()),
+            peer_id.map_or(-1, i64::from),
+            cipher.name()
+        );
+        self.cipher = Some(cipher);
+        self.use_ekm = link.tls_ekm;
+        self.peer_info = Some(peer_info);
+        self.p2p_link = Some(link);
         Ok(())
     }
 
