@@ -514,8 +514,8 @@ fn line_errors() {
             r#"t.conf:1: 'dev' expects an interface name of 1-15 characters, got "averyveryverylongname""#,
         ),
         (
-            "pkcs12 client.p12",
-            "t.conf:1: unsupported 'pkcs12': PKCS#12 files are not supported; use ca/cert/key PEM files",
+            "cryptoapicert \"SUBJ:x\"",
+            "t.conf:1: unsupported 'cryptoapicert': Windows certificate store is not supported",
         ),
         (
             "mode p2p",
