@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         log: History::new(4),
         verb: 3,
         pid: 1,
+        // The second byte picks whether `management-client-auth` is on.
+        client_auth: data.get(1).is_some_and(|b| b & 1 == 1),
     };
     // The first byte picks whether a password is asked first.
     let password = data
