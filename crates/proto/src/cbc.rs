@@ -60,6 +60,20 @@ fn hmac_key(digest: AuthDigest, key: &[u8]) -> Result<hmac::Key, DataError> {
     Ok(hmac::Key::new(digest.hmac_algorithm(), key))
 }
 
+/// One direction's AES-CBC key (made by `cbc`: [`EncryptingKey::cbc`] or
+/// [`DecryptingKey::cbc`]) and HMAC key.
+fn cbc_keys<K>(
+    cipher_key: &[u8],
+    digest: AuthDigest,
+    hmac_key_bytes: &[u8],
+    cbc: impl FnOnce(UnboundCipherKey) -> Result<K, aws_lc_rs::error::Unspecified>,
+) -> Result<(K, hmac::Key), DataError> {
+    let key = UnboundCipherKey::new(aes(cipher_key.len())?, cipher_key)
+        .and_then(cbc)
+        .map_err(|_| DataError::Crypto)?;
+    Ok((key, hmac_key(digest, hmac_key_bytes)?))
+}
+
 /// The sealing half of one direction.
 pub(crate) struct CbcSealer {
     enc: EncryptingKey,
@@ -80,14 +94,8 @@ impl CbcSealer {
         digest: AuthDigest,
         hmac_key_bytes: &[u8],
     ) -> Result<Self, DataError> {
-        let enc = UnboundCipherKey::new(aes(cipher_key.len())?, cipher_key)
-            .and_then(EncryptingKey::cbc)
-            .map_err(|_| DataError::Crypto)?;
-        Ok(CbcSealer {
-            enc,
-            mac: hmac_key(digest, hmac_key_bytes)?,
-            digest,
-        })
+        let (enc, mac) = cbc_keys(cipher_key, digest, hmac_key_bytes, EncryptingKey::cbc)?;
+        Ok(CbcSealer { enc, mac, digest })
     }
 
     pub(crate) fn digest(&self) -> AuthDigest {
@@ -172,14 +180,8 @@ impl CbcOpener {
         digest: AuthDigest,
         hmac_key_bytes: &[u8],
     ) -> Result<Self, DataError> {
-        let dec = UnboundCipherKey::new(aes(cipher_key.len())?, cipher_key)
-            .and_then(DecryptingKey::cbc)
-            .map_err(|_| DataError::Crypto)?;
-        Ok(CbcOpener {
-            dec,
-            mac: hmac_key(digest, hmac_key_bytes)?,
-            digest,
-        })
+        let (dec, mac) = cbc_keys(cipher_key, digest, hmac_key_bytes, DecryptingKey::cbc)?;
+        Ok(CbcOpener { dec, mac, digest })
     }
 
     /// Verify and decrypt `body` (the packet after its 1- or 4-byte header)
