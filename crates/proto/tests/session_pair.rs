@@ -5,6 +5,7 @@
 //! renegotiations, identity changes, soft-reset pacing, split push replies),
 //! and the stateless start of a tls-crypt-v2 client.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,23 @@ struct Pki {
     client2_key: String,
     /// Signs CRLs (leaf serials: server 2, client1 3, client2 4).
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// `cert_pem` and `key_pem` under the CA `ca_pem`, with `crls_pem`.
+fn material<'a>(
+    ca_pem: &'a str,
+    cert_pem: &'a str,
+    key_pem: &'a str,
+    crls_pem: &'a str,
+) -> TlsMaterial<'a> {
+    TlsMaterial {
+        ca_pem,
+        cert_pem,
+        key_pem,
+        extra_certs_pem: "",
+        tls13_only: false,
+        crls_pem,
+    }
 }
 
 /// Leaf serial of `client1`.
@@ -67,17 +85,8 @@ fn crl(p: &Pki, serials: &[u64]) -> String {
 /// The server's session configuration with `crls_pem` loaded.
 fn server_config_with_crl(p: &Pki, base: &SessionConfig, crls_pem: &str) -> Arc<SessionConfig> {
     let mut s = base.clone();
-    s.tls_server = Some(
-        server_config(&TlsMaterial {
-            ca_pem: &p.ca,
-            cert_pem: &p.server_cert,
-            key_pem: &p.server_key,
-            extra_certs_pem: "",
-            tls13_only: false,
-            crls_pem,
-        })
-        .unwrap(),
-    );
+    s.tls_server =
+        Some(server_config(&material(&p.ca, &p.server_cert, &p.server_key, crls_pem)).unwrap());
     Arc::new(s)
 }
 
@@ -91,14 +100,7 @@ fn client_config_with_cert(
     let mut c = base.clone();
     c.tls_client = Some(
         client_config(
-            &TlsMaterial {
-                ca_pem: &p.ca,
-                cert_pem,
-                key_pem,
-                extra_certs_pem: "",
-                tls13_only: false,
-                crls_pem: "",
-            },
+            &material(&p.ca, cert_pem, key_pem, ""),
             ServerCertPolicy {
                 remote_cert_tls_server: true,
                 verify_name: None,
@@ -183,37 +185,15 @@ fn configs(
         p2p: false,
     }
     };
-    let mut s = base(Side::Server, wrap_s);
-    s.tls_server = Some(
-        server_config(&TlsMaterial {
-            ca_pem: &p.ca,
-            cert_pem: &p.server_cert,
-            key_pem: &p.server_key,
-            extra_certs_pem: "",
-            tls13_only: false,
-            crls_pem: "",
-        })
-        .unwrap(),
-    );
-    let mut c = base(Side::Client, wrap_c);
-    c.tls_client = Some(
-        client_config(
-            &TlsMaterial {
-                ca_pem: &p.ca,
-                cert_pem: &client_pki.client_cert,
-                key_pem: &client_pki.client_key,
-                extra_certs_pem: "",
-                tls13_only: false,
-                crls_pem: "",
-            },
-            ServerCertPolicy {
-                remote_cert_tls_server: true,
-                verify_name: None,
-            },
-        )
-        .unwrap(),
-    );
-    (Arc::new(s), Arc::new(c))
+    (
+        server_config_with_crl(p, &base(Side::Server, wrap_s), ""),
+        client_config_with_cert(
+            p,
+            &base(Side::Client, wrap_c),
+            &client_pki.client_cert,
+            &client_pki.client_key,
+        ),
+    )
 }
 
 #[derive(Default)]
@@ -263,71 +243,6 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
     }
 }
 
-/// Run both sides until `done` or the virtual deadline; `drop_every` loses every n-th packet.
-#[allow(clippy::too_many_arguments)] // test driver: both sides plus their observations
-fn run(
-    client: &mut Session,
-    server: &mut Option<Session>,
-    scfg: &Arc<SessionConfig>,
-    now: &mut Instant,
-    cs: &mut Seen,
-    ss: &mut Seen,
-    drop_every: usize,
-    done: impl Fn(&Seen, &Seen) -> bool,
-) {
-    let end = *now + Duration::from_secs(600);
-    let mut n = 0usize;
-    while *now < end && !done(cs, ss) {
-        let mut moved = false;
-        while let Some(p) = client.poll_transmit() {
-            n += 1;
-            moved = true;
-            if drop_every > 0 && n.is_multiple_of(drop_every) {
-                continue;
-            }
-            match server {
-                Some(s) => {
-                    s.handle_packet(*now, &p);
-                }
-                None => {
-                    let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
-                    assert!(parse_prefix(&p).is_ok());
-                    *server = Some(
-                        Session::accept(scfg.clone(), *now, 1_700_000_000, pkt, replay).unwrap(),
-                    );
-                }
-            }
-        }
-        if let Some(s) = server.as_mut() {
-            drain_events(s, ss, *now, true);
-            while let Some(p) = s.poll_transmit() {
-                n += 1;
-                moved = true;
-                if drop_every > 0 && n.is_multiple_of(drop_every) {
-                    continue;
-                }
-                client.handle_packet(*now, &p);
-            }
-        }
-        drain_events(client, cs, *now, false);
-        if !moved {
-            let t = [
-                client.poll_timeout(),
-                server.as_ref().and_then(|s| s.poll_timeout()),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(*now + Duration::from_secs(1));
-            *now = t.max(*now + Duration::from_millis(1));
-            client.handle_timeout(*now);
-            if let Some(s) = server.as_mut() {
-                s.handle_timeout(*now);
-            }
-        }
-    }
-}
-
 fn handshake(wrap_s: ControlWrap, wrap_c: ControlWrap, drop_every: usize) {
     handshake_with(wrap_s, wrap_c, drop_every, false);
 }
@@ -335,28 +250,12 @@ fn handshake(wrap_s: ControlWrap, wrap_c: ControlWrap, drop_every: usize) {
 /// A full handshake; `stateless`: the server starts the way a 2.6 server
 /// does ([`stateless_start`]).
 fn handshake_with(wrap_s: ControlWrap, wrap_c: ControlWrap, drop_every: usize, stateless: bool) {
-    let p = pki();
-    let (scfg, ccfg) = configs(&p, &p, wrap_s, wrap_c, None);
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = stateless.then(|| stateless_start(&mut client, &scfg, &mut now));
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        drop_every,
-        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
-    );
-    assert!(
-        cs.closed.is_none() && ss.closed.is_none(),
-        "{:?} {:?}",
-        cs.closed,
-        ss.closed
-    );
+    let mut pair = Pair::start_with(wrap_s, wrap_c, None, |_| {});
+    if stateless {
+        pair.server = Some(stateless_start(&mut pair.client, &pair.scfg, &mut pair.now));
+    }
+    pair.run_to_keys(drop_every);
+    let (cs, ss) = (&pair.cs, &pair.ss);
     assert!(ss.authenticated);
     assert!(cs.push.is_some());
     assert_eq!(cs.keys.len(), 1);
@@ -393,34 +292,15 @@ fn handshake_tls_auth() {
 
 #[test]
 fn renegotiation_rotates_key_ids() {
-    let p = pki();
-    let (scfg, ccfg) = configs(
-        &p,
-        &p,
+    let mut pair = Pair::start_with(
         ControlWrap::None,
         ControlWrap::None,
         Some(Duration::from_secs(30)),
+        |_| {},
     );
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = None;
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        0,
-        |c, _| c.send_keys.len() >= 9,
-    );
-    assert!(
-        cs.closed.is_none() && ss.closed.is_none(),
-        "{:?} {:?}",
-        cs.closed,
-        ss.closed
-    );
+    pair.run(|c, _| c.send_keys.len() >= 9);
+    pair.assert_open();
+    let (cs, ss) = (&pair.cs, &pair.ss);
     // key_id 0, then 1..7, then wrapping back to 1.
     assert_eq!(&cs.send_keys[..9], &[0, 1, 2, 3, 4, 5, 6, 7, 1]);
     // Both sides installed the same keys (the server may be one ahead).
@@ -442,53 +322,27 @@ fn foreign_ca_client_is_refused() {
     let p = pki();
     let foreign = pki();
     let (scfg, ccfg) = configs(&p, &foreign, ControlWrap::None, ControlWrap::None, None);
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = None;
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        0,
-        |_, s| s.closed.is_some(),
-    );
-    assert!(ss.closed.is_some());
-    assert!(ss.keys.is_empty() && cs.keys.is_empty());
+    let mut pair = Pair::connect(Rc::new(p), scfg, ccfg);
+    pair.run(|_, s| s.closed.is_some());
+    assert!(pair.ss.closed.is_some());
+    assert!(pair.ss.keys.is_empty() && pair.cs.keys.is_empty());
 }
 
 /// Server: AES-256-GCM with fallback AES-256-GCM. A client announcing
 /// `client_peer_info` and supporting only CHACHA20-POLY1305: returns what
 /// the client and the server saw.
 fn cipher_mismatch(client_peer_info: &str) -> (Seen, Seen) {
-    let p = pki();
-    let (scfg, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
-    let (Ok(mut s), Ok(mut c)) = (Arc::try_unwrap(scfg), Arc::try_unwrap(ccfg)) else {
-        panic!("configs are shared");
-    };
-    s.data_ciphers = vec![Cipher::Aes256Gcm];
-    s.data_ciphers_fallback = Some(Cipher::Aes256Gcm);
-    c.data_ciphers = vec![Cipher::ChaCha20Poly1305];
-    c.peer_info = client_peer_info.into();
-    let (scfg, ccfg) = (Arc::new(s), Arc::new(c));
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = None;
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        0,
-        |c, s| s.authenticated || c.auth_failed.is_some() || c.closed.is_some(),
-    );
-    (cs, ss)
+    let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+        if c.side == Side::Server {
+            c.data_ciphers = vec![Cipher::Aes256Gcm];
+            c.data_ciphers_fallback = Some(Cipher::Aes256Gcm);
+        } else {
+            c.data_ciphers = vec![Cipher::ChaCha20Poly1305];
+            c.peer_info = client_peer_info.into();
+        }
+    });
+    pair.run(|c, s| s.authenticated || c.auth_failed.is_some() || c.closed.is_some());
+    (pair.cs, pair.ss)
 }
 
 #[test]
@@ -651,37 +505,25 @@ fn stateless_start_v2(
 fn stateless_handshake_tls_crypt_v2() {
     let server_key = ServerKey::from_bytes(&[5; 128]);
     let ck = ClientKey::generate(&server_key, &Metadata::user(b"alice")).unwrap();
-    let p = pki();
     // The server's own wrap is unused for tls-crypt-v2 clients.
-    let (scfg, ccfg) = configs(
-        &p,
-        &p,
+    let mut pair = Pair::start_with(
         ControlWrap::None,
         ControlWrap::tls_crypt_v2_client(&ck),
         None,
+        |_| {},
     );
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = Some(stateless_start_v2(&mut client, &server_key, &scfg, now));
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        7,
-        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
+    pair.server = Some(stateless_start_v2(
+        &mut pair.client,
+        &server_key,
+        &pair.scfg,
+        pair.now,
+    ));
+    pair.run_to_keys(7);
+    assert!(pair.ss.authenticated);
+    assert_eq!(
+        pair.cs.keys[0].2, pair.ss.keys[0].2,
+        "EKM key blocks differ"
     );
-    assert!(
-        cs.closed.is_none() && ss.closed.is_none(),
-        "{:?} {:?}",
-        cs.closed,
-        ss.closed
-    );
-    assert!(ss.authenticated);
-    assert_eq!(cs.keys[0].2, ss.keys[0].2, "EKM key blocks differ");
 }
 
 #[test]
@@ -705,9 +547,10 @@ fn tls_crypt_v2_client_of_another_server_key_gets_nothing() {
     );
 }
 
-/// An established client/server pair with its configurations and observations.
+/// A client and a server session with their configurations and
+/// observations, driven in memory on virtual time.
 struct Pair {
-    pki: Pki,
+    pki: Rc<Pki>,
     scfg: Arc<SessionConfig>,
     ccfg: Arc<SessionConfig>,
     client: Session,
@@ -718,19 +561,9 @@ struct Pair {
 }
 
 impl Pair {
-    /// Handshake (no wrapping, no loss), with `reply_text` as the push reply.
-    fn establish(reply_text: Option<String>) -> Pair {
-        let mut pair = Pair::start(reply_text);
-        pair.run(|c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty());
-        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
-        pair
-    }
-
-    /// A client connecting to a server whose push reply is `reply_text`;
-    /// nothing has run yet.
-    fn start(reply_text: Option<String>) -> Pair {
-        let pki = pki();
-        let (scfg, ccfg) = configs(&pki, &pki, ControlWrap::None, ControlWrap::None, None);
+    /// A client connecting with `ccfg` to a server with `scfg` (made when
+    /// the client's first packet arrives); nothing has run yet.
+    fn connect(pki: Rc<Pki>, scfg: Arc<SessionConfig>, ccfg: Arc<SessionConfig>) -> Pair {
         let now = Instant::now();
         let client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
         Pair {
@@ -741,22 +574,73 @@ impl Pair {
             server: None,
             now,
             cs: Seen::default(),
-            ss: Seen {
-                reply_text,
-                ..Seen::default()
-            },
+            ss: Seen::default(),
         }
     }
 
+    /// [`Pair::connect`] over a fresh PKI with [`configs`], each side's
+    /// config changed by `adjust` first.
+    fn start_with(
+        wrap_s: ControlWrap,
+        wrap_c: ControlWrap,
+        reneg: Option<Duration>,
+        adjust: impl Fn(&mut SessionConfig),
+    ) -> Pair {
+        let pki = pki();
+        let (scfg, ccfg) = configs(&pki, &pki, wrap_s, wrap_c, reneg);
+        let adjusted = |cfg: Arc<SessionConfig>| {
+            let mut cfg = Arc::unwrap_or_clone(cfg);
+            adjust(&mut cfg);
+            Arc::new(cfg)
+        };
+        Pair::connect(Rc::new(pki), adjusted(scfg), adjusted(ccfg))
+    }
+
+    /// Handshake (no wrapping, no loss), with `reply_text` as the push reply.
+    fn establish(reply_text: Option<String>) -> Pair {
+        let mut pair = Pair::start(reply_text);
+        pair.run_to_keys(0);
+        pair
+    }
+
+    /// A client connecting to a server whose push reply is `reply_text`;
+    /// nothing has run yet.
+    fn start(reply_text: Option<String>) -> Pair {
+        let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |_| {});
+        pair.ss.reply_text = reply_text;
+        pair
+    }
+
+    /// Run until both sides send with a key; neither may close.
+    fn run_to_keys(&mut self, drop_every: usize) {
+        self.run_lossy(drop_every, |c, s| {
+            !c.send_keys.is_empty() && !s.send_keys.is_empty()
+        });
+        self.assert_open();
+    }
+
+    fn assert_open(&self) {
+        assert!(
+            self.cs.closed.is_none() && self.ss.closed.is_none(),
+            "{:?} {:?}",
+            self.cs.closed,
+            self.ss.closed
+        );
+    }
+
     fn run(&mut self, done: impl Fn(&Seen, &Seen) -> bool) {
-        run(
-            &mut self.client,
-            &mut self.server,
-            &self.scfg,
-            &mut self.now,
-            &mut self.cs,
-            &mut self.ss,
-            0,
+        self.run_lossy(0, done);
+    }
+
+    /// Like [`Pair::run`], but every `drop_every`-th packet (either way)
+    /// is lost; 0 loses none.
+    fn run_lossy(&mut self, drop_every: usize, done: impl Fn(&Seen, &Seen) -> bool) {
+        let mut n = 0usize;
+        self.drive(
+            |_, _| {
+                n += 1;
+                drop_every > 0 && n.is_multiple_of(drop_every)
+            },
             done,
         );
     }
@@ -772,32 +656,74 @@ impl Pair {
         drop_s2c: impl Fn(&ControlPacket) -> bool,
         done: impl Fn(&Seen, &Seen) -> bool,
     ) {
+        let wrap = self.scfg.wrap.clone();
+        self.drive(
+            |to_client, p| to_client && drop_s2c(&wrap.unwrap(p).unwrap().0),
+            done,
+        );
+    }
+
+    /// Run both sides until `done` or 600 s of virtual time; a packet is
+    /// lost when `lose(to_client, packet)` says so. The server session is
+    /// made from the client's first packet that arrives, if there is none.
+    fn drive(
+        &mut self,
+        mut lose: impl FnMut(bool, &[u8]) -> bool,
+        done: impl Fn(&Seen, &Seen) -> bool,
+    ) {
         let end = self.now + Duration::from_secs(600);
-        let server = self.server.as_mut().expect("server session");
         while self.now < end && !done(&self.cs, &self.ss) {
             let mut moved = false;
             while let Some(p) = self.client.poll_transmit() {
                 moved = true;
-                server.handle_packet(self.now, &p);
+                if lose(false, &p) {
+                    continue;
+                }
+                match self.server.as_mut() {
+                    Some(s) => {
+                        s.handle_packet(self.now, &p);
+                    }
+                    None => {
+                        let (pkt, replay) = self.scfg.wrap.unwrap(&p).unwrap();
+                        assert!(parse_prefix(&p).is_ok());
+                        self.server = Some(
+                            Session::accept(
+                                self.scfg.clone(),
+                                self.now,
+                                1_700_000_000,
+                                pkt,
+                                replay,
+                            )
+                            .unwrap(),
+                        );
+                    }
+                }
             }
-            drain_events(server, &mut self.ss, self.now, true);
-            while let Some(p) = server.poll_transmit() {
-                moved = true;
-                let (pkt, _) = self.scfg.wrap.unwrap(&p).unwrap();
-                if !drop_s2c(&pkt) {
+            if let Some(s) = self.server.as_mut() {
+                drain_events(s, &mut self.ss, self.now, true);
+                while let Some(p) = s.poll_transmit() {
+                    moved = true;
+                    if lose(true, &p) {
+                        continue;
+                    }
                     self.client.handle_packet(self.now, &p);
                 }
             }
             drain_events(&mut self.client, &mut self.cs, self.now, false);
             if !moved {
-                let t = [self.client.poll_timeout(), server.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(self.now + Duration::from_secs(1));
+                let t = [
+                    self.client.poll_timeout(),
+                    self.server.as_ref().and_then(|s| s.poll_timeout()),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(self.now + Duration::from_secs(1));
                 self.now = t.max(self.now + Duration::from_millis(1));
                 self.client.handle_timeout(self.now);
-                server.handle_timeout(self.now);
+                if let Some(s) = self.server.as_mut() {
+                    s.handle_timeout(self.now);
+                }
             }
         }
     }
@@ -953,7 +879,7 @@ fn back_to_back_peer_soft_resets_are_paced() {
         let start = pair.now;
         pair.client.start_renegotiation(start).unwrap();
         pair.run(|c, s| c.send_keys.contains(&key_id) && s.send_keys.contains(&key_id));
-        assert!(pair.cs.closed.is_none() && pair.ss.closed.is_none());
+        pair.assert_open();
         pair.now - start
     };
     for key_id in 1..=PEER_RENEG_BURST as u8 {
@@ -1069,14 +995,7 @@ fn with_verify_name(base: &Arc<SessionConfig>, p: &Pki, name: &str) -> Arc<Sessi
     let mut s = (**base).clone();
     s.tls_server = Some(
         server_config_with_policy(
-            &TlsMaterial {
-                ca_pem: &p.ca,
-                cert_pem: &p.server_cert,
-                key_pem: &p.server_key,
-                extra_certs_pem: "",
-                tls13_only: false,
-                crls_pem: "",
-            },
+            &material(&p.ca, &p.server_cert, &p.server_key, ""),
             PeerCertPolicy {
                 verify_name: Some(X509NameCheck::CommonName(name.into())),
                 ..PeerCertPolicy::default()
@@ -1094,22 +1013,12 @@ fn with_verify_name(base: &Arc<SessionConfig>, p: &Pki, name: &str) -> Arc<Sessi
 fn server_verify_x509_name_admits_only_the_named_client() {
     let p = pki();
     let (base, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
+    let p = Rc::new(p);
     for (wanted, admitted) in [("client1", true), ("client2", false)] {
         let scfg = with_verify_name(&base, &p, wanted);
-        let mut now = Instant::now();
-        let mut client = Session::connect(ccfg.clone(), now, 1_700_000_000).unwrap();
-        let mut server = None;
-        let (mut cs, mut ss) = (Seen::default(), Seen::default());
-        run(
-            &mut client,
-            &mut server,
-            &scfg,
-            &mut now,
-            &mut cs,
-            &mut ss,
-            0,
-            |c, s| s.closed.is_some() || (!c.send_keys.is_empty() && !s.send_keys.is_empty()),
-        );
+        let mut pair = Pair::connect(p.clone(), scfg, ccfg.clone());
+        pair.run(|c, s| s.closed.is_some() || (!c.send_keys.is_empty() && !s.send_keys.is_empty()));
+        let Pair { server, cs, ss, .. } = pair;
         if admitted {
             assert!(ss.closed.is_none(), "{:?}", ss.closed);
             assert!(ss.authenticated && cs.keys.len() == 1);
@@ -1170,37 +1079,23 @@ fn p2p_pair(
     client_ciphers: &[Cipher],
     client_info: &str,
 ) -> [(Option<ferrovpn_proto::session::P2pLink>, Seen); 2] {
-    let p = pki();
-    let (scfg, ccfg) = configs(&p, &p, ControlWrap::None, ControlWrap::None, None);
-    let p2p = |cfg: &Arc<SessionConfig>, ciphers: &[Cipher], info: &str| {
-        let mut c = (**cfg).clone();
+    let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+        let (ciphers, info) = match c.side {
+            Side::Server => (server_ciphers, server_info),
+            Side::Client => (client_ciphers, client_info),
+        };
         c.p2p = true;
         c.data_ciphers = ciphers.to_vec();
         c.peer_info = info.into();
-        Arc::new(c)
-    };
-    let scfg = p2p(&scfg, server_ciphers, server_info);
-    let ccfg = p2p(&ccfg, client_ciphers, client_info);
-    let mut now = Instant::now();
-    let mut client = Session::connect(ccfg, now, 1_700_000_000).unwrap();
-    let mut server = None;
-    let (mut cs, mut ss) = (Seen::default(), Seen::default());
-    run(
-        &mut client,
-        &mut server,
-        &scfg,
-        &mut now,
-        &mut cs,
-        &mut ss,
-        0,
-        |c, s| !c.send_keys.is_empty() && !s.send_keys.is_empty(),
-    );
-    assert!(
-        cs.closed.is_none() && ss.closed.is_none(),
-        "{:?} {:?}",
-        cs.closed,
-        ss.closed
-    );
+    });
+    pair.run_to_keys(0);
+    let Pair {
+        client,
+        server,
+        cs,
+        ss,
+        ..
+    } = pair;
     assert!(cs.push.is_none(), "nothing is pushed in p2p mode");
     assert_eq!((cs.keys.len(), ss.keys.len()), (1, 1));
     assert_eq!(cs.keys[0].1, ss.keys[0].1, "ciphers differ");
