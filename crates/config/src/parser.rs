@@ -129,6 +129,27 @@ impl Dir<'_> {
         };
         Ok((addr, bits))
     }
+    /// [`Self::ipv6_prefix`] whose BITS must lie in 64..=124, as 2.6 wants
+    /// of a tunnel network; `out_of_range(bits)` is 2.6's message otherwise.
+    fn tunnel_ipv6_prefix(
+        &self,
+        i: usize,
+        what: &str,
+        out_of_range: impl FnOnce(u8) -> String,
+    ) -> R<(Ipv6Addr, u8)> {
+        let (addr, bits) = self.ipv6_prefix(i, what)?;
+        if !(64..=124).contains(&bits) {
+            return Err(self.invalid(out_of_range(bits)));
+        }
+        Ok((addr, bits))
+    }
+    /// A route's optional METRIC argument: absent or `default` is none.
+    fn route_metric(&self, i: usize) -> R<Option<u32>> {
+        match self.arg(i) {
+            None | Some("default") => Ok(None),
+            Some(_) => Ok(Some(self.u32(i, "a metric number")?)),
+        }
+    }
     fn mask(&self, i: usize) -> R<Ipv4Addr> {
         let s = self.arg(i).unwrap_or("");
         match s.parse::<Ipv4Addr>() {
@@ -912,10 +933,7 @@ impl Parser {
                         )
                     })?)),
                 };
-                let metric = match d.arg(3) {
-                    None | Some("default") => None,
-                    Some(_) => Some(d.u32(3, "a metric number")?),
-                };
+                let metric = d.route_metric(3)?;
                 c.routes.push(Route {
                     network,
                     netmask,
@@ -925,24 +943,20 @@ impl Parser {
             }
             "server-ipv6" => {
                 d.count(1, 1, "NETWORK/BITS")?;
-                let (network, bits) = d.ipv6_prefix(0, "network")?;
-                if !(64..=124).contains(&bits) {
-                    return Err(d.invalid(format!(
+                let (network, bits) = d.tunnel_ipv6_prefix(0, "network", |bits| {
+                    format!(
                         "'server-ipv6' netbits {bits} out of range: OpenVPN 2.6 needs /64 to /124"
-                    )));
-                }
+                    )
+                })?;
                 c.server_ipv6 = Some(ServerIpv6 { network, bits });
                 c.mode = Some(Mode::Server);
                 c.tls_server = true;
             }
             "ifconfig-ipv6" => {
                 d.count(2, 2, "ADDRESS/BITS REMOTE")?;
-                let (local, bits) = d.ipv6_prefix(0, "address")?;
-                if !(64..=124).contains(&bits) {
-                    return Err(d.invalid(format!(
-                        "ifconfig-ipv6: /netbits must be between 64 and 124, not '/{bits}'"
-                    )));
-                }
+                let (local, bits) = d.tunnel_ipv6_prefix(0, "address", |bits| {
+                    format!("ifconfig-ipv6: /netbits must be between 64 and 124, not '/{bits}'")
+                })?;
                 let remote = d.arg(1).unwrap_or("");
                 let remote: Ipv6Addr = remote
                     .parse()
@@ -955,12 +969,11 @@ impl Parser {
             }
             "ifconfig-ipv6-pool" => {
                 d.count(1, 1, "BASE/BITS")?;
-                let (base, bits) = d.ipv6_prefix(0, "pool base")?;
-                if !(64..=124).contains(&bits) {
-                    return Err(d.invalid(format!(
+                let (base, bits) = d.tunnel_ipv6_prefix(0, "pool base", |bits| {
+                    format!(
                         "--ifconfig-ipv6-pool settings: network must be between /64 and /124 (not /{bits})"
-                    )));
-                }
+                    )
+                })?;
                 c.ifconfig_ipv6_pool = Some(Ipv6Pool { base, bits });
             }
             "route-ipv6" => {
@@ -976,10 +989,7 @@ impl Parser {
                             .map_err(|_| d.bad("an IPv6 gateway or default", g))?,
                     ),
                 };
-                let metric = match d.arg(2) {
-                    None | Some("default") => None,
-                    Some(_) => Some(d.u32(2, "a metric number")?),
-                };
+                let metric = d.route_metric(2)?;
                 c.routes_ipv6.push(RouteIpv6 {
                     network,
                     bits,
