@@ -227,11 +227,8 @@ impl Tunnel {
                 dev: ng6.dev,
                 metric: Some(1),
             };
-            if covered
-                && !self.routes.contains(&r)
-                && let Err(e) = self.add(r).await
-            {
-                warn!("no host route to the server outside the tunnel: {e:#}");
+            if covered {
+                self.add_server_host_route(r).await;
             }
             return;
         }
@@ -245,7 +242,13 @@ impl Tunnel {
         {
             return;
         }
-        let r = host_route(server, &ng);
+        self.add_server_host_route(host_route(server, &ng)).await;
+    }
+
+    /// Add `r`, the host route to the server outside the tunnel, unless it
+    /// is in place; without it the handshake may still find its way, so a
+    /// failure is only warned about.
+    async fn add_server_host_route(&mut self, r: Route) {
         if !self.routes.contains(&r)
             && let Err(e) = self.add(r).await
         {
