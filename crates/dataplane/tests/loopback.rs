@@ -89,6 +89,15 @@ fn wait_for(what: &str, deadline: Duration, f: impl FnMut() -> bool) {
     );
 }
 
+/// Whether one ping from namespace `ns` to `addr` came back within a second.
+fn pinged(ns: &str, addr: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", addr])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 fn recv_event(rx: &UpReceiver, mut want: impl FnMut(&UpEvent) -> bool) -> UpEvent {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -232,21 +241,7 @@ fn tunnel_between_namespaces() {
 
     // ICMP across the tunnel, both directions.
     wait_for("ping client -> server", Duration::from_secs(10), || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns_b,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "10.99.0.1",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        pinged(&ns_b, "10.99.0.1")
     });
     let ok = Command::new("ip")
         .args([
@@ -468,39 +463,11 @@ fn client_to_client_relay_and_data_v1() {
 
     // C (DATA_V1) reaches the server.
     wait_for("ping C -> server", Duration::from_secs(10), || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns_c,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "10.99.0.1",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        pinged(&ns_c, "10.99.0.1")
     });
     // B reaches C through the relay.
     wait_for("ping B -> C", Duration::from_secs(10), || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns_b,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "10.99.0.3",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        pinged(&ns_b, "10.99.0.3")
     });
     let relayed = server
         .counters()
