@@ -246,6 +246,7 @@ fn iv_of(bytes: &[u8]) -> Result<FixedLength<BLOCK_LEN>, DataError> {
 
 #[cfg(test)]
 mod tests {
+    use super::{BLOCK_LEN, PACKET_ID_LEN};
     use crate::data::{Cipher, DataError, DataKeys, KeyBlock, OpeningKey, SealingKey, Side};
     use crate::wrap::AuthDigest;
 
@@ -261,6 +262,39 @@ mod tests {
         0xaf,
     ];
 
+    /// Seal `payload` behind `prefix` with packet id `pid` and [`IV`] under
+    /// `cipher`/`digest` with the keys `key` and `mac`: the packet must be
+    /// `prefix | HMAC (hex) | IV | ciphertext (hex)`, and open to `payload`.
+    #[allow(clippy::too_many_arguments)] // one known answer, spelled out
+    fn known_answer(
+        cipher: Cipher,
+        digest: AuthDigest,
+        key: &[u8],
+        mac: &[u8],
+        prefix: &[u8],
+        pid: u32,
+        payload: &[u8],
+        (hmac_hex, ciphertext_hex): (&str, &str),
+    ) {
+        let seal = SealingKey::new_cbc(cipher, key, digest, mac).unwrap();
+        let open = OpeningKey::new_cbc(cipher, key, digest, mac).unwrap();
+        let at = prefix.len() + digest.len() + BLOCK_LEN + PACKET_ID_LEN;
+        let mut buf = vec![0u8; at + payload.len() + BLOCK_LEN];
+        buf[at..at + payload.len()].copy_from_slice(payload);
+        let (start, len) = seal
+            .seal_cbc_with_iv(prefix, pid, &mut buf, at, payload.len(), IV)
+            .unwrap();
+        let mut want = prefix.to_vec();
+        want.extend(unhex(hmac_hex));
+        want.extend(IV);
+        want.extend(unhex(ciphertext_hex));
+        assert_eq!(start, 0);
+        assert_eq!(&buf[start..start + len], &want[..]);
+        let mut out = [0u8; 64];
+        assert_eq!(open.open(&want, &mut out), Ok((pid, payload.len())));
+        assert_eq!(&out[..payload.len()], payload);
+    }
+
     /// Known answers computed with the openssl CLI (`openssl enc -aes-256-cbc`
     /// over `packet_id | payload`, `openssl dgst -sha256 -mac HMAC` over
     /// `IV | ciphertext`), laid out as 2.6's `openvpn_encrypt_v1` does.
@@ -268,35 +302,19 @@ mod tests {
     fn known_answer_aes256_sha256_v2() {
         let key: Vec<u8> = (0..32).collect();
         let mac: Vec<u8> = (0x40..0x60).collect();
-        let seal = SealingKey::new_cbc(Cipher::Aes256Cbc, &key, AuthDigest::Sha256, &mac).unwrap();
-        let open = OpeningKey::new_cbc(Cipher::Aes256Cbc, &key, AuthDigest::Sha256, &mac).unwrap();
-        let payload = b"hello, legacy world";
-        let at = 4 + 32 + 16 + 4;
-        let mut buf = vec![0u8; at + payload.len() + 16];
-        buf[at..at + payload.len()].copy_from_slice(payload);
-        let (start, len) = seal
-            .seal_cbc_with_iv(
-                &[0x48, 0x00, 0x01, 0x02],
-                1,
-                &mut buf,
-                at,
-                payload.len(),
-                IV,
-            )
-            .unwrap();
-        let mut want = unhex("48000102");
-        want.extend(unhex(
-            "fcb9d2c96041164a43b188cdfa3fc0fe991000008f1a842d0d9c2924d3b25d9b",
-        ));
-        want.extend(IV);
-        want.extend(unhex(
-            "dcfc4e186dab7b87f6d75eafaa5bf7ff4bc6250cf0542f0d02ed49692e2e8b1b",
-        ));
-        assert_eq!(start, 0);
-        assert_eq!(&buf[start..start + len], &want[..]);
-        let mut out = [0u8; 64];
-        assert_eq!(open.open(&want, &mut out), Ok((1, payload.len())));
-        assert_eq!(&out[..payload.len()], payload);
+        known_answer(
+            Cipher::Aes256Cbc,
+            AuthDigest::Sha256,
+            &key,
+            &mac,
+            &[0x48, 0x00, 0x01, 0x02],
+            1,
+            b"hello, legacy world",
+            (
+                "fcb9d2c96041164a43b188cdfa3fc0fe991000008f1a842d0d9c2924d3b25d9b",
+                "dcfc4e186dab7b87f6d75eafaa5bf7ff4bc6250cf0542f0d02ed49692e2e8b1b",
+            ),
+        );
     }
 
     /// A payload that fills the block exactly gets a whole padding block (V1, SHA1).
@@ -304,25 +322,19 @@ mod tests {
     fn known_answer_aes128_sha1_v1_full_padding_block() {
         let key: Vec<u8> = (0x10..0x20).collect();
         let mac: Vec<u8> = (0x50..0x64).collect();
-        let seal = SealingKey::new_cbc(Cipher::Aes128Cbc, &key, AuthDigest::Sha1, &mac).unwrap();
-        let open = OpeningKey::new_cbc(Cipher::Aes128Cbc, &key, AuthDigest::Sha1, &mac).unwrap();
-        let payload = b"twelve bytes";
-        let at = 1 + 20 + 16 + 4;
-        let mut buf = vec![0u8; at + payload.len() + 16];
-        buf[at..at + payload.len()].copy_from_slice(payload);
-        let (start, len) = seal
-            .seal_cbc_with_iv(&[0x30], 0x100, &mut buf, at, payload.len(), IV)
-            .unwrap();
-        let mut want = vec![0x30];
-        want.extend(unhex("78c28923324200f204e0fcf8c76337a5f16759b3"));
-        want.extend(IV);
-        want.extend(unhex(
-            "73b437019bffc95ccb1c009f69f5261ed503f45d80667e4e91eaafd89207483b",
-        ));
-        assert_eq!(&buf[start..start + len], &want[..]);
-        let mut out = [0u8; 64];
-        assert_eq!(open.open(&want, &mut out), Ok((0x100, 12)));
-        assert_eq!(&out[..12], payload);
+        known_answer(
+            Cipher::Aes128Cbc,
+            AuthDigest::Sha1,
+            &key,
+            &mac,
+            &[0x30],
+            0x100,
+            b"twelve bytes",
+            (
+                "78c28923324200f204e0fcf8c76337a5f16759b3",
+                "73b437019bffc95ccb1c009f69f5261ed503f45d80667e4e91eaafd89207483b",
+            ),
+        );
     }
 
     fn pair(cipher: Cipher, auth: AuthDigest) -> (DataKeys, DataKeys) {
