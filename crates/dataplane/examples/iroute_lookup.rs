@@ -15,17 +15,33 @@ use ferrovpn_dataplane::peers::PeerTable;
 const LOOKUPS: u32 = 2_000_000;
 const PEERS: u32 = 1_000;
 
+/// A reproducible pseudo-random sequence (xorshift64) from `seed`.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+/// Peer `id` with an underlay address and the tunnel address 100.64.x.y.
+fn upsert_peer(t: &PeerTable, id: u32) {
+    t.upsert_peer(
+        id,
+        format!("192.0.2.{}:{}", id % 250, 1000 + id)
+            .parse()
+            .unwrap(),
+        Some(Ipv4Addr::from(0x6440_0000 + id)),
+    );
+}
+
 /// A table with `routes` distinct networks (/16 to /28) over up to
 /// [`PEERS`] peers, and one address inside each.
 fn table(routes: u32) -> (PeerTable, Vec<Ipv4Addr>) {
     let t = PeerTable::new();
-    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng as u32
-    };
+    let mut rng = xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng() as u32;
     let peers = PEERS.min(routes);
     let mut by_peer: Vec<Vec<Ipv4Prefix>> = vec![Vec::new(); peers as usize];
     let mut probes = Vec::new();
@@ -43,15 +59,10 @@ fn table(routes: u32) -> (PeerTable, Vec<Ipv4Addr>) {
     }
     for (id, nets) in by_peer.iter().enumerate() {
         let id = id as u32;
-        t.upsert_peer(
-            id,
-            format!("192.0.2.{}:{}", id % 250, 1000 + id)
-                .parse()
-                .unwrap(),
-            Some(Ipv4Addr::from(0x6440_0000 + id)),
-        );
+        upsert_peer(&t, id);
         t.set_peer_iroutes(id, nets);
     }
+    assert_eq!(t.load().iroutes.len() as u32, routes, "networks collide");
     (t, probes)
 }
 
@@ -60,13 +71,7 @@ fn table(routes: u32) -> (PeerTable, Vec<Ipv4Addr>) {
 /// peer with a tunnel IPv6 address, and one address inside each network.
 fn table_v6(routes: u32) -> (PeerTable, Vec<Ipv6Addr>) {
     let t = PeerTable::new();
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let peers = PEERS.min(routes);
     let mut by_peer: Vec<Vec<Ipv6Prefix>> = vec![Vec::new(); peers as usize];
     let mut probes = Vec::new();
@@ -84,48 +89,67 @@ fn table_v6(routes: u32) -> (PeerTable, Vec<Ipv6Addr>) {
     }
     for (id, nets) in by_peer.iter().enumerate() {
         let id = id as u32;
-        t.upsert_peer(
-            id,
-            format!("192.0.2.{}:{}", id % 250, 1000 + id)
-                .parse()
-                .unwrap(),
-            Some(Ipv4Addr::from(0x6440_0000 + id)),
-        );
+        upsert_peer(&t, id);
         t.set_peer_ipv6(
             id,
             Some(Ipv6Addr::from((0xfd99_u128 << 112) | u128::from(id))),
         );
         t.set_peer_iroutes_v6(id, nets);
     }
+    assert_eq!(t.load().iroutes.len() as u32, routes, "networks collide");
     (t, probes)
+}
+
+/// Nanoseconds per call of `hit` over the probes, in turn, and how many
+/// calls said yes.
+fn time_lookups<A: Copy>(probes: &[A], mut hit: impl FnMut(A) -> bool) -> (f64, u32) {
+    let mut found = 0u32;
+    let start = Instant::now();
+    for i in 0..LOOKUPS {
+        found += u32::from(hit(black_box(probes[(i as usize) % probes.len()])));
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
+    (ns, found)
+}
+
+/// Times over `probes` the whole lookup `route`, then its two parts: the
+/// longest-prefix match `lpm` and the tunnel-address lookup `tunnel`. Every
+/// probe is in a network; none is a tunnel address.
+fn report<A: Copy>(
+    what: &str,
+    probes: &[A],
+    route: impl FnMut(A) -> bool,
+    lpm: impl FnMut(A) -> bool,
+    tunnel: impl FnMut(A) -> bool,
+) {
+    let (ns, routed) = time_lookups(probes, route);
+    let (lpm, matched) = time_lookups(probes, lpm);
+    let (hash, tunnel) = time_lookups(probes, tunnel);
+    assert_eq!((routed, matched, tunnel), (LOOKUPS, LOOKUPS, 0));
+    println!("{what}: {ns:.1} ns/lookup (tunnel-address miss {hash:.1} + prefix match {lpm:.1})");
 }
 
 fn measure_v6(routes: u32) {
     let (t, probes) = table_v6(routes);
     let snap = t.load();
-    assert_eq!(snap.iroutes.len() as u32, routes, "networks collide");
-    let mut found = 0u32;
-    let start = Instant::now();
-    for i in 0..LOOKUPS {
-        let dst = probes[(i as usize) % probes.len()];
-        found += u32::from(black_box(&snap).route_v6(black_box(dst)).is_some());
-    }
-    let ns = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-    let start = Instant::now();
-    for i in 0..LOOKUPS {
-        let dst = probes[(i as usize) % probes.len()];
-        found += u32::from(black_box(&snap).iroutes.lookup_v6(black_box(dst)).is_some());
-    }
-    let lpm = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-    let start = Instant::now();
-    for i in 0..LOOKUPS {
-        let dst = probes[(i as usize) % probes.len()];
-        found += u32::from(black_box(&snap).by_ip6.get(&black_box(dst)).is_none()) - 1;
-    }
-    let hash = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-    assert_eq!(found, 2 * LOOKUPS);
-    println!(
-        "{routes:>6} IPv6 routes: {ns:.1} ns/lookup (tunnel-address miss {hash:.1} + prefix match {lpm:.1})"
+    report(
+        &format!("{routes:>6} IPv6 routes"),
+        &probes,
+        |dst| black_box(&snap).route_v6(dst).is_some(),
+        |dst| black_box(&snap).iroutes.lookup_v6(dst).is_some(),
+        |dst| black_box(&snap).by_ip6.get(&dst).is_some(),
+    );
+}
+
+fn measure_v4(routes: u32) {
+    let (t, probes) = table(routes);
+    let snap = t.load();
+    report(
+        &format!("{routes:>6} routes"),
+        &probes,
+        |dst| black_box(&snap).route_v4(dst).is_some(),
+        |dst| black_box(&snap).iroutes.lookup_v4(dst).is_some(),
+        |dst| black_box(&snap).by_ip.get(&dst).is_some(),
     );
 }
 
@@ -134,32 +158,6 @@ fn main() {
         measure_v6(routes);
     }
     for routes in [10, 10_000] {
-        let (t, probes) = table(routes);
-        let snap = t.load();
-        assert_eq!(snap.iroutes.len() as u32, routes, "networks collide");
-        let mut found = 0u32;
-        let start = Instant::now();
-        for i in 0..LOOKUPS {
-            let dst = probes[(i as usize) % probes.len()];
-            found += u32::from(black_box(&snap).route_v4(black_box(dst)).is_some());
-        }
-        let ns = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-        let start = Instant::now();
-        for i in 0..LOOKUPS {
-            let dst = probes[(i as usize) % probes.len()];
-            found += u32::from(black_box(&snap).iroutes.lookup_v4(black_box(dst)).is_some());
-        }
-        let lpm = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-        let start = Instant::now();
-        for i in 0..LOOKUPS {
-            let dst = probes[(i as usize) % probes.len()];
-            found += u32::from(black_box(&snap).by_ip.get(&black_box(dst)).is_none()) - 1;
-        }
-        let hash = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
-        // Every probe is in a network; none is a tunnel address.
-        assert_eq!(found, 2 * LOOKUPS);
-        println!(
-            "{routes:>6} routes: {ns:.1} ns/lookup (tunnel-address miss {hash:.1} + prefix match {lpm:.1})"
-        );
+        measure_v4(routes);
     }
 }
