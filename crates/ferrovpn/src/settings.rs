@@ -1406,18 +1406,21 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         );
     }
     let dropping = cfg.user.is_some() || cfg.group.is_some();
-    for (name, set) in [
-        ("up", cfg.scripts.up.is_some()),
-        ("route-up", cfg.scripts.route_up.is_some()),
-        ("ipchange", cfg.scripts.ipchange.is_some()),
-        ("tls-verify", cfg.scripts.tls_verify.is_some()),
-    ] {
-        if set && dropping {
-            bail!(
-                "{}{name} together with user/group is not supported on a client: OpenVPN 2.6 runs the first {name} with root's privileges, before it drops them, while ferrovpn drops them before it connects",
-                where_is(cfg, name)
-            );
-        }
+    if dropping {
+        refuse_scripts(
+            cfg,
+            &[
+                ("up", cfg.scripts.up.is_some()),
+                ("route-up", cfg.scripts.route_up.is_some()),
+                ("ipchange", cfg.scripts.ipchange.is_some()),
+                ("tls-verify", cfg.scripts.tls_verify.is_some()),
+            ],
+            |name| {
+                format!(
+                    " together with user/group is not supported on a client: OpenVPN 2.6 runs the first {name} with root's privileges, before it drops them, while ferrovpn drops them before it connects"
+                )
+            },
+        )?;
     }
     let scripts = client_script_settings(cfg, &remotes)?;
     if cfg.verify_client_cert != VerifyClientCert::Require {
@@ -1555,19 +1558,28 @@ fn client_script_settings(cfg: &Config, remotes: &[Remote]) -> anyhow::Result<Sc
 
 /// Scripts a server does not run (2.6 runs them in point-to-point modes).
 fn refuse_client_only_scripts(cfg: &Config) -> anyhow::Result<()> {
-    for (name, set) in [
-        ("ipchange", cfg.scripts.ipchange.is_some()),
-        ("route-pre-down", cfg.scripts.route_pre_down.is_some()),
-        ("up-restart", cfg.scripts.up_restart),
-    ] {
-        if set {
-            bail!(
-                "{}{name} is supported on clients only in ferrovpn",
-                where_is(cfg, name)
-            );
-        }
+    refuse_scripts(
+        cfg,
+        &[
+            ("ipchange", cfg.scripts.ipchange.is_some()),
+            ("route-pre-down", cfg.scripts.route_pre_down.is_some()),
+            ("up-restart", cfg.scripts.up_restart),
+        ],
+        |_| " is supported on clients only in ferrovpn".into(),
+    )
+}
+
+/// Refuses the first of `scripts` (directive, whether the config sets it)
+/// that is set: its file and line, its name, then `why(name)`.
+fn refuse_scripts(
+    cfg: &Config,
+    scripts: &[(&str, bool)],
+    why: impl Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    match scripts.iter().find(|(_, set)| *set) {
+        Some((name, _)) => bail!("{}{name}{}", where_is(cfg, name), why(name)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The server's IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` +
