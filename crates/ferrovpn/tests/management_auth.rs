@@ -11,119 +11,13 @@
 //! (`pip install openvpn-api`) and `/dev/net/tun`; fails loudly without
 //! them. Every wait has a deadline.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
-use ferrovpn_testkit::{
-    Cipher, Lab, Material, Proc, Wrap, ping, require_root_and_tools, wait_until,
-};
+use ferrovpn_testkit::lab::{SERVER_TUN, UP, wait_log};
+use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, openvpn_api_probe, unix_management_conf};
+use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, require_root_and_tools, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A management connection over the unix socket, reading with deadlines.
-struct Mgmt {
-    out: UnixStream,
-    input: BufReader<UnixStream>,
-    /// Everything read so far, for failure messages.
-    seen: Vec<String>,
-}
-
-/// A `>CLIENT:EVENT,CID,KID` notification and its environment.
-struct ClientEvent {
-    cid: String,
-    kid: String,
-    env: HashMap<String, String>,
-}
-
-impl Mgmt {
-    fn connect(path: &Path) -> Mgmt {
-        let s = UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Mgmt {
-            out: s.try_clone().unwrap(),
-            input: BufReader::new(s),
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.out.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line (without CRLF), or `None` at the deadline.
-    fn line(&mut self, deadline: Instant) -> Option<String> {
-        let mut buf = Vec::new();
-        while Instant::now() < deadline {
-            match self.input.read_until(b'\n', &mut buf) {
-                Ok(0) => return None,
-                Ok(_) if buf.ends_with(b"\n") => {
-                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    self.seen.push(l.clone());
-                    return Some(l);
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("management read: {e}"),
-            }
-        }
-        None
-    }
-
-    /// Read until a line satisfies `pred`; returns it, or panics at the deadline.
-    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        while let Some(l) = self.line(deadline) {
-            if pred(&l) {
-                return l;
-            }
-        }
-        panic!(
-            "no {what} from the management interface; read:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// The next `>CLIENT:{event},...` notification with its environment.
-    fn client_event(&mut self, event: &str) -> ClientEvent {
-        let prefix = format!(">CLIENT:{event},");
-        let head = self.until(&prefix, |l| l.starts_with(&prefix));
-        let args: Vec<&str> = head[prefix.len()..].split(',').collect();
-        let mut env = HashMap::new();
-        loop {
-            let l = self.until("ENV line", |l| l.starts_with(">CLIENT:ENV,"));
-            let var = &l[">CLIENT:ENV,".len()..];
-            if var == "END" {
-                break;
-            }
-            let (k, v) = var.split_once('=').unwrap_or((var, ""));
-            env.insert(k.to_string(), v.to_string());
-        }
-        ClientEvent {
-            cid: args[0].to_string(),
-            kid: args.get(1).map_or(String::new(), |k| k.to_string()),
-            env,
-        }
-    }
-
-    /// A one-line `SUCCESS:`/`ERROR:` reply, skipping notifications.
-    fn one(&mut self, cmd: &str) -> String {
-        self.send(cmd);
-        self.until(&format!("reply to '{cmd}'"), |l| {
-            l.starts_with("SUCCESS:") || l.starts_with("ERROR:")
-        })
-    }
-}
 
 /// Stock client in namespace `i` logging in as `user`/`pass`; not waited on.
 fn stock_client(lab: &Lab, i: usize, wrap: &Wrap, user: &str, pass: &str) -> Proc {
@@ -138,18 +32,6 @@ fn stock_client(lab: &Lab, i: usize, wrap: &Wrap, user: &str, pass: &str) -> Pro
     std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
     cc.extra.push(format!("auth-user-pass {}", file.display()));
     lab.stock_client(i, &format!("openvpn-{user}"), &cc)
-}
-
-fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
-    if let Err(e) = p.wait_for_log_line(line, CONNECT_TIMEOUT) {
-        panic!(
-            "{e:#}\n--- {} ---\n{}\n--- {} ---\n{}",
-            p.name(),
-            p.log_tail(40),
-            other.name(),
-            other.log_tail(40)
-        );
-    }
 }
 
 /// The Python program that reads the client list with `openvpn-api`
@@ -173,19 +55,16 @@ with v.connection():
 fn management_client_accepts_with_config_denies_and_defers_stock_clients() {
     require_root_and_tools(&["python3"]);
     let lab = Lab::new("mg-auth", 2, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    sc.extra.push(format!("management {} unix", sock.display()));
+    let (mut sc, wrap, sock) = unix_management_conf(&lab, "");
     sc.extra.push("management-client-auth".into());
     let mut server = lab.ferrovpn_server(&sc);
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("welcome", |l| l.starts_with(">INFO:"));
 
     // Accepted, with an address from the client-auth block.
     let mut alice = stock_client(&lab, 0, &wrap, "alice", "pw-alice");
     let connect = m.client_event("CONNECT");
-    assert_eq!(connect.kid, "1", "{:?}", m.seen);
+    assert_eq!(connect.kid, "1", "{:?}", m.seen());
     for (k, v) in [
         ("username", "alice"),
         ("password", "pw-alice"),
@@ -283,23 +162,12 @@ fn management_client_accepts_with_config_denies_and_defers_stock_clients() {
     assert!(p.received >= 2, "{p:?}");
 
     // A third-party consumer sees both clients, alice at her address.
-    let probe = lab.dir.join("clients.py");
-    std::fs::write(&probe, OPENVPN_API_CLIENTS).unwrap();
-    let out = lab
-        .server_ns
-        .command(
-            "python3",
-            &[probe.to_str().unwrap(), sock.to_str().unwrap()],
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "openvpn-api probe failed (is `pip install openvpn-api` done?):\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = openvpn_api_probe(
+        &lab,
+        "clients",
+        OPENVPN_API_CLIENTS,
+        &[sock.to_str().unwrap()],
     );
-    eprintln!("{text}");
     for line in [
         "client client1 True",
         "client client2 True",
@@ -323,14 +191,11 @@ fn management_client_accepts_with_config_denies_and_defers_stock_clients() {
 #[test]
 fn an_unanswered_login_times_out_with_hand_window() {
     let lab = Lab::new("mg-auth-to", 1, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    sc.extra.push(format!("management {} unix", sock.display()));
+    let (mut sc, wrap, sock) = unix_management_conf(&lab, "");
     sc.extra.push("management-client-auth".into());
     sc.extra.push("hand-window 5".into());
     let server = lab.ferrovpn_server(&sc);
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("welcome", |l| l.starts_with(">INFO:"));
     let mut dave = stock_client(&lab, 0, &wrap, "dave", "pw-dave");
     let started = Instant::now();

@@ -7,17 +7,17 @@
 //! (`pip install openvpn-api`) and `/dev/net/tun`; every test fails loudly
 //! without them. Every wait has a deadline.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrovpn_control::status;
-use ferrovpn_proto::data::Side;
-use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
-use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+use ferrovpn_proto::wire::SessionId;
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, LISTENING, SERVER_TUN};
+use ferrovpn_testkit::mgmt::{Management, openvpn_api_probe, unix_management_conf};
+use ferrovpn_testkit::raw_peer::{client_wrap, half_open};
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Netns, Proc, ServerConf, Wrap, openvpn_server_conf,
     ping, require_root_and_tools, wait_until,
@@ -39,96 +39,8 @@ fn stock_client_up(lab: &Lab, i: usize, wrap: &Wrap, server: &Proc) -> Proc {
     lab.stock_client_up(i, &format!("openvpn-client{i}"), &cc, server)
 }
 
-/// A management connection over the unix socket, reading with deadlines.
-struct Mgmt {
-    out: UnixStream,
-    input: BufReader<UnixStream>,
-    /// Everything read so far, for failure messages.
-    seen: Vec<String>,
-}
-
-impl Mgmt {
-    fn connect(path: &Path) -> Mgmt {
-        let s = UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Mgmt {
-            out: s.try_clone().unwrap(),
-            input: BufReader::new(s),
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.out.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line (without CRLF), or `None` at the deadline.
-    fn line(&mut self, deadline: Instant) -> Option<String> {
-        let mut buf = Vec::new();
-        while Instant::now() < deadline {
-            match self.input.read_until(b'\n', &mut buf) {
-                Ok(0) => return None,
-                Ok(_) if buf.ends_with(b"\n") => {
-                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    assert!(buf.ends_with(b"\r\n"), "line without CRLF: {l:?}");
-                    self.seen.push(l.clone());
-                    return Some(l);
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("management read: {e}"),
-            }
-        }
-        None
-    }
-
-    /// Read until a line satisfies `pred`; returns it, or panics at the deadline.
-    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        while let Some(l) = self.line(deadline) {
-            if pred(&l) {
-                return l;
-            }
-        }
-        panic!(
-            "no {what} from the management interface; read:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// A multi-line reply up to `END`, skipping `>` notifications.
-    fn block(&mut self, cmd: &str) -> Vec<String> {
-        self.send(cmd);
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        let mut out = Vec::new();
-        while let Some(l) = self.line(deadline) {
-            if l == "END" {
-                return out;
-            }
-            if !l.starts_with('>') {
-                out.push(l);
-            }
-        }
-        panic!("'{cmd}' got no END; read:\n{}", self.seen.join("\n"));
-    }
-
-    /// A one-line `SUCCESS:`/`ERROR:` reply, skipping notifications.
-    fn one(&mut self, cmd: &str) -> String {
-        self.send(cmd);
-        self.until(&format!("reply to '{cmd}'"), |l| {
-            l.starts_with("SUCCESS:") || l.starts_with("ERROR:")
-        })
-    }
-}
-
 /// `status 3` client rows: (common name, client id).
-fn status_clients(m: &mut Mgmt) -> Vec<(String, String)> {
+fn status_clients(m: &mut Management) -> Vec<(String, String)> {
     let report = m.block("status 3").join("\n");
     assert!(
         report.contains("HEADER\tCLIENT_LIST\t"),
@@ -144,27 +56,24 @@ fn status_clients(m: &mut Mgmt) -> Vec<(String, String)> {
         .collect()
 }
 
-fn unix_socket_conf(lab: &Lab, wrap: &Wrap, sock: &Path) -> ServerConf {
+/// The server's config with a management socket that asks for a
+/// password (`s3cret`; 2.6 reads the first line of the file only), and
+/// keepalive 2 10.
+fn unix_socket_conf(lab: &Lab) -> (ServerConf, Wrap, PathBuf) {
     let pw = lab.dir.join("mgmt-pw.txt");
     std::fs::write(&pw, "s3cret\nignored second line\n").unwrap();
-    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let (mut sc, wrap, sock) = unix_management_conf(lab, &pw.display().to_string());
     sc.keepalive = Some((2, 10));
-    sc.extra.push(format!(
-        "management {} unix {}",
-        sock.display(),
-        pw.display()
-    ));
-    sc
+    (sc, wrap, sock)
 }
 
 #[test]
 fn management_client_drives_status_kill_client_kill_and_bytecount() {
     let lab = Lab::new("mg-drive", 2, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
+    let (sc, wrap, sock) = unix_socket_conf(&lab);
+    let server = lab.ferrovpn_server(&sc);
 
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("password prompt", |l| l == "ENTER PASSWORD:");
     m.send("wrong");
     m.until("second prompt", |l| l == "ENTER PASSWORD:");
@@ -276,46 +185,14 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
 /// (reset, then the server's cookie echoed in an ACK_V1) and nothing more,
 /// which leaves a half-open session there. Returns the local address used.
 fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> SocketAddr {
-    let key = StaticKey::parse(&std::fs::read_to_string(tls_crypt_key).unwrap()).unwrap();
-    let wrap = ControlWrap::tls_crypt(&key, Side::Client);
-    let wrapped = |pkt: &ControlPacket, id: u32| {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as u32;
-        let mut out = Vec::new();
-        wrap.wrap(pkt, ReplayId { id, time }, &mut out);
-        out
-    };
+    let wrap = client_wrap(Some(tls_crypt_key));
     ns.run(|| {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.connect(to).unwrap();
         s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let sid = SessionId([0xa5; 8]);
-        let reset = ControlPacket {
-            opcode: Opcode::HardResetClientV2,
-            key_id: 0,
-            session_id: sid,
-            acks: Vec::new(),
-            remote_session_id: None,
-            message_id: Some(0),
-            payload: Vec::new(),
-        };
-        s.send(&wrapped(&reset, 1)).unwrap();
-        let mut buf = [0u8; 2048];
-        let len = s.recv(&mut buf).expect("no answer to the reset");
-        let (reply, _) = wrap.unwrap(&buf[..len]).unwrap();
-        assert_eq!(reply.opcode, Opcode::HardResetServerV2);
-        let ack = ControlPacket {
-            opcode: Opcode::AckV1,
-            key_id: 0,
-            session_id: sid,
-            acks: vec![0],
-            remote_session_id: Some(reply.session_id),
-            message_id: None,
-            payload: Vec::new(),
-        };
-        s.send(&wrapped(&ack, 2)).unwrap();
+        assert!(
+            half_open(&s, to, &wrap, SessionId([0xa5; 8])),
+            "no server reset answered ours"
+        );
         let local = s.local_addr().unwrap();
         // The server's view of us: our underlay address, this port.
         SocketAddr::new(Lab::client_underlay(1).parse().unwrap(), local.port())
@@ -327,9 +204,8 @@ fn half_open_session(ns: &Netns, to: SocketAddr, tls_crypt_key: &Path) -> Socket
 #[test]
 fn half_open_sessions_are_not_clients() {
     let lab = Lab::new("mg-half", 2, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let mut server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
+    let (sc, wrap, sock) = unix_socket_conf(&lab);
+    let mut server = lab.ferrovpn_server(&sc);
     let _c0 = stock_client_up(&lab, 0, &wrap, &server);
 
     let peer = half_open_session(
@@ -341,7 +217,7 @@ fn half_open_sessions_are_not_clients() {
         .wait_for_log_line(&format!("{peer}: new session"), REPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", server.log_tail(20)));
 
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("password prompt", |l| l == "ENTER PASSWORD:");
     m.send("s3cret");
     m.until("password accepted", |l| l == "SUCCESS: password is correct");
@@ -351,7 +227,7 @@ fn half_open_sessions_are_not_clients() {
     assert!(
         m.one("load-stats").starts_with("SUCCESS: nclients=1,"),
         "{:?}",
-        m.seen
+        m.seen()
     );
     assert_eq!(
         m.one(&format!("kill {peer}")),
@@ -363,9 +239,8 @@ fn half_open_sessions_are_not_clients() {
 #[test]
 fn a_management_client_that_never_reads_stalls_nothing() {
     let lab = Lab::new("mg-stuck", 1, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let server = lab.ferrovpn_server(&unix_socket_conf(&lab, &wrap, &sock));
+    let (sc, wrap, sock) = unix_socket_conf(&lab);
+    let server = lab.ferrovpn_server(&sc);
     let _c0 = stock_client_up(&lab, 0, &wrap, &server);
 
     // One client asks for a lot and never reads a byte of it.
@@ -381,7 +256,7 @@ fn a_management_client_that_never_reads_stalls_nothing() {
     }
 
     // Another client is served promptly, and the tunnel carries traffic.
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("password prompt", |l| l == "ENTER PASSWORD:");
     m.send("s3cret");
     m.until("password accepted", |l| l == "SUCCESS: password is correct");
@@ -420,20 +295,7 @@ fn openvpn_api_from_pypi_reads_version_state_and_stats() {
     let _c0 = stock_client_up(&lab, 0, &wrap, &server);
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
-    let probe: PathBuf = lab.dir.join("probe.py");
-    std::fs::write(&probe, OPENVPN_API_PROBE).unwrap();
-    let out = lab
-        .server_ns
-        .command("python3", &[probe.to_str().unwrap(), "7505"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "openvpn-api probe failed (is `pip install openvpn-api` done?):\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
+    let text = openvpn_api_probe(&lab, "probe", OPENVPN_API_PROBE, &["7505"]);
     let line = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key} ")))
@@ -462,10 +324,7 @@ fn openvpn_api_from_pypi_reads_version_state_and_stats() {
 #[test]
 fn management_hold_keeps_the_server_down_until_hold_release() {
     let lab = Lab::new("mg-hold", 1, FERROVPN);
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let sock = lab.dir.join("mgmt.sock");
-    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
-    sc.extra.push(format!("management {} unix", sock.display()));
+    let (mut sc, wrap, sock) = unix_management_conf(&lab, "");
     sc.extra.push("management-hold".into());
     let mut server = lab.spawn(
         &lab.server_ns,
@@ -476,7 +335,7 @@ fn management_hold_keeps_the_server_down_until_hold_release() {
     server
         .wait_for_log_line("management interface listening", CONNECT_TIMEOUT)
         .unwrap();
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("welcome", |l| l.starts_with(">INFO:"));
     m.until("hold notice", |l| l == ">HOLD:Waiting for hold release:0");
     assert_eq!(m.one("hold"), "SUCCESS: hold=1");

@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrovpn_testkit::lab::wait_log;
 use ferrovpn_testkit::pki::write_tls_crypt_v2_client_key;
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, openvpn_server_conf, ping,
@@ -103,18 +104,6 @@ impl Scripts {
             cc.extra.push(format!("auth-user-pass {}", file.display()));
         }
         self.lab.stock_client(0, name, &cc)
-    }
-}
-
-fn wait_log(p: &mut Proc, line: &str, other: &Proc) {
-    if let Err(e) = p.wait_for_log_line(line, TIMEOUT) {
-        panic!(
-            "{e:#}\n--- {} ---\n{}\n--- {} ---\n{}",
-            p.name(),
-            p.log_tail(40),
-            other.name(),
-            other.log_tail(40)
-        );
     }
 }
 

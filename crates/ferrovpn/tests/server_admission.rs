@@ -10,53 +10,13 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ferrovpn_proto::data::Side;
-use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
-use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
+use ferrovpn_proto::wire::SessionId;
+use ferrovpn_proto::wrap::ControlWrap;
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, count_lines, log_tails};
+use ferrovpn_testkit::raw_peer::{client_reset, client_wrap, half_open, wrapped};
 use ferrovpn_testkit::{Cipher, Lab, Material, Netns, Wrap, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
-}
-
-/// A client's view of the control wrap: plain, or tls-crypt with `key`.
-fn client_wrap(key: Option<&std::path::Path>) -> ControlWrap {
-    match key {
-        None => ControlWrap::None,
-        Some(k) => {
-            let key = StaticKey::parse(&std::fs::read_to_string(k).unwrap()).unwrap();
-            ControlWrap::tls_crypt(&key, Side::Client)
-        }
-    }
-}
-
-fn wrapped(wrap: &ControlWrap, pkt: &ControlPacket, replay_id: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let replay = ReplayId {
-        id: replay_id,
-        time: unix_now(),
-    };
-    wrap.wrap(pkt, replay, &mut out);
-    out
-}
-
-fn client_reset(sid: SessionId) -> ControlPacket {
-    ControlPacket {
-        opcode: Opcode::HardResetClientV2,
-        key_id: 0,
-        session_id: sid,
-        acks: Vec::new(),
-        remote_session_id: None,
-        message_id: Some(0),
-        payload: Vec::new(),
-    }
-}
 
 /// An attacker that completes `n` stateless handshakes, each from its own
 /// source port: reset, read the server's cookie, echo it in an ACK_V1,
@@ -70,30 +30,9 @@ fn half_open_flood(ns: &Netns, to: SocketAddr, wrap: &ControlWrap, n: u32) -> u3
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let mut sid = [0xa0; 8];
             sid[4..].copy_from_slice(&(i + 1).to_be_bytes());
-            let sid = SessionId(sid);
-            s.send_to(&wrapped(wrap, &client_reset(sid), 1), to)
-                .unwrap();
-            let mut buf = [0u8; 2048];
-            let Ok((len, _)) = s.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok((reply, _)) = wrap.unwrap(&buf[..len]) else {
-                continue;
-            };
-            if reply.opcode != Opcode::HardResetServerV2 || reply.remote_session_id != Some(sid) {
-                continue;
+            if half_open(&s, to, wrap, SessionId(sid)) {
+                cookies += 1;
             }
-            cookies += 1;
-            let ack = ControlPacket {
-                opcode: Opcode::AckV1,
-                key_id: 0,
-                session_id: sid,
-                acks: vec![0],
-                remote_session_id: Some(reply.session_id),
-                message_id: None,
-                payload: Vec::new(),
-            };
-            s.send_to(&wrapped(wrap, &ack, 2), to).unwrap();
         }
         cookies
     })

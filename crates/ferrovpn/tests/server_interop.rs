@@ -757,27 +757,10 @@ fn server_reneg_bytes_renegotiates_during_transfer() {
 /// One tls-crypt-wrapped HARD_RESET_CLIENT_V2 as a stock client sends it
 /// first (what an on-path observer can capture and replay).
 fn captured_client_reset(key_file: &std::path::Path) -> Vec<u8> {
-    use ferrovpn_proto::data::Side;
-    use ferrovpn_proto::wire::{ControlPacket, Opcode, SessionId};
-    use ferrovpn_proto::wrap::{ControlWrap, ReplayId, StaticKey};
-    let key = StaticKey::parse(&std::fs::read_to_string(key_file).unwrap()).unwrap();
-    let wrap = ControlWrap::tls_crypt(&key, Side::Client);
-    let pkt = ControlPacket {
-        opcode: Opcode::HardResetClientV2,
-        key_id: 0,
-        session_id: SessionId([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]),
-        acks: Vec::new(),
-        remote_session_id: None,
-        message_id: Some(0),
-        payload: Vec::new(),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32;
-    let mut out = Vec::new();
-    wrap.wrap(&pkt, ReplayId { id: 1, time: now }, &mut out);
-    out
+    use ferrovpn_proto::wire::SessionId;
+    use ferrovpn_testkit::raw_peer::{client_reset, client_wrap, wrapped};
+    let sid = SessionId([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+    wrapped(&client_wrap(Some(key_file)), &client_reset(sid), 1)
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //! thread of its own. Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
 //!
+//! `mgmt` is a management-interface client for the tests; `raw_peer` speaks
+//! the control channel by hand (hostile and half-open handshakes).
+//!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).
 //!
 //! `lab` is the shared fixture of the interop tests (namespaces, PKI,
@@ -19,10 +22,12 @@ pub mod bench;
 mod conf;
 mod env;
 pub mod lab;
+pub mod mgmt;
 mod net;
 mod netns;
 pub mod pki;
 mod process;
+pub mod raw_peer;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,

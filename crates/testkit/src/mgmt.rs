@@ -1,0 +1,177 @@
+//! A management-interface client for the tests: one connection over the
+//! server's unix socket, reading line by line with deadlines, keeping what
+//! it read for failure messages.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Cipher, Lab, Material, ServerConf, Wrap};
+
+/// How long one reply may take before a test fails.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The lab's server config (tls-crypt with the key file `tc.key`,
+/// AES-256-GCM) with its management interface on the unix socket
+/// `mgmt.sock` in the lab's directory (`management SOCKET unix`, then
+/// `more` when not empty: a password file). Returns the config, the wrap
+/// for the clients and the socket's path.
+pub fn unix_management_conf(lab: &Lab, more: &str) -> (ServerConf, Wrap, PathBuf) {
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let sock = lab.dir.join("mgmt.sock");
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    let line = format!("management {} unix {more}", sock.display());
+    sc.extra.push(line.trim_end().to_string());
+    (sc, wrap, sock)
+}
+
+/// Run the Python program `script` (a management consumer built on the
+/// `openvpn-api` package from PyPI), written to `<name>.py` in the lab's
+/// directory, in the server's namespace with `args`. It must succeed;
+/// returns what it printed (also echoed to the test's output).
+pub fn openvpn_api_probe(lab: &Lab, name: &str, script: &str, args: &[&str]) -> String {
+    let probe = lab.dir.join(format!("{name}.py"));
+    std::fs::write(&probe, script).unwrap();
+    let mut argv = vec![probe.to_str().unwrap()];
+    argv.extend(args);
+    let out = lab.server_ns.command("python3", &argv).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "openvpn-api probe failed (is `pip install openvpn-api` done?):\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    text
+}
+
+/// A management connection over a unix socket.
+pub struct Management {
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+    /// Everything read so far, for failure messages.
+    seen: Vec<String>,
+}
+
+/// A `>CLIENT:EVENT,CID,KID` notification and its environment.
+pub struct ClientEvent {
+    pub cid: String,
+    /// Empty for events without a key id (`DISCONNECT`).
+    pub kid: String,
+    pub env: HashMap<String, String>,
+}
+
+impl Management {
+    /// Connect to the socket at `path`; panics when nothing listens there.
+    pub fn connect(path: &Path) -> Management {
+        let s = UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Management {
+            out: s.try_clone().unwrap(),
+            input: BufReader::new(s),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Every line read so far (for failure messages).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// Send one command line.
+    pub fn send(&mut self, line: &str) {
+        self.out.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line (without CRLF), or `None` at the deadline or end of
+    /// stream. Every line must end in CRLF, as OpenVPN's do.
+    pub fn line(&mut self, deadline: Instant) -> Option<String> {
+        let mut buf = Vec::new();
+        while Instant::now() < deadline {
+            match self.input.read_until(b'\n', &mut buf) {
+                Ok(0) => return None,
+                Ok(_) if buf.ends_with(b"\n") => {
+                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    assert!(buf.ends_with(b"\r\n"), "line without CRLF: {l:?}");
+                    self.seen.push(l.clone());
+                    return Some(l);
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("management read: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Read until a line satisfies `pred`; returns it, or panics after
+    /// [`REPLY_TIMEOUT`] naming `what` it waited for.
+    pub fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while let Some(l) = self.line(deadline) {
+            if pred(&l) {
+                return l;
+            }
+        }
+        panic!(
+            "no {what} from the management interface; read:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Send `cmd` and read its multi-line reply up to `END`, skipping `>`
+    /// notifications.
+    pub fn block(&mut self, cmd: &str) -> Vec<String> {
+        self.send(cmd);
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut out = Vec::new();
+        while let Some(l) = self.line(deadline) {
+            if l == "END" {
+                return out;
+            }
+            if !l.starts_with('>') {
+                out.push(l);
+            }
+        }
+        panic!("'{cmd}' got no END; read:\n{}", self.seen.join("\n"));
+    }
+
+    /// Send `cmd` and read its one-line `SUCCESS:`/`ERROR:` reply, skipping
+    /// notifications.
+    pub fn one(&mut self, cmd: &str) -> String {
+        self.send(cmd);
+        self.until(&format!("reply to '{cmd}'"), |l| {
+            l.starts_with("SUCCESS:") || l.starts_with("ERROR:")
+        })
+    }
+
+    /// The next `>CLIENT:{event},...` notification with its environment.
+    pub fn client_event(&mut self, event: &str) -> ClientEvent {
+        let prefix = format!(">CLIENT:{event},");
+        let head = self.until(&prefix, |l| l.starts_with(&prefix));
+        let args: Vec<&str> = head[prefix.len()..].split(',').collect();
+        let mut env = HashMap::new();
+        loop {
+            let l = self.until("ENV line", |l| l.starts_with(">CLIENT:ENV,"));
+            let var = &l[">CLIENT:ENV,".len()..];
+            if var == "END" {
+                break;
+            }
+            let (k, v) = var.split_once('=').unwrap_or((var, ""));
+            env.insert(k.to_string(), v.to_string());
+        }
+        ClientEvent {
+            cid: args[0].to_string(),
+            kid: args.get(1).map_or(String::new(), |k| k.to_string()),
+            env,
+        }
+    }
+}
