@@ -17,7 +17,7 @@
 
 use ferrovpn_testkit::Implementation::{self, Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{SERVER_PORT, SERVER_TUN, log_tails};
-use ferrovpn_testkit::{Lab, Netns, Proc, iperf3_report, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_TUN: &str = "10.8.0.2";
@@ -149,28 +149,7 @@ fn fragmented_traffic(
             .and_then(|()| ping(&lab.server_ns, CLIENT_TUN, size, 0, 3))
             .unwrap_or_else(|e| panic!("{what}: {e}\n{}", log_tails(&c, &s)));
     }
-    for (from, to, addr, dir) in [
-        (
-            &lab.clients[0],
-            &lab.server_ns,
-            SERVER_TUN,
-            "client to server",
-        ),
-        (
-            &lab.server_ns,
-            &lab.clients[0],
-            CLIENT_TUN,
-            "server to client",
-        ),
-    ] {
-        let r = iperf3_report(from, to, addr, 2, 1)
-            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", log_tails(&c, &s)));
-        eprintln!(
-            "{what}, {dir}: {:.3} Gbit/s, {} bytes, {} retransmits",
-            r.gbps, r.bytes, r.retransmits
-        );
-        assert!(r.bytes > 1_000_000, "{what}, {dir}: {r:?}");
-    }
+    lab.iperf3_both_ways(&what, CLIENT_TUN, &c, &s);
     for (side, seen) in [("server", at_server.read()), ("client", at_client.read())] {
         eprintln!("{what}: data datagrams received by the {side}: {seen:?}");
         assert!(seen.data > 1000, "{what}: {side} saw {seen:?}");

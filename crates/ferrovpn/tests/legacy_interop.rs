@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferrovpn_testkit::Implementation::{self, Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{SERVER_TUN, log_tails};
-use ferrovpn_testkit::{ClientConf, Lab, Proc, ServerConf, iperf3_report, ping_sized};
+use ferrovpn_testkit::{ClientConf, Lab, Proc, ServerConf, ping_sized};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_TUN: &str = "10.8.0.2";
@@ -25,32 +25,7 @@ fn traffic_both_ways(lab: &Lab, what: &str, client: &Proc, server: &Proc) {
             .and_then(|()| ping_sized(&lab.server_ns, CLIENT_TUN, 3, size, None))
             .unwrap_or_else(|e| panic!("{what}: {e}\n{}", log_tails(client, server)));
     }
-    for (from, to, addr, dir) in [
-        (
-            &lab.clients[0],
-            &lab.server_ns,
-            SERVER_TUN,
-            "client to server",
-        ),
-        (
-            &lab.server_ns,
-            &lab.clients[0],
-            CLIENT_TUN,
-            "server to client",
-        ),
-    ] {
-        let r = iperf3_report(from, to, addr, 2, 1)
-            .unwrap_or_else(|e| panic!("{what} {dir}: {e:#}\n{}", log_tails(client, server)));
-        eprintln!(
-            "{what}, {dir}: {:.3} Gbit/s, {} bytes, {} retransmits",
-            r.gbps, r.bytes, r.retransmits
-        );
-        assert!(
-            r.bytes > 1_000_000,
-            "{what} {dir}: {r:?}\n{}",
-            log_tails(client, server)
-        );
-    }
+    lab.iperf3_both_ways(what, CLIENT_TUN, client, server);
 }
 
 /// The stock end's log must show the CBC cipher and the HMAC digest in use

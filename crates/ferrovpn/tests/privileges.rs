@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, log_tails, wait_for_count};
-use ferrovpn_testkit::{Lab, Material, Proc, openvpn_server_conf, ping, wait_until};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, wait_for_count};
+use ferrovpn_testkit::{ClientConf, Lab, Material, Proc, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 /// `nobody` and `nogroup` on Debian.
@@ -71,6 +71,15 @@ fn assert_runs_as_nobody(p: &Proc, cap_eff: &str) {
     }
 }
 
+/// `cc` with the certificate the lab's revoking CRL revokes.
+fn with_revoked_certificate(lab: &Lab, cc: &ClientConf) -> ClientConf {
+    let revoked = lab.pki.revoked_client().clone();
+    let mut cc = cc.clone();
+    cc.cert = Material::File(revoked.cert);
+    cc.key = Material::File(revoked.key);
+    cc
+}
+
 #[test]
 fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
     let lab = lab("pv-srv");
@@ -89,32 +98,19 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
         format!("ifconfig-pool-persist {} 1", pool.display()),
         format!("crl-verify {}", crl.display()),
     ]);
-    let mut server = lab.spawn(
-        &lab.server_ns,
-        "ferrovpn-server",
-        Ferrovpn,
-        &openvpn_server_conf(&sc),
-    );
-    server
-        .wait_for_log_line("server listening", CONNECT_TIMEOUT)
-        .unwrap();
+    let mut server = lab.ferrovpn_server(&sc);
     // A server re-applies nothing after start: it keeps no capability.
     assert_runs_as_nobody(&server, "0000000000000000");
 
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", log_tails(&client, &server));
-    }
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    let client = lab.client_up(Stock, 0, "openvpn-client", &cc, &server);
+    lab.ping_server(0, &client, &server);
     // reneg-sec 4: a new key comes up and traffic follows it.
     assert!(
         wait_for_count(&server, "key_id 1 active", 1, Duration::from_secs(20)),
         "no renegotiation\n{}",
         log_tails(&client, &server)
     );
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    lab.ping_server(0, &client, &server);
     // Both files are still written, by nobody.
     for (file, line) in [(&status, "client1,"), (&pool, "client1,10.8.0.")] {
         assert!(
@@ -128,22 +124,15 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
     }
     // The client reconnects (a fresh TLS session, CRL checked again).
     drop(client);
-    let mut client = lab.stock_client(0, "openvpn-client-2", &cc);
-    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", log_tails(&client, &server));
-    }
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    let client = lab.client_up(Stock, 0, "openvpn-client-2", &cc, &server);
+    lab.ping_server(0, &client, &server);
     // A CRL replaced after the switch is read by nobody and enforced:
     // crl-revoking.pem revokes the last client.
     drop(client);
     let tmp = lab.dir.join("crl.pem.new");
     std::fs::copy(&lab.pki.crl_revoking, &tmp).unwrap();
     std::fs::rename(&tmp, &crl).unwrap();
-    let revoked = lab.pki.revoked_client().clone();
-    let mut cc3 = cc.clone();
-    cc3.cert = Material::File(revoked.cert);
-    cc3.key = Material::File(revoked.key);
+    let cc3 = with_revoked_certificate(&lab, &cc);
     let client = lab.stock_client(0, "openvpn-client-revoked", &cc3);
     assert!(
         wait_for_count(&server, "crl-verify: reloaded", 1, CONNECT_TIMEOUT)
@@ -174,13 +163,8 @@ fn client_as_nobody_reapplies_routes_after_a_server_restart() {
         "group nogroup".to_string(),
         "connect-retry 1 2".to_string(),
     ]);
-    let server_text = openvpn_server_conf(&sc);
-    let mut server = lab.spawn(&lab.server_ns, "openvpn-server", Stock, &server_text);
-    server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
-    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", log_tails(&client, &server));
-    }
+    let mut server = lab.stock_server(&sc);
+    let client = lab.client_up(Ferrovpn, 0, "ferrovpn-client", &cc, &server);
     // A client keeps CAP_NET_ADMIN (bit 12), for routes on reconnect.
     assert_runs_as_nobody(&client, "0000000000001000");
     assert_eq!(proc_status(client.pid(), "CapAmb"), "0000000000001000");
@@ -190,16 +174,15 @@ fn client_as_nobody_reapplies_routes_after_a_server_restart() {
     // the client, as nobody, sets the address and the pushed route up again.
     server.stop(Duration::from_secs(15));
     drop(server);
-    let mut server = lab.spawn(&lab.server_ns, "openvpn-server-2", Stock, &server_text);
-    server.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    // (Its log goes to openvpn-server-2.log: the lab never reuses a name.)
+    let server = lab.stock_server(&sc);
     assert!(
         wait_for_count(&client, UP, 2, CONNECT_TIMEOUT),
         "client did not reconnect:\n{}",
         log_tails(&client, &server)
     );
     assert_runs_as_nobody(&client, "0000000000001000");
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    lab.ping_server(0, &client, &server);
     assert_tunnel_route(&lab);
     assert!(
         !client.log().contains("Operation not permitted"),
@@ -244,15 +227,7 @@ fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outs
         format!("crl-verify {}", crl.display()),
         format!("status {} 1", status.display()),
     ]);
-    let mut server = lab.spawn(
-        &lab.server_ns,
-        "ferrovpn-server",
-        Ferrovpn,
-        &openvpn_server_conf(&sc),
-    );
-    server
-        .wait_for_log_line("server listening", CONNECT_TIMEOUT)
-        .unwrap();
+    let mut server = lab.ferrovpn_server(&sc);
     // chroot first (it needs root), then the switch to nobody.
     assert_runs_as_nobody(&server, "0000000000000000");
     let root = std::fs::read_link(format!("/proc/{}/root", server.pid())).unwrap();
@@ -266,12 +241,8 @@ fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outs
         server.log()
     );
 
-    let mut client = lab.stock_client(0, "openvpn-client", &cc);
-    if let Err(e) = client.wait_for_log_line(UP, CONNECT_TIMEOUT) {
-        panic!("{e:#}\n{}", log_tails(&client, &server));
-    }
-    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
-    assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
+    let client = lab.client_up(Stock, 0, "openvpn-client", &cc, &server);
+    lab.ping_server(0, &client, &server);
     assert!(
         wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
             std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
@@ -281,10 +252,7 @@ fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outs
     );
 
     // The CRL inside the jail is the one enforced now.
-    let revoked = lab.pki.revoked_client().clone();
-    let mut cc2 = cc.clone();
-    cc2.cert = Material::File(revoked.cert);
-    cc2.key = Material::File(revoked.key);
+    let cc2 = with_revoked_certificate(&lab, &cc);
     let revoked_client = lab.stock_client(0, "openvpn-client-revoked", &cc2);
     assert!(
         wait_for_count(&server, "Revoked", 1, CONNECT_TIMEOUT),

@@ -464,6 +464,47 @@ impl Lab {
         assert!(r.gbps > 0.01, "{what}: {r:?}");
     }
 
+    /// Three pings from client namespace `i` to the server's tunnel
+    /// address; at least two must come back (the panic shows both logs).
+    pub fn ping_server(&self, i: usize, client: &Proc, server: &Proc) {
+        let p = ping(&self.clients[i], SERVER_TUN, 3, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", log_tails(client, server)));
+        assert!(p.received >= 2, "{p:?}\n{}", log_tails(client, server));
+    }
+
+    /// 2 s of iperf3 each way between client namespace 0 and the server,
+    /// through the tunnel, whose client end is `client_tun`; each direction
+    /// must carry over 1 MB. `what` labels the figures printed and the
+    /// failures (which show both logs).
+    pub fn iperf3_both_ways(&self, what: &str, client_tun: &str, client: &Proc, server: &Proc) {
+        for (from, to, addr, dir) in [
+            (
+                &self.clients[0],
+                &self.server_ns,
+                SERVER_TUN,
+                "client to server",
+            ),
+            (
+                &self.server_ns,
+                &self.clients[0],
+                client_tun,
+                "server to client",
+            ),
+        ] {
+            let r = iperf3_report(from, to, addr, 2, 1)
+                .unwrap_or_else(|e| panic!("{what}, {dir}: {e:#}\n{}", log_tails(client, server)));
+            eprintln!(
+                "{what}, {dir}: {:.3} Gbit/s, {} bytes, {} retransmits",
+                r.gbps, r.bytes, r.retransmits
+            );
+            assert!(
+                r.bytes > 1_000_000,
+                "{what}, {dir}: {r:?}\n{}",
+                log_tails(client, server)
+            );
+        }
+    }
+
     /// `seconds` of one-stream TCP iperf3 from client namespace `i` to the
     /// server's tunnel address (per-second bytes in `intervals`).
     pub fn iperf3(&self, i: usize, seconds: u32) -> Iperf3Report {
