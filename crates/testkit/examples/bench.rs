@@ -208,22 +208,7 @@ fn enable_ipv6(lab: &Lab) -> Result<()> {
         (&lab.server_ns, &lab.veth.if_a, UNDERLAY6.0),
         (&lab.client_ns, &lab.veth.if_b, UNDERLAY6.1),
     ] {
-        for key in [
-            "net.ipv6.conf.all.disable_ipv6=0".to_string(),
-            "net.ipv6.conf.default.disable_ipv6=0".to_string(),
-            format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
-        ] {
-            ns.exec(&["sysctl", "-q", "-w", &key])?;
-        }
-        ns.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{addr}/64"),
-            "dev",
-            ifname,
-            "nodad",
-        ])?;
+        ns.enable_ipv6_on(ifname, addr)?;
     }
     ping(&lab.client_ns, UNDERLAY6.0, 1, Duration::from_secs(5))?;
     Ok(())

@@ -172,41 +172,11 @@ impl Lab {
     /// without duplicate address detection so they work at once. Checks the
     /// IPv6 underlay answers.
     pub fn enable_ipv6(&self) {
-        let all = std::iter::once(&self.server_ns).chain(&self.clients);
-        for ns in all {
-            for key in [
-                "net.ipv6.conf.all.disable_ipv6=0",
-                "net.ipv6.conf.default.disable_ipv6=0",
-            ] {
-                ns.exec(&["sysctl", "-q", "-w", key]).unwrap();
-            }
-        }
         for (i, (veth, ns)) in self.veths.iter().zip(&self.clients).enumerate() {
-            for (nsname, ifname) in [(&veth.ns_a, &veth.if_a), (&veth.ns_b, &veth.if_b)] {
-                let key = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
-                Command::new("ip")
-                    .args(["netns", "exec", nsname, "sysctl", "-q", "-w", &key])
-                    .status()
-                    .unwrap();
-            }
-            let add = |nsname: &str, ifname: &str, addr: String| {
-                let st = Command::new("ip")
-                    .args([
-                        "-n",
-                        nsname,
-                        "addr",
-                        "add",
-                        &format!("{addr}/64"),
-                        "dev",
-                        ifname,
-                        "nodad",
-                    ])
-                    .status()
-                    .unwrap();
-                assert!(st.success(), "adding {addr} to {ifname} in {nsname}");
-            };
-            add(&veth.ns_a, &veth.if_a, Lab::server_underlay6(i));
-            add(&veth.ns_b, &veth.if_b, Lab::client_underlay6(i));
+            self.server_ns
+                .enable_ipv6_on(&veth.if_a, &Lab::server_underlay6(i))
+                .and_then(|()| ns.enable_ipv6_on(&veth.if_b, &Lab::client_underlay6(i)))
+                .unwrap_or_else(|e| panic!("{e:#}"));
             ping(ns, &Lab::server_underlay6(i), 1, Duration::from_secs(5)).unwrap();
         }
     }

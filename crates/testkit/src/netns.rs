@@ -151,6 +151,22 @@ impl Netns {
             .map(|_| ())
     }
 
+    /// IPv6 on in this namespace (Debian's test hosts may default it off)
+    /// and on its interface `ifname`, with `addr/64` there, without
+    /// duplicate address detection so that it works at once.
+    pub fn enable_ipv6_on(&self, ifname: &str, addr: &str) -> Result<()> {
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6=0".to_string(),
+            "net.ipv6.conf.default.disable_ipv6=0".to_string(),
+            format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
+        ] {
+            self.exec(&["sysctl", "-q", "-w", &key])?;
+        }
+        let cidr = format!("{addr}/64");
+        self.exec(&["ip", "addr", "add", &cidr, "dev", ifname, "nodad"])
+            .map(|_| ())
+    }
+
     /// Run `cmd[0] cmd[1..]` in the namespace to completion (at most 30 s);
     /// error with its output unless it exits 0. Returns stdout.
     pub fn exec(&self, cmd: &[&str]) -> Result<String> {
