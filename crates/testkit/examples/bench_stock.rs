@@ -446,3 +446,29 @@ fn rtt_with_loss(p: &PingStats) -> String {
         format!("{:.3} ({lost}/{} lost)", p.avg_ms, p.transmitted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::snmp_field;
+
+    const SNMP: &str = "\
+Ip: Forwarding DefaultTTL
+Ip: 1 64
+Tcp: RtoAlgorithm ActiveOpens RetransSegs InErrs
+Tcp: 1 5 1234 0
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+Udp: 900 0 7 880 7 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+UdpLite: 0 0 0 0 0 0
+";
+
+    #[test]
+    fn snmp_fields_are_read_by_name_from_their_protocol() {
+        assert_eq!(snmp_field(SNMP, "Udp:", "RcvbufErrors").unwrap(), 7);
+        assert_eq!(snmp_field(SNMP, "Tcp:", "RetransSegs").unwrap(), 1234);
+        assert_eq!(snmp_field(SNMP, "UdpLite:", "RcvbufErrors").unwrap(), 0);
+        assert!(snmp_field(SNMP, "Udp:", "NoSuchField").is_err());
+        assert!(snmp_field(SNMP, "Icmp:", "InMsgs").is_err());
+        assert!(snmp_field("Udp: RcvbufErrors\nUdp: x\n", "Udp:", "RcvbufErrors").is_err());
+    }
+}
