@@ -7,7 +7,10 @@
 //! Per server and client count it reports the aggregate throughput, the
 //! server process's CPU seconds (utime + stime from `/proc/PID/stat`, all
 //! threads) per GB moved, the ping RTT from client 0 through the idle tunnel
-//! and the ping RTT while the transfer runs (loaded). A server that fails to
+//! and the ping RTT while the transfer runs (loaded), and from each
+//! namespace's `/proc/net/snmp` over the transfer: datagrams dropped for want
+//! of socket receive buffer (`RcvbufErrors`) at the server and at the
+//! clients, and the TCP segments retransmitted. A server that fails to
 //! start or to bring its clients up gets a row of "n/a (reason)" and the
 //! logs on stderr; the run goes on.
 //!
@@ -93,6 +96,59 @@ struct Transfer {
     gbps: f64,
     cpu_s_per_gb: Option<f64>,
     loaded: PingStats,
+    /// Datagrams the server's UDP socket dropped for want of receive buffer.
+    server_drops: u64,
+    /// The same at the stock clients' sockets (all clients).
+    client_drops: u64,
+    /// TCP segments the iperf3 senders retransmitted (all namespaces).
+    retransmits: u64,
+}
+
+/// Counters of one namespace's `/proc/net/snmp` (its whole stack).
+#[derive(Clone, Copy, Debug, Default)]
+struct Snmp {
+    udp_rcvbuf_errors: u64,
+    tcp_retrans_segs: u64,
+}
+
+impl Snmp {
+    /// Read the counters of the namespace `ns`.
+    fn read(ns: &Netns) -> Result<Snmp> {
+        let text = ns.exec(&["cat", "/proc/net/snmp"])?;
+        Ok(Snmp {
+            udp_rcvbuf_errors: snmp_field(&text, "Udp:", "RcvbufErrors")?,
+            tcp_retrans_segs: snmp_field(&text, "Tcp:", "RetransSegs")?,
+        })
+    }
+
+    /// Sum over the namespaces.
+    fn read_all(namespaces: &[&Netns]) -> Result<Snmp> {
+        let mut sum = Snmp::default();
+        for ns in namespaces {
+            let s = Snmp::read(ns)?;
+            sum.udp_rcvbuf_errors += s.udp_rcvbuf_errors;
+            sum.tcp_retrans_segs += s.tcp_retrans_segs;
+        }
+        Ok(sum)
+    }
+}
+
+/// Field `name` of the `/proc/net/snmp` line pair starting with `proto`
+/// (a header line of names, then a line of values).
+fn snmp_field(text: &str, proto: &str, name: &str) -> Result<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(proto));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("/proc/net/snmp has no {proto} lines");
+    };
+    let at = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .with_context(|| format!("/proc/net/snmp has no {proto} {name}"))?;
+    values
+        .split_whitespace()
+        .nth(at)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("/proc/net/snmp: bad {proto} {name} value"))
 }
 
 /// One server with `clients` stock clients, or why it could not be measured.
@@ -183,6 +239,8 @@ fn measure(
     )?;
     let mut transfers = Vec::new();
     for direction in [Direction::Upload, Direction::Download] {
+        let server_before = Snmp::read(&lab.server_ns)?;
+        let clients_before = Snmp::read_all(&namespaces)?;
         let cpu = CpuMeter::start(&[server_proc.pid()])?;
         let (reports, loaded) = iperf3_all_while(
             &namespaces,
@@ -210,11 +268,27 @@ fn measure(
             },
         )?;
         let bytes = reports.iter().map(|r| r.bytes).sum();
+        let cpu_s_per_gb = cpu.seconds_per_gb(bytes)?;
+        let server_after = Snmp::read(&lab.server_ns)?;
+        let clients_after = Snmp::read_all(&namespaces)?;
+        let delta = |after: u64, before: u64| after.saturating_sub(before);
         transfers.push(Transfer {
             direction,
             gbps: reports.iter().map(|r| r.gbps).sum(),
-            cpu_s_per_gb: cpu.seconds_per_gb(bytes)?,
+            cpu_s_per_gb,
             loaded: loaded.context("ping through the loaded tunnel")?,
+            server_drops: delta(
+                server_after.udp_rcvbuf_errors,
+                server_before.udp_rcvbuf_errors,
+            ),
+            client_drops: delta(
+                clients_after.udp_rcvbuf_errors,
+                clients_before.udp_rcvbuf_errors,
+            ),
+            retransmits: delta(
+                server_after.tcp_retrans_segs + clients_after.tcp_retrans_segs,
+                server_before.tcp_retrans_segs + clients_before.tcp_retrans_segs,
+            ),
         });
     }
     Ok((idle, transfers))
@@ -285,30 +359,35 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
     println!(
         "N stock OpenVPN 2.6 clients (one namespace each, AES-256-GCM, tls-crypt), one iperf3 TCP stream per client, all at once, -t {}; \
          CPU: server process utime+stime / GB received; idle RTT: {IDLE_PINGS} pings from client 0; \
-         loaded RTT: pings from client 0 during the transfer. Load average before {load_before}, after {load_after}.",
+         loaded RTT: pings from client 0 during the transfer; UDP drops: datagrams dropped for want of socket receive buffer \
+         (RcvbufErrors) at the server and at the clients; retrans: TCP segments retransmitted. \
+         Load average before {load_before}, after {load_after}.",
         args.seconds
     );
     println!();
     println!(
-        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms |"
+        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms | UDP drops server / clients | retrans |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let (server, n) = (row.server.label(), row.clients);
         match &row.figures {
             Err(why) => {
                 let why: String = why.lines().next().unwrap_or("").chars().take(160).collect();
-                println!("| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a |");
+                println!("| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a | n/a | n/a |");
             }
             Ok((idle, transfers)) => {
                 for t in transfers {
                     println!(
-                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} |",
+                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} | {} / {} | {} |",
                         t.direction.name(),
                         t.gbps,
                         cell(t.cpu_s_per_gb, 2),
                         idle.avg_ms,
                         rtt_with_loss(&t.loaded),
+                        t.server_drops,
+                        t.client_drops,
+                        t.retransmits,
                     );
                 }
             }
@@ -365,5 +444,31 @@ fn rtt_with_loss(p: &PingStats) -> String {
         format!("{:.3}", p.avg_ms)
     } else {
         format!("{:.3} ({lost}/{} lost)", p.avg_ms, p.transmitted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snmp_field;
+
+    const SNMP: &str = "\
+Ip: Forwarding DefaultTTL
+Ip: 1 64
+Tcp: RtoAlgorithm ActiveOpens RetransSegs InErrs
+Tcp: 1 5 1234 0
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+Udp: 900 0 7 880 7 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+UdpLite: 0 0 0 0 0 0
+";
+
+    #[test]
+    fn snmp_fields_are_read_by_name_from_their_protocol() {
+        assert_eq!(snmp_field(SNMP, "Udp:", "RcvbufErrors").unwrap(), 7);
+        assert_eq!(snmp_field(SNMP, "Tcp:", "RetransSegs").unwrap(), 1234);
+        assert_eq!(snmp_field(SNMP, "UdpLite:", "RcvbufErrors").unwrap(), 0);
+        assert!(snmp_field(SNMP, "Udp:", "NoSuchField").is_err());
+        assert!(snmp_field(SNMP, "Icmp:", "InMsgs").is_err());
+        assert!(snmp_field("Udp: RcvbufErrors\nUdp: x\n", "Udp:", "RcvbufErrors").is_err());
     }
 }
