@@ -345,7 +345,7 @@ impl DataPlane {
                 .map(|inbox| worker::Link::Stream {
                     inbox,
                     client: cfg.connect.is_some(),
-                    udp: socks.next(),
+                    udp: socks.next().map(udp::Port::Kernel),
                 })
                 .collect();
             (links, Some(Arc::new(streams)))
@@ -354,7 +354,7 @@ impl DataPlane {
                 .into_iter()
                 .enumerate()
                 .map(|(i, socket)| worker::Link::Udp {
-                    socket,
+                    socket: udp::Port::Kernel(socket),
                     rx: cfg.connect.is_none() || i == 0,
                 })
                 .collect();

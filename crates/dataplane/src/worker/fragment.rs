@@ -15,20 +15,19 @@
 //! drops a partial one 10 s after its last fragment.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrovpn_proto::fragment::{self as frag, HEADER_LEN, Reassembler};
 
-use super::outbound::{GsoRuns, Out, route};
+use super::outbound::{GsoRuns, Out, route, send_datagrams};
 use super::tos::outer_tos;
 use super::{HEAD, OFF, Shared, TAIL};
 use crate::mss;
 use crate::peers::{KeyState, Peer, now_nanos};
 use crate::sys::TxMsg;
-use crate::udp::Sender;
+use crate::udp::{Port, Sender};
 
 /// `fragment MAX [mtu]`: no datagram's UDP payload (with `mtu`: no outer
 /// IP packet) exceeds `max` bytes.
@@ -229,7 +228,7 @@ impl FragmentOut {
         peer: &Arc<Peer>,
         sh: &Shared,
         cfg: &FragmentConfig,
-        udp: &std::net::UdpSocket,
+        udp: &Port,
     ) -> bool {
         let ks = peer.keys.load();
         let Some(k) = ks.send_key() else {
@@ -303,7 +302,7 @@ impl FragmentOut {
         true
     }
 
-    fn flush(&mut self, udp: &std::net::UdpSocket, sh: &Shared) {
+    fn flush(&mut self, udp: &Port, sh: &Shared) {
         if !self.msgs.is_empty() {
             let bufs = &self.bufs;
             let wire = &self.wire;
@@ -311,14 +310,7 @@ impl FragmentOut {
                 let (st, l) = wire[j];
                 &bufs[j][st..st + l]
             };
-            let before = self.sender.dropped;
-            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
-            let lost = self.sender.dropped - before;
-            if lost > 0 {
-                sh.counters
-                    .udp_send_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
-            }
+            send_datagrams(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
         }
         self.msgs.clear();
         self.used = 0;
