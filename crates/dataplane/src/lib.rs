@@ -553,11 +553,9 @@ impl DataPlane {
             .ok_or(DataPlaneError::UnknownPeer(peer_id))?;
         let ks = peer.keys.load();
         let key = ks.send_key().ok_or(DataPlaneError::NoSendKey(peer_id))?;
-        let (id, reneg) = key.reserve_ids(1);
-        if reneg {
-            peer.needs_renegotiation.store(true, Ordering::Relaxed);
-        }
-        let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
+        let id = peer
+            .reserve_ids(key, 1)
+            .ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
         // Room for the fragment header in front of the compression framing.
         let head = worker::HEAD + ferrovpn_proto::fragment::HEADER_LEN;
         let mut buf = vec![0u8; head + payload.len() + worker::TAIL];
@@ -573,11 +571,7 @@ impl DataPlane {
             len += header.len();
             buf[at..at + header.len()].copy_from_slice(&header);
         }
-        let peer_id = (!peer.uses_v1()).then_some(peer.peer_id);
-        let (start, wire_len) = key
-            .keys
-            .seal
-            .seal_at(key.key_id, peer_id, id, &mut buf, at, len)?;
+        let (start, wire_len) = peer.seal(key, id, &mut buf, at, len)?;
         let end = start + wire_len;
         let dst = **peer.remote.load();
         match &self.control {
@@ -587,11 +581,8 @@ impl DataPlane {
                 .send_packet(&dst, &buf[start..end])
                 .map_err(io("sending a data packet"))?,
         }
-        let c = &peer.counters;
-        c.tx_packets.fetch_add(1, Ordering::Relaxed);
-        c.tx_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        c.last_tx.store(peers::now_nanos(), Ordering::Relaxed);
+        peer.counters
+            .sent(1, payload.len() as u64, peers::now_nanos());
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use super::outbound::{GsoRuns, Out, route, send_datagrams};
 use super::tos::outer_tos;
 use super::{HEAD, OFF, Shared, TAIL};
 use crate::mss;
-use crate::peers::{KeyState, Peer, now_nanos};
+use crate::peers::{Peer, now_nanos};
 use crate::sys::TxMsg;
 use crate::udp::{Port, Sender};
 
@@ -210,9 +210,7 @@ impl FragmentOut {
             };
             let c = &peer.counters;
             if self.packet(buf, len, peer, sh, cfg, udp) {
-                c.tx_packets.fetch_add(1, Ordering::Relaxed);
-                c.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                c.last_tx.store(now, Ordering::Relaxed);
+                c.sent(1, len as u64, now);
             } else {
                 c.tx_drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -265,7 +263,10 @@ impl FragmentOut {
         if self.used + count > FRAG_BATCH {
             self.flush(udp, sh);
         }
-        let Some(mut id) = reserve(k, peer, count) else {
+        let Some(mut id) = u32::try_from(count)
+            .ok()
+            .and_then(|count| peer.reserve_ids(k, count))
+        else {
             return false;
         };
         let peer_addr = Arc::as_ptr(peer) as usize;
@@ -273,7 +274,6 @@ impl FragmentOut {
             self.last_peer = peer_addr;
             self.slot = self.slot.wrapping_add(1);
         }
-        let peer_id = (!v1).then_some(peer.peer_id);
         for (header, part) in items {
             let j = self.used;
             let d = &mut self.bufs[j];
@@ -285,10 +285,7 @@ impl FragmentOut {
             };
             room[..part.len()].copy_from_slice(part);
             d[start..FHEAD].copy_from_slice(&header);
-            let sealed =
-                k.keys
-                    .seal
-                    .seal_at(k.key_id, peer_id, id, d, start, HEADER_LEN + part.len());
+            let sealed = peer.seal(k, id, d, start, HEADER_LEN + part.len());
             id = id.wrapping_add(1);
             let Ok((st, wire_len)) = sealed else {
                 // The rest of the packet is useless to the peer.
@@ -316,15 +313,6 @@ impl FragmentOut {
         self.used = 0;
         self.runs = GsoRuns::default();
     }
-}
-
-/// `count` packet ids of `k` for `peer`, the first returned.
-fn reserve(k: &KeyState, peer: &Peer, count: usize) -> Option<u32> {
-    let (start, reneg) = k.reserve_ids(u32::try_from(count).ok()?);
-    if reneg {
-        peer.needs_renegotiation.store(true, Ordering::Relaxed);
-    }
-    start
 }
 
 /// 2.6's `datagram_overhead` for UDP: the outer IP and UDP headers.

@@ -171,15 +171,11 @@ impl Outbound {
         // One contiguous id range per peer for this batch.
         for s in &mut self.slots {
             let ks = s.peer.keys.load();
-            if let Some(k) = ks.send_key() {
-                let (start, reneg) = k.reserve_ids(s.count);
-                if reneg {
-                    s.peer.needs_renegotiation.store(true, Ordering::Relaxed);
-                }
-                if let Some(start) = start {
-                    s.next_id = start;
-                    s.key = Some(k.clone());
-                }
+            if let Some(k) = ks.send_key()
+                && let Some(start) = s.peer.reserve_ids(k, s.count)
+            {
+                s.next_id = start;
+                s.key = Some(k.clone());
             }
         }
         self.order.clear();
@@ -219,9 +215,7 @@ impl Outbound {
                 continue;
             };
             // AEAD or CBC, P_DATA_V2 or V1: the key knows its header room.
-            let peer_id = (!s.peer.uses_v1()).then_some(s.peer.peer_id);
-            let Ok((start, wire_len)) = k.keys.seal.seal_at(k.key_id, peer_id, id, buf, at, framed)
-            else {
+            let Ok((start, wire_len)) = s.peer.seal(k, id, buf, at, framed) else {
                 s.drops += 1;
                 continue;
             };
@@ -268,9 +262,7 @@ impl Outbound {
         for s in self.slots.drain(..) {
             let c = &s.peer.counters;
             if s.sent > 0 {
-                c.tx_packets.fetch_add(s.sent, Ordering::Relaxed);
-                c.tx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
-                c.last_tx.store(now, Ordering::Relaxed);
+                c.sent(s.sent, s.bytes, now);
             }
             if s.drops > 0 {
                 c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
