@@ -26,6 +26,8 @@ struct Node {
     tun: MemoryTun,
     sh: Arc<Shared>,
     addr: SocketAddr,
+    /// The client's peer id (on both ends).
+    peer_id: u32,
     _up: crate::UpReceiver,
 }
 
@@ -35,7 +37,12 @@ struct Pair {
     link: MemoryLink,
 }
 
-fn node(peers: PeerTable, port: udp::memory::MemoryPort, offloads: TunOffloads) -> Node {
+fn node(
+    peers: PeerTable,
+    port: udp::memory::MemoryPort,
+    offloads: TunOffloads,
+    peer_id: u32,
+) -> Node {
     let (tx, rx) = crate::up::queues(64, 1);
     let sh = Arc::new(Shared {
         peers,
@@ -62,6 +69,7 @@ fn node(peers: PeerTable, port: udp::memory::MemoryPort, offloads: TunOffloads) 
         tun,
         sh,
         addr,
+        peer_id,
         _up: rx,
     }
 }
@@ -70,6 +78,12 @@ impl Pair {
     /// A server with one client, both with one AEAD key (key id 0) from the
     /// same key block, as a TLS handshake leaves them.
     fn new(offloads: TunOffloads) -> Pair {
+        Pair::with_peer_id(offloads, PEER_ID)
+    }
+
+    /// The same with the client known by `peer_id` on both ends
+    /// (`PEER_ID_UNDEFINED`: by its address, over P_DATA_V1).
+    fn with_peer_id(offloads: TunOffloads, peer_id: u32) -> Pair {
         let server_addr: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let client_addr: SocketAddr = "198.51.100.2:40000".parse().unwrap();
         let (server_port, client_port, link) = udp::memory::link(server_addr, client_addr);
@@ -77,19 +91,19 @@ impl Pair {
         let keys = |side| DataKeys::from_key_block(Cipher::Aes256Gcm, &block, side);
 
         let server_peers = PeerTable::new();
-        server_peers.upsert_peer(PEER_ID, client_addr, Some(CLIENT_TUN_IP.into()));
-        server_peers.install_key(PEER_ID, 0, keys(Side::Server));
-        server_peers.set_send_key(PEER_ID, 0);
+        server_peers.upsert_peer(peer_id, client_addr, Some(CLIENT_TUN_IP.into()));
+        server_peers.install_key(peer_id, 0, keys(Side::Server));
+        server_peers.set_send_key(peer_id, 0);
 
         let client_peers = PeerTable::new();
-        client_peers.upsert_peer(PEER_ID, server_addr, None);
-        client_peers.install_key(PEER_ID, 0, keys(Side::Client));
-        client_peers.set_send_key(PEER_ID, 0);
-        client_peers.set_client_default(Some(PEER_ID));
+        client_peers.upsert_peer(peer_id, server_addr, None);
+        client_peers.install_key(peer_id, 0, keys(Side::Client));
+        client_peers.set_send_key(peer_id, 0);
+        client_peers.set_client_default(Some(peer_id));
 
         Pair {
-            server: node(server_peers, server_port, offloads),
-            client: node(client_peers, client_port, offloads),
+            server: node(server_peers, server_port, offloads, peer_id),
+            client: node(client_peers, client_port, offloads, peer_id),
             link,
         }
     }
@@ -113,7 +127,10 @@ impl Pair {
 
 impl Node {
     fn stats(&self) -> crate::PeerStats {
-        self.sh.peers.peer_stats(PEER_ID).expect("the peer exists")
+        self.sh
+            .peers
+            .peer_stats(self.peer_id)
+            .expect("the peer exists")
     }
 
     fn counter(&self, pick: impl Fn(&GlobalCounters) -> &AtomicU64) -> u64 {
@@ -361,4 +378,29 @@ fn a_link_refusing_gso_still_carries_every_datagram() {
     assert_eq!(pair.client.counter(|c| &c.udp_send_dropped), 0);
     // Refused once; the sender then stops trying GSO on this port.
     assert_eq!(pair.link.gso_runs(), (0, 1));
+}
+
+/// A peer without a peer id is known by its address and gets P_DATA_V1.
+#[test]
+fn a_peer_without_a_peer_id_exchanges_p_data_v1_both_ways() {
+    let mut pair = Pair::with_peer_id(no_offloads(), ferrovpn_proto::wire::PEER_ID_UNDEFINED);
+    let up = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"v1 up");
+    let down = udp4(SERVER_TUN_IP, CLIENT_TUN_IP, b"v1 down");
+    let (server_addr, client_addr) = (pair.server.addr, pair.client.addr);
+    for (from, to, pkt) in [
+        (&mut pair.client, server_addr, &up),
+        (&mut pair.server, client_addr, &down),
+    ] {
+        from.tun.inject(pkt.clone());
+        from.worker.pump();
+        let wire = pair.link.take(to);
+        assert_eq!(wire.len(), 1);
+        let header = parse_data_header(&wire[0].bytes).unwrap();
+        assert_eq!(header.opcode, ferrovpn_proto::wire::Opcode::DataV1);
+        assert_eq!(header.peer_id, None);
+        pair.link.inject(to, wire);
+    }
+    pair.drive();
+    assert_eq!(pair.server.tun.take_written(), vec![up]);
+    assert_eq!(pair.client.tun.take_written(), vec![down]);
 }
