@@ -32,6 +32,13 @@
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
 //! - `sys/`: the raw system calls (the only `unsafe` in the workspace).
+//! - The I/O seam: a worker reads and writes its TUN queue through
+//!   `tun::Device` and its datagrams through [`udp::Port`], enums whose
+//!   other variants are in memory ([`tun::memory`], [`udp::memory`]: frames
+//!   with the same `virtio_net_hdr` semantics, a datagram link with GSO/GRO,
+//!   loss and reordering). `worker/pair_tests.rs` runs a server's and a
+//!   client's worker against each other on them, without root. One branch
+//!   per system call, none per packet, no `dyn`.
 //!
 //! Per packet there is no allocation (except control packets and OCC
 //! messages, which are copied into the event), no lock and no system call.
