@@ -32,6 +32,13 @@
 //! - [`replay`]: the lock-free replay window ([`replay::AtomicReplayWindow`]).
 //! - `mss.rs`: TCP MSS clamping with incremental checksum update.
 //! - `sys/`: the raw system calls (the only `unsafe` in the workspace).
+//! - The I/O seam: a worker reads and writes its TUN queue through
+//!   `tun::Device` and its datagrams through [`udp::Port`], enums whose
+//!   other variants are in memory ([`tun::memory`], [`udp::memory`]: frames
+//!   with the same `virtio_net_hdr` semantics, a datagram link with GSO/GRO,
+//!   loss and reordering). `worker/pair_tests.rs` runs a server's and a
+//!   client's worker against each other on them, without root. One branch
+//!   per system call, none per packet, no `dyn`.
 //!
 //! Per packet there is no allocation (except control packets and OCC
 //! messages, which are copied into the event), no lock and no system call.
@@ -345,7 +352,7 @@ impl DataPlane {
                 .map(|inbox| worker::Link::Stream {
                     inbox,
                     client: cfg.connect.is_some(),
-                    udp: socks.next(),
+                    udp: socks.next().map(udp::Port::Kernel),
                 })
                 .collect();
             (links, Some(Arc::new(streams)))
@@ -354,7 +361,7 @@ impl DataPlane {
                 .into_iter()
                 .enumerate()
                 .map(|(i, socket)| worker::Link::Udp {
-                    socket,
+                    socket: udp::Port::Kernel(socket),
                     rx: cfg.connect.is_none() || i == 0,
                 })
                 .collect();
@@ -553,11 +560,9 @@ impl DataPlane {
             .ok_or(DataPlaneError::UnknownPeer(peer_id))?;
         let ks = peer.keys.load();
         let key = ks.send_key().ok_or(DataPlaneError::NoSendKey(peer_id))?;
-        let (id, reneg) = key.reserve_ids(1);
-        if reneg {
-            peer.needs_renegotiation.store(true, Ordering::Relaxed);
-        }
-        let id = id.ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
+        let id = peer
+            .reserve_ids(key, 1)
+            .ok_or(DataPlaneError::PacketIdExhausted(peer_id))?;
         // Room for the fragment header in front of the compression framing.
         let head = worker::HEAD + ferrovpn_proto::fragment::HEADER_LEN;
         let mut buf = vec![0u8; head + payload.len() + worker::TAIL];
@@ -573,11 +578,7 @@ impl DataPlane {
             len += header.len();
             buf[at..at + header.len()].copy_from_slice(&header);
         }
-        let peer_id = (!peer.uses_v1()).then_some(peer.peer_id);
-        let (start, wire_len) = key
-            .keys
-            .seal
-            .seal_at(key.key_id, peer_id, id, &mut buf, at, len)?;
+        let (start, wire_len) = peer.seal(key, id, &mut buf, at, len)?;
         let end = start + wire_len;
         let dst = **peer.remote.load();
         match &self.control {
@@ -587,11 +588,8 @@ impl DataPlane {
                 .send_packet(&dst, &buf[start..end])
                 .map_err(io("sending a data packet"))?,
         }
-        let c = &peer.counters;
-        c.tx_packets.fetch_add(1, Ordering::Relaxed);
-        c.tx_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        c.last_tx.store(peers::now_nanos(), Ordering::Relaxed);
+        peer.counters
+            .sent(1, payload.len() as u64, peers::now_nanos());
         Ok(())
     }
 

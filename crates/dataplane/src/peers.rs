@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ferrovpn_proto::compress::Framing;
-use ferrovpn_proto::data::DataKeys;
+use ferrovpn_proto::data::{DataError, DataKeys};
 use ferrovpn_proto::wire::PEER_ID_UNDEFINED;
 
 use crate::iroutes::{Ipv4Prefix, Ipv6Prefix, Iroutes};
@@ -113,6 +113,15 @@ impl KeySet {
     }
 }
 
+impl PeerCounters {
+    /// Count `packets` sent, carrying `bytes` of plaintext, the last at `now` ([`now_nanos`]).
+    pub(crate) fn sent(&self, packets: u64, bytes: u64, now: u64) {
+        self.tx_packets.fetch_add(packets, Ordering::Relaxed);
+        self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.last_tx.store(now, Ordering::Relaxed);
+    }
+}
+
 /// Counters of one peer, updated once per batch.
 #[derive(Default)]
 pub struct PeerCounters {
@@ -159,6 +168,32 @@ impl Peer {
     /// DATA_V1 is used for peers without a peer id.
     pub fn uses_v1(&self) -> bool {
         self.peer_id == PEER_ID_UNDEFINED
+    }
+
+    /// `count` consecutive packet ids of `key` for packets to this peer, the
+    /// first returned; `None` when the id space is exhausted (the packets
+    /// are dropped). Crossing the renegotiation threshold flags the peer.
+    pub(crate) fn reserve_ids(&self, key: &KeyState, count: u32) -> Option<u32> {
+        let (start, renegotiate) = key.reserve_ids(count);
+        if renegotiate {
+            self.needs_renegotiation.store(true, Ordering::Relaxed);
+        }
+        start
+    }
+
+    /// Seal the payload `buf[at..at + len]` in place with `key` as packet
+    /// `id`: P_DATA_V2 naming this peer, or P_DATA_V1 for a peer without a
+    /// peer id. Returns the datagram's start and length in `buf`.
+    pub(crate) fn seal(
+        &self,
+        key: &KeyState,
+        id: u32,
+        buf: &mut [u8],
+        at: usize,
+        len: usize,
+    ) -> Result<(usize, usize), DataError> {
+        let peer_id = (!self.uses_v1()).then_some(self.peer_id);
+        key.keys.seal.seal_at(key.key_id, peer_id, id, buf, at, len)
     }
 
     /// A copy with new routes/address that shares keys and counters.

@@ -221,6 +221,32 @@ impl RecvBatch {
         self.bufs.get(i).map_or(&[][..], |b| &b[..len.min(b.len())])
     }
 
+    /// Empty the batch, to fill it by hand ([`RecvBatch::push_with`]).
+    pub(crate) fn clear(&mut self) {
+        self.meta.clear();
+    }
+
+    /// Append a message by hand (the in-memory link): `fill` writes its
+    /// bytes into the next buffer and returns their length; `stride` is its
+    /// datagram size as `UDP_GRO` reports it. False when the batch is full.
+    pub(crate) fn push_with(
+        &mut self,
+        src: SocketAddr,
+        stride: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.meta.len()) else {
+            return false;
+        };
+        let len = fill(buf).min(buf.len());
+        self.meta.push(RxMeta {
+            len,
+            stride,
+            src: Some(src),
+        });
+        true
+    }
+
     /// Nonblocking `recvmmsg`: returns the number of messages (0 when none are queued).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let n = self.bufs.len();

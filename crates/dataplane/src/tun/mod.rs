@@ -10,8 +10,10 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 mod coalesce;
+pub mod memory;
 
 pub use coalesce::Coalescer;
+pub use memory::MemoryTun;
 use tun_rs::{
     DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
@@ -30,11 +32,42 @@ pub struct TunOffloads {
 
 /// One queue of the device, owned by one worker.
 pub struct TunQueue {
-    /// `None`: the null device (`dev null`): nothing to read, and what is
-    /// written is dropped, as 2.6 does; the worker polls no descriptor.
-    dev: Option<SyncDevice>,
+    dev: Device,
     gro: Coalescer,
     offloads: TunOffloads,
+}
+
+/// What a queue reads and writes. An enum, not a trait object, so the
+/// calls stay direct (one predictable branch per system call).
+enum Device {
+    Kernel(SyncDevice),
+    /// The null device (`dev null`): nothing to read, and what is written
+    /// is dropped, as 2.6 does; the worker polls no descriptor.
+    Null,
+    /// Frames in memory ([`memory`]), for unit tests.
+    Memory(memory::MemoryQueue),
+}
+
+impl Device {
+    /// Read one frame (`WouldBlock` when none is queued).
+    #[inline]
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Device::Kernel(dev) => dev.recv(buf),
+            Device::Null => Err(io::ErrorKind::WouldBlock.into()),
+            Device::Memory(queue) => queue.recv(buf),
+        }
+    }
+
+    /// Write one frame.
+    #[inline]
+    fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        match self {
+            Device::Kernel(dev) => dev.send(frame),
+            Device::Null => Ok(frame.len()),
+            Device::Memory(queue) => queue.send(frame),
+        }
+    }
 }
 
 /// Create the device with `queues` queues (IFF_MULTI_QUEUE), set its MTU and
@@ -78,7 +111,7 @@ pub fn create(
     for dev in devs {
         dev.set_nonblocking(true)?;
         out.push(TunQueue {
-            dev: Some(dev),
+            dev: Device::Kernel(dev),
             gro: Coalescer::new(offloads.udp),
             offloads,
         });
@@ -90,11 +123,23 @@ pub fn create(
 pub fn create_null(queues: usize) -> Vec<TunQueue> {
     (0..queues.max(1))
         .map(|_| TunQueue {
-            dev: None,
+            dev: Device::Null,
             gro: Coalescer::new(false),
             offloads: TunOffloads::default(),
         })
         .collect()
+}
+
+/// One in-memory queue that behaves as a real one with `offloads` (see
+/// [`memory`]), and the test's side of it.
+pub fn create_memory(offloads: TunOffloads) -> (TunQueue, MemoryTun) {
+    let (queue, tun) = memory::pair();
+    let queue = TunQueue {
+        dev: Device::Memory(queue),
+        gro: Coalescer::new(offloads.udp),
+        offloads,
+    };
+    (queue, tun)
 }
 
 impl TunQueue {
@@ -114,9 +159,10 @@ impl TunQueue {
         sizes: &mut [usize],
         offset: usize,
     ) -> (usize, u64) {
-        let Some(dev) = &self.dev else {
+        if matches!(self.dev, Device::Null) {
             return (0, 0);
-        };
+        }
+        let dev = &self.dev;
         let mut n = 0;
         let mut errors = 0;
         let max = bufs.len().min(sizes.len());
@@ -176,9 +222,10 @@ impl TunQueue {
     /// packet is attempted; returns the number of failed writes and the
     /// last error.
     pub fn write(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> (u64, Option<io::Error>) {
-        let Some(dev) = &self.dev else {
+        if matches!(self.dev, Device::Null) {
             return (0, None);
-        };
+        }
+        let dev = &self.dev;
         let mut failed = 0;
         let mut last = None;
         let mut put = |b: &[u8]| {
@@ -204,9 +251,12 @@ impl TunQueue {
 }
 
 impl AsRawFd for TunQueue {
-    /// -1 for the null device: `poll` ignores a negative descriptor.
+    /// -1 for the null and in-memory devices: `poll` ignores a negative descriptor.
     fn as_raw_fd(&self) -> RawFd {
-        self.dev.as_ref().map_or(-1, |d| d.as_raw_fd())
+        match &self.dev {
+            Device::Kernel(dev) => dev.as_raw_fd(),
+            Device::Null | Device::Memory(_) => -1,
+        }
     }
 }
 

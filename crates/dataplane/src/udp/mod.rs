@@ -16,6 +16,37 @@ use crate::sys::{self, SendScratch, TxMsg};
 
 pub use crate::sys::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, RecvBatch, RxMeta};
 
+pub mod memory;
+
+/// A worker's datagram port: a kernel UDP socket, or one end of an
+/// in-memory link ([`memory`]) in unit tests. An enum, not a trait object,
+/// so the per-batch calls stay direct (one predictable branch per
+/// `sendmmsg` / `recvmmsg`, none per packet).
+pub enum Port {
+    Kernel(UdpSocket),
+    Memory(memory::MemoryPort),
+}
+
+impl Port {
+    /// Nonblocking `recvmmsg` into `batch`: the number of messages (0 when none are queued).
+    pub fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            Port::Kernel(socket) => batch.recv(socket.as_raw_fd()),
+            Port::Memory(port) => Ok(port.recv(batch)),
+        }
+    }
+}
+
+impl AsRawFd for Port {
+    /// -1 for an in-memory port: `poll` ignores a negative descriptor.
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Port::Kernel(socket) => socket.as_raw_fd(),
+            Port::Memory(_) => -1,
+        }
+    }
+}
+
 /// Socket buffer size asked for (SO_RCVBUF/SO_SNDBUF, forced when we are allowed to).
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
@@ -112,17 +143,18 @@ impl Sender {
 
     /// Send every message; messages with `count > 1` are GSO runs. Waits (up
     /// to 100 ms per stall) for socket buffer space instead of dropping.
-    pub fn send<'a>(&mut self, fd: RawFd, msgs: &[TxMsg], pkt: &dyn Fn(usize) -> &'a [u8]) {
+    pub fn send<'a>(&mut self, port: &Port, msgs: &[TxMsg], pkt: &dyn Fn(usize) -> &'a [u8]) {
+        let fd = port.as_raw_fd();
         if !self.gso {
             self.split_all(msgs);
             let split = std::mem::take(&mut self.split);
-            self.send_plain(fd, &split, pkt);
+            self.send_plain(port, &split, pkt);
             self.split = split;
             return;
         }
         let mut at = 0;
         while at < msgs.len() {
-            match self.scratch.send(fd, &msgs[at..], pkt) {
+            match self.transmit(port, &msgs[at..], pkt) {
                 Ok(0) => break,
                 Ok(n) => at += n,
                 Err(e) => match e.raw_os_error() {
@@ -139,14 +171,14 @@ impl Sender {
                         self.gso = false;
                         self.split_all(&msgs[at..]);
                         let split = std::mem::take(&mut self.split);
-                        self.send_plain(fd, &split, pkt);
+                        self.send_plain(port, &split, pkt);
                         self.split = split;
                         return;
                     }
                     Some(libc::EINVAL | libc::EMSGSIZE) if msgs[at].count > 1 => {
                         self.split_all(&msgs[at..at + 1]);
                         let split = std::mem::take(&mut self.split);
-                        self.send_plain(fd, &split, pkt);
+                        self.send_plain(port, &split, pkt);
                         self.split = split;
                         at += 1;
                     }
@@ -175,10 +207,11 @@ impl Sender {
         }
     }
 
-    fn send_plain<'a>(&mut self, fd: RawFd, msgs: &[TxMsg], pkt: &dyn Fn(usize) -> &'a [u8]) {
+    fn send_plain<'a>(&mut self, port: &Port, msgs: &[TxMsg], pkt: &dyn Fn(usize) -> &'a [u8]) {
+        let fd = port.as_raw_fd();
         let mut at = 0;
         while at < msgs.len() {
-            match self.scratch.send(fd, &msgs[at..], pkt) {
+            match self.transmit(port, &msgs[at..], pkt) {
                 Ok(0) => break,
                 Ok(n) => at += n,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
@@ -193,6 +226,22 @@ impl Sender {
                     at += 1;
                 }
             }
+        }
+    }
+}
+
+impl Sender {
+    /// One `sendmmsg` (or its in-memory equivalent): the messages sent.
+    #[inline]
+    fn transmit<'a>(
+        &mut self,
+        port: &Port,
+        msgs: &[TxMsg],
+        pkt: &dyn Fn(usize) -> &'a [u8],
+    ) -> io::Result<usize> {
+        match port {
+            Port::Kernel(socket) => self.scratch.send(socket.as_raw_fd(), msgs, pkt),
+            Port::Memory(port) => port.send(msgs, pkt),
         }
     }
 }

@@ -15,20 +15,19 @@
 //! drops a partial one 10 s after its last fragment.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrovpn_proto::fragment::{self as frag, HEADER_LEN, Reassembler};
 
-use super::outbound::{GsoRuns, Out, route};
+use super::outbound::{GsoRuns, Out, route, send_datagrams};
 use super::tos::outer_tos;
 use super::{HEAD, OFF, Shared, TAIL};
 use crate::mss;
-use crate::peers::{KeyState, Peer, now_nanos};
+use crate::peers::{Peer, now_nanos};
 use crate::sys::TxMsg;
-use crate::udp::Sender;
+use crate::udp::{Port, Sender};
 
 /// `fragment MAX [mtu]`: no datagram's UDP payload (with `mtu`: no outer
 /// IP packet) exceeds `max` bytes.
@@ -211,9 +210,7 @@ impl FragmentOut {
             };
             let c = &peer.counters;
             if self.packet(buf, len, peer, sh, cfg, udp) {
-                c.tx_packets.fetch_add(1, Ordering::Relaxed);
-                c.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                c.last_tx.store(now, Ordering::Relaxed);
+                c.sent(1, len as u64, now);
             } else {
                 c.tx_drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -229,7 +226,7 @@ impl FragmentOut {
         peer: &Arc<Peer>,
         sh: &Shared,
         cfg: &FragmentConfig,
-        udp: &std::net::UdpSocket,
+        udp: &Port,
     ) -> bool {
         let ks = peer.keys.load();
         let Some(k) = ks.send_key() else {
@@ -266,7 +263,10 @@ impl FragmentOut {
         if self.used + count > FRAG_BATCH {
             self.flush(udp, sh);
         }
-        let Some(mut id) = reserve(k, peer, count) else {
+        let Some(mut id) = u32::try_from(count)
+            .ok()
+            .and_then(|count| peer.reserve_ids(k, count))
+        else {
             return false;
         };
         let peer_addr = Arc::as_ptr(peer) as usize;
@@ -274,7 +274,6 @@ impl FragmentOut {
             self.last_peer = peer_addr;
             self.slot = self.slot.wrapping_add(1);
         }
-        let peer_id = (!v1).then_some(peer.peer_id);
         for (header, part) in items {
             let j = self.used;
             let d = &mut self.bufs[j];
@@ -286,10 +285,7 @@ impl FragmentOut {
             };
             room[..part.len()].copy_from_slice(part);
             d[start..FHEAD].copy_from_slice(&header);
-            let sealed =
-                k.keys
-                    .seal
-                    .seal_at(k.key_id, peer_id, id, d, start, HEADER_LEN + part.len());
+            let sealed = peer.seal(k, id, d, start, HEADER_LEN + part.len());
             id = id.wrapping_add(1);
             let Ok((st, wire_len)) = sealed else {
                 // The rest of the packet is useless to the peer.
@@ -303,7 +299,7 @@ impl FragmentOut {
         true
     }
 
-    fn flush(&mut self, udp: &std::net::UdpSocket, sh: &Shared) {
+    fn flush(&mut self, udp: &Port, sh: &Shared) {
         if !self.msgs.is_empty() {
             let bufs = &self.bufs;
             let wire = &self.wire;
@@ -311,28 +307,12 @@ impl FragmentOut {
                 let (st, l) = wire[j];
                 &bufs[j][st..st + l]
             };
-            let before = self.sender.dropped;
-            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
-            let lost = self.sender.dropped - before;
-            if lost > 0 {
-                sh.counters
-                    .udp_send_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
-            }
+            send_datagrams(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
         }
         self.msgs.clear();
         self.used = 0;
         self.runs = GsoRuns::default();
     }
-}
-
-/// `count` packet ids of `k` for `peer`, the first returned.
-fn reserve(k: &KeyState, peer: &Peer, count: usize) -> Option<u32> {
-    let (start, reneg) = k.reserve_ids(u32::try_from(count).ok()?);
-    if reneg {
-        peer.needs_renegotiation.store(true, Ordering::Relaxed);
-    }
-    start
 }
 
 /// 2.6's `datagram_overhead` for UDP: the outer IP and UDP headers.

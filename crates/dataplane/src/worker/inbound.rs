@@ -2,8 +2,7 @@
 //! classify, open, check replay and inner source, hand up control packets
 //! and OCC, write IP packets to the TUN (or relay them to another peer).
 
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +16,7 @@ use crate::mss;
 use crate::peers::{FloatOutcome, Peer, Snapshot, now_nanos};
 use crate::stream::{OwnedStream, ReadOutcome};
 use crate::tun::TunQueue;
-use crate::udp::RecvBatch;
+use crate::udp::{Port, RecvBatch};
 use crate::up::MAX_CONTROL_DATAGRAM;
 
 /// Pace the worker only for batches whose packets average at least this
@@ -143,13 +142,13 @@ impl Inbound {
     /// sent at once.
     pub(super) fn run(
         &mut self,
-        udp: &UdpSocket,
+        udp: &Port,
         tun: &mut TunQueue,
         ob: &mut Outbound,
         sh: &Shared,
         link: Out<'_>,
     ) -> bool {
-        let m = match self.rx.recv(udp.as_raw_fd()) {
+        let m = match udp.recv(&mut self.rx) {
             // Drained: what is held goes now (its ACKs make the TUN busy).
             Ok(0) => return self.flush(tun, sh),
             Ok(m) => m,

@@ -19,10 +19,12 @@
 mod fragment;
 mod inbound;
 mod outbound;
+#[cfg(test)]
+mod pair_tests;
 mod stream_loop;
 mod tos;
 
-use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +39,7 @@ use crate::peers::{Peer, PeerTable, Snapshot, now_nanos};
 use crate::stream::{Streams, WorkerInbox};
 use crate::sys::{self, EventFd, Ready};
 use crate::tun::TunQueue;
+use crate::udp::Port;
 use crate::up::UpSenders;
 
 pub use fragment::Fragment;
@@ -178,7 +181,7 @@ pub(crate) struct Worker {
 /// A worker's side of the transport.
 pub(crate) enum Link {
     Udp {
-        socket: UdpSocket,
+        socket: Port,
         /// Whether this worker reads the socket (client mode: only worker 0
         /// reads the shared socket; see `Worker::new`).
         rx: bool,
@@ -190,7 +193,7 @@ pub(crate) enum Link {
         /// is high, so a slow link slows the tunnel down instead of dropping.
         client: bool,
         /// A server listening on UDP too: this worker's UDP socket.
-        udp: Option<UdpSocket>,
+        udp: Option<Port>,
     },
 }
 
@@ -312,30 +315,7 @@ impl Worker {
             let woke = std::time::Instant::now();
             let woke_at = now_nanos();
             self.ib.woke(woke_at);
-            // Drain both sides alternately until both are idle, then poll again.
-            for _ in 0..256 {
-                let mut busy = false;
-                if tun_ok {
-                    let n = self.ob.read(&self.tun, &self.sh.counters);
-                    if n > 0 {
-                        totals.tun_packets += n as u64;
-                        self.ob.process(n, Out::Udp(udp), &self.sh);
-                        busy = true;
-                    }
-                }
-                if udp_rx
-                    && self
-                        .ib
-                        .run(udp, &mut self.tun, &mut self.ob, &self.sh, Out::Udp(udp))
-                {
-                    busy = true;
-                }
-                if !busy || self.sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            // After the bound on the loop above: nothing waits for a later wake-up.
-            self.ib.flush(&mut self.tun, &self.sh);
+            self.drain(tun_ok, udp_rx, &mut totals);
             totals.busy_nanos += woke.elapsed().as_nanos() as u64;
             totals.link_packets = self.ib.received;
             self.sh.workers[self.index].publish(totals);
@@ -352,6 +332,47 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// One wake-up's work over UDP: drain the TUN (when `tun_ok`) and the
+    /// socket (when `udp_rx`) alternately until both are idle (bounded),
+    /// then write what is held to the TUN.
+    fn drain(&mut self, tun_ok: bool, udp_rx: bool, totals: &mut Totals) {
+        let Link::Udp { socket: udp, .. } = &self.link else {
+            return;
+        };
+        for _ in 0..256 {
+            let mut busy = false;
+            if tun_ok {
+                let n = self.ob.read(&self.tun, &self.sh.counters);
+                if n > 0 {
+                    totals.tun_packets += n as u64;
+                    self.ob.process(n, Out::Udp(udp), &self.sh);
+                    busy = true;
+                }
+            }
+            if udp_rx
+                && self
+                    .ib
+                    .run(udp, &mut self.tun, &mut self.ob, &self.sh, Out::Udp(udp))
+            {
+                busy = true;
+            }
+            if !busy || self.sh.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        // After the bound on the loop above: nothing waits for a later wake-up.
+        self.ib.flush(&mut self.tun, &self.sh);
+    }
+
+    /// A test's stand-in for one wake-up: everything queued on both sides
+    /// is handled (the in-memory TUN and link have no descriptor to poll).
+    #[cfg(test)]
+    fn pump(&mut self) {
+        let mut totals = Totals::default();
+        self.ib.woke(now_nanos());
+        self.drain(true, true, &mut totals);
     }
 }
 

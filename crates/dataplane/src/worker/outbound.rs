@@ -3,8 +3,7 @@
 //! packets with their length prefixes in one `writev`).
 
 use std::io::IoSlice;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,7 +17,7 @@ use crate::peers::{KeyState, Peer, Snapshot, now_nanos};
 use crate::stream::Streams;
 use crate::sys::TxMsg;
 use crate::tun::{RawFrame, TunQueue};
-use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Sender};
+use crate::udp::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Port, Sender};
 
 /// One peer's share of an outbound batch.
 struct Slot {
@@ -37,15 +36,15 @@ struct Slot {
 /// Where sealed packets go.
 #[derive(Clone, Copy)]
 pub(crate) enum Out<'a> {
-    Udp(&'a UdpSocket),
+    Udp(&'a Port),
     Stream(&'a Streams),
     /// A server with UDP and TCP listeners: a peer with a TCP connection
     /// gets its packets there, the others by UDP.
-    Both(&'a UdpSocket, &'a Streams),
+    Both(&'a Port, &'a Streams),
 }
 
 impl<'a> Out<'a> {
-    pub(super) fn udp(self) -> Option<&'a UdpSocket> {
+    pub(super) fn udp(self) -> Option<&'a Port> {
         match self {
             Out::Udp(u) | Out::Both(u, _) => Some(u),
             Out::Stream(_) => None,
@@ -172,15 +171,11 @@ impl Outbound {
         // One contiguous id range per peer for this batch.
         for s in &mut self.slots {
             let ks = s.peer.keys.load();
-            if let Some(k) = ks.send_key() {
-                let (start, reneg) = k.reserve_ids(s.count);
-                if reneg {
-                    s.peer.needs_renegotiation.store(true, Ordering::Relaxed);
-                }
-                if let Some(start) = start {
-                    s.next_id = start;
-                    s.key = Some(k.clone());
-                }
+            if let Some(k) = ks.send_key()
+                && let Some(start) = s.peer.reserve_ids(k, s.count)
+            {
+                s.next_id = start;
+                s.key = Some(k.clone());
             }
         }
         self.order.clear();
@@ -220,9 +215,7 @@ impl Outbound {
                 continue;
             };
             // AEAD or CBC, P_DATA_V2 or V1: the key knows its header room.
-            let peer_id = (!s.peer.uses_v1()).then_some(s.peer.peer_id);
-            let Ok((start, wire_len)) = k.keys.seal.seal_at(k.key_id, peer_id, id, buf, at, framed)
-            else {
+            let Ok((start, wire_len)) = s.peer.seal(k, id, buf, at, framed) else {
                 s.drops += 1;
                 continue;
             };
@@ -263,22 +256,13 @@ impl Outbound {
                 let (st, l) = wire[i];
                 &bufs[i][st..st + l]
             };
-            let before = self.sender.dropped;
-            self.sender.send(udp.as_raw_fd(), &self.msgs, &get);
-            let lost = self.sender.dropped - before;
-            if lost > 0 {
-                sh.counters
-                    .udp_send_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
-            }
+            send_datagrams(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
         }
         let now = now_nanos();
         for s in self.slots.drain(..) {
             let c = &s.peer.counters;
             if s.sent > 0 {
-                c.tx_packets.fetch_add(s.sent, Ordering::Relaxed);
-                c.tx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
-                c.last_tx.store(now, Ordering::Relaxed);
+                c.sent(s.sent, s.bytes, now);
             }
             if s.drops > 0 {
                 c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
@@ -318,6 +302,23 @@ impl Outbound {
                     .fetch_add(lost, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Send `msgs` on `udp` (datagram `j` is `datagram(j)`), and count what
+/// the kernel refused in `udp_send_dropped`.
+pub(super) fn send_datagrams<'a>(
+    sender: &mut Sender,
+    udp: &Port,
+    msgs: &[TxMsg],
+    datagram: &dyn Fn(usize) -> &'a [u8],
+    counters: &GlobalCounters,
+) {
+    let before = sender.dropped;
+    sender.send(udp, msgs, datagram);
+    let lost = sender.dropped - before;
+    if lost > 0 {
+        counters.udp_send_dropped.fetch_add(lost, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,406 @@
+//! Two workers, a server's and a client's, joined by the in-memory TUN
+//! queues and datagram link (`tun::memory`, `udp::memory`): the whole
+//! worker path (TUN read, GSO split, route, seal, `sendmmsg` runs, GRO
+//! receive, open, replay check, TUN write with coalescing) without root.
+//! The test drives both workers in turn (`Pair::drive`), so nothing here
+//! depends on timing.
+
+use std::net::SocketAddr;
+
+use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side, parse_data_header};
+use tun_rs::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
+
+use super::*;
+use crate::tun::{MemoryTun, TunOffloads};
+use crate::udp::memory::{Datagram, Impairment, MemoryLink};
+use crate::udp::{self, Port};
+
+/// The client's peer id on the server (and the one it writes in P_DATA_V2).
+const PEER_ID: u32 = 1;
+const SERVER_TUN_IP: [u8; 4] = [10, 8, 0, 1];
+const CLIENT_TUN_IP: [u8; 4] = [10, 8, 0, 2];
+
+/// One end: its worker, the test's side of its TUN queue, its peer table.
+struct Node {
+    worker: Worker,
+    tun: MemoryTun,
+    sh: Arc<Shared>,
+    addr: SocketAddr,
+    /// The client's peer id (on both ends).
+    peer_id: u32,
+    _up: crate::UpReceiver,
+}
+
+struct Pair {
+    server: Node,
+    client: Node,
+    link: MemoryLink,
+}
+
+fn node(
+    peers: PeerTable,
+    port: udp::memory::MemoryPort,
+    offloads: TunOffloads,
+    peer_id: u32,
+) -> Node {
+    let (tx, rx) = crate::up::queues(64, 1);
+    let sh = Arc::new(Shared {
+        peers,
+        up: tx,
+        counters: Arc::new(GlobalCounters::default()),
+        workers: (0..1).map(|_| WorkerCounters::default()).collect(),
+        client_to_client: false,
+        mss: None,
+        mss_cbc: None,
+        stop: AtomicBool::new(false),
+        wake: EventFd::new().expect("eventfd"),
+        streams: None,
+        fragment: None,
+        passtos: false,
+    });
+    let addr = port.local_addr();
+    let (queue, tun) = crate::tun::create_memory(offloads);
+    let link = Link::Udp {
+        socket: Port::Memory(port),
+        rx: true,
+    };
+    Node {
+        worker: Worker::new(0, queue, link, true, sh.clone()),
+        tun,
+        sh,
+        addr,
+        peer_id,
+        _up: rx,
+    }
+}
+
+impl Pair {
+    /// A server with one client, both with one AEAD key (key id 0) from the
+    /// same key block, as a TLS handshake leaves them.
+    fn new(offloads: TunOffloads) -> Pair {
+        Pair::with_peer_id(offloads, PEER_ID)
+    }
+
+    /// The same with the client known by `peer_id` on both ends
+    /// (`PEER_ID_UNDEFINED`: by its address, over P_DATA_V1).
+    fn with_peer_id(offloads: TunOffloads, peer_id: u32) -> Pair {
+        let server_addr: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let client_addr: SocketAddr = "198.51.100.2:40000".parse().unwrap();
+        let (server_port, client_port, link) = udp::memory::link(server_addr, client_addr);
+        let block = KeyBlock(std::array::from_fn(|i| (i * 7 + 3) as u8));
+        let keys = |side| DataKeys::from_key_block(Cipher::Aes256Gcm, &block, side);
+
+        let server_peers = PeerTable::new();
+        server_peers.upsert_peer(peer_id, client_addr, Some(CLIENT_TUN_IP.into()));
+        server_peers.install_key(peer_id, 0, keys(Side::Server));
+        server_peers.set_send_key(peer_id, 0);
+
+        let client_peers = PeerTable::new();
+        client_peers.upsert_peer(peer_id, server_addr, None);
+        client_peers.install_key(peer_id, 0, keys(Side::Client));
+        client_peers.set_send_key(peer_id, 0);
+        client_peers.set_client_default(Some(peer_id));
+
+        Pair {
+            server: node(server_peers, server_port, offloads, peer_id),
+            client: node(client_peers, client_port, offloads, peer_id),
+            link,
+        }
+    }
+
+    /// Run both workers until neither has anything left to do.
+    fn drive(&mut self) {
+        for _ in 0..100 {
+            self.client.worker.pump();
+            self.server.worker.pump();
+            let idle = self.client.tun.unread() == 0
+                && self.server.tun.unread() == 0
+                && self.link.in_flight(self.client.addr) == 0
+                && self.link.in_flight(self.server.addr) == 0;
+            if idle {
+                return;
+            }
+        }
+        panic!("the pair did not settle in 100 rounds");
+    }
+}
+
+impl Node {
+    fn stats(&self) -> crate::PeerStats {
+        self.sh
+            .peers
+            .peer_stats(self.peer_id)
+            .expect("the peer exists")
+    }
+
+    fn counter(&self, pick: impl Fn(&GlobalCounters) -> &AtomicU64) -> u64 {
+        pick(&self.sh.counters).load(Ordering::Relaxed)
+    }
+}
+
+fn no_offloads() -> TunOffloads {
+    TunOffloads::default()
+}
+
+fn tcp_offloads() -> TunOffloads {
+    TunOffloads {
+        tcp: true,
+        udp: false,
+    }
+}
+
+/// An IPv4 UDP packet from `src` to `dst` carrying `payload` (checksum left 0: allowed for UDP).
+fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p[20..22].copy_from_slice(&5000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5001u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// A TSO super-packet as the kernel hands it to a TUN with offloads: a
+/// `virtio_net_hdr` (TCPv4, segment size `mss`, partial checksum) and one
+/// IPv4/TCP packet from the client's tunnel address with `payload`.
+fn tso_frame(payload: &[u8], mss: u16) -> Vec<u8> {
+    let total = 40 + payload.len();
+    let mut f = vec![0u8; VIRTIO_NET_HDR_LEN + total];
+    VirtioNetHdr {
+        flags: 1, // VIRTIO_NET_HDR_F_NEEDS_CSUM
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: mss,
+        csum_start: 20,
+        csum_offset: 16,
+    }
+    .encode(&mut f)
+    .unwrap();
+    let p = &mut f[VIRTIO_NET_HDR_LEN..];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&CLIENT_TUN_IP);
+    p[16..20].copy_from_slice(&SERVER_TUN_IP);
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[8..12].copy_from_slice(&77u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x10; // ACK
+    t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    p[40..].copy_from_slice(payload);
+    f
+}
+
+/// The packet id of a sealed datagram (cleartext in front of the ciphertext).
+fn packet_id(d: &Datagram) -> u32 {
+    parse_data_header(&d.bytes)
+        .expect("a data packet")
+        .packet_id
+}
+
+#[test]
+fn single_packets_cross_both_ways() {
+    let mut pair = Pair::new(no_offloads());
+    let up = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"hello server");
+    let down = udp4(SERVER_TUN_IP, CLIENT_TUN_IP, b"hello client");
+    assert!(pair.client.tun.inject(up.clone()));
+    pair.drive();
+    assert_eq!(pair.server.tun.take_written(), vec![up]);
+    assert!(pair.server.tun.inject(down.clone()));
+    pair.drive();
+    assert_eq!(pair.client.tun.take_written(), vec![down]);
+    let (s, c) = (pair.server.stats(), pair.client.stats());
+    assert_eq!((s.rx_packets, s.tx_packets), (1, 1));
+    assert_eq!((c.rx_packets, c.tx_packets), (1, 1));
+    assert_eq!(s.auth_failures + s.replay_drops + c.auth_failures, 0);
+}
+
+#[test]
+fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
+    let mut pair = Pair::new(tcp_offloads());
+    let mss = 1360u16;
+    let segments = 48;
+    let payload: Vec<u8> = (0..usize::from(mss) * segments)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    assert!(pair.client.tun.inject(tso_frame(&payload, mss)));
+    // One worker round: the frame is split, sealed and sent.
+    pair.client.worker.pump();
+    let wire = pair.link.take(pair.server.addr);
+    assert_eq!(wire.len(), segments, "one datagram per segment");
+    // 1424-byte datagrams: 46 fit in one 64 KiB GSO run, 2 in the next.
+    assert_eq!(pair.link.gso_runs(), (2, 0));
+    assert!(wire.iter().all(|d| d.bytes.len() == wire[0].bytes.len()));
+    pair.link.inject(pair.server.addr, wire);
+    pair.drive();
+    let written = pair.server.tun.take_written();
+    assert_eq!(
+        written.len(),
+        1,
+        "the segments are written as one super-packet"
+    );
+    let frame = &written[0];
+    let hdr = VirtioNetHdr::decode(frame).unwrap();
+    assert_eq!(hdr.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
+    assert_eq!(hdr.gso_size, mss);
+    let ip = &frame[VIRTIO_NET_HDR_LEN..];
+    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
+    assert_eq!(&ip[12..20], &[CLIENT_TUN_IP, SERVER_TUN_IP].concat()[..]);
+    assert_eq!(
+        &ip[40..],
+        &payload[..],
+        "the payload arrives whole and in order"
+    );
+    assert_eq!(pair.server.stats().rx_packets, segments as u64);
+    assert_eq!(pair.client.stats().tx_packets, segments as u64);
+}
+
+#[test]
+fn a_duplicated_datagram_is_dropped_and_counted() {
+    let mut pair = Pair::new(no_offloads());
+    let pkt = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"once");
+    pair.client.tun.inject(pkt.clone());
+    pair.client.worker.pump();
+    let wire = pair.link.take(pair.server.addr);
+    assert_eq!(wire.len(), 1);
+    pair.link
+        .inject(pair.server.addr, [wire[0].clone(), wire[0].clone()]);
+    pair.drive();
+    assert_eq!(pair.server.tun.take_written(), vec![pkt]);
+    assert_eq!(pair.server.stats().replay_drops, 1);
+    assert_eq!(pair.server.stats().rx_packets, 1);
+}
+
+#[test]
+fn a_datagram_naming_an_unknown_peer_id_is_dropped() {
+    let mut pair = Pair::new(no_offloads());
+    pair.client
+        .tun
+        .inject(udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"who am I"));
+    pair.client.worker.pump();
+    let mut wire = pair.link.take(pair.server.addr);
+    assert_eq!(wire.len(), 1);
+    // P_DATA_V2: opcode and key id, then the 24-bit peer id.
+    wire[0].bytes[1..4].copy_from_slice(&[0, 0, 7]);
+    pair.link.inject(pair.server.addr, wire);
+    pair.drive();
+    assert!(pair.server.tun.take_written().is_empty());
+    assert_eq!(pair.server.counter(|c| &c.unknown_peer), 1);
+    assert_eq!(pair.server.stats().rx_packets, 0);
+}
+
+#[test]
+fn packet_ids_leave_in_order_and_reordered_ones_are_accepted_once() {
+    let mut pair = Pair::new(no_offloads());
+    let packets: Vec<Vec<u8>> = (0..30u8)
+        .map(|i| udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i; 100]))
+        .collect();
+    // Three batches of ten.
+    let mut wire = Vec::new();
+    for batch in packets.chunks(10) {
+        for p in batch {
+            pair.client.tun.inject(p.clone());
+        }
+        pair.client.worker.pump();
+        wire.extend(pair.link.take(pair.server.addr));
+    }
+    let ids: Vec<u32> = wire.iter().map(packet_id).collect();
+    assert_eq!(ids, (1..=30).collect::<Vec<u32>>());
+    // Delivered backwards, each once; the first again is a replay.
+    let mut backwards = wire.clone();
+    backwards.reverse();
+    backwards.push(wire[0].clone());
+    pair.link.inject(pair.server.addr, backwards);
+    pair.drive();
+    let mut got = pair.server.tun.take_written();
+    assert_eq!(got.len(), 30);
+    got.reverse();
+    assert_eq!(got, packets);
+    assert_eq!(pair.server.stats().replay_drops, 1);
+}
+
+#[test]
+fn loss_and_reordering_on_the_link_deliver_each_packet_at_most_once() {
+    let mut pair = Pair::new(no_offloads());
+    pair.link.impair(
+        pair.server.addr,
+        Impairment {
+            loss_one_in: 7,
+            reorder_one_in: 3,
+            seed: 42,
+        },
+    );
+    let sent = 200usize;
+    for i in 0..sent {
+        let tag = (i as u16).to_be_bytes();
+        pair.client
+            .tun
+            .inject(udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[tag[0], tag[1], 0xee]));
+    }
+    pair.drive();
+    let lost = pair.link.dropped(pair.server.addr) as usize;
+    assert!(lost > 0, "the impairment dropped something");
+    let got = pair.server.tun.take_written();
+    assert_eq!(got.len(), sent - lost);
+    let mut tags: Vec<u16> = got
+        .iter()
+        .map(|p| u16::from_be_bytes([p[28], p[29]]))
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), sent - lost, "no packet arrived twice");
+    assert_eq!(pair.server.stats().replay_drops, 0);
+}
+
+/// A kernel that refuses UDP GSO (EIO): the sender falls back to one
+/// datagram per message and nothing is lost.
+#[test]
+fn a_link_refusing_gso_still_carries_every_datagram() {
+    let mut pair = Pair::new(tcp_offloads());
+    pair.link.set_refuse_gso(pair.client.addr, true);
+    let payload = vec![0x5a; 1360 * 10];
+    pair.client.tun.inject(tso_frame(&payload, 1360));
+    pair.drive();
+    let written = pair.server.tun.take_written();
+    assert_eq!(written.len(), 1);
+    assert_eq!(&written[0][VIRTIO_NET_HDR_LEN + 40..], &payload[..]);
+    assert_eq!(pair.client.counter(|c| &c.udp_send_dropped), 0);
+    // Refused once; the sender then stops trying GSO on this port.
+    assert_eq!(pair.link.gso_runs(), (0, 1));
+}
+
+/// A peer without a peer id is known by its address and gets P_DATA_V1.
+#[test]
+fn a_peer_without_a_peer_id_exchanges_p_data_v1_both_ways() {
+    let mut pair = Pair::with_peer_id(no_offloads(), ferrovpn_proto::wire::PEER_ID_UNDEFINED);
+    let up = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"v1 up");
+    let down = udp4(SERVER_TUN_IP, CLIENT_TUN_IP, b"v1 down");
+    let (server_addr, client_addr) = (pair.server.addr, pair.client.addr);
+    for (from, to, pkt) in [
+        (&mut pair.client, server_addr, &up),
+        (&mut pair.server, client_addr, &down),
+    ] {
+        from.tun.inject(pkt.clone());
+        from.worker.pump();
+        let wire = pair.link.take(to);
+        assert_eq!(wire.len(), 1);
+        let header = parse_data_header(&wire[0].bytes).unwrap();
+        assert_eq!(header.opcode, ferrovpn_proto::wire::Opcode::DataV1);
+        assert_eq!(header.peer_id, None);
+        pair.link.inject(to, wire);
+    }
+    pair.drive();
+    assert_eq!(pair.server.tun.take_written(), vec![up]);
+    assert_eq!(pair.client.tun.take_written(), vec![down]);
+}
