@@ -695,7 +695,10 @@ mod tests {
         ];
         let frames = run(&mut coalescer(BOTH), &pkts);
         assert_eq!(frames.len(), 7);
-        assert_eq!(kernel_split(&frames[0]), vec![vec![1u8; 100], vec![3u8; 60]]);
+        assert_eq!(
+            kernel_split(&frames[0]),
+            vec![vec![1u8; 100], vec![3u8; 60]]
+        );
         for (f, i) in frames[1..].iter().zip([1, 3, 4, 5, 6, 7]) {
             assert_eq!(packet(f), &pkts[i][..], "packet {i} untouched");
             assert_eq!(hdr(f).gso_type, 0);
@@ -763,6 +766,30 @@ mod tests {
         let segs: Vec<Vec<u8>> = frames.iter().flat_map(|f| kernel_split(f)).collect();
         let want: Vec<Vec<u8>> = (0..60).map(|i| vec![i as u8; 1400]).collect();
         assert_eq!(segs, want);
+    }
+
+    #[test]
+    fn the_next_segment_is_opened_where_its_payload_belongs() {
+        let seg = |i: u32| tcp4(40000, i * 100, 1, TCP_ACK, &[i as u8; 100]);
+        let mut c = coalescer(BOTH);
+        let first = c.spot(200).unwrap();
+        assert_eq!((first.slot, first.at, first.behind), (0, OFF, None));
+        c.discard(first);
+        assert!(c.push(&seg(0)));
+        // Headers over the super-packet's last 52 bytes, payload at its end.
+        let next = c.spot(200).unwrap();
+        assert_eq!(
+            (next.slot, next.at, next.behind),
+            (0, OFF + 152 - 52, Some(0))
+        );
+        c.discard(next);
+        assert!(c.push(&seg(1)));
+        assert_eq!((c.len(), c.lens[0]), (1, 252));
+        // Closed by a short segment: the next one gets a slot of its own.
+        assert!(c.push(&tcp4(40000, 200, 1, TCP_ACK, &[2; 50])));
+        let after = c.spot(200).unwrap();
+        assert_eq!((after.slot, after.at, after.behind), (1, OFF, None));
+        c.discard(after);
     }
 
     #[test]
