@@ -1,6 +1,6 @@
 //! Userspace GRO for the TUN write path: consecutive TCP segments (and, with
-//! USO, equal-size UDP datagrams) of one flow in a batch become one
-//! super-packet, written with one `virtio_net_hdr` and one system call.
+//! USO, equal-size UDP datagrams) of one flow become one super-packet,
+//! written with one `virtio_net_hdr` and one system call.
 //!
 //! Unlike a NIC's GRO this does not verify the inner TCP/UDP checksums:
 //! every packet here was just authenticated by the data channel's AEAD, so
@@ -10,13 +10,23 @@
 //! place; packets written alone keep their own checksum, which the kernel
 //! checks as usual.
 //!
-//! No allocation: the coalescer's tables are sized once, and payloads are
-//! appended inside the first packet's buffer, which has room for 64 KiB.
+//! Packets are opened straight into the coalescer's slots (one arena, zeroed
+//! once, never resized). The next packet is opened where it most likely
+//! belongs: right behind the super-packet the last one joined, its headers
+//! overlapping that super-packet's last bytes, so its payload lands at its
+//! final offset and joining costs no copy. The overlapped bytes are saved
+//! first and put back once the new headers have been read. A packet that
+//! turns out to belong elsewhere (another flow, a gap, a new ACK number, a
+//! failed authentication) is copied to its place, or dropped, as before.
+//!
+//! No allocation after [`Coalescer::new`].
 
 use tun_rs::{
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4,
     VIRTIO_NET_HDR_LEN, VirtioNetHdr,
 };
+
+use super::TunOffloads;
 
 const F_NEEDS_CSUM: u8 = 1;
 const TCP: u8 = 6;
@@ -25,10 +35,17 @@ const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// Largest IP packet (IPv4 total length and IPv6 payload length are 16 bits).
 const IP_MAX: usize = 65_535;
+/// Bytes a slot holds behind its offset: the largest IP packet, or the
+/// largest datagram (ciphertext is never longer than the IP packet by more
+/// than this slack, and a datagram is at most 65 535 bytes anyway).
+pub const SLOT_ROOM: usize = IP_MAX + 256;
 /// Segments per super-packet; the kernel's UDP GSO takes at most 64.
 const MAX_SEGMENTS: u16 = 64;
 /// Flows tracked per batch; a batch with more starts writing the rest alone.
 const MAX_FLOWS: usize = 64;
+/// Longest IP + transport header of a packet that may merge (IPv6 40 +
+/// TCP 60): what opening behind a super-packet overlaps at most.
+const MAX_HEADERS: usize = 100;
 
 /// What identifies a flow's segments that may merge: addresses, ports, and
 /// for TCP the acknowledgement number (segments with a new ack stay apart,
@@ -42,7 +59,7 @@ struct FlowKey {
     ack: u32,
 }
 
-/// One super-packet being built in `bufs[buf]`.
+/// One super-packet being built in slot `buf`.
 #[derive(Clone, Copy)]
 struct Item {
     key: FlowKey,
@@ -66,14 +83,6 @@ struct Seg {
     payload: usize,
     seq: u32,
     psh: bool,
-}
-
-/// Reused across batches by one TUN queue.
-pub struct Coalescer {
-    items: Vec<Item>,
-    /// Buffers to write, in the order their first packet arrived.
-    writes: Vec<usize>,
-    udp: bool,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -175,94 +184,293 @@ fn headers_match(a: &[u8], b: &[u8], it: &Item) -> bool {
     ip_same && (it.key.proto != TCP || a[it.iph + 20..it.headers] == b[it.iph + 20..it.headers])
 }
 
+/// Where [`Coalescer::spot`] asks for the next packet to be opened: byte
+/// `at` of slot `slot`. `behind`: the item whose super-packet ends
+/// `saved` bytes after `at` (those bytes are in `Coalescer::saved`).
+pub struct Spot {
+    slot: usize,
+    at: usize,
+    behind: Option<usize>,
+    saved: usize,
+}
+
+/// The packets of one TUN write in the making, reused across writes by
+/// one worker: up to `slots` packets or super-packets, each at
+/// `off` bytes into its slot of `arena` (room for the virtio header in
+/// front), `lens[i]` bytes long.
+pub struct Coalescer {
+    arena: Vec<u8>,
+    stride: usize,
+    off: usize,
+    lens: Vec<usize>,
+    /// Slots holding a packet: `0..used`, in arrival order.
+    used: usize,
+    items: Vec<Item>,
+    /// The item the last merging packet opened or joined.
+    last: Option<usize>,
+    /// The device takes virtio headers and TCP super-packets (TSO), and
+    /// UDP ones (USO).
+    vnet: bool,
+    udp: bool,
+    saved: [u8; MAX_HEADERS],
+}
+
+impl Item {
+    fn first(seg: &Seg, slot: usize) -> Self {
+        Item {
+            key: seg.key,
+            buf: slot,
+            iph: seg.iph,
+            headers: seg.headers,
+            gso_size: seg.payload,
+            segments: 1,
+            next_seq: seg.seq.wrapping_add(seg.payload as u32),
+            closed: seg.psh,
+        }
+    }
+}
+
 impl Coalescer {
-    /// `udp`: the device accepts UDP super-packets (USO).
-    pub fn new(udp: bool) -> Self {
+    /// `slots` packets per TUN write, each at `off >= VIRTIO_NET_HDR_LEN`
+    /// bytes into its slot. Without `offloads.tcp` nothing merges and
+    /// frames carry no virtio header.
+    pub fn new(offloads: TunOffloads, slots: usize, off: usize) -> Self {
+        let off = off.max(VIRTIO_NET_HDR_LEN);
+        let slots = slots.max(1);
+        let stride = off + SLOT_ROOM;
         Coalescer {
+            // Zeroed once here (fresh pages from the allocator), never per packet.
+            arena: vec![0; slots * stride],
+            stride,
+            off,
+            lens: vec![0; slots],
+            used: 0,
             items: Vec::with_capacity(MAX_FLOWS),
-            writes: Vec::with_capacity(256),
-            udp,
+            last: None,
+            vnet: offloads.tcp,
+            udp: offloads.tcp && offloads.udp,
+            saved: [0; MAX_HEADERS],
         }
     }
 
-    /// Merge what can be merged in `bufs` (each packet at `bufs[i][off..]`,
-    /// `off >= VIRTIO_NET_HDR_LEN`), write each buffer's virtio header, and
-    /// return the buffers to write, in arrival order. Buffers whose packet
-    /// was merged into another are left out.
-    pub fn plan(&mut self, bufs: &mut [Vec<u8>], off: usize) -> &[usize] {
-        self.items.clear();
-        self.writes.clear();
-        for i in 0..bufs.len() {
-            if bufs[i].len() <= off {
-                continue;
+    /// Packets (and super-packets) to write.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// No slot left: write before the next [`Self::spot`].
+    pub fn is_full(&self) -> bool {
+        self.used == self.lens.len()
+    }
+
+    /// Where to open a packet of at most `max` bytes: behind the
+    /// super-packet the last packet joined while it is open and would still
+    /// hold it, else at the start of a free slot. `None` when full. Every
+    /// spot must end in [`Self::commit`] or [`Self::discard`] before the
+    /// next one.
+    pub fn spot(&mut self, max: usize) -> Option<Spot> {
+        if self.is_full() {
+            return None;
+        }
+        if let Some(n) = self.last {
+            let it = self.items[n];
+            let len = self.lens[it.buf];
+            if !it.closed
+                && it.segments < MAX_SEGMENTS
+                && it.headers <= MAX_HEADERS.min(len)
+                && len + max <= IP_MAX + it.headers
+            {
+                let at = self.off + len - it.headers;
+                let from = it.buf * self.stride + at;
+                self.saved[..it.headers].copy_from_slice(&self.arena[from..from + it.headers]);
+                return Some(Spot {
+                    slot: it.buf,
+                    at,
+                    behind: Some(n),
+                    saved: it.headers,
+                });
             }
-            let merged = match parse(&bufs[i][off..], self.udp) {
-                Some(seg) => self.try_merge(bufs, off, i, &seg),
-                None => false,
-            };
-            if !merged {
-                // A plain header; a super-packet's is written below.
-                VirtioNetHdr::default()
-                    .encode(&mut bufs[i][off - VIRTIO_NET_HDR_LEN..off])
-                    .ok();
-                self.writes.push(i);
+        }
+        Some(Spot {
+            slot: self.used,
+            at: self.off,
+            behind: None,
+            saved: 0,
+        })
+    }
+
+    /// The bytes to open into at `spot` (at least `max` of [`Self::spot`]).
+    pub fn window(&mut self, spot: &Spot) -> &mut [u8] {
+        let base = spot.slot * self.stride;
+        &mut self.arena[base + spot.at..base + self.stride]
+    }
+
+    /// The first `len` bytes at `spot`, as [`Self::window`] left them.
+    pub fn opened(&self, spot: &Spot, len: usize) -> &[u8] {
+        let base = spot.slot * self.stride;
+        let end = (spot.at + len).min(self.stride);
+        &self.arena[base + spot.at..base + end]
+    }
+
+    /// Nothing to keep was opened at `spot` (a failed authentication, a
+    /// ping, a relayed packet): put back what it overlapped.
+    pub fn discard(&mut self, spot: Spot) {
+        self.restore(&spot);
+    }
+
+    /// A `len`-byte IP packet now lies at `spot`: let it join its flow's
+    /// super-packet (in place when it was opened right behind it, else by
+    /// copying its payload there), or keep it as a packet of its own.
+    pub fn commit(&mut self, spot: Spot, len: usize) {
+        let start = spot.slot * self.stride + spot.at;
+        let end = start + len.min(self.stride - spot.at);
+        let seg = if self.vnet {
+            parse(&self.arena[start..end], self.udp)
+        } else {
+            None
+        };
+        let target = seg
+            .as_ref()
+            .and_then(|s| self.merge_target(s, start, spot.behind));
+        match (seg, target) {
+            (Some(seg), Some(t)) => {
+                let head = self.items[t].buf;
+                let to = head * self.stride + self.off + self.lens[head];
+                let from = start + seg.headers;
+                // Equal exactly when it was opened right behind `t`.
+                if from != to {
+                    self.arena.copy_within(from..from + seg.payload, to);
+                }
+                self.restore(&spot);
+                self.joined(t, &seg);
             }
+            (seg, _) => {
+                // A slot of its own: `spot()` saw one free.
+                let slot = self.used;
+                if spot.behind.is_some() {
+                    self.arena
+                        .copy_within(start..end, slot * self.stride + self.off);
+                    self.restore(&spot);
+                }
+                self.lens[slot] = end - start;
+                self.used += 1;
+                if let Some(seg) = seg
+                    && self.items.len() < MAX_FLOWS
+                {
+                    self.items.push(Item::first(&seg, slot));
+                    self.last = Some(self.items.len() - 1);
+                }
+            }
+        }
+    }
+
+    /// Copy in a packet opened elsewhere, as [`Self::commit`] would take it;
+    /// false (dropped) when full or longer than a slot.
+    pub fn push(&mut self, pkt: &[u8]) -> bool {
+        let Some(spot) = self.spot(pkt.len()) else {
+            return false;
+        };
+        let Some(w) = self.window(&spot).get_mut(..pkt.len()) else {
+            self.discard(spot);
+            return false;
+        };
+        w.copy_from_slice(pkt);
+        self.commit(spot, pkt.len());
+        true
+    }
+
+    /// Write every slot's virtio header (a super-packet's with its lengths
+    /// and checksum fixed); then [`Self::frames`] are ready to write.
+    pub fn finish(&mut self) {
+        if !self.vnet {
+            return;
+        }
+        let off = self.off;
+        for i in 0..self.used {
+            let at = i * self.stride + off - VIRTIO_NET_HDR_LEN;
+            VirtioNetHdr::default()
+                .encode(&mut self.arena[at..at + VIRTIO_NET_HDR_LEN])
+                .ok();
         }
         for it in &self.items {
             if it.segments > 1 {
-                finish_super_packet(&mut bufs[it.buf], off, it);
+                let base = it.buf * self.stride;
+                let end = base + off + self.lens[it.buf];
+                finish_super_packet(&mut self.arena[base..end], off, it);
             }
         }
-        &self.writes
     }
 
-    /// Append segment `bufs[i]` to its flow's open super-packet, or open one
-    /// for it. Returns true when it was appended (nothing left to write).
-    fn try_merge(&mut self, bufs: &mut [Vec<u8>], off: usize, i: usize, seg: &Seg) -> bool {
-        let open = self.items.iter().rposition(|it| it.key == seg.key);
-        if let Some(n) = open {
-            let it = self.items[n];
-            let fits = !it.closed
-                && it.headers == seg.headers
-                && seg.payload <= it.gso_size
-                && (seg.key.proto != TCP || seg.seq == it.next_seq)
-                && it.segments < MAX_SEGMENTS
-                && bufs[it.buf].len() - off + seg.payload <= IP_MAX
-                && bufs[it.buf].len() + seg.payload + off <= bufs[it.buf].capacity()
-                && headers_match(&bufs[it.buf][off..], &bufs[i][off..], &it);
-            if fits {
-                let (head, tail) = if it.buf < i {
-                    let (a, b) = bufs.split_at_mut(i);
-                    (&mut a[it.buf], &b[0])
-                } else {
-                    // Items are opened by earlier packets only.
-                    return false;
-                };
-                let from = off + seg.headers;
-                head.extend_from_slice(&tail[from..from + seg.payload]);
-                let it = &mut self.items[n];
-                it.segments += 1;
-                it.next_seq = it.next_seq.wrapping_add(seg.payload as u32);
-                if seg.psh {
-                    head[off + it.iph + 13] |= TCP_PSH;
-                }
-                it.closed = seg.payload < it.gso_size || seg.psh;
-                return true;
-            }
+    /// The frames to write after [`Self::finish`], in arrival order
+    /// (virtio header included when the device takes one).
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let from = if self.vnet {
+            self.off - VIRTIO_NET_HDR_LEN
+        } else {
+            self.off
+        };
+        (0..self.used).map(move |i| {
+            let base = i * self.stride;
+            &self.arena[base + from..base + self.off + self.lens[i]]
+        })
+    }
+
+    /// Start the next write.
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.items.clear();
+        self.last = None;
+    }
+
+    /// The super-packet `seg` (opened at arena byte `start`, behind item
+    /// `behind`) may join: its flow's latest one, if still open, contiguous
+    /// and alike.
+    fn merge_target(&self, seg: &Seg, start: usize, behind: Option<usize>) -> Option<usize> {
+        // The last item joined is its flow's latest: no search when the
+        // guess was right.
+        let n = match behind {
+            Some(n) if self.items[n].key == seg.key => n,
+            _ => self.items.iter().rposition(|it| it.key == seg.key)?,
+        };
+        let it = &self.items[n];
+        let head = it.buf * self.stride + self.off;
+        let fits = !it.closed
+            && it.headers == seg.headers
+            && seg.payload <= it.gso_size
+            && (seg.key.proto != TCP || seg.seq == it.next_seq)
+            && it.segments < MAX_SEGMENTS
+            && self.lens[it.buf] + seg.payload <= IP_MAX
+            && headers_match(
+                &self.arena[head..head + it.headers],
+                &self.arena[start..start + seg.headers],
+                it,
+            );
+        fits.then_some(n)
+    }
+
+    /// `seg`'s payload now ends item `t`'s super-packet.
+    fn joined(&mut self, t: usize, seg: &Seg) {
+        let it = &mut self.items[t];
+        it.segments += 1;
+        it.next_seq = it.next_seq.wrapping_add(seg.payload as u32);
+        if seg.psh {
+            self.arena[it.buf * self.stride + self.off + it.iph + 13] |= TCP_PSH;
         }
-        if self.items.len() < MAX_FLOWS {
-            self.items.push(Item {
-                key: seg.key,
-                buf: i,
-                iph: seg.iph,
-                headers: seg.headers,
-                gso_size: seg.payload,
-                segments: 1,
-                next_seq: seg.seq.wrapping_add(seg.payload as u32),
-                closed: seg.psh,
-            });
+        it.closed = seg.payload < it.gso_size || seg.psh;
+        self.lens[it.buf] += seg.payload;
+        self.last = Some(t);
+    }
+
+    /// Put back the super-packet bytes a spot behind it overlapped.
+    fn restore(&mut self, spot: &Spot) {
+        if spot.behind.is_some() {
+            let at = spot.slot * self.stride + spot.at;
+            self.arena[at..at + spot.saved].copy_from_slice(&self.saved[..spot.saved]);
         }
-        false
     }
 }
 
@@ -390,27 +598,47 @@ mod tests {
         p
     }
 
-    fn batch(pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        pkts.iter()
-            .map(|p| {
-                let mut b = Vec::with_capacity(2 * OFF + IP_MAX);
-                b.resize(OFF, 0);
-                b.extend_from_slice(p);
-                b
-            })
-            .collect()
+    const BOTH: TunOffloads = TunOffloads {
+        tcp: true,
+        udp: true,
+    };
+
+    fn coalescer(offloads: TunOffloads) -> Coalescer {
+        Coalescer::new(offloads, 16, OFF)
     }
 
-    fn hdr(b: &[u8]) -> VirtioNetHdr {
-        VirtioNetHdr::decode(&b[OFF - VIRTIO_NET_HDR_LEN..]).unwrap()
+    /// Open each packet where the coalescer asks (as the worker does) and
+    /// return the frames of one write.
+    fn run(c: &mut Coalescer, pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        for p in pkts {
+            let spot = c.spot(p.len()).expect("a free slot");
+            c.window(&spot)[..p.len()].copy_from_slice(p);
+            c.commit(spot, p.len());
+        }
+        c.finish();
+        let frames = c.frames().map(<[u8]>::to_vec).collect();
+        c.clear();
+        frames
+    }
+
+    fn hdr(f: &[u8]) -> VirtioNetHdr {
+        VirtioNetHdr::decode(f).unwrap()
+    }
+
+    fn packet(f: &[u8]) -> &[u8] {
+        &f[VIRTIO_NET_HDR_LEN..]
     }
 
     /// What the kernel does with a super-packet: split it at gso_size and
     /// complete each checksum. Returns the segments' payloads.
-    fn kernel_split(b: &[u8]) -> Vec<Vec<u8>> {
-        let h = hdr(b);
-        let p = &b[OFF..];
+    fn kernel_split(f: &[u8]) -> Vec<Vec<u8>> {
+        let h = hdr(f);
+        let p = packet(f);
         let hl = usize::from(h.hdr_len);
+        if h.gso_type == 0 {
+            let (iph, th) = (20, usize::from(p[32] >> 4) * 4);
+            return vec![p[iph + th..].to_vec()];
+        }
         p[hl..]
             .chunks(usize::from(h.gso_size))
             .map(|c| c.to_vec())
@@ -420,26 +648,27 @@ mod tests {
     #[test]
     fn consecutive_segments_of_one_flow_become_one_super_packet() {
         let seg = |i: u32, flags| tcp4(40000, 1000 + i * 100, 77, flags, &[i as u8; 100]);
-        let mut bufs = batch(&[
-            seg(0, TCP_ACK),
-            seg(1, TCP_ACK),
-            seg(2, TCP_ACK | TCP_PSH),
-            seg(3, TCP_ACK),
-        ]);
-        let mut c = Coalescer::new(true);
-        let w = c.plan(&mut bufs, OFF).to_vec();
+        let frames = run(
+            &mut coalescer(BOTH),
+            &[
+                seg(0, TCP_ACK),
+                seg(1, TCP_ACK),
+                seg(2, TCP_ACK | TCP_PSH),
+                seg(3, TCP_ACK),
+            ],
+        );
         // The PSH segment closes the first super-packet.
-        assert_eq!(w, vec![0, 3]);
-        let h = hdr(&bufs[0]);
+        assert_eq!(frames.len(), 2);
+        let h = hdr(&frames[0]);
         assert_eq!(h.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
         assert_eq!((h.flags, h.hdr_len, h.gso_size), (F_NEEDS_CSUM, 52, 100));
         assert_eq!((h.csum_start, h.csum_offset), (20, 16));
-        let p = &bufs[0][OFF..];
+        let p = packet(&frames[0]);
         assert_eq!(p.len(), 52 + 300);
         assert_eq!(usize::from(be16(p, 2)), p.len());
         assert_eq!(csum(&p[..20], 0), 0, "IPv4 header checksum");
         assert_ne!(p[33] & TCP_PSH, 0);
-        let segs = kernel_split(&bufs[0]);
+        let segs = kernel_split(&frames[0]);
         assert_eq!(segs, vec![vec![0u8; 100], vec![1u8; 100], vec![2u8; 100]]);
         // Pseudo-header sum for the new length, not inverted.
         let mut pseudo = u32::from(TCP) + (p.len() - 20) as u32;
@@ -448,13 +677,13 @@ mod tests {
         }
         assert_eq!(be16(p, 36), fold(pseudo));
         // Written alone: plain header, packet untouched.
-        assert_eq!(hdr(&bufs[3]).gso_type, 0);
-        assert_eq!(&bufs[3][OFF..], &seg(3, TCP_ACK)[..]);
+        assert_eq!(hdr(&frames[1]).gso_type, 0);
+        assert_eq!(packet(&frames[1]), &seg(3, TCP_ACK)[..]);
     }
 
     #[test]
     fn gaps_new_acks_other_flows_and_short_segments_stay_apart() {
-        let mut bufs = batch(&[
+        let pkts = [
             tcp4(40000, 0, 1, TCP_ACK, &[1; 100]),
             tcp4(40001, 0, 1, TCP_ACK, &[2; 100]), // other flow
             tcp4(40000, 100, 1, TCP_ACK, &[3; 60]), // short: closes
@@ -463,15 +692,16 @@ mod tests {
             tcp4(40001, 300, 2, TCP_ACK, &[6; 100]), // gap
             tcp4(40000, 260, 1, TCP_ACK | 0x01, &[7; 100]), // FIN
             tcp4(40000, 0, 1, TCP_ACK, &[]),       // pure ACK
-        ]);
-        let snapshot = bufs.clone();
-        let mut c = Coalescer::new(true);
-        let w = c.plan(&mut bufs, OFF).to_vec();
-        assert_eq!(w, vec![0, 1, 3, 4, 5, 6, 7]);
-        assert_eq!(kernel_split(&bufs[0]), vec![vec![1u8; 100], vec![3u8; 60]]);
-        for i in [1, 3, 4, 5, 6, 7] {
-            assert_eq!(bufs[i][OFF..], snapshot[i][OFF..], "packet {i} untouched");
-            assert_eq!(hdr(&bufs[i]).gso_type, 0);
+        ];
+        let frames = run(&mut coalescer(BOTH), &pkts);
+        assert_eq!(frames.len(), 7);
+        assert_eq!(
+            kernel_split(&frames[0]),
+            vec![vec![1u8; 100], vec![3u8; 60]]
+        );
+        for (f, i) in frames[1..].iter().zip([1, 3, 4, 5, 6, 7]) {
+            assert_eq!(packet(f), &pkts[i][..], "packet {i} untouched");
+            assert_eq!(hdr(f).gso_type, 0);
         }
     }
 
@@ -483,8 +713,11 @@ mod tests {
         let mut c2 = tcp4(40000, 100, 1, TCP_ACK, &[2; 100]);
         c2[20 + 31] = 10; // timestamp echo differs
         for other in [b, c2] {
-            let mut bufs = batch(&[a.clone(), other]);
-            assert_eq!(Coalescer::new(true).plan(&mut bufs, OFF), &[0, 1]);
+            let frames = run(&mut coalescer(BOTH), &[a.clone(), other.clone()]);
+            assert_eq!(frames.len(), 2);
+            // The second was opened behind the first: both intact.
+            assert_eq!(packet(&frames[0]), &a[..]);
+            assert_eq!(packet(&frames[1]), &other[..]);
         }
     }
 
@@ -495,16 +728,29 @@ mod tests {
             udp4(5000, &[2; 200]),
             udp4(5000, &[3; 50]),
         ];
-        let mut bufs = batch(&pkts);
-        assert_eq!(Coalescer::new(false).plan(&mut bufs, OFF), &[0, 1, 2]);
-        let mut bufs = batch(&pkts);
-        assert_eq!(Coalescer::new(true).plan(&mut bufs, OFF), &[0]);
-        let h = hdr(&bufs[0]);
+        let tso_only = TunOffloads {
+            tcp: true,
+            udp: false,
+        };
+        assert_eq!(run(&mut coalescer(tso_only), &pkts).len(), 3);
+        let frames = run(&mut coalescer(BOTH), &pkts);
+        assert_eq!(frames.len(), 1);
+        let h = hdr(&frames[0]);
         assert_eq!(h.gso_type, VIRTIO_NET_HDR_GSO_UDP_L4);
         assert_eq!((h.hdr_len, h.gso_size, h.csum_offset), (28, 200, 6));
-        let p = &bufs[0][OFF..];
+        let p = packet(&frames[0]);
         assert_eq!(usize::from(be16(p, 24)), p.len() - 20);
-        assert_eq!(kernel_split(&bufs[0]).len(), 3);
+        assert_eq!(kernel_split(&frames[0]).len(), 3);
+    }
+
+    #[test]
+    fn without_offloads_packets_go_alone_without_a_header() {
+        let pkts = [
+            tcp4(40000, 0, 1, TCP_ACK, &[1; 100]),
+            tcp4(40000, 100, 1, TCP_ACK, &[2; 100]),
+        ];
+        let frames = run(&mut coalescer(TunOffloads::default()), &pkts);
+        assert_eq!(frames, pkts.to_vec());
     }
 
     #[test]
@@ -512,14 +758,117 @@ mod tests {
         let pkts: Vec<Vec<u8>> = (0..60)
             .map(|i| tcp4(40000, i * 1400, 1, TCP_ACK, &[i as u8; 1400]))
             .collect();
-        let mut bufs = batch(&pkts);
-        let w = Coalescer::new(true).plan(&mut bufs, OFF).to_vec();
-        assert_eq!(w.len(), 2);
-        for &i in &w {
-            assert!(bufs[i].len() - OFF <= IP_MAX);
+        let frames = run(&mut coalescer(BOTH), &pkts);
+        assert_eq!(frames.len(), 2);
+        for f in &frames {
+            assert!(packet(f).len() <= IP_MAX);
         }
-        let total: usize = w.iter().map(|&i| kernel_split(&bufs[i]).len()).sum();
-        assert_eq!(total, 60);
+        let segs: Vec<Vec<u8>> = frames.iter().flat_map(|f| kernel_split(f)).collect();
+        let want: Vec<Vec<u8>> = (0..60).map(|i| vec![i as u8; 1400]).collect();
+        assert_eq!(segs, want);
+    }
+
+    #[test]
+    fn the_next_segment_is_opened_where_its_payload_belongs() {
+        let seg = |i: u32| tcp4(40000, i * 100, 1, TCP_ACK, &[i as u8; 100]);
+        let mut c = coalescer(BOTH);
+        let first = c.spot(200).unwrap();
+        assert_eq!((first.slot, first.at, first.behind), (0, OFF, None));
+        c.discard(first);
+        assert!(c.push(&seg(0)));
+        // Headers over the super-packet's last 52 bytes, payload at its end.
+        let next = c.spot(200).unwrap();
+        assert_eq!(
+            (next.slot, next.at, next.behind),
+            (0, OFF + 152 - 52, Some(0))
+        );
+        c.discard(next);
+        assert!(c.push(&seg(1)));
+        assert_eq!((c.len(), c.lens[0]), (1, 252));
+        // Closed by a short segment: the next one gets a slot of its own.
+        assert!(c.push(&tcp4(40000, 200, 1, TCP_ACK, &[2; 50])));
+        let after = c.spot(200).unwrap();
+        assert_eq!((after.slot, after.at, after.behind), (1, OFF, None));
+        c.discard(after);
+    }
+
+    #[test]
+    fn packets_dropped_behind_a_super_packet_leave_it_intact() {
+        let seg = |i: u32| tcp4(40000, i * 100, 1, TCP_ACK, &[i as u8; 100]);
+        let mut c = coalescer(BOTH);
+        for i in 0..2 {
+            let p = seg(i);
+            let spot = c.spot(p.len()).unwrap();
+            c.window(&spot)[..p.len()].copy_from_slice(&p);
+            c.commit(spot, p.len());
+            // A forgery opened behind it: garbage written, then dropped.
+            let spot = c.spot(1500).unwrap();
+            c.window(&spot)[..1500].fill(0xEE);
+            c.discard(spot);
+        }
+        assert!(c.push(&seg(2)));
+        c.finish();
+        let frames: Vec<Vec<u8>> = c.frames().map(<[u8]>::to_vec).collect();
+        assert_eq!(frames.len(), 1);
+        let want: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 100]).collect();
+        assert_eq!(kernel_split(&frames[0]), want);
+    }
+
+    #[test]
+    fn a_full_coalescer_asks_for_a_write() {
+        let mut c = Coalescer::new(BOTH, 2, OFF);
+        assert!(c.push(&tcp4(40000, 0, 1, TCP_ACK, &[])));
+        assert!(c.push(&tcp4(40001, 0, 1, TCP_ACK, &[])));
+        assert!(c.is_full());
+        assert!(c.spot(100).is_none());
+        assert!(!c.push(&tcp4(40002, 0, 1, TCP_ACK, &[])));
+        c.clear();
+        assert!(c.is_empty() && c.spot(100).is_some());
+    }
+
+    /// Interleaved flows with random sizes, gaps and dropped packets: each
+    /// flow's bytes come out whole and in order, however they merged.
+    #[test]
+    fn every_flows_bytes_come_out_in_order() {
+        let mut rng = 0x9E37_79B9u32;
+        let mut next = move || {
+            rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            rng >> 8
+        };
+        for _ in 0..200 {
+            let mut c = Coalescer::new(BOTH, 32, OFF);
+            let mut seq = [0u32; 3];
+            let mut sent: [Vec<u8>; 3] = Default::default();
+            let mut n = 0;
+            while n < 30 && !c.is_full() {
+                let flow = (next() % 3) as usize;
+                if next() % 5 == 0 {
+                    let spot = c.spot(1500).unwrap();
+                    c.window(&spot)[..1500].fill(0xEE);
+                    c.discard(spot);
+                    continue;
+                }
+                let size = [1400, 1400, 1400, 700, 1][(next() % 5) as usize];
+                if next() % 7 == 0 {
+                    seq[flow] += 10; // a gap: the bytes still arrive, apart
+                }
+                let payload: Vec<u8> = (0..size).map(|_| next() as u8).collect();
+                let p = tcp4(40000 + flow as u16, seq[flow], 1, TCP_ACK, &payload);
+                seq[flow] += size as u32;
+                sent[flow].extend_from_slice(&payload);
+                assert!(c.push(&p));
+                n += 1;
+            }
+            c.finish();
+            let mut got: [Vec<u8>; 3] = Default::default();
+            for f in c.frames() {
+                let port = usize::from(be16(packet(f), 20)) - 40000;
+                for s in kernel_split(f) {
+                    got[port].extend_from_slice(&s);
+                }
+            }
+            assert_eq!(got, sent);
+        }
     }
 
     #[test]
@@ -540,8 +889,12 @@ mod tests {
                     p
                 })
                 .collect();
-            let mut bufs = batch(&pkts);
-            let _ = Coalescer::new(true).plan(&mut bufs, OFF);
+            let mut c = coalescer(BOTH);
+            for p in &pkts {
+                assert!(c.push(p));
+            }
+            c.finish();
+            assert_eq!(c.frames().count(), c.len());
         }
     }
 }

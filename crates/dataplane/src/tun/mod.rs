@@ -3,7 +3,8 @@
 //! With offloads (TSO4/TSO6, and USO4/USO6 on kernels ≥ 6.2) one read returns
 //! a super-packet of up to 64 KiB that tun-rs splits into MTU-sized packets
 //! (userspace GSO), and a batch of writes is coalesced per TCP/UDP flow into
-//! super-packets (userspace GRO, `coalesce`). Without them (`offload: false`,
+//! super-packets (userspace GRO, `coalesce`, which the worker opens packets
+//! straight into). Without them (`offload: false`,
 //! or the kernel refused `TUNSETOFFLOAD`) every read and write is one packet.
 
 use std::io;
@@ -33,7 +34,6 @@ pub struct TunOffloads {
 /// One queue of the device, owned by one worker.
 pub struct TunQueue {
     dev: Device,
-    gro: Coalescer,
     offloads: TunOffloads,
 }
 
@@ -112,7 +112,6 @@ pub fn create(
         dev.set_nonblocking(true)?;
         out.push(TunQueue {
             dev: Device::Kernel(dev),
-            gro: Coalescer::new(offloads.udp),
             offloads,
         });
     }
@@ -124,7 +123,6 @@ pub fn create_null(queues: usize) -> Vec<TunQueue> {
     (0..queues.max(1))
         .map(|_| TunQueue {
             dev: Device::Null,
-            gro: Coalescer::new(false),
             offloads: TunOffloads::default(),
         })
         .collect()
@@ -136,7 +134,6 @@ pub fn create_memory(offloads: TunOffloads) -> (TunQueue, MemoryTun) {
     let (queue, tun) = memory::pair();
     let queue = TunQueue {
         dev: Device::Memory(queue),
-        gro: Coalescer::new(offloads.udp),
         offloads,
     };
     (queue, tun)
@@ -216,34 +213,23 @@ impl TunQueue {
         (n, errors)
     }
 
-    /// Write a batch of IP packets (`bufs[i][offset..]`, `offset >=
-    /// VIRTIO_NET_HDR_LEN`), coalescing TCP/UDP flows when offloads are on.
-    /// Buffers of coalesced packets grow within their capacity. Every
-    /// packet is attempted; returns the number of failed writes and the
-    /// last error.
-    pub fn write(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> (u64, Option<io::Error>) {
+    /// Write frames as [`Coalescer::frames`] returns them (virtio header
+    /// first when offloads are on). Every frame is attempted; returns the
+    /// number of failed writes and the last error.
+    pub fn write_frames<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a [u8]>,
+    ) -> (u64, Option<io::Error>) {
         if matches!(self.dev, Device::Null) {
             return (0, None);
         }
         let dev = &self.dev;
         let mut failed = 0;
         let mut last = None;
-        let mut put = |b: &[u8]| {
-            if let Err(e) = dev.send(b) {
+        for f in frames {
+            if let Err(e) = dev.send(f) {
                 failed += 1;
                 last = Some(e);
-            }
-        };
-        if self.offloads.tcp {
-            let from = offset - VIRTIO_NET_HDR_LEN;
-            for &i in self.gro.plan(bufs, offset) {
-                put(&bufs[i][from..]);
-            }
-        } else {
-            for b in bufs.iter() {
-                if let Some(p) = b.get(offset..) {
-                    put(p);
-                }
             }
         }
         (failed, last)

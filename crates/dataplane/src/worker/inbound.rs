@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ferrovpn_proto::compress::Framing;
 use ferrovpn_proto::data::{DataError, OCC_MAGIC, PING_PAYLOAD, parse_data_header};
 use ferrovpn_proto::wire::Opcode;
 
@@ -15,7 +16,7 @@ use crate::UpEvent;
 use crate::mss;
 use crate::peers::{FloatOutcome, Peer, Snapshot, now_nanos};
 use crate::stream::{OwnedStream, ReadOutcome};
-use crate::tun::TunQueue;
+use crate::tun::{Coalescer, TunOffloads, TunQueue};
 use crate::udp::{Port, RecvBatch};
 use crate::up::MAX_CONTROL_DATAGRAM;
 
@@ -72,9 +73,13 @@ pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bo
 /// UDP → TUN: receive, open, check, write.
 pub(crate) struct Inbound {
     rx: RecvBatch,
-    out: Vec<Vec<u8>>,
-    /// Opened packets in `out[..held]` waiting for the next TUN write, and
-    /// their plaintext bytes.
+    /// Opened packets waiting for the next TUN write: datagrams are opened
+    /// straight into it.
+    gro: Coalescer,
+    /// Where a packet that needs reassembly or decompression is opened
+    /// before it is copied into `gro`.
+    scratch: Vec<u8>,
+    /// Packets held in `gro`, and their plaintext bytes.
     held: usize,
     held_bytes: u64,
     /// This wake-up's receipts, and the last wake-up's with its time ([`now_nanos`]).
@@ -89,20 +94,31 @@ pub(crate) struct Inbound {
 }
 
 pub(super) enum Verdict {
-    /// Plaintext IP packet left in the buffer.
+    /// Plaintext IP packet at the start of the destination.
     Deliver(usize),
     /// Forward to another peer (client-to-client).
     Relay(usize),
     Consumed,
+    /// Fragmented or compression-framed: open it again into a buffer of
+    /// its own (nothing was opened or counted yet).
+    NeedsBuffer,
+}
+
+/// Where [`handle_datagram_into`] opens a packet.
+pub(super) enum Dest<'a> {
+    /// At `OFF`, grown as needed; reassembly and decompression work here.
+    Buffer(&'a mut Vec<u8>),
+    /// From its start, which stays put: plain packets only.
+    Window(&'a mut [u8]),
 }
 
 impl Inbound {
-    pub(super) fn new() -> Self {
+    /// `offloads`: what the worker's TUN queue takes (coalescing needs TSO).
+    pub(super) fn new(offloads: TunOffloads) -> Self {
         Inbound {
             rx: RecvBatch::new(RX_MSGS),
-            out: (0..RX_OUT)
-                .map(|_| Vec::with_capacity(2 * OFF + PKT_MAX))
-                .collect(),
+            gro: Coalescer::new(offloads, RX_OUT, OFF),
+            scratch: Vec::with_capacity(2 * OFF + PKT_MAX),
             held: 0,
             held_bytes: 0,
             now: Received::default(),
@@ -126,10 +142,10 @@ impl Inbound {
 
     /// Write the held packets to the TUN; returns whether there were any.
     pub(super) fn flush(&mut self, tun: &mut TunQueue, sh: &Shared) -> bool {
-        if self.held == 0 {
+        if self.gro.is_empty() {
             return false;
         }
-        write_tun(tun, &mut self.out[..self.held], sh);
+        write_tun(tun, &mut self.gro, sh);
         self.held = 0;
         self.held_bytes = 0;
         true
@@ -138,8 +154,8 @@ impl Inbound {
     /// Receive and handle one UDP batch; returns false when nothing was
     /// queued and nothing held was written. When the batch was full (more
     /// may be queued) its opened data stays held for the next one, up to
-    /// `RX_OUT`; otherwise it is written to the TUN. Relayed packets are
-    /// sent at once.
+    /// `RX_OUT` packets or super-packets; otherwise it is written to the
+    /// TUN. Relayed packets are sent at once.
     pub(super) fn run(
         &mut self,
         udp: &Port,
@@ -161,7 +177,7 @@ impl Inbound {
         let snap = sh.peers.load();
         let now = now_nanos();
         let mut g = Gather {
-            delivered: self.held,
+            held: self.held,
             held_bytes: self.held_bytes,
             ..Gather::default()
         };
@@ -175,10 +191,16 @@ impl Inbound {
                 let end = (at + stride).min(meta.len);
                 self.received += 1;
                 let seg = &self.rx.buf(j)[at..end];
-                let out = &mut self.out[g.delivered];
-                let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
                 at = end;
-                g.take(verdict, &mut self.out, tun, ob, sh, link);
+                let mut rx = Rx {
+                    gro: &mut self.gro,
+                    scratch: &mut self.scratch,
+                    acc: &mut self.acc,
+                    snap: &snap,
+                    sh,
+                    now,
+                };
+                g.take(&mut rx, seg, src, tun, ob, link);
             }
         }
         drop(snap);
@@ -186,7 +208,7 @@ impl Inbound {
         self.now.datagrams += self.received - segments_before;
         self.now.delivered += g.count;
         self.now.delivered_bytes += g.bytes;
-        self.held = g.delivered;
+        self.held = g.held;
         self.held_bytes = g.held_bytes;
         g.send_relays(ob, sh, link);
         // Hold data for the next batch only while the socket may have more
@@ -216,7 +238,8 @@ impl Inbound {
         let now = now_nanos();
         let src = conn.conn.peer;
         let mut g = Gather {
-            delivered: self.held,
+            held: self.held,
+            held_bytes: self.held_bytes,
             ..Gather::default()
         };
         let outcome = loop {
@@ -226,12 +249,19 @@ impl Inbound {
                 Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
             };
             self.stream_received += 1;
-            let out = &mut self.out[g.delivered];
-            let verdict = handle_datagram(seg, src, out, &snap, sh, &mut self.acc, now);
-            g.take(verdict, &mut self.out, tun, ob, sh, link);
+            let mut rx = Rx {
+                gro: &mut self.gro,
+                scratch: &mut self.scratch,
+                acc: &mut self.acc,
+                snap: &snap,
+                sh,
+                now,
+            };
+            g.take(&mut rx, seg, src, tun, ob, link);
         };
         drop(snap);
-        self.held = g.delivered;
+        self.held = g.held;
+        self.held_bytes = g.held_bytes;
         g.send_relays(ob, sh, link);
         self.flush(tun, sh);
         self.count(now);
@@ -249,12 +279,23 @@ impl Inbound {
     }
 }
 
-/// The packets of one receive batch on their way out: plaintext for the
-/// TUN (`out[..delivered]`), relays in the outbound buffers.
+/// What opening one received packet needs, borrowed from [`Inbound`] and
+/// the batch.
+struct Rx<'a> {
+    gro: &'a mut Coalescer,
+    scratch: &'a mut Vec<u8>,
+    acc: &'a mut Vec<(Arc<Peer>, u64, u64)>,
+    snap: &'a Snapshot,
+    sh: &'a Shared,
+    now: u64,
+}
+
+/// The packets of one receive batch on their way out: plaintext held in
+/// the coalescer for the TUN, relays in the outbound buffers.
 #[derive(Default)]
 struct Gather {
-    /// Packets in `out[..delivered]` not yet written, and their bytes.
-    delivered: usize,
+    /// Packets held for the TUN and not yet written, and their bytes.
+    held: usize,
     held_bytes: u64,
     relayed: usize,
     /// Packets and plaintext bytes delivered by this batch.
@@ -263,41 +304,77 @@ struct Gather {
 }
 
 impl Gather {
-    /// Act on the verdict for the packet just opened into `out[self.delivered]`.
+    /// Open `seg` where the coalescer wants it (behind the super-packet it
+    /// most likely joins) and act on the verdict.
     fn take(
         &mut self,
-        verdict: Verdict,
-        out: &mut [Vec<u8>],
+        rx: &mut Rx<'_>,
+        seg: &[u8],
+        src: SocketAddr,
         tun: &mut TunQueue,
         ob: &mut Outbound,
-        sh: &Shared,
         link: Out<'_>,
     ) {
-        match verdict {
-            Verdict::Consumed => {}
+        let sh = rx.sh;
+        if rx.gro.is_full() {
+            write_tun(tun, rx.gro, sh);
+            self.held = 0;
+            self.held_bytes = 0;
+        }
+        let Some(spot) = rx.gro.spot(seg.len()) else {
+            return;
+        };
+        let window = Dest::Window(rx.gro.window(&spot));
+        match handle_datagram_into(seg, src, window, rx.snap, sh, rx.acc, rx.now) {
             Verdict::Deliver(len) => {
-                out[self.delivered].truncate(OFF + len);
-                self.delivered += 1;
-                self.count += 1;
-                self.bytes += len as u64;
-                self.held_bytes += len as u64;
-                if self.delivered == RX_OUT {
-                    write_tun(tun, &mut out[..self.delivered], sh);
-                    self.delivered = 0;
-                    self.held_bytes = 0;
-                }
+                rx.gro.commit(spot, len);
+                self.delivered(len, rx.gro, tun, sh);
             }
             Verdict::Relay(len) => {
-                sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
-                let dst = &mut ob.bufs[self.relayed];
-                dst[HEAD..HEAD + len].copy_from_slice(&out[self.delivered][OFF..OFF + len]);
-                ob.sizes[self.relayed] = len;
-                self.relayed += 1;
-                if self.relayed == TUN_BATCH {
-                    ob.process(self.relayed, link, sh);
-                    self.relayed = 0;
+                self.relay(rx.gro.opened(&spot, len), ob, sh, link);
+                rx.gro.discard(spot);
+            }
+            Verdict::Consumed => rx.gro.discard(spot),
+            Verdict::NeedsBuffer => {
+                rx.gro.discard(spot);
+                let out = &mut *rx.scratch;
+                match handle_datagram(seg, src, out, rx.snap, sh, rx.acc, rx.now) {
+                    Verdict::Deliver(len) => {
+                        if rx.gro.push(&out[OFF..OFF + len]) {
+                            self.delivered(len, rx.gro, tun, sh);
+                        }
+                    }
+                    Verdict::Relay(len) => self.relay(&out[OFF..OFF + len], ob, sh, link),
+                    Verdict::Consumed | Verdict::NeedsBuffer => {}
                 }
             }
+        }
+    }
+
+    /// A packet of `len` bytes joined the held ones; at `RX_OUT` packets
+    /// they are written, however few super-packets they make.
+    fn delivered(&mut self, len: usize, gro: &mut Coalescer, tun: &mut TunQueue, sh: &Shared) {
+        self.held += 1;
+        self.count += 1;
+        self.bytes += len as u64;
+        self.held_bytes += len as u64;
+        if self.held >= RX_OUT {
+            write_tun(tun, gro, sh);
+            self.held = 0;
+            self.held_bytes = 0;
+        }
+    }
+
+    fn relay(&mut self, plain: &[u8], ob: &mut Outbound, sh: &Shared, link: Out<'_>) {
+        sh.counters.relayed.fetch_add(1, Ordering::Relaxed);
+        let len = plain.len();
+        let dst = &mut ob.bufs[self.relayed];
+        dst[HEAD..HEAD + len].copy_from_slice(plain);
+        ob.sizes[self.relayed] = len;
+        self.relayed += 1;
+        if self.relayed == TUN_BATCH {
+            ob.process(self.relayed, link, sh);
+            self.relayed = 0;
         }
     }
 
@@ -309,8 +386,10 @@ impl Gather {
     }
 }
 
-fn write_tun(tun: &mut TunQueue, bufs: &mut [Vec<u8>], sh: &Shared) {
-    let (failed, last) = tun.write(bufs, OFF);
+fn write_tun(tun: &mut TunQueue, gro: &mut Coalescer, sh: &Shared) {
+    gro.finish();
+    let (failed, last) = tun.write_frames(gro.frames());
+    gro.clear();
     if failed > 0 {
         sh.counters
             .tun_write_errors
@@ -325,6 +404,21 @@ pub(super) fn handle_datagram(
     seg: &[u8],
     src: SocketAddr,
     out: &mut Vec<u8>,
+    snap: &Snapshot,
+    sh: &Shared,
+    acc: &mut Vec<(Arc<Peer>, u64, u64)>,
+    now: u64,
+) -> Verdict {
+    handle_datagram_into(seg, src, Dest::Buffer(out), snap, sh, acc, now)
+}
+
+/// [`handle_datagram`] into `dest`; a [`Dest::Window`] at least as long as
+/// `seg` gets [`Verdict::NeedsBuffer`] for a packet that needs reassembly
+/// or decompression.
+pub(super) fn handle_datagram_into(
+    seg: &[u8],
+    src: SocketAddr,
+    mut dest: Dest<'_>,
     snap: &Snapshot,
     sh: &Shared,
     acc: &mut Vec<(Arc<Peer>, u64, u64)>,
@@ -365,13 +459,22 @@ pub(super) fn handle_datagram(
         peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
-    let need = OFF + seg.len();
-    if out.len() > need {
-        out.truncate(need);
-    } else {
-        out.resize(need, 0);
-    }
-    let (pid, plen) = match key.keys.open.open(seg, &mut out[OFF..]) {
+    let window = match &mut dest {
+        Dest::Buffer(out) => {
+            let need = OFF + seg.len();
+            if out.len() > need {
+                out.truncate(need);
+            } else {
+                out.resize(need, 0);
+            }
+            &mut out[OFF..]
+        }
+        Dest::Window(_) if sh.fragment.is_some() || peer.compression != Framing::None => {
+            return Verdict::NeedsBuffer;
+        }
+        Dest::Window(w) => &mut **w,
+    };
+    let (pid, plen) = match key.keys.open.open(seg, window) {
         Ok(r) => r,
         Err(_) => {
             peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -388,15 +491,21 @@ pub(super) fn handle_datagram(
         sh.mss_cbc
     };
     drop(ks);
-    let plen = match &sh.fragment {
-        None => plen,
-        Some(cfg) => match super::fragment::defragment(cfg, peer, out, plen) {
-            Some(plen) => plen,
-            None => return Verdict::Consumed,
-        },
-    };
-    let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
-        return Verdict::Consumed;
+    let plen = match &mut dest {
+        Dest::Window(_) => plen,
+        Dest::Buffer(out) => {
+            let plen = match &sh.fragment {
+                None => plen,
+                Some(cfg) => match super::fragment::defragment(cfg, peer, out, plen) {
+                    Some(plen) => plen,
+                    None => return Verdict::Consumed,
+                },
+            };
+            let Ok(plen) = peer.compression.unframe(out, OFF, plen, PKT_MAX) else {
+                return Verdict::Consumed;
+            };
+            plen
+        }
     };
     // Authenticated and fresh: the peer is alive.
     match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
@@ -435,7 +544,11 @@ pub(super) fn handle_datagram(
             }
         }
     }
-    let Some(plain) = out.get_mut(OFF..OFF + plen) else {
+    let plain = match dest {
+        Dest::Buffer(out) => out.get_mut(OFF..OFF + plen),
+        Dest::Window(w) => w.get_mut(..plen),
+    };
+    let Some(plain) = plain else {
         return Verdict::Consumed;
     };
     if plain == PING_PAYLOAD {

@@ -253,13 +253,14 @@ impl Worker {
     /// reordered; with one reader every flow sticks to one worker. The same
     /// holds for a client's TCP connection: worker 0 owns it.
     pub(crate) fn new(index: usize, tun: TunQueue, link: Link, gso: bool, sh: Arc<Shared>) -> Self {
+        let ib = Inbound::new(tun.offloads());
         Worker {
             index,
             tun,
             link,
             sh,
             ob: Outbound::new(gso),
-            ib: Inbound::new(),
+            ib,
         }
     }
 
