@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
 use crate::plugin::{self, Plugins};
-use crate::scripts::deferred::{self, Control, ControlFiles};
+use crate::scripts::deferred::{self, ConnectResult, Control, ControlFiles};
 use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
 
 /// Key events held for a client not yet admitted, at most (a handful
@@ -45,6 +45,14 @@ pub(super) enum Admission {
     },
     /// `client-connect` runs.
     Connecting,
+    /// `client-connect` exited 0 having written `2` into its
+    /// `client_connect_deferred_file`: its answer comes later in that file,
+    /// and the dynamic config file is read then.
+    ConnectDeferred {
+        config: tempfile::TempPath,
+        result: tempfile::TempPath,
+        deadline: Instant,
+    },
     Admitted,
     Refused,
 }
@@ -67,6 +75,8 @@ enum Outcome {
     Connect {
         status: Status,
         config: tempfile::TempPath,
+        /// `client_connect_deferred_file`.
+        result: tempfile::TempPath,
     },
     /// `tls-verify` over the chain; the credentials wait for its verdict.
     TlsVerify {
@@ -760,12 +770,28 @@ impl Server {
                 return;
             }
         };
+        let result = match tempfile::Builder::new()
+            .prefix("openvpn_ccr_")
+            .suffix(".tmp")
+            .tempfile_in(&self.s.scripts.tmp_dir)
+        {
+            Ok(f) => f.into_temp_path(),
+            Err(e) => {
+                warn!("{addr}: client-connect: cannot create the deferred result file: {e}");
+                self.refuse(now, addr, None);
+                return;
+            }
+        };
         let Some(c) = self.clients.get(&addr) else {
             return;
         };
         let mut env = self.client_script_env(addr, c, "client-connect");
         let path = config.to_string_lossy().into_owned();
         env.set("client_connect_config_file", path.clone());
+        env.set(
+            "client_connect_deferred_file",
+            result.to_string_lossy().into_owned(),
+        );
         let inv = Invocation {
             hook: "--client-connect",
             command,
@@ -778,6 +804,7 @@ impl Server {
         spawn(self, addr, cid, inv, |status| Outcome::Connect {
             status,
             config,
+            result,
         });
     }
 
@@ -864,18 +891,116 @@ impl Server {
                     self.refuse(now, addr, reason.as_deref());
                 }
             },
-            Outcome::Connect { status, config } => {
+            Outcome::Connect {
+                status,
+                config,
+                result,
+            } => {
                 if !status.success() {
                     warn!("{addr}: client-connect failed, refusing client");
                     self.refuse(now, addr, None);
                     return;
                 }
-                match self.apply_client_connect_config(addr, &config) {
-                    Ok(()) => self.admit(now, addr),
-                    Err(why) => {
-                        warn!("{addr}: client-connect: {why}, refusing client");
-                        self.refuse(now, addr, None);
+                // As 2.6: only a `2` defers; anything else in the file
+                // (even `0`) after a successful exit is a success.
+                if deferred::read_connect_result(&result) == ConnectResult::Deferred {
+                    self.connect_deferred(now, addr, config, result);
+                    return;
+                }
+                self.client_connect_done(now, addr, &config);
+            }
+        }
+    }
+
+    /// `client-connect` succeeded: read its dynamic config file, then let
+    /// the client in (or refuse it, on `disable` or a file that cannot be read).
+    fn client_connect_done(&mut self, now: Instant, addr: SocketAddr, config: &std::path::Path) {
+        match self.apply_client_connect_config(addr, config) {
+            Ok(()) => self.admit(now, addr),
+            Err(why) => {
+                warn!("{addr}: client-connect: {why}, refusing client");
+                self.refuse(now, addr, None);
+            }
+        }
+    }
+
+    /// `client-connect` deferred its answer. The client gets nothing
+    /// meanwhile (as from 2.6: its push requests go unanswered, its data
+    /// keys are held); the result file is looked at in housekeeping.
+    fn connect_deferred(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        config: tempfile::TempPath,
+        result: tempfile::TempPath,
+    ) {
+        let deadline = now + self.s.session.hand_window;
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        info!(
+            "{addr}: MULTI: deferred --client-connect, waiting for its answer in {}",
+            result.display()
+        );
+        c.admission = Admission::ConnectDeferred {
+            config,
+            result,
+            deadline,
+        };
+    }
+
+    /// Look at the result files of deferred `client-connect`s
+    /// (housekeeping): `1` admits the client with the dynamic config file
+    /// as it is now, `0` (or any other byte) refuses it. 2.6 waits without
+    /// a limit of its own, but its client gives up after hand-window
+    /// without a push reply and starts over; ferrovpn forgets a client
+    /// still waiting then.
+    pub(super) fn poll_deferred_connect(&mut self, now: Instant) {
+        let mut decided = Vec::new();
+        for (addr, c) in self.clients.iter() {
+            let Admission::ConnectDeferred {
+                result, deadline, ..
+            } = &c.admission
+            else {
+                continue;
+            };
+            match deferred::read_connect_result(result) {
+                ConnectResult::Empty | ConnectResult::Deferred if now < *deadline => {}
+                answer => decided.push((*addr, answer)),
+            }
+        }
+        for (addr, answer) in decided {
+            let Some(c) = self.clients.get_mut(&addr) else {
+                continue;
+            };
+            let Admission::ConnectDeferred { config, result, .. } =
+                std::mem::replace(&mut c.admission, Admission::Connecting)
+            else {
+                continue;
+            };
+            drop(result);
+            match answer {
+                ConnectResult::Accepted => self.client_connect_done(now, addr, &config),
+                ConnectResult::Refused => {
+                    info!("{addr}: MULTI: deferred --client-connect script returned CC_RET_FAILED");
+                    self.refuse(now, addr, None);
+                }
+                ConnectResult::Unexpected => {
+                    warn!(
+                        "{addr}: WARNING: Unknown/unexpected value in deferred client-connect resultfile"
+                    );
+                    self.refuse(now, addr, None);
+                }
+                ConnectResult::Empty | ConnectResult::Deferred => {
+                    // Nothing is sent: the client gave up and starts over.
+                    if let Some(c) = self.clients.get_mut(&addr) {
+                        c.admission = Admission::Refused;
+                        c.held.clear();
                     }
+                    self.remove_client(
+                        addr,
+                        "deferred client-connect gave no answer within hand-window",
+                    );
                 }
             }
         }

@@ -1188,6 +1188,7 @@ impl Server {
         }
         self.refresh_crl();
         self.poll_deferred_auth(now);
+        self.poll_deferred_connect(now);
         self.poll_management_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)
