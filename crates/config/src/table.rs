@@ -483,7 +483,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-connect",
-        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` adds internal routes",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` adds internal routes. Deferred as 2.6: exit 0 with `2` written to `client_connect_deferred_file` and the answer (`1` accepts with the dynamic-config file as it is then, `0` or any other byte refuses with AUTH_FAILED) written there later; the client gets no push reply meanwhile, and one with no answer after `hand-window` is dropped (the stock client has restarted by then)",
     ),
     s(
         "client-disconnect",
@@ -673,7 +673,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "plugin",
-        "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls the PLUGIN_AUTH_USER_PASS_VERIFY hook (success, error, or deferred through `auth_control_file`), e.g. Debian's `openvpn-plugin-auth-pam.so`; a plugin asking for any other hook, or for per-client contexts, is refused at start; not together with `auth-user-pass-verify`; client side: error",
+        "server: `PATH [ARGS]`: OpenVPN plugin API v1–v3 shared objects (a bare name is looked up in Debian's plugin directory, as 2.6 does); ferrovpn calls, in 2.6's order and with its arguments and environment (never `script_type`): PLUGIN_UP, PLUGIN_ROUTE_UP, PLUGIN_DOWN, PLUGIN_AUTH_USER_PASS_VERIFY (success, error, or deferred through `auth_control_file`, e.g. Debian's `openvpn-plugin-auth-pam.so`), PLUGIN_TLS_FINAL (an error refuses the client), PLUGIN_CLIENT_CONNECT_V2 (its returned `config` values read as a dynamic-config file; deferred: asked again with PLUGIN_CLIENT_CONNECT_DEFER_V2 until it answers, up to `hand-window`), PLUGIN_LEARN_ADDRESS, PLUGIN_CLIENT_DISCONNECT. A plugin asking for any other hook (TLS_VERIFY, the v1 CLIENT_CONNECT, ROUTE_PREDOWN, ENABLE_PF which 2.6 removed), or for per-client contexts (`openvpn_plugin_client_constructor_v1`), is refused at start; a login-checking plugin not together with `auth-user-pass-verify`; client side: error",
     ),
     s(
         "management-client-auth",

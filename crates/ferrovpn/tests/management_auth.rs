@@ -218,3 +218,130 @@ fn an_unanswered_login_times_out_with_hand_window() {
     );
     let _ = connect;
 }
+
+/// A management server with `management-client-auth` over a unix socket.
+fn auth_server(lab: &Lab, wrap: &Wrap) -> (Proc, Mgmt) {
+    let sock = lab.dir.join("mgmt.sock");
+    let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
+    sc.extra.push(format!("management {} unix", sock.display()));
+    sc.extra.push("management-client-auth".into());
+    let server = lab.ferrovpn_server(&sc);
+    let mut m = Mgmt::connect(&sock);
+    m.until("welcome", |l| l.starts_with(">INFO:"));
+    (server, m)
+}
+
+/// REAUTH: the stock client renegotiates (`reneg-sec 6`) and sends its
+/// login again; the management client hears `>CLIENT:REAUTH,CID,KID` with
+/// the new key id and the login, answers `client-auth-nt`, and the client
+/// stays in on the new key.
+#[test]
+fn a_stock_client_renegotiating_is_asked_about_with_reauth() {
+    let lab = Lab::new("mg-reauth", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let (mut server, mut m) = auth_server(&lab, &wrap);
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-a0",
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
+    let file = lab.dir.join("erin.pass");
+    std::fs::write(&file, "erin\npw-erin\n").unwrap();
+    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra.push("reneg-sec 6".into());
+    let mut erin = lab.stock_client(0, "openvpn-erin", &cc);
+    let connect = m.client_event("CONNECT");
+    assert_eq!(
+        m.one(&format!("client-auth-nt {} {}", connect.cid, connect.kid)),
+        "SUCCESS: client-auth command succeeded"
+    );
+    wait_log(&mut erin, UP, &server);
+    let reauth = m.client_event("REAUTH");
+    assert_eq!(reauth.cid, connect.cid, "{:?}", m.seen);
+    assert_ne!(reauth.kid, connect.kid, "{:?}", m.seen);
+    assert_eq!(reauth.env.get("username").map(String::as_str), Some("erin"));
+    assert_eq!(
+        reauth.env.get("password").map(String::as_str),
+        Some("pw-erin")
+    );
+    assert_eq!(
+        m.one(&format!("client-auth-nt {} {}", reauth.cid, reauth.kid)),
+        "SUCCESS: client-auth command succeeded"
+    );
+    // The renegotiation completed on the client and traffic flows.
+    wait_log(&mut erin, "TLS: soft reset", &server);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+    assert!(!erin.log().contains("AUTH_FAILED"), "{}", erin.log_tail(30));
+    assert!(server.try_exit().is_none());
+}
+
+/// CR_RESPONSE: `client-pending-auth CID KID "CR_TEXT:E,R:Enter code" 60`
+/// reaches the stock client, which shows it on its own management
+/// interface (`>INFOMSG:CR_TEXT:...`); the answer given there with
+/// `cr-response BASE64` reaches the server's management client as
+/// `>CLIENT:CR_RESPONSE,CID,KEY_ID,BASE64`, which then accepts the login.
+#[test]
+fn a_challenge_answered_on_the_stock_clients_management_reaches_cr_response() {
+    let lab = Lab::new("mg-crresp", 1, FERROVPN);
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let (server, mut m) = auth_server(&lab, &wrap);
+    let client_sock = lab.dir.join("client-mgmt.sock");
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-a0",
+        wrap.clone(),
+        Cipher::Aes256Gcm,
+    );
+    let file = lab.dir.join("frank.pass");
+    std::fs::write(&file, "frank\npw-frank\n").unwrap();
+    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra
+        .push(format!("management {} unix", client_sock.display()));
+    // 2.6 clients announce the pending-auth methods their UI handles.
+    cc.extra.push("setenv IV_SSO crtext".into());
+    let mut frank = lab.stock_client(0, "openvpn-frank", &cc);
+    let connect = m.client_event("CONNECT");
+    assert_eq!(
+        connect.env.get("IV_SSO").map(String::as_str),
+        Some("crtext")
+    );
+    assert!(
+        wait_until(REPLY_TIMEOUT, Duration::from_millis(50), || client_sock
+            .exists()),
+        "the stock client made no management socket"
+    );
+    let mut client_m = Mgmt::connect(&client_sock);
+    client_m.until("client welcome", |l| l.starts_with(">INFO:"));
+    assert_eq!(
+        m.one(&format!(
+            "client-pending-auth {} {} \"CR_TEXT:E,R:Enter code\" 60",
+            connect.cid, connect.kid
+        )),
+        "SUCCESS: client-pending-auth command succeeded"
+    );
+    client_m.until("CR_TEXT on the client", |l| {
+        l == ">INFOMSG:CR_TEXT:E,R:Enter code"
+    });
+    // base64("4711")
+    client_m.send("cr-response NDcxMQ==");
+    client_m.until("cr-response reply", |l| l.starts_with("SUCCESS:"));
+    let answer = m.until("CR_RESPONSE", |l| l.starts_with(">CLIENT:CR_RESPONSE,"));
+    // As 2.6 (push.c, receive_cr_response): the key field is the TLS key
+    // id of the client's primary key (0 on the first session), not the
+    // KID of `>CLIENT:CONNECT`; `client-auth` takes the latter.
+    assert_eq!(
+        answer,
+        format!(">CLIENT:CR_RESPONSE,{},0,NDcxMQ==", connect.cid)
+    );
+    assert_eq!(
+        m.one(&format!("client-auth-nt {} {}", connect.cid, connect.kid)),
+        "SUCCESS: client-auth command succeeded"
+    );
+    wait_log(&mut frank, UP, &server);
+    let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
+    assert!(p.received >= 2, "{p:?}");
+}

@@ -192,6 +192,60 @@ if [ "$(wc -l < "$n")" -eq 1 ]; then echo "ifconfig-push 10.8.0.77 255.255.255.0
     wait_log(&mut refused, "AUTH_FAILED", &server);
 }
 
+/// 2.6's deferred `client-connect`: the script writes `2` into
+/// `client_connect_deferred_file` and exits 0; a background job answers
+/// later. The first client is accepted with an address the job writes into
+/// the dynamic config file meanwhile; the second is refused (AUTH_FAILED).
+#[test]
+fn deferred_client_connect_accepts_later_with_an_address_and_refuses() {
+    let lab = lab("fvscr9");
+    let connect = lab.script(
+        "connect.sh",
+        r#"d=$(dirname "$0"); echo x >> "$d/calls"
+echo "connect $script_type deferred=$client_connect_deferred_file config=$client_connect_config_file" >> "$d/record.txt"
+echo 2 > "$client_connect_deferred_file"
+if [ "$(wc -l < "$d/calls")" -eq 1 ]; then
+  (sleep 2; echo "ifconfig-push 10.8.0.77 255.255.255.0" > "$1"; echo answered >> "$d/record.txt"; echo 1 > "$client_connect_deferred_file") >/dev/null 2>&1 &
+else
+  (sleep 2; echo 0 > "$client_connect_deferred_file") >/dev/null 2>&1 &
+fi
+exit 0"#,
+    );
+    let extra = vec![
+        "script-security 2".into(),
+        format!("client-connect {}", quoted(&connect)),
+    ];
+    let mut server = lab.ferrovpn_server(&lab.server_conf(&extra));
+    let mut client = lab.stock_client("deferred", None);
+    wait_log(&mut server, "deferred --client-connect", &client);
+    // Nothing reaches the client before the job answered.
+    assert!(!client.log().contains(UP), "{}", client.log_tail(20));
+    wait_log(&mut client, UP, &server);
+    assert!(lab.record().contains("answered"), "{}", lab.record());
+    assert!(
+        client.log().contains("10.8.0.77/24"),
+        "the client did not get the deferred ifconfig-push:\n{}",
+        client.log_tail(30)
+    );
+    wait_log(&mut server, "client client1 connected: 10.8.0.77", &client);
+    ping(&lab.lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+    let rec = lab.record();
+    assert!(
+        rec.contains("connect client-connect deferred=") && rec.contains("openvpn_ccr_"),
+        "{rec}"
+    );
+    client.stop(Duration::from_secs(5));
+
+    let mut refused = lab.stock_client("refused", None);
+    wait_log(
+        &mut server,
+        "deferred --client-connect script returned CC_RET_FAILED",
+        &refused,
+    );
+    wait_log(&mut refused, "AUTH_FAILED", &server);
+    assert!(!refused.log().contains(UP), "{}", refused.log_tail(20));
+}
+
 #[test]
 fn auth_user_pass_verify_good_bad_and_deferred() {
     let lab = lab("fvscr2");

@@ -269,6 +269,33 @@ extern "C" fn base64_decode(text: *const c_char, data: *mut c_void, size: c_int)
     c_int::try_from(decoded.len()).unwrap_or(-1)
 }
 
+/// Entries of a returned string list kept at most, and bytes of one value
+/// (a plugin's answer is untrusted like a script's output).
+const MAX_RETURNED: usize = 64;
+const MAX_RETURNED_VALUE: usize = 64 * 1024;
+
+/// Copy the name/value pairs of a string list the plugin returned
+/// (bounded), before [`free_list`] frees it.
+fn copy_list(mut list: *const StringList) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let text = |p: *const c_char| {
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: the API has the plugin return NUL-terminated strings in
+        // each node; they stay valid until we free the list.
+        let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RETURNED_VALUE)]).into_owned()
+    };
+    while !list.is_null() && out.len() < MAX_RETURNED {
+        // SAFETY: a node the plugin allocated (see above), not freed yet.
+        let node = unsafe { &*list };
+        out.push((text(node.name), text(node.value)));
+        list = node.next;
+    }
+    out
+}
+
 /// Free a string list the plugin returned (it allocated with `malloc`).
 fn free_list(mut list: *mut StringList) {
     // Bounded: a plugin returning a cyclic list would be broken anyway,
@@ -439,8 +466,13 @@ impl Loaded {
         let unserved = type_mask & !served;
         if unserved != 0 {
             // Dropping `plugin` closes it.
+            let pf_note = if unserved & super::mask(super::ENABLE_PF) != 0 {
+                " (packet filtering, PLUGIN_ENABLE_PF, was removed in OpenVPN 2.6)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "PLUGIN_INIT: plugin expressed interest in plugin types ferrovpn does not call: {}",
+                "PLUGIN_INIT: plugin expressed interest in plugin types ferrovpn does not call: {}{pf_note}",
                 super::hook_names(unserved)
             ));
         }
@@ -453,8 +485,14 @@ impl Loaded {
     }
 
     /// Call the plugin for hook `kind` with `args` after its name in
-    /// `argv`, and `envp`. Returns `OPENVPN_PLUGIN_FUNC_*`.
-    pub fn call(&self, kind: u32, args: &[String], envp: &[String]) -> c_int {
+    /// `argv`, and `envp`. Returns `OPENVPN_PLUGIN_FUNC_*` and the
+    /// name/value pairs the plugin returned (v2 and v3 plugins).
+    pub fn call(
+        &self,
+        kind: u32,
+        args: &[String],
+        envp: &[String],
+    ) -> (c_int, Vec<(String, String)>) {
         let c_argv = CStrings::new(
             std::iter::once(self.name.as_str()).chain(args.iter().map(String::as_str)),
         );
@@ -495,8 +533,9 @@ impl Loaded {
             // SAFETY: documented v1 signature, as above.
             Func::V1(func) => unsafe { func(self.handle, kind, c_argv.as_ptr(), c_envp.as_ptr()) },
         };
+        let list = copy_list(returned);
         free_list(returned);
-        rc
+        (rc, list)
     }
 }
 

@@ -19,7 +19,15 @@ use crate::scripts::Env;
 /// `OPENVPN_PLUGIN_*` hook types (the numbers are the API's).
 pub const UP: u32 = 0;
 pub const DOWN: u32 = 1;
+pub const ROUTE_UP: u32 = 2;
+pub const TLS_VERIFY: u32 = 4;
 pub const AUTH_USER_PASS_VERIFY: u32 = 5;
+pub const CLIENT_DISCONNECT: u32 = 7;
+pub const LEARN_ADDRESS: u32 = 8;
+pub const CLIENT_CONNECT_V2: u32 = 9;
+pub const TLS_FINAL: u32 = 10;
+pub const ENABLE_PF: u32 = 11;
+pub const CLIENT_CONNECT_DEFER_V2: u32 = 14;
 
 /// Names of the hook types, by number, for messages.
 const HOOK_NAMES: [&str; 15] = [
@@ -42,8 +50,19 @@ const HOOK_NAMES: [&str; 15] = [
 
 /// The hook types a ferrovpn server calls plugins for. A plugin that asks
 /// for any other is refused at start (2.6 refuses types it lacks the same
-/// way), rather than loaded and silently never called.
-pub const SERVER_HOOKS: u32 = 1 << AUTH_USER_PASS_VERIFY;
+/// way), rather than loaded and silently never called: `TLS_VERIFY`
+/// (ferrovpn has no certificate object to hand over), the v1
+/// `CLIENT_CONNECT`/`CLIENT_CONNECT_DEFER`, `IPCHANGE` (a client
+/// hook), `ROUTE_PREDOWN`, and `ENABLE_PF` (2.6 removed packet filtering).
+pub const SERVER_HOOKS: u32 = mask(UP)
+    | mask(DOWN)
+    | mask(ROUTE_UP)
+    | mask(AUTH_USER_PASS_VERIFY)
+    | mask(CLIENT_DISCONNECT)
+    | mask(LEARN_ADDRESS)
+    | mask(CLIENT_CONNECT_V2)
+    | mask(TLS_FINAL)
+    | mask(CLIENT_CONNECT_DEFER_V2);
 
 /// How long a plugin call may take before ferrovpn stops waiting and
 /// counts it as failed (as for scripts).
@@ -53,7 +72,7 @@ const CALL_TIMEOUT: Duration = crate::scripts::run::SCRIPT_TIMEOUT;
 pub const PLUGIN_LIBDIR: &str = "/usr/lib/x86_64-linux-gnu/openvpn/plugins";
 
 /// `OPENVPN_PLUGIN_MASK(hook)`.
-pub fn mask(hook: u32) -> u32 {
+pub const fn mask(hook: u32) -> u32 {
     1 << hook
 }
 
@@ -111,11 +130,29 @@ pub enum Verdict {
     Error,
 }
 
+/// The plugins' verdict and the name/value pairs they returned (e.g.
+/// `config` from `CLIENT_CONNECT_V2`), in plugin order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub verdict: Verdict,
+    pub returned: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// The values returned under `name`, in plugin order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.returned
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 struct Job {
     hook: u32,
     args: Vec<String>,
     envp: Vec<String>,
-    reply: tokio::sync::oneshot::Sender<Verdict>,
+    reply: tokio::sync::oneshot::Sender<Reply>,
 }
 
 /// The opened plugins and their thread. Dropping this closes them (in
@@ -172,9 +209,25 @@ impl Plugins {
     /// `args` after the plugin's name in its `argv` and `env` (every
     /// variable: plugins see passwords, as in 2.6).
     pub async fn call(&self, hook: u32, args: Vec<String>, env: &Env) -> Verdict {
+        self.call_returning(hook, args, env).await.verdict
+    }
+
+    /// [`Plugins::call`], with what the plugins returned. As 2.6, the
+    /// plugins never see `script_type`.
+    pub async fn call_returning(&self, hook: u32, args: Vec<String>, env: &Env) -> Reply {
+        let error = Reply {
+            verdict: Verdict::Error,
+            returned: Vec::new(),
+        };
         if !self.wants(hook) {
-            return Verdict::Success;
+            return Reply {
+                verdict: Verdict::Success,
+                returned: Vec::new(),
+            };
         }
+        let mut env = env.clone();
+        env.remove("script_type");
+        let env = &env;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job {
             hook,
@@ -184,18 +237,18 @@ impl Plugins {
         };
         if self.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
             warn!("PLUGIN_CALL: the plugin thread is gone");
-            return Verdict::Error;
+            return error;
         }
         match tokio::time::timeout(CALL_TIMEOUT, answer).await {
             Ok(Ok(v)) => v,
-            Ok(Err(_)) => Verdict::Error,
+            Ok(Err(_)) => error,
             Err(_) => {
                 warn!(
                     "PLUGIN_CALL: {} took longer than {} seconds, counted as failed",
                     hook_names(mask(hook)),
                     CALL_TIMEOUT.as_secs()
                 );
-                Verdict::Error
+                error
             }
         }
     }
@@ -247,12 +300,15 @@ fn serve(
     let _ = ready.send(Ok(union));
     while let Ok(job) = jobs.recv() {
         let mut verdict = Verdict::Success;
+        let mut returned = Vec::new();
         for p in loaded
             .iter()
             .filter(|p| p.type_mask() & mask(job.hook) != 0)
         {
             // Every plugin is called, as in 2.6, whatever the earlier answered.
-            match p.call(job.hook, &job.args, &job.envp) {
+            let (status, list) = p.call(job.hook, &job.args, &job.envp);
+            returned.extend(list);
+            match status {
                 ffi::FUNC_SUCCESS => {}
                 ffi::FUNC_DEFERRED => {
                     if verdict == Verdict::Success {
@@ -269,7 +325,7 @@ fn serve(
             }
         }
         wipe(job.envp);
-        let _ = job.reply.send(verdict);
+        let _ = job.reply.send(Reply { verdict, returned });
     }
     close_all(loaded);
 }

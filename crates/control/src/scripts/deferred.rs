@@ -34,6 +34,38 @@ pub fn parse_control(bytes: &[u8]) -> Control {
     }
 }
 
+/// What a deferred `client-connect` wrote into its
+/// `client_connect_deferred_file` (2.6 reads its first byte only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectResult {
+    /// Empty or missing: no answer yet.
+    Empty,
+    /// `2`: the script answers later.
+    Deferred,
+    /// `1`.
+    Accepted,
+    /// `0`.
+    Refused,
+    /// Any other first byte: 2.6 warns and counts it as a refusal.
+    Unexpected,
+}
+
+pub fn parse_connect_result(bytes: &[u8]) -> ConnectResult {
+    match bytes.first() {
+        None => ConnectResult::Empty,
+        Some(b'2') => ConnectResult::Deferred,
+        Some(b'1') => ConnectResult::Accepted,
+        Some(b'0') => ConnectResult::Refused,
+        Some(_) => ConnectResult::Unexpected,
+    }
+}
+
+/// The first bytes of the file at `path` as [`parse_connect_result`]
+/// reads them; a missing or unreadable file is [`ConnectResult::Empty`].
+pub fn read_connect_result(path: &Path) -> ConnectResult {
+    parse_connect_result(&read_bounded(path))
+}
+
 /// What `auth_pending_file` asks the client to show while it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingAuth {
@@ -175,6 +207,28 @@ mod tests {
         assert_eq!(parse_control(b"0"), Control::Refused);
         assert_eq!(parse_control(b""), Control::Pending);
         assert_eq!(parse_control(b"x1"), Control::Pending);
+    }
+
+    #[test]
+    fn connect_result_first_byte() {
+        assert_eq!(parse_connect_result(b""), ConnectResult::Empty);
+        assert_eq!(parse_connect_result(b"2\n"), ConnectResult::Deferred);
+        assert_eq!(parse_connect_result(b"1"), ConnectResult::Accepted);
+        assert_eq!(parse_connect_result(b"0\n"), ConnectResult::Refused);
+        assert_eq!(parse_connect_result(b" 1"), ConnectResult::Unexpected);
+        assert_eq!(
+            read_connect_result(Path::new("/nonexistent/ferrovpn-ccr")),
+            ConnectResult::Empty
+        );
+    }
+
+    proptest::proptest! {
+        /// Any content reads as one of the answers, without a panic.
+        #[test]
+        fn connect_result_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let r = parse_connect_result(&bytes);
+            proptest::prop_assert_eq!(r == ConnectResult::Empty, bytes.is_empty());
+        }
     }
 
     #[test]

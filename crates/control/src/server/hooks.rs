@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
 use crate::plugin::{self, Plugins};
-use crate::scripts::deferred::{self, Control, ControlFiles};
+use crate::scripts::deferred::{self, ConnectResult, Control, ControlFiles};
 use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
 
 /// Key events held for a client not yet admitted, at most (a handful
@@ -45,6 +45,20 @@ pub(super) enum Admission {
     },
     /// `client-connect` runs.
     Connecting,
+    /// `client-connect` exited 0 having written `2` into its
+    /// `client_connect_deferred_file`: its answer comes later in that file,
+    /// and the dynamic config file is read then.
+    ConnectDeferred {
+        config: tempfile::TempPath,
+        result: tempfile::TempPath,
+        deadline: Instant,
+    },
+    /// A plugin deferred `CLIENT_CONNECT_V2`: it is asked again with
+    /// `CLIENT_CONNECT_DEFER_V2` (`asking`: such a call runs) until it answers.
+    PluginConnectDeferred {
+        deadline: Instant,
+        asking: bool,
+    },
     Admitted,
     Refused,
 }
@@ -67,6 +81,8 @@ enum Outcome {
     Connect {
         status: Status,
         config: tempfile::TempPath,
+        /// `client_connect_deferred_file`.
+        result: tempfile::TempPath,
     },
     /// `tls-verify` over the chain; the credentials wait for its verdict.
     TlsVerify {
@@ -77,6 +93,27 @@ enum Outcome {
     TlsCryptV2 { sid: SessionId, accepted: bool },
     /// Nothing to act on (learn-address, client-disconnect).
     Logged,
+    /// `CLIENT_CONNECT_V2` (or `CLIENT_CONNECT_DEFER_V2`) answered.
+    PluginConnect { reply: plugin::Reply },
+    /// `TLS_FINAL` answered; `then` is what comes next when it accepted.
+    TlsFinal { ok: bool, then: AfterTlsFinal },
+}
+
+/// What waits for `TLS_FINAL` (2.6 calls it at the end of every TLS
+/// handshake, after the login check started and unless it failed).
+enum AfterTlsFinal {
+    /// The login check's verdict (0 or 2), to act on now.
+    Verify {
+        status: Status,
+        files: ControlFiles,
+        again: bool,
+    },
+    /// The login was accepted without a check (token, management only).
+    Verified { again: bool },
+    /// No login to check: `client-connect` comes next.
+    NoLogin,
+    /// A renegotiation without a login check: nothing more to do.
+    Renegotiation,
 }
 
 /// `tls-crypt-v2-verify` runs at most this many at once; a new client
@@ -127,8 +164,33 @@ pub(super) fn open_plugins(s: &ScriptSettings) -> anyhow::Result<Option<Arc<Plug
     Ok(Some(Arc::new(plugins)))
 }
 
-/// `up`: 2.6 stops when it fails.
-pub(super) async fn run_up(s: &ScriptSettings, t: &Tunnel) -> anyhow::Result<()> {
+/// 2.6's arguments of `up`/`down` and their plugin calls:
+/// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
+fn tunnel_args(t: &Tunnel) -> Vec<String> {
+    vec![
+        t.dev.clone(),
+        t.tun_mtu.to_string(),
+        "0".into(),
+        t.local.to_string(),
+        t.netmask.to_string(),
+        "init".into(),
+    ]
+}
+
+/// `up`: the plugins' `PLUGIN_UP` first, then the script; 2.6 stops when
+/// either fails.
+pub(super) async fn run_up(
+    s: &ScriptSettings,
+    plugins: Option<&Plugins>,
+    t: &Tunnel,
+) -> anyhow::Result<()> {
+    if let Some(p) = plugins.filter(|p| p.wants(plugin::UP)) {
+        let mut env = s.env("up");
+        env.extend(&ScriptSettings::tunnel_env(t));
+        if p.call(plugin::UP, tunnel_args(t), &env).await != plugin::Verdict::Success {
+            anyhow::bail!("ERROR: up/down plugin call failed");
+        }
+    }
     if let Some(inv) = s.up_down(false, t) {
         let status = run::run(inv, s.security).await;
         if !status.success() {
@@ -138,15 +200,31 @@ pub(super) async fn run_up(s: &ScriptSettings, t: &Tunnel) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `route-up`, after the server's routes are in place.
-pub(super) async fn run_route_up(s: &ScriptSettings, t: &Tunnel) {
+/// `route-up`, after the server's routes are in place (the plugins'
+/// `PLUGIN_ROUTE_UP` first).
+pub(super) async fn run_route_up(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
+    if let Some(p) = plugins.filter(|p| p.wants(plugin::ROUTE_UP)) {
+        let mut env = s.env("route-up");
+        env.extend(&ScriptSettings::tunnel_env(t));
+        if p.call(plugin::ROUTE_UP, Vec::new(), &env).await != plugin::Verdict::Success {
+            warn!("WARNING: route-up plugin call failed");
+        }
+    }
     if let Some(inv) = s.route_up(t) {
         report(run::run(inv, s.security).await, "--route-up");
     }
 }
 
-/// `down`, at shutdown.
-pub(super) async fn run_down(s: &ScriptSettings, t: &Tunnel) {
+/// `down`, at shutdown (the plugins' `PLUGIN_DOWN` first).
+pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
+    if let Some(p) = plugins.filter(|p| p.wants(plugin::DOWN)) {
+        let mut env = s.env("down");
+        env.set("signal", "sigterm");
+        env.extend(&ScriptSettings::tunnel_env(t));
+        if p.call(plugin::DOWN, tunnel_args(t), &env).await != plugin::Verdict::Success {
+            warn!("WARNING: up/down plugin call failed");
+        }
+    }
     if let Some(inv) = s.up_down(true, t) {
         report(run::run(inv, s.security).await, "--up/--down");
     }
@@ -186,6 +264,32 @@ fn spawn(
             outcome: outcome(status),
         }
     });
+}
+
+/// Call the plugins for a client's `hook` as a task; `outcome` makes the
+/// report from their reply. `false` when no plugin asked for `hook`.
+fn spawn_plugin(
+    srv: &mut Server,
+    addr: SocketAddr,
+    cid: u64,
+    hook: u32,
+    args: Vec<String>,
+    env: Env,
+    outcome: impl FnOnce(plugin::Reply) -> Outcome + Send + 'static,
+) -> bool {
+    let Some(plugins) = srv.plugins.clone().filter(|p| p.wants(hook)) else {
+        return false;
+    };
+    srv.scripts_running.spawn(async move {
+        let reply = plugins.call_returning(hook, args, &env).await;
+        drop(env);
+        ScriptDone {
+            addr,
+            cid,
+            outcome: outcome(reply),
+        }
+    });
+    true
 }
 
 impl Server {
@@ -245,7 +349,7 @@ impl Server {
             return;
         };
         if !self.checks_passwords() {
-            self.after_verify(now, addr);
+            self.tls_final_then(now, addr, AfterTlsFinal::NoLogin);
             return;
         }
         let username = scripts::remap_username(&credentials.username);
@@ -265,6 +369,7 @@ impl Server {
     ) {
         self.tls_verify_again(addr);
         if !self.checks_passwords() {
+            self.tls_final_then(now, addr, AfterTlsFinal::Renegotiation);
             return;
         }
         let Some(c) = self.clients.get(&addr) else {
@@ -556,7 +661,7 @@ impl Server {
                     "{addr}: TLS: Username/auth-token authentication succeeded for username '{}'",
                     cred.username
                 );
-                self.verified(now, addr, again);
+                self.tls_final_then(now, addr, AfterTlsFinal::Verified { again });
                 return;
             }
             Some(false) => {
@@ -577,7 +682,7 @@ impl Server {
         if self.management_client_auth() {
             self.ask_management(now, addr, cred, again, &env);
             if plugin.is_none() && script.is_none() {
-                self.verified(now, addr, again);
+                self.tls_final_then(now, addr, AfterTlsFinal::Verified { again });
                 return;
             }
         }
@@ -737,17 +842,35 @@ impl Server {
         if let Some(u) = &c.username {
             info!("{addr}: TLS: Username/Password authentication succeeded for username '{u}'");
         }
+        let hooked = self.s.scripts.client_connect.is_some()
+            || self
+                .plugins
+                .as_ref()
+                .is_some_and(|p| p.wants(plugin::CLIENT_CONNECT_V2));
+        if !hooked {
+            self.admit(now, addr);
+            return;
+        }
+        // The plugin and the script see the address the client will get
+        // (its client-config-dir file first, as in 2.6; a refusal there or
+        // an exhausted pool has been answered already).
+        if self.ensure_peer(addr).is_none() {
+            return;
+        }
+        if !self.plugin_connect(addr) {
+            self.run_client_connect_script(now, addr);
+        }
+    }
+
+    /// The `client-connect` script, or the admission when there is none.
+    fn run_client_connect_script(&mut self, now: Instant, addr: SocketAddr) {
         let Some(command) = self.s.scripts.client_connect.clone() else {
             self.admit(now, addr);
             return;
         };
-        let cid = c.cid;
-        // The script sees the address the client will get.
-        // (its client-config-dir file first, as in 2.6; a refusal there or an
-        // exhausted pool has been answered already).
-        if self.ensure_peer(addr).is_none() {
+        let Some(cid) = self.clients.get(&addr).map(|c| c.cid) else {
             return;
-        }
+        };
         let config = match tempfile::Builder::new()
             .prefix("openvpn_cc_")
             .suffix(".tmp")
@@ -760,12 +883,28 @@ impl Server {
                 return;
             }
         };
+        let result = match tempfile::Builder::new()
+            .prefix("openvpn_ccr_")
+            .suffix(".tmp")
+            .tempfile_in(&self.s.scripts.tmp_dir)
+        {
+            Ok(f) => f.into_temp_path(),
+            Err(e) => {
+                warn!("{addr}: client-connect: cannot create the deferred result file: {e}");
+                self.refuse(now, addr, None);
+                return;
+            }
+        };
         let Some(c) = self.clients.get(&addr) else {
             return;
         };
         let mut env = self.client_script_env(addr, c, "client-connect");
         let path = config.to_string_lossy().into_owned();
         env.set("client_connect_config_file", path.clone());
+        env.set(
+            "client_connect_deferred_file",
+            result.to_string_lossy().into_owned(),
+        );
         let inv = Invocation {
             hook: "--client-connect",
             command,
@@ -778,6 +917,7 @@ impl Server {
         spawn(self, addr, cid, inv, |status| Outcome::Connect {
             status,
             config,
+            result,
         });
     }
 
@@ -805,12 +945,21 @@ impl Server {
         };
         let cn = c.common_name.clone().unwrap_or_default();
         let env = self.client_script_env(addr, c, "learn-address");
+        let cid = c.cid;
+        spawn_plugin(
+            self,
+            addr,
+            cid,
+            plugin::LEARN_ADDRESS,
+            vec!["add".into(), peer.ip.to_string(), cn.clone()],
+            env.clone(),
+            learn_address_reported,
+        );
         if let Some(inv) = self
             .s
             .scripts
             .learn_address("add", peer.ip, Some((&cn, &env)))
         {
-            let cid = c.cid;
             spawn(self, addr, cid, inv, |_| Outcome::Logged);
         }
     }
@@ -850,6 +999,25 @@ impl Server {
                 credentials,
             } => self.tls_verified(now, addr, verdict, credentials),
             Outcome::Verify {
+                status: status @ (Status::Exited(0) | Status::Exited(2)),
+                files,
+                again,
+            } => self.tls_final_then(
+                now,
+                addr,
+                AfterTlsFinal::Verify {
+                    status,
+                    files,
+                    again,
+                },
+            ),
+            Outcome::TlsFinal { ok: false, .. } => {
+                warn!("{addr}: TLS Auth Error: the TLS_FINAL plugin call failed");
+                self.refuse(now, addr, None);
+            }
+            Outcome::TlsFinal { ok: true, then } => self.after_tls_final(now, addr, then),
+            Outcome::PluginConnect { reply } => self.plugin_connect_done(now, addr, reply),
+            Outcome::Verify {
                 status,
                 files,
                 again,
@@ -864,18 +1032,288 @@ impl Server {
                     self.refuse(now, addr, reason.as_deref());
                 }
             },
-            Outcome::Connect { status, config } => {
+            Outcome::Connect {
+                status,
+                config,
+                result,
+            } => {
                 if !status.success() {
                     warn!("{addr}: client-connect failed, refusing client");
                     self.refuse(now, addr, None);
                     return;
                 }
-                match self.apply_client_connect_config(addr, &config) {
-                    Ok(()) => self.admit(now, addr),
-                    Err(why) => {
-                        warn!("{addr}: client-connect: {why}, refusing client");
-                        self.refuse(now, addr, None);
+                // As 2.6: only a `2` defers; anything else in the file
+                // (even `0`) after a successful exit is a success.
+                if deferred::read_connect_result(&result) == ConnectResult::Deferred {
+                    self.connect_deferred(now, addr, config, result);
+                    return;
+                }
+                self.client_connect_done(now, addr, &config);
+            }
+        }
+    }
+
+    /// `PLUGIN_TLS_FINAL`, when a plugin asked for it, then `then`.
+    fn tls_final_then(&mut self, now: Instant, addr: SocketAddr, then: AfterTlsFinal) {
+        let wanted = self
+            .plugins
+            .as_ref()
+            .is_some_and(|p| p.wants(plugin::TLS_FINAL));
+        let Some(c) = self.clients.get(&addr).filter(|_| wanted) else {
+            self.after_tls_final(now, addr, then);
+            return;
+        };
+        let env = self.client_script_env(addr, c, "tls-final");
+        let cid = c.cid;
+        spawn_plugin(
+            self,
+            addr,
+            cid,
+            plugin::TLS_FINAL,
+            Vec::new(),
+            env,
+            |reply| Outcome::TlsFinal {
+                ok: reply.verdict == plugin::Verdict::Success,
+                then,
+            },
+        );
+    }
+
+    fn after_tls_final(&mut self, now: Instant, addr: SocketAddr, then: AfterTlsFinal) {
+        match then {
+            AfterTlsFinal::Verify {
+                status,
+                files,
+                again,
+            } => {
+                if status == Status::Exited(2) {
+                    self.deferred(now, addr, files, again);
+                } else {
+                    self.verified(now, addr, again);
+                }
+            }
+            AfterTlsFinal::Verified { again } => self.verified(now, addr, again),
+            AfterTlsFinal::NoLogin => self.after_verify(now, addr),
+            AfterTlsFinal::Renegotiation => {}
+        }
+    }
+
+    /// `PLUGIN_CLIENT_CONNECT_V2` (before the `client-connect` script, as
+    /// 2.6 orders them): `false` when no plugin asked for it.
+    fn plugin_connect(&mut self, addr: SocketAddr) -> bool {
+        if !self
+            .plugins
+            .as_ref()
+            .is_some_and(|p| p.wants(plugin::CLIENT_CONNECT_V2))
+        {
+            return false;
+        }
+        let Some(c) = self.clients.get(&addr) else {
+            return true;
+        };
+        let env = self.client_script_env(addr, c, "client-connect");
+        let cid = c.cid;
+        if let Some(c) = self.clients.get_mut(&addr) {
+            c.admission = Admission::Connecting;
+        }
+        spawn_plugin(
+            self,
+            addr,
+            cid,
+            plugin::CLIENT_CONNECT_V2,
+            Vec::new(),
+            env,
+            |reply| Outcome::PluginConnect { reply },
+        )
+    }
+
+    /// `CLIENT_CONNECT_V2` or `CLIENT_CONNECT_DEFER_V2` answered: on
+    /// success its `config` values are read as a dynamic config file and
+    /// the `client-connect` script comes next.
+    fn plugin_connect_done(&mut self, now: Instant, addr: SocketAddr, reply: plugin::Reply) {
+        let deferrable = self
+            .plugins
+            .as_ref()
+            .is_some_and(|p| p.wants(plugin::CLIENT_CONNECT_DEFER_V2));
+        let hand_window = self.s.session.hand_window;
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        match reply.verdict {
+            plugin::Verdict::Success => {
+                c.admission = Admission::Connecting;
+                let lines: Vec<String> = reply.values("config").map(str::to_owned).collect();
+                if !lines.is_empty()
+                    && let Err(why) = self.apply_management_config(addr, &lines)
+                {
+                    warn!("{addr}: client-connect-v2 plugin config: {why}, refusing client");
+                    self.refuse(now, addr, None);
+                    return;
+                }
+                self.run_client_connect_script(now, addr);
+            }
+            plugin::Verdict::Deferred if deferrable => {
+                let deadline = match c.admission {
+                    Admission::PluginConnectDeferred { deadline, .. } => deadline,
+                    _ => now + hand_window,
+                };
+                c.admission = Admission::PluginConnectDeferred {
+                    deadline,
+                    asking: false,
+                };
+            }
+            plugin::Verdict::Deferred => {
+                warn!(
+                    "{addr}: A plugin that defers from the OPENVPN_PLUGIN_CLIENT_CONNECT_V2 call must also declare support for OPENVPN_PLUGIN_CLIENT_CONNECT_DEFER_V2"
+                );
+                self.refuse(now, addr, None);
+            }
+            plugin::Verdict::Error => {
+                warn!("{addr}: WARNING: client-connect-v2 plugin call failed");
+                self.refuse(now, addr, None);
+            }
+        }
+    }
+
+    /// Ask the plugins that deferred `CLIENT_CONNECT_V2` again
+    /// (housekeeping), as 2.6 calls `CLIENT_CONNECT_DEFER_V2` each time it
+    /// looks at a waiting client; one still waiting after hand-window is
+    /// forgotten as for the script.
+    fn poll_plugin_connect(&mut self, now: Instant) {
+        let mut ask = Vec::new();
+        let mut expired = Vec::new();
+        for (addr, c) in self.clients.iter() {
+            if let Admission::PluginConnectDeferred { deadline, asking } = c.admission {
+                if now >= deadline {
+                    expired.push(*addr);
+                } else if !asking {
+                    ask.push(*addr);
+                }
+            }
+        }
+        for addr in expired {
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.admission = Admission::Refused;
+                c.held.clear();
+            }
+            self.remove_client(
+                addr,
+                "deferred client-connect plugin gave no answer within hand-window",
+            );
+        }
+        for addr in ask {
+            let Some(c) = self.clients.get(&addr) else {
+                continue;
+            };
+            let env = self.client_script_env(addr, c, "client-connect");
+            let cid = c.cid;
+            if let Some(c) = self.clients.get_mut(&addr)
+                && let Admission::PluginConnectDeferred { asking, .. } = &mut c.admission
+            {
+                *asking = true;
+            }
+            spawn_plugin(
+                self,
+                addr,
+                cid,
+                plugin::CLIENT_CONNECT_DEFER_V2,
+                Vec::new(),
+                env,
+                |reply| Outcome::PluginConnect { reply },
+            );
+        }
+    }
+
+    /// `client-connect` succeeded: read its dynamic config file, then let
+    /// the client in (or refuse it, on `disable` or a file that cannot be read).
+    fn client_connect_done(&mut self, now: Instant, addr: SocketAddr, config: &std::path::Path) {
+        match self.apply_client_connect_config(addr, config) {
+            Ok(()) => self.admit(now, addr),
+            Err(why) => {
+                warn!("{addr}: client-connect: {why}, refusing client");
+                self.refuse(now, addr, None);
+            }
+        }
+    }
+
+    /// `client-connect` deferred its answer. The client gets nothing
+    /// meanwhile (as from 2.6: its push requests go unanswered, its data
+    /// keys are held); the result file is looked at in housekeeping.
+    fn connect_deferred(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        config: tempfile::TempPath,
+        result: tempfile::TempPath,
+    ) {
+        let deadline = now + self.s.session.hand_window;
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        info!(
+            "{addr}: MULTI: deferred --client-connect, waiting for its answer in {}",
+            result.display()
+        );
+        c.admission = Admission::ConnectDeferred {
+            config,
+            result,
+            deadline,
+        };
+    }
+
+    /// Look at the result files of deferred `client-connect`s
+    /// (housekeeping): `1` admits the client with the dynamic config file
+    /// as it is now, `0` (or any other byte) refuses it. 2.6 waits without
+    /// a limit of its own, but its client gives up after hand-window
+    /// without a push reply and starts over; ferrovpn forgets a client
+    /// still waiting then.
+    pub(super) fn poll_deferred_connect(&mut self, now: Instant) {
+        self.poll_plugin_connect(now);
+        let mut decided = Vec::new();
+        for (addr, c) in self.clients.iter() {
+            let Admission::ConnectDeferred {
+                result, deadline, ..
+            } = &c.admission
+            else {
+                continue;
+            };
+            match deferred::read_connect_result(result) {
+                ConnectResult::Empty | ConnectResult::Deferred if now < *deadline => {}
+                answer => decided.push((*addr, answer)),
+            }
+        }
+        for (addr, answer) in decided {
+            let Some(c) = self.clients.get_mut(&addr) else {
+                continue;
+            };
+            let Admission::ConnectDeferred { config, result, .. } =
+                std::mem::replace(&mut c.admission, Admission::Connecting)
+            else {
+                continue;
+            };
+            drop(result);
+            match answer {
+                ConnectResult::Accepted => self.client_connect_done(now, addr, &config),
+                ConnectResult::Refused => {
+                    info!("{addr}: MULTI: deferred --client-connect script returned CC_RET_FAILED");
+                    self.refuse(now, addr, None);
+                }
+                ConnectResult::Unexpected => {
+                    warn!(
+                        "{addr}: WARNING: Unknown/unexpected value in deferred client-connect resultfile"
+                    );
+                    self.refuse(now, addr, None);
+                }
+                ConnectResult::Empty | ConnectResult::Deferred => {
+                    // Nothing is sent: the client gave up and starts over.
+                    if let Some(c) = self.clients.get_mut(&addr) {
+                        c.admission = Admission::Refused;
+                        c.held.clear();
                     }
+                    self.remove_client(
+                        addr,
+                        "deferred client-connect gave no answer within hand-window",
+                    );
                 }
             }
         }
@@ -1066,18 +1504,32 @@ impl Server {
             return;
         }
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
+        let mut env = self.client_script_env(addr, c, "client-disconnect");
+        if let Some(p) = peer {
+            env.set("ifconfig_pool_remote_ip", p.ip.to_string());
+        }
+        let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
+        env.set("bytes_received", rx.to_string());
+        env.set("bytes_sent", tx.to_string());
+        env.set(
+            "time_duration",
+            unix_now().saturating_sub(c.since).to_string(),
+        );
+        spawn_plugin(
+            self,
+            addr,
+            c.cid,
+            plugin::CLIENT_DISCONNECT,
+            Vec::new(),
+            env.clone(),
+            |reply| {
+                if reply.verdict != plugin::Verdict::Success {
+                    warn!("WARNING: client-disconnect plugin call failed");
+                }
+                Outcome::Logged
+            },
+        );
         if let Some(command) = self.s.scripts.client_disconnect.clone() {
-            let mut env = self.client_script_env(addr, c, "client-disconnect");
-            if let Some(p) = peer {
-                env.set("ifconfig_pool_remote_ip", p.ip.to_string());
-            }
-            let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
-            env.set("bytes_received", rx.to_string());
-            env.set("bytes_sent", tx.to_string());
-            env.set(
-                "time_duration",
-                unix_now().saturating_sub(c.since).to_string(),
-            );
             let inv = Invocation {
                 hook: "--client-disconnect",
                 command,
@@ -1086,12 +1538,31 @@ impl Server {
             };
             spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
         }
+        if let Some(peer) = peer {
+            // As for the script: 2.6 calls it with an empty environment.
+            spawn_plugin(
+                self,
+                addr,
+                c.cid,
+                plugin::LEARN_ADDRESS,
+                vec!["delete".into(), peer.ip.to_string()],
+                Env::new(),
+                learn_address_reported,
+            );
+        }
         if let Some(peer) = peer
             && let Some(inv) = self.s.scripts.learn_address("delete", peer.ip, None)
         {
             spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
         }
     }
+}
+
+fn learn_address_reported(reply: plugin::Reply) -> Outcome {
+    if reply.verdict != plugin::Verdict::Success {
+        warn!("WARNING: learn-address plugin call failed");
+    }
+    Outcome::Logged
 }
 
 /// The via-file credentials: user name and password lines in a file only

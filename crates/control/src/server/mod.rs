@@ -317,7 +317,7 @@ pub async fn run_server(
         warn!("{}", s.scripts.security.startup_note());
     }
     let plugins = hooks::open_plugins(&s.scripts)?;
-    hooks::run_up(&s.scripts, &tunnel).await?;
+    hooks::run_up(&s.scripts, plugins.as_deref(), &tunnel).await?;
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
@@ -334,7 +334,7 @@ pub async fn run_server(
                 .await?;
         }
     }
-    hooks::run_route_up(&s.scripts, &tunnel).await;
+    hooks::run_route_up(&s.scripts, plugins.as_deref(), &tunnel).await;
     let mut listening: Vec<String> = Vec::new();
     if s.dataplane.transport != Transport::Tcp {
         listening.push(format!("UDP {}", dp.local_addr()));
@@ -480,11 +480,11 @@ pub async fn run_server(
     }
     hooks::finish_scripts(&mut srv.scripts_running).await;
     if srv.s.scripts.down_pre {
-        hooks::run_down(&srv.s.scripts, &tunnel).await;
+        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
     }
     srv.dp.shutdown();
     if !srv.s.scripts.down_pre {
-        hooks::run_down(&srv.s.scripts, &tunnel).await;
+        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
     }
     Ok(())
 }
@@ -1188,6 +1188,7 @@ impl Server {
         }
         self.refresh_crl();
         self.poll_deferred_auth(now);
+        self.poll_deferred_connect(now);
         self.poll_management_auth(now);
         self.write_status(now);
         if let Some(every) = self.s.pool_persist.as_ref().and_then(|p| p.write_every)

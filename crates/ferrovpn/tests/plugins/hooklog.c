@@ -1,0 +1,102 @@
+/*
+ * A tiny OpenVPN plugin (API v3) for ferrovpn's tests: it asks for every
+ * hook named in its arguments after the log file, appends one line per
+ * call to the log file (hook, arguments, a few environment variables) and
+ * answers CLIENT_CONNECT_V2 with a dynamic config: `ifconfig-push` of the
+ * address in its `CC_PUSH=` argument. The same object is loaded by the
+ * stock OpenVPN 2.6 and by ferrovpn, so their hook sequences can be compared.
+ *
+ * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] HOOK...
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openvpn/openvpn-plugin.h>
+
+struct ctx {
+    char log[512];
+    char push[64];
+};
+
+static const char *hook_name(int t)
+{
+    switch (t) {
+    case OPENVPN_PLUGIN_UP: return "UP";
+    case OPENVPN_PLUGIN_DOWN: return "DOWN";
+    case OPENVPN_PLUGIN_ROUTE_UP: return "ROUTE_UP";
+    case OPENVPN_PLUGIN_TLS_VERIFY: return "TLS_VERIFY";
+    case OPENVPN_PLUGIN_AUTH_USER_PASS_VERIFY: return "AUTH_USER_PASS_VERIFY";
+    case OPENVPN_PLUGIN_CLIENT_DISCONNECT: return "CLIENT_DISCONNECT";
+    case OPENVPN_PLUGIN_LEARN_ADDRESS: return "LEARN_ADDRESS";
+    case OPENVPN_PLUGIN_CLIENT_CONNECT_V2: return "CLIENT_CONNECT_V2";
+    case OPENVPN_PLUGIN_TLS_FINAL: return "TLS_FINAL";
+    case OPENVPN_PLUGIN_CLIENT_CONNECT_DEFER_V2: return "CLIENT_CONNECT_DEFER_V2";
+    default: return NULL;
+    }
+}
+
+static const char *env_get(const char *envp[], const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; envp && envp[i]; i++)
+        if (!strncmp(envp[i], name, n) && envp[i][n] == '=')
+            return envp[i] + n + 1;
+    return "";
+}
+
+OPENVPN_EXPORT int
+openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in const *args,
+                       struct openvpn_plugin_args_open_return *ret)
+{
+    (void)version;
+    struct ctx *c = calloc(1, sizeof(*c));
+    if (!c || !args->argv[1])
+        return OPENVPN_PLUGIN_FUNC_ERROR;
+    snprintf(c->log, sizeof(c->log), "%s", args->argv[1]);
+    for (int i = 2; args->argv[i]; i++) {
+        if (!strncmp(args->argv[i], "CC_PUSH=", 8)) {
+            snprintf(c->push, sizeof(c->push), "%s", args->argv[i] + 8);
+            continue;
+        }
+        for (int t = 0; t < OPENVPN_PLUGIN_N; t++)
+            if (hook_name(t) && !strcmp(hook_name(t), args->argv[i]))
+                ret->type_mask |= OPENVPN_PLUGIN_MASK(t);
+    }
+    ret->handle = (openvpn_plugin_handle_t)c;
+    return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+
+OPENVPN_EXPORT int
+openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in const *args,
+                       struct openvpn_plugin_args_func_return *ret)
+{
+    (void)version;
+    struct ctx *c = (struct ctx *)args->handle;
+    const char **envp = (const char **)args->envp;
+    FILE *f = fopen(c->log, "a");
+    if (!f)
+        return OPENVPN_PLUGIN_FUNC_ERROR;
+    fprintf(f, "%s", hook_name(args->type) ? hook_name(args->type) : "?");
+    for (int i = 1; args->argv && args->argv[i]; i++)
+        fprintf(f, " %s", args->argv[i]);
+    fprintf(f, " | script_type=%s common_name=%s username=%s pool_ip=%s dev=%s\n",
+            env_get(envp, "script_type"), env_get(envp, "common_name"),
+            env_get(envp, "username"), env_get(envp, "ifconfig_pool_remote_ip"),
+            env_get(envp, "dev"));
+    fclose(f);
+    if (args->type == OPENVPN_PLUGIN_CLIENT_CONNECT_V2 && c->push[0] && ret && ret->return_list) {
+        struct openvpn_plugin_string_list *l = calloc(1, sizeof(*l));
+        char value[128];
+        snprintf(value, sizeof(value), "ifconfig-push %s 255.255.255.0\n", c->push);
+        l->name = strdup("config");
+        l->value = strdup(value);
+        *ret->return_list = l;
+    }
+    return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+
+OPENVPN_EXPORT void
+openvpn_plugin_close_v1(openvpn_plugin_handle_t handle)
+{
+    free(handle);
+}
