@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{SERVER_TUN, UP, wait_log};
 use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, openvpn_api_probe, unix_management_conf};
-use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, require_root_and_tools, wait_until};
+use ferrovpn_testkit::{
+    Cipher, Lab, Material, Proc, Wrap, ping, require_root_and_tools, wait_until,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -220,13 +222,13 @@ fn an_unanswered_login_times_out_with_hand_window() {
 }
 
 /// A management server with `management-client-auth` over a unix socket.
-fn auth_server(lab: &Lab, wrap: &Wrap) -> (Proc, Mgmt) {
+fn auth_server(lab: &Lab, wrap: &Wrap) -> (Proc, Management) {
     let sock = lab.dir.join("mgmt.sock");
     let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push(format!("management {} unix", sock.display()));
     sc.extra.push("management-client-auth".into());
     let server = lab.ferrovpn_server(&sc);
-    let mut m = Mgmt::connect(&sock);
+    let mut m = Management::connect(&sock);
     m.until("welcome", |l| l.starts_with(">INFO:"));
     (server, m)
 }
@@ -259,8 +261,8 @@ fn a_stock_client_renegotiating_is_asked_about_with_reauth() {
     );
     wait_log(&mut erin, UP, &server);
     let reauth = m.client_event("REAUTH");
-    assert_eq!(reauth.cid, connect.cid, "{:?}", m.seen);
-    assert_ne!(reauth.kid, connect.kid, "{:?}", m.seen);
+    assert_eq!(reauth.cid, connect.cid, "{:?}", m.seen());
+    assert_ne!(reauth.kid, connect.kid, "{:?}", m.seen());
     assert_eq!(reauth.env.get("username").map(String::as_str), Some("erin"));
     assert_eq!(
         reauth.env.get("password").map(String::as_str),
@@ -314,7 +316,7 @@ fn a_challenge_answered_on_the_stock_clients_management_reaches_cr_response() {
             .exists()),
         "the stock client made no management socket"
     );
-    let mut client_m = Mgmt::connect(&client_sock);
+    let mut client_m = Management::connect(&client_sock);
     client_m.until("client welcome", |l| l.starts_with(">INFO:"));
     assert_eq!(
         m.one(&format!(
