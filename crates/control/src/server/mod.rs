@@ -358,7 +358,7 @@ pub async fn run_server(
     let unauthenticated =
         (!listeners.is_empty()).then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let (port_share_decisions, mut decided) = tokio::sync::mpsc::channel(64);
-    let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
+    let pool = AddressPool::new(s.pool.0, s.pool.1, s.duplicate_cn);
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
         KeptFile::create(&st.path)
@@ -1408,7 +1408,8 @@ impl Server {
                 return;
             }
         };
-        let (loaded, skipped) = self.clients.pool.load(&text);
+        let fixed = (self.s.pool_persist.as_ref()).is_some_and(|p| p.write_every.is_none());
+        let (loaded, skipped) = self.clients.pool.load(&text, unix_now(), fixed);
         if skipped > 0 {
             warn!(
                 "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
@@ -1529,7 +1530,7 @@ impl Server {
 
     fn remove_client(&mut self, addr: SocketAddr, reason: &str) {
         let _peer = self.peer_span(addr).entered();
-        let Some((c, peer)) = self.clients.remove(&addr) else {
+        let Some((c, peer)) = self.clients.remove(&addr, unix_now()) else {
             return;
         };
         // Over TCP the connection ends with its client (no-op over UDP).
