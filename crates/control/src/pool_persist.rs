@@ -73,7 +73,16 @@ mod tests {
 
     #[test]
     fn hostile_text_never_panics() {
-        for text in ["", ",", ",,", "\u{0}", "a,", "a,,b", "é,1.2.3.4", "a,1.2.3.4.5"] {
+        for text in [
+            "",
+            ",",
+            ",,",
+            "\u{0}",
+            "a,",
+            "a,,b",
+            "é,1.2.3.4",
+            "a,1.2.3.4.5",
+        ] {
             let _ = parse(text);
         }
     }

@@ -68,13 +68,16 @@ impl Run<'_> {
     fn up(&mut self, n: usize) -> String {
         let i = n - 1;
         let cipher = Cipher::Aes256Gcm;
-        let mut cc =
-            self.lab
-                .client_conf(i, &self.lab.pki.clients[i], CLIENT_DEV, self.wrap.clone(), cipher);
+        let mut cc = self.lab.client_conf(
+            i,
+            &self.lab.pki.clients[i],
+            CLIENT_DEV,
+            self.wrap.clone(),
+            cipher,
+        );
         cc.extra.push("explicit-exit-notify 1".into());
         let mut p = self.lab.stock_client(i, &format!("client{n}"), &cc);
-        if let Err(e) = p.wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT)
-        {
+        if let Err(e) = p.wait_for_log_line("Initialization Sequence Completed", CONNECT_TIMEOUT) {
             panic!("{e:#}\n{}", log_tails(&p, &self.server));
         }
         let ip = pushed_address(&p)

@@ -709,16 +709,22 @@ impl Server {
         if self.s.dataplane.transport == Transport::Udp {
             return s.clone();
         }
-        let (want, other) = if self.dp.has_stream(from) {
-            (",proto TCPv4_SERVER", ",proto UDPv4")
+        let tcp = self.dp.has_stream(from);
+        let want = if tcp {
+            ",proto TCPv4_SERVER"
         } else {
-            (",proto UDPv4", ",proto TCPv4_SERVER")
+            ",proto UDPv4"
         };
         if s.options_string.contains(want) {
             return s.clone();
         }
         let mut config = SessionConfig::clone(s);
-        config.options_string = config.options_string.replacen(other, want, 1);
+        // 2.6 counts the TCP length in `link-mtu`.
+        config.options_string = if tcp {
+            ferrovpn_proto::key_method::occ_over_tcp(&s.options_string, "TCPv4_SERVER")
+        } else {
+            ferrovpn_proto::key_method::occ_over_udp(&s.options_string, "TCPv4_SERVER")
+        };
         Arc::new(config)
     }
 

@@ -41,7 +41,11 @@ impl AddressPool {
     /// `duplicate_cn` as the server's `duplicate-cn`.
     pub fn new(first: Ipv4Addr, last: Ipv4Addr, duplicate_cn: bool) -> Self {
         let (start, end) = (u32::from(first), u32::from(last));
-        let size = if end >= start { (end - start) as usize + 1 } else { 0 };
+        let size = if end >= start {
+            (end - start) as usize + 1
+        } else {
+            0
+        };
         AddressPool {
             start,
             entries: vec![Entry::default(); size],
@@ -164,9 +168,12 @@ impl AddressPool {
     /// The persist file's text: every address that has a common name, in
     /// address order (2.6's `ifconfig_pool_list`).
     pub fn save(&self) -> String {
-        pool_persist::render(self.entries.iter().enumerate().filter_map(|(i, e)| {
-            Some((e.common_name.as_deref()?, self.address(i)))
-        }))
+        pool_persist::render(
+            self.entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((e.common_name.as_deref()?, self.address(i)))),
+        )
     }
 }
 
@@ -235,7 +242,10 @@ mod tests {
         assert_eq!(p.pick(Some("f")), Some(ip(2)));
         // a was forgotten when e took its address.
         assert_eq!(p.pick(Some("a")), Some(ip(5)));
-        assert_eq!(p.save(), "f,10.8.0.2,\nb,10.8.0.3,\nc,10.8.0.4,\na,10.8.0.5,\n");
+        assert_eq!(
+            p.save(),
+            "f,10.8.0.2,\nb,10.8.0.3,\nc,10.8.0.4,\na,10.8.0.5,\n"
+        );
     }
 
     #[test]
@@ -265,7 +275,11 @@ mod tests {
         p.release(ip(2), 20);
         assert_eq!(p.pick(Some("b")), Some(ip(3)));
         p.forget(ip(3));
-        assert_eq!(p.pick(Some("c")), Some(ip(3)), "forgotten counts as never used");
+        assert_eq!(
+            p.pick(Some("c")),
+            Some(ip(3)),
+            "forgotten counts as never used"
+        );
         assert_eq!(p.pick(Some("b")), Some(ip(4)));
         assert_eq!(p.pick(Some("a")), Some(ip(2)));
     }
@@ -297,7 +311,11 @@ mod tests {
     fn persisted_addresses_go_to_their_names_and_to_others_last() {
         let mut p = AddressPool::new(ip(2), ip(9), false);
         assert_eq!(
-            p.load("a,10.8.0.7,\nz,192.0.2.1,\nbad\nb,10.8.0.2,\nc,10.8.0.2,\n", 100, false),
+            p.load(
+                "a,10.8.0.7,\nz,192.0.2.1,\nbad\nb,10.8.0.2,\nc,10.8.0.2,\n",
+                100,
+                false
+            ),
             (3, 2)
         );
         // A later line for the same address wins: b is not remembered.
