@@ -1654,7 +1654,8 @@ impl Parser {
                     Some(_) => d.num(0, 0u16, u16::MAX, "a size 0-65535")?,
                 };
                 let mode = match d.arg(1) {
-                    None => MssfixMode::Default,
+                    None if d.arg(0).is_none() => MssfixMode::Default,
+                    None => MssfixMode::Payload,
                     Some("mtu") => MssfixMode::Mtu,
                     Some("fixed") => MssfixMode::Fixed,
                     Some(x) => return Err(d.bad("'mtu' or 'fixed'", x)),
@@ -1677,6 +1678,10 @@ impl Parser {
                 c.fragment = Some(Fragment { max, encap });
             }
             "passtos" => d.flag(&mut c.passtos)?,
+            "tun-mtu-extra" => {
+                d.count(1, 1, "a number of bytes")?;
+                c.tun_mtu_extra = Some(d.num(0, 0u16, u16::MAX, "a number of bytes 0-65535")?);
+            }
             "txqueuelen" => {
                 d.count(1, 1, "a queue length")?;
                 c.txqueuelen = Some(d.num(0, 1, 1_000_000, "a queue length 1-1000000")?);

@@ -168,7 +168,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "duplicate-cn",
-        "allow several clients with the same certificate CN",
+        "allow several clients with the same certificate CN; the pool then hands out its lowest free address and remembers no name, as 2.6",
     ),
     s(
         "remote",
@@ -356,10 +356,13 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "clears adaptive LZO (no effect on what ferrovpn sends)",
     ),
     // --- tun
-    s("tun-mtu", "100-65535 (default 1500)"),
+    s(
+        "tun-mtu",
+        "100-65535 (default 1500); the OCC options string carries it and 2.6's `link-mtu` for it (2.6 compares them at verb 7)",
+    ),
     s(
         "mssfix",
-        "`[N]` (default 1492); the `mtu` and `fixed` modes are errors (not implemented)",
+        "`[N] [mtu|fixed]`, as 2.6.3 counts it. No line or a bare `mssfix`: 1492 counting the outer IP and UDP/TCP headers (with `fragment`: its MAX, counted the same way; with a `tun-mtu` other than 1500: the tun MTU as the inner packet size, as `fixed`); `mssfix N`: N is the datagram's payload, outer headers not counted; `mssfix N mtu`: N counts them; `mssfix N fixed`: MSS = N - 40 (inner IPv6: N - 60); `0` turns clamping off. Off N come the data-channel header (opcode and peer-id, the AEAD packet id and tag, or CBC's IV and HMAC with the payload rounded down to whole blocks less a padding byte, and its packet id), the `fragment` header and a 1-byte compression header, then the inner IP and TCP headers; SYNs are clamped both ways. 2.6's warnings about `mssfix` beside `fragment` too",
     ),
     s(
         "txqueuelen",
@@ -368,7 +371,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): a client gets the address its common name had (`CN,IPv4,` lines); written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it",
+        "`FILE [N]` (default 600 s): the pool's memory of which common name last held each address (2.6's `CN,IPv4,` lines, read in order, a later line for an address winning; written in address order, IPv6 field empty) is loaded at start and written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it, and its addresses then go to their own common names only. Without this directive the pool still remembers names while it runs, as 2.6: a client gets the address its common name last held if free, else the free address given back longest ago (never used first, the lowest on a tie within a second). Difference from 2.6: an `ifconfig-push` address inside the pool is kept out of it while held (2.6 could hand it out twice)",
     ),
     s("verb", "0-11, stored"),
     s(
@@ -576,9 +579,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "persist-remote-ip",
         "a remote given as a host name is resolved again at each reconnect (an address behaves the same)",
     ),
-    i(
+    s(
         "tun-mtu-extra",
-        "only sizes buffers in 2.6; ferrovpn's buffers hold 64 KiB packets anyway",
+        "`N`: as 2.6 for a tun device, N bytes are taken off the MSS clamp (with every `mssfix` form but `fixed`) and added to the OCC `link-mtu`; buffers need no change (they hold 64 KiB packets)",
     ),
     s(
         "syslog",
@@ -685,7 +688,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "fragment",
-        "`MAX [mtu]` (MAX at least 68), UDP only (2.6's error with TCP, a TCP `local`/`remote` included), both roles; a server applies it to every client, as 2.6. On the wire as 2.6's fragment.c: a 4-byte header inside the encrypted payload, in front of the compression framing; a payload larger than 2.6's maximum fragment size (MAX less the data-channel overhead of the key's cipher and, with `mtu`, the outer IP/UDP headers) leaves as up to 32 datagrams, each with its own packet id; received fragments are reassembled per peer (25 packets at once, a partial one dropped 10 s after its last fragment, packets no larger than `tun-mtu` + 128 bytes). Without an `mssfix` line the MSS clamp is derived from MAX as 2.6 derives it, and the clamp subtracts the 4-byte header. The OCC options string does not carry `mtu-dynamic` (2.6 only logs the mismatch); a path-MTU hint does not lower MAX as in 2.6",
+        "`MAX [mtu]` (MAX at least 68), UDP only (2.6's error with TCP, a TCP `local`/`remote` included), both roles; a server applies it to every client, as 2.6. On the wire as 2.6's fragment.c: a 4-byte header inside the encrypted payload, in front of the compression framing; a payload larger than 2.6's maximum fragment size (MAX less the data-channel overhead of the key's cipher and, with `mtu`, the outer IP/UDP headers) leaves as up to 32 datagrams, each with its own packet id; received fragments are reassembled per peer (25 packets at once, a partial one dropped 10 s after its last fragment, packets no larger than `tun-mtu` + 128 bytes). Without an `mssfix` line the MSS clamp is derived from MAX as 2.6 derives it, and the clamp subtracts the 4-byte header. The OCC options string carries `mtu-dynamic`, as 2.6; a path-MTU hint does not lower MAX as in 2.6",
     ),
     u("shaper", "traffic shaping is not supported"),
     u("multihome", "multihome is not supported; bind with `local`"),

@@ -392,9 +392,16 @@ pub struct TlsVersionMin {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MssfixMode {
+    /// No `mssfix` line or a bare `mssfix`: 1492 with the outer headers
+    /// (or `fragment`'s MAX, or a non-default `tun-mtu`, as 2.6).
     Default,
+    /// `mssfix N mtu`: N counts the outer IP and UDP/TCP headers.
     Mtu,
+    /// `mssfix N fixed`: N is the inner packet's size.
     Fixed,
+    /// `mssfix N`: N is the datagram's payload, outer headers not counted
+    /// (2.6's meaning since 2.6.0).
+    Payload,
 }
 
 /// `mssfix [N] [mtu|fixed]`; `max == 0` disables clamping.
@@ -753,6 +760,9 @@ pub struct Config {
     pub replay_window: Option<ReplayWindow>,
 
     pub tun_mtu: Option<u16>,
+    /// `tun-mtu-extra N`: bytes 2.6 counts beside each packet (it takes them
+    /// off the MSS clamp and adds them to the OCC `link-mtu`).
+    pub tun_mtu_extra: Option<u16>,
     pub mssfix: Option<Mssfix>,
     /// `fragment MAX [mtu]` (UDP only).
     pub fragment: Option<Fragment>,

@@ -1045,12 +1045,7 @@ fn compression_directives_follow_2_6() {
 #[test]
 fn legacy_directives_as_2_6() {
     // Accepted with a warning: no behaviour ferrovpn would change.
-    for line in [
-        "persist-remote-ip",
-        "tun-mtu-extra 32",
-        "disable-occ",
-        "key-method 2",
-    ] {
+    for line in ["persist-remote-ip", "disable-occ", "key-method 2"] {
         let c = parse_str_no_fs(&format!("{}{line}\n", client_base()), "c.conf")
             .unwrap_or_else(|e| panic!("{line}: {e}"));
         let name = line.split(' ').next().unwrap_or_default();
@@ -1064,6 +1059,10 @@ fn legacy_directives_as_2_6() {
             );
         }
     }
+    // `tun-mtu-extra`: applied (MSS clamp, OCC link-mtu), as in 2.6.
+    let c = parse_str_no_fs(&format!("{}tun-mtu-extra 32\n", client_base()), "c.conf")
+        .expect("tun-mtu-extra");
+    assert_eq!(c.tun_mtu_extra, Some(32));
     // `lport 0`: an ephemeral port, as in 2.6.
     let c = parse_str_no_fs(&format!("{}lport 0\n", client_base()), "c.conf").expect("lport 0");
     assert_eq!(c.lport, Some(0));

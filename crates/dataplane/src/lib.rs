@@ -93,7 +93,7 @@ use ferrovpn_proto::data::DataError;
 use thiserror::Error;
 
 pub mod iroutes;
-mod mss;
+pub mod mss;
 pub mod peers;
 pub mod replay;
 mod stream;
@@ -181,6 +181,12 @@ pub struct DataPlaneConfig {
     /// Clamp TCP SYN MSS in both directions so an encrypted datagram incl. outer
     /// IP/UDP fits this many bytes (OpenVPN default 1492).
     pub mssfix: Option<u16>,
+    /// What `mssfix` counts (2.6.3's `mssfix N`, `mssfix N mtu`, `fixed`).
+    pub mssfix_count: mss::MssCount,
+    /// Bytes 2.6 counts in front of each inner packet besides the fragment
+    /// header, taken off the MSS: 1 for a compression framing with a 1-byte
+    /// header, plus `tun-mtu-extra`.
+    pub mss_payload_extra: u16,
     /// HMAC length of the `auth` digest, for the MSS of peers using a CBC cipher.
     pub cbc_hmac_len: u16,
     /// Ask for TUN and UDP segmentation offloads (falls back cleanly).
@@ -219,6 +225,8 @@ impl Default for DataPlaneConfig {
             client_to_client: false,
             replay_window: DEFAULT_REPLAY_WINDOW,
             mssfix: Some(1492),
+            mssfix_count: mss::MssCount::Encap,
+            mss_payload_extra: 0,
             cbc_hmac_len: 20,
             offload: true,
             transport: Transport::Udp,
@@ -379,11 +387,10 @@ impl DataPlane {
             client_to_client: cfg.client_to_client,
             mss: cfg
                 .mssfix
-                .map(|m| fragment_header_off(mss::mss_limits(m, outer_v6, tcp), &cfg)),
-            mss_cbc: cfg.mssfix.map(|m| {
-                let limits = mss::mss_limits_cbc(m, outer_v6, tcp, cfg.cbc_hmac_len);
-                fragment_header_off(limits, &cfg)
-            }),
+                .map(|m| mss::limits(&mss_rule(m, outer_v6, tcp, &cfg), None)),
+            mss_cbc: cfg
+                .mssfix
+                .map(|m| mss::limits(&mss_rule(m, outer_v6, tcp, &cfg), Some(cfg.cbc_hmac_len))),
             stop: AtomicBool::new(false),
             wake: sys::EventFd::new().map_err(io("creating the eventfd"))?,
             streams,
@@ -616,12 +623,20 @@ impl DataPlane {
 
 /// With `fragment`, the MSS clamp leaves room for the 4-byte fragment
 /// header, as 2.6 counts it (`frame_calculate_payload_overhead`).
-fn fragment_header_off((v4, v6): (u16, u16), cfg: &DataPlaneConfig) -> (u16, u16) {
-    if cfg.fragment.is_some() {
-        let h = ferrovpn_proto::fragment::HEADER_LEN as u16;
-        (v4.saturating_sub(h), v6.saturating_sub(h))
+/// 2.6's MSS rule for `mssfix` N: the fragment header and a 1-byte
+/// compression header count as payload overhead.
+fn mss_rule(mssfix: u16, outer_v6: bool, tcp: bool, cfg: &DataPlaneConfig) -> mss::MssRule {
+    let fragment = if cfg.fragment.is_some() {
+        ferrovpn_proto::fragment::HEADER_LEN as u16
     } else {
-        (v4, v6)
+        0
+    };
+    mss::MssRule {
+        mssfix,
+        count: cfg.mssfix_count,
+        outer_v6,
+        tcp,
+        payload_extra: fragment + cfg.mss_payload_extra,
     }
 }
 

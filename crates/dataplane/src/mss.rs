@@ -1,39 +1,66 @@
 //! TCP MSS clamping (docs/protocol.md §10.4) with an incremental checksum update
 //! (RFC 1624), applied to SYN packets in both directions.
 
-/// Overhead of one P_DATA_V2 packet on the wire: outer IP + UDP + 24 bytes;
-/// over TCP, outer IP + TCP + the 2-byte length + 24 bytes (as 2.6 counts).
-pub fn outer_overhead(outer_v6: bool, tcp: bool) -> u16 {
-    let transport = if tcp {
-        20 + ferrovpn_proto::stream::PREFIX_LEN as u16
-    } else {
-        8
+/// What `mssfix N` counts, as 2.6.3 (options.c, mss.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MssCount {
+    /// N is the largest datagram with its outer IP and UDP/TCP headers:
+    /// no `mssfix` line or a bare one (N = 1492), `mssfix N mtu`, and N =
+    /// `fragment`'s MAX when there is no `mssfix N`.
+    #[default]
+    Encap,
+    /// `mssfix N`: N is the largest UDP payload (TCP: the stream's share),
+    /// the outer headers not counted.
+    Payload,
+    /// `mssfix N fixed`, and a `tun-mtu` other than 1500 without `mssfix N`
+    /// (N = tun-mtu): the inner packet's size, MSS = N - 40 (inner IPv4) or
+    /// N - 60 (inner IPv6), nothing else counted.
+    Fixed,
+}
+
+/// Everything 2.6's `frame_calculate_mssfix` counts besides the cipher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MssRule {
+    pub mssfix: u16,
+    pub count: MssCount,
+    pub outer_v6: bool,
+    pub tcp: bool,
+    /// Bytes 2.6 counts in front of the inner packet: 4 with `fragment`, 1
+    /// more with a 1-byte compression header (`comp-lzo`, `compress`,
+    /// `compress stub|lzo|lz4`), and `tun-mtu-extra`.
+    pub payload_extra: u16,
+}
+
+/// The MSS for inner IPv4 / IPv6 TCP under `rule`, for an AEAD cipher
+/// (`cbc_hmac_len: None`) or AES-CBC with an HMAC of that many bytes, as
+/// 2.6.3 computes it with a P_DATA_V2 peer: the data header (TCP length,
+/// opcode and peer-id, then packet id and tag, or IV and HMAC) and, when
+/// `rule.count` is `Encap`, the outer IP and UDP/TCP headers come off N; a
+/// CBC payload is rounded down to whole blocks less a padding byte and
+/// carries the packet id; then `payload_extra` and the inner IPv4 and TCP
+/// headers (IPv6: 20 more).
+pub fn limits(rule: &MssRule, cbc_hmac_len: Option<u16>) -> (u16, u16) {
+    let n = rule.mssfix;
+    if rule.count == MssCount::Fixed {
+        return (n.saturating_sub(40), n.saturating_sub(60));
+    }
+    let stream_len = if rule.tcp { 2 } else { 0 };
+    let crypto = match cbc_hmac_len {
+        None => 4 + 16,
+        Some(hmac) => 16 + hmac,
     };
-    (if outer_v6 { 40 } else { 20 }) + transport + ferrovpn_proto::wire::DATA_V2_OVERHEAD as u16
-}
-
-/// [`mss_limits`] for the CBC data ciphers, as 2.6's `frame_calculate_mssfix`
-/// counts them: the header (TCP length, opcode/peer-id, IV, `hmac_len`), the
-/// payload rounded down to whole AES blocks less one byte of padding, and the
-/// packet id inside the encryption.
-pub fn mss_limits_cbc(mssfix: u16, outer_v6: bool, tcp: bool, hmac_len: u16) -> (u16, u16) {
-    let encap: u16 = (if outer_v6 { 40 } else { 20 }) + if tcp { 20 } else { 8 };
-    let header = (if tcp { 2 } else { 0 }) + 4 + 16 + hmac_len;
-    let target = mssfix.saturating_sub(encap + header);
-    let payload = (target / 16 * 16).saturating_sub(1).saturating_sub(4);
-    (
-        payload.saturating_sub(40).max(536),
-        payload.saturating_sub(60).max(1220),
-    )
-}
-
-/// The MSS for inner IPv4 / IPv6 TCP so that an encrypted packet stays within `mssfix` bytes.
-pub fn mss_limits(mssfix: u16, outer_v6: bool, tcp: bool) -> (u16, u16) {
-    let room = mssfix.saturating_sub(outer_overhead(outer_v6, tcp));
-    (
-        room.saturating_sub(40).max(536),
-        room.saturating_sub(60).max(1220),
-    )
+    let encap = if rule.count == MssCount::Encap {
+        (if rule.outer_v6 { 40 } else { 20 }) + if rule.tcp { 20 } else { 8 }
+    } else {
+        0
+    };
+    let target = n.saturating_sub(stream_len + 4 + crypto + encap);
+    let (payload, packet_id) = match cbc_hmac_len {
+        None => (target, 0),
+        Some(_) => ((target / 16 * 16).saturating_sub(1), 4),
+    };
+    let v4 = payload.saturating_sub(rule.payload_extra + packet_id + 40);
+    (v4, v4.saturating_sub(20))
 }
 
 fn csum_fold_update(csum: u16, old: u16, new: u16) -> u16 {
@@ -239,10 +266,189 @@ mod tests {
         assert_eq!(p, before);
     }
 
+    /// Stock 2.6.3's MSS (its "mss_fix" in the MTU parms line after the
+    /// data keys, verb 4, two stock peers over UDP on 127.0.0.1 / ::1, data
+    /// cipher AES-256-GCM or AES-256-CBC with `auth SHA256`) for each way
+    /// of writing mssfix; inner IPv6 is 20 less (mss_fixup_ipv6).
     #[test]
-    fn limits() {
-        assert_eq!(mss_limits(1492, false, false), (1400, 1380));
+    fn limits_match_stock_2_6_3() {
+        use MssCount::{Encap, Fixed, Payload};
+        let rule = |mssfix, count, outer_v6, payload_extra| MssRule {
+            mssfix,
+            count,
+            outer_v6,
+            tcp: false,
+            payload_extra,
+        };
+        let sha256 = Some(32);
+        for (what, r, cbc, stock_v4) in [
+            ("GCM v4 default", rule(1492, Encap, false, 0), None, 1400),
+            (
+                "GCM v4 mssfix 1400",
+                rule(1400, Payload, false, 0),
+                None,
+                1336,
+            ),
+            (
+                "GCM v4 mssfix 1400 mtu",
+                rule(1400, Encap, false, 0),
+                None,
+                1308,
+            ),
+            (
+                "GCM v4 mssfix 1400 fixed",
+                rule(1400, Fixed, false, 0),
+                None,
+                1360,
+            ),
+            (
+                "GCM v4 tun-mtu 1400",
+                rule(1400, Fixed, false, 0),
+                None,
+                1360,
+            ),
+            (
+                "GCM v4 fragment 1300",
+                rule(1300, Encap, false, 4),
+                None,
+                1204,
+            ),
+            (
+                "GCM v4 fragment 1300 mssfix 1200",
+                rule(1200, Payload, false, 4),
+                None,
+                1132,
+            ),
+            (
+                "GCM v4 comp-lzo no",
+                rule(1492, Encap, false, 1),
+                None,
+                1399,
+            ),
+            (
+                "GCM v4 mssfix 1000",
+                rule(1000, Payload, false, 0),
+                None,
+                936,
+            ),
+            (
+                "GCM v4 tun-mtu-extra 32",
+                rule(1492, Encap, false, 32),
+                None,
+                1368,
+            ),
+            ("GCM v6 default", rule(1492, Encap, true, 0), None, 1380),
+            (
+                "GCM v6 mssfix 1400",
+                rule(1400, Payload, true, 0),
+                None,
+                1336,
+            ),
+            (
+                "GCM v6 mssfix 1400 mtu",
+                rule(1400, Encap, true, 0),
+                None,
+                1288,
+            ),
+            (
+                "GCM v6 fragment 1300",
+                rule(1300, Encap, true, 4),
+                None,
+                1184,
+            ),
+            ("GCM v6 comp-lzo no", rule(1492, Encap, true, 1), None, 1379),
+            ("CBC v4 default", rule(1492, Encap, false, 0), sha256, 1363),
+            (
+                "CBC v4 mssfix 1400",
+                rule(1400, Payload, false, 0),
+                sha256,
+                1299,
+            ),
+            (
+                "CBC v4 mssfix 1400 mtu",
+                rule(1400, Encap, false, 0),
+                sha256,
+                1267,
+            ),
+            (
+                "CBC v4 mssfix 1400 fixed",
+                rule(1400, Fixed, false, 0),
+                sha256,
+                1360,
+            ),
+            (
+                "CBC v4 fragment 1300",
+                rule(1300, Encap, false, 4),
+                sha256,
+                1167,
+            ),
+            (
+                "CBC v4 fragment 1300 mssfix 1200",
+                rule(1200, Payload, false, 4),
+                sha256,
+                1087,
+            ),
+            (
+                "CBC v4 comp-lzo no",
+                rule(1492, Encap, false, 1),
+                sha256,
+                1362,
+            ),
+            (
+                "CBC v4 mssfix 1000",
+                rule(1000, Payload, false, 0),
+                sha256,
+                899,
+            ),
+            ("CBC v6 default", rule(1492, Encap, true, 0), sha256, 1347),
+            (
+                "CBC v6 mssfix 1400",
+                rule(1400, Payload, true, 0),
+                sha256,
+                1299,
+            ),
+            (
+                "CBC v6 mssfix 1400 mtu",
+                rule(1400, Encap, true, 0),
+                sha256,
+                1251,
+            ),
+            (
+                "CBC v6 fragment 1300",
+                rule(1300, Encap, true, 4),
+                sha256,
+                1151,
+            ),
+            (
+                "CBC v6 comp-lzo no",
+                rule(1492, Encap, true, 1),
+                sha256,
+                1346,
+            ),
+        ] {
+            assert_eq!(limits(&r, cbc), (stock_v4, stock_v4 - 20), "{what}");
+        }
+    }
+
+    #[test]
+    fn limits_over_tcp_and_cbc_sizes() {
         // 2.6 over TCP with AES-GCM: 1492 - (20 + 20 + 2 + 24) - 40 = 1386.
-        assert_eq!(mss_limits(1492, false, true), (1386, 1366));
+        let tcp = MssRule {
+            mssfix: 1492,
+            count: MssCount::Encap,
+            outer_v6: false,
+            tcp: true,
+            payload_extra: 0,
+        };
+        assert_eq!(limits(&tcp, None), (1386, 1366));
+        // Nothing underflows.
+        let tiny = MssRule { mssfix: 10, ..tcp };
+        assert_eq!(limits(&tiny, None), (0, 0));
+        assert_eq!(limits(&tiny, Some(64)), (0, 0));
+        let fixed = MssRule {
+            count: MssCount::Fixed,
+            ..tiny
+        };
+        assert_eq!(limits(&fixed, None), (0, 0));
     }
 }

@@ -127,6 +127,8 @@ fn config(
         client_to_client: false,
         replay_window: 2048,
         mssfix: Some(1492),
+        mssfix_count: Default::default(),
+        mss_payload_extra: 0,
         cbc_hmac_len: 20,
         offload: std::env::var_os("FERROVPN_NO_OFFLOAD").is_none(),
         transport: Default::default(),

@@ -23,6 +23,7 @@ use ferrovpn_control::server::{
     AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
 };
 use ferrovpn_control::status::StatusSettings;
+use ferrovpn_dataplane::mss::MssCount;
 use ferrovpn_dataplane::{DataPlaneConfig, Transport};
 use ferrovpn_proto::data::{Cipher, Side};
 use ferrovpn_proto::key_method::{client_options_string, iv_proto, server_options_string};
@@ -593,10 +594,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
     let data_auth = data_auth(cfg, &data_ciphers, data_ciphers_fallback)?;
     let (wrap, keydir) = control_wrap(cfg, side)?;
     let occ_cipher = data_ciphers_fallback.unwrap_or(data_ciphers[0]);
-    let mut options_string = match side {
-        Side::Server => server_options_string(occ_cipher, keydir, cfg.auth()),
-        Side::Client => client_options_string(occ_cipher, keydir, cfg.auth()),
-    };
+    let mut options_string = occ_options_string(cfg, side, occ_cipher, keydir);
     if cfg.compression.alg != ferrovpn_config::CompressAlg::Undef {
         // 2.6 announces any compression context as `comp-lzo`, after `proto`.
         options_string = options_string.replacen(",proto UDPv4", ",proto UDPv4,comp-lzo", 1);
@@ -608,7 +606,7 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         _ => None,
     };
     if let Some(end) = tcp_end {
-        options_string = options_string.replacen(",proto UDPv4", &format!(",proto {end}"), 1);
+        options_string = ferrovpn_proto::key_method::occ_over_tcp(&options_string, end);
     }
     let reneg = cfg.reneg_secs();
     Ok(SessionConfig {
@@ -632,6 +630,43 @@ fn session_base(cfg: &Config, side: Side) -> anyhow::Result<SessionConfig> {
         },
         p2p: false,
     })
+}
+
+/// A compression framing that puts a 1-byte header in front of every
+/// packet (2.6 counts it in the MSS and the OCC `link-mtu`).
+fn compression_header(cfg: &Config) -> bool {
+    use ferrovpn_config::CompressAlg;
+    matches!(
+        cfg.compression.alg,
+        CompressAlg::Stub | CompressAlg::Lzo | CompressAlg::Lz4
+    )
+}
+
+/// The OCC options string before compression and TCP: `auth` as 2.6
+/// names it (`[null-digest]` with an AEAD cipher or `auth none`), 2.6's
+/// `link-mtu` and `tun-mtu`, `mtu-dynamic` with `fragment`.
+fn occ_options_string(cfg: &Config, side: Side, cipher: Cipher, keydir: Option<u8>) -> String {
+    use ferrovpn_proto::key_method::{OccFrame, with_occ_frame};
+    let digest = ferrovpn_proto::wrap::AuthDigest::from_name(cfg.auth());
+    let auth = if cipher.is_aead() || cfg.auth().eq_ignore_ascii_case("none") {
+        "[null-digest]".to_string()
+    } else {
+        cfg.auth().to_ascii_uppercase()
+    };
+    let s = match side {
+        Side::Server => server_options_string(cipher, keydir, &auth),
+        Side::Client => client_options_string(cipher, keydir, &auth),
+    };
+    let frame = OccFrame {
+        tun_mtu: u32::from(cfg.tun_mtu.unwrap_or(1500)),
+        auth: digest,
+        tun_mtu_extra: u32::from(cfg.tun_mtu_extra.unwrap_or(0)),
+        comp_v1: compression_header(cfg),
+        fragment: cfg.fragment.is_some(),
+        tcp: false,
+        socks_udp: false,
+    };
+    with_occ_frame(&s, cipher, &frame)
 }
 
 /// `pull-filter` lines, in order.
@@ -685,6 +720,13 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
         client_to_client: cfg.client_to_client,
         replay_window: replay,
         mssfix: (mss.max > 0).then_some(mss.max),
+        mssfix_count: match mss.mode {
+            MssfixMode::Default | MssfixMode::Mtu => MssCount::Encap,
+            MssfixMode::Payload => MssCount::Payload,
+            MssfixMode::Fixed => MssCount::Fixed,
+        },
+        mss_payload_extra: u16::from(compression_header(cfg))
+            .saturating_add(cfg.tun_mtu_extra.unwrap_or(0)),
         cbc_hmac_len: AuthDigest::from_name(cfg.auth()).map_or(20, |d| d.len() as u16),
         fragment: cfg.fragment.map(|f| ferrovpn_dataplane::Fragment {
             max: f.max,
@@ -695,29 +737,43 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
     }
 }
 
-/// The MSS clamp: without an `mssfix` line, `fragment MAX` sets it to MAX,
-/// as 2.6's `options_postprocess_mutate_ce` does (counting the outer IP and
-/// UDP headers, as ferrovpn's `mssfix N` always does); 2.6 warns when
-/// `mssfix` exceeds `fragment`, and so does ferrovpn.
+/// The MSS clamp as 2.6.3 sets it (options.c): no `mssfix` line or a bare
+/// one means `fragment`'s MAX (counting the outer headers) with
+/// `fragment`, else 1492 with the outer headers when `tun-mtu` is 1500,
+/// else the tun MTU as the inner packet size (`fixed`). 2.6's two
+/// warnings about `mssfix` beside `fragment` (init.c) are given too.
 fn mssfix_with_fragment(cfg: &Config) -> ferrovpn_config::Mssfix {
-    match (cfg.fragment, cfg.mssfix) {
+    let given = cfg.mssfix.filter(|m| m.mode != MssfixMode::Default);
+    let m = match (cfg.fragment, given) {
+        (_, Some(m)) => m,
         (Some(f), None) => ferrovpn_config::Mssfix {
             max: f.max,
             mode: MssfixMode::Default,
         },
-        (Some(f), Some(m)) => {
-            if m.max > f.max {
-                warn!(
-                    "{}WARNING: if you use --mssfix and --fragment, you should set --fragment ({}) larger or equal than --mssfix ({})",
-                    where_is(cfg, "fragment"),
-                    f.max,
-                    m.max
-                );
-            }
-            m
+        (None, None) if cfg.tun_mtu() != 1500 => ferrovpn_config::Mssfix {
+            max: cfg.tun_mtu(),
+            mode: MssfixMode::Fixed,
+        },
+        (None, None) => cfg.mssfix(),
+    };
+    if let Some(f) = cfg.fragment {
+        if m.max > f.max {
+            warn!(
+                "{}WARNING: if you use --mssfix and --fragment, you should set --fragment ({}) larger or equal than --mssfix ({})",
+                where_is(cfg, "fragment"),
+                f.max,
+                m.max
+            );
         }
-        (None, _) => cfg.mssfix(),
+        let mssfix_encap = matches!(m.mode, MssfixMode::Default | MssfixMode::Mtu);
+        if m.max > 0 && f.encap != mssfix_encap {
+            warn!(
+                "{}WARNING: if you use --mssfix and --fragment, you should use the \"mtu\" flag for both or none of of them.",
+                where_is(cfg, "fragment")
+            );
+        }
     }
+    m
 }
 
 /// `fragment` and `passtos` work on UDP only: 2.6 refuses `fragment` with
@@ -743,20 +799,6 @@ fn audit_udp_only(cfg: &Config, tcp: bool) -> anyhow::Result<()> {
 /// refused when they would change behaviour, warned about when they only
 /// tune something ferrovpn sizes itself.
 fn audit_common(cfg: &Config) -> anyhow::Result<()> {
-    if let Some(m) = cfg.mssfix
-        && m.mode != MssfixMode::Default
-    {
-        bail!(
-            "{}mssfix {} {}: only the default mode (size of the encapsulated packet) is implemented",
-            where_is(cfg, "mssfix"),
-            m.max,
-            if m.mode == MssfixMode::Mtu {
-                "mtu"
-            } else {
-                "fixed"
-            }
-        );
-    }
     if cfg.replay_window.is_some_and(|r| r.time.is_some()) {
         bail!(
             "{}replay-window SIZE SECONDS: the time window is not implemented; give the size alone",
@@ -1843,7 +1885,6 @@ mod tests {
                 "route-gateway 10.8.0.5",
                 "server.conf:7: route-gateway",
             ),
-            (false, "mssfix 1400 mtu", "client.conf:7: mssfix"),
             (
                 false,
                 "replay-window 128 30",
@@ -1864,6 +1905,43 @@ mod tests {
             )
             .is_ok()
         );
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+
+    /// Each way of writing `mssfix` reaches the data plane as 2.6.3 reads it.
+    #[test]
+    fn mssfix_modes_as_2_6_3() {
+        let p = pki("mssmodes");
+        for (extra, want) in [
+            ("", (Some(1492), MssCount::Encap)),
+            ("mssfix", (Some(1492), MssCount::Encap)),
+            ("mssfix 1400", (Some(1400), MssCount::Payload)),
+            ("mssfix 1400 mtu", (Some(1400), MssCount::Encap)),
+            ("mssfix 1400 fixed", (Some(1400), MssCount::Fixed)),
+            ("mssfix 0", (None, MssCount::Payload)),
+            ("tun-mtu 1400", (Some(1400), MssCount::Fixed)),
+            ("tun-mtu 1400\nmssfix", (Some(1400), MssCount::Fixed)),
+            ("tun-mtu 1400\nmssfix 1450", (Some(1450), MssCount::Payload)),
+            ("fragment 1300", (Some(1300), MssCount::Encap)),
+            ("fragment 1300\nmssfix", (Some(1300), MssCount::Encap)),
+            (
+                "fragment 1300\nmssfix 1200",
+                (Some(1200), MssCount::Payload),
+            ),
+        ] {
+            let c = client_cfg(&p, 1, extra).unwrap();
+            assert_eq!(
+                (c.dataplane.mssfix, c.dataplane.mssfix_count),
+                want,
+                "{extra}"
+            );
+        }
+        let c = client_cfg(&p, 1, "comp-lzo no").unwrap();
+        assert_eq!(c.dataplane.mss_payload_extra, 1);
+        let c = client_cfg(&p, 1, "compress stub-v2").unwrap();
+        assert_eq!(c.dataplane.mss_payload_extra, 0);
+        let c = client_cfg(&p, 1, "tun-mtu-extra 32\ncomp-lzo").unwrap();
+        assert_eq!(c.dataplane.mss_payload_extra, 33);
         let _ = std::fs::remove_dir_all(&p.dir);
     }
 

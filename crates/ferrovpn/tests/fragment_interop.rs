@@ -234,3 +234,54 @@ fn passtos_stock_server_ferrovpn_client() {
     let lab = Lab::new("tos-sf", 1, FERROVPN);
     passtos_both_ways(&lab, Stock, Ferrovpn);
 }
+
+/// Lines of a stock peer's log (verb 7) where its options consistency
+/// check (OCC) found our options string different from what it expects.
+fn occ_warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            l.contains("is used inconsistently")
+                || (l.contains("WARNING: '") && l.contains("config but missing in"))
+                || l.contains("Options consistency check may be skewed")
+        })
+        .collect()
+}
+
+/// With `fragment` (and compression framing), a stock peer at verb 7 finds
+/// ferrovpn's OCC options string as it expects (`mtu-dynamic`, 2.6's
+/// `link-mtu` and `tun-mtu`, `auth` of an AEAD cipher): no OCC warning, in
+/// both roles.
+#[test]
+fn stock_peer_finds_no_occ_mismatch_with_fragment() {
+    let lab = Lab::new("fr-occ", 1, FERROVPN);
+    for (server, client, line) in [
+        (Ferrovpn, Stock, "fragment 1300\ncomp-lzo no"),
+        (Stock, Ferrovpn, "fragment 576"),
+        (Stock, Ferrovpn, "fragment 1300\ntun-mtu 1400\ncompress lz4"),
+    ] {
+        let (mut sc, mut cc) = lab.tls_crypt_confs();
+        sc.extra.push(line.into());
+        cc.extra.push(line.into());
+        if server == Stock {
+            sc.verb = 7;
+        } else {
+            cc.verb = 7;
+        }
+        let s = lab.server(server, &sc);
+        let c = lab.client_up(client, 0, "client", &cc, &s);
+        let stock = if server == Stock { &s } else { &c };
+        let log = stock.log();
+        assert!(
+            log.contains("Expected Remote Options String"),
+            "{line}: the stock peer did not log its OCC strings\n{}",
+            log_tails(&c, &s)
+        );
+        let warnings = occ_warnings(&log);
+        assert!(
+            warnings.is_empty(),
+            "{line}, {server:?} server, {client:?} client: {warnings:#?}"
+        );
+        drop(c);
+        drop(s);
+    }
+}

@@ -449,6 +449,115 @@ pub fn client_options_string(cipher: Cipher, tls_auth_keydir: Option<u8>, auth: 
     options_string(cipher, tls_auth_keydir, auth, "tls-client")
 }
 
+/// What 2.6 counts into the OCC options string's `link-mtu` besides the
+/// cipher (mtu.c's `calc_options_string_link_mtu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OccFrame {
+    /// `tun-mtu` (default 1500).
+    pub tun_mtu: u32,
+    /// `tun-mtu-extra` (default 0).
+    pub tun_mtu_extra: u32,
+    /// The digest `auth` names (`None`: `auth none` or an unknown name);
+    /// counted with a CBC cipher only.
+    pub auth: Option<crate::wrap::AuthDigest>,
+    /// A compression framing with a 1-byte header (`comp-lzo` in any form,
+    /// `compress`, `compress stub|lzo|lz4`; not the `-v2` ones).
+    pub comp_v1: bool,
+    /// `fragment` (its 4-byte header).
+    pub fragment: bool,
+    /// A TCP transport (the 2-byte length).
+    pub tcp: bool,
+    /// UDP through a SOCKS proxy (its 10-byte header).
+    pub socks_udp: bool,
+}
+
+/// The `link-mtu` 2.6 writes into its OCC options string for `cipher` (the
+/// one the string names), in TLS mode: the tun MTU plus the payload and
+/// header overhead as 2.6's frame calculation counts it for "old clients"
+/// (an AEAD cipher's IV and a block size counted although not sent;
+/// block sizes of the CBC equivalent, as OpenVPN reports them: 16 for GCM,
+/// 1 for ChaCha20). The peer only compares it (a mismatch is logged at
+/// verb 7), so it has to match 2.6's number, not the real packet.
+pub fn occ_link_mtu(cipher: Cipher, f: &OccFrame) -> u32 {
+    const OPCODE: u32 = 1; // no peer-id in the OCC calculation
+    const PACKET_ID: u32 = 4; // short form in TLS mode
+    let mut payload =
+        f.tun_mtu + f.tun_mtu_extra + u32::from(f.comp_v1) + if f.fragment { 4 } else { 0 };
+    let mut header = OPCODE + if f.tcp { 2 } else { 0 } + if f.socks_udp { 10 } else { 0 };
+    if cipher.is_aead() {
+        let block = match cipher {
+            Cipher::ChaCha20Poly1305 => 1,
+            _ => 16,
+        };
+        // packet id, tag, IV, block.
+        header += PACKET_ID + 16 + 12 + block;
+    } else {
+        // CBC: the packet id is inside the encrypted payload; block, IV and HMAC.
+        payload += PACKET_ID;
+        header += 16 + 16 + f.auth.map_or(0, |d| d.len() as u32);
+    }
+    payload + header
+}
+
+/// `options` (as [`server_options_string`] or [`client_options_string`]
+/// make it) with 2.6's `link-mtu` and `tun-mtu` values, and `mtu-dynamic`
+/// after `proto` when `fragment` is on (2.6 writes it after `comp-lzo`, so
+/// add this before the compression entry).
+pub fn with_occ_frame(options: &str, cipher: Cipher, f: &OccFrame) -> String {
+    let old = format!(",link-mtu {OCC_LINK_MTU},tun-mtu {OCC_TUN_MTU},");
+    let new = format!(
+        ",link-mtu {},tun-mtu {},",
+        occ_link_mtu(cipher, f),
+        f.tun_mtu
+    );
+    let mut s = options.replacen(&old, &new, 1);
+    if f.fragment {
+        s = s.replacen(",proto UDPv4", ",proto UDPv4,mtu-dynamic", 1);
+    }
+    s
+}
+
+/// `options` for a TCP transport: `proto` names the TCP end (`TCPv4_CLIENT`
+/// or `TCPv4_SERVER`, v4 even over IPv6, as 2.6) and `link-mtu` counts the
+/// 2-byte length in front of every packet.
+pub fn occ_over_tcp(options: &str, end: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for item in options.split(',') {
+        match item
+            .strip_prefix("link-mtu ")
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            Some(v) => out.push(format!("link-mtu {}", v + 2)),
+            None if item == "proto UDPv4" => out.push(format!("proto {end}")),
+            None => out.push(item.to_string()),
+        }
+    }
+    out.join(",")
+}
+
+/// The inverse of [`occ_over_tcp`]: `proto UDPv4` and 2 bytes less
+/// `link-mtu` (a server with UDP and TCP listeners whose base string is TCP).
+pub fn occ_over_udp(options: &str, tcp_end: &str) -> String {
+    let tcp_proto = format!("proto {tcp_end}");
+    if !options.split(',').any(|i| i == tcp_proto) {
+        return options.to_string();
+    }
+    options
+        .split(',')
+        .map(|item| {
+            match item
+                .strip_prefix("link-mtu ")
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                Some(v) => format!("link-mtu {}", v.saturating_sub(2)),
+                None if item == tcp_proto => "proto UDPv4".to_string(),
+                None => item.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The `cipher X` entry of a peer's OCC options string, if any (fallback NCP, §11.4).
 pub fn options_string_cipher(options: &str) -> Option<&str> {
     options
@@ -467,6 +576,78 @@ pub fn options_string_compression(options: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `link-mtu` values of stock 2.6.3's OCC strings (verb 7, "Local
+    /// Options String"), two stock peers in TLS mode over UDP.
+    #[test]
+    fn occ_link_mtu_matches_stock_2_6() {
+        use crate::wrap::AuthDigest;
+        let f = |tun_mtu, auth, comp_v1, fragment| OccFrame {
+            tun_mtu,
+            tun_mtu_extra: 0,
+            auth,
+            comp_v1,
+            fragment,
+            tcp: false,
+            socks_udp: false,
+        };
+        let sha1 = Some(AuthDigest::Sha1);
+        let sha256 = Some(AuthDigest::Sha256);
+        for (cipher, frame, stock) in [
+            (Cipher::Aes256Gcm, f(1500, sha1, false, false), 1549),
+            (
+                Cipher::Aes256Gcm,
+                f(1500, Some(AuthDigest::Sha512), false, false),
+                1549,
+            ),
+            (Cipher::Aes256Gcm, f(1500, sha1, false, true), 1553),
+            (Cipher::Aes256Gcm, f(1500, sha1, true, false), 1550),
+            (Cipher::Aes256Gcm, f(1500, sha1, true, true), 1554),
+            (Cipher::Aes128Gcm, f(1400, sha1, false, false), 1449),
+            (Cipher::ChaCha20Poly1305, f(1500, sha1, false, false), 1534),
+            (Cipher::Aes256Cbc, f(1500, sha256, false, false), 1569),
+            (Cipher::Aes256Cbc, f(1500, sha256, false, true), 1573),
+        ] {
+            assert_eq!(occ_link_mtu(cipher, &frame), stock, "{cipher:?} {frame:?}");
+        }
+        let tcp = OccFrame {
+            tcp: true,
+            ..f(1500, sha1, false, false)
+        };
+        assert_eq!(occ_link_mtu(Cipher::Aes256Gcm, &tcp), 1551);
+        let extra = OccFrame {
+            tun_mtu_extra: 32,
+            ..f(1500, sha1, false, false)
+        };
+        assert_eq!(occ_link_mtu(Cipher::Aes256Gcm, &extra), 1581);
+        let udp = server_options_string(Cipher::Aes256Gcm, None, "[null-digest]");
+        let udp = with_occ_frame(&udp, Cipher::Aes256Gcm, &f(1500, sha1, false, false));
+        assert_eq!(
+            occ_over_tcp(&udp, "TCPv4_SERVER"),
+            "V4,dev-type tun,link-mtu 1551,tun-mtu 1500,proto TCPv4_SERVER,cipher AES-256-GCM,auth [null-digest],keysize 256,key-method 2,tls-server"
+        );
+        let tcp = occ_over_tcp(&udp, "TCPv4_SERVER");
+        assert_eq!(occ_over_udp(&tcp, "TCPv4_SERVER"), udp);
+        assert_eq!(occ_over_udp(&udp, "TCPv4_SERVER"), udp);
+    }
+
+    #[test]
+    fn occ_frame_rewrites_mtus_and_adds_mtu_dynamic() {
+        let f = OccFrame {
+            tun_mtu: 1500,
+            tun_mtu_extra: 0,
+            auth: None,
+            comp_v1: false,
+            fragment: true,
+            tcp: false,
+            socks_udp: false,
+        };
+        let s = server_options_string(Cipher::Aes256Gcm, None, "[null-digest]");
+        assert_eq!(
+            with_occ_frame(&s, Cipher::Aes256Gcm, &f),
+            "V4,dev-type tun,link-mtu 1553,tun-mtu 1500,proto UDPv4,mtu-dynamic,cipher AES-256-GCM,auth [null-digest],keysize 256,key-method 2,tls-server"
+        );
+    }
 
     fn sample(from_client: bool) -> KeyMethod2 {
         let mut k = KeyMethod2::new_random(from_client, "V4,x", "IV_VER=1\nIV_PROTO=990\n");

@@ -105,8 +105,7 @@ impl Connection<'_> {
             // 2.6 names the TCP client end in the options string.
             let mut tcp = (*s.session).clone();
             tcp.options_string =
-                tcp.options_string
-                    .replacen(",proto UDPv4", ",proto TCPv4_CLIENT", 1);
+                ferrovpn_proto::key_method::occ_over_tcp(&tcp.options_string, "TCPv4_CLIENT");
             Arc::new(tcp)
         } else {
             s.session.clone()

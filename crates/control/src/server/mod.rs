@@ -358,7 +358,7 @@ pub async fn run_server(
     let unauthenticated =
         (!listeners.is_empty()).then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let (port_share_decisions, mut decided) = tokio::sync::mpsc::channel(64);
-    let pool = AddressPool::new(s.pool.0, s.pool.1, s.pool_persist.is_some());
+    let pool = AddressPool::new(s.pool.0, s.pool.1, s.duplicate_cn);
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
         KeptFile::create(&st.path)
@@ -709,16 +709,22 @@ impl Server {
         if self.s.dataplane.transport == Transport::Udp {
             return s.clone();
         }
-        let (want, other) = if self.dp.has_stream(from) {
-            (",proto TCPv4_SERVER", ",proto UDPv4")
+        let tcp = self.dp.has_stream(from);
+        let want = if tcp {
+            ",proto TCPv4_SERVER"
         } else {
-            (",proto UDPv4", ",proto TCPv4_SERVER")
+            ",proto UDPv4"
         };
         if s.options_string.contains(want) {
             return s.clone();
         }
         let mut config = SessionConfig::clone(s);
-        config.options_string = config.options_string.replacen(other, want, 1);
+        // 2.6 counts the TCP length in `link-mtu`.
+        config.options_string = if tcp {
+            ferrovpn_proto::key_method::occ_over_tcp(&s.options_string, "TCPv4_SERVER")
+        } else {
+            ferrovpn_proto::key_method::occ_over_udp(&s.options_string, "TCPv4_SERVER")
+        };
         Arc::new(config)
     }
 
@@ -1409,7 +1415,8 @@ impl Server {
                 return;
             }
         };
-        let (loaded, skipped) = self.clients.pool.load(&text);
+        let fixed = (self.s.pool_persist.as_ref()).is_some_and(|p| p.write_every.is_none());
+        let (loaded, skipped) = self.clients.pool.load(&text, unix_now(), fixed);
         if skipped > 0 {
             warn!(
                 "ifconfig-pool-persist {}: {skipped} malformed line(s) skipped",
@@ -1530,7 +1537,7 @@ impl Server {
 
     fn remove_client(&mut self, addr: SocketAddr, reason: &str) {
         let _peer = self.peer_span(addr).entered();
-        let Some((c, peer)) = self.clients.remove(&addr) else {
+        let Some((c, peer)) = self.clients.remove(&addr, unix_now()) else {
             return;
         };
         // Over TCP the connection ends with its client (no-op over UDP).

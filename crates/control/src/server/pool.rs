@@ -1,92 +1,179 @@
-//! The tunnel address pool: which addresses of the `server` range are in
-//! use, and (with `ifconfig-pool-persist`) which common name had which
-//! address, so a client gets its address back. Pure: the runtime reads and
-//! writes the persist file; this only turns it into state and back.
+//! The tunnel address pool, with 2.6's rules (pool.c): every address
+//! remembers the common name that last held it and when it was given back,
+//! with or without `ifconfig-pool-persist`; a client gets the address its
+//! common name last held if that is free, else the free address given back
+//! longest ago (one never used counts as given back at time 0), the lowest
+//! address on a tie. With `duplicate-cn`, simply the lowest free address,
+//! and no name is remembered. Pure: the caller passes the clock (whole
+//! seconds, as 2.6's `now`; two releases in the same second tie) and reads
+//! and writes the persist file; this only turns it into state and back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use crate::pool_persist;
 
+/// One pool address, as 2.6's `ifconfig_pool_entry`.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    in_use: bool,
+    /// The common name that holds or last held it.
+    common_name: Option<String>,
+    /// When it was last given back (0: never used, or forgotten).
+    last_release: u64,
+    /// From a read-only persist file (`ifconfig-pool-persist FILE 0`): only
+    /// its common name gets it.
+    fixed: bool,
+}
+
 pub struct AddressPool {
     start: u32,
-    end: u32,
-    used: HashSet<Ipv4Addr>,
-    /// Common name → address, from the persist file and every assignment
-    /// since. Only kept with `ifconfig-pool-persist`.
-    remembered: HashMap<String, Ipv4Addr>,
-    remember: bool,
+    entries: Vec<Entry>,
+    duplicate_cn: bool,
+    /// Offsets of addresses held by `ifconfig-push` clients. 2.6 would hand
+    /// them out again; ferrovpn keeps them out of the pool while held and
+    /// leaves their entries (name, release time) as they were.
+    reserved: HashSet<usize>,
 }
 
 impl AddressPool {
-    /// The inclusive range `first..=last`; `remember` with `ifconfig-pool-persist`.
-    pub fn new(first: Ipv4Addr, last: Ipv4Addr, remember: bool) -> Self {
+    /// The inclusive range `first..=last` (empty if `last < first`);
+    /// `duplicate_cn` as the server's `duplicate-cn`.
+    pub fn new(first: Ipv4Addr, last: Ipv4Addr, duplicate_cn: bool) -> Self {
+        let (start, end) = (u32::from(first), u32::from(last));
+        let size = if end >= start {
+            (end - start) as usize + 1
+        } else {
+            0
+        };
         AddressPool {
-            start: u32::from(first),
-            end: u32::from(last),
-            used: HashSet::new(),
-            remembered: HashMap::new(),
-            remember,
+            start,
+            entries: vec![Entry::default(); size],
+            duplicate_cn,
+            reserved: HashSet::new(),
         }
     }
 
-    fn contains(&self, ip: Ipv4Addr) -> bool {
-        (self.start..=self.end).contains(&u32::from(ip))
+    fn index(&self, ip: Ipv4Addr) -> Option<usize> {
+        let i = u32::from(ip).checked_sub(self.start)? as usize;
+        (i < self.entries.len()).then_some(i)
     }
 
-    fn all(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        (self.start..=self.end).map(Ipv4Addr::from)
+    fn address(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(self.start + i as u32)
     }
 
-    /// Take a free address for a client: the one its common name had, if it
-    /// is free; else one nobody is remembered with; else any free one.
-    /// `None` when the pool is exhausted.
+    fn is_free(&self, i: usize) -> bool {
+        !self.entries[i].in_use && !self.reserved.contains(&i)
+    }
+
+    /// Which free address `cn` gets, as 2.6's `ifconfig_pool_find`.
+    fn find(&self, cn: Option<&str>) -> Option<usize> {
+        let mut free = (0..self.entries.len()).filter(|&i| self.is_free(i));
+        if self.duplicate_cn {
+            return free.next();
+        }
+        let mut released_earliest: Option<usize> = None;
+        let mut previous: Option<usize> = None;
+        for i in free {
+            let e = &self.entries[i];
+            if !e.fixed
+                && released_earliest.is_none_or(|b| e.last_release < self.entries[b].last_release)
+            {
+                released_earliest = Some(i);
+            }
+            if previous.is_none() && cn.is_some() && e.common_name.as_deref() == cn {
+                previous = Some(i);
+            }
+        }
+        previous.or(released_earliest)
+    }
+
+    /// Take a free address for a client with common name `cn` (2.6's
+    /// `ifconfig_pool_acquire`). `None` when the pool is exhausted.
     pub fn pick(&mut self, cn: Option<&str>) -> Option<Ipv4Addr> {
-        let ip = cn
-            .and_then(|cn| self.remembered.get(cn))
-            .copied()
-            .filter(|&ip| self.contains(ip) && !self.used.contains(&ip))
-            .or_else(|| {
-                let kept: HashSet<&Ipv4Addr> = self.remembered.values().collect();
-                self.all()
-                    .find(|ip| !self.used.contains(ip) && !kept.contains(ip))
-            })
-            .or_else(|| self.all().find(|ip| !self.used.contains(ip)))?;
-        self.used.insert(ip);
-        if let Some(cn) = cn.filter(|_| self.remember) {
-            // An address belongs to one common name at a time: the newest
-            // holder takes it over.
-            self.remembered
-                .retain(|other, old| other == cn || *old != ip);
-            self.remembered.insert(cn.to_owned(), ip);
-        }
-        Some(ip)
+        let i = self.find(cn)?;
+        let remembered = if self.duplicate_cn { None } else { cn };
+        let e = &mut self.entries[i];
+        e.in_use = true;
+        e.common_name = remembered.map(str::to_owned);
+        e.last_release = 0;
+        Some(self.address(i))
     }
 
     /// Keep `ip` (an `ifconfig-push` address) from being handed out while a
-    /// client holds it; not remembered for anyone. No effect outside the range.
+    /// client holds it; its entry is left alone. No effect outside the range.
     pub fn reserve(&mut self, ip: Ipv4Addr) {
-        if self.contains(ip) {
-            self.used.insert(ip);
+        if let Some(i) = self.index(ip) {
+            self.reserved.insert(i);
         }
     }
 
-    /// Give an address back (it stays remembered for its common name).
-    pub fn release(&mut self, ip: Ipv4Addr) {
-        self.used.remove(&ip);
+    /// Give an address back at `now` (2.6's soft release when a client
+    /// goes): it stays remembered for its common name. A reserved address
+    /// is only unreserved.
+    pub fn release(&mut self, ip: Ipv4Addr, now: u64) {
+        let Some(i) = self.index(ip) else {
+            return;
+        };
+        self.reserved.remove(&i);
+        let e = &mut self.entries[i];
+        if e.in_use {
+            e.in_use = false;
+            e.last_release = now;
+        }
     }
 
-    /// Replace what is remembered with a persist file's text. Returns how
-    /// many entries were loaded and how many lines were skipped as malformed.
-    pub fn load(&mut self, text: &str) -> (usize, usize) {
-        let (entries, skipped) = pool_persist::parse(text);
-        self.remembered = entries;
-        (self.remembered.len(), skipped)
+    /// Give an address back and forget who had it (2.6's hard release, when
+    /// an `ifconfig-push` replaces the pool address a client was given): it
+    /// counts as never used. A reserved address is only unreserved.
+    pub fn forget(&mut self, ip: Ipv4Addr) {
+        let Some(i) = self.index(ip) else {
+            return;
+        };
+        if self.reserved.remove(&i) {
+            return;
+        }
+        let e = &mut self.entries[i];
+        e.in_use = false;
+        e.common_name = None;
+        e.last_release = 0;
     }
 
-    /// The persist file's text for what is remembered.
+    /// Apply a persist file's text at `now`, line by line as 2.6's
+    /// `ifconfig_pool_read`: each address named gets the line's common name,
+    /// counts as given back at `now`, and is `fixed` (for that name only)
+    /// with a read-only file. Addresses in use and out of range are left
+    /// alone. Returns how many lines were applied and how many skipped.
+    pub fn load(&mut self, text: &str, now: u64, fixed: bool) -> (usize, usize) {
+        let (lines, mut skipped) = pool_persist::parse(text);
+        let mut applied = 0;
+        for (cn, ip) in lines {
+            match self.index(ip).filter(|&i| !self.entries[i].in_use) {
+                Some(i) => {
+                    self.entries[i] = Entry {
+                        in_use: false,
+                        common_name: Some(cn),
+                        last_release: now,
+                        fixed,
+                    };
+                    applied += 1;
+                }
+                None => skipped += 1,
+            }
+        }
+        (applied, skipped)
+    }
+
+    /// The persist file's text: every address that has a common name, in
+    /// address order (2.6's `ifconfig_pool_list`).
     pub fn save(&self) -> String {
-        pool_persist::render(&self.remembered)
+        pool_persist::render(
+            self.entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((e.common_name.as_deref()?, self.address(i)))),
+        )
     }
 }
 
@@ -105,70 +192,160 @@ mod tests {
         assert_eq!(p.pick(None), Some(ip(3)));
         assert_eq!(p.pick(Some("c")), Some(ip(4)));
         assert_eq!(p.pick(Some("d")), None, "the pool is exhausted");
-        p.release(ip(3));
+        p.release(ip(3), 100);
         assert_eq!(p.pick(Some("d")), Some(ip(3)));
         assert_eq!(p.pick(None), None);
+        // Out of range or reversed: nothing happens, nothing is handed out.
+        p.release(Ipv4Addr::new(192, 0, 2, 1), 101);
+        p.forget(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(AddressPool::new(ip(4), ip(2), false).pick(Some("a")), None);
+    }
+
+    /// The sequence `pool_interop` runs against the stock 2.6.3 server
+    /// (`ifconfig-pool 10.8.0.2 10.8.0.4`, CNs client1..client4, each
+    /// release in a later second than the one before), with the addresses
+    /// stock gave.
+    #[test]
+    fn stock_sequence_without_persist() {
+        let mut p = AddressPool::new(ip(2), ip(4), false);
+        assert_eq!(p.pick(Some("client1")), Some(ip(2)));
+        assert_eq!(p.pick(Some("client2")), Some(ip(3)));
+        assert_eq!(p.pick(Some("client3")), Some(ip(4)));
+        p.release(ip(4), 1001); // client3 goes
+        p.release(ip(3), 1002); // client2 goes
+        p.release(ip(2), 1003); // client1 goes
+        // client2 comes back to its own address: not the lowest free one
+        // (client1's), not the one given back longest ago (client3's).
+        assert_eq!(p.pick(Some("client2")), Some(ip(3)));
+        // A newcomer gets the address given back longest ago.
+        assert_eq!(p.pick(Some("client4")), Some(ip(4)));
+        // client3's address went to client4: client3 gets what is left,
+        // client1's, which then forgets client1.
+        assert_eq!(p.pick(Some("client3")), Some(ip(2)));
+        p.release(ip(4), 1004); // client4 goes
+        assert_eq!(p.pick(Some("client1")), Some(ip(4)));
     }
 
     #[test]
-    fn a_reserved_address_is_not_handed_out_nor_remembered() {
-        let mut p = AddressPool::new(ip(2), ip(3), true);
+    fn a_never_used_address_comes_before_a_released_one() {
+        let mut p = AddressPool::new(ip(2), ip(5), false);
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+        assert_eq!(p.pick(Some("b")), Some(ip(3)));
+        p.release(ip(2), 10);
+        assert_eq!(p.pick(Some("c")), Some(ip(4)));
+        assert_eq!(p.pick(Some("d")), Some(ip(5)));
+        // Only a's is left: a newcomer takes it over.
+        assert_eq!(p.pick(Some("e")), Some(ip(2)));
+        p.release(ip(2), 11);
+        p.release(ip(5), 11);
+        // Released in the same second: the lower address first.
+        assert_eq!(p.pick(Some("f")), Some(ip(2)));
+        // a was forgotten when e took its address.
+        assert_eq!(p.pick(Some("a")), Some(ip(5)));
+        assert_eq!(
+            p.save(),
+            "f,10.8.0.2,\nb,10.8.0.3,\nc,10.8.0.4,\na,10.8.0.5,\n"
+        );
+    }
+
+    #[test]
+    fn duplicate_cn_takes_the_lowest_free_address_and_remembers_nobody() {
+        let mut p = AddressPool::new(ip(2), ip(5), true);
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+        assert_eq!(p.pick(Some("a")), Some(ip(3)));
+        assert_eq!(p.pick(Some("b")), Some(ip(4)));
+        p.release(ip(4), 10);
+        p.release(ip(2), 20);
+        assert_eq!(p.pick(Some("b")), Some(ip(2)));
+        assert_eq!(p.save(), "");
+        // Persisted names do not matter either, fixed or not.
+        let mut q = AddressPool::new(ip(2), ip(5), true);
+        q.load("b,10.8.0.4,\na,10.8.0.2,\n", 5, true);
+        assert_eq!(q.pick(Some("b")), Some(ip(2)));
+    }
+
+    #[test]
+    fn forget_makes_an_address_as_good_as_new() {
+        // 2.6 hands a client with an ifconfig-push the pool address first
+        // and then releases it hard: its name and release time are gone.
+        let mut p = AddressPool::new(ip(2), ip(4), false);
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+        assert_eq!(p.pick(Some("b")), Some(ip(3)));
+        p.release(ip(3), 10);
+        p.release(ip(2), 20);
+        assert_eq!(p.pick(Some("b")), Some(ip(3)));
+        p.forget(ip(3));
+        assert_eq!(
+            p.pick(Some("c")),
+            Some(ip(3)),
+            "forgotten counts as never used"
+        );
+        assert_eq!(p.pick(Some("b")), Some(ip(4)));
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+    }
+
+    #[test]
+    fn a_reserved_address_is_not_handed_out_and_keeps_its_entry() {
+        let mut p = AddressPool::new(ip(2), ip(3), false);
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+        p.release(ip(2), 10);
         p.reserve(ip(2));
         p.reserve(Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(p.pick(Some("a")), Some(ip(3)));
         assert_eq!(p.pick(Some("b")), None);
-        p.release(ip(2));
-        assert_eq!(p.pick(Some("b")), Some(ip(2)));
-        assert_eq!(p.save(), "a,10.8.0.3,\nb,10.8.0.2,\n");
-    }
-
-    #[test]
-    fn remembers_addresses_only_with_persist() {
-        let mut plain = AddressPool::new(ip(2), ip(9), false);
-        plain.pick(Some("a"));
-        assert_eq!(plain.save(), "");
-
-        let mut p = AddressPool::new(ip(2), ip(9), true);
+        p.release(ip(2), 30);
+        // Unreserved: still remembered as a's, released at 10.
+        assert_eq!(p.save(), "a,10.8.0.2,\na,10.8.0.3,\n");
+        p.release(ip(3), 20);
+        // a holds two entries: the lower one is its own.
         assert_eq!(p.pick(Some("a")), Some(ip(2)));
         assert_eq!(p.pick(Some("b")), Some(ip(3)));
-        p.release(ip(2));
-        // A newcomer does not take a's remembered address while others are free.
-        assert_eq!(p.pick(Some("c")), Some(ip(4)));
-        p.release(ip(3));
-        // a comes back to its own address even though b's is free and lower.
-        p.release(ip(2));
-        assert_eq!(p.pick(Some("a")), Some(ip(2)));
-        assert_eq!(p.save(), "a,10.8.0.2,\nb,10.8.0.3,\nc,10.8.0.4,\n");
+        // forget on a reserved address only unreserves it.
+        p.release(ip(3), 50);
+        p.reserve(ip(3));
+        p.forget(ip(3));
+        assert_eq!(p.save(), "a,10.8.0.2,\nb,10.8.0.3,\n");
     }
 
     #[test]
-    fn remembered_addresses_are_used_when_nothing_else_is_free() {
-        let mut p = AddressPool::new(ip(2), ip(3), true);
-        p.load("a,10.8.0.2,\nb,10.8.0.3,\n");
-        assert_eq!(p.pick(Some("c")), Some(ip(2)));
-        // c took a's address over: a is no longer remembered with it.
-        assert_eq!(p.save(), "b,10.8.0.3,\nc,10.8.0.2,\n");
-        // a's entry is gone, and b's address is still free: a gets it.
-        assert_eq!(p.pick(Some("a")), Some(ip(3)));
-        assert_eq!(p.pick(Some("b")), None);
-    }
-
-    #[test]
-    fn persist_round_trip_and_out_of_range_entries() {
-        let mut p = AddressPool::new(ip(2), ip(9), true);
-        assert_eq!(p.load("a,10.8.0.7,\nz,192.0.2.1,\nbad\n"), (2, 1));
-        let text = p.save();
-        let mut q = AddressPool::new(ip(2), ip(9), true);
-        assert_eq!(q.load(&text), (2, 0));
-        assert_eq!(q.save(), text);
-        assert_eq!(q.pick(Some("a")), Some(ip(7)));
-        // An address outside the range is never handed out.
-        assert_eq!(q.pick(Some("z")), Some(ip(2)));
+    fn persisted_addresses_go_to_their_names_and_to_others_last() {
+        let mut p = AddressPool::new(ip(2), ip(9), false);
+        assert_eq!(
+            p.load(
+                "a,10.8.0.7,\nz,192.0.2.1,\nbad\nb,10.8.0.2,\nc,10.8.0.2,\n",
+                100,
+                false
+            ),
+            (3, 2)
+        );
+        // A later line for the same address wins: b is not remembered.
+        assert_eq!(p.save(), "c,10.8.0.2,\na,10.8.0.7,\n");
+        assert_eq!(p.pick(Some("b")), Some(ip(3)));
+        assert_eq!(p.pick(Some("a")), Some(ip(7)));
         // An address in use is not handed out twice, even to its owner.
-        let mut r = AddressPool::new(ip(2), ip(9), true);
-        r.load("a,10.8.0.7,\n");
-        assert_eq!(r.pick(Some("b")), Some(ip(2)));
-        assert_eq!(r.pick(Some("a")), Some(ip(7)));
-        assert_eq!(r.pick(Some("a")), Some(ip(3)));
+        assert_eq!(p.pick(Some("a")), Some(ip(4)));
+        let text = p.save();
+        let mut q = AddressPool::new(ip(2), ip(9), false);
+        assert_eq!(q.load(&text, 200, false), (4, 0));
+        assert_eq!(q.save(), text);
+        // Newcomers use never-used addresses first, then persisted ones.
+        for last in [5, 6, 8, 9] {
+            assert_eq!(q.pick(Some("new")), Some(ip(last)));
+        }
+        assert_eq!(q.pick(Some("newer")), Some(ip(2)));
+    }
+
+    #[test]
+    fn a_read_only_persist_file_keeps_its_addresses_for_their_names() {
+        let mut p = AddressPool::new(ip(2), ip(3), false);
+        p.load("a,10.8.0.2,\n", 100, true);
+        assert_eq!(p.pick(Some("b")), Some(ip(3)));
+        assert_eq!(p.pick(Some("c")), None, "a's fixed address is not for c");
+        assert_eq!(p.pick(Some("a")), Some(ip(2)));
+        p.release(ip(2), 200);
+        p.release(ip(3), 150);
+        // Still fixed after a used it.
+        assert_eq!(p.pick(Some("c")), Some(ip(3)));
+        assert_eq!(p.pick(Some("d")), None);
     }
 }

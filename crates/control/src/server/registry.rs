@@ -87,6 +87,9 @@ impl<T> Registry<T> {
     /// The client's peer-id and tunnel address, given now (the lowest free
     /// peer-id; `pinned`, an `ifconfig-push` address, which the pool then
     /// keeps for it, else an address from the pool for `cn`) unless it has them.
+    /// With `pinned`, the pool address `cn` would have got is taken and
+    /// forgotten first, as 2.6 does (it picks before reading the client's
+    /// `ifconfig-push`, then releases hard).
     pub fn assign_peer(
         &mut self,
         addr: SocketAddr,
@@ -104,6 +107,9 @@ impl<T> Registry<T> {
             .ok_or(AssignError::NoPeerId)?;
         let ip = match pinned {
             Some(ip) => {
+                if let Some(picked) = self.pool.pick(cn) {
+                    self.pool.forget(picked);
+                }
                 self.pool.reserve(ip);
                 ip
             }
@@ -135,7 +141,8 @@ impl<T> Registry<T> {
             // Kept out of the pool while held, as an ifconfig-push pin is.
             self.pool.reserve(ip);
             if !self.peers.values().any(|other| other.ip == old) {
-                self.pool.release(old);
+                // 2.6 releases the replaced pool address hard: forgotten.
+                self.pool.forget(old);
             }
         }
         Some(peer)
@@ -158,15 +165,16 @@ impl<T> Registry<T> {
         Some(old)
     }
 
-    /// Take a client out, freeing its peer-id and address.
-    pub fn remove(&mut self, addr: &SocketAddr) -> Option<(T, Option<Peer>)> {
+    /// Take a client out, freeing its peer-id and address (given back to
+    /// the pool at `now`, whole seconds: see [`AddressPool::release`]).
+    pub fn remove(&mut self, addr: &SocketAddr, now: u64) -> Option<(T, Option<Peer>)> {
         let client = self.clients.remove(addr)?;
         let peer = self.peers.remove(addr);
         if let Some(p) = peer {
             self.by_peer_id.remove(&p.id);
             // A pinned address may be held twice: free it with its last holder.
             if !self.peers.values().any(|other| other.ip == p.ip) {
-                self.pool.release(p.ip);
+                self.pool.release(p.ip, now);
             }
         }
         Some((client, peer))
@@ -223,9 +231,9 @@ mod tests {
         );
         assert_eq!(r.addr_of_peer(0), Some(a));
 
-        assert_eq!(r.remove(&a), Some(("a", Some(pa))));
+        assert_eq!(r.remove(&a, 1), Some(("a", Some(pa))));
         assert_eq!(r.addr_of_peer(0), None);
-        assert_eq!(r.remove(&a), None);
+        assert_eq!(r.remove(&a, 1), None);
         // c now gets a's peer-id and address.
         assert_eq!(r.assign_peer(c, None, None), Ok(pa));
         assert_eq!(r.len(), 2);
@@ -259,15 +267,15 @@ mod tests {
         // The same pinned address twice (a DEFAULT file): both hold it.
         assert_eq!(r.assign_peer(d, None, Some(pinned)).unwrap().ip, pinned);
         assert_eq!(r.holders_of(pinned, d), [a]);
-        r.remove(&a);
-        r.remove(&b);
+        r.remove(&a, 1);
+        r.remove(&b, 2);
         // d still holds it: only b's address is free.
         r.insert(a, "a2").unwrap();
         assert_eq!(
             r.assign_peer(a, None, None).unwrap().ip,
             Ipv4Addr::new(10, 8, 0, 3)
         );
-        r.remove(&d);
+        r.remove(&d, 3);
         r.insert(b, "b2").unwrap();
         assert_eq!(r.assign_peer(b, None, None).unwrap().ip, pinned);
     }
@@ -298,7 +306,7 @@ mod tests {
         assert_eq!(r.peer(&new), Some(pa));
         assert_eq!(r.addr_of_peer(pa.id), Some(new));
         // Removing at the new address frees what the client had.
-        assert_eq!(r.remove(&new), Some(("a", Some(pa))));
+        assert_eq!(r.remove(&new, 4), Some(("a", Some(pa))));
         assert_eq!(r.addr_of_peer(pa.id), None);
     }
 }
