@@ -528,7 +528,12 @@ impl Connection<'_> {
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
-        if let Some(m) = self.management {
+        // persist-tun kept the device configured across the restart: 2.6
+        // preserves the TUN instance and neither assigns nor routes again.
+        let preserved = self.tunnel.is_configured();
+        if let Some(m) = self.management
+            && !preserved
+        {
             m.full_state(crate::management::ClientState {
                 state: "ASSIGN_IP",
                 local_ip: plan.local.to_string(),

@@ -569,6 +569,13 @@ pub async fn run_client(
             // Only an ephemeral port changes; a fixed lport stays as it is.
             fresh_socket = remote.bind.port() == 0;
         }
+        if matches!(ended, Ended::Restart | Ended::AuthFailed(_)) {
+            // 2.6 closes its socket on these soft restarts too: the server
+            // still holds the old session for this address (for its
+            // hand-window after AUTH_FAILED), and would take a new session
+            // from it for a renegotiation of the old one.
+            fresh_socket = remote.bind.port() == 0;
+        }
         let restart_signal = mgmt.map_or("SIGUSR1", ClientManagement::take_restart_signal);
         let why = state_reason(&ended, restart_signal);
         if let (Some(m), Ended::AuthFailed(reason)) = (mgmt, &ended) {
@@ -879,6 +886,55 @@ fn shuffle(v: &mut [usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_reasons_as_2_6() {
+        // vectors/client_connect_restart.txt, client_wrong_password.txt
+        let cases = [
+            (Ended::Shutdown, "SIGTERM"),
+            (Ended::AuthFailed(String::new()), "auth-failure"),
+            (Ended::Restart, "SIGHUP"),
+            (
+                Ended::Reconnect("inactivity timeout (ping-restart 10s)".into()),
+                "ping-restart",
+            ),
+            (
+                Ended::Exit("inactivity timeout (ping-exit 5s)".into()),
+                "ping-exit",
+            ),
+            (
+                Ended::Exit("inactivity timeout (inactive 5s)".into()),
+                "inactive",
+            ),
+            (
+                Ended::ServerLeft("server sent RESTART ".into()),
+                "server-pushed-connection-reset",
+            ),
+            (
+                Ended::ServerLeft("server sent exit notification".into()),
+                "remote-exit",
+            ),
+            (
+                Ended::Fatal("server sent HALT ".into()),
+                "server-pushed-halt",
+            ),
+            (
+                Ended::Reconnect("connection to x ended: reset".into()),
+                "connection-reset",
+            ),
+        ];
+        for (ended, reason) in cases {
+            assert_eq!(state_reason(&ended, "SIGHUP"), reason, "{ended:?}");
+        }
+        assert_eq!(
+            verification_failed(""),
+            ">PASSWORD:Verification Failed: 'Auth'"
+        );
+        assert_eq!(
+            verification_failed("CRV1:R,E:state:dXNlcg==:Enter code"),
+            ">PASSWORD:Verification Failed: 'Auth' ['CRV1:R,E:state:dXNlcg==:Enter code']"
+        );
+    }
 
     #[test]
     fn persist_tun_keeps_the_tunnel_across_restarts_only() {

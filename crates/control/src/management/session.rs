@@ -923,6 +923,119 @@ mod tests {
         }
     }
 
+    fn client_shared() -> Shared {
+        Shared {
+            mode: Mode::Client,
+            hold: true,
+            holding: true,
+            ..shared()
+        }
+    }
+
+    fn reply_to(s: &mut Session, sh: &mut Shared, line: &str) -> String {
+        match s.on_line(sh, line) {
+            Step::Send(t) => t.trim_end().to_string(),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_commands_as_the_stock_client() {
+        // vectors/client_commands.txt
+        let mut sh = client_shared();
+        let mut s = Session::new(None);
+        assert_eq!(
+            s.greeting(&sh),
+            ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\r\n>HOLD:Waiting for hold release:0\r\n"
+        );
+        for (line, expected) in [
+            ("hold", "SUCCESS: hold=1"),
+            ("username Auth x", "ERROR: no username is currently needed at this time"),
+            ("password Auth y", "ERROR: no password is currently needed at this time"),
+            ("needok x ok", "ERROR: no needok-confirmation is currently needed at this time"),
+            ("needstr x y", "ERROR: no needstr-string is currently needed at this time"),
+            ("kill x", "ERROR: The 'kill' command is not supported by the current daemon mode"),
+            (
+                "client-kill 1",
+                "ERROR: The 'client-kill' command is not supported by the current daemon mode",
+            ),
+            (
+                "nclients",
+                "ERROR: The 'nclients' command is not supported by the current daemon mode",
+            ),
+            (
+                "client-auth 1 2",
+                "ERROR: The 'client-auth' command is not supported by the current daemon mode",
+            ),
+            ("bytecount 1", "SUCCESS: bytecount interval changed"),
+            ("hold release", "SUCCESS: hold release succeeded"),
+        ] {
+            assert_eq!(reply_to(&mut s, &mut sh, line), expected, "{line}");
+        }
+        assert!(sh.hold_released);
+        // A client's byte counts and status come from the runtime.
+        assert_eq!(s.on_line(&mut sh, "status"), Step::Ask(Query::Status(1)));
+        assert_eq!(
+            s.answered(
+                &Query::ByteCounts,
+                Answer::ClientBytes {
+                    received: 1854,
+                    sent: 1029
+                }
+            ),
+            ">BYTECOUNT:1854,1029\r\n"
+        );
+        assert_eq!(s.on_line(&mut sh, "load-stats"), Step::Ask(Query::LoadStats));
+    }
+
+    #[test]
+    fn client_password_query_as_the_stock_client() {
+        // vectors/client_connect_restart.txt, client_private_key.txt
+        let mut sh = client_shared();
+        sh.password_query = Some(PasswordQuery::new("Auth", true, None));
+        let q = sh.password_query.clone().unwrap();
+        assert_eq!(q.prompt(), ">PASSWORD:Need 'Auth' username/password");
+        assert_eq!(
+            PasswordQuery::new("Auth", true, Some((true, "Enter PIN".into()))).prompt(),
+            ">PASSWORD:Need 'Auth' username/password SC:1,Enter PIN"
+        );
+        assert_eq!(
+            PasswordQuery::new("Auth", false, None).prompt(),
+            ">PASSWORD:Need 'Auth' password"
+        );
+        let mut s = Session::new(None);
+        // Whoever connects while the client waits is asked.
+        assert!(
+            s.greeting(&sh)
+                .ends_with(">PASSWORD:Need 'Auth' username/password\r\n")
+        );
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "password \"Private Key\" keypw"),
+            "ERROR: password of type 'Private Key' entered, but we need one of type 'Auth'"
+        );
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "password Auth \"s3cret pass\""),
+            "SUCCESS: 'Auth' password entered, but not yet verified"
+        );
+        assert!(!sh.password_query.as_ref().unwrap().complete());
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "username \"Auth\" alice"),
+            "SUCCESS: 'Auth' username entered, but not yet verified"
+        );
+        let q = sh.password_query.as_ref().unwrap();
+        assert!(q.complete());
+        assert_eq!(q.username.as_deref(), Some("alice"));
+        assert_eq!(q.password.as_deref(), Some("s3cret pass"));
+        // Only the password wanted: a user name is not taken.
+        sh.password_query = Some(PasswordQuery::new("Auth", false, None));
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "username Auth bob"),
+            "ERROR: no username is currently needed at this time"
+        );
+        // The password command is never written to the log history.
+        assert!(sh.log.last(None).all(|l| !l.contains("s3cret")));
+    }
+
     #[test]
     fn lines_split_and_bounded() {
         let mut b = LineBuffer::default();
