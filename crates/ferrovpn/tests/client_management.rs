@@ -209,7 +209,12 @@ fn names(states: &[String]) -> Vec<&str> {
 /// Log in with the right password, follow the states to CONNECTED, read
 /// a byte count, ping, read `status`, exit by `signal SIGTERM`. Returns
 /// the lines that must be the same for both implementations.
-fn good_login_script(lab: &Lab, sc: &ServerConf, imp: Implementation, server: &Proc) -> Vec<String> {
+fn good_login_script(
+    lab: &Lab,
+    sc: &ServerConf,
+    imp: Implementation,
+    server: &Proc,
+) -> Vec<String> {
     let name = format!("{}-managed", imp_name(imp));
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
     let mut m = Mgmt::connect(&socket);
@@ -223,11 +228,24 @@ fn good_login_script(lab: &Lab, sc: &ServerConf, imp: Implementation, server: &P
         "{}",
         client.log_tail(20)
     );
-    for cmd in ["state on", "bytecount 1", "hold", "username Auth x", "kill x"] {
+    for cmd in [
+        "state on",
+        "bytecount 1",
+        "hold",
+        "username Auth x",
+        "kill x",
+    ] {
         same.push(m.one(cmd));
     }
     same.push(m.one("hold release"));
     same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
+    // Held: the client asks for its credentials only once released.
+    let at = |line: &str| m.seen.iter().position(|l| l.starts_with(line));
+    assert!(
+        at(">PASSWORD:") > at("SUCCESS: hold release succeeded"),
+        "asked before the hold was released:\n{}",
+        m.seen.join("\n")
+    );
     same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
     same.push(m.one(&format!("password \"Auth\" \"{GOOD_PASS}\"")));
     let connected = m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
@@ -267,7 +285,12 @@ fn good_login_script(lab: &Lab, sc: &ServerConf, imp: Implementation, server: &P
     }));
     same.push(m.one("signal SIGTERM"));
     let exiting = m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.push(exiting.splitn(2, ',').nth(1).unwrap_or("").to_string());
+    same.push(
+        exiting
+            .split_once(',')
+            .map_or("", |(_, rest)| rest)
+            .to_string(),
+    );
     let status = wait_exit(&mut client, Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", client.log_tail(20));
     let _ = server;
@@ -289,7 +312,12 @@ fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec
         l.starts_with(">PASSWORD:Verification Failed")
     }));
     let exiting = m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.push(exiting.splitn(2, ',').nth(1).unwrap_or("").to_string());
+    same.push(
+        exiting
+            .split_once(',')
+            .map_or("", |(_, rest)| rest)
+            .to_string(),
+    );
     let _ = wait_exit(&mut client, Duration::from_secs(10));
     same
 }
@@ -300,7 +328,10 @@ fn client_management_hold_password_state_bytecount_sigterm_stock_server() {
     let (sc, server) = password_server(&lab);
     let ours = good_login_script(&lab, &sc, Implementation::Ferrovpn, &server);
     let stock = good_login_script(&lab, &sc, Implementation::Stock, &server);
-    assert_eq!(ours, stock, "ferrovpn's lines differ from the stock client's");
+    assert_eq!(
+        ours, stock,
+        "ferrovpn's lines differ from the stock client's"
+    );
     assert!(
         ours.contains(&">PASSWORD:Need 'Auth' username/password".to_string()),
         "{ours:?}"
@@ -318,7 +349,10 @@ fn client_management_wrong_password_verification_failed_stock_server() {
     let (sc, _server) = password_server(&lab);
     let ours = wrong_password_script(&lab, &sc, Implementation::Ferrovpn);
     let stock = wrong_password_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(ours, stock, "ferrovpn's lines differ from the stock client's");
+    assert_eq!(
+        ours, stock,
+        "ferrovpn's lines differ from the stock client's"
+    );
     assert!(
         ours.contains(&">PASSWORD:Verification Failed: 'Auth'".to_string()),
         "{ours:?}"
@@ -380,10 +414,16 @@ fn client_management_auth_retry_interact_and_sigusr1_hold_again_stock_server() {
     let (sc, _server) = password_server(&lab);
     let ours = retry_script(&lab, &sc, Implementation::Ferrovpn);
     let stock = retry_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(ours, stock, "ferrovpn's lines differ from the stock client's");
+    assert_eq!(
+        ours, stock,
+        "ferrovpn's lines differ from the stock client's"
+    );
     assert!(
         ours.contains(&"RECONNECTING,auth-failure,,,,,".to_string()),
         "{ours:?}"
     );
-    assert!(ours.contains(&"RECONNECTING,SIGUSR1,,,,,".to_string()), "{ours:?}");
+    assert!(
+        ours.contains(&"RECONNECTING,SIGUSR1,,,,,".to_string()),
+        "{ours:?}"
+    );
 }

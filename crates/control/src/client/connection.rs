@@ -444,7 +444,10 @@ impl Connection<'_> {
                                 m.full_state(crate::management::ClientState {
                                     state: "CONNECTED",
                                     description: "SUCCESS".into(),
-                                    local_ip: c.tunnel_ip.map(|a| a.to_string()).unwrap_or_default(),
+                                    local_ip: c
+                                        .tunnel_ip
+                                        .map(|a| a.to_string())
+                                        .unwrap_or_default(),
                                     remote_ip: self.server.ip().to_string(),
                                     remote_port: self.server.port().to_string(),
                                 });

@@ -66,7 +66,10 @@ impl ClientManagement {
         restart: Arc<Notify>,
     ) -> anyhow::Result<ClientManagement> {
         let mut mgmt = Management::start_for_client(settings).await?;
-        info!("management interface listening on {}", mgmt.listen_address());
+        info!(
+            "management interface listening on {}",
+            mgmt.listen_address()
+        );
         let exit = Arc::new(Notify::new());
         let restart_signal = Arc::new(Mutex::new(None));
         let mut requests = mgmt.take_requests();
@@ -178,15 +181,17 @@ fn answer(
                 *restart_signal
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(if name == "SIGHUP" { "SIGHUP" } else { "SIGUSR1" });
+                    Some(if name == "SIGHUP" {
+                        "SIGHUP"
+                    } else {
+                        "SIGUSR1"
+                    });
                 restart.notify_one();
                 Answer::Done(true)
             }
             "SIGUSR2" => {
                 let (received, sent) = byte_counts(peers);
-                info!(
-                    "SIGUSR2: data channel bytes received {received}, sent {sent}"
-                );
+                info!("SIGUSR2: data channel bytes received {received}, sent {sent}");
                 Answer::Done(true)
             }
             _ => Answer::Done(false),

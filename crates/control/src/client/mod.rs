@@ -37,10 +37,10 @@ pub mod walk;
 
 use connection::Connection;
 use credentials::{CredentialSource, Credentials};
-pub use management::ClientManagementSettings;
-use management::ClientManagement;
 pub use ferrovpn_config::AuthRetry;
 pub use link::Proxy;
+use management::ClientManagement;
+pub use management::ClientManagementSettings;
 use tunnel::Tunnel;
 use walk::Walk;
 
@@ -369,9 +369,9 @@ pub async fn run_client(
     });
     let peers = PeerTable::new();
     let management = match s.management.take() {
-        Some(m) => Some(
-            ClientManagement::start(m.management, peers.clone(), restart.clone()).await?,
-        ),
+        Some(m) => {
+            Some(ClientManagement::start(m.management, peers.clone(), restart.clone()).await?)
+        }
         None => None,
     };
     let mgmt = management.as_ref();

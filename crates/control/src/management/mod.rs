@@ -34,8 +34,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 pub use log::{LogLayer, event_line, peer_line};
-pub use session::{Mode, PasswordQuery};
 use session::{History, Shared};
+pub use session::{Mode, PasswordQuery};
 
 /// Connections served at once.
 pub const MAX_CLIENTS: usize = 8;

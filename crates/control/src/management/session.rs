@@ -950,11 +950,26 @@ mod tests {
         );
         for (line, expected) in [
             ("hold", "SUCCESS: hold=1"),
-            ("username Auth x", "ERROR: no username is currently needed at this time"),
-            ("password Auth y", "ERROR: no password is currently needed at this time"),
-            ("needok x ok", "ERROR: no needok-confirmation is currently needed at this time"),
-            ("needstr x y", "ERROR: no needstr-string is currently needed at this time"),
-            ("kill x", "ERROR: The 'kill' command is not supported by the current daemon mode"),
+            (
+                "username Auth x",
+                "ERROR: no username is currently needed at this time",
+            ),
+            (
+                "password Auth y",
+                "ERROR: no password is currently needed at this time",
+            ),
+            (
+                "needok x ok",
+                "ERROR: no needok-confirmation is currently needed at this time",
+            ),
+            (
+                "needstr x y",
+                "ERROR: no needstr-string is currently needed at this time",
+            ),
+            (
+                "kill x",
+                "ERROR: The 'kill' command is not supported by the current daemon mode",
+            ),
             (
                 "client-kill 1",
                 "ERROR: The 'client-kill' command is not supported by the current daemon mode",
@@ -985,7 +1000,10 @@ mod tests {
             ),
             ">BYTECOUNT:1854,1029\r\n"
         );
-        assert_eq!(s.on_line(&mut sh, "load-stats"), Step::Ask(Query::LoadStats));
+        assert_eq!(
+            s.on_line(&mut sh, "load-stats"),
+            Step::Ask(Query::LoadStats)
+        );
     }
 
     #[test]
