@@ -1730,6 +1730,7 @@ impl Parser {
             }
             "management-hold" => d.flag(&mut c.management_hold)?,
             "management-client-auth" => d.flag(&mut c.management_client_auth)?,
+            "management-query-passwords" => d.flag(&mut c.management_query_passwords)?,
             "management-log-cache" => {
                 d.count(1, 1, "a number of lines")?;
                 c.management_log_cache = Some(d.num(0, 1u32, 1_000_000, "1-1000000 lines")?);

@@ -376,11 +376,15 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("verb", "0-11, stored"),
     s(
         "management",
-        "server only: `IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once",
+        "`IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`, on servers and clients; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once",
     ),
     s(
         "management-hold",
-        "the server starts only after `hold release`",
+        "the server starts, or the client connects, only after `hold release`; a client holds again before every reconnect, as 2.6",
+    ),
+    s(
+        "management-query-passwords",
+        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); an encrypted private key needs `askpass FILE` (refused without); servers: refused",
     ),
     s("management-log-cache", "lines of log kept for `log N|all`"),
     s(

@@ -820,6 +820,9 @@ pub struct Config {
     /// `management-client-user U` / `management-client-group G` (unix socket only).
     pub management_client_user: Option<String>,
     pub management_client_group: Option<String>,
+    /// `management-query-passwords` (clients): missing `auth-user-pass`
+    /// credentials are asked over the management interface.
+    pub management_query_passwords: bool,
 
     /// ferrovpn: `metrics IP:PORT`, where the Prometheus endpoint listens (servers).
     pub metrics: Option<std::net::SocketAddr>,

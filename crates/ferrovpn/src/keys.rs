@@ -91,8 +91,26 @@ pub fn passphrase_source(cfg: &Config) -> anyhow::Result<Box<dyn PassphraseSourc
         Some(Askpass::File(path)) => Box::new(
             AskpassFile::read(path).map_err(|e| anyhow!("{}{e:#}", where_is(cfg, "askpass")))?,
         ),
+        Some(Askpass::Terminal) | None if cfg.management_query_passwords => {
+            Box::new(NotOverManagement)
+        }
         Some(Askpass::Terminal) | None => Box::new(TerminalPrompt::default()),
     })
+}
+
+/// `management-query-passwords` without `askpass FILE`: 2.6 asks for the
+/// key's passphrase over the management interface (`>PASSWORD:Need
+/// 'Private Key' password`) before it connects. ferrovpn loads keys while
+/// it reads the config, before the management interface listens, so it
+/// refuses at start rather than asking somewhere else than 2.6 would.
+pub struct NotOverManagement;
+
+impl PassphraseSource for NotOverManagement {
+    fn passphrase(&mut self, what: &str) -> anyhow::Result<Zeroizing<String>> {
+        bail!(
+            "{what} is protected by a passphrase: with management-query-passwords OpenVPN 2.6 asks for it over the management interface, which ferrovpn does not do; give it with 'askpass FILE' (a file whose first line is the passphrase, mode 0600)"
+        )
+    }
 }
 
 /// PEM texts for the TLS setup.

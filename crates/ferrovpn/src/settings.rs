@@ -1052,7 +1052,17 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
-        management: management(cfg)?,
+        management: {
+            if cfg.management_query_passwords {
+                // A server's only password is its key's passphrase, which
+                // 2.6 would ask over management; ferrovpn reads it at start.
+                bail!(
+                    "{}management-query-passwords is for clients: give a server's key passphrase with 'askpass FILE'",
+                    where_is(cfg, "management-query-passwords")
+                );
+            }
+            management(cfg)?
+        },
         client_config_dir: client_config_dir(cfg)?,
         metrics: cfg.metrics,
         scripts: {
@@ -1472,12 +1482,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             where_is(cfg, "verify-client-cert")
         );
     }
-    if management(cfg)?.is_some() {
-        bail!(
-            "{}management: ferrovpn's management interface serves servers only, not clients",
-            where_is(cfg, "management")
-        );
-    }
+    let client_management = client_management(cfg)?;
     // Empty cert/key for a username/password client without a certificate;
     // decrypts an encrypted key / opens a pkcs12 file (askpass or prompt).
     let tls = crate::keys::load(cfg)?;
@@ -1486,10 +1491,11 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         .auth_user_pass
         .as_ref()
         .map(|aup| {
-            ferrovpn_control::client::credentials::from_config(
+            ferrovpn_control::client::credentials::from_config_or_management(
                 aup,
                 cfg.auth_nocache,
                 cfg.static_challenge.as_ref(),
+                cfg.management_query_passwords,
             )
         })
         .transpose()
@@ -1573,7 +1579,35 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             ferrovpn_control::client::credentials::reload(source, inline_credentials.as_ref())
         })),
         scripts,
+        management: client_management,
     })
+}
+
+/// `management` on a client, with `management-query-passwords`; the
+/// directives only a server acts on are refused.
+fn client_management(
+    cfg: &Config,
+) -> anyhow::Result<Option<ferrovpn_control::client::ClientManagementSettings>> {
+    if cfg.management_client_auth {
+        // 2.6's wording.
+        bail!(
+            "{}--management-client-auth requires --mode server",
+            where_is(cfg, "management-client-auth")
+        );
+    }
+    let Some(management) = management(cfg)? else {
+        if cfg.management_query_passwords {
+            bail!(
+                "{}management-query-passwords needs 'management'",
+                where_is(cfg, "management-query-passwords")
+            );
+        }
+        return Ok(None);
+    };
+    Ok(Some(ferrovpn_control::client::ClientManagementSettings {
+        management,
+        query_passwords: cfg.management_query_passwords,
+    }))
 }
 
 /// A client's scripts: as a server's, with 2.6's client variables

@@ -42,6 +42,8 @@ pub(super) struct Connection<'a> {
     pub status_file: Option<&'a KeptFile>,
     /// `tls-verify`, `ipchange`, `up`, `route-up` (and what `down` needs).
     pub scripts: &'a mut ClientScripts,
+    /// The management interface, told of each state (`>STATE:`).
+    pub management: Option<&'a super::management::ClientManagement>,
 }
 
 /// `tls-verify` and `ipchange` running: `Err` refuses the server.
@@ -83,6 +85,8 @@ struct Live {
     held_events: std::collections::VecDeque<Event>,
     /// The scripts before the push reply ran (once per connection).
     before_push_done: bool,
+    /// The tunnel address the push reply gave, for the CONNECTED state.
+    tunnel_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// The verdict of the scripts before the push reply; never, when none run.
@@ -162,7 +166,11 @@ impl Connection<'_> {
             held_reply: None,
             held_events: std::collections::VecDeque::new(),
             before_push_done: false,
+            tunnel_ip: None,
         };
+        if let Some(m) = self.management {
+            m.state("WAIT", "");
+        }
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
         let ended = loop {
@@ -180,6 +188,11 @@ impl Connection<'_> {
                             break Ended::Reconnect(why);
                         }
                         c.last_control_rx = Instant::now();
+                        if !c.heard_from_server
+                            && let Some(m) = self.management
+                        {
+                            m.state("AUTH", "");
+                        }
                         c.heard_from_server = true;
                         c.session.handle_packet(Instant::now(), &packet);
                     }
@@ -426,6 +439,18 @@ impl Connection<'_> {
                                 self.server,
                             );
                             info!("Initialization Sequence Completed");
+                            if let Some(m) = self.management {
+                                m.full_state(crate::management::ClientState {
+                                    state: "CONNECTED",
+                                    description: "SUCCESS".into(),
+                                    local_ip: c
+                                        .tunnel_ip
+                                        .map(|a| a.to_string())
+                                        .unwrap_or_default(),
+                                    remote_ip: self.server.ip().to_string(),
+                                    remote_port: self.server.port().to_string(),
+                                });
+                            }
                         }
                     }
                 }
@@ -505,6 +530,22 @@ impl Connection<'_> {
             self.settings.tun_mtu,
         )?;
         let dev = self.dp.tun_name().to_owned();
+        // persist-tun kept the device configured across the restart: 2.6
+        // preserves the TUN instance and neither assigns nor routes again.
+        let preserved = self.tunnel.is_configured();
+        if let Some(m) = self.management
+            && !preserved
+        {
+            m.full_state(crate::management::ClientState {
+                state: "ASSIGN_IP",
+                local_ip: plan.local.to_string(),
+                ..Default::default()
+            });
+            if !plan.routes.is_empty() || !plan.routes6.is_empty() || plan.redirect.is_some() {
+                m.state("ADD_ROUTES", "");
+            }
+        }
+        c.tunnel_ip = Some(plan.local);
         self.tunnel.apply(&dev, self.outer, &plan).await?;
         // 2.6 hands every pulled dhcp-option to the scripts.
         let foreign: Vec<String> = pulled
@@ -536,6 +577,9 @@ impl Connection<'_> {
                     // Renegotiations of this session send the token too.
                     c.session.set_credentials(creds.username(), token);
                     info!("auth-token received; used instead of the password from now on");
+                    if let Some(m) = self.management {
+                        m.line(format!(">PASSWORD:Auth-Token:{token}"));
+                    }
                 }
                 None => debug!("auth-token pushed without auth-user-pass; ignored"),
             }

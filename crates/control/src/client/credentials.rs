@@ -16,6 +16,14 @@ pub enum CredentialSource {
     Inline,
     /// Asked for on the terminal.
     Terminal,
+    /// `management-query-passwords`: asked over the management interface
+    /// each time they are needed (`>PASSWORD:Need 'Auth' ...`); the user
+    /// name too unless the config gave it; `static-challenge` as
+    /// `(echo, text)` for the prompt's `SC:` part.
+    Management {
+        ask_username: bool,
+        challenge: Option<(bool, String)>,
+    },
 }
 
 /// The client's credentials and what the server gave in exchange.
@@ -95,6 +103,12 @@ impl Credentials {
 
     /// AUTH_FAILED: a token (if any) is no good any more.
     pub fn auth_failed(&mut self) {
+        self.token = None;
+    }
+
+    /// The password (and any token) is no good: ask for it again.
+    pub fn forget_password(&mut self) {
+        self.password = None;
         self.token = None;
     }
 
@@ -182,7 +196,39 @@ pub fn reload(
             ask("Enter Auth Username: ", true)?,
             ask("Enter Auth Password: ", false)?,
         )),
+        // The client runtime asks its management interface instead.
+        CredentialSource::Management { .. } => {
+            anyhow::bail!("the credentials come from the management interface")
+        }
     }
+}
+
+/// With `management-query-passwords`: what the config does not give is
+/// asked over the management interface when the client connects (2.6 asks
+/// after `hold release`, not at start); complete credentials are used as
+/// they are ([`from_config`]).
+pub fn from_config_or_management(
+    aup: &ferrovpn_config::AuthUserPass,
+    nocache: bool,
+    challenge: Option<&ferrovpn_config::StaticChallenge>,
+    query_passwords: bool,
+) -> anyhow::Result<Credentials> {
+    if !query_passwords || (aup.username.is_some() && aup.password.is_some()) {
+        return from_config(aup, nocache, challenge);
+    }
+    let source = CredentialSource::Management {
+        ask_username: aup.username.is_none(),
+        challenge: challenge.map(|c| (c.echo, c.text.clone())),
+    };
+    Ok(Credentials {
+        source,
+        username: aup.username.clone().unwrap_or_default(),
+        password: None,
+        // The management client answers a static challenge in SCRV1 form.
+        challenge_response: None,
+        token: None,
+        nocache,
+    })
 }
 
 /// Ask for a secret on the controlling terminal without echo (the private

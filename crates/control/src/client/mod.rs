@@ -25,6 +25,7 @@ mod connection;
 pub mod credentials;
 pub mod dns;
 mod link;
+pub mod management;
 pub mod plan;
 pub mod proxy;
 pub mod resolved;
@@ -38,6 +39,8 @@ use connection::Connection;
 use credentials::{CredentialSource, Credentials};
 pub use ferrovpn_config::AuthRetry;
 pub use link::Proxy;
+use management::ClientManagement;
+pub use management::ClientManagementSettings;
 use tunnel::Tunnel;
 use walk::Walk;
 
@@ -158,6 +161,8 @@ pub struct ClientSettings {
     /// `inactive SECONDS [BYTES]`: exit after SECONDS with less than BYTES
     /// of tunnel traffic (keepalives do not count), as 2.6.
     pub inactive: Option<Inactivity>,
+    /// `management ...` on a client (see [`management`]).
+    pub management: Option<ClientManagementSettings>,
 }
 
 /// `inactive`: see [`ClientSettings::inactive`].
@@ -194,6 +199,63 @@ fn signal_text(ended: &Ended) -> &'static str {
         Ended::AuthFailed(_) => "auth-failure",
         Ended::Reconnect(_) | Ended::Restart => "sigusr1",
     }
+}
+
+/// The description of a client's `RECONNECTING`/`EXITING` state after
+/// `ended`: 2.6's signal text (the signal, or the reason of a soft one).
+/// `restart_signal`: what asked for an [`Ended::Restart`].
+fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
+    match ended {
+        Ended::Shutdown => "SIGTERM",
+        Ended::Exit(why) if why.contains("inactive") => "inactive",
+        Ended::Exit(_) => "ping-exit",
+        Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
+        Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
+        Ended::Reconnect(_) => "connection-reset",
+        Ended::ServerLeft(why) if why.contains("RESTART") => "server-pushed-connection-reset",
+        Ended::ServerLeft(why) if why.contains("exit") => "remote-exit",
+        Ended::ServerLeft(_) => "connection-reset",
+        Ended::AuthFailed(_) => "auth-failure",
+        Ended::Restart => restart_signal,
+        Ended::Fatal(why) if why.contains("HALT") => "server-pushed-halt",
+        Ended::Fatal(_) => "SIGTERM",
+    }
+}
+
+/// `>PASSWORD:Verification Failed: 'Auth'`, with `['REASON']` when the
+/// server's AUTH_FAILED gave one, as 2.6 tells its management client.
+fn verification_failed(reason: &str) -> String {
+    if reason.is_empty() {
+        ">PASSWORD:Verification Failed: 'Auth'".to_string()
+    } else {
+        format!(">PASSWORD:Verification Failed: 'Auth' ['{reason}']")
+    }
+}
+
+/// `management-query-passwords`: ask the management client for what the
+/// config does not give, and keep it in `c`.
+async fn ask_credentials(m: &ClientManagement, c: &mut Credentials) {
+    let CredentialSource::Management {
+        ask_username,
+        challenge,
+    } = c.source.clone()
+    else {
+        return;
+    };
+    let q = m
+        .ask_password(crate::management::PasswordQuery::new(
+            "Auth",
+            ask_username,
+            challenge,
+        ))
+        .await;
+    let user = q.username.unwrap_or_else(|| c.username().to_string());
+    c.set(user, q.password.unwrap_or_default());
+}
+
+/// The pause before a reconnect in whole seconds, for `>HOLD:...:N`.
+fn whole_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 fn unix_now() -> u64 {
@@ -306,6 +368,26 @@ pub async fn run_client(
             .ok()
     });
     let peers = PeerTable::new();
+    let management = match s.management.take() {
+        Some(m) => {
+            Some(ClientManagement::start(m.management, peers.clone(), restart.clone()).await?)
+        }
+        None => None,
+    };
+    let mgmt = management.as_ref();
+    if let Some(m) = mgmt {
+        m.state("CONNECTING", "");
+    }
+    // `signal SIGTERM` from a management client ends the client as SIGTERM does.
+    let shutdown = async move {
+        match mgmt {
+            Some(m) => tokio::select! {
+                _ = shutdown => {}
+                _ = m.exit_requested() => {}
+            },
+            None => shutdown.await,
+        }
+    };
     let mut tunnel = Tunnel::new(
         NetConfig::connect()?,
         dns::DnsBackend::detect().await,
@@ -333,8 +415,28 @@ pub async fn run_client(
         Ok(i) => i,
         Err(give_up) => anyhow::bail!("{give_up}"),
     };
+    // The description of the EXITING state when the loop ends.
+    let mut exit_reason = "SIGTERM";
+    if let Some(m) = mgmt {
+        info!("Need hold release from management interface, waiting...");
+        tokio::select! {
+            _ = m.wait_for_hold_release() => {}
+            _ = &mut shutdown => {
+                m.state("EXITING", exit_reason);
+                m.flush().await;
+                return Ok(());
+            }
+        }
+    }
     let result = loop {
+        exit_reason = "SIGTERM";
         let remote = &s.remotes[index];
+        if let Some(m) = mgmt
+            && untried.is_empty()
+            && remote.host.parse::<IpAddr>().is_err()
+        {
+            m.state("RESOLVE", "");
+        }
         let server = if untried.is_empty() {
             resolve(remote).await.map(|mut addrs| {
                 addrs.reverse();
@@ -346,6 +448,18 @@ pub async fn run_client(
         };
         let ended = match server {
             Ok(server) => {
+                if let (Some(m), Some(c)) = (mgmt, credentials.as_mut())
+                    && !c.has_secret()
+                    && matches!(c.source, CredentialSource::Management { .. })
+                {
+                    tokio::select! {
+                        _ = ask_credentials(m, c) => {}
+                        _ = &mut shutdown => {
+                            m.cancel_password_query();
+                            break Ok(());
+                        }
+                    }
+                }
                 if let Some(c) = credentials.as_mut()
                     && !c.has_secret()
                 {
@@ -397,6 +511,11 @@ pub async fn run_client(
                                     break Err(e);
                                 }
                                 tunnel.route_around(server.ip()).await;
+                                if let Some(m) = mgmt
+                                    && remote.transport == Transport::Tcp
+                                {
+                                    m.state("TCP_CONNECT", "");
+                                }
                                 match open_link(remote, &p.dp, data_server).await {
                                     Ok(server) => {
                                         let outcome = Connection {
@@ -412,6 +531,7 @@ pub async fn run_client(
                                             credentials: credentials.as_mut(),
                                             status_file: status_file.as_ref(),
                                             scripts: &mut client_scripts,
+                                            management: mgmt,
                                         }
                                         .run(shutdown.as_mut())
                                         .instrument(crate::peer_log::peer_span(None, server))
@@ -449,6 +569,18 @@ pub async fn run_client(
             // Only an ephemeral port changes; a fixed lport stays as it is.
             fresh_socket = remote.bind.port() == 0;
         }
+        if matches!(ended, Ended::Restart | Ended::AuthFailed(_)) {
+            // 2.6 closes its socket on these soft restarts too: the server
+            // still holds the old session for this address (for its
+            // hand-window after AUTH_FAILED), and would take a new session
+            // from it for a renegotiation of the old one.
+            fresh_socket = remote.bind.port() == 0;
+        }
+        let restart_signal = mgmt.map_or("SIGUSR1", ClientManagement::take_restart_signal);
+        let why = state_reason(&ended, restart_signal);
+        if let (Some(m), Ended::AuthFailed(reason)) = (mgmt, &ended) {
+            m.line(verification_failed(reason));
+        }
         let signal = signal_text(&ended);
         if !keeps_tunnel(s.persist_tun, &ended) {
             client_scripts.before_tear_down(signal).await;
@@ -458,6 +590,16 @@ pub async fn run_client(
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
             client_scripts.tunnel_kept(signal).await;
         }
+        // With explicit-exit-notify, 2.6 turns a SIGTERM (an AUTH_FAILED
+        // that ends the client is one) into its notification first, and
+        // exits with that as the reason.
+        exit_reason = if remote.explicit_exit_notify.is_some()
+            && matches!(ended, Ended::Shutdown | Ended::AuthFailed(_))
+        {
+            "exit-with-notification"
+        } else {
+            why
+        };
         let reason = match ended {
             Ended::Shutdown => break Ok(()),
             Ended::Exit(reason) => {
@@ -477,6 +619,12 @@ pub async fn run_client(
                         AuthRetry::None => false,
                         AuthRetry::NoInteract => true,
                         AuthRetry::Interact => match credentials.as_mut() {
+                            // Asked again over the management interface
+                            // before the next attempt, as 2.6.
+                            Some(c) if matches!(c.source, CredentialSource::Management { .. }) => {
+                                c.forget_password();
+                                true
+                            }
                             Some(c) => match reload(&s, c) {
                                 Ok(()) => true,
                                 Err(e) => break Err(e.context(format!("AUTH_FAILED: {reason}"))),
@@ -490,7 +638,25 @@ pub async fn run_client(
                 format!("AUTH_FAILED: {reason}")
             }
             Ended::Restart => {
-                info!("restarting the connection (SIGUSR1)");
+                info!("restarting the connection ({why})");
+                if let Some(m) = mgmt {
+                    m.state("RECONNECTING", why);
+                    // 2.6 waits connect-retry after SIGUSR1, nothing after SIGHUP.
+                    let pause = if why == "SIGHUP" {
+                        0
+                    } else {
+                        whole_secs(remote.connect_retry)
+                    };
+                    if m.hold_again(pause) {
+                        tokio::select! {
+                            _ = m.wait_for_hold_release() => {}
+                            _ = &mut shutdown => {
+                                exit_reason = "SIGTERM";
+                                break Ok(());
+                            }
+                        }
+                    }
+                }
                 untried.clear();
                 index = match walk.next_entry() {
                     Ok(i) => i,
@@ -515,9 +681,28 @@ pub async fn run_client(
             "connection ended: {reason}; retrying in {}s",
             wait.as_secs_f32()
         );
+        if let Some(m) = mgmt {
+            m.state("RECONNECTING", why);
+        }
+        // With management-hold the hold takes the pause's place, as 2.6.
+        if let Some(m) = mgmt
+            && m.hold_again(whole_secs(wait))
+        {
+            tokio::select! {
+                _ = m.wait_for_hold_release() => {}
+                _ = &mut shutdown => {
+                    exit_reason = "SIGTERM";
+                    break Ok(());
+                }
+            }
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut shutdown => break Ok(()),
+            _ = &mut shutdown => {
+                exit_reason = "SIGTERM";
+                break Ok(());
+            }
         }
     };
     client_scripts.before_tear_down("sigterm").await;
@@ -525,6 +710,10 @@ pub async fn run_client(
     client_scripts.after_tear_down("sigterm").await;
     if let Some(p) = plane {
         p.dp.shutdown();
+    }
+    if let Some(m) = mgmt {
+        m.state("EXITING", exit_reason);
+        m.flush().await;
     }
     result
 }
@@ -697,6 +886,55 @@ fn shuffle(v: &mut [usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_reasons_as_2_6() {
+        // vectors/client_connect_restart.txt, client_wrong_password.txt
+        let cases = [
+            (Ended::Shutdown, "SIGTERM"),
+            (Ended::AuthFailed(String::new()), "auth-failure"),
+            (Ended::Restart, "SIGHUP"),
+            (
+                Ended::Reconnect("inactivity timeout (ping-restart 10s)".into()),
+                "ping-restart",
+            ),
+            (
+                Ended::Exit("inactivity timeout (ping-exit 5s)".into()),
+                "ping-exit",
+            ),
+            (
+                Ended::Exit("inactivity timeout (inactive 5s)".into()),
+                "inactive",
+            ),
+            (
+                Ended::ServerLeft("server sent RESTART ".into()),
+                "server-pushed-connection-reset",
+            ),
+            (
+                Ended::ServerLeft("server sent exit notification".into()),
+                "remote-exit",
+            ),
+            (
+                Ended::Fatal("server sent HALT ".into()),
+                "server-pushed-halt",
+            ),
+            (
+                Ended::Reconnect("connection to x ended: reset".into()),
+                "connection-reset",
+            ),
+        ];
+        for (ended, reason) in cases {
+            assert_eq!(state_reason(&ended, "SIGHUP"), reason, "{ended:?}");
+        }
+        assert_eq!(
+            verification_failed(""),
+            ">PASSWORD:Verification Failed: 'Auth'"
+        );
+        assert_eq!(
+            verification_failed("CRV1:R,E:state:dXNlcg==:Enter code"),
+            ">PASSWORD:Verification Failed: 'Auth' ['CRV1:R,E:state:dXNlcg==:Enter code']"
+        );
+    }
 
     #[test]
     fn persist_tun_keeps_the_tunnel_across_restarts_only() {

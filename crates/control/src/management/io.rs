@@ -25,6 +25,7 @@ pub(super) struct Context {
     pub shared: Arc<Mutex<Shared>>,
     pub requests: mpsc::Sender<Request>,
     pub hold_released: Arc<Notify>,
+    pub password_given: Arc<Notify>,
 }
 
 pub(super) enum Listener {
@@ -128,6 +129,12 @@ fn broadcast(notice: Notice, shared: &Mutex<Shared>) -> Broadcast {
             lock(shared).states.push(entry.clone());
             Broadcast::State(reply::line(&format!(">STATE:{entry}")))
         }
+        Notice::ClientState(s) => {
+            let entry = reply::client_state_entry(session::unix_now(), &s);
+            lock(shared).states.push(entry.clone());
+            Broadcast::State(reply::line(&format!(">STATE:{entry}")))
+        }
+        Notice::Line(text) => Broadcast::Client(reply::line(&text)),
         Notice::Log(entry) => {
             let line = reply::line(&format!(">LOG:{entry}"));
             lock(shared).log.push(entry);
@@ -242,8 +249,15 @@ async fn connection(
                         Ok(l) => session.on_line(&mut lock(&ctx.shared), &l),
                         Err(session::LineTooLong) => Step::Send(reply::line("ERROR: command line too long")),
                     };
-                    if lock(&ctx.shared).hold_released {
+                    let (released, answered) = {
+                        let sh = lock(&ctx.shared);
+                        (sh.hold_released, sh.password_query.as_ref().is_some_and(|q| q.complete()))
+                    };
+                    if released {
                         ctx.hold_released.notify_one();
+                    }
+                    if answered {
+                        ctx.password_given.notify_one();
                     }
                     let ok = match step {
                         Step::Nothing => true,

@@ -35,6 +35,7 @@ use tracing::warn;
 
 pub use log::{LogLayer, event_line, peer_line};
 use session::{History, Shared};
+pub use session::{Mode, PasswordQuery};
 
 /// Connections served at once.
 pub const MAX_CLIENTS: usize = 8;
@@ -130,6 +131,11 @@ pub enum Answer {
     /// Whether `client-kill` found the client / the signal was acted on.
     Done(bool),
     ByteCounts(Vec<(u64, u64, u64)>),
+    /// A client's own byte counts, for `>BYTECOUNT:IN,OUT`.
+    ClientBytes {
+        received: u64,
+        sent: u64,
+    },
     /// The server did not answer.
     Unavailable,
 }
@@ -179,6 +185,24 @@ pub enum Notice {
         address: String,
         primary: bool,
     },
+    /// A client's state change with every field 2.6 fills on a client
+    /// (`>STATE:TIME,STATE,DESCRIPTION,LOCAL_IP,REMOTE_IP,REMOTE_PORT,,`).
+    ClientState(ClientState),
+    /// A notification line sent as it is to every connection (`>PASSWORD:`,
+    /// `>HOLD:`, `>FATAL:`), without its CRLF.
+    Line(String),
+}
+
+/// The fields of one client `>STATE:` line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientState {
+    pub state: &'static str,
+    pub description: String,
+    /// The tunnel address (ASSIGN_IP, CONNECTED).
+    pub local_ip: String,
+    /// The server's address and port (CONNECTED).
+    pub remote_ip: String,
+    pub remote_port: String,
 }
 
 /// The part of the interface the server holds.
@@ -187,6 +211,8 @@ pub struct Management {
     requests: Option<mpsc::Receiver<Request>>,
     shared: Arc<Mutex<Shared>>,
     hold_released: Arc<Notify>,
+    /// Woken when a connection answered a `>PASSWORD:` query.
+    password_given: Arc<Notify>,
     listen: String,
 }
 
@@ -194,7 +220,20 @@ impl Management {
     /// Bind the listener and start serving connections on the current
     /// tokio runtime.
     pub async fn start(settings: ManagementSettings) -> anyhow::Result<Self> {
+        Self::start_as(settings, session::Mode::Server).await
+    }
+
+    /// [`Management::start`] for a client: client-only replies, and the
+    /// client's own `>STATE`, `>HOLD` and `>PASSWORD` notifications.
+    pub async fn start_for_client(settings: ManagementSettings) -> anyhow::Result<Self> {
+        Self::start_as(settings, session::Mode::Client).await
+    }
+
+    async fn start_as(settings: ManagementSettings, mode: session::Mode) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
+            mode,
+            hold_wait: 0,
+            password_query: None,
             hold: settings.hold,
             hold_released: false,
             holding: settings.hold,
@@ -207,6 +246,7 @@ impl Management {
         let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE);
         let hold_released = Arc::new(Notify::new());
+        let password_given = Arc::new(Notify::new());
         log::connect(notices_tx.clone());
         let listen = match &settings.listen {
             Listen::Tcp(a) => a.to_string(),
@@ -220,6 +260,7 @@ impl Management {
             shared: shared.clone(),
             requests: requests_tx,
             hold_released: hold_released.clone(),
+            password_given: password_given.clone(),
         });
         tokio::spawn(io::serve(listener, notices_rx, ctx));
         Ok(Self {
@@ -227,8 +268,71 @@ impl Management {
             requests: Some(requests_rx),
             shared,
             hold_released,
+            password_given,
             listen,
         })
+    }
+
+    /// Whether `management-hold` is on now (`hold on|off` changes it).
+    pub fn hold_flag(&self) -> bool {
+        lock(&self.shared).hold
+    }
+
+    /// A client about to reconnect: with the hold flag on, hold again and
+    /// say `>HOLD:Waiting for hold release:WAIT` (WAIT: the pause the hold
+    /// replaces, as 2.6). Returns whether it holds; then
+    /// [`Management::wait_for_hold_release`] waits for the release.
+    pub fn hold_again(&self, wait_secs: u32) -> bool {
+        {
+            let mut sh = lock(&self.shared);
+            if !sh.hold {
+                return false;
+            }
+            sh.holding = true;
+            sh.hold_released = false;
+            sh.hold_wait = wait_secs;
+        }
+        self.notify(Notice::Line(format!(
+            ">HOLD:Waiting for hold release:{wait_secs}"
+        )));
+        true
+    }
+
+    /// Ask the management clients for credentials (`>PASSWORD:Need ...`,
+    /// repeated to each client that connects meanwhile) and wait for
+    /// `username`/`password`; returns the answered query.
+    pub async fn ask_password(&self, query: session::PasswordQuery) -> session::PasswordQuery {
+        let prompt = query.prompt();
+        lock(&self.shared).password_query = Some(query);
+        self.notify(Notice::Line(prompt));
+        loop {
+            {
+                let mut sh = lock(&self.shared);
+                if sh.password_query.as_ref().is_some_and(|q| q.complete()) {
+                    return sh.password_query.take().expect("checked above");
+                }
+            }
+            self.password_given.notified().await;
+        }
+    }
+
+    /// Drop a query nobody answered (the client stops waiting for it).
+    pub fn cancel_password_query(&self) {
+        lock(&self.shared).password_query = None;
+    }
+
+    /// Wait (a bounded time) until the notifications sent so far left the
+    /// queue for the connections, so that an exiting client's last
+    /// `>STATE:` reaches them before the process ends.
+    pub async fn flush(&self) {
+        for _ in 0..50 {
+            if self.notices.capacity() == self.notices.max_capacity() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The connection tasks write what they were handed.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
     /// Where it listens, for the log.

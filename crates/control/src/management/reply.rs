@@ -76,6 +76,16 @@ pub fn state_entry(unix: u64, state: &str, description: &str, local_ip: &str) ->
     format!("{unix},{state},{description},{local_ip},,,,")
 }
 
+/// A client's state history entry, as 2.6 writes it on a client:
+/// `TIME,STATE,DESCRIPTION,LOCAL_IP,REMOTE_IP,REMOTE_PORT,,` (2.6 leaves the
+/// local address and port empty for an unbound client socket).
+pub fn client_state_entry(unix: u64, s: &super::ClientState) -> String {
+    format!(
+        "{unix},{},{},{},{},{},,",
+        s.state, s.description, s.local_ip, s.remote_ip, s.remote_port
+    )
+}
+
 /// `>CLIENT:EVENT,ARGS` followed by its `>CLIENT:ENV` block.
 pub fn client_event(event: &str, args: &str, env: &[(String, String)]) -> String {
     let mut out = line(&format!(">CLIENT:{event},{args}"));

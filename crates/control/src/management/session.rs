@@ -74,6 +74,69 @@ pub struct Shared {
     /// `management-client-auth`: the `client-*` commands decide about
     /// waiting clients (without it they fail, as in 2.6).
     pub client_auth: bool,
+    /// Whether a server or a client runs the interface.
+    pub mode: Mode,
+    /// The `N` of `>HOLD:Waiting for hold release:N`: the seconds a
+    /// client would have paused before this reconnect (0 at start).
+    pub hold_wait: u32,
+    /// A client waits for `username`/`password` (`>PASSWORD:Need ...`).
+    pub password_query: Option<PasswordQuery>,
+}
+
+/// Which daemon the interface belongs to: some commands only make sense
+/// for one of them, and 2.6 answers the others with an `ERROR:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Server,
+    Client,
+}
+
+/// Credentials a client asks its management client for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordQuery {
+    /// The type the answers must name (`Auth`).
+    pub kind: String,
+    /// Whether a user name is wanted too (`username/password`) or only the
+    /// password (the config gave the user name).
+    pub needs_username: bool,
+    /// `static-challenge TEXT ECHO`: `(echo, text)`, announced as
+    /// `SC:ECHO,TEXT`; the management client answers in SCRV1 form itself.
+    pub challenge: Option<(bool, String)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl PasswordQuery {
+    /// A query for `kind`'s credentials.
+    pub fn new(kind: &str, needs_username: bool, challenge: Option<(bool, String)>) -> Self {
+        Self {
+            kind: kind.to_string(),
+            needs_username,
+            challenge,
+            username: None,
+            password: None,
+        }
+    }
+
+    /// The `>PASSWORD:Need ...` notification, without its CRLF.
+    pub fn prompt(&self) -> String {
+        let what = if self.needs_username {
+            "username/password"
+        } else {
+            "password"
+        };
+        let mut s = format!(">PASSWORD:Need '{}' {what}", self.kind);
+        if let Some((echo, text)) = &self.challenge {
+            s += &format!(" SC:{},{text}", u8::from(*echo));
+        }
+        s
+    }
+
+    /// Every wanted answer is in.
+    pub fn complete(&self) -> bool {
+        self.password.is_some() && (!self.needs_username || self.username.is_some())
+    }
 }
 
 /// The last N lines of something, oldest first.
@@ -226,6 +289,11 @@ impl Session {
     fn run(&mut self, shared: &mut Shared, c: Command) -> Step {
         use Command as C;
         let send = |s: &str| Step::Send(reply::line(s));
+        if shared.mode == Mode::Client
+            && let Some(step) = client_command(shared, &c)
+        {
+            return step;
+        }
         match c {
             C::Quit => Step::Close(String::new()),
             C::Help => Step::Send(reply::help()),
@@ -398,6 +466,9 @@ impl Session {
             (Query::Signal(name), Answer::Done(false)) => {
                 reply::line(&format!("ERROR: signal '{name}' is currently ignored"))
             }
+            (Query::ByteCounts, Answer::ClientBytes { received, sent }) => {
+                reply::line(&format!(">BYTECOUNT:{received},{sent}"))
+            }
             (Query::ByteCounts, Answer::ByteCounts(rows)) => rows
                 .iter()
                 .map(|(cid, rx, tx)| reply::line(&format!(">BYTECOUNT_CLI:{cid},{rx},{tx}")))
@@ -430,9 +501,71 @@ fn welcome(shared: &Shared) -> String {
     let mut s =
         reply::line(">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info");
     if shared.holding {
-        s += &reply::line(">HOLD:Waiting for hold release:0");
+        s += &reply::line(&format!(
+            ">HOLD:Waiting for hold release:{}",
+            shared.hold_wait
+        ));
+    }
+    // A client that waits for credentials asks whoever connects.
+    if let Some(q) = &shared.password_query {
+        s += &reply::line(&q.prompt());
     }
     s
+}
+
+/// How a client's interface answers what differs from a server's: the
+/// server-only commands fail as 2.6 fails them on a client, and
+/// `username`/`password` answer a pending `>PASSWORD:Need` query. `None`:
+/// as on a server.
+fn client_command(shared: &mut Shared, c: &Command) -> Option<Step> {
+    use Command as C;
+    let send = |s: &str| Some(Step::Send(reply::line(s)));
+    let not_here = |name: &str| {
+        send(&format!(
+            "ERROR: The '{name}' command is not supported by the current daemon mode"
+        ))
+    };
+    match c {
+        C::NClients => not_here("nclients"),
+        C::Kill(_) => not_here("kill"),
+        C::ClientKill { .. } => not_here("client-kill"),
+        C::ClientAuth { .. } => not_here("client-auth"),
+        C::ClientAuthNt { .. } => not_here("client-auth-nt"),
+        C::ClientDeny { .. } => not_here("client-deny"),
+        C::ClientPendingAuth { .. } => not_here("client-pending-auth"),
+        C::NotInThisMode(name) if name == "needok" => {
+            send("ERROR: no needok-confirmation is currently needed at this time")
+        }
+        C::NotInThisMode(name) if name == "needstr" => {
+            send("ERROR: no needstr-string is currently needed at this time")
+        }
+        C::Username { kind, value } => send(&answer_query(shared, "username", kind, value)),
+        C::Password { kind, value } => send(&answer_query(shared, "password", kind, value)),
+        _ => None,
+    }
+}
+
+/// `username TYPE VALUE` / `password TYPE VALUE` against the pending query.
+fn answer_query(shared: &mut Shared, what: &str, kind: &str, value: &str) -> String {
+    let wanted = shared
+        .password_query
+        .as_mut()
+        .filter(|q| what == "password" || q.needs_username);
+    let Some(q) = wanted else {
+        return format!("ERROR: no {what} is currently needed at this time");
+    };
+    if q.kind != kind {
+        return format!(
+            "ERROR: {what} of type '{kind}' entered, but we need one of type '{}'",
+            q.kind
+        );
+    }
+    if what == "username" {
+        q.username = Some(value.to_string());
+    } else {
+        q.password = Some(value.to_string());
+    }
+    format!("SUCCESS: '{kind}' {what} entered, but not yet verified")
 }
 
 /// `kill CN` or `kill IP:port`, split as 2.6 splits it (on the first two
@@ -502,6 +635,9 @@ mod tests {
             verb: 3,
             pid: 4242,
             client_auth: false,
+            mode: Mode::Server,
+            hold_wait: 0,
+            password_query: None,
         }
     }
 
@@ -785,6 +921,137 @@ mod tests {
             };
             assert_eq!(reply, format!("{expected}\r\n"), "{line}");
         }
+    }
+
+    fn client_shared() -> Shared {
+        Shared {
+            mode: Mode::Client,
+            hold: true,
+            holding: true,
+            ..shared()
+        }
+    }
+
+    fn reply_to(s: &mut Session, sh: &mut Shared, line: &str) -> String {
+        match s.on_line(sh, line) {
+            Step::Send(t) => t.trim_end().to_string(),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_commands_as_the_stock_client() {
+        // vectors/client_commands.txt
+        let mut sh = client_shared();
+        let mut s = Session::new(None);
+        assert_eq!(
+            s.greeting(&sh),
+            ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\r\n>HOLD:Waiting for hold release:0\r\n"
+        );
+        for (line, expected) in [
+            ("hold", "SUCCESS: hold=1"),
+            (
+                "username Auth x",
+                "ERROR: no username is currently needed at this time",
+            ),
+            (
+                "password Auth y",
+                "ERROR: no password is currently needed at this time",
+            ),
+            (
+                "needok x ok",
+                "ERROR: no needok-confirmation is currently needed at this time",
+            ),
+            (
+                "needstr x y",
+                "ERROR: no needstr-string is currently needed at this time",
+            ),
+            (
+                "kill x",
+                "ERROR: The 'kill' command is not supported by the current daemon mode",
+            ),
+            (
+                "client-kill 1",
+                "ERROR: The 'client-kill' command is not supported by the current daemon mode",
+            ),
+            (
+                "nclients",
+                "ERROR: The 'nclients' command is not supported by the current daemon mode",
+            ),
+            (
+                "client-auth 1 2",
+                "ERROR: The 'client-auth' command is not supported by the current daemon mode",
+            ),
+            ("bytecount 1", "SUCCESS: bytecount interval changed"),
+            ("hold release", "SUCCESS: hold release succeeded"),
+        ] {
+            assert_eq!(reply_to(&mut s, &mut sh, line), expected, "{line}");
+        }
+        assert!(sh.hold_released);
+        // A client's byte counts and status come from the runtime.
+        assert_eq!(s.on_line(&mut sh, "status"), Step::Ask(Query::Status(1)));
+        assert_eq!(
+            s.answered(
+                &Query::ByteCounts,
+                Answer::ClientBytes {
+                    received: 1854,
+                    sent: 1029
+                }
+            ),
+            ">BYTECOUNT:1854,1029\r\n"
+        );
+        assert_eq!(
+            s.on_line(&mut sh, "load-stats"),
+            Step::Ask(Query::LoadStats)
+        );
+    }
+
+    #[test]
+    fn client_password_query_as_the_stock_client() {
+        // vectors/client_connect_restart.txt, client_private_key.txt
+        let mut sh = client_shared();
+        sh.password_query = Some(PasswordQuery::new("Auth", true, None));
+        let q = sh.password_query.clone().unwrap();
+        assert_eq!(q.prompt(), ">PASSWORD:Need 'Auth' username/password");
+        assert_eq!(
+            PasswordQuery::new("Auth", true, Some((true, "Enter PIN".into()))).prompt(),
+            ">PASSWORD:Need 'Auth' username/password SC:1,Enter PIN"
+        );
+        assert_eq!(
+            PasswordQuery::new("Auth", false, None).prompt(),
+            ">PASSWORD:Need 'Auth' password"
+        );
+        let mut s = Session::new(None);
+        // Whoever connects while the client waits is asked.
+        assert!(
+            s.greeting(&sh)
+                .ends_with(">PASSWORD:Need 'Auth' username/password\r\n")
+        );
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "password \"Private Key\" keypw"),
+            "ERROR: password of type 'Private Key' entered, but we need one of type 'Auth'"
+        );
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "password Auth \"s3cret pass\""),
+            "SUCCESS: 'Auth' password entered, but not yet verified"
+        );
+        assert!(!sh.password_query.as_ref().unwrap().complete());
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "username \"Auth\" alice"),
+            "SUCCESS: 'Auth' username entered, but not yet verified"
+        );
+        let q = sh.password_query.as_ref().unwrap();
+        assert!(q.complete());
+        assert_eq!(q.username.as_deref(), Some("alice"));
+        assert_eq!(q.password.as_deref(), Some("s3cret pass"));
+        // Only the password wanted: a user name is not taken.
+        sh.password_query = Some(PasswordQuery::new("Auth", false, None));
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "username Auth bob"),
+            "ERROR: no username is currently needed at this time"
+        );
+        // The password command is never written to the log history.
+        assert!(sh.log.last(None).all(|l| !l.contains("s3cret")));
     }
 
     #[test]
