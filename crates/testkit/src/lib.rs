@@ -8,6 +8,9 @@
 //! thread of its own. Every guard cleans up in
 //! `Drop`, also when a test panics, and every wait has a deadline.
 //!
+//! `resolved` runs a real systemd-resolved on a private bus without
+//! installing it.
+//!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).
 //!
 //! `lab` is the shared fixture of the interop tests (namespaces, PKI,
@@ -23,6 +26,7 @@ mod net;
 mod netns;
 pub mod pki;
 mod process;
+pub mod resolved;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,

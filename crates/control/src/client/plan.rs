@@ -71,7 +71,7 @@ pub struct Redirect {
 }
 
 /// Pushed name resolution settings (`dhcp-option DNS/DOMAIN/DOMAIN-SEARCH`,
-/// 2.6's `dns server N address A` and `dns search-domain D`).
+/// 2.6's `dns server N address A` and `dns search-domains D`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsPlan {
     pub servers: Vec<IpAddr>,
@@ -88,7 +88,7 @@ pub struct DnsPlan {
     pub transport: Option<DnsTransport>,
 }
 
-/// 2.6's `dns` options: `dns search-domain` lines and `dns server N ...`.
+/// 2.6's `dns` options: `dns search-domains` lines and `dns server N ...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsOptions {
     pub search_domains: Vec<String>,
@@ -167,7 +167,10 @@ impl DnsOptions {
                 }
             }
             for (j, d) in s.resolve_domains.iter().enumerate() {
-                env.push((format!("dns_server_{i}_resolve_domain_{}", j + 1), d.clone()));
+                env.push((
+                    format!("dns_server_{i}_resolve_domain_{}", j + 1),
+                    d.clone(),
+                ));
             }
             if let Some(v) = s.dnssec {
                 env.push((format!("dns_server_{i}_dnssec"), v.name().to_owned()));
@@ -200,7 +203,11 @@ impl DnsOptions {
     /// The link-wide DNSSEC mode: the first server (by priority) that sets
     /// one; a warning when servers disagree (resolved has one per link).
     pub fn link_dnssec(&self, warnings: &mut Vec<String>) -> Option<Dnssec> {
-        first_and_warn(self.servers.iter().filter_map(|s| s.dnssec), "dnssec", warnings)
+        first_and_warn(
+            self.servers.iter().filter_map(|s| s.dnssec),
+            "dnssec",
+            warnings,
+        )
     }
 
     /// The link-wide transport, as [`DnsOptions::link_dnssec`].
@@ -579,7 +586,7 @@ fn dhcp_option(kind: &str, value: &str, dns: &mut DnsPlan, warnings: &mut Vec<St
     }
 }
 
-/// 2.6's `dns search-domain D ...` and `dns server N address A[:PORT] ...|
+/// 2.6's `dns search-domains D ...` and `dns server N address A[:PORT] ...|
 /// resolve-domains D ...|dnssec yes|optional|no|transport plain|DoT|DoH|sni NAME`.
 /// Addresses with port 53 (or none) go to the applied servers; every valid
 /// part is kept in `dns.dns` for the link mode and the script variables.
@@ -591,21 +598,24 @@ fn dns_option(args: &[String], dns: &mut DnsPlan, warnings: &mut Vec<String>) {
         ))
     };
     match args.first().map(String::as_str) {
-        Some("search-domain") => {
+        Some("search-domains") if args.len() > 1 => {
             for d in &args[1..] {
                 if valid_domain(d) {
                     push_unique(&mut dns.search, d.clone());
                     push_unique(&mut dns.dns.search_domains, d.clone());
                 } else {
                     warnings.push(format!(
-                        "pushed dns search-domain '{d}' is not a domain name; ignored"
+                        "pushed dns search-domains '{d}' is not a domain name; ignored"
                     ));
                 }
             }
         }
         Some("server") => {
+            // 2.6 takes -128..127 from the config file, 0..127 pushed.
             let (Some(priority), Some(what)) = (
-                args.get(1).and_then(|n| n.parse::<i8>().ok()),
+                args.get(1)
+                    .and_then(|n| n.parse::<i8>().ok())
+                    .filter(|&n| n >= 0),
                 args.get(2).map(String::as_str),
             ) else {
                 return unsupported(warnings);
@@ -613,31 +623,29 @@ fn dns_option(args: &[String], dns: &mut DnsPlan, warnings: &mut Vec<String>) {
             let values = &args[3..];
             match (what, values) {
                 ("address", [_, ..]) if values.len() <= 8 => {
+                    // 2.6 stops at the first bad address and keeps the
+                    // ones before it.
                     for a in values {
-                        match parse_dns_server_address(a) {
-                            Some((ip, port)) => {
-                                push_unique(&mut dns.dns.server(priority).addresses, (ip, port));
-                                if port.is_none_or(|p| p == 53) {
-                                    push_unique(&mut dns.servers, ip);
-                                } else {
-                                    warnings.push(format!(
-                                        "pushed dns server address '{a}': a port other than 53 is not supported; not applied"
-                                    ));
-                                }
-                            }
-                            None => warnings.push(format!(
-                                "pushed dns server address '{a}' is not an IP address; ignored"
-                            )),
+                        let Some((ip, port)) = parse_dns_server_address(a) else {
+                            warnings.push(format!(
+                                "pushed dns server {priority} address '{a}' is not an IP address[:PORT]; it and the rest of the line ignored"
+                            ));
+                            break;
+                        };
+                        push_unique(&mut dns.dns.server(priority).addresses, (ip, port));
+                        if port.is_none_or(|p| p == 53) {
+                            push_unique(&mut dns.servers, ip);
+                        } else {
+                            warnings.push(format!(
+                                "pushed dns server address '{a}': a port other than 53 is not supported; not applied"
+                            ));
                         }
                     }
                 }
                 ("resolve-domains", [_, ..]) => {
                     for d in values {
                         if valid_domain(d) {
-                            push_unique(
-                                &mut dns.dns.server(priority).resolve_domains,
-                                d.clone(),
-                            );
+                            push_unique(&mut dns.dns.server(priority).resolve_domains, d.clone());
                         } else {
                             warnings.push(format!(
                                 "pushed dns server resolve-domains '{d}' is not a domain name; ignored"
@@ -902,7 +910,7 @@ mod tests {
 
     #[test]
     fn dns_option_of_2_6() {
-        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 0 address 10.8.0.1 [fd00::1]:53 9.9.9.9:5353,dns search-domain a.example b.example").unwrap();
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 0 address 10.8.0.1 [fd00::1]:53 9.9.9.9:5353,dns search-domains a.example b.example").unwrap();
         assert_eq!(
             p.dns.servers,
             vec![IpAddr::from([10, 8, 0, 1]), "fd00::1".parse().unwrap()]
@@ -929,7 +937,12 @@ mod tests {
         assert_eq!(p.dns.dnssec, Some(Dnssec::Yes));
         assert_eq!(p.dns.transport, Some(DnsTransport::Tls));
         assert_eq!(
-            p.dns.dns.servers.iter().map(|s| s.priority).collect::<Vec<_>>(),
+            p.dns
+                .dns
+                .servers
+                .iter()
+                .map(|s| s.priority)
+                .collect::<Vec<_>>(),
             [1, 2]
         );
         // The servers disagree on dnssec: one warning.
@@ -961,6 +974,10 @@ mod tests {
             "dns server 300 address 10.8.0.1",
             "dns server 1 sni -x",
             "dns server 1 address 10.8.0.1:0",
+            "dns server 1 address nonsense 10.8.0.1",
+            "dns server -1 address 10.8.0.1",
+            "dns search-domain x.example",
+            "dns search-domains",
             "dns frobnicate",
         ] {
             let p = plan(&format!(
@@ -970,5 +987,12 @@ mod tests {
             assert!(p.dns.servers.is_empty(), "{bad}");
             assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
         }
+    }
+
+    #[test]
+    fn a_bad_dns_server_address_ends_the_line_as_in_2_6() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 4 address 10.8.0.4 bad 10.8.0.5").unwrap();
+        assert_eq!(p.dns.servers, vec![IpAddr::from([10, 8, 0, 4])]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! [`call_plan`] is the pure part: which calls a pushed [`DnsPlan`] turns
 //! into. [`Resolved`] sends them for one link and reverts the link on exit.
+//!
+//! The system bus is the one `DBUS_SYSTEM_BUS_ADDRESS` names when it is set
+//! (zbus honours it, as sd-bus does), else the standard socket; the tests
+//! point it at a private bus with a real systemd-resolved on it.
 
 use std::net::IpAddr;
 use std::time::Duration;

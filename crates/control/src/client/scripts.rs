@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn dns_variables_as_2_6() {
         let p = plan(
-            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 5 address 10.8.0.5,dns server -1 address 10.8.0.1 [fd00::53]:5353,dns server -1 dnssec optional,dns server -1 transport DoT,dns server -1 sni dns.example,dns server 5 resolve-domains a.example b.example,dns search-domain corp.example",
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 5 address 10.8.0.5,dns server 0 address 10.8.0.1 [fd00::53]:5353,dns server 0 dnssec optional,dns server 0 transport DoT,dns server 0 sni dns.example,dns server 5 resolve-domains a.example b.example,dns search-domains corp.example",
         );
         let env = after_up_env(&Env::new(), "tun0", &p, &[]);
         let get = |n| env.get(n).unwrap_or("-");
