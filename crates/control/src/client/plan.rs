@@ -624,11 +624,13 @@ fn dns_option(args: &[String], dns: &mut DnsPlan, warnings: &mut Vec<String>) {
             match (what, values) {
                 ("address", [_, ..]) if values.len() <= 8 => {
                     // 2.6 stops at the first bad address and keeps the
-                    // ones before it.
+                    // ones before it; a server holds at most 8 addresses.
                     for a in values {
-                        let Some((ip, port)) = parse_dns_server_address(a) else {
+                        let parsed = parse_dns_server_address(a)
+                            .filter(|_| dns.dns.server(priority).addresses.len() < 8);
+                        let Some((ip, port)) = parsed else {
                             warnings.push(format!(
-                                "pushed dns server {priority} address '{a}' is not an IP address[:PORT]; it and the rest of the line ignored"
+                                "pushed dns server {priority} address '{a}' is not an IP address[:PORT] or one more than 8; it and the rest of the line ignored"
                             ));
                             break;
                         };
@@ -993,6 +995,19 @@ mod tests {
     fn a_bad_dns_server_address_ends_the_line_as_in_2_6() {
         let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 4 address 10.8.0.4 bad 10.8.0.5").unwrap();
         assert_eq!(p.dns.servers, vec![IpAddr::from([10, 8, 0, 4])]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn a_dns_server_holds_at_most_8_addresses() {
+        let nine: Vec<String> = (1..=9).map(|i| format!("10.8.1.{i}")).collect();
+        let p = plan(&format!(
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 1 address {},dns server 1 address {}",
+            nine[..5].join(" "),
+            nine[5..].join(" ")
+        ))
+        .unwrap();
+        assert_eq!(p.dns.dns.servers[0].addresses.len(), 8);
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 }
