@@ -54,6 +54,18 @@ if ! command -v nft >/dev/null 2>&1 && ! [[ -x /usr/sbin/nft ]]; then
     fi
 fi
 
+# The DNS test (crates/ferrovpn/tests/dns_interop.rs) runs a downloaded
+# systemd-resolved on a private bus of its own.
+if ! command -v dbus-daemon >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing: dbus-daemon"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dbus-daemon >/dev/null
+    else
+        echo "demo.sh: missing dbus-daemon and no apt-get; install it and retry" >&2
+        exit 1
+    fi
+fi
+
 # Third-party consumers the test suite drives (management client, metrics
 # parser), at the versions CI installs.
 if ! python3 -c 'import openvpn_api, prometheus_client' >/dev/null 2>&1; then

@@ -26,6 +26,7 @@ fn main() -> Result<(), String> {
             .collect::<Result<_, _>>()?,
         domain: None,
         search: domains.to_vec(),
+        ..DnsPlan::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,6 +10,8 @@
 //!
 //! `mgmt` is a management-interface client for the tests; `raw_peer` speaks
 //! the control channel by hand (hostile and half-open handshakes).
+//! `resolved` runs a real systemd-resolved on a private bus without
+//! installing it.
 //!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).
 //!
@@ -28,6 +30,7 @@ mod netns;
 pub mod pki;
 mod process;
 pub mod raw_peer;
+pub mod resolved;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,

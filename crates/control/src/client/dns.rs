@@ -125,6 +125,14 @@ pub async fn apply(
                 ok
             };
             let mut ok = servers.is_empty() || run("dns", &servers);
+            if !servers.is_empty() {
+                if let Some(mode) = plan.dnssec {
+                    ok &= run("dnssec", &[resolved::dnssec_mode(mode).to_owned()]);
+                }
+                if let Some(mode) = plan.transport.and_then(resolved::dns_over_tls_mode) {
+                    ok &= run("dnsovertls", &[mode.to_owned()]);
+                }
+            }
             let domains = plan.search_domains();
             ok &= domains.is_empty() || run("domain", &domains);
             if ok {
@@ -140,6 +148,7 @@ pub async fn apply(
             })
         }
         DnsBackend::ResolvConf(path) => {
+            warn_unenforceable(plan, path);
             let current = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -177,6 +186,26 @@ pub async fn apply(
                 written,
             })
         }
+    }
+}
+
+/// resolv.conf has no way to ask for DNSSEC validation or DNS over TLS:
+/// say so when the server asked for them (the servers are still used).
+fn warn_unenforceable(plan: &DnsPlan, path: &Path) {
+    if plan.servers.is_empty() {
+        return;
+    }
+    if plan.dnssec.is_some_and(|d| d != super::plan::Dnssec::No) {
+        warn!(
+            "pushed 'dns server ... dnssec' cannot be applied through {} (only systemd-resolved validates DNSSEC here)",
+            path.display()
+        );
+    }
+    if plan.transport == Some(super::plan::DnsTransport::Tls) {
+        warn!(
+            "pushed 'dns server ... transport DoT' cannot be applied through {}: the servers are queried in plain DNS",
+            path.display()
+        );
     }
 }
 
@@ -280,6 +309,7 @@ mod tests {
             servers: vec!["10.8.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
             domain: Some("corp.example".into()),
             search: vec!["b.example".into()],
+            ..DnsPlan::default()
         }
     }
 

@@ -71,13 +71,167 @@ pub struct Redirect {
 }
 
 /// Pushed name resolution settings (`dhcp-option DNS/DOMAIN/DOMAIN-SEARCH`,
-/// 2.6's `dns server N address A` and `dns search-domain D`).
+/// 2.6's `dns server N address A` and `dns search-domains D`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsPlan {
     pub servers: Vec<IpAddr>,
     /// `dhcp-option DOMAIN`: the connection's own domain (searched first).
     pub domain: Option<String>,
     pub search: Vec<String>,
+    /// The pushed `dns` directives as 2.6 keeps them (servers ordered by
+    /// priority), for the link's DNSSEC / DNS-over-TLS mode and the
+    /// `dns_*` script variables.
+    pub dns: DnsOptions,
+    /// The link's DNSSEC mode (systemd-resolved: `SetLinkDNSSEC`).
+    pub dnssec: Option<Dnssec>,
+    /// The link's transport (systemd-resolved: `SetLinkDNSOverTLS`).
+    pub transport: Option<DnsTransport>,
+}
+
+/// 2.6's `dns` options: `dns search-domains` lines and `dns server N ...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsOptions {
+    pub search_domains: Vec<String>,
+    /// By priority `N` (lowest first), as 2.6 orders them.
+    pub servers: Vec<DnsServer>,
+}
+
+/// One `dns server N ...` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsServer {
+    pub priority: i8,
+    /// Addresses with the port when one was given.
+    pub addresses: Vec<(IpAddr, Option<u16>)>,
+    pub resolve_domains: Vec<String>,
+    pub dnssec: Option<Dnssec>,
+    pub transport: Option<DnsTransport>,
+    pub sni: Option<String>,
+}
+
+/// `dns server N dnssec yes|optional|no`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dnssec {
+    Yes,
+    Optional,
+    No,
+}
+
+impl Dnssec {
+    /// The word 2.6 uses in `dns_server_N_dnssec`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dnssec::Yes => "yes",
+            Dnssec::Optional => "optional",
+            Dnssec::No => "no",
+        }
+    }
+}
+
+/// `dns server N transport plain|DoT|DoH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsTransport {
+    Plain,
+    Tls,
+    Https,
+}
+
+impl DnsTransport {
+    /// The word 2.6 uses in `dns_server_N_transport`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsTransport::Plain => "plain",
+            DnsTransport::Tls => "DoT",
+            DnsTransport::Https => "DoH",
+        }
+    }
+}
+
+impl DnsOptions {
+    /// The `dns_*` variables 2.6 gives scripts: `dns_search_domain_I`,
+    /// then per server (numbered by position in priority order)
+    /// `dns_server_I_address_J` (`dns_server_I_port_J` when a port was
+    /// given), `dns_server_I_resolve_domain_J`, `dns_server_I_dnssec`,
+    /// `dns_server_I_transport`, `dns_server_I_sni`.
+    pub fn script_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for (i, d) in self.search_domains.iter().enumerate() {
+            env.push((format!("dns_search_domain_{}", i + 1), d.clone()));
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            let i = i + 1;
+            for (j, (addr, port)) in s.addresses.iter().enumerate() {
+                let j = j + 1;
+                env.push((format!("dns_server_{i}_address_{j}"), addr.to_string()));
+                if let Some(port) = port {
+                    env.push((format!("dns_server_{i}_port_{j}"), port.to_string()));
+                }
+            }
+            for (j, d) in s.resolve_domains.iter().enumerate() {
+                env.push((
+                    format!("dns_server_{i}_resolve_domain_{}", j + 1),
+                    d.clone(),
+                ));
+            }
+            if let Some(v) = s.dnssec {
+                env.push((format!("dns_server_{i}_dnssec"), v.name().to_owned()));
+            }
+            if let Some(v) = s.transport {
+                env.push((format!("dns_server_{i}_transport"), v.name().to_owned()));
+            }
+            if let Some(v) = &s.sni {
+                env.push((format!("dns_server_{i}_sni"), v.clone()));
+            }
+        }
+        env
+    }
+
+    /// The server `dns server N` names, created in priority order.
+    fn server(&mut self, priority: i8) -> &mut DnsServer {
+        let at = self.servers.partition_point(|s| s.priority < priority);
+        if self.servers.get(at).is_none_or(|s| s.priority != priority) {
+            self.servers.insert(
+                at,
+                DnsServer {
+                    priority,
+                    ..DnsServer::default()
+                },
+            );
+        }
+        &mut self.servers[at]
+    }
+
+    /// The link-wide DNSSEC mode: the first server (by priority) that sets
+    /// one; a warning when servers disagree (resolved has one per link).
+    pub fn link_dnssec(&self, warnings: &mut Vec<String>) -> Option<Dnssec> {
+        first_and_warn(
+            self.servers.iter().filter_map(|s| s.dnssec),
+            "dnssec",
+            warnings,
+        )
+    }
+
+    /// The link-wide transport, as [`DnsOptions::link_dnssec`].
+    pub fn link_transport(&self, warnings: &mut Vec<String>) -> Option<DnsTransport> {
+        first_and_warn(
+            self.servers.iter().filter_map(|s| s.transport),
+            "transport",
+            warnings,
+        )
+    }
+}
+
+fn first_and_warn<T: Copy + PartialEq>(
+    mut values: impl Iterator<Item = T>,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
+    let first = values.next()?;
+    if values.any(|v| v != first) {
+        warnings.push(format!(
+            "pushed dns servers ask for different {what} settings; the link takes the first server's (one setting per link)"
+        ));
+    }
+    Some(first)
 }
 
 impl DnsPlan {
@@ -247,6 +401,7 @@ impl PushPlan {
                 },
             }
         }
+        finish_dns(&mut dns, &mut plan_warnings);
         let (local, netmask_or_remote) = ifconfig.ok_or(PlanError::NoIfconfig)?;
         let gateway = match topology {
             Topology::Subnet => route_gateway,
@@ -431,49 +586,153 @@ fn dhcp_option(kind: &str, value: &str, dns: &mut DnsPlan, warnings: &mut Vec<St
     }
 }
 
-/// 2.6's `dns server N address A[:PORT] ...` and `dns search-domain D ...`.
+/// 2.6's `dns search-domains D ...` and `dns server N address A[:PORT] ...|
+/// resolve-domains D ...|dnssec yes|optional|no|transport plain|DoT|DoH|sni NAME`.
+/// Addresses with port 53 (or none) go to the applied servers; every valid
+/// part is kept in `dns.dns` for the link mode and the script variables.
 fn dns_option(args: &[String], dns: &mut DnsPlan, warnings: &mut Vec<String>) {
+    let unsupported = |warnings: &mut Vec<String>| {
+        warnings.push(format!(
+            "pushed 'dns {}' is not a valid dns option; ignored",
+            args.join(" ")
+        ))
+    };
     match args.first().map(String::as_str) {
-        Some("search-domain") => {
+        Some("search-domains") if args.len() > 1 => {
             for d in &args[1..] {
                 if valid_domain(d) {
                     push_unique(&mut dns.search, d.clone());
+                    push_unique(&mut dns.dns.search_domains, d.clone());
                 } else {
                     warnings.push(format!(
-                        "pushed dns search-domain '{d}' is not a domain name; ignored"
+                        "pushed dns search-domains '{d}' is not a domain name; ignored"
                     ));
                 }
             }
         }
-        Some("server") if args.get(2).map(String::as_str) == Some("address") => {
-            for a in args.iter().skip(3) {
-                match parse_dns_address(a) {
-                    Some(ip) => push_unique(&mut dns.servers, ip),
-                    None => warnings.push(format!(
-                        "pushed dns server address '{a}' is not an IP address (a port other than 53 is not supported); ignored"
-                    )),
+        Some("server") => {
+            // 2.6 takes -128..127 from the config file, 0..127 pushed.
+            let (Some(priority), Some(what)) = (
+                args.get(1)
+                    .and_then(|n| n.parse::<i8>().ok())
+                    .filter(|&n| n >= 0),
+                args.get(2).map(String::as_str),
+            ) else {
+                return unsupported(warnings);
+            };
+            let values = &args[3..];
+            match (what, values) {
+                ("address", [_, ..]) if values.len() <= 8 => {
+                    // 2.6 stops at the first bad address and keeps the
+                    // ones before it; a server holds at most 8 addresses.
+                    for a in values {
+                        let parsed = parse_dns_server_address(a)
+                            .filter(|_| dns.dns.server(priority).addresses.len() < 8);
+                        let Some((ip, port)) = parsed else {
+                            warnings.push(format!(
+                                "pushed dns server {priority} address '{a}' is not an IP address[:PORT] or one more than 8; it and the rest of the line ignored"
+                            ));
+                            break;
+                        };
+                        push_unique(&mut dns.dns.server(priority).addresses, (ip, port));
+                        if port.is_none_or(|p| p == 53) {
+                            push_unique(&mut dns.servers, ip);
+                        } else {
+                            warnings.push(format!(
+                                "pushed dns server address '{a}': a port other than 53 is not supported; not applied"
+                            ));
+                        }
+                    }
                 }
+                ("resolve-domains", [_, ..]) => {
+                    for d in values {
+                        if valid_domain(d) {
+                            push_unique(&mut dns.dns.server(priority).resolve_domains, d.clone());
+                        } else {
+                            warnings.push(format!(
+                                "pushed dns server resolve-domains '{d}' is not a domain name; ignored"
+                            ));
+                        }
+                    }
+                    warnings.push(format!(
+                        "pushed 'dns server {priority} resolve-domains' is not applied (split DNS is not supported); all queries go to the pushed servers"
+                    ));
+                }
+                ("dnssec", [v]) => match v.as_str() {
+                    "yes" => dns.dns.server(priority).dnssec = Some(Dnssec::Yes),
+                    "optional" => dns.dns.server(priority).dnssec = Some(Dnssec::Optional),
+                    "no" => dns.dns.server(priority).dnssec = Some(Dnssec::No),
+                    _ => unsupported(warnings),
+                },
+                ("transport", [v]) => match v.as_str() {
+                    "plain" => dns.dns.server(priority).transport = Some(DnsTransport::Plain),
+                    "DoT" => dns.dns.server(priority).transport = Some(DnsTransport::Tls),
+                    "DoH" => dns.dns.server(priority).transport = Some(DnsTransport::Https),
+                    _ => unsupported(warnings),
+                },
+                ("sni", [name]) if valid_domain(name) => {
+                    dns.dns.server(priority).sni = Some(name.clone());
+                    warnings.push(format!(
+                        "pushed 'dns server {priority} sni {name}' is only handed to scripts; not applied"
+                    ));
+                }
+                _ => unsupported(warnings),
             }
         }
-        _ => warnings.push(format!(
-            "pushed 'dns {}' is not supported; ignored",
-            args.join(" ")
-        )),
+        _ => unsupported(warnings),
     }
 }
 
-/// `A`, `A:53`, `[A6]` or `[A6]:53`.
-fn parse_dns_address(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse() {
-        return Some(ip);
+/// The link-wide DNSSEC and transport modes from the `dns server` entries;
+/// the addresses of DoH servers are not applied: neither systemd-resolved
+/// nor resolv.conf speaks DNS over HTTPS, and sending their queries in
+/// plain text instead would leak what the server asked to protect (2.7's
+/// dns-updown script refuses DoH the same way; 2.6 itself only hands the
+/// `dns` options to scripts on Linux).
+fn finish_dns(dns: &mut DnsPlan, warnings: &mut Vec<String>) {
+    for s in &dns.dns.servers {
+        if s.transport == Some(DnsTransport::Https) {
+            dns.servers
+                .retain(|ip| !s.addresses.iter().any(|(a, _)| a == ip));
+            warnings.push(format!(
+                "pushed dns server {} uses DoH, which neither systemd-resolved nor resolv.conf supports: its addresses are not applied",
+                s.priority
+            ));
+        }
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        (h, after.strip_prefix(':').unwrap_or("53"))
-    } else {
-        s.rsplit_once(':')?
+    let applied: Vec<&DnsServer> = dns
+        .dns
+        .servers
+        .iter()
+        .filter(|s| s.transport != Some(DnsTransport::Https))
+        .collect();
+    let applied = DnsOptions {
+        search_domains: Vec::new(),
+        servers: applied.into_iter().cloned().collect(),
     };
-    (port == "53").then(|| host.parse().ok()).flatten()
+    dns.dnssec = applied.link_dnssec(warnings);
+    dns.transport = applied.link_transport(warnings);
+}
+
+/// `A`, `A:PORT`, `[A6]` or `[A6]:PORT` (2.6's forms), with the port if given.
+fn parse_dns_server_address(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(ip) = s.parse() {
+        return Some((ip, None));
+    }
+    let (host, port): (IpAddr, &str) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let h: std::net::Ipv6Addr = h.parse().ok()?;
+        if after.is_empty() {
+            return Some((h.into(), None));
+        }
+        (h.into(), after.strip_prefix(':')?)
+    } else {
+        // `A:PORT` is IPv4 only: a bare IPv6 address parsed above.
+        let (h, p) = s.rsplit_once(':')?;
+        (h.parse::<Ipv4Addr>().ok()?.into(), p)
+    };
+    let port = port.parse::<u16>().ok().filter(|&p| p > 0)?;
+    Some((host, Some(port)))
 }
 
 /// A DNS name as resolv.conf and resolvectl take it: letters, digits,
@@ -653,7 +912,7 @@ mod tests {
 
     #[test]
     fn dns_option_of_2_6() {
-        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 0 address 10.8.0.1 [fd00::1]:53 9.9.9.9:5353,dns search-domain a.example b.example").unwrap();
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 0 address 10.8.0.1 [fd00::1]:53 9.9.9.9:5353,dns search-domains a.example b.example").unwrap();
         assert_eq!(
             p.dns.servers,
             vec![IpAddr::from([10, 8, 0, 1]), "fd00::1".parse().unwrap()]
@@ -667,5 +926,88 @@ mod tests {
         let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,auth-token SESS_ID_AT_abc,auth-token-user dXNlcg==").unwrap();
         assert_eq!(p.auth_token.as_deref(), Some("SESS_ID_AT_abc"));
         assert_eq!(p.auth_token_user.as_deref(), Some("dXNlcg=="));
+    }
+
+    #[test]
+    fn dns_server_dnssec_and_transport() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 2 address 10.8.0.2,dns server 2 dnssec no,dns server 1 address 10.8.0.1,dns server 1 dnssec yes,dns server 1 transport DoT").unwrap();
+        // Pushed order for the addresses; priority order for the link modes.
+        assert_eq!(
+            p.dns.servers,
+            vec![IpAddr::from([10, 8, 0, 2]), IpAddr::from([10, 8, 0, 1])]
+        );
+        assert_eq!(p.dns.dnssec, Some(Dnssec::Yes));
+        assert_eq!(p.dns.transport, Some(DnsTransport::Tls));
+        assert_eq!(
+            p.dns
+                .dns
+                .servers
+                .iter()
+                .map(|s| s.priority)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // The servers disagree on dnssec: one warning.
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn doh_servers_are_not_applied() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 1 address 10.8.0.1,dns server 1 transport DoH,dns server 2 address 10.8.0.2,dns server 2 transport plain").unwrap();
+        assert_eq!(p.dns.servers, vec![IpAddr::from([10, 8, 0, 2])]);
+        assert_eq!(p.dns.transport, Some(DnsTransport::Plain));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("DoH")),
+            "{:?}",
+            p.warnings
+        );
+        // Still handed to scripts as 2.6 does.
+        let env = p.dns.dns.script_env();
+        assert!(env.contains(&("dns_server_1_transport".into(), "DoH".into())));
+    }
+
+    #[test]
+    fn bad_dns_server_options_are_warned_about() {
+        for bad in [
+            "dns server x address 10.8.0.1",
+            "dns server 1 dnssec maybe",
+            "dns server 1 transport QUIC",
+            "dns server 1 address",
+            "dns server 300 address 10.8.0.1",
+            "dns server 1 sni -x",
+            "dns server 1 address 10.8.0.1:0",
+            "dns server 1 address nonsense 10.8.0.1",
+            "dns server -1 address 10.8.0.1",
+            "dns search-domain x.example",
+            "dns search-domains",
+            "dns frobnicate",
+        ] {
+            let p = plan(&format!(
+                "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,{bad}"
+            ))
+            .unwrap();
+            assert!(p.dns.servers.is_empty(), "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+        }
+    }
+
+    #[test]
+    fn a_bad_dns_server_address_ends_the_line_as_in_2_6() {
+        let p = plan("PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 4 address 10.8.0.4 bad 10.8.0.5").unwrap();
+        assert_eq!(p.dns.servers, vec![IpAddr::from([10, 8, 0, 4])]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn a_dns_server_holds_at_most_8_addresses() {
+        let nine: Vec<String> = (1..=9).map(|i| format!("10.8.1.{i}")).collect();
+        let p = plan(&format!(
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 1 address {},dns server 1 address {}",
+            nine[..5].join(" "),
+            nine[5..].join(" ")
+        ))
+        .unwrap();
+        assert_eq!(p.dns.dns.servers[0].addresses.len(), 8);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 }

@@ -5,13 +5,17 @@
 //!
 //! [`call_plan`] is the pure part: which calls a pushed [`DnsPlan`] turns
 //! into. [`Resolved`] sends them for one link and reverts the link on exit.
+//!
+//! The system bus is the one `DBUS_SYSTEM_BUS_ADDRESS` names when it is set
+//! (zbus honours it, as sd-bus does), else the standard socket; the tests
+//! point it at a private bus with a real systemd-resolved on it.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use zbus::Connection;
 
-use super::plan::DnsPlan;
+use super::plan::{DnsPlan, DnsTransport, Dnssec};
 
 const RESOLVED: &str = "org.freedesktop.resolve1";
 const RESOLVED_PATH: &str = "/org/freedesktop/resolve1";
@@ -32,6 +36,10 @@ pub enum LinkCall {
     SetDomains(Vec<(String, bool)>),
     /// `SetLinkDefaultRoute(i ifindex, b enable)`.
     SetDefaultRoute(bool),
+    /// `SetLinkDNSSEC(i ifindex, s mode)`: `yes`, `allow-downgrade`, `no`.
+    SetDnssec(&'static str),
+    /// `SetLinkDNSOverTLS(i ifindex, s mode)`: `yes` (strict) or `no`.
+    SetDnsOverTls(&'static str),
 }
 
 impl LinkCall {
@@ -40,6 +48,8 @@ impl LinkCall {
             LinkCall::SetDns(_) => "SetLinkDNS",
             LinkCall::SetDomains(_) => "SetLinkDomains",
             LinkCall::SetDefaultRoute(_) => "SetLinkDefaultRoute",
+            LinkCall::SetDnssec(_) => "SetLinkDNSSEC",
+            LinkCall::SetDnsOverTls(_) => "SetLinkDNSOverTLS",
         }
     }
 }
@@ -62,6 +72,12 @@ pub fn call_plan(plan: &DnsPlan) -> Vec<LinkCall> {
             .collect();
         calls.push(LinkCall::SetDns(servers));
         calls.push(LinkCall::SetDefaultRoute(true));
+        if let Some(mode) = plan.dnssec {
+            calls.push(LinkCall::SetDnssec(dnssec_mode(mode)));
+        }
+        if let Some(mode) = plan.transport.and_then(dns_over_tls_mode) {
+            calls.push(LinkCall::SetDnsOverTls(mode));
+        }
     }
     let domains = plan.search_domains();
     if !domains.is_empty() {
@@ -70,6 +86,28 @@ pub fn call_plan(plan: &DnsPlan) -> Vec<LinkCall> {
         ));
     }
     calls
+}
+
+/// resolved's DNSSEC mode for 2.6's `dnssec yes|optional|no`: `optional`
+/// validates when the server supports it, which is resolved's
+/// `allow-downgrade`.
+pub fn dnssec_mode(mode: Dnssec) -> &'static str {
+    match mode {
+        Dnssec::Yes => "yes",
+        Dnssec::Optional => "allow-downgrade",
+        Dnssec::No => "no",
+    }
+}
+
+/// resolved's DNS-over-TLS mode for 2.6's `transport`: DoT is strict
+/// (`yes`: no plain-text fallback), plain is `no`; DoH has none (its
+/// servers are not applied, see the plan).
+pub fn dns_over_tls_mode(transport: DnsTransport) -> Option<&'static str> {
+    match transport {
+        DnsTransport::Tls => Some("yes"),
+        DnsTransport::Plain => Some("no"),
+        DnsTransport::Https => None,
+    }
 }
 
 /// A system-bus connection on which systemd-resolved answers.
@@ -112,6 +150,9 @@ impl Resolved {
                     self.call(call.method(), &(ifindex, domains)).await
                 }
                 LinkCall::SetDefaultRoute(on) => self.call(call.method(), &(ifindex, *on)).await,
+                LinkCall::SetDnssec(mode) | LinkCall::SetDnsOverTls(mode) => {
+                    self.call(call.method(), &(ifindex, *mode)).await
+                }
             };
             sent.map_err(|e| format!("{} on link {ifindex}: {e}", call.method()))?;
         }
@@ -149,6 +190,7 @@ mod tests {
             servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
             domain: domain.map(String::from),
             search: search.iter().map(|s| s.to_string()).collect(),
+            ..DnsPlan::default()
         }
     }
 
@@ -188,5 +230,30 @@ mod tests {
             vec![LinkCall::SetDomains(vec![("x.example".into(), false)])]
         );
         assert_eq!(call_plan(&plan(&["192.0.2.53"], None, &[])).len(), 2);
+    }
+
+    #[test]
+    fn dnssec_and_dns_over_tls_follow_the_servers() {
+        let mut p = plan(&["10.8.0.1"], None, &[]);
+        p.dnssec = Some(Dnssec::Optional);
+        p.transport = Some(DnsTransport::Tls);
+        assert_eq!(
+            call_plan(&p)[2..],
+            [
+                LinkCall::SetDnssec("allow-downgrade"),
+                LinkCall::SetDnsOverTls("yes")
+            ]
+        );
+        p.dnssec = Some(Dnssec::No);
+        p.transport = Some(DnsTransport::Plain);
+        assert_eq!(
+            call_plan(&p)[2..],
+            [LinkCall::SetDnssec("no"), LinkCall::SetDnsOverTls("no")]
+        );
+        p.transport = Some(DnsTransport::Https);
+        assert_eq!(call_plan(&p)[2..], [LinkCall::SetDnssec("no")]);
+        // Without servers there is nothing to validate or encrypt.
+        p.servers.clear();
+        assert!(call_plan(&p).is_empty());
     }
 }

@@ -304,6 +304,10 @@ fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) 
     for (i, option) in foreign.iter().enumerate() {
         env.set(&format!("foreign_option_{}", i + 1), option.clone());
     }
+    // 2.6's `dns_*` variables for the pushed `dns` options.
+    for (name, value) in plan.dns.dns.script_env() {
+        env.set(&name, value);
+    }
     if let Some(gw) = plan.gateway {
         env.set("route_vpn_gateway", gw.to_string());
     }
@@ -365,5 +369,26 @@ mod tests {
         );
         let ifc = ifconfig_env(&p);
         assert_eq!(ifc.get("ifconfig_netmask"), Some("255.255.255.0"));
+    }
+
+    #[test]
+    fn dns_variables_as_2_6() {
+        let p = plan(
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,dns server 5 address 10.8.0.5,dns server 0 address 10.8.0.1 [fd00::53]:5353,dns server 0 dnssec optional,dns server 0 transport DoT,dns server 0 sni dns.example,dns server 5 resolve-domains a.example b.example,dns search-domains corp.example",
+        );
+        let env = after_up_env(&Env::new(), "tun0", &p, &[]);
+        let get = |n| env.get(n).unwrap_or("-");
+        assert_eq!(get("dns_search_domain_1"), "corp.example");
+        // Numbered by position in priority order, not by N.
+        assert_eq!(get("dns_server_1_address_1"), "10.8.0.1");
+        assert_eq!(get("dns_server_1_port_1"), "-");
+        assert_eq!(get("dns_server_1_address_2"), "fd00::53");
+        assert_eq!(get("dns_server_1_port_2"), "5353");
+        assert_eq!(get("dns_server_1_dnssec"), "optional");
+        assert_eq!(get("dns_server_1_transport"), "DoT");
+        assert_eq!(get("dns_server_1_sni"), "dns.example");
+        assert_eq!(get("dns_server_2_address_1"), "10.8.0.5");
+        assert_eq!(get("dns_server_2_resolve_domain_2"), "b.example");
+        assert_eq!(get("dns_server_2_dnssec"), "-");
     }
 }
