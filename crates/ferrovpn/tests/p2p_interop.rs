@@ -340,3 +340,89 @@ fn udp_in(ns: &Netns) -> u64 {
 fn count(p: &Proc, pattern: &str) -> usize {
     p.log().lines().filter(|l| l.contains(pattern)).count()
 }
+
+/// A script that appends `script_type` and its arguments to `record`.
+fn recording_script(lab: &Lab, name: &str, record: &Path) -> std::path::PathBuf {
+    let path = lab.dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$script_type $*\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// 2.6 opens the device and runs `up` at start in point-to-point mode,
+/// before any peer answers: with the default `script-security 1` that is
+/// refused and fatal. ferrovpn exits the same way, at the same moment
+/// (no peer runs here), and the script never runs.
+#[test]
+fn p2p_up_disallowed_by_default_script_security_is_fatal_at_start_like_stock() {
+    let lab = Lab::new("p2p-upsec", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    const REFUSED: &str =
+        "WARNING: Failed running command (--up/--down): disallowed by script-security setting";
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-ran.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-up.sh"), &record);
+        let conf = format!("{}up {}\n", site_conf(&lab, true, &key), script.display());
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-refused", imp, &conf);
+        let status = wait_exit(&mut p, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(1), "{imp:?}:\n{}", p.log_tail(30));
+        assert_eq!(count(&p, REFUSED), 1, "{imp:?}:\n{}", p.log_tail(30));
+        assert!(!record.exists(), "{imp:?} ran the script");
+    }
+}
+
+/// With `script-security 2`, point-to-point mode runs `up` (`dev tun_mtu 0
+/// local remote init`) and `route-up` at start, before any peer answers,
+/// and `route-pre-down` and `down` on exit: the same calls with the same
+/// arguments as stock 2.6, run on the same config.
+#[test]
+fn p2p_scripts_run_at_start_with_stocks_arguments() {
+    let lab = Lab::new("p2p-upargs", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let mut records = Vec::new();
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-calls.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-script.sh"), &record);
+        let s = script.display();
+        let conf = format!(
+            "{}script-security 2\nup {s}\nroute-up {s}\nroute-pre-down {s}\ndown {s}\n",
+            site_conf(&lab, true, &key),
+        );
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-args", imp, &conf);
+        // No peer runs: both calls come from the start alone.
+        let ran = ferrovpn_testkit::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                std::fs::read_to_string(&record)
+                    .is_ok_and(|t| t.lines().any(|l| l.starts_with("route-up")))
+            },
+        );
+        assert!(
+            ran,
+            "{imp:?} did not run up and route-up at start:\n{}",
+            p.log_tail(30)
+        );
+        let routes = lab.server_ns.exec(&["ip", "-4", "route", "show"]).unwrap();
+        assert!(routes.contains("10.92.0.0/24"), "{imp:?}: {routes}");
+        assert_eq!(count(&p, UP), 0, "{imp:?}");
+        terminate(&mut p, Duration::from_secs(10));
+        records.push(std::fs::read_to_string(&record).unwrap());
+    }
+    let expected = format!(
+        "up fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         route-up \n\
+         route-pre-down fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         down fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n"
+    );
+    assert_eq!(records[0], expected, "stock");
+    assert_eq!(records[1], records[0], "ferrovpn differs from stock");
+}
