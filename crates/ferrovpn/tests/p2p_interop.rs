@@ -341,13 +341,13 @@ fn count(p: &Proc, pattern: &str) -> usize {
     p.log().lines().filter(|l| l.contains(pattern)).count()
 }
 
-/// A script that appends `script_type` and its arguments to `record`.
+/// A script that appends `script_type`, `[signal]` and its arguments to `record`.
 fn recording_script(lab: &Lab, name: &str, record: &Path) -> std::path::PathBuf {
     let path = lab.dir.join(name);
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\necho \"$script_type $*\" >> {}\n",
+            "#!/bin/sh\necho \"$script_type [$signal] $*\" >> {}\n",
             record.display()
         ),
     )
@@ -418,11 +418,68 @@ fn p2p_scripts_run_at_start_with_stocks_arguments() {
         records.push(std::fs::read_to_string(&record).unwrap());
     }
     let expected = format!(
-        "up fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
-         route-up \n\
-         route-pre-down fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
-         down fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n"
+        "up [] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         route-up [] \n\
+         route-pre-down [sigterm] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         down [sigterm] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n"
     );
     assert_eq!(records[0], expected, "stock");
     assert_eq!(records[1], records[0], "ferrovpn differs from stock");
+}
+
+/// Waiting for a peer that never comes, `ping-restart 2` restarts the
+/// instance as in 2.6: without `persist-tun` the device goes (`route-pre-down`,
+/// `down` with signal `ping-restart`) and comes again (`up`, `route-up`);
+/// with it, nothing runs until the exit. Same calls as stock on the same config.
+#[test]
+fn p2p_ping_restart_runs_the_scripts_like_stock_with_and_without_persist_tun() {
+    let lab = Lab::new("p2p-uprst", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let args = format!("fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init");
+    for persist in [false, true] {
+        let mut records = Vec::new();
+        for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+            let record = lab.dir.join(format!("{imp:?}-{persist}-restart.txt"));
+            let script = recording_script(&lab, &format!("{imp:?}-{persist}-r.sh"), &record);
+            let s = script.display();
+            let conf = format!(
+                "{}script-security 2\nup {s}\nroute-up {s}\nroute-pre-down {s}\ndown {s}\n\
+                 ping-restart 2\n{}",
+                site_conf(&lab, true, &key).replace("ping-restart 10\n", ""),
+                if persist { "persist-tun\n" } else { "" },
+            );
+            let mut p = lab.spawn(&lab.server_ns, "p2p-up-restart", imp, &conf);
+            let waiting = match imp {
+                Implementation::Stock => "UDPv4 link remote",
+                Implementation::Ferrovpn => "waiting for the peer's TLS handshake",
+            };
+            let restarted = ferrovpn_testkit::wait_until(
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                // Both waiting for the peer again after the restart (a
+                // SIGTERM during 2.6's restart pause reads `init_instance`).
+                || count(&p, waiting) >= 2,
+            );
+            assert!(
+                restarted,
+                "{imp:?} persist-tun {persist}:\n{}",
+                p.log_tail(30)
+            );
+            terminate(&mut p, Duration::from_secs(10));
+            records.push(std::fs::read_to_string(&record).unwrap());
+        }
+        let once = format!("up [] {args}\nroute-up [] \n");
+        let mut expected = once.clone();
+        if !persist {
+            expected += &format!(
+                "route-pre-down [ping-restart] {args}\ndown [ping-restart] {args}\n{once}"
+            );
+        }
+        expected += &format!("route-pre-down [sigterm] {args}\ndown [sigterm] {args}\n");
+        assert_eq!(records[0], expected, "stock, persist-tun {persist}");
+        assert_eq!(
+            records[1], records[0],
+            "ferrovpn differs, persist-tun {persist}"
+        );
+    }
 }

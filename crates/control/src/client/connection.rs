@@ -567,8 +567,32 @@ impl Connection<'_> {
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<Session, Ended> {
         info!("waiting for the peer's TLS handshake from {}", self.server);
+        // 2.6's ping-restart / ping-exit count from the start: a peer that
+        // never comes restarts (or ends) the wait, its device and scripts
+        // with it. Zero disables them, as in 2.6.
+        let after = |limit: Option<Duration>| async move {
+            match limit.filter(|l| !l.is_zero()) {
+                Some(l) => tokio::time::sleep(l).await,
+                None => std::future::pending().await,
+            }
+        };
+        let restart_timer = after(Some(self.settings.ping_restart));
+        let exit_timer = after(self.settings.ping_exit);
+        tokio::pin!(restart_timer, exit_timer);
         loop {
             tokio::select! {
+                _ = &mut exit_timer => {
+                    return Err(Ended::Exit(format!(
+                        "inactivity timeout (ping-exit {}s)",
+                        self.settings.ping_exit.unwrap_or_default().as_secs()
+                    )));
+                }
+                _ = &mut restart_timer => {
+                    return Err(Ended::Reconnect(format!(
+                        "inactivity timeout (ping-restart {}s)",
+                        self.settings.ping_restart.as_secs()
+                    )));
+                }
                 ev = self.up.recv() => match ev {
                     Some(UpEvent::Control { from, packet }) if from == self.server => {
                         let Ok((pkt, replay)) = cfg.wrap.unwrap(&packet) else {
