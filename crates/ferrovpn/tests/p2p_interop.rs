@@ -397,13 +397,15 @@ fn p2p_scripts_run_at_start_with_stocks_arguments() {
             site_conf(&lab, true, &key),
         );
         let mut p = lab.spawn(&lab.server_ns, "p2p-up-args", imp, &conf);
-        // No peer runs: both calls come from the start alone.
+        // No peer runs: both calls come from the start alone; then both
+        // wait for the peer (a SIGTERM before reads `init_instance` in 2.6).
         let ran = ferrovpn_testkit::wait_until(
             Duration::from_secs(10),
             Duration::from_millis(50),
             || {
-                std::fs::read_to_string(&record)
-                    .is_ok_and(|t| t.lines().any(|l| l.starts_with("route-up")))
+                count(&p, waiting_for_peer(imp)) >= 1
+                    && std::fs::read_to_string(&record)
+                        .is_ok_and(|t| t.lines().any(|l| l.starts_with("route-up")))
             },
         );
         assert!(
@@ -424,6 +426,48 @@ fn p2p_scripts_run_at_start_with_stocks_arguments() {
          down [sigterm] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n"
     );
     assert_eq!(records[0], expected, "stock");
+    assert_eq!(records[1], records[0], "ferrovpn differs from stock");
+}
+
+/// What `imp` logs once it started and waits for the peer.
+fn waiting_for_peer(imp: Implementation) -> &'static str {
+    match imp {
+        Implementation::Stock => "UDPv4 link remote",
+        Implementation::Ferrovpn => "waiting for the peer's TLS handshake",
+    }
+}
+
+/// Without `ifconfig`, 2.6 still opens the device and runs `up` at start,
+/// with empty addresses (`dev tun_mtu 0 '' '' init`).
+#[test]
+fn p2p_up_without_ifconfig_gets_empty_addresses_like_stock() {
+    let lab = Lab::new("p2p-upnoif", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let mut records = Vec::new();
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-noif.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-noif.sh"), &record);
+        let s = script.display();
+        let conf: String = site_conf(&lab, true, &key)
+            .lines()
+            .filter(|l| !l.starts_with("ifconfig ") && !l.starts_with("route "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let conf = format!("{conf}script-security 2\nup {s}\ndown {s}\n");
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-noif", imp, &conf);
+        let ran = ferrovpn_testkit::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || count(&p, waiting_for_peer(imp)) >= 1 && record.exists(),
+        );
+        assert!(ran, "{imp:?} did not run up at start:\n{}", p.log_tail(30));
+        terminate(&mut p, Duration::from_secs(10));
+        records.push(std::fs::read_to_string(&record).unwrap());
+    }
+    assert_eq!(
+        records[0], "up [] fvp2p-s 1500 0   init\ndown [sigterm] fvp2p-s 1500 0   init\n",
+        "stock"
+    );
     assert_eq!(records[1], records[0], "ferrovpn differs from stock");
 }
 
@@ -449,10 +493,7 @@ fn p2p_ping_restart_runs_the_scripts_like_stock_with_and_without_persist_tun() {
                 if persist { "persist-tun\n" } else { "" },
             );
             let mut p = lab.spawn(&lab.server_ns, "p2p-up-restart", imp, &conf);
-            let waiting = match imp {
-                Implementation::Stock => "UDPv4 link remote",
-                Implementation::Ferrovpn => "waiting for the peer's TLS handshake",
-            };
+            let waiting = waiting_for_peer(imp);
             let restarted = ferrovpn_testkit::wait_until(
                 Duration::from_secs(10),
                 Duration::from_millis(50),
