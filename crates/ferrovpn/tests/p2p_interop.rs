@@ -340,3 +340,187 @@ fn udp_in(ns: &Netns) -> u64 {
 fn count(p: &Proc, pattern: &str) -> usize {
     p.log().lines().filter(|l| l.contains(pattern)).count()
 }
+
+/// A script that appends `script_type`, `[signal]` and its arguments to `record`.
+fn recording_script(lab: &Lab, name: &str, record: &Path) -> std::path::PathBuf {
+    let path = lab.dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$script_type [$signal] $*\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// 2.6 opens the device and runs `up` at start in point-to-point mode,
+/// before any peer answers: with the default `script-security 1` that is
+/// refused and fatal. ferrovpn exits the same way, at the same moment
+/// (no peer runs here), and the script never runs.
+#[test]
+fn p2p_up_disallowed_by_default_script_security_is_fatal_at_start_like_stock() {
+    let lab = Lab::new("p2p-upsec", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    const REFUSED: &str =
+        "WARNING: Failed running command (--up/--down): disallowed by script-security setting";
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-ran.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-up.sh"), &record);
+        let conf = format!("{}up {}\n", site_conf(&lab, true, &key), script.display());
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-refused", imp, &conf);
+        let status = wait_exit(&mut p, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(1), "{imp:?}:\n{}", p.log_tail(30));
+        assert_eq!(count(&p, REFUSED), 1, "{imp:?}:\n{}", p.log_tail(30));
+        assert!(!record.exists(), "{imp:?} ran the script");
+    }
+}
+
+/// With `script-security 2`, point-to-point mode runs `up` (`dev tun_mtu 0
+/// local remote init`) and `route-up` at start, before any peer answers,
+/// and `route-pre-down` and `down` on exit: the same calls with the same
+/// arguments as stock 2.6, run on the same config.
+#[test]
+fn p2p_scripts_run_at_start_with_stocks_arguments() {
+    let lab = Lab::new("p2p-upargs", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let mut records = Vec::new();
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-calls.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-script.sh"), &record);
+        let s = script.display();
+        let conf = format!(
+            "{}script-security 2\nup {s}\nroute-up {s}\nroute-pre-down {s}\ndown {s}\n",
+            site_conf(&lab, true, &key),
+        );
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-args", imp, &conf);
+        // No peer runs: both calls come from the start alone; then both
+        // wait for the peer (a SIGTERM before reads `init_instance` in 2.6).
+        let ran = ferrovpn_testkit::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                count(&p, waiting_for_peer(imp)) >= 1
+                    && std::fs::read_to_string(&record)
+                        .is_ok_and(|t| t.lines().any(|l| l.starts_with("route-up")))
+            },
+        );
+        assert!(
+            ran,
+            "{imp:?} did not run up and route-up at start:\n{}",
+            p.log_tail(30)
+        );
+        let routes = lab.server_ns.exec(&["ip", "-4", "route", "show"]).unwrap();
+        assert!(routes.contains("10.92.0.0/24"), "{imp:?}: {routes}");
+        assert_eq!(count(&p, UP), 0, "{imp:?}");
+        terminate(&mut p, Duration::from_secs(10));
+        records.push(std::fs::read_to_string(&record).unwrap());
+    }
+    let expected = format!(
+        "up [] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         route-up [] \n\
+         route-pre-down [sigterm] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n\
+         down [sigterm] fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init\n"
+    );
+    assert_eq!(records[0], expected, "stock");
+    assert_eq!(records[1], records[0], "ferrovpn differs from stock");
+}
+
+/// What `imp` logs once it started and waits for the peer.
+fn waiting_for_peer(imp: Implementation) -> &'static str {
+    match imp {
+        Implementation::Stock => "UDPv4 link remote",
+        Implementation::Ferrovpn => "waiting for the peer's TLS handshake",
+    }
+}
+
+/// Without `ifconfig`, 2.6 still opens the device and runs `up` at start,
+/// with empty addresses (`dev tun_mtu 0 '' '' init`).
+#[test]
+fn p2p_up_without_ifconfig_gets_empty_addresses_like_stock() {
+    let lab = Lab::new("p2p-upnoif", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let mut records = Vec::new();
+    for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+        let record = lab.dir.join(format!("{imp:?}-noif.txt"));
+        let script = recording_script(&lab, &format!("{imp:?}-noif.sh"), &record);
+        let s = script.display();
+        let conf: String = site_conf(&lab, true, &key)
+            .lines()
+            .filter(|l| !l.starts_with("ifconfig ") && !l.starts_with("route "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let conf = format!("{conf}script-security 2\nup {s}\ndown {s}\n");
+        let mut p = lab.spawn(&lab.server_ns, "p2p-up-noif", imp, &conf);
+        let ran = ferrovpn_testkit::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || count(&p, waiting_for_peer(imp)) >= 1 && record.exists(),
+        );
+        assert!(ran, "{imp:?} did not run up at start:\n{}", p.log_tail(30));
+        terminate(&mut p, Duration::from_secs(10));
+        records.push(std::fs::read_to_string(&record).unwrap());
+    }
+    assert_eq!(
+        records[0], "up [] fvp2p-s 1500 0   init\ndown [sigterm] fvp2p-s 1500 0   init\n",
+        "stock"
+    );
+    assert_eq!(records[1], records[0], "ferrovpn differs from stock");
+}
+
+/// Waiting for a peer that never comes, `ping-restart 2` restarts the
+/// instance as in 2.6: without `persist-tun` the device goes (`route-pre-down`,
+/// `down` with signal `ping-restart`) and comes again (`up`, `route-up`);
+/// with it, nothing runs until the exit. Same calls as stock on the same config.
+#[test]
+fn p2p_ping_restart_runs_the_scripts_like_stock_with_and_without_persist_tun() {
+    let lab = Lab::new("p2p-uprst", 1, FERROVPN);
+    let key = lab.static_key("p2p-tls-auth.key");
+    let args = format!("fvp2p-s 1500 0 {SERVER_END} {CLIENT_END} init");
+    for persist in [false, true] {
+        let mut records = Vec::new();
+        for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+            let record = lab.dir.join(format!("{imp:?}-{persist}-restart.txt"));
+            let script = recording_script(&lab, &format!("{imp:?}-{persist}-r.sh"), &record);
+            let s = script.display();
+            let conf = format!(
+                "{}script-security 2\nup {s}\nroute-up {s}\nroute-pre-down {s}\ndown {s}\n\
+                 ping-restart 2\n{}",
+                site_conf(&lab, true, &key).replace("ping-restart 10\n", ""),
+                if persist { "persist-tun\n" } else { "" },
+            );
+            let mut p = lab.spawn(&lab.server_ns, "p2p-up-restart", imp, &conf);
+            let waiting = waiting_for_peer(imp);
+            let restarted = ferrovpn_testkit::wait_until(
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                // Both waiting for the peer again after the restart (a
+                // SIGTERM during 2.6's restart pause reads `init_instance`).
+                || count(&p, waiting) >= 2,
+            );
+            assert!(
+                restarted,
+                "{imp:?} persist-tun {persist}:\n{}",
+                p.log_tail(30)
+            );
+            terminate(&mut p, Duration::from_secs(10));
+            records.push(std::fs::read_to_string(&record).unwrap());
+        }
+        let once = format!("up [] {args}\nroute-up [] \n");
+        let mut expected = once.clone();
+        if !persist {
+            expected += &format!(
+                "route-pre-down [ping-restart] {args}\ndown [ping-restart] {args}\n{once}"
+            );
+        }
+        expected += &format!("route-pre-down [sigterm] {args}\ndown [sigterm] {args}\n");
+        assert_eq!(records[0], expected, "stock, persist-tun {persist}");
+        assert_eq!(
+            records[1], records[0],
+            "ferrovpn differs, persist-tun {persist}"
+        );
+    }
+}

@@ -114,6 +114,12 @@ impl Connection<'_> {
         } else {
             s.session.clone()
         };
+        if let Some(ended) = self.p2p_device_up().await {
+            return Outcome {
+                ended,
+                connected: false,
+            };
+        }
         let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
         let started = if p2p_tls_server {
             // Point-to-point TLS server: the peer starts the handshake.
@@ -604,8 +610,32 @@ impl Connection<'_> {
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<Session, Ended> {
         info!("waiting for the peer's TLS handshake from {}", self.server);
+        // 2.6's ping-restart / ping-exit count from the start: a peer that
+        // never comes restarts (or ends) the wait, its device and scripts
+        // with it. Zero disables them, as in 2.6.
+        let after = |limit: Option<Duration>| async move {
+            match limit.filter(|l| !l.is_zero()) {
+                Some(l) => tokio::time::sleep(l).await,
+                None => std::future::pending().await,
+            }
+        };
+        let restart_timer = after(Some(self.settings.ping_restart));
+        let exit_timer = after(self.settings.ping_exit);
+        tokio::pin!(restart_timer, exit_timer);
         loop {
             tokio::select! {
+                _ = &mut exit_timer => {
+                    return Err(Ended::Exit(format!(
+                        "inactivity timeout (ping-exit {}s)",
+                        self.settings.ping_exit.unwrap_or_default().as_secs()
+                    )));
+                }
+                _ = &mut restart_timer => {
+                    return Err(Ended::Reconnect(format!(
+                        "inactivity timeout (ping-restart {}s)",
+                        self.settings.ping_restart.as_secs()
+                    )));
+                }
                 ev = self.up.recv() => match ev {
                     Some(UpEvent::Control { from, packet }) if from == self.server => {
                         let Ok((pkt, replay)) = cfg.wrap.unwrap(&packet) else {
@@ -653,32 +683,61 @@ impl Connection<'_> {
         Some("the peer started a new session".into())
     }
 
-    /// Point-to-point mode, key 0 negotiated: configure the device from
-    /// the config (`ifconfig`, `route`) and enter the peer with the
-    /// negotiated peer-id (P_DATA_V1 without one).
-    async fn p2p_up(&mut self, c: &mut Live) -> anyhow::Result<()> {
-        let Some(p2p) = self.settings.p2p.as_ref() else {
-            anyhow::bail!("not in point-to-point mode");
-        };
-        let Some(link) = c.session.p2p_link() else {
-            anyhow::bail!("keys before the P2P negotiation");
-        };
-        let framing = crate::compression::pushed(&self.settings.compression, &[])
-            .context("compression settings")?;
+    /// Point-to-point mode, before any handshake (2.6 opens and configures
+    /// the device and runs `up` at start, then adds the routes and runs
+    /// `route-up`): the device from the config (`ifconfig`, `route`), `up`
+    /// with `init`, `route-up`. Kept as it is across restarts under
+    /// `persist-tun` (`up` again only with `up-restart`). A failing or
+    /// disallowed `up` is fatal, as in 2.6; the ending, if any.
+    async fn p2p_device_up(&mut self) -> Option<Ended> {
+        let p2p = self.settings.p2p.as_ref()?;
         let dev = self.dp.tun_name().to_owned();
-        if !p2p.ifconfig.is_empty() {
+        let plan = if p2p.ifconfig.is_empty() {
+            None
+        } else {
             let plan = PushPlan::from_options(
                 p2p.ifconfig
                     .iter()
                     .chain(self.settings.local_options.iter()),
                 self.settings.tun_mtu,
-            )?;
-            self.tunnel.apply(&dev, self.server.ip(), &plan).await?;
+            );
+            match plan {
+                Ok(p) => Some(p),
+                Err(e) => return Some(Ended::Fatal(format!("ifconfig: {e}"))),
+            }
+        };
+        if let Some(plan) = &plan {
+            if let Err(e) = self.tunnel.apply(&dev, self.outer, plan).await {
+                warn!("cannot set up the point-to-point link: {e:#}");
+                return Some(Ended::Reconnect(format!(
+                    "point-to-point setup failed: {e:#}"
+                )));
+            }
             info!(
                 "tunnel {dev}: {} {} ({:?})",
                 plan.local, plan.netmask_or_remote, plan.topology
             );
         }
+        let env = self.scripts.device_env();
+        self.scripts
+            .device_up(&dev, self.settings.tun_mtu, plan.as_ref(), &env)
+            .await
+            .err()
+            .map(Ended::Fatal)
+    }
+
+    /// Point-to-point mode, key 0 negotiated: enter the peer with the
+    /// negotiated peer-id (P_DATA_V1 without one); the device was
+    /// configured at start.
+    async fn p2p_up(&mut self, c: &mut Live) -> anyhow::Result<()> {
+        if self.settings.p2p.is_none() {
+            anyhow::bail!("not in point-to-point mode");
+        }
+        let Some(link) = c.session.p2p_link() else {
+            anyhow::bail!("keys before the P2P negotiation");
+        };
+        let framing = crate::compression::pushed(&self.settings.compression, &[])
+            .context("compression settings")?;
         let peer_id = link.peer_id.unwrap_or(PEER_ID_UNDEFINED);
         self.peers.upsert_peer(peer_id, self.server, None);
         self.peers.set_compression(peer_id, framing);

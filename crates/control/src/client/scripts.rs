@@ -166,6 +166,86 @@ impl ClientScripts {
             };
             let status = run::run(inv, self.s.security).await;
             if !status.success() {
+                // 2.6 exits without `route-pre-down` or `down` then.
+                self.up = None;
+                return Err(format!(
+                    "WARNING: Failed running command (--up/--down): {status}"
+                ));
+            }
+        }
+        if fresh && let Some(command) = self.s.route_up.clone() {
+            let mut env = after;
+            env.set("script_type", "route-up");
+            let inv = Invocation {
+                hook: "--route-up",
+                command,
+                extra: Vec::new(),
+                env,
+            };
+            let status = run::run(inv, self.s.security).await;
+            if !status.success() {
+                warn!("WARNING: Failed running command (--route-up): {status}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The variables of the scripts before any peer is known (2.6's
+    /// point-to-point mode runs `up` before the handshake): the base ones.
+    pub fn device_env(&self) -> Env {
+        self.s.base_env.clone()
+    }
+
+    /// Point-to-point mode, device opened: with `ifconfig` (`plan`) as
+    /// [`Self::tunnel_up`]; without, `up` gets empty addresses
+    /// (`dev tun_mtu 0 '' '' init`) and no `ifconfig_*` variables, as 2.6.
+    pub async fn device_up(
+        &mut self,
+        dev: &str,
+        tun_mtu: u16,
+        plan: Option<&PushPlan>,
+        env: &Env,
+    ) -> Result<(), String> {
+        if let Some(plan) = plan {
+            return self.tunnel_up(dev, plan, &[], env).await;
+        }
+        let fresh = self.up.is_none();
+        if !fresh && !self.s.up_restart {
+            return Ok(());
+        }
+        let context = if fresh { "init" } else { "restart" };
+        let args = vec![
+            dev.to_owned(),
+            tun_mtu.to_string(),
+            "0".into(),
+            String::new(),
+            String::new(),
+        ];
+        let mut after = env.clone();
+        after.set("dev", dev);
+        after.set("dev_type", "tun");
+        after.set("tun_mtu", tun_mtu.to_string());
+        after.set("script_context", "init");
+        let mut up_env = after.clone();
+        up_env.set("script_context", context);
+        up_env.set("script_type", "up");
+        after.set("redirect_gateway", "0");
+        self.up = Some(UpRecord {
+            args: args.clone(),
+            env: after.clone(),
+        });
+        if let Some(command) = self.s.up.clone() {
+            let mut extra = args;
+            extra.push(context.into());
+            let inv = Invocation {
+                hook: "--up/--down",
+                command,
+                extra,
+                env: up_env,
+            };
+            let status = run::run(inv, self.s.security).await;
+            if !status.success() {
+                self.up = None;
                 return Err(format!(
                     "WARNING: Failed running command (--up/--down): {status}"
                 ));
