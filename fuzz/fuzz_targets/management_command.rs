@@ -4,10 +4,13 @@
 #![no_main]
 
 use ferrovpn_control::management::command::{MAX_WORD_LEN, MAX_WORDS, split_words};
-use ferrovpn_control::management::session::{History, LineBuffer, Session, Shared, Step};
+use ferrovpn_control::management::session::{
+    History, LineBuffer, Mode, PasswordQuery, Session, Shared, Step,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let client = data.get(2).is_some_and(|b| b & 1 == 1);
     let mut shared = Shared {
         hold: true,
         hold_released: false,
@@ -18,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
         pid: 1,
         // The second byte picks whether `management-client-auth` is on.
         client_auth: data.get(1).is_some_and(|b| b & 1 == 1),
+        // The third byte picks a client's interface (with a password
+        // question open) or a server's.
+        mode: if client { Mode::Client } else { Mode::Server },
+        hold_wait: 0,
+        password_query: client.then(|| PasswordQuery::new("Auth", true, None)),
     };
     // The first byte picks whether a password is asked first.
     let password = data

@@ -179,7 +179,13 @@ fn renegotiation_under_load(
 
     // The stock server saw the soft resets: one TLS handshake per key (the
     // first plus at least two renegotiations), and the client moved on to
-    // new key ids.
+    // new key ids. A renegotiation started in the transfer's last seconds
+    // may still be finishing (a control packet lost to the loaded socket
+    // waits for its retransmission): wait for it with a deadline.
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        count_lines(&server.log(), "Control Channel: TLS") >= 3
+            && count_lines(&client.log(), "key_id 2 active") >= 1
+    });
     let log = server.log();
     let handshakes = count_lines(&log, "Control Channel: TLS");
     eprintln!("{tag}: {handshakes} TLS handshakes in the stock server's log");
