@@ -11,121 +11,16 @@
 //! Needs root, `openvpn`, `ip`, `ping` and `/dev/net/tun`; fails loudly
 //! without them. Every wait has a deadline.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, SERVER_PORT, SERVER_TUN, wait_exit};
-use ferrovpn_testkit::{
-    Implementation, Lab, Proc, ServerConf, openvpn_client_conf, ping, wait_until,
-};
+use ferrovpn_testkit::mgmt::Management;
+use ferrovpn_testkit::{Implementation, Lab, Proc, ServerConf, openvpn_client_conf, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 const GOOD_USER: &str = "alice";
 const GOOD_PASS: &str = "s3cret pass";
-
-/// A management connection over the unix socket, reading with deadlines.
-struct Mgmt {
-    out: UnixStream,
-    input: BufReader<UnixStream>,
-    /// Everything read so far, for failure messages and comparisons.
-    seen: Vec<String>,
-}
-
-impl Mgmt {
-    /// Connect once the client listens (it creates the socket at start).
-    fn connect(path: &Path) -> Mgmt {
-        let mut stream = None;
-        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            stream = UnixStream::connect(path).ok();
-            stream.is_some()
-        });
-        let s = stream.unwrap_or_else(|| panic!("no management socket at {}", path.display()));
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Mgmt {
-            out: s.try_clone().unwrap(),
-            input: BufReader::new(s),
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.out.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line (without CRLF), or `None` at the deadline or EOF.
-    fn line(&mut self, deadline: Instant) -> Option<String> {
-        let mut buf = Vec::new();
-        while Instant::now() < deadline {
-            match self.input.read_until(b'\n', &mut buf) {
-                Ok(0) => return None,
-                Ok(_) if buf.ends_with(b"\n") => {
-                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    assert!(buf.ends_with(b"\r\n"), "line without CRLF: {l:?}");
-                    self.seen.push(l.clone());
-                    return Some(l);
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("management read: {e}"),
-            }
-        }
-        None
-    }
-
-    /// Read until a line satisfies `pred`; returns it, or panics at the deadline.
-    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        while let Some(l) = self.line(deadline) {
-            if pred(&l) {
-                return l;
-            }
-        }
-        panic!(
-            "no {what} from the management interface; read:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// A one-line `SUCCESS:`/`ERROR:` reply, skipping notifications.
-    fn one(&mut self, cmd: &str) -> String {
-        self.send(cmd);
-        self.until(&format!("reply to '{cmd}'"), |l| {
-            l.starts_with("SUCCESS:") || l.starts_with("ERROR:")
-        })
-    }
-
-    /// A multi-line reply up to `END`, skipping `>` notifications.
-    fn block(&mut self, cmd: &str) -> Vec<String> {
-        self.send(cmd);
-        let mut out = Vec::new();
-        loop {
-            let l = self.until(&format!("END of '{cmd}'"), |_| true);
-            if l == "END" {
-                return out;
-            }
-            if !l.starts_with('>') {
-                out.push(l);
-            }
-        }
-    }
-
-    /// The `>STATE:` lines seen so far as `STATE,DESCRIPTION,...` (time cut).
-    fn states(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix(">STATE:"))
-            .map(|s| s.split_once(',').map_or(s, |(_, rest)| rest).to_string())
-            .collect()
-    }
-}
 
 /// A stock server that checks passwords with an `auth-user-pass-verify`
 /// script (via-file); clients need no certificate.
@@ -217,7 +112,7 @@ fn good_login_script(
 ) -> Vec<String> {
     let name = format!("{}-managed", imp_name(imp));
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
-    let mut m = Mgmt::connect(&socket);
+    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
     let mut same = Vec::new();
     same.push(m.until("greeting", |l| l.starts_with(">INFO:")));
     same.push(m.until("hold", |l| l.starts_with(">HOLD:")));
@@ -240,11 +135,11 @@ fn good_login_script(
     same.push(m.one("hold release"));
     same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
     // Held: the client asks for its credentials only once released.
-    let at = |line: &str| m.seen.iter().position(|l| l.starts_with(line));
+    let at = |line: &str| m.seen().iter().position(|l| l.starts_with(line));
     assert!(
         at(">PASSWORD:") > at("SUCCESS: hold release succeeded"),
         "asked before the hold was released:\n{}",
-        m.seen.join("\n")
+        m.seen().join("\n")
     );
     same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
     same.push(m.one(&format!("password \"Auth\" \"{GOOD_PASS}\"")));
@@ -302,7 +197,7 @@ fn good_login_script(
 fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
     let name = format!("{}-wrongpw", imp_name(imp));
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
-    let mut m = Mgmt::connect(&socket);
+    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
     m.until("hold", |l| l.starts_with(">HOLD:"));
     let mut same = vec![m.one("state on"), m.one("hold release")];
     same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
@@ -369,7 +264,7 @@ fn client_management_wrong_password_verification_failed_stock_server() {
 fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
     let name = format!("{}-retry", imp_name(imp));
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &["auth-retry interact"]);
-    let mut m = Mgmt::connect(&socket);
+    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
     m.until("hold", |l| l.starts_with(">HOLD:"));
     let mut same = vec![m.one("state on"), m.one("hold release")];
     same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));

@@ -560,18 +560,20 @@ fn vanished_client_is_dropped_by_ping_restart_and_exit_notify_is_prompt() {
         server.log_tail(30)
     );
 
-    // client3 comes next and gets client1's address.
+    // client3 comes next. As in 2.6's pool, a newcomer gets the free
+    // address released longest ago, and one never used counts as released
+    // first: .4, not client1's .2 (kept for client1's return).
     let cc3 = lab.client_conf(0, &lab.pki.clients[2], "fvtun-3", wrap, cipher);
     let c3 = lab.stock_client_up(0, "openvpn-client3", &cc3, &server);
     assert_eq!(
         connected_ip(&server, "client3").as_deref(),
-        Some("10.8.0.2"),
-        "client1's address was not reused\n{}",
+        Some("10.8.0.4"),
+        "not 2.6's pool order\n{}",
         log_tails(&c3, &server)
     );
     let p = ping(ns, SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}");
-    let p = ping(&lab.server_ns, "10.8.0.2", 3, Duration::from_secs(10)).unwrap();
+    let p = ping(&lab.server_ns, "10.8.0.4", 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "server -> client3 {p:?}");
 
     // client2 leaves with SIGTERM: explicit-exit-notify tells the server,
@@ -944,7 +946,8 @@ fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
     assert!(!b.log().contains(UP), "{}", log_tails(&b, &server));
     let p = ping(&lab.clients[0], SERVER_TUN, 3, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&a, &server));
-    // A leaves; B's next attempt gets the slot (and A's address).
+    // A leaves; B's next attempt gets the slot, and (2.6's pool order: a
+    // never-used address before one just released) the next address.
     kill("-TERM", &a);
     wait_exit(&mut a, Duration::from_secs(10));
     if let Err(e) = b.wait_for_log_line(UP, Duration::from_secs(45)) {
@@ -952,7 +955,7 @@ fn max_clients_refuses_the_extra_client_until_a_slot_frees() {
     }
     assert_eq!(
         connected_ip(&server, "client2").as_deref(),
-        Some("10.8.0.2"),
+        Some("10.8.0.3"),
         "{}",
         log_tails(&b, &server)
     );

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Cipher, Lab, Material, ServerConf, Wrap};
+use crate::{Cipher, Lab, Material, ServerConf, Wrap, wait_until};
 
 /// How long one reply may take before a test fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,9 +77,33 @@ impl Management {
         }
     }
 
+    /// Connect once something listens at `path` (a daemon creates its
+    /// socket during start-up), waiting at most `timeout`.
+    pub fn connect_when_listening(path: &Path, timeout: Duration) -> Management {
+        let listening = wait_until(timeout, Duration::from_millis(50), || {
+            UnixStream::connect(path).is_ok()
+        });
+        assert!(
+            listening,
+            "no management socket at {} within {timeout:?}",
+            path.display()
+        );
+        Management::connect(path)
+    }
+
     /// Every line read so far (for failure messages).
     pub fn seen(&self) -> &[String] {
         &self.seen
+    }
+
+    /// The `>STATE:` lines seen so far as `STATE,DESCRIPTION,...` (the
+    /// time field cut, so two daemons' sequences compare equal).
+    pub fn states(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(">STATE:"))
+            .map(|s| s.split_once(',').map_or(s, |(_, rest)| rest).to_string())
+            .collect()
     }
 
     /// Send one command line.
