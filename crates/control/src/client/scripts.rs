@@ -151,43 +151,7 @@ impl ClientScripts {
         up_env.extend(&ifconfig_env(plan));
         up_env.set("script_context", context);
         up_env.set("script_type", "up");
-        self.up = Some(UpRecord {
-            args: args.clone(),
-            env: after.clone(),
-        });
-        if let Some(command) = self.s.up.clone() {
-            let mut extra = args;
-            extra.push(context.into());
-            let inv = Invocation {
-                hook: "--up/--down",
-                command,
-                extra,
-                env: up_env,
-            };
-            let status = run::run(inv, self.s.security).await;
-            if !status.success() {
-                // 2.6 exits without `route-pre-down` or `down` then.
-                self.up = None;
-                return Err(format!(
-                    "WARNING: Failed running command (--up/--down): {status}"
-                ));
-            }
-        }
-        if fresh && let Some(command) = self.s.route_up.clone() {
-            let mut env = after;
-            env.set("script_type", "route-up");
-            let inv = Invocation {
-                hook: "--route-up",
-                command,
-                extra: Vec::new(),
-                env,
-            };
-            let status = run::run(inv, self.s.security).await;
-            if !status.success() {
-                warn!("WARNING: Failed running command (--route-up): {status}");
-            }
-        }
-        Ok(())
+        self.run_up(fresh, context, args, up_env, after).await
     }
 
     /// The variables of the scripts before any peer is known (2.6's
@@ -230,6 +194,20 @@ impl ClientScripts {
         up_env.set("script_context", context);
         up_env.set("script_type", "up");
         after.set("redirect_gateway", "0");
+        self.run_up(fresh, context, args, up_env, after).await
+    }
+
+    /// Record what `up` was given (for `down`), run `up` with `context`
+    /// appended to `args`, then `route-up` on a fresh device. A failing
+    /// `up` is fatal and 2.6 runs neither `route-pre-down` nor `down` then.
+    async fn run_up(
+        &mut self,
+        fresh: bool,
+        context: &str,
+        args: Vec<String>,
+        up_env: Env,
+        after: Env,
+    ) -> Result<(), String> {
         self.up = Some(UpRecord {
             args: args.clone(),
             env: after.clone(),
@@ -245,6 +223,7 @@ impl ClientScripts {
             };
             let status = run::run(inv, self.s.security).await;
             if !status.success() {
+                // 2.6 exits without `route-pre-down` or `down` then.
                 self.up = None;
                 return Err(format!(
                     "WARNING: Failed running command (--up/--down): {status}"
