@@ -308,9 +308,17 @@ const BATCH_PEERS_MAX: usize = 16;
 /// control plane installs or retires mid-batch is used from the next batch
 /// on. Replay windows live in each [`crate::peers::KeyState`], so they stay
 /// per key whichever set the packet was opened with.
-#[derive(Default)]
 pub(super) struct BatchPeers {
     seen: Vec<SeenPeer>,
+}
+
+impl Default for BatchPeers {
+    /// Room for every peer a batch keeps: no allocation on the data path.
+    fn default() -> Self {
+        BatchPeers {
+            seen: Vec::with_capacity(BATCH_PEERS_MAX),
+        }
+    }
 }
 
 struct SeenPeer {
