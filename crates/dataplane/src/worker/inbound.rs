@@ -14,7 +14,7 @@ use super::outbound::{Out, Outbound};
 use super::{HEAD, IpAddrs, OFF, PKT_MAX, RX_MSGS, RX_OUT, Shared, TUN_BATCH, ip_addrs};
 use crate::UpEvent;
 use crate::mss;
-use crate::peers::{FloatOutcome, Peer, Snapshot, now_nanos};
+use crate::peers::{FloatOutcome, KeySet, Peer, Snapshot, now_nanos};
 use crate::stream::{OwnedStream, ReadOutcome};
 use crate::tun::{Coalescer, TunOffloads, TunQueue};
 use crate::udp::{Port, RecvBatch};
@@ -73,19 +73,14 @@ pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bo
 /// UDP → TUN: receive, open, check, write.
 pub(crate) struct Inbound {
     rx: RecvBatch,
-    /// Opened packets waiting for the next TUN write: datagrams are opened
-    /// straight into it.
-    gro: Coalescer,
-    /// Where a packet that needs reassembly or decompression is opened
-    /// before it is copied into `gro`.
-    scratch: Vec<u8>,
+    /// Where received packets are opened, and the batch's peers.
+    sink: Sink,
     /// Packets held in `gro`, and their plaintext bytes.
     held: usize,
     held_bytes: u64,
     /// This wake-up's receipts, and the last wake-up's with its time ([`now_nanos`]).
     now: Received,
     prev: (Received, u64),
-    acc: Vec<(Arc<Peer>, u64, u64)>,
     /// Datagrams (GRO segments counted one by one) or TCP-framed packets
     /// received since the start.
     pub(super) received: u64,
@@ -117,13 +112,15 @@ impl Inbound {
     pub(super) fn new(offloads: TunOffloads) -> Self {
         Inbound {
             rx: RecvBatch::new(RX_MSGS),
-            gro: Coalescer::new(offloads, RX_OUT, OFF),
-            scratch: Vec::with_capacity(2 * OFF + PKT_MAX),
+            sink: Sink {
+                gro: Coalescer::new(offloads, RX_OUT, OFF),
+                scratch: Vec::with_capacity(2 * OFF + PKT_MAX),
+                peers: BatchPeers::default(),
+            },
             held: 0,
             held_bytes: 0,
             now: Received::default(),
             prev: (Received::default(), 0),
-            acc: Vec::with_capacity(16),
             received: 0,
             stream_received: 0,
         }
@@ -142,10 +139,10 @@ impl Inbound {
 
     /// Write the held packets to the TUN; returns whether there were any.
     pub(super) fn flush(&mut self, tun: &mut TunQueue, sh: &Shared) -> bool {
-        if self.gro.is_empty() {
+        if self.sink.gro.is_empty() {
             return false;
         }
-        write_tun(tun, &mut self.gro, sh);
+        write_tun(tun, &mut self.sink.gro, sh);
         self.held = 0;
         self.held_bytes = 0;
         true
@@ -182,6 +179,7 @@ impl Inbound {
             ..Gather::default()
         };
         let segments_before = self.received;
+        let mut rx = Rx::new(&mut self.sink, &snap, sh, now);
         for j in 0..m {
             let meta = self.rx.meta[j];
             let Some(src) = meta.src else { continue };
@@ -192,14 +190,6 @@ impl Inbound {
                 self.received += 1;
                 let seg = &self.rx.buf(j)[at..end];
                 at = end;
-                let mut rx = Rx {
-                    gro: &mut self.gro,
-                    scratch: &mut self.scratch,
-                    acc: &mut self.acc,
-                    snap: &snap,
-                    sh,
-                    now,
-                };
                 g.take(&mut rx, seg, src, tun, ob, link);
             }
         }
@@ -242,6 +232,7 @@ impl Inbound {
             held_bytes: self.held_bytes,
             ..Gather::default()
         };
+        let mut rx = Rx::new(&mut self.sink, &snap, sh, now);
         let outcome = loop {
             let seg = match conn.deframer.next_packet() {
                 Ok(Some(seg)) => seg,
@@ -249,14 +240,6 @@ impl Inbound {
                 Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
             };
             self.stream_received += 1;
-            let mut rx = Rx {
-                gro: &mut self.gro,
-                scratch: &mut self.scratch,
-                acc: &mut self.acc,
-                snap: &snap,
-                sh,
-                now,
-            };
             g.take(&mut rx, seg, src, tun, ob, link);
         };
         drop(snap);
@@ -268,26 +251,157 @@ impl Inbound {
         outcome
     }
 
-    /// Add the batch's per-peer receive counts.
+    /// End the batch: add its per-peer receive counts, and forget the
+    /// key sets and addresses it loaded.
     fn count(&mut self, now: u64) {
-        for (p, pkts, bytes) in self.acc.drain(..) {
-            let c = &p.counters;
-            c.rx_packets.fetch_add(pkts, Ordering::Relaxed);
-            c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
-            c.last_rx.store(now, Ordering::Relaxed);
+        self.sink.peers.finish(now);
+    }
+}
+
+/// Where [`Inbound`] opens received packets, apart from its receive
+/// buffers (a batch's packets are read from those while opened into this).
+struct Sink {
+    /// Opened packets waiting for the next TUN write: datagrams are opened
+    /// straight into it.
+    gro: Coalescer,
+    /// Where a packet that needs reassembly or decompression is opened
+    /// before it is copied into `gro`.
+    scratch: Vec<u8>,
+    /// The peers this batch has heard from.
+    peers: BatchPeers,
+}
+
+/// What opening one received packet needs, borrowed from [`Inbound`] and
+/// the batch: made once per batch, by the UDP and the TCP path alike.
+struct Rx<'a> {
+    gro: &'a mut Coalescer,
+    scratch: &'a mut Vec<u8>,
+    peers: &'a mut BatchPeers,
+    snap: &'a Snapshot,
+    sh: &'a Shared,
+    now: u64,
+}
+
+impl<'a> Rx<'a> {
+    fn new(sink: &'a mut Sink, snap: &'a Snapshot, sh: &'a Shared, now: u64) -> Self {
+        Rx {
+            gro: &mut sink.gro,
+            scratch: &mut sink.scratch,
+            peers: &mut sink.peers,
+            snap,
+            sh,
+            now,
         }
     }
 }
 
-/// What opening one received packet needs, borrowed from [`Inbound`] and
-/// the batch.
-struct Rx<'a> {
-    gro: &'a mut Coalescer,
-    scratch: &'a mut Vec<u8>,
-    acc: &'a mut Vec<(Arc<Peer>, u64, u64)>,
-    snap: &'a Snapshot,
-    sh: &'a Shared,
-    now: u64,
+/// Peers whose key set and address a batch keeps at most; a batch naming
+/// more (only a server with that many busy clients, or forged packets)
+/// loads them per packet, so a lookup never scans more than this.
+const BATCH_PEERS_MAX: usize = 16;
+
+/// The peers one receive batch has heard from. Each one's key set and
+/// remote address are loaded once, on its first packet of the batch,
+/// instead of two `ArcSwap` loads per packet; the packets and bytes it
+/// delivered are added to its counters once, at the batch's end
+/// ([`BatchPeers::finish`]), which also forgets the loaded sets: a key the
+/// control plane installs or retires mid-batch is used from the next batch
+/// on. Replay windows live in each [`crate::peers::KeyState`], so they stay
+/// per key whichever set the packet was opened with.
+pub(super) struct BatchPeers {
+    seen: Vec<SeenPeer>,
+}
+
+impl Default for BatchPeers {
+    /// Room for every peer a batch keeps: no allocation on the data path.
+    fn default() -> Self {
+        BatchPeers {
+            seen: Vec::with_capacity(BATCH_PEERS_MAX),
+        }
+    }
+}
+
+struct SeenPeer {
+    peer: Arc<Peer>,
+    keys: Arc<KeySet>,
+    /// Where the peer sends from as far as this batch knows (a float
+    /// recorded by this batch moves it).
+    remote: SocketAddr,
+    /// Authenticated, fresh packets and their plaintext bytes.
+    packets: u64,
+    bytes: u64,
+}
+
+impl BatchPeers {
+    /// `peer`'s place in the batch, loading its keys and address on its
+    /// first packet; `None` when the batch is full of other peers.
+    fn find_or_load(&mut self, peer: &Arc<Peer>) -> Option<usize> {
+        if let Some(i) = self.seen.iter().position(|s| Arc::ptr_eq(&s.peer, peer)) {
+            return Some(i);
+        }
+        if self.seen.len() >= BATCH_PEERS_MAX {
+            return None;
+        }
+        self.seen.push(SeenPeer {
+            peer: peer.clone(),
+            keys: peer.keys.load_full(),
+            remote: **peer.remote.load(),
+            packets: 0,
+            bytes: 0,
+        });
+        Some(self.seen.len() - 1)
+    }
+
+    fn remote(&self, at: Option<usize>, peer: &Peer) -> SocketAddr {
+        match at {
+            Some(i) => self.seen[i].remote,
+            None => **peer.remote.load(),
+        }
+    }
+
+    /// The peer sends from `src` now (it floated there, or had already).
+    fn moved(&mut self, at: Option<usize>, src: SocketAddr) {
+        if let Some(i) = at {
+            self.seen[i].remote = src;
+        }
+    }
+
+    /// An authenticated, fresh packet of `bytes` plaintext bytes from `peer`
+    /// (received at `now`).
+    fn received(&mut self, at: Option<usize>, peer: &Peer, bytes: u64, now: u64) {
+        match at {
+            Some(i) => {
+                self.seen[i].packets += 1;
+                self.seen[i].bytes += bytes;
+            }
+            None => {
+                let c = &peer.counters;
+                c.rx_packets.fetch_add(1, Ordering::Relaxed);
+                c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.last_rx.store(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// End the batch at `now`: count what each peer delivered (a peer that
+    /// sent nothing authentic is not alive for it) and forget them all.
+    pub(super) fn finish(&mut self, now: u64) {
+        for s in self.seen.drain(..) {
+            if s.packets == 0 {
+                continue;
+            }
+            let c = &s.peer.counters;
+            c.rx_packets.fetch_add(s.packets, Ordering::Relaxed);
+            c.rx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+            c.last_rx.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Authenticated, fresh packets counted so far in this batch.
+    #[cfg(test)]
+    pub(super) fn packets(&self) -> u64 {
+        self.seen.iter().map(|s| s.packets).sum()
+    }
 }
 
 /// The packets of one receive batch on their way out: plaintext held in
@@ -325,7 +439,7 @@ impl Gather {
             return;
         };
         let window = Dest::Window(rx.gro.window(&spot));
-        match handle_datagram_into(seg, src, window, rx.snap, sh, rx.acc, rx.now) {
+        match handle_datagram_into(seg, src, window, rx.snap, sh, rx.peers, rx.now) {
             Verdict::Deliver(len) => {
                 rx.gro.commit(spot, len);
                 self.delivered(len, rx.gro, tun, sh);
@@ -338,7 +452,7 @@ impl Gather {
             Verdict::NeedsBuffer => {
                 rx.gro.discard(spot);
                 let out = &mut *rx.scratch;
-                match handle_datagram(seg, src, out, rx.snap, sh, rx.acc, rx.now) {
+                match handle_datagram(seg, src, out, rx.snap, sh, rx.peers, rx.now) {
                     Verdict::Deliver(len) => {
                         if rx.gro.push(&out[OFF..OFF + len]) {
                             self.delivered(len, rx.gro, tun, sh);
@@ -406,10 +520,10 @@ pub(super) fn handle_datagram(
     out: &mut Vec<u8>,
     snap: &Snapshot,
     sh: &Shared,
-    acc: &mut Vec<(Arc<Peer>, u64, u64)>,
+    peers: &mut BatchPeers,
     now: u64,
 ) -> Verdict {
-    handle_datagram_into(seg, src, Dest::Buffer(out), snap, sh, acc, now)
+    handle_datagram_into(seg, src, Dest::Buffer(out), snap, sh, peers, now)
 }
 
 /// [`handle_datagram`] into `dest`; a [`Dest::Window`] at least as long as
@@ -421,7 +535,7 @@ pub(super) fn handle_datagram_into(
     mut dest: Dest<'_>,
     snap: &Snapshot,
     sh: &Shared,
-    acc: &mut Vec<(Arc<Peer>, u64, u64)>,
+    batch: &mut BatchPeers,
     now: u64,
 ) -> Verdict {
     let header = match parse_data_header(seg) {
@@ -454,7 +568,17 @@ pub(super) fn handle_datagram_into(
         sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
-    let ks = peer.keys.load();
+    // The batch's copy of the peer's keys; a per-packet load only past
+    // `BATCH_PEERS_MAX` peers.
+    let at = batch.find_or_load(peer);
+    let loaded;
+    let ks: &KeySet = match at {
+        Some(i) => &batch.seen[i].keys,
+        None => {
+            loaded = peer.keys.load();
+            &loaded
+        }
+    };
     let Some(key) = ks.get(header.key_id) else {
         peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
@@ -490,7 +614,6 @@ pub(super) fn handle_datagram_into(
     } else {
         sh.mss_cbc
     };
-    drop(ks);
     let plen = match &mut dest {
         Dest::Window(_) => plen,
         Dest::Buffer(out) => {
@@ -508,16 +631,10 @@ pub(super) fn handle_datagram_into(
         }
     };
     // Authenticated and fresh: the peer is alive.
-    match acc.iter_mut().find(|a| Arc::ptr_eq(&a.0, peer)) {
-        Some(a) => {
-            a.1 += 1;
-            a.2 += plen as u64;
-        }
-        None => acc.push((peer.clone(), 1, plen as u64)),
-    }
+    batch.received(at, peer, plen as u64, now);
     if header.opcode == Opcode::DataV2
         && snap.client_default.is_none()
-        && **peer.remote.load() != src
+        && batch.remote(at, peer) != src
     {
         if sh.streams.is_some() {
             // Over TCP the connection is the peer's address: no floating.
@@ -525,14 +642,18 @@ pub(super) fn handle_datagram_into(
             return Verdict::Consumed;
         }
         match sh.peers.record_float(peer.peer_id, src, now) {
-            FloatOutcome::Moved => sh.up(
-                UpEvent::Float {
-                    peer_id: peer.peer_id,
-                    new_remote: src,
-                },
-                false,
-            ),
-            FloatOutcome::Unchanged => {}
+            FloatOutcome::Moved => {
+                batch.moved(at, src);
+                sh.up(
+                    UpEvent::Float {
+                        peer_id: peer.peer_id,
+                        new_remote: src,
+                    },
+                    false,
+                );
+            }
+            // Another worker moved it there already (or it is gone).
+            FloatOutcome::Unchanged => batch.moved(at, src),
             FloatOutcome::RateLimited => {
                 sh.counters.floats_refused.fetch_add(1, Ordering::Relaxed);
             }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! No allocation, lock or system call per packet: buffers are preallocated,
-//! the peer table is read from an `ArcSwap` snapshot once per batch, counters
+//! the peer table is read from an `ArcSwap` snapshot once per batch, each
+//! peer's keys and address once per batch too (`inbound::BatchPeers`), counters
 //! are added once per batch and peer, and packet ids are reserved as one
 //! contiguous range per batch and peer (`fetch_add`). The batch is sent right
 //! after sealing, so ids leave in order from each worker; two workers sending
@@ -379,7 +380,7 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::inbound::{Verdict, handle_datagram};
+    use super::inbound::{BatchPeers, Verdict, handle_datagram};
     use super::outbound::route;
     use super::*;
     use crate::up::MAX_CONTROL_DATAGRAM;
@@ -461,7 +462,7 @@ mod tests {
         let snap = sh.peers.load();
         let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let mut framed = vec![compress::NO_COMPRESS_BYTE];
         framed.extend_from_slice(&pkt);
@@ -506,7 +507,7 @@ mod tests {
         let snap = sh.peers.load();
         let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let w = client_packet(1, 1, &[&WHOLE_HEADER[..], &pkt].concat());
         assert!(matches!(
@@ -547,7 +548,7 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let v1src: SocketAddr = "192.0.2.2:1194".parse().unwrap();
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let w = client_packet(1, 1, &pkt);
         assert!(matches!(
@@ -685,7 +686,61 @@ mod tests {
         ));
         // Stats accumulate per batch.
         // Every authenticated, fresh packet counts (the spoofed ones too).
-        assert_eq!(acc.iter().map(|a| a.1).sum::<u64>(), 11);
+        assert_eq!(acc.packets(), 11);
+    }
+
+    /// A batch from more peers than it keeps (`BATCH_PEERS_MAX`) opens
+    /// and counts every one of them, and a peer is counted alive only for
+    /// authentic packets.
+    #[test]
+    fn a_batch_from_many_peers_counts_each_one() {
+        let (sh, _rx) = shared();
+        let block = KeyBlock([3; 256]);
+        let ids = 2..40u32;
+        for id in ids.clone() {
+            let addr = SocketAddr::from(([198, 18, 0, id as u8], 1194));
+            sh.peers
+                .upsert_peer(id, addr, Some(Ipv4Addr::from(0x0a09_0000 + id)));
+            sh.peers.install_key(
+                id,
+                0,
+                DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Side::Server),
+            );
+        }
+        let snap = sh.peers.load();
+        let before = |id: u32| sh.peers.peer_stats(id).unwrap().last_rx;
+        let last_rx_before: Vec<_> = ids.clone().map(before).collect();
+        let mut out = Vec::with_capacity(70_000);
+        let mut batch = BatchPeers::default();
+        let now = 1 << 40;
+        // First a forged packet from peer 1 (bad tag): it takes a place in
+        // the batch but is neither counted nor makes the peer alive.
+        let peer1_before = sh.peers.peer_stats(1).unwrap().last_rx;
+        let mut forged = client_packet(1, 1, &PING_PAYLOAD);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let src: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        handle_datagram(&forged, src, &mut out, &snap, &sh, &mut batch, now);
+        for round in 1..=2u32 {
+            for id in ids.clone() {
+                let src = SocketAddr::from(([198, 18, 0, id as u8], 1194));
+                let w = client_packet(id, round, &PING_PAYLOAD);
+                handle_datagram(&w, src, &mut out, &snap, &sh, &mut batch, now);
+            }
+        }
+        batch.finish(now);
+        for (id, was) in ids.zip(last_rx_before) {
+            let s = sh.peers.peer_stats(id).unwrap();
+            assert_eq!(s.rx_packets, 2, "peer {id}");
+            assert_eq!(s.rx_bytes, 2 * PING_PAYLOAD.len() as u64, "peer {id}");
+            assert!(s.last_rx > was, "peer {id} is alive");
+        }
+        let peer1 = sh.peers.peer_stats(1).unwrap();
+        assert_eq!((peer1.rx_packets, peer1.auth_failures), (0, 1));
+        assert_eq!(
+            peer1.last_rx, peer1_before,
+            "a forged packet is no sign of life"
+        );
     }
 
     /// Audit M2: one client alternating between a free address and another
@@ -708,7 +763,7 @@ mod tests {
         let free: SocketAddr = "203.0.113.9:40000".parse().unwrap();
         let before = sh.peers.generation();
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let mut delivered = 0;
         for i in 0..10_000u32 {
@@ -756,7 +811,7 @@ mod tests {
             "203.0.113.2:2000".parse().unwrap(),
         );
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         let pkt = ipv4([10, 8, 0, 2], [10, 8, 0, 1]);
         let start = 5_000_000_000u64;
         let second = crate::peers::FLOAT_INTERVAL.as_nanos() as u64;
@@ -788,7 +843,7 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let junk_from: SocketAddr = "198.51.100.1:999".parse().unwrap();
         let mut out = Vec::with_capacity(70_000);
-        let mut acc = Vec::new();
+        let mut acc = BatchPeers::default();
         // 9000 bytes of HARD_RESET_CLIENT_V2 (opcode 7): dropped at once.
         let mut big = vec![0u8; 9000];
         big[0] = 7 << 3;
@@ -837,7 +892,7 @@ mod tests {
             let (sh, _rx) = shared();
             let snap = sh.peers.load();
             let mut out = Vec::new();
-            let mut acc = Vec::new();
+            let mut acc = BatchPeers::default();
             let mut d = data;
             if let Some(b) = d.first_mut() { *b = (op << 3) | key; }
             if d.len() >= 4 && op == 9 { d[1] = 0; d[2] = 0; d[3] = 1; }

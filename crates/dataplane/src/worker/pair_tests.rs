@@ -404,3 +404,71 @@ fn a_peer_without_a_peer_id_exchanges_p_data_v1_both_ways() {
     assert_eq!(pair.server.tun.take_written(), vec![up]);
     assert_eq!(pair.client.tun.take_written(), vec![down]);
 }
+
+/// `count` packets from the client, sealed and taken off the link unsent.
+fn client_datagrams(pair: &mut Pair, count: u8, tag: u8) -> Vec<Datagram> {
+    for i in 0..count {
+        pair.client
+            .tun
+            .inject(udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[tag, i]));
+    }
+    pair.client.worker.pump();
+    let wire = pair.link.take(pair.server.addr);
+    assert_eq!(wire.len(), usize::from(count));
+    wire
+}
+
+/// The server loads a peer's keys once per receive batch: a key installed
+/// or retired between two batches is in force for the whole next batch, and
+/// one batch opening packets under two keys checks each against its own
+/// replay window (the same packet id under another key is no replay).
+#[test]
+fn a_key_change_between_batches_holds_for_the_next_batch_and_replay_stays_per_key() {
+    let mut pair = Pair::new(no_offloads());
+    let key0 = client_datagrams(&mut pair, 4, 0);
+    // Batch 1: key 0 only.
+    pair.link.inject(pair.server.addr, key0[..2].to_vec());
+    pair.server.worker.pump();
+    assert_eq!(pair.server.tun.take_written().len(), 2);
+
+    // Rekey to key 1 (another key block) on both ends, the client sends with it.
+    let block = KeyBlock(std::array::from_fn(|i| (i * 13 + 5) as u8));
+    let keys = |side| DataKeys::from_key_block(Cipher::Aes256Gcm, &block, side);
+    pair.server
+        .sh
+        .peers
+        .install_key(PEER_ID, 1, keys(Side::Server));
+    pair.client
+        .sh
+        .peers
+        .install_key(PEER_ID, 1, keys(Side::Client));
+    pair.client.sh.peers.set_send_key(PEER_ID, 1);
+    let key1 = client_datagrams(&mut pair, 3, 1);
+    let ids: Vec<u32> = key1.iter().map(packet_id).collect();
+    assert_eq!(ids, [1, 2, 3], "a new key counts from 1");
+
+    // Batch 2: key 1's packets, a late one of key 0 with an id key 1 used
+    // too, and a duplicate of key 1's first.
+    pair.link.inject(
+        pair.server.addr,
+        [
+            key1[0].clone(),
+            key0[2].clone(),
+            key1[1].clone(),
+            key1[2].clone(),
+            key1[0].clone(),
+        ],
+    );
+    pair.server.worker.pump();
+    assert_eq!(pair.server.tun.take_written().len(), 4);
+    let s = pair.server.stats();
+    assert_eq!((s.rx_packets, s.replay_drops, s.auth_failures), (6, 1, 0));
+
+    // Key 0 retired between batches: its last packet is refused.
+    pair.server.sh.peers.retire_key(PEER_ID, 0);
+    pair.link.inject(pair.server.addr, [key0[3].clone()]);
+    pair.server.worker.pump();
+    assert!(pair.server.tun.take_written().is_empty());
+    let s = pair.server.stats();
+    assert_eq!((s.rx_packets, s.auth_failures), (6, 1));
+}
