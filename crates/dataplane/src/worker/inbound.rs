@@ -454,6 +454,12 @@ pub(super) fn handle_datagram_into(
         sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
+    // A client that hears every address (`float`) takes data only from the
+    // server's: 2.6 moves a client only with a new session, never on data.
+    if sh.server_source_only && **peer.remote.load() != src {
+        sh.counters.not_from_server.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
+    }
     let ks = peer.keys.load();
     let Some(key) = ks.get(header.key_id) else {
         peer.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
