@@ -156,6 +156,8 @@ pub struct ConnectionEntry {
     /// `local HOSTNAME`: resolved when the client starts.
     pub local_name: Option<String>,
     pub nobind: bool,
+    /// `float`.
+    pub float: bool,
     pub connect_retry: Option<ConnectRetry>,
     pub connect_timeout: Option<u32>,
     pub explicit_exit_notify: Option<u32>,
@@ -177,6 +179,7 @@ impl ConnectionEntry {
             local: cfg.local,
             local_name: cfg.local_name.clone(),
             nobind: cfg.nobind,
+            float: cfg.float,
             connect_retry: cfg.connect_retry,
             connect_timeout: cfg.connect_timeout,
             explicit_exit_notify: cfg.explicit_exit_notify,

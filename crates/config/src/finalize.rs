@@ -495,12 +495,6 @@ impl Config {
                 "tls-crypt-v2 in point-to-point mode is not supported; use 'tls-crypt' or 'tls-auth'",
             ));
         }
-        if self.seen.contains_key("float") {
-            return Err(unsupported(
-                "float",
-                "in point-to-point mode ferrovpn talks to the 'remote' address only, as 2.6 without 'float'",
-            ));
-        }
         // 2.6's wording (options.c).
         for (key, what) in [
             ("auth-user-pass", "--auth-user-pass requires --pull"),

@@ -669,8 +669,8 @@ impl Parser {
             }
             Some(i) if i.support == Support::Ignored => {
                 self.warn(d.loc, format!("'{}' ignored: {}", d.name, i.note));
-                // Still located: a mode that cannot ignore it refuses it
-                // at finalize (`float` in point-to-point mode).
+                // Still located: a mode that cannot ignore it may refuse
+                // it at finalize.
                 self.cfg.seen.insert(d.name.to_string(), d.loc.clone());
                 return Ok(());
             }
@@ -1234,6 +1234,7 @@ impl Parser {
                     Some(d.num(0, 1, u32::MAX, "a number of seconds (at least 1)")?);
             }
             "nobind" => d.flag(&mut c.nobind)?,
+            "float" => d.flag(&mut c.float)?,
             "redirect-gateway" => {
                 const FLAGS: &[&str] = &[
                     "def1",

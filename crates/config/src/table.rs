@@ -77,7 +77,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "tls-server",
-        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): waits for the peer's handshake from `remote` (required: ferrovpn does not take a peer from anywhere; `float` is refused), data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
+        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): waits for the peer's handshake from `remote` (required: ferrovpn does not take a peer from anywhere), or with `float` from any address (the session then goes there), data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
     ),
     s("client", "implies `tls-client` + `pull`"),
     s(
@@ -541,9 +541,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "auth-nocache",
         "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed",
     ),
-    i(
+    s(
         "float",
-        "a server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too); a client keeps its UDP socket connected to the server's address, so it drops packets from any other address, as 2.6 does without `float` (2.6 also takes packets from the other addresses the `remote` name resolved to): an authenticated server answering from a new address is not followed as 2.6 with `float` would, the client reconnects (ping-restart) instead",
+        "UDP client and point-to-point end, as 2.6 in TLS mode: the socket hears every address, and a new session goes to the address the peer's first authenticated packet (its hard reset under tls-auth/tls-crypt, or the TLS handshake without them) comes from: data, control, `ipchange` (with that address) and the management state name it. Within a session nothing moves, as in 2.6: data and control packets from another address are dropped (2.6: 'TLS keys are out of sync', 'unexpected IP addr') until ping-restart starts a new session, which then follows the peer; an unauthenticated packet never moves it. Without `float` the client hears only the address it sent to (2.6 also hears the other addresses the `remote` name resolved to). No effect over TCP or through a proxy. A server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too)",
     ),
     i("ping-timer-rem", "ping timers always run"),
     s(

@@ -690,6 +690,10 @@ pub struct Config {
     /// `connect-timeout N` / `server-poll-timeout N`.
     pub connect_timeout: Option<u32>,
     pub nobind: bool,
+    /// `float`: a UDP client or point-to-point end takes a new session from
+    /// whatever address its peer answers from (authenticated), not only the
+    /// `remote` address.
+    pub float: bool,
     pub redirect_gateway: Option<Vec<String>>,
     /// `route-gateway GW`: the gateway of routes that name none.
     pub route_gateway: Option<Ipv4Addr>,

@@ -37,6 +37,20 @@ fn err(text: &str) -> String {
     }
 }
 
+/// `float` in point-to-point mode: the peer's first authenticated packet
+/// may come from any address (the runtime follows it), in either TLS role.
+#[test]
+fn float_is_taken_in_point_to_point_mode() {
+    for role in ["tls-server", "tls-client"] {
+        let text = format!("float\n{}", site(role));
+        let c = parse_str_no_fs(&text, "t.conf").expect("float in p2p mode");
+        assert!(c.p2p && c.float, "{role}");
+        assert!(c.connection_list().iter().all(|e| e.float), "{role}");
+    }
+    let c = parse_str_no_fs(&site("tls-server"), "t.conf").unwrap();
+    assert!(!c.float && c.connection_list().iter().all(|e| !e.float));
+}
+
 #[test]
 fn loopback_shape_is_p2p_in_either_tls_role() {
     for role in ["tls-server", "tls-client"] {
@@ -125,10 +139,6 @@ fn refused_combinations_name_line_and_reason() {
         (
             site("tls-server").replace("remote 192.0.2.2\n", ""),
             "t.conf:1: point-to-point mode ('tls-server' without 'mode server') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
-        ),
-        (
-            format!("float\n{}", site("tls-server")),
-            "t.conf:1: unsupported 'float': in point-to-point mode ferrovpn talks to the 'remote' address only, as 2.6 without 'float'",
         ),
         (
             format!("proto tcp-client\n{}", site("tls-client")),

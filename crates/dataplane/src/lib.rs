@@ -60,7 +60,10 @@
 //! # Client mode
 //! With `connect: Some(server)` every worker shares one connected UDP socket
 //! (dup'ed fds): SO_REUSEPORT would hash one server flow to one socket anyway,
-//! and distinct source ports would look like floats to the server. Only
+//! and distinct source ports would look like floats to the server. With
+//! `float` the shared socket is bound but not connected (every send names
+//! its destination anyway), and the workers drop data packets that do not
+//! come from the peer's address before opening them. Only
 //! worker 0 reads that socket: the TUN driver steers each flow's outgoing
 //! packets to the queue its incoming packets were written to, so a single
 //! reader keeps every flow on one worker (several readers made flows hop
@@ -174,6 +177,13 @@ pub struct DataPlaneConfig {
     pub bind: SocketAddr,
     /// Client mode: connect the (shared) socket to this server.
     pub connect: Option<SocketAddr>,
+    /// Client mode with `float`: leave the socket unconnected, so that
+    /// packets from any address reach the workers (and control packets the
+    /// control plane, which decides whether a new session may come from
+    /// there). Data packets are still taken only from the peer's current
+    /// address, as 2.6 binds a session's data channel to the address the
+    /// session came up with.
+    pub float: bool,
     /// Relay packets between peers inside the data plane instead of via the TUN.
     pub client_to_client: bool,
     /// Receive replay window in packet ids (default 2048).
@@ -222,6 +232,7 @@ impl Default for DataPlaneConfig {
             pin_cpus: false,
             bind: SocketAddr::from(([0, 0, 0, 0], 1194)),
             connect: None,
+            float: false,
             client_to_client: false,
             replay_window: DEFAULT_REPLAY_WINDOW,
             mssfix: Some(1492),
@@ -338,7 +349,7 @@ impl DataPlane {
         let (socks, local, control, udp_off) = if cfg.transport == Transport::Tcp {
             (Vec::new(), cfg.bind, None, udp::UdpOffloads::default())
         } else {
-            let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, cfg.workers)
+            let (socks, mut udp_off) = udp::create(cfg.bind, cfg.connect, !cfg.float, cfg.workers)
                 .map_err(io("creating the UDP sockets"))?;
             if !cfg.offload {
                 udp_off = udp::UdpOffloads::default();
@@ -398,6 +409,7 @@ impl DataPlane {
                 .fragment
                 .map(|f| worker::FragmentConfig::new(f, cfg.mtu)),
             passtos: cfg.passtos,
+            server_source_only: cfg.connect.is_some() && cfg.float,
         });
         let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {

@@ -124,6 +124,7 @@ fn config(
         pin_cpus: false,
         bind,
         connect,
+        float: false,
         client_to_client: false,
         replay_window: 2048,
         mssfix: Some(1492),

@@ -566,6 +566,7 @@ fn client_remotes(cfg: &Config) -> anyhow::Result<Vec<Remote>> {
                 Family::V4 => Some(false),
                 Family::V6 => Some(true),
             },
+            float: entry.float,
         });
     }
     if remotes.is_empty() {

@@ -189,7 +189,12 @@ impl Connection<'_> {
                 .map_or(next_housekeeping, |t| t.min(next_housekeeping));
             tokio::select! {
                 ev = self.up.recv() => match ev {
-                    Some(UpEvent::Control { from, packet }) if from == self.server => {
+                    Some(UpEvent::Control { from, packet })
+                        if from == self.server || self.may_float_to(&c, &packet) =>
+                    {
+                        if from != self.server {
+                            self.float_to(from);
+                        }
                         if let Some(why) = self.p2p_peer_restarted(&c, &packet) {
                             break Ended::Reconnect(why);
                         }
@@ -202,7 +207,16 @@ impl Connection<'_> {
                         c.heard_from_server = true;
                         c.session.handle_packet(Instant::now(), &packet);
                     }
-                    Some(UpEvent::Control { from, .. }) => debug!("ignoring control packet from {from}"),
+                    Some(UpEvent::Control { from, packet }) => {
+                        // 2.6 with `float`: an authentic reset under a new
+                        // session id from anywhere starts a new session.
+                        if self.remote.floats()
+                            && let Some(why) = self.p2p_peer_restarted(&c, &packet)
+                        {
+                            break Ended::Reconnect(format!("{why} from {from}"));
+                        }
+                        debug!("ignoring control packet from {from}");
+                    }
                     Some(UpEvent::Occ { payload, .. }) => {
                         if payload.get(OCC_MAGIC.len()) == Some(&OCC_EXIT) {
                             break Ended::ServerLeft("server sent exit notification".into());
@@ -602,8 +616,9 @@ impl Connection<'_> {
     }
 
     /// Point-to-point TLS server: wait for the peer's HARD_RESET_CLIENT_V2
-    /// (authenticated by the control wrapping) and answer it. Only the
-    /// `remote` address reaches us (the socket is connected to it).
+    /// (authenticated by the control wrapping) and answer it: from the
+    /// `remote` address, or with `float` from any (the session then goes
+    /// there, as 2.6 takes a new session's address from its first packet).
     async fn await_peer_reset(
         &mut self,
         cfg: Arc<ferrovpn_proto::session::SessionConfig>,
@@ -637,7 +652,9 @@ impl Connection<'_> {
                     )));
                 }
                 ev = self.up.recv() => match ev {
-                    Some(UpEvent::Control { from, packet }) if from == self.server => {
+                    Some(UpEvent::Control { from, packet })
+                        if from == self.server || self.remote.floats() =>
+                    {
                         let Ok((pkt, replay)) = cfg.wrap.unwrap(&packet) else {
                             debug!("dropping unauthenticated control packet from {from}");
                             continue;
@@ -648,6 +665,9 @@ impl Connection<'_> {
                         }
                         match Session::accept(cfg.clone(), Instant::now(), unix_now(), pkt, replay) {
                             Ok(session) => {
+                                if from != self.server {
+                                    self.float_to(from);
+                                }
                                 info!("peer {from} started a TLS session");
                                 return Ok(session);
                             }
@@ -661,6 +681,31 @@ impl Connection<'_> {
                 _ = shutdown.as_mut() => return Err(Ended::Shutdown),
             }
         }
+    }
+
+    /// `float`: whether a control packet from an address other than the
+    /// server's starts this session there. As in 2.6, only the first
+    /// packet of a session can ([`opens_session_elsewhere`]); later
+    /// packets from elsewhere are dropped (2.6: "unexpected IP addr").
+    fn may_float_to(&self, c: &Live, packet: &[u8]) -> bool {
+        self.remote.floats()
+            && !c.heard_from_server
+            && opens_session_elsewhere(&self.settings.session.wrap, packet)
+    }
+
+    /// Talk to `to` from now on: control packets, the data channel (the
+    /// peer enters the table with it), `ipchange` and the management
+    /// interface's CONNECTED state all name it, as 2.6 sets the session's
+    /// address to where its first packet came from.
+    fn float_to(&mut self, to: SocketAddr) {
+        info!(
+            "float: the peer answers from {to} (we sent to {}); the session goes there",
+            self.server
+        );
+        if self.outer == self.server.ip() {
+            self.outer = to.ip();
+        }
+        self.server = to;
     }
 
     /// Point-to-point mode: a hard reset under a new session id means the
@@ -784,6 +829,15 @@ impl Connection<'_> {
     }
 }
 
+/// Whether `packet`, from an address other than the one we sent our reset
+/// to, may start the session there (`float`): the server's hard reset,
+/// authentic under the control channel's wrapping (tls-auth / tls-crypt;
+/// without one, the TLS handshake that follows authenticates the peer), as
+/// 2.6 takes a new session's address from its first authenticated packet.
+fn opens_session_elsewhere(wrap: &ferrovpn_proto::wrap::ControlWrap, packet: &[u8]) -> bool {
+    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == Opcode::HardResetServerV2)
+}
+
 /// The client's status file: tunnel bytes of the current connection.
 fn write_status(file: &KeptFile, peers: &PeerTable, c: &Live) {
     let (read, written) = c
@@ -793,5 +847,70 @@ fn write_status(file: &KeptFile, peers: &PeerTable, c: &Live) {
     let text = status::render_client(unix_now(), read, written);
     if let Err(e) = file.rewrite(&text) {
         warn!("status file {}: {e}", file.path().display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrovpn_proto::wire::{ControlPacket, SessionId};
+    use ferrovpn_proto::wrap::{AuthDigest, ControlWrap, KeyDirection, ReplayId, StaticKey};
+
+    use super::*;
+
+    fn packet(opcode: Opcode) -> ControlPacket {
+        ControlPacket {
+            opcode,
+            key_id: 0,
+            session_id: SessionId([5; 8]),
+            acks: vec![0],
+            remote_session_id: Some(SessionId([6; 8])),
+            message_id: Some(0),
+            payload: Vec::new(),
+        }
+    }
+
+    fn wire(wrap: &ControlWrap, pkt: &ControlPacket) -> Vec<u8> {
+        let mut out = Vec::new();
+        wrap.wrap(pkt, ReplayId { id: 1, time: 1 }, &mut out);
+        out
+    }
+
+    /// Only an authentic server reset moves a `float` client's new
+    /// session: forged, foreign-keyed or other packets never do.
+    #[test]
+    fn only_an_authentic_server_reset_opens_a_session_elsewhere() {
+        let key = StaticKey::generate();
+        let pairs = [
+            (
+                ControlWrap::tls_crypt(&key, Side::Server),
+                ControlWrap::tls_crypt(&key, Side::Client),
+                ControlWrap::tls_crypt(&StaticKey::generate(), Side::Server),
+            ),
+            (
+                ControlWrap::tls_auth(&key, KeyDirection::Normal, AuthDigest::Sha256),
+                ControlWrap::tls_auth(&key, KeyDirection::Inverse, AuthDigest::Sha256),
+                ControlWrap::tls_auth(
+                    &StaticKey::generate(),
+                    KeyDirection::Normal,
+                    AuthDigest::Sha256,
+                ),
+            ),
+        ];
+        for (server, client, stranger) in pairs {
+            let reset = wire(&server, &packet(Opcode::HardResetServerV2));
+            assert!(opens_session_elsewhere(&client, &reset));
+            let mut forged = reset.clone();
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            assert!(!opens_session_elsewhere(&client, &forged));
+            let foreign = wire(&stranger, &packet(Opcode::HardResetServerV2));
+            assert!(!opens_session_elsewhere(&client, &foreign));
+            for other in [Opcode::ControlV1, Opcode::AckV1, Opcode::SoftResetV1] {
+                let authentic = wire(&server, &packet(other));
+                assert!(!opens_session_elsewhere(&client, &authentic), "{other:?}");
+            }
+            assert!(!opens_session_elsewhere(&client, &[]));
+            assert!(!opens_session_elsewhere(&client, &reset[..reset.len() / 2]));
+        }
     }
 }

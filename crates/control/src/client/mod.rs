@@ -72,6 +72,9 @@ pub struct Remote {
     /// `udp4`/`tcp4`: `Some(false)`, IPv4 only; `udp6`/`tcp6`: `Some(true)`,
     /// IPv6 only; `None`: whatever the name resolves to, in order.
     pub family: Option<bool>,
+    /// `float` (UDP without a proxy): each new session goes to whatever
+    /// address the server's first authenticated packet comes from.
+    pub float: bool,
 }
 
 impl Remote {
@@ -90,7 +93,14 @@ impl Remote {
             proxy: None,
             random_hostname: false,
             family: None,
+            float: false,
         }
+    }
+
+    /// `float` takes effect: over UDP straight to the server (through a
+    /// proxy the relay is the only address there is).
+    pub fn floats(&self) -> bool {
+        self.float && self.transport == Transport::Udp && self.proxy.is_none()
     }
 
     /// The server's name for this attempt: with `remote-random-hostname`, a
@@ -304,6 +314,8 @@ struct Plane {
     dp: DataPlane,
     /// The server (or proxy) the plane was started for.
     server: SocketAddr,
+    /// Its socket hears every address ([`Remote::floats`]).
+    float: bool,
     transport: Transport,
     bind: SocketAddr,
     up: tokio::sync::mpsc::Receiver<UpEvent>,
@@ -314,11 +326,12 @@ impl Plane {
         let server = cfg
             .connect
             .ok_or_else(|| DataPlaneError::Config("a client data plane needs a server".into()))?;
-        let (transport, bind) = (cfg.transport, cfg.bind);
+        let (transport, bind, float) = (cfg.transport, cfg.bind, cfg.float);
         let (dp, up_rx) = DataPlane::start(cfg, peers.clone())?;
         Ok(Plane {
             dp,
             server,
+            float,
             transport,
             bind,
             up: crate::bridge(up_rx),
@@ -742,11 +755,16 @@ fn ensure_plane<'p>(
     tunnel: &mut Tunnel,
 ) -> Result<&'p mut Plane, DataPlaneError> {
     let current = plane.as_ref().is_some_and(|p| {
-        !fresh && p.server == server && p.transport == remote.transport && p.bind == remote.bind
+        !fresh
+            && p.server == server
+            && p.transport == remote.transport
+            && p.bind == remote.bind
+            && p.float == remote.floats()
     });
     if !current {
         let mut cfg = s.dataplane.clone();
         cfg.connect = Some(server);
+        cfg.float = remote.floats();
         cfg.transport = remote.transport;
         cfg.bind = bind_towards(remote.bind, server);
         let old = plane.take();

@@ -84,9 +84,12 @@ fn new_socket(bind: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
 /// by flow hash. Client (`connect == Some(server)`): one socket connected to
 /// the server, shared by all workers through `dup` — a single flow would hash
 /// to one SO_REUSEPORT socket anyway; the TUN queues still spread the send side.
+/// A client's socket is connected only with `connected` (not with `float`,
+/// which must hear other addresses; every send names its destination).
 pub fn create(
     bind: SocketAddr,
     connect: Option<SocketAddr>,
+    connected: bool,
     n: usize,
 ) -> io::Result<(Vec<UdpSocket>, UdpOffloads)> {
     let n = n.max(1);
@@ -94,7 +97,9 @@ pub fn create(
     match connect {
         Some(server) => {
             let s = new_socket(bind, false)?;
-            s.connect(&server.into())?;
+            if connected {
+                s.connect(&server.into())?;
+            }
             let s: UdpSocket = s.into();
             for _ in 1..n {
                 socks.push(s.try_clone()?);

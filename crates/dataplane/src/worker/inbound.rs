@@ -568,9 +568,15 @@ pub(super) fn handle_datagram_into(
         sh.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
         return Verdict::Consumed;
     };
-    // The batch's copy of the peer's keys; a per-packet load only past
-    // `BATCH_PEERS_MAX` peers.
+    // The batch's copy of the peer's keys and address; a per-packet load
+    // only past `BATCH_PEERS_MAX` peers.
     let at = batch.find_or_load(peer);
+    // A client that hears every address (`float`) takes data only from the
+    // server's: 2.6 moves a client only with a new session, never on data.
+    if sh.server_source_only && batch.remote(at, peer) != src {
+        sh.counters.not_from_server.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Consumed;
+    }
     let loaded;
     let ks: &KeySet = match at {
         Some(i) => &batch.seen[i].keys,

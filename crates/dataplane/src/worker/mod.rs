@@ -87,6 +87,10 @@ pub struct GlobalCounters {
     /// Authenticated packets from a new address that did not move their peer:
     /// it floated less than a second ago, or another peer owns the address.
     pub floats_refused: AtomicU64,
+    /// A client with `float` (its socket hears every address): data packets
+    /// from an address other than the server's, dropped unopened as 2.6
+    /// drops them ("TLS keys are out of sync").
+    pub not_from_server: AtomicU64,
     pub tun_read_errors: AtomicU64,
     pub tun_write_errors: AtomicU64,
     pub udp_send_dropped: AtomicU64,
@@ -153,6 +157,9 @@ pub(crate) struct Shared {
     pub fragment: Option<FragmentConfig>,
     /// `passtos`: datagrams take the TOS byte of the IPv4 packet they carry.
     pub passtos: bool,
+    /// A client whose socket is not connected (`float`): data packets count
+    /// only from the peer's current address.
+    pub server_source_only: bool,
 }
 
 impl Shared {
@@ -419,6 +426,7 @@ mod tests {
             streams: None,
             fragment: None,
             passtos: false,
+            server_source_only: false,
         };
         (Arc::new(sh), rx)
     }

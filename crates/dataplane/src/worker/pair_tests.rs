@@ -42,6 +42,7 @@ fn node(
     port: udp::memory::MemoryPort,
     offloads: TunOffloads,
     peer_id: u32,
+    server_source_only: bool,
 ) -> Node {
     let (tx, rx) = crate::up::queues(64, 1);
     let sh = Arc::new(Shared {
@@ -57,6 +58,7 @@ fn node(
         streams: None,
         fragment: None,
         passtos: false,
+        server_source_only,
     });
     let addr = port.local_addr();
     let (queue, tun) = crate::tun::create_memory(offloads);
@@ -84,6 +86,15 @@ impl Pair {
     /// The same with the client known by `peer_id` on both ends
     /// (`PEER_ID_UNDEFINED`: by its address, over P_DATA_V1).
     fn with_peer_id(offloads: TunOffloads, peer_id: u32) -> Pair {
+        Pair::build(offloads, peer_id, false)
+    }
+
+    /// [`Pair::new`] with a client that has `float` (its socket hears every address).
+    fn float_client(offloads: TunOffloads) -> Pair {
+        Pair::build(offloads, PEER_ID, true)
+    }
+
+    fn build(offloads: TunOffloads, peer_id: u32, float: bool) -> Pair {
         let server_addr: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let client_addr: SocketAddr = "198.51.100.2:40000".parse().unwrap();
         let (server_port, client_port, link) = udp::memory::link(server_addr, client_addr);
@@ -102,8 +113,8 @@ impl Pair {
         client_peers.set_client_default(Some(peer_id));
 
         Pair {
-            server: node(server_peers, server_port, offloads, peer_id),
-            client: node(client_peers, client_port, offloads, peer_id),
+            server: node(server_peers, server_port, offloads, peer_id, false),
+            client: node(client_peers, client_port, offloads, peer_id, float),
             link,
         }
     }
@@ -471,4 +482,41 @@ fn a_key_change_between_batches_holds_for_the_next_batch_and_replay_stays_per_ke
     assert!(pair.server.tun.take_written().is_empty());
     let s = pair.server.stats();
     assert_eq!((s.rx_packets, s.auth_failures), (6, 1));
+}
+
+/// A client with `float` hears every address, but takes data packets only
+/// from the server's: one from anywhere else is dropped unopened, authentic
+/// or forged, and never moves the server's address (2.6 moves a client only
+/// with a new session, never on data).
+#[test]
+fn a_float_client_takes_data_only_from_the_servers_address() {
+    let mut pair = Pair::float_client(no_offloads());
+    let down = udp4(SERVER_TUN_IP, CLIENT_TUN_IP, b"from the server");
+    assert!(pair.server.tun.inject(down.clone()));
+    pair.server.worker.pump();
+    let wire = pair.link.take(pair.client.addr);
+    assert_eq!(wire.len(), 1);
+    let elsewhere: SocketAddr = "203.0.113.9:1194".parse().unwrap();
+    let replayed = Datagram {
+        src: elsewhere,
+        bytes: wire[0].bytes.clone(),
+    };
+    let mut forged = replayed.clone();
+    let last = forged.bytes.len() - 1;
+    forged.bytes[last] ^= 1;
+    pair.link.inject(pair.client.addr, [replayed, forged]);
+    pair.drive();
+    assert!(pair.client.tun.take_written().is_empty());
+    assert_eq!(pair.client.counter(|c| &c.not_from_server), 2);
+    let server_addr = pair.server.addr;
+    let remote = || **pair.client.sh.peers.load().by_id[&PEER_ID].remote.load();
+    assert_eq!(remote(), server_addr, "the server's address did not move");
+    // From the server's address the same datagram still counts: the
+    // dropped copy used up neither its packet id nor anything else.
+    pair.link.inject(pair.client.addr, wire);
+    pair.drive();
+    assert_eq!(pair.client.tun.take_written(), vec![down]);
+    let c = pair.client.stats();
+    assert_eq!((c.rx_packets, c.auth_failures, c.replay_drops), (1, 0, 0));
+    assert_eq!(pair.client.counter(|c| &c.floats_refused), 0);
 }
