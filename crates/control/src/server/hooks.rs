@@ -942,6 +942,7 @@ impl Server {
             return;
         };
         c.admission = Admission::Admitted;
+        c.connect_done = true;
         let held = std::mem::take(&mut c.held);
         for ev in held {
             self.on_session_event(now, addr, ev);
@@ -1508,14 +1509,17 @@ impl Server {
         self.apply_client_connect_config(addr, &path)
     }
 
-    /// An admitted client goes: `client-disconnect`, `learn-address delete`.
+    /// A client that was admitted goes: `client-disconnect`, `learn-address delete`.
     pub(super) fn on_client_gone(
         &mut self,
         addr: SocketAddr,
         c: &mut Client,
         peer: Option<super::registry::Peer>,
     ) {
-        if !matches!(c.admission, Admission::Admitted) {
+        // 2.6 runs client-disconnect for every client that got through
+        // client-connect (multi_state >= CAS_CONNECT_DONE), also one
+        // refused later, on a renegotiation.
+        if !c.connect_done {
             return;
         }
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));

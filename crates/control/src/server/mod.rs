@@ -198,6 +198,9 @@ struct Client {
     token_session: Option<auth_token::TokenSession>,
     /// A renegotiation's deferred login: its control files and deadline.
     reauth: Option<(crate::scripts::deferred::ControlFiles, Instant)>,
+    /// Whether it was admitted once (2.6's `CAS_CONNECT_DONE`): then its
+    /// leaving runs client-disconnect, even after a later refusal.
+    connect_done: bool,
     /// Its per-client plugin contexts, made with the client instance (as
     /// 2.6 makes them in `multi_create_instance`) and destroyed when it goes.
     plugin_context: Option<crate::plugin::ClientContext>,
@@ -704,6 +707,7 @@ impl Server {
                     username: None,
                     token_session: None,
                     reauth: None,
+                    connect_done: false,
                     plugin_context: self.plugins.as_ref().and_then(|p| p.client_context()),
                 };
                 self.next_cid += 1;
