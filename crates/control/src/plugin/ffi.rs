@@ -487,6 +487,8 @@ impl Loaded {
             // Dropping `plugin` closes it.
             let pf_note = if unserved & super::mask(super::ENABLE_PF) != 0 {
                 " (packet filtering, PLUGIN_ENABLE_PF, was removed in OpenVPN 2.6)"
+            } else if unserved & super::mask(super::TLS_VERIFY) != 0 {
+                " (2.6 hands PLUGIN_TLS_VERIFY an OpenSSL X509 certificate object, which ferrovpn's TLS library does not have)"
             } else {
                 ""
             };
