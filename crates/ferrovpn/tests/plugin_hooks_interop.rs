@@ -6,7 +6,12 @@
 //! same object with the same configuration; a stock client connects to
 //! each and goes; both must make the same calls in the same order:
 //! `UP`, `ROUTE_UP`, `TLS_FINAL`, `CLIENT_CONNECT_V2`, `LEARN_ADDRESS add`,
-//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `DOWN`.
+//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `DOWN`. The plugin keeps
+//! per-client contexts, so the log also shows when each is made and
+//! destroyed and which one every call got. With its TLS_FINAL failing, on
+//! the first handshake or on a renegotiation (`reneg-sec` short on the
+//! client), both servers must refuse the client (AUTH_FAILED) and make the
+//! same calls again.
 //!
 //! Needs root, the lab's tools, `cc` and Debian's openvpn package (its
 //! header); every test fails loudly without them. Every wait has a deadline.
@@ -40,10 +45,10 @@ fn build_plugin(dir: &Path) -> PathBuf {
     out
 }
 
-fn server_conf(lab: &Lab, plugin: &Path, log: &Path) -> ServerConf {
+fn server_conf(lab: &Lab, plugin: &Path, log: &Path, plugin_args: &str) -> ServerConf {
     let mut sc = ServerConf::new(&lab.pki, "fvtun-s", Wrap::None, Cipher::Aes256Gcm);
     sc.extra = vec![format!(
-        "plugin {} {} CC_PUSH=10.8.0.66 {HOOKS}",
+        "plugin {} {} CC_PUSH=10.8.0.66 {plugin_args} {HOOKS}",
         plugin.display(),
         log.display()
     )];
@@ -72,7 +77,7 @@ fn hook_sequence(lab: &Lab, plugin: &Path, stock: bool) -> String {
     let log = lab
         .dir
         .join(if stock { "stock.log" } else { "ferrovpn.log" });
-    let sc = server_conf(lab, plugin, &log);
+    let sc = server_conf(lab, plugin, &log, "");
     let mut server = if stock {
         lab.stock_server(&sc)
     } else {
@@ -124,4 +129,63 @@ fn plugin_hooks_are_called_as_by_stock_openvpn() {
         "hook calls differ\n--- ferrovpn ---\n{ours}\n--- stock ---\n{stock}"
     );
     assert_eq!(ours, stock, "hook environments differ");
+}
+
+/// One server (stock or ferrovpn) whose plugin fails its `fail_at`-th
+/// TLS_FINAL call; a stock client (renegotiating every `reneg_sec`) comes
+/// in and is refused; once its per-client context is gone the server
+/// stops: the plugin's log.
+fn refusal_sequence(
+    lab: &Lab,
+    plugin: &Path,
+    stock: bool,
+    fail_at: u32,
+    reneg_sec: Option<u32>,
+) -> String {
+    let log = lab.dir.join(format!(
+        "{}-fail{fail_at}.log",
+        if stock { "stock" } else { "ferrovpn" }
+    ));
+    let sc = server_conf(lab, plugin, &log, &format!("FAIL_TLS_FINAL={fail_at}"));
+    let mut server = if stock {
+        lab.stock_server(&sc)
+    } else {
+        lab.ferrovpn_server(&sc)
+    };
+    wait_logged(&log, "ROUTE_UP", &server);
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    cc.reneg_sec = reneg_sec;
+    let name = format!("c{fail_at}-{}", if stock { "stock" } else { "ferrovpn" });
+    let mut client = lab.stock_client(0, &name, &cc);
+    if reneg_sec.is_some() {
+        wait_log(&mut client, UP, &server);
+    }
+    wait_log(&mut client, "AUTH_FAILED", &server);
+    // The client instance closes a few seconds after AUTH_FAILED.
+    wait_logged(&log, "CLIENT_DESTRUCTOR #2", &server);
+    client.stop(Duration::from_secs(5));
+    server.stop(Duration::from_secs(10));
+    wait_logged(&log, "DOWN", &server);
+    read(&log)
+}
+
+#[test]
+fn tls_final_refusals_as_by_stock_openvpn() {
+    let lab = Lab::new("fvplh2", 1, FERROVPN);
+    let plugin = build_plugin(&lab.dir.join("."));
+    // Refused on the first handshake, then on the first renegotiation.
+    for (fail_at, reneg_sec) in [(1, None), (2, Some(5))] {
+        let stock = refusal_sequence(&lab, &plugin, true, fail_at, reneg_sec);
+        let ours = refusal_sequence(&lab, &plugin, false, fail_at, reneg_sec);
+        assert_eq!(
+            ours, stock,
+            "hook calls differ (TLS_FINAL call {fail_at} failing)\n--- ferrovpn ---\n{ours}\n--- stock ---\n{stock}"
+        );
+    }
 }

@@ -126,6 +126,10 @@ type OpenV1 =
 type FuncV1 =
     unsafe extern "C" fn(*mut c_void, c_int, *const *const c_char, *const *const c_char) -> c_int;
 type CloseV1 = unsafe extern "C" fn(*mut c_void);
+/// `openvpn_plugin_client_constructor_v1`: a new per-client context.
+type ClientConstructor = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+/// `openvpn_plugin_client_destructor_v1`.
+type ClientDestructor = unsafe extern "C" fn(*mut c_void, *mut c_void);
 type IntQuery = unsafe extern "C" fn() -> c_int;
 
 #[derive(Clone, Copy)]
@@ -161,6 +165,18 @@ impl CStrings {
     }
 }
 
+/// A per-client context a plugin's constructor made: opaque to ferrovpn,
+/// handed to the plugin's calls for that client and back to its destructor.
+/// Not `Clone`: it is destroyed once.
+pub struct ClientContextPtr(*mut c_void);
+
+impl ClientContextPtr {
+    /// No context (a plugin without constructor, or a call for no client).
+    pub fn none() -> Self {
+        ClientContextPtr(std::ptr::null_mut())
+    }
+}
+
 /// One opened plugin.
 pub struct Loaded {
     /// The path as configured (the plugin's `argv[0]`).
@@ -169,6 +185,8 @@ pub struct Loaded {
     type_mask: u32,
     func: Func,
     close: Option<CloseV1>,
+    client_constructor: Option<ClientConstructor>,
+    client_destructor: Option<ClientDestructor>,
     /// Handed to the plugin at open; it may keep the pointer.
     _callbacks: Box<Callbacks>,
     /// Dropped last: the function pointers above point into it.
@@ -370,11 +388,6 @@ impl Loaded {
                 ));
             }
         }
-        if symbol::<CloseV1>(&library, b"openvpn_plugin_client_constructor_v1\0").is_some() {
-            return Err(
-                "plugin keeps per-client state (openvpn_plugin_client_constructor_v1), which ferrovpn does not provide".into(),
-            );
-        }
         let name = argv.first().cloned().unwrap_or_default();
         let c_argv = CStrings::new(argv.iter().map(String::as_str));
         let c_envp = CStrings::new(envp.iter().map(String::as_str));
@@ -386,6 +399,10 @@ impl Loaded {
             base64_decode,
         });
         let close = symbol::<CloseV1>(&library, b"openvpn_plugin_close_v1\0");
+        let client_constructor =
+            symbol::<ClientConstructor>(&library, b"openvpn_plugin_client_constructor_v1\0");
+        let client_destructor =
+            symbol::<ClientDestructor>(&library, b"openvpn_plugin_client_destructor_v1\0");
         // As 2.6, the newest version of each entry point is used, each on
         // its own (Debian's auth-pam has open_v3 but func_v1).
         let func = if let Some(f) = symbol::<FuncV3>(&library, b"openvpn_plugin_func_v3\0") {
@@ -460,6 +477,8 @@ impl Loaded {
             type_mask,
             func,
             close,
+            client_constructor,
+            client_destructor,
             _callbacks: callbacks,
             _library: library,
         };
@@ -468,6 +487,8 @@ impl Loaded {
             // Dropping `plugin` closes it.
             let pf_note = if unserved & super::mask(super::ENABLE_PF) != 0 {
                 " (packet filtering, PLUGIN_ENABLE_PF, was removed in OpenVPN 2.6)"
+            } else if unserved & super::mask(super::TLS_VERIFY) != 0 {
+                " (2.6 hands PLUGIN_TLS_VERIFY an OpenSSL X509 certificate object, which ferrovpn's TLS library does not have)"
             } else {
                 ""
             };
@@ -484,14 +505,46 @@ impl Loaded {
         self.type_mask
     }
 
+    /// Whether the plugin keeps per-client state
+    /// (`openvpn_plugin_client_constructor_v1`).
+    pub fn has_client_constructor(&self) -> bool {
+        self.client_constructor.is_some()
+    }
+
+    /// A new per-client context from the plugin's constructor; NULL when
+    /// it has none (or its constructor returned NULL).
+    pub fn new_client_context(&self) -> ClientContextPtr {
+        ClientContextPtr(match self.client_constructor {
+            // SAFETY: documented signature `void *(openvpn_plugin_handle_t)`,
+            // called with the handle from open while the plugin is open.
+            Some(construct) => unsafe { construct(self.handle) },
+            None => std::ptr::null_mut(),
+        })
+    }
+
+    /// Hand a per-client context back to the plugin's destructor. As 2.6,
+    /// a NULL context is not handed back.
+    pub fn drop_client_context(&self, context: ClientContextPtr) {
+        if let Some(destroy) = self.client_destructor
+            && !context.0.is_null()
+        {
+            // SAFETY: documented signature; `context` came from this
+            // plugin's constructor and is handed back exactly once (the
+            // caller gives up its `ClientContextPtr`).
+            unsafe { destroy(self.handle, context.0) };
+        }
+    }
+
     /// Call the plugin for hook `kind` with `args` after its name in
-    /// `argv`, and `envp`. Returns `OPENVPN_PLUGIN_FUNC_*` and the
+    /// `argv`, `envp` and the per-client context `context` (v2 and v3
+    /// plugins; NULL for none). Returns `OPENVPN_PLUGIN_FUNC_*` and the
     /// name/value pairs the plugin returned (v2 and v3 plugins).
     pub fn call(
         &self,
         kind: u32,
         args: &[String],
         envp: &[String],
+        context: &ClientContextPtr,
     ) -> (c_int, Vec<(String, String)>) {
         let c_argv = CStrings::new(
             std::iter::once(self.name.as_str()).chain(args.iter().map(String::as_str)),
@@ -506,7 +559,7 @@ impl Loaded {
                     argv: c_argv.as_ptr(),
                     envp: c_envp.as_ptr(),
                     handle: self.handle,
-                    per_client_context: std::ptr::null_mut(),
+                    per_client_context: context.0,
                     current_cert_depth: -1,
                     current_cert: std::ptr::null_mut(),
                 };
@@ -525,7 +578,7 @@ impl Loaded {
                         kind,
                         c_argv.as_ptr(),
                         c_envp.as_ptr(),
-                        std::ptr::null_mut(),
+                        context.0,
                         &mut returned,
                     )
                 }

@@ -148,19 +148,76 @@ impl Reply {
     }
 }
 
-struct Job {
-    hook: u32,
-    args: Vec<String>,
-    envp: Vec<String>,
-    reply: tokio::sync::oneshot::Sender<Reply>,
+enum Job {
+    /// Call every plugin that asked for `hook`.
+    Call {
+        hook: u32,
+        args: Vec<String>,
+        envp: Vec<String>,
+        /// Whose per-client contexts to pass; `None`: the server's own.
+        client: Option<ClientId>,
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
+    /// A client instance was created: run the plugins' constructors.
+    NewClient(ClientId),
+    /// It went: run their destructors.
+    ClientGone(ClientId),
+    /// Destroy what is left and close the plugins.
+    Shutdown,
 }
 
-/// The opened plugins and their thread. Dropping this closes them (in
-/// reverse order of opening, as 2.6 does) and waits for the thread.
-pub struct Plugins {
-    jobs: Option<mpsc::Sender<Job>>,
+/// Names a client's per-client contexts in plugin calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(u64);
+
+/// A client's per-client plugin contexts (`openvpn_plugin_client_constructor_v1`),
+/// alive as long as this value: the plugins' constructors run when it is
+/// made ([`Plugins::client_context`]), their destructors when it drops.
+/// Jobs go to the plugin thread in the order they are made, so every call
+/// made for the client before it drops sees the context, as in 2.6.
+pub struct ClientContext {
+    id: ClientId,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ClientContext {
+    /// What calls for this client pass (see [`Plugins::submit`]).
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+}
+
+impl std::fmt::Debug for ClientContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ClientContext").field(&self.id.0).finish()
+    }
+}
+
+impl Drop for ClientContext {
+    fn drop(&mut self) {
+        // The plugin thread is gone only after shutdown, which destroyed
+        // every context left.
+        let _ = self.jobs.send(Job::ClientGone(self.id));
+    }
+}
+
+/// What the plugin thread reports once the plugins are open.
+struct Opened {
     /// Union of the hook types the plugins asked for.
     mask: u32,
+    /// Whether some plugin has a per-client constructor.
+    per_client: bool,
+}
+
+/// The opened plugins and their thread. Dropping this destroys the
+/// per-client contexts left, closes the plugins (in order, as 2.6 does)
+/// and waits for the thread.
+pub struct Plugins {
+    jobs: mpsc::Sender<Job>,
+    /// Union of the hook types the plugins asked for.
+    mask: u32,
+    per_client: bool,
+    next_client: std::sync::atomic::AtomicU64,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -174,26 +231,33 @@ impl std::fmt::Debug for Plugins {
 
 impl Plugins {
     /// Open every plugin in order, each with `env` (2.6 passes the
-    /// environment of its scripts). `served` is the mask of hook types the
-    /// caller will call. `None` when there is no plugin.
+    /// environment of its scripts), then make the server's own per-client
+    /// contexts (2.6 makes them for its top-level context too). `served`
+    /// is the mask of hook types the caller will call. `None` when there
+    /// is no plugin.
     pub fn open(specs: &[PluginSpec], served: u32, env: &Env) -> anyhow::Result<Option<Self>> {
         if specs.is_empty() {
             return Ok(None);
         }
         let specs = specs.to_vec();
         let envp = env_strings(env);
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<u32, String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Opened, String>>();
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("ferrovpn-plugin".into())
             .spawn(move || serve(&specs, served, &envp, &ready_tx, &job_rx))?;
         let mut plugins = Plugins {
-            jobs: Some(jobs),
+            jobs,
             mask: 0,
+            per_client: false,
+            next_client: std::sync::atomic::AtomicU64::new(0),
             thread: Some(thread),
         };
         match ready_rx.recv() {
-            Ok(Ok(mask)) => plugins.mask = mask,
+            Ok(Ok(opened)) => {
+                plugins.mask = opened.mask;
+                plugins.per_client = opened.per_client;
+            }
             Ok(Err(e)) => anyhow::bail!("{e}"),
             Err(_) => anyhow::bail!("the plugin thread ended while opening the plugins"),
         }
@@ -205,50 +269,91 @@ impl Plugins {
         self.mask & mask(hook) != 0
     }
 
-    /// Call every plugin that asked for `hook`, on the plugin thread, with
-    /// `args` after the plugin's name in its `argv` and `env` (every
-    /// variable: plugins see passwords, as in 2.6).
-    pub async fn call(&self, hook: u32, args: Vec<String>, env: &Env) -> Verdict {
-        self.call_returning(hook, args, env).await.verdict
+    /// A new client instance's per-client contexts (2.6 makes them when it
+    /// creates the client instance, and destroys them when it closes it):
+    /// `None` when no plugin keeps per-client state.
+    pub fn client_context(&self) -> Option<ClientContext> {
+        if !self.per_client {
+            return None;
+        }
+        let id = ClientId(
+            self.next_client
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.jobs.send(Job::NewClient(id)).ok()?;
+        Some(ClientContext {
+            id,
+            jobs: self.jobs.clone(),
+        })
     }
 
-    /// [`Plugins::call`], with what the plugins returned. As 2.6, the
-    /// plugins never see `script_type`.
-    pub async fn call_returning(&self, hook: u32, args: Vec<String>, env: &Env) -> Reply {
+    /// Call every plugin that asked for `hook` (with the server's own
+    /// per-client contexts), on the plugin thread, with `args` after the
+    /// plugin's name in its `argv` and `env` (every variable: plugins see
+    /// passwords, as in 2.6).
+    pub async fn call(&self, hook: u32, args: Vec<String>, env: &Env) -> Verdict {
+        self.submit(hook, args, env, None).await.verdict
+    }
+
+    /// Queue the call of every plugin that asked for `hook` now (calls run
+    /// in the order they are submitted), with `client`'s per-client
+    /// contexts (`None`: the server's own); the future is its reply, with
+    /// what the plugins returned. As 2.6, the plugins never see
+    /// `script_type`.
+    pub fn submit(
+        &self,
+        hook: u32,
+        args: Vec<String>,
+        env: &Env,
+        client: Option<ClientId>,
+    ) -> impl std::future::Future<Output = Reply> + Send + 'static {
         let error = Reply {
             verdict: Verdict::Error,
             returned: Vec::new(),
         };
-        if !self.wants(hook) {
-            return Reply {
-                verdict: Verdict::Success,
-                returned: Vec::new(),
+        let answer = if self.wants(hook) {
+            let mut env = env.clone();
+            env.remove("script_type");
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = Job::Call {
+                hook,
+                args,
+                envp: env_strings(&env),
+                client,
+                reply,
             };
-        }
-        let mut env = env.clone();
-        env.remove("script_type");
-        let env = &env;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            hook,
-            args,
-            envp: env_strings(env),
-            reply,
+            if self.jobs.send(job).is_err() {
+                warn!("PLUGIN_CALL: the plugin thread is gone");
+                None
+            } else {
+                Some(answer)
+            }
+        } else {
+            None
         };
-        if self.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
-            warn!("PLUGIN_CALL: the plugin thread is gone");
-            return error;
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(_)) => error,
-            Err(_) => {
-                warn!(
-                    "PLUGIN_CALL: {} took longer than {} seconds, counted as failed",
-                    hook_names(mask(hook)),
-                    CALL_TIMEOUT.as_secs()
-                );
-                error
+        let wanted = self.wants(hook);
+        async move {
+            let Some(answer) = answer else {
+                return if wanted {
+                    error
+                } else {
+                    Reply {
+                        verdict: Verdict::Success,
+                        returned: Vec::new(),
+                    }
+                };
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(_)) => error,
+                Err(_) => {
+                    warn!(
+                        "PLUGIN_CALL: {} took longer than {} seconds, counted as failed",
+                        hook_names(mask(hook)),
+                        CALL_TIMEOUT.as_secs()
+                    );
+                    error
+                }
             }
         }
     }
@@ -256,8 +361,9 @@ impl Plugins {
 
 impl Drop for Plugins {
     fn drop(&mut self) {
-        // The thread closes the plugins once the job queue is closed.
-        drop(self.jobs.take());
+        // Client contexts still alive hold senders too: the thread stops
+        // on this message, not when the queue closes.
+        let _ = self.jobs.send(Job::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -269,12 +375,26 @@ fn env_strings(env: &Env) -> Vec<String> {
     env.iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
-/// The plugin thread: open, answer jobs until the queue closes, close.
+/// One context per plugin, in plugin order.
+type Contexts = Vec<ffi::ClientContextPtr>;
+
+fn construct(loaded: &[ffi::Loaded]) -> Contexts {
+    loaded.iter().map(ffi::Loaded::new_client_context).collect()
+}
+
+fn destroy(loaded: &[ffi::Loaded], contexts: Contexts) {
+    for (p, c) in loaded.iter().zip(contexts) {
+        p.drop_client_context(c);
+    }
+}
+
+/// The plugin thread: open, answer jobs until shutdown (or until the
+/// queue closes), destroy the contexts left, close.
 fn serve(
     specs: &[PluginSpec],
     served: u32,
     envp: &[String],
-    ready: &mpsc::Sender<Result<u32, String>>,
+    ready: &mpsc::Sender<Result<Opened, String>>,
     jobs: &mpsc::Receiver<Job>,
 ) {
     let mut loaded = Vec::new();
@@ -296,42 +416,94 @@ fn serve(
             }
         }
     }
-    let union = loaded.iter().fold(0, |m, p| m | p.type_mask());
-    let _ = ready.send(Ok(union));
+    // 2.6's top-level context gets per-client contexts too, made once
+    // every plugin is open.
+    let server_contexts = construct(&loaded);
+    let mut clients: std::collections::HashMap<ClientId, Contexts> =
+        std::collections::HashMap::new();
+    let _ = ready.send(Ok(Opened {
+        mask: loaded.iter().fold(0, |m, p| m | p.type_mask()),
+        per_client: loaded.iter().any(ffi::Loaded::has_client_constructor),
+    }));
     while let Ok(job) = jobs.recv() {
-        let mut verdict = Verdict::Success;
-        let mut returned = Vec::new();
-        for p in loaded
-            .iter()
-            .filter(|p| p.type_mask() & mask(job.hook) != 0)
-        {
-            // Every plugin is called, as in 2.6, whatever the earlier answered.
-            let (status, list) = p.call(job.hook, &job.args, &job.envp);
-            returned.extend(list);
-            match status {
-                ffi::FUNC_SUCCESS => {}
-                ffi::FUNC_DEFERRED => {
-                    if verdict == Verdict::Success {
-                        verdict = Verdict::Deferred;
-                    }
-                }
-                status => {
-                    warn!(
-                        "PLUGIN_CALL: plugin function {} failed with status {status}",
-                        hook_names(mask(job.hook))
-                    );
-                    verdict = Verdict::Error;
+        match job {
+            Job::Call {
+                hook,
+                args,
+                envp,
+                client,
+                reply,
+            } => {
+                let contexts = match client {
+                    Some(id) => clients.get(&id),
+                    None => Some(&server_contexts),
+                };
+                let answer = call_all(&loaded, hook, &args, &envp, contexts);
+                wipe(envp);
+                let _ = reply.send(answer);
+            }
+            Job::NewClient(id) => {
+                clients.insert(id, construct(&loaded));
+            }
+            Job::ClientGone(id) => {
+                if let Some(contexts) = clients.remove(&id) {
+                    destroy(&loaded, contexts);
                 }
             }
+            Job::Shutdown => break,
         }
-        wipe(job.envp);
-        let _ = job.reply.send(Reply { verdict, returned });
     }
+    let mut left: Vec<_> = clients.into_iter().collect();
+    left.sort_by_key(|(id, _)| id.0);
+    for (_, contexts) in left {
+        destroy(&loaded, contexts);
+    }
+    destroy(&loaded, server_contexts);
     close_all(loaded);
 }
 
-fn close_all(mut loaded: Vec<ffi::Loaded>) {
-    while let Some(p) = loaded.pop() {
+/// Call every plugin in `loaded` that asked for `hook`, each with its
+/// context in `contexts` (none: NULL), and combine their answers.
+fn call_all(
+    loaded: &[ffi::Loaded],
+    hook: u32,
+    args: &[String],
+    envp: &[String],
+    contexts: Option<&Contexts>,
+) -> Reply {
+    let none = ffi::ClientContextPtr::none();
+    let mut verdict = Verdict::Success;
+    let mut returned = Vec::new();
+    for (i, p) in loaded.iter().enumerate() {
+        if p.type_mask() & mask(hook) == 0 {
+            continue;
+        }
+        let context = contexts.and_then(|c| c.get(i)).unwrap_or(&none);
+        // Every plugin is called, as in 2.6, whatever the earlier answered.
+        let (status, list) = p.call(hook, args, envp, context);
+        returned.extend(list);
+        match status {
+            ffi::FUNC_SUCCESS => {}
+            ffi::FUNC_DEFERRED => {
+                if verdict == Verdict::Success {
+                    verdict = Verdict::Deferred;
+                }
+            }
+            status => {
+                warn!(
+                    "PLUGIN_CALL: plugin function {} failed with status {status}",
+                    hook_names(mask(hook))
+                );
+                verdict = Verdict::Error;
+            }
+        }
+    }
+    Reply { verdict, returned }
+}
+
+/// 2.6 closes its plugins in the order they were opened.
+fn close_all(loaded: Vec<ffi::Loaded>) {
+    for p in loaded {
         drop(p);
     }
 }

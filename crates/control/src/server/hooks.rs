@@ -266,13 +266,15 @@ fn spawn(
     });
 }
 
-/// Call the plugins for a client's `hook` as a task; `outcome` makes the
-/// report from their reply. `false` when no plugin asked for `hook`.
+/// Call the plugins for a client's `hook` (with its per-client contexts
+/// `client`) as a task; `outcome` makes the report from their reply. `false` when no plugin asked for `hook`.
+#[allow(clippy::too_many_arguments)]
 fn spawn_plugin(
     srv: &mut Server,
     addr: SocketAddr,
     cid: u64,
     hook: u32,
+    client: Option<plugin::ClientId>,
     args: Vec<String>,
     env: Env,
     outcome: impl FnOnce(plugin::Reply) -> Outcome + Send + 'static,
@@ -280,9 +282,12 @@ fn spawn_plugin(
     let Some(plugins) = srv.plugins.clone().filter(|p| p.wants(hook)) else {
         return false;
     };
+    // Queued now, so that the plugins see the calls in the order they are
+    // made (and before the client's per-client contexts go).
+    let reply = plugins.submit(hook, args, &env, client);
+    drop(env);
     srv.scripts_running.spawn(async move {
-        let reply = plugins.call_returning(hook, args, &env).await;
-        drop(env);
+        let reply = reply.await;
         ScriptDone {
             addr,
             cid,
@@ -783,11 +788,13 @@ impl Server {
                 deadline: now + self.s.session.hand_window,
             };
         }
+        let client = (self.clients.get(&addr))
+            .or_else(|| self.half_open.get(&addr))
+            .and_then(Client::plugin_client);
+        let reply = plugins.submit(plugin::AUTH_USER_PASS_VERIFY, Vec::new(), &env, client);
+        drop(env);
         self.scripts_running.spawn(async move {
-            let verdict = plugins
-                .call(plugin::AUTH_USER_PASS_VERIFY, Vec::new(), &env)
-                .await;
-            drop(env);
+            let verdict = reply.await.verdict;
             let status = match verdict {
                 plugin::Verdict::Success => Status::Exited(0),
                 plugin::Verdict::Deferred => Status::Exited(2),
@@ -935,6 +942,7 @@ impl Server {
             return;
         };
         c.admission = Admission::Admitted;
+        c.connect_done = true;
         let held = std::mem::take(&mut c.held);
         for ev in held {
             self.on_session_event(now, addr, ev);
@@ -946,11 +954,13 @@ impl Server {
         let cn = c.common_name.clone().unwrap_or_default();
         let env = self.client_script_env(addr, c, "learn-address");
         let cid = c.cid;
+        let c_ctx = c.plugin_client();
         spawn_plugin(
             self,
             addr,
             cid,
             plugin::LEARN_ADDRESS,
+            c_ctx,
             vec!["add".into(), peer.ip.to_string(), cn.clone()],
             env.clone(),
             learn_address_reported,
@@ -1065,11 +1075,13 @@ impl Server {
         };
         let env = self.client_script_env(addr, c, "tls-final");
         let cid = c.cid;
+        let c_ctx = c.plugin_client();
         spawn_plugin(
             self,
             addr,
             cid,
             plugin::TLS_FINAL,
+            c_ctx,
             Vec::new(),
             env,
             |reply| Outcome::TlsFinal {
@@ -1113,6 +1125,7 @@ impl Server {
         };
         let env = self.client_script_env(addr, c, "client-connect");
         let cid = c.cid;
+        let c_ctx = c.plugin_client();
         if let Some(c) = self.clients.get_mut(&addr) {
             c.admission = Admission::Connecting;
         }
@@ -1121,6 +1134,7 @@ impl Server {
             addr,
             cid,
             plugin::CLIENT_CONNECT_V2,
+            c_ctx,
             Vec::new(),
             env,
             |reply| Outcome::PluginConnect { reply },
@@ -1207,6 +1221,7 @@ impl Server {
             };
             let env = self.client_script_env(addr, c, "client-connect");
             let cid = c.cid;
+            let c_ctx = c.plugin_client();
             if let Some(c) = self.clients.get_mut(&addr)
                 && let Admission::PluginConnectDeferred { asking, .. } = &mut c.admission
             {
@@ -1217,6 +1232,7 @@ impl Server {
                 addr,
                 cid,
                 plugin::CLIENT_CONNECT_DEFER_V2,
+                c_ctx,
                 Vec::new(),
                 env,
                 |reply| Outcome::PluginConnect { reply },
@@ -1493,14 +1509,17 @@ impl Server {
         self.apply_client_connect_config(addr, &path)
     }
 
-    /// An admitted client goes: `client-disconnect`, `learn-address delete`.
+    /// A client that was admitted goes: `client-disconnect`, `learn-address delete`.
     pub(super) fn on_client_gone(
         &mut self,
         addr: SocketAddr,
-        c: &Client,
+        c: &mut Client,
         peer: Option<super::registry::Peer>,
     ) {
-        if !matches!(c.admission, Admission::Admitted) {
+        // 2.6 runs client-disconnect for every client that got through
+        // client-connect (multi_state >= CAS_CONNECT_DONE), also one
+        // refused later, on a renegotiation.
+        if !c.connect_done {
             return;
         }
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
@@ -1520,6 +1539,7 @@ impl Server {
             addr,
             c.cid,
             plugin::CLIENT_DISCONNECT,
+            c.plugin_client(),
             Vec::new(),
             env.clone(),
             |reply| {
@@ -1538,6 +1558,10 @@ impl Server {
             };
             spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
         }
+        // 2.6 destroys the per-client plugin contexts when it closes the
+        // client instance, right after client-disconnect; the route's
+        // `learn-address delete` comes later.
+        drop(c.plugin_context.take());
         if let Some(peer) = peer {
             // As for the script: 2.6 calls it with an empty environment.
             spawn_plugin(
@@ -1545,6 +1569,8 @@ impl Server {
                 addr,
                 c.cid,
                 plugin::LEARN_ADDRESS,
+                // 2.6 calls it for the server's context, not the client's.
+                None,
                 vec!["delete".into(), peer.ip.to_string()],
                 Env::new(),
                 learn_address_reported,

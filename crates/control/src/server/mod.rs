@@ -198,6 +198,21 @@ struct Client {
     token_session: Option<auth_token::TokenSession>,
     /// A renegotiation's deferred login: its control files and deadline.
     reauth: Option<(crate::scripts::deferred::ControlFiles, Instant)>,
+    /// Whether it was admitted once (2.6's `CAS_CONNECT_DONE`): then its
+    /// leaving runs client-disconnect, even after a later refusal.
+    connect_done: bool,
+    /// Its per-client plugin contexts, made with the client instance (as
+    /// 2.6 makes them in `multi_create_instance`) and destroyed when it goes.
+    plugin_context: Option<crate::plugin::ClientContext>,
+}
+
+impl Client {
+    /// What its plugin calls pass for its per-client contexts.
+    fn plugin_client(&self) -> Option<crate::plugin::ClientId> {
+        self.plugin_context
+            .as_ref()
+            .map(crate::plugin::ClientContext::id)
+    }
 }
 
 struct Server {
@@ -478,6 +493,9 @@ pub async fn run_server(
     for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
     }
+    // 2.6 closes every client instance (destroying its per-client plugin
+    // contexts) before its own `down`.
+    srv.half_open.clear();
     hooks::finish_scripts(&mut srv.scripts_running).await;
     if srv.s.scripts.down_pre {
         hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
@@ -689,6 +707,8 @@ impl Server {
                     username: None,
                     token_session: None,
                     reauth: None,
+                    connect_done: false,
+                    plugin_context: self.plugins.as_ref().and_then(|p| p.client_context()),
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -1546,8 +1566,9 @@ impl Server {
             "{addr}: client {} disconnected: {reason}",
             c.common_name.as_deref().unwrap_or("?")
         );
+        let mut c = c;
         self.notify_client_disconnect(addr, &c, peer);
-        self.on_client_gone(addr, &c, peer);
+        self.on_client_gone(addr, &mut c, peer);
         if let Some(peer) = peer {
             if let Some(st) = self.peers.peer_stats(peer.id) {
                 self.departed_drops.replay += st.replay_drops;

@@ -3,10 +3,15 @@
  * hook named in its arguments after the log file, appends one line per
  * call to the log file (hook, arguments, a few environment variables) and
  * answers CLIENT_CONNECT_V2 with a dynamic config: `ifconfig-push` of the
- * address in its `CC_PUSH=` argument. The same object is loaded by the
+ * address in its `CC_PUSH=` argument. It keeps per-client contexts
+ * (numbered in the order they are made; constructor and destructor are
+ * logged) and logs which one each call got. The same object is loaded by the
  * stock OpenVPN 2.6 and by ferrovpn, so their hook sequences can be compared.
  *
- * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] HOOK...
+ * With `FAIL_TLS_FINAL=n`, its n-th TLS_FINAL call (counting from 1)
+ * fails.
+ *
+ * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] [FAIL_TLS_FINAL=n] HOOK...
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +21,24 @@
 struct ctx {
     char log[512];
     char push[64];
+    int clients_made;
+    int fail_tls_final;
+    int tls_finals;
 };
+
+/* A per-client context: its number. */
+struct client {
+    int number;
+};
+
+static void log_line(struct ctx *c, const char *line, int number)
+{
+    FILE *f = fopen(c->log, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s #%d\n", line, number);
+    fclose(f);
+}
 
 static const char *hook_name(int t)
 {
@@ -58,6 +80,10 @@ openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in con
             snprintf(c->push, sizeof(c->push), "%s", args->argv[i] + 8);
             continue;
         }
+        if (!strncmp(args->argv[i], "FAIL_TLS_FINAL=", 15)) {
+            c->fail_tls_final = atoi(args->argv[i] + 15);
+            continue;
+        }
         for (int t = 0; t < OPENVPN_PLUGIN_N; t++)
             if (hook_name(t) && !strcmp(hook_name(t), args->argv[i]))
                 ret->type_mask |= OPENVPN_PLUGIN_MASK(t);
@@ -79,11 +105,18 @@ openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in con
     fprintf(f, "%s", hook_name(args->type) ? hook_name(args->type) : "?");
     for (int i = 1; args->argv && args->argv[i]; i++)
         fprintf(f, " %s", args->argv[i]);
-    fprintf(f, " | script_type=%s common_name=%s username=%s pool_ip=%s dev=%s\n",
+    fprintf(f, " | ctx=");
+    if (args->per_client_context)
+        fprintf(f, "#%d", ((struct client *)args->per_client_context)->number);
+    else
+        fprintf(f, "NULL");
+    fprintf(f, " script_type=%s common_name=%s username=%s pool_ip=%s dev=%s\n",
             env_get(envp, "script_type"), env_get(envp, "common_name"),
             env_get(envp, "username"), env_get(envp, "ifconfig_pool_remote_ip"),
             env_get(envp, "dev"));
     fclose(f);
+    if (args->type == OPENVPN_PLUGIN_TLS_FINAL && ++c->tls_finals == c->fail_tls_final)
+        return OPENVPN_PLUGIN_FUNC_ERROR;
     if (args->type == OPENVPN_PLUGIN_CLIENT_CONNECT_V2 && c->push[0] && ret && ret->return_list) {
         struct openvpn_plugin_string_list *l = calloc(1, sizeof(*l));
         char value[128];
@@ -93,6 +126,26 @@ openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in con
         *ret->return_list = l;
     }
     return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+
+OPENVPN_EXPORT void *
+openvpn_plugin_client_constructor_v1(openvpn_plugin_handle_t handle)
+{
+    struct ctx *c = (struct ctx *)handle;
+    struct client *cl = calloc(1, sizeof(*cl));
+    if (!cl)
+        return NULL;
+    cl->number = ++c->clients_made;
+    log_line(c, "CLIENT_CONSTRUCTOR", cl->number);
+    return cl;
+}
+
+OPENVPN_EXPORT void
+openvpn_plugin_client_destructor_v1(openvpn_plugin_handle_t handle, void *per_client_context)
+{
+    struct client *cl = per_client_context;
+    log_line((struct ctx *)handle, "CLIENT_DESTRUCTOR", cl->number);
+    free(cl);
 }
 
 OPENVPN_EXPORT void
