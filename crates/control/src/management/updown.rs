@@ -31,24 +31,20 @@ pub fn updown_lines(event: &str, env: &Env, newest: Option<&str>) -> Vec<String>
     lines
 }
 
+/// (group, position within the group, sub-position): smaller first.
+type Rank = (u32, u64, u32);
+
 /// `env`'s pairs in the order 2.6 lists them.
 pub fn in_2_6_order(env: &Env) -> Vec<(&str, &str)> {
-    let mut keyed: Vec<((u32, u64, u32), usize, (&str, &str))> = env
+    let mut keyed: Vec<(Rank, usize, (&str, &str))> = env
         .iter()
         .enumerate()
         .map(|(i, (n, v))| (rank(n), i, (n, v)))
         .collect();
-    // Within one kind without a rank of its own: newest first, except the
-    // start-up variables, which keep their order.
-    keyed.sort_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| {
-            if a.0.0 == BASE {
-                a.1.cmp(&b.1)
-            } else {
-                b.1.cmp(&a.1)
-            }
-        })
-    });
+    // Variables of one rank (the `ifconfig_*`, one certificate's `X509_*`,
+    // unknown ones): newest first. Every start-up variable has a rank of
+    // its own, so they come in 2.6's order whatever ferrovpn's was.
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
     keyed.into_iter().map(|(_, _, pair)| pair).collect()
 }
 
@@ -63,8 +59,8 @@ fn numbered(name: &str) -> Option<(&str, u64)> {
     Some((stem, n.parse().ok()?))
 }
 
-/// (group, position within the group, sub-position): smaller first.
-fn rank(name: &str) -> (u32, u64, u32) {
+/// Where `name` goes in 2.6's list.
+fn rank(name: &str) -> Rank {
     // Set last by 2.6, so listed first: the route step's, then the up
     // step's (script_type, dev_type, dev, tun_mtu, script_context, signal).
     const FIXED: [&str; 7] = [
@@ -226,23 +222,60 @@ remote_1=10.210.1.1
 remote_port_1=1194";
 
     #[test]
-    fn any_set_order_comes_out_in_2_6_order() {
+    fn ferrovpn_set_order_comes_out_in_2_6_order() {
         let pairs: Vec<(&str, &str)> = STOCK.lines().map(|l| l.split_once('=').unwrap()).collect();
-        // Set in a scrambled order: forward, reverse and interleaved.
-        for order in [
-            pairs.clone(),
-            pairs.iter().rev().cloned().collect(),
-            pairs
-                .iter()
-                .step_by(2)
-                .chain(pairs.iter().skip(1).step_by(2))
-                .cloned()
-                .collect::<Vec<_>>(),
-        ] {
+        let value = |name: &str| pairs.iter().find(|(n, _)| *n == name).unwrap().1;
+        // 2.6's own order (oldest first), and the order ferrovpn builds
+        // its environment in: start-up variables, certificates from depth
+        // 0, the server, then the tunnel and its routes.
+        let reversed: Vec<&str> = pairs.iter().rev().map(|(n, _)| *n).collect();
+        let ferrovpn_order = [
+            "config",
+            "daemon",
+            "daemon_log_redirect",
+            "daemon_start_time",
+            "daemon_pid",
+            "verb",
+            "proto_1",
+            "remote_1",
+            "remote_port_1",
+            "X509_0_CN",
+            "tls_id_0",
+            "tls_digest_0",
+            "tls_digest_sha256_0",
+            "tls_serial_0",
+            "tls_serial_hex_0",
+            "X509_1_CN",
+            "tls_id_1",
+            "tls_digest_1",
+            "tls_digest_sha256_1",
+            "tls_serial_1",
+            "tls_serial_hex_1",
+            "common_name",
+            "trusted_ip",
+            "trusted_port",
+            "untrusted_ip",
+            "untrusted_port",
+            "dev",
+            "dev_type",
+            "tun_mtu",
+            "script_context",
+            "foreign_option_1",
+            "route_vpn_gateway",
+            "route_network_1",
+            "route_netmask_1",
+            "route_gateway_1",
+            "redirect_gateway",
+            "ifconfig_local",
+            "ifconfig_netmask",
+            "route_net_gateway",
+        ];
+        assert_eq!(ferrovpn_order.len(), pairs.len());
+        for order in [reversed.as_slice(), &ferrovpn_order] {
             let mut env = Env::new();
-            // Only the start-up variables keep the order they were set in.
-            for (n, v) in order.iter().filter(|(n, _)| rank(n).0 != BASE) {
-                env.set(n, *v);
+            // The start-up variables come in the order they were set.
+            for n in order.iter().filter(|n| rank(n).0 != BASE) {
+                env.set(n, value(n));
             }
             for (n, v) in pairs.iter().filter(|(n, _)| rank(n).0 == BASE) {
                 env.set(n, *v);
