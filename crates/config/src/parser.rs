@@ -1730,6 +1730,7 @@ impl Parser {
                 });
             }
             "management-hold" => d.flag(&mut c.management_hold)?,
+            "management-up-down" => d.flag(&mut c.management_up_down)?,
             "management-client-auth" => d.flag(&mut c.management_client_auth)?,
             "management-query-passwords" => d.flag(&mut c.management_query_passwords)?,
             "management-log-cache" => {

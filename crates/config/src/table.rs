@@ -386,6 +386,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "management-query-passwords",
         "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); an encrypted private key needs `askpass FILE` (refused without); servers: refused",
     ),
+    s(
+        "management-up-down",
+        "clients: `>UPDOWN:UP` once the tunnel's routes are in place (before `route-up`) and `>UPDOWN:DOWN` before they go (not on a reconnect that keeps the tunnel), each with the scripts' environment as `>UPDOWN:ENV,...` lines in 2.6's order and `>UPDOWN:ENV,END`, as 2.6; servers: refused",
+    ),
     s("management-log-cache", "lines of log kept for `log N|all`"),
     s(
         "management-client-user",

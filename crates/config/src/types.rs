@@ -817,6 +817,8 @@ pub struct Config {
     pub management: Option<Management>,
     /// `management-hold`: start only after a management client says `hold release`.
     pub management_hold: bool,
+    /// `management-up-down`: `>UPDOWN:UP|DOWN` and the environment.
+    pub management_up_down: bool,
     /// `management-client-auth`: every client waits for `client-auth`.
     pub management_client_auth: bool,
     /// `management-log-cache N`.

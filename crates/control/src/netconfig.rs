@@ -464,6 +464,38 @@ impl NetConfig {
         }
     }
 
+    /// The gateway of the main table's IPv4 default route, `0.0.0.0` when
+    /// there is none or it has no gateway: what 2.6 reports as
+    /// `route_net_gateway` (its `net_route_v4_best_gw` looks for the
+    /// default route the same way and reports 0.0.0.0 without one).
+    pub async fn default_gateway4(&self) -> Ipv4Addr {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        // No destination attribute: the request is a dump of every route.
+        let mut routes = self.handle.route().get(query).execute();
+        // Bounded by the kernel's table; a read error ends the search.
+        while let Ok(Some(route)) = routes.try_next().await {
+            let main = route.header.table == RouteHeader::RT_TABLE_MAIN
+                || route
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Table(t) if *t == 254));
+            if route.header.destination_prefix_length != 0
+                || !main
+                || route.header.kind != RouteType::Unicast
+            {
+                continue;
+            }
+            for a in &route.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = a {
+                    return *gw;
+                }
+            }
+            return Ipv4Addr::UNSPECIFIED;
+        }
+        Ipv4Addr::UNSPECIFIED
+    }
+
     /// The gateway and device the kernel uses towards `dst` (`ip route get`).
     async fn route_get(&self, dst: IpAddr) -> anyhow::Result<(Option<IpAddr>, String)> {
         let host = match dst {

@@ -155,6 +155,19 @@ pub(crate) fn write_replacing(
     written
 }
 
+/// The first config file the command line names (`FILE` alone, or the
+/// first `--config FILE`).
+fn first_config_file(args: &[String]) -> Option<&str> {
+    if let [single] = args
+        && !single.starts_with("--")
+    {
+        return Some(single);
+    }
+    args.windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1].as_str())
+}
+
 fn run_config(args: &[String]) -> anyhow::Result<()> {
     crate::privileges::make_undumpable()?;
     let cfg = Config::from_args(args)?;
@@ -170,6 +183,14 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     } else {
         Role::Client(Box::new(crate::settings::client_settings(&cfg)?))
     };
+    if let Some(file) = first_config_file(args) {
+        // 2.6's `config` variable: the first config file named.
+        let env = match &mut role {
+            Role::Server(s) => &mut s.scripts.base_env,
+            Role::Client(s) => &mut s.scripts.base_env,
+        };
+        env.set("config", file);
+    }
     let detached =
         cfg.daemon && crate::daemon::detach(cfg.log.is_some())? == crate::daemon::Detached::Yes;
     if let (true, Role::Server(settings)) = (detached, &mut role) {

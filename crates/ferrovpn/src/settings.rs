@@ -63,6 +63,7 @@ fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
             "management-log-cache",
             "management-client-user",
             "management-client-group",
+            "management-up-down",
         ] {
             if cfg.location_of(d).is_some() {
                 bail!("{}{d} needs 'management'", where_is(cfg, d));
@@ -128,6 +129,7 @@ fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
         )?,
         verb: cfg.verb(),
         client_auth: cfg.management_client_auth,
+        up_down: cfg.management_up_down,
     }))
 }
 
@@ -1060,6 +1062,12 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
                 bail!(
                     "{}management-query-passwords is for clients: give a server's key passphrase with 'askpass FILE'",
                     where_is(cfg, "management-query-passwords")
+                );
+            }
+            if cfg.management_up_down {
+                bail!(
+                    "{}management-up-down is supported on clients only in ferrovpn (a server's >UPDOWN: is not implemented)",
+                    where_is(cfg, "management-up-down")
                 );
             }
             management(cfg)?

@@ -566,6 +566,11 @@ impl Connection<'_> {
             }
         }
         c.tunnel_ip = Some(plan.local);
+        if !preserved && self.management.is_some_and(|m| m.reports_up_down()) {
+            // 2.6 looks the default route up before adding its own.
+            self.scripts
+                .set_net_gateway(self.tunnel.default_gateway4().await);
+        }
         self.tunnel.apply(&dev, self.outer, &plan).await?;
         // 2.6 hands every pulled dhcp-option to the scripts.
         let foreign: Vec<String> = pulled
@@ -578,7 +583,7 @@ impl Connection<'_> {
             .connection_env(self.server, &c.session.peer_certificates_der());
         if let Err(fatal) = self
             .scripts
-            .tunnel_up(&dev, &plan, &foreign, &conn_env)
+            .tunnel_up(&dev, &plan, &foreign, &conn_env, self.management)
             .await
         {
             return Ok(Some(fatal));
@@ -765,7 +770,13 @@ impl Connection<'_> {
         }
         let env = self.scripts.device_env();
         self.scripts
-            .device_up(&dev, self.settings.tun_mtu, plan.as_ref(), &env)
+            .device_up(
+                &dev,
+                self.settings.tun_mtu,
+                plan.as_ref(),
+                &env,
+                self.management,
+            )
             .await
             .err()
             .map(Ended::Fatal)

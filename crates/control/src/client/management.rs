@@ -105,6 +105,16 @@ impl ClientManagement {
         self.mgmt.notify(Notice::ClientState(s));
     }
 
+    /// With `management-up-down`: `>UPDOWN:EVENT` and `env`.
+    pub fn up_down(&self, event: &str, env: &crate::scripts::Env, newest: Option<&str>) {
+        self.mgmt.up_down(event, env, newest);
+    }
+
+    /// Whether `management-up-down` is on.
+    pub fn reports_up_down(&self) -> bool {
+        self.mgmt.reports_up_down()
+    }
+
     /// A notification line (`>PASSWORD:...`, `>FATAL:...`).
     pub fn line(&self, text: String) {
         self.mgmt.notify(Notice::Line(text));

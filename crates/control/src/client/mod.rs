@@ -596,7 +596,7 @@ pub async fn run_client(
         }
         let signal = signal_text(&ended);
         if !keeps_tunnel(s.persist_tun, &ended) {
-            client_scripts.before_tear_down(signal).await;
+            client_scripts.before_tear_down(signal, mgmt).await;
             tunnel.tear_down().await;
             client_scripts.after_tear_down(signal).await;
         } else if tunnel.is_configured() {
@@ -718,7 +718,7 @@ pub async fn run_client(
             }
         }
     };
-    client_scripts.before_tear_down("sigterm").await;
+    client_scripts.before_tear_down("sigterm", mgmt).await;
     tunnel.tear_down().await;
     client_scripts.after_tear_down("sigterm").await;
     if let Some(p) = plane {

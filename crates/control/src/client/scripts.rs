@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use tracing::warn;
 
+use super::management::ClientManagement;
 use super::plan::{PushPlan, Topology};
 use crate::scripts::{self, ChainVerdict, Env, Invocation, ScriptSettings, run};
 
@@ -26,6 +27,9 @@ struct UpRecord {
     args: Vec<String>,
     /// The environment of the scripts after `up` (no `ifconfig_*`).
     env: Env,
+    /// What 2.6's environment holds when the routes are in place, for
+    /// `>UPDOWN:` (with the `ifconfig_*` variables and `route_net_gateway`).
+    updown: Env,
 }
 
 /// The client's script state across connections.
@@ -34,11 +38,24 @@ pub(super) struct ClientScripts {
     /// Set once the tunnel was configured (whether or not `up` is set):
     /// the tunnel is up as far as scripts are concerned.
     up: Option<UpRecord>,
+    /// The gateway of the default route before the tunnel's routes (2.6's
+    /// `route_net_gateway`), when it was looked up.
+    net_gateway: Option<std::net::Ipv4Addr>,
 }
 
 impl ClientScripts {
     pub fn new(s: ScriptSettings) -> Self {
-        ClientScripts { s, up: None }
+        ClientScripts {
+            s,
+            up: None,
+            net_gateway: None,
+        }
+    }
+
+    /// The default route's gateway found before the tunnel's routes went
+    /// in, for the next `>UPDOWN:UP`.
+    pub fn set_net_gateway(&mut self, gateway: std::net::Ipv4Addr) {
+        self.net_gateway = Some(gateway);
     }
 
     /// Whether something must run before the push reply is applied.
@@ -138,6 +155,7 @@ impl ClientScripts {
         plan: &PushPlan,
         foreign: &[String],
         conn_env: &Env,
+        mgmt: Option<&ClientManagement>,
     ) -> Result<(), String> {
         let fresh = self.up.is_none();
         if !fresh && !self.s.up_restart {
@@ -151,7 +169,10 @@ impl ClientScripts {
         up_env.extend(&ifconfig_env(plan));
         up_env.set("script_context", context);
         up_env.set("script_type", "up");
-        self.run_up(fresh, context, args, up_env, after).await
+        let mut updown = after.clone();
+        updown.extend(&ifconfig_env(plan));
+        self.run_up(fresh, context, args, up_env, after, updown, mgmt)
+            .await
     }
 
     /// The variables of the scripts before any peer is known (2.6's
@@ -169,9 +190,10 @@ impl ClientScripts {
         tun_mtu: u16,
         plan: Option<&PushPlan>,
         env: &Env,
+        mgmt: Option<&ClientManagement>,
     ) -> Result<(), String> {
         if let Some(plan) = plan {
-            return self.tunnel_up(dev, plan, &[], env).await;
+            return self.tunnel_up(dev, plan, &[], env, mgmt).await;
         }
         let fresh = self.up.is_none();
         if !fresh && !self.s.up_restart {
@@ -194,12 +216,17 @@ impl ClientScripts {
         up_env.set("script_context", context);
         up_env.set("script_type", "up");
         after.set("redirect_gateway", "0");
-        self.run_up(fresh, context, args, up_env, after).await
+        let updown = after.clone();
+        self.run_up(fresh, context, args, up_env, after, updown, mgmt)
+            .await
     }
 
     /// Record what `up` was given (for `down`), run `up` with `context`
     /// appended to `args`, then `route-up` on a fresh device. A failing
     /// `up` is fatal and 2.6 runs neither `route-pre-down` nor `down` then.
+    /// `>UPDOWN:UP` goes out between `up` and `route-up`, where 2.6 adds
+    /// the routes.
+    #[allow(clippy::too_many_arguments)]
     async fn run_up(
         &mut self,
         fresh: bool,
@@ -207,10 +234,19 @@ impl ClientScripts {
         args: Vec<String>,
         up_env: Env,
         after: Env,
+        mut updown: Env,
+        mgmt: Option<&ClientManagement>,
     ) -> Result<(), String> {
+        if let Some(gw) = self.net_gateway.take() {
+            updown.set("route_net_gateway", gw.to_string());
+        }
+        if self.s.up.is_some() {
+            updown.set("script_type", "up");
+        }
         self.up = Some(UpRecord {
             args: args.clone(),
             env: after.clone(),
+            updown,
         });
         if let Some(command) = self.s.up.clone() {
             let mut extra = args;
@@ -230,6 +266,11 @@ impl ClientScripts {
                 ));
             }
         }
+        // A kept tunnel (persist-tun, up-restart) keeps its routes: 2.6
+        // does not add them again, nor says UP.
+        if let (true, Some(m), Some(up)) = (fresh, mgmt, &self.up) {
+            m.up_down("UP", &up.updown, None);
+        }
         if fresh && let Some(command) = self.s.route_up.clone() {
             let mut env = after;
             env.set("script_type", "route-up");
@@ -247,8 +288,19 @@ impl ClientScripts {
         Ok(())
     }
 
-    /// Before the tunnel's routes go: `route-pre-down` (`signal` says why).
-    pub async fn before_tear_down(&self, signal: &str) {
+    /// Before the tunnel's routes go: `>UPDOWN:DOWN`, then
+    /// `route-pre-down` (`signal` says why).
+    pub async fn before_tear_down(&self, signal: &str, mgmt: Option<&ClientManagement>) {
+        if let (Some(m), Some(up)) = (mgmt, &self.up) {
+            let mut env = up.updown.clone();
+            // The last script 2.6 ran named itself in the environment,
+            // `route-up` after everything the route step set.
+            let newest = self.s.route_up.is_some().then(|| {
+                env.set("script_type", "route-up");
+                "script_type"
+            });
+            m.up_down("DOWN", &env, newest);
+        }
         let (Some(up), Some(command)) = (&self.up, self.s.route_pre_down.clone()) else {
             return;
         };

@@ -51,6 +51,12 @@ impl Tunnel {
         }
     }
 
+    /// The default route's gateway (0.0.0.0 without one), as 2.6's
+    /// `route_net_gateway`.
+    pub async fn default_gateway4(&self) -> std::net::Ipv4Addr {
+        self.net.default_gateway4().await
+    }
+
     /// Whether any route or address is in place.
     pub fn is_configured(&self) -> bool {
         self.address.is_some() || !self.routes.is_empty()

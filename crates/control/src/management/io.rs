@@ -135,6 +135,7 @@ fn broadcast(notice: Notice, shared: &Mutex<Shared>) -> Broadcast {
             Broadcast::State(reply::line(&format!(">STATE:{entry}")))
         }
         Notice::Line(text) => Broadcast::Client(reply::line(&text)),
+        Notice::Block(lines) => Broadcast::Client(lines.iter().map(|l| reply::line(l)).collect()),
         Notice::Log(entry) => {
             let line = reply::line(&format!(">LOG:{entry}"));
             lock(shared).log.push(entry);

@@ -25,6 +25,7 @@ mod io;
 mod log;
 pub mod reply;
 pub mod session;
+pub mod updown;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,8 @@ pub struct ManagementSettings {
     pub verb: u8,
     /// `management-client-auth`: every client waits for `client-auth`.
     pub client_auth: bool,
+    /// `management-up-down`: `>UPDOWN:UP|DOWN` with the environment.
+    pub up_down: bool,
 }
 
 /// What a management command needs from the server.
@@ -191,6 +194,9 @@ pub enum Notice {
     /// A notification line sent as it is to every connection (`>PASSWORD:`,
     /// `>HOLD:`, `>FATAL:`), without its CRLF.
     Line(String),
+    /// Lines that go out together, none dropped without the others
+    /// (`>UPDOWN:` and its environment).
+    Block(Vec<String>),
 }
 
 /// The fields of one client `>STATE:` line.
@@ -211,6 +217,7 @@ pub struct Management {
     requests: Option<mpsc::Receiver<Request>>,
     shared: Arc<Mutex<Shared>>,
     hold_released: Arc<Notify>,
+    up_down: bool,
     /// Woken when a connection answered a `>PASSWORD:` query.
     password_given: Arc<Notify>,
     listen: String,
@@ -268,6 +275,7 @@ impl Management {
             requests: Some(requests_rx),
             shared,
             hold_released,
+            up_down: settings.up_down,
             password_given,
             listen,
         })
@@ -351,6 +359,20 @@ impl Management {
         if self.notices.try_send(notice).is_err() {
             warn!("management: notification dropped (queue full)");
         }
+    }
+
+    /// With `management-up-down`: `>UPDOWN:EVENT` (`UP`, `DOWN`) and the
+    /// environment the scripts see, in 2.6's order (`newest`: see
+    /// [`updown::updown_lines`]).
+    pub fn up_down(&self, event: &str, env: &crate::scripts::Env, newest: Option<&str>) {
+        if self.up_down {
+            self.notify(Notice::Block(updown::updown_lines(event, env, newest)));
+        }
+    }
+
+    /// Whether `management-up-down` is on.
+    pub fn reports_up_down(&self) -> bool {
+        self.up_down
     }
 
     /// With `management-hold`: wait until a client says `hold release`.
