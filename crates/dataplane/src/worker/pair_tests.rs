@@ -252,11 +252,7 @@ fn single_packets_cross_both_ways() {
 #[test]
 fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     let mut pair = Pair::new(tcp_offloads());
-    let mss = 1360u16;
-    let segments = 48;
-    let payload: Vec<u8> = (0..usize::from(mss) * segments)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect();
+    let (mss, segments, payload) = super_packet_payload();
     assert!(pair.client.tun.inject(tso_frame(&payload, mss)));
     // One worker round: the frame is split, sealed and sent.
     pair.client.worker.pump();
@@ -267,7 +263,24 @@ fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     assert!(wire.iter().all(|d| d.bytes.len() == wire[0].bytes.len()));
     pair.link.inject(pair.server.addr, wire);
     pair.drive();
-    let written = pair.server.tun.take_written();
+    assert_one_super_packet(&pair.server.tun.take_written(), &payload, mss);
+    assert_eq!(pair.server.stats().rx_packets, segments as u64);
+    assert_eq!(pair.client.stats().tx_packets, segments as u64);
+}
+
+/// A 64 KiB TSO payload: its segment size, its segment count and the bytes.
+pub(super) fn super_packet_payload() -> (u16, usize, Vec<u8>) {
+    let mss = 1360u16;
+    let segments = 48;
+    let payload = (0..usize::from(mss) * segments)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    (mss, segments, payload)
+}
+
+/// What the receiving TUN got is one TCP super-packet from the client to
+/// the server of segment size `mss`, carrying `payload` whole and in order.
+pub(super) fn assert_one_super_packet(written: &[Vec<u8>], payload: &[u8], mss: u16) {
     assert_eq!(
         written.len(),
         1,
@@ -280,13 +293,7 @@ fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     let ip = &frame[VIRTIO_NET_HDR_LEN..];
     assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
     assert_eq!(&ip[12..20], &[CLIENT_TUN_IP, SERVER_TUN_IP].concat()[..]);
-    assert_eq!(
-        &ip[40..],
-        &payload[..],
-        "the payload arrives whole and in order"
-    );
-    assert_eq!(pair.server.stats().rx_packets, segments as u64);
-    assert_eq!(pair.client.stats().tx_packets, segments as u64);
+    assert_eq!(&ip[40..], payload, "the payload arrives whole and in order");
 }
 
 #[test]

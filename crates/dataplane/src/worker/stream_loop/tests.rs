@@ -8,16 +8,14 @@
 
 use std::net::SocketAddr;
 
-use tun_rs::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
-
 use super::*;
 use crate::PeerTable;
 use crate::stream::memory::{self, MemoryStream};
 use crate::tun::{MemoryTun, TunOffloads};
 use crate::up::MAX_CONTROL_DATAGRAM;
 use crate::worker::pair_tests::{
-    CLIENT_TUN_IP, PEER_ID, SERVER_TUN_IP, no_offloads, peer_tables, shared, tcp_offloads,
-    tso_frame, udp4,
+    CLIENT_TUN_IP, PEER_ID, SERVER_TUN_IP, assert_one_super_packet, no_offloads, peer_tables,
+    shared, super_packet_payload, tcp_offloads, tso_frame, udp4,
 };
 
 const SERVER_ADDR: &str = "192.0.2.1:1194";
@@ -169,30 +167,10 @@ fn single_packets_cross_both_ways() {
 #[test]
 fn a_64k_super_packet_is_segmented_framed_and_arrives_coalesced() {
     let mut pair = StreamPair::new(tcp_offloads());
-    let mss = 1360u16;
-    let segments = 48;
-    let payload: Vec<u8> = (0..usize::from(mss) * segments)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect();
+    let (mss, segments, payload) = super_packet_payload();
     assert!(pair.client.tun.inject(tso_frame(&payload, mss)));
     pair.drive();
-    let written = pair.server.tun.take_written();
-    assert_eq!(
-        written.len(),
-        1,
-        "the segments are written as one super-packet"
-    );
-    let frame = &written[0];
-    let hdr = VirtioNetHdr::decode(frame).unwrap();
-    assert_eq!(hdr.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
-    assert_eq!(hdr.gso_size, mss);
-    let ip = &frame[VIRTIO_NET_HDR_LEN..];
-    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
-    assert_eq!(
-        &ip[40..],
-        &payload[..],
-        "the payload arrives whole and in order"
-    );
+    assert_one_super_packet(&pair.server.tun.take_written(), &payload, mss);
     assert_eq!(pair.server.stats().rx_packets, segments as u64);
     assert_eq!(pair.client.stats().tx_packets, segments as u64);
     assert_eq!(pair.server.worker.ib.stream_received, segments as u64);
