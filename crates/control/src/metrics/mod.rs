@@ -101,6 +101,9 @@ where
     family
 }
 
+/// One per-client value, read from its sample.
+type ClientValue = fn(&ClientSample) -> u64;
+
 /// `s` in the OpenMetrics text format (ends with `# EOF`).
 pub fn render(s: &Snapshot) -> String {
     let mut r = Registry::with_prefix("ferrovpn");
@@ -113,7 +116,7 @@ pub fn render(s: &Snapshot) -> String {
     let clients = Gauge::<i64>::default();
     clients.set(i64::try_from(s.clients.len()).unwrap_or(i64::MAX));
     r.register("clients", "Connected (authenticated) clients", clients);
-    let per_client_counters: [(&str, &str, fn(&ClientSample) -> u64); 6] = [
+    let per_client_counters: [(&str, &str, ClientValue); 6] = [
         (
             "client_received_bytes",
             "Tunnel payload bytes received from the client",
