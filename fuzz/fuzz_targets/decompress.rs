@@ -7,20 +7,11 @@
 use ferrovpn_proto::compress::{Framing, MAX_PREFIX, MAX_SUFFIX};
 use libfuzzer_sys::fuzz_target;
 
-const MODES: [Framing; 7] = [
-    Framing::None,
-    Framing::StubLzo,
-    Framing::Lzo,
-    Framing::StubSwap,
-    Framing::Lz4,
-    Framing::StubV2,
-    Framing::Lz4V2,
-];
 const LIMIT: usize = 2048;
 const AT: usize = 16;
 
 fuzz_target!(|data: &[u8]| {
-    for mode in MODES {
+    for mode in Framing::ALL {
         let mut buf = vec![0u8; AT];
         buf.extend_from_slice(data);
         let Ok(n) = mode.unframe(&mut buf, AT, data.len(), LIMIT) else {

@@ -143,6 +143,16 @@ impl Dir<'_> {
         }
         Ok((addr, bits))
     }
+    /// `SECONDS [MAX]` (`connect-retry`, `reneg-sec`).
+    fn secs_and_max(&self) -> R<(u32, Option<u32>)> {
+        self.count(1, 2, "SECONDS [MAX]")?;
+        let secs = self.u32(0, "a number of seconds")?;
+        let max = match self.arg(1) {
+            Some(_) => Some(self.u32(1, "a number of seconds")?),
+            None => None,
+        };
+        Ok((secs, max))
+    }
     /// A route's optional METRIC argument: absent or `default` is none.
     fn route_metric(&self, i: usize) -> R<Option<u32>> {
         match self.arg(i) {
@@ -471,20 +481,13 @@ impl Parser {
         if file == "[inline]" {
             return Err(d.invalid("'pkcs12 [inline]' needs a <pkcs12> block instead".into()));
         }
-        if !self.fs {
-            return Err(d.err(Reason::NoFileAccess {
-                directive: d.name.to_string(),
-                arg: file.to_string(),
-            }));
-        }
-        let path = PathBuf::from(file);
-        let der = read_limited(&path).map_err(|r| d.err(r))?;
+        let (path, der) = self.read_file(d, file)?;
         Ok(Pkcs12::File { path, der })
     }
 
-    /// The UTF-8 text of `file`, named by directive `d` (size-limited; an
-    /// error when this parse may not touch the file system).
-    fn read_text_file(&self, d: &Dir<'_>, file: &str) -> R<(MaterialSource, String)> {
+    /// The bytes of `file`, named by directive `d` (size-limited; an error
+    /// when this parse may not touch the file system).
+    fn read_file(&self, d: &Dir<'_>, file: &str) -> R<(PathBuf, Vec<u8>)> {
         if !self.fs {
             return Err(d.err(Reason::NoFileAccess {
                 directive: d.name.to_string(),
@@ -493,6 +496,13 @@ impl Parser {
         }
         let path = PathBuf::from(file);
         let bytes = read_limited(&path).map_err(|r| d.err(r))?;
+        Ok((path, bytes))
+    }
+
+    /// The UTF-8 text of `file`, named by directive `d` (size-limited; an
+    /// error when this parse may not touch the file system).
+    fn read_text_file(&self, d: &Dir<'_>, file: &str) -> R<(MaterialSource, String)> {
+        let (path, bytes) = self.read_file(d, file)?;
         let text = String::from_utf8(bytes).map_err(|_| {
             d.err(Reason::Read {
                 path: path.clone(),
@@ -1214,13 +1224,7 @@ impl Parser {
                 });
             }
             "connect-retry" => {
-                d.count(1, 2, "SECONDS [MAX]")?;
-                let secs = d.u32(0, "a number of seconds")?;
-                let max = if d.args.len() > 1 {
-                    Some(d.u32(1, "a number of seconds")?)
-                } else {
-                    None
-                };
+                let (secs, max) = d.secs_and_max()?;
                 c.connect_retry = Some(ConnectRetry { secs, max });
             }
             "connect-retry-max" => {
@@ -1296,13 +1300,7 @@ impl Parser {
                 }
             }
             "reneg-sec" => {
-                d.count(1, 2, "SECONDS [MAX]")?;
-                let secs = d.u32(0, "a number of seconds")?;
-                let max = if d.args.len() > 1 {
-                    Some(d.u32(1, "a number of seconds")?)
-                } else {
-                    None
-                };
+                let (secs, max) = d.secs_and_max()?;
                 c.reneg_sec = Some(RenegSec { secs, max });
             }
             "reneg-bytes" | "reneg-pkts" => {

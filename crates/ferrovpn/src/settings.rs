@@ -1728,6 +1728,26 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Copy, Debug)]
+    enum Role {
+        Server,
+        /// Client 1 of the PKI.
+        Client,
+    }
+    use Role::{Client, Server};
+
+    /// Each `(role, extra, says)`: the server's or client's config with the
+    /// `extra` lines is refused, and the error says `says`.
+    fn assert_refused(p: &Pki, cases: &[(Role, &str, &str)]) {
+        for &(role, extra, says) in cases {
+            let e = match role {
+                Server => refusal(server_cfg(p, extra)),
+                Client => refusal(client_cfg(p, 1, extra)),
+            };
+            assert!(e.contains(says), "{role:?} {extra:?}: {e}");
+        }
+    }
+
     fn server_cfg(p: &Pki, extra: &str) -> anyhow::Result<ServerSettings> {
         let text = format!(
             "server 10.8.0.0 255.255.255.0\ndev tun\nca {}\ncert {}\nkey {}\ndh none\n{extra}\n",
@@ -1751,36 +1771,44 @@ mod tests {
             s.port_share.unwrap().target,
             "127.0.0.1:8443".parse().unwrap()
         );
-        let e = refusal(server_cfg(
+        assert_refused(
             &p,
-            "local no-such-host.invalid 1443 tcp\nport-share localhost 8443",
-        ));
-        assert!(e.contains("cannot resolve 'no-such-host.invalid'"), "{e}");
-        let e = refusal(server_cfg(
-            &p,
-            "proto tcp\nport-share no-such-host.invalid 8443",
-        ));
-        assert!(e.contains("port-share: cannot resolve"), "{e}");
+            &[
+                (
+                    Server,
+                    "local no-such-host.invalid 1443 tcp\nport-share localhost 8443",
+                    "cannot resolve 'no-such-host.invalid'",
+                ),
+                (
+                    Server,
+                    "proto tcp\nport-share no-such-host.invalid 8443",
+                    "port-share: cannot resolve",
+                ),
+            ],
+        );
     }
 
     #[test]
     fn verify_client_cert_none_needs_a_login_check_and_a_server() {
         let p = pki("vcc");
-        let e = refusal(server_cfg(&p, "verify-client-cert none"));
-        assert!(
-            e.contains("server.conf:")
-                && e.contains("must be used with an --auth-user-pass-verify script or a plugin"),
-            "{e}"
-        );
-        let e = refusal(server_cfg(
+        assert_refused(
             &p,
-            "verify-client-cert optional\nplugin /nonexistent/p.so",
-        ));
-        assert!(e.contains("cannot load '/nonexistent/p.so'"), "{e}");
-        let e = refusal(client_cfg(&p, 1, "verify-client-cert none"));
-        assert!(e.contains("requires --mode server"), "{e}");
-        let e = refusal(client_cfg(&p, 1, "plugin /nonexistent/p.so"));
-        assert!(e.contains("plugin"), "{e}");
+            &[
+                (Server, "verify-client-cert none", "server.conf:"),
+                (
+                    Server,
+                    "verify-client-cert none",
+                    "must be used with an --auth-user-pass-verify script or a plugin",
+                ),
+                (
+                    Server,
+                    "verify-client-cert optional\nplugin /nonexistent/p.so",
+                    "cannot load '/nonexistent/p.so'",
+                ),
+                (Client, "verify-client-cert none", "requires --mode server"),
+                (Client, "plugin /nonexistent/p.so", "plugin"),
+            ],
+        );
     }
 
     fn client_cfg(p: &Pki, client: usize, extra: &str) -> anyhow::Result<ClientSettings> {
@@ -1864,14 +1892,23 @@ mod tests {
     #[test]
     fn contradictory_or_unknown_policies_are_refused_with_their_line() {
         let p = pki("refuse");
-        let e = refusal(server_cfg(&p, "remote-cert-tls server"));
-        assert!(e.contains("server.conf:7"), "{e}");
-        let e = refusal(client_cfg(&p, 1, "ns-cert-type client"));
-        assert!(e.contains("client.conf:7"), "{e}");
-        let e = refusal(client_cfg(&p, 1, "remote-cert-tls server\nremote-cert-ku"));
-        assert!(e.contains("cannot be combined"), "{e}");
-        let e = refusal(client_cfg(&p, 1, "remote-cert-eku serverAuth"));
-        assert!(e.contains("client.conf:7: remote-cert-eku"), "{e}");
+        assert_refused(
+            &p,
+            &[
+                (Server, "remote-cert-tls server", "server.conf:7"),
+                (Client, "ns-cert-type client", "client.conf:7"),
+                (
+                    Client,
+                    "remote-cert-tls server\nremote-cert-ku",
+                    "cannot be combined",
+                ),
+                (
+                    Client,
+                    "remote-cert-eku serverAuth",
+                    "client.conf:7: remote-cert-eku",
+                ),
+            ],
+        );
         let _ = std::fs::remove_dir_all(&p.dir);
     }
 
@@ -1907,40 +1944,36 @@ mod tests {
                 "route 192.168.7.0 255.255.255.0 vpn_gateway 5"
             ]
         );
-        for (server, extra, says) in [
-            (
-                true,
-                "push \"route 10.1.0.0 255.255.0.0\"\nredirect-gateway def1",
-                "server.conf:8: redirect-gateway",
-            ),
-            (
-                true,
-                "route 10.9.0.0 255.255.0.0 10.8.0.5",
-                "server.conf:7: route",
-            ),
-            (
-                false,
-                "route 10.9.0.0 255.255.0.0 net_gateway",
-                "client.conf:7: route",
-            ),
-            (
-                true,
-                "route-gateway 10.8.0.5",
-                "server.conf:7: route-gateway",
-            ),
-            (
-                false,
-                "replay-window 128 30",
-                "client.conf:7: replay-window",
-            ),
-        ] {
-            let e = if server {
-                refusal(server_cfg(&p, extra))
-            } else {
-                refusal(client_cfg(&p, 1, extra))
-            };
-            assert!(e.contains(says), "{extra}: {e}");
-        }
+        assert_refused(
+            &p,
+            &[
+                (
+                    Server,
+                    "push \"route 10.1.0.0 255.255.0.0\"\nredirect-gateway def1",
+                    "server.conf:8: redirect-gateway",
+                ),
+                (
+                    Server,
+                    "route 10.9.0.0 255.255.0.0 10.8.0.5",
+                    "server.conf:7: route",
+                ),
+                (
+                    Client,
+                    "route 10.9.0.0 255.255.0.0 net_gateway",
+                    "client.conf:7: route",
+                ),
+                (
+                    Server,
+                    "route-gateway 10.8.0.5",
+                    "server.conf:7: route-gateway",
+                ),
+                (
+                    Client,
+                    "replay-window 128 30",
+                    "client.conf:7: replay-window",
+                ),
+            ],
+        );
         assert!(
             server_cfg(
                 &p,
@@ -2016,32 +2049,28 @@ mod tests {
             (no_frag.dataplane.fragment, no_frag.dataplane.passtos),
             (None, false)
         );
-        for (server, extra, says) in [
-            (
-                false,
-                "proto tcp\nfragment 1300",
-                "client.conf:8: --fragment can only be used with --proto udp",
-            ),
-            (
-                true,
-                "proto tcp\nfragment 1300",
-                "server.conf:8: --fragment can only be used with --proto udp",
-            ),
-            (
-                true,
-                "local 0.0.0.0 1194 udp\nlocal 0.0.0.0 443 tcp\nfragment 1300",
-                "--fragment can only be used with --proto udp",
-            ),
-            (false, "proto tcp\npasstos", "client.conf:8: passtos"),
-            (true, "proto tcp\npasstos", "server.conf:8: passtos"),
-        ] {
-            let e = if server {
-                refusal(server_cfg(&p, extra))
-            } else {
-                refusal(client_cfg(&p, 1, extra))
-            };
-            assert!(e.contains(says), "{extra}: {e}");
-        }
+        assert_refused(
+            &p,
+            &[
+                (
+                    Client,
+                    "proto tcp\nfragment 1300",
+                    "client.conf:8: --fragment can only be used with --proto udp",
+                ),
+                (
+                    Server,
+                    "proto tcp\nfragment 1300",
+                    "server.conf:8: --fragment can only be used with --proto udp",
+                ),
+                (
+                    Server,
+                    "local 0.0.0.0 1194 udp\nlocal 0.0.0.0 443 tcp\nfragment 1300",
+                    "--fragment can only be used with --proto udp",
+                ),
+                (Client, "proto tcp\npasstos", "client.conf:8: passtos"),
+                (Server, "proto tcp\npasstos", "server.conf:8: passtos"),
+            ],
+        );
         let _ = std::fs::remove_dir_all(&p.dir);
     }
 

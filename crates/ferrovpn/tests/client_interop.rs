@@ -1030,22 +1030,7 @@ fn password_server(lab: &Lab) -> (ServerConf, PathBuf) {
 /// The ferrovpn client profile for [`password_server`]: `ca` only, no
 /// `cert`/`key`, plus `auth`.
 fn password_client(lab: &Lab, sc: &ServerConf, name: &str, auth: &[&str]) -> Proc {
-    let cc = lab.client_conf(
-        0,
-        &lab.pki.clients[0],
-        CLIENT_DEV,
-        sc.wrap.clone(),
-        sc.cipher,
-    );
-    let mut text: String = openvpn_client_conf(&cc)
-        .lines()
-        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for l in auth {
-        text.push_str(l);
-        text.push('\n');
-    }
+    let text = lab.certless_client_text(sc.wrap.clone(), sc.cipher, auth);
     assert!(!text.contains("\ncert "), "{text}");
     lab.spawn(&lab.clients[0], name, Implementation::Ferrovpn, &text)
 }

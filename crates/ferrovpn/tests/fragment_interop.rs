@@ -15,9 +15,11 @@
 //! `/dev/net/tun`; every test fails loudly without them. Every wait has a
 //! deadline.
 
+use std::time::Duration;
+
 use ferrovpn_testkit::Implementation::{self, Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{SERVER_PORT, SERVER_TUN, log_tails};
-use ferrovpn_testkit::{Lab, Netns, Proc, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, ping_all, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_TUN: &str = "10.8.0.2";
@@ -82,23 +84,15 @@ impl<'a> Counters<'a> {
 /// `count` pings of `size` bytes with TOS `tos` from `ns` to `addr`, IP
 /// fragmentation allowed; every one must come back.
 fn ping(ns: &Netns, addr: &str, size: u32, tos: u8, count: u32) -> Result<(), String> {
-    let (size, count, tos) = (size.to_string(), count.to_string(), format!("{tos:#x}"));
-    let out = ns
-        .command(
-            "ping",
-            &[
-                "-n", "-q", "-c", &count, "-i", "0.2", "-w", "15", "-s", &size, "-Q", &tos, "-M",
-                "dont", addr,
-            ],
-        )
-        .output()
-        .map_err(|e| format!("ping: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.contains(&format!("{count} packets transmitted, {count} received")) {
-        Ok(())
-    } else {
-        Err(format!("ping -s {size} -Q {tos} {addr}: {text}"))
-    }
+    let tos = format!("{tos:#x}");
+    ping_all(
+        ns,
+        addr,
+        count,
+        size,
+        &["-Q", &tos],
+        Duration::from_secs(15),
+    )
 }
 
 /// The server and a client, both with `line` (`fragment ...`/`passtos`).

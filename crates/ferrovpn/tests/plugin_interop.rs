@@ -15,9 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{UP, wait_log};
-use ferrovpn_testkit::{
-    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_client_conf, ping,
-};
+use ferrovpn_testkit::{Cipher, Implementation, Lab, Proc, ServerConf, Wrap, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const AUTH_PAM: &str = "/usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-auth-pam.so";
@@ -78,32 +76,24 @@ fn stock_client(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
         Wrap::None,
         Cipher::Aes256Gcm,
     );
-    let file = lab.dir.join(format!("{name}.pass"));
-    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra.push(auth_user_pass(lab, name, user, pass));
     lab.stock_client(0, name, &cc)
 }
 
 /// Stock client `name` without `cert`/`key` (only `ca`), logging in as
 /// `user` with `pass`.
 fn stock_client_without_cert(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
-    let cc = lab.client_conf(
-        0,
-        &lab.pki.clients[0],
-        "fvtun-c",
-        Wrap::None,
-        Cipher::Aes256Gcm,
-    );
-    let file = lab.dir.join(format!("{name}.pass"));
-    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
-    let mut text: String = openvpn_client_conf(&cc)
-        .lines()
-        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(&format!("auth-user-pass {}\n", file.display()));
+    let login = auth_user_pass(lab, name, user, pass);
+    let text = lab.certless_client_text(Wrap::None, Cipher::Aes256Gcm, [login]);
     assert!(!text.contains("\ncert "), "{text}");
     lab.spawn(&lab.clients[0], name, Implementation::Stock, &text)
+}
+
+/// `auth-user-pass FILE`, FILE holding `user` and `pass`.
+fn auth_user_pass(lab: &Lab, name: &str, user: &str, pass: &str) -> String {
+    let file = lab.dir.join(format!("{name}.pass"));
+    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
+    format!("auth-user-pass {}", file.display())
 }
 
 fn check_plugin_installed() {

@@ -65,6 +65,19 @@ pub enum Framing {
     Lz4V2,
 }
 
+impl Framing {
+    /// Every framing (tests and fuzzing go through all of them).
+    pub const ALL: [Framing; 7] = [
+        Framing::None,
+        Framing::StubLzo,
+        Framing::Lzo,
+        Framing::StubSwap,
+        Framing::Lz4,
+        Framing::StubV2,
+        Framing::Lz4V2,
+    ];
+}
+
 /// Why a received payload was dropped (2.6 drops it too, with `D_COMP_ERRORS`).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 pub enum UnframeError {
@@ -214,15 +227,7 @@ fn decompress(
 mod tests {
     use super::*;
 
-    const ALL: [Framing; 7] = [
-        Framing::None,
-        Framing::StubLzo,
-        Framing::Lzo,
-        Framing::StubSwap,
-        Framing::Lz4,
-        Framing::StubV2,
-        Framing::Lz4V2,
-    ];
+    const ALL: [Framing; 7] = Framing::ALL;
 
     fn framed(f: Framing, payload: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; MAX_PREFIX + payload.len() + MAX_SUFFIX];

@@ -121,23 +121,39 @@ fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) 
     })
 }
 
-/// Start a server in ns A and a client in ns B, wait until a ping crosses
-/// the tunnel, measure, stop both.
-fn vpn_row(
+/// A ferrovpn row from the server and client config files `confs`, with
+/// `--workers` when asked for; n/a when the binary `bin` is not built.
+fn ferrovpn_row(
     lab: &Lab,
     dir: &Path,
-    system: &str,
-    server_cmd: (&str, Vec<String>),
-    client_cmd: (&str, Vec<String>),
-    seconds: u32,
+    args: &Args,
+    bin: Option<&str>,
+    name: String,
+    confs: (String, String),
+    target: &str,
 ) -> Row {
-    vpn_row_to(
-        lab, dir, system, server_cmd, client_cmd, seconds, SERVER_TUN,
-    )
+    let Some(bin) = bin else {
+        return Row {
+            system: name,
+            na: Some(format!("binary {} not built", args.ferrovpn.display())),
+            ..Row::default()
+        };
+    };
+    let mut s = vec!["--config".to_string(), confs.0];
+    let mut c = vec!["--config".to_string(), confs.1];
+    if let Some(w) = args.workers {
+        for v in [&mut s, &mut c] {
+            v.push("--workers".into());
+            v.push(w.to_string());
+        }
+    }
+    vpn_row(lab, dir, &name, (bin, s), (bin, c), args.seconds, target)
 }
 
-/// [`vpn_row`] measuring to `target` (the server's tunnel address to use).
-fn vpn_row_to(
+/// Start a server in ns A and a client in ns B, wait until a ping crosses
+/// the tunnel, measure to `target` (the server's tunnel address to use),
+/// stop both.
+fn vpn_row(
     lab: &Lab,
     dir: &Path,
     system: &str,
@@ -300,6 +316,7 @@ fn main() -> Result<()> {
                 ("openvpn", vec!["--config".into(), server_conf.clone()]),
                 ("openvpn", vec!["--config".into(), client_conf.clone()]),
                 args.seconds,
+                SERVER_TUN,
             ));
         }
         if want(&format!("ferrovpn{transport}")) {
@@ -307,56 +324,32 @@ fn main() -> Result<()> {
                 Some(w) => format!("ferrovpn (workers {w}){suffix}"),
                 None => format!("ferrovpn{suffix}"),
             };
-            let row = match &ferrovpn_bin {
-                None => Row {
-                    system: name,
-                    na: Some(format!("binary {} not built", args.ferrovpn.display())),
-                    ..Row::default()
-                },
-                Some(bin) => {
-                    let mut s = vec!["--config".to_string(), server_conf];
-                    let mut c = vec!["--config".to_string(), client_conf];
-                    if let Some(w) = args.workers {
-                        for v in [&mut s, &mut c] {
-                            v.push("--workers".into());
-                            v.push(w.to_string());
-                        }
-                    }
-                    vpn_row(&lab, dir.path(), &name, (bin, s), (bin, c), args.seconds)
-                }
-            };
-            rows.push(row);
+            let confs = (server_conf, client_conf);
+            let bin = ferrovpn_bin.as_deref();
+            rows.push(ferrovpn_row(
+                &lab,
+                dir.path(),
+                &args,
+                bin,
+                name,
+                confs,
+                SERVER_TUN,
+            ));
         }
     }
     if want("ferrovpn-ipv6") {
         let name = "ferrovpn, IPv6 inside and outside (udp6)".to_string();
-        let row = match &ferrovpn_bin {
-            None => Row {
-                system: name,
-                na: Some(format!("binary {} not built", args.ferrovpn.display())),
-                ..Row::default()
-            },
-            Some(bin) => {
-                let mut s = vec!["--config".to_string(), conf("server-ipv6.conf")];
-                let mut c = vec!["--config".to_string(), conf("client-ipv6.conf")];
-                if let Some(w) = args.workers {
-                    for v in [&mut s, &mut c] {
-                        v.push("--workers".into());
-                        v.push(w.to_string());
-                    }
-                }
-                vpn_row_to(
-                    &lab,
-                    dir.path(),
-                    &name,
-                    (bin, s),
-                    (bin, c),
-                    args.seconds,
-                    SERVER_TUN6,
-                )
-            }
-        };
-        rows.push(row);
+        let confs = (conf("server-ipv6.conf"), conf("client-ipv6.conf"));
+        let bin = ferrovpn_bin.as_deref();
+        rows.push(ferrovpn_row(
+            &lab,
+            dir.path(),
+            &args,
+            bin,
+            name,
+            confs,
+            SERVER_TUN6,
+        ));
     }
 
     println!();

@@ -238,6 +238,28 @@ impl Lab {
         ClientConf::new(&self.pki, who, &Lab::server_underlay(i), dev, wrap, cipher)
     }
 
+    /// The config text of a client in namespace 0 on [`CLIENT_DEV`] that
+    /// proves who it is without a certificate (`ca` only, no `cert`/`key`:
+    /// a password, or credentials asked over management), then `extra`.
+    pub fn certless_client_text<S: AsRef<str>>(
+        &self,
+        wrap: Wrap,
+        cipher: Cipher,
+        extra: impl IntoIterator<Item = S>,
+    ) -> String {
+        let cc = self.client_conf(0, &self.pki.clients[0], CLIENT_DEV, wrap, cipher);
+        let mut text: String = openvpn_client_conf(&cc)
+            .lines()
+            .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for l in extra {
+            text.push_str(l.as_ref());
+            text.push('\n');
+        }
+        text
+    }
+
     /// A server config and the config of a client in namespace 0 with
     /// `client1`'s certificate on [`CLIENT_DEV`].
     pub fn confs(&self, wrap: Wrap, cipher: Cipher) -> (ServerConf, ClientConf) {

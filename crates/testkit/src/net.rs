@@ -22,9 +22,10 @@ pub struct PingStats {
     pub avg_ms: f64,
 }
 
-/// `count` pings of `size` bytes from `ns` to `addr`, never fragmented
-/// (`-M dont`), with payload `pattern` (ping's `-p` hex bytes) when given;
-/// every one must come back (within 10 s). The error holds ping's output.
+/// `count` pings of `size` bytes from `ns` to `addr`, without DF (`-M
+/// dont`: a router may fragment them), with payload `pattern` (ping's `-p`
+/// hex bytes) when given; every one must come back (within 10 s). The
+/// error holds ping's output.
 pub fn ping_sized(
     ns: &Netns,
     addr: &str,
@@ -32,13 +33,31 @@ pub fn ping_sized(
     size: u32,
     pattern: Option<&str>,
 ) -> std::result::Result<(), String> {
+    let options = match pattern {
+        Some(p) => vec!["-p", p],
+        None => Vec::new(),
+    };
+    ping_all(ns, addr, count, size, &options, Duration::from_secs(10))
+}
+
+/// `count` pings of `size` bytes from `ns` to `addr` without DF (`-M
+/// dont`), with ping's `options` added (`-p PATTERN`, `-Q TOS`, ...);
+/// every one must come back within `deadline`. The error holds ping's
+/// output.
+pub fn ping_all(
+    ns: &Netns,
+    addr: &str,
+    count: u32,
+    size: u32,
+    options: &[&str],
+    deadline: Duration,
+) -> std::result::Result<(), String> {
     let (size, count) = (size.to_string(), count.to_string());
+    let w = deadline.as_secs().max(1).to_string();
     let mut args = vec![
-        "-n", "-q", "-c", &count, "-i", "0.2", "-w", "10", "-s", &size, "-M", "dont",
+        "-n", "-q", "-c", &count, "-i", "0.2", "-w", &w, "-s", &size, "-M", "dont",
     ];
-    if let Some(p) = pattern {
-        args.extend(["-p", p]);
-    }
+    args.extend(options);
     args.push(addr);
     let out = ns
         .command("ping", &args)
@@ -48,7 +67,10 @@ pub fn ping_sized(
     if text.contains(&format!("{count} packets transmitted, {count} received")) {
         Ok(())
     } else {
-        Err(format!("ping -s {size} {addr}: {text}"))
+        Err(format!(
+            "ping -s {size} {} {addr}: {text}",
+            options.join(" ")
+        ))
     }
 }
 

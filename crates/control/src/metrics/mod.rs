@@ -101,6 +101,9 @@ where
     family
 }
 
+/// One per-client value, read from its sample.
+type ClientValue = fn(&ClientSample) -> u64;
+
 /// `s` in the OpenMetrics text format (ends with `# EOF`).
 pub fn render(s: &Snapshot) -> String {
     let mut r = Registry::with_prefix("ferrovpn");
@@ -113,36 +116,41 @@ pub fn render(s: &Snapshot) -> String {
     let clients = Gauge::<i64>::default();
     clients.set(i64::try_from(s.clients.len()).unwrap_or(i64::MAX));
     r.register("clients", "Connected (authenticated) clients", clients);
-    r.register(
-        "client_received_bytes",
-        "Tunnel payload bytes received from the client",
-        per_client(|c| c.bytes_received),
-    );
-    r.register(
-        "client_sent_bytes",
-        "Tunnel payload bytes sent to the client",
-        per_client(|c| c.bytes_sent),
-    );
-    r.register(
-        "client_received_packets",
-        "Tunnel packets received from the client",
-        per_client(|c| c.packets_received),
-    );
-    r.register(
-        "client_sent_packets",
-        "Tunnel packets sent to the client",
-        per_client(|c| c.packets_sent),
-    );
-    r.register(
-        "client_handshakes",
-        "TLS handshakes of the client's session (the first and each renegotiation)",
-        per_client(|c| c.handshakes),
-    );
-    r.register(
-        "client_renegotiations",
-        "TLS renegotiations of the client's session",
-        per_client(|c| c.handshakes.saturating_sub(1)),
-    );
+    let per_client_counters: [(&str, &str, ClientValue); 6] = [
+        (
+            "client_received_bytes",
+            "Tunnel payload bytes received from the client",
+            |c| c.bytes_received,
+        ),
+        (
+            "client_sent_bytes",
+            "Tunnel payload bytes sent to the client",
+            |c| c.bytes_sent,
+        ),
+        (
+            "client_received_packets",
+            "Tunnel packets received from the client",
+            |c| c.packets_received,
+        ),
+        (
+            "client_sent_packets",
+            "Tunnel packets sent to the client",
+            |c| c.packets_sent,
+        ),
+        (
+            "client_handshakes",
+            "TLS handshakes of the client's session (the first and each renegotiation)",
+            |c| c.handshakes,
+        ),
+        (
+            "client_renegotiations",
+            "TLS renegotiations of the client's session",
+            |c| c.handshakes.saturating_sub(1),
+        ),
+    ];
+    for (name, help, value) in per_client_counters {
+        r.register(name, help, per_client(value));
+    }
     let since = Family::<ClientLabels, Gauge>::default();
     for c in &s.clients {
         since
@@ -154,20 +162,22 @@ pub fn render(s: &Snapshot) -> String {
         "When the client's session started, in Unix seconds",
         since,
     );
-    let handshakes = Counter::<u64>::default();
-    handshakes.inc_by(s.handshakes);
-    r.register(
-        "handshakes",
-        "TLS handshakes completed, all clients, since the start",
-        handshakes,
-    );
-    let renegotiations = Counter::<u64>::default();
-    renegotiations.inc_by(s.renegotiations);
-    r.register(
-        "renegotiations",
-        "TLS renegotiations completed, all clients, since the start",
-        renegotiations,
-    );
+    for (name, help, value) in [
+        (
+            "handshakes",
+            "TLS handshakes completed, all clients, since the start",
+            s.handshakes,
+        ),
+        (
+            "renegotiations",
+            "TLS renegotiations completed, all clients, since the start",
+            s.renegotiations,
+        ),
+    ] {
+        let total = Counter::<u64>::default();
+        total.inc_by(value);
+        r.register(name, help, total);
+    }
     let d = s.drops;
     r.register(
         "dropped_packets",

@@ -17,6 +17,9 @@
 //! reading its TUN while the backlog is over [`BACKLOG_HIGH`], so a slow
 //! link slows the tunnel down instead of dropping.
 
+#[cfg(test)]
+pub(crate) mod memory;
+
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -47,10 +50,67 @@ const READ_CHUNK: usize = 256 << 10;
 /// peer table.
 const UNAUTHENTICATED_CHUNK: usize = 4096;
 
+/// What a connection reads and writes. An enum, not a trait object, so the
+/// calls stay direct (one predictable branch per system call, none per packet).
+enum Socket {
+    Tcp(TcpStream),
+    /// Bytes in memory ([`memory`]), for unit tests.
+    #[cfg(test)]
+    Memory(memory::MemoryStream),
+}
+
+impl Socket {
+    #[inline]
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            #[cfg(test)]
+            Socket::Memory(s) => s.read(buf),
+        }
+    }
+
+    #[inline]
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            #[cfg(test)]
+            Socket::Memory(s) => s.write(buf),
+        }
+    }
+
+    #[inline]
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).write_vectored(bufs),
+            #[cfg(test)]
+            Socket::Memory(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn shutdown(&self) {
+        match self {
+            Socket::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            #[cfg(test)]
+            Socket::Memory(s) => s.shutdown(),
+        }
+    }
+
+    /// The descriptor to poll; -1 (nothing to poll) for an in-memory one.
+    fn fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            #[cfg(test)]
+            Socket::Memory(_) => -1,
+        }
+    }
+}
+
 /// One TCP connection, shared by every worker that writes to it.
 pub(crate) struct StreamConn {
     pub peer: SocketAddr,
-    socket: TcpStream,
+    socket: Socket,
     /// Index of the worker that reads and flushes this connection.
     owner: usize,
     backlog: Mutex<Vec<u8>>,
@@ -68,7 +128,7 @@ pub(crate) struct StreamConn {
 
 impl StreamConn {
     pub(crate) fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.socket.fd()
     }
 
     pub(crate) fn backlog(&self) -> usize {
@@ -81,7 +141,7 @@ impl StreamConn {
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        let _ = self.socket.shutdown(Shutdown::Both);
+        self.socket.shutdown();
     }
 
     /// Write whole `frames` (each a length prefix and its packet) in order;
@@ -92,7 +152,7 @@ impl StreamConn {
         if backlog.is_empty() {
             let mut rest = &mut frames[..];
             while !rest.is_empty() {
-                match (&self.socket).write_vectored(rest) {
+                match self.socket.write_vectored(rest) {
                     Ok(0) => {
                         self.close();
                         break;
@@ -143,7 +203,7 @@ impl StreamConn {
     fn write_backlog(&self, backlog: &mut Vec<u8>) {
         let mut done = 0;
         while done < backlog.len() {
-            match (&self.socket).write(&backlog[done..]) {
+            match self.socket.write(&backlog[done..]) {
                 Ok(0) => {
                     self.close();
                     break;
@@ -201,7 +261,7 @@ impl OwnedStream {
     pub(crate) fn read(&mut self) -> ReadOutcome {
         loop {
             let space = self.deframer.space();
-            return match (&self.conn.socket).read(space) {
+            return match self.conn.socket.read(space) {
                 Ok(0) => ReadOutcome::Closed("connection closed by the peer".into()),
                 Ok(n) => {
                     self.deframer.filled(n);
@@ -279,6 +339,22 @@ impl Streams {
         socket.set_nonblocking(true)?;
         // Batches are written whole; Nagle would only add delay to the last packet.
         socket.set_nodelay(true)?;
+        self.adopt(Socket::Tcp(socket), peer, owner)?;
+        Ok(peer)
+    }
+
+    /// Hand an in-memory connection from `peer` to a worker, as [`Streams::attach`].
+    #[cfg(test)]
+    pub(crate) fn attach_memory(
+        &self,
+        end: memory::MemoryStream,
+        peer: SocketAddr,
+        owner: Option<usize>,
+    ) -> io::Result<()> {
+        self.adopt(Socket::Memory(end), peer, owner)
+    }
+
+    fn adopt(&self, socket: Socket, peer: SocketAddr, owner: Option<usize>) -> io::Result<()> {
         let owner = owner.unwrap_or_else(|| self.next_owner.fetch_add(1, Ordering::Relaxed))
             % self.inboxes.len();
         let conn = Arc::new(StreamConn {
@@ -306,7 +382,7 @@ impl Streams {
             .send(conn)
             .map_err(|_| io::Error::other("data-plane worker gone"))?;
         inbox.wake.signal()?;
-        Ok(peer)
+        Ok(())
     }
 
     /// The connection to `peer`, if there is one.

@@ -3,7 +3,8 @@
 //! worker path (TUN read, GSO split, route, seal, `sendmmsg` runs, GRO
 //! receive, open, replay check, TUN write with coalescing) without root.
 //! The test drives both workers in turn (`Pair::drive`), so nothing here
-//! depends on timing.
+//! depends on timing. The stream (TCP) pair, over in-memory connections,
+//! is in `stream_loop/tests.rs` and shares the helpers here.
 
 use std::net::SocketAddr;
 
@@ -16,9 +17,9 @@ use crate::udp::memory::{Datagram, Impairment, MemoryLink};
 use crate::udp::{self, Port};
 
 /// The client's peer id on the server (and the one it writes in P_DATA_V2).
-const PEER_ID: u32 = 1;
-const SERVER_TUN_IP: [u8; 4] = [10, 8, 0, 1];
-const CLIENT_TUN_IP: [u8; 4] = [10, 8, 0, 2];
+pub(super) const PEER_ID: u32 = 1;
+pub(super) const SERVER_TUN_IP: [u8; 4] = [10, 8, 0, 1];
+pub(super) const CLIENT_TUN_IP: [u8; 4] = [10, 8, 0, 2];
 
 /// One end: its worker, the test's side of its TUN queue, its peer table.
 struct Node {
@@ -37,13 +38,13 @@ struct Pair {
     link: MemoryLink,
 }
 
-fn node(
+/// What one worker of a test pair shares: `peers`, and `streams` for a
+/// stream worker.
+pub(super) fn shared(
     peers: PeerTable,
-    port: udp::memory::MemoryPort,
-    offloads: TunOffloads,
-    peer_id: u32,
+    streams: Option<Arc<crate::stream::Streams>>,
     server_source_only: bool,
-) -> Node {
+) -> (Arc<Shared>, crate::UpReceiver) {
     let (tx, rx) = crate::up::queues(64, 1);
     let sh = Arc::new(Shared {
         peers,
@@ -55,11 +56,46 @@ fn node(
         mss_cbc: None,
         stop: AtomicBool::new(false),
         wake: EventFd::new().expect("eventfd"),
-        streams: None,
+        streams,
         fragment: None,
         passtos: false,
         server_source_only,
     });
+    (sh, rx)
+}
+
+/// The server's and the client's peer tables: the client known by
+/// `peer_id` (and its address), both with one AEAD key (key id 0) from the
+/// same key block, as a TLS handshake leaves them.
+pub(super) fn peer_tables(
+    peer_id: u32,
+    server_addr: SocketAddr,
+    client_addr: SocketAddr,
+) -> (PeerTable, PeerTable) {
+    let block = KeyBlock(std::array::from_fn(|i| (i * 7 + 3) as u8));
+    let keys = |side| DataKeys::from_key_block(Cipher::Aes256Gcm, &block, side);
+
+    let server_peers = PeerTable::new();
+    server_peers.upsert_peer(peer_id, client_addr, Some(CLIENT_TUN_IP.into()));
+    server_peers.install_key(peer_id, 0, keys(Side::Server));
+    server_peers.set_send_key(peer_id, 0);
+
+    let client_peers = PeerTable::new();
+    client_peers.upsert_peer(peer_id, server_addr, None);
+    client_peers.install_key(peer_id, 0, keys(Side::Client));
+    client_peers.set_send_key(peer_id, 0);
+    client_peers.set_client_default(Some(peer_id));
+    (server_peers, client_peers)
+}
+
+fn node(
+    peers: PeerTable,
+    port: udp::memory::MemoryPort,
+    offloads: TunOffloads,
+    peer_id: u32,
+    server_source_only: bool,
+) -> Node {
+    let (sh, rx) = shared(peers, None, server_source_only);
     let addr = port.local_addr();
     let (queue, tun) = crate::tun::create_memory(offloads);
     let link = Link::Udp {
@@ -98,19 +134,7 @@ impl Pair {
         let server_addr: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         let client_addr: SocketAddr = "198.51.100.2:40000".parse().unwrap();
         let (server_port, client_port, link) = udp::memory::link(server_addr, client_addr);
-        let block = KeyBlock(std::array::from_fn(|i| (i * 7 + 3) as u8));
-        let keys = |side| DataKeys::from_key_block(Cipher::Aes256Gcm, &block, side);
-
-        let server_peers = PeerTable::new();
-        server_peers.upsert_peer(peer_id, client_addr, Some(CLIENT_TUN_IP.into()));
-        server_peers.install_key(peer_id, 0, keys(Side::Server));
-        server_peers.set_send_key(peer_id, 0);
-
-        let client_peers = PeerTable::new();
-        client_peers.upsert_peer(peer_id, server_addr, None);
-        client_peers.install_key(peer_id, 0, keys(Side::Client));
-        client_peers.set_send_key(peer_id, 0);
-        client_peers.set_client_default(Some(peer_id));
+        let (server_peers, client_peers) = peer_tables(peer_id, server_addr, client_addr);
 
         Pair {
             server: node(server_peers, server_port, offloads, peer_id, false),
@@ -149,11 +173,11 @@ impl Node {
     }
 }
 
-fn no_offloads() -> TunOffloads {
+pub(super) fn no_offloads() -> TunOffloads {
     TunOffloads::default()
 }
 
-fn tcp_offloads() -> TunOffloads {
+pub(super) fn tcp_offloads() -> TunOffloads {
     TunOffloads {
         tcp: true,
         udp: false,
@@ -161,7 +185,7 @@ fn tcp_offloads() -> TunOffloads {
 }
 
 /// An IPv4 UDP packet from `src` to `dst` carrying `payload` (checksum left 0: allowed for UDP).
-fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
     let mut p = vec![0u8; total];
     p[0] = 0x45;
@@ -180,7 +204,7 @@ fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
 /// A TSO super-packet as the kernel hands it to a TUN with offloads: a
 /// `virtio_net_hdr` (TCPv4, segment size `mss`, partial checksum) and one
 /// IPv4/TCP packet from the client's tunnel address with `payload`.
-fn tso_frame(payload: &[u8], mss: u16) -> Vec<u8> {
+pub(super) fn tso_frame(payload: &[u8], mss: u16) -> Vec<u8> {
     let total = 40 + payload.len();
     let mut f = vec![0u8; VIRTIO_NET_HDR_LEN + total];
     VirtioNetHdr {
@@ -240,11 +264,7 @@ fn single_packets_cross_both_ways() {
 #[test]
 fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     let mut pair = Pair::new(tcp_offloads());
-    let mss = 1360u16;
-    let segments = 48;
-    let payload: Vec<u8> = (0..usize::from(mss) * segments)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect();
+    let (mss, segments, payload) = super_packet_payload();
     assert!(pair.client.tun.inject(tso_frame(&payload, mss)));
     // One worker round: the frame is split, sealed and sent.
     pair.client.worker.pump();
@@ -255,7 +275,24 @@ fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     assert!(wire.iter().all(|d| d.bytes.len() == wire[0].bytes.len()));
     pair.link.inject(pair.server.addr, wire);
     pair.drive();
-    let written = pair.server.tun.take_written();
+    assert_one_super_packet(&pair.server.tun.take_written(), &payload, mss);
+    assert_eq!(pair.server.stats().rx_packets, segments as u64);
+    assert_eq!(pair.client.stats().tx_packets, segments as u64);
+}
+
+/// A 64 KiB TSO payload: its segment size, its segment count and the bytes.
+pub(super) fn super_packet_payload() -> (u16, usize, Vec<u8>) {
+    let mss = 1360u16;
+    let segments = 48;
+    let payload = (0..usize::from(mss) * segments)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    (mss, segments, payload)
+}
+
+/// What the receiving TUN got is one TCP super-packet from the client to
+/// the server of segment size `mss`, carrying `payload` whole and in order.
+pub(super) fn assert_one_super_packet(written: &[Vec<u8>], payload: &[u8], mss: u16) {
     assert_eq!(
         written.len(),
         1,
@@ -268,13 +305,7 @@ fn a_64k_super_packet_is_segmented_sealed_and_arrives_coalesced() {
     let ip = &frame[VIRTIO_NET_HDR_LEN..];
     assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
     assert_eq!(&ip[12..20], &[CLIENT_TUN_IP, SERVER_TUN_IP].concat()[..]);
-    assert_eq!(
-        &ip[40..],
-        &payload[..],
-        "the payload arrives whole and in order"
-    );
-    assert_eq!(pair.server.stats().rx_packets, segments as u64);
-    assert_eq!(pair.client.stats().tx_packets, segments as u64);
+    assert_eq!(&ip[40..], payload, "the payload arrives whole and in order");
 }
 
 #[test]
