@@ -985,16 +985,19 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     }
     // `server ... nopool`, or no `server`: no IPv4 pool (2.6's pool then
     // holds IPv6 addresses only).
-    let pool = net.filter(|n| !n.nopool).map(|n| {
-        let (network, mask) = (u32::from(n.network), u32::from(n.netmask));
-        match cfg.ifconfig_pool {
-            Some(p) => (p.start, p.end),
-            None => (
+    // An explicit `ifconfig-pool` defines one even beside `nopool` (which
+    // only keeps `server` from adding its own), as in 2.6.
+    let pool = match (cfg.ifconfig_pool, net) {
+        (Some(p), _) => Some((p.start, p.end)),
+        (None, Some(n)) if !n.nopool => {
+            let (network, mask) = (u32::from(n.network), u32::from(n.netmask));
+            Some((
                 Ipv4Addr::from((network & mask) + 2),
                 Ipv4Addr::from((network | !mask) - 1),
-            ),
+            ))
         }
-    });
+        _ => None,
+    };
     let (pool, ipv6) = server_tunnel_ipv6(cfg, pool)?;
     let mut dataplane = dataplane_base(cfg);
     let listeners = server_listeners(cfg)?;
