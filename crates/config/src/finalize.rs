@@ -266,13 +266,15 @@ impl Config {
     }
 
     fn finalize_server(&self, whole: &Location) -> Result<(), ConfigError> {
-        let Some(srv) = self.server else {
+        // An IPv6-only server (2.6's pool with IPv6 only) needs no `server`.
+        let ipv6_pool = self.server_ipv6.is_some() || self.ifconfig_ipv6_pool.is_some();
+        if self.server.is_none() && !ipv6_pool {
             return Err(self.fail(
                 "mode",
                 whole,
-                "server mode needs 'server NETWORK NETMASK'".into(),
+                "server mode needs 'server NETWORK NETMASK', or 'server-ipv6 NETWORK/BITS' (or 'ifconfig-ipv6' + 'ifconfig-ipv6-pool') for IPv6-only clients".into(),
             ));
-        };
+        }
         if !self.remotes.is_empty() {
             return Err(self.fail(
                 "remote",
@@ -299,6 +301,15 @@ impl Config {
             }
         }
         if let Some(pool) = self.ifconfig_pool {
+            let Some(srv) = self.server else {
+                return Err(ConfigError::new(
+                    &self.loc("ifconfig-pool", whole),
+                    Reason::Unsupported {
+                        directive: "ifconfig-pool".into(),
+                        reason: "an IPv4 pool needs 'server NETWORK NETMASK' in ferrovpn (a server's own 'ifconfig' is not supported)",
+                    },
+                ));
+            };
             let net = u32::from(srv.network);
             let mask = u32::from(srv.netmask);
             for a in [pool.start, pool.end] {
@@ -376,15 +387,6 @@ impl Config {
                     "ifconfig-ipv6-pool",
                     whole,
                     "--ifconfig-ipv6-pool needs --ifconfig-ipv6".into(),
-                ));
-            }
-            if self.server.is_some_and(|s| s.nopool) {
-                return Err(ConfigError::new(
-                    &self.loc("ifconfig-ipv6-pool", whole),
-                    Reason::Unsupported {
-                        directive: "ifconfig-ipv6-pool".into(),
-                        reason: "an IPv6 pool without an IPv4 pool ('server ... nopool': IPv6-only clients) is not supported",
-                    },
                 ));
             }
         }

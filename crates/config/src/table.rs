@@ -69,7 +69,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- mode and transport
     s(
         "server",
-        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask",
+        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask. `nopool`: no IPv4 pool, as 2.6 (clients get IPv6 from `ifconfig-ipv6-pool`, IPv4 only from a client-config-dir `ifconfig-push`; a client with neither is refused with AUTH_FAILED, where 2.6 lets it connect without an address). Not required with `server-ipv6` or `ifconfig-ipv6-pool` (an IPv6-only server)",
     ),
     s(
         "mode",
@@ -371,7 +371,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- misc
     s(
         "ifconfig-pool-persist",
-        "`FILE [N]` (default 600 s): the pool's memory of which common name last held each address (2.6's `CN,IPv4,` lines, read in order, a later line for an address winning; written in address order, IPv6 field empty) is loaded at start and written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it, and its addresses then go to their own common names only. Without this directive the pool still remembers names while it runs, as 2.6: a client gets the address its common name last held if free, else the free address given back longest ago (never used first, the lowest on a tie within a second). Difference from 2.6: an `ifconfig-push` address inside the pool is kept out of it while held (2.6 could hand it out twice)",
+        "`FILE [N]` (default 600 s): the pool's memory of which common name last held each address (2.6's `CN,IPv4,IPv6` lines, either address empty when the pool lacks that family, read in order, a later line for an address winning, the IPv4 address deciding and the IPv6 one standing in without it; written in address order) is loaded at start and written every N seconds and at exit, in place through the file opened at start (before `user`/`chroot`), as in 2.6; `0` only reads it, and its addresses then go to their own common names only. Without this directive the pool still remembers names while it runs, as 2.6: a client gets the address its common name last held if free, else the free address given back longest ago (never used first, the lowest on a tie within a second). Difference from 2.6: an `ifconfig-push` address inside the pool is kept out of it while held (2.6 could hand it out twice)",
     ),
     s("verb", "0-11, stored"),
     s(
@@ -647,7 +647,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "server-ipv6",
-        "`NETWORK/BITS` (/64 to /124), with `server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address (the smaller pool limits both, as in 2.6: see `ifconfig-ipv6-pool`); not with `nopool` or `ifconfig-ipv6-pool`; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
+        "`NETWORK/BITS` (/64 to /124), implies `mode server` + `tls-server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address when there is `server` (the smaller pool limits both, as in 2.6: see `ifconfig-ipv6-pool`); without `server` an IPv6-only server as 2.6: clients get only `ifconfig-ipv6` (no `ifconfig`, `route-gateway` or `topology` pushed), the status files list an empty IPv4 virtual address, scripts get no `ifconfig_pool_remote_ip`/`ifconfig_local`, `learn-address` names the IPv6 address, the persist file holds `CN,,IPv6` lines; not with `nopool` or `ifconfig-ipv6-pool`; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
     ),
     s(
         "ifconfig-ipv6",
@@ -655,7 +655,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "ifconfig-ipv6-pool",
-        "`BASE/BITS` (/64 to /124), servers only, needs `ifconfig-ipv6`, not with `server-ipv6` (2.6's rules). Paired with the IPv4 pool as 2.6's pool.c does: the n-th IPv4 pool address goes with BASE+n (BASE+1+n when BASE's last 32 bits are zero); the pool holds 65536 addresses for /111 and shorter, up to the network's end for /112 and longer, and the smaller of the two pools limits both (2.6's warning when IPv6 is the smaller). A client whose IPv4 address is pinned by `ifconfig-push` gets no IPv6 from the pool, as in 2.6. An IPv6 pool without an IPv4 pool (`server ... nopool`, IPv6-only clients) is refused",
+        "`BASE/BITS` (/64 to /124), servers only, needs `ifconfig-ipv6`, not with `server-ipv6` (2.6's rules). Paired with the IPv4 pool as 2.6's pool.c does: the n-th IPv4 pool address goes with BASE+n (BASE+1+n when BASE's last 32 bits are zero); the pool holds 65536 addresses for /111 and shorter, up to the network's end for /112 and longer, and the smaller of the two pools limits both (2.6's warning when IPv6 is the smaller). A client whose IPv4 address is pinned by `ifconfig-push` gets no IPv6 from the pool, as in 2.6. Without an IPv4 pool (`server ... nopool`, or `mode server` + `tls-server` without `server`) the pool holds IPv6 addresses only, as 2.6's: its clients are IPv6-only (see `server-ipv6`), a client-config-dir `ifconfig-push` client gets its IPv4 address and no pool IPv6 address",
     ),
     s(
         "route-ipv6",

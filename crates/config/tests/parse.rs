@@ -804,7 +804,7 @@ fn finalize_errors() {
                 inline("cert", CERT),
                 inline("key", KEY)
             ),
-            "t.conf:1: server mode needs 'server NETWORK NETMASK'",
+            "t.conf:1: server mode needs 'server NETWORK NETMASK', or 'server-ipv6 NETWORK/BITS' (or 'ifconfig-ipv6' + 'ifconfig-ipv6-pool') for IPv6-only clients",
         ),
         (
             format!(
@@ -1575,10 +1575,31 @@ fn ifconfig_ipv6_and_its_pool_in_a_server() {
         assert!(e.contains(want), "{line}: {e}");
     }
     let nopool = server_base().replace("255.255.255.0\n", "255.255.255.0 nopool\n");
+    // 2.6's IPv6-only pools: `nopool` + an IPv6 pool, `server-ipv6` alone,
+    // `mode server` + `ifconfig-ipv6` + `ifconfig-ipv6-pool`.
+    let c = parse_str_no_fs(
+        &format!("{nopool}ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::/64\n"),
+        "t.conf",
+    )
+    .unwrap();
+    assert!(c.server.unwrap().nopool && c.tunnel_ipv6().unwrap().pool.is_some());
+    let v6_only = server_base().replace("server 10.8.0.0 255.255.255.0\n", "");
+    let c = parse_str_no_fs(&format!("{v6_only}server-ipv6 fd00::/64\n"), "t.conf").unwrap();
+    assert!(c.server.is_none() && c.is_server());
+    parse_str_no_fs(
+        &format!("{v6_only}mode server\ntls-server\nifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::1000/64\n"),
+        "t.conf",
+    )
+    .unwrap();
+    // Without any pool, or an IPv4 pool without `server`: refused.
     let e = err(&format!(
-        "{nopool}ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::/64\n"
+        "{v6_only}mode server\ntls-server\nifconfig-ipv6 fd00::1/64 fd00::2\n"
     ));
-    assert!(e.contains("IPv6-only"), "{e}");
+    assert!(e.contains("server mode needs"), "{e}");
+    let e = err(&format!(
+        "{v6_only}server-ipv6 fd00::/64\nifconfig-pool 10.8.0.2 10.8.0.9\n"
+    ));
+    assert!(e.contains("needs 'server NETWORK NETMASK'"), "{e}");
     let e = err(&format!("{nopool}server-ipv6 fd00::/64\n"));
     assert!(e.contains("nopool"), "{e}");
     // A client refuses both.

@@ -21,7 +21,8 @@ pub struct StatusSettings {
 pub struct ClientRow {
     pub common_name: String,
     pub real: SocketAddr,
-    pub virtual_ip: Ipv4Addr,
+    /// `None` for an IPv6-only client (2.6 leaves the field empty).
+    pub virtual_ip: Option<Ipv4Addr>,
     /// `server-ipv6`: the client's IPv6 address in the tunnel.
     pub virtual_ipv6: Option<std::net::Ipv6Addr>,
     /// Tunnel bytes from and to the client.
@@ -34,6 +35,15 @@ pub struct ClientRow {
     /// The management interface's client ID (never reused, unlike peer-ids).
     pub client_id: u64,
     pub cipher: String,
+}
+
+impl ClientRow {
+    /// The addresses the routing table lists for it: IPv4, then IPv6.
+    fn virtual_addresses(&self) -> Vec<String> {
+        (self.virtual_ip.map(|a| a.to_string()).into_iter())
+            .chain(self.virtual_ipv6.map(|a| a.to_string()))
+            .collect()
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC for Unix seconds.
@@ -78,8 +88,7 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
         o += "ROUTING TABLE\nVirtual Address,Common Name,Real Address,Last Ref\n";
         for c in clients {
             // 2.6 lists every address the client owns, its IPv6 one too.
-            let v6 = c.virtual_ipv6.map(|a| a.to_string());
-            for virtual_address in std::iter::once(c.virtual_ip.to_string()).chain(v6) {
+            for virtual_address in c.virtual_addresses() {
                 o += &format!(
                     "{},{},{},{}\n",
                     virtual_address,
@@ -120,7 +129,7 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
             "CLIENT_LIST",
             &c.common_name,
             &c.real.to_string(),
-            &c.virtual_ip.to_string(),
+            &c.virtual_ip.map(|a| a.to_string()).unwrap_or_default(),
             &c.virtual_ipv6.map(|a| a.to_string()).unwrap_or_default(),
             &c.bytes_received.to_string(),
             &c.bytes_sent.to_string(),
@@ -142,8 +151,7 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
         "Last Ref (time_t)",
     ]);
     for c in clients {
-        let v6 = c.virtual_ipv6.map(|a| a.to_string());
-        for virtual_address in std::iter::once(c.virtual_ip.to_string()).chain(v6) {
+        for virtual_address in c.virtual_addresses() {
             line(&[
                 "ROUTING_TABLE",
                 &virtual_address,
@@ -246,7 +254,7 @@ mod tests {
         ClientRow {
             common_name: "client1".into(),
             real: "192.0.2.5:40000".parse().unwrap(),
-            virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ip: Some(Ipv4Addr::new(10, 8, 0, 2)),
             virtual_ipv6: None,
             bytes_received: 1234,
             bytes_sent: 5678,
@@ -317,7 +325,7 @@ mod tests {
         let row = ClientRow {
             common_name: "alice".into(),
             real: "192.0.2.2:51000".parse().unwrap(),
-            virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ip: Some(Ipv4Addr::new(10, 8, 0, 2)),
             virtual_ipv6: None,
             bytes_received: 1000,
             bytes_sent: 2000,

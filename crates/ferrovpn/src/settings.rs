@@ -889,10 +889,16 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
 
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
-    let net = cfg.server.with_context(|| {
-        "server mode needs 'server NETWORK NETMASK' (ferrovpn has no static-address server mode)"
-    })?;
-    if cfg.topology() != Topology::Subnet {
+    // `None` on an IPv6-only server (`server-ipv6` or `ifconfig-ipv6` +
+    // `ifconfig-ipv6-pool`, no `server`): the config layer checked it has an
+    // IPv6 pool then.
+    let net = cfg.server;
+    if net.is_none() && cfg.tunnel_ipv6().and_then(|v6| v6.pool).is_none() {
+        bail!(
+            "server mode needs 'server NETWORK NETMASK' or an IPv6 pool ('server-ipv6'; ferrovpn has no static-address server mode)"
+        );
+    }
+    if net.is_some() && cfg.topology() != Topology::Subnet {
         warn!(
             "{}ferrovpn servers use 'topology subnet' (pushed to clients); the configured topology is ignored",
             where_is(cfg, "topology")
@@ -960,14 +966,15 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
     );
     let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
-    let network = u32::from(net.network);
-    let mask = u32::from(net.netmask);
-    if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
-        bail!(
-            "{}server: netmask {} is not a prefix of /29 or shorter",
-            where_is(cfg, "server"),
-            net.netmask
-        );
+    if let Some(net) = net {
+        let mask = u32::from(net.netmask);
+        if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
+            bail!(
+                "{}server: netmask {} is not a prefix of /29 or shorter",
+                where_is(cfg, "server"),
+                net.netmask
+            );
+        }
     }
     for r in &cfg.routes_ipv6 {
         if let Some(gw) = r.gateway {
@@ -979,12 +986,20 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             );
         }
     }
-    let pool = match cfg.ifconfig_pool {
-        Some(p) => (p.start, p.end),
-        None => (
-            Ipv4Addr::from((network & mask) + 2),
-            Ipv4Addr::from((network | !mask) - 1),
-        ),
+    // `server ... nopool`, or no `server`: no IPv4 pool (2.6's pool then
+    // holds IPv6 addresses only).
+    // An explicit `ifconfig-pool` defines one even beside `nopool` (which
+    // only keeps `server` from adding its own), as in 2.6.
+    let pool = match (cfg.ifconfig_pool, net) {
+        (Some(p), _) => Some((p.start, p.end)),
+        (None, Some(n)) if !n.nopool => {
+            let (network, mask) = (u32::from(n.network), u32::from(n.netmask));
+            Some((
+                Ipv4Addr::from((network & mask) + 2),
+                Ipv4Addr::from((network | !mask) - 1),
+            ))
+        }
+        _ => None,
     };
     let (pool, ipv6) = server_tunnel_ipv6(cfg, pool)?;
     let mut dataplane = dataplane_base(cfg);
@@ -1014,8 +1029,10 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             None => None,
         },
         dataplane,
-        network: Ipv4Addr::from(network & mask),
-        netmask: net.netmask,
+        ipv4_net: net.map(|n| {
+            let network = u32::from(n.network) & u32::from(n.netmask);
+            (Ipv4Addr::from(network), n.netmask)
+        }),
         pool,
         pushes: cfg.push.clone(),
         ipv6,
@@ -1667,13 +1684,16 @@ fn refuse_scripts(
     }
 }
 
+/// An inclusive IPv4 address range (a pool).
+type Ipv4Range = (Ipv4Addr, Ipv4Addr);
+
 /// The server's IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` +
 /// `ifconfig-ipv6-pool`) and the IPv4 pool as 2.6 uses it beside an IPv6
 /// pool (the smaller pool limits both).
 fn server_tunnel_ipv6(
     cfg: &Config,
-    pool: (Ipv4Addr, Ipv4Addr),
-) -> anyhow::Result<((Ipv4Addr, Ipv4Addr), Option<ferrovpn_config::TunnelIpv6>)> {
+    pool: Option<Ipv4Range>,
+) -> anyhow::Result<(Option<Ipv4Range>, Option<ferrovpn_config::TunnelIpv6>)> {
     if cfg.server_ipv6.is_some() && cfg.ifconfig_ipv6.is_some() {
         // 2.6's helper sets the server's address over it, without a word.
         warn!(
@@ -1692,11 +1712,14 @@ fn server_tunnel_ipv6(
             p.size()
         );
     }
+    let Some(pool) = pool else {
+        return Ok((None, ipv6));
+    };
     let (pool, note) = ferrovpn_control::server::ipv6::unified_pool(pool, v6_pool.as_ref());
     if let Some(note) = note {
         warn!("{note}");
     }
-    Ok((pool, ipv6))
+    Ok((Some(pool), ipv6))
 }
 
 #[cfg(test)]
@@ -1756,6 +1779,69 @@ mod tests {
             p.server.key.display()
         );
         server_settings(&ferrovpn_config::parse_str(&text, "server.conf")?)
+    }
+
+    /// `server-ipv6` without `server`, and `server ... nopool` with an IPv6
+    /// pool: no IPv4 pool, and the PUSH_REPLY of an IPv6-only client as a
+    /// stock 2.6 server sends it (no `ifconfig`, no `route-gateway` or
+    /// `topology` without `server`).
+    #[test]
+    fn ipv6_only_servers_have_no_ipv4_pool_and_push_no_ifconfig() {
+        use ferrovpn_control::server::build_push_reply;
+        use ferrovpn_proto::key_method::PeerInfo;
+        let p = pki("v6only");
+        let text = format!(
+            "server-ipv6 fd00:6::/64\ndev tun\nca {}\ncert {}\nkey {}\ndh none\nkeepalive 10 60\n",
+            p.ca.cert.display(),
+            p.server.cert.display(),
+            p.server.key.display()
+        );
+        let s =
+            server_settings(&ferrovpn_config::parse_str(&text, "server.conf").unwrap()).unwrap();
+        assert_eq!((s.pool, s.ipv4_net, s.server_ip()), (None, None, None));
+        let info = PeerInfo::parse("IV_PROTO=30\nIV_NCP=2\n");
+        let client: std::net::Ipv6Addr = "fd00:6::1000".parse().unwrap();
+        let reply = build_push_reply(
+            &s,
+            None,
+            Some(client),
+            0,
+            Cipher::Aes256Gcm,
+            &info,
+            &ferrovpn_config::ClientConfig::default(),
+        );
+        assert_eq!(
+            reply,
+            "PUSH_REPLY,tun-ipv6,ping 10,ping-restart 60,ifconfig-ipv6 fd00:6::1000/64 fd00:6::1,peer-id 0,cipher AES-256-GCM,key-derivation tls-ekm"
+        );
+        let nopool = server_cfg(
+            &p,
+            "ifconfig-ipv6 fd00:7::1/64 fd00:7::2\nifconfig-ipv6-pool fd00:7::1000/64",
+        )
+        .unwrap();
+        assert!(nopool.pool.is_some());
+        let text = format!(
+            "{}\nserver 10.8.0.0 255.255.255.0 nopool\nifconfig-ipv6 fd00:7::1/64 fd00:7::2\nifconfig-ipv6-pool fd00:7::1000/64\n",
+            text.replace("server-ipv6 fd00:6::/64\n", "")
+        );
+        let s =
+            server_settings(&ferrovpn_config::parse_str(&text, "server.conf").unwrap()).unwrap();
+        assert_eq!(s.pool, None);
+        assert_eq!(s.server_ip(), Some(Ipv4Addr::new(10, 8, 0, 1)));
+        let reply = build_push_reply(
+            &s,
+            None,
+            Some("fd00:7::1000".parse().unwrap()),
+            1,
+            Cipher::Aes256Gcm,
+            &info,
+            &ferrovpn_config::ClientConfig::default(),
+        );
+        assert!(
+            reply.starts_with("PUSH_REPLY,tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig-ipv6 fd00:7::1000/64 fd00:7::1,peer-id 1"),
+            "{reply}"
+        );
+        assert!(!reply.contains(",ifconfig "), "{reply}");
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub struct ServerConf {
     pub transport: Transport,
     /// TUN device name (explicit, per test).
     pub dev: String,
-    /// `server NETWORK NETMASK`; the server takes `.1`.
+    /// `server NETWORK NETMASK`; the server takes `.1`. Empty: no `server`
+    /// line (an IPv6-only server).
     pub network: String,
     /// Control-channel wrapping.
     pub wrap: Wrap,
@@ -338,7 +339,11 @@ pub fn openvpn_server_conf(c: &ServerConf) -> String {
         Transport::Tcp => "tcp-server",
     };
     common(&mut o, &c.dev, proto, &c.wrap, c.cipher, &c.auth, 0);
-    let _ = writeln!(o, "topology subnet\nserver {}", c.network);
+    // An empty network: no `server` line (an IPv6-only server's `extra`
+    // lines carry `server-ipv6`, or `mode server` + `ifconfig-ipv6-pool`).
+    if !c.network.is_empty() {
+        let _ = writeln!(o, "topology subnet\nserver {}", c.network);
+    }
     if c.client_to_client {
         o.push_str("client-to-client\n");
     }

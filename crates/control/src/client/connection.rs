@@ -558,14 +558,14 @@ impl Connection<'_> {
         {
             m.full_state(crate::management::ClientState {
                 state: "ASSIGN_IP",
-                local_ip: plan.local.to_string(),
+                local_ip: plan.local_address(),
                 ..Default::default()
             });
             if !plan.routes.is_empty() || !plan.routes6.is_empty() || plan.redirect.is_some() {
                 m.state("ADD_ROUTES", "");
             }
         }
-        c.tunnel_ip = Some(plan.local);
+        c.tunnel_ip = plan.ipv4.map(|v4| v4.local);
         if !preserved && self.management.is_some_and(|m| m.reports_up_down()) {
             // 2.6 looks the default route up before adding its own.
             self.scripts
@@ -615,7 +615,9 @@ impl Connection<'_> {
         c.peer_id = Some(plan.peer_id);
         info!(
             "tunnel {dev}: {} ({:?}), peer-id {}",
-            plan.local, plan.topology, plan.peer_id
+            plan.local_address(),
+            plan.topology,
+            plan.peer_id
         );
         Ok(None)
     }
@@ -763,10 +765,7 @@ impl Connection<'_> {
                     "point-to-point setup failed: {e:#}"
                 )));
             }
-            info!(
-                "tunnel {dev}: {} {} ({:?})",
-                plan.local, plan.netmask_or_remote, plan.topology
-            );
+            info!("tunnel {dev}: {:?} ({:?})", plan.ipv4, plan.topology);
         }
         let env = self.scripts.device_env();
         self.scripts

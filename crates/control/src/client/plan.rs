@@ -249,13 +249,21 @@ impl DnsPlan {
     }
 }
 
+/// The pushed `ifconfig LOCAL NETMASK|REMOTE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ifconfig4 {
+    pub local: Ipv4Addr,
+    /// The netmask (subnet) or the remote end (point-to-point).
+    pub netmask_or_remote: Ipv4Addr,
+}
+
 /// Everything one PUSH_REPLY asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushPlan {
     pub topology: Topology,
-    pub local: Ipv4Addr,
-    /// The netmask (subnet) or the remote end (point-to-point).
-    pub netmask_or_remote: Ipv4Addr,
+    /// `ifconfig`: the tunnel's IPv4 address; `None` when only
+    /// `ifconfig-ipv6` is pushed (an IPv6-only tunnel, as 2.6 runs it).
+    pub ipv4: Option<Ifconfig4>,
     /// `route-gateway`, or the remote end in point-to-point topologies.
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
@@ -402,13 +410,31 @@ impl PushPlan {
             }
         }
         finish_dns(&mut dns, &mut plan_warnings);
-        let (local, netmask_or_remote) = ifconfig.ok_or(PlanError::NoIfconfig)?;
-        let gateway = match topology {
-            Topology::Subnet => route_gateway,
-            Topology::PointToPoint => route_gateway.or(Some(netmask_or_remote)),
+        // 2.6 runs a tunnel with only `ifconfig-ipv6` (IPv6-only); with
+        // neither address there is nothing to run.
+        if ifconfig.is_none() && ifconfig6.is_none() {
+            return Err(PlanError::NoIfconfig);
+        }
+        let ipv4 = ifconfig.map(|(local, netmask_or_remote)| Ifconfig4 {
+            local,
+            netmask_or_remote,
+        });
+        let gateway = match (topology, ipv4) {
+            (Topology::PointToPoint, Some(v4)) => route_gateway.or(Some(v4.netmask_or_remote)),
+            _ => route_gateway,
         };
-        if redirect.as_ref().is_some_and(|r| r.ipv4) && gateway.is_none() {
-            return Err(PlanError::NoGateway);
+        if let Some(r) = redirect.as_mut()
+            && r.ipv4
+            && gateway.is_none()
+        {
+            if ipv4.is_some() {
+                return Err(PlanError::NoGateway);
+            }
+            // An IPv6-only tunnel: 2.6 warns and redirects IPv6 only.
+            r.ipv4 = false;
+            plan_warnings.push(
+                "redirect-gateway: VPN gateway parameter (--route-gateway or --ifconfig) is missing; IPv4 is not redirected".into(),
+            );
         }
         if let Some(r) = redirect.as_mut()
             && r.ipv6
@@ -446,8 +472,7 @@ impl PushPlan {
             .collect();
         Ok(PushPlan {
             topology,
-            local,
-            netmask_or_remote,
+            ipv4,
             gateway,
             mtu,
             routes,
@@ -467,8 +492,18 @@ impl PushPlan {
 
     /// The part that decides the interface address: when it changes across a
     /// reconnect the address is set again.
-    pub fn address(&self) -> (Topology, Ipv4Addr, Ipv4Addr, u16) {
-        (self.topology, self.local, self.netmask_or_remote, self.mtu)
+    pub fn address(&self) -> (Topology, Option<Ifconfig4>, u16) {
+        (self.topology, self.ipv4, self.mtu)
+    }
+
+    /// The tunnel's own address as 2.6 reports it (management `ASSIGN_IP`,
+    /// logs): the IPv4 one, else the IPv6 one.
+    pub fn local_address(&self) -> String {
+        match (self.ipv4, self.ipv6) {
+            (Some(v4), _) => v4.local.to_string(),
+            (None, Some(v6)) => v6.local.to_string(),
+            (None, None) => String::new(),
+        }
     }
 }
 
@@ -764,7 +799,7 @@ mod tests {
     fn subnet_reply_with_routes_dns_and_timers() {
         let p = plan("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,route 10.99.0.0 255.255.255.0,route 10.98.0.0 255.255.0.0 10.8.0.9,dhcp-option DNS 10.8.0.1,dhcp-option DOMAIN corp.example,dhcp-option DOMAIN-SEARCH b.example,peer-id 3,protocol-flags cc-exit tls-ekm,tun-mtu 1400,cipher AES-256-GCM").unwrap();
         assert_eq!(p.topology, Topology::Subnet);
-        assert_eq!(p.local, Ipv4Addr::new(10, 8, 0, 2));
+        assert_eq!(p.ipv4.unwrap().local, Ipv4Addr::new(10, 8, 0, 2));
         assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 8, 0, 1)));
         assert_eq!(p.mtu, 1400);
         assert_eq!(p.peer_id, 3);
@@ -835,6 +870,32 @@ mod tests {
                 ipv4: true,
                 ..Redirect::default()
             })
+        );
+    }
+
+    /// A 2.6 `server-ipv6` server without `server` pushes `ifconfig-ipv6`
+    /// only: an IPv6-only tunnel, IPv6 redirected, IPv4 left alone.
+    #[test]
+    fn ipv6_only_push_gives_an_ipv6_only_plan() {
+        let p = plan("PUSH_REPLY,tun-ipv6,route-ipv6 fd00:99::/64,redirect-gateway def1 ipv6,ping 10,ping-restart 60,ifconfig-ipv6 fd00:6::1000/64 fd00:6::1,peer-id 0,cipher AES-256-GCM").unwrap();
+        assert_eq!(p.ipv4, None);
+        assert_eq!(p.gateway, None);
+        assert_eq!(
+            p.ipv6.unwrap().local,
+            "fd00:6::1000".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(p.local_address(), "fd00:6::1000");
+        assert_eq!(p.routes6.len(), 1);
+        let r = p.redirect.as_ref().unwrap();
+        assert!(r.ipv6 && !r.ipv4, "{r:?}");
+        assert!(
+            p.warnings.iter().any(|w| w.contains("gateway parameter")),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(
+            plan("PUSH_REPLY,tun-ipv6,ping 10"),
+            Err(PlanError::NoIfconfig)
         );
     }
 

@@ -379,22 +379,29 @@ fn without_x509(env: Env) -> Env {
 
 /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask|ifconfig_remote`.
 fn up_args(dev: &str, plan: &PushPlan) -> Vec<String> {
+    // IPv6 only: 2.6 passes empty addresses.
+    let (local, netmask_or_remote) = match plan.ipv4 {
+        Some(v4) => (v4.local.to_string(), v4.netmask_or_remote.to_string()),
+        None => (String::new(), String::new()),
+    };
     vec![
         dev.to_owned(),
         plan.mtu.to_string(),
         "0".into(),
-        plan.local.to_string(),
-        plan.netmask_or_remote.to_string(),
+        local,
+        netmask_or_remote,
     ]
 }
 
 /// The tunnel's addresses as 2.6 sets them for `up` only.
 fn ifconfig_env(plan: &PushPlan) -> Env {
     let mut env = Env::new();
-    env.set("ifconfig_local", plan.local.to_string());
-    match plan.topology {
-        Topology::Subnet => env.set("ifconfig_netmask", plan.netmask_or_remote.to_string()),
-        Topology::PointToPoint => env.set("ifconfig_remote", plan.netmask_or_remote.to_string()),
+    if let Some(v4) = plan.ipv4 {
+        env.set("ifconfig_local", v4.local.to_string());
+        match plan.topology {
+            Topology::Subnet => env.set("ifconfig_netmask", v4.netmask_or_remote.to_string()),
+            Topology::PointToPoint => env.set("ifconfig_remote", v4.netmask_or_remote.to_string()),
+        }
     }
     if let Some(v6) = plan.ipv6 {
         env.set("ifconfig_ipv6_local", v6.local.to_string());
@@ -480,6 +487,21 @@ mod tests {
         );
         let ifc = ifconfig_env(&p);
         assert_eq!(ifc.get("ifconfig_netmask"), Some("255.255.255.0"));
+    }
+
+    /// An IPv6-only tunnel: `up` gets empty IPv4 arguments and only the
+    /// `ifconfig_ipv6_*` variables, as 2.6.
+    #[test]
+    fn ipv6_only_up_as_2_6() {
+        let p = plan(
+            "PUSH_REPLY,tun-ipv6,ifconfig-ipv6 fd00:6::1000/64 fd00:6::1,peer-id 0,cipher AES-256-GCM",
+        );
+        assert_eq!(up_args("tun0", &p), ["tun0", "1500", "0", "", ""]);
+        let ifc = ifconfig_env(&p);
+        assert_eq!(ifc.get("ifconfig_local"), None);
+        assert_eq!(ifc.get("ifconfig_netmask"), None);
+        assert_eq!(ifc.get("ifconfig_ipv6_local"), Some("fd00:6::1000"));
+        assert_eq!(ifc.get("ifconfig_ipv6_netbits"), Some("64"));
     }
 
     #[test]

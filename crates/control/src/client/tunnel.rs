@@ -23,7 +23,7 @@ pub struct Tunnel {
     no_exec: NoExec,
     /// The device the state below belongs to.
     dev: String,
-    address: Option<(Topology, Ipv4Addr, Ipv4Addr, u16)>,
+    address: Option<(Topology, Option<super::plan::Ifconfig4>, u16)>,
     /// The IPv6 address we set (`ifconfig-ipv6`).
     address6: Option<Ifconfig6>,
     /// Routes we added (never ones that were there before us), in order.
@@ -77,24 +77,26 @@ impl Tunnel {
         }
         if self.no_exec.ifconfig {
             info!(
-                "ifconfig-noexec: {dev} left unconfigured ({} {}, mtu {})",
-                plan.local, plan.netmask_or_remote, plan.mtu
+                "ifconfig-noexec: {dev} left unconfigured ({:?}, mtu {})",
+                plan.ipv4, plan.mtu
             );
         } else if self.address != Some(plan.address()) {
             if self.address.is_some() {
                 self.net.flush_addresses(dev).await?;
             }
-            match plan.topology {
-                Topology::Subnet => {
+            match (plan.topology, plan.ipv4) {
+                (Topology::Subnet, Some(v4)) => {
                     self.net
-                        .configure_subnet(dev, plan.local, plan.netmask_or_remote, plan.mtu)
+                        .configure_subnet(dev, v4.local, v4.netmask_or_remote, plan.mtu)
                         .await?
                 }
-                Topology::PointToPoint => {
+                (Topology::PointToPoint, Some(v4)) => {
                     self.net
-                        .configure_p2p(dev, plan.local, plan.netmask_or_remote, plan.mtu)
+                        .configure_p2p(dev, v4.local, v4.netmask_or_remote, plan.mtu)
                         .await?
                 }
+                // IPv6 only: the link is brought up for the IPv6 address.
+                (_, None) => self.net.link_up(dev, plan.mtu).await?,
             }
             self.address = Some(plan.address());
         }

@@ -96,9 +96,27 @@ pub struct TlsVerify {
 pub struct Tunnel {
     pub dev: String,
     pub tun_mtu: u16,
-    pub local: Ipv4Addr,
+    /// The IPv4 address (`None` on an IPv6-only server: 2.6 then passes
+    /// empty arguments and sets no `ifconfig_local`/`ifconfig_netmask`).
+    pub local: Option<Ipv4Addr>,
     /// The netmask (`topology subnet`, as ferrovpn always runs).
-    pub netmask: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+}
+
+impl Tunnel {
+    /// 2.6's arguments of `up`/`down` and their plugin calls:
+    /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
+    pub fn up_args(&self) -> Vec<String> {
+        let text = |a: Option<Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or_default();
+        vec![
+            self.dev.clone(),
+            self.tun_mtu.to_string(),
+            "0".into(),
+            text(self.local),
+            text(self.netmask),
+            "init".into(),
+        ]
+    }
 }
 
 impl ScriptSettings {
@@ -121,14 +139,7 @@ impl ScriptSettings {
         Some(Invocation {
             hook: "--up/--down",
             command,
-            extra: vec![
-                t.dev.clone(),
-                t.tun_mtu.to_string(),
-                "0".into(),
-                t.local.to_string(),
-                t.netmask.to_string(),
-                "init".into(),
-            ],
+            extra: t.up_args(),
             env,
         })
     }
@@ -141,8 +152,10 @@ impl ScriptSettings {
         env.set("tun_mtu", t.tun_mtu.to_string());
         env.set("dev", t.dev.clone());
         env.set("dev_type", "tun");
-        env.set("ifconfig_local", t.local.to_string());
-        env.set("ifconfig_netmask", t.netmask.to_string());
+        if let (Some(local), Some(netmask)) = (t.local, t.netmask) {
+            env.set("ifconfig_local", local.to_string());
+            env.set("ifconfig_netmask", netmask.to_string());
+        }
         env
     }
 
@@ -163,7 +176,7 @@ impl ScriptSettings {
     pub fn learn_address(
         &self,
         op: &str,
-        addr: Ipv4Addr,
+        addr: std::net::IpAddr,
         client: Option<(&str, &Env)>,
     ) -> Option<Invocation> {
         let mut extra = vec![op.to_owned(), addr.to_string()];
@@ -433,8 +446,8 @@ mod tests {
         let t = Tunnel {
             dev: "tun0".into(),
             tun_mtu: 1500,
-            local: Ipv4Addr::new(10, 8, 0, 1),
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            local: Some(Ipv4Addr::new(10, 8, 0, 1)),
+            netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
         };
         let up = s.up_down(false, &t).unwrap();
         assert_eq!(
@@ -455,6 +468,19 @@ mod tests {
         let down = s.up_down(true, &t).unwrap();
         assert_eq!(down.env.get("script_type"), Some("down"));
         assert_eq!(down.env.get("signal"), Some("sigterm"));
+        // An IPv6-only server: empty addresses, no ifconfig_* variables.
+        let v6_only = Tunnel {
+            local: None,
+            netmask: None,
+            ..t
+        };
+        let up = s.up_down(false, &v6_only).unwrap();
+        assert_eq!(
+            up.command.args(&up.extra),
+            ["first arg", "tun0", "1500", "0", "", "", "init"]
+        );
+        assert_eq!(up.env.get("ifconfig_local"), None);
+        assert_eq!(up.env.get("ifconfig_netmask"), None);
     }
 
     #[test]
@@ -462,7 +488,7 @@ mod tests {
         let s = settings();
         let mut client = Env::new();
         client.set("common_name", "alice");
-        let ip = Ipv4Addr::new(10, 8, 0, 2);
+        let ip = Ipv4Addr::new(10, 8, 0, 2).into();
         let add = s
             .learn_address("add", ip, Some(("alice", &client)))
             .unwrap();
@@ -474,6 +500,9 @@ mod tests {
             del.env.iter().collect::<Vec<_>>(),
             [("script_type", "learn-address")]
         );
+        let ip6 = "fd00::1000".parse::<std::net::Ipv6Addr>().unwrap().into();
+        let add = s.learn_address("add", ip6, Some(("bob", &client))).unwrap();
+        assert_eq!(add.extra, ["add", "fd00::1000", "bob"]);
     }
 
     /// A root CA, an intermediate and a leaf (DER each).

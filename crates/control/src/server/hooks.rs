@@ -6,7 +6,7 @@
 //! is admitted its data keys are held back, so it cannot send data on a
 //! login that is still being checked.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use ferrovpn_proto::tls_crypt_v2::Metadata;
 use ferrovpn_proto::wire::SessionId;
 use tracing::{info, warn};
 
+use super::registry::Peer;
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
 use crate::plugin::{self, Plugins};
 use crate::scripts::deferred::{self, ConnectResult, Control, ControlFiles};
@@ -167,14 +168,7 @@ pub(super) fn open_plugins(s: &ScriptSettings) -> anyhow::Result<Option<Arc<Plug
 /// 2.6's arguments of `up`/`down` and their plugin calls:
 /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
 fn tunnel_args(t: &Tunnel) -> Vec<String> {
-    vec![
-        t.dev.clone(),
-        t.tun_mtu.to_string(),
-        "0".into(),
-        t.local.to_string(),
-        t.netmask.to_string(),
-        "init".into(),
-    ]
+    t.up_args()
 }
 
 /// `up`: the plugins' `PLUGIN_UP` first, then the script; 2.6 stops when
@@ -440,11 +434,13 @@ impl Server {
             ("dev", self.dp.tun_name().to_string()),
             ("dev_type", "tun".to_string()),
             ("tun_mtu", self.s.tun_mtu.to_string()),
-            ("ifconfig_local", self.s.server_ip().to_string()),
-            ("ifconfig_netmask", self.s.netmask.to_string()),
             ("script_context", "init".to_string()),
         ] {
             env.set(k, v);
+        }
+        if let (Some(ip), Some(mask)) = (self.s.server_ip(), self.s.netmask()) {
+            env.set("ifconfig_local", ip.to_string());
+            env.set("ifconfig_netmask", mask.to_string());
         }
         let cid = c.cid;
         let security = self.s.scripts.security;
@@ -954,24 +950,32 @@ impl Server {
         let cn = c.common_name.clone().unwrap_or_default();
         let env = self.client_script_env(addr, c, "learn-address");
         let cid = c.cid;
+        // 2.6 learns the IPv4 address, then the IPv6 one: a call for each.
         let c_ctx = c.plugin_client();
-        spawn_plugin(
-            self,
-            addr,
-            cid,
-            plugin::LEARN_ADDRESS,
-            c_ctx,
-            vec!["add".into(), peer.ip.to_string(), cn.clone()],
-            env.clone(),
-            learn_address_reported,
-        );
-        if let Some(inv) = self
-            .s
-            .scripts
-            .learn_address("add", peer.ip, Some((&cn, &env)))
-        {
-            spawn(self, addr, cid, inv, |_| Outcome::Logged);
+        for ip in self.tunnel_addresses(peer) {
+            spawn_plugin(
+                self,
+                addr,
+                cid,
+                plugin::LEARN_ADDRESS,
+                c_ctx,
+                vec!["add".into(), ip.to_string(), cn.clone()],
+                env.clone(),
+                learn_address_reported,
+            );
+            if let Some(inv) = self.s.scripts.learn_address("add", ip, Some((&cn, &env))) {
+                spawn(self, addr, cid, inv, |_| Outcome::Logged);
+            }
         }
+    }
+
+    /// The client's tunnel addresses as 2.6 learns them: IPv4 (if it has
+    /// one), then IPv6 (if it has one).
+    pub(super) fn tunnel_addresses(&self, peer: Peer) -> Vec<IpAddr> {
+        let ip6 = (self.peers.load().by_id.get(&peer.id)).and_then(|p| p.tunnel_ipv6);
+        (peer.ip.map(IpAddr::V4).into_iter())
+            .chain(ip6.map(IpAddr::V6))
+            .collect()
     }
 
     /// Refuse the client: AUTH_FAILED (with the reason, when there is one),
@@ -1523,9 +1527,10 @@ impl Server {
             return;
         }
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
+        let learned = peer.map(|p| self.tunnel_addresses(p)).unwrap_or_default();
         let mut env = self.client_script_env(addr, c, "client-disconnect");
-        if let Some(p) = peer {
-            env.set("ifconfig_pool_remote_ip", p.ip.to_string());
+        if let Some(ip) = peer.and_then(|p| p.ip) {
+            env.set("ifconfig_pool_remote_ip", ip.to_string());
         }
         let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
         env.set("bytes_received", rx.to_string());
@@ -1562,7 +1567,7 @@ impl Server {
         // client instance, right after client-disconnect; the route's
         // `learn-address delete` comes later.
         drop(c.plugin_context.take());
-        if let Some(peer) = peer {
+        for ip in learned {
             // As for the script: 2.6 calls it with an empty environment.
             spawn_plugin(
                 self,
@@ -1571,15 +1576,13 @@ impl Server {
                 plugin::LEARN_ADDRESS,
                 // 2.6 calls it for the server's context, not the client's.
                 None,
-                vec!["delete".into(), peer.ip.to_string()],
+                vec!["delete".into(), ip.to_string()],
                 Env::new(),
                 learn_address_reported,
             );
-        }
-        if let Some(peer) = peer
-            && let Some(inv) = self.s.scripts.learn_address("delete", peer.ip, None)
-        {
-            spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
+            if let Some(inv) = self.s.scripts.learn_address("delete", ip, None) {
+                spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
+            }
         }
     }
 }

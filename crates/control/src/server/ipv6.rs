@@ -52,18 +52,22 @@ pub fn unified_pool(
 }
 
 /// The IPv6 address a client gets: its client-config-dir file's
-/// `ifconfig-ipv6-push`, else its pool pair, except when the file pins its
-/// IPv4 address with `ifconfig-push` (2.6 then assigns no IPv6 from the
-/// pool either).
-pub fn client_address(s: &ServerSettings, ip: Ipv4Addr, config: &ClientConfig) -> Option<Ipv6Addr> {
-    let v6 = s.ipv6.as_ref()?;
+/// `ifconfig-ipv6-push`, else `pooled`, the IPv6 address of the pool entry
+/// it holds, except when the file pins its IPv4 address with
+/// `ifconfig-push` (2.6 then assigns no IPv6 from the pool either).
+pub fn client_address(
+    s: &ServerSettings,
+    pooled: Option<Ipv6Addr>,
+    config: &ClientConfig,
+) -> Option<Ipv6Addr> {
+    s.ipv6.as_ref()?;
     if let Some(p) = config.ifconfig_ipv6_push {
         return Some(p.local);
     }
     if config.ifconfig_push.is_some() {
         return None;
     }
-    paired_address(v6.pool.as_ref()?, s.pool, ip)
+    pooled
 }
 
 /// The `ifconfig-ipv6 ADDR/BITS SERVER` line pushed to a client (its

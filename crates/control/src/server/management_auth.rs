@@ -415,13 +415,14 @@ impl Server {
     pub(super) fn notify_client_addresses(
         &self,
         c: &Client,
-        ip: std::net::Ipv4Addr,
+        ip: Option<std::net::Ipv4Addr>,
         ip6: Option<std::net::Ipv6Addr>,
     ) {
         if !self.mgmt_auth.asked(c.cid) {
             return;
         }
-        let mut addresses = vec![(ip.to_string(), true)];
+        let mut addresses: Vec<(String, bool)> =
+            ip.map(|ip| (ip.to_string(), true)).into_iter().collect();
         if let Some(ip6) = ip6 {
             addresses.push((ip6.to_string(), true));
         }

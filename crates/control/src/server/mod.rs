@@ -52,11 +52,12 @@ use crate::status::{self, ClientRow, StatusSettings};
 /// Everything the server runtime needs, already validated by the config layer.
 pub struct ServerSettings {
     pub dataplane: DataPlaneConfig,
-    /// `server NET MASK`.
-    pub network: Ipv4Addr,
-    pub netmask: Ipv4Addr,
-    /// Inclusive range of client addresses handed out.
-    pub pool: (Ipv4Addr, Ipv4Addr),
+    /// `server NET MASK`: the tunnel's IPv4 network and mask; `None` on an
+    /// IPv6-only server (`server-ipv6` or `ifconfig-ipv6` alone).
+    pub ipv4_net: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Inclusive range of IPv4 client addresses handed out; `None` without
+    /// an IPv4 pool (`server ... nopool`, or an IPv6-only server).
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
     /// `push "..."` lines, in config order.
     pub pushes: Vec<String>,
     /// IPv6 inside the tunnel: `server-ipv6 NET/BITS`, or `ifconfig-ipv6`
@@ -162,9 +163,26 @@ fn file_stamp(path: &Path) -> FileStamp {
 }
 
 impl ServerSettings {
-    /// The server's own tunnel address: the first host of the network.
-    pub fn server_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + 1)
+    /// The server's own IPv4 tunnel address: the first host of the network.
+    pub fn server_ip(&self) -> Option<Ipv4Addr> {
+        let (network, _) = self.ipv4_net?;
+        Some(Ipv4Addr::from(u32::from(network) + 1))
+    }
+
+    /// The IPv4 tunnel netmask (`None` on an IPv6-only server).
+    pub fn netmask(&self) -> Option<Ipv4Addr> {
+        self.ipv4_net.map(|(_, mask)| mask)
+    }
+
+    /// The server's pool: its IPv4 range and the IPv6 pool paired with it.
+    pub fn address_pool(&self) -> AddressPool {
+        let ipv6 = (self.ipv6.as_ref())
+            .and_then(|v6| v6.pool.as_ref())
+            .map(|p| pool::Ipv6Range {
+                first: p.first(),
+                size: p.size(),
+            });
+        AddressPool::new(self.pool, ipv6, self.duplicate_cn)
     }
 }
 
@@ -315,9 +333,14 @@ pub async fn run_server(
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
-        net_config
-            .configure_subnet(&dev, s.server_ip(), s.netmask, s.tun_mtu)
-            .await?;
+        if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
+            net_config
+                .configure_subnet(&dev, ip, mask, s.tun_mtu)
+                .await?;
+        } else {
+            // IPv6 only: the device still needs its MTU and to be up.
+            net_config.link_up(&dev, s.tun_mtu).await?;
+        }
         if let Some(v6) = &s.ipv6 {
             net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
@@ -326,7 +349,7 @@ pub async fn run_server(
         dev: dev.clone(),
         tun_mtu: s.tun_mtu,
         local: s.server_ip(),
-        netmask: s.netmask,
+        netmask: s.netmask(),
     };
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
@@ -355,11 +378,17 @@ pub async fn run_server(
         listening.push(format!("UDP {}", dp.local_addr()));
     }
     listening.extend(s.tcp_listeners.iter().map(|a| format!("TCP {a}")));
+    let mut tunnel_addresses: Vec<String> = Vec::new();
+    if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
+        tunnel_addresses.push(format!("{ip}/{}", netconfig::prefix_len(mask)));
+    }
+    if let Some(v6) = &s.ipv6 {
+        tunnel_addresses.push(format!("{}/{}", v6.local, v6.bits));
+    }
     info!(
-        "server listening on {} (tunnel {dev} {}/{}), {} data-plane workers",
+        "server listening on {} (tunnel {dev} {}), {} data-plane workers",
         listening.join(", "),
-        s.server_ip(),
-        netconfig::prefix_len(s.netmask),
+        tunnel_addresses.join(" "),
         s.dataplane.workers
     );
     let mut scrapes = match s.metrics {
@@ -373,7 +402,7 @@ pub async fn run_server(
     let unauthenticated =
         (!listeners.is_empty()).then(|| Pending::new(s.max_clients.max(16), s.session.hand_window));
     let (port_share_decisions, mut decided) = tokio::sync::mpsc::channel(64);
-    let pool = AddressPool::new(s.pool.0, s.pool.1, s.duplicate_cn);
+    let pool = s.address_pool();
     // Opened now, before setup_done drops privileges, and kept (as 2.6 does).
     let status_file = s.status.as_ref().and_then(|st| {
         KeptFile::create(&st.path)
@@ -445,7 +474,10 @@ pub async fn run_server(
     srv.notify_management(|s| Notice::State {
         state: "CONNECTED",
         description: "SUCCESS".into(),
-        local_ip: s.s.server_ip().to_string(),
+        local_ip: (s.s.server_ip())
+            .map(|ip| ip.to_string())
+            .or_else(|| s.s.ipv6.as_ref().map(|v6| v6.local.to_string()))
+            .unwrap_or_default(),
     });
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
@@ -1154,9 +1186,13 @@ impl Server {
         set("n_clients", self.clients.len().to_string());
         set("time_unix", unix.to_string());
         set("time_ascii", status::utc(unix));
-        set("ifconfig_pool_netmask", self.s.netmask.to_string());
+        if let Some(mask) = self.s.netmask() {
+            set("ifconfig_pool_netmask", mask.to_string());
+        }
         if let Some(peer) = self.clients.peer(&addr) {
-            set("ifconfig_pool_remote_ip", peer.ip.to_string());
+            if let Some(ip) = peer.ip {
+                set("ifconfig_pool_remote_ip", ip.to_string());
+            }
             if let Some(ip6) = self
                 .peers
                 .load()
@@ -1197,8 +1233,10 @@ impl Server {
             set("X509_0_CN", cn.clone());
         }
         set("daemon_pid", std::process::id().to_string());
-        set("ifconfig_local", self.s.server_ip().to_string());
-        set("ifconfig_netmask", self.s.netmask.to_string());
+        if let (Some(ip), Some(mask)) = (self.s.server_ip(), self.s.netmask()) {
+            set("ifconfig_local", ip.to_string());
+            set("ifconfig_netmask", mask.to_string());
+        }
         set("tun_mtu", self.s.tun_mtu.to_string());
         set("dev", self.dp.tun_name().to_string());
         set("dev_type", "tun".into());
@@ -1477,13 +1515,14 @@ impl Server {
         let pinned = config.ifconfig_push.map(|p| p.local);
         match self.clients.assign_peer(addr, cn.as_deref(), pinned) {
             Ok(peer) => {
-                self.peers.upsert_peer(peer.id, addr, Some(peer.ip));
+                self.peers.upsert_peer(peer.id, addr, peer.ip);
                 if fresh && config.ifconfig_ipv6_push.is_some() && self.s.ipv6.is_none() {
                     warn!(
                         "{addr}: ifconfig-ipv6-push ignored: the server has no IPv6 ('server-ipv6' or 'ifconfig-ipv6')"
                     );
                 }
-                let ip6 = ipv6::client_address(&self.s, peer.ip, &config);
+                let pool_ip6 = peer.slot.and_then(|i| self.clients.pool.ipv6(i));
+                let ip6 = ipv6::client_address(&self.s, pool_ip6, &config);
                 self.peers.set_peer_ipv6(peer.id, ip6);
                 self.peers.set_compression(peer.id, self.s.compression);
                 if fresh {
@@ -1531,11 +1570,13 @@ impl Server {
         if let Some(token) = self.current_token(c) {
             text.push_str(&format!(",auth-token {token}"));
         }
+        let addresses: Vec<String> = (peer.ip.map(|a| a.to_string()).into_iter())
+            .chain(ip6.map(|a| a.to_string()))
+            .collect();
         info!(
-            "{addr}: client {} connected: {}{}, peer-id {peer_id}, {}",
+            "{addr}: client {} connected: {}, peer-id {peer_id}, {}",
             c.common_name.as_deref().unwrap_or("?"),
-            peer.ip,
-            ip6.map(|a| format!(" {a}")).unwrap_or_default(),
+            addresses.join(" "),
             cipher.name()
         );
         debug!(

@@ -13,7 +13,7 @@ use super::ServerSettings;
 /// made for this client.
 pub fn build_push_reply(
     s: &ServerSettings,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
     ip6: Option<Ipv6Addr>,
     peer_id: u32,
     cipher: Cipher,
@@ -28,13 +28,15 @@ pub fn build_push_reply(
         opts.push(super::ipv6::ifconfig_line(v6, ip6, client));
     }
     if !client.ifconfig_blocked() {
-        match client.ifconfig_push {
-            Some(p) => opts.push(format!(
+        match (client.ifconfig_push, ip, s.netmask()) {
+            (Some(p), _, _) => opts.push(format!(
                 "ifconfig {} {}",
                 p.alias.unwrap_or(p.local),
                 p.netmask
             )),
-            None => opts.push(format!("ifconfig {ip} {}", s.netmask)),
+            (None, Some(ip), Some(mask)) => opts.push(format!("ifconfig {ip} {mask}")),
+            // An IPv6-only client: 2.6 pushes no `ifconfig`.
+            _ => {}
         }
     }
     if info.supports_data_v2() {
@@ -69,10 +71,13 @@ fn server_push_list(s: &ServerSettings) -> Vec<String> {
     if s.ipv6.is_some() {
         list.push("tun-ipv6".to_string());
     }
-    list.extend([
-        format!("route-gateway {}", s.server_ip()),
-        "topology subnet".to_string(),
-    ]);
+    // `server`'s lines; an IPv6-only server (no `server`) has none.
+    if let Some(gateway) = s.server_ip() {
+        list.extend([
+            format!("route-gateway {gateway}"),
+            "topology subnet".to_string(),
+        ]);
+    }
     if let Some((ping, restart)) = s.push_keepalive {
         list.push(format!("ping {ping}"));
         list.push(format!("ping-restart {restart}"));

@@ -15,7 +15,12 @@ use super::pool::AddressPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub id: u32,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 tunnel address: from the pool, or pinned by `ifconfig-push`;
+    /// `None` for an IPv6-only client (a pool without IPv4).
+    pub ip: Option<Ipv4Addr>,
+    /// The pool entry it holds (its IPv6 pool address is that entry's);
+    /// `None` with a pinned address.
+    pub slot: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +110,27 @@ impl<T> Registry<T> {
         let id = (0..PEER_ID_UNDEFINED)
             .find(|id| !self.by_peer_id.contains_key(id))
             .ok_or(AssignError::NoPeerId)?;
-        let ip = match pinned {
+        let peer = match pinned {
             Some(ip) => {
-                if let Some(picked) = self.pool.pick(cn) {
+                if let Some(picked) = self.pool.acquire(cn) {
                     self.pool.forget(picked);
                 }
                 self.pool.reserve(ip);
-                ip
+                Peer {
+                    id,
+                    ip: Some(ip),
+                    slot: None,
+                }
             }
-            None => self.pool.pick(cn).ok_or(AssignError::PoolExhausted)?,
+            None => {
+                let slot = self.pool.acquire(cn).ok_or(AssignError::PoolExhausted)?;
+                Peer {
+                    id,
+                    ip: self.pool.ipv4(slot),
+                    slot: Some(slot),
+                }
+            }
         };
-        let peer = Peer { id, ip };
         self.by_peer_id.insert(id, addr);
         self.peers.insert(addr, peer);
         Ok(peer)
@@ -125,24 +140,52 @@ impl<T> Registry<T> {
     /// client had before, as in 2.6).
     pub fn holders_of(&self, ip: Ipv4Addr, except: SocketAddr) -> Vec<SocketAddr> {
         (self.peers.iter())
-            .filter(|(a, p)| **a != except && p.ip == ip)
+            .filter(|(a, p)| **a != except && p.ip == Some(ip))
             .map(|(a, _)| *a)
             .collect()
+    }
+
+    /// Whether a client other than `except` holds what `p` holds: its IPv4
+    /// address, or its pool entry when it has no IPv4 address.
+    fn held_by_another(&self, p: &Peer, except: SocketAddr) -> bool {
+        (self.peers.iter()).any(|(a, other)| {
+            *a != except
+                && match p.ip {
+                    Some(_) => other.ip == p.ip,
+                    None => p.slot.is_some() && other.slot == p.slot,
+                }
+        })
+    }
+
+    /// Give back what `p` held (see [`Self::held_by_another`]) at `now`.
+    fn give_back(&mut self, p: &Peer, now: u64) {
+        match (p.ip, p.slot) {
+            (Some(ip), _) => self.pool.release_ipv4(ip, now),
+            (None, Some(slot)) => self.pool.release(slot, now),
+            (None, None) => {}
+        }
     }
 
     /// Give the client at `addr` a fixed tunnel address (`ifconfig-push`
     /// from its client-connect script) instead of its pool address.
     pub fn set_address(&mut self, addr: SocketAddr, ip: Ipv4Addr) -> Option<Peer> {
-        let p = self.peers.get_mut(&addr)?;
-        let old = p.ip;
-        p.ip = ip;
-        let peer = *p;
-        if old != ip {
+        let old = *self.peers.get(&addr)?;
+        let peer = Peer {
+            ip: Some(ip),
+            slot: None,
+            ..old
+        };
+        if old.ip != Some(ip) || old.slot.is_some() {
             // Kept out of the pool while held, as an ifconfig-push pin is.
             self.pool.reserve(ip);
-            if !self.peers.values().any(|other| other.ip == old) {
+            self.peers.insert(addr, peer);
+            if !self.held_by_another(&old, addr) {
                 // 2.6 releases the replaced pool address hard: forgotten.
-                self.pool.forget(old);
+                match (old.ip, old.slot) {
+                    (Some(o), _) if o != ip => self.pool.forget_ipv4(o),
+                    (None, Some(slot)) => self.pool.forget(slot),
+                    _ => {}
+                }
             }
         }
         Some(peer)
@@ -173,8 +216,8 @@ impl<T> Registry<T> {
         if let Some(p) = peer {
             self.by_peer_id.remove(&p.id);
             // A pinned address may be held twice: free it with its last holder.
-            if !self.peers.values().any(|other| other.ip == p.ip) {
-                self.pool.release(p.ip, now);
+            if !self.held_by_another(&p, *addr) {
+                self.give_back(&p, now);
             }
         }
         Some((client, peer))
@@ -191,8 +234,11 @@ mod tests {
 
     fn registry(size: u8) -> Registry<&'static str> {
         Registry::new(AddressPool::new(
-            Ipv4Addr::new(10, 8, 0, 2),
-            Ipv4Addr::new(10, 8, 0, 1 + size),
+            Some((
+                Ipv4Addr::new(10, 8, 0, 2),
+                Ipv4Addr::new(10, 8, 0, 1 + size),
+            )),
+            None,
             false,
         ))
     }
@@ -215,7 +261,8 @@ mod tests {
             pa,
             Peer {
                 id: 0,
-                ip: Ipv4Addr::new(10, 8, 0, 2)
+                ip: Some(Ipv4Addr::new(10, 8, 0, 2)),
+                slot: Some(0),
             }
         );
         assert_eq!(
@@ -252,10 +299,13 @@ mod tests {
             r.insert(x, name).unwrap();
         }
         let pinned = Ipv4Addr::new(10, 8, 0, 2);
-        assert_eq!(r.assign_peer(a, None, Some(pinned)).unwrap().ip, pinned);
+        assert_eq!(
+            r.assign_peer(a, None, Some(pinned)).unwrap().ip,
+            Some(pinned)
+        );
         assert_eq!(
             r.assign_peer(b, None, None).unwrap().ip,
-            Ipv4Addr::new(10, 8, 0, 3)
+            Some(Ipv4Addr::new(10, 8, 0, 3))
         );
         assert_eq!(
             r.assign_peer(c, None, None),
@@ -263,9 +313,15 @@ mod tests {
         );
         // Outside the pool: handed out as given.
         let outside = Ipv4Addr::new(10, 8, 0, 200);
-        assert_eq!(r.assign_peer(c, None, Some(outside)).unwrap().ip, outside);
+        assert_eq!(
+            r.assign_peer(c, None, Some(outside)).unwrap().ip,
+            Some(outside)
+        );
         // The same pinned address twice (a DEFAULT file): both hold it.
-        assert_eq!(r.assign_peer(d, None, Some(pinned)).unwrap().ip, pinned);
+        assert_eq!(
+            r.assign_peer(d, None, Some(pinned)).unwrap().ip,
+            Some(pinned)
+        );
         assert_eq!(r.holders_of(pinned, d), [a]);
         r.remove(&a, 1);
         r.remove(&b, 2);
@@ -273,11 +329,11 @@ mod tests {
         r.insert(a, "a2").unwrap();
         assert_eq!(
             r.assign_peer(a, None, None).unwrap().ip,
-            Ipv4Addr::new(10, 8, 0, 3)
+            Some(Ipv4Addr::new(10, 8, 0, 3))
         );
         r.remove(&d, 3);
         r.insert(b, "b2").unwrap();
-        assert_eq!(r.assign_peer(b, None, None).unwrap().ip, pinned);
+        assert_eq!(r.assign_peer(b, None, None).unwrap().ip, Some(pinned));
     }
 
     #[test]
@@ -308,5 +364,47 @@ mod tests {
         // Removing at the new address frees what the client had.
         assert_eq!(r.remove(&new, 4), Some(("a", Some(pa))));
         assert_eq!(r.addr_of_peer(pa.id), None);
+    }
+
+    /// An IPv6-only pool: clients hold entries without an IPv4 address;
+    /// an `ifconfig-push` client holds its IPv4 address and no entry.
+    #[test]
+    fn ipv6_only_clients_hold_pool_entries_without_an_ipv4_address() {
+        let range = super::super::pool::Ipv6Range {
+            first: "fd00::1000".parse().unwrap(),
+            size: 2,
+        };
+        let mut r: Registry<&str> = Registry::new(AddressPool::new(None, Some(range), false));
+        let (a, b, c, d) = (
+            addr("192.0.2.1:1"),
+            addr("192.0.2.2:1"),
+            addr("192.0.2.3:1"),
+            addr("192.0.2.4:1"),
+        );
+        for (x, name) in [(a, "a"), (b, "b"), (c, "c"), (d, "d")] {
+            r.insert(x, name).unwrap();
+        }
+        let pa = r.assign_peer(a, Some("a"), None).unwrap();
+        assert_eq!((pa.ip, pa.slot), (None, Some(0)));
+        assert_eq!(r.pool.ipv6(0), Some("fd00::1000".parse().unwrap()));
+        let pinned = Ipv4Addr::new(10, 9, 0, 5);
+        let pb = r.assign_peer(b, Some("b"), Some(pinned)).unwrap();
+        assert_eq!((pb.ip, pb.slot), (Some(pinned), None));
+        assert_eq!(r.assign_peer(c, Some("c"), None).unwrap().slot, Some(1));
+        assert_eq!(
+            r.assign_peer(d, Some("d"), None),
+            Err(AssignError::PoolExhausted)
+        );
+        // Gone: its entry is free again (and remembered for a).
+        r.remove(&a, 7);
+        assert_eq!(r.assign_peer(d, Some("d"), None).unwrap().slot, Some(0));
+        r.remove(&d, 8);
+        // A client-connect ifconfig-push takes c off its entry (forgotten).
+        let moved = r.set_address(c, Ipv4Addr::new(10, 9, 0, 6)).unwrap();
+        assert_eq!(
+            (moved.ip, moved.slot),
+            (Some(Ipv4Addr::new(10, 9, 0, 6)), None)
+        );
+        assert_eq!(r.pool.save(), "d,,fd00::1000\n");
     }
 }
