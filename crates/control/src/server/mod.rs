@@ -1445,6 +1445,9 @@ impl Server {
     /// Give an authenticated client a peer-id and a tunnel address.
     fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
         let c = self.clients.get(&addr)?;
+        // A stock client reads one datagram per system call; until its
+        // peer info is known, assume it is one.
+        let one_by_one = !c.peer_info.as_ref().is_some_and(PeerInfo::is_ferrovpn);
         // Keys can be ready before the authenticated event names the CN.
         let cn = c.common_name.clone().or_else(|| {
             c.session
@@ -1466,6 +1469,7 @@ impl Server {
                 let ip6 = ipv6::client_address(&self.s, peer.ip, &config);
                 self.peers.set_peer_ipv6(peer.id, ip6);
                 self.peers.set_compression(peer.id, self.s.compression);
+                self.peers.set_reads_one_by_one(peer.id, one_by_one);
                 if fresh {
                     self.publish_client_routes(addr, peer.id, &config);
                 }
