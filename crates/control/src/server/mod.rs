@@ -1376,6 +1376,12 @@ impl Server {
                         self.remove_client(old, "replaced by a new connection with the same CN");
                     }
                 }
+                // Keys may have made the peer before this (no hooks to
+                // wait for): now its peer info says how it reads.
+                if let Some(peer) = self.clients.peer(&addr) {
+                    self.peers
+                        .set_reads_one_by_one(peer.id, !peer_info.is_ferrovpn());
+                }
                 if let Some(c) = self.clients.get_mut(&addr) {
                     c.common_name = common_name;
                     c.peer_info = Some(peer_info);
