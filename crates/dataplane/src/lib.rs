@@ -14,7 +14,9 @@
 //!   GSO off for good after EIO, per message after EINVAL/EMSGSIZE.
 //! - `worker/`: the loop in `mod.rs` — poll(TUN, UDP, eventfd); `outbound.rs`:
 //!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
-//!   `sendmmsg`; `inbound.rs`: UDP batch → classify byte 0 → open → replay
+//!   `sendmmsg` (to a stock peer, which reads one datagram per system call:
+//!   rounds of 32 datagrams, the CPU yielded between them, so that a burst
+//!   does not overflow its socket buffer); `inbound.rs`: UDP batch → classify byte 0 → open → replay
 //!   check → ping / OCC / TUN / c2c relay.
 //! - `stream/`: the TCP transport ([`Transport::Tcp`]): connections handed
 //!   over with [`DataPlane::attach_stream`], each read by one owning worker
@@ -54,7 +56,9 @@
 //! reply arrives (and again after its flow entry expires), so for a moment
 //! two workers may send to one peer and interleave id ranges of up to one
 //! batch (128 packets). A stock OpenVPN receiver (64-id window) drops what
-//! arrives more than 64 ids late; TCP recovers. Peers running ferrovpn use a
+//! arrives more than 64 ids late; TCP recovers. (The yields between rounds
+//! to a stock peer lengthen the moment in which this can happen, not the
+//! distance.) Peers running ferrovpn use a
 //! 2048-id window (`replay_window`).
 //!
 //! # Client mode

@@ -150,6 +150,11 @@ pub struct Peer {
     pub needs_renegotiation: Arc<AtomicBool>,
     /// Compression framing of this peer's payloads (`comp-lzo`, `compress`).
     pub compression: Framing,
+    /// The peer reads its socket one datagram per system call (stock
+    /// OpenVPN does): a batch's datagrams to it leave in rounds of at most
+    /// 32 (the worker's `ROUND_DATAGRAMS`), with a yield of the CPU between
+    /// rounds, so that a burst does not overflow its receive buffer.
+    pub reads_one_by_one: bool,
     /// When the peer last floated ([`now_nanos`]; 0: never), for [`FLOAT_INTERVAL`].
     last_float: Arc<AtomicU64>,
     /// Networks behind this peer (`iroute`), routed to it and accepted as
@@ -207,6 +212,7 @@ impl Peer {
             counters: self.counters.clone(),
             needs_renegotiation: self.needs_renegotiation.clone(),
             compression: self.compression,
+            reads_one_by_one: self.reads_one_by_one,
             last_float: self.last_float.clone(),
             iroutes: self.iroutes.clone(),
             iroutes_v6: self.iroutes_v6.clone(),
@@ -425,6 +431,7 @@ impl PeerTable {
                     counters: Arc::new(c),
                     needs_renegotiation: Arc::new(AtomicBool::new(false)),
                     compression: Framing::None,
+                    reads_one_by_one: false,
                     last_float: Arc::new(AtomicU64::new(0)),
                     iroutes: Arc::new([]),
                     iroutes_v6: Arc::new([]),
@@ -496,6 +503,23 @@ impl PeerTable {
             let old = peers.swap_remove(i);
             let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
             new.compression = framing;
+            peers.push(Arc::new(new));
+            self.publish(peers, *def);
+        }
+    }
+
+    /// Whether this peer reads one datagram per system call
+    /// ([`Peer::reads_one_by_one`]; false for a new peer).
+    pub fn set_reads_one_by_one(&self, peer_id: u32, one_by_one: bool) {
+        let def = self.lock();
+        let mut peers = self.current();
+        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
+            if peers[i].reads_one_by_one == one_by_one {
+                return;
+            }
+            let old = peers.swap_remove(i);
+            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
+            new.reads_one_by_one = one_by_one;
             peers.push(Arc::new(new));
             self.publish(peers, *def);
         }

@@ -1402,8 +1402,9 @@ fn peer_info(ciphers: &[Cipher], mtu: u16) -> String {
         s.push_str("IV_NCP=2\n");
     }
     s.push_str(&format!(
-        "IV_CIPHERS={}\nIV_PROTO={ANNOUNCED_PROTO}\nIV_GUI_VER=ferrovpn_{}\n",
+        "IV_CIPHERS={}\nIV_PROTO={ANNOUNCED_PROTO}\nIV_GUI_VER={}{}\n",
         names.join(":"),
+        ferrovpn_proto::key_method::FERROVPN_GUI_VER_PREFIX,
         env!("CARGO_PKG_VERSION")
     ));
     s

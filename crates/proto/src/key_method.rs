@@ -286,6 +286,9 @@ fn get_string(
     String::from_utf8(text.to_vec()).map_err(|_| KeyMethodError::NotUtf8 { field })
 }
 
+/// How a ferrovpn client's `IV_GUI_VER` starts (then its version).
+pub const FERROVPN_GUI_VER_PREFIX: &str = "ferrovpn_";
+
 /// Peer-info variables a client announced (§6.3). Unknown variables are kept in `other`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -306,6 +309,15 @@ pub struct PeerInfo {
 }
 
 impl PeerInfo {
+    /// Whether the client announced itself as ferrovpn (`IV_GUI_VER`
+    /// starting with [`FERROVPN_GUI_VER_PREFIX`]); stock OpenVPN and
+    /// everything else do not.
+    pub fn is_ferrovpn(&self) -> bool {
+        self.other
+            .iter()
+            .any(|(name, value)| name == "IV_GUI_VER" && value.starts_with(FERROVPN_GUI_VER_PREFIX))
+    }
+
     /// Parse `NAME=value` lines. Never fails: malformed lines are kept in `other`
     /// or ignored, because 2.6 ignores what it does not understand.
     pub fn parse(text: &str) -> Self {
@@ -575,6 +587,14 @@ pub fn options_string_compression(options: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_ferrovpn_client_is_told_by_its_gui_version() {
+        assert!(PeerInfo::parse("IV_VER=2.6.14\nIV_GUI_VER=ferrovpn_0.1.0\n").is_ferrovpn());
+        assert!(!PeerInfo::parse("IV_VER=2.6.14\nIV_PLAT=linux\nIV_PROTO=990\n").is_ferrovpn());
+        assert!(!PeerInfo::parse("IV_GUI_VER=OpenVPN_GUI_11\n").is_ferrovpn());
+        assert!(!PeerInfo::parse("IV_SSO=ferrovpn_x\n").is_ferrovpn());
+    }
+
     use super::*;
 
     /// The `link-mtu` values of stock 2.6.3's OCC strings (verb 7, "Local

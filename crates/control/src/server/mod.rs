@@ -1434,6 +1434,12 @@ impl Server {
                         self.remove_client(old, "replaced by a new connection with the same CN");
                     }
                 }
+                // Keys may have made the peer before this (no hooks to
+                // wait for): now its peer info says how it reads.
+                if let Some(peer) = self.clients.peer(&addr) {
+                    self.peers
+                        .set_reads_one_by_one(peer.id, !peer_info.is_ferrovpn());
+                }
                 if let Some(c) = self.clients.get_mut(&addr) {
                     c.common_name = common_name;
                     c.peer_info = Some(peer_info);
@@ -1503,6 +1509,9 @@ impl Server {
     /// Give an authenticated client a peer-id and a tunnel address.
     fn ensure_peer(&mut self, addr: SocketAddr) -> Option<u32> {
         let c = self.clients.get(&addr)?;
+        // A stock client reads one datagram per system call; until its
+        // peer info is known, assume it is one.
+        let one_by_one = !c.peer_info.as_ref().is_some_and(PeerInfo::is_ferrovpn);
         // Keys can be ready before the authenticated event names the CN.
         let cn = c.common_name.clone().or_else(|| {
             c.session
@@ -1525,6 +1534,7 @@ impl Server {
                 let ip6 = ipv6::client_address(&self.s, pool_ip6, &config);
                 self.peers.set_peer_ipv6(peer.id, ip6);
                 self.peers.set_compression(peer.id, self.s.compression);
+                self.peers.set_reads_one_by_one(peer.id, one_by_one);
                 if fresh {
                     self.publish_client_routes(addr, peer.id, &config);
                 }

@@ -486,6 +486,15 @@ pub fn set_thread_timer_slack(nanos: u64) -> io::Result<()> {
     }
 }
 
+/// Let another runnable thread of this CPU run before this one goes on
+/// (`sched_yield`); returns at once when there is none.
+pub fn yield_cpu() {
+    // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
 /// A nonblocking eventfd, used to wake and stop the workers.
 pub struct EventFd(OwnedFd);
 

@@ -93,6 +93,8 @@ struct Wire {
     /// GSO runs (messages of several datagrams) sent, and refused with `EIO`.
     gso_runs: u64,
     gso_refused: u64,
+    /// Per end: `sendmmsg` calls made.
+    send_calls: [u64; 2],
     /// Per end: receive GSO runs coalesced (`UDP_GRO`).
     gro: [bool; 2],
     /// Per end: refuse to send GSO runs (`EIO`).
@@ -125,6 +127,7 @@ pub fn link(a: SocketAddr, b: SocketAddr) -> (MemoryPort, MemoryPort, MemoryLink
         misrouted: 0,
         gso_runs: 0,
         gso_refused: 0,
+        send_calls: [0; 2],
         gro: [true; 2],
         refuse_gso: [false; 2],
     }));
@@ -193,6 +196,12 @@ impl MemoryLink {
         (w.gso_runs, w.gso_refused)
     }
 
+    /// `sendmmsg` calls made by the end at `addr` (0 for an address that is neither end).
+    pub fn send_calls(&self, addr: SocketAddr) -> u64 {
+        let w = lock(&self.wire);
+        w.end(addr).map_or(0, |end| w.send_calls[end])
+    }
+
     /// Whether the end at `addr` receives coalesced runs (`UDP_GRO`; on by default).
     pub fn set_gro(&self, addr: SocketAddr, on: bool) {
         let mut w = lock(&self.wire);
@@ -225,6 +234,7 @@ impl MemoryPort {
     ) -> io::Result<usize> {
         let mut w = lock(&self.wire);
         let src = w.ends[self.end];
+        w.send_calls[self.end] += 1;
         for (sent, m) in msgs.iter().enumerate() {
             if m.count > 1 && w.refuse_gso[self.end] {
                 w.gso_refused += 1;

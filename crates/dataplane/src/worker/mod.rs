@@ -48,6 +48,8 @@ pub(crate) use fragment::{FragmentConfig, PeerFragments};
 use inbound::Inbound;
 pub(crate) use outbound::Out;
 use outbound::Outbound;
+#[cfg(test)]
+pub(crate) use outbound::ROUND_DATAGRAMS;
 
 /// Header room in front of every TUN packet: the TCP length prefix, a
 /// P_DATA_V2 header (AEAD, or CBC's HMAC, IV and packet id) and the
@@ -388,7 +390,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::inbound::{BatchPeers, Verdict, handle_datagram};
-    use super::outbound::route;
+    use super::outbound::{Outbound, route};
     use super::*;
     use crate::up::MAX_CONTROL_DATAGRAM;
     use ferrovpn_proto::data::{Cipher, DataKeys, KeyBlock, Side};
@@ -458,6 +460,47 @@ mod tests {
         p[12..16].copy_from_slice(&src);
         p[16..20].copy_from_slice(&dst);
         p
+    }
+
+    /// A batch's datagrams to a peer that reads one datagram per system
+    /// call leave in rounds of `ROUND_DATAGRAMS` (one `sendmmsg` each),
+    /// the first at once and all in packet-id order; a peer that takes
+    /// bursts gets the whole batch in one `sendmmsg`.
+    #[test]
+    fn datagrams_to_a_one_by_one_reader_leave_in_rounds() {
+        let server: SocketAddr = "192.0.2.100:1194".parse().unwrap();
+        let client: SocketAddr = "192.0.2.1:1194".parse().unwrap();
+        let full = ROUND_DATAGRAMS;
+        for (one_by_one, n, calls) in [
+            (true, 3 * full + 4, 4),
+            (true, full, 1),
+            (true, full + 1, 2),
+            (true, 1, 1),
+            (false, 3 * full + 4, 1),
+        ] {
+            let (sh, _rx) = shared();
+            sh.peers.set_reads_one_by_one(1, one_by_one);
+            assert_eq!(sh.peers.load().by_id[&1].reads_one_by_one, one_by_one);
+            let (port, _client_port, link) = crate::udp::memory::link(server, client);
+            let port = Port::Memory(port);
+            let mut ob = Outbound::new(true);
+            let pkt = ipv4([10, 8, 0, 1], [10, 8, 0, 2]);
+            for i in 0..n {
+                ob.bufs[i][HEAD..HEAD + pkt.len()].copy_from_slice(&pkt);
+                ob.sizes[i] = pkt.len();
+            }
+            ob.process(n, Out::Udp(&port), &sh);
+            let case = format!("one by one: {one_by_one}, {n} datagrams");
+            assert_eq!(link.send_calls(server), calls, "{case}");
+            let got = link.take(client);
+            assert_eq!(got.len(), n, "{case}");
+            // P_DATA_V2: opcode and key id, peer id (3 bytes), packet id.
+            let ids: Vec<u32> = got
+                .iter()
+                .map(|d| u32::from_be_bytes([d.bytes[4], d.bytes[5], d.bytes[6], d.bytes[7]]))
+                .collect();
+            assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{case}: {ids:?}");
+        }
     }
 
     /// A peer with compression framing: the framing byte is taken off after

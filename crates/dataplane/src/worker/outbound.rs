@@ -31,6 +31,10 @@ struct Slot {
     drops: u64,
     /// Its packets go on its TCP connection (length-prefixed), not UDP.
     stream: bool,
+    /// Its datagrams leave in rounds ([`Peer::reads_one_by_one`]).
+    in_rounds: bool,
+    /// Its datagrams planned so far in this batch.
+    planned: usize,
 }
 
 /// Where sealed packets go.
@@ -72,6 +76,8 @@ pub(crate) struct Outbound {
     stream_order: Vec<usize>,
     slots: Vec<Slot>,
     msgs: Vec<TxMsg>,
+    /// The send round of each message of `msgs` (see [`Rounds`]).
+    rounds: Rounds,
     sender: Sender,
     /// The `fragment` path's buffers, made on its first use.
     fragmenting: Option<Box<FragmentOut>>,
@@ -98,6 +104,7 @@ impl Outbound {
             stream_order: Vec::with_capacity(TUN_BATCH),
             slots: Vec::with_capacity(MAX_SLOTS),
             msgs: Vec::with_capacity(TUN_BATCH),
+            rounds: Rounds::new(),
             sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
             fragmenting: None,
         }
@@ -158,6 +165,8 @@ impl Outbound {
                         bytes: 0,
                         drops: 0,
                         stream,
+                        in_rounds: peer.reads_one_by_one,
+                        planned: 0,
                     });
                     self.slots.len() - 1
                 }
@@ -181,6 +190,7 @@ impl Outbound {
         self.order.clear();
         self.stream_order.clear();
         self.msgs.clear();
+        self.rounds.clear();
         let mut runs = GsoRuns::default();
         for i in 0..n {
             let d = self.dest[i];
@@ -236,7 +246,19 @@ impl Outbound {
                 buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
                 self.stream_order.push(i);
             } else {
+                let round = if s.in_rounds {
+                    let round = s.planned / ROUND_DATAGRAMS;
+                    if s.planned > 0 && s.planned.is_multiple_of(ROUND_DATAGRAMS) {
+                        // A GSO run never spans two rounds.
+                        runs.close();
+                    }
+                    round
+                } else {
+                    0
+                };
+                s.planned += 1;
                 runs.push(&mut self.msgs, self.order.len(), d, s.dst, wire_len, tos);
+                self.rounds.planned(self.msgs.len(), round);
                 self.order.push(i);
             }
         }
@@ -256,7 +278,8 @@ impl Outbound {
                 let (st, l) = wire[i];
                 &bufs[i][st..st + l]
             };
-            send_datagrams(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
+            self.rounds
+                .send(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
         }
         let now = now_nanos();
         for s in self.slots.drain(..) {
@@ -305,6 +328,89 @@ impl Outbound {
     }
 }
 
+/// The most datagrams of one batch that go to a peer which reads one
+/// datagram per system call ([`Peer::reads_one_by_one`]) before the worker
+/// yields the CPU: the rest of them leave in later rounds of this size.
+///
+/// A TCP sender behind the TUN hands over 64 KiB super-packets, and a
+/// batch of them goes out in microseconds. Stock OpenVPN 2.6 reads its
+/// socket one datagram per `recvfrom` into the default 208 KiB receive
+/// buffer: on a host where the worker and that client share CPUs, the
+/// client does not run until the worker blocks, so a full batch of 128
+/// datagrams overflowed its buffer and dropped a quarter of them (each a
+/// TCP retransmission, sealed and sent again). Measured with one stock
+/// client on the 2-core bench machine (`scripts/bench-stock.sh`, down):
+/// rounds of 16, 24 or 32 with a yield between cut the drops by half or
+/// more and the server CPU per GB by more than half; without the yield,
+/// smaller GSO runs or rounds changed nothing.
+pub(crate) const ROUND_DATAGRAMS: usize = 32;
+
+/// The send round of each message of a batch: round 0 holds every peer's
+/// first [`ROUND_DATAGRAMS`] datagrams (and all datagrams of peers that
+/// take bursts), round 1 the next ones of the peers that read one by one,
+/// and so on. Round 0 leaves at once, so a lone packet never waits; the
+/// worker yields the CPU before each later round, at most
+/// `TUN_BATCH / ROUND_DATAGRAMS - 1` times per batch.
+pub(super) struct Rounds {
+    /// Round of message `i`.
+    of_msg: Vec<u8>,
+    last: u8,
+    /// Scratch: the messages of one round.
+    scratch: Vec<TxMsg>,
+}
+
+impl Rounds {
+    fn new() -> Self {
+        Rounds {
+            of_msg: Vec::with_capacity(TUN_BATCH),
+            last: 0,
+            scratch: Vec::with_capacity(TUN_BATCH),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.of_msg.clear();
+        self.last = 0;
+    }
+
+    /// A datagram of `round` was just planned, and `msgs` messages exist.
+    fn planned(&mut self, msgs: usize, round: usize) {
+        let round = u8::try_from(round).unwrap_or(u8::MAX);
+        if self.of_msg.len() < msgs {
+            self.of_msg.push(round);
+            self.last = self.last.max(round);
+        }
+    }
+
+    /// Send `msgs` round by round, yielding the CPU between rounds.
+    fn send<'a>(
+        &mut self,
+        sender: &mut Sender,
+        udp: &Port,
+        msgs: &[TxMsg],
+        datagram: &dyn Fn(usize) -> &'a [u8],
+        counters: &GlobalCounters,
+    ) {
+        if self.last == 0 {
+            send_datagrams(sender, udp, msgs, datagram, counters);
+            return;
+        }
+        for round in 0..=self.last {
+            self.scratch.clear();
+            self.scratch.extend(
+                msgs.iter()
+                    .zip(&self.of_msg)
+                    .filter(|(_, r)| **r == round)
+                    .map(|(m, _)| *m),
+            );
+            if round > 0 {
+                crate::sys::yield_cpu();
+            }
+            send_datagrams(sender, udp, &self.scratch, datagram, counters);
+        }
+    }
+}
+
 /// Send `msgs` on `udp` (datagram `j` is `datagram(j)`), and count what
 /// the kernel refused in `udp_send_dropped`.
 pub(super) fn send_datagrams<'a>(
@@ -337,6 +443,11 @@ pub(super) struct GsoRuns {
 }
 
 impl GsoRuns {
+    /// The next datagram starts a new message.
+    pub(super) fn close(&mut self) {
+        self.open = false;
+    }
+
     /// Add datagram `index` (`len` bytes for `slot`, whose address is
     /// `dst`, with TOS byte `tos`) to `msgs`.
     pub(super) fn push(
