@@ -12,8 +12,7 @@
 
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails};
-use ferrovpn_testkit::{Direction, iperf3_all_while};
+use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails, ping_and_iperf3_both_ways};
 use ferrovpn_testkit::{Lab, Netns, Proc, VethPair, ping, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -57,41 +56,6 @@ fn routes6(ns: &Netns, dev: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// ping `addr` from `ns` (5 echoes, 4 answered at least) and 2 s of iperf3
-/// each way between `ns` and `server_ns` at `addr`.
-fn ping_and_iperf3_both_ways(
-    what: &str,
-    ns: &Netns,
-    server_ns: &Netns,
-    addr: &str,
-    a: &Proc,
-    b: &Proc,
-) {
-    let p = ping(ns, addr, 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{what}: ping {addr}: {e:#}\n{}", log_tails(a, b)));
-    assert!(p.received >= 4, "{what}: {p:?}\n{}", log_tails(a, b));
-    for direction in [Direction::Upload, Direction::Download] {
-        let (reports, ()) = iperf3_all_while(&[ns], server_ns, addr, 2, direction, || ())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{what}: iperf3 {}: {e:#}\n{}",
-                    direction.name(),
-                    log_tails(a, b)
-                )
-            });
-        let r = &reports[0];
-        eprintln!(
-            "{what} {}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
-            direction.name(),
-            r.gbps,
-            r.bytes,
-            r.retransmits,
-            p.avg_ms
-        );
-        assert!(r.bytes > 1_000_000, "{what} {}: {r:?}", direction.name());
-    }
 }
 
 /// (1) A stock client of a ferrovpn `server-ipv6` server gets the first

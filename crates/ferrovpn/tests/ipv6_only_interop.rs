@@ -12,9 +12,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails};
+use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails, ping_and_iperf3_both_ways};
 use ferrovpn_testkit::mgmt::{Management, unix_management_conf};
-use ferrovpn_testkit::{Direction, Implementation, iperf3_all_while, wait_until};
+use ferrovpn_testkit::{Implementation, wait_until};
 use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -102,39 +102,6 @@ fn pushed_options(client: &Proc) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// ping `addr` from `ns` (5 echoes, 4 answered at least) and 2 s of iperf3
-/// each way between `ns` and `server_ns` at `addr`.
-fn ping_and_iperf3_both_ways(
-    what: &str,
-    ns: &Netns,
-    server_ns: &Netns,
-    addr: &str,
-    a: &Proc,
-    b: &Proc,
-) {
-    let p = ping(ns, addr, 5, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{what}: ping {addr}: {e:#}\n{}", log_tails(a, b)));
-    assert!(p.received >= 4, "{what}: {p:?}\n{}", log_tails(a, b));
-    for direction in [Direction::Upload, Direction::Download] {
-        let (reports, ()) = iperf3_all_while(&[ns], server_ns, addr, 2, direction, || ())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{what}: iperf3 {}: {e:#}\n{}",
-                    direction.name(),
-                    log_tails(a, b)
-                )
-            });
-        let r = &reports[0];
-        eprintln!(
-            "{what} {}: {:.3} Gbit/s, {} bytes",
-            direction.name(),
-            r.gbps,
-            r.bytes
-        );
-        assert!(r.bytes > 1_000_000, "{what} {}: {r:?}", direction.name());
-    }
 }
 
 /// What a stock client saw of a server: its pushed options, the addresses

@@ -36,7 +36,7 @@ use crate::conf::{
     openvpn_server_conf, write_static_key,
 };
 use crate::env::{TestDir, require_root_and_tools, unique_name, wait_until};
-use crate::net::{Iperf3Report, iperf3_report, ping};
+use crate::net::{Direction, Iperf3Report, iperf3_all_while, iperf3_report, ping};
 use crate::netns::{Netns, NetnsResolvConf, VethPair};
 use crate::pki::{CertKey, Pki, PkiOptions};
 use crate::process::Proc;
@@ -535,6 +535,41 @@ pub fn log_tails(a: &Proc, b: &Proc) -> String {
         b.name(),
         b.log_tail(40)
     )
+}
+
+/// ping `addr` from `ns` (5 echoes, 4 answered at least) and 2 s of iperf3
+/// each way between `ns` and `server_ns` at `addr`.
+pub fn ping_and_iperf3_both_ways(
+    what: &str,
+    ns: &Netns,
+    server_ns: &Netns,
+    addr: &str,
+    a: &Proc,
+    b: &Proc,
+) {
+    let p = ping(ns, addr, 5, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: ping {addr}: {e:#}\n{}", log_tails(a, b)));
+    assert!(p.received >= 4, "{what}: {p:?}\n{}", log_tails(a, b));
+    for direction in [Direction::Upload, Direction::Download] {
+        let (reports, ()) = iperf3_all_while(&[ns], server_ns, addr, 2, direction, || ())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: iperf3 {}: {e:#}\n{}",
+                    direction.name(),
+                    log_tails(a, b)
+                )
+            });
+        let r = &reports[0];
+        eprintln!(
+            "{what} {}: {:.3} Gbit/s, {} bytes, {} retransmits, ping avg {:.3} ms",
+            direction.name(),
+            r.gbps,
+            r.bytes,
+            r.retransmits,
+            p.avg_ms
+        );
+        assert!(r.bytes > 1_000_000, "{what} {}: {r:?}", direction.name());
+    }
 }
 
 /// Wait up to [`CONNECT_TIMEOUT`] for `p` to log a line containing
