@@ -232,6 +232,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Clients "a" to "d" at 192.0.2.1 to .4 (port 1), in that order.
+    fn insert_four(r: &mut Registry<&'static str>) -> [SocketAddr; 4] {
+        let clients = ["a", "b", "c", "d"];
+        std::array::from_fn(|i| {
+            let x = addr(&format!("192.0.2.{}:1", i + 1));
+            r.insert(x, clients[i]).unwrap();
+            x
+        })
+    }
+
     fn registry(size: u8) -> Registry<&'static str> {
         Registry::new(AddressPool::new(
             Some((
@@ -289,15 +299,7 @@ mod tests {
     #[test]
     fn a_pinned_address_stays_out_of_the_pool_until_its_last_holder_leaves() {
         let mut r = registry(2);
-        let (a, b, c, d) = (
-            addr("192.0.2.1:1"),
-            addr("192.0.2.2:1"),
-            addr("192.0.2.3:1"),
-            addr("192.0.2.4:1"),
-        );
-        for (x, name) in [(a, "a"), (b, "b"), (c, "c"), (d, "d")] {
-            r.insert(x, name).unwrap();
-        }
+        let [a, b, c, d] = insert_four(&mut r);
         let pinned = Ipv4Addr::new(10, 8, 0, 2);
         assert_eq!(
             r.assign_peer(a, None, Some(pinned)).unwrap().ip,
@@ -375,15 +377,7 @@ mod tests {
             size: 2,
         };
         let mut r: Registry<&str> = Registry::new(AddressPool::new(None, Some(range), false));
-        let (a, b, c, d) = (
-            addr("192.0.2.1:1"),
-            addr("192.0.2.2:1"),
-            addr("192.0.2.3:1"),
-            addr("192.0.2.4:1"),
-        );
-        for (x, name) in [(a, "a"), (b, "b"), (c, "c"), (d, "d")] {
-            r.insert(x, name).unwrap();
-        }
+        let [a, b, c, d] = insert_four(&mut r);
         let pa = r.assign_peer(a, Some("a"), None).unwrap();
         assert_eq!((pa.ip, pa.slot), (None, Some(0)));
         assert_eq!(r.pool.ipv6(0), Some("fd00::1000".parse().unwrap()));
