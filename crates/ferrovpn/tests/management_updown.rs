@@ -28,6 +28,21 @@ fn normalized(line: &str) -> String {
     line.to_string()
 }
 
+/// The ferrovpn client's `>UPDOWN` lines ([`updown_script`]), asserted
+/// equal to the stock client's under the same server and `extra` lines.
+fn updown_as_stock(lab: &Lab, sc: &ServerConf, extra: &[String]) -> Vec<String> {
+    let stock = updown_script(lab, sc, Implementation::Stock, extra);
+    let ours = updown_script(lab, sc, Implementation::Ferrovpn, extra);
+    assert_eq!(
+        ours,
+        stock,
+        "ferrovpn's >UPDOWN lines differ from the stock client's:\nours:\n{}\nstock:\n{}",
+        ours.join("\n"),
+        stock.join("\n")
+    );
+    ours
+}
+
 /// Connect a held client of `imp` with `management-up-down`, release it,
 /// read the UP block, send SIGTERM, read the DOWN block; returns every
 /// line from the release's answer to the DOWN block's END, normalized.
@@ -78,15 +93,7 @@ fn client_management_up_down_same_blocks_as_stock_client() {
         "push \"dhcp-option DOMAIN vpn.test\"".to_string(),
     ]);
     let _server = lab.stock_server(&sc);
-    let stock = updown_script(&lab, &sc, Implementation::Stock, &[]);
-    let ours = updown_script(&lab, &sc, Implementation::Ferrovpn, &[]);
-    assert_eq!(
-        ours,
-        stock,
-        "ferrovpn's >UPDOWN lines differ from the stock client's:\nours:\n{}\nstock:\n{}",
-        ours.join("\n"),
-        stock.join("\n")
-    );
+    let ours = updown_as_stock(&lab, &sc, &[]);
     // The blocks are there, framed as 2.6 frames them.
     let at = |l: &str| ours.iter().position(|x| x == l);
     assert!(at(">UPDOWN:UP") < at(">UPDOWN:DOWN"), "{ours:?}");
@@ -121,15 +128,7 @@ fn client_management_up_down_with_scripts_and_default_route_as_stock() {
         "up /bin/true".to_string(),
         "route-up /bin/true".to_string(),
     ];
-    let stock = updown_script(&lab, &sc, Implementation::Stock, &extra);
-    let ours = updown_script(&lab, &sc, Implementation::Ferrovpn, &extra);
-    assert_eq!(
-        ours,
-        stock,
-        "ferrovpn's >UPDOWN lines differ from the stock client's:\nours:\n{}\nstock:\n{}",
-        ours.join("\n"),
-        stock.join("\n")
-    );
+    let ours = updown_as_stock(&lab, &sc, &extra);
     for line in [
         format!(">UPDOWN:ENV,route_net_gateway={gateway}"),
         ">UPDOWN:ENV,script_type=up".to_string(),
