@@ -12,7 +12,9 @@
 //!   `recvmmsg` + `UDP_GRO`, `sendmmsg` whose messages are `UDP_SEGMENT`
 //!   runs of equal-size datagrams to one peer (≤ 64 segments, ≤ 65 507 bytes);
 //!   GSO off for good after EIO, per message after EINVAL/EMSGSIZE.
-//! - `worker/`: the loop in `mod.rs` — poll(TUN, UDP, eventfd); `outbound.rs`:
+//! - `worker/`: the loop in `mod.rs` — poll(TUN, UDP, eventfd), then turns
+//!   of one TUN batch and up to 16 `recvmmsg` batches (while they come back
+//!   full) until both sides are idle; `outbound.rs`:
 //!   TUN batch → route → MSS clamp → reserve ids → seal in place → one
 //!   `sendmmsg` (to a stock peer, which reads one datagram per system call:
 //!   rounds of 32 datagrams, the CPU yielded between them, so that a burst

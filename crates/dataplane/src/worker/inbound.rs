@@ -86,6 +86,8 @@ pub(crate) struct Inbound {
     pub(super) received: u64,
     /// Packets cut out of TCP connections since the start.
     pub(super) stream_received: u64,
+    /// The last UDP receive filled the whole batch (more may be queued).
+    pub(super) last_batch_full: bool,
 }
 
 pub(super) enum Verdict {
@@ -123,6 +125,7 @@ impl Inbound {
             prev: (Received::default(), 0),
             received: 0,
             stream_received: 0,
+            last_batch_full: false,
         }
     }
 
@@ -161,6 +164,7 @@ impl Inbound {
         sh: &Shared,
         link: Out<'_>,
     ) -> bool {
+        self.last_batch_full = false;
         let m = match udp.recv(&mut self.rx) {
             // Drained: what is held goes now (its ACKs make the TUN busy).
             Ok(0) => return self.flush(tun, sh),
@@ -171,6 +175,7 @@ impl Inbound {
                 return true;
             }
         };
+        self.last_batch_full = m == RX_MSGS;
         let snap = sh.peers.load();
         let now = now_nanos();
         let mut g = Gather {

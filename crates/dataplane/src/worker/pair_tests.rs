@@ -551,3 +551,34 @@ fn a_float_client_takes_data_only_from_the_servers_address() {
     assert_eq!((c.rx_packets, c.auth_failures, c.replay_drops), (1, 0, 0));
     assert_eq!(pair.client.counter(|c| &c.floats_refused), 0);
 }
+
+/// One turn of a server's loop sends a TUN batch and reads every datagram
+/// queued for it up to about as many (one `recvmmsg` batch per turn left
+/// stock clients' ACKs and pings waiting in the socket behind the bulk data).
+#[test]
+fn a_turn_reads_as_many_datagrams_as_it_sends() {
+    let mut pair = Pair::new(no_offloads());
+    // A stock client's datagrams arrive one by one (no GRO runs).
+    pair.link.set_gro(pair.server.addr, false);
+    let acks: Vec<Vec<u8>> = (0..8 * RX_MSGS)
+        .map(|i| udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i as u8; 12]))
+        .collect();
+    for p in &acks {
+        assert!(pair.client.tun.inject(p.clone()));
+    }
+    pair.client.worker.pump();
+    assert_eq!(pair.link.in_flight(pair.server.addr), acks.len());
+    for i in 0..TUN_BATCH {
+        let bulk = udp4(SERVER_TUN_IP, CLIENT_TUN_IP, &[i as u8; 1000]);
+        assert!(pair.server.tun.inject(bulk));
+    }
+    let mut totals = Totals::default();
+    assert!(pair.server.worker.turn(true, true, &mut totals));
+    assert_eq!(pair.link.in_flight(pair.client.addr), TUN_BATCH);
+    assert_eq!(
+        pair.link.in_flight(pair.server.addr),
+        0,
+        "all read in one turn"
+    );
+    assert_eq!(pair.server.tun.take_written(), acks);
+}
