@@ -366,7 +366,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "txqueuelen",
-        "validated, not applied (warning): the tun device keeps the kernel's queue length",
+        "`N` (1-1000000): the tun device's transmit queue length, set when the device is made, as 2.6 (without it the kernel's default, 500, stays); a length the kernel refuses is a warning, as 2.6",
     ),
     // --- misc
     s(

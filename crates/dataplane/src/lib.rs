@@ -175,6 +175,10 @@ pub struct DataPlaneConfig {
     /// decryption, pings and control traffic still flow (UDP only).
     pub null_device: bool,
     pub mtu: u16,
+    /// `txqueuelen`: the TUN device's transmit queue length, set right after
+    /// the device is made as 2.6 does (`None` keeps the kernel's, 500); a
+    /// failure to set it is a warning, as in 2.6.
+    pub tx_queue_len: Option<u32>,
     /// Worker threads = TUN queues = UDP sockets (server).
     pub workers: usize,
     /// Pin worker `i` to core `i % cores`.
@@ -234,6 +238,7 @@ impl Default for DataPlaneConfig {
             tun_name: String::new(),
             null_device: false,
             mtu: 1500,
+            tx_queue_len: None,
             workers: 1,
             pin_cpus: false,
             bind: SocketAddr::from(([0, 0, 0, 0], 1194)),
@@ -348,8 +353,14 @@ impl DataPlane {
                 tun::TunOffloads::default(),
             )
         } else {
-            tun::create(&cfg.tun_name, cfg.mtu, cfg.workers, cfg.offload)
-                .map_err(io("creating the TUN device"))?
+            tun::create(
+                &cfg.tun_name,
+                cfg.mtu,
+                cfg.tx_queue_len,
+                cfg.workers,
+                cfg.offload,
+            )
+            .map_err(io("creating the TUN device"))?
         };
         let tcp = cfg.transport != Transport::Udp;
         let (socks, local, control, udp_off) = if cfg.transport == Transport::Tcp {

@@ -718,6 +718,7 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
             Some(name) => name.to_owned(),
         },
         mtu: cfg.tun_mtu(),
+        tx_queue_len: cfg.txqueuelen,
         workers: cfg.workers(),
         pin_cpus: cfg.cpu_pin,
         client_to_client: cfg.client_to_client,
@@ -830,12 +831,6 @@ fn audit_common(cfg: &Config) -> anyhow::Result<()> {
                 }
             ),
         }
-    }
-    if cfg.txqueuelen.is_some() {
-        warn!(
-            "{}txqueuelen is not applied; the tun device keeps the kernel's queue length",
-            where_is(cfg, "txqueuelen")
-        );
     }
     if !cfg.dhcp_options.is_empty() {
         warn!(

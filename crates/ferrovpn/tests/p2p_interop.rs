@@ -60,6 +60,7 @@ fn site_conf(lab: &Lab, tls_server: bool, key: &Path) -> String {
     format!(
         "{role}\n\
          dev {dev}\ndev-type tun\n\
+         txqueuelen {txqueuelen}\n\
          ifconfig {me} {peer}\n\
          route {far_net} 255.255.255.0\n\
          remote {remote}\nport 1194\n\
@@ -74,7 +75,13 @@ fn site_conf(lab: &Lab, tls_server: bool, key: &Path) -> String {
         cert = who.cert.display(),
         key_file = who.key.display(),
         tls_auth = key.display(),
+        txqueuelen = site_txqueuelen(tls_server),
     )
+}
+
+/// Each end's `txqueuelen`, different so that each device shows its own.
+fn site_txqueuelen(tls_server: bool) -> u32 {
+    if tls_server { 321 } else { 123 }
 }
 
 /// One end of a `dev null` pair: no device, only the data channel's pings.
@@ -166,6 +173,12 @@ fn add_side_net(ns: &Netns, addr: &str) {
 /// each way, then one renegotiation and pings with the new key.
 fn exercise_site_link(lab: &Lab, server: &Proc, client: &Proc, ferrovpn: &Proc) {
     let (sns, cns) = (&lab.server_ns, &lab.clients[0]);
+    // `txqueuelen` reached each end's device (ferrovpn and stock alike).
+    for (ns, dev, tls_server) in [(sns, "fvp2p-s", true), (cns, "fvp2p-c", false)] {
+        let link = ns.exec(&["ip", "-o", "link", "show", "dev", dev]).unwrap();
+        let want = format!("qlen {}", site_txqueuelen(tls_server));
+        assert!(link.contains(&want), "{dev}: want {want}: {link}");
+    }
     ping_through(cns, SERVER_END, "client -> server end", server, client);
     ping_through(sns, CLIENT_END, "server -> client end", server, client);
     // `route` lines go via the peer's end: the far networks answer.

@@ -71,10 +71,12 @@ impl Device {
 }
 
 /// Create the device with `queues` queues (IFF_MULTI_QUEUE), set its MTU and
-/// bring it up. Returns the queues, the device name and the engaged offloads.
+/// (when asked) its transmit queue length, and bring it up. Returns the
+/// queues, the device name and the engaged offloads.
 pub fn create(
     name: &str,
     mtu: u16,
+    tx_queue_len: Option<u32>,
     queues: usize,
     offload: bool,
 ) -> io::Result<(Vec<TunQueue>, String, TunOffloads)> {
@@ -102,6 +104,13 @@ pub fn create(
         udp: first.udp_gso(),
     };
     let name = first.name()?;
+    if let Some(len) = tx_queue_len {
+        // As 2.6: a queue length the kernel refuses is a note, not a failure.
+        match first.set_tx_queue_len(len) {
+            Ok(()) => tracing::debug!("TUN/TAP TX queue length set to {len}"),
+            Err(e) => tracing::warn!("Note: Cannot set tx queue length on {name}: {e}"),
+        }
+    }
     let mut devs = Vec::with_capacity(queues.max(1));
     for _ in 1..queues.max(1) {
         devs.push(first.try_clone()?);
