@@ -1351,6 +1351,7 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
         route_pre_down: command("route-pre-down", &s.route_pre_down)?,
         up_restart: s.up_restart,
         tls_verify,
+        tls_export_cert: s.tls_export_cert.as_ref().map(std::path::PathBuf::from),
         tls_crypt_v2_verify: command("tls-crypt-v2-verify", &s.tls_crypt_v2_verify)?,
         peer_ca,
         up: command("up", &s.up)?,

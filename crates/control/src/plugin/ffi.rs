@@ -18,9 +18,10 @@ const STRUCT_VERSION: c_int = 5;
 const API_VERSION: c_int = 3;
 pub const FUNC_SUCCESS: c_int = 0;
 pub const FUNC_DEFERRED: c_int = 2;
-/// `SSLAPI_NONE`: ferrovpn's TLS library is neither OpenSSL nor mbed TLS,
-/// so a plugin gets no certificate object to look into.
-const SSL_API_NONE: c_int = 0;
+/// `SSLAPI_OPENSSL`, what Debian's 2.6 tells every plugin: the
+/// certificate objects a `PLUGIN_TLS_VERIFY` plugin gets are OpenSSL's
+/// (ferrovpn makes them with libcrypto, see `x509.rs`).
+const SSL_API_OPENSSL: c_int = 1;
 /// `OPENVPN_PLUGIN_INIT_PRE_DAEMON` and `POST_DAEMON`: ferrovpn opens
 /// plugins at start, as root, before privileges are dropped.
 const INIT_POINTS_SERVED: [c_int; 2] = [2, 3];
@@ -428,7 +429,7 @@ impl Loaded {
                 argv: c_argv.as_ptr(),
                 envp: c_envp.as_ptr(),
                 callbacks: &mut *callbacks,
-                ssl_api: SSL_API_NONE,
+                ssl_api: SSL_API_OPENSSL,
                 ovpn_version: version.as_ptr(),
                 ovpn_version_major: 2,
                 ovpn_version_minor: 6,
@@ -487,8 +488,6 @@ impl Loaded {
             // Dropping `plugin` closes it.
             let pf_note = if unserved & super::mask(super::ENABLE_PF) != 0 {
                 " (packet filtering, PLUGIN_ENABLE_PF, was removed in OpenVPN 2.6)"
-            } else if unserved & super::mask(super::TLS_VERIFY) != 0 {
-                " (2.6 hands PLUGIN_TLS_VERIFY an OpenSSL X509 certificate object, which ferrovpn's TLS library does not have)"
             } else {
                 ""
             };
@@ -503,6 +502,13 @@ impl Loaded {
     /// The hook types this plugin asked for (`OPENVPN_PLUGIN_MASK` bits).
     pub fn type_mask(&self) -> u32 {
         self.type_mask
+    }
+
+    /// Whether the plugin gets certificate objects: it asked for
+    /// `PLUGIN_TLS_VERIFY` and has `openvpn_plugin_func_v3` (the v1 and v2
+    /// functions have no place for them).
+    pub fn takes_certificates(&self) -> bool {
+        self.type_mask & super::mask(super::TLS_VERIFY) != 0 && matches!(self.func, Func::V3(_))
     }
 
     /// Whether the plugin keeps per-client state
@@ -537,14 +543,17 @@ impl Loaded {
 
     /// Call the plugin for hook `kind` with `args` after its name in
     /// `argv`, `envp` and the per-client context `context` (v2 and v3
-    /// plugins; NULL for none). Returns `OPENVPN_PLUGIN_FUNC_*` and the
-    /// name/value pairs the plugin returned (v2 and v3 plugins).
+    /// plugins; NULL for none), and for `PLUGIN_TLS_VERIFY` the certificate
+    /// being verified and its depth (v3 plugins; none: NULL and depth -1,
+    /// as 2.6 passes for other hooks). Returns `OPENVPN_PLUGIN_FUNC_*` and
+    /// the name/value pairs the plugin returned (v2 and v3 plugins).
     pub fn call(
         &self,
         kind: u32,
         args: &[String],
         envp: &[String],
         context: &ClientContextPtr,
+        current_cert: Option<(c_int, &super::x509::X509<'_>)>,
     ) -> (c_int, Vec<(String, String)>) {
         let c_argv = CStrings::new(
             std::iter::once(self.name.as_str()).chain(args.iter().map(String::as_str)),
@@ -560,14 +569,15 @@ impl Loaded {
                     envp: c_envp.as_ptr(),
                     handle: self.handle,
                     per_client_context: context.0,
-                    current_cert_depth: -1,
-                    current_cert: std::ptr::null_mut(),
+                    current_cert_depth: current_cert.map_or(-1, |(depth, _)| depth),
+                    current_cert: current_cert.map_or(std::ptr::null_mut(), |(_, c)| c.as_ptr()),
                 };
                 let mut ret = FuncReturn {
                     return_list: &mut returned,
                 };
                 // SAFETY: documented v3 signature; the handle is the one
-                // the plugin returned from open, the arrays outlive the call.
+                // the plugin returned from open, the arrays and the
+                // certificate object (borrowed for the call) outlive it.
                 unsafe { func(STRUCT_VERSION, &args, &mut ret) }
             }
             Func::V2(func) => {

@@ -4,9 +4,12 @@
 //! API is not thread-safe; OpenVPN calls them from its single thread) and
 //! closes them; the control runtime only sends it jobs and awaits the
 //! answer, so a plugin that blocks (auth-pam waits on its PAM helper
-//! process) never holds up other clients. The FFI is in the private `ffi` module.
+//! process) never holds up other clients. The FFI is in the private `ffi`
+//! module; the OpenSSL certificate objects of `PLUGIN_TLS_VERIFY` come
+//! from the private `x509` module (libcrypto, loaded at run time).
 
 mod ffi;
+mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -50,13 +53,13 @@ const HOOK_NAMES: [&str; 15] = [
 
 /// The hook types a ferrovpn server calls plugins for. A plugin that asks
 /// for any other is refused at start (2.6 refuses types it lacks the same
-/// way), rather than loaded and silently never called: `TLS_VERIFY`
-/// (ferrovpn has no certificate object to hand over), the v1
+/// way), rather than loaded and silently never called: the v1
 /// `CLIENT_CONNECT`/`CLIENT_CONNECT_DEFER`, `IPCHANGE` (a client
 /// hook), `ROUTE_PREDOWN`, and `ENABLE_PF` (2.6 removed packet filtering).
 pub const SERVER_HOOKS: u32 = mask(UP)
     | mask(DOWN)
     | mask(ROUTE_UP)
+    | mask(TLS_VERIFY)
     | mask(AUTH_USER_PASS_VERIFY)
     | mask(CLIENT_DISCONNECT)
     | mask(LEARN_ADDRESS)
@@ -156,6 +159,8 @@ enum Job {
         envp: Vec<String>,
         /// Whose per-client contexts to pass; `None`: the server's own.
         client: Option<ClientId>,
+        /// `PLUGIN_TLS_VERIFY`: the certificate being verified.
+        certificate: Option<Certificate>,
         reply: tokio::sync::oneshot::Sender<Reply>,
     },
     /// A client instance was created: run the plugins' constructors.
@@ -164,6 +169,14 @@ enum Job {
     ClientGone(ClientId),
     /// Destroy what is left and close the plugins.
     Shutdown,
+}
+
+/// The certificate a `PLUGIN_TLS_VERIFY` call is about: its depth in the
+/// chain (0: the peer's own) and its DER, made an OpenSSL `X509*` for the
+/// call on the plugin thread.
+struct Certificate {
+    depth: u32,
+    der: Vec<u8>,
 }
 
 /// Names a client's per-client contexts in plugin calls.
@@ -236,6 +249,17 @@ impl Plugins {
     /// is the mask of hook types the caller will call. `None` when there
     /// is no plugin.
     pub fn open(specs: &[PluginSpec], served: u32, env: &Env) -> anyhow::Result<Option<Self>> {
+        Self::open_with(specs, served, env, x509::LIBCRYPTO)
+    }
+
+    /// [`Plugins::open`], loading libcrypto from `libcrypto` when a plugin
+    /// asks for `PLUGIN_TLS_VERIFY`.
+    fn open_with(
+        specs: &[PluginSpec],
+        served: u32,
+        env: &Env,
+        libcrypto: &'static str,
+    ) -> anyhow::Result<Option<Self>> {
         if specs.is_empty() {
             return Ok(None);
         }
@@ -245,7 +269,7 @@ impl Plugins {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("ferrovpn-plugin".into())
-            .spawn(move || serve(&specs, served, &envp, &ready_tx, &job_rx))?;
+            .spawn(move || serve(&specs, served, libcrypto, &envp, &ready_tx, &job_rx))?;
         let mut plugins = Plugins {
             jobs,
             mask: 0,
@@ -307,6 +331,39 @@ impl Plugins {
         env: &Env,
         client: Option<ClientId>,
     ) -> impl std::future::Future<Output = Reply> + Send + 'static {
+        self.submit_job(hook, args, env, client, None)
+    }
+
+    /// Queue the `PLUGIN_TLS_VERIFY` call for the certificate `der` at
+    /// `depth` of the peer's chain (see [`Plugins::submit`]), with 2.6's
+    /// `argv`: `depth subject`. The v3 plugins get it as an OpenSSL `X509*`
+    /// in `current_cert`, and `current_cert_depth`. As 2.6, only
+    /// [`Verdict::Success`] accepts the certificate.
+    pub fn submit_tls_verify(
+        &self,
+        depth: u32,
+        subject: &str,
+        der: &[u8],
+        env: &Env,
+        client: Option<ClientId>,
+    ) -> impl std::future::Future<Output = Verdict> + Send + 'static {
+        let certificate = Certificate {
+            depth,
+            der: der.to_vec(),
+        };
+        let args = vec![depth.to_string(), subject.to_owned()];
+        let reply = self.submit_job(TLS_VERIFY, args, env, client, Some(certificate));
+        async move { reply.await.verdict }
+    }
+
+    fn submit_job(
+        &self,
+        hook: u32,
+        args: Vec<String>,
+        env: &Env,
+        client: Option<ClientId>,
+        certificate: Option<Certificate>,
+    ) -> impl std::future::Future<Output = Reply> + Send + 'static {
         let error = Reply {
             verdict: Verdict::Error,
             returned: Vec::new(),
@@ -320,6 +377,7 @@ impl Plugins {
                 args,
                 envp: env_strings(&env),
                 client,
+                certificate,
                 reply,
             };
             if self.jobs.send(job).is_err() {
@@ -393,13 +451,26 @@ fn destroy(loaded: &[ffi::Loaded], contexts: Contexts) {
 fn serve(
     specs: &[PluginSpec],
     served: u32,
+    libcrypto_name: &str,
     envp: &[String],
     ready: &mpsc::Sender<Result<Opened, String>>,
     jobs: &mpsc::Receiver<Job>,
 ) {
     let mut loaded = Vec::new();
+    // Loaded once, when the first plugin needs it, for every call.
+    let mut libcrypto: Option<x509::Libcrypto> = None;
     for spec in specs {
-        match ffi::Loaded::open(&spec.path, &spec.argv, envp, served) {
+        let opened = ffi::Loaded::open(&spec.path, &spec.argv, envp, served).and_then(|p| {
+            if p.takes_certificates() && libcrypto.is_none() {
+                libcrypto = Some(x509::Libcrypto::load(libcrypto_name).map_err(|e| {
+                    format!(
+                        "PLUGIN_INIT: the plugin asks for PLUGIN_TLS_VERIFY, whose calls hand it each certificate as an OpenSSL X509 object, and ferrovpn makes those with OpenSSL's libcrypto, which is missing ({e}; Debian's package libssl3 has it)"
+                    )
+                })?);
+            }
+            Ok(p)
+        });
+        match opened {
             Ok(p) => {
                 info!(
                     "PLUGIN_INIT: POST {} '{}' intercepted={}",
@@ -432,13 +503,24 @@ fn serve(
                 args,
                 envp,
                 client,
+                certificate,
                 reply,
             } => {
                 let contexts = match client {
                     Some(id) => clients.get(&id),
                     None => Some(&server_contexts),
                 };
-                let answer = call_all(&loaded, hook, &args, &envp, contexts);
+                let answer = match certificate {
+                    None => call_all(&loaded, hook, &args, &envp, contexts, None),
+                    Some(cert) => call_with_certificate(
+                        &loaded,
+                        libcrypto.as_ref(),
+                        &cert,
+                        &args,
+                        &envp,
+                        contexts,
+                    ),
+                };
                 wipe(envp);
                 let _ = reply.send(answer);
             }
@@ -470,6 +552,7 @@ fn call_all(
     args: &[String],
     envp: &[String],
     contexts: Option<&Contexts>,
+    current_cert: Option<(i32, &x509::X509<'_>)>,
 ) -> Reply {
     let none = ffi::ClientContextPtr::none();
     let mut verdict = Verdict::Success;
@@ -480,7 +563,7 @@ fn call_all(
         }
         let context = contexts.and_then(|c| c.get(i)).unwrap_or(&none);
         // Every plugin is called, as in 2.6, whatever the earlier answered.
-        let (status, list) = p.call(hook, args, envp, context);
+        let (status, list) = p.call(hook, args, envp, context, current_cert);
         returned.extend(list);
         match status {
             ffi::FUNC_SUCCESS => {}
@@ -499,6 +582,44 @@ fn call_all(
         }
     }
     Reply { verdict, returned }
+}
+
+/// `PLUGIN_TLS_VERIFY` with `cert` as one OpenSSL object that every
+/// plugin gets (as 2.6 passes the one it verifies), freed after the last
+/// call. Without libcrypto (no plugin takes certificate objects: v1 and v2
+/// functions only) the plugins get none.
+fn call_with_certificate(
+    loaded: &[ffi::Loaded],
+    libcrypto: Option<&x509::Libcrypto>,
+    cert: &Certificate,
+    args: &[String],
+    envp: &[String],
+    contexts: Option<&Contexts>,
+) -> Reply {
+    let Some(libcrypto) = libcrypto else {
+        return call_all(loaded, TLS_VERIFY, args, envp, contexts, None);
+    };
+    let (Some(object), Ok(depth)) = (libcrypto.certificate(&cert.der), i32::try_from(cert.depth))
+    else {
+        // rustls accepted it, OpenSSL cannot read it: refused, never
+        // handed to a plugin as NULL that expects an object.
+        warn!(
+            "VERIFY PLUGIN ERROR: depth={}, OpenSSL could not read the certificate",
+            cert.depth
+        );
+        return Reply {
+            verdict: Verdict::Error,
+            returned: Vec::new(),
+        };
+    };
+    call_all(
+        loaded,
+        TLS_VERIFY,
+        args,
+        envp,
+        contexts,
+        Some((depth, &object)),
+    )
 }
 
 /// 2.6 closes its plugins in the order they were opened.
@@ -600,5 +721,112 @@ mod tests {
             e.to_string().contains("PLUGIN_AUTH_USER_PASS_VERIFY"),
             "{e}"
         );
+    }
+
+    /// A v3 plugin asking for PLUGIN_TLS_VERIFY only, which writes what
+    /// it reads from `current_cert` (through libcrypto) into the file
+    /// named by its first argument, compiled with `cc` into `dir`.
+    fn cert_reading_plugin(dir: &Path) -> PathBuf {
+        const SOURCE: &str = r#"
+#include <stdio.h>
+#include <openssl/x509.h>
+#include <openvpn/openvpn-plugin.h>
+static char path[512];
+OPENVPN_EXPORT int openvpn_plugin_open_v3(const int v, struct openvpn_plugin_args_open_in const *a,
+                                          struct openvpn_plugin_args_open_return *r)
+{
+    snprintf(path, sizeof path, "%s", a->argv[1]);
+    r->type_mask = OPENVPN_PLUGIN_MASK(OPENVPN_PLUGIN_TLS_VERIFY);
+    FILE *f = fopen(path, "a");
+    fprintf(f, "ssl_api=%d\n", a->ssl_api);
+    fclose(f);
+    return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+OPENVPN_EXPORT int openvpn_plugin_func_v3(const int v, struct openvpn_plugin_args_func_in const *a,
+                                          struct openvpn_plugin_args_func_return *r)
+{
+    char subject[256] = "";
+    if (a->current_cert)
+        X509_NAME_oneline(X509_get_subject_name(a->current_cert), subject, sizeof subject);
+    FILE *f = fopen(path, "a");
+    fprintf(f, "%s %s depth=%d subject=%s\n", a->argv[1], a->argv[2], a->current_cert_depth, subject);
+    fclose(f);
+    return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+OPENVPN_EXPORT void openvpn_plugin_close_v1(openvpn_plugin_handle_t h) {}
+"#;
+        let source = dir.join("certlog.c");
+        let out = dir.join("certlog.so");
+        std::fs::write(&source, SOURCE).unwrap();
+        let st = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .arg("-lcrypto")
+            .status()
+            .expect("cc (package gcc) must be installed");
+        assert!(
+            st.success(),
+            "compiling the test plugin failed: it needs Debian's openvpn (openvpn-plugin.h) and libssl-dev"
+        );
+        out
+    }
+
+    /// The plugin gets each certificate as an OpenSSL object with its
+    /// depth, and 2.6's argv; one OpenSSL cannot read is refused, never
+    /// handed over as NULL.
+    #[test]
+    fn tls_verify_plugins_read_the_certificate_through_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = cert_reading_plugin(dir.path());
+        let log = dir.path().join("log");
+        let spec = PluginSpec::new(
+            plugin.to_str().unwrap(),
+            &[log.to_str().unwrap().to_owned()],
+        );
+        let plugins = Plugins::open(&[spec], SERVER_HOOKS, &Env::new())
+            .unwrap()
+            .unwrap();
+        assert!(plugins.wants(TLS_VERIFY));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "leaf");
+        let der = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verify = |depth: u32, der: &[u8]| {
+            rt.block_on(plugins.submit_tls_verify(depth, "CN=leaf", der, &Env::new(), None))
+        };
+        assert_eq!(verify(3, &der), Verdict::Success);
+        assert_eq!(verify(0, &der[..20]), Verdict::Error);
+        drop(plugins);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "ssl_api=1\n3 CN=leaf depth=3 subject=/CN=leaf\n"
+        );
+    }
+
+    /// Without libcrypto, a plugin that would get certificate objects is
+    /// refused at start, saying why.
+    #[test]
+    fn tls_verify_plugins_without_libcrypto_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = cert_reading_plugin(dir.path());
+        let spec = PluginSpec::new(
+            plugin.to_str().unwrap(),
+            &[dir.path().join("log").to_str().unwrap().to_owned()],
+        );
+        let e = Plugins::open_with(&[spec], SERVER_HOOKS, &Env::new(), "libcrypto-missing.so.3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PLUGIN_TLS_VERIFY"), "{e}");
+        assert!(e.contains("could not load libcrypto-missing.so.3"), "{e}");
     }
 }

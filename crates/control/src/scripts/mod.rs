@@ -46,6 +46,9 @@ pub struct ScriptSettings {
     /// `tls-verify`, with the certificates that may complete a peer's
     /// chain (the `ca` file).
     pub tls_verify: Option<TlsVerify>,
+    /// `tls-export-cert DIR`: where the certificate being verified is
+    /// written for the `tls-verify` script and `PLUGIN_TLS_VERIFY` plugins.
+    pub tls_export_cert: Option<PathBuf>,
     /// `tls-crypt-v2-verify` (servers).
     pub tls_crypt_v2_verify: Option<ScriptCommand>,
     /// DER of the `ca` certificates: a peer's chain, as scripts see it,
@@ -75,6 +78,7 @@ impl Default for ScriptSettings {
             route_pre_down: None,
             up_restart: false,
             tls_verify: None,
+            tls_export_cert: None,
             tls_crypt_v2_verify: None,
             peer_ca: Vec::new(),
             base_env: Env::new(),
@@ -350,16 +354,47 @@ pub enum ChainVerdict {
     Refused(String),
 }
 
-/// Run `tls-verify` for each certificate of `chain` (depth 0 first in
-/// `chain`), from the top down to depth 0 as 2.6's verify callback does,
-/// each call seeing the variables of the depths before it; the first
-/// failure refuses. `env` holds what the peer's scripts see anyway.
+/// Run `tls-verify` for each certificate of `chain` (see [`verify_chain`]).
 pub async fn run_tls_verify(
     verify: &TlsVerify,
     security: Security,
     chain: &[Vec<u8>],
+    env: Env,
+) -> ChainVerdict {
+    let script = Some(&verify.command);
+    verify_chain(
+        script,
+        verify.export_dir.as_deref(),
+        None,
+        security,
+        chain,
+        env,
+    )
+    .await
+}
+
+/// The `PLUGIN_TLS_VERIFY` plugins a peer's chain is shown to, with the
+/// peer's per-client contexts (`None`: the top-level ones).
+pub struct VerifyPlugins {
+    pub plugins: std::sync::Arc<crate::plugin::Plugins>,
+    pub client: Option<crate::plugin::ClientId>,
+}
+
+/// 2.6's verify callback for each certificate of `chain` (depth 0 first in
+/// `chain`), from the top down to depth 0: write it into `export_dir`
+/// (`tls-export-cert`, as `peer_cert`), set its variables, call the
+/// `PLUGIN_TLS_VERIFY` plugins, then run the `tls-verify` `script`; each
+/// call sees the variables of the depths before it, and the first refusal
+/// refuses the chain. `env` holds what the peer's scripts see anyway.
+pub async fn verify_chain(
+    script: Option<&ScriptCommand>,
+    export_dir: Option<&std::path::Path>,
+    plugins: Option<&VerifyPlugins>,
+    security: Security,
+    chain: &[Vec<u8>],
     mut env: Env,
 ) -> ChainVerdict {
+    let plugins = plugins.filter(|p| p.plugins.wants(crate::plugin::TLS_VERIFY));
     env.set("script_type", "tls-verify");
     for depth in (0..chain.len()).rev() {
         let der = &chain[depth];
@@ -375,7 +410,7 @@ pub async fn run_tls_verify(
         let subject = subject_string(der).unwrap_or_default();
         let mut call_env = env.clone();
         let mut exported = None;
-        if let Some(dir) = &verify.export_dir {
+        if let Some(dir) = export_dir {
             match export_certificate(dir, der) {
                 Ok(path) => {
                     call_env.set("peer_cert", path.to_string_lossy().into_owned());
@@ -384,24 +419,43 @@ pub async fn run_tls_verify(
                 Err(e) => {
                     tracing::warn!("Failed to create peer cert file: {e}");
                     return ChainVerdict::Refused(format!(
-                        "VERIFY SCRIPT ERROR: depth={depth}, {subject}"
+                        "TLS Error: Failed to export certificate for --tls-export-cert in {}",
+                        dir.display()
                     ));
                 }
             }
         }
-        let inv = Invocation {
-            hook: "--tls-verify script",
-            command: verify.command.clone(),
-            extra: vec![depth.to_string(), subject.clone()],
-            env: call_env,
-        };
-        let status = run::run(inv, security).await;
-        // The file goes once the script is done.
-        drop(exported);
-        if !status.success() {
-            return ChainVerdict::Refused(format!("VERIFY SCRIPT ERROR: depth={depth}, {subject}"));
+        // The plugins first, as 2.6; the depth fits: chains are short.
+        if let Some(p) = plugins {
+            let depth_u32 = u32::try_from(depth).unwrap_or(u32::MAX);
+            let verdict = p
+                .plugins
+                .submit_tls_verify(depth_u32, &subject, der, &call_env, p.client)
+                .await;
+            if verdict != crate::plugin::Verdict::Success {
+                return ChainVerdict::Refused(format!(
+                    "VERIFY PLUGIN ERROR: depth={depth}, {subject}"
+                ));
+            }
+            tracing::info!("VERIFY PLUGIN OK: depth={depth}, {subject}");
         }
-        tracing::info!("VERIFY SCRIPT OK: depth={depth}, {subject}");
+        if let Some(command) = script {
+            let inv = Invocation {
+                hook: "--tls-verify script",
+                command: command.clone(),
+                extra: vec![depth.to_string(), subject.clone()],
+                env: call_env,
+            };
+            let status = run::run(inv, security).await;
+            if !status.success() {
+                return ChainVerdict::Refused(format!(
+                    "VERIFY SCRIPT ERROR: depth={depth}, {subject}"
+                ));
+            }
+            tracing::info!("VERIFY SCRIPT OK: depth={depth}, {subject}");
+        }
+        // The file goes once the plugins and the script are done.
+        drop(exported);
     }
     ChainVerdict::Accepted
 }

@@ -386,18 +386,27 @@ impl Server {
         self.verify(now, addr, &credentials, true);
     }
 
-    /// `tls-verify` first, when set: the credentials come back once it
-    /// accepted the client (`None`: it runs; they come back in its
-    /// [`Outcome::TlsVerify`]). Its data keys and push reply are held
-    /// meanwhile, as for a login being checked.
+    /// Whether the client's chain is verified by a `tls-verify` script or
+    /// `PLUGIN_TLS_VERIFY` plugins.
+    fn verifies_chain(&self) -> bool {
+        self.s.scripts.tls_verify.is_some()
+            || self
+                .plugins
+                .as_ref()
+                .is_some_and(|p| p.wants(plugin::TLS_VERIFY))
+    }
+
+    /// `tls-verify` (plugins and script) first, when set: the credentials
+    /// come back once it accepted the client (`None`: it runs; they come
+    /// back in its [`Outcome::TlsVerify`]). Its data keys and push reply
+    /// are held meanwhile, as for a login being checked.
     fn tls_verify_first(
         &mut self,
         addr: SocketAddr,
         credentials: Credentials,
     ) -> Option<Credentials> {
-        let verify = self.s.scripts.tls_verify.clone();
         let c = self.clients.get(&addr)?;
-        if verify.is_none() || matches!(c.admission, Admission::TlsVerified) {
+        if !self.verifies_chain() || matches!(c.admission, Admission::TlsVerified) {
             return Some(credentials);
         }
         self.spawn_tls_verify(addr, Some(credentials));
@@ -411,18 +420,26 @@ impl Server {
     /// in every TLS handshake. The client stays in meanwhile; a refusal
     /// disconnects it.
     fn tls_verify_again(&mut self, addr: SocketAddr) {
-        if self.s.scripts.tls_verify.is_some() && self.is_admitted(&addr) {
+        if self.verifies_chain() && self.is_admitted(&addr) {
             self.spawn_tls_verify(addr, None);
         }
     }
 
     fn spawn_tls_verify(&mut self, addr: SocketAddr, credentials: Option<Credentials>) {
-        let Some(verify) = self.s.scripts.tls_verify.clone() else {
-            return;
-        };
+        let script = self
+            .s
+            .scripts
+            .tls_verify
+            .as_ref()
+            .map(|v| v.command.clone());
+        let export_dir = self.s.scripts.tls_export_cert.clone();
         let Some(c) = self.clients.get(&addr) else {
             return;
         };
+        let plugins = self.plugins.clone().map(|plugins| scripts::VerifyPlugins {
+            plugins,
+            client: c.plugin_client(),
+        });
         let chain =
             scripts::certificate_chain(&c.session.peer_certificates_der(), &self.s.scripts.peer_ca);
         // What 2.6's verify callback sees: the base variables and the
@@ -445,7 +462,15 @@ impl Server {
         let cid = c.cid;
         let security = self.s.scripts.security;
         self.scripts_running.spawn(async move {
-            let verdict = scripts::run_tls_verify(&verify, security, &chain, env).await;
+            let verdict = scripts::verify_chain(
+                script.as_ref(),
+                export_dir.as_deref(),
+                plugins.as_ref(),
+                security,
+                &chain,
+                env,
+            )
+            .await;
             ScriptDone {
                 addr,
                 cid,
@@ -457,9 +482,10 @@ impl Server {
         });
     }
 
-    /// `tls-verify` decided. A refusal ends the client as 2.6's failed TLS
-    /// handshake would: no AUTH_FAILED (the stock client would give up);
-    /// `RESTART` makes it try again, as after a failed handshake.
+    /// `tls-verify` (plugins and script) decided. A refusal ends the
+    /// client as 2.6's failed TLS handshake would: no AUTH_FAILED (the
+    /// stock client would give up); `RESTART` makes it try again, as after
+    /// a failed handshake.
     fn tls_verified(
         &mut self,
         now: Instant,

@@ -11,11 +11,22 @@
  * With `FAIL_TLS_FINAL=n`, its n-th TLS_FINAL call (counting from 1)
  * fails.
  *
- * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] [FAIL_TLS_FINAL=n] HOOK...
+ * TLS_VERIFY calls also log what the plugin reads from the OpenSSL
+ * certificate object in `current_cert` (with libcrypto: subject, serial,
+ * SHA-256 of its DER), its depth, and the certificate variables of the
+ * environment at that depth. With `FAIL_TLS_VERIFY_CN=name`, the call for
+ * a certificate whose CN (read from the object) is `name` fails.
+ *
+ * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] [FAIL_TLS_FINAL=n]
+ *       [FAIL_TLS_VERIFY_CN=name] HOOK...
+ * Built with -lcrypto (OpenSSL 3 headers: libssl-dev).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <openvpn/openvpn-plugin.h>
 
 struct ctx {
@@ -24,6 +35,7 @@ struct ctx {
     int clients_made;
     int fail_tls_final;
     int tls_finals;
+    char fail_tls_verify_cn[64];
 };
 
 /* A per-client context: its number. */
@@ -84,12 +96,57 @@ openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in con
             c->fail_tls_final = atoi(args->argv[i] + 15);
             continue;
         }
+        if (!strncmp(args->argv[i], "FAIL_TLS_VERIFY_CN=", 19)) {
+            snprintf(c->fail_tls_verify_cn, sizeof(c->fail_tls_verify_cn), "%s",
+                     args->argv[i] + 19);
+            continue;
+        }
         for (int t = 0; t < OPENVPN_PLUGIN_N; t++)
             if (hook_name(t) && !strcmp(hook_name(t), args->argv[i]))
                 ret->type_mask |= OPENVPN_PLUGIN_MASK(t);
     }
     ret->handle = (openvpn_plugin_handle_t)c;
     return OPENVPN_PLUGIN_FUNC_SUCCESS;
+}
+
+/* One line about the certificate of a TLS_VERIFY call, read through
+ * libcrypto from the X509 object, then the environment's variables for
+ * its depth. Returns whether its CN is `refuse_cn`. */
+static int log_certificate(FILE *f, struct openvpn_plugin_args_func_in const *args,
+                           const char **envp, const char *refuse_cn)
+{
+    X509 *cert = args->current_cert;
+    int depth = args->current_cert_depth;
+    char subject[256] = "", cn[64] = "", name[64];
+    char *serial = NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (cert) {
+        X509_NAME *n = X509_get_subject_name(cert);
+        X509_NAME_oneline(n, subject, sizeof(subject));
+        X509_NAME_get_text_by_NID(n, NID_commonName, cn, sizeof(cn));
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), NULL);
+        if (bn) {
+            serial = BN_bn2dec(bn);
+            BN_free(bn);
+        }
+        X509_digest(cert, EVP_sha256(), md, &md_len);
+    }
+    fprintf(f, "  cert depth=%d object=%s subject=%s serial=%s sha256=", depth,
+            cert ? "X509" : "NULL", subject, serial ? serial : "");
+    for (unsigned int i = 0; i < md_len; i++)
+        fprintf(f, "%s%02X", i ? ":" : "", md[i]);
+    OPENSSL_free(serial);
+    fprintf(f, "\n ");
+    const char *vars[] = { "X509_%d_CN", "tls_id_%d", "tls_serial_%d", "tls_serial_hex_%d",
+                           "tls_digest_%d", "tls_digest_sha256_%d", NULL };
+    for (int i = 0; vars[i]; i++) {
+        snprintf(name, sizeof(name), vars[i], depth);
+        fprintf(f, " %s=%s", name, env_get(envp, name));
+    }
+    fprintf(f, " untrusted_ip=%s peer_cert=%s\n", env_get(envp, "untrusted_ip"),
+            env_get(envp, "peer_cert")[0] ? "set" : "");
+    return refuse_cn[0] && !strcmp(cn, refuse_cn);
 }
 
 OPENVPN_EXPORT int
@@ -114,6 +171,11 @@ openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in con
             env_get(envp, "script_type"), env_get(envp, "common_name"),
             env_get(envp, "username"), env_get(envp, "ifconfig_pool_remote_ip"),
             env_get(envp, "dev"));
+    if (args->type == OPENVPN_PLUGIN_TLS_VERIFY) {
+        int refuse = log_certificate(f, args, envp, c->fail_tls_verify_cn);
+        fclose(f);
+        return refuse ? OPENVPN_PLUGIN_FUNC_ERROR : OPENVPN_PLUGIN_FUNC_SUCCESS;
+    }
     fclose(f);
     if (args->type == OPENVPN_PLUGIN_TLS_FINAL && ++c->tls_finals == c->fail_tls_final)
         return OPENVPN_PLUGIN_FUNC_ERROR;
