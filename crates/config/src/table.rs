@@ -384,7 +384,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-query-passwords",
-        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); an encrypted private key needs `askpass FILE` (refused without); servers: refused",
+        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md)",
     ),
     s(
         "management-up-down",
@@ -716,7 +716,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("tls-exit", "tls-exit is not supported"),
     s(
         "askpass",
-        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6)",
+        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins and is read at start (2.6 reads it after `management-hold`, and reports a wrong one over management; ferrovpn refuses the start naming the file); `askpass` without FILE asks over the management interface, as 2.6",
     ),
     u("engine", "crypto engines are not supported"),
 ];

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod compression;
 pub mod fsutil;
+pub mod key_passphrase;
 pub mod management;
 pub mod metrics;
 pub mod netconfig;

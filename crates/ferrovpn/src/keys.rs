@@ -4,16 +4,19 @@
 //! runs while the settings are built, so before `daemon` detaches (2.6 asks
 //! before forking too) and under `--check`.
 //!
-//! The passphrase comes through [`PassphraseSource`], the seam the
-//! management interface's `>PASSWORD:Need 'Private Key' password` can
-//! implement.
+//! With `management-query-passwords` (and no `askpass FILE`, which 2.6
+//! prefers) 2.6 asks for the passphrase over the management interface
+//! instead, after `management-hold`: [`load_or_defer`] then leaves the key
+//! closed, and the runtime opens it with [`load_with_passphrase`] once a
+//! management client answered (`ferrovpn_control::key_passphrase`).
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use ferrovpn_config::{Askpass, Config, Material, MaterialSource, Pkcs12};
-use ferrovpn_proto::session::keyfile::{self, Pkcs12Error};
+use ferrovpn_control::key_passphrase::WrongPassphrase;
+use ferrovpn_proto::session::keyfile::{self, KeyFileError, Pkcs12Error};
 use ferrovpn_proto::session::tls::TlsConfigError;
 use zeroize::Zeroizing;
 
@@ -91,26 +94,59 @@ pub fn passphrase_source(cfg: &Config) -> anyhow::Result<Box<dyn PassphraseSourc
         Some(Askpass::File(path)) => Box::new(
             AskpassFile::read(path).map_err(|e| anyhow!("{}{e:#}", where_is(cfg, "askpass")))?,
         ),
-        Some(Askpass::Terminal) | None if cfg.management_query_passwords => {
-            Box::new(NotOverManagement)
-        }
         Some(Askpass::Terminal) | None => Box::new(TerminalPrompt::default()),
     })
 }
 
-/// `management-query-passwords` without `askpass FILE`: 2.6 asks for the
-/// key's passphrase over the management interface (`>PASSWORD:Need
-/// 'Private Key' password`) before it connects. ferrovpn loads keys while
-/// it reads the config, before the management interface listens, so it
-/// refuses at start rather than asking somewhere else than 2.6 would.
-pub struct NotOverManagement;
+/// A passphrase given by a management client.
+struct Given<'a>(&'a str);
 
-impl PassphraseSource for NotOverManagement {
-    fn passphrase(&mut self, what: &str) -> anyhow::Result<Zeroizing<String>> {
-        bail!(
-            "{what} is protected by a passphrase: with management-query-passwords OpenVPN 2.6 asks for it over the management interface, which ferrovpn does not do; give it with 'askpass FILE' (a file whose first line is the passphrase, mode 0600)"
-        )
+impl PassphraseSource for Given<'_> {
+    fn passphrase(&mut self, _what: &str) -> anyhow::Result<Zeroizing<String>> {
+        Ok(Zeroizing::new(self.0.to_owned()))
     }
+}
+
+/// Stops the load at the first passphrase it needs ([`PassphraseWanted`]).
+struct Deferring;
+
+/// The load needs a passphrase (see [`load_or_defer`]).
+#[derive(Debug)]
+struct PassphraseWanted;
+
+impl std::fmt::Display for PassphraseWanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a passphrase is needed")
+    }
+}
+
+impl std::error::Error for PassphraseWanted {}
+
+impl PassphraseSource for Deferring {
+    fn passphrase(&mut self, _what: &str) -> anyhow::Result<Zeroizing<String>> {
+        Err(PassphraseWanted.into())
+    }
+}
+
+/// [`load`], except that with `management-query-passwords` (and `askpass`
+/// without a FILE, or none) a key that needs a passphrase is left closed:
+/// `None`, to open with [`load_with_passphrase`] once the management
+/// interface got the passphrase. Everything else (the other files, a
+/// `pkcs12` file the empty password opens) is checked now.
+pub fn load_or_defer(cfg: &Config) -> anyhow::Result<Option<TlsFiles>> {
+    if !cfg.management_query_passwords || matches!(cfg.askpass, Some(Askpass::File(_))) {
+        return load(cfg).map(Some);
+    }
+    match load_with(cfg, &mut Deferring) {
+        Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// Load the TLS material with `passphrase` for the key (or `pkcs12` file).
+/// A wrong passphrase is a [`WrongPassphrase`] error.
+pub fn load_with_passphrase(cfg: &Config, passphrase: &str) -> anyhow::Result<TlsFiles> {
+    load_with(cfg, &mut Given(passphrase))
 }
 
 /// PEM texts for the TLS setup.
@@ -188,8 +224,17 @@ pub fn load_with(cfg: &Config, source: &mut dyn PassphraseSource) -> anyhow::Res
     files.key = if keyfile::is_encrypted(&key.text) {
         let name = source_name("key", key);
         let pass = source.passphrase(&format!("private key {name}"))?;
-        keyfile::decrypt_key(&key.text, pass.as_bytes())
-            .map_err(|e| anyhow!("{}key {name}: {e}", where_is(cfg, "key")))?
+        keyfile::decrypt_key(&key.text, pass.as_bytes()).map_err(|e| {
+            let text = format!("{}key {name}: {e}", where_is(cfg, "key"));
+            match e {
+                KeyFileError::WrongPassphrase => WrongPassphrase {
+                    message: text,
+                    announced: true,
+                }
+                .into(),
+                _ => anyhow!(text),
+            }
+        })?
     } else {
         key.text.clone()
     };
@@ -219,7 +264,14 @@ fn open_pkcs12(
         Err(e) => return Err(fail(&e)),
     }
     let pass = source.passphrase(&format!("PKCS#12 file {name}"))?;
-    keyfile::open_pkcs12(&der, &pass).map_err(|e| fail(&e))
+    keyfile::open_pkcs12(&der, &pass).map_err(|e| match e {
+        Pkcs12Error::WrongPassword => WrongPassphrase {
+            message: fail(&e).to_string(),
+            announced: false,
+        }
+        .into(),
+        _ => fail(&e),
+    })
 }
 
 fn pkcs12_name(p12: &Pkcs12) -> String {

@@ -14,13 +14,14 @@ use ferrovpn_config::{
 use ferrovpn_config::{Family, LocalEntry};
 use ferrovpn_control::client::credentials::CredentialSource;
 use ferrovpn_control::client::{ClientSettings, Remote};
+use ferrovpn_control::key_passphrase::{DeferredKey, Opener};
 use ferrovpn_control::management::{self, ManagementSettings};
 use ferrovpn_control::netconfig::NoExec;
 use ferrovpn_control::scripts::{AuthVerify, ScriptCommand, ScriptSettings, Security};
 use ferrovpn_control::server::auth_token::{Limits, TokenKey};
 use ferrovpn_control::server::port_share::PortShare;
 use ferrovpn_control::server::{
-    AuthTokenSettings, ClientConfigDir, CrlReload, PoolPersist, ServerSettings,
+    AuthTokenSettings, ClientConfigDir, CrlReload, OpenedServerKey, PoolPersist, ServerSettings,
 };
 use ferrovpn_control::status::StatusSettings;
 use ferrovpn_dataplane::mss::MssCount;
@@ -939,28 +940,30 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "ping-exit")
         );
     }
-    // Decrypts an encrypted key / opens a pkcs12 file (askpass or prompt).
-    let tls = crate::keys::load(cfg)?;
-    let (ca, cert, key) = (tls.ca.as_str(), tls.cert.as_str(), tls.key.as_str());
-    let extra_certs = tls.extra_certs.clone();
+    let management = server_management(cfg)?;
     let policy = peer_policy(cfg)?;
-    let mut session = session_base(cfg, Side::Server)?;
-    session.tls_server = Some(
-        server_config_with_client_cert(
-            &TlsMaterial {
-                ca_pem: ca,
-                cert_pem: cert,
-                key_pem: key,
-                extra_certs_pem: &extra_certs,
-                tls13_only: tls13_only(cfg),
-                crls_pem: crl_text(cfg),
-            },
-            policy.clone(),
-            client_cert_mode(cfg)?,
-        )
-        .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
-    );
-    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &extra_certs, &policy);
+    let base = session_base(cfg, Side::Server)?;
+    // Decrypts an encrypted key / opens a pkcs12 file (askpass or prompt),
+    // or leaves it for the management interface to ask.
+    let (session, crl_reload, key_passphrase) = match crate::keys::load_or_defer(cfg)? {
+        Some(tls) => {
+            let opened = server_tls(cfg, &base, &tls, &policy)?;
+            (opened.session, opened.crl_reload, None)
+        }
+        None => {
+            let (cfg2, base2) = (cfg.clone(), base.clone());
+            let opener: Opener<OpenedServerKey> = Box::new(move |passphrase| {
+                let tls = crate::keys::load_with_passphrase(&cfg2, passphrase)?;
+                server_tls(&cfg2, &base2, &tls, &policy)
+            });
+            let deferred = DeferredKey {
+                open: opener,
+                retry: cfg.auth_retry.unwrap_or_default(),
+                nocache: cfg.auth_nocache,
+            };
+            (Arc::new(base), None, Some(deferred))
+        }
+    };
     if let Some(net) = net {
         let mask = u32::from(net.netmask);
         if mask.leading_ones() + mask.trailing_zeros() != 32 || mask.leading_ones() > 29 {
@@ -1051,7 +1054,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         ping: cfg.ping_interval().map(secs),
         ping_restart: cfg.ping_restart_secs().map(secs),
         push_keepalive: cfg.keepalive.map(|k| (k.interval, k.timeout)),
-        session: Arc::new(session),
+        session,
         tls_crypt_v2: tls_crypt_v2_server_key(cfg)?,
         max_clients: cfg.max_clients() as usize,
         connect_freq: cfg.connect_freq(),
@@ -1067,23 +1070,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             write_every: (p.interval_secs > 0).then(|| secs(p.interval_secs)),
         }),
         compression: ferrovpn_control::compression::framing(&cfg.compression),
-        management: {
-            if cfg.management_query_passwords {
-                // A server's only password is its key's passphrase, which
-                // 2.6 would ask over management; ferrovpn reads it at start.
-                bail!(
-                    "{}management-query-passwords is for clients: give a server's key passphrase with 'askpass FILE'",
-                    where_is(cfg, "management-query-passwords")
-                );
-            }
-            if cfg.management_up_down {
-                bail!(
-                    "{}management-up-down is supported on clients only in ferrovpn (a server's >UPDOWN: is not implemented)",
-                    where_is(cfg, "management-up-down")
-                );
-            }
-            management(cfg)?
-        },
+        management,
         client_config_dir: client_config_dir(cfg)?,
         metrics: cfg.metrics,
         scripts: {
@@ -1093,7 +1080,59 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         username_as_common_name: cfg.username_as_common_name,
         auth_token: auth_token(cfg)?,
         setup_done: None,
+        key_passphrase,
     })
+}
+
+/// A server's TLS settings from its opened key: the session settings and
+/// how a changed `crl-verify` file rebuilds them.
+fn server_tls(
+    cfg: &Config,
+    base: &SessionConfig,
+    tls: &crate::keys::TlsFiles,
+    policy: &PeerCertPolicy,
+) -> anyhow::Result<OpenedServerKey> {
+    let (ca, cert, key) = (tls.ca.as_str(), tls.cert.as_str(), tls.key.as_str());
+    let mut session = base.clone();
+    session.tls_server = Some(
+        server_config_with_client_cert(
+            &TlsMaterial {
+                ca_pem: ca,
+                cert_pem: cert,
+                key_pem: key,
+                extra_certs_pem: &tls.extra_certs,
+                tls13_only: tls13_only(cfg),
+                crls_pem: crl_text(cfg),
+            },
+            policy.clone(),
+            client_cert_mode(cfg)?,
+        )
+        .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
+    );
+    let crl_reload = crl_reload(cfg, &session, ca, cert, key, &tls.extra_certs, policy);
+    Ok(OpenedServerKey {
+        session: Arc::new(session),
+        crl_reload,
+    })
+}
+
+/// A server's `management` directives; `management-query-passwords`
+/// asks for the key's passphrase (2.6's server asks too).
+fn server_management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
+    if cfg.management_up_down {
+        bail!(
+            "{}management-up-down is supported on clients only in ferrovpn (a server's >UPDOWN: is not implemented)",
+            where_is(cfg, "management-up-down")
+        );
+    }
+    let management = management(cfg)?;
+    if management.is_none() && cfg.management_query_passwords {
+        bail!(
+            "{}management-query-passwords needs 'management'",
+            where_is(cfg, "management-query-passwords")
+        );
+    }
+    Ok(management)
 }
 
 /// A host name in OpenVPN 2.7's `local NAME PORT PROTO`, resolved once at
@@ -1507,9 +1546,13 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     }
     let client_management = client_management(cfg)?;
     // Empty cert/key for a username/password client without a certificate;
-    // decrypts an encrypted key / opens a pkcs12 file (askpass or prompt).
-    let tls = crate::keys::load(cfg)?;
-    let (ca, cert, key) = (tls.ca.as_str(), tls.cert.as_str(), tls.key.as_str());
+    // decrypts an encrypted key / opens a pkcs12 file (askpass or prompt),
+    // or leaves it for the management interface to ask.
+    let tls = if client_management.is_some() {
+        crate::keys::load_or_defer(cfg)?
+    } else {
+        Some(crate::keys::load(cfg)?)
+    };
     let credentials = cfg
         .auth_user_pass
         .as_ref()
@@ -1524,7 +1567,6 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         .transpose()
         .with_context(|| format!("{}auth-user-pass", where_is(cfg, "auth-user-pass")))?;
     let inline_credentials = cfg.auth_user_pass.clone();
-    let extra_certs = tls.extra_certs.clone();
     let policy = peer_policy(cfg)?;
     // A point-to-point TLS server verifies its peer as a server verifies clients.
     let verifies_a_client = cfg.p2p && cfg.tls_server;
@@ -1533,40 +1575,36 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
             "WARNING: No server certificate verification method has been enabled: any certificate from this CA, another client's included, is accepted as the server. Add 'remote-cert-tls server' or 'verify-x509-name'."
         );
     }
-    let material = TlsMaterial {
-        ca_pem: ca,
-        cert_pem: cert,
-        key_pem: key,
-        extra_certs_pem: &extra_certs,
-        tls13_only: tls13_only(cfg),
-        crls_pem: crl_text(cfg),
-    };
-    let p2p_tls_server = cfg.p2p && cfg.tls_server;
     let mut session = session_base(
         cfg,
-        if p2p_tls_server {
+        if verifies_a_client {
             Side::Server
         } else {
             Side::Client
         },
     )?;
-    if p2p_tls_server {
-        session.tls_server = Some(
-            server_config_with_client_cert(&material, policy, client_cert_mode(cfg)?)
-                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
-        );
-    } else {
-        session.tls_client = Some(
-            client_config_with_policy(&material, policy)
-                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
-        );
-    }
     session.peer_info = peer_info(&session.data_ciphers, cfg.tun_mtu());
     session.peer_info.push_str(cfg.compression.peer_info());
     let p2p = if cfg.p2p {
         Some(p2p_settings(cfg, &mut session)?)
     } else {
         None
+    };
+    let (session, key_passphrase) = match tls {
+        Some(tls) => (client_tls(cfg, &session, &tls, &policy)?, None),
+        None => {
+            let (cfg2, base) = (cfg.clone(), session.clone());
+            let opener: Opener<Arc<SessionConfig>> = Box::new(move |passphrase| {
+                let tls = crate::keys::load_with_passphrase(&cfg2, passphrase)?;
+                client_tls(&cfg2, &base, &tls, &policy)
+            });
+            let deferred = DeferredKey {
+                open: opener,
+                retry: cfg.auth_retry.unwrap_or_default(),
+                nocache: cfg.auth_nocache,
+            };
+            (Arc::new(session), Some(deferred))
+        }
     };
     let mut dataplane = dataplane_base(cfg);
     dataplane.null_device = cfg.is_dev_null();
@@ -1578,7 +1616,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         remotes,
         remote_random: cfg.remote_random,
         connect_retry_max: cfg.connect_retry_max,
-        session: Arc::new(session),
+        session,
         // Without ping-restart (configured or pushed) silence never restarts.
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
@@ -1603,7 +1641,39 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         })),
         scripts,
         management: client_management,
+        key_passphrase,
     })
+}
+
+/// A client's (or point-to-point end's) session settings with the TLS
+/// settings of its opened key.
+fn client_tls(
+    cfg: &Config,
+    base: &SessionConfig,
+    tls: &crate::keys::TlsFiles,
+    policy: &PeerCertPolicy,
+) -> anyhow::Result<Arc<SessionConfig>> {
+    let material = TlsMaterial {
+        ca_pem: &tls.ca,
+        cert_pem: &tls.cert,
+        key_pem: &tls.key,
+        extra_certs_pem: &tls.extra_certs,
+        tls13_only: tls13_only(cfg),
+        crls_pem: crl_text(cfg),
+    };
+    let mut session = base.clone();
+    if cfg.p2p && cfg.tls_server {
+        session.tls_server = Some(
+            server_config_with_client_cert(&material, policy.clone(), client_cert_mode(cfg)?)
+                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
+        );
+    } else {
+        session.tls_client = Some(
+            client_config_with_policy(&material, policy.clone())
+                .map_err(|e| crate::keys::tls_setup_error(cfg, e))?,
+        );
+    }
+    Ok(Arc::new(session))
 }
 
 /// `management` on a client, with `management-query-passwords`; the

@@ -87,6 +87,11 @@ impl ClientManagement {
         })
     }
 
+    /// The interface itself (for the key passphrase question).
+    pub fn interface(&self) -> &Management {
+        &self.mgmt
+    }
+
     /// Resolves once a management client said `signal SIGTERM`.
     pub async fn exit_requested(&self) {
         self.exit.notified().await;

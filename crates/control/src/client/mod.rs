@@ -35,6 +35,7 @@ mod socks_udp;
 mod tunnel;
 pub mod walk;
 
+use crate::key_passphrase::Opened;
 use connection::Connection;
 use credentials::{CredentialSource, Credentials};
 pub use ferrovpn_config::AuthRetry;
@@ -173,6 +174,10 @@ pub struct ClientSettings {
     pub inactive: Option<Inactivity>,
     /// `management ...` on a client (see [`management`]).
     pub management: Option<ClientManagementSettings>,
+    /// `management-query-passwords` with an encrypted key: `session` has
+    /// no TLS settings yet; they come from the key opened with the
+    /// passphrase asked after the hold (see [`crate::key_passphrase`]).
+    pub key_passphrase: Option<crate::key_passphrase::DeferredKey<Arc<SessionConfig>>>,
 }
 
 /// `inactive`: see [`ClientSettings::inactive`].
@@ -436,6 +441,48 @@ pub async fn run_client(
             _ = m.wait_for_hold_release() => {}
             _ = &mut shutdown => {
                 m.state("EXITING", exit_reason);
+                m.flush().await;
+                return Ok(());
+            }
+        }
+    }
+    if let Some(key) = s.key_passphrase.take() {
+        let Some(m) = mgmt else {
+            anyhow::bail!(
+                "the private key's passphrase is asked over the management interface, and there is none"
+            );
+        };
+        // 2.6 asks for the credentials first (vectors/client_private_key.txt).
+        if let Some(c) = credentials.as_mut()
+            && !c.has_secret()
+            && matches!(c.source, CredentialSource::Management { .. })
+        {
+            tokio::select! {
+                _ = ask_credentials(m, c) => {}
+                _ = &mut shutdown => {
+                    m.cancel_password_query();
+                    m.state("EXITING", exit_reason);
+                    m.flush().await;
+                    return Ok(());
+                }
+            }
+        }
+        let state = |state: &'static str, description: &'static str| m.state(state, description);
+        let connect_retry = whole_secs(s.remotes[index].connect_retry);
+        match crate::key_passphrase::open_over_management(
+            m.interface(),
+            key,
+            &restart,
+            connect_retry,
+            &state,
+            shutdown.as_mut(),
+        )
+        .await
+        {
+            Opened::Key(session) => s.session = session,
+            Opened::Fatal(e) => return Err(e),
+            Opened::Shutdown => {
+                m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
                 m.flush().await;
                 return Ok(());
             }

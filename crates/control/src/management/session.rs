@@ -416,8 +416,9 @@ impl Session {
                 extra,
                 timeout,
             }),
-            C::Username { .. } => send("ERROR: no username is currently needed at this time"),
-            C::Password { .. } => send("ERROR: no password is currently needed at this time"),
+            // A server asks only for its key's passphrase (`Private Key`).
+            C::Username { kind, value } => send(&answer_query(shared, "username", &kind, &value)),
+            C::Password { kind, value } => send(&answer_query(shared, "password", &kind, &value)),
             C::ForgetPasswords => send("SUCCESS: Passwords were forgotten"),
             C::EnvFilter(0) => send("SUCCESS: env_filter_level=0"),
             C::EnvFilter(_) => send("ERROR: ferrovpn does not filter >CLIENT:ENV lines"),

@@ -42,6 +42,7 @@ use self::registry::{AssignError, Registry};
 use self::tcp::{Accept, Pending};
 use self::throttle::{ConnectFreq, HALF_OPEN_PER_IP, InitialReplies, Reply, half_open_cap};
 use crate::fsutil::KeptFile;
+use crate::key_passphrase::{self, DeferredKey, Opened};
 use crate::management::{self, Answer, LoadStats, Management, Notice, Query};
 use crate::metrics::{self, http::ScrapeRequest};
 use crate::netconfig::{self, NetConfig};
@@ -124,6 +125,16 @@ pub struct ServerSettings {
     pub tcp_listeners: Vec<SocketAddr>,
     /// `port-share HOST PORT [DIR]`.
     pub port_share: Option<port_share::PortShare>,
+    /// `management-query-passwords` with an encrypted key: `session` has
+    /// no TLS server settings yet; they (and `crl_reload`) come from the
+    /// key opened with the passphrase asked after the hold.
+    pub key_passphrase: Option<DeferredKey<OpenedServerKey>>,
+}
+
+/// What a server builds from its opened private key.
+pub struct OpenedServerKey {
+    pub session: Arc<SessionConfig>,
+    pub crl_reload: Option<CrlReload>,
 }
 
 /// `auth-gen-token`: the key and limits of session tokens.
@@ -305,10 +316,32 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Before the server runs (while it waits for its key's passphrase):
+/// answer management queries, and resolve once a management client sent
+/// a signal (SIGTERM, SIGHUP, SIGUSR1), which ends the wait as in 2.6.
+async fn signalled_over_management(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<management::Request>>,
+) {
+    loop {
+        let Some(req) = management::next_request(rx).await else {
+            return std::future::pending().await;
+        };
+        match &req.query {
+            Query::Signal(sig) if sig != "SIGUSR2" => {
+                info!("{sig} from the management interface");
+                req.answer(Answer::Done(true));
+                return;
+            }
+            Query::Signal(_) => req.answer(Answer::Done(true)),
+            _ => req.answer(Answer::Unavailable),
+        }
+    }
+}
+
 /// Run the server until `shutdown` resolves. Each notification of
 /// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
-    s: ServerSettings,
+    mut s: ServerSettings,
     shutdown: impl std::future::Future<Output = ()>,
     reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
@@ -323,6 +356,41 @@ pub async fn run_server(
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
             _ = &mut shutdown => return Ok(()),
+        }
+    }
+    if let Some(key) = s.key_passphrase.take() {
+        let Some(m) = &mgmt else {
+            anyhow::bail!(
+                "the private key's passphrase is asked over the management interface, and there is none"
+            );
+        };
+        let state = |state: &'static str, description: &'static str| {
+            m.notify(Notice::State {
+                state,
+                description: description.to_string(),
+                local_ip: String::new(),
+            });
+        };
+        // SIGTERM, or a signal from a management client, ends the wait.
+        let interrupted = async {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = signalled_over_management(&mut mgmt_rx) => {}
+            }
+        };
+        tokio::pin!(interrupted);
+        // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
+        match key_passphrase::open_over_management(m, key, &reload, 1, &state, interrupted).await {
+            Opened::Key(k) => {
+                s.session = k.session;
+                s.crl_reload = k.crl_reload;
+            }
+            Opened::Fatal(e) => return Err(e),
+            Opened::Shutdown => {
+                state("EXITING", key_passphrase::EXIT_IN_PAUSE_REASON);
+                m.flush().await;
+                return Ok(());
+            }
         }
     }
     let peers = PeerTable::new();

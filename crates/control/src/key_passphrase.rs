@@ -1,0 +1,241 @@
+//! A private key whose passphrase comes over the management interface:
+//! `management-query-passwords` with an encrypted `key` (or a `pkcs12`
+//! file that the empty password does not open) and no `askpass FILE`.
+//!
+//! What OpenVPN 2.6 does there (its `pem_password_callback`, called while
+//! `init_instance` builds the TLS context), checked with the stock binary:
+//! - client and server both ask, after `management-hold` is released and
+//!   before anything else happens (`>STATE:` stays at the initial
+//!   `CONNECTING` until the key is open): `>PASSWORD:Need 'Private Key'
+//!   password`, answered with `password "Private Key" SECRET`;
+//! - a wrong passphrase: `>PASSWORD:Verification Failed: 'Private Key'`
+//!   (not for a `pkcs12` file, see [`WrongPassphrase::announced`]), then what `auth-retry` says: `none` (the default) `>FATAL:Error:
+//!   private key password verification failed` and exit status 1, without
+//!   an `EXITING` state; `interact`: `>STATE:...,RECONNECTING,
+//!   private-key-password-failure`, hold again (`>HOLD:...:1`, the
+//!   connect-retry pause) and ask again; `nointeract`: the same with a 10
+//!   second pause, retrying the cached wrong passphrase for ever unless
+//!   `auth-nocache` dropped it (then it asks again);
+//! - a signal (SIGTERM, SIGUSR1) while the question waits: `>FATAL:ERROR:
+//!   could not read Private Key username/password/ok/string from management
+//!   interface`, exit status 1; SIGTERM during the hold before a retry:
+//!   `EXITING,init_instance`.
+//!
+//! The key is opened once: a later SIGUSR1 or reconnect does not ask again
+//! (2.6 keeps the TLS context across soft restarts).
+//!
+//! The wait is a select on the runtime, so the management interface (its
+//! own task) keeps answering `state`, `pid`, `hold release` meanwhile.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use ferrovpn_config::AuthRetry;
+use tokio::sync::Notify;
+use tracing::warn;
+use zeroize::Zeroizing;
+
+use crate::management::{Management, Notice, PasswordQuery};
+
+/// The type name 2.6 asks with.
+pub const KEY_PASSWORD_TYPE: &str = "Private Key";
+/// 2.6's notice after a wrong passphrase.
+pub const VERIFICATION_FAILED: &str = ">PASSWORD:Verification Failed: 'Private Key'";
+/// 2.6's fatal error after a wrong passphrase with `auth-retry none`.
+pub const VERIFICATION_FATAL: &str = "Error: private key password verification failed";
+/// 2.6's fatal error when a signal ends the wait for the answer.
+pub const NOT_ANSWERED_FATAL: &str =
+    "ERROR: could not read Private Key username/password/ok/string from management interface";
+/// The reason of the `RECONNECTING` state before a retry.
+pub const RETRY_REASON: &str = "private-key-password-failure";
+/// The reason of the `EXITING` state for a SIGTERM during the pause (2.6
+/// names the function it was in).
+pub const EXIT_IN_PAUSE_REASON: &str = "init_instance";
+/// 2.6's pause before a retry with `auth-retry nointeract`.
+const NOINTERACT_PAUSE_SECS: u32 = 10;
+
+/// The error an opener returns when the passphrase is wrong (the key did
+/// not decrypt, the PKCS#12 integrity check failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct WrongPassphrase {
+    /// What is wrong, naming the file.
+    pub message: String,
+    /// Whether 2.6 tells the management clients
+    /// `>PASSWORD:Verification Failed: 'Private Key'`: for a key file, not
+    /// for a PKCS#12 file (2.6 looks for PKCS12_R_MAC_VERIFY_FAILURE, which
+    /// OpenSSL 3 does not leave on top of its error queue; checked with
+    /// Debian's 2.6.14). Either way it is the same failure for `auth-retry`.
+    pub announced: bool,
+}
+
+/// Opens the key with a passphrase: `T` is what the runtime needs from it
+/// (its TLS settings). Errors other than [`WrongPassphrase`] are fatal.
+pub type Opener<T> = Box<dyn FnMut(&str) -> anyhow::Result<T> + Send>;
+
+/// A key waiting for its passphrase.
+pub struct DeferredKey<T> {
+    pub open: Opener<T>,
+    /// `auth-retry`.
+    pub retry: AuthRetry,
+    /// `auth-nocache`: a passphrase is not kept for the next attempt.
+    pub nocache: bool,
+}
+
+impl<T> std::fmt::Debug for DeferredKey<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredKey")
+            .field("retry", &self.retry)
+            .field("nocache", &self.nocache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What follows a wrong passphrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterWrongPassphrase {
+    /// `>FATAL:`, exit status 1.
+    Exit,
+    /// Pause (or hold), then ask again.
+    AskAgain,
+    /// Pause (or hold), then try the same passphrase again (2.6 caches it
+    /// and `nointeract` does not purge it).
+    TrySameAgain,
+}
+
+/// 2.6's choice after a wrong passphrase.
+pub fn after_wrong_passphrase(retry: AuthRetry, nocache: bool) -> AfterWrongPassphrase {
+    match retry {
+        AuthRetry::None => AfterWrongPassphrase::Exit,
+        AuthRetry::Interact => AfterWrongPassphrase::AskAgain,
+        AuthRetry::NoInteract if nocache => AfterWrongPassphrase::AskAgain,
+        AuthRetry::NoInteract => AfterWrongPassphrase::TrySameAgain,
+    }
+}
+
+/// The pause before a retry, in seconds: `connect_retry` (the `>HOLD:`
+/// number too), 10 with `auth-retry nointeract`.
+pub fn retry_pause_secs(retry: AuthRetry, connect_retry: u32) -> u32 {
+    if retry == AuthRetry::NoInteract {
+        NOINTERACT_PAUSE_SECS
+    } else {
+        connect_retry
+    }
+}
+
+/// How the wait for the passphrase ended.
+#[derive(Debug)]
+pub enum Opened<T> {
+    Key(T),
+    /// A fatal error, already told the management clients with `>FATAL:`;
+    /// the process exits with status 1 and no `EXITING` state.
+    Fatal(anyhow::Error),
+    /// SIGTERM during a pause before a retry: exit normally, with the
+    /// `EXITING` state ([`EXIT_IN_PAUSE_REASON`]).
+    Shutdown,
+}
+
+/// Ask the management clients for the key's passphrase and open the key,
+/// retrying as `auth-retry` says. `state` sends a `>STATE:` line (client
+/// and server fill it differently); `restart` is the SIGUSR1 notification,
+/// which ends the wait for an answer as 2.6 does; `connect_retry_secs` is
+/// the pause before a retry.
+pub async fn open_over_management<T, S>(
+    m: &Management,
+    mut key: DeferredKey<T>,
+    restart: &Notify,
+    connect_retry_secs: u32,
+    state: &dyn Fn(&'static str, &'static str),
+    mut shutdown: Pin<&mut S>,
+) -> Opened<T>
+where
+    S: std::future::Future<Output = ()>,
+{
+    let after_wrong = after_wrong_passphrase(key.retry, key.nocache);
+    let pause = retry_pause_secs(key.retry, connect_retry_secs);
+    let mut cached: Option<Zeroizing<String>> = None;
+    loop {
+        let passphrase = match cached.take() {
+            Some(p) => p,
+            None => {
+                let query = PasswordQuery::new(KEY_PASSWORD_TYPE, false, None);
+                tokio::select! {
+                    q = m.ask_password(query) => Zeroizing::new(q.password.unwrap_or_default()),
+                    _ = restart.notified() => return fatal(m, NOT_ANSWERED_FATAL).await,
+                    _ = &mut shutdown => return fatal(m, NOT_ANSWERED_FATAL).await,
+                }
+            }
+        };
+        let e = match (key.open)(&passphrase) {
+            Ok(opened) => return Opened::Key(opened),
+            Err(e) => e,
+        };
+        let Some(wrong) = e.downcast_ref::<WrongPassphrase>() else {
+            tell_fatal(m, &format!("{e:#}")).await;
+            return Opened::Fatal(e);
+        };
+        warn!("{e:#}");
+        if wrong.announced {
+            m.notify(Notice::Line(VERIFICATION_FAILED.to_string()));
+        }
+        match after_wrong {
+            AfterWrongPassphrase::Exit => return fatal(m, VERIFICATION_FATAL).await,
+            AfterWrongPassphrase::AskAgain => drop(passphrase),
+            AfterWrongPassphrase::TrySameAgain => cached = Some(passphrase),
+        }
+        warn!("SIGUSR1[soft,{RETRY_REASON}] received, process restarting");
+        state("RECONNECTING", RETRY_REASON);
+        if m.hold_again(pause) {
+            tokio::select! {
+                _ = m.wait_for_hold_release() => {}
+                _ = &mut shutdown => return Opened::Shutdown,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(pause.into())) => {}
+                _ = &mut shutdown => return Opened::Shutdown,
+            }
+        }
+    }
+}
+
+/// `>FATAL:TEXT` to the management clients, and the error to exit with.
+async fn fatal<T>(m: &Management, text: &str) -> Opened<T> {
+    tell_fatal(m, text).await;
+    Opened::Fatal(anyhow::anyhow!("{text}"))
+}
+
+/// `>FATAL:TEXT`, flushed: the process exits next.
+async fn tell_fatal(m: &Management, text: &str) {
+    m.cancel_password_query();
+    m.notify(Notice::Line(format!(">FATAL:{text}")));
+    m.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_passphrase_follows_auth_retry_and_nocache_as_2_6() {
+        use AfterWrongPassphrase as A;
+        for nocache in [false, true] {
+            assert_eq!(after_wrong_passphrase(AuthRetry::None, nocache), A::Exit);
+            assert_eq!(
+                after_wrong_passphrase(AuthRetry::Interact, nocache),
+                A::AskAgain
+            );
+        }
+        assert_eq!(
+            after_wrong_passphrase(AuthRetry::NoInteract, false),
+            A::TrySameAgain
+        );
+        assert_eq!(
+            after_wrong_passphrase(AuthRetry::NoInteract, true),
+            A::AskAgain
+        );
+        assert_eq!(retry_pause_secs(AuthRetry::Interact, 1), 1);
+        assert_eq!(retry_pause_secs(AuthRetry::Interact, 5), 5);
+        assert_eq!(retry_pause_secs(AuthRetry::NoInteract, 1), 10);
+    }
+}
