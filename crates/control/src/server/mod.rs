@@ -174,6 +174,16 @@ impl ServerSettings {
         self.ipv4_net.map(|(_, mask)| mask)
     }
 
+    /// The tunnel device `dev` as the scripts see it.
+    pub fn tunnel(&self, dev: &str) -> scripts::Tunnel {
+        scripts::Tunnel {
+            dev: dev.to_owned(),
+            tun_mtu: self.tun_mtu,
+            local: self.server_ip(),
+            netmask: self.netmask(),
+        }
+    }
+
     /// The server's pool: its IPv4 range and the IPv6 pool paired with it.
     pub fn address_pool(&self) -> AddressPool {
         let ipv6 = (self.ipv6.as_ref())
@@ -345,12 +355,7 @@ pub async fn run_server(
             net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
     }
-    let tunnel = scripts::Tunnel {
-        dev: dev.clone(),
-        tun_mtu: s.tun_mtu,
-        local: s.server_ip(),
-        netmask: s.netmask(),
-    };
+    let tunnel = s.tunnel(&dev);
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
