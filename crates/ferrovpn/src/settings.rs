@@ -1036,6 +1036,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         pool,
         pushes: cfg.push.clone(),
         ipv6,
+        push_tun_ipv6: cfg.server_ipv6.is_some(),
         routes_ipv6: cfg
             .routes_ipv6
             .iter()
@@ -1839,7 +1840,8 @@ mod tests {
             &ferrovpn_config::ClientConfig::default(),
         );
         assert!(
-            reply.starts_with("PUSH_REPLY,tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig-ipv6 fd00:7::1000/64 fd00:7::1,peer-id 1"),
+            // `tun-ipv6` only comes with `server-ipv6`, as from 2.6's helper.
+            reply.starts_with("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig-ipv6 fd00:7::1000/64 fd00:7::1,peer-id 1"),
             "{reply}"
         );
         assert!(!reply.contains(",ifconfig "), "{reply}");

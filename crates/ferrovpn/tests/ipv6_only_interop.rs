@@ -212,14 +212,17 @@ struct ServerView {
     learned: BTreeSet<String>,
     clients: BTreeSet<String>,
     routing: BTreeSet<String>,
+    /// What client1 and client2 were pushed.
+    pushed: [Vec<String>; 2],
 }
 
 /// (3) A mixed server as 2.6 runs it: `server ... nopool` (no IPv4 pool)
 /// with `ifconfig-ipv6` + `ifconfig-ipv6-pool`: client1 gets IPv6 only from
 /// the pool, client2 is pinned dual-stack by its client-config-dir file.
 /// learn-address add/delete name the IPv6 address (and both of client2's),
-/// `status 3` over management lists an empty IPv4 field for client1: the
-/// ferrovpn server shows what the stock server shows.
+/// `status 3` over management lists an empty IPv4 field for client1, and
+/// both clients are pushed the same options: the ferrovpn server shows
+/// what the stock server shows.
 #[test]
 fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
     let mut views = Vec::new();
@@ -311,6 +314,7 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
             learned: text.lines().map(|l| l.trim_end().to_owned()).collect(),
             clients,
             routing,
+            pushed: [pushed_options(&c1), pushed_options(&c2)],
         });
     }
     eprintln!("{views:#?}");
@@ -327,6 +331,11 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         (&fv.clients, &fv.routing),
         (&stock.clients, &stock.routing),
         "status 3: ferrovpn (left) vs stock (right)"
+    );
+    // No `tun-ipv6`: 2.6 pushes it only from `server-ipv6`'s helper.
+    assert_eq!(
+        fv.pushed, stock.pushed,
+        "pushed options: ferrovpn (left) vs stock (right)"
     );
     let adds = |v: &ServerView| -> BTreeSet<String> {
         v.learned

@@ -101,6 +101,8 @@ pub struct Tunnel {
     pub local: Option<Ipv4Addr>,
     /// The netmask (`topology subnet`, as ferrovpn always runs).
     pub netmask: Option<Ipv4Addr>,
+    /// The server's IPv6 on the device (`server-ipv6`, `ifconfig-ipv6`).
+    pub ipv6: Option<ferrovpn_config::TunnelIpv6>,
 }
 
 /// A server's scripts (and plugin hooks) around its tunnel device.
@@ -133,6 +135,24 @@ impl TunnelHook {
 }
 
 impl Tunnel {
+    /// The device's addresses as 2.6 sets them for every script once it
+    /// is configured (`do_ifconfig_setenv`): `ifconfig_local` and
+    /// `ifconfig_netmask`, `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits`
+    /// and `ifconfig_ipv6_remote`.
+    pub fn ifconfig_env(&self) -> Env {
+        let mut env = Env::new();
+        if let (Some(local), Some(netmask)) = (self.local, self.netmask) {
+            env.set("ifconfig_local", local.to_string());
+            env.set("ifconfig_netmask", netmask.to_string());
+        }
+        if let Some(v6) = &self.ipv6 {
+            env.set("ifconfig_ipv6_local", v6.local.to_string());
+            env.set("ifconfig_ipv6_netbits", v6.bits.to_string());
+            env.set("ifconfig_ipv6_remote", v6.remote.to_string());
+        }
+        env
+    }
+
     /// 2.6's arguments of `up`/`down` and their plugin calls:
     /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
     pub fn up_args(&self) -> Vec<String> {
@@ -199,10 +219,7 @@ impl ScriptSettings {
         env.set("tun_mtu", t.tun_mtu.to_string());
         env.set("dev", t.dev.clone());
         env.set("dev_type", "tun");
-        if let (Some(local), Some(netmask)) = (t.local, t.netmask) {
-            env.set("ifconfig_local", local.to_string());
-            env.set("ifconfig_netmask", netmask.to_string());
-        }
+        env.extend(&t.ifconfig_env());
         env
     }
 
@@ -491,6 +508,7 @@ mod tests {
             tun_mtu: 1500,
             local: Some(Ipv4Addr::new(10, 8, 0, 1)),
             netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            ipv6: None,
         };
         let up = s.tunnel_script(TunnelHook::Up, &t).unwrap();
         assert_eq!(
@@ -519,10 +537,18 @@ mod tests {
         assert_eq!(route_up.hook, "--route-up");
         // The plugins' calls get what the scripts get.
         assert_eq!(s.tunnel_call(TunnelHook::Up, &t), (up.extra, up.env));
-        // An IPv6-only server: empty addresses, no ifconfig_* variables.
+        // An IPv6-only server: empty addresses, no IPv4 ifconfig_*
+        // variables, the IPv6 ones (as 2.6 sets them for `server-ipv6`).
         let v6_only = Tunnel {
             local: None,
             netmask: None,
+            ipv6: Some(
+                ferrovpn_config::ServerIpv6 {
+                    network: "fd00:6::".parse().unwrap(),
+                    bits: 64,
+                }
+                .tunnel(),
+            ),
             ..t
         };
         let up = s.tunnel_script(TunnelHook::Up, &v6_only).unwrap();
@@ -532,6 +558,9 @@ mod tests {
         );
         assert_eq!(up.env.get("ifconfig_local"), None);
         assert_eq!(up.env.get("ifconfig_netmask"), None);
+        assert_eq!(up.env.get("ifconfig_ipv6_local"), Some("fd00:6::1"));
+        assert_eq!(up.env.get("ifconfig_ipv6_netbits"), Some("64"));
+        assert_eq!(up.env.get("ifconfig_ipv6_remote"), Some("fd00:6::2"));
     }
 
     #[test]

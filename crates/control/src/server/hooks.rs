@@ -1503,8 +1503,9 @@ impl Server {
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
         let learned = peer.map(|p| self.tunnel_addresses(p)).unwrap_or_default();
         let mut env = self.client_script_env(addr, c, "client-disconnect");
-        if let Some(ip) = peer.and_then(|p| p.ip) {
-            env.set("ifconfig_pool_remote_ip", ip.to_string());
+        // The client has left the registry: its addresses from `peer`.
+        for (k, v) in peer.map(|p| self.pool_env(p, c)).unwrap_or_default() {
+            env.set(k, v);
         }
         let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
         env.set("bytes_received", rx.to_string());
