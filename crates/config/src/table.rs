@@ -69,7 +69,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- mode and transport
     s(
         "server",
-        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask. `nopool`: no IPv4 pool, as 2.6 (clients get IPv6 from `ifconfig-ipv6-pool`, IPv4 only from a client-config-dir `ifconfig-push`; a client with neither is refused with AUTH_FAILED, where 2.6 lets it connect without an address). Not required with `server-ipv6` or `ifconfig-ipv6-pool` (an IPv6-only server)",
+        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask. `nopool`: no IPv4 pool, as 2.6 (clients get IPv6 from `ifconfig-ipv6-pool`, IPv4 only from a client-config-dir `ifconfig-push`; a client with neither is refused with AUTH_FAILED, where 2.6 lets it connect without an address). Not required with `server-ipv6` or `ifconfig-ipv6` (an IPv6-only server)",
     ),
     s(
         "mode",
@@ -651,7 +651,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "ifconfig-ipv6",
-        "`ADDR/BITS REMOTE` (/64 to /124), servers only: the server's own IPv6 address on its tun device (REMOTE is unused there, as in 2.6's subnet setup); each client's pushed `ifconfig-ipv6` carries BITS and ADDR as the remote. `server-ipv6` overrides it (with a warning), as 2.6's helper does. Scripts see the three as `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits`, `ifconfig_ipv6_remote` (see `server-ipv6`); unlike `server-ipv6` it pushes no `tun-ipv6`, as 2.6. Without `ifconfig-ipv6-pool` clients get IPv6 only from a client-config-dir `ifconfig-ipv6-push`. A client refuses it (its address is pushed; point-to-point setup is not supported)",
+        "`ADDR/BITS REMOTE` (/64 to /124), servers only: the server's own IPv6 address on its tun device (REMOTE is unused there, as in 2.6's subnet setup); each client's pushed `ifconfig-ipv6` carries BITS and ADDR as the remote. `server-ipv6` overrides it (with a warning), as 2.6's helper does. Scripts see the three as `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits`, `ifconfig_ipv6_remote` (see `server-ipv6`); unlike `server-ipv6` it pushes no `tun-ipv6`, as 2.6. Without `ifconfig-ipv6-pool` clients get IPv6 only from a client-config-dir `ifconfig-ipv6-push`; with no pool at all (`mode server` + `tls-server` + `ifconfig-ipv6`, no `server`) a client without one connects without an address, as 2.6. A client refuses it (its address is pushed; point-to-point setup is not supported)",
     ),
     s(
         "ifconfig-ipv6-pool",

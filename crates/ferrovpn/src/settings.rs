@@ -889,13 +889,13 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
 
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
-    // `None` on an IPv6-only server (`server-ipv6` or `ifconfig-ipv6` +
-    // `ifconfig-ipv6-pool`, no `server`): the config layer checked it has an
-    // IPv6 pool then.
+    // `None` on an IPv6-only server (`server-ipv6`, or `ifconfig-ipv6` with
+    // or without `ifconfig-ipv6-pool`, no `server`): the config layer
+    // checked it has IPv6 then.
     let net = cfg.server;
-    if net.is_none() && cfg.tunnel_ipv6().and_then(|v6| v6.pool).is_none() {
+    if net.is_none() && cfg.tunnel_ipv6().is_none() {
         bail!(
-            "server mode needs 'server NETWORK NETMASK' or an IPv6 pool ('server-ipv6'; ferrovpn has no static-address server mode)"
+            "server mode needs 'server NETWORK NETMASK' or IPv6 ('server-ipv6' or 'ifconfig-ipv6'; ferrovpn has no IPv4 static-address server mode)"
         );
     }
     if net.is_some() && cfg.topology() != Topology::Subnet {
