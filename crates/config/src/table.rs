@@ -494,7 +494,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-connect",
-        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` adds internal routes. Deferred as 2.6: exit 0 with `2` written to `client_connect_deferred_file` and the answer (`1` accepts with the dynamic-config file as it is then, `0` or any other byte refuses with AUTH_FAILED) written there later; the client gets no push reply meanwhile, and one with no answer after `hand-window` is dropped (the stock client has restarted by then)",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` and `iroute-ipv6` add internal routes. Deferred as 2.6: exit 0 with `2` written to `client_connect_deferred_file` and the answer (`1` accepts with the dynamic-config file as it is then, `0` or any other byte refuses with AUTH_FAILED) written there later; the client gets no push reply meanwhile, and one with no answer after `hand-window` is dropped (the stock client has restarted by then)",
     ),
     s(
         "client-disconnect",

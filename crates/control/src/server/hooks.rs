@@ -1450,10 +1450,10 @@ impl Server {
                 .set_address(addr, p.local)
                 .ok_or("no tunnel address to replace")?;
         }
-        let new_iroutes = !cfg.iroutes.is_empty();
+        let new_iroutes = !cfg.iroutes.is_empty() || !cfg.iroutes_ipv6.is_empty();
         let c = self.clients.get_mut(&addr).ok_or("the client is gone")?;
         let merged = c.client_config.get_or_insert_with(ClientConfig::default);
-        merge_dynamic_config(merged, cfg);
+        merged.extend(cfg);
         let merged = merged.clone();
         if new_iroutes && let Some(peer) = self.clients.peer(&addr) {
             self.publish_client_routes(addr, peer.id, &merged);
@@ -1602,21 +1602,6 @@ fn write_credentials(
     Ok(f.into_temp_path())
 }
 
-/// Fold a `client-connect` dynamic config into the client's ccd config as
-/// 2.6 imports one options file after the other: later `ifconfig-push`
-/// and `ifconfig-ipv6-push` win, `push` edits and `iroute`s add up.
-fn merge_dynamic_config(base: &mut ClientConfig, dynamic: ClientConfig) {
-    if dynamic.ifconfig_push.is_some() {
-        base.ifconfig_push = dynamic.ifconfig_push;
-    }
-    if dynamic.ifconfig_ipv6_push.is_some() {
-        base.ifconfig_ipv6_push = dynamic.ifconfig_ipv6_push;
-    }
-    base.push_edits.extend(dynamic.push_edits);
-    base.iroutes.extend(dynamic.iroutes);
-    base.disable |= dynamic.disable;
-}
-
 /// Run `tls-crypt-v2-verify` as 2.6 does: the metadata after its type
 /// byte in a temporary file, and only `script_type`, `metadata_type` and
 /// `metadata_file` in the environment. `true` when it exits 0.
@@ -1678,16 +1663,17 @@ mod tests {
             "ccd",
         );
         let (dynamic, errors) = ClientConfig::parse(
-            "push-reset\npush \"route 10.2.0.0 255.255.0.0\"\niroute 192.168.2.0 255.255.255.0\nifconfig-push 10.8.0.9 255.255.255.0\n",
+            "push-reset\npush \"route 10.2.0.0 255.255.0.0\"\niroute 192.168.2.0 255.255.255.0\niroute-ipv6 fd00:2::/64\nifconfig-push 10.8.0.9 255.255.255.0\n",
             "cc",
         );
         assert!(errors.is_empty(), "{errors:?}");
-        merge_dynamic_config(&mut base, dynamic);
+        base.extend(dynamic);
         assert_eq!(
             base.push_list(&["route 10.3.0.0 255.255.0.0".into()]),
             ["route 10.2.0.0 255.255.0.0"]
         );
         assert_eq!(base.iroutes.len(), 2);
+        assert_eq!(base.iroutes_ipv6.len(), 1);
         assert_eq!(
             base.ifconfig_push.map(|p| p.local),
             Some(std::net::Ipv4Addr::new(10, 8, 0, 9))
