@@ -266,13 +266,14 @@ impl Config {
     }
 
     fn finalize_server(&self, whole: &Location) -> Result<(), ConfigError> {
-        // An IPv6-only server (2.6's pool with IPv6 only) needs no `server`.
-        let ipv6_pool = self.server_ipv6.is_some() || self.ifconfig_ipv6_pool.is_some();
-        if self.server.is_none() && !ipv6_pool {
+        // An IPv6-only server needs no `server`: its clients get IPv6 from
+        // its pool (2.6's pool with IPv6 only) or, without one, from their
+        // client-config-dir files.
+        if self.server.is_none() && self.tunnel_ipv6().is_none() {
             return Err(self.fail(
                 "mode",
                 whole,
-                "server mode needs 'server NETWORK NETMASK', or 'server-ipv6 NETWORK/BITS' (or 'ifconfig-ipv6' + 'ifconfig-ipv6-pool') for IPv6-only clients".into(),
+                "server mode needs 'server NETWORK NETMASK', or 'server-ipv6 NETWORK/BITS' (or 'ifconfig-ipv6') for IPv6-only clients".into(),
             ));
         }
         if !self.remotes.is_empty() {

@@ -69,7 +69,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- mode and transport
     s(
         "server",
-        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask. `nopool`: no IPv4 pool, as 2.6 (clients get IPv6 from `ifconfig-ipv6-pool`, IPv4 only from a client-config-dir `ifconfig-push`; a client with neither is refused with AUTH_FAILED, where 2.6 lets it connect without an address). Not required with `server-ipv6` or `ifconfig-ipv6-pool` (an IPv6-only server)",
+        "`server NETWORK NETMASK [nopool]`; implies `mode server` + `tls-server`; network must be aligned to the mask. `nopool`: no IPv4 pool, as 2.6 (clients get IPv6 from `ifconfig-ipv6-pool`, IPv4 only from a client-config-dir `ifconfig-push`; a client with neither is refused with AUTH_FAILED, where 2.6 lets it connect without an address). Not required with `server-ipv6` or `ifconfig-ipv6` (an IPv6-only server)",
     ),
     s(
         "mode",
@@ -494,7 +494,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "client-connect",
-        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` adds internal routes. Deferred as 2.6: exit 0 with `2` written to `client_connect_deferred_file` and the answer (`1` accepts with the dynamic-config file as it is then, `0` or any other byte refuses with AUTH_FAILED) written there later; the client gets no push reply meanwhile, and one with no answer after `hand-window` is dropped (the stock client has restarted by then)",
+        "server: `CMD`: run before the push reply with the dynamic-config file as last argument; non-zero refuses the client. The file is read as a `client-config-dir` file after the client's own: `disable` refuses the client, `ifconfig-push` pins its address, `push`/`push-reset`/`push-remove` edit its push list, `iroute` and `iroute-ipv6` add internal routes. Deferred as 2.6: exit 0 with `2` written to `client_connect_deferred_file` and the answer (`1` accepts with the dynamic-config file as it is then, `0` or any other byte refuses with AUTH_FAILED) written there later; the client gets no push reply meanwhile, and one with no answer after `hand-window` is dropped (the stock client has restarted by then)",
     ),
     s(
         "client-disconnect",
@@ -647,11 +647,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "server-ipv6",
-        "`NETWORK/BITS` (/64 to /124), implies `mode server` + `tls-server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address when there is `server` (the smaller pool limits both, as in 2.6: see `ifconfig-ipv6-pool`); without `server` an IPv6-only server as 2.6: clients get only `ifconfig-ipv6` (no `ifconfig`, `route-gateway` or `topology` pushed), the status files list an empty IPv4 virtual address, scripts get no `ifconfig_pool_remote_ip`/`ifconfig_local`, `learn-address` names the IPv6 address, the persist file holds `CN,,IPv6` lines; not with `nopool` or `ifconfig-ipv6-pool`; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed",
+        "`NETWORK/BITS` (/64 to /124), implies `mode server` + `tls-server`: expanded as 2.6's helper does: the server takes NETWORK+1, clients get NETWORK+0x1000 onwards (+2 onwards for /112 and longer), paired with their IPv4 pool address when there is `server` (the smaller pool limits both, as in 2.6: see `ifconfig-ipv6-pool`); without `server` an IPv6-only server as 2.6: clients get only `ifconfig-ipv6` (no `ifconfig`, `route-gateway` or `topology` pushed), the status files list an empty IPv4 virtual address, scripts get no `ifconfig_pool_remote_ip`/`ifconfig_local`, `learn-address` names the IPv6 address, the persist file holds `CN,,IPv6` lines; not with `nopool` or `ifconfig-ipv6-pool`; `tun-ipv6` and each client's `ifconfig-ipv6 ADDR/BITS SERVER` are pushed. Every server script and plugin hook sees the server's `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits` and `ifconfig_ipv6_remote` (NETWORK+2), a client's (from `client-connect` on) its `ifconfig_pool_remote_ip6`, `ifconfig_pool_local_ip6` and `ifconfig_pool_ip6_netbits`, as 2.6",
     ),
     s(
         "ifconfig-ipv6",
-        "`ADDR/BITS REMOTE` (/64 to /124), servers only: the server's own IPv6 address on its tun device (REMOTE is unused there, as in 2.6's subnet setup); each client's pushed `ifconfig-ipv6` carries BITS and ADDR as the remote. `server-ipv6` overrides it (with a warning), as 2.6's helper does. Without `ifconfig-ipv6-pool` clients get IPv6 only from a client-config-dir `ifconfig-ipv6-push`. A client refuses it (its address is pushed; point-to-point setup is not supported)",
+        "`ADDR/BITS REMOTE` (/64 to /124), servers only: the server's own IPv6 address on its tun device (REMOTE is unused there, as in 2.6's subnet setup); each client's pushed `ifconfig-ipv6` carries BITS and ADDR as the remote. `server-ipv6` overrides it (with a warning), as 2.6's helper does. Scripts see the three as `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits`, `ifconfig_ipv6_remote` (see `server-ipv6`); unlike `server-ipv6` it pushes no `tun-ipv6`, as 2.6. Without `ifconfig-ipv6-pool` clients get IPv6 only from a client-config-dir `ifconfig-ipv6-push`; with no pool at all (`mode server` + `tls-server` + `ifconfig-ipv6`, no `server`) a client without one connects without an address, as 2.6. A client refuses it (its address is pushed; point-to-point setup is not supported)",
     ),
     s(
         "ifconfig-ipv6-pool",

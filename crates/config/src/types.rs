@@ -214,6 +214,9 @@ pub struct TunnelIpv6 {
     pub local: Ipv6Addr,
     /// The server's netbits, pushed with each client's address.
     pub bits: u8,
+    /// `ifconfig-ipv6`'s REMOTE (NETWORK+2 with `server-ipv6`): unused on a
+    /// server's device, but 2.6's scripts see it as `ifconfig_ipv6_remote`.
+    pub remote: Ipv6Addr,
     /// `None`: clients get IPv6 only from `ifconfig-ipv6-push`.
     pub pool: Option<Ipv6Pool>,
 }
@@ -224,6 +227,7 @@ impl ServerIpv6 {
         TunnelIpv6 {
             local: self.server_address(),
             bits: self.bits,
+            remote: Ipv6Addr::from(u128::from(self.network).wrapping_add(2)),
             pool: Some(Ipv6Pool {
                 base: self.pool_base(),
                 bits: self.bits,
@@ -243,6 +247,7 @@ impl Config {
         self.ifconfig_ipv6.map(|l| TunnelIpv6 {
             local: l.local,
             bits: l.bits,
+            remote: l.remote,
             pool: self.ifconfig_ipv6_pool,
         })
     }

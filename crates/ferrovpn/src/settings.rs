@@ -885,13 +885,13 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
 
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
-    // `None` on an IPv6-only server (`server-ipv6` or `ifconfig-ipv6` +
-    // `ifconfig-ipv6-pool`, no `server`): the config layer checked it has an
-    // IPv6 pool then.
+    // `None` on an IPv6-only server (`server-ipv6`, or `ifconfig-ipv6` with
+    // or without `ifconfig-ipv6-pool`, no `server`): the config layer
+    // checked it has IPv6 then.
     let net = cfg.server;
-    if net.is_none() && cfg.tunnel_ipv6().and_then(|v6| v6.pool).is_none() {
+    if net.is_none() && cfg.tunnel_ipv6().is_none() {
         bail!(
-            "server mode needs 'server NETWORK NETMASK' or an IPv6 pool ('server-ipv6'; ferrovpn has no static-address server mode)"
+            "server mode needs 'server NETWORK NETMASK' or IPv6 ('server-ipv6' or 'ifconfig-ipv6'; ferrovpn has no IPv4 static-address server mode)"
         );
     }
     if net.is_some() && cfg.topology() != Topology::Subnet {
@@ -1034,6 +1034,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         pool,
         pushes: cfg.push.clone(),
         ipv6,
+        push_tun_ipv6: cfg.server_ipv6.is_some(),
         routes_ipv6: cfg
             .routes_ipv6
             .iter()
@@ -1905,7 +1906,8 @@ mod tests {
             &ferrovpn_config::ClientConfig::default(),
         );
         assert!(
-            reply.starts_with("PUSH_REPLY,tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig-ipv6 fd00:7::1000/64 fd00:7::1,peer-id 1"),
+            // `tun-ipv6` only comes with `server-ipv6`, as from 2.6's helper.
+            reply.starts_with("PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig-ipv6 fd00:7::1000/64 fd00:7::1,peer-id 1"),
             "{reply}"
         );
         assert!(!reply.contains(",ifconfig "), "{reply}");

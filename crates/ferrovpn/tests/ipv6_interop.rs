@@ -452,3 +452,118 @@ fn ifconfig_ipv6_pool_hands_out_what_the_stock_server_hands_out() {
         drop(server);
     }
 }
+
+/// One server (`imp`) with `network` (its `server` line; empty for none)
+/// and `extra` lines, every server script set to one that records the
+/// `ifconfig*` variables it sees; a stock client in and out, the server
+/// stopped. The calls' records, sorted (the two servers may order
+/// `learn-address delete` and `client-disconnect` differently).
+fn server_script_ifconfig_env(
+    lab: &Lab,
+    imp: ferrovpn_testkit::Implementation,
+    network: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let record = lab.dir.join(format!("{imp:?}-env.txt"));
+    let script = lab.dir.join(format!("{imp:?}-env.sh"));
+    // One printf: each record lands in one write, even with calls at once.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nblock=$(echo \"== $script_type\"; env | grep '^ifconfig' | sort)\nprintf '%s\\n\\n' \"$block\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut sc, _) = lab.tls_crypt_confs();
+    sc.network = network.to_owned();
+    sc.extra = extra.iter().map(|l| l.to_string()).collect();
+    sc.extra.push("script-security 2".into());
+    for hook in [
+        "up",
+        "route-up",
+        "tls-verify",
+        "client-connect",
+        "learn-address",
+        "client-disconnect",
+        "down",
+    ] {
+        sc.extra.push(format!("{hook} {}", script.display()));
+    }
+    let confs = lab.client_confs(&sc.wrap.clone(), ferrovpn_testkit::Cipher::Aes256Gcm);
+    let read = || std::fs::read_to_string(&record).unwrap_or_default();
+    let mut server = lab.server(imp, &sc);
+    let mut client = lab.stock_client_up(0, &format!("{imp:?}-client"), &confs[0], &server);
+    let calls = |kind: &str| read().matches(&format!("== {kind}\n")).count();
+    let wait = |what: &str, ok: &dyn Fn() -> bool, server: &Proc| {
+        assert!(
+            ferrovpn_testkit::wait_until(Duration::from_secs(30), Duration::from_millis(50), ok),
+            "{imp:?}: no {what} recorded:\n{}\n--- server ---\n{}",
+            read(),
+            server.log_tail(40)
+        );
+    };
+    wait(
+        "learn-address add",
+        &|| calls("learn-address") >= 1,
+        &server,
+    );
+    client.stop(Duration::from_secs(5));
+    wait(
+        "client-disconnect",
+        &|| calls("client-disconnect") >= 1,
+        &server,
+    );
+    server.stop(Duration::from_secs(10));
+    wait("down", &|| calls("down") >= 1, &server);
+    let mut blocks: Vec<String> = read()
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    blocks.sort();
+    blocks
+}
+
+/// (8) Every server script (`up`, `route-up`, `tls-verify`,
+/// `client-connect`, `learn-address`, `client-disconnect`, `down`) sees
+/// the `ifconfig*` variables the stock 2.6 server sets (its tunnel's
+/// `ifconfig_ipv6_*`, a client's `ifconfig_pool_*_ip6`), on a dual-stack
+/// server, an IPv6-only one and one set up by hand with `ifconfig-ipv6`
+/// (its REMOTE is `ifconfig_ipv6_remote`) and `ifconfig-ipv6-pool`.
+#[test]
+fn server_scripts_see_the_ifconfig_variables_of_a_stock_server() {
+    let lab = lab("v6-env", 1);
+    let by_hand: &[&str] = &[
+        "ifconfig-ipv6 fd00:e::1/64 fd00:e::7",
+        "ifconfig-ipv6-pool fd00:e::1000/64",
+    ];
+    for (network, extra) in [
+        ("10.8.0.0 255.255.255.0", &["server-ipv6 fd00:e::/64"][..]),
+        ("", &["server-ipv6 fd00:e::/64"][..]),
+        ("10.8.0.0 255.255.255.0", by_hand),
+    ] {
+        let stock = server_script_ifconfig_env(
+            &lab,
+            ferrovpn_testkit::Implementation::Stock,
+            network,
+            extra,
+        );
+        let ours = server_script_ifconfig_env(
+            &lab,
+            ferrovpn_testkit::Implementation::Ferrovpn,
+            network,
+            extra,
+        );
+        assert_eq!(
+            ours.join("\n\n"),
+            stock.join("\n\n"),
+            "server '{network}' {extra:?}: the scripts' ifconfig variables differ (left: ferrovpn, right: stock)"
+        );
+        for imp in ["Stock", "Ferrovpn"] {
+            let _ = std::fs::remove_file(lab.dir.join(format!("{imp}-env.txt")));
+        }
+    }
+}

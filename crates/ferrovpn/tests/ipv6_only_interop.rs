@@ -113,6 +113,30 @@ struct ClientView {
     routes: Vec<String>,
 }
 
+/// What the stock client `client` in `lab`'s first client namespace saw
+/// of `server` (`imp`), its one address checked to be `address`.
+fn client_view(
+    lab: &Lab,
+    imp: Implementation,
+    client: &Proc,
+    server: &Proc,
+    address: &str,
+) -> ClientView {
+    let view = ClientView {
+        pushed: pushed_options(client),
+        addresses: addresses(&lab.clients[0], CLIENT_DEV),
+        routes: routes(&lab.clients[0], CLIENT_DEV),
+    };
+    assert_eq!(
+        view.addresses,
+        [address],
+        "{}: {view:?}\n{}",
+        name(imp),
+        log_tails(client, server)
+    );
+    view
+}
+
 /// (1) A stock client of a `server-ipv6`-only server (no `server` line):
 /// the ferrovpn server gives it exactly what the stock server gives (the
 /// pushed options, an IPv6 address and no IPv4 one, the same routes), and
@@ -131,18 +155,7 @@ fn stock_client_of_an_ipv6_only_server_sees_what_a_stock_server_gives() {
             Implementation::Stock => lab.stock_server(&sc),
         };
         let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
-        let view = ClientView {
-            pushed: pushed_options(&client),
-            addresses: addresses(&lab.clients[0], CLIENT_DEV),
-            routes: routes(&lab.clients[0], CLIENT_DEV),
-        };
-        assert_eq!(
-            view.addresses,
-            ["inet6 fd00:6::1000/64"],
-            "{}: {view:?}\n{}",
-            name(imp),
-            log_tails(&client, &server)
-        );
+        let view = client_view(&lab, imp, &client, &server, "inet6 fd00:6::1000/64");
         if imp == Implementation::Ferrovpn {
             ping_and_iperf3_both_ways(
                 "stock client -> IPv6-only ferrovpn server",
@@ -212,14 +225,17 @@ struct ServerView {
     learned: BTreeSet<String>,
     clients: BTreeSet<String>,
     routing: BTreeSet<String>,
+    /// What client1 and client2 were pushed.
+    pushed: [Vec<String>; 2],
 }
 
 /// (3) A mixed server as 2.6 runs it: `server ... nopool` (no IPv4 pool)
 /// with `ifconfig-ipv6` + `ifconfig-ipv6-pool`: client1 gets IPv6 only from
 /// the pool, client2 is pinned dual-stack by its client-config-dir file.
 /// learn-address add/delete name the IPv6 address (and both of client2's),
-/// `status 3` over management lists an empty IPv4 field for client1: the
-/// ferrovpn server shows what the stock server shows.
+/// `status 3` over management lists an empty IPv4 field for client1, and
+/// both clients are pushed the same options: the ferrovpn server shows
+/// what the stock server shows.
 #[test]
 fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
     let mut views = Vec::new();
@@ -311,6 +327,7 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
             learned: text.lines().map(|l| l.trim_end().to_owned()).collect(),
             clients,
             routing,
+            pushed: [pushed_options(&c1), pushed_options(&c2)],
         });
     }
     eprintln!("{views:#?}");
@@ -327,6 +344,11 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         (&fv.clients, &fv.routing),
         (&stock.clients, &stock.routing),
         "status 3: ferrovpn (left) vs stock (right)"
+    );
+    // No `tun-ipv6`: 2.6 pushes it only from `server-ipv6`'s helper.
+    assert_eq!(
+        fv.pushed, stock.pushed,
+        "pushed options: ferrovpn (left) vs stock (right)"
     );
     let adds = |v: &ServerView| -> BTreeSet<String> {
         v.learned
@@ -351,4 +373,46 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         fv.learned.is_superset(&deletes) && stock.learned.is_subset(&(&adds(stock) | &deletes)),
         "learn-address delete: {views:#?}"
     );
+}
+
+/// (4) A server with `ifconfig-ipv6` and no pool at all (`mode server` +
+/// `tls-server`, no `server`, no `ifconfig-ipv6-pool`): a client gets its
+/// IPv6 address only from its client-config-dir `ifconfig-ipv6-push`. A
+/// stock client sees from the ferrovpn server what it sees from the stock
+/// server (pushed options, addresses, routes) and reaches it by ping6.
+#[test]
+fn ipv6_from_client_config_dir_only_as_stock() {
+    let mut views = Vec::new();
+    for imp in [Implementation::Ferrovpn, Implementation::Stock] {
+        let lab = lab(&format!("v6c-{}", name(imp)), 1);
+        let (mut sc, cc) = lab.tls_crypt_confs();
+        sc.network = String::new();
+        let ccd = lab.dir.join("ccd");
+        std::fs::create_dir_all(&ccd).unwrap();
+        std::fs::write(
+            ccd.join(&lab.pki.clients[0].cn),
+            "ifconfig-ipv6-push fd00:c::77/64 fd00:c::1\n",
+        )
+        .unwrap();
+        sc.extra = vec![
+            "mode server".into(),
+            "tls-server".into(),
+            "ifconfig-ipv6 fd00:c::1/64 fd00:c::2".into(),
+            format!("client-config-dir {}", ccd.display()),
+        ];
+        let server = lab.server(imp, &sc);
+        let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
+        let view = client_view(&lab, imp, &client, &server, "inet6 fd00:c::77/64");
+        let p =
+            ping(&lab.clients[0], "fd00:c::1", 3, Duration::from_secs(10)).unwrap_or_else(|e| {
+                panic!(
+                    "{}: ping6: {e:#}\n{}",
+                    name(imp),
+                    log_tails(&client, &server)
+                )
+            });
+        assert!(p.received >= 2, "{}: {p:?}", name(imp));
+        views.push(view);
+    }
+    assert_eq!(views[0], views[1], "ferrovpn (left) vs stock (right)");
 }

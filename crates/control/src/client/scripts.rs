@@ -14,8 +14,6 @@
 
 use std::net::SocketAddr;
 
-use tracing::warn;
-
 use super::management::ClientManagement;
 use super::plan::{PushPlan, Topology};
 use crate::scripts::{self, ChainVerdict, Env, Invocation, ScriptSettings, run};
@@ -136,10 +134,7 @@ impl ClientScripts {
                     extra: vec![addr, server.port().to_string()],
                     env,
                 };
-                let status = run::run(inv, security).await;
-                if !status.success() {
-                    warn!("WARNING: Failed running command (--ipchange): {status}");
-                }
+                run::run_reported(inv, security).await;
             }
             Ok(())
         }
@@ -258,12 +253,10 @@ impl ClientScripts {
                 env: up_env,
             };
             let status = run::run(inv, self.s.security).await;
-            if !status.success() {
+            if let Some(failure) = status.failure("--up/--down") {
                 // 2.6 exits without `route-pre-down` or `down` then.
                 self.up = None;
-                return Err(format!(
-                    "WARNING: Failed running command (--up/--down): {status}"
-                ));
+                return Err(failure);
             }
         }
         // A kept tunnel (persist-tun, up-restart) keeps its routes: 2.6
@@ -280,10 +273,7 @@ impl ClientScripts {
                 extra: Vec::new(),
                 env,
             };
-            let status = run::run(inv, self.s.security).await;
-            if !status.success() {
-                warn!("WARNING: Failed running command (--route-up): {status}");
-            }
+            run::run_reported(inv, self.s.security).await;
         }
         Ok(())
     }
@@ -359,10 +349,7 @@ impl ClientScripts {
             extra,
             env,
         };
-        let status = run::run(inv, self.s.security).await;
-        if !status.success() {
-            warn!("WARNING: Failed running command ({hook}): {status}");
-        }
+        run::run_reported(inv, self.s.security).await;
     }
 }
 

@@ -105,9 +105,58 @@ pub struct Tunnel {
     pub local: Option<Ipv4Addr>,
     /// The netmask (`topology subnet`, as ferrovpn always runs).
     pub netmask: Option<Ipv4Addr>,
+    /// The server's IPv6 on the device (`server-ipv6`, `ifconfig-ipv6`).
+    pub ipv6: Option<ferrovpn_config::TunnelIpv6>,
+}
+
+/// A server's scripts (and plugin hooks) around its tunnel device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelHook {
+    /// The device is configured.
+    Up,
+    /// The routes are in place.
+    RouteUp,
+    /// The server stops.
+    Down,
+}
+
+impl TunnelHook {
+    pub fn script_type(self) -> &'static str {
+        match self {
+            TunnelHook::Up => "up",
+            TunnelHook::RouteUp => "route-up",
+            TunnelHook::Down => "down",
+        }
+    }
+
+    /// The directive as 2.6 names it in its messages.
+    pub fn directive(self) -> &'static str {
+        match self {
+            TunnelHook::Up | TunnelHook::Down => "--up/--down",
+            TunnelHook::RouteUp => "--route-up",
+        }
+    }
 }
 
 impl Tunnel {
+    /// The device's addresses as 2.6 sets them for every script once it
+    /// is configured (`do_ifconfig_setenv`): `ifconfig_local` and
+    /// `ifconfig_netmask`, `ifconfig_ipv6_local`, `ifconfig_ipv6_netbits`
+    /// and `ifconfig_ipv6_remote`.
+    pub fn ifconfig_env(&self) -> Env {
+        let mut env = Env::new();
+        if let (Some(local), Some(netmask)) = (self.local, self.netmask) {
+            env.set("ifconfig_local", local.to_string());
+            env.set("ifconfig_netmask", netmask.to_string());
+        }
+        if let Some(v6) = &self.ipv6 {
+            env.set("ifconfig_ipv6_local", v6.local.to_string());
+            env.set("ifconfig_ipv6_netbits", v6.bits.to_string());
+            env.set("ifconfig_ipv6_remote", v6.remote.to_string());
+        }
+        env
+    }
+
     /// 2.6's arguments of `up`/`down` and their plugin calls:
     /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
     pub fn up_args(&self) -> Vec<String> {
@@ -131,19 +180,37 @@ impl ScriptSettings {
         env
     }
 
-    /// `up` or `down` (`down` is `script_type=down`, `signal` set), with
-    /// 2.6's arguments `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
-    pub fn up_down(&self, down: bool, t: &Tunnel) -> Option<Invocation> {
-        let command = if down { &self.down } else { &self.up }.clone()?;
-        let mut env = self.env(if down { "down" } else { "up" });
-        if down {
+    /// 2.6's arguments and environment of `hook` on a server, the same
+    /// for the script and the plugins' call: `up`/`down` get
+    /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init` (`down` with
+    /// `signal` set), `route-up` no arguments.
+    pub fn tunnel_call(&self, hook: TunnelHook, t: &Tunnel) -> (Vec<String>, Env) {
+        let mut env = self.env(hook.script_type());
+        if hook == TunnelHook::Down {
             env.set("signal", "sigterm");
         }
         env.extend(&Self::tunnel_env(t));
+        let args = match hook {
+            TunnelHook::Up | TunnelHook::Down => t.up_args(),
+            TunnelHook::RouteUp => Vec::new(),
+        };
+        (args, env)
+    }
+
+    /// The script of `hook`, when one is configured, as [`Self::tunnel_call`]
+    /// describes its call.
+    pub fn tunnel_script(&self, hook: TunnelHook, t: &Tunnel) -> Option<Invocation> {
+        let command = match hook {
+            TunnelHook::Up => &self.up,
+            TunnelHook::RouteUp => &self.route_up,
+            TunnelHook::Down => &self.down,
+        }
+        .clone()?;
+        let (extra, env) = self.tunnel_call(hook, t);
         Some(Invocation {
-            hook: "--up/--down",
+            hook: hook.directive(),
             command,
-            extra: t.up_args(),
+            extra,
             env,
         })
     }
@@ -156,23 +223,8 @@ impl ScriptSettings {
         env.set("tun_mtu", t.tun_mtu.to_string());
         env.set("dev", t.dev.clone());
         env.set("dev_type", "tun");
-        if let (Some(local), Some(netmask)) = (t.local, t.netmask) {
-            env.set("ifconfig_local", local.to_string());
-            env.set("ifconfig_netmask", netmask.to_string());
-        }
+        env.extend(&t.ifconfig_env());
         env
-    }
-
-    /// `route-up`: no arguments.
-    pub fn route_up(&self, t: &Tunnel) -> Option<Invocation> {
-        let mut env = self.env("route-up");
-        env.extend(&Self::tunnel_env(t));
-        Some(Invocation {
-            hook: "--route-up",
-            command: self.route_up.clone()?,
-            extra: Vec::new(),
-            env,
-        })
     }
 
     /// `learn-address OP ADDR [CN]` (2.6 names no CN on `delete`, and the
@@ -183,10 +235,9 @@ impl ScriptSettings {
         addr: std::net::IpAddr,
         client: Option<(&str, &Env)>,
     ) -> Option<Invocation> {
-        let mut extra = vec![op.to_owned(), addr.to_string()];
+        let extra = learn_address_args(op, addr, client.map(|(cn, _)| cn));
         let mut env = match client {
-            Some((cn, client_env)) => {
-                extra.push(cn.to_owned());
+            Some((_, client_env)) => {
                 let mut e = self.env("learn-address");
                 e.extend(client_env);
                 e
@@ -216,6 +267,14 @@ impl ScriptSettings {
             || self.tls_verify.is_some()
             || self.tls_crypt_v2_verify.is_some()
     }
+}
+
+/// `learn-address`'s arguments, for the script and the plugins alike:
+/// `OP ADDR [CN]`.
+pub fn learn_address_args(op: &str, addr: std::net::IpAddr, cn: Option<&str>) -> Vec<String> {
+    let mut args = vec![op.to_owned(), addr.to_string()];
+    args.extend(cn.map(str::to_owned));
+    args
 }
 
 /// A user name as 2.6 uses it: bytes outside printable ASCII become `_`
@@ -488,6 +547,7 @@ mod tests {
             security: Security::Scripts,
             up: Some(ScriptCommand::parse("/x/up 'first arg'")),
             down: Some(ScriptCommand::parse("/x/down")),
+            route_up: Some(ScriptCommand::parse("/x/route-up")),
             learn_address: Some(ScriptCommand::parse("/x/learn")),
             base_env: base,
             ..ScriptSettings::default()
@@ -502,8 +562,9 @@ mod tests {
             tun_mtu: 1500,
             local: Some(Ipv4Addr::new(10, 8, 0, 1)),
             netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            ipv6: None,
         };
-        let up = s.up_down(false, &t).unwrap();
+        let up = s.tunnel_script(TunnelHook::Up, &t).unwrap();
         assert_eq!(
             up.command.args(&up.extra),
             [
@@ -519,22 +580,41 @@ mod tests {
         assert_eq!(up.env.get("script_type"), Some("up"));
         assert_eq!(up.env.get("daemon"), Some("0"));
         assert_eq!(up.env.get("ifconfig_netmask"), Some("255.255.255.0"));
-        let down = s.up_down(true, &t).unwrap();
+        let down = s.tunnel_script(TunnelHook::Down, &t).unwrap();
         assert_eq!(down.env.get("script_type"), Some("down"));
         assert_eq!(down.env.get("signal"), Some("sigterm"));
-        // An IPv6-only server: empty addresses, no ifconfig_* variables.
+        assert_eq!(down.extra, up.extra);
+        let route_up = s.tunnel_script(TunnelHook::RouteUp, &t).unwrap();
+        assert!(route_up.extra.is_empty());
+        assert_eq!(route_up.env.get("script_type"), Some("route-up"));
+        assert_eq!(route_up.env.get("dev"), Some("tun0"));
+        assert_eq!(route_up.hook, "--route-up");
+        // The plugins' calls get what the scripts get.
+        assert_eq!(s.tunnel_call(TunnelHook::Up, &t), (up.extra, up.env));
+        // An IPv6-only server: empty addresses, no IPv4 ifconfig_*
+        // variables, the IPv6 ones (as 2.6 sets them for `server-ipv6`).
         let v6_only = Tunnel {
             local: None,
             netmask: None,
+            ipv6: Some(
+                ferrovpn_config::ServerIpv6 {
+                    network: "fd00:6::".parse().unwrap(),
+                    bits: 64,
+                }
+                .tunnel(),
+            ),
             ..t
         };
-        let up = s.up_down(false, &v6_only).unwrap();
+        let up = s.tunnel_script(TunnelHook::Up, &v6_only).unwrap();
         assert_eq!(
             up.command.args(&up.extra),
             ["first arg", "tun0", "1500", "0", "", "", "init"]
         );
         assert_eq!(up.env.get("ifconfig_local"), None);
         assert_eq!(up.env.get("ifconfig_netmask"), None);
+        assert_eq!(up.env.get("ifconfig_ipv6_local"), Some("fd00:6::1"));
+        assert_eq!(up.env.get("ifconfig_ipv6_netbits"), Some("64"));
+        assert_eq!(up.env.get("ifconfig_ipv6_remote"), Some("fd00:6::2"));
     }
 
     #[test]

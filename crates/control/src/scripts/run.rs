@@ -39,6 +39,12 @@ impl Status {
     pub fn success(&self) -> bool {
         *self == Status::Exited(0)
     }
+
+    /// 2.6's message for a script of `directive` (`--up/--down`, ...) that
+    /// did not succeed; `None` when it did.
+    pub fn failure(&self, directive: &str) -> Option<String> {
+        (!self.success()).then(|| format!("WARNING: Failed running command ({directive}): {self}"))
+    }
 }
 
 impl std::fmt::Display for Status {
@@ -76,6 +82,16 @@ static WARNED_NOT_ALLOWED: AtomicBool = AtomicBool::new(false);
 /// Run `inv` to its end (or [`SCRIPT_TIMEOUT`]).
 pub async fn run(inv: Invocation, security: Security) -> Status {
     run_with_timeout(inv, security, SCRIPT_TIMEOUT).await
+}
+
+/// Run `inv` as [`run`] does, logging 2.6's warning when it fails.
+pub async fn run_reported(inv: Invocation, security: Security) -> Status {
+    let directive = inv.hook;
+    let status = run(inv, security).await;
+    if let Some(failure) = status.failure(directive) {
+        warn!("{failure}");
+    }
+    status
 }
 
 pub(crate) async fn run_with_timeout(

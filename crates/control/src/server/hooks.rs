@@ -21,7 +21,7 @@ use super::registry::Peer;
 use super::{Client, EXIT_GRACE, Server, Stage, auth_token, unix_now};
 use crate::plugin::{self, Plugins};
 use crate::scripts::deferred::{self, ConnectResult, Control, ControlFiles};
-use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, run};
+use crate::scripts::{self, Env, Invocation, ScriptSettings, Status, Tunnel, TunnelHook, run};
 
 /// Key events held for a client not yet admitted, at most (a handful
 /// arrive per key exchange; more means something is wrong).
@@ -165,12 +165,6 @@ pub(super) fn open_plugins(s: &ScriptSettings) -> anyhow::Result<Option<Arc<Plug
     Ok(Some(Arc::new(plugins)))
 }
 
-/// 2.6's arguments of `up`/`down` and their plugin calls:
-/// `dev tun_mtu 0 ifconfig_local ifconfig_netmask init`.
-fn tunnel_args(t: &Tunnel) -> Vec<String> {
-    t.up_args()
-}
-
 /// `up`: the plugins' `PLUGIN_UP` first, then the script; 2.6 stops when
 /// either fails.
 pub(super) async fn run_up(
@@ -178,50 +172,56 @@ pub(super) async fn run_up(
     plugins: Option<&Plugins>,
     t: &Tunnel,
 ) -> anyhow::Result<()> {
-    if let Some(p) = plugins.filter(|p| p.wants(plugin::UP)) {
-        let mut env = s.env("up");
-        env.extend(&ScriptSettings::tunnel_env(t));
-        if p.call(plugin::UP, tunnel_args(t), &env).await != plugin::Verdict::Success {
-            anyhow::bail!("ERROR: up/down plugin call failed");
-        }
-    }
-    if let Some(inv) = s.up_down(false, t) {
-        let status = run::run(inv, s.security).await;
-        if !status.success() {
-            anyhow::bail!("WARNING: Failed running command (--up/--down): {status}");
-        }
-    }
-    Ok(())
+    run_tunnel_hook(s, plugins, TunnelHook::Up, t)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// `route-up`, after the server's routes are in place (the plugins'
 /// `PLUGIN_ROUTE_UP` first).
 pub(super) async fn run_route_up(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
-    if let Some(p) = plugins.filter(|p| p.wants(plugin::ROUTE_UP)) {
-        let mut env = s.env("route-up");
-        env.extend(&ScriptSettings::tunnel_env(t));
-        if p.call(plugin::ROUTE_UP, Vec::new(), &env).await != plugin::Verdict::Success {
-            warn!("WARNING: route-up plugin call failed");
-        }
-    }
-    if let Some(inv) = s.route_up(t) {
-        report(run::run(inv, s.security).await, "--route-up");
-    }
+    // Not fatal: failures are logged.
+    let _ = run_tunnel_hook(s, plugins, TunnelHook::RouteUp, t).await;
 }
 
 /// `down`, at shutdown (the plugins' `PLUGIN_DOWN` first).
 pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
-    if let Some(p) = plugins.filter(|p| p.wants(plugin::DOWN)) {
-        let mut env = s.env("down");
-        env.set("signal", "sigterm");
-        env.extend(&ScriptSettings::tunnel_env(t));
-        if p.call(plugin::DOWN, tunnel_args(t), &env).await != plugin::Verdict::Success {
-            warn!("WARNING: up/down plugin call failed");
+    // Not fatal: failures are logged.
+    let _ = run_tunnel_hook(s, plugins, TunnelHook::Down, t).await;
+}
+
+/// The plugins' call of `hook`, then its script, with the same arguments
+/// and environment. A failing `up` is fatal (the error, 2.6's message);
+/// the others' failures are logged.
+async fn run_tunnel_hook(
+    s: &ScriptSettings,
+    plugins: Option<&Plugins>,
+    hook: TunnelHook,
+    t: &Tunnel,
+) -> Result<(), String> {
+    let fatal = hook == TunnelHook::Up;
+    let (plugin_hook, plugin_name) = match hook {
+        TunnelHook::Up => (plugin::UP, "up/down"),
+        TunnelHook::RouteUp => (plugin::ROUTE_UP, "route-up"),
+        TunnelHook::Down => (plugin::DOWN, "up/down"),
+    };
+    if let Some(p) = plugins.filter(|p| p.wants(plugin_hook)) {
+        let (args, env) = s.tunnel_call(hook, t);
+        if p.call(plugin_hook, args, &env).await != plugin::Verdict::Success {
+            if fatal {
+                return Err(format!("ERROR: {plugin_name} plugin call failed"));
+            }
+            warn!("WARNING: {plugin_name} plugin call failed");
         }
     }
-    if let Some(inv) = s.up_down(true, t) {
-        report(run::run(inv, s.security).await, "--up/--down");
+    if let Some(inv) = s.tunnel_script(hook, t) {
+        if fatal {
+            let status = run::run(inv, s.security).await;
+            return status.failure(hook.directive()).map_or(Ok(()), Err);
+        }
+        run::run_reported(inv, s.security).await;
     }
+    Ok(())
 }
 
 /// Wait for the scripts still running (client-disconnect at shutdown),
@@ -229,12 +229,6 @@ pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &
 pub(super) async fn finish_scripts(running: &mut tokio::task::JoinSet<ScriptDone>) {
     let all = async { while running.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(run::SCRIPT_TIMEOUT + Duration::from_secs(1), all).await;
-}
-
-fn report(status: Status, hook: &str) {
-    if !status.success() {
-        warn!("WARNING: Failed running command ({hook}): {status}");
-    }
 }
 
 /// Run `inv` as a task; `outcome` makes the report from its status.
@@ -249,8 +243,9 @@ fn spawn(
     srv.scripts_running.spawn(async move {
         let hook = inv.hook;
         let status = run::run(inv, security).await;
-        if status != Status::Exited(2) {
-            report(status.clone(), hook);
+        // 2 defers (auth-user-pass-verify): not a failure.
+        if let Some(failure) = status.failure(hook).filter(|_| status != Status::Exited(2)) {
+            warn!("{failure}");
         }
         ScriptDone {
             addr,
@@ -447,18 +442,9 @@ impl Server {
         let mut env = self.s.scripts.env("tls-verify");
         env.set("untrusted_ip", addr.ip().to_string());
         env.set("untrusted_port", addr.port().to_string());
-        for (k, v) in [
-            ("dev", self.dp.tun_name().to_string()),
-            ("dev_type", "tun".to_string()),
-            ("tun_mtu", self.s.tun_mtu.to_string()),
-            ("script_context", "init".to_string()),
-        ] {
-            env.set(k, v);
-        }
-        if let (Some(ip), Some(mask)) = (self.s.server_ip(), self.s.netmask()) {
-            env.set("ifconfig_local", ip.to_string());
-            env.set("ifconfig_netmask", mask.to_string());
-        }
+        env.extend(&ScriptSettings::tunnel_env(
+            &self.s.tunnel(self.dp.tun_name()),
+        ));
         let cid = c.cid;
         let security = self.s.scripts.security;
         self.scripts_running.spawn(async move {
@@ -979,19 +965,7 @@ impl Server {
         // 2.6 learns the IPv4 address, then the IPv6 one: a call for each.
         let c_ctx = c.plugin_client();
         for ip in self.tunnel_addresses(peer) {
-            spawn_plugin(
-                self,
-                addr,
-                cid,
-                plugin::LEARN_ADDRESS,
-                c_ctx,
-                vec!["add".into(), ip.to_string(), cn.clone()],
-                env.clone(),
-                learn_address_reported,
-            );
-            if let Some(inv) = self.s.scripts.learn_address("add", ip, Some((&cn, &env))) {
-                spawn(self, addr, cid, inv, |_| Outcome::Logged);
-            }
+            self.learn_address(addr, cid, c_ctx, "add", ip, Some((&cn, &env)));
         }
     }
 
@@ -1502,10 +1476,10 @@ impl Server {
                 .set_address(addr, p.local)
                 .ok_or("no tunnel address to replace")?;
         }
-        let new_iroutes = !cfg.iroutes.is_empty();
+        let new_iroutes = !cfg.iroutes.is_empty() || !cfg.iroutes_ipv6.is_empty();
         let c = self.clients.get_mut(&addr).ok_or("the client is gone")?;
         let merged = c.client_config.get_or_insert_with(ClientConfig::default);
-        merge_dynamic_config(merged, cfg);
+        merged.extend(cfg);
         let merged = merged.clone();
         if new_iroutes && let Some(peer) = self.clients.peer(&addr) {
             self.publish_client_routes(addr, peer.id, &merged);
@@ -1555,8 +1529,9 @@ impl Server {
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
         let learned = peer.map(|p| self.tunnel_addresses(p)).unwrap_or_default();
         let mut env = self.client_script_env(addr, c, "client-disconnect");
-        if let Some(ip) = peer.and_then(|p| p.ip) {
-            env.set("ifconfig_pool_remote_ip", ip.to_string());
+        // The client has left the registry: its addresses from `peer`.
+        for (k, v) in peer.map(|p| self.pool_env(p, c)).unwrap_or_default() {
+            env.set(k, v);
         }
         let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
         env.set("bytes_received", rx.to_string());
@@ -1594,30 +1569,45 @@ impl Server {
         // `learn-address delete` comes later.
         drop(c.plugin_context.take());
         for ip in learned {
-            // As for the script: 2.6 calls it with an empty environment.
-            spawn_plugin(
-                self,
-                addr,
-                c.cid,
-                plugin::LEARN_ADDRESS,
-                // 2.6 calls it for the server's context, not the client's.
-                None,
-                vec!["delete".into(), ip.to_string()],
-                Env::new(),
-                learn_address_reported,
-            );
-            if let Some(inv) = self.s.scripts.learn_address("delete", ip, None) {
-                spawn(self, addr, c.cid, inv, |_| Outcome::Logged);
-            }
+            // 2.6 calls it for the server's context, not the client's.
+            self.learn_address(addr, c.cid, None, "delete", ip, None);
         }
     }
-}
 
-fn learn_address_reported(reply: plugin::Reply) -> Outcome {
-    if reply.verdict != plugin::Verdict::Success {
-        warn!("WARNING: learn-address plugin call failed");
+    /// `learn-address OP ADDR [CN]` (`client`: the common name and the
+    /// client's environment, on `add`): the plugins' call, then the
+    /// script, with the same arguments. 2.6 gives the plugins the client's
+    /// environment on `add`, an empty one on `delete`.
+    fn learn_address(
+        &mut self,
+        addr: SocketAddr,
+        cid: u64,
+        plugin_client: Option<plugin::ClientId>,
+        op: &str,
+        ip: IpAddr,
+        client: Option<(&str, &Env)>,
+    ) {
+        let args = scripts::learn_address_args(op, ip, client.map(|(cn, _)| cn));
+        let env = client.map(|(_, env)| env.clone()).unwrap_or_default();
+        spawn_plugin(
+            self,
+            addr,
+            cid,
+            plugin::LEARN_ADDRESS,
+            plugin_client,
+            args,
+            env,
+            |reply| {
+                if reply.verdict != plugin::Verdict::Success {
+                    warn!("WARNING: learn-address plugin call failed");
+                }
+                Outcome::Logged
+            },
+        );
+        if let Some(inv) = self.s.scripts.learn_address(op, ip, client) {
+            spawn(self, addr, cid, inv, |_| Outcome::Logged);
+        }
     }
-    Outcome::Logged
 }
 
 /// The via-file credentials: user name and password lines in a file only
@@ -1636,21 +1626,6 @@ fn write_credentials(
     writeln!(f, "{}", cred.password)?;
     f.flush()?;
     Ok(f.into_temp_path())
-}
-
-/// Fold a `client-connect` dynamic config into the client's ccd config as
-/// 2.6 imports one options file after the other: later `ifconfig-push`
-/// and `ifconfig-ipv6-push` win, `push` edits and `iroute`s add up.
-fn merge_dynamic_config(base: &mut ClientConfig, dynamic: ClientConfig) {
-    if dynamic.ifconfig_push.is_some() {
-        base.ifconfig_push = dynamic.ifconfig_push;
-    }
-    if dynamic.ifconfig_ipv6_push.is_some() {
-        base.ifconfig_ipv6_push = dynamic.ifconfig_ipv6_push;
-    }
-    base.push_edits.extend(dynamic.push_edits);
-    base.iroutes.extend(dynamic.iroutes);
-    base.disable |= dynamic.disable;
 }
 
 /// Run `tls-crypt-v2-verify` as 2.6 does: the metadata after its type
@@ -1692,13 +1667,12 @@ async fn run_tls_crypt_v2_verify(
         extra: Vec::new(),
         env,
     };
-    let status = run::run(inv, security).await;
+    let status = run::run_reported(inv, security).await;
     drop(file);
     if status.success() {
         info!("TLS CRYPT V2 VERIFY SCRIPT OK");
         true
     } else {
-        report(status, "--tls-crypt-v2-verify");
         info!("TLS CRYPT V2 VERIFY SCRIPT ERROR");
         false
     }
@@ -1715,16 +1689,17 @@ mod tests {
             "ccd",
         );
         let (dynamic, errors) = ClientConfig::parse(
-            "push-reset\npush \"route 10.2.0.0 255.255.0.0\"\niroute 192.168.2.0 255.255.255.0\nifconfig-push 10.8.0.9 255.255.255.0\n",
+            "push-reset\npush \"route 10.2.0.0 255.255.0.0\"\niroute 192.168.2.0 255.255.255.0\niroute-ipv6 fd00:2::/64\nifconfig-push 10.8.0.9 255.255.255.0\n",
             "cc",
         );
         assert!(errors.is_empty(), "{errors:?}");
-        merge_dynamic_config(&mut base, dynamic);
+        base.extend(dynamic);
         assert_eq!(
             base.push_list(&["route 10.3.0.0 255.255.0.0".into()]),
             ["route 10.2.0.0 255.255.0.0"]
         );
         assert_eq!(base.iroutes.len(), 2);
+        assert_eq!(base.iroutes_ipv6.len(), 1);
         assert_eq!(
             base.ifconfig_push.map(|p| p.local),
             Some(std::net::Ipv4Addr::new(10, 8, 0, 9))

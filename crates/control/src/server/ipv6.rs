@@ -70,15 +70,36 @@ pub fn client_address(
     pooled
 }
 
-/// The `ifconfig-ipv6 ADDR/BITS SERVER` line pushed to a client (its
-/// `ifconfig-ipv6-push`'s netbits and remote when it has one); the server's
-/// netbits otherwise, not the pool's, as 2.6 pushes.
-pub fn ifconfig_line(v6: &TunnelIpv6, client: Ipv6Addr, config: &ClientConfig) -> String {
+/// What a client is pushed for IPv6: `ifconfig-ipv6 LOCAL/BITS REMOTE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The client's address.
+    pub local: Ipv6Addr,
+    pub bits: u8,
+    /// The server's end.
+    pub remote: Ipv6Addr,
+}
+
+impl Pushed {
+    /// The `ifconfig-ipv6` line of the push reply.
+    pub fn line(&self) -> String {
+        format!("ifconfig-ipv6 {}/{} {}", self.local, self.bits, self.remote)
+    }
+}
+
+/// What the client at `client` is pushed: its `ifconfig-ipv6-push`'s
+/// netbits and remote when it has one; the server's netbits otherwise,
+/// not the pool's, as 2.6 pushes.
+pub fn pushed(v6: &TunnelIpv6, client: Ipv6Addr, config: &ClientConfig) -> Pushed {
     let (bits, remote) = match config.ifconfig_ipv6_push {
         Some(p) => (p.bits, p.remote.unwrap_or(v6.local)),
         None => (v6.bits, v6.local),
     };
-    format!("ifconfig-ipv6 {client}/{bits} {remote}")
+    Pushed {
+        local: client,
+        bits,
+        remote,
+    }
 }
 
 #[cfg(test)]
@@ -115,12 +136,12 @@ mod tests {
         assert_eq!(paired_address(&p, POOL, Ipv4Addr::new(10, 8, 0, 1)), None);
         assert_eq!(paired_address(&p, POOL, Ipv4Addr::new(10, 8, 1, 1)), None);
         assert_eq!(
-            ifconfig_line(&n, first, &ClientConfig::default()),
+            pushed(&n, first, &ClientConfig::default()).line(),
             "ifconfig-ipv6 fd00:1::1000/64 fd00:1::1"
         );
         let (pinned, _) = ClientConfig::parse("ifconfig-ipv6-push fd00:1::77/112\n", "c");
         assert_eq!(
-            ifconfig_line(&n, "fd00:1::77".parse().unwrap(), &pinned),
+            pushed(&n, "fd00:1::77".parse().unwrap(), &pinned).line(),
             "ifconfig-ipv6 fd00:1::77/112 fd00:1::1"
         );
     }

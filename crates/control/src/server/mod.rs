@@ -64,6 +64,9 @@ pub struct ServerSettings {
     /// IPv6 inside the tunnel: `server-ipv6 NET/BITS`, or `ifconfig-ipv6`
     /// (+ `ifconfig-ipv6-pool`).
     pub ipv6: Option<ferrovpn_config::TunnelIpv6>,
+    /// `tun-ipv6` first in the push list: 2.6's `server-ipv6` helper puts
+    /// it there (`ifconfig-ipv6` + `ifconfig-ipv6-pool` by hand do not).
+    pub push_tun_ipv6: bool,
     /// `route-ipv6 NET/BITS [GW] [METRIC]` lines: IPv6 networks routed into
     /// the tunnel, with their metric (theirs or `route-metric`'s).
     pub routes_ipv6: Vec<(std::net::Ipv6Addr, u8, Option<u32>)>,
@@ -183,6 +186,17 @@ impl ServerSettings {
     /// The IPv4 tunnel netmask (`None` on an IPv6-only server).
     pub fn netmask(&self) -> Option<Ipv4Addr> {
         self.ipv4_net.map(|(_, mask)| mask)
+    }
+
+    /// The tunnel device `dev` as the scripts see it.
+    pub fn tunnel(&self, dev: &str) -> scripts::Tunnel {
+        scripts::Tunnel {
+            dev: dev.to_owned(),
+            tun_mtu: self.tun_mtu,
+            local: self.server_ip(),
+            netmask: self.netmask(),
+            ipv6: self.ipv6,
+        }
     }
 
     /// The server's pool: its IPv4 range and the IPv6 pool paired with it.
@@ -413,12 +427,7 @@ pub async fn run_server(
             net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
     }
-    let tunnel = scripts::Tunnel {
-        dev: dev.clone(),
-        tun_mtu: s.tun_mtu,
-        local: s.server_ip(),
-        netmask: s.netmask(),
-    };
+    let tunnel = s.tunnel(&dev);
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
@@ -1258,17 +1267,8 @@ impl Server {
             set("ifconfig_pool_netmask", mask.to_string());
         }
         if let Some(peer) = self.clients.peer(&addr) {
-            if let Some(ip) = peer.ip {
-                set("ifconfig_pool_remote_ip", ip.to_string());
-            }
-            if let Some(ip6) = self
-                .peers
-                .load()
-                .by_id
-                .get(&peer.id)
-                .and_then(|p| p.tunnel_ipv6)
-            {
-                set("ifconfig_pool_remote_ip6", ip6.to_string());
+            for (k, v) in self.pool_env(peer, c) {
+                set(k, v);
             }
         }
         set("trusted_port", addr.port().to_string());
@@ -1301,13 +1301,33 @@ impl Server {
             set("X509_0_CN", cn.clone());
         }
         set("daemon_pid", std::process::id().to_string());
-        if let (Some(ip), Some(mask)) = (self.s.server_ip(), self.s.netmask()) {
-            set("ifconfig_local", ip.to_string());
-            set("ifconfig_netmask", mask.to_string());
+        for (k, v) in self.s.tunnel(self.dp.tun_name()).ifconfig_env().iter() {
+            set(k, v.to_owned());
         }
         set("tun_mtu", self.s.tun_mtu.to_string());
         set("dev", self.dp.tun_name().to_string());
         set("dev_type", "tun".into());
+        env
+    }
+
+    /// The client's addresses as 2.6 sets them for its scripts once it
+    /// has them (`multi_set_virtual_addr_env`): `ifconfig_pool_remote_ip`,
+    /// and with IPv6 `ifconfig_pool_remote_ip6`, `ifconfig_pool_local_ip6`
+    /// and `ifconfig_pool_ip6_netbits` (the server's end and the netbits
+    /// pushed with it).
+    fn pool_env(&self, peer: registry::Peer, c: &Client) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(ip) = peer.ip {
+            env.push(("ifconfig_pool_remote_ip", ip.to_string()));
+        }
+        let ip6 = (self.peers.load().by_id.get(&peer.id)).and_then(|p| p.tunnel_ipv6);
+        if let (Some(v6), Some(ip6)) = (&self.s.ipv6, ip6) {
+            let config = c.client_config.clone().unwrap_or_default();
+            let pushed = ipv6::pushed(v6, ip6, &config);
+            env.push(("ifconfig_pool_remote_ip6", pushed.local.to_string()));
+            env.push(("ifconfig_pool_local_ip6", pushed.remote.to_string()));
+            env.push(("ifconfig_pool_ip6_netbits", pushed.bits.to_string()));
+        }
         env
     }
 

@@ -131,6 +131,11 @@ impl AddressPool {
         previous.or(released_earliest)
     }
 
+    /// Whether there is a pool at all (IPv4, IPv6 or both), empty or not.
+    pub fn is_configured(&self) -> bool {
+        self.ipv4_start.is_some() || self.ipv6.is_some()
+    }
+
     /// Take a free entry for a client with common name `cn` (2.6's
     /// `ifconfig_pool_acquire`); its addresses are [`Self::ipv4`] and
     /// [`Self::ipv6`]. `None` when the pool is exhausted.

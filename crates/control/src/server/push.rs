@@ -25,7 +25,7 @@ pub fn build_push_reply(
     if let (Some(v6), Some(ip6)) = (&s.ipv6, ip6)
         && !client.ifconfig_ipv6_blocked()
     {
-        opts.push(super::ipv6::ifconfig_line(v6, ip6, client));
+        opts.push(super::ipv6::pushed(v6, ip6, client).line());
     }
     if !client.ifconfig_blocked() {
         match (client.ifconfig_push, ip, s.netmask()) {
@@ -68,7 +68,7 @@ pub fn build_push_reply(
 fn server_push_list(s: &ServerSettings) -> Vec<String> {
     let mut list = Vec::new();
     // `server-ipv6` pushes it first (2.6's helper runs before `server`'s).
-    if s.ipv6.is_some() {
+    if s.push_tun_ipv6 {
         list.push("tun-ipv6".to_string());
     }
     // `server`'s lines; an IPv6-only server (no `server`) has none.

@@ -122,6 +122,13 @@ impl<T> Registry<T> {
                     slot: None,
                 }
             }
+            // No pool at all (`ifconfig-ipv6` alone): 2.6 gives no address
+            // then; a client-config-dir file may give an IPv6 one.
+            None if !self.pool.is_configured() => Peer {
+                id,
+                ip: None,
+                slot: None,
+            },
             None => {
                 let slot = self.pool.acquire(cn).ok_or(AssignError::PoolExhausted)?;
                 Peer {
@@ -400,5 +407,24 @@ mod tests {
             (Some(Ipv4Addr::new(10, 9, 0, 6)), None)
         );
         assert_eq!(r.pool.save(), "d,,fd00::1000\n");
+    }
+
+    /// No pool at all (`ifconfig-ipv6` alone): every client is let in
+    /// without an address from it (its client-config-dir file may give it
+    /// one); an empty pool that exists is exhausted instead.
+    #[test]
+    fn without_any_pool_clients_hold_no_entry() {
+        let mut r: Registry<&str> = Registry::new(AddressPool::new(None, None, false));
+        let [a, b, ..] = insert_four(&mut r);
+        let pa = r.assign_peer(a, Some("a"), None).unwrap();
+        let pb = r.assign_peer(b, Some("b"), None).unwrap();
+        assert_eq!((pa.ip, pa.slot, pb.ip, pb.slot), (None, None, None, None));
+        assert_ne!(pa.id, pb.id);
+        let mut empty = registry(0);
+        let [a, ..] = insert_four(&mut empty);
+        assert_eq!(
+            empty.assign_peer(a, Some("a"), None),
+            Err(AssignError::PoolExhausted)
+        );
     }
 }
