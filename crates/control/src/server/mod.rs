@@ -1166,6 +1166,8 @@ impl Server {
             | Query::ClientPendingAuth { .. } => {
                 (self.answer_client_auth(now, &req.query)).unwrap_or(Answer::Done(false))
             }
+            // Only a client's session asks this.
+            Query::ControlMessage(_) => Answer::Unavailable,
         };
         req.answer(answer);
         true
@@ -1464,7 +1466,10 @@ impl Server {
             }
             Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
             Event::Closed(reason) => self.remove_client(addr, &reason.to_string()),
-            Event::PushReply(_) | Event::Restart { .. } => {}
+            Event::PushReply(_)
+            | Event::Restart { .. }
+            | Event::Info(_)
+            | Event::AuthPending(_) => {}
         }
     }
 
