@@ -17,7 +17,7 @@ pub(super) enum Choice {
     /// Try it as configured.
     AsConfigured,
     /// Try this instead (`remote MOD`, `proxy HTTP|SOCKS`).
-    Changed(Remote),
+    Changed(Box<Remote>),
     /// `remote SKIP N`.
     Skip(u32),
 }
@@ -79,10 +79,10 @@ pub(super) fn with_proxy(r: &Remote, answer: ProxyAnswer) -> Choice {
             credentials: None,
         }),
     };
-    Choice::Changed(Remote {
+    Choice::Changed(Box::new(Remote {
         proxy: Some(proxy),
         ..r.clone()
-    })
+    }))
 }
 
 /// Ask about `r`, the entry at `position` (from 1) of the connection list,
@@ -99,11 +99,11 @@ pub(super) async fn ask(m: &ClientManagement, r: &Remote, position: usize) -> Ch
             EntryQuery::Remote {
                 answer: Some(RemoteAnswer::Modify { host, port }),
                 ..
-            } => Choice::Changed(Remote {
+            } => Choice::Changed(Box::new(Remote {
                 host,
                 port,
                 ..r.clone()
-            }),
+            })),
             _ => Choice::AsConfigured,
         };
     }

@@ -463,7 +463,7 @@ pub async fn run_client(
         let remote = match choice {
             entry_query::Choice::AsConfigured => configured,
             entry_query::Choice::Changed(r) => {
-                changed = r;
+                changed = *r;
                 &changed
             }
             entry_query::Choice::Skip(n) => {
