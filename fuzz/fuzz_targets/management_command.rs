@@ -5,7 +5,7 @@
 
 use ferrovpn_control::management::command::{MAX_WORD_LEN, MAX_WORDS, split_words};
 use ferrovpn_control::management::session::{
-    History, LineBuffer, Mode, PasswordQuery, Session, Shared, Step,
+    EntryQuery, History, LineBuffer, Mode, PasswordQuery, Session, Shared, Step,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -26,6 +26,16 @@ fuzz_target!(|data: &[u8]| {
         mode: if client { Mode::Client } else { Mode::Server },
         hold_wait: 0,
         password_query: client.then(|| PasswordQuery::new("Auth", true, None)),
+        // The fourth byte picks which entry question a client has open
+        // (`remote`, `proxy` answer it; `cr-response` goes to the session)
+        // and whether its entry is UDP.
+        entry_query: match data.get(3).map(|b| b % 3) {
+            Some(1) if client => Some(EntryQuery::remote(">REMOTE:h,1194,udp".into())),
+            Some(2) if client => Some(EntryQuery::proxy(">PROXY:1,TCP,h".into())),
+            _ => None,
+        },
+        entry_udp: data.get(3).is_some_and(|b| b & 4 == 4),
+        started: data.get(3).is_some_and(|b| b & 8 == 8),
     };
     // The first byte picks whether a password is asked first.
     let password = data

@@ -1731,6 +1731,8 @@ impl Parser {
             "management-up-down" => d.flag(&mut c.management_up_down)?,
             "management-client-auth" => d.flag(&mut c.management_client_auth)?,
             "management-query-passwords" => d.flag(&mut c.management_query_passwords)?,
+            "management-query-remote" => d.flag(&mut c.management_query_remote)?,
+            "management-query-proxy" => d.flag(&mut c.management_query_proxy)?,
             "management-log-cache" => {
                 d.count(1, 1, "a number of lines")?;
                 c.management_log_cache = Some(d.num(0, 1u32, 1_000_000, "1-1000000 lines")?);

@@ -387,6 +387,14 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md)",
     ),
     s(
+        "management-query-remote",
+        "clients: before each attempt `>REMOTE:HOST,PORT,PROTO`, answered by `remote ACCEPT`, `remote SKIP [N]` or `remote MOD HOST PORT` (this attempt only), after `management-hold` and before `>PASSWORD:`, as 2.6; difference: `MOD` wants a port number (2.6 takes a service name too); servers: refused",
+    ),
+    s(
+        "management-query-proxy",
+        "clients (without `management-query-remote`, as 2.6): before each attempt `>PROXY:N,UDP|TCP,HOST`, answered by `proxy NONE` (as configured), `proxy HTTP HOST PORT [nct]` (TCP only) or `proxy SOCKS HOST PORT`, this attempt only, as 2.6; difference: a proxy set this way asks for no credentials (`nct` accepted, nothing sent); servers: refused",
+    ),
+    s(
         "management-up-down",
         "clients: `>UPDOWN:UP` once the tunnel's routes are in place (before `route-up`) and `>UPDOWN:DOWN` before they go (not on a reconnect that keeps the tunnel), each with the scripts' environment as `>UPDOWN:ENV,...` lines in 2.6's order and `>UPDOWN:ENV,END`, as 2.6; servers: refused",
     ),

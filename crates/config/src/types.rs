@@ -834,6 +834,10 @@ pub struct Config {
     /// `management-query-passwords` (clients): missing `auth-user-pass`
     /// credentials are asked over the management interface.
     pub management_query_passwords: bool,
+    /// `management-query-remote` (clients): ask `>REMOTE:` before each attempt.
+    pub management_query_remote: bool,
+    /// `management-query-proxy` (clients): ask `>PROXY:` before each attempt.
+    pub management_query_proxy: bool,
 
     /// ferrovpn: `metrics IP:PORT`, where the Prometheus endpoint listens (servers).
     pub metrics: Option<std::net::SocketAddr>,

@@ -168,15 +168,6 @@ pub fn render_server(version: u8, now: u64, title: &str, clients: &[ClientRow]) 
     o
 }
 
-/// A client's status text (OpenVPN's statistics layout): tunnel bytes read
-/// from and written to the TUN device.
-pub fn render_client(now: u64, tun_read: u64, tun_written: u64) -> String {
-    format!(
-        "OpenVPN STATISTICS\nUpdated,{}\nTUN/TAP read bytes,{tun_read}\nTUN/TAP write bytes,{tun_written}\nEND\n",
-        utc(now)
-    )
-}
-
 /// One `CLIENT_LIST` record of a status report in layout 2 or 3, as a
 /// management client reads it (`status 3`). Columns are found by the
 /// `HEADER,CLIENT_LIST` line, so OpenVPN's own reports read the same way.

@@ -114,7 +114,7 @@ mod worker;
 
 pub use peers::{DEFAULT_REPLAY_WINDOW, PeerStats, PeerTable};
 pub use up::{MAX_CONTROL_DATAGRAM, UP_QUEUE, UpReceiver, UpRecvError};
-pub use worker::{Fragment, GlobalCounters, WorkerCounters};
+pub use worker::{Fragment, GlobalCounters, LinkCounters, WorkerCounters};
 
 /// Test hook, read once per [`DataPlane::start`] (never per packet):
 /// `N` makes worker N stop right after start as if `poll` had failed,
@@ -218,6 +218,10 @@ pub struct DataPlaneConfig {
     pub fragment: Option<Fragment>,
     /// `passtos`: each datagram takes the TOS byte of the IPv4 packet it carries (UDP only).
     pub passtos: bool,
+    /// Count the link's bytes here (a client's `status`, `>BYTECOUNT`);
+    /// one counter may be handed to each data plane in turn, so that it
+    /// keeps counting across them.
+    pub link_counters: Option<Arc<LinkCounters>>,
 }
 
 /// The outer transport of a data plane.
@@ -254,6 +258,7 @@ impl Default for DataPlaneConfig {
             transport: Transport::Udp,
             fragment: None,
             passtos: false,
+            link_counters: None,
         }
     }
 }
@@ -427,6 +432,7 @@ impl DataPlane {
                 .map(|f| worker::FragmentConfig::new(f, cfg.mtu)),
             passtos: cfg.passtos,
             server_source_only: cfg.connect.is_some() && cfg.float,
+            link: cfg.link_counters.clone(),
         });
         let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {
@@ -574,15 +580,27 @@ impl DataPlane {
     /// Send a control packet to `to`: a datagram, or a frame on its TCP
     /// connection, in order with the data packets.
     pub fn send_control(&self, to: SocketAddr, packet: &[u8]) -> Result<(), DataPlaneError> {
-        match &self.control {
-            Some(udp) if !self.has_stream(to) => udp
-                .send_to(packet, to)
-                .map(drop)
-                .map_err(io("sending a control packet")),
-            _ => self
-                .streams()?
-                .send_packet(&to, packet)
-                .map_err(io("sending a control packet")),
+        let framing = match &self.control {
+            Some(udp) if !self.has_stream(to) => {
+                udp.send_to(packet, to)
+                    .map_err(io("sending a control packet"))?;
+                0
+            }
+            _ => {
+                self.streams()?
+                    .send_packet(&to, packet)
+                    .map_err(io("sending a control packet"))?;
+                ferrovpn_proto::stream::PREFIX_LEN
+            }
+        };
+        self.count_written(packet.len() + framing);
+        Ok(())
+    }
+
+    /// Count a packet the control plane sent (with its TCP prefix).
+    fn count_written(&self, bytes: usize) {
+        if let Some(link) = &self.shared.link {
+            link.written(bytes as u64);
         }
     }
 
@@ -617,15 +635,24 @@ impl DataPlane {
         let (start, wire_len) = peer.seal(key, id, &mut buf, at, len)?;
         let end = start + wire_len;
         let dst = **peer.remote.load();
-        match &self.control {
-            Some(udp) if !self.has_stream(dst) => send_datagram(udp, &buf[start..end], dst)?,
-            _ => self
-                .streams()?
-                .send_packet(&dst, &buf[start..end])
-                .map_err(io("sending a data packet"))?,
-        }
+        let framing = match &self.control {
+            Some(udp) if !self.has_stream(dst) => {
+                send_datagram(udp, &buf[start..end], dst)?;
+                0
+            }
+            _ => {
+                self.streams()?
+                    .send_packet(&dst, &buf[start..end])
+                    .map_err(io("sending a data packet"))?;
+                ferrovpn_proto::stream::PREFIX_LEN
+            }
+        };
+        self.count_written(wire_len + framing);
         peer.counters
             .sent(1, payload.len() as u64, peers::now_nanos());
+        peer.counters
+            .tx_keepalive_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

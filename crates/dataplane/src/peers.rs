@@ -137,6 +137,8 @@ pub struct PeerCounters {
     /// Bytes of keepalive pings and OCC messages among `rx_bytes`: not
     /// tunnel traffic (`inactive` does not count them, as 2.6).
     pub rx_keepalive_bytes: AtomicU64,
+    /// The same for what the control plane sent among `tx_bytes`.
+    pub tx_keepalive_bytes: AtomicU64,
 }
 
 /// One peer as the workers see it.
@@ -239,6 +241,9 @@ pub struct PeerStats {
     pub tx_drops: u64,
     /// Keepalive ping and OCC bytes among `rx_bytes`.
     pub rx_keepalive_bytes: u64,
+    /// Bytes the control plane sent with [`crate::DataPlane::send_data`]
+    /// (pings, OCC) among `tx_bytes`: not read from the TUN.
+    pub tx_keepalive_bytes: u64,
     /// The send counter passed 0xFF000000 (or ran out): start a soft reset.
     pub needs_renegotiation: bool,
 }
@@ -583,6 +588,7 @@ impl PeerTable {
             auth_failures: c.auth_failures.load(Ordering::Relaxed),
             tx_drops: c.tx_drops.load(Ordering::Relaxed),
             rx_keepalive_bytes: c.rx_keepalive_bytes.load(Ordering::Relaxed),
+            tx_keepalive_bytes: c.tx_keepalive_bytes.load(Ordering::Relaxed),
             needs_renegotiation: p.needs_renegotiation.load(Ordering::Relaxed),
         })
     }

@@ -135,6 +135,7 @@ fn config(
         transport: Default::default(),
         fragment: None,
         passtos: false,
+        link_counters: None,
     }
 }
 

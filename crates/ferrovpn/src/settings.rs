@@ -883,8 +883,26 @@ fn local_options(cfg: &Config) -> Vec<PushOption> {
     out
 }
 
+/// `management-query-remote` / `-proxy` are about the connection entry a
+/// client tries next; a server has none to ask about.
+fn refuse_client_queries(cfg: &Config) -> anyhow::Result<()> {
+    for (set, name) in [
+        (cfg.management_query_remote, "management-query-remote"),
+        (cfg.management_query_proxy, "management-query-proxy"),
+    ] {
+        if set {
+            bail!(
+                "{}{name} is for clients (a server has no connection entry to ask about)",
+                where_is(cfg, name)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
+    refuse_client_queries(cfg)?;
     // `None` on an IPv6-only server (`server-ipv6`, or `ifconfig-ipv6` with
     // or without `ifconfig-ipv6-pool`, no `server`): the config layer
     // checked it has IPv6 then.
@@ -1690,17 +1708,22 @@ fn client_management(
         );
     }
     let Some(management) = management(cfg)? else {
-        if cfg.management_query_passwords {
-            bail!(
-                "{}management-query-passwords needs 'management'",
-                where_is(cfg, "management-query-passwords")
-            );
+        for (set, name) in [
+            (cfg.management_query_passwords, "management-query-passwords"),
+            (cfg.management_query_remote, "management-query-remote"),
+            (cfg.management_query_proxy, "management-query-proxy"),
+        ] {
+            if set {
+                bail!("{}{name} needs 'management'", where_is(cfg, name));
+            }
         }
         return Ok(None);
     };
     Ok(Some(ferrovpn_control::client::ClientManagementSettings {
         management,
         query_passwords: cfg.management_query_passwords,
+        query_remote: cfg.management_query_remote,
+        query_proxy: cfg.management_query_proxy,
     }))
 }
 

@@ -1070,6 +1070,54 @@ fn cr_response_is_reported_to_the_server() {
     );
 }
 
+/// A server's `INFO_PRE,...`, `INFO,...` and `AUTH_PENDING,...` reach the
+/// client's driver (for `>INFOMSG:` and the `AUTH_PENDING` state) with
+/// the text after the comma; 2.6 reads nothing when the comma is missing.
+#[test]
+fn info_and_auth_pending_are_reported_to_the_client() {
+    let mut pair = Pair::establish(None);
+    let now = pair.now;
+    let server = pair.server.as_mut().unwrap();
+    for m in [
+        "AUTH_PENDING,timeout 60",
+        "INFO_PRE,CR_TEXT:E,R:Enter code",
+        "INFO,OPEN_URL:x",
+        "INFOX",
+        "AUTH_PENDING",
+    ] {
+        server.send_control_message(now, m);
+    }
+    let mut infos = Vec::new();
+    for _ in 0..10 {
+        while let Some(p) = server.poll_transmit() {
+            pair.client.handle_packet(now, &p);
+        }
+        while let Some(ev) = pair.client.poll_event() {
+            match ev {
+                Event::Info(text) => infos.push(text),
+                Event::AuthPending(k) => infos.push(format!("pending {k}")),
+                _ => {}
+            }
+        }
+        while let Some(p) = pair.client.poll_transmit() {
+            server.handle_packet(now, &p);
+        }
+        if infos.len() == 5 {
+            break;
+        }
+    }
+    assert_eq!(
+        infos,
+        [
+            "pending timeout 60",
+            "CR_TEXT:E,R:Enter code",
+            "OPEN_URL:x",
+            "",
+            "pending "
+        ]
+    );
+}
+
 /// Point-to-point mode: both ends announce themselves, then settle cipher,
 /// key derivation and peer-id from each other's peer-info, with nothing
 /// pushed. Returns both sessions' links and what each saw.

@@ -19,7 +19,6 @@ use super::scripts::ClientScripts;
 use super::tunnel::Tunnel;
 use super::{ClientSettings, Ended, Remote, unix_now};
 use crate::fsutil::KeptFile;
-use crate::status;
 
 /// What one connection works with. The tunnel state outlives it.
 pub(super) struct Connection<'a> {
@@ -40,6 +39,8 @@ pub(super) struct Connection<'a> {
     pub credentials: Option<&'a mut Credentials>,
     /// `status FILE`, opened when the client started.
     pub status_file: Option<&'a KeptFile>,
+    /// What the status file and the management interface show.
+    pub counts: &'a super::counts::ClientCounts,
     /// `tls-verify`, `ipchange`, `up`, `route-up` (and what `down` needs).
     pub scripts: &'a mut ClientScripts,
     /// The management interface, told of each state (`>STATE:`).
@@ -87,6 +88,11 @@ struct Live {
     before_push_done: bool,
     /// The tunnel address the push reply gave, for the CONNECTED state.
     tunnel_ip: Option<std::net::Ipv4Addr>,
+    /// The server said AUTH_PENDING: `Some(false)` until the GET_CONFIG
+    /// state went out (2.6 shows it when its push-request timer finds the
+    /// login still waiting, a second into the attempt, or at the latest
+    /// before the pushed config is applied).
+    get_config: Option<bool>,
 }
 
 /// The verdict of the scripts before the push reply; never, when none run.
@@ -173,9 +179,11 @@ impl Connection<'_> {
             held_events: std::collections::VecDeque::new(),
             before_push_done: false,
             tunnel_ip: None,
+            get_config: None,
         };
         if let Some(m) = self.management {
             m.state("WAIT", "");
+            m.drop_control_messages();
         }
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
@@ -238,7 +246,7 @@ impl Connection<'_> {
                             && now >= next_status
                         {
                             next_status = now + st.interval;
-                            write_status(file, self.peers, &c);
+                            write_status(file, self.counts);
                         }
                         if let Some(end) = self.housekeeping(&mut c, now) {
                             break end;
@@ -260,6 +268,9 @@ impl Connection<'_> {
                         break end;
                     }
                 }
+                text = control_message(self.management) => {
+                    c.session.send_control_message(Instant::now(), &text);
+                }
                 _ = self.restart.notified() => break Ended::Restart,
                 _ = shutdown.as_mut() => {
                     self.say_goodbye(&mut c).await;
@@ -277,9 +288,22 @@ impl Connection<'_> {
         }
     }
 
+    /// The GET_CONFIG state after AUTH_PENDING, once (see [`Live::get_config`]).
+    fn get_config_state(&self, c: &mut Live) {
+        if c.get_config == Some(false) {
+            c.get_config = Some(true);
+            if let Some(m) = self.management {
+                m.state("GET_CONFIG", "");
+            }
+        }
+    }
+
     fn housekeeping(&self, c: &mut Live, now: Instant) -> Option<Ended> {
         if let Some(end) = self.check_inactivity(c, now) {
             return Some(end);
+        }
+        if now.saturating_duration_since(c.started) >= Duration::from_secs(1) {
+            self.get_config_state(c);
         }
         // `connect-timeout` (alias `server-poll-timeout`), as 2.6: restart
         // when the server has not answered at all within it.
@@ -497,6 +521,19 @@ impl Connection<'_> {
                     return Some(Ended::ServerLeft(reason.to_string()));
                 }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
+                Event::AuthPending(keywords) => {
+                    info!("AUTH_PENDING received ('{keywords}')");
+                    if let Some(m) = self.management {
+                        m.state("AUTH_PENDING", &keywords);
+                    }
+                    c.get_config.get_or_insert(false);
+                }
+                Event::Info(text) => {
+                    info!("Info command was pushed by server ('{text}')");
+                    if let Some(m) = self.management {
+                        m.line(format!(">INFOMSG:{text}"));
+                    }
+                }
                 Event::ClientAuthenticated { .. }
                 | Event::Reauthenticate { .. }
                 | Event::CrResponse { .. }
@@ -553,6 +590,7 @@ impl Connection<'_> {
         // persist-tun kept the device configured across the restart: 2.6
         // preserves the TUN instance and neither assigns nor routes again.
         let preserved = self.tunnel.is_configured();
+        self.get_config_state(c);
         if let Some(m) = self.management
             && !preserved
         {
@@ -848,13 +886,18 @@ fn opens_session_elsewhere(wrap: &ferrovpn_proto::wrap::ControlWrap, packet: &[u
     matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == Opcode::HardResetServerV2)
 }
 
-/// The client's status file: tunnel bytes of the current connection.
-fn write_status(file: &KeptFile, peers: &PeerTable, c: &Live) {
-    let (read, written) = c
-        .peer_id
-        .and_then(|id| peers.peer_stats(id))
-        .map_or((0, 0), |s| (s.tx_bytes, s.rx_bytes));
-    let text = status::render_client(unix_now(), read, written);
+/// The next `cr-response` message to send, or never without a management
+/// interface.
+async fn control_message(m: Option<&super::management::ClientManagement>) -> String {
+    match m {
+        Some(m) => m.next_control_message().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The client's status file: 2.6's statistics of the current connection.
+fn write_status(file: &KeptFile, counts: &super::counts::ClientCounts) {
+    let text = super::counts::render(unix_now(), &counts.statistics());
     if let Err(e) = file.rewrite(&text) {
         warn!("status file {}: {e}", file.path().display());
     }

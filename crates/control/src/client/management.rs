@@ -4,7 +4,10 @@
 //! and every reconnect, `>PASSWORD:Need 'Auth' ...` for credentials the
 //! config does not give (`management-query-passwords`), the client's
 //! `>STATE:` sequence, `>BYTECOUNT:IN,OUT`, `status`, `load-stats` and
-//! `signal`.
+//! `signal`; `>REMOTE:` / `>PROXY:` before each attempt
+//! (`management-query-remote` / `-proxy`), answered by `remote` / `proxy`;
+//! `>INFOMSG:` for the server's `INFO`/`INFO_PRE` messages, and
+//! `cr-response` sending `CR_RESPONSE,...` back.
 //!
 //! The client runtime only publishes: every notification goes out with
 //! `try_send`, and the queries are answered by a task of their own from
@@ -12,13 +15,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferrovpn_dataplane::PeerTable;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tracing::info;
 
+use super::counts::{self, ClientCounts};
 use crate::management::{
-    Answer, ClientState, LoadStats, Management, ManagementSettings, Notice, PasswordQuery, Query,
+    Answer, ClientState, EntryQuery, LoadStats, Management, ManagementSettings, Notice,
+    PasswordQuery, Query,
 };
+
+/// `cr-response` messages waiting for the connection to send them; more
+/// are dropped (a management client has no reason to queue many).
+const CONTROL_MESSAGES: usize = 8;
 
 /// What the client runtime needs to know of its management interface.
 #[derive(Debug, Clone)]
@@ -26,6 +34,11 @@ pub struct ClientManagementSettings {
     pub management: ManagementSettings,
     /// `management-query-passwords`.
     pub query_passwords: bool,
+    /// `management-query-remote`: `>REMOTE:` before each attempt.
+    pub query_remote: bool,
+    /// `management-query-proxy`: `>PROXY:` before each attempt (not asked
+    /// with `management-query-remote`, as 2.6).
+    pub query_proxy: bool,
 }
 
 /// The client's side of the interface.
@@ -36,36 +49,21 @@ pub struct ClientManagement {
     /// The signal behind the next restart (`SIGUSR1` or `SIGHUP`), for the
     /// `RECONNECTING` state.
     restart_signal: Arc<Mutex<Option<&'static str>>>,
-}
-
-/// `(received, sent)` data-channel bytes of the client's peer(s).
-fn byte_counts(peers: &PeerTable) -> (u64, u64) {
-    let snap = peers.load();
-    snap.by_id
-        .keys()
-        .filter_map(|id| peers.peer_stats(*id))
-        .fold((0, 0), |(r, s), st| (r + st.rx_bytes, s + st.tx_bytes))
-}
-
-/// The client's `status` report, in 2.6's layout for a client (the same in
-/// every `status N`). The counts are the data channel's: ferrovpn does not
-/// count the link's control-channel bytes separately.
-pub fn status_report(now: u64, received: u64, sent: u64) -> String {
-    format!(
-        "OpenVPN STATISTICS\nUpdated,{}\nTUN/TAP read bytes,{sent}\nTUN/TAP write bytes,{received}\nTCP/UDP read bytes,{received}\nTCP/UDP write bytes,{sent}\nAuth read bytes,{received}\nEND\n",
-        crate::status::utc(now)
-    )
+    query_remote: bool,
+    query_proxy: bool,
+    /// `cr-response`: control-channel messages for the connection.
+    control_messages: tokio::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl ClientManagement {
-    /// Listen, and answer the management clients' queries from `peers`.
+    /// Listen, and answer the management clients' queries from `counts`.
     /// `restart` is the runtime's SIGUSR1 notification.
     pub async fn start(
-        settings: ManagementSettings,
-        peers: PeerTable,
+        settings: ClientManagementSettings,
+        counts: Arc<ClientCounts>,
         restart: Arc<Notify>,
     ) -> anyhow::Result<ClientManagement> {
-        let mut mgmt = Management::start_for_client(settings).await?;
+        let mut mgmt = Management::start_for_client(settings.management).await?;
         info!(
             "management interface listening on {}",
             mgmt.listen_address()
@@ -74,9 +72,18 @@ impl ClientManagement {
         let restart_signal = Arc::new(Mutex::new(None));
         let mut requests = mgmt.take_requests();
         let (exit2, signal2) = (exit.clone(), restart_signal.clone());
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_MESSAGES);
         tokio::spawn(async move {
             while let Some(req) = crate::management::next_request(&mut requests).await {
-                let answer = answer(&req.query, &peers, &exit2, &restart, &signal2);
+                let answer = match &req.query {
+                    Query::ControlMessage(text) => {
+                        // 2.6 answers success whether a session takes it
+                        // now, buffers it, or (none running) drops it.
+                        let _ = control_tx.try_send(text.clone());
+                        Answer::Done(true)
+                    }
+                    q => answer(q, &counts, &exit2, &restart, &signal2),
+                };
                 req.answer(answer);
             }
         });
@@ -84,12 +91,63 @@ impl ClientManagement {
             mgmt,
             exit,
             restart_signal,
+            query_remote: settings.query_remote,
+            query_proxy: settings.query_proxy,
+            control_messages: tokio::sync::Mutex::new(control_rx),
         })
     }
 
     /// The interface itself (for the key passphrase question).
     pub fn interface(&self) -> &Management {
         &self.mgmt
+    }
+
+    /// Whether each attempt asks `>REMOTE:` first.
+    pub fn queries_remote(&self) -> bool {
+        self.query_remote
+    }
+
+    /// Whether each attempt asks `>PROXY:` first (never together with
+    /// `>REMOTE:`: 2.6 asks one or the other).
+    pub fn queries_proxy(&self) -> bool {
+        self.query_proxy && !self.query_remote
+    }
+
+    /// Ask about the connection entry about to be tried; see
+    /// [`Management::ask_entry`].
+    pub async fn ask_entry(&self, query: EntryQuery) -> EntryQuery {
+        self.mgmt.ask_entry(query).await
+    }
+
+    /// Past the first hold: `remote`, `proxy` and `cr-response` work now.
+    pub fn started(&self) {
+        self.mgmt.client_started();
+    }
+
+    pub fn cancel_entry_query(&self) {
+        self.mgmt.cancel_entry_query();
+    }
+
+    /// The connection entry about to be tried is UDP (or not).
+    pub fn set_entry_udp(&self, udp: bool) {
+        self.mgmt.set_entry_udp(udp);
+    }
+
+    /// The next `cr-response` message for the running connection.
+    pub async fn next_control_message(&self) -> String {
+        let mut rx = self.control_messages.lock().await;
+        match rx.recv().await {
+            Some(m) => m,
+            // The answering task is gone: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Drop messages given while no connection ran (2.6 drops them too).
+    pub fn drop_control_messages(&self) {
+        if let Ok(mut rx) = self.control_messages.try_lock() {
+            while rx.try_recv().is_ok() {}
+        }
     }
 
     /// Resolves once a management client said `signal SIGTERM`.
@@ -163,18 +221,15 @@ impl ClientManagement {
 
 fn answer(
     query: &Query,
-    peers: &PeerTable,
+    counts: &ClientCounts,
     exit: &Notify,
     restart: &Notify,
     restart_signal: &Mutex<Option<&'static str>>,
 ) -> Answer {
     match query {
-        Query::Status(_) => {
-            let (received, sent) = byte_counts(peers);
-            Answer::Text(status_report(super::unix_now(), received, sent))
-        }
+        Query::Status(_) => Answer::Text(counts::render(super::unix_now(), &counts.statistics())),
         Query::LoadStats => {
-            let (received, sent) = byte_counts(peers);
+            let (received, sent) = counts.link_totals();
             Answer::Load(LoadStats {
                 clients: 0,
                 bytes_in: received,
@@ -182,7 +237,7 @@ fn answer(
             })
         }
         Query::ByteCounts => {
-            let (received, sent) = byte_counts(peers);
+            let (received, sent) = counts.link_totals();
             Answer::ClientBytes { received, sent }
         }
         Query::Signal(name) => match name.as_str() {
@@ -205,37 +260,16 @@ fn answer(
                 Answer::Done(true)
             }
             "SIGUSR2" => {
-                let (received, sent) = byte_counts(peers);
-                info!("SIGUSR2: data channel bytes received {received}, sent {sent}");
+                let st = counts.statistics();
+                info!(
+                    "SIGUSR2: TUN/TAP read bytes {}, TUN/TAP write bytes {}, TCP/UDP read bytes {}, TCP/UDP write bytes {}, Auth read bytes {}",
+                    st.tun_read, st.tun_written, st.link_read, st.link_written, st.auth_read
+                );
                 Answer::Done(true)
             }
             _ => Answer::Done(false),
         },
         // The session answers the server-only commands itself on a client.
         _ => Answer::Unavailable,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_report_has_2_6_client_layout() {
-        let r = status_report(0, 10, 20);
-        let lines: Vec<&str> = r.lines().collect();
-        assert_eq!(lines[0], "OpenVPN STATISTICS");
-        assert!(lines[1].starts_with("Updated,"));
-        assert_eq!(
-            &lines[2..],
-            [
-                "TUN/TAP read bytes,20",
-                "TUN/TAP write bytes,10",
-                "TCP/UDP read bytes,10",
-                "TCP/UDP write bytes,20",
-                "Auth read bytes,10",
-                "END"
-            ]
-        );
     }
 }

@@ -22,8 +22,10 @@ use crate::netconfig::NetConfig;
 use crate::status::StatusSettings;
 
 mod connection;
+pub mod counts;
 pub mod credentials;
 pub mod dns;
+mod entry_query;
 mod link;
 pub mod management;
 pub mod plan;
@@ -386,10 +388,11 @@ pub async fn run_client(
             .ok()
     });
     let peers = PeerTable::new();
+    let counts = Arc::new(counts::ClientCounts::new(peers.clone()));
+    // One link counter for every data plane the client starts.
+    s.dataplane.link_counters = Some(counts.link());
     let management = match s.management.take() {
-        Some(m) => {
-            Some(ClientManagement::start(m.management, peers.clone(), restart.clone()).await?)
-        }
+        Some(m) => Some(ClientManagement::start(m, counts.clone(), restart.clone()).await?),
         None => None,
     };
     let mgmt = management.as_ref();
@@ -445,6 +448,7 @@ pub async fn run_client(
                 return Ok(());
             }
         }
+        m.started();
     }
     if let Some(key) = s.key_passphrase.take() {
         let Some(m) = mgmt else {
@@ -490,7 +494,40 @@ pub async fn run_client(
     }
     let result = loop {
         exit_reason = "SIGTERM";
-        let remote = &s.remotes[index];
+        let configured = &s.remotes[index];
+        // management-query-remote / -proxy: asked before every attempt.
+        let choice = match mgmt {
+            Some(m) => tokio::select! {
+                c = entry_query::ask(m, configured, walk.position()) => c,
+                _ = &mut shutdown => {
+                    m.cancel_entry_query();
+                    break Ok(());
+                }
+            },
+            None => entry_query::Choice::AsConfigured,
+        };
+        let changed;
+        let remote = match choice {
+            entry_query::Choice::AsConfigured => configured,
+            entry_query::Choice::Changed(r) => {
+                changed = *r;
+                &changed
+            }
+            entry_query::Choice::Skip(n) => {
+                // On to the entry's next address, or n entries on, and ask
+                // again: no pause, no hold (2.6's next_connection_entry).
+                if untried.len() > 1 {
+                    untried.pop();
+                } else {
+                    untried.clear();
+                    index = match walk.skip(n) {
+                        Ok(i) => i,
+                        Err(why) => break Err(anyhow::anyhow!(why)),
+                    };
+                }
+                continue;
+            }
+        };
         if let Some(m) = mgmt
             && untried.is_empty()
             && remote.host.parse::<IpAddr>().is_err()
@@ -576,6 +613,7 @@ pub async fn run_client(
                                 {
                                     m.state("TCP_CONNECT", "");
                                 }
+                                counts.connection_started();
                                 match open_link(remote, &p.dp, data_server).await {
                                     Ok(server) => {
                                         let outcome = Connection {
@@ -590,6 +628,7 @@ pub async fn run_client(
                                             tunnel: &mut tunnel,
                                             credentials: credentials.as_mut(),
                                             status_file: status_file.as_ref(),
+                                            counts: &counts,
                                             scripts: &mut client_scripts,
                                             management: mgmt,
                                         }

@@ -26,6 +26,9 @@ pub struct Walk {
     /// The last attempt came up: try the same entry again.
     no_advance: bool,
     retry_max: Option<u32>,
+    /// Times the walk went past the end of the list since the last
+    /// [`Walk::next_entry`] (`remote SKIP` past every entry twice is fatal).
+    wraps: u32,
 }
 
 /// `connect-retry-max` was reached.
@@ -53,7 +56,52 @@ impl Walk {
             unsuccessful: 0,
             no_advance: false,
             retry_max: connect_retry_max.filter(|&n| n > 0),
+            wraps: 0,
         }
+    }
+
+    /// The position (from 1) of the entry in use in the connection list as
+    /// walked (after `remote-random`), as 2.6 numbers `>PROXY:N`.
+    pub fn position(&self) -> usize {
+        self.current.map_or(0, |p| p + 1)
+    }
+
+    /// `remote SKIP n`: the entry `n` places on (2.6 counts each skipped
+    /// one as an unsuccessful attempt). Going past the end of the list a
+    /// second time since the last [`Walk::next_entry`] ends the walk, as
+    /// 2.6 ends with "No usable connection profiles are present".
+    pub fn skip(&mut self, n: u32) -> Result<usize, String> {
+        self.no_advance = false;
+        self.step(n.max(1));
+        if self.wraps >= 2 {
+            return Err("No usable connection profiles are present".into());
+        }
+        self.check_retry_max().map_err(|g| g.to_string())
+    }
+
+    /// Move `n` entries on, counting them as unsuccessful and noting a
+    /// pass over the end of the list.
+    fn step(&mut self, n: u32) {
+        self.unsuccessful = self.unsuccessful.saturating_add(n);
+        let len = self.order.len().max(1);
+        let next = match self.current {
+            Some(p) => p + n as usize,
+            None => n as usize - 1,
+        };
+        if next >= len {
+            self.wraps += 1;
+        }
+        self.current = Some(next % len);
+    }
+
+    fn check_retry_max(&self) -> Result<usize, GiveUp> {
+        if let Some(max) = self.retry_max
+            && self.unsuccessful > self.len().saturating_mul(max)
+        {
+            return Err(GiveUp { retry_max: max });
+        }
+        let pos = self.current.unwrap_or(0);
+        Ok(self.order.get(pos).copied().unwrap_or(0))
     }
 
     fn len(&self) -> u32 {
@@ -62,23 +110,13 @@ impl Walk {
 
     /// The entry to try now, or the end of the walk.
     pub fn next_entry(&mut self) -> Result<usize, GiveUp> {
-        let pos = match self.current {
-            Some(pos) if self.no_advance => {
-                self.no_advance = false;
-                pos
-            }
-            current => {
-                self.unsuccessful = self.unsuccessful.saturating_add(1);
-                current.map_or(0, |p| (p + 1) % self.order.len().max(1))
-            }
-        };
-        self.current = Some(pos);
-        if let Some(max) = self.retry_max
-            && self.unsuccessful > self.len().saturating_mul(max)
-        {
-            return Err(GiveUp { retry_max: max });
+        self.wraps = 0;
+        if self.current.is_some() && self.no_advance {
+            self.no_advance = false;
+        } else {
+            self.step(1);
         }
-        Ok(self.order.get(pos).copied().unwrap_or(0))
+        self.check_retry_max()
     }
 
     /// The connection came up.
@@ -105,6 +143,25 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn skips_move_on_and_end_after_two_passes() {
+        let mut w = Walk::new(vec![0, 1, 2], None);
+        assert_eq!(w.next_entry(), Ok(0));
+        assert_eq!(w.position(), 1);
+        assert_eq!(w.skip(1), Ok(1));
+        assert_eq!(w.skip(2), Ok(0));
+        assert_eq!(w.position(), 1);
+        // Past the end a second time since the attempt began: fatal.
+        assert_eq!(w.skip(2), Ok(2));
+        assert!(w.skip(1).is_err());
+        // A new attempt starts counting again; skipped entries count as
+        // unsuccessful attempts for connect-retry-max.
+        let mut w = Walk::new(vec![0, 1], Some(1));
+        assert_eq!(w.next_entry(), Ok(0));
+        assert_eq!(w.skip(1), Ok(1));
+        assert!(w.skip(1).is_err());
     }
 
     #[test]

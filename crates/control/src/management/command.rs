@@ -227,6 +227,12 @@ pub enum Command {
     },
     ForgetPasswords,
     EnvFilter(i64),
+    /// `remote ACTION [ARGS]` (the words after `remote`).
+    Remote(Vec<String>),
+    /// `proxy TYPE [HOST PORT [nct]]` (the words after `proxy`).
+    Proxy(Vec<String>),
+    /// `cr-response BASE64`: the answer to a `CR_TEXT` challenge.
+    CrResponse(String),
     /// A command 2.6 knows that has no meaning for a ferrovpn server.
     NotInThisMode(String),
 }
@@ -378,11 +384,21 @@ fn command(w: &[String]) -> Result<Command, String> {
         }
         "forget-passwords" => Command::ForgetPasswords,
         "env-filter" => Command::EnvFilter(arg(1).map_or(0, atoi)),
-        name @ ("auth-retry" | "needok" | "needstr" | "cr-response" | "net" | "rsa-sig"
-        | "pk-sig" | "certificate" | "pkcs11-id-count" | "pkcs11-id-get"
-        | "remote-entry-count" | "remote-entry-get" | "remote" | "proxy" | "test") => {
-            Command::NotInThisMode(name.to_string())
+        "remote" | "proxy" => {
+            need(w, 1, true)?;
+            if w[0] == "remote" {
+                Command::Remote(w[1..].to_vec())
+            } else {
+                Command::Proxy(w[1..].to_vec())
+            }
         }
+        "cr-response" => {
+            need(w, 1, false)?;
+            Command::CrResponse(w[1].clone())
+        }
+        name @ ("auth-retry" | "needok" | "needstr" | "net" | "rsa-sig" | "pk-sig"
+        | "certificate" | "pkcs11-id-count" | "pkcs11-id-get" | "remote-entry-count"
+        | "remote-entry-get" | "test") => Command::NotInThisMode(name.to_string()),
         _ => return Err("ERROR: unknown command, enter 'help' for more options".into()),
     })
 }
@@ -462,6 +478,18 @@ mod tests {
             "ERROR: the 'client-deny' command requires at least 3 parameters"
         );
         assert_eq!(reply("client-auth x 1"), "ERROR: cannot parse CID");
+        assert_eq!(
+            reply("remote"),
+            "ERROR: the 'remote' command requires at least 1 parameter"
+        );
+        assert_eq!(
+            reply("proxy"),
+            "ERROR: the 'proxy' command requires at least 1 parameter"
+        );
+        assert_eq!(
+            reply("cr-response"),
+            "ERROR: the 'cr-response' command requires 1 parameter"
+        );
         assert_eq!(reply("client-auth 1 y"), "ERROR: cannot parse KID");
         assert_eq!(parse(""), Parsed::Nothing);
     }
@@ -522,6 +550,23 @@ mod tests {
         );
         assert_eq!(cmd("bytecount 5x"), Command::Bytecount(5));
         assert_eq!(cmd("quit"), Command::Quit);
+        assert_eq!(
+            cmd("remote MOD vpn.example.com 1234"),
+            Command::Remote(vec!["MOD".into(), "vpn.example.com".into(), "1234".into()])
+        );
+        assert_eq!(
+            cmd("proxy HTTP proxy.intranet 8080 nct"),
+            Command::Proxy(vec![
+                "HTTP".into(),
+                "proxy.intranet".into(),
+                "8080".into(),
+                "nct".into()
+            ])
+        );
+        assert_eq!(
+            cmd("cr-response SGFsbG8gV2VsdCE="),
+            Command::CrResponse("SGFsbG8gV2VsdCE=".into())
+        );
     }
 
     #[test]

@@ -252,7 +252,11 @@ async fn connection(
                     };
                     let (released, answered) = {
                         let sh = lock(&ctx.shared);
-                        (sh.hold_released, sh.password_query.as_ref().is_some_and(|q| q.complete()))
+                        (
+                            sh.hold_released,
+                            sh.password_query.as_ref().is_some_and(|q| q.complete())
+                                || sh.entry_query.as_ref().is_some_and(|q| q.answered()),
+                        )
                     };
                     if released {
                         ctx.hold_released.notify_one();

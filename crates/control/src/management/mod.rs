@@ -35,8 +35,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 pub use log::{LogLayer, event_line, peer_line};
+pub use session::{EntryQuery, Mode, PasswordQuery, ProxyAnswer, RemoteAnswer};
 use session::{History, Shared};
-pub use session::{Mode, PasswordQuery};
 
 /// Connections served at once.
 pub const MAX_CLIENTS: usize = 8;
@@ -115,6 +115,9 @@ pub enum Query {
         extra: String,
         timeout: u32,
     },
+    /// A client sends this text to its server on the control channel
+    /// (`cr-response`: `CR_RESPONSE,BASE64`).
+    ControlMessage(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +221,8 @@ pub struct Management {
     shared: Arc<Mutex<Shared>>,
     hold_released: Arc<Notify>,
     up_down: bool,
-    /// Woken when a connection answered a `>PASSWORD:` query.
+    /// Woken when a connection answered a `>PASSWORD:`, `>REMOTE:` or
+    /// `>PROXY:` query.
     password_given: Arc<Notify>,
     listen: String,
 }
@@ -241,6 +245,9 @@ impl Management {
             mode,
             hold_wait: 0,
             password_query: None,
+            entry_query: None,
+            entry_udp: false,
+            started: false,
             hold: settings.hold,
             hold_released: false,
             holding: settings.hold,
@@ -327,6 +334,41 @@ impl Management {
     /// Drop a query nobody answered (the client stops waiting for it).
     pub fn cancel_password_query(&self) {
         lock(&self.shared).password_query = None;
+    }
+
+    /// Ask the management clients about the connection entry a client is
+    /// about to try (`>REMOTE:` or `>PROXY:`, repeated to each client that
+    /// connects meanwhile) and wait for the answer; returns the answered
+    /// query. Dropping the future leaves the question to
+    /// [`Management::cancel_entry_query`].
+    pub async fn ask_entry(&self, query: session::EntryQuery) -> session::EntryQuery {
+        let prompt = query.prompt().to_string();
+        lock(&self.shared).entry_query = Some(query);
+        self.notify(Notice::Line(prompt));
+        loop {
+            {
+                let mut sh = lock(&self.shared);
+                if sh.entry_query.as_ref().is_some_and(|q| q.answered()) {
+                    return sh.entry_query.take().expect("checked above");
+                }
+            }
+            self.password_given.notified().await;
+        }
+    }
+
+    /// A client is past its first hold (see [`session::Shared::started`]).
+    pub fn client_started(&self) {
+        lock(&self.shared).started = true;
+    }
+
+    /// Drop an entry question nobody answered.
+    pub fn cancel_entry_query(&self) {
+        lock(&self.shared).entry_query = None;
+    }
+
+    /// Whether the connection entry in use is UDP (see [`session::Shared::entry_udp`]).
+    pub fn set_entry_udp(&self, udp: bool) {
+        lock(&self.shared).entry_udp = udp;
     }
 
     /// Wait (a bounded time) until the notifications sent so far left the

@@ -81,7 +81,99 @@ pub struct Shared {
     pub hold_wait: u32,
     /// A client waits for `username`/`password` (`>PASSWORD:Need ...`).
     pub password_query: Option<PasswordQuery>,
+    /// A client waits for `remote ...` or `proxy ...` about the connection
+    /// entry it is about to try.
+    pub entry_query: Option<EntryQuery>,
+    /// Whether the client's current connection entry is UDP (`proxy HTTP`
+    /// fails for one, asked or not, as 2.6).
+    pub entry_udp: bool,
+    /// A client past its first hold: 2.6 sets up `remote`, `proxy` and
+    /// `cr-response` only then, and calls them unsupported before.
+    pub started: bool,
 }
+
+/// A client's question about the connection entry it is about to try, as
+/// 2.6 asks it (init.c, `ce_management_query_remote` /
+/// `ce_management_query_proxy`): the prompt, repeated to each management
+/// client that connects while it waits, and the answer once given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryQuery {
+    /// `management-query-remote`: `>REMOTE:HOST,PORT,PROTO`.
+    Remote {
+        prompt: String,
+        answer: Option<RemoteAnswer>,
+    },
+    /// `management-query-proxy`: `>PROXY:N,UDP|TCP,HOST`.
+    Proxy {
+        prompt: String,
+        answer: Option<ProxyAnswer>,
+    },
+}
+
+impl EntryQuery {
+    pub fn remote(prompt: String) -> Self {
+        EntryQuery::Remote {
+            prompt,
+            answer: None,
+        }
+    }
+
+    pub fn proxy(prompt: String) -> Self {
+        EntryQuery::Proxy {
+            prompt,
+            answer: None,
+        }
+    }
+
+    /// The notification, without its CRLF.
+    pub fn prompt(&self) -> &str {
+        match self {
+            EntryQuery::Remote { prompt, .. } | EntryQuery::Proxy { prompt, .. } => prompt,
+        }
+    }
+
+    pub fn answered(&self) -> bool {
+        match self {
+            EntryQuery::Remote { answer, .. } => answer.is_some(),
+            EntryQuery::Proxy { answer, .. } => answer.is_some(),
+        }
+    }
+}
+
+/// `remote ACCEPT`, `remote SKIP [N]`, `remote MOD HOST PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAnswer {
+    Accept,
+    /// Skip this entry and the next N-1 (N is at least 1).
+    Skip(u32),
+    /// Connect to HOST PORT instead, this attempt.
+    Modify {
+        host: String,
+        port: u16,
+    },
+}
+
+/// `proxy NONE|HTTP|SOCKS ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyAnswer {
+    /// `proxy NONE`, or a command 2.6 takes as the end of the question
+    /// without a proxy (missing host or port, unknown type): the entry as
+    /// configured.
+    AsConfigured,
+    /// `proxy HTTP HOST PORT [nct]` (TCP entries only).
+    Http { host: String, port: u16, nct: bool },
+    /// `proxy SOCKS HOST PORT`.
+    Socks { host: String, port: u16 },
+}
+
+/// 2.6's bounds on a `remote MOD` host and port (`RH_HOST_LEN`,
+/// `RH_PORT_LEN`, terminator included).
+const MOD_HOST_LEN: usize = 256;
+const MOD_PORT_LEN: usize = 20;
+
+/// The longest control-channel message 2.6 sends for `cr-response`
+/// (`PUSH_BUNDLE_SIZE`, terminator included).
+const MAX_CC_MESSAGE: usize = 1024;
 
 /// Which daemon the interface belongs to: some commands only make sense
 /// for one of them, and 2.6 answers the others with an `ERROR:`.
@@ -425,6 +517,16 @@ impl Session {
             C::NotInThisMode(name) => send(&format!(
                 "ERROR: The '{name}' command is not supported by the current daemon mode"
             )),
+            C::Remote(_) => {
+                send("ERROR: The 'remote' command is not supported by the current daemon mode")
+            }
+            C::Proxy(_) => {
+                send("ERROR: The 'proxy' command is not supported by the current daemon mode")
+            }
+            // 2.6 misspells the command's name here (manage.c).
+            C::CrResponse(_) => {
+                send("ERROR: The 'cr-repsonse' command is not supported by the current daemon mode")
+            }
         }
     }
 
@@ -492,6 +594,10 @@ impl Session {
             (Query::ClientPendingAuth { .. }, Answer::Done(false)) => {
                 reply::line(PENDING_AUTH_FAILED)
             }
+            (Query::ControlMessage(_), Answer::Done(true)) => {
+                reply::line("SUCCESS: command succeeded")
+            }
+            (Query::ControlMessage(_), Answer::Done(false)) => reply::line("ERROR: command failed"),
             (_, Answer::Unavailable) => reply::line("ERROR: the server is not running"),
             (q, a) => reply::line(&format!("ERROR: internal: {q:?} answered with {a:?}")),
         }
@@ -507,11 +613,101 @@ fn welcome(shared: &Shared) -> String {
             shared.hold_wait
         ));
     }
-    // A client that waits for credentials asks whoever connects.
+    // A client that waits for an answer asks whoever connects.
+    if let Some(q) = &shared.entry_query {
+        s += &reply::line(q.prompt());
+    }
     if let Some(q) = &shared.password_query {
         s += &reply::line(&q.prompt());
     }
     s
+}
+
+/// `remote ACTION [HOST PORT | N]` as 2.6 takes it
+/// (`management_callback_remote_cmd`): only while a `>REMOTE:` question
+/// waits; a command it cannot take leaves the question waiting.
+fn remote_command(shared: &mut Shared, args: &[String]) -> &'static str {
+    const FAILED: &str = "ERROR: remote command failed";
+    let Some(EntryQuery::Remote { answer, .. }) = &mut shared.entry_query else {
+        return FAILED;
+    };
+    if answer.is_some() {
+        return FAILED;
+    }
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let given = match arg(0) {
+        Some("ACCEPT") => RemoteAnswer::Accept,
+        Some("SKIP") => {
+            // 2.6: `atoi`, and anything below 1 skips one.
+            let n = arg(1).map_or(1, command::atoi);
+            RemoteAnswer::Skip(u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1))
+        }
+        Some("MOD") => match (arg(1), arg(2)) {
+            (Some(host), Some(port)) if host.len() < MOD_HOST_LEN && port.len() < MOD_PORT_LEN => {
+                // 2.6 takes any port text and fails when it connects;
+                // ferrovpn wants a port number now.
+                let Ok(port) = port.parse::<u16>() else {
+                    return FAILED;
+                };
+                RemoteAnswer::Modify {
+                    host: host.to_string(),
+                    port,
+                }
+            }
+            _ => return FAILED,
+        },
+        _ => return FAILED,
+    };
+    *answer = Some(given);
+    "SUCCESS: remote command succeeded"
+}
+
+/// `proxy TYPE [HOST PORT [nct]]` as 2.6 takes it
+/// (`management_callback_proxy_cmd`): it answers a waiting `>PROXY:`
+/// question; without one, the reply is the same and nothing changes (2.6
+/// changes a copy of the entry in use that the next attempt replaces).
+fn proxy_command(shared: &mut Shared, args: &[String]) -> &'static str {
+    const FAILED: &str = "ERROR: proxy command failed";
+    const DONE: &str = "SUCCESS: proxy command succeeded";
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let (given, reply) = match (arg(0), arg(1), arg(2)) {
+        (Some("NONE"), _, _) => (ProxyAnswer::AsConfigured, DONE),
+        (Some(kind @ ("HTTP" | "SOCKS")), Some(host), Some(port)) => {
+            if kind == "HTTP" && shared.entry_udp {
+                // 2.6 fails without ending the question.
+                return FAILED;
+            }
+            match port.parse::<u16>() {
+                Ok(port) if kind == "HTTP" => (
+                    ProxyAnswer::Http {
+                        host: host.to_string(),
+                        port,
+                        nct: arg(3) == Some("nct"),
+                    },
+                    DONE,
+                ),
+                Ok(port) => (
+                    ProxyAnswer::Socks {
+                        host: host.to_string(),
+                        port,
+                    },
+                    DONE,
+                ),
+                // 2.6 takes any port text and fails when it connects;
+                // ferrovpn wants a number now, and keeps asking.
+                Err(_) => return FAILED,
+            }
+        }
+        // "Bad proxy command" (or an unknown type): the question ends with
+        // the entry as configured, and the command fails.
+        _ => (ProxyAnswer::AsConfigured, FAILED),
+    };
+    if let Some(EntryQuery::Proxy { answer, .. }) = &mut shared.entry_query
+        && answer.is_none()
+    {
+        *answer = Some(given);
+    }
+    reply
 }
 
 /// How a client's interface answers what differs from a server's: the
@@ -539,6 +735,20 @@ fn client_command(shared: &mut Shared, c: &Command) -> Option<Step> {
         }
         C::NotInThisMode(name) if name == "needstr" => {
             send("ERROR: no needstr-string is currently needed at this time")
+        }
+        C::Remote(_) if !shared.started => not_here("remote"),
+        C::Proxy(_) if !shared.started => not_here("proxy"),
+        // 2.6 misspells the command's name here (manage.c).
+        C::CrResponse(_) if !shared.started => not_here("cr-repsonse"),
+        C::Remote(args) => send(remote_command(shared, args)),
+        C::Proxy(args) => send(proxy_command(shared, args)),
+        C::CrResponse(answer) => {
+            let message = format!("CR_RESPONSE,{answer}");
+            if message.len() + 1 > MAX_CC_MESSAGE {
+                send("ERROR: command failed")
+            } else {
+                Some(Step::Ask(Query::ControlMessage(message)))
+            }
         }
         C::Username { kind, value } => send(&answer_query(shared, "username", kind, value)),
         C::Password { kind, value } => send(&answer_query(shared, "password", kind, value)),
@@ -639,6 +849,9 @@ mod tests {
             mode: Mode::Server,
             hold_wait: 0,
             password_query: None,
+            entry_query: None,
+            entry_udp: false,
+            started: false,
         }
     }
 
@@ -1005,6 +1218,142 @@ mod tests {
             s.on_line(&mut sh, "load-stats"),
             Step::Ask(Query::LoadStats)
         );
+    }
+
+    /// `remote` and `proxy` as 2.6 takes them (init.c,
+    /// `management_callback_remote_cmd` / `_proxy_cmd`).
+    #[test]
+    fn remote_and_proxy_answer_the_entry_question() {
+        let mut sh = client_shared();
+        let mut s = Session::new(None);
+        // Before the first hold is released 2.6 has no such commands yet.
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "cr-response x"),
+            "ERROR: The 'cr-repsonse' command is not supported by the current daemon mode"
+        );
+        sh.started = true;
+        // Nothing asked: `remote` fails, `proxy` answers but changes nothing.
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "remote ACCEPT"),
+            "ERROR: remote command failed"
+        );
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "proxy NONE"),
+            "SUCCESS: proxy command succeeded"
+        );
+        sh.entry_query = Some(EntryQuery::remote(">REMOTE:h,1194,udp".into()));
+        assert!(welcome(&sh).contains(">REMOTE:h,1194,udp\r\n"));
+        for (bad, reply) in [
+            ("remote FOO", "ERROR: remote command failed"),
+            ("remote MOD h", "ERROR: remote command failed"),
+            ("remote MOD h http", "ERROR: remote command failed"),
+            ("proxy NONE", "SUCCESS: proxy command succeeded"),
+        ] {
+            assert_eq!(reply_to(&mut s, &mut sh, bad), reply, "{bad}");
+            assert!(!sh.entry_query.as_ref().unwrap().answered(), "{bad}");
+        }
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "remote MOD other.example 1234"),
+            "SUCCESS: remote command succeeded"
+        );
+        assert_eq!(
+            sh.entry_query,
+            Some(EntryQuery::Remote {
+                prompt: ">REMOTE:h,1194,udp".into(),
+                answer: Some(RemoteAnswer::Modify {
+                    host: "other.example".into(),
+                    port: 1234
+                })
+            })
+        );
+        // Answered: a second answer fails.
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "remote ACCEPT"),
+            "ERROR: remote command failed"
+        );
+        for (skip, n) in [
+            ("remote SKIP", 1),
+            ("remote SKIP 3", 3),
+            ("remote SKIP -2", 1),
+        ] {
+            sh.entry_query = Some(EntryQuery::remote(String::new()));
+            assert_eq!(
+                reply_to(&mut s, &mut sh, skip),
+                "SUCCESS: remote command succeeded"
+            );
+            assert!(
+                matches!(&sh.entry_query, Some(EntryQuery::Remote { answer: Some(RemoteAnswer::Skip(k)), .. }) if *k == n),
+                "{skip}"
+            );
+        }
+        // `proxy HTTP` on a UDP entry fails and the question waits.
+        sh.entry_udp = true;
+        sh.entry_query = Some(EntryQuery::proxy(">PROXY:1,UDP,h".into()));
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "proxy HTTP p 8080"),
+            "ERROR: proxy command failed"
+        );
+        assert!(!sh.entry_query.as_ref().unwrap().answered());
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "proxy SOCKS p 1080"),
+            "SUCCESS: proxy command succeeded"
+        );
+        assert!(matches!(
+            &sh.entry_query,
+            Some(EntryQuery::Proxy {
+                answer: Some(ProxyAnswer::Socks { port: 1080, .. }),
+                ..
+            })
+        ));
+        // A bad `proxy` fails and ends the question as configured.
+        sh.entry_query = Some(EntryQuery::proxy(String::new()));
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "proxy HTTP"),
+            "ERROR: proxy command failed"
+        );
+        assert!(matches!(
+            &sh.entry_query,
+            Some(EntryQuery::Proxy {
+                answer: Some(ProxyAnswer::AsConfigured),
+                ..
+            })
+        ));
+        sh.entry_udp = false;
+        sh.entry_query = Some(EntryQuery::proxy(String::new()));
+        assert_eq!(
+            reply_to(&mut s, &mut sh, "proxy HTTP p 8080 nct"),
+            "SUCCESS: proxy command succeeded"
+        );
+        assert!(matches!(
+            &sh.entry_query,
+            Some(EntryQuery::Proxy {
+                answer: Some(ProxyAnswer::Http { nct: true, .. }),
+                ..
+            })
+        ));
+        // cr-response goes to the client's session; on a server 2.6
+        // misspells the command in its refusal.
+        assert_eq!(
+            s.on_line(&mut sh, "cr-response NDcxMQ=="),
+            Step::Ask(Query::ControlMessage("CR_RESPONSE,NDcxMQ==".into()))
+        );
+        let mut server = shared();
+        for (line, reply) in [
+            (
+                "cr-response x",
+                "ERROR: The 'cr-repsonse' command is not supported by the current daemon mode",
+            ),
+            (
+                "remote ACCEPT",
+                "ERROR: The 'remote' command is not supported by the current daemon mode",
+            ),
+            (
+                "proxy NONE",
+                "ERROR: The 'proxy' command is not supported by the current daemon mode",
+            ),
+        ] {
+            assert_eq!(reply_to(&mut Session::new(None), &mut server, line), reply);
+        }
     }
 
     #[test]

@@ -1243,6 +1243,8 @@ impl Server {
             | Query::ClientPendingAuth { .. } => {
                 (self.answer_client_auth(now, &req.query)).unwrap_or(Answer::Done(false))
             }
+            // Only a client's session asks this.
+            Query::ControlMessage(_) => Answer::Unavailable,
         };
         req.answer(answer);
         true
@@ -1552,7 +1554,10 @@ impl Server {
             }
             Event::AuthFailed(reason) => warn!("{addr}: authentication failed: {reason}"),
             Event::Closed(reason) => self.remove_client(addr, &reason.to_string()),
-            Event::PushReply(_) | Event::Restart { .. } => {}
+            Event::PushReply(_)
+            | Event::Restart { .. }
+            | Event::Info(_)
+            | Event::AuthPending(_) => {}
         }
     }
 

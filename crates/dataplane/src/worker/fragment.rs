@@ -292,6 +292,9 @@ impl FragmentOut {
                 return false;
             };
             self.wire[j] = (st, wire_len);
+            if let Some(link) = &sh.link {
+                link.written(wire_len as u64);
+            }
             self.runs
                 .push(&mut self.msgs, j, self.slot, dst, wire_len, tos);
             self.used += 1;

@@ -184,6 +184,11 @@ impl Inbound {
             ..Gather::default()
         };
         let segments_before = self.received;
+        // Counted before any of it goes up: whoever sees a control packet
+        // sees it counted.
+        if let Some(counters) = &sh.link {
+            counters.read(self.rx.meta[..m].iter().map(|meta| meta.len as u64).sum());
+        }
         let mut rx = Rx::new(&mut self.sink, &snap, sh, now);
         for j in 0..m {
             let meta = self.rx.meta[j];
@@ -245,6 +250,10 @@ impl Inbound {
                 Err(e) => break ReadOutcome::Closed(format!("bad framing from the peer: {e}")),
             };
             self.stream_received += 1;
+            // A client's one connection: counted as it goes up (see `run`).
+            if let Some(counters) = &sh.link {
+                counters.read(seg.len() as u64);
+            }
             g.take(&mut rx, seg, src, tun, ob, link);
         };
         drop(snap);

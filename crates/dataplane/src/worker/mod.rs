@@ -110,6 +110,40 @@ pub struct GlobalCounters {
     pub relayed: AtomicU64,
 }
 
+/// The bytes a data plane read from and wrote to its link, control and
+/// data channel alike, as OpenVPN 2.6 counts its `TCP/UDP read bytes` and
+/// `write bytes` (`c2.link_read_bytes`/`link_write_bytes`): a UDP
+/// datagram's payload, or a TCP packet without its 2-byte length prefix
+/// when read but with it when written (2.6 counts what `recv` gives after
+/// the stream framing, and what `send` took). Given to a data plane in
+/// [`crate::DataPlaneConfig::link_counters`]: workers add to it once per
+/// batch; a data plane without it counts nothing.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub read_bytes: AtomicU64,
+    pub written_bytes: AtomicU64,
+}
+
+impl LinkCounters {
+    pub fn read(&self, bytes: u64) {
+        if bytes > 0 {
+            self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    pub fn written(&self, bytes: u64) {
+        if bytes > 0 {
+            self.written_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    /// `(read, written)` so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read_bytes.load(Ordering::Relaxed),
+            self.written_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// One worker's own counters. Only that worker writes them (a relaxed
 /// store of its running totals once per wake-up), and each sits on cache
 /// lines of its own, so workers never contend on them.
@@ -170,6 +204,8 @@ pub(crate) struct Shared {
     /// A client whose socket is not connected (`float`): data packets count
     /// only from the peer's current address.
     pub server_source_only: bool,
+    /// Link bytes, when the owner wants them counted.
+    pub link: Option<Arc<LinkCounters>>,
 }
 
 impl Shared {
@@ -455,6 +491,7 @@ mod tests {
             fragment: None,
             passtos: false,
             server_source_only: false,
+            link: Some(Arc::new(LinkCounters::default())),
         };
         (Arc::new(sh), rx)
     }

@@ -192,6 +192,8 @@ impl Outbound {
         self.msgs.clear();
         self.rounds.clear();
         let mut runs = GsoRuns::default();
+        // Link bytes of the batch, prefixes included (as 2.6 counts them).
+        let mut written = 0u64;
         for i in 0..n {
             let d = self.dest[i];
             if d == NO_DEST {
@@ -241,6 +243,7 @@ impl Outbound {
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
+            written += (wire_len + if s.stream { PREFIX_LEN } else { 0 }) as u64;
             if s.stream {
                 // HEAD leaves room for the prefix in front of any header.
                 buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
@@ -280,6 +283,9 @@ impl Outbound {
             };
             self.rounds
                 .send(&mut self.sender, udp, &self.msgs, &get, &sh.counters);
+        }
+        if let Some(link) = &sh.link {
+            link.written(written);
         }
         let now = now_nanos();
         for s in self.slots.drain(..) {

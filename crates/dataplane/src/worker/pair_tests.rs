@@ -60,6 +60,7 @@ pub(super) fn shared(
         fragment: None,
         passtos: false,
         server_source_only,
+        link: Some(Arc::new(crate::LinkCounters::default())),
     });
     (sh, rx)
 }
@@ -259,6 +260,41 @@ fn single_packets_cross_both_ways() {
     assert_eq!((s.rx_packets, s.tx_packets), (1, 1));
     assert_eq!((c.rx_packets, c.tx_packets), (1, 1));
     assert_eq!(s.auth_failures + s.replay_drops + c.auth_failures, 0);
+}
+
+/// The link counters count every datagram whole, data and control alike,
+/// on both ends: what one side wrote is what the other read.
+#[test]
+fn link_bytes_count_every_datagram_on_both_ends() {
+    let mut pair = Pair::new(no_offloads());
+    // Ten of a size (one GSO run) and one smaller.
+    for i in 0..10u8 {
+        assert!(
+            pair.client
+                .tun
+                .inject(udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i; 1000]))
+        );
+    }
+    assert!(
+        pair.client
+            .tun
+            .inject(udp4(CLIENT_TUN_IP, SERVER_TUN_IP, b"x"))
+    );
+    pair.client.worker.pump();
+    let wire = pair.link.take(pair.server.addr);
+    assert_eq!(wire.len(), 11);
+    let sent: u64 = wire.iter().map(|d| d.bytes.len() as u64).sum();
+    let link = |n: &Node| n.sh.link.as_ref().expect("counted").get();
+    assert_eq!(link(&pair.client), (0, sent));
+    // A control packet (P_CONTROL_V1, key id 0) is read like data.
+    let control = Datagram {
+        src: pair.client.addr,
+        bytes: vec![0x20; 60],
+    };
+    pair.link
+        .inject(pair.server.addr, wire.into_iter().chain([control]));
+    pair.drive();
+    assert_eq!(link(&pair.server), (sent + 60, 0));
 }
 
 #[test]

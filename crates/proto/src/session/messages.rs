@@ -114,6 +114,22 @@ impl Session {
                     response,
                 });
             }
+            (Side::Client, ControlMessage::Other(text)) if text.starts_with("INFO") => {
+                // 2.6 (forward.c): `INFO_PRE` first, then any `INFO...`;
+                // the text is what follows the name and a comma.
+                let rest = text
+                    .strip_prefix("INFO_PRE")
+                    .unwrap_or_else(|| &text["INFO".len()..]);
+                let info = rest.strip_prefix(',').unwrap_or("").to_string();
+                self.events.push_back(Event::Info(info));
+            }
+            (Side::Client, ControlMessage::Other(text)) if text.starts_with("AUTH_PENDING") => {
+                let keywords = text["AUTH_PENDING".len()..]
+                    .strip_prefix(',')
+                    .unwrap_or("")
+                    .to_string();
+                self.events.push_back(Event::AuthPending(keywords));
+            }
             (_, other) => debug!("ignoring control message {other:?}"),
         }
     }

@@ -155,6 +155,13 @@ pub enum Event {
     CrResponse { key_id: u8, response: String },
     /// Client: the server's push reply (already applied to cipher and key derivation).
     PushReply(PushReply),
+    /// Client: `INFO,TEXT` or `INFO_PRE,TEXT` from the server (a
+    /// `CR_TEXT:` challenge, a `WEB_AUTH::` URL, ...): TEXT, empty when
+    /// the comma is missing, as 2.6 reads it.
+    Info(String),
+    /// Client: `AUTH_PENDING[,KEYWORDS]`: the server's login waits (for
+    /// `client-pending-auth`); KEYWORDS (`timeout N`), empty when none.
+    AuthPending(String),
     /// Data-channel keys for `key_id` are ready: install them for receiving.
     KeysReady {
         key_id: u8,

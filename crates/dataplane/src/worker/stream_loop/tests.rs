@@ -176,6 +176,26 @@ fn a_64k_super_packet_is_segmented_framed_and_arrives_coalesced() {
     assert_eq!(pair.server.worker.ib.stream_received, segments as u64);
 }
 
+/// Over TCP the writer counts each packet's 2-byte length prefix, the
+/// reader does not (2.6 counts what `send` took and what the deframer
+/// gave), so the reader counts 2 bytes fewer per packet.
+#[test]
+fn link_bytes_count_the_prefix_when_written_only() {
+    let mut pair = StreamPair::new(no_offloads());
+    let n = 5u64;
+    for i in 0..n {
+        let p = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i as u8; 100]);
+        assert!(pair.client.tun.inject(p));
+    }
+    pair.drive();
+    assert_eq!(pair.server.tun.take_written().len(), n as usize);
+    let link = |e: &End| e.sh.link.as_ref().expect("counted").get();
+    // P_DATA_V2 with AES-256-GCM: 24 bytes around each 128-byte packet.
+    let packets = n * (128 + 24);
+    assert_eq!(link(&pair.client), (0, packets + 2 * n));
+    assert_eq!(link(&pair.server), (packets, 0));
+}
+
 /// More than the connection takes at once: the rest waits in the
 /// client's backlog (its TUN is not read while the backlog is high), and
 /// goes out as the server reads; nothing is dropped or reordered.
