@@ -1660,7 +1660,6 @@ fn refuse_client_only_scripts(cfg: &Config) -> anyhow::Result<()> {
         cfg,
         &[
             ("ipchange", cfg.scripts.ipchange.is_some()),
-            ("route-pre-down", cfg.scripts.route_pre_down.is_some()),
             ("up-restart", cfg.scripts.up_restart),
         ],
         |_| " is supported on clients only in ferrovpn".into(),

@@ -6,7 +6,7 @@
 //! same object with the same configuration; a stock client connects to
 //! each and goes; both must make the same calls in the same order:
 //! `UP`, `ROUTE_UP`, `TLS_FINAL`, `CLIENT_CONNECT_V2`, `LEARN_ADDRESS add`,
-//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `DOWN`. The plugin keeps
+//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `ROUTE_PREDOWN`, `DOWN`. The plugin keeps
 //! per-client contexts, so the log also shows when each is made and
 //! destroyed and which one every call got. With its TLS_FINAL failing, on
 //! the first handshake or on a renegotiation (`reneg-sec` short on the
@@ -25,7 +25,8 @@ use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
-const HOOKS: &str = "UP DOWN ROUTE_UP TLS_FINAL CLIENT_CONNECT_V2 CLIENT_DISCONNECT LEARN_ADDRESS";
+const HOOKS: &str =
+    "UP DOWN ROUTE_UP ROUTE_PREDOWN TLS_FINAL CLIENT_CONNECT_V2 CLIENT_DISCONNECT LEARN_ADDRESS";
 
 /// Compile the test plugin into `dir`.
 fn build_plugin(dir: &Path) -> PathBuf {
@@ -327,11 +328,19 @@ fn client_plugin_failures_as_by_stock_openvpn() {
     let plugin = build_plugin(&lab.dir.join("."));
     let server = client_test_server(&lab);
     let failing_up = |imp, name: &str| {
-        client_hook_log(&lab, &plugin, imp, name, "FAIL=UP", |_| {}, |c, log| {
-            wait_logged(log, "UP", &server);
-            let status = wait_exit(c, Duration::from_secs(10));
-            assert!(!status.success(), "{status:?}\n{}", c.log_tail(20));
-        })
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "FAIL=UP",
+            |_| {},
+            |c, log| {
+                wait_logged(log, "UP", &server);
+                let status = wait_exit(c, Duration::from_secs(10));
+                assert!(!status.success(), "{status:?}\n{}", c.log_tail(20));
+            },
+        )
     };
     let stock = failing_up(Stock, "stock-failing-up");
     let ours = failing_up(Ferrovpn, "ferrovpn-failing-up");

@@ -39,7 +39,7 @@ pub struct ScriptSettings {
     pub plugins: Vec<crate::plugin::PluginSpec>,
     /// `ipchange` (clients).
     pub ipchange: Option<ScriptCommand>,
-    /// `route-pre-down` (clients).
+    /// `route-pre-down`.
     pub route_pre_down: Option<ScriptCommand>,
     /// `up-restart` (clients).
     pub up_restart: bool,

@@ -209,6 +209,36 @@ pub(super) async fn run_route_up(s: &ScriptSettings, plugins: Option<&Plugins>, 
     }
 }
 
+/// `route-pre-down`, at shutdown before the routes go (the plugins'
+/// `PLUGIN_ROUTE_PREDOWN` first), with `down`'s arguments. A failing
+/// plugin is fatal, as 2.6's `run_up_down`: the plugins are aborted, the
+/// script and `down` do not run.
+pub(super) async fn run_route_predown(
+    s: &ScriptSettings,
+    plugins: Option<&Plugins>,
+    t: &Tunnel,
+) -> anyhow::Result<()> {
+    let mut env = s.env("route-pre-down");
+    env.set("signal", "sigterm");
+    env.extend(&ScriptSettings::tunnel_env(t));
+    if let Some(p) = plugins.filter(|p| p.wants(plugin::ROUTE_PREDOWN))
+        && p.call(plugin::ROUTE_PREDOWN, tunnel_args(t), &env).await != plugin::Verdict::Success
+    {
+        p.abort();
+        anyhow::bail!("ERROR: up/down plugin call failed");
+    }
+    if let Some(command) = s.route_pre_down.clone() {
+        let inv = Invocation {
+            hook: "--route-pre-down",
+            command,
+            extra: tunnel_args(t),
+            env,
+        };
+        report(run::run(inv, s.security).await, "--route-pre-down");
+    }
+    Ok(())
+}
+
 /// `down`, at shutdown (the plugins' `PLUGIN_DOWN` first).
 pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
     if let Some(p) = plugins.filter(|p| p.wants(plugin::DOWN)) {
