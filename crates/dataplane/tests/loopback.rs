@@ -120,6 +120,7 @@ fn config(
         tun_name: tun.into(),
         null_device: false,
         mtu: 1500,
+        tx_queue_len: None,
         workers,
         pin_cpus: false,
         bind,

@@ -1532,17 +1532,12 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     let remotes = client_remotes(cfg)?;
     audit_common(cfg)?;
     audit_udp_only(cfg, remotes.iter().any(|r| r.transport == Transport::Tcp))?;
-    if !cfg.scripts.plugins.is_empty() {
-        bail!(
-            "{}plugin: ferrovpn loads plugins on servers only",
-            where_is(cfg, "plugin")
-        );
-    }
     let dropping = cfg.user.is_some() || cfg.group.is_some();
     if dropping {
         refuse_scripts(
             cfg,
             &[
+                ("plugin", !cfg.scripts.plugins.is_empty()),
                 ("up", cfg.scripts.up.is_some()),
                 ("route-up", cfg.scripts.route_up.is_some()),
                 ("ipchange", cfg.scripts.ipchange.is_some()),
@@ -1755,7 +1750,6 @@ fn refuse_client_only_scripts(cfg: &Config) -> anyhow::Result<()> {
         cfg,
         &[
             ("ipchange", cfg.scripts.ipchange.is_some()),
-            ("route-pre-down", cfg.scripts.route_pre_down.is_some()),
             ("up-restart", cfg.scripts.up_restart),
         ],
         |_| " is supported on clients only in ferrovpn".into(),
@@ -1984,7 +1978,18 @@ mod tests {
                     "cannot load '/nonexistent/p.so'",
                 ),
                 (Client, "verify-client-cert none", "requires --mode server"),
-                (Client, "plugin /nonexistent/p.so", "plugin"),
+                (
+                    Client,
+                    "plugin /nonexistent/p.so",
+                    "cannot load '/nonexistent/p.so'",
+                ),
+                // 2.6 calls a client's first UP as root; ferrovpn drops
+                // privileges before it connects.
+                (
+                    Client,
+                    "user nobody\nplugin /nonexistent/p.so",
+                    "plugin together with user/group is not supported on a client",
+                ),
             ],
         );
     }

@@ -6,7 +6,7 @@
 //! same object with the same configuration; a stock client connects to
 //! each and goes; both must make the same calls in the same order:
 //! `UP`, `ROUTE_UP`, `TLS_FINAL`, `CLIENT_CONNECT_V2`, `LEARN_ADDRESS add`,
-//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `DOWN`. The plugin keeps
+//! `CLIENT_DISCONNECT`, `LEARN_ADDRESS delete`, `ROUTE_PREDOWN`, `DOWN`. The plugin keeps
 //! per-client contexts, so the log also shows when each is made and
 //! destroyed and which one every call got. With its TLS_FINAL failing, on
 //! the first handshake or on a renegotiation (`reneg-sec` short on the
@@ -28,12 +28,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{UP, wait_log};
+use ferrovpn_testkit::lab::{UP, wait_exit, wait_log};
 use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
-const HOOKS: &str = "UP DOWN ROUTE_UP TLS_FINAL CLIENT_CONNECT_V2 CLIENT_DISCONNECT LEARN_ADDRESS";
+const HOOKS: &str =
+    "UP DOWN ROUTE_UP ROUTE_PREDOWN TLS_FINAL CLIENT_CONNECT_V2 CLIENT_DISCONNECT LEARN_ADDRESS";
 
 /// Compile the test plugin into `dir`.
 fn build_plugin(dir: &Path) -> PathBuf {
@@ -324,4 +325,182 @@ fn tls_verify_plugin_refusals_as_by_stock_openvpn() {
     for log in [&stock_client, &our_client] {
         assert!(log.contains("SIGUSR1[soft,"), "{log}");
     }
+}
+
+/// The hooks 2.6 calls on a client; the client-side tests log every
+/// environment variable of each call.
+const CLIENT_HOOKS: &str = "UP DOWN ROUTE_UP ROUTE_PREDOWN IPCHANGE TLS_FINAL";
+
+/// A plugin log with the values that differ per process cut (the pid,
+/// start time, config file's name).
+fn normalized(log: &str) -> String {
+    log.lines()
+        .map(|l| {
+            for name in ["daemon_pid", "daemon_start_time", "config"] {
+                let prefix = format!("    {name}=");
+                if l.starts_with(&prefix) {
+                    return format!("{prefix}*\n");
+                }
+            }
+            format!("{l}\n")
+        })
+        .collect()
+}
+
+/// A stock server pushing a route and a DNS server.
+fn client_test_server(lab: &Lab) -> Proc {
+    let mut sc = ServerConf::new(&lab.pki, "fvtun-s", Wrap::None, Cipher::Aes256Gcm);
+    sc.extra = vec![
+        "push \"route 10.77.0.0 255.255.255.0\"".into(),
+        "push \"dhcp-option DNS 10.8.0.1\"".into(),
+    ];
+    lab.stock_server(&sc)
+}
+
+/// A client of `imp` (named `name`) with the plugin (`plugin_args` after
+/// its log file) and scripts at the same points logging their arguments
+/// and a few variables;
+/// `cc_edit` changes its config, `run` drives it (with the plugin's log)
+/// and leaves it stopped. The plugin's log and the script's.
+fn client_hook_log(
+    lab: &Lab,
+    plugin: &Path,
+    imp: ferrovpn_testkit::Implementation,
+    name: &str,
+    plugin_args: &str,
+    cc_edit: impl FnOnce(&mut ferrovpn_testkit::ClientConf),
+    run: impl FnOnce(&mut Proc, &Path),
+) -> (String, String) {
+    let log = lab.dir.join(format!("{name}-plugin.log"));
+    let script_log = lab.dir.join(format!("{name}-scripts.log"));
+    let script = lab.dir.join(format!("{name}-script.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$script_type $# [$1] [$2] ifconfig_local=$ifconfig_local signal=$signal\" >> {}\n",
+            script_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    cc.extra = vec![
+        format!(
+            "plugin {} {} QUOTE_ARGS ENV=* {plugin_args} {CLIENT_HOOKS}",
+            plugin.display(),
+            log.display()
+        ),
+        "script-security 2".into(),
+        format!("ipchange {}", script.display()),
+        format!("up {}", script.display()),
+        format!("route-up {}", script.display()),
+        format!("route-pre-down {}", script.display()),
+        format!("down {}", script.display()),
+    ];
+    cc_edit(&mut cc);
+    let mut client = lab.client(imp, 0, name, &cc);
+    run(&mut client, &log);
+    (normalized(&read(&log)), read(&script_log))
+}
+
+/// Both clients' logs must be the same, line for line.
+fn assert_same(what: &str, ours: &(String, String), stock: &(String, String)) {
+    assert_eq!(
+        ours.0, stock.0,
+        "{what}: plugin calls differ\n--- ferrovpn ---\n{}\n--- stock ---\n{}",
+        ours.0, stock.0
+    );
+    assert_eq!(
+        ours.1, stock.1,
+        "{what}: script runs differ\n--- ferrovpn ---\n{}\n--- stock ---\n{}",
+        ours.1, stock.1
+    );
+}
+
+#[test]
+fn client_plugin_hooks_are_called_as_by_stock_openvpn() {
+    use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
+    let lab = Lab::new("fvplh5", 1, FERROVPN);
+    let plugin = build_plugin(&lab.dir.join("."));
+    let server = client_test_server(&lab);
+    let run = |imp, name: &str| {
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "",
+            |_| {},
+            |c, log| {
+                wait_log(c, UP, &server);
+                wait_logged(log, "ROUTE_UP", &server);
+                ping(&lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)).unwrap();
+                c.stop(Duration::from_secs(10));
+                wait_logged(log, "CLIENT_DESTRUCTOR", &server);
+            },
+        )
+    };
+    let stock = run(Stock, "stock-client");
+    let ours = run(Ferrovpn, "ferrovpn-client");
+    assert!(stock.0.contains("ROUTE_PREDOWN"), "{}", stock.0);
+    assert_same("connect, SIGTERM", &ours, &stock);
+}
+
+/// A failing `UP` plugin ends the client at once (2.6's `M_FATAL`: the
+/// plugins' abort functions, no `ROUTE_PREDOWN`/`DOWN`, no destructor, a
+/// failure status); a `TLS_FINAL` failing on the first renegotiation ends
+/// it as SIGTERM would (`auth-control-exit`, here turned into the exit
+/// notification): the tunnel's down hooks run and the plugin is closed.
+#[test]
+fn client_plugin_failures_as_by_stock_openvpn() {
+    use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
+    let lab = Lab::new("fvplh6", 1, FERROVPN);
+    let plugin = build_plugin(&lab.dir.join("."));
+    let server = client_test_server(&lab);
+    let failing_up = |imp, name: &str| {
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "FAIL=UP",
+            |_| {},
+            |c, log| {
+                wait_logged(log, "UP", &server);
+                let status = wait_exit(c, Duration::from_secs(10));
+                assert!(!status.success(), "{status:?}\n{}", c.log_tail(20));
+            },
+        )
+    };
+    let stock = failing_up(Stock, "stock-failing-up");
+    let ours = failing_up(Ferrovpn, "ferrovpn-failing-up");
+    assert!(!stock.0.contains("CLIENT_DESTRUCTOR"), "{}", stock.0);
+    assert_same("failing UP", &ours, &stock);
+
+    let vetoed_renegotiation = |imp, name: &str| {
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "FAIL_TLS_FINAL=2",
+            |cc| cc.reneg_sec = Some(5),
+            |c, log| {
+                wait_log(c, UP, &server);
+                wait_logged(log, "CLIENT_DESTRUCTOR", &server);
+                let status = wait_exit(c, Duration::from_secs(10));
+                assert!(status.success(), "{status:?}\n{}", c.log_tail(20));
+            },
+        )
+    };
+    let stock = vetoed_renegotiation(Stock, "stock-vetoed");
+    let ours = vetoed_renegotiation(Ferrovpn, "ferrovpn-vetoed");
+    assert!(stock.0.contains("ROUTE_PREDOWN"), "{}", stock.0);
+    assert_same("TLS_FINAL failing on a renegotiation", &ours, &stock);
 }

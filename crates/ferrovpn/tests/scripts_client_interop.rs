@@ -183,13 +183,11 @@ fn client_scripts_get_2_6_arguments_and_the_pushed_dhcp_options() {
         "{record}"
     );
     let down = env_of(&lab, "down");
-    assert_has(&down, "signal=sigterm", "down");
+    // The client has explicit-exit-notify: 2.6 names the SIGTERM after it.
+    assert_has(&down, "signal=exit-with-notification", "down");
     assert_has(&down, "foreign_option_1=dhcp-option DNS 10.8.0.1", "down");
-    // As 2.6: the address variables are for `up` only.
-    assert!(
-        !down.iter().any(|l| l.starts_with("ifconfig_local=")),
-        "{down:?}"
-    );
+    // As 2.6.14: the address variables stay once the device is configured.
+    assert_has(&down, "ifconfig_local=10.8.0.2", "down");
 }
 
 #[test]

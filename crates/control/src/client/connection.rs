@@ -95,6 +95,16 @@ struct Live {
     get_config: Option<bool>,
 }
 
+/// A plugin vetoed a key exchange: 2.6 ends as on SIGTERM
+/// (`auth-control-exit`), running `route-pre-down` and `down` if the
+/// tunnel is up.
+fn tls_final_refused() -> Ended {
+    Ended::Exit(format!(
+        "{}: a PLUGIN_TLS_FINAL call failed",
+        super::AUTH_CONTROL_EXIT
+    ))
+}
+
 /// The verdict of the scripts before the push reply; never, when none run.
 async fn before_push_verdict(f: &mut Option<BeforePush>) -> Result<(), String> {
     match f {
@@ -258,6 +268,9 @@ impl Connection<'_> {
                     c.before_push_done = true;
                     if let Err(why) = verdict {
                         warn!("{why}");
+                        if why.starts_with(super::AUTH_CONTROL_EXIT) {
+                            break Ended::Exit(why);
+                        }
                         // The server thinks this session is up: start
                         // afresh from a new port, as after a rejected reply.
                         break Ended::ServerLeft(format!("the server was refused: {why}"));
@@ -438,6 +451,13 @@ impl Connection<'_> {
                         return Some(end);
                     }
                 }
+                // A renegotiation's key (or a point-to-point link's first).
+                Event::KeysReady { key_id, .. }
+                    if (key_id != 0 || self.settings.p2p.is_some())
+                        && !self.tls_final(c, key_id).await =>
+                {
+                    return Some(tls_final_refused());
+                }
                 Event::KeysReady {
                     key_id,
                     cipher,
@@ -542,6 +562,22 @@ impl Connection<'_> {
         }
     }
 
+    /// `PLUGIN_TLS_FINAL` for the key exchange of `key_id`; `false`: a
+    /// plugin vetoed it.
+    async fn tls_final(&self, c: &Live, key_id: u8) -> bool {
+        if !self.scripts.wants_tls_final() {
+            return true;
+        }
+        let env = self
+            .scripts
+            .key_exchange_env(self.server, &c.session.peer_certificates_der());
+        let ok = self.scripts.tls_final(&env).await;
+        if !ok {
+            warn!("TLS_FINAL plugin refused key {key_id}");
+        }
+        ok
+    }
+
     /// Apply the first push reply; the ending it calls for, if any.
     async fn pushed(&mut self, c: &mut Live, reply: &PushReply) -> Option<Ended> {
         match self.apply_push(c, reply).await {
@@ -604,8 +640,9 @@ impl Connection<'_> {
             }
         }
         c.tunnel_ip = plan.ipv4.map(|v4| v4.local);
-        if !preserved && self.management.is_some_and(|m| m.reports_up_down()) {
-            // 2.6 looks the default route up before adding its own.
+        if !preserved && (!plan.routes.is_empty() || plan.redirect.is_some()) {
+            // 2.6 looks the default route up before adding its own, and
+            // hands it to the scripts, plugins and management.
             self.scripts
                 .set_net_gateway(self.tunnel.default_gateway4().await);
         }

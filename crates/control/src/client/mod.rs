@@ -207,9 +207,14 @@ pub struct P2p {
 
 /// The `signal` variable of `down` and `route-pre-down` after `ended`
 /// (2.6's signal description: the signal, or why it restarted).
+/// 2.6's signal text when a plugin vetoed a key exchange (`TLS_FINAL`):
+/// it ends as on SIGTERM.
+pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
+
 fn signal_text(ended: &Ended) -> &'static str {
     match ended {
         Ended::Shutdown | Ended::Fatal(_) => "sigterm",
+        Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::ServerLeft(_) => "server-pushed-connection-reset",
@@ -225,6 +230,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
     match ended {
         Ended::Shutdown => "SIGTERM",
         Ended::Exit(why) if why.contains("inactive") => "inactive",
+        Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
@@ -414,7 +420,6 @@ pub async fn run_client(
         dns::DnsBackend::detect().await,
         s.no_exec,
     );
-    let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone());
     // The data plane's socket is connected to the server, so it is (re)started
     // when the resolved server address changes; reconnecting to the same
     // address keeps the TUN device and its queues.
@@ -492,6 +497,14 @@ pub async fn run_client(
             }
         }
     }
+    // 2.6 opens its plugins after the hold, as root (privileges are
+    // dropped once the data plane runs), with the scripts' environment.
+    let plugins = crate::plugin::Plugins::open(
+        &s.scripts.plugins,
+        crate::plugin::CLIENT_SERVED,
+        &s.scripts.base_env,
+    )?;
+    let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone(), plugins);
     let result = loop {
         exit_reason = "SIGTERM";
         let configured = &s.remotes[index];
@@ -680,14 +693,34 @@ pub async fn run_client(
         if let (Some(m), Ended::AuthFailed(reason)) = (mgmt, &ended) {
             m.line(verification_failed(reason));
         }
-        let signal = signal_text(&ended);
-        if !keeps_tunnel(s.persist_tun, &ended) {
-            client_scripts.before_tear_down(signal, mgmt).await;
+        // With explicit-exit-notify, a SIGTERM (from outside, a ping-exit,
+        // an AUTH_FAILED that ends the client) goes out as 2.6's exit
+        // notification, which names itself the signal; a vetoed key keeps
+        // saying `auth-control-exit` (2.6 raises it again while it waits).
+        let vetoed = matches!(&ended, Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT));
+        let signal = if remote.explicit_exit_notify.is_some()
+            && !vetoed
+            && (matches!(ended, Ended::Shutdown | Ended::Exit(_))
+                || matches!(ended, Ended::AuthFailed(_)) && s.auth_retry == AuthRetry::None)
+        {
+            "exit-with-notification"
+        } else {
+            signal_text(&ended)
+        };
+        let hooks = if !keeps_tunnel(s.persist_tun, &ended) {
+            let before = client_scripts.before_tear_down(signal, mgmt).await;
             tunnel.tear_down().await;
-            client_scripts.after_tear_down(signal).await;
+            // After a fatal failure before, nothing runs here.
+            let after = client_scripts.after_tear_down(signal).await;
+            before.and(after)
         } else if tunnel.is_configured() {
             info!("persist-tun: keeping the tunnel's addresses and routes while reconnecting");
-            client_scripts.tunnel_kept(signal).await;
+            client_scripts.tunnel_kept(signal).await
+        } else {
+            Ok(())
+        };
+        if let Err(fatal) = hooks {
+            break Err(anyhow::anyhow!(fatal));
         }
         // With explicit-exit-notify, 2.6 turns a SIGTERM (an AUTH_FAILED
         // that ends the client is one) into its notification first, and
@@ -804,9 +837,10 @@ pub async fn run_client(
             }
         }
     };
-    client_scripts.before_tear_down("sigterm", mgmt).await;
+    let before = client_scripts.before_tear_down("sigterm", mgmt).await;
     tunnel.tear_down().await;
-    client_scripts.after_tear_down("sigterm").await;
+    let after = client_scripts.after_tear_down("sigterm").await;
+    let result = result.and(before.and(after).map_err(|fatal| anyhow::anyhow!(fatal)));
     if let Some(p) = plane {
         p.dp.shutdown();
     }

@@ -8,14 +8,30 @@
 //! routes (`route_*`) and `dhcp-option`s (`foreign_option_N`, what
 //! Debian's `update-resolv-conf` reads).
 //!
+//! The `plugin`s are called at the same points, each before the script
+//! of its point, with the same arguments and environment (less
+//! `script_type`), as 2.6's `run_up_down`, `do_route`,
+//! `link_socket_connection_initiated` and `key_method_2_read` call them:
+//! `PLUGIN_TLS_FINAL` after each key exchange, `PLUGIN_IPCHANGE` then
+//! `--ipchange`, `PLUGIN_UP` then `--up`, `>UPDOWN:UP`, `PLUGIN_ROUTE_UP`
+//! then `--route-up`; `>UPDOWN:DOWN`, `PLUGIN_ROUTE_PREDOWN` then
+//! `--route-pre-down`, `PLUGIN_DOWN` then `--down`. A failing `UP`,
+//! `ROUTE_PREDOWN` or `DOWN` plugin (or `up` script) ends the client as 2.6's
+//! `M_FATAL` does: the plugins' abort functions run, nothing else.
+//!
 //! The environments are built by pure functions; the runs are awaited by
 //! the connection, as 2.6 waits for them, each bounded by the runner's
 //! timeout.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use tracing::warn;
+
+use super::AUTH_CONTROL_EXIT;
 use super::management::ClientManagement;
 use super::plan::{PushPlan, Topology};
+use crate::plugin::{self, Plugins, Verdict};
 use crate::scripts::{self, ChainVerdict, Env, Invocation, ScriptSettings, run};
 
 /// What `up` was run with, for `route-pre-down` and `down` later.
@@ -23,7 +39,8 @@ use crate::scripts::{self, ChainVerdict, Env, Invocation, ScriptSettings, run};
 struct UpRecord {
     /// `dev tun_mtu 0 ifconfig_local ifconfig_netmask|ifconfig_remote`.
     args: Vec<String>,
-    /// The environment of the scripts after `up` (no `ifconfig_*`).
+    /// The environment of the scripts and plugins after `up` (2.6 keeps
+    /// the `ifconfig_*` and `route_net_gateway` variables in it).
     env: Env,
     /// What 2.6's environment holds when the routes are in place, for
     /// `>UPDOWN:` (with the `ifconfig_*` variables and `route_net_gateway`).
@@ -33,6 +50,9 @@ struct UpRecord {
 /// The client's script state across connections.
 pub(super) struct ClientScripts {
     s: ScriptSettings,
+    /// The `plugin`s, opened at start; `None` too once a fatal failure
+    /// aborted them.
+    plugins: Option<Arc<Plugins>>,
     /// Set once the tunnel was configured (whether or not `up` is set):
     /// the tunnel is up as far as scripts are concerned.
     up: Option<UpRecord>,
@@ -42,23 +62,73 @@ pub(super) struct ClientScripts {
 }
 
 impl ClientScripts {
-    pub fn new(s: ScriptSettings) -> Self {
+    pub fn new(s: ScriptSettings, plugins: Option<Plugins>) -> Self {
         ClientScripts {
             s,
+            plugins: plugins.map(Arc::new),
             up: None,
             net_gateway: None,
         }
     }
 
+    /// The plugins, when one of them asked for `hook`.
+    fn plugins_for(&self, hook: u32) -> Option<Arc<Plugins>> {
+        self.plugins.clone().filter(|p| p.wants(hook))
+    }
+
+    /// Call the plugins that asked for `hook`; `true` when none failed.
+    async fn call_plugins(&self, hook: u32, args: Vec<String>, env: &Env) -> bool {
+        match self.plugins_for(hook) {
+            Some(p) => p.call(hook, args, env).await == Verdict::Success,
+            None => true,
+        }
+    }
+
+    /// A fatal failure (`M_FATAL` in 2.6): the plugins' abort functions
+    /// run and none is called again; the client is about to exit.
+    fn abort_plugins(&mut self) {
+        if let Some(p) = self.plugins.take() {
+            p.abort();
+        }
+    }
+
+    /// After a key exchange with the server: `PLUGIN_TLS_FINAL`, as 2.6
+    /// calls it when it read the server's key-method-2 message, with the
+    /// environment of that moment: `env` (see [`Self::key_exchange_env`]).
+    /// `false`: a plugin vetoed the key; 2.6 ends then (`SIGTERM`, as
+    /// `auth-control-exit`).
+    pub async fn tls_final(&self, env: &Env) -> bool {
+        self.call_plugins(plugin::TLS_FINAL, Vec::new(), env).await
+    }
+
+    /// Whether some plugin asked for `PLUGIN_TLS_FINAL`.
+    pub fn wants_tls_final(&self) -> bool {
+        self.plugins_for(plugin::TLS_FINAL).is_some()
+    }
+
+    /// The environment at a later key exchange with `server` (a
+    /// renegotiation, or a point-to-point link's first): everything the
+    /// tunnel's scripts saw once it is up, else the connection's.
+    pub fn key_exchange_env(&self, server: SocketAddr, presented: &[Vec<u8>]) -> Env {
+        match &self.up {
+            Some(up) => up.env.clone(),
+            None => self.connection_env(server, presented),
+        }
+    }
+
     /// The default route's gateway found before the tunnel's routes went
-    /// in, for the next `>UPDOWN:UP`.
+    /// in (2.6's `route_net_gateway`), for the next tunnel's scripts,
+    /// plugins and `>UPDOWN:`.
     pub fn set_net_gateway(&mut self, gateway: std::net::Ipv4Addr) {
         self.net_gateway = Some(gateway);
     }
 
     /// Whether something must run before the push reply is applied.
     pub fn runs_before_push(&self) -> bool {
-        self.s.tls_verify.is_some() || self.s.ipchange.is_some()
+        self.s.tls_verify.is_some()
+            || self.s.ipchange.is_some()
+            || self.plugins_for(plugin::IPCHANGE).is_some()
+            || self.wants_tls_final()
     }
 
     /// The variables of every script of a connection to `server` whose
@@ -84,8 +154,12 @@ impl ClientScripts {
     }
 
     /// `tls-verify` over the server's chain (as the peer sent it, completed
-    /// from the `ca` file), then `ipchange IP PORT`. A refusal is the error.
-    /// Owns all it needs, so the connection can go on meanwhile.
+    /// from the `ca` file), then `PLUGIN_TLS_FINAL` for the first key, then
+    /// `PLUGIN_IPCHANGE` and `ipchange IP PORT`. A refusal is the error; a
+    /// failed `TLS_FINAL` (whose error starts with [`AUTH_CONTROL_EXIT`])
+    /// still runs the ipchange hooks, as 2.6 moves the key to active all
+    /// the same before it stops. Owns all it needs, so the connection can
+    /// go on meanwhile.
     pub fn before_push(
         &self,
         server: SocketAddr,
@@ -93,10 +167,13 @@ impl ClientScripts {
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let verify = self.s.tls_verify.clone();
         let ipchange = self.s.ipchange.clone();
+        let ipchange_plugins = self.plugins_for(plugin::IPCHANGE);
+        let tls_final_plugins = self.plugins_for(plugin::TLS_FINAL);
         let security = self.s.security;
         let chain = scripts::certificate_chain(&presented, &self.s.peer_ca);
         let env = self.connection_env(server, &chain);
         async move {
+            let mut refused = Ok(());
             if let Some(verify) = verify {
                 // Before the handshake counted, 2.6 knows the address as
                 // untrusted only.
@@ -121,22 +198,43 @@ impl ClientScripts {
                     ChainVerdict::Refused(why) => return Err(why),
                 }
             }
+            if let Some(p) = tls_final_plugins {
+                // The server's address is not trusted yet; its certificate
+                // (and common name) is known.
+                let mut env = env.clone();
+                for name in ["trusted_ip", "trusted_ip6", "trusted_port"] {
+                    env.remove(name);
+                }
+                if p.call(plugin::TLS_FINAL, Vec::new(), &env).await != Verdict::Success {
+                    refused = Err(format!(
+                        "{AUTH_CONTROL_EXIT}: a PLUGIN_TLS_FINAL call failed"
+                    ));
+                }
+            }
+            let addr = match server {
+                SocketAddr::V4(a) => format!("[AF_INET]{}", a.ip()),
+                SocketAddr::V6(a) => format!("[AF_INET6]{}", a.ip()),
+            };
+            // 2.6 formats "ADDRESS PORT" as one argument, for the plugin
+            // and the script alike.
+            let addr = format!("{addr} {}", server.port());
+            if let Some(p) = ipchange_plugins
+                && p.call(plugin::IPCHANGE, vec![addr.clone()], &env).await != Verdict::Success
+            {
+                warn!("WARNING: ipchange plugin call failed");
+            }
             if let Some(command) = ipchange {
                 let mut env = env;
                 env.set("script_type", "ipchange");
-                let addr = match server {
-                    SocketAddr::V4(a) => format!("[AF_INET]{}", a.ip()),
-                    SocketAddr::V6(a) => format!("[AF_INET6]{}", a.ip()),
-                };
                 let inv = Invocation {
                     hook: "--ipchange",
                     command,
-                    extra: vec![addr, server.port().to_string()],
+                    extra: vec![addr],
                     env,
                 };
                 run::run_reported(inv, security).await;
             }
-            Ok(())
+            refused
         }
     }
 
@@ -158,14 +256,19 @@ impl ClientScripts {
         }
         let context = if fresh { "init" } else { "restart" };
         let args = up_args(dev, plan);
-        let after = after_up_env(conn_env, dev, plan, foreign);
+        let mut after = after_up_env(conn_env, dev, plan, foreign);
+        // 2.6 looks the default gateway up when it has routes to add.
+        if let Some(gw) = self.net_gateway.take()
+            && (!plan.routes.is_empty() || plan.redirect.is_some())
+        {
+            after.set("route_net_gateway", gw.to_string());
+        }
+        after.extend(&ifconfig_env(plan));
         let mut up_env = after.clone();
         up_env.remove("redirect_gateway");
-        up_env.extend(&ifconfig_env(plan));
         up_env.set("script_context", context);
         up_env.set("script_type", "up");
-        let mut updown = after.clone();
-        updown.extend(&ifconfig_env(plan));
+        let updown = after.clone();
         self.run_up(fresh, context, args, up_env, after, updown, mgmt)
             .await
     }
@@ -232,8 +335,11 @@ impl ClientScripts {
         mut updown: Env,
         mgmt: Option<&ClientManagement>,
     ) -> Result<(), String> {
-        if let Some(gw) = self.net_gateway.take() {
-            updown.set("route_net_gateway", gw.to_string());
+        self.net_gateway = None;
+        // Each plugin call takes `script_type` out of 2.6's environment;
+        // each script sets it.
+        if self.plugins_for(plugin::UP).is_some() {
+            updown.remove("script_type");
         }
         if self.s.up.is_some() {
             updown.set("script_type", "up");
@@ -243,6 +349,14 @@ impl ClientScripts {
             env: after.clone(),
             updown,
         });
+        let mut plugin_args = args.clone();
+        plugin_args.push(context.into());
+        if !self.call_plugins(plugin::UP, plugin_args, &up_env).await {
+            // 2.6 exits without `route-pre-down` or `down` then.
+            self.up = None;
+            self.abort_plugins();
+            return Err("ERROR: up/down plugin call failed".into());
+        }
         if let Some(command) = self.s.up.clone() {
             let mut extra = args;
             extra.push(context.into());
@@ -256,6 +370,7 @@ impl ClientScripts {
             if let Some(failure) = status.failure("--up/--down") {
                 // 2.6 exits without `route-pre-down` or `down` then.
                 self.up = None;
+                self.abort_plugins();
                 return Err(failure);
             }
         }
@@ -263,6 +378,13 @@ impl ClientScripts {
         // does not add them again, nor says UP.
         if let (true, Some(m), Some(up)) = (fresh, mgmt, &self.up) {
             m.up_down("UP", &up.updown, None);
+        }
+        if fresh
+            && !self
+                .call_plugins(plugin::ROUTE_UP, Vec::new(), &after)
+                .await
+        {
+            warn!("WARNING: route-up plugin call failed");
         }
         if fresh && let Some(command) = self.s.route_up.clone() {
             let mut env = after;
@@ -279,8 +401,13 @@ impl ClientScripts {
     }
 
     /// Before the tunnel's routes go: `>UPDOWN:DOWN`, then
-    /// `route-pre-down` (`signal` says why).
-    pub async fn before_tear_down(&self, signal: &str, mgmt: Option<&ClientManagement>) {
+    /// `PLUGIN_ROUTE_PREDOWN` and `route-pre-down` (`signal` says why). A
+    /// failing plugin is fatal, as in 2.6: the error, and nothing more runs.
+    pub async fn before_tear_down(
+        &mut self,
+        signal: &str,
+        mgmt: Option<&ClientManagement>,
+    ) -> Result<(), String> {
         if let (Some(m), Some(up)) = (mgmt, &self.up) {
             let mut env = up.updown.clone();
             // The last script 2.6 ran named itself in the environment,
@@ -289,67 +416,98 @@ impl ClientScripts {
                 env.set("script_type", "route-up");
                 "script_type"
             });
+            if newest.is_none() && self.plugins_for(plugin::ROUTE_UP).is_some() {
+                env.remove("script_type");
+            }
             m.up_down("DOWN", &env, newest);
         }
-        let (Some(up), Some(command)) = (&self.up, self.s.route_pre_down.clone()) else {
-            return;
+        let Some(up) = &self.up else {
+            return Ok(());
         };
-        self.run_down_like(
-            "--route-pre-down",
-            "route-pre-down",
-            command,
-            up,
+        let up = up.clone();
+        self.down_like(
+            plugin::ROUTE_PREDOWN,
+            ("--route-pre-down", "route-pre-down"),
+            self.s.route_pre_down.clone(),
+            &up,
             signal,
             "init",
         )
-        .await;
+        .await
     }
 
-    /// The tunnel went: `down` with `init`, and the next configuration
-    /// is a new tunnel again.
-    pub async fn after_tear_down(&mut self, signal: &str) {
+    /// The tunnel went: `PLUGIN_DOWN` and `down` with `init`, and the
+    /// next configuration is a new tunnel again. A failing plugin is
+    /// fatal, as in 2.6.
+    pub async fn after_tear_down(&mut self, signal: &str) -> Result<(), String> {
         let Some(up) = self.up.take() else {
-            return;
+            return Ok(());
         };
-        if let Some(command) = self.s.down.clone() {
-            self.run_down_like("--up/--down", "down", command, &up, signal, "init")
-                .await;
-        }
+        self.down_like(
+            plugin::DOWN,
+            ("--up/--down", "down"),
+            self.s.down.clone(),
+            &up,
+            signal,
+            "init",
+        )
+        .await
     }
 
     /// A reconnect keeps the tunnel (`persist-tun`): with `up-restart`,
-    /// `down` runs with `restart`.
-    pub async fn tunnel_kept(&self, signal: &str) {
-        let (Some(up), Some(command), true) = (&self.up, self.s.down.clone(), self.s.up_restart)
-        else {
-            return;
+    /// `PLUGIN_DOWN` and `down` run with `restart`.
+    pub async fn tunnel_kept(&mut self, signal: &str) -> Result<(), String> {
+        let (Some(up), true) = (&self.up, self.s.up_restart) else {
+            return Ok(());
         };
-        self.run_down_like("--up/--down", "down", command, up, signal, "restart")
-            .await;
+        let up = up.clone();
+        self.down_like(
+            plugin::DOWN,
+            ("--up/--down", "down"),
+            self.s.down.clone(),
+            &up,
+            signal,
+            "restart",
+        )
+        .await
     }
 
-    async fn run_down_like(
-        &self,
-        hook: &'static str,
-        script_type: &str,
-        command: scripts::ScriptCommand,
+    /// 2.6's `run_up_down` for `route-pre-down` and `down`: the plugins
+    /// that asked for `hook` (a failure is fatal: the plugins are aborted
+    /// and the error returned, the script not run), then the script
+    /// (`hook_name`, `script_type`), with the arguments of `up` and
+    /// `context`, `signal` in the environment.
+    async fn down_like(
+        &mut self,
+        hook: u32,
+        (hook_name, script_type): (&'static str, &str),
+        command: Option<scripts::ScriptCommand>,
         up: &UpRecord,
         signal: &str,
         context: &str,
-    ) {
+    ) -> Result<(), String> {
         let mut env = up.env.clone();
-        env.set("script_type", script_type);
         env.set("script_context", context);
         env.set("signal", signal);
         let mut extra = up.args.clone();
         extra.push(context.into());
+        if !self.call_plugins(hook, extra.clone(), &env).await {
+            self.up = None;
+            self.abort_plugins();
+            return Err("ERROR: up/down plugin call failed".into());
+        }
+        let Some(command) = command else {
+            return Ok(());
+        };
+        env.set("script_type", script_type);
         let inv = Invocation {
-            hook,
+            hook: hook_name,
             command,
             extra,
             env,
         };
         run::run_reported(inv, self.s.security).await;
+        Ok(())
     }
 }
 
@@ -380,7 +538,8 @@ fn up_args(dev: &str, plan: &PushPlan) -> Vec<String> {
     ]
 }
 
-/// The tunnel's addresses as 2.6 sets them for `up` only.
+/// The tunnel's addresses as 2.6 sets them when it configures the device
+/// (they stay for the later scripts).
 fn ifconfig_env(plan: &PushPlan) -> Env {
     let mut env = Env::new();
     if let Some(v4) = plan.ipv4 {

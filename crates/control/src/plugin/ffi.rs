@@ -186,6 +186,8 @@ pub struct Loaded {
     type_mask: u32,
     func: Func,
     close: Option<CloseV1>,
+    /// `openvpn_plugin_abort_v1`, same signature as close.
+    abort: Option<CloseV1>,
     client_constructor: Option<ClientConstructor>,
     client_destructor: Option<ClientDestructor>,
     /// Handed to the plugin at open; it may keep the pointer.
@@ -400,6 +402,7 @@ impl Loaded {
             base64_decode,
         });
         let close = symbol::<CloseV1>(&library, b"openvpn_plugin_close_v1\0");
+        let abort = symbol::<CloseV1>(&library, b"openvpn_plugin_abort_v1\0");
         let client_constructor =
             symbol::<ClientConstructor>(&library, b"openvpn_plugin_client_constructor_v1\0");
         let client_destructor =
@@ -478,6 +481,7 @@ impl Loaded {
             type_mask,
             func,
             close,
+            abort,
             client_constructor,
             client_destructor,
             _callbacks: callbacks,
@@ -497,6 +501,22 @@ impl Loaded {
             ));
         }
         Ok(plugin)
+    }
+
+    /// Call the plugin's abort function, if it has one (2.6 does on its
+    /// way out after a fatal error).
+    pub fn abort(&self) {
+        if let Some(abort) = self.abort {
+            // SAFETY: documented signature `void (openvpn_plugin_handle_t)`,
+            // called with the handle from open while the plugin is open.
+            unsafe { abort(self.handle) };
+        }
+    }
+
+    /// Leave the plugin open and loaded for the rest of the process (after
+    /// [`Self::abort`]: 2.6 exits without closing its plugins).
+    pub fn forget(self) {
+        std::mem::forget(self);
     }
 
     /// The hook types this plugin asked for (`OPENVPN_PLUGIN_MASK` bits).

@@ -23,6 +23,7 @@ use crate::scripts::Env;
 pub const UP: u32 = 0;
 pub const DOWN: u32 = 1;
 pub const ROUTE_UP: u32 = 2;
+pub const IPCHANGE: u32 = 3;
 pub const TLS_VERIFY: u32 = 4;
 pub const AUTH_USER_PASS_VERIFY: u32 = 5;
 pub const CLIENT_DISCONNECT: u32 = 7;
@@ -30,6 +31,7 @@ pub const LEARN_ADDRESS: u32 = 8;
 pub const CLIENT_CONNECT_V2: u32 = 9;
 pub const TLS_FINAL: u32 = 10;
 pub const ENABLE_PF: u32 = 11;
+pub const ROUTE_PREDOWN: u32 = 12;
 pub const CLIENT_CONNECT_DEFER_V2: u32 = 14;
 
 /// Names of the hook types, by number, for messages.
@@ -54,11 +56,13 @@ const HOOK_NAMES: [&str; 15] = [
 /// The hook types a ferrovpn server calls plugins for. A plugin that asks
 /// for any other is refused at start (2.6 refuses types it lacks the same
 /// way), rather than loaded and silently never called: the v1
-/// `CLIENT_CONNECT`/`CLIENT_CONNECT_DEFER`, `IPCHANGE` (a client
-/// hook), `ROUTE_PREDOWN`, and `ENABLE_PF` (2.6 removed packet filtering).
+/// `CLIENT_CONNECT`/`CLIENT_CONNECT_DEFER`, `IPCHANGE` (2.6 calls it when
+/// a client's connection to its server is initiated, never on a server),
+/// and `ENABLE_PF` (2.6 removed packet filtering).
 pub const SERVER_HOOKS: u32 = mask(UP)
     | mask(DOWN)
     | mask(ROUTE_UP)
+    | mask(ROUTE_PREDOWN)
     | mask(TLS_VERIFY)
     | mask(AUTH_USER_PASS_VERIFY)
     | mask(CLIENT_DISCONNECT)
@@ -66,6 +70,22 @@ pub const SERVER_HOOKS: u32 = mask(UP)
     | mask(CLIENT_CONNECT_V2)
     | mask(TLS_FINAL)
     | mask(CLIENT_CONNECT_DEFER_V2);
+
+/// The hook types a ferrovpn client calls plugins for: those 2.6 calls on
+/// a client (`TLS_FINAL` after each key exchange, `IPCHANGE` when the
+/// connection to the server is initiated, then the tunnel's `UP`,
+/// `ROUTE_UP`, `ROUTE_PREDOWN`, `DOWN`). The login, client-instance and
+/// address hooks are a server's; 2.6 never calls them on a client.
+pub const CLIENT_HOOKS: u32 =
+    mask(UP) | mask(DOWN) | mask(ROUTE_UP) | mask(ROUTE_PREDOWN) | mask(IPCHANGE) | mask(TLS_FINAL);
+
+/// The hook types a plugin may ask for on a ferrovpn client: those it
+/// calls ([`CLIENT_HOOKS`]) and those 2.6 accepts there but never calls on
+/// a client (the server's login, client-instance and address hooks; the
+/// removed `ENABLE_PF`), so a plugin made for both roles loads as in 2.6.
+/// Refused: `TLS_VERIFY`, which 2.6 calls on a client for the server's
+/// certificates and ferrovpn does not.
+pub const CLIENT_SERVED: u32 = ((1 << 16) - 1) & !mask(TLS_VERIFY);
 
 /// How long a plugin call may take before ferrovpn stops waiting and
 /// counts it as failed (as for scripts).
@@ -169,6 +189,9 @@ enum Job {
     ClientGone(ClientId),
     /// Destroy what is left and close the plugins.
     Shutdown,
+    /// 2.6's exit on a fatal error: the plugins' abort functions, nothing
+    /// destroyed nor closed.
+    Abort,
 }
 
 /// The certificate a `PLUGIN_TLS_VERIFY` call is about: its depth in the
@@ -417,6 +440,16 @@ impl Plugins {
     }
 }
 
+impl Plugins {
+    /// What 2.6 does to its plugins when a fatal error ends it (a failing
+    /// `up`, `route-pre-down` or `down` plugin or script): their abort
+    /// functions (`openvpn_plugin_abort_v1`) run, and nothing more; the
+    /// process is about to exit. Later calls answer as failed.
+    pub fn abort(&self) {
+        let _ = self.jobs.send(Job::Abort);
+    }
+}
+
 impl Drop for Plugins {
     fn drop(&mut self) {
         // Client contexts still alive hold senders too: the thread stops
@@ -533,6 +566,21 @@ fn serve(
                 }
             }
             Job::Shutdown => break,
+            Job::Abort => {
+                for p in &loaded {
+                    p.abort();
+                }
+                // As 2.6's exit after a fatal error: per-client contexts
+                // are not destroyed, the plugins not closed.
+                for c in clients.into_values() {
+                    std::mem::forget(c);
+                }
+                std::mem::forget(server_contexts);
+                for p in loaded {
+                    p.forget();
+                }
+                return;
+            }
         }
     }
     let mut left: Vec<_> = clients.into_iter().collect();

@@ -39,7 +39,7 @@ pub struct ScriptSettings {
     pub plugins: Vec<crate::plugin::PluginSpec>,
     /// `ipchange` (clients).
     pub ipchange: Option<ScriptCommand>,
-    /// `route-pre-down` (clients).
+    /// `route-pre-down`.
     pub route_pre_down: Option<ScriptCommand>,
     /// `up-restart` (clients).
     pub up_restart: bool,
@@ -116,6 +116,8 @@ pub enum TunnelHook {
     Up,
     /// The routes are in place.
     RouteUp,
+    /// The server stops, before its routes go (`route-pre-down`).
+    RoutePreDown,
     /// The server stops.
     Down,
 }
@@ -125,6 +127,7 @@ impl TunnelHook {
         match self {
             TunnelHook::Up => "up",
             TunnelHook::RouteUp => "route-up",
+            TunnelHook::RoutePreDown => "route-pre-down",
             TunnelHook::Down => "down",
         }
     }
@@ -134,6 +137,7 @@ impl TunnelHook {
         match self {
             TunnelHook::Up | TunnelHook::Down => "--up/--down",
             TunnelHook::RouteUp => "--route-up",
+            TunnelHook::RoutePreDown => "--route-pre-down",
         }
     }
 }
@@ -186,12 +190,13 @@ impl ScriptSettings {
     /// `signal` set), `route-up` no arguments.
     pub fn tunnel_call(&self, hook: TunnelHook, t: &Tunnel) -> (Vec<String>, Env) {
         let mut env = self.env(hook.script_type());
-        if hook == TunnelHook::Down {
+        if matches!(hook, TunnelHook::Down | TunnelHook::RoutePreDown) {
             env.set("signal", "sigterm");
         }
         env.extend(&Self::tunnel_env(t));
         let args = match hook {
-            TunnelHook::Up | TunnelHook::Down => t.up_args(),
+            // `route-pre-down` gets `down`'s arguments, as in 2.6.
+            TunnelHook::Up | TunnelHook::Down | TunnelHook::RoutePreDown => t.up_args(),
             TunnelHook::RouteUp => Vec::new(),
         };
         (args, env)
@@ -203,6 +208,7 @@ impl ScriptSettings {
         let command = match hook {
             TunnelHook::Up => &self.up,
             TunnelHook::RouteUp => &self.route_up,
+            TunnelHook::RoutePreDown => &self.route_pre_down,
             TunnelHook::Down => &self.down,
         }
         .clone()?;

@@ -184,6 +184,20 @@ pub(super) async fn run_route_up(s: &ScriptSettings, plugins: Option<&Plugins>, 
     let _ = run_tunnel_hook(s, plugins, TunnelHook::RouteUp, t).await;
 }
 
+/// `route-pre-down`, at shutdown before the routes go (the plugins'
+/// `PLUGIN_ROUTE_PREDOWN` first), with `down`'s arguments. A failing
+/// plugin is fatal, as 2.6's `run_up_down`: the plugins are aborted, the
+/// script and `down` do not run.
+pub(super) async fn run_route_predown(
+    s: &ScriptSettings,
+    plugins: Option<&Plugins>,
+    t: &Tunnel,
+) -> anyhow::Result<()> {
+    run_tunnel_hook(s, plugins, TunnelHook::RoutePreDown, t)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
 /// `down`, at shutdown (the plugins' `PLUGIN_DOWN` first).
 pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &Tunnel) {
     // Not fatal: failures are logged.
@@ -191,8 +205,9 @@ pub(super) async fn run_down(s: &ScriptSettings, plugins: Option<&Plugins>, t: &
 }
 
 /// The plugins' call of `hook`, then its script, with the same arguments
-/// and environment. A failing `up` is fatal (the error, 2.6's message);
-/// the others' failures are logged.
+/// and environment. A failing `up` is fatal (the error, 2.6's message), so
+/// is a failing `PLUGIN_ROUTE_PREDOWN` (after aborting the plugins); the
+/// others' failures are logged.
 async fn run_tunnel_hook(
     s: &ScriptSettings,
     plugins: Option<&Plugins>,
@@ -203,12 +218,18 @@ async fn run_tunnel_hook(
     let (plugin_hook, plugin_name) = match hook {
         TunnelHook::Up => (plugin::UP, "up/down"),
         TunnelHook::RouteUp => (plugin::ROUTE_UP, "route-up"),
+        TunnelHook::RoutePreDown => (plugin::ROUTE_PREDOWN, "up/down"),
         TunnelHook::Down => (plugin::DOWN, "up/down"),
     };
     if let Some(p) = plugins.filter(|p| p.wants(plugin_hook)) {
         let (args, env) = s.tunnel_call(hook, t);
         if p.call(plugin_hook, args, &env).await != plugin::Verdict::Success {
-            if fatal {
+            if hook == TunnelHook::RoutePreDown {
+                // 2.6's `run_up_down` fails fatally here: the plugins are
+                // aborted, neither the script nor `down` runs.
+                p.abort();
+            }
+            if fatal || hook == TunnelHook::RoutePreDown {
                 return Err(format!("ERROR: {plugin_name} plugin call failed"));
             }
             warn!("WARNING: {plugin_name} plugin call failed");

@@ -606,6 +606,12 @@ pub async fn run_server(
     // contexts) before its own `down`.
     srv.half_open.clear();
     hooks::finish_scripts(&mut srv.scripts_running).await;
+    if let Err(fatal) =
+        hooks::run_route_predown(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await
+    {
+        srv.dp.shutdown();
+        return Err(fatal);
+    }
     if srv.s.scripts.down_pre {
         hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
     }

@@ -9,7 +9,10 @@
  * stock OpenVPN 2.6 and by ferrovpn, so their hook sequences can be compared.
  *
  * With `FAIL_TLS_FINAL=n`, its n-th TLS_FINAL call (counting from 1)
- * fails.
+ * fails; with `FAIL=HOOK` every call of HOOK fails. `ENV=a,b,...` logs
+ * these environment variables too, `ENV=*` all of them (sorted, one a
+ * line); `QUOTE_ARGS` logs each argument in quotes (to tell "a b" from
+ * "a" "b").
  *
  * TLS_VERIFY calls also log what the plugin reads from the OpenSSL
  * certificate object in `current_cert` (with libcrypto: subject, serial,
@@ -18,7 +21,7 @@
  * a certificate whose CN (read from the object) is `name` fails.
  *
  * argv: hooklog.so LOGFILE [CC_PUSH=a.b.c.d] [FAIL_TLS_FINAL=n]
- *       [FAIL_TLS_VERIFY_CN=name] HOOK...
+ *       [FAIL_TLS_VERIFY_CN=name] [FAIL=HOOK] [ENV=a,b,...] [QUOTE_ARGS] HOOK...
  * Built with -lcrypto (OpenSSL 3 headers: libssl-dev).
  */
 #include <stdio.h>
@@ -36,6 +39,9 @@ struct ctx {
     int fail_tls_final;
     int tls_finals;
     char fail_tls_verify_cn[64];
+    int fail_type;
+    char env[512];
+    int quote_args;
 };
 
 /* A per-client context: its number. */
@@ -58,6 +64,8 @@ static const char *hook_name(int t)
     case OPENVPN_PLUGIN_UP: return "UP";
     case OPENVPN_PLUGIN_DOWN: return "DOWN";
     case OPENVPN_PLUGIN_ROUTE_UP: return "ROUTE_UP";
+    case OPENVPN_PLUGIN_IPCHANGE: return "IPCHANGE";
+    case OPENVPN_PLUGIN_ROUTE_PREDOWN: return "ROUTE_PREDOWN";
     case OPENVPN_PLUGIN_TLS_VERIFY: return "TLS_VERIFY";
     case OPENVPN_PLUGIN_AUTH_USER_PASS_VERIFY: return "AUTH_USER_PASS_VERIFY";
     case OPENVPN_PLUGIN_CLIENT_DISCONNECT: return "CLIENT_DISCONNECT";
@@ -78,6 +86,20 @@ static const char *env_get(const char *envp[], const char *name)
     return "";
 }
 
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int env_has(const char *envp[], const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; envp && envp[i]; i++)
+        if (!strncmp(envp[i], name, n) && envp[i][n] == '=')
+            return 1;
+    return 0;
+}
+
 OPENVPN_EXPORT int
 openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in const *args,
                        struct openvpn_plugin_args_open_return *ret)
@@ -87,7 +109,22 @@ openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in con
     if (!c || !args->argv[1])
         return OPENVPN_PLUGIN_FUNC_ERROR;
     snprintf(c->log, sizeof(c->log), "%s", args->argv[1]);
+    c->fail_type = -1;
     for (int i = 2; args->argv[i]; i++) {
+        if (!strncmp(args->argv[i], "ENV=", 4)) {
+            snprintf(c->env, sizeof(c->env), "%s", args->argv[i] + 4);
+            continue;
+        }
+        if (!strcmp(args->argv[i], "QUOTE_ARGS")) {
+            c->quote_args = 1;
+            continue;
+        }
+        if (!strncmp(args->argv[i], "FAIL=", 5)) {
+            for (int t = 0; t < OPENVPN_PLUGIN_N; t++)
+                if (hook_name(t) && !strcmp(hook_name(t), args->argv[i] + 5))
+                    c->fail_type = t;
+            continue;
+        }
         if (!strncmp(args->argv[i], "CC_PUSH=", 8)) {
             snprintf(c->push, sizeof(c->push), "%s", args->argv[i] + 8);
             continue;
@@ -161,7 +198,7 @@ openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in con
         return OPENVPN_PLUGIN_FUNC_ERROR;
     fprintf(f, "%s", hook_name(args->type) ? hook_name(args->type) : "?");
     for (int i = 1; args->argv && args->argv[i]; i++)
-        fprintf(f, " %s", args->argv[i]);
+        fprintf(f, c->quote_args ? " '%s'" : " %s", args->argv[i]);
     fprintf(f, " | ctx=");
     if (args->per_client_context)
         fprintf(f, "#%d", ((struct client *)args->per_client_context)->number);
@@ -171,12 +208,33 @@ openvpn_plugin_func_v3(const int version, struct openvpn_plugin_args_func_in con
             env_get(envp, "script_type"), env_get(envp, "common_name"),
             env_get(envp, "username"), env_get(envp, "ifconfig_pool_remote_ip"),
             env_get(envp, "dev"));
+    if (!strcmp(c->env, "*")) {
+        int n = 0;
+        while (envp && envp[n])
+            n++;
+        const char **sorted = calloc(n + 1, sizeof(*sorted));
+        if (sorted) {
+            memcpy(sorted, envp, n * sizeof(*sorted));
+            qsort(sorted, n, sizeof(*sorted), compare_strings);
+            for (int i = 0; i < n; i++)
+                fprintf(f, "    %s\n", sorted[i]);
+            free(sorted);
+        }
+    } else if (c->env[0]) {
+        char names[512];
+        snprintf(names, sizeof(names), "%s", c->env);
+        for (char *name = strtok(names, ","); name; name = strtok(NULL, ","))
+            fprintf(f, "    %s%s%s\n", name, env_has(envp, name) ? "=" : " unset",
+                    env_get(envp, name));
+    }
     if (args->type == OPENVPN_PLUGIN_TLS_VERIFY) {
         int refuse = log_certificate(f, args, envp, c->fail_tls_verify_cn);
         fclose(f);
         return refuse ? OPENVPN_PLUGIN_FUNC_ERROR : OPENVPN_PLUGIN_FUNC_SUCCESS;
     }
     fclose(f);
+    if (args->type == c->fail_type)
+        return OPENVPN_PLUGIN_FUNC_ERROR;
     if (args->type == OPENVPN_PLUGIN_TLS_FINAL && ++c->tls_finals == c->fail_tls_final)
         return OPENVPN_PLUGIN_FUNC_ERROR;
     if (args->type == OPENVPN_PLUGIN_CLIENT_CONNECT_V2 && c->push[0] && ret && ret->return_list) {
