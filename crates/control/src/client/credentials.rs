@@ -117,6 +117,13 @@ impl Credentials {
         self.token.is_some()
     }
 
+    /// The secret is still to be asked over the management interface
+    /// (`>PASSWORD:Need 'Auth'`), before the key's passphrase and before
+    /// each connection attempt.
+    pub fn to_ask_over_management(&self) -> bool {
+        !self.has_secret() && matches!(self.source, CredentialSource::Management { .. })
+    }
+
     /// Whether a password is at hand (or a token stands in for it).
     pub fn has_secret(&self) -> bool {
         self.token.is_some() || self.password.is_some()

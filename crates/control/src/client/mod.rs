@@ -463,8 +463,7 @@ pub async fn run_client(
         };
         // 2.6 asks for the credentials first (vectors/client_private_key.txt).
         if let Some(c) = credentials.as_mut()
-            && !c.has_secret()
-            && matches!(c.source, CredentialSource::Management { .. })
+            && c.to_ask_over_management()
         {
             tokio::select! {
                 _ = ask_credentials(m, c) => {}
@@ -559,8 +558,7 @@ pub async fn run_client(
         let ended = match server {
             Ok(server) => {
                 if let (Some(m), Some(c)) = (mgmt, credentials.as_mut())
-                    && !c.has_secret()
-                    && matches!(c.source, CredentialSource::Management { .. })
+                    && c.to_ask_over_management()
                 {
                     tokio::select! {
                         _ = ask_credentials(m, c) => {}
