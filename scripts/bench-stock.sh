@@ -5,7 +5,7 @@
 # per client, all at once, up then down. Needs root, openvpn, iperf3,
 # iproute2 (ip, ss), iputils-ping; perf for --perf.
 #
-#   scripts/bench-stock.sh [--clients 1,4,16] [--only openvpn,ferrovpn] [--seconds N] [--perf DIR] [--keep]
+#   scripts/bench-stock.sh [--clients 1,4,16] [--only openvpn,ferrovpn] [--seconds N] [--matched-rate] [--perf DIR] [--keep]
 #
 # Prints a Markdown table: server | clients | direction | Gbit/s |
 # server CPU s/GB | idle RTT ms | loaded RTT ms, then ferrovpn's figures over

@@ -14,6 +14,14 @@
 //! start or to bring its clients up gets a row of "n/a (reason)" and the
 //! logs on stderr; the run goes on.
 //!
+//! Each row also counts the packets the tun devices dropped because their
+//! transmit queue was full (`tx_dropped`, server's and clients'): in upload
+//! the queue that fills first is the stock client's own tun queue (500
+//! packets, the kernel's default, which 2.6 keeps), where a loaded ping
+//! waits. `--matched-rate` measures ferrovpn a second time with every
+//! stream capped (`iperf3 -b`) at what the same stream reached under
+//! OpenVPN, so the loaded RTTs compare at the same offered load.
+//!
 //! `--perf DIR` also runs `perf stat` (context switches, migrations, task
 //! clock) and `perf record -g` on the server process over each transfer;
 //! perf's own cost then inflates the CPU figures.
@@ -26,10 +34,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use ferrovpn_testkit::bench::{CpuMeter, cell, load_average};
-use ferrovpn_testkit::lab::SERVER_TUN;
+use ferrovpn_testkit::lab::{CLIENT_DEV, SERVER_DEV, SERVER_TUN};
 use ferrovpn_testkit::{
-    Cipher, Direction, Implementation, Lab, Netns, PingStats, Proc, Wrap, iperf3_all_while, ping,
-    wait_until,
+    Cipher, Direction, Implementation, Lab, Netns, PingStats, Proc, Wrap, iperf3_all_at_while,
+    ping, wait_until,
 };
 
 /// Idle RTT: pings 0.2 s apart.
@@ -54,6 +62,10 @@ struct Args {
     /// `perf record -g` into this directory.
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Measure ferrovpn again with each stream capped at the rate the same
+    /// stream reached under OpenVPN (needs `openvpn` in `--only`, first).
+    #[arg(long)]
+    matched_rate: bool,
     /// Keep the scratch directory (configs, PKI, logs).
     #[arg(long)]
     keep: bool,
@@ -93,6 +105,8 @@ impl Server {
 /// One transfer's figures.
 struct Transfer {
     direction: Direction,
+    /// Each stream's cap (`iperf3 -b`), when the transfer was capped.
+    cap_bits_per_second: Option<u64>,
     gbps: f64,
     cpu_s_per_gb: Option<f64>,
     loaded: PingStats,
@@ -102,6 +116,10 @@ struct Transfer {
     client_drops: u64,
     /// TCP segments the iperf3 senders retransmitted (all namespaces).
     retransmits: u64,
+    /// Packets the server's tun device dropped with its queue full.
+    server_tun_drops: u64,
+    /// The same at the clients' tun devices (all clients).
+    client_tun_drops: u64,
 }
 
 /// Counters of one namespace's `/proc/net/snmp` (its whole stack).
@@ -109,25 +127,34 @@ struct Transfer {
 struct Snmp {
     udp_rcvbuf_errors: u64,
     tcp_retrans_segs: u64,
+    /// `tx_dropped` of the namespace's tun device.
+    tun_tx_dropped: u64,
 }
 
 impl Snmp {
-    /// Read the counters of the namespace `ns`.
-    fn read(ns: &Netns) -> Result<Snmp> {
+    /// Read the counters of the namespace `ns`, whose tun device is `dev`.
+    fn read(ns: &Netns, dev: &str) -> Result<Snmp> {
         let text = ns.exec(&["cat", "/proc/net/snmp"])?;
+        let dropped = format!("/sys/class/net/{dev}/statistics/tx_dropped");
+        let tun_tx_dropped = ns.exec(&["cat", &dropped])?;
         Ok(Snmp {
             udp_rcvbuf_errors: snmp_field(&text, "Udp:", "RcvbufErrors")?,
             tcp_retrans_segs: snmp_field(&text, "Tcp:", "RetransSegs")?,
+            tun_tx_dropped: tun_tx_dropped
+                .trim()
+                .parse()
+                .with_context(|| format!("{dropped} in {}: {tun_tx_dropped:?}", ns.name()))?,
         })
     }
 
     /// Sum over the namespaces.
-    fn read_all(namespaces: &[&Netns]) -> Result<Snmp> {
+    fn read_all(namespaces: &[&Netns], dev: &str) -> Result<Snmp> {
         let mut sum = Snmp::default();
         for ns in namespaces {
-            let s = Snmp::read(ns)?;
+            let s = Snmp::read(ns, dev)?;
             sum.udp_rcvbuf_errors += s.udp_rcvbuf_errors;
             sum.tcp_retrans_segs += s.tcp_retrans_segs;
+            sum.tun_tx_dropped += s.tun_tx_dropped;
         }
         Ok(sum)
     }
@@ -149,6 +176,16 @@ fn snmp_field(text: &str, proto: &str, name: &str) -> Result<u64> {
         .nth(at)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("/proc/net/snmp: bad {proto} {name} value"))
+}
+
+impl Transfer {
+    /// `up`, `down`, or `up@OpenVPN` for a transfer capped at OpenVPN's rate.
+    fn label(&self) -> String {
+        match self.cap_bits_per_second {
+            None => self.direction.name().to_string(),
+            Some(_) => format!("{}@OpenVPN", self.direction.name()),
+        }
+    }
 }
 
 /// One server with `clients` stock clients, or why it could not be measured.
@@ -182,12 +219,34 @@ fn main() -> Result<()> {
     let wrap = lab.tls_crypt();
     let load_before = load_average()?;
 
-    let mut rows = Vec::new();
+    if args.matched_rate && args.only.first() != Some(&Server::Openvpn) {
+        bail!("--matched-rate: OpenVPN must be measured first (--only openvpn,ferrovpn)");
+    }
+    let mut rows: Vec<Row> = Vec::new();
     for &n in &args.clients {
         for &server in &args.only {
             eprintln!("[bench-stock] {} with {n} stock clients", server.label());
+            // Each stream's rate under OpenVPN, per direction, to cap at.
+            let caps: Vec<(Direction, u64)> = if args.matched_rate && server == Server::Ferrovpn {
+                rows.iter()
+                    .filter(|r| r.server == Server::Openvpn && r.clients == n)
+                    .filter_map(|r| r.figures.as_ref().ok())
+                    .flat_map(|(_, transfers)| transfers)
+                    .map(|t| (t.direction, (t.gbps * 1e9 / n as f64) as u64))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let measured = catch_unwind(AssertUnwindSafe(|| {
-                measure(&lab, &wrap, server, n, args.seconds, args.perf.as_deref())
+                measure(
+                    &lab,
+                    &wrap,
+                    server,
+                    n,
+                    args.seconds,
+                    &caps,
+                    args.perf.as_deref(),
+                )
             }));
             let figures = match measured {
                 Ok(Ok(f)) => Ok(f),
@@ -213,6 +272,7 @@ fn measure(
     server: Server,
     n: usize,
     seconds: u32,
+    caps: &[(Direction, u64)],
     perf: Option<&Path>,
 ) -> Result<(PingStats, Vec<Transfer>)> {
     let cipher = Cipher::Aes256Gcm;
@@ -238,20 +298,25 @@ fn measure(
         Duration::from_secs(10),
     )?;
     let mut transfers = Vec::new();
-    for direction in [Direction::Upload, Direction::Download] {
-        let server_before = Snmp::read(&lab.server_ns)?;
-        let clients_before = Snmp::read_all(&namespaces)?;
+    let uncapped = [Direction::Upload, Direction::Download].map(|d| (d, None));
+    let capped = caps.iter().map(|&(d, cap)| (d, Some(cap)));
+    for (direction, cap) in uncapped.into_iter().chain(capped) {
+        let server_before = Snmp::read(&lab.server_ns, SERVER_DEV)?;
+        let clients_before = Snmp::read_all(&namespaces, CLIENT_DEV)?;
         let cpu = CpuMeter::start(&[server_proc.pid()])?;
-        let (reports, loaded) = iperf3_all_while(
+        let (reports, loaded) = iperf3_all_at_while(
             &namespaces,
             &lab.server_ns,
             SERVER_TUN,
             seconds,
             direction,
+            cap,
             || {
                 let profile = perf
                     .map(|dir| {
-                        let stem = format!("{}-{n}-{}", server.file_stem(), direction.name());
+                        let capped = if cap.is_some() { "-capped" } else { "" };
+                        let stem =
+                            format!("{}-{n}-{}{capped}", server.file_stem(), direction.name());
                         Profile::start(lab, dir, &stem, server_proc.pid(), seconds - 1)
                     })
                     .transpose();
@@ -269,11 +334,12 @@ fn measure(
         )?;
         let bytes = reports.iter().map(|r| r.bytes).sum();
         let cpu_s_per_gb = cpu.seconds_per_gb(bytes)?;
-        let server_after = Snmp::read(&lab.server_ns)?;
-        let clients_after = Snmp::read_all(&namespaces)?;
+        let server_after = Snmp::read(&lab.server_ns, SERVER_DEV)?;
+        let clients_after = Snmp::read_all(&namespaces, CLIENT_DEV)?;
         let delta = |after: u64, before: u64| after.saturating_sub(before);
         transfers.push(Transfer {
             direction,
+            cap_bits_per_second: cap,
             gbps: reports.iter().map(|r| r.gbps).sum(),
             cpu_s_per_gb,
             loaded: loaded.context("ping through the loaded tunnel")?,
@@ -289,6 +355,8 @@ fn measure(
                 server_after.tcp_retrans_segs + clients_after.tcp_retrans_segs,
                 server_before.tcp_retrans_segs + clients_before.tcp_retrans_segs,
             ),
+            server_tun_drops: delta(server_after.tun_tx_dropped, server_before.tun_tx_dropped),
+            client_tun_drops: delta(clients_after.tun_tx_dropped, clients_before.tun_tx_dropped),
         });
     }
     Ok((idle, transfers))
@@ -360,33 +428,39 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
         "N stock OpenVPN 2.6 clients (one namespace each, AES-256-GCM, tls-crypt), one iperf3 TCP stream per client, all at once, -t {}; \
          CPU: server process utime+stime / GB received; idle RTT: {IDLE_PINGS} pings from client 0; \
          loaded RTT: pings from client 0 during the transfer; UDP drops: datagrams dropped for want of socket receive buffer \
-         (RcvbufErrors) at the server and at the clients; retrans: TCP segments retransmitted. \
+         (RcvbufErrors) at the server and at the clients; tun drops: packets the tun devices dropped with their \
+         transmit queue full (tx_dropped), server and clients; retrans: TCP segments retransmitted; \
+         direction@OpenVPN: each stream capped at its rate under OpenVPN (--matched-rate). \
          Load average before {load_before}, after {load_after}.",
         args.seconds
     );
     println!();
     println!(
-        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms | UDP drops server / clients | retrans |"
+        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms | UDP drops server / clients | tun drops server / clients | retrans |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let (server, n) = (row.server.label(), row.clients);
         match &row.figures {
             Err(why) => {
                 let why: String = why.lines().next().unwrap_or("").chars().take(160).collect();
-                println!("| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a | n/a | n/a |");
+                println!(
+                    "| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a | n/a | n/a | n/a |"
+                );
             }
             Ok((idle, transfers)) => {
                 for t in transfers {
                     println!(
-                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} | {} / {} | {} |",
-                        t.direction.name(),
+                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} | {} / {} | {} / {} | {} |",
+                        t.label(),
                         t.gbps,
                         cell(t.cpu_s_per_gb, 2),
                         idle.avg_ms,
                         rtt_with_loss(&t.loaded),
                         t.server_drops,
                         t.client_drops,
+                        t.server_tun_drops,
+                        t.client_tun_drops,
                         t.retransmits,
                     );
                 }
@@ -412,12 +486,19 @@ fn print_ratios(rows: &[Row]) {
         ) else {
             continue;
         };
-        for (ft, ot) in f.iter().zip(o) {
+        for ft in f {
+            // Capped or not, against OpenVPN's uncapped transfer that way.
+            let Some(ot) = o
+                .iter()
+                .find(|t| t.direction == ft.direction && t.cap_bits_per_second.is_none())
+            else {
+                continue;
+            };
             let cpu = ft.cpu_s_per_gb.zip(ot.cpu_s_per_gb).map(|(a, b)| a / b);
             lines.push(format!(
                 "| {} | {} | {:.2} | {} | {:.2} | {:.2} |",
                 row.clients,
-                ft.direction.name(),
+                ft.label(),
                 ft.gbps / ot.gbps,
                 cell(cpu, 2),
                 f_idle.avg_ms / o_idle.avg_ms,

@@ -39,8 +39,8 @@ pub use conf::{
 pub use env::{TestDir, find_tool, require_root_and_tools, unique_name, wait_until};
 pub use lab::{Implementation, Lab};
 pub use net::{
-    Direction, Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_all_while,
-    iperf3_report, ping, ping_all, ping_sized, wait_for_tcp_listen,
+    Direction, Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_all_at_while,
+    iperf3_all_while, iperf3_report, ping, ping_all, ping_sized, wait_for_tcp_listen,
 };
 pub use netns::{Netns, NetnsResolvConf, VethPair};
 pub use process::{Proc, cpu_seconds, open_fds, rss_kib};

@@ -236,6 +236,7 @@ pub fn iperf3_report(
         seconds,
         streams,
         Direction::Upload,
+        None,
     )
 }
 
@@ -271,6 +272,29 @@ pub fn iperf3_all_while<T>(
     direction: Direction,
     during: impl FnOnce() -> T,
 ) -> Result<(Vec<Iperf3Report>, T)> {
+    iperf3_all_at_while(
+        clients,
+        server_ns,
+        server_addr,
+        seconds,
+        direction,
+        None,
+        during,
+    )
+}
+
+/// [`iperf3_all_while`] with each client's stream capped at
+/// `bits_per_second` (`iperf3 -b`) when given: a second system measured at
+/// the first one's rate sees the same offered load.
+pub fn iperf3_all_at_while<T>(
+    clients: &[&Netns],
+    server_ns: &Netns,
+    server_addr: &str,
+    seconds: u32,
+    direction: Direction,
+    bits_per_second: Option<u64>,
+    during: impl FnOnce() -> T,
+) -> Result<(Vec<Iperf3Report>, T)> {
     let servers = (0..clients.len())
         .map(|i| {
             let port = u16::try_from(i)
@@ -286,7 +310,15 @@ pub fn iperf3_all_while<T>(
             .zip(&servers)
             .map(|(ns, server)| {
                 scope.spawn(move || {
-                    run_iperf3_client(ns, server, server_addr, seconds, 1, direction)
+                    run_iperf3_client(
+                        ns,
+                        server,
+                        server_addr,
+                        seconds,
+                        1,
+                        direction,
+                        bits_per_second,
+                    )
                 })
             })
             .collect();
@@ -308,6 +340,7 @@ fn run_iperf3_client(
     seconds: u32,
     streams: u32,
     direction: Direction,
+    bits_per_second: Option<u64>,
 ) -> Result<Iperf3Report> {
     let t = seconds.max(1).to_string();
     let p = streams.max(1).to_string();
@@ -327,6 +360,10 @@ fn run_iperf3_client(
     ];
     if direction == Direction::Download {
         args.push("-R");
+    }
+    let rate = bits_per_second.map(|b| b.to_string());
+    if let Some(rate) = &rate {
+        args.extend(["-b", rate]);
     }
     let cmd = client_ns.command("iperf3", &args);
     let out = run_with_timeout(cmd, Duration::from_secs(u64::from(seconds) + 30))?;
