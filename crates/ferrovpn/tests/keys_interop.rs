@@ -14,9 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
-use ferrovpn_testkit::pki::{
-    KeyEncryption, Pki, PkiOptions, encrypt_key, export_pkcs12, rsa1024_pki,
-};
+use ferrovpn_testkit::pki::{KeyEncryption, Pki, PkiOptions, export_pkcs12, rsa1024_pki};
 use ferrovpn_testkit::{
     Implementation, Lab, Material, Proc, openvpn_client_conf, ping, wait_until,
 };
@@ -46,14 +44,15 @@ fn ping_through(lab: &Lab, what: &str) {
 fn client_encrypted_pkcs8_key_askpass_stock_server() {
     let lab = Lab::new("keys-c8", 1, FERROVPN);
     let (sc, mut cc) = lab.tls_crypt_confs();
-    let enc = lab.dir.path().join("client1-enc.key");
-    encrypt_key(
-        &lab.pki.clients[0].key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::Pkcs8Aes256,
-    )
-    .unwrap();
+    let enc = lab
+        .pki
+        .encrypted_key(
+            &lab.pki.clients[0],
+            "client1-enc.key",
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
     assert!(
         std::fs::read_to_string(&enc)
             .unwrap()
@@ -80,14 +79,15 @@ fn client_encrypted_pkcs8_key_askpass_stock_server() {
 fn server_encrypted_traditional_key_stock_client() {
     let lab = Lab::new("keys-s", 1, FERROVPN);
     let (mut sc, cc) = lab.tls_crypt_confs();
-    let enc = lab.dir.path().join("server-enc.key");
-    encrypt_key(
-        &lab.pki.server.key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::TraditionalDes3,
-    )
-    .unwrap();
+    let enc = lab
+        .pki
+        .encrypted_key(
+            &lab.pki.server,
+            "server-enc.key",
+            PASSPHRASE,
+            KeyEncryption::TraditionalDes3,
+        )
+        .unwrap();
     let text = std::fs::read_to_string(&enc).unwrap();
     assert!(
         text.contains("Proc-Type: 4,ENCRYPTED") && text.contains("DES-EDE3-CBC"),
@@ -220,14 +220,14 @@ fn client_text(pki: &Pki, key: &Path, extra: &str) -> String {
 #[test]
 fn encrypted_key_refusals_at_start_name_the_file() {
     let pki = temp_pki("refuse");
-    let enc = pki.dir.join("client1-enc.key");
-    encrypt_key(
-        &pki.clients[0].key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::Pkcs8Aes256,
-    )
-    .unwrap();
+    let enc = pki
+        .encrypted_key(
+            &pki.clients[0],
+            "client1-enc.key",
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
     let wrong = askpass_file(&pki.dir, "wrong.pass", "not the passphrase");
     let right = askpass_file(&pki.dir, "right.pass", PASSPHRASE);
     let conf = pki.dir.join("client.conf");

@@ -13,6 +13,9 @@
 //! `resolved` runs a real systemd-resolved on a private bus without
 //! installing it.
 //!
+//! `proxy` starts tinyproxy and dante for the tests that reach a server
+//! only through a proxy.
+//!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).
 //!
 //! `lab` is the shared fixture of the interop tests (namespaces, PKI,
@@ -29,6 +32,7 @@ mod net;
 mod netns;
 pub mod pki;
 mod process;
+pub mod proxy;
 pub mod raw_peer;
 pub mod resolved;
 

@@ -291,6 +291,20 @@ impl Pki {
     pub fn revoked_client(&self) -> &CertKey {
         self.clients.last().expect("a PKI has at least one client")
     }
+
+    /// A copy of `who`'s key encrypted with `passphrase` as `how` says, as
+    /// `file_name` in the PKI's directory; returns its path.
+    pub fn encrypted_key(
+        &self,
+        who: &CertKey,
+        file_name: &str,
+        passphrase: &str,
+        how: KeyEncryption,
+    ) -> Result<PathBuf> {
+        let out = self.dir.join(file_name);
+        encrypt_key(&who.key, &out, passphrase, how)?;
+        Ok(out)
+    }
 }
 
 /// Write a fresh tls-crypt-v2 server key to `path`, as
