@@ -35,6 +35,7 @@ mod process;
 pub mod proxy;
 pub mod raw_peer;
 pub mod resolved;
+mod rng;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
@@ -48,3 +49,4 @@ pub use net::{
 };
 pub use netns::{Netns, NetnsResolvConf, VethPair};
 pub use process::{Proc, cpu_seconds, open_fds, rss_kib};
+pub use rng::Rng;
