@@ -123,6 +123,14 @@ fn pkcs12_client_text(cc: &ferrovpn_testkit::ClientConf, p12_lines: &str, keep_c
     format!("{text}{p12_lines}\n")
 }
 
+/// A ferrovpn client in namespace 0 from `text`: up, a ping through, stopped.
+fn up_ping_stop(lab: &Lab, name: &str, text: &str, what: &str) {
+    let mut client = lab.spawn(&lab.clients[0], name, Implementation::Ferrovpn, text);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping_through(lab, what);
+    client.stop(Duration::from_secs(5));
+}
+
 /// `pkcs12 FILE` as OpenSSL 3 writes it by default (PBES2 AES-256, SHA-256
 /// MAC), its CA the trust anchor; then a legacy (RC2/3DES, SHA-1 MAC) file
 /// inline, with `ca` given alongside as 2.6 allows.
@@ -141,15 +149,12 @@ fn client_pkcs12_stock_server() {
         &format!("pkcs12 {}\naskpass {}", p12.display(), pass.display()),
         false,
     );
-    let mut client = lab.spawn(
-        &lab.clients[0],
+    up_ping_stop(
+        &lab,
         "ferrovpn-p12",
-        Implementation::Ferrovpn,
         &text,
+        "ferrovpn client with pkcs12 (OpenSSL 3 default)",
     );
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping_through(&lab, "ferrovpn client with pkcs12 (OpenSSL 3 default)");
-    client.stop(Duration::from_secs(5));
 
     // Legacy file, no password (2.6 tries the empty one first: no askpass
     // needed), inline as base64, `ca` alongside.
@@ -160,15 +165,12 @@ fn client_pkcs12_stock_server() {
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&legacy).unwrap())
     };
     let text = pkcs12_client_text(&cc, &format!("<pkcs12>\n{b64}\n</pkcs12>"), true);
-    let mut client = lab.spawn(
-        &lab.clients[0],
+    up_ping_stop(
+        &lab,
         "ferrovpn-p12-legacy",
-        Implementation::Ferrovpn,
         &text,
+        "ferrovpn client with an inline legacy pkcs12",
     );
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping_through(&lab, "ferrovpn client with an inline legacy pkcs12");
-    client.stop(Duration::from_secs(5));
     drop(server);
 }
 
