@@ -113,21 +113,7 @@ impl Dir<'_> {
     /// `ADDR[/BITS]` (BITS defaults to 128, as 2.6's `get_ipv6_addr`).
     fn ipv6_prefix(&self, i: usize, what: &str) -> R<(Ipv6Addr, u8)> {
         let s = self.arg(i).unwrap_or("");
-        let expected = format!("an IPv6 {what} as ADDRESS/BITS");
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let addr: Ipv6Addr = addr.parse().map_err(|_| self.bad(&expected, s))?;
-        let bits = match bits {
-            None => 128,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|&b| b <= 128)
-                .ok_or_else(|| self.bad(&expected, s))?,
-        };
-        Ok((addr, bits))
+        ipv6_and_bits(s).ok_or_else(|| self.bad(&format!("an IPv6 {what} as ADDRESS/BITS"), s))
     }
     /// [`Self::ipv6_prefix`] whose BITS must lie in 64..=124, as 2.6 wants
     /// of a tunnel network; `out_of_range(bits)` is 2.6's message otherwise.
@@ -201,6 +187,15 @@ impl Dir<'_> {
             interval_secs,
         })
     }
+}
+
+/// `ADDR[/BITS]`, BITS at most 128 and 128 when left out (a host), as
+/// 2.6's `get_ipv6_addr` reads it.
+pub(crate) fn ipv6_and_bits(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (addr, bits) = s.split_once('/').unwrap_or((s, "128"));
+    let addr = addr.parse().ok()?;
+    let bits = bits.parse::<u8>().ok().filter(|&b| b <= 128)?;
+    Some((addr, bits))
 }
 
 fn is_contiguous(m: Ipv4Addr) -> bool {
