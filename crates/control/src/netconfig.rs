@@ -370,6 +370,19 @@ impl NetConfig {
         })
     }
 
+    /// Add the unicast route [`NetConfig::unicast`] describes.
+    async fn add_unicast(
+        &self,
+        dev: &str,
+        dst: IpAddr,
+        prefix: u8,
+        via: Option<IpAddr>,
+        metric: Option<u32>,
+    ) -> anyhow::Result<RouteAdded> {
+        let spec = self.unicast(dev, dst, prefix, via, metric).await?;
+        self.add(spec).await
+    }
+
     /// Remove the unicast route [`NetConfig::unicast`] describes, if `dev`
     /// is still there.
     async fn delete_unicast(
@@ -396,10 +409,8 @@ impl NetConfig {
     ) -> anyhow::Result<RouteAdded> {
         let prefix = prefix_len(mask) as u8;
         let gateway = gateway.map(IpAddr::from);
-        let spec = self
-            .unicast(dev, net.into(), prefix, gateway, metric)
-            .await?;
-        self.add(spec).await
+        self.add_unicast(dev, net.into(), prefix, gateway, metric)
+            .await
     }
 
     /// Route `net/prefix` into `dev`, optionally via a gateway (IPv6).
@@ -442,10 +453,8 @@ impl NetConfig {
         metric: Option<u32>,
     ) -> anyhow::Result<RouteAdded> {
         let gateway = gateway.map(IpAddr::from);
-        let spec = self
-            .unicast(dev, net.into(), prefix, gateway, metric)
-            .await?;
-        self.add(spec).await
+        self.add_unicast(dev, net.into(), prefix, gateway, metric)
+            .await
     }
 
     /// [`NetConfig::del_route6`] matching a metric as well.
