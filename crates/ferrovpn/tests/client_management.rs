@@ -65,15 +65,31 @@ fn until_exiting(m: &mut Management) -> String {
         .to_string()
 }
 
+/// Run `script` against the ferrovpn client, then against the stock
+/// client, both of one stock [`password_server`]: their lines must be the
+/// same and hold every line of `expected`.
+fn same_lines_as_stock_client(
+    tag: &str,
+    script: fn(&Lab, &ServerConf, Implementation) -> Vec<String>,
+    expected: &[&str],
+) {
+    let lab = Lab::new(tag, 1, FERROVPN);
+    let (sc, _server) = password_server(&lab);
+    let ours = script(&lab, &sc, Implementation::Ferrovpn);
+    let stock = script(&lab, &sc, Implementation::Stock);
+    assert_eq!(
+        ours, stock,
+        "ferrovpn's lines differ from the stock client's"
+    );
+    for line in expected {
+        assert!(ours.iter().any(|l| l == line), "{line}: {ours:?}");
+    }
+}
+
 /// Log in with the right password, follow the states to CONNECTED, read
 /// a byte count, ping, read `status`, exit by `signal SIGTERM`. Returns
 /// the lines that must be the same for both implementations.
-fn good_login_script(
-    lab: &Lab,
-    sc: &ServerConf,
-    imp: Implementation,
-    server: &Proc,
-) -> Vec<String> {
+fn good_login_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
     let name = format!("{}-managed", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
@@ -146,7 +162,21 @@ fn good_login_script(
     same.push(until_exiting(&mut m));
     let status = wait_exit(&mut client, Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", client.log_tail(20));
-    let _ = server;
+    same
+}
+
+/// After the hold: `state on`, release, and answer the question with
+/// the right user but a wrong password, up to the verification failure.
+/// Returns the lines that must be the same for both implementations.
+fn release_then_wrong_password(m: &mut Management) -> Vec<String> {
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    let mut same = vec![m.one("state on"), m.one("hold release")];
+    same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
+    same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
+    same.push(m.one("password \"Auth\" wrong"));
+    same.push(m.until("verification failure", |l| {
+        l.starts_with(">PASSWORD:Verification Failed")
+    }));
     same
 }
 
@@ -156,14 +186,7 @@ fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec
     let name = format!("{}-wrongpw", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
-    m.until("hold", |l| l.starts_with(">HOLD:"));
-    let mut same = vec![m.one("state on"), m.one("hold release")];
-    same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
-    same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
-    same.push(m.one("password \"Auth\" wrong"));
-    same.push(m.until("verification failure", |l| {
-        l.starts_with(">PASSWORD:Verification Failed")
-    }));
+    let mut same = release_then_wrong_password(&mut m);
     same.push(until_exiting(&mut m));
     let _ = wait_exit(&mut client, Duration::from_secs(10));
     same
@@ -171,42 +194,26 @@ fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec
 
 #[test]
 fn client_management_hold_password_state_bytecount_sigterm_stock_server() {
-    let lab = Lab::new("cmgmt", 1, FERROVPN);
-    let (sc, server) = password_server(&lab);
-    let ours = good_login_script(&lab, &sc, Implementation::Ferrovpn, &server);
-    let stock = good_login_script(&lab, &sc, Implementation::Stock, &server);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&">PASSWORD:Need 'Auth' username/password".to_string()),
-        "{ours:?}"
-    );
-    // The lab's clients have explicit-exit-notify: 2.6 exits "with notification".
-    assert!(
-        ours.contains(&"EXITING,exit-with-notification,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmt",
+        good_login_script,
+        &[
+            ">PASSWORD:Need 'Auth' username/password",
+            // The lab's clients have explicit-exit-notify: 2.6 exits "with notification".
+            "EXITING,exit-with-notification,,,,,",
+        ],
     );
 }
 
 #[test]
 fn client_management_wrong_password_verification_failed_stock_server() {
-    let lab = Lab::new("cmgmtpw", 1, FERROVPN);
-    let (sc, _server) = password_server(&lab);
-    let ours = wrong_password_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = wrong_password_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&">PASSWORD:Verification Failed: 'Auth'".to_string()),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&"EXITING,exit-with-notification,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmtpw",
+        wrong_password_script,
+        &[
+            ">PASSWORD:Verification Failed: 'Auth'",
+            "EXITING,exit-with-notification,,,,,",
+        ],
     );
 }
 
@@ -217,14 +224,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     let name = format!("{}-retry", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &["auth-retry interact"]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
-    m.until("hold", |l| l.starts_with(">HOLD:"));
-    let mut same = vec![m.one("state on"), m.one("hold release")];
-    same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
-    same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
-    same.push(m.one("password \"Auth\" wrong"));
-    same.push(m.until("verification failure", |l| {
-        l.starts_with(">PASSWORD:Verification Failed")
-    }));
+    let mut same = release_then_wrong_password(&mut m);
     same.push(m.until("hold again", |l| l.starts_with(">HOLD:")));
     same.push(m.one("hold release"));
     same.push(m.until("password query again", |l| l.starts_with(">PASSWORD:")));
@@ -252,20 +252,12 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
 
 #[test]
 fn client_management_auth_retry_interact_and_sigusr1_hold_again_stock_server() {
-    let lab = Lab::new("cmgmtre", 1, FERROVPN);
-    let (sc, _server) = password_server(&lab);
-    let ours = retry_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = retry_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&"RECONNECTING,auth-failure,,,,,".to_string()),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&"RECONNECTING,SIGUSR1,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmtre",
+        retry_script,
+        &[
+            "RECONNECTING,auth-failure,,,,,",
+            "RECONNECTING,SIGUSR1,,,,,",
+        ],
     );
 }
