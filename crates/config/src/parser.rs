@@ -2058,3 +2058,20 @@ fn key_direction(d: &Dir<'_>, s: &str) -> R<KeyDirection> {
         x => Err(d.bad("a key direction 0 or 1", x)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_and_bits_reads_addr_slash_bits_as_2_6() {
+        let net = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(ipv6_and_bits("fd00::1/64"), Some((net("fd00::1"), 64)));
+        // No `/BITS`: a host.
+        assert_eq!(ipv6_and_bits("fd00::1"), Some((net("fd00::1"), 128)));
+        assert_eq!(ipv6_and_bits("::/0"), Some((net("::"), 0)));
+        for bad in ["fd00::/129", "fd00::/", "fd00::/x", "10.0.0.0/8", "", "/64"] {
+            assert_eq!(ipv6_and_bits(bad), None, "{bad}");
+        }
+    }
+}
