@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::{ConfigError, Location, Reason};
 use crate::lexer::tokenize;
-use crate::parser::MAX_ERRORS;
+use crate::parser::{MAX_ERRORS, ipv6_and_bits};
 use crate::table;
 
 /// Largest per-client config text accepted (read at connect time, on the
@@ -228,15 +228,9 @@ impl ClientConfig {
             }
             "ifconfig-ipv6-push" => {
                 count(name, args, 1, 2, "ADDRESS/BITS [REMOTE]")?;
-                let expected = "an IPv6 address as ADDRESS/BITS";
                 let given = arg(0).unwrap_or("");
-                let (addr, bits) = given.split_once('/').unwrap_or((given, "128"));
-                let local: Ipv6Addr = addr.parse().map_err(|_| bad(name, expected, given))?;
-                let bits = bits
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|&b| b <= 128)
-                    .ok_or_else(|| bad(name, expected, given))?;
+                let (local, bits) = ipv6_and_bits(given)
+                    .ok_or_else(|| bad(name, "an IPv6 address as ADDRESS/BITS", given))?;
                 let remote = match arg(1) {
                     Some(r) => Some(
                         r.parse::<Ipv6Addr>()
@@ -271,16 +265,9 @@ impl ClientConfig {
             }
             "iroute-ipv6" => {
                 count(name, args, 1, 1, "NETWORK/BITS")?;
-                let expected = "an IPv6 network as NETWORK/BITS";
                 let given = arg(0).unwrap_or("");
-                // 2.6's get_ipv6_addr: no `/BITS` means a host (/128).
-                let (net, bits) = given.split_once('/').unwrap_or((given, "128"));
-                let network: Ipv6Addr = net.parse().map_err(|_| bad(name, expected, given))?;
-                let bits = bits
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|&b| b <= 128)
-                    .ok_or_else(|| bad(name, expected, given))?;
+                let (network, bits) = ipv6_and_bits(given)
+                    .ok_or_else(|| bad(name, "an IPv6 network as NETWORK/BITS", given))?;
                 self.iroutes_ipv6.push(IrouteIpv6 { network, bits });
             }
             "push" => {
@@ -394,8 +381,7 @@ impl ClientConfig {
         if let [route, prefix] = tokens.as_slice()
             && route == "route-ipv6"
         {
-            let (net, bits) = prefix.split_once('/').unwrap_or((prefix, "128"));
-            let (Ok(net), Ok(bits)) = (net.parse::<Ipv6Addr>(), bits.parse::<u8>()) else {
+            let Some((net, bits)) = ipv6_and_bits(prefix) else {
                 return false;
             };
             return self

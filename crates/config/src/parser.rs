@@ -113,21 +113,7 @@ impl Dir<'_> {
     /// `ADDR[/BITS]` (BITS defaults to 128, as 2.6's `get_ipv6_addr`).
     fn ipv6_prefix(&self, i: usize, what: &str) -> R<(Ipv6Addr, u8)> {
         let s = self.arg(i).unwrap_or("");
-        let expected = format!("an IPv6 {what} as ADDRESS/BITS");
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let addr: Ipv6Addr = addr.parse().map_err(|_| self.bad(&expected, s))?;
-        let bits = match bits {
-            None => 128,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|&b| b <= 128)
-                .ok_or_else(|| self.bad(&expected, s))?,
-        };
-        Ok((addr, bits))
+        ipv6_and_bits(s).ok_or_else(|| self.bad(&format!("an IPv6 {what} as ADDRESS/BITS"), s))
     }
     /// [`Self::ipv6_prefix`] whose BITS must lie in 64..=124, as 2.6 wants
     /// of a tunnel network; `out_of_range(bits)` is 2.6's message otherwise.
@@ -201,6 +187,15 @@ impl Dir<'_> {
             interval_secs,
         })
     }
+}
+
+/// `ADDR[/BITS]`, BITS at most 128 and 128 when left out (a host), as
+/// 2.6's `get_ipv6_addr` reads it.
+pub(crate) fn ipv6_and_bits(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (addr, bits) = s.split_once('/').unwrap_or((s, "128"));
+    let addr = addr.parse().ok()?;
+    let bits = bits.parse::<u8>().ok().filter(|&b| b <= 128)?;
+    Some((addr, bits))
 }
 
 fn is_contiguous(m: Ipv4Addr) -> bool {
@@ -2061,5 +2056,22 @@ fn key_direction(d: &Dir<'_>, s: &str) -> R<KeyDirection> {
         "0" => Ok(KeyDirection::Zero),
         "1" => Ok(KeyDirection::One),
         x => Err(d.bad("a key direction 0 or 1", x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_and_bits_reads_addr_slash_bits_as_2_6() {
+        let net = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(ipv6_and_bits("fd00::1/64"), Some((net("fd00::1"), 64)));
+        // No `/BITS`: a host.
+        assert_eq!(ipv6_and_bits("fd00::1"), Some((net("fd00::1"), 128)));
+        assert_eq!(ipv6_and_bits("::/0"), Some((net("::"), 0)));
+        for bad in ["fd00::/129", "fd00::/", "fd00::/x", "10.0.0.0/8", "", "/64"] {
+            assert_eq!(ipv6_and_bits(bad), None, "{bad}");
+        }
     }
 }

@@ -350,12 +350,15 @@ impl NetConfig {
         }
     }
 
+    /// A unicast route `dst/prefix` into `dev`, optionally via a gateway,
+    /// with a metric (`None`: the kernel's default).
     async fn unicast(
         &self,
         dev: &str,
         dst: IpAddr,
         prefix: u8,
         via: Option<IpAddr>,
+        metric: Option<u32>,
     ) -> anyhow::Result<RouteSpec> {
         Ok(RouteSpec {
             dst,
@@ -363,8 +366,36 @@ impl NetConfig {
             via,
             dev: Some((dev.to_owned(), self.index(dev).await?)),
             kind: RouteType::Unicast,
-            metric: None,
+            metric,
         })
+    }
+
+    /// Add the unicast route [`NetConfig::unicast`] describes.
+    async fn add_unicast(
+        &self,
+        dev: &str,
+        dst: IpAddr,
+        prefix: u8,
+        via: Option<IpAddr>,
+        metric: Option<u32>,
+    ) -> anyhow::Result<RouteAdded> {
+        let spec = self.unicast(dev, dst, prefix, via, metric).await?;
+        self.add(spec).await
+    }
+
+    /// Remove the unicast route [`NetConfig::unicast`] describes, if `dev`
+    /// is still there.
+    async fn delete_unicast(
+        &self,
+        dev: &str,
+        dst: IpAddr,
+        prefix: u8,
+        via: Option<IpAddr>,
+        metric: Option<u32>,
+    ) {
+        if let Ok(spec) = self.unicast(dev, dst, prefix, via, metric).await {
+            self.delete(spec).await;
+        }
     }
 
     /// Route `net/mask` into `dev`, optionally via a gateway, with a metric.
@@ -377,11 +408,9 @@ impl NetConfig {
         metric: Option<u32>,
     ) -> anyhow::Result<RouteAdded> {
         let prefix = prefix_len(mask) as u8;
-        let mut spec = self
-            .unicast(dev, net.into(), prefix, gateway.map(IpAddr::from))
-            .await?;
-        spec.metric = metric;
-        self.add(spec).await
+        let gateway = gateway.map(IpAddr::from);
+        self.add_unicast(dev, net.into(), prefix, gateway, metric)
+            .await
     }
 
     /// Route `net/prefix` into `dev`, optionally via a gateway (IPv6).
@@ -392,10 +421,8 @@ impl NetConfig {
         prefix: u8,
         gateway: Option<Ipv6Addr>,
     ) -> anyhow::Result<RouteAdded> {
-        let spec = self
-            .unicast(dev, net.into(), prefix, gateway.map(IpAddr::from))
-            .await?;
-        self.add(spec).await
+        self.add_route6_metric(dev, net, prefix, gateway, None)
+            .await
     }
 
     /// Remove a route added with [`NetConfig::add_route`], matched exactly
@@ -411,13 +438,9 @@ impl NetConfig {
     ) {
         // Prefixes come from masks and pushed routes: at most 32.
         let prefix = prefix.min(32) as u8;
-        if let Ok(mut spec) = self
-            .unicast(dev, net.into(), prefix, via.map(IpAddr::from))
-            .await
-        {
-            spec.metric = metric;
-            self.delete(spec).await;
-        }
+        let via = via.map(IpAddr::from);
+        self.delete_unicast(dev, net.into(), prefix, via, metric)
+            .await;
     }
 
     /// [`NetConfig::add_route6`] with a metric (`None`: the kernel's default).
@@ -429,11 +452,9 @@ impl NetConfig {
         gateway: Option<Ipv6Addr>,
         metric: Option<u32>,
     ) -> anyhow::Result<RouteAdded> {
-        let mut spec = self
-            .unicast(dev, net.into(), prefix, gateway.map(IpAddr::from))
-            .await?;
-        spec.metric = metric;
-        self.add(spec).await
+        let gateway = gateway.map(IpAddr::from);
+        self.add_unicast(dev, net.into(), prefix, gateway, metric)
+            .await
     }
 
     /// [`NetConfig::del_route6`] matching a metric as well.
@@ -445,23 +466,14 @@ impl NetConfig {
         dev: &str,
         metric: Option<u32>,
     ) {
-        if let Ok(mut spec) = self
-            .unicast(dev, net.into(), prefix, via.map(IpAddr::from))
-            .await
-        {
-            spec.metric = metric;
-            self.delete(spec).await;
-        }
+        let via = via.map(IpAddr::from);
+        self.delete_unicast(dev, net.into(), prefix, via, metric)
+            .await;
     }
 
     /// [`NetConfig::del_route`] for IPv6.
     pub async fn del_route6(&self, net: Ipv6Addr, prefix: u8, via: Option<Ipv6Addr>, dev: &str) {
-        if let Ok(spec) = self
-            .unicast(dev, net.into(), prefix, via.map(IpAddr::from))
-            .await
-        {
-            self.delete(spec).await;
-        }
+        self.del_route6_metric(net, prefix, via, dev, None).await;
     }
 
     /// The gateway of the main table's IPv4 default route, `0.0.0.0` when

@@ -453,33 +453,17 @@ impl PeerTable {
     /// it only with that source (`None`: the peer sends and receives no IPv6 in
     /// server mode). No effect on unknown peers.
     pub fn set_peer_ipv6(&self, peer_id: u32, addr: Option<Ipv6Addr>) {
-        let def = self.lock();
-        let mut peers = self.current();
-        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
-            let old = peers.swap_remove(i);
-            peers.push(Arc::new(old.with_routes(
-                **old.remote.load(),
-                old.tunnel_ipv4,
-                addr,
-            )));
-            self.publish(peers, *def);
-        }
+        self.replace_peer(peer_id, |p| p.tunnel_ipv6 = addr);
     }
 
     /// Route these networks (`iroute`) to the peer and accept them as
     /// sources from it, replacing the ones it had; the peer claims them
     /// (and its address) anew. No effect on unknown peers.
     pub fn set_peer_iroutes(&self, peer_id: u32, networks: &[Ipv4Prefix]) {
-        let def = self.lock();
-        let mut peers = self.current();
-        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
-            let old = peers.swap_remove(i);
-            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
-            new.iroutes = networks.into();
-            new.claim = self.next_claim();
-            peers.push(Arc::new(new));
-            self.publish(peers, *def);
-        }
+        self.replace_peer(peer_id, |p| {
+            p.iroutes = networks.into();
+            p.claim = self.next_claim();
+        });
     }
 
     /// Route these IPv6 networks (`iroute-ipv6`) to the peer and accept
@@ -487,47 +471,55 @@ impl PeerTable {
     /// them (and its addresses) anew, as [`PeerTable::set_peer_iroutes`].
     /// No effect on unknown peers.
     pub fn set_peer_iroutes_v6(&self, peer_id: u32, networks: &[Ipv6Prefix]) {
-        let def = self.lock();
-        let mut peers = self.current();
-        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
-            let old = peers.swap_remove(i);
-            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
-            new.iroutes_v6 = networks.into();
-            new.claim = self.next_claim();
-            peers.push(Arc::new(new));
-            self.publish(peers, *def);
-        }
+        self.replace_peer(peer_id, |p| {
+            p.iroutes_v6 = networks.into();
+            p.claim = self.next_claim();
+        });
     }
 
     /// Frame this peer's payloads with `framing` from now on; set it before
     /// the peer's first key so that no packet leaves without it.
     pub fn set_compression(&self, peer_id: u32, framing: Framing) {
-        let def = self.lock();
-        let mut peers = self.current();
-        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
-            let old = peers.swap_remove(i);
-            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
-            new.compression = framing;
-            peers.push(Arc::new(new));
-            self.publish(peers, *def);
-        }
+        self.replace_peer(peer_id, |p| p.compression = framing);
     }
 
     /// Whether this peer reads one datagram per system call
     /// ([`Peer::reads_one_by_one`]; false for a new peer).
     pub fn set_reads_one_by_one(&self, peer_id: u32, one_by_one: bool) {
+        self.replace_peer_where(
+            peer_id,
+            |p| p.reads_one_by_one != one_by_one,
+            |p| p.reads_one_by_one = one_by_one,
+        );
+    }
+
+    /// Publish a copy of peer `peer_id` (sharing its keys and counters)
+    /// that `change` altered. No effect on unknown peers.
+    fn replace_peer(&self, peer_id: u32, change: impl FnOnce(&mut Peer)) {
+        self.replace_peer_where(peer_id, |_| true, change);
+    }
+
+    /// [`PeerTable::replace_peer`] only when the peer as it is now is
+    /// `wanted` (nothing is published otherwise).
+    fn replace_peer_where(
+        &self,
+        peer_id: u32,
+        wanted: impl FnOnce(&Peer) -> bool,
+        change: impl FnOnce(&mut Peer),
+    ) {
         let def = self.lock();
         let mut peers = self.current();
-        if let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) {
-            if peers[i].reads_one_by_one == one_by_one {
-                return;
-            }
-            let old = peers.swap_remove(i);
-            let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
-            new.reads_one_by_one = one_by_one;
-            peers.push(Arc::new(new));
-            self.publish(peers, *def);
+        let Some(i) = peers.iter().position(|p| p.peer_id == peer_id) else {
+            return;
+        };
+        if !wanted(&peers[i]) {
+            return;
         }
+        let old = peers.swap_remove(i);
+        let mut new = old.with_routes(**old.remote.load(), old.tunnel_ipv4, old.tunnel_ipv6);
+        change(&mut new);
+        peers.push(Arc::new(new));
+        self.publish(peers, *def);
     }
 
     pub fn remove_peer(&self, peer_id: u32) {

@@ -997,33 +997,11 @@ fn client_at_boot_waits_for_a_route_to_the_server() {
 const GOOD_USER: &str = "alice";
 const GOOD_PASS: &str = "s3cret pass";
 
-/// A stock server that checks passwords with an `auth-user-pass-verify`
-/// script (via-file) and hands out auth-tokens; clients need no
-/// certificate. Returns the server config and the script's call log.
+/// [`Lab::password_server_conf`] for [`GOOD_USER`] that also hands out
+/// auth-tokens. Returns the server config and the script's call log.
 fn password_server(lab: &Lab) -> (ServerConf, PathBuf) {
-    let calls = lab.dir.join("verify-calls");
-    let script = lab.dir.join("verify.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             echo \"$(head -n1 \"$1\")\" >> '{calls}'\n\
-             [ \"$(head -n1 \"$1\")\" = '{GOOD_USER}' ] && [ \"$(sed -n 2p \"$1\")\" = '{GOOD_PASS}' ]\n",
-            calls = calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (mut sc, _) = lab.tls_crypt_confs();
-    sc.keepalive = Some((1, 10));
-    sc.extra.extend([
-        "script-security 2".to_string(),
-        format!("auth-user-pass-verify {} via-file", script.display()),
-        "verify-client-cert none".to_string(),
-        "username-as-common-name".to_string(),
-        "auth-gen-token 0".to_string(),
-    ]);
+    let (mut sc, calls) = lab.password_server_conf(GOOD_USER, GOOD_PASS);
+    sc.extra.push("auth-gen-token 0".to_string());
     (sc, calls)
 }
 

@@ -14,36 +14,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CLIENT_DEV, SERVER_PORT, SERVER_TUN, wait_exit};
-use ferrovpn_testkit::mgmt::Management;
-use ferrovpn_testkit::{Implementation, Lab, Proc, ServerConf, openvpn_client_conf, ping};
+use ferrovpn_testkit::lab::{SERVER_PORT, SERVER_TUN, wait_exit};
+use ferrovpn_testkit::mgmt::{Management, state_names};
+use ferrovpn_testkit::{Implementation, Lab, Proc, ServerConf, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const GOOD_USER: &str = "alice";
 const GOOD_PASS: &str = "s3cret pass";
 
-/// A stock server that checks passwords with an `auth-user-pass-verify`
-/// script (via-file); clients need no certificate.
+/// A stock server that accepts only [`GOOD_USER`] with [`GOOD_PASS`];
+/// clients need no certificate.
 fn password_server(lab: &Lab) -> (ServerConf, Proc) {
-    let script = lab.dir.join("verify.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             [ \"$(head -n1 \"$1\")\" = '{GOOD_USER}' ] && [ \"$(sed -n 2p \"$1\")\" = '{GOOD_PASS}' ]\n"
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (mut sc, _) = lab.tls_crypt_confs();
-    sc.keepalive = Some((1, 10));
-    sc.extra.extend([
-        "script-security 2".to_string(),
-        format!("auth-user-pass-verify {} via-file", script.display()),
-        "verify-client-cert none".to_string(),
-        "username-as-common-name".to_string(),
-    ]);
+    let (sc, _calls) = lab.password_server_conf(GOOD_USER, GOOD_PASS);
     let server = lab.stock_server(&sc);
     (sc, server)
 }
@@ -58,59 +40,57 @@ fn managed_client(
     extra: &[&str],
 ) -> (Proc, PathBuf) {
     let socket = lab.dir.join(format!("{name}.sock"));
-    let cc = lab.client_conf(
-        0,
-        &lab.pki.clients[0],
-        CLIENT_DEV,
+    let text = lab.certless_client_text(
         sc.wrap.clone(),
         sc.cipher,
+        [
+            format!("management {} unix", socket.display()),
+            "management-hold".to_string(),
+            "management-query-passwords".to_string(),
+            "auth-user-pass".to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|e| e.to_string())),
     );
-    let mut text: String = openvpn_client_conf(&cc)
-        .lines()
-        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for l in [
-        format!("management {} unix", socket.display()),
-        "management-hold".to_string(),
-        "management-query-passwords".to_string(),
-        "auth-user-pass".to_string(),
-    ]
-    .into_iter()
-    .chain(extra.iter().map(|e| e.to_string()))
-    {
-        text.push_str(&l);
-        text.push('\n');
-    }
     let p = lab.spawn(&lab.clients[0], name, imp, &text);
     (p, socket)
 }
 
-fn imp_name(imp: Implementation) -> &'static str {
-    match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    }
+/// Wait for the `EXITING` state; returns its line without the time.
+fn until_exiting(m: &mut Management) -> String {
+    let exiting = m.until("EXITING state", |l| l.contains(",EXITING,"));
+    exiting
+        .split_once(',')
+        .map_or("", |(_, rest)| rest)
+        .to_string()
 }
 
-/// The state names of `states` in order, duplicates kept.
-fn names(states: &[String]) -> Vec<&str> {
-    states
-        .iter()
-        .map(|s| s.split(',').next().unwrap_or(""))
-        .collect()
+/// Run `script` against the ferrovpn client, then against the stock
+/// client, both of one stock [`password_server`]: their lines must be the
+/// same and hold every line of `expected`.
+fn same_lines_as_stock_client(
+    tag: &str,
+    script: fn(&Lab, &ServerConf, Implementation) -> Vec<String>,
+    expected: &[&str],
+) {
+    let lab = Lab::new(tag, 1, FERROVPN);
+    let (sc, _server) = password_server(&lab);
+    let ours = script(&lab, &sc, Implementation::Ferrovpn);
+    let stock = script(&lab, &sc, Implementation::Stock);
+    assert_eq!(
+        ours, stock,
+        "ferrovpn's lines differ from the stock client's"
+    );
+    for line in expected {
+        assert!(ours.iter().any(|l| l == line), "{line}: {ours:?}");
+    }
 }
 
 /// Log in with the right password, follow the states to CONNECTED, read
 /// a byte count, ping, read `status`, exit by `signal SIGTERM`. Returns
 /// the lines that must be the same for both implementations.
-fn good_login_script(
-    lab: &Lab,
-    sc: &ServerConf,
-    imp: Implementation,
-    server: &Proc,
-) -> Vec<String> {
-    let name = format!("{}-managed", imp_name(imp));
+fn good_login_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
+    let name = format!("{}-managed", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
     let mut same = Vec::new();
@@ -153,7 +133,7 @@ fn good_login_script(
     assert_eq!(fields[3], SERVER_PORT.to_string(), "{connected}");
     let states = m.states();
     assert_eq!(
-        names(&states),
+        state_names(&states),
         ["WAIT", "AUTH", "ASSIGN_IP", "CONNECTED"],
         "{states:?}"
     );
@@ -179,25 +159,16 @@ fn good_login_script(
         l.split(',').next().unwrap_or("").to_string()
     }));
     same.push(m.one("signal SIGTERM"));
-    let exiting = m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.push(
-        exiting
-            .split_once(',')
-            .map_or("", |(_, rest)| rest)
-            .to_string(),
-    );
+    same.push(until_exiting(&mut m));
     let status = wait_exit(&mut client, Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", client.log_tail(20));
-    let _ = server;
     same
 }
 
-/// Answer with a wrong password: `>PASSWORD:Verification Failed: 'Auth'`,
-/// then the client exits (`auth-retry none`).
-fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-wrongpw", imp_name(imp));
-    let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
-    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
+/// After the hold: `state on`, release, and answer the question with
+/// the right user but a wrong password, up to the verification failure.
+/// Returns the lines that must be the same for both implementations.
+fn release_then_wrong_password(m: &mut Management) -> Vec<String> {
     m.until("hold", |l| l.starts_with(">HOLD:"));
     let mut same = vec![m.one("state on"), m.one("hold release")];
     same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
@@ -206,55 +177,43 @@ fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec
     same.push(m.until("verification failure", |l| {
         l.starts_with(">PASSWORD:Verification Failed")
     }));
-    let exiting = m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.push(
-        exiting
-            .split_once(',')
-            .map_or("", |(_, rest)| rest)
-            .to_string(),
-    );
+    same
+}
+
+/// Answer with a wrong password: `>PASSWORD:Verification Failed: 'Auth'`,
+/// then the client exits (`auth-retry none`).
+fn wrong_password_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
+    let name = format!("{}-wrongpw", imp.name());
+    let (mut client, socket) = managed_client(lab, sc, imp, &name, &[]);
+    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
+    let mut same = release_then_wrong_password(&mut m);
+    same.push(until_exiting(&mut m));
     let _ = wait_exit(&mut client, Duration::from_secs(10));
     same
 }
 
 #[test]
 fn client_management_hold_password_state_bytecount_sigterm_stock_server() {
-    let lab = Lab::new("cmgmt", 1, FERROVPN);
-    let (sc, server) = password_server(&lab);
-    let ours = good_login_script(&lab, &sc, Implementation::Ferrovpn, &server);
-    let stock = good_login_script(&lab, &sc, Implementation::Stock, &server);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&">PASSWORD:Need 'Auth' username/password".to_string()),
-        "{ours:?}"
-    );
-    // The lab's clients have explicit-exit-notify: 2.6 exits "with notification".
-    assert!(
-        ours.contains(&"EXITING,exit-with-notification,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmt",
+        good_login_script,
+        &[
+            ">PASSWORD:Need 'Auth' username/password",
+            // The lab's clients have explicit-exit-notify: 2.6 exits "with notification".
+            "EXITING,exit-with-notification,,,,,",
+        ],
     );
 }
 
 #[test]
 fn client_management_wrong_password_verification_failed_stock_server() {
-    let lab = Lab::new("cmgmtpw", 1, FERROVPN);
-    let (sc, _server) = password_server(&lab);
-    let ours = wrong_password_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = wrong_password_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&">PASSWORD:Verification Failed: 'Auth'".to_string()),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&"EXITING,exit-with-notification,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmtpw",
+        wrong_password_script,
+        &[
+            ">PASSWORD:Verification Failed: 'Auth'",
+            "EXITING,exit-with-notification,,,,,",
+        ],
     );
 }
 
@@ -262,17 +221,10 @@ fn client_management_wrong_password_verification_failed_stock_server() {
 /// next attempt, the question again, the right password; then `signal
 /// SIGUSR1` reconnects through another hold without asking again.
 fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-retry", imp_name(imp));
+    let name = format!("{}-retry", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, &["auth-retry interact"]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
-    m.until("hold", |l| l.starts_with(">HOLD:"));
-    let mut same = vec![m.one("state on"), m.one("hold release")];
-    same.push(m.until("password query", |l| l.starts_with(">PASSWORD:")));
-    same.push(m.one(&format!("username \"Auth\" {GOOD_USER}")));
-    same.push(m.one("password \"Auth\" wrong"));
-    same.push(m.until("verification failure", |l| {
-        l.starts_with(">PASSWORD:Verification Failed")
-    }));
+    let mut same = release_then_wrong_password(&mut m);
     same.push(m.until("hold again", |l| l.starts_with(">HOLD:")));
     same.push(m.one("hold release"));
     same.push(m.until("password query again", |l| l.starts_with(">PASSWORD:")));
@@ -287,12 +239,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     same.push(m.one("password \"Auth\" x"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(
-        names(&m.states())
-            .into_iter()
-            .map(str::to_string)
-            .collect::<Vec<_>>(),
-    );
+    same.extend(state_names(&m.states()));
     let reasons: Vec<String> = m
         .states()
         .into_iter()
@@ -305,20 +252,12 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
 
 #[test]
 fn client_management_auth_retry_interact_and_sigusr1_hold_again_stock_server() {
-    let lab = Lab::new("cmgmtre", 1, FERROVPN);
-    let (sc, _server) = password_server(&lab);
-    let ours = retry_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = retry_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
-    assert!(
-        ours.contains(&"RECONNECTING,auth-failure,,,,,".to_string()),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&"RECONNECTING,SIGUSR1,,,,,".to_string()),
-        "{ours:?}"
+    same_lines_as_stock_client(
+        "cmgmtre",
+        retry_script,
+        &[
+            "RECONNECTING,auth-failure,,,,,",
+            "RECONNECTING,SIGUSR1,,,,,",
+        ],
     );
 }

@@ -13,19 +13,13 @@ use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_TUN, wait_exit};
 use ferrovpn_testkit::mgmt::Management;
+use ferrovpn_testkit::proxy::{HTTP_PORT, SOCKS_PORT, danted, tcp_confs_behind_proxy, tinyproxy};
 use ferrovpn_testkit::{
-    ClientConf, Implementation, Lab, Proc, ServerConf, Transport, openvpn_client_conf, ping,
-    require_root_and_tools, wait_for_tcp_listen,
+    ClientConf, Implementation, Lab, Proc, ServerConf, openvpn_client_conf, ping,
+    require_root_and_tools,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-fn imp_name(imp: Implementation) -> &'static str {
-    match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    }
-}
 
 /// A client of `imp` in namespace 0 from `cc` plus `extra`, with its
 /// management interface on a unix socket and `management-hold`.
@@ -102,7 +96,7 @@ const PINGS: u32 = 10;
 const ECHO_LEN: u64 = 84;
 
 fn counts_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Counted {
-    let name = format!("{}-counts", imp_name(imp));
+    let name = format!("{}-counts", imp.name());
     let (mut client, mut m) = managed(lab, cc, imp, &name, &[]);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("state on");
@@ -232,7 +226,7 @@ fn same_lines(m: &Management) -> Vec<String> {
 /// `remote` with nothing asked fails; after SIGUSR1 (and the hold again)
 /// the client asks about the entry it stayed on, as configured.
 fn remote_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-remote", imp_name(imp));
+    let name = format!("{}-remote", imp.name());
     let server = Lab::server_underlay(0);
     let extra = [
         format!("remote {server} 1196"),
@@ -289,75 +283,12 @@ fn client_management_query_remote_skip_mod_accept_as_2_6() {
     }
 }
 
-const HTTP_PORT: u16 = 8888;
-const SOCKS_PORT: u16 = 1080;
-
-/// Wait until something listens on TCP `port` in the server's namespace.
-fn wait_listening(lab: &Lab, port: u16, what: &mut Proc) {
-    assert!(
-        wait_for_tcp_listen(&lab.server_ns, port, Duration::from_secs(10)),
-        "{} does not listen:\n{}",
-        what.name(),
-        what.log_tail(30)
-    );
-}
-
-/// tinyproxy (HTTP CONNECT) and dante (SOCKS5) in the server namespace on
-/// its underlay address, both reaching 127.0.0.1 there.
-fn proxies(lab: &Lab) -> (Proc, Proc) {
-    let conf = lab.dir.join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {HTTP_PORT}\nListen {}\nTimeout 60\nMaxClients 20\nAllow 10.210.0.0/16\nLogLevel Info\nDisableViaHeader Yes\nUser nobody\nGroup nogroup\n",
-            Lab::server_underlay(0)
-        ),
-    )
-    .unwrap();
-    let mut http = Proc::spawn_in(
-        &lab.server_ns,
-        "tinyproxy",
-        lab.dir.path(),
-        "tinyproxy",
-        &["-d".as_ref(), "-c".as_ref(), conf.as_os_str()],
-    )
-    .unwrap();
-    wait_listening(lab, HTTP_PORT, &mut http);
-    let conf = lab.dir.join("danted.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "logoutput: stderr\ninternal: {} port = {SOCKS_PORT}\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\nclient pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n}}\nsocks pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n command: connect\n log: connect error\n}}\n",
-            Lab::server_underlay(0)
-        ),
-    )
-    .unwrap();
-    let pid = lab.dir.join("danted.pid");
-    let mut socks = Proc::spawn_in(
-        &lab.server_ns,
-        "danted",
-        lab.dir.path(),
-        "danted",
-        &[
-            "-f".as_ref(),
-            conf.as_os_str(),
-            "-p".as_ref(),
-            pid.as_os_str(),
-            "-N".as_ref(),
-            "1".as_ref(),
-        ],
-    )
-    .unwrap();
-    wait_listening(lab, SOCKS_PORT, &mut socks);
-    (http, socks)
-}
-
 /// `management-query-proxy` over TCP to a server only a proxy reaches:
 /// `proxy HTTP` through tinyproxy, then (after SIGUSR1 and the hold)
 /// `proxy SOCKS` through dante; `proxy` with nothing asked answers but
 /// changes nothing.
 fn proxy_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-proxy", imp_name(imp));
+    let name = format!("{}-proxy", imp.name());
     let proxy_host = Lab::server_underlay(0);
     let (mut client, mut m) = managed(lab, cc, imp, &name, &["management-query-proxy".to_string()]);
     m.until("hold", |l| l.starts_with(">HOLD:"));
@@ -385,14 +316,10 @@ fn proxy_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Vec<String> 
 fn client_management_query_proxy_http_then_socks_as_2_6() {
     require_root_and_tools(&["tinyproxy", "danted", "ss"]);
     let lab = Lab::new("cproxy", 1, FERROVPN);
-    let (mut sc, mut cc) = lab.tls_crypt_confs();
-    sc.transport = Transport::Tcp;
-    sc.extra.push("local 127.0.0.1".into());
-    cc.transport = Transport::Tcp;
-    cc.remote = "127.0.0.1".into();
-    cc.extra.push("connect-retry 1 2".into());
+    let (sc, cc) = tcp_confs_behind_proxy(&lab);
     let _server = lab.stock_server(&sc);
-    let (http, socks) = proxies(&lab);
+    let http = tinyproxy(&lab, None);
+    let socks = danted(&lab, "connect");
     let ours = proxy_script(&lab, &cc, Implementation::Ferrovpn);
     let stock = proxy_script(&lab, &cc, Implementation::Stock);
     assert_eq!(
@@ -424,7 +351,7 @@ fn cr_response_script(
     server_m: &mut Management,
     imp: Implementation,
 ) -> (Vec<String>, String) {
-    let name = format!("{}-cr", imp_name(imp));
+    let name = format!("{}-cr", imp.name());
     let (mut client, mut m) = managed(lab, cc, imp, &name, &[]);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("state on");

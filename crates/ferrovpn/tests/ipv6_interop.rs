@@ -37,25 +37,7 @@ fn addr6(ns: &Netns, dev: &str) -> String {
 /// prints them without the fields that differ between ways of adding the
 /// same route (`proto`, `pref`).
 fn routes6(ns: &Netns, dev: &str) -> Vec<String> {
-    let text = ns.exec(&["ip", "-6", "route", "show", "dev", dev]).unwrap();
-    let mut out: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with("fe80:") && !l.starts_with("multicast"))
-        .map(|l| {
-            let mut words = Vec::new();
-            let mut it = l.split_whitespace();
-            while let Some(w) = it.next() {
-                if w == "proto" || w == "pref" {
-                    it.next();
-                } else {
-                    words.push(w);
-                }
-            }
-            words.join(" ")
-        })
-        .collect();
-    out.sort();
-    out
+    ns.routes("-6", dev).unwrap()
 }
 
 /// (1) A stock client of a ferrovpn `server-ipv6` server gets the first

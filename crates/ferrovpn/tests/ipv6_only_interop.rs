@@ -55,27 +55,8 @@ fn addresses(ns: &Netns, dev: &str) -> Vec<String> {
 /// The routes through `dev` in `ns` (both families), without the fields
 /// that differ between ways of adding the same route, sorted.
 fn routes(ns: &Netns, dev: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for family in ["-4", "-6"] {
-        let text = ns
-            .exec(&["ip", family, "route", "show", "dev", dev])
-            .unwrap();
-        for l in text.lines() {
-            if l.starts_with("fe80:") || l.starts_with("multicast") {
-                continue;
-            }
-            let mut words = Vec::new();
-            let mut it = l.split_whitespace();
-            while let Some(w) = it.next() {
-                if w == "proto" || w == "pref" {
-                    it.next();
-                } else {
-                    words.push(w);
-                }
-            }
-            out.push(words.join(" "));
-        }
-    }
+    let mut out = ns.routes("-4", dev).unwrap();
+    out.extend(ns.routes("-6", dev).unwrap());
     out.sort();
     out
 }

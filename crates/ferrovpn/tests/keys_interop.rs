@@ -14,9 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
-use ferrovpn_testkit::pki::{
-    KeyEncryption, Pki, PkiOptions, encrypt_key, export_pkcs12, rsa1024_pki,
-};
+use ferrovpn_testkit::pki::{KeyEncryption, Pki, PkiOptions, export_pkcs12, rsa1024_pki};
 use ferrovpn_testkit::{
     Implementation, Lab, Material, Proc, openvpn_client_conf, ping, wait_until,
 };
@@ -46,14 +44,15 @@ fn ping_through(lab: &Lab, what: &str) {
 fn client_encrypted_pkcs8_key_askpass_stock_server() {
     let lab = Lab::new("keys-c8", 1, FERROVPN);
     let (sc, mut cc) = lab.tls_crypt_confs();
-    let enc = lab.dir.path().join("client1-enc.key");
-    encrypt_key(
-        &lab.pki.clients[0].key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::Pkcs8Aes256,
-    )
-    .unwrap();
+    let enc = lab
+        .pki
+        .encrypted_key(
+            &lab.pki.clients[0],
+            "client1-enc.key",
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
     assert!(
         std::fs::read_to_string(&enc)
             .unwrap()
@@ -80,14 +79,15 @@ fn client_encrypted_pkcs8_key_askpass_stock_server() {
 fn server_encrypted_traditional_key_stock_client() {
     let lab = Lab::new("keys-s", 1, FERROVPN);
     let (mut sc, cc) = lab.tls_crypt_confs();
-    let enc = lab.dir.path().join("server-enc.key");
-    encrypt_key(
-        &lab.pki.server.key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::TraditionalDes3,
-    )
-    .unwrap();
+    let enc = lab
+        .pki
+        .encrypted_key(
+            &lab.pki.server,
+            "server-enc.key",
+            PASSPHRASE,
+            KeyEncryption::TraditionalDes3,
+        )
+        .unwrap();
     let text = std::fs::read_to_string(&enc).unwrap();
     assert!(
         text.contains("Proc-Type: 4,ENCRYPTED") && text.contains("DES-EDE3-CBC"),
@@ -123,6 +123,14 @@ fn pkcs12_client_text(cc: &ferrovpn_testkit::ClientConf, p12_lines: &str, keep_c
     format!("{text}{p12_lines}\n")
 }
 
+/// A ferrovpn client in namespace 0 from `text`: up, a ping through, stopped.
+fn up_ping_stop(lab: &Lab, name: &str, text: &str, what: &str) {
+    let mut client = lab.spawn(&lab.clients[0], name, Implementation::Ferrovpn, text);
+    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
+    ping_through(lab, what);
+    client.stop(Duration::from_secs(5));
+}
+
 /// `pkcs12 FILE` as OpenSSL 3 writes it by default (PBES2 AES-256, SHA-256
 /// MAC), its CA the trust anchor; then a legacy (RC2/3DES, SHA-1 MAC) file
 /// inline, with `ca` given alongside as 2.6 allows.
@@ -141,15 +149,12 @@ fn client_pkcs12_stock_server() {
         &format!("pkcs12 {}\naskpass {}", p12.display(), pass.display()),
         false,
     );
-    let mut client = lab.spawn(
-        &lab.clients[0],
+    up_ping_stop(
+        &lab,
         "ferrovpn-p12",
-        Implementation::Ferrovpn,
         &text,
+        "ferrovpn client with pkcs12 (OpenSSL 3 default)",
     );
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping_through(&lab, "ferrovpn client with pkcs12 (OpenSSL 3 default)");
-    client.stop(Duration::from_secs(5));
 
     // Legacy file, no password (2.6 tries the empty one first: no askpass
     // needed), inline as base64, `ca` alongside.
@@ -160,15 +165,12 @@ fn client_pkcs12_stock_server() {
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&legacy).unwrap())
     };
     let text = pkcs12_client_text(&cc, &format!("<pkcs12>\n{b64}\n</pkcs12>"), true);
-    let mut client = lab.spawn(
-        &lab.clients[0],
+    up_ping_stop(
+        &lab,
         "ferrovpn-p12-legacy",
-        Implementation::Ferrovpn,
         &text,
+        "ferrovpn client with an inline legacy pkcs12",
     );
-    client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
-    ping_through(&lab, "ferrovpn client with an inline legacy pkcs12");
-    client.stop(Duration::from_secs(5));
     drop(server);
 }
 
@@ -220,14 +222,14 @@ fn client_text(pki: &Pki, key: &Path, extra: &str) -> String {
 #[test]
 fn encrypted_key_refusals_at_start_name_the_file() {
     let pki = temp_pki("refuse");
-    let enc = pki.dir.join("client1-enc.key");
-    encrypt_key(
-        &pki.clients[0].key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::Pkcs8Aes256,
-    )
-    .unwrap();
+    let enc = pki
+        .encrypted_key(
+            &pki.clients[0],
+            "client1-enc.key",
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
     let wrong = askpass_file(&pki.dir, "wrong.pass", "not the passphrase");
     let right = askpass_file(&pki.dir, "right.pass", PASSPHRASE);
     let conf = pki.dir.join("client.conf");

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_TUN, wait_exit};
-use ferrovpn_testkit::mgmt::Management;
-use ferrovpn_testkit::pki::{KeyEncryption, encrypt_key, export_pkcs12};
+use ferrovpn_testkit::mgmt::{Management, state_names};
+use ferrovpn_testkit::pki::{KeyEncryption, export_pkcs12};
 use ferrovpn_testkit::{
-    Implementation, Lab, Material, Proc, ServerConf, openvpn_client_conf, openvpn_server_conf, ping,
+    Implementation, Lab, Material, Proc, ServerConf, openvpn_server_conf, ping,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -24,13 +24,6 @@ const PASSPHRASE: &str = "correct horse battery";
 const NEED: &str = ">PASSWORD:Need 'Private Key' password";
 const VERIFICATION_FAILED: &str = ">PASSWORD:Verification Failed: 'Private Key'";
 const FATAL_WRONG: &str = ">FATAL:Error: private key password verification failed";
-
-fn imp_name(imp: Implementation) -> &'static str {
-    match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    }
-}
 
 /// `state` (the history) with the time cut.
 fn state_now(m: &mut Management) -> Vec<String> {
@@ -41,14 +34,6 @@ fn state_now(m: &mut Management) -> Vec<String> {
                 .map_or(s.as_str(), |(_, rest)| rest)
                 .to_string()
         })
-        .collect()
-}
-
-/// The state names of `states` in order.
-fn names(states: &[String]) -> Vec<String> {
-    states
-        .iter()
-        .map(|s| s.split(',').next().unwrap_or("").to_string())
         .collect()
 }
 
@@ -74,34 +59,36 @@ fn managed_client(
 ) -> (Proc, PathBuf) {
     let socket = lab.dir.join(format!("{name}.sock"));
     let who = &lab.pki.clients[0];
-    let cc = lab.client_conf(0, who, "tun1", sc.wrap.clone(), sc.cipher);
-    let mut text: String = openvpn_client_conf(&cc)
-        .lines()
-        .filter(|l| !l.starts_with("cert ") && !l.starts_with("key "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    match protected {
+    let credentials = match protected {
         Protected::Key => {
-            let enc = lab.dir.join(format!("{name}-enc.key"));
-            encrypt_key(&who.key, &enc, PASSPHRASE, KeyEncryption::Pkcs8Aes256).unwrap();
-            text += &format!("cert {}\nkey {}\n", who.cert.display(), enc.display());
+            let enc = lab
+                .pki
+                .encrypted_key(
+                    who,
+                    &format!("{name}-enc.key"),
+                    PASSPHRASE,
+                    KeyEncryption::Pkcs8Aes256,
+                )
+                .unwrap();
+            format!("cert {}\nkey {}", who.cert.display(), enc.display())
         }
         Protected::Pkcs12 => {
             let p12 = lab.dir.join(format!("{name}.p12"));
             export_pkcs12(who, Some(&lab.pki.ca.cert), &p12, PASSPHRASE, false).unwrap();
-            text += &format!("pkcs12 {}\n", p12.display());
+            format!("pkcs12 {}", p12.display())
         }
-    }
-    for l in [
-        format!("management {} unix", socket.display()),
-        "management-query-passwords".to_string(),
-    ]
-    .into_iter()
-    .chain(extra.iter().map(|e| e.to_string()))
-    {
-        text += &l;
-        text.push('\n');
-    }
+    };
+    let text = lab.certless_client_text(
+        sc.wrap.clone(),
+        sc.cipher,
+        [
+            credentials,
+            format!("management {} unix", socket.display()),
+            "management-query-passwords".to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|e| e.to_string())),
+    );
     let p = lab.spawn(&lab.clients[0], name, imp, &text);
     (p, socket)
 }
@@ -109,7 +96,7 @@ fn managed_client(
 /// Held; commands answered while held and while the question waits; the
 /// right passphrase; the tunnel carries a ping; `signal SIGTERM`.
 fn right_passphrase_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-keypw", imp_name(imp));
+    let name = format!("{}-keypw", imp.name());
     let (mut client, socket) =
         managed_client(lab, sc, imp, &name, Protected::Key, &["management-hold"]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
@@ -137,7 +124,7 @@ fn right_passphrase_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> V
     same.push(m.one("password \"Private Key\" again"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(names(&m.states()));
+    same.extend(state_names(&m.states()));
     let status = wait_exit(&mut client, Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", client.log_tail(20));
     same
@@ -175,7 +162,7 @@ fn wrong_passphrase_script(
     imp: Implementation,
     protected: Protected,
 ) -> Vec<String> {
-    let name = format!("{}-wrongkeypw", imp_name(imp));
+    let name = format!("{}-wrongkeypw", imp.name());
     let (mut client, socket) = managed_client(lab, sc, imp, &name, protected, &[]);
     let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
     // Without management-hold the question comes right away.
@@ -224,7 +211,7 @@ fn client_wrong_key_passphrase_is_fatal_stock_server() {
 /// `auth-retry interact`: wrong, the failure, RECONNECTING, the hold
 /// again, the question again, right; SIGUSR1 reconnects without asking.
 fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-retrykeypw", imp_name(imp));
+    let name = format!("{}-retrykeypw", imp.name());
     let (mut client, socket) = managed_client(
         lab,
         sc,
@@ -258,7 +245,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     same.push(m.one("password \"Private Key\" again"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(names(&m.states()));
+    same.extend(state_names(&m.states()));
     same.extend(
         m.states()
             .into_iter()
@@ -300,16 +287,17 @@ fn client_wrong_then_right_key_passphrase_auth_retry_interact_stock_server() {
 /// passphrase (`auth-retry interact`: asked again), the right one; then a
 /// stock client connects and pings. Returns the lines that must be equal.
 fn server_script(lab: &Lab, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-server-keypw", imp_name(imp));
+    let name = format!("{}-server-keypw", imp.name());
     let (mut sc, cc) = lab.tls_crypt_confs();
-    let enc = lab.dir.join(format!("{name}-enc.key"));
-    encrypt_key(
-        &lab.pki.server.key,
-        &enc,
-        PASSPHRASE,
-        KeyEncryption::TraditionalDes3,
-    )
-    .unwrap();
+    let enc = lab
+        .pki
+        .encrypted_key(
+            &lab.pki.server,
+            &format!("{name}-enc.key"),
+            PASSPHRASE,
+            KeyEncryption::TraditionalDes3,
+        )
+        .unwrap();
     sc.key = Material::File(enc);
     let socket = lab.dir.join(format!("{name}.sock"));
     sc.extra.extend([

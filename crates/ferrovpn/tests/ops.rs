@@ -85,14 +85,21 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("scrape JSON")
 }
 
+/// A lab for `ferrovpn init` and a server run from what it writes: the
+/// metrics scrape needs python3, and the directory is open to everyone
+/// because the server reads its CRL and writes its state after dropping
+/// to nobody, as it does under /etc/ferrovpn.
+fn pki_lab(tag: &str) -> Lab {
+    require_root_and_tools(&["python3"]);
+    let lab = Lab::new(tag, 1, FERROVPN);
+    lab.dir.open_to_everyone().unwrap();
+    lab
+}
+
 #[test]
 fn init_client_add_connect_list_metrics_revoke() {
-    require_root_and_tools(&["python3"]);
-    let lab = Lab::new("ops", 1, FERROVPN);
+    let lab = pki_lab("ops");
     let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
-    // The server reads its CRL and writes its state after dropping to
-    // nobody, as it does under /etc/ferrovpn.
-    test_dir.open_to_everyone().unwrap();
     let client_addr = format!("{}:", Lab::client_underlay(0));
 
     let vpn: PathBuf = test_dir.join("vpn");
@@ -358,10 +365,8 @@ fn metric_sum(m: &serde_json::Value, name: &str, label: Option<(&str, &str)>) ->
 
 #[test]
 fn daemon_detaches_writes_its_pid_and_stops_on_sigterm() {
-    require_root_and_tools(&["python3"]);
-    let lab = Lab::new("opsd", 1, FERROVPN);
+    let lab = pki_lab("opsd");
     let (server_ns, client_ns, test_dir) = (&lab.server_ns, &lab.clients[0], &lab.dir);
-    test_dir.open_to_everyone().unwrap();
     let vpn = test_dir.join("vpn");
     let dir = vpn.to_str().unwrap();
     ferrovpn(&[

@@ -11,62 +11,14 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
-use ferrovpn_testkit::{
-    ClientConf, Lab, Netns, Proc, ServerConf, Transport, ping, require_root_and_tools,
-    wait_for_tcp_listen,
-};
+use ferrovpn_testkit::proxy::{HTTP_PORT, SOCKS_PORT, danted, tcp_confs_behind_proxy, tinyproxy};
+use ferrovpn_testkit::{ClientConf, Lab, Proc, ping, require_root_and_tools};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-const HTTP_PORT: u16 = 8888;
-const SOCKS_PORT: u16 = 1080;
 
 fn lab(tag: &str, tools: &[&str]) -> Lab {
     require_root_and_tools(tools);
     Lab::new(tag, 1, FERROVPN)
-}
-
-/// A stock TCP server reachable only on 127.0.0.1 in the server
-/// namespace, and a client config that asks for it by that address.
-fn confs_behind_proxy(lab: &Lab) -> (ServerConf, ClientConf) {
-    let (mut sc, mut cc) = lab.tls_crypt_confs();
-    sc.transport = Transport::Tcp;
-    sc.extra.push("local 127.0.0.1".into());
-    cc.transport = Transport::Tcp;
-    cc.remote = "127.0.0.1".into();
-    cc.extra.push("connect-retry 1 2".into());
-    (sc, cc)
-}
-
-/// Wait until something listens on TCP `port` in `ns`.
-fn wait_listening(ns: &Netns, port: u16, what: &mut Proc) {
-    assert!(
-        wait_for_tcp_listen(ns, port, Duration::from_secs(10)),
-        "{} does not listen:\n{}",
-        what.name(),
-        what.log_tail(30)
-    );
-}
-
-fn tinyproxy(lab: &Lab, basic_auth: Option<(&str, &str)>) -> Proc {
-    let conf = lab.dir.join("tinyproxy.conf");
-    let mut text = format!(
-        "Port {HTTP_PORT}\nListen {}\nTimeout 60\nMaxClients 20\nAllow 10.210.0.0/16\nLogLevel Info\nDisableViaHeader Yes\nUser nobody\nGroup nogroup\n",
-        Lab::server_underlay(0)
-    );
-    if let Some((user, pass)) = basic_auth {
-        text.push_str(&format!("BasicAuth {user} {pass}\n"));
-    }
-    std::fs::write(&conf, text).unwrap();
-    let mut p = Proc::spawn_in(
-        &lab.server_ns,
-        "tinyproxy",
-        lab.dir.path(),
-        "tinyproxy",
-        &["-d".as_ref(), "-c".as_ref(), conf.as_os_str()],
-    )
-    .unwrap();
-    wait_listening(&lab.server_ns, HTTP_PORT, &mut p);
-    p
 }
 
 fn client_up(lab: &Lab, cc: &ClientConf, proxy: &Proc, server: &Proc) -> Proc {
@@ -87,7 +39,7 @@ fn client_up(lab: &Lab, cc: &ClientConf, proxy: &Proc, server: &Proc) -> Proc {
 #[test]
 fn http_proxy_without_authentication() {
     let lab = lab("px-http", &["tinyproxy", "ss"]);
-    let (sc, mut cc) = confs_behind_proxy(&lab);
+    let (sc, mut cc) = tcp_confs_behind_proxy(&lab);
     let server = lab.stock_server(&sc);
     let proxy = tinyproxy(&lab, None);
     cc.extra.push(format!(
@@ -109,7 +61,7 @@ fn http_proxy_without_authentication() {
 #[test]
 fn http_proxy_with_basic_authentication() {
     let lab = lab("px-basic", &["tinyproxy", "ss"]);
-    let (sc, mut cc) = confs_behind_proxy(&lab);
+    let (sc, mut cc) = tcp_confs_behind_proxy(&lab);
     let server = lab.stock_server(&sc);
     let proxy = tinyproxy(&lab, Some(("fvuser", "fv-pass")));
     // Wrong credentials first: tinyproxy answers 401 (not 407), the client
@@ -138,43 +90,10 @@ fn http_proxy_with_basic_authentication() {
     client_up(&lab, &cc, &proxy, &server);
 }
 
-/// Dante in the server namespace, listening on the server's underlay
-/// address, relaying to 127.0.0.1 there; `commands` are the SOCKS commands
-/// it passes (`connect`, `udpassociate udpreply`).
-fn danted(lab: &Lab, commands: &str) -> Proc {
-    let conf = lab.dir.join("danted.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "logoutput: stderr\ninternal: {} port = {SOCKS_PORT}\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\nclient pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n}}\nsocks pass {{\n from: 0.0.0.0/0 to: 0.0.0.0/0\n command: {commands}\n log: connect error\n}}\n",
-            Lab::server_underlay(0)
-        ),
-    )
-    .unwrap();
-    let pid = lab.dir.join("danted.pid");
-    let mut proxy = Proc::spawn_in(
-        &lab.server_ns,
-        "danted",
-        lab.dir.path(),
-        "danted",
-        &[
-            "-f".as_ref(),
-            conf.as_os_str(),
-            "-p".as_ref(),
-            pid.as_os_str(),
-            "-N".as_ref(),
-            "1".as_ref(),
-        ],
-    )
-    .unwrap();
-    wait_listening(&lab.server_ns, SOCKS_PORT, &mut proxy);
-    proxy
-}
-
 #[test]
 fn socks5_proxy_over_tcp() {
     let lab = lab("px-socks", &["danted", "ss"]);
-    let (sc, mut cc) = confs_behind_proxy(&lab);
+    let (sc, mut cc) = tcp_confs_behind_proxy(&lab);
     let server = lab.stock_server(&sc);
     let proxy = danted(&lab, "connect");
     cc.extra.push(format!(

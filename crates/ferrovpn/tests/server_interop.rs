@@ -14,8 +14,8 @@ use ferrovpn_testkit::lab::{
     wait_for_count, wait_up,
 };
 use ferrovpn_testkit::{
-    Cipher, Iperf3Server, Lab, Material, Netns, Proc, Wrap, iperf3_report, openvpn_server_conf,
-    ping, wait_until,
+    Cipher, Iperf3Server, Lab, Material, Netns, Proc, Rng, Wrap, iperf3_report,
+    openvpn_server_conf, ping, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -321,29 +321,6 @@ fn stock_client_installs_80_routes_a_ferrovpn_server_pushes_in_parts() {
     assert!(p.received >= 2, "{p:?}\n{}", log_tails(&client, &server));
 }
 
-/// Tiny deterministic PRNG (xorshift64*) for garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    /// Between `min` and `min + spread - 1` random bytes.
-    fn some_bytes(&mut self, min: usize, spread: usize) -> Vec<u8> {
-        let n = min + self.below(spread);
-        self.bytes(n)
-    }
-}
-
 /// Hostile datagrams for the server port: random bytes of every size,
 /// truncated control packets of every opcode, client hard resets of the
 /// right shape with a wrong tls-crypt HMAC, and data packets for the
@@ -370,7 +347,7 @@ fn garbage() -> Vec<Vec<u8>> {
         let mut p = vec![7 << 3];
         p.extend(r.bytes(8)); // session id
         p.extend(1u32.to_be_bytes()); // packet id
-        p.extend((r.next() as u32).to_be_bytes()); // time
+        p.extend((r.next_u64() as u32).to_be_bytes()); // time
         p.extend(r.bytes(32)); // HMAC
         p.extend(r.some_bytes(10, 300)); // "ciphertext"
         out.push(p);

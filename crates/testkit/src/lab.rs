@@ -75,6 +75,17 @@ pub enum Implementation {
     Ferrovpn,
 }
 
+impl Implementation {
+    /// `stock` or `ferrovpn`: a prefix for the names of its processes and
+    /// files when a test runs the same script against both.
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Stock => "stock",
+            Implementation::Ferrovpn => "ferrovpn",
+        }
+    }
+}
+
 /// A server namespace and client namespaces joined by veth pairs, a PKI and a
 /// scratch directory. See the module docs.
 #[derive(Debug)]
@@ -279,6 +290,38 @@ impl Lab {
         sc.transport = Transport::Tcp;
         cc.transport = Transport::Tcp;
         (sc, cc)
+    }
+
+    /// [`Lab::tls_crypt_confs`]'s server, checking passwords with an
+    /// `auth-user-pass-verify` script (via-file) that accepts only `user`
+    /// with `password` and appends each username it is asked about to a
+    /// file; clients need no certificate (`verify-client-cert none`,
+    /// `username-as-common-name`), keepalive 1 10. Returns the config and
+    /// the path of the script's call log.
+    pub fn password_server_conf(&self, user: &str, password: &str) -> (ServerConf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let calls = self.dir.join("verify-calls");
+        let script = self.dir.join("verify.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 echo \"$(head -n1 \"$1\")\" >> '{calls}'\n\
+                 [ \"$(head -n1 \"$1\")\" = '{user}' ] && [ \"$(sed -n 2p \"$1\")\" = '{password}' ]\n",
+                calls = calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (mut sc, _) = self.tls_crypt_confs();
+        sc.keepalive = Some((1, 10));
+        sc.extra.extend([
+            "script-security 2".to_string(),
+            format!("auth-user-pass-verify {} via-file", script.display()),
+            "verify-client-cert none".to_string(),
+            "username-as-common-name".to_string(),
+        ]);
+        (sc, calls)
     }
 
     /// Add `10.210.<i+1>.<k>/24` for every `k` in `hosts` to client

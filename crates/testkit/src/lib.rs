@@ -13,6 +13,9 @@
 //! `resolved` runs a real systemd-resolved on a private bus without
 //! installing it.
 //!
+//! `proxy` starts tinyproxy and dante for the tests that reach a server
+//! only through a proxy.
+//!
 //! `bench` holds what the benchmark examples share (CPU accounting, load).
 //!
 //! `lab` is the shared fixture of the interop tests (namespaces, PKI,
@@ -29,8 +32,10 @@ mod net;
 mod netns;
 pub mod pki;
 mod process;
+pub mod proxy;
 pub mod raw_peer;
 pub mod resolved;
+mod rng;
 
 pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
@@ -44,3 +49,4 @@ pub use net::{
 };
 pub use netns::{Netns, NetnsResolvConf, VethPair};
 pub use process::{Proc, cpu_seconds, open_fds, rss_kib};
+pub use rng::Rng;

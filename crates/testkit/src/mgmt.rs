@@ -47,6 +47,15 @@ pub fn openvpn_api_probe(lab: &Lab, name: &str, script: &str, args: &[&str]) -> 
     text
 }
 
+/// The state names (`CONNECTED`, ...) of `states` ([`Management::states`]
+/// or the lines of `state`, time cut) in order, repeats kept.
+pub fn state_names(states: &[String]) -> Vec<String> {
+    states
+        .iter()
+        .map(|s| s.split(',').next().unwrap_or("").to_string())
+        .collect()
+}
+
 /// A management connection over a unix socket.
 pub struct Management {
     out: UnixStream,

@@ -187,6 +187,32 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The routes through `dev` of the address `family` (`-4`, `-6`) as
+    /// `ip route show` prints them, link-local and multicast left out and
+    /// without the fields that differ between ways of adding the same route
+    /// (`proto`, `pref`), sorted: for comparing what two daemons installed.
+    pub fn routes(&self, family: &str, dev: &str) -> Result<Vec<String>> {
+        let text = self.exec(&["ip", family, "route", "show", "dev", dev])?;
+        let mut out: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("fe80:") && !l.starts_with("multicast"))
+            .map(|l| {
+                let mut words = Vec::new();
+                let mut it = l.split_whitespace();
+                while let Some(w) = it.next() {
+                    if w == "proto" || w == "pref" {
+                        it.next();
+                    } else {
+                        words.push(w);
+                    }
+                }
+                words.join(" ")
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Pids of processes in the namespace.
     pub fn pids(&self) -> Vec<u32> {
         ip(&["netns", "pids", &self.name])

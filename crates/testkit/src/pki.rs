@@ -291,6 +291,20 @@ impl Pki {
     pub fn revoked_client(&self) -> &CertKey {
         self.clients.last().expect("a PKI has at least one client")
     }
+
+    /// A copy of `who`'s key encrypted with `passphrase` as `how` says, as
+    /// `file_name` in the PKI's directory; returns its path.
+    pub fn encrypted_key(
+        &self,
+        who: &CertKey,
+        file_name: &str,
+        passphrase: &str,
+        how: KeyEncryption,
+    ) -> Result<PathBuf> {
+        let out = self.dir.join(file_name);
+        encrypt_key(&who.key, &out, passphrase, how)?;
+        Ok(out)
+    }
 }
 
 /// Write a fresh tls-crypt-v2 server key to `path`, as
@@ -340,31 +354,30 @@ pub fn stock_tls_crypt_v2_client_key(server_key: &Path, path: &Path) -> Result<(
 }
 
 fn stock_genkey(args: &[&std::ffi::OsStr]) -> Result<()> {
-    let openvpn = crate::find_tool("openvpn").context("stock openvpn not found")?;
-    let out = std::process::Command::new(openvpn)
-        .args(args)
-        .output()
-        .context("running openvpn --genkey")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openvpn {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    run_tool("openvpn", "stock openvpn not found", args)
 }
 
 /// Run the `openssl` CLI (what easy-rsa and the OpenVPN docs use to make
 /// these files), failing with its output.
 fn openssl_cli(args: &[&std::ffi::OsStr]) -> Result<()> {
-    let openssl = crate::find_tool("openssl")
-        .context("the openssl CLI is required (apt-get install openssl)")?;
-    let out = std::process::Command::new(openssl)
+    run_tool(
+        "openssl",
+        "the openssl CLI is required (apt-get install openssl)",
+        args,
+    )
+}
+
+/// Run `tool` (see [`crate::find_tool`]) with `args` to completion, failing
+/// with its stderr; `missing` is the error when it is not installed.
+fn run_tool(tool: &str, missing: &'static str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let path = crate::find_tool(tool).context(missing)?;
+    let out = std::process::Command::new(path)
         .args(args)
         .output()
-        .context("running openssl")?;
+        .with_context(|| format!("running {tool}"))?;
     anyhow::ensure!(
         out.status.success(),
-        "openssl {args:?} failed: {}",
+        "{tool} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())

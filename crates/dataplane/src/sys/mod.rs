@@ -400,6 +400,26 @@ pub struct Ready {
     pub error: bool,
 }
 
+/// The `pollfd` array for the first (at most 4) of `fds`, each polled for
+/// reading, or for writing where `write[i]`; and how many of it are used.
+fn pollfds(fds: &[RawFd], write: &[bool]) -> ([libc::pollfd; 4], usize) {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(4);
+    for (i, (slot, &fd)) in p.iter_mut().zip(&fds[..n]).enumerate() {
+        slot.fd = fd;
+        slot.events = if write.get(i).copied().unwrap_or(false) {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN
+        };
+    }
+    (p, n)
+}
+
 /// `poll(2)` on up to 4 descriptors for reading (or writing where `write[i]`).
 /// `timeout_ms` < 0 waits forever. EINTR reports nothing ready.
 pub fn poll(
@@ -408,20 +428,7 @@ pub fn poll(
     timeout_ms: i32,
     out: &mut [Ready],
 ) -> io::Result<usize> {
-    let mut p = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 4];
-    let n = fds.len().min(4);
-    for i in 0..n {
-        p[i].fd = fds[i];
-        p[i].events = if write.get(i).copied().unwrap_or(false) {
-            libc::POLLOUT
-        } else {
-            libc::POLLIN
-        };
-    }
+    let (mut p, n) = pollfds(fds, write);
     // SAFETY: `p` is a live array of `n` pollfd structs.
     let r = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -446,16 +453,7 @@ pub fn poll(
 /// (nanosecond resolution, unlike [`poll`]'s milliseconds). Returns how many
 /// are ready (0 on timeout or EINTR).
 pub fn poll_readable_for(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<usize> {
-    let mut p = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 4];
-    let n = fds.len().min(4);
-    for (slot, &fd) in p.iter_mut().zip(&fds[..n]) {
-        slot.fd = fd;
-        slot.events = libc::POLLIN;
-    }
+    let (mut p, n) = pollfds(fds, &[]);
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),

@@ -356,6 +356,7 @@ pub fn split_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrovpn_testkit::Rng;
 
     /// A TSO frame: IPv4/TCP headers with a pseudo-header partial checksum, `payload` bytes, MSS `mss`.
     fn tso_frame(payload: usize, mss: u16) -> Vec<u8> {
@@ -427,20 +428,6 @@ mod tests {
             && (v6 || reference_checksum(&[&pkt[..iph]]) == 0xFFFF)
     }
 
-    /// xorshift64*: deterministic random bytes, no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// A random TCP or UDP packet over IPv4 or IPv6 behind a virtio header
     /// with `F_NEEDS_CSUM` and the pseudo-header sum in the checksum field,
     /// as the kernel hands it over: a TSO/USO super-packet when `gso_size`
@@ -474,7 +461,7 @@ mod tests {
         .unwrap();
         let p = &mut f[VIRTIO_NET_HDR_LEN..];
         for b in p.iter_mut() {
-            *b = rng.next() as u8;
+            *b = rng.next_u64() as u8;
         }
         if v6 {
             p[0] = 0x60;
