@@ -16,6 +16,7 @@ mod push;
 mod registry;
 mod tcp;
 mod throttle;
+mod updown;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -352,11 +353,12 @@ async fn signalled_over_management(
     }
 }
 
-/// Run the server until `shutdown` resolves. Each notification of
+/// Run the server until `shutdown` resolves (to the name of the signal
+/// that ended it, for `>STATE:...,EXITING,NAME`). Each notification of
 /// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
     mut s: ServerSettings,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = &'static str>,
     reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut mgmt = match s.management.clone() {
@@ -366,10 +368,16 @@ pub async fn run_server(
     let mut mgmt_rx = mgmt.as_mut().and_then(Management::take_requests);
     tokio::pin!(shutdown);
     if let Some(m) = &mgmt {
+        // 2.6's first state, set when its management interface opens.
+        updown::state(m, "CONNECTING", "", None);
         info!("management interface listening on {}", m.listen_address());
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
-            _ = &mut shutdown => return Ok(()),
+            signal = &mut shutdown => {
+                updown::state(m, "EXITING", signal, None);
+                m.flush().await;
+                return Ok(());
+            }
         }
     }
     if let Some(key) = s.key_passphrase.take() {
@@ -379,11 +387,7 @@ pub async fn run_server(
             );
         };
         let state = |state: &'static str, description: &'static str| {
-            m.notify(Notice::State {
-                state,
-                description: description.to_string(),
-                local_ip: String::new(),
-            });
+            updown::state(m, state, description, None);
         };
         // SIGTERM, or a signal from a management client, ends the wait.
         let interrupted = async {
@@ -412,9 +416,19 @@ pub async fn run_server(
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
     let net_config = NetConfig::connect()?;
+    let tunnel = s.tunnel(&dev);
+    // 2.6 looks the default gateway up with its route list, before `up`.
+    let net_gateway = if updown::has_route_list(&s) {
+        Some(net_config.default_gateway4().await)
+    } else {
+        None
+    };
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
+        if let Some(m) = &mgmt {
+            updown::state(m, "ASSIGN_IP", "", Some(&tunnel));
+        }
         if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
             net_config
                 .configure_subnet(&dev, ip, mask, s.tun_mtu)
@@ -427,12 +441,14 @@ pub async fn run_server(
             net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
     }
-    let tunnel = s.tunnel(&dev);
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
     let plugins = hooks::open_plugins(&s.scripts)?;
     hooks::run_up(&s.scripts, plugins.as_deref(), &tunnel).await?;
+    if let (Some(m), true) = (&mgmt, updown::adds_routes(&s)) {
+        updown::state(m, "ADD_ROUTES", "", None);
+    }
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
@@ -448,6 +464,11 @@ pub async fn run_server(
                 .add_route6_metric(&dev, net, bits, None, metric)
                 .await?;
         }
+    }
+    // Between the routes and `route-up`, as 2.6's `do_route`.
+    let up_env = updown::up_env(&s, plugins.as_deref(), &tunnel, net_gateway);
+    if let Some(m) = &mgmt {
+        m.up_down("UP", &up_env, None);
     }
     hooks::run_route_up(&s.scripts, plugins.as_deref(), &tunnel).await;
     let mut listening: Vec<String> = Vec::new();
@@ -548,15 +569,12 @@ pub async fn run_server(
     if let Some(setup_done) = srv.s.setup_done.take() {
         setup_done()?;
     }
-    srv.notify_management(|s| Notice::State {
-        state: "CONNECTED",
-        description: "SUCCESS".into(),
-        local_ip: (s.s.server_ip())
-            .map(|ip| ip.to_string())
-            .or_else(|| s.s.ipv6.as_ref().map(|v6| v6.local.to_string()))
-            .unwrap_or_default(),
-    });
+    if let Some(m) = &srv.mgmt {
+        updown::state(m, "CONNECTED", "SUCCESS", Some(&tunnel));
+    }
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    // What ended the loop, for `>STATE:...,EXITING,SIGNAL`.
+    let exit_signal: &'static str;
     loop {
         let deadline = srv
             .next_deadline()
@@ -584,7 +602,8 @@ pub async fn run_server(
                 srv.refresh_crl();
             }
             Some(req) = management::next_request(&mut mgmt_rx) => {
-                if !srv.handle_management(Instant::now(), req) {
+                if let Some(signal) = srv.handle_management(Instant::now(), req) {
+                    exit_signal = signal;
                     break;
                 }
             }
@@ -594,7 +613,10 @@ pub async fn run_server(
                     Err(e) => warn!("script task failed: {e}"),
                 }
             }
-            _ = &mut shutdown => break,
+            signal = &mut shutdown => {
+                exit_signal = signal;
+                break;
+            }
         }
     }
     info!("server shutting down");
@@ -606,6 +628,11 @@ pub async fn run_server(
     // contexts) before its own `down`.
     srv.half_open.clear();
     hooks::finish_scripts(&mut srv.scripts_running).await;
+    if let Some(m) = &srv.mgmt {
+        // Before the routes go, as 2.6's `do_close_tun`.
+        let (env, newest) = updown::down_env(&srv.s, srv.plugins.as_deref(), &up_env);
+        m.up_down("DOWN", &env, newest);
+    }
     if let Err(fatal) =
         hooks::run_route_predown(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await
     {
@@ -618,6 +645,11 @@ pub async fn run_server(
     srv.dp.shutdown();
     if !srv.s.scripts.down_pre {
         hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
+    }
+    if let Some(m) = &srv.mgmt {
+        // 2.6's last word before it closes the interface and exits.
+        updown::state(m, "EXITING", exit_signal, None);
+        m.flush().await;
     }
     Ok(())
 }
@@ -1162,11 +1194,16 @@ impl Server {
         status::render_server(version, unix, &title, &rows)
     }
 
-    /// Answer a management command; false when the server should stop.
+    /// Answer a management command; the signal's name when it stops the
+    /// server (`signal SIGTERM` or `SIGINT`).
     /// Only authenticated clients (the registry) are listed, counted or
     /// killed: a half-open session has shown no certificate, so it is no
     /// client yet.
-    fn handle_management(&mut self, now: Instant, req: management::Request) -> bool {
+    fn handle_management(
+        &mut self,
+        now: Instant,
+        req: management::Request,
+    ) -> Option<&'static str> {
         let answer = match &req.query {
             Query::Status(v) => Answer::Text(self.status_text(*v, unix_now())),
             Query::LoadStats | Query::NClients => {
@@ -1229,10 +1266,11 @@ impl Server {
                 Answer::ByteCounts(rows)
             }
             Query::Signal(sig) => match sig.as_str() {
-                "SIGTERM" => {
-                    info!("SIGTERM from the management interface, shutting down");
+                "SIGTERM" | "SIGINT" => {
+                    let signal = if sig == "SIGINT" { "SIGINT" } else { "SIGTERM" };
+                    info!("{signal} from the management interface, shutting down");
                     req.answer(Answer::Done(true));
-                    return false;
+                    return Some(signal);
                 }
                 "SIGUSR2" => {
                     for line in self.status_text(1, unix_now()).lines() {
@@ -1253,7 +1291,7 @@ impl Server {
             Query::ControlMessage(_) => Answer::Unavailable,
         };
         req.answer(answer);
-        true
+        None
     }
 
     /// Tell management clients, when there is a management interface.
