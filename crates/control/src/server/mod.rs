@@ -222,6 +222,10 @@ struct Client {
     /// Data-plane (bytes, packets) counters when the current key became the
     /// send key: the baseline for `reneg-bytes` / `reneg-pkts`.
     key_traffic_base: (u64, u64),
+    /// Link bytes of its control packets (received, sent), from the one
+    /// that made its session on: 2.6 counts a client's link bytes from its
+    /// instance on, and the stateless answer to the first reset makes none.
+    control_link_bytes: (u64, u64),
     /// Unix seconds when the session was made (the status file's "Connected Since").
     since: u64,
     /// Client ID as the management interface and status show it: never reused.
@@ -251,6 +255,18 @@ struct Client {
 }
 
 impl Client {
+    /// Its (received, sent) bytes as 2.6 counts them for `status`,
+    /// `bytes_received`/`bytes_sent` and `>BYTECOUNT_CLI`: every datagram
+    /// (TCP packet) on the link, control channel included; `data`: its
+    /// data-plane counters, if it has a peer.
+    fn link_bytes(&self, data: Option<&ferrovpn_dataplane::PeerStats>) -> (u64, u64) {
+        let (rx, tx) = data.map_or((0, 0), |s| (s.rx_link_bytes, s.tx_link_bytes));
+        (
+            rx + self.control_link_bytes.0,
+            tx + self.control_link_bytes.1,
+        )
+    }
+
     /// What its plugin calls pass for its per-client contexts.
     fn plugin_client(&self) -> Option<crate::plugin::ClientId> {
         self.plugin_context
@@ -770,6 +786,7 @@ impl Server {
                 Admit::Existing => {
                     let stage = stage.unwrap_or(Stage::Authenticated);
                     if let Some(c) = self.client_mut(stage, from) {
+                        c.control_link_bytes.0 += packet.len() as u64;
                         // Only a packet the session accepted shows the client is
                         // alive: spoofed ones must not keep a dead session.
                         if c.session.handle_packet(now, packet) {
@@ -844,6 +861,7 @@ impl Server {
                     last_control_rx: now,
                     remove_at: None,
                     key_traffic_base: (0, 0),
+                    control_link_bytes: (packet.len() as u64, 0),
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
@@ -1169,6 +1187,7 @@ impl Server {
             .filter_map(|(addr, c)| {
                 let peer = self.clients.peer(addr)?;
                 let stats = self.peers.peer_stats(peer.id)?;
+                let (bytes_received, bytes_sent) = c.link_bytes(Some(&stats));
                 Some(ClientRow {
                     common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
                     real: *addr,
@@ -1179,8 +1198,8 @@ impl Server {
                         .by_id
                         .get(&peer.id)
                         .and_then(|p| p.tunnel_ipv6),
-                    bytes_received: stats.rx_bytes,
-                    bytes_sent: stats.tx_bytes,
+                    bytes_received,
+                    bytes_sent,
                     connected_since: c.since,
                     last_ref: unix.saturating_sub(stats.rx_idle().as_secs()),
                     peer_id: peer.id,
@@ -1208,15 +1227,14 @@ impl Server {
             Query::Status(v) => Answer::Text(self.status_text(*v, unix_now())),
             Query::LoadStats | Query::NClients => {
                 let (mut clients, mut bytes_in, mut bytes_out) = (0, 0, 0);
-                for (addr, _) in self.clients.iter() {
+                for (addr, c) in self.clients.iter() {
                     let Some(peer) = self.clients.peer(addr) else {
                         continue;
                     };
                     clients += 1;
-                    if let Some(st) = self.peers.peer_stats(peer.id) {
-                        bytes_in += st.rx_bytes;
-                        bytes_out += st.tx_bytes;
-                    }
+                    let (rx, tx) = c.link_bytes(self.peers.peer_stats(peer.id).as_ref());
+                    bytes_in += rx;
+                    bytes_out += tx;
                 }
                 Answer::Load(LoadStats {
                     clients,
@@ -1259,7 +1277,8 @@ impl Server {
                 let mut rows: Vec<(u64, u64, u64)> = (self.clients.iter())
                     .filter_map(|(addr, c)| {
                         let st = self.peers.peer_stats(self.clients.peer(addr)?.id)?;
-                        Some((c.cid, st.rx_bytes, st.tx_bytes))
+                        let (rx, tx) = c.link_bytes(Some(&st));
+                        Some((c.cid, rx, tx))
                     })
                     .collect();
                 rows.sort_unstable();
@@ -1457,8 +1476,9 @@ impl Server {
             let mut progressed = false;
             while let Some(pkt) = c.session.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.dp.send_control(addr, &pkt) {
-                    debug!("{addr}: control send failed: {e}");
+                match self.dp.send_control(addr, &pkt) {
+                    Ok(link_bytes) => c.control_link_bytes.1 += link_bytes,
+                    Err(e) => debug!("{addr}: control send failed: {e}"),
                 }
             }
             let Some(ev) = c.session.poll_event() else {
