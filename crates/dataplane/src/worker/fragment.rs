@@ -230,9 +230,7 @@ impl FragmentOut {
         udp: &Port,
     ) -> Option<u64> {
         let ks = peer.keys.load();
-        let Some(k) = ks.send_key() else {
-            return None;
-        };
+        let k = ks.send_key()?;
         let aead = k.keys.cipher.is_aead();
         if let Some((m4, m6)) = if aead { sh.mss } else { sh.mss_cbc } {
             mss::clamp(&mut buf[HEAD..HEAD + len], m4, m6);
@@ -242,9 +240,7 @@ impl FragmentOut {
         } else {
             0
         };
-        let Some((at, framed)) = peer.compression.frame(buf, HEAD, len) else {
-            return None;
-        };
+        let (at, framed) = peer.compression.frame(buf, HEAD, len)?;
         let dst = **peer.remote.load();
         let v1 = peer.uses_v1();
         let max = frag::max_fragment_size(
@@ -264,12 +260,9 @@ impl FragmentOut {
         if self.used + count > FRAG_BATCH {
             self.flush(udp, sh);
         }
-        let Some(mut id) = u32::try_from(count)
+        let mut id = u32::try_from(count)
             .ok()
-            .and_then(|count| peer.reserve_ids(k, count))
-        else {
-            return None;
-        };
+            .and_then(|count| peer.reserve_ids(k, count))?;
         let peer_addr = Arc::as_ptr(peer) as usize;
         if peer_addr != self.last_peer {
             self.last_peer = peer_addr;
