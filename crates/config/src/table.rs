@@ -396,7 +396,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-up-down",
-        "clients: `>UPDOWN:UP` once the tunnel's routes are in place (before `route-up`) and `>UPDOWN:DOWN` before they go (not on a reconnect that keeps the tunnel), each with the scripts' environment as `>UPDOWN:ENV,...` lines in 2.6's order and `>UPDOWN:ENV,END`, as 2.6; servers: refused",
+        "clients: `>UPDOWN:UP` once the tunnel's routes are in place (before `route-up`) and `>UPDOWN:DOWN` before they go (not on a reconnect that keeps the tunnel), each with the scripts' environment as `>UPDOWN:ENV,...` lines in 2.6's order and `>UPDOWN:ENV,END`, as 2.6; servers: `>UPDOWN:UP` after the routes are added (before `route-up`), `>UPDOWN:DOWN` at exit after the clients are gone and before `route-pre-down`, with the server's environment (start-up variables, the device, `ifconfig_*`, `route_*` of its `route`s), as 2.6",
     ),
     s("management-log-cache", "lines of log kept for `log N|all`"),
     s(

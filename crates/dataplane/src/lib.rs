@@ -579,7 +579,8 @@ impl DataPlane {
 
     /// Send a control packet to `to`: a datagram, or a frame on its TCP
     /// connection, in order with the data packets.
-    pub fn send_control(&self, to: SocketAddr, packet: &[u8]) -> Result<(), DataPlaneError> {
+    /// Returns its bytes on the link (with a TCP packet's length prefix).
+    pub fn send_control(&self, to: SocketAddr, packet: &[u8]) -> Result<u64, DataPlaneError> {
         let framing = match &self.control {
             Some(udp) if !self.has_stream(to) => {
                 udp.send_to(packet, to)
@@ -594,7 +595,7 @@ impl DataPlane {
             }
         };
         self.count_written(packet.len() + framing);
-        Ok(())
+        Ok((packet.len() + framing) as u64)
     }
 
     /// Count a packet the control plane sent (with its TCP prefix).
@@ -648,8 +649,12 @@ impl DataPlane {
             }
         };
         self.count_written(wire_len + framing);
-        peer.counters
-            .sent(1, payload.len() as u64, peers::now_nanos());
+        peer.counters.sent(
+            1,
+            payload.len() as u64,
+            (wire_len + framing) as u64,
+            peers::now_nanos(),
+        );
         peer.counters
             .tx_keepalive_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);

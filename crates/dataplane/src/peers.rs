@@ -114,10 +114,12 @@ impl KeySet {
 }
 
 impl PeerCounters {
-    /// Count `packets` sent, carrying `bytes` of plaintext, the last at `now` ([`now_nanos`]).
-    pub(crate) fn sent(&self, packets: u64, bytes: u64, now: u64) {
+    /// Count `packets` sent, carrying `bytes` of plaintext in `link_bytes`
+    /// on the link, the last at `now` ([`now_nanos`]).
+    pub(crate) fn sent(&self, packets: u64, bytes: u64, link_bytes: u64, now: u64) {
         self.tx_packets.fetch_add(packets, Ordering::Relaxed);
         self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.tx_link_bytes.fetch_add(link_bytes, Ordering::Relaxed);
         self.last_tx.store(now, Ordering::Relaxed);
     }
 }
@@ -139,6 +141,11 @@ pub struct PeerCounters {
     pub rx_keepalive_bytes: AtomicU64,
     /// The same for what the control plane sent among `tx_bytes`.
     pub tx_keepalive_bytes: AtomicU64,
+    /// The datagrams (TCP packets) these data packets were on the link:
+    /// headers, tags and padding included, a TCP packet's length prefix
+    /// only when sent (as 2.6 counts its link bytes).
+    pub rx_link_bytes: AtomicU64,
+    pub tx_link_bytes: AtomicU64,
 }
 
 /// One peer as the workers see it.
@@ -244,6 +251,10 @@ pub struct PeerStats {
     /// Bytes the control plane sent with [`crate::DataPlane::send_data`]
     /// (pings, OCC) among `tx_bytes`: not read from the TUN.
     pub tx_keepalive_bytes: u64,
+    /// Link bytes of the data packets received and sent
+    /// ([`PeerCounters::rx_link_bytes`]).
+    pub rx_link_bytes: u64,
+    pub tx_link_bytes: u64,
     /// The send counter passed 0xFF000000 (or ran out): start a soft reset.
     pub needs_renegotiation: bool,
 }
@@ -581,6 +592,8 @@ impl PeerTable {
             tx_drops: c.tx_drops.load(Ordering::Relaxed),
             rx_keepalive_bytes: c.rx_keepalive_bytes.load(Ordering::Relaxed),
             tx_keepalive_bytes: c.tx_keepalive_bytes.load(Ordering::Relaxed),
+            rx_link_bytes: c.rx_link_bytes.load(Ordering::Relaxed),
+            tx_link_bytes: c.tx_link_bytes.load(Ordering::Relaxed),
             needs_renegotiation: p.needs_renegotiation.load(Ordering::Relaxed),
         })
     }

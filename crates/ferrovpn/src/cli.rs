@@ -243,6 +243,9 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
             );
             runtime.block_on(async {
                 let shutdown = shutdown_signal(restart.clone())?;
+                let shutdown = async move {
+                    shutdown.await;
+                };
                 ferrovpn_control::client::run_client(*settings, shutdown, restart).await
             })
         }
@@ -360,7 +363,7 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
 /// restarts on both; ferrovpn does not re-read the config).
 fn shutdown_signal(
     restart: Arc<tokio::sync::Notify>,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+) -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -376,9 +379,11 @@ fn shutdown_signal(
         }
     });
     Ok(async move {
-        tokio::select! {
-            _ = int.recv() => info!("SIGINT received, shutting down"),
-            _ = term.recv() => info!("SIGTERM received, shutting down"),
-        }
+        let signal = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        info!("{signal} received, shutting down");
+        signal
     })
 }

@@ -1138,12 +1138,6 @@ fn server_tls(
 /// A server's `management` directives; `management-query-passwords`
 /// asks for the key's passphrase (2.6's server asks too).
 fn server_management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
-    if cfg.management_up_down {
-        bail!(
-            "{}management-up-down is supported on clients only in ferrovpn (a server's >UPDOWN: is not implemented)",
-            where_is(cfg, "management-up-down")
-        );
-    }
     let management = management(cfg)?;
     if management.is_none() && cfg.management_query_passwords {
         bail!(
@@ -1391,6 +1385,8 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
     base_env.set("verb", cfg.verb().to_string());
     base_env.set("proto_1", "udp");
     base_env.set("local_port_1", cfg.local_port().to_string());
+    // A server's entry has a remote port too (`rport`, else `port`), as 2.6.
+    base_env.set("remote_port_1", cfg.default_remote_port().to_string());
     let tls_verify =
         command("tls-verify", &s.tls_verify)?.map(|command| ferrovpn_control::scripts::TlsVerify {
             command,
@@ -1728,6 +1724,7 @@ fn client_script_settings(cfg: &Config, remotes: &[Remote]) -> anyhow::Result<Sc
     let mut scripts = script_settings(cfg)?;
     let env = &mut scripts.base_env;
     env.remove("proto_1");
+    env.remove("remote_port_1");
     if cfg.nobind {
         env.remove("local_port_1");
     }

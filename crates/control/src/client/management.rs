@@ -241,7 +241,8 @@ fn answer(
             Answer::ClientBytes { received, sent }
         }
         Query::Signal(name) => match name.as_str() {
-            "SIGTERM" => {
+            // 2.6 ends on SIGINT as on SIGTERM.
+            "SIGTERM" | "SIGINT" => {
                 exit.notify_one();
                 Answer::Done(true)
             }

@@ -124,8 +124,15 @@ fn broadcast(notice: Notice, shared: &Mutex<Shared>) -> Broadcast {
             state,
             description,
             local_ip,
+            local_ip6,
         } => {
-            let entry = reply::state_entry(session::unix_now(), state, &description, &local_ip);
+            let entry = reply::state_entry(
+                session::unix_now(),
+                state,
+                &description,
+                &local_ip,
+                &local_ip6,
+            );
             lock(shared).states.push(entry.clone());
             Broadcast::State(reply::line(&format!(">STATE:{entry}")))
         }

@@ -92,7 +92,7 @@ pub enum Query {
     },
     /// `(cid, bytes received from it, bytes sent to it)` for every client.
     ByteCounts,
-    /// `SIGHUP`, `SIGTERM`, `SIGUSR1` or `SIGUSR2`.
+    /// `SIGINT`, `SIGHUP`, `SIGTERM`, `SIGUSR1` or `SIGUSR2`.
     Signal(String),
     /// `client-auth CID KID` with its config block, or `client-auth-nt`
     /// (`config` empty).
@@ -174,6 +174,9 @@ pub enum Notice {
         state: &'static str,
         description: String,
         local_ip: String,
+        /// The tunnel's IPv6 address, when it has one (2.6 adds it as a
+        /// last field).
+        local_ip6: String,
     },
     /// A log entry (`TIME,FLAGS,TEXT`) for `log` and `>LOG:`.
     Log(String),

@@ -71,9 +71,23 @@ pub fn log_entry(unix: u64, flags: &str, text: &str) -> String {
     format!("{unix},{flags},{text}")
 }
 
-/// A state history entry: `TIME,STATE,DESCRIPTION,LOCAL_IP,REMOTE_IP,REMOTE_PORT,LOCAL_ADDR,LOCAL_PORT`.
-pub fn state_entry(unix: u64, state: &str, description: &str, local_ip: &str) -> String {
-    format!("{unix},{state},{description},{local_ip},,,,")
+/// A server's state history entry:
+/// `TIME,STATE,DESCRIPTION,LOCAL_IP,REMOTE_IP,REMOTE_PORT,LOCAL_ADDR,LOCAL_PORT`,
+/// then `,LOCAL_IPV6` when `local_ip6` is not empty (2.6's
+/// `log_entry_print` adds that field only for a defined address).
+pub fn state_entry(
+    unix: u64,
+    state: &str,
+    description: &str,
+    local_ip: &str,
+    local_ip6: &str,
+) -> String {
+    let mut entry = format!("{unix},{state},{description},{local_ip},,,,");
+    if !local_ip6.is_empty() {
+        entry.push(',');
+        entry.push_str(local_ip6);
+    }
+    entry
 }
 
 /// A client's state history entry, as 2.6 writes it on a client:
@@ -108,8 +122,12 @@ mod tests {
         assert!(version().ends_with("\r\nManagement Version: 5\r\nEND\r\n"));
         assert!(help().ends_with("END\r\n"));
         assert_eq!(
-            state_entry(1_796_192_368, "CONNECTED", "SUCCESS", "10.9.0.1"),
+            state_entry(1_796_192_368, "CONNECTED", "SUCCESS", "10.9.0.1", ""),
             "1796192368,CONNECTED,SUCCESS,10.9.0.1,,,,"
+        );
+        assert_eq!(
+            state_entry(1_796_192_368, "ASSIGN_IP", "", "10.9.0.1", "fd00::1"),
+            "1796192368,ASSIGN_IP,,10.9.0.1,,,,,fd00::1"
         );
         assert_eq!(
             client_event(

@@ -457,7 +457,9 @@ impl Session {
                 send("SUCCESS: bytecount interval changed")
             }
             C::Signal(name) => match name.as_str() {
-                "SIGHUP" | "SIGTERM" | "SIGUSR1" | "SIGUSR2" => Step::Ask(Query::Signal(name)),
+                "SIGINT" | "SIGHUP" | "SIGTERM" | "SIGUSR1" | "SIGUSR2" => {
+                    Step::Ask(Query::Signal(name))
+                }
                 _ => send(&format!(
                     "ERROR: signal '{name}' is not a known signal type"
                 )),

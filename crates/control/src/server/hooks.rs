@@ -1554,7 +1554,7 @@ impl Server {
         for (k, v) in peer.map(|p| self.pool_env(p, c)).unwrap_or_default() {
             env.set(k, v);
         }
-        let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
+        let (rx, tx) = c.link_bytes(stats.as_ref());
         env.set("bytes_received", rx.to_string());
         env.set("bytes_sent", tx.to_string());
         env.set(

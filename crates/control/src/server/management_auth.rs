@@ -469,7 +469,7 @@ impl Server {
             return;
         }
         let stats = peer.and_then(|p| self.peers.peer_stats(p.id));
-        let (rx, tx) = stats.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
+        let (rx, tx) = c.link_bytes(stats.as_ref());
         let mut env = self.client_env(addr, c);
         if let Some(u) = &c.username {
             env.push(("username".into(), u.clone()));

@@ -16,6 +16,7 @@ mod push;
 mod registry;
 mod tcp;
 mod throttle;
+mod updown;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -221,6 +222,10 @@ struct Client {
     /// Data-plane (bytes, packets) counters when the current key became the
     /// send key: the baseline for `reneg-bytes` / `reneg-pkts`.
     key_traffic_base: (u64, u64),
+    /// Link bytes of its control packets (received, sent), from the one
+    /// that made its session on: 2.6 counts a client's link bytes from its
+    /// instance on, and the stateless answer to the first reset makes none.
+    control_link_bytes: (u64, u64),
     /// Unix seconds when the session was made (the status file's "Connected Since").
     since: u64,
     /// Client ID as the management interface and status show it: never reused.
@@ -250,6 +255,18 @@ struct Client {
 }
 
 impl Client {
+    /// Its (received, sent) bytes as 2.6 counts them for `status`,
+    /// `bytes_received`/`bytes_sent` and `>BYTECOUNT_CLI`: every datagram
+    /// (TCP packet) on the link, control channel included; `data`: its
+    /// data-plane counters, if it has a peer.
+    fn link_bytes(&self, data: Option<&ferrovpn_dataplane::PeerStats>) -> (u64, u64) {
+        let (rx, tx) = data.map_or((0, 0), |s| (s.rx_link_bytes, s.tx_link_bytes));
+        (
+            rx + self.control_link_bytes.0,
+            tx + self.control_link_bytes.1,
+        )
+    }
+
     /// What its plugin calls pass for its per-client contexts.
     fn plugin_client(&self) -> Option<crate::plugin::ClientId> {
         self.plugin_context
@@ -352,11 +369,12 @@ async fn signalled_over_management(
     }
 }
 
-/// Run the server until `shutdown` resolves. Each notification of
+/// Run the server until `shutdown` resolves (to the name of the signal
+/// that ended it, for `>STATE:...,EXITING,NAME`). Each notification of
 /// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
 pub async fn run_server(
     mut s: ServerSettings,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = &'static str>,
     reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut mgmt = match s.management.clone() {
@@ -366,10 +384,16 @@ pub async fn run_server(
     let mut mgmt_rx = mgmt.as_mut().and_then(Management::take_requests);
     tokio::pin!(shutdown);
     if let Some(m) = &mgmt {
+        // 2.6's first state, set when its management interface opens.
+        updown::state(m, "CONNECTING", "", None);
         info!("management interface listening on {}", m.listen_address());
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
-            _ = &mut shutdown => return Ok(()),
+            signal = &mut shutdown => {
+                updown::state(m, "EXITING", signal, None);
+                m.flush().await;
+                return Ok(());
+            }
         }
     }
     if let Some(key) = s.key_passphrase.take() {
@@ -379,11 +403,7 @@ pub async fn run_server(
             );
         };
         let state = |state: &'static str, description: &'static str| {
-            m.notify(Notice::State {
-                state,
-                description: description.to_string(),
-                local_ip: String::new(),
-            });
+            updown::state(m, state, description, None);
         };
         // SIGTERM, or a signal from a management client, ends the wait.
         let interrupted = async {
@@ -412,9 +432,19 @@ pub async fn run_server(
         DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
     let dev = dp.tun_name().to_owned();
     let net_config = NetConfig::connect()?;
+    let tunnel = s.tunnel(&dev);
+    // 2.6 looks the default gateway up with its route list, before `up`.
+    let net_gateway = if updown::has_route_list(&s) {
+        Some(net_config.default_gateway4().await)
+    } else {
+        None
+    };
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
+        if let Some(m) = &mgmt {
+            updown::state(m, "ASSIGN_IP", "", Some(&tunnel));
+        }
         if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
             net_config
                 .configure_subnet(&dev, ip, mask, s.tun_mtu)
@@ -427,12 +457,14 @@ pub async fn run_server(
             net_config.add_address6(&dev, v6.local, v6.bits).await?;
         }
     }
-    let tunnel = s.tunnel(&dev);
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
     let plugins = hooks::open_plugins(&s.scripts)?;
     hooks::run_up(&s.scripts, plugins.as_deref(), &tunnel).await?;
+    if let (Some(m), true) = (&mgmt, updown::adds_routes(&s)) {
+        updown::state(m, "ADD_ROUTES", "", None);
+    }
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
@@ -448,6 +480,11 @@ pub async fn run_server(
                 .add_route6_metric(&dev, net, bits, None, metric)
                 .await?;
         }
+    }
+    // Between the routes and `route-up`, as 2.6's `do_route`.
+    let up_env = updown::up_env(&s, plugins.as_deref(), &tunnel, net_gateway);
+    if let Some(m) = &mgmt {
+        m.up_down("UP", &up_env, None);
     }
     hooks::run_route_up(&s.scripts, plugins.as_deref(), &tunnel).await;
     let mut listening: Vec<String> = Vec::new();
@@ -548,15 +585,12 @@ pub async fn run_server(
     if let Some(setup_done) = srv.s.setup_done.take() {
         setup_done()?;
     }
-    srv.notify_management(|s| Notice::State {
-        state: "CONNECTED",
-        description: "SUCCESS".into(),
-        local_ip: (s.s.server_ip())
-            .map(|ip| ip.to_string())
-            .or_else(|| s.s.ipv6.as_ref().map(|v6| v6.local.to_string()))
-            .unwrap_or_default(),
-    });
+    if let Some(m) = &srv.mgmt {
+        updown::state(m, "CONNECTED", "SUCCESS", Some(&tunnel));
+    }
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    // What ended the loop, for `>STATE:...,EXITING,SIGNAL`.
+    let exit_signal: &'static str;
     loop {
         let deadline = srv
             .next_deadline()
@@ -584,7 +618,8 @@ pub async fn run_server(
                 srv.refresh_crl();
             }
             Some(req) = management::next_request(&mut mgmt_rx) => {
-                if !srv.handle_management(Instant::now(), req) {
+                if let Some(signal) = srv.handle_management(Instant::now(), req) {
+                    exit_signal = signal;
                     break;
                 }
             }
@@ -594,7 +629,10 @@ pub async fn run_server(
                     Err(e) => warn!("script task failed: {e}"),
                 }
             }
-            _ = &mut shutdown => break,
+            signal = &mut shutdown => {
+                exit_signal = signal;
+                break;
+            }
         }
     }
     info!("server shutting down");
@@ -606,6 +644,11 @@ pub async fn run_server(
     // contexts) before its own `down`.
     srv.half_open.clear();
     hooks::finish_scripts(&mut srv.scripts_running).await;
+    if let Some(m) = &srv.mgmt {
+        // Before the routes go, as 2.6's `do_close_tun`.
+        let (env, newest) = updown::down_env(&srv.s, srv.plugins.as_deref(), &up_env);
+        m.up_down("DOWN", &env, newest);
+    }
     if let Err(fatal) =
         hooks::run_route_predown(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await
     {
@@ -618,6 +661,11 @@ pub async fn run_server(
     srv.dp.shutdown();
     if !srv.s.scripts.down_pre {
         hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
+    }
+    if let Some(m) = &srv.mgmt {
+        // 2.6's last word before it closes the interface and exits.
+        updown::state(m, "EXITING", exit_signal, None);
+        m.flush().await;
     }
     Ok(())
 }
@@ -738,6 +786,7 @@ impl Server {
                 Admit::Existing => {
                     let stage = stage.unwrap_or(Stage::Authenticated);
                     if let Some(c) = self.client_mut(stage, from) {
+                        c.control_link_bytes.0 += packet.len() as u64;
                         // Only a packet the session accepted shows the client is
                         // alive: spoofed ones must not keep a dead session.
                         if c.session.handle_packet(now, packet) {
@@ -812,6 +861,7 @@ impl Server {
                     last_control_rx: now,
                     remove_at: None,
                     key_traffic_base: (0, 0),
+                    control_link_bytes: (packet.len() as u64, 0),
                     since: unix,
                     cid: self.next_cid,
                     announced: false,
@@ -1137,6 +1187,7 @@ impl Server {
             .filter_map(|(addr, c)| {
                 let peer = self.clients.peer(addr)?;
                 let stats = self.peers.peer_stats(peer.id)?;
+                let (bytes_received, bytes_sent) = c.link_bytes(Some(&stats));
                 Some(ClientRow {
                     common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
                     real: *addr,
@@ -1147,8 +1198,8 @@ impl Server {
                         .by_id
                         .get(&peer.id)
                         .and_then(|p| p.tunnel_ipv6),
-                    bytes_received: stats.rx_bytes,
-                    bytes_sent: stats.tx_bytes,
+                    bytes_received,
+                    bytes_sent,
                     connected_since: c.since,
                     last_ref: unix.saturating_sub(stats.rx_idle().as_secs()),
                     peer_id: peer.id,
@@ -1162,24 +1213,28 @@ impl Server {
         status::render_server(version, unix, &title, &rows)
     }
 
-    /// Answer a management command; false when the server should stop.
+    /// Answer a management command; the signal's name when it stops the
+    /// server (`signal SIGTERM` or `SIGINT`).
     /// Only authenticated clients (the registry) are listed, counted or
     /// killed: a half-open session has shown no certificate, so it is no
     /// client yet.
-    fn handle_management(&mut self, now: Instant, req: management::Request) -> bool {
+    fn handle_management(
+        &mut self,
+        now: Instant,
+        req: management::Request,
+    ) -> Option<&'static str> {
         let answer = match &req.query {
             Query::Status(v) => Answer::Text(self.status_text(*v, unix_now())),
             Query::LoadStats | Query::NClients => {
                 let (mut clients, mut bytes_in, mut bytes_out) = (0, 0, 0);
-                for (addr, _) in self.clients.iter() {
+                for (addr, c) in self.clients.iter() {
                     let Some(peer) = self.clients.peer(addr) else {
                         continue;
                     };
                     clients += 1;
-                    if let Some(st) = self.peers.peer_stats(peer.id) {
-                        bytes_in += st.rx_bytes;
-                        bytes_out += st.tx_bytes;
-                    }
+                    let (rx, tx) = c.link_bytes(self.peers.peer_stats(peer.id).as_ref());
+                    bytes_in += rx;
+                    bytes_out += tx;
                 }
                 Answer::Load(LoadStats {
                     clients,
@@ -1222,17 +1277,19 @@ impl Server {
                 let mut rows: Vec<(u64, u64, u64)> = (self.clients.iter())
                     .filter_map(|(addr, c)| {
                         let st = self.peers.peer_stats(self.clients.peer(addr)?.id)?;
-                        Some((c.cid, st.rx_bytes, st.tx_bytes))
+                        let (rx, tx) = c.link_bytes(Some(&st));
+                        Some((c.cid, rx, tx))
                     })
                     .collect();
                 rows.sort_unstable();
                 Answer::ByteCounts(rows)
             }
             Query::Signal(sig) => match sig.as_str() {
-                "SIGTERM" => {
-                    info!("SIGTERM from the management interface, shutting down");
+                "SIGTERM" | "SIGINT" => {
+                    let signal = if sig == "SIGINT" { "SIGINT" } else { "SIGTERM" };
+                    info!("{signal} from the management interface, shutting down");
                     req.answer(Answer::Done(true));
-                    return false;
+                    return Some(signal);
                 }
                 "SIGUSR2" => {
                     for line in self.status_text(1, unix_now()).lines() {
@@ -1253,7 +1310,7 @@ impl Server {
             Query::ControlMessage(_) => Answer::Unavailable,
         };
         req.answer(answer);
-        true
+        None
     }
 
     /// Tell management clients, when there is a management interface.
@@ -1419,8 +1476,9 @@ impl Server {
             let mut progressed = false;
             while let Some(pkt) = c.session.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.dp.send_control(addr, &pkt) {
-                    debug!("{addr}: control send failed: {e}");
+                match self.dp.send_control(addr, &pkt) {
+                    Ok(link_bytes) => c.control_link_bytes.1 += link_bytes,
+                    Err(e) => debug!("{addr}: control send failed: {e}"),
                 }
             }
             let Some(ev) = c.session.poll_event() else {

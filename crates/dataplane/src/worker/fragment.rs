@@ -209,10 +209,11 @@ impl FragmentOut {
                 continue;
             };
             let c = &peer.counters;
-            if self.packet(buf, len, peer, sh, cfg, udp) {
-                c.sent(1, len as u64, now);
-            } else {
-                c.tx_drops.fetch_add(1, Ordering::Relaxed);
+            match self.packet(buf, len, peer, sh, cfg, udp) {
+                Some(link_bytes) => c.sent(1, len as u64, link_bytes, now),
+                None => {
+                    c.tx_drops.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         self.flush(udp, sh);
@@ -227,11 +228,9 @@ impl FragmentOut {
         sh: &Shared,
         cfg: &FragmentConfig,
         udp: &Port,
-    ) -> bool {
+    ) -> Option<u64> {
         let ks = peer.keys.load();
-        let Some(k) = ks.send_key() else {
-            return false;
-        };
+        let k = ks.send_key()?;
         let aead = k.keys.cipher.is_aead();
         if let Some((m4, m6)) = if aead { sh.mss } else { sh.mss_cbc } {
             mss::clamp(&mut buf[HEAD..HEAD + len], m4, m6);
@@ -241,9 +240,7 @@ impl FragmentOut {
         } else {
             0
         };
-        let Some((at, framed)) = peer.compression.frame(buf, HEAD, len) else {
-            return false;
-        };
+        let (at, framed) = peer.compression.frame(buf, HEAD, len)?;
         let dst = **peer.remote.load();
         let v1 = peer.uses_v1();
         let max = frag::max_fragment_size(
@@ -256,24 +253,22 @@ impl FragmentOut {
             Ok(items) => items,
             Err(e) => {
                 tracing::trace!("peer {}: {framed}-byte packet not sent: {e}", peer.peer_id);
-                return false;
+                return None;
             }
         };
         let count = items.remaining();
         if self.used + count > FRAG_BATCH {
             self.flush(udp, sh);
         }
-        let Some(mut id) = u32::try_from(count)
+        let mut id = u32::try_from(count)
             .ok()
-            .and_then(|count| peer.reserve_ids(k, count))
-        else {
-            return false;
-        };
+            .and_then(|count| peer.reserve_ids(k, count))?;
         let peer_addr = Arc::as_ptr(peer) as usize;
         if peer_addr != self.last_peer {
             self.last_peer = peer_addr;
             self.slot = self.slot.wrapping_add(1);
         }
+        let mut link_bytes = 0;
         for (header, part) in items {
             let j = self.used;
             let d = &mut self.bufs[j];
@@ -281,7 +276,7 @@ impl FragmentOut {
             let Some(room) = d.get_mut(FHEAD..FHEAD + part.len() + TAIL) else {
                 // Larger than any packet the tun device gives (a relayed
                 // packet from a peer with a larger MTU): dropped.
-                return false;
+                return None;
             };
             room[..part.len()].copy_from_slice(part);
             d[start..FHEAD].copy_from_slice(&header);
@@ -289,17 +284,18 @@ impl FragmentOut {
             id = id.wrapping_add(1);
             let Ok((st, wire_len)) = sealed else {
                 // The rest of the packet is useless to the peer.
-                return false;
+                return None;
             };
             self.wire[j] = (st, wire_len);
             if let Some(link) = &sh.link {
                 link.written(wire_len as u64);
             }
+            link_bytes += wire_len as u64;
             self.runs
                 .push(&mut self.msgs, j, self.slot, dst, wire_len, tos);
             self.used += 1;
         }
-        true
+        Some(link_bytes)
     }
 
     fn flush(&mut self, udp: &Port, sh: &Shared) {

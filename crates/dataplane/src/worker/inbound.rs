@@ -341,9 +341,11 @@ struct SeenPeer {
     /// Where the peer sends from as far as this batch knows (a float
     /// recorded by this batch moves it).
     remote: SocketAddr,
-    /// Authenticated, fresh packets and their plaintext bytes.
+    /// Authenticated, fresh packets, their plaintext bytes and their
+    /// bytes on the link.
     packets: u64,
     bytes: u64,
+    link_bytes: u64,
 }
 
 impl BatchPeers {
@@ -362,6 +364,7 @@ impl BatchPeers {
             remote: **peer.remote.load(),
             packets: 0,
             bytes: 0,
+            link_bytes: 0,
         });
         Some(self.seen.len() - 1)
     }
@@ -380,18 +383,20 @@ impl BatchPeers {
         }
     }
 
-    /// An authenticated, fresh packet of `bytes` plaintext bytes from `peer`
-    /// (received at `now`).
-    fn received(&mut self, at: Option<usize>, peer: &Peer, bytes: u64, now: u64) {
+    /// An authenticated, fresh packet of `bytes` plaintext bytes from `peer`,
+    /// `link_bytes` on the link (received at `now`).
+    fn received(&mut self, at: Option<usize>, peer: &Peer, bytes: u64, link_bytes: u64, now: u64) {
         match at {
             Some(i) => {
                 self.seen[i].packets += 1;
                 self.seen[i].bytes += bytes;
+                self.seen[i].link_bytes += link_bytes;
             }
             None => {
                 let c = &peer.counters;
                 c.rx_packets.fetch_add(1, Ordering::Relaxed);
                 c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.rx_link_bytes.fetch_add(link_bytes, Ordering::Relaxed);
                 c.last_rx.store(now, Ordering::Relaxed);
             }
         }
@@ -407,6 +412,7 @@ impl BatchPeers {
             let c = &s.peer.counters;
             c.rx_packets.fetch_add(s.packets, Ordering::Relaxed);
             c.rx_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+            c.rx_link_bytes.fetch_add(s.link_bytes, Ordering::Relaxed);
             c.last_rx.store(now, Ordering::Relaxed);
         }
     }
@@ -651,7 +657,7 @@ pub(super) fn handle_datagram_into(
         }
     };
     // Authenticated and fresh: the peer is alive.
-    batch.received(at, peer, plen as u64, now);
+    batch.received(at, peer, plen as u64, seg.len() as u64, now);
     if header.opcode == Opcode::DataV2
         && snap.client_default.is_none()
         && batch.remote(at, peer) != src

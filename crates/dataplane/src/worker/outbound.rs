@@ -28,6 +28,8 @@ struct Slot {
     next_id: u32,
     sent: u64,
     bytes: u64,
+    /// Its packets' bytes on the link (TCP length prefixes included).
+    link_bytes: u64,
     drops: u64,
     /// Its packets go on its TCP connection (length-prefixed), not UDP.
     stream: bool,
@@ -163,6 +165,7 @@ impl Outbound {
                         next_id: 0,
                         sent: 0,
                         bytes: 0,
+                        link_bytes: 0,
                         drops: 0,
                         stream,
                         in_rounds: peer.reads_one_by_one,
@@ -243,7 +246,9 @@ impl Outbound {
             self.wire[i] = (start, wire_len);
             s.sent += 1;
             s.bytes += len as u64;
-            written += (wire_len + if s.stream { PREFIX_LEN } else { 0 }) as u64;
+            let link_bytes = (wire_len + if s.stream { PREFIX_LEN } else { 0 }) as u64;
+            s.link_bytes += link_bytes;
+            written += link_bytes;
             if s.stream {
                 // HEAD leaves room for the prefix in front of any header.
                 buf[start - PREFIX_LEN..start].copy_from_slice(&framing);
@@ -291,7 +296,7 @@ impl Outbound {
         for s in self.slots.drain(..) {
             let c = &s.peer.counters;
             if s.sent > 0 {
-                c.sent(s.sent, s.bytes, now);
+                c.sent(s.sent, s.bytes, s.link_bytes, now);
             }
             if s.drops > 0 {
                 c.tx_drops.fetch_add(s.drops, Ordering::Relaxed);
