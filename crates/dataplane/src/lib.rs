@@ -103,6 +103,8 @@ use thiserror::Error;
 
 pub mod iroutes;
 pub mod mss;
+#[allow(dead_code)] // used by the workers from the next commit
+mod order;
 pub mod peers;
 pub mod replay;
 mod stream;
