@@ -69,7 +69,8 @@ impl<T> OrderState<T> {
             next_ticket: 0,
             due: 0,
             sending: false,
-            parked: VecDeque::with_capacity(capacity),
+            // Grows with use up to `capacity`, once (tickets are reused).
+            parked: VecDeque::with_capacity(capacity.min(16)),
             capacity,
         }
     }
