@@ -63,6 +63,11 @@
 //! distance.) Peers running ferrovpn use a
 //! 2048-id window (`replay_window`).
 //!
+//! With [`DataPlaneConfig::seal_spread`] (a client over UDP) every worker
+//! seals the tunnel's TUN batches; each batch takes its id range with a
+//! ticket of the key's order (`order.rs`), and batches leave in ticket
+//! order from whichever worker holds the send turn (`worker/handoff.rs`).
+//!
 //! # Client mode
 //! With `connect: Some(server)` every worker shares one connected UDP socket
 //! (dup'ed fds): SO_REUSEPORT would hash one server flow to one socket anyway,
