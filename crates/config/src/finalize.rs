@@ -3,7 +3,9 @@
 use crate::error::{ConfigError, Location, Reason};
 use std::net::IpAddr;
 
-use crate::table::{CHROOT_CLIENT_REASON, IFCONFIG_OUTSIDE_P2P_REASON, TAP_REASON};
+use crate::table::{
+    CHROOT_CLIENT_REASON, IFCONFIG_OUTSIDE_P2P_REASON, SEAL_SPREAD_REASON, TAP_REASON,
+};
 use crate::types::*;
 
 impl Config {
@@ -183,6 +185,15 @@ impl Config {
                     ));
                 }
                 self.finalize_connections(&whole)?;
+                if self.seal_spread && self.fragment.is_some() {
+                    return Err(ConfigError::new(
+                        &self.loc("seal-spread", &whole),
+                        Reason::Unsupported {
+                            directive: "seal-spread".into(),
+                            reason: SEAL_SPREAD_REASON,
+                        },
+                    ));
+                }
                 for key in [
                     "server",
                     "ifconfig-pool",
@@ -266,6 +277,15 @@ impl Config {
     }
 
     fn finalize_server(&self, whole: &Location) -> Result<(), ConfigError> {
+        if self.seal_spread {
+            return Err(ConfigError::new(
+                &self.loc("seal-spread", whole),
+                Reason::Unsupported {
+                    directive: "seal-spread".into(),
+                    reason: SEAL_SPREAD_REASON,
+                },
+            ));
+        }
         // An IPv6-only server needs no `server`: its clients get IPv6 from
         // its pool (2.6's pool with IPv6 only) or, without one, from their
         // client-config-dir files.

@@ -1987,6 +1987,7 @@ impl Parser {
                 c.workers = Some(d.num(0, 1usize, 1024, "a number of threads 1-1024")?);
             }
             "cpu-pin" => d.flag(&mut c.cpu_pin)?,
+            "seal-spread" => d.flag(&mut c.seal_spread)?,
             "max-packet-size" => {
                 d.count(1, 1, "a size 576-65535")?;
                 c.max_packet_size = Some(d.num(0, 576u16, u16::MAX, "a size 576-65535")?);

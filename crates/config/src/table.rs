@@ -56,6 +56,12 @@ const fn u(name: &'static str, note: &'static str) -> DirectiveInfo {
 /// Why `ifconfig` is refused outside point-to-point mode.
 pub const IFCONFIG_OUTSIDE_P2P_REASON: &str = "'ifconfig' is supported in point-to-point mode only ('tls-server' / 'tls-client' without 'server' / 'client'); a server's addresses come from 'server', a pulling client's are pushed";
 
+/// Why `seal-spread` is refused on a server and with `fragment`: the
+/// ordered hand-off is built for a client's one peer over UDP, and the
+/// fragmenting path seals on its own.
+pub const SEAL_SPREAD_REASON: &str =
+    "'seal-spread' is supported on a client over UDP without 'fragment' only";
+
 /// Reason used for `dev tap*` and `dev-type tap`.
 pub const TAP_REASON: &str = "tap (layer 2) devices are not supported, use tun";
 /// Why a client refuses `chroot`: it reconfigures addresses, routes and DNS
@@ -454,6 +460,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "ferrovpn: data-plane worker threads (default: number of CPUs)",
     ),
     s("cpu-pin", "ferrovpn: pin data-plane workers to CPUs"),
+    s(
+        "seal-spread",
+        "ferrovpn, clients over UDP: every data-plane worker seals the tunnel's packets, sent in packet-id order (off by default: no gain on 2 CPUs; see docs/architecture.md); refused on a server and with `fragment`",
+    ),
     s(
         "metrics",
         "ferrovpn, servers: `IP:PORT`, a Prometheus endpoint (`GET /metrics`, OpenMetrics text): per client bytes, packets, connected since, handshakes; drops by reason; per worker packets and busy time; control queue depth",

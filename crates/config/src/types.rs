@@ -855,6 +855,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// ferrovpn: pin workers to CPUs.
     pub cpu_pin: bool,
+    /// ferrovpn, clients: every worker seals the tunnel's batches.
+    pub seal_spread: bool,
     /// ferrovpn: largest datagram the data plane handles.
     pub max_packet_size: Option<u16>,
 

@@ -63,6 +63,11 @@
 //! distance.) Peers running ferrovpn use a
 //! 2048-id window (`replay_window`).
 //!
+//! With [`DataPlaneConfig::seal_spread`] (a client over UDP) every worker
+//! seals the tunnel's TUN batches; each batch takes its id range with a
+//! ticket of the key's order (`order.rs`), and batches leave in ticket
+//! order from whichever worker holds the send turn (`worker/handoff.rs`).
+//!
 //! # Client mode
 //! With `connect: Some(server)` every worker shares one connected UDP socket
 //! (dup'ed fds): SO_REUSEPORT would hash one server flow to one socket anyway,
@@ -103,6 +108,7 @@ use thiserror::Error;
 
 pub mod iroutes;
 pub mod mss;
+mod order;
 pub mod peers;
 pub mod replay;
 mod stream;
@@ -222,6 +228,12 @@ pub struct DataPlaneConfig {
     /// one counter may be handed to each data plane in turn, so that it
     /// keeps counting across them.
     pub link_counters: Option<Arc<LinkCounters>>,
+    /// `seal-spread`: a client over UDP with several workers has all of
+    /// them seal the tunnel's TUN batches, which leave in packet-id order
+    /// (an ordered hand-off, so a stock server's 64-id replay window sees
+    /// no reordering). Over TCP or with one worker it does nothing; a
+    /// server or `fragment` is refused by [`DataPlane::start`].
+    pub seal_spread: bool,
 }
 
 /// The outer transport of a data plane.
@@ -256,6 +268,7 @@ impl Default for DataPlaneConfig {
             cbc_hmac_len: 20,
             offload: true,
             transport: Transport::Udp,
+            seal_spread: false,
             fragment: None,
             passtos: false,
             link_counters: None,
@@ -345,6 +358,14 @@ impl DataPlane {
                 "fragment and passtos need the UDP transport".into(),
             ));
         }
+        if cfg.seal_spread && (cfg.connect.is_none() || cfg.fragment.is_some()) {
+            return Err(DataPlaneError::Config(
+                "seal-spread is for a client without fragment".into(),
+            ));
+        }
+        // Over TCP one connection is written by one worker, and one worker
+        // has nobody to hand batches to: nothing to spread.
+        let seal_spread = cfg.seal_spread && cfg.transport == Transport::Udp && cfg.workers > 1;
         peers.set_replay_window(cfg.replay_window);
         let (queues, tun_name, tun_off) = if cfg.null_device {
             if cfg.transport != Transport::Udp {
@@ -433,6 +454,11 @@ impl DataPlane {
             passtos: cfg.passtos,
             server_source_only: cfg.connect.is_some() && cfg.float,
             link: cfg.link_counters.clone(),
+            handoff: if seal_spread {
+                Some(worker::Handoff::new(cfg.workers).map_err(io("creating the eventfds"))?)
+            } else {
+                None
+            },
         });
         let fail = worker_to_fail();
         let cores = if cfg.pin_cpus {

@@ -64,6 +64,9 @@ pub struct KeyState {
     /// Next packet id to send; starts at 1.
     send_next: AtomicU64,
     pub replay: AtomicReplayWindow,
+    /// The order in which batches sealed by several workers leave
+    /// (`seal-spread`; see `worker/handoff.rs`).
+    pub(crate) order: crate::worker::KeyOrder,
 }
 
 impl KeyState {
@@ -73,6 +76,7 @@ impl KeyState {
             keys,
             send_next: AtomicU64::new(1),
             replay: AtomicReplayWindow::new(window),
+            order: crate::order::SendOrder::new(crate::worker::ORDER_CAPACITY),
         }
     }
 

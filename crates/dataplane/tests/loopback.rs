@@ -137,6 +137,7 @@ fn config(
         fragment: None,
         passtos: false,
         link_counters: None,
+        seal_spread: false,
     }
 }
 

@@ -722,6 +722,7 @@ fn dataplane_base(cfg: &Config) -> DataPlaneConfig {
         tx_queue_len: cfg.txqueuelen,
         workers: cfg.workers(),
         pin_cpus: cfg.cpu_pin,
+        seal_spread: cfg.seal_spread,
         client_to_client: cfg.client_to_client,
         replay_window: replay,
         mssfix: (mss.max > 0).then_some(mss.max),

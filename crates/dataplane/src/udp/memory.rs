@@ -113,7 +113,9 @@ pub struct MemoryLink {
     wire: Arc<Mutex<Wire>>,
 }
 
-/// One end of the link, as a worker's [`Port`](super::Port) holds it.
+/// One end of the link, as a worker's [`Port`](super::Port) holds it
+/// (cloned, like a socket dup'ed for several workers).
+#[derive(Clone)]
 pub struct MemoryPort {
     wire: Arc<Mutex<Wire>>,
     end: usize,

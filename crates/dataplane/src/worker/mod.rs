@@ -18,6 +18,9 @@
 //! ~64 packets per peer ahead of another worker's — see the crate docs.
 
 mod fragment;
+mod handoff;
+#[cfg(test)]
+mod handoff_tests;
 mod inbound;
 mod outbound;
 #[cfg(test)]
@@ -45,6 +48,7 @@ use crate::up::UpSenders;
 
 pub use fragment::Fragment;
 pub(crate) use fragment::{FragmentConfig, PeerFragments};
+pub(crate) use handoff::{Handoff, KeyOrder, ORDER_CAPACITY};
 use inbound::Inbound;
 pub(crate) use outbound::Out;
 use outbound::Outbound;
@@ -206,6 +210,9 @@ pub(crate) struct Shared {
     pub server_source_only: bool,
     /// Link bytes, when the owner wants them counted.
     pub link: Option<Arc<LinkCounters>>,
+    /// `seal-spread` (a client over UDP): every worker seals the tunnel's
+    /// TUN batches, which leave in packet-id order (`handoff.rs`).
+    pub handoff: Option<Handoff>,
 }
 
 impl Shared {
@@ -308,12 +315,14 @@ impl Worker {
     /// holds for a client's TCP connection: worker 0 owns it.
     pub(crate) fn new(index: usize, tun: TunQueue, link: Link, gso: bool, sh: Arc<Shared>) -> Self {
         let ib = Inbound::new(tun.offloads());
+        let mut ob = Outbound::new(gso);
+        ob.worker = index;
         Worker {
             index,
             tun,
             link,
             sh,
-            ob: Outbound::new(gso),
+            ob,
             ib,
         }
     }
@@ -332,12 +341,20 @@ impl Worker {
         };
         let udp_rx = *rx;
         // poll ignores negative descriptors: a side we do not (or no longer) read is -1.
+        let tun_fd = self.tun.as_raw_fd();
+        let mut tun_alive = true;
+        let mail_fd = self
+            .sh
+            .handoff
+            .as_ref()
+            .map_or(-1, |h| h.wake_fd(self.index));
         let mut fds = [
-            self.tun.as_raw_fd(),
+            tun_fd,
             if udp_rx { udp.as_raw_fd() } else { -1 },
             self.sh.wake.as_raw_fd(),
+            mail_fd,
         ];
-        let mut ready = [Ready::default(); 3];
+        let mut ready = [Ready::default(); 4];
         let mut totals = Totals::default();
         let pace_ns = inbound::PACE_NS;
         // Pacing sleeps for a few hundred microseconds; keep the kernel
@@ -349,7 +366,14 @@ impl Worker {
             if self.sh.stop.load(Ordering::Relaxed) {
                 break;
             }
-            match sys::poll(&fds, &[false; 3], 1000, &mut ready) {
+            // With `seal-spread`, the TUN is read only while a spare job is
+            // at hand; a job coming back wakes the worker (`mail_fd`).
+            fds[0] = if tun_alive && self.ob.can_read(&self.sh) {
+                tun_fd
+            } else {
+                -1
+            };
+            match sys::poll(&fds, &[false; 4], 1000, &mut ready) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(e) => return Err(e),
@@ -364,9 +388,14 @@ impl Worker {
                     "worker {}: TUN queue failed; no longer reading it",
                     self.index
                 );
-                fds[0] = -1;
+                tun_alive = false;
             }
-            let tun_ok = fds[0] >= 0;
+            if ready[3].readable
+                && let Some(h) = &self.sh.handoff
+            {
+                h.woken(self.index);
+            }
+            let tun_ok = tun_alive;
             let woke = std::time::Instant::now();
             let woke_at = now_nanos();
             self.ib.woke(woke_at);
@@ -382,7 +411,10 @@ impl Worker {
                 let until = woke_at + pace_ns;
                 let now = now_nanos();
                 if now < until {
-                    sys::poll_readable_for(&[fds[0], fds[2]], Duration::from_nanos(until - now))?;
+                    sys::poll_readable_for(
+                        &[fds[0], fds[2], fds[3]],
+                        Duration::from_nanos(until - now),
+                    )?;
                 }
             }
         }
@@ -414,7 +446,14 @@ impl Worker {
             return false;
         };
         let mut busy = false;
-        if tun_ok {
+        if let Some(h) = &self.sh.handoff {
+            // Other workers' batches to seal (bounded: the queue holds a few).
+            while let Some(job) = h.next_job(self.index) {
+                self.ob.seal_job(job, udp, &self.sh);
+                busy = true;
+            }
+        }
+        if tun_ok && self.ob.can_read(&self.sh) {
             let n = self.ob.read(&self.tun, &self.sh.counters);
             if n > 0 {
                 totals.tun_packets += n as u64;
@@ -492,6 +531,7 @@ mod tests {
             passtos: false,
             server_source_only: false,
             link: Some(Arc::new(LinkCounters::default())),
+            handoff: None,
         };
         (Arc::new(sh), rx)
     }

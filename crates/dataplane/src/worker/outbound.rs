@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use ferrovpn_proto::stream::{PREFIX_LEN, prefix};
 
 use super::fragment::FragmentOut;
+use super::handoff::Jobs;
 use super::tos::outer_tos;
 use super::{GlobalCounters, HEAD, MAX_SLOTS, NO_DEST, PKT_MAX, Shared, TAIL, TUN_BATCH, ip_addrs};
 use crate::mss;
@@ -80,9 +81,13 @@ pub(crate) struct Outbound {
     msgs: Vec<TxMsg>,
     /// The send round of each message of `msgs` (see [`Rounds`]).
     rounds: Rounds,
-    sender: Sender,
+    pub(super) sender: Sender,
     /// The `fragment` path's buffers, made on its first use.
     fragmenting: Option<Box<FragmentOut>>,
+    /// `seal-spread`: this worker's jobs ([`super::handoff`]).
+    pub(super) jobs: Jobs,
+    /// The index of the worker this belongs to.
+    pub(super) worker: usize,
 }
 
 pub(super) fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
@@ -109,6 +114,8 @@ impl Outbound {
             rounds: Rounds::new(),
             sender: Sender::new(TUN_BATCH, TUN_BATCH, gso),
             fragmenting: None,
+            jobs: Jobs::default(),
+            worker: 0,
         }
     }
 
@@ -132,6 +139,11 @@ impl Outbound {
             self.fragmenting
                 .get_or_insert_with(|| Box::new(FragmentOut::new(fragment, gso)))
                 .process(&mut self.bufs[..n], &self.sizes[..n], link, sh, fragment);
+            return;
+        }
+        if let Out::Udp(udp) = link
+            && self.hand_off(n, udp, sh)
+        {
             return;
         }
         // Which peers have a TCP connection: only asked when both kinds exist.

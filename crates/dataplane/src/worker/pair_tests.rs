@@ -61,6 +61,7 @@ pub(super) fn shared(
         passtos: false,
         server_source_only,
         link: Some(Arc::new(crate::LinkCounters::default())),
+        handoff: None,
     });
     (sh, rx)
 }
