@@ -442,12 +442,7 @@ impl Server {
     }
 
     fn spawn_tls_verify(&mut self, addr: SocketAddr, credentials: Option<Credentials>) {
-        let script = self
-            .s
-            .scripts
-            .tls_verify
-            .as_ref()
-            .map(|v| v.command.clone());
+        let script = self.s.scripts.tls_verify.clone();
         let export_dir = self.s.scripts.tls_export_cert.clone();
         let Some(c) = self.clients.get(&addr) else {
             return;
