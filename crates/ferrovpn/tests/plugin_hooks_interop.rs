@@ -322,8 +322,16 @@ fn tls_verify_plugin_refusals_as_by_stock_openvpn() {
         "TLS_VERIFY calls differ\n--- ferrovpn ---\n{ours}\n--- stock ---\n{stock}"
     );
     assert!(!ours.contains("TLS_FINAL"), "{ours}");
+    // Refused inside the handshake: no key method, no RESTART, no
+    // AUTH_FAILED; the client gives up on the handshake after hand-window.
     for log in [&stock_client, &our_client] {
-        assert!(log.contains("SIGUSR1[soft,"), "{log}");
+        assert!(
+            log.contains("TLS key negotiation failed to occur within 8 seconds"),
+            "{log}"
+        );
+        assert!(log.contains("SIGUSR1[soft,tls-error]"), "{log}");
+        assert!(!log.contains("server-pushed-connection-reset"), "{log}");
+        assert!(!log.contains("AUTH_FAILED"), "{log}");
     }
 }
 
