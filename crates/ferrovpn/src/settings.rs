@@ -1388,11 +1388,7 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
     base_env.set("local_port_1", cfg.local_port().to_string());
     // A server's entry has a remote port too (`rport`, else `port`), as 2.6.
     base_env.set("remote_port_1", cfg.default_remote_port().to_string());
-    let tls_verify =
-        command("tls-verify", &s.tls_verify)?.map(|command| ferrovpn_control::scripts::TlsVerify {
-            command,
-            export_dir: s.tls_export_cert.as_ref().map(std::path::PathBuf::from),
-        });
+    let tls_verify = command("tls-verify", &s.tls_verify)?;
     // The certificates that complete a peer's chain for the scripts' X509_N_*.
     let peer_ca = match &cfg.ca {
         Some(m) => ferrovpn_proto::session::tls::parse_certs("ca", &m.text)

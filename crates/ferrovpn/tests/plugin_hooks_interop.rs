@@ -322,8 +322,16 @@ fn tls_verify_plugin_refusals_as_by_stock_openvpn() {
         "TLS_VERIFY calls differ\n--- ferrovpn ---\n{ours}\n--- stock ---\n{stock}"
     );
     assert!(!ours.contains("TLS_FINAL"), "{ours}");
+    // Refused inside the handshake: no key method, no RESTART, no
+    // AUTH_FAILED; the client gives up on the handshake after hand-window.
     for log in [&stock_client, &our_client] {
-        assert!(log.contains("SIGUSR1[soft,"), "{log}");
+        assert!(
+            log.contains("TLS key negotiation failed to occur within 8 seconds"),
+            "{log}"
+        );
+        assert!(log.contains("SIGUSR1[soft,tls-error]"), "{log}");
+        assert!(!log.contains("server-pushed-connection-reset"), "{log}");
+        assert!(!log.contains("AUTH_FAILED"), "{log}");
     }
 }
 
@@ -503,4 +511,67 @@ fn client_plugin_failures_as_by_stock_openvpn() {
     let ours = vetoed_renegotiation(Ferrovpn, "ferrovpn-vetoed");
     assert!(stock.0.contains("ROUTE_PREDOWN"), "{}", stock.0);
     assert_same("TLS_FINAL failing on a renegotiation", &ours, &stock);
+}
+
+/// `PLUGIN_TLS_VERIFY` on a client, against a stock server: the plugin is
+/// called for each certificate of the server's chain (the CA, then the
+/// server, each as an OpenSSL object) with 2.6's environment, before
+/// `TLS_FINAL` and `IPCHANGE`. Refusing the server's certificate, the
+/// client never brings the tunnel up and, as 2.6 after its failed TLS
+/// handshake, tries again later (no AUTH_FAILED, no exit); the plugin
+/// sees the same calls.
+#[test]
+fn client_tls_verify_plugin_as_by_stock_openvpn() {
+    use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
+    let lab = Lab::new("fvplh7", 1, FERROVPN);
+    let plugin = build_plugin(&lab.dir.join("."));
+    let server = client_test_server(&lab);
+    let accepted = |imp, name: &str| {
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "TLS_VERIFY",
+            |_| {},
+            |c, log| {
+                wait_log(c, UP, &server);
+                wait_logged(log, "ROUTE_UP", &server);
+                c.stop(Duration::from_secs(10));
+                wait_logged(log, "CLIENT_DESTRUCTOR", &server);
+            },
+        )
+    };
+    let stock = accepted(Stock, "stock-verifying");
+    let ours = accepted(Ferrovpn, "ferrovpn-verifying");
+    for depth in ["cert depth=1 object=X509", "cert depth=0 object=X509"] {
+        assert!(stock.0.contains(depth), "{}", stock.0);
+    }
+    assert_same("TLS_VERIFY accepting the server", &ours, &stock);
+
+    // The next attempt waits connect-retry: one refusal each.
+    let refused = |imp, name: &str, restarting: &'static str| {
+        client_hook_log(
+            &lab,
+            &plugin,
+            imp,
+            name,
+            "TLS_VERIFY FAIL_TLS_VERIFY_CN=server",
+            |cc| cc.extra.push("connect-retry 30".into()),
+            |c, log| {
+                wait_logged(log, "cert depth=0", &server);
+                wait_log(c, restarting, &server);
+                let log_text = c.log();
+                assert!(!log_text.contains(UP), "{}", c.log_tail(30));
+                assert!(!log_text.contains("AUTH_FAILED"), "{}", c.log_tail(30));
+                assert!(c.try_exit().is_none(), "{}", c.log_tail(30));
+                c.stop(Duration::from_secs(10));
+                wait_logged(log, "CLIENT_DESTRUCTOR", &server);
+            },
+        )
+    };
+    let stock = refused(Stock, "stock-refusing", "SIGUSR1[soft,tls-error]");
+    let ours = refused(Ferrovpn, "ferrovpn-refusing", "retrying in");
+    assert!(!stock.0.contains("TLS_FINAL"), "{}", stock.0);
+    assert_same("TLS_VERIFY refusing the server", &ours, &stock);
 }

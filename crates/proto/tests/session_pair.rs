@@ -1187,3 +1187,107 @@ fn p2p_mode_without_p2p_ncp_uses_data_v1_and_the_legacy_prf() {
     assert_eq!(c, s);
     assert!(!c.tls_ekm && !c.cc_exit && c.peer_id.is_none(), "{c:?}");
 }
+
+/// A server whose driver verifies the client's chain itself
+/// (`tls-verify`, `PLUGIN_TLS_VERIFY`): run until it asks for the verdict.
+/// Nothing of our key-method-2 reply has reached the client by then.
+fn held_for_verdict() -> Pair {
+    let mut pair = Pair::start(None);
+    let now = pair.now;
+    let scfg = pair.scfg.clone();
+    let mut verify_asked = false;
+    for _ in 0..50 {
+        while let Some(p) = pair.client.poll_transmit() {
+            if pair.server.is_none() {
+                let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
+                let mut s = Session::accept(scfg.clone(), now, 1_700_000_000, pkt, replay).unwrap();
+                s.verify_peer_before_key_reply();
+                pair.server = Some(s);
+            } else {
+                pair.server().handle_packet(now, &p);
+            }
+        }
+        drain_events(&mut pair.client, &mut pair.cs, now, false);
+        if let Some(server) = pair.server.as_mut() {
+            while let Some(ev) = server.poll_event() {
+                match ev {
+                    Event::VerifyPeer => verify_asked = true,
+                    Event::ClientAuthenticated { .. } => pair.ss.authenticated = true,
+                    Event::Closed(r) => pair.ss.closed = Some(r),
+                    _ => {}
+                }
+            }
+            while let Some(p) = server.poll_transmit() {
+                pair.client.handle_packet(now, &p);
+            }
+        }
+        if verify_asked {
+            break;
+        }
+    }
+    assert!(verify_asked, "the server never asked for a verdict");
+    assert!(!pair.ss.authenticated);
+    pair
+}
+
+/// Exchange packets for a while (at the same instant: no timer fires).
+fn exchange(pair: &mut Pair, rounds: usize) -> (usize, usize) {
+    let now = pair.now;
+    let (mut to_server, mut to_client) = (0, 0);
+    for _ in 0..rounds {
+        while let Some(p) = pair.client.poll_transmit() {
+            to_server += 1;
+            pair.server().handle_packet(now, &p);
+        }
+        drain_events(&mut pair.client, &mut pair.cs, now, false);
+        let server = pair.server.as_mut().unwrap();
+        drain_events(server, &mut pair.ss, now, true);
+        while let Some(p) = server.poll_transmit() {
+            to_client += 1;
+            pair.client.handle_packet(now, &p);
+        }
+    }
+    (to_server, to_client)
+}
+
+#[test]
+fn key_reply_waits_for_the_verdict_then_goes_out() {
+    let mut pair = held_for_verdict();
+    // Held: the client gets no key method, so no keys and no push reply.
+    exchange(&mut pair, 5);
+    assert!(
+        pair.cs.keys.is_empty(),
+        "client has keys before the verdict"
+    );
+    assert!(
+        pair.ss.keys.is_empty(),
+        "server has keys before the verdict"
+    );
+    assert!(pair.cs.push.is_none());
+    let now = pair.now;
+    pair.server().peer_verified(now, true);
+    pair.run_to_keys(0);
+    assert!(pair.ss.authenticated);
+    assert_eq!(pair.cs.keys[0].2, pair.ss.keys[0].2);
+    // A second verdict changes nothing.
+    pair.server().peer_verified(now, false);
+    exchange(&mut pair, 2);
+    pair.assert_open();
+}
+
+#[test]
+fn refused_peer_hears_nothing_more() {
+    let mut pair = held_for_verdict();
+    let now = pair.now;
+    pair.server().peer_verified(now, false);
+    let (_, to_client) = exchange(&mut pair, 5);
+    assert!(
+        matches!(pair.ss.closed, Some(SessionError::PeerRefused)),
+        "{:?}",
+        pair.ss.closed
+    );
+    // Neither a key method nor RESTART nor AUTH_FAILED: nothing at all.
+    assert_eq!(to_client, 0);
+    assert!(pair.cs.keys.is_empty() && pair.cs.push.is_none());
+    assert!(pair.cs.auth_failed.is_none() && pair.cs.closed.is_none());
+}

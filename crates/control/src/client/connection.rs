@@ -555,6 +555,7 @@ impl Connection<'_> {
                     }
                 }
                 Event::ClientAuthenticated { .. }
+                | Event::VerifyPeer
                 | Event::Reauthenticate { .. }
                 | Event::CrResponse { .. }
                 | Event::PushRequested => {}

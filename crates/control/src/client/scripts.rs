@@ -12,6 +12,8 @@
 //! of its point, with the same arguments and environment (less
 //! `script_type`), as 2.6's `run_up_down`, `do_route`,
 //! `link_socket_connection_initiated` and `key_method_2_read` call them:
+//! `PLUGIN_TLS_VERIFY` then `--tls-verify` for each certificate of the
+//! server's chain (one [`scripts::verify_chain`] with the server's),
 //! `PLUGIN_TLS_FINAL` after each key exchange, `PLUGIN_IPCHANGE` then
 //! `--ipchange`, `PLUGIN_UP` then `--up`, `>UPDOWN:UP`, `PLUGIN_ROUTE_UP`
 //! then `--route-up`; `>UPDOWN:DOWN`, `PLUGIN_ROUTE_PREDOWN` then
@@ -126,6 +128,7 @@ impl ClientScripts {
     /// Whether something must run before the push reply is applied.
     pub fn runs_before_push(&self) -> bool {
         self.s.tls_verify.is_some()
+            || self.plugins_for(plugin::TLS_VERIFY).is_some()
             || self.s.ipchange.is_some()
             || self.plugins_for(plugin::IPCHANGE).is_some()
             || self.wants_tls_final()
@@ -165,7 +168,15 @@ impl ClientScripts {
         server: SocketAddr,
         presented: Vec<Vec<u8>>,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let verify = self.s.tls_verify.clone();
+        let verify_script = self.s.tls_verify.clone();
+        let verify_plugins =
+            self.plugins_for(plugin::TLS_VERIFY)
+                .map(|plugins| scripts::VerifyPlugins {
+                    plugins,
+                    // A client's calls all get its one top-level context.
+                    client: None,
+                });
+        let export_dir = self.s.tls_export_cert.clone();
         let ipchange = self.s.ipchange.clone();
         let ipchange_plugins = self.plugins_for(plugin::IPCHANGE);
         let tls_final_plugins = self.plugins_for(plugin::TLS_FINAL);
@@ -174,26 +185,17 @@ impl ClientScripts {
         let env = self.connection_env(server, &chain);
         async move {
             let mut refused = Ok(());
-            if let Some(verify) = verify {
-                // Before the handshake counted, 2.6 knows the address as
-                // untrusted only.
-                let mut untrusted = env.clone();
-                for name in ["trusted_ip", "trusted_ip6", "trusted_port", "common_name"] {
-                    untrusted.remove(name);
-                }
-                for depth in 0..chain.len() {
-                    for name in [
-                        format!("tls_id_{depth}"),
-                        format!("tls_digest_{depth}"),
-                        format!("tls_digest_sha256_{depth}"),
-                        format!("tls_serial_{depth}"),
-                        format!("tls_serial_hex_{depth}"),
-                    ] {
-                        untrusted.remove(&name);
-                    }
-                }
-                let untrusted = without_x509(untrusted);
-                match scripts::run_tls_verify(&verify, security, &chain, untrusted).await {
+            if verify_script.is_some() || verify_plugins.is_some() {
+                match scripts::verify_chain(
+                    verify_script.as_ref(),
+                    export_dir.as_deref(),
+                    verify_plugins.as_ref(),
+                    security,
+                    &chain,
+                    untrusted_env(&env, chain.len()),
+                )
+                .await
+                {
                     ChainVerdict::Accepted => {}
                     ChainVerdict::Refused(why) => return Err(why),
                 }
@@ -509,6 +511,29 @@ impl ClientScripts {
         run::run_reported(inv, self.s.security).await;
         Ok(())
     }
+}
+
+/// What 2.6's verify callback on a client sees of `env` (the
+/// connection's, for a chain of `depth` certificates): before the
+/// handshake counted, the server's address is untrusted only, and the
+/// certificates' variables come per depth as they are verified.
+fn untrusted_env(env: &Env, depth: usize) -> Env {
+    let mut untrusted = env.clone();
+    for name in ["trusted_ip", "trusted_ip6", "trusted_port", "common_name"] {
+        untrusted.remove(name);
+    }
+    for depth in 0..depth {
+        for name in [
+            format!("tls_id_{depth}"),
+            format!("tls_digest_{depth}"),
+            format!("tls_digest_sha256_{depth}"),
+            format!("tls_serial_{depth}"),
+            format!("tls_serial_hex_{depth}"),
+        ] {
+            untrusted.remove(&name);
+        }
+    }
+    without_x509(untrusted)
 }
 
 /// An environment without any `X509_*` variable.

@@ -72,20 +72,24 @@ pub const SERVER_HOOKS: u32 = mask(UP)
     | mask(CLIENT_CONNECT_DEFER_V2);
 
 /// The hook types a ferrovpn client calls plugins for: those 2.6 calls on
-/// a client (`TLS_FINAL` after each key exchange, `IPCHANGE` when the
-/// connection to the server is initiated, then the tunnel's `UP`,
-/// `ROUTE_UP`, `ROUTE_PREDOWN`, `DOWN`). The login, client-instance and
-/// address hooks are a server's; 2.6 never calls them on a client.
-pub const CLIENT_HOOKS: u32 =
-    mask(UP) | mask(DOWN) | mask(ROUTE_UP) | mask(ROUTE_PREDOWN) | mask(IPCHANGE) | mask(TLS_FINAL);
+/// a client (`TLS_VERIFY` for each certificate of the server's chain,
+/// `TLS_FINAL` after each key exchange, `IPCHANGE` when the connection to
+/// the server is initiated, then the tunnel's `UP`, `ROUTE_UP`,
+/// `ROUTE_PREDOWN`, `DOWN`). The login, client-instance and address hooks
+/// are a server's; 2.6 never calls them on a client.
+pub const CLIENT_HOOKS: u32 = mask(UP)
+    | mask(DOWN)
+    | mask(ROUTE_UP)
+    | mask(ROUTE_PREDOWN)
+    | mask(IPCHANGE)
+    | mask(TLS_VERIFY)
+    | mask(TLS_FINAL);
 
 /// The hook types a plugin may ask for on a ferrovpn client: those it
 /// calls ([`CLIENT_HOOKS`]) and those 2.6 accepts there but never calls on
 /// a client (the server's login, client-instance and address hooks; the
 /// removed `ENABLE_PF`), so a plugin made for both roles loads as in 2.6.
-/// Refused: `TLS_VERIFY`, which 2.6 calls on a client for the server's
-/// certificates and ferrovpn does not.
-pub const CLIENT_SERVED: u32 = ((1 << 16) - 1) & !mask(TLS_VERIFY);
+pub const CLIENT_SERVED: u32 = (1 << 16) - 1;
 
 /// How long a plugin call may take before ferrovpn stops waiting and
 /// counts it as failed (as for scripts).

@@ -43,9 +43,8 @@ pub struct ScriptSettings {
     pub route_pre_down: Option<ScriptCommand>,
     /// `up-restart` (clients).
     pub up_restart: bool,
-    /// `tls-verify`, with the certificates that may complete a peer's
-    /// chain (the `ca` file).
-    pub tls_verify: Option<TlsVerify>,
+    /// `tls-verify`.
+    pub tls_verify: Option<ScriptCommand>,
     /// `tls-export-cert DIR`: where the certificate being verified is
     /// written for the `tls-verify` script and `PLUGIN_TLS_VERIFY` plugins.
     pub tls_export_cert: Option<PathBuf>,
@@ -85,14 +84,6 @@ impl Default for ScriptSettings {
             tmp_dir: deferred::default_tmp_dir(),
         }
     }
-}
-
-/// `tls-verify CMD [+ tls-export-cert DIR]`.
-#[derive(Debug, Clone)]
-pub struct TlsVerify {
-    pub command: ScriptCommand,
-    /// `tls-export-cert DIR`.
-    pub export_dir: Option<PathBuf>,
 }
 
 /// `up`/`down`: which one, and the tunnel as 2.6 describes it.
@@ -419,25 +410,6 @@ pub enum ChainVerdict {
     Refused(String),
 }
 
-/// Run `tls-verify` for each certificate of `chain` (see [`verify_chain`]).
-pub async fn run_tls_verify(
-    verify: &TlsVerify,
-    security: Security,
-    chain: &[Vec<u8>],
-    env: Env,
-) -> ChainVerdict {
-    let script = Some(&verify.command);
-    verify_chain(
-        script,
-        verify.export_dir.as_deref(),
-        None,
-        security,
-        chain,
-        env,
-    )
-    .await
-}
-
 /// The `PLUGIN_TLS_VERIFY` plugins a peer's chain is shown to, with the
 /// peer's per-client contexts (`None`: the top-level ones).
 pub struct VerifyPlugins {
@@ -741,17 +713,16 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let verify = TlsVerify {
-            command: ScriptCommand::parse(&script.to_string_lossy()),
-            export_dir: None,
-        };
+        let verify = ScriptCommand::parse(&script.to_string_lossy());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let chain = [leaf, inter, root];
-        let verdict = rt.block_on(run_tls_verify(
-            &verify,
+        let verdict = rt.block_on(verify_chain(
+            Some(&verify),
+            None,
+            None,
             Security::Scripts,
             &chain,
             Env::new(),
@@ -767,13 +738,24 @@ mod tests {
         let two = [chain[0].clone(), chain[2].clone()];
         std::fs::remove_file(&record).unwrap();
         // Depth 1 refuses whatever it is; with the root at 1 too.
-        let verdict = rt.block_on(run_tls_verify(&verify, Security::Scripts, &two, Env::new()));
+        let verdict = rt.block_on(verify_chain(
+            Some(&verify),
+            None,
+            None,
+            Security::Scripts,
+            &two,
+            Env::new(),
+        ));
         assert!(matches!(verdict, ChainVerdict::Refused(_)));
-        let ok = TlsVerify {
-            command: ScriptCommand::parse("/bin/true"),
-            export_dir: Some(dir.path().to_owned()),
-        };
-        let verdict = rt.block_on(run_tls_verify(&ok, Security::Scripts, &two, Env::new()));
+        let ok = ScriptCommand::parse("/bin/true");
+        let verdict = rt.block_on(verify_chain(
+            Some(&ok),
+            Some(dir.path()),
+            None,
+            Security::Scripts,
+            &two,
+            Env::new(),
+        ));
         assert_eq!(verdict, ChainVerdict::Accepted);
         // The exported certificate files are gone.
         let left: Vec<_> = std::fs::read_dir(dir.path())

@@ -85,10 +85,11 @@ enum Outcome {
         /// `client_connect_deferred_file`.
         result: tempfile::TempPath,
     },
-    /// `tls-verify` over the chain; the credentials wait for its verdict.
+    /// `tls-verify` over the chain; `held`: the first key's, whose
+    /// key-method-2 reply waits for the verdict.
     TlsVerify {
         verdict: scripts::ChainVerdict,
-        credentials: Option<Credentials>,
+        held: bool,
     },
     /// `tls-crypt-v2-verify` for the new session `sid` from the address.
     TlsCryptV2 { sid: SessionId, accepted: bool },
@@ -360,9 +361,6 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
-        let Some(credentials) = self.tls_verify_first(addr, credentials) else {
-            return;
-        };
         if !self.checks_passwords() {
             self.tls_final_then(now, addr, AfterTlsFinal::NoLogin);
             return;
@@ -404,7 +402,7 @@ impl Server {
 
     /// Whether the client's chain is verified by a `tls-verify` script or
     /// `PLUGIN_TLS_VERIFY` plugins.
-    fn verifies_chain(&self) -> bool {
+    pub(super) fn verifies_chain(&self) -> bool {
         self.s.scripts.tls_verify.is_some()
             || self
                 .plugins
@@ -412,24 +410,14 @@ impl Server {
                 .is_some_and(|p| p.wants(plugin::TLS_VERIFY))
     }
 
-    /// `tls-verify` (plugins and script) first, when set: the credentials
-    /// come back once it accepted the client (`None`: it runs; they come
-    /// back in its [`Outcome::TlsVerify`]). Its data keys and push reply
-    /// are held meanwhile, as for a login being checked.
-    fn tls_verify_first(
-        &mut self,
-        addr: SocketAddr,
-        credentials: Credentials,
-    ) -> Option<Credentials> {
-        let c = self.clients.get(&addr)?;
-        if !self.verifies_chain() || matches!(c.admission, Admission::TlsVerified) {
-            return Some(credentials);
-        }
-        self.spawn_tls_verify(addr, Some(credentials));
+    /// The client finished its first TLS handshake: `tls-verify` (plugins
+    /// and script) over its chain while its session holds our key-method-2
+    /// reply ([`Session::peer_verified`] gives the verdict).
+    pub(super) fn verify_peer(&mut self, addr: SocketAddr) {
+        self.spawn_tls_verify(addr, true);
         if let Some(c) = self.clients.get_mut(&addr) {
             c.admission = Admission::TlsVerifying;
         }
-        None
     }
 
     /// A renegotiation showed the certificate again: 2.6 runs `tls-verify`
@@ -437,17 +425,12 @@ impl Server {
     /// disconnects it.
     fn tls_verify_again(&mut self, addr: SocketAddr) {
         if self.verifies_chain() && self.is_admitted(&addr) {
-            self.spawn_tls_verify(addr, None);
+            self.spawn_tls_verify(addr, false);
         }
     }
 
-    fn spawn_tls_verify(&mut self, addr: SocketAddr, credentials: Option<Credentials>) {
-        let script = self
-            .s
-            .scripts
-            .tls_verify
-            .as_ref()
-            .map(|v| v.command.clone());
+    fn spawn_tls_verify(&mut self, addr: SocketAddr, held: bool) {
+        let script = self.s.scripts.tls_verify.clone();
         let export_dir = self.s.scripts.tls_export_cert.clone();
         let Some(c) = self.clients.get(&addr) else {
             return;
@@ -481,51 +464,48 @@ impl Server {
             ScriptDone {
                 addr,
                 cid,
-                outcome: Outcome::TlsVerify {
-                    verdict,
-                    credentials,
-                },
+                outcome: Outcome::TlsVerify { verdict, held },
             }
         });
     }
 
-    /// `tls-verify` (plugins and script) decided. A refusal ends the
-    /// client as 2.6's failed TLS handshake would: no AUTH_FAILED (the
-    /// stock client would give up); `RESTART` makes it try again, as after
-    /// a failed handshake.
+    /// `tls-verify` (plugins and script) decided. On the first key
+    /// (`held`), the session sends its key-method-2 reply now, or, refused,
+    /// closes without a word: 2.6 fails the TLS handshake and the client
+    /// gives up on it after its hand-window. On a renegotiation, a refusal
+    /// ends the client with `RESTART`.
     fn tls_verified(
         &mut self,
         now: Instant,
         addr: SocketAddr,
         verdict: scripts::ChainVerdict,
-        credentials: Option<Credentials>,
+        held: bool,
     ) {
-        match verdict {
-            scripts::ChainVerdict::Accepted => {
-                let Some(credentials) = credentials else {
-                    return;
-                };
-                if let Some(c) = self.clients.get_mut(&addr) {
-                    c.admission = Admission::TlsVerified;
-                }
-                self.on_client_authenticated(now, addr, credentials);
-            }
+        let accepted = match verdict {
+            scripts::ChainVerdict::Accepted => true,
             scripts::ChainVerdict::Refused(why) => {
                 warn!("{addr}: {why}");
                 warn!("{addr}: TLS Error: tls-verify refused the client's certificate");
-                let Some(c) = self.clients.get_mut(&addr) else {
-                    return;
-                };
-                if credentials.is_some() {
-                    // Never admitted: nothing to undo when it goes.
-                    c.admission = Admission::Refused;
-                    c.held.clear();
-                }
-                c.session.send_control_message(now, "RESTART");
-                c.remove_at = Some(now + EXIT_GRACE);
-                self.drain(now, Stage::Authenticated, addr);
+                false
             }
+        };
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        if held {
+            c.admission = if accepted {
+                Admission::TlsVerified
+            } else {
+                // Never admitted: nothing to undo when it goes.
+                c.held.clear();
+                Admission::Refused
+            };
+            c.session.peer_verified(now, accepted);
+        } else if !accepted {
+            c.session.send_control_message(now, "RESTART");
+            c.remove_at = Some(now + EXIT_GRACE);
         }
+        self.drain(now, Stage::Authenticated, addr);
     }
 
     /// `tls-crypt-v2-verify` for a new session from `from` whose wrapped
@@ -1029,10 +1009,7 @@ impl Server {
         match outcome {
             // Handled above.
             Outcome::Logged | Outcome::TlsCryptV2 { .. } => {}
-            Outcome::TlsVerify {
-                verdict,
-                credentials,
-            } => self.tls_verified(now, addr, verdict, credentials),
+            Outcome::TlsVerify { verdict, held } => self.tls_verified(now, addr, verdict, held),
             Outcome::Verify {
                 status: status @ (Status::Exited(0) | Status::Exited(2)),
                 files,

@@ -851,7 +851,12 @@ impl Server {
         let wrap = client_wrap.map_or_else(|| self.s.session.wrap.clone(), Arc::new);
         let config = self.session_config_for(from);
         match Session::accept_cookie(config, wrap, now, unix, ours, pkt, replay) {
-            Ok(session) => {
+            Ok(mut session) => {
+                if self.verifies_chain() {
+                    // 2.6 verifies inside the handshake: our key method
+                    // waits for tls-verify's verdict.
+                    session.verify_peer_before_key_reply();
+                }
                 info!("{from}: new session{kind}");
                 let client = Client {
                     session,
@@ -1502,7 +1507,7 @@ impl Server {
     fn on_half_open_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) -> Stage {
         match ev {
             // Its certificate is verified: the session is a client now.
-            Event::KeysReady { .. } | Event::ClientAuthenticated { .. } => {
+            Event::KeysReady { .. } | Event::ClientAuthenticated { .. } | Event::VerifyPeer => {
                 if self.promote(addr) {
                     self.on_session_event(now, addr, ev);
                     return Stage::Authenticated;
@@ -1601,6 +1606,7 @@ impl Server {
                 }
                 self.on_client_authenticated(now, addr, credentials);
             }
+            Event::VerifyPeer => self.verify_peer(addr),
             Event::Reauthenticate { credentials, .. } => {
                 self.on_reauthenticate(now, addr, credentials);
             }

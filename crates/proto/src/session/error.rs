@@ -84,6 +84,10 @@ pub enum SessionError {
     /// TLS output piled up beyond [`MAX_TLS_BACKLOG`] (the peer does not ACK).
     #[error("more than {MAX_TLS_BACKLOG} bytes of control data waiting to be sent")]
     ControlBacklog,
+    /// The driver's verification (`tls-verify`, `PLUGIN_TLS_VERIFY`)
+    /// refused the peer's certificate chain.
+    #[error("the peer's certificate chain was refused (tls-verify)")]
+    PeerRefused,
     /// A renegotiation presented a different certificate than the first key.
     #[error("peer certificate changed across renegotiation")]
     PeerIdentityChanged,

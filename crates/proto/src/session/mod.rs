@@ -140,6 +140,12 @@ pub enum Event {
         /// What the client sent to log in with (empty without `auth-user-pass`).
         credentials: Credentials,
     },
+    /// Server, with [`Session::verify_peer_before_key_reply`]: the client
+    /// finished its first TLS handshake and sent its key-method-2 message;
+    /// our reply waits until the driver says what it found of the peer's
+    /// chain ([`Session::peer_verified`]), as 2.6's verify callback decides
+    /// inside the handshake.
+    VerifyPeer,
     /// Server: a renegotiation (`key_id` > 0) brought the client's user
     /// name and password (or auth-token) again; the driver checks them as
     /// 2.6 does at every key exchange.
@@ -230,6 +236,11 @@ pub struct Session {
     credentials: Option<(String, String)>,
     /// Point-to-point mode: what key 0 negotiated.
     p2p_link: Option<P2pLink>,
+    /// Server: the driver verifies the peer's chain itself (`tls-verify`,
+    /// `PLUGIN_TLS_VERIFY`); see [`Session::verify_peer_before_key_reply`].
+    verify_peer: bool,
+    /// Server: key_id 0's key-method-2 reply waits for the verdict.
+    awaiting_verdict: bool,
 }
 
 impl Session {
@@ -267,6 +278,8 @@ impl Session {
             closed: false,
             credentials: None,
             p2p_link: None,
+            verify_peer: false,
+            awaiting_verdict: false,
             cfg,
         }
     }

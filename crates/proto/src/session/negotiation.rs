@@ -100,45 +100,14 @@ impl Session {
                     self.use_ekm = peer_info.tls_ekm();
                     self.peer_info = Some(peer_info);
                 }
-                let credentials = Credentials {
-                    username: remote.username.clone(),
-                    password: remote.password.clone(),
-                };
-                // A P2P TLS server announces itself as 2.6 does (IV_CIPHERS,
-                // IV_PROTO with NCP_P2P); a multi-client server sends none.
-                let peer_info = if self.cfg.p2p {
-                    self.cfg.peer_info.clone()
-                } else {
-                    String::new()
-                };
-                let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), peer_info);
-                let mut buf = Vec::new();
-                km.encode(&mut buf);
-                let ks = &mut self.keys[idx];
-                ks.tls
-                    .writer()
-                    .write_all(&buf)
-                    .map_err(SessionError::TlsIo)?;
-                ks.local_km = Some(km);
-                self.install_keys(idx)?;
-                if key_id == 0 {
-                    let common_name = self.peer_common_name();
-                    let (Some(peer_info), Some(cipher)) = (self.peer_info.clone(), self.cipher)
-                    else {
-                        return Err(SessionError::NotEstablished);
-                    };
-                    self.events.push_back(Event::ClientAuthenticated {
-                        common_name,
-                        peer_info,
-                        cipher,
-                        credentials,
-                    });
-                } else {
-                    self.events.push_back(Event::Reauthenticate {
-                        key_id,
-                        credentials,
-                    });
+                if key_id == 0 && self.verify_peer && !self.cfg.p2p {
+                    // Nothing goes out before the verdict: a refused
+                    // client hears no more, as from 2.6's failed handshake.
+                    self.awaiting_verdict = true;
+                    self.events.push_back(Event::VerifyPeer);
+                    return Ok(());
                 }
+                self.send_key_reply(idx)?;
             }
             Side::Client => {
                 // Key 0 waits for the push reply, which names cipher and
@@ -155,6 +124,87 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Server: answer the client's key-method-2 message of key state `idx`
+    /// with ours, derive the data keys and tell the driver who logged in.
+    fn send_key_reply(&mut self, idx: usize) -> Result<(), SessionError> {
+        let key_id = self.keys[idx].key_id;
+        let remote = self.keys[idx]
+            .remote_km
+            .as_ref()
+            .ok_or(SessionError::NotEstablished)?;
+        let credentials = Credentials {
+            username: remote.username.clone(),
+            password: remote.password.clone(),
+        };
+        // A P2P TLS server announces itself as 2.6 does (IV_CIPHERS,
+        // IV_PROTO with NCP_P2P); a multi-client server sends none.
+        let peer_info = if self.cfg.p2p {
+            self.cfg.peer_info.clone()
+        } else {
+            String::new()
+        };
+        let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), peer_info);
+        let mut buf = Vec::new();
+        km.encode(&mut buf);
+        let ks = &mut self.keys[idx];
+        ks.tls
+            .writer()
+            .write_all(&buf)
+            .map_err(SessionError::TlsIo)?;
+        ks.local_km = Some(km);
+        self.install_keys(idx)?;
+        if key_id == 0 {
+            let common_name = self.peer_common_name();
+            let (Some(peer_info), Some(cipher)) = (self.peer_info.clone(), self.cipher) else {
+                return Err(SessionError::NotEstablished);
+            };
+            self.events.push_back(Event::ClientAuthenticated {
+                common_name,
+                peer_info,
+                cipher,
+                credentials,
+            });
+        } else {
+            self.events.push_back(Event::Reauthenticate {
+                key_id,
+                credentials,
+            });
+        }
+        Ok(())
+    }
+
+    /// Server, with [`Session::verify_peer_before_key_reply`]: sets that the
+    /// driver verifies the peer's chain (`tls-verify`, `PLUGIN_TLS_VERIFY`),
+    /// so the reply to the client's first key-method-2 message waits for
+    /// [`Session::peer_verified`] ([`Event::VerifyPeer`] asks for it).
+    pub fn verify_peer_before_key_reply(&mut self) {
+        self.verify_peer = true;
+    }
+
+    /// Server: the driver's verdict on the peer's chain, after
+    /// [`Event::VerifyPeer`]. Accepted: our key-method-2 reply goes out,
+    /// the keys follow and [`Event::ClientAuthenticated`] tells who it is.
+    /// Refused: the session closes ([`SessionError::PeerRefused`]) without
+    /// another word to the client, which gives up after its hand-window as
+    /// after 2.6's failed handshake. Without a pending verdict (hand-window
+    /// ran out meanwhile): nothing.
+    pub fn peer_verified(&mut self, now: Instant, accepted: bool) {
+        if !std::mem::take(&mut self.awaiting_verdict) || self.closed {
+            return;
+        }
+        let Some(idx) = self.key_index(0) else {
+            return;
+        };
+        if !accepted {
+            self.close(SessionError::PeerRefused);
+            return;
+        }
+        if let Err(e) = self.send_key_reply(idx) {
+            self.fail_key_state(now, idx, e);
+        }
+        self.flush(now);
     }
 
     /// P2P NCP on key 0, as 2.6's `p2p_mode_ncp` (the TLS server runs it
