@@ -106,6 +106,24 @@ impl Remote {
         self.float && self.transport == Transport::Udp && self.proxy.is_none()
     }
 
+    /// The entry as `remote-entry-get` shows it: `HOST,PORT,PROTO,STATUS`
+    /// with 2.6's short protocol name (a client's TCP is `tcp-client`;
+    /// `4`/`6` when the entry is bound to a family). Always `enabled`:
+    /// 2.6 disables entries only for `http-proxy-override` and
+    /// `proto-force`, which ferrovpn refuses.
+    fn entry_line(&self) -> String {
+        // A client's entry is UDP or TCP (`UdpAndTcp` is a server's).
+        let proto = match (self.transport == Transport::Tcp, self.family) {
+            (false, None) => "udp",
+            (false, Some(false)) => "udp4",
+            (false, Some(true)) => "udp6",
+            (true, None) => "tcp-client",
+            (true, Some(false)) => "tcp4-client",
+            (true, Some(true)) => "tcp6-client",
+        };
+        format!("{},{},{proto},enabled", self.host, self.port)
+    }
+
     /// The server's name for this attempt: with `remote-random-hostname`, a
     /// random label goes before a name (never before an address), as 2.6.
     fn host_for_attempt(&self) -> String {
@@ -429,6 +447,9 @@ pub async fn run_client(
     let mut order: Vec<usize> = (0..s.remotes.len()).collect();
     if s.remote_random {
         shuffle(&mut order);
+    }
+    if let Some(m) = mgmt {
+        m.set_remote_entries(order.iter().map(|&i| s.remotes[i].entry_line()).collect());
     }
     let mut walk = Walk::new(order, s.connect_retry_max);
     let mut credentials = s.credentials.clone();
@@ -1070,6 +1091,20 @@ mod tests {
             verification_failed("CRV1:R,E:state:dXNlcg==:Enter code"),
             ">PASSWORD:Verification Failed: 'Auth' ['CRV1:R,E:state:dXNlcg==:Enter code']"
         );
+    }
+
+    #[test]
+    fn entry_lines_as_2_6() {
+        let mut r = Remote::udp("vpn.example", 1194);
+        assert_eq!(r.entry_line(), "vpn.example,1194,udp,enabled");
+        r.family = Some(true);
+        assert_eq!(r.entry_line(), "vpn.example,1194,udp6,enabled");
+        r.transport = Transport::Tcp;
+        r.family = None;
+        r.port = 443;
+        assert_eq!(r.entry_line(), "vpn.example,443,tcp-client,enabled");
+        r.family = Some(false);
+        assert_eq!(r.entry_line(), "vpn.example,443,tcp4-client,enabled");
     }
 
     #[test]
