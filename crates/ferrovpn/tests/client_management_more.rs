@@ -1,5 +1,7 @@
 //! The management interface on a CLIENT, part three: the connection list
-//! (`remote-entry-count`, `remote-entry-get`). Each script runs against the
+//! (`remote-entry-count`, `remote-entry-get`), and how long a login the
+//! server keeps pending (`AUTH_PENDING,timeout N`) is waited for. Each
+//! script runs against the
 //! ferrovpn client and Debian's stock 2.6 client with the same stock 2.6
 //! server, and the test compares what both show.
 //!
@@ -7,7 +9,7 @@
 //! them. Every wait has a deadline.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::wait_exit;
 use ferrovpn_testkit::mgmt::Management;
@@ -185,4 +187,90 @@ fn client_remote_entries_of_connection_blocks_as_2_6() {
         "ferrovpn's entries differ from the stock client's"
     );
     assert_eq!(ours.0, ["3"]);
+}
+
+/// A login the server keeps pending for 60 s (`client-pending-auth ...
+/// WEB_AUTH::URL 60`), with the client's `hand-window 8` and `reneg-sec
+/// 20`: 2.6 waits at most the longer of hand-window and half of reneg-sec
+/// (10 s) from the key exchange, notices at its next 5-second push request,
+/// and restarts (`RECONNECTING,no-push-reply`, then the hold). Returns the
+/// lines up to that hold with the two states' descriptions, and the
+/// seconds from `AUTH_PENDING` to `RECONNECTING`.
+fn pending_script(
+    lab: &Lab,
+    cc: &ClientConf,
+    server_m: &mut Management,
+    imp: Implementation,
+) -> (Vec<String>, f64) {
+    let name = format!("{}-pending", imp_name(imp));
+    let extra = ["hand-window 8".to_string(), "reneg-sec 20".to_string()];
+    let (mut client, mut m) = managed(lab, &openvpn_client_conf(cc), imp, &name, &extra);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    let connect = server_m.client_event("CONNECT");
+    assert_eq!(
+        server_m.one(&format!(
+            "client-pending-auth {} {} WEB_AUTH::https://sso.example/login 60",
+            connect.cid, connect.kid
+        )),
+        "SUCCESS: client-pending-auth command succeeded"
+    );
+    let description = |l: &str| l.split(',').take(3).skip(1).collect::<Vec<_>>().join(",");
+    let auth_pending = m.until("AUTH_PENDING state", |l| l.contains(",AUTH_PENDING,"));
+    let pending = Instant::now();
+    let reconnecting = m.until("RECONNECTING state", |l| l.contains(",RECONNECTING,"));
+    let waited = pending.elapsed().as_secs_f64();
+    m.until("hold after the restart", |l| l.starts_with(">HOLD:"));
+    let mut lines = same_lines(&m);
+    lines.push(description(&auth_pending));
+    lines.push(description(&reconnecting));
+    m.send("signal SIGTERM");
+    let _ = wait_exit(&mut client, Duration::from_secs(10));
+    (lines, waited)
+}
+
+#[test]
+fn client_gives_up_a_pending_login_as_2_6() {
+    let lab = Lab::new("cpending", 1, FERROVPN);
+    let (mut sc, mut cc) = lab.tls_crypt_confs();
+    // 2.6's management-client-auth wants a user name and password.
+    let file = lab.dir.join("frank.pass");
+    std::fs::write(&file, "frank\npw-frank\n").unwrap();
+    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    let sock = lab.dir.join("server-mgmt.sock");
+    sc.extra.push(format!("management {} unix", sock.display()));
+    sc.extra.push("management-client-auth".into());
+    let _server = lab.stock_server(&sc);
+    let mut server_m = Management::connect_when_listening(&sock, Duration::from_secs(15));
+    server_m.until("welcome", |l| l.starts_with(">INFO:"));
+    let ours = pending_script(&lab, &cc, &mut server_m, Implementation::Ferrovpn);
+    let stock = pending_script(&lab, &cc, &mut server_m, Implementation::Stock);
+    assert_eq!(
+        ours.0, stock.0,
+        "ferrovpn's lines differ from the stock client's"
+    );
+    for line in [
+        "STATE AUTH_PENDING",
+        "STATE RECONNECTING",
+        ">INFOMSG:WEB_AUTH::https://sso.example/login",
+        "AUTH_PENDING,timeout 60",
+        "RECONNECTING,no-push-reply",
+    ] {
+        assert!(ours.0.contains(&line.to_string()), "{line} in {ours:?}");
+    }
+    // 10 s from the key exchange, seen at a 5-second tick; the key
+    // exchange is a moment before AUTH_PENDING shows.
+    for (who, waited) in [("ferrovpn", ours.1), ("stock", stock.1)] {
+        assert!(
+            (7.0..=16.0).contains(&waited),
+            "{who} waited {waited:.1}s for the pending login"
+        );
+    }
+    assert!(
+        (ours.1 - stock.1).abs() <= 4.0,
+        "ferrovpn waited {:.1}s, stock {:.1}s",
+        ours.1,
+        stock.1
+    );
 }

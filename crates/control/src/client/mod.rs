@@ -229,12 +229,17 @@ pub struct P2p {
 /// it ends as on SIGTERM.
 pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
 
+/// How [`ferrovpn_proto::session::SessionError::NoPushReply`] reads: 2.6
+/// restarts with the signal text `no-push-reply` then.
+const NO_PUSH_REPLY: &str = "No reply from server to push requests";
+
 fn signal_text(ended: &Ended) -> &'static str {
     match ended {
         Ended::Shutdown | Ended::Fatal(_) => "sigterm",
         Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
+        Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
         Ended::ServerLeft(_) => "server-pushed-connection-reset",
         Ended::AuthFailed(_) => "auth-failure",
         Ended::Reconnect(_) | Ended::Restart => "sigusr1",
@@ -252,6 +257,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
+        Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
         Ended::Reconnect(_) => "connection-reset",
         Ended::ServerLeft(why) if why.contains("RESTART") => "server-pushed-connection-reset",
         Ended::ServerLeft(why) if why.contains("exit") => "remote-exit",
@@ -1078,6 +1084,12 @@ mod tests {
             (
                 Ended::Reconnect("connection to x ended: reset".into()),
                 "connection-reset",
+            ),
+            (
+                Ended::Reconnect(
+                    ferrovpn_proto::session::SessionError::NoPushReply(10).to_string(),
+                ),
+                "no-push-reply",
             ),
         ];
         for (ended, reason) in cases {
