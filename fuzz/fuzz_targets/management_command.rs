@@ -36,6 +36,15 @@ fuzz_target!(|data: &[u8]| {
         },
         entry_udp: data.get(3).is_some_and(|b| b & 4 == 4),
         started: data.get(3).is_some_and(|b| b & 8 == 8),
+        // `remote-entry-count` / `remote-entry-get` read the list.
+        remote_entries: if client {
+            vec![
+                "h,1194,udp,enabled".into(),
+                "h,443,tcp-client,enabled".into(),
+            ]
+        } else {
+            Vec::new()
+        },
     };
     // The first byte picks whether a password is asked first.
     let password = data

@@ -44,7 +44,9 @@ const ANNOUNCED_VERSION: &str = "2.6.14";
 const ANNOUNCED_PROTO: u32 = iv_proto::DATA_V2
     | iv_proto::REQUEST_PUSH
     | iv_proto::TLS_KEY_EXPORT
-    | iv_proto::CC_EXIT_NOTIFY;
+    | iv_proto::CC_EXIT_NOTIFY
+    // The client honours `AUTH_PENDING,timeout N`, as 2.6's does.
+    | iv_proto::AUTH_PENDING_KW;
 /// Receive replay window when the config does not set one: wide enough for
 /// what several workers reorder (a stock peer keeps its own default of 64).
 const DEFAULT_DATA_REPLAY_WINDOW: u32 = 2048;
@@ -1808,7 +1810,7 @@ mod tests {
     #[test]
     fn peer_info_announces_what_the_session_does() {
         let p = peer_info(&[Cipher::Aes256Gcm, Cipher::Aes128Gcm], 1500);
-        assert!(p.contains("IV_PROTO=142\n"));
+        assert!(p.contains("IV_PROTO=158\n"));
         assert!(p.contains("IV_NCP=2\n"));
         assert!(p.contains("IV_CIPHERS=AES-256-GCM:AES-128-GCM\n"));
         let p = peer_info(&[Cipher::ChaCha20Poly1305], 1500);

@@ -1291,3 +1291,73 @@ fn refused_peer_hears_nothing_more() {
     assert!(pair.cs.keys.is_empty() && pair.cs.push.is_none());
     assert!(pair.cs.auth_failed.is_none() && pair.cs.closed.is_none());
 }
+
+/// The client gives up waiting for the push reply as 2.6's
+/// `send_push_request` does: at its push-request tick (every 5 s) once
+/// hand-window passed since key 0 was established, or the deadline an
+/// AUTH_PENDING set (the server's `timeout N`, hand-window without one, at
+/// most the longer of hand-window and half of reneg-sec, all from when
+/// key 0 was established). The server keeps acknowledging meanwhile, and
+/// its reply never completes.
+#[test]
+fn push_reply_wait_ends_as_2_6() {
+    // (what the server sends, hand-window, reneg-sec, earliest second the
+    // client may give up)
+    let cases: [(Option<&str>, u64, Option<u64>, u64); 5] = [
+        (None, 60, None, 60),
+        (Some("AUTH_PENDING,timeout 12"), 60, None, 12),
+        (Some("AUTH_PENDING,timeout 300"), 8, Some(20), 10),
+        (Some("AUTH_PENDING,timeout 300"), 8, None, 8),
+        (Some("AUTH_PENDING,foo,timeout 31,bar"), 60, Some(3600), 31),
+    ];
+    for (pending, hand_window, reneg, earliest) in cases {
+        let mut pair = Pair::start_with(
+            ControlWrap::None,
+            ControlWrap::None,
+            reneg.map(Duration::from_secs),
+            |c| c.hand_window = Duration::from_secs(hand_window),
+        );
+        // A reply that leaves the client waiting for its other parts.
+        pair.ss.reply_text = Some("PUSH_REPLY,ping 10,push-continuation 2".into());
+        pair.run(|_, s| !s.send_keys.is_empty());
+        pair.assert_open();
+        let t0 = pair.now;
+        let server = pair.server.as_mut().unwrap();
+        let client = &mut pair.client;
+        if let Some(m) = pending {
+            server.send_control_message(t0, m);
+        }
+        let mut closed = None;
+        for s in 0..=120u64 {
+            let now = t0 + Duration::from_secs(s);
+            client.handle_timeout(now);
+            server.handle_timeout(now);
+            for _ in 0..3 {
+                while let Some(p) = server.poll_transmit() {
+                    client.handle_packet(now, &p);
+                }
+                while let Some(p) = client.poll_transmit() {
+                    server.handle_packet(now, &p);
+                }
+            }
+            while server.poll_event().is_some() {}
+            while let Some(ev) = client.poll_event() {
+                if let Event::Closed(e) = ev {
+                    closed = Some((s, e.to_string()));
+                }
+            }
+            if closed.is_some() {
+                break;
+            }
+        }
+        let (at, why) = closed.unwrap_or_else(|| panic!("{pending:?}: the client waits for ever"));
+        assert!(
+            (earliest..earliest + 5).contains(&at),
+            "{pending:?}, hand-window {hand_window}: gave up at {at}s"
+        );
+        assert_eq!(
+            why,
+            format!("No reply from server to push requests in {at}s")
+        );
+    }
+}

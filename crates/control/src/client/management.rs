@@ -124,6 +124,12 @@ impl ClientManagement {
         self.mgmt.client_started();
     }
 
+    /// The connection list in the order it is walked, for
+    /// `remote-entry-count` / `remote-entry-get`.
+    pub fn set_remote_entries(&self, entries: Vec<String>) {
+        self.mgmt.set_remote_entries(entries);
+    }
+
     pub fn cancel_entry_query(&self) {
         self.mgmt.cancel_entry_query();
     }

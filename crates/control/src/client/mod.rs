@@ -106,6 +106,24 @@ impl Remote {
         self.float && self.transport == Transport::Udp && self.proxy.is_none()
     }
 
+    /// The entry as `remote-entry-get` shows it: `HOST,PORT,PROTO,STATUS`
+    /// with 2.6's short protocol name (a client's TCP is `tcp-client`;
+    /// `4`/`6` when the entry is bound to a family). Always `enabled`:
+    /// 2.6 disables entries only for `http-proxy-override` and
+    /// `proto-force`, which ferrovpn refuses.
+    fn entry_line(&self) -> String {
+        // A client's entry is UDP or TCP (`UdpAndTcp` is a server's).
+        let proto = match (self.transport == Transport::Tcp, self.family) {
+            (false, None) => "udp",
+            (false, Some(false)) => "udp4",
+            (false, Some(true)) => "udp6",
+            (true, None) => "tcp-client",
+            (true, Some(false)) => "tcp4-client",
+            (true, Some(true)) => "tcp6-client",
+        };
+        format!("{},{},{proto},enabled", self.host, self.port)
+    }
+
     /// The server's name for this attempt: with `remote-random-hostname`, a
     /// random label goes before a name (never before an address), as 2.6.
     fn host_for_attempt(&self) -> String {
@@ -211,12 +229,17 @@ pub struct P2p {
 /// it ends as on SIGTERM.
 pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
 
+/// How [`ferrovpn_proto::session::SessionError::NoPushReply`] reads: 2.6
+/// restarts with the signal text `no-push-reply` then.
+const NO_PUSH_REPLY: &str = "No reply from server to push requests";
+
 fn signal_text(ended: &Ended) -> &'static str {
     match ended {
         Ended::Shutdown | Ended::Fatal(_) => "sigterm",
         Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
+        Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
         Ended::ServerLeft(_) => "server-pushed-connection-reset",
         Ended::AuthFailed(_) => "auth-failure",
         Ended::Reconnect(_) | Ended::Restart => "sigusr1",
@@ -234,6 +257,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
+        Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
         Ended::Reconnect(_) => "connection-reset",
         Ended::ServerLeft(why) if why.contains("RESTART") => "server-pushed-connection-reset",
         Ended::ServerLeft(why) if why.contains("exit") => "remote-exit",
@@ -429,6 +453,9 @@ pub async fn run_client(
     let mut order: Vec<usize> = (0..s.remotes.len()).collect();
     if s.remote_random {
         shuffle(&mut order);
+    }
+    if let Some(m) = mgmt {
+        m.set_remote_entries(order.iter().map(|&i| s.remotes[i].entry_line()).collect());
     }
     let mut walk = Walk::new(order, s.connect_retry_max);
     let mut credentials = s.credentials.clone();
@@ -1058,6 +1085,12 @@ mod tests {
                 Ended::Reconnect("connection to x ended: reset".into()),
                 "connection-reset",
             ),
+            (
+                Ended::Reconnect(
+                    ferrovpn_proto::session::SessionError::NoPushReply(10).to_string(),
+                ),
+                "no-push-reply",
+            ),
         ];
         for (ended, reason) in cases {
             assert_eq!(state_reason(&ended, "SIGHUP"), reason, "{ended:?}");
@@ -1070,6 +1103,20 @@ mod tests {
             verification_failed("CRV1:R,E:state:dXNlcg==:Enter code"),
             ">PASSWORD:Verification Failed: 'Auth' ['CRV1:R,E:state:dXNlcg==:Enter code']"
         );
+    }
+
+    #[test]
+    fn entry_lines_as_2_6() {
+        let mut r = Remote::udp("vpn.example", 1194);
+        assert_eq!(r.entry_line(), "vpn.example,1194,udp,enabled");
+        r.family = Some(true);
+        assert_eq!(r.entry_line(), "vpn.example,1194,udp6,enabled");
+        r.transport = Transport::Tcp;
+        r.family = None;
+        r.port = 443;
+        assert_eq!(r.entry_line(), "vpn.example,443,tcp-client,enabled");
+        r.family = Some(false);
+        assert_eq!(r.entry_line(), "vpn.example,443,tcp4-client,enabled");
     }
 
     #[test]

@@ -233,6 +233,14 @@ pub enum Command {
     Proxy(Vec<String>),
     /// `cr-response BASE64`: the answer to a `CR_TEXT` challenge.
     CrResponse(String),
+    /// `remote-entry-count`: how many connection entries a client has.
+    RemoteEntryCount,
+    /// `remote-entry-get FROM [TO]`: connection entries FROM..TO (or
+    /// FROM alone), or every one for `all`, as the words were given.
+    RemoteEntryGet {
+        from: String,
+        to: Option<String>,
+    },
     /// A command 2.6 knows that has no meaning for a ferrovpn server.
     NotInThisMode(String),
 }
@@ -396,9 +404,18 @@ fn command(w: &[String]) -> Result<Command, String> {
             need(w, 1, false)?;
             Command::CrResponse(w[1].clone())
         }
+        "remote-entry-count" => Command::RemoteEntryCount,
+        "remote-entry-get" => {
+            need(w, 1, true)?;
+            Command::RemoteEntryGet {
+                from: w[1].clone(),
+                to: arg(2).map(String::from),
+            }
+        }
         name @ ("auth-retry" | "needok" | "needstr" | "net" | "rsa-sig" | "pk-sig"
-        | "certificate" | "pkcs11-id-count" | "pkcs11-id-get" | "remote-entry-count"
-        | "remote-entry-get" | "test") => Command::NotInThisMode(name.to_string()),
+        | "certificate" | "pkcs11-id-count" | "pkcs11-id-get" | "test") => {
+            Command::NotInThisMode(name.to_string())
+        }
         _ => return Err("ERROR: unknown command, enter 'help' for more options".into()),
     })
 }
@@ -491,6 +508,10 @@ mod tests {
             "ERROR: the 'cr-response' command requires 1 parameter"
         );
         assert_eq!(reply("client-auth 1 y"), "ERROR: cannot parse KID");
+        assert_eq!(
+            reply("remote-entry-get"),
+            "ERROR: the 'remote-entry-get' command requires at least 1 parameter"
+        );
         assert_eq!(parse(""), Parsed::Nothing);
     }
 

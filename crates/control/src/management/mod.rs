@@ -251,6 +251,7 @@ impl Management {
             entry_query: None,
             entry_udp: false,
             started: false,
+            remote_entries: Vec::new(),
             hold: settings.hold,
             hold_released: false,
             holding: settings.hold,
@@ -362,6 +363,12 @@ impl Management {
     /// A client is past its first hold (see [`session::Shared::started`]).
     pub fn client_started(&self) {
         lock(&self.shared).started = true;
+    }
+
+    /// A client's connection list as `remote-entry-get` shows it (see
+    /// [`session::Shared::remote_entries`]).
+    pub fn set_remote_entries(&self, entries: Vec<String>) {
+        lock(&self.shared).remote_entries = entries;
     }
 
     /// Drop an entry question nobody answered.

@@ -87,9 +87,14 @@ pub struct Shared {
     /// Whether the client's current connection entry is UDP (`proxy HTTP`
     /// fails for one, asked or not, as 2.6).
     pub entry_udp: bool,
-    /// A client past its first hold: 2.6 sets up `remote`, `proxy` and
-    /// `cr-response` only then, and calls them unsupported before.
+    /// A client past its first hold: 2.6 sets up `remote`, `proxy`,
+    /// `cr-response` and `remote-entry-*` only then, and calls them
+    /// unsupported before.
     pub started: bool,
+    /// A client's connection list in the order it walks it (after
+    /// `remote-random`), one `HOST,PORT,PROTO,enabled` per entry, for
+    /// `remote-entry-count` / `remote-entry-get`.
+    pub remote_entries: Vec<String>,
 }
 
 /// A client's question about the connection entry it is about to try, as
@@ -529,6 +534,12 @@ impl Session {
             C::CrResponse(_) => {
                 send("ERROR: The 'cr-repsonse' command is not supported by the current daemon mode")
             }
+            C::RemoteEntryCount => send(
+                "ERROR: The 'remote-entry-count' command is not supported by the current daemon mode",
+            ),
+            C::RemoteEntryGet { .. } => send(
+                "ERROR: The 'remote-entry-get' command is not supported by the current daemon mode",
+            ),
         }
     }
 
@@ -712,6 +723,32 @@ fn proxy_command(shared: &mut Shared, args: &[String]) -> &'static str {
     reply
 }
 
+/// `remote-entry-get FROM [TO]` as 2.6 answers it (manage.c,
+/// `man_remote_entry_get`): entries FROM up to TO-1 (FROM alone without
+/// TO, every one for `all`), each as `INDEX,HOST,PORT,PROTO,STATUS`, then
+/// `END`. Both numbers are C's `atoi` taken as `unsigned`, so a negative or
+/// too large one wraps, and `TO` below `FROM` (or past the list) just
+/// shows fewer entries.
+fn remote_entries(entries: &[String], from: &str, to: Option<&str>) -> String {
+    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    // glibc's atoi is strtol (saturating at the i64 bounds) cut to its
+    // low 32 bits.
+    let unsigned = |s: &str| command::atoi(s) as u32;
+    let (from, to) = if from == "all" {
+        (0, count)
+    } else {
+        let from = unsigned(from);
+        (from, to.map_or(from.wrapping_add(1), unsigned))
+    };
+    let mut out = String::new();
+    for i in from..to.min(count) {
+        if let Some(entry) = entries.get(i as usize) {
+            out += &reply::line(&format!("{i},{entry}"));
+        }
+    }
+    out + &reply::line("END")
+}
+
 /// How a client's interface answers what differs from a server's: the
 /// server-only commands fail as 2.6 fails them on a client, and
 /// `username`/`password` answer a pending `>PASSWORD:Need` query. `None`:
@@ -742,6 +779,16 @@ fn client_command(shared: &mut Shared, c: &Command) -> Option<Step> {
         C::Proxy(_) if !shared.started => not_here("proxy"),
         // 2.6 misspells the command's name here (manage.c).
         C::CrResponse(_) if !shared.started => not_here("cr-repsonse"),
+        C::RemoteEntryCount if !shared.started => not_here("remote-entry-count"),
+        C::RemoteEntryGet { .. } if !shared.started => not_here("remote-entry-get"),
+        C::RemoteEntryCount => Some(Step::Send(
+            reply::line(&shared.remote_entries.len().to_string()) + &reply::line("END"),
+        )),
+        C::RemoteEntryGet { from, to } => Some(Step::Send(remote_entries(
+            &shared.remote_entries,
+            from,
+            to.as_deref(),
+        ))),
         C::Remote(args) => send(remote_command(shared, args)),
         C::Proxy(args) => send(proxy_command(shared, args)),
         C::CrResponse(answer) => {
@@ -854,6 +901,7 @@ mod tests {
             entry_query: None,
             entry_udp: false,
             started: false,
+            remote_entries: Vec::new(),
         }
     }
 
@@ -1355,6 +1403,88 @@ mod tests {
             ),
         ] {
             assert_eq!(reply_to(&mut Session::new(None), &mut server, line), reply);
+        }
+    }
+
+    /// `remote-entry-count` / `remote-entry-get` as 2.6.14 answers them
+    /// (manage.c `man_remote_entry_*`, init.c
+    /// `management_callback_remote_entry_get`).
+    #[test]
+    fn remote_entries_as_the_stock_client() {
+        let mut sh = client_shared();
+        sh.remote_entries = vec![
+            "10.0.0.1,1194,udp,enabled".into(),
+            "vpn.example,443,tcp-client,enabled".into(),
+            "10.0.0.3,1196,udp6,enabled".into(),
+        ];
+        let mut s = Session::new(None);
+        let lines = |s: &mut Session, sh: &mut Shared, l: &str| text(s.on_line(sh, l));
+        // Before the first hold is released 2.6 has no such commands yet.
+        for name in ["remote-entry-count", "remote-entry-get all"] {
+            let cmd = name.split(' ').next().unwrap();
+            assert_eq!(
+                lines(&mut s, &mut sh, name),
+                format!(
+                    "ERROR: The '{cmd}' command is not supported by the current daemon mode\r\n"
+                )
+            );
+        }
+        sh.started = true;
+        assert_eq!(lines(&mut s, &mut sh, "remote-entry-count"), "3\r\nEND\r\n");
+        let all = "0,10.0.0.1,1194,udp,enabled\r\n1,vpn.example,443,tcp-client,enabled\r\n2,10.0.0.3,1196,udp6,enabled\r\nEND\r\n";
+        for (line, expected) in [
+            ("remote-entry-get all", all),
+            ("remote-entry-get all 1", all),
+            ("remote-entry-get 0 99", all),
+            (
+                "remote-entry-get 1",
+                "1,vpn.example,443,tcp-client,enabled\r\nEND\r\n",
+            ),
+            (
+                "remote-entry-get 1 3",
+                "1,vpn.example,443,tcp-client,enabled\r\n2,10.0.0.3,1196,udp6,enabled\r\nEND\r\n",
+            ),
+            // atoi: no digits is 0, trailing junk ignored.
+            (
+                "remote-entry-get x",
+                "0,10.0.0.1,1194,udp,enabled\r\nEND\r\n",
+            ),
+            (
+                "remote-entry-get 2abc",
+                "2,10.0.0.3,1196,udp6,enabled\r\nEND\r\n",
+            ),
+            // Past the end, backwards, negative (a huge unsigned), and
+            // the largest index (FROM+1 wraps to 0): only END.
+            ("remote-entry-get 3", "END\r\n"),
+            ("remote-entry-get 2 1", "END\r\n"),
+            ("remote-entry-get -1", "END\r\n"),
+            ("remote-entry-get 4294967295", "END\r\n"),
+            // Past i64: strtol saturates, and the low 32 bits are all ones.
+            ("remote-entry-get 99999999999999999999 3", "END\r\n"),
+            // 2^32 cut to 32 bits is 0.
+            (
+                "remote-entry-get 4294967296",
+                "0,10.0.0.1,1194,udp,enabled\r\nEND\r\n",
+            ),
+        ] {
+            assert_eq!(lines(&mut s, &mut sh, line), expected, "{line}");
+        }
+        assert_eq!(
+            lines(&mut s, &mut sh, "remote-entry-get"),
+            "ERROR: the 'remote-entry-get' command requires at least 1 parameter\r\n"
+        );
+        // A server has none of them.
+        let mut server = shared();
+        for (line, cmd) in [
+            ("remote-entry-count", "remote-entry-count"),
+            ("remote-entry-get all", "remote-entry-get"),
+        ] {
+            assert_eq!(
+                lines(&mut Session::new(None), &mut server, line),
+                format!(
+                    "ERROR: The '{cmd}' command is not supported by the current daemon mode\r\n"
+                )
+            );
         }
     }
 

@@ -78,6 +78,12 @@ pub enum SessionError {
     /// The key negotiation did not finish within hand-window.
     #[error("key negotiation did not finish within hand-window")]
     HandWindowExpired,
+    /// Client: no push reply by the push-request deadline (hand-window
+    /// after key 0 was established, or the timeout an AUTH_PENDING set),
+    /// or the server silent for hand-window meanwhile; 2.6's words, with
+    /// the seconds since key 0 was established.
+    #[error("No reply from server to push requests in {0}s")]
+    NoPushReply(u64),
     /// Control data stayed unacknowledged for longer than hand-window.
     #[error("control data unacknowledged for longer than hand-window")]
     Unacknowledged,

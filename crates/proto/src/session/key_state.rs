@@ -311,6 +311,12 @@ impl Session {
                 && !self.push_received
             {
                 self.next_push_request = Some(now);
+                self.established_at = Some(now);
+                // An AUTH_PENDING that came first keeps its deadline (2.6's
+                // check_connection_established).
+                if self.push_request_deadline.is_none_or(|d| d < now) {
+                    self.push_request_deadline = Some(now + self.cfg.hand_window);
+                }
             }
         }
         let ks = &mut self.keys[idx];

@@ -2,7 +2,7 @@
 //! EXIT, RESTART, AUTH_FAILED and the others, received and sent.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -128,10 +128,34 @@ impl Session {
                     .strip_prefix(',')
                     .unwrap_or("")
                     .to_string();
+                if !self.cfg.p2p {
+                    self.auth_pending_deadline(now, &keywords);
+                }
                 self.events.push_back(Event::AuthPending(keywords));
             }
             (_, other) => debug!("ignoring control message {other:?}"),
         }
+    }
+
+    /// Client: how long an AUTH_PENDING lets the push reply wait, as 2.6's
+    /// `receive_auth_pending`: the server's `timeout N` (hand-window
+    /// without one), at most the longer of hand-window and half of
+    /// reneg-sec, counted from when key 0 was established.
+    fn auth_pending_deadline(&mut self, now: Instant, keywords: &str) {
+        let hand_window = self.cfg.hand_window;
+        let cap = self
+            .cfg
+            .reneg_interval
+            .map_or(Duration::ZERO, |r| r / 2)
+            .max(hand_window);
+        let asked = auth_pending_timeout(keywords).map_or(hand_window, Duration::from_secs);
+        let allowed = asked.min(cap);
+        info!(
+            "AUTH_PENDING received, extending handshake timeout from {}s to {}s",
+            hand_window.as_secs(),
+            allowed.as_secs()
+        );
+        self.push_request_deadline = Some(self.established_at.unwrap_or(now) + allowed);
     }
 
     /// Server: set the whole PUSH_REPLY text (`PUSH_REPLY,...`), options in
@@ -210,4 +234,18 @@ impl Session {
             .write_all(&b)
             .map_err(SessionError::TlsIo)
     }
+}
+
+/// The `timeout N` among AUTH_PENDING's comma-separated keywords (the
+/// last one that reads as such; 2.6 reads each with `sscanf("timeout %u")`
+/// and ignores the others).
+pub(super) fn auth_pending_timeout(keywords: &str) -> Option<u64> {
+    keywords
+        .split(',')
+        .filter_map(|k| {
+            let n = k.strip_prefix("timeout")?.trim_start();
+            let digits = n.bytes().take_while(u8::is_ascii_digit).count();
+            n[..digits].parse::<u32>().ok().map(u64::from)
+        })
+        .next_back()
 }

@@ -229,6 +229,14 @@ pub struct Session {
     /// is due at the average rate; up to a burst ahead of it is taken.
     peer_reneg_due: Option<Instant>,
     next_push_request: Option<Instant>,
+    /// Client: when key 0 was established (2.6's `ks->established`).
+    established_at: Option<Instant>,
+    /// Client: the push reply must have come by then (2.6's
+    /// `push_request_timeout`): hand-window after key 0 was established,
+    /// or what an AUTH_PENDING allows.
+    push_request_deadline: Option<Instant>,
+    /// The last packet the session accepted from the peer.
+    last_peer_packet: Instant,
     next_reneg: Option<Instant>,
     closed: bool,
     /// Client: user name and password (or auth-token) sent in each
@@ -274,6 +282,9 @@ impl Session {
             peer_leaf_sha256: None,
             peer_reneg_due: None,
             next_push_request: None,
+            established_at: None,
+            push_request_deadline: None,
+            last_peer_packet: now,
             next_reneg: None,
             closed: false,
             credentials: None,

@@ -28,6 +28,9 @@ impl Session {
                 false
             }
         };
+        if accepted {
+            self.last_peer_packet = now;
+        }
         self.flush(now);
         accepted
     }

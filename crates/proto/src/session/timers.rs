@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::key_state::Phase;
 use super::{Event, PUSH_REQUEST_INTERVAL, Session, SessionError};
@@ -19,7 +19,17 @@ impl Session {
         let mut i = 0;
         while i < self.keys.len() {
             let ks = &self.keys[i];
-            if ks.phase != Phase::Active && ks.retire_at.is_none() && now >= ks.deadline {
+            // A client's first key waiting only for the push reply (2.6
+            // has it active by then) is timed by the push-request
+            // deadline below, which AUTH_PENDING may extend.
+            let awaits_push = ks.phase == Phase::Established
+                && !self.push_received
+                && self.push_request_deadline.is_some();
+            if ks.phase != Phase::Active
+                && !awaits_push
+                && ks.retire_at.is_none()
+                && now >= ks.deadline
+            {
                 self.fail_key_state(now, i, SessionError::HandWindowExpired);
                 return;
             }
@@ -49,6 +59,17 @@ impl Session {
             self.next_reneg = None;
         }
         if self.cfg.side == Side::Client && self.next_push_request.is_some_and(|t| now >= t) {
+            // 2.6 (push.c send_push_request): give up at the deadline, or
+            // when the server stayed silent for hand-window.
+            let late = self.push_request_deadline.is_some_and(|d| now >= d);
+            if late || now.saturating_duration_since(self.last_peer_packet) >= hand_window {
+                let since = self
+                    .established_at
+                    .map_or(0, |t| now.saturating_duration_since(t).as_secs());
+                warn!("No reply from server to push requests in {since}s");
+                self.close(SessionError::NoPushReply(since));
+                return;
+            }
             self.send_text_on_current(now, "PUSH_REQUEST");
             self.next_push_request = Some(now + PUSH_REQUEST_INTERVAL);
         }
