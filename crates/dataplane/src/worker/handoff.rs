@@ -337,7 +337,9 @@ impl Outbound {
             job_ref.order.push(i);
         }
         if sent > 0 {
-            peer.counters.sent(sent, bytes, now_nanos());
+            // UDP only (seal-spread is refused over TCP): the link bytes are
+            // the datagrams as written.
+            peer.counters.sent(sent, bytes, written, now_nanos());
         }
         if drops > 0 {
             peer.counters.tx_drops.fetch_add(drops, Ordering::Relaxed);
