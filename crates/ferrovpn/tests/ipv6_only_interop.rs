@@ -292,7 +292,9 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         c2.stop(Duration::from_secs(5));
         // Each client's delete lines: one per address it had. ferrovpn
         // deletes them as the client goes; 2.6 when its reaper walks past
-        // the address, which may take minutes: at least one is waited for.
+        // the address, which may take minutes (one run saw none in 60 s):
+        // stock's deletes are waited for a while, not required, and the
+        // ones it made are checked below.
         let wanted = if imp == Implementation::Ferrovpn {
             3
         } else {
@@ -303,7 +305,11 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
                 .is_ok_and(|t| t.lines().filter(|l| l.starts_with("delete ")).count() >= wanted)
         });
         let text = std::fs::read_to_string(&learned).unwrap_or_default();
-        assert!(deleted, "{}: learn-address calls:\n{text}", name(imp));
+        assert!(
+            deleted || imp == Implementation::Stock,
+            "{}: learn-address calls:\n{text}",
+            name(imp)
+        );
         views.push(ServerView {
             learned: text.lines().map(|l| l.trim_end().to_owned()).collect(),
             clients,
