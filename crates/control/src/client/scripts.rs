@@ -601,22 +601,11 @@ fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) 
         env.set("route_vpn_gateway", gw.to_string());
     }
     for (i, r) in plan.routes.iter().enumerate() {
-        let n = i + 1;
-        env.set(&format!("route_network_{n}"), r.network.to_string());
-        env.set(&format!("route_netmask_{n}"), r.netmask.to_string());
-        if let Some(gw) = r.gateway.or(plan.gateway) {
-            env.set(&format!("route_gateway_{n}"), gw.to_string());
-        }
-        if let Some(m) = r.metric {
-            env.set(&format!("route_metric_{n}"), m.to_string());
-        }
+        let gateway = r.gateway.or(plan.gateway);
+        env.set_route(i + 1, r.network, r.netmask, gateway, r.metric);
     }
     for (i, r) in plan.routes6.iter().enumerate() {
-        let n = i + 1;
-        env.set(
-            &format!("route_ipv6_network_{n}"),
-            format!("{}/{}", r.network, r.bits),
-        );
+        env.set_route_ipv6(i + 1, r.network, r.bits);
     }
     let redirected = plan.redirect.as_ref().is_some_and(|r| r.ipv4);
     env.set("redirect_gateway", if redirected { "1" } else { "0" });

@@ -1,7 +1,7 @@
 //! The environment a script sees: only what OpenVPN 2.6 sets (no `PATH`,
 //! nothing inherited from ferrovpn's own environment).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::command::Security;
 
@@ -51,6 +51,36 @@ impl Env {
             self.set(&format!("{side}_{suffix}"), addr.ip().to_string());
             self.set(&format!("{side}_port"), addr.port().to_string());
         }
+    }
+
+    /// Route number `n` (from 1) of 2.6's route list:
+    /// `route_network_N`, `route_netmask_N`, then `route_gateway_N` and
+    /// `route_metric_N` when known, in that order.
+    pub fn set_route(
+        &mut self,
+        n: usize,
+        network: Ipv4Addr,
+        netmask: Ipv4Addr,
+        gateway: Option<Ipv4Addr>,
+        metric: Option<u32>,
+    ) {
+        self.set(&format!("route_network_{n}"), network.to_string());
+        self.set(&format!("route_netmask_{n}"), netmask.to_string());
+        if let Some(gw) = gateway {
+            self.set(&format!("route_gateway_{n}"), gw.to_string());
+        }
+        if let Some(m) = metric {
+            self.set(&format!("route_metric_{n}"), m.to_string());
+        }
+    }
+
+    /// IPv6 route number `n` (from 1): `route_ipv6_network_N` as
+    /// `NETWORK/BITS`.
+    pub fn set_route_ipv6(&mut self, n: usize, network: Ipv6Addr, bits: u8) {
+        self.set(
+            &format!("route_ipv6_network_{n}"),
+            format!("{network}/{bits}"),
+        );
     }
 
     /// The pairs a script may see at `security` (passwords only at 3).

@@ -66,22 +66,11 @@ pub(super) fn up_env(
         }
     }
     if !s.no_exec.routes {
-        for (i, (network, netmask, metric)) in s.routes.iter().enumerate() {
-            let n = i + 1;
-            env.set(&format!("route_network_{n}"), network.to_string());
-            env.set(&format!("route_netmask_{n}"), netmask.to_string());
-            if let Some(gw) = vpn_gateway {
-                env.set(&format!("route_gateway_{n}"), gw.to_string());
-            }
-            if let Some(m) = metric {
-                env.set(&format!("route_metric_{n}"), m.to_string());
-            }
+        for (i, &(network, netmask, metric)) in s.routes.iter().enumerate() {
+            env.set_route(i + 1, network, netmask, vpn_gateway, metric);
         }
-        for (i, (network, bits, _)) in s.routes_ipv6.iter().enumerate() {
-            env.set(
-                &format!("route_ipv6_network_{}", i + 1),
-                format!("{network}/{bits}"),
-            );
+        for (i, &(network, bits, _)) in s.routes_ipv6.iter().enumerate() {
+            env.set_route_ipv6(i + 1, network, bits);
         }
         // 2.6 always has an (IPv4) route list, so says this unless
         // `route-noexec`.
