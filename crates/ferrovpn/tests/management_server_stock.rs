@@ -15,31 +15,10 @@
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{kill, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT};
+use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
 use ferrovpn_testkit::{Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-/// A transcript line with what differs per process cut: the time of state
-/// entries and the process's own environment values.
-fn normalized(line: &str) -> String {
-    for name in ["daemon_pid", "daemon_start_time", "config"] {
-        let prefix = format!(">UPDOWN:ENV,{name}=");
-        if line.starts_with(&prefix) {
-            return format!("{prefix}*");
-        }
-    }
-    let (head, entry) = match line.strip_prefix(">STATE:") {
-        Some(rest) => (">STATE:", rest),
-        None => ("", line),
-    };
-    match entry.split_once(',') {
-        Some((time, rest)) if time.len() >= 9 && time.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{head}T,{rest}")
-        }
-        _ => line.to_string(),
-    }
-}
 
 /// How the script ends the server.
 #[derive(Clone, Copy)]
