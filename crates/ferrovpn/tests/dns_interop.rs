@@ -121,10 +121,7 @@ fn dns_env_recorder(lab: &Lab, out: &std::path::Path) -> std::path::PathBuf {
 /// Run a client (`imp`) whose `up` script records the `dns_*` variables;
 /// returns them once written.
 fn dns_env_of(lab: &Lab, imp: Implementation, server: &Proc) -> String {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let out = lab.dir.join(format!("{name}.dns.env"));
     let script = dns_env_recorder(lab, &out);
     let mut cc = lab.client_conf(

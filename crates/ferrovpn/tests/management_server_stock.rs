@@ -37,10 +37,7 @@ enum End {
 /// until the interface closes. Returns every line read (normalized)
 /// and whether the process exited successfully.
 fn transcript(lab: &Lab, imp: Implementation, extra: &[&str], hold: bool, end: End) -> Vec<String> {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}-mgmt.sock"));
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap, Cipher::Aes256Gcm);
@@ -192,10 +189,7 @@ const PINGS: u32 = 1000;
 /// `management-client-auth`, with which 2.6 wants a password from every
 /// client.)
 fn counted(lab: &Lab, imp: Implementation) -> [(u64, u64); 2] {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}-bytes.sock"));
     let env_file = lab.dir.join(format!("{name}-disconnect.env"));
     let script = lab.dir.join(format!("{name}-disconnect.sh"));

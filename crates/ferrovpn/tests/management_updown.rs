@@ -36,10 +36,7 @@ fn updown_as_stock(lab: &Lab, sc: &ServerConf, extra: &[String]) -> Vec<String> 
 /// read the UP block, send SIGTERM, read the DOWN block; returns every
 /// line from the release's answer to the DOWN block's END, normalized.
 fn updown_script(lab: &Lab, sc: &ServerConf, imp: Implementation, extra: &[String]) -> Vec<String> {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}.sock"));
     let mut cc = lab.client_conf(
         0,
