@@ -126,8 +126,9 @@ pub fn normalized(line: &str) -> String {
     }
 }
 
-/// Run `script` for a ferrovpn client, then for the stock 2.6 client,
-/// assert both returned the same, and return ferrovpn's.
+/// Run `script` for ferrovpn, then for stock 2.6 (a client or a server,
+/// as the script starts), assert both returned the same, and return
+/// ferrovpn's.
 pub fn same_as_stock<T: PartialEq + Debug>(script: impl FnMut(Implementation) -> T) -> T {
     same_as_stock_or(script, String::new)
 }
@@ -143,7 +144,7 @@ pub fn same_as_stock_or<T: PartialEq + Debug>(
     assert_eq!(
         ours,
         stock,
-        "ferrovpn's lines differ from the stock client's\n{}",
+        "ferrovpn's lines differ from stock 2.6's\n{}",
         context()
     );
     ours
