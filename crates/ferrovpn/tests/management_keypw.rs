@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_TUN, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, same_as_stock, same_as_stock_or, state_names};
+use ferrovpn_testkit::mgmt::{
+    Management, same_as_stock, same_as_stock_or, state_names, state_names_and_reasons,
+};
 use ferrovpn_testkit::pki::{KeyEncryption, export_pkcs12};
 use ferrovpn_testkit::{
     Implementation, Lab, Material, Proc, ServerConf, openvpn_server_conf, ping,
@@ -236,12 +238,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     same.push(m.one("password \"Private Key\" again"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(state_names(&m.states()));
-    same.extend(
-        m.states()
-            .into_iter()
-            .filter(|s| s.starts_with("RECONNECTING") || s.starts_with("EXITING")),
-    );
+    same.extend(state_names_and_reasons(&m));
     let status = wait_exit(&mut client, Duration::from_secs(10));
     same.push(format!("exit status {:?}", status.code()));
     same

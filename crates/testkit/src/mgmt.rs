@@ -60,6 +60,20 @@ pub fn state_names(states: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The state names of `m` ([`state_names`] of [`Management::states`]),
+/// then its `RECONNECTING` and `EXITING` entries whole, for their reasons
+/// (`SIGUSR1`, `private-key-password-failure`, ...).
+pub fn state_names_and_reasons(m: &Management) -> Vec<String> {
+    let states = m.states();
+    let mut out = state_names(&states);
+    out.extend(
+        states
+            .into_iter()
+            .filter(|s| s.starts_with("RECONNECTING") || s.starts_with("EXITING")),
+    );
+    out
+}
+
 /// A client of `imp` in the lab's first client namespace from the config
 /// `text` plus the lines `extra`, with its management interface on the
 /// unix socket `<name>.sock` in the lab's directory and `management-hold`.
