@@ -131,10 +131,7 @@ fn stock_client_of_an_ipv6_only_server_sees_what_a_stock_server_gives() {
         sc.network = String::new();
         sc.extra = vec!["server-ipv6 fd00:6::/64".into()];
         sc.push = vec!["route-ipv6 fd00:66::/64".into()];
-        let server = match imp {
-            Implementation::Ferrovpn => lab.ferrovpn_server(&sc),
-            Implementation::Stock => lab.stock_server(&sc),
-        };
+        let server = lab.server(imp, &sc);
         let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
         let view = client_view(&lab, imp, &client, &server, "inet6 fd00:6::1000/64");
         if imp == Implementation::Ferrovpn {
@@ -249,10 +246,7 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
             "script-security 2".to_string(),
             format!("learn-address {}", script.display()),
         ]);
-        let server = match imp {
-            Implementation::Ferrovpn => lab.ferrovpn_server(&sc),
-            Implementation::Stock => lab.stock_server(&sc),
-        };
+        let server = lab.server(imp, &sc);
         let confs = lab.client_confs(&wrap, ferrovpn_testkit::Cipher::Aes256Gcm);
         let mut c1 = lab.stock_client_up(0, "client1", &confs[0], &server);
         let mut c2 = lab.stock_client_up(1, "client2", &confs[1], &server);
