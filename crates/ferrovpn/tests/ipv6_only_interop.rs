@@ -15,7 +15,7 @@ use std::time::Duration;
 use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails, ping_and_iperf3_both_ways};
 use ferrovpn_testkit::mgmt::{Management, unix_management_conf};
 use ferrovpn_testkit::{Implementation, wait_until};
-use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools, sh_script};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -229,16 +229,10 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         )
         .unwrap();
         let learned = lab.dir.join("learned.txt");
-        let script = lab.dir.join("learn.sh");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$1 $2 $3\" >> {}\n", learned.display()),
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .args(["755", script.to_str().unwrap()])
-            .status()
-            .unwrap();
+        let script = sh_script(
+            lab.dir.join("learn.sh"),
+            &format!("echo \"$1 $2 $3\" >> {}\n", learned.display()),
+        );
         sc.extra.extend([
             "ifconfig-ipv6 fd00:a::1/64 fd00:a::2".to_string(),
             "ifconfig-ipv6-pool fd00:a::1000/64".to_string(),

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{kill, wait_exit};
 use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
-use ferrovpn_testkit::{Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf};
+use ferrovpn_testkit::{
+    Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf, sh_script,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -192,16 +194,10 @@ fn counted(lab: &Lab, imp: Implementation) -> [(u64, u64); 2] {
     let name = imp.name();
     let socket = lab.dir.join(format!("{name}-bytes.sock"));
     let env_file = lab.dir.join(format!("{name}-disconnect.env"));
-    let script = lab.dir.join(format!("{name}-disconnect.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nenv > {}.tmp && mv {0}.tmp {0}\n",
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = sh_script(
+        lab.dir.join(format!("{name}-disconnect.sh")),
+        &format!("env > {}.tmp && mv {0}.tmp {0}\n", env_file.display()),
+    );
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.extend([
