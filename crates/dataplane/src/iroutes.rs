@@ -225,6 +225,37 @@ mod tests {
         assert_eq!(owner6(&t, "fd05::1"), Some(2));
     }
 
+    /// The linear scan's table for the property tests: `routes` as
+    /// `(address, bits, peer)` claimed peer by peer in id order (as the
+    /// tests set them), networks masked, a later claim of the same prefix
+    /// replacing the earlier.
+    fn claimed_in_id_order<T>(routes: &[(T, u8, u32)], mask: fn(u8) -> T) -> Vec<(T, u8, u32)>
+    where
+        T: Copy + Eq + std::ops::BitAnd<Output = T>,
+    {
+        let mut claimed: Vec<(T, u8, u32)> = Vec::new();
+        for id in 1..5u32 {
+            for r in routes.iter().filter(|r| r.2 == id) {
+                let net = r.0 & mask(r.1);
+                claimed.retain(|e| (e.0, e.1) != (net, r.1));
+                claimed.push((net, r.1, id));
+            }
+        }
+        claimed
+    }
+
+    /// The peer of the longest prefix in `claimed` that holds `probe`.
+    fn longest_match<T>(claimed: &[(T, u8, u32)], probe: T, mask: fn(u8) -> T) -> Option<u32>
+    where
+        T: Copy + Eq + std::ops::BitAnd<Output = T>,
+    {
+        claimed
+            .iter()
+            .filter(|e| probe & mask(e.1) == e.0)
+            .max_by_key(|e| e.1)
+            .map(|e| e.2)
+    }
+
     proptest! {
         /// The trie answers as a linear scan for the longest matching prefix.
         #[test]
@@ -243,21 +274,9 @@ mod tests {
                 t.set_peer_iroutes(id, &nets);
             }
             let snap = t.load();
-            let mut expected_routes: Vec<(u32, u8, u32)> = Vec::new();
-            // Later claims win: peers were claimed in id order.
-            for id in 1..5u32 {
-                for r in routes.iter().filter(|r| r.2 == id) {
-                    let net = r.0 & mask(r.1);
-                    expected_routes.retain(|e| (e.0, e.1) != (net, r.1));
-                    expected_routes.push((net, r.1, id));
-                }
-            }
+            let claimed = claimed_in_id_order(&routes, mask);
             for probe in probes.iter().copied().chain(routes.iter().map(|r| r.0)) {
-                let want = expected_routes
-                    .iter()
-                    .filter(|e| probe & mask(e.1) == e.0)
-                    .max_by_key(|e| e.1)
-                    .map(|e| e.2);
+                let want = longest_match(&claimed, probe, mask);
                 let got = snap.iroutes.lookup_v4(Ipv4Addr::from(probe)).map(|p| p.peer_id);
                 prop_assert_eq!(got, want, "probe {}", Ipv4Addr::from(probe));
             }
@@ -282,20 +301,9 @@ mod tests {
                 t.set_peer_iroutes_v6(id, &nets);
             }
             let snap = t.load();
-            let mut expected_routes: Vec<(u128, u8, u32)> = Vec::new();
-            for id in 1..5u32 {
-                for r in routes.iter().filter(|r| r.2 == id) {
-                    let net = r.0 & mask_v6(r.1);
-                    expected_routes.retain(|e| (e.0, e.1) != (net, r.1));
-                    expected_routes.push((net, r.1, id));
-                }
-            }
+            let claimed = claimed_in_id_order(&routes, mask_v6);
             for probe in probes.iter().copied().chain(routes.iter().map(|r| r.0)) {
-                let want = expected_routes
-                    .iter()
-                    .filter(|e| probe & mask_v6(e.1) == e.0)
-                    .max_by_key(|e| e.1)
-                    .map(|e| e.2);
+                let want = longest_match(&claimed, probe, mask_v6);
                 let got = snap.iroutes.lookup_v6(Ipv6Addr::from(probe)).map(|p| p.peer_id);
                 prop_assert_eq!(got, want, "probe {}", Ipv6Addr::from(probe));
             }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_PORT, SERVER_TUN, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, state_names};
+use ferrovpn_testkit::mgmt::{Management, same_as_stock, state_names, state_names_and_reasons};
 use ferrovpn_testkit::{Implementation, Lab, Proc, ServerConf, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -75,12 +75,7 @@ fn same_lines_as_stock_client(
 ) {
     let lab = Lab::new(tag, 1, FERROVPN);
     let (sc, _server) = password_server(&lab);
-    let ours = script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
+    let ours = same_as_stock(|imp| script(&lab, &sc, imp));
     for line in expected {
         assert!(ours.iter().any(|l| l == line), "{line}: {ours:?}");
     }
@@ -239,13 +234,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     same.push(m.one("password \"Auth\" x"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(state_names(&m.states()));
-    let reasons: Vec<String> = m
-        .states()
-        .into_iter()
-        .filter(|s| s.starts_with("RECONNECTING") || s.starts_with("EXITING"))
-        .collect();
-    same.extend(reasons);
+    same.extend(state_names_and_reasons(&m));
     let _ = wait_exit(&mut client, Duration::from_secs(10));
     same
 }

@@ -8,73 +8,26 @@
 //! Needs root, `openvpn`, `ip` and `/dev/net/tun`; fails loudly without
 //! them. Every wait has a deadline.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::wait_exit;
-use ferrovpn_testkit::mgmt::Management;
-use ferrovpn_testkit::{ClientConf, Implementation, Lab, Proc, openvpn_client_conf};
+use ferrovpn_testkit::mgmt::{Management, client_lines, held_client, same_as_stock};
+use ferrovpn_testkit::{ClientConf, Implementation, Lab, openvpn_client_conf};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-fn imp_name(imp: Implementation) -> &'static str {
-    match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    }
-}
-
-/// A client of `imp` in namespace 0 from the config `text` plus `extra`,
-/// with its management interface on a unix socket and `management-hold`.
-fn managed(
-    lab: &Lab,
-    text: &str,
-    imp: Implementation,
-    name: &str,
-    extra: &[String],
-) -> (Proc, Management) {
-    let socket: PathBuf = lab.dir.join(format!("{name}.sock"));
-    let mut text = text.to_string();
-    for l in [
-        format!("management {} unix", socket.display()),
-        "management-hold".to_string(),
-    ]
-    .iter()
-    .chain(extra)
-    {
-        text.push_str(l);
-        text.push('\n');
-    }
-    let p = lab.spawn(&lab.clients[0], name, imp, &text);
-    let m = Management::connect_when_listening(&socket, Duration::from_secs(15));
-    (p, m)
-}
-
-/// The lines of `m` that must be the same for both clients: replies,
-/// questions and holds, and the state names (times and addresses cut).
-fn same_lines(m: &Management) -> Vec<String> {
-    m.seen()
-        .iter()
-        .filter_map(|l| match l.strip_prefix(">STATE:") {
-            Some(s) => s.split(',').nth(1).map(|n| format!("STATE {n}")),
-            None if l.starts_with(">BYTECOUNT") || l.starts_with(">INFO:") => None,
-            None => Some(l.clone()),
-        })
-        .collect()
-}
 
 /// `remote-entry-count` and `remote-entry-get` before the first hold is
 /// released (2.6 has no such commands yet then), and once connected: the
 /// count, every entry, one, a range, past the end, a negative and a
 /// non-numeric index, and a missing one.
 fn entries_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Vec<String> {
-    let name = format!("{}-entries", imp_name(imp));
+    let name = format!("{}-entries", imp.name());
     let server = Lab::server_underlay(0);
     let extra = [
         format!("remote {server} 1196 tcp"),
         format!("remote {server} 1197 udp4"),
     ];
-    let (mut client, mut m) = managed(lab, &openvpn_client_conf(cc), imp, &name, &extra);
+    let (mut client, mut m) = held_client(lab, &openvpn_client_conf(cc), imp, &name, &extra);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("state on");
     m.one("remote-entry-count");
@@ -98,7 +51,7 @@ fn entries_script(lab: &Lab, cc: &ClientConf, imp: Implementation) -> Vec<String
     m.one("signal SIGTERM");
     m.until("EXITING state", |l| l.contains(",EXITING,"));
     let _ = wait_exit(&mut client, Duration::from_secs(10));
-    same_lines(&m)
+    client_lines(&m)
 }
 
 #[test]
@@ -106,12 +59,7 @@ fn client_remote_entries_as_2_6() {
     let lab = Lab::new("centries", 1, FERROVPN);
     let (sc, cc) = lab.tls_crypt_confs();
     let _server = lab.stock_server(&sc);
-    let ours = entries_script(&lab, &cc, Implementation::Ferrovpn);
-    let stock = entries_script(&lab, &cc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
+    let ours = same_as_stock(|imp| entries_script(&lab, &cc, imp));
     let server = Lab::server_underlay(0);
     for line in [
         "ERROR: The 'remote-entry-count' command is not supported by the current daemon mode"
@@ -135,7 +83,7 @@ fn random_connections_script(
     cc: &ClientConf,
     imp: Implementation,
 ) -> (Vec<String>, Vec<String>) {
-    let name = format!("{}-random", imp_name(imp));
+    let name = format!("{}-random", imp.name());
     let server = Lab::server_underlay(0);
     let text: String = openvpn_client_conf(cc)
         .lines()
@@ -157,7 +105,7 @@ fn random_connections_script(
             cc.port
         ),
     ];
-    let (mut client, mut m) = managed(lab, &text, imp, &name, &extra);
+    let (mut client, mut m) = held_client(lab, &text, imp, &name, &extra);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("hold release");
     let count = m.block("remote-entry-count");
@@ -180,12 +128,7 @@ fn client_remote_entries_of_connection_blocks_as_2_6() {
     let lab = Lab::new("crandom", 1, FERROVPN);
     let (sc, cc) = lab.tls_crypt_confs();
     let _server = lab.stock_server(&sc);
-    let ours = random_connections_script(&lab, &cc, Implementation::Ferrovpn);
-    let stock = random_connections_script(&lab, &cc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's entries differ from the stock client's"
-    );
+    let ours = same_as_stock(|imp| random_connections_script(&lab, &cc, imp));
     assert_eq!(ours.0, ["3"]);
 }
 
@@ -202,9 +145,9 @@ fn pending_script(
     server_m: &mut Management,
     imp: Implementation,
 ) -> (Vec<String>, f64) {
-    let name = format!("{}-pending", imp_name(imp));
+    let name = format!("{}-pending", imp.name());
     let extra = ["hand-window 8".to_string(), "reneg-sec 20".to_string()];
-    let (mut client, mut m) = managed(lab, &openvpn_client_conf(cc), imp, &name, &extra);
+    let (mut client, mut m) = held_client(lab, &openvpn_client_conf(cc), imp, &name, &extra);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("state on");
     m.one("hold release");
@@ -222,7 +165,7 @@ fn pending_script(
     let reconnecting = m.until("RECONNECTING state", |l| l.contains(",RECONNECTING,"));
     let waited = pending.elapsed().as_secs_f64();
     m.until("hold after the restart", |l| l.starts_with(">HOLD:"));
-    let mut lines = same_lines(&m);
+    let mut lines = client_lines(&m);
     lines.push(description(&auth_pending));
     lines.push(description(&reconnecting));
     m.send("signal SIGTERM");

@@ -8,13 +8,12 @@
 //! downloaded), `dbus-daemon`, `busctl`, `unshare` and `/dev/net/tun`;
 //! every test fails loudly without them. Every wait has a deadline.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, CONNECT_TIMEOUT, UP, log_tails, terminate};
 use ferrovpn_testkit::resolved::PrivateResolved;
 use ferrovpn_testkit::{
-    Cipher, Implementation, Lab, Material, Proc, Wrap, openvpn_client_conf, wait_until,
+    Cipher, Implementation, Lab, Material, Proc, Wrap, openvpn_client_conf, sh_script, wait_until,
     write_static_key,
 };
 
@@ -105,26 +104,19 @@ fn client_sets_pushed_dns_on_a_real_systemd_resolved_and_reverts_it() {
 /// An `up` script that writes the `dns_*` part of its environment, sorted,
 /// to `OUT`.
 fn dns_env_recorder(lab: &Lab, out: &std::path::Path) -> std::path::PathBuf {
-    let path = lab.dir.join("dns-env.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nenv | grep '^dns_' | sort > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexit 0\n",
+    sh_script(
+        lab.dir.join("dns-env.sh"),
+        &format!(
+            "env | grep '^dns_' | sort > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexit 0\n",
             out.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 /// Run a client (`imp`) whose `up` script records the `dns_*` variables;
 /// returns them once written.
 fn dns_env_of(lab: &Lab, imp: Implementation, server: &Proc) -> String {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let out = lab.dir.join(format!("{name}.dns.env"));
     let script = dns_env_recorder(lab, &out);
     let mut cc = lab.client_conf(

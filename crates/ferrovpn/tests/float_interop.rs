@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_TUN, UP, count_lines, log_tails, wait_for_count};
-use ferrovpn_testkit::{Implementation, Lab, Proc, ping};
+use ferrovpn_testkit::{Implementation, Lab, Proc, ping, sh_script};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 /// The server's second address, which its replies come from after the move.
@@ -68,16 +68,13 @@ fn setup(tag: &str, imp: Implementation, float: bool) -> Setup {
     let lab = Lab::new(tag, 1, FERROVPN);
     let (mut sc, mut cc) = lab.tls_crypt_confs();
     sc.keepalive = Some(KEEPALIVE);
-    let script = lab.dir.join("ipchange.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"ipchange $*\" >> {}\n",
+    let script = sh_script(
+        lab.dir.join("ipchange.sh"),
+        &format!(
+            "echo \"ipchange $*\" >> {}\n",
             lab.dir.join("record").display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     cc.extra.push("script-security 2".into());
     cc.extra.push(format!("ipchange {}", script.display()));
     if float {

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails, ping_and_iperf3_both_ways};
-use ferrovpn_testkit::{Lab, Netns, Proc, VethPair, ping, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, VethPair, ping, require_root_and_tools, sh_script};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -446,19 +446,15 @@ fn server_script_ifconfig_env(
     network: &str,
     extra: &[&str],
 ) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt;
     let record = lab.dir.join(format!("{imp:?}-env.txt"));
-    let script = lab.dir.join(format!("{imp:?}-env.sh"));
     // One printf: each record lands in one write, even with calls at once.
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nblock=$(echo \"== $script_type\"; env | grep '^ifconfig' | sort)\nprintf '%s\\n\\n' \"$block\" >> {}\n",
+    let script = sh_script(
+        lab.dir.join(format!("{imp:?}-env.sh")),
+        &format!(
+            "block=$(echo \"== $script_type\"; env | grep '^ifconfig' | sort)\nprintf '%s\\n\\n' \"$block\" >> {}\n",
             record.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let (mut sc, _) = lab.tls_crypt_confs();
     sc.network = network.to_owned();
     sc.extra = extra.iter().map(|l| l.to_string()).collect();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ferrovpn_testkit::lab::{CLIENT_DEV, log_tails, ping_and_iperf3_both_ways};
 use ferrovpn_testkit::mgmt::{Management, unix_management_conf};
 use ferrovpn_testkit::{Implementation, wait_until};
-use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools};
+use ferrovpn_testkit::{Lab, Netns, Proc, ping, require_root_and_tools, sh_script};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -131,10 +131,7 @@ fn stock_client_of_an_ipv6_only_server_sees_what_a_stock_server_gives() {
         sc.network = String::new();
         sc.extra = vec!["server-ipv6 fd00:6::/64".into()];
         sc.push = vec!["route-ipv6 fd00:66::/64".into()];
-        let server = match imp {
-            Implementation::Ferrovpn => lab.ferrovpn_server(&sc),
-            Implementation::Stock => lab.stock_server(&sc),
-        };
+        let server = lab.server(imp, &sc);
         let client = lab.stock_client_up(0, "openvpn-client", &cc, &server);
         let view = client_view(&lab, imp, &client, &server, "inet6 fd00:6::1000/64");
         if imp == Implementation::Ferrovpn {
@@ -232,16 +229,10 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
         )
         .unwrap();
         let learned = lab.dir.join("learned.txt");
-        let script = lab.dir.join("learn.sh");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$1 $2 $3\" >> {}\n", learned.display()),
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .args(["755", script.to_str().unwrap()])
-            .status()
-            .unwrap();
+        let script = sh_script(
+            lab.dir.join("learn.sh"),
+            &format!("echo \"$1 $2 $3\" >> {}\n", learned.display()),
+        );
         sc.extra.extend([
             "ifconfig-ipv6 fd00:a::1/64 fd00:a::2".to_string(),
             "ifconfig-ipv6-pool fd00:a::1000/64".to_string(),
@@ -249,10 +240,7 @@ fn nopool_ipv6_pool_server_learns_and_reports_as_stock() {
             "script-security 2".to_string(),
             format!("learn-address {}", script.display()),
         ]);
-        let server = match imp {
-            Implementation::Ferrovpn => lab.ferrovpn_server(&sc),
-            Implementation::Stock => lab.stock_server(&sc),
-        };
+        let server = lab.server(imp, &sc);
         let confs = lab.client_confs(&wrap, ferrovpn_testkit::Cipher::Aes256Gcm);
         let mut c1 = lab.stock_client_up(0, "client1", &confs[0], &server);
         let mut c2 = lab.stock_client_up(1, "client2", &confs[1], &server);

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{SERVER_TUN, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, state_names};
+use ferrovpn_testkit::mgmt::{
+    Management, same_as_stock, same_as_stock_or, state_names, state_names_and_reasons,
+};
 use ferrovpn_testkit::pki::{KeyEncryption, export_pkcs12};
 use ferrovpn_testkit::{
     Implementation, Lab, Material, Proc, ServerConf, openvpn_server_conf, ping,
@@ -135,13 +137,9 @@ fn client_key_passphrase_over_management_after_hold_stock_server() {
     let lab = Lab::new("mkeypw", 1, FERROVPN);
     let (sc, _) = lab.tls_crypt_confs();
     let server = lab.stock_server(&sc);
-    let ours = right_passphrase_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = right_passphrase_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours,
-        stock,
-        "ferrovpn's lines differ from the stock client's\n{}",
-        server.log_tail(10)
+    let ours = same_as_stock_or(
+        |imp| right_passphrase_script(&lab, &sc, imp),
+        || server.log_tail(10),
     );
     for expected in [
         NEED,
@@ -191,12 +189,7 @@ fn client_wrong_key_passphrase_is_fatal_stock_server() {
     let (sc, _) = lab.tls_crypt_confs();
     let _server = lab.stock_server(&sc);
     for protected in [Protected::Key, Protected::Pkcs12] {
-        let ours = wrong_passphrase_script(&lab, &sc, Implementation::Ferrovpn, protected);
-        let stock = wrong_passphrase_script(&lab, &sc, Implementation::Stock, protected);
-        assert_eq!(
-            ours, stock,
-            "ferrovpn's lines differ from the stock client's"
-        );
+        let ours = same_as_stock(|imp| wrong_passphrase_script(&lab, &sc, imp, protected));
         assert_eq!(ours.last().unwrap(), "exit status Some(1)", "{ours:?}");
         assert!(ours.iter().any(|l| l == FATAL_WRONG), "{ours:?}");
         // 2.6 announces the failure for a key file only.
@@ -245,12 +238,7 @@ fn retry_script(lab: &Lab, sc: &ServerConf, imp: Implementation) -> Vec<String> 
     same.push(m.one("password \"Private Key\" again"));
     same.push(m.one("signal SIGTERM"));
     m.until("EXITING state", |l| l.contains(",EXITING,"));
-    same.extend(state_names(&m.states()));
-    same.extend(
-        m.states()
-            .into_iter()
-            .filter(|s| s.starts_with("RECONNECTING") || s.starts_with("EXITING")),
-    );
+    same.extend(state_names_and_reasons(&m));
     let status = wait_exit(&mut client, Duration::from_secs(10));
     same.push(format!("exit status {:?}", status.code()));
     same
@@ -261,12 +249,7 @@ fn client_wrong_then_right_key_passphrase_auth_retry_interact_stock_server() {
     let lab = Lab::new("mkeypwr", 1, FERROVPN);
     let (sc, _) = lab.tls_crypt_confs();
     let _server = lab.stock_server(&sc);
-    let ours = retry_script(&lab, &sc, Implementation::Ferrovpn);
-    let stock = retry_script(&lab, &sc, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock client's"
-    );
+    let ours = same_as_stock(|imp| retry_script(&lab, &sc, imp));
     for expected in [
         VERIFICATION_FAILED,
         ">HOLD:Waiting for hold release:1",
@@ -344,12 +327,7 @@ fn server_script(lab: &Lab, imp: Implementation) -> Vec<String> {
 #[test]
 fn server_key_passphrase_over_management_stock_client() {
     let lab = Lab::new("mkeypws", 1, FERROVPN);
-    let ours = server_script(&lab, Implementation::Ferrovpn);
-    let stock = server_script(&lab, Implementation::Stock);
-    assert_eq!(
-        ours, stock,
-        "ferrovpn's lines differ from the stock server's"
-    );
+    let ours = same_as_stock(|imp| server_script(&lab, imp));
     for expected in [
         NEED,
         VERIFICATION_FAILED,

@@ -15,31 +15,12 @@
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{kill, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT};
-use ferrovpn_testkit::{Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf};
+use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
+use ferrovpn_testkit::{
+    Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf, sh_script,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-/// A transcript line with what differs per process cut: the time of state
-/// entries and the process's own environment values.
-fn normalized(line: &str) -> String {
-    for name in ["daemon_pid", "daemon_start_time", "config"] {
-        let prefix = format!(">UPDOWN:ENV,{name}=");
-        if line.starts_with(&prefix) {
-            return format!("{prefix}*");
-        }
-    }
-    let (head, entry) = match line.strip_prefix(">STATE:") {
-        Some(rest) => (">STATE:", rest),
-        None => ("", line),
-    };
-    match entry.split_once(',') {
-        Some((time, rest)) if time.len() >= 9 && time.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{head}T,{rest}")
-        }
-        _ => line.to_string(),
-    }
-}
 
 /// How the script ends the server.
 #[derive(Clone, Copy)]
@@ -58,10 +39,7 @@ enum End {
 /// until the interface closes. Returns every line read (normalized)
 /// and whether the process exited successfully.
 fn transcript(lab: &Lab, imp: Implementation, extra: &[&str], hold: bool, end: End) -> Vec<String> {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}-mgmt.sock"));
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap, Cipher::Aes256Gcm);
@@ -213,22 +191,13 @@ const PINGS: u32 = 1000;
 /// `management-client-auth`, with which 2.6 wants a password from every
 /// client.)
 fn counted(lab: &Lab, imp: Implementation) -> [(u64, u64); 2] {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}-bytes.sock"));
     let env_file = lab.dir.join(format!("{name}-disconnect.env"));
-    let script = lab.dir.join(format!("{name}-disconnect.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nenv > {}.tmp && mv {0}.tmp {0}\n",
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = sh_script(
+        lab.dir.join(format!("{name}-disconnect.sh")),
+        &format!("env > {}.tmp && mv {0}.tmp {0}\n", env_file.display()),
+    );
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.extend([

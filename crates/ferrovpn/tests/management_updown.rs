@@ -12,21 +12,10 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, wait_exit};
-use ferrovpn_testkit::mgmt::Management;
+use ferrovpn_testkit::mgmt::{Management, normalized};
 use ferrovpn_testkit::{Implementation, Lab, ServerConf, openvpn_client_conf};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
-
-/// The lines that differ per process, with their values cut.
-fn normalized(line: &str) -> String {
-    for name in ["daemon_pid", "daemon_start_time", "config"] {
-        let prefix = format!(">UPDOWN:ENV,{name}=");
-        if line.starts_with(&prefix) {
-            return format!("{prefix}*");
-        }
-    }
-    line.to_string()
-}
 
 /// The ferrovpn client's `>UPDOWN` lines ([`updown_script`]), asserted
 /// equal to the stock client's under the same server and `extra` lines.
@@ -47,10 +36,7 @@ fn updown_as_stock(lab: &Lab, sc: &ServerConf, extra: &[String]) -> Vec<String> 
 /// read the UP block, send SIGTERM, read the DOWN block; returns every
 /// line from the release's answer to the DOWN block's END, normalized.
 fn updown_script(lab: &Lab, sc: &ServerConf, imp: Implementation, extra: &[String]) -> Vec<String> {
-    let name = match imp {
-        Implementation::Stock => "stock",
-        Implementation::Ferrovpn => "ferrovpn",
-    };
+    let name = imp.name();
     let socket = lab.dir.join(format!("{name}.sock"));
     let mut cc = lab.client_conf(
         0,

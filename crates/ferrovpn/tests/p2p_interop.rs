@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, terminate, wait_exit, wait_for_count};
-use ferrovpn_testkit::{Implementation, Lab, Netns, Proc, iperf3_report, ping};
+use ferrovpn_testkit::{Implementation, Lab, Netns, Proc, iperf3_report, ping, sh_script};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 
@@ -356,18 +356,13 @@ fn count(p: &Proc, pattern: &str) -> usize {
 
 /// A script that appends `script_type`, `[signal]` and its arguments to `record`.
 fn recording_script(lab: &Lab, name: &str, record: &Path) -> std::path::PathBuf {
-    let path = lab.dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho \"$script_type [$signal] $*\" >> {}\n",
+    sh_script(
+        lab.dir.join(name),
+        &format!(
+            "echo \"$script_type [$signal] $*\" >> {}\n",
             record.display()
         ),
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 /// 2.6 opens the device and runs `up` at start in point-to-point mode,

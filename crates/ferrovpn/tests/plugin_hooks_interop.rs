@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{UP, wait_exit, wait_log};
-use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping, wait_until};
+use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping, sh_script, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -381,16 +381,13 @@ fn client_hook_log(
 ) -> (String, String) {
     let log = lab.dir.join(format!("{name}-plugin.log"));
     let script_log = lab.dir.join(format!("{name}-scripts.log"));
-    let script = lab.dir.join(format!("{name}-script.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$script_type $# [$1] [$2] ifconfig_local=$ifconfig_local signal=$signal\" >> {}\n",
+    let script = sh_script(
+        lab.dir.join(format!("{name}-script.sh")),
+        &format!(
+            "echo \"$script_type $# [$1] [$2] ifconfig_local=$ifconfig_local signal=$signal\" >> {}\n",
             script_log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let mut cc = lab.client_conf(
         0,
         &lab.pki.clients[0],

@@ -9,12 +9,11 @@
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test fails
 //! loudly without them. Every wait has a deadline.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails};
-use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, wait_until};
+use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, sh_script, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_DEV: &str = "fvtun-c";
@@ -28,17 +27,13 @@ fn recorder(lab: &Lab, refuse_depth: Option<u32>) -> PathBuf {
         Some(d) => format!(r#"[ "$script_type" = tls-verify ] && [ "$1" = {d} ] && exit 1"#),
         None => String::new(),
     };
-    let path = dir.join("record.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho \"$script_type $*\" >> {dir}/record.txt\nenv > \"{dir}/$script_type.env\"\n{refuse}\nexit 0\n",
+    sh_script(
+        dir.join("record.sh"),
+        &format!(
+            "echo \"$script_type $*\" >> {dir}/record.txt\nenv > \"{dir}/$script_type.env\"\n{refuse}\nexit 0\n",
             dir = dir.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 fn read(lab: &Lab, name: &str) -> String {

@@ -9,7 +9,6 @@
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test
 //! fails loudly without them. Every wait has a deadline.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use ferrovpn_testkit::lab::wait_log;
 use ferrovpn_testkit::pki::write_tls_crypt_v2_client_key;
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, openvpn_server_conf, ping,
-    wait_until,
+    sh_script, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -39,10 +38,7 @@ fn lab(tag: &str) -> Scripts {
 impl Scripts {
     /// An executable `sh` script `name` with `body`.
     fn script(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.lab.dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        sh_script(self.lab.dir.join(name), &format!("{body}\n"))
     }
 
     /// A script that appends `TAG args | script_type common_name ...` to

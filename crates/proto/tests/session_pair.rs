@@ -54,32 +54,12 @@ fn material<'a>(
 /// Leaf serial of `client1`.
 const CLIENT1_SERIAL: u64 = 3;
 
+#[path = "support/crl.rs"]
+mod crl_support;
+
 /// A PEM CRL from the test CA revoking `serials`.
 fn crl(p: &Pki, serials: &[u64]) -> String {
-    use rcgen::{
-        CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
-        date_time_ymd,
-    };
-    CertificateRevocationListParams {
-        this_update: date_time_ymd(2025, 1, 1),
-        next_update: date_time_ymd(2099, 1, 1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: serials
-            .iter()
-            .map(|&s| RevokedCertParams {
-                serial_number: SerialNumber::from(s),
-                revocation_time: date_time_ymd(2025, 1, 2),
-                reason_code: None,
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&p.issuer)
-    .unwrap()
-    .pem()
-    .unwrap()
+    crl_support::crl_pem(&p.issuer, serials)
 }
 
 /// The server's session configuration with `crls_pem` loaded.

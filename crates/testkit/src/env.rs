@@ -24,6 +24,18 @@ pub(crate) fn next_seq() -> u32 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Write the `sh` script `body` (the lines after `#!/bin/sh`) to `path`,
+/// executable by everyone (mode 0755: a daemon under test runs it, perhaps
+/// as `nobody`); returns `path`. Panics when it cannot.
+pub fn sh_script(path: PathBuf, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(&path, format!("#!/bin/sh\n{body}"))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod 0755 {}: {e}", path.display()));
+    path
+}
+
 /// Poll `cond` every `interval` until it returns true or `timeout` passes.
 /// Returns whether it became true. The condition is evaluated at least once
 /// and at most `timeout / interval + 2` times.

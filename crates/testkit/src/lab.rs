@@ -299,20 +299,15 @@ impl Lab {
     /// `username-as-common-name`), keepalive 1 10. Returns the config and
     /// the path of the script's call log.
     pub fn password_server_conf(&self, user: &str, password: &str) -> (ServerConf, PathBuf) {
-        use std::os::unix::fs::PermissionsExt;
         let calls = self.dir.join("verify-calls");
-        let script = self.dir.join("verify.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n\
-                 echo \"$(head -n1 \"$1\")\" >> '{calls}'\n\
+        let script = crate::sh_script(
+            self.dir.join("verify.sh"),
+            &format!(
+                "echo \"$(head -n1 \"$1\")\" >> '{calls}'\n\
                  [ \"$(head -n1 \"$1\")\" = '{user}' ] && [ \"$(sed -n 2p \"$1\")\" = '{password}' ]\n",
                 calls = calls.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let (mut sc, _) = self.tls_crypt_confs();
         sc.keepalive = Some((1, 10));
         sc.extra.extend([

@@ -1,14 +1,18 @@
 //! A management-interface client for the tests: one connection over the
 //! server's unix socket, reading line by line with deadlines, keeping what
-//! it read for failure messages.
+//! it read for failure messages. And the pieces of the tests that run one
+//! management script against a stock 2.6 daemon and a ferrovpn one and
+//! compare what both showed: [`held_client`], [`client_lines`],
+//! [`normalized`], [`same_as_stock`].
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Cipher, Lab, Material, ServerConf, Wrap, wait_until};
+use crate::{Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, wait_until};
 
 /// How long one reply may take before a test fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -54,6 +58,110 @@ pub fn state_names(states: &[String]) -> Vec<String> {
         .iter()
         .map(|s| s.split(',').next().unwrap_or("").to_string())
         .collect()
+}
+
+/// The state names of `m` ([`state_names`] of [`Management::states`]),
+/// then its `RECONNECTING` and `EXITING` entries whole, for their reasons
+/// (`SIGUSR1`, `private-key-password-failure`, ...).
+pub fn state_names_and_reasons(m: &Management) -> Vec<String> {
+    let states = m.states();
+    let mut out = state_names(&states);
+    out.extend(
+        states
+            .into_iter()
+            .filter(|s| s.starts_with("RECONNECTING") || s.starts_with("EXITING")),
+    );
+    out
+}
+
+/// A client of `imp` in the lab's first client namespace from the config
+/// `text` plus the lines `extra`, with its management interface on the
+/// unix socket `<name>.sock` in the lab's directory and `management-hold`.
+/// Returns the process and a connection to its management interface.
+pub fn held_client(
+    lab: &Lab,
+    text: &str,
+    imp: Implementation,
+    name: &str,
+    extra: &[String],
+) -> (Proc, Management) {
+    let socket = lab.dir.join(format!("{name}.sock"));
+    let mut text = text.to_string();
+    for l in [
+        format!("management {} unix", socket.display()),
+        "management-hold".to_string(),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let p = lab.spawn(&lab.clients[0], name, imp, &text);
+    let m = Management::connect_when_listening(&socket, Duration::from_secs(15));
+    (p, m)
+}
+
+/// The lines a client's management interface showed on `m` that must be
+/// the same for a stock and a ferrovpn client: replies, questions and
+/// holds, and the state names (times and addresses cut); byte counts and
+/// the greeting left out.
+pub fn client_lines(m: &Management) -> Vec<String> {
+    m.seen()
+        .iter()
+        .filter_map(|l| match l.strip_prefix(">STATE:") {
+            Some(s) => s.split(',').nth(1).map(|n| format!("STATE {n}")),
+            None if l.starts_with(">BYTECOUNT") || l.starts_with(">INFO:") => None,
+            None => Some(l.clone()),
+        })
+        .collect()
+}
+
+/// A transcript line with what differs per process cut: the time of state
+/// entries (`>STATE:` lines and the lines of `state all`) and the
+/// process's own environment values in `>UPDOWN:ENV` (`daemon_pid`,
+/// `daemon_start_time`, the config file's name).
+pub fn normalized(line: &str) -> String {
+    for name in ["daemon_pid", "daemon_start_time", "config"] {
+        let prefix = format!(">UPDOWN:ENV,{name}=");
+        if line.starts_with(&prefix) {
+            return format!("{prefix}*");
+        }
+    }
+    let (head, entry) = match line.strip_prefix(">STATE:") {
+        Some(rest) => (">STATE:", rest),
+        None => ("", line),
+    };
+    match entry.split_once(',') {
+        Some((time, rest)) if time.len() >= 9 && time.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{head}T,{rest}")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Run `script` for ferrovpn, then for stock 2.6 (a client or a server,
+/// as the script starts), assert both returned the same, and return
+/// ferrovpn's.
+pub fn same_as_stock<T: PartialEq + Debug>(script: impl FnMut(Implementation) -> T) -> T {
+    same_as_stock_or(script, String::new)
+}
+
+/// [`same_as_stock`], with `context` (say, a log's tail) in the failure
+/// message.
+pub fn same_as_stock_or<T: PartialEq + Debug>(
+    mut script: impl FnMut(Implementation) -> T,
+    context: impl FnOnce() -> String,
+) -> T {
+    let ours = script(Implementation::Ferrovpn);
+    let stock = script(Implementation::Stock);
+    assert_eq!(
+        ours,
+        stock,
+        "ferrovpn's lines differ from stock 2.6's\n{}",
+        context()
+    );
+    ours
 }
 
 /// A management connection over a unix socket.

@@ -322,17 +322,13 @@ impl Management {
     /// `username`/`password`; returns the answered query.
     pub async fn ask_password(&self, query: session::PasswordQuery) -> session::PasswordQuery {
         let prompt = query.prompt();
-        lock(&self.shared).password_query = Some(query);
-        self.notify(Notice::Line(prompt));
-        loop {
-            {
-                let mut sh = lock(&self.shared);
-                if sh.password_query.as_ref().is_some_and(|q| q.complete()) {
-                    return sh.password_query.take().expect("checked above");
-                }
-            }
-            self.password_given.notified().await;
-        }
+        self.ask(
+            prompt,
+            query,
+            |sh| &mut sh.password_query,
+            session::PasswordQuery::complete,
+        )
+        .await
     }
 
     /// Drop a query nobody answered (the client stops waiting for it).
@@ -347,13 +343,34 @@ impl Management {
     /// [`Management::cancel_entry_query`].
     pub async fn ask_entry(&self, query: session::EntryQuery) -> session::EntryQuery {
         let prompt = query.prompt().to_string();
-        lock(&self.shared).entry_query = Some(query);
+        self.ask(
+            prompt,
+            query,
+            |sh| &mut sh.entry_query,
+            session::EntryQuery::answered,
+        )
+        .await
+    }
+
+    /// Put `query` in its `slot` of the shared state, show `prompt` to the
+    /// management clients, and wait (woken by every answer a session
+    /// takes) until `done` says the query is answered; returns it, the
+    /// slot emptied.
+    async fn ask<Q>(
+        &self,
+        prompt: String,
+        query: Q,
+        slot: fn(&mut Shared) -> &mut Option<Q>,
+        done: fn(&Q) -> bool,
+    ) -> Q {
+        *slot(&mut lock(&self.shared)) = Some(query);
         self.notify(Notice::Line(prompt));
         loop {
             {
                 let mut sh = lock(&self.shared);
-                if sh.entry_query.as_ref().is_some_and(|q| q.answered()) {
-                    return sh.entry_query.take().expect("checked above");
+                let asked = slot(&mut sh);
+                if asked.as_ref().is_some_and(done) {
+                    return asked.take().expect("checked above");
                 }
             }
             self.password_given.notified().await;
