@@ -1361,3 +1361,47 @@ fn push_reply_wait_ends_as_2_6() {
         );
     }
 }
+
+/// A server that goes silent once the keys are up (no acknowledgement, no
+/// reply) is given up on as 2.6's `send_push_request` does: "No reply from
+/// server to push requests" at the first push-request tick after
+/// hand-window of silence, not as a reset for the unacknowledged
+/// PUSH_REQUESTs (which would be due at the same time).
+#[test]
+fn silent_server_is_no_push_reply() {
+    for hand_window in [10u64, 60] {
+        let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+            c.hand_window = Duration::from_secs(hand_window)
+        });
+        pair.ss.reply_text = Some("PUSH_REPLY,ping 10,push-continuation 2".into());
+        pair.run(|_, s| !s.send_keys.is_empty());
+        pair.assert_open();
+        let t0 = pair.now;
+        let client = &mut pair.client;
+        let mut closed = None;
+        // Every 100 ms, so that neither deadline is met late.
+        for tick in 0..=1800u64 {
+            let now = t0 + Duration::from_millis(tick * 100);
+            client.handle_timeout(now);
+            // Everything the client sends is lost with the server.
+            while client.poll_transmit().is_some() {}
+            while let Some(ev) = client.poll_event() {
+                if let Event::Closed(e) = ev {
+                    closed = Some((tick / 10, e));
+                }
+            }
+            if closed.is_some() {
+                break;
+            }
+        }
+        let (at, why) = closed.expect("the client waits for ever");
+        assert!(
+            matches!(why, SessionError::NoPushReply(_)),
+            "hand-window {hand_window}: closed with {why} at {at}s"
+        );
+        assert!(
+            (hand_window..hand_window + 6).contains(&at),
+            "hand-window {hand_window}: gave up at {at}s"
+        );
+    }
+}
