@@ -626,9 +626,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "auth-user-pass",
         "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
     ),
-    u(
+    s(
         "auth-user-pass-optional",
-        "username/password authentication is not supported yet",
+        "server, with `auth-user-pass-verify`, a `plugin` or `management-client-auth` (else refused, as 2.6): a client that sends no user name and password (no `auth-user-pass`) is still checked, as 2.6: the script (via-file: two empty lines), PLUGIN_AUTH_USER_PASS_VERIFY and `>CLIENT:CONNECT` get an empty `username` and `password` and decide; with `username-as-common-name` its common name becomes empty (scripts then see no `common_name`, as 2.6). Without it such a client is dropped after the TLS handshake without an answer (2.6: 'Auth Username/Password was not provided by peer'; the client gives up after its hand-window)",
     ),
     u(
         "auth-token",
@@ -706,7 +706,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-client-auth",
-        "server: every client's login waits for the management client (`>CLIENT:CONNECT`/`REAUTH`, answered with `client-auth`, `client-auth-nt`, `client-deny` or `client-pending-auth`), together with `auth-user-pass-verify`/plugin as 2.6 (all must accept); clients must send a user name (`auth-user-pass`), as 2.6 requires; see docs/management.md",
+        "server: every client's login waits for the management client (`>CLIENT:CONNECT`/`REAUTH`, answered with `client-auth`, `client-auth-nt`, `client-deny` or `client-pending-auth`), together with `auth-user-pass-verify`/plugin as 2.6 (all must accept); clients must send a user name (`auth-user-pass`), as 2.6 requires, unless `auth-user-pass-optional` (then a client without one is asked about with an empty `username`); see docs/management.md",
     ),
     s(
         "port-share",

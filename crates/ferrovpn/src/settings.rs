@@ -1100,6 +1100,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             script_settings(cfg)?
         },
         username_as_common_name: cfg.username_as_common_name,
+        auth_user_pass_optional: cfg.auth_user_pass_optional,
         auth_token: auth_token(cfg)?,
         setup_done: None,
         key_passphrase,

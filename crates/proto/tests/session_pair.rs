@@ -1405,3 +1405,37 @@ fn silent_server_is_no_push_reply() {
         );
     }
 }
+
+/// The server session of `pair` made from the client's first packet, with
+/// [`Session::require_credentials`].
+fn server_requiring_login(pair: &mut Pair) {
+    let p = pair.client.poll_transmit().unwrap();
+    let (pkt, replay) = pair.scfg.wrap.unwrap(&p).unwrap();
+    let mut s = Session::accept(pair.scfg.clone(), pair.now, 1_700_000_000, pkt, replay).unwrap();
+    s.require_credentials();
+    pair.server = Some(s);
+}
+
+/// A server that requires a login (2.6 checking logins without
+/// `auth-user-pass-optional`) ends the session of a client that sends
+/// none before its key-method-2 reply, as 2.6's failing
+/// `key_method_2_read`; an empty login (`auth-user-pass` with empty
+/// fields) is a login.
+#[test]
+fn server_requiring_a_login_drops_a_client_without_one() {
+    let mut pair = Pair::start(None);
+    server_requiring_login(&mut pair);
+    pair.run(|_, s| s.closed.is_some());
+    assert!(
+        matches!(pair.ss.closed, Some(SessionError::CredentialsMissing)),
+        "{:?}",
+        pair.ss.closed
+    );
+    assert!(!pair.ss.authenticated && pair.cs.keys.is_empty());
+
+    let mut pair = Pair::start(None);
+    pair.client.set_credentials("", "");
+    server_requiring_login(&mut pair);
+    pair.run_to_keys(0);
+    assert!(pair.ss.authenticated);
+}

@@ -119,6 +119,9 @@ pub struct ServerSettings {
     pub scripts: ScriptSettings,
     /// `username-as-common-name`.
     pub username_as_common_name: bool,
+    /// `auth-user-pass-optional`: a client without a login is checked with
+    /// an empty user name and password.
+    pub auth_user_pass_optional: bool,
     /// `auth-gen-token` / `auth-gen-token-secret`.
     pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
@@ -856,6 +859,11 @@ impl Server {
                     // 2.6 verifies inside the handshake: our key method
                     // waits for tls-verify's verdict.
                     session.verify_peer_before_key_reply();
+                }
+                if self.checks_passwords() && !self.s.auth_user_pass_optional {
+                    // 2.6 ends the TLS session of a client that sends no
+                    // login when logins are checked.
+                    session.require_credentials();
                 }
                 info!("{from}: new session{kind}");
                 let client = Client {
