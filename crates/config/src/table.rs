@@ -198,7 +198,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "connection",
-        "client: `<connection>` blocks, each with exactly one `remote`, hold per-entry `proto`, `port`/`rport`/`lport`, `local`, `nobind`, `connect-retry`, `connect-timeout`, `explicit-exit-notify`, `float`, `http-proxy`, `http-proxy-option`, `socks-proxy`; options given before a block are inherited, connection options after blocks are ignored with 2.6's warning; `remote` lines outside blocks are ignored when blocks exist. Per-entry `tun-mtu`, `mssfix`, `link-mtu`, `fragment`, `tls-auth`/`tls-crypt`/`tls-crypt-v2`/`key-direction` are refused (give them outside). Entries are tried in order (each with its own transport); a connection that came up is retried on the same entry",
+        "client: `<connection>` blocks, each with exactly one `remote`, hold per-entry `proto`, `port`/`rport`/`lport`, `local`, `nobind`, `connect-retry`, `connect-timeout`, `explicit-exit-notify`, `float`, `http-proxy`, `http-proxy-option`, `socks-proxy`; options given before a block are inherited, connection options after blocks are ignored with 2.6's warning; `remote` lines outside blocks (before them silently, after them with 2.6's warning) are ignored when blocks exist, as 2.6's `options_postprocess_mutate` (the stock 2.6.3 binary lists only the block's entry among its connection profiles). Per-entry `tun-mtu`, `mssfix`, `link-mtu`, `fragment`, `tls-auth`/`tls-crypt`/`tls-crypt-v2`/`key-direction` are refused (give them outside). Entries are tried in order (each with its own transport); a connection that came up is retried on the same entry",
     ),
     s(
         "http-proxy",
