@@ -208,6 +208,7 @@ impl Config {
                     "tls-crypt-v2-verify",
                     "auth-user-pass-verify",
                     "username-as-common-name",
+                    "auth-user-pass-optional",
                     "auth-gen-token",
                     "auth-gen-token-secret",
                     "client-config-dir",
@@ -301,6 +302,19 @@ impl Config {
                 "remote",
                 whole,
                 "'remote' is a client directive, but this is a server configuration".into(),
+            ));
+        }
+        // 2.6's options_postprocess_verify_ce: a login must be checked by
+        // something for the option to mean anything.
+        if self.auth_user_pass_optional
+            && self.scripts.auth_user_pass_verify.is_none()
+            && self.scripts.plugins.is_empty()
+            && !self.management_client_auth
+        {
+            return Err(self.fail(
+                "auth-user-pass-optional",
+                whole,
+                "--auth-user-pass-optional must be used with --management-client-auth, an --auth-user-pass-verify script, or plugin".into(),
             ));
         }
         for (key, what) in [

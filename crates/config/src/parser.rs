@@ -1876,6 +1876,7 @@ impl Parser {
                 c.scripts.auth_user_pass_verify = Some(AuthUserPassVerify { command, via_file });
             }
             "username-as-common-name" => d.flag(&mut c.username_as_common_name)?,
+            "auth-user-pass-optional" => d.flag(&mut c.auth_user_pass_optional)?,
             "auth-gen-token" => {
                 d.count(0, 3, "[LIFETIME] [RENEWAL] [external-auth]")?;
                 // 2.6's positive_atoi: anything but a positive number is 0.

@@ -198,7 +198,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "connection",
-        "client: `<connection>` blocks, each with exactly one `remote`, hold per-entry `proto`, `port`/`rport`/`lport`, `local`, `nobind`, `connect-retry`, `connect-timeout`, `explicit-exit-notify`, `float`, `http-proxy`, `http-proxy-option`, `socks-proxy`; options given before a block are inherited, connection options after blocks are ignored with 2.6's warning; `remote` lines outside blocks are ignored when blocks exist. Per-entry `tun-mtu`, `mssfix`, `link-mtu`, `fragment`, `tls-auth`/`tls-crypt`/`tls-crypt-v2`/`key-direction` are refused (give them outside). Entries are tried in order (each with its own transport); a connection that came up is retried on the same entry",
+        "client: `<connection>` blocks, each with exactly one `remote`, hold per-entry `proto`, `port`/`rport`/`lport`, `local`, `nobind`, `connect-retry`, `connect-timeout`, `explicit-exit-notify`, `float`, `http-proxy`, `http-proxy-option`, `socks-proxy`; options given before a block are inherited, connection options after blocks are ignored with 2.6's warning; `remote` lines outside blocks (before them silently, after them with 2.6's warning) are ignored when blocks exist, as 2.6's `options_postprocess_mutate` (the stock 2.6.3 binary lists only the block's entry among its connection profiles). Per-entry `tun-mtu`, `mssfix`, `link-mtu`, `fragment`, `tls-auth`/`tls-crypt`/`tls-crypt-v2`/`key-direction` are refused (give them outside). Entries are tried in order (each with its own transport); a connection that came up is retried on the same entry",
     ),
     s(
         "http-proxy",
@@ -626,9 +626,9 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "auth-user-pass",
         "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
     ),
-    u(
+    s(
         "auth-user-pass-optional",
-        "username/password authentication is not supported yet",
+        "server, with `auth-user-pass-verify`, a `plugin` or `management-client-auth` (else refused, as 2.6): a client that sends no user name and password (no `auth-user-pass`) is still checked, as 2.6: the script (via-file: two empty lines), PLUGIN_AUTH_USER_PASS_VERIFY and `>CLIENT:CONNECT` get an empty `username` and `password` and decide; with `username-as-common-name` its common name becomes empty (scripts then see no `common_name`, as 2.6). Without it such a client is dropped after the TLS handshake without an answer (2.6: 'Auth Username/Password was not provided by peer'; the client gives up after its hand-window)",
     ),
     u(
         "auth-token",
@@ -706,7 +706,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-client-auth",
-        "server: every client's login waits for the management client (`>CLIENT:CONNECT`/`REAUTH`, answered with `client-auth`, `client-auth-nt`, `client-deny` or `client-pending-auth`), together with `auth-user-pass-verify`/plugin as 2.6 (all must accept); clients must send a user name (`auth-user-pass`), as 2.6 requires; see docs/management.md",
+        "server: every client's login waits for the management client (`>CLIENT:CONNECT`/`REAUTH`, answered with `client-auth`, `client-auth-nt`, `client-deny` or `client-pending-auth`), together with `auth-user-pass-verify`/plugin as 2.6 (all must accept); clients must send a user name (`auth-user-pass`), as 2.6 requires, unless `auth-user-pass-optional` (then a client without one is asked about with an empty `username`); see docs/management.md",
     ),
     s(
         "port-share",

@@ -809,6 +809,9 @@ pub struct Config {
     /// `username-as-common-name`: the verified user name replaces the
     /// certificate's common name (server).
     pub username_as_common_name: bool,
+    /// `auth-user-pass-optional`: a client that sends no user name and
+    /// password is still checked, with both empty (server).
+    pub auth_user_pass_optional: bool,
     /// `verify-client-cert none|optional|require` (server).
     pub verify_client_cert: VerifyClientCert,
     /// `auth-gen-token [LIFETIME] [RENEWAL] [external-auth]`.

@@ -76,3 +76,39 @@ fn servers_refuse_auth_user_pass() {
     .unwrap_err();
     assert!(e.to_string().contains("requires 'pull'"), "{e}");
 }
+
+fn server(extra: &str) -> Result<Config, ConfigError> {
+    parse_str(
+        &format!(
+            "server 10.8.0.0 255.255.255.0\ndev tun\n{CA}<cert>\n-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n</cert>\n<key>\n-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n</key>\n{extra}"
+        ),
+        "s.conf",
+    )
+}
+
+/// As 2.6's options_postprocess_verify_ce: a server option, and only with
+/// something that checks logins (script, plugin or management).
+#[test]
+fn auth_user_pass_optional_needs_a_login_check_and_a_server() {
+    let e = server("auth-user-pass-optional\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("s.conf:")
+            && msg.contains("--auth-user-pass-optional must be used with --management-client-auth, an --auth-user-pass-verify script, or plugin"),
+        "{e}"
+    );
+    for checker in [
+        "auth-user-pass-verify /bin/true via-env",
+        "plugin /usr/lib/x.so",
+        "management 127.0.0.1 7505\nmanagement-client-auth",
+    ] {
+        let c = server(&format!("auth-user-pass-optional\n{checker}\n")).unwrap();
+        assert!(c.auth_user_pass_optional, "{checker}");
+    }
+    assert!(!server("").unwrap().auth_user_pass_optional);
+    let e = client("auth-user-pass\nauth-user-pass-optional\n").unwrap_err();
+    assert!(e.to_string().contains("is a server directive"), "{e}");
+    let e = server("auth-user-pass-optional extra\nauth-user-pass-verify /bin/true via-env\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("s.conf:"), "{e}");
+}

@@ -204,3 +204,38 @@ fn hostile_connection_blocks_stay_bounded() {
     );
     assert!(e.is_err());
 }
+
+/// 2.6's `options_postprocess_mutate` makes entries of the `remote` lines
+/// only when there are no `<connection>` blocks: with blocks, top-level
+/// `remote` lines before and after them are no entries (the stock binary
+/// lists only the block's among its "Connection profiles"); 2.6 warns
+/// only about one after a block.
+#[test]
+fn top_level_remotes_are_ignored_beside_connection_blocks() {
+    let c = client(
+        "remote before.example 1\n<connection>\nremote block.example 2\n</connection>\nremote after.example 3 tcp\n",
+    )
+    .unwrap();
+    let list = c.connection_list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].remote.host, "block.example");
+    assert_eq!(list[0].remote_port(), 2);
+    assert_eq!(list[0].proto(), Proto::Udp);
+    let warned: Vec<_> = c
+        .warnings
+        .iter()
+        .filter(|w| w.contains("'remote'"))
+        .collect();
+    assert_eq!(
+        warned,
+        ["t.ovpn:16: Option 'remote' is ignored by previous <connection> blocks"]
+    );
+    // Without blocks every `remote` line is an entry, in order.
+    let c = client("remote a.example 1\nremote b.example 2 tcp\n").unwrap();
+    let hosts: Vec<_> = c
+        .connection_list()
+        .into_iter()
+        .map(|e| e.remote.host)
+        .collect();
+    assert_eq!(hosts, ["a.example", "b.example"]);
+}

@@ -1064,6 +1064,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
                 (r.network, r.bits, metric)
             })
             .collect(),
+        route_ipv6_gateways: cfg.routes_ipv6.iter().map(|r| r.gateway).collect(),
         routes: cfg
             .routes
             .iter()
@@ -1100,6 +1101,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             script_settings(cfg)?
         },
         username_as_common_name: cfg.username_as_common_name,
+        auth_user_pass_optional: cfg.auth_user_pass_optional,
         auth_token: auth_token(cfg)?,
         setup_done: None,
         key_passphrase,
@@ -1386,7 +1388,8 @@ fn script_settings(cfg: &Config) -> anyhow::Result<ScriptSettings> {
     base_env.set("daemon_start_time", started.to_string());
     base_env.set("daemon_pid", std::process::id().to_string());
     base_env.set("verb", cfg.verb().to_string());
-    base_env.set("proto_1", "udp");
+    // A server's one connection entry (a client's are set per entry).
+    base_env.set("proto_1", proto_env_name(cfg.proto(), TcpRole::Server));
     base_env.set("local_port_1", cfg.local_port().to_string());
     // A server's entry has a remote port too (`rport`, else `port`), as 2.6.
     base_env.set("remote_port_1", cfg.default_remote_port().to_string());
@@ -1727,17 +1730,37 @@ fn client_script_settings(cfg: &Config, remotes: &[Remote]) -> anyhow::Result<Sc
     if cfg.nobind {
         env.remove("local_port_1");
     }
-    for (i, r) in remotes.iter().enumerate() {
+    // `client_remotes` made one remote per entry, in order.
+    for (i, (r, entry)) in remotes.iter().zip(cfg.connection_list()).enumerate() {
         let n = i + 1;
-        let proto = match r.transport {
-            Transport::Udp => "udp",
-            _ => "tcp-client",
-        };
-        env.set(&format!("proto_{n}"), proto);
+        env.set(
+            &format!("proto_{n}"),
+            proto_env_name(entry.proto(), TcpRole::Client),
+        );
         env.set(&format!("remote_{n}"), r.host.clone());
         env.set(&format!("remote_port_{n}"), r.port.to_string());
     }
     Ok(scripts)
+}
+
+/// A connection entry's `proto_N` as 2.6 sets it (`proto2ascii`, short
+/// form): the name of the protocol with its family, plain `tcp` taking the
+/// role of `role` (the mode's end), e.g. `udp`, `udp6`, `tcp-server`,
+/// `tcp4-client`.
+fn proto_env_name(proto: Proto, role: TcpRole) -> &'static str {
+    match proto {
+        Proto::Udp => "udp",
+        Proto::Udp4 => "udp4",
+        Proto::Udp6 => "udp6",
+        Proto::Tcp { family, role: r } => match (family, r.unwrap_or(role)) {
+            (Family::Any, TcpRole::Server) => "tcp-server",
+            (Family::Any, TcpRole::Client) => "tcp-client",
+            (Family::V4, TcpRole::Server) => "tcp4-server",
+            (Family::V4, TcpRole::Client) => "tcp4-client",
+            (Family::V6, TcpRole::Server) => "tcp6-server",
+            (Family::V6, TcpRole::Client) => "tcp6-client",
+        },
+    }
 }
 
 /// Scripts a server does not run (2.6 runs them in point-to-point modes).

@@ -85,6 +85,9 @@ pub enum KeyMethodError {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The client sent a login ([`KeyMethod2::credentials_sent`]); without
+    /// one, user name and password are empty.
+    pub sent: bool,
 }
 
 impl Drop for Credentials {
@@ -117,6 +120,12 @@ pub struct KeyMethod2 {
     pub options: String,
     pub username: String,
     pub password: String,
+    /// Whether the message carries a login: 2.6 writes user name and
+    /// password as strings with their NUL (`00 01 00` when empty) when it
+    /// has `auth-user-pass`, and `00 00` twice when it has none. A server
+    /// reads a login as absent when either field is `00 00`
+    /// (`key_method_2_read`: "Auth Username/Password was not provided").
+    pub credentials_sent: bool,
     /// `NAME=value\n` lines (§6.3); see [`PeerInfo::parse`].
     pub peer_info: String,
 }
@@ -172,11 +181,14 @@ impl KeyMethod2 {
             options: options.into(),
             username: String::new(),
             password: String::new(),
+            credentials_sent: false,
             peer_info: peer_info.into(),
         }
     }
 
-    /// Append the wire form. Empty strings are written as `00 00`, as 2.6 does.
+    /// Append the wire form. Empty strings are written as `00 00`, as 2.6 does,
+    /// except a sent login's ([`KeyMethod2::credentials_sent`]), whose empty
+    /// user name or password is `00 01 00`, as 2.6's `write_string` writes it.
     /// A string is cut at its first NUL and at 65534 bytes, the most a u16
     /// length with the terminator can describe; our own strings never get near that.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -186,14 +198,10 @@ impl KeyMethod2 {
         }
         out.extend_from_slice(&self.random1);
         out.extend_from_slice(&self.random2);
-        for s in [
-            &self.options,
-            &self.username,
-            &self.password,
-            &self.peer_info,
-        ] {
-            put_string(out, s);
-        }
+        put_string(out, &self.options, false);
+        put_string(out, &self.username, self.credentials_sent);
+        put_string(out, &self.password, self.credentials_sent);
+        put_string(out, &self.peer_info, false);
     }
 
     /// Decode one message from the start of `bytes`. `from_client` says whether
@@ -229,10 +237,10 @@ impl KeyMethod2 {
         };
         let random1 = r.array().map_err(|_| KeyMethodError::Incomplete)?;
         let random2 = r.array().map_err(|_| KeyMethodError::Incomplete)?;
-        let options = get_string(&mut r, "options", MAX_OPTIONS_LEN)?;
-        let username = get_string(&mut r, "username", MAX_CREDENTIAL_LEN)?;
-        let password = get_string(&mut r, "password", MAX_CREDENTIAL_LEN)?;
-        let peer_info = get_string(&mut r, "peer_info", MAX_MESSAGE_LEN)?;
+        let (options, _) = get_string(&mut r, "options", MAX_OPTIONS_LEN)?;
+        let (username, username_len) = get_string(&mut r, "username", MAX_CREDENTIAL_LEN)?;
+        let (password, password_len) = get_string(&mut r, "password", MAX_CREDENTIAL_LEN)?;
+        let (peer_info, _) = get_string(&mut r, "peer_info", MAX_MESSAGE_LEN)?;
         let used = bytes.len() - r.0.len();
         Ok((
             KeyMethod2 {
@@ -242,6 +250,7 @@ impl KeyMethod2 {
                 options,
                 username,
                 password,
+                credentials_sent: username_len != 0 && password_len != 0,
                 peer_info,
             },
             used,
@@ -249,10 +258,11 @@ impl KeyMethod2 {
     }
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+/// `with_nul`: an empty string is `00 01 00` (2.6's `write_string`), else `00 00`.
+fn put_string(out: &mut Vec<u8>, s: &str, with_nul: bool) {
     let s = s.split('\0').next().unwrap_or_default().as_bytes();
     let s = s.get(..usize::from(u16::MAX) - 1).unwrap_or(s);
-    if s.is_empty() {
+    if s.is_empty() && !with_nul {
         out.extend_from_slice(&[0, 0]);
         return;
     }
@@ -264,17 +274,18 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// `u16 len | bytes incl. NUL`; both `00 00` and `00 01 00` mean "empty".
+/// Returns the string and its length field (0 for an absent string).
 fn get_string(
     r: &mut Reader<'_>,
     field: &'static str,
     max: usize,
-) -> Result<String, KeyMethodError> {
+) -> Result<(String, usize), KeyMethodError> {
     let len = usize::from(r.u16().map_err(|_| KeyMethodError::Incomplete)?);
     if len > max {
         return Err(KeyMethodError::StringTooLong { field, len, max });
     }
     if len == 0 {
-        return Ok(String::new());
+        return Ok((String::new(), 0));
     }
     let raw = r.take(len).map_err(|_| KeyMethodError::Incomplete)?;
     let Some((0, text)) = raw.split_last() else {
@@ -283,7 +294,8 @@ fn get_string(
     if text.contains(&0) {
         return Err(KeyMethodError::BadString { field });
     }
-    String::from_utf8(text.to_vec()).map_err(|_| KeyMethodError::NotUtf8 { field })
+    let text = String::from_utf8(text.to_vec()).map_err(|_| KeyMethodError::NotUtf8 { field })?;
+    Ok((text, len))
 }
 
 /// How a ferrovpn client's `IV_GUI_VER` starts (then its version).
@@ -706,6 +718,39 @@ mod tests {
         let mut e = Vec::new();
         k.encode(&mut e);
         assert_eq!(e.len(), w.len() - 2);
+    }
+
+    /// 2.6's two forms of a login: written with `write_string` (`00 01 00`
+    /// for an empty field) when the client has `auth-user-pass`, `00 00`
+    /// twice without; a server reads it as absent when either field is
+    /// `00 00`, and clears both then.
+    #[test]
+    fn login_sent_or_absent() {
+        let mut k = KeyMethod2::new_random(true, "V4", "");
+        k.credentials_sent = true;
+        let mut w = Vec::new();
+        k.encode(&mut w);
+        let mut absent = KeyMethod2::new_random(true, "V4", "");
+        absent.pre_master = k.pre_master;
+        absent.random1 = k.random1;
+        absent.random2 = k.random2;
+        let mut a = Vec::new();
+        absent.encode(&mut a);
+        // Empty user name and password: `00 01 00` each, not `00 00`.
+        assert_eq!(w.len(), a.len() + 2);
+        let (d, _) = KeyMethod2::decode(&w, true).unwrap();
+        assert!(d.credentials_sent && d.username.is_empty() && d.password.is_empty());
+        assert_eq!(d, k);
+        let (d, _) = KeyMethod2::decode(&a, true).unwrap();
+        assert!(!d.credentials_sent);
+        assert_eq!(d, absent);
+        // A user name without a password field is no login either.
+        let mut half = KeyMethod2::new_random(false, "V4", "");
+        half.username = "u".into();
+        let mut h = Vec::new();
+        half.encode(&mut h);
+        let (d, _) = KeyMethod2::decode(&h, false).unwrap();
+        assert!(!d.credentials_sent && d.username == "u");
     }
 
     #[test]

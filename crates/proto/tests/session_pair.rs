@@ -1341,3 +1341,81 @@ fn push_reply_wait_ends_as_2_6() {
         );
     }
 }
+
+/// A server that goes silent once the keys are up (no acknowledgement, no
+/// reply) is given up on as 2.6's `send_push_request` does: "No reply from
+/// server to push requests" at the first push-request tick after
+/// hand-window of silence, not as a reset for the unacknowledged
+/// PUSH_REQUESTs (which would be due at the same time).
+#[test]
+fn silent_server_is_no_push_reply() {
+    for hand_window in [10u64, 60] {
+        let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+            c.hand_window = Duration::from_secs(hand_window)
+        });
+        pair.ss.reply_text = Some("PUSH_REPLY,ping 10,push-continuation 2".into());
+        pair.run(|_, s| !s.send_keys.is_empty());
+        pair.assert_open();
+        let t0 = pair.now;
+        let client = &mut pair.client;
+        let mut closed = None;
+        // Every 100 ms, so that neither deadline is met late.
+        for tick in 0..=1800u64 {
+            let now = t0 + Duration::from_millis(tick * 100);
+            client.handle_timeout(now);
+            // Everything the client sends is lost with the server.
+            while client.poll_transmit().is_some() {}
+            while let Some(ev) = client.poll_event() {
+                if let Event::Closed(e) = ev {
+                    closed = Some((tick / 10, e));
+                }
+            }
+            if closed.is_some() {
+                break;
+            }
+        }
+        let (at, why) = closed.expect("the client waits for ever");
+        assert!(
+            matches!(why, SessionError::NoPushReply(_)),
+            "hand-window {hand_window}: closed with {why} at {at}s"
+        );
+        assert!(
+            (hand_window..hand_window + 6).contains(&at),
+            "hand-window {hand_window}: gave up at {at}s"
+        );
+    }
+}
+
+/// The server session of `pair` made from the client's first packet, with
+/// [`Session::require_credentials`].
+fn server_requiring_login(pair: &mut Pair) {
+    let p = pair.client.poll_transmit().unwrap();
+    let (pkt, replay) = pair.scfg.wrap.unwrap(&p).unwrap();
+    let mut s = Session::accept(pair.scfg.clone(), pair.now, 1_700_000_000, pkt, replay).unwrap();
+    s.require_credentials();
+    pair.server = Some(s);
+}
+
+/// A server that requires a login (2.6 checking logins without
+/// `auth-user-pass-optional`) ends the session of a client that sends
+/// none before its key-method-2 reply, as 2.6's failing
+/// `key_method_2_read`; an empty login (`auth-user-pass` with empty
+/// fields) is a login.
+#[test]
+fn server_requiring_a_login_drops_a_client_without_one() {
+    let mut pair = Pair::start(None);
+    server_requiring_login(&mut pair);
+    pair.run(|_, s| s.closed.is_some());
+    assert!(
+        matches!(pair.ss.closed, Some(SessionError::CredentialsMissing)),
+        "{:?}",
+        pair.ss.closed
+    );
+    assert!(!pair.ss.authenticated && pair.cs.keys.is_empty());
+
+    let mut pair = Pair::start(None);
+    pair.client.set_credentials("", "");
+    server_requiring_login(&mut pair);
+    pair.run_to_keys(0);
+    assert!(pair.ss.authenticated);
+}

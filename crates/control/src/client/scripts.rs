@@ -605,7 +605,9 @@ fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) 
         env.set_route(i + 1, r.network, r.netmask, gateway, r.metric);
     }
     for (i, r) in plan.routes6.iter().enumerate() {
-        env.set_route_ipv6(i + 1, r.network, r.bits);
+        // The client's gateway and metric are not named yet (2.6 names the
+        // pushed `ifconfig-ipv6` remote and the metric).
+        env.set_route_ipv6(i + 1, r.network, r.bits, None, None);
     }
     let redirected = plan.redirect.as_ref().is_some_and(|r| r.ipv4);
     env.set("redirect_gateway", if redirected { "1" } else { "0" });

@@ -75,12 +75,26 @@ impl Env {
     }
 
     /// IPv6 route number `n` (from 1): `route_ipv6_network_N` as
-    /// `NETWORK/BITS`.
-    pub fn set_route_ipv6(&mut self, n: usize, network: Ipv6Addr, bits: u8) {
+    /// `NETWORK/BITS`, then `route_ipv6_gateway_N` and
+    /// `route_ipv6_metric_N` when known (2.6's `setenv_route_ipv6` order).
+    pub fn set_route_ipv6(
+        &mut self,
+        n: usize,
+        network: Ipv6Addr,
+        bits: u8,
+        gateway: Option<Ipv6Addr>,
+        metric: Option<u32>,
+    ) {
         self.set(
             &format!("route_ipv6_network_{n}"),
             format!("{network}/{bits}"),
         );
+        if let Some(gw) = gateway {
+            self.set(&format!("route_ipv6_gateway_{n}"), gw.to_string());
+        }
+        if let Some(m) = metric {
+            self.set(&format!("route_ipv6_metric_{n}"), m.to_string());
+        }
     }
 
     /// The pairs a script may see at `security` (passwords only at 3).

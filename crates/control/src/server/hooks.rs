@@ -662,7 +662,9 @@ impl Server {
         let Some(c) = self.clients.get(&addr) else {
             return;
         };
-        if cred.username.is_empty() {
+        // 2.6's set_verify_user_pass_env: an empty user name is checked
+        // only with auth-user-pass-optional.
+        if cred.username.is_empty() && !self.s.auth_user_pass_optional {
             warn!("{addr}: TLS Auth Error: peer provided a blank username");
             self.refuse(now, addr, None);
             return;
@@ -759,7 +761,7 @@ impl Server {
     }
 
     /// Whether logins are checked (by `auth-user-pass-verify` or a plugin).
-    fn checks_passwords(&self) -> bool {
+    pub(super) fn checks_passwords(&self) -> bool {
         self.s.scripts.auth_user_pass_verify.is_some()
             || self.password_plugin().is_some()
             || self.management_client_auth()
@@ -853,7 +855,9 @@ impl Server {
             return;
         };
         if as_cn && let Some(u) = &c.username {
-            c.common_name = Some(tls::sanitize_common_name(u));
+            // An empty user name (auth-user-pass-optional) leaves no
+            // common name: 2.6's scripts then see no `common_name`.
+            c.common_name = Some(tls::sanitize_common_name(u)).filter(|cn| !cn.is_empty());
         }
         if let Some(u) = &c.username {
             info!("{addr}: TLS: Username/Password authentication succeeded for username '{u}'");

@@ -71,6 +71,9 @@ pub struct ServerSettings {
     /// `route-ipv6 NET/BITS [GW] [METRIC]` lines: IPv6 networks routed into
     /// the tunnel, with their metric (theirs or `route-metric`'s).
     pub routes_ipv6: Vec<(std::net::Ipv6Addr, u8, Option<u32>)>,
+    /// Each `route-ipv6` line's own GATEWAY (as `routes_ipv6`): only the
+    /// scripts' `route_ipv6_gateway_N` shows it (a tun routes by device).
+    pub route_ipv6_gateways: Vec<Option<std::net::Ipv6Addr>>,
     /// `route NET MASK [GW] [METRIC]` lines: networks behind clients, routed
     /// into the tunnel, with their metric (theirs or `route-metric`'s).
     pub routes: Vec<(Ipv4Addr, Ipv4Addr, Option<u32>)>,
@@ -119,6 +122,9 @@ pub struct ServerSettings {
     pub scripts: ScriptSettings,
     /// `username-as-common-name`.
     pub username_as_common_name: bool,
+    /// `auth-user-pass-optional`: a client without a login is checked with
+    /// an empty user name and password.
+    pub auth_user_pass_optional: bool,
     /// `auth-gen-token` / `auth-gen-token-secret`.
     pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
@@ -439,6 +445,10 @@ pub async fn run_server(
     } else {
         None
     };
+    // 2.6 puts its route list into the environment before `up`: every
+    // script from then on sees it.
+    let routes_env = updown::route_env(&s, net_gateway);
+    s.scripts.base_env.extend(&routes_env);
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
@@ -462,6 +472,8 @@ pub async fn run_server(
     }
     let plugins = hooks::open_plugins(&s.scripts)?;
     hooks::run_up(&s.scripts, plugins.as_deref(), &tunnel).await?;
+    let after_routes = updown::after_routes_env(&s);
+    s.scripts.base_env.extend(&after_routes);
     if let (Some(m), true) = (&mgmt, updown::adds_routes(&s)) {
         updown::state(m, "ADD_ROUTES", "", None);
     }
@@ -482,7 +494,7 @@ pub async fn run_server(
         }
     }
     // Between the routes and `route-up`, as 2.6's `do_route`.
-    let up_env = updown::up_env(&s, plugins.as_deref(), &tunnel, net_gateway);
+    let up_env = updown::up_env(&s, plugins.as_deref(), &tunnel);
     if let Some(m) = &mgmt {
         m.up_down("UP", &up_env, None);
     }
@@ -856,6 +868,11 @@ impl Server {
                     // 2.6 verifies inside the handshake: our key method
                     // waits for tls-verify's verdict.
                     session.verify_peer_before_key_reply();
+                }
+                if self.checks_passwords() && !self.s.auth_user_pass_optional {
+                    // 2.6 ends the TLS session of a client that sends no
+                    // login when logins are checked.
+                    session.require_credentials();
                 }
                 info!("{from}: new session{kind}");
                 let client = Client {

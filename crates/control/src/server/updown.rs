@@ -40,18 +40,18 @@ pub(super) fn adds_routes(s: &ServerSettings) -> bool {
     !s.no_exec.routes && !s.routes.is_empty()
 }
 
-/// The environment 2.6 holds once its routes are in (what `>UPDOWN:UP`
-/// lists, and `>UPDOWN:DOWN` unless a later script changed it).
-/// `net_gateway`: the default gateway looked up when there is a route
-/// list.
-pub(super) fn up_env(
-    s: &ServerSettings,
-    plugins: Option<&Plugins>,
-    t: &Tunnel,
-    net_gateway: Option<Ipv4Addr>,
-) -> Env {
-    let mut env = s.scripts.base_env.clone();
-    env.extend(&ScriptSettings::tunnel_env(t));
+/// 2.6's route list in the environment (`do_init_route_list`,
+/// `do_init_route_ipv6_list`: set before `up`, so every later script of
+/// the server, a client's `client-connect` included, sees it, and
+/// `>UPDOWN`): with IPv4 routes `route_net_gateway` (the default gateway,
+/// when there is one) and `route_vpn_gateway`, each route's
+/// `route_network_N`, `route_netmask_N`, `route_gateway_N` (the VPN
+/// gateway: a server takes no other) and `route_metric_N`; each
+/// `route-ipv6`'s `route_ipv6_network_N`, `route_ipv6_gateway_N` (its own,
+/// else `ifconfig_ipv6_remote`) and `route_ipv6_metric_N`; then
+/// `redirect_gateway=0`. Nothing of it with `route-noexec`.
+pub(super) fn route_env(s: &ServerSettings, net_gateway: Option<Ipv4Addr>) -> Env {
+    let mut env = Env::new();
     // The VPN gateway of a `server` network: its third address (2.6's
     // helper sets `route-gateway` to network + 2 with topology subnet).
     let vpn_gateway = s
@@ -69,13 +69,32 @@ pub(super) fn up_env(
         for (i, &(network, netmask, metric)) in s.routes.iter().enumerate() {
             env.set_route(i + 1, network, netmask, vpn_gateway, metric);
         }
-        for (i, &(network, bits, _)) in s.routes_ipv6.iter().enumerate() {
-            env.set_route_ipv6(i + 1, network, bits);
+        let default_gateway6 = s.ipv6.as_ref().map(|v6| v6.remote);
+        for (i, &(network, bits, metric)) in s.routes_ipv6.iter().enumerate() {
+            let own = s.route_ipv6_gateways.get(i).copied().flatten();
+            env.set_route_ipv6(i + 1, network, bits, own.or(default_gateway6), metric);
         }
-        // 2.6 always has an (IPv4) route list, so says this unless
-        // `route-noexec`.
+    }
+    env
+}
+
+/// 2.6 sets `redirect_gateway` when it adds its routes, after `up`: the
+/// scripts from `route-up` on (and `>UPDOWN:UP`) see it, unless
+/// `route-noexec` (it always has an IPv4 route list).
+pub(super) fn after_routes_env(s: &ServerSettings) -> Env {
+    let mut env = Env::new();
+    if !s.no_exec.routes {
         env.set("redirect_gateway", "0");
     }
+    env
+}
+
+/// The environment 2.6 holds once its routes are in (what `>UPDOWN:UP`
+/// lists, and `>UPDOWN:DOWN` unless a later script changed it): the
+/// scripts' base environment, which holds [`route_env`] since start.
+pub(super) fn up_env(s: &ServerSettings, plugins: Option<&Plugins>, t: &Tunnel) -> Env {
+    let mut env = s.scripts.base_env.clone();
+    env.extend(&ScriptSettings::tunnel_env(t));
     // Each plugin call takes `script_type` out of 2.6's environment; each
     // script sets it.
     if plugins.is_some_and(|p| p.wants(plugin::UP)) {

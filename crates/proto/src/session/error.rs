@@ -94,6 +94,10 @@ pub enum SessionError {
     /// refused the peer's certificate chain.
     #[error("the peer's certificate chain was refused (tls-verify)")]
     PeerRefused,
+    /// Server, with [`super::Session::require_credentials`]: the client's
+    /// key-method-2 message carried no user name and password.
+    #[error("Auth Username/Password was not provided by peer")]
+    CredentialsMissing,
     /// A renegotiation presented a different certificate than the first key.
     #[error("peer certificate changed across renegotiation")]
     PeerIdentityChanged,

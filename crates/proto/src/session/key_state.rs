@@ -242,6 +242,7 @@ impl Session {
                 if let Some((user, pass)) = &self.credentials {
                     km.username.clone_from(user);
                     km.password.clone_from(pass);
+                    km.credentials_sent = true;
                 }
                 let mut buf = Vec::new();
                 km.encode(&mut buf);

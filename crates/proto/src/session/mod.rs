@@ -249,6 +249,9 @@ pub struct Session {
     verify_peer: bool,
     /// Server: key_id 0's key-method-2 reply waits for the verdict.
     awaiting_verdict: bool,
+    /// Server: a key-method-2 message without a login closes the session;
+    /// see [`Session::require_credentials`].
+    require_credentials: bool,
 }
 
 impl Session {
@@ -291,6 +294,7 @@ impl Session {
             p2p_link: None,
             verify_peer: false,
             awaiting_verdict: false,
+            require_credentials: false,
             cfg,
         }
     }

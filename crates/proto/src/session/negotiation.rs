@@ -77,6 +77,13 @@ impl Session {
                     .remote_km
                     .as_ref()
                     .ok_or(SessionError::NotEstablished)?;
+                if self.require_credentials && !remote.credentials_sent {
+                    // 2.6's key_method_2_read fails: a TLS error, no reply
+                    // (the client gives up after its hand-window).
+                    warn!("TLS Error: Auth Username/Password was not provided by peer");
+                    self.close(SessionError::CredentialsMissing);
+                    return Ok(());
+                }
                 // (P2P mode negotiated above, its own way.)
                 if !self.cfg.p2p && (key_id == 0 || self.peer_info.is_none()) {
                     // A client announcing compression (`,comp-lzo` in its
@@ -134,9 +141,15 @@ impl Session {
             .remote_km
             .as_ref()
             .ok_or(SessionError::NotEstablished)?;
-        let credentials = Credentials {
-            username: remote.username.clone(),
-            password: remote.password.clone(),
+        // 2.6 clears both when either is absent.
+        let credentials = if remote.credentials_sent {
+            Credentials {
+                username: remote.username.clone(),
+                password: remote.password.clone(),
+                sent: true,
+            }
+        } else {
+            Credentials::default()
         };
         // A P2P TLS server announces itself as 2.6 does (IV_CIPHERS,
         // IV_PROTO with NCP_P2P); a multi-client server sends none.
@@ -181,6 +194,15 @@ impl Session {
     /// [`Session::peer_verified`] ([`Event::VerifyPeer`] asks for it).
     pub fn verify_peer_before_key_reply(&mut self) {
         self.verify_peer = true;
+    }
+
+    /// Server: a client's key-method-2 message must carry a login (2.6's
+    /// rule when logins are checked without `auth-user-pass-optional`);
+    /// one without closes the session with
+    /// [`SessionError::CredentialsMissing`] before our reply, at every key
+    /// exchange, as 2.6's `key_method_2_read` fails then.
+    pub fn require_credentials(&mut self) {
+        self.require_credentials = true;
     }
 
     /// Server: the driver's verdict on the peer's chain, after

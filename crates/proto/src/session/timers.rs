@@ -34,8 +34,12 @@ impl Session {
                 return;
             }
             // A peer that stops acknowledging (while perhaps still sending)
-            // would keep the session and its buffers for ever.
+            // would keep the session and its buffers for ever. Not while
+            // the push reply is awaited: a silent server there is 2.6's
+            // "No reply from server to push requests" (below, within
+            // hand-window and one push-request interval), not a reset.
             if ks.retire_at.is_none()
+                && !awaits_push
                 && ks
                     .reliable
                     .oldest_unacked()
