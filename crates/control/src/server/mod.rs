@@ -822,7 +822,7 @@ async fn set_up_tunnel(
     let dev = tunnel.dev.as_str();
     let net_config = NetConfig::connect()?;
     // 2.6 looks the default gateway up with its route list, before `up`.
-    let net_gateway = if updown::has_route_list(&s) {
+    let net_gateway = if updown::has_route_list(s) {
         Some(net_config.default_gateway4().await)
     } else {
         None
@@ -835,28 +835,28 @@ async fn set_up_tunnel(
         }
         if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
             net_config
-                .configure_subnet(&dev, ip, mask, s.tun_mtu)
+                .configure_subnet(dev, ip, mask, s.tun_mtu)
                 .await?;
         } else {
             // IPv6 only: the device still needs its MTU and to be up.
-            net_config.link_up(&dev, s.tun_mtu).await?;
+            net_config.link_up(dev, s.tun_mtu).await?;
         }
         if let Some(v6) = &s.ipv6 {
-            net_config.add_address6(&dev, v6.local, v6.bits).await?;
+            net_config.add_address6(dev, v6.local, v6.bits).await?;
         }
     }
     if s.scripts.any() {
         warn!("{}", s.scripts.security.startup_note());
     }
     hooks::run_up(&s.scripts, plugins, tunnel).await?;
-    if let (Some(m), true) = (mgmt, updown::adds_routes(&s)) {
+    if let (Some(m), true) = (mgmt, updown::adds_routes(s)) {
         updown::state(m, "ADD_ROUTES", "", None);
     }
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
             info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
         } else {
-            net_config.add_route(&dev, net, mask, None, metric).await?;
+            net_config.add_route(dev, net, mask, None, metric).await?;
         }
     }
     for &(net, bits, metric) in &s.routes_ipv6 {
@@ -864,7 +864,7 @@ async fn set_up_tunnel(
             info!("route-noexec: not adding route {net}/{bits} metric {metric:?}");
         } else {
             net_config
-                .add_route6_metric(&dev, net, bits, None, metric)
+                .add_route6_metric(dev, net, bits, None, metric)
                 .await?;
         }
     }
