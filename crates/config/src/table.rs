@@ -243,7 +243,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "explicit-exit-notify",
-        "`[N]` (default 1); client side only, ignored with a warning on a server, and with 2.6's notice over TCP (the closed connection tells the server)",
+        "`[N]` (default 1); client: the exit notification to the server; server (UDP): on SIGTERM, SIGINT, SIGHUP or SIGUSR1 every UDP client is sent `RESTART` (`RESTART,[N]` with 2) and the signal acted on 2 s later, as 2.6's `multi_push_restart_schedule_exit` (a second signal meanwhile acts at once); ignored with 2.6's notice over TCP (the closed connection tells the peer)",
     ),
     // --- timers
     s(
@@ -268,7 +268,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("key", "PEM file or inline `<key>`"),
     s(
         "crl-verify",
-        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s, and at once on SIGHUP, where 2.6 restarts; connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
+        "PEM CRL file or inline `<crl-verify>`: a server refuses client certificates it revokes, a client a revoked server certificate; the leaf's issuer must have a CRL in it; a file is re-read when it changes (servers: at each new session and every 0.5 s, and again on every restart (SIGHUP, SIGUSR1); connected clients it revokes are dropped at once, where OpenVPN waits for their next TLS handshake); `dir` mode unsupported (error); `nextUpdate` not enforced",
     ),
     s(
         "extra-certs",
@@ -382,7 +382,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("verb", "0-11, stored"),
     s(
         "management",
-        "`IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`, on servers and clients; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once",
+        "`IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`, on servers and clients; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once. A server's interface stays open across its restarts (connections, `state on`, the released hold and the state history kept; the first config's `management` settings kept on SIGHUP, as 2.6's `management_open`; a config without `management` closes it): `RECONNECTING,SIGHUP|SIGUSR1`, then `ASSIGN_IP` (unless the device was kept), `ADD_ROUTES`, `CONNECTED` again; `signal SIGHUP|SIGUSR1` restarts it",
     ),
     s(
         "management-hold",
@@ -423,15 +423,15 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "stored (ferrovpn keeps keys across restarts anyway, so restarts work after 'user'/'group')",
+        "stored: a client keeps its keys across reconnects anyway; a server reads its key and certificates again on every restart (SIGHUP, SIGUSR1), with or without it",
     ),
     s(
         "persist-tun",
-        "client: addresses, routes (redirect-gateway's too) and DNS stay in place while reconnecting, so nothing leaks during backoff; without it they are removed on every reconnect, as in 2.6",
+        "client: addresses, routes (redirect-gateway's too) and DNS stay in place while reconnecting, so nothing leaks during backoff; without it they are removed on every reconnect, as in 2.6; a SIGHUP closes the device anyway, as 2.6. Server: a SIGUSR1 keeps the device configured with its routes and runs no up/down hooks (2.6's `Preserving previous TUN/TAP instance`); SIGHUP closes and opens it again. Difference: with `up-restart` 2.6 runs `down`/`up` with `restart` on that SIGUSR1, a ferrovpn server runs none (warned at start)",
     ),
     s(
         "user",
-        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist files are opened before and rewritten in place, as in 2.6 (NAME needs no access to them)",
+        "`NAME`: once the tun device, socket and routes are set up, run as NAME with no new privileges; a server cannot restart in place after that (SIGHUP/SIGUSR1: it closes its clients and tunnel, logs why, and exits with status 1 for the service manager to start it anew; 2.6 fails the same way to open the device again without `persist-tun`, and keeps running with it); a client keeps CAP_NET_ADMIN for routes on reconnect; the status and ifconfig-pool-persist files are opened before and rewritten in place, as in 2.6 (NAME needs no access to them)",
     ),
     s(
         "chroot",
@@ -487,7 +487,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "up-restart",
-        "client: `up`/`down` run with `restart` on a reconnect that keeps the tunnel (`persist-tun`), as 2.6",
+        "client: `up`/`down` run with `restart` on a reconnect that keeps the tunnel (`persist-tun`), as 2.6; server: not run on a SIGUSR1 that keeps the device (2.6 runs them with `restart`; warned at start with `persist-tun`)",
     ),
     i(
         "up-delay",

@@ -692,7 +692,10 @@ impl DataPlane {
         self.stop();
     }
 
-    fn stop(&mut self) {
+    /// Stop the workers, closing the tun device and their sockets (the
+    /// control socket goes when the value is dropped); stopping again does
+    /// nothing more.
+    pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(streams) = &self.shared.streams {
             streams.close_all();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use base64::Engine;
 use ferrovpn_config::Config;
+use ferrovpn_control::RestartKind;
 use ferrovpn_proto::tls_crypt_v2::{ClientKey, Metadata, ServerKey};
 use ferrovpn_proto::wrap::StaticKey;
 use tracing::{info, warn};
@@ -176,6 +177,7 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         warn!("{w}");
     }
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
+    let drops_privileges = privileges.is_some();
     // Everything that may ask on the terminal (credentials) or fail on the
     // config happens here, before `daemon` detaches (as in 2.6).
     let mut role = if cfg.is_server() {
@@ -215,19 +217,16 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
         .thread_name("ferrovpn-control")
         .build()
         .context("starting the control-plane runtime")?;
-    let restart = Arc::new(tokio::sync::Notify::new());
     match role {
         Role::Server(mut settings) => {
             settings.setup_done = setup_done;
-            info!(
-                "ferrovpn {} server starting, {} data-plane workers",
-                env!("CARGO_PKG_VERSION"),
-                settings.dataplane.workers
-            );
-            runtime.block_on(async {
-                let shutdown = shutdown_signal(restart.clone())?;
-                ferrovpn_control::server::run_server(*settings, shutdown, restart.clone()).await
-            })
+            let restarts = ServerRestarts {
+                args,
+                cfg,
+                detached,
+                drops_privileges,
+            };
+            runtime.block_on(serve(*settings, restarts))
         }
         Role::Client(mut settings) => {
             settings.setup_done = setup_done;
@@ -241,17 +240,112 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
                 env!("CARGO_PKG_VERSION"),
                 settings.dataplane.workers
             );
+            let restarts = Arc::new(ferrovpn_control::RestartRequests::default());
             runtime.block_on(async {
-                let shutdown = shutdown_signal(restart.clone())?;
+                let on_restart = {
+                    let restarts = restarts.clone();
+                    move |kind| restarts.request(kind)
+                };
+                let shutdown = shutdown_signal(on_restart)?;
                 let shutdown = async move {
                     shutdown.await;
                 };
-                ferrovpn_control::client::run_client(*settings, shutdown, restart).await
+                ferrovpn_control::client::run_client(*settings, shutdown, restarts).await
             })
         }
     }?;
     info!("ferrovpn stopped");
     Ok(())
+}
+
+/// What a server needs to build its next instance on a restart.
+struct ServerRestarts<'a> {
+    /// The command line, read again on SIGHUP.
+    args: &'a [String],
+    /// The config as last read: SIGUSR1 builds from it again.
+    cfg: Config,
+    detached: bool,
+    /// `user`/`group`/`chroot`: privileges are gone after the first setup.
+    drops_privileges: bool,
+}
+
+impl ServerRestarts<'_> {
+    /// The settings of the next instance: on SIGHUP from the config read
+    /// again (2.6 re-parses its command line and config file; an error
+    /// there ends the process, as 2.6's options error), on SIGUSR1 from
+    /// the config read last. Either way the key, certificates and
+    /// `crl-verify` file are read again.
+    fn next_settings(
+        &mut self,
+        kind: RestartKind,
+    ) -> anyhow::Result<ferrovpn_control::server::ServerSettings> {
+        if self.drops_privileges {
+            // 2.6 would fail too without `persist-tun` (it cannot open the
+            // tun device again as the new user); ferrovpn does the same
+            // with it, as it closes the device on every restart.
+            anyhow::bail!(
+                "{}: cannot restart in place after giving up root ('user'/'group'/'chroot'): \
+                 the tun device and the socket cannot be opened again; exiting \
+                 (a service manager with Restart=on-failure starts it anew)",
+                kind.signal_name()
+            );
+        }
+        if kind == RestartKind::Hard {
+            info!("{}: reading the configuration again", kind.signal_name());
+            self.cfg = Config::from_args(self.args)?;
+            for w in &self.cfg.warnings {
+                warn!("{w}");
+            }
+            anyhow::ensure!(
+                self.cfg.is_server(),
+                "{}: the configuration is no longer a server's; exiting",
+                kind.signal_name()
+            );
+        }
+        let mut settings = crate::settings::server_settings(&self.cfg)?;
+        if let Some(file) = first_config_file(self.args) {
+            settings.scripts.base_env.set("config", file);
+        }
+        if self.detached {
+            (settings.scripts.base_env).set("daemon_pid", std::process::id().to_string());
+        }
+        Ok(settings)
+    }
+}
+
+/// Run server instances until one exits: SIGHUP and SIGUSR1 (real, or
+/// `signal` over management) end an instance and start the next, as
+/// 2.6's main loop does (`openvpn_main`).
+async fn serve(
+    first: ferrovpn_control::server::ServerSettings,
+    mut restarts: ServerRestarts<'_>,
+) -> anyhow::Result<()> {
+    let requests = Arc::new(ferrovpn_control::RestartRequests::default());
+    let on_restart = {
+        let requests = requests.clone();
+        move |kind| requests.request(kind)
+    };
+    let mut shutdown = Box::pin(shutdown_signal(on_restart)?);
+    let mut kept = ferrovpn_control::server::KeptAcrossRestarts::default();
+    let mut settings = first;
+    loop {
+        info!(
+            "ferrovpn {} server starting, {} data-plane workers",
+            env!("CARGO_PKG_VERSION"),
+            settings.dataplane.workers
+        );
+        let ended = ferrovpn_control::server::run_server(
+            settings,
+            shutdown.as_mut(),
+            requests.clone(),
+            &mut kept,
+        )
+        .await?;
+        let ferrovpn_control::server::Ended::Restart(kind) = ended else {
+            return Ok(());
+        };
+        settings = restarts.next_settings(kind)?;
+    }
 }
 
 /// What the config runs.
@@ -358,11 +452,10 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM; SIGUSR1 and SIGHUP notify `restart`: a
-/// client reconnects, a server re-reads its `crl-verify` file (OpenVPN
-/// restarts on both; ferrovpn does not re-read the config).
+/// Resolves on SIGINT or SIGTERM; SIGHUP and SIGUSR1 call `on_restart`
+/// (a client reconnects, a server restarts in place).
 fn shutdown_signal(
-    restart: Arc<tokio::sync::Notify>,
+    on_restart: impl Fn(RestartKind) + Send + 'static,
 ) -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
@@ -372,8 +465,8 @@ fn shutdown_signal(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                Some(()) = usr1.recv() => restart.notify_one(),
-                Some(()) = hup.recv() => restart.notify_one(),
+                Some(()) = usr1.recv() => on_restart(RestartKind::Soft),
+                Some(()) = hup.recv() => on_restart(RestartKind::Hard),
                 else => break,
             }
         }

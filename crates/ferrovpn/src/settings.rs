@@ -943,12 +943,6 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
             where_is(cfg, "pull-filter")
         );
     }
-    if cfg.explicit_exit_notify.is_some() {
-        warn!(
-            "{}explicit-exit-notify is ignored in server mode (clients notice a restarted server by ping-restart)",
-            where_is(cfg, "explicit-exit-notify")
-        );
-    }
     if cfg.inactive.is_some() {
         warn!(
             "{}'inactive' ignored: ferrovpn applies it in client and point-to-point mode only",
@@ -1024,6 +1018,24 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let mut dataplane = dataplane_base(cfg);
     let listeners = server_listeners(cfg)?;
     let udp = listeners.iter().find(|l| l.1 == Transport::Udp);
+    if cfg.scripts.up_restart && cfg.persist_tun {
+        // 2.6 runs `down`/`up` with `restart` when a SIGUSR1 keeps the device.
+        warn!(
+            "{}up-restart: a server's soft restart (SIGUSR1) that keeps the tun device (persist-tun) runs no up/down hooks in ferrovpn; 2.6 runs them with 'restart'",
+            where_is(cfg, "up-restart")
+        );
+    }
+    // 2.6 tells UDP clients only; over TCP the closed connection tells them.
+    let explicit_exit_notify = match cfg.explicit_exit_notify {
+        Some(_) if udp.is_none() => {
+            warn!(
+                "{}NOTICE: --explicit-exit-notify ignored for --proto tcp",
+                where_is(cfg, "explicit-exit-notify")
+            );
+            None
+        }
+        n => n,
+    };
     let tcp_listeners: Vec<SocketAddr> = (listeners.iter())
         .filter(|l| l.1 == Transport::Tcp)
         .map(|l| l.0)
@@ -1104,6 +1116,8 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         auth_user_pass_optional: cfg.auth_user_pass_optional,
         auth_token: auth_token(cfg)?,
         setup_done: None,
+        persist_tun: cfg.persist_tun,
+        explicit_exit_notify,
         key_passphrase,
     })
 }

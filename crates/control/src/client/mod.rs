@@ -401,12 +401,14 @@ fn is_unreachable(e: &DataPlaneError) -> bool {
 }
 
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
-/// `restart` is notified on SIGUSR1: the connection is torn down and made again.
+/// `restarts` holds the restarts real signals ask (SIGUSR1, SIGHUP): the
+/// connection is torn down and made again.
 pub async fn run_client(
     mut s: ClientSettings,
     shutdown: impl std::future::Future<Output = ()>,
-    restart: Arc<tokio::sync::Notify>,
+    restarts: Arc<crate::RestartRequests>,
 ) -> anyhow::Result<()> {
+    let restart = restarts.wake().clone();
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
     }
@@ -713,8 +715,13 @@ pub async fn run_client(
             // from it for a renegotiation of the old one.
             fresh_socket = remote.bind.port() == 0;
         }
-        let restart_signal = mgmt.map_or("SIGUSR1", ClientManagement::take_restart_signal);
+        // A real signal's name, else a management client's (or SIGUSR1).
+        let from_management = mgmt.map_or("SIGUSR1", ClientManagement::take_restart_signal);
+        let restart_signal = restarts
+            .take()
+            .map_or(from_management, crate::RestartKind::signal_name);
         let why = state_reason(&ended, restart_signal);
+        let hard_restart = matches!(ended, Ended::Restart) && restart_signal == "SIGHUP";
         if let (Some(m), Ended::AuthFailed(reason)) = (mgmt, &ended) {
             m.line(verification_failed(reason));
         }
@@ -729,10 +736,14 @@ pub async fn run_client(
                 || matches!(ended, Ended::AuthFailed(_)) && s.auth_retry == AuthRetry::None)
         {
             "exit-with-notification"
+        } else if hard_restart {
+            "sighup"
         } else {
             signal_text(&ended)
         };
-        let hooks = if !keeps_tunnel(s.persist_tun, &ended) {
+        // 2.6 keeps the device with persist-tun on SIGUSR1 only: a SIGHUP
+        // closes it (`do_close_tun`).
+        let hooks = if hard_restart || !keeps_tunnel(s.persist_tun, &ended) {
             let before = client_scripts.before_tear_down(signal, mgmt).await;
             tunnel.tear_down().await;
             // After a fatal failure before, nothing runs here.
@@ -796,6 +807,14 @@ pub async fn run_client(
             }
             Ended::Restart => {
                 info!("restarting the connection ({why})");
+                if hard_restart {
+                    // 2.6 closes its plugins on SIGHUP and opens them
+                    // again (`do_close_plugins`, `init_plugins`); SIGUSR1
+                    // keeps them. ferrovpn does not read the config again.
+                    if let Err(e) = client_scripts.reopen_plugins() {
+                        break Err(e);
+                    }
+                }
                 if let Some(m) = mgmt {
                     m.state("RECONNECTING", why);
                     // 2.6 waits connect-retry after SIGUSR1, nothing after SIGHUP.

@@ -95,7 +95,13 @@ async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        // The server instance that reads the scrapes is gone (it restarted):
+        // close the listener so that the next instance can bind it again.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = scrapes.closed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 debug!("metrics: accept: {e}");

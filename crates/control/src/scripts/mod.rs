@@ -58,6 +58,10 @@ pub struct ScriptSettings {
     pub base_env: Env,
     /// Where credential and control files are created (2.6's `tmp-dir`).
     pub tmp_dir: PathBuf,
+    /// `down`/`route-pre-down`'s `signal` on a server: 2.6's description
+    /// of the signal that closes the tunnel (`sigterm`, `sigint`, `sighup`,
+    /// `sigusr1`).
+    pub down_signal: &'static str,
 }
 
 impl Default for ScriptSettings {
@@ -82,6 +86,7 @@ impl Default for ScriptSettings {
             peer_ca: Vec::new(),
             base_env: Env::new(),
             tmp_dir: deferred::default_tmp_dir(),
+            down_signal: "sigterm",
         }
     }
 }
@@ -182,7 +187,7 @@ impl ScriptSettings {
     pub fn tunnel_call(&self, hook: TunnelHook, t: &Tunnel) -> (Vec<String>, Env) {
         let mut env = self.env(hook.script_type());
         if matches!(hook, TunnelHook::Down | TunnelHook::RoutePreDown) {
-            env.set("signal", "sigterm");
+            env.set("signal", self.down_signal);
         }
         env.extend(&Self::tunnel_env(t));
         let args = match hook {

@@ -129,6 +129,13 @@ pub struct ServerSettings {
     pub auth_token: Option<AuthTokenSettings>,
     /// Called after setup, before the first client is served.
     pub setup_done: Option<crate::SetupDone>,
+    /// `persist-tun`: a soft restart (SIGUSR1) keeps the tunnel device,
+    /// configured, and its routes, as 2.6 does.
+    pub persist_tun: bool,
+    /// `explicit-exit-notify [N]` (UDP): before exiting or restarting, tell
+    /// the UDP clients `RESTART` (`RESTART,[N]` with 2) and wait 2 seconds,
+    /// as 2.6's `multi_push_restart_schedule_exit`.
+    pub explicit_exit_notify: Option<u32>,
     /// TCP listeners (`proto tcp-server`, `local ADDR PORT tcp` lines): all
     /// serve the one client table, next to the data plane's UDP socket
     /// when `dataplane.transport` is `UdpAndTcp`.
@@ -332,6 +339,10 @@ struct Server {
     /// peeked, and the connections proxied now.
     port_share_decisions: tokio::sync::mpsc::Sender<PortShareDecision>,
     proxied: Arc<std::sync::atomic::AtomicUsize>,
+    /// `explicit-exit-notify`: clients were told RESTART and the server
+    /// exits or restarts soon; new connections are ignored meanwhile, as
+    /// 2.6's `handle_connection_attempt` does.
+    exit_notified: bool,
 }
 
 /// A connection's first bytes were looked at (`port-share`).
@@ -375,21 +386,114 @@ async fn signalled_over_management(
     }
 }
 
-/// Run the server until `shutdown` resolves (to the name of the signal
-/// that ended it, for `>STATE:...,EXITING,NAME`). Each notification of
-/// `reload` (SIGHUP) re-reads the `crl-verify` file at once.
+/// How a server instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGTERM / SIGINT: the process exits.
+    Exit,
+    /// SIGHUP / SIGUSR1: the process starts a new instance, with
+    /// [`KeptAcrossRestarts`] from this one.
+    Restart(crate::RestartKind),
+}
+
+/// What 2.6 keeps from one server instance to the next: its management
+/// interface (listening socket, connected client, `state on`, the released
+/// hold, the state history; opened once with the first config's settings,
+/// `management_open`), and on a soft restart (SIGUSR1) its plugins
+/// (`do_close_plugins` leaves them open then).
+#[derive(Default)]
+pub struct KeptAcrossRestarts {
+    mgmt: Option<Management>,
+    mgmt_rx: Option<tokio::sync::mpsc::Receiver<management::Request>>,
+    plugins: Option<Arc<crate::plugin::Plugins>>,
+    /// How the last instance ended; `None` before the first one.
+    last: Option<crate::RestartKind>,
+    /// `persist-tun` on a soft restart: the configured device (and the
+    /// data plane that owns it).
+    tunnel: Option<KeptTunnel>,
+}
+
+/// A tunnel device kept configured across a soft restart (`persist-tun`).
+struct KeptTunnel {
+    dev: String,
+    dp: DataPlane,
+    up: tokio::sync::mpsc::Receiver<UpEvent>,
+    peers: PeerTable,
+}
+
+impl KeptAcrossRestarts {
+    /// Whether the next instance is a restart (the first one is not).
+    pub fn restarting(&self) -> Option<crate::RestartKind> {
+        self.last
+    }
+}
+
+/// 2.6's pause before a server instance starts again (`socket_restart_pause`
+/// for the top-level context: 1 second).
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long 2.6 lets its `RESTART` messages get through before it acts on
+/// the signal (`explicit-exit-notify` on a server).
+const EXIT_NOTIFY_GRACE: Duration = Duration::from_secs(2);
+
+/// The control message 2.6 sends UDP clients before it exits or restarts
+/// (`explicit-exit-notify N`: 2 asks them to try their next remote).
+fn exit_notify_message(explicit_exit_notify: u32) -> &'static str {
+    if explicit_exit_notify == 2 {
+        "RESTART,[N]"
+    } else {
+        "RESTART"
+    }
+}
+
+/// Run one server instance until `shutdown` resolves (to the name of the
+/// signal that ended it, for `>STATE:...,EXITING,NAME`), or a restart is
+/// asked (`restart`, or `signal SIGHUP|SIGUSR1` over management). `kept`
+/// carries what 2.6 keeps across restarts; give the same one to the next
+/// instance after [`Ended::Restart`].
 pub async fn run_server(
     mut s: ServerSettings,
     shutdown: impl std::future::Future<Output = &'static str>,
-    reload: Arc<tokio::sync::Notify>,
-) -> anyhow::Result<()> {
-    let mut mgmt = match s.management.clone() {
-        Some(m) => Some(Management::start(m).await?),
-        None => None,
-    };
-    let mut mgmt_rx = mgmt.as_mut().and_then(Management::take_requests);
+    restart: Arc<crate::RestartRequests>,
+    kept: &mut KeptAcrossRestarts,
+) -> anyhow::Result<Ended> {
+    let restarting = kept.last.take();
+    let reload = restart.wake();
+    if restarting.is_none() {
+        if let Some(m) = s.management.clone() {
+            let mut started = Management::start(m).await?;
+            kept.mgmt_rx = started.take_requests();
+            kept.mgmt = Some(started);
+        }
+    } else if s.management.is_none() {
+        // 2.6's `open_management`: a config without `management` closes it.
+        kept.mgmt = None;
+        kept.mgmt_rx = None;
+    }
+    let mgmt = kept.mgmt.take();
+    let mut mgmt_rx = kept.mgmt_rx.take();
+    // A hard restart closed the plugins; a soft one kept them.
+    let kept_plugins = kept.plugins.take();
     tokio::pin!(shutdown);
-    if let Some(m) = &mgmt {
+    if let (Some(m), Some(_)) = (&mgmt, restarting) {
+        // 2.6's restart pause (its management hold, released already, is
+        // not asked again); management commands wait until it is over.
+        info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
+        tokio::select! {
+            _ = tokio::time::sleep(RESTART_PAUSE) => {}
+            signal = &mut shutdown => {
+                updown::state(m, "EXITING", signal, None);
+                m.flush().await;
+                return Ok(Ended::Exit);
+            }
+        }
+    } else if restarting.is_some() {
+        info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
+        tokio::select! {
+            _ = tokio::time::sleep(RESTART_PAUSE) => {}
+            _ = &mut shutdown => return Ok(Ended::Exit),
+        }
+    } else if let Some(m) = &mgmt {
         // 2.6's first state, set when its management interface opens.
         updown::state(m, "CONNECTING", "", None);
         info!("management interface listening on {}", m.listen_address());
@@ -398,7 +502,7 @@ pub async fn run_server(
             signal = &mut shutdown => {
                 updown::state(m, "EXITING", signal, None);
                 m.flush().await;
-                return Ok(());
+                return Ok(Ended::Exit);
             }
         }
     }
@@ -420,7 +524,7 @@ pub async fn run_server(
         };
         tokio::pin!(interrupted);
         // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
-        match key_passphrase::open_over_management(m, key, &reload, 1, &state, interrupted).await {
+        match key_passphrase::open_over_management(m, key, reload, 1, &state, interrupted).await {
             Opened::Key(k) => {
                 s.session = k.session;
                 s.crl_reload = k.crl_reload;
@@ -429,76 +533,34 @@ pub async fn run_server(
             Opened::Shutdown => {
                 state("EXITING", key_passphrase::EXIT_IN_PAUSE_REASON);
                 m.flush().await;
-                return Ok(());
+                return Ok(Ended::Exit);
             }
         }
     }
-    let peers = PeerTable::new();
-    let (dp, up_rx) =
-        DataPlane::start(s.dataplane.clone(), peers.clone()).context("starting the data plane")?;
-    let dev = dp.tun_name().to_owned();
-    let net_config = NetConfig::connect()?;
-    let tunnel = s.tunnel(&dev);
-    // 2.6 looks the default gateway up with its route list, before `up`.
-    let net_gateway = if updown::has_route_list(&s) {
-        Some(net_config.default_gateway4().await)
-    } else {
-        None
+    let plugins = match kept_plugins {
+        Some(open) => Some(open),
+        None => hooks::open_plugins(&s.scripts)?,
     };
-    // 2.6 puts its route list into the environment before `up`: every
-    // script from then on sees it.
-    let routes_env = updown::route_env(&s, net_gateway);
-    s.scripts.base_env.extend(&routes_env);
-    if s.no_exec.ifconfig {
-        info!("ifconfig-noexec: {dev} left unconfigured");
-    } else {
-        if let Some(m) = &mgmt {
-            updown::state(m, "ASSIGN_IP", "", Some(&tunnel));
+    let (peers, dp, up, up_env, dev) = match kept.tunnel.take() {
+        Some(t) => {
+            // 2.6's `do_open_tun` after a soft restart with `persist-tun`:
+            // the device stays configured, with its routes; no up hooks.
+            info!("Preserving previous TUN/TAP instance: {}", t.dev);
+            let up_env = updown::preserved_env(&s, &s.tunnel(&t.dev));
+            (t.peers, t.dp, t.up, up_env, t.dev)
         }
-        if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
-            net_config
-                .configure_subnet(&dev, ip, mask, s.tun_mtu)
-                .await?;
-        } else {
-            // IPv6 only: the device still needs its MTU and to be up.
-            net_config.link_up(&dev, s.tun_mtu).await?;
+        None => {
+            let peers = PeerTable::new();
+            let (dp, up_rx) = DataPlane::start(s.dataplane.clone(), peers.clone())
+                .context("starting the data plane")?;
+            let dev = dp.tun_name().to_owned();
+            let tunnel = s.tunnel(&dev);
+            let up_env =
+                set_up_tunnel(&mut s, mgmt.as_ref(), plugins.as_deref(), &tunnel).await?;
+            (peers, dp, crate::bridge(up_rx), up_env, dev)
         }
-        if let Some(v6) = &s.ipv6 {
-            net_config.add_address6(&dev, v6.local, v6.bits).await?;
-        }
-    }
-    if s.scripts.any() {
-        warn!("{}", s.scripts.security.startup_note());
-    }
-    let plugins = hooks::open_plugins(&s.scripts)?;
-    hooks::run_up(&s.scripts, plugins.as_deref(), &tunnel).await?;
-    let after_routes = updown::after_routes_env(&s);
-    s.scripts.base_env.extend(&after_routes);
-    if let (Some(m), true) = (&mgmt, updown::adds_routes(&s)) {
-        updown::state(m, "ADD_ROUTES", "", None);
-    }
-    for &(net, mask, metric) in &s.routes {
-        if s.no_exec.routes {
-            info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
-        } else {
-            net_config.add_route(&dev, net, mask, None, metric).await?;
-        }
-    }
-    for &(net, bits, metric) in &s.routes_ipv6 {
-        if s.no_exec.routes {
-            info!("route-noexec: not adding route {net}/{bits} metric {metric:?}");
-        } else {
-            net_config
-                .add_route6_metric(&dev, net, bits, None, metric)
-                .await?;
-        }
-    }
-    // Between the routes and `route-up`, as 2.6's `do_route`.
-    let up_env = updown::up_env(&s, plugins.as_deref(), &tunnel);
-    if let Some(m) = &mgmt {
-        m.up_down("UP", &up_env, None);
-    }
-    hooks::run_route_up(&s.scripts, plugins.as_deref(), &tunnel).await;
+    };
+    let tunnel = s.tunnel(&dev);
     let mut listening: Vec<String> = Vec::new();
     if s.dataplane.transport != Transport::Tcp {
         listening.push(format!("UDP {}", dp.local_addr()));
@@ -521,7 +583,7 @@ pub async fn run_server(
         Some(addr) => Some(metrics::http::start(addr).await?.1),
         None => None,
     };
-    let mut up = crate::bridge(up_rx);
+    let mut up = up;
     let listeners = (s.tcp_listeners.iter())
         .map(|&bind| listen_tcp(bind).with_context(|| format!("listening on TCP {bind}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -588,6 +650,7 @@ pub async fn run_server(
         plugins,
         port_share_decisions,
         proxied: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        exit_notified: false,
     };
     srv.load_pool_persist();
     // The file was read with the config; remember which version that was.
@@ -601,12 +664,18 @@ pub async fn run_server(
         updown::state(m, "CONNECTED", "SUCCESS", Some(&tunnel));
     }
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
-    // What ended the loop, for `>STATE:...,EXITING,SIGNAL`.
-    let exit_signal: &'static str;
+    // What ended the loop: a signal's name, for `>STATE:...,EXITING,SIGNAL`
+    // or `RECONNECTING,SIGNAL`.
+    let mut exit_signal: &'static str;
+    // `explicit-exit-notify`: the signal held while the clients are told.
+    let mut deferred: Option<(Instant, &'static str)> = None;
+    // Whether `shutdown` resolved (it must not be polled again).
+    let mut shut_down = false;
     loop {
         let deadline = srv
             .next_deadline()
             .map_or(next_housekeeping, |t| t.min(next_housekeeping));
+        let deferred_until = deferred.map(|(at, _)| at);
         tokio::select! {
             ev = up.recv() => {
                 let Some(ev) = ev else { anyhow::bail!("data plane stopped") };
@@ -623,14 +692,22 @@ pub async fn run_server(
                 }
             }
             Some(scrape) = metrics::http::next_scrape(&mut scrapes) => srv.answer_scrape(scrape),
-            _ = reload.notified() => {
-                info!("SIGHUP: re-reading the crl-verify file");
-                // Forget the version seen, so the file is loaded even if unchanged.
-                srv.crl_stamp = None;
-                srv.refresh_crl();
+            kind = restart.next() => {
+                exit_signal = kind.signal_name();
+                if !srv.defer_for_exit_notify(Instant::now(), exit_signal, &mut deferred) {
+                    break;
+                }
             }
             Some(req) = management::next_request(&mut mgmt_rx) => {
                 if let Some(signal) = srv.handle_management(Instant::now(), req) {
+                    exit_signal = signal;
+                    if !srv.defer_for_exit_notify(Instant::now(), exit_signal, &mut deferred) {
+                        break;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deferred_until.unwrap_or(next_housekeeping).into()), if deferred_until.is_some() => {
+                if let Some((_, signal)) = deferred {
                     exit_signal = signal;
                     break;
                 }
@@ -641,13 +718,32 @@ pub async fn run_server(
                     Err(e) => warn!("script task failed: {e}"),
                 }
             }
-            signal = &mut shutdown => {
+            signal = &mut shutdown, if !shut_down => {
+                shut_down = true;
                 exit_signal = signal;
-                break;
+                if !srv.defer_for_exit_notify(Instant::now(), exit_signal, &mut deferred) {
+                    break;
+                }
             }
         }
     }
+    let ended = match crate::RestartKind::from_signal_name(exit_signal) {
+        Some(kind) => {
+            // 2.6's `print_signal`: the source is "hard" for real signals
+            // and the management interface's `signal` alike.
+            info!("{exit_signal}[hard,] received, process restarting");
+            Ended::Restart(kind)
+        }
+        None => Ended::Exit,
+    };
     info!("server shutting down");
+    // 2.6's `signal_description`: the down hooks see which signal it was.
+    srv.s.scripts.down_signal = match exit_signal {
+        "SIGINT" => "sigint",
+        "SIGHUP" => "sighup",
+        "SIGUSR1" => "sigusr1",
+        _ => "sigterm",
+    };
     srv.save_pool_persist();
     for a in srv.clients.addrs() {
         srv.remove_client(a, "server shutdown");
@@ -656,30 +752,143 @@ pub async fn run_server(
     // contexts) before its own `down`.
     srv.half_open.clear();
     hooks::finish_scripts(&mut srv.scripts_running).await;
+    if ended == Ended::Restart(crate::RestartKind::Soft) && srv.s.persist_tun {
+        // 2.6's `do_close_tun` on SIGUSR1 with `persist-tun`: the device
+        // stays, configured, with its routes; no down hooks.
+        kept.tunnel = Some(KeptTunnel {
+            dev: tunnel.dev.clone(),
+            dp: srv.dp,
+            up,
+            peers: srv.peers,
+        });
+    } else {
+        close_tunnel(&mut srv, &tunnel, &up_env).await?;
+    }
+    let mgmt = srv.mgmt.take();
+    if let Some(m) = &mgmt {
+        // 2.6's `signal_restart_status`: its last word before it closes the
+        // interface and exits, or before the next instance starts.
+        let state = if ended == Ended::Exit {
+            "EXITING"
+        } else {
+            "RECONNECTING"
+        };
+        updown::state(m, state, exit_signal, None);
+        m.flush().await;
+    }
+    if let Ended::Restart(kind) = ended {
+        kept.mgmt = mgmt;
+        kept.mgmt_rx = mgmt_rx;
+        kept.last = Some(kind);
+        if kind == crate::RestartKind::Soft {
+            kept.plugins = srv.plugins.take();
+        }
+    }
+    // The instance's plugins (unless kept) close as it returns, before the
+    // next instance opens them again, as in 2.6's `close_instance`.
+    Ok(ended)
+}
+
+/// Close the tunnel device as 2.6's `do_close_tun`: `>UPDOWN:DOWN`,
+/// `route-pre-down`, `down` (before or after the device closes).
+async fn close_tunnel(
+    srv: &mut Server,
+    tunnel: &scripts::Tunnel,
+    up_env: &scripts::Env,
+) -> anyhow::Result<()> {
     if let Some(m) = &srv.mgmt {
         // Before the routes go, as 2.6's `do_close_tun`.
-        let (env, newest) = updown::down_env(&srv.s, srv.plugins.as_deref(), &up_env);
+        let (env, newest) = updown::down_env(&srv.s, srv.plugins.as_deref(), up_env);
         m.up_down("DOWN", &env, newest);
     }
     if let Err(fatal) =
-        hooks::run_route_predown(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await
+        hooks::run_route_predown(&srv.s.scripts, srv.plugins.as_deref(), tunnel).await
     {
-        srv.dp.shutdown();
+        srv.dp.stop();
         return Err(fatal);
     }
     if srv.s.scripts.down_pre {
-        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
+        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), tunnel).await;
     }
-    srv.dp.shutdown();
+    srv.dp.stop();
     if !srv.s.scripts.down_pre {
-        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), &tunnel).await;
-    }
-    if let Some(m) = &srv.mgmt {
-        // 2.6's last word before it closes the interface and exits.
-        updown::state(m, "EXITING", exit_signal, None);
-        m.flush().await;
+        hooks::run_down(&srv.s.scripts, srv.plugins.as_deref(), tunnel).await;
     }
     Ok(())
+}
+
+/// Configure a new tunnel device as 2.6's `do_open_tun` and `do_route`
+/// do: its addresses, `up`, the routes, `>UPDOWN:UP`, `route-up`. Returns
+/// the environment `>UPDOWN:UP` showed (`>UPDOWN:DOWN` shows it again).
+async fn set_up_tunnel(
+    s: &mut ServerSettings,
+    mgmt: Option<&Management>,
+    plugins: Option<&crate::plugin::Plugins>,
+    tunnel: &scripts::Tunnel,
+) -> anyhow::Result<scripts::Env> {
+    let dev = tunnel.dev.as_str();
+    let net_config = NetConfig::connect()?;
+    // 2.6 looks the default gateway up with its route list, before `up`.
+    let net_gateway = if updown::has_route_list(s) {
+        Some(net_config.default_gateway4().await)
+    } else {
+        None
+    };
+    // 2.6 puts its route list into the environment before `up`: every
+    // script from then on sees it (not after a restart that kept the
+    // device: 2.6's route list is set when the device is opened).
+    let routes_env = updown::route_env(s, net_gateway);
+    s.scripts.base_env.extend(&routes_env);
+    if s.no_exec.ifconfig {
+        info!("ifconfig-noexec: {dev} left unconfigured");
+    } else {
+        if let Some(m) = mgmt {
+            updown::state(m, "ASSIGN_IP", "", Some(tunnel));
+        }
+        if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
+            net_config
+                .configure_subnet(dev, ip, mask, s.tun_mtu)
+                .await?;
+        } else {
+            // IPv6 only: the device still needs its MTU and to be up.
+            net_config.link_up(dev, s.tun_mtu).await?;
+        }
+        if let Some(v6) = &s.ipv6 {
+            net_config.add_address6(dev, v6.local, v6.bits).await?;
+        }
+    }
+    if s.scripts.any() {
+        warn!("{}", s.scripts.security.startup_note());
+    }
+    hooks::run_up(&s.scripts, plugins, tunnel).await?;
+    let after_routes = updown::after_routes_env(s);
+    s.scripts.base_env.extend(&after_routes);
+    if let (Some(m), true) = (mgmt, updown::adds_routes(s)) {
+        updown::state(m, "ADD_ROUTES", "", None);
+    }
+    for &(net, mask, metric) in &s.routes {
+        if s.no_exec.routes {
+            info!("route-noexec: not adding route {net}/{mask} metric {metric:?}");
+        } else {
+            net_config.add_route(dev, net, mask, None, metric).await?;
+        }
+    }
+    for &(net, bits, metric) in &s.routes_ipv6 {
+        if s.no_exec.routes {
+            info!("route-noexec: not adding route {net}/{bits} metric {metric:?}");
+        } else {
+            net_config
+                .add_route6_metric(dev, net, bits, None, metric)
+                .await?;
+        }
+    }
+    // Between the routes and `route-up`, as 2.6's `do_route`.
+    let up_env = updown::up_env(s, plugins, tunnel);
+    if let Some(m) = mgmt {
+        m.up_down("UP", &up_env, None);
+    }
+    hooks::run_route_up(&s.scripts, plugins, tunnel).await;
+    Ok(up_env)
 }
 
 /// Which table a session is in.
@@ -781,7 +990,12 @@ impl Server {
             stage.is_some()
         };
         let reset_answers = &mut self.reset_answers;
+        let exit_notified = self.exit_notified;
         let allow_reset = || match reset_answers.check(unix) {
+            _ if exit_notified => {
+                debug!("{from}: connection attempt ignored while the server is shutting down");
+                false
+            }
             Reply::Allowed => true,
             Reply::Dropped { first } => {
                 if first {
@@ -830,6 +1044,10 @@ impl Server {
                     metadata,
                 } => (ours, pkt, replay, client_wrap, metadata),
             };
+        if self.exit_notified {
+            debug!("{from}: connection attempt ignored while the server is shutting down");
+            return;
+        }
         // tls-crypt-v2-verify: the key authenticated, no TLS state yet.
         if let Some(metadata) = metadata
             && !self.tls_crypt_v2_verified(now, from, packet, pkt.session_id, metadata)
@@ -1319,8 +1537,12 @@ impl Server {
                     }
                     Answer::Done(true)
                 }
-                // The server does not restart in place (neither on a real
-                // SIGHUP/SIGUSR1): say so instead of pretending.
+                "SIGHUP" | "SIGUSR1" => {
+                    let signal = if sig == "SIGHUP" { "SIGHUP" } else { "SIGUSR1" };
+                    info!("{signal} from the management interface, restarting");
+                    req.answer(Answer::Done(true));
+                    return Some(signal);
+                }
                 _ => Answer::Done(false),
             },
             Query::ClientAuth { .. }
@@ -1333,6 +1555,42 @@ impl Server {
         };
         req.answer(answer);
         None
+    }
+
+    /// `explicit-exit-notify` on a UDP server, as 2.6's `multi_process_signal`:
+    /// at the first exit or restart signal tell every UDP client `RESTART`
+    /// and hold the signal for 2 seconds (`deferred`), so that they hear
+    /// it; false when the signal is to be acted on now (no notify, no UDP,
+    /// or a second signal while one is held).
+    fn defer_for_exit_notify(
+        &mut self,
+        now: Instant,
+        signal: &'static str,
+        deferred: &mut Option<(Instant, &'static str)>,
+    ) -> bool {
+        let Some(n) = self.s.explicit_exit_notify else {
+            return false;
+        };
+        if deferred.is_some() || self.s.dataplane.transport == Transport::Tcp {
+            return false;
+        }
+        let message = exit_notify_message(n);
+        let udp_clients: Vec<SocketAddr> = (self.clients.addrs().into_iter())
+            .filter(|&a| !self.dp.has_stream(a))
+            .collect();
+        for addr in udp_clients {
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.session.send_control_message(now, message);
+            }
+            self.drain(now, Stage::Authenticated, addr);
+        }
+        info!(
+            "{signal}: explicit-exit-notify: clients told {message}, acting on the signal in {}s",
+            EXIT_NOTIFY_GRACE.as_secs()
+        );
+        *deferred = Some((now + EXIT_NOTIFY_GRACE, signal));
+        self.exit_notified = true;
+        true
     }
 
     /// Tell management clients, when there is a management interface.
@@ -1893,4 +2151,25 @@ async fn accept_tcp(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2.6's `multi_push_restart_schedule_exit`: `RESTART,[N]` for
+    /// `explicit-exit-notify 2` (try the next server), `RESTART` otherwise.
+    #[test]
+    fn exit_notify_messages_as_2_6() {
+        assert_eq!(exit_notify_message(1), "RESTART");
+        assert_eq!(exit_notify_message(2), "RESTART,[N]");
+        assert_eq!(exit_notify_message(3), "RESTART");
+    }
+
+    #[test]
+    fn nothing_is_kept_before_the_first_instance() {
+        let kept = KeptAcrossRestarts::default();
+        assert_eq!(kept.restarting(), None);
+        assert!(kept.mgmt.is_none() && kept.plugins.is_none() && kept.tunnel.is_none());
+    }
 }

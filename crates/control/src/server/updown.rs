@@ -106,6 +106,20 @@ pub(super) fn up_env(s: &ServerSettings, plugins: Option<&Plugins>, t: &Tunnel) 
     env
 }
 
+/// The environment of an instance that kept its device across a soft
+/// restart (`persist-tun`): 2.6's `do_open_tun` then only sets the
+/// `ifconfig_*` variables (`do_ifconfig_setenv`); no route list, no `up`.
+pub(super) fn preserved_env(s: &ServerSettings, t: &Tunnel) -> Env {
+    let mut env = s.scripts.base_env.clone();
+    let tunnel_env = ScriptSettings::tunnel_env(t);
+    for (name, value) in tunnel_env.iter() {
+        if name.starts_with("ifconfig_") {
+            env.set(name, value);
+        }
+    }
+    env
+}
+
 /// `>UPDOWN:DOWN`'s environment: `up`'s, after `route-up` (its plugins
 /// take `script_type` out, its script sets it and is then the newest).
 /// Returns the environment and the variable 2.6 lists first.

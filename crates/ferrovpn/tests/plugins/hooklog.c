@@ -12,7 +12,8 @@
  * fails; with `FAIL=HOOK` every call of HOOK fails. `ENV=a,b,...` logs
  * these environment variables too, `ENV=*` all of them (sorted, one a
  * line); `QUOTE_ARGS` logs each argument in quotes (to tell "a b" from
- * "a" "b").
+ * "a" "b"); `LOG_OPEN_CLOSE` logs `OPEN` and `CLOSE` (the plugin's
+ * open and close calls, to count them across restarts).
  *
  * TLS_VERIFY calls also log what the plugin reads from the OpenSSL
  * certificate object in `current_cert` (with libcrypto: subject, serial,
@@ -42,6 +43,7 @@ struct ctx {
     int fail_type;
     char env[512];
     int quote_args;
+    int log_open_close;
 };
 
 /* A per-client context: its number. */
@@ -115,6 +117,10 @@ openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in con
             snprintf(c->env, sizeof(c->env), "%s", args->argv[i] + 4);
             continue;
         }
+        if (!strcmp(args->argv[i], "LOG_OPEN_CLOSE")) {
+            c->log_open_close = 1;
+            continue;
+        }
         if (!strcmp(args->argv[i], "QUOTE_ARGS")) {
             c->quote_args = 1;
             continue;
@@ -143,6 +149,8 @@ openvpn_plugin_open_v3(const int version, struct openvpn_plugin_args_open_in con
                 ret->type_mask |= OPENVPN_PLUGIN_MASK(t);
     }
     ret->handle = (openvpn_plugin_handle_t)c;
+    if (c->log_open_close)
+        log_line(c, "OPEN", 0);
     return OPENVPN_PLUGIN_FUNC_SUCCESS;
 }
 
@@ -271,5 +279,8 @@ openvpn_plugin_client_destructor_v1(openvpn_plugin_handle_t handle, void *per_cl
 OPENVPN_EXPORT void
 openvpn_plugin_close_v1(openvpn_plugin_handle_t handle)
 {
+    struct ctx *c = handle;
+    if (c->log_open_close)
+        log_line(c, "CLOSE", 0);
     free(handle);
 }
