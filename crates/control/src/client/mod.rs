@@ -233,6 +233,11 @@ pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
 /// restarts with the signal text `no-push-reply` then.
 const NO_PUSH_REPLY: &str = "No reply from server to push requests";
 
+/// How a connection whose TLS handshake failed ends (a `tls-verify`
+/// refusal, hand-window run out): 2.6 restarts with the signal text
+/// `tls-error` then (`SIGUSR1[soft,tls-error]`).
+pub(super) const TLS_HANDSHAKE_FAILED: &str = "TLS Error: TLS handshake failed";
+
 fn signal_text(ended: &Ended) -> &'static str {
     match ended {
         Ended::Shutdown | Ended::Fatal(_) => "sigterm",
@@ -240,6 +245,7 @@ fn signal_text(ended: &Ended) -> &'static str {
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
+        Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::ServerLeft(_) => "server-pushed-connection-reset",
         Ended::AuthFailed(_) => "auth-failure",
         Ended::Reconnect(_) | Ended::Restart => "sigusr1",
@@ -258,6 +264,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
         Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
+        Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::Reconnect(_) => "connection-reset",
         Ended::ServerLeft(why) if why.contains("RESTART") => "server-pushed-connection-reset",
         Ended::ServerLeft(why) if why.contains("exit") => "remote-exit",
@@ -1090,6 +1097,13 @@ mod tests {
                     ferrovpn_proto::session::SessionError::NoPushReply(10).to_string(),
                 ),
                 "no-push-reply",
+            ),
+            (
+                Ended::Reconnect(format!(
+                    "{TLS_HANDSHAKE_FAILED}: {}",
+                    ferrovpn_proto::session::SessionError::PeerRefused
+                )),
+                "tls-error",
             ),
         ];
         for (ended, reason) in cases {
