@@ -229,6 +229,12 @@ pub struct P2p {
 /// it ends as on SIGTERM.
 pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
 
+/// The EXITING description of a SIGTERM during a management hold or a
+/// restart pause: 2.6 holds and pauses inside `init_instance`, which names
+/// a signal without text after itself (init.c; the stock 2.6.14 client
+/// shows `>STATE:...,EXITING,init_instance`).
+const EXIT_IN_INIT_INSTANCE: &str = "init_instance";
+
 /// How [`ferrovpn_proto::session::SessionError::NoPushReply`] reads: 2.6
 /// restarts with the signal text `no-push-reply` then.
 const NO_PUSH_REPLY: &str = "No reply from server to push requests";
@@ -482,7 +488,7 @@ pub async fn run_client(
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
             _ = &mut shutdown => {
-                m.state("EXITING", exit_reason);
+                m.state("EXITING", EXIT_IN_INIT_INSTANCE);
                 m.flush().await;
                 return Ok(());
             }
@@ -815,7 +821,7 @@ pub async fn run_client(
                         tokio::select! {
                             _ = m.wait_for_hold_release() => {}
                             _ = &mut shutdown => {
-                                exit_reason = "SIGTERM";
+                                exit_reason = EXIT_IN_INIT_INSTANCE;
                                 break Ok(());
                             }
                         }
@@ -855,7 +861,7 @@ pub async fn run_client(
             tokio::select! {
                 _ = m.wait_for_hold_release() => {}
                 _ = &mut shutdown => {
-                    exit_reason = "SIGTERM";
+                    exit_reason = EXIT_IN_INIT_INSTANCE;
                     break Ok(());
                 }
             }
@@ -864,7 +870,7 @@ pub async fn run_client(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => {
-                exit_reason = "SIGTERM";
+                exit_reason = EXIT_IN_INIT_INSTANCE;
                 break Ok(());
             }
         }
