@@ -189,6 +189,13 @@ struct Seen {
     auth_failed: Option<String>,
     /// Server: the push reply text to set (a small default when `None`).
     reply_text: Option<String>,
+    /// The key_ids whose verdict on the peer's chain was asked for
+    /// ([`Event::VerifyPeer`]).
+    verify_asked: Vec<u8>,
+    /// The verdict given at once when asked; `None`: none (held).
+    verdict: Option<bool>,
+    /// Server: the credentials of the first key exchange.
+    credentials: Option<(String, String)>,
 }
 
 fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool) {
@@ -205,8 +212,10 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
             Event::SendKey { key_id } => seen.send_keys.push(key_id),
             Event::KeyRetired { key_id } => seen.retired.push(key_id),
             Event::Closed(r) => seen.closed = Some(r),
-            Event::ClientAuthenticated { .. } => {
+            Event::ClientAuthenticated { credentials, .. } => {
                 seen.authenticated = true;
+                seen.credentials =
+                    Some((credentials.username.clone(), credentials.password.clone()));
                 assert!(is_server);
                 let text = seen.reply_text.clone().unwrap_or_else(|| {
                     "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm".into()
@@ -218,6 +227,12 @@ fn drain_events(s: &mut Session, seen: &mut Seen, now: Instant, is_server: bool)
                 seen.push_replies.push(r);
             }
             Event::AuthFailed(r) => seen.auth_failed = Some(r),
+            Event::VerifyPeer { key_id } => {
+                seen.verify_asked.push(key_id);
+                if let Some(accepted) = seen.verdict {
+                    s.peer_verified(now, key_id, accepted);
+                }
+            }
             _ => {}
         }
     }
@@ -538,6 +553,9 @@ struct Pair {
     now: Instant,
     cs: Seen,
     ss: Seen,
+    /// The server session (made by [`Pair::drive`]) verifies the client's
+    /// chain through its driver ([`Session::verify_peer_before_key_method`]).
+    server_verifies: bool,
 }
 
 impl Pair {
@@ -555,6 +573,7 @@ impl Pair {
             now,
             cs: Seen::default(),
             ss: Seen::default(),
+            server_verifies: false,
         }
     }
 
@@ -666,16 +685,18 @@ impl Pair {
                     None => {
                         let (pkt, replay) = self.scfg.wrap.unwrap(&p).unwrap();
                         assert!(parse_prefix(&p).is_ok());
-                        self.server = Some(
-                            Session::accept(
-                                self.scfg.clone(),
-                                self.now,
-                                1_700_000_000,
-                                pkt,
-                                replay,
-                            )
-                            .unwrap(),
-                        );
+                        let mut server = Session::accept(
+                            self.scfg.clone(),
+                            self.now,
+                            1_700_000_000,
+                            pkt,
+                            replay,
+                        )
+                        .unwrap();
+                        if self.server_verifies {
+                            server.verify_peer_before_key_method();
+                        }
+                        self.server = Some(server);
                     }
                 }
             }
@@ -1181,7 +1202,7 @@ fn held_for_verdict() -> Pair {
             if pair.server.is_none() {
                 let (pkt, replay) = scfg.wrap.unwrap(&p).unwrap();
                 let mut s = Session::accept(scfg.clone(), now, 1_700_000_000, pkt, replay).unwrap();
-                s.verify_peer_before_key_reply();
+                s.verify_peer_before_key_method();
                 pair.server = Some(s);
             } else {
                 pair.server().handle_packet(now, &p);
@@ -1191,7 +1212,7 @@ fn held_for_verdict() -> Pair {
         if let Some(server) = pair.server.as_mut() {
             while let Some(ev) = server.poll_event() {
                 match ev {
-                    Event::VerifyPeer => verify_asked = true,
+                    Event::VerifyPeer { key_id: 0 } => verify_asked = true,
                     Event::ClientAuthenticated { .. } => pair.ss.authenticated = true,
                     Event::Closed(r) => pair.ss.closed = Some(r),
                     _ => {}
@@ -1245,12 +1266,12 @@ fn key_reply_waits_for_the_verdict_then_goes_out() {
     );
     assert!(pair.cs.push.is_none());
     let now = pair.now;
-    pair.server().peer_verified(now, true);
+    pair.server().peer_verified(now, 0, true);
     pair.run_to_keys(0);
     assert!(pair.ss.authenticated);
     assert_eq!(pair.cs.keys[0].2, pair.ss.keys[0].2);
     // A second verdict changes nothing.
-    pair.server().peer_verified(now, false);
+    pair.server().peer_verified(now, 0, false);
     exchange(&mut pair, 2);
     pair.assert_open();
 }
@@ -1259,7 +1280,7 @@ fn key_reply_waits_for_the_verdict_then_goes_out() {
 fn refused_peer_hears_nothing_more() {
     let mut pair = held_for_verdict();
     let now = pair.now;
-    pair.server().peer_verified(now, false);
+    pair.server().peer_verified(now, 0, false);
     let (_, to_client) = exchange(&mut pair, 5);
     assert!(
         matches!(pair.ss.closed, Some(SessionError::PeerRefused)),
@@ -1418,4 +1439,163 @@ fn server_requiring_a_login_drops_a_client_without_one() {
     server_requiring_login(&mut pair);
     pair.run_to_keys(0);
     assert!(pair.ss.authenticated);
+}
+
+/// A client whose driver verifies the server's chain (`tls-verify`,
+/// `PLUGIN_TLS_VERIFY`) sends nothing of its key-method-2 message, nor
+/// the password in it, before the verdict, as 2.6 verifies inside the
+/// handshake; accepted, the exchange goes on; refused, it ends there and
+/// the server never saw the credentials.
+#[test]
+fn client_key_method_and_password_wait_for_the_verdict() {
+    for accepted in [true, false] {
+        let mut pair = Pair::start(None);
+        pair.client.verify_peer_before_key_method();
+        pair.client.set_credentials("alice", "secret-password");
+        pair.run(|c, _| !c.verify_asked.is_empty());
+        assert_eq!(pair.cs.verify_asked, vec![0]);
+        // Held: the server's TLS handshake is done, no key method came.
+        exchange(&mut pair, 5);
+        assert!(!pair.ss.authenticated && pair.ss.credentials.is_none());
+        assert!(pair.ss.keys.is_empty() && pair.cs.keys.is_empty());
+        let now = pair.now;
+        pair.client.peer_verified(now, 0, accepted);
+        if accepted {
+            pair.run_to_keys(0);
+            assert_eq!(
+                pair.ss.credentials,
+                Some(("alice".into(), "secret-password".into()))
+            );
+            assert!(pair.cs.push.is_some());
+            pair.assert_open();
+        } else {
+            // The client gives up; the server hears nothing more of it and
+            // its hand-window ends the session.
+            pair.run(|_, s| s.closed.is_some());
+            assert!(
+                matches!(pair.cs.closed, Some(SessionError::PeerRefused)),
+                "{:?}",
+                pair.cs.closed
+            );
+            assert!(
+                matches!(pair.ss.closed, Some(SessionError::HandWindowExpired)),
+                "{:?}",
+                pair.ss.closed
+            );
+            assert!(!pair.ss.authenticated && pair.ss.credentials.is_none());
+            assert!(pair.ss.keys.is_empty());
+        }
+    }
+}
+
+/// A pair whose server verifies the client's chain in every handshake,
+/// established (key 0 accepted), with `tran-window` `tran` and no verdict
+/// given from now on.
+fn established_with_verifying_server(tran: Duration) -> Pair {
+    let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+        c.tran_window = tran;
+    });
+    pair.server_verifies = true;
+    pair.ss.verdict = Some(true);
+    pair.run_to_keys(0);
+    assert_eq!(pair.ss.verify_asked, vec![0]);
+    pair.ss.verdict = None;
+    pair
+}
+
+/// 2.6 runs the verify callback in every TLS handshake: a renegotiation
+/// (started by either side) waits for the verdict like the first key, and
+/// goes on when it accepts.
+#[test]
+fn renegotiation_waits_for_the_verdict() {
+    for client_starts in [true, false] {
+        let mut pair = established_with_verifying_server(Duration::from_secs(3600));
+        let now = pair.now;
+        if client_starts {
+            pair.client.start_renegotiation(now).unwrap();
+        } else {
+            pair.server().start_renegotiation(now).unwrap();
+        }
+        pair.run(|_, s| s.verify_asked.len() == 2);
+        assert_eq!(pair.ss.verify_asked, vec![0, 1]);
+        exchange(&mut pair, 5);
+        assert_eq!(pair.cs.keys.len(), 1, "client has key 1 before the verdict");
+        assert_eq!(pair.ss.keys.len(), 1, "server has key 1 before the verdict");
+        let now = pair.now;
+        pair.server().peer_verified(now, 1, true);
+        pair.run(|c, s| c.send_keys.contains(&1) && s.send_keys.contains(&1));
+        pair.assert_open();
+        assert_eq!(pair.cs.keys[1].2, pair.ss.keys[1].2);
+    }
+}
+
+/// A renegotiation whose chain is refused fails as 2.6's failed handshake
+/// of a session with a lame duck (ssl.c `tls_multi_process`): nothing more
+/// of that key goes to the peer, the old key keeps the tunnel until
+/// tran-window after the renegotiation began (`key_state_soft_reset`'s
+/// `must_die`), and then, with no key left, the session ends.
+#[test]
+fn refused_renegotiation_keeps_the_old_key_for_tran_window() {
+    let tran = Duration::from_secs(30);
+    let mut pair = established_with_verifying_server(tran);
+    let began = pair.now;
+    pair.client.start_renegotiation(began).unwrap();
+    pair.run(|_, s| s.verify_asked.len() == 2);
+    let now = pair.now;
+    assert!(now - began < Duration::from_secs(1), "{:?}", now - began);
+    pair.server().peer_verified(now, 1, false);
+    // Up to just before the old key's end: open, key 0 kept, no key 1.
+    let step = |pair: &mut Pair, at: Instant| {
+        pair.now = at;
+        pair.client.handle_timeout(at);
+        pair.server().handle_timeout(at);
+        exchange(pair, 3);
+    };
+    step(&mut pair, began + tran - Duration::from_secs(1));
+    pair.assert_open();
+    assert!(pair.ss.retired.is_empty(), "{:?}", pair.ss.retired);
+    step(&mut pair, began + tran);
+    assert!(
+        matches!(
+            &pair.ss.closed,
+            Some(SessionError::RenegotiationFailed { key_id: 1, cause })
+                if matches!(**cause, SessionError::PeerRefused)
+        ),
+        "{:?}",
+        pair.ss.closed
+    );
+    assert_eq!(pair.ss.retired, vec![0]);
+    assert_eq!(pair.ss.keys.len(), 1);
+    assert_eq!(pair.cs.keys.len(), 1, "the client got key 1 all the same");
+    // The client is still in (its own hand-window is 60 s).
+    assert!(pair.cs.closed.is_none(), "{:?}", pair.cs.closed);
+}
+
+/// The same on a client that verifies the server's chain: a refused
+/// renegotiation sends the server no key method (no credentials) for it.
+#[test]
+fn client_refusing_a_renegotiation_sends_no_key_method() {
+    let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+        c.tran_window = Duration::from_secs(30);
+    });
+    pair.client.verify_peer_before_key_method();
+    pair.cs.verdict = Some(true);
+    pair.run_to_keys(0);
+    pair.cs.verdict = Some(false);
+    let began = pair.now;
+    pair.server().start_renegotiation(began).unwrap();
+    pair.run(|c, _| c.closed.is_some());
+    assert_eq!(pair.cs.verify_asked, vec![0, 1]);
+    assert!(
+        matches!(
+            &pair.cs.closed,
+            Some(SessionError::RenegotiationFailed { key_id: 1, cause })
+                if matches!(**cause, SessionError::PeerRefused)
+        ),
+        "{:?}",
+        pair.cs.closed
+    );
+    assert!(pair.now >= began + Duration::from_secs(30));
+    // The server never got the client's key method for key 1.
+    assert_eq!(pair.ss.keys.len(), 1);
 }

@@ -86,6 +86,9 @@ struct Live {
     held_events: std::collections::VecDeque<Event>,
     /// The scripts before the push reply ran (once per connection).
     before_push_done: bool,
+    /// `tls-verify` over the server's chain in the handshake of a key_id,
+    /// whose key-method-2 message waits for it.
+    verifying: Option<(u8, BeforePush)>,
     /// The tunnel address the push reply gave, for the CONNECTED state.
     tunnel_ip: Option<std::net::Ipv4Addr>,
     /// The server said AUTH_PENDING: `Some(false)` until the GET_CONFIG
@@ -103,6 +106,26 @@ fn tls_final_refused() -> Ended {
         "{}: a PLUGIN_TLS_FINAL call failed",
         super::AUTH_CONTROL_EXIT
     ))
+}
+
+/// `tls-verify`'s verdict on the server's chain in the handshake of a
+/// key_id; never, when none runs.
+async fn chain_verdict(f: &mut Option<(u8, BeforePush)>) -> (u8, Result<(), String>) {
+    match f {
+        Some((key_id, f)) => (*key_id, f.await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a session that closed for `reason` failed as 2.6's TLS
+/// handshake does (`tls-error`): the server's chain refused (on a
+/// renegotiation too, once the old key ran out), or hand-window over.
+fn tls_error(reason: &SessionError) -> bool {
+    match reason {
+        SessionError::PeerRefused | SessionError::HandWindowExpired => true,
+        SessionError::RenegotiationFailed { cause, .. } => tls_error(cause),
+        _ => false,
+    }
 }
 
 /// The verdict of the scripts before the push reply; never, when none run.
@@ -156,6 +179,11 @@ impl Connection<'_> {
         };
         let session = match started {
             Ok(mut v) => {
+                if self.scripts.verifies_chain() {
+                    // 2.6 verifies inside each TLS handshake: our key
+                    // method (and the password in it) waits for the verdict.
+                    v.verify_peer_before_key_method();
+                }
                 if let Some((user, secret)) =
                     self.credentials.as_mut().and_then(|c| c.for_key_exchange())
                 {
@@ -188,6 +216,7 @@ impl Connection<'_> {
             held_reply: None,
             held_events: std::collections::VecDeque::new(),
             before_push_done: false,
+            verifying: None,
             tunnel_ip: None,
             get_config: None,
         };
@@ -280,6 +309,15 @@ impl Connection<'_> {
                     {
                         break end;
                     }
+                }
+                (key_id, verdict) = chain_verdict(&mut c.verifying) => {
+                    c.verifying = None;
+                    if let Err(why) = &verdict {
+                        // 2.6's verify callback fails the handshake.
+                        warn!("{why}");
+                        warn!("{}", super::TLS_HANDSHAKE_FAILED);
+                    }
+                    c.session.peer_verified(Instant::now(), key_id, verdict.is_ok());
                 }
                 text = control_message(self.management) => {
                     c.session.send_control_message(Instant::now(), &text);
@@ -540,7 +578,24 @@ impl Connection<'_> {
                     // from a new port, as after RESTART.
                     return Some(Ended::ServerLeft(reason.to_string()));
                 }
+                Event::Closed(
+                    reason @ (SessionError::PeerRefused
+                    | SessionError::HandWindowExpired
+                    | SessionError::RenegotiationFailed { .. }),
+                ) if tls_error(&reason) => {
+                    return Some(Ended::Reconnect(format!(
+                        "{}: {reason}",
+                        super::TLS_HANDSHAKE_FAILED
+                    )));
+                }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
+                Event::VerifyPeer { key_id } => {
+                    let presented = c.session.peer_certificates_der();
+                    c.verifying = Some((
+                        key_id,
+                        Box::pin(self.scripts.verify_server(self.server, presented)),
+                    ));
+                }
                 Event::AuthPending(keywords) => {
                     info!("AUTH_PENDING received ('{keywords}')");
                     if let Some(m) = self.management {
@@ -555,7 +610,6 @@ impl Connection<'_> {
                     }
                 }
                 Event::ClientAuthenticated { .. }
-                | Event::VerifyPeer
                 | Event::Reauthenticate { .. }
                 | Event::CrResponse { .. }
                 | Event::PushRequested => {}

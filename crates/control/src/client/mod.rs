@@ -229,9 +229,20 @@ pub struct P2p {
 /// it ends as on SIGTERM.
 pub(super) const AUTH_CONTROL_EXIT: &str = "auth-control-exit";
 
+/// The EXITING description of a SIGTERM during a management hold or a
+/// restart pause: 2.6 holds and pauses inside `init_instance`, which names
+/// a signal without text after itself (init.c; the stock 2.6.14 client
+/// shows `>STATE:...,EXITING,init_instance`).
+const EXIT_IN_INIT_INSTANCE: &str = "init_instance";
+
 /// How [`ferrovpn_proto::session::SessionError::NoPushReply`] reads: 2.6
 /// restarts with the signal text `no-push-reply` then.
 const NO_PUSH_REPLY: &str = "No reply from server to push requests";
+
+/// How a connection whose TLS handshake failed ends (a `tls-verify`
+/// refusal, hand-window run out): 2.6 restarts with the signal text
+/// `tls-error` then (`SIGUSR1[soft,tls-error]`).
+pub(super) const TLS_HANDSHAKE_FAILED: &str = "TLS Error: TLS handshake failed";
 
 fn signal_text(ended: &Ended) -> &'static str {
     match ended {
@@ -240,6 +251,7 @@ fn signal_text(ended: &Ended) -> &'static str {
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
+        Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::ServerLeft(_) => "server-pushed-connection-reset",
         Ended::AuthFailed(_) => "auth-failure",
         Ended::Reconnect(_) | Ended::Restart => "sigusr1",
@@ -258,6 +270,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
         Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
+        Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::Reconnect(_) => "connection-reset",
         Ended::ServerLeft(why) if why.contains("RESTART") => "server-pushed-connection-reset",
         Ended::ServerLeft(why) if why.contains("exit") => "remote-exit",
@@ -477,7 +490,7 @@ pub async fn run_client(
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
             _ = &mut shutdown => {
-                m.state("EXITING", exit_reason);
+                m.state("EXITING", EXIT_IN_INIT_INSTANCE);
                 m.flush().await;
                 return Ok(());
             }
@@ -827,7 +840,7 @@ pub async fn run_client(
                         tokio::select! {
                             _ = m.wait_for_hold_release() => {}
                             _ = &mut shutdown => {
-                                exit_reason = "SIGTERM";
+                                exit_reason = EXIT_IN_INIT_INSTANCE;
                                 break Ok(());
                             }
                         }
@@ -867,7 +880,7 @@ pub async fn run_client(
             tokio::select! {
                 _ = m.wait_for_hold_release() => {}
                 _ = &mut shutdown => {
-                    exit_reason = "SIGTERM";
+                    exit_reason = EXIT_IN_INIT_INSTANCE;
                     break Ok(());
                 }
             }
@@ -876,7 +889,7 @@ pub async fn run_client(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => {
-                exit_reason = "SIGTERM";
+                exit_reason = EXIT_IN_INIT_INSTANCE;
                 break Ok(());
             }
         }
@@ -1109,6 +1122,13 @@ mod tests {
                     ferrovpn_proto::session::SessionError::NoPushReply(10).to_string(),
                 ),
                 "no-push-reply",
+            ),
+            (
+                Ended::Reconnect(format!(
+                    "{TLS_HANDSHAKE_FAILED}: {}",
+                    ferrovpn_proto::session::SessionError::PeerRefused
+                )),
+                "tls-error",
             ),
         ];
         for (ended, reason) in cases {

@@ -1,6 +1,6 @@
-//! The client's scripts as OpenVPN 2.6 runs them: `tls-verify` and
-//! `ipchange` once the server's TLS handshake is done (before its push
-//! reply is applied), `up` and `route-up` once the push reply configured
+//! The client's scripts as OpenVPN 2.6 runs them: `tls-verify` inside
+//! each TLS handshake (our key-method-2 message waits for it), `ipchange`
+//! once the first key exchange is done (before the push reply is applied), `up` and `route-up` once the push reply configured
 //! the tunnel, `route-pre-down` and `down` when the tunnel goes, each with
 //! 2.6's arguments and environment (checked against the stock 2.6.3
 //! binary): the server's certificate chain (`X509_*`, `tls_*`,
@@ -142,11 +142,16 @@ impl ClientScripts {
         self.net_gateway = Some(gateway);
     }
 
+    /// Whether the server's chain is verified by a `tls-verify` script or
+    /// `PLUGIN_TLS_VERIFY` plugins (in each handshake, see
+    /// [`Self::verify_server`]).
+    pub fn verifies_chain(&self) -> bool {
+        self.s.tls_verify.is_some() || self.plugins_for(plugin::TLS_VERIFY).is_some()
+    }
+
     /// Whether something must run before the push reply is applied.
     pub fn runs_before_push(&self) -> bool {
-        self.s.tls_verify.is_some()
-            || self.plugins_for(plugin::TLS_VERIFY).is_some()
-            || self.s.ipchange.is_some()
+        self.s.ipchange.is_some()
             || self.plugins_for(plugin::IPCHANGE).is_some()
             || self.wants_tls_final()
     }
@@ -173,14 +178,12 @@ impl ClientScripts {
         env
     }
 
-    /// `tls-verify` over the server's chain (as the peer sent it, completed
-    /// from the `ca` file), then `PLUGIN_TLS_FINAL` for the first key, then
-    /// `PLUGIN_IPCHANGE` and `ipchange IP PORT`. A refusal is the error; a
-    /// failed `TLS_FINAL` (whose error starts with [`AUTH_CONTROL_EXIT`])
-    /// still runs the ipchange hooks, as 2.6 moves the key to active all
-    /// the same before it stops. Owns all it needs, so the connection can
-    /// go on meanwhile.
-    pub fn before_push(
+    /// `PLUGIN_TLS_VERIFY` then `tls-verify` over the server's chain (as
+    /// the peer sent it, completed from the `ca` file), run as 2.6's verify
+    /// callback inside each TLS handshake: the session holds our
+    /// key-method-2 message meanwhile. A refusal is the error. Owns all it
+    /// needs, so the connection can go on meanwhile.
+    pub fn verify_server(
         &self,
         server: SocketAddr,
         presented: Vec<Vec<u8>>,
@@ -194,6 +197,37 @@ impl ClientScripts {
                     client: None,
                 });
         let export_dir = self.s.tls_export_cert.clone();
+        let security = self.s.security;
+        let chain = scripts::certificate_chain(&presented, &self.s.peer_ca);
+        let env = self.connection_env(server, &chain);
+        async move {
+            match scripts::verify_chain(
+                verify_script.as_ref(),
+                export_dir.as_deref(),
+                verify_plugins.as_ref(),
+                security,
+                &chain,
+                untrusted_env(&env, chain.len()),
+            )
+            .await
+            {
+                ChainVerdict::Accepted => Ok(()),
+                ChainVerdict::Refused(why) => Err(why),
+            }
+        }
+    }
+
+    /// After the first key exchange: `PLUGIN_TLS_FINAL` for the first key,
+    /// then `PLUGIN_IPCHANGE` and `ipchange IP PORT`. A failed `TLS_FINAL`
+    /// (the error, starting with [`AUTH_CONTROL_EXIT`]) still runs the
+    /// ipchange hooks, as 2.6 moves the key to active all
+    /// the same before it stops. Owns all it needs, so the connection can
+    /// go on meanwhile.
+    pub fn before_push(
+        &self,
+        server: SocketAddr,
+        presented: Vec<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let ipchange = self.s.ipchange.clone();
         let ipchange_plugins = self.plugins_for(plugin::IPCHANGE);
         let tls_final_plugins = self.plugins_for(plugin::TLS_FINAL);
@@ -202,21 +236,6 @@ impl ClientScripts {
         let env = self.connection_env(server, &chain);
         async move {
             let mut refused = Ok(());
-            if verify_script.is_some() || verify_plugins.is_some() {
-                match scripts::verify_chain(
-                    verify_script.as_ref(),
-                    export_dir.as_deref(),
-                    verify_plugins.as_ref(),
-                    security,
-                    &chain,
-                    untrusted_env(&env, chain.len()),
-                )
-                .await
-                {
-                    ChainVerdict::Accepted => {}
-                    ChainVerdict::Refused(why) => return Err(why),
-                }
-            }
             if let Some(p) = tls_final_plugins {
                 // The server's address is not trusted yet; its certificate
                 // (and common name) is known.

@@ -85,11 +85,11 @@ enum Outcome {
         /// `client_connect_deferred_file`.
         result: tempfile::TempPath,
     },
-    /// `tls-verify` over the chain; `held`: the first key's, whose
+    /// `tls-verify` over the chain in the handshake of `key_id`, whose
     /// key-method-2 reply waits for the verdict.
     TlsVerify {
         verdict: scripts::ChainVerdict,
-        held: bool,
+        key_id: u8,
     },
     /// `tls-crypt-v2-verify` for the new session `sid` from the address.
     TlsCryptV2 { sid: SessionId, accepted: bool },
@@ -380,7 +380,6 @@ impl Server {
         addr: SocketAddr,
         credentials: Credentials,
     ) {
-        self.tls_verify_again(addr);
         if !self.checks_passwords() {
             self.tls_final_then(now, addr, AfterTlsFinal::Renegotiation);
             return;
@@ -410,26 +409,21 @@ impl Server {
                 .is_some_and(|p| p.wants(plugin::TLS_VERIFY))
     }
 
-    /// The client finished its first TLS handshake: `tls-verify` (plugins
-    /// and script) over its chain while its session holds our key-method-2
-    /// reply ([`Session::peer_verified`] gives the verdict).
-    pub(super) fn verify_peer(&mut self, addr: SocketAddr) {
-        self.spawn_tls_verify(addr, true);
-        if let Some(c) = self.clients.get_mut(&addr) {
+    /// The client finished a TLS handshake (its first, or a
+    /// renegotiation's: 2.6 runs the verify callback in every one):
+    /// `tls-verify` (plugins and script) over its chain while its session
+    /// holds our key-method-2 reply of `key_id` ([`Session::peer_verified`]
+    /// gives the verdict).
+    pub(super) fn verify_peer(&mut self, addr: SocketAddr, key_id: u8) {
+        self.spawn_tls_verify(addr, key_id);
+        if key_id == 0
+            && let Some(c) = self.clients.get_mut(&addr)
+        {
             c.admission = Admission::TlsVerifying;
         }
     }
 
-    /// A renegotiation showed the certificate again: 2.6 runs `tls-verify`
-    /// in every TLS handshake. The client stays in meanwhile; a refusal
-    /// disconnects it.
-    fn tls_verify_again(&mut self, addr: SocketAddr) {
-        if self.verifies_chain() && self.is_admitted(&addr) {
-            self.spawn_tls_verify(addr, false);
-        }
-    }
-
-    fn spawn_tls_verify(&mut self, addr: SocketAddr, held: bool) {
+    fn spawn_tls_verify(&mut self, addr: SocketAddr, key_id: u8) {
         let script = self.s.scripts.tls_verify.clone();
         let export_dir = self.s.scripts.tls_export_cert.clone();
         let Some(c) = self.clients.get(&addr) else {
@@ -464,35 +458,36 @@ impl Server {
             ScriptDone {
                 addr,
                 cid,
-                outcome: Outcome::TlsVerify { verdict, held },
+                outcome: Outcome::TlsVerify { verdict, key_id },
             }
         });
     }
 
-    /// `tls-verify` (plugins and script) decided. On the first key
-    /// (`held`), the session sends its key-method-2 reply now, or, refused,
-    /// closes without a word: 2.6 fails the TLS handshake and the client
-    /// gives up on it after its hand-window. On a renegotiation, a refusal
-    /// ends the client with `RESTART`.
+    /// `tls-verify` (plugins and script) decided on the handshake of
+    /// `key_id`: the session sends its key-method-2 reply now, or, refused,
+    /// says nothing more of that key: 2.6 fails the TLS handshake. On the
+    /// first key the client then gives up after its hand-window; on a
+    /// renegotiation the old key serves until its tran-window ran out
+    /// (see [`Session::peer_verified`]).
     fn tls_verified(
         &mut self,
         now: Instant,
         addr: SocketAddr,
         verdict: scripts::ChainVerdict,
-        held: bool,
+        key_id: u8,
     ) {
         let accepted = match verdict {
             scripts::ChainVerdict::Accepted => true,
             scripts::ChainVerdict::Refused(why) => {
                 warn!("{addr}: {why}");
-                warn!("{addr}: TLS Error: tls-verify refused the client's certificate");
+                warn!("{addr}: TLS Error: TLS handshake failed");
                 false
             }
         };
         let Some(c) = self.clients.get_mut(&addr) else {
             return;
         };
-        if held {
+        if key_id == 0 {
             c.admission = if accepted {
                 Admission::TlsVerified
             } else {
@@ -500,11 +495,8 @@ impl Server {
                 c.held.clear();
                 Admission::Refused
             };
-            c.session.peer_verified(now, accepted);
-        } else if !accepted {
-            c.session.send_control_message(now, "RESTART");
-            c.remove_at = Some(now + EXIT_GRACE);
         }
+        c.session.peer_verified(now, key_id, accepted);
         self.drain(now, Stage::Authenticated, addr);
     }
 
@@ -1013,7 +1005,9 @@ impl Server {
         match outcome {
             // Handled above.
             Outcome::Logged | Outcome::TlsCryptV2 { .. } => {}
-            Outcome::TlsVerify { verdict, held } => self.tls_verified(now, addr, verdict, held),
+            Outcome::TlsVerify { verdict, key_id } => {
+                self.tls_verified(now, addr, verdict, key_id);
+            }
             Outcome::Verify {
                 status: status @ (Status::Exited(0) | Status::Exited(2)),
                 files,

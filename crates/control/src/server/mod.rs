@@ -1085,7 +1085,7 @@ impl Server {
                 if self.verifies_chain() {
                     // 2.6 verifies inside the handshake: our key method
                     // waits for tls-verify's verdict.
-                    session.verify_peer_before_key_reply();
+                    session.verify_peer_before_key_method();
                 }
                 if self.checks_passwords() && !self.s.auth_user_pass_optional {
                     // 2.6 ends the TLS session of a client that sends no
@@ -1782,7 +1782,9 @@ impl Server {
     fn on_half_open_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) -> Stage {
         match ev {
             // Its certificate is verified: the session is a client now.
-            Event::KeysReady { .. } | Event::ClientAuthenticated { .. } | Event::VerifyPeer => {
+            Event::KeysReady { .. }
+            | Event::ClientAuthenticated { .. }
+            | Event::VerifyPeer { .. } => {
                 if self.promote(addr) {
                     self.on_session_event(now, addr, ev);
                     return Stage::Authenticated;
@@ -1881,7 +1883,7 @@ impl Server {
                 }
                 self.on_client_authenticated(now, addr, credentials);
             }
-            Event::VerifyPeer => self.verify_peer(addr),
+            Event::VerifyPeer { key_id } => self.verify_peer(addr, key_id),
             Event::Reauthenticate { credentials, .. } => {
                 self.on_reauthenticate(now, addr, credentials);
             }

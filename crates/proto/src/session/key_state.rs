@@ -2,7 +2,7 @@
 //! handshake and the reliability layer of each, phase changes, failure and
 //! closing.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -42,6 +42,8 @@ pub(super) struct KeyState {
     pub(super) remote_km: Option<KeyMethod2>,
     pub(super) keys_installed: bool,
     pub(super) deadline: Instant,
+    /// When the key state began (its renegotiation started).
+    pub(super) started: Instant,
     /// Set when this key became the lame duck.
     pub(super) retire_at: Option<Instant>,
 }
@@ -94,6 +96,7 @@ impl Session {
             remote_km: None,
             keys_installed: false,
             deadline: now + self.cfg.hand_window,
+            started: now,
             retire_at: None,
         })
     }
@@ -234,23 +237,14 @@ impl Session {
             let ks = &mut self.keys[idx];
             ks.phase = Phase::KeyExchange;
             if side == Side::Client {
-                let mut km = KeyMethod2::new_random(
-                    true,
-                    self.cfg.options_string.clone(),
-                    self.cfg.peer_info.clone(),
-                );
-                if let Some((user, pass)) = &self.credentials {
-                    km.username.clone_from(user);
-                    km.password.clone_from(pass);
-                    km.credentials_sent = true;
+                if self.verify_peer {
+                    // 2.6 verifies inside the handshake: a refused server
+                    // never gets our key method, nor the password in it.
+                    let key_id = ks.key_id;
+                    self.await_verdict(key_id);
+                } else {
+                    self.send_client_key_method(idx)?;
                 }
-                let mut buf = Vec::new();
-                km.encode(&mut buf);
-                ks.tls
-                    .writer()
-                    .write_all(&buf)
-                    .map_err(SessionError::TlsIo)?;
-                ks.local_km = Some(km);
             }
         }
         let ks = &mut self.keys[idx];
@@ -332,6 +326,7 @@ impl Session {
             ks.phase = Phase::Active;
             let key_id = ks.key_id;
             let previous = self.current_key.replace(key_id);
+            self.refused_key = None;
             info!("key_id {key_id} active");
             self.events.push_back(Event::SendKey { key_id });
             if let Some(prev) = previous.filter(|&p| p != key_id) {

@@ -140,12 +140,13 @@ pub enum Event {
         /// What the client sent to log in with (empty without `auth-user-pass`).
         credentials: Credentials,
     },
-    /// Server, with [`Session::verify_peer_before_key_reply`]: the client
-    /// finished its first TLS handshake and sent its key-method-2 message;
-    /// our reply waits until the driver says what it found of the peer's
+    /// With [`Session::verify_peer_before_key_method`]: the TLS handshake
+    /// of `key_id` is done (key 0 and every renegotiation) and our
+    /// key-method-2 message (a client's, with its credentials; a server's
+    /// reply) waits until the driver says what it found of the peer's
     /// chain ([`Session::peer_verified`]), as 2.6's verify callback decides
-    /// inside the handshake.
-    VerifyPeer,
+    /// inside each handshake.
+    VerifyPeer { key_id: u8 },
     /// Server: a renegotiation (`key_id` > 0) brought the client's user
     /// name and password (or auth-token) again; the driver checks them as
     /// 2.6 does at every key exchange.
@@ -244,11 +245,14 @@ pub struct Session {
     credentials: Option<(String, String)>,
     /// Point-to-point mode: what key 0 negotiated.
     p2p_link: Option<P2pLink>,
-    /// Server: the driver verifies the peer's chain itself (`tls-verify`,
-    /// `PLUGIN_TLS_VERIFY`); see [`Session::verify_peer_before_key_reply`].
+    /// The driver verifies the peer's chain itself (`tls-verify`,
+    /// `PLUGIN_TLS_VERIFY`); see [`Session::verify_peer_before_key_method`].
     verify_peer: bool,
-    /// Server: key_id 0's key-method-2 reply waits for the verdict.
-    awaiting_verdict: bool,
+    /// The key_id whose key-method-2 message waits for the verdict.
+    awaiting_verdict: Option<u8>,
+    /// A renegotiation the verdict refused: its key_id, for the session's
+    /// end once the old key expired too.
+    refused_key: Option<u8>,
     /// Server: a key-method-2 message without a login closes the session;
     /// see [`Session::require_credentials`].
     require_credentials: bool,
@@ -293,7 +297,8 @@ impl Session {
             credentials: None,
             p2p_link: None,
             verify_peer: false,
-            awaiting_verdict: false,
+            awaiting_verdict: None,
+            refused_key: None,
             require_credentials: false,
             cfg,
         }

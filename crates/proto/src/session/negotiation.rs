@@ -107,11 +107,10 @@ impl Session {
                     self.use_ekm = peer_info.tls_ekm();
                     self.peer_info = Some(peer_info);
                 }
-                if key_id == 0 && self.verify_peer && !self.cfg.p2p {
+                if self.verify_peer {
                     // Nothing goes out before the verdict: a refused
                     // client hears no more, as from 2.6's failed handshake.
-                    self.awaiting_verdict = true;
-                    self.events.push_back(Event::VerifyPeer);
+                    self.await_verdict(key_id);
                     return Ok(());
                 }
                 self.send_key_reply(idx)?;
@@ -188,11 +187,37 @@ impl Session {
         Ok(())
     }
 
-    /// Server, with [`Session::verify_peer_before_key_reply`]: sets that the
-    /// driver verifies the peer's chain (`tls-verify`, `PLUGIN_TLS_VERIFY`),
-    /// so the reply to the client's first key-method-2 message waits for
-    /// [`Session::peer_verified`] ([`Event::VerifyPeer`] asks for it).
-    pub fn verify_peer_before_key_reply(&mut self) {
+    /// Client: our key-method-2 message of key state `idx`, with the
+    /// credentials to log in with (renegotiations included, as 2.6).
+    pub(super) fn send_client_key_method(&mut self, idx: usize) -> Result<(), SessionError> {
+        let mut km = KeyMethod2::new_random(
+            true,
+            self.cfg.options_string.clone(),
+            self.cfg.peer_info.clone(),
+        );
+        if let Some((user, pass)) = &self.credentials {
+            km.username.clone_from(user);
+            km.password.clone_from(pass);
+            km.credentials_sent = true;
+        }
+        let mut buf = Vec::new();
+        km.encode(&mut buf);
+        let ks = &mut self.keys[idx];
+        ks.tls
+            .writer()
+            .write_all(&buf)
+            .map_err(SessionError::TlsIo)?;
+        ks.local_km = Some(km);
+        Ok(())
+    }
+
+    /// Sets that the driver verifies the peer's chain itself (`tls-verify`,
+    /// `PLUGIN_TLS_VERIFY`): in every key exchange, our key-method-2
+    /// message (a client's, with its credentials; a server's reply) waits
+    /// for [`Session::peer_verified`] ([`Event::VerifyPeer`] asks for it),
+    /// as 2.6 verifies inside each TLS handshake and so sends nothing of
+    /// the key exchange to a peer it refuses.
+    pub fn verify_peer_before_key_method(&mut self) {
         self.verify_peer = true;
     }
 
@@ -205,28 +230,83 @@ impl Session {
         self.require_credentials = true;
     }
 
-    /// Server: the driver's verdict on the peer's chain, after
-    /// [`Event::VerifyPeer`]. Accepted: our key-method-2 reply goes out,
-    /// the keys follow and [`Event::ClientAuthenticated`] tells who it is.
-    /// Refused: the session closes ([`SessionError::PeerRefused`]) without
-    /// another word to the client, which gives up after its hand-window as
-    /// after 2.6's failed handshake. Without a pending verdict (hand-window
-    /// ran out meanwhile): nothing.
-    pub fn peer_verified(&mut self, now: Instant, accepted: bool) {
-        if !std::mem::take(&mut self.awaiting_verdict) || self.closed {
+    /// Hold key `key_id`'s key-method-2 message and ask for the verdict.
+    pub(super) fn await_verdict(&mut self, key_id: u8) {
+        self.awaiting_verdict = Some(key_id);
+        self.events.push_back(Event::VerifyPeer { key_id });
+    }
+
+    /// The driver's verdict on the peer's chain, after
+    /// [`Event::VerifyPeer`] for `key_id`. Accepted: our key-method-2
+    /// message goes out and the exchange goes on (a server's keys and
+    /// [`Event::ClientAuthenticated`] / [`Event::Reauthenticate`] follow).
+    /// Refused, on the first key: the session closes
+    /// ([`SessionError::PeerRefused`]) without another word to the peer,
+    /// which gives up after its hand-window as after 2.6's failed
+    /// handshake. Refused on a renegotiation: see
+    /// [`Session::refuse_renegotiation`]. Without that verdict pending
+    /// (hand-window ran out meanwhile, or another key_id): nothing.
+    pub fn peer_verified(&mut self, now: Instant, key_id: u8, accepted: bool) {
+        if self.closed || self.awaiting_verdict != Some(key_id) {
             return;
         }
-        let Some(idx) = self.key_index(0) else {
+        self.awaiting_verdict = None;
+        let Some(idx) = self.key_index(key_id) else {
             return;
         };
         if !accepted {
-            self.close(SessionError::PeerRefused);
+            if self.current_key.is_none_or(|current| current == key_id) {
+                self.close(SessionError::PeerRefused);
+            } else {
+                self.refuse_renegotiation(idx);
+            }
             return;
         }
-        if let Err(e) = self.send_key_reply(idx) {
-            self.fail_key_state(now, idx, e);
+        let sent = match self.cfg.side {
+            Side::Server => self.send_key_reply(idx),
+            Side::Client => self.send_client_key_method(idx),
+        };
+        match sent {
+            Ok(()) => self.update_phase(now, idx),
+            Err(e) => self.fail_key_state(now, idx, e),
         }
         self.flush(now);
+    }
+
+    /// A renegotiation whose peer chain was refused, as 2.6's failed TLS
+    /// handshake of a session with a lame duck (ssl.c `tls_multi_process`:
+    /// the session moves to `TM_LAME_DUCK`, no hard error): the new key
+    /// state goes without a word to the peer, and the old key keeps the
+    /// tunnel until the `must_die` its renegotiation gave it (start +
+    /// `tran-window`, `key_state_soft_reset`); then, with no key left, the
+    /// session ends ([`SessionError::RenegotiationFailed`] of
+    /// [`SessionError::PeerRefused`]). The peer may renegotiate again
+    /// meanwhile; that one is verified again.
+    fn refuse_renegotiation(&mut self, idx: usize) {
+        let refused = self.keys.remove(idx);
+        warn!(
+            "key_id {} negotiation failed: {}",
+            refused.key_id,
+            SessionError::PeerRefused
+        );
+        let must_die = refused.started + self.cfg.tran_window;
+        self.refused_key = Some(refused.key_id);
+        for k in &mut self.keys {
+            k.retire_at = Some(k.retire_at.map_or(must_die, |t| t.min(must_die)));
+        }
+        self.close_without_keys();
+    }
+
+    /// A refused renegotiation left no key: the session ends.
+    pub(super) fn close_without_keys(&mut self) {
+        if let Some(key_id) = self.refused_key
+            && self.keys.is_empty()
+        {
+            self.close(SessionError::RenegotiationFailed {
+                key_id,
+                cause: Box::new(SessionError::PeerRefused),
+            });
+        }
     }
 
     /// P2P NCP on key 0, as 2.6's `p2p_mode_ncp` (the TLS server runs it

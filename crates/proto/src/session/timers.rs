@@ -56,6 +56,10 @@ impl Session {
             }
             i += 1;
         }
+        self.close_without_keys();
+        if self.closed {
+            return;
+        }
         if self.next_reneg.is_some_and(|t| now >= t)
             && let Err(e) = self.start_renegotiation(now)
         {
