@@ -1085,6 +1085,13 @@ pub fn is_revoked(crls: &[CertificateRevocationListDer<'_>], leaf_der: &[u8]) ->
     })
 }
 
+// The integration tests' CRL builder, shared with the unit tests below
+// (declared here: a `#[path]` inside the inline `tests` module would be
+// resolved under a `tls/tests/` directory that does not exist).
+#[cfg(test)]
+#[path = "../../tests/support/crl.rs"]
+mod crl_support;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1103,12 +1110,9 @@ mod tests {
         mid_issuer: Issuer<'static, KeyPair>,
     }
 
-    #[path = "../../../../tests/support/crl.rs"]
-    mod crl_support;
-
     /// A PEM CRL from the intermediate revoking `serials`.
     fn crl(ch: &Chain, serials: &[u64]) -> String {
-        crl_support::crl_pem(&ch.mid_issuer, serials)
+        super::crl_support::crl_pem(&ch.mid_issuer, serials)
     }
 
     /// root → intermediate → server and client leaves.
