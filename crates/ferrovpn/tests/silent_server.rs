@@ -10,7 +10,6 @@
 //! without them. Every wait has a deadline.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use ferrovpn_testkit::Implementation;
 use ferrovpn_testkit::Lab;
