@@ -555,8 +555,7 @@ pub async fn run_server(
                 .context("starting the data plane")?;
             let dev = dp.tun_name().to_owned();
             let tunnel = s.tunnel(&dev);
-            let up_env =
-                set_up_tunnel(&mut s, mgmt.as_ref(), plugins.as_deref(), &tunnel).await?;
+            let up_env = set_up_tunnel(&mut s, mgmt.as_ref(), plugins.as_deref(), &tunnel).await?;
             (peers, dp, crate::bridge(up_rx), up_env, dev)
         }
     };
