@@ -721,11 +721,15 @@ pub async fn run_client(
             // Only an ephemeral port changes; a fixed lport stays as it is.
             fresh_socket = remote.bind.port() == 0;
         }
-        if matches!(ended, Ended::Restart | Ended::AuthFailed(_)) {
+        let tls_error =
+            matches!(&ended, Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED));
+        if tls_error || matches!(ended, Ended::Restart | Ended::AuthFailed(_)) {
             // 2.6 closes its socket on these soft restarts too: the server
             // still holds the old session for this address (for its
             // hand-window after AUTH_FAILED), and would take a new session
-            // from it for a renegotiation of the old one.
+            // from it for a renegotiation of the old one. After a refused
+            // handshake (tls-verify) the server waits for our key method
+            // on the old session: the same holds.
             fresh_socket = remote.bind.port() == 0;
         }
         // A real signal's name, else a management client's (or SIGUSR1).
