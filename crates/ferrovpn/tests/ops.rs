@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP, kill, wait_for_count};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP};
 use ferrovpn_testkit::{
     Cipher, Netns, Proc, TestDir, openvpn_server_conf, ping, require_root_and_tools, wait_until,
 };

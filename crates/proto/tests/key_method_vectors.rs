@@ -140,6 +140,10 @@ proptest! {
         peer_info in arb_text(400),
     ) {
         let mut km = KeyMethod2::new_random(from_client, options, peer_info);
+        // A login of two non-empty strings is a login sent; an empty part
+        // is written as absent unless `credentials_sent` (unit-tested in
+        // key_method.rs), so the decoder's reading matches this.
+        km.credentials_sent = !username.is_empty() && !password.is_empty();
         km.username = username;
         km.password = password;
         let mut w = Vec::new();
