@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, UP, kill, wait_exit, wait_for_count};
-use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT};
+use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, openvpn_server_conf, ping,
     wait_until,
@@ -155,27 +155,6 @@ fn sighup_with_a_broken_config_exits_as_2_6() {
         "{}",
         server.log_tail(20)
     );
-}
-
-/// A transcript line with what differs per process cut (as in
-/// `management_server_stock`).
-fn normalized(line: &str) -> String {
-    for name in ["daemon_pid", "daemon_start_time", "config"] {
-        let prefix = format!(">UPDOWN:ENV,{name}=");
-        if line.starts_with(&prefix) {
-            return format!("{prefix}*");
-        }
-    }
-    let (head, entry) = match line.strip_prefix(">STATE:") {
-        Some(rest) => (">STATE:", rest),
-        None => ("", line),
-    };
-    match entry.split_once(',') {
-        Some((time, rest)) if time.len() >= 9 && time.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{head}T,{rest}")
-        }
-        _ => line.to_string(),
-    }
 }
 
 /// A server of `imp` with a management socket and `management-up-down`:
