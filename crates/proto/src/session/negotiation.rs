@@ -158,14 +158,7 @@ impl Session {
             String::new()
         };
         let km = KeyMethod2::new_random(false, self.cfg.options_string.clone(), peer_info);
-        let mut buf = Vec::new();
-        km.encode(&mut buf);
-        let ks = &mut self.keys[idx];
-        ks.tls
-            .writer()
-            .write_all(&buf)
-            .map_err(SessionError::TlsIo)?;
-        ks.local_km = Some(km);
+        self.write_key_method(idx, km)?;
         self.install_keys(idx)?;
         if key_id == 0 {
             let common_name = self.peer_common_name();
@@ -200,6 +193,12 @@ impl Session {
             km.password.clone_from(pass);
             km.credentials_sent = true;
         }
+        self.write_key_method(idx, km)
+    }
+
+    /// Our key-method-2 message `km` into key state `idx`'s TLS stream,
+    /// kept as that key state's own.
+    fn write_key_method(&mut self, idx: usize, km: KeyMethod2) -> Result<(), SessionError> {
         let mut buf = Vec::new();
         km.encode(&mut buf);
         let ks = &mut self.keys[idx];
