@@ -242,8 +242,9 @@ impl Session {
     /// Refused, on the first key: the session closes
     /// ([`SessionError::PeerRefused`]) without another word to the peer,
     /// which gives up after its hand-window as after 2.6's failed
-    /// handshake. Refused on a renegotiation: see
-    /// [`Session::refuse_renegotiation`]. Without that verdict pending
+    /// handshake. Refused on a renegotiation: the new key goes without a
+    /// word to the peer and the old one keeps the tunnel until the
+    /// renegotiation's start + `tran-window`, as 2.6's lame duck. Without that verdict pending
     /// (hand-window ran out meanwhile, or another key_id): nothing.
     pub fn peer_verified(&mut self, now: Instant, key_id: u8, accepted: bool) {
         if self.closed || self.awaiting_verdict != Some(key_id) {
