@@ -36,6 +36,35 @@ pub fn sh_script(path: PathBuf, body: &str) -> PathBuf {
     path
 }
 
+/// Compile the C plugin `source` (built against Debian's
+/// `openvpn-plugin.h`, linked with OpenSSL's libcrypto) into
+/// `<dir>/<source's stem>.so`; returns its path. Panics, naming the
+/// missing package, when a header or `cc` is missing or the compiler
+/// fails.
+pub fn compile_plugin(source: &Path, dir: &Path) -> PathBuf {
+    let stem = source
+        .file_stem()
+        .unwrap_or_else(|| panic!("{} has no file name", source.display()));
+    let out = dir.join(stem).with_extension("so");
+    assert!(
+        Path::new("/usr/include/openvpn/openvpn-plugin.h").is_file(),
+        "openvpn-plugin.h missing: install Debian's openvpn package"
+    );
+    assert!(
+        Path::new("/usr/include/openssl/x509.h").is_file(),
+        "openssl/x509.h missing: install libssl-dev"
+    );
+    let st = std::process::Command::new("cc")
+        .args(["-Wall", "-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(source)
+        .arg("-lcrypto")
+        .status()
+        .expect("cc (package gcc) must be installed");
+    assert!(st.success(), "compiling {} failed", source.display());
+    out
+}
+
 /// Poll `cond` every `interval` until it returns true or `timeout` passes.
 /// Returns whether it became true. The condition is evaluated at least once
 /// and at most `timeout / interval + 2` times.
@@ -54,6 +83,15 @@ pub fn wait_until(timeout: Duration, interval: Duration, mut cond: impl FnMut() 
         std::thread::sleep(interval.min(timeout - elapsed));
     }
     cond()
+}
+
+/// Wait up to `timeout` until the file at `path` exists and holds
+/// `pattern` (a plain substring): a log, status or record file another
+/// process writes. Returns whether it did.
+pub fn wait_for_file_text(path: &Path, pattern: &str, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(50), || {
+        std::fs::read_to_string(path).is_ok_and(|text| text.contains(pattern))
+    })
 }
 
 /// Look a program up in `PATH`, then in the sbin directories (`openvpn` and

@@ -319,6 +319,16 @@ impl Lab {
         (sc, calls)
     }
 
+    /// The client config line `auth-user-pass FILE`, FILE being
+    /// `<name>.pass` in the lab's directory, written here with `user` and
+    /// `password` on a line each.
+    pub fn auth_user_pass(&self, name: &str, user: &str, password: &str) -> String {
+        let file = self.dir.join(format!("{name}.pass"));
+        std::fs::write(&file, format!("{user}\n{password}\n"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        format!("auth-user-pass {}", file.display())
+    }
+
     /// Add `10.210.<i+1>.<k>/24` for every `k` in `hosts` to client
     /// namespace `i`'s underlay (in one `ip -batch`): more source
     /// addresses on the same link, for tests of per-address limits.

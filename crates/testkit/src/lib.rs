@@ -41,7 +41,10 @@ pub use conf::{
     Cipher, ClientConf, Material, ServerConf, Transport, Wrap, openvpn_client_conf,
     openvpn_server_conf, write_static_key,
 };
-pub use env::{TestDir, find_tool, require_root_and_tools, sh_script, unique_name, wait_until};
+pub use env::{
+    TestDir, compile_plugin, find_tool, require_root_and_tools, sh_script, unique_name,
+    wait_for_file_text, wait_until,
+};
 pub use lab::{Implementation, Lab};
 pub use net::{
     Direction, Gbps, Iperf3Report, Iperf3Server, PingStats, iperf3, iperf3_all_at_while,

@@ -3,7 +3,9 @@
 //! it read for failure messages. And the pieces of the tests that run one
 //! management script against a stock 2.6 daemon and a ferrovpn one and
 //! compare what both showed: [`held_client`], [`client_lines`],
-//! [`normalized`], [`same_as_stock`].
+//! [`normalized`], [`same_as_stock`]; for servers,
+//! [`server_conf_with_management`], [`wait_connected_in_state_all`],
+//! [`transcript_to_exit`], [`server_transcripts_as_stock`].
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -12,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::lab::wait_exit;
 use crate::{Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, wait_until};
 
 /// How long one reply may take before a test fails.
@@ -29,6 +32,75 @@ pub fn unix_management_conf(lab: &Lab, more: &str) -> (ServerConf, Wrap, PathBuf
     let line = format!("management {} unix {more}", sock.display());
     sc.extra.push(line.trim_end().to_string());
     (sc, wrap, sock)
+}
+
+/// The lab's server config (tls-crypt with the key file `tc.key`,
+/// AES-256-GCM) with its management interface on the unix socket `socket`.
+pub fn server_conf_with_management(lab: &Lab, socket: &Path) -> ServerConf {
+    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
+    let mut sc = lab.server_conf(wrap, Cipher::Aes256Gcm);
+    sc.extra
+        .push(format!("management {} unix", socket.display()));
+    sc
+}
+
+/// Poll `state all` on `m` (a server's interface, not held) until
+/// CONNECTED is in the history, within [`REPLY_TIMEOUT`]: stock opens its
+/// interface before its tunnel, so the first `state all` may not have it.
+pub fn wait_connected_in_state_all(m: &mut Management) {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !m
+        .block("state all")
+        .iter()
+        .any(|l| l.contains(",CONNECTED,"))
+    {
+        assert!(Instant::now() < deadline, "never CONNECTED: {:?}", m.seen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Read `m` until the interface closes (it does when the process exits),
+/// then wait for `server` to exit successfully. Returns the lines read
+/// from index `from` of [`Management::seen`] on, [`normalized`]. `name`
+/// says whose transcript it is in failure messages.
+pub fn transcript_to_exit(
+    m: &mut Management,
+    server: &mut Proc,
+    from: usize,
+    name: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while m.line(deadline).is_some() {}
+    assert!(
+        Instant::now() < deadline,
+        "{name}: the management interface did not close; read:\n{}",
+        m.seen().join("\n")
+    );
+    let status = wait_exit(server, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "{name}: {status:?}\n{}",
+        server.log_tail(20)
+    );
+    m.seen()[from..].iter().map(|l| normalized(l)).collect()
+}
+
+/// Run `transcript` for a stock 2.6 server, then for a ferrovpn one,
+/// assert both read the same lines (showing both when not), and return
+/// ferrovpn's.
+pub fn server_transcripts_as_stock(
+    mut transcript: impl FnMut(Implementation) -> Vec<String>,
+) -> Vec<String> {
+    let stock = transcript(Implementation::Stock);
+    let ours = transcript(Implementation::Ferrovpn);
+    assert_eq!(
+        ours,
+        stock,
+        "the ferrovpn server's management transcript differs from the stock server's:\nours:\n{}\nstock:\n{}",
+        ours.join("\n"),
+        stock.join("\n")
+    );
+    ours
 }
 
 /// Run the Python program `script` (a management consumer built on the
