@@ -12,10 +12,13 @@
 //! Needs root, `openvpn`, `ip` and `/dev/net/tun`; fails loudly without
 //! them. Every wait has a deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrovpn_testkit::lab::{kill, wait_exit};
-use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
+use ferrovpn_testkit::lab::kill;
+use ferrovpn_testkit::mgmt::{
+    Management, REPLY_TIMEOUT, server_conf_with_management, server_transcripts_as_stock,
+    transcript_to_exit, wait_connected_in_state_all,
+};
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf, sh_script,
 };
@@ -41,10 +44,7 @@ enum End {
 fn transcript(lab: &Lab, imp: Implementation, extra: &[&str], hold: bool, end: End) -> Vec<String> {
     let name = imp.name();
     let socket = lab.dir.join(format!("{name}-mgmt.sock"));
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let mut sc = lab.server_conf(wrap, Cipher::Aes256Gcm);
-    sc.extra
-        .push(format!("management {} unix", socket.display()));
+    let mut sc = server_conf_with_management(lab, &socket);
     if hold {
         sc.extra.push("management-hold".into());
     }
@@ -67,17 +67,7 @@ fn transcript(lab: &Lab, imp: Implementation, extra: &[&str], hold: bool, end: E
         m.one("hold release");
         m.until("CONNECTED", |l| l.contains(",CONNECTED,SUCCESS,"));
     } else {
-        // Up when CONNECTED is in the history (stock opens its interface
-        // before its tunnel).
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        while !m
-            .block("state all")
-            .iter()
-            .any(|l| l.contains(",CONNECTED,"))
-        {
-            assert!(Instant::now() < deadline, "never CONNECTED: {:?}", m.seen());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_connected_in_state_all(&mut m);
         from = m.seen().len();
         m.one("state on");
         m.block("state all");
@@ -90,35 +80,13 @@ fn transcript(lab: &Lab, imp: Implementation, extra: &[&str], hold: bool, end: E
     }
     // Everything up to the end of the stream: the interface closes when
     // the process exits.
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while m.line(deadline).is_some() {}
-    assert!(
-        Instant::now() < deadline,
-        "{name}: the management interface did not close; read:\n{}",
-        m.seen().join("\n")
-    );
-    let status = wait_exit(&mut server, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "{name}: {status:?}\n{}",
-        server.log_tail(20)
-    );
-    m.seen()[from..].iter().map(|l| normalized(l)).collect()
+    transcript_to_exit(&mut m, &mut server, from, name)
 }
 
 /// The ferrovpn server's transcript, asserted equal to the stock server's.
 fn as_stock(tag: &str, extra: &[&str], hold: bool, end: End) -> Vec<String> {
     let lab = Lab::new(tag, 0, FERROVPN);
-    let stock = transcript(&lab, Implementation::Stock, extra, hold, end);
-    let ours = transcript(&lab, Implementation::Ferrovpn, extra, hold, end);
-    assert_eq!(
-        ours,
-        stock,
-        "the ferrovpn server's management transcript differs from the stock server's:\nours:\n{}\nstock:\n{}",
-        ours.join("\n"),
-        stock.join("\n")
-    );
-    ours
+    server_transcripts_as_stock(|imp| transcript(&lab, imp, extra, hold, end))
 }
 
 /// Held, with routes, `up`/`route-up` scripts and `management-up-down`,

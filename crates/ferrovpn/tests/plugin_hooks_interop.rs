@@ -25,38 +25,23 @@
 //! without them. Every wait has a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{UP, wait_exit, wait_log};
-use ferrovpn_testkit::{Cipher, Lab, Proc, ServerConf, Wrap, ping, sh_script, wait_until};
+use ferrovpn_testkit::{
+    Cipher, Lab, Proc, ServerConf, Wrap, compile_plugin, ping, sh_script, wait_for_file_text,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
 const HOOKS: &str =
     "UP DOWN ROUTE_UP ROUTE_PREDOWN TLS_FINAL CLIENT_CONNECT_V2 CLIENT_DISCONNECT LEARN_ADDRESS";
 
-/// Compile the test plugin into `dir`.
+/// Compile the hook-logging test plugin (`tests/plugins/hooklog.c`) into
+/// `dir`.
 fn build_plugin(dir: &Path) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/hooklog.c");
-    let out = dir.join("hooklog.so");
-    assert!(
-        Path::new("/usr/include/openvpn/openvpn-plugin.h").is_file(),
-        "openvpn-plugin.h missing: install Debian's openvpn package"
-    );
-    assert!(
-        Path::new("/usr/include/openssl/x509.h").is_file(),
-        "openssl/x509.h missing: install libssl-dev"
-    );
-    let st = Command::new("cc")
-        .args(["-Wall", "-shared", "-fPIC", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .arg("-lcrypto")
-        .status()
-        .expect("cc (package gcc) must be installed");
-    assert!(st.success(), "compiling {} failed", source.display());
-    out
+    compile_plugin(&source, dir)
 }
 
 fn server_conf(lab: &Lab, plugin: &Path, log: &Path, plugin_args: &str) -> ServerConf {
@@ -84,9 +69,7 @@ fn read(log: &Path) -> String {
 }
 
 fn wait_logged(log: &Path, what: &str, server: &Proc) {
-    let ok = wait_until(TIMEOUT, Duration::from_millis(50), || {
-        read(log).contains(what)
-    });
+    let ok = wait_for_file_text(log, what, TIMEOUT);
     assert!(
         ok,
         "no '{what}' in the plugin log:\n{}\n--- server ---\n{}",

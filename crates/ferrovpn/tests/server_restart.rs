@@ -18,13 +18,15 @@
 //! `openvpn-plugin.h`; fails loudly without them. Every wait has a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{CLIENT_DEV, UP, kill, wait_exit, wait_for_count};
-use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, normalized};
+use ferrovpn_testkit::mgmt::{
+    Management, REPLY_TIMEOUT, server_conf_with_management, server_transcripts_as_stock,
+    transcript_to_exit, wait_connected_in_state_all,
+};
 use ferrovpn_testkit::{
-    Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, openvpn_server_conf, ping,
+    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, compile_plugin, openvpn_server_conf, ping,
     wait_until,
 };
 
@@ -164,10 +166,8 @@ fn sighup_with_a_broken_config_exits_as_2_6() {
 fn restart_transcript(lab: &Lab, imp: Implementation, persist_tun: bool) -> Vec<String> {
     let name = imp.name();
     let socket = lab.dir.join(format!("{name}-mgmt.sock"));
-    let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
-    let mut sc = lab.server_conf(wrap, Cipher::Aes256Gcm);
+    let mut sc = server_conf_with_management(lab, &socket);
     sc.extra.extend([
-        format!("management {} unix", socket.display()),
         "management-up-down".into(),
         "route 10.77.0.0 255.255.255.0".into(),
     ]);
@@ -179,15 +179,7 @@ fn restart_transcript(lab: &Lab, imp: Implementation, persist_tun: bool) -> Vec<
     );
     let mut m = Management::connect_when_listening(&socket, REPLY_TIMEOUT);
     m.until("welcome", |l| l.starts_with(">INFO:"));
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while !m
-        .block("state all")
-        .iter()
-        .any(|l| l.contains(",CONNECTED,"))
-    {
-        assert!(Instant::now() < deadline, "never CONNECTED: {:?}", m.seen());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_connected_in_state_all(&mut m);
     let from = m.seen().len();
     m.one("state on");
     for signal in ["SIGUSR1", "SIGHUP"] {
@@ -201,34 +193,12 @@ fn restart_transcript(lab: &Lab, imp: Implementation, persist_tun: bool) -> Vec<
     // The interface still answers after both restarts.
     m.block("state all");
     m.send("signal SIGTERM");
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while m.line(deadline).is_some() {}
-    assert!(
-        Instant::now() < deadline,
-        "{name}: the management interface did not close:\n{}",
-        m.seen().join("\n")
-    );
-    let status = wait_exit(&mut server, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "{name}: {status:?}\n{}",
-        server.log_tail(20)
-    );
-    m.seen()[from..].iter().map(|l| normalized(l)).collect()
+    transcript_to_exit(&mut m, &mut server, from, name)
 }
 
 fn restart_transcripts_as_stock(tag: &str, persist_tun: bool) -> Vec<String> {
     let lab = Lab::new(tag, 0, FERROVPN);
-    let stock = restart_transcript(&lab, Implementation::Stock, persist_tun);
-    let ours = restart_transcript(&lab, Implementation::Ferrovpn, persist_tun);
-    assert_eq!(
-        ours,
-        stock,
-        "the ferrovpn server's management transcript differs from the stock server's:\nours:\n{}\nstock:\n{}",
-        ours.join("\n"),
-        stock.join("\n")
-    );
-    ours
+    server_transcripts_as_stock(|imp| restart_transcript(&lab, imp, persist_tun))
 }
 
 #[test]
@@ -259,23 +229,11 @@ fn management_signals_restart_without_persist_tun_as_stock() {
     assert_eq!(ours.last().unwrap(), ">STATE:T,EXITING,SIGTERM,,,,,");
 }
 
-/// Compile the hook-logging test plugin into `dir`.
+/// Compile the hook-logging test plugin (`tests/plugins/hooklog.c`) into
+/// `dir`.
 fn build_plugin(dir: &Path) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/hooklog.c");
-    let out = dir.join("hooklog.so");
-    assert!(
-        Path::new("/usr/include/openvpn/openvpn-plugin.h").is_file(),
-        "openvpn-plugin.h missing: install Debian's openvpn package"
-    );
-    let st = Command::new("cc")
-        .args(["-Wall", "-shared", "-fPIC", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .arg("-lcrypto")
-        .status()
-        .expect("cc (package gcc) must be installed");
-    assert!(st.success(), "compiling {} failed", source.display());
-    out
+    compile_plugin(&source, dir)
 }
 
 /// The plugin's OPEN/CLOSE/UP/DOWN calls of a server of `imp` across a
