@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails};
 use ferrovpn_testkit::{
-    Cipher, Lab, Netns, Proc, ServerConf, VethPair, Wrap, ping, require_root_and_tools, wait_until,
+    Cipher, Lab, Netns, Proc, ServerConf, VethPair, Wrap, ping, require_root_and_tools,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -126,7 +126,7 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
     );
     sc.push = vec!["route 10.97.0.0 255.255.0.0".into()];
     // The pool starts at 10.8.0.2; pinning .50 must not hand it out.
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let c1 = stock_client_up(&lab, 0, 0, &wrap, &server);
     let c2 = stock_client_up(&lab, 1, 1, &wrap, &server);
 
@@ -179,13 +179,9 @@ fn ccd_pins_an_address_edits_pushes_per_client_and_disables_one_in_a_chroot_as_n
     // `disable` refuses client3.
     let mut c3 = stock_client(&lab, 2, 2, &wrap);
     wait_refused(&mut c3, &server);
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .log()
-            .contains("rejected due to 'disable' directive")),
-        "{}",
-        server.log_tail(40)
-    );
+    server
+        .wait_for_log_line("rejected due to 'disable' directive", CONNECT_TIMEOUT)
+        .unwrap();
 }
 
 #[test]

@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, SERVER_TUN, UP, wait_exit};
 use ferrovpn_testkit::pki::{KeyEncryption, Pki, PkiOptions, export_pkcs12, rsa1024_pki};
-use ferrovpn_testkit::{
-    Implementation, Lab, Material, Proc, openvpn_client_conf, ping, wait_until,
-};
+use ferrovpn_testkit::{Implementation, Lab, Material, Proc, openvpn_client_conf, ping};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const PASSPHRASE: &str = "correct horse battery";
@@ -196,13 +194,7 @@ fn run_detached(dir: &Path, args: &[&str]) -> (bool, String) {
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let mut p = Proc::spawn(&name, dir, cmd).unwrap();
-    let mut status = None;
-    wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
-        status = p.try_exit();
-        status.is_some()
-    });
-    let status = status
-        .unwrap_or_else(|| panic!("ferrovpn {args:?} did not finish within 20 s:\n{}", p.log()));
+    let status = wait_exit(&mut p, Duration::from_secs(20));
     (status.success(), p.log())
 }
 

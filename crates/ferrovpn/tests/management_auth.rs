@@ -30,9 +30,7 @@ fn stock_client(lab: &Lab, i: usize, wrap: &Wrap, user: &str, pass: &str) -> Pro
         wrap.clone(),
         Cipher::Aes256Gcm,
     );
-    let file = lab.dir.join(format!("{user}.pass"));
-    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra.push(lab.auth_user_pass(user, user, pass));
     lab.stock_client(i, &format!("openvpn-{user}"), &cc)
 }
 
@@ -196,7 +194,7 @@ fn an_unanswered_login_times_out_with_hand_window() {
     let (mut sc, wrap, sock) = unix_management_conf(&lab, "");
     sc.extra.push("management-client-auth".into());
     sc.extra.push("hand-window 5".into());
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let mut m = Management::connect(&sock);
     m.until("welcome", |l| l.starts_with(">INFO:"));
     let mut dave = stock_client(&lab, 0, &wrap, "dave", "pw-dave");
@@ -211,13 +209,9 @@ fn an_unanswered_login_times_out_with_hand_window() {
         "refused after {:?}",
         started.elapsed()
     );
-    assert!(
-        wait_until(REPLY_TIMEOUT, Duration::from_millis(100), || server
-            .log()
-            .contains("management client authentication timed out")),
-        "{}",
-        server.log_tail(20)
-    );
+    server
+        .wait_for_log_line("management client authentication timed out", REPLY_TIMEOUT)
+        .unwrap();
     let _ = connect;
 }
 
@@ -249,9 +243,7 @@ fn a_stock_client_renegotiating_is_asked_about_with_reauth() {
         wrap.clone(),
         Cipher::Aes256Gcm,
     );
-    let file = lab.dir.join("erin.pass");
-    std::fs::write(&file, "erin\npw-erin\n").unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra.push(lab.auth_user_pass("erin", "erin", "pw-erin"));
     cc.extra.push("reneg-sec 6".into());
     let mut erin = lab.stock_client(0, "openvpn-erin", &cc);
     let connect = m.client_event("CONNECT");
@@ -298,9 +290,8 @@ fn a_challenge_answered_on_the_stock_clients_management_reaches_cr_response() {
         wrap.clone(),
         Cipher::Aes256Gcm,
     );
-    let file = lab.dir.join("frank.pass");
-    std::fs::write(&file, "frank\npw-frank\n").unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra
+        .push(lab.auth_user_pass("frank", "frank", "pw-frank"));
     cc.extra
         .push(format!("management {} unix", client_sock.display()));
     // 2.6 clients announce the pending-auth methods their UI handles.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferrovpn_control::status;
 use ferrovpn_proto::wire::SessionId;
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, LISTENING, SERVER_TUN};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, LISTENING, SERVER_TUN, wait_exit};
 use ferrovpn_testkit::mgmt::{Management, openvpn_api_probe, unix_management_conf};
 use ferrovpn_testkit::raw_peer::{client_wrap, half_open};
 use ferrovpn_testkit::{
@@ -155,13 +155,8 @@ fn management_client_drives_status_kill_client_kill_and_bytecount() {
         m.one(&format!("client-kill {cid2} HALT")),
         "SUCCESS: client-kill command succeeded"
     );
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || c1
-            .try_exit()
-            .is_some()),
-        "the stock client did not exit after client-kill HALT\n{}",
-        c1.log_tail(20)
-    );
+    // Panics with the client's log when it does not exit.
+    wait_exit(&mut c1, CONNECT_TIMEOUT);
     assert!(
         c1.log().contains("Halt command was pushed by server"),
         "{}",
@@ -291,7 +286,7 @@ fn openvpn_api_from_pypi_reads_version_state_and_stats() {
     let wrap = Wrap::TlsCrypt(Material::File(lab.static_key("tc.key")));
     let mut sc = lab.server_conf(wrap.clone(), Cipher::Aes256Gcm);
     sc.extra.push("management 127.0.0.1 7505".into());
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let _c0 = stock_client_up(&lab, 0, &wrap, &server);
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");
@@ -310,15 +305,12 @@ fn openvpn_api_from_pypi_reads_version_state_and_stats() {
         .collect();
     assert_eq!(stats[0], 1, "{text}");
     assert!(stats[1] > 0 && stats[2] > 0, "{text}");
-    assert!(
-        wait_until(REPLY_TIMEOUT, Duration::from_millis(50), || server
-            .log()
-            .contains(
-                "client client1 disconnected: killed by the management interface"
-            )),
-        "{}",
-        server.log_tail(20)
-    );
+    server
+        .wait_for_log_line(
+            "client client1 disconnected: killed by the management interface",
+            REPLY_TIMEOUT,
+        )
+        .unwrap();
 }
 
 #[test]

@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP, wait_exit};
 use ferrovpn_testkit::{
-    Cipher, Netns, Proc, TestDir, openvpn_server_conf, ping, require_root_and_tools, wait_until,
+    Cipher, Netns, Proc, TestDir, openvpn_server_conf, ping, require_root_and_tools,
+    wait_for_file_text, wait_until,
 };
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
@@ -389,12 +390,7 @@ fn daemon_detaches_writes_its_pid_and_stops_on_sigterm() {
     )
     .unwrap();
     // The command returns at once (the parent of daemon(3) exits 0).
-    let mut status = None;
-    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        status = starter.try_exit();
-        status.is_some()
-    });
-    let status = status.expect("the starting process did not exit");
+    let status = wait_exit(&mut starter, Duration::from_secs(10));
     assert!(
         status.success(),
         "{status}: {}",
@@ -426,9 +422,7 @@ fn daemon_detaches_writes_its_pid_and_stops_on_sigterm() {
     // With `log`, stdout and stderr are the log file (as 2.6).
     assert_eq!(link(format!("/proc/{pid}/fd/2")), log.display().to_string());
 
-    let listening = wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("server listening"))
-    });
+    let listening = wait_for_file_text(&log, "server listening", CONNECT_TIMEOUT);
     let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(listening, "{}", daemon_log());
     let mut bob = lab.spawn(client_ns, "openvpn-bob", Implementation::Stock, &bob_ovpn);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ferrovpn_testkit::Implementation::{Ferrovpn, Stock};
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, wait_for_count};
-use ferrovpn_testkit::{ClientConf, Lab, Material, Proc, wait_until};
+use ferrovpn_testkit::{ClientConf, Lab, Material, Proc, wait_for_file_text, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 /// `nobody` and `nogroup` on Debian.
@@ -114,9 +114,7 @@ fn server_as_nobody_serves_renegotiates_and_keeps_status_pool_and_crl() {
     // Both files are still written, by nobody.
     for (file, line) in [(&status, "client1,"), (&pool, "client1,10.8.0.")] {
         assert!(
-            wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
-                std::fs::read_to_string(file).is_ok_and(|t| t.contains(line))
-            }),
+            wait_for_file_text(file, line, CONNECT_TIMEOUT),
             "{} without {line}\n{}",
             file.display(),
             server.log()
@@ -244,9 +242,7 @@ fn server_in_chroot_as_nobody_serves_reads_its_crl_inside_and_writes_status_outs
     let client = lab.client_up(Stock, 0, "openvpn-client", &cc, &server);
     lab.ping_server(0, &client, &server);
     assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || {
-            std::fs::read_to_string(&status).is_ok_and(|t| t.contains("client1,"))
-        }),
+        wait_for_file_text(&status, "client1,", CONNECT_TIMEOUT),
         "status file without client1\n{}",
         server.log()
     );

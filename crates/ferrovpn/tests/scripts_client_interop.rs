@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails};
-use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, sh_script, wait_until};
+use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, sh_script, wait_for_file_text, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_DEV: &str = "fvtun-c";
@@ -57,9 +57,7 @@ fn assert_has(env: &[String], line: &str, what: &str) {
 }
 
 fn wait_record(lab: &Lab, what: &str, client: &Proc, server: &Proc) {
-    let ok = wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || {
-        read(lab, "record.txt").contains(what)
-    });
+    let ok = wait_for_file_text(&lab.dir.join("record.txt"), what, CONNECT_TIMEOUT);
     assert!(
         ok,
         "no '{what}' in the record:\n{}\n{}",

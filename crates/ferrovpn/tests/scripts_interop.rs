@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::wait_log;
+use ferrovpn_testkit::lab::{wait_for_count, wait_log};
 use ferrovpn_testkit::pki::write_tls_crypt_v2_client_key;
 use ferrovpn_testkit::{
     Cipher, Implementation, Lab, Material, Proc, ServerConf, Wrap, openvpn_server_conf, ping,
@@ -95,9 +95,7 @@ impl Scripts {
             Cipher::Aes256Gcm,
         );
         if let Some((user, pass)) = login {
-            let file = self.lab.dir.join(format!("{name}.pass"));
-            std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
-            cc.extra.push(format!("auth-user-pass {}", file.display()));
+            cc.extra.push(self.lab.auth_user_pass(name, user, pass));
         }
         self.lab.stock_client(0, name, &cc)
     }
@@ -328,9 +326,7 @@ fn auth_gen_token_reconnect_and_renegotiation_skip_the_script() {
         .status()
         .unwrap();
     assert!(st.success());
-    let reconnected = wait_until(TIMEOUT, Duration::from_millis(100), || {
-        client.log().matches(UP).count() >= 2
-    });
+    let reconnected = wait_for_count(&client, UP, 2, TIMEOUT);
     assert!(
         reconnected,
         "{}\n{}",

@@ -183,17 +183,13 @@ fn max_clients_applies_to_tcp_clients() {
     for cc in &mut ccs {
         cc.transport = Transport::Tcp;
     }
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let mut first = lab.stock_client(0, "openvpn-client-0", &ccs[0]);
     first.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     let second = lab.stock_client(1, "openvpn-client-1", &ccs[1]);
-    assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-            server.log().contains("max-clients 1 reached")
-        }),
-        "{}",
-        server.log_tail(30)
-    );
+    server
+        .wait_for_log_line("max-clients 1 reached", Duration::from_secs(15))
+        .unwrap();
     assert!(!second.log().contains(UP), "{}", second.log_tail(30));
     let p = ping(&lab.clients[0], SERVER_TUN, 2, Duration::from_secs(10)).unwrap();
     assert!(p.received >= 1, "{p:?}");

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{
-    CONNECT_TIMEOUT, SERVER_TUN, UP, connected_ip, kill_and_reap, log_tails,
+    CONNECT_TIMEOUT, SERVER_TUN, UP, connected_ip, kill_and_reap, log_tails, wait_for_count,
 };
 use ferrovpn_testkit::{
     ClientConf, Implementation, Lab, Proc, ServerConf, Transport, iperf3_report, ping,
@@ -55,11 +55,7 @@ fn up_and_ping(lab: &Lab, client: &mut Proc) {
 /// tunnel carries pings again.
 fn comes_up_again(lab: &Lab, client: &Proc) {
     assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(100), || client
-            .log()
-            .matches(UP)
-            .count()
-            >= 2),
+        wait_for_count(client, UP, 2, CONNECT_TIMEOUT),
         "{}",
         client.log_tail(40)
     );
@@ -102,13 +98,9 @@ fn ferrovpn_client_reconnects_after_tcp_server_restart() {
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     up_and_ping(&lab, &mut client);
     server.stop(Duration::from_secs(5));
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
-            .log()
-            .contains("connection ended")),
-        "{}",
-        client.log_tail(30)
-    );
+    client
+        .wait_for_log_line("connection ended", CONNECT_TIMEOUT)
+        .unwrap();
     let _server = lab.stock_server(&sc);
     comes_up_again(&lab, &client);
 }
@@ -123,11 +115,7 @@ fn ferrovpn_client_retries_until_the_tcp_server_listens() {
     cc.extra.push("connect-timeout 5".into());
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client", &cc);
     assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || client
-            .log()
-            .matches("TCP connect to")
-            .count()
-            >= 2),
+        wait_for_count(&client, "TCP connect to", 2, CONNECT_TIMEOUT),
         "{}",
         client.log_tail(30)
     );
@@ -482,7 +470,7 @@ fn connect_freq_refuses_a_tcp_burst_and_admits_a_later_connection() {
         cc.transport = Transport::Tcp;
         cc.extra.push("connect-retry 1 1".into());
     }
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let mut clients: Vec<Proc> = ccs
         .iter()
         .enumerate()
@@ -498,9 +486,9 @@ fn connect_freq_refuses_a_tcp_burst_and_admits_a_later_connection() {
     );
     let refused = "exceed the new connection frequency limit (connect-freq)";
     assert!(
-        wait_until(Duration::from_secs(7), Duration::from_millis(50), || server
-            .log()
-            .contains(refused)),
+        server
+            .wait_for_log_line(refused, Duration::from_secs(7))
+            .is_ok(),
         "{}",
         server.log_tail(40)
     );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, Implementation, Lab, UP, log_tails};
+use ferrovpn_testkit::lab::{Implementation, Lab, UP, log_tails, wait_log};
 use ferrovpn_testkit::pki::{
     stock_tls_crypt_v2_client_key, stock_tls_crypt_v2_server_key, write_tls_crypt_v2_client_key,
     write_tls_crypt_v2_server_key,
@@ -97,16 +97,10 @@ fn client_key_of_another_server_key_is_refused_without_a_session() {
     write_tls_crypt_v2_server_key(&other_key).unwrap();
     write_tls_crypt_v2_client_key(&other_key, &client_key, b"mallory").unwrap();
     let (sc, cc) = confs(&lab, &server_key, &client_key);
-    let server = lab.ferrovpn_server(&sc);
+    let mut server = lab.ferrovpn_server(&sc);
     let client = lab.stock_client(0, "openvpn-client", &cc);
     let refused = "wrapped client key authentication failed";
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || server
-            .log()
-            .contains(refused)),
-        "{}",
-        log_tails(&client, &server)
-    );
+    wait_log(&mut server, refused, &client);
     // The client keeps resending its reset (every tls-timeout, 2 s): for
     // two more of them nothing may come of it, on either side.
     let admitted = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
