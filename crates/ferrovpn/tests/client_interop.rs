@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{
     CLIENT_DEV, CLIENT_RESOLV_CONF, CONNECT_TIMEOUT, SERVER_TUN, UP, count_lines, kill,
-    kill_and_reap, terminate, wait_for_count,
+    kill_and_reap, terminate, wait_exit, wait_for_count,
 };
 use ferrovpn_testkit::{
     Cipher, ClientConf, Implementation, Lab, Material, Netns, Proc, ServerConf, Wrap,
@@ -349,20 +349,13 @@ fn client_ping_exit_quits_when_the_server_goes_silent() {
     // A crash sends nothing: the client must give up by itself.
     let t0 = Instant::now();
     kill_and_reap(&mut server);
-    let mut status = None;
-    assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            status = client.try_exit();
-            status.is_some()
-        }),
-        "client still running after ping-exit 3:\n{}",
-        client.log_tail(20)
-    );
+    // Panics with the client's log when it is still running.
+    let status = wait_exit(&mut client, Duration::from_secs(15));
     eprintln!(
         "client exited {:.1} s after the server died",
         t0.elapsed().as_secs_f64()
     );
-    assert!(status.unwrap().success(), "{}", client.log_tail(20));
+    assert!(status.success(), "{}", client.log_tail(20));
     assert!(
         client.log().contains("ping-exit 3s"),
         "{}",
@@ -818,18 +811,10 @@ fn client_backs_off_when_nothing_listens() {
         .map(|s| s.to_string()),
     );
     let mut client = lab.ferrovpn_client(0, "ferrovpn-client-max", &cc);
-    let mut status = None;
-    assert!(
-        wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-            status = client.try_exit();
-            status.is_some()
-        }),
-        "connect-retry-max 2: still running:\n{}",
-        client.log()
-    );
+    let status = wait_exit(&mut client, Duration::from_secs(20));
     let log = client.log();
     assert_eq!(count_lines(&log, "connecting to"), 2, "{log}");
-    assert!(!status.unwrap().success(), "{log}");
+    assert!(!status.success(), "{log}");
     assert!(log.contains("giving up"), "{log}");
 }
 
@@ -1119,41 +1104,18 @@ fn client_username_password_and_auth_token_stock_server() {
 
     // (2) Wrong password from a file: AUTH_FAILED, and with the default
     // auth-retry none the client exits with an error.
-    let bad = lab.dir.join("bad-auth.txt");
-    std::fs::write(&bad, format!("{GOOD_USER}\nwrong\n")).unwrap();
-    let mut client = password_client(
-        &lab,
-        &sc,
-        "bad-file",
-        &[&format!("auth-user-pass {}", bad.display())],
-    );
-    let mut status = None;
-    assert!(
-        wait_until(CONNECT_TIMEOUT, Duration::from_millis(50), || {
-            status = client.try_exit();
-            status.is_some()
-        }),
-        "client with a wrong password still running:\n{}",
-        client.log_tail(30)
-    );
+    let bad = lab.auth_user_pass("bad-auth", GOOD_USER, "wrong");
+    let mut client = password_client(&lab, &sc, "bad-file", &[&bad]);
+    let status = wait_exit(&mut client, CONNECT_TIMEOUT);
     let log = client.log();
-    assert!(!status.unwrap().success(), "{log}");
+    assert!(!status.success(), "{log}");
     assert!(log.contains("AUTH_FAILED"), "{log}");
     assert!(!log.contains(UP), "{log}");
     assert_eq!(verify_calls(&calls).len(), 2);
 
     // (3) The same from a file with the good password.
-    let good = lab.dir.join("good-auth.txt");
-    std::fs::write(&good, format!("{GOOD_USER}\n{GOOD_PASS}\n")).unwrap();
-    let mut client = password_client(
-        &lab,
-        &sc,
-        "good-file",
-        &[
-            &format!("auth-user-pass {}", good.display()),
-            "auth-nocache",
-        ],
-    );
+    let good = lab.auth_user_pass("good-auth", GOOD_USER, GOOD_PASS);
+    let mut client = password_client(&lab, &sc, "good-file", &[&good, "auth-nocache"]);
     client.wait_for_log_line(UP, CONNECT_TIMEOUT).unwrap();
     assert_eq!(verify_calls(&calls).len(), 3);
 }

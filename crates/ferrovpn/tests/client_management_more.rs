@@ -178,9 +178,8 @@ fn client_gives_up_a_pending_login_as_2_6() {
     let lab = Lab::new("cpending", 1, FERROVPN);
     let (mut sc, mut cc) = lab.tls_crypt_confs();
     // 2.6's management-client-auth wants a user name and password.
-    let file = lab.dir.join("frank.pass");
-    std::fs::write(&file, "frank\npw-frank\n").unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra
+        .push(lab.auth_user_pass("frank", "frank", "pw-frank"));
     let sock = lab.dir.join("server-mgmt.sock");
     sc.extra.push(format!("management {} unix", sock.display()));
     sc.extra.push("management-client-auth".into());

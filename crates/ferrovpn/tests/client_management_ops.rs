@@ -364,9 +364,8 @@ fn client_management_cr_response_reaches_the_server_as_2_6() {
     let _server = lab.ferrovpn_server(&sc);
     let mut server_m = Management::connect_when_listening(&sock, Duration::from_secs(15));
     server_m.until("welcome", |l| l.starts_with(">INFO:"));
-    let file = lab.dir.join("frank.pass");
-    std::fs::write(&file, "frank\npw-frank\n").unwrap();
-    cc.extra.push(format!("auth-user-pass {}", file.display()));
+    cc.extra
+        .push(lab.auth_user_pass("frank", "frank", "pw-frank"));
     let ours = same_as_stock(|imp| cr_response_script(&lab, &cc, &mut server_m, imp));
     assert_eq!(ours.1, ">CLIENT:CR_RESPONSE,CID,0,NDcxMQ==");
     for line in [

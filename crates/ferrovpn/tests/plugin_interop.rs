@@ -76,24 +76,17 @@ fn stock_client(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
         Wrap::None,
         Cipher::Aes256Gcm,
     );
-    cc.extra.push(auth_user_pass(lab, name, user, pass));
+    cc.extra.push(lab.auth_user_pass(name, user, pass));
     lab.stock_client(0, name, &cc)
 }
 
 /// Stock client `name` without `cert`/`key` (only `ca`), logging in as
 /// `user` with `pass`.
 fn stock_client_without_cert(lab: &Lab, name: &str, user: &str, pass: &str) -> Proc {
-    let login = auth_user_pass(lab, name, user, pass);
+    let login = lab.auth_user_pass(name, user, pass);
     let text = lab.certless_client_text(Wrap::None, Cipher::Aes256Gcm, [login]);
     assert!(!text.contains("\ncert "), "{text}");
     lab.spawn(&lab.clients[0], name, Implementation::Stock, &text)
-}
-
-/// `auth-user-pass FILE`, FILE holding `user` and `pass`.
-fn auth_user_pass(lab: &Lab, name: &str, user: &str, pass: &str) -> String {
-    let file = lab.dir.join(format!("{name}.pass"));
-    std::fs::write(&file, format!("{user}\n{pass}\n")).unwrap();
-    format!("auth-user-pass {}", file.display())
 }
 
 fn check_plugin_installed() {

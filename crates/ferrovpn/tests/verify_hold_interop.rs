@@ -68,8 +68,6 @@ fn refusing_client(lab: &Lab, server: &Proc, imp: Implementation) -> (Vec<String
         r#"[ "$1" = 0 ] && exit 1
 exit 0"#,
     );
-    let pass = lab.dir.join(format!("{name}.pass"));
-    std::fs::write(&pass, "alice\nsecret-password\n").unwrap();
     let socket = lab.dir.join(format!("{name}.sock"));
     let mut cc = lab.client_conf(
         0,
@@ -81,7 +79,7 @@ exit 0"#,
     cc.extra.extend([
         "script-security 2".to_string(),
         format!("tls-verify \"{}\"", verify.display()),
-        format!("auth-user-pass {}", pass.display()),
+        lab.auth_user_pass(&name, "alice", "secret-password"),
         "connect-retry 3".to_string(),
         format!("management {} unix", socket.display()),
         "management-hold".to_string(),
