@@ -16,13 +16,12 @@
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; fails loudly
 //! without them. Every wait has a deadline.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrovpn_testkit::lab::{UP, log_tails, wait_log};
 use ferrovpn_testkit::mgmt::{Management, REPLY_TIMEOUT, unix_management_conf};
-use ferrovpn_testkit::{ClientConf, Implementation, Lab, ServerConf, wait_until};
+use ferrovpn_testkit::{ClientConf, Implementation, Lab, ServerConf, sh_script, wait_until};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,9 +41,7 @@ fn scripts(lab: &Lab, imp: Implementation, status: u8) -> Scripts {
     let record = lab.dir.join(format!("{}-{status}-record.txt", imp.name()));
     let write = |name: &str, body: String| {
         let path = lab.dir.join(format!("{}-{status}-{name}.sh", imp.name()));
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        sh_script(path, &format!("{body}\n"))
     };
     let verify = write(
         "verify",
