@@ -382,7 +382,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("verb", "0-11, stored"),
     s(
         "management",
-        "`IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`, on servers and clients; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once. A server's interface stays open across its restarts (connections, `state on`, the released hold and the state history kept; the first config's `management` settings kept on SIGHUP, as 2.6's `management_open`; a config without `management` closes it): `RECONNECTING,SIGHUP|SIGUSR1`, then `ASSIGN_IP` (unless the device was kept), `ADD_ROUTES`, `CONNECTED` again; `signal SIGHUP|SIGUSR1` restarts it",
+        "`IP PORT [PW-FILE]` or `PATH unix [PW-FILE]`, on servers and clients; OpenVPN 2.6's command set (see docs/management.md); several management clients may be connected at once. A client's interface stays open across a SIGHUP, which reads the config again (`RECONNECTING,SIGHUP`, the hold again with `management-hold`, the first settings kept). A server's interface stays open across its restarts (connections, `state on`, the released hold and the state history kept; the first config's `management` settings kept on SIGHUP, as 2.6's `management_open`; a config without `management` closes it): `RECONNECTING,SIGHUP|SIGUSR1`, then `ASSIGN_IP` (unless the device was kept), `ADD_ROUTES`, `CONNECTED` again; `signal SIGHUP|SIGUSR1` restarts it",
     ),
     s(
         "management-hold",

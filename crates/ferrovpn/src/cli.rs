@@ -240,18 +240,7 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
                 env!("CARGO_PKG_VERSION"),
                 settings.dataplane.workers
             );
-            let restarts = Arc::new(ferrovpn_control::RestartRequests::default());
-            runtime.block_on(async {
-                let on_restart = {
-                    let restarts = restarts.clone();
-                    move |kind| restarts.request(kind)
-                };
-                let shutdown = shutdown_signal(on_restart)?;
-                let shutdown = async move {
-                    shutdown.await;
-                };
-                ferrovpn_control::client::run_client(*settings, shutdown, restarts).await
-            })
+            runtime.block_on(run_clients(*settings, args))
         }
     }?;
     info!("ferrovpn stopped");
@@ -345,6 +334,54 @@ async fn serve(
             return Ok(());
         };
         settings = restarts.next_settings(kind)?;
+    }
+}
+
+/// Run client instances until one exits: SIGHUP (real, or `signal
+/// SIGHUP` over management) ends an instance, the command line and config
+/// file are read again and the next instance starts with the management
+/// interface (and the credentials) of the last, as 2.6's main loop does
+/// (`openvpn_main`). A config that no longer reads, or that is no longer a
+/// client's, ends the process with status 1, as 2.6's options error.
+async fn run_clients(
+    first: ferrovpn_control::client::ClientSettings,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let restarts = Arc::new(ferrovpn_control::RestartRequests::default());
+    let on_restart = {
+        let restarts = restarts.clone();
+        move |kind| restarts.request(kind)
+    };
+    let shutdown = shutdown_signal(on_restart)?;
+    let mut shutdown = Box::pin(async move {
+        shutdown.await;
+    });
+    let mut kept = ferrovpn_control::client::KeptAcrossReloads::default();
+    let mut settings = first;
+    loop {
+        let ended = ferrovpn_control::client::run_client(
+            settings,
+            shutdown.as_mut(),
+            restarts.clone(),
+            &mut kept,
+        )
+        .await?;
+        if ended == ferrovpn_control::client::ClientEnded::Exit {
+            return Ok(());
+        }
+        info!("SIGHUP: reading the configuration again");
+        let cfg = Config::from_args(args)?;
+        for w in &cfg.warnings {
+            warn!("{w}");
+        }
+        anyhow::ensure!(
+            !cfg.is_server(),
+            "SIGHUP: the configuration is no longer a client's; exiting"
+        );
+        settings = crate::settings::client_settings(&cfg)?;
+        if let Some(file) = first_config_file(args) {
+            settings.scripts.base_env.set("config", file);
+        }
     }
 }
 

@@ -156,9 +156,11 @@ impl ClientManagement {
         }
     }
 
-    /// Resolves once a management client said `signal SIGTERM`.
-    pub async fn exit_requested(&self) {
-        self.exit.notified().await;
+    /// Notified once a management client said `signal SIGTERM` (shared, so
+    /// that a wait on it does not borrow the interface, which a SIGHUP
+    /// hands on to the next client instance).
+    pub fn exit_notify(&self) -> Arc<Notify> {
+        self.exit.clone()
     }
 
     /// `>STATE:` (with `state on`) and the state history.

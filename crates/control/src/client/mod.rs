@@ -413,14 +413,43 @@ fn is_unreachable(e: &DataPlaneError) -> bool {
     ))
 }
 
+/// How a client instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEnded {
+    /// SIGTERM, SIGINT, `ping-exit`, ...: the process exits.
+    Exit,
+    /// SIGHUP (real, or `signal SIGHUP` over management): read the
+    /// configuration again and run the next instance with the
+    /// [`KeptAcrossReloads`] of this one, as 2.6's `openvpn_main` loop.
+    Reload,
+}
+
+/// What 2.6 keeps from one client instance to the next across a SIGHUP:
+/// the management interface (socket, connected client, `state on`, hold
+/// flag, state history: `management_open` opens it once, with the first
+/// config's settings), the credentials once given (`auth_user_pass` stays
+/// defined, so they are neither read nor asked again), and the counters
+/// the interface reports from.
+#[derive(Default)]
+pub struct KeptAcrossReloads {
+    management: Option<ClientManagement>,
+    peers: Option<PeerTable>,
+    counts: Option<Arc<counts::ClientCounts>>,
+    credentials: Option<Credentials>,
+}
+
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
-/// `restarts` holds the restarts real signals ask (SIGUSR1, SIGHUP): the
-/// connection is torn down and made again.
+/// `restarts` holds the restarts real signals ask (SIGUSR1, SIGHUP): after
+/// SIGUSR1 the connection is torn down and made again; after SIGHUP the
+/// instance ends with [`ClientEnded::Reload`], for the caller to read the
+/// configuration again and run the next one with the same `restarts` and
+/// `kept`.
 pub async fn run_client(
     mut s: ClientSettings,
     shutdown: impl std::future::Future<Output = ()>,
     restarts: Arc<crate::RestartRequests>,
-) -> anyhow::Result<()> {
+    kept: &mut KeptAcrossReloads,
+) -> anyhow::Result<ClientEnded> {
     let restart = restarts.wake().clone();
     if s.remotes.is_empty() {
         anyhow::bail!("no 'remote' given");
@@ -432,24 +461,38 @@ pub async fn run_client(
             .inspect_err(|e| warn!("cannot open status file {}: {e}", st.path.display()))
             .ok()
     });
-    let peers = PeerTable::new();
-    let counts = Arc::new(counts::ClientCounts::new(peers.clone()));
+    let (peers, counts) = match (kept.peers.take(), kept.counts.take()) {
+        (Some(peers), Some(counts)) => (peers, counts),
+        _ => {
+            let peers = PeerTable::new();
+            let counts = Arc::new(counts::ClientCounts::new(peers.clone()));
+            (peers, counts)
+        }
+    };
     // One link counter for every data plane the client starts.
     s.dataplane.link_counters = Some(counts.link());
-    let management = match s.management.take() {
-        Some(m) => Some(ClientManagement::start(m, counts.clone(), restart.clone()).await?),
-        None => None,
+    // After a SIGHUP the interface stays as first opened (its settings
+    // are not read again); a config without `management` closes it, and
+    // one that gained it opens it (2.6's `open_management`).
+    let (management, kept_management) = match (s.management.take(), kept.management.take()) {
+        (Some(_), Some(open)) => (Some(open), true),
+        (Some(m), None) => (
+            Some(ClientManagement::start(m, counts.clone(), restart.clone()).await?),
+            false,
+        ),
+        (None, _) => (None, false),
     };
     let mgmt = management.as_ref();
-    if let Some(m) = mgmt {
+    if let (Some(m), false) = (mgmt, kept_management) {
         m.state("CONNECTING", "");
     }
     // `signal SIGTERM` from a management client ends the client as SIGTERM does.
+    let exit_asked = mgmt.map(ClientManagement::exit_notify);
     let shutdown = async move {
-        match mgmt {
-            Some(m) => tokio::select! {
+        match exit_asked {
+            Some(asked) => tokio::select! {
                 _ = shutdown => {}
-                _ = m.exit_requested() => {}
+                _ = asked.notified() => {}
             },
             None => shutdown.await,
         }
@@ -473,7 +516,11 @@ pub async fn run_client(
         m.set_remote_entries(order.iter().map(|&i| s.remotes[i].entry_line()).collect());
     }
     let mut walk = Walk::new(order, s.connect_retry_max);
-    let mut credentials = s.credentials.clone();
+    let mut credentials = match (s.credentials.clone(), kept.credentials.take()) {
+        // 2.6 neither reads nor asks again what it has after a SIGHUP.
+        (Some(_), Some(had)) => Some(had),
+        (configured, _) => configured,
+    };
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
     // The current entry's addresses not tried yet (last first): 2.6 tries
@@ -486,13 +533,17 @@ pub async fn run_client(
     // The description of the EXITING state when the loop ends.
     let mut exit_reason = "SIGTERM";
     if let Some(m) = mgmt {
-        info!("Need hold release from management interface, waiting...");
-        tokio::select! {
-            _ = m.wait_for_hold_release() => {}
-            _ = &mut shutdown => {
-                m.state("EXITING", EXIT_IN_INIT_INSTANCE);
-                m.flush().await;
-                return Ok(());
+        // After a SIGHUP 2.6 holds again (`do_hold(0)` in
+        // `open_management`) if the hold flag is still on.
+        if !kept_management || m.hold_again(0) {
+            info!("Need hold release from management interface, waiting...");
+            tokio::select! {
+                _ = m.wait_for_hold_release() => {}
+                _ = &mut shutdown => {
+                    m.state("EXITING", EXIT_IN_INIT_INSTANCE);
+                    m.flush().await;
+                    return Ok(ClientEnded::Exit);
+                }
             }
         }
         m.started();
@@ -513,7 +564,7 @@ pub async fn run_client(
                     m.cancel_password_query();
                     m.state("EXITING", exit_reason);
                     m.flush().await;
-                    return Ok(());
+                    return Ok(ClientEnded::Exit);
                 }
             }
         }
@@ -534,7 +585,7 @@ pub async fn run_client(
             Opened::Shutdown => {
                 m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
                 m.flush().await;
-                return Ok(());
+                return Ok(ClientEnded::Exit);
             }
         }
     }
@@ -546,6 +597,8 @@ pub async fn run_client(
         &s.scripts.base_env,
     )?;
     let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone(), plugins);
+    // A SIGHUP ended this instance: the next one reads the config again.
+    let mut reloading_next = false;
     let result = loop {
         exit_reason = "SIGTERM";
         let configured = &s.remotes[index];
@@ -822,24 +875,20 @@ pub async fn run_client(
                 }
                 format!("AUTH_FAILED: {reason}")
             }
+            Ended::Restart if hard_restart => {
+                // 2.6's main loop: the instance ends (its plugins close,
+                // the tun device closes), the config is read again and a
+                // new instance starts (`openvpn_main`).
+                info!("SIGHUP[hard,] received, process restarting");
+                reloading_next = true;
+                break Ok(());
+            }
             Ended::Restart => {
                 info!("restarting the connection ({why})");
-                if hard_restart {
-                    // 2.6 closes its plugins on SIGHUP and opens them
-                    // again (`do_close_plugins`, `init_plugins`); SIGUSR1
-                    // keeps them. ferrovpn does not read the config again.
-                    if let Err(e) = client_scripts.reopen_plugins() {
-                        break Err(e);
-                    }
-                }
                 if let Some(m) = mgmt {
                     m.state("RECONNECTING", why);
-                    // 2.6 waits connect-retry after SIGUSR1, nothing after SIGHUP.
-                    let pause = if why == "SIGHUP" {
-                        0
-                    } else {
-                        whole_secs(remote.connect_retry)
-                    };
+                    // 2.6 waits connect-retry after SIGUSR1.
+                    let pause = whole_secs(remote.connect_retry);
                     if m.hold_again(pause) {
                         tokio::select! {
                             _ = m.wait_for_hold_release() => {}
@@ -906,10 +955,27 @@ pub async fn run_client(
         p.dp.shutdown();
     }
     if let Some(m) = mgmt {
-        m.state("EXITING", exit_reason);
+        if reloading_next {
+            // 2.6's `signal_restart_status` before the config is read again.
+            m.state("RECONNECTING", "SIGHUP");
+        } else {
+            m.state("EXITING", exit_reason);
+        }
         m.flush().await;
     }
-    result
+    result?;
+    if !reloading_next {
+        return Ok(ClientEnded::Exit);
+    }
+    // Plugins close now, before the next instance opens them again.
+    drop(client_scripts);
+    *kept = KeptAcrossReloads {
+        management,
+        peers: Some(peers),
+        counts: Some(counts),
+        credentials,
+    };
+    Ok(ClientEnded::Reload)
 }
 
 /// Get the credentials again from where they came from.

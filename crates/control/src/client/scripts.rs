@@ -73,23 +73,6 @@ impl ClientScripts {
         }
     }
 
-    /// SIGHUP: close the plugins, then open them again (2.6's hard restart).
-    pub fn reopen_plugins(&mut self) -> anyhow::Result<()> {
-        if self.plugins.is_none() {
-            return Ok(());
-        }
-        // Closed when the last holder lets go: calls in flight are done by
-        // now (the connection is torn down).
-        self.plugins = None;
-        let opened = Plugins::open(
-            &self.s.plugins,
-            crate::plugin::CLIENT_SERVED,
-            &self.s.base_env,
-        )?;
-        self.plugins = opened.map(Arc::new);
-        Ok(())
-    }
-
     /// The plugins, when one of them asked for `hook`.
     fn plugins_for(&self, hook: u32) -> Option<Arc<Plugins>> {
         self.plugins.clone().filter(|p| p.wants(hook))
