@@ -532,3 +532,79 @@ fn p2p_ping_restart_runs_the_scripts_like_stock_with_and_without_persist_tun() {
         );
     }
 }
+
+/// Lines of `log` that show it read its peer's key-method-2 message (2.6
+/// logs the peer info in it, which both P2P roles send).
+fn peer_infos_read(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("peer info:")).count()
+}
+
+/// A P2P TLS pair whose `refuser` end (the TLS server or the TLS client,
+/// of `imp`) refuses its peer with `tls-verify`; the other end is stock
+/// 2.6 with `hand-window 5`. Returns how many peer-info lines the stock
+/// end logged (key-method-2 messages it read) before it gave up.
+fn p2p_tls_verify_refusal(lab: &Lab, refuser_is_server: bool, imp: Implementation) -> usize {
+    let key = lab.static_key(&format!("refusal-{refuser_is_server}-{}.key", imp.name()));
+    let refuse = sh_script(lab.dir.join("refuse.sh"), "exit 1\n");
+    let refuser_conf = format!(
+        "{}script-security 2\ntls-verify {}\n",
+        site_conf(lab, refuser_is_server, &key),
+        refuse.display()
+    );
+    let peer_conf = format!(
+        "{}hand-window 5\n",
+        site_conf(lab, !refuser_is_server, &key)
+    );
+    let (server_imp, server_conf, client_imp, client_conf) = if refuser_is_server {
+        (imp, refuser_conf, Implementation::Stock, peer_conf)
+    } else {
+        (Implementation::Stock, peer_conf, imp, refuser_conf)
+    };
+    let server = lab.spawn(&lab.server_ns, "refusal-server", server_imp, &server_conf);
+    let client = lab.spawn(&lab.clients[0], "refusal-client", client_imp, &client_conf);
+    let (refuser, peer) = if refuser_is_server {
+        (&server, &client)
+    } else {
+        (&client, &server)
+    };
+    let refused = wait_for_count(refuser, "VERIFY SCRIPT ERROR", 1, CONNECT_TIMEOUT);
+    assert!(refused, "{}", log_tails(refuser, peer));
+    let gave_up = wait_for_count(
+        peer,
+        "TLS key negotiation failed to occur within 5 seconds",
+        1,
+        CONNECT_TIMEOUT,
+    );
+    assert!(gave_up, "{}", log_tails(refuser, peer));
+    let read = peer_infos_read(&peer.log());
+    eprintln!(
+        "{} refusing as TLS {}: the stock peer read {read} peer-info lines",
+        imp.name(),
+        if refuser_is_server {
+            "server"
+        } else {
+            "client"
+        }
+    );
+    read
+}
+
+/// The verify hold in P2P TLS mode, both roles: 2.6 verifies the peer
+/// inside the TLS handshake, so an end whose `tls-verify` refuses its
+/// peer sends it no key-method-2 message (the stock peer reads none and
+/// gives up after its hand-window), with stock 2.6 as the refusing end
+/// and with ferrovpn.
+#[test]
+fn p2p_tls_verify_refusal_sends_no_key_method_in_either_role_as_stock() {
+    let lab = Lab::new("p2p-vref", 1, FERROVPN);
+    for refuser_is_server in [true, false] {
+        for imp in [Implementation::Stock, Implementation::Ferrovpn] {
+            assert_eq!(
+                p2p_tls_verify_refusal(&lab, refuser_is_server, imp),
+                0,
+                "{} refusing as TLS server: {refuser_is_server}",
+                imp.name()
+            );
+        }
+    }
+}

@@ -86,10 +86,13 @@ enum Outcome {
         result: tempfile::TempPath,
     },
     /// `tls-verify` over the chain in the handshake of `key_id`, whose
-    /// key-method-2 reply waits for the verdict.
+    /// key-method-2 reply waits for the verdict; `stage`: the session's
+    /// table (a new session from a connected client's address is verified
+    /// before it replaces that client).
     TlsVerify {
         verdict: scripts::ChainVerdict,
         key_id: u8,
+        stage: Stage,
     },
     /// `tls-crypt-v2-verify` for the new session `sid` from the address.
     TlsCryptV2 { sid: SessionId, accepted: bool },
@@ -415,7 +418,7 @@ impl Server {
     /// holds our key-method-2 reply of `key_id` ([`Session::peer_verified`]
     /// gives the verdict).
     pub(super) fn verify_peer(&mut self, addr: SocketAddr, key_id: u8) {
-        self.spawn_tls_verify(addr, key_id);
+        self.spawn_tls_verify(Stage::Authenticated, addr, key_id);
         if key_id == 0
             && let Some(c) = self.clients.get_mut(&addr)
         {
@@ -423,10 +426,20 @@ impl Server {
         }
     }
 
-    fn spawn_tls_verify(&mut self, addr: SocketAddr, key_id: u8) {
+    /// [`Server::verify_peer`] for a new session from the address of a
+    /// connected client: it stays half-open (the connected one keeps its
+    /// session and tunnel) until its handshake completes, as in 2.6.
+    pub(super) fn verify_half_open_peer(&mut self, addr: SocketAddr, key_id: u8) {
+        self.spawn_tls_verify(Stage::HalfOpen, addr, key_id);
+        if let Some(c) = self.half_open.get_mut(&addr) {
+            c.admission = Admission::TlsVerifying;
+        }
+    }
+
+    fn spawn_tls_verify(&mut self, stage: Stage, addr: SocketAddr, key_id: u8) {
         let script = self.s.scripts.tls_verify.clone();
         let export_dir = self.s.scripts.tls_export_cert.clone();
-        let Some(c) = self.clients.get(&addr) else {
+        let Some(c) = self.client_at(stage, addr) else {
             return;
         };
         let plugins = self.plugins.clone().map(|plugins| scripts::VerifyPlugins {
@@ -458,7 +471,11 @@ impl Server {
             ScriptDone {
                 addr,
                 cid,
-                outcome: Outcome::TlsVerify { verdict, key_id },
+                outcome: Outcome::TlsVerify {
+                    verdict,
+                    key_id,
+                    stage,
+                },
             }
         });
     }
@@ -472,6 +489,7 @@ impl Server {
     fn tls_verified(
         &mut self,
         now: Instant,
+        stage: Stage,
         addr: SocketAddr,
         verdict: scripts::ChainVerdict,
         key_id: u8,
@@ -484,7 +502,7 @@ impl Server {
                 false
             }
         };
-        let Some(c) = self.clients.get_mut(&addr) else {
+        let Some(c) = self.client_mut(stage, addr) else {
             return;
         };
         if key_id == 0 {
@@ -497,7 +515,7 @@ impl Server {
             };
         }
         c.session.peer_verified(now, key_id, accepted);
-        self.drain(now, Stage::Authenticated, addr);
+        self.drain(now, stage, addr);
     }
 
     /// `tls-crypt-v2-verify` for a new session from `from` whose wrapped
@@ -840,6 +858,33 @@ impl Server {
         }
     }
 
+    /// A session that replaced a connected client at its address changed
+    /// what that client had locked (see [`super::locked`]): 2.6's message.
+    /// `certificate`: the common name and certificate too (once the login
+    /// is accepted), not only the user name.
+    fn identity_changed(&self, addr: SocketAddr, certificate: bool) -> Option<String> {
+        let c = self.clients.get(&addr)?;
+        let locked = c.replaced.as_ref()?;
+        let username = locked.check_username(c.username.as_deref());
+        let checked = if certificate {
+            username.and_then(|()| {
+                locked.check_certificate(c.common_name.as_deref(), c.session.peer_certificate_der())
+            })
+        } else {
+            username
+        };
+        checked.err()
+    }
+
+    /// Refuse a session that changed a locked identity (2.6 disables the
+    /// tunnel: the client hears AUTH_FAILED).
+    fn refuse_changed_identity(&mut self, now: Instant, addr: SocketAddr, certificate: bool) {
+        if let Some(why) = self.identity_changed(addr, certificate) {
+            warn!("{addr}: {why}");
+            self.refuse(now, addr, None);
+        }
+    }
+
     /// The login is good: `username-as-common-name`, then `client-connect`.
     fn after_verify(&mut self, now: Instant, addr: SocketAddr) {
         let as_cn = self.s.username_as_common_name;
@@ -851,6 +896,13 @@ impl Server {
             // common name: 2.6's scripts then see no `common_name`.
             c.common_name = Some(tls::sanitize_common_name(u)).filter(|cn| !cn.is_empty());
         }
+        if self.identity_changed(addr, true).is_some() {
+            self.refuse_changed_identity(now, addr, true);
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&addr) else {
+            return;
+        };
         if let Some(u) = &c.username {
             info!("{addr}: TLS: Username/Password authentication succeeded for username '{u}'");
         }
@@ -999,14 +1051,34 @@ impl Server {
             self.tls_crypt_v2_done(now, addr, sid, accepted);
             return;
         }
+        if let Outcome::TlsVerify {
+            verdict,
+            key_id,
+            stage: Stage::HalfOpen,
+        } = outcome
+        {
+            if self.half_open.get(&addr).is_some_and(|c| c.cid == cid) {
+                self.tls_verified(now, Stage::HalfOpen, addr, verdict, key_id);
+            }
+            return;
+        }
         if self.clients.get(&addr).is_none_or(|c| c.cid != cid) {
             return;
         }
         match outcome {
             // Handled above.
             Outcome::Logged | Outcome::TlsCryptV2 { .. } => {}
-            Outcome::TlsVerify { verdict, key_id } => {
-                self.tls_verified(now, addr, verdict, key_id);
+            Outcome::TlsVerify {
+                verdict, key_id, ..
+            } => {
+                self.tls_verified(now, Stage::Authenticated, addr, verdict, key_id);
+            }
+            Outcome::Verify {
+                status: Status::Exited(0) | Status::Exited(2),
+                again: false,
+                ..
+            } if self.identity_changed(addr, false).is_some() => {
+                self.refuse_changed_identity(now, addr, false);
             }
             Outcome::Verify {
                 status: status @ (Status::Exited(0) | Status::Exited(2)),

@@ -9,6 +9,7 @@ mod client_config_dir;
 mod hooks;
 pub mod ipv6;
 mod liveness;
+mod locked;
 mod management_auth;
 mod pool;
 pub mod port_share;
@@ -265,6 +266,9 @@ struct Client {
     /// Its per-client plugin contexts, made with the client instance (as
     /// 2.6 makes them in `multi_create_instance`) and destroyed when it goes.
     plugin_context: Option<crate::plugin::ClientContext>,
+    /// What the connected client this session replaced at its address
+    /// had locked, which this one may not change (see [`locked`]).
+    replaced: Option<locked::Locked>,
 }
 
 impl Client {
@@ -913,6 +917,13 @@ impl Server {
         crate::peer_log::peer_span(common_name.as_deref(), addr)
     }
 
+    fn client_at(&self, stage: Stage, addr: SocketAddr) -> Option<&Client> {
+        match stage {
+            Stage::HalfOpen => self.half_open.get(&addr),
+            Stage::Authenticated => self.clients.get(&addr),
+        }
+    }
+
     fn client_mut(&mut self, stage: Stage, addr: SocketAddr) -> Option<&mut Client> {
         match stage {
             Stage::HalfOpen => self.half_open.get_mut(&addr),
@@ -1113,6 +1124,7 @@ impl Server {
                     reauth: None,
                     connect_done: false,
                     plugin_context: self.plugins.as_ref().and_then(|p| p.client_context()),
+                    replaced: None,
                 };
                 self.next_cid += 1;
                 // A newer handshake from the same address replaces an
@@ -1184,10 +1196,19 @@ impl Server {
     /// among the clients, replacing a session at the same address. False
     /// (and the session is gone) when the server is full.
     fn promote(&mut self, addr: SocketAddr) -> bool {
-        let Some(c) = self.half_open.remove(&addr) else {
+        let Some(mut c) = self.half_open.remove(&addr) else {
             return false;
         };
-        if self.clients.contains(&addr) {
+        if let Some(old) = self.clients.get(&addr) {
+            // 2.6's instance keeps what it locked (a client still leaving
+            // locks nothing: its successor is a new client).
+            if old.connect_done && old.remove_at.is_none() {
+                c.replaced = Some(locked::Locked {
+                    username: old.username.clone(),
+                    common_name: old.common_name.clone(),
+                    certificate: old.session.peer_certificate_der().map(<[u8]>::to_vec),
+                });
+            }
             self.remove_client(addr, "client restarted its session");
         }
         if self.clients.len() >= self.s.max_clients {
@@ -1780,6 +1801,15 @@ impl Server {
     /// the session is now.
     fn on_half_open_event(&mut self, now: Instant, addr: SocketAddr, ev: Event) -> Stage {
         match ev {
+            // A new session from the address of a connected client: 2.6
+            // runs its handshake in the untrusted slot (`TM_INITIAL`) of
+            // that client's instance, verify callback included; the
+            // connected session and its tunnel stay unless the handshake
+            // completes (`tls_multi_process` moves it to `TM_ACTIVE` once
+            // the key method is read). So tls-verify runs on it here.
+            Event::VerifyPeer { key_id } if self.clients.contains(&addr) => {
+                self.verify_half_open_peer(addr, key_id);
+            }
             // Its certificate is verified: the session is a client now.
             Event::KeysReady { .. }
             | Event::ClientAuthenticated { .. }
