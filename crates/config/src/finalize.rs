@@ -373,6 +373,30 @@ impl Config {
                 ));
             }
         }
+        if let Some(token) = &self.auth_gen_token {
+            // 2.6 refuses both at start (options.c, server checks): a token
+            // lives by renegotiations, and a renewal must leave room for
+            // the handshake that carries the new token.
+            if self.reneg_secs() == 0 {
+                return Err(self.fail(
+                    "auth-gen-token",
+                    whole,
+                    "'auth-gen-token' needs a non-infinite 'reneg-sec'".into(),
+                ));
+            }
+            if let Some(renewal) = token.renewal
+                && u64::from(renewal) < 2 * u64::from(self.hand_window())
+            {
+                return Err(self.fail(
+                    "auth-gen-token",
+                    whole,
+                    format!(
+                        "'auth-gen-token' renewal time {renewal} s is less than two times 'hand-window' ({} s)",
+                        self.hand_window()
+                    ),
+                ));
+            }
+        }
         if self.ccd_exclusive && self.client_config_dir.is_none() {
             // 2.6: "--ccd-exclusive must be used with --client-config-dir".
             return Err(self.fail(

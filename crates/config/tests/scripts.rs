@@ -136,3 +136,21 @@ fn verify_client_cert_modes() {
         "{e}"
     );
 }
+
+#[test]
+fn auth_gen_token_timing_is_checked_as_2_6() {
+    // 2.6.14: "--auth-gen-token renewal time needs to be at least two times
+    // --hand-window (60)" and "--auth-gen-token needs a non-infinite
+    // --renegotiate_seconds setting".
+    let e = server("auth-gen-token 0 119\n").unwrap_err().to_string();
+    assert!(
+        e.starts_with("s.conf:") && e.contains("two times 'hand-window' (60 s)"),
+        "{e}"
+    );
+    assert!(server("auth-gen-token 0 120\n").is_ok());
+    assert!(server("hand-window 10\nauth-gen-token 0 20\n").is_ok());
+    let e = server("auth-gen-token\nreneg-sec 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("non-infinite 'reneg-sec'"), "{e}");
+}
