@@ -393,8 +393,8 @@ impl Server {
         let username = scripts::remap_username(&credentials.username);
         if c.username.as_deref() != Some(username.as_str()) {
             warn!(
-                "{addr}: TLS Auth Error: username attempted to change from '{}' to '{username}' -- tunnel disabled",
-                c.username.as_deref().unwrap_or("")
+                "{addr}: {}",
+                super::locked::username_changed(c.username.as_deref().unwrap_or(""), &username)
             );
             self.refuse(now, addr, None);
             return;

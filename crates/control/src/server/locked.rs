@@ -9,6 +9,14 @@
 //! script having run, as in `verify_user_pass` and
 //! `verify_final_auth_checks`.
 
+/// 2.6's refusal of a user name that changed within one client instance,
+/// by a replacing session or a renegotiation (`verify_user_pass`).
+pub(super) fn username_changed(locked: &str, new: &str) -> String {
+    format!(
+        "TLS Auth Error: username attempted to change from '{locked}' to '{new}' -- tunnel disabled"
+    )
+}
+
 /// The identity of the connected client a new session replaced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Locked {
@@ -27,9 +35,7 @@ impl Locked {
     /// deferred) it; a session without a user name is not checked here.
     pub fn check_username(&self, username: Option<&str>) -> Result<(), String> {
         match (&self.username, username) {
-            (Some(locked), Some(new)) if locked != new => Err(format!(
-                "TLS Auth Error: username attempted to change from '{locked}' to '{new}' -- tunnel disabled"
-            )),
+            (Some(locked), Some(new)) if locked != new => Err(username_changed(locked, new)),
             _ => Ok(()),
         }
     }
