@@ -433,8 +433,8 @@ pub enum ClientEnded {
 #[derive(Default)]
 pub struct KeptAcrossReloads {
     management: Option<ClientManagement>,
-    peers: Option<PeerTable>,
-    counts: Option<Arc<counts::ClientCounts>>,
+    /// The peer table and the counters that read it, kept together.
+    peers_and_counts: Option<(PeerTable, Arc<counts::ClientCounts>)>,
     credentials: Option<Credentials>,
 }
 
@@ -461,14 +461,11 @@ pub async fn run_client(
             .inspect_err(|e| warn!("cannot open status file {}: {e}", st.path.display()))
             .ok()
     });
-    let (peers, counts) = match (kept.peers.take(), kept.counts.take()) {
-        (Some(peers), Some(counts)) => (peers, counts),
-        _ => {
-            let peers = PeerTable::new();
-            let counts = Arc::new(counts::ClientCounts::new(peers.clone()));
-            (peers, counts)
-        }
-    };
+    let (peers, counts) = kept.peers_and_counts.take().unwrap_or_else(|| {
+        let peers = PeerTable::new();
+        let counts = Arc::new(counts::ClientCounts::new(peers.clone()));
+        (peers, counts)
+    });
     // One link counter for every data plane the client starts.
     s.dataplane.link_counters = Some(counts.link());
     // After a SIGHUP the interface stays as first opened (its settings
@@ -971,8 +968,7 @@ pub async fn run_client(
     drop(client_scripts);
     *kept = KeptAcrossReloads {
         management,
-        peers: Some(peers),
-        counts: Some(counts),
+        peers_and_counts: Some((peers, counts)),
         credentials,
     };
     Ok(ClientEnded::Reload)
