@@ -178,11 +178,21 @@ pub fn held_client(
 /// the same for a stock and a ferrovpn client: replies, questions and
 /// holds, and the state names (times and addresses cut); byte counts and
 /// the greeting left out.
+///
+/// `GET_CONFIG` is left out too: 2.6 enters it from its once-a-second
+/// connection check (forward.c `check_connection_established`), so it shows
+/// the state only when the push reply comes later than that tick. Suite runs
+/// saw the stock client show it on one connection and not the next: a
+/// timing, not a behaviour, to compare.
 pub fn client_lines(m: &Management) -> Vec<String> {
     m.seen()
         .iter()
         .filter_map(|l| match l.strip_prefix(">STATE:") {
-            Some(s) => s.split(',').nth(1).map(|n| format!("STATE {n}")),
+            Some(s) => s
+                .split(',')
+                .nth(1)
+                .filter(|n| *n != "GET_CONFIG")
+                .map(|n| format!("STATE {n}")),
             None if l.starts_with(">BYTECOUNT") || l.starts_with(">INFO:") => None,
             None => Some(l.clone()),
         })
