@@ -3,7 +3,7 @@
 //! or bytes of a `key` / `pkcs12` file may be anything.
 #![no_main]
 
-use ferrovpn_proto::session::keyfile::{decrypt_key, open_pkcs12};
+use ferrovpn_proto::keyfile::{decrypt_key, open_pkcs12};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,9 +8,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (entries, _) = ferrovpn_control::pool_persist::parse(text);
-    let written = ferrovpn_control::pool_persist::render(&entries);
-    let (again, skipped) = ferrovpn_control::pool_persist::parse(&written);
+    let (entries, _) = ferrovpn_control::server::pool_persist::parse(text);
+    let written = ferrovpn_control::server::pool_persist::render(&entries);
+    let (again, skipped) = ferrovpn_control::server::pool_persist::parse(&written);
     assert_eq!(skipped, 0, "{written:?}");
     // Names the format cannot hold are left out when writing, nothing else,
     // and the order (which decides between two lines for one address) stays.

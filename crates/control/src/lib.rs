@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod netconfig;
 pub mod peer_log;
 pub mod plugin;
-pub mod pool_persist;
 mod ratelimit;
 pub mod scripts;
 pub mod server;

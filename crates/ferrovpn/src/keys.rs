@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use ferrovpn_config::{Askpass, Config, Material, MaterialSource, Pkcs12};
 use ferrovpn_control::key_passphrase::WrongPassphrase;
-use ferrovpn_proto::session::keyfile::{self, KeyFileError, Pkcs12Error};
+use ferrovpn_proto::keyfile::{self, KeyFileError, Pkcs12Error};
 use ferrovpn_proto::session::tls::TlsConfigError;
 use zeroize::Zeroizing;
 

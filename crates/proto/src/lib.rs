@@ -17,6 +17,7 @@ pub mod data;
 pub mod fragment;
 pub mod kdf;
 pub mod key_method;
+pub mod keyfile;
 pub mod push;
 pub mod random;
 pub mod reliable;

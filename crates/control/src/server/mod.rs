@@ -11,13 +11,14 @@ pub mod ipv6;
 mod liveness;
 mod locked;
 mod management_auth;
+mod own_tunnel;
 mod pool;
+pub mod pool_persist;
 pub mod port_share;
 mod push;
 mod registry;
 mod tcp;
 mod throttle;
-mod updown;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -486,7 +487,7 @@ pub async fn run_server(
         tokio::select! {
             _ = tokio::time::sleep(RESTART_PAUSE) => {}
             signal = &mut shutdown => {
-                updown::state(m, "EXITING", signal, None);
+                own_tunnel::state(m, "EXITING", signal, None);
                 m.flush().await;
                 return Ok(Ended::Exit);
             }
@@ -499,12 +500,12 @@ pub async fn run_server(
         }
     } else if let Some(m) = &mgmt {
         // 2.6's first state, set when its management interface opens.
-        updown::state(m, "CONNECTING", "", None);
+        own_tunnel::state(m, "CONNECTING", "", None);
         info!("management interface listening on {}", m.listen_address());
         tokio::select! {
             _ = m.wait_for_hold_release() => {}
             signal = &mut shutdown => {
-                updown::state(m, "EXITING", signal, None);
+                own_tunnel::state(m, "EXITING", signal, None);
                 m.flush().await;
                 return Ok(Ended::Exit);
             }
@@ -517,7 +518,7 @@ pub async fn run_server(
             );
         };
         let state = |state: &'static str, description: &'static str| {
-            updown::state(m, state, description, None);
+            own_tunnel::state(m, state, description, None);
         };
         // SIGTERM, or a signal from a management client, ends the wait.
         let interrupted = async {
@@ -550,7 +551,7 @@ pub async fn run_server(
             // 2.6's `do_open_tun` after a soft restart with `persist-tun`:
             // the device stays configured, with its routes; no up hooks.
             info!("Preserving previous TUN/TAP instance: {}", t.dev);
-            let up_env = updown::preserved_env(&s, &s.tunnel(&t.dev));
+            let up_env = own_tunnel::preserved_env(&s, &s.tunnel(&t.dev));
             (t.peers, t.dp, t.up, up_env, t.dev)
         }
         None => {
@@ -664,7 +665,7 @@ pub async fn run_server(
         setup_done()?;
     }
     if let Some(m) = &srv.mgmt {
-        updown::state(m, "CONNECTED", "SUCCESS", Some(&tunnel));
+        own_tunnel::state(m, "CONNECTED", "SUCCESS", Some(&tunnel));
     }
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     // What ended the loop: a signal's name, for `>STATE:...,EXITING,SIGNAL`
@@ -776,7 +777,7 @@ pub async fn run_server(
         } else {
             "RECONNECTING"
         };
-        updown::state(m, state, exit_signal, None);
+        own_tunnel::state(m, state, exit_signal, None);
         m.flush().await;
     }
     if let Ended::Restart(kind) = ended {
@@ -801,7 +802,7 @@ async fn close_tunnel(
 ) -> anyhow::Result<()> {
     if let Some(m) = &srv.mgmt {
         // Before the routes go, as 2.6's `do_close_tun`.
-        let (env, newest) = updown::down_env(&srv.s, srv.plugins.as_deref(), up_env);
+        let (env, newest) = own_tunnel::down_env(&srv.s, srv.plugins.as_deref(), up_env);
         m.up_down("DOWN", &env, newest);
     }
     if let Err(fatal) =
@@ -832,7 +833,7 @@ async fn set_up_tunnel(
     let dev = tunnel.dev.as_str();
     let net_config = NetConfig::connect()?;
     // 2.6 looks the default gateway up with its route list, before `up`.
-    let net_gateway = if updown::has_route_list(s) {
+    let net_gateway = if own_tunnel::has_route_list(s) {
         Some(net_config.default_gateway4().await)
     } else {
         None
@@ -840,13 +841,13 @@ async fn set_up_tunnel(
     // 2.6 puts its route list into the environment before `up`: every
     // script from then on sees it (not after a restart that kept the
     // device: 2.6's route list is set when the device is opened).
-    let routes_env = updown::route_env(s, net_gateway);
+    let routes_env = own_tunnel::route_env(s, net_gateway);
     s.scripts.base_env.extend(&routes_env);
     if s.no_exec.ifconfig {
         info!("ifconfig-noexec: {dev} left unconfigured");
     } else {
         if let Some(m) = mgmt {
-            updown::state(m, "ASSIGN_IP", "", Some(tunnel));
+            own_tunnel::state(m, "ASSIGN_IP", "", Some(tunnel));
         }
         if let (Some(ip), Some(mask)) = (s.server_ip(), s.netmask()) {
             net_config
@@ -864,10 +865,10 @@ async fn set_up_tunnel(
         warn!("{}", s.scripts.security.startup_note());
     }
     hooks::run_up(&s.scripts, plugins, tunnel).await?;
-    let after_routes = updown::after_routes_env(s);
+    let after_routes = own_tunnel::after_routes_env(s);
     s.scripts.base_env.extend(&after_routes);
-    if let (Some(m), true) = (mgmt, updown::adds_routes(s)) {
-        updown::state(m, "ADD_ROUTES", "", None);
+    if let (Some(m), true) = (mgmt, own_tunnel::adds_routes(s)) {
+        own_tunnel::state(m, "ADD_ROUTES", "", None);
     }
     for &(net, mask, metric) in &s.routes {
         if s.no_exec.routes {
@@ -886,7 +887,7 @@ async fn set_up_tunnel(
         }
     }
     // Between the routes and `route-up`, as 2.6's `do_route`.
-    let up_env = updown::up_env(s, plugins, tunnel);
+    let up_env = own_tunnel::up_env(s, plugins, tunnel);
     if let Some(m) = mgmt {
         m.up_down("UP", &up_env, None);
     }

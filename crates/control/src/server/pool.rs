@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::pool_persist::{self, PersistEntry};
+use super::pool_persist::{self, PersistEntry};
 
 /// One pool address, as 2.6's `ifconfig_pool_entry`.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,6 @@
 //! call. Time is always passed in.
 
 pub mod cookie;
-pub mod keyfile;
 pub mod ncp;
 pub mod tls;
 
