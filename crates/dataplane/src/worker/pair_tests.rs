@@ -610,7 +610,7 @@ fn a_turn_reads_as_many_datagrams_as_it_sends() {
         assert!(pair.server.tun.inject(bulk));
     }
     let mut totals = Totals::default();
-    assert!(pair.server.worker.turn(true, true, &mut totals));
+    assert!(pair.server.worker.turn(true, true, false, &mut totals).0);
     assert_eq!(pair.link.in_flight(pair.client.addr), TUN_BATCH);
     assert_eq!(
         pair.link.in_flight(pair.server.addr),
