@@ -23,7 +23,8 @@
 //! OpenVPN, so the loaded RTTs compare at the same offered load.
 //!
 //! `--perf DIR` also runs `perf stat` (context switches, migrations, task
-//! clock) and `perf record -g` on the server process over each transfer;
+//! clock, the data path's system calls) and `perf record -g` on the server
+//! process over each transfer;
 //! perf's own cost then inflates the CPU figures.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -362,6 +363,14 @@ fn measure(
     Ok((idle, transfers))
 }
 
+/// What `perf stat` counts: scheduling, and the system calls of the
+/// data path (a worker's loop is `poll`, TUN `read`/`write`, `recvmmsg`,
+/// `sendmmsg`, `ppoll` while it paces, `sched_yield` between send rounds).
+const PERF_STAT_EVENTS: &str = "context-switches,cpu-migrations,task-clock,\
+syscalls:sys_enter_poll,syscalls:sys_enter_ppoll,syscalls:sys_enter_read,\
+syscalls:sys_enter_write,syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,\
+syscalls:sys_enter_sched_yield";
+
 /// `perf stat` and `perf record -g` attached to one process for a while.
 struct Profile {
     stat: Proc,
@@ -384,7 +393,7 @@ impl Profile {
             cmd
         };
         let stat = perf(
-            &["stat", "-e", "context-switches,cpu-migrations,task-clock"],
+            &["stat", "-e", PERF_STAT_EVENTS],
             dir.join(format!("{stem}.stat")),
         );
         let record = perf(&["record", "-g"], dir.join(format!("{stem}.data")));

@@ -21,12 +21,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Frames queued per direction before more are refused.
 pub const QUEUE_CAPACITY: usize = 4096;
 
+/// What the "kernel" does with each frame the worker writes, at once
+/// (inside the write): the frame it routes back into the device, if any.
+type OnWrite = Box<dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send>;
+
 #[derive(Default)]
 struct Frames {
     /// Frames the "kernel" routed into the device: the worker reads them.
     to_worker: VecDeque<Vec<u8>>,
     /// Frames the worker wrote.
     from_worker: VecDeque<Vec<u8>>,
+    on_write: Option<OnWrite>,
 }
 
 /// The test's side of an in-memory TUN queue (the kernel's side of a real one).
@@ -71,6 +76,14 @@ impl MemoryTun {
         lock(&self.frames).from_worker.drain(..).collect()
     }
 
+    /// Run `hook` on every frame the worker writes from now on, inside its
+    /// write, and queue what it returns for the worker to read: the
+    /// kernel's part in a real TUN write, where the local TCP receiver
+    /// ACKs a super-packet before the write returns.
+    pub fn on_write(&self, hook: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static) {
+        lock(&self.frames).on_write = Some(Box::new(hook));
+    }
+
     /// Frames injected and not read by the worker yet.
     pub fn unread(&self) -> usize {
         lock(&self.frames).to_worker.len()
@@ -99,6 +112,9 @@ impl MemoryQueue {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         f.from_worker.push_back(frame.to_vec());
+        if let Some(reply) = f.on_write.as_mut().and_then(|hook| hook(frame)) {
+            f.to_worker.push_back(reply);
+        }
         Ok(frame.len())
     }
 }

@@ -357,6 +357,9 @@ impl Worker {
         let mut ready = [Ready::default(); 4];
         let mut totals = Totals::default();
         let pace_ns = inbound::PACE_NS;
+        // Whether the last wake-up found a stock peer's data flowing (and
+        // paced the worker): this one then reads the socket once.
+        let mut paced = false;
         // Pacing sleeps for a few hundred microseconds; keep the kernel
         // from stretching them by its default 50 µs slack.
         if let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS) {
@@ -399,20 +402,29 @@ impl Worker {
             let woke = std::time::Instant::now();
             let woke_at = now_nanos();
             self.ib.woke(woke_at);
-            self.drain(tun_ok, udp_rx, &mut totals);
+            self.ob.read_since_wake = (0, 0);
+            self.drain(tun_ok, udp_rx, paced, &mut totals);
             totals.busy_nanos += woke.elapsed().as_nanos() as u64;
             totals.link_packets = self.ib.received;
             self.sh.workers[self.index].publish(totals);
             // A stock peer's data is flowing: let its next datagrams gather
             // in the socket instead of waking for each few (see
-            // `inbound::worth_pacing`). The TUN and the stop signal still
-            // wake the worker at once.
-            if udp_rx && self.ib.worth_pacing(woke_at) {
+            // `inbound::worth_pacing`), and the inner receiver's ACKs in
+            // the TUN (`inbound::tun_may_wait`). A TUN with data and the
+            // stop signal still wake the worker at once.
+            paced = udp_rx && self.ib.worth_pacing(woke_at);
+            if paced {
                 let until = woke_at + pace_ns;
                 let now = now_nanos();
                 if now < until {
+                    let (packets, bytes) = self.ob.read_since_wake;
+                    let tun_wakes = if inbound::tun_may_wait(packets, bytes) {
+                        -1
+                    } else {
+                        fds[0]
+                    };
                     sys::poll_readable_for(
-                        &[fds[0], fds[2], fds[3]],
+                        &[tun_wakes, fds[2], fds[3]],
                         Duration::from_nanos(until - now),
                     )?;
                 }
@@ -424,12 +436,28 @@ impl Worker {
     /// One wake-up's work over UDP: drain the TUN (when `tun_ok`) and the
     /// socket (when `udp_rx`) alternately until both are idle (bounded),
     /// then write what is held to the TUN.
-    fn drain(&mut self, tun_ok: bool, udp_rx: bool, totals: &mut Totals) {
+    ///
+    /// `paced`: a stock peer's data is flowing and the worker waited for
+    /// it to gather (see `run_udp`). Then the socket is read first and,
+    /// once found empty, not again in this wake-up while the TUN gives only
+    /// ACKs ([`inbound::tun_may_wait`]): the datagrams that come in
+    /// meanwhile wait for the next paced wake-up, at most
+    /// [`inbound::PACE_NS`] after this one. Read again at once, each few of
+    /// them made a small TUN write that woke the local receiver, which
+    /// preempted the worker, and called for an ACK of its own: with one
+    /// stock client uploading, a wake-up ran up to a dozen such rounds.
+    fn drain(&mut self, tun_ok: bool, udp_rx: bool, paced: bool, totals: &mut Totals) {
         if !matches!(self.link, Link::Udp { .. }) {
             return;
         }
+        let mut socket_read = false;
         for _ in 0..256 {
-            if !self.turn(tun_ok, udp_rx, totals) || self.sh.stop.load(Ordering::Relaxed) {
+            let (packets, bytes) = self.ob.read_since_wake;
+            let read_socket =
+                udp_rx && !(paced && socket_read && inbound::tun_may_wait(packets, bytes));
+            let (busy, drained) = self.turn(tun_ok, read_socket, paced, totals);
+            socket_read |= drained;
+            if !busy || self.sh.stop.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -437,13 +465,22 @@ impl Worker {
         self.ib.flush(&mut self.tun, &self.sh);
     }
 
-    /// One turn of [`Worker::drain`]: a TUN batch (when `tun_ok`), then
+    /// One turn of [`Worker::drain`]: a TUN batch (when `tun_ok`) and
     /// receive batches from the socket (when `udp_rx`) while they come back
-    /// full, at most [`RX_BATCHES_PER_TURN`]. Returns whether there was
-    /// anything to do.
-    fn turn(&mut self, tun_ok: bool, udp_rx: bool, totals: &mut Totals) -> bool {
+    /// full, at most [`RX_BATCHES_PER_TURN`]; the socket first when
+    /// `udp_first`, so that the ACKs its TUN write calls for leave with
+    /// those that gathered in the TUN, in one send. Returns whether there
+    /// was anything to do, and whether the socket was read until a short
+    /// batch.
+    fn turn(
+        &mut self,
+        tun_ok: bool,
+        udp_rx: bool,
+        udp_first: bool,
+        totals: &mut Totals,
+    ) -> (bool, bool) {
         let Link::Udp { socket: udp, .. } = &self.link else {
-            return false;
+            return (false, false);
         };
         let mut busy = false;
         if let Some(h) = &self.sh.handoff {
@@ -453,29 +490,31 @@ impl Worker {
                 busy = true;
             }
         }
-        if tun_ok && self.ob.can_read(&self.sh) {
-            let n = self.ob.read(&self.tun, &self.sh.counters);
-            if n > 0 {
-                totals.tun_packets += n as u64;
-                self.ob.process(n, Out::Udp(udp), &self.sh);
-                busy = true;
+        let mut drained = false;
+        for step in [!udp_first, udp_first] {
+            if step {
+                busy |= tun_ok && tun_batch(&mut self.ob, &self.tun, udp, &self.sh, totals);
+                continue;
             }
-        }
-        if udp_rx {
+            if !udp_rx {
+                continue;
+            }
             for _ in 0..RX_BATCHES_PER_TURN {
                 if !self
                     .ib
                     .run(udp, &mut self.tun, &mut self.ob, &self.sh, Out::Udp(udp))
                 {
+                    drained = true;
                     break;
                 }
                 busy = true;
                 if !self.ib.last_batch_full {
+                    drained = true;
                     break;
                 }
             }
         }
-        busy
+        (busy, drained)
     }
 
     /// A test's stand-in for one wake-up: everything queued on both sides
@@ -484,8 +523,28 @@ impl Worker {
     fn pump(&mut self) {
         let mut totals = Totals::default();
         self.ib.woke(now_nanos());
-        self.drain(true, true, &mut totals);
+        self.drain(true, true, false, &mut totals);
     }
+}
+
+/// Read, seal and send one TUN batch (with `seal-spread`, only while a
+/// spare job is at hand); whether there was one.
+fn tun_batch(
+    ob: &mut Outbound,
+    tun: &TunQueue,
+    udp: &Port,
+    sh: &Shared,
+    totals: &mut Totals,
+) -> bool {
+    if !ob.can_read(sh) {
+        return false;
+    }
+    let n = ob.read(tun, &sh.counters);
+    if n > 0 {
+        totals.tun_packets += n as u64;
+        ob.process(n, Out::Udp(udp), sh);
+    }
+    n > 0
 }
 
 #[cfg(test)]

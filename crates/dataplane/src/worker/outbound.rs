@@ -88,6 +88,9 @@ pub(crate) struct Outbound {
     pub(super) jobs: Jobs,
     /// The index of the worker this belongs to.
     pub(super) worker: usize,
+    /// Packets read from the TUN since the worker woke, and their bytes
+    /// ([`super::inbound::tun_may_wait`]).
+    pub(super) read_since_wake: (u64, u64),
 }
 
 pub(super) fn route<'a>(snap: &'a Snapshot, pkt: &[u8]) -> Option<&'a Arc<Peer>> {
@@ -116,6 +119,7 @@ impl Outbound {
             fragmenting: None,
             jobs: Jobs::default(),
             worker: 0,
+            read_since_wake: (0, 0),
         }
     }
 
@@ -127,6 +131,9 @@ impl Outbound {
                 .tun_read_errors
                 .fetch_add(errors, Ordering::Relaxed);
         }
+        let bytes: usize = self.sizes[..n].iter().sum();
+        self.read_since_wake.0 += n as u64;
+        self.read_since_wake.1 += bytes as u64;
         n
     }
 

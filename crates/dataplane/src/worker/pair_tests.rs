@@ -610,7 +610,7 @@ fn a_turn_reads_as_many_datagrams_as_it_sends() {
         assert!(pair.server.tun.inject(bulk));
     }
     let mut totals = Totals::default();
-    assert!(pair.server.worker.turn(true, true, &mut totals));
+    assert!(pair.server.worker.turn(true, true, false, &mut totals).0);
     assert_eq!(pair.link.in_flight(pair.client.addr), TUN_BATCH);
     assert_eq!(
         pair.link.in_flight(pair.server.addr),
@@ -618,4 +618,75 @@ fn a_turn_reads_as_many_datagrams_as_it_sends() {
         "all read in one turn"
     );
     assert_eq!(pair.server.tun.take_written(), acks);
+}
+
+/// A server paced for a stock client's upload, as `run_udp` leaves it: each
+/// TUN write of the client's data calls for an ACK at once (the kernel's
+/// TCP receive inside the write), and the client sends one more datagram
+/// meanwhile. Returns the datagrams left in the server's socket after one
+/// wake-up, the server's `sendmmsg` calls, and the datagrams that reached
+/// the client. `reply_len`: the size of what each write calls for, and of
+/// the packet that waited in the TUN.
+fn paced_upload_wake_up(paced: bool, reply_len: usize) -> (usize, u64, usize) {
+    let mut pair = Pair::new(no_offloads());
+    pair.link.set_gro(pair.server.addr, false);
+    let data = |i: usize| udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i as u8; 1000]);
+    // Twelve sealed datagrams: six queued at the wake-up, six arriving
+    // during it, one per TUN write.
+    for i in 0..12 {
+        assert!(pair.client.tun.inject(data(i)));
+    }
+    pair.client.worker.pump();
+    let mut sealed = pair.link.take(pair.server.addr);
+    assert_eq!(sealed.len(), 12);
+    let later: Vec<_> = sealed.split_off(6);
+    pair.link.inject(pair.server.addr, sealed);
+    let link = pair.link.clone();
+    let server_addr = pair.server.addr;
+    let mut later = later.into_iter();
+    pair.server.tun.on_write(move |_| {
+        link.inject(server_addr, later.next());
+        Some(udp4(SERVER_TUN_IP, CLIENT_TUN_IP, &vec![0; reply_len - 28]))
+    });
+    // An ACK that gathered in the TUN while the worker waited.
+    assert!(
+        pair.server
+            .tun
+            .inject(udp4(SERVER_TUN_IP, CLIENT_TUN_IP, &vec![0; reply_len - 28]))
+    );
+    let sends_before = pair.link.send_calls(pair.server.addr);
+    let mut totals = Totals::default();
+    pair.server.worker.ib.woke(now_nanos());
+    pair.server.worker.drain(true, true, paced, &mut totals);
+    (
+        pair.link.in_flight(pair.server.addr),
+        pair.link.send_calls(pair.server.addr) - sends_before,
+        pair.link.take(pair.client.addr).len(),
+    )
+}
+
+/// Paced, a wake-up reads the socket once: the datagrams that come in
+/// while it works wait for the next one, and the ACKs its writes called
+/// for leave together, in one send.
+#[test]
+fn a_paced_wake_up_reads_the_socket_once_and_sends_the_acks_together() {
+    let (left, sends, acks) = paced_upload_wake_up(true, 52);
+    assert_eq!(
+        left, 6,
+        "the datagrams that came in during the wake-up wait"
+    );
+    assert_eq!(acks, 7);
+    assert_eq!(sends, 1, "the waiting ACK and six new ones in one sendmmsg");
+    // Unpaced (no stock peer's data flowing), every datagram is read at once.
+    let (left, sends, acks) = paced_upload_wake_up(false, 52);
+    assert_eq!((left, acks), (0, 13));
+    assert!(sends > 1);
+}
+
+/// Paced, a TUN that gives data (not just ACKs) keeps the socket read in
+/// the same wake-up, as before.
+#[test]
+fn a_paced_wake_up_reads_the_socket_again_while_the_tun_gives_data() {
+    let (left, _, sent) = paced_upload_wake_up(true, 1028);
+    assert_eq!((left, sent), (0, 13));
 }
