@@ -22,7 +22,11 @@
 //!   `EXITING,init_instance`.
 //!
 //! The key is opened once: a later SIGUSR1 or reconnect does not ask again
-//! (2.6 keeps the TLS context across soft restarts).
+//! (2.6 keeps the TLS context across soft restarts). A SIGHUP opens it
+//! again, but 2.6 kept the passphrase (`pem_password_callback` leaves it
+//! in its process-wide `passbuf` unless `auth-nocache`), so it asks only
+//! with `auth-nocache`, or when the kept one no longer opens the key (the
+//! `auth-retry` rules then, as for a wrong answer).
 //!
 //! The wait is a select on the runtime, so the management interface (its
 //! own task) keeps answering `state`, `pid`, `hold release` meanwhile.
@@ -126,7 +130,9 @@ pub fn retry_pause_secs(retry: AuthRetry, connect_retry: u32) -> u32 {
 /// How the wait for the passphrase ended.
 #[derive(Debug)]
 pub enum Opened<T> {
-    Key(T),
+    /// The key, and the passphrase that opened it (to keep across a
+    /// SIGHUP).
+    Key(T, Zeroizing<String>),
     /// A fatal error, already told the management clients with `>FATAL:`;
     /// the process exits with status 1 and no `EXITING` state.
     Fatal(anyhow::Error),
@@ -139,10 +145,12 @@ pub enum Opened<T> {
 /// retrying as `auth-retry` says. `state` sends a `>STATE:` line (client
 /// and server fill it differently); `restart` is the SIGUSR1 notification,
 /// which ends the wait for an answer as 2.6 does; `connect_retry_secs` is
-/// the pause before a retry.
+/// the pause before a retry. `kept` is the passphrase that opened the key
+/// before a SIGHUP: tried first, without asking.
 pub async fn open_over_management<T, S>(
     m: &Management,
     mut key: DeferredKey<T>,
+    kept: Option<Zeroizing<String>>,
     restart: &Notify,
     connect_retry_secs: u32,
     state: &dyn Fn(&'static str, &'static str),
@@ -153,7 +161,7 @@ where
 {
     let after_wrong = after_wrong_passphrase(key.retry, key.nocache);
     let pause = retry_pause_secs(key.retry, connect_retry_secs);
-    let mut cached: Option<Zeroizing<String>> = None;
+    let mut cached = kept;
     loop {
         let passphrase = match cached.take() {
             Some(p) => p,
@@ -167,7 +175,7 @@ where
             }
         };
         let e = match (key.open)(&passphrase) {
-            Ok(opened) => return Opened::Key(opened),
+            Ok(opened) => return Opened::Key(opened, passphrase),
             Err(e) => e,
         };
         let Some(wrong) = e.downcast_ref::<WrongPassphrase>() else {

@@ -6,14 +6,24 @@
 //! and a `tls-verify` refusing the server. The scripts are small `sh` files
 //! that record their arguments and dump their environment.
 //!
+//! And against the stock 2.6 client, the same script on both: a server
+//! with no address to give (no `ifconfig` from anywhere) and pushed
+//! `route` lines, one without a gateway; pushed `route-ipv6` lines with and
+//! without their own gateway, `ifconfig-ipv6`'s remote, a pushed
+//! `route-ipv6-gateway` and `route-metric` (the `route_ipv6_*` variables).
+//!
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test fails
 //! loudly without them. Every wait has a deadline.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails};
-use ferrovpn_testkit::{Cipher, Lab, Proc, Wrap, ping, sh_script, wait_for_file_text, wait_until};
+use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, wait_exit};
+use ferrovpn_testkit::mgmt::{held_client, same_as_stock};
+use ferrovpn_testkit::{
+    Cipher, Implementation, Lab, Proc, Wrap, openvpn_client_conf, ping, sh_script,
+    wait_for_file_text, wait_until,
+};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const CLIENT_DEV: &str = "fvtun-c";
@@ -200,4 +210,197 @@ fn client_tls_verify_refusing_the_server_keeps_the_tunnel_down() {
     assert!(!record.contains("ipchange"), "{record}");
     assert!(!record.contains("up "), "{record}");
     assert!(!client.log().contains(UP), "{}", client.log_tail(30));
+}
+
+/// What one client showed in [`compared_run`]: the script record (`up`,
+/// `route-up`, `down` with their arguments), the address and route
+/// variables of `up` and `route-up`, the management states with their
+/// description and local address, and which of `log_lines` its log holds.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    record: Vec<String>,
+    up_env: Vec<String>,
+    route_up_env: Vec<String>,
+    states: Vec<String>,
+    log_lines: Vec<String>,
+}
+
+/// The variables 2.6 sets from the tunnel's addresses and routes.
+fn address_and_route_vars(env: Vec<String>) -> Vec<String> {
+    let mut vars: Vec<String> = env
+        .into_iter()
+        .filter(|l| {
+            ["route_", "ifconfig_", "redirect_gateway=", "net_gateway"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// Run a client of `imp` (the lab's client config, `up`, `route-up` and
+/// `down` set to the recorder, a held management interface) against the
+/// running server until it is connected and `route-up` ran, then SIGTERM
+/// it over management and wait for `down`. Returns what it showed.
+fn compared_run(lab: &Lab, imp: Implementation, server: &Proc, log_lines: &[&str]) -> Seen {
+    let name = format!("{}-client", imp.name());
+    // A socket left by the run before would take no connection.
+    let _ = std::fs::remove_file(lab.dir.join(format!("{name}.sock")));
+    for f in ["record.txt", "up.env", "route-up.env", "down.env"] {
+        let _ = std::fs::remove_file(lab.dir.join(f));
+    }
+    let script = recorder(lab, None);
+    let cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        CLIENT_DEV,
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    let mut extra = vec!["script-security 2".to_string()];
+    for hook in ["up", "route-up", "down"] {
+        extra.push(format!("{hook} \"{}\"", script.display()));
+    }
+    let (mut client, mut m) = held_client(lab, &openvpn_client_conf(&cc), imp, &name, &extra);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
+    wait_record(lab, "route-up", &client, server);
+    m.one("signal SIGTERM");
+    wait_record(lab, "down ", &client, server);
+    let _ = wait_exit(&mut client, Duration::from_secs(10));
+    let log = client.log();
+    Seen {
+        record: read(lab, "record.txt").lines().map(str::to_owned).collect(),
+        up_env: address_and_route_vars(env_of(lab, "up")),
+        route_up_env: address_and_route_vars(env_of(lab, "route-up")),
+        states: m
+            .states()
+            .iter()
+            .map(|s| s.split(',').take(3).collect::<Vec<_>>().join(","))
+            .filter(|s| !s.starts_with("GET_CONFIG"))
+            .collect(),
+        log_lines: log_lines
+            .iter()
+            .filter(|l| log.contains(**l))
+            .map(|l| l.to_string())
+            .collect(),
+    }
+}
+
+/// A server that has no address to give (`mode server` + `tls-server`
+/// with its own `ifconfig`, no pool, no `ifconfig-push`) pushing two
+/// routes, one without a gateway, and a `route-ipv6`. 2.6's client
+/// completes all the same: the
+/// device gets no address (and stays down), `up` gets empty address
+/// arguments, the route without a gateway is dropped with a warning, and
+/// then no IPv4 route is listed in the scripts' environment; the other
+/// routes cannot be added on a device without an address, so CONNECTED
+/// says ROUTE_ERROR (init.c `do_init_route_list`,
+/// `initialization_sequence_completed`; route.c `init_route_list`).
+#[test]
+fn client_without_any_address_completes_as_2_6() {
+    let lab = Lab::new("fvcnoaddr", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.network = String::new();
+    sc.extra.extend([
+        "mode server".to_string(),
+        "tls-server".to_string(),
+        "topology subnet".to_string(),
+        "ifconfig 10.8.0.1 255.255.255.0".to_string(),
+    ]);
+    sc.push = vec![
+        "route 10.77.0.0 255.255.255.0".into(),
+        "route 10.78.0.0 255.255.255.0 10.8.0.9".into(),
+        "route-ipv6 fd77::/64".into(),
+    ];
+    let server = lab.stock_server(&sc);
+    let log_lines = [
+        UP,
+        "Initialization Sequence Completed With Errors",
+        "OpenVPN ROUTE: failed to parse/resolve route for host/network: 10.77.0.0",
+    ];
+    let ours = same_as_stock(|imp| compared_run(&lab, imp, &server, &log_lines));
+    let up_line = format!("up {CLIENT_DEV} 1500 0   init");
+    let down_line = format!("down {CLIENT_DEV} 1500 0   init");
+    assert_eq!(
+        ours.record,
+        [up_line.as_str(), "route-up ", down_line.as_str()]
+    );
+    let routes6 = ["route_ipv6_gateway_1=::", "route_ipv6_network_1=fd77::/64"];
+    assert_eq!(
+        ours.route_up_env,
+        [
+            &["redirect_gateway=0"],
+            &routes6[..],
+            &["route_net_gateway=0.0.0.0"]
+        ]
+        .concat()
+    );
+    assert_eq!(
+        ours.up_env,
+        [&routes6[..], &["route_net_gateway=0.0.0.0"]].concat()
+    );
+    assert!(
+        ours.states.iter().any(|s| s == "CONNECTED,ROUTE_ERROR,"),
+        "{:?}",
+        ours.states
+    );
+    assert_eq!(ours.log_lines, [log_lines[0], log_lines[2]]);
+}
+
+/// A stock server pushing `route-ipv6` lines, one with its own gateway and
+/// metric, with `ifconfig-ipv6` (remote `fd00:6::1`); then the same with
+/// a pushed `route-ipv6-gateway` and `route-metric`. 2.6 lists each route's
+/// gateway as its own, else route-ipv6-gateway's, else the ifconfig-ipv6
+/// remote, and its metric as its own, else route-metric's (route.c
+/// `init_route_ipv6`, `setenv_route_ipv6`).
+#[test]
+fn client_ipv6_route_variables_as_2_6() {
+    let lab = Lab::new("fvcr6env", 1, FERROVPN);
+    lab.enable_ipv6();
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.extra.push("server-ipv6 fd00:6::/64".into());
+    sc.push = vec![
+        "route-ipv6 fd77::/64".into(),
+        "route-ipv6 fd78::/64 fd00:6::9 5".into(),
+    ];
+    let first = {
+        let server = lab.stock_server(&sc);
+        same_as_stock(|imp| compared_run(&lab, imp, &server, &[UP]))
+    };
+    for line in [
+        "ifconfig_ipv6_remote=fd00:6::1",
+        "route_ipv6_network_1=fd77::/64",
+        "route_ipv6_gateway_1=fd00:6::1",
+        "route_ipv6_network_2=fd78::/64",
+        "route_ipv6_gateway_2=fd00:6::9",
+        "route_ipv6_metric_2=5",
+    ] {
+        assert_has(&first.route_up_env, line, "route-up");
+    }
+    assert!(
+        !first
+            .route_up_env
+            .iter()
+            .any(|l| l.starts_with("route_ipv6_metric_1=")),
+        "{:?}",
+        first.route_up_env
+    );
+    sc.push.extend([
+        "route-ipv6-gateway fd00:6::7".to_string(),
+        "route-metric 9".to_string(),
+    ]);
+    let server = lab.stock_server(&sc);
+    let second = same_as_stock(|imp| compared_run(&lab, imp, &server, &[UP]));
+    for line in [
+        "route_ipv6_gateway_1=fd00:6::7",
+        "route_ipv6_metric_1=9",
+        "route_ipv6_gateway_2=fd00:6::9",
+        "route_ipv6_metric_2=5",
+    ] {
+        assert_has(&second.route_up_env, line, "route-up");
+    }
 }

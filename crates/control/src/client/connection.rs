@@ -91,6 +91,9 @@ struct Live {
     verifying: Option<(u8, BeforePush)>,
     /// The tunnel address the push reply gave, for the CONNECTED state.
     tunnel_ip: Option<std::net::Ipv4Addr>,
+    /// A route of the push reply could not be added: CONNECTED says
+    /// ROUTE_ERROR, as 2.6 with netlink.
+    route_errors: bool,
     /// The server said AUTH_PENDING: `Some(false)` until the GET_CONFIG
     /// state went out (2.6 shows it when its push-request timer finds the
     /// login still waiting, a second into the attempt, or at the latest
@@ -218,6 +221,7 @@ impl Connection<'_> {
             before_push_done: false,
             verifying: None,
             tunnel_ip: None,
+            route_errors: false,
             get_config: None,
         };
         if let Some(m) = self.management {
@@ -544,7 +548,12 @@ impl Connection<'_> {
                             if let Some(m) = self.management {
                                 m.full_state(crate::management::ClientState {
                                     state: "CONNECTED",
-                                    description: "SUCCESS".into(),
+                                    description: if c.route_errors {
+                                        "ROUTE_ERROR"
+                                    } else {
+                                        "SUCCESS"
+                                    }
+                                    .into(),
                                     local_ip: c
                                         .tunnel_ip
                                         .map(|a| a.to_string())
@@ -690,18 +699,22 @@ impl Connection<'_> {
                 local_ip: plan.local_address(),
                 ..Default::default()
             });
-            if !plan.routes.is_empty() || !plan.routes6.is_empty() || plan.redirect.is_some() {
+            // 2.6 enters it for its IPv4 route list only (route.c
+            // `add_routes`: `rl->routes`, the `route` lines that have a
+            // gateway); IPv6 routes and the redirect routes go without it.
+            if !plan.routes.is_empty() {
                 m.state("ADD_ROUTES", "");
             }
         }
         c.tunnel_ip = plan.ipv4.map(|v4| v4.local);
-        if !preserved && (!plan.routes.is_empty() || plan.redirect.is_some()) {
+        if !preserved && (plan.route_lines || plan.redirect.is_some()) {
             // 2.6 looks the default route up before adding its own, and
             // hands it to the scripts, plugins and management.
             self.scripts
                 .set_net_gateway(self.tunnel.default_gateway4().await);
         }
         self.tunnel.apply(&dev, self.outer, &plan).await?;
+        c.route_errors = self.tunnel.route_errors();
         // 2.6 hands every pulled dhcp-option to the scripts.
         let foreign: Vec<String> = pulled
             .iter()

@@ -428,14 +428,16 @@ pub enum ClientEnded {
 /// the management interface (socket, connected client, `state on`, hold
 /// flag, state history: `management_open` opens it once, with the first
 /// config's settings), the credentials once given (`auth_user_pass` stays
-/// defined, so they are neither read nor asked again), and the counters
-/// the interface reports from.
+/// defined, so they are neither read nor asked again), the private key's
+/// passphrase once given over management (`passbuf` stays filled unless
+/// `auth-nocache`), and the counters the interface reports from.
 #[derive(Default)]
 pub struct KeptAcrossReloads {
     management: Option<ClientManagement>,
     /// The peer table and the counters that read it, kept together.
     peers_and_counts: Option<(PeerTable, Arc<counts::ClientCounts>)>,
     credentials: Option<Credentials>,
+    key_passphrase: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
@@ -545,7 +547,9 @@ pub async fn run_client(
         }
         m.started();
     }
+    let mut key_passphrase = kept.key_passphrase.take();
     if let Some(key) = s.key_passphrase.take() {
+        let keep_passphrase = !key.nocache;
         let Some(m) = mgmt else {
             anyhow::bail!(
                 "the private key's passphrase is asked over the management interface, and there is none"
@@ -570,6 +574,7 @@ pub async fn run_client(
         match crate::key_passphrase::open_over_management(
             m.interface(),
             key,
+            key_passphrase.take(),
             &restart,
             connect_retry,
             &state,
@@ -577,7 +582,10 @@ pub async fn run_client(
         )
         .await
         {
-            Opened::Key(session) => s.session = session,
+            Opened::Key(session, passphrase) => {
+                s.session = session;
+                key_passphrase = keep_passphrase.then_some(passphrase);
+            }
             Opened::Fatal(e) => return Err(e),
             Opened::Shutdown => {
                 m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
@@ -970,6 +978,7 @@ pub async fn run_client(
         management,
         peers_and_counts: Some((peers, counts)),
         credentials,
+        key_passphrase,
     };
     Ok(ClientEnded::Reload)
 }

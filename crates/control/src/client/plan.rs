@@ -31,6 +31,9 @@ pub struct PushedRoute {
 pub struct Ifconfig6 {
     pub local: Ipv6Addr,
     pub bits: u8,
+    /// REMOTE: the default gateway of `route-ipv6` lines (2.6's
+    /// `ifconfig_ipv6_remote`), unused on the tun device itself.
+    pub remote: Option<Ipv6Addr>,
 }
 
 /// One pushed (or own) `route-ipv6`, into the tunnel.
@@ -38,6 +41,11 @@ pub struct Ifconfig6 {
 pub struct PushedRoute6 {
     pub network: Ipv6Addr,
     pub bits: u8,
+    /// Its own GATEWAY, else `route-ipv6-gateway`, else `ifconfig-ipv6`'s
+    /// REMOTE (2.6's `init_route_ipv6`): what scripts see as
+    /// `route_ipv6_gateway_N`. A tun device routes by interface, so the
+    /// installed route names none (as 2.6's `add_route_ipv6` on tun).
+    pub gateway: Option<Ipv6Addr>,
     /// Its own METRIC, else `route-metric`'s, else none (the kernel's default).
     pub metric: Option<u32>,
 }
@@ -267,10 +275,23 @@ pub struct PushPlan {
     /// `route-gateway`, or the remote end in point-to-point topologies.
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// The `route` lines with a gateway (their own, `route-gateway`'s or
+    /// the point-to-point remote's).
     pub routes: Vec<PushedRoute>,
+    /// Whether a `route` line was given at all, even one dropped for want
+    /// of a gateway: 2.6 then looks up the default gateway
+    /// (`route_net_gateway`) all the same (`init_route_list`).
+    pub route_lines: bool,
+    /// A `route` line named no gateway and none was set (no
+    /// `route-gateway`, no point-to-point `ifconfig`): 2.6 drops it with
+    /// a warning, installs the others, and then lists none of the IPv4
+    /// routes in the scripts' environment (`do_init_route_list` skips
+    /// `setenv_routes` when `init_route_list` fails).
+    pub routes_failed: bool,
     /// `ifconfig-ipv6`: the tunnel's IPv6 address.
     pub ipv6: Option<Ifconfig6>,
-    /// `route-ipv6` lines (only with an `ifconfig-ipv6`).
+    /// `route-ipv6` lines; without an `ifconfig-ipv6` too, as 2.6 (which
+    /// warns, lists them for the scripts and tries to add them).
     pub routes6: Vec<PushedRoute6>,
     pub redirect: Option<Redirect>,
     pub dns: DnsPlan,
@@ -291,14 +312,12 @@ pub struct PushPlan {
 /// Why a push reply cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
-    NoIfconfig,
     NoGateway,
 }
 
 impl std::fmt::Display for PlanError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PlanError::NoIfconfig => "push reply has no ifconfig",
             PlanError::NoGateway => "redirect-gateway needs a route-gateway",
         })
     }
@@ -324,7 +343,8 @@ impl PushPlan {
         let mut route_metric = None;
         let mut raw_routes = Vec::new();
         let mut ifconfig6 = None;
-        let mut raw_routes6: Vec<(Ipv6Addr, u8, Option<u32>)> = Vec::new();
+        let mut raw_routes6: Vec<Route6Line> = Vec::new();
+        let mut route6_gateway = None;
         let mut redirect: Option<Redirect> = None;
         let mut dns = DnsPlan::default();
         let mut plan_warnings = Vec::new();
@@ -383,6 +403,16 @@ impl PushPlan {
                             args.join(" ")
                         )),
                     },
+                    // 2.6 takes it pushed too (options.c checks no
+                    // permission for it): the default gateway of the
+                    // `route-ipv6` lines, over ifconfig-ipv6's REMOTE.
+                    "route-ipv6-gateway" => match args.as_slice() {
+                        [gw] if gw.parse::<Ipv6Addr>().is_ok() => route6_gateway = gw.parse().ok(),
+                        _ => plan_warnings.push(format!(
+                            "pushed 'route-ipv6-gateway {}' is not an IPv6 address; ignored",
+                            args.join(" ")
+                        )),
+                    },
                     "auth-token" => auth_token = args.first().cloned(),
                     "auth-token-user" => auth_token_user = args.first().cloned(),
                     // Applied through `compression::pushed` before the plan.
@@ -410,11 +440,10 @@ impl PushPlan {
             }
         }
         finish_dns(&mut dns, &mut plan_warnings);
-        // 2.6 runs a tunnel with only `ifconfig-ipv6` (IPv6-only); with
-        // neither address there is nothing to run.
-        if ifconfig.is_none() && ifconfig6.is_none() {
-            return Err(PlanError::NoIfconfig);
-        }
+        // With neither `ifconfig` nor `ifconfig-ipv6` (a server with no
+        // address to give) 2.6 still completes: it opens the device
+        // without addresses, runs `up` with empty ones, and routes what
+        // it can.
         let ipv4 = ifconfig.map(|(local, netmask_or_remote)| Ifconfig4 {
             local,
             netmask_or_remote,
@@ -446,36 +475,46 @@ impl PushPlan {
                 "redirect-gateway ipv6 without a pushed ifconfig-ipv6: IPv6 is blocked instead (unreachable ::/1 and 8000::/1)".into(),
             );
         }
-        if ifconfig6.is_none() && !raw_routes6.is_empty() {
-            plan_warnings.push(format!(
-                "{} route-ipv6 route(s) not added: no IPv6 address in the tunnel (no ifconfig-ipv6 pushed)",
-                raw_routes6.len()
-            ));
-            raw_routes6.clear();
-        }
+        let default_gateway6 = route6_gateway.or(ifconfig6.and_then(|v6| v6.remote));
         let routes6 = raw_routes6
             .into_iter()
-            .map(|(network, bits, metric)| PushedRoute6 {
-                network,
-                bits,
-                metric: metric.or(route_metric),
+            .map(|r| PushedRoute6 {
+                network: r.network,
+                bits: r.bits,
+                gateway: r.gateway.or(default_gateway6),
+                metric: r.metric.or(route_metric),
             })
             .collect();
-        let routes = raw_routes
-            .into_iter()
-            .map(|(network, netmask, gw, metric)| PushedRoute {
+        let route_lines = !raw_routes.is_empty();
+        let mut routes_failed = false;
+        let mut routes = Vec::with_capacity(raw_routes.len());
+        for (network, netmask, gw, metric) in raw_routes {
+            let Some(gateway) = gw.or(gateway) else {
+                // 2.6's two warnings, word for word (route.c `init_route`).
+                plan_warnings.push(
+                    "OpenVPN ROUTE: OpenVPN needs a gateway parameter for a --route option and no default was specified by either --route-gateway or --ifconfig options".into(),
+                );
+                plan_warnings.push(format!(
+                    "OpenVPN ROUTE: failed to parse/resolve route for host/network: {network}"
+                ));
+                routes_failed = true;
+                continue;
+            };
+            routes.push(PushedRoute {
                 network,
                 netmask,
-                gateway: gw.or(gateway),
+                gateway: Some(gateway),
                 metric: metric.or(route_metric),
-            })
-            .collect();
+            });
+        }
         Ok(PushPlan {
             topology,
             ipv4,
             gateway,
             mtu,
             routes,
+            route_lines,
+            routes_failed,
             ipv6: ifconfig6,
             routes6,
             redirect,
@@ -566,32 +605,50 @@ fn parse_ifconfig6(args: &[String]) -> Option<Ifconfig6> {
     if rest.len() > 1 {
         return None;
     }
-    if let Some(remote) = rest.first() {
-        remote.parse::<Ipv6Addr>().ok()?;
-    }
+    let remote = match rest.first() {
+        Some(remote) => Some(remote.parse::<Ipv6Addr>().ok()?),
+        None => None,
+    };
     let (local, bits) = parse_prefix6(first)?;
-    Some(Ifconfig6 { local, bits })
+    Some(Ifconfig6 {
+        local,
+        bits,
+        remote,
+    })
 }
 
-/// `NETWORK/BITS [GATEWAY] [METRIC]` of a `route-ipv6`; the gateway does not
-/// matter on a tun device (2.6 routes by interface there), host bits are
-/// cleared as 2.6 does.
-fn parse_route6(args: &[String]) -> Option<(Ipv6Addr, u8, Option<u32>)> {
+/// One `route-ipv6` line as written: its own gateway and metric, if any.
+struct Route6Line {
+    network: Ipv6Addr,
+    bits: u8,
+    gateway: Option<Ipv6Addr>,
+    metric: Option<u32>,
+}
+
+/// `NETWORK/BITS [GATEWAY] [METRIC]` of a `route-ipv6`, host bits cleared
+/// as 2.6 does; `default` for GATEWAY or METRIC is none given.
+fn parse_route6(args: &[String]) -> Option<Route6Line> {
     let (first, rest) = args.split_first()?;
     if rest.len() > 2 {
         return None;
     }
     let (net, bits) = parse_prefix6(first)?;
-    if let Some(gw) = rest.first().filter(|g| *g != "default") {
-        gw.parse::<Ipv6Addr>().ok()?;
-    }
+    let gateway = match rest.first().filter(|g| *g != "default") {
+        Some(gw) => Some(gw.parse::<Ipv6Addr>().ok()?),
+        None => None,
+    };
     let metric = match rest.get(1).map(String::as_str) {
         None | Some("default") => None,
         Some(m) if m.bytes().all(|b| b.is_ascii_digit()) => Some(m.parse().ok()?),
         Some(_) => return None,
     };
     let host = u128::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
-    Some((Ipv6Addr::from(u128::from(net) & !host), bits, metric))
+    Some(Route6Line {
+        network: Ipv6Addr::from(u128::from(net) & !host),
+        bits,
+        gateway,
+        metric,
+    })
 }
 
 /// `ADDR[/BITS]` (BITS defaults to 128).
@@ -893,15 +950,47 @@ mod tests {
             "{:?}",
             p.warnings
         );
+    }
+
+    /// 2.6 completes with no address from anywhere: an empty plan, and
+    /// its `route` lines without a gateway dropped with its warnings.
+    #[test]
+    fn no_address_at_all_is_a_plan_without_one() {
+        let p = plan("PUSH_REPLY,tun-ipv6,ping 10").unwrap();
+        assert_eq!((p.ipv4, p.ipv6, p.gateway), (None, None, None));
+        assert_eq!(p.local_address(), "");
+        assert!(!p.route_lines && !p.routes_failed);
+        let p = plan(
+            "PUSH_REPLY,route 10.77.0.0 255.255.255.0,route 10.78.0.0 255.255.255.0 10.8.0.9 3,ping 10",
+        )
+        .unwrap();
+        assert!(p.route_lines && p.routes_failed);
         assert_eq!(
-            plan("PUSH_REPLY,tun-ipv6,ping 10"),
-            Err(PlanError::NoIfconfig)
+            p.routes,
+            vec![PushedRoute {
+                network: Ipv4Addr::new(10, 78, 0, 0),
+                netmask: Ipv4Addr::new(255, 255, 255, 0),
+                gateway: Some(Ipv4Addr::new(10, 8, 0, 9)),
+                metric: Some(3),
+            }]
         );
+        assert_eq!(
+            p.warnings,
+            [
+                "OpenVPN ROUTE: OpenVPN needs a gateway parameter for a --route option and no default was specified by either --route-gateway or --ifconfig options",
+                "OpenVPN ROUTE: failed to parse/resolve route for host/network: 10.77.0.0",
+            ]
+        );
+        // Topology subnet without route-gateway: the same in 2.6.
+        let p = plan(
+            "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,route 10.77.0.0 255.255.255.0",
+        )
+        .unwrap();
+        assert!(p.routes.is_empty() && p.routes_failed);
     }
 
     #[test]
-    fn missing_ifconfig_or_gateway_is_an_error() {
-        assert_eq!(plan("PUSH_REPLY,ping 10"), Err(PlanError::NoIfconfig));
+    fn missing_gateway_for_redirect_is_an_error() {
         assert_eq!(
             plan(
                 "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,redirect-gateway def1"
@@ -933,7 +1022,8 @@ mod tests {
             p.ipv6,
             Some(Ifconfig6 {
                 local: "fd00::1000".parse().unwrap(),
-                bits: 64
+                bits: 64,
+                remote: Some("fd00::1".parse().unwrap()),
             })
         );
         assert_eq!(
@@ -942,11 +1032,13 @@ mod tests {
                 PushedRoute6 {
                     network: "fd00:99::".parse().unwrap(),
                     bits: 64,
+                    gateway: Some("fd00::1".parse().unwrap()),
                     metric: Some(20)
                 },
                 PushedRoute6 {
                     network: "2001:db8::".parse().unwrap(),
                     bits: 32,
+                    gateway: Some("fd00::1".parse().unwrap()),
                     metric: Some(7)
                 },
             ]
@@ -956,11 +1048,40 @@ mod tests {
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
+    /// 2.6's `init_route_ipv6`: a route's own gateway, else a (pushed)
+    /// `route-ipv6-gateway`, else ifconfig-ipv6's REMOTE, else none.
     #[test]
-    fn ipv6_routes_without_an_address_are_dropped_with_a_warning() {
+    fn ipv6_route_gateways_as_2_6() {
+        let base = "PUSH_REPLY,route-ipv6 fd77::/64,route-ipv6 fd78::/64 fd00:6::9 5,ifconfig-ipv6 fd00:6::1000/64";
+        let gateways = |text: &str| -> Vec<Option<String>> {
+            plan(text)
+                .unwrap()
+                .routes6
+                .iter()
+                .map(|r| r.gateway.map(|g| g.to_string()))
+                .collect()
+        };
+        let s = |a: &str| Some(a.to_owned());
+        assert_eq!(gateways(base), [None, s("fd00:6::9")]);
+        assert_eq!(
+            gateways(&format!("{base} fd00:6::1")),
+            [s("fd00:6::1"), s("fd00:6::9")]
+        );
+        assert_eq!(
+            gateways(&format!("{base} fd00:6::1,route-ipv6-gateway fd00:6::7")),
+            [s("fd00:6::7"), s("fd00:6::9")]
+        );
+        let p = plan(&format!("{base},route-ipv6-gateway nonsense")).unwrap();
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn ipv6_routes_without_an_address_are_kept_as_2_6() {
         let p = plan("PUSH_REPLY,topology subnet,route-ipv6 fd00:99::/64,ifconfig 10.8.0.2 255.255.255.0,ifconfig-ipv6 nonsense").unwrap();
-        assert!(p.ipv6.is_none() && p.routes6.is_empty());
-        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(p.ipv6.is_none());
+        assert_eq!(p.routes6.len(), 1);
+        assert_eq!(p.routes6[0].gateway, None);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 
     #[test]

@@ -47,11 +47,9 @@ pub fn covers6(net: Ipv6Addr, prefix: u8, addr: Ipv6Addr) -> bool {
 }
 
 /// The IPv6 routes `plan` sends into the tunnel (`route-ipv6` lines, then
-/// `redirect-gateway ipv6`'s), as (network, bits, metric).
+/// `redirect-gateway ipv6`'s), as (network, bits, metric): the lines also
+/// without an IPv6 address in the tunnel, as 2.6 tries them.
 pub fn tunnel_routes6(plan: &PushPlan) -> Vec<(Ipv6Addr, u8, Option<u32>)> {
-    if plan.ipv6.is_none() {
-        return Vec::new();
-    }
     let mut out: Vec<_> = plan
         .routes6
         .iter()

@@ -280,7 +280,7 @@ impl ClientScripts {
         let mut after = after_up_env(conn_env, dev, plan, foreign);
         // 2.6 looks the default gateway up when it has routes to add.
         if let Some(gw) = self.net_gateway.take()
-            && (!plan.routes.is_empty() || plan.redirect.is_some())
+            && (plan.route_lines || plan.redirect.is_some())
         {
             after.set("route_net_gateway", gw.to_string());
         }
@@ -596,6 +596,9 @@ fn ifconfig_env(plan: &PushPlan) -> Env {
     if let Some(v6) = plan.ipv6 {
         env.set("ifconfig_ipv6_local", v6.local.to_string());
         env.set("ifconfig_ipv6_netbits", v6.bits.to_string());
+        if let Some(remote) = v6.remote {
+            env.set("ifconfig_ipv6_remote", remote.to_string());
+        }
     }
     env
 }
@@ -616,17 +619,24 @@ fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) 
     for (name, value) in plan.dns.dns.script_env() {
         env.set(&name, value);
     }
-    if let Some(gw) = plan.gateway {
+    // 2.6 names it with its IPv4 route list, which only `route` and
+    // `redirect-gateway` lines make (options.c `rol_check_alloc`).
+    if let Some(gw) = plan.gateway
+        && (plan.route_lines || plan.redirect.is_some())
+    {
         env.set("route_vpn_gateway", gw.to_string());
     }
-    for (i, r) in plan.routes.iter().enumerate() {
-        let gateway = r.gateway.or(plan.gateway);
-        env.set_route(i + 1, r.network, r.netmask, gateway, r.metric);
+    // A route without a gateway makes 2.6 list none (see `routes_failed`).
+    if !plan.routes_failed {
+        for (i, r) in plan.routes.iter().enumerate() {
+            let gateway = r.gateway.or(plan.gateway);
+            env.set_route(i + 1, r.network, r.netmask, gateway, r.metric);
+        }
     }
     for (i, r) in plan.routes6.iter().enumerate() {
-        // The client's gateway and metric are not named yet (2.6 names the
-        // pushed `ifconfig-ipv6` remote and the metric).
-        env.set_route_ipv6(i + 1, r.network, r.bits, None, None);
+        // 2.6 prints the gateway whatever it is: `::` when none is known.
+        let gateway = r.gateway.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+        env.set_route_ipv6(i + 1, r.network, r.bits, Some(gateway), r.metric);
     }
     let redirected = plan.redirect.as_ref().is_some_and(|r| r.ipv4);
     env.set("redirect_gateway", if redirected { "1" } else { "0" });
@@ -683,6 +693,28 @@ mod tests {
         assert_eq!(ifc.get("ifconfig_netmask"), None);
         assert_eq!(ifc.get("ifconfig_ipv6_local"), Some("fd00:6::1000"));
         assert_eq!(ifc.get("ifconfig_ipv6_netbits"), Some("64"));
+    }
+
+    /// As stock 2.6.14's env dumps: a `route` without a gateway takes
+    /// every IPv4 route out of the environment; `route-ipv6` gateways are
+    /// always named (`::` for none), metrics when set.
+    #[test]
+    fn route_variables_as_2_6() {
+        let p = plan(
+            "PUSH_REPLY,route 10.77.0.0 255.255.255.0,route 10.78.0.0 255.255.255.0 10.8.0.9,route-ipv6 fd77::/64,route-ipv6 fd78::/64 fd00::9 5,ping 10",
+        );
+        let env = after_up_env(&Env::new(), "tun0", &p, &[]);
+        let names: Vec<&str> = env.iter().map(|(n, _)| n).collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("route_network_")),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"route_vpn_gateway"), "{names:?}");
+        assert_eq!(env.get("route_ipv6_gateway_1"), Some("::"));
+        assert_eq!(env.get("route_ipv6_metric_1"), None);
+        assert_eq!(env.get("route_ipv6_gateway_2"), Some("fd00::9"));
+        assert_eq!(env.get("route_ipv6_metric_2"), Some("5"));
+        assert_eq!(up_args("tun0", &p), ["tun0", "1500", "0", "", ""]);
     }
 
     #[test]

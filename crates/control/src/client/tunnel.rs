@@ -33,6 +33,9 @@ pub struct Tunnel {
     /// The same for an IPv6 server.
     net_gateway6: Option<NetGateway6>,
     dns: Option<(super::plan::DnsPlan, AppliedDns)>,
+    /// A route of the last [`Tunnel::apply`] could not be added: 2.6 logs
+    /// it, carries on and reports `CONNECTED,ROUTE_ERROR`.
+    route_errors: bool,
 }
 
 impl Tunnel {
@@ -48,7 +51,13 @@ impl Tunnel {
             net_gateway: None,
             net_gateway6: None,
             dns: None,
+            route_errors: false,
         }
+    }
+
+    /// Whether a route of the last [`Tunnel::apply`] failed to be added.
+    pub fn route_errors(&self) -> bool {
+        self.route_errors
     }
 
     /// The default route's gateway (0.0.0.0 without one), as 2.6's
@@ -70,6 +79,7 @@ impl Tunnel {
         server: IpAddr,
         plan: &PushPlan,
     ) -> anyhow::Result<()> {
+        self.route_errors = false;
         if self.dev != dev {
             // A different device: whatever we set up went away with the old one.
             self.forget();
@@ -96,7 +106,10 @@ impl Tunnel {
                         .await?
                 }
                 // IPv6 only: the link is brought up for the IPv6 address.
-                (_, None) => self.net.link_up(dev, plan.mtu).await?,
+                (_, None) if plan.ipv6.is_some() => self.net.link_up(dev, plan.mtu).await?,
+                // No address from anywhere: 2.6 configures nothing
+                // ("do_ifconfig, ipv4=0, ipv6=0") and the link stays down.
+                (_, None) => info!("no ifconfig or ifconfig-ipv6: {dev} is left unconfigured"),
             }
             self.address = Some(plan.address());
         }
@@ -160,8 +173,24 @@ impl Tunnel {
             self.delete(r).await;
         }
         self.routes.retain(|r| !changes.delete.contains(r));
+        if !plan.routes.is_empty() && plan.ipv4.is_none() {
+            // 2.6's notice (route.c `add_routes`), then it tries anyway.
+            info!(
+                "WARNING: OpenVPN was configured to add an IPv4 route. However, no IPv4 has been configured for {dev}, therefore the route installation may fail or may not work as expected."
+            );
+        }
+        if !plan.routes6.is_empty() && plan.ipv6.is_none() {
+            info!(
+                "WARNING: OpenVPN was configured to add an IPv6 route. However, no IPv6 has been configured for {dev}, therefore the route installation may fail or may not work as expected."
+            );
+        }
         for r in changes.add {
-            self.add(r).await?;
+            // As 2.6: a route the kernel refuses is logged and the others
+            // are still added; the connection completes with ROUTE_ERROR.
+            if let Err(e) = self.add(r).await {
+                warn!("ERROR: Linux route add command failed: {e:#}");
+                self.route_errors = true;
+            }
         }
         Ok(())
     }

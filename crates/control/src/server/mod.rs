@@ -529,8 +529,10 @@ pub async fn run_server(
         };
         tokio::pin!(interrupted);
         // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
-        match key_passphrase::open_over_management(m, key, reload, 1, &state, interrupted).await {
-            Opened::Key(k) => {
+        match key_passphrase::open_over_management(m, key, None, reload, 1, &state, interrupted)
+            .await
+        {
+            Opened::Key(k, _) => {
                 s.session = k.session;
                 s.crl_reload = k.crl_reload;
             }

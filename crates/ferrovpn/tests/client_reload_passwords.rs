@@ -1,0 +1,109 @@
+//! What a client asks again after a SIGHUP, as OpenVPN 2.6: the
+//! `auth-user-pass` credentials and the private key's passphrase it was
+//! given over the management interface (`management-query-passwords`)
+//! live in process-wide buffers that a SIGHUP does not clear (ssl.c
+//! `auth_user_pass_setup` asks only while `auth_user_pass` is undefined,
+//! `pem_password_setup` only while `passbuf` is empty), so they are not
+//! asked again; with `auth-nocache` both are wiped after use
+//! (misc.c `purge_user_pass`) and both are asked again, the credentials
+//! first.
+//!
+//! Each script runs against the ferrovpn client and Debian's stock 2.6
+//! client with the same stock 2.6 server, and the test compares what both
+//! showed on their management interfaces.
+//!
+//! Needs root, `openvpn`, `openssl`, `ip` and `/dev/net/tun`; fails loudly
+//! without them. Every wait has a deadline.
+
+use std::time::Duration;
+
+use ferrovpn_testkit::lab::wait_exit;
+use ferrovpn_testkit::mgmt::{Management, client_lines, held_client, same_as_stock};
+use ferrovpn_testkit::pki::KeyEncryption;
+use ferrovpn_testkit::{Cipher, Implementation, Lab, Wrap};
+
+const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
+const USER: &str = "bob";
+const PASSWORD: &str = "s3cret";
+const PASSPHRASE: &str = "correct horse battery";
+
+/// Answer every password question on `m` until the client is connected
+/// (at most three questions: a bounded loop).
+fn answer_until_connected(m: &mut Management) {
+    for _ in 0..3 {
+        let l = m.until("a question or CONNECTED", |l| {
+            l.starts_with(">PASSWORD:Need ") || l.contains(",CONNECTED,")
+        });
+        if l.contains(",CONNECTED,") {
+            return;
+        }
+        if l.contains("'Auth'") {
+            m.one(&format!("username \"Auth\" {USER}"));
+            m.one(&format!("password \"Auth\" {PASSWORD}"));
+        } else {
+            m.one(&format!("password \"Private Key\" \"{PASSPHRASE}\""));
+        }
+    }
+    m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
+}
+
+/// A client of `imp` with an encrypted key and `auth-user-pass`, both
+/// asked over management (plus `extra`): connect, SIGHUP over
+/// management, connect again, SIGTERM. Returns what its interface
+/// showed ([`client_lines`]).
+fn reload_script(lab: &Lab, imp: Implementation, extra: &[&str]) -> Vec<String> {
+    let name = format!("{}-client{}", imp.name(), extra.len());
+    let who = &lab.pki.clients[0];
+    let key = lab
+        .pki
+        .encrypted_key(
+            who,
+            &format!("{name}-enc.key"),
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
+    let lines = [
+        format!("cert {}", who.cert.display()),
+        format!("key {}", key.display()),
+        "auth-user-pass".to_string(),
+        "management-query-passwords".to_string(),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|l| l.to_string()));
+    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
+    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
+    let (mut client, mut m) = held_client(lab, &text, imp, &name, &[]);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    answer_until_connected(&mut m);
+    m.one("signal SIGHUP");
+    m.until("hold after SIGHUP", |l| l.starts_with(">HOLD:"));
+    m.one("hold release");
+    answer_until_connected(&mut m);
+    m.one("signal SIGTERM");
+    m.until("EXITING state", |l| l.contains(",EXITING,"));
+    let _ = wait_exit(&mut client, Duration::from_secs(10));
+    client_lines(&m)
+}
+
+/// The number of password questions in `lines`.
+fn questions(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(">PASSWORD:Need "))
+        .count()
+}
+
+#[test]
+fn sighup_keeps_the_passwords_given_over_management_as_2_6() {
+    let lab = Lab::new("fvhuppw", 1, FERROVPN);
+    let (mut sc, _) = lab.password_server_conf(USER, PASSWORD);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let kept = same_as_stock(|imp| reload_script(&lab, imp, &[]));
+    assert_eq!(questions(&kept), 2, "{kept:#?}");
+    let asked_again = same_as_stock(|imp| reload_script(&lab, imp, &["auth-nocache"]));
+    assert_eq!(questions(&asked_again), 4, "{asked_again:#?}");
+}
