@@ -7,7 +7,7 @@
 //! The lines themselves come from [`crate::management::updown`], the
 //! writer the client uses too.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::management::{Management, Notice};
 use crate::plugin::{self, Plugins};
@@ -48,7 +48,7 @@ pub(super) fn adds_routes(s: &ServerSettings) -> bool {
 /// `route_network_N`, `route_netmask_N`, `route_gateway_N` (the VPN
 /// gateway: a server takes no other) and `route_metric_N`; each
 /// `route-ipv6`'s `route_ipv6_network_N`, `route_ipv6_gateway_N` (its own,
-/// else `ifconfig_ipv6_remote`) and `route_ipv6_metric_N`; then
+/// else `ifconfig_ipv6_remote`, else `::`) and `route_ipv6_metric_N`; then
 /// `redirect_gateway=0`. Nothing of it with `route-noexec`.
 pub(super) fn route_env(s: &ServerSettings, net_gateway: Option<Ipv4Addr>) -> Env {
     let mut env = Env::new();
@@ -72,7 +72,10 @@ pub(super) fn route_env(s: &ServerSettings, net_gateway: Option<Ipv4Addr>) -> En
         let default_gateway6 = s.ipv6.as_ref().map(|v6| v6.remote);
         for (i, &(network, bits, metric)) in s.routes_ipv6.iter().enumerate() {
             let own = s.route_ipv6_gateways.get(i).copied().flatten();
-            env.set_route_ipv6(i + 1, network, bits, own.or(default_gateway6), metric);
+            // 2.6 always lists the gateway: `::` when there is none
+            // (route.c `setenv_route_ipv6` prints the unset address).
+            let gateway = own.or(default_gateway6).unwrap_or(Ipv6Addr::UNSPECIFIED);
+            env.set_route_ipv6(i + 1, network, bits, Some(gateway), metric);
         }
     }
     env
