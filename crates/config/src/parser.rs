@@ -768,7 +768,7 @@ impl Parser {
                 // OpenVPN 2.7's `local HOST|* [PORT] [PROTO]`; a server may repeat it.
                 d.count(1, 3, "HOST|* [PORT] [PROTO]")?;
                 let s = d.arg(0).unwrap_or("");
-                // A host name is resolved once, at start (see settings.rs);
+                // A host name is resolved once, at start (see the binary's settings/);
                 // it only comes alone (`local NAME`), not in 2.7's form.
                 if d.args.len() == 1 && s != "*" && s.parse::<IpAddr>().is_err() {
                     if !is_host_name(s) {
