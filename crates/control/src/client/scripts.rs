@@ -634,9 +634,7 @@ fn after_up_env(conn_env: &Env, dev: &str, plan: &PushPlan, foreign: &[String]) 
         }
     }
     for (i, r) in plan.routes6.iter().enumerate() {
-        // 2.6 prints the gateway whatever it is: `::` when none is known.
-        let gateway = r.gateway.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
-        env.set_route_ipv6(i + 1, r.network, r.bits, Some(gateway), r.metric);
+        env.set_route_ipv6(i + 1, r.network, r.bits, r.gateway, r.metric);
     }
     let redirected = plan.redirect.as_ref().is_some_and(|r| r.ipv4);
     env.set("redirect_gateway", if redirected { "1" } else { "0" });

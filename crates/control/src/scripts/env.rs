@@ -75,8 +75,9 @@ impl Env {
     }
 
     /// IPv6 route number `n` (from 1): `route_ipv6_network_N` as
-    /// `NETWORK/BITS`, then `route_ipv6_gateway_N` and
-    /// `route_ipv6_metric_N` when known (2.6's `setenv_route_ipv6` order).
+    /// `NETWORK/BITS`, then `route_ipv6_gateway_N` (always: 2.6's
+    /// `setenv_route_ipv6` prints the unset address, `::`, when there is no
+    /// gateway) and `route_ipv6_metric_N` when known (2.6's order).
     pub fn set_route_ipv6(
         &mut self,
         n: usize,
@@ -89,9 +90,8 @@ impl Env {
             &format!("route_ipv6_network_{n}"),
             format!("{network}/{bits}"),
         );
-        if let Some(gw) = gateway {
-            self.set(&format!("route_ipv6_gateway_{n}"), gw.to_string());
-        }
+        let gateway = gateway.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        self.set(&format!("route_ipv6_gateway_{n}"), gateway.to_string());
         if let Some(m) = metric {
             self.set(&format!("route_ipv6_metric_{n}"), m.to_string());
         }

@@ -7,7 +7,7 @@
 //! The lines themselves come from [`crate::management::updown`], the
 //! writer the client uses too.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use crate::management::{Management, Notice};
 use crate::plugin::{self, Plugins};
@@ -72,10 +72,7 @@ pub(super) fn route_env(s: &ServerSettings, net_gateway: Option<Ipv4Addr>) -> En
         let default_gateway6 = s.ipv6.as_ref().map(|v6| v6.remote);
         for (i, &(network, bits, metric)) in s.routes_ipv6.iter().enumerate() {
             let own = s.route_ipv6_gateways.get(i).copied().flatten();
-            // 2.6 always lists the gateway: `::` when there is none
-            // (route.c `setenv_route_ipv6` prints the unset address).
-            let gateway = own.or(default_gateway6).unwrap_or(Ipv6Addr::UNSPECIFIED);
-            env.set_route_ipv6(i + 1, network, bits, Some(gateway), metric);
+            env.set_route_ipv6(i + 1, network, bits, own.or(default_gateway6), metric);
         }
     }
     env
