@@ -10,7 +10,8 @@
 //! with no address to give (no `ifconfig` from anywhere) and pushed
 //! `route` lines, one without a gateway; pushed `route-ipv6` lines with and
 //! without their own gateway, `ifconfig-ipv6`'s remote, a pushed
-//! `route-ipv6-gateway` and `route-metric` (the `route_ipv6_*` variables).
+//! `route-ipv6-gateway` and `route-metric` (the `route_ipv6_*` variables);
+//! a pushed `redirect-gateway` with no `route-gateway` in topology subnet.
 //!
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test fails
 //! loudly without them. Every wait has a deadline.
@@ -403,4 +404,53 @@ fn client_ipv6_route_variables_as_2_6() {
     ] {
         assert_has(&second.route_up_env, line, "route-up");
     }
+}
+
+/// A stock server in topology subnet that pushes `redirect-gateway def1`
+/// but no `route-gateway` (`mode server` with its own `ifconfig` and
+/// pool, not the `server` helper, which would push one). 2.6's client has
+/// no VPN gateway to route 0/1 and 128/1 through: it warns, leaves IPv4
+/// alone (`redirect_gateway=0`, no routes) and completes with
+/// ROUTE_ERROR (route.c `redirect_default_route_to_vpn` returns false,
+/// init.c `initialization_sequence_completed`).
+#[test]
+fn redirect_without_route_gateway_as_2_6() {
+    let lab = Lab::new("fvcrgw", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.network = String::new();
+    sc.extra.extend([
+        "mode server".to_string(),
+        "tls-server".to_string(),
+        "topology subnet".to_string(),
+        "ifconfig 10.8.0.1 255.255.255.0".to_string(),
+        "ifconfig-pool 10.8.0.10 10.8.0.20 255.255.255.0".to_string(),
+    ]);
+    sc.push = vec!["topology subnet".into(), "redirect-gateway def1".into()];
+    let server = lab.stock_server(&sc);
+    let log_lines = [
+        UP,
+        "Initialization Sequence Completed With Errors",
+        "NOTE: unable to redirect IPv4 default gateway -- VPN gateway parameter (--route-gateway or --ifconfig) is missing",
+    ];
+    let ours = same_as_stock(|imp| compared_run(&lab, imp, &server, &log_lines));
+    // A route error is no "With Errors" in 2.6's log, only in the state.
+    assert_eq!(ours.log_lines, [log_lines[0], log_lines[2]]);
+    assert!(
+        ours.route_up_env.iter().any(|l| l == "redirect_gateway=0"),
+        "{:?}",
+        ours.route_up_env
+    );
+    assert!(
+        ours.states.iter().any(|s| s == "CONNECTED,ROUTE_ERROR,10.8.0.10"),
+        "{:?}",
+        ours.states
+    );
+    assert!(
+        !ours
+            .route_up_env
+            .iter()
+            .any(|l| l.starts_with("route_network_")),
+        "{:?}",
+        ours.route_up_env
+    );
 }

@@ -685,7 +685,7 @@ impl Connection<'_> {
                 .iter()
                 .chain(pulled.iter().copied()),
             self.settings.tun_mtu,
-        )?;
+        );
         let dev = self.dp.tun_name().to_owned();
         // persist-tun kept the device configured across the restart: 2.6
         // preserves the TUN instance and neither assigns nor routes again.
@@ -887,20 +887,14 @@ impl Connection<'_> {
     async fn p2p_device_up(&mut self) -> Option<Ended> {
         let p2p = self.settings.p2p.as_ref()?;
         let dev = self.dp.tun_name().to_owned();
-        let plan = if p2p.ifconfig.is_empty() {
-            None
-        } else {
-            let plan = PushPlan::from_options(
+        let plan = (!p2p.ifconfig.is_empty()).then(|| {
+            PushPlan::from_options(
                 p2p.ifconfig
                     .iter()
                     .chain(self.settings.local_options.iter()),
                 self.settings.tun_mtu,
-            );
-            match plan {
-                Ok(p) => Some(p),
-                Err(e) => return Some(Ended::Fatal(format!("ifconfig: {e}"))),
-            }
-        };
+            )
+        });
         if let Some(plan) = &plan {
             if let Err(e) = self.tunnel.apply(&dev, self.outer, plan).await {
                 warn!("cannot set up the point-to-point link: {e:#}");

@@ -227,7 +227,7 @@ mod tests {
     const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
     fn plan(text: &str) -> PushPlan {
-        PushPlan::from_reply(&PushReply::parse(text).unwrap(), 1500).unwrap()
+        PushPlan::from_reply(&PushReply::parse(text).unwrap(), 1500)
     }
 
     fn lan() -> NetGateway {

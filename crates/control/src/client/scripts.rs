@@ -648,7 +648,7 @@ mod tests {
 
     fn plan(text: &str) -> PushPlan {
         let reply = PushReply::parse(text).unwrap();
-        PushPlan::from_reply(&reply, 1500).unwrap()
+        PushPlan::from_reply(&reply, 1500)
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl Tunnel {
         server: IpAddr,
         plan: &PushPlan,
     ) -> anyhow::Result<()> {
-        self.route_errors = false;
+        // As 2.6: a redirect-gateway with no IPv4 gateway is a route error.
+        self.route_errors = plan.redirect_failed;
         if self.dev != dev {
             // A different device: whatever we set up went away with the old one.
             self.forget();
