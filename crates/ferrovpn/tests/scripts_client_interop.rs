@@ -10,8 +10,9 @@
 //! with no address to give (no `ifconfig` from anywhere) and pushed
 //! `route` lines, one without a gateway; pushed `route-ipv6` lines with and
 //! without their own gateway, `ifconfig-ipv6`'s remote, a pushed
-//! `route-ipv6-gateway` and `route-metric` (the `route_ipv6_*` variables);
-//! a pushed `redirect-gateway` with no `route-gateway` in topology subnet.
+//! `route-ipv6-gateway` and `route-metric` (the `route_ipv6_*` variables,
+//! and `net_gateway_ipv6` from the client's own IPv6 default route); a
+//! pushed `redirect-gateway` with no `route-gateway` in topology subnet.
 //!
 //! Needs root, the lab's tools, `sh` and `/dev/net/tun`; every test fails
 //! loudly without them. Every wait has a deadline.
@@ -357,11 +358,19 @@ fn client_without_any_address_completes_as_2_6() {
 /// a pushed `route-ipv6-gateway` and `route-metric`. 2.6 lists each route's
 /// gateway as its own, else route-ipv6-gateway's, else the ifconfig-ipv6
 /// remote, and its metric as its own, else route-metric's (route.c
-/// `init_route_ipv6`, `setenv_route_ipv6`).
+/// `init_route_ipv6`, `setenv_route_ipv6`). The client's namespace has an
+/// IPv6 default route, which 2.6 lists as `net_gateway_ipv6`.
 #[test]
 fn client_ipv6_route_variables_as_2_6() {
     let lab = Lab::new("fvcr6env", 1, FERROVPN);
     lab.enable_ipv6();
+    // An IPv6 default route with a gateway: 2.6 lists it as
+    // `net_gateway_ipv6` when it has IPv6 routes to add (route.c
+    // `init_route_ipv6_list`).
+    let gw6 = Lab::server_underlay6(0);
+    lab.clients[0]
+        .exec(&["ip", "-6", "route", "add", "default", "via", &gw6])
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
     sc.extra.push("server-ipv6 fd00:6::/64".into());
     sc.push = vec![
@@ -372,7 +381,9 @@ fn client_ipv6_route_variables_as_2_6() {
         let server = lab.stock_server(&sc);
         same_as_stock(|imp| compared_run(&lab, imp, &server, &[UP]))
     };
+    let net_gateway6 = format!("net_gateway_ipv6={gw6}");
     for line in [
+        net_gateway6.as_str(),
         "ifconfig_ipv6_remote=fd00:6::1",
         "route_ipv6_network_1=fd77::/64",
         "route_ipv6_gateway_1=fd00:6::1",
@@ -441,7 +452,9 @@ fn redirect_without_route_gateway_as_2_6() {
         ours.route_up_env
     );
     assert!(
-        ours.states.iter().any(|s| s == "CONNECTED,ROUTE_ERROR,10.8.0.10"),
+        ours.states
+            .iter()
+            .any(|s| s == "CONNECTED,ROUTE_ERROR,10.8.0.10"),
         "{:?}",
         ours.states
     );

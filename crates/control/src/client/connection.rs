@@ -713,6 +713,10 @@ impl Connection<'_> {
             self.scripts
                 .set_net_gateway(self.tunnel.default_gateway4().await);
         }
+        if !preserved && plan.route6_lines {
+            self.scripts
+                .set_net_gateway6(self.tunnel.default_gateway6().await);
+        }
         self.tunnel.apply(&dev, self.outer, &plan).await?;
         c.route_errors = self.tunnel.route_errors();
         // 2.6 hands every pulled dhcp-option to the scripts.

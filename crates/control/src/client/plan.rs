@@ -282,6 +282,11 @@ pub struct PushPlan {
     /// of a gateway: 2.6 then looks up the default gateway
     /// (`route_net_gateway`) all the same (`init_route_list`).
     pub route_lines: bool,
+    /// Whether a `route-ipv6` line (even one that does not parse) or a
+    /// `redirect-gateway ipv6` was given: 2.6 then builds its IPv6 route
+    /// list and looks up the IPv6 default gateway (`net_gateway_ipv6`,
+    /// route.c `init_route_ipv6_list`; options.c `rol6_check_alloc`).
+    pub route6_lines: bool,
     /// A `route` line named no gateway and none was set (no
     /// `route-gateway`, no point-to-point `ifconfig`): 2.6 drops it with
     /// a warning, installs the others, and then lists none of the IPv4
@@ -334,6 +339,7 @@ impl PushPlan {
         let mut ifconfig6 = None;
         let mut raw_routes6: Vec<Route6Line> = Vec::new();
         let mut route6_gateway = None;
+        let mut route6_lines = false;
         let mut redirect: Option<Redirect> = None;
         let mut dns = DnsPlan::default();
         let mut plan_warnings = Vec::new();
@@ -414,13 +420,16 @@ impl PushPlan {
                             args.join(" ")
                         )),
                     },
-                    "route-ipv6" => match parse_route6(args) {
-                        Some(r) => raw_routes6.push(r),
-                        None => plan_warnings.push(format!(
-                            "pushed 'route-ipv6 {}' is not NETWORK/BITS [GATEWAY] [METRIC]; ignored",
-                            args.join(" ")
-                        )),
-                    },
+                    "route-ipv6" => {
+                        route6_lines = true;
+                        match parse_route6(args) {
+                            Some(r) => raw_routes6.push(r),
+                            None => plan_warnings.push(format!(
+                                "pushed 'route-ipv6 {}' is not NETWORK/BITS [GATEWAY] [METRIC]; ignored",
+                                args.join(" ")
+                            )),
+                        }
+                    }
                     // A no-op in 2.6 too.
                     "push-continuation" | "tun-ipv6" => {}
                     _ => plan_warnings
@@ -446,6 +455,8 @@ impl PushPlan {
         // or server route; `redirect_gateway=0`) and completes with
         // ROUTE_ERROR (route.c `redirect_default_route_to_vpn` returns
         // false). IPv6 is still redirected.
+        // Before `ipv6` may give way to blocking below.
+        let route6_lines = route6_lines || redirect.as_ref().is_some_and(|r| r.ipv6);
         let mut redirect_failed = false;
         if let Some(r) = redirect.as_mut()
             && r.ipv4
@@ -506,6 +517,7 @@ impl PushPlan {
             mtu,
             routes,
             route_lines,
+            route6_lines,
             routes_failed,
             redirect_failed,
             ipv6: ifconfig6,
@@ -984,6 +996,29 @@ mod tests {
             "PUSH_REPLY,topology subnet,ifconfig 10.8.0.2 255.255.255.0,route 10.77.0.0 255.255.255.0",
         );
         assert!(p.routes.is_empty() && p.routes_failed);
+    }
+
+    /// 2.6 looks up `net_gateway_ipv6` once it has an IPv6 route list:
+    /// any `route-ipv6` line (a broken one too) or `redirect-gateway ipv6`.
+    #[test]
+    fn ipv6_route_list_as_2_6() {
+        let base =
+            "PUSH_REPLY,topology subnet,route-gateway 10.8.0.1,ifconfig 10.8.0.2 255.255.255.0";
+        for (extra, listed) in [
+            ("", false),
+            (",route-ipv6 fd77::/64", true),
+            (",route-ipv6 nonsense", true),
+            (",redirect-gateway def1 ipv6", true),
+            (",redirect-gateway def1", false),
+            (",redirect-gateway block-ipv6", false),
+            (",route-ipv6-gateway fd00::1", false),
+        ] {
+            assert_eq!(
+                plan(&format!("{base}{extra}")).route6_lines,
+                listed,
+                "{extra}"
+            );
+        }
     }
 
     /// 2.6's `redirect_default_route_to_vpn` without a VPN gateway: a

@@ -61,6 +61,9 @@ pub(super) struct ClientScripts {
     /// The gateway of the default route before the tunnel's routes (2.6's
     /// `route_net_gateway`), when it was looked up.
     net_gateway: Option<std::net::Ipv4Addr>,
+    /// The same for IPv6 (2.6's `net_gateway_ipv6`): the gateway of the
+    /// route to `::`, when it was looked up and has one.
+    net_gateway6: Option<std::net::Ipv6Addr>,
 }
 
 impl ClientScripts {
@@ -70,6 +73,7 @@ impl ClientScripts {
             plugins: plugins.map(Arc::new),
             up: None,
             net_gateway: None,
+            net_gateway6: None,
         }
     }
 
@@ -123,6 +127,13 @@ impl ClientScripts {
     /// plugins and `>UPDOWN:`.
     pub fn set_net_gateway(&mut self, gateway: std::net::Ipv4Addr) {
         self.net_gateway = Some(gateway);
+    }
+
+    /// The IPv6 default gateway found before the tunnel's routes went in
+    /// (2.6's `net_gateway_ipv6`; `None`: no route to `::` through a
+    /// gateway, and 2.6 then sets nothing).
+    pub fn set_net_gateway6(&mut self, gateway: Option<std::net::Ipv6Addr>) {
+        self.net_gateway6 = gateway;
     }
 
     /// Whether the server's chain is verified by a `tls-verify` script or
@@ -283,6 +294,11 @@ impl ClientScripts {
             && (plan.route_lines || plan.redirect.is_some())
         {
             after.set("route_net_gateway", gw.to_string());
+        }
+        if let Some(gw) = self.net_gateway6.take()
+            && plan.route6_lines
+        {
+            after.set("net_gateway_ipv6", gw.to_string());
         }
         after.extend(&ifconfig_env(plan));
         let mut up_env = after.clone();

@@ -66,6 +66,17 @@ impl Tunnel {
         self.net.default_gateway4().await
     }
 
+    /// The gateway of the route to `::` (2.6's `net_gateway_ipv6`, looked
+    /// up as its netlink `net_route_v6_best_gw`: a `::/128` route query),
+    /// `None` without one.
+    pub async fn default_gateway6(&self) -> Option<std::net::Ipv6Addr> {
+        self.net
+            .route_to6(std::net::Ipv6Addr::UNSPECIFIED)
+            .await
+            .ok()
+            .and_then(|(via, _)| via)
+    }
+
     /// Whether any route or address is in place.
     pub fn is_configured(&self) -> bool {
         self.address.is_some() || !self.routes.is_empty()
