@@ -178,6 +178,8 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     }
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
     let drops_privileges = privileges.is_some();
+    // A SIGHUP restart opens the key with the first passphrase (2.6).
+    crate::keys::keep_passphrase_for_this_process();
     // Everything that may ask on the terminal (credentials) or fail on the
     // config happens here, before `daemon` detaches (as in 2.6).
     let mut role = if cfg.is_server() {

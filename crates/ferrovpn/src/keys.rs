@@ -98,6 +98,58 @@ pub fn passphrase_source(cfg: &Config) -> anyhow::Result<Box<dyn PassphraseSourc
     })
 }
 
+/// The private key's passphrase as 2.6 keeps it: for the life of the
+/// process, in ssl.c's static `passbuf`, which `pem_password_setup` fills
+/// only while it is empty and which only `auth-nocache` empties after use.
+/// So after a SIGHUP 2.6 neither reads `askpass FILE` again nor asks on
+/// the terminal. Off until [`keep_passphrase_for_this_process`] (the
+/// running process turns it on; `--check` and tests do not, so each of
+/// their loads asks its own source).
+struct ProcessPassphrase {
+    on: bool,
+    passphrase: Option<Zeroizing<String>>,
+}
+
+static PROCESS_PASSPHRASE: std::sync::Mutex<ProcessPassphrase> =
+    std::sync::Mutex::new(ProcessPassphrase {
+        on: false,
+        passphrase: None,
+    });
+
+/// Keep the first passphrase [`load`] got (from `askpass FILE` or the
+/// terminal) for the loads of later SIGHUP restarts, as 2.6 does.
+pub fn keep_passphrase_for_this_process() {
+    PROCESS_PASSPHRASE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .on = true;
+}
+
+fn kept_passphrase() -> Option<Zeroizing<String>> {
+    let kept = PROCESS_PASSPHRASE.lock().unwrap_or_else(|p| p.into_inner());
+    kept.passphrase.clone().filter(|_| kept.on)
+}
+
+/// A source whose answer is kept for the process (when it is on and
+/// `keep`: not with `auth-nocache`).
+struct Remembered {
+    source: Box<dyn PassphraseSource>,
+    keep: bool,
+}
+
+impl PassphraseSource for Remembered {
+    fn passphrase(&mut self, what: &str) -> anyhow::Result<Zeroizing<String>> {
+        let answer = self.source.passphrase(what)?;
+        if self.keep {
+            let mut kept = PROCESS_PASSPHRASE.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.on {
+                kept.passphrase = Some(answer.clone());
+            }
+        }
+        Ok(answer)
+    }
+}
+
 /// A passphrase given by a management client.
 struct Given<'a>(&'a str);
 
@@ -171,8 +223,26 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
             .as_ref()
             .is_some_and(|k| keyfile::is_encrypted(&k.text));
     if needs_passphrase {
-        let mut source = passphrase_source(cfg)?;
-        load_with(cfg, source.as_mut())
+        let keep = !cfg.auth_nocache;
+        if let Some(kept) = keep.then(kept_passphrase).flatten() {
+            // 2.6 still checks that the file can be read (options.c
+            // `check_file_access`), but does not read it again.
+            if let Some(Askpass::File(path)) = &cfg.askpass {
+                std::fs::File::open(path).with_context(|| {
+                    format!(
+                        "{}askpass '{}': cannot read the file",
+                        where_is(cfg, "askpass"),
+                        path.display()
+                    )
+                })?;
+            }
+            return load_with(cfg, &mut Given(&kept));
+        }
+        let mut source = Remembered {
+            source: passphrase_source(cfg)?,
+            keep,
+        };
+        load_with(cfg, &mut source)
     } else {
         load_with(cfg, &mut TerminalPrompt::default())
     }

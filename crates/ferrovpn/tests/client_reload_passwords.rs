@@ -6,7 +6,8 @@
 //! `pem_password_setup` only while `passbuf` is empty), so they are not
 //! asked again; with `auth-nocache` both are wiped after use
 //! (misc.c `purge_user_pass`) and both are asked again, the credentials
-//! first.
+//! first. And `askpass FILE` is read once: a SIGHUP opens the key with
+//! the passphrase read at start.
 //!
 //! Each script runs against the ferrovpn client and Debian's stock 2.6
 //! client with the same stock 2.6 server, and the test compares what both
@@ -106,4 +107,61 @@ fn sighup_keeps_the_passwords_given_over_management_as_2_6() {
     assert_eq!(questions(&kept), 2, "{kept:#?}");
     let asked_again = same_as_stock(|imp| reload_script(&lab, imp, &["auth-nocache"]));
     assert_eq!(questions(&asked_again), 4, "{asked_again:#?}");
+}
+
+/// A client of `imp` with an encrypted key opened by `askpass FILE`:
+/// connect, replace the file's passphrase by a wrong one, SIGHUP over
+/// management, connect again, SIGTERM. Returns what its interface showed.
+fn askpass_reload_script(lab: &Lab, imp: Implementation) -> Vec<String> {
+    let name = format!("{}-askpass", imp.name());
+    let who = &lab.pki.clients[0];
+    let key = lab
+        .pki
+        .encrypted_key(
+            who,
+            &format!("{name}-enc.key"),
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
+    let askpass = lab.dir.join(format!("{name}.pass"));
+    std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
+    let lines = [
+        format!("cert {}", who.cert.display()),
+        format!("key {}", key.display()),
+        format!("askpass {}", askpass.display()),
+    ];
+    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
+    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
+    let (mut client, mut m) = held_client(lab, &text, imp, &name, &[]);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
+    std::fs::write(&askpass, "not the passphrase\n").unwrap();
+    m.one("signal SIGHUP");
+    m.until("hold after SIGHUP", |l| l.starts_with(">HOLD:"));
+    m.one("hold release");
+    m.until("CONNECTED state after SIGHUP", |l| {
+        l.contains(",CONNECTED,")
+    });
+    m.one("signal SIGTERM");
+    m.until("EXITING state", |l| l.contains(",EXITING,"));
+    let _ = wait_exit(&mut client, Duration::from_secs(10));
+    client_lines(&m)
+}
+
+/// 2.6 reads `askpass FILE` once: after a SIGHUP it opens the key with the
+/// passphrase it read at start (`pem_password_setup` reads only while
+/// `passbuf` is empty), even though the file now holds another.
+#[test]
+fn sighup_keeps_the_askpass_passphrase_as_2_6() {
+    let lab = Lab::new("fvhupask", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let lines = same_as_stock(|imp| askpass_reload_script(&lab, imp));
+    let connected = lines.iter().filter(|l| *l == "STATE CONNECTED").count();
+    assert_eq!(connected, 2, "{lines:#?}");
+    assert_eq!(questions(&lines), 0, "{lines:#?}");
 }
