@@ -133,7 +133,7 @@ impl Inbound {
         Inbound {
             rx: RecvBatch::new(RX_MSGS),
             sink: Sink {
-                gro: Coalescer::new(offloads, RX_OUT, OFF),
+                gro: Coalescer::new(offloads, RX_OUT, OFF).filter_acks(),
                 scratch: Vec::with_capacity(2 * OFF + PKT_MAX),
                 peers: BatchPeers::default(),
             },
@@ -542,6 +542,12 @@ fn write_tun(tun: &mut TunQueue, gro: &mut Coalescer, sh: &Shared) {
     gro.finish();
     let (failed, last) = tun.write_frames(gro.frames());
     gro.clear();
+    let superseded = gro.take_superseded_acks();
+    if superseded > 0 {
+        sh.counters
+            .acks_superseded
+            .fetch_add(superseded, Ordering::Relaxed);
+    }
     if failed > 0 {
         sh.counters
             .tun_write_errors

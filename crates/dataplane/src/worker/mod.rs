@@ -112,6 +112,9 @@ pub struct GlobalCounters {
     pub stream_send_dropped: AtomicU64,
     /// Packets relayed peer-to-peer (client-to-client) without the TUN.
     pub relayed: AtomicU64,
+    /// Pure TCP ACKs not written to the TUN because the next packet of
+    /// their flow in the same write superseded them (`tun::ack_filter`).
+    pub acks_superseded: AtomicU64,
 }
 
 /// The bytes a data plane read from and wrote to its link, control and
