@@ -132,14 +132,12 @@ pub(super) fn classify(pkt: &[u8]) -> Option<TcpPacket> {
         _ => None,
     };
     let pure_ack = match timestamps {
-        Some(timestamps) if plain_ip && flags_plain_ack && ecn != ECN_CE => {
-            Some(PureAck {
-                seq: be32(tcp, 4),
-                ack: be32(tcp, 8),
-                window: be16(tcp, 14),
-                timestamps,
-            })
-        }
+        Some(timestamps) if plain_ip && flags_plain_ack && ecn != ECN_CE => Some(PureAck {
+            seq: be32(tcp, 4),
+            ack: be32(tcp, 8),
+            window: be16(tcp, 14),
+            timestamps,
+        }),
         _ => None,
     };
     Some(TcpPacket { flow, pure_ack })
