@@ -215,7 +215,7 @@ pub struct Coalescer {
     udp: bool,
     saved: [u8; MAX_HEADERS],
     /// Pure ACKs superseded by the next packet of their flow in this write
-    /// (see [`ack_filter`]), or `None` when the filter is off.
+    /// (see `tun::ack_filter`), or `None` when the filter is off.
     acks: Option<AckFilter>,
     /// Slots left out of the write: superseded pure ACKs.
     left_out: Vec<bool>,
@@ -265,7 +265,7 @@ impl Coalescer {
     }
 
     /// Leave out of each write the pure TCP ACKs that the next packet of
-    /// their flow in the same write supersedes (see [`ack_filter`]).
+    /// their flow in the same write supersedes (see `tun::ack_filter`).
     pub fn filter_acks(mut self) -> Self {
         self.acks = Some(AckFilter::new());
         self
