@@ -27,6 +27,7 @@ use tun_rs::{
 };
 
 use super::TunOffloads;
+use super::ack_filter::{self, AckFilter, TcpPacket};
 
 const F_NEEDS_CSUM: u8 = 1;
 const TCP: u8 = 6;
@@ -213,6 +214,13 @@ pub struct Coalescer {
     vnet: bool,
     udp: bool,
     saved: [u8; MAX_HEADERS],
+    /// Pure ACKs superseded by the next packet of their flow in this write
+    /// (see `tun::ack_filter`), or `None` when the filter is off.
+    acks: Option<AckFilter>,
+    /// Slots left out of the write: superseded pure ACKs.
+    left_out: Vec<bool>,
+    /// Pure ACKs left out since [`Self::take_superseded_acks`].
+    superseded: u64,
 }
 
 impl Item {
@@ -250,7 +258,22 @@ impl Coalescer {
             vnet: offloads.tcp,
             udp: offloads.tcp && offloads.udp,
             saved: [0; MAX_HEADERS],
+            acks: None,
+            left_out: vec![false; slots],
+            superseded: 0,
         }
+    }
+
+    /// Leave out of each write the pure TCP ACKs that the next packet of
+    /// their flow in the same write supersedes (see `tun::ack_filter`).
+    pub fn filter_acks(mut self) -> Self {
+        self.acks = Some(AckFilter::new());
+        self
+    }
+
+    /// Pure ACKs left out of writes since the last call.
+    pub fn take_superseded_acks(&mut self) -> u64 {
+        std::mem::take(&mut self.superseded)
     }
 
     /// Packets (and super-packets) to write.
@@ -336,7 +359,15 @@ impl Coalescer {
         let target = seg
             .as_ref()
             .and_then(|s| self.merge_target(s, start, spot.behind));
-        match (seg, target) {
+        // Read before the copies below move it or put saved bytes over it.
+        let tcp = match (&self.acks, &seg) {
+            (None, _) => None,
+            (Some(_), Some(s)) if s.key.proto != TCP => None,
+            // A data segment: never a pure ACK, only its flow matters.
+            (Some(_), Some(s)) => Some(TcpPacket::data(s.key.v6, s.key.addrs, s.key.ports)),
+            (Some(_), None) => ack_filter::classify(&self.arena[start..end]),
+        };
+        let slot = match (seg, target) {
             (Some(seg), Some(t)) => {
                 let head = self.items[t].buf;
                 let to = head * self.stride + self.off + self.lens[head];
@@ -347,6 +378,7 @@ impl Coalescer {
                 }
                 self.restore(&spot);
                 self.joined(t, &seg);
+                head
             }
             (seg, _) => {
                 // A slot of its own: `spot()` saw one free.
@@ -364,7 +396,14 @@ impl Coalescer {
                     self.items.push(Item::first(&seg, slot));
                     self.last = Some(self.items.len() - 1);
                 }
+                slot
             }
+        };
+        if let (Some(acks), Some(tcp)) = (&mut self.acks, tcp)
+            && let Some(earlier) = acks.committed(tcp, slot)
+        {
+            self.left_out[earlier] = true;
+            self.superseded += 1;
         }
     }
 
@@ -406,24 +445,31 @@ impl Coalescer {
     }
 
     /// The frames to write after [`Self::finish`], in arrival order
-    /// (virtio header included when the device takes one).
+    /// (virtio header included when the device takes one), without the
+    /// superseded pure ACKs.
     pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let from = if self.vnet {
             self.off - VIRTIO_NET_HDR_LEN
         } else {
             self.off
         };
-        (0..self.used).map(move |i| {
-            let base = i * self.stride;
-            &self.arena[base + from..base + self.off + self.lens[i]]
-        })
+        (0..self.used)
+            .filter(move |&i| !self.left_out[i])
+            .map(move |i| {
+                let base = i * self.stride;
+                &self.arena[base + from..base + self.off + self.lens[i]]
+            })
     }
 
     /// Start the next write.
     pub fn clear(&mut self) {
+        self.left_out[..self.used].fill(false);
         self.used = 0;
         self.items.clear();
         self.last = None;
+        if let Some(acks) = &mut self.acks {
+            acks.clear();
+        }
     }
 
     /// The super-packet `seg` (opened at arena byte `start`, behind item
@@ -643,6 +689,31 @@ mod tests {
             .chunks(usize::from(h.gso_size))
             .map(|c| c.to_vec())
             .collect()
+    }
+
+    #[test]
+    fn superseded_pure_acks_are_left_out_only_with_the_filter() {
+        let ack_at = |seq: u32, n: u32| tcp4(40000, seq, n, TCP_ACK, &[]);
+        let ack = |n: u32| ack_at(7, n);
+        // Data the other way on the same connection, then its next ACK.
+        let data = tcp4(40000, 7, 2000, TCP_ACK, &[1; 100]);
+        let pkts = [ack(1000), ack(2000), data, ack_at(107, 3000)];
+        let mut plain = coalescer(BOTH);
+        assert_eq!(run(&mut plain, &pkts).len(), 4);
+        assert_eq!(plain.take_superseded_acks(), 0);
+        let mut filtering = coalescer(BOTH).filter_acks();
+        let frames = run(&mut filtering, &pkts);
+        assert_eq!(filtering.take_superseded_acks(), 1);
+        // ack(1000) left out; the data segment in between keeps ack(2000).
+        let acks: Vec<u32> = frames.iter().map(|f| be32(packet(f), 28)).collect();
+        assert_eq!(acks, vec![2000, 2000, 3000]);
+        // A new write starts afresh: nothing from the last one is left out.
+        assert_eq!(run(&mut filtering, &[ack(5000)]).len(), 1);
+        // Without offloads (no virtio header) the same.
+        let mut bare = coalescer(TunOffloads::default()).filter_acks();
+        let frames = run(&mut bare, &[ack(1000), ack(2000), ack(3000)]);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(be32(&frames[0], 28), 3000);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+mod ack_filter;
 mod coalesce;
 pub mod memory;
 

@@ -115,7 +115,7 @@ fn wake(w: &mut Worker) {
     let rx = matches!(w.link, Link::Udp { rx: true, .. });
     let mut totals = Totals::default();
     w.ib.woke(now_nanos());
-    w.drain(true, rx, false, &mut totals);
+    w.drain(true, rx, false, false, &mut totals);
 }
 
 /// Run the client's workers in changing orders until the TUN is read and

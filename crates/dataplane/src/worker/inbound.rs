@@ -44,6 +44,9 @@ pub(super) struct Received {
     pub delivered_bytes: u64,
     /// Packets delivered to the TUN.
     pub delivered: u64,
+    /// Packets read from the TUN in the same wake-up, and their bytes.
+    pub tun_packets: u64,
+    pub tun_bytes: u64,
 }
 
 /// Whether the worker should sleep until [`PACE_NS`] after its last wake-up
@@ -68,6 +71,37 @@ pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bo
     let bytes = now.delivered_bytes + recent.delivered_bytes;
     let unbatched = now.msgs > 0 && now.datagrams < 2 * now.msgs;
     now.delivered > 0 && delivered >= 2 && bytes >= delivered * PACE_MIN_AVG_BYTES && unbatched
+}
+
+/// Whether the worker should sleep until [`PACE_NS`] after this wake-up
+/// (`now`) with the socket and the TUN left out, because a stock peer is
+/// downloading: the socket gave only a stock peer's small packets (its TCP
+/// ACKs, one datagram each), at least two, and the TUN gave data, at least
+/// two packets (`tun_packets` of `tun_bytes`).
+///
+/// Woken for each few ACKs, the worker writes them (the local sender's ACK
+/// processing and its next transmit run inside that write), reads the
+/// small super-packet they released and sends it: a turn of system calls
+/// for a few segments. Waiting lets the ACKs gather in the socket, where
+/// the ACK filter keeps only the last of each flow's run, and the data in
+/// the TUN, read as bigger super-packets. A lone packet, an idle tunnel's
+/// ping (its reply is small) or a ferrovpn peer's GRO batches are never
+/// paced.
+pub(super) fn worth_pacing_acks(now: Received, prev: Received, since_prev: u64) -> bool {
+    let recent = if since_prev < FLOWING_WITHIN_NS {
+        prev
+    } else {
+        Received::default()
+    };
+    let msgs = now.msgs + recent.msgs;
+    let delivered = now.delivered + recent.delivered;
+    let delivered_bytes = now.delivered_bytes + recent.delivered_bytes;
+    let tun_packets = now.tun_packets + recent.tun_packets;
+    let tun_bytes = now.tun_bytes + recent.tun_bytes;
+    let unbatched = msgs > 0 && now.datagrams + recent.datagrams < 2 * msgs;
+    let acks = delivered >= 1 && delivered_bytes < delivered * PACE_MIN_AVG_BYTES;
+    let data_out = tun_packets >= 2 && !tun_may_wait(tun_packets, tun_bytes);
+    unbatched && acks && data_out && now.msgs + now.tun_packets > 0
 }
 
 /// Whether the TUN may wait with the socket while the worker paces (see
@@ -133,7 +167,7 @@ impl Inbound {
         Inbound {
             rx: RecvBatch::new(RX_MSGS),
             sink: Sink {
-                gro: Coalescer::new(offloads, RX_OUT, OFF),
+                gro: Coalescer::new(offloads, RX_OUT, OFF).filter_acks(),
                 scratch: Vec::with_capacity(2 * OFF + PKT_MAX),
                 peers: BatchPeers::default(),
             },
@@ -156,6 +190,19 @@ impl Inbound {
     /// Whether this wake-up's receipts call for pacing (see [`worth_pacing`]).
     pub(super) fn worth_pacing(&self, woke_at: u64) -> bool {
         worth_pacing(self.now, self.prev.0, woke_at.saturating_sub(self.prev.1))
+    }
+
+    /// Whether this wake-up's receipts and what it read from the TUN call
+    /// for pacing a download (see [`worth_pacing_acks`]).
+    pub(super) fn worth_pacing_acks(
+        &mut self,
+        woke_at: u64,
+        tun_packets: u64,
+        tun_bytes: u64,
+    ) -> bool {
+        self.now.tun_packets = tun_packets;
+        self.now.tun_bytes = tun_bytes;
+        worth_pacing_acks(self.now, self.prev.0, woke_at.saturating_sub(self.prev.1))
     }
 
     /// Write the held packets to the TUN; returns whether there were any.
@@ -542,6 +589,12 @@ fn write_tun(tun: &mut TunQueue, gro: &mut Coalescer, sh: &Shared) {
     gro.finish();
     let (failed, last) = tun.write_frames(gro.frames());
     gro.clear();
+    let superseded = gro.take_superseded_acks();
+    if superseded > 0 {
+        sh.counters
+            .acks_superseded
+            .fetch_add(superseded, Ordering::Relaxed);
+    }
     if failed > 0 {
         sh.counters
             .tun_write_errors
@@ -788,6 +841,7 @@ mod tests {
             datagrams,
             delivered_bytes: datagrams * size,
             delivered: datagrams,
+            ..Received::default()
         }
     }
 
@@ -809,6 +863,63 @@ mod tests {
         assert!(!worth_pacing(got(2, 56, 1400), got(2, 56, 1400), 50_000));
         // Nothing delivered in this wake-up (TUN traffic only).
         assert!(!worth_pacing(got(0, 0, 0), got(4, 4, 1400), 50_000));
+    }
+
+    /// `acks` pure ACKs (52 bytes) from the socket and `data` full
+    /// segments from the TUN in one wake-up of a stock peer.
+    fn download(acks: u64, data: u64) -> Received {
+        Received {
+            tun_packets: data,
+            tun_bytes: data * 1400,
+            ..got(acks, acks, 52)
+        }
+    }
+
+    #[test]
+    fn a_stock_peers_download_is_paced() {
+        let none = Received::default();
+        assert!(worth_pacing_acks(download(2, 6), none, u64::MAX));
+        // One ACK now, data sent in the wake-up just before.
+        assert!(worth_pacing_acks(download(1, 0), download(0, 4), 200_000));
+        assert!(worth_pacing_acks(download(0, 3), download(2, 0), 200_000));
+    }
+
+    #[test]
+    fn an_idle_ping_a_lone_ack_and_gro_batches_do_not_pace_a_download() {
+        let none = Received::default();
+        // A ping and its reply (small both ways).
+        let ping = Received {
+            tun_packets: 1,
+            tun_bytes: 84,
+            ..got(1, 1, 84)
+        };
+        assert!(!worth_pacing_acks(ping, none, u64::MAX));
+        assert!(!worth_pacing_acks(ping, ping, 100_000));
+        // One ACK and one segment out: a lone exchange.
+        assert!(!worth_pacing_acks(download(1, 1), none, u64::MAX));
+        // The data went out long before.
+        assert!(!worth_pacing_acks(
+            download(1, 0),
+            download(0, 8),
+            5_000_000
+        ));
+        // Data one way only (nothing from the socket), or the upload's data.
+        assert!(!worth_pacing_acks(download(0, 8), none, u64::MAX));
+        let upload = Received {
+            tun_packets: 4,
+            tun_bytes: 4 * 1400,
+            ..got(8, 8, 1400)
+        };
+        assert!(!worth_pacing_acks(upload, none, u64::MAX));
+        // A ferrovpn peer's ACKs in GRO batches.
+        let gro = Received {
+            tun_packets: 40,
+            tun_bytes: 40 * 1400,
+            ..got(1, 20, 52)
+        };
+        assert!(!worth_pacing_acks(gro, none, u64::MAX));
+        // Nothing at all in this wake-up.
+        assert!(!worth_pacing_acks(none, download(4, 8), 100_000));
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct GlobalCounters {
     pub stream_send_dropped: AtomicU64,
     /// Packets relayed peer-to-peer (client-to-client) without the TUN.
     pub relayed: AtomicU64,
+    /// Pure TCP ACKs not written to the TUN because the next packet of
+    /// their flow in the same write superseded them (`tun::ack_filter`).
+    pub acks_superseded: AtomicU64,
 }
 
 /// The bytes a data plane read from and wrote to its link, control and
@@ -360,6 +363,9 @@ impl Worker {
         // Whether the last wake-up found a stock peer's data flowing (and
         // paced the worker): this one then reads the socket once.
         let mut paced = false;
+        // Whether the last wake-up found a stock peer downloading (and
+        // paced the worker): this one reads the socket once.
+        let mut acks_paced = false;
         // Pacing sleeps for a few hundred microseconds; keep the kernel
         // from stretching them by its default 50 µs slack.
         if let Err(e) = sys::set_thread_timer_slack(PACE_TIMER_SLACK_NS) {
@@ -403,7 +409,7 @@ impl Worker {
             let woke_at = now_nanos();
             self.ib.woke(woke_at);
             self.ob.read_since_wake = (0, 0);
-            self.drain(tun_ok, udp_rx, paced, &mut totals);
+            self.drain(tun_ok, udp_rx, paced, acks_paced, &mut totals);
             totals.busy_nanos += woke.elapsed().as_nanos() as u64;
             totals.link_packets = self.ib.received;
             self.sh.workers[self.index].publish(totals);
@@ -412,13 +418,16 @@ impl Worker {
             // `inbound::worth_pacing`), and the inner receiver's ACKs in
             // the TUN (`inbound::tun_may_wait`). A TUN with data and the
             // stop signal still wake the worker at once.
+            let (packets, bytes) = self.ob.read_since_wake;
             paced = udp_rx && self.ib.worth_pacing(woke_at);
-            if paced {
+            // A stock peer downloading: its ACKs and the data they release
+            // gather for one turn per pace (`inbound::worth_pacing_acks`).
+            acks_paced = udp_rx && !paced && self.ib.worth_pacing_acks(woke_at, packets, bytes);
+            if paced || acks_paced {
                 let until = woke_at + pace_ns;
                 let now = now_nanos();
                 if now < until {
-                    let (packets, bytes) = self.ob.read_since_wake;
-                    let tun_wakes = if inbound::tun_may_wait(packets, bytes) {
+                    let tun_wakes = if acks_paced || inbound::tun_may_wait(packets, bytes) {
                         -1
                     } else {
                         fds[0]
@@ -446,16 +455,29 @@ impl Worker {
     /// them made a small TUN write that woke the local receiver, which
     /// preempted the worker, and called for an ACK of its own: with one
     /// stock client uploading, a wake-up ran up to a dozen such rounds.
-    fn drain(&mut self, tun_ok: bool, udp_rx: bool, paced: bool, totals: &mut Totals) {
+    ///
+    /// `acks_paced`: a stock peer is downloading and the worker waited for
+    /// its ACKs to gather ([`inbound::worth_pacing_acks`]). Then the socket
+    /// is read first, until found empty, and not again in this wake-up: the
+    /// TUN is read until empty (the data the ACKs released), and the ACKs
+    /// that come in meanwhile wait for the next wake-up.
+    fn drain(
+        &mut self,
+        tun_ok: bool,
+        udp_rx: bool,
+        paced: bool,
+        acks_paced: bool,
+        totals: &mut Totals,
+    ) {
         if !matches!(self.link, Link::Udp { .. }) {
             return;
         }
         let mut socket_read = false;
         for _ in 0..256 {
             let (packets, bytes) = self.ob.read_since_wake;
-            let read_socket =
-                udp_rx && !(paced && socket_read && inbound::tun_may_wait(packets, bytes));
-            let (busy, drained) = self.turn(tun_ok, read_socket, paced, totals);
+            let read_socket = udp_rx
+                && !(socket_read && (acks_paced || paced && inbound::tun_may_wait(packets, bytes)));
+            let (busy, drained) = self.turn(tun_ok, read_socket, paced || acks_paced, totals);
             socket_read |= drained;
             if !busy || self.sh.stop.load(Ordering::Relaxed) {
                 break;
@@ -523,7 +545,7 @@ impl Worker {
     fn pump(&mut self) {
         let mut totals = Totals::default();
         self.ib.woke(now_nanos());
-        self.drain(true, true, false, &mut totals);
+        self.drain(true, true, false, false, &mut totals);
     }
 }
 

@@ -628,6 +628,11 @@ fn a_turn_reads_as_many_datagrams_as_it_sends() {
 /// the client. `reply_len`: the size of what each write calls for, and of
 /// the packet that waited in the TUN.
 fn paced_upload_wake_up(paced: bool, reply_len: usize) -> (usize, u64, usize) {
+    paced_wake_up(paced, false, reply_len)
+}
+
+/// [`paced_upload_wake_up`], paced as for a download when `acks_paced`.
+fn paced_wake_up(paced: bool, acks_paced: bool, reply_len: usize) -> (usize, u64, usize) {
     let mut pair = Pair::new(no_offloads());
     pair.link.set_gro(pair.server.addr, false);
     let data = |i: usize| udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i as u8; 1000]);
@@ -657,7 +662,9 @@ fn paced_upload_wake_up(paced: bool, reply_len: usize) -> (usize, u64, usize) {
     let sends_before = pair.link.send_calls(pair.server.addr);
     let mut totals = Totals::default();
     pair.server.worker.ib.woke(now_nanos());
-    pair.server.worker.drain(true, true, paced, &mut totals);
+    pair.server
+        .worker
+        .drain(true, true, paced, acks_paced, &mut totals);
     (
         pair.link.in_flight(pair.server.addr),
         pair.link.send_calls(pair.server.addr) - sends_before,
@@ -689,4 +696,17 @@ fn a_paced_wake_up_reads_the_socket_once_and_sends_the_acks_together() {
 fn a_paced_wake_up_reads_the_socket_again_while_the_tun_gives_data() {
     let (left, _, sent) = paced_upload_wake_up(true, 1028);
     assert_eq!((left, sent), (0, 13));
+}
+
+/// Paced for a download (`inbound::worth_pacing_acks`), a wake-up reads
+/// the socket once even while the TUN gives data: what comes in meanwhile
+/// waits for the next one; the TUN is still read until empty.
+#[test]
+fn a_download_paced_wake_up_reads_the_socket_once() {
+    let (left, _, sent) = paced_wake_up(false, true, 1028);
+    assert_eq!(
+        left, 6,
+        "the datagrams that came in during the wake-up wait"
+    );
+    assert_eq!(sent, 7, "every packet the TUN gave was sent");
 }
