@@ -269,7 +269,9 @@ fn copy_tag(tag: &[u8], tag_out: &mut [u8]) -> Result<(), DataError> {
 /// One direction's AEAD key, on the library chosen for it.
 enum AeadImpl {
     AwsLc(aws_lc::LessSafeKey),
-    Ring(ring::aead::LessSafeKey),
+    // Boxed: ring keeps its key schedule and GHASH table inline (544 bytes);
+    // aws-lc-rs's key is already a pointer to its context.
+    Ring(Box<ring::aead::LessSafeKey>),
 }
 
 /// AEAD key plus implicit IV; shared by both halves so they cannot drift apart.
@@ -302,7 +304,7 @@ impl AeadKey {
                 let algorithm = cipher.ring_algorithm().ok_or(DataError::Crypto)?;
                 let unbound =
                     ring::aead::UnboundKey::new(algorithm, key).map_err(|_| DataError::Crypto)?;
-                AeadImpl::Ring(ring::aead::LessSafeKey::new(unbound))
+                AeadImpl::Ring(Box::new(ring::aead::LessSafeKey::new(unbound)))
             }
         };
         Ok(AeadKey { key, implicit_iv })
