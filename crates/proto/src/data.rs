@@ -8,11 +8,12 @@
 //!
 //! The CBC ciphers (with an `auth` HMAC) have their own layout, in [`crate::cbc`];
 //! [`SealingKey::seal_at`] and [`OpeningKey::open`] handle both kinds.
+//!
+//! The AEADs run on aws-lc (aws-lc-rs) or ring, whichever is faster for the
+//! cipher on this CPU ([`AeadBackend::for_cipher`]); both compute the same
+//! standard algorithms, so the bytes on the wire do not depend on the choice.
 
-use aws_lc_rs::aead::{
-    AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce,
-    UnboundKey,
-};
+use aws_lc_rs::aead as aws_lc;
 use thiserror::Error;
 
 use crate::cbc::{self, CbcOpener, CbcSealer};
@@ -154,11 +155,20 @@ impl Cipher {
         }
     }
 
-    fn aead_algorithm(self) -> Option<&'static Algorithm> {
+    fn aead_algorithm(self) -> Option<&'static aws_lc::Algorithm> {
         match self {
-            Cipher::Aes128Gcm => Some(&AES_128_GCM),
-            Cipher::Aes256Gcm => Some(&AES_256_GCM),
-            Cipher::ChaCha20Poly1305 => Some(&CHACHA20_POLY1305),
+            Cipher::Aes128Gcm => Some(&aws_lc::AES_128_GCM),
+            Cipher::Aes256Gcm => Some(&aws_lc::AES_256_GCM),
+            Cipher::ChaCha20Poly1305 => Some(&aws_lc::CHACHA20_POLY1305),
+            Cipher::Aes128Cbc | Cipher::Aes192Cbc | Cipher::Aes256Cbc => None,
+        }
+    }
+
+    fn ring_algorithm(self) -> Option<&'static ring::aead::Algorithm> {
+        match self {
+            Cipher::Aes128Gcm => Some(&ring::aead::AES_128_GCM),
+            Cipher::Aes256Gcm => Some(&ring::aead::AES_256_GCM),
+            Cipher::ChaCha20Poly1305 => Some(&ring::aead::CHACHA20_POLY1305),
             Cipher::Aes128Cbc | Cipher::Aes192Cbc | Cipher::Aes256Cbc => None,
         }
     }
@@ -194,9 +204,79 @@ const C2S_IV: usize = 64;
 const S2C_KEY: usize = 128;
 const S2C_IV: usize = 192;
 
+/// The library that runs an AEAD data-channel key. Both compute the same
+/// standard AEADs (byte-identical output, checked by the tests and the
+/// known-answer vectors); they differ only in speed, by CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AeadBackend {
+    /// aws-lc through aws-lc-rs: the fastest AES-GCM where it has its
+    /// AVX-512 (VAES) code, and ChaCha20-Poly1305.
+    AwsLc,
+    /// ring: its AES-GCM has a VAES + AVX2 path that aws-lc 0.47 lacks
+    /// (AMD Zen 3, Intel client parts), and less set-up per call.
+    Ring,
+}
+
+impl AeadBackend {
+    /// Both libraries, for tests and benchmarks that compare them.
+    pub const ALL: [AeadBackend; 2] = [AeadBackend::AwsLc, AeadBackend::Ring];
+
+    /// The library used for `cipher` on this CPU: ring for AES-GCM where the
+    /// CPU has VAES and VPCLMULQDQ with AVX2 but not the AVX-512 set aws-lc
+    /// needs for its own VAES code, aws-lc everywhere else (measured in
+    /// docs/architecture.md, "AES-GCM per packet"; where ring was not
+    /// measured to win, the choice stays aws-lc).
+    pub fn for_cipher(cipher: Cipher) -> Self {
+        match cipher {
+            Cipher::Aes128Gcm | Cipher::Aes256Gcm if ring_aes_gcm_is_faster() => AeadBackend::Ring,
+            _ => AeadBackend::AwsLc,
+        }
+    }
+}
+
+/// VAES and VPCLMULQDQ with AVX2 (ring's fast AES-GCM) but not the AVX-512
+/// features aws-lc requires before it uses its own VAES code
+/// (`crypto_gcm_avx512_enabled`: F, DQ, IFMA, BW, VL).
+#[cfg(target_arch = "x86_64")]
+fn ring_aes_gcm_is_faster() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    let ring_vaes = has!("vaes") && has!("vpclmulqdq") && has!("avx2");
+    let aws_lc_vaes = has!("vaes")
+        && has!("vpclmulqdq")
+        && has!("avx512f")
+        && has!("avx512dq")
+        && has!("avx512ifma")
+        && has!("avx512bw")
+        && has!("avx512vl");
+    ring_vaes && !aws_lc_vaes
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn ring_aes_gcm_is_faster() -> bool {
+    false
+}
+
+/// Copy an AEAD tag into the packet's tag room; both are [`TAG_LEN`] bytes
+/// for every supported cipher.
+fn copy_tag(tag: &[u8], tag_out: &mut [u8]) -> Result<(), DataError> {
+    if tag.len() != TAG_LEN || tag_out.len() != TAG_LEN {
+        return Err(DataError::Crypto);
+    }
+    tag_out.copy_from_slice(tag);
+    Ok(())
+}
+
+/// One direction's AEAD key, on the library chosen for it.
+enum AeadImpl {
+    AwsLc(aws_lc::LessSafeKey),
+    // Boxed: ring keeps its key schedule and GHASH table inline (544 bytes);
+    // aws-lc-rs's key is already a pointer to its context.
+    Ring(Box<ring::aead::LessSafeKey>),
+}
+
 /// AEAD key plus implicit IV; shared by both halves so they cannot drift apart.
 struct AeadKey {
-    key: LessSafeKey,
+    key: AeadImpl,
     implicit_iv: [u8; IMPLICIT_IV_LEN],
 }
 
@@ -205,6 +285,7 @@ impl AeadKey {
         cipher: Cipher,
         key: &[u8],
         implicit_iv: [u8; IMPLICIT_IV_LEN],
+        backend: AeadBackend,
     ) -> Result<Self, DataError> {
         if key.len() != cipher.key_len() {
             return Err(DataError::BadKeyLength {
@@ -212,12 +293,21 @@ impl AeadKey {
                 have: key.len(),
             });
         }
-        let algorithm = cipher.aead_algorithm().ok_or(DataError::Crypto)?;
-        let unbound = UnboundKey::new(algorithm, key).map_err(|_| DataError::Crypto)?;
-        Ok(AeadKey {
-            key: LessSafeKey::new(unbound),
-            implicit_iv,
-        })
+        let key = match backend {
+            AeadBackend::AwsLc => {
+                let algorithm = cipher.aead_algorithm().ok_or(DataError::Crypto)?;
+                let unbound =
+                    aws_lc::UnboundKey::new(algorithm, key).map_err(|_| DataError::Crypto)?;
+                AeadImpl::AwsLc(aws_lc::LessSafeKey::new(unbound))
+            }
+            AeadBackend::Ring => {
+                let algorithm = cipher.ring_algorithm().ok_or(DataError::Crypto)?;
+                let unbound =
+                    ring::aead::UnboundKey::new(algorithm, key).map_err(|_| DataError::Crypto)?;
+                AeadImpl::Ring(Box::new(ring::aead::LessSafeKey::new(unbound)))
+            }
+        };
+        Ok(AeadKey { key, implicit_iv })
     }
 
     /// Slots are fixed offsets into a 256-byte array and every key length fits
@@ -228,14 +318,126 @@ impl AeadKey {
         iv.copy_from_slice(&block.0[iv_at..iv_at + IMPLICIT_IV_LEN]);
         // Only a key-length mismatch or an allocation failure inside aws-lc can
         // make this fail; the length is right by construction.
-        Self::new(cipher, key, iv).expect("key-block slot has the cipher's key length")
+        Self::new(cipher, key, iv, AeadBackend::for_cipher(cipher))
+            .expect("key-block slot has the cipher's key length")
     }
 
-    fn nonce(&self, packet_id: [u8; 4]) -> Nonce {
-        let mut n = [0u8; NONCE_LEN];
+    fn backend(&self) -> AeadBackend {
+        match self.key {
+            AeadImpl::AwsLc(_) => AeadBackend::AwsLc,
+            AeadImpl::Ring(_) => AeadBackend::Ring,
+        }
+    }
+
+    /// packet_id(4) || implicit_iv(8).
+    fn nonce(&self, packet_id: [u8; 4]) -> [u8; aws_lc::NONCE_LEN] {
+        let mut n = [0u8; aws_lc::NONCE_LEN];
         n[..4].copy_from_slice(&packet_id);
         n[4..].copy_from_slice(&self.implicit_iv);
-        Nonce::assume_unique_for_key(n)
+        n
+    }
+
+    /// Encrypt `body` in place and write the tag to `tag_out`.
+    ///
+    /// The tag goes straight from the library's value into the packet:
+    /// returning it as an array through a `Result` first cost about 30 ns
+    /// per packet in stalled stack copies (data_seal_bench, 16-byte payloads).
+    fn seal(
+        &self,
+        packet_id: [u8; 4],
+        aad: &[u8],
+        body: &mut [u8],
+        tag_out: &mut [u8],
+    ) -> Result<(), DataError> {
+        let nonce = self.nonce(packet_id);
+        match &self.key {
+            AeadImpl::AwsLc(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        aws_lc::Nonce::assume_unique_for_key(nonce),
+                        aws_lc::Aad::from(aad),
+                        body,
+                    )
+                    .map_err(|_| DataError::Crypto)?;
+                copy_tag(tag.as_ref(), tag_out)
+            }
+            AeadImpl::Ring(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        ring::aead::Nonce::assume_unique_for_key(nonce),
+                        ring::aead::Aad::from(aad),
+                        body,
+                    )
+                    .map_err(|_| DataError::Crypto)?;
+                copy_tag(tag.as_ref(), tag_out)
+            }
+        }
+    }
+
+    /// Authenticate and decrypt `ct` into `out` (same length).
+    fn open_to(
+        &self,
+        packet_id: [u8; 4],
+        aad: &[u8],
+        ct: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), DataError> {
+        let nonce = self.nonce(packet_id);
+        match &self.key {
+            AeadImpl::AwsLc(k) => k
+                .open_separate_gather(
+                    aws_lc::Nonce::assume_unique_for_key(nonce),
+                    aws_lc::Aad::from(aad),
+                    ct,
+                    tag,
+                    out,
+                )
+                .map_err(|_| DataError::AuthFailed),
+            AeadImpl::Ring(_) => {
+                // ring opens in place only: decrypt a copy (cheap next to
+                // what its faster AES-GCM saves; measured with the copy).
+                if out.len() != ct.len() {
+                    return Err(DataError::BufferTooSmall);
+                }
+                out.copy_from_slice(ct);
+                self.open_in_place(packet_id, aad, tag, out)
+            }
+        }
+    }
+
+    /// Authenticate and decrypt `in_out` where it lies.
+    fn open_in_place(
+        &self,
+        packet_id: [u8; 4],
+        aad: &[u8],
+        tag: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<(), DataError> {
+        let nonce = self.nonce(packet_id);
+        match &self.key {
+            AeadImpl::AwsLc(k) => k
+                .open_in_place_separate_tag(
+                    aws_lc::Nonce::assume_unique_for_key(nonce),
+                    aws_lc::Aad::from(aad),
+                    tag,
+                    in_out,
+                )
+                .map(|_| ())
+                .map_err(|_| DataError::AuthFailed),
+            AeadImpl::Ring(k) => {
+                let tag = ring::aead::Tag::try_from(tag).map_err(|_| DataError::Truncated)?;
+                k.open_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(aad),
+                    tag,
+                    in_out,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| DataError::AuthFailed)
+            }
+        }
     }
 }
 
@@ -433,8 +635,8 @@ impl AadBuf {
         Ok(AadBuf { bytes, len })
     }
 
-    fn aad(&self) -> Aad<&[u8]> {
-        Aad::from(self.bytes.get(..self.len).unwrap_or_default())
+    fn aad(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -456,9 +658,20 @@ impl SealingKey {
         key: &[u8],
         implicit_iv: [u8; IMPLICIT_IV_LEN],
     ) -> Result<Self, DataError> {
+        Self::with_backend(cipher, key, implicit_iv, AeadBackend::for_cipher(cipher))
+    }
+
+    /// [`Self::new`] on a chosen library, for tests and benchmarks that
+    /// compare them (the data path uses [`AeadBackend::for_cipher`]).
+    pub fn with_backend(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: [u8; IMPLICIT_IV_LEN],
+        backend: AeadBackend,
+    ) -> Result<Self, DataError> {
         Ok(SealingKey {
             cipher,
-            kind: SealKind::Aead(AeadKey::new(cipher, key, implicit_iv)?),
+            kind: SealKind::Aead(AeadKey::new(cipher, key, implicit_iv, backend)?),
         })
     }
 
@@ -478,6 +691,11 @@ impl SealingKey {
 
     pub fn cipher(&self) -> Cipher {
         self.cipher
+    }
+
+    /// The library running this key's AEAD; `None` for a CBC key.
+    pub fn aead_backend(&self) -> Option<AeadBackend> {
+        self.aead().ok().map(AeadKey::backend)
     }
 
     /// Bytes a sealed packet has in front of its payload (header included).
@@ -610,17 +828,7 @@ impl SealingKey {
         pid_room.copy_from_slice(&pid);
         // V2 authenticates the whole 8-byte header, V1 only the packet id (§8.2).
         let aad: &[u8] = if prefix.len() == 1 { pid_room } else { hdr };
-        let aead = self.aead()?;
-        let tag = aead
-            .key
-            .seal_in_place_separate_tag(aead.nonce(pid), Aad::from(aad), body)
-            .map_err(|_| DataError::Crypto)?;
-        let tag = tag.as_ref();
-        if tag.len() != TAG_LEN {
-            return Err(DataError::Crypto);
-        }
-        tag_room.copy_from_slice(tag);
-        Ok(())
+        self.aead()?.seal(pid, aad, body, tag_room)
     }
 }
 
@@ -631,9 +839,20 @@ impl OpeningKey {
         key: &[u8],
         implicit_iv: [u8; IMPLICIT_IV_LEN],
     ) -> Result<Self, DataError> {
+        Self::with_backend(cipher, key, implicit_iv, AeadBackend::for_cipher(cipher))
+    }
+
+    /// [`Self::new`] on a chosen library, for tests and benchmarks that
+    /// compare them (the data path uses [`AeadBackend::for_cipher`]).
+    pub fn with_backend(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: [u8; IMPLICIT_IV_LEN],
+        backend: AeadBackend,
+    ) -> Result<Self, DataError> {
         Ok(OpeningKey {
             cipher,
-            kind: OpenKind::Aead(AeadKey::new(cipher, key, implicit_iv)?),
+            kind: OpenKind::Aead(AeadKey::new(cipher, key, implicit_iv, backend)?),
         })
     }
 
@@ -653,6 +872,11 @@ impl OpeningKey {
 
     pub fn cipher(&self) -> Cipher {
         self.cipher
+    }
+
+    /// The library running this key's AEAD; `None` for a CBC key.
+    pub fn aead_backend(&self) -> Option<AeadBackend> {
+        self.aead().ok().map(AeadKey::backend)
     }
 
     fn aead(&self) -> Result<&AeadKey, DataError> {
@@ -689,16 +913,8 @@ impl OpeningKey {
             .ok_or(DataError::Truncated)?;
         let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
         let out = out.get_mut(..ct.len()).ok_or(DataError::BufferTooSmall)?;
-        let aead = self.aead()?;
-        aead.key
-            .open_separate_gather(
-                aead.nonce(hdr.packet_id.to_be_bytes()),
-                aad.aad(),
-                ct,
-                tag,
-                out,
-            )
-            .map_err(|_| DataError::AuthFailed)?;
+        self.aead()?
+            .open_to(hdr.packet_id.to_be_bytes(), aad.aad(), ct, tag, out)?;
         Ok((hdr.packet_id, ct.len()))
     }
 
@@ -707,8 +923,8 @@ impl OpeningKey {
     /// AEAD keys only ([`DataError::NotAead`] for CBC, whose padding changes
     /// the length): use [`Self::open`].
     ///
-    /// No memmove: aws-lc-rs' `open_in_place_separate_tag` takes the tag from a
-    /// separate slice, so the ciphertext is decrypted where it lies and the
+    /// No memmove: both libraries' `open_in_place_separate_tag` take the tag
+    /// from a separate slice, so the ciphertext is decrypted where it lies and the
     /// tag is read from the header room in front of it. On failure the
     /// ciphertext bytes may have been overwritten.
     pub fn open_in_place(&self, packet: &mut [u8]) -> Result<(u32, usize), DataError> {
@@ -722,10 +938,8 @@ impl OpeningKey {
             .split_at_mut_checked(overhead)
             .ok_or(DataError::Truncated)?;
         let tag = head.get(overhead - TAG_LEN..).ok_or(DataError::Truncated)?;
-        let aead = self.aead()?;
-        aead.key
-            .open_in_place_separate_tag(aead.nonce(hdr.packet_id.to_be_bytes()), aad.aad(), tag, ct)
-            .map_err(|_| DataError::AuthFailed)?;
+        self.aead()?
+            .open_in_place(hdr.packet_id.to_be_bytes(), aad.aad(), tag, ct)?;
         Ok((hdr.packet_id, overhead))
     }
 }
@@ -864,6 +1078,81 @@ mod tests {
         assert_eq!(
             s.open.open(&[0x48; 40], &mut out),
             Err(DataError::AuthFailed)
+        );
+    }
+
+    /// Raw key material for `cipher`, the same for both libraries.
+    fn raw_key(cipher: Cipher) -> Vec<u8> {
+        (0..cipher.key_len()).map(|i| (i as u8) ^ 0xa5).collect()
+    }
+
+    /// aws-lc and ring seal every length to the same bytes (V1 and V2), each
+    /// opens the other's packets both ways, and both refuse a forged tag.
+    #[test]
+    fn both_libraries_agree_byte_for_byte() {
+        let iv = [3, 1, 4, 1, 5, 9, 2, 6];
+        for cipher in Cipher::ALL {
+            let key = raw_key(cipher);
+            let seal =
+                AeadBackend::ALL.map(|b| SealingKey::with_backend(cipher, &key, iv, b).unwrap());
+            let open =
+                AeadBackend::ALL.map(|b| OpeningKey::with_backend(cipher, &key, iv, b).unwrap());
+            assert_eq!(seal[1].aead_backend(), Some(AeadBackend::Ring));
+            for len in [1usize, 15, 16, 17, 31, 64, 100, 287, 288, 1400, 1500, 9000] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                for v1 in [false, true] {
+                    let overhead = if v1 {
+                        DATA_V1_OVERHEAD
+                    } else {
+                        DATA_V2_OVERHEAD
+                    };
+                    let sealed = seal.each_ref().map(|k| {
+                        let mut p = vec![0u8; overhead];
+                        p.extend_from_slice(&payload);
+                        if v1 {
+                            k.seal_v1(2, 0x0102_0304 + len as u32, &mut p).unwrap();
+                        } else {
+                            k.seal_v2(2, 0xabcdef, 0x0102_0304 + len as u32, &mut p)
+                                .unwrap();
+                        }
+                        p
+                    });
+                    assert_eq!(sealed[0], sealed[1], "{cipher} len {len} v1 {v1}");
+                    for o in &open {
+                        let mut out = vec![0u8; len + 5];
+                        let (_, n) = o.open(&sealed[0], &mut out).unwrap();
+                        assert_eq!(&out[..n], &payload[..]);
+                        let mut inplace = sealed[0].clone();
+                        assert_eq!(o.open_in_place(&mut inplace).unwrap().1, overhead);
+                        assert_eq!(&inplace[overhead..], &payload[..]);
+                        let mut forged = sealed[0].clone();
+                        forged[overhead - 1] ^= 1;
+                        assert_eq!(o.open(&forged, &mut out), Err(DataError::AuthFailed));
+                        assert_eq!(o.open_in_place(&mut forged), Err(DataError::AuthFailed));
+                        assert_eq!(
+                            o.open(&sealed[0], &mut out[..len - 1]),
+                            Err(DataError::BufferTooSmall)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chosen_library_per_cipher() {
+        assert_eq!(
+            AeadBackend::for_cipher(Cipher::ChaCha20Poly1305),
+            AeadBackend::AwsLc
+        );
+        assert_eq!(
+            AeadBackend::for_cipher(Cipher::Aes128Gcm),
+            AeadBackend::for_cipher(Cipher::Aes256Gcm)
+        );
+        let (c, _) = keys();
+        assert_eq!(
+            c.seal.aead_backend(),
+            Some(AeadBackend::for_cipher(Cipher::Aes256Gcm))
         );
     }
 

@@ -2,7 +2,7 @@
 //! live OpenVPN 2.6.14 runs (tests/vectors/README.md).
 
 use ferrovpn_proto::data::{
-    Cipher, DataError, DataKeys, KeyBlock, OpeningKey, SealingKey, Side, is_ping,
+    AeadBackend, Cipher, DataError, DataKeys, KeyBlock, OpeningKey, SealingKey, Side, is_ping,
 };
 use ferrovpn_proto::wire::{DATA_V1_OVERHEAD, DATA_V2_OVERHEAD};
 use serde_json::Value;
@@ -124,9 +124,12 @@ fn run_file(name: &str) -> usize {
         {
             let key = hexv(&raw["key"]);
             let iv = iv8(&raw["implicit_iv"]);
-            let seal = SealingKey::new(cipher, &key, iv).unwrap();
-            let open = OpeningKey::new(cipher, &key, iv).unwrap();
-            check_packet(&seal, &open, &p);
+            // Both AEAD libraries, whichever the data path picks on this CPU.
+            for backend in AeadBackend::ALL {
+                let seal = SealingKey::with_backend(cipher, &key, iv, backend).unwrap();
+                let open = OpeningKey::with_backend(cipher, &key, iv, backend).unwrap();
+                check_packet(&seal, &open, &p);
+            }
             checked += 1;
         }
     }
@@ -149,11 +152,15 @@ fn run_file(name: &str) -> usize {
             (&server, &client)
         };
         check_packet(&sender.seal, &receiver.open, &p);
-        // And the raw per-packet key agrees with the slicing.
+        // And the raw per-packet key agrees with the slicing, on both libraries.
         let key = hexv(&raw["key"]);
-        let open = OpeningKey::new(cipher, &key, iv8(&raw["implicit_iv"])).unwrap();
+        let iv = iv8(&raw["implicit_iv"]);
         let mut out = vec![0u8; p.wire.len()];
-        open.open(&p.wire, &mut out).unwrap();
+        for backend in AeadBackend::ALL {
+            let seal = SealingKey::with_backend(cipher, &key, iv, backend).unwrap();
+            let open = OpeningKey::with_backend(cipher, &key, iv, backend).unwrap();
+            check_packet(&seal, &open, &p);
+        }
         // The sender's own opening key is for the other direction.
         assert_eq!(
             sender.open.open(&p.wire, &mut out),
@@ -214,5 +221,26 @@ proptest::proptest! {
         let (got, start) = s.open.open_in_place(&mut p).unwrap();
         proptest::prop_assert_eq!(got, pid);
         proptest::prop_assert_eq!(&p[start..], &payload[..]);
+    }
+
+    /// aws-lc and ring seal any payload, packet id and key to the same bytes,
+    /// and each opens the other's packets.
+    #[test]
+    fn both_aead_libraries_agree(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..2000), pid in 1u32.., key in proptest::prelude::any::<[u8; 32]>(), iv in proptest::prelude::any::<[u8; 8]>(), cipher_at in 0usize..3) {
+        let cipher = Cipher::ALL[cipher_at];
+        let key = &key[..cipher.key_len()];
+        let [aws_lc, ring] = AeadBackend::ALL.map(|b| SealingKey::with_backend(cipher, key, iv, b).unwrap());
+        let mut a = vec![0u8; DATA_V2_OVERHEAD];
+        a.extend_from_slice(&payload);
+        let mut r = a.clone();
+        aws_lc.seal_v2(1, 0x42, pid, &mut a).unwrap();
+        ring.seal_v2(1, 0x42, pid, &mut r).unwrap();
+        proptest::prop_assert_eq!(&a, &r);
+        for backend in AeadBackend::ALL {
+            let open = OpeningKey::with_backend(cipher, key, iv, backend).unwrap();
+            let mut out = vec![0u8; payload.len()];
+            proptest::prop_assert_eq!(open.open(&a, &mut out).unwrap(), (pid, payload.len()));
+            proptest::prop_assert_eq!(&out, &payload);
+        }
     }
 }
