@@ -224,7 +224,7 @@ impl AeadBackend {
     /// The library used for `cipher` on this CPU: ring for AES-GCM where the
     /// CPU has VAES and VPCLMULQDQ with AVX2 but not the AVX-512 set aws-lc
     /// needs for its own VAES code, aws-lc everywhere else (measured in
-    /// docs/architecture.md, "AES-GCM per packet"; where ring was not
+    /// docs/architecture.md, "The data channel's AEAD: aws-lc or ring, chosen by CPU"; where ring was not
     /// measured to win, the choice stays aws-lc).
     pub fn for_cipher(cipher: Cipher) -> Self {
         match cipher {
