@@ -48,12 +48,12 @@ fn answer_until_connected(m: &mut Management) {
     m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
 }
 
-/// A client of `imp` with an encrypted key and `auth-user-pass`, both
-/// asked over management (plus `extra`): connect, SIGHUP over
-/// management, connect again, SIGTERM. Returns what its interface
-/// showed ([`client_lines`]).
-fn reload_script(lab: &Lab, imp: Implementation, extra: &[&str]) -> Vec<String> {
-    let name = format!("{}-client{}", imp.name(), extra.len());
+/// Client 0's certificate and its key encrypted with [`PASSPHRASE`] into
+/// a file of its own for `name`.
+fn encrypted_client_key<'a>(
+    lab: &'a Lab,
+    name: &str,
+) -> (&'a ferrovpn_testkit::pki::CertKey, std::path::PathBuf) {
     let who = &lab.pki.clients[0];
     let key = lab
         .pki
@@ -64,6 +64,16 @@ fn reload_script(lab: &Lab, imp: Implementation, extra: &[&str]) -> Vec<String> 
             KeyEncryption::Pkcs8Aes256,
         )
         .unwrap();
+    (who, key)
+}
+
+/// A client of `imp` with an encrypted key and `auth-user-pass`, both
+/// asked over management (plus `extra`): connect, SIGHUP over
+/// management, connect again, SIGTERM. Returns what its interface
+/// showed ([`client_lines`]).
+fn reload_script(lab: &Lab, imp: Implementation, extra: &[&str]) -> Vec<String> {
+    let name = format!("{}-client{}", imp.name(), extra.len());
+    let (who, key) = encrypted_client_key(lab, &name);
     let lines = [
         format!("cert {}", who.cert.display()),
         format!("key {}", key.display()),
@@ -114,16 +124,7 @@ fn sighup_keeps_the_passwords_given_over_management_as_2_6() {
 /// management, connect again, SIGTERM. Returns what its interface showed.
 fn askpass_reload_script(lab: &Lab, imp: Implementation) -> Vec<String> {
     let name = format!("{}-askpass", imp.name());
-    let who = &lab.pki.clients[0];
-    let key = lab
-        .pki
-        .encrypted_key(
-            who,
-            &format!("{name}-enc.key"),
-            PASSPHRASE,
-            KeyEncryption::Pkcs8Aes256,
-        )
-        .unwrap();
+    let (who, key) = encrypted_client_key(lab, &name);
     let askpass = lab.dir.join(format!("{name}.pass"));
     std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
     let lines = [

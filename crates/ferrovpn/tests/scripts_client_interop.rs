@@ -23,7 +23,7 @@ use std::time::Duration;
 use ferrovpn_testkit::lab::{CONNECT_TIMEOUT, UP, log_tails, wait_exit};
 use ferrovpn_testkit::mgmt::{held_client, same_as_stock};
 use ferrovpn_testkit::{
-    Cipher, Implementation, Lab, Proc, Wrap, openvpn_client_conf, ping, sh_script,
+    Cipher, Implementation, Lab, Proc, ServerConf, Wrap, openvpn_client_conf, ping, sh_script,
     wait_for_file_text, wait_until,
 };
 
@@ -292,6 +292,26 @@ fn compared_run(lab: &Lab, imp: Implementation, server: &Proc, log_lines: &[&str
     }
 }
 
+/// A stock server in topology subnet set up without the `server` helper
+/// (`mode server`, `tls-server`, its own `ifconfig`), so that it pushes
+/// no `route-gateway` and gives addresses only as `more` says.
+fn manual_subnet_server(lab: &Lab, more: &[&str]) -> ServerConf {
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.network = String::new();
+    sc.extra.extend(
+        [
+            "mode server",
+            "tls-server",
+            "topology subnet",
+            "ifconfig 10.8.0.1 255.255.255.0",
+        ]
+        .iter()
+        .chain(more)
+        .map(|l| l.to_string()),
+    );
+    sc
+}
+
 /// A server that has no address to give (`mode server` + `tls-server`
 /// with its own `ifconfig`, no pool, no `ifconfig-push`) pushing two
 /// routes, one without a gateway, and a `route-ipv6`. 2.6's client
@@ -305,14 +325,7 @@ fn compared_run(lab: &Lab, imp: Implementation, server: &Proc, log_lines: &[&str
 #[test]
 fn client_without_any_address_completes_as_2_6() {
     let lab = Lab::new("fvcnoaddr", 1, FERROVPN);
-    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
-    sc.network = String::new();
-    sc.extra.extend([
-        "mode server".to_string(),
-        "tls-server".to_string(),
-        "topology subnet".to_string(),
-        "ifconfig 10.8.0.1 255.255.255.0".to_string(),
-    ]);
+    let mut sc = manual_subnet_server(&lab, &[]);
     sc.push = vec![
         "route 10.77.0.0 255.255.255.0".into(),
         "route 10.78.0.0 255.255.255.0 10.8.0.9".into(),
@@ -427,15 +440,7 @@ fn client_ipv6_route_variables_as_2_6() {
 #[test]
 fn redirect_without_route_gateway_as_2_6() {
     let lab = Lab::new("fvcrgw", 1, FERROVPN);
-    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
-    sc.network = String::new();
-    sc.extra.extend([
-        "mode server".to_string(),
-        "tls-server".to_string(),
-        "topology subnet".to_string(),
-        "ifconfig 10.8.0.1 255.255.255.0".to_string(),
-        "ifconfig-pool 10.8.0.10 10.8.0.20 255.255.255.0".to_string(),
-    ]);
+    let mut sc = manual_subnet_server(&lab, &["ifconfig-pool 10.8.0.10 10.8.0.20 255.255.255.0"]);
     sc.push = vec!["topology subnet".into(), "redirect-gateway def1".into()];
     let server = lab.stock_server(&sc);
     let log_lines = [
