@@ -49,6 +49,25 @@ pub(super) struct Received {
     pub tun_bytes: u64,
 }
 
+impl Received {
+    /// This wake-up's receipts together with the last one's when that came
+    /// within [`FLOWING_WITHIN_NS`] (`since_prev` ns earlier): the same
+    /// flow, which one wake-up alone may see only half of.
+    fn with_recent(self, prev: Received, since_prev: u64) -> Received {
+        if since_prev >= FLOWING_WITHIN_NS {
+            return self;
+        }
+        Received {
+            msgs: self.msgs + prev.msgs,
+            datagrams: self.datagrams + prev.datagrams,
+            delivered_bytes: self.delivered_bytes + prev.delivered_bytes,
+            delivered: self.delivered + prev.delivered,
+            tun_packets: self.tun_packets + prev.tun_packets,
+            tun_bytes: self.tun_bytes + prev.tun_bytes,
+        }
+    }
+}
+
 /// Whether the worker should sleep until [`PACE_NS`] after its last wake-up
 /// before it waits for datagrams again, given what this wake-up (`now`) and
 /// the one before (`prev`, `since_prev` ns earlier) received.
@@ -62,15 +81,12 @@ pub(super) struct Received {
 /// an idle tunnel's ping), for pure ACKs, or for a peer that already sends
 /// GRO batches (ferrovpn).
 pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bool {
-    let recent = if since_prev < FLOWING_WITHIN_NS {
-        prev
-    } else {
-        Received::default()
-    };
-    let delivered = now.delivered + recent.delivered;
-    let bytes = now.delivered_bytes + recent.delivered_bytes;
+    let both = now.with_recent(prev, since_prev);
     let unbatched = now.msgs > 0 && now.datagrams < 2 * now.msgs;
-    now.delivered > 0 && delivered >= 2 && bytes >= delivered * PACE_MIN_AVG_BYTES && unbatched
+    now.delivered > 0
+        && both.delivered >= 2
+        && both.delivered_bytes >= both.delivered * PACE_MIN_AVG_BYTES
+        && unbatched
 }
 
 /// Whether the worker should sleep until [`PACE_NS`] after this wake-up
@@ -88,19 +104,10 @@ pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bo
 /// ping (its reply is small) or a ferrovpn peer's GRO batches are never
 /// paced.
 pub(super) fn worth_pacing_acks(now: Received, prev: Received, since_prev: u64) -> bool {
-    let recent = if since_prev < FLOWING_WITHIN_NS {
-        prev
-    } else {
-        Received::default()
-    };
-    let msgs = now.msgs + recent.msgs;
-    let delivered = now.delivered + recent.delivered;
-    let delivered_bytes = now.delivered_bytes + recent.delivered_bytes;
-    let tun_packets = now.tun_packets + recent.tun_packets;
-    let tun_bytes = now.tun_bytes + recent.tun_bytes;
-    let unbatched = msgs > 0 && now.datagrams + recent.datagrams < 2 * msgs;
-    let acks = delivered >= 1 && delivered_bytes < delivered * PACE_MIN_AVG_BYTES;
-    let data_out = tun_packets >= 2 && !tun_may_wait(tun_packets, tun_bytes);
+    let both = now.with_recent(prev, since_prev);
+    let unbatched = both.msgs > 0 && both.datagrams < 2 * both.msgs;
+    let acks = both.delivered >= 1 && both.delivered_bytes < both.delivered * PACE_MIN_AVG_BYTES;
+    let data_out = both.tun_packets >= 2 && !tun_may_wait(both.tun_packets, both.tun_bytes);
     unbatched && acks && data_out && now.msgs + now.tun_packets > 0
 }
 
