@@ -21,7 +21,7 @@ use std::time::Duration;
 use ferrovpn_testkit::lab::wait_exit;
 use ferrovpn_testkit::mgmt::{Management, client_lines, held_client, same_as_stock};
 use ferrovpn_testkit::pki::KeyEncryption;
-use ferrovpn_testkit::{Cipher, Implementation, Lab, Wrap};
+use ferrovpn_testkit::{Cipher, Implementation, Lab, Proc, Wrap};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const USER: &str = "bob";
@@ -48,12 +48,16 @@ fn answer_until_connected(m: &mut Management) {
     m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
 }
 
-/// Client 0's certificate and its key encrypted with [`PASSPHRASE`] into
-/// a file of its own for `name`.
-fn encrypted_client_key<'a>(
-    lab: &'a Lab,
+/// A client of `imp` named `name` with client 0's certificate, its key
+/// encrypted with [`PASSPHRASE`] into a file of its own, and `more` lines,
+/// against the lab's tls-crypt server: started held, `state on` and
+/// released.
+fn released_client(
+    lab: &Lab,
+    imp: Implementation,
     name: &str,
-) -> (&'a ferrovpn_testkit::pki::CertKey, std::path::PathBuf) {
+    more: impl IntoIterator<Item = String>,
+) -> (Proc, Management) {
     let who = &lab.pki.clients[0];
     let key = lab
         .pki
@@ -64,7 +68,19 @@ fn encrypted_client_key<'a>(
             KeyEncryption::Pkcs8Aes256,
         )
         .unwrap();
-    (who, key)
+    let lines = [
+        format!("cert {}", who.cert.display()),
+        format!("key {}", key.display()),
+    ]
+    .into_iter()
+    .chain(more);
+    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
+    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
+    let (client, mut m) = held_client(lab, &text, imp, name, &[]);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    (client, m)
 }
 
 /// A client of `imp` with an encrypted key and `auth-user-pass`, both
@@ -73,21 +89,11 @@ fn encrypted_client_key<'a>(
 /// showed ([`client_lines`]).
 fn reload_script(lab: &Lab, imp: Implementation, extra: &[&str]) -> Vec<String> {
     let name = format!("{}-client{}", imp.name(), extra.len());
-    let (who, key) = encrypted_client_key(lab, &name);
-    let lines = [
-        format!("cert {}", who.cert.display()),
-        format!("key {}", key.display()),
-        "auth-user-pass".to_string(),
-        "management-query-passwords".to_string(),
-    ]
-    .into_iter()
-    .chain(extra.iter().map(|l| l.to_string()));
-    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
-    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
-    let (mut client, mut m) = held_client(lab, &text, imp, &name, &[]);
-    m.until("hold", |l| l.starts_with(">HOLD:"));
-    m.one("state on");
-    m.one("hold release");
+    let more = ["auth-user-pass", "management-query-passwords"]
+        .iter()
+        .chain(extra)
+        .map(|l| l.to_string());
+    let (mut client, mut m) = released_client(lab, imp, &name, more);
     answer_until_connected(&mut m);
     m.one("signal SIGHUP");
     m.until("hold after SIGHUP", |l| l.starts_with(">HOLD:"));
@@ -124,20 +130,10 @@ fn sighup_keeps_the_passwords_given_over_management_as_2_6() {
 /// management, connect again, SIGTERM. Returns what its interface showed.
 fn askpass_reload_script(lab: &Lab, imp: Implementation) -> Vec<String> {
     let name = format!("{}-askpass", imp.name());
-    let (who, key) = encrypted_client_key(lab, &name);
     let askpass = lab.dir.join(format!("{name}.pass"));
     std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
-    let lines = [
-        format!("cert {}", who.cert.display()),
-        format!("key {}", key.display()),
-        format!("askpass {}", askpass.display()),
-    ];
-    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
-    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
-    let (mut client, mut m) = held_client(lab, &text, imp, &name, &[]);
-    m.until("hold", |l| l.starts_with(">HOLD:"));
-    m.one("state on");
-    m.one("hold release");
+    let more = [format!("askpass {}", askpass.display())];
+    let (mut client, mut m) = released_client(lab, imp, &name, more);
     m.until("CONNECTED state", |l| l.contains(",CONNECTED,"));
     std::fs::write(&askpass, "not the passphrase\n").unwrap();
     m.one("signal SIGHUP");
