@@ -490,16 +490,37 @@ pub async fn run_server(
     let kept_plugins = kept.plugins.take();
     let persisted_key_passphrase = kept.persisted_key_passphrase.take();
     tokio::pin!(shutdown);
-    if let (Some(m), Some(_)) = (&mgmt, restarting) {
-        // 2.6's restart pause (its management hold, released already, is
-        // not asked again); management commands wait until it is over.
-        info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
-        tokio::select! {
-            _ = tokio::time::sleep(RESTART_PAUSE) => {}
-            signal = &mut shutdown => {
-                own_tunnel::state(m, "EXITING", signal, None);
-                m.flush().await;
-                return Ok(Ended::Exit);
+    if let (Some(m), Some(kind)) = (&mgmt, restarting) {
+        // With the hold flag on 2.6 holds again on every restart (closing
+        // the server instance undid the release, `management_clear_callback`):
+        // after SIGUSR1 in place of the restart pause (`socket_restart_pause`,
+        // `>HOLD:Waiting for hold release:1`), after SIGHUP before it
+        // (`open_management`'s `do_hold(0)`). Management commands wait
+        // until the pause is over.
+        let held = match kind {
+            crate::RestartKind::Soft => m.hold_again(RESTART_PAUSE.as_secs() as u32),
+            crate::RestartKind::Hard => m.hold_again(0),
+        };
+        if held {
+            info!("Need hold release from management interface, waiting...");
+            tokio::select! {
+                _ = m.wait_for_hold_release() => {}
+                signal = &mut shutdown => {
+                    own_tunnel::state(m, "EXITING", signal, None);
+                    m.flush().await;
+                    return Ok(Ended::Exit);
+                }
+            }
+        }
+        if !held || kind == crate::RestartKind::Hard {
+            info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
+            tokio::select! {
+                _ = tokio::time::sleep(RESTART_PAUSE) => {}
+                signal = &mut shutdown => {
+                    own_tunnel::state(m, "EXITING", signal, None);
+                    m.flush().await;
+                    return Ok(Ended::Exit);
+                }
             }
         }
     } else if restarting.is_some() {
