@@ -386,11 +386,11 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-hold",
-        "the server starts, or the client connects, only after `hold release`; a client holds again before every reconnect, as 2.6",
+        "the server starts, or the client connects, only after `hold release`; a client holds again before every reconnect, a server on every restart (`>HOLD:Waiting for hold release:1` after SIGUSR1 in place of its restart pause, `:0` after SIGHUP), as 2.6",
     ),
     s(
         "management-query-passwords",
-        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md). After a SIGHUP neither is asked again (2.6 keeps both in memory), except with `auth-nocache` (both asked again, the credentials first), as 2.6",
+        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md). After a SIGHUP neither is asked again (2.6 keeps both in memory), except with `auth-nocache` (both asked again, the credentials first), as 2.6. A server opens its key again on every SIGHUP and on a SIGUSR1 without `persist-key`, with the passphrase given before, and asks again only with `auth-nocache` or after `forget-passwords`, as 2.6 (a client's `forget-passwords` drops nothing: a difference)",
     ),
     s(
         "management-query-remote",
@@ -423,7 +423,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "stored: a client keeps its keys across reconnects anyway; a server reads its key and certificates again on every restart (SIGHUP, SIGUSR1), with or without it",
+        "a client keeps its keys across reconnects anyway; a server reads its key and certificates again on every restart (SIGHUP, SIGUSR1), with or without it, but with it a SIGUSR1 does not ask again for a key passphrase given over management (`management-query-passwords`, even with `auth-nocache` or after `forget-passwords`), as 2.6, which keeps its key then",
     ),
     s(
         "persist-tun",
@@ -561,7 +561,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "auth-nocache",
-        "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed",
+        "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed. Clients and servers: the private key's passphrase (`askpass`, or asked over management) is dropped once the key is open, and read or asked again when a restart opens the key (SIGHUP; a server's SIGUSR1 without `persist-key`), as 2.6. Difference: a server with `askpass FILE` reads the file again on that SIGUSR1 (2.6 then asks over the management interface, or on the terminal)",
     ),
     s(
         "float",
@@ -734,7 +734,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("tls-exit", "tls-exit is not supported"),
     s(
         "askpass",
-        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins and is read at start (2.6 reads it after `management-hold`, and reports a wrong one over management; ferrovpn refuses the start naming the file); `askpass` without FILE asks over the management interface, as 2.6. After a SIGHUP the passphrase read at start is used again, without reading the file or asking on the terminal (the file must still be readable), as 2.6 (its `passbuf` lives as long as the process); with `auth-nocache` it is read or asked again, as 2.6",
+        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins and is read at start (2.6 reads it after `management-hold`, and reports a wrong one over management; ferrovpn refuses the start naming the file); `askpass` without FILE asks over the management interface, as 2.6. After a SIGHUP the passphrase read at start is used again, without reading the file or asking on the terminal (the file must still be readable), as 2.6 (its `passbuf` lives as long as the process); with `auth-nocache` it is read or asked again, as 2.6. Difference: after `forget-passwords` 2.6 reads the file again on the next SIGHUP, ferrovpn uses the passphrase read at start",
     ),
     u("engine", "crypto engines are not supported"),
 ];

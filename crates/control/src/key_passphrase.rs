@@ -21,12 +21,15 @@
 //!   interface`, exit status 1; SIGTERM during the hold before a retry:
 //!   `EXITING,init_instance`.
 //!
-//! The key is opened once: a later SIGUSR1 or reconnect does not ask again
-//! (2.6 keeps the TLS context across soft restarts). A SIGHUP opens it
-//! again, but 2.6 kept the passphrase (`pem_password_callback` leaves it
-//! in its process-wide `passbuf` unless `auth-nocache`), so it asks only
-//! with `auth-nocache`, or when the kept one no longer opens the key (the
-//! `auth-retry` rules then, as for a wrong answer).
+//! A client opens the key once per configuration read: a later SIGUSR1 or
+//! reconnect does not ask again. A SIGHUP opens it again, and so does a
+//! server's SIGUSR1 without `persist-key` (2.6 frees its TLS context then,
+//! `do_close_free_key_schedule`), but 2.6 kept the passphrase
+//! (`pem_password_callback` leaves it in its process-wide `passbuf` unless
+//! `auth-nocache`; see [`PassphraseMemory`]), so it asks only with
+//! `auth-nocache`, after `forget-passwords` (a server), or when the kept
+//! one no longer opens the key (the `auth-retry` rules then, as for a
+//! wrong answer).
 //!
 //! The wait is a select on the runtime, so the management interface (its
 //! own task) keeps answering `state`, `pid`, `hold release` meanwhile.
@@ -127,6 +130,46 @@ pub fn retry_pause_secs(retry: AuthRetry, connect_retry: u32) -> u32 {
     }
 }
 
+/// 2.6's `passbuf` (ssl.c) for a passphrase given over the management
+/// interface: the one that opened the key is kept for the next time the
+/// key is opened (a SIGHUP; a server's SIGUSR1 without `persist-key`),
+/// which tries it before asking, as `pem_password_setup` asks only while
+/// `passbuf` is empty. `auth-nocache` drops it once used
+/// (`purge_user_pass(&passbuf, false)` in `pem_password_callback`), and the
+/// management command `forget-passwords` drops it (`ssl_purge_auth`).
+/// The management interface holds it, as it lives as long as the process
+/// and `forget-passwords` reaches it there.
+#[derive(Default)]
+pub struct PassphraseMemory {
+    kept: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for PassphraseMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassphraseMemory")
+            .field("kept", &self.kept.is_some())
+            .finish()
+    }
+}
+
+impl PassphraseMemory {
+    /// The passphrase to try before asking (the `kept` of
+    /// [`open_over_management`]), if one is kept.
+    pub fn recall(&self) -> Option<Zeroizing<String>> {
+        self.kept.clone()
+    }
+
+    /// `passphrase` opened the key: kept, unless `nocache`.
+    pub fn opened_with(&mut self, passphrase: Zeroizing<String>, nocache: bool) {
+        self.kept = (!nocache).then_some(passphrase);
+    }
+
+    /// `forget-passwords`: the next opening asks again.
+    pub fn forget(&mut self) {
+        self.kept = None;
+    }
+}
+
 /// How the wait for the passphrase ended.
 #[derive(Debug)]
 pub enum Opened<T> {
@@ -223,6 +266,20 @@ async fn tell_fatal(m: &Management, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_keeps_a_passphrase_until_nocache_or_forget_passwords() {
+        let mut m = PassphraseMemory::default();
+        assert!(m.recall().is_none(), "nothing before the first answer");
+        m.opened_with(Zeroizing::new("secret".into()), false);
+        assert_eq!(m.recall().as_deref().map(String::as_str), Some("secret"));
+        assert!(m.recall().is_some(), "recalling does not use it up");
+        m.forget();
+        assert!(m.recall().is_none(), "forget-passwords empties it");
+        m.opened_with(Zeroizing::new("secret".into()), false);
+        m.opened_with(Zeroizing::new("other".into()), true);
+        assert!(m.recall().is_none(), "auth-nocache drops it once used");
+    }
 
     #[test]
     fn wrong_passphrase_follows_auth_retry_and_nocache_as_2_6() {

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
+use zeroize::Zeroizing;
 
 pub use log::{LogLayer, event_line, peer_line};
 pub use session::{EntryQuery, Mode, PasswordQuery, ProxyAnswer, RemoteAnswer};
@@ -252,6 +253,7 @@ impl Management {
             entry_udp: false,
             started: false,
             remote_entries: Vec::new(),
+            key_passphrase: Default::default(),
             hold: settings.hold,
             hold_released: false,
             holding: settings.hold,
@@ -295,6 +297,19 @@ impl Management {
     /// Whether `management-hold` is on now (`hold on|off` changes it).
     pub fn hold_flag(&self) -> bool {
         lock(&self.shared).hold
+    }
+
+    /// The private key's passphrase kept from the last opening of the key
+    /// ([`recall`](crate::key_passphrase::PassphraseMemory::recall)).
+    pub fn recall_key_passphrase(&self) -> Option<Zeroizing<String>> {
+        lock(&self.shared).key_passphrase.recall()
+    }
+
+    /// The key opened with `passphrase` ([`opened_with`](crate::key_passphrase::PassphraseMemory::opened_with)).
+    pub fn key_opened_with(&self, passphrase: Zeroizing<String>, nocache: bool) {
+        lock(&self.shared)
+            .key_passphrase
+            .opened_with(passphrase, nocache);
     }
 
     /// A client about to reconnect: with the hold flag on, hold again and

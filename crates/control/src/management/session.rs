@@ -95,6 +95,9 @@ pub struct Shared {
     /// `remote-random`), one `HOST,PORT,PROTO,enabled` per entry, for
     /// `remote-entry-count` / `remote-entry-get`.
     pub remote_entries: Vec<String>,
+    /// The private key's passphrase once given (2.6's `passbuf`), which
+    /// `forget-passwords` drops.
+    pub key_passphrase: crate::key_passphrase::PassphraseMemory,
 }
 
 /// A client's question about the connection entry it is about to try, as
@@ -518,7 +521,12 @@ impl Session {
             // A server asks only for its key's passphrase (`Private Key`).
             C::Username { kind, value } => send(&answer_query(shared, "username", &kind, &value)),
             C::Password { kind, value } => send(&answer_query(shared, "password", &kind, &value)),
-            C::ForgetPasswords => send("SUCCESS: Passwords were forgotten"),
+            C::ForgetPasswords => {
+                // 2.6's `ssl_purge_auth`: the key's passphrase is asked
+                // again the next time the key is opened.
+                shared.key_passphrase.forget();
+                send("SUCCESS: Passwords were forgotten")
+            }
             C::EnvFilter(0) => send("SUCCESS: env_filter_level=0"),
             C::EnvFilter(_) => send("ERROR: ferrovpn does not filter >CLIENT:ENV lines"),
             C::NotInThisMode(name) => send(&format!(
@@ -897,6 +905,7 @@ mod tests {
             client_auth: false,
             mode: Mode::Server,
             hold_wait: 0,
+            key_passphrase: Default::default(),
             password_query: None,
             entry_query: None,
             entry_udp: false,
@@ -1017,6 +1026,19 @@ mod tests {
             s.block.as_ref().map(|b| b.lines.len()),
             Some(MAX_BLOCK_LINES)
         );
+    }
+
+    #[test]
+    fn forget_passwords_drops_the_kept_key_passphrase() {
+        let mut sh = shared();
+        sh.key_passphrase
+            .opened_with(zeroize::Zeroizing::new("secret".into()), false);
+        let mut s = Session::new(None);
+        assert_eq!(
+            s.on_line(&mut sh, "forget-passwords"),
+            Step::Send(reply::line("SUCCESS: Passwords were forgotten"))
+        );
+        assert!(sh.key_passphrase.recall().is_none());
     }
 
     #[test]

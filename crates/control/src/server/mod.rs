@@ -35,6 +35,7 @@ use ferrovpn_proto::session::cookie::CookieKey;
 use ferrovpn_proto::session::{Event, Session, SessionConfig, tls};
 use ferrovpn_proto::tls_crypt_v2::ServerKey;
 use tracing::{debug, error, info, warn};
+use zeroize::Zeroizing;
 
 use self::admission::{Admit, Stateless};
 pub use self::client_config_dir::ClientConfigDir;
@@ -134,6 +135,10 @@ pub struct ServerSettings {
     /// `persist-tun`: a soft restart (SIGUSR1) keeps the tunnel device,
     /// configured, and its routes, as 2.6 does.
     pub persist_tun: bool,
+    /// `persist-key`: a soft restart (SIGUSR1) does not open the key
+    /// again, so it does not ask for its passphrase (2.6 keeps its TLS
+    /// context then, `do_close_free_key_schedule`).
+    pub persist_key: bool,
     /// `explicit-exit-notify [N]` (UDP): before exiting or restarting, tell
     /// the UDP clients `RESTART` (`RESTART,[N]` with 2) and wait 2 seconds,
     /// as 2.6's `multi_push_restart_schedule_exit`.
@@ -416,6 +421,10 @@ pub struct KeptAcrossRestarts {
     /// `persist-tun` on a soft restart: the configured device (and the
     /// data plane that owns it).
     tunnel: Option<KeptTunnel>,
+    /// `persist-key` on a soft restart: the passphrase that opened the key
+    /// asked over management, which 2.6 would not open again (whatever
+    /// `auth-nocache` or `forget-passwords` did to its `passbuf`).
+    persisted_key_passphrase: Option<Zeroizing<String>>,
 }
 
 /// A tunnel device kept configured across a soft restart (`persist-tun`).
@@ -479,17 +488,39 @@ pub async fn run_server(
     let mut mgmt_rx = kept.mgmt_rx.take();
     // A hard restart closed the plugins; a soft one kept them.
     let kept_plugins = kept.plugins.take();
+    let persisted_key_passphrase = kept.persisted_key_passphrase.take();
     tokio::pin!(shutdown);
-    if let (Some(m), Some(_)) = (&mgmt, restarting) {
-        // 2.6's restart pause (its management hold, released already, is
-        // not asked again); management commands wait until it is over.
-        info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
-        tokio::select! {
-            _ = tokio::time::sleep(RESTART_PAUSE) => {}
-            signal = &mut shutdown => {
-                own_tunnel::state(m, "EXITING", signal, None);
-                m.flush().await;
-                return Ok(Ended::Exit);
+    if let (Some(m), Some(kind)) = (&mgmt, restarting) {
+        // With the hold flag on 2.6 holds again on every restart (closing
+        // the server instance undid the release, `management_clear_callback`):
+        // after SIGUSR1 in place of the restart pause (`socket_restart_pause`,
+        // `>HOLD:Waiting for hold release:1`), after SIGHUP before it
+        // (`open_management`'s `do_hold(0)`). Management commands wait
+        // until the pause is over.
+        let held = match kind {
+            crate::RestartKind::Soft => m.hold_again(RESTART_PAUSE.as_secs() as u32),
+            crate::RestartKind::Hard => m.hold_again(0),
+        };
+        if held {
+            info!("Need hold release from management interface, waiting...");
+            tokio::select! {
+                _ = m.wait_for_hold_release() => {}
+                signal = &mut shutdown => {
+                    own_tunnel::state(m, "EXITING", signal, None);
+                    m.flush().await;
+                    return Ok(Ended::Exit);
+                }
+            }
+        }
+        if !held || kind == crate::RestartKind::Hard {
+            info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
+            tokio::select! {
+                _ = tokio::time::sleep(RESTART_PAUSE) => {}
+                signal = &mut shutdown => {
+                    own_tunnel::state(m, "EXITING", signal, None);
+                    m.flush().await;
+                    return Ok(Ended::Exit);
+                }
             }
         }
     } else if restarting.is_some() {
@@ -511,6 +542,9 @@ pub async fn run_server(
             }
         }
     }
+    // The passphrase that opened the key, while `persist-key` keeps the
+    // key for a soft restart.
+    let mut opened_key_passphrase = None;
     if let Some(key) = s.key_passphrase.take() {
         let Some(m) = &mgmt else {
             anyhow::bail!(
@@ -528,13 +562,35 @@ pub async fn run_server(
             }
         };
         tokio::pin!(interrupted);
+        let nocache = key.nocache;
+        // A soft restart with `persist-key` does not open the key in 2.6;
+        // any other opening tries the passphrase 2.6 kept before asking.
+        let persisted = persisted_key_passphrase
+            .filter(|_| s.persist_key && restarting == Some(crate::RestartKind::Soft));
+        let reopened = persisted.is_none();
+        let first_try = persisted.or_else(|| m.recall_key_passphrase());
         // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
-        match key_passphrase::open_over_management(m, key, None, reload, 1, &state, interrupted)
-            .await
+        match key_passphrase::open_over_management(
+            m,
+            key,
+            first_try,
+            reload,
+            1,
+            &state,
+            interrupted,
+        )
+        .await
         {
-            Opened::Key(k, _) => {
+            Opened::Key(k, passphrase) => {
                 s.session = k.session;
                 s.crl_reload = k.crl_reload;
+                if s.persist_key {
+                    opened_key_passphrase = Some(passphrase.clone());
+                }
+                // Not opened again, 2.6's `passbuf` stays as it was.
+                if reopened {
+                    m.key_opened_with(passphrase, nocache);
+                }
             }
             Opened::Fatal(e) => return Err(e),
             Opened::Shutdown => {
@@ -788,6 +844,7 @@ pub async fn run_server(
         kept.last = Some(kind);
         if kind == crate::RestartKind::Soft {
             kept.plugins = srv.plugins.take();
+            kept.persisted_key_passphrase = opened_key_passphrase;
         }
     }
     // The instance's plugins (unless kept) close as it returns, before the

@@ -217,6 +217,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
         auth_token: auth_token(cfg)?,
         setup_done: None,
         persist_tun: cfg.persist_tun,
+        persist_key: cfg.persist_key,
         explicit_exit_notify,
         key_passphrase,
     })
