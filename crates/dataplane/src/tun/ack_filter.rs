@@ -155,7 +155,7 @@ fn understood_options(opts: &[u8], ack: u32) -> Option<PureAck> {
         return None;
     }
     let blocks = &rest[4..];
-    if blocks.is_empty() || blocks.len() % 8 != 0 || blocks.len() / 8 > MAX_SACK_BLOCKS {
+    if blocks.is_empty() || !blocks.len().is_multiple_of(8) || blocks.len() / 8 > MAX_SACK_BLOCKS {
         return None;
     }
     for (i, block) in blocks.chunks_exact(8).enumerate() {
