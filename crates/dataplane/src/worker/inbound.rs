@@ -223,9 +223,18 @@ impl Inbound {
         true
     }
 
+    /// Write what is held when it is small packets (TCP ACKs, pings):
+    /// unlike data, which may still merge with the next batch's, they are
+    /// held only while the socket is read.
+    pub(super) fn flush_small(&mut self, tun: &mut TunQueue, sh: &Shared) {
+        if self.held_bytes < self.held as u64 * PACE_MIN_AVG_BYTES {
+            self.flush(tun, sh);
+        }
+    }
+
     /// Receive and handle one UDP batch; returns false when nothing was
     /// queued and nothing held was written. When the batch was full (more
-    /// may be queued) its opened data stays held for the next one, up to
+    /// may be queued) what it opened stays held for the next one, up to
     /// `RX_OUT` packets or super-packets; otherwise it is written to the
     /// TUN. Relayed packets are sent at once.
     pub(super) fn run(
@@ -283,10 +292,12 @@ impl Inbound {
         self.held = g.held;
         self.held_bytes = g.held_bytes;
         g.send_relays(ob, sh, link);
-        // Hold data for the next batch only while the socket may have more
-        // (a full batch); ACKs go at once, as the sender's TCP waits for them.
-        let data = self.held_bytes >= self.held as u64 * PACE_MIN_AVG_BYTES;
-        if m < RX_MSGS || !data {
+        // Hold what was opened for the next batch while the socket may have
+        // more (a full batch): data to merge into bigger super-packets,
+        // ACKs for the ACK filter to see the whole run a stock peer's
+        // socket gathered (`Worker::turn` writes held ACKs before it turns
+        // to the TUN, so they wait only for these receive calls).
+        if m < RX_MSGS {
             self.flush(tun, sh);
         }
         self.count(now);

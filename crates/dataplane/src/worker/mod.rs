@@ -535,6 +535,11 @@ impl Worker {
                     break;
                 }
             }
+            // ACKs held across full receive batches (for the ACK filter)
+            // do not wait for the TUN batch too.
+            if !drained {
+                self.ib.flush_small(&mut self.tun, &self.sh);
+            }
         }
         (busy, drained)
     }
