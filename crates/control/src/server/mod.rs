@@ -460,6 +460,27 @@ fn exit_notify_message(explicit_exit_notify: u32) -> &'static str {
     }
 }
 
+/// Wait for `wait` (a hold release, the restart pause); a shutdown signal
+/// meanwhile ends it as 2.6 does there: `>STATE:...,EXITING,<signal>`, the
+/// management queue flushed, and `false` (the server exits).
+async fn wait_unless_shut_down<S>(
+    m: &Management,
+    wait: impl std::future::Future<Output = ()>,
+    shutdown: std::pin::Pin<&mut S>,
+) -> bool
+where
+    S: std::future::Future<Output = &'static str>,
+{
+    tokio::select! {
+        _ = wait => true,
+        signal = shutdown => {
+            own_tunnel::state(m, "EXITING", signal, None);
+            m.flush().await;
+            false
+        }
+    }
+}
+
 /// Run one server instance until `shutdown` resolves (to the name of the
 /// signal that ended it, for `>STATE:...,EXITING,NAME`), or a restart is
 /// asked (`restart`, or `signal SIGHUP|SIGUSR1` over management). `kept`
@@ -503,24 +524,15 @@ pub async fn run_server(
         };
         if held {
             info!("Need hold release from management interface, waiting...");
-            tokio::select! {
-                _ = m.wait_for_hold_release() => {}
-                signal = &mut shutdown => {
-                    own_tunnel::state(m, "EXITING", signal, None);
-                    m.flush().await;
-                    return Ok(Ended::Exit);
-                }
+            if !wait_unless_shut_down(m, m.wait_for_hold_release(), shutdown.as_mut()).await {
+                return Ok(Ended::Exit);
             }
         }
         if !held || kind == crate::RestartKind::Hard {
             info!("Restart pause, {} second(s)", RESTART_PAUSE.as_secs());
-            tokio::select! {
-                _ = tokio::time::sleep(RESTART_PAUSE) => {}
-                signal = &mut shutdown => {
-                    own_tunnel::state(m, "EXITING", signal, None);
-                    m.flush().await;
-                    return Ok(Ended::Exit);
-                }
+            let pause = tokio::time::sleep(RESTART_PAUSE);
+            if !wait_unless_shut_down(m, pause, shutdown.as_mut()).await {
+                return Ok(Ended::Exit);
             }
         }
     } else if restarting.is_some() {
@@ -533,13 +545,8 @@ pub async fn run_server(
         // 2.6's first state, set when its management interface opens.
         own_tunnel::state(m, "CONNECTING", "", None);
         info!("management interface listening on {}", m.listen_address());
-        tokio::select! {
-            _ = m.wait_for_hold_release() => {}
-            signal = &mut shutdown => {
-                own_tunnel::state(m, "EXITING", signal, None);
-                m.flush().await;
-                return Ok(Ended::Exit);
-            }
+        if !wait_unless_shut_down(m, m.wait_for_hold_release(), shutdown.as_mut()).await {
+            return Ok(Ended::Exit);
         }
     }
     // The passphrase that opened the key, while `persist-key` keeps the
