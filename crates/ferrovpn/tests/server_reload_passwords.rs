@@ -18,14 +18,14 @@
 //! Needs root, `openvpn`, `openssl`, `ip` and `/dev/net/tun`; fails loudly
 //! without them. Every wait has a deadline.
 
-use std::path::Path;
 use std::time::Instant;
 
 use ferrovpn_testkit::mgmt::{
-    Management, REPLY_TIMEOUT, server_transcripts_as_stock, transcript_to_exit,
+    Management, REPLY_TIMEOUT, server_conf_with_management, server_transcripts_as_stock,
+    transcript_to_exit,
 };
 use ferrovpn_testkit::pki::KeyEncryption;
-use ferrovpn_testkit::{Cipher, Implementation, Lab, Material, Wrap, openvpn_server_conf};
+use ferrovpn_testkit::{Implementation, Lab, Material, openvpn_server_conf};
 
 const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const PASSPHRASE: &str = "correct horse battery";
@@ -96,15 +96,9 @@ fn restarts_script(
         )
         .unwrap();
     let socket = lab.dir.join(format!("{name}.sock"));
-    let mut sc = lab.server_conf(
-        Wrap::TlsCrypt(Material::File(lab.static_key("tc.key"))),
-        Cipher::Aes256Gcm,
-    );
+    let mut sc = server_conf_with_management(lab, &socket);
     sc.key = Material::File(key);
-    sc.extra.extend([
-        format!("management {} unix", socket.display()),
-        "management-query-passwords".to_string(),
-    ]);
+    sc.extra.push("management-query-passwords".to_string());
     if setup.hold {
         sc.extra.push("management-hold".to_string());
     }
@@ -240,7 +234,7 @@ fn askpass_file_is_read_once_as_2_6() {
         };
         let restarts = ["signal SIGUSR1", "signal SIGHUP"];
         restarts_script(&lab, imp, "askpass", setup, &restarts, || {
-            overwrite(&askpass, "not the passphrase\n")
+            std::fs::write(&askpass, "not the passphrase\n").unwrap()
         })
     });
     assert_eq!(count(&ours, NEED), 0, "{ours:#?}");
@@ -249,8 +243,4 @@ fn askpass_file_is_read_once_as_2_6() {
         3,
         "{ours:#?}"
     );
-}
-
-fn overwrite(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
 }
