@@ -87,6 +87,12 @@ struct Args {
     /// instead of inside the sender's system call: a server-only reading.
     #[arg(long)]
     veth_napi: bool,
+    /// With `--veth-napi`: hold received packets in GRO up to this many
+    /// microseconds and poll again on a timer instead of being woken by
+    /// each packet (`gro_flush_timeout`, `napi_defer_hard_irqs` 1), as a
+    /// NIC's interrupt moderation does. 0: off.
+    #[arg(long, default_value_t = 0, requires = "veth_napi")]
+    veth_hold_us: u32,
     /// Keep the scratch directory (configs, PKI, logs).
     #[arg(long)]
     keep: bool,
@@ -106,7 +112,8 @@ impl VethNapi {
     /// `napi/` kernel threads are known (their names are cut to 15 bytes,
     /// which drops the device's last letters). Fails unless every device
     /// shows the settings and got a thread.
-    fn enable(lab: &Lab) -> Result<VethNapi> {
+    /// `hold_us`: see `--veth-hold-us`.
+    fn enable(lab: &Lab, hold_us: u32) -> Result<VethNapi> {
         let ends = |pick: fn(&ferrovpn_testkit::VethPair) -> &String, server: bool| {
             lab.veths
                 .iter()
@@ -146,6 +153,14 @@ impl VethNapi {
                     );
                 }
                 pids.extend(new);
+                if hold_us > 0 {
+                    let hold_ns = u64::from(hold_us) * 1000;
+                    let set = format!(
+                        "echo {hold_ns} > /sys/class/net/{dev}/gro_flush_timeout && \
+                         echo 1 > /sys/class/net/{dev}/napi_defer_hard_irqs"
+                    );
+                    ns.exec(&["sh", "-c", &set])?;
+                }
             }
             Ok(pids)
         };
@@ -322,7 +337,10 @@ fn main() -> Result<()> {
         eprintln!("[bench-stock] keeping {}", lab.dir.path().display());
     }
     let wrap = lab.tls_crypt();
-    let napi = args.veth_napi.then(|| VethNapi::enable(&lab)).transpose()?;
+    let napi = args
+        .veth_napi
+        .then(|| VethNapi::enable(&lab, args.veth_hold_us))
+        .transpose()?;
     let load_before = load_average()?;
 
     if args.matched_rate && args.only.first() != Some(&Server::Openvpn) {
@@ -559,7 +577,7 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
         args.seconds
     );
     println!();
-    println!("{}", veth_mode(args.veth_napi));
+    println!("{}", veth_mode(args.veth_napi, args.veth_hold_us));
     println!();
     let napi_header = if args.veth_napi {
         " veth NAPI CPU s/GB server side / client side |"
@@ -608,14 +626,23 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
 }
 
 /// The table header's line on where the veths' receive runs.
-fn veth_mode(napi: bool) -> &'static str {
-    if napi {
-        "veth mode: --veth-napi (server-only reading): each veth's receive runs in a threaded NAPI kernel thread \
-         (GRO on, TSO off), not inside the sender's system call; the server CPU column no longer holds its clients' receive."
-    } else {
-        "veth mode: default: a veth runs the receiving end's stack inside the sender's system call, so the server CPU \
+fn veth_mode(napi: bool, hold_us: u32) -> String {
+    if !napi {
+        return "veth mode: default: a veth runs the receiving end's stack inside the sender's system call, so the server CPU \
          column holds its clients' UDP receive (download) as well; --veth-napi gives the server-only reading."
+            .into();
     }
+    let hold = if hold_us > 0 {
+        format!(
+            " Received packets wait in GRO up to {hold_us} us (--veth-hold-us: gro_flush_timeout, napi_defer_hard_irqs 1)."
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "veth mode: --veth-napi (server-only reading): each veth's receive runs in a threaded NAPI kernel thread \
+         (GRO on, TSO off), not inside the sender's system call; the server CPU column no longer holds its clients' receive.{hold}"
+    )
 }
 
 /// ferrovpn's figures over OpenVPN's for each client count and direction
