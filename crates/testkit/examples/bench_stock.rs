@@ -710,7 +710,21 @@ fn rtt_with_loss(p: &PingStats) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::snmp_field;
+    use clap::Parser;
+
+    use super::{Args, snmp_field};
+
+    #[test]
+    fn a_veth_hold_needs_the_napi_mode() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["bench_stock"], args].concat());
+        assert!(parse(&["--veth-hold-us", "50"]).is_err());
+        let args = parse(&["--veth-napi", "--veth-hold-us", "50"]).unwrap();
+        assert!(args.veth_napi);
+        assert_eq!(args.veth_hold_us, 50);
+        let args = parse(&[]).unwrap();
+        assert!(!args.veth_napi);
+        assert_eq!(args.veth_hold_us, 0);
+    }
 
     const SNMP: &str = "\
 Ip: Forwarding DefaultTTL
