@@ -34,8 +34,8 @@
 //! `sendmmsg`/`sendto`, so each server was charged its clients' UDP receive
 //! (and each client the server's). On Linux 6.18 a veth takes the NAPI path
 //! for a datagram when GRO is on at the receiving end and TSO is off at the
-//! sending end (`veth_xmit`: otherwise only GSO-capable traffic with
-//! `rx-udp-gro-forwarding` or `rx-gro-list` does), and threaded NAPI
+//! sending end (`veth_xmit`: with TSO on, only with
+//! `rx-udp-gro-forwarding` or `rx-gro-list` on at the receiving end), and threaded NAPI
 //! (`/sys/class/net/DEV/threaded`) moves the poll into a kernel thread of
 //! its own. Both servers are measured alike; GRO then also gives a socket
 //! that asked for it (`UDP_GRO`, as ferrovpn's does) several datagrams of
