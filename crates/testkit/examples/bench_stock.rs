@@ -26,6 +26,21 @@
 //! clock, the data path's system calls) and `perf record -g` on the server
 //! process over each transfer;
 //! perf's own cost then inflates the CPU figures.
+//!
+//! `--veth-napi` runs every veth's receive in a threaded NAPI kernel
+//! thread (`napi/<dev>-<id>`), as a NIC's would run in its driver's
+//! softirq, instead of inside the sender's system call: without NAPI a
+//! veth hands a packet to the peer's stack within the sender's
+//! `sendmmsg`/`sendto`, so each server was charged its clients' UDP receive
+//! (and each client the server's). On Linux 6.18 a veth takes the NAPI path
+//! for a datagram when GRO is on at the receiving end and TSO is off at the
+//! sending end (`veth_xmit`: with TSO on, only with
+//! `rx-udp-gro-forwarding` or `rx-gro-list` on at the receiving end), and threaded NAPI
+//! (`/sys/class/net/DEV/threaded`) moves the poll into a kernel thread of
+//! its own. Both servers are measured alike; GRO then also gives a socket
+//! that asked for it (`UDP_GRO`, as ferrovpn's does) several datagrams of
+//! one flow in one message, as a NIC with GRO would. The NAPI threads' own
+//! CPU per GB is printed too (server side, client side).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -67,9 +82,110 @@ struct Args {
     /// stream reached under OpenVPN (needs `openvpn` in `--only`, first).
     #[arg(long)]
     matched_rate: bool,
+    /// Run each veth's receive in a threaded NAPI kernel thread (GRO on at
+    /// the receiving end, TSO off at the sending end), as a NIC would,
+    /// instead of inside the sender's system call: a server-only reading.
+    #[arg(long)]
+    veth_napi: bool,
+    /// With `--veth-napi`: hold received packets in GRO up to this many
+    /// microseconds and poll again on a timer instead of being woken by
+    /// each packet (`gro_flush_timeout`, `napi_defer_hard_irqs` 1), as a
+    /// NIC's interrupt moderation does. 0: off.
+    #[arg(long, default_value_t = 0, requires = "veth_napi")]
+    veth_hold_us: u32,
     /// Keep the scratch directory (configs, PKI, logs).
     #[arg(long)]
     keep: bool,
+}
+
+/// The NAPI kernel threads of the lab's veths after [`VethNapi::enable`]:
+/// those receiving at the server's ends (from the clients) and at the
+/// clients' ends.
+struct VethNapi {
+    server_side: Vec<u32>,
+    client_side: Vec<u32>,
+}
+
+impl VethNapi {
+    /// Turn GRO on and TSO off at both ends of every veth pair of `lab`,
+    /// then threaded NAPI, one device at a time so that each device's new
+    /// `napi/` kernel threads are known (their names are cut to 15 bytes,
+    /// which drops the device's last letters). Fails unless every device
+    /// shows the settings and got a thread.
+    /// `hold_us`: see `--veth-hold-us`.
+    fn enable(lab: &Lab, hold_us: u32) -> Result<VethNapi> {
+        let ends = |pick: fn(&ferrovpn_testkit::VethPair) -> &String, server: bool| {
+            lab.veths
+                .iter()
+                .zip(&lab.clients)
+                .map(move |(veth, client)| {
+                    (if server { &lab.server_ns } else { client }, pick(veth))
+                })
+        };
+        let server_ends: Vec<(&Netns, &String)> = ends(|v| &v.if_a, true).collect();
+        let client_ends: Vec<(&Netns, &String)> = ends(|v| &v.if_b, false).collect();
+        for &(ns, dev) in server_ends.iter().chain(&client_ends) {
+            ns.exec(&["ethtool", "-K", dev, "gro", "on", "tso", "off"])?;
+            let features = ns.exec(&["ethtool", "-k", dev])?;
+            for want in [
+                "generic-receive-offload: on",
+                "tcp-segmentation-offload: off",
+            ] {
+                if !features.lines().any(|l| l.trim() == want) {
+                    bail!("{dev} in {}: ethtool -k does not show {want:?}", ns.name());
+                }
+            }
+        }
+        let threads = |ends: &[(&Netns, &String)]| -> Result<Vec<u32>> {
+            let mut pids = Vec::new();
+            for &(ns, dev) in ends {
+                let before = napi_threads()?;
+                let knob = format!("/sys/class/net/{dev}/threaded");
+                ns.exec(&["sh", "-c", &format!("echo 1 > {knob}")])?;
+                let new: Vec<u32> = napi_threads()?
+                    .into_iter()
+                    .filter(|p| !before.contains(p))
+                    .collect();
+                if new.is_empty() {
+                    bail!(
+                        "{dev} in {}: no napi/ kernel thread after {knob} = 1",
+                        ns.name()
+                    );
+                }
+                pids.extend(new);
+                if hold_us > 0 {
+                    let hold_ns = u64::from(hold_us) * 1000;
+                    let set = format!(
+                        "echo {hold_ns} > /sys/class/net/{dev}/gro_flush_timeout && \
+                         echo 1 > /sys/class/net/{dev}/napi_defer_hard_irqs"
+                    );
+                    ns.exec(&["sh", "-c", &set])?;
+                }
+            }
+            Ok(pids)
+        };
+        Ok(VethNapi {
+            server_side: threads(&server_ends)?,
+            client_side: threads(&client_ends)?,
+        })
+    }
+}
+
+/// The pids of every `napi/…` kernel thread on the machine.
+fn napi_threads() -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A process may end between the listing and the read.
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("napi/") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -121,6 +237,9 @@ struct Transfer {
     server_tun_drops: u64,
     /// The same at the clients' tun devices (all clients).
     client_tun_drops: u64,
+    /// With `--veth-napi`: CPU seconds per GB of the veths' NAPI threads
+    /// receiving at the server's ends and at the clients' ends.
+    napi_s_per_gb: Option<(Option<f64>, Option<f64>)>,
 }
 
 /// Counters of one namespace's `/proc/net/snmp` (its whole stack).
@@ -218,6 +337,10 @@ fn main() -> Result<()> {
         eprintln!("[bench-stock] keeping {}", lab.dir.path().display());
     }
     let wrap = lab.tls_crypt();
+    let napi = args
+        .veth_napi
+        .then(|| VethNapi::enable(&lab, args.veth_hold_us))
+        .transpose()?;
     let load_before = load_average()?;
 
     if args.matched_rate && args.only.first() != Some(&Server::Openvpn) {
@@ -239,15 +362,7 @@ fn main() -> Result<()> {
                 Vec::new()
             };
             let measured = catch_unwind(AssertUnwindSafe(|| {
-                measure(
-                    &lab,
-                    &wrap,
-                    server,
-                    n,
-                    args.seconds,
-                    &caps,
-                    args.perf.as_deref(),
-                )
+                measure(&lab, &wrap, server, n, &caps, &args, napi.as_ref())
             }));
             let figures = match measured {
                 Ok(Ok(f)) => Ok(f),
@@ -272,10 +387,11 @@ fn measure(
     wrap: &Wrap,
     server: Server,
     n: usize,
-    seconds: u32,
     caps: &[(Direction, u64)],
-    perf: Option<&Path>,
+    args: &Args,
+    napi: Option<&VethNapi>,
 ) -> Result<(PingStats, Vec<Transfer>)> {
+    let (seconds, perf) = (args.seconds, args.perf.as_deref());
     let cipher = Cipher::Aes256Gcm;
     let sc = lab.server_conf(wrap.clone(), cipher);
     let ccs = lab.client_confs(wrap, cipher);
@@ -305,6 +421,14 @@ fn measure(
         let server_before = Snmp::read(&lab.server_ns, SERVER_DEV)?;
         let clients_before = Snmp::read_all(&namespaces, CLIENT_DEV)?;
         let cpu = CpuMeter::start(&[server_proc.pid()])?;
+        let napi_cpu = napi
+            .map(|t| -> Result<_> {
+                Ok((
+                    CpuMeter::start(&t.server_side)?,
+                    CpuMeter::start(&t.client_side)?,
+                ))
+            })
+            .transpose()?;
         let (reports, loaded) = iperf3_all_at_while(
             &namespaces,
             &lab.server_ns,
@@ -335,6 +459,14 @@ fn measure(
         )?;
         let bytes = reports.iter().map(|r| r.bytes).sum();
         let cpu_s_per_gb = cpu.seconds_per_gb(bytes)?;
+        let napi_s_per_gb = napi_cpu
+            .map(|(server_side, client_side)| -> Result<_> {
+                Ok((
+                    server_side.seconds_per_gb(bytes)?,
+                    client_side.seconds_per_gb(bytes)?,
+                ))
+            })
+            .transpose()?;
         let server_after = Snmp::read(&lab.server_ns, SERVER_DEV)?;
         let clients_after = Snmp::read_all(&namespaces, CLIENT_DEV)?;
         let delta = |after: u64, before: u64| after.saturating_sub(before);
@@ -358,6 +490,7 @@ fn measure(
             ),
             server_tun_drops: delta(server_after.tun_tx_dropped, server_before.tun_tx_dropped),
             client_tun_drops: delta(clients_after.tun_tx_dropped, clients_before.tun_tx_dropped),
+            napi_s_per_gb,
         });
     }
     Ok((idle, transfers))
@@ -444,23 +577,36 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
         args.seconds
     );
     println!();
+    println!("{}", veth_mode(args.veth_napi, args.veth_hold_us));
+    println!();
+    let napi_header = if args.veth_napi {
+        " veth NAPI CPU s/GB server side / client side |"
+    } else {
+        ""
+    };
+    let napi_rule = if args.veth_napi { "---|" } else { "" };
     println!(
-        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms | UDP drops server / clients | tun drops server / clients | retrans |"
+        "| server | clients | direction | Gbit/s | server CPU s/GB | idle RTT ms | loaded RTT ms | UDP drops server / clients | tun drops server / clients | retrans |{napi_header}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|{napi_rule}");
     for row in rows {
         let (server, n) = (row.server.label(), row.clients);
         match &row.figures {
             Err(why) => {
                 let why: String = why.lines().next().unwrap_or("").chars().take(160).collect();
+                let napi = if args.veth_napi { " n/a |" } else { "" };
                 println!(
-                    "| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a | n/a | n/a | n/a |"
+                    "| {server} | {n} | - | n/a ({why}) | n/a | n/a | n/a | n/a | n/a | n/a |{napi}"
                 );
             }
             Ok((idle, transfers)) => {
                 for t in transfers {
+                    let napi = t
+                        .napi_s_per_gb
+                        .map(|(s, c)| format!(" {} / {} |", cell(s, 2), cell(c, 2)))
+                        .unwrap_or_default();
                     println!(
-                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} | {} / {} | {} / {} | {} |",
+                        "| {server} | {n} | {} | {:.3} | {} | {:.3} | {} | {} / {} | {} / {} | {} |{napi}",
                         t.label(),
                         t.gbps,
                         cell(t.cpu_s_per_gb, 2),
@@ -476,12 +622,32 @@ fn print_tables(args: &Args, rows: &[Row], load_before: &str, load_after: &str) 
             }
         }
     }
-    print_ratios(rows);
+    print_ratios(args, rows);
+}
+
+/// The table header's line on where the veths' receive runs.
+fn veth_mode(napi: bool, hold_us: u32) -> String {
+    if !napi {
+        return "veth mode: default: a veth runs the receiving end's stack inside the sender's system call, so the server CPU \
+         column holds its clients' UDP receive (download) as well; --veth-napi gives the server-only reading."
+            .into();
+    }
+    let hold = if hold_us > 0 {
+        format!(
+            " Received packets wait in GRO up to {hold_us} us (--veth-hold-us: gro_flush_timeout, napi_defer_hard_irqs 1)."
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "veth mode: --veth-napi (server-only reading): each veth's receive runs in a threaded NAPI kernel thread \
+         (GRO on, TSO off), not inside the sender's system call; the server CPU column no longer holds its clients' receive.{hold}"
+    )
 }
 
 /// ferrovpn's figures over OpenVPN's for each client count and direction
 /// both were measured at (the issue's targets are ratios).
-fn print_ratios(rows: &[Row]) {
+fn print_ratios(args: &Args, rows: &[Row]) {
     let transfers = |server: Server, n: usize| {
         rows.iter()
             .find(|r| r.server == server && r.clients == n)
@@ -519,7 +685,12 @@ fn print_ratios(rows: &[Row]) {
         return;
     }
     println!();
-    println!("ferrovpn / OpenVPN (targets: CPU <= 0.20, RTTs <= 1):");
+    let mode = if args.veth_napi {
+        "--veth-napi"
+    } else {
+        "default veth"
+    };
+    println!("ferrovpn / OpenVPN, {mode} (targets: CPU <= 0.20, RTTs <= 1):");
     println!();
     println!("| clients | direction | Gbit/s | server CPU s/GB | idle RTT | loaded RTT |");
     println!("|---|---|---|---|---|---|");
@@ -539,7 +710,21 @@ fn rtt_with_loss(p: &PingStats) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::snmp_field;
+    use clap::Parser;
+
+    use super::{Args, snmp_field};
+
+    #[test]
+    fn a_veth_hold_needs_the_napi_mode() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["bench_stock"], args].concat());
+        assert!(parse(&["--veth-hold-us", "50"]).is_err());
+        let args = parse(&["--veth-napi", "--veth-hold-us", "50"]).unwrap();
+        assert!(args.veth_napi);
+        assert_eq!(args.veth_hold_us, 50);
+        let args = parse(&[]).unwrap();
+        assert!(!args.veth_napi);
+        assert_eq!(args.veth_hold_us, 0);
+    }
 
     const SNMP: &str = "\
 Ip: Forwarding DefaultTTL
