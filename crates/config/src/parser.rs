@@ -1811,6 +1811,7 @@ impl Parser {
                 self.cfg.auth_user_pass = Some(aup);
             }
             "auth-nocache" => d.flag(&mut c.auth_nocache)?,
+            "tls-exit" => d.flag(&mut c.tls_exit)?,
             "script-security" => {
                 d.count(1, 1, "a level 0..3")?;
                 c.scripts.security = Some(d.num(0, 0, 3, "a level 0..3")?);

@@ -262,6 +262,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     s("hand-window", "seconds (default 60)"),
     s("tran-window", "seconds (default 3600)"),
     s("tls-timeout", "seconds (default 2)"),
+    s(
+        "tls-exit",
+        "client (and point-to-point): a failed TLS handshake (the server's certificate refused, `hand-window` run out) ends the process instead of a restart, as 2.6's SIGTERM with `tls-error`: `>STATE:...,EXITING,tls-error`, the `down` script's signal `tls-error`, exit status 0 (forward.c `check_tls_errors`); server: each client's failed handshake ends that client with or without it, and the server keeps running, as 2.6",
+    ),
     // --- crypto material
     s("ca", "PEM file or inline `<ca>`"),
     s("cert", "PEM file or inline `<cert>`"),
@@ -731,7 +735,6 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
         "removed in OpenVPN 2.6, which refuses it too; use `data-ciphers`",
     ),
     u("cd", "`cd` is not supported; use absolute paths"),
-    u("tls-exit", "tls-exit is not supported"),
     s(
         "askpass",
         "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins and is read at start (2.6 reads it after `management-hold`, and reports a wrong one over management; ferrovpn refuses the start naming the file); `askpass` without FILE asks over the management interface, as 2.6. After a SIGHUP the passphrase read at start is used again, without reading the file or asking on the terminal (the file must still be readable), as 2.6 (its `passbuf` lives as long as the process); with `auth-nocache` it is read or asked again, as 2.6. Difference: after `forget-passwords` 2.6 reads the file again on the next SIGHUP, ferrovpn uses the passphrase read at start",

@@ -728,6 +728,9 @@ pub struct Config {
     pub hand_window: Option<u32>,
     pub tran_window: Option<u32>,
     pub tls_timeout: Option<u32>,
+    /// `tls-exit`: a failed TLS handshake ends the process (2.6's SIGTERM
+    /// with `tls-error`) instead of restarting.
+    pub tls_exit: bool,
 
     pub auth_user_pass: Option<AuthUserPass>,
     pub auth_nocache: bool,

@@ -159,6 +159,9 @@ pub struct ClientSettings {
     pub ping: Option<Duration>,
     /// `ping-exit N`: exit (instead of reconnecting) after this much silence.
     pub ping_exit: Option<Duration>,
+    /// `tls-exit`: a failed TLS handshake ends the client, as 2.6's
+    /// SIGTERM with `tls-error`, instead of a restart.
+    pub tls_exit: bool,
     /// `status FILE [N]`: data-channel byte counts.
     pub status: Option<StatusSettings>,
     pub tun_mtu: u16,
@@ -248,6 +251,7 @@ fn signal_text(ended: &Ended) -> &'static str {
     match ended {
         Ended::Shutdown | Ended::Fatal(_) => "sigterm",
         Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
+        Ended::Exit(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.starts_with(NO_PUSH_REPLY) => "no-push-reply",
@@ -266,6 +270,7 @@ fn state_reason(ended: &Ended, restart_signal: &'static str) -> &'static str {
         Ended::Shutdown => "SIGTERM",
         Ended::Exit(why) if why.contains("inactive") => "inactive",
         Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT) => AUTH_CONTROL_EXIT,
+        Ended::Exit(why) if why.starts_with(TLS_HANDSHAKE_FAILED) => "tls-error",
         Ended::Exit(_) => "ping-exit",
         Ended::Reconnect(why) if why.contains("ping-restart") => "ping-restart",
         Ended::Reconnect(why) if why.contains("server poll timeout") => "server_poll",
@@ -655,7 +660,7 @@ pub async fn run_client(
         } else {
             Ok(untried.pop().expect("checked non-empty"))
         };
-        let ended = match server {
+        let mut ended = match server {
             Ok(server) => {
                 if let (Some(m), Some(c)) = (mgmt, credentials.as_mut())
                     && c.to_ask_over_management()
@@ -781,6 +786,20 @@ pub async fn run_client(
         }
         let tls_error =
             matches!(&ended, Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED));
+        let tls_exit = tls_error && s.tls_exit;
+        if let (true, Ended::Reconnect(why)) = (tls_exit, &ended) {
+            // 2.6 raises SIGTERM in place of SIGUSR1 for its TLS errors
+            // with tls-exit (forward.c `check_tls_errors`): the client
+            // ends as on a ping-exit, with the reason `tls-error`.
+            ended = Ended::Exit(format!("{why} (tls-exit)"));
+            if let (Some(m), Some(_)) = (mgmt, remote.explicit_exit_notify) {
+                // With explicit-exit-notify that first SIGTERM only starts
+                // the notification; 2.6's loop then begins a new TLS
+                // session (`>STATE:...,WAIT`) and its still-counted hard
+                // error raises SIGTERM `tls-error` again, which ends it.
+                m.state("WAIT", "");
+            }
+        }
         if tls_error || matches!(ended, Ended::Restart | Ended::AuthFailed(_)) {
             // 2.6 closes its socket on these soft restarts too: the server
             // still holds the old session for this address (for its
@@ -803,10 +822,12 @@ pub async fn run_client(
         // With explicit-exit-notify, a SIGTERM (from outside, a ping-exit,
         // an AUTH_FAILED that ends the client) goes out as 2.6's exit
         // notification, which names itself the signal; a vetoed key keeps
-        // saying `auth-control-exit` (2.6 raises it again while it waits).
+        // saying `auth-control-exit` (2.6 raises it again while it waits),
+        // and so does a TLS error with tls-exit.
         let vetoed = matches!(&ended, Ended::Exit(why) if why.contains(AUTH_CONTROL_EXIT));
         let signal = if remote.explicit_exit_notify.is_some()
             && !vetoed
+            && !tls_exit
             && (matches!(ended, Ended::Shutdown | Ended::Exit(_))
                 || matches!(ended, Ended::AuthFailed(_)) && s.auth_retry == AuthRetry::None)
         {
@@ -1205,10 +1226,17 @@ mod tests {
                 )),
                 "tls-error",
             ),
+            // tls-exit: 2.6's SIGTERM[soft,tls-error].
+            (
+                Ended::Exit(format!("{TLS_HANDSHAKE_FAILED}: hand-window (tls-exit)")),
+                "tls-error",
+            ),
         ];
         for (ended, reason) in cases {
             assert_eq!(state_reason(&ended, "SIGHUP"), reason, "{ended:?}");
         }
+        let tls_exit = Ended::Exit(format!("{TLS_HANDSHAKE_FAILED}: x (tls-exit)"));
+        assert_eq!(signal_text(&tls_exit), "tls-error");
         assert_eq!(
             verification_failed(""),
             ">PASSWORD:Verification Failed: 'Auth'"

@@ -189,6 +189,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         ping_restart: secs(cfg.ping_restart_secs().unwrap_or(u32::MAX)),
         ping: cfg.ping_interval().map(secs),
         ping_exit: cfg.ping_exit.map(secs),
+        tls_exit: cfg.tls_exit,
         status: status(cfg),
         tun_mtu: cfg.tun_mtu(),
         compression: cfg.compression,
