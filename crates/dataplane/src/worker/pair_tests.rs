@@ -711,6 +711,40 @@ fn a_download_paced_wake_up_reads_the_socket_once() {
     assert_eq!(sent, 7, "every packet the TUN gave was sent");
 }
 
+/// What one wake-up of a server makes of six data datagrams of its client
+/// that the link's GRO merged into one message, when the client is known
+/// to send one datagram per packet (`stock`) or not: the sends it counts,
+/// and whether it paces.
+fn gro_merged_upload(stock: bool) -> (u64, bool) {
+    let mut pair = Pair::new(no_offloads());
+    pair.server.sh.peers.set_reads_one_by_one(PEER_ID, stock);
+    for i in 0..6 {
+        let data = udp4(CLIENT_TUN_IP, SERVER_TUN_IP, &[i as u8; 1000]);
+        assert!(pair.client.tun.inject(data));
+    }
+    pair.client.worker.pump();
+    assert_eq!(pair.link.in_flight(pair.server.addr), 6);
+    let woke_at = now_nanos();
+    pair.server.worker.ib.woke(woke_at);
+    let mut totals = Totals::default();
+    pair.server
+        .worker
+        .drain(true, true, false, false, &mut totals);
+    assert_eq!(pair.server.tun.take_written().len(), 6);
+    let now = pair.server.worker.ib.now;
+    assert_eq!((now.datagrams, now.delivered), (6, 6));
+    (now.sends, pair.server.worker.ib.worth_pacing(woke_at))
+}
+
+/// Behind a NIC with GRO a stock client's datagrams arrive merged, a few
+/// per message: still one send each, and its upload is still paced. The
+/// same message from a ferrovpn peer is one GSO run, never paced.
+#[test]
+fn a_stock_peers_gro_merged_datagrams_count_one_send_each_and_are_paced() {
+    assert_eq!(gro_merged_upload(true), (6, true));
+    assert_eq!(gro_merged_upload(false), (1, false));
+}
+
 /// A pure TCP ACK (IPv4, no options) from the client's tunnel address,
 /// acknowledging `ack`.
 fn tcp_ack(ack: u32) -> Vec<u8> {
