@@ -636,7 +636,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "auth-token",
-        "username/password authentication is not supported yet",
+        "in a config file (2.6 then presets the client's session token from it, sent in place of the password) it is not supported; pushed by a server (`auth-gen-token`) a client takes it as 2.6",
     ),
     s(
         "tls-crypt-v2-verify",
