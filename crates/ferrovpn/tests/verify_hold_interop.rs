@@ -39,6 +39,19 @@ fn script(lab: &Lab, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A tls-verify script that refuses the peer's own certificate (depth 0)
+/// while `deny` exists.
+fn refusing_verify_script(lab: &Lab, name: &str, deny: &Path) -> PathBuf {
+    script(
+        lab,
+        name,
+        &format!(
+            "[ \"$1\" = 0 ] && [ -e \"{}\" ] && exit 1\nexit 0",
+            deny.display()
+        ),
+    )
+}
+
 /// The management lines both clients must show alike: replies, holds,
 /// and each state's name and description (times and addresses cut).
 fn same_lines(m: &Management) -> Vec<String> {
@@ -159,15 +172,7 @@ fn client_refusing_the_server_sends_no_key_method_and_exits_from_hold_as_stock()
 /// the server's tran-window ran out it carries none.
 fn renegotiation_refused(lab: &Lab, imp: Implementation) {
     let deny = lab.dir.join(format!("{}-deny", imp.name()));
-    let verify = script(
-        lab,
-        &format!("{}-verify.sh", imp.name()),
-        &format!(
-            r#"[ "$1" = 0 ] && [ -e "{}" ] && exit 1
-exit 0"#,
-            deny.display()
-        ),
-    );
+    let verify = refusing_verify_script(lab, &format!("{}-verify.sh", imp.name()), &deny);
     let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
     sc.extra = vec![
         "script-security 2".into(),
@@ -235,19 +240,6 @@ fn server_refusing_a_renegotiation_keeps_the_old_key_for_tran_window_as_stock() 
 
 /// The testkit client config's line (UDP).
 const EXIT_NOTIFY: &str = "explicit-exit-notify 1\n";
-
-/// A tls-verify script that refuses the peer's own certificate (depth 0)
-/// while `deny` exists.
-fn refusing_verify_script(lab: &Lab, name: &str, deny: &Path) -> PathBuf {
-    script(
-        lab,
-        name,
-        &format!(
-            "[ \"$1\" = 0 ] && [ -e \"{}\" ] && exit 1\nexit 0",
-            deny.display()
-        ),
-    )
-}
 
 /// A client of `imp` with `tls-exit` (and `explicit-exit-notify 1` if
 /// `exit_notify`) whose tls-verify refuses the server, held by
@@ -371,7 +363,7 @@ fn server_survives_a_refused_handshake(lab: &Lab, imp: Implementation) {
         log_tails(&client, &server)
     );
     std::fs::remove_file(&deny).unwrap();
-    wait_log(&mut client, "Initialization Sequence Completed", &server);
+    wait_log(&mut client, UP, &server);
     if let Err(e) = ping(&lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)) {
         panic!("{imp:?}: {e:#}\n{}", log_tails(&client, &server));
     }

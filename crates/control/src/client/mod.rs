@@ -787,7 +787,7 @@ pub async fn run_client(
         let tls_error =
             matches!(&ended, Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED));
         let tls_exit = tls_error && s.tls_exit;
-        if let (true, Ended::Reconnect(why)) = (tls_exit, &ended) {
+        if tls_exit && let Ended::Reconnect(why) = &ended {
             // 2.6 raises SIGTERM in place of SIGUSR1 for its TLS errors
             // with tls-exit (forward.c `check_tls_errors`): the client
             // ends as on a ping-exit, with the reason `tls-error`.
