@@ -192,7 +192,7 @@ pub enum Opened<T> {
 /// before a SIGHUP: tried first, without asking.
 pub async fn open_over_management<T, S>(
     m: &Management,
-    mut key: DeferredKey<T>,
+    key: &mut DeferredKey<T>,
     kept: Option<Zeroizing<String>>,
     restart: &Notify,
     connect_retry_secs: u32,

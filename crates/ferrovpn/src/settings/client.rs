@@ -209,6 +209,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         })),
         scripts,
         management: client_management,
+        persist_key: cfg.persist_key,
         key_passphrase,
     })
 }
