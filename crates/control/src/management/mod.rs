@@ -75,6 +75,9 @@ pub struct ManagementSettings {
     pub client_auth: bool,
     /// `management-up-down`: `>UPDOWN:UP|DOWN` with the environment.
     pub up_down: bool,
+    /// The process's private key passphrase memory (2.6's `passbuf`),
+    /// which `forget-passwords` empties.
+    pub key_passphrase: crate::key_passphrase::PassphraseMemory,
 }
 
 /// What a management command needs from the server.
@@ -262,7 +265,7 @@ impl Management {
             entry_udp: false,
             started: false,
             remote_entries: Vec::new(),
-            key_passphrase: Default::default(),
+            key_passphrase: settings.key_passphrase.clone(),
             credentials,
             hold: settings.hold,
             hold_released: false,
