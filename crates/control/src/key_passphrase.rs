@@ -21,15 +21,14 @@
 //!   interface`, exit status 1; SIGTERM during the hold before a retry:
 //!   `EXITING,init_instance`.
 //!
-//! A client opens the key once per configuration read: a later SIGUSR1 or
-//! reconnect does not ask again. A SIGHUP opens it again, and so does a
-//! server's SIGUSR1 without `persist-key` (2.6 frees its TLS context then,
-//! `do_close_free_key_schedule`), but 2.6 kept the passphrase
+//! A SIGHUP opens the key again, and so does a SIGUSR1 without
+//! `persist-key` (a client's every reconnect: 2.6 frees its TLS context
+//! then, `do_close_free_key_schedule`), but 2.6 kept the passphrase
 //! (`pem_password_callback` leaves it in its process-wide `passbuf` unless
 //! `auth-nocache`; see [`PassphraseMemory`]), so it asks only with
-//! `auth-nocache`, after `forget-passwords` (a server), or when the kept
-//! one no longer opens the key (the `auth-retry` rules then, as for a
-//! wrong answer).
+//! `auth-nocache`, after `forget-passwords`, or when the kept one no
+//! longer opens the key (the `auth-retry` rules then, as for a wrong
+//! answer).
 //!
 //! The wait is a select on the runtime, so the management interface (its
 //! own task) keeps answering `state`, `pid`, `hold release` meanwhile.

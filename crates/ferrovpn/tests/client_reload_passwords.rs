@@ -7,7 +7,9 @@
 //! asked again; with `auth-nocache` both are wiped after use
 //! (misc.c `purge_user_pass`) and both are asked again, the credentials
 //! first. And `askpass FILE` is read once: a SIGHUP opens the key with
-//! the passphrase read at start.
+//! the passphrase read at start. `forget-passwords` empties both buffers
+//! (manage.c `man_forget_passwords`), and without `persist-key` every
+//! restart of the connection opens the key again.
 //!
 //! Each script runs against the ferrovpn client and Debian's stock 2.6
 //! client with the same stock 2.6 server, and the test compares what both

@@ -8,8 +8,10 @@
 //! each use (`pem_password_callback`) and `forget-passwords` empties it
 //! (manage.c `man_forget_passwords`, `ssl_purge_auth`), and then the next
 //! opening asks. With `management-hold` 2.6 also holds again on every
-//! restart. An `askpass FILE` is read once: a SIGHUP opens the key with
-//! the passphrase read at start.
+//! restart. An `askpass FILE` is read into the same `passbuf`: a SIGHUP
+//! opens the key with the passphrase read at start, and reads the file
+//! again only after `auth-nocache` or `forget-passwords` emptied it; a
+//! SIGUSR1 never reads it (it asks over management then).
 //!
 //! Each script runs against Debian's stock 2.6 server and the ferrovpn
 //! server with the same config, and the test compares their whole
