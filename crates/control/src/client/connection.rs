@@ -123,14 +123,16 @@ async fn chain_verdict(f: &mut Option<(u8, BeforePush)>) -> (u8, Result<(), Stri
     }
 }
 
+/// A credentials question of a key exchange: the key_id that waits for
+/// it, and the question until answered.
+type CredentialsQuestion<'a> = (
+    u8,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>,
+);
+
 /// The answer to a credentials question in a key exchange: the key_id
 /// that waits for it; never, when none is asked.
-async fn credentials_answered(
-    f: &mut Option<(
-        u8,
-        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>,
-    )>,
-) -> u8 {
+async fn credentials_answered(f: &mut Option<CredentialsQuestion<'_>>) -> u8 {
     match f {
         Some((key_id, f)) => {
             f.await;
@@ -286,8 +288,7 @@ impl Connection<'_> {
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
         // A credentials question of a key exchange, while it waits.
-        let mut asking: Option<(u8, std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)> =
-            None;
+        let mut asking: Option<CredentialsQuestion<'_>> = None;
         let ended = loop {
             if let Some(end) = self.drain(&mut c).await {
                 break end;
