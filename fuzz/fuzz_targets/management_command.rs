@@ -25,8 +25,9 @@ fuzz_target!(|data: &[u8]| {
         // question open) or a server's.
         mode: if client { Mode::Client } else { Mode::Server },
         hold_wait: 0,
-        // `forget-passwords` drops a kept key passphrase.
+        // `forget-passwords` drops a kept key passphrase and credentials.
         key_passphrase: Default::default(),
+        credentials: Default::default(),
         password_query: client.then(|| PasswordQuery::new("Auth", true, None)),
         // The fourth byte picks which entry question a client has open
         // (`remote`, `proxy` answer it; `cr-response` goes to the session)

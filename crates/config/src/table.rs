@@ -394,7 +394,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "management-query-passwords",
-        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md). After a SIGHUP neither is asked again (2.6 keeps both in memory), except with `auth-nocache` (both asked again, the credentials first), as 2.6. A server opens its key again on every SIGHUP and on a SIGUSR1 without `persist-key`, with the passphrase given before, and asks again only with `auth-nocache` or after `forget-passwords`, as 2.6 (a client's `forget-passwords` drops nothing: a difference)",
+        "clients: the `auth-user-pass` user name/password the config does not give are asked with `>PASSWORD:Need 'Auth' ...` (with `SC:` for `static-challenge`); clients and servers: the passphrase of an encrypted `key` or `pkcs12` file (without `askpass FILE`) is asked after `management-hold` with `>PASSWORD:Need 'Private Key' password`; a wrong one: `>PASSWORD:Verification Failed: 'Private Key'` (not for `pkcs12`, as 2.6), then `>FATAL:` and exit 1, or with `auth-retry interact`/`nointeract` RECONNECTING, the hold again and the question again, as 2.6 (docs/management.md). After a SIGHUP neither is asked again (2.6 keeps both in memory), except after `auth-nocache` or `forget-passwords` dropped them (both asked right after the hold, the credentials first), as 2.6. The key opens again on every SIGHUP and, without `persist-key`, on every SIGUSR1 (a client: every reconnect), with the passphrase given before, asking again only after `auth-nocache` or `forget-passwords`, as 2.6. A client's credentials dropped that way are asked at a reconnect in the key exchange (after the `WAIT` and `AUTH` states; with `auth-retry interact` before the attempt), as 2.6",
     ),
     s(
         "management-query-remote",
@@ -427,7 +427,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "persist-key",
-        "a client keeps its keys across reconnects anyway; a server reads its key and certificates again on every restart (SIGHUP, SIGUSR1), with or without it, but with it a SIGUSR1 does not ask again for a key passphrase given over management (`management-query-passwords`, even with `auth-nocache` or after `forget-passwords`), as 2.6, which keeps its key then",
+        "client: without it a key whose passphrase is asked over management (`management-query-passwords`) is opened again at every reconnect (SIGUSR1, ping-restart, ...) with the kept passphrase, asking only after `auth-nocache` or `forget-passwords` dropped it, as 2.6 (which frees its TLS context then); with it the key stays open. Difference: a client's key opened with `askpass FILE` or the terminal stays open across reconnects either way (2.6 opens it again, and asks over management or on the terminal when `auth-nocache` or `forget-passwords` emptied its `passbuf`). A server reads its key and certificates again on every restart (SIGHUP, SIGUSR1), with or without it, but with it a SIGUSR1 does not ask again for a key passphrase given over management (`management-query-passwords`, even with `auth-nocache` or after `forget-passwords`), as 2.6, which keeps its key then",
     ),
     s(
         "persist-tun",
@@ -565,7 +565,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "auth-nocache",
-        "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed. Clients and servers: the private key's passphrase (`askpass`, or asked over management) is dropped once the key is open, and read or asked again when a restart opens the key (SIGHUP; a server's SIGUSR1 without `persist-key`), as 2.6. Difference: a server with `askpass FILE` reads the file again on that SIGUSR1 (2.6 then asks over the management interface, or on the terminal)",
+        "client: the password is dropped from memory once sent; it is read (file) or asked for again when needed. Clients and servers: the private key's passphrase (`askpass`, or asked over management) is dropped once the key is open, and read or asked again when a restart opens the key (SIGHUP; a SIGUSR1 without `persist-key`, for a client every reconnect), as 2.6: a SIGHUP reads `askpass FILE` again, a SIGUSR1 asks over the management interface (or on the terminal), as 2.6. Difference: a client whose key was opened with `askpass FILE` or the terminal does not open it again on a reconnect (see `persist-key`)",
     ),
     s(
         "float",
@@ -628,7 +628,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     // --- unsupported
     s(
         "auth-user-pass",
-        "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects",
+        "client: `[FILE]` or inline `<auth-user-pass>` (user name, password lines); what is missing is asked on the terminal without echo; `cert`/`key` become optional; a pushed `auth-token` replaces the password for renegotiation and reconnects; the management command `forget-passwords` drops the password and the auth-token, which are then read again (FILE, inline) or asked again over management, as 2.6 (`ssl_purge_auth`, `ssl_clean_auth_token`)",
     ),
     s(
         "auth-user-pass-optional",
@@ -636,7 +636,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     u(
         "auth-token",
-        "username/password authentication is not supported yet",
+        "in a config file (2.6 then presets the client's session token from it, sent in place of the password) it is not supported; pushed by a server (`auth-gen-token`) a client takes it as 2.6",
     ),
     s(
         "tls-crypt-v2-verify",
@@ -737,7 +737,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     u("cd", "`cd` is not supported; use absolute paths"),
     s(
         "askpass",
-        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins and is read at start (2.6 reads it after `management-hold`, and reports a wrong one over management; ferrovpn refuses the start naming the file); `askpass` without FILE asks over the management interface, as 2.6. After a SIGHUP the passphrase read at start is used again, without reading the file or asking on the terminal (the file must still be readable), as 2.6 (its `passbuf` lives as long as the process); with `auth-nocache` it is read or asked again, as 2.6. Difference: after `forget-passwords` 2.6 reads the file again on the next SIGHUP, ferrovpn uses the passphrase read at start",
+        "`[FILE]`: the passphrase of an encrypted `key` (PKCS#8 PBES2 with PBKDF2/scrypt and AES-CBC/3DES, or OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` with AES-*-CBC/DES-EDE3-CBC) or of a `pkcs12` file is the file's first line; no FILE (or `stdin`): asked on the terminal without echo (\"Enter Private Key Password:\") at start, before `daemon` (and under `--check`), as 2.6, but only when a key or `pkcs12` file needs it (2.6 asks even for an unencrypted key). Without `askpass` an encrypted key is asked for the same way; without a terminal that is an error saying to use `askpass FILE`. A wrong passphrase stops the start, naming the file. Not inline (as 2.6). With `management-query-passwords`: `askpass FILE` wins; a passphrase in it that does not open the key is reported over management after the hold (`>PASSWORD:Verification Failed: 'Private Key'`, then what `auth-retry` says), as 2.6 (difference: ferrovpn reads the file before `management-hold`, 2.6 after it); `askpass` without FILE asks over the management interface, as 2.6. After a SIGHUP the passphrase read at start is used again, without reading the file or asking on the terminal (the file must still be readable), as 2.6 (its `passbuf` lives as long as the process, and the management interface's `forget-passwords` empties it too); with `auth-nocache` or after `forget-passwords` a SIGHUP reads the file again, and a server's SIGUSR1 without `persist-key` asks over management (or on the terminal) instead, as 2.6",
     ),
     u("engine", "crypto engines are not supported"),
 ];

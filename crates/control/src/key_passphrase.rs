@@ -21,15 +21,14 @@
 //!   interface`, exit status 1; SIGTERM during the hold before a retry:
 //!   `EXITING,init_instance`.
 //!
-//! A client opens the key once per configuration read: a later SIGUSR1 or
-//! reconnect does not ask again. A SIGHUP opens it again, and so does a
-//! server's SIGUSR1 without `persist-key` (2.6 frees its TLS context then,
-//! `do_close_free_key_schedule`), but 2.6 kept the passphrase
+//! A SIGHUP opens the key again, and so does a SIGUSR1 without
+//! `persist-key` (a client's every reconnect: 2.6 frees its TLS context
+//! then, `do_close_free_key_schedule`), but 2.6 kept the passphrase
 //! (`pem_password_callback` leaves it in its process-wide `passbuf` unless
 //! `auth-nocache`; see [`PassphraseMemory`]), so it asks only with
-//! `auth-nocache`, after `forget-passwords` (a server), or when the kept
-//! one no longer opens the key (the `auth-retry` rules then, as for a
-//! wrong answer).
+//! `auth-nocache`, after `forget-passwords`, or when the kept one no
+//! longer opens the key (the `auth-retry` rules then, as for a wrong
+//! answer).
 //!
 //! The wait is a select on the runtime, so the management interface (its
 //! own task) keeps answering `state`, `pid`, `hold release` meanwhile.
@@ -130,43 +129,50 @@ pub fn retry_pause_secs(retry: AuthRetry, connect_retry: u32) -> u32 {
     }
 }
 
-/// 2.6's `passbuf` (ssl.c) for a passphrase given over the management
-/// interface: the one that opened the key is kept for the next time the
-/// key is opened (a SIGHUP; a server's SIGUSR1 without `persist-key`),
-/// which tries it before asking, as `pem_password_setup` asks only while
+/// 2.6's `passbuf` (ssl.c), one for the process: the passphrase that
+/// opened the key (read from `askpass FILE`, asked on the terminal or over
+/// the management interface) is kept for the next time the key is opened
+/// (a SIGHUP; a SIGUSR1 without `persist-key`), which tries it before
+/// reading or asking, as `pem_password_setup` reads or asks only while
 /// `passbuf` is empty. `auth-nocache` drops it once used
 /// (`purge_user_pass(&passbuf, false)` in `pem_password_callback`), and the
 /// management command `forget-passwords` drops it (`ssl_purge_auth`).
-/// The management interface holds it, as it lives as long as the process
-/// and `forget-passwords` reaches it there.
-#[derive(Default)]
+/// Clones share the memory: the process's key loading and its management
+/// interface (where `forget-passwords` reaches it) hold the same one.
+#[derive(Clone, Default)]
 pub struct PassphraseMemory {
-    kept: Option<Zeroizing<String>>,
+    kept: std::sync::Arc<std::sync::Mutex<Option<Zeroizing<String>>>>,
 }
 
 impl std::fmt::Debug for PassphraseMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PassphraseMemory")
-            .field("kept", &self.kept.is_some())
+            .field("kept", &self.recall().is_some())
             .finish()
     }
 }
 
 impl PassphraseMemory {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Option<Zeroizing<String>>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The passphrase to try before asking (the `kept` of
     /// [`open_over_management`]), if one is kept.
     pub fn recall(&self) -> Option<Zeroizing<String>> {
-        self.kept.clone()
+        self.kept().clone()
     }
 
     /// `passphrase` opened the key: kept, unless `nocache`.
-    pub fn opened_with(&mut self, passphrase: Zeroizing<String>, nocache: bool) {
-        self.kept = (!nocache).then_some(passphrase);
+    pub fn opened_with(&self, passphrase: Zeroizing<String>, nocache: bool) {
+        *self.kept() = (!nocache).then_some(passphrase);
     }
 
-    /// `forget-passwords`: the next opening asks again.
-    pub fn forget(&mut self) {
-        self.kept = None;
+    /// `forget-passwords`: the next opening reads or asks again.
+    pub fn forget(&self) {
+        *self.kept() = None;
     }
 }
 
@@ -192,7 +198,7 @@ pub enum Opened<T> {
 /// before a SIGHUP: tried first, without asking.
 pub async fn open_over_management<T, S>(
     m: &Management,
-    mut key: DeferredKey<T>,
+    key: &mut DeferredKey<T>,
     kept: Option<Zeroizing<String>>,
     restart: &Notify,
     connect_retry_secs: u32,
@@ -269,7 +275,7 @@ mod tests {
 
     #[test]
     fn the_memory_keeps_a_passphrase_until_nocache_or_forget_passwords() {
-        let mut m = PassphraseMemory::default();
+        let m = PassphraseMemory::default();
         assert!(m.recall().is_none(), "nothing before the first answer");
         m.opened_with(Zeroizing::new("secret".into()), false);
         assert_eq!(m.recall().as_deref().map(String::as_str), Some("secret"));
@@ -279,6 +285,10 @@ mod tests {
         m.opened_with(Zeroizing::new("secret".into()), false);
         m.opened_with(Zeroizing::new("other".into()), true);
         assert!(m.recall().is_none(), "auth-nocache drops it once used");
+        m.opened_with(Zeroizing::new("shared".into()), false);
+        let clone = m.clone();
+        clone.forget();
+        assert!(m.recall().is_none(), "clones share one memory");
     }
 
     #[test]

@@ -178,7 +178,8 @@ fn run_config(args: &[String]) -> anyhow::Result<()> {
     }
     let privileges = crate::privileges::Privileges::from_config(&cfg)?;
     let drops_privileges = privileges.is_some();
-    // A SIGHUP restart opens the key with the first passphrase (2.6).
+    // A restart opens the key with the passphrase that opened it (2.6's
+    // `passbuf`), unless `auth-nocache` or `forget-passwords` dropped it.
     crate::keys::keep_passphrase_for_this_process();
     // Everything that may ask on the terminal (credentials) or fail on the
     // config happens here, before `daemon` detaches (as in 2.6).
@@ -293,7 +294,15 @@ impl ServerRestarts<'_> {
                 kind.signal_name()
             );
         }
-        let mut settings = crate::settings::server_settings(&self.cfg)?;
+        // 2.6 reads `askpass FILE` at a configuration read only; a SIGUSR1
+        // without `persist-key` opens the key with the kept passphrase or
+        // asks (see `KeyOpening`).
+        let opening = if kind == RestartKind::Soft && !self.cfg.persist_key {
+            crate::keys::KeyOpening::SoftRestart
+        } else {
+            crate::keys::KeyOpening::ConfigRead
+        };
+        let mut settings = crate::settings::server_settings_opening(&self.cfg, opening)?;
         if let Some(file) = first_config_file(self.args) {
             settings.scripts.base_env.set("config", file);
         }

@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use ferrovpn_config::{Askpass, Config, Material, MaterialSource, Pkcs12};
-use ferrovpn_control::key_passphrase::WrongPassphrase;
+use ferrovpn_control::key_passphrase::{PassphraseMemory, WrongPassphrase};
 use ferrovpn_proto::keyfile::{self, KeyFileError, Pkcs12Error};
 use ferrovpn_proto::session::tls::TlsConfigError;
 use zeroize::Zeroizing;
@@ -100,52 +100,55 @@ pub fn passphrase_source(cfg: &Config) -> anyhow::Result<Box<dyn PassphraseSourc
 
 /// The private key's passphrase as 2.6 keeps it: for the life of the
 /// process, in ssl.c's static `passbuf`, which `pem_password_setup` fills
-/// only while it is empty and which only `auth-nocache` empties after use.
-/// So after a SIGHUP 2.6 neither reads `askpass FILE` again nor asks on
-/// the terminal. Off until [`keep_passphrase_for_this_process`] (the
-/// running process turns it on; `--check` and tests do not, so each of
-/// their loads asks its own source).
-struct ProcessPassphrase {
-    on: bool,
-    passphrase: Option<Zeroizing<String>>,
-}
+/// only while it is empty and which `auth-nocache` (after use) and the
+/// management command `forget-passwords` empty. So after a SIGHUP 2.6
+/// neither reads `askpass FILE` again nor asks on the terminal, unless
+/// one of those emptied it. The running process has one
+/// ([`keep_passphrase_for_this_process`]), which its management interface
+/// holds too; `--check` and tests have none, so each of their loads asks
+/// its own source.
+static PROCESS_PASSPHRASE: std::sync::OnceLock<PassphraseMemory> = std::sync::OnceLock::new();
 
-static PROCESS_PASSPHRASE: std::sync::Mutex<ProcessPassphrase> =
-    std::sync::Mutex::new(ProcessPassphrase {
-        on: false,
-        passphrase: None,
-    });
-
-/// Keep the first passphrase [`load`] got (from `askpass FILE` or the
-/// terminal) for the loads of later SIGHUP restarts, as 2.6 does.
+/// Keep the passphrase that opened the key (from `askpass FILE`, the
+/// terminal or the management interface) for the key's later openings,
+/// as 2.6 does.
 pub fn keep_passphrase_for_this_process() {
-    PROCESS_PASSPHRASE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .on = true;
+    PROCESS_PASSPHRASE.get_or_init(PassphraseMemory::default);
 }
 
-fn kept_passphrase() -> Option<Zeroizing<String>> {
-    let kept = PROCESS_PASSPHRASE.lock().unwrap_or_else(|p| p.into_inner());
-    kept.passphrase.clone().filter(|_| kept.on)
+/// The process's passphrase memory (2.6's `passbuf`), or a memory of
+/// its own for a load outside a running process.
+pub fn passphrase_memory() -> PassphraseMemory {
+    PROCESS_PASSPHRASE.get().cloned().unwrap_or_default()
 }
 
-/// A source whose answer is kept for the process (when it is on and
-/// `keep`: not with `auth-nocache`).
+/// When the key is opened: 2.6 reads `askpass FILE` only when it reads
+/// its configuration (`init_query_passwords` at start and on SIGHUP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOpening {
+    /// Start, SIGHUP (and a server's SIGUSR1 with `persist-key`, where 2.6
+    /// keeps the key open and reading the file again gives the same key).
+    ConfigRead,
+    /// A server's SIGUSR1 without `persist-key`: 2.6 opens the key again
+    /// (`do_close_free_key_schedule` freed it) with the kept passphrase,
+    /// and without one asks over the management interface
+    /// (`management-query-passwords`) or on the terminal, as if there were
+    /// no FILE (`pem_password_callback` calls `pem_password_setup(NULL)`).
+    SoftRestart,
+}
+
+/// A source whose answer goes to `memory`, as 2.6's `passbuf` holds what
+/// `askpass FILE` or the terminal gave (until `auth-nocache` purges it
+/// once the key is open).
 struct Remembered {
     source: Box<dyn PassphraseSource>,
-    keep: bool,
+    memory: PassphraseMemory,
 }
 
 impl PassphraseSource for Remembered {
     fn passphrase(&mut self, what: &str) -> anyhow::Result<Zeroizing<String>> {
         let answer = self.source.passphrase(what)?;
-        if self.keep {
-            let mut kept = PROCESS_PASSPHRASE.lock().unwrap_or_else(|p| p.into_inner());
-            if kept.on {
-                kept.passphrase = Some(answer.clone());
-            }
-        }
+        self.memory.opened_with(answer.clone(), false);
         Ok(answer)
     }
 }
@@ -185,9 +188,29 @@ impl PassphraseSource for Deferring {
 /// `None`, to open with [`load_with_passphrase`] once the management
 /// interface got the passphrase. Everything else (the other files, a
 /// `pkcs12` file the empty password opens) is checked now.
-pub fn load_or_defer(cfg: &Config) -> anyhow::Result<Option<TlsFiles>> {
-    if !cfg.management_query_passwords || matches!(cfg.askpass, Some(Askpass::File(_))) {
-        return load(cfg).map(Some);
+///
+/// With `askpass FILE` too, a running process leaves the key closed when
+/// the file's passphrase does not open it: 2.6 reads the file into
+/// `passbuf` and tells the management clients after the hold that it is
+/// wrong (`>PASSWORD:Verification Failed: 'Private Key'`, then what
+/// `auth-retry` says), which the runtime does when it tries the
+/// passphrase kept in [`passphrase_memory`].
+pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option<TlsFiles>> {
+    let askpass_file = matches!(cfg.askpass, Some(Askpass::File(_)));
+    let askpass_file_or_kept =
+        askpass_file && (opening == KeyOpening::ConfigRead || kept_passphrase(cfg).is_some());
+    if !cfg.management_query_passwords || askpass_file_or_kept {
+        return match load_opening(cfg, opening) {
+            Err(e)
+                if cfg.management_query_passwords
+                    && askpass_file
+                    && PROCESS_PASSPHRASE.get().is_some()
+                    && e.downcast_ref::<WrongPassphrase>().is_some() =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        };
     }
     match load_with(cfg, &mut Deferring) {
         Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
@@ -216,6 +239,16 @@ pub struct TlsFiles {
 /// Load the TLS material `cfg` names, asking `askpass` (or the terminal)
 /// for a passphrase when a key or PKCS#12 file needs one.
 pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
+    load_opening(cfg, KeyOpening::ConfigRead)
+}
+
+/// The passphrase kept from the key's last opening, unless `auth-nocache`.
+fn kept_passphrase(cfg: &Config) -> Option<Zeroizing<String>> {
+    passphrase_memory().recall().filter(|_| !cfg.auth_nocache)
+}
+
+/// [`load`] at `opening`.
+fn load_opening(cfg: &Config, opening: KeyOpening) -> anyhow::Result<TlsFiles> {
     let needs_passphrase = cfg.askpass.is_some()
         || cfg.pkcs12.is_some()
         || cfg
@@ -223,8 +256,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
             .as_ref()
             .is_some_and(|k| keyfile::is_encrypted(&k.text));
     if needs_passphrase {
-        let keep = !cfg.auth_nocache;
-        if let Some(kept) = keep.then(kept_passphrase).flatten() {
+        if let Some(kept) = kept_passphrase(cfg) {
             // 2.6 still checks that the file can be read (options.c
             // `check_file_access`), but does not read it again.
             if let Some(Askpass::File(path)) = &cfg.askpass {
@@ -238,11 +270,21 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
             }
             return load_with(cfg, &mut Given(&kept));
         }
-        let mut source = Remembered {
-            source: passphrase_source(cfg)?,
-            keep,
+        let source: Box<dyn PassphraseSource> = match opening {
+            KeyOpening::ConfigRead => passphrase_source(cfg)?,
+            KeyOpening::SoftRestart => Box::new(TerminalPrompt::default()),
         };
-        load_with(cfg, &mut source)
+        let memory = passphrase_memory();
+        let mut source = Remembered {
+            source,
+            memory: memory.clone(),
+        };
+        let loaded = load_with(cfg, &mut source);
+        if loaded.is_ok() && cfg.auth_nocache {
+            // `pem_password_callback` purges `passbuf` once used.
+            memory.forget();
+        }
+        loaded
     } else {
         load_with(cfg, &mut TerminalPrompt::default())
     }

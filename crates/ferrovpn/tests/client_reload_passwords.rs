@@ -7,7 +7,9 @@
 //! asked again; with `auth-nocache` both are wiped after use
 //! (misc.c `purge_user_pass`) and both are asked again, the credentials
 //! first. And `askpass FILE` is read once: a SIGHUP opens the key with
-//! the passphrase read at start.
+//! the passphrase read at start. `forget-passwords` empties both buffers
+//! (manage.c `man_forget_passwords`), and without `persist-key` every
+//! restart of the connection opens the key again.
 //!
 //! Each script runs against the ferrovpn client and Debian's stock 2.6
 //! client with the same stock 2.6 server, and the test compares what both
@@ -74,8 +76,16 @@ fn released_client(
     ]
     .into_iter()
     .chain(more);
+    // A line `-DIRECTIVE` takes DIRECTIVE out of the lab's client config
+    // (say `-persist-key`, which the lab's configs carry).
+    let (dropped, lines): (Vec<String>, Vec<String>) = lines.partition(|l| l.starts_with('-'));
     let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
-    let text = lab.certless_client_text(wrap, Cipher::Aes256Gcm, lines);
+    let text: String = lab
+        .certless_client_text(wrap, Cipher::Aes256Gcm, lines)
+        .lines()
+        .filter(|l| !dropped.iter().any(|d| d[1..] == **l))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let (client, mut m) = held_client(lab, &text, imp, name, &[]);
     m.until("hold", |l| l.starts_with(">HOLD:"));
     m.one("state on");
@@ -161,4 +171,94 @@ fn sighup_keeps_the_askpass_passphrase_as_2_6() {
     let connected = lines.iter().filter(|l| *l == "STATE CONNECTED").count();
     assert_eq!(connected, 2, "{lines:#?}");
     assert_eq!(questions(&lines), 0, "{lines:#?}");
+}
+
+/// A client of `imp` with an encrypted key and `auth-user-pass`, both
+/// asked over management, plus `extra`: connect, then each of `steps`
+/// (`signal SIG...`: wait for the hold, release it and answer until
+/// connected again; any other line: a command and its one-line reply),
+/// then SIGTERM. Returns what its interface showed ([`client_lines`]).
+fn steps_script(
+    lab: &Lab,
+    imp: Implementation,
+    tag: &str,
+    extra: &[&str],
+    steps: &[&str],
+) -> Vec<String> {
+    let name = format!("{}-{tag}", imp.name());
+    let more = ["auth-user-pass", "management-query-passwords"]
+        .iter()
+        .chain(extra)
+        .map(|l| l.to_string());
+    let (mut client, mut m) = released_client(lab, imp, &name, more);
+    answer_until_connected(&mut m);
+    for step in steps {
+        if step.starts_with("signal ") {
+            m.one(step);
+            m.until("hold after the signal", |l| l.starts_with(">HOLD:"));
+            m.one("hold release");
+            answer_until_connected(&mut m);
+        } else {
+            m.one(step);
+        }
+    }
+    m.one("signal SIGTERM");
+    m.until("EXITING state", |l| l.contains(",EXITING,"));
+    let _ = wait_exit(&mut client, Duration::from_secs(10));
+    client_lines(&m)
+}
+
+/// `forget-passwords` drops the key's passphrase and the credentials, as
+/// 2.6's `man_forget_passwords` (`ssl_purge_auth`: `passbuf` and
+/// `auth_user_pass`; `ssl_clean_auth_token`). What asks again, checked
+/// with the stock client: a SIGUSR1 without `persist-key` opens the key
+/// again (`do_close_free_key_schedule` freed the TLS context) and asks
+/// for its passphrase at once, after the hold; with `persist-key` it
+/// does not. The credentials are asked in the key exchange
+/// (`key_method_2_write`), after the `WAIT` and `AUTH` states. A SIGHUP
+/// asks both again before anything else, the credentials first
+/// (`init_query_passwords`, then the TLS context).
+#[test]
+fn forget_passwords_drops_the_passphrase_and_the_credentials_as_2_6() {
+    let lab = Lab::new("fvforget", 1, FERROVPN);
+    let (mut sc, _) = lab.password_server_conf(USER, PASSWORD);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let steps = [
+        "forget-passwords",
+        "signal SIGUSR1",
+        "forget-passwords",
+        "signal SIGHUP",
+    ];
+    let fresh_key =
+        same_as_stock(|imp| steps_script(&lab, imp, "forget", &["-persist-key"], &steps));
+    assert_eq!(questions(&fresh_key), 6, "{fresh_key:#?}");
+    let kept_key = same_as_stock(|imp| steps_script(&lab, imp, "forget-pk", &[], &steps));
+    assert_eq!(questions(&kept_key), 5, "{kept_key:#?}");
+}
+
+/// Without `persist-key` and with `auth-nocache` 2.6 asks for the key's
+/// passphrase again at every restart of the connection: the TLS context
+/// is freed (`do_close_free_key_schedule`) and `passbuf` was wiped once
+/// used. With `persist-key` only the credentials are asked again.
+#[test]
+fn auth_nocache_without_persist_key_asks_the_passphrase_at_each_restart_as_2_6() {
+    let lab = Lab::new("fvnocache", 1, FERROVPN);
+    let (mut sc, _) = lab.password_server_conf(USER, PASSWORD);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let steps = ["signal SIGUSR1", "signal SIGUSR1"];
+    let fresh_key = same_as_stock(|imp| {
+        steps_script(
+            &lab,
+            imp,
+            "nocache",
+            &["-persist-key", "auth-nocache"],
+            &steps,
+        )
+    });
+    assert_eq!(questions(&fresh_key), 6, "{fresh_key:#?}");
+    let kept_key =
+        same_as_stock(|imp| steps_script(&lab, imp, "nocache-pk", &["auth-nocache"], &steps));
+    assert_eq!(questions(&kept_key), 4, "{kept_key:#?}");
 }

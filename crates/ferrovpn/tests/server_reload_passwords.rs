@@ -8,8 +8,10 @@
 //! each use (`pem_password_callback`) and `forget-passwords` empties it
 //! (manage.c `man_forget_passwords`, `ssl_purge_auth`), and then the next
 //! opening asks. With `management-hold` 2.6 also holds again on every
-//! restart. An `askpass FILE` is read once: a SIGHUP opens the key with
-//! the passphrase read at start.
+//! restart. An `askpass FILE` is read into the same `passbuf`: a SIGHUP
+//! opens the key with the passphrase read at start, and reads the file
+//! again only after `auth-nocache` or `forget-passwords` emptied it; a
+//! SIGUSR1 never reads it (it asks over management then).
 //!
 //! Each script runs against Debian's stock 2.6 server and the ferrovpn
 //! server with the same config, and the test compares their whole
@@ -85,6 +87,27 @@ fn restarts_script(
     commands: &[&str],
     between: impl Fn(),
 ) -> Vec<String> {
+    let (name, mut server, mut m, mut read) = connected_server(lab, imp, tag, setup);
+    between();
+    for command in commands {
+        m.send(command);
+        if command.starts_with("signal ") {
+            until_connected(&mut m, &mut read);
+        }
+    }
+    m.send("signal SIGTERM");
+    transcript_to_exit(&mut m, &mut server, 0, &name)
+}
+
+/// A server of `imp` set up as `setup` says (see [`restarts_script`]),
+/// CONNECTED: its name, process, management connection and how many of
+/// the lines seen [`until_connected`] read.
+fn connected_server(
+    lab: &Lab,
+    imp: Implementation,
+    tag: &str,
+    setup: Setup,
+) -> (String, ferrovpn_testkit::Proc, Management, usize) {
     let name = format!("{}-{tag}", imp.name());
     let key = lab
         .pki
@@ -108,7 +131,7 @@ fn restarts_script(
         assert!(text.contains("\npersist-key\n"), "{text}");
         text = text.replace("\npersist-key\n", "\n");
     }
-    let mut server = lab.spawn(&lab.server_ns, &name, imp, &text);
+    let server = lab.spawn(&lab.server_ns, &name, imp, &text);
     let mut m = Management::connect_when_listening(&socket, REPLY_TIMEOUT);
     // `state on` once the first question or hold is there, so that its
     // reply comes after it in both transcripts.
@@ -117,15 +140,7 @@ fn restarts_script(
     let mut read = m.seen().len() - 1;
     assert_eq!(m.seen()[read], first);
     until_connected(&mut m, &mut read);
-    between();
-    for command in commands {
-        m.send(command);
-        if command.starts_with("signal ") {
-            until_connected(&mut m, &mut read);
-        }
-    }
-    m.send("signal SIGTERM");
-    transcript_to_exit(&mut m, &mut server, 0, &name)
+    (name, server, m, read)
 }
 
 /// How many lines of `lines` are `line`.
@@ -243,4 +258,98 @@ fn askpass_file_is_read_once_as_2_6() {
         3,
         "{ours:#?}"
     );
+}
+
+/// `askpass FILE` and `forget-passwords`: 2.6's `passbuf` holds what the
+/// file gave, and `forget-passwords` empties it (`ssl_purge_auth`). A
+/// SIGUSR1 without `persist-key` then opens the key without reading the
+/// file (`pem_password_callback` calls `pem_password_setup(NULL)`): it
+/// asks over the management interface; the SIGHUP after it opens the key
+/// with that answer, kept.
+#[test]
+fn forget_passwords_empties_what_askpass_file_gave_as_2_6() {
+    let lab = Lab::new("svpw-askforget", 0, FERROVPN);
+    let ours = server_transcripts_as_stock(|imp| {
+        let askpass = lab.dir.join(format!("{}-askforget.pass", imp.name()));
+        std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
+        let line = format!("askpass {}", askpass.display());
+        let setup = Setup {
+            hold: true,
+            persist_key: false,
+            extra: &[&line],
+        };
+        let commands = ["forget-passwords", "signal SIGUSR1", "signal SIGHUP"];
+        restarts_script(&lab, imp, "askforget", setup, &commands, || {})
+    });
+    assert_eq!(count(&ours, NEED), 1, "{ours:#?}");
+}
+
+/// `askpass FILE`, `forget-passwords`, then SIGHUP: 2.6 reads the file
+/// again (`init_query_passwords` at each configuration read fills the
+/// emptied `passbuf` from it); it now holds a wrong passphrase, so the
+/// key does not open: `>PASSWORD:Verification Failed`, `>FATAL:` and
+/// exit status 1.
+#[test]
+fn sighup_after_forget_passwords_reads_askpass_file_again_as_2_6() {
+    let lab = Lab::new("svpw-askreread", 0, FERROVPN);
+    let ours = server_transcripts_as_stock(|imp| {
+        let askpass = lab.dir.join(format!("{}-askreread.pass", imp.name()));
+        std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
+        let line = format!("askpass {}", askpass.display());
+        let setup = Setup {
+            hold: true,
+            persist_key: false,
+            extra: &[&line],
+        };
+        let (name, mut server, mut m, _) = connected_server(&lab, imp, "askreread", setup);
+        std::fs::write(&askpass, "not the passphrase\n").unwrap();
+        m.send("forget-passwords");
+        m.send("signal SIGHUP");
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut read = m.seen().len();
+        while m.line(deadline).is_some() {
+            // Release the hold after the SIGHUP.
+            while read < m.seen().len() {
+                if m.seen()[read].starts_with(">HOLD:") {
+                    m.send("hold release");
+                }
+                read += 1;
+            }
+        }
+        let status =
+            ferrovpn_testkit::lab::wait_exit(&mut server, std::time::Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{name}: {status:?}");
+        m.seen()
+            .iter()
+            .map(|l| ferrovpn_testkit::mgmt::normalized(l))
+            .collect()
+    });
+    assert_eq!(count(&ours, NEED), 0, "{ours:#?}");
+    assert_eq!(
+        count(&ours, ">PASSWORD:Verification Failed: 'Private Key'"),
+        1,
+        "{ours:#?}"
+    );
+}
+
+/// `askpass FILE` with `auth-nocache` and without `persist-key`: the key
+/// opens at every restart and `passbuf` was emptied after each use. A
+/// SIGUSR1 does not read the file: it asks over the management interface
+/// (2.6's `pem_password_setup(NULL)`); a SIGHUP reads the file again.
+#[test]
+fn askpass_file_with_auth_nocache_asks_on_sigusr1_as_2_6() {
+    let lab = Lab::new("svpw-asknc", 0, FERROVPN);
+    let ours = server_transcripts_as_stock(|imp| {
+        let askpass = lab.dir.join(format!("{}-asknc.pass", imp.name()));
+        std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap();
+        let line = format!("askpass {}", askpass.display());
+        let setup = Setup {
+            hold: true,
+            persist_key: false,
+            extra: &[&line, "auth-nocache"],
+        };
+        let commands = ["signal SIGUSR1", "signal SIGHUP", "signal SIGUSR1"];
+        restarts_script(&lab, imp, "asknc", setup, &commands, || {})
+    });
+    assert_eq!(count(&ours, NEED), 2, "{ours:#?}");
 }

@@ -9,13 +9,17 @@
 //!   stock client's;
 //! - a server whose script starts refusing an admitted client fails the
 //!   client's next renegotiation, keeps the old key for its tran-window,
-//!   then lets the client go, as the stock server does.
+//!   then lets the client go, as the stock server does;
+//! - `tls-exit` (forward.c `check_tls_errors`: the signal of a TLS error
+//!   is SIGTERM instead of SIGUSR1): a refused client ends by itself,
+//!   status 0, `>STATE:...,EXITING,tls-error`, transcript as the stock
+//!   client's; a server with it refuses one client and keeps running.
 //!
 //! Needs root, `openvpn`, `ip`, `ping`, `sh` and `/dev/net/tun`; fails
 //! loudly without them. Every wait has a deadline.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrovpn_testkit::lab::{kill, log_tails, wait_exit, wait_log};
@@ -33,6 +37,19 @@ fn script(lab: &Lab, name: &str, body: &str) -> PathBuf {
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// A tls-verify script that refuses the peer's own certificate (depth 0)
+/// while `deny` exists.
+fn refusing_verify_script(lab: &Lab, name: &str, deny: &Path) -> PathBuf {
+    script(
+        lab,
+        name,
+        &format!(
+            "[ \"$1\" = 0 ] && [ -e \"{}\" ] && exit 1\nexit 0",
+            deny.display()
+        ),
+    )
 }
 
 /// The management lines both clients must show alike: replies, holds,
@@ -155,15 +172,7 @@ fn client_refusing_the_server_sends_no_key_method_and_exits_from_hold_as_stock()
 /// the server's tran-window ran out it carries none.
 fn renegotiation_refused(lab: &Lab, imp: Implementation) {
     let deny = lab.dir.join(format!("{}-deny", imp.name()));
-    let verify = script(
-        lab,
-        &format!("{}-verify.sh", imp.name()),
-        &format!(
-            r#"[ "$1" = 0 ] && [ -e "{}" ] && exit 1
-exit 0"#,
-            deny.display()
-        ),
-    );
+    let verify = refusing_verify_script(lab, &format!("{}-verify.sh", imp.name()), &deny);
     let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
     sc.extra = vec![
         "script-security 2".into(),
@@ -227,4 +236,145 @@ fn server_refusing_a_renegotiation_keeps_the_old_key_for_tran_window_as_stock() 
     let lab = Lab::new("fvhold2", 1, FERROVPN);
     renegotiation_refused(&lab, Implementation::Stock);
     renegotiation_refused(&lab, Implementation::Ferrovpn);
+}
+
+/// The testkit client config's line (UDP).
+const EXIT_NOTIFY: &str = "explicit-exit-notify 1\n";
+
+/// A client of `imp` with `tls-exit` (and `explicit-exit-notify 1` if
+/// `exit_notify`) whose tls-verify refuses the server, held by
+/// `management-hold`, released: it must end by itself. Returns its
+/// management lines, its exit status's code and its log.
+fn client_ending_on_tls_error(
+    lab: &Lab,
+    server: &Proc,
+    imp: Implementation,
+    exit_notify: bool,
+) -> (Vec<String>, Option<i32>, String) {
+    let name = format!("{}-tls-exit-{exit_notify}", imp.name());
+    let deny = lab.dir.join(format!("{name}.deny"));
+    std::fs::write(&deny, "").unwrap();
+    let verify = refusing_verify_script(lab, &format!("{name}.sh"), &deny);
+    let socket = lab.dir.join(format!("{name}.sock"));
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    cc.extra.extend([
+        "script-security 2".to_string(),
+        format!("tls-verify \"{}\"", verify.display()),
+        "tls-exit".to_string(),
+        "connect-retry 1".to_string(),
+        format!("management {} unix", socket.display()),
+        "management-hold".to_string(),
+    ]);
+    let mut text = openvpn_client_conf(&cc);
+    assert!(text.contains(EXIT_NOTIFY), "{text}");
+    if !exit_notify {
+        text = text.replace(EXIT_NOTIFY, "");
+    }
+    let mut client = lab.spawn(&lab.clients[0], &name, imp, &text);
+    let mut m = Management::connect_when_listening(&socket, Duration::from_secs(15));
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    m.one("hold release");
+    // No signal from here on: the refused handshake alone ends it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while m.line(deadline).is_some() {}
+    let status = wait_exit(&mut client, Duration::from_secs(15));
+    let lines = same_lines(&m);
+    assert!(
+        lines.iter().any(|l| l.starts_with("STATE EXITING,")),
+        "{imp:?} showed no EXITING:\n{}\n{}",
+        m.seen().join("\n"),
+        log_tails(&client, server)
+    );
+    (lines, status.code(), client.log())
+}
+
+#[test]
+fn client_with_tls_exit_ends_on_a_refused_handshake_as_stock() {
+    let lab = Lab::new("fvtlsx1", 1, FERROVPN);
+    let server = lab.stock_server(&lab.server_conf(Wrap::None, Cipher::Aes256Gcm));
+    for exit_notify in [false, true] {
+        let (stock, stock_code, stock_log) =
+            client_ending_on_tls_error(&lab, &server, Implementation::Stock, exit_notify);
+        let (ours, our_code, our_log) =
+            client_ending_on_tls_error(&lab, &server, Implementation::Ferrovpn, exit_notify);
+        assert_eq!(
+            ours, stock,
+            "explicit-exit-notify {exit_notify}: ferrovpn's management lines differ from the stock client's"
+        );
+        assert_eq!(
+            ours.last().map(String::as_str),
+            Some("STATE EXITING,tls-error"),
+            "{ours:?}"
+        );
+        assert!(
+            !ours.iter().any(|l| l.starts_with("STATE RECONNECTING")),
+            "{ours:?}"
+        );
+        assert_eq!(stock_code, Some(0), "{stock_log}");
+        assert_eq!(our_code, Some(0), "{our_log}");
+        for log in [&stock_log, &our_log] {
+            assert!(log.contains("TLS Error: TLS handshake failed"), "{log}");
+        }
+    }
+}
+
+/// A server of `imp` with `tls-exit` refuses a stock client's handshake
+/// (tls-verify, while a deny file exists), keeps running, and lets the
+/// same client in once the file is gone.
+fn server_survives_a_refused_handshake(lab: &Lab, imp: Implementation) {
+    let deny = lab.dir.join(format!("{}-server.deny", imp.name()));
+    std::fs::write(&deny, "").unwrap();
+    let verify = refusing_verify_script(lab, &format!("{}-server-verify.sh", imp.name()), &deny);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.extra = vec![
+        "script-security 2".into(),
+        format!("tls-verify \"{}\"", verify.display()),
+        "tls-exit".into(),
+    ];
+    let mut server = lab.server(imp, &sc);
+    let mut cc = lab.client_conf(
+        0,
+        &lab.pki.clients[0],
+        "fvtun-c",
+        Wrap::None,
+        Cipher::Aes256Gcm,
+    );
+    cc.extra
+        .extend(["hand-window 4".into(), "connect-retry 1".into()]);
+    let mut client = lab.spawn(
+        &lab.clients[0],
+        &format!("stock-of-{}", imp.name()),
+        Implementation::Stock,
+        &openvpn_client_conf(&cc),
+    );
+    wait_log(&mut server, "VERIFY SCRIPT ERROR: depth=0", &client);
+    // The client gives up on that handshake after its hand-window.
+    wait_log(&mut client, "TLS Error: TLS handshake failed", &server);
+    assert!(
+        server.try_exit().is_none(),
+        "{imp:?}: the server ended on a client's TLS error\n{}",
+        log_tails(&client, &server)
+    );
+    std::fs::remove_file(&deny).unwrap();
+    wait_log(&mut client, UP, &server);
+    if let Err(e) = ping(&lab.clients[0], "10.8.0.1", 2, Duration::from_secs(10)) {
+        panic!("{imp:?}: {e:#}\n{}", log_tails(&client, &server));
+    }
+    assert!(server.try_exit().is_none(), "{}", server.log_tail(30));
+    client.stop(Duration::from_secs(5));
+    server.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn server_with_tls_exit_keeps_running_after_a_refused_handshake_as_stock() {
+    let lab = Lab::new("fvtlsx2", 1, FERROVPN);
+    server_survives_a_refused_handshake(&lab, Implementation::Stock);
+    server_survives_a_refused_handshake(&lab, Implementation::Ferrovpn);
 }

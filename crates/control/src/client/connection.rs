@@ -13,7 +13,7 @@ use ferrovpn_proto::session::{Event, Session, SessionError};
 use ferrovpn_proto::wire::{Opcode, PEER_ID_UNDEFINED};
 use tracing::{debug, info, warn};
 
-use super::credentials::Credentials;
+use super::credentials::{CredentialMemory, CredentialSource, Credentials};
 use super::plan::{PushPlan, dropped_by_route_nopull};
 use super::scripts::ClientScripts;
 use super::tunnel::Tunnel;
@@ -34,9 +34,9 @@ pub(super) struct Connection<'a> {
     pub outer: std::net::IpAddr,
     pub restart: &'a tokio::sync::Notify,
     pub tunnel: &'a mut Tunnel,
-    /// `auth-user-pass`; a pushed auth-token is stored here for later
-    /// renegotiations and reconnects.
-    pub credentials: Option<&'a mut Credentials>,
+    /// `auth-user-pass` (empty without); a pushed auth-token is stored
+    /// here for later renegotiations and reconnects.
+    pub credentials: &'a CredentialMemory,
     /// `status FILE`, opened when the client started.
     pub status_file: Option<&'a KeptFile>,
     /// What the status file and the management interface show.
@@ -89,6 +89,9 @@ struct Live {
     /// `tls-verify` over the server's chain in the handshake of a key_id,
     /// whose key-method-2 message waits for it.
     verifying: Option<(u8, BeforePush)>,
+    /// The key_id whose key-method-2 message waits for credentials to be
+    /// asked over the management interface (the run loop asks).
+    credentials_wanted: Option<u8>,
     /// The tunnel address the push reply gave, for the CONNECTED state.
     tunnel_ip: Option<std::net::Ipv4Addr>,
     /// A route of the push reply could not be added: CONNECTED says
@@ -120,6 +123,25 @@ async fn chain_verdict(f: &mut Option<(u8, BeforePush)>) -> (u8, Result<(), Stri
     }
 }
 
+/// A credentials question of a key exchange: the key_id that waits for
+/// it, and the question until answered.
+type CredentialsQuestion<'a> = (
+    u8,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>,
+);
+
+/// The answer to a credentials question in a key exchange: the key_id
+/// that waits for it; never, when none is asked.
+async fn credentials_answered(f: &mut Option<CredentialsQuestion<'_>>) -> u8 {
+    match f {
+        Some((key_id, f)) => {
+            f.await;
+            *key_id
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether a session that closed for `reason` failed as 2.6's TLS
 /// handshake does (`tls-error`): the server's chain refused (on a
 /// renegotiation too, once the old key ran out), or hand-window over.
@@ -140,6 +162,36 @@ async fn before_push_verdict(f: &mut Option<BeforePush>) -> Result<(), String> {
 }
 
 impl Connection<'_> {
+    /// Whether the key exchanges ask the management interface for
+    /// credentials they lack (`management-query-passwords` for
+    /// `auth-user-pass`): after `auth-nocache` or `forget-passwords`
+    /// dropped them, as 2.6's `key_method_2_write`.
+    fn asks_credentials_in_key_exchange(&self) -> bool {
+        self.management.is_some()
+            && self.credentials.with(|c| {
+                c.as_ref()
+                    .is_some_and(|c| matches!(c.source, CredentialSource::Management { .. }))
+            })
+    }
+
+    /// Key `key_id`'s handshake is done (and the server's chain accepted):
+    /// our key-method-2 message goes out with the credentials, unless they
+    /// must be asked over the management interface first (then the run
+    /// loop asks, and calls this again with the answer kept).
+    fn key_method_may_go(&mut self, c: &mut Live, key_id: u8) {
+        if self.management.is_some() && super::credentials_to_ask(self.credentials) {
+            c.credentials_wanted = Some(key_id);
+            return;
+        }
+        if let Some((user, secret)) = self
+            .credentials
+            .with(|c| c.as_mut().and_then(Credentials::for_key_exchange))
+        {
+            c.session.set_credentials(&user, &secret);
+        }
+        c.session.peer_verified(Instant::now(), key_id, true);
+    }
+
     /// Run until the connection ends; `shutdown` resolving ends it with a goodbye.
     pub async fn run(
         mut self,
@@ -182,13 +234,17 @@ impl Connection<'_> {
         };
         let session = match started {
             Ok(mut v) => {
-                if self.scripts.verifies_chain() {
+                if self.scripts.verifies_chain() || self.asks_credentials_in_key_exchange() {
                     // 2.6 verifies inside each TLS handshake: our key
-                    // method (and the password in it) waits for the verdict.
+                    // method (and the password in it) waits for the
+                    // verdict. It also asks for credentials it lacks in
+                    // the key exchange (`key_method_2_write` calls
+                    // `auth_user_pass_setup`): the credentials are taken
+                    // then ([`Self::key_method_may_go`]).
                     v.verify_peer_before_key_method();
-                }
-                if let Some((user, secret)) =
-                    self.credentials.as_mut().and_then(|c| c.for_key_exchange())
+                } else if let Some((user, secret)) = self
+                    .credentials
+                    .with(|c| c.as_mut().and_then(Credentials::for_key_exchange))
                 {
                     v.set_credentials(&user, &secret);
                 }
@@ -220,6 +276,7 @@ impl Connection<'_> {
             held_events: std::collections::VecDeque::new(),
             before_push_done: false,
             verifying: None,
+            credentials_wanted: None,
             tunnel_ip: None,
             route_errors: false,
             get_config: None,
@@ -230,9 +287,17 @@ impl Connection<'_> {
         }
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
+        // A credentials question of a key exchange, while it waits.
+        let mut asking: Option<CredentialsQuestion<'_>> = None;
         let ended = loop {
             if let Some(end) = self.drain(&mut c).await {
                 break end;
+            }
+            if let (Some(key_id), Some(m)) = (c.credentials_wanted.take(), self.management) {
+                asking = Some((
+                    key_id,
+                    Box::pin(super::ask_credentials(m, self.credentials)),
+                ));
             }
             let deadline = c
                 .session
@@ -321,7 +386,15 @@ impl Connection<'_> {
                         warn!("{why}");
                         warn!("{}", super::TLS_HANDSHAKE_FAILED);
                     }
-                    c.session.peer_verified(Instant::now(), key_id, verdict.is_ok());
+                    if verdict.is_ok() {
+                        self.key_method_may_go(&mut c, key_id);
+                    } else {
+                        c.session.peer_verified(Instant::now(), key_id, false);
+                    }
+                }
+                key_id = credentials_answered(&mut asking) => {
+                    asking = None;
+                    self.key_method_may_go(&mut c, key_id);
                 }
                 text = control_message(self.management) => {
                     c.session.send_control_message(Instant::now(), &text);
@@ -333,6 +406,10 @@ impl Connection<'_> {
                 }
             }
         };
+        if let (Some(_), Some(m)) = (asking, self.management) {
+            // The connection ended while the question waited.
+            m.cancel_password_query();
+        }
         if let Some(peer_id) = c.peer_id.take() {
             self.peers.set_client_default(None);
             self.peers.remove_peer(peer_id);
@@ -598,13 +675,14 @@ impl Connection<'_> {
                     )));
                 }
                 Event::Closed(reason) => return Some(Ended::Reconnect(reason.to_string())),
-                Event::VerifyPeer { key_id } => {
+                Event::VerifyPeer { key_id } if self.scripts.verifies_chain() => {
                     let presented = c.session.peer_certificates_der();
                     c.verifying = Some((
                         key_id,
                         Box::pin(self.scripts.verify_server(self.server, presented)),
                     ));
                 }
+                Event::VerifyPeer { key_id } => self.key_method_may_go(c, key_id),
                 Event::AuthPending(keywords) => {
                     info!("AUTH_PENDING received ('{keywords}')");
                     if let Some(m) = self.management {
@@ -743,11 +821,16 @@ impl Connection<'_> {
         }
         c.cc_exit = plan.cc_exit;
         if let Some(token) = &plan.auth_token {
-            match self.credentials.as_mut() {
-                Some(creds) => {
+            let user = self.credentials.with(|creds| {
+                creds.as_mut().map(|creds| {
                     creds.token_pushed(token.clone(), plan.auth_token_user.as_deref());
+                    creds.username().to_owned()
+                })
+            });
+            match user {
+                Some(user) => {
                     // Renegotiations of this session send the token too.
-                    c.session.set_credentials(creds.username(), token);
+                    c.session.set_credentials(&user, token);
                     info!("auth-token received; used instead of the password from now on");
                     if let Some(m) = self.management {
                         m.line(format!(">PASSWORD:Auth-Token:{token}"));
@@ -947,9 +1030,15 @@ impl Connection<'_> {
         for o in &reply.options {
             match o {
                 PushOption::Other(name, args) if name == "auth-token" => {
-                    if let (Some(creds), Some(token)) = (self.credentials.as_mut(), args.first()) {
-                        creds.token_pushed(token.clone(), None);
-                        c.session.set_credentials(creds.username(), token);
+                    let Some(token) = args.first() else { continue };
+                    let user = self.credentials.with(|creds| {
+                        creds.as_mut().map(|creds| {
+                            creds.token_pushed(token.clone(), None);
+                            creds.username().to_owned()
+                        })
+                    });
+                    if let Some(user) = user {
+                        c.session.set_credentials(&user, token);
                         info!("auth-token renewed");
                     }
                 }

@@ -141,6 +141,44 @@ impl Credentials {
     }
 }
 
+/// Where a client keeps its credentials between key exchanges, once for
+/// the process: 2.6's process-wide `auth_user_pass` and `auth_token`
+/// (ssl.c), which a SIGHUP does not clear and which the management
+/// command `forget-passwords` purges (`ssl_purge_auth`,
+/// `ssl_clean_auth_token`): the client runtime and the management
+/// interface hold the same memory. Empty until the first instance puts
+/// the configured credentials in.
+#[derive(Clone, Default)]
+pub struct CredentialMemory(std::sync::Arc<std::sync::Mutex<Option<Credentials>>>);
+
+impl std::fmt::Debug for CredentialMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|c| f.debug_tuple("CredentialMemory").field(c).finish())
+    }
+}
+
+impl CredentialMemory {
+    /// Work on the kept credentials (`None`: the config has no
+    /// `auth-user-pass`). Never held across an await.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Option<Credentials>) -> R) -> R {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut kept)
+    }
+
+    /// `forget-passwords`: the password and any auth-token are dropped, so
+    /// the next key exchange reads them again or asks for them, as 2.6.
+    pub fn forget(&self) {
+        self.with(|c| {
+            if let Some(c) = c {
+                c.forget_password();
+            }
+        });
+    }
+}
+
 /// The credentials a config asks for: from its file or inline block, and
 /// what is missing from the terminal; a static challenge is asked at start.
 pub fn from_config(

@@ -57,13 +57,15 @@ pub struct ClientManagement {
 
 impl ClientManagement {
     /// Listen, and answer the management clients' queries from `counts`.
-    /// `restart` is the runtime's SIGUSR1 notification.
+    /// `restart` is the runtime's SIGUSR1 notification; `credentials` the
+    /// client's credential memory (`forget-passwords` empties it).
     pub async fn start(
         settings: ClientManagementSettings,
         counts: Arc<ClientCounts>,
         restart: Arc<Notify>,
+        credentials: super::credentials::CredentialMemory,
     ) -> anyhow::Result<ClientManagement> {
-        let mut mgmt = Management::start_for_client(settings.management).await?;
+        let mut mgmt = Management::start_for_client(settings.management, credentials).await?;
         info!(
             "management interface listening on {}",
             mgmt.listen_address()

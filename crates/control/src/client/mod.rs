@@ -39,7 +39,7 @@ pub mod walk;
 
 use crate::key_passphrase::Opened;
 use connection::Connection;
-use credentials::{CredentialSource, Credentials};
+use credentials::{CredentialMemory, CredentialSource, Credentials};
 pub use ferrovpn_config::AuthRetry;
 pub use link::Proxy;
 use management::ClientManagement;
@@ -197,6 +197,10 @@ pub struct ClientSettings {
     pub inactive: Option<Inactivity>,
     /// `management ...` on a client (see [`management`]).
     pub management: Option<ClientManagementSettings>,
+    /// `persist-key`: the key stays open across restarts of the
+    /// connection; without it a key whose passphrase is asked over
+    /// management is opened again before the next attempt, as 2.6.
+    pub persist_key: bool,
     /// `management-query-passwords` with an encrypted key: `session` has
     /// no TLS settings yet; they come from the key opened with the
     /// passphrase asked after the hold (see [`crate::key_passphrase`]).
@@ -298,12 +302,12 @@ fn verification_failed(reason: &str) -> String {
 }
 
 /// `management-query-passwords`: ask the management client for what the
-/// config does not give, and keep it in `c`.
-async fn ask_credentials(m: &ClientManagement, c: &mut Credentials) {
-    let CredentialSource::Management {
+/// config does not give, and keep it in `memory`.
+async fn ask_credentials(m: &ClientManagement, memory: &CredentialMemory) {
+    let Some(CredentialSource::Management {
         ask_username,
         challenge,
-    } = c.source.clone()
+    }) = memory.with(|c| c.as_ref().map(|c| c.source.clone()))
     else {
         return;
     };
@@ -314,8 +318,48 @@ async fn ask_credentials(m: &ClientManagement, c: &mut Credentials) {
             challenge,
         ))
         .await;
-    let user = q.username.unwrap_or_else(|| c.username().to_string());
-    c.set(user, q.password.unwrap_or_default());
+    memory.with(|c| {
+        if let Some(c) = c {
+            let user = q.username.unwrap_or_else(|| c.username().to_string());
+            c.set(user, q.password.unwrap_or_default());
+        }
+    });
+}
+
+/// Whether the credentials are still to be asked over the management
+/// interface ([`Credentials::to_ask_over_management`]).
+fn credentials_to_ask(memory: &CredentialMemory) -> bool {
+    memory.with(|c| c.as_ref().is_some_and(Credentials::to_ask_over_management))
+}
+
+/// Open the private key with the passphrase 2.6 kept (the management
+/// interface's [`PassphraseMemory`](crate::key_passphrase::PassphraseMemory))
+/// or else one asked over management, and keep the one that opened it
+/// unless `auth-nocache`.
+async fn open_key<S: std::future::Future<Output = ()>>(
+    m: &ClientManagement,
+    key: &mut crate::key_passphrase::DeferredKey<Arc<SessionConfig>>,
+    restart: &tokio::sync::Notify,
+    connect_retry_secs: u32,
+    shutdown: std::pin::Pin<&mut S>,
+) -> Opened<Arc<SessionConfig>> {
+    let state = |state: &'static str, description: &'static str| m.state(state, description);
+    let nocache = key.nocache;
+    let kept = m.interface().recall_key_passphrase();
+    let opened = crate::key_passphrase::open_over_management(
+        m.interface(),
+        key,
+        kept,
+        restart,
+        connect_retry_secs,
+        &state,
+        shutdown,
+    )
+    .await;
+    if let Opened::Key(_, passphrase) = &opened {
+        m.interface().key_opened_with(passphrase.clone(), nocache);
+    }
+    opened
 }
 
 /// The pause before a reconnect in whole seconds, for `>HOLD:...:N`.
@@ -432,17 +476,20 @@ pub enum ClientEnded {
 /// What 2.6 keeps from one client instance to the next across a SIGHUP:
 /// the management interface (socket, connected client, `state on`, hold
 /// flag, state history: `management_open` opens it once, with the first
-/// config's settings), the credentials once given (`auth_user_pass` stays
-/// defined, so they are neither read nor asked again), the private key's
-/// passphrase once given over management (`passbuf` stays filled unless
-/// `auth-nocache`), and the counters the interface reports from.
+/// config's settings) with the private key's passphrase it was given
+/// (its [`PassphraseMemory`](crate::key_passphrase::PassphraseMemory),
+/// 2.6's `passbuf`), the credentials once given (`auth_user_pass` stays
+/// defined, so they are neither read nor asked again), and the counters
+/// the interface reports from. The passphrase and the credentials live
+/// where the management command `forget-passwords` reaches them, as in
+/// 2.6 (`ssl_purge_auth`).
 #[derive(Default)]
 pub struct KeptAcrossReloads {
     management: Option<ClientManagement>,
     /// The peer table and the counters that read it, kept together.
     peers_and_counts: Option<(PeerTable, Arc<counts::ClientCounts>)>,
-    credentials: Option<Credentials>,
-    key_passphrase: Option<zeroize::Zeroizing<String>>,
+    /// The same memory the management interface holds.
+    credentials: CredentialMemory,
 }
 
 /// Run the client until `shutdown` resolves or a fatal error (AUTH_FAILED, HALT).
@@ -481,7 +528,15 @@ pub async fn run_client(
     let (management, kept_management) = match (s.management.take(), kept.management.take()) {
         (Some(_), Some(open)) => (Some(open), true),
         (Some(m), None) => (
-            Some(ClientManagement::start(m, counts.clone(), restart.clone()).await?),
+            Some(
+                ClientManagement::start(
+                    m,
+                    counts.clone(),
+                    restart.clone(),
+                    kept.credentials.clone(),
+                )
+                .await?,
+            ),
             false,
         ),
         (None, _) => (None, false),
@@ -520,11 +575,14 @@ pub async fn run_client(
         m.set_remote_entries(order.iter().map(|&i| s.remotes[i].entry_line()).collect());
     }
     let mut walk = Walk::new(order, s.connect_retry_max);
-    let mut credentials = match (s.credentials.clone(), kept.credentials.take()) {
-        // 2.6 neither reads nor asks again what it has after a SIGHUP.
-        (Some(_), Some(had)) => Some(had),
-        (configured, _) => configured,
-    };
+    let credentials = kept.credentials.clone();
+    credentials.with(|had| {
+        *had = match (s.credentials.clone(), had.take()) {
+            // 2.6 neither reads nor asks again what it has after a SIGHUP.
+            (Some(_), Some(had)) => Some(had),
+            (configured, _) => configured,
+        }
+    });
     // A new data plane (new socket) for the next attempt even to the same address.
     let mut fresh_socket = false;
     // The current entry's addresses not tried yet (last first): 2.6 tries
@@ -552,45 +610,32 @@ pub async fn run_client(
         }
         m.started();
     }
-    let mut key_passphrase = kept.key_passphrase.take();
-    if let Some(key) = s.key_passphrase.take() {
-        let keep_passphrase = !key.nocache;
+    // Each configuration read asks for the credentials it lacks right
+    // after the hold (2.6's `init_query_passwords` in `openvpn_main`),
+    // before the key's passphrase (vectors/client_private_key.txt).
+    if let Some(m) = mgmt
+        && credentials_to_ask(&credentials)
+    {
+        tokio::select! {
+            _ = ask_credentials(m, &credentials) => {}
+            _ = &mut shutdown => {
+                m.cancel_password_query();
+                m.state("EXITING", exit_reason);
+                m.flush().await;
+                return Ok(ClientEnded::Exit);
+            }
+        }
+    }
+    let mut deferred_key = s.key_passphrase.take();
+    if let Some(key) = deferred_key.as_mut() {
         let Some(m) = mgmt else {
             anyhow::bail!(
                 "the private key's passphrase is asked over the management interface, and there is none"
             );
         };
-        // 2.6 asks for the credentials first (vectors/client_private_key.txt).
-        if let Some(c) = credentials.as_mut()
-            && c.to_ask_over_management()
-        {
-            tokio::select! {
-                _ = ask_credentials(m, c) => {}
-                _ = &mut shutdown => {
-                    m.cancel_password_query();
-                    m.state("EXITING", exit_reason);
-                    m.flush().await;
-                    return Ok(ClientEnded::Exit);
-                }
-            }
-        }
-        let state = |state: &'static str, description: &'static str| m.state(state, description);
         let connect_retry = whole_secs(s.remotes[index].connect_retry);
-        match crate::key_passphrase::open_over_management(
-            m.interface(),
-            key,
-            key_passphrase.take(),
-            &restart,
-            connect_retry,
-            &state,
-            shutdown.as_mut(),
-        )
-        .await
-        {
-            Opened::Key(session, passphrase) => {
-                s.session = session;
-                key_passphrase = keep_passphrase.then_some(passphrase);
-            }
+        match open_key(m, key, &restart, connect_retry, shutdown.as_mut()).await {
+            Opened::Key(session, _) => s.session = session,
             Opened::Fatal(e) => return Err(e),
             Opened::Shutdown => {
                 m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
@@ -609,6 +654,12 @@ pub async fn run_client(
     let mut client_scripts = scripts::ClientScripts::new(s.scripts.clone(), plugins);
     // A SIGHUP ended this instance: the next one reads the config again.
     let mut reloading_next = false;
+    // The key is opened again before the next attempt: 2.6 frees its TLS
+    // context on every restart of the connection (SIGUSR1, ping-restart,
+    // ...) unless `persist-key` (`do_close_free_key_schedule`).
+    let mut reopen_key = false;
+    // The client ends with `>FATAL:` and without an `EXITING` state.
+    let mut fatal_said = false;
     let result = loop {
         exit_reason = "SIGTERM";
         let configured = &s.remotes[index];
@@ -645,6 +696,35 @@ pub async fn run_client(
                 continue;
             }
         };
+        if let Some(m) = mgmt {
+            // With `auth-retry interact` 2.6 asks for missing credentials
+            // at every restart, before it opens the key (`init_instance`
+            // calls `init_query_passwords`); otherwise the key exchange
+            // asks for them (`key_method_2_write`, see [`Connection`]).
+            if s.auth_retry == AuthRetry::Interact && credentials_to_ask(&credentials) {
+                tokio::select! {
+                    _ = ask_credentials(m, &credentials) => {}
+                    _ = &mut shutdown => {
+                        m.cancel_password_query();
+                        break Ok(());
+                    }
+                }
+            }
+            if let Some(key) = deferred_key.as_mut().filter(|_| reopen_key) {
+                let connect_retry = whole_secs(remote.connect_retry);
+                match open_key(m, key, &restart, connect_retry, shutdown.as_mut()).await {
+                    Opened::Key(session, _) => s.session = session,
+                    Opened::Fatal(e) => {
+                        fatal_said = true;
+                        break Err(e);
+                    }
+                    Opened::Shutdown => {
+                        exit_reason = crate::key_passphrase::EXIT_IN_PAUSE_REASON;
+                        break Ok(());
+                    }
+                }
+            }
+        }
         if let Some(m) = mgmt
             && untried.is_empty()
             && remote.host.parse::<IpAddr>().is_err()
@@ -662,25 +742,21 @@ pub async fn run_client(
         };
         let mut ended = match server {
             Ok(server) => {
-                if let (Some(m), Some(c)) = (mgmt, credentials.as_mut())
-                    && c.to_ask_over_management()
-                {
-                    tokio::select! {
-                        _ = ask_credentials(m, c) => {}
-                        _ = &mut shutdown => {
-                            m.cancel_password_query();
-                            break Ok(());
-                        }
+                let reloaded = credentials.with(|c| match c {
+                    // auth-nocache or forget-passwords dropped the password
+                    // after the last use: read again from where it came
+                    // from (the management interface asks in the key
+                    // exchange).
+                    Some(c)
+                        if !c.has_secret()
+                            && !matches!(c.source, CredentialSource::Management { .. }) =>
+                    {
+                        reload(&s, c)
                     }
-                }
-                if let Some(c) = credentials.as_mut()
-                    && !c.has_secret()
-                {
-                    // auth-nocache dropped the password after the last use.
-                    match reload(&s, c) {
-                        Ok(()) => {}
-                        Err(e) => break Err(e.context("auth-user-pass")),
-                    }
+                    _ => Ok(()),
+                });
+                if let Err(e) = reloaded {
+                    break Err(e.context("auth-user-pass"));
                 }
                 match &remote.proxy {
                     Some(p) => info!(
@@ -742,7 +818,7 @@ pub async fn run_client(
                                             outer: outer.ip(),
                                             restart: &restart,
                                             tunnel: &mut tunnel,
-                                            credentials: credentials.as_mut(),
+                                            credentials: &credentials,
                                             status_file: status_file.as_ref(),
                                             counts: &counts,
                                             scripts: &mut client_scripts,
@@ -780,6 +856,9 @@ pub async fn run_client(
             }
             Err(e) => Ended::Reconnect(format!("cannot resolve {}: {e:#}", remote.host)),
         };
+        // Every way this attempt ended restarts the connection (or ends
+        // the instance, where the flag no longer matters).
+        reopen_key = !s.persist_key;
         if matches!(ended, Ended::ServerLeft(_)) {
             // Only an ephemeral port changes; a fixed lport stays as it is.
             fresh_socket = remote.bind.port() == 0;
@@ -787,7 +866,7 @@ pub async fn run_client(
         let tls_error =
             matches!(&ended, Ended::Reconnect(why) if why.starts_with(TLS_HANDSHAKE_FAILED));
         let tls_exit = tls_error && s.tls_exit;
-        if let (true, Ended::Reconnect(why)) = (tls_exit, &ended) {
+        if tls_exit && let Ended::Reconnect(why) = &ended {
             // 2.6 raises SIGTERM in place of SIGUSR1 for its TLS errors
             // with tls-exit (forward.c `check_tls_errors`): the client
             // ends as on a ping-exit, with the reason `tls-error`.
@@ -872,30 +951,35 @@ pub async fn run_client(
             }
             Ended::Fatal(reason) => break Err(anyhow::anyhow!(reason)),
             Ended::AuthFailed(reason) => {
-                let token_refused = credentials.as_ref().is_some_and(Credentials::has_token);
-                if let Some(c) = credentials.as_mut() {
-                    c.auth_failed();
-                }
-                // A refused auth-token (expired, server restarted) is retried
-                // with the password whatever auth-retry says, as 2.6 does.
-                let again = token_refused
-                    || match s.auth_retry {
-                        AuthRetry::None => false,
-                        AuthRetry::NoInteract => true,
-                        AuthRetry::Interact => match credentials.as_mut() {
-                            // Asked again over the management interface
-                            // before the next attempt, as 2.6.
-                            Some(c) if matches!(c.source, CredentialSource::Management { .. }) => {
-                                c.forget_password();
-                                true
-                            }
-                            Some(c) => match reload(&s, c) {
-                                Ok(()) => true,
-                                Err(e) => break Err(e.context(format!("AUTH_FAILED: {reason}"))),
-                            },
-                            None => true,
-                        },
-                    };
+                let again = credentials.with(|creds| {
+                    let token_refused = creds.as_ref().is_some_and(Credentials::has_token);
+                    if let Some(c) = creds.as_mut() {
+                        c.auth_failed();
+                    }
+                    // A refused auth-token (expired, server restarted) is
+                    // retried with the password whatever auth-retry says,
+                    // as 2.6 does.
+                    if token_refused {
+                        return Ok(true);
+                    }
+                    match (s.auth_retry, creds.as_mut()) {
+                        (AuthRetry::None, _) => Ok(false),
+                        (AuthRetry::NoInteract, _) | (AuthRetry::Interact, None) => Ok(true),
+                        // Asked again over the management interface
+                        // before the next attempt, as 2.6.
+                        (AuthRetry::Interact, Some(c))
+                            if matches!(c.source, CredentialSource::Management { .. }) =>
+                        {
+                            c.forget_password();
+                            Ok(true)
+                        }
+                        (AuthRetry::Interact, Some(c)) => reload(&s, c).map(|()| true),
+                    }
+                });
+                let again = match again {
+                    Ok(again) => again,
+                    Err(e) => break Err(e.context(format!("AUTH_FAILED: {reason}"))),
+                };
                 if !again {
                     break Err(anyhow::anyhow!("AUTH_FAILED: {reason}"));
                 }
@@ -984,7 +1068,7 @@ pub async fn run_client(
         if reloading_next {
             // 2.6's `signal_restart_status` before the config is read again.
             m.state("RECONNECTING", "SIGHUP");
-        } else {
+        } else if !fatal_said {
             m.state("EXITING", exit_reason);
         }
         m.flush().await;
@@ -999,7 +1083,6 @@ pub async fn run_client(
         management,
         peers_and_counts: Some((peers, counts)),
         credentials,
-        key_passphrase,
     };
     Ok(ClientEnded::Reload)
 }

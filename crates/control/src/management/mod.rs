@@ -75,6 +75,9 @@ pub struct ManagementSettings {
     pub client_auth: bool,
     /// `management-up-down`: `>UPDOWN:UP|DOWN` with the environment.
     pub up_down: bool,
+    /// The process's private key passphrase memory (2.6's `passbuf`),
+    /// which `forget-passwords` empties.
+    pub key_passphrase: crate::key_passphrase::PassphraseMemory,
 }
 
 /// What a management command needs from the server.
@@ -235,16 +238,25 @@ impl Management {
     /// Bind the listener and start serving connections on the current
     /// tokio runtime.
     pub async fn start(settings: ManagementSettings) -> anyhow::Result<Self> {
-        Self::start_as(settings, session::Mode::Server).await
+        Self::start_as(settings, session::Mode::Server, Default::default()).await
     }
 
     /// [`Management::start`] for a client: client-only replies, and the
     /// client's own `>STATE`, `>HOLD` and `>PASSWORD` notifications.
-    pub async fn start_for_client(settings: ManagementSettings) -> anyhow::Result<Self> {
-        Self::start_as(settings, session::Mode::Client).await
+    /// `credentials` is the client's credential memory, which
+    /// `forget-passwords` reaches through the interface.
+    pub async fn start_for_client(
+        settings: ManagementSettings,
+        credentials: crate::client::credentials::CredentialMemory,
+    ) -> anyhow::Result<Self> {
+        Self::start_as(settings, session::Mode::Client, credentials).await
     }
 
-    async fn start_as(settings: ManagementSettings, mode: session::Mode) -> anyhow::Result<Self> {
+    async fn start_as(
+        settings: ManagementSettings,
+        mode: session::Mode,
+        credentials: crate::client::credentials::CredentialMemory,
+    ) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
             mode,
             hold_wait: 0,
@@ -253,7 +265,8 @@ impl Management {
             entry_udp: false,
             started: false,
             remote_entries: Vec::new(),
-            key_passphrase: Default::default(),
+            key_passphrase: settings.key_passphrase.clone(),
+            credentials,
             hold: settings.hold,
             hold_released: false,
             holding: settings.hold,

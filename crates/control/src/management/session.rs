@@ -98,6 +98,10 @@ pub struct Shared {
     /// The private key's passphrase once given (2.6's `passbuf`), which
     /// `forget-passwords` drops.
     pub key_passphrase: crate::key_passphrase::PassphraseMemory,
+    /// A client's `auth-user-pass` credentials (and auth-token), which
+    /// `forget-passwords` drops too; the client runtime holds the same
+    /// memory.
+    pub credentials: crate::client::credentials::CredentialMemory,
 }
 
 /// A client's question about the connection entry it is about to try, as
@@ -522,9 +526,11 @@ impl Session {
             C::Username { kind, value } => send(&answer_query(shared, "username", &kind, &value)),
             C::Password { kind, value } => send(&answer_query(shared, "password", &kind, &value)),
             C::ForgetPasswords => {
-                // 2.6's `ssl_purge_auth`: the key's passphrase is asked
-                // again the next time the key is opened.
+                // 2.6's `ssl_purge_auth` and `ssl_clean_auth_token`: the
+                // key's passphrase is asked again the next time the key is
+                // opened, a client's credentials at its next key exchange.
                 shared.key_passphrase.forget();
+                shared.credentials.forget();
                 send("SUCCESS: Passwords were forgotten")
             }
             C::EnvFilter(0) => send("SUCCESS: env_filter_level=0"),
@@ -906,6 +912,7 @@ mod tests {
             mode: Mode::Server,
             hold_wait: 0,
             key_passphrase: Default::default(),
+            credentials: Default::default(),
             password_query: None,
             entry_query: None,
             entry_udp: false,

@@ -552,7 +552,7 @@ pub async fn run_server(
     // The passphrase that opened the key, while `persist-key` keeps the
     // key for a soft restart.
     let mut opened_key_passphrase = None;
-    if let Some(key) = s.key_passphrase.take() {
+    if let Some(mut key) = s.key_passphrase.take() {
         let Some(m) = &mgmt else {
             anyhow::bail!(
                 "the private key's passphrase is asked over the management interface, and there is none"
@@ -579,7 +579,7 @@ pub async fn run_server(
         // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
         match key_passphrase::open_over_management(
             m,
-            key,
+            &mut key,
             first_try,
             reload,
             1,

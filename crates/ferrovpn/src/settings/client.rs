@@ -117,7 +117,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     // decrypts an encrypted key / opens a pkcs12 file (askpass or prompt),
     // or leaves it for the management interface to ask.
     let tls = if client_management.is_some() {
-        crate::keys::load_or_defer(cfg)?
+        crate::keys::load_or_defer(cfg, crate::keys::KeyOpening::ConfigRead)?
     } else {
         Some(crate::keys::load(cfg)?)
     };
@@ -210,6 +210,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         })),
         scripts,
         management: client_management,
+        persist_key: cfg.persist_key,
         key_passphrase,
     })
 }

@@ -55,7 +55,7 @@ mod client;
 mod server;
 
 pub use client::client_settings;
-pub use server::server_settings;
+pub use server::{server_settings, server_settings_opening};
 
 /// The local port of a point-to-point peer without `lport`/`port` (2.6's default).
 const DEFAULT_P2P_PORT: u16 = 1194;
@@ -125,6 +125,9 @@ fn management(cfg: &Config) -> anyhow::Result<Option<ManagementSettings>> {
         );
     }
     Ok(Some(ManagementSettings {
+        // The process's, so that `forget-passwords` reaches what `askpass
+        // FILE` or the terminal gave too (2.6 has one `passbuf`).
+        key_passphrase: crate::keys::passphrase_memory(),
         listen,
         password,
         hold: cfg.management_hold,

@@ -5,6 +5,15 @@ use super::*;
 
 /// Server settings from a `mode server` / `server NET MASK` config.
 pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
+    server_settings_opening(cfg, crate::keys::KeyOpening::ConfigRead)
+}
+
+/// [`server_settings`], with the key opened at `opening` (a SIGUSR1
+/// without `persist-key` does not read `askpass FILE`, as 2.6).
+pub fn server_settings_opening(
+    cfg: &Config,
+    opening: crate::keys::KeyOpening,
+) -> anyhow::Result<ServerSettings> {
     refuse_client_queries(cfg)?;
     // `None` on an IPv6-only server (`server-ipv6`, or `ifconfig-ipv6` with
     // or without `ifconfig-ipv6-pool`, no `server`): the config layer
@@ -60,7 +69,7 @@ pub fn server_settings(cfg: &Config) -> anyhow::Result<ServerSettings> {
     let base = session_base(cfg, Side::Server)?;
     // Decrypts an encrypted key / opens a pkcs12 file (askpass or prompt),
     // or leaves it for the management interface to ask.
-    let (session, crl_reload, key_passphrase) = match crate::keys::load_or_defer(cfg)? {
+    let (session, crl_reload, key_passphrase) = match crate::keys::load_or_defer(cfg, opening)? {
         Some(tls) => {
             let opened = server_tls(cfg, &base, &tls, &policy)?;
             (opened.session, opened.crl_reload, None)
