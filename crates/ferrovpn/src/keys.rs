@@ -197,6 +197,29 @@ impl PassphraseSource for Deferring {
 /// passphrase kept in [`passphrase_memory`].
 pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option<TlsFiles>> {
     let askpass_file = matches!(cfg.askpass, Some(Askpass::File(_)));
+    if let Some(Askpass::File(path)) = &cfg.askpass
+        && cfg.management_query_passwords
+        && opening == KeyOpening::ConfigRead
+        && PROCESS_PASSPHRASE.get().is_some()
+        && kept_passphrase(cfg).is_none()
+    {
+        // 2.6 reads the file after `management-hold` (`openvpn_main`
+        // calls `init_query_passwords` once the management interface is
+        // open); at start it only checks that the file can be read
+        // (options.c `check_file_access`). [`local_passphrase`] reads it
+        // once the hold is released.
+        std::fs::File::open(path).with_context(|| {
+            format!(
+                "{}askpass '{}': cannot read the file",
+                where_is(cfg, "askpass"),
+                path.display()
+            )
+        })?;
+        return match load_with(cfg, &mut Deferring) {
+            Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
+            other => other.map(Some),
+        };
+    }
     let askpass_file_or_kept =
         askpass_file && (opening == KeyOpening::ConfigRead || kept_passphrase(cfg).is_some());
     if !cfg.management_query_passwords || askpass_file_or_kept {
@@ -216,6 +239,54 @@ pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option
         Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
         other => other.map(Some),
     }
+}
+
+/// Whether the key (or `pkcs12` file) may need a passphrase, so that 2.6
+/// would use its `passbuf` when it opens it again.
+pub fn needs_passphrase(cfg: &Config) -> bool {
+    cfg.askpass.is_some()
+        || cfg.pkcs12.is_some()
+        || cfg
+            .key
+            .as_ref()
+            .is_some_and(|k| keyfile::is_encrypted(&k.text))
+}
+
+/// Where a key opened at `opening` (again, after the first) gets its
+/// passphrase when none is kept (2.6's `passbuf` empty; see
+/// [`LocalPassphrase`](ferrovpn_control::key_passphrase::LocalPassphrase)):
+/// `askpass FILE` is read at a configuration read (2.6's
+/// `init_query_passwords` in `openvpn_main`) and, with `auth-retry
+/// interact`, at every opening (`init_instance` calls it then too);
+/// otherwise `pem_password_callback` asks as if there were no FILE
+/// (`pem_password_setup(NULL)`): over the management interface with
+/// `management-query-passwords`, else on the terminal.
+pub fn local_passphrase(
+    cfg: &Config,
+    opening: KeyOpening,
+) -> ferrovpn_control::key_passphrase::LocalPassphrase {
+    let askpass_file = match &cfg.askpass {
+        Some(Askpass::File(path)) => Some(path.clone()),
+        _ => None,
+    };
+    let interact = cfg.auth_retry == Some(ferrovpn_config::AuthRetry::Interact);
+    let over_management = cfg.management_query_passwords;
+    let at = where_is(cfg, "askpass");
+    let what = match (&cfg.pkcs12, &cfg.key) {
+        (Some(p12), _) => format!("PKCS#12 file {}", pkcs12_name(p12)),
+        (None, Some(key)) => format!("private key {}", source_name("key", key)),
+        (None, None) => "the private key".to_owned(),
+    };
+    Box::new(move |config_read| {
+        let config_read = config_read && opening == KeyOpening::ConfigRead;
+        match &askpass_file {
+            Some(path) if config_read || interact => AskpassFile::read(path)
+                .map(|f| Some(f.line))
+                .map_err(|e| anyhow!("{at}{e:#}")),
+            _ if over_management => Ok(None),
+            _ => TerminalPrompt::default().passphrase(&what).map(Some),
+        }
+    })
 }
 
 /// Load the TLS material with `passphrase` for the key (or `pkcs12` file).
@@ -249,13 +320,7 @@ fn kept_passphrase(cfg: &Config) -> Option<Zeroizing<String>> {
 
 /// [`load`] at `opening`.
 fn load_opening(cfg: &Config, opening: KeyOpening) -> anyhow::Result<TlsFiles> {
-    let needs_passphrase = cfg.askpass.is_some()
-        || cfg.pkcs12.is_some()
-        || cfg
-            .key
-            .as_ref()
-            .is_some_and(|k| keyfile::is_encrypted(&k.text));
-    if needs_passphrase {
+    if needs_passphrase(cfg) {
         if let Some(kept) = kept_passphrase(cfg) {
             // 2.6 still checks that the file can be read (options.c
             // `check_file_access`), but does not read it again.
