@@ -69,12 +69,7 @@ impl PassphraseSource for TerminalPrompt {
         if let Some(a) = &self.answer {
             return Ok(a.clone());
         }
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-            .is_err()
-        {
+        if !has_terminal() {
             bail!(
                 "{what} is protected by a passphrase and there is no terminal to ask for it: give it with 'askpass FILE' (a file whose first line is the passphrase, mode 0600)"
             );
@@ -284,9 +279,24 @@ pub fn local_passphrase(
                 .map(|f| Some(f.line))
                 .map_err(|e| anyhow!("{at}{e:#}")),
             _ if over_management => Ok(None),
+            _ if !has_terminal() => Err(anyhow!("{NO_TERMINAL_2_6}")),
             _ => TerminalPrompt::default().passphrase(&what).map(Some),
         }
     })
+}
+
+/// 2.6's words when it has no terminal to ask on after the start (its
+/// console query): a client's reconnect is told this over management
+/// (`>FATAL:`) in the same words.
+const NO_TERMINAL_2_6: &str = "neither stdin nor stderr are a tty device and you have neither a controlling tty nor systemd - can't ask for 'Enter Private Key Password:'.  If you used --daemon, you need to use --askpass to make passphrase-protected keys work, and you can not use --auth-nocache.";
+
+/// Whether the process has a terminal to ask on.
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 /// Load the TLS material with `passphrase` for the key (or `pkcs12` file).

@@ -452,3 +452,36 @@ fn a_reconnect_without_persist_key_opens_the_key_again_as_2_6() {
     assert_eq!(count(&lines, "STATE CONNECTED"), 2, "{lines:#?}");
     assert_eq!(questions(&lines), 1, "{lines:#?}");
 }
+
+/// Without `persist-key`, after `auth-nocache` emptied `passbuf` and
+/// without `auth-retry interact` or `management-query-passwords`, 2.6's
+/// reconnect asks for the key's passphrase on the terminal
+/// (`pem_password_setup(NULL)`, as if there were no `askpass FILE`);
+/// without one it ends with `>FATAL:` (its console query's words) and
+/// exit status 1.
+#[test]
+fn a_reconnect_without_a_terminal_to_ask_on_ends_the_client_as_2_6() {
+    let lab = Lab::new("fvaskterm", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let (lines, ended) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "usr1-terminal",
+            PASSPHRASE,
+            &["-persist-key", "auth-nocache"],
+            &[
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+                Step::Command("signal SIGUSR1"),
+                Step::Until(">HOLD:"),
+                Step::Command("hold release"),
+                Step::Until(">FATAL:"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, "STATE CONNECTED"), 1, "{lines:#?}");
+    assert_eq!(ended, "exited after FATAL: exit status: 1");
+}
