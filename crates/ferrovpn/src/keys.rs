@@ -184,12 +184,12 @@ impl PassphraseSource for Deferring {
 /// interface got the passphrase. Everything else (the other files, a
 /// `pkcs12` file the empty password opens) is checked now.
 ///
-/// With `askpass FILE` too, a running process leaves the key closed when
-/// the file's passphrase does not open it: 2.6 reads the file into
-/// `passbuf` and tells the management clients after the hold that it is
-/// wrong (`>PASSWORD:Verification Failed: 'Private Key'`, then what
-/// `auth-retry` says), which the runtime does when it tries the
-/// passphrase kept in [`passphrase_memory`].
+/// With `askpass FILE` too, a running process leaves the key closed at a
+/// configuration read: 2.6 reads the file into `passbuf` after the hold
+/// and tells the management clients then if it is wrong
+/// (`>PASSWORD:Verification Failed: 'Private Key'`, then what
+/// `auth-retry` says), which the runtime does, reading the file with
+/// [`local_passphrase`].
 pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option<TlsFiles>> {
     let askpass_file = matches!(cfg.askpass, Some(Askpass::File(_)));
     if let Some(Askpass::File(path)) = &cfg.askpass
@@ -245,6 +245,14 @@ pub fn needs_passphrase(cfg: &Config) -> bool {
             .key
             .as_ref()
             .is_some_and(|k| keyfile::is_encrypted(&k.text))
+}
+
+/// Whether opening the key (or `pkcs12` file) asks for a passphrase: an
+/// encrypted key, or a `pkcs12` file the empty password does not open.
+/// 2.6's `pem_password_callback` runs only then, so only then does a
+/// reopening read `askpass FILE` or ask.
+pub fn key_asks_passphrase(cfg: &Config) -> bool {
+    matches!(load_with(cfg, &mut Deferring), Err(e) if e.downcast_ref::<PassphraseWanted>().is_some())
 }
 
 /// Where a key opened at `opening` (again, after the first) gets its

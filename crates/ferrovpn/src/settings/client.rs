@@ -162,7 +162,7 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     // Without `persist-key` 2.6 opens the key again at every reconnect
     // (`do_close_free_key_schedule` freed its TLS context), with the
     // passphrase in its `passbuf`, else reading or asking again.
-    let reopened = !cfg.persist_key && crate::keys::needs_passphrase(cfg);
+    let reopened = !cfg.persist_key && crate::keys::key_asks_passphrase(cfg);
     let key_passphrase = (!key_opened || reopened).then(|| {
         let (cfg2, base, policy) = (cfg.clone(), session.clone(), policy.clone());
         let opener: Opener<Arc<SessionConfig>> = Box::new(move |passphrase| {
