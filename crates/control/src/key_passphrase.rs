@@ -1,6 +1,9 @@
 //! A private key whose passphrase comes over the management interface:
 //! `management-query-passwords` with an encrypted `key` (or a `pkcs12`
-//! file that the empty password does not open) and no `askpass FILE`.
+//! file that the empty password does not open) and no `askpass FILE`;
+//! and a key opened after the hold from `askpass FILE` (read then, as
+//! 2.6), or opened again at a client's reconnect without `persist-key`
+//! ([`DeferredKey::local`]).
 //!
 //! What OpenVPN 2.6 does there (its `pem_password_callback`, called while
 //! `init_instance` builds the TLS context), checked with the stock binary:

@@ -9,7 +9,10 @@
 //! first. And `askpass FILE` is read once: a SIGHUP opens the key with
 //! the passphrase read at start. `forget-passwords` empties both buffers
 //! (manage.c `man_forget_passwords`), and without `persist-key` every
-//! restart of the connection opens the key again.
+//! restart of the connection opens the key again: with `passbuf` emptied
+//! it reads `askpass FILE` again only with `auth-retry interact`, else
+//! asks over management or on the terminal. With
+//! `management-query-passwords` the file is read after the hold.
 //!
 //! Each script runs against the ferrovpn client and Debian's stock 2.6
 //! client with the same stock 2.6 server, and the test compares what both
