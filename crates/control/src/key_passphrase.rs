@@ -1,6 +1,9 @@
 //! A private key whose passphrase comes over the management interface:
 //! `management-query-passwords` with an encrypted `key` (or a `pkcs12`
-//! file that the empty password does not open) and no `askpass FILE`.
+//! file that the empty password does not open) and no `askpass FILE`;
+//! and a key opened after the hold from `askpass FILE` (read then, as
+//! 2.6), or opened again at a client's reconnect without `persist-key`
+//! ([`DeferredKey::local`]).
 //!
 //! What OpenVPN 2.6 does there (its `pem_password_callback`, called while
 //! `init_instance` builds the TLS context), checked with the stock binary:
@@ -79,13 +82,22 @@ pub struct WrongPassphrase {
 /// (its TLS settings). Errors other than [`WrongPassphrase`] are fatal.
 pub type Opener<T> = Box<dyn FnMut(&str) -> anyhow::Result<T> + Send>;
 
-/// A key waiting for its passphrase.
+/// Where the passphrase comes from when none is kept (2.6's `passbuf`
+/// empty), other than the management interface: `askpass FILE` or the
+/// terminal. Called with `config_read` (the opening follows a
+/// configuration read: start, SIGHUP); `Ok(None)` means ask over the
+/// management interface. An error is fatal.
+pub type LocalPassphrase = Box<dyn FnMut(bool) -> anyhow::Result<Option<Zeroizing<String>>> + Send>;
+
+/// A key waiting for its passphrase, or to be opened again.
 pub struct DeferredKey<T> {
     pub open: Opener<T>,
     /// `auth-retry`.
     pub retry: AuthRetry,
     /// `auth-nocache`: a passphrase is not kept for the next attempt.
     pub nocache: bool,
+    /// See [`LocalPassphrase`]; `None`: always asked over management.
+    pub local: Option<LocalPassphrase>,
 }
 
 impl<T> std::fmt::Debug for DeferredKey<T> {
@@ -190,16 +202,23 @@ pub enum Opened<T> {
     Shutdown,
 }
 
-/// Ask the management clients for the key's passphrase and open the key,
-/// retrying as `auth-retry` says. `state` sends a `>STATE:` line (client
-/// and server fill it differently); `restart` is the SIGUSR1 notification,
-/// which ends the wait for an answer as 2.6 does; `connect_retry_secs` is
-/// the pause before a retry. `kept` is the passphrase that opened the key
-/// before a SIGHUP: tried first, without asking.
+/// Open the key with a passphrase read from [`DeferredKey::local`] or
+/// asked of the management clients, retrying as `auth-retry` says.
+/// `state` sends a `>STATE:` line (client and server fill it
+/// differently); `restart` is the SIGUSR1 notification, which ends the
+/// wait for an answer as 2.6 does; `connect_retry_secs` is the pause
+/// before a retry. `kept` is the passphrase that opened the key before
+/// (2.6's `passbuf`): tried first, without reading or asking.
+/// `config_read`: this opening follows a configuration read (see
+/// [`LocalPassphrase`]); a retry after a wrong passphrase never does.
+/// Without a management interface `m` is `None`: nothing is told, and
+/// the pause is a sleep.
+#[allow(clippy::too_many_arguments)]
 pub async fn open_over_management<T, S>(
-    m: &Management,
+    m: Option<&Management>,
     key: &mut DeferredKey<T>,
     kept: Option<Zeroizing<String>>,
+    mut config_read: bool,
     restart: &Notify,
     connect_retry_secs: u32,
     state: &dyn Fn(&'static str, &'static str),
@@ -212,17 +231,33 @@ where
     let pause = retry_pause_secs(key.retry, connect_retry_secs);
     let mut cached = kept;
     loop {
-        let passphrase = match cached.take() {
-            Some(p) => p,
-            None => {
+        let local = match (cached.is_some(), key.local.as_mut()) {
+            (false, Some(read)) => read(config_read),
+            _ => Ok(None),
+        };
+        let passphrase = match (cached.take(), local) {
+            (Some(p), _) => p,
+            (None, Err(e)) => {
+                tell_fatal(m, &format!("{e:#}")).await;
+                return Opened::Fatal(e);
+            }
+            (None, Ok(Some(p))) => p,
+            (None, Ok(None)) => {
+                let Some(m) = m else {
+                    return Opened::Fatal(anyhow::anyhow!(
+                        "the private key's passphrase is asked over the management interface, and there is none"
+                    ));
+                };
                 let query = PasswordQuery::new(KEY_PASSWORD_TYPE, false, None);
                 tokio::select! {
                     q = m.ask_password(query) => Zeroizing::new(q.password.unwrap_or_default()),
-                    _ = restart.notified() => return fatal(m, NOT_ANSWERED_FATAL).await,
-                    _ = &mut shutdown => return fatal(m, NOT_ANSWERED_FATAL).await,
+                    _ = restart.notified() => return fatal(Some(m), NOT_ANSWERED_FATAL).await,
+                    _ = &mut shutdown => return fatal(Some(m), NOT_ANSWERED_FATAL).await,
                 }
             }
         };
+        // A retry is a new instance of 2.6's, not a configuration read.
+        config_read = false;
         let e = match (key.open)(&passphrase) {
             Ok(opened) => return Opened::Key(opened, passphrase),
             Err(e) => e,
@@ -232,7 +267,7 @@ where
             return Opened::Fatal(e);
         };
         warn!("{e:#}");
-        if wrong.announced {
+        if let Some(m) = m.filter(|_| wrong.announced) {
             m.notify(Notice::Line(VERIFICATION_FAILED.to_string()));
         }
         match after_wrong {
@@ -242,7 +277,7 @@ where
         }
         warn!("SIGUSR1[soft,{RETRY_REASON}] received, process restarting");
         state("RECONNECTING", RETRY_REASON);
-        if m.hold_again(pause) {
+        if let Some(m) = m.filter(|m| m.hold_again(pause)) {
             tokio::select! {
                 _ = m.wait_for_hold_release() => {}
                 _ = &mut shutdown => return Opened::Shutdown,
@@ -257,13 +292,14 @@ where
 }
 
 /// `>FATAL:TEXT` to the management clients, and the error to exit with.
-async fn fatal<T>(m: &Management, text: &str) -> Opened<T> {
+async fn fatal<T>(m: Option<&Management>, text: &str) -> Opened<T> {
     tell_fatal(m, text).await;
     Opened::Fatal(anyhow::anyhow!("{text}"))
 }
 
 /// `>FATAL:TEXT`, flushed: the process exits next.
-async fn tell_fatal(m: &Management, text: &str) {
+async fn tell_fatal(m: Option<&Management>, text: &str) {
+    let Some(m) = m else { return };
     m.cancel_password_query();
     m.notify(Notice::Line(format!(">FATAL:{text}")));
     m.flush().await;

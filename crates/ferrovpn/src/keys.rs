@@ -69,12 +69,7 @@ impl PassphraseSource for TerminalPrompt {
         if let Some(a) = &self.answer {
             return Ok(a.clone());
         }
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-            .is_err()
-        {
+        if !has_terminal() {
             bail!(
                 "{what} is protected by a passphrase and there is no terminal to ask for it: give it with 'askpass FILE' (a file whose first line is the passphrase, mode 0600)"
             );
@@ -189,14 +184,37 @@ impl PassphraseSource for Deferring {
 /// interface got the passphrase. Everything else (the other files, a
 /// `pkcs12` file the empty password opens) is checked now.
 ///
-/// With `askpass FILE` too, a running process leaves the key closed when
-/// the file's passphrase does not open it: 2.6 reads the file into
-/// `passbuf` and tells the management clients after the hold that it is
-/// wrong (`>PASSWORD:Verification Failed: 'Private Key'`, then what
-/// `auth-retry` says), which the runtime does when it tries the
-/// passphrase kept in [`passphrase_memory`].
+/// With `askpass FILE` too, a running process leaves the key closed at a
+/// configuration read: 2.6 reads the file into `passbuf` after the hold
+/// and tells the management clients then if it is wrong
+/// (`>PASSWORD:Verification Failed: 'Private Key'`, then what
+/// `auth-retry` says), which the runtime does, reading the file with
+/// [`local_passphrase`].
 pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option<TlsFiles>> {
     let askpass_file = matches!(cfg.askpass, Some(Askpass::File(_)));
+    if let Some(Askpass::File(path)) = &cfg.askpass
+        && cfg.management_query_passwords
+        && opening == KeyOpening::ConfigRead
+        && PROCESS_PASSPHRASE.get().is_some()
+        && kept_passphrase(cfg).is_none()
+    {
+        // 2.6 reads the file after `management-hold` (`openvpn_main`
+        // calls `init_query_passwords` once the management interface is
+        // open); at start it only checks that the file can be read
+        // (options.c `check_file_access`). [`local_passphrase`] reads it
+        // once the hold is released.
+        std::fs::File::open(path).with_context(|| {
+            format!(
+                "{}askpass '{}': cannot read the file",
+                where_is(cfg, "askpass"),
+                path.display()
+            )
+        })?;
+        return match load_with(cfg, &mut Deferring) {
+            Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
+            other => other.map(Some),
+        };
+    }
     let askpass_file_or_kept =
         askpass_file && (opening == KeyOpening::ConfigRead || kept_passphrase(cfg).is_some());
     if !cfg.management_query_passwords || askpass_file_or_kept {
@@ -216,6 +234,77 @@ pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option
         Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
         other => other.map(Some),
     }
+}
+
+/// Whether the key (or `pkcs12` file) may need a passphrase, so that 2.6
+/// would use its `passbuf` when it opens it again.
+pub fn needs_passphrase(cfg: &Config) -> bool {
+    cfg.askpass.is_some()
+        || cfg.pkcs12.is_some()
+        || cfg
+            .key
+            .as_ref()
+            .is_some_and(|k| keyfile::is_encrypted(&k.text))
+}
+
+/// Whether opening the key (or `pkcs12` file) asks for a passphrase: an
+/// encrypted key, or a `pkcs12` file the empty password does not open.
+/// 2.6's `pem_password_callback` runs only then, so only then does a
+/// reopening read `askpass FILE` or ask.
+pub fn key_asks_passphrase(cfg: &Config) -> bool {
+    matches!(load_with(cfg, &mut Deferring), Err(e) if e.downcast_ref::<PassphraseWanted>().is_some())
+}
+
+/// Where a key opened at `opening` (again, after the first) gets its
+/// passphrase when none is kept (2.6's `passbuf` empty; see
+/// [`LocalPassphrase`](ferrovpn_control::key_passphrase::LocalPassphrase)):
+/// `askpass FILE` is read at a configuration read (2.6's
+/// `init_query_passwords` in `openvpn_main`) and, with `auth-retry
+/// interact`, at every opening (`init_instance` calls it then too);
+/// otherwise `pem_password_callback` asks as if there were no FILE
+/// (`pem_password_setup(NULL)`): over the management interface with
+/// `management-query-passwords`, else on the terminal.
+pub fn local_passphrase(
+    cfg: &Config,
+    opening: KeyOpening,
+) -> ferrovpn_control::key_passphrase::LocalPassphrase {
+    let askpass_file = match &cfg.askpass {
+        Some(Askpass::File(path)) => Some(path.clone()),
+        _ => None,
+    };
+    let interact = cfg.auth_retry == Some(ferrovpn_config::AuthRetry::Interact);
+    let over_management = cfg.management_query_passwords;
+    let at = where_is(cfg, "askpass");
+    let what = match (&cfg.pkcs12, &cfg.key) {
+        (Some(p12), _) => format!("PKCS#12 file {}", pkcs12_name(p12)),
+        (None, Some(key)) => format!("private key {}", source_name("key", key)),
+        (None, None) => "the private key".to_owned(),
+    };
+    Box::new(move |config_read| {
+        let config_read = config_read && opening == KeyOpening::ConfigRead;
+        match &askpass_file {
+            Some(path) if config_read || interact => AskpassFile::read(path)
+                .map(|f| Some(f.line))
+                .map_err(|e| anyhow!("{at}{e:#}")),
+            _ if over_management => Ok(None),
+            _ if !has_terminal() => Err(anyhow!("{NO_TERMINAL_2_6}")),
+            _ => TerminalPrompt::default().passphrase(&what).map(Some),
+        }
+    })
+}
+
+/// 2.6's words when it has no terminal to ask on after the start (its
+/// console query): a client's reconnect is told this over management
+/// (`>FATAL:`) in the same words.
+const NO_TERMINAL_2_6: &str = "neither stdin nor stderr are a tty device and you have neither a controlling tty nor systemd - can't ask for 'Enter Private Key Password:'.  If you used --daemon, you need to use --askpass to make passphrase-protected keys work, and you can not use --auth-nocache.";
+
+/// Whether the process has a terminal to ask on.
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 /// Load the TLS material with `passphrase` for the key (or `pkcs12` file).
@@ -249,13 +338,7 @@ fn kept_passphrase(cfg: &Config) -> Option<Zeroizing<String>> {
 
 /// [`load`] at `opening`.
 fn load_opening(cfg: &Config, opening: KeyOpening) -> anyhow::Result<TlsFiles> {
-    let needs_passphrase = cfg.askpass.is_some()
-        || cfg.pkcs12.is_some()
-        || cfg
-            .key
-            .as_ref()
-            .is_some_and(|k| keyfile::is_encrypted(&k.text));
-    if needs_passphrase {
+    if needs_passphrase(cfg) {
         if let Some(kept) = kept_passphrase(cfg) {
             // 2.6 still checks that the file can be read (options.c
             // `check_file_access`), but does not read it again.

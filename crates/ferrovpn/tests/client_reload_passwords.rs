@@ -9,7 +9,10 @@
 //! first. And `askpass FILE` is read once: a SIGHUP opens the key with
 //! the passphrase read at start. `forget-passwords` empties both buffers
 //! (manage.c `man_forget_passwords`), and without `persist-key` every
-//! restart of the connection opens the key again.
+//! restart of the connection opens the key again: with `passbuf` emptied
+//! it reads `askpass FILE` again only with `auth-retry interact`, else
+//! asks over management or on the terminal. With
+//! `management-query-passwords` the file is read after the hold.
 //!
 //! Each script runs against the ferrovpn client and Debian's stock 2.6
 //! client with the same stock 2.6 server, and the test compares what both
@@ -29,6 +32,7 @@ const FERROVPN: &str = env!("CARGO_BIN_EXE_ferrovpn");
 const USER: &str = "bob";
 const PASSWORD: &str = "s3cret";
 const PASSPHRASE: &str = "correct horse battery";
+const VERIFICATION_FAILED: &str = ">PASSWORD:Verification Failed: 'Private Key'";
 
 /// Answer every password question on `m` until the client is connected
 /// (at most three questions: a bounded loop).
@@ -261,4 +265,226 @@ fn auth_nocache_without_persist_key_asks_the_passphrase_at_each_restart_as_2_6()
     let kept_key =
         same_as_stock(|imp| steps_script(&lab, imp, "nocache-pk", &["auth-nocache"], &steps));
     assert_eq!(questions(&kept_key), 4, "{kept_key:#?}");
+}
+
+/// One step of [`askpass_steps_script`].
+enum Step<'a> {
+    /// A management command and its one-line reply.
+    Command(&'a str),
+    /// Wait for a line that contains this.
+    Until(&'a str),
+    /// The askpass file's first line from now on.
+    Askpass(&'a str),
+}
+
+/// A client of `imp` with an encrypted key, `askpass FILE` (holding
+/// `first` at start) and `extra`, started held with `state on`: each of
+/// `steps`, then SIGTERM. Returns what its interface showed
+/// ([`client_lines`]) and how it ended.
+fn askpass_steps_script(
+    lab: &Lab,
+    imp: Implementation,
+    tag: &str,
+    first: &str,
+    extra: &[&str],
+    steps: &[Step],
+) -> (Vec<String>, String) {
+    let name = format!("{}-{tag}", imp.name());
+    let askpass = lab.dir.join(format!("{name}.pass"));
+    std::fs::write(&askpass, format!("{first}\n")).unwrap();
+    let who = &lab.pki.clients[0];
+    let key = lab
+        .pki
+        .encrypted_key(
+            who,
+            &format!("{name}-enc.key"),
+            PASSPHRASE,
+            KeyEncryption::Pkcs8Aes256,
+        )
+        .unwrap();
+    let lines = [
+        format!("cert {}", who.cert.display()),
+        format!("key {}", key.display()),
+        format!("askpass {}", askpass.display()),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|l| l.to_string()));
+    let (dropped, lines): (Vec<String>, Vec<String>) = lines.partition(|l| l.starts_with('-'));
+    let wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.dir.join("tc.key")));
+    let text: String = lab
+        .certless_client_text(wrap, Cipher::Aes256Gcm, lines)
+        .lines()
+        .filter(|l| !dropped.iter().any(|d| d[1..] == **l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (mut client, mut m) = held_client(lab, &text, imp, &name, &[]);
+    m.until("hold", |l| l.starts_with(">HOLD:"));
+    m.one("state on");
+    for step in steps {
+        match step {
+            Step::Command(c) => {
+                m.one(c);
+            }
+            Step::Until(text) => {
+                m.until(text, |l| l.contains(text));
+            }
+            Step::Askpass(line) => std::fs::write(&askpass, format!("{line}\n")).unwrap(),
+        }
+    }
+    // After `>FATAL:` the client exits by itself.
+    let ended = if m.seen().iter().any(|l| l.starts_with(">FATAL:")) {
+        let status = wait_exit(&mut client, Duration::from_secs(10));
+        format!("exited after FATAL: {status}")
+    } else {
+        m.one("signal SIGTERM");
+        m.until("EXITING state", |l| l.contains(",EXITING,"));
+        format!("{}", wait_exit(&mut client, Duration::from_secs(10)))
+    };
+    (client_lines(&m), ended)
+}
+
+/// The number of `line`s in `lines`.
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| *l == line).count()
+}
+
+/// With `management-query-passwords` 2.6 reads `askpass FILE` after
+/// `management-hold` (`openvpn_main` calls `init_query_passwords` once
+/// the management interface is open): a file that holds the passphrase
+/// only once the hold started opens the key; a wrong one is told after
+/// the hold, and ends the client (`auth-retry none`).
+#[test]
+fn askpass_file_is_read_after_the_hold_as_2_6() {
+    let lab = Lab::new("fvaskhold", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let (lines, _) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "hold-fixed",
+            "not the passphrase",
+            &["management-query-passwords"],
+            &[
+                Step::Askpass(PASSPHRASE),
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, "STATE CONNECTED"), 1, "{lines:#?}");
+    assert_eq!(count(&lines, VERIFICATION_FAILED), 0, "{lines:#?}");
+    let (lines, ended) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "hold-broken",
+            PASSPHRASE,
+            &["management-query-passwords"],
+            &[
+                Step::Askpass("not the passphrase"),
+                Step::Command("hold release"),
+                Step::Until(">FATAL:"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, VERIFICATION_FAILED), 1, "{lines:#?}");
+    assert!(ended.starts_with("exited after FATAL"), "{ended}");
+}
+
+/// Without `persist-key` 2.6 opens the key again at every reconnect
+/// (`do_close_free_key_schedule` freed the TLS context). Once
+/// `auth-nocache` emptied `passbuf` (`pem_password_callback`), an
+/// `askpass FILE` is read again then only with `auth-retry interact`
+/// (`init_instance` calls `init_query_passwords`): the file's new
+/// contents are used, a wrong passphrase is told
+/// (`>PASSWORD:Verification Failed`) and retried after the hold, reading
+/// the file again. Otherwise `pem_password_callback` asks as if there
+/// were no FILE: over management with `management-query-passwords`.
+#[test]
+fn a_reconnect_without_persist_key_opens_the_key_again_as_2_6() {
+    let lab = Lab::new("fvaskusr1", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let (lines, _) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "usr1-interact",
+            PASSPHRASE,
+            &["-persist-key", "auth-nocache", "auth-retry interact"],
+            &[
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+                Step::Askpass("not the passphrase"),
+                Step::Command("signal SIGUSR1"),
+                Step::Until(">HOLD:"),
+                Step::Command("hold release"),
+                Step::Until(VERIFICATION_FAILED),
+                Step::Until(">HOLD:"),
+                Step::Askpass(PASSPHRASE),
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, "STATE CONNECTED"), 2, "{lines:#?}");
+    assert_eq!(count(&lines, VERIFICATION_FAILED), 1, "{lines:#?}");
+    let (lines, _) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "usr1-mqp",
+            PASSPHRASE,
+            &["-persist-key", "management-query-passwords"],
+            &[
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+                Step::Command("forget-passwords"),
+                Step::Command("signal SIGUSR1"),
+                Step::Until(">HOLD:"),
+                Step::Command("hold release"),
+                Step::Until(">PASSWORD:Need 'Private Key' password"),
+                Step::Command(&format!("password \"Private Key\" \"{PASSPHRASE}\"")),
+                Step::Until(",CONNECTED,"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, "STATE CONNECTED"), 2, "{lines:#?}");
+    assert_eq!(questions(&lines), 1, "{lines:#?}");
+}
+
+/// Without `persist-key`, after `auth-nocache` emptied `passbuf` and
+/// without `auth-retry interact` or `management-query-passwords`, 2.6's
+/// reconnect asks for the key's passphrase on the terminal
+/// (`pem_password_setup(NULL)`, as if there were no `askpass FILE`);
+/// without one it ends with `>FATAL:` (its console query's words) and
+/// exit status 1.
+#[test]
+fn a_reconnect_without_a_terminal_to_ask_on_ends_the_client_as_2_6() {
+    let lab = Lab::new("fvaskterm", 1, FERROVPN);
+    let mut sc = lab.server_conf(Wrap::None, Cipher::Aes256Gcm);
+    sc.wrap = Wrap::TlsCrypt(ferrovpn_testkit::Material::File(lab.static_key("tc.key")));
+    let _server = lab.stock_server(&sc);
+    let (lines, ended) = same_as_stock(|imp| {
+        askpass_steps_script(
+            &lab,
+            imp,
+            "usr1-terminal",
+            PASSPHRASE,
+            &["-persist-key", "auth-nocache"],
+            &[
+                Step::Command("hold release"),
+                Step::Until(",CONNECTED,"),
+                Step::Command("signal SIGUSR1"),
+                Step::Until(">HOLD:"),
+                Step::Command("hold release"),
+                Step::Until(">FATAL:"),
+            ],
+        )
+    });
+    assert_eq!(count(&lines, "STATE CONNECTED"), 1, "{lines:#?}");
+    assert_eq!(ended, "exited after FATAL: exit status: 1");
 }

@@ -108,6 +108,18 @@ fn connected_server(
     tag: &str,
     setup: Setup,
 ) -> (String, ferrovpn_testkit::Proc, Management, usize) {
+    connected_server_with(lab, imp, tag, setup, || {})
+}
+
+/// [`connected_server`], running `at_first` once the first hold or
+/// question is there, before it is released or answered.
+fn connected_server_with(
+    lab: &Lab,
+    imp: Implementation,
+    tag: &str,
+    setup: Setup,
+    at_first: impl FnOnce(),
+) -> (String, ferrovpn_testkit::Proc, Management, usize) {
     let name = format!("{}-{tag}", imp.name());
     let key = lab
         .pki
@@ -136,6 +148,7 @@ fn connected_server(
     // `state on` once the first question or hold is there, so that its
     // reply comes after it in both transcripts.
     let first = m.until("hold or question", |l| l.starts_with(">HOLD:") || l == NEED);
+    at_first();
     m.send("state on");
     let mut read = m.seen().len() - 1;
     assert_eq!(m.seen()[read], first);
@@ -352,4 +365,42 @@ fn askpass_file_with_auth_nocache_asks_on_sigusr1_as_2_6() {
         restarts_script(&lab, imp, "asknc", setup, &commands, || {})
     });
     assert_eq!(count(&ours, NEED), 2, "{ours:#?}");
+}
+
+/// With `management-query-passwords` 2.6 reads `askpass FILE` after
+/// `management-hold` (`openvpn_main` calls `init_query_passwords` once
+/// the management interface is open; at start it only checks that the
+/// file can be read): a file that holds the right passphrase only once
+/// the hold started opens the key, with nothing told or asked.
+#[test]
+fn askpass_file_is_read_after_the_hold_as_2_6() {
+    let lab = Lab::new("svpw-askhold", 0, FERROVPN);
+    let ours = server_transcripts_as_stock(|imp| {
+        let askpass = lab.dir.join(format!("{}-askhold.pass", imp.name()));
+        std::fs::write(&askpass, "not the passphrase\n").unwrap();
+        let line = format!("askpass {}", askpass.display());
+        let setup = Setup {
+            hold: true,
+            persist_key: true,
+            extra: &[&line],
+        };
+        let (name, mut server, mut m, _) =
+            connected_server_with(&lab, imp, "askhold", setup, || {
+                std::fs::write(&askpass, format!("{PASSPHRASE}\n")).unwrap()
+            });
+        m.send("signal SIGTERM");
+        transcript_to_exit(&mut m, &mut server, 0, &name)
+    });
+    assert_eq!(count(&ours, NEED), 0, "{ours:#?}");
+    assert!(
+        !ours
+            .iter()
+            .any(|l| l.starts_with(">PASSWORD:Verification Failed")),
+        "{ours:#?}"
+    );
+    assert_eq!(
+        count(&ours, ">STATE:T,CONNECTED,SUCCESS,10.8.0.1,,,,"),
+        1,
+        "{ours:#?}"
+    );
 }

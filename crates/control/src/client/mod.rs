@@ -201,10 +201,19 @@ pub struct ClientSettings {
     /// connection; without it a key whose passphrase is asked over
     /// management is opened again before the next attempt, as 2.6.
     pub persist_key: bool,
-    /// `management-query-passwords` with an encrypted key: `session` has
-    /// no TLS settings yet; they come from the key opened with the
-    /// passphrase asked after the hold (see [`crate::key_passphrase`]).
+    /// A key that needs a passphrase: opened after the hold when
+    /// `key_opened` is false (`management-query-passwords`: `session` has
+    /// no TLS settings yet, see [`crate::key_passphrase`]), and opened
+    /// again at every reconnect without `persist-key`, as 2.6 (its
+    /// `passbuf` first, then `askpass FILE`, the management interface or
+    /// the terminal).
     pub key_passphrase: Option<crate::key_passphrase::DeferredKey<Arc<SessionConfig>>>,
+    /// `session` has the key's TLS settings already (the key was opened
+    /// while the settings were built).
+    pub key_opened: bool,
+    /// The process's memory of the passphrase that opened the key (2.6's
+    /// `passbuf`; the management interface's `forget-passwords` empties it).
+    pub key_memory: crate::key_passphrase::PassphraseMemory,
 }
 
 /// `inactive`: see [`ClientSettings::inactive`].
@@ -337,19 +346,26 @@ fn credentials_to_ask(memory: &CredentialMemory) -> bool {
 /// or else one asked over management, and keep the one that opened it
 /// unless `auth-nocache`.
 async fn open_key<S: std::future::Future<Output = ()>>(
-    m: &ClientManagement,
+    m: Option<&ClientManagement>,
     key: &mut crate::key_passphrase::DeferredKey<Arc<SessionConfig>>,
+    memory: &crate::key_passphrase::PassphraseMemory,
+    config_read: bool,
     restart: &tokio::sync::Notify,
     connect_retry_secs: u32,
     shutdown: std::pin::Pin<&mut S>,
 ) -> Opened<Arc<SessionConfig>> {
-    let state = |state: &'static str, description: &'static str| m.state(state, description);
+    let state = |state: &'static str, description: &'static str| {
+        if let Some(m) = m {
+            m.state(state, description);
+        }
+    };
     let nocache = key.nocache;
-    let kept = m.interface().recall_key_passphrase();
+    let kept = memory.recall();
     let opened = crate::key_passphrase::open_over_management(
-        m.interface(),
+        m.map(ClientManagement::interface),
         key,
         kept,
+        config_read,
         restart,
         connect_retry_secs,
         &state,
@@ -357,7 +373,7 @@ async fn open_key<S: std::future::Future<Output = ()>>(
     )
     .await;
     if let Opened::Key(_, passphrase) = &opened {
-        m.interface().key_opened_with(passphrase.clone(), nocache);
+        memory.opened_with(passphrase.clone(), nocache);
     }
     opened
 }
@@ -627,19 +643,27 @@ pub async fn run_client(
         }
     }
     let mut deferred_key = s.key_passphrase.take();
-    if let Some(key) = deferred_key.as_mut() {
-        let Some(m) = mgmt else {
-            anyhow::bail!(
-                "the private key's passphrase is asked over the management interface, and there is none"
-            );
-        };
+    let key_memory = s.key_memory.clone();
+    if let Some(key) = deferred_key.as_mut().filter(|_| !s.key_opened) {
         let connect_retry = whole_secs(s.remotes[index].connect_retry);
-        match open_key(m, key, &restart, connect_retry, shutdown.as_mut()).await {
+        match open_key(
+            mgmt,
+            key,
+            &key_memory,
+            true,
+            &restart,
+            connect_retry,
+            shutdown.as_mut(),
+        )
+        .await
+        {
             Opened::Key(session, _) => s.session = session,
             Opened::Fatal(e) => return Err(e),
             Opened::Shutdown => {
-                m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
-                m.flush().await;
+                if let Some(m) = mgmt {
+                    m.state("EXITING", crate::key_passphrase::EXIT_IN_PAUSE_REASON);
+                    m.flush().await;
+                }
                 return Ok(ClientEnded::Exit);
             }
         }
@@ -710,18 +734,28 @@ pub async fn run_client(
                     }
                 }
             }
-            if let Some(key) = deferred_key.as_mut().filter(|_| reopen_key) {
-                let connect_retry = whole_secs(remote.connect_retry);
-                match open_key(m, key, &restart, connect_retry, shutdown.as_mut()).await {
-                    Opened::Key(session, _) => s.session = session,
-                    Opened::Fatal(e) => {
-                        fatal_said = true;
-                        break Err(e);
-                    }
-                    Opened::Shutdown => {
-                        exit_reason = crate::key_passphrase::EXIT_IN_PAUSE_REASON;
-                        break Ok(());
-                    }
+        }
+        if let Some(key) = deferred_key.as_mut().filter(|_| reopen_key) {
+            let connect_retry = whole_secs(remote.connect_retry);
+            match open_key(
+                mgmt,
+                key,
+                &key_memory,
+                false,
+                &restart,
+                connect_retry,
+                shutdown.as_mut(),
+            )
+            .await
+            {
+                Opened::Key(session, _) => s.session = session,
+                Opened::Fatal(e) => {
+                    fatal_said = mgmt.is_some();
+                    break Err(e);
+                }
+                Opened::Shutdown => {
+                    exit_reason = crate::key_passphrase::EXIT_IN_PAUSE_REASON;
+                    break Ok(());
                 }
             }
         }

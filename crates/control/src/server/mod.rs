@@ -578,9 +578,10 @@ pub async fn run_server(
         let first_try = persisted.or_else(|| m.recall_key_passphrase());
         // A server's connect-retry pause (2.6: 1 second over UDP and TCP).
         match key_passphrase::open_over_management(
-            m,
+            Some(m),
             &mut key,
             first_try,
+            true,
             reload,
             1,
             &state,

@@ -158,21 +158,30 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
     } else {
         None
     };
-    let (session, key_passphrase) = match tls {
-        Some(tls) => (client_tls(cfg, &session, &tls, &policy)?, None),
-        None => {
-            let (cfg2, base) = (cfg.clone(), session.clone());
-            let opener: Opener<Arc<SessionConfig>> = Box::new(move |passphrase| {
-                let tls = crate::keys::load_with_passphrase(&cfg2, passphrase)?;
-                client_tls(&cfg2, &base, &tls, &policy)
-            });
-            let deferred = DeferredKey {
-                open: opener,
-                retry: cfg.auth_retry.unwrap_or_default(),
-                nocache: cfg.auth_nocache,
-            };
-            (Arc::new(session), Some(deferred))
+    let key_opened = tls.is_some();
+    // Without `persist-key` 2.6 opens the key again at every reconnect
+    // (`do_close_free_key_schedule` freed its TLS context), with the
+    // passphrase in its `passbuf`, else reading or asking again.
+    let reopened = !cfg.persist_key && crate::keys::key_asks_passphrase(cfg);
+    let key_passphrase = (!key_opened || reopened).then(|| {
+        let (cfg2, base, policy) = (cfg.clone(), session.clone(), policy.clone());
+        let opener: Opener<Arc<SessionConfig>> = Box::new(move |passphrase| {
+            let tls = crate::keys::load_with_passphrase(&cfg2, passphrase)?;
+            client_tls(&cfg2, &base, &tls, &policy)
+        });
+        DeferredKey {
+            open: opener,
+            retry: cfg.auth_retry.unwrap_or_default(),
+            nocache: cfg.auth_nocache,
+            local: Some(crate::keys::local_passphrase(
+                cfg,
+                crate::keys::KeyOpening::ConfigRead,
+            )),
         }
+    });
+    let session = match tls {
+        Some(tls) => client_tls(cfg, &session, &tls, &policy)?,
+        None => Arc::new(session),
     };
     let mut dataplane = dataplane_base(cfg);
     dataplane.null_device = cfg.is_dev_null();
@@ -212,6 +221,8 @@ pub fn client_settings(cfg: &Config) -> anyhow::Result<ClientSettings> {
         management: client_management,
         persist_key: cfg.persist_key,
         key_passphrase,
+        key_opened,
+        key_memory: crate::keys::passphrase_memory(),
     })
 }
 

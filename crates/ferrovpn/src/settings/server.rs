@@ -84,6 +84,7 @@ pub fn server_settings_opening(
                 open: opener,
                 retry: cfg.auth_retry.unwrap_or_default(),
                 nocache: cfg.auth_nocache,
+                local: Some(crate::keys::local_passphrase(cfg, opening)),
             };
             (Arc::new(base), None, Some(deferred))
         }
