@@ -215,13 +215,20 @@ impl Connection<'_> {
             };
         }
         let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
-        let started = if p2p_tls_server {
-            // Point-to-point TLS server: the peer starts the handshake.
+        // A point-to-point TLS server, and a TLS client without `remote`,
+        // hear the peer's reset first.
+        let waits_for_peer = p2p_tls_server || (s.p2p.is_some() && self.remote.waits());
+        // The peer's reset a waiting TLS client answers with its own.
+        let mut first_reset = None;
+        let started = if waits_for_peer {
             match self
                 .await_peer_reset(session_config, shutdown.as_mut())
                 .await
             {
-                Ok(session) => Ok(session),
+                Ok((session, reset)) => {
+                    first_reset = reset;
+                    Ok(session)
+                }
                 Err(ended) => {
                     return Outcome {
                         ended,
@@ -266,7 +273,7 @@ impl Connection<'_> {
             cc_exit: false,
             last_control_rx: now,
             started: now,
-            heard_from_server: p2p_tls_server,
+            heard_from_server: waits_for_peer,
             connected: false,
             inactive_since: now,
             inactive_base: 0,
@@ -284,6 +291,9 @@ impl Connection<'_> {
         if let Some(m) = self.management {
             m.state("WAIT", "");
             m.drop_control_messages();
+        }
+        if let Some(reset) = first_reset {
+            c.session.handle_packet(Instant::now(), &reset);
         }
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
@@ -852,16 +862,31 @@ impl Connection<'_> {
         Ok(None)
     }
 
-    /// Point-to-point TLS server: wait for the peer's HARD_RESET_CLIENT_V2
-    /// (authenticated by the control wrapping) and answer it: from the
-    /// `remote` address, or with `float` from any (the session then goes
-    /// there, as 2.6 takes a new session's address from its first packet).
+    /// Point-to-point mode, the end that hears the peer first: a TLS
+    /// server waits for the peer's HARD_RESET_CLIENT_V2 and answers it; a
+    /// TLS client without `remote` waits for the server's
+    /// HARD_RESET_SERVER_V2 (2.6's TLS server sends its reset first) and
+    /// starts its own session with it, the reset to be handled then. The
+    /// reset must be authentic under the control wrapping and come from
+    /// the `remote` address, or with `float` or without `remote` from any
+    /// (the session then goes there, as 2.6 takes a new session's address
+    /// from its first packet).
     async fn await_peer_reset(
         &mut self,
         cfg: Arc<ferrovpn_proto::session::SessionConfig>,
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Result<Session, Ended> {
-        info!("waiting for the peer's TLS handshake from {}", self.server);
+    ) -> Result<(Session, Option<Vec<u8>>), Ended> {
+        let tls_server = cfg.side == Side::Server;
+        let want = if tls_server {
+            Opcode::HardResetClientV2
+        } else {
+            Opcode::HardResetServerV2
+        };
+        if self.remote.waits() {
+            info!("waiting for a peer's TLS handshake from any address");
+        } else {
+            info!("waiting for the peer's TLS handshake from {}", self.server);
+        }
         // 2.6's ping-restart / ping-exit count from the start: a peer that
         // never comes restarts (or ends) the wait, its device and scripts
         // with it. Zero disables them, as in 2.6.
@@ -896,17 +921,25 @@ impl Connection<'_> {
                             debug!("dropping unauthenticated control packet from {from}");
                             continue;
                         };
-                        if pkt.opcode != Opcode::HardResetClientV2 {
+                        if pkt.opcode != want {
                             debug!("waiting for a reset, ignoring {:?} from {from}", pkt.opcode);
                             continue;
                         }
-                        match Session::accept(cfg.clone(), Instant::now(), unix_now(), pkt, replay) {
-                            Ok(session) => {
+                        let now = Instant::now();
+                        let started = if tls_server {
+                            Session::accept(cfg.clone(), now, unix_now(), pkt, replay)
+                                .map(|session| (session, None))
+                        } else {
+                            Session::connect(cfg.clone(), now, unix_now())
+                                .map(|session| (session, Some(packet)))
+                        };
+                        match started {
+                            Ok(started) => {
                                 if from != self.server {
                                     self.float_to(from);
                                 }
                                 info!("peer {from} started a TLS session");
-                                return Ok(session);
+                                return Ok(started);
                             }
                             Err(e) => debug!("reset from {from} not taken: {e}"),
                         }
@@ -935,10 +968,14 @@ impl Connection<'_> {
     /// interface's CONNECTED state all name it, as 2.6 sets the session's
     /// address to where its first packet came from.
     fn float_to(&mut self, to: SocketAddr) {
-        info!(
-            "float: the peer answers from {to} (we sent to {}); the session goes there",
-            self.server
-        );
+        if self.remote.waits() {
+            info!("no 'remote': the peer is {to}; the session goes there");
+        } else {
+            info!(
+                "float: the peer answers from {to} (we sent to {}); the session goes there",
+                self.server
+            );
+        }
         if self.outer == self.server.ip() {
             self.outer = to.ip();
         }
