@@ -83,12 +83,12 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "tls-server",
-        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): waits for the peer's handshake from `remote`, or with `float` from any address (the session then goes there); without `remote` it waits on `lport`/`port` (default 1194) for the first peer whose hard reset authenticates, from any address, as 2.6 (OpenVPN's `tls-office.conf`): a peer that comes back from a new address under a new session is taken there, and a restart (ping-restart, SIGUSR1) forgets the address and waits again (`persist-remote-ip`, `nobind`, `redirect-gateway` and TCP are refused there); data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
+        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): sends its hard reset to `remote` first, as 2.6, and takes the peer's handshake from there, or with `float` from any address (the session then goes there); without `remote` it waits on `lport`/`port` (default 1194) for the first peer whose hard reset authenticates, from any address, as 2.6 (OpenVPN's `tls-office.conf`): a peer that comes back from a new address under a new session is taken there, and a restart (ping-restart, SIGUSR1) forgets the address and waits again (`persist-remote-ip`, `nobind`, `redirect-gateway` and TCP are refused there); data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
     ),
     s("client", "implies `tls-client` + `pull`"),
     s(
         "tls-client",
-        "client side of the TLS handshake; without `pull`: point-to-point TLS mode (see `tls-server`), initiating the handshake to `remote`; without `remote` it waits on `lport`/`port` for the TLS server's hard reset from any address and answers it, as 2.6 (a 2.6 TLS server with `remote` sends its reset first; a ferrovpn one does not, so two ferrovpn ends need the waiting end to be the TLS server)",
+        "client side of the TLS handshake; without `pull`: point-to-point TLS mode (see `tls-server`), initiating the handshake to `remote`; without `remote` it waits on `lport`/`port` for the TLS server's hard reset from any address and answers it, as 2.6 (a TLS server with `remote`, 2.6 or ferrovpn, sends its reset first)",
     ),
     s("pull", "client accepts pushed options"),
     s("port", "1-65535; sets local and remote port (default 1194)"),

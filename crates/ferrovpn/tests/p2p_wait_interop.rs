@@ -231,8 +231,8 @@ fn stock_tls_server_without_remote_waits_for_ferrovpn_tls_client() {
     );
 }
 
-/// 2.6's TLS server with `remote` sends its reset first: a TLS client
-/// without `remote` answers it.
+/// 2.6's TLS server with `remote` sends its reset first (ferrovpn's too):
+/// a TLS client without `remote` answers it.
 #[test]
 fn ferrovpn_tls_client_without_remote_answers_stock_tls_server() {
     link_comes_up(
@@ -243,7 +243,29 @@ fn ferrovpn_tls_client_without_remote_answers_stock_tls_server() {
     );
 }
 
-/// The reference for the test above: stock on both ends.
+/// ferrovpn's TLS server with `remote` sends its reset first too.
+#[test]
+fn stock_tls_client_without_remote_answers_ferrovpn_tls_server() {
+    link_comes_up(
+        "pw-sfc",
+        Implementation::Stock,
+        Implementation::Ferrovpn,
+        false,
+    );
+}
+
+/// Both ends ferrovpn, the TLS client waiting.
+#[test]
+fn ferrovpn_tls_client_without_remote_answers_ferrovpn_tls_server() {
+    link_comes_up(
+        "pw-ffc",
+        Implementation::Ferrovpn,
+        Implementation::Ferrovpn,
+        false,
+    );
+}
+
+/// The reference for the tests above: stock on both ends.
 #[test]
 fn stock_tls_client_without_remote_answers_stock_tls_server() {
     link_comes_up("pw-sc", Implementation::Stock, Implementation::Stock, false);

@@ -215,9 +215,8 @@ impl Connection<'_> {
             };
         }
         let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
-        // A point-to-point TLS server, and a TLS client without `remote`,
-        // hear the peer's reset first.
-        let waits_for_peer = p2p_tls_server || (s.p2p.is_some() && self.remote.waits());
+        // An end without `remote` hears the peer's reset first.
+        let waits_for_peer = s.p2p.is_some() && self.remote.waits();
         // The peer's reset a waiting TLS client answers with its own.
         let mut first_reset = None;
         let started = if waits_for_peer {
@@ -236,6 +235,15 @@ impl Connection<'_> {
                     };
                 }
             }
+        } else if p2p_tls_server {
+            // 2.6's TLS server with `remote` sends its reset first
+            // (`tls_multi_process`), so that a TLS client without
+            // `remote` can answer it; the peer's own reset may cross it.
+            info!(
+                "waiting for the peer's TLS handshake from {}, our reset sent there first",
+                self.server
+            );
+            Session::initiate_p2p_server(session_config, now, unix_now())
         } else {
             Session::connect(session_config, now, unix_now())
         };
@@ -862,15 +870,14 @@ impl Connection<'_> {
         Ok(None)
     }
 
-    /// Point-to-point mode, the end that hears the peer first: a TLS
-    /// server waits for the peer's HARD_RESET_CLIENT_V2 and answers it; a
-    /// TLS client without `remote` waits for the server's
-    /// HARD_RESET_SERVER_V2 (2.6's TLS server sends its reset first) and
-    /// starts its own session with it, the reset to be handled then. The
-    /// reset must be authentic under the control wrapping and come from
-    /// the `remote` address, or with `float` or without `remote` from any
-    /// (the session then goes there, as 2.6 takes a new session's address
-    /// from its first packet).
+    /// Point-to-point mode, an end without `remote`: a TLS server waits
+    /// for the peer's HARD_RESET_CLIENT_V2 and answers it; a TLS client
+    /// waits for the server's HARD_RESET_SERVER_V2 (2.6's TLS server with
+    /// `remote` sends its reset first) and starts its own session with it,
+    /// the reset to be handled then. The reset must be authentic under the
+    /// control wrapping; it may come from any address (the session then
+    /// goes there, as 2.6 takes a new session's address from its first
+    /// packet).
     async fn await_peer_reset(
         &mut self,
         cfg: Arc<ferrovpn_proto::session::SessionConfig>,
@@ -882,11 +889,7 @@ impl Connection<'_> {
         } else {
             Opcode::HardResetServerV2
         };
-        if self.remote.waits() {
-            info!("waiting for a peer's TLS handshake from any address");
-        } else {
-            info!("waiting for the peer's TLS handshake from {}", self.server);
-        }
+        info!("waiting for a peer's TLS handshake from any address");
         // 2.6's ping-restart / ping-exit count from the start: a peer that
         // never comes restarts (or ends) the wait, its device and scripts
         // with it. Zero disables them, as in 2.6.
@@ -960,7 +963,11 @@ impl Connection<'_> {
     fn may_float_to(&self, c: &Live, packet: &[u8]) -> bool {
         self.remote.floats()
             && !c.heard_from_server
-            && opens_session_elsewhere(&self.settings.session.wrap, packet)
+            && opens_session_elsewhere(
+                &self.settings.session.wrap,
+                self.settings.session.side,
+                packet,
+            )
     }
 
     /// Talk to `to` from now on: control packets, the data channel (the
@@ -1107,12 +1114,21 @@ impl Connection<'_> {
 }
 
 /// Whether `packet`, from an address other than the one we sent our reset
-/// to, may start the session there (`float`): the server's hard reset,
+/// to, may start the session there (`float`): the peer's hard reset (the
+/// server's, or in point-to-point mode a TLS server's the client's),
 /// authentic under the control channel's wrapping (tls-auth / tls-crypt;
 /// without one, the TLS handshake that follows authenticates the peer), as
 /// 2.6 takes a new session's address from its first authenticated packet.
-fn opens_session_elsewhere(wrap: &ferrovpn_proto::wrap::ControlWrap, packet: &[u8]) -> bool {
-    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == Opcode::HardResetServerV2)
+fn opens_session_elsewhere(
+    wrap: &ferrovpn_proto::wrap::ControlWrap,
+    side: Side,
+    packet: &[u8],
+) -> bool {
+    let peers_reset = match side {
+        Side::Client => Opcode::HardResetServerV2,
+        Side::Server => Opcode::HardResetClientV2,
+    };
+    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == peers_reset)
 }
 
 /// The next `cr-response` message to send, or never without a management
@@ -1157,7 +1173,7 @@ mod tests {
         out
     }
 
-    /// Only an authentic server reset moves a `float` client's new
+    /// Only an authentic reset of the peer moves a `float` end's new
     /// session: forged, foreign-keyed or other packets never do.
     #[test]
     fn only_an_authentic_server_reset_opens_a_session_elsewhere() {
@@ -1180,19 +1196,39 @@ mod tests {
         ];
         for (server, client, stranger) in pairs {
             let reset = wire(&server, &packet(Opcode::HardResetServerV2));
-            assert!(opens_session_elsewhere(&client, &reset));
+            assert!(opens_session_elsewhere(&client, Side::Client, &reset));
             let mut forged = reset.clone();
             let last = forged.len() - 1;
             forged[last] ^= 1;
-            assert!(!opens_session_elsewhere(&client, &forged));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &forged));
             let foreign = wire(&stranger, &packet(Opcode::HardResetServerV2));
-            assert!(!opens_session_elsewhere(&client, &foreign));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &foreign));
             for other in [Opcode::ControlV1, Opcode::AckV1, Opcode::SoftResetV1] {
                 let authentic = wire(&server, &packet(other));
-                assert!(!opens_session_elsewhere(&client, &authentic), "{other:?}");
+                assert!(
+                    !opens_session_elsewhere(&client, Side::Client, &authentic),
+                    "{other:?}"
+                );
             }
-            assert!(!opens_session_elsewhere(&client, &[]));
-            assert!(!opens_session_elsewhere(&client, &reset[..reset.len() / 2]));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &[]));
+            assert!(!opens_session_elsewhere(
+                &client,
+                Side::Client,
+                &reset[..reset.len() / 2]
+            ));
+            // A point-to-point TLS server with `float` takes the client's
+            // reset, authentic, and nothing else.
+            let client_reset = wire(&client, &packet(Opcode::HardResetClientV2));
+            assert!(opens_session_elsewhere(
+                &server,
+                Side::Server,
+                &client_reset
+            ));
+            let mut forged = client_reset.clone();
+            forged[last.min(forged.len() - 1)] ^= 1;
+            assert!(!opens_session_elsewhere(&server, Side::Server, &forged));
+            let authentic = wire(&client, &packet(Opcode::ControlV1));
+            assert!(!opens_session_elsewhere(&server, Side::Server, &authentic));
         }
     }
 }
