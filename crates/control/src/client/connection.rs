@@ -466,6 +466,26 @@ impl Connection<'_> {
                 self.remote.connect_timeout.as_secs()
             )));
         }
+        // Point-to-point mode: 2.6's ping-restart / ping-exit count from
+        // the start, before the peer ever answered (our reset sent, or
+        // waiting for its); zero disables them, as in 2.6.
+        if self.settings.p2p.is_some() && !c.connected {
+            let silent = now.saturating_duration_since(c.last_control_rx);
+            if let Some(limit) = c.ping_exit.filter(|l| !l.is_zero())
+                && silent >= limit
+            {
+                return Some(Ended::Exit(format!(
+                    "inactivity timeout (ping-exit {}s)",
+                    limit.as_secs()
+                )));
+            }
+            if !c.ping_restart.is_zero() && silent >= c.ping_restart {
+                return Some(Ended::Reconnect(format!(
+                    "inactivity timeout (ping-restart {}s)",
+                    c.ping_restart.as_secs()
+                )));
+            }
+        }
         let peer_id = c.peer_id?;
         let stats = self.peers.peer_stats(peer_id)?;
         let rx_idle = stats
