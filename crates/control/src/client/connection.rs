@@ -1245,7 +1245,8 @@ mod tests {
                 &client_reset
             ));
             let mut forged = client_reset.clone();
-            forged[last.min(forged.len() - 1)] ^= 1;
+            let end = forged.len() - 1;
+            forged[end] ^= 1;
             assert!(!opens_session_elsewhere(&server, Side::Server, &forged));
             let authentic = wire(&client, &packet(Opcode::ControlV1));
             assert!(!opens_session_elsewhere(&server, Side::Server, &authentic));
