@@ -215,6 +215,18 @@ impl ConnectionEntry {
 }
 
 impl Config {
+    /// The one connection entry of a point-to-point end without `remote`
+    /// (it waits for its peer): the connection options given, and an
+    /// empty host, as 2.6 makes one entry of them when there is no remote.
+    pub fn entry_without_remote(&self) -> ConnectionEntry {
+        let none = Remote {
+            host: String::new(),
+            port: None,
+            proto: None,
+        };
+        ConnectionEntry::new(self, &none, None)
+    }
+
     /// The client's connection list, as 2.6 builds it: the `<connection>`
     /// blocks if there are any (then `remote` lines outside them do
     /// nothing), else one entry per `remote` line.

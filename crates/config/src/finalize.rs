@@ -178,7 +178,8 @@ impl Config {
         match mode {
             Mode::Server => self.finalize_server(&whole)?,
             Mode::Client => {
-                if self.remotes.is_empty() && self.connections.is_empty() {
+                // A point-to-point end without one waits for its peer.
+                if !self.p2p && self.remotes.is_empty() && self.connections.is_empty() {
                     return Err(ConfigError::new(
                         &whole,
                         Reason::Invalid("client mode needs at least one 'remote'".into()),
@@ -523,19 +524,34 @@ impl Config {
                 },
             )
         };
-        if self.remotes.is_empty() && self.connections.is_empty() {
-            let role = if self.tls_server {
-                "tls-server"
-            } else {
-                "tls-client"
-            };
+        // Without `remote` the end waits on its `lport` for the peer (2.6:
+        // no remote list, so `link_socket_verify_incoming_addr` lets any
+        // address in and the first authenticated hard reset sets it).
+        let waits = self.remotes.is_empty() && self.connections.is_empty();
+        if waits && self.proto().is_tcp() {
+            return Err(unsupported(
+                "proto",
+                "a point-to-point end without 'remote' (waiting for its peer) over TCP is not supported: point-to-point mode runs over UDP only",
+            ));
+        }
+        if waits && self.nobind {
+            // 2.6's check and words (options.c).
             return Err(self.fail(
-                role,
+                "nobind",
                 whole,
-                format!(
-                    "point-to-point mode ('{role}' without '{}') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
-                    if self.tls_server { "mode server" } else { "pull" }
-                ),
+                "--nobind doesn't make sense unless used with --remote".into(),
+            ));
+        }
+        if waits && self.seen.contains_key("redirect-gateway") {
+            return Err(unsupported(
+                "redirect-gateway",
+                "a point-to-point end without 'remote' does not know its peer's address to route around the tunnel",
+            ));
+        }
+        if waits && self.seen.contains_key("persist-remote-ip") {
+            return Err(unsupported(
+                "persist-remote-ip",
+                "a point-to-point end without 'remote' forgets its peer's address on a restart and waits again; keeping it (2.6 sends its next reset there) is not supported",
             ));
         }
         if self.proto().is_tcp() {

@@ -83,16 +83,19 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "tls-server",
-        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): waits for the peer's handshake from `remote` (required: ferrovpn does not take a peer from anywhere), or with `float` from any address (the session then goes there), data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
+        "server side of the TLS handshake. Without `mode server`: point-to-point TLS mode as 2.6 (one peer, no pool, no push): sends its hard reset to `remote` first, as 2.6, and takes the peer's handshake from there, or with `float` from any address (the session then goes there); without `remote` it waits on `lport`/`port` (default 1194) for the first peer whose hard reset authenticates, from any address, as 2.6 (OpenVPN's `tls-office.conf`): a peer that comes back from a new address under a new session is taken there, and a restart (ping-restart, SIGUSR1) forgets the address and waits again (`persist-remote-ip`, `nobind`, `redirect-gateway` and TCP are refused there); data cipher as 2.6's P2P NCP (the first of our `data-ciphers` the peer lists in IV_CIPHERS, else `data-ciphers-fallback` or `cipher`), TLS-EKM keys, P_DATA_V2 and the exported peer-id, EXIT on shutdown with a 2.6 peer; `ifconfig`, `route`, `dev null`; UDP only",
     ),
     s("client", "implies `tls-client` + `pull`"),
     s(
         "tls-client",
-        "client side of the TLS handshake; without `pull`: point-to-point TLS mode (see `tls-server`), initiating the handshake to `remote`",
+        "client side of the TLS handshake; without `pull`: point-to-point TLS mode (see `tls-server`), initiating the handshake to `remote`; without `remote` it waits on `lport`/`port` for the TLS server's hard reset from any address and answers it, as 2.6 (a TLS server with `remote`, 2.6 or ferrovpn, sends its reset first)",
     ),
     s("pull", "client accepts pushed options"),
     s("port", "1-65535; sets local and remote port (default 1194)"),
-    s("lport", "local port; `0` binds an ephemeral port"),
+    s(
+        "lport",
+        "local port; `0` binds an ephemeral port. A point-to-point end binds `lport`, else `port`, else 1194 (where an end without `remote` waits for its peer)",
+    ),
     s("rport", "remote port default for `remote` lines"),
     s(
         "local",
@@ -178,7 +181,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "remote",
-        "`HOST [PORT] [PROTO]` (PROTO only after PORT, as 2.6), may repeat: each line is one entry of the client's connection list, with its own port and transport (UDP and TCP remotes may be mixed); a host name is resolved at each attempt",
+        "`HOST [PORT] [PROTO]` (PROTO only after PORT, as 2.6), may repeat: each line is one entry of the client's connection list, with its own port and transport (UDP and TCP remotes may be mixed); a host name is resolved at each attempt. A point-to-point end without `remote` waits for its peer (see `tls-server`)",
     ),
     s(
         "remote-random",
@@ -569,7 +572,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     ),
     s(
         "float",
-        "UDP client and point-to-point end, as 2.6 in TLS mode: the socket hears every address, and a new session goes to the address the peer's first authenticated packet (its hard reset under tls-auth/tls-crypt, or the TLS handshake without them) comes from: data, control, `ipchange` (with that address) and the management state name it. Within a session nothing moves, as in 2.6: data and control packets from another address are dropped (2.6: 'TLS keys are out of sync', 'unexpected IP addr') until ping-restart starts a new session, which then follows the peer; an unauthenticated packet never moves it. Without `float` the client hears only the address it sent to (2.6 also hears the other addresses the `remote` name resolved to). No effect over TCP or through a proxy. A server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too)",
+        "UDP client and point-to-point end, as 2.6 in TLS mode: the socket hears every address, and a new session goes to the address the peer's first authenticated packet (its hard reset under tls-auth/tls-crypt, or the TLS handshake without them) comes from: data, control, `ipchange` (with that address) and the management state name it. Within a session nothing moves, as in 2.6: data and control packets from another address are dropped (2.6: 'TLS keys are out of sync', 'unexpected IP addr') until ping-restart starts a new session, which then follows the peer; an unauthenticated packet never moves it. Without `float` the client hears only the address it sent to (2.6 also hears the other addresses the `remote` name resolved to). No effect over TCP or through a proxy, nor on a point-to-point end without `remote` (it hears every address anyway, as 2.6). A server lets an authenticated client move to a new address with or without it (2.6 floats DATA_V2 peers by peer id too)",
     ),
     i("ping-timer-rem", "ping timers always run"),
     s(
@@ -607,7 +610,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     i("machine-readable-output", "log format is fixed"),
     i(
         "persist-remote-ip",
-        "a remote given as a host name is resolved again at each reconnect (an address behaves the same)",
+        "a remote given as a host name is resolved again at each reconnect (an address behaves the same). Refused on a point-to-point end without `remote` (2.6 would send its next reset to the last peer's address; ferrovpn waits again)",
     ),
     s(
         "tun-mtu-extra",

@@ -51,6 +51,43 @@ fn float_is_taken_in_point_to_point_mode() {
     assert!(!c.float && c.connection_list().iter().all(|e| !e.float));
 }
 
+/// Without `remote` a point-to-point end waits on its local port for its
+/// peer (OpenVPN's `tls-office.conf` sample), in either TLS role, as 2.6:
+/// its one connection entry has no host and binds `lport` / `port`.
+#[test]
+fn an_end_without_remote_waits_for_its_peer() {
+    for role in ["tls-server", "tls-client"] {
+        let text = format!(
+            "lport 1195\n{}",
+            site(role).replace("remote 192.0.2.2\n", "")
+        );
+        let c = parse_str_no_fs(&text, "t.conf").expect("an end without remote");
+        assert!(c.p2p, "{role}");
+        assert!(c.connection_list().is_empty(), "{role}");
+        let entry = c.entry_without_remote();
+        assert!(entry.remote.host.is_empty(), "{role}");
+        assert_eq!(entry.lport, Some(1195), "{role}");
+        assert!(!entry.nobind, "{role}");
+    }
+    // `float` changes nothing there, and is taken.
+    let text = format!(
+        "float\n{}",
+        site("tls-server").replace("remote 192.0.2.2\n", "")
+    );
+    assert!(
+        parse_str_no_fs(&text, "t.conf")
+            .unwrap()
+            .entry_without_remote()
+            .float
+    );
+    // A client (`pull`) still needs a server to connect to.
+    let text = format!("client\ndev tun\n{}", material());
+    assert_eq!(
+        err(&text),
+        "t.conf: client mode needs at least one 'remote'"
+    );
+}
+
 #[test]
 fn loopback_shape_is_p2p_in_either_tls_role() {
     for role in ["tls-server", "tls-client"] {
@@ -136,9 +173,34 @@ fn refused_combinations_name_line_and_reason() {
             "t.conf:1: --auth-user-pass requires --pull",
         ),
         // What ferrovpn does not run in p2p mode.
+        // An end without `remote` (it waits for its peer).
         (
-            site("tls-server").replace("remote 192.0.2.2\n", ""),
-            "t.conf:1: point-to-point mode ('tls-server' without 'mode server') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
+            format!(
+                "proto udp\nnobind\n{}",
+                site("tls-server").replace("remote 192.0.2.2\n", "")
+            ),
+            "t.conf:2: --nobind doesn't make sense unless used with --remote",
+        ),
+        (
+            format!(
+                "proto tcp-server\n{}",
+                site("tls-server").replace("remote 192.0.2.2\n", "")
+            ),
+            "t.conf:1: unsupported 'proto': a point-to-point end without 'remote' (waiting for its peer) over TCP is not supported: point-to-point mode runs over UDP only",
+        ),
+        (
+            format!(
+                "persist-remote-ip\n{}",
+                site("tls-client").replace("remote 192.0.2.2\n", "")
+            ),
+            "t.conf:1: unsupported 'persist-remote-ip': a point-to-point end without 'remote' forgets its peer's address on a restart and waits again; keeping it (2.6 sends its next reset there) is not supported",
+        ),
+        (
+            format!(
+                "redirect-gateway def1\n{}",
+                site("tls-server").replace("remote 192.0.2.2\n", "")
+            ),
+            "t.conf:1: unsupported 'redirect-gateway': a point-to-point end without 'remote' does not know its peer's address to route around the tunnel",
         ),
         (
             format!("proto tcp-client\n{}", site("tls-client")),

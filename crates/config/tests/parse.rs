@@ -776,17 +776,17 @@ fn finalize_errors() {
         ),
         (
             format!(
-                "tls-server\n{}",
+                "tls-server\nproto tcp-server\n{}",
                 server_base().replace("server 10.8.0.0 255.255.255.0\n", "")
             ),
-            "t.conf:1: point-to-point mode ('tls-server' without 'mode server') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
+            "t.conf:2: unsupported 'proto': a point-to-point end without 'remote' (waiting for its peer) over TCP is not supported: point-to-point mode runs over UDP only",
         ),
         (
             format!(
-                "tls-client\n{}",
+                "tls-client\nnobind\n{}",
                 server_base().replace("server 10.8.0.0 255.255.255.0\n", "")
             ),
-            "t.conf:1: point-to-point mode ('tls-client' without 'pull') needs 'remote PEER': ferrovpn does not wait for a peer from anywhere",
+            "t.conf:2: --nobind doesn't make sense unless used with --remote",
         ),
         (
             server_base()

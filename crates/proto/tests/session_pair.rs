@@ -1599,3 +1599,39 @@ fn client_refusing_a_renegotiation_sends_no_key_method() {
     // The server never got the client's key method for key 1.
     assert_eq!(pair.ss.keys.len(), 1);
 }
+
+/// A point-to-point TLS server with `remote` sends its reset first, as
+/// 2.6's does: a TLS client without `remote` starts its session from that
+/// reset (the driver creates it then), and both get the same keys.
+#[test]
+fn p2p_tls_server_sends_its_reset_first_and_a_waiting_client_answers_it() {
+    let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+        c.p2p = true;
+    });
+    let mut server =
+        Session::initiate_p2p_server(pair.scfg.clone(), pair.now, 1_700_000_000).unwrap();
+    let reset = server.poll_transmit().expect("the server's reset");
+    let (opcode, _, _) = parse_prefix(&reset).unwrap();
+    assert_eq!(opcode, Opcode::HardResetServerV2);
+    assert!(server.poll_transmit().is_none(), "one reset, nothing else");
+    pair.client = Session::connect(pair.ccfg.clone(), pair.now, 1_700_000_000).unwrap();
+    assert!(pair.client.handle_packet(pair.now, &reset));
+    pair.server = Some(server);
+    pair.run_to_keys(0);
+    assert_eq!(pair.cs.keys[0].2, pair.ss.keys[0].2, "key blocks differ");
+}
+
+/// Both ends have `remote`: their resets cross (2.6's TLS client and
+/// server both send first), under loss too, and the session comes up.
+#[test]
+fn p2p_resets_that_cross_make_one_session() {
+    for drop_every in [0, 3] {
+        let mut pair = Pair::start_with(ControlWrap::None, ControlWrap::None, None, |c| {
+            c.p2p = true;
+        });
+        pair.server =
+            Some(Session::initiate_p2p_server(pair.scfg.clone(), pair.now, 1_700_000_000).unwrap());
+        pair.run_to_keys(drop_every);
+        assert_eq!(pair.cs.keys[0].2, pair.ss.keys[0].2, "key blocks differ");
+    }
+}

@@ -215,13 +215,19 @@ impl Connection<'_> {
             };
         }
         let p2p_tls_server = s.p2p.as_ref().is_some_and(|p| p.tls_server);
-        let started = if p2p_tls_server {
-            // Point-to-point TLS server: the peer starts the handshake.
+        // An end without `remote` hears the peer's reset first.
+        let waits_for_peer = s.p2p.is_some() && self.remote.waits();
+        // The peer's reset a waiting TLS client answers with its own.
+        let mut first_reset = None;
+        let started = if waits_for_peer {
             match self
                 .await_peer_reset(session_config, shutdown.as_mut())
                 .await
             {
-                Ok(session) => Ok(session),
+                Ok((session, reset)) => {
+                    first_reset = reset;
+                    Ok(session)
+                }
                 Err(ended) => {
                     return Outcome {
                         ended,
@@ -229,6 +235,15 @@ impl Connection<'_> {
                     };
                 }
             }
+        } else if p2p_tls_server {
+            // 2.6's TLS server with `remote` sends its reset first
+            // (`tls_multi_process`), so that a TLS client without
+            // `remote` can answer it; the peer's own reset may cross it.
+            info!(
+                "waiting for the peer's TLS handshake from {}, our reset sent there first",
+                self.server
+            );
+            Session::initiate_p2p_server(session_config, now, unix_now())
         } else {
             Session::connect(session_config, now, unix_now())
         };
@@ -266,7 +281,7 @@ impl Connection<'_> {
             cc_exit: false,
             last_control_rx: now,
             started: now,
-            heard_from_server: p2p_tls_server,
+            heard_from_server: waits_for_peer,
             connected: false,
             inactive_since: now,
             inactive_base: 0,
@@ -284,6 +299,9 @@ impl Connection<'_> {
         if let Some(m) = self.management {
             m.state("WAIT", "");
             m.drop_control_messages();
+        }
+        if let Some(reset) = first_reset {
+            c.session.handle_packet(Instant::now(), &reset);
         }
         let mut next_housekeeping = now + Duration::from_millis(500);
         let mut next_status = now;
@@ -447,6 +465,26 @@ impl Connection<'_> {
                 self.server,
                 self.remote.connect_timeout.as_secs()
             )));
+        }
+        // Point-to-point mode: 2.6's ping-restart / ping-exit count from
+        // the start, before the peer ever answered (our reset sent, or
+        // waiting for its); zero disables them, as in 2.6.
+        if self.settings.p2p.is_some() && !c.connected {
+            let silent = now.saturating_duration_since(c.last_control_rx);
+            if let Some(limit) = c.ping_exit.filter(|l| !l.is_zero())
+                && silent >= limit
+            {
+                return Some(Ended::Exit(format!(
+                    "inactivity timeout (ping-exit {}s)",
+                    limit.as_secs()
+                )));
+            }
+            if !c.ping_restart.is_zero() && silent >= c.ping_restart {
+                return Some(Ended::Reconnect(format!(
+                    "inactivity timeout (ping-restart {}s)",
+                    c.ping_restart.as_secs()
+                )));
+            }
         }
         let peer_id = c.peer_id?;
         let stats = self.peers.peer_stats(peer_id)?;
@@ -852,16 +890,26 @@ impl Connection<'_> {
         Ok(None)
     }
 
-    /// Point-to-point TLS server: wait for the peer's HARD_RESET_CLIENT_V2
-    /// (authenticated by the control wrapping) and answer it: from the
-    /// `remote` address, or with `float` from any (the session then goes
-    /// there, as 2.6 takes a new session's address from its first packet).
+    /// Point-to-point mode, an end without `remote`: a TLS server waits
+    /// for the peer's HARD_RESET_CLIENT_V2 and answers it; a TLS client
+    /// waits for the server's HARD_RESET_SERVER_V2 (2.6's TLS server with
+    /// `remote` sends its reset first) and starts its own session with it,
+    /// the reset to be handled then. The reset must be authentic under the
+    /// control wrapping; it may come from any address (the session then
+    /// goes there, as 2.6 takes a new session's address from its first
+    /// packet).
     async fn await_peer_reset(
         &mut self,
         cfg: Arc<ferrovpn_proto::session::SessionConfig>,
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Result<Session, Ended> {
-        info!("waiting for the peer's TLS handshake from {}", self.server);
+    ) -> Result<(Session, Option<Vec<u8>>), Ended> {
+        let tls_server = cfg.side == Side::Server;
+        let want = if tls_server {
+            Opcode::HardResetClientV2
+        } else {
+            Opcode::HardResetServerV2
+        };
+        info!("waiting for a peer's TLS handshake from any address");
         // 2.6's ping-restart / ping-exit count from the start: a peer that
         // never comes restarts (or ends) the wait, its device and scripts
         // with it. Zero disables them, as in 2.6.
@@ -896,17 +944,25 @@ impl Connection<'_> {
                             debug!("dropping unauthenticated control packet from {from}");
                             continue;
                         };
-                        if pkt.opcode != Opcode::HardResetClientV2 {
+                        if pkt.opcode != want {
                             debug!("waiting for a reset, ignoring {:?} from {from}", pkt.opcode);
                             continue;
                         }
-                        match Session::accept(cfg.clone(), Instant::now(), unix_now(), pkt, replay) {
-                            Ok(session) => {
+                        let now = Instant::now();
+                        let started = if tls_server {
+                            Session::accept(cfg.clone(), now, unix_now(), pkt, replay)
+                                .map(|session| (session, None))
+                        } else {
+                            Session::connect(cfg.clone(), now, unix_now())
+                                .map(|session| (session, Some(packet)))
+                        };
+                        match started {
+                            Ok(started) => {
                                 if from != self.server {
                                     self.float_to(from);
                                 }
                                 info!("peer {from} started a TLS session");
-                                return Ok(session);
+                                return Ok(started);
                             }
                             Err(e) => debug!("reset from {from} not taken: {e}"),
                         }
@@ -927,7 +983,11 @@ impl Connection<'_> {
     fn may_float_to(&self, c: &Live, packet: &[u8]) -> bool {
         self.remote.floats()
             && !c.heard_from_server
-            && opens_session_elsewhere(&self.settings.session.wrap, packet)
+            && opens_session_elsewhere(
+                &self.settings.session.wrap,
+                self.settings.session.side,
+                packet,
+            )
     }
 
     /// Talk to `to` from now on: control packets, the data channel (the
@@ -935,10 +995,14 @@ impl Connection<'_> {
     /// interface's CONNECTED state all name it, as 2.6 sets the session's
     /// address to where its first packet came from.
     fn float_to(&mut self, to: SocketAddr) {
-        info!(
-            "float: the peer answers from {to} (we sent to {}); the session goes there",
-            self.server
-        );
+        if self.remote.waits() {
+            info!("no 'remote': the peer is {to}; the session goes there");
+        } else {
+            info!(
+                "float: the peer answers from {to} (we sent to {}); the session goes there",
+                self.server
+            );
+        }
         if self.outer == self.server.ip() {
             self.outer = to.ip();
         }
@@ -1070,12 +1134,21 @@ impl Connection<'_> {
 }
 
 /// Whether `packet`, from an address other than the one we sent our reset
-/// to, may start the session there (`float`): the server's hard reset,
+/// to, may start the session there (`float`): the peer's hard reset (the
+/// server's, or in point-to-point mode a TLS server's the client's),
 /// authentic under the control channel's wrapping (tls-auth / tls-crypt;
 /// without one, the TLS handshake that follows authenticates the peer), as
 /// 2.6 takes a new session's address from its first authenticated packet.
-fn opens_session_elsewhere(wrap: &ferrovpn_proto::wrap::ControlWrap, packet: &[u8]) -> bool {
-    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == Opcode::HardResetServerV2)
+fn opens_session_elsewhere(
+    wrap: &ferrovpn_proto::wrap::ControlWrap,
+    side: Side,
+    packet: &[u8],
+) -> bool {
+    let peers_reset = match side {
+        Side::Client => Opcode::HardResetServerV2,
+        Side::Server => Opcode::HardResetClientV2,
+    };
+    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == peers_reset)
 }
 
 /// The next `cr-response` message to send, or never without a management
@@ -1120,7 +1193,7 @@ mod tests {
         out
     }
 
-    /// Only an authentic server reset moves a `float` client's new
+    /// Only an authentic reset of the peer moves a `float` end's new
     /// session: forged, foreign-keyed or other packets never do.
     #[test]
     fn only_an_authentic_server_reset_opens_a_session_elsewhere() {
@@ -1143,19 +1216,40 @@ mod tests {
         ];
         for (server, client, stranger) in pairs {
             let reset = wire(&server, &packet(Opcode::HardResetServerV2));
-            assert!(opens_session_elsewhere(&client, &reset));
+            assert!(opens_session_elsewhere(&client, Side::Client, &reset));
             let mut forged = reset.clone();
             let last = forged.len() - 1;
             forged[last] ^= 1;
-            assert!(!opens_session_elsewhere(&client, &forged));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &forged));
             let foreign = wire(&stranger, &packet(Opcode::HardResetServerV2));
-            assert!(!opens_session_elsewhere(&client, &foreign));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &foreign));
             for other in [Opcode::ControlV1, Opcode::AckV1, Opcode::SoftResetV1] {
                 let authentic = wire(&server, &packet(other));
-                assert!(!opens_session_elsewhere(&client, &authentic), "{other:?}");
+                assert!(
+                    !opens_session_elsewhere(&client, Side::Client, &authentic),
+                    "{other:?}"
+                );
             }
-            assert!(!opens_session_elsewhere(&client, &[]));
-            assert!(!opens_session_elsewhere(&client, &reset[..reset.len() / 2]));
+            assert!(!opens_session_elsewhere(&client, Side::Client, &[]));
+            assert!(!opens_session_elsewhere(
+                &client,
+                Side::Client,
+                &reset[..reset.len() / 2]
+            ));
+            // A point-to-point TLS server with `float` takes the client's
+            // reset, authentic, and nothing else.
+            let client_reset = wire(&client, &packet(Opcode::HardResetClientV2));
+            assert!(opens_session_elsewhere(
+                &server,
+                Side::Server,
+                &client_reset
+            ));
+            let mut forged = client_reset.clone();
+            let end = forged.len() - 1;
+            forged[end] ^= 1;
+            assert!(!opens_session_elsewhere(&server, Side::Server, &forged));
+            let authentic = wire(&client, &packet(Opcode::ControlV1));
+            assert!(!opens_session_elsewhere(&server, Side::Server, &authentic));
         }
     }
 }

@@ -100,10 +100,29 @@ impl Remote {
         }
     }
 
+    /// A point-to-point end without `remote`: the UDP socket is bound to
+    /// `bind` (`lport`) and the peer is whoever's first authenticated
+    /// hard reset arrives, from any address, as 2.6 without a remote list.
+    pub fn waiting(bind: SocketAddr) -> Remote {
+        Remote {
+            host: String::new(),
+            port: 0,
+            bind,
+            float: true,
+            ..Remote::udp("", 0)
+        }
+    }
+
+    /// Whether this entry names no peer and waits for one ([`Remote::waiting`]).
+    pub fn waits(&self) -> bool {
+        self.host.is_empty()
+    }
+
     /// `float` takes effect: over UDP straight to the server (through a
-    /// proxy the relay is the only address there is).
+    /// proxy the relay is the only address there is). A waiting end
+    /// always floats: 2.6 lets every address in when it has no remote.
     pub fn floats(&self) -> bool {
-        self.float && self.transport == Transport::Udp && self.proxy.is_none()
+        (self.float || self.waits()) && self.transport == Transport::Udp && self.proxy.is_none()
     }
 
     /// The entry as `remote-entry-get` shows it: `HOST,PORT,PROTO,STATUS`
@@ -761,6 +780,7 @@ pub async fn run_client(
         }
         if let Some(m) = mgmt
             && untried.is_empty()
+            && !remote.waits()
             && remote.host.parse::<IpAddr>().is_err()
         {
             m.state("RESOLVE", "");
@@ -793,6 +813,9 @@ pub async fn run_client(
                     break Err(e.context("auth-user-pass"));
                 }
                 match &remote.proxy {
+                    _ if remote.waits() => {
+                        info!("no 'remote': waiting on {} for the peer", remote.bind)
+                    }
                     Some(p) => info!(
                         "connecting to {}:{} ({:?}) through proxy {}:{} ({server})",
                         remote.host,
@@ -833,7 +856,9 @@ pub async fn run_client(
                                 {
                                     break Err(e);
                                 }
-                                tunnel.route_around(server.ip()).await;
+                                if !remote.waits() {
+                                    tunnel.route_around(server.ip()).await;
+                                }
                                 if let Some(m) = mgmt
                                     && remote.transport == Transport::Tcp
                                 {
@@ -1257,6 +1282,15 @@ async fn socks_udp_relay(
 /// every address of its server that its `proto` allows, in the resolver's
 /// order (2.6 tries each before it moves to the next remote).
 async fn resolve(r: &Remote) -> anyhow::Result<Vec<SocketAddr>> {
+    if r.waits() {
+        // No peer to resolve: the unspecified address of the bound
+        // family stands for it until the peer's first packet names it.
+        let unspecified = match r.bind.ip() {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        return Ok(vec![SocketAddr::new(unspecified, 0)]);
+    }
     let (host, port, family) = match &r.proxy {
         Some(p) => (p.host().to_string(), p.port(), None),
         None => (r.host_for_attempt(), r.port, r.family),

@@ -504,7 +504,12 @@ fn local_address(
 fn client_remotes(cfg: &Config) -> anyhow::Result<Vec<Remote>> {
     let mut warned_exit_notify = false;
     let mut remotes = Vec::new();
-    for entry in cfg.connection_list() {
+    let mut entries = cfg.connection_list();
+    if entries.is_empty() && cfg.p2p {
+        // No `remote`: the end waits for its peer ([`Remote::waits`]).
+        entries.push(cfg.entry_without_remote());
+    }
+    for entry in entries {
         let at = entry
             .location
             .as_ref()

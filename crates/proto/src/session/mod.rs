@@ -332,6 +332,26 @@ impl Session {
         Ok(s)
     }
 
+    /// Point-to-point TLS server with a known peer (`remote`): start by
+    /// queueing HARD_RESET_SERVER_V2, as 2.6's TLS server does
+    /// (`tls_multi_process` starts its initial session towards the remote
+    /// address); the peer's HARD_RESET_CLIENT_V2 then names its session.
+    /// A TLS client without `remote` waits for this reset.
+    pub fn initiate_p2p_server(
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Self, SessionError> {
+        let mut s = Session::new(cfg, now, unix_now);
+        let ks = s.new_key_state(0, now)?;
+        s.keys.push(ks);
+        s.keys[0]
+            .reliable
+            .send(now, Opcode::HardResetServerV2, Vec::new());
+        s.flush(now);
+        Ok(s)
+    }
+
     /// Server: accept a client whose first packet (already authenticated by
     /// the control wrapping, when there is one) is a HARD_RESET_CLIENT_V2.
     pub fn accept(

@@ -67,6 +67,15 @@ impl Session {
                 }
                 self.remote_sid = Some(pkt.session_id);
             }
+            // A point-to-point TLS server that sent its reset first
+            // ([`Session::initiate_p2p_server`]) learns the peer's session
+            // from the peer's reset.
+            (None, Opcode::HardResetClientV2) if self.cfg.side == Side::Server => {
+                if pkt.key_id != 0 || pkt.message_id != Some(0) {
+                    return false;
+                }
+                self.remote_sid = Some(pkt.session_id);
+            }
             (Some(sid), _) if sid == pkt.session_id => {}
             _ => {
                 debug!(
