@@ -5,7 +5,7 @@
 # a veth pair. Needs root, openvpn,
 # iperf3, iproute2 (ip, ss), iputils-ping.
 #
-#   scripts/bench.sh [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6] [--workers N] [--seconds N] [--keep]
+#   scripts/bench.sh [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6] [--workers N] [--seal-spread] [--seconds N] [--keep]
 #
 # Prints a Markdown table: system | TCP x1 Gbit/s | TCP x4 Gbit/s | idle RTT ms | CPU s/GB.
 # A VPN that does not pass a ping through its tunnel within 20 s gets an

@@ -49,6 +49,9 @@ struct Args {
     ferrovpn: PathBuf,
     seconds: u32,
     keep: bool,
+    /// Also measure the UDP ferrovpn row with `seal-spread` in the client
+    /// (several workers seal one tunnel's TUN batches; off by default).
+    seal_spread: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args> {
         ferrovpn: PathBuf::from("target/release/ferrovpn"),
         seconds: 5,
         keep: false,
+        seal_spread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -76,9 +80,10 @@ fn parse_args() -> Result<Args> {
             "--ferrovpn" => a.ferrovpn = PathBuf::from(val("--ferrovpn")?),
             "--seconds" => a.seconds = val("--seconds")?.parse().context("--seconds")?,
             "--keep" => a.keep = true,
+            "--seal-spread" => a.seal_spread = true,
             "-h" | "--help" => {
                 println!(
-                    "bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6] [--workers N] [--ferrovpn PATH] [--seconds N] [--keep]"
+                    "bench [--only veth|openvpn|ferrovpn|openvpn-tcp|ferrovpn-tcp|ferrovpn-ipv6] [--workers N] [--seal-spread] [--ferrovpn PATH] [--seconds N] [--keep]"
                 );
                 std::process::exit(0);
             }
@@ -122,7 +127,9 @@ fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) 
 }
 
 /// A ferrovpn row from the server and client config files `confs`, with
-/// `--workers` when asked for; n/a when the binary `bin` is not built.
+/// `--workers` when asked for and the client's extra directives
+/// `client_extra` (command-line form); n/a when the binary `bin` is not
+/// built.
 fn ferrovpn_row(
     lab: &Lab,
     dir: &Path,
@@ -130,6 +137,7 @@ fn ferrovpn_row(
     bin: Option<&str>,
     name: String,
     confs: (String, String),
+    client_extra: &[&str],
     target: &str,
 ) -> Row {
     let Some(bin) = bin else {
@@ -147,6 +155,7 @@ fn ferrovpn_row(
             v.push(w.to_string());
         }
     }
+    c.extend(client_extra.iter().map(|x| x.to_string()));
     vpn_row(lab, dir, &name, (bin, s), (bin, c), args.seconds, target)
 }
 
@@ -326,6 +335,18 @@ fn main() -> Result<()> {
             };
             let confs = (server_conf, client_conf);
             let bin = ferrovpn_bin.as_deref();
+            if args.seal_spread && transport.is_empty() {
+                rows.push(ferrovpn_row(
+                    &lab,
+                    dir.path(),
+                    &args,
+                    bin,
+                    format!("{name}, client seal-spread"),
+                    confs.clone(),
+                    &["--seal-spread"],
+                    SERVER_TUN,
+                ));
+            }
             rows.push(ferrovpn_row(
                 &lab,
                 dir.path(),
@@ -333,6 +354,7 @@ fn main() -> Result<()> {
                 bin,
                 name,
                 confs,
+                &[],
                 SERVER_TUN,
             ));
         }
@@ -348,6 +370,7 @@ fn main() -> Result<()> {
             bin,
             name,
             confs,
+            &[],
             SERVER_TUN6,
         ));
     }
