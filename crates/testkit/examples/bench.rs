@@ -128,19 +128,21 @@ fn measure(lab: &Lab, system: &str, addr: &str, cpu_pids: &[u32], seconds: u32) 
 
 /// A ferrovpn row from the server and client config files `confs`, with
 /// `--workers` when asked for and the client's extra directives
-/// `client_extra` (command-line form); n/a when the binary `bin` is not
+/// `client_extra` (command-line form); n/a when the `--ferrovpn` binary is not
 /// built.
 fn ferrovpn_row(
     lab: &Lab,
     dir: &Path,
     args: &Args,
-    bin: Option<&str>,
     name: String,
     confs: (String, String),
     client_extra: &[&str],
     target: &str,
 ) -> Row {
-    let Some(bin) = bin else {
+    let bin = std::fs::canonicalize(&args.ferrovpn)
+        .ok()
+        .map(|b| b.to_string_lossy().into_owned());
+    let Some(bin) = bin.as_deref() else {
         return Row {
             system: name,
             na: Some(format!("binary {} not built", args.ferrovpn.display())),
@@ -311,9 +313,6 @@ fn main() -> Result<()> {
             }),
         );
     }
-    let ferrovpn_bin = std::fs::canonicalize(&args.ferrovpn)
-        .ok()
-        .map(|b| b.to_string_lossy().into_owned());
     for (transport, suffix) in [("", ""), ("-tcp", " over TCP")] {
         let server_conf = conf(&format!("server{transport}.conf"));
         let client_conf = conf(&format!("client{transport}.conf"));
@@ -334,13 +333,11 @@ fn main() -> Result<()> {
                 None => format!("ferrovpn{suffix}"),
             };
             let confs = (server_conf, client_conf);
-            let bin = ferrovpn_bin.as_deref();
             if args.seal_spread && transport.is_empty() {
                 rows.push(ferrovpn_row(
                     &lab,
                     dir.path(),
                     &args,
-                    bin,
                     format!("{name}, client seal-spread"),
                     confs.clone(),
                     &["--seal-spread"],
@@ -351,7 +348,6 @@ fn main() -> Result<()> {
                 &lab,
                 dir.path(),
                 &args,
-                bin,
                 name,
                 confs,
                 &[],
@@ -362,12 +358,10 @@ fn main() -> Result<()> {
     if want("ferrovpn-ipv6") {
         let name = "ferrovpn, IPv6 inside and outside (udp6)".to_string();
         let confs = (conf("server-ipv6.conf"), conf("client-ipv6.conf"));
-        let bin = ferrovpn_bin.as_deref();
         rows.push(ferrovpn_row(
             &lab,
             dir.path(),
             &args,
-            bin,
             name,
             confs,
             &[],
