@@ -203,13 +203,7 @@ pub fn load_or_defer(cfg: &Config, opening: KeyOpening) -> anyhow::Result<Option
         // open); at start it only checks that the file can be read
         // (options.c `check_file_access`). [`local_passphrase`] reads it
         // once the hold is released.
-        std::fs::File::open(path).with_context(|| {
-            format!(
-                "{}askpass '{}': cannot read the file",
-                where_is(cfg, "askpass"),
-                path.display()
-            )
-        })?;
+        check_askpass_readable(cfg, path)?;
         return match load_with(cfg, &mut Deferring) {
             Err(e) if e.downcast_ref::<PassphraseWanted>().is_some() => Ok(None),
             other => other.map(Some),
@@ -332,6 +326,20 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
 }
 
 /// The passphrase kept from the key's last opening, unless `auth-nocache`.
+/// That `askpass FILE` can be read, without reading it: what 2.6 checks
+/// at start (options.c `check_file_access`) when it reads the file later
+/// or not at all.
+fn check_askpass_readable(cfg: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::File::open(path).with_context(|| {
+        format!(
+            "{}askpass '{}': cannot read the file",
+            where_is(cfg, "askpass"),
+            path.display()
+        )
+    })?;
+    Ok(())
+}
+
 fn kept_passphrase(cfg: &Config) -> Option<Zeroizing<String>> {
     passphrase_memory().recall().filter(|_| !cfg.auth_nocache)
 }
@@ -343,13 +351,7 @@ fn load_opening(cfg: &Config, opening: KeyOpening) -> anyhow::Result<TlsFiles> {
             // 2.6 still checks that the file can be read (options.c
             // `check_file_access`), but does not read it again.
             if let Some(Askpass::File(path)) = &cfg.askpass {
-                std::fs::File::open(path).with_context(|| {
-                    format!(
-                        "{}askpass '{}': cannot read the file",
-                        where_is(cfg, "askpass"),
-                        path.display()
-                    )
-                })?;
+                check_askpass_readable(cfg, path)?;
             }
             return load_with(cfg, &mut Given(&kept));
         }

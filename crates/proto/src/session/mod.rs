@@ -318,18 +318,14 @@ impl Session {
         now: Instant,
         unix_now: u64,
     ) -> Result<Self, SessionError> {
-        let mut s = Session::new(cfg, now, unix_now);
-        let ks = s.new_key_state(0, now)?;
-        s.keys.push(ks);
-        let reset = if s.wrap.client_wkc().is_some() {
-            s.replay_out.id = EARLY_NEG_START;
-            Opcode::HardResetClientV3
-        } else {
-            Opcode::HardResetClientV2
-        };
-        s.keys[0].reliable.send(now, reset, Vec::new());
-        s.flush(now);
-        Ok(s)
+        Session::initiate(cfg, now, unix_now, |s| {
+            if s.wrap.client_wkc().is_some() {
+                s.replay_out.id = EARLY_NEG_START;
+                Opcode::HardResetClientV3
+            } else {
+                Opcode::HardResetClientV2
+            }
+        })
     }
 
     /// Point-to-point TLS server with a known peer (`remote`): start by
@@ -342,12 +338,22 @@ impl Session {
         now: Instant,
         unix_now: u64,
     ) -> Result<Self, SessionError> {
+        Session::initiate(cfg, now, unix_now, |_| Opcode::HardResetServerV2)
+    }
+
+    /// A session that speaks first: key 0 and its hard reset (the opcode
+    /// `reset` picks, after any set-up it needs) queued and flushed.
+    fn initiate(
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        unix_now: u64,
+        reset: impl FnOnce(&mut Session) -> Opcode,
+    ) -> Result<Self, SessionError> {
         let mut s = Session::new(cfg, now, unix_now);
         let ks = s.new_key_state(0, now)?;
         s.keys.push(ks);
-        s.keys[0]
-            .reliable
-            .send(now, Opcode::HardResetServerV2, Vec::new());
+        let reset = reset(&mut s);
+        s.keys[0].reliable.send(now, reset, Vec::new());
         s.flush(now);
         Ok(s)
     }
