@@ -859,22 +859,13 @@ impl Connection<'_> {
         }
         c.cc_exit = plan.cc_exit;
         if let Some(token) = &plan.auth_token {
-            let user = self.credentials.with(|creds| {
-                creds.as_mut().map(|creds| {
-                    creds.token_pushed(token.clone(), plan.auth_token_user.as_deref());
-                    creds.username().to_owned()
-                })
-            });
-            match user {
-                Some(user) => {
-                    // Renegotiations of this session send the token too.
-                    c.session.set_credentials(&user, token);
-                    info!("auth-token received; used instead of the password from now on");
-                    if let Some(m) = self.management {
-                        m.line(format!(">PASSWORD:Auth-Token:{token}"));
-                    }
+            if self.adopt_auth_token(c, token, plan.auth_token_user.as_deref()) {
+                info!("auth-token received; used instead of the password from now on");
+                if let Some(m) = self.management {
+                    m.line(format!(">PASSWORD:Auth-Token:{token}"));
                 }
-                None => debug!("auth-token pushed without auth-user-pass; ignored"),
+            } else {
+                debug!("auth-token pushed without auth-user-pass; ignored");
             }
         }
         self.peers.upsert_peer(plan.peer_id, self.server, None);
@@ -904,11 +895,7 @@ impl Connection<'_> {
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<(Session, Option<Vec<u8>>), Ended> {
         let tls_server = cfg.side == Side::Server;
-        let want = if tls_server {
-            Opcode::HardResetClientV2
-        } else {
-            Opcode::HardResetServerV2
-        };
+        let want = peers_hard_reset(cfg.side);
         info!("waiting for a peer's TLS handshake from any address");
         // 2.6's ping-restart / ping-exit count from the start: a peer that
         // never comes restarts (or ends) the wait, its device and scripts
@@ -1090,19 +1077,32 @@ impl Connection<'_> {
         Ok(())
     }
 
+    /// A pushed auth-token replaces the password from now on: kept with
+    /// the credentials (with `auth-token-user`'s name, base64, if pushed)
+    /// for reconnects, and sent by this session's renegotiations. False
+    /// when there are no credentials to keep it with (no `auth-user-pass`).
+    fn adopt_auth_token(&self, c: &mut Live, token: &str, user_base64: Option<&str>) -> bool {
+        let user = self.credentials.with(|creds| {
+            creds.as_mut().map(|creds| {
+                creds.token_pushed(token.to_owned(), user_base64);
+                creds.username().to_owned()
+            })
+        });
+        match user {
+            Some(user) => {
+                c.session.set_credentials(&user, token);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn push_update(&mut self, c: &mut Live, reply: &PushReply) {
         for o in &reply.options {
             match o {
                 PushOption::Other(name, args) if name == "auth-token" => {
                     let Some(token) = args.first() else { continue };
-                    let user = self.credentials.with(|creds| {
-                        creds.as_mut().map(|creds| {
-                            creds.token_pushed(token.clone(), None);
-                            creds.username().to_owned()
-                        })
-                    });
-                    if let Some(user) = user {
-                        c.session.set_credentials(&user, token);
+                    if self.adopt_auth_token(c, token, None) {
                         info!("auth-token renewed");
                     }
                 }
@@ -1144,11 +1144,15 @@ fn opens_session_elsewhere(
     side: Side,
     packet: &[u8],
 ) -> bool {
-    let peers_reset = match side {
+    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == peers_hard_reset(side))
+}
+
+/// The hard reset that starts a session from the peer of an end on `side`.
+fn peers_hard_reset(side: Side) -> Opcode {
+    match side {
         Side::Client => Opcode::HardResetServerV2,
         Side::Server => Opcode::HardResetClientV2,
-    };
-    matches!(wrap.unwrap(packet), Ok((pkt, _)) if pkt.opcode == peers_reset)
+    }
 }
 
 /// The next `cr-response` message to send, or never without a management
