@@ -28,10 +28,25 @@ const PACE_MIN_AVG_BYTES: u64 = 256;
 const FLOWING_WITHIN_NS: u64 = 1_000_000;
 /// The shortest time between two wake-ups while a stock peer's data flows
 /// (see [`worth_pacing`]): what a packet may wait at most on top of the
-/// wake-up itself. Measured with 1 and 4 stock clients on the 2-core bench
-/// VM (context switches and CPU per GB): 100 µs halves the wake-ups, 300 µs
-/// quarters them; loaded RTT there is milliseconds of queueing either way.
-pub(super) const PACE_NS: u64 = 300_000;
+/// wake-up itself. Each paced wake-up has a cost of its own, whatever it
+/// finds (about 60 µs on the 2-core bench VM, 2026-12-04: the wake-up, one
+/// TUN write per flow, each running the local receiver's TCP and waking it,
+/// the ACK read back and sent), so a longer pace gathers more datagrams per
+/// wake-up and per TUN write. Measured there with `bench-stock --seconds 5`,
+/// interleaved runs: 300 µs against 1 ms gave 4.2-5.0 against 2.5-3.0
+/// server CPU s/GB with 1 stock client uploading and 3.0-3.8 against
+/// 2.2-3.2 with 4; 2 ms gained little more (2.5-3.0 with 1 client) for a
+/// higher loaded RTT. A millisecond stays well inside the loaded RTT
+/// (milliseconds of queueing either way: 1 client 3-4 ms at 300 µs, 4-6 ms
+/// at 1 ms). A lone packet is never paced (an idle tunnel's RTT is as
+/// before).
+pub(super) const PACE_NS: u64 = 1_000_000;
+/// The same for a stock peer's download ([`worth_pacing_acks`]): its TCP
+/// ACKs wait in the socket, and the data they release in the TUN. Kept at
+/// 300 µs: 1 ms lowered the server CPU by about a tenth with 1 stock client
+/// (3.7-4.1 against 4.3-4.8 s/GB) but raised the loaded RTT from 5-7 to
+/// 6-11 ms, at or above OpenVPN's in the same bench.
+pub(super) const ACK_PACE_NS: u64 = 300_000;
 
 /// What one wake-up of the worker received over UDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,7 +121,7 @@ pub(super) fn worth_pacing(now: Received, prev: Received, since_prev: u64) -> bo
         && unbatched
 }
 
-/// Whether the worker should sleep until [`PACE_NS`] after this wake-up
+/// Whether the worker should sleep until [`ACK_PACE_NS`] after this wake-up
 /// (`now`) with the socket and the TUN left out, because a stock peer is
 /// downloading: the socket gave only a stock peer's small packets (its TCP
 /// ACKs, one datagram each), at least two, and the TUN gave data, at least

@@ -359,7 +359,6 @@ impl Worker {
         ];
         let mut ready = [Ready::default(); 4];
         let mut totals = Totals::default();
-        let pace_ns = inbound::PACE_NS;
         // Whether the last wake-up found a stock peer's data flowing (and
         // paced the worker): this one then reads the socket once.
         let mut paced = false;
@@ -424,6 +423,13 @@ impl Worker {
             // gather for one turn per pace (`inbound::worth_pacing_acks`).
             acks_paced = udp_rx && !paced && self.ib.worth_pacing_acks(woke_at, packets, bytes);
             if paced || acks_paced {
+                // Uploads and downloads pace for different times (see the two
+                // constants).
+                let pace_ns = if paced {
+                    inbound::PACE_NS
+                } else {
+                    inbound::ACK_PACE_NS
+                };
                 let until = woke_at + pace_ns;
                 let now = now_nanos();
                 if now < until {
