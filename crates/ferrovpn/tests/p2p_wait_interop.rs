@@ -321,7 +321,17 @@ fn ferrovpn_waiting_end_takes_the_peer_again_from_a_new_address() {
     takes_the_peer_again_from_a_new_address("pw-fm", Implementation::Ferrovpn);
 }
 
+/// 2.6 against itself, the reference for the ferrovpn case above. Not in
+/// the suite: 2.6's waiting end does not always take the new address. In
+/// 2 of about 12 runs (2026-12-04, one on an idle machine) it logged the
+/// new peer's `Initial packet`, went on pinging the old address
+/// (`ECONNREFUSED` each second), sent the new peer an ACK that peer could
+/// not route (`Unroutable control packet ... op=P_ACK_V1`), and had not
+/// come up 30 s later through two of the new peer's ping-restarts. No
+/// ferrovpn process takes part, so the race is 2.6's; run it with
+/// `--ignored` to look at it.
 #[test]
+#[ignore = "2.6 against itself: its waiting end sometimes never takes the new address (see the comment)"]
 fn stock_waiting_end_takes_the_peer_again_from_a_new_address() {
     takes_the_peer_again_from_a_new_address("pw-sm", Implementation::Stock);
 }
