@@ -325,7 +325,6 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsFiles> {
     load_opening(cfg, KeyOpening::ConfigRead)
 }
 
-/// The passphrase kept from the key's last opening, unless `auth-nocache`.
 /// That `askpass FILE` can be read, without reading it: what 2.6 checks
 /// at start (options.c `check_file_access`) when it reads the file later
 /// or not at all.
@@ -340,6 +339,7 @@ fn check_askpass_readable(cfg: &Config, path: &std::path::Path) -> anyhow::Resul
     Ok(())
 }
 
+/// The passphrase kept from the key's last opening, unless `auth-nocache`.
 fn kept_passphrase(cfg: &Config) -> Option<Zeroizing<String>> {
     passphrase_memory().recall().filter(|_| !cfg.auth_nocache)
 }

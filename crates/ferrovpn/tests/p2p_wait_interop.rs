@@ -323,7 +323,7 @@ fn ferrovpn_waiting_end_takes_the_peer_again_from_a_new_address() {
 
 /// 2.6 against itself, the reference for the ferrovpn case above. Not in
 /// the suite: 2.6's waiting end does not always take the new address. In
-/// 2 of about 12 runs (2026-12-04, one on an idle machine) it logged the
+/// 2 of 8 runs (2026-12-04, one on an idle machine) it logged the
 /// new peer's `Initial packet`, went on pinging the old address
 /// (`ECONNREFUSED` each second), sent the new peer an ACK that peer could
 /// not route (`Unroutable control packet ... op=P_ACK_V1`), and had not

@@ -33,7 +33,7 @@ const FLOWING_WITHIN_NS: u64 = 1_000_000;
 /// TUN write per flow, each running the local receiver's TCP and waking it,
 /// the ACK read back and sent), so a longer pace gathers more datagrams per
 /// wake-up and per TUN write. Measured there with `bench-stock --seconds 5`,
-/// interleaved runs: 300 µs against 1 ms gave 4.2-5.0 against 2.5-3.0
+/// interleaved runs: 300 µs against 1 ms gave 4.2-5.1 against 2.8-3.2
 /// server CPU s/GB with 1 stock client uploading and 3.0-3.8 against
 /// 2.2-3.2 with 4; 2 ms gained little more (2.5-3.0 with 1 client) for a
 /// higher loaded RTT. A millisecond stays well inside the loaded RTT
@@ -43,9 +43,10 @@ const FLOWING_WITHIN_NS: u64 = 1_000_000;
 pub(super) const PACE_NS: u64 = 1_000_000;
 /// The same for a stock peer's download ([`worth_pacing_acks`]): its TCP
 /// ACKs wait in the socket, and the data they release in the TUN. Kept at
-/// 300 µs: 1 ms lowered the server CPU by about a tenth with 1 stock client
-/// (3.7-4.1 against 4.3-4.8 s/GB) but raised the loaded RTT from 5-7 to
-/// 6-11 ms, at or above OpenVPN's in the same bench.
+/// 300 µs: with 1 stock client downloading, 1 ms gave 3.6-4.6 server CPU
+/// s/GB against 4.0-5.1 over two interleaved series (6 runs each), within
+/// this bench's noise, and raised the loaded RTT from 5-7 to 6-11 ms, at or
+/// above OpenVPN's in the same bench.
 pub(super) const ACK_PACE_NS: u64 = 300_000;
 
 /// What one wake-up of the worker received over UDP.
