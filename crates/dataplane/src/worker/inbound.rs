@@ -42,12 +42,22 @@ const FLOWING_WITHIN_NS: u64 = 1_000_000;
 /// before).
 pub(super) const PACE_NS: u64 = 1_000_000;
 /// The same for a stock peer's download ([`worth_pacing_acks`]): its TCP
-/// ACKs wait in the socket, and the data they release in the TUN. Kept at
-/// 300 µs: with 1 stock client downloading, 1 ms gave 3.6-4.6 server CPU
-/// s/GB against 4.0-5.1 over two interleaved series (6 runs each), within
-/// this bench's noise, and raised the loaded RTT from 5-7 to 6-11 ms, at or
-/// above OpenVPN's in the same bench.
-pub(super) const ACK_PACE_NS: u64 = 300_000;
+/// ACKs wait in the socket, and the data they release in the TUN. 1 ms
+/// since the night of 2026-12-04 (300 µs before): the stock client, not the server,
+/// sets a download's rate (it decrypts one datagram per system call, at
+/// 95 % of a core in the bench), and the server's CPU use stays near a
+/// fixed share of a core whatever the rate, set by how often it wakes: at
+/// 1 ms 0.22 of a core against 0.25 (medians, 1 stock client, 10 s runs).
+/// Interleaved `bench-stock --seconds 10 --only ferrovpn` runs, server CPU
+/// s/GB: 1 client 3.98 against 4.62 (6 pairs, all lower) and 4.11 against
+/// 4.95 (5 pairs, 4 lower); 4 clients 4.04 against 4.80 (3 pairs, all
+/// lower). The cost: the loaded RTT at full load is 8-12 ms against 6-10
+/// (OpenVPN's 9-10 ms at two thirds of the rate; at OpenVPN's rate 1.2 ms
+/// against its 10), and the stock client's socket drops more (about
+/// 20 k datagrams a run against 2 k, as many TCP retransmissions; under
+/// OpenVPN 9-10 k at its lower rate): the ACKs of a millisecond reach
+/// the sender's TCP as one, and it answers with a bigger burst.
+pub(super) const ACK_PACE_NS: u64 = 1_000_000;
 
 /// What one wake-up of the worker received over UDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
