@@ -43,11 +43,12 @@ const FLOWING_WITHIN_NS: u64 = 1_000_000;
 pub(super) const PACE_NS: u64 = 1_000_000;
 /// The same for a stock peer's download ([`worth_pacing_acks`]): its TCP
 /// ACKs wait in the socket, and the data they release in the TUN. 1 ms
-/// since the night of 2026-12-04 (300 µs before): the stock client, not the server,
-/// sets a download's rate (it decrypts one datagram per system call, at
-/// 95 % of a core in the bench), and the server's CPU use stays near a
-/// fixed share of a core whatever the rate, set by how often it wakes: at
-/// 1 ms 0.22 of a core against 0.25 (medians, 1 stock client, 10 s runs).
+/// since the night of 2026-12-04 (300 µs before): the stock client, not
+/// the server, sets a download's rate (it decrypts one datagram per system
+/// call, at 95 % of a core in the bench), and the server's CPU use stays
+/// near a fixed share of a core whatever the rate, set by how often it
+/// wakes: 0.22 of a core at 1 ms against 0.25 at 300 µs (medians, 1 stock
+/// client, 10 s runs).
 /// Interleaved `bench-stock --seconds 10 --only ferrovpn` runs, server CPU
 /// s/GB: 1 client 3.98 against 4.62 (6 pairs, all lower) and 4.11 against
 /// 4.95 (5 pairs, 4 lower); 4 clients 4.04 against 4.80 (3 pairs, all
