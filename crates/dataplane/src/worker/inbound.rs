@@ -48,11 +48,10 @@ pub(super) const PACE_NS: u64 = 1_000_000;
 /// call, at 95 % of a core in the bench), and the server's CPU use stays
 /// near a fixed share of a core whatever the rate, set by how often it
 /// wakes: 0.22 of a core at 1 ms against 0.25 at 300 µs (medians, 1 stock
-/// client, 10 s runs).
-/// Interleaved `bench-stock --seconds 10 --only ferrovpn` runs, server CPU
-/// s/GB: 1 client 3.98 against 4.62 (6 pairs, all lower) and 4.11 against
-/// 4.95 (5 pairs, 4 lower); 4 clients 4.04 against 4.80 (3 pairs, all
-/// lower). The cost: the loaded RTT at full load is 8-12 ms against 6-10
+/// client, 10 s runs). Interleaved `bench-stock --seconds 10 --only
+/// ferrovpn` runs, server CPU s/GB: 1 client 3.98 against 4.62 (6 pairs,
+/// all lower) and 4.11 against 4.95 (5 pairs, 4 lower); 4 clients 4.04
+/// against 4.80 (3 pairs, all lower). The cost: the loaded RTT at full load is 8-12 ms against 6-10
 /// (OpenVPN's 9-10 ms at two thirds of the rate; at OpenVPN's rate 1.2 ms
 /// against its 10), and the stock client's socket drops more (about
 /// 20 k datagrams a run against 2 k, as many TCP retransmissions; under

@@ -423,8 +423,8 @@ impl Worker {
             // gather for one turn per pace (`inbound::worth_pacing_acks`).
             acks_paced = udp_rx && !paced && self.ib.worth_pacing_acks(woke_at, packets, bytes);
             if paced || acks_paced {
-                // Uploads and downloads pace for different times (see the two
-                // constants).
+                // Uploads and downloads each have a pace of their own,
+                // measured apart (both 1 ms now; see the two constants).
                 let pace_ns = if paced {
                     inbound::PACE_NS
                 } else {
