@@ -20,6 +20,9 @@ pub struct PingStats {
     pub received: u32,
     /// Average round-trip time in milliseconds.
     pub avg_ms: f64,
+    /// Median round-trip time in milliseconds, over the replies: one late
+    /// wake-up on a busy machine moves the average of a few pings, not this.
+    pub median_ms: f64,
 }
 
 /// `count` pings of `size` bytes from `ns` to `addr`, without DF (`-M
@@ -79,10 +82,7 @@ pub fn ping_all(
 pub fn ping(ns: &Netns, addr: &str, count: u32, deadline: Duration) -> Result<PingStats> {
     let w = deadline.as_secs().max(1).to_string();
     let count_s = count.max(1).to_string();
-    let cmd = ns.command(
-        "ping",
-        &["-n", "-q", "-c", &count_s, "-i", "0.2", "-w", &w, addr],
-    );
+    let cmd = ns.command("ping", &["-n", "-c", &count_s, "-i", "0.2", "-w", &w, addr]);
     let out = run_with_timeout(cmd, deadline + Duration::from_secs(5))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let stats = parse_ping(&text).with_context(|| {
@@ -124,10 +124,23 @@ fn parse_ping(text: &str) -> Result<PingStats> {
         .trim()
         .parse()
         .context("avg")?;
+    // One `time=0.412 ms` per reply (not in `-q` output; then the average).
+    let mut times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median_ms = match times.len() {
+        0 => avg_ms,
+        n if n % 2 == 1 => times[n / 2],
+        n => (times[n / 2 - 1] + times[n / 2]) / 2.0,
+    };
     Ok(PingStats {
         transmitted,
         received,
         avg_ms,
+        median_ms,
     })
 }
 
@@ -425,6 +438,16 @@ mod tests {
         let s = parse_ping(t).unwrap();
         assert_eq!((s.transmitted, s.received), (5, 4));
         assert!((s.avg_ms - 0.533).abs() < 1e-9);
+        assert!(
+            (s.median_ms - 0.533).abs() < 1e-9,
+            "no reply lines: the average"
+        );
+        let replies = "64 bytes from 10.8.0.1: icmp_seq=1 ttl=64 time=0.701 ms\n\
+                       64 bytes from 10.8.0.1: icmp_seq=2 ttl=64 time=0.412 ms\n\
+                       64 bytes from 10.8.0.1: icmp_seq=3 ttl=64 time=9.50 ms\n\
+                       64 bytes from 10.8.0.1: icmp_seq=4 ttl=64 time=0.500 ms\n";
+        let s = parse_ping(&format!("{replies}{t}")).unwrap();
+        assert!((s.median_ms - 0.6005).abs() < 1e-9, "{s:?}");
         let t0 = "--- x ping statistics ---\n3 packets transmitted, 0 received, 100% packet loss, time 2040ms\n";
         assert!(parse_ping(t0).is_err());
     }
