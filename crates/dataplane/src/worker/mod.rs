@@ -431,6 +431,7 @@ impl Worker {
                     inbound::ACK_PACE_NS
                 };
                 let until = woke_at + pace_ns;
+                self.ib.paced_until(until);
                 let now = now_nanos();
                 if now < until {
                     let tun_wakes = if acks_paced || inbound::tun_may_wait(packets, bytes) {
