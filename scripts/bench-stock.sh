@@ -12,8 +12,9 @@
 # reading: a server is then not charged its clients' UDP receive).
 #
 # Prints a Markdown table: server | clients | direction | Gbit/s |
-# server CPU s/GB | idle RTT ms | loaded RTT ms, then ferrovpn's figures over
-# OpenVPN's. The measuring itself is crates/testkit/examples/bench_stock.rs
+# server CPU s/GB | idle RTT ms | loaded RTT ms (each the pings' median,
+# then their average), then ferrovpn's figures over OpenVPN's. The
+# measuring itself is crates/testkit/examples/bench_stock.rs
 # (the shared testkit Lab the interop tests use). See README, "Benchmark".
 set -euo pipefail
 
