@@ -56,9 +56,9 @@ use ferrovpn_testkit::{
     ping, wait_until,
 };
 
-/// Idle RTT: pings 0.2 s apart. On this 2-core VM one ping's wake-ups
-/// vary more than the two servers differ (20 pings' average ranged 0.40-1.00
-/// ms for one build over a day's runs), so the table gives the median of 50
+/// Idle RTT: pings 0.2 s apart. On the 2-core bench VM one ping's wake-ups
+/// vary more than the two servers differ (ferrovpn's 20-ping average ranged
+/// 0.40-1.00 ms over one day's runs), so the table gives the median of 50
 /// and their average.
 const IDLE_PINGS: u32 = 50;
 
