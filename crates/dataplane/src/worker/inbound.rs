@@ -61,12 +61,13 @@ pub(super) const PACE_NS: u64 = 1_000_000;
 /// client, 10 s runs). Interleaved `bench-stock --seconds 10 --only
 /// ferrovpn` runs, server CPU s/GB: 1 client 3.98 against 4.62 (6 pairs,
 /// all lower) and 4.11 against 4.95 (5 pairs, 4 lower); 4 clients 4.04
-/// against 4.80 (3 pairs, all lower). The cost: the loaded RTT at full load is 8-12 ms against 6-10
-/// (OpenVPN's 9-10 ms at two thirds of the rate; at OpenVPN's rate 1.2 ms
-/// against its 10), and the stock client's socket drops more (about
-/// 20 k datagrams a run against 2 k, as many TCP retransmissions; under
-/// OpenVPN 9-10 k at its lower rate): the ACKs of a millisecond reach
-/// the sender's TCP as one, and it answers with a bigger burst.
+/// against 4.80 (3 pairs, all lower). The cost: the loaded RTT at full
+/// load is 8-12 ms against 6-10 (OpenVPN's 9-10 ms at two thirds of the
+/// rate; at OpenVPN's rate 1.2 ms against its 10), and the stock client's
+/// socket drops more (about 20 k datagrams a run against 2 k, as many TCP
+/// retransmissions; under OpenVPN 9-10 k at its lower rate): the ACKs of a
+/// millisecond reach the sender's TCP as one, and it answers with a bigger
+/// burst.
 pub(super) const ACK_PACE_NS: u64 = 1_000_000;
 
 /// What one wake-up of the worker received over UDP.
